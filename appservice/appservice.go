@@ -1,0 +1,359 @@
+package appservice
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix"
+	mxas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+)
+
+// Options are the dependencies of an Appservice.
+type Options struct {
+	Config       Config
+	Registration *mxas.Registration
+	// HomeserverDomain is the server_name; HomeserverURL its client-server API.
+	HomeserverDomain string
+	HomeserverURL    string
+	DB               *dbutil.Database
+	// Remover removes SFU participants of users who leave or are banned.
+	Remover ParticipantRemover
+	// Status adds lines to "!conf status"; optional.
+	Status StatusReporter
+	// FocusURL is the livekit_service_url shown by "!conf status".
+	FocusURL   string
+	Log        zerolog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Appservice is gxconf's Matrix application service.
+type Appservice struct {
+	cfg     Config
+	reg     *mxas.Registration
+	mx      *mxas.AppService
+	state   *sqlstatestore.SQLStateStore
+	store   *store
+	remover ParticipantRemover
+	status  StatusReporter
+	focus   string
+	botID   id.UserID
+	log     zerolog.Logger
+	metrics *metrics
+	jobs    chan job
+	now     func() time.Time
+}
+
+// job is a side effect of a transaction, run in order by the worker.
+type job struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+const jobQueueSize = 1024
+
+// New builds the appservice and upgrades its tables (its own and mautrix's
+// state store).
+func New(ctx context.Context, opts Options) (*Appservice, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Registration == nil || opts.DB == nil || opts.Remover == nil {
+		return nil, errors.New("appservice: Registration, DB and Remover are required")
+	}
+	if err := CheckRegistration(opts.Registration, opts.Config); err != nil {
+		return nil, fmt.Errorf("registration: %w", err)
+	}
+	log := opts.Log.With().Str("component", "appservice").Logger()
+	st, err := newStore(ctx, opts.DB)
+	if err != nil {
+		return nil, err
+	}
+	state := sqlstatestore.NewSQLStateStore(opts.DB, dbutil.ZeroLogger(log), false)
+	if err := state.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade Matrix state store: %w", err)
+	}
+	mx, err := mxas.CreateFull(mxas.CreateOpts{
+		Registration:     opts.Registration,
+		HomeserverDomain: opts.HomeserverDomain,
+		HomeserverURL:    opts.HomeserverURL,
+		StateStore:       state,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up Matrix client: %w", err)
+	}
+	mx.Log = log
+	mx.HTTPClient.Timeout = 30 * time.Second
+	a := &Appservice{
+		cfg:     opts.Config,
+		reg:     opts.Registration,
+		mx:      mx,
+		state:   state,
+		store:   st,
+		remover: opts.Remover,
+		status:  opts.Status,
+		focus:   opts.FocusURL,
+		botID:   id.NewUserID(opts.Registration.SenderLocalpart, opts.HomeserverDomain),
+		log:     log,
+		metrics: newMetrics(opts.Registerer),
+		jobs:    make(chan job, jobQueueSize),
+		now:     time.Now,
+	}
+	return a, nil
+}
+
+// BotID is the bot's Matrix user ID.
+func (a *Appservice) BotID() id.UserID { return a.botID }
+
+// Bot is the Matrix client acting as the bot (for other packages' wiring, such
+// as sending a user the credential request).
+func (a *Appservice) Bot() *mautrix.Client { return a.mx.BotClient() }
+
+// Handler serves the appservice API the homeserver calls.
+func (a *Appservice) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, prefix := range []string{"/_matrix/app/v1", "/_matrix/app/unstable", ""} {
+		mux.HandleFunc("PUT "+prefix+"/transactions/{txnID}", a.handleTransaction)
+		mux.HandleFunc("GET "+prefix+"/users/{userID}", a.handleUserQuery)
+		mux.HandleFunc("GET "+prefix+"/rooms/{roomAlias}", a.handleAliasQuery)
+	}
+	mux.HandleFunc("POST /_matrix/app/v1/ping", a.handlePing)
+	mux.HandleFunc("GET /_matrix/mau/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, struct{}{}) })
+	return mux
+}
+
+// authorized checks the homeserver's hs_token in constant time. Homeservers
+// send it as a Bearer header; older ones as ?access_token=.
+func (a *Appservice) authorized(w http.ResponseWriter, r *http.Request) bool {
+	token := ""
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		token = strings.TrimPrefix(h, "Bearer ")
+	} else {
+		token = r.URL.Query().Get("access_token")
+	}
+	if token == "" {
+		writeMatrixError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing access token")
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(a.reg.ServerToken)) != 1 {
+		writeMatrixError(w, http.StatusForbidden, "M_FORBIDDEN", "Invalid access token")
+		return false
+	}
+	return true
+}
+
+func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(w, r) {
+		a.metrics.transactions.WithLabelValues("unauthorized").Inc()
+		return
+	}
+	ctx := r.Context()
+	txnID := r.PathValue("txnID")
+	log := a.log.With().Str("txn_id", txnID).Logger()
+	seen, err := a.store.seenTxn(ctx, txnID)
+	if err != nil {
+		log.Error().Err(err).Msg("Failed to check transaction")
+		writeMatrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Database error")
+		return
+	}
+	if seen {
+		a.metrics.transactions.WithLabelValues("duplicate").Inc()
+		log.Debug().Msg("Ignoring duplicate transaction")
+		writeJSON(w, http.StatusOK, struct{}{})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxTransactionBytes))
+	if err != nil {
+		a.metrics.transactions.WithLabelValues("too_large").Inc()
+		writeMatrixError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Transaction too large")
+		return
+	}
+	txn, err := DecodeTransaction(body)
+	if err != nil {
+		a.metrics.transactions.WithLabelValues("bad_json").Inc()
+		log.Warn().Err(err).Msg("Refused malformed transaction")
+		writeMatrixError(w, http.StatusBadRequest, "M_NOT_JSON", "Malformed transaction")
+		return
+	}
+	ctx = log.WithContext(context.WithoutCancel(ctx))
+	for _, evt := range txn.Events {
+		if err := a.processEvent(ctx, evt); err != nil {
+			// A store failure must not be acknowledged: the homeserver retries.
+			a.metrics.transactions.WithLabelValues("error").Inc()
+			log.Error().Err(err).Str("event_id", evt.ID.String()).Msg("Failed to process event")
+			writeMatrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Failed to process transaction")
+			return
+		}
+	}
+	if err := a.store.markTxn(ctx, txnID, a.now()); err != nil {
+		log.Error().Err(err).Msg("Failed to record transaction")
+		writeMatrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Database error")
+		return
+	}
+	a.metrics.transactions.WithLabelValues("ok").Inc()
+	log.Debug().Int("events", len(txn.Events)).Msg("Processed transaction")
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// handleUserQuery says the bot exists (registering it if needed); other users
+// in the namespace do not.
+func (a *Appservice) handleUserQuery(w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(w, r) {
+		return
+	}
+	if id.UserID(r.PathValue("userID")) == a.botID {
+		if err := a.mx.BotIntent().EnsureRegistered(r.Context()); err != nil {
+			a.log.Warn().Err(err).Msg("Failed to register bot on user query")
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+		return
+	}
+	writeMatrixError(w, http.StatusNotFound, "M_NOT_FOUND", "No such user")
+}
+
+// handleAliasQuery: gxconf owns no aliases.
+func (a *Appservice) handleAliasQuery(w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(w, r) {
+		return
+	}
+	writeMatrixError(w, http.StatusNotFound, "M_NOT_FOUND", "No such room alias")
+}
+
+func (a *Appservice) handlePing(w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(w, r) {
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// Run serves the appservice API on the configured address and runs the worker
+// until ctx ends.
+func (a *Appservice) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", a.cfg.Listen, err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener.
+func (a *Appservice) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	a.log.Info().Str("address", ln.Addr().String()).Str("bot", a.botID.String()).Msg("Appservice listening")
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		a.work(ctx)
+	}()
+	a.enqueue(ctx, job{name: "bot_setup", run: a.setupBot})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			<-workerDone
+			return fmt.Errorf("appservice server failed: %w", err)
+		case now := <-tick.C:
+			if err := a.store.purgeTxns(ctx, now.Add(-7*24*time.Hour)); err != nil {
+				a.log.Warn().Err(err).Msg("Failed to purge old transaction IDs")
+			}
+		case <-ctx.Done():
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := srv.Shutdown(shutdownCtx)
+			<-errc
+			<-workerDone
+			if err != nil {
+				return fmt.Errorf("appservice shutdown: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+// enqueue hands a side effect to the worker; it waits when the queue is full
+// (back pressure to the homeserver) unless ctx ends.
+func (a *Appservice) enqueue(ctx context.Context, j job) {
+	select {
+	case a.jobs <- j:
+	case <-ctx.Done():
+	}
+}
+
+// work runs jobs in order until ctx ends. A failed job is logged, not retried:
+// the next event about the same room will try again.
+func (a *Appservice) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-a.jobs:
+			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := j.run(a.log.WithContext(jctx))
+			cancel()
+			result := "ok"
+			if err != nil {
+				result = "error"
+				a.log.Warn().Err(err).Str("job", j.name).Msg("Appservice job failed")
+			}
+			a.metrics.jobs.WithLabelValues(j.name, result).Inc()
+		}
+	}
+}
+
+// setupBot registers the bot (homeservers usually create it from the
+// registration already) and sets its display name. The homeserver may still
+// be starting, so it retries a few times.
+func (a *Appservice) setupBot(ctx context.Context) error {
+	intent := a.mx.BotIntent()
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if err = intent.EnsureRegistered(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("failed to register bot: %w", err)
+	}
+	if a.cfg.Bot.Displayname != "" {
+		if err := intent.SetDisplayName(ctx, a.cfg.Bot.Displayname); err != nil {
+			return fmt.Errorf("failed to set bot display name: %w", err)
+		}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeMatrixError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"errcode": code, "error": msg})
+}

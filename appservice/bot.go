@@ -1,0 +1,67 @@
+package appservice
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// command answers one bot command. Unknown commands get the help text.
+func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.UserID, args []string) *event.MessageEventContent {
+	verb := "help"
+	if len(args) > 0 {
+		verb = strings.ToLower(args[0])
+	}
+	zerolog.Ctx(ctx).Info().Str("room_id", roomID.String()).Str("user_id", sender.String()).Str("command", verb).Msg("Bot command")
+	switch verb {
+	case "status":
+		return a.statusText(ctx, roomID)
+	case "help":
+		return notice(a.helpText())
+	}
+	return notice(fmt.Sprintf("Unknown command %q.\n\n%s", verb, a.helpText()))
+}
+
+func (a *Appservice) helpText() string {
+	p := a.cfg.CommandPrefix
+	return strings.Join([]string{
+		"gxconf bot commands:",
+		"• " + p + " help — this text",
+		"• " + p + " status — who is in this room's call and how calls are set up",
+	}, "\n")
+}
+
+func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {
+	members, err := a.store.callMembers(ctx, roomID.String(), a.now())
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to list call members")
+		return notice("Sorry, I could not read this room's call state.")
+	}
+	var b strings.Builder
+	b.WriteString("Call status of this room:\n")
+	if len(members) == 0 {
+		b.WriteString("• nobody is in a call\n")
+	} else {
+		fmt.Fprintf(&b, "• %d device(s) in a call:\n", len(members))
+		for _, m := range members {
+			fmt.Fprintf(&b, "  – %s (device %s, slot %s)\n", m.UserID, m.DeviceID, m.SlotID)
+		}
+	}
+	if a.focus != "" {
+		fmt.Fprintf(&b, "• focus: %s\n", a.focus)
+	}
+	if a.status != nil {
+		for _, line := range a.status.RoomStatus(ctx, roomID.String()) {
+			b.WriteString("• " + line + "\n")
+		}
+	}
+	return notice(strings.TrimRight(b.String(), "\n"))
+}
+
+func notice(text string) *event.MessageEventContent {
+	return &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+}

@@ -1,0 +1,185 @@
+package appservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// processEvent applies one event to the store and queues its side effects.
+// It returns an error only when the store failed.
+func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
+	a.metrics.events.WithLabelValues(metricEventType(evt.Type.Type)).Inc()
+	log := zerolog.Ctx(ctx).With().Str("room_id", evt.RoomID.String()).Str("event_id", evt.ID.String()).Logger()
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		log.Debug().Err(err).Str("event_type", evt.Type.Type).Msg("Ignoring event with unparseable content")
+		return nil
+	}
+	if evt.Type.IsState() {
+		if err := a.updateState(ctx, evt); err != nil {
+			return err
+		}
+	}
+	switch evt.Type.Type {
+	case event.StateMember.Type:
+		return a.onMember(log.WithContext(ctx), evt)
+	case TypeCallMember, TypeRTCMember:
+		return a.onCallMember(log.WithContext(ctx), evt)
+	case event.EventMessage.Type:
+		a.onMessage(log.WithContext(ctx), evt)
+	}
+	return nil
+}
+
+// updateState writes member and power-level state into the state store,
+// reporting failures (mautrix.UpdateStateStore only logs them).
+func (a *Appservice) updateState(ctx context.Context, evt *event.Event) error {
+	var err error
+	switch content := evt.Content.Parsed.(type) {
+	case *event.MemberEventContent:
+		err = a.state.SetMember(ctx, evt.RoomID, id.UserID(evt.GetStateKey()), content)
+	case *event.PowerLevelsEventContent:
+		err = a.state.SetPowerLevels(ctx, evt.RoomID, content)
+	case *event.CreateEventContent:
+		err = a.state.SetCreate(ctx, evt)
+	case *event.JoinRulesEventContent:
+		err = a.state.SetJoinRules(ctx, evt.RoomID, content)
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("failed to update state store: %w", err)
+	}
+	return nil
+}
+
+// onMember auto-joins the bot on invite and removes the SFU participants of
+// users who left, were kicked or were banned.
+func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
+	content, ok := evt.Content.Parsed.(*event.MemberEventContent)
+	if !ok {
+		return nil
+	}
+	target := id.UserID(evt.GetStateKey())
+	log := zerolog.Ctx(ctx).With().Str("user_id", target.String()).Str("membership", string(content.Membership)).Logger()
+	log.Debug().Msg("Membership changed")
+	if target == a.botID {
+		if content.Membership == event.MembershipInvite {
+			roomID := evt.RoomID
+			a.enqueue(ctx, job{name: "bot_join", run: func(ctx context.Context) error { return a.joinAndGreet(ctx, roomID) }})
+		}
+		return nil
+	}
+	switch content.Membership {
+	case event.MembershipLeave, event.MembershipBan:
+		if err := a.store.deleteUserCallMembers(ctx, evt.RoomID.String(), target.String()); err != nil {
+			return err
+		}
+		reason := "left the room"
+		switch {
+		case content.Membership == event.MembershipBan:
+			reason = "banned from the room"
+		case evt.Sender != target:
+			reason = "removed from the room"
+		}
+		roomID := evt.RoomID.String()
+		a.enqueue(ctx, job{name: "remove_participants", run: func(ctx context.Context) error {
+			n, err := a.remover.RemoveUser(ctx, roomID, target.String(), reason)
+			if n > 0 {
+				zerolog.Ctx(ctx).Info().Str("room_id", roomID).Str("user_id", target.String()).Int("participants", n).
+					Str("reason", reason).Msg("Removed user's call participants")
+			}
+			return err
+		}})
+	}
+	return nil
+}
+
+// onCallMember keeps the MatrixRTC call memberships.
+func (a *Appservice) onCallMember(ctx context.Context, evt *event.Event) error {
+	m, leave, err := ParseCallMember(evt.Type.Type, evt.Sender.String(), evt.RoomID.String(), evt.StateKey, evt.Timestamp, evt.Content.VeryRaw)
+	if err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("Ignoring malformed call membership")
+		return nil
+	}
+	if leave {
+		return a.store.deleteCallMember(ctx, m.RoomID, m.Kind, m.Key)
+	}
+	zerolog.Ctx(ctx).Debug().Str("user_id", m.UserID).Str("device_id", m.DeviceID).Str("slot_id", m.SlotID).Msg("Call membership updated")
+	return a.store.putCallMember(ctx, m)
+}
+
+// onMessage dispatches bot commands from other users.
+func (a *Appservice) onMessage(ctx context.Context, evt *event.Event) {
+	if evt.Sender == a.botID {
+		return
+	}
+	content, ok := evt.Content.Parsed.(*event.MessageEventContent)
+	if !ok || (content.MsgType != event.MsgText && content.MsgType != event.MsgNotice) {
+		return
+	}
+	body := strings.TrimSpace(content.Body)
+	fields := strings.Fields(body)
+	if len(fields) == 0 || fields[0] != a.cfg.CommandPrefix {
+		return
+	}
+	roomID, sender := evt.RoomID, evt.Sender
+	a.enqueue(ctx, job{name: "bot_command", run: func(ctx context.Context) error {
+		if !a.state.IsInRoom(ctx, roomID, a.botID) {
+			return nil // commands are answered only where the bot is a member
+		}
+		reply := a.command(ctx, roomID, sender, fields[1:])
+		_, err := a.mx.BotIntent().SendMessageEvent(ctx, roomID, event.EventMessage, reply)
+		return err
+	}})
+}
+
+// joinAndGreet accepts an invite and says what the bot does.
+func (a *Appservice) joinAndGreet(ctx context.Context, roomID id.RoomID) error {
+	if _, err := a.mx.BotIntent().JoinRoomByID(ctx, roomID); err != nil {
+		return fmt.Errorf("failed to join %s: %w", roomID, err)
+	}
+	_, err := a.mx.BotIntent().SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgNotice,
+		Body:    fmt.Sprintf("gxconf is looking after this room's calls. Type `%s help` for commands.", a.cfg.CommandPrefix),
+	})
+	return err
+}
+
+// IsJoined reports whether userID is joined to roomID: from the store when it
+// says so, otherwise by asking the homeserver as the bot (a join may not have
+// reached us yet). A room the bot cannot see counts as "not joined".
+func (a *Appservice) IsJoined(ctx context.Context, roomID, userID string) (bool, error) {
+	membership, err := a.state.GetMembership(ctx, id.RoomID(roomID), id.UserID(userID))
+	if err != nil {
+		return false, fmt.Errorf("failed to read membership: %w", err)
+	}
+	if membership == event.MembershipJoin {
+		return true, nil
+	}
+	var content event.MemberEventContent
+	err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), event.StateMember, userID, &content)
+	switch {
+	case err == nil:
+		// The client wrote the answer into the state store.
+		return content.Membership == event.MembershipJoin, nil
+	case errors.Is(err, mautrix.MForbidden), errors.Is(err, mautrix.MNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("failed to ask the homeserver for membership: %w", err)
+}
+
+// metricEventType keeps the label set small.
+func metricEventType(t string) string {
+	switch t {
+	case event.StateMember.Type, event.EventMessage.Type, event.StatePowerLevels.Type, TypeCallMember, TypeRTCMember:
+		return t
+	}
+	return "other"
+}

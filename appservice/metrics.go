@@ -1,0 +1,30 @@
+package appservice
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	transactions *prometheus.CounterVec
+	events       *prometheus.CounterVec
+	jobs         *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "transactions_total",
+			Help: "Transactions pushed by the homeserver, by result.",
+		}, []string{"result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "events_total",
+			Help: "Events received from the homeserver, by type.",
+		}, []string{"type"}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "jobs_total",
+			Help: "Side effects run by the appservice worker (bot replies, joins, participant removal), by result.",
+		}, []string{"job", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.transactions, m.events, m.jobs)
+	}
+	return m
+}

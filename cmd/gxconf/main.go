@@ -1,0 +1,80 @@
+// Command gxconf runs gxconf: the Matrix appservice, MatrixRTC focus and (later)
+// the embedded SFU, as one process.
+//
+// Usage:
+//
+//	gxconf serve -c config.yaml -r registration.yaml
+//	gxconf generate-registration -c config.yaml -r registration.yaml
+//	gxconf version
+//
+// This is the only package that exits or reads flags.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `gxconf — secure, federated video calls for Matrix
+
+Usage:
+  gxconf serve -c config.yaml -r registration.yaml
+      Run the appservice, the MatrixRTC focus and the SFU until SIGINT/SIGTERM.
+  gxconf generate-registration -c config.yaml -r registration.yaml [-force]
+      Write the appservice registration for the homeserver, with fresh tokens.
+  gxconf version
+      Print the version.
+
+Configuration: see config.example.yaml; every key can be overridden with
+GXCONF_SECTION__KEY (and GXCONF_SECTION__KEY_FILE to read a secret from a file).
+`
+
+// run dispatches a subcommand and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stderr)
+	case "generate-registration":
+		err = cmdGenerateRegistration(args[1:], stdout)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "gxconf", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "gxconf: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gxconf %s: %v\n", args[0], err)
+		var usageErr *usageError
+		if errors.As(err, &usageErr) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }

@@ -1,0 +1,210 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/store"
+)
+
+// EnvPrefix starts every environment variable that overrides a config key.
+const EnvPrefix = "GXCONF_"
+
+// Config is the whole gxconf configuration file. Each package owns its section.
+type Config struct {
+	Homeserver Homeserver        `yaml:"homeserver"`
+	Database   store.Config      `yaml:"database"`
+	Appservice appservice.Config `yaml:"appservice"`
+	Focus      focus.Config      `yaml:"focus"`
+	Metrics    Metrics           `yaml:"metrics"`
+	Logging    Logging           `yaml:"logging"`
+}
+
+// Homeserver says which Matrix homeserver gxconf is registered with.
+type Homeserver struct {
+	// Domain is the server_name: the part after the colon in user IDs.
+	Domain string `yaml:"domain"`
+	// Address is the base URL of the homeserver's client-server API.
+	Address string `yaml:"address"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Enabled serves /metrics.
+	Enabled bool `yaml:"enabled"`
+	// Listen is a separate address for /metrics; empty serves it on the focus listener.
+	Listen string `yaml:"listen"`
+}
+
+// Logging configures the zerolog output.
+type Logging struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used where the file says nothing.
+func Default() Config {
+	return Config{
+		Homeserver: Homeserver{},
+		Database:   store.DefaultConfig(),
+		Appservice: appservice.DefaultConfig(),
+		Focus:      focus.DefaultConfig(),
+		Metrics:    Metrics{Enabled: true},
+		Logging:    Logging{Level: "info", Format: "json"},
+	}
+}
+
+// placeholderDomains are the example values of config.example.yaml; serve refuses them.
+var placeholderDomains = []string{"example.org", "example.com", "example.net", "matrix.example.org"}
+
+// IsPlaceholderDomain reports whether d is one of the documentation domains.
+func IsPlaceholderDomain(d string) bool {
+	for _, p := range placeholderDomains {
+		if strings.EqualFold(d, p) || strings.HasSuffix(strings.ToLower(d), "."+p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks the sections it owns and asks every package to check its own.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(section string, err error) {
+		for _, e := range flatten(err) {
+			errs = append(errs, fmt.Errorf("%s.%w", section, e))
+		}
+	}
+	var hs []error
+	if c.Homeserver.Domain == "" {
+		hs = append(hs, errors.New("domain: must be set to the homeserver's server_name"))
+	} else if IsPlaceholderDomain(c.Homeserver.Domain) {
+		hs = append(hs, fmt.Errorf("domain: %q is the example placeholder; set your homeserver's server_name", c.Homeserver.Domain))
+	}
+	if c.Homeserver.Address == "" {
+		hs = append(hs, errors.New("address: must be set to the homeserver's client-server API URL"))
+	} else if err := checkHTTPURL(c.Homeserver.Address); err != nil {
+		hs = append(hs, fmt.Errorf("address: %w", err))
+	}
+	add("homeserver", errors.Join(hs...))
+	add("database", c.Database.Validate())
+	add("appservice", c.Appservice.Validate())
+	add("focus", c.Focus.Validate())
+	var lg []error
+	if _, err := parseLevel(c.Logging.Level); err != nil {
+		lg = append(lg, fmt.Errorf("level: %w", err))
+	}
+	if c.Logging.Format != "json" && c.Logging.Format != "pretty" {
+		lg = append(lg, fmt.Errorf("format: must be json or pretty, got %q", c.Logging.Format))
+	}
+	add("logging", errors.Join(lg...))
+	return errors.Join(errs...)
+}
+
+// flatten unwraps errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// Problems is every problem found in a configuration, one per line.
+type Problems []string
+
+func (p Problems) Error() string {
+	return fmt.Sprintf("%d configuration problem(s):\n  %s", len(p), strings.Join(p, "\n  "))
+}
+
+// Load reads the YAML file at path on top of the defaults, applies environment
+// overrides (GXCONF_SECTION__KEY, GXCONF_SECTION__KEY_FILE) from environ and
+// validates the result. All problems are reported at once, each by dotted key.
+func Load(path string, environ []string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read config: %w", err)
+	}
+	return Parse(raw, environ)
+}
+
+// Parse is Load for an in-memory file.
+func Parse(raw []byte, environ []string) (*Config, error) {
+	cfg := Default()
+	var problems Problems
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, Problems{fmt.Sprintf("file: %s", strings.TrimPrefix(err.Error(), "yaml: "))}
+	}
+	if len(root.Content) > 0 {
+		var found []string
+		checkNode(&root, reflect.TypeFor[Config](), "", &found)
+		problems = append(problems, found...)
+		if len(problems) == 0 {
+			dec := root.Content[0]
+			if err := dec.Decode(&cfg); err != nil {
+				problems = append(problems, "file: "+leafError(err))
+			}
+		}
+	}
+	problems = append(problems, applyEnv(&cfg, environ)...)
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	for _, e := range flatten(cfg.Validate()) {
+		problems = append(problems, e.Error())
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return &cfg, nil
+}
+
+// applyEnv applies GXCONF_ overrides. A variable ending in _FILE whose name is
+// not itself a key reads the value from the named file (for secrets).
+func applyEnv(cfg *Config, environ []string) Problems {
+	var problems Problems
+	sorted := append([]string(nil), environ...)
+	sort.Strings(sorted)
+	root := reflect.ValueOf(cfg).Elem()
+	for _, kv := range sorted {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		path := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")
+		dotted := strings.Join(path, ".")
+		found, err := setByPath(root, path, value)
+		if !found && strings.HasSuffix(name, "_FILE") {
+			last := len(path) - 1
+			path[last] = strings.TrimSuffix(path[last], "_file")
+			dotted = strings.Join(path, ".")
+			content, rerr := os.ReadFile(value)
+			if rerr != nil {
+				problems = append(problems, fmt.Sprintf("%s: env %s: cannot read file: %v", dotted, name, rerr))
+				continue
+			}
+			found, err = setByPath(root, path, strings.TrimRight(string(content), "\r\n"))
+		}
+		if !found {
+			problems = append(problems, fmt.Sprintf("%s: env %s names no config key", dotted, name))
+		} else if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: env %s: %v", dotted, name, err))
+		}
+	}
+	return problems
+}

@@ -1,0 +1,136 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func readExample(t *testing.T) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("../config.example.yaml")
+	require.NoError(t, err)
+	return raw
+}
+
+// The example documents every key: it must decode strictly, and only its
+// placeholder domain may be refused, so example and code cannot drift.
+func TestExampleConfigDecodes(t *testing.T) {
+	_, err := Parse(readExample(t), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Len(t, problems, 1, "%v", problems)
+	require.Contains(t, problems[0], "homeserver.domain:")
+	require.Contains(t, problems[0], "placeholder")
+
+	cfg, err := Parse(readExample(t), []string{"GXCONF_HOMESERVER__DOMAIN=bund.test"})
+	require.NoError(t, err)
+	require.Equal(t, "bund.test", cfg.Homeserver.Domain)
+	// The example's values are the defaults, except the SFU it must name.
+	focusCfg := cfg.Focus
+	focusCfg.SFU = Default().Focus.SFU
+	require.Equal(t, Default().Focus, focusCfg)
+}
+
+// Every key in the example must also be a default: a missing section would
+// leave it to zero values.
+func TestExampleMatchesDefaults(t *testing.T) {
+	cfg, err := Parse(readExample(t), []string{"GXCONF_HOMESERVER__DOMAIN=bund.test"})
+	require.NoError(t, err)
+	def := Default()
+	require.Equal(t, def.Database, cfg.Database)
+	require.Equal(t, def.Appservice, cfg.Appservice)
+	require.Equal(t, def.Metrics, cfg.Metrics)
+	require.Equal(t, def.Logging, cfg.Logging)
+}
+
+func TestUnknownKeysAndTypesAreNamed(t *testing.T) {
+	_, err := Parse([]byte(`
+homeserver:
+  domain: bund.test
+  address: http://127.0.0.1:8008
+  adress: typo
+focus:
+  token_ttl: soon
+  openid:
+    cache_tl: 1m
+  rate_limit:
+    per_ip:
+      rate: [1]
+bogus: 1
+`), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	joined := strings.Join(problems, "\n")
+	require.Contains(t, joined, "homeserver.adress: unknown key (line 5)")
+	require.Contains(t, joined, "focus.token_ttl:")
+	require.Contains(t, joined, "focus.openid.cache_tl: unknown key")
+	require.Contains(t, joined, "focus.rate_limit.per_ip.rate:")
+	require.Contains(t, joined, "bogus: unknown key")
+	require.Len(t, problems, 5, joined)
+}
+
+func TestValidationCollectsEveryProblem(t *testing.T) {
+	_, err := Parse([]byte(`
+homeserver:
+  domain: ""
+  address: ftp://x
+database:
+  type: sqlite
+focus:
+  listen: nowhere
+  token_ttl: 1s
+  full_access_homeservers: ["*", "other.test"]
+logging:
+  level: loud
+`), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	joined := strings.Join(problems, "\n")
+	for _, key := range []string{"homeserver.domain:", "homeserver.address:", "database.type:", "focus.listen:", "focus.token_ttl:", "focus.full_access_homeservers[0]:", "logging.level:"} {
+		require.Contains(t, joined, key)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("s3cr3t-from-a-file-0123456789abcdef\n"), 0o600))
+	cfg, err := Parse([]byte("homeserver: {domain: bund.test, address: 'http://127.0.0.1:8008'}\n"), []string{
+		"GXCONF_FOCUS__TOKEN_TTL=5m",
+		"GXCONF_FOCUS__FULL_ACCESS_HOMESERVERS=[a.test, b.test]",
+		"GXCONF_FOCUS__SFU__API_SECRET_FILE=" + secretFile,
+		"GXCONF_FOCUS__OPENID__SERVER_OVERRIDES__BUND.TEST=http://127.0.0.1:1",
+		"GXCONF_FOCUS__SFU__API_KEY=yes", // strings stay verbatim, not YAML booleans
+		"OTHER_VAR=ignored",
+	})
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Minute, cfg.Focus.TokenTTL)
+	require.Equal(t, []string{"a.test", "b.test"}, cfg.Focus.FullAccessHomeservers)
+	require.Equal(t, "s3cr3t-from-a-file-0123456789abcdef", cfg.Focus.SFU.APISecret)
+	require.Equal(t, "yes", cfg.Focus.SFU.APIKey)
+	require.Equal(t, "http://127.0.0.1:1", cfg.Focus.OpenID.ServerOverrides["bund.test"])
+
+	_, err = Parse([]byte("homeserver: {domain: bund.test, address: 'http://127.0.0.1:8008'}\n"), []string{
+		"GXCONF_FOCUS__TOKEN_TL=5m",
+		"GXCONF_FOCUS__TOKEN_TTL=later",
+		"GXCONF_FOCUS__SFU__API_SECRET_FILE=/does/not/exist",
+	})
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	joined := strings.Join(problems, "\n")
+	require.Contains(t, joined, "focus.token_tl: env GXCONF_FOCUS__TOKEN_TL names no config key")
+	require.Contains(t, joined, "focus.token_ttl: env GXCONF_FOCUS__TOKEN_TTL:")
+	require.Contains(t, joined, "focus.sfu.api_secret: env GXCONF_FOCUS__SFU__API_SECRET_FILE: cannot read file")
+	require.NotContains(t, joined, "s3cr3t")
+}
+
+func TestPlaceholderDomains(t *testing.T) {
+	require.True(t, IsPlaceholderDomain("example.org"))
+	require.True(t, IsPlaceholderDomain("matrix.EXAMPLE.com"))
+	require.False(t, IsPlaceholderDomain("bund.de"))
+	require.False(t, IsPlaceholderDomain("notexample.org"))
+}

@@ -1,0 +1,18 @@
+// Package focus is gxconf's MatrixRTC focus: the HTTP API that Element Call and
+// BundesMessenger Call use to get a LiveKit token, wire-compatible with
+// element-hq/lk-jwt-service (POST /get_token, POST /sfu/get,
+// POST /delegate_delayed_leave, GET /healthz), plus discovery helpers
+// (/.well-known/matrix/client fragment and MSC4143/MSC4519 rtc/transports).
+//
+// A token request is decoded and validated at the edge, then processed:
+// the OpenID token is verified with the user's homeserver (federation server
+// discovery, cached briefly), room membership is checked through the
+// MembershipChecker the caller provides (the appservice), the room's access
+// decision is taken through an AccessDecider, the LiveKit room is created
+// through a RoomService (the embedded SFU in-process, or a stock LiveKit server
+// over Twirp) and a LiveKit JWT is minted. Every token handed out is recorded as
+// a grant so that the user's participants can be removed again when they leave
+// or are banned from the Matrix room (RemoveUser).
+//
+// It must not import appservice, sfu or cmd.
+package focus

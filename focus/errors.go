@@ -1,0 +1,97 @@
+package focus
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Sentinel errors of the focus. The HTTP edge maps them to Matrix error JSON.
+var (
+	// ErrUnauthorized: the OpenID token could not be verified or does not match the claimed user.
+	ErrUnauthorized = errors.New("the request could not be authorised")
+	// ErrNotMember: the user is not joined to the Matrix room.
+	ErrNotMember = errors.New("the user is not joined to the room")
+	// ErrAccessDenied: the room's access policy refused the user.
+	ErrAccessDenied = errors.New("the room's access policy refused the user")
+	// ErrMembershipUnknown: membership could not be determined (homeserver unreachable).
+	ErrMembershipUnknown = errors.New("unable to verify room membership")
+	// ErrRoomCreate: the SFU refused or failed to create the room.
+	ErrRoomCreate = errors.New("unable to create room on SFU")
+	// ErrDelegationUnsupported: delayed-leave delegation (MSC4140) is not implemented yet.
+	ErrDelegationUnsupported = errors.New("delegating delayed leave events (MSC4140) is not supported by this focus yet")
+)
+
+// Matrix error codes used on the wire.
+const (
+	codeNotJSON      = "M_NOT_JSON"
+	codeBadJSON      = "M_BAD_JSON"
+	codeUnauthorized = "M_UNAUTHORIZED"
+	codeForbidden    = "M_FORBIDDEN"
+	codeLimit        = "M_LIMIT_EXCEEDED"
+	codeTooLarge     = "M_TOO_LARGE"
+	codeUnknown      = "M_UNKNOWN"
+	codeUnrecognized = "M_UNRECOGNIZED"
+)
+
+// Error is an error with its HTTP rendering: {"errcode","error"} and a status.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// RetryAfter is set for M_LIMIT_EXCEEDED.
+	RetryAfter time.Duration
+	// Err is the cause, for logs only; it is never sent to the client.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func badJSON(msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: msg}
+}
+
+// toError maps any error of the processing functions to its wire form.
+// Unknown errors become 500 without leaking their text.
+func toError(err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, ErrUnauthorized):
+		return &Error{Status: http.StatusUnauthorized, Code: codeUnauthorized, Message: "The request could not be authorised.", Err: err}
+	case errors.Is(err, ErrNotMember):
+		return &Error{Status: http.StatusForbidden, Code: codeForbidden, Message: "You are not a member of this room.", Err: err}
+	case errors.Is(err, ErrAccessDenied):
+		var d *DeniedError
+		msg := "The room's access policy does not admit you."
+		if errors.As(err, &d) && d.Reason != "" {
+			msg = d.Reason
+		}
+		return &Error{Status: http.StatusForbidden, Code: codeForbidden, Message: msg, Err: err}
+	case errors.Is(err, ErrMembershipUnknown):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
+	case errors.Is(err, ErrRoomCreate):
+		return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Unable to create room on SFU", Err: err}
+	case errors.Is(err, ErrDelegationUnsupported):
+		return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: "Delegating delayed leave events is not supported by this focus yet", Err: err}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Internal Server Error", Err: err}
+}
+
+// DeniedError carries the policy's reason for a refusal; it matches ErrAccessDenied.
+type DeniedError struct {
+	Reason string
+}
+
+func (d *DeniedError) Error() string { return "access denied: " + d.Reason }
+
+func (d *DeniedError) Is(target error) bool { return target == ErrAccessDenied }

@@ -1,0 +1,195 @@
+package focus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func (s *Service) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/get_token", s.api("get_token", s.handleGetToken))
+	mux.Handle("/sfu/get", s.api("sfu_get", s.handleSFUGet))
+	mux.Handle("/delegate_delayed_leave", s.api("delegate_delayed_leave", s.handleDelegate))
+	mux.HandleFunc("/healthz", handleHealthz)
+	mux.HandleFunc("/.well-known/matrix/client", s.handleWellKnown)
+	mux.HandleFunc("/_matrix/client/unstable/org.matrix.msc4143/rtc/transports", s.handleTransports)
+	mux.HandleFunc("/_matrix/client/v1/rtc/transports", s.handleTransports)
+	return mux
+}
+
+// apiFunc processes a decoded request body; its error is rendered by api.
+type apiFunc func(ctx context.Context, body []byte) (any, error)
+
+// api wraps a POST endpoint the way lk-jwt-service does (CORS, OPTIONS 200,
+// other methods 405) and adds what it lacks: per-IP rate limit, body limit,
+// request log and metrics. Errors are rendered here and only here.
+func (s *Service) api(endpoint string, fn apiFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "POST")
+		h.Set("Access-Control-Allow-Headers", "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token")
+		switch r.Method {
+		case http.MethodOptions:
+			w.WriteHeader(http.StatusOK)
+			return
+		case http.MethodPost:
+		default:
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		start := time.Now()
+		ip := clientIP(r, s.trusted)
+		log := s.log.With().Str("endpoint", endpoint).Str("client_ip", ip).Logger()
+		ctx := log.WithContext(r.Context())
+
+		result, err := func() (any, error) {
+			if ok, wait := s.ipLimit.allow(ip, s.now()); !ok {
+				return nil, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait}
+			}
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+			if err != nil {
+				var tooLarge *http.MaxBytesError
+				if errors.As(err, &tooLarge) {
+					return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge, Message: "Request body too large"}
+				}
+				return nil, errNotJSON
+			}
+			return fn(ctx, body)
+		}()
+		outcome := "ok"
+		status := http.StatusOK
+		if err != nil {
+			e := toError(err)
+			outcome, status = e.Code, e.Status
+			writeError(w, e)
+		} else {
+			w.WriteHeader(http.StatusOK)
+			_ = json.NewEncoder(w).Encode(result)
+		}
+		s.metrics.requests.WithLabelValues(endpoint, outcome).Inc()
+		ev := zerolog.Ctx(ctx).Info()
+		if status >= 500 {
+			ev = zerolog.Ctx(ctx).Error()
+		}
+		if err != nil {
+			// The cause is ours to read; the client only saw the Matrix error.
+			ev = ev.AnErr("reason", err)
+		}
+		ev.Int("status", status).Str("outcome", outcome).Dur("duration", time.Since(start)).Msg("Handled focus request")
+	})
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	body := map[string]any{"errcode": e.Code, "error": e.Message}
+	if e.RetryAfter > 0 {
+		ms := e.RetryAfter.Milliseconds()
+		body["retry_after_ms"] = ms
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (s *Service) handleGetToken(ctx context.Context, body []byte) (any, error) {
+	req, err := DecodeTokenRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
+	return s.processToken(ctx, tokenInput{
+		endpoint: "get_token", roomID: req.RoomID, slotID: req.SlotID, openID: req.OpenIDToken,
+		claimedUserID: req.Member.ClaimedUserID, deviceID: req.Member.ClaimedDeviceID,
+		memberID: req.Member.ID, delegation: anyDelay,
+	})
+}
+
+func (s *Service) handleSFUGet(ctx context.Context, body []byte) (any, error) {
+	req, err := DecodeLegacyTokenRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
+	return s.processToken(ctx, tokenInput{
+		endpoint: "sfu_get", roomID: req.Room, slotID: LegacySlotID, openID: req.OpenIDToken,
+		deviceID: req.DeviceID, delegation: anyDelay,
+	})
+}
+
+// handleDelegate validates and authenticates like lk-jwt-service, then says
+// clearly that delegation is not implemented (the homeservers we test with
+// have no MSC4140 delayed events to delegate).
+func (s *Service) handleDelegate(ctx context.Context, body []byte) (any, error) {
+	req, err := DecodeDelayedLeaveRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	user, err := s.verifyOpenID(ctx, req.OpenIDToken)
+	if err != nil {
+		return nil, err
+	}
+	if req.Member.ClaimedUserID != user.String() {
+		return nil, ErrUnauthorized
+	}
+	return nil, &Error{Status: http.StatusNotImplemented, Code: codeUnrecognized,
+		Message: "Delegating delayed leave events (MSC4140) is not supported by this focus yet", Err: ErrDelegationUnsupported}
+}
+
+func handleHealthz(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// transport is the focus as MSC4143/MSC4158 clients expect it.
+func (s *Service) transport() map[string]string {
+	return map[string]string{"type": "livekit", "livekit_service_url": s.cfg.ServiceURL()}
+}
+
+// handleWellKnown serves the fragment of /.well-known/matrix/client that
+// announces the focus (org.matrix.msc4143.rtc_foci, MSC4158), for a reverse
+// proxy to route there or merge into the homeserver's document.
+func (s *Service) handleWellKnown(w http.ResponseWriter, r *http.Request) {
+	doc := map[string]any{"org.matrix.msc4143.rtc_foci": []any{s.transport()}}
+	if s.cfg.Discovery.HomeserverBaseURL != "" {
+		doc["m.homeserver"] = map[string]string{"base_url": s.cfg.Discovery.HomeserverBaseURL}
+	}
+	writeDiscovery(w, r, doc)
+}
+
+// handleTransports serves MSC4519's rtc/transports, as Synapse does when
+// matrix_rtc.transports is configured.
+func (s *Service) handleTransports(w http.ResponseWriter, r *http.Request) {
+	writeDiscovery(w, r, map[string]any{"rtc_transports": []any{s.transport()}})
+}
+
+func writeDiscovery(w http.ResponseWriter, r *http.Request, doc any) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Requested-With")
+	switch r.Method {
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusOK)
+		return
+	case http.MethodGet, http.MethodHead:
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_ = json.NewEncoder(w).Encode(doc)
+	}
+}

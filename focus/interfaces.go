@@ -1,0 +1,62 @@
+package focus
+
+import (
+	"context"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+)
+
+// RoomService is the part of LiveKit's livekit.RoomService the focus uses. The
+// embedded SFU implements it in-process; NewTwirpRoomService implements it for
+// a stock LiveKit server.
+type RoomService interface {
+	CreateRoom(ctx context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error)
+	RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error)
+}
+
+// MembershipChecker tells whether a user is joined to a Matrix room. The
+// appservice implements it from its store, asking the homeserver when the store
+// does not know.
+type MembershipChecker interface {
+	IsJoined(ctx context.Context, roomID, userID string) (bool, error)
+}
+
+// AccessRequest is what the focus knows about a token request once the user is
+// authenticated and known to be a member.
+type AccessRequest struct {
+	RoomID   string
+	UserID   string
+	DeviceID string
+	// ServerName is the user's homeserver (from the verified OpenID token).
+	ServerName string
+	// LiveKitRoom and Identity are what the token will grant.
+	LiveKitRoom string
+	Identity    string
+}
+
+// AccessDecision is an allowed request's terms.
+type AccessDecision struct {
+	// NotAfter caps the token's validity (e.g. the attestation's expiry); zero means no cap.
+	NotAfter time.Time
+	// MaxParticipants is the room's cap for CreateRoom; 0 means none.
+	MaxParticipants uint32
+	// DenyPublish forces a subscribe-only token.
+	DenyPublish bool
+}
+
+// AccessDecider applies a room's access policy beyond membership (credentials,
+// confidentiality level). It returns an error matching ErrAccessDenied (see
+// DeniedError) to refuse.
+type AccessDecider interface {
+	Decide(ctx context.Context, req AccessRequest) (AccessDecision, error)
+}
+
+// MembershipOnly admits every member; it is the decider when no credential
+// policy is configured.
+type MembershipOnly struct{}
+
+// Decide admits the request without further terms.
+func (MembershipOnly) Decide(context.Context, AccessRequest) (AccessDecision, error) {
+	return AccessDecision{}, nil
+}

@@ -1,0 +1,43 @@
+package focus
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	openIDLatency *prometheus.HistogramVec
+	openIDCached  prometheus.Counter
+	tokens        *prometheus.CounterVec
+	removed       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "requests_total",
+			Help: "Focus API requests by endpoint and outcome (ok or the Matrix errcode).",
+		}, []string{"endpoint", "outcome"}),
+		openIDLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "openid_lookup_seconds",
+			Help:    "Duration of OpenID userinfo lookups with the user's homeserver, including discovery.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		openIDCached: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "openid_cache_hits_total",
+			Help: "OpenID tokens answered from the cache without asking the homeserver.",
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "tokens_issued_total",
+			Help: "LiveKit tokens handed out, by whether they allow publishing.",
+		}, []string{"can_publish"}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "participants_removed_total",
+			Help: "SFU participants removed because their Matrix user left, was banned or lost access.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.openIDLatency, m.openIDCached, m.tokens, m.removed)
+	}
+	return m
+}

@@ -1,0 +1,327 @@
+package focus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/twitchtv/twirp"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// Options are the dependencies of a Service.
+type Options struct {
+	Config Config
+	// LocalDomain is the homeserver's server_name; its users may always publish.
+	LocalDomain string
+	DB          *dbutil.Database
+	Rooms       RoomService
+	Members     MembershipChecker
+	// Access is the room access policy; nil admits every member.
+	Access     AccessDecider
+	Log        zerolog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the MatrixRTC focus.
+type Service struct {
+	cfg         Config
+	localDomain string
+	log         zerolog.Logger
+	openid      *openIDVerifier
+	rooms       RoomService
+	members     MembershipChecker
+	access      AccessDecider
+	grants      *grantStore
+	ipLimit     *keyedLimiter
+	userLimit   *keyedLimiter
+	trusted     []*net.IPNet
+	metrics     *metrics
+	mux         *http.ServeMux
+	now         func() time.Time
+}
+
+// New builds the focus and upgrades its tables.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Config.SFU.URL == "" || opts.Config.SFU.APIKey == "" || opts.Config.SFU.APISecret == "" {
+		return nil, errors.New("focus: sfu url, api_key and api_secret must be known")
+	}
+	if opts.DB == nil || opts.Rooms == nil || opts.Members == nil {
+		return nil, errors.New("focus: DB, Rooms and Members are required")
+	}
+	grants, err := newGrantStore(ctx, opts.DB)
+	if err != nil {
+		return nil, err
+	}
+	access := opts.Access
+	if access == nil {
+		access = MembershipOnly{}
+	}
+	var trusted []*net.IPNet
+	for _, p := range opts.Config.RateLimit.TrustedProxies {
+		_, n, _ := net.ParseCIDR(p) // validated
+		trusted = append(trusted, n)
+	}
+	s := &Service{
+		cfg:         opts.Config,
+		localDomain: opts.LocalDomain,
+		log:         opts.Log,
+		openid:      newOpenIDVerifier(opts.Config.OpenID),
+		rooms:       opts.Rooms,
+		members:     opts.Members,
+		access:      access,
+		grants:      grants,
+		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
+		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
+		trusted:     trusted,
+		metrics:     newMetrics(opts.Registerer),
+		now:         time.Now,
+	}
+	if opts.Config.OpenID.DangerouslySkipTLSVerify {
+		s.log.Warn().Msg("TLS certificates of homeservers are NOT verified (focus.openid.dangerously_skip_tls_verify); never run this in production")
+	}
+	s.mux = s.routes()
+	return s, nil
+}
+
+// tokenInput is what both token endpoints have in common once decoded.
+type tokenInput struct {
+	endpoint      string
+	roomID        string
+	slotID        string
+	openID        OpenIDToken
+	claimedUserID string // empty for /sfu/get
+	deviceID      string
+	memberID      string // empty for /sfu/get: legacy identity
+	delegation    bool
+}
+
+// processToken turns a validated request into a LiveKit token, or an error
+// that toError renders.
+func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenResponse, error) {
+	log := zerolog.Ctx(ctx)
+	user, err := s.verifyOpenID(ctx, in.openID)
+	if err != nil {
+		return nil, err
+	}
+	if in.claimedUserID != "" && in.claimedUserID != user.String() {
+		return nil, fmt.Errorf("%w: claimed_user_id %s does not match the token's user", ErrUnauthorized, in.claimedUserID)
+	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("user_id", user.String()).Str("room_id", in.roomID)
+	})
+	if ok, wait := s.userLimit.allow(user.String(), s.now()); !ok {
+		return nil, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait}
+	}
+	if in.delegation {
+		return nil, ErrDelegationUnsupported
+	}
+	joined, err := s.members.IsJoined(ctx, in.roomID, user.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMembershipUnknown, err)
+	}
+	if !joined {
+		return nil, ErrNotMember
+	}
+
+	lkRoom := LiveKitRoomAlias(in.roomID, in.slotID)
+	identity := LegacyLiveKitIdentity(user.String(), in.deviceID)
+	if in.memberID != "" {
+		identity = LiveKitIdentity(user.String(), in.deviceID, in.memberID)
+	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("lk_room", lkRoom).Str("lk_identity", identity)
+	})
+	decision, err := s.access.Decide(ctx, AccessRequest{
+		RoomID: in.roomID, UserID: user.String(), DeviceID: in.deviceID,
+		ServerName: in.openID.MatrixServerName, LiveKitRoom: lkRoom, Identity: identity,
+	})
+	if err != nil {
+		return nil, err
+	}
+	canPublish := s.isFullAccess(in.openID.MatrixServerName) && !decision.DenyPublish
+
+	_, err = s.rooms.CreateRoom(ctx, &livekit.CreateRoomRequest{
+		Name:             lkRoom,
+		EmptyTimeout:     uint32(s.cfg.Room.EmptyTimeout / time.Second),
+		DepartureTimeout: uint32(s.cfg.Room.DepartureTimeout / time.Second),
+		MaxParticipants:  decision.MaxParticipants,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
+	}
+
+	now := s.now()
+	ttl := s.cfg.TokenTTL
+	if !decision.NotAfter.IsZero() {
+		if capped := decision.NotAfter.Sub(now); capped < ttl {
+			ttl = capped
+		}
+		if ttl <= 0 {
+			return nil, &DeniedError{Reason: "Your credential has expired; verify it again."}
+		}
+	}
+	jwt, err := s.mint(lkRoom, identity, canPublish, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("failed to sign token: %w", err)
+	}
+	if err := s.grants.put(ctx, Grant{
+		LiveKitRoom: lkRoom, Identity: identity, RoomID: in.roomID, UserID: user.String(),
+		DeviceID: in.deviceID, IssuedAt: now, ExpiresAt: now.Add(ttl),
+	}); err != nil {
+		// Without the grant the user could not be removed on leave: refuse.
+		return nil, err
+	}
+	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
+	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Msg("Issued LiveKit token")
+	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
+}
+
+func (s *Service) verifyOpenID(ctx context.Context, tok OpenIDToken) (id.UserID, error) {
+	start := time.Now()
+	user, cached, err := s.openid.Verify(ctx, tok)
+	switch {
+	case cached:
+		s.metrics.openIDCached.Inc()
+	case err != nil:
+		s.metrics.openIDLatency.WithLabelValues("error").Observe(time.Since(start).Seconds())
+	default:
+		s.metrics.openIDLatency.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+	}
+	return user, err
+}
+
+// isFullAccess: the local homeserver, a configured one, or everyone with "*".
+func (s *Service) isFullAccess(server string) bool {
+	if server == s.localDomain {
+		return true
+	}
+	list := s.cfg.FullAccessHomeservers
+	if len(list) == 1 && list[0] == "*" {
+		return true
+	}
+	return slices.Contains(list, server)
+}
+
+// mint signs a LiveKit access token with the grants lk-jwt-service gives.
+func (s *Service) mint(lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
+	yes := true
+	grant := &auth.VideoGrant{
+		RoomJoin:     true,
+		Room:         lkRoom,
+		CanPublish:   &canPublish,
+		CanSubscribe: &yes,
+	}
+	if s.cfg.CanUpdateOwnMetadata {
+		grant.CanUpdateOwnMetadata = &yes
+	}
+	return auth.NewAccessToken(s.cfg.SFU.APIKey, s.cfg.SFU.APISecret).
+		SetVideoGrant(grant).
+		SetIdentity(identity).
+		SetValidFor(ttl).
+		ToJWT()
+}
+
+// RemoveUser removes every SFU participant the user was given a token for in
+// the Matrix room, e.g. because they left or were banned. It returns how many
+// participants were removed; participants that are already gone count as done.
+func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error) {
+	grants, err := s.grants.forUser(ctx, roomID, userID)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	var errs []error
+	for _, g := range grants {
+		_, err := s.rooms.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: g.LiveKitRoom, Identity: g.Identity})
+		var terr twirp.Error
+		switch {
+		case err == nil:
+			removed++
+			s.metrics.removed.WithLabelValues("removed").Inc()
+			s.log.Info().Str("room_id", roomID).Str("user_id", userID).Str("lk_room", g.LiveKitRoom).
+				Str("lk_identity", g.Identity).Str("reason", reason).Msg("Removed participant from SFU")
+		case errors.As(err, &terr) && terr.Code() == twirp.NotFound:
+			s.metrics.removed.WithLabelValues("absent").Inc()
+		default:
+			s.metrics.removed.WithLabelValues("error").Inc()
+			errs = append(errs, fmt.Errorf("failed to remove %s from %s: %w", g.Identity, g.LiveKitRoom, err))
+			continue
+		}
+		if err := s.grants.delete(ctx, g.LiveKitRoom, g.Identity); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Handle mounts an extra handler (metrics, verifier pages) on the focus listener.
+func (s *Service) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+}
+
+// Handler is the focus HTTP API.
+func (s *Service) Handler() http.Handler { return s.mux }
+
+// Run serves the API on the configured address and purges old grants until
+// ctx ends, then shuts the server down gracefully.
+func (s *Service) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener (tests use port 0).
+func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.log.Info().Str("address", ln.Addr().String()).Str("livekit_service_url", s.cfg.ServiceURL()).Msg("Focus listening")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("focus server failed: %w", err)
+		case now := <-tick.C:
+			s.ipLimit.sweep(now)
+			s.userLimit.sweep(now)
+			if n, err := s.grants.purge(ctx, now.Add(-s.cfg.GrantRetention)); err != nil {
+				s.log.Warn().Err(err).Msg("Failed to purge old grants")
+			} else if n > 0 {
+				s.log.Debug().Int64("count", n).Msg("Purged old grants")
+			}
+		case <-ctx.Done():
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := srv.Shutdown(shutdownCtx)
+			<-errc
+			if err != nil {
+				return fmt.Errorf("focus shutdown: %w", err)
+			}
+			return nil
+		}
+	}
+}
