@@ -25,7 +25,10 @@ import (
 // server names": IP literal or explicit port, /.well-known/matrix/server, SRV
 // _matrix-fed._tcp then _matrix._tcp, else port 8448).
 type openIDVerifier struct {
-	cfg OpenIDConfig
+	cfg     OpenIDConfig
+	tlsConf *tls.Config
+	// dial opens TCP connections; tests replace it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// plain fetches well-known documents and overridden base URLs.
 	plain *http.Client
 	// pinned talks to a resolved destination: it dials the address and checks
@@ -72,12 +75,24 @@ const (
 )
 
 func newOpenIDVerifier(cfg OpenIDConfig) *openIDVerifier {
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.DangerouslySkipTLSVerify} //nolint:gosec // explicit, loudly named dev option
+	v := &openIDVerifier{
+		cfg:           cfg,
+		tlsConf:       &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.DangerouslySkipTLSVerify}, //nolint:gosec // explicit, loudly named dev option
+		lookupSRV:     net.DefaultResolver.LookupSRV,
+		wellKnownPort: "443",
+		now:           time.Now,
+		tokens:        make(map[[32]byte]tokenEntry),
+		wellKnown:     make(map[string]wellKnownEntry),
+	}
 	dialer := &net.Dialer{Timeout: cfg.Timeout}
+	v.dial = dialer.DialContext
+	// Both transports call v.dial and read v.tlsConf late, so tests can swap them.
 	plainTransport := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         dialer.DialContext,
-		TLSClientConfig:     tlsConf,
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return v.dial(ctx, network, addr) },
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return v.dialTLS(ctx, network, addr, "")
+		},
 		TLSHandshakeTimeout: cfg.Timeout,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
@@ -88,46 +103,50 @@ func newOpenIDVerifier(cfg OpenIDConfig) *openIDVerifier {
 			if d, ok := ctx.Value(destKey{}).(*destination); ok && d.dial != "" {
 				addr = d.dial
 			}
-			return dialer.DialContext(ctx, network, addr)
+			return v.dial(ctx, network, addr)
 		},
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d, _ := ctx.Value(destKey{}).(*destination)
-			serverName := ""
-			if d != nil {
+			certName := ""
+			if d, ok := ctx.Value(destKey{}).(*destination); ok {
 				if d.dial != "" {
 					addr = d.dial
 				}
-				serverName = d.certName
+				certName = d.certName
 			}
-			raw, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			conf := tlsConf.Clone()
-			if serverName != "" {
-				conf.ServerName = serverName
-			} else if host, _, err := net.SplitHostPort(addr); err == nil {
-				conf.ServerName = host
-			}
-			conn := tls.Client(raw, conf)
-			if err := conn.HandshakeContext(ctx); err != nil {
-				_ = raw.Close()
-				return nil, err
-			}
-			return conn, nil
+			return v.dialTLS(ctx, network, addr, certName)
 		},
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &openIDVerifier{
-		cfg:           cfg,
-		plain:         &http.Client{Transport: plainTransport, Timeout: cfg.Timeout},
-		pinned:        &http.Client{Transport: pinnedTransport, Timeout: cfg.Timeout, CheckRedirect: noRedirect},
-		lookupSRV:     net.DefaultResolver.LookupSRV,
-		wellKnownPort: "443",
-		now:           time.Now,
-		tokens:        make(map[[32]byte]tokenEntry),
-		wellKnown:     make(map[string]wellKnownEntry),
+	v.plain = &http.Client{Transport: plainTransport, Timeout: cfg.Timeout, CheckRedirect: limitRedirects}
+	v.pinned = &http.Client{Transport: pinnedTransport, Timeout: cfg.Timeout, CheckRedirect: noRedirect}
+	return v
+}
+
+// dialTLS connects and checks the certificate for certName (default: the host dialled).
+func (v *openIDVerifier) dialTLS(ctx context.Context, network, addr, certName string) (net.Conn, error) {
+	raw, err := v.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
 	}
+	conf := v.tlsConf.Clone()
+	if certName != "" {
+		conf.ServerName = certName
+	} else if host, _, err := net.SplitHostPort(addr); err == nil {
+		conf.ServerName = host
+	}
+	conn := tls.Client(raw, conf)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func limitRedirects(_ *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("too many redirects")
+	}
+	return nil
 }
 
 // Verify returns the user the token belongs to and whether the answer came
@@ -352,6 +371,9 @@ func validServerName(s string) error {
 		return errors.New("empty or too long")
 	}
 	host, port := splitServerName(s)
+	if strings.HasSuffix(s, ":") {
+		return errors.New("empty port")
+	}
 	if port != "" {
 		p, err := strconv.Atoi(port)
 		if err != nil || p < 1 || p > 65535 || strings.HasPrefix(port, "+") {
@@ -359,7 +381,7 @@ func validServerName(s string) error {
 		}
 	}
 	if strings.HasPrefix(host, "[") {
-		if ip := net.ParseIP(strings.Trim(host, "[]")); ip == nil || ip.To4() != nil {
+		if ip := net.ParseIP(strings.Trim(host, "[]")); !strings.HasSuffix(host, "]") || ip == nil || ip.To4() != nil {
 			return fmt.Errorf("bad IPv6 literal %q", host)
 		}
 		return nil

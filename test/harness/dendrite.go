@@ -107,6 +107,8 @@ type DendriteOptions struct {
 	Registrations []string
 	// WellKnownClient sets global.well_known_client_name.
 	WellKnownClient string
+	// OpenIDTokenLifetime overrides user_api.openid_token_lifetime_ms (default 1 h).
+	OpenIDTokenLifetime time.Duration
 	// Stdout receives Dendrite's own output; nil discards it (it also logs to Dir/log).
 	Stdout io.Writer
 }
@@ -224,7 +226,11 @@ func editDendriteConfig(raw []byte, secret, dir string, opts DendriteOptions) ([
 		rl["enabled"] = false
 	}
 	section("federation_api")["key_perspectives"] = []any{}
-	section("user_api")["bcrypt_cost"] = 4
+	userAPI := section("user_api")
+	userAPI["bcrypt_cost"] = 4
+	if opts.OpenIDTokenLifetime > 0 {
+		userAPI["openid_token_lifetime_ms"] = opts.OpenIDTokenLifetime.Milliseconds()
+	}
 	doc["logging"] = []any{map[string]any{"type": "file", "level": "info", "params": map[string]any{"path": filepath.Join(dir, "log")}}}
 	return yaml.Marshal(doc)
 }

@@ -1,0 +1,46 @@
+# gxconf — make targets. `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/.cache/bin
+export GXCONF_DENDRITE_BIN := $(BIN)
+
+.PHONY: all build demo test deps lint unit fuzz clean
+
+all: build
+
+## build: the gxconf binary in bin/
+build:
+	$(GO) build -o bin/gxconf ./cmd/gxconf
+
+## deps: everything the tests need (Dendrite via go install; system packages via apt where missing)
+deps:
+	./scripts/deps.sh
+
+## demo: a local Dendrite with gxconf registered; prints what to open and try
+demo: deps
+	$(GO) run ./test/demo
+
+## test: every test, with the race detector, real peers included
+test: deps lint
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+## lint: gofmt and go vet must be clean
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*')); \
+	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+## unit: the fast tests only (no homeserver, no browser)
+unit:
+	$(GO) test -race -short ./...
+
+## fuzz: run each fuzzer for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+clean:
+	rm -rf bin .demo

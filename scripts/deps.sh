@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what gxconf's tests and demo need, skipping what is already there:
+#  - Dendrite v0.13.8 and its generate-keys/generate-config/create-account tools (go install, cached in .cache/bin)
+# Later additions (browser, Redis, npm packages) are installed here too, so that
+# `make test` works on a fresh machine and in CI alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${GXCONF_DENDRITE_BIN:-$PWD/.cache/bin}"
+DENDRITE_VERSION=v0.13.8
+
+missing=()
+for c in dendrite generate-keys generate-config create-account; do
+  [ -x "$BIN/$c" ] || missing+=("github.com/matrix-org/dendrite/cmd/$c@$DENDRITE_VERSION")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing Dendrite $DENDRITE_VERSION into $BIN (takes a few minutes once)"
+  mkdir -p "$BIN"
+  # Outside the module, so that go install takes exactly the pinned versions.
+  (cd /tmp && GOBIN="$BIN" go install "${missing[@]}")
+fi
+echo "deps: ok"
