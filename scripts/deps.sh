@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Installs what gxconf's tests and demo need, skipping what is already there:
 #  - Dendrite v0.13.8 and its generate-keys/generate-config/create-account tools (go install, cached in .cache/bin)
+#  - PostgreSQL's server (apt), which the tests start as a throwaway cluster
 # Later additions (browser, Redis, npm packages) are installed here too, so that
 # `make test` works on a fresh machine and in CI alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${GXCONF_DENDRITE_BIN:-$PWD/.cache/bin}"
 DENDRITE_VERSION=v0.13.8
+
+# System packages: PostgreSQL (the tests run gxconf on it too).
+apt_missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: please install: ${apt_missing[*]} (apt-get install ${apt_missing[*]})" >&2
+    exit 1
+  fi
+  echo "deps: apt-get install ${apt_missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
 
 missing=()
 for c in dendrite generate-keys generate-config create-account; do

@@ -23,18 +23,35 @@ const (
 
 // TestFoundationWithDendrite runs gxconf in front of a (fake) stock LiveKit
 // server, registered as an appservice with a real Dendrite, and walks through
-// what a homeserver admin and Element Call users see.
+// what a homeserver admin and Element Call users see — once on SQLite, once on
+// PostgreSQL, through the same code.
 func TestFoundationWithDendrite(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testFoundation(t, nil) })
+	t.Run("postgres", func(t *testing.T) {
+		pg, err := harness.StartPostgres(context.Background())
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("postgres log:\n%s", pg.Log())
+			}
+			pg.Stop()
+		})
+		testFoundation(t, map[string]any{"type": "postgres", "uri": pg.URI})
+	})
+}
+
+func testFoundation(t *testing.T, database map[string]any) {
 	ctx := context.Background()
 	lk := newFakeLiveKit(t, lkKey, lkSecret)
-	s := startStack(t, harness.StackOptions{
-		OpenIDTokenLifetime: 5 * time.Second,
-		Config: map[string]any{
-			"focus": map[string]any{
-				"sfu": map[string]any{"url": lk.srv.URL, "api_key": lkKey, "api_secret": lkSecret},
-			},
+	cfg := map[string]any{
+		"focus": map[string]any{
+			"sfu": map[string]any{"url": lk.srv.URL, "api_key": lkKey, "api_secret": lkSecret},
 		},
-	})
+	}
+	if database != nil {
+		cfg["database"] = database
+	}
+	s := startStack(t, harness.StackOptions{OpenIDTokenLifetime: 5 * time.Second, Config: cfg})
 	alice, bob, carol := register(t, s, "alice"), register(t, s, "bob"), register(t, s, "carol")
 
 	// Alice opens a room and invites Bob and the bot; the bot joins by itself.

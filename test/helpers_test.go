@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/lib/pq"
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix"
@@ -134,14 +135,14 @@ func waitForMessage(t *testing.T, u *harness.User, roomID id.RoomID, sender id.U
 	return found
 }
 
-// storeMembership reads gxconf's state store (its SQLite file, read-only).
+// storeMembership reads gxconf's state store directly.
 func storeMembership(t *testing.T, s *harness.Stack, roomID id.RoomID, userID id.UserID) string {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+s.DBPath+"?mode=ro")
+	db, err := sql.Open(s.DBDriver, s.DBURI)
 	require.NoError(t, err)
 	defer db.Close()
 	var membership string
-	err = db.QueryRow("SELECT membership FROM mx_user_profile WHERE room_id=? AND user_id=?", roomID, userID).Scan(&membership)
+	err = db.QueryRow("SELECT membership FROM mx_user_profile WHERE room_id=$1 AND user_id=$2", roomID, userID).Scan(&membership)
 	if err == sql.ErrNoRows {
 		return ""
 	}

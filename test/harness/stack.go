@@ -32,8 +32,8 @@ type Stack struct {
 	Gxconf   *Process
 	// FocusURL is the focus API (livekit_service_url).
 	FocusURL string
-	// DBPath is gxconf's SQLite file.
-	DBPath           string
+	// DBDriver and DBURI open gxconf's database from a test (database/sql).
+	DBDriver, DBURI  string
 	ConfigPath       string
 	RegistrationPath string
 	BotID            id.UserID
@@ -62,14 +62,15 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
 	s := &Stack{
 		FocusURL:         fmt.Sprintf("http://127.0.0.1:%d", focusPort),
-		DBPath:           filepath.Join(dir, "gxconf.db"),
+		DBDriver:         "sqlite3",
+		DBURI:            "file:" + filepath.Join(dir, "gxconf.db") + "?mode=ro",
 		ConfigPath:       filepath.Join(dir, "gxconf.yaml"),
 		RegistrationPath: filepath.Join(dir, "registration.yaml"),
 		BotID:            id.NewUserID("gxconf", "localhost"),
 	}
 	cfg := map[string]any{
 		"homeserver": map[string]any{"domain": "localhost", "address": hsURL},
-		"database":   map[string]any{"uri": "file:" + s.DBPath + "?_txlock=immediate"},
+		"database":   map[string]any{"uri": "file:" + filepath.Join(dir, "gxconf.db") + "?_txlock=immediate"},
 		"appservice": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", asPort)},
 		"focus": map[string]any{
 			"listen": fmt.Sprintf("127.0.0.1:%d", focusPort),
@@ -80,6 +81,9 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 		"logging": map[string]any{"level": "debug"},
 	}
 	mergeMaps(cfg, opts.Config)
+	if db, _ := cfg["database"].(map[string]any); db["type"] == "postgres" {
+		s.DBDriver, s.DBURI = "postgres", db["uri"].(string)
+	}
 	raw, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, err
