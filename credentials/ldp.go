@@ -25,8 +25,8 @@ import (
 var contextFS embed.FS
 
 var pinnedContexts = map[string]string{
-	ContextCredentialsV1:                                  "contexts/credentials-v1.jsonld",
-	ContextCredentialsV2:                                  "contexts/credentials-v2.jsonld",
+	ContextCredentialsV1: "contexts/credentials-v1.jsonld",
+	ContextCredentialsV2: "contexts/credentials-v2.jsonld",
 	"https://www.w3.org/ns/credentials/undefined-terms/v2": "contexts/credentials-undefined-terms-v2.jsonld",
 	"https://w3id.org/security/suites/ed25519-2020/v1":     "contexts/ed25519-signature-2020-v1.jsonld",
 	"https://w3id.org/security/suites/jws-2020/v1":         "contexts/jws-2020-v1.jsonld",
