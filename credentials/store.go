@@ -21,7 +21,7 @@ var rawUpgrades embed.FS
 
 // UpgradeTable holds the package's migrations; its version table is
 // VersionTable.
-var UpgradeTable = dbutil.BuildUpgradeTable().WithFS(rawUpgrades).Finish()
+var UpgradeTable = dbutil.BuildUpgradeTable().WithFSPath(rawUpgrades, "sql").Finish()
 
 // VersionTable is the dbutil version table of the credentials tables.
 const VersionTable = "credentials_version"

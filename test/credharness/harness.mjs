@@ -204,7 +204,7 @@ async function makeList({name, issuer, kind, revoked = []}) {
   if(kind === 'bitstring') {
     const list = await bsl.createList({length: 131072});
     for(const i of revoked) list.setStatus(i, true);
-    credential = await bsl.createCredential({id, list, statusPurpose: 'revocation', context: bsl.VC_BSL_VC_V1_CONTEXT});
+    credential = await bsl.createCredential({id, list, statusPurpose: 'revocation', context: [...bsl.VC_BSL_VC_V1_CONTEXT]});
   } else if(kind === 'sl2021') {
     const list = await sl2021.createList({length: 131072});
     for(const i of revoked) list.setStatus(i, true);
@@ -392,7 +392,15 @@ async function present(o) {
       const d = JSON.parse(Buffer.from(part, 'base64url'));
       if(d.length === 3) claimNames[d[1]] = true;
     }
-    if(o.noKB) {
+    if(o.tamperDisclosure) {
+      // The library would drop a disclosure whose digest the issuer never
+      // signed, so build this presentation by hand, with a KB-JWT whose
+      // sd_hash covers the tampered disclosure (only the disclosure is wrong).
+      const presented = issued.endsWith('~') ? issued : issued + '~';
+      const kb = await signJWT({typ: 'kb+jwt', alg: 'EdDSA'},
+        {iat: nowSec(), aud, nonce, sd_hash: b64u(sha256(presented))}, holder.privateKey);
+      vpToken = presented + kb;
+    } else if(o.noKB) {
       vpToken = await sd.present(issued, claimNames);
     } else {
       vpToken = await sd.present(issued, claimNames, {kb: {payload: {iat: nowSec(), aud, nonce}}});
