@@ -196,7 +196,10 @@ func TestHarnessEndToEnd(t *testing.T) {
 	t.Run("bit order neighbours are not revoked", func(t *testing.T) {
 		// With the wrong bit order, the bit of index 0 reads as index 7 and
 		// vice versa; these must pass.
-		for _, tc := range []struct{ list, issuer string; index int }{
+		for _, tc := range []struct {
+			list, issuer string
+			index        int
+		}{
 			{"bsl-r0", "w3c", 7}, {"bsl-r7", "w3c", 0}, {"sl-r0", "w3c", 7}, {"sl-r7", "w3c", 0},
 			{"xfsc-r0", "xfsc", 7}, {"xfsc-r7", "xfsc", 0},
 		} {
@@ -235,7 +238,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		status, body = e.get(t, req.RequestURI)
 		require.Equal(t, http.StatusOK, status)
 		require.Equal(t, 2, strings.Count(body, "."))
-		status, _ = e.get(t, e.srv.URL + MountPath + "request/unknown")
+		status, _ = e.get(t, e.srv.URL+MountPath+"request/unknown")
 		require.Equal(t, http.StatusNotFound, status)
 	})
 
