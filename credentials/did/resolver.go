@@ -138,7 +138,7 @@ func WebURL(d string) (string, error) {
 			if err != nil || s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/?#") {
 				return "", fmt.Errorf("%w: malformed did:web path", ErrResolution)
 			}
-			segs = append(segs, url.PathEscape(s))
+			segs = append(segs, s)
 		}
 		path = "/" + strings.Join(segs, "/")
 	}
