@@ -57,7 +57,7 @@ func sharedEnv(t *testing.T) *testEnv {
 	return e
 }
 
-func (e *testEnv) request(t *testing.T, user, room string) *Request {
+func (e *testEnv) request(t testing.TB, user, room string) *Request {
 	t.Helper()
 	req, err := e.v.CreateRequest(context.Background(), user, room, "call")
 	require.NoError(t, err)

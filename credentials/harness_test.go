@@ -38,7 +38,7 @@ type loopbackTLS struct {
 	pool              *x509.CertPool
 }
 
-func newLoopbackTLS(t *testing.T) *loopbackTLS {
+func newLoopbackTLS(t testing.TB) *loopbackTLS {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -73,7 +73,6 @@ func newLoopbackTLS(t *testing.T) *loopbackTLS {
 
 // harness is the Node issuer/wallet subprocess.
 type harness struct {
-	t      *testing.T
 	cmd    *exec.Cmd
 	stdin  *json.Encoder
 	out    *bufio.Scanner
@@ -93,7 +92,7 @@ var npmOnce sync.Once
 
 // harnessDir locates test/credharness and makes sure its node_modules exist.
 // Node is required: a missing node fails the test instead of skipping it.
-func harnessDir(t *testing.T) string {
+func harnessDir(t testing.TB) string {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is required for the credential harness (test/credharness): %v", err)
@@ -115,7 +114,7 @@ func harnessDir(t *testing.T) string {
 	return dir
 }
 
-func startHarness(t *testing.T, tlsc *loopbackTLS) *harness {
+func startHarness(t testing.TB, tlsc *loopbackTLS) *harness {
 	t.Helper()
 	dir := harnessDir(t)
 	cmd := exec.Command("node", "harness.mjs")
@@ -128,7 +127,7 @@ func startHarness(t *testing.T, tlsc *loopbackTLS) *harness {
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	h := &harness{t: t, cmd: cmd, stdin: json.NewEncoder(stdin), out: bufio.NewScanner(stdout)}
+	h := &harness{cmd: cmd, stdin: json.NewEncoder(stdin), out: bufio.NewScanner(stdout)}
 	h.out.Buffer(make([]byte, 1<<20), 64<<20)
 	t.Cleanup(func() {
 		_ = stdin.Close()
@@ -153,7 +152,7 @@ func startHarness(t *testing.T, tlsc *loopbackTLS) *harness {
 }
 
 // call sends one command and decodes its result into out (if non-nil).
-func (h *harness) call(t *testing.T, cmd string, args any, out any) {
+func (h *harness) call(t testing.TB, cmd string, args any, out any) {
 	t.Helper()
 	require.NoError(t, h.tryCall(cmd, args, out))
 }
@@ -191,7 +190,7 @@ func (h *harness) tryCall(cmd string, args any, out any) error {
 }
 
 // issue returns the credential as raw JSON (an object or a string).
-func (h *harness) issue(t *testing.T, args map[string]any) json.RawMessage {
+func (h *harness) issue(t testing.TB, args map[string]any) json.RawMessage {
 	t.Helper()
 	var raw json.RawMessage
 	h.call(t, "issue", args, &raw)
@@ -205,7 +204,7 @@ type presentResult struct {
 	Form        map[string]string `json:"form"`
 }
 
-func (h *harness) present(t *testing.T, link string, cred json.RawMessage, format string, extra map[string]any) presentResult {
+func (h *harness) present(t testing.TB, link string, cred json.RawMessage, format string, extra map[string]any) presentResult {
 	t.Helper()
 	args := map[string]any{"link": link, "credential": cred, "format": format}
 	for k, v := range extra {
@@ -218,7 +217,7 @@ func (h *harness) present(t *testing.T, link string, cred json.RawMessage, forma
 
 // testEnv is a verifier behind an HTTPS test server plus the harness.
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	h        *harness
 	tls      *loopbackTLS
 	v        *Verifier
@@ -250,7 +249,7 @@ type invalidation struct {
 	reason error
 }
 
-func newTestDB(t *testing.T) *dbutil.Database {
+func newTestDB(t testing.TB) *dbutil.Database {
 	t.Helper()
 	db, err := dbutil.NewFromConfig("", dbutil.Config{PoolConfig: dbutil.PoolConfig{
 		Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(t.TempDir(), "gxconf.db") + "?_txlock=immediate",
@@ -280,7 +279,7 @@ func testConfig(info harnessInfo) Config {
 }
 
 // newTestEnv starts the harness (shared if h != nil) and a verifier.
-func newTestEnv(t *testing.T, h *harness, tlsc *loopbackTLS, mutate func(*Config)) *testEnv {
+func newTestEnv(t testing.TB, h *harness, tlsc *loopbackTLS, mutate func(*Config)) *testEnv {
 	t.Helper()
 	if tlsc == nil {
 		tlsc = newLoopbackTLS(t)

@@ -21,6 +21,9 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 	if err != nil {
 		return nil, err
 	}
+	if len(ctxs) == 0 {
+		return nil, fmt.Errorf("%w: empty @context", ErrMalformed)
+	}
 	if first, _ := ctxs[0].(string); first != ContextCredentialsV1 && first != ContextCredentialsV2 {
 		return nil, fmt.Errorf("%w: first @context must be the VC context", ErrMalformed)
 	}

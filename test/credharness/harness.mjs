@@ -341,7 +341,7 @@ function setPath(obj, dotted, value) {
   cur[segs.at(-1)] = value;
 }
 
-// present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?}
+// present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?}
 async function present(o) {
   const req = await fetchRequest(o.link);
   const nonce = o.nonce ?? req.nonce;
@@ -416,6 +416,7 @@ async function present(o) {
     descriptor_map: [{id: req.presentation_definition.input_descriptors[0].id, format: descriptorFormat, path: '$'}],
   };
   const form = {vp_token: vpToken, presentation_submission: JSON.stringify(submission), state: req.state};
+  if(o.dryRun) return {status: 0, body: '', response_uri: req.response_uri, form, request: req};
   const res = await fetch(req.response_uri, {
     method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'}, body: new URLSearchParams(form),
   });
