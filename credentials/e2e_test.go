@@ -3,6 +3,7 @@ package credentials
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +166,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 			{"revoked index 0 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r0", "index": 0}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 7 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r7", "index": 7}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 0 jwt_vc_json", map[string]any{"format": "jwt_vc_json", "issuer": "web", "status": map[string]any{"list": "web-r0", "index": 0}}, "jwt_vp_json", nil, "revoked"},
+			{"credential of someone else", map[string]any{"format": "ldp_vc", "subject": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}, "ldp_vp", nil, "holder_binding"},
 			{"untrusted issuer", map[string]any{"format": "ldp_vc", "issuer": "untrusted"}, "ldp_vp", nil, "untrusted_issuer"},
 			{"issuer trusted for another type", map[string]any{"format": "ldp_vc", "type": "DoctorCredential"}, "ldp_vp", nil, "issuer_not_trusted_for_type"},
 			{"tampered claim ldp_vc", map[string]any{"format": "ldp_vc"}, "ldp_vp", map[string]any{"tamper": map[string]any{"path": "credentialSubject.sector", "value": "wasser"}}, "bad_signature"},
@@ -209,6 +211,28 @@ func TestHarnessEndToEnd(t *testing.T) {
 			r := e.h.present(t, req.Link, cred, "ldp_vp", nil)
 			require.Equal(t, http.StatusOK, r.Status, "%s index %d: %s", tc.list, tc.index, r.Body)
 		}
+	})
+
+	t.Run("issuer chain via trust anchor", func(t *testing.T) {
+		untrusted := e.h.info.Issuers["untrusted"]
+		participant := e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "w3c", "type": "ParticipantCredential",
+			"subject": untrusted, "claims": map[string]any{"legalName": "Stadtwerke Test"}})
+		user := newUser()
+		r := e.h.present(t, e.request(t, user, kritisRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "untrusted"}),
+			"ldp_vp", map[string]any{"extraCredentials": []json.RawMessage{participant}})
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		atts, err := e.v.Attestations(ctx, user)
+		require.NoError(t, err)
+		require.Len(t, atts, 1, "the participant credential itself is no attestation")
+		require.Equal(t, untrusted, atts[0].Issuer)
+		require.Equal(t, "oev", atts[0].Federation)
+		require.True(t, e.authorize(t, user, kritisRoom).Allow)
+
+		// A participant credential from an issuer that is not an anchor does not help.
+		fake := e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "xfsc", "type": "ParticipantCredential", "subject": untrusted})
+		r = e.h.present(t, e.request(t, newUser(), kritisRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "untrusted"}),
+			"ldp_vp", map[string]any{"extraCredentials": []json.RawMessage{fake}})
+		require.Equal(t, "untrusted_issuer", errorCode(t, r.Body), r.Body)
 	})
 
 	t.Run("replayed response", func(t *testing.T) {

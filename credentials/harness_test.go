@@ -271,6 +271,9 @@ func testConfig(info harnessInfo) Config {
 			{DID: info.Issuers["xfsc"], Types: []string{"EmployeeCredential"}, StatusProfile: "xfsc-compat"},
 			{DID: info.Issuers["web"], Types: []string{"EmployeeCredential", "VSNfDVerpflichtung"}},
 		},
+		// The w3c issuer is also the federation's trust anchor: issuers it
+		// vouches for with a ParticipantCredential may issue EmployeeCredentials.
+		TrustAnchors: []TrustAnchor{{DID: info.Issuers["w3c"], ParticipantType: "ParticipantCredential", Types: []string{"EmployeeCredential"}}},
 	}}
 	cfg.AtRestKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 	cfg.DIDResolution.AllowPrivateAddressesForTesting = true

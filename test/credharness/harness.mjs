@@ -341,7 +341,8 @@ function setPath(obj, dotted, value) {
   cur[segs.at(-1)] = value;
 }
 
-// present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?}
+// present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?,
+//           extraCredentials? (ldp_vp only, e.g. an issuer's participant credential)}
 async function present(o) {
   const req = await fetchRequest(o.link);
   const nonce = o.nonce ?? req.nonce;
@@ -354,7 +355,7 @@ async function present(o) {
     if(o.tamper) setPath(cred, o.tamper.path, o.tamper.value);
     const presentation = {
       '@context': [CRED_V1, ED_CTX], type: ['VerifiablePresentation'], holder: holder.did,
-      verifiableCredential: [cred],
+      verifiableCredential: [cred, ...(o.extraCredentials ?? [])],
     };
     if(o.pad) presentation.verifiableCredential.push({padding: 'x'.repeat(o.pad)});
     const signed = o.pad ? presentation : await vc.signPresentation({
