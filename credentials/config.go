@@ -128,7 +128,7 @@ var builtinLevels = map[Level]LevelDefaults{
 		RequireE2EE: true, RequireAllowedServers: true},
 	LevelVSNfD: {AttestationTTL: 15 * time.Minute, StatusMaxAge: 15 * time.Minute, HolderBinding: true,
 		RequireE2EE: true, RequireAllowedServers: true, ReverifyEveryToken: true,
-		RequireNeedToKnow: true, RequireApprovedSite: true},
+		RequireNeedToKnow: true, RequireApprovedSite: true, RequiredCredentialTypes: []string{"VSNfDVerpflichtung"}},
 }
 
 // Formats gxconf can verify.
@@ -157,11 +157,16 @@ func DefaultConfig() Config {
 		Levels: LevelsConfig{
 			Public: builtinLevels[LevelPublic],
 			Kritis: builtinLevels[LevelKritis],
-			VSNfD:  builtinLevels[LevelVSNfD],
+			VSNfD:  cloneLevel(builtinLevels[LevelVSNfD]),
 		},
 		MaxInputBytes:   256 << 10,
 		RecheckInterval: 5 * time.Minute,
 	}
+}
+
+func cloneLevel(l LevelDefaults) LevelDefaults {
+	l.RequiredCredentialTypes = slices.Clone(l.RequiredCredentialTypes)
+	return l
 }
 
 // level returns the configured defaults of l.
