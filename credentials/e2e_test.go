@@ -166,6 +166,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 			{"revoked index 0 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r0", "index": 0}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 7 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r7", "index": 7}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 0 jwt_vc_json", map[string]any{"format": "jwt_vc_json", "issuer": "web", "status": map[string]any{"list": "web-r0", "index": 0}}, "jwt_vp_json", nil, "revoked"},
+			{"bearer credential at kritis", map[string]any{"format": "ldp_vc", "subject": "none"}, "ldp_vp", nil, "holder_binding"},
 			{"credential of someone else", map[string]any{"format": "ldp_vc", "subject": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}, "ldp_vp", nil, "holder_binding"},
 			{"untrusted issuer", map[string]any{"format": "ldp_vc", "issuer": "untrusted"}, "ldp_vp", nil, "untrusted_issuer"},
 			{"issuer trusted for another type", map[string]any{"format": "ldp_vc", "type": "DoctorCredential"}, "ldp_vp", nil, "issuer_not_trusted_for_type"},
@@ -264,6 +265,33 @@ func TestHarnessEndToEnd(t *testing.T) {
 		require.Equal(t, 2, strings.Count(body, "."))
 		status, _ = e.get(t, e.srv.URL+MountPath+"request/unknown")
 		require.Equal(t, http.StatusNotFound, status)
+	})
+
+	t.Run("bearer credential accepted at public level", func(t *testing.T) {
+		user := newUser()
+		r := e.h.present(t, e.request(t, user, publicRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc", "subject": "none"}), "ldp_vp", nil)
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		atts, err := e.v.Attestations(ctx, user)
+		require.NoError(t, err)
+		require.Len(t, atts, 1)
+		require.False(t, atts[0].HolderBound)
+		require.Equal(t, LevelPublic, atts[0].Level)
+		require.False(t, e.authorize(t, user, kritisRoom).Allow, "not usable at kritis")
+	})
+
+	t.Run("expired request", func(t *testing.T) {
+		req := e.request(t, newUser(), kritisRoom)
+		r := e.h.present(t, req.Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
+		e.advance(6 * time.Minute)
+		defer e.advance(-6 * time.Minute)
+		err := e.h.tryCall("present", map[string]any{"link": req.Link, "credential": json.RawMessage(`{}`), "format": "ldp_vp"}, nil)
+		require.ErrorContains(t, err, "request_uri answered 410")
+		status, body := e.post(t, r.ResponseURI, r.Form)
+		require.Equal(t, http.StatusGone, status)
+		require.Equal(t, "request_expired", errorCode(t, body))
+		status, body = e.get(t, req.PageURL)
+		require.Equal(t, http.StatusOK, status)
+		require.Contains(t, body, "abgelaufen")
 	})
 
 	t.Run("audit chain", func(t *testing.T) {
@@ -372,4 +400,53 @@ func TestReasonCodeUnwrapsWrapped(t *testing.T) {
 	err := fmt.Errorf("outer: %w", fmt.Errorf("%w: detail", ErrWrongNonce))
 	require.Equal(t, "wrong_nonce", ReasonCode(err))
 	require.Equal(t, "internal", ReasonCode(errors.New("x")))
+}
+
+// TestVSNfDReverifiesBeforeEveryToken: at vs-nfd, Authorize re-checks the
+// status list (max age tightened to a minute here) before deciding.
+func TestVSNfDReverifiesBeforeEveryToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the Node credential harness")
+	}
+	e := newTestEnv(t, nil, nil, func(c *Config) {
+		c.Levels.VSNfD.StatusMaxAge = time.Minute
+		c.Levels.VSNfDApprovedEnvironment = true
+	})
+	const room = "!vsnfd:bund.example"
+	user := newUser()
+	pol := &AccessPolicy{Level: LevelVSNfD, RequiredCredentials: kritisPolicy().RequiredCredentials,
+		AllowedHomeservers: []string{"bund.example"}, NeedToKnow: []string{user}}
+	require.NoError(t, e.v.ValidatePolicyChange(kritisPolicy(), pol, 50, 100))
+	e.rooms[room] = pol
+	e.h.call(t, "list", map[string]any{"name": "vs", "issuer": "web", "kind": "bitstring"}, nil)
+
+	req := e.request(t, user, room)
+	require.Equal(t, LevelVSNfD, req.Level)
+	emp := e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "web", "status": map[string]any{"list": "vs", "index": 1}})
+	oath := e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "web", "type": "VSNfDVerpflichtung", "claims": map[string]any{"sworn": true}})
+	// The request asks for both types; a presentation with only one is refused.
+	r := e.h.present(t, req.Link, emp, "ldp_vp", nil)
+	require.Equal(t, "no_credential", errorCode(t, r.Body), r.Body)
+	r = e.h.present(t, e.request(t, user, room).Link, emp, "ldp_vp", map[string]any{"extraCredentials": []json.RawMessage{oath}})
+	require.Equal(t, http.StatusOK, r.Status, r.Body)
+
+	d := e.authorize(t, user, room)
+	require.True(t, d.Allow, d.Reasons)
+	require.WithinDuration(t, e.clock().Add(15*time.Minute), d.ExpiresAt, time.Minute)
+	other := newUser()
+	require.False(t, e.authorize(t, other, room).Allow, "not on the need-to-know list")
+
+	e.h.call(t, "list", map[string]any{"name": "vs", "issuer": "web", "kind": "bitstring", "revoked": []int{1}}, nil)
+	require.True(t, e.authorize(t, user, room).Allow, "cached list is still fresh")
+	e.advance(2 * time.Minute)
+	d = e.authorize(t, user, room)
+	require.False(t, d.Allow)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	require.Len(t, e.invalid, 1)
+	require.ErrorIs(t, e.invalid[0].reason, ErrRevoked)
+
+	// vs-nfd needs an approved environment.
+	e.v.cfg.Levels.VSNfDApprovedEnvironment = false
+	require.ErrorIs(t, e.v.ValidatePolicyChange(kritisPolicy(), pol, 100, 100), ErrPolicyChangeForbidden)
 }
