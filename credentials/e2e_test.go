@@ -267,6 +267,36 @@ func TestHarnessEndToEnd(t *testing.T) {
 		require.Equal(t, http.StatusNotFound, status)
 	})
 
+	t.Run("DCQL", func(t *testing.T) {
+		for _, tc := range []struct{ format, issuer, present string }{
+			{"ldp_vc", "w3c", "ldp_vp"}, {"vc+jwt", "web", "jwt_vp_json"}, {"jwt_vc_json", "web", "jwt_vp_json"}, {"dc+sd-jwt", "web", "sd-jwt"},
+		} {
+			user := newUser()
+			req := e.request(t, user, kritisRoom)
+			r := e.h.present(t, req.DCQLLink, e.h.issue(t, map[string]any{"format": tc.format, "issuer": tc.issuer}), tc.present, nil)
+			require.Equal(t, http.StatusOK, r.Status, "%s: %s", tc.format, r.Body)
+			require.True(t, e.authorize(t, user, kritisRoom).Allow)
+		}
+		// The DCQL link shares the nonce: answering both links is a replay.
+		user := newUser()
+		req := e.request(t, user, kritisRoom)
+		r := e.h.present(t, req.DCQLLink, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", nil)
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		err := e.h.tryCall("present", map[string]any{"link": req.Link, "credential": e.h.issue(t, map[string]any{"format": "ldp_vc"}), "format": "ldp_vp"}, nil)
+		require.ErrorContains(t, err, "request_uri answered 410")
+		// A DCQL answer for an unknown query id is refused.
+		req = e.request(t, newUser(), kritisRoom)
+		r = e.h.present(t, req.DCQLLink, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
+		var m map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal([]byte(r.Form["vp_token"]), &m))
+		for _, v := range m {
+			r.Form["vp_token"] = string(must(json.Marshal(map[string]json.RawMessage{"nope": v})))
+		}
+		status, body := e.post(t, r.ResponseURI, r.Form)
+		require.Equal(t, http.StatusBadRequest, status)
+		require.Equal(t, "submission_mismatch", errorCode(t, body))
+	})
+
 	t.Run("bearer credential accepted at public level", func(t *testing.T) {
 		user := newUser()
 		r := e.h.present(t, e.request(t, user, publicRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc", "subject": "none"}), "ldp_vp", nil)
@@ -449,4 +479,11 @@ func TestVSNfDReverifiesBeforeEveryToken(t *testing.T) {
 	// vs-nfd needs an approved environment.
 	e.v.cfg.Levels.VSNfDApprovedEnvironment = false
 	require.ErrorIs(t, e.v.ValidatePolicyChange(kritisPolicy(), pol, 100, 100), ErrPolicyChangeForbidden)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

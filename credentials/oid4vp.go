@@ -30,6 +30,10 @@ type Request struct {
 	PageURL string
 	// RequestURI serves the signed request object.
 	RequestURI string
+	// DCQLLink is the same request expressed as an OID4VP 1.0 DCQL query
+	// (dcql_query instead of presentation_definition) for wallets that
+	// implement DCQL only. Either link consumes the same single-use nonce.
+	DCQLLink string
 	ExpiresAt  time.Time
 }
 
@@ -80,9 +84,13 @@ func (v *Verifier) publicRequest(sr *storedRequest) *Request {
 	q := url.Values{}
 	q.Set("client_id", v.clientID)
 	q.Set("request_uri", reqURI)
+	dq := url.Values{}
+	dq.Set("client_id", v.clientID)
+	dq.Set("request_uri", reqURI+"?query=dcql")
 	return &Request{
 		ID: sr.ID, UserID: sr.UserID, RoomID: sr.RoomID, Purpose: sr.Purpose, Level: sr.Level,
 		Link:       "openid4vp://?" + q.Encode(),
+		DCQLLink:   "openid4vp://?" + dq.Encode(),
 		PageURL:    v.baseURL() + "/page/" + sr.ID,
 		RequestURI: reqURI,
 		ExpiresAt:  sr.ExpiresAt,
@@ -149,8 +157,60 @@ func (v *Verifier) presentationDefinition(sr *storedRequest) map[string]any {
 	return map[string]any{"id": sr.ID, "input_descriptors": descs}
 }
 
+// dcqlEntry is one credential query: a requested type in one format.
+type dcqlEntry struct {
+	id, typ, format string
+}
+
+// dcqlEntries enumerates the credential queries of a request, one per
+// (type, accepted format), so ids are stable between request and response.
+func (v *Verifier) dcqlEntries(sr *storedRequest) []dcqlEntry {
+	types := sr.Types
+	if len(types) == 0 {
+		types = []string{""}
+	}
+	var out []dcqlEntry
+	for ti, t := range types {
+		for _, f := range v.acceptedFormats() {
+			out = append(out, dcqlEntry{id: fmt.Sprintf("c%d_%s", ti, strings.NewReplacer("+", "_", "-", "_").Replace(f)), typ: t, format: f})
+		}
+	}
+	return out
+}
+
+// dcqlQuery builds the DCQL query (OID4VP 1.0 §6): a credential query per
+// type and format, and a credential set per type requiring any one of them.
+func (v *Verifier) dcqlQuery(sr *storedRequest) map[string]any {
+	var creds []any
+	sets := map[string][]any{}
+	var order []string
+	for _, e := range v.dcqlEntries(sr) {
+		q := map[string]any{"id": e.id, "format": e.format}
+		meta := map[string]any{}
+		if e.typ != "" {
+			switch e.format {
+			case FormatVCSDJWT, FormatDCSDJWT:
+				meta["vct_values"] = []string{e.typ}
+			default:
+				meta["type_values"] = [][]string{{"VerifiableCredential", e.typ}}
+			}
+		}
+		q["meta"] = meta
+		creds = append(creds, q)
+		if _, ok := sets[e.typ]; !ok {
+			order = append(order, e.typ)
+		}
+		sets[e.typ] = append(sets[e.typ], []string{e.id})
+	}
+	var credentialSets []any
+	for _, t := range order {
+		credentialSets = append(credentialSets, map[string]any{"options": sets[t], "required": true})
+	}
+	return map[string]any{"credentials": creds, "credential_sets": credentialSets}
+}
+
 // requestObject signs the authorization request (OID4VP §5, JAR RFC 9101).
-func (v *Verifier) requestObject(sr *storedRequest) (string, error) {
+func (v *Verifier) requestObject(sr *storedRequest, dcql bool) (string, error) {
 	claims := map[string]any{
 		"iss":                     v.clientID,
 		"aud":                     "https://self-issued.me/v2",
@@ -168,6 +228,10 @@ func (v *Verifier) requestObject(sr *storedRequest) (string, error) {
 		},
 		"iat": sr.CreatedAt.Unix(),
 		"exp": sr.ExpiresAt.Unix(),
+	}
+	if dcql {
+		delete(claims, "presentation_definition")
+		claims["dcql_query"] = v.dcqlQuery(sr)
 	}
 	return signCompactJWS(v.key, map[string]any{"typ": "oauth-authz-req+jwt", "kid": v.keyID}, claims)
 }
@@ -208,7 +272,7 @@ func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusGone, "invalid_request", ErrRequestExpired)
 		return
 	}
-	jwt, err := v.requestObject(sr)
+	jwt, err := v.requestObject(sr, r.URL.Query().Get("query") == "dcql")
 	if err != nil {
 		writeOAuthError(w, http.StatusInternalServerError, "server_error", err)
 		return
@@ -320,9 +384,25 @@ func (v *Verifier) verifyResponse(ctx context.Context, sr *storedRequest, vpToke
 	if vpToken == "" {
 		return nil, fmt.Errorf("%w: vp_token missing", ErrMalformed)
 	}
+	params := PresentationParams{Nonce: sr.Nonce, Audience: v.clientID, Level: sr.Level}
+	var (
+		vp  *VerifiedPresentation
+		err error
+	)
 	if submission == "" {
-		return nil, fmt.Errorf("%w: presentation_submission missing", ErrSubmissionMismatch)
+		// No Presentation Exchange submission: a DCQL response.
+		vp, err = v.verifyDCQLResponse(ctx, sr, vpToken, params)
+	} else {
+		vp, err = v.verifyPEResponse(ctx, sr, vpToken, submission, params)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return v.storeAttestations(ctx, sr, vp, now)
+}
+
+// verifyPEResponse handles a Presentation Exchange response (DIF PE v2).
+func (v *Verifier) verifyPEResponse(ctx context.Context, sr *storedRequest, vpToken, submission string, params PresentationParams) (*VerifiedPresentation, error) {
 	var ps presentationSubmission
 	if err := json.Unmarshal([]byte(submission), &ps); err != nil {
 		return nil, fmt.Errorf("%w: presentation_submission: %v", ErrSubmissionMismatch, err)
@@ -336,10 +416,58 @@ func (v *Verifier) verifyResponse(ctx context.Context, sr *storedRequest, vpToke
 			return nil, fmt.Errorf("%w: submission format %q", ErrUnsupportedFormat, d.Format)
 		}
 	}
-	vp, err := v.VerifyPresentation(ctx, []byte(vpToken), PresentationParams{Nonce: sr.Nonce, Audience: v.clientID, Level: sr.Level})
-	if err != nil {
-		return nil, err
+	return v.VerifyPresentation(ctx, []byte(vpToken), params)
+}
+
+// verifyDCQLResponse handles an OID4VP 1.0 DCQL response: vp_token is a JSON
+// object mapping credential query ids to presentations (§8.1).
+func (v *Verifier) verifyDCQLResponse(ctx context.Context, sr *storedRequest, vpToken string, params PresentationParams) (*VerifiedPresentation, error) {
+	var resp map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(vpToken), &resp); err != nil || len(resp) == 0 || len(resp) > 16 {
+		return nil, fmt.Errorf("%w: presentation_submission missing and vp_token is not a DCQL response", ErrSubmissionMismatch)
 	}
+	entries := map[string]dcqlEntry{}
+	for _, e := range v.dcqlEntries(sr) {
+		entries[e.id] = e
+	}
+	out := &VerifiedPresentation{Format: "dcql"}
+	for id, raw := range resp {
+		e, ok := entries[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown credential query id %q", ErrSubmissionMismatch, id)
+		}
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			items = []json.RawMessage{raw}
+		}
+		for _, item := range items {
+			token := []byte(item)
+			var s string
+			if json.Unmarshal(item, &s) == nil {
+				token = []byte(s)
+			}
+			vp, err := v.VerifyPresentation(ctx, token, params)
+			if err != nil {
+				return nil, err
+			}
+			if out.Holder != "" && out.Holder != vp.Holder {
+				return nil, fmt.Errorf("%w: presentations by different holders", ErrHolderBinding)
+			}
+			out.Holder = vp.Holder
+			for _, c := range vp.Credentials {
+				if c.Format != e.format || (e.typ != "" && !slices.Contains(c.Types, e.typ)) {
+					return nil, fmt.Errorf("%w: query %s wants %s %s, got %s %v", ErrSubmissionMismatch, id, e.format, e.typ, c.Format, c.Types)
+				}
+			}
+			out.Credentials = append(out.Credentials, vp.Credentials...)
+		}
+	}
+	return out, nil
+}
+
+// storeAttestations checks that every requested type was presented and
+// stores one attestation per credential with only the claims to retain.
+func (v *Verifier) storeAttestations(ctx context.Context, sr *storedRequest, vp *VerifiedPresentation, now time.Time) ([]Attestation, error) {
 	if len(sr.Types) > 0 {
 		for _, t := range sr.Types {
 			if !slices.ContainsFunc(vp.Credentials, func(c VerifiedCredential) bool { return slices.Contains(c.Types, t) }) {

@@ -412,11 +412,26 @@ async function present(o) {
     throw new Error(`unknown presentation format ${o.format}`);
   }
 
-  const submission = {
-    id: crypto.randomUUID(), definition_id: req.presentation_definition.id,
-    descriptor_map: [{id: req.presentation_definition.input_descriptors[0].id, format: descriptorFormat, path: '$'}],
-  };
-  const form = {vp_token: vpToken, presentation_submission: JSON.stringify(submission), state: req.state};
+  let form;
+  if(req.dcql_query) {
+    // OID4VP 1.0 DCQL response: {<credential query id>: [presentation]}.
+    let credFormat = descriptorFormat;
+    if(o.format === 'ldp_vp') credFormat = 'ldp_vc';
+    if(o.format === 'jwt_vp_json') {
+      const typ = JSON.parse(Buffer.from(String(o.credential).split('.')[0], 'base64url')).typ;
+      credFormat = (!typ || typ === 'JWT') ? 'jwt_vc_json' : typ;
+    }
+    const q = req.dcql_query.credentials.find(c => c.format === credFormat);
+    if(!q) throw new Error(`no DCQL query for ${credFormat}`);
+    const presentation = o.format === 'ldp_vp' ? JSON.parse(vpToken) : vpToken;
+    form = {vp_token: JSON.stringify({[q.id]: [presentation]}), state: req.state};
+  } else {
+    const submission = {
+      id: crypto.randomUUID(), definition_id: req.presentation_definition.id,
+      descriptor_map: [{id: req.presentation_definition.input_descriptors[0].id, format: descriptorFormat, path: '$'}],
+    };
+    form = {vp_token: vpToken, presentation_submission: JSON.stringify(submission), state: req.state};
+  }
   if(o.dryRun) return {status: 0, body: '', response_uri: req.response_uri, form, request: req};
   const res = await fetch(req.response_uri, {
     method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'}, body: new URLSearchParams(form),
