@@ -33,8 +33,8 @@ type Request struct {
 	// DCQLLink is the same request expressed as an OID4VP 1.0 DCQL query
 	// (dcql_query instead of presentation_definition) for wallets that
 	// implement DCQL only. Either link consumes the same single-use nonce.
-	DCQLLink string
-	ExpiresAt  time.Time
+	DCQLLink  string
+	ExpiresAt time.Time
 }
 
 // CreateRequest creates a presentation request with a single-use nonce. If
