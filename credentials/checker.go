@@ -85,6 +85,10 @@ func (c *Checker) resolveKey(ctx context.Context, didURL string, rel did.Relatio
 // SD-JWT VC with key binding, or a JSON array of these) completely: proofs,
 // nonce and audience, issuer trust, holder binding, validity and status.
 func (c *Checker) VerifyPresentation(ctx context.Context, vpToken []byte, p PresentationParams) (*VerifiedPresentation, error) {
+	return c.verifyPresentation(ctx, vpToken, p, true)
+}
+
+func (c *Checker) verifyPresentation(ctx context.Context, vpToken []byte, p PresentationParams, allowList bool) (*VerifiedPresentation, error) {
 	if len(vpToken) > c.cfg.MaxInputBytes {
 		return nil, fmt.Errorf("%w: vp_token has %d bytes, limit %d", ErrTooLarge, len(vpToken), c.cfg.MaxInputBytes)
 	}
@@ -93,6 +97,9 @@ func (c *Checker) VerifyPresentation(ctx context.Context, vpToken []byte, p Pres
 		return nil, fmt.Errorf("%w: empty vp_token", ErrMalformed)
 	}
 	if tok[0] == '[' {
+		if !allowList {
+			return nil, fmt.Errorf("%w: nested vp_token arrays", ErrMalformed)
+		}
 		var list []json.RawMessage
 		if err := json.Unmarshal(tok, &list); err != nil || len(list) == 0 || len(list) > 8 {
 			return nil, fmt.Errorf("%w: vp_token array", ErrMalformed)
@@ -104,7 +111,7 @@ func (c *Checker) VerifyPresentation(ctx context.Context, vpToken []byte, p Pres
 			if json.Unmarshal(e, &s) == nil {
 				one = []byte(s)
 			}
-			vp, err := c.VerifyPresentation(ctx, one, p)
+			vp, err := c.verifyPresentation(ctx, one, p, false)
 			if err != nil {
 				return nil, err
 			}

@@ -127,6 +127,10 @@ func TestHarnessEndToEnd(t *testing.T) {
 				require.WithinDuration(t, e.clock().Add(time.Hour), a.ExpiresAt, time.Minute)
 				require.Len(t, a.CredentialHash, 64)
 
+				forRoom, err := e.v.AttestationsForRoom(ctx, user, kritisRoom)
+				require.NoError(t, err)
+				require.Len(t, forRoom, 1)
+
 				d = e.authorize(t, user, kritisRoom)
 				require.True(t, d.Allow, d.Reasons)
 				require.False(t, d.ExpiresAt.IsZero())

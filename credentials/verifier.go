@@ -223,6 +223,20 @@ func (v *Verifier) AttestationsFor(ctx context.Context, userID string, level Lev
 	return out, nil
 }
 
+// AttestationsForRoom is AttestationsFor at the level of the room's policy
+// (looked up through WithRoomPolicy; public when there is none).
+func (v *Verifier) AttestationsForRoom(ctx context.Context, userID, roomID string) ([]Attestation, error) {
+	var pol *AccessPolicy
+	if v.opts.roomPolicy != nil {
+		p, err := v.opts.roomPolicy(ctx, roomID)
+		if err != nil {
+			return nil, fmt.Errorf("failed to look up room policy: %w", err)
+		}
+		pol = p
+	}
+	return v.AttestationsFor(ctx, userID, v.effectivePolicy(pol).Level)
+}
+
 // AccessRequest asks whether a user may get a call token for a room.
 type AccessRequest struct {
 	UserID string
