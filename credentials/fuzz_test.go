@@ -1,0 +1,144 @@
+package credentials
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// offlineChecker never reaches the network: did:web resolution and status
+// fetches time out almost at once and refuse non-public addresses.
+func offlineChecker(t testing.TB) *Checker {
+	cfg := DefaultConfig()
+	cfg.DIDResolution.Timeout = 10 * time.Millisecond
+	cfg.StatusList.FetchTimeout = 10 * time.Millisecond
+	cfg.Federations = []FederationConfig{{ID: "f", TrustedIssuers: []TrustedIssuer{
+		{DID: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp", Types: []string{"EmployeeCredential"}}}}}
+	c, err := NewChecker(cfg, zerolog.Nop())
+	require.NoError(t, err)
+	return c
+}
+
+func b64j(v any) string {
+	raw, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+func FuzzVerifyPresentation(f *testing.F) {
+	holder := "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":["VerifiablePresentation"],"verifiableCredential":[{"@context":["https://www.w3.org/2018/credentials/v1",{"@vocab":"urn:x#"}],"type":["VerifiableCredential","EmployeeCredential"],"issuer":"` + holder + `","issuanceDate":"2026-01-01T00:00:00Z","credentialSubject":{"id":"` + holder + `","sector":"energie"},"proof":{"type":"Ed25519Signature2020","proofPurpose":"assertionMethod","verificationMethod":"` + holder + `#z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp","proofValue":"z3FXQ"}}],"proof":{"type":"Ed25519Signature2020","proofPurpose":"authentication","verificationMethod":"` + holder + `","challenge":"n","domain":"d","proofValue":"z1"}}`)
+	f.Add(b64j(map[string]any{"alg": "EdDSA", "kid": holder}) + "." + b64j(map[string]any{"iss": holder, "aud": "d", "nonce": "n",
+		"vp": map[string]any{"type": []string{"VerifiablePresentation"}, "verifiableCredential": []string{"a.b.c"}}}) + ".c2ln")
+	f.Add(b64j(map[string]any{"alg": "ES256", "typ": "dc+sd-jwt", "kid": holder + "#0"}) + "." +
+		b64j(map[string]any{"iss": holder, "vct": "EmployeeCredential", "_sd": []string{"abc"}}) + ".c2ln~" + b64j([]any{"salt", "sector", "energie"}) + "~")
+	f.Add(b64j(map[string]any{"alg": "none"}) + "." + b64j(map[string]any{"vp": map[string]any{}}) + ".")
+	f.Add(`["a.b.c", {"@context":"x"}]`)
+	c := offlineChecker(f)
+	f.Fuzz(func(t *testing.T, token string) {
+		vp, err := c.VerifyPresentation(context.Background(), []byte(token), PresentationParams{Nonce: "n", Audience: "d", Level: LevelPublic})
+		if err != nil {
+			require.NotEqual(t, "", ReasonCode(err))
+			return
+		}
+		// Accepted presentations (not expected offline) must re-marshal.
+		_, err = json.Marshal(vp)
+		require.NoError(t, err)
+	})
+}
+
+func FuzzParseCredential(f *testing.F) {
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":["VerifiableCredential","T"],"issuer":{"id":"did:web:a"},"issuanceDate":"2026-01-01T00:00:00Z","expirationDate":"2027-01-01T00:00:00Z","credentialSubject":{"id":"did:key:z","a":{"b":1}},"credentialStatus":{"type":"BitstringStatusListEntry","statusPurpose":"revocation","statusListIndex":"7","statusListCredential":"https://s.example/l"}}`)
+	f.Add(`{"@context":"https://www.w3.org/ns/credentials/v2","type":"VerifiableCredential","issuer":"did:key:z","validFrom":"2026-01-01T00:00:00.5+01:00","credentialSubject":[{"x":true}],"credentialStatus":[{"type":"StatusList2021Entry","statusPurpose":"suspension","statusListIndex":3,"statusListCredential":"https://s.example/l","statusSize":2}]}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		m, err := decodeJSONObject([]byte(data))
+		if err != nil {
+			return
+		}
+		w, err := parseW3CCredential(m, true)
+		if err != nil {
+			return
+		}
+		_ = checkValidity(w.ValidFrom, w.ValidUntil, time.Now())
+		_ = checkContexts(m, 0)
+		again, err := json.Marshal(m)
+		require.NoError(t, err)
+		m2, err := decodeJSONObject(again)
+		require.NoError(t, err)
+		w2, err := parseW3CCredential(m2, true)
+		require.NoError(t, err)
+		require.Equal(t, w.Issuer, w2.Issuer)
+		require.Equal(t, w.Types, w2.Types)
+		require.Equal(t, w.SubjectID, w2.SubjectID)
+		require.Equal(t, w.Status, w2.Status)
+		require.True(t, w.ValidFrom.Equal(w2.ValidFrom) && w.ValidUntil.Equal(w2.ValidUntil))
+	})
+}
+
+func FuzzExpandSD(f *testing.F) {
+	d1 := b64j([]any{"s1", "sector", "energie"})
+	d2 := b64j([]any{"s2", "DE"})
+	f.Add(`{"_sd":["`+sdDigest(d1)+`"],"n":[{"...":"`+sdDigest(d2)+`"},1]}`, d1+"~"+d2)
+	f.Add(`{"_sd":"x"}`, "")
+	f.Fuzz(func(t *testing.T, payload, disclosures string) {
+		m, err := decodeJSONObject([]byte(payload))
+		if err != nil {
+			return
+		}
+		discs := map[string]*disclosure{}
+		for _, d := range strings.Split(disclosures, "~") {
+			raw, err := base64.RawURLEncoding.DecodeString(d)
+			if err != nil {
+				continue
+			}
+			var arr []any
+			if json.Unmarshal(raw, &arr) != nil {
+				continue
+			}
+			dd := &disclosure{}
+			switch len(arr) {
+			case 3:
+				name, ok := arr[1].(string)
+				if !ok {
+					continue
+				}
+				dd.name, dd.value = name, arr[2]
+			case 2:
+				dd.isArray, dd.value = true, arr[1]
+			default:
+				continue
+			}
+			discs[sdDigest(d)] = dd
+		}
+		out, err := expandSD(m, discs, map[string]bool{}, 0)
+		if err != nil {
+			return
+		}
+		raw, err := json.Marshal(out)
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), `"_sd"`)
+	})
+}
+
+func FuzzParseAccessPolicy(f *testing.F) {
+	f.Add(`{"level":"kritis","required_credentials":[{"federation":"oev","type":"EmployeeCredential","claims":{"org.sector":{"in":["energie"]}}}],"allowed_homeservers":["bund.example"],"max_participants":50}`)
+	f.Add(`{"level":"vs-nfd","required_credentials":[{"type":"T","claims":{"a":{"eq":true}}}],"allowed_homeservers":["a"],"need_to_know":["@a:b"]}`)
+	f.Add(`{"level":"public"}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		p, err := ParseAccessPolicy([]byte(data))
+		if err != nil {
+			return
+		}
+		again, err := json.Marshal(p)
+		require.NoError(t, err)
+		p2, err := ParseAccessPolicy(again)
+		require.NoError(t, err)
+		require.True(t, reflect.DeepEqual(p.asInput(), p2.asInput()))
+	})
+}

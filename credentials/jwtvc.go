@@ -1,0 +1,265 @@
+package credentials
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gxfs-conf/gxconf/credentials/did"
+)
+
+// jwtKey resolves the signing key of a JWT issued by iss: the kid header
+// (absolute DID URL or fragment relative to iss), else iss's only key.
+func (c *Checker) jwtKey(ctx context.Context, h jwsHeader, iss string, rel did.Relationship) (string, crypto.PublicKey, error) {
+	kid := h.Kid
+	switch {
+	case kid == "":
+		kid = iss
+	case strings.HasPrefix(kid, "#"):
+		kid = iss + kid
+	case !strings.HasPrefix(kid, "did:"):
+		return "", nil, fmt.Errorf("%w: kid %q is not a DID URL", ErrDIDResolution, kid)
+	}
+	vm, key, err := c.resolveKey(ctx, kid, rel)
+	if err != nil {
+		return "", nil, err
+	}
+	controller, _ := did.Split(vm.ID)
+	if iss != "" && controller != iss {
+		return "", nil, fmt.Errorf("%w: key %s does not belong to %s", ErrBadSignature, vm.ID, iss)
+	}
+	return controller, key, nil
+}
+
+func numericDate(m map[string]any, k string) (time.Time, bool, error) {
+	v, ok := m[k]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f > 1e11 {
+		return time.Time{}, false, fmt.Errorf("%w: %s must be a NumericDate", ErrMalformed, k)
+	}
+	return time.Unix(int64(f), 0), true, nil
+}
+
+// verifyJWTCredential verifies a VC secured as a JWT: VC-JWT 1.1
+// (jwt_vc_json, `vc` claim, VC DM 1.1 §6.3.1) or VC DM 2.0 JOSE
+// (typ vc+jwt / vc+ld+json+jwt, the payload is the credential; VC-JOSE-COSE §3.1.1).
+func (c *Checker) verifyJWTCredential(ctx context.Context, token string) (*VerifiedCredential, error) {
+	if len(token) > c.cfg.MaxInputBytes {
+		return nil, fmt.Errorf("%w: credential JWT", ErrTooLarge)
+	}
+	j, err := parseCompactJWS(token)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := decodeJSONObject(j.Payload)
+	if err != nil {
+		return nil, err
+	}
+	format := FormatJWTVCJSON
+	var vcObj map[string]any
+	switch strings.ToLower(j.Header.Typ) {
+	case "vc+jwt", "application/vc+jwt":
+		format, vcObj = FormatVCJWT, payload
+	case "vc+ld+json+jwt", "application/vc+ld+json+jwt":
+		format, vcObj = FormatVCLDJWT, payload
+	case "", "jwt":
+		inner, ok := payload["vc"].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: JWT has no vc claim", ErrUnsupportedFormat)
+		}
+		vcObj = inner
+	default:
+		return nil, fmt.Errorf("%w: JWT typ %q", ErrUnsupportedFormat, j.Header.Typ)
+	}
+	w, err := parseW3CCredential(copyWithRegistered(vcObj, payload, format), format != FormatJWTVCJSON)
+	if err != nil {
+		return nil, err
+	}
+	iss := w.Issuer
+	if s, ok := payload["iss"].(string); ok && s != iss {
+		return nil, fmt.Errorf("%w: iss %q differs from issuer %q", ErrMalformed, s, iss)
+	}
+	controller, key, err := c.jwtKey(ctx, j.Header, iss, did.AssertionMethod)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyJWSSignature(j.Header.Alg, key, j.SigningInput, j.Signature); err != nil {
+		return nil, err
+	}
+	claims := make(map[string]any, len(w.Subject))
+	for k, v := range w.Subject {
+		if k != "id" {
+			claims[k] = v
+		}
+	}
+	return &VerifiedCredential{
+		Format: format, ID: w.ID, Issuer: controller, Types: w.Types, Subject: w.SubjectID,
+		Claims: claims, ValidFrom: w.ValidFrom, ValidUntil: w.ValidUntil, Status: w.Status,
+		Hash: credentialHash([]byte(token)), Alg: j.Header.Alg,
+	}, nil
+}
+
+// copyWithRegistered maps the JWT registered claims of a VC-JWT 1.1 onto the
+// credential (VC DM 1.1 §6.3.1: iss→issuer, sub→credentialSubject.id,
+// nbf→issuanceDate, exp→expirationDate, jti→id). For 2.0 JWTs exp/nbf
+// additionally bound the validity.
+func copyWithRegistered(vcObj, payload map[string]any, format string) map[string]any {
+	out := make(map[string]any, len(vcObj)+4)
+	for k, v := range vcObj {
+		out[k] = v
+	}
+	if format == FormatJWTVCJSON {
+		if iss, ok := payload["iss"].(string); ok {
+			if _, has := out["issuer"]; !has {
+				out["issuer"] = iss
+			}
+		}
+		if jti, ok := payload["jti"].(string); ok {
+			if _, has := out["id"]; !has {
+				out["id"] = jti
+			}
+		}
+		if sub, ok := payload["sub"].(string); ok {
+			if cs, isMap := out["credentialSubject"].(map[string]any); isMap {
+				if _, has := cs["id"]; !has {
+					cs2 := make(map[string]any, len(cs)+1)
+					for k, v := range cs {
+						cs2[k] = v
+					}
+					cs2["id"] = sub
+					out["credentialSubject"] = cs2
+				}
+			}
+		}
+	}
+	if nbf, ok, _ := numericDate(payload, "nbf"); ok {
+		if _, has := out["validFrom"]; !has {
+			if _, has := out["issuanceDate"]; !has || format == FormatJWTVCJSON {
+				out["issuanceDate"] = nbf.UTC().Format(time.RFC3339)
+				delete(out, "validFrom")
+			}
+		}
+	}
+	if exp, ok, _ := numericDate(payload, "exp"); ok {
+		if _, has := out["validUntil"]; !has {
+			out["expirationDate"] = exp.UTC().Format(time.RFC3339)
+		}
+	}
+	return out
+}
+
+// verifyJWTPresentation verifies a jwt_vp_json presentation (VC DM 1.1
+// §6.3.1 / OID4VP Appendix A.1.1): holder signature, aud = client_id,
+// nonce, then each credential.
+func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p PresentationParams) (*VerifiedPresentation, error) {
+	j, err := parseCompactJWS(token)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := decodeJSONObject(j.Payload)
+	if err != nil {
+		return nil, err
+	}
+	vpObj, ok := payload["vp"].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: JWT has no vp claim", ErrUnsupportedFormat)
+	}
+	iss, _ := payload["iss"].(string)
+	if iss == "" {
+		if h, ok := vpObj["holder"].(string); ok {
+			iss = h
+		}
+	}
+	if iss == "" && strings.HasPrefix(j.Header.Kid, "did:") {
+		iss, _ = did.Split(j.Header.Kid)
+	}
+	holder, key, err := c.jwtKey(ctx, j.Header, iss, did.Authentication)
+	if err != nil {
+		return nil, fmt.Errorf("presentation: %w", err)
+	}
+	if err := verifyJWSSignature(j.Header.Alg, key, j.SigningInput, j.Signature); err != nil {
+		return nil, fmt.Errorf("presentation: %w", err)
+	}
+	if nonce, _ := payload["nonce"].(string); nonce != p.Nonce {
+		return nil, fmt.Errorf("%w: presentation nonce does not match", ErrWrongNonce)
+	}
+	if !audienceMatches(payload["aud"], p.Audience) {
+		return nil, fmt.Errorf("%w: presentation aud %v", ErrWrongAudience, payload["aud"])
+	}
+	now := c.now()
+	if exp, ok, err := numericDate(payload, "exp"); err != nil {
+		return nil, err
+	} else if ok && !now.Before(exp.Add(30*time.Second)) {
+		return nil, fmt.Errorf("%w: presentation JWT expired", ErrExpired)
+	}
+	if nbf, ok, err := numericDate(payload, "nbf"); err != nil {
+		return nil, err
+	} else if ok && now.Add(30*time.Second).Before(nbf) {
+		return nil, fmt.Errorf("%w: presentation JWT not yet valid", ErrNotYetValid)
+	}
+	types, err := stringOrList(vpObj["type"])
+	if err != nil || !slices.Contains(types, "VerifiablePresentation") {
+		return nil, fmt.Errorf("%w: vp.type must include VerifiablePresentation", ErrMalformed)
+	}
+	var entries []any
+	switch v := vpObj["verifiableCredential"].(type) {
+	case []any:
+		entries = v
+	case string, map[string]any:
+		entries = []any{v}
+	}
+	if len(entries) == 0 {
+		return nil, ErrNoCredential
+	}
+	if len(entries) > 8 {
+		return nil, fmt.Errorf("%w: more than 8 credentials", ErrTooLarge)
+	}
+	vp := &VerifiedPresentation{Format: FormatJWTVPJSON, Holder: holder}
+	for _, e := range entries {
+		var vc *VerifiedCredential
+		switch t := e.(type) {
+		case string:
+			vc, err = c.verifyJWTCredential(ctx, t)
+		case map[string]any:
+			vc, err = c.verifyLDPCredential(ctx, t)
+		default:
+			err = fmt.Errorf("%w: verifiableCredential entry", ErrMalformed)
+		}
+		if err != nil {
+			return nil, err
+		}
+		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
+		vp.Credentials = append(vp.Credentials, *vc)
+	}
+	return vp, nil
+}
+
+func audienceMatches(aud any, want string) bool {
+	switch a := aud.(type) {
+	case string:
+		return a == want
+	case []any:
+		return len(a) == 1 && a[0] == want
+	}
+	return false
+}
+
+// unmarshalStrict is json.Unmarshal refusing unknown fields.
+func unmarshalStrict(data []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data")
+	}
+	return nil
+}

@@ -1,0 +1,325 @@
+package credentials
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/piprate/json-gold/ld"
+
+	"github.com/gxfs-conf/gxconf/credentials/did"
+)
+
+// Pinned JSON-LD contexts. They are never fetched at run time: a document
+// naming any other context URL is refused (ErrUnknownContext).
+//
+//go:embed contexts/*.jsonld
+var contextFS embed.FS
+
+var pinnedContexts = map[string]string{
+	ContextCredentialsV1: "contexts/credentials-v1.jsonld",
+	ContextCredentialsV2: "contexts/credentials-v2.jsonld",
+	"https://www.w3.org/ns/credentials/undefined-terms/v2": "contexts/credentials-undefined-terms-v2.jsonld",
+	"https://w3id.org/security/suites/ed25519-2020/v1":     "contexts/ed25519-signature-2020-v1.jsonld",
+	"https://w3id.org/security/suites/jws-2020/v1":         "contexts/jws-2020-v1.jsonld",
+	"https://w3id.org/vc/status-list/2021/v1":              "contexts/status-list-2021-v1.jsonld",
+	"https://www.w3.org/ns/credentials/status/v1":          "contexts/bitstring-status-list-v1.jsonld",
+}
+
+// PinnedContextURLs lists the JSON-LD context URLs gxconf accepts.
+func PinnedContextURLs() []string {
+	out := make([]string, 0, len(pinnedContexts))
+	for u := range pinnedContexts {
+		out = append(out, u)
+	}
+	return out
+}
+
+// pinnedLoader serves the embedded contexts and refuses everything else.
+type pinnedLoader struct{}
+
+func (pinnedLoader) LoadDocument(u string) (*ld.RemoteDocument, error) {
+	file, ok := pinnedContexts[u]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownContext, u)
+	}
+	data, err := contextFS.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	// Parsed per load so no two documents ever share mutable context maps.
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	return &ld.RemoteDocument{DocumentURL: u, Document: doc}, nil
+}
+
+// checkContexts walks a document and refuses any @context URL that is not
+// pinned, before JSON-LD processing starts.
+func checkContexts(v any, depth int) error {
+	if depth > 32 {
+		return fmt.Errorf("%w: document nested too deeply", ErrMalformed)
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			if k == "@context" {
+				if err := checkContextValue(e); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := checkContexts(e, depth+1); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range t {
+			if err := checkContexts(e, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func checkContextValue(v any) error {
+	switch c := v.(type) {
+	case string:
+		if _, ok := pinnedContexts[c]; !ok {
+			return fmt.Errorf("%w: %s", ErrUnknownContext, c)
+		}
+	case []any:
+		for _, e := range c {
+			if err := checkContextValue(e); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		// Inline contexts are fine; a nested @import must still be pinned.
+		if imp, ok := c["@import"]; ok {
+			if err := checkContextValue(imp); err != nil {
+				return err
+			}
+		}
+		return checkContexts(c, 1)
+	case nil:
+	default:
+		return fmt.Errorf("%w: invalid @context entry", ErrMalformed)
+	}
+	return nil
+}
+
+// canonicalize returns the URDNA2015 N-Quads of doc using only pinned
+// contexts, in safe mode: properties that do not expand to an IRI are an
+// error rather than silently dropped (they would otherwise be unsigned).
+func canonicalize(doc map[string]any) (string, error) {
+	if err := checkContexts(doc, 0); err != nil {
+		return "", err
+	}
+	opts := ld.NewJsonLdOptions("")
+	opts.DocumentLoader = pinnedLoader{}
+	opts.SafeMode = true
+	opts.ProcessingMode = ld.JsonLd_1_1
+	opts.Format = ""
+	proc := ld.NewJsonLdProcessor()
+	ds, err := proc.ToRDF(doc, opts)
+	if err != nil {
+		if errors.Is(err, ErrUnknownContext) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: JSON-LD: %v", ErrMalformed, err)
+	}
+	dataset, ok := ds.(*ld.RDFDataset)
+	if !ok {
+		return "", fmt.Errorf("%w: JSON-LD produced no dataset", ErrMalformed)
+	}
+	nopts := ld.NewJsonLdOptions("")
+	nopts.Algorithm = ld.AlgorithmURDNA2015
+	nopts.Format = "application/n-quads"
+	out, err := ld.NewJsonLdApi().Normalize(dataset, nopts)
+	if err != nil {
+		return "", fmt.Errorf("%w: URDNA2015: %v", ErrMalformed, err)
+	}
+	s, _ := out.(string)
+	return s, nil
+}
+
+// ldProof is a Linked Data proof (Ed25519Signature2020 or JsonWebSignature2020).
+type ldProof struct {
+	raw                map[string]any
+	Type               string
+	ProofPurpose       string
+	VerificationMethod string
+	Challenge          string
+	Domain             string
+	Created            time.Time
+	Expires            time.Time
+	// Alg is the JWS algorithm the proof used (EdDSA for Ed25519Signature2020).
+	Alg string
+}
+
+func parseLDProof(v any) (*ldProof, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		if list, isList := v.([]any); isList && len(list) == 1 {
+			m, ok = list[0].(map[string]any)
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: exactly one proof object is required", ErrMalformed)
+	}
+	p := &ldProof{raw: m}
+	p.Type, _ = m["type"].(string)
+	p.ProofPurpose, _ = m["proofPurpose"].(string)
+	p.VerificationMethod, _ = m["verificationMethod"].(string)
+	p.Challenge, _ = m["challenge"].(string)
+	switch d := m["domain"].(type) {
+	case string:
+		p.Domain = d
+	case []any:
+		if len(d) == 1 {
+			p.Domain, _ = d[0].(string)
+		}
+	}
+	if p.VerificationMethod == "" || p.ProofPurpose == "" {
+		return nil, fmt.Errorf("%w: proof lacks verificationMethod or proofPurpose", ErrMalformed)
+	}
+	var err error
+	if c, ok := m["created"]; ok {
+		if p.Created, err = parseTime("proof.created", c); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := m["expires"]; ok {
+		if p.Expires, err = parseTime("proof.expires", e); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// verifyLDProof verifies the proof on doc (VC or VP) and returns the verified
+// proof and the controller DID of its key. rel is assertionMethod for
+// credentials and authentication for presentations. algs restricts the JWS
+// algorithms (nil = any supported).
+func (c *Checker) verifyLDProof(ctx context.Context, doc map[string]any, rel did.Relationship, allowed func(alg string) error) (*ldProof, string, error) {
+	proof, err := parseLDProof(doc["proof"])
+	if err != nil {
+		return nil, "", err
+	}
+	if proof.ProofPurpose != string(rel) {
+		return nil, "", fmt.Errorf("%w: proofPurpose %q, want %q", ErrBadSignature, proof.ProofPurpose, rel)
+	}
+	vm, key, err := c.resolveKey(ctx, proof.VerificationMethod, rel)
+	if err != nil {
+		return nil, "", err
+	}
+
+	// Verification data: SHA-256(c14n(proof options)) || SHA-256(c14n(document))
+	// (VC Data Integrity EdDSA Cryptosuites §3.1 "Ed25519Signature2020";
+	// Linked Data Proofs JsonWebSignature2020 §"Create Verify Data").
+	unsigned := make(map[string]any, len(doc))
+	for k, v := range doc {
+		if k != "proof" {
+			unsigned[k] = v
+		}
+	}
+	opts := make(map[string]any, len(proof.raw)+1)
+	for k, v := range proof.raw {
+		if k != "proofValue" && k != "jws" && k != "signatureValue" {
+			opts[k] = v
+		}
+	}
+	opts["@context"] = doc["@context"]
+	if _, has := proof.raw["@context"]; has {
+		opts["@context"] = proof.raw["@context"]
+	}
+	optsC14n, err := canonicalize(opts)
+	if err != nil {
+		return nil, "", err
+	}
+	docC14n, err := canonicalize(unsigned)
+	if err != nil {
+		return nil, "", err
+	}
+	h1 := sha256.Sum256([]byte(optsC14n))
+	h2 := sha256.Sum256([]byte(docC14n))
+	verifyData := append(h1[:], h2[:]...)
+
+	switch proof.Type {
+	case "Ed25519Signature2020":
+		pv, _ := proof.raw["proofValue"].(string)
+		sig, err := did.DecodeMultibase(pv)
+		if err != nil || len(sig) != ed25519.SignatureSize || !strings.HasPrefix(pv, "z") {
+			return nil, "", fmt.Errorf("%w: proofValue is not a base58btc Ed25519 signature", ErrBadSignature)
+		}
+		pub, ok := key.(ed25519.PublicKey)
+		if !ok {
+			return nil, "", fmt.Errorf("%w: Ed25519Signature2020 needs an Ed25519 key", ErrAlgNotAllowed)
+		}
+		if allowed != nil {
+			if err := allowed("EdDSA"); err != nil {
+				return nil, "", err
+			}
+		}
+		if !ed25519.Verify(pub, verifyData, sig) {
+			return nil, "", fmt.Errorf("%w: Ed25519Signature2020 by %s", ErrBadSignature, vm.ID)
+		}
+		proof.Alg = "EdDSA"
+	case "JsonWebSignature2020":
+		jws, _ := proof.raw["jws"].(string)
+		alg, err := verifyDetachedJWS(jws, key, verifyData, allowed)
+		if err != nil {
+			return nil, "", err
+		}
+		proof.Alg = alg
+	default:
+		return nil, "", fmt.Errorf("%w: proof type %q", ErrUnsupportedFormat, proof.Type)
+	}
+	controller, _ := did.Split(vm.ID)
+	return proof, controller, nil
+}
+
+// verifyDetachedJWS checks a JsonWebSignature2020 detached JWS with an
+// unencoded payload (RFC 7797: b64=false, crit=["b64"]).
+func verifyDetachedJWS(jws string, key crypto.PublicKey, payload []byte, allowed func(string) error) (string, error) {
+	parts := strings.Split(jws, ".")
+	if len(parts) != 3 || parts[1] != "" {
+		return "", fmt.Errorf("%w: jws must be a detached compact JWS", ErrBadSignature)
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return "", fmt.Errorf("%w: jws header: %v", ErrMalformed, err)
+	}
+	var h jwsHeader
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return "", fmt.Errorf("%w: jws header: %v", ErrMalformed, err)
+	}
+	if err := checkAlgName(h.Alg); err != nil {
+		return "", err
+	}
+	if allowed != nil {
+		if err := allowed(h.Alg); err != nil {
+			return "", err
+		}
+	}
+	if h.B64 == nil || *h.B64 || len(h.Crit) != 1 || h.Crit[0] != "b64" {
+		return "", fmt.Errorf("%w: JsonWebSignature2020 requires b64=false and crit=[b64]", ErrBadSignature)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return "", fmt.Errorf("%w: jws signature: %v", ErrMalformed, err)
+	}
+	input := append([]byte(parts[0]+"."), payload...)
+	return h.Alg, verifyJWSSignature(h.Alg, key, input, sig)
+}

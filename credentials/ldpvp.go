@@ -1,0 +1,134 @@
+package credentials
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/gxfs-conf/gxconf/credentials/did"
+)
+
+// verifyLDPPresentation verifies an ldp_vp: the holder's proof
+// (authentication, challenge = nonce, domain = audience) and each embedded
+// credential (VC DM 1.1 §4.10, Data Integrity §2.1).
+func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p PresentationParams) (*VerifiedPresentation, error) {
+	m, err := decodeJSONObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	ctxs, err := contextList(m["@context"])
+	if err != nil {
+		return nil, err
+	}
+	if len(ctxs) == 0 {
+		return nil, fmt.Errorf("%w: empty @context", ErrMalformed)
+	}
+	if first, _ := ctxs[0].(string); first != ContextCredentialsV1 && first != ContextCredentialsV2 {
+		return nil, fmt.Errorf("%w: first @context must be the VC context", ErrMalformed)
+	}
+	types, err := stringOrList(m["type"])
+	if err != nil || !slices.Contains(types, "VerifiablePresentation") {
+		return nil, fmt.Errorf("%w: type must include VerifiablePresentation", ErrMalformed)
+	}
+	if _, ok := m["proof"]; !ok {
+		return nil, fmt.Errorf("%w: presentation has no proof", ErrHolderBinding)
+	}
+	// Pre-scan contexts of the whole presentation so an unknown context is
+	// reported as such rather than as a signature failure.
+	if err := checkContexts(m, 0); err != nil {
+		return nil, err
+	}
+	proof, holder, err := c.verifyLDProof(ctx, m, did.Authentication, nil)
+	if err != nil {
+		return nil, fmt.Errorf("presentation proof: %w", err)
+	}
+	if proof.Challenge != p.Nonce {
+		return nil, fmt.Errorf("%w: presentation challenge does not match", ErrWrongNonce)
+	}
+	if proof.Domain != p.Audience {
+		return nil, fmt.Errorf("%w: presentation domain %q", ErrWrongAudience, proof.Domain)
+	}
+	if h, ok := m["holder"]; ok {
+		hs, _ := h.(string)
+		if hm, isMap := h.(map[string]any); isMap {
+			hs, _ = hm["id"].(string)
+		}
+		if hs != holder {
+			return nil, fmt.Errorf("%w: holder %q did not sign the presentation", ErrHolderBinding, hs)
+		}
+	}
+	var vcs []any
+	switch v := m["verifiableCredential"].(type) {
+	case map[string]any, string:
+		vcs = []any{v}
+	case []any:
+		vcs = v
+	case nil:
+		return nil, ErrNoCredential
+	default:
+		return nil, fmt.Errorf("%w: verifiableCredential", ErrMalformed)
+	}
+	if len(vcs) > 8 {
+		return nil, fmt.Errorf("%w: more than 8 credentials", ErrTooLarge)
+	}
+	vp := &VerifiedPresentation{Format: FormatLDPVP, Holder: holder}
+	for _, e := range vcs {
+		var vc *VerifiedCredential
+		switch t := e.(type) {
+		case map[string]any:
+			vc, err = c.verifyLDPCredential(ctx, t)
+		case string:
+			vc, err = c.verifyJWTCredential(ctx, t)
+		default:
+			err = fmt.Errorf("%w: verifiableCredential entry", ErrMalformed)
+		}
+		if err != nil {
+			return nil, err
+		}
+		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
+		vp.Credentials = append(vp.Credentials, *vc)
+	}
+	return vp, nil
+}
+
+// verifyLDPCredential verifies an ldp_vc's issuer proof (assertionMethod).
+func (c *Checker) verifyLDPCredential(ctx context.Context, m map[string]any) (*VerifiedCredential, error) {
+	w, err := parseW3CCredential(m, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m["proof"]; !ok {
+		return nil, fmt.Errorf("%w: credential has no proof", ErrBadSignature)
+	}
+	proof, controller, err := c.verifyLDProof(ctx, m, did.AssertionMethod, nil)
+	if err != nil {
+		return nil, fmt.Errorf("credential proof: %w", err)
+	}
+	if controller != w.Issuer {
+		return nil, fmt.Errorf("%w: proof key %s does not belong to issuer %s", ErrBadSignature, proof.VerificationMethod, w.Issuer)
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	claims := make(map[string]any, len(w.Subject))
+	for k, v := range w.Subject {
+		if k != "id" {
+			claims[k] = v
+		}
+	}
+	return &VerifiedCredential{
+		Format:     FormatLDPVC,
+		ID:         w.ID,
+		Issuer:     w.Issuer,
+		Types:      w.Types,
+		Subject:    w.SubjectID,
+		Claims:     claims,
+		ValidFrom:  w.ValidFrom,
+		ValidUntil: w.ValidUntil,
+		Status:     w.Status,
+		Hash:       credentialHash(raw),
+		Alg:        proof.Alg,
+	}, nil
+}
