@@ -336,7 +336,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 }
 
 func (e *testEnv) client() *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.tls.pool}}, Timeout: 10 * time.Second}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.tls.Pool}}, Timeout: 10 * time.Second}
 }
 
 func (e *testEnv) post(t *testing.T, u string, form map[string]string) (int, string) {
