@@ -283,7 +283,11 @@ func TestTokenRequestErrors(t *testing.T) {
 		{"bad server name", "/get_token", tokenBody("tok-alice", "local test/", "@alice:local.test"), 401, "M_UNAUTHORIZED"},
 		{"not a member", "/get_token", tokenBody("tok-mallory", "local.test", "@mallory:local.test"), 403, "M_FORBIDDEN"},
 		{"legacy missing room", "/sfu/get", map[string]any{"openid_token": map[string]any{"access_token": "x", "matrix_server_name": "local.test"}}, 400, "M_BAD_JSON"},
-		{"partial delay", "/get_token", func() any { b := tokenBody("tok-alice", "local.test", "@alice:local.test"); b["delay_id"] = "d"; return b }(), 400, "M_BAD_JSON"},
+		{"partial delay", "/get_token", func() any {
+			b := tokenBody("tok-alice", "local.test", "@alice:local.test")
+			b["delay_id"] = "d"
+			return b
+		}(), 400, "M_BAD_JSON"},
 		{"delegation unsupported", "/get_token", func() any {
 			b := tokenBody("tok-alice", "local.test", "@alice:local.test")
 			b["delay_id"], b["delay_timeout"], b["delay_cs_api_url"] = "d", 5000, "https://hs"
