@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/.cache/bin
-export GXCONF_DENDRITE_BIN := $(BIN)
+export DENDRITE_BIN_DIR := $(BIN)
 
 .PHONY: all build demo test deps lint unit fuzz clean
 

@@ -31,8 +31,9 @@ type Options struct {
 	DB               *dbutil.Database
 	// Remover removes SFU participants of users who leave or are banned.
 	Remover ParticipantRemover
-	// Status adds lines to "!conf status"; optional.
-	Status StatusReporter
+	// Policies validates access policy changes; nil applies only the rules
+	// that need no deployment knowledge (credentials.ValidateChange).
+	Policies PolicyValidator
 	// FocusURL is the livekit_service_url shown by "!conf status".
 	FocusURL   string
 	Log        zerolog.Logger
@@ -41,19 +42,19 @@ type Options struct {
 
 // Appservice is gxconf's Matrix application service.
 type Appservice struct {
-	cfg     Config
-	reg     *mxas.Registration
-	mx      *mxas.AppService
-	state   *sqlstatestore.SQLStateStore
-	store   *store
-	remover ParticipantRemover
-	status  StatusReporter
-	focus   string
-	botID   id.UserID
-	log     zerolog.Logger
-	metrics *metrics
-	jobs    chan job
-	now     func() time.Time
+	cfg       Config
+	reg       *mxas.Registration
+	mx        *mxas.AppService
+	state     *sqlstatestore.SQLStateStore
+	store     *store
+	remover   ParticipantRemover
+	validator PolicyValidator
+	focus     string
+	botID     id.UserID
+	log       zerolog.Logger
+	metrics   *metrics
+	jobs      chan job
+	now       func() time.Time
 }
 
 // job is a side effect of a transaction, run in order by the worker.
@@ -96,20 +97,24 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 	}
 	mx.Log = log
 	mx.HTTPClient.Timeout = 30 * time.Second
+	validator := opts.Policies
+	if validator == nil {
+		validator = plainValidator{}
+	}
 	a := &Appservice{
-		cfg:     opts.Config,
-		reg:     opts.Registration,
-		mx:      mx,
-		state:   state,
-		store:   st,
-		remover: opts.Remover,
-		status:  opts.Status,
-		focus:   opts.FocusURL,
-		botID:   id.NewUserID(opts.Registration.SenderLocalpart, opts.HomeserverDomain),
-		log:     log,
-		metrics: newMetrics(opts.Registerer),
-		jobs:    make(chan job, jobQueueSize),
-		now:     time.Now,
+		validator: validator,
+		cfg:       opts.Config,
+		reg:       opts.Registration,
+		mx:        mx,
+		state:     state,
+		store:     st,
+		remover:   opts.Remover,
+		focus:     opts.FocusURL,
+		botID:     id.NewUserID(opts.Registration.SenderLocalpart, opts.HomeserverDomain),
+		log:       log,
+		metrics:   newMetrics(opts.Registerer),
+		jobs:      make(chan job, jobQueueSize),
+		now:       time.Now,
 	}
 	return a, nil
 }

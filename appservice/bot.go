@@ -20,6 +20,8 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 	switch verb {
 	case "status":
 		return a.statusText(ctx, roomID)
+	case "policy":
+		return a.policyCommand(ctx, roomID, sender, args[1:])
 	case "help":
 		return notice(a.helpText())
 	}
@@ -32,6 +34,9 @@ func (a *Appservice) helpText() string {
 		"gxconf bot commands:",
 		"• " + p + " help — this text",
 		"• " + p + " status — who is in this room's call and how calls are set up",
+		"• " + p + " policy — show this room's access policy (state event " + accessEventType.Type + ")",
+		"• " + p + " policy set <json> — set it, e.g. {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"" + a.botID.Homeserver() + "\"]}",
+		"• " + p + " policy clear — remove it (needs the room's highest power level)",
 	}, "\n")
 }
 
@@ -54,11 +59,7 @@ func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.Me
 	if a.focus != "" {
 		fmt.Fprintf(&b, "• focus: %s\n", a.focus)
 	}
-	if a.status != nil {
-		for _, line := range a.status.RoomStatus(ctx, roomID.String()) {
-			b.WriteString("• " + line + "\n")
-		}
-	}
+	b.WriteString("• " + a.policyStatus(ctx, roomID) + "\n")
 	return notice(strings.TrimRight(b.String(), "\n"))
 }
 

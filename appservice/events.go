@@ -31,6 +31,10 @@ func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
 		return a.onMember(log.WithContext(ctx), evt)
 	case TypeCallMember, TypeRTCMember:
 		return a.onCallMember(log.WithContext(ctx), evt)
+	case accessEventType.Type:
+		if evt.Type.IsState() {
+			return a.onAccessPolicy(log.WithContext(ctx), evt)
+		}
 	case event.EventMessage.Type:
 		a.onMessage(log.WithContext(ctx), evt)
 	}
@@ -50,6 +54,8 @@ func (a *Appservice) updateState(ctx context.Context, evt *event.Event) error {
 		err = a.state.SetCreate(ctx, evt)
 	case *event.JoinRulesEventContent:
 		err = a.state.SetJoinRules(ctx, evt.RoomID, content)
+	case *event.EncryptionEventContent:
+		err = a.state.SetEncryptionEvent(ctx, evt.RoomID, content)
 	default:
 		return nil
 	}
@@ -135,6 +141,9 @@ func (a *Appservice) onMessage(ctx context.Context, evt *event.Event) {
 			return nil // commands are answered only where the bot is a member
 		}
 		reply := a.command(ctx, roomID, sender, fields[1:])
+		if reply == nil {
+			return nil
+		}
 		_, err := a.mx.BotIntent().SendMessageEvent(ctx, roomID, event.EventMessage, reply)
 		return err
 	}})
@@ -178,7 +187,7 @@ func (a *Appservice) IsJoined(ctx context.Context, roomID, userID string) (bool,
 // metricEventType keeps the label set small.
 func metricEventType(t string) string {
 	switch t {
-	case event.StateMember.Type, event.EventMessage.Type, event.StatePowerLevels.Type, TypeCallMember, TypeRTCMember:
+	case event.StateMember.Type, event.EventMessage.Type, event.StatePowerLevels.Type, TypeCallMember, TypeRTCMember, accessEventType.Type:
 		return t
 	}
 	return "other"

@@ -7,9 +7,3 @@ import "context"
 type ParticipantRemover interface {
 	RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error)
 }
-
-// StatusReporter adds lines about a room to the bot's "!conf status" answer
-// (for example the room's access policy); it may be nil.
-type StatusReporter interface {
-	RoomStatus(ctx context.Context, roomID string) []string
-}

@@ -3,9 +3,10 @@ package appservice
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	transactions *prometheus.CounterVec
-	events       *prometheus.CounterVec
-	jobs         *prometheus.CounterVec
+	transactions  *prometheus.CounterVec
+	events        *prometheus.CounterVec
+	jobs          *prometheus.CounterVec
+	policyChanges *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,9 +23,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gxconf", Subsystem: "appservice", Name: "jobs_total",
 			Help: "Side effects run by the appservice worker (bot replies, joins, participant removal), by result.",
 		}, []string{"job", "result"}),
+		policyChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "policy_changes_total",
+			Help: "Changes of rooms' access policy (de.gxconf.access), accepted or refused.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.transactions, m.events, m.jobs)
+		reg.MustRegister(m.transactions, m.events, m.jobs, m.policyChanges)
 	}
 	return m
 }

@@ -2,7 +2,9 @@ package appservice
 
 import (
 	"context"
+	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"time"
 
@@ -133,4 +135,44 @@ func (s *store) callMembers(ctx context.Context, roomID string, now time.Time) (
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// roomPolicy returns the stored policy content ("" = none) and whether the
+// room is known at all.
+func (s *store) roomPolicy(ctx context.Context, roomID string) (content string, known bool, err error) {
+	err = s.db.QueryRow(ctx, "SELECT content FROM as_room_policy WHERE room_id=$1", roomID).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("failed to read room policy: %w", err)
+	}
+	return content, true, nil
+}
+
+func (s *store) putRoomPolicy(ctx context.Context, roomID, content, eventID, sender string, now time.Time) error {
+	_, err := s.db.Exec(ctx, `
+		INSERT INTO as_room_policy (room_id, content, event_id, sender, updated_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (room_id) DO UPDATE SET content=excluded.content, event_id=excluded.event_id,
+		    sender=excluded.sender, updated_at=excluded.updated_at`,
+		roomID, content, eventID, sender, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to store room policy: %w", err)
+	}
+	return nil
+}
+
+func (s *store) dmRoom(ctx context.Context, userID string) (string, error) {
+	var roomID string
+	err := s.db.QueryRow(ctx, "SELECT room_id FROM as_dm_room WHERE user_id=$1", userID).Scan(&roomID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return roomID, err
+}
+
+func (s *store) putDMRoom(ctx context.Context, userID, roomID string) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO as_dm_room (user_id, room_id) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET room_id=excluded.room_id`, userID, roomID)
+	return err
 }

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/store"
 )
@@ -24,8 +25,10 @@ type Config struct {
 	Database   store.Config      `yaml:"database"`
 	Appservice appservice.Config `yaml:"appservice"`
 	Focus      focus.Config      `yaml:"focus"`
-	Metrics    Metrics           `yaml:"metrics"`
-	Logging    Logging           `yaml:"logging"`
+	// Credentials is the SSI verifier (trust registries, OID4VP, levels).
+	Credentials credentials.Config `yaml:"credentials"`
+	Metrics     Metrics            `yaml:"metrics"`
+	Logging     Logging            `yaml:"logging"`
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -53,12 +56,13 @@ type Logging struct {
 // Default returns the configuration used where the file says nothing.
 func Default() Config {
 	return Config{
-		Homeserver: Homeserver{},
-		Database:   store.DefaultConfig(),
-		Appservice: appservice.DefaultConfig(),
-		Focus:      focus.DefaultConfig(),
-		Metrics:    Metrics{Enabled: true},
-		Logging:    Logging{Level: "info", Format: "json"},
+		Homeserver:  Homeserver{},
+		Database:    store.DefaultConfig(),
+		Appservice:  appservice.DefaultConfig(),
+		Focus:       focus.DefaultConfig(),
+		Credentials: credentials.DefaultConfig(),
+		Metrics:     Metrics{Enabled: true},
+		Logging:     Logging{Level: "info", Format: "json"},
 	}
 }
 
@@ -98,6 +102,7 @@ func (c *Config) Validate() error {
 	add("database", c.Database.Validate())
 	add("appservice", c.Appservice.Validate())
 	add("focus", c.Focus.Validate())
+	add("credentials", c.Credentials.Validate())
 	var lg []error
 	if _, err := parseLevel(c.Logging.Level); err != nil {
 		lg = append(lg, fmt.Errorf("level: %w", err))
@@ -107,6 +112,13 @@ func (c *Config) Validate() error {
 	}
 	add("logging", errors.Join(lg...))
 	return errors.Join(errs...)
+}
+
+// derive fills keys whose default is another key's value.
+func (c *Config) derive() {
+	if c.Credentials.OID4VP.PublicBaseURL == "" && len(c.Credentials.Federations) > 0 {
+		c.Credentials.OID4VP.PublicBaseURL = c.Focus.ServiceURL()
+	}
 }
 
 // flatten unwraps errors.Join trees into their leaves.
@@ -165,6 +177,7 @@ func Parse(raw []byte, environ []string) (*Config, error) {
 	if len(problems) > 0 {
 		return nil, problems
 	}
+	cfg.derive()
 	for _, e := range flatten(cfg.Validate()) {
 		problems = append(problems, e.Error())
 	}

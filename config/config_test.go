@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/credentials"
 )
 
 func readExample(t *testing.T) []byte {
@@ -17,17 +19,24 @@ func readExample(t *testing.T) []byte {
 	return raw
 }
 
+// exampleEnv replaces the example's placeholders.
+var exampleEnv = []string{
+	"GXCONF_HOMESERVER__DOMAIN=bund.test",
+	"GXCONF_CREDENTIALS__AT_REST_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+}
+
 // The example documents every key: it must decode strictly, and only its
-// placeholder domain may be refused, so example and code cannot drift.
+// placeholders may be refused, so example and code cannot drift.
 func TestExampleConfigDecodes(t *testing.T) {
 	_, err := Parse(readExample(t), nil)
 	var problems Problems
 	require.ErrorAs(t, err, &problems)
-	require.Len(t, problems, 1, "%v", problems)
+	require.Len(t, problems, 2, "%v", problems)
 	require.Contains(t, problems[0], "homeserver.domain:")
 	require.Contains(t, problems[0], "placeholder")
+	require.Contains(t, problems[1], "credentials.at_rest_key: placeholder")
 
-	cfg, err := Parse(readExample(t), []string{"GXCONF_HOMESERVER__DOMAIN=bund.test"})
+	cfg, err := Parse(readExample(t), exampleEnv)
 	require.NoError(t, err)
 	require.Equal(t, "bund.test", cfg.Homeserver.Domain)
 	// The example's values are the defaults, except the SFU it must name.
@@ -39,13 +48,30 @@ func TestExampleConfigDecodes(t *testing.T) {
 // Every key in the example must also be a default: a missing section would
 // leave it to zero values.
 func TestExampleMatchesDefaults(t *testing.T) {
-	cfg, err := Parse(readExample(t), []string{"GXCONF_HOMESERVER__DOMAIN=bund.test"})
+	cfg, err := Parse(readExample(t), exampleEnv)
 	require.NoError(t, err)
 	def := Default()
 	require.Equal(t, def.Database, cfg.Database)
 	require.Equal(t, def.Appservice, cfg.Appservice)
 	require.Equal(t, def.Metrics, cfg.Metrics)
 	require.Equal(t, def.Logging, cfg.Logging)
+
+	// Credentials: the example shows one federation (example values) and
+	// every default.
+	require.Equal(t, "xfsc-compat", cfg.Credentials.Federations[0].TrustedIssuers[0].StatusProfile)
+	cred, dcred := cfg.Credentials, def.Credentials
+	for _, l := range []*credentials.LevelDefaults{&dcred.Levels.Public, &dcred.Levels.Kritis, &dcred.Levels.VSNfD} {
+		if l.RequiredCredentialTypes == nil {
+			l.RequiredCredentialTypes = []string{}
+		}
+	}
+	require.Equal(t, dcred.Levels, cred.Levels)
+	require.Equal(t, dcred.DIDResolution, cred.DIDResolution)
+	require.Equal(t, dcred.StatusList, cred.StatusList)
+	require.Equal(t, dcred.OID4VP.NonceTTL, cred.OID4VP.NonceTTL)
+	require.Equal(t, dcred.MaxInputBytes, cred.MaxInputBytes)
+	require.Equal(t, dcred.RecheckInterval, cred.RecheckInterval)
+	require.Equal(t, dcred.PolicyFile, cred.PolicyFile)
 }
 
 func TestUnknownKeysAndTypesAreNamed(t *testing.T) {

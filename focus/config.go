@@ -49,6 +49,9 @@ type SFUConfig struct {
 	APISecret string `yaml:"api_secret"`
 	// TwirpURL is where the focus calls RoomService; empty derives it from URL.
 	TwirpURL string `yaml:"twirp_url"`
+	// ApprovedSite declares that the SFU runs on a site approved for VS-NfD
+	// (BSI-approved environment); vs-nfd rooms are refused elsewhere.
+	ApprovedSite bool `yaml:"approved_site"`
 }
 
 // RoomConfig are the CreateRoom parameters (lk-jwt-service uses 300 s / 20 s).

@@ -92,6 +92,6 @@ type DeniedError struct {
 	Reason string
 }
 
-func (d *DeniedError) Error() string { return "access denied: " + d.Reason }
+func (d *DeniedError) Error() string { return d.Reason }
 
 func (d *DeniedError) Is(target error) bool { return target == ErrAccessDenied }

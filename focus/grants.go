@@ -56,10 +56,14 @@ func (s *grantStore) put(ctx context.Context, g Grant) error {
 	return nil
 }
 
+const grantColumns = "lk_room, identity, room_id, user_id, device_id, issued_at, expires_at"
+
 func (s *grantStore) forUser(ctx context.Context, roomID, userID string) ([]Grant, error) {
-	rows, err := s.db.Query(ctx, `
-		SELECT lk_room, identity, room_id, user_id, device_id, issued_at, expires_at
-		FROM focus_grant WHERE room_id=$1 AND user_id=$2`, roomID, userID)
+	return s.query(ctx, "SELECT "+grantColumns+" FROM focus_grant WHERE room_id=$1 AND user_id=$2", roomID, userID)
+}
+
+func (s *grantStore) query(ctx context.Context, query string, args ...any) ([]Grant, error) {
+	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("failed to query grants: %w", err)
 	}
@@ -75,6 +79,21 @@ func (s *grantStore) forUser(ctx context.Context, roomID, userID string) ([]Gran
 		out = append(out, g)
 	}
 	return out, rows.Err()
+}
+
+// roomsForUser returns the newest grant of each Matrix room the user holds grants in.
+func (s *grantStore) roomsForUser(ctx context.Context, userID string) ([]Grant, error) {
+	all, err := s.query(ctx, "SELECT "+grantColumns+" FROM focus_grant WHERE user_id=$1 ORDER BY room_id, issued_at DESC", userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []Grant
+	for _, g := range all {
+		if len(out) == 0 || out[len(out)-1].RoomID != g.RoomID {
+			out = append(out, g)
+		}
+	}
+	return out, nil
 }
 
 func (s *grantStore) delete(ctx context.Context, lkRoom, identity string) error {

@@ -12,6 +12,7 @@ import (
 // a stock LiveKit server.
 type RoomService interface {
 	CreateRoom(ctx context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error)
+	ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error)
 	RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error)
 }
 
@@ -33,6 +34,9 @@ type AccessRequest struct {
 	// LiveKitRoom and Identity are what the token will grant.
 	LiveKitRoom string
 	Identity    string
+	// Participants counts the others already in the LiveKit room; it asks the
+	// SFU, so deciders call it only when they need it.
+	Participants func(ctx context.Context) (int, error)
 }
 
 // AccessDecision is an allowed request's terms.
@@ -50,6 +54,12 @@ type AccessDecision struct {
 // DeniedError) to refuse.
 type AccessDecider interface {
 	Decide(ctx context.Context, req AccessRequest) (AccessDecision, error)
+}
+
+// Messenger tells users and rooms what happened (the appservice's bot).
+type Messenger interface {
+	DirectMessage(ctx context.Context, userID, text, html string) error
+	Notice(ctx context.Context, roomID, text string) error
 }
 
 // MembershipOnly admits every member; it is the decider when no credential

@@ -27,7 +27,9 @@ type Options struct {
 	Rooms       RoomService
 	Members     MembershipChecker
 	// Access is the room access policy; nil admits every member.
-	Access     AccessDecider
+	Access AccessDecider
+	// Messenger tells rooms and users when participants are removed; optional.
+	Messenger  Messenger
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -41,6 +43,7 @@ type Service struct {
 	rooms       RoomService
 	members     MembershipChecker
 	access      AccessDecider
+	msg         Messenger
 	grants      *grantStore
 	ipLimit     *keyedLimiter
 	userLimit   *keyedLimiter
@@ -82,6 +85,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		rooms:       opts.Rooms,
 		members:     opts.Members,
 		access:      access,
+		msg:         opts.Messenger,
 		grants:      grants,
 		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
 		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
@@ -147,6 +151,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	decision, err := s.access.Decide(ctx, AccessRequest{
 		RoomID: in.roomID, UserID: user.String(), DeviceID: in.deviceID,
 		ServerName: in.openID.MatrixServerName, LiveKitRoom: lkRoom, Identity: identity,
+		Participants: func(ctx context.Context) (int, error) { return s.countOthers(ctx, lkRoom, identity) },
 	})
 	if err != nil {
 		return nil, err
@@ -232,6 +237,75 @@ func (s *Service) mint(lkRoom, identity string, canPublish bool, ttl time.Durati
 		SetIdentity(identity).
 		SetValidFor(ttl).
 		ToJWT()
+}
+
+// countOthers counts the participants of a LiveKit room other than identity
+// (a rejoining client replaces its old session). A missing room has none.
+func (s *Service) countOthers(ctx context.Context, lkRoom, identity string) (int, error) {
+	resp, err := s.rooms.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: lkRoom})
+	var terr twirp.Error
+	if errors.As(err, &terr) && terr.Code() == twirp.NotFound {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range resp.Participants {
+		if p.Identity != identity {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RecheckUser decides again, for every room the user holds tokens for,
+// whether they may still be there (e.g. after their credential was revoked or
+// expired) and removes their participants where they may not; the room and
+// the user are told why. It returns the rooms they were removed from.
+func (s *Service) RecheckUser(ctx context.Context, userID, why string) ([]string, error) {
+	rooms, err := s.grants.roomsForUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var removedFrom []string
+	var errs []error
+	for _, g := range rooms {
+		_, err := s.access.Decide(ctx, AccessRequest{
+			RoomID: g.RoomID, UserID: userID, DeviceID: g.DeviceID, ServerName: serverOf(userID),
+			LiveKitRoom: g.LiveKitRoom, Identity: g.Identity,
+			Participants: func(ctx context.Context) (int, error) { return s.countOthers(ctx, g.LiveKitRoom, g.Identity) },
+		})
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, ErrAccessDenied) {
+			errs = append(errs, err)
+			continue
+		}
+		n, err := s.RemoveUser(ctx, g.RoomID, userID, why)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if n == 0 {
+			continue
+		}
+		removedFrom = append(removedFrom, g.RoomID)
+		if s.msg != nil {
+			if err := s.msg.Notice(ctx, g.RoomID, fmt.Sprintf("%s was removed from the call: %s.", userID, why)); err != nil {
+				errs = append(errs, err)
+			}
+			if err := s.msg.DirectMessage(ctx, userID, fmt.Sprintf("You were removed from the call in %s: %s.", g.RoomID, why), ""); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return removedFrom, errors.Join(errs...)
+}
+
+func serverOf(userID string) string {
+	_, server, _ := id.UserID(userID).Parse()
+	return server
 }
 
 // RemoveUser removes every SFU participant the user was given a token for in

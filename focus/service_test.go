@@ -70,7 +70,8 @@ type fakeRooms struct {
 	mu       sync.Mutex
 	created  []*livekit.CreateRoomRequest
 	removed  []*livekit.RoomParticipantIdentity
-	absent   map[string]bool // identities to answer NotFound for
+	absent   map[string]bool     // identities to answer NotFound for
+	present  map[string][]string // room → identities listed
 	createFn func() error
 }
 
@@ -84,6 +85,16 @@ func (f *fakeRooms) CreateRoom(_ context.Context, req *livekit.CreateRoomRequest
 	}
 	f.created = append(f.created, req)
 	return &livekit.Room{Name: req.Name}, nil
+}
+
+func (f *fakeRooms) ListParticipants(_ context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*livekit.ParticipantInfo
+	for _, id := range f.present[req.Room] {
+		out = append(out, &livekit.ParticipantInfo{Identity: id})
+	}
+	return &livekit.ListParticipantsResponse{Participants: out}, nil
 }
 
 func (f *fakeRooms) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {

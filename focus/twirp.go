@@ -68,6 +68,15 @@ func (t *TwirpRoomService) CreateRoom(ctx context.Context, req *livekit.CreateRo
 	return t.client.CreateRoom(ctx, req)
 }
 
+// ListParticipants lists a room's participants.
+func (t *TwirpRoomService) ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	ctx, err := t.authorize(ctx, &auth.VideoGrant{RoomAdmin: true, Room: req.Room})
+	if err != nil {
+		return nil, err
+	}
+	return t.client.ListParticipants(ctx, req)
+}
+
 // RemoveParticipant disconnects a participant; absent ones give twirp.NotFound.
 func (t *TwirpRoomService) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
 	ctx, err := t.authorize(ctx, &auth.VideoGrant{RoomAdmin: true, Room: req.Room})

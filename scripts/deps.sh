@@ -6,7 +6,7 @@
 # `make test` works on a fresh machine and in CI alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="${GXCONF_DENDRITE_BIN:-$PWD/.cache/bin}"
+BIN="${DENDRITE_BIN_DIR:-$PWD/.cache/bin}"
 DENDRITE_VERSION=v0.13.8
 
 # System packages: PostgreSQL (the tests run gxconf on it too).

@@ -59,6 +59,13 @@ func (f *fakeLiveKit) CreateRoom(ctx context.Context, req *livekit.CreateRoomReq
 	return &livekit.Room{Name: req.Name, Sid: "RM_fake"}, nil
 }
 
+func (f *fakeLiveKit) ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	if g := ctx.Value(grantsKey{}).(*auth.ClaimGrants); g.Video == nil || !g.Video.RoomAdmin || g.Video.Room != req.Room {
+		return nil, twirp.NewError(twirp.PermissionDenied, "roomAdmin grant for the room required")
+	}
+	return &livekit.ListParticipantsResponse{}, nil
+}
+
 func (f *fakeLiveKit) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
 	if g := ctx.Value(grantsKey{}).(*auth.ClaimGrants); g.Video == nil || !g.Video.RoomAdmin || g.Video.Room != req.Room {
 		return nil, twirp.NewError(twirp.PermissionDenied, "roomAdmin grant for the room required")

@@ -38,7 +38,7 @@ func startStack(t *testing.T, opts harness.StackOptions) *harness.Stack {
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		err := s.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("TEST_SHOW_LOGS") != "" {
 			t.Logf("gxconf log:\n%s", tail(s.Gxconf.Log(), 20000))
 			t.Logf("dendrite log:\n%s", s.Dendrite.Log())
 		}

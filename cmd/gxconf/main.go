@@ -5,6 +5,7 @@
 //
 //	gxconf serve -c config.yaml -r registration.yaml
 //	gxconf generate-registration -c config.yaml -r registration.yaml
+//	gxconf audit verify -c config.yaml
 //	gxconf version
 //
 // This is the only package that exits or reads flags.
@@ -32,6 +33,8 @@ Usage:
       Run the appservice, the MatrixRTC focus and the SFU until SIGINT/SIGTERM.
   gxconf generate-registration -c config.yaml -r registration.yaml [-force]
       Write the appservice registration for the homeserver, with fresh tokens.
+  gxconf audit verify -c config.yaml
+      Check the hash chain of the access-decision audit log; exits 1 if tampered.
   gxconf version
       Print the version.
 
@@ -51,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "generate-registration":
 		err = cmdGenerateRegistration(args[1:], stdout)
+	case "audit":
+		err = cmdAudit(args[1:], stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "gxconf", versionString())
 		return 0

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,10 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	mxas "maunium.net/go/mautrix/appservice"
 
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/config"
+	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/store"
 )
@@ -49,11 +53,28 @@ func cmdServe(args []string, stderr io.Writer) error {
 	return serve(log.WithContext(ctx), cfg, reg, log)
 }
 
-// membersLate lets the focus ask the appservice, which is built after it.
-type membersLate struct{ as *appservice.Appservice }
+// asLate lets the focus and the verifier use the appservice, which is built
+// after them (it needs the focus to remove participants).
+type asLate struct{ as *appservice.Appservice }
 
-func (m *membersLate) IsJoined(ctx context.Context, roomID, userID string) (bool, error) {
+func (m *asLate) IsJoined(ctx context.Context, roomID, userID string) (bool, error) {
 	return m.as.IsJoined(ctx, roomID, userID)
+}
+
+func (m *asLate) RoomPolicy(ctx context.Context, roomID string) (*credentials.AccessPolicy, error) {
+	return m.as.RoomPolicy(ctx, roomID)
+}
+
+func (m *asLate) RoomEncrypted(ctx context.Context, roomID string) (bool, error) {
+	return m.as.RoomEncrypted(ctx, roomID)
+}
+
+func (m *asLate) DirectMessage(ctx context.Context, userID, text, html string) error {
+	return m.as.DirectMessage(ctx, userID, text, html)
+}
+
+func (m *asLate) Notice(ctx context.Context, roomID, text string) error {
+	return m.as.Notice(ctx, roomID, text)
 }
 
 // serve wires the components and runs them until ctx ends or one fails.
@@ -80,19 +101,28 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if err != nil {
 		return fmt.Errorf("focus.sfu: %w", err)
 	}
-	members := &membersLate{}
-	focusSvc, err := focus.New(ctx, focus.Options{
+	late := &asLate{}
+	var focusSvc *focus.Service
+	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc })
+	if err != nil {
+		return err
+	}
+	focusLog := log.With().Str("component", "focus").Logger()
+	focusSvc, err = focus.New(ctx, focus.Options{
 		Config:      focusCfg,
 		LocalDomain: cfg.Homeserver.Domain,
 		DB:          db,
 		Rooms:       rooms,
-		Members:     members,
-		Log:         log.With().Str("component", "focus").Logger(),
+		Members:     late,
+		Access:      focus.NewCredentialAccess(verifier, late, late, focusCfg.SFU.ApprovedSite, focusLog),
+		Messenger:   late,
+		Log:         focusLog,
 		Registerer:  registry,
 	})
 	if err != nil {
 		return err
 	}
+	focusSvc.Handle(credentials.MountPath, verifier.Handler())
 	as, err := appservice.New(ctx, appservice.Options{
 		Config:           cfg.Appservice,
 		Registration:     reg,
@@ -100,6 +130,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		HomeserverURL:    cfg.Homeserver.Address,
 		DB:               db,
 		Remover:          focusSvc,
+		Policies:         verifier,
 		FocusURL:         focusCfg.ServiceURL(),
 		Log:              log,
 		Registerer:       registry,
@@ -107,10 +138,10 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if err != nil {
 		return err
 	}
-	members.as = as
+	late.as = as
 
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
-	runners := []func(context.Context) error{focusSvc.Run, as.Run}
+	runners := []func(context.Context) error{focusSvc.Run, as.Run, verifier.Run}
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
 			focusSvc.Handle("/metrics", metricsHandler)
@@ -123,6 +154,43 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	err = runAll(ctx, runners...)
 	log.Info().Msg("gxconf stopped")
 	return err
+}
+
+// newVerifier builds the credentials verifier. Its callbacks reach the bot
+// (direct messages) and the focus (re-checking a user whose credential was
+// revoked or expired), which exist by the time they fire.
+func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, log zerolog.Logger, bot *asLate, focusSvc func() *focus.Service) (*credentials.Verifier, error) {
+	credCfg := cfg.Credentials
+	if credCfg.AtRestKey == "" && len(credCfg.Federations) == 0 {
+		// No federation, no attestation to encrypt: rooms can still have
+		// policies without credentials (servers, need-to-know, size).
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		credCfg.AtRestKey = base64.StdEncoding.EncodeToString(key)
+		log.Info().Msg("No credential federations configured: rooms that require credentials cannot be joined")
+	}
+	credLog := log.With().Str("component", "credentials").Logger()
+	return credentials.New(ctx, credCfg, db, credLog,
+		credentials.WithRoomPolicy(bot.RoomPolicy),
+		credentials.WithOnAttestation(func(ctx context.Context, a credentials.Attestation) {
+			text := fmt.Sprintf("Thank you — your %s from %s is verified until %s. You can join the call now.",
+				a.Type, a.Issuer, a.ExpiresAt.UTC().Format(time.RFC3339))
+			if err := bot.DirectMessage(ctx, a.UserID, text, ""); err != nil {
+				credLog.Warn().Err(err).Str("user_id", a.UserID).Msg("Failed to confirm verification")
+			}
+		}),
+		credentials.WithOnInvalidated(func(ctx context.Context, a credentials.Attestation, reason error) {
+			why := fmt.Sprintf("their %s is no longer valid (%s)", a.Type, credentials.ReasonCode(reason))
+			rooms, err := focusSvc().RecheckUser(ctx, a.UserID, why)
+			if err != nil {
+				credLog.Warn().Err(err).Str("user_id", a.UserID).Msg("Failed to re-check a user after their credential became invalid")
+			}
+			credLog.Info().Str("user_id", a.UserID).Strs("rooms", rooms).Str("reason", credentials.ReasonCode(reason)).
+				Msg("Credential invalidated")
+		}),
+	)
 }
 
 // runAll runs every component until ctx ends or one returns; then it cancels

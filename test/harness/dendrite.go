@@ -54,7 +54,7 @@ var installMu sync.Mutex
 // DendriteBin returns the directory with Dendrite's binaries, installing them
 // with `go install` when they are missing.
 func DendriteBin(ctx context.Context) (string, error) {
-	dir := os.Getenv("GXCONF_DENDRITE_BIN")
+	dir := os.Getenv("DENDRITE_BIN_DIR")
 	if dir == "" {
 		root, err := RepoRoot()
 		if err != nil {

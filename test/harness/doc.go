@@ -3,7 +3,7 @@
 // appservice registration, and Matrix users on it.
 //
 // Dendrite's binaries (dendrite, generate-keys, generate-config) are taken
-// from $GXCONF_DENDRITE_BIN or the repository's .cache/bin, and installed
+// from $DENDRITE_BIN_DIR or the repository's .cache/bin, and installed
 // there with `go install …@v0.13.8` when missing (`make tools` does this
 // ahead of the tests).
 package harness

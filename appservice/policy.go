@@ -1,0 +1,337 @@
+package appservice
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/gxfs-conf/gxconf/credentials"
+)
+
+// PolicyValidator checks a change of a room's access policy; the credentials
+// verifier implements it (deployment rules such as "vs-nfd needs an approved
+// environment" included).
+type PolicyValidator interface {
+	ValidatePolicyChange(old, next *credentials.AccessPolicy, senderPower, topPower int64) error
+}
+
+// plainValidator applies the rules that need no deployment knowledge.
+type plainValidator struct{}
+
+func (plainValidator) ValidatePolicyChange(old, next *credentials.AccessPolicy, senderPower, topPower int64) error {
+	return credentials.ValidateChange(old, next, senderPower, topPower)
+}
+
+var accessEventType = event.Type{Type: credentials.AccessEventType, Class: event.StateEventType}
+
+// ErrPolicyRemovalForbidden refuses removing a policy without the top power level.
+var ErrPolicyRemovalForbidden = errors.New("removing the access policy needs the room's highest power level")
+
+// parseStoredPolicy turns stored content into a policy ("" = none).
+func parseStoredPolicy(content string) (*credentials.AccessPolicy, error) {
+	if content == "" {
+		return nil, nil
+	}
+	return credentials.ParseAccessPolicy([]byte(content))
+}
+
+// isEmptyContent reports whether state content is {} (a removed state event).
+func isEmptyContent(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return len(bytes.TrimSpace(raw)) == 0 || (json.Unmarshal(raw, &m) == nil && len(m) == 0)
+}
+
+// onAccessPolicy validates a de.gxconf.access change against the policy in
+// force and the sender's power. A valid change is stored; an invalid one is
+// ignored — the previous policy stays in force — and the bot says why and,
+// where it may, puts the previous policy back.
+func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error {
+	if evt.GetStateKey() != "" {
+		return nil
+	}
+	log := zerolog.Ctx(ctx)
+	roomID := evt.RoomID
+	stored, known, err := a.store.roomPolicy(ctx, roomID.String())
+	if err != nil {
+		return err
+	}
+	if !known && evt.Unsigned.PrevContent != nil && evt.Unsigned.PrevContent.VeryRaw != nil && !isEmptyContent(evt.Unsigned.PrevContent.VeryRaw) {
+		// We missed the earlier state (gxconf was added later): judge the
+		// change against the previous content the homeserver reports.
+		stored = string(evt.Unsigned.PrevContent.VeryRaw)
+	}
+	old, err := parseStoredPolicy(stored)
+	if err != nil {
+		old = nil // a stored policy always parsed; prev_content may not
+	}
+	raw := evt.Content.VeryRaw
+	var next *credentials.AccessPolicy
+	var verr error
+	if !isEmptyContent(raw) {
+		next, verr = credentials.ParseAccessPolicy(raw)
+	}
+	if verr == nil {
+		senderPower, topPower := a.powers(ctx, roomID, evt.Sender)
+		switch {
+		case next == nil && old != nil && senderPower < topPower:
+			verr = fmt.Errorf("%w (%d); %s has %d", ErrPolicyRemovalForbidden, topPower, evt.Sender, senderPower)
+		case next != nil:
+			verr = a.validator.ValidatePolicyChange(old, next, senderPower, topPower)
+		}
+	}
+	if verr != nil {
+		log.Warn().Err(verr).Str("user_id", evt.Sender.String()).Msg("Refused access policy change")
+		a.metrics.policyChanges.WithLabelValues("refused").Inc()
+		a.enqueue(ctx, job{name: "policy_refused", run: func(ctx context.Context) error {
+			return a.refusePolicyChange(ctx, roomID, evt.Sender, old, verr)
+		}})
+		return nil
+	}
+	content := ""
+	if next != nil {
+		b, _ := json.Marshal(next)
+		content = string(b)
+	}
+	if content == stored && known {
+		return nil // e.g. our own revert, or a redelivery
+	}
+	if err := a.store.putRoomPolicy(ctx, roomID.String(), content, evt.ID.String(), evt.Sender.String(), a.now()); err != nil {
+		return err
+	}
+	a.metrics.policyChanges.WithLabelValues("accepted").Inc()
+	log.Info().Str("user_id", evt.Sender.String()).Str("level", string(levelOf(next))).Msg("Access policy changed")
+	a.enqueue(ctx, job{name: "policy_notice", run: func(ctx context.Context) error {
+		return a.Notice(ctx, roomID.String(), "Access policy of this room: "+describePolicy(next))
+	}})
+	return nil
+}
+
+// refusePolicyChange explains a refused change and restores the policy in
+// force if the bot may send the state event.
+func (a *Appservice) refusePolicyChange(ctx context.Context, roomID id.RoomID, sender id.UserID, old *credentials.AccessPolicy, reason error) error {
+	msg := fmt.Sprintf("I did not accept %s's access policy change: %v. The policy in force stays: %s.", sender, reason, describePolicy(old))
+	if err := a.Notice(ctx, roomID.String(), msg); err != nil {
+		return err
+	}
+	var content any = map[string]any{}
+	if old != nil {
+		content = old
+	}
+	if _, err := a.mx.BotIntent().SendStateEvent(ctx, roomID, accessEventType, "", content); err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("Could not restore the access policy in the room state")
+	}
+	return nil
+}
+
+// powers returns the sender's power level and the room's highest one.
+func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.UserID) (senderPower, topPower int64) {
+	pl, err := a.state.GetPowerLevels(ctx, roomID)
+	if err != nil || pl == nil {
+		var fetched event.PowerLevelsEventContent
+		if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err == nil {
+			pl = &fetched
+		}
+	}
+	if pl == nil {
+		// No power levels known: only the room's highest level (100) may lower.
+		return 0, 100
+	}
+	top := pl.UsersDefault
+	for _, lvl := range pl.Users {
+		top = max(top, lvl)
+	}
+	return int64(pl.GetUserLevel(sender)), int64(top)
+}
+
+// RoomPolicy returns the access policy in force in a room; nil means none
+// (membership suffices). A room gxconf has not seen a policy event for is
+// asked about once; if the bot cannot see its state it counts as having none.
+func (a *Appservice) RoomPolicy(ctx context.Context, roomID string) (*credentials.AccessPolicy, error) {
+	content, known, err := a.store.roomPolicy(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if known {
+		return parseStoredPolicy(content)
+	}
+	var raw json.RawMessage
+	err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), accessEventType, "", &raw)
+	switch {
+	case err == nil && !isEmptyContent(raw):
+		p, perr := credentials.ParseAccessPolicy(raw)
+		if perr != nil {
+			return nil, fmt.Errorf("room %s has an invalid access policy: %w", roomID, perr)
+		}
+		b, _ := json.Marshal(p)
+		if err := a.store.putRoomPolicy(ctx, roomID, string(b), "", "", a.now()); err != nil {
+			return nil, err
+		}
+		return p, nil
+	case err == nil, errors.Is(err, mautrix.MNotFound):
+		return nil, a.store.putRoomPolicy(ctx, roomID, "", "", "", a.now())
+	case errors.Is(err, mautrix.MForbidden):
+		return nil, nil
+	}
+	return nil, fmt.Errorf("failed to read the room's access policy: %w", err)
+}
+
+// RoomEncrypted reports whether the room has m.room.encryption, which makes
+// Element Call encrypt the call's media (per-member keys).
+func (a *Appservice) RoomEncrypted(ctx context.Context, roomID string) (bool, error) {
+	enc, err := a.state.IsEncrypted(ctx, id.RoomID(roomID))
+	if err == nil && enc {
+		return true, nil
+	}
+	var content event.EncryptionEventContent
+	err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), event.StateEncryption, "", &content)
+	switch {
+	case err == nil:
+		return content.Algorithm != "", nil
+	case errors.Is(err, mautrix.MNotFound), errors.Is(err, mautrix.MForbidden):
+		return false, nil
+	}
+	return false, fmt.Errorf("failed to read the room's encryption state: %w", err)
+}
+
+// Notice posts a notice in a room if the bot is a member there.
+func (a *Appservice) Notice(ctx context.Context, roomID, text string) error {
+	if !a.state.IsInRoom(ctx, id.RoomID(roomID), a.botID) {
+		return nil
+	}
+	_, err := a.mx.BotIntent().SendMessageEvent(ctx, id.RoomID(roomID), event.EventMessage, notice(text))
+	return err
+}
+
+// DirectMessage sends text to a user in the bot's direct chat with them,
+// creating the chat (and inviting the user) the first time.
+func (a *Appservice) DirectMessage(ctx context.Context, userID, text, html string) error {
+	roomID, err := a.store.dmRoom(ctx, userID)
+	if err != nil {
+		return err
+	}
+	bot := a.mx.BotIntent()
+	if roomID == "" {
+		resp, err := bot.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+			Preset:   "trusted_private_chat",
+			IsDirect: true,
+			Invite:   []id.UserID{id.UserID(userID)},
+			Name:     "gxconf",
+			Topic:    "Messages about your calls from " + a.botID.String(),
+		})
+		if err != nil {
+			return fmt.Errorf("failed to create direct chat with %s: %w", userID, err)
+		}
+		roomID = resp.RoomID.String()
+		if err := a.store.putDMRoom(ctx, userID, roomID); err != nil {
+			return err
+		}
+	}
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	if html != "" {
+		content.Format, content.FormattedBody = event.FormatHTML, html
+	}
+	_, err = bot.SendMessageEvent(ctx, id.RoomID(roomID), event.EventMessage, content)
+	return err
+}
+
+// policyCommand handles "!conf policy [show|set <json>|clear]".
+func (a *Appservice) policyCommand(ctx context.Context, roomID id.RoomID, sender id.UserID, args []string) *event.MessageEventContent {
+	verb := "show"
+	if len(args) > 0 {
+		verb = strings.ToLower(args[0])
+	}
+	current, err := a.RoomPolicy(ctx, roomID.String())
+	if err != nil {
+		return notice("Sorry, I could not read this room's access policy: " + err.Error())
+	}
+	switch verb {
+	case "show":
+		text := "Access policy of this room: " + describePolicy(current)
+		if current != nil {
+			b, _ := json.Marshal(current)
+			text += "\n" + string(b)
+		}
+		return notice(text)
+	case "set", "clear":
+		var next *credentials.AccessPolicy
+		if verb == "set" {
+			raw := strings.TrimSpace(strings.Join(args[1:], " "))
+			if raw == "" {
+				return notice(fmt.Sprintf("Usage: %s policy set {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"%s\"]}", a.cfg.CommandPrefix, a.botID.Homeserver()))
+			}
+			next, err = credentials.ParseAccessPolicy([]byte(raw))
+			if err != nil {
+				return notice("That policy is not valid: " + err.Error())
+			}
+		}
+		senderPower, topPower := a.powers(ctx, roomID, sender)
+		if next == nil {
+			if current != nil && senderPower < topPower {
+				err = fmt.Errorf("%w (%d); you have %d", ErrPolicyRemovalForbidden, topPower, senderPower)
+			}
+		} else {
+			err = a.validator.ValidatePolicyChange(current, next, senderPower, topPower)
+		}
+		if err != nil {
+			return notice("I cannot make that change: " + err.Error())
+		}
+		var content any = map[string]any{}
+		if next != nil {
+			content = next
+		}
+		if _, err := a.mx.BotIntent().SendStateEvent(ctx, roomID, accessEventType, "", content); err != nil {
+			return notice(fmt.Sprintf("I could not set the policy (%v). Give me a power level that may send %s state events, or set it yourself.", err, credentials.AccessEventType))
+		}
+		return nil // the state event's own notice confirms it
+	}
+	return notice(fmt.Sprintf("Unknown policy command %q. Use: %s policy [show | set <json> | clear]", verb, a.cfg.CommandPrefix))
+}
+
+func levelOf(p *credentials.AccessPolicy) credentials.Level {
+	if p == nil {
+		return credentials.LevelPublic
+	}
+	return p.Level
+}
+
+// describePolicy is a one-line, human summary of a policy.
+func describePolicy(p *credentials.AccessPolicy) string {
+	if p == nil {
+		return "none — every room member may join calls"
+	}
+	parts := []string{"level " + string(p.Level)}
+	for _, r := range p.RequiredCredentials {
+		req := "credential " + r.Type
+		if r.Federation != "" {
+			req += " from " + r.Federation
+		}
+		parts = append(parts, req)
+	}
+	if len(p.AllowedHomeservers) > 0 {
+		parts = append(parts, "homeservers "+strings.Join(p.AllowedHomeservers, ", "))
+	}
+	if p.MaxParticipants > 0 {
+		parts = append(parts, fmt.Sprintf("at most %d participants", p.MaxParticipants))
+	}
+	if len(p.NeedToKnow) > 0 {
+		parts = append(parts, fmt.Sprintf("need-to-know list of %d", len(p.NeedToKnow)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// RoomStatus adds the policy to "!conf status".
+func (a *Appservice) policyStatus(ctx context.Context, roomID id.RoomID) string {
+	p, err := a.RoomPolicy(ctx, roomID.String())
+	if err != nil {
+		return "access policy: unreadable (" + err.Error() + ")"
+	}
+	return "access policy: " + describePolicy(p)
+}
