@@ -199,6 +199,22 @@ func testFoundation(t *testing.T, database map[string]any) {
 		require.Equal(t, http.StatusForbidden, status, out)
 	})
 
+	t.Run("rooms without the bot are policed through the rooms namespace", func(t *testing.T) {
+		other, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{carol.ID}})
+		require.NoError(t, err)
+		_, err = carol.Client.JoinRoomByID(ctx, other.RoomID)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return storeMembership(t, s, other.RoomID, carol.ID) == "join" },
+			30*time.Second, 50*time.Millisecond, "appservice did not see carol's join in a room without the bot")
+		status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(other.RoomID, carol, "carol-1", openID(t, carol)))
+		require.Equal(t, http.StatusOK, status, out)
+		_, err = alice.Client.KickUser(ctx, other.RoomID, &mautrix.ReqKickUser{UserID: carol.ID, Reason: "test"})
+		require.NoError(t, err)
+		want := focus.LiveKitRoomAlias(other.RoomID.String(), "m.call#ROOM") + "/" + focus.LiveKitIdentity(carol.ID.String(), carol.Client.DeviceID.String(), "carol-1")
+		require.Eventually(t, func() bool { return containsAllStrings(lk.removedIdentities(), want) },
+			30*time.Second, 50*time.Millisecond, "kicked user not removed")
+	})
+
 	t.Run("metrics are served", func(t *testing.T) {
 		resp, err := http.Get(s.FocusURL + "/metrics")
 		require.NoError(t, err)
