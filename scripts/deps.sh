@@ -2,6 +2,7 @@
 # Installs what gxconf's tests and demo need, skipping what is already there:
 #  - Dendrite v0.13.8 and its generate-keys/generate-config/create-account tools (go install, cached in .cache/bin)
 #  - PostgreSQL's server (apt), which the tests start as a throwaway cluster
+#  - npm packages of test/credharness (npm ci from the committed lockfile)
 # Later additions (browser, Redis, npm packages) are installed here too, so that
 # `make test` works on a fresh machine and in CI alike.
 set -euo pipefail
@@ -32,4 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Outside the module, so that go install takes exactly the pinned versions.
   (cd /tmp && GOBIN="$BIN" go install "${missing[@]}")
 fi
+# npm packages of the Node credential issuer/wallet (test/credharness), from
+# its lockfile; re-installed when the lockfile is newer than node_modules.
+npm_ci() {
+  local dir=$1
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+command -v node >/dev/null || { echo "deps: Node.js 20 and npm are required" >&2; exit 1; }
+npm_ci test/credharness
+
 echo "deps: ok"
