@@ -47,6 +47,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to read registration %s: %w", *regPath, err)
 	}
+	// Refuse unusable input before touching the database or the network.
+	if err := appservice.CheckRegistration(reg, cfg.Appservice); err != nil {
+		return fmt.Errorf("registration %s: %w", *regPath, err)
+	}
 	log := cfg.Logging.NewLogger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
