@@ -27,6 +27,7 @@ import (
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/store"
+	"github.com/gxfs-conf/gxconf/web"
 )
 
 func cmdServe(args []string, stderr io.Writer) error {
@@ -143,6 +144,12 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		return err
 	}
 	late.as = as
+
+	// The operator self-test page: the browser call client the end-to-end tests use.
+	focusSvc.Handle("/selftest/", http.StripPrefix("/selftest", web.Handler()))
+	if !web.Built() {
+		log.Warn().Msg("The self-test page at /selftest/ is not built into this binary (make web)")
+	}
 
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
 	runners := []func(context.Context) error{focusSvc.Run, as.Run, verifier.Run}

@@ -1,0 +1,157 @@
+// Entry point of the gxconf call page.
+//
+// With query parameters it starts a call at once (the end-to-end tests drive
+// it that way); without, it shows a login form (the operator self-test):
+//
+//   hs        homeserver base URL (the client-server API, as a client sees it)
+//   user      user ID or localpart          password  the account's password
+//   room      room ID or alias              e2ee=1    per-member media encryption
+//   jwt       auto (/get_token, then /sfu/get) | legacy (/sfu/get only)
+//   discovery auto (rtc/transports, then .well-known) | well-known
+//   video     camera capture height (default 720)
+//   probe=1   ask the focus for a token even when joining the room failed
+//
+// window.gxconf exposes the call's state and actions to a test driver.
+
+import { Call, type CallParams, type InboundStats } from "./call.ts";
+import type { DiscoveryMode, JwtMode } from "./focus.ts";
+import { type CallState, Store } from "./state.ts";
+import { Tiles } from "./tiles.ts";
+
+const store = new Store();
+let call: Call | undefined;
+
+function requireCall(): Call {
+  if (!call) throw new Error("no call started");
+  return call;
+}
+
+const api = {
+  state: store.state,
+  /** Resolves once pred(state) holds (see Store.until). */
+  until: (pred: (s: CallState) => boolean, timeoutMs = 30_000) => store.until(pred, timeoutMs),
+  stats: (): Promise<InboundStats[]> => requireCall().stats(),
+  /**
+   * Resolves with the stats once pred(stats) holds, sampling them every
+   * 200 ms: receiver statistics are counters without change events.
+   */
+  untilStats: async (pred: (st: InboundStats[]) => boolean, timeoutMs = 30_000): Promise<InboundStats[]> => {
+    const deadline = Date.now() + timeoutMs;
+    let last: InboundStats[] = [];
+    for (;;) {
+      if (store.state.phase === "failed") throw new Error(`call failed: ${store.state.errors.join("; ")}`);
+      last = await requireCall().stats();
+      if (pred(last)) return last;
+      if (Date.now() > deadline) throw new Error(`stats condition not met within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  },
+  sendData: (text: string, topic?: string) => requireCall().sendData(text, topic),
+  setCamera: (on: boolean) => requireCall().setCamera(on),
+  setMicrophone: (on: boolean) => requireCall().setMicrophone(on),
+  requestVideoSize: (identity: string, w: number, h: number) => requireCall().requestVideoSize(identity, w, h),
+  leave: () => requireCall().leave(),
+};
+declare global {
+  interface Window {
+    gxconf: typeof api;
+  }
+}
+window.gxconf = api;
+
+function paramsFrom(q: URLSearchParams): CallParams {
+  const jwt = (q.get("jwt") ?? "auto") as JwtMode;
+  const discovery = (q.get("discovery") ?? "auto") as DiscoveryMode;
+  if (!["auto", "legacy"].includes(jwt)) throw new Error(`jwt=${jwt}: want auto or legacy`);
+  if (!["auto", "well-known"].includes(discovery)) throw new Error(`discovery=${discovery}: want auto or well-known`);
+  const need = (k: string): string => {
+    const v = q.get(k);
+    if (!v) throw new Error(`parameter ${k} is missing`);
+    return v;
+  };
+  return {
+    homeserver: need("hs").replace(/\/+$/, ""),
+    user: need("user"),
+    password: need("password"),
+    room: need("room"),
+    e2ee: q.get("e2ee") === "1" || q.get("e2ee") === "true",
+    jwt,
+    discovery,
+    videoHeight: Number(q.get("video") ?? 720),
+    probe: q.get("probe") === "1",
+  };
+}
+
+function render(s: CallState): void {
+  const el = document.getElementById("status")!;
+  const lines = [
+    `phase: ${s.phase}${s.e2ee ? " (E2EE)" : ""}`,
+    s.userId ? `user: ${s.userId} (device ${s.deviceId})` : "",
+    s.roomId ? `room: ${s.roomId}` : "",
+    s.focus ? `focus: ${s.focus.serviceUrl} (found via ${s.focus.via})` : "",
+    ...s.tokenAttempts.map((a) => `token: ${a.endpoint} → ${a.status}${a.errcode ? " " + a.errcode : ""}`),
+    s.sfu ? `SFU: ${s.sfu.url}, LiveKit room ${s.sfu.lkRoom}, identity ${s.sfu.identity}` : "",
+    s.sfu ? `connection: ${s.connectionState}` : "",
+    s.rtcMembers.length ? `MatrixRTC members: ${s.rtcMembers.join(", ")}` : "",
+    Object.keys(s.remote).length ? `in the call with: ${Object.keys(s.remote).join(", ")}` : "",
+    ...s.errors.map((e) => `error: ${e}`),
+  ];
+  el.textContent = lines.filter(Boolean).join("\n");
+  document.body.dataset.phase = s.phase;
+}
+
+function start(p: CallParams): void {
+  document.getElementById("login")!.hidden = true;
+  document.getElementById("controls")!.hidden = false;
+  call = new Call(p, store, new Tiles(document.getElementById("tiles")!));
+  void call.start();
+}
+
+function setupForm(): void {
+  const form = document.getElementById("login") as HTMLFormElement;
+  form.hidden = false;
+  const saved = JSON.parse(localStorage.getItem("gxconf-selftest") ?? "{}") as Record<string, string>;
+  for (const [k, v] of Object.entries(saved)) {
+    const input = form.elements.namedItem(k) as HTMLInputElement | null;
+    if (input && input.type !== "password") input.value = v;
+  }
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const q = new URLSearchParams();
+    for (const [k, v] of data.entries()) if (typeof v === "string" && v !== "") q.set(k, v);
+    if (q.has("e2ee")) q.set("e2ee", "1");
+    const remembered: Record<string, string> = {};
+    for (const k of ["hs", "user", "room"]) remembered[k] = q.get(k) ?? "";
+    localStorage.setItem("gxconf-selftest", JSON.stringify(remembered));
+    try {
+      start(paramsFrom(q));
+    } catch (e) {
+      store.error("form", e);
+    }
+  });
+}
+
+function setupControls(): void {
+  const cam = document.getElementById("toggle-camera") as HTMLButtonElement;
+  const mic = document.getElementById("toggle-mic") as HTMLButtonElement;
+  const hang = document.getElementById("hang-up") as HTMLButtonElement;
+  cam.onclick = () => void requireCall().setCamera(!store.state.local["camera"]);
+  mic.onclick = () => void requireCall().setMicrophone(!store.state.local["microphone"]);
+  hang.onclick = () => void requireCall().leave();
+}
+
+store.subscribe(render);
+render(store.state);
+setupControls();
+const query = new URLSearchParams(location.search);
+if (query.has("hs")) {
+  try {
+    start(paramsFrom(query));
+  } catch (e) {
+    store.error("parameters", e);
+    store.update((s) => (s.phase = "failed"));
+  }
+} else {
+  setupForm();
+}
