@@ -72,6 +72,20 @@ export interface InboundStats {
   elementHeight?: number;
   videoWidth?: number;
   videoHeight?: number;
+  /** Subscription side: whether the track is enabled (adaptive stream pauses hidden ones). */
+  enabled?: boolean;
+}
+
+/** What one published local stream (one simulcast layer) sends (outbound-rtp). */
+export interface OutboundStats {
+  source: string;
+  rid?: string;
+  framesEncoded?: number;
+  frameWidth?: number;
+  frameHeight?: number;
+  bytesSent?: number;
+  qualityLimitationReason?: string;
+  active?: boolean;
 }
 
 const SYNC_TIMEOUT_MS = 30_000;
@@ -161,6 +175,7 @@ export class Call {
       // Element Call: a fresh UUID per call, only used by /get_token's identity.
       memberId: crypto.randomUUID(),
     };
+    this.store.update((s) => (s.memberId = member.memberId));
     const sfu = await getSFUConfig(
       client,
       member,
@@ -289,7 +304,11 @@ export class Call {
       .on(RoomEvent.TrackUnmuted, (_pub: TrackPublication, p: Participant) => this.syncAny(p))
       .on(RoomEvent.LocalTrackPublished, () => this.syncLocal())
       .on(RoomEvent.LocalTrackUnpublished, () => this.syncLocal())
-      .on(RoomEvent.ParticipantEncryptionStatusChanged, (_enc: boolean, p?: Participant) => p && this.syncAny(p))
+      .on(RoomEvent.ParticipantEncryptionStatusChanged, (_enc: boolean, p?: Participant) => {
+        // The worker reports our own encryption asynchronously, after setE2EEEnabled.
+        s.update((st) => (st.e2eeActive = room.isE2EEEnabled));
+        if (p) this.syncAny(p);
+      })
       .on(RoomEvent.EncryptionError, (e: Error) => {
         console.warn("[gxconf] encryption error", e);
         s.update((st) => st.encryptionErrors.push(describe(e)));
@@ -340,7 +359,13 @@ export class Call {
       for (const pub of p.trackPublications.values()) {
         const track = pub.track;
         if (!track) continue;
-        const entry: InboundStats = { identity: p.identity, trackSid: pub.trackSid, kind: pub.kind, source: pub.source };
+        const entry: InboundStats = {
+          identity: p.identity,
+          trackSid: pub.trackSid,
+          kind: pub.kind,
+          source: pub.source,
+          enabled: pub.isEnabled,
+        };
         const report = await track.getRTCStatsReport();
         report?.forEach((r) => {
           if (r.type !== "inbound-rtp") return;
@@ -362,6 +387,28 @@ export class Call {
         }
         out.push(entry);
       }
+    }
+    return out;
+  }
+
+  /** outbound-rtp of every published local track, one entry per layer. */
+  public async outboundStats(): Promise<OutboundStats[]> {
+    const out: OutboundStats[] = [];
+    for (const pub of this.room?.localParticipant.trackPublications.values() ?? []) {
+      const report = await pub.track?.getRTCStatsReport();
+      report?.forEach((r) => {
+        if (r.type !== "outbound-rtp") return;
+        out.push({
+          source: pub.source,
+          rid: r.rid,
+          framesEncoded: r.framesEncoded,
+          frameWidth: r.frameWidth,
+          frameHeight: r.frameHeight,
+          bytesSent: r.bytesSent,
+          qualityLimitationReason: r.qualityLimitationReason,
+          active: r.active,
+        });
+      });
     }
     return out;
   }

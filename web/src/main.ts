@@ -13,7 +13,7 @@
 //
 // window.gxconf exposes the call's state and actions to a test driver.
 
-import { Call, type CallParams, type InboundStats } from "./call.ts";
+import { Call, type CallParams, type InboundStats, type OutboundStats } from "./call.ts";
 import type { DiscoveryMode, JwtMode } from "./focus.ts";
 import { type CallState, Store } from "./state.ts";
 import { Tiles } from "./tiles.ts";
@@ -31,6 +31,8 @@ const api = {
   /** Resolves once pred(state) holds (see Store.until). */
   until: (pred: (s: CallState) => boolean, timeoutMs = 30_000) => store.until(pred, timeoutMs),
   stats: (): Promise<InboundStats[]> => requireCall().stats(),
+  outboundStats: (): Promise<OutboundStats[]> => requireCall().outboundStats(),
+  visibility: () => ({ visibilityState: document.visibilityState, hasFocus: document.hasFocus() }),
   /**
    * Resolves with the stats once pred(stats) holds, sampling them every
    * 200 ms: receiver statistics are counters without change events.

@@ -48,6 +48,8 @@ export interface CallState {
   userId?: string;
   deviceId?: string;
   roomId?: string;
+  /** Our MatrixRTC member ID (a UUID per call, part of /get_token's identity). */
+  memberId?: string;
   /** The focus and how it was found. */
   focus?: { serviceUrl: string; via: "rtc/transports" | "well-known" };
   /** Every token request made, in order. */
@@ -58,6 +60,8 @@ export interface CallState {
   sfuConnectAttempts: number;
   connectionState: string;
   e2ee: boolean;
+  /** livekit-client's E2EE is on for the room (worker running, keys applied). */
+  e2eeActive: boolean;
   /** Published local tracks by source, true when not muted. */
   local: Record<string, boolean>;
   /** Remote participants currently in the LiveKit room, by identity. */
@@ -82,6 +86,7 @@ export class Store {
     sfuConnectAttempts: 0,
     connectionState: "disconnected",
     e2ee: false,
+    e2eeActive: false,
     local: {},
     remote: {},
     departed: [],

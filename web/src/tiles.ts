@@ -12,7 +12,7 @@ export class Tiles {
 
   public constructor(private readonly grid: HTMLElement) {}
 
-  private tile(key: string, label: string): HTMLElement {
+  private tile(key: string, label: string, local = false): HTMLElement {
     let t = this.tiles.get(key);
     if (t) return t;
     t = document.createElement("figure");
@@ -22,18 +22,21 @@ export class Tiles {
     video.autoplay = true;
     video.playsInline = true;
     video.muted = true; // sound comes from the <audio> element
-    video.style.width = `${DEFAULT_WIDTH}px`;
-    video.style.height = `${DEFAULT_HEIGHT}px`;
+    // Our own preview is small and last, as in Element Call.
+    video.style.width = `${local ? DEFAULT_WIDTH / 2 : DEFAULT_WIDTH}px`;
+    video.style.height = `${local ? DEFAULT_HEIGHT / 2 : DEFAULT_HEIGHT}px`;
     const caption = document.createElement("figcaption");
     caption.textContent = label;
     t.append(video, caption);
-    this.grid.append(t);
+    const localTile = this.tiles.get("local");
+    if (localTile && !local) this.grid.insertBefore(t, localTile);
+    else this.grid.append(t);
     this.tiles.set(key, t);
     return t;
   }
 
   public local(p: LocalParticipant): void {
-    const t = this.tile("local", `${p.identity} (you)`);
+    const t = this.tile("local", `${p.identity} (you)`, true);
     t.classList.add("local");
     p.on("localTrackPublished", (pub) => {
       if (pub.track?.kind === Track.Kind.Video) pub.track.attach(t.querySelector("video")!);
