@@ -4,24 +4,30 @@ GO ?= go
 BIN := $(CURDIR)/.cache/bin
 export DENDRITE_BIN_DIR := $(BIN)
 
-.PHONY: all build demo test deps lint unit fuzz clean
+.PHONY: all build web demo test deps lint unit fuzz clean
 
 all: build
 
-## build: the gxconf binary in bin/
-build:
+## build: the gxconf binary in bin/, with the self-test page
+build: web
 	$(GO) build -o bin/gxconf ./cmd/gxconf
+
+## web: the browser call client (web/: npm ci, type check, esbuild) into web/dist,
+## which gxconf embeds and serves at /selftest/
+web:
+	./scripts/deps.sh web
+	cd web && npm run --silent typecheck && npm run --silent build
 
 ## deps: everything the tests need (Dendrite via go install; system packages via apt where missing)
 deps:
 	./scripts/deps.sh
 
 ## demo: a local Dendrite with gxconf registered; prints what to open and try
-demo: deps
+demo: deps web
 	$(GO) run ./test/demo
 
 ## test: every test, with the race detector, real peers included
-test: deps lint
+test: deps lint web
 	$(GO) test -race -count=1 -timeout 25m ./...
 
 ## lint: gofmt and go vet must be clean
@@ -44,3 +50,4 @@ fuzz:
 
 clean:
 	rm -rf bin .demo
+	find web/dist -mindepth 1 ! -name PLACEHOLDER -delete

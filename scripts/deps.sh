@@ -3,16 +3,40 @@
 #  - Dendrite v0.13.8 and its generate-keys/generate-config/create-account tools (go install, cached in .cache/bin)
 #  - PostgreSQL's server (apt), which the tests start as a throwaway cluster
 #  - npm packages of test/credharness (npm ci from the committed lockfile)
+#  - Chromium (Debian's chromium, /usr/bin/chromium), which the browser call tests drive
+#  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
+# `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
 # `make test` works on a fresh machine and in CI alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# npm packages from a directory's lockfile; re-installed when the lockfile is
+# newer than node_modules.
+npm_ci() {
+  local dir=$1
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+need_node() {
+  command -v node >/dev/null && command -v npm >/dev/null || { echo "deps: Node.js 20 and npm are required" >&2; exit 1; }
+}
+if [ "${1:-}" = web ]; then
+  need_node
+  npm_ci web
+  exit 0
+fi
+
 BIN="${DENDRITE_BIN_DIR:-$PWD/.cache/bin}"
 DENDRITE_VERSION=v0.13.8
 
-# System packages: PostgreSQL (the tests run gxconf on it too).
+# System packages: PostgreSQL (the tests run gxconf on it too) and Chromium
+# (the browser call tests; Debian's package, never a browser download).
 apt_missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: please install: ${apt_missing[*]} (apt-get install ${apt_missing[*]})" >&2
@@ -33,16 +57,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Outside the module, so that go install takes exactly the pinned versions.
   (cd /tmp && GOBIN="$BIN" go install "${missing[@]}")
 fi
-# npm packages of the Node credential issuer/wallet (test/credharness), from
-# its lockfile; re-installed when the lockfile is newer than node_modules.
-npm_ci() {
-  local dir=$1
-  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    echo "deps: npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-}
-command -v node >/dev/null || { echo "deps: Node.js 20 and npm are required" >&2; exit 1; }
+# npm packages of the Node credential issuer/wallet (test/credharness) and of
+# the browser call client (web/).
+need_node
 npm_ci test/credharness
+npm_ci web
 
 echo "deps: ok"

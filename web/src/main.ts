@@ -6,7 +6,8 @@
 //   hs        homeserver base URL (the client-server API, as a client sees it)
 //   user      user ID or localpart          password  the account's password
 //   room      room ID or alias              e2ee=1    per-member media encryption
-//   jwt       auto (/get_token, then /sfu/get) | legacy (/sfu/get only)
+//   jwt       auto (/get_token, then /sfu/get) | legacy (/sfu/get only);
+//             default auto, legacy with e2ee
 //   discovery auto (rtc/transports, then .well-known) | well-known
 //   video     camera capture height (default 720)
 //   probe=1   ask the focus for a token even when joining the room failed
@@ -62,7 +63,13 @@ declare global {
 window.gxconf = api;
 
 function paramsFrom(q: URLSearchParams): CallParams {
-  const jwt = (q.get("jwt") ?? "auto") as JwtMode;
+  const e2ee = q.get("e2ee") === "1" || q.get("e2ee") === "true";
+  // Media keys are bound to the LiveKit identity that the membership implies:
+  // "@user:DEVICE" for the call.member state events we send, which only
+  // /sfu/get hands out (/get_token's identity is a hash that only MSC4354
+  // sticky-event memberships imply). So E2EE defaults to /sfu/get, as in
+  // Element Call's legacy mode.
+  const jwt = (q.get("jwt") || (e2ee ? "legacy" : "auto")) as JwtMode;
   const discovery = (q.get("discovery") ?? "auto") as DiscoveryMode;
   if (!["auto", "legacy"].includes(jwt)) throw new Error(`jwt=${jwt}: want auto or legacy`);
   if (!["auto", "well-known"].includes(discovery)) throw new Error(`discovery=${discovery}: want auto or well-known`);
@@ -76,7 +83,7 @@ function paramsFrom(q: URLSearchParams): CallParams {
     user: need("user"),
     password: need("password"),
     room: need("room"),
-    e2ee: q.get("e2ee") === "1" || q.get("e2ee") === "true",
+    e2ee,
     jwt,
     discovery,
     videoHeight: Number(q.get("video") ?? 720),
