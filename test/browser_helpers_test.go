@@ -212,6 +212,29 @@ func (e *browserEnv) join(name string, u *harness.User, room id.RoomID, o callOp
 	return p
 }
 
+// joinViaForm opens the self-test page as an operator does, without
+// parameters, and logs in through its form (default options).
+func (e *browserEnv) joinViaForm(t *testing.T, name string, u *harness.User, room id.RoomID) *participant {
+	t.Helper()
+	page, err := e.browser.NewPage(name)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, page.Navigate(ctx, e.stack.FocusURL+"/selftest/"))
+	p := &participant{name: name, user: u, page: page, env: e}
+	e.mu.Lock()
+	e.joined = append(e.joined, p)
+	e.mu.Unlock()
+	require.NoError(t, page.Eval(ctx, `(() => { const f = document.getElementById("login");
+		if (f.hidden || f.getBoundingClientRect().height === 0) throw new Error("the login form is not shown"); })()`, nil))
+	p.screenshot(t, "selftest-login.png")
+	require.NoError(t, page.Eval(ctx, fmt.Sprintf(`(() => { const f = document.getElementById("login");
+		const set = (k, v) => { f.elements.namedItem(k).value = v; };
+		set("hs", %s); set("user", %s); set("password", %s); set("room", %s);
+		f.requestSubmit(); })()`, js(e.proxy.URL), js(u.ID.String()), js(u.Password), js(room.String())), nil))
+	return p
+}
+
 // pageState mirrors window.gxconf.state (web/src/state.ts).
 type pageState struct {
 	Phase    string `json:"phase"`

@@ -139,17 +139,19 @@ func TestBrowserCall(t *testing.T) {
 	room := createCallRoom(t, s, alice, false, bob)
 	lkRoom := focus.LiveKitRoomAlias(room.String(), "m.call#ROOM")
 
-	// Alice finds the focus through rtc/transports, Bob through .well-known;
-	// both get their token from /get_token (Element Call's body).
-	a := e.join("alice", alice, room, callOptions{})
-	b := e.join("bob", bob, room, callOptions{Discovery: "well-known"})
+	// Alice finds the focus through .well-known (her page is opened with
+	// parameters), Bob through rtc/transports (he logs in through the page's
+	// form, as an operator does); both get their token from /get_token
+	// (Element Call's body).
+	a := e.join("alice", alice, room, callOptions{Discovery: "well-known"})
+	b := e.joinViaForm(t, "bob", bob, room)
 	as := a.await(t, `s.phase === "in-call"`, joinTimeout)
 	bs := b.await(t, `s.phase === "in-call"`, joinTimeout)
 	aliceID, bobID := as.SFU.Identity, bs.SFU.Identity
 
 	t.Run("discovery and tokens as Element Call does them", func(t *testing.T) {
-		require.Equal(t, "rtc/transports", as.Focus.Via)
-		require.Equal(t, "well-known", bs.Focus.Via)
+		require.Equal(t, "well-known", as.Focus.Via)
+		require.Equal(t, "rtc/transports", bs.Focus.Via)
 		require.Equal(t, s.FocusURL, as.Focus.ServiceURL)
 		require.Equal(t, s.FocusURL, bs.Focus.ServiceURL)
 		for _, st := range []pageState{as, bs} {

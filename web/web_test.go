@@ -33,6 +33,7 @@ func TestHandler(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, body, "gxconf call self-test")
 	require.Equal(t, "DENY", resp.Header.Get("X-Frame-Options"))
+	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'self' 'wasm-unsafe-eval'")
 	for path, ctype := range map[string]string{
 		"/app.js":                             "text/javascript; charset=utf-8",
 		"/e2ee-worker.js":                     "text/javascript; charset=utf-8",
