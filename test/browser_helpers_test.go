@@ -32,7 +32,9 @@ type testSFU struct {
 // browserTestSFU reads GXTEST_SFU_URL, _KEY and _SECRET: a LiveKit-
 // compatible server started outside the test (gxconf's drop-in mode in front
 // of a stock server, used while developing the client against a reference).
-// Unset, the stack uses gxconf's embedded SFU.
+// Unset, the stack uses gxconf's embedded SFU: once cmd/gxconf runs it, this
+// is where its test config (listen address, keys) belongs, so that the
+// Twirp checks of participants run against it too.
 func browserTestSFU() testSFU {
 	return testSFU{
 		URL:    os.Getenv("GXTEST_SFU_URL"),
@@ -262,6 +264,7 @@ type pageState struct {
 	Departed           []string                             `json:"departed"`
 	RTCMembers         []string                             `json:"rtcMembers"`
 	DataMessages       []struct{ From, Topic, Text string } `json:"dataMessages"`
+	MediaKeys          []string                             `json:"mediaKeys"`
 	EncryptionErrors   []string                             `json:"encryptionErrors"`
 	Errors             []string                             `json:"errors"`
 }

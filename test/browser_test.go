@@ -274,6 +274,12 @@ func TestBrowserCallE2EE(t *testing.T) {
 		require.Equal(t, []tokenAttempt{{Endpoint: "sfu_get", Status: 200}}, st.TokenAttempts)
 	}
 
+	t.Run("media keys travel through the MatrixRTC session", func(t *testing.T) {
+		// Each has its own key and the other's, bound to the LiveKit identities.
+		a.await(t, fmt.Sprintf(`[%s, %s].every(id => s.mediaKeys.includes(id))`, js(aliceID), js(bobID)), mediaTimeout)
+		b.await(t, fmt.Sprintf(`[%s, %s].every(id => s.mediaKeys.includes(id))`, js(aliceID), js(bobID)), mediaTimeout)
+	})
+
 	t.Run("both decode each other's encrypted video", func(t *testing.T) {
 		for _, pair := range []struct {
 			viewer *participant

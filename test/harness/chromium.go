@@ -118,7 +118,7 @@ func StartBrowser(ctx context.Context, opts BrowserOptions) (*Browser, error) {
 
 // NewPage opens a tab in a new browser context. name labels its console lines.
 func (b *Browser) NewPage(name string) (*Page, error) {
-	p := &Page{Name: name, console: newLineBuffer(3000), started: time.Now()}
+	p := &Page{Name: name, console: newLineBuffer(1500), started: time.Now()}
 	p.ctx, p.cancel = chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(), chromedp.WithListener(p.onEvent))
 	// A tab in a new browser context does not inherit --window-size: give it
 	// the same viewport, so that a call's tiles are on screen (livekit-client's

@@ -212,7 +212,12 @@ export class Call {
     if (this.p.e2ee) {
       this.keyProvider = new MatrixKeyProvider(
         session,
-        (identity, index) => this.log(`media key ${index} for ${identity}`),
+        (identity, index) => {
+          this.log(`media key ${index} for ${identity}`);
+          this.store.update((s) => {
+            if (!s.mediaKeys.includes(identity)) s.mediaKeys.push(identity);
+          });
+        },
         (e) => this.store.error("e2ee key", e),
       );
     }

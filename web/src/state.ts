@@ -71,6 +71,8 @@ export interface CallState {
   /** MatrixRTC memberships of the room's call as "@user:server|DEVICE". */
   rtcMembers: string[];
   dataMessages: DataMessage[];
+  /** Identities whose media key (from the MatrixRTC session) reached the E2EE worker. */
+  mediaKeys: string[];
   encryptionErrors: string[];
   errors: string[];
   /** Bumped on every update. */
@@ -92,6 +94,7 @@ export class Store {
     departed: [],
     rtcMembers: [],
     dataMessages: [],
+    mediaKeys: [],
     encryptionErrors: [],
     errors: [],
     version: 0,
