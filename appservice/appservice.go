@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,10 @@ type Appservice struct {
 	metrics   *metrics
 	jobs      chan job
 	now       func() time.Time
+
+	// memberChanged is closed and replaced at every membership change.
+	memberMu      sync.Mutex
+	memberChanged chan struct{}
 }
 
 // job is a side effect of a transaction, run in order by the worker.
@@ -115,6 +120,8 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 		metrics:   newMetrics(opts.Registerer),
 		jobs:      make(chan job, jobQueueSize),
 		now:       time.Now,
+
+		memberChanged: make(chan struct{}),
 	}
 	return a, nil
 }

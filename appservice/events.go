@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -73,6 +74,7 @@ func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
 		return nil
 	}
 	target := id.UserID(evt.GetStateKey())
+	a.notifyMembership() // updateState stored it already
 	log := zerolog.Ctx(ctx).With().Str("user_id", target.String()).Str("membership", string(content.Membership)).Logger()
 	log.Debug().Msg("Membership changed")
 	if target == a.botID {
@@ -161,27 +163,65 @@ func (a *Appservice) joinAndGreet(ctx context.Context, roomID id.RoomID) error {
 	return err
 }
 
+// joinGrace is how long IsJoined waits for a join that the homeserver has
+// not yet delivered to us, when it cannot tell us itself (the bot is not in
+// the room). Element Call asks for a token right after joining by link.
+const joinGrace = 3 * time.Second
+
 // IsJoined reports whether userID is joined to roomID: from the store when it
 // says so, otherwise by asking the homeserver as the bot (a join may not have
-// reached us yet). A room the bot cannot see counts as "not joined".
+// reached us yet). When the homeserver will not tell the bot (it is not in
+// the room), IsJoined waits up to joinGrace for the join to arrive.
 func (a *Appservice) IsJoined(ctx context.Context, roomID, userID string) (bool, error) {
-	membership, err := a.state.GetMembership(ctx, id.RoomID(roomID), id.UserID(userID))
-	if err != nil {
-		return false, fmt.Errorf("failed to read membership: %w", err)
+	deadline := time.NewTimer(joinGrace)
+	defer deadline.Stop()
+	askedHomeserver := false
+	for {
+		changed := a.membershipChanged() // before reading, so no update is missed
+		membership, err := a.state.GetMembership(ctx, id.RoomID(roomID), id.UserID(userID))
+		if err != nil {
+			return false, fmt.Errorf("failed to read membership: %w", err)
+		}
+		if membership == event.MembershipJoin {
+			return true, nil
+		}
+		if !askedHomeserver {
+			askedHomeserver = true
+			var content event.MemberEventContent
+			err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), event.StateMember, userID, &content)
+			switch {
+			case err == nil:
+				// The homeserver knows; the client wrote its answer into the state store.
+				return content.Membership == event.MembershipJoin, nil
+			case errors.Is(err, mautrix.MNotFound):
+				return false, nil
+			case !errors.Is(err, mautrix.MForbidden):
+				return false, fmt.Errorf("failed to ask the homeserver for membership: %w", err)
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
-	if membership == event.MembershipJoin {
-		return true, nil
-	}
-	var content event.MemberEventContent
-	err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), event.StateMember, userID, &content)
-	switch {
-	case err == nil:
-		// The client wrote the answer into the state store.
-		return content.Membership == event.MembershipJoin, nil
-	case errors.Is(err, mautrix.MForbidden), errors.Is(err, mautrix.MNotFound):
-		return false, nil
-	}
-	return false, fmt.Errorf("failed to ask the homeserver for membership: %w", err)
+}
+
+// membershipChanged returns a channel that is closed at the next membership change.
+func (a *Appservice) membershipChanged() <-chan struct{} {
+	a.memberMu.Lock()
+	defer a.memberMu.Unlock()
+	return a.memberChanged
+}
+
+// notifyMembership wakes everyone waiting in IsJoined.
+func (a *Appservice) notifyMembership() {
+	a.memberMu.Lock()
+	close(a.memberChanged)
+	a.memberChanged = make(chan struct{})
+	a.memberMu.Unlock()
 }
 
 // metricEventType keeps the label set small.
