@@ -1,0 +1,762 @@
+package sfu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils/guid"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+)
+
+// Participant is one signal session with its two peer connections: pub
+// (the client offers, the SFU receives) and sub (the SFU offers and sends).
+//
+// p.mu guards info, grants, the track maps and queued candidates; it is
+// never held while calling pion or another participant. negMu serialises
+// subscriber offers.
+type Participant struct {
+	room          *Room
+	s             *Server
+	sid           string
+	identity      string
+	hidden        bool
+	autoSubscribe bool
+	protocol      int
+	log           zerolog.Logger
+	sc            *signalConn
+
+	pub         *webrtc.PeerConnection
+	sub         *webrtc.PeerConnection
+	subReliable *webrtc.DataChannel
+	subLossy    *webrtc.DataChannel
+
+	mu              sync.Mutex
+	info            *livekit.ParticipantInfo // without Tracks; snapshot adds them
+	video           *auth.VideoGrant
+	pending         map[string]*pendingTrack     // by cid
+	published       map[string]*publishedTrack   // by track sid
+	subscriptions   map[string]*downTrack        // by track sid
+	midCid          map[string]string            // publisher offer: mid -> msid track id
+	candQueue       [2][]webrtc.ICECandidateInit // by SignalTarget, until a remote description exists
+	closed          bool
+	lastReliableSeq uint32
+
+	negMu         sync.Mutex
+	offerInFlight bool
+	negAgain      bool
+	offerID       uint32
+
+	pingSeen atomic.Bool
+	active   atomic.Bool
+	remb     atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
+	rembAt   atomic.Int64  // unix nanos of that estimate
+	quality  atomic.Int32  // livekit.ConnectionQuality
+	score    atomic.Uint32 // float32 bits
+}
+
+func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+	now := time.Now()
+	sid := guid.New("PA_")
+	video := grants.Video.Clone()
+	p := &Participant{
+		room:          r,
+		s:             r.s,
+		sid:           sid,
+		identity:      grants.Identity,
+		hidden:        video.Hidden,
+		autoSubscribe: params.autoSubscribe,
+		protocol:      params.protocol,
+		log:           r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
+		sc:            sc,
+		video:         video,
+		info: &livekit.ParticipantInfo{
+			Sid:        sid,
+			Identity:   grants.Identity,
+			Name:       grants.Name,
+			Metadata:   grants.Metadata,
+			Attributes: grants.Attributes,
+			State:      livekit.ParticipantInfo_JOINED,
+			JoinedAt:   now.Unix(),
+			JoinedAtMs: now.UnixMilli(),
+			Version:    1,
+			Permission: video.ToPermission(),
+			Region:     r.s.cfg.Region,
+			Kind:       grants.GetParticipantKind(),
+		},
+		pending:       map[string]*pendingTrack{},
+		published:     map[string]*publishedTrack{},
+		subscriptions: map[string]*downTrack{},
+		midCid:        map[string]string{},
+	}
+	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
+	p.score.Store(math.Float32bits(5))
+	var err error
+	if p.pub, err = r.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if p.sub, err = r.s.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = p.pub.Close()
+		return nil, err
+	}
+	ordered := false
+	var zero uint16
+	if p.subReliable, err = p.sub.CreateDataChannel(dataReliable, &webrtc.DataChannelInit{}); err == nil {
+		p.subLossy, err = p.sub.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+	}
+	if err != nil {
+		p.closePeerConnections()
+		return nil, err
+	}
+	p.wirePeerConnections()
+	return p, nil
+}
+
+func (p *Participant) wirePeerConnections() {
+	trickle := func(target livekit.SignalTarget) func(*webrtc.ICECandidate) {
+		return func(c *webrtc.ICECandidate) {
+			if c == nil {
+				return
+			}
+			b, err := json.Marshal(c.ToJSON())
+			if err != nil {
+				return
+			}
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
+				CandidateInit: string(b), Target: target,
+			}}})
+		}
+	}
+	p.pub.OnICECandidate(trickle(livekit.SignalTarget_PUBLISHER))
+	p.sub.OnICECandidate(trickle(livekit.SignalTarget_SUBSCRIBER))
+	state := func(pc string) func(webrtc.PeerConnectionState) {
+		return func(st webrtc.PeerConnectionState) {
+			p.log.Debug().Str("pc", pc).Str("state", st.String()).Msg("peer connection state")
+			switch st {
+			case webrtc.PeerConnectionStateConnected:
+				p.setActive()
+			case webrtc.PeerConnectionStateFailed:
+				p.s.goAdd(func() { p.close(livekit.DisconnectReason_CONNECTION_TIMEOUT, true) })
+			}
+		}
+	}
+	p.pub.OnConnectionStateChange(state("publisher"))
+	p.sub.OnConnectionStateChange(state("subscriber"))
+	p.pub.OnTrack(p.onTrack)
+	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
+		label := dc.Label()
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { p.onData(label, m.Data) })
+	})
+}
+
+// subscriberPrimary follows livekit-server: protocol > 2 and may subscribe.
+func (p *Participant) subscriberPrimary() bool {
+	return p.protocol > 2 && p.canSubscribe()
+}
+
+func (p *Participant) canSubscribe() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.video.GetCanSubscribe()
+}
+
+func (p *Participant) isPublisher() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.published {
+		if t.isLive() {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshot returns a copy of the participant's info with its live tracks.
+func (p *Participant) snapshot() *livekit.ParticipantInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.snapshotLocked()
+}
+
+func (p *Participant) snapshotLocked() *livekit.ParticipantInfo {
+	info := proto.Clone(p.info).(*livekit.ParticipantInfo)
+	for _, t := range p.published {
+		if ti := t.trackInfo(); ti != nil {
+			info.Tracks = append(info.Tracks, ti)
+			info.IsPublisher = true
+		}
+	}
+	return info
+}
+
+// changed bumps the version; callers hold p.mu.
+func (p *Participant) changedLocked() { p.info.Version++ }
+
+// publishUpdate tells the others (and with self, the participant itself)
+// about a change.
+func (p *Participant) publishUpdate(self bool) {
+	info := p.snapshot()
+	if !p.hidden {
+		p.room.broadcastUpdate(p, info)
+	}
+	if self {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
+			Participants: []*livekit.ParticipantInfo{info},
+		}}})
+	}
+}
+
+func (p *Participant) setActive() {
+	if p.active.Swap(true) {
+		return
+	}
+	p.mu.Lock()
+	if p.closed || p.info.State != livekit.ParticipantInfo_JOINED {
+		p.mu.Unlock()
+		return
+	}
+	p.info.State = livekit.ParticipantInfo_ACTIVE
+	p.changedLocked()
+	p.mu.Unlock()
+	p.publishUpdate(false)
+}
+
+func (p *Participant) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// readLoop reads signal requests until the connection ends and returns the
+// disconnect reason.
+func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
+	for {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if p.pingSeen.Load() {
+			// Clients that ping must keep doing so.
+			rctx, cancel = context.WithTimeout(ctx, p.s.cfg.PingTimeout)
+		}
+		typ, data, err := p.sc.ws.Read(rctx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				p.log.Info().Msg("signal ping timeout")
+			}
+			return livekit.DisconnectReason_SIGNAL_CLOSE
+		}
+		if typ == websocket.MessageText {
+			p.sc.json.Store(true)
+		}
+		req, err := decodeSignalRequest(typ, data)
+		if err != nil {
+			p.log.Warn().Err(err).Int("len", len(data)).Msg("closing signal connection")
+			p.sc.close(websocket.StatusInvalidFramePayloadData, errMalformed.Error())
+			return livekit.DisconnectReason_STATE_MISMATCH
+		}
+		if leave := p.handleSignal(req); leave {
+			return livekit.DisconnectReason_CLIENT_INITIATED
+		}
+	}
+}
+
+// handleSignal processes one request; it returns true on leave.
+func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
+	switch m := req.Message.(type) {
+	case *livekit.SignalRequest_Offer:
+		if err := p.handleOffer(m.Offer); err != nil {
+			p.log.Warn().Err(err).Msg("failed to answer publisher offer")
+		}
+	case *livekit.SignalRequest_Answer:
+		if err := p.handleAnswer(m.Answer); err != nil {
+			p.log.Warn().Err(err).Msg("failed to apply subscriber answer")
+		}
+	case *livekit.SignalRequest_Trickle:
+		p.handleTrickle(m.Trickle)
+	case *livekit.SignalRequest_AddTrack:
+		p.handleAddTrack(m.AddTrack)
+	case *livekit.SignalRequest_Mute:
+		p.setTrackMuted(m.Mute.Sid, m.Mute.Muted, false)
+	case *livekit.SignalRequest_Subscription:
+		p.handleSubscription(m.Subscription)
+	case *livekit.SignalRequest_TrackSetting:
+		p.handleTrackSetting(m.TrackSetting)
+	case *livekit.SignalRequest_Leave:
+		return true
+	case *livekit.SignalRequest_Ping:
+		p.pingSeen.Store(true)
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Pong{Pong: time.Now().UnixMilli()}})
+	case *livekit.SignalRequest_PingReq:
+		p.pingSeen.Store(true)
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_PongResp{PongResp: &livekit.Pong{
+			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
+		}}})
+	case *livekit.SignalRequest_UpdateMetadata:
+		p.handleUpdateMetadata(m.UpdateMetadata)
+	case *livekit.SignalRequest_UpdateAudioTrack:
+		p.updateTrackInfo(m.UpdateAudioTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
+			ti.AudioFeatures = m.UpdateAudioTrack.GetFeatures()
+		})
+	case *livekit.SignalRequest_UpdateVideoTrack:
+		p.updateTrackInfo(m.UpdateVideoTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
+			ti.Width, ti.Height = m.UpdateVideoTrack.GetWidth(), m.UpdateVideoTrack.GetHeight()
+		})
+	default:
+		// update_layers, subscription_permission, sync_state, simulate and
+		// data tracks are accepted and ignored.
+	}
+	return false
+}
+
+func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
+	p.recordOfferMids(sd.GetSdp())
+	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+		return err
+	}
+	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
+	answer, err := p.pub.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	if err := p.pub.SetLocalDescription(answer); err != nil {
+		return err
+	}
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
+		Type: "answer", Sdp: answer.SDP, Id: sd.GetId(),
+	}}})
+	return nil
+}
+
+func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
+	err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
+	if err == nil {
+		p.flushCandidates(livekit.SignalTarget_SUBSCRIBER)
+	}
+	p.negMu.Lock()
+	p.offerInFlight = false
+	again := p.negAgain
+	p.negAgain = false
+	p.negMu.Unlock()
+	if again {
+		p.negotiate()
+	}
+	return err
+}
+
+// negotiate sends a subscriber offer, or marks one due after the answer
+// to the offer in flight.
+func (p *Participant) negotiate() {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.isClosed() {
+		return
+	}
+	if p.offerInFlight {
+		p.negAgain = true
+		return
+	}
+	offer, err := p.sub.CreateOffer(nil)
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		if !p.isClosed() {
+			p.log.Warn().Err(err).Msg("failed to create subscriber offer")
+		}
+		return
+	}
+	p.offerID++
+	p.offerInFlight = true
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
+		Type: "offer", Sdp: offer.SDP, Id: p.offerID,
+	}}})
+}
+
+func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
+	if target == livekit.SignalTarget_SUBSCRIBER {
+		return p.sub
+	}
+	return p.pub
+}
+
+func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
+	if t.GetCandidateInit() == "" {
+		return
+	}
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal([]byte(t.GetCandidateInit()), &c); err != nil {
+		p.log.Debug().Err(err).Msg("ignoring malformed ice candidate")
+		return
+	}
+	target := t.GetTarget()
+	if target != livekit.SignalTarget_SUBSCRIBER {
+		target = livekit.SignalTarget_PUBLISHER
+	}
+	pc := p.pc(target)
+	p.mu.Lock()
+	if pc.RemoteDescription() == nil {
+		p.candQueue[target] = append(p.candQueue[target], c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err := pc.AddICECandidate(c); err != nil {
+		p.log.Debug().Err(err).Msg("failed to add ice candidate")
+	}
+}
+
+func (p *Participant) flushCandidates(target livekit.SignalTarget) {
+	p.mu.Lock()
+	q := p.candQueue[target]
+	p.candQueue[target] = nil
+	p.mu.Unlock()
+	pc := p.pc(target)
+	for _, c := range q {
+		if err := pc.AddICECandidate(c); err != nil {
+			p.log.Debug().Err(err).Msg("failed to add ice candidate")
+		}
+	}
+}
+
+func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata) {
+	p.mu.Lock()
+	if !p.video.GetCanUpdateOwnMetadata() {
+		p.mu.Unlock()
+		if m.GetRequestId() != 0 {
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
+				RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_NOT_ALLOWED, Message: "does not have permission to update own metadata",
+			}}})
+		}
+		return
+	}
+	p.applyMetadataLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
+	p.mu.Unlock()
+	p.publishUpdate(true)
+	if m.GetRequestId() != 0 {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
+			RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_OK,
+		}}})
+	}
+}
+
+// applyMetadataLocked sets non-empty name/metadata and merges attributes
+// (an empty value deletes a key), as livekit-server does.
+func (p *Participant) applyMetadataLocked(name, metadata string, attrs map[string]string) {
+	if name != "" {
+		p.info.Name = name
+	}
+	if metadata != "" {
+		p.info.Metadata = metadata
+	}
+	if len(attrs) > 0 {
+		if p.info.Attributes == nil {
+			p.info.Attributes = map[string]string{}
+		}
+		for k, v := range attrs {
+			if v == "" {
+				delete(p.info.Attributes, k)
+			} else {
+				p.info.Attributes[k] = v
+			}
+		}
+	}
+	p.changedLocked()
+}
+
+// setPermission replaces the participant's permission (UpdateParticipant).
+func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
+	p.mu.Lock()
+	p.video.UpdateFromPermission(perm)
+	p.info.Permission = p.video.ToPermission()
+	p.changedLocked()
+	p.mu.Unlock()
+}
+
+func (p *Participant) handleSubscription(u *livekit.UpdateSubscription) {
+	sids := append([]string(nil), u.GetTrackSids()...)
+	for _, pt := range u.GetParticipantTracks() {
+		sids = append(sids, pt.GetTrackSids()...)
+	}
+	changed := false
+	for _, sid := range sids {
+		if u.GetSubscribe() {
+			t := p.room.findTrack(sid)
+			if t == nil {
+				p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscriptionResponse{SubscriptionResponse: &livekit.SubscriptionResponse{
+					TrackSid: sid, Err: livekit.SubscriptionError_SE_TRACK_NOTFOUND,
+				}}})
+				continue
+			}
+			if p.subscribe(t, false) {
+				changed = true
+			}
+		} else if p.unsubscribe(sid, false) {
+			changed = true
+		}
+	}
+	if changed {
+		p.negotiate()
+	}
+}
+
+func (p *Participant) handleTrackSetting(s *livekit.UpdateTrackSettings) {
+	for _, sid := range s.GetTrackSids() {
+		p.mu.Lock()
+		dt := p.subscriptions[sid]
+		p.mu.Unlock()
+		if dt != nil {
+			dt.applySettings(s)
+		}
+	}
+}
+
+// subscribe adds a downtrack for t; it reports whether a new subscription
+// was made. With negotiate the subscriber offer follows.
+func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
+	if t.owner == p || !p.canSubscribe() {
+		return false
+	}
+	p.mu.Lock()
+	if p.closed || p.subscriptions[t.sid] != nil {
+		p.mu.Unlock()
+		return false
+	}
+	dt := newDownTrack(p, t)
+	p.subscriptions[t.sid] = dt
+	p.mu.Unlock()
+	if err := dt.attach(); err != nil {
+		p.mu.Lock()
+		delete(p.subscriptions, t.sid)
+		p.mu.Unlock()
+		p.log.Warn().Err(err).Str("track_sid", t.sid).Msg("failed to subscribe")
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscriptionResponse{SubscriptionResponse: &livekit.SubscriptionResponse{
+			TrackSid: t.sid, Err: livekit.SubscriptionError_SE_CODEC_UNSUPPORTED,
+		}}})
+		return false
+	}
+	if t.isClosed() {
+		p.unsubscribe(t.sid, false)
+		return false
+	}
+	if negotiate {
+		p.negotiate()
+	}
+	return true
+}
+
+// unsubscribe removes the downtrack for a track sid; it reports whether
+// one existed.
+func (p *Participant) unsubscribe(sid string, negotiate bool) bool {
+	p.mu.Lock()
+	dt := p.subscriptions[sid]
+	delete(p.subscriptions, sid)
+	closed := p.closed
+	p.mu.Unlock()
+	if dt == nil {
+		return false
+	}
+	dt.detach(!closed)
+	if negotiate && !closed {
+		p.negotiate()
+	}
+	return true
+}
+
+// close ends the session: optional Leave, close of the signal connection,
+// DISCONNECTED to the others, unpublish and teardown. Idempotent.
+func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.info.State = livekit.ParticipantInfo_DISCONNECTED
+	p.info.DisconnectReason = reason
+	p.changedLocked()
+	published := make([]*publishedTrack, 0, len(p.published))
+	for _, t := range p.published {
+		published = append(published, t)
+	}
+	subs := make([]*downTrack, 0, len(p.subscriptions))
+	for _, dt := range p.subscriptions {
+		subs = append(subs, dt)
+	}
+	p.subscriptions = map[string]*downTrack{}
+	p.mu.Unlock()
+
+	if sendLeave {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
+			Reason: reason, Action: livekit.LeaveRequest_DISCONNECT,
+		}}})
+	}
+	p.sc.close(closeCodeFor(reason), reason.String())
+	p.room.removeParticipant(p)
+	if !p.hidden {
+		info := p.snapshot()
+		info.Tracks = nil
+		p.room.broadcastUpdate(p, info)
+	}
+	for _, t := range published {
+		if t.close() {
+			p.s.metrics.tracks.Dec()
+		}
+		p.room.trackGone(t)
+	}
+	for _, dt := range subs {
+		dt.detach(false)
+	}
+	p.closePeerConnections()
+	p.s.metrics.participants.Dec()
+	p.flushMetricsOf(subs, published)
+	p.log.Info().Str("reason", reason.String()).Msg("participant left")
+}
+
+func (p *Participant) closePeerConnections() {
+	if p.pub != nil {
+		if err := p.pub.Close(); err != nil {
+			p.log.Debug().Err(err).Msg("failed to close publisher peer connection")
+		}
+	}
+	if p.sub != nil {
+		if err := p.sub.Close(); err != nil {
+			p.log.Debug().Err(err).Msg("failed to close subscriber peer connection")
+		}
+	}
+}
+
+// periodic runs every ~1.2 s from the room worker: sender reports,
+// bandwidth allocation and metrics.
+func (p *Participant) periodic() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	subs := make([]*downTrack, 0, len(p.subscriptions))
+	for _, dt := range p.subscriptions {
+		subs = append(subs, dt)
+	}
+	pubs := make([]*publishedTrack, 0, len(p.published))
+	for _, t := range p.published {
+		pubs = append(pubs, t)
+	}
+	p.mu.Unlock()
+
+	now := time.Now()
+	var loss float64
+	var n int
+	for _, t := range pubs {
+		if l, ok := t.periodic(now); ok {
+			loss += l
+			n++
+		}
+	}
+	reports := make([]rtcp.Packet, 0, len(subs))
+	for _, dt := range subs {
+		if sr := dt.senderReport(now); sr != nil {
+			reports = append(reports, sr)
+		}
+		if l, ok := dt.lossFraction(); ok {
+			loss += l
+			n++
+		}
+	}
+	if len(reports) > 0 {
+		if err := p.sub.WriteRTCP(reports); err != nil {
+			p.log.Trace().Err(err).Msg("failed to send sender reports")
+		}
+	}
+	p.allocateBandwidth(subs, now)
+	p.flushMetricsOf(subs, pubs)
+
+	q, score := livekit.ConnectionQuality_EXCELLENT, float32(5)
+	if n > 0 {
+		avg := loss / float64(n)
+		switch {
+		case avg > 0.10:
+			q, score = livekit.ConnectionQuality_POOR, 2
+		case avg > 0.03:
+			q, score = livekit.ConnectionQuality_GOOD, 3.5
+		default:
+			score = float32(5 - avg*40)
+		}
+	}
+	p.quality.Store(int32(q))
+	p.score.Store(math.Float32bits(score))
+}
+
+func (p *Participant) connectionQuality() *livekit.ConnectionQualityInfo {
+	return &livekit.ConnectionQualityInfo{
+		ParticipantSid: p.sid,
+		Quality:        livekit.ConnectionQuality(p.quality.Load()),
+		Score:          math.Float32frombits(p.score.Load()),
+	}
+}
+
+// allocateBandwidth caps the simulcast layer of each video downtrack so
+// their sum fits the subscriber's REMB estimate.
+func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
+	at := p.rembAt.Load()
+	if at == 0 || now.Sub(time.Unix(0, at)) > 5*time.Second {
+		for _, dt := range subs {
+			dt.setBandwidthCap(maxLayers - 1)
+		}
+		return
+	}
+	budget := float64(p.remb.Load())
+	for _, dt := range subs {
+		if dt.track.kind == webrtc.RTPCodecTypeAudio {
+			budget -= float64(dt.track.bitrate(0))
+		}
+	}
+	for _, dt := range subs {
+		if dt.track.kind != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		want := dt.preferredLayer()
+		layer := int32(-1)
+		for l := want; l >= 0; l-- {
+			br := dt.track.bitrate(int(l))
+			if br == 0 && !dt.track.layerLive(int(l)) {
+				continue
+			}
+			if float64(br) <= budget || l == dt.track.lowestLiveLayer() {
+				layer = l
+				budget -= float64(br)
+				break
+			}
+		}
+		if layer < 0 {
+			layer = 0
+		}
+		dt.setBandwidthCap(layer)
+	}
+}
+
+func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) {
+	m := p.s.metrics
+	for _, dt := range subs {
+		pk, by, nk, rt := dt.takeCounters()
+		m.packetsOut.Add(float64(pk))
+		m.bytesOut.Add(float64(by))
+		m.nacks.Add(float64(nk))
+		m.retransmits.Add(float64(rt))
+	}
+	for _, t := range pubs {
+		pk, by, lost, plis := t.takeCounters()
+		m.packetsIn.Add(float64(pk))
+		m.bytesIn.Add(float64(by))
+		m.packetsLost.Add(float64(lost))
+		m.plis.Add(float64(plis))
+	}
+}
