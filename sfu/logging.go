@@ -7,9 +7,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// pionLoggerFactory routes pion's logs into zerolog. Pion's Info is chatty
-// (every ICE candidate pair), so it is lowered to Debug; Debug and Trace
-// become Trace.
+// pionLoggerFactory routes pion's logs into zerolog. Pion's levels are
+// chatty (Info logs every candidate pair, Warn every packet that arrives
+// during teardown), so each is lowered one step: Error becomes Warn, Warn
+// Info, Info Debug, Debug and Trace become Trace.
 type pionLoggerFactory struct {
 	log zerolog.Logger
 }
@@ -44,15 +45,15 @@ func (l pionLogger) Infof(format string, args ...any) {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
 }
-func (l pionLogger) Warn(msg string) { l.emit(l.log.Warn(), msg) }
+func (l pionLogger) Warn(msg string) { l.emit(l.log.Info(), msg) }
 func (l pionLogger) Warnf(format string, args ...any) {
-	if e := l.log.Warn(); e.Enabled() {
+	if e := l.log.Info(); e.Enabled() {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
 }
-func (l pionLogger) Error(msg string) { l.emit(l.log.Error(), msg) }
+func (l pionLogger) Error(msg string) { l.emit(l.log.Warn(), msg) }
 func (l pionLogger) Errorf(format string, args ...any) {
-	if e := l.log.Error(); e.Enabled() {
+	if e := l.log.Warn(); e.Enabled() {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
 }
