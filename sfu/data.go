@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -75,17 +76,44 @@ func (r *Room) routeData(from *Participant, label string, data []byte, dests []s
 	}
 }
 
-// sendData writes to the subscriber connection's data channel; messages
-// before the channel opened are dropped like on a lossy link.
+// maxPendingData bounds the reliable messages kept for a participant
+// whose data channel is not open yet.
+const maxPendingData = 256
+
+// sendData writes to the subscriber connection's data channel. Reliable
+// messages sent before the channel opened are queued and flushed on open;
+// lossy ones are dropped like on a lossy link.
 func (p *Participant) sendData(label string, data []byte) {
-	dc := p.subReliable
 	if label == dataLossy {
-		dc = p.subLossy
-	}
-	if dc == nil {
+		if p.subLossy.ReadyState() == webrtc.DataChannelStateOpen {
+			if err := p.subLossy.Send(data); err != nil {
+				p.log.Trace().Err(err).Msg("failed to send data packet")
+			}
+		}
 		return
 	}
-	if err := dc.Send(data); err != nil {
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
+	if !p.dcOpen {
+		if len(p.dcPending) < maxPendingData {
+			p.dcPending = append(p.dcPending, data)
+		}
+		return
+	}
+	if err := p.subReliable.Send(data); err != nil {
 		p.log.Trace().Err(err).Msg("failed to send data packet")
 	}
+}
+
+// onReliableOpen flushes the queued reliable messages in order.
+func (p *Participant) onReliableOpen() {
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
+	p.dcOpen = true
+	for _, d := range p.dcPending {
+		if err := p.subReliable.Send(d); err != nil {
+			p.log.Trace().Err(err).Msg("failed to send data packet")
+		}
+	}
+	p.dcPending = nil
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
@@ -50,7 +49,7 @@ func freeUDPPort(t testing.TB) int {
 
 func testLogger(t testing.TB) zerolog.Logger {
 	if os.Getenv("SFU_TEST_LOG") != "" {
-		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 	}
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }
@@ -151,8 +150,14 @@ type dataMsg struct {
 
 func init() {
 	// server-sdk-go logs to the standard logger by default; tests assert
-	// behaviour instead.
-	lksdk.SetLogger(protoLogger.LogRLogger(logr.Discard()))
+	// behaviour instead. A zap logger (errors only) makes its pion adapter
+	// check the level before formatting: the generic adapter formats every
+	// debug line, reading pion structs that pion writes concurrently.
+	zl, err := protoLogger.NewZapLogger(&protoLogger.Config{Level: "error"})
+	if err != nil {
+		panic(err)
+	}
+	lksdk.SetLogger(zl)
 }
 
 // join connects identity to room with auto-subscribe.
@@ -282,3 +287,5 @@ func (c *client) waitMedia(t *testing.T, from []string, frames, audio uint64, ti
 }
 
 var _ = livekit.VideoQuality_LOW
+
+type sfuConfig = sfu.Config

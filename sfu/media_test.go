@@ -29,3 +29,61 @@ func TestTwoParticipants(t *testing.T) {
 	require.Equal(t, loadtest.VideoMarker("alice", livekit.VideoQuality_HIGH), bob.stream("alice/video").LastMarker())
 	require.Equal(t, loadtest.VideoMarker("bob", livekit.VideoQuality_HIGH), alice.stream("bob/video").LastMarker())
 }
+
+// TestLowQualityLayer: a subscriber asking for LOW gets the q layer, and
+// back to HIGH gets f again (keyframe-gated switches).
+func TestLowQualityLayer(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "low", "alice", nil)
+	bob := ts.join(t, "low", "bob", nil)
+	alice.publish(t, loadtest.PublishOptions{Video: true, Audio: true})
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 15*time.Second)
+
+	pub := bob.publication("alice/video")
+	require.NotNil(t, pub)
+	st := bob.stream("alice/video")
+	for _, q := range []livekit.VideoQuality{livekit.VideoQuality_LOW, livekit.VideoQuality_MEDIUM, livekit.VideoQuality_HIGH} {
+		require.NoError(t, pub.SetVideoQuality(q))
+		want := loadtest.VideoMarker("alice", q)
+		before := st.MarkerCount(want)
+		require.Eventually(t, func() bool { return st.MarkerCount(want) >= before+10 && st.LastMarker() == want },
+			10*time.Second, 20*time.Millisecond, "no %s frames", want)
+	}
+	// Dimensions choose the smallest layer that covers them.
+	pub.SetVideoDimensions(320, 180)
+	want := loadtest.VideoMarker("alice", livekit.VideoQuality_LOW)
+	require.Eventually(t, func() bool { return st.LastMarker() == want }, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, st.Corrupt.Load())
+	exp, got := st.Loss()
+	require.Greater(t, got, uint64(0))
+	require.GreaterOrEqual(t, got, exp, "sequence numbers must stay contiguous across layer switches")
+}
+
+// TestTenParticipants: ten publishers, each receives everyone else.
+func TestTenParticipants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	var ids []string
+	var cs []*client
+	for i := 0; i < 10; i++ {
+		id := string(rune('a'+i)) + "-peer"
+		ids = append(ids, id)
+		cs = append(cs, ts.join(t, "ten", id, nil))
+	}
+	// Light media so ten publishers and ninety subscriptions fit a 2-core
+	// box under the race detector: 10 fps, one small layer per quality.
+	opts := loadtest.PublishOptions{Audio: true, Video: true, FPS: 10, Layers: []loadtest.Layer{
+		{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180, FrameBytes: 300},
+		{Quality: livekit.VideoQuality_HIGH, Width: 640, Height: 360, FrameBytes: 900},
+	}}
+	for _, c := range cs {
+		c.publish(t, opts)
+	}
+	for _, c := range cs {
+		c.waitMedia(t, ids, 5, 20, 60*time.Second)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,10 @@ type Participant struct {
 	offerInFlight bool
 	negAgain      bool
 	offerID       uint32
+
+	dcMu      sync.Mutex
+	dcOpen    bool
+	dcPending [][]byte
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
@@ -118,6 +123,7 @@ func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *si
 		p.closePeerConnections()
 		return nil, err
 	}
+	p.subReliable.OnOpen(p.onReliableOpen)
 	p.wirePeerConnections()
 	return p, nil
 }
@@ -271,6 +277,7 @@ func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
 
 // handleSignal processes one request; it returns true on leave.
 func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
+	p.log.Trace().Str("type", fmt.Sprintf("%T", req.Message)).Msg("signal request")
 	switch m := req.Message.(type) {
 	case *livekit.SignalRequest_Offer:
 		if err := p.handleOffer(m.Offer); err != nil {

@@ -121,6 +121,13 @@ func (r *Room) isFull(identity string) bool {
 // is replaced (Leave{DUPLICATE_IDENTITY}), the JoinResponse is queued as
 // the first message and the subscriber offer right behind it.
 func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+	// A present session with the same identity leaves first, so the others
+	// see its DISCONNECTED before the new session's JOINED (clients key
+	// remote participants by identity).
+	if old := r.participant(grants.Identity); old != nil {
+		old.log.Info().Msg("participant replaced by a new session")
+		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
 	p, err := newParticipant(r, grants, params, sc)
 	if err != nil {
 		return nil, err
@@ -149,19 +156,12 @@ func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn)
 			others = append(others, o.snapshot())
 		}
 	}
-	roomInfo := r.roomInfoLocked()
-	r.mu.Unlock()
-	r.s.metrics.participants.Inc()
-
-	if old != nil {
-		old.log.Info().Msg("participant replaced by a new session")
-		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
-	}
 	sort.Slice(others, func(i, j int) bool { return others[i].JoinedAtMs < others[j].JoinedAtMs })
-
 	self := p.snapshot()
+	// Queued under r.mu: every broadcast that can reach p (it is in the
+	// map now) is queued after its JoinResponse, which must come first.
 	sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: &livekit.JoinResponse{
-		Room:              roomInfo,
+		Room:              r.roomInfoLocked(),
 		Participant:       self,
 		OtherParticipants: others,
 		ServerVersion:     serverVersion,
@@ -182,6 +182,13 @@ func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn)
 		},
 		FastPublish: true,
 	}}})
+	r.mu.Unlock()
+	r.s.metrics.participants.Inc()
+
+	if old != nil {
+		// Raced with another join of the same identity.
+		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
 	p.log.Info().Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
 	if !p.hidden {
 		r.broadcastUpdate(p, self)
