@@ -53,6 +53,7 @@ type downTrack struct {
 	levelOut   uint8 // subscriber's audio level extension id
 	clockRate  uint32
 	extBuf     []rtp.Extension
+	out        rtp.Header // reused per packet: a local would escape to the heap
 	cur        int32
 	haveOut    bool
 	seqOffset  uint16
@@ -228,7 +229,8 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 		dt.mu.Unlock() // from before the switch to this layer
 		return
 	}
-	out := *h
+	out := &dt.out
+	*out = *h
 	out.SSRC = dt.ssrc
 	out.PayloadType = dt.pt
 	out.SequenceNumber = h.SequenceNumber - dt.seqOffset
@@ -250,7 +252,7 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	}
 	dt.packets++
 	dt.bytes += uint64(len(payload))
-	_, _ = dt.ws.WriteRTP(&out, payload)
+	_, _ = dt.ws.WriteRTP(out, payload)
 	dt.mu.Unlock()
 }
 

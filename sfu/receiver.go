@@ -338,6 +338,10 @@ type layerRecv struct {
 	lastPLI atomic.Int64
 	live    atomic.Bool
 
+	// read loop only
+	highest uint16
+	started bool
+
 	// written by the read loop only
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -369,64 +373,69 @@ func (l *layerRecv) requestKeyframe() {
 func (l *layerRecv) readLoop() {
 	buf := make([]byte, 1500)
 	var h rtp.Header
-	var highest uint16
-	started := false
-	t := l.t
 	l.live.Store(true)
 	for {
 		n, _, err := l.remote.Read(buf)
 		if err != nil {
 			return
 		}
-		hn, err := h.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		end := n
-		if h.Padding {
-			pad := int(buf[n-1])
-			if pad == 0 || hn+pad > n {
-				continue
-			}
-			end -= pad
-			h.Padding, h.PaddingSize = false, 0
-		}
-		if end <= hn {
-			continue // padding-only probe
-		}
-		payload := buf[hn:end]
+		l.handle(buf[:n], &h)
+	}
+}
 
-		if started {
-			if d := h.SequenceNumber - highest; d != 0 && d < 0x8000 {
-				if d > 1 {
-					l.lost.Add(uint64(d - 1))
-				}
-				highest = h.SequenceNumber
-			}
-		} else {
-			highest, started = h.SequenceNumber, true
+// handle processes one received RTP packet: sequence accounting, packet
+// cache, keyframe and audio level detection, then inline fan-out to the
+// downtracks. h is scratch space reused across calls. Only the read loop
+// calls it, so the unsynchronised fields need no lock.
+func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
+	hn, err := h.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	end := len(pkt)
+	if h.Padding {
+		pad := int(pkt[end-1])
+		if pad == 0 || hn+pad > end {
+			return
 		}
-		l.packets.Add(1)
-		l.bytes.Add(uint64(n))
+		end -= pad
+		h.Padding, h.PaddingSize = false, 0
+	}
+	if end <= hn {
+		return // padding-only probe
+	}
+	payload := pkt[hn:end]
+	if l.started {
+		if d := h.SequenceNumber - l.highest; d != 0 && d < 0x8000 {
+			if d > 1 {
+				l.lost.Add(uint64(d - 1))
+			}
+			l.highest = h.SequenceNumber
+		}
+	} else {
+		l.highest, l.started = h.SequenceNumber, true
+	}
+	l.packets.Add(1)
+	l.bytes.Add(uint64(len(pkt)))
 
-		keyframe := t.kind == webrtc.RTPCodecTypeAudio // audio may start anywhere
-		if l.cache != nil {
-			keyframe = l.isKey(payload)
-			l.cache.put(h.SequenceNumber, buf[:end])
-		} else if l.audioLevelID != 0 {
-			if ext := h.GetExtension(l.audioLevelID); len(ext) > 0 {
-				lvl := uint32(ext[0] & 0x7f)
-				t.audioTotal.Add(1)
-				if lvl <= audioActiveLevel {
-					t.audioActive.Add(1)
-					t.audioLevelSum.Add(uint64(lvl))
-				}
+	t := l.t
+	keyframe := t.kind == webrtc.RTPCodecTypeAudio // audio may start anywhere
+	if l.cache != nil {
+		keyframe = l.isKey(payload)
+		l.cache.put(h.SequenceNumber, pkt[:end])
+	} else if l.audioLevelID != 0 {
+		if ext := h.GetExtension(l.audioLevelID); len(ext) > 0 {
+			lvl := uint32(ext[0] & 0x7f)
+			t.audioTotal.Add(1)
+			if lvl <= audioActiveLevel {
+				t.audioActive.Add(1)
+				t.audioLevelSum.Add(uint64(lvl))
 			}
 		}
-		now := monoNow()
-		for _, dt := range *t.dts.Load() {
-			dt.writeRTP(l.idx, &h, payload, keyframe, now)
-		}
+	}
+	now := monoNow()
+	for _, dt := range *t.dts.Load() {
+		dt.writeRTP(l.idx, h, payload, keyframe, now)
 	}
 }
 
