@@ -1,11 +1,15 @@
 package sfu_test
 
 import (
+	"context"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/livekit/protocol/livekit"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,4 +90,29 @@ func TestTenParticipants(t *testing.T) {
 	for _, c := range cs {
 		c.waitMedia(t, ids, 5, 20, 60*time.Second)
 	}
+}
+
+// TestLoadtestRun drives the load tool against the in-process SFU.
+func TestLoadtestRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	var out strings.Builder
+	rep, err := loadtest.Run(context.Background(), loadtest.Options{
+		URL: ts.url, APIKey: ts.key, APISecret: ts.secret,
+		Publishers: 2, Subscribers: 2, Duration: 2 * time.Second, Warmup: time.Second, JoinRate: 20,
+		FPS: 10, SFUPid: os.Getpid(),
+	}, &out, zerolog.Nop())
+	require.NoError(t, err)
+	t.Log("\n" + out.String())
+	require.Equal(t, 4, rep.Participants)
+	require.Zero(t, rep.JoinFailures)
+	require.Equal(t, 12, rep.TracksExpected)
+	require.Equal(t, 12, rep.TracksSubscribed)
+	require.Greater(t, rep.PacketsReceived, uint64(100))
+	require.Zero(t, rep.CorruptFrames)
+	require.True(t, rep.SFUMeasured)
+	require.Contains(t, out.String(), "sfu cpu / packet")
 }
