@@ -64,6 +64,10 @@ type RTCConfig struct {
 	// SocketBufferSize sets SO_RCVBUF/SO_SNDBUF of the media sockets (bytes;
 	// the kernel caps it at net.core.[rw]mem_max).
 	SocketBufferSize int `yaml:"socket_buffer_size"`
+	// DirectSend encrypts forwarded RTP in the SFU and sends the copies of
+	// each packet with one sendmmsg on the UDP mux socket, bypassing pion's
+	// per-packet write path (see fastpath.go). Only with udp_port set.
+	DirectSend bool `yaml:"direct_send"`
 	// PacketCacheSize is the number of video packets kept per simulcast
 	// layer to answer NACKs; the low layers keep a quarter.
 	PacketCacheSize int `yaml:"packet_cache_size"`
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 			UDPPort:          7882,
 			TCPPort:          7881,
 			SocketBufferSize: 4 << 20,
+			DirectSend:       true,
 			PacketCacheSize:  256,
 		},
 		Room: RoomConfig{

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -65,10 +66,17 @@ type downTrack struct {
 	seqMap     []seqEntry
 	scratch    []byte
 
-	packets, bytes, nacks, retrans             uint64
-	flushedPk, flushedBy, flushedNk, flushedRt uint64
-	fracLost                                   float64
-	rrAt                                       time.Time
+	// direct send path (fastpath.go)
+	srtpCtx  *srtp.Context
+	srtpKeys *fastKeys
+	encHdr   rtp.Header
+	encBuf   []byte
+	direct   uint64
+
+	packets, bytes, nacks, retrans                            uint64
+	flushedPk, flushedBy, flushedNk, flushedRt, flushedDirect uint64
+	fracLost                                                  float64
+	rrAt                                                      time.Time
 }
 
 func newDownTrack(sub *Participant, t *publishedTrack) *downTrack {
@@ -209,7 +217,7 @@ func (dt *downTrack) detach(removeSender bool) {
 
 // writeRTP forwards one packet of layer. h and payload belong to the
 // caller and are not modified.
-func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe bool, now int64) {
+func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe bool, now int64, b *sendBatch) {
 	l := int32(layer)
 	if l != dt.current.Load() && (!keyframe || l != dt.target.Load()) {
 		return
@@ -252,8 +260,38 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	}
 	dt.packets++
 	dt.bytes += uint64(len(payload))
+	if b != nil {
+		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
+			buf := b.next()
+			if n, err := rtp.MarshalPacketTo(buf, out, payload); err == nil { //nolint:staticcheck
+				if enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr); err == nil && len(enc) <= len(buf) {
+					b.add(enc, dest.addr)
+					dt.direct++
+					dt.mu.Unlock()
+					return
+				}
+			}
+		}
+	}
 	_, _ = dt.ws.WriteRTP(out, payload)
 	dt.mu.Unlock()
+}
+
+// directContextLocked makes sure the downtrack has an SRTP context for
+// the subscriber's current keys; false when the direct path is not usable.
+func (dt *downTrack) directContextLocked() bool {
+	keys := dt.sub.fastKeys.Load()
+	if keys == nil {
+		return false
+	}
+	if dt.srtpKeys != keys {
+		ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+		if err != nil {
+			return false
+		}
+		dt.srtpCtx, dt.srtpKeys = ctx, keys
+	}
+	return true
 }
 
 // switchLocked starts forwarding layer l at its keyframe h: sequence
@@ -419,6 +457,17 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 	h.Padding, h.PaddingSize = false, 0
 	h.Extension, h.Extensions = false, nil
 	dt.retrans++
+	if dest := dt.sub.direct.Load(); dest != nil && dt.sub.s.socks.udp != nil && dt.directContextLocked() {
+		if dt.encBuf == nil {
+			dt.encBuf = make([]byte, 1500)
+		}
+		if n, err := rtp.MarshalPacketTo(dt.encBuf, &h, pkt[hn:]); err == nil { //nolint:staticcheck
+			if enc, err := dt.srtpCtx.EncryptRTP(dt.encBuf, dt.encBuf[:n], &dt.encHdr); err == nil {
+				_, _ = dt.sub.s.socks.udp.WriteToUDP(enc, dest.addr)
+				return
+			}
+		}
+	}
 	_, _ = dt.ws.WriteRTP(&h, pkt[hn:])
 }
 
@@ -460,11 +509,12 @@ func (dt *downTrack) lossFraction() (float64, bool) {
 	return dt.fracLost, true
 }
 
-func (dt *downTrack) takeCounters() (packets, bytes, nacks, retrans uint64) {
+func (dt *downTrack) takeCounters() (packets, bytes, nacks, retrans, direct uint64) {
 	dt.mu.Lock()
 	defer dt.mu.Unlock()
 	packets, bytes, nacks, retrans = dt.packets-dt.flushedPk, dt.bytes-dt.flushedBy, dt.nacks-dt.flushedNk, dt.retrans-dt.flushedRt
-	dt.flushedPk, dt.flushedBy, dt.flushedNk, dt.flushedRt = dt.packets, dt.bytes, dt.nacks, dt.retrans
+	direct = dt.direct - dt.flushedDirect
+	dt.flushedPk, dt.flushedBy, dt.flushedNk, dt.flushedRt, dt.flushedDirect = dt.packets, dt.bytes, dt.nacks, dt.retrans, dt.direct
 	return
 }
 

@@ -41,7 +41,7 @@ func benchTrack(n int) (*layerRecv, []*nullWriter) {
 	t.layers[0] = l
 	var ws []*nullWriter
 	for i := 0; i < n; i++ {
-		dt := newDownTrack(&Participant{}, t)
+		dt := newDownTrack(&Participant{s: t.owner.s}, t)
 		w := &nullWriter{buf: make([]byte, 1500)}
 		dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, uint32(1000+i), 96, 90000
 		dt.target.Store(0)

@@ -289,3 +289,20 @@ func (c *client) waitMedia(t *testing.T, from []string, frames, audio uint64, ti
 var _ = livekit.VideoQuality_LOW
 
 type sfuConfig = sfu.Config
+
+// metric returns the value of a counter or gauge (summed over labels).
+func (ts *testServer) metric(t testing.TB, name string) float64 {
+	t.Helper()
+	mfs, err := ts.reg.Gather()
+	require.NoError(t, err)
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return v
+}

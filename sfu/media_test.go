@@ -32,6 +32,14 @@ func TestTwoParticipants(t *testing.T) {
 	t.Logf("bob got %d video frames, %d audio from alice", bob.stream("alice/video").Frames.Load(), bob.stream("alice/audio").Frames.Load())
 	require.Equal(t, loadtest.VideoMarker("alice", livekit.VideoQuality_HIGH), bob.stream("alice/video").LastMarker())
 	require.Equal(t, loadtest.VideoMarker("bob", livekit.VideoQuality_HIGH), alice.stream("bob/video").LastMarker())
+
+	// Metrics: media went out on the direct path (SFU-side SRTP + sendmmsg).
+	require.Eventually(t, func() bool {
+		return ts.metric(t, "gxconf_sfu_rtp_packets_direct_out_total") > 100 && ts.metric(t, "gxconf_sfu_rtp_packets_in_total") > 100
+	}, 10*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 1, ts.metric(t, "gxconf_sfu_rooms"))
+	require.EqualValues(t, 2, ts.metric(t, "gxconf_sfu_participants"))
+	require.EqualValues(t, 4, ts.metric(t, "gxconf_sfu_published_tracks"))
 }
 
 // TestLowQualityLayer: a subscriber asking for LOW gets the q layer, and

@@ -17,6 +17,7 @@ type metrics struct {
 	packetsOut   prometheus.Counter
 	bytesOut     prometheus.Counter
 	packetsLost  prometheus.Counter
+	directOut    prometheus.Counter
 	nacks        prometheus.Counter
 	retransmits  prometheus.Counter
 	plis         prometheus.Counter
@@ -33,13 +34,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytesIn:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_bytes_in_total", Help: "RTP bytes (header and payload) received from publishers."}),
 		packetsOut:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_out_total", Help: "RTP packets forwarded to subscribers."}),
 		bytesOut:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_bytes_out_total", Help: "RTP bytes forwarded to subscribers."}),
+		directOut:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_direct_out_total", Help: "Forwarded RTP packets sent on the direct path (SFU-side SRTP, sendmmsg)."}),
 		packetsLost:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_lost_total", Help: "RTP packets missing in publisher streams (sequence gaps)."}),
 		nacks:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "nacks_total", Help: "Sequence numbers NACKed by subscribers."}),
 		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
 		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
 		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome."}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

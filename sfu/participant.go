@@ -62,6 +62,10 @@ type Participant struct {
 	dcOpen    bool
 	dcPending [][]byte
 
+	fastKeys   atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
+	direct     atomic.Pointer[directDest] // subscriber address on the mux socket
+	dtlsClient atomic.Bool                // local DTLS role on the subscriber connection
+
 	pingSeen atomic.Bool
 	active   atomic.Bool
 	remb     atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
@@ -124,6 +128,22 @@ func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *si
 		return nil, err
 	}
 	p.subReliable.OnOpen(p.onReliableOpen)
+	if r.s.batchConn != nil {
+		dtlsT := p.sub.SCTP().Transport()
+		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
+		dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
+			// Runs under the transport's lock: touch only its connection.
+			if st != webrtc.DTLSTransportStateConnected {
+				return
+			}
+			keys, err := extractFastKeys(dtlsT, p.dtlsClient.Load())
+			if err != nil {
+				p.log.Debug().Err(err).Msg("direct send path unavailable")
+				return
+			}
+			p.fastKeys.Store(keys)
+		})
+	}
 	p.wirePeerConnections()
 	return p, nil
 }
@@ -344,6 +364,9 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 }
 
 func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
+	if p.sub.RemoteDescription() == nil {
+		p.dtlsClient.Store(localIsDTLSClient(sd.GetSdp()))
+	}
 	err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
 	if err == nil {
 		p.flushCandidates(livekit.SignalTarget_SUBSCRIBER)
@@ -753,7 +776,8 @@ func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
 func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) {
 	m := p.s.metrics
 	for _, dt := range subs {
-		pk, by, nk, rt := dt.takeCounters()
+		pk, by, nk, rt, direct := dt.takeCounters()
+		m.directOut.Add(float64(direct))
 		m.packetsOut.Add(float64(pk))
 		m.bytesOut.Add(float64(by))
 		m.nacks.Add(float64(nk))

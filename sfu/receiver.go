@@ -140,6 +140,7 @@ func (t *publishedTrack) addLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPRe
 		ssrc:   uint32(remote.SSRC()),
 		isKey:  keyframeDetector(remote.Codec().MimeType),
 	}
+	l.batch.pc = t.owner.s.batchConn
 	if cacheSize > 0 {
 		l.cache = newPacketCache(cacheSize)
 	}
@@ -341,6 +342,7 @@ type layerRecv struct {
 	// read loop only
 	highest uint16
 	started bool
+	batch   sendBatch
 
 	// written by the read loop only
 	packets atomic.Uint64
@@ -434,8 +436,15 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 		}
 	}
 	now := monoNow()
+	b := &l.batch
+	if b.pc == nil {
+		b = nil
+	}
 	for _, dt := range *t.dts.Load() {
-		dt.writeRTP(l.idx, h, payload, keyframe, now)
+		dt.writeRTP(l.idx, h, payload, keyframe, now, b)
+	}
+	if b != nil && b.n > 0 {
+		b.flush()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
 )
 
 // serverVersion is what JoinResponse reports. livekit-client turns on
@@ -38,6 +39,8 @@ type Server struct {
 	pubAPI *webrtc.API
 	subAPI *webrtc.API
 	socks  *mediaSockets
+	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
+	batchConn *ipv4.PacketConn
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -95,6 +98,9 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		rooms:   map[string]*Room{},
 		done:    make(chan struct{}),
 		ready:   make(chan struct{}),
+	}
+	if socks.udp != nil && cfg.RTC.DirectSend {
+		s.batchConn = ipv4.NewPacketConn(socks.udp)
 	}
 	s.svc = &roomService{s: s}
 	return s, nil
