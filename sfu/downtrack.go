@@ -22,9 +22,15 @@ type seqEntry struct {
 	out   uint16
 	in    uint16
 	ts    uint32
+	rtxAt uint32 // ms on the monotonic clock of the last retransmission
 	layer int8
 	valid bool
 }
+
+// rtxInterval is the least time between two retransmissions of one packet:
+// receivers repeat NACKs until the packet arrives, and a retransmission
+// may still be in flight.
+const rtxInterval = 100 // ms
 
 // downTrack forwards one published track to one subscriber. It is pion's
 // TrackLocal for the subscriber connection. writeRTP is called inline by
@@ -66,6 +72,16 @@ type downTrack struct {
 	seqMap     []seqEntry
 	scratch    []byte
 
+	// VP8 picture id / tl0picidx continuity across layer switches
+	vp8        bool
+	pidOffset  uint16
+	tl0Offset  uint8
+	lastPid    uint16
+	lastTl0    uint8
+	havePid    bool
+	pidPending bool
+	payBuf     []byte
+
 	// direct send path (fastpath.go)
 	srtpCtx  *srtp.Context
 	srtpKeys *fastKeys
@@ -90,6 +106,7 @@ func newDownTrack(sub *Participant, t *publishedTrack) *downTrack {
 		extBuf:   make([]rtp.Extension, 0, 1),
 		cur:      -1,
 	}
+	dt.vp8 = strings.EqualFold(dt.codec.MimeType, webrtc.MimeTypeVP8)
 	dt.current.Store(-1)
 	dt.target.Store(-1)
 	dt.pref.Store(maxLayers - 1)
@@ -254,9 +271,16 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	if !dt.haveOut || int16(out.SequenceNumber-dt.lastOutSeq) > 0 {
 		dt.lastOutSeq, dt.lastOutTs, dt.lastAt, dt.haveOut = out.SequenceNumber, out.Timestamp, now, true
 	}
+	var pic vp8Pic
+	munge := false
+	if dt.vp8 {
+		if v, ok := parseVP8Pic(payload); ok {
+			pic, munge = v, dt.mungeVP8Locked(&v)
+		}
+	}
 	if dt.seqMap != nil {
 		e := &dt.seqMap[out.SequenceNumber&(seqMapSize-1)]
-		e.out, e.in, e.ts, e.layer, e.valid = out.SequenceNumber, h.SequenceNumber, out.Timestamp, int8(l), true
+		e.out, e.in, e.ts, e.rtxAt, e.layer, e.valid = out.SequenceNumber, h.SequenceNumber, out.Timestamp, 0, int8(l), true
 	}
 	dt.packets++
 	dt.bytes += uint64(len(payload))
@@ -264,6 +288,9 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
 			buf := b.next()
 			if n, err := rtp.MarshalPacketTo(buf, out, payload); err == nil { //nolint:staticcheck
+				if munge {
+					writeVP8Pic(buf[n-len(payload):n], &pic)
+				}
 				if enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr); err == nil && len(enc) <= len(buf) {
 					b.add(enc, dest.addr)
 					dt.direct++
@@ -272,6 +299,14 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 				}
 			}
 		}
+	}
+	if munge && (dt.pidOffset != 0 || dt.tl0Offset != 0) {
+		// The payload is shared with the other downtracks: rewrite a copy.
+		if dt.payBuf == nil {
+			dt.payBuf = make([]byte, 1500)
+		}
+		payload = dt.payBuf[:copy(dt.payBuf, payload)]
+		writeVP8Pic(payload, &pic)
 	}
 	_, _ = dt.ws.WriteRTP(out, payload)
 	dt.mu.Unlock()
@@ -309,6 +344,55 @@ func (dt *downTrack) switchLocked(l int32, h *rtp.Header, now int64) {
 	dt.segStart = h.SequenceNumber
 	dt.cur = l
 	dt.current.Store(l)
+	dt.pidPending = dt.vp8 && dt.havePid
+}
+
+// mungeVP8Locked maps the packet's picture id and tl0picidx into the
+// downtrack's continuous sequence (v is updated with the output values).
+// After a layer switch the keyframe's picture id follows the last one
+// sent, as browsers' VP8 reference finders expect.
+func (dt *downTrack) mungeVP8Locked(v *vp8Pic) bool {
+	if v.pidAt < 0 && v.tl0At < 0 {
+		return false
+	}
+	mask := uint16(0x7f)
+	if v.pid15 {
+		mask = 0x7fff
+	}
+	if dt.pidPending {
+		dt.pidPending = false
+		dt.pidOffset = v.pid - (dt.lastPid + 1)
+		dt.tl0Offset = v.tl0 - (dt.lastTl0 + 1)
+	}
+	if v.pidAt >= 0 {
+		v.pid = (v.pid - dt.pidOffset) & mask
+		if !dt.havePid || int16((v.pid-dt.lastPid)<<1) > 0 {
+			dt.lastPid = v.pid
+		}
+		dt.havePid = true
+	}
+	if v.tl0At >= 0 {
+		v.tl0 -= dt.tl0Offset
+		if int8(v.tl0-dt.lastTl0) > 0 {
+			dt.lastTl0 = v.tl0
+		}
+	}
+	return true
+}
+
+// writeVP8Pic stores picture id and tl0picidx into a payload descriptor.
+func writeVP8Pic(p []byte, v *vp8Pic) {
+	if v.pidAt >= 0 {
+		if v.pid15 {
+			p[v.pidAt] = 0x80 | byte(v.pid>>8)
+			p[v.pidAt+1] = byte(v.pid)
+		} else {
+			p[v.pidAt] = byte(v.pid) & 0x7f
+		}
+	}
+	if v.tl0At >= 0 {
+		p[v.tl0At] = v.tl0
+	}
 }
 
 // selectLayer picks the target layer: the highest live layer at or below
@@ -433,10 +517,15 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 	if !dt.bound || dt.seqMap == nil {
 		return
 	}
-	e := dt.seqMap[outSeq&(seqMapSize-1)]
+	e := &dt.seqMap[outSeq&(seqMapSize-1)]
 	if !e.valid || e.out != outSeq {
 		return
 	}
+	nowMs := uint32(monoNow() / int64(time.Millisecond))
+	if e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval {
+		return
+	}
+	e.rtxAt = max(nowMs, 1)
 	l := dt.track.layer(int(e.layer))
 	if l == nil || l.cache == nil {
 		return
@@ -452,6 +541,17 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 	hn, err := h.Unmarshal(pkt)
 	if err != nil {
 		return
+	}
+	if dt.vp8 && int32(e.layer) == dt.cur {
+		if v, ok := parseVP8Pic(pkt[hn:]); ok && (v.pidAt >= 0 || v.tl0At >= 0) {
+			mask := uint16(0x7f)
+			if v.pid15 {
+				mask = 0x7fff
+			}
+			v.pid = (v.pid - dt.pidOffset) & mask
+			v.tl0 -= dt.tl0Offset
+			writeVP8Pic(pkt[hn:], &v) // pkt is the downtrack's own copy
+		}
 	}
 	h.SSRC, h.PayloadType, h.SequenceNumber, h.Timestamp = dt.ssrc, dt.pt, outSeq, e.ts
 	h.Padding, h.PaddingSize = false, 0

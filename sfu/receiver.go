@@ -635,3 +635,53 @@ func (t *publishedTrack) mutedNow() bool {
 	defer t.mu.Unlock()
 	return t.info.Muted
 }
+
+// vp8Pic locates the picture id and tl0picidx in a VP8 payload descriptor
+// (RFC 7741 §4.2); offsets are -1 when absent.
+type vp8Pic struct {
+	pidAt int
+	pid15 bool
+	pid   uint16
+	tl0At int
+	tl0   uint8
+}
+
+func parseVP8Pic(p []byte) (vp8Pic, bool) {
+	v := vp8Pic{pidAt: -1, tl0At: -1}
+	if len(p) < 1 {
+		return v, false
+	}
+	if p[0]&0x80 == 0 {
+		return v, true
+	}
+	if len(p) < 2 {
+		return v, false
+	}
+	x := p[1]
+	n := 2
+	if x&0x80 != 0 {
+		if len(p) <= n {
+			return v, false
+		}
+		v.pidAt = n
+		if p[n]&0x80 != 0 {
+			if len(p) <= n+1 {
+				return v, false
+			}
+			v.pid15 = true
+			v.pid = uint16(p[n]&0x7f)<<8 | uint16(p[n+1])
+			n += 2
+		} else {
+			v.pid = uint16(p[n])
+			n++
+		}
+	}
+	if x&0x40 != 0 {
+		if len(p) <= n {
+			return v, false
+		}
+		v.tl0At = n
+		v.tl0 = p[n]
+	}
+	return v, true
+}
