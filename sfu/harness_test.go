@@ -25,6 +25,7 @@ import (
 
 // testServer is an SFU running in-process on loopback.
 type testServer struct {
+	stop   func() // stops the server and waits (also run at cleanup)
 	srv    *sfu.Server
 	key    string
 	secret string
@@ -37,6 +38,14 @@ func randHex(t testing.TB, n int) string {
 	_, err := rand.Read(b)
 	require.NoError(t, err)
 	return hex.EncodeToString(b)
+}
+
+func freeTCPPort(t testing.TB) int {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	return port
 }
 
 func freeUDPPort(t testing.TB) int {
@@ -80,15 +89,19 @@ func startServer(t *testing.T, mut func(*sfu.Config)) *testServer {
 		t.Fatalf("sfu did not start: %v", err)
 	}
 	ts.url = srv.URL()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("sfu did not stop in time")
-		}
-	})
+	var once sync.Once
+	ts.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Error("sfu did not stop in time")
+			}
+		})
+	}
+	t.Cleanup(ts.stop)
 	return ts
 }
 

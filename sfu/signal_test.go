@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -482,4 +483,53 @@ func TestEmptyTimeout(t *testing.T) {
 		rooms, err := in.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{"dt"}})
 		return err == nil && len(rooms.GetRooms()) == 0
 	}, 10*time.Second, 100*time.Millisecond)
+}
+
+// TestShutdown: cancelling Run tells every client SERVER_SHUTDOWN and
+// returns after cleanup.
+func TestShutdown(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	a := ts.join(t, "sd", "a", nil)
+	b := ts.join(t, "sd", "b", nil)
+	a.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	b.waitAudio(t, "a")
+	ts.stop()
+	for _, c := range []*client{a, b} {
+		select {
+		case <-c.disconnected:
+			require.Equal(t, livekit.DisconnectReason_SERVER_SHUTDOWN, c.room.DisconnectReason())
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not told about the shutdown", c.identity)
+		}
+	}
+}
+
+// TestPortRangeAndTCP: without the UDP mux (a port range) media still
+// flows, and an ICE-TCP port yields passive TCP candidates.
+func TestPortRangeAndTCP(t *testing.T) {
+	verifyNoLeaks(t)
+	tcp := freeTCPPort(t)
+	ts := startServer(t, func(c *sfuConfig) {
+		c.RTC.UDPPort = 0
+		c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 41000, 41999
+		c.RTC.TCPPort = tcp
+	})
+	a := ts.join(t, "pr", "a", nil)
+	b := ts.join(t, "pr", "b", nil)
+	a.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	b.waitMedia(t, []string{"a"}, 3, 10, 15*time.Second)
+	require.Zero(t, ts.metric(t, "gxconf_sfu_rtp_packets_direct_out_total"), "no direct path without the mux")
+
+	ws, first := rawJoin(t, ts, "pr", "raw", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	for {
+		m := readSignal(t, ws)
+		if tr := m.GetTrickle(); tr != nil && strings.Contains(tr.GetCandidateInit(), " tcp ") {
+			require.Contains(t, tr.GetCandidateInit(), "tcptype passive")
+			require.Contains(t, tr.GetCandidateInit(), fmt.Sprint(tcp))
+			break
+		}
+	}
 }
