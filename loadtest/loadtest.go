@@ -100,6 +100,12 @@ type Report struct {
 	CorruptFrames   uint64
 
 	GeneratorCPUPercent float64 // this process, % of one core over the window
+	// HostUDPDrops counts datagrams the host dropped for full socket
+	// receive buffers during the window (any process); LoadAverage is the
+	// host's 1-minute load at the end. Both flag runs disturbed by other
+	// work on the machine.
+	HostUDPDrops uint64
+	LoadAverage  float64
 
 	SFUMeasured     bool
 	SFUCPUSeconds   float64 // over the window
@@ -284,6 +290,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	}
 	pk0, by0 := sum()
 	self0, _ := readProc(0)
+	drops0, _ := udpRcvbufErrors()
 	var sfu0 procStats
 	if opts.SFUPid > 0 {
 		sfu0, _ = readProc(opts.SFUPid)
@@ -295,6 +302,9 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	window := time.Since(t0)
 	pk1, by1 := sum()
 	self1, _ := readProc(0)
+	drops1, _ := udpRcvbufErrors()
+	rep.HostUDPDrops = drops1 - drops0
+	rep.LoadAverage = loadAverage()
 	rep.Window = window
 	rep.PacketsReceived = pk1 - pk0
 	rep.BytesReceived = by1 - by0
@@ -352,6 +362,7 @@ func (r *Report) print(w io.Writer, o Options) {
 	p("received:          %d packets (%.0f/s), %.2f Mbit/s", r.PacketsReceived, float64(r.PacketsReceived)/r.Window.Seconds(), r.BitrateMbps)
 	p("packet loss:       %.3f %% (corrupt frames %d)", r.LossPercent, r.CorruptFrames)
 	p("generator cpu:     %.1f %% of one core", r.GeneratorCPUPercent)
+	p("host:              %d udp receive-buffer drops in the window, load average %.2f", r.HostUDPDrops, r.LoadAverage)
 	if r.SFUMeasured {
 		p("sfu cpu:           %.2f s over the window (%.1f %% of one core)", r.SFUCPUSeconds, r.SFUCPUPercent)
 		p("sfu cpu / packet:  %.2f us per forwarded packet", r.MicrosPerPacket)

@@ -70,3 +70,43 @@ func readProc(pid int) (procStats, error) {
 	}
 	return st, sc.Err()
 }
+
+// udpRcvbufErrors returns the host's UDP RcvbufErrors counter from
+// /proc/net/snmp: drops because a receiving socket's buffer was full.
+func udpRcvbufErrors() (uint64, error) {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "Udp: ") {
+			continue
+		}
+		f := strings.Fields(line)
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				return strconv.ParseUint(f[i], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no Udp RcvbufErrors in /proc/net/snmp")
+}
+
+// loadAverage returns the 1-minute load average.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
