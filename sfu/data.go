@@ -1,7 +1,11 @@
 package sfu
 
 import (
+	"errors"
+	"io"
+
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/datachannel"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
 )
@@ -57,6 +61,28 @@ func (p *Participant) onData(label string, data []byte) {
 	}
 	p.room.routeData(p, label, out, dests)
 }
+
+// readData reads a detached publisher data channel until it closes. The
+// buffer starts small and grows when a message does not fit (the message
+// stays queued until read).
+func (p *Participant) readData(label string, r datachannel.ReadWriteCloser) {
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := r.ReadDataChannel(buf)
+		if errors.Is(err, io.ErrShortBuffer) && n <= maxDataMessage {
+			buf = make([]byte, max(n, 2*len(buf)))
+			continue
+		}
+		if err != nil {
+			return
+		}
+		p.onData(label, buf[:n])
+	}
+}
+
+// maxDataMessage bounds a data channel message (pion's default SCTP max
+// message size).
+const maxDataMessage = 65536
 
 // routeData sends an encoded DataPacket to dests (identities), or to
 // everyone but from when dests is empty. from may be nil (server data).

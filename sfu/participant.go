@@ -127,7 +127,12 @@ func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *si
 		p.closePeerConnections()
 		return nil, err
 	}
-	p.subReliable.OnOpen(p.onReliableOpen)
+	p.subReliable.OnOpen(func() {
+		// Detached (see newSettingEngine); the SFU only writes here.
+		_, _ = p.subReliable.Detach()
+		p.onReliableOpen()
+	})
+	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
 	if r.s.batchConn != nil {
 		dtlsT := p.sub.SCTP().Transport()
 		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
@@ -180,8 +185,15 @@ func (p *Participant) wirePeerConnections() {
 	p.sub.OnConnectionStateChange(state("subscriber"))
 	p.pub.OnTrack(p.onTrack)
 	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
-		label := dc.Label()
-		dc.OnMessage(func(m webrtc.DataChannelMessage) { p.onData(label, m.Data) })
+		dc.OnOpen(func() {
+			raw, err := dc.Detach()
+			if err != nil {
+				p.log.Debug().Err(err).Msg("failed to detach data channel")
+				return
+			}
+			label := dc.Label()
+			p.s.goAdd(func() { p.readData(label, raw) })
+		})
 	})
 }
 

@@ -249,6 +249,9 @@ func TestDataPackets(t *testing.T) {
 		return has(bob, "alice", "to-bob") && has(bob, "alice", "to-all") && has(carol, "alice", "to-all") && has(mute, "alice", "to-all")
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return has(bob, "alice", "lossy") }, 10*time.Second, 20*time.Millisecond)
+	big := strings.Repeat("0123456789", 2000) // larger than the initial read buffer
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte(big)), lksdk.WithDataPublishReliable(true)))
+	require.Eventually(t, func() bool { return has(carol, "alice", big) }, 10*time.Second, 20*time.Millisecond)
 	for _, d := range bob.dataFrom("alice") {
 		if d.payload == "to-bob" {
 			require.Equal(t, "t1", d.topic)

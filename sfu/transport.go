@@ -183,6 +183,10 @@ func newSettingEngine(cfg *Config, lf pionLoggerFactory) (webrtc.SettingEngine, 
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(10*time.Second, 20*time.Second, 2*time.Second)
 	se.DisableActiveTCP(true)
+	// pion's data channel read loop allocates a 64 KiB buffer per channel
+	// (four per participant); detached channels are read with a small
+	// buffer that grows only for large messages (data.go).
+	se.DetachDataChannels()
 
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	r := cfg.RTC
