@@ -1,7 +1,9 @@
 package loadtest
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +41,9 @@ type PublishOptions struct {
 	FPS        int           // default 30
 	KeyEvery   time.Duration // periodic key frame; default 2 s (plus one per PLI)
 	AudioBytes int           // bytes per 20 ms audio frame; default 80
+	// AudioLevel is sent as ssrc-audio-level (-dBov: 0 loudest, 127
+	// silence); 0 means 127. Speech is about 20-40.
+	AudioLevel uint8
 }
 
 func (o *PublishOptions) defaults() {
@@ -53,6 +58,9 @@ func (o *PublishOptions) defaults() {
 	}
 	if o.AudioBytes <= 0 {
 		o.AudioBytes = 80
+	}
+	if o.AudioLevel == 0 || o.AudioLevel > 127 {
+		o.AudioLevel = 127
 	}
 }
 
@@ -134,13 +142,25 @@ func StartPublisher(room *lksdk.Room, opts PublishOptions) (*Publisher, error) {
 			p.wantKey[i].Store(true)
 		}
 	}
+	// lksdk's write worker paces the samples and honours dynacast (it
+	// skips layers the server disabled).
 	if p.audio != nil {
 		p.wg.Add(1)
-		go p.writeAudio()
+		if err := p.audio.StartWrite(&audioProvider{p: p, marker: AudioMarker(p.identity)}, p.wg.Done); err != nil {
+			p.wg.Done()
+			return nil, fmt.Errorf("failed to start audio: %w", err)
+		}
 	}
-	if len(p.video) > 0 {
+	for i, l := range opts.Layers {
+		if i >= len(p.video) {
+			break
+		}
 		p.wg.Add(1)
-		go p.writeVideo()
+		vp := &videoProvider{p: p, i: i, layer: l, marker: VideoMarker(p.identity, l.Quality), lastKey: time.Now()}
+		if err := p.video[i].StartWrite(vp, p.wg.Done); err != nil {
+			p.wg.Done()
+			return nil, fmt.Errorf("failed to start video: %w", err)
+		}
 	}
 	return p, nil
 }
@@ -151,53 +171,64 @@ func (p *Publisher) Stop() {
 	p.wg.Wait()
 }
 
-func (p *Publisher) writeAudio() {
-	defer p.wg.Done()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	marker := AudioMarker(p.identity)
-	var seq uint32
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
-		}
-		seq++
-		_ = p.audio.WriteSample(media.Sample{Data: AudioFrame(marker, seq, p.opts.AudioBytes), Duration: 20 * time.Millisecond}, nil)
-	}
+// audioProvider produces 20 ms synthetic audio frames.
+type audioProvider struct {
+	lksdk.BaseSampleProvider
+	p      *Publisher
+	marker string
+	seq    uint32
 }
 
-func (p *Publisher) writeVideo() {
-	defer p.wg.Done()
-	frameDur := time.Second / time.Duration(p.opts.FPS)
-	tick := time.NewTicker(frameDur)
-	defer tick.Stop()
-	markers := make([]string, len(p.opts.Layers))
+func (a *audioProvider) NextSample(context.Context) (media.Sample, error) {
+	select {
+	case <-a.p.stop:
+		return media.Sample{}, io.EOF
+	default:
+	}
+	a.seq++
+	return media.Sample{Data: AudioFrame(a.marker, a.seq, a.p.opts.AudioBytes), Duration: 20 * time.Millisecond}, nil
+}
+
+// CurrentAudioLevel is sent in the ssrc-audio-level extension (-dBov,
+// 127 silence).
+func (a *audioProvider) CurrentAudioLevel() uint8 { return a.p.opts.AudioLevel }
+
+// videoProvider produces the frames of one simulcast layer: a key frame
+// every KeyEvery and after each PLI/FIR, inter frames otherwise.
+type videoProvider struct {
+	lksdk.BaseSampleProvider
+	p       *Publisher
+	i       int
+	layer   Layer
+	marker  string
+	seq     uint32
+	lastKey time.Time
+}
+
+func (v *videoProvider) NextSample(context.Context) (media.Sample, error) {
+	select {
+	case <-v.p.stop:
+		return media.Sample{}, io.EOF
+	default:
+	}
+	v.seq++
+	now := time.Now()
+	key := v.p.wantKey[v.i].Swap(false) || now.Sub(v.lastKey) >= v.p.opts.KeyEvery
+	size := v.layer.FrameBytes
+	if key {
+		v.lastKey = now
+		size *= 3
+	}
+	dur := time.Second / time.Duration(v.p.opts.FPS)
+	return media.Sample{Data: VP8Frame(key, v.layer.Width, v.layer.Height, v.marker, v.seq, size), Duration: dur}, nil
+}
+
+// VideoLayer returns the local track of a simulcast layer, or nil.
+func (p *Publisher) VideoLayer(q livekit.VideoQuality) *lksdk.LocalTrack {
 	for i, l := range p.opts.Layers {
-		markers[i] = VideoMarker(p.identity, l.Quality)
-	}
-	var seq uint32
-	lastKey := time.Now()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
-		}
-		seq++
-		periodic := time.Since(lastKey) >= p.opts.KeyEvery
-		if periodic {
-			lastKey = time.Now()
-		}
-		for i, l := range p.opts.Layers {
-			key := periodic || p.wantKey[i].Swap(false)
-			size := l.FrameBytes
-			if key {
-				size *= 3
-			}
-			frame := VP8Frame(key, l.Width, l.Height, markers[i], seq, size)
-			_ = p.video[i].WriteSample(media.Sample{Data: frame, Duration: frameDur}, nil)
+		if l.Quality == q && i < len(p.video) {
+			return p.video[i]
 		}
 	}
+	return nil
 }

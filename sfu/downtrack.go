@@ -153,6 +153,7 @@ func (dt *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamete
 	dt.sub.s.goAdd(func() { dt.rtcpLoop(reader) })
 	if dt.track.addDownTrack(dt) {
 		dt.selectLayer()
+		dt.track.dynacast(time.Now())
 	}
 	return chosen, nil
 }
@@ -450,6 +451,7 @@ func (dt *downTrack) applySettings(s *livekit.UpdateTrackSettings) {
 		dt.pref.Store(pref)
 	}
 	dt.selectLayer()
+	dt.track.dynacast(time.Now())
 }
 
 func (dt *downTrack) preferredLayer() int32 { return dt.pref.Load() }
@@ -457,6 +459,7 @@ func (dt *downTrack) preferredLayer() int32 { return dt.pref.Load() }
 func (dt *downTrack) setBandwidthCap(l int32) {
 	if dt.bweCap.Swap(l) != l {
 		dt.selectLayer()
+		dt.track.dynacast(time.Now())
 	}
 }
 

@@ -5,12 +5,12 @@ import (
 	"net"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 )
 
@@ -121,11 +121,11 @@ func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
 // sendBatch collects the encrypted copies of one incoming packet and sends
 // them with one sendmmsg. It belongs to one read loop.
 type sendBatch struct {
-	pc   *ipv4.PacketConn
-	bufs [][]byte
-	msgs []ipv4.Message
-	n    int
-	err  atomic.Uint64 // failed sends, for debugging
+	pc     *ipv4.PacketConn
+	bufs   [][]byte
+	msgs   []ipv4.Message
+	n      int
+	errors prometheus.Counter
 }
 
 // next returns a 1500-byte buffer for the next message.
@@ -145,14 +145,16 @@ func (b *sendBatch) add(pkt []byte, addr *net.UDPAddr) {
 	b.n++
 }
 
-// flush sends the queued messages.
+// flush sends the queued messages. sendmmsg stops at the first message
+// that fails (and reports the error on the next call): that one is
+// skipped, the rest is sent.
 func (b *sendBatch) flush() {
 	msgs := b.msgs[:b.n]
 	for len(msgs) > 0 {
 		n, err := b.pc.WriteBatch(msgs, 0)
-		if err != nil {
-			b.err.Add(uint64(len(msgs)))
-			break
+		if err != nil || n == 0 {
+			b.errors.Inc()
+			n = 1
 		}
 		msgs = msgs[n:]
 	}

@@ -176,6 +176,17 @@ func init() {
 // join connects identity to room with auto-subscribe.
 func (ts *testServer) join(t *testing.T, roomName, identity string, mut func(*auth.VideoGrant), opts ...lksdk.ConnectOption) *client {
 	t.Helper()
+	return ts.connect(t, roomName, identity, mut, nil, opts...)
+}
+
+// joinWith is join with extra room callbacks.
+func (ts *testServer) joinWith(t *testing.T, roomName, identity string, extra func(*lksdk.RoomCallback)) *client {
+	t.Helper()
+	return ts.connect(t, roomName, identity, nil, extra)
+}
+
+func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(*auth.VideoGrant), extra func(*lksdk.RoomCallback), opts ...lksdk.ConnectOption) *client {
+	t.Helper()
 	c := &client{
 		t:            t,
 		identity:     identity,
@@ -226,6 +237,9 @@ func (ts *testServer) join(t *testing.T, roomName, identity string, mut func(*au
 		case c.disconnected <- r:
 		default:
 		}
+	}
+	if extra != nil {
+		extra(cb)
 	}
 	opts = append([]lksdk.ConnectOption{lksdk.WithAutoSubscribe(true)}, opts...)
 	room, err := lksdk.ConnectToRoomWithToken(ts.url, ts.token(t, roomName, identity, mut), cb, opts...)

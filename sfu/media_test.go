@@ -9,6 +9,7 @@ import (
 
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
@@ -123,4 +124,107 @@ func TestLoadtestRun(t *testing.T) {
 	require.Zero(t, rep.CorruptFrames)
 	require.True(t, rep.SFUMeasured)
 	require.Contains(t, out.String(), "sfu cpu / packet")
+}
+
+// layerPackets returns the packets the SFU received on a layer label.
+func (ts *testServer) layerPackets(t *testing.T, layer string) float64 {
+	t.Helper()
+	mfs, err := ts.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "gxconf_sfu_rtp_packets_in_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "layer" && l.GetValue() == layer {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestDynacast: when nobody wants the top layer the publisher is told to
+// pause it; asking for it again resumes it.
+func TestDynacast(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "dyn", "alice", nil)
+	bob := ts.join(t, "dyn", "bob", nil)
+	alice.publish(t, loadtest.PublishOptions{Video: true, Audio: true, FPS: 15})
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 15*time.Second)
+
+	pub := bob.publication("alice/video")
+	require.NoError(t, pub.SetVideoQuality(livekit.VideoQuality_LOW))
+	// The SFU's per-layer receive counters are flushed every ~1.2 s: the
+	// top layer is paused once two flushes in a row show no new packets.
+	var last []float64
+	require.Eventually(t, func() bool {
+		last = append(last, ts.layerPackets(t, "f"))
+		n := len(last)
+		return n >= 3 && last[n-1] > 0 && last[n-1] == last[n-3]
+	}, 20*time.Second, 700*time.Millisecond, "top layer not paused")
+	require.Greater(t, ts.layerPackets(t, "q"), 0.0)
+
+	require.NoError(t, pub.SetVideoQuality(livekit.VideoQuality_HIGH))
+	st := bob.stream("alice/video")
+	want := loadtest.VideoMarker("alice", livekit.VideoQuality_HIGH)
+	before := st.MarkerCount(want)
+	require.Eventually(t, func() bool { return st.MarkerCount(want) > before+5 }, 15*time.Second, 50*time.Millisecond, "top layer not resumed")
+}
+
+// TestSpeakersQualityRoomUpdate: speakers_changed from the audio level
+// extension, connection_quality and room_update reach the clients.
+func TestSpeakersQualityRoomUpdate(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	speakers := make(chan []lksdk.Participant, 16)
+	quality := make(chan *livekit.ConnectionQualityInfo, 64)
+	meta := make(chan string, 4)
+	bobCB := func(c *lksdk.RoomCallback) {
+		c.OnActiveSpeakersChanged = func(p []lksdk.Participant) {
+			select {
+			case speakers <- p:
+			default:
+			}
+		}
+		c.OnConnectionQualityChanged = func(u *livekit.ConnectionQualityInfo, p lksdk.Participant) {
+			select {
+			case quality <- u:
+			default:
+			}
+		}
+		c.OnRoomMetadataChanged = func(m string) { meta <- m }
+	}
+	alice := ts.join(t, "spk", "alice", nil)
+	bob := ts.joinWith(t, "spk", "bob", bobCB)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, AudioLevel: 20})
+	bob.waitAudio(t, "alice")
+	deadline := time.After(15 * time.Second)
+	for got := false; !got; {
+		select {
+		case ps := <-speakers:
+			for _, p := range ps {
+				got = got || p.Identity() == "alice"
+			}
+		case <-deadline:
+			t.Fatal("alice never became an active speaker")
+		}
+	}
+	select {
+	case u := <-quality:
+		require.NotEqual(t, livekit.ConnectionQuality_LOST, u.GetQuality())
+	case <-time.After(15 * time.Second):
+		t.Fatal("no connection quality update")
+	}
+	_, err := ts.srv.RoomService().UpdateRoomMetadata(context.Background(), &livekit.UpdateRoomMetadataRequest{Room: "spk", Metadata: "topic"})
+	require.NoError(t, err)
+	select {
+	case m := <-meta:
+		require.Equal(t, "topic", m)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no room update")
+	}
 }

@@ -53,6 +53,7 @@ type Participant struct {
 	closed          bool
 	lastReliableSeq uint32
 
+	ansMu         sync.Mutex // held while answering a publisher offer
 	negMu         sync.Mutex
 	offerInFlight bool
 	negAgain      bool
@@ -162,6 +163,15 @@ func (p *Participant) wirePeerConnections() {
 			b, err := json.Marshal(c.ToJSON())
 			if err != nil {
 				return
+			}
+			// Candidates follow the description they belong to: wait
+			// until a negotiation in progress has queued it.
+			if target == livekit.SignalTarget_SUBSCRIBER {
+				p.negMu.Lock()
+				p.negMu.Unlock() //nolint:staticcheck // empty critical section orders the sends
+			} else {
+				p.ansMu.Lock()
+				p.ansMu.Unlock() //nolint:staticcheck
 			}
 			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
 				CandidateInit: string(b), Target: target,
@@ -357,6 +367,8 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 }
 
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
+	p.ansMu.Lock()
+	defer p.ansMu.Unlock()
 	p.recordOfferMids(sd.GetSdp())
 	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		return err
@@ -797,7 +809,11 @@ func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) 
 	}
 	for _, t := range pubs {
 		pk, by, lost, plis := t.takeCounters()
-		m.packetsIn.Add(float64(pk))
+		for i, n := range pk {
+			if n > 0 {
+				m.packetsIn.WithLabelValues(t.layerLabel(i)).Add(float64(n))
+			}
+		}
 		m.bytesIn.Add(float64(by))
 		m.packetsLost.Add(float64(lost))
 		m.plis.Add(float64(plis))

@@ -39,6 +39,9 @@ type publishedTrack struct {
 	closed bool
 	codec  webrtc.RTPCodecParameters
 
+	dynMax        int32     // highest layer the publisher was told to send
+	dynLowerSince time.Time // when fewer layers became enough
+
 	dtMu sync.Mutex
 	dts  atomic.Pointer[[]*downTrack]
 
@@ -49,7 +52,7 @@ type publishedTrack struct {
 }
 
 func newPublishedTrack(owner *Participant, info *livekit.TrackInfo, cid string, kind webrtc.RTPCodecType) *publishedTrack {
-	t := &publishedTrack{owner: owner, sid: info.Sid, cid: cid, kind: kind, created: time.Now(), info: info}
+	t := &publishedTrack{owner: owner, sid: info.Sid, cid: cid, kind: kind, created: time.Now(), info: info, dynMax: maxLayers - 1}
 	empty := []*downTrack{}
 	t.dts.Store(&empty)
 	return t
@@ -141,6 +144,7 @@ func (t *publishedTrack) addLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPRe
 		isKey:  keyframeDetector(remote.Codec().MimeType),
 	}
 	l.batch.pc = t.owner.s.batchConn
+	l.batch.errors = t.owner.s.metrics.sendErrors
 	if cacheSize > 0 {
 		l.cache = newPacketCache(cacheSize)
 	}
@@ -288,14 +292,16 @@ func (t *publishedTrack) periodic(now time.Time) (float64, bool) {
 	if changed {
 		t.layerAdded()
 	}
+	t.dynacast(now)
 	if recv+lost == 0 {
 		return 0, false
 	}
 	return float64(lost) / float64(recv+lost), true
 }
 
-// takeCounters returns the counters since the last call (for metrics).
-func (t *publishedTrack) takeCounters() (packets, bytes, lost, plis uint64) {
+// takeCounters returns the counters since the last call (for metrics);
+// packets are per layer.
+func (t *publishedTrack) takeCounters() (packets [maxLayers]uint64, bytes, lost, plis uint64) {
 	for i := 0; i < maxLayers; i++ {
 		l := t.layer(i)
 		if l == nil {
@@ -303,7 +309,7 @@ func (t *publishedTrack) takeCounters() (packets, bytes, lost, plis uint64) {
 		}
 		l.statMu.Lock()
 		pk, by, lo, pl := l.packets.Load(), l.bytes.Load(), l.lost.Load(), l.plis.Load()
-		packets += pk - l.flushedPackets
+		packets[i] += pk - l.flushedPackets
 		bytes += by - l.flushedBytes
 		lost += lo - l.flushedLost
 		plis += pl - l.flushedPLIs
@@ -419,6 +425,11 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	}
 	l.packets.Add(1)
 	l.bytes.Add(uint64(len(pkt)))
+	if !l.live.Load() {
+		// A paused layer (dynacast, congestion) resumed.
+		l.live.Store(true)
+		l.t.layerAdded()
+	}
 
 	t := l.t
 	keyframe := t.kind == webrtc.RTPCodecTypeAudio // audio may start anywhere
@@ -684,4 +695,21 @@ func parseVP8Pic(p []byte) (vp8Pic, bool) {
 		v.tl0 = p[n]
 	}
 	return v, true
+}
+
+// layerLabel names layer i for metrics.
+func (t *publishedTrack) layerLabel(i int) string {
+	if t.kind == webrtc.RTPCodecTypeAudio {
+		return "audio"
+	}
+	t.mu.Lock()
+	rid := ""
+	if l := t.layers[i]; l != nil {
+		rid = l.remote.RID()
+	}
+	t.mu.Unlock()
+	if rid == "" {
+		return "video"
+	}
+	return rid
 }

@@ -73,9 +73,16 @@ func TestJoinResponse(t *testing.T) {
 	require.EqualValues(t, 15, j.GetPingTimeout())
 	require.Equal(t, livekit.ClientConfigSetting_DISABLED, j.GetClientConfiguration().GetResumeConnection())
 
-	// The subscriber offer follows (subscriber primary), with data channels.
-	off := readSignal(t, ws).GetOffer()
-	require.NotNil(t, off)
+	// The subscriber offer follows (subscriber primary), with data channels,
+	// before any subscriber candidate; room broadcasts may come between.
+	var off *livekit.SessionDescription
+	for off == nil {
+		m := readSignal(t, ws)
+		if tr := m.GetTrickle(); tr != nil {
+			require.NotEqual(t, livekit.SignalTarget_SUBSCRIBER, tr.GetTarget(), "candidate before the offer")
+		}
+		off = m.GetOffer()
+	}
 	require.Contains(t, off.GetSdp(), "m=application")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
