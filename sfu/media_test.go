@@ -228,3 +228,25 @@ func TestSpeakersQualityRoomUpdate(t *testing.T) {
 		t.Fatal("no room update")
 	}
 }
+
+// TestUnpublish: a track the client unpublishes disappears for the others.
+func TestUnpublish(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "unp", "alice", nil)
+	unpublished := make(chan string, 4)
+	bob := ts.joinWith(t, "unp", "bob", func(c *lksdk.RoomCallback) {
+		c.OnTrackUnpublished = func(pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) { unpublished <- pub.SID() }
+	})
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	bob.waitMedia(t, []string{"alice"}, 3, 10, 15*time.Second)
+	sid := alice.pub.VideoPub.SID()
+	require.NoError(t, alice.room.LocalParticipant.UnpublishTrack(sid))
+	select {
+	case got := <-unpublished:
+		require.Equal(t, sid, got)
+	case <-time.After(15 * time.Second):
+		t.Fatal("bob did not see the track unpublished")
+	}
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_published_tracks") == 1 }, 10*time.Second, 50*time.Millisecond)
+}

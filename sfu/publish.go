@@ -232,6 +232,48 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	}
 }
 
+// layerEnded is called when a stream's read loop ends. When every stream
+// of a track ended while the participant stays (the client removed the
+// track by renegotiation), the track is unpublished.
+func (p *Participant) layerEnded(l *layerRecv) {
+	l.ended.Store(true)
+	if p.isClosed() {
+		return
+	}
+	t := l.t
+	t.mu.Lock()
+	for _, o := range t.layers {
+		if o != nil && !o.ended.Load() {
+			t.mu.Unlock()
+			return
+		}
+	}
+	t.mu.Unlock()
+	p.unpublish(t)
+}
+
+// unpublish removes a track: the others see it gone from the
+// participant's info and lose their subscriptions; the publisher gets
+// track_unpublished.
+func (p *Participant) unpublish(t *publishedTrack) {
+	p.mu.Lock()
+	if p.published[t.sid] != t {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.published, t.sid)
+	delete(p.pending, t.cid)
+	p.changedLocked()
+	p.mu.Unlock()
+	if t.close() {
+		p.s.metrics.tracks.Dec()
+	}
+	p.log.Debug().Str("track_sid", t.sid).Msg("track unpublished")
+	p.publishUpdate(false)
+	p.room.trackGone(t)
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_TrackUnpublished{TrackUnpublished: &livekit.TrackUnpublishedResponse{TrackSid: t.sid}}})
+}
+
 // liveTracks returns the participant's tracks that receive media.
 func (p *Participant) liveTracks() []*publishedTrack {
 	p.mu.Lock()

@@ -344,6 +344,7 @@ type layerRecv struct {
 
 	lastPLI atomic.Int64
 	live    atomic.Bool
+	ended   atomic.Bool // the stream ended (publisher removed it)
 
 	// read loop only
 	highest uint16
@@ -385,6 +386,7 @@ func (l *layerRecv) readLoop() {
 	for {
 		n, _, err := l.remote.Read(buf)
 		if err != nil {
+			l.t.owner.layerEnded(l)
 			return
 		}
 		l.handle(buf[:n], &h)
