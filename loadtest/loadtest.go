@@ -129,6 +129,10 @@ type participant struct {
 
 // Run joins Rooms × (Publishers + Subscribers) participants, lets them run
 // for Warmup + Duration, writes a report to out and returns it.
+//
+// It sets server-sdk-go's process-wide logger to errors only: the SDK's
+// pion logs otherwise go to the standard logger at debug level, one line
+// per duplicated packet under loss, which costs the generator CPU.
 func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (*Report, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
@@ -137,6 +141,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	if err != nil {
 		return nil, err
 	}
+	lksdk.SetLogger(sdkLog)
 	rep := &Report{}
 	var rssStart uint64
 	if opts.SFUPid > 0 {
