@@ -10,6 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// maxTracksPerParticipant bounds add_track requests per session.
+const maxTracksPerParticipant = 32
+
 // pendingTrack is an add_track request waiting for its media.
 type pendingTrack struct {
 	cid  string
@@ -52,6 +55,11 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 	if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) {
 		p.mu.Unlock()
 		refuse(livekit.RequestResponse_NOT_ALLOWED, "does not have permission to publish "+strings.ToLower(source.String()))
+		return
+	}
+	if len(p.published) >= maxTracksPerParticipant {
+		p.mu.Unlock()
+		refuse(livekit.RequestResponse_LIMIT_EXCEEDED, "too many tracks")
 		return
 	}
 	if pt := p.pending[req.GetCid()]; pt != nil {

@@ -146,6 +146,8 @@ func (s *Server) Run(ctx context.Context) error {
 	l, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		_ = s.shutdown()
+		s.wg.Wait()
+		_ = s.socks.close()
 		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.httpAddr = l.Addr()
