@@ -32,6 +32,16 @@ type seqEntry struct {
 // may still be in flight.
 const rtxInterval = 100 // ms
 
+// Retransmission budget: every forwarded packet earns one token, a
+// retransmission costs rtxCost, at most rtxBurst tokens are kept. So
+// retransmissions stay under a quarter of the forwarded rate, and a
+// receiver that drops because it is overloaded cannot trigger a NACK
+// storm that overloads it further.
+const (
+	rtxCost  = 4
+	rtxBurst = 256
+)
+
 // downTrack forwards one published track to one subscriber. It is pion's
 // TrackLocal for the subscriber connection. writeRTP is called inline by
 // the publisher's read loops; only the layer being forwarded takes mu, so
@@ -70,6 +80,7 @@ type downTrack struct {
 	lastOutTs  uint32
 	lastAt     int64
 	seqMap     []seqEntry
+	rtxTokens  int
 	scratch    []byte
 
 	// VP8 picture id / tl0picidx continuity across layer switches
@@ -285,6 +296,9 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	}
 	dt.packets++
 	dt.bytes += uint64(len(payload))
+	if dt.rtxTokens < rtxBurst {
+		dt.rtxTokens++
+	}
 	if b != nil {
 		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
 			buf := b.next()
@@ -525,9 +539,10 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 		return
 	}
 	nowMs := uint32(monoNow() / int64(time.Millisecond))
-	if e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval {
+	if (e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval) || dt.rtxTokens < rtxCost {
 		return
 	}
+	dt.rtxTokens -= rtxCost
 	e.rtxAt = max(nowMs, 1)
 	l := dt.track.layer(int(e.layer))
 	if l == nil || l.cache == nil {
