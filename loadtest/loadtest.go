@@ -43,6 +43,11 @@ type Options struct {
 	// default (highest).
 	Quality string // "low", "medium", "high" or ""
 
+	// ClientSocketBuffer is the SO_RCVBUF set on the clients' UDP sockets
+	// after joining (default 4 MiB, capped by net.core.rmem_max; negative
+	// leaves the system default).
+	ClientSocketBuffer int
+
 	// SFUPid, when set, is the server process whose CPU time (utime+stime
 	// over the window) and RSS (/proc/<pid>) are reported.
 	SFUPid int
@@ -71,6 +76,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Grace <= 0 {
 		o.Grace = time.Second
+	}
+	if o.ClientSocketBuffer == 0 {
+		o.ClientSocketBuffer = 4 << 20
 	}
 	if o.RoomPrefix == "" {
 		o.RoomPrefix = "loadtest"
@@ -252,7 +260,11 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		}
 	}
 	wg.Wait()
-	log.Info().Int("participants", len(parts)).Int("failed", failures).Msg("all joined")
+	sockets := 0
+	if opts.ClientSocketBuffer > 0 {
+		sockets = raiseUDPBuffers(opts.ClientSocketBuffer)
+	}
+	log.Info().Int("participants", len(parts)).Int("failed", failures).Int("udp_sockets_tuned", sockets).Msg("all joined")
 
 	perAV := 0
 	if !opts.NoAudio {
