@@ -423,7 +423,7 @@ func (p *Participant) negotiate() {
 		err = p.sub.SetLocalDescription(offer)
 	}
 	if err != nil {
-		if !p.isClosed() {
+		if !p.isClosed() && !errors.Is(err, webrtc.ErrConnectionClosed) {
 			p.log.Warn().Err(err).Msg("failed to create subscriber offer")
 		}
 		return
