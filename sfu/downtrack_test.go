@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"testing"
+	"time"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
@@ -79,4 +80,59 @@ func TestLayerSwitchRewrites(t *testing.T) {
 		}
 	}
 	require.EqualValues(t, 2, dt.current.Load())
+}
+
+// TestNACKRetransmit: a NACKed packet is replayed from the publisher's
+// cache with the subscriber's numbering, once per rtxInterval.
+func TestNACKRetransmit(t *testing.T) {
+	l, _ := benchTrack(0)
+	tr := l.t
+	dt := newDownTrack(&Participant{s: tr.owner.s}, tr)
+	w := &captureWriter{}
+	dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, 7, 97, 90000
+	dt.target.Store(0)
+	tr.addDownTrack(dt)
+
+	var h rtp.Header
+	for i := 0; i < 20; i++ {
+		l.handle(vp8Packet(uint16(500+i), i == 0, 300), &h)
+	}
+	require.Len(t, w.hdrs, 20)
+	lost := w.hdrs[7]
+	dt.retransmit(lost.SequenceNumber)
+	require.Len(t, w.hdrs, 21)
+	got := w.hdrs[20]
+	require.Equal(t, lost.SequenceNumber, got.SequenceNumber)
+	require.Equal(t, lost.Timestamp, got.Timestamp)
+	require.EqualValues(t, 7, got.SSRC)
+	require.Equal(t, w.payloads[7], w.payloads[20])
+	dt.retransmit(lost.SequenceNumber)        // throttled
+	dt.retransmit(lost.SequenceNumber + 1000) // unknown
+	require.Len(t, w.hdrs, 21)
+}
+
+// TestBandwidthCapsLayer: a low REMB estimate moves a subscriber to the
+// layer that fits; a stale one lifts the cap.
+func TestBandwidthCapsLayer(t *testing.T) {
+	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_v", Simulcast: true}, "c", webrtc.RTPCodecTypeVideo)
+	for i, br := range []uint64{150_000, 500_000, 1_700_000} {
+		l := &layerRecv{t: tr, idx: i}
+		l.live.Store(true)
+		l.bitrate.Store(br)
+		tr.layers[i] = l
+	}
+	sub := &Participant{s: tr.owner.s}
+	dt := newDownTrack(sub, tr)
+	dt.pref.Store(2)
+	now := time.Now()
+	sub.remb.Store(800_000)
+	sub.rembAt.Store(now.UnixNano())
+	sub.allocateBandwidth([]*downTrack{dt}, now)
+	require.EqualValues(t, 1, dt.bweCap.Load())
+	require.EqualValues(t, 1, dt.target.Load())
+	sub.remb.Store(100_000)
+	sub.allocateBandwidth([]*downTrack{dt}, now)
+	require.EqualValues(t, 0, dt.target.Load(), "lowest layer even below the estimate")
+	sub.allocateBandwidth([]*downTrack{dt}, now.Add(10*time.Second))
+	require.EqualValues(t, 2, dt.target.Load())
 }
