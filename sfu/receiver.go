@@ -17,6 +17,11 @@ import (
 // maxLayers is the number of simulcast layers: q, h, f.
 const maxLayers = 3
 
+// layerTimeout is how long a layer may send nothing before it counts as
+// paused (a 30 fps layer sends a packet every 33 ms; publishers pause
+// layers for dynacast or congestion).
+const layerTimeout = 1500 * time.Millisecond
+
 // audioActiveLevel is the ssrc-audio-level (-dBov) at or below which a
 // packet counts as speech, as livekit-server does.
 const audioActiveLevel = 35
@@ -279,8 +284,9 @@ func (t *publishedTrack) periodic(now time.Time) (float64, bool) {
 			l.bitrate.Store(uint64(float64(by-l.lastBytes) * 8 / dtSec))
 			recv += pk - l.lastPackets
 			lost += lo - l.lastLost
+			// Time based, so a late or doubled tick cannot flap a layer.
 			wasLive := l.live.Load()
-			isLive := pk != l.lastPackets
+			isLive := monoNow()-l.lastPkt.Load() < int64(layerTimeout)
 			if wasLive != isLive {
 				l.live.Store(isLive)
 				changed = true
@@ -344,6 +350,7 @@ type layerRecv struct {
 
 	lastPLI atomic.Int64
 	live    atomic.Bool
+	lastPkt atomic.Int64 // monoNow of the last packet
 	ended   atomic.Bool // the stream ended (publisher removed it)
 
 	// read loop only
@@ -430,6 +437,8 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	}
 	l.packets.Add(1)
 	l.bytes.Add(uint64(len(pkt)))
+	now := monoNow()
+	l.lastPkt.Store(now)
 	if !l.live.Load() {
 		// A paused layer (dynacast, congestion) resumed.
 		l.live.Store(true)
@@ -451,7 +460,6 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 			}
 		}
 	}
-	now := monoNow()
 	b := &l.batch
 	if b.pc == nil {
 		b = nil
