@@ -104,7 +104,7 @@ type Report struct {
 	PacketsReceived uint64
 	BytesReceived   uint64
 	BitrateMbps     float64 // aggregate received
-	LossPercent     float64 // RTP sequence gaps after the grace period
+	LossPercent     float64 // RTP sequence gaps within the window (streams past their grace period)
 	CorruptFrames   uint64
 
 	GeneratorCPUPercent float64 // this process, % of one core over the window
@@ -305,7 +305,24 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		}
 		return
 	}
+	type mark struct{ highest, received uint64 }
+	marks := func() map[*StreamStats]mark {
+		m := map[*StreamStats]mark{}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range parts {
+			p.mu.Lock()
+			for _, s := range p.streams {
+				if h, r, ok := s.counts(); ok {
+					m[s] = mark{h, r}
+				}
+			}
+			p.mu.Unlock()
+		}
+		return m
+	}
 	pk0, by0 := sum()
+	marks0 := marks()
 	self0, _ := readProc(0)
 	drops0, _ := udpRcvbufErrors()
 	var sfu0 procStats
@@ -318,6 +335,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	}
 	window := time.Since(t0)
 	pk1, by1 := sum()
+	marks1 := marks()
 	self1, _ := readProc(0)
 	drops1, _ := udpRcvbufErrors()
 	rep.HostUDPDrops = drops1 - drops0
@@ -342,14 +360,22 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 			}
 		}
 	}
+	// Loss over the window only: sequence numbers the streams advanced by
+	// against packets that arrived (streams counted at both ends).
 	var expected, received uint64
+	for s, m1 := range marks1 {
+		m0, ok := marks0[s]
+		if !ok {
+			continue
+		}
+		e, r := m1.highest-m0.highest, m1.received-m0.received
+		expected += e
+		received += min(r, e)
+	}
 	mu.Lock()
 	for _, p := range parts {
 		p.mu.Lock()
 		for _, s := range p.streams {
-			e, r := s.Loss()
-			expected += e
-			received += min(r, e)
 			rep.CorruptFrames += s.Corrupt.Load()
 		}
 		p.mu.Unlock()

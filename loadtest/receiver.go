@@ -57,6 +57,14 @@ func (s *StreamStats) Loss() (expected, received uint64) {
 	return s.highest - s.baseSeq + 1, s.received
 }
 
+// counts returns the highest extended sequence number and the packets
+// counted so far (zero before the grace period ended).
+func (s *StreamStats) counts() (highest, received uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.highest, s.received, s.counting
+}
+
 func (s *StreamStats) packet(seq uint16, grace time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
