@@ -351,7 +351,7 @@ type layerRecv struct {
 	lastPLI atomic.Int64
 	live    atomic.Bool
 	lastPkt atomic.Int64 // monoNow of the last packet
-	ended   atomic.Bool // the stream ended (publisher removed it)
+	ended   atomic.Bool  // the stream ended (publisher removed it)
 
 	// read loop only
 	highest uint16
