@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
@@ -53,7 +54,10 @@ func readSignal(t *testing.T, ws *websocket.Conn) *livekit.SignalResponse {
 // TestJoinResponse checks the first message and ping/pong over a raw socket.
 func TestJoinResponse(t *testing.T) {
 	verifyNoLeaks(t)
-	ts := startServer(t, nil)
+	ts := startServer(t, func(c *sfuConfig) {
+		c.RTC.STUNServers = []string{"127.0.0.1:3478"}
+		c.RTC.TURNServers = []sfu.TURNServer{{URLs: []string{"turn:127.0.0.1:3478?transport=udp"}, Username: "u", Credential: "c"}}
+	})
 	bob := ts.join(t, "jr", "bob", nil)
 	ws, first := rawJoin(t, ts, "jr", "alice", "")
 	defer ws.CloseNow()
@@ -72,6 +76,10 @@ func TestJoinResponse(t *testing.T) {
 	require.EqualValues(t, 5, j.GetPingInterval())
 	require.EqualValues(t, 15, j.GetPingTimeout())
 	require.Equal(t, livekit.ClientConfigSetting_DISABLED, j.GetClientConfiguration().GetResumeConnection())
+	require.Len(t, j.GetIceServers(), 2)
+	require.Equal(t, []string{"stun:127.0.0.1:3478"}, j.GetIceServers()[0].GetUrls())
+	require.Equal(t, "u", j.GetIceServers()[1].GetUsername())
+	require.Equal(t, "c", j.GetIceServers()[1].GetCredential())
 
 	// The subscriber offer follows (subscriber primary), with data channels,
 	// before any subscriber candidate; room broadcasts may come between.
