@@ -50,7 +50,9 @@ func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
 
 // handleSignal processes one request; it returns true on leave.
 func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
-	p.log.Trace().Str("type", fmt.Sprintf("%T", req.Message)).Msg("signal request")
+	if e := p.log.Trace(); e.Enabled() {
+		e.Str("type", fmt.Sprintf("%T", req.Message)).Msg("signal request")
+	}
 	switch m := req.Message.(type) {
 	case *livekit.SignalRequest_Offer:
 		if err := p.handleOffer(m.Offer); err != nil {
