@@ -5,4 +5,35 @@
 // livekit.RoomService API. All state is in memory.
 //
 // It must not import any other gxconf package.
+//
+// # Signalling
+//
+// Clients use the v0 protocol on /rtc with two peer connections (publisher:
+// the client offers; subscriber: the SFU offers, with _reliable and _lossy
+// data channels, right after the JoinResponse). /rtc/v1 (single peer
+// connection) is NOT implemented: /rtc/v1 and /rtc/v1/validate answer 404
+// with "Access-Control-Allow-Origin: *", which makes livekit-client 2.x
+// fall back to /rtc in dual peer connection mode; /rtc/validate never
+// answers 404 except for a missing room. A "join_request" on /rtc (the Go
+// SDK's single peer connection mode) is refused with 400. Resume is not
+// implemented either: JoinResponse disables it and a reconnect=1 request
+// gets Leave{RECONNECT}, so clients do a full rejoin (a join with an
+// identity already present replaces that session, DUPLICATE_IDENTITY).
+//
+// # Forwarding
+//
+// Each incoming RTP stream (one per simulcast layer) has one read loop
+// that forwards every packet inline to the downtracks of a copy-on-write
+// snapshot: no channel hop, no allocation, no shared lock per packet.
+// Subscriber connections over the UDP mux socket use the direct send path
+// (fastpath.go): SRTP is applied by the SFU and the copies of one packet
+// go out with one sendmmsg. Everything else (RTCP, ICE, DTLS, SCTP, other
+// transports) is pion's.
+//
+// # Concurrency
+//
+// Server.mu guards the room map; Room.mu the participants; Participant.mu
+// its tracks and subscriptions; downTrack.mu its munging state. Locks are
+// taken in that order and never held while calling into pion. Every
+// goroutine is counted in Server.wg, which Run waits for.
 package sfu

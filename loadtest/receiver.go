@@ -1,0 +1,161 @@
+package loadtest
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+// StreamStats counts what arrived on one received track.
+type StreamStats struct {
+	Packets atomic.Uint64
+	Bytes   atomic.Uint64
+	Frames  atomic.Uint64 // intact frames (video) or payloads (audio)
+	Corrupt atomic.Uint64 // frames or payloads failing the pattern check
+
+	mu         sync.Mutex
+	lastMarker string
+	markers    map[string]uint64
+	// loss accounting after the grace period
+	start     time.Time
+	counting  bool
+	baseSeq   uint64 // extended sequence number of the first counted packet
+	highest   uint64
+	received  uint64
+	cycles    uint64
+	lastRaw   uint16
+	haveFirst bool
+}
+
+// LastMarker returns the marker of the last intact frame (for video
+// "identity/q|h|f").
+func (s *StreamStats) LastMarker() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastMarker
+}
+
+// MarkerCount returns how many intact frames carried marker.
+func (s *StreamStats) MarkerCount(marker string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.markers[marker]
+}
+
+// Loss returns expected and received packet counts since the grace period.
+func (s *StreamStats) Loss() (expected, received uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.counting {
+		return 0, 0
+	}
+	return s.highest - s.baseSeq + 1, s.received
+}
+
+// counts returns the highest extended sequence number and the packets
+// counted so far (zero before the grace period ended).
+func (s *StreamStats) counts() (highest, received uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.highest, s.received, s.counting
+}
+
+func (s *StreamStats) packet(seq uint16, grace time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if !s.haveFirst {
+		s.haveFirst, s.start, s.lastRaw = true, now, seq
+	}
+	if seq < 0x1000 && s.lastRaw > 0xf000 {
+		s.cycles += 1 << 16
+	}
+	ext := s.cycles + uint64(seq)
+	if seq > 0xf000 && s.lastRaw < 0x1000 && s.cycles > 0 {
+		ext -= 1 << 16 // late packet from before the wrap
+	}
+	if int16(seq-s.lastRaw) > 0 {
+		s.lastRaw = seq
+	}
+	if !s.counting {
+		if now.Sub(s.start) < grace {
+			return
+		}
+		s.counting, s.baseSeq, s.highest = true, ext, ext
+	}
+	if ext < s.baseSeq {
+		return
+	}
+	if ext > s.highest {
+		s.highest = ext
+	}
+	s.received++
+}
+
+func (s *StreamStats) frame(marker string) {
+	s.mu.Lock()
+	s.lastMarker = marker
+	if s.markers == nil {
+		s.markers = map[string]uint64{}
+	}
+	s.markers[marker]++
+	s.mu.Unlock()
+	s.Frames.Add(1)
+}
+
+// ReadTrack reads a subscribed track until it ends, checking every payload
+// built by this package. Video frames are reassembled from VP8 packets.
+func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) {
+	video := strings.EqualFold(track.Codec().MimeType, webrtc.MimeTypeVP8)
+	var frame []byte
+	var lastSeq uint16
+	intact := false
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := track.Read(buf)
+		if err != nil {
+			return
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		st.Packets.Add(1)
+		st.Bytes.Add(uint64(n))
+		st.packet(pkt.SequenceNumber, grace)
+		if !video {
+			if marker, _, err := CheckAudioFrame(pkt.Payload); err == nil {
+				st.frame(marker)
+			} else {
+				st.Corrupt.Add(1)
+			}
+			continue
+		}
+		var vp8 codecs.VP8Packet
+		part, err := vp8.Unmarshal(pkt.Payload)
+		if err != nil {
+			intact = false
+			continue
+		}
+		if vp8.S == 1 && vp8.PID == 0 {
+			frame, intact = frame[:0], true
+		} else if pkt.SequenceNumber != lastSeq+1 {
+			intact = false
+		}
+		lastSeq = pkt.SequenceNumber
+		frame = append(frame, part...)
+		if pkt.Marker && intact {
+			intact = false
+			if marker, _, _, err := CheckVP8Frame(frame); err == nil {
+				st.frame(marker)
+			} else {
+				st.Corrupt.Add(1)
+			}
+		}
+	}
+}

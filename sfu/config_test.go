@@ -1,0 +1,58 @@
+package sfu
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.Keys = map[string]string{"APIkey": strings.Repeat("s", 40)}
+	return c
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := validConfig()
+	require.NoError(t, c.Validate())
+
+	tests := []struct {
+		name string
+		mut  func(*Config)
+		want []string
+	}{
+		{"no keys", func(c *Config) { c.Keys = nil }, []string{"keys: must contain at least one api key"}},
+		{"short secret", func(c *Config) { c.Keys = map[string]string{"k": "short"} }, []string{"keys.k: secret must be at least 32 characters"}},
+		{"udp port zero", func(c *Config) { c.RTC.UDPPort = 0 }, []string{"rtc.udp_port: must be 1-65535, got 0"}},
+		{"range with mux", func(c *Config) { c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 50000, 60000 }, []string{"rtc.port_range_start: is only used when rtc.udp_port is 0"}},
+		{"range ok", func(c *Config) { c.RTC.UDPPort = 0; c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 50000, 60000 }, nil},
+		{"range reversed", func(c *Config) { c.RTC.UDPPort = 0; c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 60000, 50000 }, []string{"rtc.port_range_end:"}},
+		{"bad node ip", func(c *Config) { c.RTC.NodeIP = "host" }, []string{"rtc.node_ip: must be an IP address"}},
+		{"bad nat", func(c *Config) { c.RTC.NAT1To1IPs = []string{"1.2.3.4/x"} }, []string{"rtc.nat_1to1_ips[0]:"}},
+		{"external ip needs stun", func(c *Config) { c.RTC.UseExternalIP = true }, []string{"rtc.use_external_ip: needs at least one"}},
+		{"turn", func(c *Config) { c.RTC.TURNServers = []TURNServer{{URLs: []string{"http://x"}}} }, []string{"rtc.turn_servers[0].urls[0]:", "rtc.turn_servers[0]: username and credential"}},
+		{"prefix", func(c *Config) { c.PathPrefix = "sfu/" }, []string{"path_prefix:"}},
+		{"ping", func(c *Config) { c.PingTimeout = time.Second }, []string{"ping_timeout:"}},
+		{"listen", func(c *Config) { c.Listen = "nope" }, []string{"listen: must be host:port"}},
+		{"many at once", func(c *Config) { c.Listen = ""; c.RTC.TCPPort = 70000; c.Room.MaxParticipants = -1 },
+			[]string{"listen: must be set", "rtc.tcp_port: must be 1-65535, got 70000", "room.max_participants:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mut(&c)
+			err := c.Validate()
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+			require.Len(t, strings.Split(err.Error(), "\n"), len(tc.want))
+		})
+	}
+}

@@ -1,0 +1,145 @@
+package sfu
+
+import (
+	"errors"
+	"io"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/datachannel"
+	"github.com/pion/webrtc/v4"
+	"google.golang.org/protobuf/proto"
+)
+
+// Data channel labels used by LiveKit clients.
+const (
+	dataReliable = "_reliable"
+	dataLossy    = "_lossy"
+)
+
+// onData routes a DataPacket from the participant's publisher connection:
+// canPublishData is checked, the sender identity and sid are overwritten,
+// stale reliable sequences are dropped, and the packet goes to the
+// destination identities or everyone else, on the channel with the same
+// label.
+func (p *Participant) onData(label string, data []byte) {
+	if label != dataReliable && label != dataLossy {
+		return
+	}
+	dp := &livekit.DataPacket{}
+	if err := proto.Unmarshal(data, dp); err != nil {
+		p.log.Debug().Err(err).Msg("dropping malformed data packet")
+		return
+	}
+	p.mu.Lock()
+	if !p.video.GetCanPublishData() || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	if label == dataReliable && dp.GetSequence() != 0 {
+		if dp.GetSequence() <= p.lastReliableSeq {
+			p.mu.Unlock()
+			return
+		}
+		p.lastReliableSeq = dp.GetSequence()
+	}
+	p.mu.Unlock()
+	dp.ParticipantIdentity = p.identity
+	dp.ParticipantSid = p.sid
+	if u := dp.GetUser(); u != nil {
+		u.ParticipantIdentity = p.identity
+		u.ParticipantSid = p.sid
+	}
+	dests := dp.GetDestinationIdentities()
+	if len(dests) == 0 {
+		if u := dp.GetUser(); u != nil {
+			dests = u.GetDestinationIdentities()
+		}
+	}
+	out, err := proto.Marshal(dp)
+	if err != nil {
+		return
+	}
+	p.room.routeData(p, label, out, dests)
+}
+
+// readData reads a detached publisher data channel until it closes. The
+// buffer starts small and grows when a message does not fit (the message
+// stays queued until read).
+func (p *Participant) readData(label string, r datachannel.ReadWriteCloser) {
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := r.ReadDataChannel(buf)
+		if errors.Is(err, io.ErrShortBuffer) && n <= maxDataMessage {
+			buf = make([]byte, max(n, 2*len(buf)))
+			continue
+		}
+		if err != nil {
+			return
+		}
+		p.onData(label, buf[:n])
+	}
+}
+
+// maxDataMessage bounds a data channel message (pion's default SCTP max
+// message size).
+const maxDataMessage = 65536
+
+// routeData sends an encoded DataPacket to dests (identities), or to
+// everyone but from when dests is empty. from may be nil (server data).
+func (r *Room) routeData(from *Participant, label string, data []byte, dests []string) {
+	var want map[string]bool
+	if len(dests) > 0 {
+		want = make(map[string]bool, len(dests))
+		for _, d := range dests {
+			want[d] = true
+		}
+	}
+	for _, p := range r.participantList() {
+		if p == from || (want != nil && !want[p.identity]) {
+			continue
+		}
+		p.sendData(label, data)
+	}
+}
+
+// maxPendingData bounds the reliable messages kept for a participant
+// whose data channel is not open yet.
+const maxPendingData = 256
+
+// sendData writes to the subscriber connection's data channel. Reliable
+// messages sent before the channel opened are queued and flushed on open;
+// lossy ones are dropped like on a lossy link.
+func (p *Participant) sendData(label string, data []byte) {
+	if label == dataLossy {
+		if p.subLossy.ReadyState() == webrtc.DataChannelStateOpen {
+			if err := p.subLossy.Send(data); err != nil {
+				p.log.Trace().Err(err).Msg("failed to send data packet")
+			}
+		}
+		return
+	}
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
+	if !p.dcOpen {
+		if len(p.dcPending) < maxPendingData {
+			p.dcPending = append(p.dcPending, data)
+		}
+		return
+	}
+	if err := p.subReliable.Send(data); err != nil {
+		p.log.Trace().Err(err).Msg("failed to send data packet")
+	}
+}
+
+// onReliableOpen flushes the queued reliable messages in order.
+func (p *Participant) onReliableOpen() {
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
+	p.dcOpen = true
+	for _, d := range p.dcPending {
+		if err := p.subReliable.Send(d); err != nil {
+			p.log.Trace().Err(err).Msg("failed to send data packet")
+		}
+	}
+	p.dcPending = nil
+}

@@ -1,0 +1,645 @@
+package sfu
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// seqMapSize is how many sent video packets a downtrack can map back to
+// the publisher's sequence numbers for NACK replies (power of two).
+const seqMapSize = 256
+
+type seqEntry struct {
+	out   uint16
+	in    uint16
+	ts    uint32
+	rtxAt uint32 // ms on the monotonic clock of the last retransmission
+	layer int8
+	valid bool
+}
+
+// rtxInterval is the least time between two retransmissions of one packet:
+// receivers repeat NACKs until the packet arrives, and a retransmission
+// may still be in flight.
+const rtxInterval = 100 // ms
+
+// Retransmission budget: every forwarded packet earns one token, a
+// retransmission costs rtxCost, at most rtxBurst tokens are kept. So
+// retransmissions stay under a quarter of the forwarded rate, and a
+// receiver that drops because it is overloaded cannot trigger a NACK
+// storm that overloads it further.
+const (
+	rtxCost  = 4
+	rtxBurst = 256
+)
+
+// downTrack forwards one published track to one subscriber. It is pion's
+// TrackLocal for the subscriber connection. writeRTP is called inline by
+// the publisher's read loops; only the layer being forwarded takes mu, so
+// the lock is uncontended except against RTCP handling.
+type downTrack struct {
+	sub      *Participant
+	track    *publishedTrack
+	id       string
+	streamID string
+	kind     webrtc.RTPCodecType
+	codec    webrtc.RTPCodecParameters // the publisher's codec
+	sender   *webrtc.RTPSender
+
+	current  atomic.Int32 // layer being forwarded, -1 none
+	target   atomic.Int32 // layer to switch to at its next keyframe, -1 none
+	pref     atomic.Int32 // highest layer wanted by track_setting
+	bweCap   atomic.Int32 // highest layer the subscriber's bandwidth allows
+	disabled atomic.Bool
+
+	mu         sync.Mutex
+	bound      bool
+	ssrc       uint32
+	pt         uint8
+	ws         webrtc.TrackLocalWriter
+	levelIn    uint8 // publisher's audio level extension id
+	levelOut   uint8 // subscriber's audio level extension id
+	clockRate  uint32
+	extBuf     []rtp.Extension
+	out        rtp.Header // reused per packet: a local would escape to the heap
+	cur        int32
+	haveOut    bool
+	seqOffset  uint16
+	tsOffset   uint32
+	segStart   uint16
+	lastOutSeq uint16
+	lastOutTs  uint32
+	lastAt     int64
+	seqMap     []seqEntry
+	rtxTokens  int
+	scratch    []byte
+
+	// VP8 picture id / tl0picidx continuity across layer switches
+	vp8        bool
+	pidOffset  uint16
+	tl0Offset  uint8
+	lastPid    uint16
+	lastTl0    uint8
+	havePid    bool
+	pidPending bool
+	payBuf     []byte
+
+	// direct send path (fastpath.go)
+	srtpCtx  *srtp.Context
+	srtpKeys *fastKeys
+	encHdr   rtp.Header
+	encBuf   []byte
+	direct   uint64
+
+	packets, bytes, nacks, retrans                            uint64
+	flushedPk, flushedBy, flushedNk, flushedRt, flushedDirect uint64
+	fracLost                                                  float64
+	rrAt                                                      time.Time
+}
+
+func newDownTrack(sub *Participant, t *publishedTrack) *downTrack {
+	dt := &downTrack{
+		sub:      sub,
+		track:    t,
+		id:       t.sid,
+		streamID: t.owner.sid + "|" + t.sid,
+		kind:     t.kind,
+		codec:    t.codecParams(),
+		extBuf:   make([]rtp.Extension, 0, 1),
+		cur:      -1,
+	}
+	dt.vp8 = strings.EqualFold(dt.codec.MimeType, webrtc.MimeTypeVP8)
+	dt.current.Store(-1)
+	dt.target.Store(-1)
+	dt.pref.Store(maxLayers - 1)
+	dt.bweCap.Store(maxLayers - 1)
+	if dt.kind == webrtc.RTPCodecTypeVideo {
+		dt.seqMap = make([]seqEntry, seqMapSize)
+	}
+	return dt
+}
+
+// TrackLocal implementation.
+
+func (dt *downTrack) ID() string                { return dt.id }
+func (dt *downTrack) RID() string               { return "" }
+func (dt *downTrack) StreamID() string          { return dt.streamID }
+func (dt *downTrack) Kind() webrtc.RTPCodecType { return dt.kind }
+
+// Bind is called by pion once the subscriber answered; from then on the
+// downtrack receives packets.
+func (dt *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	chosen, ok := matchCodec(ctx.CodecParameters(), dt.codec)
+	if !ok {
+		return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+	}
+	var levelOut uint8
+	for _, e := range ctx.HeaderExtensions() {
+		if e.URI == uriAudioLevel {
+			levelOut = uint8(e.ID)
+		}
+	}
+	var levelIn uint8
+	if l := dt.track.layer(0); l != nil {
+		levelIn = l.audioLevelID
+	}
+	dt.mu.Lock()
+	dt.ssrc = uint32(ctx.SSRC())
+	dt.pt = uint8(chosen.PayloadType)
+	dt.ws = ctx.WriteStream()
+	dt.levelIn, dt.levelOut = levelIn, levelOut
+	dt.clockRate = chosen.ClockRate
+	dt.bound = true
+	dt.mu.Unlock()
+	reader := ctx.RTCPReader()
+	dt.sub.s.goAdd(func() { dt.rtcpLoop(reader) })
+	if dt.track.addDownTrack(dt) {
+		dt.selectLayer()
+		dt.track.dynacast(time.Now())
+	}
+	return chosen, nil
+}
+
+// Unbind stops forwarding.
+func (dt *downTrack) Unbind(webrtc.TrackLocalContext) error {
+	dt.track.removeDownTrack(dt)
+	dt.mu.Lock()
+	dt.bound = false
+	dt.mu.Unlock()
+	return nil
+}
+
+// matchCodec picks the negotiated codec for the publisher's codec: same
+// mime type, and for H.264 preferably the same fmtp.
+func matchCodec(negotiated []webrtc.RTPCodecParameters, want webrtc.RTPCodecParameters) (webrtc.RTPCodecParameters, bool) {
+	var found *webrtc.RTPCodecParameters
+	for i := range negotiated {
+		c := &negotiated[i]
+		if !strings.EqualFold(c.MimeType, want.MimeType) {
+			continue
+		}
+		if c.SDPFmtpLine == want.SDPFmtpLine {
+			return *c, true
+		}
+		if found == nil {
+			found = c
+		}
+	}
+	if found == nil {
+		return webrtc.RTPCodecParameters{}, false
+	}
+	return *found, true
+}
+
+// attach adds the downtrack to the subscriber connection, restricted to
+// the publisher's codec.
+func (dt *downTrack) attach() error {
+	pc := dt.sub.sub
+	sender, err := pc.AddTrack(dt)
+	if err != nil {
+		return err
+	}
+	dt.sender = sender
+	var prefs []webrtc.RTPCodecParameters
+	for _, c := range subscriberCodecs(dt.kind) {
+		if strings.EqualFold(c.MimeType, dt.codec.MimeType) {
+			if c.SDPFmtpLine == dt.codec.SDPFmtpLine {
+				prefs = append([]webrtc.RTPCodecParameters{c}, prefs...)
+			} else {
+				prefs = append(prefs, c)
+			}
+		}
+	}
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() == sender {
+			if err := tr.SetCodecPreferences(prefs); err != nil {
+				dt.sub.log.Debug().Err(err).Msg("failed to set codec preferences")
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// detach stops forwarding and, with removeSender, removes the sender from
+// the subscriber connection (a renegotiation must follow).
+func (dt *downTrack) detach(removeSender bool) {
+	dt.track.removeDownTrack(dt)
+	dt.mu.Lock()
+	dt.bound = false
+	dt.mu.Unlock()
+	if removeSender && dt.sender != nil {
+		if err := dt.sub.sub.RemoveTrack(dt.sender); err != nil {
+			dt.sub.log.Trace().Err(err).Msg("failed to remove track")
+		}
+	}
+}
+
+// writeRTP forwards one packet of layer. h and payload belong to the
+// caller and are not modified.
+func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe bool, now int64, b *sendBatch) {
+	l := int32(layer)
+	if l != dt.current.Load() && (!keyframe || l != dt.target.Load()) {
+		return
+	}
+	dt.mu.Lock()
+	if !dt.bound {
+		dt.mu.Unlock()
+		return
+	}
+	if l != dt.cur {
+		if !keyframe || l != dt.target.Load() {
+			dt.mu.Unlock()
+			return
+		}
+		dt.switchLocked(l, h, now)
+	} else if int16(h.SequenceNumber-dt.segStart) < 0 {
+		dt.mu.Unlock() // from before the switch to this layer
+		return
+	}
+	out := &dt.out
+	*out = *h
+	out.SSRC = dt.ssrc
+	out.PayloadType = dt.pt
+	out.SequenceNumber = h.SequenceNumber - dt.seqOffset
+	out.Timestamp = h.Timestamp - dt.tsOffset
+	out.Extension = false
+	out.Extensions = nil
+	if dt.levelOut != 0 && dt.levelIn != 0 {
+		if lvl := h.GetExtension(dt.levelIn); lvl != nil {
+			out.Extensions = dt.extBuf[:0]
+			_ = out.SetExtension(dt.levelOut, lvl)
+		}
+	}
+	if !dt.haveOut || int16(out.SequenceNumber-dt.lastOutSeq) > 0 {
+		dt.lastOutSeq, dt.lastOutTs, dt.lastAt, dt.haveOut = out.SequenceNumber, out.Timestamp, now, true
+	}
+	var pic vp8Pic
+	munge := false
+	if dt.vp8 {
+		if v, ok := parseVP8Pic(payload); ok {
+			pic, munge = v, dt.mungeVP8Locked(&v)
+		}
+	}
+	if dt.seqMap != nil {
+		e := &dt.seqMap[out.SequenceNumber&(seqMapSize-1)]
+		e.out, e.in, e.ts, e.rtxAt, e.layer, e.valid = out.SequenceNumber, h.SequenceNumber, out.Timestamp, 0, int8(l), true
+	}
+	dt.packets++
+	dt.bytes += uint64(len(payload))
+	if dt.rtxTokens < rtxBurst {
+		dt.rtxTokens++
+	}
+	if b != nil {
+		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
+			buf := b.next()
+			if n, err := rtp.MarshalPacketTo(buf, out, payload); err == nil { //nolint:staticcheck
+				if munge {
+					writeVP8Pic(buf[n-len(payload):n], &pic)
+				}
+				if enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr); err == nil && len(enc) <= len(buf) {
+					b.add(enc, dest.addr)
+					dt.direct++
+					dt.mu.Unlock()
+					return
+				}
+			}
+		}
+	}
+	if munge && (dt.pidOffset != 0 || dt.tl0Offset != 0) {
+		// The payload is shared with the other downtracks: rewrite a copy.
+		if dt.payBuf == nil {
+			dt.payBuf = make([]byte, 1500)
+		}
+		payload = dt.payBuf[:copy(dt.payBuf, payload)]
+		writeVP8Pic(payload, &pic)
+	}
+	_, _ = dt.ws.WriteRTP(out, payload)
+	dt.mu.Unlock()
+}
+
+// directContextLocked makes sure the downtrack has an SRTP context for
+// the subscriber's current keys; false when the direct path is not usable.
+func (dt *downTrack) directContextLocked() bool {
+	keys := dt.sub.fastKeys.Load()
+	if keys == nil {
+		return false
+	}
+	if dt.srtpKeys != keys {
+		ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+		if err != nil {
+			return false
+		}
+		dt.srtpCtx, dt.srtpKeys = ctx, keys
+	}
+	return true
+}
+
+// switchLocked starts forwarding layer l at its keyframe h: sequence
+// numbers continue from the last one sent, timestamps advance by the wall
+// clock time since the last packet.
+func (dt *downTrack) switchLocked(l int32, h *rtp.Header, now int64) {
+	if dt.haveOut {
+		dt.seqOffset = h.SequenceNumber - (dt.lastOutSeq + 1)
+		delta := uint32(uint64(now-dt.lastAt) * uint64(dt.clockRate) / uint64(time.Second))
+		if delta == 0 {
+			delta = 1
+		}
+		dt.tsOffset = h.Timestamp - (dt.lastOutTs + delta)
+	}
+	dt.segStart = h.SequenceNumber
+	dt.cur = l
+	dt.current.Store(l)
+	dt.pidPending = dt.vp8 && dt.havePid
+}
+
+// mungeVP8Locked maps the packet's picture id and tl0picidx into the
+// downtrack's continuous sequence (v is updated with the output values).
+// After a layer switch the keyframe's picture id follows the last one
+// sent, as browsers' VP8 reference finders expect.
+func (dt *downTrack) mungeVP8Locked(v *vp8Pic) bool {
+	if v.pidAt < 0 && v.tl0At < 0 {
+		return false
+	}
+	mask := uint16(0x7f)
+	if v.pid15 {
+		mask = 0x7fff
+	}
+	if dt.pidPending {
+		dt.pidPending = false
+		dt.pidOffset = v.pid - (dt.lastPid + 1)
+		dt.tl0Offset = v.tl0 - (dt.lastTl0 + 1)
+	}
+	if v.pidAt >= 0 {
+		v.pid = (v.pid - dt.pidOffset) & mask
+		if !dt.havePid || int16((v.pid-dt.lastPid)<<1) > 0 {
+			dt.lastPid = v.pid
+		}
+		dt.havePid = true
+	}
+	if v.tl0At >= 0 {
+		v.tl0 -= dt.tl0Offset
+		if int8(v.tl0-dt.lastTl0) > 0 {
+			dt.lastTl0 = v.tl0
+		}
+	}
+	return true
+}
+
+// writeVP8Pic stores picture id and tl0picidx into a payload descriptor.
+func writeVP8Pic(p []byte, v *vp8Pic) {
+	if v.pidAt >= 0 {
+		if v.pid15 {
+			p[v.pidAt] = 0x80 | byte(v.pid>>8)
+			p[v.pidAt+1] = byte(v.pid)
+		} else {
+			p[v.pidAt] = byte(v.pid) & 0x7f
+		}
+	}
+	if v.tl0At >= 0 {
+		p[v.tl0At] = v.tl0
+	}
+}
+
+// selectLayer picks the target layer: the highest live layer at or below
+// min(preference, bandwidth cap), else the lowest live one above. Audio
+// has the single layer 0; every audio packet may start forwarding.
+func (dt *downTrack) selectLayer() {
+	if dt.disabled.Load() {
+		dt.target.Store(-1)
+		dt.mu.Lock()
+		dt.cur = -1
+		dt.current.Store(-1)
+		dt.mu.Unlock()
+		return
+	}
+	if dt.kind == webrtc.RTPCodecTypeAudio {
+		dt.target.Store(0)
+		return
+	}
+	want := min(dt.pref.Load(), dt.bweCap.Load())
+	best := int32(-1)
+	for l := want; l >= 0; l-- {
+		if dt.track.layerLive(int(l)) {
+			best = l
+			break
+		}
+	}
+	if best < 0 {
+		for l := want + 1; l < maxLayers; l++ {
+			if dt.track.layerLive(int(l)) {
+				best = l
+				break
+			}
+		}
+	}
+	if best < 0 {
+		return
+	}
+	dt.target.Store(best)
+	if dt.current.Load() != best {
+		dt.track.requestKeyframe(int(best))
+	}
+}
+
+// applySettings handles track_setting: disabled, or a layer from
+// width/height (preferred) or quality.
+func (dt *downTrack) applySettings(s *livekit.UpdateTrackSettings) {
+	dt.disabled.Store(s.GetDisabled() || s.GetQuality() == livekit.VideoQuality_OFF)
+	if dt.kind == webrtc.RTPCodecTypeVideo {
+		pref := int32(maxLayers - 1)
+		if s.GetWidth() > 0 || s.GetHeight() > 0 {
+			pref = dt.track.layerForDimensions(s.GetWidth(), s.GetHeight())
+		} else if q := s.GetQuality(); q <= livekit.VideoQuality_HIGH {
+			pref = dt.track.layerForQuality(q)
+		}
+		dt.pref.Store(pref)
+	}
+	dt.selectLayer()
+	dt.track.dynacast(time.Now())
+}
+
+func (dt *downTrack) preferredLayer() int32 { return dt.pref.Load() }
+
+func (dt *downTrack) setBandwidthCap(l int32) {
+	if dt.bweCap.Swap(l) != l {
+		dt.selectLayer()
+		dt.track.dynacast(time.Now())
+	}
+}
+
+// rtcpLoop handles the subscriber's RTCP for this downtrack: keyframe
+// requests, NACKs, REMB and receiver reports.
+func (dt *downTrack) rtcpLoop(r interceptor.RTCPReader) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := r.Read(buf, nil)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pk := range pkts {
+			switch p := pk.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				if l := dt.current.Load(); l >= 0 {
+					dt.track.requestKeyframe(int(l))
+				}
+			case *rtcp.TransportLayerNack:
+				for _, pair := range p.Nacks {
+					pair.Range(func(seq uint16) bool {
+						dt.retransmit(seq)
+						return true
+					})
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				dt.sub.remb.Store(uint64(p.Bitrate))
+				dt.sub.rembAt.Store(time.Now().UnixNano())
+			case *rtcp.ReceiverReport:
+				for _, rr := range p.Reports {
+					if rr.SSRC == dt.ssrcValue() {
+						dt.mu.Lock()
+						dt.fracLost = float64(rr.FractionLost) / 256
+						dt.rrAt = time.Now()
+						dt.mu.Unlock()
+					}
+				}
+			}
+		}
+	}
+}
+
+func (dt *downTrack) ssrcValue() uint32 {
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	return dt.ssrc
+}
+
+// retransmit answers a NACK for outSeq from the publisher's packet cache.
+func (dt *downTrack) retransmit(outSeq uint16) {
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	dt.nacks++
+	if !dt.bound || dt.seqMap == nil {
+		return
+	}
+	e := &dt.seqMap[outSeq&(seqMapSize-1)]
+	if !e.valid || e.out != outSeq {
+		return
+	}
+	nowMs := uint32(monoNow() / int64(time.Millisecond))
+	if (e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval) || dt.rtxTokens < rtxCost {
+		return
+	}
+	dt.rtxTokens -= rtxCost
+	e.rtxAt = max(nowMs, 1)
+	l := dt.track.layer(int(e.layer))
+	if l == nil || l.cache == nil {
+		return
+	}
+	if dt.scratch == nil {
+		dt.scratch = make([]byte, 1500)
+	}
+	pkt := l.cache.get(e.in, dt.scratch)
+	if pkt == nil {
+		return
+	}
+	var h rtp.Header
+	hn, err := h.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	if dt.vp8 && int32(e.layer) == dt.cur {
+		if v, ok := parseVP8Pic(pkt[hn:]); ok && (v.pidAt >= 0 || v.tl0At >= 0) {
+			mask := uint16(0x7f)
+			if v.pid15 {
+				mask = 0x7fff
+			}
+			v.pid = (v.pid - dt.pidOffset) & mask
+			v.tl0 -= dt.tl0Offset
+			writeVP8Pic(pkt[hn:], &v) // pkt is the downtrack's own copy
+		}
+	}
+	h.SSRC, h.PayloadType, h.SequenceNumber, h.Timestamp = dt.ssrc, dt.pt, outSeq, e.ts
+	h.Padding, h.PaddingSize = false, 0
+	h.Extension, h.Extensions = false, nil
+	dt.retrans++
+	if dest := dt.sub.direct.Load(); dest != nil && dt.sub.s.socks.udp != nil && dt.directContextLocked() {
+		if dt.encBuf == nil {
+			dt.encBuf = make([]byte, 1500)
+		}
+		if n, err := rtp.MarshalPacketTo(dt.encBuf, &h, pkt[hn:]); err == nil { //nolint:staticcheck
+			if enc, err := dt.srtpCtx.EncryptRTP(dt.encBuf, dt.encBuf[:n], &dt.encHdr); err == nil {
+				_, _ = dt.sub.s.socks.udp.WriteToUDP(enc, dest.addr)
+				return
+			}
+		}
+	}
+	_, _ = dt.ws.WriteRTP(&h, pkt[hn:])
+}
+
+// senderReport returns an RTCP SR for the downtrack, or nil before the
+// first packet. A downtrack still waiting for a keyframe asks again.
+func (dt *downTrack) senderReport(now time.Time) rtcp.Packet {
+	dt.mu.Lock()
+	if !dt.bound || !dt.haveOut {
+		dt.mu.Unlock()
+		dt.rerequestKeyframe()
+		return nil
+	}
+	elapsed := monoNow() - dt.lastAt
+	sr := &rtcp.SenderReport{
+		SSRC:        dt.ssrc,
+		NTPTime:     toNTP(now),
+		RTPTime:     dt.lastOutTs + uint32(uint64(elapsed)*uint64(dt.clockRate)/uint64(time.Second)),
+		PacketCount: uint32(dt.packets),
+		OctetCount:  uint32(dt.bytes),
+	}
+	dt.mu.Unlock()
+	dt.rerequestKeyframe()
+	return sr
+}
+
+func (dt *downTrack) rerequestKeyframe() {
+	if t := dt.target.Load(); t >= 0 && t != dt.current.Load() {
+		dt.track.requestKeyframe(int(t))
+	}
+}
+
+// lossFraction returns the subscriber's last reported loss, if recent.
+func (dt *downTrack) lossFraction() (float64, bool) {
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	if dt.rrAt.IsZero() || time.Since(dt.rrAt) > 6*time.Second {
+		return 0, false
+	}
+	return dt.fracLost, true
+}
+
+func (dt *downTrack) takeCounters() (packets, bytes, nacks, retrans, direct uint64) {
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	packets, bytes, nacks, retrans = dt.packets-dt.flushedPk, dt.bytes-dt.flushedBy, dt.nacks-dt.flushedNk, dt.retrans-dt.flushedRt
+	direct = dt.direct - dt.flushedDirect
+	dt.flushedPk, dt.flushedBy, dt.flushedNk, dt.flushedRt, dt.flushedDirect = dt.packets, dt.bytes, dt.nacks, dt.retrans, dt.direct
+	return
+}
+
+// toNTP converts wall clock time to the 64-bit NTP format (RFC 3550 §4).
+func toNTP(t time.Time) uint64 {
+	const ntpEpochOffset = 2208988800
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return secs<<32 | frac
+}

@@ -1,0 +1,138 @@
+package sfu
+
+import (
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/stretchr/testify/require"
+)
+
+// captureWriter records what a downtrack sends on pion's path.
+type captureWriter struct {
+	hdrs     []rtp.Header
+	payloads [][]byte
+}
+
+func (w *captureWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.hdrs = append(w.hdrs, h.Clone())
+	w.payloads = append(w.payloads, append([]byte(nil), payload...))
+	return len(payload), nil
+}
+
+func (w *captureWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+func vp8Payload(pid uint16, tl0 uint8, key bool) []byte {
+	p := []byte{0x90, 0xc0, 0x80 | byte(pid>>8), byte(pid), tl0, 0x00, 0x00, 0x00}
+	if !key {
+		p[5] = 0x01
+	}
+	return p
+}
+
+// TestLayerSwitchRewrites: a switch happens only at a keyframe of the
+// target layer; SSRC, sequence numbers, timestamps and the VP8 picture id
+// continue without a jump; the shared payload is not modified.
+func TestLayerSwitchRewrites(t *testing.T) {
+	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_x"}, "c", webrtc.RTPCodecTypeVideo)
+	tr.codec = webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}
+	dt := newDownTrack(&Participant{s: tr.owner.s}, tr)
+	w := &captureWriter{}
+	dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, 4242, 97, 90000
+	dt.target.Store(0)
+
+	now := int64(0)
+	send := func(layer int, seq uint16, ts uint32, pid uint16, tl0 uint8, key bool) []byte {
+		now += 33_000_000
+		p := vp8Payload(pid, tl0, key)
+		orig := append([]byte(nil), p...)
+		h := &rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, SSRC: uint32(100 + layer), PayloadType: 96}
+		dt.writeRTP(layer, h, p, isVP8Keyframe(p), now, nil)
+		require.Equal(t, orig, p, "shared payload modified")
+		return p
+	}
+	send(0, 1000, 5000, 300, 10, false) // not a keyframe: waits
+	require.Empty(t, w.hdrs)
+	send(0, 1001, 8000, 301, 11, true)
+	send(0, 1002, 11000, 302, 12, false)
+	require.Len(t, w.hdrs, 2)
+
+	dt.target.Store(2)
+	send(2, 50, 900000, 7000, 200, false) // target layer, not key: dropped
+	send(0, 1003, 14000, 303, 13, false)  // still layer 0
+	send(2, 51, 903000, 7001, 201, true)  // switch
+	send(0, 1004, 17000, 304, 14, false)  // old layer ignored now
+	send(2, 52, 906000, 7002, 202, false)
+	require.Len(t, w.hdrs, 5)
+
+	for i, h := range w.hdrs {
+		require.EqualValues(t, 4242, h.SSRC)
+		require.EqualValues(t, 97, h.PayloadType)
+		if i > 0 {
+			require.Equal(t, w.hdrs[i-1].SequenceNumber+1, h.SequenceNumber, "seq %d", i)
+			require.Greater(t, h.Timestamp, w.hdrs[i-1].Timestamp, "ts %d", i)
+			v0, _ := parseVP8Pic(w.payloads[i-1])
+			v1, _ := parseVP8Pic(w.payloads[i])
+			require.Equal(t, v0.pid+1, v1.pid, "picture id %d", i)
+			require.Equal(t, v0.tl0+1, v1.tl0, "tl0picidx %d", i)
+		}
+	}
+	require.EqualValues(t, 2, dt.current.Load())
+}
+
+// TestNACKRetransmit: a NACKed packet is replayed from the publisher's
+// cache with the subscriber's numbering, once per rtxInterval.
+func TestNACKRetransmit(t *testing.T) {
+	l, _ := benchTrack(0)
+	tr := l.t
+	dt := newDownTrack(&Participant{s: tr.owner.s}, tr)
+	w := &captureWriter{}
+	dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, 7, 97, 90000
+	dt.target.Store(0)
+	tr.addDownTrack(dt)
+
+	var h rtp.Header
+	for i := 0; i < 20; i++ {
+		l.handle(vp8Packet(uint16(500+i), i == 0, 300), &h)
+	}
+	require.Len(t, w.hdrs, 20)
+	lost := w.hdrs[7]
+	dt.retransmit(lost.SequenceNumber)
+	require.Len(t, w.hdrs, 21)
+	got := w.hdrs[20]
+	require.Equal(t, lost.SequenceNumber, got.SequenceNumber)
+	require.Equal(t, lost.Timestamp, got.Timestamp)
+	require.EqualValues(t, 7, got.SSRC)
+	require.Equal(t, w.payloads[7], w.payloads[20])
+	dt.retransmit(lost.SequenceNumber)        // throttled
+	dt.retransmit(lost.SequenceNumber + 1000) // unknown
+	require.Len(t, w.hdrs, 21)
+}
+
+// TestBandwidthCapsLayer: a low REMB estimate moves a subscriber to the
+// layer that fits; a stale one lifts the cap.
+func TestBandwidthCapsLayer(t *testing.T) {
+	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_v", Simulcast: true}, "c", webrtc.RTPCodecTypeVideo)
+	for i, br := range []uint64{150_000, 500_000, 1_700_000} {
+		l := &layerRecv{t: tr, idx: i}
+		l.live.Store(true)
+		l.bitrate.Store(br)
+		tr.layers[i] = l
+	}
+	sub := &Participant{s: tr.owner.s}
+	dt := newDownTrack(sub, tr)
+	dt.pref.Store(2)
+	now := time.Now()
+	sub.remb.Store(800_000)
+	sub.rembAt.Store(now.UnixNano())
+	sub.allocateBandwidth([]*downTrack{dt}, now)
+	require.EqualValues(t, 1, dt.bweCap.Load())
+	require.EqualValues(t, 1, dt.target.Load())
+	sub.remb.Store(100_000)
+	sub.allocateBandwidth([]*downTrack{dt}, now)
+	require.EqualValues(t, 0, dt.target.Load(), "lowest layer even below the estimate")
+	sub.allocateBandwidth([]*downTrack{dt}, now.Add(10*time.Second))
+	require.EqualValues(t, 2, dt.target.Load())
+}

@@ -1,0 +1,59 @@
+package sfu
+
+import (
+	"fmt"
+
+	"github.com/pion/logging"
+	"github.com/rs/zerolog"
+)
+
+// pionLoggerFactory routes pion's logs into zerolog. Pion's levels are
+// chatty (Info logs every candidate pair, Warn every packet that arrives
+// during teardown), so each is lowered one step: Error becomes Warn, Warn
+// Info, Info Debug, Debug and Trace become Trace.
+type pionLoggerFactory struct {
+	log zerolog.Logger
+}
+
+func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{log: f.log.With().Str("component", "pion").Str("scope", scope).Logger()}
+}
+
+type pionLogger struct {
+	log zerolog.Logger
+}
+
+func (l pionLogger) emit(e *zerolog.Event, msg string) {
+	e.Str("detail", msg).Msg("pion")
+}
+
+func (l pionLogger) Trace(msg string) { l.emit(l.log.Trace(), msg) }
+func (l pionLogger) Tracef(format string, args ...any) {
+	if e := l.log.Trace(); e.Enabled() {
+		l.emit(e, fmt.Sprintf(format, args...))
+	}
+}
+func (l pionLogger) Debug(msg string) { l.emit(l.log.Trace(), msg) }
+func (l pionLogger) Debugf(format string, args ...any) {
+	if e := l.log.Trace(); e.Enabled() {
+		l.emit(e, fmt.Sprintf(format, args...))
+	}
+}
+func (l pionLogger) Info(msg string) { l.emit(l.log.Debug(), msg) }
+func (l pionLogger) Infof(format string, args ...any) {
+	if e := l.log.Debug(); e.Enabled() {
+		l.emit(e, fmt.Sprintf(format, args...))
+	}
+}
+func (l pionLogger) Warn(msg string) { l.emit(l.log.Info(), msg) }
+func (l pionLogger) Warnf(format string, args ...any) {
+	if e := l.log.Info(); e.Enabled() {
+		l.emit(e, fmt.Sprintf(format, args...))
+	}
+}
+func (l pionLogger) Error(msg string) { l.emit(l.log.Warn(), msg) }
+func (l pionLogger) Errorf(format string, args ...any) {
+	if e := l.log.Warn(); e.Enabled() {
+		l.emit(e, fmt.Sprintf(format, args...))
+	}
+}

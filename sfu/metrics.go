@@ -1,0 +1,52 @@
+package sfu
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are registered on the Registerer given to New, never globally.
+// Per-packet counters are accumulated in plain per-stream fields and
+// flushed here periodically, so the forwarding path touches no shared
+// cache line.
+type metrics struct {
+	rooms        prometheus.Gauge
+	participants prometheus.Gauge
+	tracks       prometheus.Gauge
+	packetsIn    *prometheus.CounterVec
+	bytesIn      prometheus.Counter
+	packetsOut   prometheus.Counter
+	bytesOut     prometheus.Counter
+	packetsLost  prometheus.Counter
+	directOut    prometheus.Counter
+	sendErrors   prometheus.Counter
+	nacks        prometheus.Counter
+	retransmits  prometheus.Counter
+	plis         prometheus.Counter
+	joins        *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "gxconf", "sfu"
+	m := &metrics{
+		rooms:        prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "rooms", Help: "Rooms open on this node."}),
+		participants: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "participants", Help: "Participants connected to this node."}),
+		tracks:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "published_tracks", Help: "Tracks published on this node."}),
+		packetsIn:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_in_total", Help: "RTP packets received from publishers, by stream (audio, or video layer q/h/f)."}, []string{"layer"}),
+		bytesIn:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_bytes_in_total", Help: "RTP bytes (header and payload) received from publishers."}),
+		packetsOut:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_out_total", Help: "RTP packets forwarded to subscribers."}),
+		bytesOut:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_bytes_out_total", Help: "RTP bytes forwarded to subscribers."}),
+		directOut:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_direct_out_total", Help: "Forwarded RTP packets sent on the direct path (SFU-side SRTP, sendmmsg)."}),
+		sendErrors:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_send_errors_total", Help: "Packets the direct path failed to send."}),
+		packetsLost:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_lost_total", Help: "RTP packets missing in publisher streams (sequence gaps)."}),
+		nacks:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "nacks_total", Help: "Sequence numbers NACKed by subscribers."}),
+		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
+		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
+		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome."}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

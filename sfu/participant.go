@@ -1,0 +1,529 @@
+package sfu
+
+import (
+	"encoding/json"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils/guid"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+)
+
+// Participant is one signal session with its two peer connections: pub
+// (the client offers, the SFU receives) and sub (the SFU offers and sends).
+//
+// p.mu guards info, grants, the track maps and queued candidates; it is
+// never held while calling pion or another participant. negMu serialises
+// subscriber offers.
+type Participant struct {
+	room          *Room
+	s             *Server
+	sid           string
+	identity      string
+	hidden        bool
+	autoSubscribe bool
+	protocol      int
+	log           zerolog.Logger
+	sc            *signalConn
+
+	pub         *webrtc.PeerConnection
+	sub         *webrtc.PeerConnection
+	subReliable *webrtc.DataChannel
+	subLossy    *webrtc.DataChannel
+
+	mu              sync.Mutex
+	info            *livekit.ParticipantInfo // without Tracks; snapshot adds them
+	video           *auth.VideoGrant
+	pending         map[string]*pendingTrack     // by cid
+	published       map[string]*publishedTrack   // by track sid
+	subscriptions   map[string]*downTrack        // by track sid
+	midCid          map[string]string            // publisher offer: mid -> msid track id
+	candQueue       [2][]webrtc.ICECandidateInit // by SignalTarget, until a remote description exists
+	closed          bool
+	lastReliableSeq uint32
+
+	ansMu         sync.Mutex // held while answering a publisher offer
+	negMu         sync.Mutex
+	offerInFlight bool
+	negAgain      bool
+	offerID       uint32
+
+	dcMu      sync.Mutex
+	dcOpen    bool
+	dcPending [][]byte
+
+	fastKeys   atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
+	direct     atomic.Pointer[directDest] // subscriber address on the mux socket
+	dtlsClient atomic.Bool                // local DTLS role on the subscriber connection
+
+	pingSeen atomic.Bool
+	active   atomic.Bool
+	remb     atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
+	rembAt   atomic.Int64  // unix nanos of that estimate
+	quality  atomic.Int32  // livekit.ConnectionQuality
+	score    atomic.Uint32 // float32 bits
+}
+
+func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+	now := time.Now()
+	sid := guid.New("PA_")
+	video := grants.Video.Clone()
+	p := &Participant{
+		room:          r,
+		s:             r.s,
+		sid:           sid,
+		identity:      grants.Identity,
+		hidden:        video.Hidden,
+		autoSubscribe: params.autoSubscribe,
+		protocol:      params.protocol,
+		log:           r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
+		sc:            sc,
+		video:         video,
+		info: &livekit.ParticipantInfo{
+			Sid:        sid,
+			Identity:   grants.Identity,
+			Name:       grants.Name,
+			Metadata:   grants.Metadata,
+			Attributes: grants.Attributes,
+			State:      livekit.ParticipantInfo_JOINED,
+			JoinedAt:   now.Unix(),
+			JoinedAtMs: now.UnixMilli(),
+			Version:    1,
+			Permission: video.ToPermission(),
+			Region:     r.s.cfg.Region,
+			Kind:       grants.GetParticipantKind(),
+		},
+		pending:       map[string]*pendingTrack{},
+		published:     map[string]*publishedTrack{},
+		subscriptions: map[string]*downTrack{},
+		midCid:        map[string]string{},
+	}
+	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
+	p.score.Store(math.Float32bits(5))
+	var err error
+	if p.pub, err = r.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if p.sub, err = r.s.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = p.pub.Close()
+		return nil, err
+	}
+	ordered := false
+	var zero uint16
+	if p.subReliable, err = p.sub.CreateDataChannel(dataReliable, &webrtc.DataChannelInit{}); err == nil {
+		p.subLossy, err = p.sub.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+	}
+	if err != nil {
+		p.closePeerConnections()
+		return nil, err
+	}
+	p.subReliable.OnOpen(func() {
+		// Detached (see newSettingEngine); the SFU only writes here.
+		_, _ = p.subReliable.Detach()
+		p.onReliableOpen()
+	})
+	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
+	if r.s.batchConn != nil {
+		dtlsT := p.sub.SCTP().Transport()
+		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
+		dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
+			// Runs under the transport's lock: touch only its connection.
+			if st != webrtc.DTLSTransportStateConnected {
+				return
+			}
+			keys, err := extractFastKeys(dtlsT, p.dtlsClient.Load())
+			if err != nil {
+				p.log.Debug().Err(err).Msg("direct send path unavailable")
+				return
+			}
+			p.fastKeys.Store(keys)
+		})
+	}
+	p.wirePeerConnections()
+	return p, nil
+}
+
+func (p *Participant) wirePeerConnections() {
+	trickle := func(target livekit.SignalTarget) func(*webrtc.ICECandidate) {
+		return func(c *webrtc.ICECandidate) {
+			if c == nil {
+				return
+			}
+			b, err := json.Marshal(c.ToJSON())
+			if err != nil {
+				return
+			}
+			// Candidates follow the description they belong to: wait
+			// until a negotiation in progress has queued it.
+			if target == livekit.SignalTarget_SUBSCRIBER {
+				p.negMu.Lock()
+				p.negMu.Unlock() //nolint:staticcheck // empty critical section orders the sends
+			} else {
+				p.ansMu.Lock()
+				p.ansMu.Unlock() //nolint:staticcheck
+			}
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
+				CandidateInit: string(b), Target: target,
+			}}})
+		}
+	}
+	p.pub.OnICECandidate(trickle(livekit.SignalTarget_PUBLISHER))
+	p.sub.OnICECandidate(trickle(livekit.SignalTarget_SUBSCRIBER))
+	state := func(pc string) func(webrtc.PeerConnectionState) {
+		return func(st webrtc.PeerConnectionState) {
+			p.log.Debug().Str("pc", pc).Str("state", st.String()).Msg("peer connection state")
+			switch st {
+			case webrtc.PeerConnectionStateConnected:
+				p.setActive()
+			case webrtc.PeerConnectionStateFailed:
+				p.s.goAdd(func() { p.close(livekit.DisconnectReason_CONNECTION_TIMEOUT, true) })
+			}
+		}
+	}
+	p.pub.OnConnectionStateChange(state("publisher"))
+	p.sub.OnConnectionStateChange(state("subscriber"))
+	p.pub.OnTrack(p.onTrack)
+	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnOpen(func() {
+			raw, err := dc.Detach()
+			if err != nil {
+				p.log.Debug().Err(err).Msg("failed to detach data channel")
+				return
+			}
+			label := dc.Label()
+			p.s.goAdd(func() { p.readData(label, raw) })
+		})
+	})
+}
+
+// subscriberPrimary follows livekit-server: protocol > 2 and may subscribe.
+func (p *Participant) subscriberPrimary() bool {
+	return p.protocol > 2 && p.canSubscribe()
+}
+
+func (p *Participant) canSubscribe() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.video.GetCanSubscribe()
+}
+
+func (p *Participant) isPublisher() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.published {
+		if t.isLive() {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshot returns a copy of the participant's info with its live tracks.
+func (p *Participant) snapshot() *livekit.ParticipantInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.snapshotLocked()
+}
+
+func (p *Participant) snapshotLocked() *livekit.ParticipantInfo {
+	info := proto.Clone(p.info).(*livekit.ParticipantInfo)
+	for _, t := range p.published {
+		if ti := t.trackInfo(); ti != nil {
+			info.Tracks = append(info.Tracks, ti)
+			info.IsPublisher = true
+		}
+	}
+	return info
+}
+
+// changed bumps the version; callers hold p.mu.
+func (p *Participant) changedLocked() { p.info.Version++ }
+
+// publishUpdate tells the others (and with self, the participant itself)
+// about a change.
+func (p *Participant) publishUpdate(self bool) {
+	info := p.snapshot()
+	if !p.hidden {
+		p.room.broadcastUpdate(p, info)
+	}
+	if self {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
+			Participants: []*livekit.ParticipantInfo{info},
+		}}})
+	}
+}
+
+func (p *Participant) setActive() {
+	if p.active.Swap(true) {
+		return
+	}
+	p.mu.Lock()
+	if p.closed || p.info.State != livekit.ParticipantInfo_JOINED {
+		p.mu.Unlock()
+		return
+	}
+	p.info.State = livekit.ParticipantInfo_ACTIVE
+	p.changedLocked()
+	p.mu.Unlock()
+	p.publishUpdate(false)
+}
+
+func (p *Participant) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// subscribe adds a downtrack for t; it reports whether a new subscription
+// was made. With negotiate the subscriber offer follows.
+func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
+	if t.owner == p || !p.canSubscribe() {
+		return false
+	}
+	p.mu.Lock()
+	if p.closed || p.subscriptions[t.sid] != nil {
+		p.mu.Unlock()
+		return false
+	}
+	dt := newDownTrack(p, t)
+	p.subscriptions[t.sid] = dt
+	p.mu.Unlock()
+	if err := dt.attach(); err != nil {
+		p.mu.Lock()
+		delete(p.subscriptions, t.sid)
+		p.mu.Unlock()
+		p.log.Warn().Err(err).Str("track_sid", t.sid).Msg("failed to subscribe")
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscriptionResponse{SubscriptionResponse: &livekit.SubscriptionResponse{
+			TrackSid: t.sid, Err: livekit.SubscriptionError_SE_CODEC_UNSUPPORTED,
+		}}})
+		return false
+	}
+	if t.isClosed() {
+		p.unsubscribe(t.sid, false)
+		return false
+	}
+	if negotiate {
+		p.negotiate()
+	}
+	return true
+}
+
+// unsubscribe removes the downtrack for a track sid; it reports whether
+// one existed.
+func (p *Participant) unsubscribe(sid string, negotiate bool) bool {
+	p.mu.Lock()
+	dt := p.subscriptions[sid]
+	delete(p.subscriptions, sid)
+	closed := p.closed
+	p.mu.Unlock()
+	if dt == nil {
+		return false
+	}
+	dt.detach(!closed)
+	if negotiate && !closed {
+		p.negotiate()
+	}
+	return true
+}
+
+// close ends the session: optional Leave, close of the signal connection,
+// DISCONNECTED to the others, unpublish and teardown. Idempotent.
+func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.info.State = livekit.ParticipantInfo_DISCONNECTED
+	p.info.DisconnectReason = reason
+	p.changedLocked()
+	published := make([]*publishedTrack, 0, len(p.published))
+	for _, t := range p.published {
+		published = append(published, t)
+	}
+	subs := make([]*downTrack, 0, len(p.subscriptions))
+	for _, dt := range p.subscriptions {
+		subs = append(subs, dt)
+	}
+	p.subscriptions = map[string]*downTrack{}
+	p.mu.Unlock()
+
+	if sendLeave {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
+			Reason: reason, Action: livekit.LeaveRequest_DISCONNECT,
+		}}})
+	}
+	p.sc.close(closeCodeFor(reason), reason.String())
+	p.room.removeParticipant(p)
+	if !p.hidden {
+		info := p.snapshot()
+		info.Tracks = nil
+		p.room.broadcastUpdate(p, info)
+	}
+	for _, t := range published {
+		if t.close() {
+			p.s.metrics.tracks.Dec()
+		}
+		p.room.trackGone(t)
+	}
+	for _, dt := range subs {
+		dt.detach(false)
+	}
+	p.closePeerConnections()
+	p.s.metrics.participants.Dec()
+	p.flushMetricsOf(subs, published)
+	p.log.Info().Str("reason", reason.String()).Msg("participant left")
+}
+
+func (p *Participant) closePeerConnections() {
+	if p.pub != nil {
+		if err := p.pub.Close(); err != nil {
+			p.log.Debug().Err(err).Msg("failed to close publisher peer connection")
+		}
+	}
+	if p.sub != nil {
+		if err := p.sub.Close(); err != nil {
+			p.log.Debug().Err(err).Msg("failed to close subscriber peer connection")
+		}
+	}
+}
+
+// periodic runs every ~1.2 s from the room worker: sender reports,
+// bandwidth allocation and metrics.
+func (p *Participant) periodic() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	subs := make([]*downTrack, 0, len(p.subscriptions))
+	for _, dt := range p.subscriptions {
+		subs = append(subs, dt)
+	}
+	pubs := make([]*publishedTrack, 0, len(p.published))
+	for _, t := range p.published {
+		pubs = append(pubs, t)
+	}
+	p.mu.Unlock()
+
+	now := time.Now()
+	var loss float64
+	var n int
+	for _, t := range pubs {
+		if l, ok := t.periodic(now); ok {
+			loss += l
+			n++
+		}
+	}
+	reports := make([]rtcp.Packet, 0, len(subs))
+	for _, dt := range subs {
+		if sr := dt.senderReport(now); sr != nil {
+			reports = append(reports, sr)
+		}
+		if l, ok := dt.lossFraction(); ok {
+			loss += l
+			n++
+		}
+	}
+	if len(reports) > 0 {
+		if err := p.sub.WriteRTCP(reports); err != nil {
+			p.log.Trace().Err(err).Msg("failed to send sender reports")
+		}
+	}
+	p.allocateBandwidth(subs, now)
+	p.flushMetricsOf(subs, pubs)
+
+	q, score := livekit.ConnectionQuality_EXCELLENT, float32(5)
+	if n > 0 {
+		avg := loss / float64(n)
+		switch {
+		case avg > 0.10:
+			q, score = livekit.ConnectionQuality_POOR, 2
+		case avg > 0.03:
+			q, score = livekit.ConnectionQuality_GOOD, 3.5
+		default:
+			score = float32(5 - avg*40)
+		}
+	}
+	p.quality.Store(int32(q))
+	p.score.Store(math.Float32bits(score))
+}
+
+func (p *Participant) connectionQuality() *livekit.ConnectionQualityInfo {
+	return &livekit.ConnectionQualityInfo{
+		ParticipantSid: p.sid,
+		Quality:        livekit.ConnectionQuality(p.quality.Load()),
+		Score:          math.Float32frombits(p.score.Load()),
+	}
+}
+
+// allocateBandwidth caps the simulcast layer of each video downtrack so
+// their sum fits the subscriber's REMB estimate.
+func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
+	at := p.rembAt.Load()
+	if at == 0 || now.Sub(time.Unix(0, at)) > 5*time.Second {
+		for _, dt := range subs {
+			dt.setBandwidthCap(maxLayers - 1)
+		}
+		return
+	}
+	budget := float64(p.remb.Load())
+	for _, dt := range subs {
+		if dt.track.kind == webrtc.RTPCodecTypeAudio {
+			budget -= float64(dt.track.bitrate(0))
+		}
+	}
+	for _, dt := range subs {
+		if dt.track.kind != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		want := dt.preferredLayer()
+		layer := int32(-1)
+		for l := want; l >= 0; l-- {
+			br := dt.track.bitrate(int(l))
+			if br == 0 && !dt.track.layerLive(int(l)) {
+				continue
+			}
+			if float64(br) <= budget || l == dt.track.lowestLiveLayer() {
+				layer = l
+				budget -= float64(br)
+				break
+			}
+		}
+		if layer < 0 {
+			layer = 0
+		}
+		dt.setBandwidthCap(layer)
+	}
+}
+
+func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) {
+	m := p.s.metrics
+	for _, dt := range subs {
+		pk, by, nk, rt, direct := dt.takeCounters()
+		m.directOut.Add(float64(direct))
+		m.packetsOut.Add(float64(pk))
+		m.bytesOut.Add(float64(by))
+		m.nacks.Add(float64(nk))
+		m.retransmits.Add(float64(rt))
+	}
+	for _, t := range pubs {
+		pk, by, lost, plis := t.takeCounters()
+		for i, n := range pk {
+			if n > 0 {
+				m.packetsIn.WithLabelValues(t.layerLabel(i)).Add(float64(n))
+			}
+		}
+		m.bytesIn.Add(float64(by))
+		m.packetsLost.Add(float64(lost))
+		m.plis.Add(float64(plis))
+	}
+}

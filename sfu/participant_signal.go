@@ -1,0 +1,307 @@
+package sfu
+
+// Signal request handling of a participant: the read loop, SDP
+// negotiation of both connections, trickle, metadata and subscription
+// requests.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+)
+
+// readLoop reads signal requests until the connection ends and returns the
+// disconnect reason.
+func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
+	for {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if p.pingSeen.Load() {
+			// Clients that ping must keep doing so.
+			rctx, cancel = context.WithTimeout(ctx, p.s.cfg.PingTimeout)
+		}
+		typ, data, err := p.sc.ws.Read(rctx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				p.log.Info().Msg("signal ping timeout")
+			}
+			return livekit.DisconnectReason_SIGNAL_CLOSE
+		}
+		if typ == websocket.MessageText {
+			p.sc.json.Store(true)
+		}
+		req, err := decodeSignalRequest(typ, data)
+		if err != nil {
+			p.log.Warn().Err(err).Int("len", len(data)).Msg("closing signal connection")
+			p.sc.close(websocket.StatusInvalidFramePayloadData, errMalformed.Error())
+			return livekit.DisconnectReason_STATE_MISMATCH
+		}
+		if leave := p.handleSignal(req); leave {
+			return livekit.DisconnectReason_CLIENT_INITIATED
+		}
+	}
+}
+
+// handleSignal processes one request; it returns true on leave.
+func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
+	if e := p.log.Trace(); e.Enabled() {
+		e.Str("type", fmt.Sprintf("%T", req.Message)).Msg("signal request")
+	}
+	switch m := req.Message.(type) {
+	case *livekit.SignalRequest_Offer:
+		if err := p.handleOffer(m.Offer); err != nil {
+			p.log.Warn().Err(err).Msg("failed to answer publisher offer")
+		}
+	case *livekit.SignalRequest_Answer:
+		if err := p.handleAnswer(m.Answer); err != nil {
+			p.log.Warn().Err(err).Msg("failed to apply subscriber answer")
+		}
+	case *livekit.SignalRequest_Trickle:
+		p.handleTrickle(m.Trickle)
+	case *livekit.SignalRequest_AddTrack:
+		p.handleAddTrack(m.AddTrack)
+	case *livekit.SignalRequest_Mute:
+		p.setTrackMuted(m.Mute.Sid, m.Mute.Muted, false)
+	case *livekit.SignalRequest_Subscription:
+		p.handleSubscription(m.Subscription)
+	case *livekit.SignalRequest_TrackSetting:
+		p.handleTrackSetting(m.TrackSetting)
+	case *livekit.SignalRequest_Leave:
+		return true
+	case *livekit.SignalRequest_Ping:
+		p.pingSeen.Store(true)
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Pong{Pong: time.Now().UnixMilli()}})
+	case *livekit.SignalRequest_PingReq:
+		p.pingSeen.Store(true)
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_PongResp{PongResp: &livekit.Pong{
+			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
+		}}})
+	case *livekit.SignalRequest_UpdateMetadata:
+		p.handleUpdateMetadata(m.UpdateMetadata)
+	case *livekit.SignalRequest_UpdateAudioTrack:
+		p.updateTrackInfo(m.UpdateAudioTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
+			ti.AudioFeatures = m.UpdateAudioTrack.GetFeatures()
+		})
+	case *livekit.SignalRequest_UpdateVideoTrack:
+		p.updateTrackInfo(m.UpdateVideoTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
+			ti.Width, ti.Height = m.UpdateVideoTrack.GetWidth(), m.UpdateVideoTrack.GetHeight()
+		})
+	default:
+		// update_layers, subscription_permission, sync_state, simulate and
+		// data tracks are accepted and ignored.
+	}
+	return false
+}
+
+func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
+	p.ansMu.Lock()
+	defer p.ansMu.Unlock()
+	p.recordOfferMids(sd.GetSdp())
+	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+		return err
+	}
+	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
+	answer, err := p.pub.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	if err := p.pub.SetLocalDescription(answer); err != nil {
+		return err
+	}
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
+		Type: "answer", Sdp: answer.SDP, Id: sd.GetId(),
+	}}})
+	return nil
+}
+
+func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
+	if p.sub.RemoteDescription() == nil {
+		p.dtlsClient.Store(localIsDTLSClient(sd.GetSdp()))
+	}
+	err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
+	if err == nil {
+		p.flushCandidates(livekit.SignalTarget_SUBSCRIBER)
+	}
+	p.negMu.Lock()
+	p.offerInFlight = false
+	again := p.negAgain
+	p.negAgain = false
+	p.negMu.Unlock()
+	if again {
+		p.negotiate()
+	}
+	return err
+}
+
+// negotiate sends a subscriber offer, or marks one due after the answer
+// to the offer in flight.
+func (p *Participant) negotiate() {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.isClosed() {
+		return
+	}
+	if p.offerInFlight {
+		p.negAgain = true
+		return
+	}
+	offer, err := p.sub.CreateOffer(nil)
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		if !p.isClosed() && !errors.Is(err, webrtc.ErrConnectionClosed) {
+			p.log.Warn().Err(err).Msg("failed to create subscriber offer")
+		}
+		return
+	}
+	p.offerID++
+	p.offerInFlight = true
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
+		Type: "offer", Sdp: offer.SDP, Id: p.offerID,
+	}}})
+}
+
+func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
+	if target == livekit.SignalTarget_SUBSCRIBER {
+		return p.sub
+	}
+	return p.pub
+}
+
+func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
+	if t.GetCandidateInit() == "" {
+		return
+	}
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal([]byte(t.GetCandidateInit()), &c); err != nil {
+		p.log.Debug().Err(err).Msg("ignoring malformed ice candidate")
+		return
+	}
+	target := t.GetTarget()
+	if target != livekit.SignalTarget_SUBSCRIBER {
+		target = livekit.SignalTarget_PUBLISHER
+	}
+	pc := p.pc(target)
+	p.mu.Lock()
+	if pc.RemoteDescription() == nil {
+		p.candQueue[target] = append(p.candQueue[target], c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err := pc.AddICECandidate(c); err != nil {
+		p.log.Debug().Err(err).Msg("failed to add ice candidate")
+	}
+}
+
+func (p *Participant) flushCandidates(target livekit.SignalTarget) {
+	p.mu.Lock()
+	q := p.candQueue[target]
+	p.candQueue[target] = nil
+	p.mu.Unlock()
+	pc := p.pc(target)
+	for _, c := range q {
+		if err := pc.AddICECandidate(c); err != nil {
+			p.log.Debug().Err(err).Msg("failed to add ice candidate")
+		}
+	}
+}
+
+func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata) {
+	p.mu.Lock()
+	if !p.video.GetCanUpdateOwnMetadata() {
+		p.mu.Unlock()
+		if m.GetRequestId() != 0 {
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
+				RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_NOT_ALLOWED, Message: "does not have permission to update own metadata",
+			}}})
+		}
+		return
+	}
+	p.applyMetadataLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
+	p.mu.Unlock()
+	p.publishUpdate(true)
+	if m.GetRequestId() != 0 {
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
+			RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_OK,
+		}}})
+	}
+}
+
+// applyMetadataLocked sets non-empty name/metadata and merges attributes
+// (an empty value deletes a key), as livekit-server does.
+func (p *Participant) applyMetadataLocked(name, metadata string, attrs map[string]string) {
+	if name != "" {
+		p.info.Name = name
+	}
+	if metadata != "" {
+		p.info.Metadata = metadata
+	}
+	if len(attrs) > 0 {
+		if p.info.Attributes == nil {
+			p.info.Attributes = map[string]string{}
+		}
+		for k, v := range attrs {
+			if v == "" {
+				delete(p.info.Attributes, k)
+			} else {
+				p.info.Attributes[k] = v
+			}
+		}
+	}
+	p.changedLocked()
+}
+
+// setPermission replaces the participant's permission (UpdateParticipant).
+func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
+	p.mu.Lock()
+	p.video.UpdateFromPermission(perm)
+	p.info.Permission = p.video.ToPermission()
+	p.changedLocked()
+	p.mu.Unlock()
+}
+
+func (p *Participant) handleSubscription(u *livekit.UpdateSubscription) {
+	sids := append([]string(nil), u.GetTrackSids()...)
+	for _, pt := range u.GetParticipantTracks() {
+		sids = append(sids, pt.GetTrackSids()...)
+	}
+	changed := false
+	for _, sid := range sids {
+		if u.GetSubscribe() {
+			t := p.room.findTrack(sid)
+			if t == nil {
+				p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscriptionResponse{SubscriptionResponse: &livekit.SubscriptionResponse{
+					TrackSid: sid, Err: livekit.SubscriptionError_SE_TRACK_NOTFOUND,
+				}}})
+				continue
+			}
+			if p.subscribe(t, false) {
+				changed = true
+			}
+		} else if p.unsubscribe(sid, false) {
+			changed = true
+		}
+	}
+	if changed {
+		p.negotiate()
+	}
+}
+
+func (p *Participant) handleTrackSetting(s *livekit.UpdateTrackSettings) {
+	for _, sid := range s.GetTrackSids() {
+		p.mu.Lock()
+		dt := p.subscriptions[sid]
+		p.mu.Unlock()
+		if dt != nil {
+			dt.applySettings(s)
+		}
+	}
+}

@@ -1,0 +1,422 @@
+package sfu
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils/guid"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+)
+
+type roomOptions struct {
+	emptyTimeout     time.Duration
+	departureTimeout time.Duration
+	maxParticipants  int
+	metadata         string
+}
+
+func (s *Server) defaultRoomOptions() roomOptions {
+	return roomOptions{
+		emptyTimeout:     s.cfg.Room.EmptyTimeout,
+		departureTimeout: s.cfg.Room.DepartureTimeout,
+		maxParticipants:  s.cfg.Room.MaxParticipants,
+	}
+}
+
+// Room is one LiveKit room. r.mu guards participants, info and the
+// timers; it is never held while calling into pion or a participant's
+// lock-taking methods. worker() owns the periodic jobs (speakers,
+// connection quality, room updates, sender reports, timeouts).
+type Room struct {
+	s    *Server
+	name string
+	sid  string
+	log  zerolog.Logger
+
+	mu           sync.Mutex
+	info         *livekit.Room
+	opts         roomOptions
+	participants map[string]*Participant // by identity
+	closed       bool
+	everJoined   bool
+	lastLeft     time.Time
+	created      time.Time
+	sentCount    uint32 // num_participants last sent in room_update
+	dirty        bool   // room_update due
+
+	done chan struct{}
+}
+
+func newRoom(s *Server, name string, opts roomOptions) *Room {
+	now := time.Now()
+	sid := guid.New("RM_")
+	r := &Room{
+		s:    s,
+		name: name,
+		sid:  sid,
+		log:  s.log.With().Str("lk_room", name).Str("room_id", sid).Logger(),
+		info: &livekit.Room{
+			Sid:              sid,
+			Name:             name,
+			EmptyTimeout:     uint32(opts.emptyTimeout / time.Second),
+			DepartureTimeout: uint32(opts.departureTimeout / time.Second),
+			MaxParticipants:  uint32(opts.maxParticipants),
+			CreationTime:     now.Unix(),
+			CreationTimeMs:   now.UnixMilli(),
+			Metadata:         opts.metadata,
+		},
+		opts:         opts,
+		participants: map[string]*Participant{},
+		created:      now,
+		done:         make(chan struct{}),
+	}
+	r.log.Info().Msg("room created")
+	return r
+}
+
+// roomInfo returns a copy of the room's info with current counts.
+func (r *Room) roomInfo() *livekit.Room {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.roomInfoLocked()
+}
+
+func (r *Room) roomInfoLocked() *livekit.Room {
+	info := proto.Clone(r.info).(*livekit.Room)
+	var n, pubs uint32
+	for _, p := range r.participants {
+		if p.hidden {
+			continue
+		}
+		n++
+		if p.isPublisher() {
+			pubs++
+		}
+	}
+	info.NumParticipants = n
+	info.NumPublishers = pubs
+	return info
+}
+
+// isFull tells whether a join by identity would exceed max_participants
+// (a rejoin of a present identity replaces it and is always allowed).
+func (r *Room) isFull(identity string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opts.maxParticipants <= 0 {
+		return false
+	}
+	if _, ok := r.participants[identity]; ok {
+		return false
+	}
+	return len(r.participants) >= r.opts.maxParticipants
+}
+
+// join admits a participant: a present participant with the same identity
+// is replaced (Leave{DUPLICATE_IDENTITY}), the JoinResponse is queued as
+// the first message and the subscriber offer right behind it.
+func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+	// A present session with the same identity leaves first, so the others
+	// see its DISCONNECTED before the new session's JOINED (clients key
+	// remote participants by identity).
+	if old := r.participant(grants.Identity); old != nil {
+		old.log.Info().Msg("participant replaced by a new session")
+		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
+	p, err := newParticipant(r, grants, params, sc)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.closePeerConnections()
+		return nil, ErrRoomClosed
+	}
+	old := r.participants[p.identity]
+	if old == nil && r.opts.maxParticipants > 0 && len(r.participants) >= r.opts.maxParticipants {
+		r.mu.Unlock()
+		p.closePeerConnections()
+		return nil, ErrRoomFull
+	}
+	if old != nil {
+		delete(r.participants, old.identity)
+	}
+	r.participants[p.identity] = p
+	r.everJoined = true
+	r.dirty = true
+	others := make([]*livekit.ParticipantInfo, 0, len(r.participants))
+	for _, o := range r.participants {
+		if o != p && !o.hidden {
+			others = append(others, o.snapshot())
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].JoinedAtMs < others[j].JoinedAtMs })
+	self := p.snapshot()
+	// Queued under r.mu: every broadcast that can reach p (it is in the
+	// map now) is queued after its JoinResponse, which must come first.
+	sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: &livekit.JoinResponse{
+		Room:              r.roomInfoLocked(),
+		Participant:       self,
+		OtherParticipants: others,
+		ServerVersion:     serverVersion,
+		ServerRegion:      r.s.cfg.Region,
+		IceServers:        r.s.iceServers(),
+		SubscriberPrimary: p.subscriberPrimary(),
+		ClientConfiguration: &livekit.ClientConfiguration{
+			ResumeConnection: livekit.ClientConfigSetting_DISABLED,
+		},
+		PingTimeout:  int32(r.s.cfg.PingTimeout / time.Second),
+		PingInterval: int32(r.s.cfg.PingInterval / time.Second),
+		ServerInfo: &livekit.ServerInfo{
+			Edition:  livekit.ServerInfo_Standard,
+			Version:  serverVersion,
+			Protocol: serverProtocol,
+			Region:   r.s.cfg.Region,
+			NodeId:   r.s.nodeID,
+		},
+		FastPublish: true,
+	}}})
+	r.mu.Unlock()
+	r.s.metrics.participants.Inc()
+
+	if old != nil {
+		// Raced with another join of the same identity.
+		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
+	p.log.Info().Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
+	if !p.hidden {
+		r.broadcastUpdate(p, self)
+	}
+	// Subscribe to what is already published; the subscriber offer carries
+	// these tracks and the data channels.
+	if p.autoSubscribe {
+		for _, t := range r.liveTracks() {
+			p.subscribe(t, false)
+		}
+	}
+	p.negotiate()
+	return p, nil
+}
+
+// liveTracks returns every published track that receives media.
+func (r *Room) liveTracks() []*publishedTrack {
+	r.mu.Lock()
+	ps := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	var out []*publishedTrack
+	for _, p := range ps {
+		out = append(out, p.liveTracks()...)
+	}
+	return out
+}
+
+// participantList returns the current participants.
+func (r *Room) participantList() []*Participant {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (r *Room) participant(identity string) *Participant {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.participants[identity]
+}
+
+// removeParticipant drops p if it is still the session for its identity.
+func (r *Room) removeParticipant(p *Participant) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.participants[p.identity] != p {
+		return false
+	}
+	delete(r.participants, p.identity)
+	r.dirty = true
+	if len(r.participants) == 0 {
+		r.lastLeft = time.Now()
+	}
+	return true
+}
+
+// broadcastUpdate sends a participant's info to everyone but itself
+// (hidden participants are never announced).
+func (r *Room) broadcastUpdate(from *Participant, info *livekit.ParticipantInfo) {
+	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
+		Participants: []*livekit.ParticipantInfo{info},
+	}}}
+	for _, p := range r.participantList() {
+		if p != from {
+			p.sc.send(msg)
+		}
+	}
+}
+
+// broadcast sends msg to every participant.
+func (r *Room) broadcast(msg *livekit.SignalResponse) {
+	for _, p := range r.participantList() {
+		p.sc.send(msg)
+	}
+}
+
+// trackLive is called once a published track receives media: others are
+// told and auto-subscribers subscribed.
+func (r *Room) trackLive(owner *Participant, t *publishedTrack) {
+	if !owner.hidden {
+		r.broadcastUpdate(owner, owner.snapshot())
+	}
+	for _, p := range r.participantList() {
+		if p != owner && p.autoSubscribe {
+			p.subscribe(t, true)
+		}
+	}
+}
+
+// trackGone removes every subscription to t.
+func (r *Room) trackGone(t *publishedTrack) {
+	for _, p := range r.participantList() {
+		p.unsubscribe(t.sid, true)
+	}
+}
+
+// close disconnects everyone with reason and removes the room.
+func (r *Room) close(reason livekit.DisconnectReason) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	ps := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		p.close(reason, true)
+	}
+	r.s.removeRoom(r)
+	close(r.done)
+	r.log.Info().Str("reason", reason.String()).Msg("room closed")
+}
+
+func (r *Room) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// worker runs the room's periodic jobs until the room closes.
+func (r *Room) worker() {
+	tick := time.NewTicker(400 * time.Millisecond)
+	defer tick.Stop()
+	var n int
+	sp := newSpeakerTracker()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-tick.C:
+		}
+		n++
+		ps := r.participantList()
+		sp.update(r, ps)
+		if n%3 == 0 { // ~1.2 s
+			for _, p := range ps {
+				p.periodic()
+			}
+		}
+		if n%12 == 0 { // ~5 s
+			r.sendConnectionQuality(ps)
+		}
+		if n%5 == 0 {
+			r.sendRoomUpdateIfDirty()
+		}
+		if r.expired() {
+			r.close(livekit.DisconnectReason_ROOM_CLOSED)
+			return
+		}
+	}
+}
+
+// expired tells whether the empty or departure timeout has run out.
+func (r *Room) expired() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.participants) > 0 {
+		return false
+	}
+	now := time.Now()
+	if !r.everJoined {
+		return now.Sub(r.created) >= r.opts.emptyTimeout
+	}
+	return now.Sub(r.lastLeft) >= r.opts.departureTimeout
+}
+
+func (r *Room) sendRoomUpdateIfDirty() {
+	r.mu.Lock()
+	if !r.dirty {
+		r.mu.Unlock()
+		return
+	}
+	r.dirty = false
+	info := r.roomInfoLocked()
+	if info.NumParticipants == r.sentCount {
+		r.mu.Unlock()
+		return
+	}
+	r.sentCount = info.NumParticipants
+	r.mu.Unlock()
+	r.broadcast(&livekit.SignalResponse{Message: &livekit.SignalResponse_RoomUpdate{RoomUpdate: &livekit.RoomUpdate{Room: info}}})
+}
+
+// setMetadata updates the room metadata and tells everyone at once.
+func (r *Room) setMetadata(md string) *livekit.Room {
+	r.mu.Lock()
+	r.info.Metadata = md
+	info := r.roomInfoLocked()
+	r.mu.Unlock()
+	r.broadcast(&livekit.SignalResponse{Message: &livekit.SignalResponse_RoomUpdate{RoomUpdate: &livekit.RoomUpdate{Room: info}}})
+	return info
+}
+
+// sendConnectionQuality sends every participant the quality of everyone.
+// It is derived from loss of the participant's published streams and its
+// subscribers' receiver reports; LOST is never reported (livekit-client
+// reconnects after 10 s of LOST).
+func (r *Room) sendConnectionQuality(ps []*Participant) {
+	if len(ps) == 0 {
+		return
+	}
+	updates := make([]*livekit.ConnectionQualityInfo, 0, len(ps))
+	for _, p := range ps {
+		if p.hidden {
+			continue
+		}
+		updates = append(updates, p.connectionQuality())
+	}
+	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_ConnectionQuality{ConnectionQuality: &livekit.ConnectionQualityUpdate{Updates: updates}}}
+	for _, p := range ps {
+		p.sc.send(msg)
+	}
+}
+
+// closeCodeFor maps a disconnect reason to the WebSocket close code.
+func closeCodeFor(reason livekit.DisconnectReason) websocket.StatusCode {
+	if reason == livekit.DisconnectReason_SERVER_SHUTDOWN {
+		return websocket.StatusGoingAway
+	}
+	return websocket.StatusNormalClosure
+}

@@ -1,0 +1,360 @@
+package sfu
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/twitchtv/twirp"
+	"google.golang.org/protobuf/proto"
+)
+
+// roomService is the trusted, in-process livekit.RoomService. Its errors
+// are *twirp.Error values (not_found and friends) so in-process callers
+// and HTTP clients see the same codes.
+type roomService struct {
+	s *Server
+}
+
+var _ livekit.RoomService = (*roomService)(nil)
+
+func notFound(what string) error { return twirp.NewError(twirp.NotFound, what) }
+
+func (rs *roomService) room(name string) (*Room, error) {
+	if name == "" {
+		return nil, twirp.RequiredArgumentError("room")
+	}
+	r := rs.s.getRoom(name)
+	if r == nil {
+		return nil, notFound(ErrRoomNotFound.Error())
+	}
+	return r, nil
+}
+
+func (rs *roomService) participant(room, identity string) (*Room, *Participant, error) {
+	r, err := rs.room(room)
+	if err != nil {
+		return nil, nil, err
+	}
+	if identity == "" {
+		return nil, nil, twirp.RequiredArgumentError("identity")
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return nil, nil, notFound(ErrParticipantNotFound.Error())
+	}
+	return r, p, nil
+}
+
+// CreateRoom is idempotent: an existing room is returned unchanged.
+func (rs *roomService) CreateRoom(_ context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error) {
+	if req.GetName() == "" {
+		return nil, twirp.RequiredArgumentError("name")
+	}
+	opts := rs.s.defaultRoomOptions()
+	if req.GetEmptyTimeout() > 0 {
+		opts.emptyTimeout = time.Duration(req.GetEmptyTimeout()) * time.Second
+	}
+	if req.GetDepartureTimeout() > 0 {
+		opts.departureTimeout = time.Duration(req.GetDepartureTimeout()) * time.Second
+	}
+	if req.GetMaxParticipants() > 0 {
+		opts.maxParticipants = int(req.GetMaxParticipants())
+	}
+	opts.metadata = req.GetMetadata()
+	r, _, err := rs.s.getOrCreateRoom(req.GetName(), opts, true)
+	if err != nil {
+		return nil, twirp.NewError(twirp.Unavailable, err.Error())
+	}
+	return r.roomInfo(), nil
+}
+
+func (rs *roomService) ListRooms(_ context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error) {
+	var names map[string]bool
+	if len(req.GetNames()) > 0 {
+		names = map[string]bool{}
+		for _, n := range req.GetNames() {
+			names[n] = true
+		}
+	}
+	res := &livekit.ListRoomsResponse{}
+	for _, r := range rs.s.listRooms() {
+		if names == nil || names[r.name] {
+			res.Rooms = append(res.Rooms, r.roomInfo())
+		}
+	}
+	return res, nil
+}
+
+func (rs *roomService) DeleteRoom(_ context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
+	r, err := rs.room(req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	r.close(livekit.DisconnectReason_ROOM_DELETED)
+	return &livekit.DeleteRoomResponse{}, nil
+}
+
+func (rs *roomService) ListParticipants(_ context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	r, err := rs.room(req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.ListParticipantsResponse{}
+	for _, p := range r.participantList() {
+		res.Participants = append(res.Participants, p.snapshot())
+	}
+	return res, nil
+}
+
+func (rs *roomService) GetParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	return p.snapshot(), nil
+}
+
+// RemoveParticipant sends Leave{PARTICIPANT_REMOVED} and ends the session
+// before it returns.
+func (rs *roomService) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	p.close(livekit.DisconnectReason_PARTICIPANT_REMOVED, true)
+	return &livekit.RemoveParticipantResponse{}, nil
+}
+
+// MutePublishedTrack mutes a track and tells its publisher. Remote unmute
+// is refused, as livekit-server does unless enabled per room.
+func (rs *roomService) MutePublishedTrack(_ context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error) {
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetMuted() {
+		return nil, twirp.NewError(twirp.InvalidArgument, ErrRemoteUnmute.Error())
+	}
+	info, ok := p.setTrackMuted(req.GetTrackSid(), true, true)
+	if !ok {
+		return nil, notFound(ErrTrackNotFound.Error())
+	}
+	return &livekit.MuteRoomTrackResponse{Track: info}, nil
+}
+
+func (rs *roomService) UpdateParticipant(_ context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error) {
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.applyMetadataLocked(req.GetName(), req.GetMetadata(), req.GetAttributes())
+	p.mu.Unlock()
+	if perm := req.GetPermission(); perm != nil {
+		p.setPermission(perm)
+	}
+	p.publishUpdate(true)
+	return p.snapshot(), nil
+}
+
+func (rs *roomService) UpdateSubscriptions(_ context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	p.handleSubscription(&livekit.UpdateSubscription{
+		TrackSids: req.GetTrackSids(), Subscribe: req.GetSubscribe(), ParticipantTracks: req.GetParticipantTracks(),
+	})
+	return &livekit.UpdateSubscriptionsResponse{}, nil
+}
+
+// SendData sends a server DataPacket (no sender identity) to the
+// destination identities or everyone.
+func (rs *roomService) SendData(_ context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
+	r, err := rs.room(req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	dp := &livekit.DataPacket{
+		Kind:                  req.GetKind(),
+		DestinationIdentities: req.GetDestinationIdentities(),
+		Value: &livekit.DataPacket_User{User: &livekit.UserPacket{
+			Payload:               req.GetData(),
+			DestinationIdentities: req.GetDestinationIdentities(),
+			Topic:                 req.Topic,
+			Nonce:                 req.GetNonce(),
+		}},
+	}
+	b, err := proto.Marshal(dp)
+	if err != nil {
+		return nil, twirp.InternalErrorWith(err)
+	}
+	label := dataReliable
+	if req.GetKind() == livekit.DataPacket_LOSSY {
+		label = dataLossy
+	}
+	r.routeData(nil, label, b, req.GetDestinationIdentities())
+	return &livekit.SendDataResponse{}, nil
+}
+
+func (rs *roomService) UpdateRoomMetadata(_ context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	r, err := rs.room(req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	return r.setMetadata(req.GetMetadata()), nil
+}
+
+func (rs *roomService) ForwardParticipant(context.Context, *livekit.ForwardParticipantRequest) (*livekit.ForwardParticipantResponse, error) {
+	return nil, twirp.NewError(twirp.Unimplemented, "ForwardParticipant is not supported")
+}
+
+func (rs *roomService) MoveParticipant(context.Context, *livekit.MoveParticipantRequest) (*livekit.MoveParticipantResponse, error) {
+	return nil, twirp.NewError(twirp.Unimplemented, "MoveParticipant is not supported")
+}
+
+func (rs *roomService) PerformRpc(context.Context, *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	return nil, twirp.NewError(twirp.Unimplemented, "PerformRpc is not supported")
+}
+
+// guardedRoomService is the Twirp-facing RoomService: it checks the
+// caller's grants as livekit-server does, then calls the trusted one.
+type guardedRoomService struct {
+	inner *roomService
+}
+
+type grantsKey struct{}
+
+func grantsFrom(ctx context.Context) *auth.ClaimGrants {
+	g, _ := ctx.Value(grantsKey{}).(*auth.ClaimGrants)
+	return g
+}
+
+func requireGrant(ctx context.Context, ok func(*auth.VideoGrant) bool) error {
+	g := grantsFrom(ctx)
+	if g == nil {
+		return twirp.NewError(twirp.Unauthenticated, "missing or invalid token")
+	}
+	if g.Video == nil || !ok(g.Video) {
+		return twirp.NewError(twirp.PermissionDenied, ErrPermissionDenied.Error())
+	}
+	return nil
+}
+
+func roomCreate(v *auth.VideoGrant) bool { return v.RoomCreate }
+func roomList(v *auth.VideoGrant) bool   { return v.RoomList }
+func roomAdmin(room string) func(*auth.VideoGrant) bool {
+	return func(v *auth.VideoGrant) bool { return v.RoomAdmin && v.Room == room }
+}
+
+func (g *guardedRoomService) CreateRoom(ctx context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error) {
+	if err := requireGrant(ctx, roomCreate); err != nil {
+		return nil, err
+	}
+	return g.inner.CreateRoom(ctx, req)
+}
+
+func (g *guardedRoomService) ListRooms(ctx context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error) {
+	if err := requireGrant(ctx, roomList); err != nil {
+		return nil, err
+	}
+	return g.inner.ListRooms(ctx, req)
+}
+
+func (g *guardedRoomService) DeleteRoom(ctx context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
+	if err := requireGrant(ctx, roomCreate); err != nil {
+		return nil, err
+	}
+	return g.inner.DeleteRoom(ctx, req)
+}
+
+func (g *guardedRoomService) ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.ListParticipants(ctx, req)
+}
+
+func (g *guardedRoomService) GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.GetParticipant(ctx, req)
+}
+
+func (g *guardedRoomService) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.RemoveParticipant(ctx, req)
+}
+
+func (g *guardedRoomService) MutePublishedTrack(ctx context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.MutePublishedTrack(ctx, req)
+}
+
+func (g *guardedRoomService) UpdateParticipant(ctx context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.UpdateParticipant(ctx, req)
+}
+
+func (g *guardedRoomService) UpdateSubscriptions(ctx context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.UpdateSubscriptions(ctx, req)
+}
+
+func (g *guardedRoomService) SendData(ctx context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.SendData(ctx, req)
+}
+
+func (g *guardedRoomService) UpdateRoomMetadata(ctx context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
+	return g.inner.UpdateRoomMetadata(ctx, req)
+}
+
+func (g *guardedRoomService) ForwardParticipant(ctx context.Context, req *livekit.ForwardParticipantRequest) (*livekit.ForwardParticipantResponse, error) {
+	return g.inner.ForwardParticipant(ctx, req)
+}
+
+func (g *guardedRoomService) MoveParticipant(ctx context.Context, req *livekit.MoveParticipantRequest) (*livekit.MoveParticipantResponse, error) {
+	return g.inner.MoveParticipant(ctx, req)
+}
+
+func (g *guardedRoomService) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	return g.inner.PerformRpc(ctx, req)
+}
+
+// twirpHandler serves /twirp/livekit.RoomService/* (protobuf and JSON).
+// The bearer token is verified here; the grant checks happen per method.
+func (s *Server) twirpHandler() http.Handler {
+	ts := livekit.NewRoomServiceServer(&guardedRoomService{inner: s.svc}, twirp.WithServerPathPrefix(s.cfg.PathPrefix+"/twirp"))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setCORS(w)
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		ctx := r.Context()
+		if h := r.Header.Get("Authorization"); h != "" {
+			if grants, err := s.verifyToken(tokenFromRequest(r)); err == nil {
+				ctx = context.WithValue(ctx, grantsKey{}, grants)
+			}
+		}
+		ts.ServeHTTP(w, r.WithContext(ctx))
+	})
+}

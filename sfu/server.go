@@ -1,0 +1,336 @@
+package sfu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils/guid"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
+)
+
+// serverVersion is what JoinResponse reports. livekit-client turns on
+// features by version (RPC >= 1.8.0, SVC simulcast > 1.13.6); 1.9.0 gets
+// the former and not the latter.
+const serverVersion = "1.9.0"
+
+// serverProtocol is the signalling protocol version this server speaks.
+const serverProtocol = 16
+
+// Server is the embedded SFU. Its zero value is not usable; call New.
+//
+// Concurrency: s.mu guards rooms and closed. Every goroutine the server
+// starts is counted in s.wg, which Run waits for after shutdown.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger
+	metrics *metrics
+	nodeID  string
+
+	pubAPI *webrtc.API
+	subAPI *webrtc.API
+	socks  *mediaSockets
+	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
+	batchConn *ipv4.PacketConn
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+	wg     sync.WaitGroup
+	done   chan struct{}
+
+	ready    chan struct{}
+	httpAddr net.Addr
+
+	svc *roomService
+}
+
+// New validates cfg, opens the media sockets and prepares the server. The
+// HTTP listener is opened by Run.
+func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid sfu config: %w", err)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to register sfu metrics: %w", err)
+	}
+	nodeID := cfg.NodeID
+	if nodeID == "" {
+		nodeID = guid.New("ND_")
+	}
+	log = log.With().Str("node_id", nodeID).Logger()
+	lf := pionLoggerFactory{log: log}
+	se, socks, err := newSettingEngine(&cfg, lf)
+	if err != nil {
+		return nil, err
+	}
+	pubAPI, err := newPublisherAPI(se)
+	if err != nil {
+		_ = socks.close()
+		return nil, fmt.Errorf("failed to build publisher api: %w", err)
+	}
+	subAPI, err := newSubscriberAPI(se)
+	if err != nil {
+		_ = socks.close()
+		return nil, fmt.Errorf("failed to build subscriber api: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		metrics: m,
+		nodeID:  nodeID,
+		pubAPI:  pubAPI,
+		subAPI:  subAPI,
+		socks:   socks,
+		rooms:   map[string]*Room{},
+		done:    make(chan struct{}),
+		ready:   make(chan struct{}),
+	}
+	if socks.udp != nil && cfg.RTC.DirectSend {
+		s.batchConn = ipv4.NewPacketConn(socks.udp)
+	}
+	s.svc = &roomService{s: s}
+	return s, nil
+}
+
+// RoomService returns the in-process, trusted RoomService: no grant checks.
+// Errors are *twirp.Error values with LiveKit's codes (not_found, ...).
+func (s *Server) RoomService() livekit.RoomService { return s.svc }
+
+// Ready is closed once Run listens for HTTP.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// URL returns the WebSocket URL clients should use: rtc.public_url when
+// set, else derived from the HTTP listen address (actual port once Run
+// listens) and path_prefix.
+func (s *Server) URL() string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	addr := s.cfg.Listen
+	select {
+	case <-s.ready:
+		addr = s.httpAddr.String()
+	default:
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+		if s.cfg.RTC.NodeIP != "" {
+			host = s.cfg.RTC.NodeIP
+		}
+	}
+	return "ws://" + net.JoinHostPort(host, port) + s.cfg.PathPrefix
+}
+
+// Run serves HTTP on cfg.Listen and owns the media sockets. When ctx is
+// cancelled it sends every participant Leave{SERVER_SHUTDOWN}, closes all
+// connections and sockets, waits for every goroutine and returns.
+func (s *Server) Run(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		_ = s.shutdown()
+		s.wg.Wait()
+		_ = s.socks.close()
+		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.httpAddr = l.Addr()
+	close(s.ready)
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	s.log.Info().Str("addr", l.Addr().String()).Int("udp_port", s.cfg.RTC.UDPPort).Msg("sfu listening")
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("sfu http server failed: %w", err)
+		}
+	}
+	// Leave the participants first, while their sockets are still open.
+	err = s.shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	if runErr == nil {
+		<-errc
+	}
+	s.wg.Wait()
+	if cerr := s.socks.close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	s.log.Info().Msg("sfu stopped")
+	return errors.Join(runErr, err)
+}
+
+// shutdown closes every room (telling clients SERVER_SHUTDOWN) and refuses
+// new work. It does not wait.
+func (s *Server) shutdown() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	for _, r := range rooms {
+		r.close(livekit.DisconnectReason_SERVER_SHUTDOWN)
+	}
+	// Writers flush the queued leaves, then close.
+	close(s.done)
+	return nil
+}
+
+// goAdd starts f as a goroutine owned by the server, unless shutting down.
+func (s *Server) goAdd(f func()) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// enter counts the calling goroutine (an HTTP handler) as owned by the
+// server; the returned func must be called when it ends.
+func (s *Server) enter() (func(), bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false
+	}
+	s.wg.Add(1)
+	return s.wg.Done, true
+}
+
+// Handler serves signalling and the Twirp API under path_prefix.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	p := s.cfg.PathPrefix
+	mux.HandleFunc(p+"/rtc", s.handleRTC)
+	mux.HandleFunc(p+"/rtc/validate", s.handleValidate)
+	// Single peer connection (/rtc/v1) is not implemented: a 404 with CORS
+	// makes livekit-client fall back to /rtc in dual peer connection mode.
+	mux.HandleFunc(p+"/rtc/v1", s.handleV1)
+	mux.HandleFunc(p+"/rtc/v1/validate", s.handleV1)
+	tw := s.twirpHandler()
+	mux.Handle(p+"/twirp/", tw)
+	return mux
+}
+
+func (s *Server) handleV1(w http.ResponseWriter, r *http.Request) {
+	setCORS(w)
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	http.Error(w, "single peer connection signalling (/rtc/v1) is not supported, use /rtc", http.StatusNotFound)
+}
+
+func setCORS(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+}
+
+// getRoom returns the room or nil.
+func (s *Server) getRoom(name string) *Room {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rooms[name]
+}
+
+// getOrCreateRoom returns the named room, creating it with opts when
+// missing. created tells whether it was new.
+func (s *Server) getOrCreateRoom(name string, opts roomOptions, create bool) (r *Room, created bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false, ErrServerClosed
+	}
+	if r := s.rooms[name]; r != nil {
+		return r, false, nil
+	}
+	if !create {
+		return nil, false, ErrRoomNotFound
+	}
+	r = newRoom(s, name, opts)
+	s.rooms[name] = r
+	s.metrics.rooms.Inc()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.worker()
+	}()
+	return r, true, nil
+}
+
+func (s *Server) removeRoom(r *Room) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rooms[r.name] == r {
+		delete(s.rooms, r.name)
+		s.metrics.rooms.Dec()
+	}
+}
+
+func (s *Server) listRooms() []*Room {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		out = append(out, r)
+	}
+	return out
+}
+
+func (s *Server) iceServers() []*livekit.ICEServer {
+	var out []*livekit.ICEServer
+	if len(s.cfg.RTC.STUNServers) > 0 {
+		urls := make([]string, 0, len(s.cfg.RTC.STUNServers))
+		for _, u := range s.cfg.RTC.STUNServers {
+			if !strings.HasPrefix(u, "stun:") {
+				u = "stun:" + u
+			}
+			urls = append(urls, u)
+		}
+		out = append(out, &livekit.ICEServer{Urls: urls})
+	}
+	for _, t := range s.cfg.RTC.TURNServers {
+		out = append(out, &livekit.ICEServer{Urls: t.URLs, Username: t.Username, Credential: t.Credential})
+	}
+	return out
+}

@@ -1,0 +1,553 @@
+package sfu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/gxfs-conf/gxconf/sfu"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+	"github.com/twitchtv/twirp"
+	"google.golang.org/protobuf/proto"
+)
+
+func httpURL(ts *testServer) string { return "http" + strings.TrimPrefix(ts.url, "ws") }
+
+// rawJoin opens /rtc with a bare WebSocket and returns it with the first
+// (JoinResponse) message.
+func rawJoin(t *testing.T, ts *testServer, room, identity, query string) (*websocket.Conn, *livekit.SignalResponse) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+ts.token(t, room, identity, nil))
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go"+query, &websocket.DialOptions{HTTPHeader: h})
+	require.NoError(t, err)
+	first := readSignal(t, ws)
+	return ws, first
+}
+
+func readSignal(t *testing.T, ws *websocket.Conn) *livekit.SignalResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, data, err := ws.Read(ctx)
+	require.NoError(t, err)
+	require.Equal(t, websocket.MessageBinary, typ)
+	res := &livekit.SignalResponse{}
+	require.NoError(t, proto.Unmarshal(data, res))
+	return res
+}
+
+// TestJoinResponse checks the first message and ping/pong over a raw socket.
+func TestJoinResponse(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfuConfig) {
+		c.RTC.STUNServers = []string{"127.0.0.1:3478"}
+		c.RTC.TURNServers = []sfu.TURNServer{{URLs: []string{"turn:127.0.0.1:3478?transport=udp"}, Username: "u", Credential: "c"}}
+	})
+	bob := ts.join(t, "jr", "bob", nil)
+	ws, first := rawJoin(t, ts, "jr", "alice", "")
+	defer ws.CloseNow()
+	j := first.GetJoin()
+	require.NotNil(t, j, "first message must be join")
+	require.Equal(t, "jr", j.GetRoom().GetName())
+	require.True(t, strings.HasPrefix(j.GetRoom().GetSid(), "RM_"))
+	require.Equal(t, "alice", j.GetParticipant().GetIdentity())
+	require.True(t, strings.HasPrefix(j.GetParticipant().GetSid(), "PA_"))
+	require.Len(t, j.GetOtherParticipants(), 1)
+	require.Equal(t, bob.room.LocalParticipant.SID(), j.GetOtherParticipants()[0].GetSid())
+	require.NotEmpty(t, j.GetServerInfo().GetVersion())
+	require.Equal(t, j.GetServerInfo().GetVersion(), j.GetServerVersion())
+	require.True(t, j.GetSubscriberPrimary())
+	require.True(t, j.GetFastPublish())
+	require.EqualValues(t, 5, j.GetPingInterval())
+	require.EqualValues(t, 15, j.GetPingTimeout())
+	require.Equal(t, livekit.ClientConfigSetting_DISABLED, j.GetClientConfiguration().GetResumeConnection())
+	require.Len(t, j.GetIceServers(), 2)
+	require.Equal(t, []string{"stun:127.0.0.1:3478"}, j.GetIceServers()[0].GetUrls())
+	require.Equal(t, "u", j.GetIceServers()[1].GetUsername())
+	require.Equal(t, "c", j.GetIceServers()[1].GetCredential())
+
+	// The subscriber offer follows (subscriber primary), with data channels,
+	// before any subscriber candidate; room broadcasts may come between.
+	var off *livekit.SessionDescription
+	for off == nil {
+		m := readSignal(t, ws)
+		if tr := m.GetTrickle(); tr != nil {
+			require.NotEqual(t, livekit.SignalTarget_SUBSCRIBER, tr.GetTarget(), "candidate before the offer")
+		}
+		off = m.GetOffer()
+	}
+	require.Contains(t, off.GetSdp(), "m=application")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	send := func(req *livekit.SignalRequest) {
+		b, err := proto.Marshal(req)
+		require.NoError(t, err)
+		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+	}
+	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Ping{Ping: 42}})
+	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 4242}}})
+	var pong, pongResp bool
+	for !(pong && pongResp) {
+		m := readSignal(t, ws)
+		switch v := m.Message.(type) {
+		case *livekit.SignalResponse_Pong:
+			pong = true
+		case *livekit.SignalResponse_PongResp:
+			require.EqualValues(t, 4242, v.PongResp.GetLastPingTimestamp())
+			pongResp = true
+		}
+	}
+	// A JSON (text) request gets JSON answers.
+	require.NoError(t, ws.Write(ctx, websocket.MessageText, []byte(`{"ping":"7"}`)))
+	for {
+		typ, data, err := ws.Read(ctx)
+		require.NoError(t, err)
+		if typ == websocket.MessageText && bytes.Contains(data, []byte(`"pong"`)) {
+			break
+		}
+	}
+	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{Reason: livekit.DisconnectReason_CLIENT_INITIATED}}})
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("alice") == nil }, 5*time.Second, 20*time.Millisecond)
+}
+
+// TestMalformedFrame: garbage closes that one connection with a clear
+// reason; the room and its other participants carry on.
+func TestMalformedFrame(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := ts.join(t, "mal", "bob", nil)
+	bob.publish(t, loadtest.PublishOptions{Audio: true})
+	ws, first := rawJoin(t, ts, "mal", "mallory", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, []byte{0xff, 0xff, 0xff, 0x01, 0x02}))
+	var err error
+	for err == nil {
+		_, _, err = ws.Read(ctx)
+	}
+	require.Equal(t, websocket.StatusInvalidFramePayloadData, websocket.CloseStatus(err), "got %v", err)
+	var ce websocket.CloseError
+	require.True(t, errors.As(err, &ce))
+	require.Contains(t, ce.Reason, "malformed signal request")
+
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("mallory") == nil }, 5*time.Second, 20*time.Millisecond)
+	require.Equal(t, lksdk.ConnectionStateConnected, bob.room.ConnectionState())
+	carol := ts.join(t, "mal", "carol", nil)
+	carol.waitAudio(t, "bob")
+}
+
+func (c *client) waitAudio(t *testing.T, from string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		a := c.stream(from + "/audio")
+		return a != nil && a.Frames.Load() >= 10
+	}, 15*time.Second, 20*time.Millisecond)
+}
+
+// TestBadToken: a wrong signature, an unknown key and a missing grant are
+// refused before the upgrade; the room keeps running.
+func TestBadToken(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := ts.join(t, "bt", "bob", nil)
+	forged, err := auth.NewAccessToken(ts.key, "not-the-secret-not-the-secret-xx").SetIdentity("eve").
+		SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: "bt"}).SetValidFor(time.Hour).ToJWT()
+	require.NoError(t, err)
+	unknown, err := auth.NewAccessToken("nokey", ts.secret).SetIdentity("eve").
+		SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: "bt"}).SetValidFor(time.Hour).ToJWT()
+	require.NoError(t, err)
+	noJoin := ts.adminToken(t, &auth.VideoGrant{RoomList: true})
+	for name, tok := range map[string]string{"forged": forged, "unknown key": unknown, "no join grant": noJoin, "empty": ""} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, res, err := websocket.Dial(ctx, ts.url+"/rtc?access_token="+tok, nil)
+			require.Error(t, err)
+			require.NotNil(t, res)
+			require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+			v, err := http.Get(httpURL(ts) + "/rtc/validate?access_token=" + tok)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(v.Body)
+			v.Body.Close()
+			require.Equal(t, http.StatusUnauthorized, v.StatusCode)
+			require.Equal(t, "*", v.Header.Get("Access-Control-Allow-Origin"))
+			if tok != "" {
+				require.NotContains(t, string(body), tok)
+			}
+		})
+	}
+	v, err := http.Get(httpURL(ts) + "/rtc/validate?access_token=" + ts.token(t, "bt", "zed", nil))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(v.Body)
+	v.Body.Close()
+	require.Equal(t, http.StatusOK, v.StatusCode)
+	require.Equal(t, "success", string(body))
+	require.Equal(t, lksdk.ConnectionStateConnected, bob.room.ConnectionState())
+}
+
+// TestV1FallsBack: /rtc/v1 answers 404 with CORS so livekit-client falls
+// back to /rtc.
+func TestV1FallsBack(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfuConfig) { c.PathPrefix = "/livekit/sfu" })
+	require.True(t, strings.HasSuffix(ts.url, "/livekit/sfu"))
+	for _, p := range []string{"/rtc/v1", "/rtc/v1/validate"} {
+		res, err := http.Get(httpURL(ts) + p + "?access_token=" + ts.token(t, "v1", "a", nil))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Equal(t, http.StatusNotFound, res.StatusCode, p)
+		require.Equal(t, "*", res.Header.Get("Access-Control-Allow-Origin"))
+		require.NotContains(t, string(body), "requested room does not exist")
+	}
+	// The prefix applies to the v0 path, which the SDK uses.
+	c := ts.join(t, "v1", "a", nil)
+	require.Equal(t, lksdk.ConnectionStateConnected, c.room.ConnectionState())
+}
+
+// TestReconnectUnknown: a resume attempt is answered with Leave{RECONNECT}.
+func TestReconnectUnknown(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws, first := rawJoin(t, ts, "rc", "alice", "&reconnect=1&sid=PA_unknown")
+	defer ws.CloseNow()
+	l := first.GetLeave()
+	require.NotNil(t, l, "first message must be leave, got %v", first)
+	require.Equal(t, livekit.LeaveRequest_RECONNECT, l.GetAction())
+	require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, l.GetReason())
+}
+
+// TestDataPackets: destinations are honoured, the sender identity is set
+// by the server, canPublishData is enforced.
+func TestDataPackets(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "data", "alice", nil)
+	bob := ts.join(t, "data", "bob", nil)
+	carol := ts.join(t, "data", "carol", nil)
+	f := false
+	mute := ts.join(t, "data", "mute", func(g *auth.VideoGrant) { g.CanPublishData = &f })
+
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("to-bob")),
+		lksdk.WithDataPublishReliable(true), lksdk.WithDataPublishDestination([]string{"bob"}), lksdk.WithDataPublishTopic("t1")))
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("to-all")), lksdk.WithDataPublishReliable(true)))
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("lossy")), lksdk.WithDataPublishReliable(false)))
+	require.NoError(t, mute.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("forbidden")), lksdk.WithDataPublishReliable(true)))
+
+	has := func(c *client, from, payload string) bool {
+		for _, d := range c.dataFrom(from) {
+			if d.payload == payload {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, func() bool {
+		return has(bob, "alice", "to-bob") && has(bob, "alice", "to-all") && has(carol, "alice", "to-all") && has(mute, "alice", "to-all")
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return has(bob, "alice", "lossy") }, 10*time.Second, 20*time.Millisecond)
+	big := strings.Repeat("0123456789", 2000) // larger than the initial read buffer
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte(big)), lksdk.WithDataPublishReliable(true)))
+	require.Eventually(t, func() bool { return has(carol, "alice", big) }, 10*time.Second, 20*time.Millisecond)
+	for _, d := range bob.dataFrom("alice") {
+		if d.payload == "to-bob" {
+			require.Equal(t, "t1", d.topic)
+		}
+	}
+	// Server data via Twirp reaches only the destination.
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	_, err := rs.SendData(context.Background(), &livekit.SendDataRequest{Room: "data", Data: []byte("from-server"), Kind: livekit.DataPacket_RELIABLE, DestinationIdentities: []string{"carol"}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return has(carol, "", "from-server") }, 10*time.Second, 20*time.Millisecond)
+
+	// Ordered channel: everything sent after "forbidden" and before this
+	// marker has arrived, so its absence is observable now.
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("marker")), lksdk.WithDataPublishReliable(true)))
+	require.Eventually(t, func() bool { return has(bob, "alice", "marker") }, 10*time.Second, 20*time.Millisecond)
+	require.False(t, has(bob, "mute", "forbidden"))
+	require.False(t, has(carol, "alice", "to-bob"))
+	require.False(t, has(bob, "", "from-server"))
+}
+
+// TestMuteAndLeave: mute (client and server side) and leave show up for others.
+func TestMuteAndLeave(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "ml", "alice", nil)
+	bob := ts.join(t, "ml", "bob", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	bob.waitMedia(t, []string{"alice"}, 3, 10, 15*time.Second)
+	sid := alice.pub.AudioPub.SID()
+	alice.pub.AudioPub.SetMuted(true)
+	muted := func(want bool) func() bool {
+		return func() bool {
+			bob.mu.Lock()
+			defer bob.mu.Unlock()
+			return bob.muted["alice/"+sid] == want
+		}
+	}
+	require.Eventually(t, muted(true), 10*time.Second, 20*time.Millisecond)
+	alice.pub.AudioPub.SetMuted(false)
+	require.Eventually(t, muted(false), 10*time.Second, 20*time.Millisecond)
+
+	// Server-side mute reaches the publisher and the others.
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	res, err := rs.MutePublishedTrack(context.Background(), &livekit.MuteRoomTrackRequest{Room: "ml", Identity: "alice", TrackSid: sid, Muted: true})
+	require.NoError(t, err)
+	require.True(t, res.GetTrack().GetMuted())
+	require.Eventually(t, func() bool { return alice.pub.AudioPub.IsMuted() }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, muted(true), 10*time.Second, 20*time.Millisecond)
+
+	alice.close()
+	require.Eventually(t, func() bool {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		return bob.left["alice"]
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Nil(t, bob.room.GetParticipantByIdentity("alice"))
+}
+
+// TestDuplicateIdentity: a second join with the same identity replaces the
+// first, which is told DUPLICATE_IDENTITY.
+func TestDuplicateIdentity(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := ts.join(t, "dup", "bob", nil)
+	a1 := ts.join(t, "dup", "alice", nil)
+	sid1 := a1.room.LocalParticipant.SID()
+	a2 := ts.join(t, "dup", "alice", nil)
+	select {
+	case r := <-a1.disconnected:
+		require.Equal(t, lksdk.DuplicateIdentity, r)
+	case <-time.After(10 * time.Second):
+		t.Fatal("first session not disconnected")
+	}
+	require.Eventually(t, func() bool {
+		p := bob.room.GetParticipantByIdentity("alice")
+		return p != nil && p.SID() == a2.room.LocalParticipant.SID() && p.SID() != sid1
+	}, 10*time.Second, 20*time.Millisecond)
+	a2.publish(t, loadtest.PublishOptions{Audio: true})
+	bob.waitAudio(t, "alice")
+}
+
+// TestRemoveParticipant: RemoveParticipant ends the session at once.
+func TestRemoveParticipant(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "rm", "alice", nil)
+	bob := ts.join(t, "rm", "bob", nil)
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	ctx := context.Background()
+	_, err := rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "rm", Identity: "alice"})
+	require.NoError(t, err)
+	list, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "rm"})
+	require.NoError(t, err)
+	require.Len(t, list.GetParticipants(), 1)
+	require.Equal(t, "bob", list.GetParticipants()[0].GetIdentity())
+	select {
+	case r := <-alice.disconnected:
+		require.Equal(t, lksdk.ParticipantRemoved, r)
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice not disconnected")
+	}
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("alice") == nil }, 10*time.Second, 20*time.Millisecond)
+	_, err = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "rm", Identity: "alice"})
+	requireTwirpCode(t, err, twirp.NotFound)
+}
+
+func requireTwirpCode(t *testing.T, err error, code twirp.ErrorCode) {
+	t.Helper()
+	require.Error(t, err)
+	var te twirp.Error
+	require.True(t, errors.As(err, &te), "not a twirp error: %v", err)
+	require.Equal(t, code, te.Code(), te.Msg())
+}
+
+// TestTwirpRoomService drives the API with server-sdk-go's protobuf client,
+// a JSON request and the in-process interface.
+func TestTwirpRoomService(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfuConfig) { c.Room.AutoCreate = false })
+	ctx := context.Background()
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+
+	r1, err := rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "tw", EmptyTimeout: 300, DepartureTimeout: 20, MaxParticipants: 2, Metadata: "m"})
+	require.NoError(t, err)
+	r2, err := rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "tw", EmptyTimeout: 1})
+	require.NoError(t, err)
+	require.Equal(t, r1.GetSid(), r2.GetSid(), "CreateRoom is idempotent")
+	require.EqualValues(t, 300, r2.GetEmptyTimeout())
+	require.EqualValues(t, 20, r2.GetDepartureTimeout())
+	require.EqualValues(t, 2, r2.GetMaxParticipants())
+
+	// Joins to a missing room are refused when auto_create is off.
+	ctxD, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, res, err := websocket.Dial(ctxD, ts.url+"/rtc?access_token="+ts.token(t, "nope", "x", nil), nil)
+	require.Error(t, err)
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+
+	a := ts.join(t, "tw", "a", nil)
+	ts.join(t, "tw", "b", nil)
+	_, res, err = websocket.Dial(ctxD, ts.url+"/rtc?access_token="+ts.token(t, "tw", "c", nil), nil)
+	require.Error(t, err, "max_participants is 2")
+	require.Equal(t, http.StatusForbidden, res.StatusCode)
+
+	rooms, err := rs.ListRooms(ctx, &livekit.ListRoomsRequest{})
+	require.NoError(t, err)
+	require.Len(t, rooms.GetRooms(), 1)
+	require.EqualValues(t, 2, rooms.GetRooms()[0].GetNumParticipants())
+
+	p, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "tw", Identity: "a"})
+	require.NoError(t, err)
+	require.Equal(t, a.room.LocalParticipant.SID(), p.GetSid())
+	_, err = rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "tw", Identity: "zz"})
+	requireTwirpCode(t, err, twirp.NotFound)
+	_, err = rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "nope", Identity: "a"})
+	requireTwirpCode(t, err, twirp.NotFound)
+
+	up, err := rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "tw", Identity: "a", Metadata: "hello", Attributes: map[string]string{"k": "v"}})
+	require.NoError(t, err)
+	require.Equal(t, "hello", up.GetMetadata())
+	require.Eventually(t, func() bool { return a.room.LocalParticipant.Metadata() == "hello" }, 10*time.Second, 20*time.Millisecond)
+
+	// JSON over HTTP, with and without the grant.
+	post := func(method, tok, body string) (int, map[string]any) {
+		req, err := http.NewRequest(http.MethodPost, httpURL(ts)+"/twirp/livekit.RoomService/"+method, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&out))
+		return res.StatusCode, out
+	}
+	code, out := post("ListParticipants", ts.adminToken(t, &auth.VideoGrant{RoomAdmin: true, Room: "tw"}), `{"room":"tw"}`)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, out["participants"], 2)
+	code, out = post("ListParticipants", ts.adminToken(t, &auth.VideoGrant{RoomAdmin: true, Room: "other"}), `{"room":"tw"}`)
+	require.Equal(t, http.StatusForbidden, code)
+	require.Equal(t, "permission_denied", out["code"])
+	code, out = post("ListRooms", "", `{}`)
+	require.Equal(t, http.StatusUnauthorized, code)
+	require.Equal(t, "unauthenticated", out["code"])
+	code, _ = post("ListRooms", ts.adminToken(t, &auth.VideoGrant{RoomList: true}), `{}`)
+	require.Equal(t, http.StatusOK, code)
+	code, out = post("CreateRoom", ts.adminToken(t, &auth.VideoGrant{RoomList: true}), `{"name":"x"}`)
+	require.Equal(t, http.StatusForbidden, code, out)
+
+	// In-process: same behaviour, no grants.
+	in := ts.srv.RoomService()
+	_, err = in.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "tw", Identity: "zz"})
+	requireTwirpCode(t, err, twirp.NotFound)
+	lp, err := in.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "tw"})
+	require.NoError(t, err)
+	require.Len(t, lp.GetParticipants(), 2)
+
+	_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "tw"})
+	require.NoError(t, err)
+	select {
+	case <-a.disconnected:
+		require.Equal(t, livekit.DisconnectReason_ROOM_DELETED, a.room.DisconnectReason())
+	case <-time.After(10 * time.Second):
+		t.Fatal("a not disconnected by DeleteRoom")
+	}
+	rooms, err = rs.ListRooms(ctx, &livekit.ListRoomsRequest{})
+	require.NoError(t, err)
+	require.Empty(t, rooms.GetRooms())
+}
+
+// TestEmptyTimeout: a created room nobody joins closes after its timeout.
+func TestEmptyTimeout(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfuConfig) { c.Room.DepartureTimeout = time.Second })
+	in := ts.srv.RoomService()
+	ctx := context.Background()
+	_, err := in.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "et", EmptyTimeout: 1, DepartureTimeout: 1})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		rooms, err := in.ListRooms(ctx, &livekit.ListRoomsRequest{})
+		return err == nil && len(rooms.GetRooms()) == 0
+	}, 10*time.Second, 50*time.Millisecond)
+	// Departure timeout after the last participant left.
+	c := ts.join(t, "dt", "a", nil)
+	rooms, err := in.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{"dt"}})
+	require.NoError(t, err)
+	require.Len(t, rooms.GetRooms(), 1)
+	c.close()
+	require.Eventually(t, func() bool {
+		rooms, err := in.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{"dt"}})
+		return err == nil && len(rooms.GetRooms()) == 0
+	}, 10*time.Second, 100*time.Millisecond)
+}
+
+// TestShutdown: cancelling Run tells every client SERVER_SHUTDOWN and
+// returns after cleanup.
+func TestShutdown(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	a := ts.join(t, "sd", "a", nil)
+	b := ts.join(t, "sd", "b", nil)
+	a.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	b.waitAudio(t, "a")
+	ts.stop()
+	for _, c := range []*client{a, b} {
+		select {
+		case <-c.disconnected:
+			require.Equal(t, livekit.DisconnectReason_SERVER_SHUTDOWN, c.room.DisconnectReason())
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not told about the shutdown", c.identity)
+		}
+	}
+}
+
+// TestPortRangeAndTCP: without the UDP mux (a port range) media still
+// flows, and an ICE-TCP port yields passive TCP candidates.
+func TestPortRangeAndTCP(t *testing.T) {
+	verifyNoLeaks(t)
+	tcp := freeTCPPort(t)
+	ts := startServer(t, func(c *sfuConfig) {
+		c.RTC.UDPPort = 0
+		c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 41000, 41999
+		c.RTC.TCPPort = tcp
+	})
+	a := ts.join(t, "pr", "a", nil)
+	b := ts.join(t, "pr", "b", nil)
+	a.publish(t, loadtest.PublishOptions{Audio: true, Video: true, FPS: 10})
+	b.waitMedia(t, []string{"a"}, 3, 10, 15*time.Second)
+	require.Zero(t, ts.metric(t, "gxconf_sfu_rtp_packets_direct_out_total"), "no direct path without the mux")
+
+	ws, first := rawJoin(t, ts, "pr", "raw", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	for {
+		m := readSignal(t, ws)
+		if tr := m.GetTrickle(); tr != nil && strings.Contains(tr.GetCandidateInit(), " tcp ") {
+			require.Contains(t, tr.GetCandidateInit(), "tcptype passive")
+			require.Contains(t, tr.GetCandidateInit(), fmt.Sprint(tcp))
+			break
+		}
+	}
+}
