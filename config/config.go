@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
 )
 
@@ -25,6 +28,8 @@ type Config struct {
 	Database   store.Config      `yaml:"database"`
 	Appservice appservice.Config `yaml:"appservice"`
 	Focus      focus.Config      `yaml:"focus"`
+	// SFU is the embedded LiveKit-compatible SFU.
+	SFU SFU `yaml:"sfu"`
 	// Credentials is the SSI verifier (trust registries, OID4VP, levels).
 	Credentials credentials.Config `yaml:"credentials"`
 	Metrics     Metrics            `yaml:"metrics"`
@@ -37,6 +42,14 @@ type Homeserver struct {
 	Domain string `yaml:"domain"`
 	// Address is the base URL of the homeserver's client-server API.
 	Address string `yaml:"address"`
+}
+
+// SFU is the `sfu:` section: the embedded SFU's own keys plus whether to run it.
+type SFU struct {
+	// Enabled runs the embedded SFU. The focus uses it unless focus.sfu.url
+	// names another LiveKit server.
+	Enabled    bool `yaml:"enabled"`
+	sfu.Config `yaml:",inline"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -60,6 +73,7 @@ func Default() Config {
 		Database:    store.DefaultConfig(),
 		Appservice:  appservice.DefaultConfig(),
 		Focus:       focus.DefaultConfig(),
+		SFU:         SFU{Enabled: true, Config: sfu.DefaultConfig()},
 		Credentials: credentials.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true},
 		Logging:     Logging{Level: "info", Format: "json"},
@@ -102,6 +116,11 @@ func (c *Config) Validate() error {
 	add("database", c.Database.Validate())
 	add("appservice", c.Appservice.Validate())
 	add("focus", c.Focus.Validate())
+	if c.SFU.Enabled {
+		add("sfu", c.SFU.Config.Validate())
+	} else if c.Focus.SFU.URL == "" {
+		errs = append(errs, errors.New("focus.sfu.url: must name a LiveKit server when sfu.enabled is false"))
+	}
 	add("credentials", c.Credentials.Validate())
 	var lg []error
 	if _, err := parseLevel(c.Logging.Level); err != nil {
@@ -114,8 +133,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// derive fills keys whose default is another key's value.
+// derive fills keys whose default is another key's value, and gives the
+// embedded SFU a key pair for this process when none is configured (only the
+// focus in the same process mints tokens for it).
 func (c *Config) derive() {
+	if c.SFU.Enabled && len(c.SFU.Keys) == 0 {
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret)
+		c.SFU.Keys = map[string]string{"gxconf-embedded": base64.RawURLEncoding.EncodeToString(secret)}
+	}
 	if c.Credentials.OID4VP.PublicBaseURL == "" && len(c.Credentials.Federations) > 0 {
 		c.Credentials.OID4VP.PublicBaseURL = c.Focus.ServiceURL()
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/sfu"
 )
 
 func readExample(t *testing.T) []byte {
@@ -39,10 +40,7 @@ func TestExampleConfigDecodes(t *testing.T) {
 	cfg, err := Parse(readExample(t), exampleEnv)
 	require.NoError(t, err)
 	require.Equal(t, "bund.test", cfg.Homeserver.Domain)
-	// The example's values are the defaults, except the SFU it must name.
-	focusCfg := cfg.Focus
-	focusCfg.SFU = Default().Focus.SFU
-	require.Equal(t, Default().Focus, focusCfg)
+	require.Equal(t, Default().Focus, cfg.Focus)
 }
 
 // Every key in the example must also be a default: a missing section would
@@ -55,6 +53,12 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	require.Equal(t, def.Appservice, cfg.Appservice)
 	require.Equal(t, def.Metrics, cfg.Metrics)
 	require.Equal(t, def.Logging, cfg.Logging)
+	// The embedded SFU: every default, keys aside (derived per process when empty).
+	sfuCfg, defSFU := cfg.SFU, def.SFU
+	sfuCfg.Keys, defSFU.Keys = nil, nil
+	defSFU.RTC.NAT1To1IPs, defSFU.RTC.STUNServers, defSFU.RTC.TURNServers = []string{}, []string{}, []sfu.TURNServer{}
+	require.Equal(t, defSFU, sfuCfg)
+	require.Len(t, cfg.SFU.Keys, 1, "a key is derived for the embedded SFU")
 
 	// Credentials: the example shows one federation (example values) and
 	// every default.

@@ -32,9 +32,8 @@ type testSFU struct {
 // browserTestSFU reads GXTEST_SFU_URL, _KEY and _SECRET: a LiveKit-
 // compatible server started outside the test (gxconf's drop-in mode in front
 // of a stock server, used while developing the client against a reference).
-// Unset, the stack uses gxconf's embedded SFU: once cmd/gxconf runs it, this
-// is where its test config (listen address, keys) belongs, so that the
-// Twirp checks of participants run against it too.
+// Unset — always in CI — the stack uses gxconf's embedded SFU, whose Twirp
+// API then answers the participant checks.
 func browserTestSFU() testSFU {
 	return testSFU{
 		URL:    os.Getenv("GXTEST_SFU_URL"),
@@ -106,6 +105,10 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 		"discovery": map[string]any{"homeserver_base_url": proxy.URL},
 	}})
 	s := startStack(t, harness.StackOptions{Config: cfg})
+	if sfu.URL == "" {
+		// The embedded SFU: its Twirp API answers the participant checks.
+		sfu = testSFU{URL: s.SFUURL, Key: s.SFUKey, Secret: s.SFUSecret}
+	}
 	require.NoError(t, proxy.Serve(s.Dendrite.URL, s.FocusURL))
 	e := &browserEnv{t: t, stack: s, proxy: proxy, sfu: sfu}
 

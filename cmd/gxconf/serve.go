@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
 	"github.com/gxfs-conf/gxconf/web"
 )
@@ -95,16 +98,31 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	defer db.Close()
 
 	focusCfg := cfg.Focus
+	var rooms focus.RoomService
+	var runners []func(context.Context) error
 	if focusCfg.SFU.URL == "" {
-		return errors.New("focus.sfu.url: must be set (the embedded SFU is not part of this build yet)")
-	}
-	twirpURL := focusCfg.SFU.TwirpURL
-	if twirpURL == "" {
-		twirpURL = focusCfg.SFU.URL
-	}
-	rooms, err := focus.NewTwirpRoomService(twirpURL, focusCfg.SFU.APIKey, focusCfg.SFU.APISecret, nil)
-	if err != nil {
-		return fmt.Errorf("focus.sfu: %w", err)
+		// The embedded SFU, used in-process: the focus mints tokens with its first key.
+		sfuSrv, err := sfu.New(cfg.SFU.Config, log.With().Str("component", "sfu").Logger(), registry)
+		if err != nil {
+			return fmt.Errorf("sfu: %w", err)
+		}
+		keys := slices.Sorted(maps.Keys(cfg.SFU.Keys))
+		focusCfg.SFU.URL = sfuSrv.URL()
+		focusCfg.SFU.APIKey, focusCfg.SFU.APISecret = keys[0], cfg.SFU.Keys[keys[0]]
+		rooms = sfuSrv.RoomService()
+		runners = append(runners, sfuSrv.Run)
+	} else {
+		twirpURL := focusCfg.SFU.TwirpURL
+		if twirpURL == "" {
+			twirpURL = focusCfg.SFU.URL
+		}
+		rooms, err = focus.NewTwirpRoomService(twirpURL, focusCfg.SFU.APIKey, focusCfg.SFU.APISecret, nil)
+		if err != nil {
+			return fmt.Errorf("focus.sfu: %w", err)
+		}
+		if cfg.SFU.Enabled {
+			log.Warn().Str("url", focusCfg.SFU.URL).Msg("focus.sfu.url names another LiveKit server; the embedded SFU is not started")
+		}
 	}
 	late := &asLate{}
 	var focusSvc *focus.Service
@@ -152,7 +170,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
-	runners := []func(context.Context) error{focusSvc.Run, as.Run, verifier.Run}
+	runners = append(runners, focusSvc.Run, as.Run, verifier.Run)
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
 			focusSvc.Handle("/metrics", metricsHandler)

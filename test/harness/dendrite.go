@@ -95,6 +95,16 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreeUDPPort returns a loopback UDP port that was free a moment ago.
+func FreeUDPPort() (int, error) {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
 // DendriteOptions configure a test homeserver.
 type DendriteOptions struct {
 	// Dir holds keys, config, databases and the log; it must exist.

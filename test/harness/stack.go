@@ -37,6 +37,8 @@ type Stack struct {
 	ConfigPath       string
 	RegistrationPath string
 	BotID            id.UserID
+	// SFUURL, SFUKey and SFUSecret reach the embedded SFU (signalling and Twirp).
+	SFUURL, SFUKey, SFUSecret string
 }
 
 // StartStack writes a gxconf config for a fresh Dendrite, generates the
@@ -59,6 +61,14 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	sfuPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	udpPort, err := FreeUDPPort()
+	if err != nil {
+		return nil, err
+	}
 	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
 	s := &Stack{
 		FocusURL:         fmt.Sprintf("http://127.0.0.1:%d", focusPort),
@@ -67,6 +77,9 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 		ConfigPath:       filepath.Join(dir, "gxconf.yaml"),
 		RegistrationPath: filepath.Join(dir, "registration.yaml"),
 		BotID:            id.NewUserID("gxconf", "localhost"),
+		SFUURL:           fmt.Sprintf("ws://127.0.0.1:%d", sfuPort),
+		SFUKey:           "gxconf-test",
+		SFUSecret:        randomHex(24),
 	}
 	cfg := map[string]any{
 		"homeserver": map[string]any{"domain": "localhost", "address": hsURL},
@@ -77,6 +90,11 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 			"openid": map[string]any{"server_overrides": map[string]any{"localhost": hsURL}},
 			// Tests send many requests from one address.
 			"rate_limit": map[string]any{"per_ip": map[string]any{"rate": 1000, "burst": 1000}, "per_user": map[string]any{"rate": 1000, "burst": 1000}},
+		},
+		"sfu": map[string]any{
+			"listen": fmt.Sprintf("127.0.0.1:%d", sfuPort),
+			"keys":   map[string]any{s.SFUKey: s.SFUSecret},
+			"rtc":    map[string]any{"udp_port": udpPort, "tcp_port": 0, "node_ip": "127.0.0.1"},
 		},
 		"logging": map[string]any{"level": "debug"},
 	}
