@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -132,4 +134,21 @@ func TestFocusAndEmbeddedSFU(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("alice did not see bob leave")
 	}
+}
+
+// TestLoadtestCommand runs `gxconf loadtest` briefly against the embedded SFU
+// of a running gxconf and checks the report: every track subscribed, media
+// received, the SFU's CPU and memory read from /proc.
+func TestLoadtestCommand(t *testing.T) {
+	s := startStack(t, harness.StackOptions{})
+	cmd := exec.Command(gxconfBin, "loadtest", "-url", s.SFUURL, "-api-key", s.SFUKey, "-api-secret", s.SFUSecret,
+		"-publishers", "2", "-subscribers", "2", "-warmup", "2s", "-duration", "3s", "-sfu-pid", strconv.Itoa(s.Gxconf.Pid()))
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	report := string(out)
+	require.Contains(t, report, "joined:            4 (failed 0)")
+	// 2 publishers × (audio + video) seen by 3 others each.
+	require.Contains(t, report, "tracks subscribed: 12 / 12 expected")
+	require.Regexp(t, `received:\s+[1-9]\d* packets`, report)
+	require.Contains(t, report, "sfu cpu / packet:")
 }

@@ -6,6 +6,7 @@
 //	gxconf serve -c config.yaml -r registration.yaml
 //	gxconf generate-registration -c config.yaml -r registration.yaml
 //	gxconf audit verify -c config.yaml
+//	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
 //	gxconf version
 //
 // This is the only package that exits or reads flags.
@@ -35,6 +36,9 @@ Usage:
       Write the appservice registration for the homeserver, with fresh tokens.
   gxconf audit verify -c config.yaml
       Check the hash chain of the access-decision audit log; exits 1 if tampered.
+  gxconf loadtest -url ws://127.0.0.1:7880 -api-key K -api-secret S [-rooms N -publishers M -subscribers K ...]
+      Load an SFU (gxconf's or any LiveKit server) with synthetic participants; prints
+      join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory.
   gxconf version
       Print the version.
 
@@ -56,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGenerateRegistration(args[1:], stdout)
 	case "audit":
 		err = cmdAudit(args[1:], stdout)
+	case "loadtest":
+		err = cmdLoadtest(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "gxconf", versionString())
 		return 0
