@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 func validConfig() Config {
@@ -55,4 +56,54 @@ func TestConfigValidate(t *testing.T) {
 			require.Len(t, strings.Split(err.Error(), "\n"), len(tc.want))
 		})
 	}
+}
+
+// TestConfigYAML: the documented keys decode strictly on top of the
+// defaults (the caller's job, checked here so tags and docs agree).
+func TestConfigYAML(t *testing.T) {
+	doc := `
+listen: "127.0.0.1:7880"
+path_prefix: /livekit/sfu
+public_url: wss://sfu.example.org/livekit/sfu
+keys:
+  APIkey: "0123456789abcdef0123456789abcdef"
+node_id: node-a
+region: de
+ping_interval: 5s
+ping_timeout: 15s
+rtc:
+  udp_port: 7882
+  port_range_start: 0
+  port_range_end: 0
+  tcp_port: 7881
+  node_ip: ""
+  use_external_ip: false
+  nat_1to1_ips: ["203.0.113.7"]
+  stun_servers: ["stun.example.org:3478"]
+  turn_servers:
+    - urls: ["turn:turn.example.org:3478?transport=udp"]
+      username: u
+      credential: c
+  socket_buffer_size: 4194304
+  packet_cache_size: 256
+  direct_send: true
+room:
+  auto_create: true
+  empty_timeout: 5m
+  departure_timeout: 20s
+  max_participants: 50
+`
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&c))
+	require.NoError(t, c.Validate())
+	require.Equal(t, 5*time.Minute, c.Room.EmptyTimeout)
+	require.Equal(t, "turn:turn.example.org:3478?transport=udp", c.RTC.TURNServers[0].URLs[0])
+	require.Equal(t, 50, c.Room.MaxParticipants)
+
+	bad := DefaultConfig()
+	dec = yaml.NewDecoder(strings.NewReader("rtc:\n  udp_prot: 1\n"))
+	dec.KnownFields(true)
+	require.Error(t, dec.Decode(&bad))
 }

@@ -486,13 +486,21 @@ func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
 			continue
 		}
 		want := dt.preferredLayer()
+		cur := dt.bweCap.Load()
 		layer := int32(-1)
 		for l := want; l >= 0; l-- {
 			br := dt.track.bitrate(int(l))
 			if br == 0 && !dt.track.layerLive(int(l)) {
 				continue
 			}
-			if float64(br) <= budget || l == dt.track.lowestLiveLayer() {
+			// Hysteresis: going up needs 10 % headroom, staying tolerates
+			// an estimate 20 % short, so an estimate near a layer's rate
+			// does not flap between layers (each switch costs a keyframe).
+			need := float64(br) * 1.1
+			if l <= cur {
+				need = float64(br) * 0.8
+			}
+			if need <= budget || l == dt.track.lowestLiveLayer() {
 				layer = l
 				budget -= float64(br)
 				break
