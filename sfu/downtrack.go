@@ -60,6 +60,7 @@ type downTrack struct {
 	pref     atomic.Int32 // highest layer wanted by track_setting
 	bweCap   atomic.Int32 // highest layer the subscriber's bandwidth allows
 	disabled atomic.Bool
+	probe    probeState // owned by the subscriber's tick (allocateBandwidth)
 
 	mu         sync.Mutex
 	bound      bool
@@ -122,6 +123,7 @@ func newDownTrack(sub *Participant, t *publishedTrack) *downTrack {
 	dt.target.Store(-1)
 	dt.pref.Store(maxLayers - 1)
 	dt.bweCap.Store(maxLayers - 1)
+	dt.probe.layer = -1
 	if dt.kind == webrtc.RTPCodecTypeVideo {
 		dt.seqMap = make([]seqEntry, seqMapSize)
 	}

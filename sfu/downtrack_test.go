@@ -136,3 +136,42 @@ func TestBandwidthCapsLayer(t *testing.T) {
 	sub.allocateBandwidth([]*downTrack{dt}, now.Add(10*time.Second))
 	require.EqualValues(t, 2, dt.target.Load())
 }
+
+// A subscriber held on a low layer by its estimate is moved up on trial when
+// it wants more; the trial stays if the estimate follows, ends when it does
+// not (or falls), and the next trial backs off.
+func TestBandwidthProbe(t *testing.T) {
+	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_v", Simulcast: true}, "c", webrtc.RTPCodecTypeVideo)
+	for i, br := range []uint64{150_000, 500_000, 1_700_000} {
+		l := &layerRecv{t: tr, idx: i}
+		l.live.Store(true)
+		l.bitrate.Store(br)
+		tr.layers[i] = l
+	}
+	sub := &Participant{s: tr.owner.s}
+	dt := newDownTrack(sub, tr)
+	dt.pref.Store(2)
+	t0 := time.Now()
+	allocate := func(remb uint64, at time.Duration) int32 {
+		sub.remb.Store(remb)
+		sub.rembAt.Store(t0.Add(at).UnixNano())
+		sub.allocateBandwidth([]*downTrack{dt}, t0.Add(at))
+		return dt.bweCap.Load()
+	}
+	// A browser receiving 150 kbit/s estimates about 1.5 times that.
+	require.EqualValues(t, 0, allocate(225_000, 0), "no trial before the low layer is being forwarded")
+	dt.current.Store(0)
+	require.EqualValues(t, 1, allocate(225_000, time.Second), "trial one layer up")
+	require.EqualValues(t, 1, allocate(300_000, 3*time.Second), "trial continues while the estimate grows")
+	require.EqualValues(t, 1, allocate(600_000, 5*time.Second), "estimate caught up: layer 1 kept")
+	require.EqualValues(t, -1, dt.probe.layer)
+	dt.current.Store(1)
+	require.EqualValues(t, 2, allocate(600_000, 6*time.Second), "next trial: top layer")
+	require.EqualValues(t, 2, allocate(650_000, 20*time.Second))
+	require.EqualValues(t, 1, allocate(650_000, 22*time.Second), "estimate did not follow within the hold: back to layer 1")
+	require.EqualValues(t, 1, allocate(650_000, 25*time.Second), "backing off")
+	require.EqualValues(t, 2, allocate(650_000, 28*time.Second), "after the backoff, a new trial")
+	require.EqualValues(t, 1, allocate(450_000, 29*time.Second), "a falling estimate ends the trial at once")
+	require.EqualValues(t, 1, allocate(450_000, 35*time.Second), "the backoff doubled")
+	require.EqualValues(t, 2, allocate(450_000, 40*time.Second))
+}

@@ -467,19 +467,34 @@ func (p *Participant) connectionQuality() *livekit.ConnectionQualityInfo {
 
 // allocateBandwidth caps the simulcast layer of each video downtrack so
 // their sum fits the subscriber's REMB estimate.
+//
+// A browser's receive-side estimate stays near 1.5 times what it receives,
+// so a subscriber held on a low layer could never earn a higher one from the
+// estimate alone (we send no padding probes). When a downtrack wants more
+// than the estimate allows and the link is clean, it is therefore moved one
+// layer up on trial: the browser's estimate then grows with the traffic if
+// the link can carry it, and the trial is kept; a falling estimate or loss
+// ends it, and the next trial waits longer (probeBackoff). Runs on the
+// participant's tick only, which owns the probe fields of its downtracks.
 func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
 	at := p.rembAt.Load()
 	if at == 0 || now.Sub(time.Unix(0, at)) > 5*time.Second {
 		for _, dt := range subs {
+			dt.probe = probeState{layer: -1}
 			dt.setBandwidthCap(maxLayers - 1)
 		}
 		return
 	}
-	budget := float64(p.remb.Load())
+	remb := float64(p.remb.Load())
+	budget := remb
 	for _, dt := range subs {
 		if dt.track.kind == webrtc.RTPCodecTypeAudio {
 			budget -= float64(dt.track.bitrate(0))
 		}
+	}
+	probing := false
+	for _, dt := range subs {
+		probing = probing || dt.probe.layer >= 0
 	}
 	for _, dt := range subs {
 		if dt.track.kind != webrtc.RTPCodecTypeVideo {
@@ -502,15 +517,65 @@ func (p *Participant) allocateBandwidth(subs []*downTrack, now time.Time) {
 			}
 			if need <= budget || l == dt.track.lowestLiveLayer() {
 				layer = l
-				budget -= float64(br)
 				break
 			}
 		}
 		if layer < 0 {
 			layer = 0
 		}
+		layer, probing = dt.probeUp(layer, want, remb, now, probing)
+		budget -= float64(dt.track.bitrate(int(layer)))
 		dt.setBandwidthCap(layer)
 	}
+}
+
+// probeState is a downtrack's trial of a layer above the bandwidth estimate.
+type probeState struct {
+	layer   int32 // layer on trial, -1 none
+	start   time.Time
+	remb    float64 // estimate when the trial started
+	next    time.Time
+	backoff time.Duration
+}
+
+const (
+	probeHold       = 15 * time.Second // a trial lasts at most this long
+	probeMinBackoff = 5 * time.Second
+	probeMaxBackoff = 2 * time.Minute
+	probeMaxLoss    = 0.02
+)
+
+// probeUp returns the layer to forward given the layer the estimate allows:
+// the trial layer while a trial runs, a new trial one layer up when the link
+// is clean and no other trial runs, else fits.
+func (dt *downTrack) probeUp(fits, want int32, remb float64, now time.Time, probing bool) (int32, bool) {
+	ps := &dt.probe
+	loss, _ := dt.lossFraction()
+	if ps.layer >= 0 {
+		switch {
+		case fits >= ps.layer:
+			// The estimate caught up: the trial succeeded.
+			ps.layer, ps.backoff = -1, 0
+			return fits, probing
+		case now.Sub(ps.start) < probeHold && remb >= 0.85*ps.remb && loss <= probeMaxLoss && ps.layer <= want:
+			return ps.layer, true
+		default:
+			ps.layer = -1
+			ps.backoff = min(max(2*ps.backoff, probeMinBackoff), probeMaxBackoff)
+			ps.next = now.Add(ps.backoff)
+			return fits, probing
+		}
+	}
+	if probing || fits >= want || now.Before(ps.next) || loss > probeMaxLoss || dt.current.Load() != fits {
+		return fits, probing
+	}
+	for l := fits + 1; l <= want; l++ {
+		if dt.track.layerLive(int(l)) {
+			ps.layer, ps.start, ps.remb = l, now, remb
+			return l, true
+		}
+	}
+	return fits, probing
 }
 
 func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) {
