@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -38,12 +40,10 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	lk := newFakeLiveKit(t, lkKey, lkSecret)
 	s := startStack(t, harness.StackOptions{
 		// gxconf trusts the harness's self-signed loopback certificate.
 		Env: []string{"SSL_CERT_FILE=" + tlsc.CertFile},
 		Config: map[string]any{
-			"focus": map[string]any{"sfu": map[string]any{"url": lk.srv.URL, "api_key": lkKey, "api_secret": lkSecret}},
 			"credentials": map[string]any{
 				"federations": []any{map[string]any{
 					"id":                 "oev",
@@ -89,11 +89,13 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 		require.Equal(t, "M_FORBIDDEN", out["errcode"])
 		require.Contains(t, out["error"], "missing credential EmployeeCredential from federation oev")
 		require.Contains(t, out["error"], s.FocusURL+"/oid4vp/page/")
-		require.Empty(t, lk.createdRooms(), "no SFU room for a refused user")
+		require.Empty(t, sfuRooms(t, s), "no SFU room for a refused user")
 	})
 
 	var bobDM id.RoomID
-	t.Run("after presenting a valid credential the member gets a token", func(t *testing.T) {
+	var bobCall *sdkClient
+	outer := t
+	t.Run("after presenting a valid credential the member gets a token and joins", func(t *testing.T) {
 		var body string
 		bobDM, body = waitForDirectMessage(t, bob, s.BotID, "openid4vp://")
 		link := openid4vpLink.FindString(body)
@@ -109,10 +111,11 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 		before := time.Now()
 		status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
 		require.Equal(t, http.StatusOK, status, out)
-		grants := verifyJWT(t, out["jwt"].(string))
+		grants := verifyJWT(t, out["jwt"].(string), s.SFUKey, s.SFUSecret)
 		require.Equal(t, focus.LiveKitIdentity(bob.ID.String(), bob.Client.DeviceID.String(), "bob-1"), grants.Identity)
 		exp := time.Unix(int64(unverifiedClaims(t, out["jwt"].(string))["exp"].(float64)), 0)
 		require.True(t, exp.Before(before.Add(time.Hour+time.Minute)), "the token never outlives the KRITIS attestation (1 h)")
+		bobCall = joinWithTokenUntil(t, outer, out["url"].(string), out["jwt"].(string))
 	})
 
 	t.Run("a revoked credential is refused", func(t *testing.T) {
@@ -131,13 +134,16 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 	})
 
 	t.Run("revoking an active participant's credential removes them", func(t *testing.T) {
-		identity := focus.LiveKitIdentity(bob.ID.String(), bob.Client.DeviceID.String(), "bob-1")
-		alias := focus.LiveKitRoomAlias(room.String(), "m.call#ROOM")
+		require.NotNil(t, bobCall, "bob is in the call")
 		require.NoError(t, wallet.SetList(map[string]any{"name": "live", "issuer": "w3c", "kind": "bitstring", "revoked": []int{3, 7}}))
-		// The re-check loop (every 10 s here) finds the revocation.
-		require.Eventually(t, func() bool {
-			return containsAllStrings(lk.removedIdentities(), alias+"/"+identity)
-		}, 60*time.Second, 100*time.Millisecond, "bob was not removed after revocation")
+		// The re-check loop (every 10 s here) finds the revocation and the
+		// SFU ends bob's session.
+		select {
+		case r := <-bobCall.disconnected:
+			require.Equal(t, lksdk.ParticipantRemoved, r)
+		case <-time.After(60 * time.Second):
+			t.Fatal("bob was not removed from the SFU after revocation")
+		}
 		waitForMessage(t, alice, room, s.BotID, bob.ID.String()+" was removed from the call")
 		waitForMessageIn(t, bob, bobDM, s.BotID, "You were removed from the call")
 		status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
@@ -167,6 +173,19 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 		require.NotContains(t, string(out), ": 0 decision")
 	})
 	require.NotContains(t, s.Gxconf.Log(), base64.StdEncoding.EncodeToString(key), "the at-rest key is never logged")
+}
+
+// sfuRooms lists the embedded SFU's rooms through its Twirp API.
+func sfuRooms(t *testing.T, s *harness.Stack) []string {
+	t.Helper()
+	rooms, err := lksdk.NewRoomServiceClient(strings.Replace(s.SFUURL, "ws://", "http://", 1), s.SFUKey, s.SFUSecret).
+		ListRooms(context.Background(), &livekit.ListRoomsRequest{})
+	require.NoError(t, err)
+	var names []string
+	for _, r := range rooms.Rooms {
+		names = append(names, r.Name)
+	}
+	return names
 }
 
 // waitForDirectMessage accepts the bot's direct-chat invite and waits for a

@@ -81,7 +81,7 @@ func testFoundation(t *testing.T, database map[string]any) {
 		status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-member-1", openID(t, bob)))
 		require.Equal(t, http.StatusOK, status, out)
 		require.Equal(t, lk.srv.URL, out["url"])
-		grants := verifyJWT(t, out["jwt"].(string))
+		grants := verifyJWT(t, out["jwt"].(string), lkKey, lkSecret)
 		require.Equal(t, focus.LiveKitIdentity(bob.ID.String(), bob.Client.DeviceID.String(), "bob-member-1"), grants.Identity)
 		require.Equal(t, focus.LiveKitRoomAlias(room.String(), "m.call#ROOM"), grants.Video.Room)
 		require.True(t, grants.Video.RoomJoin)
@@ -103,7 +103,7 @@ func testFoundation(t *testing.T, database map[string]any) {
 			"room": room, "device_id": bob.Client.DeviceID, "openid_token": openID(t, bob),
 		})
 		require.Equal(t, http.StatusOK, status, out)
-		grants := verifyJWT(t, out["jwt"].(string))
+		grants := verifyJWT(t, out["jwt"].(string), lkKey, lkSecret)
 		require.Equal(t, bob.ID.String()+":"+bob.Client.DeviceID.String(), grants.Identity)
 		require.Equal(t, focus.LiveKitRoomAlias(room.String(), "m.call#ROOM"), grants.Video.Room)
 	})
@@ -237,12 +237,13 @@ func testFoundation(t *testing.T, database map[string]any) {
 	require.NotContains(t, s.Gxconf.Log(), lkSecret, "secrets never logged")
 }
 
-func verifyJWT(t *testing.T, jwt string) *auth.ClaimGrants {
+// verifyJWT checks a LiveKit token's signature with key/secret and returns its grants.
+func verifyJWT(t *testing.T, jwt, key, secret string) *auth.ClaimGrants {
 	t.Helper()
 	v, err := auth.ParseAPIToken(jwt)
 	require.NoError(t, err)
-	require.Equal(t, lkKey, v.APIKey())
-	_, grants, err := v.Verify(lkSecret)
+	require.Equal(t, key, v.APIKey())
+	_, grants, err := v.Verify(secret)
 	require.NoError(t, err)
 	return grants
 }

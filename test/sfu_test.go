@@ -38,8 +38,16 @@ type sdkClient struct {
 	disconnected chan lksdk.DisconnectionReason
 }
 
-// joinWithToken connects with exactly the {url, jwt} the focus returned.
+// joinWithToken connects with exactly the {url, jwt} the focus returned; the
+// session ends when t ends.
 func joinWithToken(t *testing.T, url, jwt string) *sdkClient {
+	t.Helper()
+	return joinWithTokenUntil(t, t, url, jwt)
+}
+
+// joinWithTokenUntil is joinWithToken for a session that outlives the
+// subtest t: it ends when owner ends.
+func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string) *sdkClient {
 	t.Helper()
 	c := &sdkClient{streams: map[string]*loadtest.StreamStats{}, left: make(chan string, 8), disconnected: make(chan lksdk.DisconnectionReason, 1)}
 	cb := lksdk.NewRoomCallback()
@@ -64,7 +72,7 @@ func joinWithToken(t *testing.T, url, jwt string) *sdkClient {
 	room, err := lksdk.ConnectToRoomWithToken(url, jwt, cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err)
 	c.room = room
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		room.Disconnect()
 		c.readers.Wait()
 	})

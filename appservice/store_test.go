@@ -1,0 +1,84 @@
+package appservice
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream"
+)
+
+func TestStoreMigrationsAndRecords(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "as.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := newStore(ctx, db)
+	require.NoError(t, err)
+	_, err = newStore(ctx, db)
+	require.NoError(t, err, "upgrades are idempotent")
+	var version int
+	require.NoError(t, db.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version))
+	require.Equal(t, len(upgradeTable), version)
+
+	now := time.Now()
+	seen, err := s.seenTxn(ctx, "t1")
+	require.NoError(t, err)
+	require.False(t, seen)
+	require.NoError(t, s.markTxn(ctx, "t1", now))
+	require.NoError(t, s.markTxn(ctx, "t1", now), "marking twice is harmless")
+	seen, err = s.seenTxn(ctx, "t1")
+	require.NoError(t, err)
+	require.True(t, seen)
+
+	m := CallMember{RoomID: "!r", Kind: "msc3401", Key: "k1", UserID: "@a:x", DeviceID: "D", SlotID: "m.call#ROOM", UpdatedAt: now}
+	require.NoError(t, s.putCallMember(ctx, m))
+	expired := m
+	expired.Key, expired.ExpiresAt = "k2", now.Add(-time.Minute)
+	require.NoError(t, s.putCallMember(ctx, expired))
+	list, err := s.callMembers(ctx, "!r", now)
+	require.NoError(t, err)
+	require.Len(t, list, 1, "expired memberships are not listed")
+	require.NoError(t, s.deleteUserCallMembers(ctx, "!r", "@a:x"))
+	list, err = s.callMembers(ctx, "!r", now)
+	require.NoError(t, err)
+	require.Empty(t, list)
+
+	content, known, err := s.roomPolicy(ctx, "!r")
+	require.NoError(t, err)
+	require.False(t, known)
+	require.NoError(t, s.putRoomPolicy(ctx, "!r", `{"level":"kritis"}`, "$e", "@a:x", now))
+	content, known, err = s.roomPolicy(ctx, "!r")
+	require.NoError(t, err)
+	require.True(t, known)
+	require.Equal(t, `{"level":"kritis"}`, content)
+}
+
+func TestParseCallMember(t *testing.T) {
+	sk := "_@a:x_DEV_m.call"
+	m, leave, err := ParseCallMember(TypeCallMember, "@a:x", "!r", &sk, 1000,
+		[]byte(`{"application":"m.call","call_id":"","device_id":"DEV","expires":3600000,"foci_preferred":[{"type":"livekit","livekit_service_url":"https://f"}]}`))
+	require.NoError(t, err)
+	require.False(t, leave)
+	require.Equal(t, "DEV", m.DeviceID)
+	require.Equal(t, "m.call#ROOM", m.SlotID)
+	require.Equal(t, "https://f", m.FocusURL)
+	require.Equal(t, time.UnixMilli(1000).Add(time.Hour), m.ExpiresAt)
+
+	_, leave, err = ParseCallMember(TypeCallMember, "@a:x", "!r", &sk, 1000, []byte(`{}`))
+	require.NoError(t, err)
+	require.True(t, leave, "empty content ends the membership")
+
+	m, leave, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000,
+		[]byte(`{"slot_id":"m.call#ROOM","member":{"id":"mid","user_id":"@evil:x","device_id":"DEV"},"sticky_key":"mid"}`))
+	require.NoError(t, err)
+	require.False(t, leave)
+	require.Equal(t, "@a:x", m.UserID, "the sender, never the content's user")
+	require.Equal(t, "mid", m.MemberID)
+
+	_, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000, []byte(`{"slot_id":"s"}`))
+	require.ErrorIs(t, err, errBadCallMember)
+}
