@@ -208,12 +208,26 @@ func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p Pre
 	if err != nil || !slices.Contains(types, "VerifiablePresentation") {
 		return nil, fmt.Errorf("%w: vp.type must include VerifiablePresentation", ErrMalformed)
 	}
+	creds, err := c.verifyEmbeddedCredentials(ctx, vpObj["verifiableCredential"], holder)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifiedPresentation{Format: FormatJWTVPJSON, Holder: holder, Credentials: creds}, nil
+}
+
+// verifyEmbeddedCredentials verifies the verifiableCredential entries of a
+// presentation (ldp_vc objects or VC-JWT strings, at most 8) and marks those
+// whose subject is the presentation's holder as holder-bound.
+func (c *Checker) verifyEmbeddedCredentials(ctx context.Context, raw any, holder string) ([]VerifiedCredential, error) {
 	var entries []any
-	switch v := vpObj["verifiableCredential"].(type) {
+	switch v := raw.(type) {
 	case []any:
 		entries = v
 	case string, map[string]any:
 		entries = []any{v}
+	case nil:
+	default:
+		return nil, fmt.Errorf("%w: verifiableCredential", ErrMalformed)
 	}
 	if len(entries) == 0 {
 		return nil, ErrNoCredential
@@ -221,9 +235,10 @@ func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p Pre
 	if len(entries) > 8 {
 		return nil, fmt.Errorf("%w: more than 8 credentials", ErrTooLarge)
 	}
-	vp := &VerifiedPresentation{Format: FormatJWTVPJSON, Holder: holder}
+	out := make([]VerifiedCredential, 0, len(entries))
 	for _, e := range entries {
 		var vc *VerifiedCredential
+		var err error
 		switch t := e.(type) {
 		case string:
 			vc, err = c.verifyJWTCredential(ctx, t)
@@ -236,9 +251,9 @@ func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p Pre
 			return nil, err
 		}
 		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
-		vp.Credentials = append(vp.Credentials, *vc)
+		out = append(out, *vc)
 	}
-	return vp, nil
+	return out, nil
 }
 
 func audienceMatches(aud any, want string) bool {

@@ -58,38 +58,11 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 			return nil, fmt.Errorf("%w: holder %q did not sign the presentation", ErrHolderBinding, hs)
 		}
 	}
-	var vcs []any
-	switch v := m["verifiableCredential"].(type) {
-	case map[string]any, string:
-		vcs = []any{v}
-	case []any:
-		vcs = v
-	case nil:
-		return nil, ErrNoCredential
-	default:
-		return nil, fmt.Errorf("%w: verifiableCredential", ErrMalformed)
+	creds, err := c.verifyEmbeddedCredentials(ctx, m["verifiableCredential"], holder)
+	if err != nil {
+		return nil, err
 	}
-	if len(vcs) > 8 {
-		return nil, fmt.Errorf("%w: more than 8 credentials", ErrTooLarge)
-	}
-	vp := &VerifiedPresentation{Format: FormatLDPVP, Holder: holder}
-	for _, e := range vcs {
-		var vc *VerifiedCredential
-		switch t := e.(type) {
-		case map[string]any:
-			vc, err = c.verifyLDPCredential(ctx, t)
-		case string:
-			vc, err = c.verifyJWTCredential(ctx, t)
-		default:
-			err = fmt.Errorf("%w: verifiableCredential entry", ErrMalformed)
-		}
-		if err != nil {
-			return nil, err
-		}
-		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
-		vp.Credentials = append(vp.Credentials, *vc)
-	}
-	return vp, nil
+	return &VerifiedPresentation{Format: FormatLDPVP, Holder: holder, Credentials: creds}, nil
 }
 
 // verifyLDPCredential verifies an ldp_vc's issuer proof (assertionMethod).
