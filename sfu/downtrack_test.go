@@ -113,7 +113,9 @@ func TestNACKRetransmit(t *testing.T) {
 
 // TestBandwidthCapsLayer: a low REMB estimate moves a subscriber to the
 // layer that fits; a stale one lifts the cap.
-func TestBandwidthCapsLayer(t *testing.T) {
+// simulcastDownTrack is a subscriber's downtrack of a three-layer simulcast
+// track (150 kbit/s, 500 kbit/s, 1.7 Mbit/s, all live) that wants the top layer.
+func simulcastDownTrack() (*Participant, *downTrack) {
 	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_v", Simulcast: true}, "c", webrtc.RTPCodecTypeVideo)
 	for i, br := range []uint64{150_000, 500_000, 1_700_000} {
 		l := &layerRecv{t: tr, idx: i}
@@ -124,6 +126,11 @@ func TestBandwidthCapsLayer(t *testing.T) {
 	sub := &Participant{s: tr.owner.s}
 	dt := newDownTrack(sub, tr)
 	dt.pref.Store(2)
+	return sub, dt
+}
+
+func TestBandwidthCapsLayer(t *testing.T) {
+	sub, dt := simulcastDownTrack()
 	now := time.Now()
 	sub.remb.Store(800_000)
 	sub.rembAt.Store(now.UnixNano())
@@ -141,16 +148,7 @@ func TestBandwidthCapsLayer(t *testing.T) {
 // it wants more; the trial stays if the estimate follows, ends when it does
 // not (or falls), and the next trial backs off.
 func TestBandwidthProbe(t *testing.T) {
-	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_v", Simulcast: true}, "c", webrtc.RTPCodecTypeVideo)
-	for i, br := range []uint64{150_000, 500_000, 1_700_000} {
-		l := &layerRecv{t: tr, idx: i}
-		l.live.Store(true)
-		l.bitrate.Store(br)
-		tr.layers[i] = l
-	}
-	sub := &Participant{s: tr.owner.s}
-	dt := newDownTrack(sub, tr)
-	dt.pref.Store(2)
+	sub, dt := simulcastDownTrack()
 	t0 := time.Now()
 	allocate := func(remb uint64, at time.Duration) int32 {
 		sub.remb.Store(remb)
