@@ -47,11 +47,11 @@ func TestStoreMigrationsAndRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, list)
 
-	content, known, err := s.roomPolicy(ctx, "!r")
+	_, known, err := s.roomPolicy(ctx, "!r")
 	require.NoError(t, err)
 	require.False(t, known)
 	require.NoError(t, s.putRoomPolicy(ctx, "!r", `{"level":"kritis"}`, "$e", "@a:x", now))
-	content, known, err = s.roomPolicy(ctx, "!r")
+	content, known, err := s.roomPolicy(ctx, "!r")
 	require.NoError(t, err)
 	require.True(t, known)
 	require.Equal(t, `{"level":"kritis"}`, content)

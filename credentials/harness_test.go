@@ -78,7 +78,6 @@ type testEnv struct {
 	v        *Verifier
 	db       *dbutil.Database
 	srv      *httptest.Server
-	now      func() time.Time
 	mu       sync.Mutex
 	attested []Attestation
 	invalid  []invalidation

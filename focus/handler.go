@@ -106,7 +106,7 @@ func (s *Service) handleGetToken(ctx context.Context, body []byte) (any, error) 
 	}
 	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
 	return s.processToken(ctx, tokenInput{
-		endpoint: "get_token", roomID: req.RoomID, slotID: req.SlotID, openID: req.OpenIDToken,
+		roomID: req.RoomID, slotID: req.SlotID, openID: req.OpenIDToken,
 		claimedUserID: req.Member.ClaimedUserID, deviceID: req.Member.ClaimedDeviceID,
 		memberID: req.Member.ID, delegation: anyDelay,
 	})
@@ -119,7 +119,7 @@ func (s *Service) handleSFUGet(ctx context.Context, body []byte) (any, error) {
 	}
 	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
 	return s.processToken(ctx, tokenInput{
-		endpoint: "sfu_get", roomID: req.Room, slotID: LegacySlotID, openID: req.OpenIDToken,
+		roomID: req.Room, slotID: LegacySlotID, openID: req.OpenIDToken,
 		deviceID: req.DeviceID, delegation: anyDelay,
 	})
 }

@@ -102,7 +102,6 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 
 // tokenInput is what both token endpoints have in common once decoded.
 type tokenInput struct {
-	endpoint      string
 	roomID        string
 	slotID        string
 	openID        OpenIDToken

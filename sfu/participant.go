@@ -164,10 +164,12 @@ func (p *Participant) wirePeerConnections() {
 			// until a negotiation in progress has queued it.
 			if target == livekit.SignalTarget_SUBSCRIBER {
 				p.negMu.Lock()
-				p.negMu.Unlock() //nolint:staticcheck // empty critical section orders the sends
+				//lint:ignore SA2001 the empty critical section orders this send after the description's
+				p.negMu.Unlock()
 			} else {
 				p.ansMu.Lock()
-				p.ansMu.Unlock() //nolint:staticcheck
+				//lint:ignore SA2001 as above
+				p.ansMu.Unlock()
 			}
 			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Trickle{Trickle: &livekit.TrickleRequest{
 				CandidateInit: string(b), Target: target,

@@ -312,12 +312,6 @@ func (r *Room) close(reason livekit.DisconnectReason) {
 	r.log.Info().Str("reason", reason.String()).Msg("room closed")
 }
 
-func (r *Room) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
-}
-
 // worker runs the room's periodic jobs until the room closes.
 func (r *Room) worker() {
 	tick := time.NewTicker(400 * time.Millisecond)

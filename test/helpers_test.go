@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,14 +147,6 @@ func storeMembership(t *testing.T, s *harness.Stack, roomID id.RoomID, userID id
 	}
 	require.NoError(t, err)
 	return membership
-}
-
-// writeFile is os.WriteFile that fails the test.
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
-	return p
 }
 
 func containsAll(s string, parts ...string) bool {
