@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/livekit/protocol/auth"
 )
@@ -23,6 +24,22 @@ func tokenFromRequest(r *http.Request) string {
 // verifyToken checks an HS256 LiveKit access token against the configured
 // keys and returns its grants. The error never contains the token.
 func (s *Server) verifyToken(raw string) (*auth.ClaimGrants, error) {
+	t, err := s.verifyTokenDetails(raw)
+	if err != nil {
+		return nil, err
+	}
+	return t.grants, nil
+}
+
+// verifiedToken is a checked access token: its grants, the key that signed
+// it and how long it was valid for (refreshed tokens get as long).
+type verifiedToken struct {
+	grants   *auth.ClaimGrants
+	apiKey   string
+	lifetime time.Duration
+}
+
+func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("%w: no token", ErrInvalidToken)
 	}
@@ -34,11 +51,40 @@ func (s *Server) verifyToken(raw string) (*auth.ClaimGrants, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown api key", ErrInvalidToken)
 	}
-	_, grants, err := v.Verify(secret)
+	claims, grants, err := v.Verify(secret)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return grants, nil
+	t := &verifiedToken{grants: grants, apiKey: v.APIKey()}
+	if claims.ExpiresAt != nil {
+		start := time.Now()
+		if claims.IssuedAt != nil {
+			start = claims.IssuedAt.Time
+		} else if claims.NotBefore != nil {
+			start = claims.NotBefore.Time
+		}
+		t.lifetime = claims.ExpiresAt.Sub(start)
+	}
+	return t, nil
+}
+
+// refreshToken mints a token for a connected participant with its current
+// grants, signed by the key of its original token and valid as long as that
+// was, so a client that reconnects later is not refused for an expired token.
+func (s *Server) refreshToken(apiKey string, lifetime time.Duration, grants *auth.ClaimGrants, video *auth.VideoGrant) (string, error) {
+	secret, ok := s.lookupSecret(apiKey)
+	if !ok {
+		return "", fmt.Errorf("%w: the key %q is no longer configured", ErrInvalidToken, apiKey)
+	}
+	at := auth.NewAccessToken(apiKey, secret).
+		SetIdentity(grants.Identity).
+		SetName(grants.Name).
+		SetMetadata(grants.Metadata).
+		SetAttributes(grants.Attributes).
+		SetKind(grants.GetParticipantKind()).
+		SetVideoGrant(video).
+		SetValidFor(lifetime)
+	return at.ToJWT()
 }
 
 // lookupSecret compares the key in constant time against every configured

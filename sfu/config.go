@@ -35,6 +35,10 @@ type Config struct {
 	// (clients that send no pings, like server-sdk-go, are exempt).
 	PingInterval time.Duration `yaml:"ping_interval"`
 	PingTimeout  time.Duration `yaml:"ping_timeout"`
+
+	// TokenRefreshInterval is how often connected clients get a fresh access
+	// token (refresh_token) to reconnect with; 0 turns it off.
+	TokenRefreshInterval time.Duration `yaml:"token_refresh_interval"`
 }
 
 // RTCConfig configures the media transport.
@@ -112,8 +116,9 @@ func DefaultConfig() Config {
 			EmptyTimeout:     5 * time.Minute,
 			DepartureTimeout: 20 * time.Second,
 		},
-		PingInterval: 5 * time.Second,
-		PingTimeout:  15 * time.Second,
+		PingInterval:         5 * time.Second,
+		PingTimeout:          15 * time.Second,
+		TokenRefreshInterval: 5 * time.Minute,
 	}
 }
 
@@ -233,6 +238,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PingInterval < time.Second {
 		add("ping_interval", "must be at least 1s, got %s", c.PingInterval)
+	}
+	if c.TokenRefreshInterval < 0 {
+		add("token_refresh_interval", "must not be negative, got %s", c.TokenRefreshInterval)
 	}
 	if c.PingTimeout <= c.PingInterval {
 		add("ping_timeout", "must be longer than ping_interval (%s), got %s", c.PingInterval, c.PingTimeout)

@@ -127,7 +127,7 @@ func FuzzHandleSignal(f *testing.F) {
 	}
 	grants := &auth.ClaimGrants{Identity: "fuzzer", Video: &auth.VideoGrant{RoomJoin: true, Room: "fuzz"}}
 	sc := newSignalConn(s, nil) // no writer: responses pile up and are dropped below
-	p, err := newParticipant(r, grants, joinParams{autoSubscribe: true, protocol: 16}, sc)
+	p, err := newParticipant(r, &verifiedToken{grants: grants}, joinParams{autoSubscribe: true, protocol: 16}, sc)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -69,9 +69,14 @@ type Participant struct {
 	rembAt   atomic.Int64  // unix nanos of that estimate
 	quality  atomic.Int32  // livekit.ConnectionQuality
 	score    atomic.Uint32 // float32 bits
+
+	// token refresh, owned by periodic (the room worker)
+	token       *verifiedToken
+	nextRefresh time.Time
 }
 
-func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
+	grants := token.grants
 	now := time.Now()
 	sid := guid.New("PA_")
 	video := grants.Video.Clone()
@@ -104,6 +109,8 @@ func newParticipant(r *Room, grants *auth.ClaimGrants, params joinParams, sc *si
 		published:     map[string]*publishedTrack{},
 		subscriptions: map[string]*downTrack{},
 		midCid:        map[string]string{},
+		token:         token,
+		nextRefresh:   now.Add(r.s.cfg.TokenRefreshInterval),
 	}
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(math.Float32bits(5))
@@ -398,6 +405,26 @@ func (p *Participant) closePeerConnections() {
 	}
 }
 
+// refreshTokenIfDue sends the client a fresh access token (refresh_token)
+// every sfu.token_refresh_interval, with its current grants, as LiveKit does:
+// clients keep it for reconnecting, so a call outlasts its first token.
+func (p *Participant) refreshTokenIfDue(now time.Time) {
+	every := p.s.cfg.TokenRefreshInterval
+	if every <= 0 || p.token.lifetime <= 0 || now.Before(p.nextRefresh) {
+		return
+	}
+	p.nextRefresh = now.Add(every)
+	p.mu.Lock()
+	video := p.video.Clone()
+	p.mu.Unlock()
+	jwt, err := p.s.refreshToken(p.token.apiKey, p.token.lifetime, p.token.grants, video)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("failed to refresh the access token")
+		return
+	}
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RefreshToken{RefreshToken: jwt}})
+}
+
 // periodic runs every ~1.2 s from the room worker: sender reports,
 // bandwidth allocation and metrics.
 func (p *Participant) periodic() {
@@ -442,6 +469,7 @@ func (p *Participant) periodic() {
 	}
 	p.allocateBandwidth(subs, now)
 	p.flushMetricsOf(subs, pubs)
+	p.refreshTokenIfDue(now)
 
 	q, score := livekit.ConnectionQuality_EXCELLENT, float32(5)
 	if n > 0 {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	"github.com/livekit/protocol/utils/guid"
 	"github.com/rs/zerolog"
@@ -120,7 +119,8 @@ func (r *Room) isFull(identity string) bool {
 // join admits a participant: a present participant with the same identity
 // is replaced (Leave{DUPLICATE_IDENTITY}), the JoinResponse is queued as
 // the first message and the subscriber offer right behind it.
-func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn) (*Participant, error) {
+func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
+	grants := token.grants
 	// A present session with the same identity leaves first, so the others
 	// see its DISCONNECTED before the new session's JOINED (clients key
 	// remote participants by identity).
@@ -128,7 +128,7 @@ func (r *Room) join(grants *auth.ClaimGrants, params joinParams, sc *signalConn)
 		old.log.Info().Msg("participant replaced by a new session")
 		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
 	}
-	p, err := newParticipant(r, grants, params, sc)
+	p, err := newParticipant(r, token, params, sc)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -44,17 +43,18 @@ func parseJoinParams(r *http.Request) joinParams {
 // admission is the outcome of checking a join or validate request before
 // any WebSocket is opened.
 type admission struct {
-	grants *auth.ClaimGrants
-	room   *Room
+	token *verifiedToken
+	room  *Room
 }
 
 // admit runs the checks shared by /rtc and /rtc/validate and returns an
 // HTTP status and message on refusal.
 func (s *Server) admit(r *http.Request) (*admission, int, string) {
-	grants, err := s.verifyToken(tokenFromRequest(r))
+	token, err := s.verifyTokenDetails(tokenFromRequest(r))
 	if err != nil {
 		return nil, http.StatusUnauthorized, err.Error()
 	}
+	grants := token.grants
 	if grants.Video == nil || !grants.Video.RoomJoin {
 		return nil, http.StatusUnauthorized, "permission denied: token has no roomJoin grant"
 	}
@@ -77,7 +77,7 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if room.isFull(grants.Identity) {
 		return nil, http.StatusForbidden, ErrRoomFull.Error()
 	}
-	return &admission{grants: grants, room: room}, 0, ""
+	return &admission{token: token, room: room}, 0, ""
 }
 
 // handleValidate answers GET /rtc/validate: 200 "success", 401/403 with a
@@ -145,7 +145,7 @@ func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	p, err := adm.room.join(adm.grants, params, sc)
+	p, err := adm.room.join(adm.token, params, sc)
 	if err != nil {
 		s.metrics.joins.WithLabelValues("refused").Inc()
 		sc.close(websocket.StatusPolicyViolation, err.Error())

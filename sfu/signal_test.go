@@ -551,3 +551,26 @@ func TestPortRangeAndTCP(t *testing.T) {
 		}
 	}
 }
+
+// A connected client gets a fresh token (refresh_token) with its identity,
+// room and grants, valid as long as its first one, to reconnect with.
+func TestTokenRefresh(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfu.Config) { c.TokenRefreshInterval = time.Second })
+	ws, first := rawJoin(t, ts, "refresh", "rita", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	var refreshed string
+	for refreshed == "" {
+		refreshed = readSignal(t, ws).GetRefreshToken()
+	}
+	v, err := auth.ParseAPIToken(refreshed)
+	require.NoError(t, err)
+	require.Equal(t, ts.key, v.APIKey())
+	claims, grants, err := v.Verify(ts.secret)
+	require.NoError(t, err)
+	require.Equal(t, "rita", grants.Identity)
+	require.Equal(t, "refresh", grants.Video.Room)
+	require.True(t, grants.Video.RoomJoin)
+	require.InDelta(t, time.Hour.Seconds(), claims.ExpiresAt.Sub(claims.IssuedAt.Time).Seconds(), 1, "as long as the first token")
+}
