@@ -37,6 +37,7 @@ type verifiedToken struct {
 	grants   *auth.ClaimGrants
 	apiKey   string
 	lifetime time.Duration
+	issuedAt time.Time
 }
 
 func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
@@ -56,14 +57,14 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	t := &verifiedToken{grants: grants, apiKey: v.APIKey()}
-	if claims.ExpiresAt != nil {
-		start := time.Now()
-		if claims.IssuedAt != nil {
-			start = claims.IssuedAt.Time
-		} else if claims.NotBefore != nil {
-			start = claims.NotBefore.Time
-		}
-		t.lifetime = claims.ExpiresAt.Sub(start)
+	switch {
+	case claims.IssuedAt != nil:
+		t.issuedAt = claims.IssuedAt.Time
+	case claims.NotBefore != nil:
+		t.issuedAt = claims.NotBefore.Time
+	}
+	if claims.ExpiresAt != nil && !t.issuedAt.IsZero() {
+		t.lifetime = claims.ExpiresAt.Sub(t.issuedAt)
 	}
 	return t, nil
 }

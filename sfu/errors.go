@@ -13,4 +13,6 @@ var (
 	ErrPermissionDenied    = errors.New("permission denied")
 	ErrServerClosed        = errors.New("server is shutting down")
 	ErrRemoteUnmute        = errors.New("remote unmute is not enabled")
+	// ErrTokenRevoked: the participant was removed after the token was issued.
+	ErrTokenRevoked = errors.New("permission denied: the participant was removed from the room after this token was issued; ask for a new token")
 )

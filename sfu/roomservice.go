@@ -120,10 +120,13 @@ func (rs *roomService) GetParticipant(_ context.Context, req *livekit.RoomPartic
 // RemoveParticipant sends Leave{PARTICIPANT_REMOVED} and ends the session
 // before it returns.
 func (rs *roomService) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
-	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	r, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
 	if err != nil {
 		return nil, err
 	}
+	// Tokens issued before the removal no longer admit this identity, so a
+	// removed client cannot simply reconnect with the token it holds.
+	r.markRemoved(req.GetIdentity(), time.Now())
 	p.close(livekit.DisconnectReason_PARTICIPANT_REMOVED, true)
 	return &livekit.RemoveParticipantResponse{}, nil
 }

@@ -74,6 +74,9 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	case err != nil:
 		return nil, http.StatusServiceUnavailable, err.Error()
 	}
+	if room.revoked(grants.Identity, token.issuedAt) {
+		return nil, http.StatusForbidden, ErrTokenRevoked.Error()
+	}
 	if room.isFull(grants.Identity) {
 		return nil, http.StatusForbidden, ErrRoomFull.Error()
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
@@ -573,4 +574,50 @@ func TestTokenRefresh(t *testing.T) {
 	require.Equal(t, "refresh", grants.Video.Room)
 	require.True(t, grants.Video.RoomJoin)
 	require.InDelta(t, time.Hour.Seconds(), claims.ExpiresAt.Sub(claims.IssuedAt.Time).Seconds(), 1, "as long as the first token")
+}
+
+// A removed participant cannot come back with the token it holds; a token
+// issued after the removal admits it again.
+func TestRemovedTokenRefused(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	old := mintToken(t, ts, "kick", "mallory", time.Now().Add(-time.Minute))
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+old)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go", &websocket.DialOptions{HTTPHeader: h})
+	require.NoError(t, err)
+	require.NotNil(t, readSignal(t, ws).GetJoin())
+	_, err = ts.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "kick", Identity: "mallory"})
+	require.NoError(t, err)
+	ws.CloseNow()
+
+	validate := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, httpURL(ts)+"/rtc/validate", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusForbidden, validate(old), "the old token is refused")
+	_, _, err = websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go", &websocket.DialOptions{HTTPHeader: h})
+	require.Error(t, err)
+	require.Equal(t, http.StatusOK, validate(mintToken(t, ts, "kick", "mallory", time.Now().Add(time.Second))), "a newer token admits")
+	require.Equal(t, http.StatusOK, validate(mintToken(t, ts, "kick", "someone-else", time.Now().Add(-time.Minute))), "other identities are unaffected")
+}
+
+// mintToken is an access token for room and identity issued at iat (the SDK
+// always stamps the current time).
+func mintToken(t *testing.T, ts *testServer, room, identity string, iat time.Time) string {
+	t.Helper()
+	claims := jwt.MapClaims{
+		"iss": ts.key, "sub": identity, "identity": identity,
+		"iat": iat.Unix(), "nbf": iat.Add(-time.Minute).Unix(), "exp": iat.Add(time.Hour).Unix(),
+		"video": map[string]any{"roomJoin": true, "room": room},
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(ts.secret))
+	require.NoError(t, err)
+	return tok
 }

@@ -128,6 +128,10 @@ func TestFocusAndEmbeddedSFU(t *testing.T) {
 	}
 
 	// Bob leaves the Matrix room: the appservice has the focus remove him.
+	// (JWT times have second precision; let bob's token be from an earlier
+	// second than the removal, as it is in any real call.)
+	iat := time.Unix(int64(unverifiedClaims(t, bJWT)["iat"].(float64)), 0)
+	require.Eventually(t, func() bool { return time.Now().Unix() > iat.Unix() }, 2*time.Second, 10*time.Millisecond)
 	_, err = bob.Client.LeaveRoom(ctx, room)
 	require.NoError(t, err)
 	select {
@@ -142,6 +146,9 @@ func TestFocusAndEmbeddedSFU(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("alice did not see bob leave")
 	}
+	// The token bob still holds no longer admits him.
+	_, err = lksdk.ConnectToRoomWithToken(bURL, bJWT, lksdk.NewRoomCallback())
+	require.Error(t, err, "a removed participant cannot rejoin with the old token")
 }
 
 // TestLoadtestCommand runs `gxconf loadtest` briefly against the embedded SFU
