@@ -26,7 +26,7 @@ func cmdAudit(args []string, stdout io.Writer) error {
 	}
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	cfgPath := fs.String("c", "config.yaml", "config file")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseArgs(fs, args[1:]); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())

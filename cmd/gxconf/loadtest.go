@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -35,11 +34,8 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Quality, "quality", "", "layer subscribers ask for: low, medium, high (empty: server default)")
 	fs.IntVar(&o.SFUPid, "sfu-pid", 0, "PID of the SFU process, to report its CPU time and RSS from /proc")
 	fs.StringVar(&o.RoomPrefix, "room-prefix", "loadtest", "room name prefix")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	if o.APIKey == "" {
 		o.APIKey = os.Getenv("LIVEKIT_API_KEY")

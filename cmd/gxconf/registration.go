@@ -17,11 +17,8 @@ func cmdGenerateRegistration(args []string, stdout io.Writer) error {
 	cfgPath := fs.String("c", "config.yaml", "config file")
 	regPath := fs.String("r", "registration.yaml", "registration file to write")
 	force := fs.Bool("force", false, "overwrite an existing registration (rotates the tokens)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())
 	if err != nil {

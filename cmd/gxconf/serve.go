@@ -37,11 +37,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfgPath := fs.String("c", "config.yaml", "config file")
 	regPath := fs.String("r", "registration.yaml", "appservice registration file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())
 	if err != nil {
