@@ -4,6 +4,7 @@
 #  - PostgreSQL's server (apt), which the tests start as a throwaway cluster
 #  - npm packages of test/credharness (npm ci from the committed lockfile)
 #  - Chromium (Debian's chromium, /usr/bin/chromium), which the browser call tests drive
+#  - Redis (Debian's redis-server), which the cluster tests start on a loopback port
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
 # `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
@@ -32,11 +33,13 @@ fi
 BIN="${DENDRITE_BIN_DIR:-$PWD/.cache/bin}"
 DENDRITE_VERSION=v0.13.8
 
-# System packages: PostgreSQL (the tests run gxconf on it too) and Chromium
-# (the browser call tests; Debian's package, never a browser download).
+# System packages: PostgreSQL (the tests run gxconf on it too), Chromium
+# (the browser call tests; Debian's package, never a browser download) and
+# Redis (the cluster registry tests start their own redis-server).
 apt_missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+command -v redis-server >/dev/null || apt_missing+=(redis-server)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: please install: ${apt_missing[*]} (apt-get install ${apt_missing[*]})" >&2
