@@ -100,16 +100,21 @@ func (c *Checker) verifyPresentation(ctx context.Context, vpToken []byte, p Pres
 		if !allowList {
 			return nil, fmt.Errorf("%w: nested vp_token arrays", ErrMalformed)
 		}
-		var list []json.RawMessage
-		if err := json.Unmarshal(tok, &list); err != nil || len(list) == 0 || len(list) > 8 {
+		v, err := decodeJSON(tok)
+		if err != nil {
+			return nil, fmt.Errorf("vp_token array: %w", err)
+		}
+		list, _ := v.([]any)
+		if len(list) == 0 || len(list) > 8 {
 			return nil, fmt.Errorf("%w: vp_token array", ErrMalformed)
 		}
 		out := &VerifiedPresentation{Format: "multiple"}
 		for _, e := range list {
-			var one []byte = e
-			var s string
-			if json.Unmarshal(e, &s) == nil {
+			var one []byte
+			if s, ok := e.(string); ok {
 				one = []byte(s)
+			} else if one, err = json.Marshal(e); err != nil {
+				return nil, fmt.Errorf("%w: vp_token array: %v", ErrMalformed, err)
 			}
 			vp, err := c.verifyPresentation(ctx, one, p, false)
 			if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // Credential formats (OID4VP format identifiers and JOSE typ values).
@@ -261,33 +263,39 @@ func stringOrList(v any) ([]string, error) {
 	return nil, fmt.Errorf("%w: expected a string or list of strings", ErrMalformed)
 }
 
+// validitySkew is the clock skew allowed on every validity bound.
+const validitySkew = 30 * time.Second
+
 // checkValidity enforces the validity window with a small clock skew.
 func checkValidity(from, until, now time.Time) error {
-	const skew = 30 * time.Second
-	if !from.IsZero() && now.Add(skew).Before(from) {
+	if !from.IsZero() && now.Add(validitySkew).Before(from) {
 		return fmt.Errorf("%w: valid from %s", ErrNotYetValid, from.UTC().Format(time.RFC3339))
 	}
-	if !until.IsZero() && !now.Add(-skew).Before(until) {
+	if !until.IsZero() && !now.Add(-validitySkew).Before(until) {
 		return fmt.Errorf("%w: valid until %s", ErrExpired, until.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
 
-// decodeJSONObject decodes a JSON object with numbers as float64, rejecting
-// trailing data.
+// decodeJSONObject decodes untrusted JSON (a credential, presentation, JWT
+// payload or status list) under the package's one set of rules: duplicate
+// member names refused, nesting at most strictjson.MaxDepth, nothing after
+// the object. Numbers decode as float64.
 func decodeJSONObject(data []byte) (map[string]any, error) {
-	var m map[string]any
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after JSON object", ErrMalformed)
-	}
-	if m == nil {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformed)
+	m, err := strictjson.DecodeObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return m, nil
+}
+
+// decodeJSON is decodeJSONObject for any JSON value.
+func decodeJSON(data []byte) (any, error) {
+	v, err := strictjson.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return v, nil
 }
 
 // claimAt returns the value at a dotted path inside claims.

@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // jwsHeader is the protected header fields gxconf reads (RFC 7515 §4.1).
@@ -28,6 +30,17 @@ type jwsHeader struct {
 	B64  *bool            `json:"b64,omitempty"`
 	Crit []string         `json:"crit,omitempty"`
 	X5c  []string         `json:"x5c,omitempty"`
+}
+
+// parseJWSHeader decodes a protected header strictly: duplicate member
+// names (RFC 7515 §5.2 step 4), names differing only in case from one gxconf
+// reads, and over-deep nesting are refused.
+func parseJWSHeader(raw []byte) (jwsHeader, error) {
+	var h jwsHeader
+	if err := strictjson.Unmarshal(raw, &h); err != nil {
+		return h, fmt.Errorf("%w: JWS header: %w", ErrMalformed, err)
+	}
+	return h, nil
 }
 
 // compactJWS is a parsed, not yet verified, compact JWS.
@@ -51,9 +64,9 @@ func parseCompactJWS(token string) (*compactJWS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: JWS header: %v", ErrMalformed, err)
 	}
-	var h jwsHeader
-	if err := json.Unmarshal(hdr, &h); err != nil {
-		return nil, fmt.Errorf("%w: JWS header: %v", ErrMalformed, err)
+	h, err := parseJWSHeader(hdr)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkAlgName(h.Alg); err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // MountPath is the path prefix the OID4VP handler serves; mount
@@ -404,7 +406,7 @@ func (v *Verifier) verifyResponse(ctx context.Context, sr *storedRequest, vpToke
 // verifyPEResponse handles a Presentation Exchange response (DIF PE v2).
 func (v *Verifier) verifyPEResponse(ctx context.Context, sr *storedRequest, vpToken, submission string, params PresentationParams) (*VerifiedPresentation, error) {
 	var ps presentationSubmission
-	if err := json.Unmarshal([]byte(submission), &ps); err != nil {
+	if err := strictjson.Unmarshal([]byte(submission), &ps); err != nil {
 		return nil, fmt.Errorf("%w: presentation_submission: %v", ErrSubmissionMismatch, err)
 	}
 	if ps.DefinitionID != sr.ID || len(ps.DescriptorMap) == 0 {
@@ -423,6 +425,11 @@ func (v *Verifier) verifyPEResponse(ctx context.Context, sr *storedRequest, vpTo
 // object mapping credential query ids to presentations (§8.1).
 func (v *Verifier) verifyDCQLResponse(ctx context.Context, sr *storedRequest, vpToken string, params PresentationParams) (*VerifiedPresentation, error) {
 	var resp map[string]json.RawMessage
+	// Checked strictly first: with a query id twice, which answer counts
+	// would depend on the decoder.
+	if _, err := strictjson.DecodeObject([]byte(vpToken)); err != nil {
+		return nil, fmt.Errorf("%w: vp_token: %v", ErrSubmissionMismatch, err)
+	}
 	if err := json.Unmarshal([]byte(vpToken), &resp); err != nil || len(resp) == 0 || len(resp) > 16 {
 		return nil, fmt.Errorf("%w: presentation_submission missing and vp_token is not a DCQL response", ErrSubmissionMismatch)
 	}
