@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,6 +24,11 @@ func (c *Checker) jwtKey(ctx context.Context, h jwsHeader, iss string, rel did.R
 		kid = iss + kid
 	case !strings.HasPrefix(kid, "did:"):
 		return "", nil, fmt.Errorf("%w: kid %q is not a DID URL", ErrDIDResolution, kid)
+	}
+	// Before resolving: a kid on another DID would make gxconf fetch a
+	// document it has no reason to trust.
+	if d, _ := did.Split(kid); iss != "" && d != iss {
+		return "", nil, fmt.Errorf("%w: key %s does not belong to %s", ErrBadSignature, kid, iss)
 	}
 	vm, key, err := c.resolveKey(ctx, kid, rel)
 	if err != nil {
@@ -50,7 +56,8 @@ func numericDate(m map[string]any, k string) (time.Time, bool, error) {
 // verifyJWTCredential verifies a VC secured as a JWT: VC-JWT 1.1
 // (jwt_vc_json, `vc` claim, VC DM 1.1 §6.3.1) or VC DM 2.0 JOSE
 // (typ vc+jwt / vc+ld+json+jwt, the payload is the credential; VC-JOSE-COSE §3.1.1).
-func (c *Checker) verifyJWTCredential(ctx context.Context, token string) (*VerifiedCredential, error) {
+// mayContact, when not nil, is asked before the issuer's DID is resolved.
+func (c *Checker) verifyJWTCredential(ctx context.Context, token string, mayContact func(issuer string) error) (*VerifiedCredential, error) {
 	if len(token) > c.cfg.MaxInputBytes {
 		return nil, fmt.Errorf("%w: credential JWT", ErrTooLarge)
 	}
@@ -86,6 +93,24 @@ func (c *Checker) verifyJWTCredential(ctx context.Context, token string) (*Verif
 	if s, ok := payload["iss"].(string); ok && s != iss {
 		return nil, fmt.Errorf("%w: iss %q differs from issuer %q", ErrMalformed, s, iss)
 	}
+	// The JWT's own nbf and exp always bound the validity, whatever the
+	// data-model dates say (RFC 7519 §4.1.4–5; VC-JOSE-COSE §3.1.1).
+	validFrom, validUntil := w.ValidFrom, w.ValidUntil
+	if nbf, ok, err := numericDate(payload, "nbf"); err != nil {
+		return nil, err
+	} else if ok && (validFrom.IsZero() || nbf.After(validFrom)) {
+		validFrom = nbf
+	}
+	if exp, ok, err := numericDate(payload, "exp"); err != nil {
+		return nil, err
+	} else if ok && (validUntil.IsZero() || exp.Before(validUntil)) {
+		validUntil = exp
+	}
+	if mayContact != nil {
+		if err := mayContact(iss); err != nil {
+			return nil, err
+		}
+	}
 	controller, key, err := c.jwtKey(ctx, j.Header, iss, did.AssertionMethod)
 	if err != nil {
 		return nil, err
@@ -101,15 +126,15 @@ func (c *Checker) verifyJWTCredential(ctx context.Context, token string) (*Verif
 	}
 	return &VerifiedCredential{
 		Format: format, ID: w.ID, Issuer: controller, Types: w.Types, Subject: w.SubjectID,
-		Claims: claims, ValidFrom: w.ValidFrom, ValidUntil: w.ValidUntil, Status: w.Status,
+		Claims: claims, ValidFrom: validFrom, ValidUntil: validUntil, Status: w.Status,
 		Hash: credentialHash([]byte(token)), Alg: j.Header.Alg,
 	}, nil
 }
 
 // copyWithRegistered maps the JWT registered claims of a VC-JWT 1.1 onto the
 // credential (VC DM 1.1 §6.3.1: iss→issuer, sub→credentialSubject.id,
-// nbf→issuanceDate, exp→expirationDate, jti→id). For 2.0 JWTs exp/nbf
-// additionally bound the validity.
+// jti→id). nbf and exp are not copied: verifyJWTCredential intersects them
+// with the data-model dates for every JWT format.
 func copyWithRegistered(vcObj, payload map[string]any, format string) map[string]any {
 	out := make(map[string]any, len(vcObj)+4)
 	for k, v := range vcObj {
@@ -137,19 +162,6 @@ func copyWithRegistered(vcObj, payload map[string]any, format string) map[string
 					out["credentialSubject"] = cs2
 				}
 			}
-		}
-	}
-	if nbf, ok, _ := numericDate(payload, "nbf"); ok {
-		if _, has := out["validFrom"]; !has {
-			if _, has := out["issuanceDate"]; !has || format == FormatJWTVCJSON {
-				out["issuanceDate"] = nbf.UTC().Format(time.RFC3339)
-				delete(out, "validFrom")
-			}
-		}
-	}
-	if exp, ok, _ := numericDate(payload, "exp"); ok {
-		if _, has := out["validUntil"]; !has {
-			out["expirationDate"] = exp.UTC().Format(time.RFC3339)
 		}
 	}
 	return out
@@ -218,6 +230,10 @@ func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p Pre
 // verifyEmbeddedCredentials verifies the verifiableCredential entries of a
 // presentation (ldp_vc objects or VC-JWT strings, at most 8) and marks those
 // whose subject is the presentation's holder as holder-bound.
+//
+// No issuer's DID is resolved unless the issuer is in a trust registry (as a
+// trusted issuer or trust anchor) or is the subject of a participant
+// credential, issued by an anchor, that verified in the first pass.
 func (c *Checker) verifyEmbeddedCredentials(ctx context.Context, raw any, holder string) ([]VerifiedCredential, error) {
 	var entries []any
 	switch v := raw.(type) {
@@ -235,25 +251,75 @@ func (c *Checker) verifyEmbeddedCredentials(ctx context.Context, raw any, holder
 	if len(entries) > 8 {
 		return nil, fmt.Errorf("%w: more than 8 credentials", ErrTooLarge)
 	}
-	out := make([]VerifiedCredential, 0, len(entries))
-	for _, e := range entries {
-		var vc *VerifiedCredential
-		var err error
+	vouched := map[string]bool{}
+	gate := func(secondPass bool) func(string) error {
+		return func(iss string) error {
+			if c.inTrustRegistry(iss) || (secondPass && vouched[iss]) {
+				return nil
+			}
+			return fmt.Errorf("%w: %s (not contacted)", errNotInRegistry, iss)
+		}
+	}
+	verify := func(e any, mayContact func(string) error) (*VerifiedCredential, error) {
 		switch t := e.(type) {
 		case string:
-			vc, err = c.verifyJWTCredential(ctx, t)
+			return c.verifyJWTCredential(ctx, t, mayContact)
 		case map[string]any:
-			vc, err = c.verifyLDPCredential(ctx, t)
-		default:
-			err = fmt.Errorf("%w: verifiableCredential entry", ErrMalformed)
+			return c.verifyLDPCredential(ctx, t, mayContact)
+		}
+		return nil, fmt.Errorf("%w: verifiableCredential entry", ErrMalformed)
+	}
+	out := make([]*VerifiedCredential, len(entries))
+	var deferred []int
+	for i, e := range entries {
+		vc, err := verify(e, gate(false))
+		if errors.Is(err, errNotInRegistry) {
+			deferred = append(deferred, i)
+			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
-		out = append(out, *vc)
+		if _, ok := c.anchorGrant(vc); ok {
+			vouched[vc.Subject] = true
+		}
+		out[i] = vc
 	}
-	return out, nil
+	for _, i := range deferred {
+		vc, err := verify(entries[i], gate(true))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = vc
+	}
+	creds := make([]VerifiedCredential, 0, len(entries))
+	for _, vc := range out {
+		vc.HolderBound = vc.Subject != "" && vc.Subject == holder
+		creds = append(creds, *vc)
+	}
+	return creds, nil
+}
+
+// errNotInRegistry refuses an issuer before any contact with it; it wraps
+// ErrUntrustedIssuer.
+var errNotInRegistry = fmt.Errorf("%w: not in any federation's trust registry", ErrUntrustedIssuer)
+
+// inTrustRegistry reports whether d is a configured trusted issuer or trust
+// anchor of some federation: only such DIDs are resolved directly.
+func (c *Checker) inTrustRegistry(d string) bool {
+	for _, f := range c.cfg.Federations {
+		for _, ti := range f.TrustedIssuers {
+			if ti.DID == d {
+				return true
+			}
+		}
+		for _, a := range f.TrustAnchors {
+			if a.DID == d {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func audienceMatches(aud any, want string) bool {

@@ -16,6 +16,7 @@ import (
 	"github.com/piprate/json-gold/ld"
 
 	"github.com/gxfs-conf/gxconf/credentials/did"
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // Pinned JSON-LD contexts. They are never fetched at run time: a document
@@ -66,8 +67,8 @@ func (pinnedLoader) LoadDocument(u string) (*ld.RemoteDocument, error) {
 // checkContexts walks a document and refuses any @context URL that is not
 // pinned, before JSON-LD processing starts.
 func checkContexts(v any, depth int) error {
-	if depth > 32 {
-		return fmt.Errorf("%w: document nested too deeply", ErrMalformed)
+	if depth > strictjson.MaxDepth {
+		return fmt.Errorf("%w: document nesting too deep", ErrMalformed)
 	}
 	switch t := v.(type) {
 	case map[string]any:
@@ -212,13 +213,24 @@ func parseLDProof(v any) (*ldProof, error) {
 // proof and the controller DID of its key. rel is assertionMethod for
 // credentials and authentication for presentations. algs restricts the JWS
 // algorithms (nil = any supported).
-func (c *Checker) verifyLDProof(ctx context.Context, doc map[string]any, rel did.Relationship, allowed func(alg string) error) (*ldProof, string, error) {
+// signer, when not empty, is the DID the key must belong to; it is checked
+// before the key is resolved, so no other DID's document is fetched.
+func (c *Checker) verifyLDProof(ctx context.Context, doc map[string]any, rel did.Relationship, signer string, allowed func(alg string) error) (*ldProof, string, error) {
 	proof, err := parseLDProof(doc["proof"])
 	if err != nil {
 		return nil, "", err
 	}
 	if proof.ProofPurpose != string(rel) {
 		return nil, "", fmt.Errorf("%w: proofPurpose %q, want %q", ErrBadSignature, proof.ProofPurpose, rel)
+	}
+	// Data Integrity §2.1 "expires": a proof past its expiry is not a proof.
+	if !proof.Expires.IsZero() && !c.now().Add(-validitySkew).Before(proof.Expires) {
+		return nil, "", fmt.Errorf("%w: proof expired at %s", ErrExpired, proof.Expires.UTC().Format(time.RFC3339))
+	}
+	if signer != "" {
+		if d, _ := did.Split(proof.VerificationMethod); d != signer {
+			return nil, "", fmt.Errorf("%w: proof key %s does not belong to %s", ErrBadSignature, proof.VerificationMethod, signer)
+		}
 	}
 	vm, key, err := c.resolveKey(ctx, proof.VerificationMethod, rel)
 	if err != nil {
@@ -243,6 +255,11 @@ func (c *Checker) verifyLDProof(ctx context.Context, doc map[string]any, rel did
 	opts["@context"] = doc["@context"]
 	if _, has := proof.raw["@context"]; has {
 		opts["@context"] = proof.raw["@context"]
+	}
+	// The proof options are read from JSON too (purpose, method, challenge,
+	// domain, expires): they must be in compacted form like the document.
+	if err := checkCompactForm(opts); err != nil {
+		return nil, "", fmt.Errorf("proof options: %w", err)
 	}
 	optsC14n, err := canonicalize(opts)
 	if err != nil {
@@ -301,9 +318,9 @@ func verifyDetachedJWS(jws string, key crypto.PublicKey, payload []byte, allowed
 	if err != nil {
 		return "", fmt.Errorf("%w: jws header: %v", ErrMalformed, err)
 	}
-	var h jwsHeader
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return "", fmt.Errorf("%w: jws header: %v", ErrMalformed, err)
+	h, err := parseJWSHeader(hb)
+	if err != nil {
+		return "", err
 	}
 	if err := checkAlgName(h.Alg); err != nil {
 		return "", err

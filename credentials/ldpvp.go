@@ -34,12 +34,22 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 	if _, ok := m["proof"]; !ok {
 		return nil, fmt.Errorf("%w: presentation has no proof", ErrHolderBinding)
 	}
+	// The embedded credentials are checked one by one below.
+	unsigned := make(map[string]any, len(m))
+	for k, v := range m {
+		if k != "proof" && k != "verifiableCredential" {
+			unsigned[k] = v
+		}
+	}
+	if err := checkCompactForm(unsigned); err != nil {
+		return nil, fmt.Errorf("presentation: %w", err)
+	}
 	// Pre-scan contexts of the whole presentation so an unknown context is
 	// reported as such rather than as a signature failure.
 	if err := checkContexts(m, 0); err != nil {
 		return nil, err
 	}
-	proof, holder, err := c.verifyLDProof(ctx, m, did.Authentication, nil)
+	proof, holder, err := c.verifyLDProof(ctx, m, did.Authentication, "", nil)
 	if err != nil {
 		return nil, fmt.Errorf("presentation proof: %w", err)
 	}
@@ -66,7 +76,19 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 }
 
 // verifyLDPCredential verifies an ldp_vc's issuer proof (assertionMethod).
-func (c *Checker) verifyLDPCredential(ctx context.Context, m map[string]any) (*VerifiedCredential, error) {
+// mayContact, when not nil, is asked before the issuer's DID is resolved.
+func (c *Checker) verifyLDPCredential(ctx context.Context, m map[string]any, mayContact func(issuer string) error) (*VerifiedCredential, error) {
+	unsigned := make(map[string]any, len(m))
+	for k, v := range m {
+		if k != "proof" {
+			unsigned[k] = v
+		}
+	}
+	// Only the compacted form is read (see ldpform.go): what
+	// parseW3CCredential reads below is then what the proof covers.
+	if err := checkCompactForm(unsigned); err != nil {
+		return nil, err
+	}
 	w, err := parseW3CCredential(m, true)
 	if err != nil {
 		return nil, err
@@ -74,7 +96,12 @@ func (c *Checker) verifyLDPCredential(ctx context.Context, m map[string]any) (*V
 	if _, ok := m["proof"]; !ok {
 		return nil, fmt.Errorf("%w: credential has no proof", ErrBadSignature)
 	}
-	proof, controller, err := c.verifyLDProof(ctx, m, did.AssertionMethod, nil)
+	if mayContact != nil {
+		if err := mayContact(w.Issuer); err != nil {
+			return nil, err
+		}
+	}
+	proof, controller, err := c.verifyLDProof(ctx, m, did.AssertionMethod, w.Issuer, nil)
 	if err != nil {
 		return nil, fmt.Errorf("credential proof: %w", err)
 	}

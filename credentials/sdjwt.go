@@ -12,6 +12,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/gxfs-conf/gxconf/credentials/did"
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // sdJWT is a parsed SD-JWT (RFC 9901 / draft-ietf-oauth-selective-disclosure-jwt §4):
@@ -77,6 +78,9 @@ func (c *Checker) verifySDJWTPresentation(ctx context.Context, token string, p P
 	if !strings.HasPrefix(iss, "did:") {
 		return nil, fmt.Errorf("%w: SD-JWT iss %q is not a DID", ErrDIDResolution, iss)
 	}
+	if !c.inTrustRegistry(iss) {
+		return nil, fmt.Errorf("%w: %s (not contacted)", errNotInRegistry, iss)
+	}
 	issuer, key, err := c.jwtKey(ctx, j.Header, iss, did.AssertionMethod)
 	if err != nil {
 		return nil, err
@@ -94,8 +98,12 @@ func (c *Checker) verifySDJWTPresentation(ctx context.Context, token string, p P
 		if err != nil {
 			return nil, fmt.Errorf("%w: disclosure is not base64url", ErrBadDisclosure)
 		}
-		var arr []any
-		if err := json.Unmarshal(raw, &arr); err != nil {
+		v, err := decodeJSON(raw)
+		if err != nil {
+			return nil, fmt.Errorf("disclosure: %w", err)
+		}
+		arr, ok := v.([]any)
+		if !ok {
 			return nil, fmt.Errorf("%w: disclosure is not a JSON array", ErrBadDisclosure)
 		}
 		dd := &disclosure{}
@@ -234,7 +242,7 @@ func (c *Checker) verifySDJWTPresentation(ctx context.Context, token string, p P
 // expandSD replaces _sd digests and {"...": digest} array elements by their
 // disclosed values, recursively (SD-JWT §7.1 step 3).
 func expandSD(v any, discs map[string]*disclosure, seen map[string]bool, depth int) (any, error) {
-	if depth > 32 {
+	if depth > strictjson.MaxDepth {
 		return nil, fmt.Errorf("%w: nesting too deep", ErrMalformed)
 	}
 	switch t := v.(type) {

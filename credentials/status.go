@@ -48,7 +48,7 @@ func (s *statusCache) check(ctx context.Context, vc *VerifiedCredential, profile
 		if ref.Profile == "" {
 			ref.Profile = profileOr(profile)
 		}
-		e, err := s.get(ctx, ref, maxAge)
+		e, err := s.get(ctx, ref, vc.Issuer, maxAge)
 		if err != nil {
 			return err
 		}
@@ -69,7 +69,7 @@ func (s *statusCache) check(ctx context.Context, vc *VerifiedCredential, profile
 	return nil
 }
 
-func (s *statusCache) get(ctx context.Context, ref StatusRef, maxAge time.Duration) (*statusEntry, error) {
+func (s *statusCache) get(ctx context.Context, ref StatusRef, issuer string, maxAge time.Duration) (*statusEntry, error) {
 	key := statusKey{url: ref.ListURL, profile: ref.Profile, size: ref.Size}
 	now := s.c.now()
 	s.mu.Lock()
@@ -78,7 +78,7 @@ func (s *statusCache) get(ctx context.Context, ref StatusRef, maxAge time.Durati
 	if ok && now.Sub(e.fetchedAt) <= maxAge {
 		return e, nil
 	}
-	e, err := s.fetch(ctx, ref)
+	e, err := s.fetch(ctx, ref, issuer)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,21 @@ func (s *statusCache) get(ctx context.Context, ref StatusRef, maxAge time.Durati
 	return e, nil
 }
 
-func (s *statusCache) fetch(ctx context.Context, ref StatusRef) (*statusEntry, error) {
+// listErr reports a problem with a status list as one: the inner reason (an
+// expired list, a bad signature, a malformed document) is detail only, so
+// that ReasonCode says status_list_invalid and not, for example, "expired",
+// which would blame the user's credential.
+func listErr(err error) error {
+	if errors.Is(err, statuslist.ErrTooLarge) {
+		return fmt.Errorf("%w: %w: %v", ErrStatusListInvalid, statuslist.ErrTooLarge, err)
+	}
+	return fmt.Errorf("%w: %v", ErrStatusListInvalid, err)
+}
+
+// fetch gets, verifies and decodes the list; issuer is the issuer of the
+// credential that refers to it, the only DID the list may be issued by (and
+// so the only one resolved while verifying it).
+func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
 	cfg := s.c.cfg.StatusList
 	body, err := did.Fetch(ctx, s.client, ref.ListURL, cfg.MaxCredentialBytes,
 		"application/vc+ld+json, application/vc+jwt, application/vc, application/json")
@@ -105,29 +119,31 @@ func (s *statusCache) fetch(ctx context.Context, ref StatusRef) (*statusEntry, e
 		}
 		return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
 	}
+	sameIssuer := func(iss string) error {
+		if iss != issuer {
+			return fmt.Errorf("list issued by %s, credential by %s", iss, issuer)
+		}
+		return nil
+	}
 	body = bytes.TrimSpace(body)
 	var vc *VerifiedCredential
-	var subject map[string]any
 	if len(body) > 0 && body[0] == '{' {
 		m, err := decodeJSONObject(body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
+			return nil, listErr(err)
 		}
-		if vc, err = s.c.verifyLDPCredential(ctx, m); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
+		if vc, err = s.c.verifyLDPCredential(ctx, m, sameIssuer); err != nil {
+			return nil, listErr(err)
 		}
-		subject = vc.Claims
-	} else {
-		if vc, err = s.c.verifyJWTCredential(ctx, string(body)); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
-		}
-		subject = vc.Claims
+	} else if vc, err = s.c.verifyJWTCredential(ctx, string(body), sameIssuer); err != nil {
+		return nil, listErr(err)
 	}
+	subject := vc.Claims
 	if !slices.Contains(vc.Types, "BitstringStatusListCredential") && !slices.Contains(vc.Types, "StatusList2021Credential") {
 		return nil, fmt.Errorf("%w: %v is not a status list credential", ErrStatusListInvalid, vc.Types)
 	}
 	if err := checkValidity(vc.ValidFrom, vc.ValidUntil, s.c.now()); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
+		return nil, listErr(fmt.Errorf("status list credential: %w", err))
 	}
 	typ, _ := subject["type"].(string)
 	if typ != "BitstringStatusList" && typ != "StatusList2021" {
@@ -139,7 +155,7 @@ func (s *statusCache) fetch(ctx context.Context, ref StatusRef) (*statusEntry, e
 		MaxEncoded: int(cfg.MaxCredentialBytes), MaxDecompressed: cfg.MaxDecompressedBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
+		return nil, listErr(err)
 	}
 	return &statusEntry{bits: bits, issuer: vc.Issuer, purpose: purpose}, nil
 }

@@ -47,8 +47,12 @@ const BSL_CTX = bslContext.constants.CONTEXT_URL;
 // A context gxconf has not pinned; the harness knows it so that it can sign
 // a credential using it (the "unknown JSON-LD context" negative case).
 const UNKNOWN_CTX = 'https://contexts.gxconf.test/unknown/v1';
-// Claims vocabulary of the test credentials (inline, so never fetched).
-const VOCAB = {'@vocab': 'https://vocab.gxconf.test/#'};
+// Claims vocabulary of the test credentials: the W3C context that maps
+// undefined terms into https://www.w3.org/ns/credentials/undefined-term#.
+const UNDEF_CTX = 'https://www.w3.org/ns/credentials/undefined-terms/v2';
+// The same as an inline context (gxconf refuses inline contexts; the
+// "inlineVocab" issue option signs such a credential for the negative case).
+const INLINE_VOCAB = {'@vocab': 'https://vocab.gxconf.test/#'};
 
 const contexts = new Map();
 for(const [url, doc] of credContexts) contexts.set(url, doc);
@@ -171,14 +175,15 @@ function serve(req, res) {
 }
 
 // ---------------------------------------------------------------- issuing
-function suiteFor(issuer) {
-  return new Ed25519Signature2020({key: issuer.key});
+// proofExtra holds further proof options (e.g. {expires}); the suites sign them.
+function suiteFor(issuer, proofExtra) {
+  return new Ed25519Signature2020({key: issuer.key, ...(proofExtra ? {proof: {...proofExtra}} : {})});
 }
 
-async function ldpIssue(credential, issuerName) {
+async function ldpIssue(credential, issuerName, proofExtra) {
   const issuer = issuers[issuerName];
-  if(issuerName === 'web') return jws2020Sign(credential, issuer, 'assertionMethod');
-  return vc.issue({credential, suite: suiteFor(issuer), documentLoader});
+  if(issuerName === 'web') return jws2020Sign(credential, issuer, 'assertionMethod', proofExtra);
+  return vc.issue({credential, suite: suiteFor(issuer, proofExtra), documentLoader});
 }
 
 // JsonWebSignature2020 (W3C CCG LD-Proof, detached JWS with b64=false) signed
@@ -197,7 +202,8 @@ async function jws2020Sign(doc, issuer, proofPurpose, extra = {}) {
   return {...document, proof: {...proof, jws: `${jws.protected}..${jws.signature}`}};
 }
 
-async function makeList({name, issuer, kind, revoked = []}) {
+// list: {name, issuer, kind, revoked, validUntil?, validFrom? (ms since epoch)}
+async function makeList({name, issuer, kind, revoked = [], validUntil, validFrom}) {
   const iss = issuers[issuer];
   const id = `${base}/status/${name}`;
   let credential;
@@ -230,11 +236,21 @@ async function makeList({name, issuer, kind, revoked = []}) {
     throw new Error(`unknown list kind ${kind}`);
   }
   credential.issuer = iss.did;
-  credential.issuanceDate = iso(Date.now() - 60_000);
+  credential.issuanceDate = iso(validFrom ?? Date.now() - 60_000);
+  if(validUntil) credential.expirationDate = iso(validUntil);
   if(issuer !== 'web') credential['@context'].push(ED_CTX);
   const signed = await ldpIssue(credential, issuer);
   lists.set(name, {issuer, kind, revoked: new Set(revoked), credential: signed});
-  return {id};
+  return {id, credential: signed};
+}
+
+// serveList: {name, credential} replaces what /status/<name> serves (the Go
+// tests respell a signed list to check that gxconf refuses the respelling).
+function serveList({name, credential}) {
+  const l = lists.get(name);
+  if(!l) throw new Error(`unknown list ${name}`);
+  l.credential = credential;
+  return {};
 }
 
 function statusEntry(status) {
@@ -247,7 +263,8 @@ function statusEntry(status) {
     statusListIndex: String(status.index), statusListCredential: id};
 }
 
-// issue: {format, issuer, type, claims, validFrom, validUntil (ms since epoch), status:{list,index}, subject, unknownContext}
+// issue: {format, issuer, type, claims, validFrom, validUntil (ms since epoch), status:{list,index}, subject, unknownContext,
+//         inlineVocab (ldp_vc: the claims vocabulary as an inline context), proofExpires (ldp_vc: ms since epoch)}
 async function issue(o) {
   const issuerName = o.issuer ?? 'w3c';
   const iss = issuers[issuerName];
@@ -262,7 +279,7 @@ async function issue(o) {
     const ctx = [CRED_V1];
     if(status) ctx.push(lists.get(o.status.list).kind === 'bitstring' ? BSL_CTX : SL_CTX);
     if(o.unknownContext) ctx.push(UNKNOWN_CTX);
-    ctx.push(VOCAB);
+    ctx.push(o.inlineVocab ? INLINE_VOCAB : UNDEF_CTX);
     if(issuerName !== 'web') ctx.push(ED_CTX);
     const credential = {
       '@context': ctx, id: `urn:uuid:${crypto.randomUUID()}`, type: ['VerifiableCredential', type],
@@ -272,7 +289,7 @@ async function issue(o) {
     if(o.validUntil) credential.expirationDate = iso(o.validUntil);
     if(status) credential.credentialStatus = status;
     if(o.unknownContext) credential.credentialSubject.unknownTerm = 'x';
-    return ldpIssue(credential, issuerName);
+    return ldpIssue(credential, issuerName, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
   }
   case 'jwt_vc_json': {
     const vcClaim = {
@@ -342,6 +359,7 @@ function setPath(obj, dotted, value) {
 }
 
 // present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?,
+//           proofExpires? (ldp_vp: ms since epoch),
 //           extraCredentials? (ldp_vp only, e.g. an issuer's participant credential)}
 async function present(o) {
   const req = await fetchRequest(o.link);
@@ -358,8 +376,9 @@ async function present(o) {
       verifiableCredential: [cred, ...(o.extraCredentials ?? [])],
     };
     if(o.pad) presentation.verifiableCredential.push({padding: 'x'.repeat(o.pad)});
+    const suite = suiteFor(holder, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
     const signed = o.pad ? presentation : await vc.signPresentation({
-      presentation, suite: new Ed25519Signature2020({key: holder.key}), challenge: nonce, domain: aud, documentLoader,
+      presentation, suite, challenge: nonce, domain: aud, documentLoader,
     });
     vpToken = JSON.stringify(signed);
     descriptorFormat = 'ldp_vp';
@@ -443,6 +462,7 @@ async function present(o) {
 const handlers = {
   info: async () => identities(),
   list: makeList,
+  serveList,
   issue,
   present,
 };
