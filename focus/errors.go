@@ -21,6 +21,13 @@ var (
 	ErrRoomCreate = errors.New("unable to create room on SFU")
 	// ErrDelegationUnsupported: delayed-leave delegation (MSC4140) is not implemented yet.
 	ErrDelegationUnsupported = errors.New("delegating delayed leave events (MSC4140) is not supported by this focus yet")
+	// ErrGrantRevoked: the token's grant was revoked (the user left, was
+	// removed, or lost their credential).
+	ErrGrantRevoked = errors.New("the token's grant was revoked")
+	// ErrGrantUnknown: the token names no grant of this focus (or another room or identity).
+	ErrGrantUnknown = errors.New("the token names no known grant")
+	// ErrGrantExpired: the grant has ended (e.g. the attestation expired).
+	ErrGrantExpired = errors.New("the token's grant has ended")
 )
 
 // Matrix error codes used on the wire.

@@ -51,6 +51,9 @@ type Service struct {
 	metrics     *metrics
 	mux         *http.ServeMux
 	now         func() time.Time
+	// afterMembershipCheck, for tests, runs between the membership check
+	// and the grant's activation.
+	afterMembershipCheck func()
 }
 
 // New builds the focus and upgrades its tables.
@@ -131,13 +134,6 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if in.delegation {
 		return nil, ErrDelegationUnsupported
 	}
-	joined, err := s.members.IsJoined(ctx, in.roomID, user.String())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMembershipUnknown, err)
-	}
-	if !joined {
-		return nil, ErrNotMember
-	}
 
 	lkRoom := LiveKitRoomAlias(in.roomID, in.slotID)
 	identity := LegacyLiveKitIdentity(user.String(), in.deviceID)
@@ -147,6 +143,40 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
 		return c.Str("lk_room", lkRoom).Str("lk_identity", identity)
 	})
+	// The grant is stored before the membership check, so a leave processed
+	// at any time after the check revokes it; it is activated only if that
+	// did not happen by the time the token is signed.
+	tokenID, err := newTokenID()
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if err := s.grants.reserve(ctx, Grant{
+		TokenID: tokenID, LiveKitRoom: lkRoom, Identity: identity, RoomID: in.roomID, UserID: user.String(),
+		DeviceID: in.deviceID, IssuedAt: now, ExpiresAt: now.Add(s.cfg.TokenTTL),
+	}); err != nil {
+		// Without the grant the user could not be removed on leave: refuse.
+		return nil, err
+	}
+	handedOut := false
+	defer func() {
+		if !handedOut {
+			if err := s.grants.discard(context.WithoutCancel(ctx), tokenID); err != nil {
+				log.Warn().Err(err).Msg("Failed to discard an unused grant")
+			}
+		}
+	}()
+
+	joined, err := s.members.IsJoined(ctx, in.roomID, user.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMembershipUnknown, err)
+	}
+	if !joined {
+		return nil, ErrNotMember
+	}
+	if s.afterMembershipCheck != nil {
+		s.afterMembershipCheck()
+	}
 	decision, err := s.access.Decide(ctx, AccessRequest{
 		RoomID: in.roomID, UserID: user.String(), DeviceID: in.deviceID,
 		ServerName: in.openID.MatrixServerName, LiveKitRoom: lkRoom, Identity: identity,
@@ -167,7 +197,6 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 		return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
 	}
 
-	now := s.now()
 	ttl := s.cfg.TokenTTL
 	if !decision.NotAfter.IsZero() {
 		if capped := decision.NotAfter.Sub(now); capped < ttl {
@@ -177,17 +206,18 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 			return nil, &DeniedError{Reason: "Your credential has expired; verify it again."}
 		}
 	}
-	jwt, err := s.mint(lkRoom, identity, canPublish, ttl)
+	jwt, err := s.mint(tokenID, lkRoom, identity, canPublish, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign token: %w", err)
 	}
-	if err := s.grants.put(ctx, Grant{
-		LiveKitRoom: lkRoom, Identity: identity, RoomID: in.roomID, UserID: user.String(),
-		DeviceID: in.deviceID, IssuedAt: now, ExpiresAt: now.Add(ttl),
-	}); err != nil {
-		// Without the grant the user could not be removed on leave: refuse.
+	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now()); err != nil {
+		if errors.Is(err, ErrGrantRevoked) {
+			log.Info().Msg("Token not issued: the user was removed while it was being issued")
+			return nil, fmt.Errorf("%w: removed while the token was being issued", ErrNotMember)
+		}
 		return nil, err
 	}
+	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
 	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Msg("Issued LiveKit token")
 	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
@@ -219,8 +249,9 @@ func (s *Service) isFullAccess(server string) bool {
 	return slices.Contains(list, server)
 }
 
-// mint signs a LiveKit access token with the grants lk-jwt-service gives.
-func (s *Service) mint(lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
+// mint signs a LiveKit access token with the grants lk-jwt-service gives and
+// the grant's ID as JWT ID.
+func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
 	yes := true
 	grant := &auth.VideoGrant{
 		RoomJoin:     true,
@@ -231,11 +262,7 @@ func (s *Service) mint(lkRoom, identity string, canPublish bool, ttl time.Durati
 	if s.cfg.CanUpdateOwnMetadata {
 		grant.CanUpdateOwnMetadata = &yes
 	}
-	return auth.NewAccessToken(s.cfg.SFU.APIKey, s.cfg.SFU.APISecret).
-		SetVideoGrant(grant).
-		SetIdentity(identity).
-		SetValidFor(ttl).
-		ToJWT()
+	return signAccessToken(s.cfg.SFU.APIKey, s.cfg.SFU.APISecret, tokenID, identity, grant, ttl)
 }
 
 // countOthers counts the participants of a LiveKit room other than identity
@@ -307,17 +334,29 @@ func serverOf(userID string) string {
 	return server
 }
 
-// RemoveUser removes every SFU participant the user was given a token for in
-// the Matrix room, e.g. because they left or were banned. It returns how many
-// participants were removed; participants that are already gone count as done.
+// RemoveUser revokes every grant the user holds in the Matrix room, e.g.
+// because they left or were banned, so none of the tokens issued for them
+// admits them any more, connected or not; then it removes the participants of
+// those grants from the SFU. It returns how many participants were removed;
+// participants that are already gone count as done.
 func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error) {
-	grants, err := s.grants.forUser(ctx, roomID, userID)
+	grants, err := s.grants.revokeUser(ctx, roomID, userID, s.now())
 	if err != nil {
 		return 0, err
 	}
+	if len(grants) > 0 {
+		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", len(grants)).Str("reason", reason).
+			Msg("Revoked the user's grants")
+	}
 	removed := 0
 	var errs []error
+	seen := map[[2]string]bool{}
 	for _, g := range grants {
+		key := [2]string{g.LiveKitRoom, g.Identity}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		_, err := s.rooms.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: g.LiveKitRoom, Identity: g.Identity})
 		var terr twirp.Error
 		switch {
@@ -331,10 +370,6 @@ func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string)
 		default:
 			s.metrics.removed.WithLabelValues("error").Inc()
 			errs = append(errs, fmt.Errorf("failed to remove %s from %s: %w", g.Identity, g.LiveKitRoom, err))
-			continue
-		}
-		if err := s.grants.delete(ctx, g.LiveKitRoom, g.Identity); err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return removed, errors.Join(errs...)

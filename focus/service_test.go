@@ -445,7 +445,7 @@ func TestRemoveUser(t *testing.T) {
 	require.Equal(t, LiveKitIdentity("@alice:local.test", "DEV1", "member1"), h.rooms.removed[0].Identity)
 	require.Equal(t, LiveKitRoomAlias("!room:local.test", "m.call#ROOM"), h.rooms.removed[0].Room)
 
-	// The grants are gone: a second call removes nothing.
+	// The grants are revoked: a second call removes nothing.
 	n, err = h.svc.RemoveUser(context.Background(), "!room:local.test", "@alice:local.test", "left the room")
 	require.NoError(t, err)
 	require.Zero(t, n)
