@@ -1,14 +1,36 @@
 package sfu
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/livekit/protocol/auth"
 )
+
+// GrantChecker tells whether an access token may still be used: the issuer
+// of the tokens (gxconf's focus) revokes them when their holder leaves or is
+// removed. The SFU asks at every join and reconnect (/rtc, /rtc/validate)
+// and before every refresh_token. Errors refuse; they never contain tokens.
+type GrantChecker interface {
+	// CheckGrant checks a token for identity in room. tokenID is its JWT ID
+	// (jti), empty for tokens without one; issuedAt is its iat (whole
+	// seconds). It returns when the grant was issued, to the millisecond
+	// where the checker knows it, else issuedAt.
+	CheckGrant(ctx context.Context, tokenID, room, identity string, issuedAt time.Time) (time.Time, error)
+	// RenewGrant checks the grant of a token with an ID before a refreshed
+	// token with the same ID is handed out, and returns the expiry that
+	// token may have: until or, if the grant ends earlier, the grant's end.
+	RenewGrant(ctx context.Context, tokenID, room, identity string, until time.Time) (time.Time, error)
+}
+
+// SetGrantChecker makes the server ask c about every token; call it before Run.
+// Without one, only RemoveParticipant (in memory) revokes tokens.
+func (s *Server) SetGrantChecker(c GrantChecker) { s.grants = c }
 
 // tokenFromRequest takes the JWT from "Authorization: Bearer" or, failing
 // that, the access_token query parameter, as livekit-server does.
@@ -32,12 +54,16 @@ func (s *Server) verifyToken(raw string) (*auth.ClaimGrants, error) {
 }
 
 // verifiedToken is a checked access token: its grants, the key that signed
-// it and how long it was valid for (refreshed tokens get as long).
+// it, its ID and how long it was valid for (refreshed tokens get as long).
 type verifiedToken struct {
 	grants   *auth.ClaimGrants
 	apiKey   string
+	id       string // jti; refreshed tokens keep it
 	lifetime time.Duration
 	issuedAt time.Time
+	// grantIssued is when the token's grant was issued, to the millisecond,
+	// when the GrantChecker knows it (tokens with an ID); else zero.
+	grantIssued time.Time
 }
 
 func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
@@ -56,7 +82,7 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	t := &verifiedToken{grants: grants, apiKey: v.APIKey()}
+	t := &verifiedToken{grants: grants, apiKey: v.APIKey(), id: claims.ID}
 	switch {
 	case claims.IssuedAt != nil:
 		t.issuedAt = claims.IssuedAt.Time
@@ -70,22 +96,47 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 }
 
 // refreshToken mints a token for a connected participant with its current
-// grants, signed by the key of its original token and valid as long as that
-// was, so a client that reconnects later is not refused for an expired token.
-func (s *Server) refreshToken(apiKey string, lifetime time.Duration, grants *auth.ClaimGrants, video *auth.VideoGrant) (string, error) {
-	secret, ok := s.lookupSecret(apiKey)
+// grants and the ID of its original token, signed by the key of that token
+// and valid until expires, so a client that reconnects later is not refused
+// for an expired token (and its grant can still be checked and revoked).
+func (s *Server) refreshToken(tok *verifiedToken, video *auth.VideoGrant, expires time.Time) (string, error) {
+	secret, ok := s.lookupSecret(tok.apiKey)
 	if !ok {
-		return "", fmt.Errorf("%w: the key %q is no longer configured", ErrInvalidToken, apiKey)
+		return "", fmt.Errorf("%w: the key %q is no longer configured", ErrInvalidToken, tok.apiKey)
 	}
-	at := auth.NewAccessToken(apiKey, secret).
-		SetIdentity(grants.Identity).
-		SetName(grants.Name).
-		SetMetadata(grants.Metadata).
-		SetAttributes(grants.Attributes).
-		SetKind(grants.GetParticipantKind()).
-		SetVideoGrant(video).
-		SetValidFor(lifetime)
-	return at.ToJWT()
+	return signToken(tok.apiKey, secret, tok.id, tok.grants, video, time.Now(), expires)
+}
+
+// tokenClaims is the payload of a LiveKit access token, as
+// github.com/livekit/protocol/auth writes it, plus the JWT ID (jti), which
+// auth.AccessToken cannot set.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	auth.ClaimGrants
+}
+
+// signToken signs an HS256 access token for grants' identity with video as
+// its room grant, issued at now and valid until expires.
+func signToken(apiKey, secret, id string, grants *auth.ClaimGrants, video *auth.VideoGrant, now, expires time.Time) (string, error) {
+	c := tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    apiKey,
+			Subject:   grants.Identity,
+			ID:        id,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(expires),
+		},
+		ClaimGrants: auth.ClaimGrants{
+			Identity:   grants.Identity,
+			Name:       grants.Name,
+			Metadata:   grants.Metadata,
+			Attributes: grants.Attributes,
+			Video:      video,
+		},
+	}
+	c.ClaimGrants.SetParticipantKind(grants.GetParticipantKind())
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
 }
 
 // lookupSecret compares the key in constant time against every configured

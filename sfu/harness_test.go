@@ -66,6 +66,12 @@ func testLogger(t testing.TB) zerolog.Logger {
 // startServer runs an SFU until the test ends; mut may change the config.
 func startServer(t *testing.T, mut func(*sfu.Config)) *testServer {
 	t.Helper()
+	return startServerWith(t, mut, nil)
+}
+
+// startServerWith is startServer with prepare run on the server before Run.
+func startServerWith(t *testing.T, mut func(*sfu.Config), prepare func(*sfu.Server)) *testServer {
+	t.Helper()
 	ts := &testServer{key: "APItest" + randHex(t, 4), secret: randHex(t, 24), reg: prometheus.NewRegistry()}
 	cfg := sfu.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -79,6 +85,9 @@ func startServer(t *testing.T, mut func(*sfu.Config)) *testServer {
 	srv, err := sfu.New(cfg, testLogger(t), ts.reg)
 	require.NoError(t, err)
 	ts.srv = srv
+	if prepare != nil {
+		prepare(srv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()

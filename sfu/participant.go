@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"sync"
@@ -70,9 +71,11 @@ type Participant struct {
 	quality  atomic.Int32  // livekit.ConnectionQuality
 	score    atomic.Uint32 // float32 bits
 
-	// token refresh, owned by periodic (the room worker)
+	// token refresh, owned by periodic (the room worker); refreshing is set
+	// while a GrantChecker is asked
 	token       *verifiedToken
 	nextRefresh time.Time
+	refreshing  atomic.Bool
 }
 
 func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
@@ -407,7 +410,9 @@ func (p *Participant) closePeerConnections() {
 
 // refreshTokenIfDue sends the client a fresh access token (refresh_token)
 // every sfu.token_refresh_interval, with its current grants, as LiveKit does:
-// clients keep it for reconnecting, so a call outlasts its first token.
+// clients keep it for reconnecting, so a call outlasts its first token. With
+// a GrantChecker the refresh is checked off the room worker and stops once
+// the grant is revoked; it never outlives the grant.
 func (p *Participant) refreshTokenIfDue(now time.Time) {
 	every := p.s.cfg.TokenRefreshInterval
 	if every <= 0 || p.token.lifetime <= 0 || now.Before(p.nextRefresh) {
@@ -417,7 +422,58 @@ func (p *Participant) refreshTokenIfDue(now time.Time) {
 	p.mu.Lock()
 	video := p.video.Clone()
 	p.mu.Unlock()
-	jwt, err := p.s.refreshToken(p.token.apiKey, p.token.lifetime, p.token.grants, video)
+	if p.s.grants == nil {
+		p.sendRefreshedToken(video, now.Add(p.token.lifetime))
+		return
+	}
+	if !p.refreshing.CompareAndSwap(false, true) {
+		return // the previous check is still running
+	}
+	if !p.s.goAdd(func() {
+		defer p.refreshing.Store(false)
+		p.refreshChecked(video, now.Add(p.token.lifetime))
+	}) {
+		p.refreshing.Store(false)
+	}
+}
+
+// refreshChecked asks the GrantChecker before refreshing. A token with an ID
+// has its grant renewed (and capped) first. A token without one is minted
+// first and checked after, against the issue time of the token the
+// participant joined with, so a revocation that lands between the two still
+// covers the new token (its iat is no later than the revocation).
+func (p *Participant) refreshChecked(video *auth.VideoGrant, until time.Time) {
+	// Shutdown waits for this goroutine: the checker is local (gxconf's
+	// database) and bounded.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok := p.token
+	if tok.id != "" {
+		exp, err := p.s.grants.RenewGrant(ctx, tok.id, tok.grants.Video.Room, tok.grants.Identity, until)
+		if err != nil {
+			p.log.Info().Err(err).Msg("access token not refreshed: the grant check refused it")
+			return
+		}
+		p.sendRefreshedToken(video, exp)
+		return
+	}
+	jwt, err := p.s.refreshToken(tok, video, until)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("failed to refresh the access token")
+		return
+	}
+	if _, err := p.s.grants.CheckGrant(ctx, "", tok.grants.Video.Room, tok.grants.Identity, tok.issuedAt); err != nil {
+		p.log.Info().Err(err).Msg("access token not refreshed: the grant check refused it")
+		return
+	}
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RefreshToken{RefreshToken: jwt}})
+}
+
+func (p *Participant) sendRefreshedToken(video *auth.VideoGrant, expires time.Time) {
+	if !expires.After(time.Now()) {
+		return
+	}
+	jwt, err := p.s.refreshToken(p.token, video, expires)
 	if err != nil {
 		p.log.Warn().Err(err).Msg("failed to refresh the access token")
 		return

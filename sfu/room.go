@@ -45,9 +45,8 @@ type Room struct {
 	everJoined   bool
 	lastLeft     time.Time
 	created      time.Time
-	sentCount    uint32               // num_participants last sent in room_update
-	dirty        bool                 // room_update due
-	removed      map[string]time.Time // identity → when RemoveParticipant removed it
+	sentCount    uint32 // num_participants last sent in room_update
+	dirty        bool   // room_update due
 
 	done chan struct{}
 }
@@ -105,36 +104,6 @@ func (r *Room) roomInfoLocked() *livekit.Room {
 
 // isFull tells whether a join by identity would exceed max_participants
 // (a rejoin of a present identity replaces it and is always allowed).
-// removedTokenGrace bounds how long a removal is remembered: longer than any
-// token the focus hands out lives.
-const removedTokenGrace = 24 * time.Hour
-
-// markRemoved remembers that identity was removed at t.
-func (r *Room) markRemoved(identity string, t time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.removed == nil {
-		r.removed = map[string]time.Time{}
-	}
-	for id, at := range r.removed {
-		if t.Sub(at) > removedTokenGrace {
-			delete(r.removed, id)
-		}
-	}
-	r.removed[identity] = t
-}
-
-// revoked reports whether a token issued at issuedAt for identity predates
-// the identity's removal from the room. JWT times have second precision: a
-// token issued in the second of the removal still admits, so a client given
-// a new token right after being let back in is not refused.
-func (r *Room) revoked(identity string, issuedAt time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	at, ok := r.removed[identity]
-	return ok && issuedAt.Unix() < at.Unix()
-}
-
 func (r *Room) isFull(identity string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

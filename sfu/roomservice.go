@@ -3,6 +3,7 @@ package sfu
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/livekit/protocol/auth"
@@ -16,6 +17,51 @@ import (
 // and HTTP clients see the same codes.
 type roomService struct {
 	s *Server
+
+	mu      sync.Mutex
+	removed map[removedKey]time.Time // when RemoveParticipant removed an identity
+}
+
+type removedKey struct{ room, identity string }
+
+// removedTokenGrace bounds how long a removal is remembered: longer than any
+// token the focus hands out lives. Removals outlive the room (a room that
+// empties closes after its departure timeout), not a restart: gxconf's focus
+// revokes its own tokens durably (GrantChecker).
+const removedTokenGrace = 24 * time.Hour
+
+// markRemoved remembers that identity was removed from room at t.
+func (rs *roomService) markRemoved(room, identity string, t time.Time) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.removed == nil {
+		rs.removed = map[removedKey]time.Time{}
+	}
+	for k, at := range rs.removed {
+		if t.Sub(at) > removedTokenGrace {
+			delete(rs.removed, k)
+		}
+	}
+	rs.removed[removedKey{room, identity}] = t
+}
+
+// revoked reports whether token, for identity in room, was issued before the
+// identity's removal from the room. With grantIssued (the millisecond the
+// token's grant was issued, from the GrantChecker) that is exact. Otherwise
+// only the token's iat is known, in whole seconds: a token issued in the
+// second of the removal may predate it and is refused too (the client asks
+// again a second later).
+func (rs *roomService) revoked(room, identity string, token *verifiedToken) bool {
+	rs.mu.Lock()
+	at, ok := rs.removed[removedKey{room, identity}]
+	rs.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if !token.grantIssued.IsZero() {
+		return !token.grantIssued.After(at)
+	}
+	return token.issuedAt.Unix() <= at.Unix()
 }
 
 var _ livekit.RoomService = (*roomService)(nil)
@@ -119,14 +165,16 @@ func (rs *roomService) GetParticipant(_ context.Context, req *livekit.RoomPartic
 
 // RemoveParticipant sends Leave{PARTICIPANT_REMOVED} and ends the session
 // before it returns.
+// Tokens issued before the removal no longer admit the identity, even when
+// it is not connected (the answer is then not_found, as LiveKit's).
 func (rs *roomService) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
-	r, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
+	if req.GetRoom() != "" && req.GetIdentity() != "" {
+		rs.markRemoved(req.GetRoom(), req.GetIdentity(), time.Now())
+	}
+	_, p, err := rs.participant(req.GetRoom(), req.GetIdentity())
 	if err != nil {
 		return nil, err
 	}
-	// Tokens issued before the removal no longer admit this identity, so a
-	// removed client cannot simply reconnect with the token it holds.
-	r.markRemoved(req.GetIdentity(), time.Now())
 	p.close(livekit.DisconnectReason_PARTICIPANT_REMOVED, true)
 	return &livekit.RemoveParticipantResponse{}, nil
 }

@@ -52,6 +52,8 @@ type Server struct {
 	httpAddr net.Addr
 
 	svc *roomService
+	// grants, when set (before Run), is asked about every token.
+	grants GrantChecker
 }
 
 // New validates cfg, opens the media sockets and prepares the server. The

@@ -67,15 +67,25 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if r.URL.Query().Get("join_request") != "" {
 		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
 	}
+	if s.grants != nil {
+		issued, err := s.grants.CheckGrant(r.Context(), token.id, grants.Video.Room, grants.Identity, token.issuedAt)
+		if err != nil {
+			s.log.Debug().Err(err).Str("lk_room", grants.Video.Room).Str("lk_identity", grants.Identity).Msg("token refused by the grant check")
+			return nil, http.StatusForbidden, ErrTokenRevoked.Error()
+		}
+		if token.id != "" {
+			token.grantIssued = issued
+		}
+	}
+	if s.svc.revoked(grants.Video.Room, grants.Identity, token) {
+		return nil, http.StatusForbidden, ErrTokenRevoked.Error()
+	}
 	room, _, err := s.getOrCreateRoom(grants.Video.Room, s.defaultRoomOptions(), s.cfg.Room.AutoCreate)
 	switch {
 	case errors.Is(err, ErrRoomNotFound):
 		return nil, http.StatusNotFound, ErrRoomNotFound.Error()
 	case err != nil:
 		return nil, http.StatusServiceUnavailable, err.Error()
-	}
-	if room.revoked(grants.Identity, token.issuedAt) {
-		return nil, http.StatusForbidden, ErrTokenRevoked.Error()
 	}
 	if room.isFull(grants.Identity) {
 		return nil, http.StatusForbidden, ErrRoomFull.Error()
