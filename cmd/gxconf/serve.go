@@ -97,9 +97,10 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	focusCfg := cfg.Focus
 	var rooms focus.RoomService
 	var runners []func(context.Context) error
+	var sfuSrv *sfu.Server
 	if focusCfg.SFU.URL == "" {
 		// The embedded SFU, used in-process: the focus mints tokens with its first key.
-		sfuSrv, err := sfu.New(cfg.SFU.Config, log.With().Str("component", "sfu").Logger(), registry)
+		sfuSrv, err = sfu.New(cfg.SFU.Config, log.With().Str("component", "sfu").Logger(), registry)
 		if err != nil {
 			return fmt.Errorf("sfu: %w", err)
 		}
@@ -141,6 +142,10 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	})
 	if err != nil {
 		return err
+	}
+	if sfuSrv != nil {
+		// The embedded SFU asks the focus whether each token's grant still holds.
+		sfuSrv.SetGrantChecker(focusSvc)
 	}
 	focusSvc.Handle(credentials.MountPath, verifier.Handler())
 	as, err := appservice.New(ctx, appservice.Options{
