@@ -280,7 +280,7 @@ func (c *Checker) verifyEmbeddedCredentials(ctx context.Context, raw any, holder
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := c.anchorGrant(vc); ok {
+		if _, ok := c.anchorGrant(vc); ok && checkValidity(vc.ValidFrom, vc.ValidUntil, c.now()) == nil {
 			vouched[vc.Subject] = true
 		}
 		out[i] = vc

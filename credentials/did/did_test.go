@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -181,4 +182,21 @@ func FuzzResolveOffline(f *testing.F) {
 			_, _ = vm.PublicKey()
 		}
 	})
+}
+
+func TestParseDocumentStrict(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 40) + `1` + strings.Repeat(`}`, 40)
+	for _, tc := range []struct{ name, doc string }{
+		{"relationship twice", `{"id":"did:web:a","assertionMethod":["did:web:a#k"],"assertionMethod":[]}`},
+		{"id twice", `{"id":"did:web:a","id":"did:web:b"}`},
+		{"name in two letter cases", `{"id":"did:web:a","ID":"did:web:b"}`},
+		{"nested too deep", `{"id":"did:web:a","service":` + deep + `}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseDocument([]byte(tc.doc), "")
+			require.ErrorIs(t, err, ErrResolution)
+		})
+	}
+	_, err := NewResolver(Options{}).Resolve(context.Background(), `did:jwk:`+base64.RawURLEncoding.EncodeToString([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","x":"AAAA"}`)))
+	require.ErrorIs(t, err, ErrResolution)
 }

@@ -4,7 +4,8 @@
 // did:web documents are fetched over HTTPS only, with a time-out, a size
 // limit and a cache, through a dialer that refuses private and loopback
 // addresses after DNS resolution (defeating DNS rebinding); a dev/test
-// option lifts both restrictions. It imports no other gxconf package.
+// option lifts both restrictions. It imports no other gxconf package
+// except credentials/internal/strictjson, the shared strict JSON decoder.
 package did
 
 import (
@@ -18,6 +19,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // Errors returned by resolution.
@@ -94,7 +97,10 @@ type Document struct {
 // belongs to it.
 func ParseDocument(data []byte, expected string) (*Document, error) {
 	var doc Document
-	if err := json.Unmarshal(data, &doc); err != nil {
+	// Strict: a member twice (or in two letter cases, which encoding/json
+	// would merge into one field) or nesting deeper than strictjson.MaxDepth
+	// is refused, as everywhere untrusted JSON enters package credentials.
+	if err := strictjson.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%w: invalid DID document: %v", ErrResolution, err)
 	}
 	if doc.ID == "" || !strings.HasPrefix(doc.ID, "did:") {

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
 )
 
 // Multicodec prefixes of the public key types gxconf accepts
@@ -161,6 +163,9 @@ func resolveJWK(d string) (*Document, error) {
 		return nil, fmt.Errorf("%w: did:jwk is not base64url: %v", ErrResolution, err)
 	}
 	var jwk jose.JSONWebKey
+	if _, err := strictjson.DecodeObject(raw); err != nil {
+		return nil, fmt.Errorf("%w: did:jwk carries an invalid JWK: %v", ErrResolution, err)
+	}
 	if err := json.Unmarshal(raw, &jwk); err != nil {
 		return nil, fmt.Errorf("%w: did:jwk carries an invalid JWK: %v", ErrResolution, err)
 	}
