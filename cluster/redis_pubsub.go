@@ -1,0 +1,77 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// receive delivers the bus' events to subscribers until ctx ends. go-redis
+// reconnects and re-subscribes by itself; a re-subscription means events may
+// have been lost, so subscribers get EventResync.
+func (r *Redis) receive(ctx context.Context) {
+	ps := r.client.Subscribe(ctx, r.keys.events())
+	done := make(chan struct{})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
+		_ = ps.Close()
+	}()
+	defer func() {
+		close(done)
+		<-closed
+	}()
+
+	idle := 2 * r.cfg.LivenessTTL
+	subscribed := false
+	backoff := time.Duration(0)
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, idle)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet bus: make sure the connection is alive.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.HeartbeatInterval)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			}
+			continue
+		}
+		backoff = 0
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				if subscribed {
+					r.bus.publish(Event{Type: EventResync})
+				}
+				subscribed = true
+			}
+		case *redis.Message:
+			ev, err := ParseEvent([]byte(m.Payload))
+			if err != nil {
+				r.log.Warn().Err(err).Msg("ignoring malformed cluster event")
+				continue
+			}
+			if ev.Node == r.self.ID && ev.Epoch == r.self.Epoch {
+				continue // delivered locally when it happened
+			}
+			r.bus.publish(ev)
+		}
+	}
+}
