@@ -77,10 +77,20 @@ type Redis struct {
 	// connected is true while the last Redis round trip worked.
 	connected atomic.Bool
 
+	// crashed makes Run skip deregistration (tests simulating kill -9).
+	crashed atomic.Bool
+
 	// Owned by the loop goroutine.
 	registered  bool
 	settleUntil time.Time
-	known       map[NodeID]Node
+
+	// viewMu serialises changes of view and known (the loop's heartbeat
+	// rounds and node_down events from the bus).
+	viewMu sync.Mutex
+	known  map[NodeID]Node
+	// gone are nodes (by epoch) that announced their departure; a listing
+	// read just before it does not bring them back.
+	gone map[NodeID]uint64
 }
 
 // liveView is the other nodes seen alive in one heartbeat round.
@@ -114,6 +124,7 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 		dirty:  map[entryKey]struct{}{},
 		wake:   make(chan struct{}, 1),
 		known:  map[NodeID]Node{},
+		gone:   map[NodeID]uint64{},
 	}
 	r.view.Store(&liveView{})
 	c.changed = func(k entryKey) {
@@ -141,6 +152,7 @@ func redisOptions(c RedisConfig) (*redis.Options, error) {
 		WriteTimeout:    c.OpTimeout,
 		PoolSize:        4,
 		MaxRetries:      -1, // the loop retries with backoff; a stuck command must not hold a heartbeat
+		DialerRetries:   1,
 		DisableIdentity: true,
 		// The heartbeat loop and lookups pass deadlines.
 		ContextTimeoutEnabled: true,
@@ -195,6 +207,9 @@ func (r *Redis) Run(ctx context.Context) error {
 		r.receive(ctx)
 	}()
 	wg.Wait()
+	if r.crashed.Load() {
+		return r.client.Close()
+	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Redis.OpTimeout)
 	err := r.deregister(dctx)
 	cancel()
@@ -301,9 +316,11 @@ func (r *Redis) round(ctx context.Context) error {
 		}
 		live = append(live, n)
 	}
+	r.viewMu.Lock()
 	live = r.diff(live, now)
 	slices.SortFunc(live, func(a, b Node) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	r.view.Store(&liveView{nodes: live, at: now})
+	r.viewMu.Unlock()
 	if !r.connected.Swap(true) && r.registered {
 		r.log.Info().Msg("cluster registry reachable again")
 	}
@@ -323,12 +340,19 @@ func (r *Redis) round(ctx context.Context) error {
 	return r.flush(ctx)
 }
 
-// diff turns the new listing into node events. While settling after our own
+// diff turns the new listing into node events (under viewMu). While settling after our own
 // (re)registration a node missing from the listing is kept (it may not have
 // re-registered after a Redis restart yet) instead of being declared down.
 func (r *Redis) diff(live []Node, now time.Time) []Node {
 	seen := make(map[NodeID]bool, len(live))
+	kept := live[:0]
+	listed := make(map[NodeID]uint64, len(live))
 	for _, n := range live {
+		listed[n.ID] = n.Epoch
+		if e, ok := r.gone[n.ID]; ok && e == n.Epoch {
+			continue
+		}
+		kept = append(kept, n)
 		seen[n.ID] = true
 		old, ok := r.known[n.ID]
 		switch {
@@ -343,6 +367,12 @@ func (r *Redis) diff(live []Node, now time.Time) []Node {
 		}
 		r.known[n.ID] = n
 	}
+	live = kept
+	for id, e := range r.gone {
+		if le, ok := listed[id]; !ok || le != e {
+			delete(r.gone, id)
+		}
+	}
 	for id, old := range r.known {
 		if seen[id] {
 			continue
@@ -355,6 +385,26 @@ func (r *Redis) diff(live []Node, now time.Time) []Node {
 		r.bus.publish(Event{Type: EventNodeDown, Node: id, Epoch: old.Epoch})
 	}
 	return live
+}
+
+// forget drops a node that announced its departure on the bus, so that it
+// leaves the view before its record would have been missed.
+func (r *Redis) forget(id NodeID, epoch uint64) {
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	if old, ok := r.known[id]; !ok || old.Epoch != epoch {
+		return
+	}
+	delete(r.known, id)
+	r.gone[id] = epoch
+	v := r.view.Load()
+	nodes := make([]Node, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		if n.ID != id {
+			nodes = append(nodes, n)
+		}
+	}
+	r.view.Store(&liveView{nodes: nodes, at: v.at})
 }
 
 // deregister removes this node's record and entries and announces it.
@@ -378,4 +428,13 @@ func (r *Redis) publish(ctx context.Context, ev Event) error {
 		return fmt.Errorf("failed to publish event: %w", err)
 	}
 	return nil
+}
+
+// RedisLogger routes go-redis' own log lines (it has one process-wide
+// logger) into zerolog; cmd/gxconf installs it with redis.SetLogger.
+type RedisLogger struct{ Log zerolog.Logger }
+
+// Printf logs one go-redis message as a warning.
+func (l RedisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Log.Warn().Str("detail", fmt.Sprintf(format, v...)).Msg("redis client")
 }

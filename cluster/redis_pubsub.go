@@ -71,6 +71,9 @@ func (r *Redis) receive(ctx context.Context) {
 			if ev.Node == r.self.ID && ev.Epoch == r.self.Epoch {
 				continue // delivered locally when it happened
 			}
+			if ev.Type == EventNodeDown {
+				r.forget(ev.Node, ev.Epoch)
+			}
 			r.bus.publish(ev)
 		}
 	}
