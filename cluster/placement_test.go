@@ -322,3 +322,5 @@ func TestPlacerOverEmbedded(t *testing.T) {
 	_, err = p.Place(context.Background(), PlacementRequest{Room: "r"})
 	require.ErrorIs(t, err, ErrNoNodes)
 }
+
+func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

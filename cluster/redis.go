@@ -80,8 +80,12 @@ type Redis struct {
 	// crashed makes Run skip deregistration (tests simulating kill -9).
 	crashed atomic.Bool
 
+	// everRegistered is set after the first successful registration.
+	everRegistered atomic.Bool
+
 	// Owned by the loop goroutine.
 	registered  bool
+	down        bool // a failure was logged and no success since
 	settleUntil time.Time
 
 	// viewMu serialises changes of view and known (the loop's heartbeat
@@ -207,7 +211,8 @@ func (r *Redis) Run(ctx context.Context) error {
 		r.receive(ctx)
 	}()
 	wg.Wait()
-	if r.crashed.Load() {
+	if r.crashed.Load() || !r.everRegistered.Load() {
+		r.bus.closeAll()
 		return r.client.Close()
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Redis.OpTimeout)
@@ -264,10 +269,12 @@ func (r *Redis) loop(ctx context.Context) {
 
 // lost records that Redis failed; the next successful round reconciles.
 func (r *Redis) lost(err error) {
-	if r.connected.Swap(false) || r.registered {
+	r.connected.Store(false)
+	r.registered = false
+	if !r.down {
+		r.down = true
 		r.log.Warn().Err(err).Msg("cluster registry unreachable; serving from the local view")
 	}
-	r.registered = false
 }
 
 // round is one heartbeat: write this node's record, read everyone's, reap
@@ -321,7 +328,9 @@ func (r *Redis) round(ctx context.Context) error {
 	slices.SortFunc(live, func(a, b Node) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	r.view.Store(&liveView{nodes: live, at: now})
 	r.viewMu.Unlock()
-	if !r.connected.Swap(true) && r.registered {
+	r.connected.Store(true)
+	if r.down {
+		r.down = false
 		r.log.Info().Msg("cluster registry reachable again")
 	}
 	for _, id := range dead {
@@ -334,6 +343,7 @@ func (r *Redis) round(ctx context.Context) error {
 			return err
 		}
 		r.registered = true
+		r.everRegistered.Store(true)
 		r.log.Info().Int("peers", len(live)).Msg("registered in the cluster")
 		return nil
 	}

@@ -242,7 +242,9 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		return err
 	}
 	// Events of the time we were away may be lost.
-	r.bus.publish(Event{Type: EventResync})
+	if r.everRegistered.Load() {
+		r.bus.publish(Event{Type: EventResync})
+	}
 	return nil
 }
 

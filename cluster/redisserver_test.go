@@ -21,6 +21,8 @@ type redisServer struct {
 	addr  string
 	dir   string
 	extra []string
+	// tls serves the port with TLS only (redis-server --tls-port).
+	tls bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -29,6 +31,11 @@ type redisServer struct {
 }
 
 func startRedis(tb testing.TB, extra ...string) *redisServer {
+	tb.Helper()
+	return startRedisWith(tb, false, extra...)
+}
+
+func startRedisWith(tb testing.TB, tls bool, extra ...string) *redisServer {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("starts a redis-server process; skipped under -short")
@@ -39,7 +46,7 @@ func startRedis(tb testing.TB, extra ...string) *redisServer {
 	require.NoError(tb, err)
 	addr := l.Addr().String()
 	require.NoError(tb, l.Close())
-	s := &redisServer{tb: tb, path: path, addr: addr, dir: tb.TempDir(), extra: extra}
+	s := &redisServer{tb: tb, path: path, addr: addr, dir: tb.TempDir(), extra: extra, tls: tls}
 	s.start()
 	tb.Cleanup(func() { s.kill(syscall.SIGTERM) })
 	return s
@@ -48,10 +55,14 @@ func startRedis(tb testing.TB, extra ...string) *redisServer {
 func (s *redisServer) start() {
 	s.tb.Helper()
 	_, port, _ := net.SplitHostPort(s.addr)
-	args := append([]string{
-		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	ports := []string{"--port", port}
+	if s.tls {
+		ports = []string{"--port", "0", "--tls-port", port}
+	}
+	args := append(append(ports,
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--loglevel", "warning", "--daemonize", "no",
-	}, s.extra...)
+	), s.extra...)
 	cmd := exec.Command(s.path, args...)
 	log := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
