@@ -134,8 +134,11 @@ func cloneJSON(v any) any {
 }
 
 // normalizeCompact makes two compacted documents comparable: numbers as
-// float64 (through a JSON round trip) and one-element arrays as their element,
-// as compaction with compactArrays does (the readers accept both shapes).
+// float64 (through a JSON round trip), one-element arrays as their element
+// (compaction's compactArrays) and an object holding nothing but "id" as that
+// id (compaction's node-reference form for terms typed @id, such as issuer
+// and credentialSubject). Both spellings are the same RDF, and the readers
+// take both (issuer, holder) or refuse the short one (credentialSubject).
 func normalizeCompact(v any) any {
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -151,6 +154,9 @@ func normalizeCompact(v any) any {
 func collapseArrays(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
+		if id, ok := t["id"].(string); ok && len(t) == 1 {
+			return id
+		}
 		for k, e := range t {
 			t[k] = collapseArrays(e)
 		}
