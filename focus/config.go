@@ -33,8 +33,9 @@ type Config struct {
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// GrantRetention is how long a handed-out token is remembered so that the
-	// user's participant can be removed when they leave the Matrix room.
+	// GrantRetention is how long a grant is kept after its last token expired,
+	// so that the user's participant can be removed when they leave the Matrix
+	// room; revoked grants are kept as long.
 	GrantRetention time.Duration `yaml:"grant_retention"`
 	// Discovery configures the /.well-known/matrix/client fragment.
 	Discovery DiscoveryConfig `yaml:"discovery"`
