@@ -10,9 +10,11 @@
 // MembershipChecker the caller provides (the appservice), the room's access
 // decision is taken through an AccessDecider, the LiveKit room is created
 // through a RoomService (the embedded SFU in-process, or a stock LiveKit server
-// over Twirp) and a LiveKit JWT is minted. Every token handed out is recorded as
-// a grant so that the user's participants can be removed again when they leave
-// or are banned from the Matrix room (RemoveUser).
+// over Twirp) and a LiveKit JWT is minted. Every token carries the ID (jti) of a
+// grant recorded before the membership check; when the user leaves or is
+// banned from the Matrix room or loses their credential, RemoveUser revokes
+// all their grants for the room, durably, and removes their participants. The
+// embedded SFU asks CheckGrant and RenewGrant about every token it is shown.
 //
 // It must not import appservice, sfu or cmd.
 package focus
