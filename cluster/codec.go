@@ -83,7 +83,7 @@ type wireEvent struct {
 	TrackInfo   *wireTrack       `json:"track_info,omitempty"`
 }
 
-const maxRecordBytes = 64 << 10
+const maxRecordBytes = 128 << 10
 
 func decodeStrict(data []byte, v any) error {
 	if len(data) > maxRecordBytes {

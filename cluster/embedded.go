@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/rs/zerolog"
 )
@@ -50,9 +51,19 @@ func (e *Embedded) Tracks(_ context.Context, room RoomName) ([]TrackEntry, error
 // Rooms returns the hosted rooms.
 func (e *Embedded) Rooms(context.Context) ([]RoomName, error) { return e.localRooms(), nil }
 
-// Run waits for ctx to end, then closes every subscription.
+// Send delivers a message to this node's inboxes; there are no others.
+func (e *Embedded) Send(_ context.Context, to NodeID, topic string, payload []byte) error {
+	local, err := e.checkSend(to, topic, payload)
+	if err != nil || local {
+		return err
+	}
+	return fmt.Errorf("node %s: %w", to, ErrNotDelivered)
+}
+
+// Run waits for ctx to end, then closes every subscription and inbox.
 func (e *Embedded) Run(ctx context.Context) error {
 	<-ctx.Done()
 	e.bus.closeAll()
+	e.mail.closeAll()
 	return nil
 }

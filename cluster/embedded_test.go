@@ -148,6 +148,8 @@ func TestEmbeddedRunClosesSubscriptions(t *testing.T) {
 	sub.Close() // idempotent
 }
 
+func nopLog() zerolog.Logger { return zerolog.Nop() }
+
 func stripTimes(nodes []Node, at time.Time) []Node {
 	for i := range nodes {
 		nodes[i].UpdatedAt = at

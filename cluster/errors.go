@@ -14,6 +14,9 @@ var (
 	// ErrNoCapacity: every live, serving node in the requester's site and its
 	// fallbacks is at one of its limits.
 	ErrNoCapacity = errors.New("every node is at its limits")
+	// ErrNotDelivered: no inbox on the target node listens to the topic (or
+	// the node is not connected to the bus).
+	ErrNotDelivered = errors.New("message not delivered")
 	// ErrInvalidRecord: data read from the registry is malformed.
 	ErrInvalidRecord = errors.New("invalid cluster record")
 )

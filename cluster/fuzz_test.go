@@ -114,3 +114,11 @@ func TestParseRejects(t *testing.T) {
 	_, err = ParseEvent([]byte(`{"type":"resync","node":"n","epoch":"1"}`))
 	require.ErrorIs(t, err, ErrInvalidRecord, "resync is local only")
 }
+
+func FuzzParseMessage(f *testing.F) {
+	b, err := MarshalMessage(Message{From: "n1", FromEpoch: 9, Topic: "bridge.offer", Payload: []byte(`{"x":1}`)})
+	seed(f, b, err)
+	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":"!!"}`))
+	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseMessage, MarshalMessage) })
+}

@@ -50,12 +50,26 @@ type Notifier interface {
 	Subscribe(buffer int) *Subscription
 }
 
+// NodeBus carries messages between nodes (bridge signalling, cluster-wide
+// RoomService calls), best effort and at most once.
+type NodeBus interface {
+	// Send delivers payload (at most MaxPayload bytes) to the inboxes of
+	// topic on node to. ErrNotDelivered: the node is not on the bus (or,
+	// for this node itself, no inbox listens to the topic; a remote node
+	// drops messages of topics nobody listens to).
+	Send(ctx context.Context, to NodeID, topic string, payload []byte) error
+	// Listen opens an inbox for topic (letters, digits, '.', '_', '-');
+	// a full inbox drops messages and counts them.
+	Listen(topic string, buffer int) *Inbox
+}
+
 // Registry is the whole cluster view of one node. Embedded and Redis implement it.
 type Registry interface {
 	NodeView
 	Directory
 	Announcer
 	Notifier
+	NodeBus
 	// Run keeps the registry up to date until ctx ends, then deregisters
 	// the node, closes every subscription and returns.
 	Run(ctx context.Context) error

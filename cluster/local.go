@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,7 @@ type core struct {
 	log  zerolog.Logger
 	opts options
 	bus  *broker
+	mail *mailboxes
 
 	mu    sync.Mutex
 	self  Node
@@ -84,6 +86,7 @@ func newCore(cfg Config, log zerolog.Logger, opts []Option) (*core, error) {
 		log:  log.With().Str("node_id", string(id)).Str("site", string(cfg.Site)).Logger(),
 		opts: o,
 		bus:  newBroker(),
+		mail: newMailboxes(),
 		self: Node{
 			ID: id, Site: cfg.Site, Federation: cfg.Federation, Epoch: o.epoch,
 			SignalURL: cfg.SignalURL, MediaAddrs: slices.Clone(cfg.MediaAddresses), RelayAddr: cfg.RelayAddress,
@@ -119,6 +122,30 @@ func (c *core) selfLocked() Node {
 
 // Subscribe returns a subscription to cluster events.
 func (c *core) Subscribe(buffer int) *Subscription { return c.bus.subscribe(buffer) }
+
+// Listen opens an inbox for topic.
+func (c *core) Listen(topic string, buffer int) *Inbox { return c.mail.listen(topic, buffer) }
+
+// checkSend validates a message and, when it is for this node, delivers it.
+func (c *core) checkSend(to NodeID, topic string, payload []byte) (local bool, err error) {
+	if !validTopic(topic) {
+		return false, fmt.Errorf("invalid topic %q", topic)
+	}
+	if len(payload) > MaxPayload {
+		return false, fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload)
+	}
+	if to != c.self.ID {
+		return false, nil
+	}
+	msg := Message{From: c.self.ID, FromEpoch: c.self.Epoch, Topic: topic, Payload: slices.Clone(payload)}
+	if msg.Payload == nil {
+		msg.Payload = []byte{}
+	}
+	if !c.mail.deliver(msg) {
+		return true, fmt.Errorf("topic %s on node %s: %w", topic, to, ErrNotDelivered)
+	}
+	return true, nil
+}
 
 // SetState switches between serving and draining.
 func (c *core) SetState(state NodeState) {

@@ -28,6 +28,7 @@ import (
 //	P room:<room>:parts    HASH    identity  -> participant entry (owner node inside)
 //	P room:<room>:tracks   HASH    track sid -> track entry (owner node inside)
 //	P events               Pub/Sub event (node_up/down, room_*, participant_*, track_*)
+//	P node:<id>:msg        Pub/Sub messages to the node (NodeBus), JSON {from, epoch, topic, payload}
 //
 // A node writes only entries it owns and deletes only entries whose "node"
 // is itself (scripts check it, so a participant that moved to another node
@@ -49,6 +50,7 @@ func (k keyspace) roomNodes(r RoomName) string {
 func (k keyspace) roomParts(r RoomName) string  { return k.p + "room:" + string(r) + ":parts" }
 func (k keyspace) roomTracks(r RoomName) string { return k.p + "room:" + string(r) + ":tracks" }
 func (k keyspace) events() string               { return k.p + "events" }
+func (k keyspace) inbox(id NodeID) string       { return k.p + "node:" + string(id) + ":msg" }
 
 func (k keyspace) hash(e entryKey) string {
 	switch e.kind {
@@ -211,6 +213,7 @@ func (r *Redis) Run(ctx context.Context) error {
 		r.receive(ctx)
 	}()
 	wg.Wait()
+	defer r.mail.closeAll()
 	if r.crashed.Load() || !r.everRegistered.Load() {
 		r.bus.closeAll()
 		return r.client.Close()
@@ -427,6 +430,32 @@ func (r *Redis) deregister(ctx context.Context) error {
 		return err
 	}
 	return r.publish(ctx, Event{Type: EventNodeDown, Node: id, Epoch: r.self.Epoch})
+}
+
+// Send delivers a message to a node's inboxes over Redis Pub/Sub (to this
+// node: directly).
+func (r *Redis) Send(ctx context.Context, to NodeID, topic string, payload []byte) error {
+	local, err := r.checkSend(to, topic, payload)
+	if err != nil || local {
+		return err
+	}
+	if !ValidNodeID(to) {
+		return fmt.Errorf("node %q: %w", to, ErrNotDelivered)
+	}
+	b, err := MarshalMessage(Message{From: r.self.ID, FromEpoch: r.self.Epoch, Topic: topic, Payload: payload})
+	if err != nil {
+		return fmt.Errorf("failed to encode message: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
+	defer cancel()
+	n, err := r.client.Publish(ctx, r.keys.inbox(to), b).Result()
+	if err != nil {
+		return fmt.Errorf("failed to send to node %s: %w: %w", to, ErrUnavailable, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("node %s: %w", to, ErrNotDelivered)
+	}
+	return nil
 }
 
 func (r *Redis) publish(ctx context.Context, ev Event) error {

@@ -14,7 +14,8 @@ import (
 // reconnects and re-subscribes by itself; a re-subscription means events may
 // have been lost, so subscribers get EventResync.
 func (r *Redis) receive(ctx context.Context) {
-	ps := r.client.Subscribe(ctx, r.keys.events())
+	inbox := r.keys.inbox(r.self.ID)
+	ps := r.client.Subscribe(ctx, r.keys.events(), inbox)
 	done := make(chan struct{})
 	closed := make(chan struct{})
 	go func() {
@@ -56,13 +57,22 @@ func (r *Redis) receive(ctx context.Context) {
 		backoff = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			if m.Kind == "subscribe" && m.Channel == r.keys.events() {
 				if subscribed {
 					r.bus.publish(Event{Type: EventResync})
 				}
 				subscribed = true
 			}
 		case *redis.Message:
+			if m.Channel == inbox {
+				msg, err := ParseMessage([]byte(m.Payload))
+				if err != nil {
+					r.log.Warn().Err(err).Msg("ignoring malformed cluster message")
+					continue
+				}
+				r.mail.deliver(msg)
+				continue
+			}
 			ev, err := ParseEvent([]byte(m.Payload))
 			if err != nil {
 				r.log.Warn().Err(err).Msg("ignoring malformed cluster event")

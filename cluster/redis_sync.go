@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -90,6 +92,17 @@ type flushOp struct {
 	event []byte
 }
 
+func (op flushOp) rank() int {
+	switch {
+	case op.key.kind == kindRoom && op.value != nil:
+		return 0
+	case op.key.kind != kindRoom:
+		return 1
+	default:
+		return 2
+	}
+}
+
 // flush writes the dirty entries; on failure they stay dirty.
 func (r *Redis) flush(ctx context.Context) error {
 	r.mu.Lock()
@@ -110,6 +123,9 @@ func (r *Redis) flush(ctx context.Context) error {
 		ops = append(ops, op)
 	}
 	r.mu.Unlock()
+	// Room entries are written before and deleted after the entries in them,
+	// so that the node's room set (which reaping walks) always covers them.
+	slices.SortFunc(ops, func(a, b flushOp) int { return cmp.Compare(a.rank(), b.rank()) })
 	if encErr != nil {
 		r.log.Error().Err(encErr).Msg("failed to encode a directory entry")
 	}
@@ -140,8 +156,8 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 		}
 		hash := r.keys.hash(op.key)
 		if op.value != nil {
-			pipe.HSet(ctx, hash, field, op.value)
 			pipe.SAdd(ctx, r.keys.nodeRooms(id), string(op.key.room))
+			pipe.HSet(ctx, hash, field, op.value)
 			pipe.Publish(ctx, r.keys.events(), op.event)
 			continue
 		}
