@@ -28,17 +28,36 @@
 // falls behind, or a node that lost Redis for a while, gets EventResync,
 // after which it re-reads the directory.
 //
+// Nodes also exchange messages (NodeBus: Send to a node, Listen on a topic),
+// best effort and at most once, for the bridge's signalling and cluster-wide
+// RoomService calls.
+//
 // Placement (Place, Placer) picks the site of a requester (client address
 // prefix, homeserver, federation, default site) and a live, serving node
 // under its limits there, preferring a node that already hosts the room, and
 // falls back to other sites in configured order.
 //
+// # Wiring
+//
+// cmd/gxconf builds the registry with New (WithLoadSource: the SFU's counts
+// plus a CPUSampler), runs its Run beside the other components, installs
+// RedisLogger with redis.SetLogger, calls SetState(NodeDraining) before
+// draining, and hands the registry to its consumers, each of which declares
+// the small interface it needs: the focus a placer (NewPlacer over the
+// registry), the SFU nothing (it must not import cluster; cmd adapts its
+// room, participant and track hooks to Announcer), the bridge Directory,
+// Notifier, NodeView and NodeBus.
+//
 // # Concurrency
 //
 // core.mu guards the local view (self record, owned entries, dirty set);
-// broker.mu the subscriber set. Event delivery never blocks. The Redis
-// registry's Run owns two goroutines (the heartbeat/flush loop and the
-// Pub/Sub receiver) and returns after both ended and the node deregistered.
+// Redis.viewMu the other nodes' view; broker.mu the subscribers and
+// mailboxes.mu the inboxes. core.mu and viewMu are never held together;
+// broker.mu and mailboxes.mu are innermost, and delivery under them never
+// blocks. The Redis registry's Run owns two goroutines (the
+// heartbeat/flush loop and the Pub/Sub receiver, which has a helper that
+// closes the subscription on shutdown) and returns after all ended and the
+// node deregistered.
 //
 // It must not import any other gxconf package.
 package cluster
