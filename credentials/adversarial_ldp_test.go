@@ -194,6 +194,38 @@ func TestLDPRespellingsRefused(t *testing.T) {
 		require.Equal(t, "malformed", errorCode(t, r.Body), r.Body)
 	})
 
+	t.Run("presentation fields respelled", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			respell func(vp map[string]any)
+		}{
+			{"holder as an absolute IRI", func(vp map[string]any) {
+				vp[credNS+"holder"] = map[string]any{"@id": vp["holder"]}
+				delete(vp, "holder")
+			}},
+			{"type as @type", func(vp map[string]any) {
+				vp["@type"] = vp["type"]
+				delete(vp, "type")
+			}},
+			{"proof challenge as an absolute IRI", func(vp map[string]any) {
+				p := vp["proof"].(map[string]any)
+				p["https://w3id.org/security#challenge"] = p["challenge"]
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				req := e.request(t, newUser(), kritisRoom)
+				r := e.h.present(t, req.Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
+				var vp map[string]any
+				require.NoError(t, json.Unmarshal([]byte(r.Form["vp_token"]), &vp))
+				tc.respell(vp)
+				r.Form["vp_token"] = string(must(json.Marshal(vp)))
+				status, body := e.post(t, r.ResponseURI, r.Form)
+				require.NotEqual(t, http.StatusOK, status, body)
+				require.Equal(t, "malformed", errorCode(t, body), body)
+			})
+		}
+	})
+
 	t.Run("duplicate member name in a signed presentation", func(t *testing.T) {
 		req := e.request(t, newUser(), kritisRoom)
 		r := e.h.present(t, req.Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
