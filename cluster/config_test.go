@@ -1,11 +1,15 @@
 package cluster
 
 import (
+	"bytes"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
@@ -80,4 +84,36 @@ func TestResolveNodeID(t *testing.T) {
 	id, err = cfg.ResolveNodeID()
 	require.NoError(t, err)
 	require.Equal(t, NodeID("n1"), id)
+}
+
+// The block proposed for config.example.yaml decodes strictly and is the
+// defaults.
+func TestExampleBlockIsTheDefaults(t *testing.T) {
+	raw, err := os.ReadFile("testdata/cluster.example.yaml")
+	require.NoError(t, err)
+	var doc struct {
+		Cluster Config `yaml:"cluster"`
+	}
+	doc.Cluster = DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&doc))
+	require.Equal(t, DefaultConfig(), doc.Cluster)
+
+	// The commented example of two sites is valid too.
+	var ex struct {
+		Cluster Config `yaml:"cluster"`
+	}
+	ex.Cluster = DefaultConfig()
+	uncommented := regexp.MustCompile(`(?m)^  #   `).ReplaceAll(raw, []byte("    "))
+	uncommented = regexp.MustCompile(`(?m)^  (sites|client_prefixes|homeservers|federations): \{\}$`).ReplaceAll(uncommented, []byte("  $1:"))
+	dec = yaml.NewDecoder(bytes.NewReader(uncommented))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&ex), "%s", uncommented)
+	ex.Cluster.Site = "berlin"
+	ex.Cluster.SignalURL = "wss://node1.sfu-berlin.example.org"
+	ex.Cluster.Redis.Address = "redis.example.org:6379"
+	require.NoError(t, ex.Cluster.Validate())
+	require.Len(t, ex.Cluster.Sites, 2)
+	require.Equal(t, []string{"matrix.land1.example.org", "matrix.land2.example.org"}, ex.Cluster.Federations["laender"].Homeservers)
 }

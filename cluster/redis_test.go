@@ -243,6 +243,7 @@ func TestRedisCrashedNodeIsReaped(t *testing.T) {
 	})
 	evB.wait(t, "track reaped", func(ev Event) bool { return ev.Type == EventTrackRemoved && ev.Track == "TR" && ev.Identity == "alice" })
 	evB.wait(t, "room released", ofType(EventRoomReleased, "a"))
+	require.Equal(t, []NodeID{"b"}, nodeIDs(b.Nodes()))
 	_, err := b.Participant(ctx, "r", "alice")
 	require.ErrorIs(t, err, ErrNotFound)
 	raw := srv.client(t, "")
