@@ -62,6 +62,12 @@ func checkCompactForm(doc map[string]any) error {
 	if err := checkCompactNames(rest, 1); err != nil {
 		return err
 	}
+	// Compaction does not merge nodes: one node's properties split over two
+	// objects with the same id survive the round trip below, and a reader
+	// looking at one of them would miss the rest.
+	if err := checkNodesDescribedOnce(rest, map[string]bool{}); err != nil {
+		return err
+	}
 	opts := ld.NewJsonLdOptions("")
 	opts.DocumentLoader = pinnedLoader{}
 	opts.ProcessingMode = ld.JsonLd_1_1
@@ -107,6 +113,32 @@ func checkCompactNames(v any, depth int) error {
 	case []any:
 		for _, e := range t {
 			if err := checkCompactNames(e, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkNodesDescribedOnce refuses two objects that describe the node with
+// the same id (objects holding nothing but the id are references and fine).
+func checkNodesDescribedOnce(v any, seen map[string]bool) error {
+	switch t := v.(type) {
+	case map[string]any:
+		if id, ok := t["id"].(string); ok && len(t) > 1 {
+			if seen[id] {
+				return fmt.Errorf("%w: node %q is described in more than one place", ErrMalformed, id)
+			}
+			seen[id] = true
+		}
+		for _, e := range t {
+			if err := checkNodesDescribedOnce(e, seen); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range t {
+			if err := checkNodesDescribedOnce(e, seen); err != nil {
 				return err
 			}
 		}

@@ -26,6 +26,8 @@ func TestCheckCompactForm(t *testing.T) {
 		{"value object", `{` + v1 + `,"type":"VerifiableCredential","credentialSubject":{"sector":{"@value":"energie"}}}`, ErrMalformed},
 		{"node reference as an object", `{` + v1 + `,"type":"VerifiableCredential","issuer":{"id":"did:key:z"},"credentialSubject":{"id":"did:key:y"}}`, nil},
 		{"node reference as a string", `{` + v1 + `,"type":"VerifiableCredential","issuer":"did:key:z","credentialSubject":"did:key:y"}`, nil},
+		{"node split over two objects", `{` + v1 + `,"type":"VerifiableCredential","credentialStatus":[{"id":"urn:s","type":"BitstringStatusListEntry"},{"id":"urn:s","statusPurpose":"revocation"}]}`, ErrMalformed},
+		{"node referenced twice", `{` + v1 + `,"type":"VerifiableCredential","issuer":"did:key:z","credentialSubject":{"id":"did:key:y","knows":{"id":"did:key:z"}}}`, nil},
 		{"term that expansion drops", `{"@context":"https://www.w3.org/2018/credentials/v1","type":"VerifiableCredential","sector":"energie"}`, ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
