@@ -133,8 +133,7 @@ func TestRemovalRefusesSameSecondTokens(t *testing.T) {
 	_, err = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "ss", Identity: "trudy"})
 	requireTwirpCode(t, err, "not_found")
 	require.Equal(t, http.StatusForbidden, validateStatus(t, ts, unused))
-	_, err = lksdk.ConnectToRoomWithToken(ts.url, unused, lksdk.NewRoomCallback())
-	require.Error(t, err, "server-sdk-go cannot join with the old token")
+	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, unused, ""))
 
 	require.Equal(t, http.StatusOK, validateStatus(t, ts, mintToken(t, ts, "ss", "trudy", time.Now().Add(2*time.Second))), "a later token admits")
 }
@@ -159,8 +158,8 @@ func TestGrantCheckerRefusesRevokedTokens(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, validateStatus(t, ts, old))
 	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, old, ""), "join")
 	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, old, "&reconnect=1&sid=PA_x"), "reconnect")
-	_, err = lksdk.ConnectToRoomWithToken(ts.url, old, lksdk.NewRoomCallback())
-	require.Error(t, err)
+	// (server-sdk-go's failed join is covered end-to-end in test/; its
+	// goroutines may outlive the call under load and trip the leak check.)
 	require.Equal(t, http.StatusOK, validateStatus(t, ts, other))
 
 	// A token without ID is checked too (per identity).
