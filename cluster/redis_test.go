@@ -421,3 +421,35 @@ func sameIDs(got []ParticipantIdentity, want ...ParticipantIdentity) bool {
 	}
 	return true
 }
+
+// A node whose Redis is down when it starts serves alone and joins the
+// cluster once Redis is there.
+func TestRedisDownAtStart(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	require.Eventually(t, b.Connected, waitFor, tick)
+	srv.kill(syscall.SIGKILL)
+
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	require.Equal(t, []NodeID{"a"}, nodeIDs(a.Nodes()))
+	p, err := a.Participant(ctx, "r", "alice")
+	require.NoError(t, err)
+	require.Equal(t, NodeID("a"), p.Node)
+	placer, err := NewPlacer(testRedisConfig(t, srv.addr, "a", "S"), a, zerolog.Nop())
+	require.NoError(t, err)
+	pl, err := placer.Place(ctx, PlacementRequest{Room: "r"})
+	require.NoError(t, err, "placement works without Redis")
+	require.Equal(t, NodeID("a"), pl.Node.ID)
+	require.False(t, a.Connected())
+
+	srv.start()
+	require.Eventually(t, func() bool { return len(a.Nodes()) == 2 && len(b.Nodes()) == 2 }, waitFor, tick)
+	// (b may re-subscribe after a's announcement; then it gets a resync,
+	// not the event, so look it up.)
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "alice")
+		return err == nil && p.Node == "a"
+	}, waitFor, tick)
+}
