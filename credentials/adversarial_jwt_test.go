@@ -168,6 +168,46 @@ func TestJWTValidityBoundsAlways(t *testing.T) {
 	}
 }
 
+func TestJWTRegisteredClaimsAgreeWithCredential(t *testing.T) {
+	f := newJWTFixture(t, nil)
+	sign := func(typ string, payload map[string]any) string {
+		return f.issuer.sign(mustJSON(t, map[string]any{"alg": "EdDSA", "typ": typ, "kid": f.issuer.kid}), mustJSON(t, payload))
+	}
+	v1 := func(extra map[string]any) map[string]any {
+		p := map[string]any{"iss": f.issuer.did, "sub": f.holder.did, "vc": map[string]any{
+			"@context": []any{ContextCredentialsV1}, "type": []any{"VerifiableCredential", "EmployeeCredential"},
+			"credentialSubject": map[string]any{"id": otherDID, "sector": "energie"}}}
+		for k, v := range extra {
+			p[k] = v
+		}
+		return p
+	}
+	v2 := func(extra map[string]any) map[string]any {
+		p := f.v2Credential(f.issuer.did)
+		p["id"] = "urn:uuid:1"
+		for k, v := range extra {
+			p[k] = v
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		cred string
+	}{
+		{"jwt_vc_json sub differs from credentialSubject.id", sign("JWT", v1(nil))},
+		{"vc+jwt sub differs from credentialSubject.id", sign("vc+jwt", v2(map[string]any{"sub": otherDID}))},
+		{"vc+jwt jti differs from id", sign("vc+jwt", v2(map[string]any{"jti": "urn:uuid:2"}))},
+		{"vc+jwt sub not a string", sign("vc+jwt", v2(map[string]any{"sub": 7}))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.present(t, tc.cred)
+			require.ErrorIs(t, err, ErrMalformed)
+		})
+	}
+	_, err := f.present(t, sign("vc+jwt", v2(map[string]any{"sub": f.holder.did, "jti": "urn:uuid:1"})))
+	require.NoError(t, err, "agreeing registered claims are fine")
+}
+
 func TestDuplicateMemberNamesRefused(t *testing.T) {
 	f := newJWTFixture(t, nil)
 	hdr := `{"alg":"EdDSA","typ":"vc+jwt","kid":"` + f.issuer.kid + `"}`
