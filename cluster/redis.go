@@ -200,7 +200,8 @@ func (r *Redis) Connected() bool { return r.connected.Load() }
 
 // Run registers the node, heartbeats, flushes changes and receives events
 // until ctx ends; then it deregisters the node (best effort, bounded by
-// redis.op_timeout), closes every subscription and the client.
+// twice redis.op_timeout), closes every subscription, inbox and the client.
+// Redis failures never end it; it returns nil.
 func (r *Redis) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -214,19 +215,18 @@ func (r *Redis) Run(ctx context.Context) error {
 	}()
 	wg.Wait()
 	defer r.mail.closeAll()
-	if r.crashed.Load() || !r.everRegistered.Load() {
-		r.bus.closeAll()
-		return r.client.Close()
+	defer r.bus.closeAll()
+	if !r.crashed.Load() && r.everRegistered.Load() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Redis.OpTimeout)
+		err := r.deregister(dctx)
+		cancel()
+		if err != nil {
+			r.log.Warn().Err(err).Msg("failed to deregister from the cluster registry; the record expires by itself")
+		}
 	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Redis.OpTimeout)
-	err := r.deregister(dctx)
-	cancel()
-	if err != nil {
-		r.log.Warn().Err(err).Msg("failed to deregister from the cluster registry; the record expires by itself")
-	}
-	r.bus.closeAll()
+	// Closing connections Redis already dropped fails; nothing to do about it.
 	if err := r.client.Close(); err != nil {
-		return fmt.Errorf("failed to close the redis client: %w", err)
+		r.log.Debug().Err(err).Msg("redis client closed with an error")
 	}
 	return nil
 }

@@ -120,6 +120,15 @@ func ofType(typ EventType, node NodeID) func(Event) bool {
 	return func(ev Event) bool { return ev.Type == typ && ev.Node == node }
 }
 
+// waitBus waits until node to receives from the bus (its Pub/Sub
+// subscription is set up), so that events published from now on reach it.
+func waitBus(t testing.TB, from *testNode, to NodeID) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return from.Send(context.Background(), to, "probe", nil) == nil
+	}, waitFor, tick, "node %s not on the bus", to)
+}
+
 func nodeIDs(nodes []Node) []NodeID {
 	var out []NodeID
 	for _, n := range nodes {
@@ -145,6 +154,7 @@ func TestRedisRegistryAcrossNodes(t *testing.T) {
 	require.Equal(t, "ws://a.test:7880", peer.SignalURL)
 	require.Equal(t, "10.99.0.1:7890", peer.RelayAddr)
 	require.Equal(t, a.Self().Epoch, peer.Epoch)
+	waitBus(t, a, "b")
 
 	// A's participant and track are found from B.
 	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", SID: "PA_a"})
@@ -230,6 +240,7 @@ func TestRedisCrashedNodeIsReaped(t *testing.T) {
 	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
 	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
 	evB := record(t, b)
+	waitBus(t, a, "b")
 	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 	a.AddTrack(TrackEntry{Room: "r", SID: "TR", Participant: "alice", Kind: "audio"})
 	evB.wait(t, "track added", ofType(EventTrackAdded, "a"))
@@ -304,6 +315,7 @@ func TestRedisRestartKeepsServingAndReconciles(t *testing.T) {
 	evB.wait(t, "resync on b", func(ev Event) bool { return ev.Type == EventResync })
 
 	// The bus works again.
+	waitBus(t, a, "b")
 	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "after"})
 	evB.wait(t, "after added", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Identity == "after" })
 
@@ -323,6 +335,7 @@ func TestRedisRestartedNodeClearsStaleEntries(t *testing.T) {
 	a := startNode(t, cfgA, withEpoch(1))
 	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
 	evB := record(t, b)
+	waitBus(t, a, "b")
 	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 	a.AddParticipant(ParticipantEntry{Room: "gone", Identity: "zed"})
 	evB.wait(t, "zed added", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Identity == "zed" })
@@ -353,6 +366,7 @@ func TestRedisMovedParticipantKeepsNewOwner(t *testing.T) {
 	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
 	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
 	evA := record(t, a)
+	waitBus(t, b, "a")
 	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 	require.Eventually(t, func() bool {
 		p, err := b.Participant(ctx, "r", "alice")

@@ -38,6 +38,9 @@ func writeCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x
 }
 
 func TestRedisTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a redis-server process; skipped under -short")
+	}
 	dir := t.TempDir()
 	now := time.Now()
 	ca, caKey := writeCert(t, dir, "ca", &x509.Certificate{
