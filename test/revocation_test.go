@@ -3,8 +3,11 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,8 +20,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/gxfs-conf/gxconf/test/credharness"
 	"github.com/gxfs-conf/gxconf/test/harness"
 )
 
@@ -234,4 +239,84 @@ func TestRemovalIsFinal(t *testing.T) {
 		require.Equal(t, http.StatusOK, sfuStatus(t, s, aJWT))
 		joinWithToken(t, aURL, aJWT)
 	})
+}
+
+// TestCredentialExpiryIsFinal: when a member's attestation expires, neither
+// the token they are connected with nor one they never used admits them any
+// more — although LiveKit accepts a token up to a minute past its expiry —
+// and their session ends.
+func TestCredentialExpiryIsFinal(t *testing.T) {
+	ctx := context.Background()
+	tlsc, err := credharness.NewLoopbackTLS(t.TempDir())
+	require.NoError(t, err)
+	wallet, err := credharness.Start(tlsc, os.Stderr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = wallet.Close() })
+	require.NoError(t, wallet.SetList(map[string]any{"name": "live", "issuer": "w3c", "kind": "bitstring", "revoked": []int{}}))
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	s := startStack(t, harness.StackOptions{
+		Env: []string{"SSL_CERT_FILE=" + tlsc.CertFile},
+		Config: map[string]any{
+			"credentials": map[string]any{
+				"federations": []any{map[string]any{
+					"id":                 "oev",
+					"homeserver_domains": []string{"localhost"},
+					"trusted_issuers":    []any{map[string]any{"did": wallet.Info.Issuers["w3c"], "types": []string{"EmployeeCredential"}}},
+				}},
+				"at_rest_key":      base64.StdEncoding.EncodeToString(key),
+				"did_resolution":   map[string]any{"allow_private_addresses_for_testing": true},
+				"recheck_interval": "10s",
+				"levels":           map[string]any{"public": map[string]any{"attestation_ttl": "8s"}},
+			},
+		},
+	})
+	alice, bob := register(t, s, "alice"), register(t, s, "bob")
+	created, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.ID, s.BotID}})
+	require.NoError(t, err)
+	room := created.RoomID
+	_, err = bob.Client.JoinRoomByID(ctx, room)
+	require.NoError(t, err)
+	waitForMessage(t, alice, room, s.BotID, "!conf help")
+	_, err = alice.Client.SendStateEvent(ctx, room, event.Type{Type: "de.gxconf.access", Class: event.StateEventType}, "", map[string]any{
+		"level":                "public",
+		"required_credentials": []any{map[string]any{"federation": "oev", "type": "EmployeeCredential"}},
+	})
+	require.NoError(t, err)
+	waitForMessage(t, alice, room, s.BotID, "Access policy of this room: level public")
+
+	status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
+	require.Equal(t, http.StatusForbidden, status, out)
+	dm, body := waitForDirectMessage(t, bob, s.BotID, "openid4vp://")
+	cred, err := wallet.Issue(map[string]any{"format": "ldp_vc", "issuer": "w3c", "type": "EmployeeCredential",
+		"status": map[string]any{"list": "live", "index": 3}})
+	require.NoError(t, err)
+	res, err := wallet.Present(openid4vpLink.FindString(body), cred, "ldp_vp", nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.Status, res.Body)
+	waitForMessageIn(t, bob, dm, s.BotID, "is verified until")
+
+	status, out = postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
+	require.Equal(t, http.StatusOK, status, out)
+	url, used := out["url"].(string), out["jwt"].(string)
+	status, out = postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-2", openID(t, bob)))
+	require.Equal(t, http.StatusOK, status, out)
+	unused := out["jwt"].(string)
+	require.Equal(t, http.StatusOK, sfuStatus(t, s, unused))
+	call := joinWithToken(t, url, used)
+
+	// The tokens end with the attestation; LiveKit's verification allows a
+	// minute of leeway past exp, the grant check none.
+	require.Eventually(t, func() bool { return sfuStatus(t, s, unused) == http.StatusForbidden },
+		30*time.Second, 100*time.Millisecond, "the token still admits after the attestation expired")
+	exp := time.Unix(int64(unverifiedClaims(t, unused)["exp"].(float64)), 0)
+	require.True(t, time.Now().Before(exp.Add(time.Minute)), "refused within LiveKit's leeway")
+	requireRefused(t, s, url, unused)
+	requireRefused(t, s, url, used)
+	select {
+	case r := <-call.disconnected:
+		require.Equal(t, lksdk.ParticipantRemoved, r)
+	case <-time.After(60 * time.Second):
+		t.Fatal("bob's session did not end after his attestation expired")
+	}
 }
