@@ -45,6 +45,26 @@ if ARGV[4] ~= '' then redis.call('SREM', KEYS[3], ARGV[4]) end
 return n
 `)
 
+// cputScript writes a participant entry unless another node holds a newer
+// session of the same identity (the participant reconnected there; this
+// node's session is stale and will end), then publishes the addition.
+//
+// KEYS: hash, events channel, node rooms set. ARGV: field, entry, node id,
+// joined_at (Unix ms), event, room.
+var cputScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local ok, e = pcall(cjson.decode, v)
+  if ok and type(e) == 'table' and e.node ~= ARGV[3] and type(e.joined_at) == 'number' and e.joined_at > tonumber(ARGV[4]) then
+    return 0
+  end
+end
+redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[5])
+return 1
+`)
+
 // pruneScript deletes a node's directory entries and returns them as
 // (kind, entry) pairs. Mode "dead" acts only while the node's record is
 // absent and then forgets the node; mode "stale" keeps entries of the given
@@ -90,6 +110,8 @@ type flushOp struct {
 	key   entryKey
 	value []byte // nil: delete
 	event []byte
+	// joinedAt of a participant entry (Unix ms), for cputScript.
+	joinedAt int64
 }
 
 func (op flushOp) rank() int {
@@ -149,12 +171,23 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 	defer cancel()
 	id := r.self.ID
 	pipe := r.client.Pipeline()
+	type cput struct {
+		key entryKey
+		cmd *redis.Cmd
+	}
+	var cputs []cput
 	for _, op := range ops {
 		field := op.key.id
 		if op.key.kind == kindRoom {
 			field = string(id)
 		}
 		hash := r.keys.hash(op.key)
+		if op.value != nil && op.key.kind == kindParticipant {
+			cmd := cputScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id)},
+				field, op.value, string(id), op.joinedAt, op.event, string(op.key.room))
+			cputs = append(cputs, cput{key: op.key, cmd: cmd})
+			continue
+		}
 		if op.value != nil {
 			pipe.SAdd(ctx, r.keys.nodeRooms(id), string(op.key.room))
 			pipe.HSet(ctx, hash, field, op.value)
@@ -169,6 +202,15 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("failed to write directory entries: %w", err)
+	}
+	// A participant held by a newer session elsewhere is retried every
+	// heartbeat until this node drops it (or the other session ends).
+	for _, c := range cputs {
+		if n, err := c.cmd.Int(); err == nil && n == 0 {
+			r.mu.Lock()
+			r.dirty[c.key] = struct{}{}
+			r.mu.Unlock()
+		}
 	}
 	return nil
 }
@@ -193,6 +235,7 @@ func (r *Redis) opLocked(k entryKey) (flushOp, error) {
 			if p, ok := room.parts[ParticipantIdentity(k.id)]; ok {
 				ev.Type, ev.Participant = EventParticipantAdded, &p
 				op.value, err = MarshalParticipantEntry(p)
+				op.joinedAt = fmtTime(p.JoinedAt)
 			}
 		}
 	case kindTrack:

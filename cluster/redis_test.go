@@ -358,8 +358,8 @@ func TestRedisRestartedNodeClearsStaleEntries(t *testing.T) {
 	}, waitFor, tick)
 }
 
-// A participant that reconnected to another node is not deleted when its
-// old node drops its session.
+// A participant that reconnected to another node is neither deleted nor
+// overwritten by its old node's stale session.
 func TestRedisMovedParticipantKeepsNewOwner(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
@@ -367,26 +367,45 @@ func TestRedisMovedParticipantKeepsNewOwner(t *testing.T) {
 	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
 	evA := record(t, a)
 	waitBus(t, b, "a")
-	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", JoinedAt: time.Now().Add(-time.Minute)})
 	require.Eventually(t, func() bool {
 		p, err := b.Participant(ctx, "r", "alice")
 		return err == nil && p.Node == "a"
 	}, waitFor, tick)
 	b.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 	evA.wait(t, "alice on b", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Node == "b" })
-	a.RemoveParticipant("r", "alice")
 	raw := srv.client(t, "")
-	require.Never(t, func() bool {
+	owner := func() NodeID {
 		v, err := raw.HGet(ctx, "gxtest:room:r:parts", "alice").Result()
 		if err != nil {
-			return true
+			return ""
 		}
 		p, err := ParseParticipantEntry([]byte(v))
-		return err != nil || p.Node != "b"
-	}, 5*testHeartbeat, tick)
+		if err != nil {
+			return ""
+		}
+		return p.Node
+	}
+
+	// A re-publishes its (older) session, as after a Redis restart: b keeps it.
+	a.mu.Lock()
+	a.dirty[entryKey{kind: kindParticipant, room: "r", id: "alice"}] = struct{}{}
+	a.mu.Unlock()
+	a.poke()
+	require.Never(t, func() bool { return owner() != "b" }, 5*testHeartbeat, tick)
+
+	// A drops its stale session: b's entry stays.
+	a.RemoveParticipant("r", "alice")
+	require.Never(t, func() bool { return owner() != "b" }, 5*testHeartbeat, tick)
 	p, err := a.Participant(ctx, "r", "alice")
 	require.NoError(t, err)
 	require.Equal(t, NodeID("b"), p.Node)
+
+	// A session that outlives the newer one takes the entry back.
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", JoinedAt: time.Now().Add(-time.Minute)})
+	require.Never(t, func() bool { return owner() != "b" }, 3*testHeartbeat, tick)
+	b.RemoveParticipant("r", "alice")
+	require.Eventually(t, func() bool { return owner() == "a" }, waitFor, tick)
 }
 
 func TestRedisPasswordFile(t *testing.T) {
