@@ -32,7 +32,8 @@ import (
 //
 // A node writes only entries it owns and deletes only entries whose "node"
 // is itself (scripts check it, so a participant that moved to another node
-// is not deleted by its old node). A node whose record expired is reaped by
+// is not deleted by its old node, and a participant entry is not overwritten
+// by an older session, by joined_at, of another node). A node whose record expired is reaped by
 // whichever node notices first: its entries are deleted atomically only
 // while its record is still absent, and their removal is published. Keys
 // outside KEYS are touched by the scripts, so this needs a standalone Redis
