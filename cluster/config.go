@@ -114,8 +114,8 @@ func DefaultConfig() Config {
 			MaxTracks:       4000,
 			MaxCPU:          0.85,
 		},
-		HeartbeatInterval: time.Second,
-		LivenessTTL:       3 * time.Second,
+		HeartbeatInterval: 500 * time.Millisecond,
+		LivenessTTL:       2500 * time.Millisecond,
 		Redis: RedisConfig{
 			KeyPrefix:   "gx:",
 			DialTimeout: 2 * time.Second,

@@ -12,9 +12,10 @@
 //     tracks) and keeps them in memory. Announcer calls never block on the
 //     network; the Redis registry flushes changes from its Run loop.
 //   - Liveness is a node record written with a short TTL (liveness_ttl,
-//     3 s by default) and refreshed every heartbeat_interval. A node that stops
-//     heartbeating disappears within the TTL; the survivors reap its
-//     directory entries and publish their removal.
+//     2.5 s by default) and refreshed every heartbeat_interval (500 ms). A
+//     node that stops heartbeating disappears within the TTL and the others
+//     notice at their next heartbeat (within 3 s by default); the survivors
+//     reap its directory entries and publish their removal.
 //   - When Redis is unreachable the node keeps its local view and keeps
 //     serving, retries with backoff, and once Redis answers again (or has
 //     lost the node's record, e.g. after a Redis restart) re-publishes
