@@ -212,7 +212,6 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now()); err != nil {
 		if errors.Is(err, ErrGrantRevoked) {
-			log.Info().Msg("Token not issued: the user was removed while it was being issued")
 			return nil, fmt.Errorf("%w: removed while the token was being issued", ErrNotMember)
 		}
 		return nil, err
