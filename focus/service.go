@@ -222,11 +222,14 @@ func (s *Service) isFullAccess(server string) bool {
 // mint signs a LiveKit access token with the grants lk-jwt-service gives.
 func (s *Service) mint(lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
 	yes := true
+	// canPublishData is explicit: LiveKit versions disagree on what a missing
+	// one means. Subscribe-only (remote) users send no data either.
 	grant := &auth.VideoGrant{
-		RoomJoin:     true,
-		Room:         lkRoom,
-		CanPublish:   &canPublish,
-		CanSubscribe: &yes,
+		RoomJoin:       true,
+		Room:           lkRoom,
+		CanPublish:     &canPublish,
+		CanPublishData: &canPublish,
+		CanSubscribe:   &yes,
 	}
 	if s.cfg.CanUpdateOwnMetadata {
 		grant.CanUpdateOwnMetadata = &yes
