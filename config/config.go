@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"sort"
@@ -56,9 +57,15 @@ type SFU struct {
 type Metrics struct {
 	// Enabled serves /metrics.
 	Enabled bool `yaml:"enabled"`
-	// Listen is a separate address for /metrics; empty serves it on the focus listener.
+	// Listen is the address /metrics is served on, apart from the public
+	// focus listener. Empty serves it on the focus listener, where anyone who
+	// reaches the focus can read it.
 	Listen string `yaml:"listen"`
 }
+
+// DefaultMetricsListen keeps /metrics off the public focus listener: loopback
+// only, on the port OpenTelemetry's Prometheus exporter uses by convention.
+const DefaultMetricsListen = "127.0.0.1:9464"
 
 // Logging configures the zerolog output.
 type Logging struct {
@@ -75,7 +82,7 @@ func Default() Config {
 		Focus:       focus.DefaultConfig(),
 		SFU:         SFU{Enabled: true, Config: sfu.DefaultConfig()},
 		Credentials: credentials.DefaultConfig(),
-		Metrics:     Metrics{Enabled: true},
+		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 	}
 }
@@ -130,6 +137,13 @@ func (c *Config) Validate() error {
 		lg = append(lg, fmt.Errorf("format: must be json or pretty, got %q", c.Logging.Format))
 	}
 	add("logging", errors.Join(lg...))
+	if c.Metrics.Enabled && c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: must be host:port: %w", err))
+		} else if c.Metrics.Listen == c.Focus.Listen {
+			errs = append(errs, errors.New("metrics.listen: must differ from focus.listen (leave it empty to serve /metrics on the focus listener)"))
+		}
+	}
 	return errors.Join(errs...)
 }
 

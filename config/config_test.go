@@ -164,3 +164,15 @@ func TestPlaceholderDomains(t *testing.T) {
 	require.False(t, IsPlaceholderDomain("bund.de"))
 	require.False(t, IsPlaceholderDomain("notexample.org"))
 }
+
+// /metrics stays off the public focus listener unless the operator says so.
+func TestMetricsListenerIsSeparateByDefault(t *testing.T) {
+	def := Default()
+	require.Equal(t, DefaultMetricsListen, def.Metrics.Listen)
+	require.NotEqual(t, def.Focus.Listen, def.Metrics.Listen)
+
+	_, err := Parse([]byte("homeserver: {domain: bund.test, address: http://hs.test}\nmetrics: {listen: nowhere}\n"), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Contains(t, strings.Join(problems, "\n"), "metrics.listen:")
+}

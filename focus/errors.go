@@ -17,6 +17,9 @@ var (
 	ErrAccessDenied = errors.New("the room's access policy refused the user")
 	// ErrMembershipUnknown: membership could not be determined (homeserver unreachable).
 	ErrMembershipUnknown = errors.New("unable to verify room membership")
+	// ErrRoomStateUnknown: the room's access policy could not be read now
+	// (homeserver or database unreachable); the client may ask again.
+	ErrRoomStateUnknown = errors.New("unable to read the room's access policy")
 	// ErrRoomCreate: the SFU refused or failed to create the room.
 	ErrRoomCreate = errors.New("unable to create room on SFU")
 	// ErrDelegationUnsupported: delayed-leave delegation (MSC4140) is not implemented yet.
@@ -86,6 +89,8 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusForbidden, Code: codeForbidden, Message: msg, Err: err}
 	case errors.Is(err, ErrMembershipUnknown):
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
+	case errors.Is(err, ErrRoomStateUnknown):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to read the room's access policy, try again later.", Err: err}
 	case errors.Is(err, ErrRoomCreate):
 		return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Unable to create room on SFU", Err: err}
 	case errors.Is(err, ErrDelegationUnsupported):

@@ -252,11 +252,14 @@ func (s *Service) isFullAccess(server string) bool {
 // the grant's ID as JWT ID.
 func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
 	yes := true
+	// canPublishData is explicit: LiveKit versions disagree on what a missing
+	// one means. Subscribe-only (remote) users send no data either.
 	grant := &auth.VideoGrant{
-		RoomJoin:     true,
-		Room:         lkRoom,
-		CanPublish:   &canPublish,
-		CanSubscribe: &yes,
+		RoomJoin:       true,
+		Room:           lkRoom,
+		CanPublish:     &canPublish,
+		CanPublishData: &canPublish,
+		CanSubscribe:   &yes,
 	}
 	if s.cfg.CanUpdateOwnMetadata {
 		grant.CanUpdateOwnMetadata = &yes

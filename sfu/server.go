@@ -79,7 +79,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	pubAPI, err := newPublisherAPI(se)
+	pubAPI, err := newPublisherAPI(se, lf)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build publisher api: %w", err)

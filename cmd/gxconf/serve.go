@@ -175,6 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	runners = append(runners, focusSvc.Run, as.Run, verifier.Run)
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
+			log.Warn().Msg("/metrics is served on the public focus listener (metrics.listen is empty); block it in your reverse proxy")
 			focusSvc.Handle("/metrics", metricsHandler)
 		} else {
 			runners = append(runners, func(ctx context.Context) error {
