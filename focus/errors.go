@@ -19,8 +19,6 @@ var (
 	ErrMembershipUnknown = errors.New("unable to verify room membership")
 	// ErrRoomCreate: the SFU refused or failed to create the room.
 	ErrRoomCreate = errors.New("unable to create room on SFU")
-	// ErrDelegationUnsupported: delayed-leave delegation (MSC4140) is not implemented yet.
-	ErrDelegationUnsupported = errors.New("delegating delayed leave events (MSC4140) is not supported by this focus yet")
 	// ErrGrantRevoked: the token's grant was revoked (the user left, was
 	// removed, or lost their credential).
 	ErrGrantRevoked = errors.New("the token's grant was revoked")
@@ -40,6 +38,12 @@ const (
 	codeTooLarge     = "M_TOO_LARGE"
 	codeUnknown      = "M_UNKNOWN"
 	codeUnrecognized = "M_UNRECOGNIZED"
+)
+
+// lk-jwt-service's answers to delegations it cannot take.
+const (
+	msgDelegationRestricted = "Delegation of delayed events is only supported for full access users"
+	msgUnresolvedCSAPI      = "Unable to resolve client-server API"
 )
 
 // Error is an error with its HTTP rendering: {"errcode","error"} and a status.
@@ -88,8 +92,6 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
 	case errors.Is(err, ErrRoomCreate):
 		return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Unable to create room on SFU", Err: err}
-	case errors.Is(err, ErrDelegationUnsupported):
-		return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: "Delegating delayed leave events is not supported by this focus yet", Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Internal Server Error", Err: err}
 }
