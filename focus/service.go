@@ -247,7 +247,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
-	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Msg("Issued LiveKit token")
+	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Msg("Issued LiveKit token")
 	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
 }
 

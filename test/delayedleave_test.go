@@ -1,0 +1,139 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix"
+
+	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/test/harness"
+	"github.com/gxfs-conf/gxconf/test/msc4140"
+)
+
+// TestDelayedLeaveWithEmbeddedSFU is MSC4140 delegation end to end: a
+// Dendrite user gets a token with delay fields, joins the embedded SFU with
+// server-sdk-go, the focus keeps the delayed leave event alive on the user's
+// homeserver while the client is connected, and sends it once the client
+// vanishes without leaving (its connection cut). Dendrite has no delayed
+// events, so the user's Client-Server API for them is the MSC4140 fake
+// (test/msc4140), announced through focus.delayed_events.cs_api_url_overrides.
+func TestDelayedLeaveWithEmbeddedSFU(t *testing.T) {
+	ctx := context.Background()
+	mhs := msc4140.New(nil)
+	hsrv := httptest.NewServer(mhs)
+	t.Cleanup(hsrv.Close)
+	s := startStack(t, harness.StackOptions{Config: map[string]any{
+		"focus": map[string]any{"delayed_events": map[string]any{
+			"cs_api_url_overrides": map[string]any{"localhost": hsrv.URL},
+			"poll_interval":        "200ms",
+		}},
+	}})
+	alice := register(t, s, "alice")
+	created, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	require.NoError(t, err)
+	room := created.RoomID
+
+	// What Element Call does first: schedule its leave as a delayed event
+	// (here in the fake), then hand the delay ID to the focus.
+	const delayID, timeout = "syd_e2e_leave", 3 * time.Second
+	mhs.Schedule(delayID, timeout)
+	body := getTokenBody(room, alice, "alice-1", openID(t, alice))
+	body["delay_id"], body["delay_timeout"] = delayID, timeout.Milliseconds()
+	body["delay_cs_api_url"] = "http://127.0.0.1:1" // ignored, as by lk-jwt-service
+	status, out := postJSON(t, s.FocusURL+"/get_token", body)
+	require.Equal(t, http.StatusOK, status, out)
+
+	// The client connects through a TCP relay that can cut it off.
+	relay := startRelay(t, out["url"].(string))
+	c := joinWithToken(t, relay.url, out["jwt"].(string))
+	require.Equal(t, focus.LiveKitIdentity(alice.ID.String(), alice.Client.DeviceID.String(), "alice-1"), c.room.LocalParticipant.Identity())
+
+	// While connected the event is restarted at once and every 80 % of the
+	// timeout: after well over one timeout it has not fired.
+	require.Eventually(t, func() bool { return mhs.Count("restart", http.StatusOK) >= 3 }, 30*time.Second, 50*time.Millisecond)
+	e, _ := mhs.Event(delayID)
+	require.Equal(t, msc4140.Scheduled, e.Outcome)
+	require.Zero(t, mhs.Count("send", http.StatusOK))
+
+	// The client vanishes: no Leave, its connections just die.
+	relay.cut()
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event(delayID)
+		return e.Outcome == msc4140.Sent
+	}, 30*time.Second, 50*time.Millisecond, "the focus sends the delayed leave once the participant is gone")
+	e, _ = mhs.Event(delayID)
+	require.Equal(t, "action", e.SentBy, "sent by the focus, before the timeout")
+	for _, r := range mhs.Requests() {
+		require.Equal(t, delayID, r.DelayID)
+		require.False(t, r.Authorized, "no access token is sent")
+	}
+	require.NotContains(t, s.Gxconf.Log(), delayID, "the delay ID is a capability and is not logged")
+}
+
+// relay forwards TCP connections to the SFU's signalling address until cut.
+type relay struct {
+	url   string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startRelay(t *testing.T, sfuURL string) *relay {
+	t.Helper()
+	target, err := url.Parse(sfuURL)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r := &relay{url: "ws://" + ln.Addr().String(), ln: ln}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target.Host)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, in, out)
+			r.mu.Unlock()
+			r.wg.Add(2)
+			go func() { defer r.wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { defer r.wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+	t.Cleanup(r.cut)
+	return r
+}
+
+// cut stops accepting and resets every relayed connection.
+func (r *relay) cut() {
+	if err := r.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return
+	}
+	r.mu.Lock()
+	for _, c := range r.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
+	}
+	r.conns = nil
+	r.mu.Unlock()
+	r.wg.Wait()
+}
