@@ -441,8 +441,10 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("address", ln.Addr().String()).Str("livekit_service_url", s.cfg.ServiceURL()).Msg("Focus listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	// Delayed-leave jobs live as long as the server; they stop after it.
-	delegCtx, stopDelegations := context.WithCancel(context.WithoutCancel(ctx))
+	// Delayed-leave jobs stop as soon as ctx ends, before an embedded SFU
+	// that shuts down with the same ctx could make its participants look
+	// gone: a shutdown sends nothing, the jobs resume at the next start.
+	delegCtx, stopDelegations := context.WithCancel(ctx)
 	delegDone := make(chan struct{})
 	go func() {
 		defer close(delegDone)
