@@ -80,6 +80,62 @@ func TestDelayedLeaveWithEmbeddedSFU(t *testing.T) {
 	require.NotContains(t, s.Gxconf.Log(), delayID, "the delay ID is a capability and is not logged")
 }
 
+// TestDelayedLeaveSurvivesGxconfRestart: gxconf stops (SIGTERM) during a
+// call with a delegated leave; the shutdown sends nothing; the restarted
+// gxconf resumes the job from its database without any new request, restarts
+// the event once the client is back, and sends it when the client vanishes.
+func TestDelayedLeaveSurvivesGxconfRestart(t *testing.T) {
+	ctx := context.Background()
+	mhs := msc4140.New(nil)
+	hsrv := httptest.NewServer(mhs)
+	t.Cleanup(hsrv.Close)
+	s := startStack(t, harness.StackOptions{Config: map[string]any{
+		"focus": map[string]any{"delayed_events": map[string]any{
+			"cs_api_url_overrides": map[string]any{"localhost": hsrv.URL},
+			"poll_interval":        "200ms",
+		}},
+	}})
+	alice := register(t, s, "alice")
+	created, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	require.NoError(t, err)
+
+	const delayID, timeout = "syd_e2e_restart", 20 * time.Second
+	mhs.Schedule(delayID, timeout)
+	body := getTokenBody(created.RoomID, alice, "alice-1", openID(t, alice))
+	body["delay_id"], body["delay_timeout"] = delayID, timeout.Milliseconds()
+	status, out := postJSON(t, s.FocusURL+"/get_token", body)
+	require.Equal(t, http.StatusOK, status, out)
+	sfuURL, jwt := out["url"].(string), out["jwt"].(string)
+
+	first := startRelay(t, sfuURL)
+	joinWithToken(t, first.url, jwt)
+	require.Eventually(t, func() bool { return mhs.Count("restart", http.StatusOK) >= 1 }, 30*time.Second, 50*time.Millisecond)
+
+	// gxconf stops; the client cannot come back through its relay.
+	require.NoError(t, s.Gxconf.Stop())
+	first.cut()
+	require.Zero(t, mhs.Count("send", http.StatusOK), "a shutdown sends no leave")
+	before := mhs.Count("restart", http.StatusOK)
+
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s.Gxconf, err = harness.StartGxconf(startCtx, gxconfBin, s.ConfigPath, s.RegistrationPath,
+		s.Gxconf.LogPath+".2", s.FocusURL+"/healthz")
+	require.NoError(t, err)
+
+	// The client rejoins with the token it holds; no new delegation.
+	second := startRelay(t, sfuURL)
+	joinWithToken(t, second.url, jwt)
+	require.Eventually(t, func() bool { return mhs.Count("restart", http.StatusOK) > before }, 30*time.Second, 50*time.Millisecond,
+		"the resumed job restarts the event")
+	second.cut()
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event(delayID)
+		return e.Outcome == msc4140.Sent && e.SentBy == "action"
+	}, 30*time.Second, 50*time.Millisecond, "the resumed job sends the leave")
+	require.Contains(t, s.Gxconf.Log(), "Resuming delayed leave delegation")
+}
+
 // relay forwards TCP connections to the SFU's signalling address until cut.
 type relay struct {
 	url   string
