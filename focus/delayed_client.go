@@ -28,11 +28,6 @@ const (
 	actionSend    = "send"
 )
 
-// errDelayedEventGone: the homeserver no longer has the delayed event
-// scheduled (404 on restart: sent or cancelled; 409: cancelled), so there is
-// nothing left to restart or send.
-var errDelayedEventGone = errors.New("the delayed event is no longer scheduled")
-
 // csAPI finds users' Client-Server APIs and manages delayed events there.
 type csAPI struct {
 	cfg    DelayedEventsConfig

@@ -14,5 +14,11 @@
 // a grant so that the user's participants can be removed again when they leave
 // or are banned from the Matrix room (RemoveUser).
 //
+// Clients may delegate their MSC4140 delayed leave event (delay fields on the
+// token endpoints, /delegate_delayed_leave), as with lk-jwt-service: a
+// persisted job per LiveKit participant restarts it on the user's homeserver
+// while the SFU has the participant and sends it once they are gone or
+// removed (delayed.go).
+//
 // It must not import appservice, sfu or cmd.
 package focus

@@ -26,6 +26,11 @@ var (
 	ErrGrantUnknown = errors.New("the token names no known grant")
 	// ErrGrantExpired: the grant has ended (e.g. the attestation expired).
 	ErrGrantExpired = errors.New("the token's grant has ended")
+
+	// errDelayedEventGone: the homeserver no longer has the delayed event
+	// scheduled (404 on restart: sent or cancelled; 409: cancelled), or its
+	// Client-Server API is unknown, so there is nothing left to restart or send.
+	errDelayedEventGone = errors.New("the delayed event is no longer scheduled")
 )
 
 // Matrix error codes used on the wire.
@@ -37,7 +42,6 @@ const (
 	codeLimit        = "M_LIMIT_EXCEEDED"
 	codeTooLarge     = "M_TOO_LARGE"
 	codeUnknown      = "M_UNKNOWN"
-	codeUnrecognized = "M_UNRECOGNIZED"
 )
 
 // lk-jwt-service's answers to delegations it cannot take.
