@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/test/harness"
@@ -38,10 +39,12 @@ func TestDelayedLeaveWithEmbeddedSFU(t *testing.T) {
 			"poll_interval":        "200ms",
 		}},
 	}})
-	alice := register(t, s, "alice")
-	created, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	alice, bob := register(t, s, "alice"), register(t, s, "bob")
+	created, err := alice.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.ID}})
 	require.NoError(t, err)
 	room := created.RoomID
+	_, err = bob.Client.JoinRoomByID(ctx, room)
+	require.NoError(t, err)
 
 	// What Element Call does first: schedule its leave as a delayed event
 	// (here in the fake), then hand the delay ID to the focus.
@@ -78,6 +81,29 @@ func TestDelayedLeaveWithEmbeddedSFU(t *testing.T) {
 		require.False(t, r.Authorized, "no access token is sent")
 	}
 	require.NotContains(t, s.Gxconf.Log(), delayID, "the delay ID is a capability and is not logged")
+
+	// Bob, connected and delegating, leaves the Matrix room: gxconf removes
+	// him from the SFU and sends his delayed leave at once.
+	const bobDelay = "syd_e2e_bob"
+	mhs.Schedule(bobDelay, time.Hour)
+	body = getTokenBody(room, bob, "bob-1", openID(t, bob))
+	body["delay_id"], body["delay_timeout"] = bobDelay, time.Hour.Milliseconds()
+	status, out = postJSON(t, s.FocusURL+"/get_token", body)
+	require.Equal(t, http.StatusOK, status, out)
+	b := joinWithToken(t, out["url"].(string), out["jwt"].(string))
+	require.Eventually(t, func() bool { e, _ := mhs.Event(bobDelay); return e.Restarts >= 1 }, 30*time.Second, 50*time.Millisecond)
+	_, err = bob.Client.LeaveRoom(ctx, room)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event(bobDelay)
+		return e.Outcome == msc4140.Sent && e.SentBy == "action"
+	}, 30*time.Second, 50*time.Millisecond, "leaving the Matrix room sends the delayed leave")
+	select {
+	case <-b.disconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatal("bob was not removed from the SFU")
+	}
+	require.Contains(t, s.Gxconf.Log(), "Sending the removed user's delayed leave events")
 }
 
 // TestDelayedLeaveSurvivesGxconfRestart: gxconf stops (SIGTERM) during a
