@@ -16,5 +16,11 @@
 // all their grants for the room, durably, and removes their participants. The
 // embedded SFU asks CheckGrant and RenewGrant about every token it is shown.
 //
+// Clients may delegate their MSC4140 delayed leave event (delay fields on the
+// token endpoints, /delegate_delayed_leave), as with lk-jwt-service: a
+// persisted job per LiveKit participant restarts it on the user's homeserver
+// while the SFU has the participant and sends it once they are gone or
+// removed (delayed.go).
+//
 // It must not import appservice, sfu or cmd.
 package focus

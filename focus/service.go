@@ -45,6 +45,8 @@ type Service struct {
 	access      AccessDecider
 	msg         Messenger
 	grants      *grantStore
+	cs          *csAPI
+	delegations *delegator
 	ipLimit     *keyedLimiter
 	userLimit   *keyedLimiter
 	trusted     []*net.IPNet
@@ -80,11 +82,16 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		_, n, _ := net.ParseCIDR(p) // validated
 		trusted = append(trusted, n)
 	}
+	openid := newOpenIDVerifier(opts.Config.OpenID)
+	cs := newCSAPI(opts.Config.DelayedEvents, openid)
+	m := newMetrics(opts.Registerer)
 	s := &Service{
 		cfg:         opts.Config,
 		localDomain: opts.LocalDomain,
 		log:         opts.Log,
-		openid:      newOpenIDVerifier(opts.Config.OpenID),
+		openid:      openid,
+		cs:          cs,
+		delegations: newDelegator(opts.Config.DelayedEvents, &delegationStore{db: grants.db}, opts.Rooms, cs, m, opts.Log),
 		rooms:       opts.Rooms,
 		members:     opts.Members,
 		access:      access,
@@ -93,7 +100,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
 		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
 		trusted:     trusted,
-		metrics:     newMetrics(opts.Registerer),
+		metrics:     m,
 		now:         time.Now,
 	}
 	if opts.Config.OpenID.DangerouslySkipTLSVerify {
@@ -111,7 +118,10 @@ type tokenInput struct {
 	claimedUserID string // empty for /sfu/get
 	deviceID      string
 	memberID      string // empty for /sfu/get: legacy identity
-	delegation    bool
+	// delayID and delayTimeout hand over the user's delayed leave event
+	// (MSC4140); empty when the client does not delegate.
+	delayID      string
+	delayTimeout time.Duration
 }
 
 // processToken turns a validated request into a LiveKit token, or an error
@@ -131,8 +141,15 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if ok, wait := s.userLimit.allow(user.String(), s.now()); !ok {
 		return nil, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait}
 	}
-	if in.delegation {
-		return nil, ErrDelegationUnsupported
+	if in.delayID != "" {
+		// As lk-jwt-service: only full-access users may delegate, and the
+		// Client-Server API must be known before anything is created.
+		if !s.isFullAccess(in.openID.MatrixServerName) {
+			return nil, badJSON(msgDelegationRestricted)
+		}
+		if _, err := s.cs.resolve(ctx, in.openID.MatrixServerName); err != nil {
+			return nil, &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: msgUnresolvedCSAPI, Err: err}
+		}
 	}
 
 	lkRoom := LiveKitRoomAlias(in.roomID, in.slotID)
@@ -210,15 +227,26 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign token: %w", err)
 	}
+	if in.delayID != "" {
+		if err := s.delegations.add(ctx, &delegation{
+			LiveKitRoom: lkRoom, Identity: identity, DelayID: in.delayID, Timeout: in.delayTimeout,
+			ServerName: in.openID.MatrixServerName, RoomID: in.roomID, UserID: user.String(),
+			CreatedAt: now, RestartedAt: now,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now()); err != nil {
 		if errors.Is(err, ErrGrantRevoked) {
+			// Removed meanwhile: the leave must go too.
+			s.delegations.sendNow(context.WithoutCancel(ctx), in.roomID, user.String())
 			return nil, fmt.Errorf("%w: removed while the token was being issued", ErrNotMember)
 		}
 		return nil, err
 	}
 	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
-	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Msg("Issued LiveKit token")
+	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Msg("Issued LiveKit token")
 	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
 }
 
@@ -374,6 +402,12 @@ func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string)
 			errs = append(errs, fmt.Errorf("failed to remove %s from %s: %w", g.Identity, g.LiveKitRoom, err))
 		}
 	}
+	// Their call membership must go as well: have their delegated delayed
+	// leave events sent now rather than when the SFU is seen without them
+	// (lk-jwt-service sends on any departure from the SFU).
+	if n := s.delegations.sendNow(ctx, roomID, userID); n > 0 {
+		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", n).Msg("Sending the removed user's delayed leave events")
+	}
 	return removed, errors.Join(errs...)
 }
 
@@ -409,6 +443,19 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("address", ln.Addr().String()).Str("livekit_service_url", s.cfg.ServiceURL()).Msg("Focus listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// Delayed-leave jobs stop as soon as ctx ends, before an embedded SFU
+	// that shuts down with the same ctx could make its participants look
+	// gone: a shutdown sends nothing, the jobs resume at the next start.
+	delegCtx, stopDelegations := context.WithCancel(ctx)
+	delegDone := make(chan struct{})
+	go func() {
+		defer close(delegDone)
+		s.delegations.Run(delegCtx)
+	}()
+	defer func() {
+		stopDelegations()
+		<-delegDone
+	}()
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {
