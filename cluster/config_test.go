@@ -86,11 +86,15 @@ func TestResolveNodeID(t *testing.T) {
 	require.Equal(t, NodeID("n1"), id)
 }
 
-// The block proposed for config.example.yaml decodes strictly and is the
+// The cluster block of config.example.yaml decodes strictly and is the
 // defaults.
 func TestExampleBlockIsTheDefaults(t *testing.T) {
-	raw, err := os.ReadFile("testdata/cluster.example.yaml")
+	full, err := os.ReadFile("../config.example.yaml")
 	require.NoError(t, err)
+	// The block runs from "cluster:" to the next top-level line.
+	loc := regexp.MustCompile(`(?ms)^cluster:\n.*?\n(?:[^ #\n]|# [A-Z])`).FindIndex(full)
+	require.NotNil(t, loc, "config.example.yaml has a cluster: block")
+	raw := full[loc[0] : loc[1]-1]
 	var doc struct {
 		Cluster Config `yaml:"cluster"`
 	}

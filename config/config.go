@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/sfu"
@@ -33,8 +34,13 @@ type Config struct {
 	SFU SFU `yaml:"sfu"`
 	// Credentials is the SSI verifier (trust registries, OID4VP, levels).
 	Credentials credentials.Config `yaml:"credentials"`
-	Metrics     Metrics            `yaml:"metrics"`
-	Logging     Logging            `yaml:"logging"`
+	// Cluster is this node's place in the SFU cluster (alone by default).
+	Cluster cluster.Config `yaml:"cluster"`
+	Metrics Metrics        `yaml:"metrics"`
+	Logging Logging        `yaml:"logging"`
+
+	// derivedKeys tells that the SFU key was made up for this process.
+	derivedKeys bool
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -82,6 +88,7 @@ func Default() Config {
 		Focus:       focus.DefaultConfig(),
 		SFU:         SFU{Enabled: true, Config: sfu.DefaultConfig()},
 		Credentials: credentials.DefaultConfig(),
+		Cluster:     cluster.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 	}
@@ -129,6 +136,16 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("focus.sfu.url: must name a LiveKit server when sfu.enabled is false"))
 	}
 	add("credentials", c.Credentials.Validate())
+	add("cluster", c.Cluster.Validate())
+	if c.Cluster.Multi() && !c.SFU.Enabled {
+		errs = append(errs, errors.New("cluster.redis.address: a cluster needs the embedded SFU (sfu.enabled: true)"))
+	}
+	if c.Cluster.Multi() && c.Database.Type != "postgres" {
+		errs = append(errs, errors.New("database.type: a cluster needs one database for every node (postgres): grants, revocations and delayed leaves are checked by whichever node a client reaches"))
+	}
+	if c.Cluster.Multi() && c.derivedKeys {
+		errs = append(errs, errors.New("sfu.keys: must be set, the same on every node of a cluster (a node's tokens are checked by the others)"))
+	}
 	var lg []error
 	if _, err := parseLevel(c.Logging.Level); err != nil {
 		lg = append(lg, fmt.Errorf("level: %w", err))
@@ -155,6 +172,16 @@ func (c *Config) derive() {
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)
 		c.SFU.Keys = map[string]string{"gxconf-embedded": base64.RawURLEncoding.EncodeToString(secret)}
+		c.derivedKeys = true
+	}
+	if c.Cluster.SignalURL == "" && c.SFU.Enabled {
+		// This node's own signalling URL: the SFU's public URL, or its
+		// listen address when that names a host.
+		if c.SFU.PublicURL != "" {
+			c.Cluster.SignalURL = c.SFU.PublicURL
+		} else if host, _, err := net.SplitHostPort(c.SFU.Listen); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+			c.Cluster.SignalURL = "ws://" + c.SFU.Listen + c.SFU.PathPrefix
+		}
 	}
 	if c.Credentials.OID4VP.PublicBaseURL == "" && len(c.Credentials.Federations) > 0 {
 		c.Credentials.OID4VP.PublicBaseURL = c.Focus.ServiceURL()

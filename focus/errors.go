@@ -20,6 +20,9 @@ var (
 	// ErrRoomStateUnknown: the room's access policy could not be read now
 	// (homeserver or database unreachable); the client may ask again.
 	ErrRoomStateUnknown = errors.New("unable to read the room's access policy")
+	// ErrNoCapacity: no SFU node can take the call now (all full, draining
+	// or gone); the client may ask again.
+	ErrNoCapacity = errors.New("no SFU node can take the call")
 	// ErrRoomCreate: the SFU refused or failed to create the room.
 	ErrRoomCreate = errors.New("unable to create room on SFU")
 	// ErrGrantRevoked: the token's grant was revoked (the user left, was
@@ -99,6 +102,8 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
 	case errors.Is(err, ErrRoomStateUnknown):
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to read the room's access policy, try again later.", Err: err}
+	case errors.Is(err, ErrNoCapacity):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "No media server can take the call now, try again later.", Err: err}
 	case errors.Is(err, ErrRoomCreate):
 		return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Unable to create room on SFU", Err: err}
 	}

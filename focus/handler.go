@@ -50,7 +50,7 @@ func (s *Service) api(endpoint string, fn apiFunc) http.Handler {
 		start := time.Now()
 		ip := clientIP(r, s.trusted)
 		log := s.log.With().Str("endpoint", endpoint).Str("client_ip", ip).Logger()
-		ctx := log.WithContext(r.Context())
+		ctx := withClientIP(log.WithContext(r.Context()), ip)
 
 		result, err := func() (any, error) {
 			if ok, wait := s.ipLimit.allow(ip, s.now()); !ok {

@@ -29,7 +29,13 @@ type Options struct {
 	// Access is the room access policy; nil admits every member.
 	Access AccessDecider
 	// Messenger tells rooms and users when participants are removed; optional.
-	Messenger  Messenger
+	Messenger Messenger
+	// Placer chooses the SFU node and URL per request (the cluster); nil
+	// hands out Config.SFU.URL and creates every room on Rooms.
+	Placer Placer
+	// NodeID is this node's cluster ID: rooms placed here are created on
+	// Rooms; a room placed on another node is created by that node at join.
+	NodeID     string
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -44,6 +50,8 @@ type Service struct {
 	members     MembershipChecker
 	access      AccessDecider
 	msg         Messenger
+	placer      Placer
+	nodeID      string
 	grants      *grantStore
 	cs          *csAPI
 	delegations *delegator
@@ -96,6 +104,8 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		members:     opts.Members,
 		access:      access,
 		msg:         opts.Messenger,
+		placer:      opts.Placer,
+		nodeID:      opts.NodeID,
 		grants:      grants,
 		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
 		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
@@ -204,14 +214,20 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	canPublish := s.isFullAccess(in.openID.MatrixServerName) && !decision.DenyPublish
 
-	_, err = s.rooms.CreateRoom(ctx, &livekit.CreateRoomRequest{
-		Name:             lkRoom,
-		EmptyTimeout:     uint32(s.cfg.Room.EmptyTimeout / time.Second),
-		DepartureTimeout: uint32(s.cfg.Room.DepartureTimeout / time.Second),
-		MaxParticipants:  decision.MaxParticipants,
-	})
+	url, local, err := s.place(ctx, lkRoom, in.openID.MatrixServerName)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
+		return nil, err
+	}
+	if local {
+		_, err = s.rooms.CreateRoom(ctx, &livekit.CreateRoomRequest{
+			Name:             lkRoom,
+			EmptyTimeout:     uint32(s.cfg.Room.EmptyTimeout / time.Second),
+			DepartureTimeout: uint32(s.cfg.Room.DepartureTimeout / time.Second),
+			MaxParticipants:  decision.MaxParticipants,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
+		}
 	}
 
 	ttl := s.cfg.TokenTTL
@@ -247,7 +263,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
 	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Msg("Issued LiveKit token")
-	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
+	return &TokenResponse{URL: url, JWT: jwt}, nil
 }
 
 func (s *Service) verifyOpenID(ctx context.Context, tok OpenIDToken) (id.UserID, error) {

@@ -52,6 +52,10 @@ type Server struct {
 	httpAddr net.Addr
 
 	svc *roomService
+	// load turns byte counters into bitrates for Load.
+	load loadMeter
+	// hooks are set before Run (SetRoomHooks).
+	hooks RoomHooks
 	// grants, when set (before Run), is asked about every token.
 	grants GrantChecker
 }
@@ -292,6 +296,9 @@ func (s *Server) getOrCreateRoom(name string, opts roomOptions, create bool) (r 
 	r = newRoom(s, name, opts)
 	s.rooms[name] = r
 	s.metrics.rooms.Inc()
+	if s.hooks.Opened != nil {
+		s.hooks.Opened(name)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -306,6 +313,9 @@ func (s *Server) removeRoom(r *Room) {
 	if s.rooms[r.name] == r {
 		delete(s.rooms, r.name)
 		s.metrics.rooms.Dec()
+		if s.hooks.Closed != nil {
+			s.hooks.Closed(r.name)
+		}
 	}
 }
 

@@ -122,6 +122,19 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			log.Warn().Str("url", focusCfg.SFU.URL).Msg("focus.sfu.url names another LiveKit server; the embedded SFU is not started")
 		}
 	}
+	var node *clusterNode
+	if sfuSrv != nil {
+		node, err = newClusterNode(cfg.Cluster, sfuSrv, log.With().Str("component", "cluster").Logger())
+		if err != nil {
+			return err
+		}
+	}
+	var placer focus.Placer
+	var nodeID string
+	if node != nil {
+		placer, nodeID = node.placer, string(node.reg.Self().ID)
+		runners = append(runners, node.reg.Run)
+	}
 	late := &asLate{}
 	var focusSvc *focus.Service
 	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc })
@@ -137,6 +150,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Members:     late,
 		Access:      focus.NewCredentialAccess(verifier, late, late, focusCfg.SFU.ApprovedSite, focusLog),
 		Messenger:   late,
+		Placer:      placer,
+		NodeID:      nodeID,
 		Log:         focusLog,
 		Registerer:  registry,
 	})
@@ -171,7 +186,14 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		log.Warn().Msg("The self-test page at /selftest/ is not built into this binary (make web)")
 	}
 
-	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
+	var metricsHandler http.Handler = promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
+	if node != nil && cfg.Metrics.Listen != "" {
+		// The cluster's state is internal too: on the metrics listener.
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler)
+		mux.Handle("/cluster/status", node.statusHandler())
+		metricsHandler = mux
+	}
 	runners = append(runners, focusSvc.Run, as.Run, verifier.Run)
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
