@@ -24,6 +24,9 @@ type StackOptions struct {
 	OpenIDTokenLifetime time.Duration
 	// Env is added to gxconf's environment.
 	Env []string
+	// SFUPort is the embedded SFU's HTTP port; 0 picks a free one (tests
+	// that must name the URL in the config beforehand pick it themselves).
+	SFUPort int
 }
 
 // Stack is a running homeserver with gxconf registered as its appservice.
@@ -63,9 +66,11 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	sfuPort, err := FreePort()
-	if err != nil {
-		return nil, err
+	sfuPort := opts.SFUPort
+	if sfuPort == 0 {
+		if sfuPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	metricsPort, err := FreePort()
 	if err != nil {
