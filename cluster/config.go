@@ -37,6 +37,8 @@ type Config struct {
 	// LivenessTTL is how long a record lives without a heartbeat; a node
 	// that stops heartbeating disappears after at most this long.
 	LivenessTTL time.Duration `yaml:"liveness_ttl"`
+	// Drain is how a stopping node (SIGTERM) moves its participants away.
+	Drain DrainConfig `yaml:"drain"`
 	// Redis is the shared registry; an empty address means a single node.
 	Redis RedisConfig `yaml:"redis"`
 
@@ -116,6 +118,7 @@ func DefaultConfig() Config {
 		},
 		HeartbeatInterval: 500 * time.Millisecond,
 		LivenessTTL:       2500 * time.Millisecond,
+		Drain:             DrainConfig{Batch: 20, Interval: time.Second, Timeout: 2 * time.Minute},
 		Redis: RedisConfig{
 			KeyPrefix:   "gx:",
 			DialTimeout: 2 * time.Second,
@@ -126,6 +129,14 @@ func DefaultConfig() Config {
 		Homeservers:    map[string]SiteID{},
 		Federations:    map[FederationID]FederationConfig{},
 	}
+}
+
+// DrainConfig paces a drain: Batch participants get Leave{RECONNECT} every
+// Interval, for at most Timeout, before the node stops.
+type DrainConfig struct {
+	Batch    int           `yaml:"batch"`
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
 }
 
 // Multi reports whether the node joins a shared (Redis) registry.
@@ -169,6 +180,15 @@ func (c *Config) Validate() error {
 	}
 	if c.LivenessTTL < 2*c.HeartbeatInterval || c.LivenessTTL > 5*time.Minute {
 		bad("liveness_ttl", "must be at least twice heartbeat_interval (%s) and at most 5m, got %s", c.HeartbeatInterval, c.LivenessTTL)
+	}
+	if c.Drain.Batch < 1 {
+		bad("drain.batch", "must be at least 1, got %d", c.Drain.Batch)
+	}
+	if c.Drain.Interval <= 0 {
+		bad("drain.interval", "must be positive, got %s", c.Drain.Interval)
+	}
+	if c.Drain.Timeout <= 0 {
+		bad("drain.timeout", "must be positive, got %s", c.Drain.Timeout)
 	}
 	c.validateRedis(bad)
 	c.validateTopology(bad)

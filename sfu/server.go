@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
@@ -56,6 +57,8 @@ type Server struct {
 	load loadMeter
 	// hooks are set before Run (SetRoomHooks).
 	hooks RoomHooks
+	// draining refuses joins and fails /healthz (Drain).
+	draining atomic.Bool
 	// grants, when set (before Run), is asked about every token.
 	grants GrantChecker
 }
@@ -245,6 +248,7 @@ func (s *Server) enter() (func(), bool) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	p := s.cfg.PathPrefix
+	mux.HandleFunc(p+"/healthz", s.handleHealthz)
 	mux.HandleFunc(p+"/rtc", s.handleRTC)
 	mux.HandleFunc(p+"/rtc/validate", s.handleValidate)
 	// Single peer connection (/rtc/v1) is not implemented: a 404 with CORS

@@ -64,6 +64,9 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if grants.Identity == "" {
 		return nil, http.StatusBadRequest, "token has no identity"
 	}
+	if s.draining.Load() {
+		return nil, http.StatusServiceUnavailable, "this node is draining; connect again to reach another node"
+	}
 	if r.URL.Query().Get("join_request") != "" {
 		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
 	}

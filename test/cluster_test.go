@@ -93,14 +93,19 @@ func TestClusterPlacement(t *testing.T) {
 	require.NoError(t, err)
 	cfgPathB := filepath.Join(dir, "node-b.yaml")
 	require.NoError(t, os.WriteFile(cfgPathB, raw, 0o600))
-	nodeB, err := harness.StartGxconf(ctx, gxconfBin, cfgPathB, s.RegistrationPath, filepath.Join(dir, "node-b.log"), focusB+"/healthz")
-	require.NoError(t, err)
-	killed := false
+	var nodeB *harness.Process
+	startB := func(run int) {
+		nodeB, err = harness.StartGxconf(ctx, gxconfBin, cfgPathB, s.RegistrationPath, filepath.Join(dir, fmt.Sprintf("node-b-%d.log", run)), focusB+"/healthz")
+		require.NoError(t, err)
+	}
+	startB(1)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("node-b log:\n%s", tail(nodeB.Log(), 20000))
 		}
-		if !killed {
+		select {
+		case <-nodeB.Done():
+		default:
 			require.NoError(t, nodeB.Stop())
 		}
 	})
@@ -161,14 +166,34 @@ func TestClusterPlacement(t *testing.T) {
 		require.True(t, bytes.Contains(out, []byte(want)), "cluster status shows %s:\n%s", want, out)
 	}
 
-	// kill -9 of node-b: node-a stops counting it and places the room in the
-	// fallback site.
+	// `gxconf cluster drain`: node-b leaves placement at once, tells its
+	// participants to reconnect elsewhere (MIGRATION) and exits cleanly.
+	out, err = exec.Command(gxconfBin, "cluster", "drain", "-url", metricsB).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	// Drain returns only when no participant is left on the node.
+	select {
+	case <-nodeB.Done():
+		require.NoError(t, nodeB.Stop(), "a drained node exits cleanly")
+	case <-time.After(60 * time.Second):
+		t.Fatal("node-b did not stop after draining")
+	}
+	require.Contains(t, nodeB.Log(), `"message":"drained"`, "node-b moved its participants before stopping")
+	status, url, _ := token(s.FocusURL, alice, "alice-2")
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, urlA, url, "a drained node gets no placements")
+
+	// node-b comes back; then kill -9: node-a stops counting it and places
+	// the room in the fallback site again.
+	startB(2)
+	require.Eventually(t, func() bool {
+		status, url, _ := token(s.FocusURL, alice, "alice-3")
+		return status == http.StatusOK && url == urlB
+	}, 30*time.Second, 100*time.Millisecond, "node-b not placed again after its restart")
 	killedAt := time.Now()
 	require.NoError(t, syscall.Kill(-nodeB.Pid(), syscall.SIGKILL))
-	killed = true
 	<-nodeB.Done()
 	require.Eventually(t, func() bool {
-		status, url, _ := token(s.FocusURL, alice, "alice-1")
+		status, url, _ := token(s.FocusURL, alice, "alice-4")
 		return status == http.StatusOK && url == urlA
 	}, 30*time.Second, 100*time.Millisecond, "no fallback to site a after node-b died")
 	t.Logf("placement moved to site a %s after kill -9 of node-b", time.Since(killedAt).Round(10*time.Millisecond))

@@ -26,6 +26,8 @@ import (
 type clusterNode struct {
 	reg    cluster.Registry
 	placer *cluster.Placer
+	// drainRequested is signalled by POST /cluster/drain.
+	drainRequested chan struct{}
 }
 
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
@@ -61,7 +63,7 @@ func newClusterNode(cfg cluster.Config, sfuSrv *sfu.Server, log zerolog.Logger) 
 		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
 		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
 	})
-	return &clusterNode{reg: reg, placer: placer}, nil
+	return &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1)}, nil
 }
 
 // statusHandler serves this node's view of the cluster as JSON, on the
@@ -85,15 +87,42 @@ func (c *clusterNode) statusHandler() http.Handler {
 	})
 }
 
-// cmdCluster runs `gxconf cluster status`: it asks a running node (its
-// metrics listener) for its view of the cluster and prints nodes, sites and
-// rooms.
+// drain takes the node out of placement and moves its participants away,
+// within cfg.Timeout.
+func (c *clusterNode) drain(ctx context.Context, sfuSrv *sfu.Server, cfg cluster.DrainConfig, log zerolog.Logger) {
+	c.reg.SetState(cluster.NodeDraining)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	sfuSrv.Drain(ctx, cfg.Batch, cfg.Interval)
+	log.Info().Dur("duration", time.Since(start)).Int("participants_left", sfuSrv.Load().Participants).Msg("Drain finished; stopping")
+}
+
+// drainHandler starts the drain on POST (then the node stops).
+func (c *clusterNode) drainHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		select {
+		case c.drainRequested <- struct{}{}:
+		default: // already draining
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+}
+
+// cmdCluster runs `gxconf cluster status` (a running node's view of the
+// cluster: nodes, sites, rooms) and `gxconf cluster drain` (the node moves
+// its participants to other nodes, then stops). Both talk to the node's
+// internal metrics listener.
 func cmdCluster(args []string, stdout io.Writer) error {
-	const use = "usage: gxconf cluster status [-c config.yaml | -url http://127.0.0.1:9464]"
-	if len(args) == 0 || args[0] != "status" {
+	const use = "usage: gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]"
+	if len(args) == 0 || (args[0] != "status" && args[0] != "drain") {
 		return &usageError{use}
 	}
-	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+	fs := flag.NewFlagSet("cluster "+args[0], flag.ContinueOnError)
 	cfgPath := fs.String("c", "", "config file (its metrics.listen is asked)")
 	url := fs.String("url", "", "metrics listener of a running node")
 	if err := parseArgs(fs, args[1:]); err != nil {
@@ -115,7 +144,20 @@ func cmdCluster(args []string, stdout io.Writer) error {
 		base = "http://" + strings.Replace(listen, "0.0.0.0:", "127.0.0.1:", 1)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(strings.TrimSuffix(base, "/") + "/cluster/status")
+	base = strings.TrimSuffix(base, "/")
+	if args[0] == "drain" {
+		resp, err := client.Post(base+"/cluster/drain", "application/json", nil)
+		if err != nil {
+			return fmt.Errorf("failed to ask the node: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("the node answered %s (is it part of a cluster?)", resp.Status)
+		}
+		fmt.Fprintln(stdout, "draining: the node moves its participants to other nodes, then stops")
+		return nil
+	}
+	resp, err := client.Get(base + "/cluster/status")
 	if err != nil {
 		return fmt.Errorf("failed to ask the node: %w", err)
 	}

@@ -192,6 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler)
 		mux.Handle("/cluster/status", node.statusHandler())
+		mux.Handle("/cluster/drain", node.drainHandler())
 		metricsHandler = mux
 	}
 	runners = append(runners, focusSvc.Run, as.Run, verifier.Run)
@@ -205,7 +206,32 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			})
 		}
 	}
-	err = runAll(ctx, runners...)
+	// A cluster node drains before it stops (SIGTERM or `gxconf cluster
+	// drain`), so its participants move to other nodes; a lone node stops
+	// at once.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var drain <-chan struct{}
+		if node != nil {
+			drain = node.drainRequested
+		}
+		select {
+		case <-ctx.Done():
+		case <-drain:
+		case <-runCtx.Done():
+			return
+		}
+		if node != nil {
+			node.drain(runCtx, sfuSrv, cfg.Cluster.Drain, log)
+		}
+		stopRun()
+	}()
+	err = runAll(runCtx, runners...)
+	stopRun()
+	wg.Wait()
 	log.Info().Msg("gxconf stopped")
 	return err
 }
