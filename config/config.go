@@ -227,7 +227,15 @@ func applyEnv(cfg *Config, environ []string) Problems {
 		}
 		path := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")
 		dotted := strings.Join(path, ".")
-		found, err := setByPath(root, path, value)
+		// A map's keys are free, so SECTION__MAP__NAME_FILE would otherwise
+		// set the entry "name_file" to the file's path instead of "name" to
+		// its content (e.g. GXCONF_SFU__KEYS__GXCONF_FILE).
+		var found bool
+		var err error
+		fileOnly := strings.HasSuffix(name, "_FILE") && mapEntry(root.Type(), path)
+		if !fileOnly {
+			found, err = setByPath(root, path, value)
+		}
 		if !found && strings.HasSuffix(name, "_FILE") {
 			last := len(path) - 1
 			path[last] = strings.TrimSuffix(path[last], "_file")
