@@ -15,6 +15,7 @@ import (
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/servertls"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
 )
@@ -34,6 +35,8 @@ type Config struct {
 	Credentials credentials.Config `yaml:"credentials"`
 	Metrics     Metrics            `yaml:"metrics"`
 	Logging     Logging            `yaml:"logging"`
+	// TLS is native TLS on the focus and appservice listeners.
+	TLS servertls.Config `yaml:"tls"`
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -77,6 +80,7 @@ func Default() Config {
 		Credentials: credentials.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true},
 		Logging:     Logging{Level: "info", Format: "json"},
+		TLS:         servertls.DefaultConfig(),
 	}
 }
 
@@ -130,6 +134,7 @@ func (c *Config) Validate() error {
 		lg = append(lg, fmt.Errorf("format: must be json or pretty, got %q", c.Logging.Format))
 	}
 	add("logging", errors.Join(lg...))
+	add("tls", c.TLS.Validate())
 	return errors.Join(errs...)
 }
 
