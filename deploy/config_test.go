@@ -122,6 +122,16 @@ func TestChartConfigDecodes(t *testing.T) {
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)
 				}
+				probes := get(sts, "spec", "template", "spec", "containers", 0)
+				scheme := "HTTP"
+				if cfg.TLS.Enabled() {
+					scheme = "HTTPS"
+					require.True(t, strings.HasPrefix(cfg.TLS.CertFile, "/run/secrets/gxconf/tls/"), "the certificate comes from the mounted Secret")
+					require.True(t, strings.HasPrefix(cfg.Appservice.Address, "https://"), "the homeserver reaches the appservice over TLS")
+				}
+				for _, p := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
+					require.Equal(t, scheme, str(probes, p, "httpGet", "scheme"), "%s speaks the focus listener's protocol", p)
+				}
 				if cfg.Metrics.Enabled {
 					require.Equal(t, "0.0.0.0:9464", cfg.Metrics.Listen, "metrics on their own listener")
 				}

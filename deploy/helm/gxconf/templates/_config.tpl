@@ -29,6 +29,10 @@ strict parser for every value set.
   "sfu" (dict "enabled" true "listen" "0.0.0.0:7880" "path_prefix" $prefix "public_url" $signal "node_id" $node "region" $v.cluster.site "rtc" $rtc)
   "metrics" (dict "enabled" $v.metrics.enabled "listen" (printf "0.0.0.0:%d" (int $v.metrics.port)))
 -}}
+{{- if $v.tls.existingSecret -}}
+{{- $tdir := printf "%s/tls" (include "gxconf.secretDir" $root) -}}
+{{- $_ := set $derived "tls" (dict "cert_file" (printf "%s/tls.crt" $tdir) "key_file" (printf "%s/tls.key" $tdir) "min_version" $v.tls.minVersion) -}}
+{{- end -}}
 {{- if $v.cluster.enabled -}}
 {{- $cl := dict "node_id" $node "site" $v.cluster.site "signal_url" $signal -}}
 {{- if $v.cluster.federation -}}{{- $_ := set $cl "federation" $v.cluster.federation -}}{{- end -}}

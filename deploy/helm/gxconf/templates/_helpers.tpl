@@ -89,7 +89,7 @@ app.kubernetes.io/component: redis
 {{- else if .Values.appservice.ingress.enabled -}}
 https://{{ .Values.appservice.ingress.host }}
 {{- else -}}
-http://{{ include "gxconf.fullname" . }}-appservice.{{ .Release.Namespace }}.svc:{{ .Values.appservice.port }}
+{{ ternary "https" "http" (not (empty .Values.tls.existingSecret)) }}://{{ include "gxconf.fullname" . }}-appservice.{{ .Release.Namespace }}.svc:{{ .Values.appservice.port }}
 {{- end -}}
 {{- end -}}
 
