@@ -88,7 +88,7 @@ kube-apiserver --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 pids+=($!)
 k() { kubectl --server "https://127.0.0.1:$API_PORT" --token "$TOKEN" \
   --certificate-authority "$W/certs/apiserver.crt" --tls-server-name kubernetes.default.svc "$@"; }
-for i in $(seq 1 120); do
+for i in $(seq 1 360); do  # up to 3 min on a loaded machine
   if [ -f "$W/certs/apiserver.crt" ] && k get --raw /readyz >/dev/null 2>&1; then break; fi
   if ! kill -0 "${pids[1]}" 2>/dev/null; then tail -20 "$W/apiserver.log"; echo "deploy-check: kube-apiserver exited" >&2; exit 1; fi
   sleep 0.5

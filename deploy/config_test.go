@@ -122,6 +122,9 @@ func TestChartConfigDecodes(t *testing.T) {
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)
 				}
+				if h := routedHost(objs, "/_matrix/app"); h != "" {
+					require.Equal(t, "https://"+h, cfg.Appservice.Address, "the registration URL is the appservice Ingress")
+				}
 				probes := get(sts, "spec", "template", "spec", "containers", 0)
 				scheme := "HTTP"
 				if cfg.TLS.Enabled() {
@@ -141,11 +144,14 @@ func TestChartConfigDecodes(t *testing.T) {
 }
 
 // hostOf is the host of the Ingress routing the focus API.
-func hostOf(objs []obj) string {
+func hostOf(objs []obj) string { return routedHost(objs, "/get_token") }
+
+// routedHost is the host of the Ingress rule routing path, or "".
+func routedHost(objs []obj, path string) string {
 	for _, ing := range ofKind(objs, "Ingress") {
 		for _, r := range list(ing, "spec", "rules") {
 			for _, p := range list(r, "http", "paths") {
-				if str(p, "path") == "/get_token" {
+				if str(p, "path") == path {
 					return str(r, "host")
 				}
 			}
