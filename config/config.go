@@ -35,7 +35,7 @@ type Config struct {
 	Credentials credentials.Config `yaml:"credentials"`
 	Metrics     Metrics            `yaml:"metrics"`
 	Logging     Logging            `yaml:"logging"`
-	// TLS is native TLS on the focus and appservice listeners.
+	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
 }
 

@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Config is the `tls:` section: native TLS on the focus, appservice and
-// metrics listeners. Empty cert_file leaves them plain HTTP (TLS ends at a
+// Config is the `tls:` section: native TLS on the focus, appservice and SFU
+// signalling listeners. Empty cert_file leaves them plain HTTP (TLS ends at a
 // reverse proxy or Ingress).
 type Config struct {
 	// CertFile is the PEM certificate chain (leaf first); KeyFile its key.

@@ -174,7 +174,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
-	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as)
+	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
 	if err != nil {
 		return err
 	}
@@ -266,15 +266,18 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 	}
 }
 
-// tlsRunners serves the focus and appservice listeners with native TLS when
-// the tls section names a certificate, and plain HTTP otherwise.
-func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice) (focusRun, asRun func(context.Context) error, err error) {
+// tlsRunners serves the focus, appservice and embedded SFU listeners with
+// native TLS when the tls section names a certificate, and plain HTTP otherwise.
+func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, err error) {
 	if !cfg.TLS.Enabled() {
 		return focusSvc.Run, as.Run, nil
 	}
 	certs, err := servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	if sfuSrv != nil {
+		sfuSrv.SetTLSConfig(servertls.ServerConfig(cfg.TLS, certs))
 	}
 	serveOn := func(addr string, serve func(context.Context, net.Listener) error) func(context.Context) error {
 		return func(ctx context.Context) error {
