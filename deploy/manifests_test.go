@@ -85,6 +85,19 @@ func TestManifests(t *testing.T) {
 				require.True(t, pdb, "%s: no PodDisruptionBudget", id)
 			}
 
+			// An empty peer list would allow everyone: every rule names its peers.
+			for _, np := range policies {
+				for _, dir := range []string{"ingress", "egress"} {
+					for i, r := range list(np, "spec", dir) {
+						peers := "from"
+						if dir == "egress" {
+							peers = "to"
+						}
+						require.NotEmpty(t, list(r, peers), "NetworkPolicy %s %s[%d] has no %s: it would allow everyone", np.name(), dir, i, peers)
+					}
+				}
+			}
+
 			// Every Service selects pods of this release; every Ingress
 			// backend is a Service port that exists.
 			for _, svc := range ofKind(objs, "Service") {
@@ -254,15 +267,18 @@ func TestRefusedValues(t *testing.T) {
 		args []string
 		want string
 	}{
-		"unknown key":                 {[]string{"--set", "nodes.replicaz=2"}, "replicaz"},
-		"several nodes on SQLite":     {[]string{"--set", "nodes.replicas=2", "--set", "nodes.addresses={192.0.2.1,192.0.2.2}"}, "needs database.type postgres"},
-		"LB without address":          {[]string{"--set", "nodes.addresses=null"}, "nodes.addresses must name"},
-		"NodePort outside range":      {[]string{"--set", "nodes.exposure.type=NodePort", "--set", "nodes.exposure.udpPortBase=7882"}, "30000-32767"},
-		"chart-owned config key":      {[]string{"--set", "config.metrics.listen=127.0.0.1:1"}, "metrics"},
-		"bad exposure":                {[]string{"--set", "nodes.exposure.type=HostPort"}, "exposure"},
-		"redis without cluster":       {[]string{"--set", "redis.mode=bundled"}, "needs cluster.enabled"},
-		"external redis, no address":  {[]string{"--set", "cluster.enabled=true", "--set", "redis.mode=external"}, "needs redis.external.address"},
-		"postgres without uri secret": {[]string{"--set", "database.type=postgres"}, "needs secrets.databaseURI.existingSecret"},
+		"unknown key":                          {[]string{"--set", "nodes.replicaz=2"}, "replicaz"},
+		"several nodes on SQLite":              {[]string{"--set", "nodes.replicas=2", "--set", "nodes.addresses={192.0.2.1,192.0.2.2}"}, "needs database.type postgres"},
+		"LB without address":                   {[]string{"--set", "nodes.addresses=null"}, "nodes.addresses must name"},
+		"NodePort outside range":               {[]string{"--set", "nodes.exposure.type=NodePort", "--set", "nodes.exposure.udpPortBase=7882"}, "30000-32767"},
+		"chart-owned config key":               {[]string{"--set", "config.metrics.listen=127.0.0.1:1"}, "metrics"},
+		"bad exposure":                         {[]string{"--set", "nodes.exposure.type=HostPort"}, "exposure"},
+		"redis without cluster":                {[]string{"--set", "redis.mode=bundled"}, "needs cluster.enabled"},
+		"external redis, no address":           {[]string{"--set", "cluster.enabled=true", "--set", "redis.mode=external"}, "needs redis.external.address"},
+		"postgres without uri secret":          {[]string{"--set", "database.type=postgres"}, "needs secrets.databaseURI.existingSecret"},
+		"postgres without NetworkPolicy peers": {[]string{"--set", "database.type=postgres", "--set", "secrets.databaseURI.existingSecret=db"}, "networkPolicy.database needs"},
+		"external redis without CIDRs":         {[]string{"--set", "cluster.enabled=true", "--set", "redis.mode=external", "--set", "redis.external.address=r:6379"}, "redis.external.cidrs"},
+		"no media CIDRs":                       {[]string{"--set", "networkPolicy.mediaCIDRs=null"}, "mediaCIDRs"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -123,5 +123,11 @@ Checks the combinations the schema cannot express.
 {{- if or (lt (int $x.udpPortBase) 30000) (gt (add $x.udpPortBase $v.nodes.replicas) 32768) -}}{{ fail "NodePort: udpPortBase+i must lie in 30000-32767" }}{{- end -}}
 {{- if and $x.tcpPortBase (or (lt (int $x.tcpPortBase) 30000) (gt (add $x.tcpPortBase $v.nodes.replicas) 32768)) -}}{{ fail "NodePort: tcpPortBase+i must lie in 30000-32767" }}{{- end -}}
 {{- end -}}
+{{- if $v.networkPolicy.enabled -}}
+{{- $np := $v.networkPolicy -}}
+{{- if and (eq $v.database.type "postgres") (not (or $np.database.cidrs $np.database.namespaceSelector $np.database.podSelector)) -}}{{ fail "networkPolicy.database needs cidrs or selectors for PostgreSQL (an empty peer list would allow every destination)" }}{{- end -}}
+{{- if not $np.mediaCIDRs -}}{{ fail "networkPolicy.mediaCIDRs must name where clients send media from (0.0.0.0/0 and ::/0 for everyone)" }}{{- end -}}
+{{- if and (eq $v.redis.mode "external") (not $v.redis.external.cidrs) -}}{{ fail "redis.external.cidrs must name Redis's addresses for the NetworkPolicy" }}{{- end -}}
+{{- end -}}
 {{- if and $v.appservice.ingress.enabled (not $v.appservice.ingress.host) -}}{{ fail "appservice.ingress.enabled needs appservice.ingress.host" }}{{- end -}}
 {{- end -}}
