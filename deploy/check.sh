@@ -124,6 +124,13 @@ for s in "${sets[@]}"; do
   echo "  $s: $(grep -c 'created (server dry run)' "$W/apply-$s.log") objects accepted"
 done
 
+# Negative control: the gate is real — hostNetwork is refused where restricted is enforced.
+if k apply --dry-run=server --warnings-as-errors -n gxconf-minimal -f "$W/hostnetwork.yaml" >"$W/apply-control.log" 2>&1; then
+  echo "deploy-check: hostnetwork was accepted in a restricted namespace" >&2; exit 1
+fi
+grep -q 'hostNetwork' "$W/apply-control.log" || { cat "$W/apply-control.log"; echo "deploy-check: control refused for another reason" >&2; exit 1; }
+echo "  control: hostnetwork refused in the restricted namespace"
+
 step "go test ./deploy/ (rendered manifests, config decoded by gxconf)"
 (cd "$root" && HELM="$BIN/helm" GXCONF_DEPLOY_REQUIRE_TOOLS=1 go test -count=1 ./deploy/)
 
