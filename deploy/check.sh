@@ -27,9 +27,22 @@ export PATH="$BIN:$PATH"
 
 W="$(mktemp -d "${TMPDIR:-/tmp}/gxconf-deploy-check.XXXXXX")"
 pids=()
-cleanup() {
+# Stops what this script started, by PID: SIGTERM, then SIGKILL after 5 s
+# (kube-apiserver's graceful shutdown would take ~20 s, for nothing here).
+stop_servers() {
+  local p i
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for i in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_servers
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -130,6 +143,8 @@ if k apply --dry-run=server --warnings-as-errors -n gxconf-minimal -f "$W/hostne
 fi
 grep -q 'hostNetwork' "$W/apply-control.log" || { cat "$W/apply-control.log"; echo "deploy-check: control refused for another reason" >&2; exit 1; }
 echo "  control: hostnetwork refused in the restricted namespace"
+
+stop_servers
 
 step "go test ./deploy/ (rendered manifests, config decoded by gxconf)"
 (cd "$root" && HELM="$BIN/helm" GXCONF_DEPLOY_REQUIRE_TOOLS=1 go test -count=1 ./deploy/)
