@@ -143,7 +143,52 @@ func (a *Appservice) Handler() http.Handler {
 	}
 	mux.HandleFunc("POST /_matrix/app/v1/ping", a.handlePing)
 	mux.HandleFunc("GET /_matrix/mau/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, struct{}{}) })
-	return mux
+	return unrecognized(mux)
+}
+
+// unrecognized answers what mux has no route for as the Application Service
+// API requires: 404, or 405 for a known path with another method, each with
+// {"errcode":"M_UNRECOGNIZED"} instead of net/http's plain text.
+func unrecognized(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// Let the mux's own fallback decide between 404, 405 and a redirect
+		// to the canonical path, then answer in JSON.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusNotFound:
+			writeMatrixError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request")
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			writeMatrixError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Unrecognized request")
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// statusRecorder keeps the status and headers a fallback handler writes.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
 }
 
 // authorized checks the homeserver's hs_token in constant time. Homeservers

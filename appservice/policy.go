@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -152,8 +153,13 @@ func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.Use
 }
 
 // RoomPolicy returns the access policy in force in a room; nil means none
-// (membership suffices). A room gxconf has not seen a policy event for is
-// asked about once; if the bot cannot see its state it counts as having none.
+// (membership suffices). Policy events reach gxconf through transactions; a
+// room it has no record of is looked up once in the room's full state. If the
+// bot cannot read the room's state, the room counts as having no policy (no
+// policy event was ever delivered for it), and the log says so. A policy event
+// that does not parse is returned as credentials.ErrInvalidPolicy: the room's
+// admins wanted a policy, so it must not be treated as none. Any other error
+// means the state is unknown for now (homeserver or database unreachable).
 func (a *Appservice) RoomPolicy(ctx context.Context, roomID string) (*credentials.AccessPolicy, error) {
 	content, known, err := a.store.roomPolicy(ctx, roomID)
 	if err != nil {
@@ -162,25 +168,55 @@ func (a *Appservice) RoomPolicy(ctx context.Context, roomID string) (*credential
 	if known {
 		return parseStoredPolicy(content)
 	}
-	var raw json.RawMessage
-	err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), accessEventType, "", &raw)
+	raw, found, err := a.fetchPolicyState(ctx, id.RoomID(roomID))
 	switch {
-	case err == nil && !isEmptyContent(raw):
+	case errors.Is(err, mautrix.MForbidden):
+		zerolog.Ctx(ctx).Info().Str("room_id", roomID).
+			Msg("The bot cannot read the room's state and no access policy was delivered for it: treating it as having none")
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	content = ""
+	if found && !isEmptyContent(raw) {
 		p, perr := credentials.ParseAccessPolicy(raw)
 		if perr != nil {
-			return nil, fmt.Errorf("room %s has an invalid access policy: %w", roomID, perr)
+			return nil, fmt.Errorf("room %s: %w", roomID, perr)
 		}
 		b, _ := json.Marshal(p)
-		if err := a.store.putRoomPolicy(ctx, roomID, string(b), "", "", a.now()); err != nil {
-			return nil, err
-		}
-		return p, nil
-	case err == nil, errors.Is(err, mautrix.MNotFound):
-		return nil, a.store.putRoomPolicy(ctx, roomID, "", "", "", a.now())
-	case errors.Is(err, mautrix.MForbidden):
-		return nil, nil
+		content = string(b)
 	}
-	return nil, fmt.Errorf("failed to read the room's access policy: %w", err)
+	stored, err := a.store.initRoomPolicy(ctx, roomID, content, a.now())
+	if err != nil {
+		return nil, err
+	}
+	return parseStoredPolicy(stored)
+}
+
+// stateEvent is the part of a state event fetchPolicyState reads.
+type stateEvent struct {
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// fetchPolicyState reads the room's full state and picks the access policy
+// event by its type and state key. The single-event endpoint
+// (GET …/state/{type}/{key}) is not used: it returns bare content, and
+// Dendrite 0.13 answers it, for a bot whose invite is still pending, with the
+// content of another event (the room's create event).
+func (a *Appservice) fetchPolicyState(ctx context.Context, roomID id.RoomID) (json.RawMessage, bool, error) {
+	cli := a.mx.BotClient()
+	var events []stateEvent
+	if _, err := cli.MakeRequest(ctx, http.MethodGet, cli.BuildClientURL("v3", "rooms", roomID, "state"), nil, &events); err != nil {
+		return nil, false, fmt.Errorf("failed to read the room's state: %w", err)
+	}
+	for _, e := range events {
+		if e.Type == credentials.AccessEventType && e.StateKey != nil && *e.StateKey == "" {
+			return e.Content, true, nil
+		}
+	}
+	return nil, false, nil
 }
 
 // RoomEncrypted reports whether the room has m.room.encryption, which makes

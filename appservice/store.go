@@ -162,6 +162,20 @@ func (s *store) putRoomPolicy(ctx context.Context, roomID, content, eventID, sen
 	return nil
 }
 
+// initRoomPolicy records what a lookup found for a room gxconf had no record
+// of, unless a policy event stored meanwhile (a transaction racing the lookup)
+// already did; it returns the content in force either way.
+func (s *store) initRoomPolicy(ctx context.Context, roomID, content string, now time.Time) (string, error) {
+	_, err := s.db.Exec(ctx, `
+		INSERT INTO as_room_policy (room_id, content, event_id, sender, updated_at) VALUES ($1, $2, '', '', $3)
+		ON CONFLICT (room_id) DO NOTHING`, roomID, content, now.UnixMilli())
+	if err != nil {
+		return "", fmt.Errorf("failed to store room policy: %w", err)
+	}
+	stored, _, err := s.roomPolicy(ctx, roomID)
+	return stored, err
+}
+
 func (s *store) dmRoom(ctx context.Context, userID string) (string, error) {
 	var roomID string
 	err := s.db.QueryRow(ctx, "SELECT room_id FROM as_dm_room WHERE user_id=$1", userID).Scan(&roomID)

@@ -82,3 +82,27 @@ func TestParseCallMember(t *testing.T) {
 	_, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000, []byte(`{"slot_id":"s"}`))
 	require.ErrorIs(t, err, errBadCallMember)
 }
+
+// A policy event stored by a transaction while a lookup was under way wins
+// over what the lookup found: the lookup never overwrites a record.
+func TestInitRoomPolicyKeepsARacingEvent(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "as.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := newStore(ctx, db)
+	require.NoError(t, err)
+	now := time.Now()
+
+	got, err := s.initRoomPolicy(ctx, "!fresh", "", now)
+	require.NoError(t, err)
+	require.Equal(t, "", got, "a room without a policy is recorded as having none")
+
+	require.NoError(t, s.putRoomPolicy(ctx, "!raced", `{"level":"kritis"}`, "$e", "@a:x", now))
+	got, err = s.initRoomPolicy(ctx, "!raced", "", now)
+	require.NoError(t, err)
+	require.Equal(t, `{"level":"kritis"}`, got, "the transaction's policy stays in force")
+	content, _, err := s.roomPolicy(ctx, "!raced")
+	require.NoError(t, err)
+	require.Equal(t, `{"level":"kritis"}`, content)
+}

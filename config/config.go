@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/servertls"
@@ -33,10 +35,15 @@ type Config struct {
 	SFU SFU `yaml:"sfu"`
 	// Credentials is the SSI verifier (trust registries, OID4VP, levels).
 	Credentials credentials.Config `yaml:"credentials"`
-	Metrics     Metrics            `yaml:"metrics"`
-	Logging     Logging            `yaml:"logging"`
+	// Cluster is this node's place in the SFU cluster (alone by default).
+	Cluster cluster.Config `yaml:"cluster"`
+	Metrics Metrics        `yaml:"metrics"`
+	Logging Logging        `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
+
+	// derivedKeys tells that the SFU key was made up for this process.
+	derivedKeys bool
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -59,9 +66,15 @@ type SFU struct {
 type Metrics struct {
 	// Enabled serves /metrics.
 	Enabled bool `yaml:"enabled"`
-	// Listen is a separate address for /metrics; empty serves it on the focus listener.
+	// Listen is the address /metrics is served on, apart from the public
+	// focus listener. Empty serves it on the focus listener, where anyone who
+	// reaches the focus can read it.
 	Listen string `yaml:"listen"`
 }
+
+// DefaultMetricsListen keeps /metrics off the public focus listener: loopback
+// only, on the port OpenTelemetry's Prometheus exporter uses by convention.
+const DefaultMetricsListen = "127.0.0.1:9464"
 
 // Logging configures the zerolog output.
 type Logging struct {
@@ -78,7 +91,8 @@ func Default() Config {
 		Focus:       focus.DefaultConfig(),
 		SFU:         SFU{Enabled: true, Config: sfu.DefaultConfig()},
 		Credentials: credentials.DefaultConfig(),
-		Metrics:     Metrics{Enabled: true},
+		Cluster:     cluster.DefaultConfig(),
+		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
 	}
@@ -126,6 +140,16 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("focus.sfu.url: must name a LiveKit server when sfu.enabled is false"))
 	}
 	add("credentials", c.Credentials.Validate())
+	add("cluster", c.Cluster.Validate())
+	if c.Cluster.Multi() && !c.SFU.Enabled {
+		errs = append(errs, errors.New("cluster.redis.address: a cluster needs the embedded SFU (sfu.enabled: true)"))
+	}
+	if c.Cluster.Multi() && c.Database.Type != "postgres" {
+		errs = append(errs, errors.New("database.type: a cluster needs one database for every node (postgres): grants, revocations and delayed leaves are checked by whichever node a client reaches"))
+	}
+	if c.Cluster.Multi() && c.derivedKeys {
+		errs = append(errs, errors.New("sfu.keys: must be set, the same on every node of a cluster (a node's tokens are checked by the others)"))
+	}
 	var lg []error
 	if _, err := parseLevel(c.Logging.Level); err != nil {
 		lg = append(lg, fmt.Errorf("level: %w", err))
@@ -134,6 +158,13 @@ func (c *Config) Validate() error {
 		lg = append(lg, fmt.Errorf("format: must be json or pretty, got %q", c.Logging.Format))
 	}
 	add("logging", errors.Join(lg...))
+	if c.Metrics.Enabled && c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: must be host:port: %w", err))
+		} else if c.Metrics.Listen == c.Focus.Listen {
+			errs = append(errs, errors.New("metrics.listen: must differ from focus.listen (leave it empty to serve /metrics on the focus listener)"))
+		}
+	}
 	add("tls", c.TLS.Validate())
 	return errors.Join(errs...)
 }
@@ -146,6 +177,16 @@ func (c *Config) derive() {
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)
 		c.SFU.Keys = map[string]string{"gxconf-embedded": base64.RawURLEncoding.EncodeToString(secret)}
+		c.derivedKeys = true
+	}
+	if c.Cluster.SignalURL == "" && c.SFU.Enabled {
+		// This node's own signalling URL: the SFU's public URL, or its
+		// listen address when that names a host.
+		if c.SFU.PublicURL != "" {
+			c.Cluster.SignalURL = c.SFU.PublicURL
+		} else if host, _, err := net.SplitHostPort(c.SFU.Listen); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+			c.Cluster.SignalURL = "ws://" + c.SFU.Listen + c.SFU.PathPrefix
+		}
 	}
 	if c.Credentials.OID4VP.PublicBaseURL == "" && len(c.Credentials.Federations) > 0 {
 		c.Credentials.OID4VP.PublicBaseURL = c.Focus.ServiceURL()

@@ -53,6 +53,7 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	require.Equal(t, def.Appservice, cfg.Appservice)
 	require.Equal(t, def.Metrics, cfg.Metrics)
 	require.Equal(t, def.Logging, cfg.Logging)
+	require.Equal(t, def.Cluster, cfg.Cluster)
 	// The embedded SFU: every default, keys aside (derived per process when empty).
 	sfuCfg, defSFU := cfg.SFU, def.SFU
 	sfuCfg.Keys, defSFU.Keys = nil, nil
@@ -165,4 +166,39 @@ func TestPlaceholderDomains(t *testing.T) {
 	require.True(t, IsPlaceholderDomain("matrix.EXAMPLE.com"))
 	require.False(t, IsPlaceholderDomain("bund.de"))
 	require.False(t, IsPlaceholderDomain("notexample.org"))
+}
+
+// /metrics stays off the public focus listener unless the operator says so.
+func TestMetricsListenerIsSeparateByDefault(t *testing.T) {
+	def := Default()
+	require.Equal(t, DefaultMetricsListen, def.Metrics.Listen)
+	require.NotEqual(t, def.Focus.Listen, def.Metrics.Listen)
+
+	_, err := Parse([]byte("homeserver: {domain: bund.test, address: http://hs.test}\nmetrics: {listen: nowhere}\n"), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Contains(t, strings.Join(problems, "\n"), "metrics.listen:")
+}
+
+// A cluster node needs what every node shares: the SFU keys and the database;
+// its own signalling URL is derived from the SFU's.
+func TestClusterNeedsSharedKeysAndDatabase(t *testing.T) {
+	_, err := Parse([]byte(`
+homeserver: {domain: bund.test, address: http://hs.test}
+cluster: {redis: {address: "127.0.0.1:6379"}}
+`), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	joined := strings.Join(problems, "\n")
+	require.Contains(t, joined, "sfu.keys: must be set, the same on every node")
+	require.Contains(t, joined, "database.type: a cluster needs one database")
+
+	cfg, err := Parse([]byte(`
+homeserver: {domain: bund.test, address: http://hs.test}
+database: {type: postgres, uri: "postgres://gx@db.test/gx"}
+sfu: {listen: "10.1.0.2:7880", keys: {k1: secret-long-enough-0123456789abcdef}}
+cluster: {redis: {address: "127.0.0.1:6379"}}
+`), nil)
+	require.NoError(t, err)
+	require.Equal(t, "ws://10.1.0.2:7880", cfg.Cluster.SignalURL)
 }

@@ -168,6 +168,46 @@ func TestJWTValidityBoundsAlways(t *testing.T) {
 	}
 }
 
+func TestJWTRegisteredClaimsAgreeWithCredential(t *testing.T) {
+	f := newJWTFixture(t, nil)
+	sign := func(typ string, payload map[string]any) string {
+		return f.issuer.sign(mustJSON(t, map[string]any{"alg": "EdDSA", "typ": typ, "kid": f.issuer.kid}), mustJSON(t, payload))
+	}
+	v1 := func(extra map[string]any) map[string]any {
+		p := map[string]any{"iss": f.issuer.did, "sub": f.holder.did, "vc": map[string]any{
+			"@context": []any{ContextCredentialsV1}, "type": []any{"VerifiableCredential", "EmployeeCredential"},
+			"credentialSubject": map[string]any{"id": otherDID, "sector": "energie"}}}
+		for k, v := range extra {
+			p[k] = v
+		}
+		return p
+	}
+	v2 := func(extra map[string]any) map[string]any {
+		p := f.v2Credential(f.issuer.did)
+		p["id"] = "urn:uuid:1"
+		for k, v := range extra {
+			p[k] = v
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		cred string
+	}{
+		{"jwt_vc_json sub differs from credentialSubject.id", sign("JWT", v1(nil))},
+		{"vc+jwt sub differs from credentialSubject.id", sign("vc+jwt", v2(map[string]any{"sub": otherDID}))},
+		{"vc+jwt jti differs from id", sign("vc+jwt", v2(map[string]any{"jti": "urn:uuid:2"}))},
+		{"vc+jwt sub not a string", sign("vc+jwt", v2(map[string]any{"sub": 7}))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.present(t, tc.cred)
+			require.ErrorIs(t, err, ErrMalformed)
+		})
+	}
+	_, err := f.present(t, sign("vc+jwt", v2(map[string]any{"sub": f.holder.did, "jti": "urn:uuid:1"})))
+	require.NoError(t, err, "agreeing registered claims are fine")
+}
+
 func TestDuplicateMemberNamesRefused(t *testing.T) {
 	f := newJWTFixture(t, nil)
 	hdr := `{"alg":"EdDSA","typ":"vc+jwt","kid":"` + f.issuer.kid + `"}`
@@ -282,9 +322,11 @@ func TestOneNestingLimitForEveryFormat(t *testing.T) {
 type didWebHost struct {
 	srv  *httptest.Server
 	hits atomic.Int64
-	did  string
-	key  *ecdsa.PrivateKey
-	kid  string
+	// didHits counts requests for the DID document only.
+	didHits atomic.Int64
+	did     string
+	key     *ecdsa.PrivateKey
+	kid     string
 	// lists are status-list credentials served under /status/<name>.
 	lists map[string]string
 }
@@ -305,6 +347,7 @@ func newDIDWebHost(t testing.TB, tlsc *loopbackTLS) *didWebHost {
 			http.NotFound(w, r)
 			return
 		}
+		h.didHits.Add(1)
 		jwk, _ := json.Marshal(jose.JSONWebKey{Key: h.key.Public()})
 		_, _ = fmt.Fprintf(w, `{"id":%q,"verificationMethod":[{"id":%q,"type":"JsonWebKey2020","controller":%q,"publicKeyJwk":%s}],"assertionMethod":[%q],"authentication":[%q]}`,
 			h.did, h.kid, h.did, jwk, h.kid, h.kid)
@@ -363,11 +406,25 @@ func TestNoContactBeforeTrust(t *testing.T) {
 	ldp["@context"] = []any{ContextCredentialsV2, contextUndefinedTerms}
 	ldp["proof"] = map[string]any{"type": "JsonWebSignature2020", "proofPurpose": "assertionMethod", "verificationMethod": web.kid,
 		"created": "2026-01-01T00:00:00Z", "jws": "eyJhbGciOiJFUzI1NiJ9..c2ln"}
+	// A status list on the untrusted host, issued by the untrusted host,
+	// referred to by a trusted issuer's credential.
+	listCred := f.v2Credential(web.did)
+	listCred["type"] = []any{"VerifiableCredential", "BitstringStatusListCredential"}
+	listCred["credentialSubject"] = map[string]any{"id": web.srv.URL + "/status/l#list", "type": "BitstringStatusList",
+		"statusPurpose": "revocation", "encodedList": "uH4sIAAAAAAAAA-3BMQEAAADCoPVPbQwfoAAAAAAAAAAAAAAAAAAAAIC3AYbSVKsAQAAA"}
+	web.lists["l"] = web.signJWT(t, `{"alg":"ES256","typ":"vc+jwt","kid":"`+web.kid+`"}`, mustJSON(t, listCred))
+	withStatus := f.v2Credential(f.issuer.did)
+	withStatus["credentialStatus"] = map[string]any{"type": "BitstringStatusListEntry", "statusPurpose": "revocation",
+		"statusListIndex": "3", "statusListCredential": web.srv.URL + "/status/l"}
+
 	for _, tc := range []struct {
 		name string
 		vp   func() (*VerifiedPresentation, error)
 		want error
 	}{
+		{"status list issued by an untrusted did:web", func() (*VerifiedPresentation, error) {
+			return f.present(t, f.issuer.sign(`{"alg":"EdDSA","typ":"vc+jwt","kid":"`+f.issuer.kid+`"}`, mustJSON(t, withStatus)))
+		}, ErrStatusListInvalid},
 		{"VC-JWT by an untrusted did:web", func() (*VerifiedPresentation, error) { return f.present(t, webCred) }, ErrUntrustedIssuer},
 		{"ldp_vc by an untrusted did:web", func() (*VerifiedPresentation, error) { return f.present(t, ldp) }, ErrUntrustedIssuer},
 		{"SD-JWT by an untrusted did:web", func() (*VerifiedPresentation, error) {
@@ -380,10 +437,10 @@ func TestNoContactBeforeTrust(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.c = fresh()
-			before := web.hits.Load()
+			before := web.didHits.Load()
 			_, err := tc.vp()
 			require.ErrorIs(t, err, tc.want)
-			require.Equal(t, before, web.hits.Load(), "the untrusted host was contacted")
+			require.Equal(t, before, web.didHits.Load(), "the untrusted DID was resolved")
 		})
 	}
 }

@@ -75,7 +75,12 @@ func TestLDPRespellingsRefused(t *testing.T) {
 	e.rooms[kritisRoom] = kritisPolicy()
 	hour := time.Hour.Milliseconds()
 	nowMs := time.Now().UnixMilli()
-	e.h.call(t, "list", map[string]any{"name": "adv-r0", "issuer": "w3c", "kind": "bitstring", "revoked": []int{0}}, nil)
+	// Each respelling is tried on a credential signed by @digitalbazaar/vc
+	// (Ed25519Signature2020, issuer w3c) and on one signed with jsonld.js and
+	// jose (JsonWebSignature2020, did:web issuer web).
+	for _, issuer := range []string{"w3c", "web"} {
+		e.h.call(t, "list", map[string]any{"name": "adv-r0-" + issuer, "issuer": issuer, "kind": "bitstring", "revoked": []int{0}}, nil)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -157,30 +162,27 @@ func TestLDPRespellingsRefused(t *testing.T) {
 				return nil
 			}, "malformed"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			user := newUser()
-			req := e.request(t, user, tc.room)
-			m := decodeCred(t, e.h.issue(t, tc.issue))
-			orig := decodeCred(t, must(json.Marshal(m)))
-			extra := tc.respell(t, m)
-			sameRDF(t, orig, m)
-			var opts map[string]any
-			if extra != nil {
-				opts = map[string]any{"extraCredentials": extra}
+		issuers := []string{"w3c", "web"}
+		if fixed, ok := tc.issue["issuer"].(string); ok {
+			issuers = []string{fixed} // a case for one issuer only
+		}
+		for _, issuer := range issuers {
+			issue := map[string]any{"issuer": issuer}
+			for k, v := range tc.issue {
+				issue[k] = v
 			}
-			r := e.h.present(t, req.Link, must(json.Marshal(m)), "ldp_vp", opts)
-			require.NotEqual(t, http.StatusOK, r.Status, "respelled credential accepted: %s", r.Body)
-			require.Equal(t, tc.want, errorCode(t, r.Body), r.Body)
-			atts, err := e.v.Attestations(context.Background(), user)
-			require.NoError(t, err)
-			require.Empty(t, atts)
-		})
+			if st, ok := issue["status"].(map[string]any); ok {
+				issue["status"] = map[string]any{"list": st["list"].(string) + "-" + issuer, "index": st["index"]}
+			}
+			runRespelling(t, e, issuer+"/"+tc.name, tc.room, issue, tc.respell, tc.want)
+		}
 	}
-
 	t.Run("the undoctored credentials are accepted", func(t *testing.T) {
-		for _, room := range []string{kritisRoom, publicRoom} {
-			r := e.h.present(t, e.request(t, newUser(), room).Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", nil)
-			require.Equal(t, http.StatusOK, r.Status, r.Body)
+		for _, issuer := range []string{"w3c", "web"} {
+			for _, room := range []string{kritisRoom, publicRoom} {
+				r := e.h.present(t, e.request(t, newUser(), room).Link, e.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": issuer}), "ldp_vp", nil)
+				require.Equal(t, http.StatusOK, r.Status, r.Body)
+			}
 		}
 	})
 
@@ -190,6 +192,38 @@ func TestLDPRespellingsRefused(t *testing.T) {
 		r := e.h.present(t, e.request(t, newUser(), kritisRoom).Link,
 			e.h.issue(t, map[string]any{"format": "ldp_vc", "inlineVocab": true}), "ldp_vp", nil)
 		require.Equal(t, "malformed", errorCode(t, r.Body), r.Body)
+	})
+
+	t.Run("presentation fields respelled", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			respell func(vp map[string]any)
+		}{
+			{"holder as an absolute IRI", func(vp map[string]any) {
+				vp[credNS+"holder"] = map[string]any{"@id": vp["holder"]}
+				delete(vp, "holder")
+			}},
+			{"type as @type", func(vp map[string]any) {
+				vp["@type"] = vp["type"]
+				delete(vp, "type")
+			}},
+			{"proof challenge as an absolute IRI", func(vp map[string]any) {
+				p := vp["proof"].(map[string]any)
+				p["https://w3id.org/security#challenge"] = p["challenge"]
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				req := e.request(t, newUser(), kritisRoom)
+				r := e.h.present(t, req.Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
+				var vp map[string]any
+				require.NoError(t, json.Unmarshal([]byte(r.Form["vp_token"]), &vp))
+				tc.respell(vp)
+				r.Form["vp_token"] = string(must(json.Marshal(vp)))
+				status, body := e.post(t, r.ResponseURI, r.Form)
+				require.NotEqual(t, http.StatusOK, status, body)
+				require.Equal(t, "malformed", errorCode(t, body), body)
+			})
+		}
 	})
 
 	t.Run("duplicate member name in a signed presentation", func(t *testing.T) {
@@ -290,5 +324,29 @@ func TestStatusListRespellingAndReasons(t *testing.T) {
 		r := present(t, "respelled")
 		require.NotEqual(t, http.StatusOK, r.Status, r.Body)
 		require.Equal(t, "status_list_invalid", errorCode(t, r.Body), r.Body)
+	})
+}
+
+// runRespelling issues a credential, respells it, presents it and requires
+// the refusal want with no attestation stored.
+func runRespelling(t *testing.T, e *testEnv, name, room string, issue map[string]any,
+	respell func(t *testing.T, m map[string]any) []json.RawMessage, want string) {
+	t.Run(name, func(t *testing.T) {
+		user := newUser()
+		req := e.request(t, user, room)
+		m := decodeCred(t, e.h.issue(t, issue))
+		orig := decodeCred(t, must(json.Marshal(m)))
+		extra := respell(t, m)
+		sameRDF(t, orig, m)
+		var opts map[string]any
+		if extra != nil {
+			opts = map[string]any{"extraCredentials": extra}
+		}
+		r := e.h.present(t, req.Link, must(json.Marshal(m)), "ldp_vp", opts)
+		require.NotEqual(t, http.StatusOK, r.Status, "respelled credential accepted: %s", r.Body)
+		require.Equal(t, want, errorCode(t, r.Body), r.Body)
+		atts, err := e.v.Attestations(context.Background(), user)
+		require.NoError(t, err)
+		require.Empty(t, atts)
 	})
 }

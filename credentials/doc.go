@@ -4,8 +4,15 @@
 // attestations, the Rego room-access policy and the hash-chained audit log.
 //
 // It must not import any other gxconf package. Sub-packages: did (did:key,
-// did:jwk, did:web resolution with SSRF guards) and statuslist (bitstring
-// decoding, W3C and XFSC bit orders).
+// did:jwk, did:web resolution with SSRF guards), statuslist (bitstring
+// decoding, W3C and XFSC bit orders) and internal/strictjson, the one decoder
+// for untrusted JSON (duplicate member names refused, one nesting limit).
+//
+// What the verifier reads must be what the issuer signed: JSON-LD documents
+// are accepted only in the compacted form of their pinned contexts
+// (ldpform.go), a JWT's exp/nbf and a proof's expires always bound validity,
+// and no issuer's DID is resolved before the issuer is found in a trust
+// registry (or vouched for by a trust anchor in the same presentation).
 //
 // Wiring, in short:
 //

@@ -40,6 +40,15 @@ func FuzzVerifyPresentation(f *testing.F) {
 		b64j(map[string]any{"iss": holder, "vct": "EmployeeCredential", "_sd": []string{"abc"}}) + ".c2ln~" + b64j([]any{"salt", "sector", "energie"}) + "~")
 	f.Add(b64j(map[string]any{"alg": "none"}) + "." + b64j(map[string]any{"vp": map[string]any{}}) + ".")
 	f.Add(`["a.b.c", {"@context":"x"}]`)
+	// Refusals of issue 8: respellings, duplicates, nesting, inline contexts.
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":"VerifiablePresentation","type":"VerifiablePresentation","proof":{}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1",{"VerifiablePresentation":"urn:x"}],"type":"VerifiablePresentation","proof":{}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"@type":"VerifiablePresentation","https://www.w3.org/2018/credentials#holder":{"@id":"did:key:z"},"proof":{}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":"VerifiablePresentation","verifiableCredential":{"@context":["https://www.w3.org/2018/credentials/v1","https://www.w3.org/ns/credentials/undefined-terms/v2"],"type":["VerifiableCredential","EmployeeCredential"],"issuer":"` + holder + `","https://www.w3.org/2018/credentials#expirationDate":{"@value":"2020-01-01T00:00:00Z","@type":"http://www.w3.org/2001/XMLSchema#dateTime"},"credentialSubject":{"@id":"did:key:z","sector":{"@value":"energie"}},"proof":{"type":"Ed25519Signature2020","proofPurpose":"assertionMethod","verificationMethod":"` + holder + `","expires":"2020-01-01T00:00:00Z","proofValue":"z1"}},"proof":{"type":"Ed25519Signature2020","proofPurpose":"authentication","verificationMethod":"` + holder + `","challenge":"n","domain":"d","proofValue":"z1"}}`)
+	f.Add(b64j(map[string]any{"alg": "EdDSA", "kid": holder}) + "." + b64j(map[string]any{"iss": holder, "aud": "d", "nonce": "n", "exp": "soon",
+		"vp": map[string]any{"type": []string{"VerifiablePresentation"}}}) + ".c2ln")
+	f.Add(`eyJhbGciOiJFZERTQSIsImFsZyI6Im5vbmUifQ.eyJhIjoxLCJhIjoyfQ.c2ln`) // {"alg":"EdDSA","alg":"none"}.{"a":1,"a":2}
+	f.Add(strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40))
 	c := offlineChecker(f)
 	f.Fuzz(func(t *testing.T, token string) {
 		vp, err := c.VerifyPresentation(context.Background(), []byte(token), PresentationParams{Nonce: "n", Audience: "d", Level: LevelPublic})
@@ -78,6 +87,32 @@ func FuzzParseCredential(f *testing.F) {
 		require.Equal(t, w.SubjectID, w2.SubjectID)
 		require.Equal(t, w.Status, w2.Status)
 		require.True(t, w.ValidFrom.Equal(w2.ValidFrom) && w.ValidUntil.Equal(w2.ValidUntil))
+	})
+}
+
+// FuzzCheckCompactForm: the JSON-LD compact-form check never panics, and a
+// document it accepts is accepted again after a JSON round trip.
+func FuzzCheckCompactForm(f *testing.F) {
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1","https://www.w3.org/ns/credentials/undefined-terms/v2"],"type":["VerifiableCredential","EmployeeCredential"],"issuer":"did:key:z","issuanceDate":"2026-01-01T00:00:00Z","credentialSubject":{"id":"did:key:y","sector":"energie"},"credentialStatus":{"id":"https://s.example/l#3","type":"BitstringStatusListEntry","statusPurpose":"revocation","statusListIndex":"3","statusListCredential":"https://s.example/l"}}`)
+	f.Add(`{"@context":"https://www.w3.org/ns/credentials/v2","type":"VerifiableCredential","issuer":{"id":"did:key:z","name":"x"},"validFrom":"2026-01-01T00:00:00Z","credentialSubject":[{"id":"did:key:y"}]}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1",{"@vocab":"urn:x#"}],"type":["VerifiableCredential"],"credentialSubject":{"a":1}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":["VerifiableCredential"],"https://www.w3.org/2018/credentials#credentialStatus":{"@id":"urn:s"}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1","https://www.w3.org/ns/credentials/undefined-terms/v2"],"type":["VerifiableCredential"],"credentialSubject":{"@id":"did:key:y","sector":{"@value":"energie"}}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1","https://w3id.org/security/suites/ed25519-2020/v1"],"type":"Ed25519Signature2020","created":"2026-01-01T00:00:00Z","expires":"2026-02-01T00:00:00Z","proofPurpose":"assertionMethod","verificationMethod":"did:key:z#z","challenge":"n","domain":"d"}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		m, err := decodeJSONObject([]byte(data))
+		if err != nil {
+			return
+		}
+		if err := checkCompactForm(m); err != nil {
+			require.NotEqual(t, "internal", ReasonCode(err))
+			return
+		}
+		again, err := json.Marshal(m)
+		require.NoError(t, err)
+		m2, err := decodeJSONObject(again)
+		require.NoError(t, err)
+		require.NoError(t, checkCompactForm(m2))
 	})
 }
 

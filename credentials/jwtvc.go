@@ -93,6 +93,18 @@ func (c *Checker) verifyJWTCredential(ctx context.Context, token string, mayCont
 	if s, ok := payload["iss"].(string); ok && s != iss {
 		return nil, fmt.Errorf("%w: iss %q differs from issuer %q", ErrMalformed, s, iss)
 	}
+	// The registered claims and the data-model fields they mirror must agree
+	// (VC DM 1.1 §6.3.1): otherwise which one is "the" subject or id depends
+	// on who reads the token.
+	for claim, field := range map[string]string{"iss": w.Issuer, "sub": w.SubjectID, "jti": w.ID} {
+		v, ok := payload[claim]
+		if !ok {
+			continue
+		}
+		if s, isString := v.(string); !isString || (field != "" && s != field) {
+			return nil, fmt.Errorf("%w: JWT %s does not match the credential", ErrMalformed, claim)
+		}
+	}
 	// The JWT's own nbf and exp always bound the validity, whatever the
 	// data-model dates say (RFC 7519 §4.1.4–5; VC-JOSE-COSE §3.1.1).
 	validFrom, validUntil := w.ValidFrom, w.ValidUntil

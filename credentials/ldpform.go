@@ -62,6 +62,12 @@ func checkCompactForm(doc map[string]any) error {
 	if err := checkCompactNames(rest, 1); err != nil {
 		return err
 	}
+	// Compaction does not merge nodes: one node's properties split over two
+	// objects with the same id survive the round trip below, and a reader
+	// looking at one of them would miss the rest.
+	if err := checkNodesDescribedOnce(rest, map[string]bool{}); err != nil {
+		return err
+	}
 	opts := ld.NewJsonLdOptions("")
 	opts.DocumentLoader = pinnedLoader{}
 	opts.ProcessingMode = ld.JsonLd_1_1
@@ -114,6 +120,32 @@ func checkCompactNames(v any, depth int) error {
 	return nil
 }
 
+// checkNodesDescribedOnce refuses two objects that describe the node with
+// the same id (objects holding nothing but the id are references and fine).
+func checkNodesDescribedOnce(v any, seen map[string]bool) error {
+	switch t := v.(type) {
+	case map[string]any:
+		if id, ok := t["id"].(string); ok && len(t) > 1 {
+			if seen[id] {
+				return fmt.Errorf("%w: node %q is described in more than one place", ErrMalformed, id)
+			}
+			seen[id] = true
+		}
+		for _, e := range t {
+			if err := checkNodesDescribedOnce(e, seen); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range t {
+			if err := checkNodesDescribedOnce(e, seen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // cloneJSON deep-copies a decoded JSON value (json-gold may modify its input).
 func cloneJSON(v any) any {
 	switch t := v.(type) {
@@ -134,8 +166,11 @@ func cloneJSON(v any) any {
 }
 
 // normalizeCompact makes two compacted documents comparable: numbers as
-// float64 (through a JSON round trip) and one-element arrays as their element,
-// as compaction with compactArrays does (the readers accept both shapes).
+// float64 (through a JSON round trip), one-element arrays as their element
+// (compaction's compactArrays) and an object holding nothing but "id" as that
+// id (compaction's node-reference form for terms typed @id, such as issuer
+// and credentialSubject). Both spellings are the same RDF, and the readers
+// take both (issuer, holder) or refuse the short one (credentialSubject).
 func normalizeCompact(v any) any {
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -151,6 +186,9 @@ func normalizeCompact(v any) any {
 func collapseArrays(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
+		if id, ok := t["id"].(string); ok && len(t) == 1 {
+			return id
+		}
 		for k, e := range t {
 			t[k] = collapseArrays(e)
 		}

@@ -49,7 +49,15 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 	if err := checkContexts(m, 0); err != nil {
 		return nil, err
 	}
-	proof, holder, err := c.verifyLDProof(ctx, m, did.Authentication, "", nil)
+	// A stated holder must own the proof key; checked before resolving it.
+	stated := ""
+	switch h := m["holder"].(type) {
+	case string:
+		stated = h
+	case map[string]any:
+		stated, _ = h["id"].(string)
+	}
+	proof, holder, err := c.verifyLDProof(ctx, m, did.Authentication, stated, nil)
 	if err != nil {
 		return nil, fmt.Errorf("presentation proof: %w", err)
 	}

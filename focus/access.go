@@ -2,6 +2,7 @@ package focus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html"
 	"strings"
@@ -51,8 +52,15 @@ func NewCredentialAccess(v *credentials.Verifier, rooms RoomInfo, msg Messenger,
 // credentials audit log by the verifier.
 func (c *CredentialAccess) Decide(ctx context.Context, req AccessRequest) (AccessDecision, error) {
 	policy, err := c.rooms.RoomPolicy(ctx, req.RoomID)
-	if err != nil {
-		return AccessDecision{}, fmt.Errorf("failed to read the room's access policy: %w", err)
+	switch {
+	case errors.Is(err, credentials.ErrInvalidPolicy):
+		// The room's admins set a policy that does not parse: refuse rather
+		// than treat the room as having none.
+		c.log.Warn().Err(err).Str("room_id", req.RoomID).Msg("Refused a token: the room's access policy is invalid")
+		return AccessDecision{}, &DeniedError{Reason: "This room's access policy (" + credentials.AccessEventType +
+			") is invalid, so nobody can be admitted; a room admin must correct it."}
+	case err != nil:
+		return AccessDecision{}, fmt.Errorf("%w: %w", ErrRoomStateUnknown, err)
 	}
 	facts := credentials.RoomFacts{ID: req.RoomID, SiteApproved: c.siteApproved}
 	if policy != nil {

@@ -33,11 +33,43 @@ type Config struct {
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// GrantRetention is how long a handed-out token is remembered so that the
-	// user's participant can be removed when they leave the Matrix room.
+	// GrantRetention is how long a grant is kept after its last token expired,
+	// so that the user's participant can be removed when they leave the Matrix
+	// room; revoked grants are kept as long.
 	GrantRetention time.Duration `yaml:"grant_retention"`
 	// Discovery configures the /.well-known/matrix/client fragment.
 	Discovery DiscoveryConfig `yaml:"discovery"`
+	// DelayedEvents configures delayed-leave delegation (MSC4140).
+	DelayedEvents DelayedEventsConfig `yaml:"delayed_events"`
+}
+
+// DelayedEventsConfig configures the delegation of MSC4140 delayed leave
+// events (delay_id, delay_timeout on /get_token and /sfu/get, and
+// /delegate_delayed_leave): while the participant is connected the focus
+// restarts the delayed event on the user's homeserver, when they leave it
+// sends it.
+type DelayedEventsConfig struct {
+	// CSAPIURLOverrides maps a server name to the base URL of its
+	// Client-Server API, bypassing /.well-known/matrix/client discovery
+	// (lk-jwt-service's LIVEKIT_CS_API_URL_OVERRIDES).
+	CSAPIURLOverrides map[string]string `yaml:"cs_api_url_overrides"`
+	// DiscoveryCacheTTL is how long a discovered Client-Server API URL is
+	// remembered (lk-jwt-service: 4h).
+	DiscoveryCacheTTL time.Duration `yaml:"discovery_cache_ttl"`
+	// MinDelayTimeout and MaxDelayTimeout bound the delay_timeout clients may
+	// ask for; others are refused with 400 M_BAD_JSON.
+	MinDelayTimeout time.Duration `yaml:"min_delay_timeout"`
+	MaxDelayTimeout time.Duration `yaml:"max_delay_timeout"`
+	// PollInterval is how often the SFU is asked whether a delegating
+	// participant is still connected.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// RequestTimeout bounds one restart or send request (lk-jwt-service: 5s).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// RetryInitialInterval and RetryMaxInterval shape the exponential backoff
+	// (×1.5, ±50 % jitter) of failed restart and send requests
+	// (lk-jwt-service: 1s and 60s).
+	RetryInitialInterval time.Duration `yaml:"retry_initial_interval"`
+	RetryMaxInterval     time.Duration `yaml:"retry_max_interval"`
 }
 
 // SFUConfig names the LiveKit server. An empty URL means the embedded SFU.
@@ -114,6 +146,16 @@ func DefaultConfig() Config {
 		},
 		MaxBodyBytes:   64 << 10,
 		GrantRetention: 24 * time.Hour,
+		DelayedEvents: DelayedEventsConfig{
+			CSAPIURLOverrides:    map[string]string{},
+			DiscoveryCacheTTL:    4 * time.Hour,
+			MinDelayTimeout:      time.Second,
+			MaxDelayTimeout:      24 * time.Hour,
+			PollInterval:         2 * time.Second,
+			RequestTimeout:       5 * time.Second,
+			RetryInitialInterval: time.Second,
+			RetryMaxInterval:     time.Minute,
+		},
 	}
 }
 
@@ -197,6 +239,36 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.Discovery.HomeserverBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("discovery.homeserver_base_url", "must be an http(s) URL, got %q", c.Discovery.HomeserverBaseURL)
 		}
+	}
+	d := c.DelayedEvents
+	for name, base := range d.CSAPIURLOverrides {
+		if validServerName(name) != nil {
+			bad("delayed_events.cs_api_url_overrides."+name, "%q is not a server name", name)
+		}
+		if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("delayed_events.cs_api_url_overrides."+name, "must be an http(s) base URL, got %q", base)
+		}
+	}
+	if d.DiscoveryCacheTTL < 0 || d.DiscoveryCacheTTL > 24*time.Hour {
+		bad("delayed_events.discovery_cache_ttl", "must be between 0 and 24h, got %s", d.DiscoveryCacheTTL)
+	}
+	if d.MinDelayTimeout < 10*time.Millisecond {
+		bad("delayed_events.min_delay_timeout", "must be at least 10ms, got %s", d.MinDelayTimeout)
+	}
+	if d.MaxDelayTimeout < d.MinDelayTimeout {
+		bad("delayed_events.max_delay_timeout", "must be at least min_delay_timeout (%s), got %s", d.MinDelayTimeout, d.MaxDelayTimeout)
+	}
+	if d.PollInterval < 10*time.Millisecond || d.PollInterval > time.Minute {
+		bad("delayed_events.poll_interval", "must be between 10ms and 1m, got %s", d.PollInterval)
+	}
+	if d.RequestTimeout <= 0 || d.RequestTimeout > time.Minute {
+		bad("delayed_events.request_timeout", "must be between 0 and 1m, got %s", d.RequestTimeout)
+	}
+	if d.RetryInitialInterval <= 0 {
+		bad("delayed_events.retry_initial_interval", "must be positive, got %s", d.RetryInitialInterval)
+	}
+	if d.RetryMaxInterval < d.RetryInitialInterval {
+		bad("delayed_events.retry_max_interval", "must be at least retry_initial_interval (%s), got %s", d.RetryInitialInterval, d.RetryMaxInterval)
 	}
 	return errors.Join(errs...)
 }

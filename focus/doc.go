@@ -10,9 +10,17 @@
 // MembershipChecker the caller provides (the appservice), the room's access
 // decision is taken through an AccessDecider, the LiveKit room is created
 // through a RoomService (the embedded SFU in-process, or a stock LiveKit server
-// over Twirp) and a LiveKit JWT is minted. Every token handed out is recorded as
-// a grant so that the user's participants can be removed again when they leave
-// or are banned from the Matrix room (RemoveUser).
+// over Twirp) and a LiveKit JWT is minted. Every token carries the ID (jti) of a
+// grant recorded before the membership check; when the user leaves or is
+// banned from the Matrix room or loses their credential, RemoveUser revokes
+// all their grants for the room, durably, and removes their participants. The
+// embedded SFU asks CheckGrant and RenewGrant about every token it is shown.
+//
+// Clients may delegate their MSC4140 delayed leave event (delay fields on the
+// token endpoints, /delegate_delayed_leave), as with lk-jwt-service: a
+// persisted job per LiveKit participant restarts it on the user's homeserver
+// while the SFU has the participant and sends it once they are gone or
+// removed (delayed.go).
 //
 // It must not import appservice, sfu or cmd.
 package focus

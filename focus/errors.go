@@ -17,10 +17,14 @@ var (
 	ErrAccessDenied = errors.New("the room's access policy refused the user")
 	// ErrMembershipUnknown: membership could not be determined (homeserver unreachable).
 	ErrMembershipUnknown = errors.New("unable to verify room membership")
+	// ErrRoomStateUnknown: the room's access policy could not be read now
+	// (homeserver or database unreachable); the client may ask again.
+	ErrRoomStateUnknown = errors.New("unable to read the room's access policy")
+	// ErrNoCapacity: no SFU node can take the call now (all full, draining
+	// or gone); the client may ask again.
+	ErrNoCapacity = errors.New("no SFU node can take the call")
 	// ErrRoomCreate: the SFU refused or failed to create the room.
 	ErrRoomCreate = errors.New("unable to create room on SFU")
-	// ErrDelegationUnsupported: delayed-leave delegation (MSC4140) is not implemented yet.
-	ErrDelegationUnsupported = errors.New("delegating delayed leave events (MSC4140) is not supported by this focus yet")
 	// ErrGrantRevoked: the token's grant was revoked (the user left, was
 	// removed, or lost their credential).
 	ErrGrantRevoked = errors.New("the token's grant was revoked")
@@ -28,6 +32,11 @@ var (
 	ErrGrantUnknown = errors.New("the token names no known grant")
 	// ErrGrantExpired: the grant has ended (e.g. the attestation expired).
 	ErrGrantExpired = errors.New("the token's grant has ended")
+
+	// errDelayedEventGone: the homeserver no longer has the delayed event
+	// scheduled (404 on restart: sent or cancelled; 409: cancelled), or its
+	// Client-Server API is unknown, so there is nothing left to restart or send.
+	errDelayedEventGone = errors.New("the delayed event is no longer scheduled")
 )
 
 // Matrix error codes used on the wire.
@@ -39,7 +48,12 @@ const (
 	codeLimit        = "M_LIMIT_EXCEEDED"
 	codeTooLarge     = "M_TOO_LARGE"
 	codeUnknown      = "M_UNKNOWN"
-	codeUnrecognized = "M_UNRECOGNIZED"
+)
+
+// lk-jwt-service's answers to delegations it cannot take.
+const (
+	msgDelegationRestricted = "Delegation of delayed events is only supported for full access users"
+	msgUnresolvedCSAPI      = "Unable to resolve client-server API"
 )
 
 // Error is an error with its HTTP rendering: {"errcode","error"} and a status.
@@ -86,10 +100,12 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusForbidden, Code: codeForbidden, Message: msg, Err: err}
 	case errors.Is(err, ErrMembershipUnknown):
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
+	case errors.Is(err, ErrRoomStateUnknown):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to read the room's access policy, try again later.", Err: err}
+	case errors.Is(err, ErrNoCapacity):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "No media server can take the call now, try again later.", Err: err}
 	case errors.Is(err, ErrRoomCreate):
 		return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Unable to create room on SFU", Err: err}
-	case errors.Is(err, ErrDelegationUnsupported):
-		return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: "Delegating delayed leave events is not supported by this focus yet", Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: codeUnknown, Message: "Internal Server Error", Err: err}
 }

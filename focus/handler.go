@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -49,7 +50,7 @@ func (s *Service) api(endpoint string, fn apiFunc) http.Handler {
 		start := time.Now()
 		ip := clientIP(r, s.trusted)
 		log := s.log.With().Str("endpoint", endpoint).Str("client_ip", ip).Logger()
-		ctx := log.WithContext(r.Context())
+		ctx := withClientIP(log.WithContext(r.Context()), ip)
 
 		result, err := func() (any, error) {
 			if ok, wait := s.ipLimit.allow(ip, s.now()); !ok {
@@ -104,11 +105,14 @@ func (s *Service) handleGetToken(ctx context.Context, body []byte) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
+	timeout, err := checkDelay(s.cfg.DelayedEvents, req.DelayID, req.DelayTimeout)
+	if err != nil {
+		return nil, err
+	}
 	return s.processToken(ctx, tokenInput{
 		roomID: req.RoomID, slotID: req.SlotID, openID: req.OpenIDToken,
 		claimedUserID: req.Member.ClaimedUserID, deviceID: req.Member.ClaimedDeviceID,
-		memberID: req.Member.ID, delegation: anyDelay,
+		memberID: req.Member.ID, delayID: req.DelayID, delayTimeout: timeout,
 	})
 }
 
@@ -117,18 +121,26 @@ func (s *Service) handleSFUGet(ctx context.Context, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	anyDelay, _ := delayFields(req.DelayID, req.DelayTimeout, req.DelayCSAPIURL)
+	timeout, err := checkDelay(s.cfg.DelayedEvents, req.DelayID, req.DelayTimeout)
+	if err != nil {
+		return nil, err
+	}
 	return s.processToken(ctx, tokenInput{
 		roomID: req.Room, slotID: LegacySlotID, openID: req.OpenIDToken,
-		deviceID: req.DeviceID, delegation: anyDelay,
+		deviceID: req.DeviceID, delayID: req.DelayID, delayTimeout: timeout,
 	})
 }
 
-// handleDelegate validates and authenticates like lk-jwt-service, then says
-// clearly that delegation is not implemented (the homeservers we test with
-// have no MSC4140 delayed events to delegate).
+// handleDelegate takes a delayed leave event (MSC4140) of a participant who
+// is, or is about to be, connected, as lk-jwt-service's
+// /delegate_delayed_leave does: no token, no room creation, answer {}.
+// Beyond lk-jwt-service it checks that the user is joined to the room.
 func (s *Service) handleDelegate(ctx context.Context, body []byte) (any, error) {
 	req, err := DecodeDelayedLeaveRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	timeout, err := checkDelay(s.cfg.DelayedEvents, req.DelayID, req.DelayTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +149,39 @@ func (s *Service) handleDelegate(ctx context.Context, body []byte) (any, error) 
 		return nil, err
 	}
 	if req.Member.ClaimedUserID != user.String() {
-		return nil, ErrUnauthorized
+		return nil, fmt.Errorf("%w: claimed_user_id %s does not match the token's user", ErrUnauthorized, req.Member.ClaimedUserID)
 	}
-	return nil, &Error{Status: http.StatusNotImplemented, Code: codeUnrecognized,
-		Message: "Delegating delayed leave events (MSC4140) is not supported by this focus yet", Err: ErrDelegationUnsupported}
+	lkRoom := LiveKitRoomAlias(req.RoomID, req.SlotID)
+	identity := LiveKitIdentity(user.String(), req.Member.ClaimedDeviceID, req.Member.ID)
+	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("user_id", user.String()).Str("room_id", req.RoomID).Str("lk_room", lkRoom).Str("lk_identity", identity)
+	})
+	if ok, wait := s.userLimit.allow(user.String(), s.now()); !ok {
+		return nil, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait}
+	}
+	if !s.isFullAccess(req.OpenIDToken.MatrixServerName) {
+		return nil, &Error{Status: http.StatusForbidden, Code: codeForbidden, Message: msgDelegationRestricted}
+	}
+	joined, err := s.members.IsJoined(ctx, req.RoomID, user.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMembershipUnknown, err)
+	}
+	if !joined {
+		return nil, ErrNotMember
+	}
+	if _, err := s.cs.resolve(ctx, req.OpenIDToken.MatrixServerName); err != nil {
+		return nil, &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: msgUnresolvedCSAPI, Err: err}
+	}
+	now := s.now()
+	if err := s.delegations.add(ctx, &delegation{
+		LiveKitRoom: lkRoom, Identity: identity, DelayID: req.DelayID, Timeout: timeout,
+		ServerName: req.OpenIDToken.MatrixServerName, RoomID: req.RoomID, UserID: user.String(),
+		CreatedAt: now, RestartedAt: now,
+	}); err != nil {
+		return nil, err
+	}
+	zerolog.Ctx(ctx).Info().Dur("delay_timeout", timeout).Msg("Took over the delayed leave event")
+	return struct{}{}, nil
 }
 
 func handleHealthz(w http.ResponseWriter, r *http.Request) {

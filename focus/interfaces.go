@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+
+	"github.com/gxfs-conf/gxconf/cluster"
 )
 
 // RoomService is the part of LiveKit's livekit.RoomService the focus uses. The
@@ -13,7 +15,16 @@ import (
 type RoomService interface {
 	CreateRoom(ctx context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error)
 	ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error)
+	// GetParticipant finds one participant; an absent room or participant
+	// is a twirp.NotFound error. Delayed-leave jobs poll it.
+	GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error)
 	RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error)
+}
+
+// Placer chooses the SFU node for a token request: the cluster's placement
+// (cluster.Placer implements it).
+type Placer interface {
+	Place(ctx context.Context, req cluster.PlacementRequest) (cluster.Placement, error)
 }
 
 // MembershipChecker tells whether a user is joined to a Matrix room. The

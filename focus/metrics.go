@@ -10,6 +10,9 @@ type metrics struct {
 	openIDCached  prometheus.Counter
 	tokens        *prometheus.CounterVec
 	removed       *prometheus.CounterVec
+	// delegations counts the running delayed-leave jobs.
+	delegations    prometheus.Gauge
+	delayedActions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,9 +38,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gxconf", Subsystem: "focus", Name: "participants_removed_total",
 			Help: "SFU participants removed because their Matrix user left, was banned or lost access.",
 		}, []string{"result"}),
+		delegations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "delayed_leave_jobs",
+			Help: "Delegated delayed leave events (MSC4140) this node keeps alive or is sending.",
+		}),
+		delayedActions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "delayed_event_requests_total",
+			Help: "Restart and send requests to users' homeservers (MSC4140), by result (ok, gone, error, unresolved).",
+		}, []string{"action", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.openIDLatency, m.openIDCached, m.tokens, m.removed)
+		reg.MustRegister(m.requests, m.openIDLatency, m.openIDCached, m.tokens, m.removed, m.delegations, m.delayedActions)
 	}
 	return m
 }

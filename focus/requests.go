@@ -2,7 +2,9 @@ package focus
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"time"
 )
 
 // OpenIDToken is the token a client got from its homeserver's
@@ -53,8 +55,9 @@ type TokenResponse struct {
 var errNotJSON = &Error{Status: http.StatusBadRequest, Code: codeNotJSON, Message: "Error reading request"}
 
 // delayFields reports whether any and all delayed-leave fields are present.
-func delayFields(id string, timeout int64, csURL string) (anySet, allSet bool) {
-	return id != "" || timeout > 0 || csURL != "", id != "" && timeout > 0
+// delay_cs_api_url does not count: it is ignored (lk-jwt-service#188).
+func delayFields(id string, timeout int64) (anySet, allSet bool) {
+	return id != "" || timeout > 0, id != "" && timeout > 0
 }
 
 // DecodeTokenRequest parses and validates a /get_token body. The returned error
@@ -77,7 +80,7 @@ func (r *TokenRequest) Validate() error {
 	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
 		return badJSON("The request body `openid_token` is missing a `access_token` or `matrix_server_name`")
 	}
-	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout, r.DelayCSAPIURL); anySet && !allSet {
+	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
 		return badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
 	return nil
@@ -101,21 +104,48 @@ func (r *LegacyTokenRequest) Validate() error {
 	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
 		return badJSON("Missing OpenID token parameters")
 	}
-	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout, r.DelayCSAPIURL); anySet && !allSet {
+	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
 		return badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
 	return nil
 }
 
 // DecodeDelayedLeaveRequest parses and validates a /delegate_delayed_leave
-// body: a /get_token body whose delay_id and delay_timeout are mandatory.
+// body: a /get_token body whose delay_id and delay_timeout are mandatory
+// (with lk-jwt-service's wording of the errors).
 func DecodeDelayedLeaveRequest(body []byte) (*TokenRequest, error) {
-	req, err := DecodeTokenRequest(body)
-	if err != nil {
-		return req, err
+	var r TokenRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, errNotJSON
 	}
-	if req.DelayID == "" || req.DelayTimeout <= 0 {
-		return req, badJSON("The request body is missing `delay_id` or `delay_timeout`")
+	switch {
+	case r.RoomID == "" || r.SlotID == "":
+		return &r, badJSON("The request body is missing `room_id` or `slot_id`")
+	case r.Member.ID == "" || r.Member.ClaimedUserID == "" || r.Member.ClaimedDeviceID == "":
+		return &r, badJSON("The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`")
+	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
+		return &r, badJSON("The request body `openid_token` is missing `access_token` or `matrix_server_name`")
+	case r.DelayID == "" || r.DelayTimeout <= 0:
+		return &r, badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
-	return req, nil
+	return &r, nil
+}
+
+// checkDelay applies the focus's bounds to a delegation's fields (beyond
+// lk-jwt-service, which takes any positive timeout and any delay ID): the
+// timeout within delayed_events.{min,max}_delay_timeout, the delay ID an
+// opaque identifier of at most 255 characters that is not a dot segment.
+func checkDelay(cfg DelayedEventsConfig, delayID string, timeoutMs int64) (time.Duration, error) {
+	if delayID == "" {
+		return 0, nil
+	}
+	if len(delayID) > 255 || delayID == "." || delayID == ".." {
+		return 0, badJSON("The request body has an invalid `delay_id`")
+	}
+	timeout := time.Duration(timeoutMs) * time.Millisecond
+	if timeoutMs > int64(cfg.MaxDelayTimeout/time.Millisecond) || timeout < cfg.MinDelayTimeout {
+		return 0, badJSON(fmt.Sprintf("`delay_timeout` must be between %d and %d ms",
+			cfg.MinDelayTimeout.Milliseconds(), cfg.MaxDelayTimeout.Milliseconds()))
+	}
+	return timeout, nil
 }

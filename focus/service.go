@@ -29,7 +29,13 @@ type Options struct {
 	// Access is the room access policy; nil admits every member.
 	Access AccessDecider
 	// Messenger tells rooms and users when participants are removed; optional.
-	Messenger  Messenger
+	Messenger Messenger
+	// Placer chooses the SFU node and URL per request (the cluster); nil
+	// hands out Config.SFU.URL and creates every room on Rooms.
+	Placer Placer
+	// NodeID is this node's cluster ID: rooms placed here are created on
+	// Rooms; a room placed on another node is created by that node at join.
+	NodeID     string
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -44,7 +50,11 @@ type Service struct {
 	members     MembershipChecker
 	access      AccessDecider
 	msg         Messenger
+	placer      Placer
+	nodeID      string
 	grants      *grantStore
+	cs          *csAPI
+	delegations *delegator
 	ipLimit     *keyedLimiter
 	userLimit   *keyedLimiter
 	trusted     []*net.IPNet
@@ -80,20 +90,27 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		_, n, _ := net.ParseCIDR(p) // validated
 		trusted = append(trusted, n)
 	}
+	openid := newOpenIDVerifier(opts.Config.OpenID)
+	cs := newCSAPI(opts.Config.DelayedEvents, openid)
+	m := newMetrics(opts.Registerer)
 	s := &Service{
 		cfg:         opts.Config,
 		localDomain: opts.LocalDomain,
 		log:         opts.Log,
-		openid:      newOpenIDVerifier(opts.Config.OpenID),
+		openid:      openid,
+		cs:          cs,
+		delegations: newDelegator(opts.Config.DelayedEvents, &delegationStore{db: grants.db}, opts.Rooms, cs, m, opts.Log),
 		rooms:       opts.Rooms,
 		members:     opts.Members,
 		access:      access,
 		msg:         opts.Messenger,
+		placer:      opts.Placer,
+		nodeID:      opts.NodeID,
 		grants:      grants,
 		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
 		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
 		trusted:     trusted,
-		metrics:     newMetrics(opts.Registerer),
+		metrics:     m,
 		now:         time.Now,
 	}
 	if opts.Config.OpenID.DangerouslySkipTLSVerify {
@@ -111,7 +128,10 @@ type tokenInput struct {
 	claimedUserID string // empty for /sfu/get
 	deviceID      string
 	memberID      string // empty for /sfu/get: legacy identity
-	delegation    bool
+	// delayID and delayTimeout hand over the user's delayed leave event
+	// (MSC4140); empty when the client does not delegate.
+	delayID      string
+	delayTimeout time.Duration
 }
 
 // processToken turns a validated request into a LiveKit token, or an error
@@ -131,8 +151,15 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if ok, wait := s.userLimit.allow(user.String(), s.now()); !ok {
 		return nil, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait}
 	}
-	if in.delegation {
-		return nil, ErrDelegationUnsupported
+	if in.delayID != "" {
+		// As lk-jwt-service: only full-access users may delegate, and the
+		// Client-Server API must be known before anything is created.
+		if !s.isFullAccess(in.openID.MatrixServerName) {
+			return nil, badJSON(msgDelegationRestricted)
+		}
+		if _, err := s.cs.resolve(ctx, in.openID.MatrixServerName); err != nil {
+			return nil, &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: msgUnresolvedCSAPI, Err: err}
+		}
 	}
 
 	lkRoom := LiveKitRoomAlias(in.roomID, in.slotID)
@@ -187,14 +214,20 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	canPublish := s.isFullAccess(in.openID.MatrixServerName) && !decision.DenyPublish
 
-	_, err = s.rooms.CreateRoom(ctx, &livekit.CreateRoomRequest{
-		Name:             lkRoom,
-		EmptyTimeout:     uint32(s.cfg.Room.EmptyTimeout / time.Second),
-		DepartureTimeout: uint32(s.cfg.Room.DepartureTimeout / time.Second),
-		MaxParticipants:  decision.MaxParticipants,
-	})
+	url, local, err := s.place(ctx, lkRoom, in.openID.MatrixServerName)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
+		return nil, err
+	}
+	if local {
+		_, err = s.rooms.CreateRoom(ctx, &livekit.CreateRoomRequest{
+			Name:             lkRoom,
+			EmptyTimeout:     uint32(s.cfg.Room.EmptyTimeout / time.Second),
+			DepartureTimeout: uint32(s.cfg.Room.DepartureTimeout / time.Second),
+			MaxParticipants:  decision.MaxParticipants,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrRoomCreate, err)
+		}
 	}
 
 	ttl := s.cfg.TokenTTL
@@ -210,17 +243,27 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign token: %w", err)
 	}
+	if in.delayID != "" {
+		if err := s.delegations.add(ctx, &delegation{
+			LiveKitRoom: lkRoom, Identity: identity, DelayID: in.delayID, Timeout: in.delayTimeout,
+			ServerName: in.openID.MatrixServerName, RoomID: in.roomID, UserID: user.String(),
+			CreatedAt: now, RestartedAt: now,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now()); err != nil {
 		if errors.Is(err, ErrGrantRevoked) {
-			log.Info().Msg("Token not issued: the user was removed while it was being issued")
+			// Removed meanwhile: the leave must go too.
+			s.delegations.sendNow(context.WithoutCancel(ctx), in.roomID, user.String())
 			return nil, fmt.Errorf("%w: removed while the token was being issued", ErrNotMember)
 		}
 		return nil, err
 	}
 	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
-	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Msg("Issued LiveKit token")
-	return &TokenResponse{URL: s.cfg.SFU.URL, JWT: jwt}, nil
+	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Msg("Issued LiveKit token")
+	return &TokenResponse{URL: url, JWT: jwt}, nil
 }
 
 func (s *Service) verifyOpenID(ctx context.Context, tok OpenIDToken) (id.UserID, error) {
@@ -253,11 +296,14 @@ func (s *Service) isFullAccess(server string) bool {
 // the grant's ID as JWT ID.
 func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
 	yes := true
+	// canPublishData is explicit: LiveKit versions disagree on what a missing
+	// one means. Subscribe-only (remote) users send no data either.
 	grant := &auth.VideoGrant{
-		RoomJoin:     true,
-		Room:         lkRoom,
-		CanPublish:   &canPublish,
-		CanSubscribe: &yes,
+		RoomJoin:       true,
+		Room:           lkRoom,
+		CanPublish:     &canPublish,
+		CanPublishData: &canPublish,
+		CanSubscribe:   &yes,
 	}
 	if s.cfg.CanUpdateOwnMetadata {
 		grant.CanUpdateOwnMetadata = &yes
@@ -372,6 +418,12 @@ func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string)
 			errs = append(errs, fmt.Errorf("failed to remove %s from %s: %w", g.Identity, g.LiveKitRoom, err))
 		}
 	}
+	// Their call membership must go as well: have their delegated delayed
+	// leave events sent now rather than when the SFU is seen without them
+	// (lk-jwt-service sends on any departure from the SFU).
+	if n := s.delegations.sendNow(ctx, roomID, userID); n > 0 {
+		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", n).Msg("Sending the removed user's delayed leave events")
+	}
 	return removed, errors.Join(errs...)
 }
 
@@ -407,6 +459,19 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("address", ln.Addr().String()).Str("livekit_service_url", s.cfg.ServiceURL()).Msg("Focus listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// Delayed-leave jobs stop as soon as ctx ends, before an embedded SFU
+	// that shuts down with the same ctx could make its participants look
+	// gone: a shutdown sends nothing, the jobs resume at the next start.
+	delegCtx, stopDelegations := context.WithCancel(ctx)
+	delegDone := make(chan struct{})
+	go func() {
+		defer close(delegDone)
+		s.delegations.Run(delegCtx)
+	}()
+	defer func() {
+		stopDelegations()
+		<-delegDone
+	}()
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,8 @@ type fakeRooms struct {
 	absent   map[string]bool     // identities to answer NotFound for
 	present  map[string][]string // room → identities listed
 	createFn func() error
+	getErr   error // GetParticipant fails with it
+	lookups  int   // GetParticipant calls
 }
 
 func (f *fakeRooms) CreateRoom(_ context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error) {
@@ -95,6 +98,35 @@ func (f *fakeRooms) ListParticipants(_ context.Context, req *livekit.ListPartici
 		out = append(out, &livekit.ParticipantInfo{Identity: id})
 	}
 	return &livekit.ListParticipantsResponse{Participants: out}, nil
+}
+
+func (f *fakeRooms) GetParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups++
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	for _, id := range f.present[req.Room] {
+		if id == req.Identity {
+			return &livekit.ParticipantInfo{Identity: id, State: livekit.ParticipantInfo_ACTIVE}, nil
+		}
+	}
+	return nil, twirp.NotFoundError("participant not found")
+}
+
+// setPresent puts identity into lkRoom (or takes it out).
+func (f *fakeRooms) setPresent(lkRoom, identity string, present bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.present == nil {
+		f.present = map[string][]string{}
+	}
+	ids := slices.DeleteFunc(f.present[lkRoom], func(s string) bool { return s == identity })
+	if present {
+		ids = append(ids, identity)
+	}
+	f.present[lkRoom] = ids
 }
 
 func (f *fakeRooms) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
@@ -299,16 +331,18 @@ func TestTokenRequestErrors(t *testing.T) {
 			b["delay_id"] = "d"
 			return b
 		}(), 400, "M_BAD_JSON"},
-		{"delegation unsupported", "/get_token", func() any {
+		// local.test has no override and no reachable well-known document;
+		// the client's delay_cs_api_url is ignored.
+		{"unresolvable client-server API", "/get_token", func() any {
 			b := tokenBody("tok-alice", "local.test", "@alice:local.test")
 			b["delay_id"], b["delay_timeout"], b["delay_cs_api_url"] = "d", 5000, "https://hs"
 			return b
 		}(), 400, "M_BAD_JSON"},
-		{"delayed leave not implemented", "/delegate_delayed_leave", func() any {
+		{"delayed leave, unresolvable client-server API", "/delegate_delayed_leave", func() any {
 			b := tokenBody("tok-alice", "local.test", "@alice:local.test")
 			b["delay_id"], b["delay_timeout"], b["delay_cs_api_url"] = "d", 5000, "https://hs"
 			return b
-		}(), 501, "M_UNRECOGNIZED"},
+		}(), 400, "M_BAD_JSON"},
 		{"delayed leave missing delay", "/delegate_delayed_leave", tokenBody("tok-alice", "local.test", "@alice:local.test"), 400, "M_BAD_JSON"},
 	}
 	for _, tc := range cases {

@@ -77,6 +77,15 @@ func (t *TwirpRoomService) ListParticipants(ctx context.Context, req *livekit.Li
 	return t.client.ListParticipants(ctx, req)
 }
 
+// GetParticipant finds a participant; absent ones give twirp.NotFound.
+func (t *TwirpRoomService) GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	ctx, err := t.authorize(ctx, &auth.VideoGrant{RoomAdmin: true, Room: req.Room})
+	if err != nil {
+		return nil, err
+	}
+	return t.client.GetParticipant(ctx, req)
+}
+
 // RemoveParticipant disconnects a participant; absent ones give twirp.NotFound.
 func (t *TwirpRoomService) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
 	ctx, err := t.authorize(ctx, &auth.VideoGrant{RoomAdmin: true, Room: req.Room})

@@ -15,8 +15,11 @@ type pionLoggerFactory struct {
 	log zerolog.Logger
 }
 
+// NewLogger names pion's scope under its own key: the logger it extends
+// already carries "component" (the SFU's), and zerolog would write a second
+// "component" key instead of replacing the first.
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With().Str("component", "pion").Str("scope", scope).Logger()}
+	return pionLogger{log: f.log.With().Str("pion_scope", scope).Logger()}
 }
 
 type pionLogger struct {

@@ -14,7 +14,6 @@ import (
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
-	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )
@@ -133,8 +132,7 @@ func TestRemovalRefusesSameSecondTokens(t *testing.T) {
 	_, err = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "ss", Identity: "trudy"})
 	requireTwirpCode(t, err, "not_found")
 	require.Equal(t, http.StatusForbidden, validateStatus(t, ts, unused))
-	_, err = lksdk.ConnectToRoomWithToken(ts.url, unused, lksdk.NewRoomCallback())
-	require.Error(t, err, "server-sdk-go cannot join with the old token")
+	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, unused, ""))
 
 	require.Equal(t, http.StatusOK, validateStatus(t, ts, mintToken(t, ts, "ss", "trudy", time.Now().Add(2*time.Second))), "a later token admits")
 }
@@ -151,16 +149,14 @@ func TestGrantCheckerRefusesRevokedTokens(t *testing.T) {
 	old := mintTokenID(t, ts, "gc", "alice", "jti-old", now)
 	other := mintTokenID(t, ts, "gc", "bob", "jti-bob", now)
 	require.Equal(t, http.StatusOK, validateStatus(t, ts, old))
-	room, err := lksdk.ConnectToRoomWithToken(ts.url, old, lksdk.NewRoomCallback())
-	require.NoError(t, err)
-	room.Disconnect()
+	require.Equal(t, http.StatusSwitchingProtocols, dialStatus(t, ts, old, ""))
 
 	grants.revoke("jti-old")
 	require.Equal(t, http.StatusForbidden, validateStatus(t, ts, old))
 	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, old, ""), "join")
 	require.Equal(t, http.StatusForbidden, dialStatus(t, ts, old, "&reconnect=1&sid=PA_x"), "reconnect")
-	_, err = lksdk.ConnectToRoomWithToken(ts.url, old, lksdk.NewRoomCallback())
-	require.Error(t, err)
+	// (server-sdk-go's failed join is covered end-to-end in test/; its
+	// goroutines may outlive the call under load and trip the leak check.)
 	require.Equal(t, http.StatusOK, validateStatus(t, ts, other))
 
 	// A token without ID is checked too (per identity).
@@ -171,7 +167,7 @@ func TestGrantCheckerRefusesRevokedTokens(t *testing.T) {
 
 	// RemoveParticipant of bob, then a new grant for bob in the same second:
 	// its millisecond issue time is after the removal, so it admits.
-	_, err = ts.srv.RoomService().RemoveParticipant(context.Background(), &livekit.RoomParticipantIdentity{Room: "gc", Identity: "bob"})
+	_, err := ts.srv.RoomService().RemoveParticipant(context.Background(), &livekit.RoomParticipantIdentity{Room: "gc", Identity: "bob"})
 	requireTwirpCode(t, err, "not_found")
 	require.Equal(t, http.StatusForbidden, validateStatus(t, ts, other), "bob's grant predates the removal")
 	fresh := mintTokenID(t, ts, "gc", "bob", "jti-bob-2", time.Now())

@@ -53,6 +53,10 @@ type Server struct {
 	httpAddr net.Addr
 
 	svc *roomService
+	// load turns byte counters into bitrates for Load.
+	load loadMeter
+	// hooks are set before Run (SetRoomHooks).
+	hooks RoomHooks
 	// grants, when set (before Run), is asked about every token.
 	grants GrantChecker
 	// tls, when set, serves the signalling listener with TLS (SetTLSConfig).
@@ -82,7 +86,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	pubAPI, err := newPublisherAPI(se)
+	pubAPI, err := newPublisherAPI(se, lf)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build publisher api: %w", err)
@@ -305,6 +309,9 @@ func (s *Server) getOrCreateRoom(name string, opts roomOptions, create bool) (r 
 	r = newRoom(s, name, opts)
 	s.rooms[name] = r
 	s.metrics.rooms.Inc()
+	if s.hooks.Opened != nil {
+		s.hooks.Opened(name)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -319,6 +326,9 @@ func (s *Server) removeRoom(r *Room) {
 	if s.rooms[r.name] == r {
 		delete(s.rooms, r.name)
 		s.metrics.rooms.Dec()
+		if s.hooks.Closed != nil {
+			s.hooks.Closed(r.name)
+		}
 	}
 }
 

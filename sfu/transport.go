@@ -15,6 +15,8 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
@@ -82,7 +84,10 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 // registered (NACK generation, receiver reports, TWCC feedback so the
 // publisher's bandwidth estimate ramps up to its top simulcast layer).
 // Their cost is per received packet, which is 1/N of the sent ones.
-func newPublisherAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+// The interceptors get lf: without it each one logs through pion's default
+// factory, which writes plain text to stderr (twcc_sender_interceptor's
+// "io: read/write on closed pipe" at every teardown).
+func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	videoFB := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
@@ -103,17 +108,17 @@ func newPublisherAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
 		}
 	}
 	reg := &interceptor.Registry{}
-	gen, err := nack.NewGeneratorInterceptor()
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
 	if err != nil {
 		return nil, err
 	}
 	reg.Add(gen)
-	rr, err := report.NewReceiverInterceptor()
+	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(lf))
 	if err != nil {
 		return nil, err
 	}
 	reg.Add(rr)
-	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
+	if err := webrtc.ConfigureTWCCSenderWithOptions(m, reg, twcc.WithLoggerFactory(lf)); err != nil {
 		return nil, err
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(reg)), nil

@@ -94,6 +94,7 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 
 	var bobDM id.RoomID
 	var bobCall *sdkClient
+	var bobURL, bobJWT, bobUnused string // the tokens bob holds when his credential is revoked
 	outer := t
 	t.Run("after presenting a valid credential the member gets a token and joins", func(t *testing.T) {
 		var body string
@@ -116,6 +117,11 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 		exp := time.Unix(int64(unverifiedClaims(t, out["jwt"].(string))["exp"].(float64)), 0)
 		require.True(t, exp.Before(before.Add(time.Hour+time.Minute)), "the token never outlives the KRITIS attestation (1 h)")
 		bobCall = joinWithTokenUntil(t, outer, out["url"].(string), out["jwt"].(string))
+		bobURL, bobJWT = out["url"].(string), out["jwt"].(string)
+		// A second device's token, never used.
+		status, out = postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-2", openID(t, bob)))
+		require.Equal(t, http.StatusOK, status, out)
+		bobUnused = out["jwt"].(string)
 	})
 
 	t.Run("a revoked credential is refused", func(t *testing.T) {
@@ -148,6 +154,9 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 		waitForMessageIn(t, bob, bobDM, s.BotID, "You were removed from the call")
 		status, out := postJSON(t, s.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
 		require.Equal(t, http.StatusForbidden, status, out)
+		// Neither the token he joined with nor the one he never used admits him.
+		requireRefused(t, s, bobURL, bobJWT)
+		requireRefused(t, s, bobURL, bobUnused)
 	})
 
 	t.Run("lowering the level needs the top power level", func(t *testing.T) {

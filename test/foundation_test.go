@@ -217,8 +217,12 @@ func testFoundation(t *testing.T, database map[string]any) {
 			30*time.Second, 50*time.Millisecond, "kicked user not removed")
 	})
 
-	t.Run("metrics are served", func(t *testing.T) {
+	t.Run("metrics are served on their own listener only", func(t *testing.T) {
 		resp, err := http.Get(s.FocusURL + "/metrics")
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "not on the public focus listener")
+		resp, err = http.Get(s.MetricsURL + "/metrics")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body := readAll(t, resp)

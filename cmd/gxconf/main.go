@@ -6,6 +6,7 @@
 //	gxconf serve -c config.yaml -r registration.yaml
 //	gxconf generate-registration -c config.yaml -r registration.yaml
 //	gxconf audit verify -c config.yaml
+//	gxconf cluster status [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
 //	gxconf version
 //
@@ -36,6 +37,9 @@ Usage:
       Write the appservice registration for the homeserver, with fresh tokens.
   gxconf audit verify -c config.yaml
       Check the hash chain of the access-decision audit log; exits 1 if tampered.
+  gxconf cluster status [-c config.yaml | -url http://127.0.0.1:9464]
+      Print the cluster as a running node sees it: nodes by site with their load,
+      rooms and where their participants are (asks the node's metrics listener).
   gxconf loadtest -url ws://127.0.0.1:7880 -api-key K -api-secret S [-rooms N -publishers M -subscribers K ...]
       Load an SFU (gxconf's or any LiveKit server) with synthetic participants; prints
       join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory.
@@ -60,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGenerateRegistration(args[1:], stdout)
 	case "audit":
 		err = cmdAudit(args[1:], stdout)
+	case "cluster":
+		err = cmdCluster(args[1:], stdout)
 	case "loadtest":
 		err = cmdLoadtest(args[1:], stdout, stderr)
 	case "version", "-version", "--version":

@@ -124,6 +124,19 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			log.Warn().Str("url", focusCfg.SFU.URL).Msg("focus.sfu.url names another LiveKit server; the embedded SFU is not started")
 		}
 	}
+	var node *clusterNode
+	if sfuSrv != nil {
+		node, err = newClusterNode(cfg.Cluster, sfuSrv, log.With().Str("component", "cluster").Logger())
+		if err != nil {
+			return err
+		}
+	}
+	var placer focus.Placer
+	var nodeID string
+	if node != nil {
+		placer, nodeID = node.placer, string(node.reg.Self().ID)
+		runners = append(runners, node.reg.Run)
+	}
 	late := &asLate{}
 	var focusSvc *focus.Service
 	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc })
@@ -139,6 +152,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Members:     late,
 		Access:      focus.NewCredentialAccess(verifier, late, late, focusCfg.SFU.ApprovedSite, focusLog),
 		Messenger:   late,
+		Placer:      placer,
+		NodeID:      nodeID,
 		Log:         focusLog,
 		Registerer:  registry,
 	})
@@ -173,7 +188,14 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		log.Warn().Msg("The self-test page at /selftest/ is not built into this binary (make web)")
 	}
 
-	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
+	var metricsHandler http.Handler = promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
+	if node != nil && cfg.Metrics.Listen != "" {
+		// The cluster's state is internal too: on the metrics listener.
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler)
+		mux.Handle("/cluster/status", node.statusHandler())
+		metricsHandler = mux
+	}
 	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
 	if err != nil {
 		return err
@@ -181,6 +203,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	runners = append(runners, focusRun, asRun, verifier.Run)
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
+			log.Warn().Msg("/metrics is served on the public focus listener (metrics.listen is empty); block it in your reverse proxy")
 			focusSvc.Handle("/metrics", metricsHandler)
 		} else {
 			runners = append(runners, func(ctx context.Context) error {

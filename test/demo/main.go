@@ -119,7 +119,8 @@ gxconf demo is running — everything on this machine, on loopback.
   Homeserver       %s  (Dendrite %s behind a discovery proxy; its own port %s)
   Users            alice / alice-password, bob / bob-password
   Room             %s  (#demo:localhost; the bot %s is in it)
-  Focus            %s  (livekit_service_url: /get_token, /sfu/get, /healthz, /metrics)
+  Focus            %s  (livekit_service_url: /get_token, /sfu/get, /healthz)
+  Metrics          %s/metrics  (its own listener, never the public focus one)
   Embedded SFU     %s
   gxconf log       %s
 
@@ -138,8 +139,8 @@ Try:
   • Load the SFU: %s loadtest -url %s -api-key %s -api-secret %s -publishers 2 -subscribers 5 -duration 10s
 
 Press Ctrl-C to stop.
-`, proxy.URL, harness.DendriteVersion, s.Dendrite.URL, room.RoomID, s.BotID, s.FocusURL, s.SFUURL,
-		s.Gxconf.LogPath, claims, page("alice"), page("bob"), proxy.URL, proxy.URL, s.FocusURL,
+`, proxy.URL, harness.DendriteVersion, s.Dendrite.URL, room.RoomID, s.BotID, s.FocusURL, s.MetricsURL, s.SFUURL,
+		s.Gxconf.LogPath, claims, page("alice"), page("bob"), proxy.URL, proxy.URL, s.MetricsURL,
 		bin, s.SFUURL, s.SFUKey, s.SFUSecret)
 
 	select {

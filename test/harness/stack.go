@@ -32,6 +32,8 @@ type Stack struct {
 	Gxconf   *Process
 	// FocusURL is the focus API (livekit_service_url).
 	FocusURL string
+	// MetricsURL serves /metrics, apart from the focus listener.
+	MetricsURL string
 	// DBDriver and DBURI open gxconf's database from a test (database/sql).
 	DBDriver, DBURI  string
 	ConfigPath       string
@@ -65,6 +67,10 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	metricsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
 	udpPort, err := FreeUDPPort()
 	if err != nil {
 		return nil, err
@@ -72,6 +78,7 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
 	s := &Stack{
 		FocusURL:         fmt.Sprintf("http://127.0.0.1:%d", focusPort),
+		MetricsURL:       fmt.Sprintf("http://127.0.0.1:%d", metricsPort),
 		DBDriver:         "sqlite3",
 		DBURI:            "file:" + filepath.Join(dir, "gxconf.db") + "?mode=ro",
 		ConfigPath:       filepath.Join(dir, "gxconf.yaml"),
@@ -96,6 +103,7 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 			"keys":   map[string]any{s.SFUKey: s.SFUSecret},
 			"rtc":    map[string]any{"udp_port": udpPort, "tcp_port": 0, "node_ip": "127.0.0.1"},
 		},
+		"metrics": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", metricsPort)},
 		"logging": map[string]any{"level": "debug"},
 	}
 	mergeMaps(cfg, opts.Config)

@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The parsers read what other nodes (or anyone with access to Redis) wrote.
+// Property: no panic; an accepted record re-marshals to bytes that parse to
+// the same record (and marshal to the same bytes again).
+
+func sampleNode() Node {
+	return Node{
+		ID: "n1", Site: "A", Federation: "bund", Epoch: 1733100000123456789,
+		SignalURL: "wss://n1.example/rtc", MediaAddrs: []string{"10.1.0.2", "[fd00::2]:7882"}, RelayAddr: "10.99.0.1:7890",
+		State: NodeDraining, Limits: Limits{MaxParticipants: 1000, MaxTracks: 4000, MaxBitrate: 1e9, MaxCPU: 0.85},
+		Load:      Load{CPU: 0.42, Participants: 12, Tracks: 30, BitrateIn: 1e6, BitrateOut: 5e6, RelayBitrate: 2e6},
+		UpdatedAt: time.UnixMilli(1733100000123).UTC(),
+	}
+}
+
+func seed(f *testing.F, b []byte, err error) {
+	f.Helper()
+	require.NoError(f, err)
+	f.Add(b)
+}
+
+func roundTrip[T any](t *testing.T, data []byte, parse func([]byte) (T, error), marshal func(T) ([]byte, error)) {
+	v, err := parse(data)
+	if err != nil {
+		return
+	}
+	b1, err := marshal(v)
+	require.NoError(t, err)
+	v2, err := parse(b1)
+	require.NoError(t, err, "re-marshalled %s", b1)
+	require.Equal(t, v, v2)
+	b2, err := marshal(v2)
+	require.NoError(t, err)
+	require.Equal(t, b1, b2)
+}
+
+func FuzzParseNode(f *testing.F) {
+	b, err := MarshalNode(sampleNode())
+	seed(f, b, err)
+	b, err = MarshalNode(Node{ID: "x", State: NodeServing})
+	seed(f, b, err)
+	f.Add([]byte(`{"id":"n","site":"","federation":"","epoch":"01","signal_url":"","media_addrs":[],"relay_addr":"","state":"serving","limits":{},"load":{"cpu":1e400},"updated_at":0}`))
+	f.Add([]byte(`{"id":"n","epoch":"1","media_addrs":null,"state":"serving"}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseNode, MarshalNode) })
+}
+
+func FuzzParseRoomEntry(f *testing.F) {
+	b, err := MarshalRoomEntry(RoomEntry{Room: "O8437W3+jmzMVjoIP3tNwbm+XxHQk2iKpOA7aqw3qSc", Node: "n1", Epoch: 7, Since: time.UnixMilli(5).UTC()})
+	seed(f, b, err)
+	f.Add([]byte(`{"room":"r","node":"n","epoch":"18446744073709551616","since":0}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseRoomEntry, MarshalRoomEntry) })
+}
+
+func FuzzParseParticipantEntry(f *testing.F) {
+	b, err := MarshalParticipantEntry(ParticipantEntry{Room: "r", Identity: "@alice:bund.test:DEVICE", SID: "PA_x", Node: "n1", Epoch: 1, JoinedAt: time.UnixMilli(99).UTC()})
+	seed(f, b, err)
+	f.Add([]byte(`{"room":"r","identity":"\u0000","sid":"","node":"n","epoch":"1","joined_at":0}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseParticipantEntry, MarshalParticipantEntry) })
+}
+
+func FuzzParseTrackEntry(f *testing.F) {
+	b, err := MarshalTrackEntry(TrackEntry{Room: "r", SID: "TR_v", Participant: "@a:x", Node: "n1", Epoch: 2, Kind: "video", MimeType: "video/VP8", Source: "camera", Layers: 3})
+	seed(f, b, err)
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseTrackEntry, MarshalTrackEntry) })
+}
+
+func FuzzParseEvent(f *testing.F) {
+	p := ParticipantEntry{Room: "r", Identity: "@a:x", SID: "PA", Node: "n1", Epoch: 3}
+	tr := TrackEntry{Room: "r", SID: "TR", Participant: "@a:x", Node: "n1", Epoch: 3, Kind: "audio", Layers: 1}
+	for _, ev := range []Event{
+		{Type: EventNodeUp, Node: "n1", Epoch: 3},
+		{Type: EventRoomReleased, Node: "n1", Epoch: 3, Room: "r"},
+		{Type: EventParticipantAdded, Node: "n1", Epoch: 3, Room: "r", Identity: "@a:x", Participant: &p},
+		{Type: EventTrackAdded, Node: "n1", Epoch: 3, Room: "r", Identity: "@a:x", Track: "TR", TrackInfo: &tr},
+		{Type: EventTrackRemoved, Node: "n1", Epoch: 3, Room: "r", Identity: "@a:x", Track: "TR"},
+	} {
+		b, err := MarshalEvent(ev)
+		seed(f, b, err)
+	}
+	f.Add([]byte(`{"type":"resync","node":"n1","epoch":"1"}`))
+	f.Add([]byte(`{"type":"node_up","node":"n1","epoch":"1","room":"r"}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseEvent, MarshalEvent) })
+}
+
+func TestParseRejects(t *testing.T) {
+	good, err := MarshalNode(sampleNode())
+	require.NoError(t, err)
+	n, err := ParseNode(good)
+	require.NoError(t, err)
+	require.Equal(t, sampleNode(), n)
+	for name, data := range map[string]string{
+		"unknown field":   `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","extra":1}`,
+		"bad state":       `{"id":"n","epoch":"1","media_addrs":[],"state":"gone"}`,
+		"bad id":          `{"id":"n:1","epoch":"1","media_addrs":[],"state":"serving"}`,
+		"epoch not canon": `{"id":"n","epoch":"+1","media_addrs":[],"state":"serving"}`,
+		"negative count":  `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","load":{"participants":-1}}`,
+		"negative cpu":    `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","load":{"cpu":-0.5}}`,
+		"trailing data":   `{"id":"n","epoch":"1","media_addrs":[],"state":"serving"} {}`,
+		"no media_addrs":  `{"id":"n","epoch":"1","state":"serving"}`,
+	} {
+		_, err := ParseNode([]byte(data))
+		require.ErrorIs(t, err, ErrInvalidRecord, name)
+	}
+	_, err = ParseEvent([]byte(`{"type":"participant_removed","node":"n","epoch":"1","room":"r"}`))
+	require.ErrorIs(t, err, ErrInvalidRecord, "participant events need an identity")
+	_, err = ParseEvent([]byte(`{"type":"resync","node":"n","epoch":"1"}`))
+	require.ErrorIs(t, err, ErrInvalidRecord, "resync is local only")
+}
+
+func FuzzParseMessage(f *testing.F) {
+	b, err := MarshalMessage(Message{From: "n1", FromEpoch: 9, Topic: "bridge.offer", Payload: []byte(`{"x":1}`)})
+	seed(f, b, err)
+	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":"!!"}`))
+	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseMessage, MarshalMessage) })
+}

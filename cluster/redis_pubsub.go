@@ -1,0 +1,90 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// receive delivers the bus' events to subscribers until ctx ends. go-redis
+// reconnects and re-subscribes by itself; a re-subscription means events may
+// have been lost, so subscribers get EventResync.
+func (r *Redis) receive(ctx context.Context) {
+	inbox := r.keys.inbox(r.self.ID)
+	ps := r.client.Subscribe(ctx, r.keys.events(), inbox)
+	done := make(chan struct{})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
+		_ = ps.Close()
+	}()
+	defer func() {
+		close(done)
+		<-closed
+	}()
+
+	idle := 2 * r.cfg.LivenessTTL
+	subscribed := false
+	backoff := time.Duration(0)
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, idle)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet bus: make sure the connection is alive.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			backoff = min(max(2*backoff, 100*time.Millisecond), r.cfg.HeartbeatInterval)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			}
+			continue
+		}
+		backoff = 0
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == r.keys.events() {
+				if subscribed {
+					r.bus.publish(Event{Type: EventResync})
+				}
+				subscribed = true
+			}
+		case *redis.Message:
+			if m.Channel == inbox {
+				msg, err := ParseMessage([]byte(m.Payload))
+				if err != nil {
+					r.log.Warn().Err(err).Msg("ignoring malformed cluster message")
+					continue
+				}
+				r.mail.deliver(msg)
+				continue
+			}
+			ev, err := ParseEvent([]byte(m.Payload))
+			if err != nil {
+				r.log.Warn().Err(err).Msg("ignoring malformed cluster event")
+				continue
+			}
+			if ev.Node == r.self.ID && ev.Epoch == r.self.Epoch {
+				continue // delivered locally when it happened
+			}
+			if ev.Type == EventNodeDown {
+				r.forget(ev.Node, ev.Epoch)
+			}
+			r.bus.publish(ev)
+		}
+	}
+}

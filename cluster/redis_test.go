@@ -1,0 +1,488 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	testHeartbeat = 100 * time.Millisecond
+	testTTL       = 500 * time.Millisecond
+	waitFor       = 10 * time.Second
+	tick          = 20 * time.Millisecond
+)
+
+func testRedisConfig(t testing.TB, addr string, id NodeID, site SiteID) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.NodeID = id
+	cfg.Site = site
+	cfg.SignalURL = "ws://" + string(id) + ".test:7880"
+	cfg.RelayAddress = "10.99.0.1:7890"
+	cfg.HeartbeatInterval = testHeartbeat
+	cfg.LivenessTTL = testTTL
+	cfg.Redis.Address = addr
+	cfg.Redis.OpTimeout = 300 * time.Millisecond
+	cfg.Redis.DialTimeout = 300 * time.Millisecond
+	cfg.Redis.KeyPrefix = "gxtest:"
+	require.NoError(t, cfg.Validate())
+	return cfg
+}
+
+// testNode is a Redis registry running in the background.
+type testNode struct {
+	*Redis
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func startNode(t testing.TB, cfg Config, opts ...Option) *testNode {
+	t.Helper()
+	r, err := NewRedis(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &testNode{Redis: r, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- r.Run(ctx) }()
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+// stop ends Run (deregistering) and waits for it.
+func (n *testNode) stop(t testing.TB) {
+	n.once.Do(func() {
+		n.cancel()
+		select {
+		case err := <-n.done:
+			require.NoError(t, err)
+		case <-time.After(waitFor):
+			require.FailNow(t, "Run did not return")
+		}
+	})
+}
+
+// crash ends Run without deregistering, as kill -9 would.
+func (n *testNode) crash(t testing.TB) {
+	n.crashed.Store(true)
+	n.stop(t)
+}
+
+// recorder collects a subscription's events.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+	done   chan struct{}
+}
+
+func record(t testing.TB, n Notifier) *recorder {
+	sub := n.Subscribe(1024)
+	rec := &recorder{done: make(chan struct{})}
+	go func() {
+		defer close(rec.done)
+		for ev := range sub.C() {
+			rec.mu.Lock()
+			rec.events = append(rec.events, ev)
+			rec.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		sub.Close()
+		<-rec.done
+	})
+	return rec
+}
+
+func (r *recorder) has(match func(Event) bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range r.events {
+		if match(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *recorder) wait(t testing.TB, what string, match func(Event) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool { return r.has(match) }, waitFor, tick, "no event: %s", what)
+}
+
+func ofType(typ EventType, node NodeID) func(Event) bool {
+	return func(ev Event) bool { return ev.Type == typ && ev.Node == node }
+}
+
+// waitBus waits until node to receives from the bus (its Pub/Sub
+// subscription is set up), so that events published from now on reach it.
+func waitBus(t testing.TB, from *testNode, to NodeID) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return from.Send(context.Background(), to, "probe", nil) == nil
+	}, waitFor, tick, "node %s not on the bus", to)
+}
+
+func nodeIDs(nodes []Node) []NodeID {
+	var out []NodeID
+	for _, n := range nodes {
+		out = append(out, n.ID)
+	}
+	return out
+}
+
+func TestRedisRegistryAcrossNodes(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evB := record(t, b)
+
+	require.Eventually(t, func() bool {
+		return len(a.Nodes()) == 2 && len(b.Nodes()) == 2
+	}, waitFor, tick)
+	evB.wait(t, "a up", ofType(EventNodeUp, "a"))
+	require.Equal(t, []NodeID{"a", "b"}, nodeIDs(b.Nodes()))
+	peer := b.Nodes()[0]
+	require.Equal(t, SiteID("S"), peer.Site)
+	require.Equal(t, "ws://a.test:7880", peer.SignalURL)
+	require.Equal(t, "10.99.0.1:7890", peer.RelayAddr)
+	require.Equal(t, a.Self().Epoch, peer.Epoch)
+	waitBus(t, a, "b")
+
+	// A's participant and track are found from B.
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", SID: "PA_a"})
+	a.AddTrack(TrackEntry{Room: "r", SID: "TR_a", Participant: "alice", Kind: "video", MimeType: "video/VP8", Layers: 3})
+	evB.wait(t, "alice added", func(ev Event) bool {
+		return ev.Type == EventParticipantAdded && ev.Identity == "alice" && ev.Node == "a" && ev.Participant != nil && ev.Participant.SID == "PA_a"
+	})
+	evB.wait(t, "track added", func(ev Event) bool {
+		return ev.Type == EventTrackAdded && ev.Track == "TR_a" && ev.TrackInfo != nil && ev.TrackInfo.Layers == 3
+	})
+	evB.wait(t, "room hosted", ofType(EventRoomHosted, "a"))
+	p, err := b.Participant(ctx, "r", "alice")
+	require.NoError(t, err)
+	require.Equal(t, NodeID("a"), p.Node)
+	require.Equal(t, "PA_a", p.SID)
+	hosts, err := b.RoomNodes(ctx, "r")
+	require.NoError(t, err)
+	require.Len(t, hosts, 1)
+	require.Equal(t, NodeID("a"), hosts[0].Node)
+	tracks, err := b.Tracks(ctx, "r")
+	require.NoError(t, err)
+	require.Len(t, tracks, 1)
+	require.Equal(t, "video/VP8", tracks[0].MimeType)
+	rooms, err := b.Rooms(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []RoomName{"r"}, rooms)
+
+	// B's placer sends the room to A, which hosts it.
+	placer, err := NewPlacer(testRedisConfig(t, srv.addr, "b", "S"), b, zerolog.Nop())
+	require.NoError(t, err)
+	pl, err := placer.Place(ctx, PlacementRequest{Room: "r", ServerName: "x.example"})
+	require.NoError(t, err)
+	require.Equal(t, NodeID("a"), pl.Node.ID)
+	require.True(t, pl.Hosting)
+
+	// Both nodes host the room once B has a participant.
+	b.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	require.Eventually(t, func() bool {
+		parts, err := a.Participants(ctx, "r")
+		hosts, err2 := a.RoomNodes(ctx, "r")
+		return err == nil && err2 == nil && len(parts) == 2 && len(hosts) == 2
+	}, waitFor, tick)
+	require.Eventually(t, func() bool { return a.Nodes()[1].Load.Participants == 1 }, waitFor, tick, "B's load reaches A")
+
+	// Removing alice removes her track, on B too.
+	a.RemoveParticipant("r", "alice")
+	evB.wait(t, "track removed", func(ev Event) bool {
+		return ev.Type == EventTrackRemoved && ev.Track == "TR_a" && ev.Identity == "alice"
+	})
+	evB.wait(t, "alice removed", func(ev Event) bool { return ev.Type == EventParticipantRemoved && ev.Identity == "alice" })
+	_, err = b.Participant(ctx, "r", "alice")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	// Draining is seen by the other node, and placement avoids it.
+	a.SetState(NodeDraining)
+	evB.wait(t, "a updated", ofType(EventNodeUpdated, "a"))
+	require.Equal(t, NodeDraining, b.Nodes()[0].State)
+	pl, err = placer.Place(ctx, PlacementRequest{Room: "r"})
+	require.NoError(t, err)
+	require.Equal(t, NodeID("b"), pl.Node.ID)
+
+	// A graceful stop removes A at once, with its entries.
+	a.AddParticipant(ParticipantEntry{Room: "r2", Identity: "carol"})
+	evB.wait(t, "carol added", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Identity == "carol" })
+	a.stop(t)
+	evB.wait(t, "a down", ofType(EventNodeDown, "a"))
+	evB.wait(t, "carol removed", func(ev Event) bool { return ev.Type == EventParticipantRemoved && ev.Identity == "carol" })
+	require.Equal(t, []NodeID{"b"}, nodeIDs(b.Nodes()))
+	raw := srv.client(t, "")
+	for _, key := range []string{"gxtest:node:a", "gxtest:node:a:rooms", "gxtest:room:r2:parts", "gxtest:room:r2:nodes"} {
+		n, err := raw.Exists(ctx, key).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, key)
+	}
+	owners, err := raw.HKeys(ctx, "gxtest:room:r:nodes").Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"b"}, owners)
+}
+
+func TestRedisCrashedNodeIsReaped(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evB := record(t, b)
+	waitBus(t, a, "b")
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	a.AddTrack(TrackEntry{Room: "r", SID: "TR", Participant: "alice", Kind: "audio"})
+	evB.wait(t, "track added", ofType(EventTrackAdded, "a"))
+
+	crashedAt := time.Now()
+	a.crash(t)
+	evB.wait(t, "a down", ofType(EventNodeDown, "a"))
+	t.Logf("node down seen %s after the crash (ttl %s, heartbeat %s)", time.Since(crashedAt).Round(time.Millisecond), testTTL, testHeartbeat)
+	evB.wait(t, "alice reaped", func(ev Event) bool {
+		return ev.Type == EventParticipantRemoved && ev.Node == "a" && ev.Identity == "alice"
+	})
+	evB.wait(t, "track reaped", func(ev Event) bool { return ev.Type == EventTrackRemoved && ev.Track == "TR" && ev.Identity == "alice" })
+	evB.wait(t, "room released", ofType(EventRoomReleased, "a"))
+	require.Equal(t, []NodeID{"b"}, nodeIDs(b.Nodes()))
+	_, err := b.Participant(ctx, "r", "alice")
+	require.ErrorIs(t, err, ErrNotFound)
+	raw := srv.client(t, "")
+	require.Eventually(t, func() bool {
+		n, err := raw.Exists(ctx, "gxtest:room:r:parts", "gxtest:room:r:tracks", "gxtest:room:r:nodes", "gxtest:node:a:rooms").Result()
+		members, err2 := raw.SMembers(ctx, "gxtest:nodes").Result()
+		return err == nil && err2 == nil && n == 0 && len(members) == 1 && members[0] == "b"
+	}, waitFor, tick)
+}
+
+// Redis is an index, not a dependency of running calls: while it is down the
+// nodes keep their view and their entries, declare no peer down, and once it
+// is back (empty, as after a restart) everything is re-published.
+func TestRedisRestartKeepsServingAndReconciles(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evA, evB := record(t, a), record(t, b)
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "old"})
+	b.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	require.Eventually(t, func() bool {
+		pa, err := a.Participants(ctx, "r")
+		pb, err2 := b.Participants(ctx, "r")
+		return err == nil && err2 == nil && len(pa) == 3 && len(pb) == 3
+	}, waitFor, tick)
+
+	srv.kill(syscall.SIGKILL)
+	require.Eventually(t, func() bool { return !a.Connected() && !b.Connected() }, waitFor, tick)
+
+	// Changes while Redis is away return at once and show locally.
+	start := time.Now()
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "late"})
+	a.RemoveParticipant("r", "old")
+	require.Less(t, time.Since(start), 50*time.Millisecond, "announcing never waits for Redis")
+	parts, err := a.Participants(ctx, "r")
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.ElementsMatch(t, []ParticipantIdentity{"alice", "late"}, identities(parts))
+	p, err := a.Participant(ctx, "r", "late")
+	require.NoError(t, err, "own participants are found without Redis")
+	require.Equal(t, NodeID("a"), p.Node)
+
+	// Longer than the TTL: the peers stay in each other's view.
+	require.Never(t, func() bool {
+		return len(a.Nodes()) != 2 || len(b.Nodes()) != 2
+	}, 3*testTTL, tick)
+
+	srv.start()
+	require.Eventually(t, func() bool { return a.Connected() && b.Connected() }, waitFor, tick)
+	require.Eventually(t, func() bool {
+		pa, err := a.Participants(ctx, "r")
+		pb, err2 := b.Participants(ctx, "r")
+		return err == nil && err2 == nil &&
+			sameIDs(identities(pa), "alice", "bob", "late") && sameIDs(identities(pb), "alice", "bob", "late")
+	}, waitFor, tick, "both nodes re-published what they own")
+	evA.wait(t, "resync on a", func(ev Event) bool { return ev.Type == EventResync })
+	evB.wait(t, "resync on b", func(ev Event) bool { return ev.Type == EventResync })
+
+	// The bus works again.
+	waitBus(t, a, "b")
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "after"})
+	evB.wait(t, "after added", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Identity == "after" })
+
+	// Wait past the settle time: still nobody declared down, ever.
+	require.Never(t, func() bool {
+		return evA.has(ofType(EventNodeDown, "b")) || evB.has(ofType(EventNodeDown, "a"))
+	}, 2*testTTL, tick)
+	require.Len(t, a.Nodes(), 2)
+}
+
+// A node that comes back under the same ID (new epoch) removes what its
+// previous run left behind.
+func TestRedisRestartedNodeClearsStaleEntries(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	cfgA := testRedisConfig(t, srv.addr, "a", "S")
+	a := startNode(t, cfgA, withEpoch(1))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evB := record(t, b)
+	waitBus(t, a, "b")
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	a.AddParticipant(ParticipantEntry{Room: "gone", Identity: "zed"})
+	evB.wait(t, "zed added", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Identity == "zed" })
+	a.crash(t)
+
+	a2 := startNode(t, cfgA, withEpoch(2))
+	a2.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	evB.wait(t, "zed removed", func(ev Event) bool {
+		return ev.Type == EventParticipantRemoved && ev.Identity == "zed" && ev.Epoch == 1
+	})
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "alice")
+		return err == nil && p.Epoch == 2
+	}, waitFor, tick)
+	raw := srv.client(t, "")
+	require.Eventually(t, func() bool {
+		rooms, err := raw.SMembers(ctx, "gxtest:node:a:rooms").Result()
+		n, err2 := raw.Exists(ctx, "gxtest:room:gone:parts", "gxtest:room:gone:nodes").Result()
+		return err == nil && err2 == nil && len(rooms) == 1 && rooms[0] == "r" && n == 0
+	}, waitFor, tick)
+}
+
+// A participant that reconnected to another node is neither deleted nor
+// overwritten by its old node's stale session.
+func TestRedisMovedParticipantKeepsNewOwner(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evA := record(t, a)
+	waitBus(t, b, "a")
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", JoinedAt: time.Now().Add(-time.Minute)})
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "alice")
+		return err == nil && p.Node == "a"
+	}, waitFor, tick)
+	b.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	evA.wait(t, "alice on b", func(ev Event) bool { return ev.Type == EventParticipantAdded && ev.Node == "b" })
+	raw := srv.client(t, "")
+	owner := func() NodeID {
+		v, err := raw.HGet(ctx, "gxtest:room:r:parts", "alice").Result()
+		if err != nil {
+			return ""
+		}
+		p, err := ParseParticipantEntry([]byte(v))
+		if err != nil {
+			return ""
+		}
+		return p.Node
+	}
+
+	// A re-publishes its (older) session, as after a Redis restart: b keeps it.
+	a.mu.Lock()
+	a.dirty[entryKey{kind: kindParticipant, room: "r", id: "alice"}] = struct{}{}
+	a.mu.Unlock()
+	a.poke()
+	require.Never(t, func() bool { return owner() != "b" }, 5*testHeartbeat, tick)
+
+	// A drops its stale session: b's entry stays.
+	a.RemoveParticipant("r", "alice")
+	require.Never(t, func() bool { return owner() != "b" }, 5*testHeartbeat, tick)
+	p, err := a.Participant(ctx, "r", "alice")
+	require.NoError(t, err)
+	require.Equal(t, NodeID("b"), p.Node)
+
+	// A session that outlives the newer one takes the entry back.
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice", JoinedAt: time.Now().Add(-time.Minute)})
+	require.Never(t, func() bool { return owner() != "b" }, 3*testHeartbeat, tick)
+	b.RemoveParticipant("r", "alice")
+	require.Eventually(t, func() bool { return owner() == "a" }, waitFor, tick)
+}
+
+func TestRedisPasswordFile(t *testing.T) {
+	srv := startRedis(t, "--requirepass", "s3cret-pass")
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
+	require.NoError(t, os.WriteFile(good, []byte("s3cret-pass\n"), 0o600))
+	require.NoError(t, os.WriteFile(bad, []byte("wrong\n"), 0o600))
+
+	cfg := testRedisConfig(t, srv.addr, "a", "S")
+	cfg.Redis.PasswordFile = good
+	a := startNode(t, cfg)
+	require.Eventually(t, a.Connected, waitFor, tick)
+
+	cfg = testRedisConfig(t, srv.addr, "b", "S")
+	cfg.Redis.PasswordFile = bad
+	b := startNode(t, cfg)
+	require.Never(t, b.Connected, 5*testHeartbeat, tick)
+	require.Equal(t, []NodeID{"a"}, nodeIDs(a.Nodes()))
+
+	cfg.Redis.PasswordFile = filepath.Join(dir, "missing")
+	_, err := NewRedis(cfg, zerolog.Nop())
+	require.ErrorContains(t, err, "password_file")
+}
+
+func identities(parts []ParticipantEntry) []ParticipantIdentity {
+	var out []ParticipantIdentity
+	for _, p := range parts {
+		out = append(out, p.Identity)
+	}
+	return out
+}
+
+func sameIDs(got []ParticipantIdentity, want ...ParticipantIdentity) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	seen := map[ParticipantIdentity]bool{}
+	for _, g := range got {
+		seen[g] = true
+	}
+	for _, w := range want {
+		if !seen[w] {
+			return false
+		}
+	}
+	return true
+}
+
+// A node whose Redis is down when it starts serves alone and joins the
+// cluster once Redis is there.
+func TestRedisDownAtStart(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	require.Eventually(t, b.Connected, waitFor, tick)
+	srv.kill(syscall.SIGKILL)
+
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	require.Equal(t, []NodeID{"a"}, nodeIDs(a.Nodes()))
+	p, err := a.Participant(ctx, "r", "alice")
+	require.NoError(t, err)
+	require.Equal(t, NodeID("a"), p.Node)
+	placer, err := NewPlacer(testRedisConfig(t, srv.addr, "a", "S"), a, zerolog.Nop())
+	require.NoError(t, err)
+	pl, err := placer.Place(ctx, PlacementRequest{Room: "r"})
+	require.NoError(t, err, "placement works without Redis")
+	require.Equal(t, NodeID("a"), pl.Node.ID)
+	require.False(t, a.Connected())
+
+	srv.start()
+	require.Eventually(t, func() bool { return len(a.Nodes()) == 2 && len(b.Nodes()) == 2 }, waitFor, tick)
+	// (b may re-subscribe after a's announcement; then it gets a resync,
+	// not the event, so look it up.)
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "alice")
+		return err == nil && p.Node == "a"
+	}, waitFor, tick)
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/gxfs-conf/gxconf/cluster"
+	"github.com/gxfs-conf/gxconf/config"
+	"github.com/gxfs-conf/gxconf/sfu"
+)
+
+// clusterNode is this process's membership in a multi-node cluster: the
+// registry it heartbeats into and the placer the focus asks.
+type clusterNode struct {
+	reg    cluster.Registry
+	placer *cluster.Placer
+}
+
+// newClusterNode joins the cluster when cluster.redis.address is set; alone
+// (the default) it returns nil and the focus keeps handing out this node's
+// own SFU. The load it publishes is the embedded SFU's plus the host's CPU.
+func newClusterNode(cfg cluster.Config, sfuSrv *sfu.Server, log zerolog.Logger) (*clusterNode, error) {
+	if !cfg.Multi() {
+		return nil, nil
+	}
+	if cfg.SignalURL == "" {
+		cfg.SignalURL = sfuSrv.URL()
+	}
+	redis.SetLogger(cluster.RedisLogger{Log: log})
+	cpu := cluster.NewCPUSampler()
+	load := cluster.LoadFunc(func() cluster.Load {
+		l := sfuSrv.Load()
+		return cluster.Load{
+			CPU: cpu.Busy(), Participants: uint32(l.Participants), Tracks: uint32(l.Tracks),
+			BitrateIn: l.BitrateIn, BitrateOut: l.BitrateOut,
+		}
+	})
+	reg, err := cluster.New(cfg, log, cluster.WithLoadSource(load))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	placer, err := cluster.NewPlacer(cfg, reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	// The directory learns which rooms this node hosts, so placement keeps a
+	// room on the nodes that have it.
+	sfuSrv.SetRoomHooks(sfu.RoomHooks{
+		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
+		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
+	})
+	return &clusterNode{reg: reg, placer: placer}, nil
+}
+
+// statusHandler serves this node's view of the cluster as JSON, on the
+// internal metrics listener (`gxconf cluster status` reads it).
+func (c *clusterNode) statusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		st, err := cluster.Snapshot(ctx, c.reg)
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	})
+}
+
+// cmdCluster runs `gxconf cluster status`: it asks a running node (its
+// metrics listener) for its view of the cluster and prints nodes, sites and
+// rooms.
+func cmdCluster(args []string, stdout io.Writer) error {
+	const use = "usage: gxconf cluster status [-c config.yaml | -url http://127.0.0.1:9464]"
+	if len(args) == 0 || args[0] != "status" {
+		return &usageError{use}
+	}
+	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+	cfgPath := fs.String("c", "", "config file (its metrics.listen is asked)")
+	url := fs.String("url", "", "metrics listener of a running node")
+	if err := parseArgs(fs, args[1:]); err != nil {
+		return err
+	}
+	base := *url
+	if base == "" {
+		listen := config.DefaultMetricsListen
+		if *cfgPath != "" {
+			cfg, err := config.Load(*cfgPath, os.Environ())
+			if err != nil {
+				return err
+			}
+			if cfg.Metrics.Listen == "" {
+				return errors.New("metrics.listen is empty: the cluster status is only served on the metrics listener")
+			}
+			listen = cfg.Metrics.Listen
+		}
+		base = "http://" + strings.Replace(listen, "0.0.0.0:", "127.0.0.1:", 1)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(strings.TrimSuffix(base, "/") + "/cluster/status")
+	if err != nil {
+		return fmt.Errorf("failed to ask the node: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return errors.New("this node runs alone (cluster.redis.address is not set)")
+	}
+	var st cluster.Status
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		return fmt.Errorf("the node answered %s: %s", resp.Status, e.Error)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&st); err != nil {
+		return fmt.Errorf("failed to read the status: %w", err)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(out io.Writer, st cluster.Status) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Asked node %s", st.Self)
+	if st.Partial {
+		fmt.Fprint(tw, " (registry unreachable: only its own rooms)")
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "\nSITE\tNODE\tSTATE\tPARTICIPANTS\tTRACKS\tCPU\tIN kbit/s\tOUT kbit/s\tRELAY kbit/s\tSIGNAL URL\tRELAY")
+	for _, s := range st.Sites {
+		for _, n := range s.Nodes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f%%\t%d\t%d\t%d\t%s\t%s\n", s.Site, n.ID, n.State,
+				n.Load.Participants, n.Load.Tracks, n.Load.CPU*100, n.Load.BitrateIn/1000, n.Load.BitrateOut/1000,
+				n.Load.RelayBitrate/1000, n.SignalURL, n.RelayAddr)
+		}
+	}
+	fmt.Fprintln(tw, "\nROOM\tNODE\tPARTICIPANTS\tTRACKS")
+	for _, r := range st.Rooms {
+		for _, n := range r.Nodes {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Room, n.Node, n.Participants, n.Tracks)
+		}
+	}
+	_ = tw.Flush()
+}

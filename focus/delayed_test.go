@@ -1,0 +1,345 @@
+package focus
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.mau.fi/util/dbutil"
+
+	"github.com/gxfs-conf/gxconf/test/msc4140"
+)
+
+// delayStack is a running focus (Serve, so delegations run) whose users on
+// local.test have their Client-Server API at a fake MSC4140 homeserver.
+type delayStack struct {
+	*harness
+	mhs    *msc4140.Server
+	dbPath string
+	stop   func()
+}
+
+// newDelayStack opens the focus on the SQLite file at dbPath ("" for a new
+// one) with short intervals, and serves it until stop or the test ends.
+func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fakeRooms) *delayStack {
+	t.Helper()
+	if dbPath == "" {
+		dbPath = filepath.Join(t.TempDir(), "focus.db")
+	}
+	if rooms == nil {
+		rooms = &fakeRooms{absent: map[string]bool{}}
+	}
+	hsrv := httptest.NewServer(mhs)
+	t.Cleanup(hsrv.Close)
+	hs := newFakeHomeserver(t)
+	cfg := DefaultConfig()
+	cfg.SFU = SFUConfig{URL: "wss://sfu.test", APIKey: testKey, APISecret: testSecret}
+	cfg.OpenID.ServerOverrides = map[string]string{"local.test": hs.srv.URL, "remote.test": hs.srv.URL}
+	cfg.RateLimit.PerIP, cfg.RateLimit.PerUser = RateConfig{}, RateConfig{}
+	d := &cfg.DelayedEvents
+	d.CSAPIURLOverrides = map[string]string{"local.test": hsrv.URL}
+	d.MinDelayTimeout = 10 * time.Millisecond
+	d.PollInterval = 20 * time.Millisecond
+	d.RetryInitialInterval, d.RetryMaxInterval = 10*time.Millisecond, 50*time.Millisecond
+	db, err := dbutil.NewWithDialect("file:"+dbPath+"?_txlock=immediate", "sqlite3-fk-wal")
+	require.NoError(t, err)
+	svc, err := New(context.Background(), Options{
+		Config: cfg, LocalDomain: "local.test", DB: db, Rooms: rooms,
+		Members: fakeMembers{
+			"!room:local.test|@alice:local.test": true,
+			"!room:local.test|@rita:remote.test": true,
+		},
+		Log: zerolog.New(zerolog.NewTestWriter(t)), Registerer: prometheus.NewRegistry(),
+	})
+	require.NoError(t, err)
+	hs.issue("tok-alice", "@alice:local.test")
+	hs.issue("tok-rita", "@rita:remote.test")
+	hs.issue("tok-mallory", "@mallory:local.test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx, ln) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, db.Close())
+	}
+	t.Cleanup(stop)
+	return &delayStack{
+		harness: &harness{svc: svc, hs: hs, rooms: rooms, srv: &httptest.Server{URL: "http://" + ln.Addr().String()}},
+		mhs:     mhs, dbPath: dbPath, stop: stop,
+	}
+}
+
+func delayedBody(token, server, user, delayID string, timeout time.Duration) map[string]any {
+	b := tokenBody(token, server, user)
+	b["delay_id"], b["delay_timeout"] = delayID, timeout.Milliseconds()
+	return b
+}
+
+var (
+	aliceLKRoom   = LiveKitRoomAlias("!room:local.test", "m.call#ROOM")
+	aliceIdentity = LiveKitIdentity("@alice:local.test", "DEV1", "member1")
+)
+
+func delegationRows(t *testing.T, s *delayStack) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+s.dbPath+"?mode=ro")
+	require.NoError(t, err)
+	defer db.Close()
+	var n int
+	require.NoError(t, db.QueryRow("SELECT COUNT(*) FROM focus_delayed_leave").Scan(&n))
+	return n
+}
+
+// The whole life of a delegation through /get_token: restarted while the
+// participant is connected, so it never fires by itself; sent as soon as the
+// participant is gone.
+func TestDelayedLeaveRestartWhileConnectedSendAfterDisconnect(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	const timeout = 1500 * time.Millisecond
+	mhs.Schedule("syd_a", timeout)
+
+	resp, out := s.post(t, "/get_token", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a", timeout))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.NotEmpty(t, out["jwt"])
+	require.Equal(t, 1, delegationRows(t, s))
+	// Not connected yet: nothing is restarted.
+	require.Never(t, func() bool { return len(mhs.Requests()) > 0 }, 100*time.Millisecond, 10*time.Millisecond)
+
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	// Restarted at once, then every 80 % of the timeout.
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	e, _ := mhs.Event("syd_a")
+	require.Equal(t, msc4140.Scheduled, e.Outcome, "kept alive well past its timeout")
+
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, false)
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event("syd_a")
+		return e.Outcome == msc4140.Sent
+	}, 5*time.Second, 10*time.Millisecond)
+	e, _ = mhs.Event("syd_a")
+	require.Equal(t, "action", e.SentBy, "sent by the focus, not by the timeout")
+	require.Eventually(t, func() bool { return delegationRows(t, s) == 0 }, 5*time.Second, 10*time.Millisecond)
+	for _, r := range mhs.Requests() {
+		require.Equal(t, "syd_a", r.DelayID)
+		require.False(t, r.Authorized)
+	}
+}
+
+// A participant who never connects: the event is sent once it would have
+// fired anyway (min(1h, delay_timeout)), as lk-jwt-service.
+func TestDelayedLeaveNeverConnected(t *testing.T) {
+	mhs := msc4140.New(nil)
+	mhs.ForgetFinalised()
+	s := newDelayStack(t, mhs, "", nil)
+	mhs.Schedule("syd_n", time.Hour)
+	resp, out := s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_n", 200*time.Millisecond))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Empty(t, out, "the answer is {}")
+	require.Eventually(t, func() bool { return mhs.Count("send", 200) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Zero(t, mhs.Count("restart", 200))
+}
+
+// 404 on restart: the event was sent or cancelled on the homeserver; the job
+// stops without sending.
+func TestDelayedLeaveRestartNotFoundStops(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	resp, _ := s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_unknown", time.Second))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 404) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return delegationRows(t, s) == 0 }, 5*time.Second, 10*time.Millisecond)
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, false)
+	require.Never(t, func() bool { return len(mhs.Requests()) > 1 }, 200*time.Millisecond, 20*time.Millisecond)
+}
+
+// 429 and 5xx on restart are retried (after the hint, with backoff) while
+// the event would not yet have fired.
+func TestDelayedLeaveRestartRetries(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	mhs.Schedule("syd_r", 2*time.Second)
+	mhs.Fail(
+		msc4140.Failure{Status: 429, Body: map[string]any{"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 50}},
+		msc4140.Failure{Status: 503},
+		msc4140.Failure{Status: 500},
+	)
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	resp, _ := s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_r", 2*time.Second))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 1 }, 5*time.Second, 10*time.Millisecond)
+	reqs := mhs.Requests()
+	require.Equal(t, []int{429, 503, 500, 200}, []int{reqs[0].Status, reqs[1].Status, reqs[2].Status, reqs[3].Status})
+	require.GreaterOrEqual(t, reqs[1].At.Sub(reqs[0].At), 50*time.Millisecond, "the retry hint is honoured")
+}
+
+// Removing the user from the call (they left or were banned) sends their
+// delayed leave at once, even while the SFU still lists them.
+func TestDelayedLeaveSentOnRemoval(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	mhs.Schedule("syd_b", time.Hour)
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	resp, _ := s.post(t, "/get_token", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_b", time.Hour))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) == 1 }, 5*time.Second, 10*time.Millisecond)
+	_, err := s.svc.RemoveUser(context.Background(), "!room:local.test", "@alice:local.test", "banned from the room")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event("syd_b")
+		return e.Outcome == msc4140.Sent && e.SentBy == "action"
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+// A new delegation for the same participant replaces the old one: the old
+// delay ID is neither restarted nor sent any more.
+func TestDelayedLeaveReplaced(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	mhs.Schedule("syd_old", time.Hour)
+	mhs.Schedule("syd_new", time.Hour)
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	resp, _ := s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_old", 300*time.Millisecond))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 1 }, 5*time.Second, 10*time.Millisecond)
+	resp, _ = s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_new", 300*time.Millisecond))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_new"); return e.Restarts >= 2 }, 5*time.Second, 10*time.Millisecond)
+	old, _ := mhs.Event("syd_old")
+	s.rooms.setPresent(aliceLKRoom, aliceIdentity, false)
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_new"); return e.Outcome == msc4140.Sent }, 5*time.Second, 10*time.Millisecond)
+	after, _ := mhs.Event("syd_old")
+	require.Equal(t, old.Restarts, after.Restarts, "the replaced delay ID is left alone")
+	require.Equal(t, msc4140.Scheduled, after.Outcome)
+	require.Eventually(t, func() bool { return delegationRows(t, s) == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// A restart of gxconf: the job is in the database; the next focus on the
+// same file resumes it, restarting the event while the participant is there
+// and sending it when they are gone. A job whose event must have fired while
+// the focus was down is dropped.
+func TestDelayedLeaveSurvivesRestart(t *testing.T) {
+	mhs := msc4140.New(nil)
+	rooms := &fakeRooms{absent: map[string]bool{}}
+	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	s := newDelayStack(t, mhs, "", rooms)
+	mhs.Schedule("syd_s", 2*time.Second)
+	resp, _ := s.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_s", 2*time.Second))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 1 }, 5*time.Second, 10*time.Millisecond)
+	s.stop()
+	require.Equal(t, 1, delegationRows(t, s), "a shutdown keeps the job")
+	require.Zero(t, mhs.Count("send", 200), "a shutdown sends nothing")
+	before := mhs.Count("restart", 200)
+
+	// An expired job of another participant, left over from long ago.
+	db, err := sql.Open("sqlite3", "file:"+s.dbPath+"?_txlock=immediate")
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO focus_delayed_leave (lk_room, identity, delay_id, delay_timeout, server_name, room_id, user_id, created_at, restarted_at)
+		VALUES ('lk', 'gone', 'syd_expired', 1000, 'local.test', '!room:local.test', '@bob:local.test', 0, 0)`)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	s2 := newDelayStack(t, mhs, s.dbPath, rooms)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) > before }, 5*time.Second, 10*time.Millisecond)
+	rooms.setPresent(aliceLKRoom, aliceIdentity, false)
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event("syd_s")
+		return e.Outcome == msc4140.Sent && e.SentBy == "action"
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return delegationRows(t, s2) == 0 }, 5*time.Second, 10*time.Millisecond)
+	for _, r := range mhs.Requests() {
+		require.NotEqual(t, "syd_expired", r.DelayID)
+	}
+}
+
+// The answers to delegations the focus does not take, as lk-jwt-service's.
+func TestDelegationErrors(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	alice := func(id string, timeout time.Duration) map[string]any {
+		return delayedBody("tok-alice", "local.test", "@alice:local.test", id, timeout)
+	}
+	cases := []struct {
+		name   string
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{"restricted user, token", "/get_token", delayedBody("tok-rita", "remote.test", "@rita:remote.test", "d", time.Second), 400, "M_BAD_JSON"},
+		{"restricted user, legacy", "/sfu/get", map[string]any{
+			"room": "!room:local.test", "device_id": "D", "delay_id": "d", "delay_timeout": 1000,
+			"openid_token": map[string]any{"access_token": "tok-rita", "matrix_server_name": "remote.test"},
+		}, 400, "M_BAD_JSON"},
+		{"restricted user, delegate", "/delegate_delayed_leave", delayedBody("tok-rita", "remote.test", "@rita:remote.test", "d", time.Second), 403, "M_FORBIDDEN"},
+		{"forged token", "/delegate_delayed_leave", delayedBody("forged", "local.test", "@alice:local.test", "d", time.Second), 401, "M_UNAUTHORIZED"},
+		{"claimed other user", "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@bob:local.test", "d", time.Second), 401, "M_UNAUTHORIZED"},
+		{"not a member", "/delegate_delayed_leave", delayedBody("tok-mallory", "local.test", "@mallory:local.test", "d", time.Second), 403, "M_FORBIDDEN"},
+		{"missing delay_id", "/delegate_delayed_leave", alice("", time.Second), 400, "M_BAD_JSON"},
+		{"missing delay_timeout", "/delegate_delayed_leave", alice("d", 0), 400, "M_BAD_JSON"},
+		{"missing member", "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "", "d", time.Second), 400, "M_BAD_JSON"},
+		{"not json", "/delegate_delayed_leave", `{"room_id":`, 400, "M_NOT_JSON"},
+		{"timeout too short", "/get_token", alice("d", 5*time.Millisecond), 400, "M_BAD_JSON"},
+		{"timeout too long", "/delegate_delayed_leave", alice("d", 25*time.Hour), 400, "M_BAD_JSON"},
+		{"dot-dot delay ID", "/delegate_delayed_leave", alice("..", time.Second), 400, "M_BAD_JSON"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, out := s.post(t, tc.path, tc.body)
+			require.Equal(t, tc.status, resp.StatusCode, out)
+			require.Equal(t, tc.code, out["errcode"])
+		})
+	}
+	require.Zero(t, delegationRows(t, s))
+	require.Empty(t, mhs.Requests())
+
+	// delay_cs_api_url alone is ignored, as lk-jwt-service does: a token, no delegation.
+	b := tokenBody("tok-alice", "local.test", "@alice:local.test")
+	b["delay_cs_api_url"] = "https://evil.test"
+	resp, out := s.post(t, "/get_token", b)
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Zero(t, delegationRows(t, s))
+}
+
+// Every bad delayed_events key is reported under its name.
+func TestDelayedEventsConfigValidation(t *testing.T) {
+	cfg := DefaultConfig()
+	require.NoError(t, cfg.Validate())
+	d := &cfg.DelayedEvents
+	d.CSAPIURLOverrides = map[string]string{"bad name/": "https://x", "hs.test": "ftp://x"}
+	d.DiscoveryCacheTTL = -time.Second
+	d.MinDelayTimeout = time.Millisecond
+	d.MaxDelayTimeout = 0
+	d.PollInterval = 0
+	d.RequestTimeout = 0
+	d.RetryInitialInterval = 0
+	d.RetryMaxInterval = -1
+	err := cfg.Validate()
+	require.Error(t, err)
+	for _, key := range []string{
+		"delayed_events.cs_api_url_overrides.bad name/", "delayed_events.cs_api_url_overrides.hs.test",
+		"delayed_events.discovery_cache_ttl", "delayed_events.min_delay_timeout", "delayed_events.max_delay_timeout",
+		"delayed_events.poll_interval", "delayed_events.request_timeout", "delayed_events.retry_initial_interval",
+		"delayed_events.retry_max_interval",
+	} {
+		require.Contains(t, err.Error(), key+":")
+	}
+}
