@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/.cache/bin
 export DENDRITE_BIN_DIR := $(BIN)
 
-.PHONY: all build web demo test deps lint unit fuzz clean
+.PHONY: all build web demo test deps lint unit fuzz clean deploy-check
 
 all: build
 
@@ -27,8 +27,14 @@ demo: deps web
 	$(GO) run ./test/demo
 
 ## test: every test, with the race detector, real peers included
-test: deps lint web
+test: deps lint web deploy-check
 	$(GO) test -race -count=1 -timeout 25m ./...
+
+## deploy-check: the Helm chart checked without Docker: helm lint, kubeconform, Pod Security,
+## server-side dry-run against a throwaway etcd + kube-apiserver (deploy/check.sh; the tools
+## are built from source once into .cache/deploy-tools, ~10 min cold, seconds warm)
+deploy-check:
+	./deploy/check.sh
 
 ## lint: gofmt and go vet must be clean
 lint:

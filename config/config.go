@@ -17,6 +17,7 @@ import (
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/servertls"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
 )
@@ -38,6 +39,8 @@ type Config struct {
 	Cluster cluster.Config `yaml:"cluster"`
 	Metrics Metrics        `yaml:"metrics"`
 	Logging Logging        `yaml:"logging"`
+	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
+	TLS servertls.Config `yaml:"tls"`
 
 	// derivedKeys tells that the SFU key was made up for this process.
 	derivedKeys bool
@@ -91,6 +94,7 @@ func Default() Config {
 		Cluster:     cluster.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
+		TLS:         servertls.DefaultConfig(),
 	}
 }
 
@@ -161,6 +165,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("metrics.listen: must differ from focus.listen (leave it empty to serve /metrics on the focus listener)"))
 		}
 	}
+	add("tls", c.TLS.Validate())
 	return errors.Join(errs...)
 }
 
@@ -268,7 +273,15 @@ func applyEnv(cfg *Config, environ []string) Problems {
 		}
 		path := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")
 		dotted := strings.Join(path, ".")
-		found, err := setByPath(root, path, value)
+		// A map's keys are free, so SECTION__MAP__NAME_FILE would otherwise
+		// set the entry "name_file" to the file's path instead of "name" to
+		// its content (e.g. GXCONF_SFU__KEYS__GXCONF_FILE).
+		var found bool
+		var err error
+		fileOnly := strings.HasSuffix(name, "_FILE") && mapEntry(root.Type(), path)
+		if !fileOnly {
+			found, err = setByPath(root, path, value)
+		}
 		if !found && strings.HasSuffix(name, "_FILE") {
 			last := len(path) - 1
 			path[last] = strings.TrimSuffix(path[last], "_file")

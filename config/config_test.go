@@ -135,7 +135,8 @@ func TestEnvOverrides(t *testing.T) {
 		"GXCONF_FOCUS__FULL_ACCESS_HOMESERVERS=[a.test, b.test]",
 		"GXCONF_FOCUS__SFU__API_SECRET_FILE=" + secretFile,
 		"GXCONF_FOCUS__OPENID__SERVER_OVERRIDES__BUND.TEST=http://127.0.0.1:1",
-		"GXCONF_FOCUS__SFU__API_KEY=yes", // strings stay verbatim, not YAML booleans
+		"GXCONF_FOCUS__SFU__API_KEY=yes",              // strings stay verbatim, not YAML booleans
+		"GXCONF_SFU__KEYS__GXCONF_FILE=" + secretFile, // a map entry from a file (the Helm chart's shared SFU key)
 		"OTHER_VAR=ignored",
 	})
 	require.NoError(t, err)
@@ -144,6 +145,7 @@ func TestEnvOverrides(t *testing.T) {
 	require.Equal(t, "s3cr3t-from-a-file-0123456789abcdef", cfg.Focus.SFU.APISecret)
 	require.Equal(t, "yes", cfg.Focus.SFU.APIKey)
 	require.Equal(t, "http://127.0.0.1:1", cfg.Focus.OpenID.ServerOverrides["bund.test"])
+	require.Equal(t, map[string]string{"gxconf": "s3cr3t-from-a-file-0123456789abcdef"}, cfg.SFU.Keys)
 
 	_, err = Parse([]byte("homeserver: {domain: bund.test, address: 'http://127.0.0.1:8008'}\n"), []string{
 		"GXCONF_FOCUS__TOKEN_TL=5m",

@@ -201,3 +201,24 @@ func setByPath(root reflect.Value, path []string, value string) (found bool, err
 	v.Set(fresh.Elem())
 	return true, nil
 }
+
+// mapEntry reports whether the key path ends in an entry of a map.
+func mapEntry(t reflect.Type, path []string) bool {
+	for _, key := range path[:len(path)-1] {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return false
+		}
+		_, ft, ok := fieldByKey(t, key)
+		if !ok {
+			return false
+		}
+		t = ft
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Map
+}

@@ -5,6 +5,8 @@
 #  - npm packages of test/credharness (npm ci from the committed lockfile)
 #  - Chromium (Debian's chromium, /usr/bin/chromium), which the browser call tests drive
 #  - Redis (Debian's redis-server), which the cluster tests start on a loopback port
+#  - openssl (deploy/check.sh; its helm, kubeconform, etcd and kube-apiserver are built
+#    from source by deploy/tools/build.sh, which check.sh runs)
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
 # `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
@@ -40,6 +42,8 @@ apt_missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
+# openssl: deploy/check.sh signs the throwaway kube-apiserver's service-account keys.
+command -v openssl >/dev/null || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: please install: ${apt_missing[*]} (apt-get install ${apt_missing[*]})" >&2

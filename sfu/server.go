@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -61,6 +62,8 @@ type Server struct {
 	draining atomic.Bool
 	// grants, when set (before Run), is asked about every token.
 	grants GrantChecker
+	// tls, when set, serves the signalling listener with TLS (SetTLSConfig).
+	tls *tls.Config
 }
 
 // New validates cfg, opens the media sockets and prepares the server. The
@@ -145,8 +148,15 @@ func (s *Server) URL() string {
 			host = s.cfg.RTC.NodeIP
 		}
 	}
-	return "ws://" + net.JoinHostPort(host, port) + s.cfg.PathPrefix
+	scheme := "ws://"
+	if s.tls != nil {
+		scheme = "wss://"
+	}
+	return scheme + net.JoinHostPort(host, port) + s.cfg.PathPrefix
 }
+
+// SetTLSConfig makes Run serve signalling and Twirp over TLS; call it before Run.
+func (s *Server) SetTLSConfig(c *tls.Config) { s.tls = c }
 
 // Run serves HTTP on cfg.Listen and owns the media sockets. When ctx is
 // cancelled it sends every participant Leave{SERVER_SHUTDOWN}, closes all
@@ -160,6 +170,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.httpAddr = l.Addr()
+	if s.tls != nil {
+		l = tls.NewListener(l, s.tls)
+	}
 	close(s.ready)
 	hs := &http.Server{
 		Handler:           s.Handler(),

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/servertls"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
 	"github.com/gxfs-conf/gxconf/web"
@@ -195,7 +197,11 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		mux.Handle("/cluster/drain", node.drainHandler())
 		metricsHandler = mux
 	}
-	runners = append(runners, focusSvc.Run, as.Run, verifier.Run)
+	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
+	if err != nil {
+		return err
+	}
+	runners = append(runners, focusRun, asRun, verifier.Run)
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
 			log.Warn().Msg("/metrics is served on the public focus listener (metrics.listen is empty); block it in your reverse proxy")
@@ -307,4 +313,29 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 		<-errc
 		return err
 	}
+}
+
+// tlsRunners serves the focus, appservice and embedded SFU listeners with
+// native TLS when the tls section names a certificate, and plain HTTP otherwise.
+func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, err error) {
+	if !cfg.TLS.Enabled() {
+		return focusSvc.Run, as.Run, nil
+	}
+	certs, err := servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	if sfuSrv != nil {
+		sfuSrv.SetTLSConfig(servertls.ServerConfig(cfg.TLS, certs))
+	}
+	serveOn := func(addr string, serve func(context.Context, net.Listener) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			ln, err := servertls.Listen(addr, cfg.TLS, certs)
+			if err != nil {
+				return fmt.Errorf("failed to listen on %s: %w", addr, err)
+			}
+			return serve(ctx, ln)
+		}
+	}
+	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), nil
 }

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/config"
+)
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		require.NoError(t, err)
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestServeTLS runs serve with the tls section: the focus, appservice and SFU
+// signalling listeners answer only over TLS 1.2+ with the configured
+// certificate, which a client checks against its CA.
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "gxconf"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+
+	focusPort, asPort, sfuPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	raw := fmt.Sprintf(`
+homeserver: {domain: bund.test, address: "http://127.0.0.1:1"}
+database: {uri: "file:%s?_txlock=immediate"}
+appservice: {listen: "127.0.0.1:%d"}
+focus: {listen: "127.0.0.1:%d"}
+sfu: {listen: "127.0.0.1:%d", rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.1}}
+metrics: {enabled: false}
+tls: {cert_file: %q, key_file: %q}
+`, filepath.Join(dir, "gxconf.db"), asPort, focusPort, sfuPort, freePort(t, "udp"), certFile, keyFile)
+	cfg, err := config.Parse([]byte(raw), nil)
+	require.NoError(t, err)
+	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	get := func(url string) (int, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	require.Eventually(t, func() bool {
+		code, err := get(fmt.Sprintf("https://127.0.0.1:%d/healthz", focusPort))
+		return err == nil && code == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond, "focus /healthz over TLS")
+	code, err := get(fmt.Sprintf("https://127.0.0.1:%d/rtc/validate", sfuPort))
+	require.NoError(t, err, "SFU signalling over TLS")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, err = get(fmt.Sprintf("https://127.0.0.1:%d/_matrix/app/v1/ping", asPort))
+	require.NoError(t, err, "appservice over TLS")
+	require.NotZero(t, code)
+
+	// TLS 1.1 and plain HTTP are refused on every listener.
+	for _, port := range []int{focusPort, asPort, sfuPort} {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10})
+		if err == nil {
+			conn.Close()
+		}
+		require.Error(t, err, "port %d accepted TLS 1.1", port)
+		plain := &http.Client{Timeout: 5 * time.Second}
+		resp, err := plain.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+		if err == nil {
+			resp.Body.Close()
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, "port %d answered plain HTTP", port)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+
+	"github.com/gxfs-conf/gxconf/config"
+)
+
+// hasSection reports whether this gxconf's Config has a top-level key.
+func hasSection(key string) bool {
+	t := reflect.TypeFor[config.Config]()
+	for i := 0; i < t.NumField(); i++ {
+		if strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] == key {
+			return true
+		}
+	}
+	return false
+}
+
+// secretFor is what a mounted secret file holds in the tests, by config key.
+var secretFor = map[string]string{
+	"credentials.at_rest_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+	"sfu.keys.gxconf":         "0123456789abcdef0123456789abcdef-sfu-secret",
+	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?sslmode=verify-full",
+}
+
+// nodeEnv turns the StatefulSet's environment into what the process would
+// see: _FILE variables point at files holding test secrets, downward-API
+// values get example addresses, $(VAR) references are expanded.
+func nodeEnv(t *testing.T, sts obj, withCluster bool) (env []string, files map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	files = map[string]string{}
+	vars := map[string]string{"POD_NAME": "", "POD_IP": "10.1.2.3", "HOST_IP": "192.0.2.7"}
+	for _, e := range list(sts, "spec", "template", "spec", "containers", 0, "env") {
+		name := str(e, "name")
+		value := str(e, "value")
+		switch str(e, "valueFrom", "fieldRef", "fieldPath") {
+		case "status.hostIP":
+			value = vars["HOST_IP"]
+		case "status.podIP":
+			value = vars["POD_IP"]
+		case "metadata.name":
+			continue
+		}
+		for k, v := range vars {
+			value = strings.ReplaceAll(value, "$("+k+")", v)
+		}
+		if !strings.HasPrefix(name, config.EnvPrefix) {
+			continue
+		}
+		require.NotContains(t, value, "$(", "env %s references an undefined variable", name)
+		if !withCluster && strings.HasPrefix(name, "GXCONF_CLUSTER__") {
+			continue
+		}
+		if strings.HasSuffix(name, "_FILE") {
+			key := strings.ToLower(strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(name, config.EnvPrefix), "_FILE"), "__", "."))
+			secret, ok := secretFor[key]
+			require.True(t, ok, "env %s: no test secret for key %s", name, key)
+			require.True(t, strings.HasPrefix(value, "/run/secrets/gxconf/"), "env %s: secrets are mounted below /run/secrets/gxconf", name)
+			f := filepath.Join(dir, strings.ReplaceAll(key, ".", "_"))
+			require.NoError(t, os.WriteFile(f, []byte(secret+"\n"), 0o600))
+			files[key] = secret
+			value = f
+		}
+		env = append(env, name+"="+value)
+	}
+	return env, files
+}
+
+// TestChartConfigDecodes decodes every node's rendered config file of every
+// value set with gxconf's own strict parser (unknown keys, bad values and
+// environment overrides naming no key are errors), so that chart and binary
+// cannot drift. The cluster section is checked only once this gxconf has it.
+func TestChartConfigDecodes(t *testing.T) {
+	withCluster := hasSection("cluster")
+	if !withCluster {
+		t.Log("this gxconf has no cluster section yet: cluster.* keys and GXCONF_CLUSTER__ variables are not decoded")
+	}
+	for _, set := range valueSets(t) {
+		t.Run(set, func(t *testing.T) {
+			objs := render(t, set)
+			sts := find(objs, "StatefulSet", "gx-gxconf")
+			require.NotNil(t, sts)
+			cm := find(objs, "ConfigMap", "gx-gxconf")
+			require.NotNil(t, cm)
+			replicas := num(sts, "spec", "replicas")
+			require.Len(t, mapOf(cm, "data"), replicas, "one config file per node")
+			env, secrets := nodeEnv(t, sts, withCluster)
+			for i := 0; i < replicas; i++ {
+				file := fmt.Sprintf("gx-gxconf-%d.yaml", i)
+				raw := str(cm, "data", file)
+				require.NotEmpty(t, raw, file)
+				var doc map[string]any
+				require.NoError(t, yaml.Unmarshal([]byte(raw), &doc))
+				if !withCluster {
+					delete(doc, "cluster")
+					b, err := yaml.Marshal(doc)
+					require.NoError(t, err)
+					raw = string(b)
+				}
+				cfg, err := config.Parse([]byte(raw), env)
+				require.NoError(t, err, "%s of value set %s", file, set)
+
+				require.Equal(t, fmt.Sprintf("gx-gxconf-%d", i), cfg.SFU.NodeID)
+				require.Equal(t, "https://"+hostOf(objs), cfg.Focus.PublicURL)
+				require.Equal(t, fmt.Sprintf("wss://%s/sfu/%d", hostOf(objs), i), cfg.SFU.PublicURL)
+				if s, ok := secrets["sfu.keys.gxconf"]; ok {
+					require.Equal(t, map[string]string{"gxconf": s}, cfg.SFU.Keys, "the shared SFU key comes from its file")
+				}
+				if s, ok := secrets["credentials.at_rest_key"]; ok {
+					require.Equal(t, s, cfg.Credentials.AtRestKey)
+				}
+				if s, ok := secrets["database.uri"]; ok {
+					require.Equal(t, s, cfg.Database.URI)
+				}
+				if h := routedHost(objs, "/_matrix/app"); h != "" {
+					require.Equal(t, "https://"+h, cfg.Appservice.Address, "the registration URL is the appservice Ingress")
+				}
+				probes := get(sts, "spec", "template", "spec", "containers", 0)
+				scheme := "HTTP"
+				if cfg.TLS.Enabled() {
+					scheme = "HTTPS"
+					require.True(t, strings.HasPrefix(cfg.TLS.CertFile, "/run/secrets/gxconf/tls/"), "the certificate comes from the mounted Secret")
+					require.True(t, strings.HasPrefix(cfg.Appservice.Address, "https://"), "the homeserver reaches the appservice over TLS")
+				}
+				for _, p := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
+					require.Equal(t, scheme, str(probes, p, "httpGet", "scheme"), "%s speaks the focus listener's protocol", p)
+				}
+				if cfg.Metrics.Enabled {
+					require.Equal(t, "0.0.0.0:9464", cfg.Metrics.Listen, "metrics on their own listener")
+				}
+			}
+		})
+	}
+}
+
+// hostOf is the host of the Ingress routing the focus API.
+func hostOf(objs []obj) string { return routedHost(objs, "/get_token") }
+
+// routedHost is the host of the Ingress rule routing path, or "".
+func routedHost(objs []obj, path string) string {
+	for _, ing := range ofKind(objs, "Ingress") {
+		for _, r := range list(ing, "spec", "rules") {
+			for _, p := range list(r, "http", "paths") {
+				if str(p, "path") == path {
+					return str(r, "host")
+				}
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,133 @@
+{{/* Names and labels. */}}
+{{- define "gxconf.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gxconf.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gxconf.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gxconf.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gxconf.labels" -}}
+{{ include "gxconf.selectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gxconf
+{{- end -}}
+
+{{/* Selector of the gxconf nodes (component node). */}}
+{{- define "gxconf.nodeSelectorLabels" -}}
+{{ include "gxconf.selectorLabels" . }}
+app.kubernetes.io/component: node
+{{- end -}}
+
+{{- define "gxconf.redisSelectorLabels" -}}
+{{ include "gxconf.selectorLabels" . }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "gxconf.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
+{{- define "gxconf.redisImage" -}}
+{{- $i := .Values.redis.bundled.image -}}
+{{- if $i.digest -}}
+{{ $i.repository }}@{{ $i.digest }}
+{{- else -}}
+{{ $i.repository }}:{{ $i.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* Ports of node $i: dict with udp, tcp. */}}
+{{- define "gxconf.udpPort" -}}
+{{- add .root.Values.nodes.exposure.udpPortBase .i -}}
+{{- end -}}
+{{- define "gxconf.tcpPort" -}}
+{{- if .root.Values.nodes.exposure.tcpPortBase -}}
+{{- add .root.Values.nodes.exposure.tcpPortBase .i -}}
+{{- else -}}0{{- end -}}
+{{- end -}}
+
+{{/* Whether node i's advertised address comes from the config file (a static address). */}}
+{{- define "gxconf.staticAddress" -}}
+{{- $x := .root.Values.nodes.exposure -}}
+{{- if or (eq $x.type "LoadBalancer") (and (eq $x.type "NodePort") (eq $x.nodePort.addressSource "static")) -}}
+{{- index .root.Values.nodes.addresses .i -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gxconf.redisAddress" -}}
+{{- if eq .Values.redis.mode "bundled" -}}
+{{ include "gxconf.fullname" . }}-redis:6379
+{{- else if eq .Values.redis.mode "external" -}}
+{{ .Values.redis.external.address }}
+{{- end -}}
+{{- end -}}
+
+{{- define "gxconf.appserviceAddress" -}}
+{{- if .Values.appservice.address -}}
+{{ .Values.appservice.address }}
+{{- else if .Values.appservice.ingress.enabled -}}
+https://{{ .Values.appservice.ingress.host }}
+{{- else -}}
+{{ ternary "https" "http" (not (empty .Values.tls.existingSecret)) }}://{{ include "gxconf.fullname" . }}-appservice.{{ .Release.Namespace }}.svc:{{ .Values.appservice.port }}
+{{- end -}}
+{{- end -}}
+
+{{/* The focus's public URL: rtc_foci livekit_service_url and focus.public_url. */}}
+{{- define "gxconf.focusURL" -}}
+https://{{ .Values.ingress.host }}
+{{- end -}}
+
+{{/* Secrets mount paths. */}}
+{{- define "gxconf.secretDir" -}}/run/secrets/gxconf{{- end -}}
+
+{{/*
+Checks the combinations the schema cannot express.
+*/}}
+{{- define "gxconf.validate" -}}
+{{- $v := .Values -}}
+{{- if gt (int $v.nodes.replicas) 1 -}}
+{{- if ne $v.database.type "postgres" -}}{{ fail "nodes.replicas > 1 needs database.type postgres (SQLite is one node's file)" }}{{- end -}}
+{{- if eq $v.redis.mode "none" -}}{{ fail "nodes.replicas > 1 needs redis.mode bundled or external (the nodes share a registry)" }}{{- end -}}
+{{- if not $v.cluster.enabled -}}{{ fail "nodes.replicas > 1 needs cluster.enabled (requires gxconf with the cluster section)" }}{{- end -}}
+{{- if not $v.secrets.sfuKey.existingSecret -}}{{ fail "nodes.replicas > 1 needs secrets.sfuKey.existingSecret (one SFU key for all nodes)" }}{{- end -}}
+{{- end -}}
+{{- if and (ne $v.redis.mode "none") (not $v.cluster.enabled) -}}{{ fail "redis.mode bundled|external needs cluster.enabled" }}{{- end -}}
+{{- if and (eq $v.redis.mode "external") (not $v.redis.external.address) -}}{{ fail "redis.mode external needs redis.external.address" }}{{- end -}}
+{{- if and (eq $v.database.type "postgres") (not $v.secrets.databaseURI.existingSecret) -}}{{ fail "database.type postgres needs secrets.databaseURI.existingSecret" }}{{- end -}}
+{{- $x := $v.nodes.exposure -}}
+{{- if or (eq $x.type "LoadBalancer") (and (eq $x.type "NodePort") (eq $x.nodePort.addressSource "static")) -}}
+{{- if lt (len ($v.nodes.addresses | default list)) (int $v.nodes.replicas) -}}{{ fail (printf "nodes.addresses must name the advertised address of each of the %d nodes (exposure %s)" (int $v.nodes.replicas) $x.type) }}{{- end -}}
+{{- end -}}
+{{- if eq $x.type "NodePort" -}}
+{{- if or (lt (int $x.udpPortBase) 30000) (gt (add $x.udpPortBase $v.nodes.replicas) 32768) -}}{{ fail "NodePort: udpPortBase+i must lie in 30000-32767" }}{{- end -}}
+{{- if and $x.tcpPortBase (or (lt (int $x.tcpPortBase) 30000) (gt (add $x.tcpPortBase $v.nodes.replicas) 32768)) -}}{{ fail "NodePort: tcpPortBase+i must lie in 30000-32767" }}{{- end -}}
+{{- end -}}
+{{- if $v.networkPolicy.enabled -}}
+{{- $np := $v.networkPolicy -}}
+{{- if and (eq $v.database.type "postgres") (not (or $np.database.cidrs $np.database.namespaceSelector $np.database.podSelector)) -}}{{ fail "networkPolicy.database needs cidrs or selectors for PostgreSQL (an empty peer list would allow every destination)" }}{{- end -}}
+{{- if not $np.mediaCIDRs -}}{{ fail "networkPolicy.mediaCIDRs must name where clients send media from (0.0.0.0/0 and ::/0 for everyone)" }}{{- end -}}
+{{- if and (eq $v.redis.mode "external") (not $v.redis.external.cidrs) -}}{{ fail "redis.external.cidrs must name Redis's addresses for the NetworkPolicy" }}{{- end -}}
+{{- end -}}
+{{- if and $v.appservice.ingress.enabled (not $v.appservice.ingress.host) -}}{{ fail "appservice.ingress.enabled needs appservice.ingress.host" }}{{- end -}}
+{{- end -}}
