@@ -261,7 +261,11 @@ func (s *Server) enter() (func(), bool) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	p := s.cfg.PathPrefix
-	mux.HandleFunc(p+"/healthz", s.handleHealthz)
+	// /healthz also without the prefix: one probe path for every node.
+	mux.HandleFunc("/healthz", s.handleHealthz)
+	if p != "" {
+		mux.HandleFunc(p+"/healthz", s.handleHealthz)
+	}
 	mux.HandleFunc(p+"/rtc", s.handleRTC)
 	mux.HandleFunc(p+"/rtc/validate", s.handleValidate)
 	// Single peer connection (/rtc/v1) is not implemented: a 404 with CORS
