@@ -76,6 +76,8 @@ type Participant struct {
 	token       *verifiedToken
 	nextRefresh time.Time
 	refreshing  atomic.Bool
+
+	remote *remotePeer // non-nil: lives on another node (relay.go)
 }
 
 func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
@@ -393,6 +395,9 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 	p.s.metrics.participants.Dec()
 	p.flushMetricsOf(subs, published)
 	p.log.Info().Str("reason", reason.String()).Msg("participant left")
+	if p.remote != nil {
+		p.remote.closed(reason)
+	}
 }
 
 func (p *Participant) closePeerConnections() {

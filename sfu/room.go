@@ -47,6 +47,7 @@ type Room struct {
 	created      time.Time
 	sentCount    uint32 // num_participants last sent in room_update
 	dirty        bool   // room_update due
+	relay        roomRelay
 
 	done chan struct{}
 }
@@ -254,6 +255,7 @@ func (r *Room) removeParticipant(p *Participant) bool {
 // broadcastUpdate sends a participant's info to everyone but itself
 // (hidden participants are never announced).
 func (r *Room) broadcastUpdate(from *Participant, info *livekit.ParticipantInfo) {
+	r.relay.participantChanged(from, info)
 	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
 		Participants: []*livekit.ParticipantInfo{info},
 	}}}
