@@ -491,8 +491,9 @@ func (a *association) onParticipant(m *message) {
 
 // LinkStats are an association's counters.
 type LinkStats struct {
-	SentPackets, SentBytes [3]uint64 // media sent to the peer, per layer
-	RecvPackets, RecvBytes [3]uint64 // media received from the peer, per layer
+	SentPackets, SentBytes [3]uint64 // video sent to the peer, per simulcast layer
+	RecvPackets, RecvBytes [3]uint64 // video received from the peer, per layer
+	SentAudio, RecvAudio   uint64    // audio packets sent / received
 	PLIsIn, PLIsOut        uint64    // keyframe requests received / sent
 	NACKsOut, Retransmits  uint64    // sequence numbers NACKed / packets resent
 	DataIn                 uint64    // data packets received
@@ -500,6 +501,7 @@ type LinkStats struct {
 
 type linkCounters struct {
 	sentPk, sentBy, recvPk, recvBy [3]atomic.Uint64
+	sentAudio, recvAudio           atomic.Uint64
 	plisIn, plisOut, nacksOut, rtx atomic.Uint64
 	dataIn                         atomic.Uint64
 }
@@ -512,5 +514,6 @@ func (c *linkCounters) snapshot() LinkStats {
 	}
 	s.PLIsIn, s.PLIsOut, s.NACKsOut, s.Retransmits = c.plisIn.Load(), c.plisOut.Load(), c.nacksOut.Load(), c.rtx.Load()
 	s.DataIn = c.dataIn.Load()
+	s.SentAudio, s.RecvAudio = c.sentAudio.Load(), c.recvAudio.Load()
 	return s
 }

@@ -154,6 +154,7 @@ type client struct {
 	data    []dataMsg
 	muted   map[string]bool
 	left    map[string]bool
+	speaker map[string]bool // identities in the last active speakers list
 	readers sync.WaitGroup
 	once    sync.Once
 }
@@ -161,7 +162,7 @@ type client struct {
 func (n *node) join(t *testing.T, room, identity string) *client {
 	t.Helper()
 	c := &client{identity: identity, streams: map[string]*loadtest.StreamStats{}, pubs: map[string]*lksdk.RemoteTrackPublication{},
-		muted: map[string]bool{}, left: map[string]bool{}}
+		muted: map[string]bool{}, left: map[string]bool{}, speaker: map[string]bool{}}
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		key := rp.Identity() + "/" + pub.Kind().String()
@@ -191,6 +192,14 @@ func (n *node) join(t *testing.T, room, identity string) *client {
 	cb.OnTrackUnmuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
 		c.mu.Lock()
 		c.muted[p.Identity()+"/"+pub.SID()] = false
+		c.mu.Unlock()
+	}
+	cb.OnActiveSpeakersChanged = func(ps []lksdk.Participant) {
+		c.mu.Lock()
+		c.speaker = map[string]bool{}
+		for _, p := range ps {
+			c.speaker[p.Identity()] = true
+		}
 		c.mu.Unlock()
 	}
 	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
@@ -232,6 +241,12 @@ func (c *client) publication(key string) *lksdk.RemoteTrackPublication {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.pubs[key]
+}
+
+func (c *client) flag(m map[string]bool, key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return m[key]
 }
 
 func (c *client) hasData(from, payload string) bool {

@@ -103,6 +103,10 @@ func (ot *outTrack) WriteRTP(layer int, h *rtp.Header, payload []byte) {
 	s.hdr = *h
 	s.hdr.SSRC, s.hdr.PayloadType = s.track.ssrc, s.track.pt
 	if _, err := s.track.ws.WriteRTP(&s.hdr, payload); err == nil {
+		if ot.kind == webrtc.RTPCodecTypeAudio {
+			ot.a.stats.sentAudio.Add(1)
+			return
+		}
 		ot.a.stats.sentPk[layer].Add(1)
 		ot.a.stats.sentBy[layer].Add(uint64(len(payload) + h.MarshalSize()))
 	}
@@ -312,6 +316,7 @@ func (it *inTrack) requestKeyframe(layer int) {
 type recvStream struct {
 	sid    string
 	layer  int
+	video  bool
 	ssrc   uint32
 	recv   *webrtc.RTPReceiver
 	target atomic.Pointer[inTrack]
@@ -342,7 +347,7 @@ func (a *association) onStream(m *message) {
 		_ = recv.Stop()
 		return
 	}
-	rs := &recvStream{sid: m.SID, layer: m.Layer, ssrc: m.SSRC, recv: recv}
+	rs := &recvStream{sid: m.SID, layer: m.Layer, video: kind == webrtc.RTPCodecTypeVideo, ssrc: m.SSRC, recv: recv}
 	if it := a.inTracks[m.SID]; it != nil {
 		rs.target.Store(it)
 		it.ssrc[m.Layer].Store(m.SSRC)
@@ -375,13 +380,17 @@ func (a *association) readLoop(rs *recvStream) {
 		if n < 12 {
 			continue
 		}
-		a.stats.recvPk[rs.layer].Add(1)
-		a.stats.recvBy[rs.layer].Add(uint64(n))
+		if rs.video {
+			a.stats.recvPk[rs.layer].Add(1)
+			a.stats.recvBy[rs.layer].Add(uint64(n))
+		} else {
+			a.stats.recvAudio.Add(1)
+		}
 		seq := binary.BigEndian.Uint16(buf[2:4])
 		if !started {
 			highest, started = seq, true
 		} else if d := seq - highest; d != 0 && d < 0x8000 {
-			if d > 1 && d <= maxNackGap && rs.layer >= 0 && a.kindVideo(rs) {
+			if d > 1 && d <= maxNackGap && rs.video {
 				a.nack(rs, highest+1, seq)
 			}
 			highest = seq
@@ -390,10 +399,6 @@ func (a *association) readLoop(rs *recvStream) {
 			it.rt.WriteRTP(rs.layer, buf[:n])
 		}
 	}
-}
-
-func (a *association) kindVideo(rs *recvStream) bool {
-	return rs.recv.Track().Kind() == webrtc.RTPCodecTypeVideo
 }
 
 // nack asks the origin for sequence numbers from..to-1.

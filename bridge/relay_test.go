@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ func TestRelayBothWays(t *testing.T) {
 	link(t, "room", a, b)
 	alice := a.join(t, "room", "alice")
 	bob := b.join(t, "room", "bob")
-	alice.publish(t, avOpts())
+	speaking := avOpts()
+	speaking.AudioLevel = 25
+	alice.publish(t, speaking)
 	bob.publish(t, avOpts())
 	bob.waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
 	alice.waitMedia(t, []string{"bob"}, 30, 50, 20*time.Second)
@@ -36,6 +39,10 @@ func TestRelayBothWays(t *testing.T) {
 	require.Equal(t, alice.pub.VideoPub.SID(), bob.publication("alice/video").SID())
 	require.Equal(t, alice.pub.AudioPub.SID(), bob.publication("alice/audio").SID())
 	require.Equal(t, bob.pub.VideoPub.SID(), alice.publication("bob/video").SID())
+
+	// Speakers: node B derives alice's speaking from the relayed audio
+	// levels (the header extension crosses untouched).
+	require.Eventually(t, func() bool { return bob.flag(bob.speaker, "alice") }, 10*time.Second, 20*time.Millisecond)
 
 	// Mute crosses.
 	alice.pub.AudioPub.SetMuted(true)
@@ -59,4 +66,129 @@ func TestRelayBothWays(t *testing.T) {
 		defer bob.mu.Unlock()
 		return bob.left["alice"]
 	}, 10*time.Second, 20*time.Millisecond)
+}
+
+// TestRelayLowLayerOnly: a subscriber on B asking for LOW makes only the
+// low layer cross the relay; when B's last subscriber leaves, nothing
+// crosses any more.
+func TestRelayLowLayerOnly(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, avOpts())
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+
+	pub := bob.publication("alice/video")
+	require.NotNil(t, pub)
+	require.NoError(t, pub.SetVideoQuality(livekit.VideoQuality_LOW))
+	st := bob.stream("alice/video")
+	low := loadtest.VideoMarker("alice", livekit.VideoQuality_LOW)
+	require.Eventually(t, func() bool { return st.LastMarker() == low }, 10*time.Second, 20*time.Millisecond)
+
+	// Over a window of at least 30 relayed low-layer packets, h and f do
+	// not cross at all (the window moves on while the switch settles).
+	stats := func() LinkStats { s, ok := a.br.Stats("room", b.id); require.True(t, ok); return s }
+	prev := stats()
+	require.Eventually(t, func() bool {
+		cur := stats()
+		if cur.SentPackets[0] < prev.SentPackets[0]+30 {
+			return false
+		}
+		ok := cur.SentPackets[1] == prev.SentPackets[1] && cur.SentPackets[2] == prev.SentPackets[2]
+		prev = cur
+		return ok
+	}, 15*time.Second, 100*time.Millisecond, "layers above LOW keep crossing")
+	t.Logf("relay A->B video per layer: packets %v bytes %v; audio packets %d", prev.SentPackets, prev.SentBytes, prev.SentAudio)
+	require.Zero(t, st.Corrupt.Load())
+
+	// B's only subscriber leaves: the relay stops carrying alice's tracks.
+	bob.close()
+	prev = stats()
+	require.Eventually(t, func() bool {
+		cur := stats()
+		ok := cur.SentPackets == prev.SentPackets && cur.SentAudio == prev.SentAudio
+		prev = cur
+		return ok
+	}, 15*time.Second, 500*time.Millisecond, "the relay keeps carrying media nobody on B wants")
+}
+
+// TestRelayKeyframeThrottle: a flood of keyframe requests from B (as a
+// broken or hostile relay would send) reaches the publisher at most once
+// per throttle interval per layer, merged with the local requests.
+func TestRelayKeyframeThrottle(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, avOpts())
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+
+	rr, err := a.srv.RelayRoom("room", false)
+	require.NoError(t, err)
+	lt := rr.LocalTrack(alice.pub.VideoPub.SID())
+	require.NotNil(t, lt)
+	it := b.br.inTrackFor(t, "room", a.id, alice.pub.VideoPub.SID())
+	layer := -1
+	for l := 2; l >= 0 && layer < 0; l-- {
+		if it.ssrc[l].Load() != 0 {
+			layer = l
+		}
+	}
+	require.GreaterOrEqual(t, layer, 0, "no relayed video layer")
+
+	before := lt.KeyframeRequests()
+	statsA := func() LinkStats { s, _ := a.br.Stats("room", b.id); return s }
+	inBefore := statsA().PLIsIn
+	const flood = 300
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond) // ~1.5 s of requests, 200/s
+	for i := 0; i < flood; i++ {
+		<-tick.C
+		it.requestKeyframe(layer)
+	}
+	tick.Stop()
+	require.Eventually(t, func() bool { return statsA().PLIsIn >= inBefore+flood }, 10*time.Second, 20*time.Millisecond)
+	elapsed := time.Since(start)
+	after := lt.KeyframeRequests()
+	interval := time.Second
+	if layer == 0 {
+		interval = 500 * time.Millisecond
+	}
+	got := after[layer] - before[layer]
+	limit := uint64(elapsed/interval) + 1
+	t.Logf("%d requests from the relay in %v on layer %d -> %d to the publisher (limit %d)", flood, elapsed.Round(time.Millisecond), layer, got, limit)
+	require.LessOrEqual(t, got, limit)
+	require.Greater(t, got, uint64(0))
+}
+
+// TestRelayRemoveParticipant: RoomService.RemoveParticipant on either node
+// removes the participant on its origin node.
+func TestRelayRemoveParticipant(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	require.Eventually(t, func() bool {
+		return bob.room.GetParticipantByIdentity("alice") != nil && alice.room.GetParticipantByIdentity("bob") != nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	ctx := context.Background()
+	_, err := b.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "alice"})
+	require.NoError(t, err)
+	_, err = a.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "bob"})
+	require.NoError(t, err)
+	for _, c := range []*client{alice, bob} {
+		require.Eventually(t, func() bool { return c.room.ConnectionState() == lksdk.ConnectionStateDisconnected },
+			10*time.Second, 20*time.Millisecond, "%s was not removed", c.identity)
+	}
+	for _, n := range []*node{a, b} {
+		require.Eventually(t, func() bool {
+			ps, err := n.srv.RoomService().ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "room"})
+			return err == nil && len(ps.GetParticipants()) == 0
+		}, 10*time.Second, 20*time.Millisecond)
+	}
 }

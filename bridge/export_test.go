@@ -1,0 +1,22 @@
+package bridge
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// inTrackFor returns the relayed track sid of room's association with
+// peer, read on the association's worker.
+func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {
+	t.Helper()
+	b.mu.Lock()
+	a := b.assocs[assocKey{room, peer}]
+	b.mu.Unlock()
+	require.NotNil(t, a)
+	ch := make(chan *inTrack, 1)
+	a.post(func() { ch <- a.inTracks[sid] })
+	it := <-ch
+	require.NotNil(t, it)
+	return it
+}
