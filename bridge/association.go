@@ -382,7 +382,7 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 	}
 	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
 		for _, ot := range a.out {
-			if ot.identity == info.GetIdentity() {
+			if ot.identity == info.GetIdentity() && ot.sub != nil {
 				ot.sub.SetWanted(0)
 			}
 		}

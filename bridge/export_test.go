@@ -6,6 +6,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// assocFor returns room's association with peer.
+func (b *Bridge) assocFor(t testing.TB, room, peer string) *association {
+	t.Helper()
+	b.mu.Lock()
+	a := b.assocs[assocKey{room, peer}]
+	b.mu.Unlock()
+	require.NotNil(t, a)
+	return a
+}
+
 // inTrackFor returns the relayed track sid of room's association with
 // peer, read on the association's worker.
 func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {

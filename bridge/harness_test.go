@@ -77,7 +77,7 @@ type node struct {
 
 const testSecret = "0123456789abcdef0123456789abcdef-cluster"
 
-func startNode(t *testing.T, id string) *node {
+func startNode(t testing.TB, id string) *node {
 	t.Helper()
 	n := &node{id: id, key: "APItest" + randHex(t, 4), secret: randHex(t, 24)}
 	cfg := sfu.DefaultConfig()
@@ -123,7 +123,7 @@ func startNode(t *testing.T, id string) *node {
 }
 
 // link makes room span a and b (a's id sorts lower, it dials).
-func link(t *testing.T, room string, a, b *node) {
+func link(t testing.TB, room string, a, b *node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

@@ -57,7 +57,8 @@ type outTrack struct {
 	sid      string
 	identity string
 	kind     webrtc.RTPCodecType
-	sub      *sfu.RelaySubscription
+	mime     string
+	sub      *sfu.RelaySubscription // nil in benchmarks
 
 	senders [3]atomic.Pointer[relaySender] // ready: the peer receives the SSRC
 	asked   [3]atomic.Bool                 // a sender was requested
@@ -75,7 +76,7 @@ func (a *association) onWant(sid string, mask uint8) {
 		if lt == nil {
 			return
 		}
-		ot = &outTrack{a: a, sid: sid, kind: lt.Kind()}
+		ot = &outTrack{a: a, sid: sid, kind: lt.Kind(), mime: lt.Codec().MimeType}
 		for _, p := range a.rr.LocalParticipants() {
 			for _, t := range p.GetTracks() {
 				if t.GetSid() == sid {
@@ -88,7 +89,9 @@ func (a *association) onWant(sid string, mask uint8) {
 		}
 		a.out[sid] = ot
 	}
-	ot.sub.SetWanted(mask)
+	if ot.sub != nil {
+		ot.sub.SetWanted(mask)
+	}
 }
 
 // WriteRTP implements sfu.RelaySink; it runs on the publisher's read loop.
@@ -119,11 +122,15 @@ func (ot *outTrack) ready(layer int) {
 		return
 	}
 	ot.senders[layer].Store(s)
-	ot.sub.RequestKeyframe(layer)
+	if ot.sub != nil {
+		ot.sub.RequestKeyframe(layer)
+	}
 }
 
 func (ot *outTrack) stop() {
-	ot.sub.Close()
+	if ot.sub != nil {
+		ot.sub.Close()
+	}
 	for i := range ot.pending {
 		if s := ot.pending[i]; s != nil {
 			_ = s.sender.Stop()
@@ -175,11 +182,7 @@ func (a *association) newSender(ot *outTrack, layer int) {
 	if ot.pending[layer] != nil {
 		return
 	}
-	lt := a.rr.LocalTrack(ot.sid)
-	if lt == nil {
-		return
-	}
-	st := &senderTrack{id: ot.sid, kind: ot.kind, mime: lt.Codec().MimeType}
+	st := &senderTrack{id: ot.sid, kind: ot.kind, mime: ot.mime}
 	sender, err := a.api.NewRTPSender(st, a.dtls)
 	if err != nil {
 		a.log.Warn().Err(err).Str("track_sid", ot.sid).Msg("failed to create relay sender")
@@ -212,7 +215,7 @@ func (s *relaySender) rtcpLoop() {
 			return
 		}
 		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
+		if err != nil || s.ot.sub == nil {
 			continue
 		}
 		for _, p := range pkts {
