@@ -118,11 +118,26 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*
 			b.fail(a)
 		}
 	})
+	a.dtls.OnStateChange(func(s webrtc.DTLSTransportState) {
+		if s == webrtc.DTLSTransportStateClosed || s == webrtc.DTLSTransportStateFailed {
+			b.fail(a) // the peer closed the association
+		}
+	})
 	if !dialer {
 		a.sctp.OnDataChannel(a.setDataChannel)
 	}
 	a.workerWG.Add(1)
 	go a.worker()
+	// The room closing here (DeleteRoom, timeouts) ends its relay.
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		select {
+		case <-rr.Done():
+			b.fail(a)
+		case <-a.done:
+		}
+	}()
 
 	gathered := make(chan struct{})
 	var once sync.Once
@@ -408,6 +423,8 @@ func (a *association) handle(m *message) {
 		a.rr.DeliverData(m.Label, m.Data, m.Dests)
 	case msgRemove:
 		a.rr.RemoveParticipant(m.Identity, livekit.DisconnectReason(m.Reason))
+	case msgMute:
+		a.rr.MuteTrack(m.Identity, m.SID)
 	}
 }
 
@@ -435,16 +452,23 @@ func (a *association) onParticipant(m *message) {
 		r = nil
 	}
 	if r == nil {
-		rp, err := a.rr.AddRemoteParticipant(info, func(reason livekit.DisconnectReason) {
-			a.post(func() {
-				if cur := a.remotes[id]; cur != nil && cur.rp.SID() == info.GetSid() {
-					delete(a.remotes, id)
-					for sid := range cur.tracks {
-						a.dropInTrack(sid)
+		rp, err := a.rr.AddRemoteParticipant(info, sfu.RemoteHooks{
+			OnRemoved: func(reason livekit.DisconnectReason) {
+				a.post(func() {
+					if cur := a.remotes[id]; cur != nil && cur.rp.SID() == info.GetSid() {
+						delete(a.remotes, id)
+						for sid := range cur.tracks {
+							a.dropInTrack(sid)
+						}
 					}
+					a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
+				})
+			},
+			OnMute: func(sid string, muted bool) {
+				if muted {
+					a.post(func() { a.send(&message{Type: msgMute, Identity: id, SID: sid}) })
 				}
-				a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
-			})
+			},
 		})
 		if err != nil {
 			a.log.Info().Err(err).Str("lk_identity", id).Msg("cannot relay participant")

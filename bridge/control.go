@@ -18,6 +18,7 @@ const (
 	msgStreamReady = "stream_ready"
 	msgData        = "data"   // Label, Data, Dests
 	msgRemove      = "remove" // Identity, Reason
+	msgMute        = "mute"   // Identity, SID: RoomService.MutePublishedTrack on the sender's node
 )
 
 // Bounds of untrusted control input.
@@ -111,6 +112,10 @@ func parseMessage(b []byte) (*message, error) {
 	case msgRemove:
 		if m.Identity == "" {
 			return nil, bad("remove without identity")
+		}
+	case msgMute:
+		if m.Identity == "" || m.SID == "" {
+			return nil, bad("mute without identity or sid")
 		}
 	default:
 		return nil, bad("unknown type")

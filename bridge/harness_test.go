@@ -73,6 +73,7 @@ type node struct {
 	key    string
 	secret string
 	url    string
+	stop   func() // stops bridge and SFU and waits (also run at cleanup)
 }
 
 const testSecret = "0123456789abcdef0123456789abcdef-cluster"
@@ -106,7 +107,7 @@ func startNode(t testing.TB, id string) *node {
 	n.url = srv.URL()
 	go func() { bdone <- br.Run(ctx) }()
 	var once sync.Once
-	t.Cleanup(func() {
+	n.stop = func() {
 		once.Do(func() {
 			cancel()
 			for _, c := range []chan error{bdone, sdone} {
@@ -118,7 +119,8 @@ func startNode(t testing.TB, id string) *node {
 				}
 			}
 		})
-	})
+	}
+	t.Cleanup(n.stop)
 	return n
 }
 

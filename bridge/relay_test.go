@@ -164,20 +164,30 @@ func TestRelayKeyframeThrottle(t *testing.T) {
 	require.Greater(t, got, uint64(0))
 }
 
-// TestRelayRemoveParticipant: RoomService.RemoveParticipant on either node
-// removes the participant on its origin node.
-func TestRelayRemoveParticipant(t *testing.T) {
+// TestRelayRoomService: MutePublishedTrack and RemoveParticipant on either
+// node act on the participant's origin node.
+func TestRelayRoomService(t *testing.T) {
 	verifyNoLeaks(t)
 	a, b := startNode(t, "node-a"), startNode(t, "node-b")
 	link(t, "room", a, b)
 	alice := a.join(t, "room", "alice")
 	bob := b.join(t, "room", "bob")
+	alice.publish(t, loadtest.PublishOptions{Audio: true})
 	require.Eventually(t, func() bool {
-		return bob.room.GetParticipantByIdentity("alice") != nil && alice.room.GetParticipantByIdentity("bob") != nil
+		return bob.stream("alice/audio") != nil && alice.room.GetParticipantByIdentity("bob") != nil
 	}, 10*time.Second, 20*time.Millisecond)
 
 	ctx := context.Background()
-	_, err := b.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "alice"})
+	sid := alice.pub.AudioPub.SID()
+	_, err := b.srv.RoomService().MutePublishedTrack(ctx, &livekit.MuteRoomTrackRequest{Room: "room", Identity: "alice", TrackSid: sid, Muted: true})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return alice.pub.AudioPub.IsMuted() && bob.flag(bob.muted, "alice/"+sid) },
+		10*time.Second, 20*time.Millisecond, "mute on B did not reach the publisher on A")
+	ps, err := a.srv.RoomService().ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "room"})
+	require.NoError(t, err)
+	require.Len(t, ps.GetParticipants(), 2, "node A lists its own and the relayed participant")
+
+	_, err = b.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "alice"})
 	require.NoError(t, err)
 	_, err = a.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "bob"})
 	require.NoError(t, err)
@@ -191,4 +201,26 @@ func TestRelayRemoveParticipant(t *testing.T) {
 			return err == nil && len(ps.GetParticipants()) == 0
 		}, 10*time.Second, 20*time.Millisecond)
 	}
+}
+
+// TestRelayPeerGone: when a node goes away, the other drops its
+// participants and keeps serving its own.
+func TestRelayPeerGone(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	carol := b.join(t, "room", "carol")
+	alice.publish(t, loadtest.PublishOptions{Audio: true})
+	carol.publish(t, loadtest.PublishOptions{Audio: true})
+	require.Eventually(t, func() bool { return bob.stream("alice/audio") != nil && bob.stream("carol/audio") != nil },
+		10*time.Second, 20*time.Millisecond)
+	start := time.Now()
+	a.stop()
+	require.Eventually(t, func() bool { return bob.flag(bob.left, "alice") }, 10*time.Second, 20*time.Millisecond)
+	t.Logf("alice gone on node B %v after node A stopped", time.Since(start).Round(time.Millisecond))
+	require.False(t, b.br.Linked("room", a.id))
+	n := bob.stream("carol/audio").Frames.Load()
+	require.Eventually(t, func() bool { return bob.stream("carol/audio").Frames.Load() > n+10 }, 10*time.Second, 20*time.Millisecond)
 }

@@ -187,6 +187,18 @@ func (rr *RelayRoom) RemoveParticipant(identity string, reason livekit.Disconnec
 	return true
 }
 
+// MuteTrack mutes a local participant's track as
+// RoomService.MutePublishedTrack does (for mutes asked on another node); it
+// reports whether the track was here.
+func (rr *RelayRoom) MuteTrack(identity, trackSID string) bool {
+	p := rr.r.participant(identity)
+	if p == nil || p.remote != nil {
+		return false
+	}
+	_, ok := p.setTrackMuted(trackSID, true, true)
+	return ok
+}
+
 // LocalTrack is a track published on this node, seen by the relay.
 type LocalTrack struct {
 	t *publishedTrack
@@ -382,16 +394,40 @@ func (t *publishedTrack) relayWant() {
 	}
 }
 
+// RemoteHooks tell the relay what this node did to a remote participant,
+// so the origin can do it. They are called on SFU goroutines and must not
+// block.
+type RemoteHooks struct {
+	// OnRemoved: this node removed it (RoomService.RemoveParticipant,
+	// reason PARTICIPANT_REMOVED) or a local join took its identity
+	// (DUPLICATE_IDENTITY). Closes for other reasons (room closed, server
+	// shutdown, RemoteParticipant.Close) are not reported: they end the
+	// participant here, not everywhere.
+	OnRemoved func(reason livekit.DisconnectReason)
+	// OnMute: RoomService.MutePublishedTrack muted one of its tracks here.
+	OnMute func(trackSID string, muted bool)
+}
+
 // remotePeer marks a participant that lives on another node.
 type remotePeer struct {
-	onRemoved func(livekit.DisconnectReason)
-	quiet     atomic.Bool // closed by the relay itself: do not report
+	hooks RemoteHooks
+	quiet atomic.Bool // closed by the relay itself: do not report
 }
 
 // closed is called at the end of Participant.close.
 func (rp *remotePeer) closed(reason livekit.DisconnectReason) {
-	if !rp.quiet.Load() && rp.onRemoved != nil {
-		rp.onRemoved(reason)
+	if rp.quiet.Load() || rp.hooks.OnRemoved == nil {
+		return
+	}
+	if reason == livekit.DisconnectReason_PARTICIPANT_REMOVED || reason == livekit.DisconnectReason_DUPLICATE_IDENTITY {
+		rp.hooks.OnRemoved(reason)
+	}
+}
+
+// mutedByServer is called when this node's RoomService mutes a track.
+func (rp *remotePeer) mutedByServer(sid string, muted bool) {
+	if rp.hooks.OnMute != nil {
+		rp.hooks.OnMute(sid, muted)
 	}
 }
 
@@ -402,11 +438,9 @@ type RemoteParticipant struct {
 
 // AddRemoteParticipant injects a participant living on another node, with
 // its origin sid and identity, name, metadata, attributes, kind, state and
-// permission (its tracks come with PublishTrack). onRemoved is called (not
-// on this node's signalling goroutines' critical path; it must not block)
-// when this node ends it, e.g. RoomService.RemoveParticipant, but not
-// after Close.
-func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, onRemoved func(livekit.DisconnectReason)) (*RemoteParticipant, error) {
+// permission (its tracks come with PublishTrack); hooks report what this
+// node does to it.
+func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks RemoteHooks) (*RemoteParticipant, error) {
 	r := rr.r
 	s := r.s
 	video := &auth.VideoGrant{RoomJoin: true, Room: r.name}
@@ -433,7 +467,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, onRemov
 		subscriptions: map[string]*downTrack{},
 		midCid:        map[string]string{},
 		token:         &verifiedToken{},
-		remote:        &remotePeer{onRemoved: onRemoved},
+		remote:        &remotePeer{hooks: hooks},
 	}
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(0x40a00000) // 5.0
