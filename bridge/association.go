@@ -57,6 +57,11 @@ type association struct {
 	unobserve func()
 
 	stats linkCounters
+
+	// lossEvery > 0 drops every lossEvery-th video packet sent (not
+	// retransmissions): a lossy IX link for tests (this kernel has no netem).
+	lossEvery atomic.Uint32
+	lossN     atomic.Uint32
 }
 
 // remotePart is a participant of the peer injected here.

@@ -103,6 +103,9 @@ func (ot *outTrack) WriteRTP(layer int, h *rtp.Header, payload []byte) {
 		}
 		return
 	}
+	if n := ot.a.lossEvery.Load(); n > 0 && ot.kind == webrtc.RTPCodecTypeVideo && ot.a.lossN.Add(1)%n == 0 {
+		return
+	}
 	s.hdr = *h
 	s.hdr.SSRC, s.hdr.PayloadType = s.track.ssrc, s.track.pt
 	if _, err := s.track.ws.WriteRTP(&s.hdr, payload); err == nil {
