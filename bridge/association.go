@@ -133,6 +133,23 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*
 	}
 	a.workerWG.Add(1)
 	go a.worker()
+	if b.cfg.MaxBitrate > 0 {
+		// Layer bitrates change: re-fit the budget every second.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-a.done:
+					return
+				case <-tick.C:
+					a.post(a.allocate)
+				}
+			}
+		}()
+	}
 	// The room closing here (DeleteRoom, timeouts) ends its relay.
 	a.wg.Add(1)
 	go func() {

@@ -18,6 +18,10 @@ type Config struct {
 	Secret string `yaml:"secret"`
 	// ConnectTimeout bounds establishing an association.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxBitrate is the media budget of one association towards the peer
+	// (bit/s; 0: unlimited): simulcast layers are chosen to fit it, the
+	// lowest layer of every wanted track always crosses.
+	MaxBitrate int64 `yaml:"max_bitrate"`
 }
 
 // DefaultConfig returns the defaults.
@@ -36,6 +40,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if c.MaxBitrate < 0 {
+		errs = append(errs, errors.New("max_bitrate: must not be negative"))
 	}
 	if c.ConnectTimeout <= 0 {
 		errs = append(errs, errors.New("connect_timeout: must be positive"))

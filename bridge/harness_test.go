@@ -80,6 +80,11 @@ const testSecret = "0123456789abcdef0123456789abcdef-cluster"
 
 func startNode(t testing.TB, id string) *node {
 	t.Helper()
+	return startNodeWith(t, id, nil)
+}
+
+func startNodeWith(t testing.TB, id string, mut func(*Config)) *node {
+	t.Helper()
 	n := &node{id: id, key: "APItest" + randHex(t, 4), secret: randHex(t, 24)}
 	cfg := sfu.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -95,6 +100,9 @@ func startNode(t testing.TB, id string) *node {
 	bcfg.NodeID = id
 	bcfg.Listen = "127.0.0.1:0"
 	bcfg.Secret = testSecret
+	if mut != nil {
+		mut(&bcfg)
+	}
 	br, err := New(bcfg, srv, testLogger(t).With().Str("node", id).Logger())
 	require.NoError(t, err)
 	n.br = br

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"encoding/binary"
+	"math/bits"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +62,10 @@ type outTrack struct {
 	mime     string
 	sub      *sfu.RelaySubscription // nil in benchmarks
 
+	wanted   uint8     // worker: layers the peer wants
+	capLayer int       // worker: highest layer the budget allows
+	rates    [3]uint64 // worker: last measured bitrate per layer
+
 	senders [3]atomic.Pointer[relaySender] // ready: the peer receives the SSRC
 	asked   [3]atomic.Bool                 // a sender was requested
 	pending [3]*relaySender                // worker only
@@ -89,9 +95,8 @@ func (a *association) onWant(sid string, mask uint8) {
 		}
 		a.out[sid] = ot
 	}
-	if ot.sub != nil {
-		ot.sub.SetWanted(mask)
-	}
+	ot.wanted = mask
+	a.allocate()
 }
 
 // WriteRTP implements sfu.RelaySink; it runs on the publisher's read loop.
@@ -418,4 +423,74 @@ func (a *association) nack(rs *recvStream, from, to uint16) {
 	_, _ = a.dtls.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: rs.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)}})
 	*sp = seqs
 	nackPool.Put(sp)
+}
+
+// defaultLayerRate estimates a layer's bitrate before it was measured.
+var defaultLayerRate = [3]uint64{150_000, 500_000, 1_700_000}
+
+// rate is the layer's current bitrate, else the last measured, else an
+// estimate (a layer dynacast paused measures 0).
+func (ot *outTrack) rate(layer int) float64 {
+	if br := ot.sub.Bitrate(layer); br > 0 {
+		ot.rates[layer] = br
+	}
+	if ot.rates[layer] > 0 {
+		return float64(ot.rates[layer])
+	}
+	if ot.kind == webrtc.RTPCodecTypeAudio {
+		return 64_000
+	}
+	return float64(defaultLayerRate[layer])
+}
+
+// allocate fits the peer's wanted layers into the association's budget:
+// audio first, then every wanted video track at its lowest layer, then
+// one layer up at a time, round robin, while the budget allows.
+func (a *association) allocate() {
+	limited := a.b.cfg.MaxBitrate > 0
+	budget := float64(a.b.cfg.MaxBitrate)
+	var video []*outTrack
+	for _, ot := range a.out {
+		if ot.sub == nil {
+			continue
+		}
+		if !limited || ot.kind == webrtc.RTPCodecTypeAudio || ot.wanted == 0 {
+			if limited && ot.wanted != 0 {
+				budget -= ot.rate(0)
+			}
+			ot.sub.SetWanted(ot.wanted)
+			continue
+		}
+		video = append(video, ot)
+	}
+	if !limited {
+		return
+	}
+	sort.Slice(video, func(i, j int) bool { return video[i].sid < video[j].sid })
+	for _, ot := range video {
+		ot.capLayer = 0
+		budget -= ot.rate(0)
+	}
+	for up := true; up; {
+		up = false
+		for _, ot := range video {
+			top := bits.Len8(ot.wanted) - 1
+			if ot.capLayer >= top {
+				continue
+			}
+			extra := ot.rate(ot.capLayer+1) - ot.rate(ot.capLayer)
+			if extra <= budget {
+				budget -= extra
+				ot.capLayer++
+				up = true
+			}
+		}
+	}
+	for _, ot := range video {
+		m := ot.wanted & uint8(1<<(ot.capLayer+1)-1)
+		if m == 0 {
+			m = 1 << ot.capLayer
+		}
+		ot.sub.SetWanted(m)
+	}
 }

@@ -251,3 +251,33 @@ func TestRelayLossRecovered(t *testing.T) {
 	require.Less(t, loss, 0.005)
 	require.Zero(t, st.Corrupt.Load())
 }
+
+// TestRelayBitrateBudget: with a 1 Mbit/s budget on A's relay link, a
+// subscriber on B asking for HIGH (1.7 Mbit/s) gets the medium layer, and
+// only that layer (plus audio) crosses.
+func TestRelayBitrateBudget(t *testing.T) {
+	verifyNoLeaks(t)
+	a := startNodeWith(t, "node-a", func(c *Config) { c.MaxBitrate = 1_000_000 })
+	b := startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, avOpts())
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	st := bob.stream("alice/video")
+	mid := loadtest.VideoMarker("alice", livekit.VideoQuality_MEDIUM)
+	require.Eventually(t, func() bool { return st.LastMarker() == mid }, 15*time.Second, 20*time.Millisecond)
+	stats := func() LinkStats { s, _ := a.br.Stats("room", b.id); return s }
+	prev := stats()
+	require.Eventually(t, func() bool {
+		cur := stats()
+		if cur.SentPackets[1] < prev.SentPackets[1]+30 {
+			return false
+		}
+		ok := cur.SentPackets[0] == prev.SentPackets[0] && cur.SentPackets[2] == prev.SentPackets[2]
+		prev = cur
+		return ok
+	}, 15*time.Second, 100*time.Millisecond, "layers other than the budget's keep crossing")
+	t.Logf("relay A->B video per layer: packets %v bytes %v", prev.SentPackets, prev.SentBytes)
+	require.Equal(t, mid, st.LastMarker())
+}

@@ -257,6 +257,15 @@ func (s *RelaySubscription) SetWanted(mask uint8) {
 	s.t.dynacast(time.Now())
 }
 
+// Bitrate is layer's incoming bitrate over the last interval (bit/s; 0
+// while paused).
+func (s *RelaySubscription) Bitrate(layer int) uint64 {
+	if layer < 0 || layer >= maxLayers {
+		return 0
+	}
+	return s.t.bitrate(layer)
+}
+
 // Active returns the layers currently forwarded to the sink.
 func (s *RelaySubscription) Active() uint8 { return uint8(s.active.Load()) }
 
