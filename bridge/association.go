@@ -62,6 +62,8 @@ type association struct {
 	// retransmissions): a lossy IX link for tests (this kernel has no netem).
 	lossEvery atomic.Uint32
 	lossN     atomic.Uint32
+	// recvHook, when set, sees every relayed packet received (benchmarks).
+	recvHook atomic.Pointer[func(layer int, pkt []byte)]
 }
 
 // remotePart is a participant of the peer injected here.

@@ -1,7 +1,11 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +57,22 @@ func BenchmarkRelayPath(b *testing.B) {
 	recv0 := bAssoc.stats.recvPk[2].Load()
 	received := func() uint64 { return bAssoc.stats.recvPk[2].Load() - recv0 }
 
+	// Hop latency: send time by sequence number, read at the receiver
+	// after the packet went through the receive path.
+	var sentAt [1 << 16]atomic.Int64
+	lat := make([]time.Duration, 0, b.N)
+	var latMu sync.Mutex
+	hook := func(_ int, pkt []byte) {
+		seq := binary.BigEndian.Uint16(pkt[2:4])
+		if at := sentAt[seq].Load(); at != 0 {
+			d := time.Duration(monoNanos() - at)
+			latMu.Lock()
+			lat = append(lat, d)
+			latMu.Unlock()
+		}
+	}
+	bAssoc.recvHook.Store(&hook)
+
 	// Background CPU of the two idle nodes, to subtract.
 	idleStart, idleCPU := time.Now(), cpuTime()
 	time.Sleep(500 * time.Millisecond)
@@ -72,6 +92,7 @@ func BenchmarkRelayPath(b *testing.B) {
 			h.Timestamp += 3000
 		}
 		h.Marker = i%3 == 2
+		sentAt[uint16(i)].Store(monoNanos())
 		ot.WriteRTP(2, h, payload)
 		if i%32 == 31 {
 			// At most 64 packets in flight, so the benchmark measures
@@ -100,7 +121,18 @@ func BenchmarkRelayPath(b *testing.B) {
 		b.ReportMetric(float64((cpu-send).Nanoseconds())/float64(got), "recv-cpu-ns/pkt")
 	}
 	b.ReportMetric(1-float64(got)/float64(b.N), "loss")
+	latMu.Lock()
+	defer latMu.Unlock()
+	if len(lat) > 0 {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-hop-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-hop-µs")
+	}
 }
+
+var benchStart = time.Now()
+
+func monoNanos() int64 { return int64(time.Since(benchStart)) }
 
 // threadCPU is the calling thread's CPU time.
 func threadCPU() time.Duration {

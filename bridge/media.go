@@ -409,6 +409,9 @@ func (a *association) readLoop(rs *recvStream) {
 		if it := rs.target.Load(); it != nil {
 			it.rt.WriteRTP(rs.layer, buf[:n])
 		}
+		if f := a.recvHook.Load(); f != nil {
+			(*f)(rs.layer, buf[:n])
+		}
 	}
 }
 
