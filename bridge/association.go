@@ -333,11 +333,20 @@ func (a *association) worker() {
 // (use Bridge.fail).
 func (a *association) close() {
 	a.closeOnce.Do(func() {
-		close(a.done)
-		a.workerWG.Wait()
+		// Tell the peer at once rather than letting it wait for ICE to
+		// fail; give SCTP a moment to deliver it.
+		a.send(&message{Type: msgBye})
 		a.dcMu.Lock()
 		dc := a.dc
 		a.dcMu.Unlock()
+		if dc != nil {
+			deadline := time.Now().Add(200 * time.Millisecond)
+			for dc.BufferedAmount() > 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		close(a.done)
+		a.workerWG.Wait()
 		if dc != nil {
 			_ = dc.Close()
 		}
@@ -449,6 +458,8 @@ func (a *association) handle(m *message) {
 		a.rr.RemoveParticipant(m.Identity, livekit.DisconnectReason(m.Reason))
 	case msgMute:
 		a.rr.MuteTrack(m.Identity, m.SID)
+	case msgBye:
+		a.b.fail(a)
 	}
 }
 

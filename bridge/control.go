@@ -19,6 +19,7 @@ const (
 	msgData        = "data"   // Label, Data, Dests
 	msgRemove      = "remove" // Identity, Reason
 	msgMute        = "mute"   // Identity, SID: RoomService.MutePublishedTrack on the sender's node
+	msgBye         = "bye"    // the sender closes the association
 )
 
 // Bounds of untrusted control input.
@@ -117,6 +118,7 @@ func parseMessage(b []byte) (*message, error) {
 		if m.Identity == "" || m.SID == "" {
 			return nil, bad("mute without identity or sid")
 		}
+	case msgBye:
 	default:
 		return nil, bad("unknown type")
 	}

@@ -18,6 +18,8 @@ func TestParseMessage(t *testing.T) {
 		{Type: msgStreamReady, SID: "TR_1", Layer: 1},
 		{Type: msgData, Label: "_lossy", Data: []byte{1, 2}, Dests: []string{"bob"}},
 		{Type: msgRemove, Identity: "bob", Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)},
+		{Type: msgMute, Identity: "bob", SID: "TR_1"},
+		{Type: msgBye},
 	}
 	for _, m := range good {
 		t.Run(m.Type, func(t *testing.T) {

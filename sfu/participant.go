@@ -298,7 +298,7 @@ func (p *Participant) isClosed() bool {
 // subscribe adds a downtrack for t; it reports whether a new subscription
 // was made. With negotiate the subscriber offer follows.
 func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
-	if t.owner == p || !p.canSubscribe() {
+	if t.owner == p || p.remote != nil || !p.canSubscribe() {
 		return false
 	}
 	p.mu.Lock()

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"context"
 	"errors"
 	"math/bits"
 	"sync"
@@ -175,13 +176,19 @@ func (rr *RelayRoom) DeliverData(label string, data []byte, dests []string) {
 	rr.r.routeDataLocal(nil, label, data, dests)
 }
 
-// RemoveParticipant ends a local participant's session as
-// RoomService.RemoveParticipant does (for removals asked on another node);
-// it reports whether the identity was here.
+// RemoveParticipant ends a local participant's session for a removal
+// asked on another node: PARTICIPANT_REMOVED goes through
+// RoomService.RemoveParticipant (so tokens issued before are refused here
+// too), other reasons (DUPLICATE_IDENTITY: the identity joined elsewhere)
+// just end the session. It reports whether the identity was here.
 func (rr *RelayRoom) RemoveParticipant(identity string, reason livekit.DisconnectReason) bool {
 	p := rr.r.participant(identity)
 	if p == nil || p.remote != nil {
 		return false
+	}
+	if reason == livekit.DisconnectReason_PARTICIPANT_REMOVED {
+		_, err := rr.r.s.RoomService().RemoveParticipant(context.Background(), &livekit.RoomParticipantIdentity{Room: rr.r.name, Identity: identity})
+		return err == nil
 	}
 	p.close(reason, true)
 	return true
