@@ -460,6 +460,9 @@ func (a *association) handle(m *message) {
 		a.rr.MuteTrack(m.Identity, m.SID)
 	case msgBye:
 		a.b.fail(a)
+	case msgUpdate:
+		i := m.info
+		a.rr.UpdateParticipant(i.GetIdentity(), i.GetName(), i.GetMetadata(), i.GetAttributes(), i.GetPermission())
 	}
 }
 
@@ -498,6 +501,10 @@ func (a *association) onParticipant(m *message) {
 					}
 					a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
 				})
+			},
+			OnUpdate: func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) {
+				upd := &livekit.ParticipantInfo{Identity: id, Name: name, Metadata: metadata, Attributes: attrs, Permission: perm}
+				a.post(func() { a.send(&message{Type: msgUpdate, info: upd}) })
 			},
 			OnMute: func(sid string, muted bool) {
 				if muted {

@@ -20,6 +20,7 @@ const (
 	msgRemove      = "remove" // Identity, Reason
 	msgMute        = "mute"   // Identity, SID: RoomService.MutePublishedTrack on the sender's node
 	msgBye         = "bye"    // the sender closes the association
+	msgUpdate      = "update" // P (identity, name, metadata, attributes, permission): RoomService.UpdateParticipant on the sender's node
 )
 
 // Bounds of untrusted control input.
@@ -84,6 +85,15 @@ func parseMessage(b []byte) (*message, error) {
 		return nil, bad("layer out of range")
 	}
 	switch m.Type {
+	case msgUpdate:
+		info := &livekit.ParticipantInfo{}
+		if err := proto.Unmarshal(m.P, info); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadMessage, err)
+		}
+		if info.GetIdentity() == "" || len(info.GetIdentity()) > maxIDLen {
+			return nil, bad("update without identity")
+		}
+		m.info = info
 	case msgParticipant:
 		info := &livekit.ParticipantInfo{}
 		if err := proto.Unmarshal(m.P, info); err != nil {

@@ -40,8 +40,19 @@
 // DISCONNECTED = left), want (layers the receiving node needs of a track),
 // stream / stream_ready (an SSRC carrying one layer of a track, announced
 // before its first packet), data (an encoded DataPacket with label and
-// destinations) and remove (RoomService.RemoveParticipant on the other
-// node). Versions in ParticipantInfo order updates.
+// destinations), remove / mute / update (RoomService.RemoveParticipant,
+// MutePublishedTrack, UpdateParticipant asked on the other node for one of
+// ours: the origin applies them and its update flows back) and bye (the
+// sender closes; the peer drops the relay at once instead of waiting for
+// ICE to fail, ~3 s). Versions in ParticipantInfo order updates. SendData
+// and ListParticipants work from any linked node as they are: data is
+// relayed like a participant's, and relayed participants are listed.
+//
+// Not yet: a participant's connection quality is computed on each node
+// from what it receives, not taken from the origin; receivers and senders
+// of unpublished tracks stay until the association ends (pion's ORTC has no
+// one accepting unknown SSRCs, so a late packet for a stopped stream would
+// stall it); one association per room rather than per node pair.
 //
 // # Media
 //

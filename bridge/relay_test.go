@@ -187,6 +187,22 @@ func TestRelayRoomService(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ps.GetParticipants(), 2, "node A lists its own and the relayed participant")
 
+	// UpdateParticipant on B reaches alice on A; everyone sees it.
+	_, err = b.srv.RoomService().UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "room", Identity: "alice", Metadata: "set-on-b",
+		Attributes: map[string]string{"k": "v"}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		rp := bob.room.GetParticipantByIdentity("alice")
+		return alice.room.LocalParticipant.Metadata() == "set-on-b" && alice.room.LocalParticipant.Attributes()["k"] == "v" &&
+			rp != nil && rp.Metadata() == "set-on-b"
+	}, 10*time.Second, 20*time.Millisecond, "UpdateParticipant on B did not reach alice on A")
+
+	// SendData on A reaches bob on B.
+	_, err = a.srv.RoomService().SendData(ctx, &livekit.SendDataRequest{Room: "room", Data: []byte("server-hello"), Kind: livekit.DataPacket_RELIABLE,
+		DestinationIdentities: []string{"bob"}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return bob.hasData("", "server-hello") }, 10*time.Second, 20*time.Millisecond)
+
 	oldToken := a.token(t, "room", "alice")
 	_, err = b.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "room", Identity: "alice"})
 	require.NoError(t, err)

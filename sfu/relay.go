@@ -206,6 +206,20 @@ func (rr *RelayRoom) MuteTrack(identity, trackSID string) bool {
 	return ok
 }
 
+// UpdateParticipant applies RoomService.UpdateParticipant to a local
+// participant (for updates asked on another node); it reports whether the
+// identity was here.
+func (rr *RelayRoom) UpdateParticipant(identity, name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) bool {
+	p := rr.r.participant(identity)
+	if p == nil || p.remote != nil {
+		return false
+	}
+	_, err := rr.r.s.RoomService().UpdateParticipant(context.Background(), &livekit.UpdateParticipantRequest{
+		Room: rr.r.name, Identity: identity, Name: name, Metadata: metadata, Attributes: attrs, Permission: perm,
+	})
+	return err == nil
+}
+
 // LocalTrack is a track published on this node, seen by the relay.
 type LocalTrack struct {
 	t *publishedTrack
@@ -422,6 +436,9 @@ type RemoteHooks struct {
 	OnRemoved func(reason livekit.DisconnectReason)
 	// OnMute: RoomService.MutePublishedTrack muted one of its tracks here.
 	OnMute func(trackSID string, muted bool)
+	// OnUpdate: RoomService.UpdateParticipant changed it here (empty
+	// strings, nil attributes or permission: unchanged). attrs is a copy.
+	OnUpdate func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission)
 }
 
 // remotePeer marks a participant that lives on another node.
@@ -438,6 +455,24 @@ func (rp *remotePeer) closed(reason livekit.DisconnectReason) {
 	if reason == livekit.DisconnectReason_PARTICIPANT_REMOVED || reason == livekit.DisconnectReason_DUPLICATE_IDENTITY {
 		rp.hooks.OnRemoved(reason)
 	}
+}
+
+// updatedByServer is called when this node's RoomService updates it.
+func (rp *remotePeer) updatedByServer(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) {
+	if rp.hooks.OnUpdate == nil {
+		return
+	}
+	var a map[string]string
+	if len(attrs) > 0 {
+		a = make(map[string]string, len(attrs))
+		for k, v := range attrs {
+			a[k] = v
+		}
+	}
+	if perm != nil {
+		perm = proto.Clone(perm).(*livekit.ParticipantPermission)
+	}
+	rp.hooks.OnUpdate(name, metadata, a, perm)
 }
 
 // mutedByServer is called when this node's RoomService mutes a track.
