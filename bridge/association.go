@@ -83,7 +83,7 @@ func (b *Bridge) settingEngine() webrtc.SettingEngine {
 	}
 	// A dead peer is noticed within about 3 s (issue 9: the others drop
 	// its participants within ~3 s).
-	se.SetICETimeouts(1500*time.Millisecond, 3*time.Second, 500*time.Millisecond)
+	se.SetICETimeouts(time.Second, 2*time.Second, 250*time.Millisecond)
 	se.SetSCTPMaxMessageSize(maxControlMessage)
 	return se
 }

@@ -30,3 +30,7 @@ func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {
 	require.NotNil(t, it)
 	return it
 }
+
+// vanish stops the association's ICE transport without a bye, as a
+// killed node would.
+func (a *association) vanish() { _ = a.ice.Stop() }

@@ -302,3 +302,20 @@ func TestRelayBitrateBudget(t *testing.T) {
 	t.Logf("relay A->B video per layer: packets %v bytes %v", prev.SentPackets, prev.SentBytes)
 	require.Equal(t, mid, st.LastMarker())
 }
+
+// TestRelayPeerVanishes: a node that stops answering without a word (as
+// after kill -9) is detected by ICE consent within about 3 s; its
+// participants leave the other node.
+func TestRelayPeerVanishes(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, loadtest.PublishOptions{Audio: true})
+	require.Eventually(t, func() bool { return bob.stream("alice/audio") != nil }, 10*time.Second, 20*time.Millisecond)
+	start := time.Now()
+	a.br.assocFor(t, "room", b.id).vanish()
+	require.Eventually(t, func() bool { return bob.flag(bob.left, "alice") }, 10*time.Second, 20*time.Millisecond)
+	t.Logf("alice gone on node B %v after node A's relay went silent", time.Since(start).Round(time.Millisecond))
+}
