@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -34,3 +35,20 @@ func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {
 // vanish stops the association's ICE transport without a bye, as a
 // killed node would.
 func (a *association) vanish() { _ = a.ice.Stop() }
+
+// remoteIdentities lists the participants room's association with peer
+// injected here.
+func (b *Bridge) remoteIdentities(t *testing.T, room, peer string) []string {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	ch := make(chan []string, 1)
+	a.post(func() {
+		var ids []string
+		for id := range a.remotes {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		ch <- ids
+	})
+	return <-ch
+}

@@ -319,3 +319,32 @@ func TestRelayPeerVanishes(t *testing.T) {
 	require.Eventually(t, func() bool { return bob.flag(bob.left, "alice") }, 10*time.Second, 20*time.Millisecond)
 	t.Logf("alice gone on node B %v after node A's relay went silent", time.Since(start).Round(time.Millisecond))
 }
+
+// TestRelayThreeNodes: a room on three nodes (full mesh of associations):
+// everyone hears everyone, and each node relays only its own participants
+// (a track crosses from its origin to each node once, never via a third).
+func TestRelayThreeNodes(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b, c := startNode(t, "node-a"), startNode(t, "node-b"), startNode(t, "node-c")
+	link(t, "room", a, b)
+	link(t, "room", a, c)
+	link(t, "room", b, c)
+	cs := []*client{a.join(t, "room", "alice"), b.join(t, "room", "bob"), c.join(t, "room", "carol")}
+	for _, cl := range cs {
+		cl.publish(t, loadtest.PublishOptions{Audio: true})
+	}
+	for _, cl := range cs {
+		require.Eventually(t, func() bool {
+			n := 0
+			for _, other := range []string{"alice", "bob", "carol"} {
+				if st := cl.stream(other + "/audio"); st != nil && st.Frames.Load() > 20 {
+					n++
+				}
+			}
+			return n == 2
+		}, 20*time.Second, 50*time.Millisecond, "%s does not hear the other two", cl.identity)
+	}
+	require.Equal(t, []string{"bob"}, c.br.remoteIdentities(t, "room", b.id))
+	require.Equal(t, []string{"alice"}, c.br.remoteIdentities(t, "room", a.id))
+	require.Equal(t, []string{"carol"}, b.br.remoteIdentities(t, "room", c.id))
+}
