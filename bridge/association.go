@@ -62,6 +62,9 @@ type association struct {
 	// retransmissions): a lossy IX link for tests (this kernel has no netem).
 	lossEvery atomic.Uint32
 	lossN     atomic.Uint32
+	// canStop: unknown SSRCs are drained, so streams of gone tracks can be
+	// stopped (drain.go).
+	canStop atomic.Bool
 	// recvHook, when set, sees every relayed packet received (benchmarks).
 	recvHook atomic.Pointer[func(layer int, pkt []byte)]
 }
@@ -241,6 +244,7 @@ func (a *association) start(remote *signal) error {
 	if err := a.dtls.Start(remote.DTLS); err != nil {
 		return err
 	}
+	a.canStop.Store(a.drainUnknownSSRCs())
 	if err := a.sctp.Start(remote.SCTP); err != nil {
 		return err
 	}
@@ -428,9 +432,19 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			Fmtp: c.SDPFmtpLine, AudioLevel: c.AudioLevelExtID,
 		})
 	}
-	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
-		for _, ot := range a.out {
-			if ot.identity == info.GetIdentity() && ot.sub != nil {
+	live := map[string]bool{}
+	if info.GetState() != livekit.ParticipantInfo_DISCONNECTED {
+		for _, t := range info.GetTracks() {
+			live[t.GetSid()] = true
+		}
+	}
+	for sid, ot := range a.out {
+		if ot.identity == info.GetIdentity() && !live[sid] {
+			// The track is gone here: stop relaying it.
+			if a.canStop.Load() {
+				ot.stop()
+				delete(a.out, sid)
+			} else if ot.sub != nil {
 				ot.sub.SetWanted(0)
 			}
 		}

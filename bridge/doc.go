@@ -49,10 +49,11 @@
 // relayed like a participant's, and relayed participants are listed.
 //
 // Not yet: a participant's connection quality is computed on each node
-// from what it receives, not taken from the origin; receivers and senders
-// of unpublished tracks stay until the association ends (pion's ORTC has no
-// one accepting unknown SSRCs, so a late packet for a stopped stream would
-// stall it); one association per room rather than per node pair.
+// from what it receives, not taken from the origin; one association per
+// room rather than per node pair (many rooms on one node pair would need
+// SSRC rewriting on a shared association). A (track, layer) stream stays
+// while its track lives, even when nobody wants it; streams of gone tracks
+// are stopped (drain.go explains why that is safe with ORTC).
 //
 // # Media
 //

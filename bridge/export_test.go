@@ -52,3 +52,22 @@ func (b *Bridge) remoteIdentities(t *testing.T, room, peer string) []string {
 	})
 	return <-ch
 }
+
+// relayed lists the track sids room's association with peer sends (out)
+// and receives (receivers), and whether streams can be stopped.
+func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string, canStop bool) {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	done := make(chan struct{})
+	a.post(func() {
+		for sid := range a.out {
+			out = append(out, sid)
+		}
+		for _, rs := range a.receivers {
+			in = append(in, rs.sid)
+		}
+		close(done)
+	})
+	<-done
+	return out, in, a.canStop.Load()
+}

@@ -299,11 +299,21 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 
 func (a *association) dropInTrack(sid string) {
 	delete(a.inTracks, sid)
+	keep := a.receivers[:0]
 	for _, rs := range a.receivers {
-		if rs.sid == sid {
-			rs.target.Store(nil)
+		if rs.sid != sid {
+			keep = append(keep, rs)
+			continue
+		}
+		rs.target.Store(nil)
+		if a.canStop.Load() {
+			_ = rs.recv.Stop()
+		} else {
+			keep = append(keep, rs)
 		}
 	}
+	clear(a.receivers[len(keep):])
+	a.receivers = keep
 }
 
 // requestKeyframe sends a PLI for layer to the origin (already throttled
@@ -321,9 +331,8 @@ func (it *inTrack) requestKeyframe(layer int) {
 	}
 }
 
-// recvStream receives one announced SSRC. Receivers live as long as the
-// association: pion's ORTC has nobody accepting unknown SSRCs, so a late
-// packet for a stopped one would stall the SRTP session.
+// recvStream receives one announced SSRC, until its track is gone (see
+// drain.go for why stopping it is safe).
 type recvStream struct {
 	sid    string
 	layer  int

@@ -348,3 +348,49 @@ func TestRelayThreeNodes(t *testing.T) {
 	require.Equal(t, []string{"alice"}, c.br.remoteIdentities(t, "room", a.id))
 	require.Equal(t, []string{"carol"}, b.br.remoteIdentities(t, "room", c.id))
 }
+
+// TestRelayUnpublishReleases: a track unpublished on its origin stops
+// crossing and its relay streams are released on both nodes; a track
+// published afterwards crosses as usual (stopped streams do not stall the
+// association).
+func TestRelayUnpublishReleases(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, avOpts())
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	vsid := alice.pub.VideoPub.SID()
+	_, _, canStop := a.br.relayed(t, "room", b.id)
+	require.True(t, canStop, "unknown SSRCs are not drained (pion internals changed?)")
+	has := func(list []string, sid string) bool {
+		for _, s := range list {
+			if s == sid {
+				return true
+			}
+		}
+		return false
+	}
+	out, _, _ := a.br.relayed(t, "room", b.id)
+	_, in, _ := b.br.relayed(t, "room", a.id)
+	require.True(t, has(out, vsid) && has(in, vsid))
+
+	require.NoError(t, alice.room.LocalParticipant.UnpublishTrack(vsid))
+	require.Eventually(t, func() bool {
+		out, _, _ := a.br.relayed(t, "room", b.id)
+		_, in, _ := b.br.relayed(t, "room", a.id)
+		return !has(out, vsid) && !has(in, vsid)
+	}, 10*time.Second, 20*time.Millisecond, "relay streams of the unpublished track were kept")
+
+	// A new video track from alice crosses.
+	p2, err := loadtest.StartPublisher(alice.room, loadtest.PublishOptions{Video: true})
+	require.NoError(t, err)
+	t.Cleanup(p2.Stop)
+	require.Eventually(t, func() bool {
+		pub := bob.publication("alice/video")
+		st := bob.stream("alice/video")
+		return pub != nil && pub.SID() == p2.VideoPub.SID() && st != nil && st.Frames.Load() > 10
+	}, 20*time.Second, 20*time.Millisecond, "the new track did not cross")
+	require.Zero(t, bob.stream("alice/video").Corrupt.Load())
+}
