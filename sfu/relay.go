@@ -589,10 +589,11 @@ func (rp *RemoteParticipant) PublishTrack(info *livekit.TrackInfo, codec RelayCo
 	for i := 0; i < n; i++ {
 		l := &layerRecv{t: t, idx: i, isKey: keyframeDetector(codec.MimeType), audioLevelID: codec.AudioLevelExtID, onKeyframe: onKeyframe}
 		if kind == webrtc.RTPCodecTypeVideo {
+			size := p.s.cfg.RTC.PacketCacheSize // as addLayer: q 1/4, h 1/2
 			if t.simulcastLocked() {
 				l.rid = rids[i]
+				size >>= maxLayers - 1 - i
 			}
-			size := p.s.cfg.RTC.PacketCacheSize >> (maxLayers - 1 - i)
 			l.cache = newPacketCache(max(size, 16))
 		}
 		l.batch.pc = p.s.batchConn
