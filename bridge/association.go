@@ -412,6 +412,11 @@ func (a *association) ParticipantChanged(info *livekit.ParticipantInfo) {
 	a.post(func() { a.sendParticipant(info) })
 }
 
+// RoomMetadata implements sfu.RelayObserver.
+func (a *association) RoomMetadata(md string) {
+	a.post(func() { a.send(&message{Type: msgRoomMeta, Data: []byte(md)}) })
+}
+
 // DataPacket implements sfu.RelayObserver.
 func (a *association) DataPacket(label string, data []byte, dests []string) {
 	d := bytes.Clone(data)
@@ -474,6 +479,8 @@ func (a *association) handle(m *message) {
 		a.rr.MuteTrack(m.Identity, m.SID)
 	case msgBye:
 		a.b.fail(a)
+	case msgRoomMeta:
+		a.rr.SetMetadata(string(m.Data))
 	case msgUpdate:
 		i := m.info
 		a.rr.UpdateParticipant(i.GetIdentity(), i.GetName(), i.GetMetadata(), i.GetAttributes(), i.GetPermission())

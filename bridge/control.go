@@ -16,11 +16,12 @@ const (
 	msgWant        = "want"        // SID, Mask: layers the sender's subscribers want
 	msgStream      = "stream"      // SID, Layer, SSRC: an SSRC will carry a layer
 	msgStreamReady = "stream_ready"
-	msgData        = "data"   // Label, Data, Dests
-	msgRemove      = "remove" // Identity, Reason
-	msgMute        = "mute"   // Identity, SID: RoomService.MutePublishedTrack on the sender's node
-	msgBye         = "bye"    // the sender closes the association
-	msgUpdate      = "update" // P (identity, name, metadata, attributes, permission): RoomService.UpdateParticipant on the sender's node
+	msgData        = "data"          // Label, Data, Dests
+	msgRemove      = "remove"        // Identity, Reason
+	msgMute        = "mute"          // Identity, SID: RoomService.MutePublishedTrack on the sender's node
+	msgBye         = "bye"           // the sender closes the association
+	msgRoomMeta    = "room_metadata" // Data: RoomService.UpdateRoomMetadata on the sender's node
+	msgUpdate      = "update"        // P (identity, name, metadata, attributes, permission): RoomService.UpdateParticipant on the sender's node
 )
 
 // Bounds of untrusted control input.
@@ -128,7 +129,7 @@ func parseMessage(b []byte) (*message, error) {
 		if m.Identity == "" || m.SID == "" {
 			return nil, bad("mute without identity or sid")
 		}
-	case msgBye:
+	case msgBye, msgRoomMeta:
 	default:
 		return nil, bad("unknown type")
 	}

@@ -20,6 +20,7 @@ func TestParseMessage(t *testing.T) {
 		{Type: msgRemove, Identity: "bob", Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)},
 		{Type: msgMute, Identity: "bob", SID: "TR_1"},
 		{Type: msgBye},
+		{Type: msgRoomMeta, Data: []byte("md")},
 		{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "bob", Metadata: "md", Permission: &livekit.ParticipantPermission{CanPublish: true}}},
 	}
 	for _, m := range good {

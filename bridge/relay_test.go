@@ -197,6 +197,11 @@ func TestRelayRoomService(t *testing.T) {
 			rp != nil && rp.Metadata() == "set-on-b"
 	}, 10*time.Second, 20*time.Millisecond, "UpdateParticipant on B did not reach alice on A")
 
+	// UpdateRoomMetadata on A reaches bob on B.
+	_, err = a.srv.RoomService().UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: "room", Metadata: "room-md"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return bob.room.Metadata() == "room-md" }, 10*time.Second, 20*time.Millisecond)
+
 	// SendData on A reaches bob on B.
 	_, err = a.srv.RoomService().SendData(ctx, &livekit.SendDataRequest{Room: "room", Data: []byte("server-hello"), Kind: livekit.DataPacket_RELIABLE,
 		DestinationIdentities: []string{"bob"}})

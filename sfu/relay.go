@@ -59,6 +59,8 @@ type RelayObserver interface {
 	// participant or the RoomService (sender already stamped), with the
 	// data channel label ("_reliable" or "_lossy") and its destinations.
 	DataPacket(label string, data []byte, dests []string)
+	// RoomMetadata reports RoomService.UpdateRoomMetadata on this node.
+	RoomMetadata(metadata string)
 }
 
 // RelaySink receives the RTP of a subscribed local track. WriteRTP is
@@ -107,6 +109,29 @@ func (rr *roomRelay) dataPacket(from *Participant, label string, data []byte, de
 			o.DataPacket(label, data, dests)
 		}
 	}
+}
+
+func (rr *roomRelay) roomMetadata(md string) {
+	if os := rr.obs.Load(); os != nil {
+		for _, o := range *os {
+			o.RoomMetadata(md)
+		}
+	}
+}
+
+// SetMetadata applies room metadata set on another node; observers do not
+// see it.
+func (rr *RelayRoom) SetMetadata(md string) {
+	r := rr.r
+	r.mu.Lock()
+	if r.info.Metadata == md {
+		r.mu.Unlock()
+		return
+	}
+	r.info.Metadata = md
+	info := r.roomInfoLocked()
+	r.mu.Unlock()
+	r.broadcast(&livekit.SignalResponse{Message: &livekit.SignalResponse_RoomUpdate{RoomUpdate: &livekit.RoomUpdate{Room: info}}})
 }
 
 // RelayRoom returns the relay handle of a room, creating the room with

@@ -385,6 +385,7 @@ func (r *Room) setMetadata(md string) *livekit.Room {
 	info := r.roomInfoLocked()
 	r.mu.Unlock()
 	r.broadcast(&livekit.SignalResponse{Message: &livekit.SignalResponse_RoomUpdate{RoomUpdate: &livekit.RoomUpdate{Room: info}}})
+	r.relay.roomMetadata(md)
 	return info
 }
 
