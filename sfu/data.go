@@ -87,6 +87,12 @@ const maxDataMessage = 65536
 // routeData sends an encoded DataPacket to dests (identities), or to
 // everyone but from when dests is empty. from may be nil (server data).
 func (r *Room) routeData(from *Participant, label string, data []byte, dests []string) {
+	r.relay.dataPacket(from, label, data, dests)
+	r.routeDataLocal(from, label, data, dests)
+}
+
+// routeDataLocal delivers to this node's participants only.
+func (r *Room) routeDataLocal(from *Participant, label string, data []byte, dests []string) {
 	var want map[string]bool
 	if len(dests) > 0 {
 		want = make(map[string]bool, len(dests))
@@ -95,7 +101,7 @@ func (r *Room) routeData(from *Participant, label string, data []byte, dests []s
 		}
 	}
 	for _, p := range r.participantList() {
-		if p == from || (want != nil && !want[p.identity]) {
+		if p == from || p.remote != nil || (want != nil && !want[p.identity]) {
 			continue
 		}
 		p.sendData(label, data)

@@ -30,6 +30,12 @@
 // go out with one sendmmsg. Everything else (RTCP, ICE, DTLS, SCTP, other
 // transports) is pion's.
 //
+// # Relay
+//
+// relay.go is the API package bridge uses to spread a room over nodes:
+// room observers and relay sinks on the origin, remote participants fed
+// through the normal receive path on the receiving node.
+//
 // # Concurrency
 //
 // Server.mu guards the room map; Room.mu the participants; Participant.mu

@@ -28,10 +28,14 @@ func (dt *downTrack) desiredLayer() int32 {
 // dynacast re-evaluates the wanted layers; immediate only applies
 // upgrades (downgrades wait for the periodic call).
 func (t *publishedTrack) dynacast(now time.Time) {
+	if t.relay.onWant != nil {
+		t.relayWant() // relayed track: the origin runs dynacast
+		return
+	}
 	if t.kind != webrtc.RTPCodecTypeVideo {
 		return
 	}
-	need := int32(0)
+	need := max(0, t.relayNeed())
 	for _, dt := range *t.dts.Load() {
 		need = max(need, dt.desiredLayer())
 	}

@@ -76,6 +76,8 @@ type Participant struct {
 	token       *verifiedToken
 	nextRefresh time.Time
 	refreshing  atomic.Bool
+
+	remote *remotePeer // non-nil: lives on another node (relay.go)
 }
 
 func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
@@ -296,7 +298,7 @@ func (p *Participant) isClosed() bool {
 // subscribe adds a downtrack for t; it reports whether a new subscription
 // was made. With negotiate the subscriber offer follows.
 func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
-	if t.owner == p || !p.canSubscribe() {
+	if t.owner == p || p.remote != nil || !p.canSubscribe() {
 		return false
 	}
 	p.mu.Lock()
@@ -393,6 +395,9 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 	p.s.metrics.participants.Dec()
 	p.flushMetricsOf(subs, published)
 	p.log.Info().Str("reason", reason.String()).Msg("participant left")
+	if p.remote != nil {
+		p.remote.closed(reason)
+	}
 }
 
 func (p *Participant) closePeerConnections() {

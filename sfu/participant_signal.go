@@ -257,6 +257,9 @@ func (p *Participant) applyMetadataLocked(name, metadata string, attrs map[strin
 		}
 	}
 	p.changedLocked()
+	if p.remote != nil {
+		p.remote.updatedByServer(name, metadata, attrs, nil)
+	}
 }
 
 // setPermission replaces the participant's permission (UpdateParticipant).
@@ -266,6 +269,9 @@ func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 	p.info.Permission = p.video.ToPermission()
 	p.changedLocked()
 	p.mu.Unlock()
+	if p.remote != nil {
+		p.remote.updatedByServer("", "", nil, perm)
+	}
 }
 
 func (p *Participant) handleSubscription(u *livekit.UpdateSubscription) {

@@ -311,6 +311,9 @@ func (p *Participant) setTrackMuted(sid string, muted, byServer bool) (*livekit.
 	p.mu.Unlock()
 	if byServer {
 		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Mute{Mute: &livekit.MuteTrackRequest{Sid: sid, Muted: muted}}})
+		if p.remote != nil {
+			p.remote.mutedByServer(sid, muted)
+		}
 	}
 	if changed && t.isLive() {
 		p.publishUpdate(false)

@@ -50,6 +50,8 @@ type publishedTrack struct {
 	dtMu sync.Mutex
 	dts  atomic.Pointer[[]*downTrack]
 
+	relay trackRelay // relay sinks and hooks (relay.go)
+
 	// Audio level accounting for speaker detection, reset every interval.
 	audioActive   atomic.Uint32
 	audioTotal    atomic.Uint32
@@ -181,6 +183,7 @@ func (t *publishedTrack) layerAdded() {
 	for _, dt := range *t.dts.Load() {
 		dt.selectLayer()
 	}
+	t.relayReselect()
 }
 
 func (t *publishedTrack) layer(i int) *layerRecv {
@@ -238,6 +241,7 @@ func (t *publishedTrack) removeDownTrack(dt *downTrack) {
 		}
 	}
 	t.dts.Store(&next)
+	t.relayWant()
 }
 
 // close marks the track unpublished; it reports whether it was live.
@@ -341,7 +345,9 @@ func (t *publishedTrack) takeAudioLevel() (level float32, active bool) {
 type layerRecv struct {
 	t            *publishedTrack
 	idx          int
-	remote       *webrtc.TrackRemote
+	remote       *webrtc.TrackRemote // nil for a relayed layer
+	rid          string              // of a relayed layer
+	onKeyframe   func(layer int)     // relayed layer: keyframe requests go to the relay
 	pc           *webrtc.PeerConnection
 	ssrc         uint32
 	cache        *packetCache
@@ -382,6 +388,10 @@ func (l *layerRecv) requestKeyframe() {
 		return
 	}
 	l.plis.Add(1)
+	if l.onKeyframe != nil {
+		l.onKeyframe(l.idx)
+		return
+	}
 	if l.pc == nil {
 		return // unit tests
 	}
@@ -470,6 +480,7 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	if b != nil && b.n > 0 {
 		b.flush()
 	}
+	t.relayForward(l.idx, h, payload)
 }
 
 var monoStart = time.Now()
@@ -718,7 +729,10 @@ func (t *publishedTrack) layerLabel(i int) string {
 	t.mu.Lock()
 	rid := ""
 	if l := t.layers[i]; l != nil {
-		rid = l.remote.RID()
+		rid = l.rid
+		if l.remote != nil {
+			rid = l.remote.RID()
+		}
 	}
 	t.mu.Unlock()
 	if rid == "" {

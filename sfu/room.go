@@ -47,6 +47,7 @@ type Room struct {
 	created      time.Time
 	sentCount    uint32 // num_participants last sent in room_update
 	dirty        bool   // room_update due
+	relay        roomRelay
 
 	done chan struct{}
 }
@@ -254,6 +255,7 @@ func (r *Room) removeParticipant(p *Participant) bool {
 // broadcastUpdate sends a participant's info to everyone but itself
 // (hidden participants are never announced).
 func (r *Room) broadcastUpdate(from *Participant, info *livekit.ParticipantInfo) {
+	r.relay.participantChanged(from, info)
 	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
 		Participants: []*livekit.ParticipantInfo{info},
 	}}}
@@ -383,6 +385,7 @@ func (r *Room) setMetadata(md string) *livekit.Room {
 	info := r.roomInfoLocked()
 	r.mu.Unlock()
 	r.broadcast(&livekit.SignalResponse{Message: &livekit.SignalResponse_RoomUpdate{RoomUpdate: &livekit.RoomUpdate{Room: info}}})
+	r.relay.roomMetadata(md)
 	return info
 }
 

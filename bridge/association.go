@@ -1,0 +1,606 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gxfs-conf/gxconf/sfu"
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+)
+
+// association is the relay of one room between this node and one peer.
+//
+// worker() owns the maps (remotes, inTracks, out) and runs every control
+// message and every local event in order; the media paths (sinks, read
+// loops, RTCP loops) only touch atomics. Every goroutine is counted in wg
+// (worker in workerWG) and close waits for them.
+type association struct {
+	b      *Bridge
+	room   string
+	peer   string
+	dialer bool
+	log    zerolog.Logger
+	rr     *sfu.RelayRoom
+
+	api      *webrtc.API
+	gatherer *webrtc.ICEGatherer
+	ice      *webrtc.ICETransport
+	dtls     *webrtc.DTLSTransport
+	sctp     *webrtc.SCTPTransport
+	dcMu     sync.Mutex
+	dc       *webrtc.DataChannel
+
+	open      chan struct{} // closed when the control channel is open
+	openOnce  sync.Once
+	done      chan struct{}
+	closeOnce sync.Once
+	startErr  atomic.Pointer[error]
+	wg        sync.WaitGroup
+	workerWG  sync.WaitGroup
+
+	qmu     sync.Mutex
+	queue   []func()
+	qnotify chan struct{}
+
+	// owned by worker
+	remotes   map[string]*remotePart // by identity
+	inTracks  map[string]*inTrack    // by track sid
+	receivers []*recvStream
+	out       map[string]*outTrack // by track sid
+	unobserve func()
+
+	stats linkCounters
+
+	// lossEvery > 0 drops every lossEvery-th video packet sent (not
+	// retransmissions): a lossy IX link for tests (this kernel has no netem).
+	lossEvery atomic.Uint32
+	lossN     atomic.Uint32
+	// canStop: unknown SSRCs are drained, so streams of gone tracks can be
+	// stopped (drain.go).
+	canStop atomic.Bool
+	// recvHook, when set, sees every relayed packet received (benchmarks).
+	recvHook atomic.Pointer[func(layer int, pkt []byte)]
+}
+
+// remotePart is a participant of the peer injected here.
+type remotePart struct {
+	rp      *sfu.RemoteParticipant
+	version uint32
+	tracks  map[string]bool // live track sids
+}
+
+func (b *Bridge) settingEngine() webrtc.SettingEngine {
+	var se webrtc.SettingEngine
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIncludeLoopbackCandidate(true)
+	if ip := b.ip; ip != nil {
+		se.SetIPFilter(func(x net.IP) bool { return x.Equal(ip) })
+	}
+	// A dead peer is noticed within about 3 s (issue 9: the others drop
+	// its participants within ~3 s).
+	se.SetICETimeouts(time.Second, 2*time.Second, 250*time.Millisecond)
+	se.SetSCTPMaxMessageSize(maxControlMessage)
+	return se
+}
+
+// newAssociation prepares the transports and gathers candidates; nonce
+// is the offer's when answering.
+func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*association, *signal, error) {
+	rr, err := b.sfu.RelayRoom(room, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := relayMediaEngine()
+	if err != nil {
+		return nil, nil, err
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.settingEngine()))
+	a := &association{
+		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api,
+		log:      b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
+		open:     make(chan struct{}),
+		done:     make(chan struct{}),
+		qnotify:  make(chan struct{}, 1),
+		remotes:  map[string]*remotePart{},
+		inTracks: map[string]*inTrack{},
+		out:      map[string]*outTrack{},
+	}
+	if a.gatherer, err = api.NewICEGatherer(webrtc.ICEGatherOptions{}); err != nil {
+		return nil, nil, err
+	}
+	a.ice = api.NewICETransport(a.gatherer)
+	if a.dtls, err = api.NewDTLSTransport(a.ice, nil); err != nil {
+		_ = a.gatherer.Close()
+		return nil, nil, err
+	}
+	a.sctp = api.NewSCTPTransport(a.dtls)
+	a.ice.OnConnectionStateChange(func(s webrtc.ICETransportState) {
+		if s == webrtc.ICETransportStateFailed {
+			a.log.Warn().Msg("relay association lost")
+			b.fail(a)
+		}
+	})
+	a.dtls.OnStateChange(func(s webrtc.DTLSTransportState) {
+		if s == webrtc.DTLSTransportStateClosed || s == webrtc.DTLSTransportStateFailed {
+			b.fail(a) // the peer closed the association
+		}
+	})
+	if !dialer {
+		a.sctp.OnDataChannel(a.setDataChannel)
+	}
+	a.workerWG.Add(1)
+	go a.worker()
+	if b.cfg.MaxBitrate > 0 {
+		// Layer bitrates change: re-fit the budget every second.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-a.done:
+					return
+				case <-tick.C:
+					a.post(a.allocate)
+				}
+			}
+		}()
+	}
+	// The room closing here (DeleteRoom, timeouts) ends its relay.
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		select {
+		case <-rr.Done():
+			b.fail(a)
+		case <-a.done:
+		}
+	}()
+
+	gathered := make(chan struct{})
+	var once sync.Once
+	a.gatherer.OnLocalCandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			once.Do(func() { close(gathered) })
+		}
+	})
+	fail := func(err error) (*association, *signal, error) {
+		a.close()
+		return nil, nil, err
+	}
+	if err := a.gatherer.Gather(); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(b.cfg.ConnectTimeout):
+		return fail(ErrTimeout)
+	}
+	sig := &signal{Version: 1, From: b.cfg.NodeID, To: peer, Room: room, TimeMs: time.Now().UnixMilli(), Nonce: nonce}
+	if sig.Nonce == "" {
+		sig.Nonce = newNonce()
+	}
+	if sig.Candidates, err = a.gatherer.GetLocalCandidates(); err != nil {
+		return fail(err)
+	}
+	if sig.ICE, err = a.gatherer.GetLocalParameters(); err != nil {
+		return fail(err)
+	}
+	if sig.DTLS, err = a.dtls.GetLocalParameters(); err != nil {
+		return fail(err)
+	}
+	sig.SCTP = a.sctp.GetCapabilities()
+	return a, sig, nil
+}
+
+// startAsync connects to the peer described by remote in the background.
+func (a *association) startAsync(remote *signal) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.start(remote); err != nil {
+			select {
+			case <-a.done:
+			default:
+				a.log.Warn().Err(err).Msg("failed to start relay association")
+				a.startErr.Store(&err)
+				a.b.fail(a)
+			}
+		}
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		select {
+		case <-a.open:
+		case <-a.done:
+		case <-time.After(a.b.cfg.ConnectTimeout):
+			a.log.Warn().Msg("relay association did not connect in time")
+			a.b.fail(a)
+		}
+	}()
+}
+
+func (a *association) start(remote *signal) error {
+	role := webrtc.ICERoleControlled
+	if a.dialer {
+		role = webrtc.ICERoleControlling
+	}
+	if err := a.ice.SetRemoteCandidates(remote.Candidates); err != nil {
+		return err
+	}
+	if err := a.ice.Start(nil, remote.ICE, &role); err != nil {
+		return err
+	}
+	if err := a.dtls.Start(remote.DTLS); err != nil {
+		return err
+	}
+	a.canStop.Store(a.drainUnknownSSRCs())
+	if err := a.sctp.Start(remote.SCTP); err != nil {
+		return err
+	}
+	if a.dialer {
+		dc, err := a.api.NewDataChannel(a.sctp, &webrtc.DataChannelParameters{Label: "gxconf-relay", Ordered: true})
+		if err != nil {
+			return err
+		}
+		a.setDataChannel(dc)
+	}
+	return nil
+}
+
+func (a *association) setDataChannel(dc *webrtc.DataChannel) {
+	a.dcMu.Lock()
+	if a.dc != nil {
+		a.dcMu.Unlock()
+		_ = dc.Close()
+		return
+	}
+	a.dc = dc
+	a.dcMu.Unlock()
+	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
+		m, err := parseMessage(msg.Data)
+		if err != nil {
+			a.log.Debug().Err(err).Msg("dropping control message")
+			return
+		}
+		a.post(func() { a.handle(m) })
+	})
+	dc.OnOpen(func() {
+		a.openOnce.Do(func() {
+			a.post(a.onOpen)
+			close(a.open)
+		})
+	})
+}
+
+// wait blocks until the association is open, failed or ctx ends.
+func (a *association) wait(ctx context.Context) error {
+	select {
+	case <-a.open:
+		return nil
+	case <-a.done:
+		if e := a.startErr.Load(); e != nil {
+			return *e
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		return ErrTimeout
+	}
+}
+
+// post queues f for the worker.
+func (a *association) post(f func()) {
+	a.qmu.Lock()
+	a.queue = append(a.queue, f)
+	a.qmu.Unlock()
+	select {
+	case a.qnotify <- struct{}{}:
+	default:
+	}
+}
+
+func (a *association) worker() {
+	defer a.workerWG.Done()
+	defer a.cleanup()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.qnotify:
+		}
+		a.qmu.Lock()
+		q := a.queue
+		a.queue = nil
+		a.qmu.Unlock()
+		for _, f := range q {
+			select {
+			case <-a.done:
+				return
+			default:
+			}
+			f()
+		}
+	}
+}
+
+// close tears the association down; never call it from its goroutines
+// (use Bridge.fail).
+func (a *association) close() {
+	a.closeOnce.Do(func() {
+		// Tell the peer at once rather than letting it wait for ICE to
+		// fail; give SCTP a moment to deliver it.
+		a.send(&message{Type: msgBye})
+		a.dcMu.Lock()
+		dc := a.dc
+		a.dcMu.Unlock()
+		if dc != nil {
+			deadline := time.Now().Add(200 * time.Millisecond)
+			for dc.BufferedAmount() > 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		close(a.done)
+		a.workerWG.Wait()
+		if dc != nil {
+			_ = dc.Close()
+		}
+		_ = a.sctp.Stop()
+		_ = a.dtls.Stop()
+		_ = a.ice.Stop()
+		_ = a.gatherer.Close()
+		a.wg.Wait()
+	})
+}
+
+// cleanup runs on the worker when the association ends: the peer's
+// participants leave this node, our sinks detach, senders and receivers
+// stop (their loops end).
+func (a *association) cleanup() {
+	if a.unobserve != nil {
+		a.unobserve()
+	}
+	for _, ot := range a.out {
+		ot.stop()
+	}
+	for _, rs := range a.receivers {
+		_ = rs.recv.Stop()
+	}
+	for id, r := range a.remotes {
+		r.rp.Close(livekit.DisconnectReason_CONNECTION_TIMEOUT)
+		delete(a.remotes, id)
+	}
+}
+
+// send writes a control message to the peer.
+func (a *association) send(m *message) {
+	b, err := m.marshal()
+	if err != nil {
+		return
+	}
+	a.dcMu.Lock()
+	dc := a.dc
+	a.dcMu.Unlock()
+	if dc == nil {
+		return
+	}
+	if err := dc.Send(b); err != nil {
+		a.log.Debug().Err(err).Msg("failed to send control message")
+	}
+}
+
+// onOpen starts observing the room and sends its local participants.
+func (a *association) onOpen() {
+	a.log.Info().Msg("relay association open")
+	a.unobserve = a.rr.Observe(a)
+	for _, info := range a.rr.LocalParticipants() {
+		a.sendParticipant(info)
+	}
+}
+
+// ParticipantChanged implements sfu.RelayObserver.
+func (a *association) ParticipantChanged(info *livekit.ParticipantInfo) {
+	a.post(func() { a.sendParticipant(info) })
+}
+
+// RoomMetadata implements sfu.RelayObserver.
+func (a *association) RoomMetadata(md string) {
+	a.post(func() { a.send(&message{Type: msgRoomMeta, Data: []byte(md)}) })
+}
+
+// DataPacket implements sfu.RelayObserver.
+func (a *association) DataPacket(label string, data []byte, dests []string) {
+	d := bytes.Clone(data)
+	ds := append([]string(nil), dests...)
+	a.post(func() { a.send(&message{Type: msgData, Label: label, Data: d, Dests: ds}) })
+}
+
+func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
+	m := &message{Type: msgParticipant, info: info}
+	for _, t := range info.GetTracks() {
+		lt := a.rr.LocalTrack(t.GetSid())
+		if lt == nil {
+			continue
+		}
+		c := lt.Codec()
+		m.Codecs = append(m.Codecs, trackCodec{
+			SID: t.GetSid(), MimeType: c.MimeType, ClockRate: c.ClockRate, Channels: c.Channels,
+			Fmtp: c.SDPFmtpLine, AudioLevel: c.AudioLevelExtID,
+		})
+	}
+	live := map[string]bool{}
+	if info.GetState() != livekit.ParticipantInfo_DISCONNECTED {
+		for _, t := range info.GetTracks() {
+			live[t.GetSid()] = true
+		}
+	}
+	for sid, ot := range a.out {
+		if ot.identity == info.GetIdentity() && !live[sid] {
+			// The track is gone here: stop relaying it.
+			if a.canStop.Load() {
+				ot.stop()
+				delete(a.out, sid)
+			} else if ot.sub != nil {
+				ot.sub.SetWanted(0)
+			}
+		}
+	}
+	a.send(m)
+}
+
+// handle runs one control message from the peer.
+func (a *association) handle(m *message) {
+	switch m.Type {
+	case msgParticipant:
+		a.onParticipant(m)
+	case msgWant:
+		a.onWant(m.SID, m.Mask)
+	case msgStream:
+		a.onStream(m)
+	case msgStreamReady:
+		if ot := a.out[m.SID]; ot != nil {
+			ot.ready(m.Layer)
+		}
+	case msgData:
+		a.stats.dataIn.Add(1)
+		a.rr.DeliverData(m.Label, m.Data, m.Dests)
+	case msgRemove:
+		a.rr.RemoveParticipant(m.Identity, livekit.DisconnectReason(m.Reason))
+	case msgMute:
+		a.rr.MuteTrack(m.Identity, m.SID)
+	case msgBye:
+		a.b.fail(a)
+	case msgRoomMeta:
+		a.rr.SetMetadata(string(m.Data))
+	case msgUpdate:
+		i := m.info
+		a.rr.UpdateParticipant(i.GetIdentity(), i.GetName(), i.GetMetadata(), i.GetAttributes(), i.GetPermission())
+	}
+}
+
+func (a *association) onParticipant(m *message) {
+	info := m.info
+	id := info.GetIdentity()
+	r := a.remotes[id]
+	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
+		if r != nil && info.GetSid() == r.rp.SID() {
+			delete(a.remotes, id)
+			for sid := range r.tracks {
+				a.dropInTrack(sid)
+			}
+			r.rp.Close(info.GetDisconnectReason())
+		}
+		return
+	}
+	if r != nil && r.rp.SID() != info.GetSid() {
+		// A new session of the identity replaced the old one there.
+		delete(a.remotes, id)
+		for sid := range r.tracks {
+			a.dropInTrack(sid)
+		}
+		r.rp.Close(livekit.DisconnectReason_DUPLICATE_IDENTITY)
+		r = nil
+	}
+	if r == nil {
+		rp, err := a.rr.AddRemoteParticipant(info, sfu.RemoteHooks{
+			OnRemoved: func(reason livekit.DisconnectReason) {
+				a.post(func() {
+					if cur := a.remotes[id]; cur != nil && cur.rp.SID() == info.GetSid() {
+						delete(a.remotes, id)
+						for sid := range cur.tracks {
+							a.dropInTrack(sid)
+						}
+					}
+					a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
+				})
+			},
+			OnUpdate: func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) {
+				upd := &livekit.ParticipantInfo{Identity: id, Name: name, Metadata: metadata, Attributes: attrs, Permission: perm}
+				a.post(func() { a.send(&message{Type: msgUpdate, info: upd}) })
+			},
+			OnMute: func(sid string, muted bool) {
+				if muted {
+					a.post(func() { a.send(&message{Type: msgMute, Identity: id, SID: sid}) })
+				}
+			},
+		})
+		if err != nil {
+			a.log.Info().Err(err).Str("lk_identity", id).Msg("cannot relay participant")
+			return
+		}
+		r = &remotePart{rp: rp, version: info.GetVersion(), tracks: map[string]bool{}}
+		a.remotes[id] = r
+	} else {
+		if info.GetVersion() <= r.version {
+			return // stale
+		}
+		r.version = info.GetVersion()
+		r.rp.Update(info)
+	}
+	codecs := map[string]trackCodec{}
+	for _, c := range m.Codecs {
+		codecs[c.SID] = c
+	}
+	live := map[string]bool{}
+	for _, ti := range info.GetTracks() {
+		sid := ti.GetSid()
+		live[sid] = true
+		if r.tracks[sid] {
+			r.rp.SetTrackMuted(sid, ti.GetMuted())
+			continue
+		}
+		c, ok := codecs[sid]
+		if !ok {
+			live[sid] = false
+			continue
+		}
+		if a.addInTrack(r, ti, c) {
+			r.tracks[sid] = true
+		}
+	}
+	for sid := range r.tracks {
+		if !live[sid] {
+			delete(r.tracks, sid)
+			a.dropInTrack(sid)
+			r.rp.UnpublishTrack(sid)
+		}
+	}
+}
+
+// LinkStats are an association's counters.
+type LinkStats struct {
+	SentPackets, SentBytes [3]uint64 // video sent to the peer, per simulcast layer
+	RecvPackets, RecvBytes [3]uint64 // video received from the peer, per layer
+	SentAudio, RecvAudio   uint64    // audio packets sent / received
+	PLIsIn, PLIsOut        uint64    // keyframe requests received / sent
+	NACKsOut, Retransmits  uint64    // sequence numbers NACKed / packets resent
+	DataIn                 uint64    // data packets received
+}
+
+type linkCounters struct {
+	sentPk, sentBy, recvPk, recvBy [3]atomic.Uint64
+	sentAudio, recvAudio           atomic.Uint64
+	plisIn, plisOut, nacksOut, rtx atomic.Uint64
+	dataIn                         atomic.Uint64
+}
+
+func (c *linkCounters) snapshot() LinkStats {
+	var s LinkStats
+	for i := 0; i < 3; i++ {
+		s.SentPackets[i], s.SentBytes[i] = c.sentPk[i].Load(), c.sentBy[i].Load()
+		s.RecvPackets[i], s.RecvBytes[i] = c.recvPk[i].Load(), c.recvBy[i].Load()
+	}
+	s.PLIsIn, s.PLIsOut, s.NACKsOut, s.Retransmits = c.plisIn.Load(), c.plisOut.Load(), c.nacksOut.Load(), c.rtx.Load()
+	s.DataIn = c.dataIn.Load()
+	s.SentAudio, s.RecvAudio = c.sentAudio.Load(), c.recvAudio.Load()
+	return s
+}

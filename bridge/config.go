@@ -1,0 +1,51 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is the bridge section of a node's configuration.
+type Config struct {
+	// NodeID identifies this node to its peers (the cluster's node id).
+	NodeID string `yaml:"node_id"`
+	// Listen is the relay address (the IX interface): the HTTP signalling
+	// listener; media uses UDP ports on the same IP.
+	Listen string `yaml:"listen"`
+	// Secret is the cluster secret shared by all nodes, >= 32 bytes.
+	Secret string `yaml:"secret"`
+	// ConnectTimeout bounds establishing an association.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxBitrate is the media budget of one association towards the peer
+	// (bit/s; 0: unlimited): simulcast layers are chosen to fit it, the
+	// lowest layer of every wanted track always crosses.
+	MaxBitrate int64 `yaml:"max_bitrate"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Listen: ":7883", ConnectTimeout: 10 * time.Second}
+}
+
+// Validate reports every problem, each named by its key.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node_id: must be set"))
+	}
+	if len(c.Secret) < 32 {
+		errs = append(errs, fmt.Errorf("secret: must be at least 32 bytes, got %d", len(c.Secret)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if c.MaxBitrate < 0 {
+		errs = append(errs, errors.New("max_bitrate: must not be negative"))
+	}
+	if c.ConnectTimeout <= 0 {
+		errs = append(errs, errors.New("connect_timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}

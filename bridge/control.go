@@ -1,0 +1,167 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/livekit/protocol/livekit"
+	"google.golang.org/protobuf/proto"
+)
+
+// Control message types.
+const (
+	msgParticipant = "participant" // P (+ Codecs): a participant of the sender's node changed
+	msgWant        = "want"        // SID, Mask: layers the sender's subscribers want
+	msgStream      = "stream"      // SID, Layer, SSRC: an SSRC will carry a layer
+	msgStreamReady = "stream_ready"
+	msgData        = "data"          // Label, Data, Dests
+	msgRemove      = "remove"        // Identity, Reason
+	msgMute        = "mute"          // Identity, SID: RoomService.MutePublishedTrack on the sender's node
+	msgBye         = "bye"           // the sender closes the association
+	msgRoomMeta    = "room_metadata" // Data: RoomService.UpdateRoomMetadata on the sender's node
+	msgUpdate      = "update"        // P (identity, name, metadata, attributes, permission): RoomService.UpdateParticipant on the sender's node
+)
+
+// Bounds of untrusted control input.
+const (
+	maxControlMessage = 256 << 10
+	maxDests          = 4096
+	maxTracks         = 256
+	maxIDLen          = 512
+)
+
+// trackCodec is the codec of a live track in a participant message.
+type trackCodec struct {
+	SID        string `json:"sid"`
+	MimeType   string `json:"mime"`
+	ClockRate  uint32 `json:"clock"`
+	Channels   uint16 `json:"ch,omitempty"`
+	Fmtp       string `json:"fmtp,omitempty"`
+	AudioLevel uint8  `json:"alevel,omitempty"`
+}
+
+// message is one control message.
+type message struct {
+	Type     string       `json:"t"`
+	P        []byte       `json:"p,omitempty"` // livekit.ParticipantInfo, protobuf
+	Codecs   []trackCodec `json:"codecs,omitempty"`
+	SID      string       `json:"sid,omitempty"`
+	Layer    int          `json:"layer,omitempty"`
+	Mask     uint8        `json:"mask,omitempty"`
+	SSRC     uint32       `json:"ssrc,omitempty"`
+	Kind     string       `json:"kind,omitempty"` // stream: "audio" or "video"
+	Label    string       `json:"label,omitempty"`
+	Data     []byte       `json:"data,omitempty"`
+	Dests    []string     `json:"dests,omitempty"`
+	Identity string       `json:"identity,omitempty"`
+	Reason   int32        `json:"reason,omitempty"`
+
+	info *livekit.ParticipantInfo // decoded P
+}
+
+var errBadMessage = errors.New("invalid control message")
+
+func bad(why string) error { return fmt.Errorf("%w: %s", errBadMessage, why) }
+
+// parseMessage decodes and validates a control message from the peer.
+func parseMessage(b []byte) (*message, error) {
+	if len(b) > maxControlMessage {
+		return nil, bad("too large")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	m := &message{}
+	if err := d.Decode(m); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadMessage, err)
+	}
+	if d.More() {
+		return nil, bad("trailing data")
+	}
+	if len(m.SID) > maxIDLen || len(m.Identity) > maxIDLen || len(m.Label) > maxIDLen || len(m.Dests) > maxDests || len(m.Codecs) > maxTracks {
+		return nil, bad("field too long")
+	}
+	if m.Layer < 0 || m.Layer > 2 || m.Mask > 7 {
+		return nil, bad("layer out of range")
+	}
+	switch m.Type {
+	case msgUpdate:
+		info := &livekit.ParticipantInfo{}
+		if err := proto.Unmarshal(m.P, info); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadMessage, err)
+		}
+		if info.GetIdentity() == "" || len(info.GetIdentity()) > maxIDLen {
+			return nil, bad("update without identity")
+		}
+		m.info = info
+	case msgParticipant:
+		info := &livekit.ParticipantInfo{}
+		if err := proto.Unmarshal(m.P, info); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadMessage, err)
+		}
+		if info.GetIdentity() == "" || info.GetSid() == "" || len(info.GetIdentity()) > maxIDLen || len(info.GetTracks()) > maxTracks {
+			return nil, bad("participant without identity or sid")
+		}
+		for _, t := range info.GetTracks() {
+			if t.GetSid() == "" {
+				return nil, bad("track without sid")
+			}
+		}
+		m.info = info
+	case msgWant:
+		if m.SID == "" {
+			return nil, bad("want without sid")
+		}
+	case msgStream, msgStreamReady:
+		if m.SID == "" || (m.Type == msgStream && (m.SSRC == 0 || (m.Kind != "audio" && m.Kind != "video"))) {
+			return nil, bad("stream without sid, ssrc or kind")
+		}
+	case msgData:
+		if m.Label != "_reliable" && m.Label != "_lossy" {
+			return nil, bad("unknown data label")
+		}
+	case msgRemove:
+		if m.Identity == "" {
+			return nil, bad("remove without identity")
+		}
+	case msgMute:
+		if m.Identity == "" || m.SID == "" {
+			return nil, bad("mute without identity or sid")
+		}
+	case msgBye, msgRoomMeta:
+	default:
+		return nil, bad("unknown type")
+	}
+	for _, c := range m.Codecs {
+		if c.SID == "" || c.MimeType == "" || len(c.SID) > maxIDLen || len(c.MimeType) > 64 || len(c.Fmtp) > maxIDLen {
+			return nil, bad("bad codec")
+		}
+	}
+	// Canonical form: empty slices are absent.
+	if len(m.P) == 0 {
+		m.P = nil
+	}
+	if len(m.Codecs) == 0 {
+		m.Codecs = nil
+	}
+	if len(m.Data) == 0 {
+		m.Data = nil
+	}
+	if len(m.Dests) == 0 {
+		m.Dests = nil
+	}
+	return m, nil
+}
+
+// marshal encodes a message; participant messages carry info.
+func (m *message) marshal() ([]byte, error) {
+	if m.info != nil {
+		p, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.info)
+		if err != nil {
+			return nil, err
+		}
+		m.P = p
+	}
+	return json.Marshal(m)
+}

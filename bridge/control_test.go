@@ -1,0 +1,94 @@
+package bridge
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseMessage(t *testing.T) {
+	info := &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice", Attributes: map[string]string{"a": "1", "b": "2"},
+		Tracks: []*livekit.TrackInfo{{Sid: "TR_1", Type: livekit.TrackType_AUDIO}}}
+	good := []*message{
+		{Type: msgParticipant, info: info, Codecs: []trackCodec{{SID: "TR_1", MimeType: "audio/opus", ClockRate: 48000, Channels: 2, AudioLevel: 1}}},
+		{Type: msgWant, SID: "TR_1", Mask: 5},
+		{Type: msgStream, SID: "TR_1", Layer: 2, SSRC: 7, Kind: "video"},
+		{Type: msgStreamReady, SID: "TR_1", Layer: 1},
+		{Type: msgData, Label: "_lossy", Data: []byte{1, 2}, Dests: []string{"bob"}},
+		{Type: msgRemove, Identity: "bob", Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)},
+		{Type: msgMute, Identity: "bob", SID: "TR_1"},
+		{Type: msgBye},
+		{Type: msgRoomMeta, Data: []byte("md")},
+		{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "bob", Metadata: "md", Permission: &livekit.ParticipantPermission{CanPublish: true}}},
+	}
+	for _, m := range good {
+		t.Run(m.Type, func(t *testing.T) {
+			b, err := m.marshal()
+			require.NoError(t, err)
+			got, err := parseMessage(b)
+			require.NoError(t, err)
+			b2, err := got.marshal()
+			require.NoError(t, err)
+			require.Equal(t, string(b), string(b2))
+		})
+	}
+	for name, in := range map[string]string{
+		"unknown type":     `{"t":"x"}`,
+		"unknown field":    `{"t":"want","sid":"s","zzz":1}`,
+		"trailing":         `{"t":"want","sid":"s"}{}`,
+		"layer range":      `{"t":"stream_ready","sid":"s","layer":3}`,
+		"mask range":       `{"t":"want","sid":"s","mask":8}`,
+		"stream no ssrc":   `{"t":"stream","sid":"s","kind":"video"}`,
+		"stream bad kind":  `{"t":"stream","sid":"s","ssrc":1,"kind":"data"}`,
+		"bad label":        `{"t":"data","label":"x"}`,
+		"no identity":      `{"t":"remove"}`,
+		"participant junk": `{"t":"participant","p":"AAAA"}`,
+		"participant none": `{"t":"participant"}`,
+		"not json":         `]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseMessage([]byte(in))
+			require.ErrorIs(t, err, errBadMessage)
+		})
+	}
+}
+
+// FuzzParseMessage: no panic; an accepted message re-marshals to a
+// message that parses to the same canonical encoding.
+func FuzzParseMessage(f *testing.F) {
+	info := &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice", Metadata: "m", Tracks: []*livekit.TrackInfo{{Sid: "TR_1"}}}
+	for _, m := range []*message{
+		{Type: msgParticipant, info: info, Codecs: []trackCodec{{SID: "TR_1", MimeType: "video/VP8", ClockRate: 90000}}},
+		{Type: msgWant, SID: "TR_1", Mask: 3},
+		{Type: msgStream, SID: "TR_1", SSRC: 99, Kind: "audio"},
+		{Type: msgData, Label: "_reliable", Data: []byte("x")},
+		{Type: msgRemove, Identity: "bob"},
+	} {
+		b, err := m.marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"t":"participant","p":""}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := parseMessage(in)
+		if err != nil {
+			return
+		}
+		b, err := m.marshal()
+		if err != nil {
+			t.Fatalf("accepted message does not marshal: %v", err)
+		}
+		m2, err := parseMessage(b)
+		if err != nil {
+			t.Fatalf("re-marshalled message rejected: %v\n%s", err, b)
+		}
+		b2, err := m2.marshal()
+		if err != nil || !bytes.Equal(b, b2) {
+			t.Fatalf("not canonical:\n%s\n%s", b, b2)
+		}
+	})
+}

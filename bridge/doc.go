@@ -1,0 +1,78 @@
+// Package bridge relays media between gxconf's SFU nodes so one LiveKit
+// room spans several nodes transparently: each participant connects to one
+// node and sees everyone else, with their original identities, sids and
+// track sids, through normal LiveKit signalling.
+//
+// It imports sfu (and later cluster); sfu imports no other gxconf package.
+// The cluster directory tells a node "room R also lives on node N at relay
+// address X" by calling Bridge.Link; Bridge.Unlink ends it.
+//
+// # Association
+//
+// One association per (room, node pair), as Jitsi's relays and mediasoup's
+// pipe transports: SSRCs stay unique per association without rewriting and
+// a room's relay goes away with the room. Transport: pion's ORTC API —
+// ICE (host candidates on the relay address only, udp4, no mDNS) + DTLS
+// 1.2 (ECDSA P-256, fresh certificate per association) + SRTP for media +
+// SCTP with one reliable, ordered data channel for control. Why ORTC and
+// not a PeerConnection: tracks appear and disappear all the time, and ORTC
+// adds a sender/receiver per (track, layer) with a control message instead
+// of an SDP renegotiation (pion/ion-sfu's relay does the same). Why
+// DTLS-SRTP and not plain RTP: the IX link is not trusted, and it is the
+// same encryption clients get.
+//
+// Signalling is one HTTP request on the relay address (POST
+// /gxconf/relay/v1/associate) carrying ICE parameters and candidates, the
+// DTLS fingerprint and SCTP capabilities, answered with the peer's. Both
+// are authenticated with HMAC-SHA256 under the shared cluster secret over
+// the whole body (node ids, room, time, nonce); the answer's MAC also
+// covers the offer's MAC, so it cannot be replayed to another offer. Offers
+// older than 30 s or with a nonce seen before are refused. Since the
+// fingerprints travel in authenticated messages and DTLS checks the
+// peer's certificate against them, the DTLS association is mutually
+// authenticated; the secret never crosses the wire. The node whose id
+// sorts lower dials (Link on the other node only waits for it).
+//
+// # Control protocol
+//
+// JSON messages on the data channel (control.go): participant (the
+// origin's ParticipantInfo with codec details of its live tracks; state
+// DISCONNECTED = left), want (layers the receiving node needs of a track),
+// stream / stream_ready (an SSRC carrying one layer of a track, announced
+// before its first packet), data (an encoded DataPacket with label and
+// destinations), remove / mute / update (RoomService.RemoveParticipant,
+// MutePublishedTrack, UpdateParticipant asked on the other node for one of
+// ours: the origin applies them and its update flows back) and bye (the
+// sender closes; the peer drops the relay at once instead of waiting for
+// ICE to fail, ~3 s). Versions in ParticipantInfo order updates. SendData
+// and ListParticipants work from any linked node as they are: data is
+// relayed like a participant's, and relayed participants are listed.
+//
+// Not yet: a participant's connection quality is computed on each node
+// from what it receives, not taken from the origin; one association per
+// room rather than per node pair (many rooms on one node pair would need
+// SSRC rewriting on a shared association). A (track, layer) stream stays
+// while its track lives, even when nobody wants it; streams of gone tracks
+// are stopped (drain.go explains why that is safe with ORTC).
+//
+// # Media
+//
+// A track crosses an association only while a subscriber on the receiving
+// node wants it, and only the layers wanted there: the receiving node
+// sends the set of layers its subscribers want or still receive; the origin
+// maps them onto live layers and folds the highest into its dynacast, so
+// the publisher encodes what either node needs (Jitsi's AddReceiver). The
+// origin's sfu.RelaySubscription hands the packets of those layers to the
+// association inline from the publisher's read loop; each (track, layer)
+// gets its own SRTP stream. Sequence numbers, timestamps, payloads and
+// header extensions cross unchanged (only SSRC and payload type are the
+// association's), so E2EE frames pass.
+//
+// RTCP ends at each hop: the receiving node's subscribers are answered
+// from its own packet cache; losses on the relay are NACKed by the
+// receiving node and answered from the origin's packet cache (same
+// sequence numbers); PLI/FIR from the receiving node (throttled there)
+// are merged and throttled at the origin with the local ones per layer
+// (500 ms low, 1 s others), so relays cannot cause a keyframe storm
+// (jitsi-videobridge#2442). No bandwidth estimation crosses a hop.
+package bridge

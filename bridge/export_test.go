@@ -1,0 +1,73 @@
+package bridge
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// assocFor returns room's association with peer.
+func (b *Bridge) assocFor(t testing.TB, room, peer string) *association {
+	t.Helper()
+	b.mu.Lock()
+	a := b.assocs[assocKey{room, peer}]
+	b.mu.Unlock()
+	require.NotNil(t, a)
+	return a
+}
+
+// inTrackFor returns the relayed track sid of room's association with
+// peer, read on the association's worker.
+func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {
+	t.Helper()
+	b.mu.Lock()
+	a := b.assocs[assocKey{room, peer}]
+	b.mu.Unlock()
+	require.NotNil(t, a)
+	ch := make(chan *inTrack, 1)
+	a.post(func() { ch <- a.inTracks[sid] })
+	it := <-ch
+	require.NotNil(t, it)
+	return it
+}
+
+// vanish stops the association's ICE transport without a bye, as a
+// killed node would.
+func (a *association) vanish() { _ = a.ice.Stop() }
+
+// remoteIdentities lists the participants room's association with peer
+// injected here.
+func (b *Bridge) remoteIdentities(t *testing.T, room, peer string) []string {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	ch := make(chan []string, 1)
+	a.post(func() {
+		var ids []string
+		for id := range a.remotes {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		ch <- ids
+	})
+	return <-ch
+}
+
+// relayed lists the track sids room's association with peer sends (out)
+// and receives (receivers), and whether streams can be stopped.
+func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string, canStop bool) {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	done := make(chan struct{})
+	a.post(func() {
+		for sid := range a.out {
+			out = append(out, sid)
+		}
+		for _, rs := range a.receivers {
+			in = append(in, rs.sid)
+		}
+		close(done)
+	})
+	<-done
+	return out, in, a.canStop.Load()
+}

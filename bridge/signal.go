@@ -1,0 +1,174 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// associatePath is the signalling endpoint on the relay address.
+const associatePath = "/gxconf/relay/v1/associate"
+
+const (
+	macHeader     = "X-Gxconf-Relay-Mac"
+	maxClockSkew  = 30 * time.Second
+	maxSignalBody = 64 << 10
+)
+
+// signal is one side's half of an association: who, which room, and its
+// ICE, DTLS and SCTP parameters.
+type signal struct {
+	Version    int                     `json:"v"`
+	From       string                  `json:"from"`
+	To         string                  `json:"to"`
+	Room       string                  `json:"room"`
+	TimeMs     int64                   `json:"time_ms"`
+	Nonce      string                  `json:"nonce"`
+	ICE        webrtc.ICEParameters    `json:"ice"`
+	Candidates []webrtc.ICECandidate   `json:"candidates"`
+	DTLS       webrtc.DTLSParameters   `json:"dtls"`
+	SCTP       webrtc.SCTPCapabilities `json:"sctp"`
+}
+
+var (
+	errUnauthenticated = errors.New("relay signal not authenticated")
+	errStale           = errors.New("relay signal too old or replayed")
+)
+
+func newNonce() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// mac is HMAC-SHA256 under the cluster secret over a context label, an
+// optional bound MAC (the offer's, for an answer) and the body.
+func mac(secret, label string, bound []byte, body []byte) []byte {
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte("gxconf relay v1 " + label + "\n"))
+	h.Write(bound)
+	h.Write([]byte{'\n'})
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// dialSignal sends our offer to the peer's relay address and returns its
+// verified answer.
+func (b *Bridge) dialSignal(ctx context.Context, addr string, offer *signal) (*signal, error) {
+	body, err := json.Marshal(offer)
+	if err != nil {
+		return nil, err
+	}
+	sum := mac(b.cfg.Secret, "offer", nil, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+associatePath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(sum))
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("failed to reach relay %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxSignalBody))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("relay %s refused the association: %s", addr, resp.Status)
+	}
+	got, err := base64.StdEncoding.DecodeString(resp.Header.Get(macHeader))
+	if err != nil || !hmac.Equal(got, mac(b.cfg.Secret, "answer", sum, rb)) {
+		return nil, errUnauthenticated
+	}
+	ans := &signal{}
+	if err := json.Unmarshal(rb, ans); err != nil {
+		return nil, fmt.Errorf("failed to decode relay answer: %w", err)
+	}
+	if ans.From != offer.To || ans.To != offer.From || ans.Room != offer.Room || ans.Nonce != offer.Nonce {
+		return nil, errUnauthenticated
+	}
+	return ans, nil
+}
+
+// handleAssociate answers an authenticated offer and starts the
+// association in the background.
+func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignalBody))
+	if err != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	sum, err := base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
+	if err != nil || !hmac.Equal(sum, mac(b.cfg.Secret, "offer", nil, body)) {
+		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
+		return
+	}
+	offer := &signal{}
+	if err := json.Unmarshal(body, offer); err != nil || offer.Version != 1 || offer.Room == "" || offer.From == "" || offer.From == b.cfg.NodeID {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	if offer.To != b.cfg.NodeID {
+		http.Error(w, "wrong node", http.StatusMisdirectedRequest)
+		return
+	}
+	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {
+		http.Error(w, errStale.Error(), http.StatusUnauthorized)
+		return
+	}
+	a, ans, err := b.accept(offer)
+	if err != nil {
+		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("node_id", offer.From).Msg("failed to accept relay association")
+		http.Error(w, "cannot associate", http.StatusServiceUnavailable)
+		return
+	}
+	rb, err := json.Marshal(ans)
+	if err != nil {
+		a.close()
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(macHeader, base64.StdEncoding.EncodeToString(mac(b.cfg.Secret, "answer", sum, rb)))
+	_, _ = w.Write(rb)
+	a.startAsync(offer)
+}
+
+// freshNonce accepts an offer time within the allowed skew and a nonce
+// not seen in that window.
+func (b *Bridge) freshNonce(nonce string, at time.Time) bool {
+	now := time.Now()
+	if nonce == "" || len(nonce) > 64 || at.Before(now.Add(-maxClockSkew)) || at.After(now.Add(maxClockSkew)) {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for n, exp := range b.nonces {
+		if now.After(exp) {
+			delete(b.nonces, n)
+		}
+	}
+	if _, seen := b.nonces[nonce]; seen {
+		return false
+	}
+	b.nonces[nonce] = now.Add(2 * maxClockSkew)
+	return true
+}
