@@ -9,10 +9,11 @@ import (
 
 // Config is the bridge section of a node's configuration.
 type Config struct {
-	// NodeID identifies this node to its peers (the cluster's node id).
-	NodeID string `yaml:"node_id"`
+	// NodeID identifies this node to its peers: always the cluster's node
+	// id (set by gxconf, not configured).
+	NodeID string `yaml:"-"`
 	// Listen is the relay address (the IX interface): the HTTP signalling
-	// listener; media uses UDP ports on the same IP.
+	// listener; media uses UDP ports on the same IP. Empty: cluster.relay_address.
 	Listen string `yaml:"listen"`
 	// Secret is the cluster secret shared by all nodes, >= 32 bytes.
 	Secret string `yaml:"secret"`
@@ -26,7 +27,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Listen: ":7883", ConnectTimeout: 10 * time.Second}
+	return Config{ConnectTimeout: 10 * time.Second}
 }
 
 // Validate reports every problem, each named by its key.

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
@@ -37,8 +38,10 @@ type Config struct {
 	Credentials credentials.Config `yaml:"credentials"`
 	// Cluster is this node's place in the SFU cluster (alone by default).
 	Cluster cluster.Config `yaml:"cluster"`
-	Metrics Metrics        `yaml:"metrics"`
-	Logging Logging        `yaml:"logging"`
+	// Bridge relays media between the nodes of a room (with cluster.relay_address).
+	Bridge  bridge.Config `yaml:"bridge"`
+	Metrics Metrics       `yaml:"metrics"`
+	Logging Logging       `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
 
@@ -92,6 +95,7 @@ func Default() Config {
 		SFU:         SFU{Enabled: true, Config: sfu.DefaultConfig()},
 		Credentials: credentials.DefaultConfig(),
 		Cluster:     cluster.DefaultConfig(),
+		Bridge:      bridge.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
@@ -147,6 +151,11 @@ func (c *Config) Validate() error {
 	if c.Cluster.Multi() && c.Database.Type != "postgres" {
 		errs = append(errs, errors.New("database.type: a cluster needs one database for every node (postgres): grants, revocations and delayed leaves are checked by whichever node a client reaches"))
 	}
+	if c.BridgeEnabled() {
+		b := c.Bridge
+		b.NodeID = "derived" // the cluster's node id, set at start
+		add("bridge", b.Validate())
+	}
 	if c.Cluster.Multi() && c.derivedKeys {
 		errs = append(errs, errors.New("sfu.keys: must be set, the same on every node of a cluster (a node's tokens are checked by the others)"))
 	}
@@ -169,6 +178,12 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// BridgeEnabled tells whether this node relays media to the other nodes of
+// its rooms: in a cluster, when it has a relay address.
+func (c *Config) BridgeEnabled() bool {
+	return c.Cluster.Multi() && c.Cluster.RelayAddress != ""
+}
+
 // derive fills keys whose default is another key's value, and gives the
 // embedded SFU a key pair for this process when none is configured (only the
 // focus in the same process mints tokens for it).
@@ -178,6 +193,9 @@ func (c *Config) derive() {
 		_, _ = rand.Read(secret)
 		c.SFU.Keys = map[string]string{"gxconf-embedded": base64.RawURLEncoding.EncodeToString(secret)}
 		c.derivedKeys = true
+	}
+	if c.Bridge.Listen == "" {
+		c.Bridge.Listen = c.Cluster.RelayAddress
 	}
 	if c.Cluster.SignalURL == "" && c.SFU.Enabled {
 		// This node's own signalling URL: the SFU's public URL, or its

@@ -54,6 +54,7 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	require.Equal(t, def.Metrics, cfg.Metrics)
 	require.Equal(t, def.Logging, cfg.Logging)
 	require.Equal(t, def.Cluster, cfg.Cluster)
+	require.Equal(t, def.Bridge, cfg.Bridge)
 	// The embedded SFU: every default, keys aside (derived per process when empty).
 	sfuCfg, defSFU := cfg.SFU, def.SFU
 	sfuCfg.Keys, defSFU.Keys = nil, nil

@@ -25,11 +25,13 @@ import (
 )
 
 // TestClusterPlacement runs two gxconf nodes in two sites with one Redis and
-// one PostgreSQL, behind one Dendrite: the homeserver's users are placed in
-// site "b"; a room stays on the node that hosts it whichever node's focus is
-// asked; a token from one node's focus is checked by the other node's SFU
-// (grants are shared); `gxconf cluster status` shows both nodes and the
-// room; after `kill -9` of the hosting node, requests fall back to site "a".
+// one PostgreSQL behind one Dendrite. The homeserver's users are placed in
+// site "b"; a token from one node's focus is checked by the other node's SFU
+// (grants are shared); node-b takes one participant, so the room's second
+// participant goes to site "a" and the bridge relays media both ways
+// between the nodes; `gxconf cluster status` shows both nodes and the room;
+// `gxconf cluster drain` empties node-b and stops it cleanly; after a
+// restart and `kill -9`, node-a drops node-b within the liveness TTL.
 func TestClusterPlacement(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -45,20 +47,23 @@ func TestClusterPlacement(t *testing.T) {
 	portB, err := harness.FreePort()
 	require.NoError(t, err)
 	urlA, urlB := fmt.Sprintf("ws://127.0.0.1:%d", portA), fmt.Sprintf("ws://127.0.0.1:%d", portB)
-	clusterCfg := func(node, site string) map[string]any {
+	relayA, relayB := freeAddr(t), freeAddr(t)
+	clusterCfg := func(node, site, relay string, maxParticipants int) map[string]any {
 		return map[string]any{
-			"node_id": node, "site": site,
+			"node_id": node, "site": site, "relay_address": relay,
 			"heartbeat_interval": "200ms", "liveness_ttl": "1s",
 			"redis":       map[string]any{"address": rds.Addr, "op_timeout": "500ms"},
 			"sites":       map[string]any{"a": map[string]any{"url": urlA}, "b": map[string]any{"url": urlB, "fallback": []string{"a"}}},
 			"homeservers": map[string]any{"localhost": "b"},
 			// The CI machine's load is not the nodes' own: no CPU limit.
-			"limits": map[string]any{"max_cpu": 0},
+			"limits": map[string]any{"max_cpu": 0, "max_participants": maxParticipants},
 		}
 	}
+	relaySecret := "relay-secret-of-this-test-run-0123456789abcdef"
 	s := startStack(t, harness.StackOptions{SFUPort: portA, Config: map[string]any{
 		"database": map[string]any{"type": "postgres", "uri": pg.URI},
-		"cluster":  clusterCfg("node-a", "a"),
+		"cluster":  clusterCfg("node-a", "a", relayA, 100),
+		"bridge":   map[string]any{"secret": relaySecret},
 	}})
 
 	// Node B: the same registration, database and SFU keys, its own ports.
@@ -85,7 +90,10 @@ func TestClusterPlacement(t *testing.T) {
 			"keys":   map[string]any{s.SFUKey: s.SFUSecret},
 			"rtc":    map[string]any{"udp_port": udp, "tcp_port": 0, "node_ip": "127.0.0.1"},
 		},
-		"cluster": clusterCfg("node-b", "b"),
+		// node-b takes one participant: the second one of the room goes to
+		// the fallback site, and the bridge relays between the two nodes.
+		"cluster": clusterCfg("node-b", "b", relayB, 1),
+		"bridge":  map[string]any{"secret": relaySecret},
 		"metrics": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", ports[2])},
 		"logging": map[string]any{"level": "debug"},
 	}
@@ -148,16 +156,26 @@ func TestClusterPlacement(t *testing.T) {
 		return false
 	}, 30*time.Second, 100*time.Millisecond, "node-a does not see the room on node-b")
 
-	// Bob asks node B's focus and lands in the same room on node-b.
+	// Bob asks node B's focus: node-b is full, so he goes to site a's node
+	// and the room spans both nodes.
+	require.Eventually(t, func() bool { return nodeLoad(t, s.MetricsURL, "node-b").Participants == 1 },
+		30*time.Second, 100*time.Millisecond, "node-a does not see alice on node-b")
 	status, bURL, bJWT := token(focusB, bob, "bob-1")
 	require.Equal(t, http.StatusOK, status)
-	require.Equal(t, urlB, bURL)
+	require.Equal(t, urlA, bURL, "the hosting node is full: fallback site")
 	b := joinWithToken(t, bURL, bJWT)
 	aliceID := focus.LiveKitIdentity(alice.ID.String(), alice.Client.DeviceID.String(), "alice-1")
+	bobID := focus.LiveKitIdentity(bob.ID.String(), bob.Client.DeviceID.String(), "bob-1")
+	// The bridge carries alice's media from node-b to bob on node-a, and
+	// bob's data the other way, under their own identities.
+	bpub, err := loadtest.StartPublisher(b.room, loadtest.PublishOptions{Audio: true})
+	require.NoError(t, err)
+	t.Cleanup(bpub.Stop)
 	require.Eventually(t, func() bool {
-		v := b.stream(aliceID + "/video")
-		return v != nil && v.Frames.Load() > 10
-	}, 30*time.Second, 50*time.Millisecond, "bob does not receive alice's video on node-b")
+		v, au := b.stream(aliceID+"/video"), a.stream(bobID+"/audio")
+		return v != nil && v.Frames.Load() > 10 && au != nil && au.Frames.Load() > 10
+	}, 30*time.Second, 50*time.Millisecond, "media does not cross the bridge between node-a and node-b")
+	require.Zero(t, b.stream(aliceID+"/video").Corrupt.Load(), "relayed video arrives intact")
 
 	// The operator's view.
 	out, err := exec.Command(gxconfBin, "cluster", "status", "-url", metricsB).CombinedOutput()
@@ -178,6 +196,10 @@ func TestClusterPlacement(t *testing.T) {
 		t.Fatal("node-b did not stop after draining")
 	}
 	require.Contains(t, nodeB.Log(), `"message":"drained"`, "node-b moved its participants before stopping")
+	// The clients would try to come back to node-b's own URL (no balancer in
+	// this test): they go.
+	a.room.Disconnect()
+	b.room.Disconnect()
 	status, url, _ := token(s.FocusURL, alice, "alice-2")
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, urlA, url, "a drained node gets no placements")
@@ -185,18 +207,46 @@ func TestClusterPlacement(t *testing.T) {
 	// node-b comes back; then kill -9: node-a stops counting it and places
 	// the room in the fallback site again.
 	startB(2)
-	require.Eventually(t, func() bool {
-		status, url, _ := token(s.FocusURL, alice, "alice-3")
-		return status == http.StatusOK && url == urlB
-	}, 30*time.Second, 100*time.Millisecond, "node-b not placed again after its restart")
+	seesB := func() bool {
+		for _, s := range clusterStatus(t, s.MetricsURL).Sites {
+			for _, n := range s.Nodes {
+				if n.ID == "node-b" && n.State == cluster.NodeServing {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	require.Eventually(t, seesB, 30*time.Second, 100*time.Millisecond, "node-a does not see node-b after its restart")
 	killedAt := time.Now()
 	require.NoError(t, syscall.Kill(-nodeB.Pid(), syscall.SIGKILL))
 	<-nodeB.Done()
-	require.Eventually(t, func() bool {
-		status, url, _ := token(s.FocusURL, alice, "alice-4")
-		return status == http.StatusOK && url == urlA
-	}, 30*time.Second, 100*time.Millisecond, "no fallback to site a after node-b died")
-	t.Logf("placement moved to site a %s after kill -9 of node-b", time.Since(killedAt).Round(10*time.Millisecond))
+	require.Eventually(t, func() bool { return !seesB() }, 30*time.Second, 20*time.Millisecond, "node-a still counts node-b after kill -9")
+	t.Logf("node-a dropped node-b %s after kill -9 (liveness_ttl 1s)", time.Since(killedAt).Round(10*time.Millisecond))
+	status, url, _ = token(s.FocusURL, alice, "alice-3")
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, urlA, url, "a dead node gets no placements")
+}
+
+// nodeLoad is a node's load as another node's registry sees it.
+func nodeLoad(t *testing.T, metricsURL string, node cluster.NodeID) cluster.Load {
+	t.Helper()
+	for _, s := range clusterStatus(t, metricsURL).Sites {
+		for _, n := range s.Nodes {
+			if n.ID == node {
+				return n.Load
+			}
+		}
+	}
+	return cluster.Load{}
+}
+
+// freeAddr is a free loopback host:port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := harness.FreePort()
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 // clusterStatus asks a node's metrics listener for its view of the cluster.

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/sfu"
@@ -26,6 +27,9 @@ import (
 type clusterNode struct {
 	reg    cluster.Registry
 	placer *cluster.Placer
+	// bridge relays media of rooms this node shares with others; nil
+	// without a relay address.
+	bridge *bridge.Bridge
 	// drainRequested is signalled by POST /cluster/drain.
 	drainRequested chan struct{}
 }
@@ -33,7 +37,8 @@ type clusterNode struct {
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
 // (the default) it returns nil and the focus keeps handing out this node's
 // own SFU. The load it publishes is the embedded SFU's plus the host's CPU.
-func newClusterNode(cfg cluster.Config, sfuSrv *sfu.Server, log zerolog.Logger) (*clusterNode, error) {
+func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger) (*clusterNode, error) {
+	cfg := full.Cluster
 	if !cfg.Multi() {
 		return nil, nil
 	}
@@ -63,7 +68,26 @@ func newClusterNode(cfg cluster.Config, sfuSrv *sfu.Server, log zerolog.Logger) 
 		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
 		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
 	})
-	return &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1)}, nil
+	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1)}
+	if full.BridgeEnabled() {
+		bcfg := full.Bridge
+		bcfg.NodeID = string(reg.Self().ID)
+		node.bridge, err = bridge.New(bcfg, sfuSrv, log.With().Str("component", "bridge").Logger())
+		if err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+	}
+	return node, nil
+}
+
+// runners are the node's long-lived parts: the registry, and the bridge
+// with the loop that links rooms as the directory says.
+func (c *clusterNode) runners() []func(context.Context) error {
+	out := []func(context.Context) error{c.reg.Run}
+	if c.bridge != nil {
+		out = append(out, c.bridge.Run, func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) })
+	}
+	return out
 }
 
 // statusHandler serves this node's view of the cluster as JSON, on the

@@ -126,7 +126,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 	var node *clusterNode
 	if sfuSrv != nil {
-		node, err = newClusterNode(cfg.Cluster, sfuSrv, log.With().Str("component", "cluster").Logger())
+		node, err = newClusterNode(cfg, sfuSrv, log.With().Str("component", "cluster").Logger())
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	var nodeID string
 	if node != nil {
 		placer, nodeID = node.placer, string(node.reg.Self().ID)
-		runners = append(runners, node.reg.Run)
+		runners = append(runners, node.runners()...)
 	}
 	late := &asLate{}
 	var focusSvc *focus.Service
