@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix"
@@ -218,6 +219,25 @@ func TestClusterPlacement(t *testing.T) {
 		return false
 	}
 	require.Eventually(t, seesB, 30*time.Second, 100*time.Millisecond, "node-a does not see node-b after its restart")
+
+	// A removal reaches a node that shares nothing with the one deciding it:
+	// carol's call lives on node-b only; node-a's appservice processes her
+	// leave and its focus removes her there over the node bus.
+	carol := register(t, s, "carol")
+	other, err := carol.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	require.NoError(t, err)
+	status, out2 := postJSON(t, s.FocusURL+"/get_token", getTokenBody(other.RoomID, carol, "carol-1", openID(t, carol)))
+	require.Equal(t, http.StatusOK, status, out2)
+	require.Equal(t, urlB, out2["url"])
+	c := joinWithToken(t, out2["url"].(string), out2["jwt"].(string))
+	_, err = carol.Client.LeaveRoom(ctx, other.RoomID)
+	require.NoError(t, err)
+	select {
+	case r := <-c.disconnected:
+		require.Equal(t, lksdk.ParticipantRemoved, r)
+	case <-time.After(30 * time.Second):
+		t.Fatal("carol's session on node-b did not end after node-a processed her leave")
+	}
 	killedAt := time.Now()
 	require.NoError(t, syscall.Kill(-nodeB.Pid(), syscall.SIGKILL))
 	<-nodeB.Done()

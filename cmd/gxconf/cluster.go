@@ -13,7 +13,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
 	"github.com/rs/zerolog"
 
 	"github.com/gxfs-conf/gxconf/bridge"
@@ -26,6 +28,8 @@ import (
 // registry it heartbeats into and the placer the focus asks.
 type clusterNode struct {
 	reg    cluster.Registry
+	// rooms is the focus's cluster-wide RoomService.
+	rooms *clusterRooms
 	placer *cluster.Placer
 	// bridge relays media of rooms this node shares with others; nil
 	// without a relay address.
@@ -68,7 +72,8 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
 		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
 	})
-	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1)}
+	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1),
+		rooms: &clusterRooms{RoomService: sfuSrv.RoomService(), reg: reg, log: log}}
 	if full.BridgeEnabled() {
 		bcfg := full.Bridge
 		bcfg.NodeID = string(reg.Self().ID)
@@ -80,10 +85,67 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 	return node, nil
 }
 
+// removeTopic carries RemoveParticipant to every node (node bus).
+const removeTopic = "sfu.remove_participant"
+
+// clusterRooms is the focus's RoomService in a cluster. A removal (leave,
+// ban, revoked credential) must reach the participant wherever it is
+// connected — on a node that shares the room with this one the bridge
+// forwards it, but the room may live on nodes this one has no part in — so
+// RemoveParticipant also goes to every other live node over the node bus.
+type clusterRooms struct {
+	livekit.RoomService
+	reg cluster.Registry
+	log zerolog.Logger
+}
+
+func (c *clusterRooms) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	resp, err := c.RoomService.RemoveParticipant(ctx, req)
+	payload, merr := proto.Marshal(req)
+	if merr != nil {
+		return resp, err
+	}
+	self := c.reg.Self().ID
+	for _, n := range c.reg.Nodes() {
+		if n.ID == self {
+			continue
+		}
+		if serr := c.reg.Send(ctx, n.ID, removeTopic, payload); serr != nil {
+			c.log.Warn().Err(serr).Str("node_id", string(n.ID)).Str("lk_room", req.Room).Msg("Failed to send a removal to a node")
+		}
+	}
+	return resp, err
+}
+
+// serveRemovals carries out the removals other nodes send until ctx ends.
+func (c *clusterRooms) serveRemovals(ctx context.Context) error {
+	in := c.reg.Listen(removeTopic, 256)
+	defer in.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-in.C():
+			if !ok {
+				return nil
+			}
+			var req livekit.RoomParticipantIdentity
+			if err := proto.Unmarshal(m.Payload, &req); err != nil || req.Room == "" || req.Identity == "" {
+				c.log.Warn().Str("node_id", string(m.From)).Msg("Ignored a malformed removal from a node")
+				continue
+			}
+			if _, err := c.RoomService.RemoveParticipant(ctx, &req); err == nil {
+				c.log.Info().Str("node_id", string(m.From)).Str("lk_room", req.Room).Str("lk_identity", req.Identity).
+					Msg("Removed a participant on another node's behalf")
+			}
+		}
+	}
+}
+
 // runners are the node's long-lived parts: the registry, and the bridge
 // with the loop that links rooms as the directory says.
 func (c *clusterNode) runners() []func(context.Context) error {
-	out := []func(context.Context) error{c.reg.Run}
+	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals}
 	if c.bridge != nil {
 		out = append(out, c.bridge.Run, func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) })
 	}

@@ -135,6 +135,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	var nodeID string
 	if node != nil {
 		placer, nodeID = node.placer, string(node.reg.Self().ID)
+		rooms = node.rooms
 		runners = append(runners, node.runners()...)
 	}
 	late := &asLate{}
