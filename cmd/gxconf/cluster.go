@@ -15,8 +15,8 @@ import (
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/proto"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
@@ -27,9 +27,9 @@ import (
 // clusterNode is this process's membership in a multi-node cluster: the
 // registry it heartbeats into and the placer the focus asks.
 type clusterNode struct {
-	reg    cluster.Registry
+	reg cluster.Registry
 	// rooms is the focus's cluster-wide RoomService.
-	rooms *clusterRooms
+	rooms  *clusterRooms
 	placer *cluster.Placer
 	// bridge relays media of rooms this node shares with others; nil
 	// without a relay address.
