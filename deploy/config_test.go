@@ -29,6 +29,7 @@ func hasSection(key string) bool {
 var secretFor = map[string]string{
 	"credentials.at_rest_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 	"sfu.keys.gxconf":         "0123456789abcdef0123456789abcdef-sfu-secret",
+	"bridge.secret":           "0123456789abcdef0123456789abcdef-relay-secret",
 	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?sslmode=verify-full",
 }
 

@@ -112,6 +112,7 @@ Checks the combinations the schema cannot express.
 {{- if not $v.cluster.enabled -}}{{ fail "nodes.replicas > 1 needs cluster.enabled (requires gxconf with the cluster section)" }}{{- end -}}
 {{- if not $v.secrets.sfuKey.existingSecret -}}{{ fail "nodes.replicas > 1 needs secrets.sfuKey.existingSecret (one SFU key for all nodes)" }}{{- end -}}
 {{- end -}}
+{{- if and $v.cluster.enabled $v.cluster.relay.enabled (not $v.secrets.relaySecret.existingSecret) -}}{{ fail "cluster.relay.enabled needs secrets.relaySecret.existingSecret (the relay's shared secret)" }}{{- end -}}
 {{- if and (ne $v.redis.mode "none") (not $v.cluster.enabled) -}}{{ fail "redis.mode bundled|external needs cluster.enabled" }}{{- end -}}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.address) -}}{{ fail "redis.mode external needs redis.external.address" }}{{- end -}}
 {{- if and (eq $v.database.type "postgres") (not $v.secrets.databaseURI.existingSecret) -}}{{ fail "database.type postgres needs secrets.databaseURI.existingSecret" }}{{- end -}}
