@@ -36,6 +36,9 @@ type clusterNode struct {
 	bridge *bridge.Bridge
 	// drainRequested is signalled by POST /cluster/drain.
 	drainRequested chan struct{}
+	// fwd carries the Twirp RoomService's calls to other nodes and answers
+	// theirs.
+	fwd *roomForwarder
 }
 
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
@@ -66,13 +69,13 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	// The directory learns which rooms this node hosts, so placement keeps a
-	// room on the nodes that have it.
-	sfuSrv.SetRoomHooks(sfu.RoomHooks{
-		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
-		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
-	})
-	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1),
+	// The directory learns which rooms, participants and tracks this node
+	// hosts: placement keeps a room on the nodes that have it, and the
+	// RoomService finds a participant's node.
+	sfuSrv.SetRoomHooks(newDirectoryHooks(reg).roomHooks())
+	fwd := newRoomForwarder(reg, sfuSrv, log)
+	sfuSrv.SetForwarder(fwd)
+	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1), fwd: fwd,
 		rooms: &clusterRooms{RoomService: sfuSrv.RoomService(), reg: reg, log: log}}
 	if full.BridgeEnabled() {
 		bcfg := full.Bridge
@@ -145,7 +148,7 @@ func (c *clusterRooms) serveRemovals(ctx context.Context) error {
 // runners are the node's long-lived parts: the registry, and the bridge
 // with the loop that links rooms as the directory says.
 func (c *clusterNode) runners() []func(context.Context) error {
-	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals}
+	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals, c.fwd.run}
 	if c.bridge != nil {
 		out = append(out, c.bridge.Run, func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) })
 	}
