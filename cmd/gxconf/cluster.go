@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -44,7 +45,7 @@ type clusterNode struct {
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
 // (the default) it returns nil and the focus keeps handing out this node's
 // own SFU. The load it publishes is the embedded SFU's plus the host's CPU.
-func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger) (*clusterNode, error) {
+func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.Registerer, log zerolog.Logger) (*clusterNode, error) {
 	cfg := full.Cluster
 	if !cfg.Multi() {
 		return nil, nil
@@ -54,12 +55,18 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 	}
 	redis.SetLogger(cluster.RedisLogger{Log: log})
 	cpu := cluster.NewCPUSampler()
+	// br is set below, before the registry runs.
+	var br *bridge.Bridge
 	load := cluster.LoadFunc(func() cluster.Load {
 		l := sfuSrv.Load()
-		return cluster.Load{
+		out := cluster.Load{
 			CPU: cpu.Busy(), Participants: uint32(l.Participants), Tracks: uint32(l.Tracks),
 			BitrateIn: l.BitrateIn, BitrateOut: l.BitrateOut,
 		}
+		if br != nil {
+			out.RelayBitrate = br.Bitrate()
+		}
+		return out
 	})
 	reg, err := cluster.New(cfg, log, cluster.WithLoadSource(load))
 	if err != nil {
@@ -84,6 +91,10 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
+		if err := metrics.Register(node.bridge.Collector()); err != nil {
+			return nil, fmt.Errorf("bridge metrics: %w", err)
+		}
+		br = node.bridge
 	}
 	return node, nil
 }
