@@ -588,10 +588,10 @@ type LinkStats struct {
 	TracksOut, TracksIn int
 	// RTT is the round trip time of the ICE consent checks on the link
 	// (0 until measured).
-	RTT time.Duration
-	PLIsIn, PLIsOut        uint64    // keyframe requests received / sent
-	NACKsOut, Retransmits  uint64    // sequence numbers NACKed / packets resent
-	DataIn                 uint64    // data packets received
+	RTT                   time.Duration
+	PLIsIn, PLIsOut       uint64 // keyframe requests received / sent
+	NACKsOut, Retransmits uint64 // sequence numbers NACKed / packets resent
+	DataIn                uint64 // data packets received
 }
 
 type linkCounters struct {
