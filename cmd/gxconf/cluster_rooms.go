@@ -67,7 +67,7 @@ type rsResponse struct {
 // Concurrency: mu guards pending (correlation id → waiting caller); the
 // reply loop (run) is the only one that completes a call.
 type roomForwarder struct {
-	reg   cluster.Registry
+	reg   forwarderRegistry
 	local livekit.RoomService
 	// localParticipants lists a room's own participants (no relayed ones).
 	localParticipants func(room string) ([]*livekit.ParticipantInfo, error)
@@ -78,12 +78,20 @@ type roomForwarder struct {
 	pending map[uint64]pendingCall
 }
 
+// forwarderRegistry is what the forwarder needs of the registry: the live
+// nodes, the directory, and the node bus's Send (run listens).
+type forwarderRegistry interface {
+	cluster.NodeView
+	cluster.Directory
+	Send(ctx context.Context, to cluster.NodeID, topic string, payload []byte) error
+}
+
 type pendingCall struct {
 	node cluster.NodeID
 	ch   chan rsResponse
 }
 
-func newRoomForwarder(reg cluster.Registry, srv *sfu.Server, log zerolog.Logger) *roomForwarder {
+func newRoomForwarder(reg forwarderRegistry, srv *sfu.Server, log zerolog.Logger) *roomForwarder {
 	f := &roomForwarder{reg: reg, local: srv.RoomService(), localParticipants: srv.LocalParticipants, log: log,
 		pending: map[uint64]pendingCall{}}
 	var seed [8]byte
@@ -317,21 +325,26 @@ func (f *roomForwarder) UpdateRoomMetadata(ctx context.Context, req *livekit.Upd
 // run answers other nodes' calls and completes this node's calls until ctx
 // ends. Calls are run one at a time: each is an in-memory operation of the
 // local SFU.
-func (f *roomForwarder) run(ctx context.Context) error {
-	reqs := f.reg.Listen(rsTopic, 256)
+func (f *roomForwarder) run(ctx context.Context, bus cluster.NodeBus) error {
+	reqs := bus.Listen(rsTopic, 256)
 	defer reqs.Close()
-	replies := f.reg.Listen(rsReplyTopic, 256)
+	replies := bus.Listen(rsReplyTopic, 256)
 	defer replies.Close()
+	return f.loop(ctx, reqs.C(), replies.C())
+}
+
+// loop serves the inboxes' messages until ctx ends or one closes.
+func (f *roomForwarder) loop(ctx context.Context, reqs, replies <-chan cluster.Message) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m, ok := <-replies.C():
+		case m, ok := <-replies:
 			if !ok {
 				return nil
 			}
 			f.complete(m)
-		case m, ok := <-reqs.C():
+		case m, ok := <-reqs:
 			if !ok {
 				return nil
 			}
