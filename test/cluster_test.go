@@ -309,6 +309,14 @@ func TestClusterPlacement(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("data sent through node-a's RoomService did not reach carol on node-b")
 	}
+	_, err = rsA.UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: otherLk, Metadata: "md-from-node-a"})
+	require.NoError(t, err)
+	rooms, err := rsB.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{otherLk}})
+	require.NoError(t, err)
+	require.Len(t, rooms.Rooms, 1)
+	require.Equal(t, "md-from-node-a", rooms.Rooms[0].GetMetadata())
+	require.Eventually(t, func() bool { return c.room.Metadata() == "md-from-node-a" }, 10*time.Second, 20*time.Millisecond,
+		"carol's client on node-b is not told of the room metadata set through node-a")
 	_, err = rsA.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: otherLk, Identity: "nobody"})
 	requireTwirpNotFound(t, err)
 
