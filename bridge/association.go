@@ -449,6 +449,7 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			if a.canStop.Load() {
 				ot.stop()
 				delete(a.out, sid)
+				a.stats.outTracks.Store(int64(len(a.out)))
 			} else if ot.sub != nil {
 				ot.sub.SetWanted(0)
 			}
@@ -581,14 +582,23 @@ type LinkStats struct {
 	SentPackets, SentBytes [3]uint64 // video sent to the peer, per simulcast layer
 	RecvPackets, RecvBytes [3]uint64 // video received from the peer, per layer
 	SentAudio, RecvAudio   uint64    // audio packets sent / received
-	PLIsIn, PLIsOut        uint64    // keyframe requests received / sent
-	NACKsOut, Retransmits  uint64    // sequence numbers NACKed / packets resent
-	DataIn                 uint64    // data packets received
+	// SentAudioBytes, RecvAudioBytes are the audio RTP bytes.
+	SentAudioBytes, RecvAudioBytes uint64
+	// TracksOut, TracksIn count the tracks relayed to / from the peer now.
+	TracksOut, TracksIn int
+	// RTT is the round trip time of the ICE consent checks on the link
+	// (0 until measured).
+	RTT                   time.Duration
+	PLIsIn, PLIsOut       uint64 // keyframe requests received / sent
+	NACKsOut, Retransmits uint64 // sequence numbers NACKed / packets resent
+	DataIn                uint64 // data packets received
 }
 
 type linkCounters struct {
 	sentPk, sentBy, recvPk, recvBy [3]atomic.Uint64
 	sentAudio, recvAudio           atomic.Uint64
+	sentAudioBy, recvAudioBy       atomic.Uint64
+	outTracks, inTracks            atomic.Int64
 	plisIn, plisOut, nacksOut, rtx atomic.Uint64
 	dataIn                         atomic.Uint64
 }
@@ -602,5 +612,7 @@ func (c *linkCounters) snapshot() LinkStats {
 	s.PLIsIn, s.PLIsOut, s.NACKsOut, s.Retransmits = c.plisIn.Load(), c.plisOut.Load(), c.nacksOut.Load(), c.rtx.Load()
 	s.DataIn = c.dataIn.Load()
 	s.SentAudio, s.RecvAudio = c.sentAudio.Load(), c.recvAudio.Load()
+	s.SentAudioBytes, s.RecvAudioBytes = c.sentAudioBy.Load(), c.recvAudioBy.Load()
+	s.TracksOut, s.TracksIn = int(c.outTracks.Load()), int(c.inTracks.Load())
 	return s
 }

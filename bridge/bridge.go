@@ -37,6 +37,10 @@ type Bridge struct {
 	nonces map[string]time.Time
 	closed bool
 	wg     sync.WaitGroup // one per live association, until closed
+	// retired keeps the counters of ended associations per peer (Peers).
+	retired map[string]*PeerStats
+	// rate turns the relay's byte totals into Bitrate.
+	rate rateMeter
 }
 
 type assocKey struct{ room, peer string }
@@ -186,7 +190,7 @@ func (b *Bridge) Stats(room, peer string) (LinkStats, bool) {
 	if a == nil {
 		return LinkStats{}, false
 	}
-	return a.stats.snapshot(), true
+	return a.linkStats(), true
 }
 
 // accept creates the association for an authenticated offer and returns
@@ -232,6 +236,9 @@ func (b *Bridge) drop(a *association) {
 	mine := b.assocs[key] == a
 	if mine {
 		delete(b.assocs, key)
+		// In the same critical section, so Peers never sees the counters
+		// go down (the few packets of the closing moments are not counted).
+		b.retireLocked(a)
 	}
 	b.mu.Unlock()
 	if !mine {

@@ -94,6 +94,7 @@ func (a *association) onWant(sid string, mask uint8) {
 			return
 		}
 		a.out[sid] = ot
+		a.stats.outTracks.Store(int64(len(a.out)))
 	}
 	ot.wanted = mask
 	a.allocate()
@@ -116,6 +117,7 @@ func (ot *outTrack) WriteRTP(layer int, h *rtp.Header, payload []byte) {
 	if _, err := s.track.ws.WriteRTP(&s.hdr, payload); err == nil {
 		if ot.kind == webrtc.RTPCodecTypeAudio {
 			ot.a.stats.sentAudio.Add(1)
+			ot.a.stats.sentAudioBy.Add(uint64(len(payload) + h.MarshalSize()))
 			return
 		}
 		ot.a.stats.sentPk[layer].Add(1)
@@ -288,6 +290,7 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 	}
 	it.rt = rt
 	a.inTracks[sid] = it
+	a.stats.inTracks.Store(int64(len(a.inTracks)))
 	for _, rs := range a.receivers {
 		if rs.sid == sid {
 			rs.target.Store(it)
@@ -299,6 +302,7 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 
 func (a *association) dropInTrack(sid string) {
 	delete(a.inTracks, sid)
+	a.stats.inTracks.Store(int64(len(a.inTracks)))
 	keep := a.receivers[:0]
 	for _, rs := range a.receivers {
 		if rs.sid != sid {
@@ -405,6 +409,7 @@ func (a *association) readLoop(rs *recvStream) {
 			a.stats.recvBy[rs.layer].Add(uint64(n))
 		} else {
 			a.stats.recvAudio.Add(1)
+			a.stats.recvAudioBy.Add(uint64(n))
 		}
 		seq := binary.BigEndian.Uint16(buf[2:4])
 		if !started {

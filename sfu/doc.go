@@ -34,7 +34,10 @@
 //
 // relay.go is the API package bridge uses to spread a room over nodes:
 // room observers and relay sinks on the origin, remote participants fed
-// through the normal receive path on the receiving node.
+// through the normal receive path on the receiving node. RoomHooks report
+// rooms and local participants to a cluster directory; a Forwarder makes the
+// Twirp RoomService answer for participants and rooms of other nodes
+// (forward.go).
 //
 // # Concurrency
 //

@@ -4,15 +4,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
-// RoomHooks tell the cluster which rooms this node hosts. They are called
-// under the server's lock when a room opens and when it closes, so they
-// must neither block nor call the Server.
+// RoomHooks tell the cluster which rooms, participants and tracks this
+// node hosts. None may block or call the Server.
 type RoomHooks struct {
+	// Opened and Closed are called under the server's lock when a room
+	// opens and when it closes.
 	Opened, Closed func(room string)
+	// Participant reports a local participant's current info with its live
+	// tracks whenever it changes (join, publish, unpublish, mute, update);
+	// State DISCONNECTED means it left. Participants relayed from other
+	// nodes and hidden ones are never reported. Calls come from SFU
+	// goroutines, possibly concurrently; Version orders the infos of one
+	// session (Sid). info is the callee's to keep.
+	Participant func(room string, info *livekit.ParticipantInfo)
 }
 
 // SetRoomHooks sets the room hooks; call it before Run.

@@ -256,6 +256,9 @@ func (r *Room) removeParticipant(p *Participant) bool {
 // (hidden participants are never announced).
 func (r *Room) broadcastUpdate(from *Participant, info *livekit.ParticipantInfo) {
 	r.relay.participantChanged(from, info)
+	if h := r.s.hooks.Participant; h != nil && from.remote == nil && !from.hidden {
+		h(r.name, proto.Clone(info).(*livekit.ParticipantInfo))
+	}
 	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
 		Participants: []*livekit.ParticipantInfo{info},
 	}}}

@@ -274,7 +274,7 @@ func (rs *roomService) PerformRpc(context.Context, *livekit.PerformRpcRequest) (
 // guardedRoomService is the Twirp-facing RoomService: it checks the
 // caller's grants as livekit-server does, then calls the trusted one.
 type guardedRoomService struct {
-	inner *roomService
+	inner livekit.RoomService
 }
 
 type grantsKey struct{}
@@ -393,7 +393,7 @@ func (g *guardedRoomService) PerformRpc(ctx context.Context, req *livekit.Perfor
 // twirpHandler serves /twirp/livekit.RoomService/* (protobuf and JSON).
 // The bearer token is verified here; the grant checks happen per method.
 func (s *Server) twirpHandler() http.Handler {
-	ts := livekit.NewRoomServiceServer(&guardedRoomService{inner: s.svc}, twirp.WithServerPathPrefix(s.cfg.PathPrefix+"/twirp"))
+	ts := livekit.NewRoomServiceServer(&guardedRoomService{inner: s.twirpService()}, twirp.WithServerPathPrefix(s.cfg.PathPrefix+"/twirp"))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setCORS(w)
 		if r.Method == http.MethodOptions {

@@ -58,6 +58,8 @@ type Server struct {
 	load loadMeter
 	// hooks are set before Run (SetRoomHooks).
 	hooks RoomHooks
+	// fwd, when set (before Run), makes the Twirp RoomService cluster-wide.
+	fwd Forwarder
 	// draining refuses joins and fails /healthz (Drain).
 	draining atomic.Bool
 	// grants, when set (before Run), is asked about every token.

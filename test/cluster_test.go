@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
@@ -178,11 +180,54 @@ func TestClusterPlacement(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "media does not cross the bridge between node-a and node-b")
 	require.Zero(t, b.stream(aliceID+"/video").Corrupt.Load(), "relayed video arrives intact")
 
-	// The operator's view.
+	// The directory knows where each participant and track lives: alice
+	// (audio, video) on node-b, bob (audio) on node-a; relayed copies are
+	// not counted.
+	roomOn := func(metricsURL string) map[cluster.NodeID]cluster.RoomNodeStatus {
+		out := map[cluster.NodeID]cluster.RoomNodeStatus{}
+		for _, r := range clusterStatus(t, metricsURL).Rooms {
+			if string(r.Room) == lkRoom {
+				for _, n := range r.Nodes {
+					out[n.Node] = n
+				}
+			}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool {
+		on := roomOn(s.MetricsURL)
+		return on["node-a"].Participants == 1 && on["node-a"].Tracks == 1 && on["node-b"].Participants == 1 && on["node-b"].Tracks == 2
+	}, 30*time.Second, 100*time.Millisecond, "the directory does not place alice and bob: %+v", roomOn(s.MetricsURL))
+
+	// Twirp on node-a lists the room's participants once each: bob is
+	// here, alice is relayed from node-b.
+	rsA := lksdk.NewRoomServiceClient(httpOf(urlA), s.SFUKey, s.SFUSecret)
+	list, err := rsA.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: lkRoom})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{aliceID, bobID}, identitiesOf(list.Participants))
+
+	// Relay metrics on both nodes while media crosses, and the relay
+	// bitrate in the heartbeat.
+	require.Eventually(t, func() bool {
+		return scrapeMetric(t, metricsB, "gxconf_bridge_relay_bytes_total", `peer="node-a"`, `direction="out"`) > 0 &&
+			scrapeMetric(t, metricsB, "gxconf_bridge_relay_bytes_total", `peer="node-a"`, `direction="in"`) > 0 &&
+			scrapeMetric(t, s.MetricsURL, "gxconf_bridge_relay_bytes_total", `peer="node-b"`, `direction="in"`) > 0 &&
+			scrapeMetric(t, s.MetricsURL, "gxconf_bridge_relay_tracks", `peer="node-b"`, `direction="in"`) >= 2 &&
+			scrapeMetric(t, metricsB, "gxconf_bridge_relay_tracks", `peer="node-a"`, `direction="out"`) >= 2 &&
+			scrapeMetric(t, s.MetricsURL, "gxconf_bridge_relay_rtt_seconds", `peer="node-b"`) > 0
+	}, 30*time.Second, 200*time.Millisecond, "relay metrics stay zero while media crosses")
+	require.Eventually(t, func() bool { return nodeLoad(t, s.MetricsURL, "node-b").RelayBitrate > 0 },
+		30*time.Second, 200*time.Millisecond, "node-b's heartbeat carries no relay bitrate")
+
+	// The operator's view, with participants and tracks per node.
 	out, err := exec.Command(gxconfBin, "cluster", "status", "-url", metricsB).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, want := range []string{"node-a", "node-b", lkRoom, urlA, urlB} {
 		require.True(t, bytes.Contains(out, []byte(want)), "cluster status shows %s:\n%s", want, out)
+	}
+	for _, line := range []string{`node-b\s+1\s+2`, `node-a\s+1\s+1`} {
+		require.Regexp(t, regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(lkRoom)+`\s+`+line+`\s*$`), string(out),
+			"cluster status counts the room's participants and tracks per node")
 	}
 
 	// `gxconf cluster drain`: node-b leaves placement at once, tells its
@@ -230,6 +275,51 @@ func TestClusterPlacement(t *testing.T) {
 	require.Equal(t, http.StatusOK, status, out2)
 	require.Equal(t, urlB, out2["url"])
 	c := joinWithToken(t, out2["url"].(string), out2["jwt"].(string))
+	cpub, err := loadtest.StartPublisher(c.room, loadtest.PublishOptions{Audio: true})
+	require.NoError(t, err)
+	t.Cleanup(cpub.Stop)
+
+	// The Twirp RoomService of node-a, which does not host carol's room,
+	// acts on node-b: list, get, mute, update, data.
+	otherLk := focus.LiveKitRoomAlias(other.RoomID.String(), "m.call#ROOM")
+	carolID := focus.LiveKitIdentity(carol.ID.String(), carol.Client.DeviceID.String(), "carol-1")
+	require.Eventually(t, func() bool {
+		l, err := rsA.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: otherLk})
+		return err == nil && len(l.Participants) == 1 && l.Participants[0].GetIdentity() == carolID && len(l.Participants[0].GetTracks()) == 1
+	}, 30*time.Second, 100*time.Millisecond, "node-a's ListParticipants does not show carol on node-b")
+	got, err := rsA.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: otherLk, Identity: carolID})
+	require.NoError(t, err)
+	require.Equal(t, carolID, got.GetIdentity())
+	mute, err := rsA.MutePublishedTrack(ctx, &livekit.MuteRoomTrackRequest{Room: otherLk, Identity: carolID, TrackSid: cpub.AudioPub.SID(), Muted: true})
+	require.NoError(t, err)
+	require.True(t, mute.GetTrack().GetMuted())
+	require.Eventually(t, func() bool { return cpub.AudioPub.IsMuted() }, 10*time.Second, 20*time.Millisecond,
+		"carol's client on node-b is not told of the mute from node-a")
+	_, err = rsA.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: otherLk, Identity: carolID, Metadata: "set-on-node-a"})
+	require.NoError(t, err)
+	rsB := lksdk.NewRoomServiceClient(httpOf(urlB), s.SFUKey, s.SFUSecret)
+	got, err = rsB.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: otherLk, Identity: carolID})
+	require.NoError(t, err)
+	require.Equal(t, "set-on-node-a", got.GetMetadata())
+	_, err = rsA.SendData(ctx, &livekit.SendDataRequest{Room: otherLk, Data: []byte("from-node-a"), Kind: livekit.DataPacket_RELIABLE})
+	require.NoError(t, err)
+	select {
+	case d := <-c.data:
+		require.Equal(t, "from-node-a", string(d))
+	case <-time.After(10 * time.Second):
+		t.Fatal("data sent through node-a's RoomService did not reach carol on node-b")
+	}
+	_, err = rsA.UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: otherLk, Metadata: "md-from-node-a"})
+	require.NoError(t, err)
+	rooms, err := rsB.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{otherLk}})
+	require.NoError(t, err)
+	require.Len(t, rooms.Rooms, 1)
+	require.Equal(t, "md-from-node-a", rooms.Rooms[0].GetMetadata())
+	require.Eventually(t, func() bool { return c.room.Metadata() == "md-from-node-a" }, 10*time.Second, 20*time.Millisecond,
+		"carol's client on node-b is not told of the room metadata set through node-a")
+	_, err = rsA.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: otherLk, Identity: "nobody"})
+	requireTwirpNotFound(t, err)
+
 	_, err = carol.Client.LeaveRoom(ctx, other.RoomID)
 	require.NoError(t, err)
 	select {
@@ -238,6 +328,33 @@ func TestClusterPlacement(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("carol's session on node-b did not end after node-a processed her leave")
 	}
+	// RemoveParticipant through node-a's Twirp ends dave's call on node-b.
+	dave := register(t, s, "dave")
+	third, err := dave.Client.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	require.NoError(t, err)
+	// node-b (one participant at most) has room again once carol is gone
+	// and her placement no longer counts as pending (5 s).
+	var out3 map[string]any
+	require.Eventually(t, func() bool {
+		status, out3 = postJSON(t, s.FocusURL+"/get_token", getTokenBody(third.RoomID, dave, "dave-1", openID(t, dave)))
+		return status == http.StatusOK && out3["url"] == urlB
+	}, 30*time.Second, 500*time.Millisecond, "dave is not placed on node-b")
+	d := joinWithToken(t, out3["url"].(string), out3["jwt"].(string))
+	thirdLk := focus.LiveKitRoomAlias(third.RoomID.String(), "m.call#ROOM")
+	daveID := focus.LiveKitIdentity(dave.ID.String(), dave.Client.DeviceID.String(), "dave-1")
+	require.Eventually(t, func() bool {
+		_, err := rsA.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: thirdLk, Identity: daveID})
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond, "node-a does not find dave on node-b")
+	_, err = rsA.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: thirdLk, Identity: daveID})
+	require.NoError(t, err)
+	select {
+	case r := <-d.disconnected:
+		require.Equal(t, lksdk.ParticipantRemoved, r)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dave's session on node-b did not end after node-a's RemoveParticipant")
+	}
+
 	killedAt := time.Now()
 	require.NoError(t, syscall.Kill(-nodeB.Pid(), syscall.SIGKILL))
 	<-nodeB.Done()

@@ -36,6 +36,8 @@ type sdkClient struct {
 	readers      sync.WaitGroup
 	left         chan string
 	disconnected chan lksdk.DisconnectionReason
+	// data receives the payloads of user data packets (dropped when full).
+	data chan []byte
 }
 
 // joinWithToken connects with exactly the {url, jwt} the focus returned; the
@@ -49,8 +51,17 @@ func joinWithToken(t *testing.T, url, jwt string) *sdkClient {
 // subtest t: it ends when owner ends.
 func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string) *sdkClient {
 	t.Helper()
-	c := &sdkClient{streams: map[string]*loadtest.StreamStats{}, left: make(chan string, 8), disconnected: make(chan lksdk.DisconnectionReason, 1)}
+	c := &sdkClient{streams: map[string]*loadtest.StreamStats{}, left: make(chan string, 8), disconnected: make(chan lksdk.DisconnectionReason, 1),
+		data: make(chan []byte, 16)}
 	cb := lksdk.NewRoomCallback()
+	cb.OnDataPacket = func(p lksdk.DataPacket, _ lksdk.DataReceiveParams) {
+		if u, ok := p.(*lksdk.UserDataPacket); ok {
+			select {
+			case c.data <- u.Payload:
+			default:
+			}
+		}
+	}
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		st := &loadtest.StreamStats{}
 		c.mu.Lock()

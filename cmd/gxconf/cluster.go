@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -36,12 +37,15 @@ type clusterNode struct {
 	bridge *bridge.Bridge
 	// drainRequested is signalled by POST /cluster/drain.
 	drainRequested chan struct{}
+	// fwd carries the Twirp RoomService's calls to other nodes and answers
+	// theirs.
+	fwd *roomForwarder
 }
 
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
 // (the default) it returns nil and the focus keeps handing out this node's
 // own SFU. The load it publishes is the embedded SFU's plus the host's CPU.
-func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger) (*clusterNode, error) {
+func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.Registerer, log zerolog.Logger) (*clusterNode, error) {
 	cfg := full.Cluster
 	if !cfg.Multi() {
 		return nil, nil
@@ -51,12 +55,18 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 	}
 	redis.SetLogger(cluster.RedisLogger{Log: log})
 	cpu := cluster.NewCPUSampler()
+	// br is set below, before the registry runs.
+	var br *bridge.Bridge
 	load := cluster.LoadFunc(func() cluster.Load {
 		l := sfuSrv.Load()
-		return cluster.Load{
+		out := cluster.Load{
 			CPU: cpu.Busy(), Participants: uint32(l.Participants), Tracks: uint32(l.Tracks),
 			BitrateIn: l.BitrateIn, BitrateOut: l.BitrateOut,
 		}
+		if br != nil {
+			out.RelayBitrate = br.Bitrate()
+		}
+		return out
 	})
 	reg, err := cluster.New(cfg, log, cluster.WithLoadSource(load))
 	if err != nil {
@@ -66,13 +76,13 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	// The directory learns which rooms this node hosts, so placement keeps a
-	// room on the nodes that have it.
-	sfuSrv.SetRoomHooks(sfu.RoomHooks{
-		Opened: func(room string) { reg.HostRoom(cluster.RoomName(room)) },
-		Closed: func(room string) { reg.ReleaseRoom(cluster.RoomName(room)) },
-	})
-	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1),
+	// The directory learns which rooms, participants and tracks this node
+	// hosts: placement keeps a room on the nodes that have it, and the
+	// RoomService finds a participant's node.
+	sfuSrv.SetRoomHooks(newDirectoryHooks(reg).roomHooks())
+	fwd := newRoomForwarder(reg, sfuSrv, log)
+	sfuSrv.SetForwarder(fwd)
+	node := &clusterNode{reg: reg, placer: placer, drainRequested: make(chan struct{}, 1), fwd: fwd,
 		rooms: &clusterRooms{RoomService: sfuSrv.RoomService(), reg: reg, log: log}}
 	if full.BridgeEnabled() {
 		bcfg := full.Bridge
@@ -81,6 +91,10 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, log zerolog.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
+		if err := metrics.Register(node.bridge.Collector()); err != nil {
+			return nil, fmt.Errorf("bridge metrics: %w", err)
+		}
+		br = node.bridge
 	}
 	return node, nil
 }
@@ -145,7 +159,8 @@ func (c *clusterRooms) serveRemovals(ctx context.Context) error {
 // runners are the node's long-lived parts: the registry, and the bridge
 // with the loop that links rooms as the directory says.
 func (c *clusterNode) runners() []func(context.Context) error {
-	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals}
+	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals,
+		func(ctx context.Context) error { return c.fwd.run(ctx, c.reg) }}
 	if c.bridge != nil {
 		out = append(out, c.bridge.Run, func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) })
 	}

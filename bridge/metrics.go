@@ -1,0 +1,183 @@
+package bridge
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// linkStats is the association's counters with the link's current RTT.
+func (a *association) linkStats() LinkStats {
+	s := a.stats.snapshot()
+	if ps, ok := a.ice.GetSelectedCandidatePairStats(); ok && ps.CurrentRoundTripTime > 0 {
+		s.RTT = time.Duration(ps.CurrentRoundTripTime * float64(time.Second))
+	}
+	return s
+}
+
+// PeerStats sums the links of all rooms with one peer node. Counters cover
+// links that ended too, so they only grow; Links, TracksOut, TracksIn and
+// RTT describe the live links.
+type PeerStats struct {
+	Peer string
+	// Links is the number of live associations (one per shared room).
+	Links                    int
+	SentBytes, RecvBytes     uint64 // RTP bytes, audio and video
+	SentPackets, RecvPackets uint64
+	// Nacked counts sequence numbers found missing on packets from the
+	// peer (relay loss, each NACKed); Retransmits the packets resent to it.
+	Nacked, Retransmits       uint64
+	KeyframesIn, KeyframesOut uint64
+	TracksOut, TracksIn       int
+	// RTT is the highest round trip time of the live links (0 unknown).
+	RTT time.Duration
+}
+
+// add folds one link's counters into p.
+func (p *PeerStats) add(s LinkStats) {
+	for i := 0; i < 3; i++ {
+		p.SentBytes += s.SentBytes[i]
+		p.RecvBytes += s.RecvBytes[i]
+		p.SentPackets += s.SentPackets[i]
+		p.RecvPackets += s.RecvPackets[i]
+	}
+	p.SentBytes += s.SentAudioBytes
+	p.RecvBytes += s.RecvAudioBytes
+	p.SentPackets += s.SentAudio
+	p.RecvPackets += s.RecvAudio
+	p.Nacked += s.NACKsOut
+	p.Retransmits += s.Retransmits
+	p.KeyframesIn += s.PLIsIn
+	p.KeyframesOut += s.PLIsOut
+}
+
+// retire keeps an ended association's counters in its peer's totals.
+// Callers hold b.mu.
+func (b *Bridge) retireLocked(a *association) {
+	if b.retired == nil {
+		b.retired = map[string]*PeerStats{}
+	}
+	p := b.retired[a.peer]
+	if p == nil {
+		p = &PeerStats{Peer: a.peer}
+		b.retired[a.peer] = p
+	}
+	p.add(a.stats.snapshot())
+}
+
+// Peers returns the relay totals per peer node, in peer order.
+func (b *Bridge) Peers() []PeerStats {
+	b.mu.Lock()
+	byPeer := make(map[string]*PeerStats, len(b.retired))
+	for peer, r := range b.retired {
+		c := *r
+		byPeer[peer] = &c
+	}
+	assocs := make([]*association, 0, len(b.assocs))
+	for _, a := range b.assocs {
+		assocs = append(assocs, a)
+	}
+	b.mu.Unlock()
+	for _, a := range assocs {
+		p := byPeer[a.peer]
+		if p == nil {
+			p = &PeerStats{Peer: a.peer}
+			byPeer[a.peer] = p
+		}
+		s := a.linkStats()
+		p.add(s)
+		p.Links++
+		p.TracksOut += s.TracksOut
+		p.TracksIn += s.TracksIn
+		p.RTT = max(p.RTT, s.RTT)
+	}
+	out := make([]PeerStats, 0, len(byPeer))
+	for _, p := range byPeer {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}
+
+// rateMeter turns the relay byte totals into a bitrate between readings.
+type rateMeter struct {
+	mu    sync.Mutex
+	at    time.Time
+	bytes uint64
+	last  uint64
+}
+
+// Bitrate is the relay's bits per second in both directions, over all
+// links, since the previous call (0 on the first; calls less than half a
+// second apart repeat the last value). The cluster heartbeat reads it.
+func (b *Bridge) Bitrate() uint64 {
+	var total uint64
+	for _, p := range b.Peers() {
+		total += p.SentBytes + p.RecvBytes
+	}
+	m := &b.rate
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if !m.at.IsZero() {
+		dt := now.Sub(m.at).Seconds()
+		if dt < 0.5 {
+			return m.last
+		}
+		if total >= m.bytes {
+			m.last = uint64(float64(total-m.bytes) * 8 / dt)
+		}
+	}
+	m.at, m.bytes = now, total
+	return m.last
+}
+
+// Collector exports the relay's per-peer metrics; register it on the
+// registry the binary serves. Names are documented in README.md.
+func (b *Bridge) Collector() prometheus.Collector { return &collector{b: b} }
+
+var (
+	peerLabel     = []string{"peer"}
+	dirLabels     = []string{"peer", "direction"}
+	descBytes     = prometheus.NewDesc("gxconf_bridge_relay_bytes_total", "RTP bytes relayed to (direction=out) or from (in) a peer node.", dirLabels, nil)
+	descPackets   = prometheus.NewDesc("gxconf_bridge_relay_packets_total", "RTP packets relayed to (out) or from (in) a peer node.", dirLabels, nil)
+	descTracks    = prometheus.NewDesc("gxconf_bridge_relay_tracks", "Tracks relayed now to (out) or from (in) a peer node.", dirLabels, nil)
+	descLinks     = prometheus.NewDesc("gxconf_bridge_relay_links", "Live relay associations (one per shared room) with a peer node.", peerLabel, nil)
+	descRTT       = prometheus.NewDesc("gxconf_bridge_relay_rtt_seconds", "Round trip time of the relay link to a peer node (ICE consent checks; highest of its links).", peerLabel, nil)
+	descNacked    = prometheus.NewDesc("gxconf_bridge_relay_lost_packets_total", "Packets from a peer node found missing on the relay link (each NACKed).", peerLabel, nil)
+	descRetrans   = prometheus.NewDesc("gxconf_bridge_relay_retransmitted_packets_total", "Packets resent to a peer node on its NACKs.", peerLabel, nil)
+	descKeyframes = prometheus.NewDesc("gxconf_bridge_relay_keyframe_requests_total", "Keyframe requests received from (in) or sent to (out) a peer node.", dirLabels, nil)
+)
+
+type collector struct{ b *Bridge }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.b.Peers() {
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		}
+		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		}
+		counter(descBytes, p.SentBytes, p.Peer, "out")
+		counter(descBytes, p.RecvBytes, p.Peer, "in")
+		counter(descPackets, p.SentPackets, p.Peer, "out")
+		counter(descPackets, p.RecvPackets, p.Peer, "in")
+		counter(descNacked, p.Nacked, p.Peer)
+		counter(descRetrans, p.Retransmits, p.Peer)
+		counter(descKeyframes, p.KeyframesIn, p.Peer, "in")
+		counter(descKeyframes, p.KeyframesOut, p.Peer, "out")
+		gauge(descTracks, float64(p.TracksOut), p.Peer, "out")
+		gauge(descTracks, float64(p.TracksIn), p.Peer, "in")
+		gauge(descLinks, float64(p.Links), p.Peer)
+		gauge(descRTT, p.RTT.Seconds(), p.Peer)
+	}
+}

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/rs/zerolog"
+	"github.com/twitchtv/twirp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gxfs-conf/gxconf/cluster"
+	"github.com/gxfs-conf/gxconf/sfu"
+)
+
+// RoomService calls between nodes (the SFU's Forwarder), over the node bus.
+//
+// A request goes to rsTopic on the node the directory names (the
+// participant's node, or the room's nodes); it is JSON {id, method, body}
+// with body the protobuf of the livekit request. The node runs it on its
+// local RoomService and answers on rsReplyTopic to the sender with
+// {id, code, msg, body}: code is the Twirp error code (empty on success),
+// body the protobuf of the livekit response. id correlates the answer; the
+// caller gives up after rsTimeout (the bus is at most once). ListParticipants
+// asks every node of the room at once and each answers with its local
+// participants only (never relayed copies), so the merge has no duplicates.
+const (
+	rsTopic      = "sfu.room_service"
+	rsReplyTopic = "sfu.room_service.reply"
+	rsTimeout    = 3 * time.Second
+)
+
+// Methods carried by rsRequest.
+const (
+	rsList     = "ListParticipants"
+	rsGet      = "GetParticipant"
+	rsRemove   = "RemoveParticipant"
+	rsMute     = "MutePublishedTrack"
+	rsUpdate   = "UpdateParticipant"
+	rsData     = "SendData"
+	rsMetadata = "UpdateRoomMetadata"
+)
+
+type rsRequest struct {
+	ID     uint64 `json:"id"`
+	Method string `json:"method"`
+	Body   []byte `json:"body"`
+}
+
+type rsResponse struct {
+	ID   uint64 `json:"id"`
+	Code string `json:"code,omitempty"`
+	Msg  string `json:"msg,omitempty"`
+	Body []byte `json:"body,omitempty"`
+}
+
+// roomForwarder is the SFU's Forwarder in a cluster, and the server side
+// that answers other nodes' calls.
+//
+// Concurrency: mu guards pending (correlation id → waiting caller); the
+// reply loop (run) is the only one that completes a call.
+type roomForwarder struct {
+	reg   forwarderRegistry
+	local livekit.RoomService
+	// localParticipants lists a room's own participants (no relayed ones).
+	localParticipants func(room string) ([]*livekit.ParticipantInfo, error)
+	log               zerolog.Logger
+
+	next    atomic.Uint64
+	mu      sync.Mutex
+	pending map[uint64]pendingCall
+}
+
+// forwarderRegistry is what the forwarder needs of the registry: the live
+// nodes, the directory, and the node bus's Send (run listens).
+type forwarderRegistry interface {
+	cluster.NodeView
+	cluster.Directory
+	Send(ctx context.Context, to cluster.NodeID, topic string, payload []byte) error
+}
+
+type pendingCall struct {
+	node cluster.NodeID
+	ch   chan rsResponse
+}
+
+func newRoomForwarder(reg forwarderRegistry, srv *sfu.Server, log zerolog.Logger) *roomForwarder {
+	f := &roomForwarder{reg: reg, local: srv.RoomService(), localParticipants: srv.LocalParticipants, log: log,
+		pending: map[uint64]pendingCall{}}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	// Ids of a restarted node with the same node id do not collide with
+	// answers still in flight to its predecessor.
+	f.next.Store(binary.BigEndian.Uint64(seed[:]) >> 1)
+	return f
+}
+
+var _ sfu.Forwarder = (*roomForwarder)(nil)
+
+// call runs method on node and decodes the answer into resp.
+func (f *roomForwarder) call(ctx context.Context, node cluster.NodeID, method string, req, resp proto.Message) error {
+	body, err := proto.Marshal(req)
+	if err != nil {
+		return twirp.InternalErrorWith(err)
+	}
+	id := f.next.Add(1)
+	if id == 0 {
+		id = f.next.Add(1)
+	}
+	payload, err := json.Marshal(rsRequest{ID: id, Method: method, Body: body})
+	if err != nil {
+		return twirp.InternalErrorWith(err)
+	}
+	ch := make(chan rsResponse, 1)
+	f.mu.Lock()
+	f.pending[id] = pendingCall{node: node, ch: ch}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.pending, id)
+		f.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, rsTimeout)
+	defer cancel()
+	if err := f.reg.Send(ctx, node, rsTopic, payload); err != nil {
+		return twirp.NewError(twirp.Unavailable, fmt.Sprintf("node %s: %v", node, err))
+	}
+	select {
+	case <-ctx.Done():
+		return twirp.NewError(twirp.DeadlineExceeded, fmt.Sprintf("node %s did not answer", node))
+	case r := <-ch:
+		if r.Code != "" {
+			code := twirp.ErrorCode(r.Code)
+			if !twirp.IsValidErrorCode(code) {
+				code = twirp.Internal
+			}
+			return twirp.NewError(code, r.Msg)
+		}
+		if err := proto.Unmarshal(r.Body, resp); err != nil {
+			return twirp.InternalErrorWith(err)
+		}
+		return nil
+	}
+}
+
+// owner is the node a participant is connected to (never this one: the SFU
+// asks only for what is not here).
+func (f *roomForwarder) owner(ctx context.Context, room, identity string) (cluster.NodeID, error) {
+	if room == "" || identity == "" {
+		return "", twirp.RequiredArgumentError("identity")
+	}
+	p, err := f.reg.Participant(ctx, cluster.RoomName(room), cluster.ParticipantIdentity(identity))
+	switch {
+	case errors.Is(err, cluster.ErrNotFound):
+		return "", twirp.NotFoundError(sfu.ErrParticipantNotFound.Error())
+	case err != nil:
+		return "", twirp.NewError(twirp.Unavailable, err.Error())
+	case p.Node == f.reg.Self().ID:
+		return "", twirp.NotFoundError(sfu.ErrParticipantNotFound.Error())
+	}
+	return p.Node, nil
+}
+
+// roomNodes are the other nodes hosting room.
+func (f *roomForwarder) roomNodes(ctx context.Context, room string) ([]cluster.NodeID, error) {
+	if room == "" {
+		return nil, twirp.RequiredArgumentError("room")
+	}
+	entries, err := f.reg.RoomNodes(ctx, cluster.RoomName(room))
+	if err != nil && !errors.Is(err, cluster.ErrUnavailable) {
+		return nil, twirp.NewError(twirp.Unavailable, err.Error())
+	}
+	self := f.reg.Self().ID
+	var out []cluster.NodeID
+	for _, e := range entries {
+		if e.Node != self {
+			out = append(out, e.Node)
+		}
+	}
+	if len(out) == 0 {
+		if err != nil {
+			return nil, twirp.NewError(twirp.Unavailable, err.Error())
+		}
+		return nil, twirp.NotFoundError(sfu.ErrRoomNotFound.Error())
+	}
+	return out, nil
+}
+
+// ListParticipants asks every other node of the room for its own
+// participants; nodes that do not answer in time are left out.
+func (f *roomForwarder) ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	nodes, err := f.roomNodes(ctx, req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	type answer struct {
+		node cluster.NodeID
+		res  *livekit.ListParticipantsResponse
+		err  error
+	}
+	answers := make(chan answer, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			res := &livekit.ListParticipantsResponse{}
+			err := f.call(ctx, n, rsList, req, res)
+			answers <- answer{n, res, err}
+		}()
+	}
+	out := &livekit.ListParticipantsResponse{}
+	seen := map[string]bool{}
+	var firstErr error
+	ok := false
+	for range nodes {
+		a := <-answers
+		if a.err != nil {
+			if firstErr == nil {
+				firstErr = a.err
+			}
+			f.log.Debug().Err(a.err).Str("node_id", string(a.node)).Str("lk_room", req.GetRoom()).Msg("A node did not list its participants")
+			continue
+		}
+		ok = true
+		for _, p := range a.res.GetParticipants() {
+			if !seen[p.GetIdentity()] {
+				seen[p.GetIdentity()] = true
+				out.Participants = append(out.Participants, p)
+			}
+		}
+	}
+	if !ok {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+func (f *roomForwarder) GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.ParticipantInfo{}
+	return res, f.call(ctx, node, rsGet, req, res)
+}
+
+// RemoveParticipant removes the participant on its node and, as the
+// focus's removals do, tells every other node (fire and forget) so tokens
+// issued before are refused there too.
+func (f *roomForwarder) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetIdentity())
+	skip := node
+	if err != nil {
+		skip = ""
+	}
+	f.broadcastRemoval(ctx, req, skip)
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.RemoveParticipantResponse{}
+	return res, f.call(ctx, node, rsRemove, req, res)
+}
+
+// broadcastRemoval sends a removal to every other live node but skip.
+func (f *roomForwarder) broadcastRemoval(ctx context.Context, req *livekit.RoomParticipantIdentity, skip cluster.NodeID) {
+	payload, err := proto.Marshal(req)
+	if err != nil {
+		return
+	}
+	self := f.reg.Self().ID
+	for _, n := range f.reg.Nodes() {
+		if n.ID == self || n.ID == skip {
+			continue
+		}
+		if serr := f.reg.Send(ctx, n.ID, removeTopic, payload); serr != nil {
+			f.log.Warn().Err(serr).Str("node_id", string(n.ID)).Str("lk_room", req.GetRoom()).Msg("Failed to send a removal to a node")
+		}
+	}
+}
+
+func (f *roomForwarder) MutePublishedTrack(ctx context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.MuteRoomTrackResponse{}
+	return res, f.call(ctx, node, rsMute, req, res)
+}
+
+func (f *roomForwarder) UpdateParticipant(ctx context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.ParticipantInfo{}
+	return res, f.call(ctx, node, rsUpdate, req, res)
+}
+
+// SendData goes to one node of the room; its relay carries the packet to
+// the room's other nodes.
+func (f *roomForwarder) SendData(ctx context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
+	nodes, err := f.roomNodes(ctx, req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.SendDataResponse{}
+	return res, f.call(ctx, nodes[0], rsData, req, res)
+}
+
+// UpdateRoomMetadata goes to one node of the room, which relays it.
+func (f *roomForwarder) UpdateRoomMetadata(ctx context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	nodes, err := f.roomNodes(ctx, req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.Room{}
+	return res, f.call(ctx, nodes[0], rsMetadata, req, res)
+}
+
+// run answers other nodes' calls and completes this node's calls until ctx
+// ends. Calls are run one at a time: each is an in-memory operation of the
+// local SFU.
+func (f *roomForwarder) run(ctx context.Context, bus cluster.NodeBus) error {
+	reqs := bus.Listen(rsTopic, 256)
+	defer reqs.Close()
+	replies := bus.Listen(rsReplyTopic, 256)
+	defer replies.Close()
+	return f.loop(ctx, reqs.C(), replies.C())
+}
+
+// loop serves the inboxes' messages until ctx ends or one closes.
+func (f *roomForwarder) loop(ctx context.Context, reqs, replies <-chan cluster.Message) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-replies:
+			if !ok {
+				return nil
+			}
+			f.complete(m)
+		case m, ok := <-reqs:
+			if !ok {
+				return nil
+			}
+			f.serve(ctx, m)
+		}
+	}
+}
+
+func (f *roomForwarder) complete(m cluster.Message) {
+	var r rsResponse
+	if err := json.Unmarshal(m.Payload, &r); err != nil {
+		f.log.Warn().Str("node_id", string(m.From)).Msg("Ignored a malformed RoomService answer from a node")
+		return
+	}
+	f.mu.Lock()
+	p, ok := f.pending[r.ID]
+	f.mu.Unlock()
+	if !ok || p.node != m.From {
+		return // late (the caller gave up) or not from the asked node
+	}
+	select {
+	case p.ch <- r:
+	default:
+	}
+}
+
+func (f *roomForwarder) serve(ctx context.Context, m cluster.Message) {
+	var req rsRequest
+	if err := json.Unmarshal(m.Payload, &req); err != nil || req.ID == 0 {
+		f.log.Warn().Str("node_id", string(m.From)).Msg("Ignored a malformed RoomService call from a node")
+		return
+	}
+	res, err := f.dispatch(ctx, req)
+	out := rsResponse{ID: req.ID}
+	if err != nil {
+		var te twirp.Error
+		if errors.As(err, &te) {
+			out.Code, out.Msg = string(te.Code()), te.Msg()
+		} else {
+			out.Code, out.Msg = string(twirp.Internal), err.Error()
+		}
+	} else if out.Body, err = proto.Marshal(res); err != nil {
+		out.Code, out.Msg, out.Body = string(twirp.Internal), err.Error(), nil
+	}
+	payload, err := json.Marshal(out)
+	if err == nil && len(payload) > cluster.MaxPayload {
+		payload, err = json.Marshal(rsResponse{ID: req.ID, Code: string(twirp.ResourceExhausted), Msg: "answer too large for the node bus"})
+	}
+	if err != nil {
+		return
+	}
+	if err := f.reg.Send(ctx, m.From, rsReplyTopic, payload); err != nil {
+		f.log.Debug().Err(err).Str("node_id", string(m.From)).Msg("Failed to answer a node's RoomService call")
+	}
+}
+
+// dispatch runs a call of another node on the local RoomService.
+func (f *roomForwarder) dispatch(ctx context.Context, req rsRequest) (proto.Message, error) {
+	bad := func(err error) error { return twirp.NewError(twirp.Malformed, err.Error()) }
+	switch req.Method {
+	case rsList:
+		var r livekit.ListParticipantsRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		ps, err := f.localParticipants(r.GetRoom())
+		if err != nil {
+			return nil, twirp.NotFoundError(err.Error())
+		}
+		return &livekit.ListParticipantsResponse{Participants: ps}, nil
+	case rsGet:
+		var r livekit.RoomParticipantIdentity
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.GetParticipant(ctx, &r)
+	case rsRemove:
+		var r livekit.RoomParticipantIdentity
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.RemoveParticipant(ctx, &r)
+	case rsMute:
+		var r livekit.MuteRoomTrackRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.MutePublishedTrack(ctx, &r)
+	case rsUpdate:
+		var r livekit.UpdateParticipantRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.UpdateParticipant(ctx, &r)
+	case rsData:
+		var r livekit.SendDataRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.SendData(ctx, &r)
+	case rsMetadata:
+		var r livekit.UpdateRoomMetadataRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.UpdateRoomMetadata(ctx, &r)
+	}
+	return nil, twirp.NewError(twirp.Unimplemented, "unknown method "+req.Method)
+}

@@ -1,0 +1,163 @@
+package sfu
+
+import (
+	"context"
+	"errors"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/twitchtv/twirp"
+)
+
+// Forwarder carries RoomService calls to the other nodes of a cluster, so
+// the Twirp RoomService works from any node. The SFU calls it only for
+// what this node cannot answer: a room it does not host, or a participant
+// that is not in the room here (participants relayed from another node are
+// here: calls on them go to their origin through the relay's RemoteHooks).
+// Methods return *twirp.Error values; not_found when no node has it.
+//
+// The SFU knows nothing of the cluster: cmd implements Forwarder with the
+// registry's directory and node bus.
+type Forwarder interface {
+	// ListParticipants returns the participants other nodes host locally
+	// in req's room (never their relayed copies); not_found when no other
+	// node hosts the room.
+	ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error)
+	GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error)
+	RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error)
+	MutePublishedTrack(ctx context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error)
+	UpdateParticipant(ctx context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error)
+	// SendData and UpdateRoomMetadata are asked only when the room is not
+	// here; the node that takes them relays them to the room's other nodes.
+	SendData(ctx context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error)
+	UpdateRoomMetadata(ctx context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error)
+}
+
+// SetForwarder makes the Twirp RoomService cluster-wide; call it before Run.
+// RoomService() (the trusted, in-process one) stays local: it is what a
+// forwarder calls on the node that owns the participant.
+func (s *Server) SetForwarder(f Forwarder) { s.fwd = f }
+
+// LocalParticipants returns the infos of the participants connected to
+// this node in room, hidden ones included, relayed ones not (what a node
+// contributes to a cluster-wide ListParticipants).
+func (s *Server) LocalParticipants(room string) ([]*livekit.ParticipantInfo, error) {
+	r := s.getRoom(room)
+	if r == nil {
+		return nil, ErrRoomNotFound
+	}
+	var out []*livekit.ParticipantInfo
+	for _, p := range r.participantList() {
+		if p.remote == nil && !p.isClosed() {
+			out = append(out, p.snapshot())
+		}
+	}
+	return out, nil
+}
+
+// isNotFound reports a not_found answer of the local RoomService.
+func isNotFound(err error) bool {
+	var te twirp.Error
+	return errors.As(err, &te) && te.Code() == twirp.NotFound
+}
+
+// forwardingRoomService is the Twirp RoomService of a cluster node: the
+// local one, and the forwarder for what is not here.
+type forwardingRoomService struct {
+	*roomService
+	fwd Forwarder
+}
+
+// ListParticipants merges this node's participants with the other nodes'
+// local ones. A participant relayed here is replaced by its origin's info;
+// an identity connected here wins over the same identity elsewhere.
+func (f *forwardingRoomService) ListParticipants(ctx context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	res := &livekit.ListParticipantsResponse{}
+	seen := map[string]bool{}
+	r, lerr := f.room(req.GetRoom())
+	if r != nil {
+		for _, p := range r.participantList() {
+			if p.remote == nil {
+				seen[p.identity] = true
+				res.Participants = append(res.Participants, p.snapshot())
+			}
+		}
+	} else if !isNotFound(lerr) {
+		return nil, lerr
+	}
+	other, ferr := f.fwd.ListParticipants(ctx, req)
+	if ferr != nil && r == nil {
+		return nil, ferr
+	}
+	for _, pi := range other.GetParticipants() {
+		if !seen[pi.GetIdentity()] {
+			seen[pi.GetIdentity()] = true
+			res.Participants = append(res.Participants, pi)
+		}
+	}
+	if r != nil {
+		// Relayed copies of participants whose origin did not answer.
+		for _, p := range r.participantList() {
+			if p.remote != nil && !seen[p.identity] {
+				seen[p.identity] = true
+				res.Participants = append(res.Participants, p.snapshot())
+			}
+		}
+	}
+	return res, nil
+}
+
+func (f *forwardingRoomService) GetParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	res, err := f.roomService.GetParticipant(ctx, req)
+	if isNotFound(err) {
+		return f.fwd.GetParticipant(ctx, req)
+	}
+	return res, err
+}
+
+func (f *forwardingRoomService) RemoveParticipant(ctx context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	res, err := f.roomService.RemoveParticipant(ctx, req)
+	if isNotFound(err) {
+		return f.fwd.RemoveParticipant(ctx, req)
+	}
+	return res, err
+}
+
+func (f *forwardingRoomService) MutePublishedTrack(ctx context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error) {
+	if _, _, err := f.participant(req.GetRoom(), req.GetIdentity()); isNotFound(err) {
+		return f.fwd.MutePublishedTrack(ctx, req)
+	}
+	return f.roomService.MutePublishedTrack(ctx, req)
+}
+
+func (f *forwardingRoomService) UpdateParticipant(ctx context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error) {
+	res, err := f.roomService.UpdateParticipant(ctx, req)
+	if isNotFound(err) {
+		return f.fwd.UpdateParticipant(ctx, req)
+	}
+	return res, err
+}
+
+func (f *forwardingRoomService) SendData(ctx context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
+	res, err := f.roomService.SendData(ctx, req)
+	if isNotFound(err) {
+		return f.fwd.SendData(ctx, req)
+	}
+	return res, err
+}
+
+func (f *forwardingRoomService) UpdateRoomMetadata(ctx context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	res, err := f.roomService.UpdateRoomMetadata(ctx, req)
+	if isNotFound(err) {
+		return f.fwd.UpdateRoomMetadata(ctx, req)
+	}
+	return res, err
+}
+
+// twirpService is what the Twirp handler serves: the local RoomService,
+// cluster-wide when a Forwarder is set.
+func (s *Server) twirpService() livekit.RoomService {
+	if s.fwd == nil {
+		return s.svc
+	}
+	return &forwardingRoomService{roomService: s.svc, fwd: s.fwd}
+}

@@ -1,0 +1,249 @@
+package sfu_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+	"github.com/twitchtv/twirp"
+
+	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/gxfs-conf/gxconf/sfu"
+)
+
+// participantLog keeps the latest info the Participant hook reported per
+// identity (ordered by Version, as a consumer must).
+type participantLog struct {
+	mu    sync.Mutex
+	last  map[string]*livekit.ParticipantInfo
+	rooms map[string]string
+}
+
+func (l *participantLog) hook(room string, info *livekit.ParticipantInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old := l.last[info.GetIdentity()]; old != nil && old.GetSid() == info.GetSid() && old.GetVersion() > info.GetVersion() {
+		return
+	}
+	l.last[info.GetIdentity()] = info
+	l.rooms[info.GetIdentity()] = room
+}
+
+func (l *participantLog) get(identity string) (*livekit.ParticipantInfo, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last[identity], l.rooms[identity]
+}
+
+// The Participant hook reports local participants with their tracks as they
+// join, publish, unpublish and leave, and never a relayed participant.
+func TestParticipantHookReportsLocalParticipantsAndTracks(t *testing.T) {
+	verifyNoLeaks(t)
+	plog := &participantLog{last: map[string]*livekit.ParticipantInfo{}, rooms: map[string]string{}}
+	ts := startServerWith(t, nil, func(s *sfu.Server) {
+		s.SetRoomHooks(sfu.RoomHooks{Participant: plog.hook})
+	})
+
+	alice := ts.join(t, "hooks", "alice", nil)
+	require.Eventually(t, func() bool {
+		info, room := plog.get("alice")
+		return info != nil && room == "hooks" && info.GetSid() != "" && info.GetState() != livekit.ParticipantInfo_DISCONNECTED
+	}, 10*time.Second, 20*time.Millisecond)
+
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	require.Eventually(t, func() bool {
+		info, _ := plog.get("alice")
+		return len(info.GetTracks()) == 2
+	}, 20*time.Second, 20*time.Millisecond)
+	info, _ := plog.get("alice")
+	var video *livekit.TrackInfo
+	for _, tr := range info.GetTracks() {
+		require.NotEmpty(t, tr.GetSid())
+		require.NotEmpty(t, tr.GetMimeType())
+		if tr.GetType() == livekit.TrackType_VIDEO {
+			video = tr
+		}
+	}
+	require.NotNil(t, video)
+
+	// A participant relayed from another node is not this node's to report.
+	rr, err := ts.srv.RelayRoom("hooks", false)
+	require.NoError(t, err)
+	remote, err := rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote", State: livekit.ParticipantInfo_ACTIVE}, sfu.RemoteHooks{})
+	require.NoError(t, err)
+
+	// Unpublishing drops the track from the next report.
+	for _, pub := range alice.room.LocalParticipant.TrackPublications() {
+		if pub.SID() == video.GetSid() {
+			require.NoError(t, alice.room.LocalParticipant.UnpublishTrack(pub.SID()))
+		}
+	}
+	require.Eventually(t, func() bool {
+		info, _ := plog.get("alice")
+		return len(info.GetTracks()) == 1 && info.GetTracks()[0].GetType() == livekit.TrackType_AUDIO
+	}, 10*time.Second, 20*time.Millisecond)
+
+	alice.close()
+	require.Eventually(t, func() bool {
+		info, _ := plog.get("alice")
+		return info.GetState() == livekit.ParticipantInfo_DISCONNECTED
+	}, 10*time.Second, 20*time.Millisecond)
+	remote.Close(livekit.DisconnectReason_CLIENT_INITIATED)
+	got, _ := plog.get("remote")
+	require.Nil(t, got, "a relayed participant was reported")
+}
+
+// fakeForwarder answers for an "other node" that hosts room "far" with
+// participant "bob", and for participant "carol" in room "near".
+type fakeForwarder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (f *fakeForwarder) called(what string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, what)
+}
+
+func (f *fakeForwarder) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeForwarder) has(room, identity string) bool {
+	return (room == "far" && identity == "bob") || (room == "near" && identity == "carol")
+}
+
+func (f *fakeForwarder) ListParticipants(_ context.Context, req *livekit.ListParticipantsRequest) (*livekit.ListParticipantsResponse, error) {
+	f.called("list " + req.GetRoom())
+	switch req.GetRoom() {
+	case "far":
+		return &livekit.ListParticipantsResponse{Participants: []*livekit.ParticipantInfo{{Identity: "bob"}}}, nil
+	case "near":
+		// carol lives there; "remote" is relayed here from there, with its
+		// origin's name.
+		return &livekit.ListParticipantsResponse{Participants: []*livekit.ParticipantInfo{{Identity: "carol"}, {Identity: "remote", Name: "origin"}}}, nil
+	}
+	return nil, twirp.NotFoundError("room")
+}
+
+func (f *fakeForwarder) GetParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.ParticipantInfo, error) {
+	f.called("get " + req.GetRoom() + "/" + req.GetIdentity())
+	if !f.has(req.GetRoom(), req.GetIdentity()) {
+		return nil, twirp.NotFoundError("participant")
+	}
+	return &livekit.ParticipantInfo{Identity: req.GetIdentity(), Name: "from afar"}, nil
+}
+
+func (f *fakeForwarder) RemoveParticipant(_ context.Context, req *livekit.RoomParticipantIdentity) (*livekit.RemoveParticipantResponse, error) {
+	f.called("remove " + req.GetRoom() + "/" + req.GetIdentity())
+	if !f.has(req.GetRoom(), req.GetIdentity()) {
+		return nil, twirp.NotFoundError("participant")
+	}
+	return &livekit.RemoveParticipantResponse{}, nil
+}
+
+func (f *fakeForwarder) MutePublishedTrack(_ context.Context, req *livekit.MuteRoomTrackRequest) (*livekit.MuteRoomTrackResponse, error) {
+	f.called("mute " + req.GetRoom() + "/" + req.GetIdentity() + "/" + req.GetTrackSid())
+	return &livekit.MuteRoomTrackResponse{Track: &livekit.TrackInfo{Sid: req.GetTrackSid(), Muted: true}}, nil
+}
+
+func (f *fakeForwarder) UpdateParticipant(_ context.Context, req *livekit.UpdateParticipantRequest) (*livekit.ParticipantInfo, error) {
+	f.called("update " + req.GetRoom() + "/" + req.GetIdentity())
+	return &livekit.ParticipantInfo{Identity: req.GetIdentity(), Metadata: req.GetMetadata()}, nil
+}
+
+func (f *fakeForwarder) SendData(_ context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
+	f.called("data " + req.GetRoom())
+	return &livekit.SendDataResponse{}, nil
+}
+
+func (f *fakeForwarder) UpdateRoomMetadata(_ context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	f.called("metadata " + req.GetRoom())
+	return &livekit.Room{Name: req.GetRoom(), Metadata: req.GetMetadata()}, nil
+}
+
+func identities(ps []*livekit.ParticipantInfo) map[string]string {
+	out := map[string]string{}
+	for _, p := range ps {
+		out[p.GetIdentity()] = p.GetName()
+	}
+	return out
+}
+
+// With a Forwarder the Twirp RoomService answers for participants and rooms
+// of other nodes: what is here is served here, the rest is forwarded, and
+// ListParticipants merges both without the relayed copies.
+func TestTwirpForwardsWhatIsNotHere(t *testing.T) {
+	verifyNoLeaks(t)
+	fwd := &fakeForwarder{}
+	ts := startServerWith(t, nil, func(s *sfu.Server) { s.SetForwarder(fwd) })
+	ctx := context.Background()
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+
+	ws, first := rawJoin(t, ts, "near", "alice", "")
+	require.NotNil(t, first.GetJoin())
+	defer ws.CloseNow()
+	rr, err := ts.srv.RelayRoom("near", false)
+	require.NoError(t, err)
+	remote, err := rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote", Name: "copy"}, sfu.RemoteHooks{})
+	require.NoError(t, err)
+	defer remote.Close(livekit.DisconnectReason_CLIENT_INITIATED)
+
+	t.Run("list merges, origin wins over relayed copy", func(t *testing.T) {
+		res, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "near"})
+		require.NoError(t, err)
+		require.Len(t, res.Participants, 3)
+		require.Equal(t, map[string]string{"alice": "alice", "carol": "", "remote": "origin"}, identities(res.Participants))
+	})
+	t.Run("list of a room elsewhere", func(t *testing.T) {
+		res, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "far"})
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"bob": ""}, identities(res.Participants))
+		_, err = rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "nowhere"})
+		requireTwirpCode(t, err, twirp.NotFound)
+	})
+	t.Run("local participant is served here", func(t *testing.T) {
+		before := len(fwd.log())
+		p, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "near", Identity: "alice"})
+		require.NoError(t, err)
+		require.Equal(t, "alice", p.GetIdentity())
+		require.Len(t, fwd.log(), before, "a local participant was forwarded")
+	})
+	t.Run("participants elsewhere are forwarded", func(t *testing.T) {
+		p, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "near", Identity: "carol"})
+		require.NoError(t, err)
+		require.Equal(t, "from afar", p.GetName())
+		_, err = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "far", Identity: "bob"})
+		require.NoError(t, err)
+		_, err = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "far", Identity: "nobody"})
+		requireTwirpCode(t, err, twirp.NotFound)
+		m, err := rs.MutePublishedTrack(ctx, &livekit.MuteRoomTrackRequest{Room: "near", Identity: "carol", TrackSid: "TR_x", Muted: true})
+		require.NoError(t, err)
+		require.True(t, m.GetTrack().GetMuted())
+		u, err := rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "far", Identity: "bob", Metadata: "md"})
+		require.NoError(t, err)
+		require.Equal(t, "md", u.GetMetadata())
+	})
+	t.Run("room calls go elsewhere only when the room is not here", func(t *testing.T) {
+		_, err := rs.SendData(ctx, &livekit.SendDataRequest{Room: "near", Data: []byte("x"), Kind: livekit.DataPacket_RELIABLE})
+		require.NoError(t, err)
+		_, err = rs.SendData(ctx, &livekit.SendDataRequest{Room: "far", Data: []byte("x"), Kind: livekit.DataPacket_RELIABLE})
+		require.NoError(t, err)
+		room, err := rs.UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: "far", Metadata: "m"})
+		require.NoError(t, err)
+		require.Equal(t, "m", room.GetMetadata())
+	})
+	require.Equal(t, []string{
+		"list near", "list far", "list nowhere",
+		"get near/carol", "remove far/bob", "remove far/nobody", "mute near/carol/TR_x", "update far/bob",
+		"data far", "metadata far",
+	}, fwd.log())
+
+}
