@@ -1,0 +1,458 @@
+package sfu
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/livekit"
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// errTURNTCPRelay refuses RFC 6062 TCP relays: media reaches the SFU over
+// UDP, and a TCP relay to arbitrary peers is what an attacker would want.
+var errTURNTCPRelay = errors.New("tcp relay allocations are not offered")
+
+// turnServer is the embedded TURN server (RFC 8656) on top of pion/turn:
+// per-participant credentials (turn_credentials.go), relays bound to the
+// node's media address that may only reach this node, a per-identity
+// allocation quota and metrics.
+//
+// Lifecycle: newTURNServer (from New) opens the sockets; start (from Run,
+// once the TLS configuration is known) starts pion's server; close (from
+// Run) stops it. mu guards perUser, relays and the closed-relay totals.
+type turnServer struct {
+	cfg     TURNConfig
+	secret  []byte
+	relayIP net.IP
+	domain  string
+	log     zerolog.Logger
+	lf      pionLoggerFactory
+	// present tells whether identity is a participant on this node.
+	present func(identity string) bool
+	now     func() time.Time
+	allowed map[netip.Addr]struct{}
+
+	udp   net.PacketConn
+	tcpLn net.Listener
+	tlsLn net.Listener // raw TCP; TLS is added by start
+	// signalLn receives TURNS connections demultiplexed off the signalling
+	// listener (turn.tls_on_signal_port); set by Run before start.
+	signalLn net.Listener
+	server   *turn.Server
+	// transports maps "udp:port"/"tcp:port" of a listener to its label.
+	transports map[string]string
+
+	mu                   sync.Mutex
+	perUser              map[string]int
+	relays               map[*relayConn]struct{}
+	closedTo, closedFrom uint64
+
+	allocations      prometheus.Gauge
+	allocationsTotal *prometheus.CounterVec
+	authFailures     prometheus.Counter
+	quotaRejected    prometheus.Counter
+	relayedDesc      *prometheus.Desc
+}
+
+// newTURNServer checks the addresses, opens the listening sockets and
+// registers the metrics. externalIP is the address rtc.use_external_ip
+// found ("" otherwise).
+func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prometheus.Registerer, present func(string) bool) (*turnServer, error) {
+	tc := cfg.TURN
+	t := &turnServer{
+		cfg:        tc,
+		log:        log,
+		lf:         pionLoggerFactory{log: log},
+		present:    present,
+		now:        time.Now,
+		allowed:    map[netip.Addr]struct{}{},
+		transports: map[string]string{},
+		perUser:    map[string]int{},
+		relays:     map[*relayConn]struct{}{},
+	}
+	if tc.Secret != "" {
+		t.secret = []byte(tc.Secret)
+	} else {
+		t.secret = make([]byte, 32)
+		if _, err := rand.Read(t.secret); err != nil {
+			return nil, fmt.Errorf("failed to generate turn secret: %w", err)
+		}
+	}
+
+	// The node's own media addresses: the relay address and the only
+	// peers a relay may reach (no open relay into the operator's network).
+	var own []string
+	own = append(own, tc.RelayIP, cfg.RTC.NodeIP, externalIP)
+	for _, m := range cfg.RTC.NAT1To1IPs {
+		ext, local, _ := cutSlash(m)
+		own = append(own, ext, local)
+	}
+	for _, a := range own {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			t.allowed[ip.Unmap()] = struct{}{}
+			if t.relayIP == nil {
+				t.relayIP = net.IP(ip.AsSlice())
+			}
+		}
+	}
+	if t.relayIP == nil {
+		return nil, errors.New("turn.relay_ip: no relay address (set turn.relay_ip or rtc.node_ip)")
+	}
+	locals, _ := net.InterfaceAddrs()
+	relayLocal := false
+	for _, a := range locals {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				t.allowed[ip.Unmap()] = struct{}{}
+				relayLocal = relayLocal || n.IP.Equal(t.relayIP)
+			}
+		}
+	}
+	t.domain = tc.Domain
+	if t.domain == "" && cfg.PublicURL != "" {
+		if u, err := url.Parse(cfg.PublicURL); err == nil {
+			t.domain = u.Hostname()
+		}
+	}
+	if t.domain == "" {
+		t.domain = t.relayIP.String()
+	}
+
+	// Listeners bind to every interface, except on a loopback node (tests),
+	// like the media sockets.
+	bindHost := ""
+	if t.relayIP.IsLoopback() && relayLocal {
+		bindHost = t.relayIP.String()
+	}
+	var err error
+	if tc.UDPPort != 0 {
+		if t.udp, err = net.ListenPacket("udp", net.JoinHostPort(bindHost, strconv.Itoa(tc.UDPPort))); err != nil {
+			return nil, fmt.Errorf("failed to listen on turn.udp_port %d: %w", tc.UDPPort, err)
+		}
+		t.transports["udp:"+strconv.Itoa(tc.UDPPort)] = "udp"
+	}
+	if tc.TCPPort != 0 {
+		if t.tcpLn, err = net.Listen("tcp", net.JoinHostPort(bindHost, strconv.Itoa(tc.TCPPort))); err != nil {
+			t.closeSockets()
+			return nil, fmt.Errorf("failed to listen on turn.tcp_port %d: %w", tc.TCPPort, err)
+		}
+		t.transports["tcp:"+strconv.Itoa(tc.TCPPort)] = "tcp"
+	}
+	if tc.TLSPort != 0 {
+		if t.tlsLn, err = net.Listen("tcp", net.JoinHostPort(bindHost, strconv.Itoa(tc.TLSPort))); err != nil {
+			t.closeSockets()
+			return nil, fmt.Errorf("failed to listen on turn.tls_port %d: %w", tc.TLSPort, err)
+		}
+		t.transports["tcp:"+strconv.Itoa(tc.TLSPort)] = "tls"
+	}
+
+	const ns, sub = "gxconf", "sfu"
+	t.allocations = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "turn_allocations", Help: "TURN allocations open on this node."})
+	t.allocationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "turn_allocations_total", Help: "TURN allocations created, by client transport (udp, tcp, tls)."}, []string{"transport"})
+	t.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "turn_auth_failures_total", Help: "TURN requests refused for a wrong, expired or unknown credential."})
+	t.quotaRejected = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "turn_quota_rejections_total", Help: "TURN allocations refused by turn.user_quota (486)."})
+	t.relayedDesc = prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "turn_relayed_bytes_total"), "Bytes relayed by TURN allocations: to_peer (client to SFU) and from_peer (SFU to client).", []string{"direction"}, nil)
+	for _, c := range []prometheus.Collector{t.allocations, t.allocationsTotal, t.authFailures, t.quotaRejected, turnRelayCollector{t}} {
+		if err := reg.Register(c); err != nil {
+			t.closeSockets()
+			return nil, fmt.Errorf("failed to register turn metrics: %w", err)
+		}
+	}
+	return t, nil
+}
+
+func cutSlash(s string) (a, b string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// start runs pion's server on the opened sockets. tlsCfg is the
+// signalling listener's TLS configuration (nil without TLS).
+func (t *turnServer) start(tlsCfg *tls.Config) error {
+	if (t.tlsLn != nil || t.signalLn != nil) && tlsCfg == nil {
+		return errors.New("turn.tls_port and turn.tls_on_signal_port need TLS on the signalling listener (tls.cert_file)")
+	}
+	gen := func() turn.RelayAddressGenerator {
+		bind := "0.0.0.0"
+		if t.relayIP.To4() == nil {
+			bind = "::"
+		}
+		if isLocalIP(t.relayIP) {
+			bind = t.relayIP.String()
+		}
+		return &relayGenerator{t: t, RelayAddressGeneratorPortRange: turn.RelayAddressGeneratorPortRange{
+			RelayAddress: t.relayIP,
+			Address:      bind,
+			MinPort:      uint16(t.cfg.RelayPortRangeStart),
+			MaxPort:      uint16(t.cfg.RelayPortRangeEnd),
+			MaxRetries:   50,
+		}}
+	}
+	sc := turn.ServerConfig{
+		Realm:         t.cfg.Realm,
+		LoggerFactory: t.lf,
+		AuthHandler:   t.auth,
+		QuotaHandler:  t.quota,
+		EventHandler: turn.EventHandler{
+			OnAuth:              t.onAuth,
+			OnAllocationCreated: t.onAllocationCreated,
+			OnAllocationDeleted: t.onAllocationDeleted,
+		},
+	}
+	if t.udp != nil {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: t.udp, RelayAddressGenerator: gen(), PermissionHandler: t.permit})
+	}
+	addLn := func(l net.Listener) {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen(), PermissionHandler: t.permit})
+	}
+	if t.tcpLn != nil {
+		addLn(t.tcpLn)
+	}
+	if t.tlsLn != nil {
+		c := tlsCfg.Clone()
+		// The signalling listener offers http/1.1 only; a TURN client
+		// offering another protocol must not fail the handshake.
+		c.NextProtos = nil
+		addLn(tls.NewListener(t.tlsLn, c))
+	}
+	if t.signalLn != nil {
+		addLn(t.signalLn)
+	}
+	srv, err := turn.NewServer(sc)
+	if err != nil {
+		t.closeSockets()
+		return fmt.Errorf("failed to start turn server: %w", err)
+	}
+	t.server = srv
+	t.log.Info().Int("udp_port", t.cfg.UDPPort).Int("tls_port", t.cfg.TLSPort).Int("tcp_port", t.cfg.TCPPort).
+		Bool("tls_on_signal_port", t.signalLn != nil).Str("relay_ip", t.relayIP.String()).Msg("turn listening")
+	return nil
+}
+
+func isLocalIP(ip net.IP) bool {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// close stops the server (its listeners and allocations).
+func (t *turnServer) close() error {
+	if t.server != nil {
+		return t.server.Close()
+	}
+	t.closeSockets()
+	return nil
+}
+
+func (t *turnServer) closeSockets() {
+	for _, c := range []interface{ Close() error }{t.udp, t.tcpLn, t.tlsLn, t.signalLn} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+}
+
+// iceServers are the TURN entries for identity, with a credential valid
+// for turn.credential_ttl. signalPort is the announced signalling port
+// (for turn.tls_on_signal_port).
+func (t *turnServer) iceServers(identity string, signalPort int) []*livekit.ICEServer {
+	user, pass := turnCredential(t.secret, identity, t.now().Add(t.cfg.CredentialTTL))
+	var urls []string
+	hostPort := func(p int) string { return net.JoinHostPort(t.domain, strconv.Itoa(p)) }
+	if t.cfg.UDPPort != 0 {
+		urls = append(urls, "turn:"+hostPort(t.cfg.UDPPort)+"?transport=udp")
+	}
+	if t.cfg.TCPPort != 0 {
+		urls = append(urls, "turn:"+hostPort(t.cfg.TCPPort)+"?transport=tcp")
+	}
+	if t.cfg.TLSPort != 0 {
+		p := t.cfg.TLSPort
+		if t.cfg.ExternalTLSPort != 0 {
+			p = t.cfg.ExternalTLSPort
+		}
+		urls = append(urls, "turns:"+hostPort(p)+"?transport=tcp")
+	}
+	if t.cfg.TLSOnSignalPort && signalPort != 0 {
+		urls = append(urls, "turns:"+hostPort(signalPort)+"?transport=tcp")
+	}
+	if len(urls) == 0 {
+		return nil
+	}
+	return []*livekit.ICEServer{{Urls: urls, Username: user, Credential: pass}}
+}
+
+// auth is pion's AuthHandler: the key of a valid, unexpired credential of
+// an identity connected to this node. A wrong password (or one derived for
+// another identity or expiry) then fails pion's MESSAGE-INTEGRITY check.
+// Every authenticated request (Allocate, Refresh, CreatePermission,
+// ChannelBind) passes here, so an allocation of a participant who left or
+// whose credential expired dies at its next refresh.
+func (t *turnServer) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
+	expiry, identity, ok := parseTURNUsername(ra.Username)
+	if !ok || !t.now().Before(expiry) || ra.Realm != t.cfg.Realm || !t.present(identity) {
+		t.authFailures.Inc()
+		return "", nil, false
+	}
+	return identity, turn.GenerateAuthKey(ra.Username, ra.Realm, turnPassword(t.secret, ra.Username)), true
+}
+
+func (t *turnServer) onAuth(_, _ net.Addr, _, _, _, _ string, verdict bool) {
+	if !verdict {
+		t.authFailures.Inc()
+	}
+}
+
+// quota admits an allocation while identity holds fewer than turn.user_quota.
+func (t *turnServer) quota(identity, _ string, _ net.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.perUser[identity] >= t.cfg.UserQuota {
+		t.quotaRejected.Inc()
+		return false
+	}
+	return true
+}
+
+func (t *turnServer) onAllocationCreated(_, dst net.Addr, _, identity, _ string, _ net.Addr, _ int) {
+	t.mu.Lock()
+	t.perUser[identity]++
+	t.mu.Unlock()
+	t.allocations.Inc()
+	t.allocationsTotal.WithLabelValues(t.transportOf(dst)).Inc()
+}
+
+func (t *turnServer) onAllocationDeleted(_, _ net.Addr, _, identity, _ string) {
+	t.mu.Lock()
+	if t.perUser[identity]--; t.perUser[identity] <= 0 {
+		delete(t.perUser, identity)
+	}
+	t.mu.Unlock()
+	t.allocations.Dec()
+}
+
+func (t *turnServer) transportOf(local net.Addr) string {
+	var key string
+	switch a := local.(type) {
+	case *net.UDPAddr:
+		key = "udp:" + strconv.Itoa(a.Port)
+	case *net.TCPAddr:
+		key = "tcp:" + strconv.Itoa(a.Port)
+	}
+	if l, ok := t.transports[key]; ok {
+		return l
+	}
+	return "tls" // the signalling port
+}
+
+// permit is pion's PermissionHandler: relays may reach this node only.
+func (t *turnServer) permit(_ net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return false
+	}
+	_, ok = t.allowed[ip.Unmap()]
+	return ok
+}
+
+// relayGenerator is pion's port-range generator with counted UDP relays
+// and no TCP relays.
+type relayGenerator struct {
+	turn.RelayAddressGeneratorPortRange
+	t *turnServer
+}
+
+func (g *relayGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	pc, addr, err := g.RelayAddressGeneratorPortRange.AllocatePacketConn(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := &relayConn{PacketConn: pc, t: g.t}
+	g.t.mu.Lock()
+	g.t.relays[rc] = struct{}{}
+	g.t.mu.Unlock()
+	return rc, addr, nil
+}
+
+func (g *relayGenerator) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	return nil, nil, errTURNTCPRelay
+}
+
+func (g *relayGenerator) AllocateConn(turn.AllocateConnConfig) (net.Conn, error) {
+	return nil, errTURNTCPRelay
+}
+
+// relayConn counts a relay's bytes in its own fields (one writer each: the
+// allocation's read loop and the server's read loop), so relaying touches
+// no shared cache line; the collector sums them at scrape time.
+type relayConn struct {
+	net.PacketConn
+	t                *turnServer
+	toPeer, fromPeer atomic.Uint64
+	once             sync.Once
+}
+
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(p, addr)
+	c.toPeer.Add(uint64(n))
+	return n, err
+}
+
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(p)
+	if n > 0 {
+		c.fromPeer.Add(uint64(n))
+	}
+	return n, addr, err
+}
+
+func (c *relayConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.relays, c)
+		c.t.closedTo += c.toPeer.Load()
+		c.t.closedFrom += c.fromPeer.Load()
+		c.t.mu.Unlock()
+	})
+	return c.PacketConn.Close()
+}
+
+// turnRelayCollector exports gxconf_sfu_turn_relayed_bytes_total.
+type turnRelayCollector struct{ t *turnServer }
+
+func (c turnRelayCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.t.relayedDesc }
+
+func (c turnRelayCollector) Collect(ch chan<- prometheus.Metric) {
+	to, from := c.t.relayedBytes()
+	ch <- prometheus.MustNewConstMetric(c.t.relayedDesc, prometheus.CounterValue, float64(to), "to_peer")
+	ch <- prometheus.MustNewConstMetric(c.t.relayedDesc, prometheus.CounterValue, float64(from), "from_peer")
+}
+
+func (t *turnServer) relayedBytes() (to, from uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	to, from = t.closedTo, t.closedFrom
+	for r := range t.relays {
+		to += r.toPeer.Load()
+		from += r.fromPeer.Load()
+	}
+	return to, from
+}

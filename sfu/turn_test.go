@@ -1,0 +1,218 @@
+package sfu
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTURNCredential(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	// pion's TURN REST generator is an independent implementation of the
+	// same draft; equal expiry, equal result.
+	pu, pp, err := turn.GenerateLongTermTURNRESTCredentials(secret, "@alice:example.org:DEV", time.Hour)
+	require.NoError(t, err)
+	exp, id, ok := parseTURNUsername(pu)
+	require.True(t, ok)
+	require.Equal(t, "@alice:example.org:DEV", id, "identity keeps its colons")
+	u, p := turnCredential([]byte(secret), id, exp)
+	require.Equal(t, pu, u)
+	require.Equal(t, pp, p)
+	require.WithinDuration(t, time.Now().Add(time.Hour), exp, 2*time.Second)
+
+	_, other := turnCredential([]byte(secret), "@bob:example.org:DEV", exp)
+	require.NotEqual(t, p, other, "another identity, another password")
+	_, otherSecret := turnCredential([]byte(strings.Repeat("x", 32)), id, exp)
+	require.NotEqual(t, p, otherSecret)
+
+	for _, bad := range []string{"", "alice", "123", "123:", ":alice", "-5:alice", "x1:alice", "0:alice"} {
+		_, _, ok := parseTURNUsername(bad)
+		require.False(t, ok, bad)
+	}
+}
+
+// turnFixture is a turnServer on loopback UDP with a settable set of
+// present identities.
+type turnFixture struct {
+	srv  *turnServer
+	reg  *prometheus.Registry
+	addr string
+
+	mu      sync.Mutex
+	present map[string]bool
+}
+
+func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
+	t.Helper()
+	f := &turnFixture{reg: prometheus.NewRegistry(), present: map[string]bool{}}
+	cfg := validConfig()
+	cfg.RTC.NodeIP = "127.0.0.1"
+	cfg.TURN.Enabled = true
+	cfg.TURN.UDPPort = 0
+	cfg.TURN.TLSPort = 0
+	cfg.TURN.Secret = strings.Repeat("k", 32)
+	if mut != nil {
+		mut(&cfg)
+	}
+	// A free UDP port for the listener.
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg.TURN.UDPPort = c.LocalAddr().(*net.UDPAddr).Port
+	require.NoError(t, c.Close())
+	require.NoError(t, cfg.Validate())
+
+	srv, err := newTURNServer(&cfg, "", zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), f.reg, func(id string) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.present[id]
+	})
+	require.NoError(t, err)
+	require.NoError(t, srv.start(nil))
+	t.Cleanup(func() { _ = srv.close() })
+	f.srv = srv
+	f.addr = net.JoinHostPort("127.0.0.1", itoa(cfg.TURN.UDPPort))
+	return f
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func (f *turnFixture) setPresent(id string, v bool) {
+	f.mu.Lock()
+	f.present[id] = v
+	f.mu.Unlock()
+}
+
+// allocate runs a pion TURN client with the given credential; the client
+// is closed at cleanup.
+func (f *turnFixture) allocate(t *testing.T, user, pass string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: f.addr,
+		TURNServerAddr: f.addr,
+		Username:       user,
+		Password:       pass,
+		Realm:          f.srv.cfg.Realm,
+		Conn:           conn,
+		RTO:            100 * time.Millisecond,
+		LoggerFactory:  pionLoggerFactory{log: zerolog.Nop()},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close(); _ = conn.Close() })
+	require.NoError(t, c.Listen())
+	relay, err := c.Allocate()
+	if err == nil {
+		t.Cleanup(func() { _ = relay.Close() })
+	}
+	return c, relay, err
+}
+
+func TestTURNAuth(t *testing.T) {
+	f := startTURN(t, nil)
+	alice, bob := "@alice:example.org:DEV", "@bob:example.org:DEV"
+	f.setPresent(alice, true)
+	f.setPresent(bob, true)
+	exp := time.Now().Add(time.Hour)
+	au, ap := turnCredential(f.srv.secret, alice, exp)
+	bu, bp := turnCredential(f.srv.secret, bob, exp)
+
+	t.Run("valid", func(t *testing.T) {
+		_, relay, err := f.allocate(t, au, ap)
+		require.NoError(t, err)
+		ra := relay.LocalAddr().(*net.UDPAddr)
+		require.Equal(t, "127.0.0.1", ra.IP.String(), "relayed address is the node's media ip")
+		require.GreaterOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeStart)
+		require.LessOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeEnd)
+
+		// Relay to a peer on this node: counted.
+		peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer peer.Close()
+		_, err = relay.WriteTo([]byte("hello through turn"), peer.LocalAddr())
+		require.NoError(t, err)
+		buf := make([]byte, 100)
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := peer.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, "hello through turn", string(buf[:n]))
+		_, err = peer.WriteTo([]byte("back"), from)
+		require.NoError(t, err)
+		_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err = relay.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, "back", string(buf[:n]))
+		to, fromPeer := f.srv.relayedBytes()
+		require.EqualValues(t, len("hello through turn"), to)
+		require.EqualValues(t, len("back"), fromPeer)
+		require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocationsTotal.WithLabelValues("udp")))
+
+		// A relay to an address outside this node is not permitted.
+		_, err = relay.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9})
+		require.Error(t, err)
+	})
+
+	before := testutil.ToFloat64(f.srv.authFailures)
+	for _, tc := range []struct {
+		name, user, pass string
+	}{
+		{"wrong password", au, "AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+		{"another identity's password", au, bp},
+		{"own password under another identity", bu, ap},
+		{"forged later expiry", strings.Replace(au, itoa(int(exp.Unix())), itoa(int(exp.Unix()+3600)), 1), ap},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := f.allocate(t, tc.user, tc.pass)
+			require.Error(t, err)
+		})
+	}
+	t.Run("expired", func(t *testing.T) {
+		u, p := turnCredential(f.srv.secret, alice, time.Now().Add(-time.Second))
+		_, _, err := f.allocate(t, u, p)
+		require.Error(t, err)
+	})
+	t.Run("participant gone", func(t *testing.T) {
+		carol := "@carol:example.org:DEV"
+		u, p := turnCredential(f.srv.secret, carol, exp)
+		_, _, err := f.allocate(t, u, p)
+		require.Error(t, err, "not (or no longer) a participant on this node")
+	})
+	require.GreaterOrEqual(t, testutil.ToFloat64(f.srv.authFailures)-before, 6.0)
+}
+
+func TestTURNQuota(t *testing.T) {
+	f := startTURN(t, func(c *Config) { c.TURN.UserQuota = 2 })
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, r1, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	_, _, err = f.allocate(t, u, p)
+	require.NoError(t, err)
+	_, _, err = f.allocate(t, u, p)
+	require.Error(t, err, "third allocation over a quota of 2")
+	require.Equal(t, 1.0, testutil.ToFloat64(f.srv.quotaRejected))
+	require.Equal(t, 2.0, testutil.ToFloat64(f.srv.allocations))
+
+	// Another identity has its own quota.
+	bob := "@bob:example.org:DEV"
+	f.setPresent(bob, true)
+	bu, bp := turnCredential(f.srv.secret, bob, time.Now().Add(time.Hour))
+	_, _, err = f.allocate(t, bu, bp)
+	require.NoError(t, err)
+
+	// Releasing one (Refresh with lifetime 0) frees a slot.
+	require.NoError(t, r1.Close())
+	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 2 }, 5*time.Second, 20*time.Millisecond)
+	_, _, err = f.allocate(t, u, p)
+	require.NoError(t, err)
+}
