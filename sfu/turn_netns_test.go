@@ -130,9 +130,9 @@ func TestTURNTCPOnlyClient(t *testing.T) {
 		"GXCONF_TURN_CHILD_PROBES":   probeTCP.Addr().String() + "," + probeUDP.LocalAddr().String(),
 	}, ts.url, certFile)
 	normal := startTURNClient(t, nil, map[string]string{
-		"GXCONF_TURN_CHILD_IDENTITY":    "normal",
-		"GXCONF_TURN_CHILD_PEER":        "tcp-only",
-		"GXCONF_TURN_CHILD_TOKEN":       ts.token(t, room, "normal", nil),
+		"GXCONF_TURN_CHILD_IDENTITY":     "normal",
+		"GXCONF_TURN_CHILD_PEER":         "tcp-only",
+		"GXCONF_TURN_CHILD_TOKEN":        ts.token(t, room, "normal", nil),
 		"GXCONF_TURN_CHILD_DISABLE_TURN": "1",
 	}, ts.url, certFile)
 
