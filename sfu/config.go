@@ -109,6 +109,10 @@ type TURNConfig struct {
 	// ExternalTLSPort is the port announced for TURNS when a load balancer
 	// maps another one to tls_port; 0: tls_port.
 	ExternalTLSPort int `yaml:"external_tls_port"`
+	// ExternalTLS: a load balancer in front terminates TLS and forwards
+	// plain TCP to tls_port, which then serves TURN without TLS; the URLs
+	// still say turns:.
+	ExternalTLS bool `yaml:"external_tls"`
 	// TCPPort serves plain TURN over TCP; 0 turns it off.
 	TCPPort int `yaml:"tcp_port"`
 	// RelayIP is the address of relayed transport addresses; relay sockets
@@ -327,6 +331,9 @@ func (t *TURNConfig) validate(c *Config, add func(key, format string, args ...an
 	}
 	if t.UDPPort == 0 && t.TLSPort == 0 && t.TCPPort == 0 && !t.TLSOnSignalPort {
 		add("turn.enabled", "needs at least one of turn.udp_port, turn.tls_port, turn.tcp_port, turn.tls_on_signal_port")
+	}
+	if t.ExternalTLS && t.TLSPort == 0 {
+		add("turn.external_tls", "needs turn.tls_port")
 	}
 	if t.TCPPort != 0 && t.TCPPort == t.TLSPort {
 		add("turn.tcp_port", "must differ from turn.tls_port (%d)", t.TLSPort)

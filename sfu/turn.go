@@ -184,8 +184,11 @@ func cutSlash(s string) (a, b string, ok bool) {
 // start runs pion's server on the opened sockets. tlsCfg is the
 // signalling listener's TLS configuration (nil without TLS).
 func (t *turnServer) start(tlsCfg *tls.Config) error {
-	if (t.tlsLn != nil || t.signalLn != nil) && tlsCfg == nil {
-		return errors.New("turn.tls_port and turn.tls_on_signal_port need TLS on the signalling listener (tls.cert_file)")
+	if t.signalLn != nil && tlsCfg == nil {
+		return errors.New("turn.tls_on_signal_port needs TLS on the signalling listener (tls.cert_file)")
+	}
+	if t.tlsLn != nil && tlsCfg == nil && !t.cfg.ExternalTLS {
+		return errors.New("turn.tls_port needs TLS on the signalling listener (tls.cert_file), or turn.external_tls behind a TLS-terminating load balancer")
 	}
 	gen := func() turn.RelayAddressGenerator {
 		bind := "0.0.0.0"
@@ -223,7 +226,9 @@ func (t *turnServer) start(tlsCfg *tls.Config) error {
 	if t.tcpLn != nil {
 		addLn(t.tcpLn)
 	}
-	if t.tlsLn != nil {
+	if t.tlsLn != nil && t.cfg.ExternalTLS {
+		addLn(t.tlsLn)
+	} else if t.tlsLn != nil {
 		c := tlsCfg.Clone()
 		// The signalling listener offers http/1.1 only; a TURN client
 		// offering another protocol must not fail the handshake.
