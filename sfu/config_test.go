@@ -40,7 +40,9 @@ func TestConfigValidate(t *testing.T) {
 		{"turn bad keys", func(c *Config) {
 			c.TURN = TURNConfig{Enabled: true, RelayIP: "x", UDPPort: 70000, Secret: "short", RelayPortRangeStart: 40000, RelayPortRangeEnd: 30000, CredentialTTL: time.Second, Domain: "turn.example.org:443"}
 		}, []string{"turn.udp_port: must be 0-65535", "turn.relay_ip: must be an IP address", "turn.secret: must be at least 32", "turn.relay_port_range_end:", "turn.realm: must be set", "turn.credential_ttl:", "turn.user_quota:", "turn.domain:"}},
-		{"external tls needs tls port", func(c *Config) { c.TURN.Enabled, c.RTC.NodeIP, c.TURN.ExternalTLS, c.TURN.TLSPort = true, "203.0.113.7", true, 0 }, []string{"turn.external_tls: needs turn.tls_port"}},
+		{"external tls needs tls port", func(c *Config) {
+			c.TURN.Enabled, c.RTC.NodeIP, c.TURN.ExternalTLS, c.TURN.TLSPort = true, "203.0.113.7", true, 0
+		}, []string{"turn.external_tls: needs turn.tls_port"}},
 		{"turn no listener", func(c *Config) {
 			c.TURN.Enabled, c.TURN.RelayIP, c.TURN.UDPPort, c.TURN.TLSPort = true, "203.0.113.7", 0, 0
 		}, []string{"turn.enabled: needs at least one"}},
