@@ -42,6 +42,9 @@ type turnServer struct {
 	present func(identity string) bool
 	now     func() time.Time
 	allowed map[netip.Addr]struct{}
+	// mediaPorts are the SFU's UDP media ports, the only ports a relay may
+	// send to: rtc.udp_port, or rtc.port_range_start..end.
+	mediaPortMin, mediaPortMax int
 
 	udp   net.PacketConn
 	tcpLn net.Listener
@@ -80,6 +83,10 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 		transports: map[string]string{},
 		perUser:    map[string]int{},
 		relays:     map[*relayConn]struct{}{},
+	}
+	t.mediaPortMin, t.mediaPortMax = cfg.RTC.UDPPort, cfg.RTC.UDPPort
+	if cfg.RTC.UDPPort == 0 {
+		t.mediaPortMin, t.mediaPortMax = cfg.RTC.PortRangeStart, cfg.RTC.PortRangeEnd
 	}
 	if tc.Secret != "" {
 		t.secret = []byte(tc.Secret)
@@ -368,7 +375,8 @@ func (t *turnServer) transportOf(local net.Addr) string {
 	return "tls" // the signalling port
 }
 
-// permit is pion's PermissionHandler: relays may reach this node only.
+// permit is pion's PermissionHandler: relays may reach this node only
+// (and relayConn.WriteTo only its media ports).
 func (t *turnServer) permit(_ net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
@@ -415,7 +423,14 @@ type relayConn struct {
 	once             sync.Once
 }
 
+// errTURNPeerPort: a relay sends only to the SFU's media ports, so it
+// cannot reach other UDP services of this host (DNS, metrics agents).
+var errTURNPeerPort = errors.New("turn relay: peer port is not an sfu media port")
+
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if a, ok := addr.(*net.UDPAddr); !ok || a.Port < c.t.mediaPortMin || a.Port > c.t.mediaPortMax {
+		return 0, errTURNPeerPort
+	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	c.toPeer.Add(uint64(n))
 	return n, err

@@ -46,6 +46,7 @@ type turnFixture struct {
 	srv  *turnServer
 	reg  *prometheus.Registry
 	addr string
+	peer net.PacketConn // the "SFU media port"
 
 	mu      sync.Mutex
 	present map[string]bool
@@ -54,8 +55,14 @@ type turnFixture struct {
 func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 	t.Helper()
 	f := &turnFixture{reg: prometheus.NewRegistry(), present: map[string]bool{}}
+	// The SFU's media socket stands in as the peer relays may reach.
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = peer.Close() })
+	f.peer = peer
 	cfg := validConfig()
 	cfg.RTC.NodeIP = "127.0.0.1"
+	cfg.RTC.UDPPort = peer.LocalAddr().(*net.UDPAddr).Port
 	cfg.TURN.Enabled = true
 	cfg.TURN.UDPPort = 0
 	cfg.TURN.TLSPort = 0
@@ -67,6 +74,7 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	cfg.TURN.UDPPort = c.LocalAddr().(*net.UDPAddr).Port
+	require.NotEqual(t, cfg.TURN.UDPPort, cfg.RTC.UDPPort)
 	require.NoError(t, c.Close())
 	require.NoError(t, cfg.Validate())
 
@@ -134,10 +142,8 @@ func TestTURNAuth(t *testing.T) {
 		require.GreaterOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeStart)
 		require.LessOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeEnd)
 
-		// Relay to a peer on this node: counted.
-		peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer peer.Close()
+		// Relay to the SFU's media port: counted.
+		peer := f.peer
 		_, err = relay.WriteTo([]byte("hello through turn"), peer.LocalAddr())
 		require.NoError(t, err)
 		buf := make([]byte, 100)
@@ -155,6 +161,16 @@ func TestTURNAuth(t *testing.T) {
 		require.EqualValues(t, len("hello through turn"), to)
 		require.EqualValues(t, len("back"), fromPeer)
 		require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocationsTotal.WithLabelValues("udp")))
+
+		// Another UDP port of this host is not reachable through the relay.
+		other, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer other.Close()
+		_, err = relay.WriteTo([]byte("to a local service"), other.LocalAddr())
+		require.NoError(t, err, "sent to the server, dropped there")
+		_ = other.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, _, err = other.ReadFrom(buf)
+		require.Error(t, err, "nothing relayed to a port that is not the sfu's")
 
 		// A relay to an address outside this node is not permitted.
 		_, err = relay.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9})
