@@ -30,7 +30,8 @@ var errTURNTCPRelay = errors.New("tcp relay allocations are not offered")
 //
 // Lifecycle: newTURNServer (from New) opens the sockets; start (from Run,
 // once the TLS configuration is known) starts pion's server; close (from
-// Run) stops it. mu guards perUser, relays and the closed-relay totals.
+// Run) stops it. mu guards closed, conns, perUser, relays and the
+// closed-relay totals.
 type turnServer struct {
 	cfg     TURNConfig
 	secret  []byte
@@ -57,6 +58,8 @@ type turnServer struct {
 	transports map[string]string
 
 	mu                   sync.Mutex
+	closed               bool
+	conns                map[net.Conn]struct{} // accepted TCP/TLS connections
 	perUser              map[string]int
 	relays               map[*relayConn]struct{}
 	closedTo, closedFrom uint64
@@ -76,7 +79,7 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	t := &turnServer{
 		cfg:        tc,
 		log:        log,
-		lf:         pionLoggerFactory{log: log},
+		lf:         pionLoggerFactory{log: log, quiet: true},
 		present:    present,
 		now:        time.Now,
 		allowed:    map[netip.Addr]struct{}{},
@@ -230,20 +233,22 @@ func (t *turnServer) start(tlsCfg *tls.Config) error {
 	addLn := func(l net.Listener) {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen(), PermissionHandler: t.permit})
 	}
+	// Accepted connections are tracked below TLS, so pion still sees a
+	// *tls.Conn.
 	if t.tcpLn != nil {
-		addLn(t.tcpLn)
+		addLn(t.track(t.tcpLn))
 	}
 	if t.tlsLn != nil && t.cfg.ExternalTLS {
-		addLn(t.tlsLn)
+		addLn(t.track(t.tlsLn))
 	} else if t.tlsLn != nil {
 		c := tlsCfg.Clone()
 		// The signalling listener offers http/1.1 only; a TURN client
 		// offering another protocol must not fail the handshake.
 		c.NextProtos = nil
-		addLn(tls.NewListener(t.tlsLn, c))
+		addLn(tls.NewListener(t.track(t.tlsLn), c))
 	}
 	if t.signalLn != nil {
-		addLn(t.signalLn)
+		addLn(t.track(t.signalLn))
 	}
 	srv, err := turn.NewServer(sc)
 	if err != nil {
@@ -266,13 +271,64 @@ func isLocalIP(ip net.IP) bool {
 	return false
 }
 
-// close stops the server (its listeners and allocations).
+// close stops the server: its listeners, its TCP/TLS connections (pion
+// leaves accepted connections open) and with them the allocations.
 func (t *turnServer) close() error {
+	var err error
 	if t.server != nil {
-		return t.server.Close()
+		err = t.server.Close()
+	} else {
+		t.closeSockets()
 	}
-	t.closeSockets()
-	return nil
+	t.mu.Lock()
+	conns := t.conns
+	t.conns, t.closed = nil, true
+	t.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+	return err
+}
+
+// track records the connections l accepts so that close can end them.
+func (t *turnServer) track(l net.Listener) net.Listener { return &trackListener{Listener: l, t: t} }
+
+type trackListener struct {
+	net.Listener
+	t *turnServer
+}
+
+func (l *trackListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	if l.t.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	if l.t.conns == nil {
+		l.t.conns = map[net.Conn]struct{}{}
+	}
+	l.t.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, t: l.t}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	t    *turnServer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.conns, c.Conn)
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (t *turnServer) closeSockets() {

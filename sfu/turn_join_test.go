@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -111,4 +113,18 @@ func TestTURNJoinResponse(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_turn_allocations") == 0 }, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, 3.0, ts.metric(t, "gxconf_sfu_turn_allocations_total"))
 	require.GreaterOrEqual(t, ts.metric(t, "gxconf_sfu_turn_auth_failures_total"), 1.0)
+
+	// Shutdown also ends TURN connections that are still open.
+	idle, err := net.Dial("tcp4", "127.0.0.1:"+p(tcpPort))
+	require.NoError(t, err)
+	defer idle.Close()
+	_, err = idle.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	require.NoError(t, err)
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	_, err = idle.Read(buf)
+	require.NoError(t, err, "binding answered")
+	ts.stop()
+	_, err = idle.Read(buf)
+	require.ErrorIs(t, err, io.EOF)
 }
