@@ -128,3 +128,35 @@ func TestTURNJoinResponse(t *testing.T) {
 	_, err = idle.Read(buf)
 	require.ErrorIs(t, err, io.EOF)
 }
+
+// TestTURNExternalTLS: behind a TLS-terminating balancer (turn.external_tls)
+// tls_port serves TURN without TLS, the URL says turns: with the balancer's
+// port, and no certificate is needed.
+func TestTURNExternalTLS(t *testing.T) {
+	verifyNoLeaks(t)
+	tlsPort := freeTCPPort(t)
+	ts := startServer(t, func(c *sfu.Config) {
+		c.TURN.Enabled = true
+		c.TURN.UDPPort, c.TURN.TLSPort = 0, tlsPort
+		c.TURN.ExternalTLS, c.TURN.ExternalTLSPort = true, 443
+		c.TURN.Domain = "turn.example.org"
+	})
+	ws, first := rawJoin(t, ts, "ext", "alice", "")
+	defer ws.CloseNow()
+	servers := first.GetJoin().GetIceServers()
+	require.Len(t, servers, 1)
+	require.Equal(t, []string{"turns:turn.example.org:443?transport=tcp"}, servers[0].GetUrls())
+
+	conn, err := net.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(tlsPort))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	require.NoError(t, err)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	require.NoError(t, err)
+	res := &stun.Message{Raw: buf[:n]}
+	require.NoError(t, res.Decode())
+	require.Equal(t, stun.BindingSuccess, res.Type)
+}

@@ -232,3 +232,22 @@ func TestTURNQuota(t *testing.T) {
 	_, _, err = f.allocate(t, u, p)
 	require.NoError(t, err)
 }
+
+// FuzzParseTURNUsername: the TURN username is untrusted input. No panic;
+// an accepted username re-marshals to one that parses the same.
+func FuzzParseTURNUsername(f *testing.F) {
+	for _, s := range []string{"1700000000:@alice:example.org:DEV", "1:a", ":", "x:y", "-1:a", "99999999999999999999:a", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		exp, id, ok := parseTURNUsername(s)
+		if !ok {
+			return
+		}
+		u, _ := turnCredential([]byte("k"), id, exp)
+		exp2, id2, ok := parseTURNUsername(u)
+		require.True(t, ok)
+		require.Equal(t, id, id2)
+		require.True(t, exp.Equal(exp2))
+	})
+}
