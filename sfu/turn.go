@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,7 +106,7 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	var own []string
 	own = append(own, tc.RelayIP, cfg.RTC.NodeIP, externalIP)
 	for _, m := range cfg.RTC.NAT1To1IPs {
-		ext, local, _ := cutSlash(m)
+		ext, local, _ := strings.Cut(m, "/")
 		own = append(own, ext, local)
 	}
 	for _, a := range own {
@@ -180,15 +181,6 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 		}
 	}
 	return t, nil
-}
-
-func cutSlash(s string) (a, b string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // start runs pion's server on the opened sockets. tlsCfg is the
@@ -373,7 +365,8 @@ func (t *turnServer) iceServers(identity string, signalPort int) []*livekit.ICES
 // another identity or expiry) then fails pion's MESSAGE-INTEGRITY check.
 // Every authenticated request (Allocate, Refresh, CreatePermission,
 // ChannelBind) passes here, so an allocation of a participant who left or
-// whose credential expired dies at its next refresh.
+// whose credential expired cannot be renewed: its permissions (5 min) and
+// channel bindings (10 min) run out.
 func (t *turnServer) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	expiry, identity, ok := parseTURNUsername(ra.Username)
 	if !ok || !t.now().Before(expiry) || ra.Realm != t.cfg.Realm || !t.present(identity) {
