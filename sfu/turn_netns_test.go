@@ -339,6 +339,8 @@ func TestTURNClientHelper(t *testing.T) {
 	if os.Getenv("GXCONF_TURN_CHILD_DISABLE_TURN") != "" {
 		opts = append(opts, lksdk.WithDisableTURN())
 	}
+	start := time.Now()
+	var firstFrame time.Duration
 	room, err := lksdk.ConnectToRoomWithToken(os.Getenv("GXCONF_TURN_CHILD_URL"), os.Getenv("GXCONF_TURN_CHILD_TOKEN"), cb, opts...)
 	if err != nil {
 		fail("join: %v", err)
@@ -357,11 +359,15 @@ func TestTURNClientHelper(t *testing.T) {
 	defer cancel()
 	for {
 		v, a := stream("video"), stream("audio")
+		if firstFrame == 0 && v != nil && v.Frames.Load() > 0 {
+			firstFrame = time.Since(start)
+		}
 		if v != nil && a != nil && v.Frames.Load() >= 60 && a.Frames.Load() >= 100 {
 			if v.Corrupt.Load() != 0 || a.Corrupt.Load() != 0 {
 				fail("corrupt media from %s", peer)
 			}
-			fmt.Printf("TURNCHILD OK video_frames=%d audio_frames=%d from %s\n", v.Frames.Load(), a.Frames.Load(), peer)
+			fmt.Printf("TURNCHILD OK video_frames=%d audio_frames=%d from %s, first video frame %d ms after connect started\n",
+				v.Frames.Load(), a.Frames.Load(), peer, firstFrame.Milliseconds())
 			break
 		}
 		select {
