@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -47,6 +48,14 @@ type turnServer struct {
 	// mediaPorts are the SFU's UDP media ports, the only ports a relay may
 	// send to: rtc.udp_port, or rtc.port_range_start..end.
 	mediaPortMin, mediaPortMax int
+	// hairpinExt/hairpinLocal: when the SFU advertises one address that is
+	// not on this host (a NAT's public address, e.g. an OpenStack floating
+	// IP), relays send to hairpinLocal instead and report packets from it
+	// as coming from hairpinExt, so relay and SFU never depend on the NAT
+	// looping packets back. Invalid when not needed.
+	hairpinExt, hairpinLocal netip.Addr
+	// The same with the UDP mux port, prebuilt: no allocation per packet.
+	hairpinExtAddr, hairpinLocalAddr *net.UDPAddr
 
 	udp   net.PacketConn
 	tcpLn net.Listener
@@ -122,13 +131,21 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	}
 	locals, _ := net.InterfaceAddrs()
 	relayLocal := false
+	local := map[netip.Addr]bool{}
 	for _, a := range locals {
 		if n, ok := a.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(n.IP); ok {
 				t.allowed[ip.Unmap()] = struct{}{}
+				local[ip.Unmap()] = true
 				relayLocal = relayLocal || n.IP.Equal(t.relayIP)
 			}
 		}
+	}
+	t.hairpinExt, t.hairpinLocal = hairpin(cfg, externalIP, local)
+	if t.hairpinExt.IsValid() {
+		t.hairpinExtAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.hairpinExt, uint16(t.mediaPortMin)))
+		t.hairpinLocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.hairpinLocal, uint16(t.mediaPortMin)))
+		t.allowed[t.hairpinLocal] = struct{}{}
 	}
 	t.domain = tc.Domain
 	if t.domain == "" && cfg.PublicURL != "" {
@@ -364,12 +381,15 @@ func (t *turnServer) iceServers(identity string, signalPort int) []*livekit.ICES
 // an identity connected to this node. A wrong password (or one derived for
 // another identity or expiry) then fails pion's MESSAGE-INTEGRITY check.
 // Every authenticated request (Allocate, Refresh, CreatePermission,
-// ChannelBind) passes here, so an allocation of a participant who left or
-// whose credential expired cannot be renewed: its permissions (5 min) and
-// channel bindings (10 min) run out.
+// ChannelBind) passes here, so a participant who left cannot allocate or
+// renew permissions (5 min) and channel bindings (10 min), and an expired
+// credential can do nothing at all.
 func (t *turnServer) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	expiry, identity, ok := parseTURNUsername(ra.Username)
-	if !ok || !t.now().Before(expiry) || ra.Realm != t.cfg.Realm || !t.present(identity) {
+	// A Refresh needs no present participant: it lets a client that left
+	// delete its allocation (lifetime 0) instead of leaving it to time
+	// out; the permissions it would need to relay cannot be renewed.
+	if !ok || !t.now().Before(expiry) || ra.Realm != t.cfg.Realm || (ra.Method != stun.MethodRefresh && !t.present(identity)) {
 		t.authFailures.Inc()
 		return "", nil, false
 	}
@@ -477,8 +497,14 @@ type relayConn struct {
 var errTURNPeerPort = errors.New("turn relay: peer port is not an sfu media port")
 
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if a, ok := addr.(*net.UDPAddr); !ok || a.Port < c.t.mediaPortMin || a.Port > c.t.mediaPortMax {
+	a, ok := addr.(*net.UDPAddr)
+	if !ok || a.Port < c.t.mediaPortMin || a.Port > c.t.mediaPortMax {
 		return 0, errTURNPeerPort
+	}
+	if c.t.hairpinExt.IsValid() {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == c.t.hairpinExt {
+			addr = c.t.hairpinAddr(c.t.hairpinLocal, a.Port)
+		}
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	c.toPeer.Add(uint64(n))
@@ -490,7 +516,64 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if n > 0 {
 		c.fromPeer.Add(uint64(n))
 	}
+	if a, ok := addr.(*net.UDPAddr); ok && c.t.hairpinExt.IsValid() {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == c.t.hairpinLocal && a.Port >= c.t.mediaPortMin && a.Port <= c.t.mediaPortMax {
+			addr = c.t.hairpinAddr(c.t.hairpinExt, a.Port)
+		}
+	}
 	return n, addr, err
+}
+
+// hairpinAddr is ip:port, without allocating for the UDP mux port.
+func (t *turnServer) hairpinAddr(ip netip.Addr, port int) *net.UDPAddr {
+	if port == t.mediaPortMin && port == t.mediaPortMax {
+		if ip == t.hairpinExt {
+			return t.hairpinExtAddr
+		}
+		return t.hairpinLocalAddr
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port)))
+}
+
+// hairpin returns the one advertised address that is not on this host
+// and the local address relays reach the SFU at instead: the local part of
+// an "ext/local" nat_1to1_ips entry, else loopback (the media sockets
+// listen on every interface unless rtc.node_ip is loopback, which is
+// local anyway). Nothing when every advertised address is local, or
+// several are not (then the NAT's hairpin path is used).
+func hairpin(cfg *Config, externalIP string, local map[netip.Addr]bool) (ext, loc netip.Addr) {
+	type pair struct{ ext, loc string }
+	var cands []pair
+	if cfg.RTC.NodeIP != "" {
+		cands = append(cands, pair{cfg.RTC.NodeIP, ""})
+	}
+	for _, m := range cfg.RTC.NAT1To1IPs {
+		e, l, _ := strings.Cut(m, "/")
+		cands = append(cands, pair{e, l})
+	}
+	if externalIP != "" {
+		cands = append(cands, pair{externalIP, ""})
+	}
+	found := 0
+	for _, c := range cands {
+		e, err := netip.ParseAddr(c.ext)
+		if err != nil || local[e.Unmap()] {
+			continue
+		}
+		found++
+		ext = e.Unmap()
+		loc = netip.MustParseAddr("127.0.0.1")
+		if ext.Is6() {
+			loc = netip.IPv6Loopback()
+		}
+		if l, err := netip.ParseAddr(c.loc); err == nil {
+			loc = l.Unmap()
+		}
+	}
+	if found != 1 {
+		return netip.Addr{}, netip.Addr{}
+	}
+	return ext, loc
 }
 
 func (c *relayConn) Close() error {

@@ -109,7 +109,8 @@ func TestTURNJoinResponse(t *testing.T) {
 
 	// Alice leaves: her credential, though unexpired, no longer allocates.
 	require.NoError(t, ws.Close(websocket.StatusNormalClosure, ""))
-	require.Eventually(t, func() bool { return viaUDP() != nil }, 10*time.Second, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 20*time.Millisecond)
+	require.Error(t, viaUDP())
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_turn_allocations") == 0 }, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, 3.0, ts.metric(t, "gxconf_sfu_turn_allocations_total"))
 	require.GreaterOrEqual(t, ts.metric(t, "gxconf_sfu_turn_auth_failures_total"), 1.0)

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,9 +158,11 @@ func TestTURNAuth(t *testing.T) {
 		n, _, err = relay.ReadFrom(buf)
 		require.NoError(t, err)
 		require.Equal(t, "back", string(buf[:n]))
-		to, fromPeer := f.srv.relayedBytes()
-		require.EqualValues(t, len("hello through turn"), to)
-		require.EqualValues(t, len("back"), fromPeer)
+		// The relay counts after its write returns: maybe after the peer read.
+		require.Eventually(t, func() bool {
+			to, fromPeer := f.srv.relayedBytes()
+			return to == uint64(len("hello through turn")) && fromPeer == uint64(len("back"))
+		}, 5*time.Second, 10*time.Millisecond)
 		require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocationsTotal.WithLabelValues("udp")))
 
 		// Another UDP port of this host is not reachable through the relay.
@@ -250,4 +253,76 @@ func FuzzParseTURNUsername(f *testing.F) {
 		require.Equal(t, id, id2)
 		require.True(t, exp.Equal(exp2))
 	})
+}
+
+// TestTURNHairpin: with an advertised address that is not on the host (a
+// floating IP), relay and SFU meet on the local address; the client sees
+// only the advertised one.
+func TestTURNHairpin(t *testing.T) {
+	f := startTURN(t, func(c *Config) { c.RTC.NodeIP = "203.0.113.7" })
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	require.Equal(t, "203.0.113.7", relay.LocalAddr().(*net.UDPAddr).IP.String())
+
+	sfuPort := f.peer.LocalAddr().(*net.UDPAddr).Port
+	_, err = relay.WriteTo([]byte("to the floating ip"), &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: sfuPort})
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err, "arrived at the local media socket")
+	require.Equal(t, "to the floating ip", string(buf[:n]))
+	_, err = f.peer.WriteTo([]byte("answer"), from)
+	require.NoError(t, err)
+	_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, src, err := relay.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, "answer", string(buf[:n]))
+	require.Equal(t, "203.0.113.7:"+strconv.Itoa(sfuPort), src.String(), "the client sees the advertised address")
+}
+
+func TestTURNHairpinChoice(t *testing.T) {
+	local := map[netip.Addr]bool{netip.MustParseAddr("127.0.0.1"): true, netip.MustParseAddr("10.0.0.5"): true}
+	for _, tc := range []struct {
+		name     string
+		mut      func(*Config)
+		ext, loc string
+	}{
+		{"local node ip", func(c *Config) { c.RTC.NodeIP = "10.0.0.5" }, "", ""},
+		{"floating node ip", func(c *Config) { c.RTC.NodeIP = "203.0.113.7" }, "203.0.113.7", "127.0.0.1"},
+		{"nat with local part", func(c *Config) { c.RTC.NAT1To1IPs = []string{"203.0.113.7/10.0.0.5"} }, "203.0.113.7", "10.0.0.5"},
+		{"two public", func(c *Config) { c.RTC.NAT1To1IPs = []string{"203.0.113.7", "203.0.113.8"} }, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mut(&c)
+			ext, loc := hairpin(&c, "", local)
+			if tc.ext == "" {
+				require.False(t, ext.IsValid())
+				return
+			}
+			require.Equal(t, tc.ext, ext.String())
+			require.Equal(t, tc.loc, loc.String())
+		})
+	}
+}
+
+// TestTURNLeaveThenDeallocate: after its participant left, a client can
+// still delete its allocation (Refresh with lifetime 0), but not allocate.
+func TestTURNLeaveThenDeallocate(t *testing.T) {
+	f := startTURN(t, nil)
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocations))
+	f.setPresent(alice, false)
+	_, _, err = f.allocate(t, u, p)
+	require.Error(t, err)
+	require.NoError(t, relay.Close())
+	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 0 }, 5*time.Second, 20*time.Millisecond)
 }
