@@ -175,6 +175,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	add("tls", c.TLS.Validate())
+	if t := c.SFU.TURN; c.SFU.Enabled && t.Enabled && !c.TLS.Enabled() {
+		// The embedded TURN server's TLS uses the tls section's certificate.
+		if t.TLSOnSignalPort {
+			errs = append(errs, errors.New("sfu.turn.tls_on_signal_port: needs tls.cert_file (TLS on the signalling listener)"))
+		}
+		if t.TLSPort != 0 && !t.ExternalTLS {
+			errs = append(errs, fmt.Errorf("sfu.turn.tls_port: %d needs tls.cert_file, or sfu.turn.external_tls behind a TLS-terminating load balancer, or 0", t.TLSPort))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -203,3 +203,21 @@ cluster: {redis: {address: "127.0.0.1:6379"}}
 	require.NoError(t, err)
 	require.Equal(t, "ws://10.1.0.2:7880", cfg.Cluster.SignalURL)
 }
+
+func TestTURNTLSNeedsCertificate(t *testing.T) {
+	_, err := Parse([]byte(`
+homeserver: {domain: bund.test, address: http://hs.test}
+sfu: {rtc: {node_ip: 203.0.113.7}, turn: {enabled: true, tls_on_signal_port: true}}
+`), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	joined := strings.Join(problems, "\n")
+	require.Contains(t, joined, "sfu.turn.tls_on_signal_port: needs tls.cert_file")
+	require.Contains(t, joined, "sfu.turn.tls_port: 5349 needs tls.cert_file")
+
+	_, err = Parse([]byte(`
+homeserver: {domain: bund.test, address: http://hs.test}
+sfu: {rtc: {node_ip: 203.0.113.7}, turn: {enabled: true, external_tls: true, external_tls_port: 443}}
+`), nil)
+	require.NoError(t, err)
+}

@@ -29,6 +29,8 @@ type Config struct {
 
 	RTC  RTCConfig  `yaml:"rtc"`
 	Room RoomConfig `yaml:"room"`
+	// TURN is the embedded TURN server (turn.go).
+	TURN TURNConfig `yaml:"turn"`
 
 	// PingInterval and PingTimeout are sent to clients in JoinResponse; the
 	// server closes a signal connection that was silent for PingTimeout
@@ -84,6 +86,54 @@ type TURNServer struct {
 	Credential string   `yaml:"credential"`
 }
 
+// TURNConfig configures the embedded TURN server (RFC 8656), which relays
+// media for clients that cannot reach rtc.udp_port or rtc.tcp_port, e.g.
+// networks that allow only TCP 443 through a proxy.
+type TURNConfig struct {
+	// Enabled starts the TURN server and hands its URLs, with credentials
+	// derived per participant, to every client in JoinResponse.ice_servers.
+	Enabled bool `yaml:"enabled"`
+	// Domain is the host name in the URLs handed out; for TLS it must match
+	// the certificate. Empty: the host of public_url, else the relay IP.
+	Domain string `yaml:"domain"`
+	// UDPPort serves TURN over UDP; 0 turns it off.
+	UDPPort int `yaml:"udp_port"`
+	// TLSPort serves TURN over TLS (TURNS) on its own TCP port with the
+	// signalling listener's certificate; 0 turns it off.
+	TLSPort int `yaml:"tls_port"`
+	// TLSOnSignalPort also serves TURNS on the signalling listener itself
+	// (which must have TLS): after the handshake the first byte tells a
+	// STUN/TURN message from an HTTP request. One port (e.g. 443) then
+	// carries signalling and media.
+	TLSOnSignalPort bool `yaml:"tls_on_signal_port"`
+	// ExternalTLSPort is the port announced for TURNS when a load balancer
+	// maps another one to tls_port; 0: tls_port.
+	ExternalTLSPort int `yaml:"external_tls_port"`
+	// ExternalTLS: a load balancer in front terminates TLS and forwards
+	// plain TCP to tls_port, which then serves TURN without TLS; the URLs
+	// still say turns:.
+	ExternalTLS bool `yaml:"external_tls"`
+	// TCPPort serves plain TURN over TCP; 0 turns it off.
+	TCPPort int `yaml:"tcp_port"`
+	// RelayIP is the address of relayed transport addresses; relay sockets
+	// are bound to it when it is local. Empty: rtc.node_ip, else the first
+	// rtc.nat_1to1_ips entry, else the address rtc.use_external_ip found.
+	RelayIP string `yaml:"relay_ip"`
+	// RelayPortRangeStart..RelayPortRangeEnd are the UDP ports of relayed
+	// transport addresses.
+	RelayPortRangeStart int `yaml:"relay_port_range_start"`
+	RelayPortRangeEnd   int `yaml:"relay_port_range_end"`
+	// Realm is the long-term credential realm (RFC 8489 §9.2).
+	Realm string `yaml:"realm"`
+	// Secret derives the per-participant credentials (TURN REST API:
+	// HMAC-SHA1). Empty: random per process. At least 32 characters.
+	Secret string `yaml:"secret"`
+	// CredentialTTL is how long a credential handed out at join is valid.
+	CredentialTTL time.Duration `yaml:"credential_ttl"`
+	// UserQuota is the number of allocations one identity may hold at once.
+	UserQuota int `yaml:"user_quota"`
+}
+
 // RoomConfig holds defaults for rooms created by a join (auto_create) and
 // limits applied to all rooms.
 type RoomConfig struct {
@@ -110,6 +160,15 @@ func DefaultConfig() Config {
 			SocketBufferSize: 4 << 20,
 			DirectSend:       true,
 			PacketCacheSize:  256,
+		},
+		TURN: TURNConfig{
+			UDPPort:             3478,
+			TLSPort:             5349,
+			RelayPortRangeStart: 30000,
+			RelayPortRangeEnd:   40000,
+			Realm:               "gxconf",
+			CredentialTTL:       8 * time.Hour,
+			UserQuota:           10,
 		},
 		Room: RoomConfig{
 			AutoCreate:       true,
@@ -227,6 +286,8 @@ func (c *Config) Validate() error {
 		add("rtc.packet_cache_size", "must be 16-4096, got %d", r.PacketCacheSize)
 	}
 
+	c.TURN.validate(c, add)
+
 	if c.Room.EmptyTimeout < time.Second {
 		add("room.empty_timeout", "must be at least 1s, got %s", c.Room.EmptyTimeout)
 	}
@@ -246,4 +307,53 @@ func (c *Config) Validate() error {
 		add("ping_timeout", "must be longer than ping_interval (%s), got %s", c.PingInterval, c.PingTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+func (t *TURNConfig) validate(c *Config, add func(key, format string, args ...any)) {
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"turn.udp_port", t.UDPPort}, {"turn.tls_port", t.TLSPort}, {"turn.tcp_port", t.TCPPort}, {"turn.external_tls_port", t.ExternalTLSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			add(p.key, "must be 0-65535, got %d", p.port)
+		}
+	}
+	if t.RelayIP != "" {
+		if _, err := netip.ParseAddr(t.RelayIP); err != nil {
+			add("turn.relay_ip", "must be an IP address, got %q", t.RelayIP)
+		}
+	}
+	if t.Secret != "" && len(t.Secret) < 32 {
+		add("turn.secret", "must be at least 32 characters, got %d", len(t.Secret))
+	}
+	if !t.Enabled {
+		return
+	}
+	if t.UDPPort == 0 && t.TLSPort == 0 && t.TCPPort == 0 && !t.TLSOnSignalPort {
+		add("turn.enabled", "needs at least one of turn.udp_port, turn.tls_port, turn.tcp_port, turn.tls_on_signal_port")
+	}
+	if t.ExternalTLS && t.TLSPort == 0 {
+		add("turn.external_tls", "needs turn.tls_port")
+	}
+	if t.TCPPort != 0 && t.TCPPort == t.TLSPort {
+		add("turn.tcp_port", "must differ from turn.tls_port (%d)", t.TLSPort)
+	}
+	if t.RelayIP == "" && c.RTC.NodeIP == "" && len(c.RTC.NAT1To1IPs) == 0 && !c.RTC.UseExternalIP {
+		add("turn.relay_ip", "must be set when turn.enabled and rtc.node_ip, rtc.nat_1to1_ips and rtc.use_external_ip are not")
+	}
+	if t.RelayPortRangeStart < 1024 || t.RelayPortRangeStart > 65535 || t.RelayPortRangeEnd > 65535 || t.RelayPortRangeEnd < t.RelayPortRangeStart {
+		add("turn.relay_port_range_end", "must be >= turn.relay_port_range_start, both 1024-65535, got %d-%d", t.RelayPortRangeStart, t.RelayPortRangeEnd)
+	}
+	if t.Realm == "" {
+		add("turn.realm", "must be set")
+	}
+	if t.CredentialTTL < time.Minute || t.CredentialTTL > 7*24*time.Hour {
+		add("turn.credential_ttl", "must be 1m-168h, got %s", t.CredentialTTL)
+	}
+	if t.UserQuota < 1 {
+		add("turn.user_quota", "must be at least 1, got %d", t.UserQuota)
+	}
+	if t.Domain != "" && strings.ContainsAny(t.Domain, ":/ ") {
+		add("turn.domain", "must be a host name or IPv4 address, got %q", t.Domain)
+	}
 }

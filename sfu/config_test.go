@@ -34,6 +34,18 @@ func TestConfigValidate(t *testing.T) {
 		{"bad nat", func(c *Config) { c.RTC.NAT1To1IPs = []string{"1.2.3.4/x"} }, []string{"rtc.nat_1to1_ips[0]:"}},
 		{"external ip needs stun", func(c *Config) { c.RTC.UseExternalIP = true }, []string{"rtc.use_external_ip: needs at least one"}},
 		{"turn", func(c *Config) { c.RTC.TURNServers = []TURNServer{{URLs: []string{"http://x"}}} }, []string{"rtc.turn_servers[0].urls[0]:", "rtc.turn_servers[0]: username and credential"}},
+		{"turn off ignores ports", func(c *Config) { c.TURN.UDPPort = 0; c.TURN.TLSPort = 0 }, nil},
+		{"turn on", func(c *Config) { c.TURN.Enabled = true; c.RTC.NodeIP = "203.0.113.7" }, nil},
+		{"turn needs relay ip", func(c *Config) { c.TURN.Enabled = true }, []string{"turn.relay_ip: must be set"}},
+		{"turn bad keys", func(c *Config) {
+			c.TURN = TURNConfig{Enabled: true, RelayIP: "x", UDPPort: 70000, Secret: "short", RelayPortRangeStart: 40000, RelayPortRangeEnd: 30000, CredentialTTL: time.Second, Domain: "turn.example.org:443"}
+		}, []string{"turn.udp_port: must be 0-65535", "turn.relay_ip: must be an IP address", "turn.secret: must be at least 32", "turn.relay_port_range_end:", "turn.realm: must be set", "turn.credential_ttl:", "turn.user_quota:", "turn.domain:"}},
+		{"external tls needs tls port", func(c *Config) {
+			c.TURN.Enabled, c.RTC.NodeIP, c.TURN.ExternalTLS, c.TURN.TLSPort = true, "203.0.113.7", true, 0
+		}, []string{"turn.external_tls: needs turn.tls_port"}},
+		{"turn no listener", func(c *Config) {
+			c.TURN.Enabled, c.TURN.RelayIP, c.TURN.UDPPort, c.TURN.TLSPort = true, "203.0.113.7", 0, 0
+		}, []string{"turn.enabled: needs at least one"}},
 		{"prefix", func(c *Config) { c.PathPrefix = "sfu/" }, []string{"path_prefix:"}},
 		{"ping", func(c *Config) { c.PingTimeout = time.Second }, []string{"ping_timeout:"}},
 		{"listen", func(c *Config) { c.Listen = "nope" }, []string{"listen: must be host:port"}},
@@ -87,6 +99,22 @@ rtc:
   socket_buffer_size: 4194304
   packet_cache_size: 256
   direct_send: true
+turn:
+  enabled: true
+  domain: turn.example.org
+  udp_port: 3478
+  tls_port: 5349
+  tls_on_signal_port: false
+  external_tls_port: 443
+  external_tls: false
+  tcp_port: 0
+  relay_ip: 203.0.113.7
+  relay_port_range_start: 30000
+  relay_port_range_end: 40000
+  realm: gxconf
+  secret: "0123456789abcdef0123456789abcdef"
+  credential_ttl: 8h
+  user_quota: 10
 room:
   auto_create: true
   empty_timeout: 5m
@@ -101,6 +129,8 @@ room:
 	require.Equal(t, 5*time.Minute, c.Room.EmptyTimeout)
 	require.Equal(t, "turn:turn.example.org:3478?transport=udp", c.RTC.TURNServers[0].URLs[0])
 	require.Equal(t, 50, c.Room.MaxParticipants)
+	require.Equal(t, 443, c.TURN.ExternalTLSPort)
+	require.Equal(t, 8*time.Hour, c.TURN.CredentialTTL)
 
 	bad := DefaultConfig()
 	dec = yaml.NewDecoder(strings.NewReader("rtc:\n  udp_prot: 1\n"))

@@ -39,6 +39,15 @@
 // Twirp RoomService answer for participants and rooms of other nodes
 // (forward.go).
 //
+// # TURN
+//
+// turn.go embeds a TURN server (pion/turn) for clients that reach neither
+// the UDP mux nor ICE-TCP: UDP, TLS (own port, or demultiplexed on the
+// signalling listener, turn_demux.go) and TCP listeners; TURN REST API
+// credentials per participant (turn_credentials.go) in the JoinResponse,
+// accepted only while that identity is connected here; relays on the
+// node's media address that may reach only this node.
+//
 // # Concurrency
 //
 // Server.mu guards the room map; Room.mu the participants; Participant.mu

@@ -13,17 +13,22 @@ import (
 // Info, Info Debug, Debug and Trace become Trace.
 type pionLoggerFactory struct {
 	log zerolog.Logger
+	// quiet lowers Error and Warn to Debug as well: pion/turn reports every
+	// client that drops its connection, or fails to authenticate (with the
+	// username), as an error; the TURN metrics count what matters.
+	quiet bool
 }
 
 // NewLogger names pion's scope under its own key: the logger it extends
 // already carries "component" (the SFU's), and zerolog would write a second
 // "component" key instead of replacing the first.
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With().Str("pion_scope", scope).Logger()}
+	return pionLogger{log: f.log.With().Str("pion_scope", scope).Logger(), quiet: f.quiet}
 }
 
 type pionLogger struct {
-	log zerolog.Logger
+	log   zerolog.Logger
+	quiet bool
 }
 
 func (l pionLogger) emit(e *zerolog.Event, msg string) {
@@ -48,15 +53,29 @@ func (l pionLogger) Infof(format string, args ...any) {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
 }
-func (l pionLogger) Warn(msg string) { l.emit(l.log.Info(), msg) }
+func (l pionLogger) Warn(msg string) { l.emit(l.warnEvent(), msg) }
 func (l pionLogger) Warnf(format string, args ...any) {
-	if e := l.log.Info(); e.Enabled() {
+	if e := l.warnEvent(); e.Enabled() {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
 }
-func (l pionLogger) Error(msg string) { l.emit(l.log.Warn(), msg) }
+func (l pionLogger) Error(msg string) { l.emit(l.errorEvent(), msg) }
 func (l pionLogger) Errorf(format string, args ...any) {
-	if e := l.log.Warn(); e.Enabled() {
+	if e := l.errorEvent(); e.Enabled() {
 		l.emit(e, fmt.Sprintf(format, args...))
 	}
+}
+
+func (l pionLogger) warnEvent() *zerolog.Event {
+	if l.quiet {
+		return l.log.Debug()
+	}
+	return l.log.Info()
+}
+
+func (l pionLogger) errorEvent() *zerolog.Event {
+	if l.quiet {
+		return l.log.Debug()
+	}
+	return l.log.Warn()
 }

@@ -167,7 +167,7 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 		OtherParticipants: others,
 		ServerVersion:     serverVersion,
 		ServerRegion:      r.s.cfg.Region,
-		IceServers:        r.s.iceServers(),
+		IceServers:        r.s.iceServers(p.identity),
 		SubscriberPrimary: p.subscriberPrimary(),
 		ClientConfiguration: &livekit.ClientConfiguration{
 			ResumeConnection: livekit.ClientConfigSetting_DISABLED,

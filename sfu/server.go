@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +68,8 @@ type Server struct {
 	grants GrantChecker
 	// tls, when set, serves the signalling listener with TLS (SetTLSConfig).
 	tls *tls.Config
+	// turn is the embedded TURN server (nil unless turn.enabled).
+	turn *turnServer
 }
 
 // New validates cfg, opens the media sockets and prepares the server. The
@@ -117,7 +121,30 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		s.batchConn = ipv4.NewPacketConn(socks.udp)
 	}
 	s.svc = &roomService{s: s}
+	if cfg.TURN.Enabled {
+		ext := ""
+		if cfg.RTC.UseExternalIP && cfg.TURN.RelayIP == "" {
+			if ext, err = discoverExternalIP(cfg.RTC.STUNServers); err != nil {
+				_ = socks.close()
+				return nil, fmt.Errorf("failed to discover external ip for turn (rtc.use_external_ip): %w", err)
+			}
+		}
+		if s.turn, err = newTURNServer(&cfg, ext, log.With().Str("component", "turn").Logger(), reg, s.hasIdentity); err != nil {
+			_ = socks.close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// hasIdentity tells whether identity is a participant of a room on this node.
+func (s *Server) hasIdentity(identity string) bool {
+	for _, r := range s.listRooms() {
+		if r.participant(identity) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // RoomService returns the in-process, trusted RoomService: no grant checks.
@@ -164,16 +191,41 @@ func (s *Server) SetTLSConfig(c *tls.Config) { s.tls = c }
 // cancelled it sends every participant Leave{SERVER_SHUTDOWN}, closes all
 // connections and sockets, waits for every goroutine and returns.
 func (s *Server) Run(ctx context.Context) error {
-	l, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
+	fail := func(err error) error {
 		_ = s.shutdown()
 		s.wg.Wait()
 		_ = s.socks.close()
-		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
+		if s.turn != nil {
+			_ = s.turn.close()
+		}
+		return err
+	}
+	l, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err))
 	}
 	s.httpAddr = l.Addr()
 	if s.tls != nil {
 		l = tls.NewListener(l, s.tls)
+	}
+	var dm *demuxListener
+	if s.turn != nil {
+		if s.cfg.TURN.TLSOnSignalPort {
+			if s.tls == nil {
+				_ = l.Close()
+				return fail(errors.New("sfu.turn.tls_on_signal_port needs TLS on the signalling listener (tls.cert_file)"))
+			}
+			dm = newDemuxListener(l)
+			l = dm.http
+			s.turn.signalLn = dm.turn
+		}
+		if err := s.turn.start(s.tls); err != nil {
+			_ = l.Close()
+			if dm != nil {
+				dm.wait()
+			}
+			return fail(fmt.Errorf("sfu.%w", err))
+		}
 	}
 	close(s.ready)
 	hs := &http.Server{
@@ -200,6 +252,13 @@ func (s *Server) Run(ctx context.Context) error {
 	_ = hs.Shutdown(sctx)
 	if runErr == nil {
 		<-errc
+	}
+	if s.turn != nil {
+		_ = s.turn.close()
+	}
+	if dm != nil {
+		dm.close()
+		dm.wait()
 	}
 	s.wg.Wait()
 	if cerr := s.socks.close(); cerr != nil {
@@ -352,8 +411,14 @@ func (s *Server) listRooms() []*Room {
 	return out
 }
 
-func (s *Server) iceServers() []*livekit.ICEServer {
+// iceServers are the ICE servers for a participant's JoinResponse: the
+// configured STUN/TURN servers and the embedded TURN server with a
+// credential for identity.
+func (s *Server) iceServers(identity string) []*livekit.ICEServer {
 	var out []*livekit.ICEServer
+	if s.turn != nil {
+		out = append(out, s.turn.iceServers(identity, s.signalPort())...)
+	}
 	if len(s.cfg.RTC.STUNServers) > 0 {
 		urls := make([]string, 0, len(s.cfg.RTC.STUNServers))
 		for _, u := range s.cfg.RTC.STUNServers {
@@ -368,4 +433,28 @@ func (s *Server) iceServers() []*livekit.ICEServer {
 		out = append(out, &livekit.ICEServer{Urls: t.URLs, Username: t.Username, Credential: t.Credential})
 	}
 	return out
+}
+
+// signalPort is the port clients reach signalling on: public_url's (443
+// for wss:// without one), else the listener's.
+func (s *Server) signalPort() int {
+	if s.cfg.PublicURL != "" {
+		if u, err := url.Parse(s.cfg.PublicURL); err == nil {
+			if p, err := strconv.Atoi(u.Port()); err == nil {
+				return p
+			}
+			if u.Scheme == "wss" {
+				return 443
+			}
+			return 80
+		}
+	}
+	select {
+	case <-s.ready:
+		if a, ok := s.httpAddr.(*net.TCPAddr); ok {
+			return a.Port
+		}
+	default:
+	}
+	return 0
 }

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/config"
+)
+
+// TestServeTURNTLS runs serve with the embedded TURN server on its own TLS
+// port and on the signalling port: both answer STUN over TLS with the tls
+// section's certificate (and refuse TLS 1.1, like every listener), while
+// the signalling port still serves HTTP.
+func TestServeTURNTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(8), Subject: pkix.Name{CommonName: "gxconf"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+
+	focusPort, asPort, sfuPort, turnsPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	raw := fmt.Sprintf(`
+homeserver: {domain: bund.test, address: "http://127.0.0.1:1"}
+database: {uri: "file:%s?_txlock=immediate"}
+appservice: {listen: "127.0.0.1:%d"}
+focus: {listen: "127.0.0.1:%d"}
+sfu:
+  listen: "127.0.0.1:%d"
+  rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.1}
+  turn: {enabled: true, udp_port: 0, tls_port: %d, tls_on_signal_port: true}
+metrics: {enabled: false}
+tls: {cert_file: %q, key_file: %q}
+`, filepath.Join(dir, "gxconf.db"), asPort, focusPort, sfuPort, freePort(t, "udp"), turnsPort, certFile, keyFile)
+	cfg, err := config.Parse([]byte(raw), nil)
+	require.NoError(t, err)
+	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	require.Eventually(t, func() bool {
+		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/rtc/validate", sfuPort))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	}, 20*time.Second, 50*time.Millisecond, "signalling over TLS next to TURN")
+
+	binding := func(port int) error {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: pool})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return err
+		}
+		res := &stun.Message{Raw: buf[:n]}
+		if err := res.Decode(); err != nil {
+			return err
+		}
+		var xor stun.XORMappedAddress
+		if err := xor.GetFrom(res); err != nil {
+			return err
+		}
+		if !xor.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+			return fmt.Errorf("mapped address %s", xor.IP)
+		}
+		return nil
+	}
+	require.NoError(t, binding(sfuPort), "STUN over TLS on the signalling port")
+	require.NoError(t, binding(turnsPort), "STUN over TLS on turn.tls_port")
+
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", turnsPort), &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10})
+	if err == nil {
+		conn.Close()
+	}
+	require.Error(t, err, "turn.tls_port accepted TLS 1.1")
+}

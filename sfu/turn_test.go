@@ -1,0 +1,328 @@
+package sfu
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTURNCredential(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	// pion's TURN REST generator is an independent implementation of the
+	// same draft; equal expiry, equal result.
+	pu, pp, err := turn.GenerateLongTermTURNRESTCredentials(secret, "@alice:example.org:DEV", time.Hour)
+	require.NoError(t, err)
+	exp, id, ok := parseTURNUsername(pu)
+	require.True(t, ok)
+	require.Equal(t, "@alice:example.org:DEV", id, "identity keeps its colons")
+	u, p := turnCredential([]byte(secret), id, exp)
+	require.Equal(t, pu, u)
+	require.Equal(t, pp, p)
+	require.WithinDuration(t, time.Now().Add(time.Hour), exp, 2*time.Second)
+
+	_, other := turnCredential([]byte(secret), "@bob:example.org:DEV", exp)
+	require.NotEqual(t, p, other, "another identity, another password")
+	_, otherSecret := turnCredential([]byte(strings.Repeat("x", 32)), id, exp)
+	require.NotEqual(t, p, otherSecret)
+
+	for _, bad := range []string{"", "alice", "123", "123:", ":alice", "-5:alice", "x1:alice", "0:alice"} {
+		_, _, ok := parseTURNUsername(bad)
+		require.False(t, ok, bad)
+	}
+}
+
+// turnFixture is a turnServer on loopback UDP with a settable set of
+// present identities.
+type turnFixture struct {
+	srv  *turnServer
+	reg  *prometheus.Registry
+	addr string
+	peer net.PacketConn // the "SFU media port"
+
+	mu      sync.Mutex
+	present map[string]bool
+}
+
+func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
+	t.Helper()
+	f := &turnFixture{reg: prometheus.NewRegistry(), present: map[string]bool{}}
+	// The SFU's media socket stands in as the peer relays may reach.
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = peer.Close() })
+	f.peer = peer
+	cfg := validConfig()
+	cfg.RTC.NodeIP = "127.0.0.1"
+	cfg.RTC.UDPPort = peer.LocalAddr().(*net.UDPAddr).Port
+	cfg.TURN.Enabled = true
+	cfg.TURN.UDPPort = 0
+	cfg.TURN.TLSPort = 0
+	cfg.TURN.Secret = strings.Repeat("k", 32)
+	if mut != nil {
+		mut(&cfg)
+	}
+	// A free UDP port for the listener.
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg.TURN.UDPPort = c.LocalAddr().(*net.UDPAddr).Port
+	require.NotEqual(t, cfg.TURN.UDPPort, cfg.RTC.UDPPort)
+	require.NoError(t, c.Close())
+	require.NoError(t, cfg.Validate())
+
+	srv, err := newTURNServer(&cfg, "", zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), f.reg, func(id string) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.present[id]
+	})
+	require.NoError(t, err)
+	require.NoError(t, srv.start(nil))
+	t.Cleanup(func() { _ = srv.close() })
+	f.srv = srv
+	f.addr = net.JoinHostPort("127.0.0.1", itoa(cfg.TURN.UDPPort))
+	return f
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func (f *turnFixture) setPresent(id string, v bool) {
+	f.mu.Lock()
+	f.present[id] = v
+	f.mu.Unlock()
+}
+
+// allocate runs a pion TURN client with the given credential; the client
+// is closed at cleanup.
+func (f *turnFixture) allocate(t *testing.T, user, pass string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: f.addr,
+		TURNServerAddr: f.addr,
+		Username:       user,
+		Password:       pass,
+		Realm:          f.srv.cfg.Realm,
+		Conn:           conn,
+		RTO:            100 * time.Millisecond,
+		LoggerFactory:  pionLoggerFactory{log: zerolog.Nop()},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close(); _ = conn.Close() })
+	require.NoError(t, c.Listen())
+	relay, err := c.Allocate()
+	if err == nil {
+		t.Cleanup(func() { _ = relay.Close() })
+	}
+	return c, relay, err
+}
+
+func TestTURNAuth(t *testing.T) {
+	f := startTURN(t, nil)
+	alice, bob := "@alice:example.org:DEV", "@bob:example.org:DEV"
+	f.setPresent(alice, true)
+	f.setPresent(bob, true)
+	exp := time.Now().Add(time.Hour)
+	au, ap := turnCredential(f.srv.secret, alice, exp)
+	bu, bp := turnCredential(f.srv.secret, bob, exp)
+
+	t.Run("valid", func(t *testing.T) {
+		_, relay, err := f.allocate(t, au, ap)
+		require.NoError(t, err)
+		ra := relay.LocalAddr().(*net.UDPAddr)
+		require.Equal(t, "127.0.0.1", ra.IP.String(), "relayed address is the node's media ip")
+		require.GreaterOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeStart)
+		require.LessOrEqual(t, ra.Port, f.srv.cfg.RelayPortRangeEnd)
+
+		// Relay to the SFU's media port: counted.
+		peer := f.peer
+		_, err = relay.WriteTo([]byte("hello through turn"), peer.LocalAddr())
+		require.NoError(t, err)
+		buf := make([]byte, 100)
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := peer.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, "hello through turn", string(buf[:n]))
+		_, err = peer.WriteTo([]byte("back"), from)
+		require.NoError(t, err)
+		_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err = relay.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, "back", string(buf[:n]))
+		// The relay counts after its write returns: maybe after the peer read.
+		require.Eventually(t, func() bool {
+			to, fromPeer := f.srv.relayedBytes()
+			return to == uint64(len("hello through turn")) && fromPeer == uint64(len("back"))
+		}, 5*time.Second, 10*time.Millisecond)
+		require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocationsTotal.WithLabelValues("udp")))
+
+		// Another UDP port of this host is not reachable through the relay.
+		other, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer other.Close()
+		_, err = relay.WriteTo([]byte("to a local service"), other.LocalAddr())
+		require.NoError(t, err, "sent to the server, dropped there")
+		_ = other.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, _, err = other.ReadFrom(buf)
+		require.Error(t, err, "nothing relayed to a port that is not the sfu's")
+
+		// A relay to an address outside this node is not permitted.
+		_, err = relay.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9})
+		require.Error(t, err)
+	})
+
+	before := testutil.ToFloat64(f.srv.authFailures)
+	for _, tc := range []struct {
+		name, user, pass string
+	}{
+		{"wrong password", au, "AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+		{"another identity's password", au, bp},
+		{"own password under another identity", bu, ap},
+		{"forged later expiry", strings.Replace(au, itoa(int(exp.Unix())), itoa(int(exp.Unix()+3600)), 1), ap},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := f.allocate(t, tc.user, tc.pass)
+			require.Error(t, err)
+		})
+	}
+	t.Run("expired", func(t *testing.T) {
+		u, p := turnCredential(f.srv.secret, alice, time.Now().Add(-time.Second))
+		_, _, err := f.allocate(t, u, p)
+		require.Error(t, err)
+	})
+	t.Run("participant gone", func(t *testing.T) {
+		carol := "@carol:example.org:DEV"
+		u, p := turnCredential(f.srv.secret, carol, exp)
+		_, _, err := f.allocate(t, u, p)
+		require.Error(t, err, "not (or no longer) a participant on this node")
+	})
+	require.GreaterOrEqual(t, testutil.ToFloat64(f.srv.authFailures)-before, 6.0)
+}
+
+func TestTURNQuota(t *testing.T) {
+	f := startTURN(t, func(c *Config) { c.TURN.UserQuota = 2 })
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, r1, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	_, _, err = f.allocate(t, u, p)
+	require.NoError(t, err)
+	_, _, err = f.allocate(t, u, p)
+	require.Error(t, err, "third allocation over a quota of 2")
+	require.Equal(t, 1.0, testutil.ToFloat64(f.srv.quotaRejected))
+	require.Equal(t, 2.0, testutil.ToFloat64(f.srv.allocations))
+
+	// Another identity has its own quota.
+	bob := "@bob:example.org:DEV"
+	f.setPresent(bob, true)
+	bu, bp := turnCredential(f.srv.secret, bob, time.Now().Add(time.Hour))
+	_, _, err = f.allocate(t, bu, bp)
+	require.NoError(t, err)
+
+	// Releasing one (Refresh with lifetime 0) frees a slot.
+	require.NoError(t, r1.Close())
+	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 2 }, 5*time.Second, 20*time.Millisecond)
+	_, _, err = f.allocate(t, u, p)
+	require.NoError(t, err)
+}
+
+// FuzzParseTURNUsername: the TURN username is untrusted input. No panic;
+// an accepted username re-marshals to one that parses the same.
+func FuzzParseTURNUsername(f *testing.F) {
+	for _, s := range []string{"1700000000:@alice:example.org:DEV", "1:a", ":", "x:y", "-1:a", "99999999999999999999:a", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		exp, id, ok := parseTURNUsername(s)
+		if !ok {
+			return
+		}
+		u, _ := turnCredential([]byte("k"), id, exp)
+		exp2, id2, ok := parseTURNUsername(u)
+		require.True(t, ok)
+		require.Equal(t, id, id2)
+		require.True(t, exp.Equal(exp2))
+	})
+}
+
+// TestTURNHairpin: with an advertised address that is not on the host (a
+// floating IP), relay and SFU meet on the local address; the client sees
+// only the advertised one.
+func TestTURNHairpin(t *testing.T) {
+	f := startTURN(t, func(c *Config) { c.RTC.NodeIP = "203.0.113.7" })
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	require.Equal(t, "203.0.113.7", relay.LocalAddr().(*net.UDPAddr).IP.String())
+
+	sfuPort := f.peer.LocalAddr().(*net.UDPAddr).Port
+	_, err = relay.WriteTo([]byte("to the floating ip"), &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: sfuPort})
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err, "arrived at the local media socket")
+	require.Equal(t, "to the floating ip", string(buf[:n]))
+	_, err = f.peer.WriteTo([]byte("answer"), from)
+	require.NoError(t, err)
+	_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, src, err := relay.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, "answer", string(buf[:n]))
+	require.Equal(t, "203.0.113.7:"+strconv.Itoa(sfuPort), src.String(), "the client sees the advertised address")
+}
+
+func TestTURNHairpinChoice(t *testing.T) {
+	local := map[netip.Addr]bool{netip.MustParseAddr("127.0.0.1"): true, netip.MustParseAddr("10.0.0.5"): true}
+	for _, tc := range []struct {
+		name     string
+		mut      func(*Config)
+		ext, loc string
+	}{
+		{"local node ip", func(c *Config) { c.RTC.NodeIP = "10.0.0.5" }, "", ""},
+		{"floating node ip", func(c *Config) { c.RTC.NodeIP = "203.0.113.7" }, "203.0.113.7", "127.0.0.1"},
+		{"nat with local part", func(c *Config) { c.RTC.NAT1To1IPs = []string{"203.0.113.7/10.0.0.5"} }, "203.0.113.7", "10.0.0.5"},
+		{"two public", func(c *Config) { c.RTC.NAT1To1IPs = []string{"203.0.113.7", "203.0.113.8"} }, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mut(&c)
+			ext, loc := hairpin(&c, "", local)
+			if tc.ext == "" {
+				require.False(t, ext.IsValid())
+				return
+			}
+			require.Equal(t, tc.ext, ext.String())
+			require.Equal(t, tc.loc, loc.String())
+		})
+	}
+}
+
+// TestTURNLeaveThenDeallocate: after its participant left, a client can
+// still delete its allocation (Refresh with lifetime 0), but not allocate.
+func TestTURNLeaveThenDeallocate(t *testing.T) {
+	f := startTURN(t, nil)
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.srv.allocations))
+	f.setPresent(alice, false)
+	_, _, err = f.allocate(t, u, p)
+	require.Error(t, err)
+	require.NoError(t, relay.Close())
+	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 0 }, 5*time.Second, 20*time.Millisecond)
+}
