@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,9 @@ func (b *Bridge) settingEngine() webrtc.SettingEngine {
 	// its participants within ~3 s).
 	se.SetICETimeouts(time.Second, 2*time.Second, 250*time.Millisecond)
 	se.SetSCTPMaxMessageSize(maxControlMessage)
+	if b.testNet != nil {
+		se.SetNet(b.testNet)
+	}
 	return se
 }
 
@@ -112,6 +116,9 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*
 		remotes:  map[string]*remotePart{},
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
+	}
+	if loss := b.cfg.TestLinkLoss; loss > 0 {
+		a.lossEvery.Store(uint32(math.Round(1 / loss)))
 	}
 	if a.gatherer, err = api.NewICEGatherer(webrtc.ICEGatherOptions{}); err != nil {
 		return nil, nil, err
