@@ -24,16 +24,16 @@ var (
 // address; each is owned by the bridge until Unlink, failure or the end
 // of Run.
 type Bridge struct {
-	cfg    Config
-	sfu    SFU
-	log    zerolog.Logger
-	ln     net.Listener
-	ip     net.IP // relay IP for media; nil: any
+	cfg Config
+	sfu SFU
+	log zerolog.Logger
+	ln  net.Listener
+	ip  net.IP // relay IP for media; nil: any
 	// testNet delays what the relay sends (Config.TestLinkDelay); nil:
 	// pion's own network.
 	testNet *delayNet
-	client *http.Client
-	srv    *http.Server
+	client  *http.Client
+	srv     *http.Server
 
 	mu     sync.Mutex
 	assocs map[assocKey]*association
