@@ -5,6 +5,7 @@
 #  - npm packages of test/credharness (npm ci from the committed lockfile)
 #  - Chromium (Debian's chromium, /usr/bin/chromium), which the browser call tests drive
 #  - Redis (Debian's redis-server), which the cluster tests start on a loopback port
+#  - HAProxy (Debian's haproxy), each site's entry in the sites test
 #  - openssl (deploy/check.sh; its helm, kubeconform, etcd and kube-apiserver are built
 #    from source by deploy/tools/build.sh, which check.sh runs)
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
@@ -42,6 +43,8 @@ apt_missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
+# HAProxy: the sites test puts it in front of each site's nodes (L4, /healthz checks).
+command -v haproxy >/dev/null || apt_missing+=(haproxy)
 # openssl: deploy/check.sh signs the throwaway kube-apiserver's service-account keys.
 command -v openssl >/dev/null || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then
