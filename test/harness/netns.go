@@ -8,7 +8,10 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // TestNet is a set of network namespaces a test creates (needs root and
@@ -35,7 +38,34 @@ type Site struct {
 	ix      string // site-side IX interface, once linked
 }
 
-// NewTestNet picks a free 10.N.0.0/16 and a run id.
+// markerDir records which process owns which run id, so a later run can
+// remove namespaces a crashed run (a panic skips t.Cleanup) left behind.
+var markerDir = filepath.Join(os.TempDir(), "gxconf-testnet")
+
+// sweep deletes the namespaces of runs whose process is gone.
+func sweep() {
+	entries, _ := os.ReadDir(markerDir)
+	if len(entries) == 0 {
+		return
+	}
+	list, _ := exec.Command("ip", "netns", "list").Output()
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(markerDir, e.Name()))
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil || perr != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		for _, line := range strings.Split(string(list), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "gx"+e.Name()) {
+				_ = ipCmd("netns", "del", f[0])
+			}
+		}
+		_ = os.Remove(filepath.Join(markerDir, e.Name()))
+	}
+}
+
+// NewTestNet picks a free 10.N.0.0/16 and a run id (after removing what
+// crashed runs left).
 func NewTestNet() (*TestNet, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("network namespaces need root")
@@ -43,6 +73,7 @@ func NewTestNet() (*TestNet, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("iproute2 (ip) not found: %w", err)
 	}
+	sweep()
 	id := make([]byte, 3)
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
@@ -57,7 +88,11 @@ func NewTestNet() (*TestNet, error) {
 		octet := 30 + int(n.Int64())
 		prefix := fmt.Sprintf(" 10.%d.", octet)
 		if !strings.Contains(string(used), prefix) && !strings.Contains(" "+string(routes), prefix) {
-			return &TestNet{ID: hex.EncodeToString(id)[:5], Octet: octet}, nil
+			n := &TestNet{ID: hex.EncodeToString(id)[:5], Octet: octet}
+			if err := os.MkdirAll(markerDir, 0o700); err != nil {
+				return nil, err
+			}
+			return n, os.WriteFile(filepath.Join(markerDir, n.ID), []byte(strconv.Itoa(os.Getpid())), 0o600)
 		}
 	}
 	return nil, errors.New("no free 10.N.0.0/16 for the test network")
@@ -162,6 +197,9 @@ func (n *TestNet) Close() error {
 		if exec.Command("ip", "link", "show", l).Run() == nil {
 			_ = ipCmd("link", "del", l)
 		}
+	}
+	if len(errs) == 0 {
+		_ = os.Remove(filepath.Join(markerDir, n.ID))
 	}
 	return errors.Join(errs...)
 }

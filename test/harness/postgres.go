@@ -38,7 +38,7 @@ func postgresBin() (string, error) {
 // StartPostgres initialises a cluster in a new directory and starts it. As
 // root, the server runs as the "postgres" user, since PostgreSQL refuses root.
 //
-// extraListen are further addresses to listen on; clients from their /24
+// extraListen are further addresses to listen on; clients from their /16
 // networks are trusted too (test network namespaces).
 func StartPostgres(ctx context.Context, extraListen ...string) (*Postgres, error) {
 	bin, err := postgresBin()
@@ -77,7 +77,7 @@ func StartPostgres(ctx context.Context, extraListen ...string) (*Postgres, error
 			if ip == nil {
 				return nil, fmt.Errorf("postgres: extra listen address %q is not IPv4", a)
 			}
-			fmt.Fprintf(&hba, "host all all %s/24 trust\n", ip.Mask(net.CIDRMask(24, 32)))
+			fmt.Fprintf(&hba, "host all all %s/16 trust\n", ip.Mask(net.CIDRMask(16, 32)))
 		}
 		f, err := os.OpenFile(filepath.Join(data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
