@@ -366,6 +366,11 @@ func (a *association) close() {
 		_ = a.ice.Stop()
 		_ = a.gatherer.Close()
 		a.wg.Wait()
+		st := a.stats.snapshot()
+		a.log.Info().Uint64("video_sent", st.SentPackets[0]+st.SentPackets[1]+st.SentPackets[2]).
+			Uint64("video_received", st.RecvPackets[0]+st.RecvPackets[1]+st.RecvPackets[2]).
+			Uint64("nacks_out", st.NACKsOut).Uint64("retransmits", st.Retransmits).
+			Uint64("plis_in", st.PLIsIn).Uint64("plis_out", st.PLIsOut).Msg("relay association closed")
 	})
 }
 
