@@ -57,6 +57,14 @@ func sweep() {
 		}
 		for _, line := range strings.Split(string(list), "\n") {
 			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "gx"+e.Name()) {
+				// Processes the crashed run started inside (gxconf,
+				// haproxy) keep the namespace's veths alive.
+				pids, _ := exec.Command("ip", "netns", "pids", f[0]).Output()
+				for _, p := range strings.Fields(string(pids)) {
+					if pid, err := strconv.Atoi(p); err == nil {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
 				_ = ipCmd("netns", "del", f[0])
 			}
 		}
