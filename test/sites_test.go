@@ -236,9 +236,8 @@ func TestSites(t *testing.T) {
 		require.NoError(t, err)
 		n.proc = p
 	}
-	for _, n := range nodes {
-		start(n)
-	}
+	// Registered before the first start: a node that fails to start must
+	// not leave the others running.
 	t.Cleanup(func() {
 		for _, n := range nodes {
 			if n.proc == nil {
@@ -252,6 +251,9 @@ func TestSites(t *testing.T) {
 			}
 		}
 	})
+	for _, n := range nodes {
+		start(n)
+	}
 	for site, ns := range map[string]*harness.Site{"a": siteA, "b": siteB} {
 		var servers []harness.HAProxyServer
 		for _, n := range nodes {
