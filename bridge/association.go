@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,9 @@ func (b *Bridge) settingEngine() webrtc.SettingEngine {
 	// its participants within ~3 s).
 	se.SetICETimeouts(time.Second, 2*time.Second, 250*time.Millisecond)
 	se.SetSCTPMaxMessageSize(maxControlMessage)
+	if b.testNet != nil {
+		se.SetNet(b.testNet)
+	}
 	return se
 }
 
@@ -112,6 +116,9 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*
 		remotes:  map[string]*remotePart{},
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
+	}
+	if loss := b.cfg.TestLinkLoss; loss > 0 {
+		a.lossEvery.Store(uint32(math.Round(1 / loss)))
 	}
 	if a.gatherer, err = api.NewICEGatherer(webrtc.ICEGatherOptions{}); err != nil {
 		return nil, nil, err
@@ -359,6 +366,11 @@ func (a *association) close() {
 		_ = a.ice.Stop()
 		_ = a.gatherer.Close()
 		a.wg.Wait()
+		st := a.stats.snapshot()
+		a.log.Info().Uint64("video_sent", st.SentPackets[0]+st.SentPackets[1]+st.SentPackets[2]).
+			Uint64("video_received", st.RecvPackets[0]+st.RecvPackets[1]+st.RecvPackets[2]).
+			Uint64("nacks_out", st.NACKsOut).Uint64("retransmits", st.Retransmits).
+			Uint64("plis_in", st.PLIsIn).Uint64("plis_out", st.PLIsOut).Msg("relay association closed")
 	})
 }
 

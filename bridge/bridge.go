@@ -24,13 +24,16 @@ var (
 // address; each is owned by the bridge until Unlink, failure or the end
 // of Run.
 type Bridge struct {
-	cfg    Config
-	sfu    SFU
-	log    zerolog.Logger
-	ln     net.Listener
-	ip     net.IP // relay IP for media; nil: any
-	client *http.Client
-	srv    *http.Server
+	cfg Config
+	sfu SFU
+	log zerolog.Logger
+	ln  net.Listener
+	ip  net.IP // relay IP for media; nil: any
+	// testNet delays what the relay sends (Config.TestLinkDelay); nil:
+	// pion's own network.
+	testNet *delayNet
+	client  *http.Client
+	srv     *http.Server
 
 	mu     sync.Mutex
 	assocs map[assocKey]*association
@@ -63,6 +66,15 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 		client: &http.Client{Timeout: cfg.ConnectTimeout},
 		assocs: map[assocKey]*association{},
 		nonces: map[string]time.Time{},
+	}
+	if cfg.TestLinkDelay > 0 {
+		if b.testNet, err = newDelayNet(cfg.TestLinkDelay); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		b.log.Warn().Dur("delay", cfg.TestLinkDelay).Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")
+	} else if cfg.TestLinkLoss > 0 {
+		b.log.Warn().Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")
 	}
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() {
 		b.ip = ip

@@ -23,6 +23,18 @@ type Config struct {
 	// (bit/s; 0: unlimited): simulcast layers are chosen to fit it, the
 	// lowest layer of every wanted track always crosses.
 	MaxBitrate int64 `yaml:"max_bitrate"`
+
+	// TestLinkLoss and TestLinkDelay impair the relay link for tests only
+	// (this kernel has no netem): TestLinkLoss drops that fraction of the
+	// relayed video packets this node sends (first transmissions, every
+	// 1/TestLinkLoss-th; retransmissions and RTCP pass), TestLinkDelay
+	// holds back every datagram this node sends on the relay. Refused
+	// unless Testing.
+	TestLinkLoss  float64       `yaml:"test_link_loss"`
+	TestLinkDelay time.Duration `yaml:"test_link_delay"`
+	// Testing is set when the process runs with GXCONF_TESTING=1 (not
+	// configured).
+	Testing bool `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults.
@@ -44,6 +56,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBitrate < 0 {
 		errs = append(errs, errors.New("max_bitrate: must not be negative"))
+	}
+	if c.TestLinkLoss < 0 || c.TestLinkLoss > 0.5 {
+		errs = append(errs, fmt.Errorf("test_link_loss: must be within 0..0.5, got %g", c.TestLinkLoss))
+	}
+	if c.TestLinkDelay < 0 || c.TestLinkDelay > time.Second {
+		errs = append(errs, fmt.Errorf("test_link_delay: must be within 0..1s, got %s", c.TestLinkDelay))
+	}
+	if (c.TestLinkLoss != 0 || c.TestLinkDelay != 0) && !c.Testing {
+		errs = append(errs, errors.New("test_link_loss, test_link_delay: test-only, refused unless GXCONF_TESTING=1"))
 	}
 	if c.ConnectTimeout <= 0 {
 		errs = append(errs, errors.New("connect_timeout: must be positive"))

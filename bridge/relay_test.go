@@ -399,3 +399,29 @@ func TestRelayUnpublishReleases(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond, "the new track did not cross")
 	require.Zero(t, bob.stream("alice/video").Corrupt.Load())
 }
+
+// TestRelayParticipantMoves: alice's node goes silent (kill -9) and she
+// rejoins on a third node at once; node B, still holding the relayed alice
+// of the dead node until ICE consent fails, takes the new relayed session
+// instead of refusing it (it would never be offered again), so bob gets
+// her new track.
+func TestRelayParticipantMoves(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b, c := startNode(t, "node-a"), startNode(t, "node-b"), startNode(t, "node-c")
+	link(t, "room", a, b)
+	link(t, "room", a, c)
+	link(t, "room", b, c)
+	alice := a.join(t, "room", "alice")
+	bob := b.join(t, "room", "bob")
+	alice.publish(t, loadtest.PublishOptions{Audio: true})
+	require.Eventually(t, func() bool { return bob.stream("alice/audio") != nil }, 10*time.Second, 20*time.Millisecond)
+	a.br.assocFor(t, "room", b.id).vanish()
+	a.br.assocFor(t, "room", c.id).vanish()
+	alice2 := c.join(t, "room", "alice")
+	alice2.publish(t, loadtest.PublishOptions{Audio: true})
+	require.Eventually(t, func() bool {
+		pub, st := bob.publication("alice/audio"), bob.stream("alice/audio")
+		return pub != nil && pub.SID() == alice2.pub.AudioPub.SID() && st != nil && st.Frames.Load() > 10
+	}, 15*time.Second, 20*time.Millisecond, "bob does not get alice's track from her new node")
+	require.Equal(t, []string{"alice"}, b.br.remoteIdentities(t, "room", c.id))
+}

@@ -118,7 +118,7 @@ func DefaultConfig() Config {
 		},
 		HeartbeatInterval: 500 * time.Millisecond,
 		LivenessTTL:       2500 * time.Millisecond,
-		Drain:             DrainConfig{Batch: 20, Interval: time.Second, Timeout: 2 * time.Minute},
+		Drain:             DrainConfig{Grace: time.Second, Batch: 20, Interval: time.Second, Timeout: 2 * time.Minute},
 		Redis: RedisConfig{
 			KeyPrefix:   "gx:",
 			DialTimeout: 2 * time.Second,
@@ -131,9 +131,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// DrainConfig paces a drain: Batch participants get Leave{RECONNECT} every
-// Interval, for at most Timeout, before the node stops.
+// DrainConfig paces a drain: the node fails its health check for Grace
+// (so balancers stop sending reconnects to it), then Batch participants get
+// Leave{RECONNECT} every Interval, for at most Timeout, before the node
+// stops.
 type DrainConfig struct {
+	Grace    time.Duration `yaml:"grace"`
 	Batch    int           `yaml:"batch"`
 	Interval time.Duration `yaml:"interval"`
 	Timeout  time.Duration `yaml:"timeout"`
@@ -189,6 +192,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Drain.Timeout <= 0 {
 		bad("drain.timeout", "must be positive, got %s", c.Drain.Timeout)
+	}
+	if c.Drain.Grace < 0 {
+		bad("drain.grace", "must not be negative, got %s", c.Drain.Grace)
 	}
 	c.validateRedis(bad)
 	c.validateTopology(bad)

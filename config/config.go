@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -25,6 +26,10 @@ import (
 
 // EnvPrefix starts every environment variable that overrides a config key.
 const EnvPrefix = "GXCONF_"
+
+// TestingEnv set to 1 allows test-only keys (bridge.test_link_*); it names
+// no config key.
+const TestingEnv = EnvPrefix + "TESTING"
 
 // Config is the whole gxconf configuration file. Each package owns its section.
 type Config struct {
@@ -276,6 +281,7 @@ func Parse(raw []byte, environ []string) (*Config, error) {
 	if len(problems) > 0 {
 		return nil, problems
 	}
+	cfg.Bridge.Testing = slices.Contains(environ, TestingEnv+"=1")
 	cfg.derive()
 	for _, e := range flatten(cfg.Validate()) {
 		problems = append(problems, e.Error())
@@ -295,7 +301,7 @@ func applyEnv(cfg *Config, environ []string) Problems {
 	root := reflect.ValueOf(cfg).Elem()
 	for _, kv := range sorted {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || name == TestingEnv {
 			continue
 		}
 		path := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")

@@ -221,3 +221,26 @@ sfu: {rtc: {node_ip: 203.0.113.7}, turn: {enabled: true, external_tls: true, ext
 `), nil)
 	require.NoError(t, err)
 }
+
+// TestBridgeTestLinkNeedsTestingEnv: the relay's test-only impairments are
+// refused in a normal run and accepted with GXCONF_TESTING=1 (which is not
+// taken for a config key).
+func TestBridgeTestLinkNeedsTestingEnv(t *testing.T) {
+	raw := []byte(`
+homeserver: {domain: bund.test, address: http://hs.test}
+database: {type: postgres, uri: "postgres://gx@db.test/gx"}
+sfu: {listen: "10.1.0.2:7880", keys: {k1: secret-long-enough-0123456789abcdef}}
+cluster: {redis: {address: "127.0.0.1:6379"}, relay_address: "10.99.0.1:7890"}
+bridge: {secret: relay-secret-long-enough-0123456789abcdef, test_link_loss: 0.05, test_link_delay: 20ms}
+`)
+	_, err := Parse(raw, nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Contains(t, strings.Join(problems, "\n"), "test_link_loss, test_link_delay: test-only, refused unless GXCONF_TESTING=1")
+
+	cfg, err := Parse(raw, []string{TestingEnv + "=1"})
+	require.NoError(t, err)
+	require.InDelta(t, 0.05, cfg.Bridge.TestLinkLoss, 1e-9)
+	require.Equal(t, 20*time.Millisecond, cfg.Bridge.TestLinkDelay)
+	require.True(t, cfg.Bridge.Testing)
+}

@@ -146,7 +146,7 @@ func StartPublisher(room *lksdk.Room, opts PublishOptions) (*Publisher, error) {
 	// skips layers the server disabled).
 	if p.audio != nil {
 		p.wg.Add(1)
-		if err := p.audio.StartWrite(&audioProvider{p: p, marker: AudioMarker(p.identity)}, p.wg.Done); err != nil {
+		if err := p.audio.StartWrite(&audioProvider{p: p, marker: AudioMarker(p.identity)}, writerDone(&p.wg)); err != nil {
 			p.wg.Done()
 			return nil, fmt.Errorf("failed to start audio: %w", err)
 		}
@@ -157,13 +157,19 @@ func StartPublisher(room *lksdk.Room, opts PublishOptions) (*Publisher, error) {
 		}
 		p.wg.Add(1)
 		vp := &videoProvider{p: p, i: i, layer: l, marker: VideoMarker(p.identity, l.Quality), lastKey: time.Now()}
-		if err := p.video[i].StartWrite(vp, p.wg.Done); err != nil {
+		if err := p.video[i].StartWrite(vp, writerDone(&p.wg)); err != nil {
 			p.wg.Done()
 			return nil, fmt.Errorf("failed to start video: %w", err)
 		}
 	}
 	return p, nil
 }
+
+// writerDone is a track writer's completion callback. lksdk calls it at
+// the end of every write worker, and a full reconnect re-binds the track
+// (republish), starting a second worker with the same callback: only the
+// first call counts, or the WaitGroup goes negative and panics.
+func writerDone(wg *sync.WaitGroup) func() { return sync.OnceFunc(wg.Done) }
 
 // Stop ends the writers and waits for them.
 func (p *Publisher) Stop() {

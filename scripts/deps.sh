@@ -6,6 +6,7 @@
 #  - Chromium (Debian's chromium, /usr/bin/chromium), which the browser call tests drive
 #  - Redis (Debian's redis-server), which the cluster tests start on a loopback port
 #  - nftables (apt), whose nft filters the TURN test's client namespace to one TCP port
+#  - HAProxy (Debian's haproxy), each site's entry in the sites test
 #  - openssl (deploy/check.sh; its helm, kubeconform, etcd and kube-apiserver are built
 #    from source by deploy/tools/build.sh, which check.sh runs)
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
@@ -45,6 +46,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
 # nftables: the TURN test filters a client's network namespace down to one TCP port.
 command -v nft >/dev/null || apt_missing+=(nftables)
+# HAProxy: the sites test puts it in front of each site's nodes (L4, /healthz checks).
+command -v haproxy >/dev/null || apt_missing+=(haproxy)
 # openssl: deploy/check.sh signs the throwaway kube-apiserver's service-account keys.
 command -v openssl >/dev/null || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then

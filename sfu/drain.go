@@ -11,15 +11,24 @@ import (
 // Drain moves every participant off this node before it stops, for a
 // rolling restart or maintenance: from now on /healthz answers 503 (so a
 // balancer sends new connections elsewhere) and joins are refused with 503;
-// then participants get Leave{RECONNECT}, batch at a time every interval,
-// so their clients reconnect through the site URL to another node instead
-// of all at once. It returns when nobody is left or ctx ends.
-func (s *Server) Drain(ctx context.Context, batch int, interval time.Duration) {
+// after grace — the time a balancer needs to notice the failing health
+// check, so the clients' reconnects do not land here again — participants
+// get Leave{RECONNECT}, batch at a time every interval, so their clients
+// reconnect through the site URL to another node instead of all at once.
+// It returns when nobody is left or ctx ends.
+func (s *Server) Drain(ctx context.Context, grace time.Duration, batch int, interval time.Duration) {
 	if batch < 1 {
 		batch = 1
 	}
 	s.draining.Store(true)
-	s.log.Info().Int("batch", batch).Dur("interval", interval).Msg("draining: moving participants to other nodes")
+	s.log.Info().Dur("grace", grace).Int("batch", batch).Dur("interval", interval).Msg("draining: moving participants to other nodes")
+	if grace > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(grace):
+		}
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {

@@ -34,11 +34,23 @@ func TestDrainMovesParticipantsAway(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	done := make(chan struct{})
+	const grace = 300 * time.Millisecond
+	start := time.Now()
 	go func() {
 		defer close(done)
-		ts.srv.Drain(context.Background(), 2, 50*time.Millisecond)
+		ts.srv.Drain(context.Background(), grace, 2, 50*time.Millisecond)
 	}()
-	for _, ws := range socks {
+	// During the grace period the node fails /healthz (balancers take it
+	// out) but nobody is told to leave yet.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(httpURL(ts) + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, time.Second, 5*time.Millisecond)
+	for i, ws := range socks {
 		// Skip the offers and updates queued before the leave.
 		var leave *livekit.LeaveRequest
 		for leave == nil {
@@ -46,6 +58,9 @@ func TestDrainMovesParticipantsAway(t *testing.T) {
 		}
 		require.Equal(t, livekit.LeaveRequest_RECONNECT, leave.GetAction())
 		require.Equal(t, livekit.DisconnectReason_MIGRATION, leave.GetReason())
+		if i == 0 {
+			require.GreaterOrEqual(t, time.Since(start), grace, "the first leave waits for the grace period")
+		}
 	}
 	select {
 	case <-done:

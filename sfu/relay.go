@@ -38,7 +38,7 @@ import (
 // back to the node it came from.
 
 // ErrIdentityTaken is returned when a remote participant would replace a
-// local session with the same identity.
+// local session with the same identity (a relayed one it replaces).
 var ErrIdentityTaken = errors.New("identity is already in the room")
 
 // Errors of the relay API.
@@ -547,6 +547,16 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	}
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(0x40a00000) // 5.0
+	// The identity moved: another node relays a session that replaced the
+	// one relayed from elsewhere (its node died or drained, and the
+	// client rejoined on a third node; the old relay notices only after
+	// ICE consent fails). The newest session wins, as a local rejoin does;
+	// the old relay is not told (quiet), its origin ends that session itself.
+	if old := r.participant(p.identity); old != nil && old.remote != nil {
+		old.log.Info().Msg("relayed participant replaced by a session relayed from another node")
+		old.remote.quiet.Store(true)
+		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

@@ -195,7 +195,7 @@ func (c *clusterNode) drain(ctx context.Context, sfuSrv *sfu.Server, cfg cluster
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	sfuSrv.Drain(ctx, cfg.Batch, cfg.Interval)
+	sfuSrv.Drain(ctx, cfg.Grace, cfg.Batch, cfg.Interval)
 	log.Info().Dur("duration", time.Since(start)).Int("participants_left", sfuSrv.Load().Participants).Msg("Drain finished; stopping")
 }
 

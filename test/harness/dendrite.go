@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,6 +114,8 @@ type DendriteOptions struct {
 	ServerName string
 	// Port of the HTTP listener (client, federation, well-known); 0 picks one.
 	Port int
+	// Host is the listener's IP; empty: 127.0.0.1.
+	Host string
 	// Registrations are appservice registration files to load.
 	Registrations []string
 	// WellKnownClient sets global.well_known_client_name.
@@ -176,7 +179,11 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 	if err := os.WriteFile(cfgPath, conf, 0o600); err != nil {
 		return nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", opts.Port)
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(opts.Port))
 	cmd := exec.Command(filepath.Join(bin, "dendrite"), "-config", cfgPath, "-http-bind-address", addr)
 	cmd.Dir = dir
 	out := opts.Stdout

@@ -41,11 +41,21 @@ type Process struct {
 
 // StartGxconf runs `gxconf serve` and waits until healthURL answers 200.
 func StartGxconf(ctx context.Context, bin, cfgPath, regPath, logPath, healthURL string, env ...string) (*Process, error) {
+	return StartGxconfIn(ctx, "", bin, cfgPath, regPath, logPath, healthURL, env...)
+}
+
+// StartGxconfIn is StartGxconf inside network namespace netns (`ip netns
+// exec`, which execs gxconf: the process is gxconf itself); "" is the
+// test's own namespace.
+func StartGxconfIn(ctx context.Context, netns, bin, cfgPath, regPath, logPath, healthURL string, env ...string) (*Process, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfgPath, "-r", regPath)
+	if netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", netns, bin, "serve", "-c", cfgPath, "-r", regPath)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -36,7 +37,10 @@ func postgresBin() (string, error) {
 
 // StartPostgres initialises a cluster in a new directory and starts it. As
 // root, the server runs as the "postgres" user, since PostgreSQL refuses root.
-func StartPostgres(ctx context.Context) (*Postgres, error) {
+//
+// extraListen are further addresses to listen on; clients from their /16
+// networks are trusted too (test network namespaces).
+func StartPostgres(ctx context.Context, extraListen ...string) (*Postgres, error) {
 	bin, err := postgresBin()
 	if err != nil {
 		return nil, err
@@ -66,7 +70,27 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 	if out, err := p.run(ctx, "initdb", "-D", data, "-U", "gxconf", "--auth=trust", "-E", "UTF8"); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
+	if len(extraListen) > 0 {
+		var hba strings.Builder
+		for _, a := range extraListen {
+			ip := net.ParseIP(a).To4()
+			if ip == nil {
+				return nil, fmt.Errorf("postgres: extra listen address %q is not IPv4", a)
+			}
+			fmt.Fprintf(&hba, "host all all %s/16 trust\n", ip.Mask(net.CIDRMask(16, 32)))
+		}
+		f, err := os.OpenFile(filepath.Join(data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		_, err = f.WriteString(hba.String())
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	listen := strings.Join(append([]string{"127.0.0.1"}, extraListen...), ",")
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=%s -c fsync=off", port, dir, listen)
 	if out, err := p.run(ctx, "pg_ctl", "-D", data, "-l", p.logPath, "-o", opts, "-w", "-t", "60", "start"); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %w\n%s", err, out)
 	}

@@ -21,8 +21,9 @@ type Redis struct {
 }
 
 // StartRedis runs redis-server on a free loopback port without persistence
-// and waits until it answers PING.
-func StartRedis(ctx context.Context, dir string) (*Redis, error) {
+// and waits until it answers PING; it also listens on the extra addresses
+// (e.g. a test network namespace's uplink).
+func StartRedis(ctx context.Context, dir string, extraBind ...string) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found (scripts/deps.sh installs it): %w", err)
@@ -33,8 +34,12 @@ func StartRedis(ctx context.Context, dir string) (*Redis, error) {
 	}
 	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), done: make(chan struct{}),
 		logPath: filepath.Join(dir, "redis.log")}
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--logfile", r.logPath, "--dir", dir)
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1"}, extraBind...)
+	if len(extraBind) > 0 {
+		args = append(args, "--protected-mode", "no")
+	}
+	args = append(args, "--save", "", "--appendonly", "no", "--logfile", r.logPath, "--dir", dir)
+	r.cmd = exec.Command(bin, args...)
 	if err := r.cmd.Start(); err != nil {
 		return nil, err
 	}
