@@ -28,7 +28,7 @@ demo: deps web
 
 ## test: every test, with the race detector, real peers included
 test: deps lint web deploy-check
-	GXCONF_DEPLOY_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 25m ./...
+	GXTEST_DEPLOY_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 25m ./...
 
 ## deploy-check: the Helm chart checked without Docker: helm lint, kubeconform, Pod Security,
 ## server-side dry-run against a throwaway etcd + kube-apiserver (deploy/check.sh; the tools

@@ -147,6 +147,6 @@ echo "  control: hostnetwork refused in the restricted namespace"
 stop_servers
 
 step "go test ./deploy/ (rendered manifests, config decoded by gxconf)"
-(cd "$root" && HELM="$BIN/helm" GXCONF_DEPLOY_REQUIRE_TOOLS=1 go test -count=1 ./deploy/)
+(cd "$root" && HELM="$BIN/helm" GXTEST_DEPLOY_REQUIRE_TOOLS=1 go test -count=1 ./deploy/)
 
 step "ok"

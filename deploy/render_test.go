@@ -74,7 +74,7 @@ func mapOf(v any, path ...any) map[string]any {
 }
 
 // helmBin finds helm: $HELM, the deploy tools cache, or PATH. Without one
-// the chart tests skip, unless GXCONF_DEPLOY_REQUIRE_TOOLS is set (CI).
+// the chart tests skip, unless GXTEST_DEPLOY_REQUIRE_TOOLS is set (CI).
 func helmBin(t *testing.T) string {
 	t.Helper()
 	if h := os.Getenv("HELM"); h != "" {
@@ -89,7 +89,7 @@ func helmBin(t *testing.T) string {
 	if p, err := exec.LookPath("helm"); err == nil {
 		return p
 	}
-	if os.Getenv("GXCONF_DEPLOY_REQUIRE_TOOLS") != "" {
+	if os.Getenv("GXTEST_DEPLOY_REQUIRE_TOOLS") != "" {
 		t.Fatal("helm not found; run deploy/tools/build.sh helm")
 	}
 	t.Skip("helm not found (deploy/tools/build.sh helm builds it)")
