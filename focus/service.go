@@ -394,6 +394,13 @@ func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string)
 		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", len(grants)).Str("reason", reason).
 			Msg("Revoked the user's grants")
 	}
+	// Their call membership must go as well: have their delegated delayed
+	// leave events sent now, before the removal from the SFU, rather than
+	// when a delayed-leave job notices them gone (lk-jwt-service sends on
+	// any departure from the SFU).
+	if n := s.delegations.sendNow(ctx, roomID, userID); n > 0 {
+		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", n).Msg("Sending the removed user's delayed leave events")
+	}
 	removed := 0
 	var errs []error
 	seen := map[[2]string]bool{}
@@ -417,12 +424,6 @@ func (s *Service) RemoveUser(ctx context.Context, roomID, userID, reason string)
 			s.metrics.removed.WithLabelValues("error").Inc()
 			errs = append(errs, fmt.Errorf("failed to remove %s from %s: %w", g.Identity, g.LiveKitRoom, err))
 		}
-	}
-	// Their call membership must go as well: have their delegated delayed
-	// leave events sent now rather than when the SFU is seen without them
-	// (lk-jwt-service sends on any departure from the SFU).
-	if n := s.delegations.sendNow(ctx, roomID, userID); n > 0 {
-		s.log.Info().Str("room_id", roomID).Str("user_id", userID).Int("count", n).Msg("Sending the removed user's delayed leave events")
 	}
 	return removed, errors.Join(errs...)
 }
