@@ -75,11 +75,11 @@ const log = (m) => console.log("TURNPAGE " + m);
 func TestTURNTCPOnlyBrowser(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("needs chromium (scripts/deps.sh)")
+		missingPeer(t, "needs chromium (scripts/deps.sh)")
 	}
 	esbuild := filepath.Join("..", "web", "node_modules", ".bin", "esbuild")
 	if _, err := os.Stat(esbuild); err != nil {
-		t.Skip("needs web/node_modules (scripts/deps.sh web)")
+		missingPeer(t, "needs web/node_modules (scripts/deps.sh web)")
 	}
 	verifyNoLeaks(t)
 	n := newTCPOnlyNet(t)
