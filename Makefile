@@ -26,9 +26,11 @@ deps:
 demo: deps web
 	$(GO) run ./test/demo
 
-## test: every test, with the race detector, real peers included
+## test: every test, with the race detector, real peers included. One package at a time
+## (-p 1): the TURN and sites tests add veth interfaces to the host for a while, and a
+## browser test of another package running meanwhile would gather ICE candidates on them.
 test: deps lint web deploy-check
-	GXTEST_DEPLOY_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 25m ./...
+	GXTEST_DEPLOY_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -p 1 -timeout 25m ./...
 
 ## deploy-check: the Helm chart checked without Docker: helm lint, kubeconform, Pod Security,
 ## server-side dry-run against a throwaway etcd + kube-apiserver (deploy/check.sh; the tools
