@@ -40,11 +40,10 @@ func freePort(t *testing.T, network string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestServeTLS runs serve with the tls section: the focus, appservice and SFU
-// signalling listeners answer only over TLS 1.2+ with the configured
-// certificate, which a client checks against its CA.
-func TestServeTLS(t *testing.T) {
-	dir := t.TempDir()
+// testCertificate writes a self-signed ECDSA certificate for 127.0.0.1 and
+// its key into dir and returns their paths with a pool trusting it.
+func testCertificate(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	tmpl := &x509.Certificate{
@@ -56,13 +55,22 @@ func TestServeTLS(t *testing.T) {
 	require.NoError(t, err)
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	require.NoError(t, err)
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
 	leaf, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
-	pool := x509.NewCertPool()
+	pool = x509.NewCertPool()
 	pool.AddCert(leaf)
+	return certFile, keyFile, pool
+}
+
+// TestServeTLS runs serve with the tls section: the focus, appservice and SFU
+// signalling listeners answer only over TLS 1.2+ with the configured
+// certificate, which a client checks against its CA.
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := testCertificate(t, dir)
 
 	focusPort, asPort, sfuPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
 	raw := fmt.Sprintf(`
