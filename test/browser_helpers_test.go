@@ -97,14 +97,24 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 	t.Helper()
 	sfu := browserTestSFU()
 	t.Logf("SFU: %s", sfu)
+	return startBrowserEnvWith(t, sfu, harness.StackOptions{Config: sfu.config()})
+}
+
+// startBrowserEnvWith starts the environment on a stack with opts, whose
+// config gets the focus's discovery settings; sfu is the SFU that opts
+// configure (zero: the embedded one).
+func startBrowserEnvWith(t *testing.T, sfu testSFU, opts harness.StackOptions) *browserEnv {
+	t.Helper()
 	proxy, err := harness.ListenHomeserverProxy()
 	require.NoError(t, err)
-	cfg := sfu.config()
-	mergeInto(cfg, map[string]any{"focus": map[string]any{
+	if opts.Config == nil {
+		opts.Config = map[string]any{}
+	}
+	mergeInto(opts.Config, map[string]any{"focus": map[string]any{
 		// The proxy serves gxconf's whole well-known document.
 		"discovery": map[string]any{"homeserver_base_url": proxy.URL},
 	}})
-	s := startStack(t, harness.StackOptions{Config: cfg})
+	s := startStack(t, opts)
 	if sfu.URL == "" {
 		// The embedded SFU: its Twirp API answers the participant checks.
 		sfu = testSFU{URL: s.SFUURL, Key: s.SFUKey, Secret: s.SFUSecret}
