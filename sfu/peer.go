@@ -111,3 +111,22 @@ func checkPeerGrants(peer string, g *auth.ClaimGrants) error {
 	}
 	return nil
 }
+
+// PeerRooms returns the peer rooms on this node with the number of local
+// participants in each (the bridge links a peer room while it has any).
+func (s *Server) PeerRooms() map[string]int {
+	out := map[string]int{}
+	for _, r := range s.listRooms() {
+		if !IsPeerRoom(r.name) {
+			continue
+		}
+		n := 0
+		for _, p := range r.participantList() {
+			if p.remote == nil && !p.isClosed() {
+				n++
+			}
+		}
+		out[r.name] = n
+	}
+	return out
+}
