@@ -29,6 +29,8 @@ type association struct {
 	dialer bool
 	log    zerolog.Logger
 	rr     *sfu.RelayRoom
+	// pr is set for the association of a peered deployment (peer.go).
+	pr *peerRole
 
 	api      *webrtc.API
 	gatherer *webrtc.ICEGatherer
@@ -97,7 +99,7 @@ func (b *Bridge) settingEngine() webrtc.SettingEngine {
 
 // newAssociation prepares the transports and gathers candidates; nonce
 // is the offer's when answering.
-func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*association, *signal, error) {
+func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr *peerRole) (*association, *signal, error) {
 	rr, err := b.sfu.RelayRoom(room, true)
 	if err != nil {
 		return nil, nil, err
@@ -108,7 +110,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string) (*
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.settingEngine()))
 	a := &association{
-		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api,
+		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api, pr: pr,
 		log:      b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
 		open:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -472,6 +474,9 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 
 // handle runs one control message from the peer.
 func (a *association) handle(m *message) {
+	if a.pr != nil && a.pr.authority && !a.peerMayAsk(m) {
+		return
+	}
 	switch m.Type {
 	case msgParticipant:
 		a.onParticipant(m)
@@ -504,6 +509,9 @@ func (a *association) onParticipant(m *message) {
 	info := m.info
 	id := info.GetIdentity()
 	r := a.remotes[id]
+	if a.pr != nil && a.pr.authority && !a.admitPeerParticipant(m, r == nil) {
+		return
+	}
 	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
 		if r != nil && info.GetSid() == r.rp.SID() {
 			delete(a.remotes, id)

@@ -34,6 +34,14 @@ type Bridge struct {
 	testNet *delayNet
 	client  *http.Client
 	srv     *http.Server
+	mux     *http.ServeMux
+	// peering is set before Run (SetPeering); zero: no peers.
+	peering Peering
+	// peerPoke wakes FollowPeers (a participant joined a peer room).
+	peerPoke chan struct{}
+	// refused counts what peers asked of our rooms and were refused, by
+	// peer deployment and kind (under mu).
+	refused map[[2]string]uint64
 
 	mu     sync.Mutex
 	assocs map[assocKey]*association
@@ -59,13 +67,15 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 		return nil, fmt.Errorf("failed to listen on the relay address: %w", err)
 	}
 	b := &Bridge{
-		cfg:    cfg,
-		sfu:    s,
-		log:    log.With().Str("node_id", cfg.NodeID).Logger(),
-		ln:     ln,
-		client: &http.Client{Timeout: cfg.ConnectTimeout},
-		assocs: map[assocKey]*association{},
-		nonces: map[string]time.Time{},
+		cfg:      cfg,
+		sfu:      s,
+		log:      log.With().Str("node_id", cfg.NodeID).Logger(),
+		ln:       ln,
+		client:   &http.Client{Timeout: cfg.ConnectTimeout},
+		assocs:   map[assocKey]*association{},
+		nonces:   map[string]time.Time{},
+		peerPoke: make(chan struct{}, 1),
+		refused:  map[[2]string]uint64{},
 	}
 	if cfg.TestLinkDelay > 0 {
 		if b.testNet, err = newDelayNet(cfg.TestLinkDelay); err != nil {
@@ -79,9 +89,9 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() {
 		b.ip = ip
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc(associatePath, b.handleAssociate)
-	b.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	b.mux = http.NewServeMux()
+	b.mux.HandleFunc(associatePath, b.handleAssociate)
+	b.srv = &http.Server{Handler: b.mux, ReadHeaderTimeout: 5 * time.Second}
 	return b, nil
 }
 
@@ -144,7 +154,7 @@ func (b *Bridge) Link(ctx context.Context, room, peer, addr string) error {
 		return a.wait(ctx)
 	}
 	b.mu.Unlock()
-	a, offer, err := b.newAssociation(room, peer, true, "")
+	a, offer, err := b.newAssociation(room, peer, true, "", nil)
 	if err != nil {
 		return err
 	}
@@ -205,17 +215,17 @@ func (b *Bridge) Stats(room, peer string) (LinkStats, bool) {
 	return a.linkStats(), true
 }
 
-// accept creates the association for an authenticated offer and returns
-// our answer; an existing association for the pair is replaced (the peer
-// restarted it).
-func (b *Bridge) accept(offer *signal) (*association, *signal, error) {
+// accept creates the association of room with peer for an authenticated
+// offer and returns our answer; an existing association for the pair is
+// replaced (the peer restarted it). pr is set for a peered deployment.
+func (b *Bridge) accept(room, peer, nonce string, pr *peerRole) (*association, *signal, error) {
 	b.mu.Lock()
-	old := b.assocs[assocKey{offer.Room, offer.From}]
+	old := b.assocs[assocKey{room, peer}]
 	b.mu.Unlock()
 	if old != nil {
 		b.drop(old)
 	}
-	a, ans, err := b.newAssociation(offer.Room, offer.From, false, offer.Nonce)
+	a, ans, err := b.newAssociation(room, peer, false, nonce, pr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -55,6 +55,16 @@
 // while its track lives, even when nobody wants it; streams of gone tracks
 // are stopped (drain.go explains why that is safe with ORTC).
 //
+// # Peered deployments
+//
+// The same associations link a room with a gxconf deployment of another
+// federation over the IX (peer.go, peer_grants.go): the peer relays our
+// room for its own users under sfu.PeerRoomName(us, room), signalling and
+// grant checks are authenticated with a key derived from the per-peer
+// secret and carry deployment names, and the deployment that owns the room
+// is the authority (its peer's users only subscribe; what the peer sends
+// beyond that is ignored and counted; its removals reach the peer).
+//
 // # Media
 //
 // A track crosses an association only while a subscriber on the receiving

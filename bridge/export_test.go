@@ -71,3 +71,16 @@ func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string, can
 	<-done
 	return out, in, a.canStop.Load()
 }
+
+// sendOn makes room's association with peer send m, as a misbehaving peer
+// would.
+func (b *Bridge) sendOn(t *testing.T, room, peer string, m *message) {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	done := make(chan struct{})
+	a.post(func() {
+		a.send(m)
+		close(done)
+	})
+	<-done
+}

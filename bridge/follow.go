@@ -103,7 +103,10 @@ func (f *follower) reconcile(ctx context.Context) {
 	}
 	f.b.mu.Lock()
 	var stale []assocKey
-	for k := range f.b.assocs {
+	for k, a := range f.b.assocs {
+		if a.pr != nil {
+			continue // peer associations follow the peer rooms (FollowPeers)
+		}
 		if _, ok := want[k]; !ok {
 			stale = append(stale, k)
 		}

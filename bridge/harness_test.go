@@ -85,6 +85,13 @@ func startNode(t testing.TB, id string) *node {
 
 func startNodeWith(t testing.TB, id string, mut func(*Config)) *node {
 	t.Helper()
+	return startNodeFull(t, id, mut, nil)
+}
+
+// startNodeFull is startNodeWith with prepare run on the node before its
+// SFU and bridge run.
+func startNodeFull(t testing.TB, id string, mut func(*Config), prepare func(*node)) *node {
+	t.Helper()
 	n := &node{id: id, key: "APItest" + randHex(t, 4), secret: randHex(t, 24)}
 	cfg := sfu.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -106,6 +113,9 @@ func startNodeWith(t testing.TB, id string, mut func(*Config)) *node {
 	br, err := New(bcfg, srv, testLogger(t).With().Str("node", id).Logger())
 	require.NoError(t, err)
 	n.br = br
+	if prepare != nil {
+		prepare(n)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	sdone := make(chan error, 1)
@@ -171,6 +181,12 @@ type client struct {
 
 func (n *node) join(t *testing.T, room, identity string) *client {
 	t.Helper()
+	return n.joinToken(t, identity, n.token(t, room, identity))
+}
+
+// joinToken joins with the given access token.
+func (n *node) joinToken(t *testing.T, identity, token string) *client {
+	t.Helper()
 	c := &client{identity: identity, streams: map[string]*loadtest.StreamStats{}, pubs: map[string]*lksdk.RemoteTrackPublication{},
 		muted: map[string]bool{}, left: map[string]bool{}, speaker: map[string]bool{}}
 	cb := lksdk.NewRoomCallback()
@@ -217,7 +233,7 @@ func (n *node) join(t *testing.T, room, identity string) *client {
 		c.left[rp.Identity()] = true
 		c.mu.Unlock()
 	}
-	r, err := lksdk.ConnectToRoomWithToken(n.url, n.token(t, room, identity), cb, lksdk.WithAutoSubscribe(true))
+	r, err := lksdk.ConnectToRoomWithToken(n.url, token, cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err, "join %s", identity)
 	c.room = r
 	t.Cleanup(c.close)

@@ -59,10 +59,10 @@ func (b *Bridge) retireLocked(a *association) {
 	if b.retired == nil {
 		b.retired = map[string]*PeerStats{}
 	}
-	p := b.retired[a.peer]
+	p := b.retired[a.label()]
 	if p == nil {
-		p = &PeerStats{Peer: a.peer}
-		b.retired[a.peer] = p
+		p = &PeerStats{Peer: a.label()}
+		b.retired[a.label()] = p
 	}
 	p.add(a.stats.snapshot())
 }
@@ -81,10 +81,10 @@ func (b *Bridge) Peers() []PeerStats {
 	}
 	b.mu.Unlock()
 	for _, a := range assocs {
-		p := byPeer[a.peer]
+		p := byPeer[a.label()]
 		if p == nil {
-			p = &PeerStats{Peer: a.peer}
-			byPeer[a.peer] = p
+			p = &PeerStats{Peer: a.label()}
+			byPeer[a.label()] = p
 		}
 		s := a.linkStats()
 		p.add(s)
@@ -149,12 +149,60 @@ var (
 	descNacked    = prometheus.NewDesc("gxconf_bridge_relay_lost_packets_total", "Packets from a peer node found missing on the relay link (each NACKed).", peerLabel, nil)
 	descRetrans   = prometheus.NewDesc("gxconf_bridge_relay_retransmitted_packets_total", "Packets resent to a peer node on its NACKs.", peerLabel, nil)
 	descKeyframes = prometheus.NewDesc("gxconf_bridge_relay_keyframe_requests_total", "Keyframe requests received from (in) or sent to (out) a peer node.", dirLabels, nil)
+
+	descPeerRooms   = prometheus.NewDesc("gxconf_bridge_peer_rooms", "Rooms relayed now with a peered deployment: ours it relays (role=authority) or its that we relay (role=relay).", []string{"peer", "role"}, nil)
+	descPeerTracks  = prometheus.NewDesc("gxconf_bridge_peer_tracks", "Tracks relayed now to (out) or from (in) a peered deployment.", dirLabels, nil)
+	descPeerRefused = prometheus.NewDesc("gxconf_bridge_peer_refused_total", "Requests of a peered deployment on our rooms that were refused, by kind (track, data, control, participant).", []string{"peer", "kind"}, nil)
 )
+
+// PeerDeployment is the live relay with one peered deployment.
+type PeerDeployment struct {
+	Peer string
+	// Authority counts our rooms the peer relays; Relay its rooms we relay.
+	Authority, Relay    int
+	TracksOut, TracksIn int
+}
+
+// PeerDeployments returns the live relays per peered deployment, in name
+// order.
+func (b *Bridge) PeerDeployments() []PeerDeployment {
+	b.mu.Lock()
+	var assocs []*association
+	for _, a := range b.assocs {
+		if a.pr != nil {
+			assocs = append(assocs, a)
+		}
+	}
+	b.mu.Unlock()
+	by := map[string]*PeerDeployment{}
+	for _, a := range assocs {
+		d := by[a.pr.deployment]
+		if d == nil {
+			d = &PeerDeployment{Peer: a.pr.deployment}
+			by[a.pr.deployment] = d
+		}
+		if a.pr.authority {
+			d.Authority++
+		} else {
+			d.Relay++
+		}
+		st := a.stats.snapshot()
+		d.TracksOut += st.TracksOut
+		d.TracksIn += st.TracksIn
+	}
+	out := make([]PeerDeployment, 0, len(by))
+	for _, d := range by {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}
 
 type collector struct{ b *Bridge }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes} {
+	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes,
+		descPeerRooms, descPeerTracks, descPeerRefused} {
 		ch <- d
 	}
 }
@@ -179,5 +227,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descTracks, float64(p.TracksIn), p.Peer, "in")
 		gauge(descLinks, float64(p.Links), p.Peer)
 		gauge(descRTT, p.RTT.Seconds(), p.Peer)
+	}
+	for _, d := range c.b.PeerDeployments() {
+		ch <- prometheus.MustNewConstMetric(descPeerRooms, prometheus.GaugeValue, float64(d.Authority), d.Peer, "authority")
+		ch <- prometheus.MustNewConstMetric(descPeerRooms, prometheus.GaugeValue, float64(d.Relay), d.Peer, "relay")
+		ch <- prometheus.MustNewConstMetric(descPeerTracks, prometheus.GaugeValue, float64(d.TracksOut), d.Peer, "out")
+		ch <- prometheus.MustNewConstMetric(descPeerTracks, prometheus.GaugeValue, float64(d.TracksIn), d.Peer, "in")
+	}
+	c.b.mu.Lock()
+	refused := make(map[[2]string]uint64, len(c.b.refused))
+	for k, v := range c.b.refused {
+		refused[k] = v
+	}
+	c.b.mu.Unlock()
+	for k, v := range refused {
+		ch <- prometheus.MustNewConstMetric(descPeerRefused, prometheus.CounterValue, float64(v), k[0], k[1])
 	}
 }

@@ -30,11 +30,14 @@ const (
 // signal is one side's half of an association: who, which room, and its
 // ICE, DTLS and SCTP parameters.
 type signal struct {
-	Version    int                     `json:"v"`
-	From       string                  `json:"from"`
-	To         string                  `json:"to"`
-	Room       string                  `json:"room"`
-	TimeMs     int64                   `json:"time_ms"`
+	Version int    `json:"v"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Room    string `json:"room"`
+	TimeMs  int64  `json:"time_ms"`
+	// Node is the sending node's id in a peer association, whose From
+	// and To are deployment names.
+	Node       string                  `json:"node,omitempty"`
 	Nonce      string                  `json:"nonce"`
 	ICE        webrtc.ICEParameters    `json:"ice"`
 	Candidates []webrtc.ICECandidate   `json:"candidates"`
@@ -134,7 +137,7 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, errStale.Error(), http.StatusUnauthorized)
 		return
 	}
-	a, ans, err := b.accept(offer)
+	a, ans, err := b.accept(offer.Room, offer.From, offer.Nonce, nil)
 	if err != nil {
 		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("node_id", offer.From).Msg("failed to accept relay association")
 		http.Error(w, "cannot associate", http.StatusServiceUnavailable)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"reflect"
@@ -44,9 +45,12 @@ type Config struct {
 	// Cluster is this node's place in the SFU cluster (alone by default).
 	Cluster cluster.Config `yaml:"cluster"`
 	// Bridge relays media between the nodes of a room (with cluster.relay_address).
-	Bridge  bridge.Config `yaml:"bridge"`
-	Metrics Metrics       `yaml:"metrics"`
-	Logging Logging       `yaml:"logging"`
+	Bridge bridge.Config `yaml:"bridge"`
+	// Peering relays rooms with gxconf deployments of other federations
+	// over the IX.
+	Peering Peering `yaml:"peering"`
+	Metrics Metrics `yaml:"metrics"`
+	Logging Logging `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
 
@@ -156,6 +160,20 @@ func (c *Config) Validate() error {
 	if c.Cluster.Multi() && c.Database.Type != "postgres" {
 		errs = append(errs, errors.New("database.type: a cluster needs one database for every node (postgres): grants, revocations and delayed leaves are checked by whichever node a client reaches"))
 	}
+	add("peering", c.Peering.Validate())
+	if c.Peering.Enabled() {
+		if !c.SFU.Enabled || c.Focus.SFU.URL != "" {
+			errs = append(errs, errors.New("peering: needs the embedded SFU (sfu.enabled: true, focus.sfu.url empty): it checks the peers' tokens"))
+		}
+		if c.Bridge.Listen == "" {
+			errs = append(errs, errors.New("peering: needs the bridge: set cluster.relay_address (or bridge.listen) to this deployment's relay address on the IX"))
+		}
+		for _, n := range slices.Sorted(maps.Keys(c.Peering.Peers)) {
+			if slices.Contains(c.Peering.Peers[n].Homeservers, c.Homeserver.Domain) {
+				errs = append(errs, fmt.Errorf("peering.peers.%s.homeservers: names our own homeserver %s", n, c.Homeserver.Domain))
+			}
+		}
+	}
 	if c.BridgeEnabled() {
 		b := c.Bridge
 		b.NodeID = "derived" // the cluster's node id, set at start
@@ -193,9 +211,10 @@ func (c *Config) Validate() error {
 }
 
 // BridgeEnabled tells whether this node relays media to the other nodes of
-// its rooms: in a cluster, when it has a relay address.
+// its rooms (in a cluster, when it has a relay address) or with peered
+// deployments (when it has a relay listener).
 func (c *Config) BridgeEnabled() bool {
-	return c.Cluster.Multi() && c.Cluster.RelayAddress != ""
+	return (c.Cluster.Multi() && c.Cluster.RelayAddress != "") || (c.Peering.Enabled() && c.Bridge.Listen != "")
 }
 
 // derive fills keys whose default is another key's value, and gives the
@@ -210,6 +229,13 @@ func (c *Config) derive() {
 	}
 	if c.Bridge.Listen == "" {
 		c.Bridge.Listen = c.Cluster.RelayAddress
+	}
+	if c.Peering.Enabled() && !c.Cluster.Multi() && c.Bridge.Secret == "" {
+		// A lone node's bridge only serves peers, each with its own secret;
+		// the cluster secret guards nothing, so nobody needs to know it.
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret)
+		c.Bridge.Secret = base64.RawURLEncoding.EncodeToString(secret)
 	}
 	if c.Cluster.SignalURL == "" && c.SFU.Enabled {
 		// This node's own signalling URL: the SFU's public URL, or its
@@ -278,6 +304,7 @@ func Parse(raw []byte, environ []string) (*Config, error) {
 		}
 	}
 	problems = append(problems, applyEnv(&cfg, environ)...)
+	problems = append(problems, cfg.Peering.loadSecrets()...)
 	if len(problems) > 0 {
 		return nil, problems
 	}

@@ -244,3 +244,60 @@ bridge: {secret: relay-secret-long-enough-0123456789abcdef, test_link_loss: 0.05
 	require.Equal(t, 20*time.Millisecond, cfg.Bridge.TestLinkDelay)
 	require.True(t, cfg.Bridge.Testing)
 }
+
+// peeringYAML is a valid single-node peering setup of fed-a.
+const peeringYAML = `
+homeserver: {domain: fed-a.test, address: "http://127.0.0.1:8008"}
+cluster: {relay_address: "10.99.0.1:7890"}
+peering:
+  name: fed-a
+  peers:
+    fed-b:
+      relay_address: 10.99.0.2:7890
+      url: wss://sfu.fed-b.test
+      homeservers: [fed-b.test]
+      levels: [public, kritis]
+      secret: 0123456789abcdef0123456789abcdef-peer
+`
+
+// Peering: a valid section enables the bridge on a lone node; every field
+// is checked and named; both deployments derive the same keys from the
+// secret, different per use and direction.
+func TestPeering(t *testing.T) {
+	cfg, err := Parse([]byte(peeringYAML), nil)
+	require.NoError(t, err)
+	require.True(t, cfg.BridgeEnabled())
+	require.Equal(t, "10.99.0.1:7890", cfg.Bridge.Listen)
+	require.GreaterOrEqual(t, len(cfg.Bridge.Secret), 32, "a lone node's bridge gets a cluster secret nobody needs")
+	pc := cfg.Peering.Peers["fed-b"]
+	other := PeerConfig{Secret: pc.Secret}
+	require.Equal(t, pc.TokenSecret("fed-a"), other.TokenSecret("fed-a"))
+	require.NotEqual(t, pc.TokenSecret("fed-a"), pc.TokenSecret("fed-b"))
+	require.NotEqual(t, pc.TokenSecret("fed-a"), string(pc.SignalKey()))
+	require.Len(t, pc.SignalKey(), 32)
+
+	file := filepath.Join(t.TempDir(), "peer")
+	require.NoError(t, os.WriteFile(file, []byte("0123456789abcdef0123456789abcdef-file\n"), 0o600))
+	cfg, err = Parse([]byte(strings.Replace(peeringYAML, "secret: 0123456789abcdef0123456789abcdef-peer", "secret_file: "+file, 1)), nil)
+	require.NoError(t, err)
+	require.Equal(t, "0123456789abcdef0123456789abcdef-file", cfg.Peering.Peers["fed-b"].Secret)
+
+	for _, c := range []struct{ from, to, want string }{
+		{"name: fed-a", "name: fed.a", "peering.name:"},
+		{"fed-b:\n", "fed-a:\n", "peering.peers.fed-a: names this deployment"},
+		{"relay_address: 10.99.0.2:7890", "relay_address: nope", "peering.peers.fed-b.relay_address:"},
+		{"url: wss://sfu.fed-b.test", "url: https://sfu.fed-b.test", "peering.peers.fed-b.url:"},
+		{"homeservers: [fed-b.test]", "homeservers: []", "peering.peers.fed-b.homeservers:"},
+		{"homeservers: [fed-b.test]", "homeservers: [fed-a.test]", "peering.peers.fed-b.homeservers: names our own homeserver"},
+		{"levels: [public, kritis]", "levels: [secret]", "peering.peers.fed-b.levels:"},
+		{"levels: [public, kritis]", "levels: []", "peering.peers.fed-b.levels:"},
+		{"secret: 0123456789abcdef0123456789abcdef-peer", "secret: short", "peering.peers.fed-b.secret:"},
+		{"secret: 0123456789abcdef0123456789abcdef-peer", "secret: x\n      secret_file: /nonexistent", "peering.peers.fed-b.secret_file:"},
+		{`cluster: {relay_address: "10.99.0.1:7890"}`, "", "peering: needs the bridge"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(peeringYAML, c.from, c.to, 1)), nil)
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}

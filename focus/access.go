@@ -79,7 +79,10 @@ func (c *CredentialAccess) Decide(ctx context.Context, req AccessRequest) (Acces
 	}
 	if d.Allow {
 		c.forget(req.UserID, req.RoomID)
-		dec := AccessDecision{NotAfter: d.ExpiresAt}
+		dec := AccessDecision{NotAfter: d.ExpiresAt, Level: credentials.LevelPublic}
+		if policy != nil {
+			dec.Level = policy.Level
+		}
 		if policy != nil && policy.MaxParticipants > 0 {
 			dec.MaxParticipants = uint32(policy.MaxParticipants)
 		}

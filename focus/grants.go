@@ -41,6 +41,9 @@ type Grant struct {
 	NotAfter time.Time
 	// RevokedAt is when the grant was revoked; zero while it holds.
 	RevokedAt time.Time
+	// Peer is the peered deployment whose relay serves the holder (the
+	// token is for its URL); empty for our own SFU.
+	Peer string
 }
 
 // grantStore remembers grants so that participants can be removed later and
@@ -83,13 +86,14 @@ func (s *grantStore) reserve(ctx context.Context, g Grant) error {
 	return nil
 }
 
-// activate makes a reserved grant usable with its final expiry and end. It
-// fails with ErrGrantRevoked if the grant was revoked since it was reserved.
-func (s *grantStore) activate(ctx context.Context, tokenID string, expires, notAfter, now time.Time) error {
+// activate makes a reserved grant usable with its final expiry, end and
+// peer (empty: our own SFU). It fails with ErrGrantRevoked if the grant was
+// revoked since it was reserved.
+func (s *grantStore) activate(ctx context.Context, tokenID string, expires, notAfter, now time.Time, peer string) error {
 	res, err := s.db.Exec(ctx, `
-		UPDATE focus_grant SET activated_at=$2, expires_at=$3, not_after=$4
+		UPDATE focus_grant SET activated_at=$2, expires_at=$3, not_after=$4, peer=$5
 		WHERE token_id=$1 AND revoked_at=0`,
-		tokenID, now.UnixMilli(), expires.UnixMilli(), millis(notAfter))
+		tokenID, now.UnixMilli(), expires.UnixMilli(), millis(notAfter), peer)
 	if err != nil {
 		return fmt.Errorf("failed to activate grant: %w", err)
 	}
@@ -122,7 +126,7 @@ func (s *grantStore) revokeUser(ctx context.Context, roomID, userID string, at t
 	return gs, nil
 }
 
-const grantColumns = "token_id, lk_room, identity, room_id, user_id, device_id, issued_at, expires_at, not_after, revoked_at"
+const grantColumns = "token_id, lk_room, identity, room_id, user_id, device_id, issued_at, expires_at, not_after, revoked_at, peer"
 
 func (s *grantStore) get(ctx context.Context, tokenID string) (*Grant, bool, error) {
 	gs, err := s.query(ctx, "SELECT "+grantColumns+" FROM focus_grant WHERE token_id=$1 AND activated_at<>0", tokenID)
@@ -143,7 +147,7 @@ func (s *grantStore) query(ctx context.Context, query string, args ...any) ([]Gr
 		var g Grant
 		var issued, expires, notAfter, revoked int64
 		if err := rows.Scan(&g.TokenID, &g.LiveKitRoom, &g.Identity, &g.RoomID, &g.UserID, &g.DeviceID,
-			&issued, &expires, &notAfter, &revoked); err != nil {
+			&issued, &expires, &notAfter, &revoked, &g.Peer); err != nil {
 			return nil, fmt.Errorf("failed to scan grant: %w", err)
 		}
 		g.IssuedAt, g.ExpiresAt = time.UnixMilli(issued), time.UnixMilli(expires)
@@ -168,6 +172,23 @@ func (s *grantStore) roomsForUser(ctx context.Context, userID string) ([]Grant, 
 		}
 	}
 	return out, nil
+}
+
+// peerGranted tells whether an active, unexpired grant for peer exists in
+// lkRoom (for identity, unless empty).
+func (s *grantStore) peerGranted(ctx context.Context, peer, lkRoom, identity string, now time.Time) (bool, error) {
+	q := `SELECT COUNT(*) FROM focus_grant WHERE lk_room=$1 AND peer=$2 AND activated_at<>0 AND revoked_at=0
+		AND expires_at>$3 AND (not_after=0 OR not_after>$3)`
+	args := []any{lkRoom, peer, now.UnixMilli()}
+	if identity != "" {
+		q += " AND identity=$4"
+		args = append(args, identity)
+	}
+	var n int
+	if err := s.db.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return false, fmt.Errorf("failed to query peer grants: %w", err)
+	}
+	return n > 0, nil
 }
 
 // lastRevocation returns when a grant for identity in lkRoom was last

@@ -41,7 +41,7 @@ func TestGrantMigrationsAndQueries(t *testing.T) {
 		g.ExpiresAt = g.IssuedAt.Add(time.Hour)
 		require.NoError(t, s.reserve(ctx, g), i)
 		if g.TokenID != "t5" {
-			require.NoError(t, s.activate(ctx, g.TokenID, g.ExpiresAt, time.Time{}, g.IssuedAt), i)
+			require.NoError(t, s.activate(ctx, g.TokenID, g.ExpiresAt, time.Time{}, g.IssuedAt, ""), i)
 		}
 	}
 	_, ok, err := s.get(ctx, "t5")
@@ -56,7 +56,7 @@ func TestGrantMigrationsAndQueries(t *testing.T) {
 	revoked, err := s.revokeUser(ctx, "!r1", "@a", now)
 	require.NoError(t, err)
 	require.Len(t, revoked, 3, "active and reserved grants")
-	require.ErrorIs(t, s.activate(ctx, "t5", now.Add(time.Hour), time.Time{}, now), ErrGrantRevoked)
+	require.ErrorIs(t, s.activate(ctx, "t5", now.Add(time.Hour), time.Time{}, now, ""), ErrGrantRevoked)
 	revoked, err = s.revokeUser(ctx, "!r1", "@a", now)
 	require.NoError(t, err)
 	require.Empty(t, revoked, "revoked once")

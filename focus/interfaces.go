@@ -7,6 +7,7 @@ import (
 	"github.com/livekit/protocol/livekit"
 
 	"github.com/gxfs-conf/gxconf/cluster"
+	"github.com/gxfs-conf/gxconf/credentials"
 )
 
 // RoomService is the part of LiveKit's livekit.RoomService the focus uses. The
@@ -58,6 +59,9 @@ type AccessDecision struct {
 	MaxParticipants uint32
 	// DenyPublish forces a subscribe-only token.
 	DenyPublish bool
+	// Level is the room's confidentiality level (empty: public); it
+	// decides which peered deployments may relay the room.
+	Level credentials.Level
 }
 
 // AccessDecider applies a room's access policy beyond membership (credentials,

@@ -140,7 +140,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	now := time.Now()
 	require.NoError(t, svc.grants.reserve(ctx, Grant{TokenID: "jti-1", LiveKitRoom: "lk", Identity: "id", RoomID: "!r",
 		UserID: "@u:local.test", DeviceID: "D", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}))
-	require.NoError(t, svc.grants.activate(ctx, "jti-1", now.Add(time.Hour), time.Time{}, now))
+	require.NoError(t, svc.grants.activate(ctx, "jti-1", now.Add(time.Hour), time.Time{}, now, ""))
 	_, err := svc.CheckGrant(ctx, "jti-1", "lk", "id", now)
 	require.NoError(t, err)
 	_, err = svc.RemoveUser(ctx, "!r", "@u:local.test", "banned from the room")

@@ -35,7 +35,10 @@ type Options struct {
 	Placer Placer
 	// NodeID is this node's cluster ID: rooms placed here are created on
 	// Rooms; a room placed on another node is created by that node at join.
-	NodeID     string
+	NodeID string
+	// Peering routes users of peered deployments to their deployment's
+	// relay of our rooms; nil: none.
+	Peering    *Peering
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -52,6 +55,7 @@ type Service struct {
 	msg         Messenger
 	placer      Placer
 	nodeID      string
+	peering     *Peering
 	grants      *grantStore
 	cs          *csAPI
 	delegations *delegator
@@ -106,6 +110,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		msg:         opts.Messenger,
 		placer:      opts.Placer,
 		nodeID:      opts.NodeID,
+		peering:     opts.Peering,
 		grants:      grants,
 		ipLimit:     newKeyedLimiter(opts.Config.RateLimit.PerIP),
 		userLimit:   newKeyedLimiter(opts.Config.RateLimit.PerUser),
@@ -214,8 +219,14 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	canPublish := s.isFullAccess(in.openID.MatrixServerName) && !decision.DenyPublish
 
-	url, local, err := s.place(ctx, lkRoom, in.openID.MatrixServerName)
-	if err != nil {
+	// A user of a peered deployment that may relay this room subscribes on
+	// that deployment's relay; everyone else on our SFU.
+	peer := s.peerRoute(in.openID.MatrixServerName, decision.Level, canPublish)
+	var url string
+	local := false
+	if peer != nil {
+		url = peer.URL
+	} else if url, local, err = s.place(ctx, lkRoom, in.openID.MatrixServerName); err != nil {
 		return nil, err
 	}
 	if local {
@@ -239,7 +250,13 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 			return nil, &DeniedError{Reason: "Your credential has expired; verify it again."}
 		}
 	}
-	jwt, err := s.mint(tokenID, lkRoom, identity, canPublish, ttl)
+	var jwt, peerName string
+	if peer != nil {
+		peerName = peer.Name
+		jwt, err = mintPeer(peer, tokenID, lkRoom, identity, ttl)
+	} else {
+		jwt, err = s.mint(tokenID, lkRoom, identity, canPublish, ttl)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign token: %w", err)
 	}
@@ -252,7 +269,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 			return nil, err
 		}
 	}
-	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now()); err != nil {
+	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now(), peerName); err != nil {
 		if errors.Is(err, ErrGrantRevoked) {
 			// Removed meanwhile: the leave must go too.
 			s.delegations.sendNow(context.WithoutCancel(ctx), in.roomID, user.String())
@@ -262,7 +279,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	}
 	handedOut = true
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
-	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Msg("Issued LiveKit token")
+	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Str("peer", peerName).Msg("Issued LiveKit token")
 	return &TokenResponse{URL: url, JWT: jwt}, nil
 }
 

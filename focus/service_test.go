@@ -156,6 +156,12 @@ type harness struct {
 
 func newHarness(t *testing.T, mutate func(*Config)) *harness {
 	t.Helper()
+	return newHarnessOpts(t, mutate, nil)
+}
+
+// newHarnessOpts is newHarness with opts changing the service's options.
+func newHarnessOpts(t *testing.T, mutate func(*Config), opts func(*Options)) *harness {
+	t.Helper()
 	hs := newFakeHomeserver(t)
 	cfg := DefaultConfig()
 	cfg.SFU = SFUConfig{URL: "wss://sfu.test", APIKey: testKey, APISecret: testSecret}
@@ -170,7 +176,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 	t.Cleanup(func() { _ = db.Close() })
 	rooms := &fakeRooms{absent: map[string]bool{}}
 	reg := prometheus.NewRegistry()
-	svc, err := New(context.Background(), Options{
+	o := Options{
 		Config:      cfg,
 		LocalDomain: "local.test",
 		DB:          db,
@@ -181,7 +187,11 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 		},
 		Log:        zerolog.New(zerolog.NewTestWriter(t)),
 		Registerer: reg,
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	svc, err := New(context.Background(), o)
 	require.NoError(t, err)
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)

@@ -50,6 +50,10 @@ func (s *Server) verifyToken(raw string) (*auth.ClaimGrants, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.peer != "" {
+		// A peer's tokens only join; the RoomService is this deployment's.
+		return nil, fmt.Errorf("%w: a peer token", ErrInvalidToken)
+	}
 	return t.grants, nil
 }
 
@@ -64,6 +68,9 @@ type verifiedToken struct {
 	// grantIssued is when the token's grant was issued, to the millisecond,
 	// when the GrantChecker knows it (tokens with an ID); else zero.
 	grantIssued time.Time
+	// peer is the deployment whose peer key signed the token; empty for
+	// this node's own keys.
+	peer string
 }
 
 func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
@@ -75,6 +82,10 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 		return nil, fmt.Errorf("%w: malformed", ErrInvalidToken)
 	}
 	secret, ok := s.lookupSecret(v.APIKey())
+	peerSecret, peer, isPeer := s.peerSecret(v.APIKey())
+	if isPeer {
+		secret, ok = peerSecret, true
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown api key", ErrInvalidToken)
 	}
@@ -82,7 +93,15 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	t := &verifiedToken{grants: grants, apiKey: v.APIKey(), id: claims.ID}
+	if isPeer {
+		if err := checkPeerGrants(peer, grants); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
+	} else if grants.Video != nil && IsPeerRoom(grants.Video.Room) {
+		// The peer decides who sees its room, not this deployment's keys.
+		return nil, fmt.Errorf("%w: only the peer's tokens join a peer room", ErrInvalidToken)
+	}
+	t := &verifiedToken{grants: grants, apiKey: v.APIKey(), id: claims.ID, peer: peer}
 	switch {
 	case claims.IssuedAt != nil:
 		t.issuedAt = claims.IssuedAt.Time
@@ -101,6 +120,9 @@ func (s *Server) verifyTokenDetails(raw string) (*verifiedToken, error) {
 // for an expired token (and its grant can still be checked and revoked).
 func (s *Server) refreshToken(tok *verifiedToken, video *auth.VideoGrant, expires time.Time) (string, error) {
 	secret, ok := s.lookupSecret(tok.apiKey)
+	if tok.peer != "" {
+		secret, _, ok = s.peerSecret(tok.apiKey)
+	}
 	if !ok {
 		return "", fmt.Errorf("%w: the key %q is no longer configured", ErrInvalidToken, tok.apiKey)
 	}

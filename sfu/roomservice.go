@@ -305,6 +305,10 @@ func (g *guardedRoomService) CreateRoom(ctx context.Context, req *livekit.Create
 	if err := requireGrant(ctx, roomCreate); err != nil {
 		return nil, err
 	}
+	if IsPeerRoom(req.GetName()) {
+		// Peer rooms exist only while a peer's subscribers use them.
+		return nil, twirp.InvalidArgumentError("name", "is in the reserved peer namespace")
+	}
 	return g.inner.CreateRoom(ctx, req)
 }
 

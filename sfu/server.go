@@ -66,6 +66,8 @@ type Server struct {
 	draining atomic.Bool
 	// grants, when set (before Run), is asked about every token.
 	grants GrantChecker
+	// peering admits peered deployments' subscribers (SetPeering, before Run).
+	peering Peering
 	// tls, when set, serves the signalling listener with TLS (SetTLSConfig).
 	tls *tls.Config
 	// turn is the embedded TURN server (nil unless turn.enabled).

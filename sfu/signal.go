@@ -70,6 +70,10 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if r.URL.Query().Get("join_request") != "" {
 		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
 	}
+	if token.peer != "" && s.grants == nil {
+		// Only the peer can tell whether its grant holds: fail closed.
+		return nil, http.StatusUnauthorized, "permission denied: peer tokens need a grant check"
+	}
 	if s.grants != nil {
 		issued, err := s.grants.CheckGrant(r.Context(), token.id, grants.Video.Room, grants.Identity, token.issuedAt)
 		if err != nil {
@@ -83,7 +87,9 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if s.svc.revoked(grants.Video.Room, grants.Identity, token) {
 		return nil, http.StatusForbidden, ErrTokenRevoked.Error()
 	}
-	room, _, err := s.getOrCreateRoom(grants.Video.Room, s.defaultRoomOptions(), s.cfg.Room.AutoCreate)
+	// A peer room is created by its first subscriber: the peer's focus
+	// cannot create rooms here.
+	room, _, err := s.getOrCreateRoom(grants.Video.Room, s.defaultRoomOptions(), s.cfg.Room.AutoCreate || token.peer != "")
 	switch {
 	case errors.Is(err, ErrRoomNotFound):
 		return nil, http.StatusNotFound, ErrRoomNotFound.Error()
@@ -169,6 +175,9 @@ func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.joins.WithLabelValues("joined").Inc()
+	if adm.token.peer != "" && s.peering.Joined != nil {
+		s.peering.Joined(adm.room.name)
+	}
 	reason := p.readLoop(r.Context())
 	p.close(reason, false)
 }

@@ -26,6 +26,7 @@ import (
 	mxas "maunium.net/go/mautrix/appservice"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
@@ -155,6 +156,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Messenger:   late,
 		Placer:      placer,
 		NodeID:      nodeID,
+		Peering:     focusPeering(cfg.Peering),
 		Log:         focusLog,
 		Registerer:  registry,
 	})
@@ -164,6 +166,15 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if sfuSrv != nil {
 		// The embedded SFU asks the focus whether each token's grant still holds.
 		sfuSrv.SetGrantChecker(focusSvc)
+		var br *bridge.Bridge
+		if node != nil {
+			br = node.bridge
+		}
+		peerRunners, err := startPeering(cfg, sfuSrv, br, focusSvc, registry, log.With().Str("component", "bridge").Logger())
+		if err != nil {
+			return err
+		}
+		runners = append(runners, peerRunners...)
 	}
 	focusSvc.Handle(credentials.MountPath, verifier.Handler())
 	as, err := appservice.New(ctx, appservice.Options{

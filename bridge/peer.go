@@ -1,0 +1,517 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gxfs-conf/gxconf/sfu"
+	"github.com/livekit/protocol/livekit"
+)
+
+// Peered deployments (issue 10): two gxconf deployments of different
+// federations that name each other as peers relay each other's rooms over
+// the IX, one copy per track, instead of every remote subscriber fetching
+// every track across it.
+//
+// Deployment A's focus hands a user of peer B a subscribe-only token for
+// sfu.PeerRoomName(A, X) on B's URL. When such a participant joins a node
+// of B, that node links the peer room with A's relay address for room X
+// (FollowPeers, re-linking with backoff while it has participants there).
+// Signalling (POST peerAssociatePath) is the cluster's, authenticated with
+// the key derived from the A-B peer secret instead of the cluster secret,
+// From/To naming deployments and Node the dialing node; replay protection
+// as for the cluster. A accepts only while a user served by B holds an
+// active grant for X (PeerAuthority): no grant, no relay.
+//
+// A is the authority of its room: participants announced by B enter X
+// only with an active grant for B and never with tracks; B's data, track
+// streams, and remove / mute / update / metadata requests are ignored,
+// logged and counted (gxconf_bridge_peer_refused_total). A's removals
+// (RoomService.RemoveParticipant on A, the focus's leave and revocation
+// path) reach B as the existing remove message and B applies them. B's SFU
+// asks A about every peer token at join and refresh (PeerGrants, POST
+// peerGrantPath) and refuses when A cannot be asked.
+
+const (
+	peerAssociatePath = "/gxconf/relay/v1/peer/associate"
+	peerGrantPath     = "/gxconf/relay/v1/peer/grant"
+	peerHeader        = "X-Gxconf-Peer"
+	// peerKeyPrefix marks association keys of peer deployments; cluster
+	// node ids cannot contain ':'.
+	peerKeyPrefix = "gxpeer:"
+	// peerRetryMax caps the backoff of re-linking a peer room.
+	peerRetryMax = 10 * time.Second
+	// peerFollowInterval bounds how long a peer room waits for its link
+	// when a join was not signalled.
+	peerFollowInterval = time.Second
+)
+
+// PeerAuthority answers for this deployment's rooms when a peer relays
+// them (the focus implements it from its grants).
+type PeerAuthority interface {
+	// CheckPeerGrant checks a token issued for peer's relay (as
+	// sfu.GrantChecker.CheckGrant) and returns the grant's issue time.
+	CheckPeerGrant(ctx context.Context, peer, tokenID, room, identity string) (time.Time, error)
+	// RenewPeerGrant is sfu.GrantChecker.RenewGrant for such a token.
+	RenewPeerGrant(ctx context.Context, peer, tokenID, room, identity string, until time.Time) (time.Time, error)
+	// PeerRoomGranted tells whether a user served by peer holds an active
+	// grant for room.
+	PeerRoomGranted(ctx context.Context, peer, room string) (bool, error)
+	// PeerParticipantGranted tells whether identity holds an active grant
+	// for room issued for peer's relay.
+	PeerParticipantGranted(ctx context.Context, peer, room, identity string) (bool, error)
+}
+
+// Peering configures the bridge for peered deployments.
+type Peering struct {
+	// Self is this deployment's peer name.
+	Self string
+	// Peers are the peer deployments by name.
+	Peers map[string]PeerLink
+	// Authority answers for our rooms; nil: peers may not relay them.
+	Authority PeerAuthority
+}
+
+// PeerLink is one peer deployment as the bridge sees it.
+type PeerLink struct {
+	// RelayAddress is the peer's relay signalling address on the IX.
+	RelayAddress string
+	// SignalKey authenticates signalling and grant checks with the peer
+	// (derived from the peer secret).
+	SignalKey []byte
+}
+
+// SetPeering enables peered deployments; call it before Run.
+func (b *Bridge) SetPeering(p Peering) {
+	b.peering = p
+	b.mux.HandleFunc(peerAssociatePath, b.handlePeerAssociate)
+	b.mux.HandleFunc(peerGrantPath, b.handlePeerGrant)
+}
+
+// PeerJoined tells the bridge a participant joined a peer room here
+// (sfu.Peering.Joined), so FollowPeers links it at once. It never blocks.
+func (b *Bridge) PeerJoined(string) {
+	select {
+	case b.peerPoke <- struct{}{}:
+	default:
+	}
+}
+
+// peerRole is what makes an association one with a peered deployment.
+type peerRole struct {
+	// deployment is the peer deployment's name (the metrics label).
+	deployment string
+	// authority: the room is ours and the peer only subscribes.
+	authority bool
+}
+
+// label names the association's peer in metrics: the node, or the peer
+// deployment.
+func (a *association) label() string {
+	if a.pr != nil {
+		return a.pr.deployment
+	}
+	return a.peer
+}
+
+// Kinds of refused peer requests (gxconf_bridge_peer_refused_total).
+const (
+	refusedTrack       = "track"
+	refusedData        = "data"
+	refusedControl     = "control"
+	refusedParticipant = "participant"
+)
+
+func (b *Bridge) countRefused(peer, kind string) {
+	b.mu.Lock()
+	b.refused[[2]string{peer, kind}]++
+	b.mu.Unlock()
+}
+
+// PeerRefused returns how many requests of kind ("track", "data",
+// "control", "participant") peer made of our rooms that were refused.
+func (b *Bridge) PeerRefused(peer, kind string) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refused[[2]string{peer, kind}]
+}
+
+// peerMayAsk filters the control messages of a peer relaying our room:
+// it may announce its subscribers, say which layers they want and close;
+// it may not publish, send data, or act on our participants or room.
+func (a *association) peerMayAsk(m *message) bool {
+	var kind string
+	switch m.Type {
+	case msgParticipant, msgWant, msgStreamReady, msgBye:
+		return true
+	case msgStream:
+		kind = refusedTrack
+	case msgData:
+		kind = refusedData
+	default: // remove, mute, update, room metadata
+		kind = refusedControl
+	}
+	a.b.countRefused(a.pr.deployment, kind)
+	a.log.Warn().Str("type", m.Type).Str("lk_identity", m.Identity).Msg("Ignored a peer's request on our room")
+	return false
+}
+
+// admitPeerParticipant vets a participant a peer announces in our room:
+// a new one must hold an active grant for that peer (else the peer is told
+// to remove it); tracks are dropped (the peer's users only subscribe). It
+// reports whether the message is to be applied.
+func (a *association) admitPeerParticipant(m *message, isNew bool) bool {
+	info := m.info
+	if len(info.GetTracks()) > 0 || len(m.Codecs) > 0 {
+		a.b.countRefused(a.pr.deployment, refusedTrack)
+		a.log.Warn().Str("lk_identity", info.GetIdentity()).Msg("Ignored tracks a peer announced in our room")
+		info.Tracks, m.Codecs = nil, nil
+	}
+	info.Permission = &livekit.ParticipantPermission{CanSubscribe: true}
+	if !isNew || info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
+		return true
+	}
+	// The grant store is local: the worker waits for it briefly.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ok, err := a.b.peering.Authority.PeerParticipantGranted(ctx, a.pr.deployment, a.room, info.GetIdentity())
+	if err == nil && ok {
+		return true
+	}
+	a.b.countRefused(a.pr.deployment, refusedParticipant)
+	a.log.Warn().Err(err).Str("lk_identity", info.GetIdentity()).Msg("A peer announced a participant without a grant; removing it there")
+	a.send(&message{Type: msgRemove, Identity: info.GetIdentity(), Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)})
+	return false
+}
+
+// peerKey is the association key of a peer room: on the relaying side one
+// per (peer room, peer deployment), on the authority's side one per (room,
+// relaying node of the peer).
+func peerKey(deployment, node string) string {
+	if node == "" {
+		return peerKeyPrefix + deployment
+	}
+	return peerKeyPrefix + deployment + "/" + node
+}
+
+// peerMAC is the HMAC of peer signalling under a peer's signal key.
+func peerMAC(key []byte, label string, bound, body []byte) []byte {
+	return mac(string(key), "peer "+label, bound, body)
+}
+
+// linkPeer links the peer room local (sfu.PeerRoomName(P, X)) with P's
+// relay for X; this node dials. It returns once the association is up.
+func (b *Bridge) linkPeer(ctx context.Context, local string) error {
+	dep, room, ok := sfu.ParsePeerRoom(local)
+	if !ok {
+		return fmt.Errorf("%q is no peer room", local)
+	}
+	pl, ok := b.peering.Peers[dep]
+	if !ok {
+		return fmt.Errorf("%s is not a configured peer", dep)
+	}
+	key := assocKey{local, peerKey(dep, "")}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if a := b.assocs[key]; a != nil {
+		b.mu.Unlock()
+		return a.wait(ctx)
+	}
+	b.mu.Unlock()
+	a, offer, err := b.newAssociation(local, key.peer, true, "", &peerRole{deployment: dep})
+	if err != nil {
+		return err
+	}
+	if err := b.register(a); err != nil {
+		a.close()
+		return err
+	}
+	offer.From, offer.To, offer.Room, offer.Node = b.peering.Self, dep, room, b.cfg.NodeID
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
+	defer cancel()
+	ans, err := b.dialPeerSignal(ctx, pl, offer)
+	if err != nil {
+		b.drop(a)
+		return err
+	}
+	a.startAsync(ans)
+	if err := a.wait(ctx); err != nil {
+		b.drop(a)
+		return err
+	}
+	return nil
+}
+
+// dialPeerSignal sends our offer to a peer deployment's relay and returns
+// its verified answer.
+func (b *Bridge) dialPeerSignal(ctx context.Context, pl PeerLink, offer *signal) (*signal, error) {
+	body, err := json.Marshal(offer)
+	if err != nil {
+		return nil, err
+	}
+	sum := peerMAC(pl.SignalKey, "offer", nil, body)
+	rb, err := b.postPeer(ctx, pl.RelayAddress, peerAssociatePath, body, sum, pl.SignalKey, "answer")
+	if err != nil {
+		return nil, err
+	}
+	ans := &signal{}
+	if err := json.Unmarshal(rb, ans); err != nil {
+		return nil, fmt.Errorf("failed to decode relay answer: %w", err)
+	}
+	if ans.From != offer.To || ans.To != offer.From || ans.Room != offer.Room || ans.Nonce != offer.Nonce {
+		return nil, errUnauthenticated
+	}
+	return ans, nil
+}
+
+// postPeer POSTs an authenticated body to a peer's relay address and
+// returns the answer's body once its MAC (label, bound to ours) verifies.
+func (b *Bridge) postPeer(ctx context.Context, addr, path string, body, sum, key []byte, label string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(peerHeader, b.peering.Self)
+	req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(sum))
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("failed to reach peer relay %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxSignalBody))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("peer relay %s refused: %s: %s", addr, resp.Status, strings.TrimSpace(string(rb)))
+	}
+	got, err := base64.StdEncoding.DecodeString(resp.Header.Get(macHeader))
+	if err != nil || !hmac.Equal(got, peerMAC(key, label, sum, rb)) {
+		return nil, errUnauthenticated
+	}
+	return rb, nil
+}
+
+// readPeer authenticates a peer's request: the peer it names, the body
+// and its MAC under that peer's key. It writes the refusal itself.
+func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, pl PeerLink, body, sum []byte, ok bool) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return "", PeerLink{}, nil, nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignalBody))
+	if err != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return "", PeerLink{}, nil, nil, false
+	}
+	peer = r.Header.Get(peerHeader)
+	pl, known := b.peering.Peers[peer]
+	sum, err = base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
+	// An unknown peer is refused like a wrong MAC: nothing tells which
+	// peers exist.
+	if !known || err != nil || !hmac.Equal(sum, peerMAC(pl.SignalKey, labelFor(r.URL.Path), nil, body)) {
+		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
+		return "", PeerLink{}, nil, nil, false
+	}
+	return peer, pl, body, sum, true
+}
+
+func labelFor(path string) string {
+	if path == peerGrantPath {
+		return "grant"
+	}
+	return "offer"
+}
+
+// answerPeer writes an authenticated answer bound to the request's MAC.
+func answerPeer(w http.ResponseWriter, key, sum []byte, label string, v any) {
+	rb, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(macHeader, base64.StdEncoding.EncodeToString(peerMAC(key, label, sum, rb)))
+	_, _ = w.Write(rb)
+}
+
+// handlePeerAssociate answers a peer's offer to relay one of our rooms, if
+// a user it serves holds a grant for it.
+func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
+	peer, pl, body, sum, ok := b.readPeer(w, r)
+	if !ok {
+		return
+	}
+	offer := &signal{}
+	if err := json.Unmarshal(body, offer); err != nil || offer.Version != 1 || offer.Room == "" || offer.Node == "" ||
+		len(offer.Node) > 64 || offer.From != peer || sfu.IsPeerRoom(offer.Room) {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	if offer.To != b.peering.Self {
+		http.Error(w, "wrong deployment", http.StatusMisdirectedRequest)
+		return
+	}
+	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {
+		http.Error(w, errStale.Error(), http.StatusUnauthorized)
+		return
+	}
+	if b.peering.Authority == nil {
+		http.Error(w, "this deployment does not let peers relay its rooms", http.StatusForbidden)
+		return
+	}
+	granted, err := b.peering.Authority.PeerRoomGranted(r.Context(), peer, offer.Room)
+	if err != nil {
+		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("peer", peer).Msg("failed to check a peer's grants")
+		http.Error(w, "cannot check grants", http.StatusServiceUnavailable)
+		return
+	}
+	if !granted {
+		b.countRefused(peer, refusedParticipant)
+		b.log.Warn().Str("lk_room", offer.Room).Str("peer", peer).Msg("Refused a peer's relay: none of its users holds a grant for the room")
+		http.Error(w, "no grant for this peer in the room", http.StatusForbidden)
+		return
+	}
+	a, ans, err := b.accept(offer.Room, peerKey(peer, offer.Node), offer.Nonce, &peerRole{deployment: peer, authority: true})
+	if err != nil {
+		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("peer", peer).Msg("failed to accept a peer's relay association")
+		http.Error(w, "cannot associate", http.StatusServiceUnavailable)
+		return
+	}
+	ans.From, ans.To, ans.Room, ans.Node = b.peering.Self, peer, offer.Room, b.cfg.NodeID
+	answerPeer(w, pl.SignalKey, sum, "answer", ans)
+	a.startAsync(offer)
+}
+
+// FollowPeers keeps every peer room of this node that has local
+// participants linked with its peer deployment until ctx ends: it links
+// on joins (PeerJoined) and every peerFollowInterval, re-links a lost
+// association with backoff, and unlinks a room nobody here uses any more.
+func (b *Bridge) FollowPeers(ctx context.Context) error {
+	if len(b.peering.Peers) == 0 {
+		return nil
+	}
+	tick := time.NewTicker(peerFollowInterval)
+	defer tick.Stop()
+	pf := &peerFollower{b: b, retry: map[string]*peerRetry{}, unused: map[string]time.Time{}}
+	defer pf.wg.Wait()
+	for {
+		pf.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-b.peerPoke:
+		case <-tick.C:
+		}
+	}
+}
+
+type peerRetry struct {
+	linking bool
+	fails   int
+	next    time.Time
+}
+
+// peerFollower is FollowPeers' state; the link goroutines update retry
+// under mu.
+type peerFollower struct {
+	b  *Bridge
+	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	retry map[string]*peerRetry // by peer room
+	// unused is when a linked peer room was first seen without local
+	// participants (FollowPeers' goroutine only).
+	unused map[string]time.Time
+}
+
+func (pf *peerFollower) reconcile(ctx context.Context) {
+	rooms := pf.b.sfu.PeerRooms()
+	now := time.Now()
+	for room, n := range rooms {
+		dep, _, ok := sfu.ParsePeerRoom(room)
+		if _, known := pf.b.peering.Peers[dep]; !ok || !known || n == 0 {
+			continue
+		}
+		if pf.b.Linked(room, peerKey(dep, "")) {
+			continue
+		}
+		pf.mu.Lock()
+		rt := pf.retry[room]
+		if rt == nil {
+			rt = &peerRetry{}
+			pf.retry[room] = rt
+		}
+		if rt.linking || now.Before(rt.next) {
+			pf.mu.Unlock()
+			continue
+		}
+		rt.linking = true
+		pf.mu.Unlock()
+		pf.wg.Add(1)
+		go func() {
+			defer pf.wg.Done()
+			err := pf.b.linkPeer(ctx, room)
+			pf.mu.Lock()
+			defer pf.mu.Unlock()
+			rt.linking = false
+			if err == nil {
+				rt.fails, rt.next = 0, time.Time{}
+				return
+			}
+			rt.fails++
+			rt.next = time.Now().Add(min(time.Second<<min(rt.fails-1, 4), peerRetryMax))
+			if ctx.Err() == nil {
+				pf.b.log.Warn().Err(err).Str("lk_room", room).Str("peer", dep).Int("attempt", rt.fails).
+					Msg("Failed to link a peer room with its deployment; retrying")
+			}
+		}()
+	}
+	// Rooms gone or unused here: forget their retries, unlink after a grace.
+	pf.mu.Lock()
+	for room, rt := range pf.retry {
+		if rooms[room] == 0 && !rt.linking {
+			delete(pf.retry, room)
+		}
+	}
+	pf.mu.Unlock()
+	pf.b.mu.Lock()
+	var unused []assocKey
+	for k, a := range pf.b.assocs {
+		if a.pr != nil && !a.pr.authority && rooms[k.room] == 0 {
+			unused = append(unused, k)
+		}
+	}
+	pf.b.mu.Unlock()
+	next := map[string]time.Time{}
+	for _, k := range unused {
+		since, ok := pf.unused[k.room]
+		if !ok {
+			since = now
+		}
+		if now.Sub(since) < unlinkGrace {
+			next[k.room] = since
+			continue
+		}
+		pf.b.log.Info().Str("lk_room", k.room).Msg("Unlinking a peer room nobody here uses any more")
+		pf.b.Unlink(k.room, k.peer)
+	}
+	pf.unused = next
+}
+
+// errNoPeer: a peer room of a deployment that is not configured.
+var errNoPeer = errors.New("the room belongs to no configured peer")

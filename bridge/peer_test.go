@@ -1,0 +1,331 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gxfs-conf/gxconf/sfu"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	peerSignalKey   = []byte("signal-key-fed-a-fed-b-0123456789abcdef")
+	peerTokenSecret = "token-secret-fed-a-0123456789abcdef"
+	errNoGrant      = errors.New("no such grant")
+	errRevokedGrant = errors.New("grant revoked")
+)
+
+// fakeAuthority is fed-a's grant store: token id → grant.
+type fakeAuthority struct {
+	mu     sync.Mutex
+	grants map[string]*fakePeerGrant
+	checks int
+}
+
+type fakePeerGrant struct {
+	peer, room, identity string
+	issued               time.Time
+	revoked              bool
+}
+
+func newFakeAuthority() *fakeAuthority { return &fakeAuthority{grants: map[string]*fakePeerGrant{}} }
+
+func (f *fakeAuthority) grant(id, peer, room, identity string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.grants[id] = &fakePeerGrant{peer: peer, room: room, identity: identity, issued: time.Now()}
+}
+
+func (f *fakeAuthority) revoke(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.grants[id].revoked = true
+}
+
+func (f *fakeAuthority) find(peer, tokenID, room, identity string) (*fakePeerGrant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checks++
+	g := f.grants[tokenID]
+	switch {
+	case g == nil || g.peer != peer || g.room != room || g.identity != identity:
+		return nil, errNoGrant
+	case g.revoked:
+		return nil, errRevokedGrant
+	}
+	return g, nil
+}
+
+func (f *fakeAuthority) CheckPeerGrant(_ context.Context, peer, tokenID, room, identity string) (time.Time, error) {
+	g, err := f.find(peer, tokenID, room, identity)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return g.issued, nil
+}
+
+func (f *fakeAuthority) RenewPeerGrant(_ context.Context, peer, tokenID, room, identity string, until time.Time) (time.Time, error) {
+	if _, err := f.find(peer, tokenID, room, identity); err != nil {
+		return time.Time{}, err
+	}
+	return until, nil
+}
+
+func (f *fakeAuthority) granted(peer, room, identity string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, g := range f.grants {
+		if g.peer == peer && g.room == room && !g.revoked && (identity == "" || g.identity == identity) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeAuthority) PeerRoomGranted(_ context.Context, peer, room string) (bool, error) {
+	return f.granted(peer, room, ""), nil
+}
+
+func (f *fakeAuthority) PeerParticipantGranted(_ context.Context, peer, room, identity string) (bool, error) {
+	return f.granted(peer, room, identity), nil
+}
+
+// startFedA is fed-a's node: the authority of its rooms, peered with fed-b.
+func startFedA(t *testing.T, auth *fakeAuthority) *node {
+	t.Helper()
+	return startNodeFull(t, "a1", nil, func(n *node) {
+		n.br.SetPeering(Peering{Self: "fed-a", Authority: auth,
+			Peers: map[string]PeerLink{"fed-b": {RelayAddress: "127.0.0.1:9", SignalKey: peerSignalKey}}})
+	})
+}
+
+// startFedB is fed-b's node relaying fed-a's rooms (signal key key) and
+// following its peer rooms until the test ends.
+func startFedB(t *testing.T, a *node, key []byte) *node {
+	t.Helper()
+	b := startNodeFull(t, "b1", nil, func(n *node) {
+		n.br.SetPeering(Peering{Self: "fed-b", Peers: map[string]PeerLink{"fed-a": {RelayAddress: a.br.Addr(), SignalKey: key}}})
+		n.srv.SetPeering(sfu.Peering{Keys: map[string]string{"fed-a": peerTokenSecret}, Joined: n.br.PeerJoined})
+		n.srv.SetGrantChecker(n.br.PeerGrants(nil))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.br.FollowPeers(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return b
+}
+
+// peerToken is fed-a's focus's token for identity on fed-b's relay of X.
+func peerToken(t testing.TB, identity, id, room string) string {
+	t.Helper()
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": sfu.PeerAPIKey("fed-a"), "sub": identity, "jti": id,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"video": map[string]any{"roomJoin": true, "room": sfu.PeerRoomName("fed-a", room),
+			"canPublish": false, "canPublishData": false, "canSubscribe": true},
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(peerTokenSecret))
+	require.NoError(t, err)
+	return tok
+}
+
+func validate(t *testing.T, n *node, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, strings.Replace(n.url, "ws://", "http://", 1)+"/rtc/validate", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+var peerRoomX = sfu.PeerRoomName("fed-a", "X")
+
+// TestPeerRelay: fed-b's subscribers of fed-a's room X join fed-b's node
+// with fed-a's peer tokens; fed-b links the room with fed-a once and both
+// receive alice's media over that one association (one copy per track);
+// fed-a sees them in X; fed-a's removal reaches fed-b's relay, and the
+// revoked grant refuses the same token at fed-b.
+func TestPeerRelay(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	auth.grant("tok-rob", "fed-b", "X", "rob")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	rob := b.joinToken(t, "rob", peerToken(t, "rob", "tok-rob", "X"))
+	rita.waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	rob.waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	require.Equal(t, alice.room.LocalParticipant.SID(), rita.room.GetParticipantByIdentity("alice").SID())
+
+	// One association, each track once.
+	require.Eventually(t, func() bool {
+		pa, pb := a.br.PeerDeployments(), b.br.PeerDeployments()
+		return len(pa) == 1 && pa[0] == PeerDeployment{Peer: "fed-b", Authority: 1, TracksOut: 2} &&
+			len(pb) == 1 && pb[0] == PeerDeployment{Peer: "fed-a", Relay: 1, TracksIn: 2}
+	}, 10*time.Second, 50*time.Millisecond, "%+v %+v", a.br.PeerDeployments(), b.br.PeerDeployments())
+	st, ok := a.br.Stats("X", peerKey("fed-b", "b1"))
+	require.True(t, ok)
+	t.Logf("fed-a -> fed-b: video packets per layer %v, audio %d, for 2 subscribers", st.SentPackets, st.SentAudio)
+	names := map[string]bool{}
+	for _, p := range a.br.Peers() {
+		names[p.Peer] = true
+	}
+	require.True(t, names["fed-b"], "relay metrics are labelled with the peer deployment")
+
+	// fed-a sees fed-b's subscribers in its room, without publish rights.
+	require.Eventually(t, func() bool {
+		return alice.room.GetParticipantByIdentity("rita") != nil && alice.room.GetParticipantByIdentity("rob") != nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// fed-a's policy removes rita: its grant is revoked and the removal
+	// reaches fed-b's relay.
+	auth.revoke("tok-rita")
+	_, err := a.srv.RoomService().RemoveParticipant(context.Background(), &livekit.RoomParticipantIdentity{Room: "X", Identity: "rita"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := b.srv.RoomService().GetParticipant(context.Background(), &livekit.RoomParticipantIdentity{Room: peerRoomX, Identity: "rita"})
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond, "rita is still on fed-b's relay")
+	require.Equal(t, http.StatusForbidden, validate(t, b, peerToken(t, "rita", "tok-rita", "X")), "a revoked grant at fed-a refuses the rejoin")
+	require.Equal(t, http.StatusOK, validate(t, b, peerToken(t, "rob", "tok-rob", "X")))
+	rob.waitMedia(t, []string{"alice"}, 60, 100, 20*time.Second)
+}
+
+// TestPeerRelaySecurity: fed-a accepts no association without a grant for
+// the peer, nor with the wrong key, nor replayed requests; whatever fed-b
+// sends through the association to publish, send data or act on fed-a's
+// participants has no effect in fed-a's room.
+func TestPeerRelaySecurity(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+	ctx := context.Background()
+
+	t.Run("no grant, no relay", func(t *testing.T) {
+		err := b.br.linkPeer(ctx, sfu.PeerRoomName("fed-a", "Y"))
+		require.ErrorContains(t, err, "403")
+		require.NotZero(t, a.br.PeerRefused("fed-b", refusedParticipant))
+	})
+	t.Run("wrong peer secret", func(t *testing.T) {
+		bad := startFedB(t, a, []byte("another-signal-key-0123456789abcdef"))
+		require.ErrorContains(t, bad.br.linkPeer(ctx, peerRoomX), "401")
+		// Nobody can vouch for the token: the join is refused.
+		require.Equal(t, http.StatusForbidden, validate(t, bad, peerToken(t, "rita", "tok-rita", "X")))
+	})
+	t.Run("replayed", func(t *testing.T) {
+		body, err := json.Marshal(&grantRequest{Version: 1, From: "fed-b", To: "fed-a", TimeMs: time.Now().UnixMilli(),
+			Nonce: newNonce(), Op: "check", Room: "X", Identity: "rita", TokenID: "tok-rita"})
+		require.NoError(t, err)
+		post := func() int {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+peerGrantPath, bytes.NewReader(body))
+			req.Header.Set(peerHeader, "fed-b")
+			req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(peerMAC(peerSignalKey, "grant", nil, body)))
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		require.Equal(t, http.StatusOK, post())
+		require.Equal(t, http.StatusUnauthorized, post())
+	})
+
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	require.Eventually(t, func() bool { return alice.room.GetParticipantByIdentity("rita") != nil }, 10*time.Second, 20*time.Millisecond)
+	peerOnB := peerKey("fed-a", "")
+	rs := a.srv.RoomService()
+	aliceInfo := func() *livekit.ParticipantInfo {
+		p, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "X", Identity: "alice"})
+		require.NoError(t, err)
+		return p
+	}
+	videoSID := alice.pub.VideoPub.SID()
+
+	// fed-b announces a track for rita, sends data, and asks fed-a to
+	// remove, mute and update alice and to change the room's metadata.
+	sid := rita.room.LocalParticipant.SID()
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgParticipant, Codecs: []trackCodec{{SID: "TR_evil", MimeType: "video/VP8", ClockRate: 90000}},
+		info: &livekit.ParticipantInfo{Identity: "rita", Sid: sid, Version: 1000, State: livekit.ParticipantInfo_ACTIVE,
+			Tracks: []*livekit.TrackInfo{{Sid: "TR_evil", Type: livekit.TrackType_VIDEO}}}})
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgStream, SID: "TR_evil", SSRC: 1234, Kind: "video"})
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgData, Label: "_reliable", Data: []byte("evil")})
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgMute, Identity: "alice", SID: videoSID})
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "alice", Name: "pwned"}})
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgRoomMeta, Data: []byte("pwned")})
+	// fed-b's own RoomService removes alice from its relay: the removal
+	// goes to fed-a as a remove message.
+	_, err := b.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: peerRoomX, Identity: "alice"})
+	require.NoError(t, err)
+	// A participant without a grant.
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgParticipant,
+		info: &livekit.ParticipantInfo{Identity: "eve", Sid: "PA_eve", Version: 1, State: livekit.ParticipantInfo_ACTIVE}})
+
+	require.Eventually(t, func() bool {
+		return a.br.PeerRefused("fed-b", refusedTrack) >= 2 && a.br.PeerRefused("fed-b", refusedData) >= 1 &&
+			a.br.PeerRefused("fed-b", refusedControl) >= 4 && a.br.PeerRefused("fed-b", refusedParticipant) >= 2
+	}, 10*time.Second, 20*time.Millisecond)
+	rp, err := rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "X", Identity: "rita"})
+	require.NoError(t, err)
+	require.Empty(t, rp.GetTracks(), "fed-b's participant published nothing in fed-a's room")
+	require.False(t, rp.GetPermission().GetCanPublish())
+	_, err = rs.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "X", Identity: "eve"})
+	require.Error(t, err, "a participant without a grant does not enter")
+	info := aliceInfo()
+	require.Equal(t, livekit.ParticipantInfo_ACTIVE, info.GetState(), "alice is still in fed-a's room")
+	require.NotEqual(t, "pwned", info.GetName())
+	for _, tr := range info.GetTracks() {
+		require.False(t, tr.GetMuted(), "fed-b muted alice's %s", tr.GetSid())
+	}
+	require.False(t, alice.hasData("", "evil"))
+	require.Nil(t, alice.room.GetParticipantByIdentity("eve"))
+}
+
+// TestPeerRelayRelinks: the IX link dies; fed-b's subscriber stays
+// connected to fed-b's node, fed-b links again and its media resumes
+// without anyone rejoining.
+func TestPeerRelayRelinks(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	before := rita.stream("alice/video")
+
+	// fed-a's end goes silent, as when the IX link is cut.
+	a.br.assocFor(t, "X", peerKey("fed-b", "b1")).vanish()
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		v := rita.stream("alice/video")
+		return v != before && v != nil && v.Frames.Load() >= 10
+	}, 30*time.Second, 50*time.Millisecond, "media did not resume")
+	t.Logf("media resumed %s after the link died", time.Since(start).Round(100*time.Millisecond))
+	require.Equal(t, lksdk.ConnectionStateConnected, rita.room.ConnectionState(), "rita did not reconnect by hand")
+}
