@@ -90,8 +90,9 @@ type Federations struct {
 }
 
 // StartFederations builds the namespaces and starts both homeservers and
-// gxconfs (needs root). On error everything started is torn down again.
-func StartFederations(ctx context.Context, opts FederationOptions) (_ *Federations, err error) {
+// gxconfs (needs root). On error everything started is torn down again
+// and the error includes the failing gxconf's log.
+func StartFederations(ctx context.Context, opts FederationOptions) (f *Federations, err error) {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -100,10 +101,11 @@ func StartFederations(ctx context.Context, opts FederationOptions) (_ *Federatio
 	if err != nil {
 		return nil, err
 	}
-	f := &Federations{Net: tn}
+	f = &Federations{Net: tn}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, f.Close())
+			f = nil
 		}
 	}()
 	feds := make([]*Federation, 2)
