@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -245,6 +247,17 @@ func (fed *Federation) RestartGxconf(ctx context.Context, overrides map[string]a
 		return errors.Join(stopErr, err)
 	}
 	return errors.Join(stopErr, fed.startGxconf(ctx))
+}
+
+// BotClient is a client of the federation's homeserver acting as gxconf's
+// bot (with the registration's as_token): it reads rooms as that
+// homeserver currently sees them.
+func (fed *Federation) BotClient() (*mautrix.Client, error) {
+	reg, err := appservice.LoadRegistration(fed.RegistrationPath)
+	if err != nil {
+		return nil, err
+	}
+	return mautrix.NewClient(fed.Dendrite.URL, fed.BotID, reg.AppToken)
 }
 
 // Logs returns the tails of the federation's gxconf and Dendrite logs.
