@@ -314,6 +314,11 @@ func TestFederatedCall(t *testing.T) {
 			waitForMessageIn(t, bob, dm, fed.BotID, "is verified until")
 			_, _, g := token(t, fed, bob, "bob-1")
 			require.True(t, g.Video.GetCanPublish(), fed.Name)
+			if fed == fb {
+				// fed-a verifies for itself: fed-b's attestation is not shared.
+				status, out := postJSON(t, fa.FocusURL+"/get_token", getTokenBody(room, bob, "bob-1", openID(t, bob)))
+				require.Equal(t, http.StatusForbidden, status, out)
+			}
 		}
 	})
 }

@@ -92,8 +92,8 @@ type Federations struct {
 }
 
 // StartFederations builds the namespaces and starts both homeservers and
-// gxconfs (needs root). On error everything started is torn down again
-// and the error includes the failing gxconf's log.
+// gxconfs (needs root). On error everything started is torn down again;
+// the error includes the failing process's log.
 func StartFederations(ctx context.Context, opts FederationOptions) (f *Federations, err error) {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -212,7 +212,9 @@ func (fed *Federation) start(ctx context.Context, overrides map[string]any, open
 		OpenIDTokenLifetime: openIDLifetime,
 	})
 	if err != nil {
-		return err
+		// The log is in the test's temporary directory, gone by the time
+		// anyone reads the error.
+		return fmt.Errorf("%w\n%s", err, (&Dendrite{Dir: hsDir}).Log())
 	}
 	fed.Stack = s
 	return fed.startGxconf(ctx)
