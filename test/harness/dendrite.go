@@ -124,6 +124,17 @@ type DendriteOptions struct {
 	OpenIDTokenLifetime time.Duration
 	// Stdout receives Dendrite's own output; nil discards it (it also logs to Dir/log).
 	Stdout io.Writer
+	// Netns runs Dendrite inside that network namespace (`ip netns exec`);
+	// the listeners' addresses must exist there and Host must be reachable
+	// from the test's namespace. Empty: the test's own namespace.
+	Netns string
+	// FederationTLS, if set, is the host:port of a federation (HTTPS)
+	// listener with a self-signed certificate generated at start. Such a
+	// homeserver federates: it does not verify its peers' certificates
+	// either (federation_api.disable_tls_validation), as every test
+	// homeserver's is self-signed. Its port must be the one other servers
+	// find for ServerName (e.g. the explicit port in "hs.test:8448").
+	FederationTLS string
 }
 
 // Dendrite is a running homeserver.
@@ -159,7 +170,12 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	keys := exec.CommandContext(ctx, filepath.Join(bin, "generate-keys"), "-private-key", "matrix_key.pem")
+	keyArgs := []string{"-private-key", "matrix_key.pem"}
+	if opts.FederationTLS != "" {
+		// Self-signed; 2048 bits, as 4096 (the default) costs seconds.
+		keyArgs = append(keyArgs, "-tls-cert", "server.crt", "-tls-key", "server.key", "-keysize", "2048")
+	}
+	keys := exec.CommandContext(ctx, filepath.Join(bin, "generate-keys"), keyArgs...)
 	keys.Dir = dir
 	if out, err := keys.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("generate-keys: %w\n%s", err, out)
@@ -184,7 +200,16 @@ func StartDendrite(ctx context.Context, opts DendriteOptions) (*Dendrite, error)
 		host = "127.0.0.1"
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(opts.Port))
-	cmd := exec.Command(filepath.Join(bin, "dendrite"), "-config", cfgPath, "-http-bind-address", addr)
+	args := []string{filepath.Join(bin, "dendrite"), "-config", cfgPath, "-http-bind-address", addr}
+	if opts.FederationTLS != "" {
+		args = append(args, "-https-bind-address", opts.FederationTLS,
+			"-tls-cert", filepath.Join(dir, "server.crt"), "-tls-key", filepath.Join(dir, "server.key"))
+	}
+	if opts.Netns != "" {
+		// ip execs Dendrite: the process (group) we signal is Dendrite's.
+		args = append([]string{"ip", "netns", "exec", opts.Netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
 	out := opts.Stdout
 	if out == nil {
@@ -242,7 +267,11 @@ func editDendriteConfig(raw []byte, secret, dir string, opts DendriteOptions) ([
 	if rl, ok := client["rate_limiting"].(map[string]any); ok {
 		rl["enabled"] = false
 	}
-	section("federation_api")["key_perspectives"] = []any{}
+	fed := section("federation_api")
+	fed["key_perspectives"] = []any{}
+	if opts.FederationTLS != "" {
+		fed["disable_tls_validation"] = true
+	}
 	userAPI := section("user_api")
 	userAPI["bcrypt_cost"] = 4
 	if opts.OpenIDTokenLifetime > 0 {

@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,7 +70,20 @@ func sweep() {
 				_ = ipCmd("netns", "del", f[0])
 			}
 		}
+		removeHostsDirs(e.Name())
 		_ = os.Remove(filepath.Join(markerDir, e.Name()))
+	}
+}
+
+// netnsEtc is where `ip netns exec` finds per-namespace files, which it
+// bind-mounts over their /etc counterparts (ip-netns(8)).
+const netnsEtc = "/etc/netns"
+
+// removeHostsDirs deletes the /etc/netns directories of run id's namespaces.
+func removeHostsDirs(runID string) {
+	dirs, _ := filepath.Glob(filepath.Join(netnsEtc, "gx"+runID+"*"))
+	for _, d := range dirs {
+		_ = os.RemoveAll(d)
 	}
 }
 
@@ -187,6 +202,23 @@ func (s *Site) AddIXAddr(host int) (string, error) {
 	return a, ipCmd("-n", s.Name, "addr", "add", a+"/24", "dev", s.ix)
 }
 
+// SetHosts writes the namespace's own hosts file (/etc/netns/<name>/hosts):
+// processes started with `ip netns exec` (Command, StartGxconfIn,
+// DendriteOptions.Netns) resolve names with it instead of /etc/hosts.
+// localhost is kept; names maps host names to addresses.
+func (s *Site) SetHosts(names map[string]string) error {
+	dir := filepath.Join(netnsEtc, s.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		fmt.Fprintf(&b, "%s\t%s\n", names[name], name)
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644)
+}
+
 // Command runs name in the site's namespace.
 func (s *Site) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", s.Name, name}, args...)...)
@@ -206,6 +238,7 @@ func (n *TestNet) Close() error {
 			_ = ipCmd("link", "del", l)
 		}
 	}
+	removeHostsDirs(n.ID)
 	if len(errs) == 0 {
 		_ = os.Remove(filepath.Join(markerDir, n.ID))
 	}
