@@ -463,12 +463,13 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			if a.canStop.Load() {
 				ot.stop()
 				delete(a.out, sid)
-				a.stats.outTracks.Store(int64(len(a.out)))
 			} else if ot.sub != nil {
+				ot.wanted = 0
 				ot.sub.SetWanted(0)
 			}
 		}
 	}
+	a.countTracks()
 	a.send(m)
 }
 
@@ -604,7 +605,8 @@ type LinkStats struct {
 	SentAudio, RecvAudio   uint64    // audio packets sent / received
 	// SentAudioBytes, RecvAudioBytes are the audio RTP bytes.
 	SentAudioBytes, RecvAudioBytes uint64
-	// TracksOut, TracksIn count the tracks relayed to / from the peer now.
+	// TracksOut, TracksIn count the tracks relayed to / from the peer now:
+	// those of which the receiving node wants a layer.
 	TracksOut, TracksIn int
 	// RTT is the round trip time of the ICE consent checks on the link
 	// (0 until measured).

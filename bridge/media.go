@@ -94,10 +94,30 @@ func (a *association) onWant(sid string, mask uint8) {
 			return
 		}
 		a.out[sid] = ot
-		a.stats.outTracks.Store(int64(len(a.out)))
 	}
 	ot.wanted = mask
+	a.countTracks()
 	a.allocate()
+}
+
+// countTracks publishes how many tracks cross the link now in each
+// direction. A track stays known (its streams, its publication on the
+// receiving node) after its last subscriber there went, but while no layer
+// of it is wanted nothing of it crosses, and the gauges say so.
+func (a *association) countTracks() {
+	var out, in int64
+	for _, ot := range a.out {
+		if ot.wanted != 0 {
+			out++
+		}
+	}
+	for _, it := range a.inTracks {
+		if it.wanted != 0 {
+			in++
+		}
+	}
+	a.stats.outTracks.Store(out)
+	a.stats.inTracks.Store(in)
 }
 
 // WriteRTP implements sfu.RelaySink; it runs on the publisher's read loop.
@@ -266,6 +286,8 @@ type inTrack struct {
 	kind webrtc.RTPCodecType
 	rt   *sfu.RemoteTrack
 	ssrc [3]atomic.Uint32 // relay SSRC per layer, for keyframe requests
+	// wanted is the layers last asked of the peer (worker only).
+	wanted uint8
 }
 
 func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCodec) bool {
@@ -282,7 +304,11 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 	}
 	sid := it.sid
 	rt, err := r.rp.PublishTrack(ti, codec, func(mask uint8) {
-		a.post(func() { a.send(&message{Type: msgWant, SID: sid, Mask: mask}) })
+		a.post(func() {
+			it.wanted = mask
+			a.countTracks()
+			a.send(&message{Type: msgWant, SID: sid, Mask: mask})
+		})
 	}, it.requestKeyframe)
 	if err != nil {
 		a.log.Info().Err(err).Str("track_sid", sid).Msg("cannot relay track")
@@ -290,7 +316,6 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 	}
 	it.rt = rt
 	a.inTracks[sid] = it
-	a.stats.inTracks.Store(int64(len(a.inTracks)))
 	for _, rs := range a.receivers {
 		if rs.sid == sid {
 			rs.target.Store(it)
@@ -302,7 +327,7 @@ func (a *association) addInTrack(r *remotePart, ti *livekit.TrackInfo, c trackCo
 
 func (a *association) dropInTrack(sid string) {
 	delete(a.inTracks, sid)
-	a.stats.inTracks.Store(int64(len(a.inTracks)))
+	a.countTracks()
 	keep := a.receivers[:0]
 	for _, rs := range a.receivers {
 		if rs.sid != sid {

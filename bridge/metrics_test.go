@@ -73,6 +73,21 @@ func TestRelayMetrics(t *testing.T) {
 	require.Eventually(t, func() bool { return a.br.Bitrate() > 0 && b.br.Bitrate() > 0 },
 		20*time.Second, 600*time.Millisecond, "relay bitrate stays zero")
 
+	// bob unsubscribes alice's video: nothing of it crosses any more, and
+	// both nodes count only her audio; subscribing again brings it back.
+	video := bob.publication("alice/video")
+	require.NotNil(t, video)
+	tracks := func() (out, in float64) {
+		return metricValue(t, regA, "gxconf_bridge_relay_tracks", "peer=node-b", "direction=out"),
+			metricValue(t, regB, "gxconf_bridge_relay_tracks", "peer=node-a", "direction=in")
+	}
+	require.NoError(t, video.SetSubscribed(false))
+	require.Eventually(t, func() bool { out, in := tracks(); return out == 1 && in == 1 },
+		20*time.Second, 50*time.Millisecond, "a track nobody on node-b wants is counted as relayed")
+	require.NoError(t, video.SetSubscribed(true))
+	require.Eventually(t, func() bool { out, in := tracks(); return out == 2 && in == 2 },
+		20*time.Second, 50*time.Millisecond, "a track wanted again is not counted as relayed")
+
 	// The link ends: its bytes stay counted.
 	sent := metricValue(t, regA, "gxconf_bridge_relay_bytes_total", "peer=node-b", "direction=out")
 	a.br.Unlink("room", b.id)

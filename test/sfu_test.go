@@ -48,8 +48,10 @@ func joinWithToken(t *testing.T, url, jwt string) *sdkClient {
 }
 
 // joinWithTokenUntil is joinWithToken for a session that outlives the
-// subtest t: it ends when owner ends.
-func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string) *sdkClient {
+// subtest t: it ends when owner ends. Callbacks set in extra are added; one
+// the client sets itself (subscriptions, leaves, disconnects, data) is
+// replaced by extra's.
+func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string, extra ...*lksdk.RoomCallback) *sdkClient {
 	t.Helper()
 	c := &sdkClient{streams: map[string]*loadtest.StreamStats{}, left: make(chan string, 8), disconnected: make(chan lksdk.DisconnectionReason, 1),
 		data: make(chan []byte, 16)}
@@ -79,6 +81,9 @@ func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string) *sdkCli
 		case c.disconnected <- r:
 		default:
 		}
+	}
+	for _, e := range extra {
+		cb.Merge(e)
 	}
 	room, err := lksdk.ConnectToRoomWithToken(url, jwt, cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err)
