@@ -34,6 +34,11 @@ type PresentationParams struct {
 	Audience string
 	// Level selects holder-binding and status-freshness requirements.
 	Level Level
+	// Homeserver is the presenting user's server name: only federations
+	// whose homeserver_domains list it (or list none) vouch for their
+	// credentials. Empty: no federation is restricted (tests of the
+	// checker alone).
+	Homeserver string
 }
 
 // VerifiedPresentation is the outcome of a successful verification.
@@ -182,7 +187,7 @@ func (c *Checker) finish(ctx context.Context, vp *VerifiedPresentation, p Presen
 	var out []VerifiedCredential
 	for _, i := range primary {
 		vc := vp.Credentials[i]
-		profile, err := c.trust(&vc, chained)
+		profile, err := c.trust(&vc, chained, p.Homeserver)
 		if err != nil {
 			return err
 		}
@@ -239,10 +244,18 @@ func profileOr(p string) string {
 // trust finds the federation that trusts vc's issuer for one of its types
 // and sets vc.Federation; it returns the issuer's status profile. The most
 // precise refusal wins: format, algorithm, DID method, then issuer/type.
-func (c *Checker) trust(vc *VerifiedCredential, chained map[string][]chainGrant) (string, error) {
+func (c *Checker) trust(vc *VerifiedCredential, chained map[string][]chainGrant, homeserver string) (string, error) {
 	issuerKnown := false
-	var lastErr error
+	var lastErr, notCovered error
 	for _, f := range c.cfg.Federations {
+		if homeserver != "" && !f.covers(homeserver) {
+			// The federation does not speak for this user's homeserver: its
+			// issuers' credentials mean nothing for them here.
+			if c.issuerIn(f, vc.Issuer, chained) {
+				notCovered = fmt.Errorf("%w: %s is trusted in federation %s, which does not cover homeserver %s", ErrHomeserverNotCovered, vc.Issuer, f.ID, homeserver)
+			}
+			continue
+		}
 		if len(f.Formats) > 0 && !slices.Contains(f.Formats, vc.Format) {
 			lastErr = fmt.Errorf("%w: %s in federation %s", ErrFormatNotAccepted, vc.Format, f.ID)
 			continue
@@ -279,10 +292,21 @@ func (c *Checker) trust(vc *VerifiedCredential, chained map[string][]chainGrant)
 	switch {
 	case issuerKnown:
 		return "", fmt.Errorf("%w: %s is not trusted for %v", ErrIssuerNotTrustedType, vc.Issuer, vc.Types)
+	case notCovered != nil:
+		return "", notCovered
 	case lastErr != nil && len(c.cfg.Federations) == 1:
 		return "", lastErr
 	}
 	return "", fmt.Errorf("%w: %s", ErrUntrustedIssuer, vc.Issuer)
+}
+
+// issuerIn tells whether federation f trusts issuer at all (statically or
+// through one of its anchors).
+func (c *Checker) issuerIn(f FederationConfig, issuer string, chained map[string][]chainGrant) bool {
+	if slices.ContainsFunc(f.TrustedIssuers, func(ti TrustedIssuer) bool { return ti.DID == issuer }) {
+		return true
+	}
+	return slices.ContainsFunc(chained[issuer], func(g chainGrant) bool { return g.federation == f.ID })
 }
 
 func typesIntersect(trusted, have []string) bool {

@@ -52,6 +52,12 @@ type FederationConfig struct {
 	DIDMethods   []string      `yaml:"did_methods"`
 }
 
+// covers tells whether the federation speaks for users of homeserver: it
+// lists the homeserver, or lists none (every homeserver).
+func (f FederationConfig) covers(homeserver string) bool {
+	return len(f.HomeserverDomains) == 0 || slices.Contains(f.HomeserverDomains, homeserver)
+}
+
 // TrustedIssuer is a statically trusted issuer.
 type TrustedIssuer struct {
 	DID   string   `yaml:"did"`

@@ -491,3 +491,33 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestFederationCoversHomeservers: a federation's issuers vouch only for
+// users of the homeservers it lists (homeserver_domains). A credential of
+// its issuer presented by a user of another homeserver is refused with
+// its own reason, and an attestation stored while the federation still
+// covered the user's homeserver stops counting once it no longer does.
+func TestFederationCoversHomeservers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the Node credential harness")
+	}
+	e := newTestEnv(t, nil, nil, nil)
+	e.rooms[publicRoom] = &AccessPolicy{Level: LevelPublic,
+		RequiredCredentials: []CredentialRequirement{{Federation: "oev", Type: "EmployeeCredential"}}}
+
+	// A user of a homeserver "oev" does not list: refused, nothing stored.
+	foreign := "@bob:other.example"
+	r := e.h.present(t, e.request(t, foreign, publicRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", nil)
+	require.Equal(t, http.StatusBadRequest, r.Status, r.Body)
+	require.Equal(t, "homeserver_not_in_federation", errorCode(t, r.Body))
+	require.False(t, e.authorize(t, foreign, publicRoom).Allow)
+
+	// The same credential for a covered user is accepted …
+	local := newUser()
+	r = e.h.present(t, e.request(t, local, publicRoom).Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", nil)
+	require.Equal(t, http.StatusOK, r.Status, r.Body)
+	require.True(t, e.authorize(t, local, publicRoom).Allow)
+	// … until the federation stops speaking for the user's homeserver.
+	e.v.cfg.Federations[0].HomeserverDomains = []string{"other.example"}
+	require.False(t, e.authorize(t, local, publicRoom).Allow, "a stored attestation outlives its federation's coverage")
+}

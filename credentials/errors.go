@@ -29,6 +29,7 @@ var (
 	ErrStatusListInvalid     = errors.New("status list invalid")
 	ErrUntrustedIssuer       = errors.New("issuer not trusted")
 	ErrIssuerNotTrustedType  = errors.New("issuer not trusted for this credential type")
+	ErrHomeserverNotCovered  = errors.New("issuer's federation does not cover the user's homeserver")
 	ErrFormatNotAccepted     = errors.New("credential format not accepted by federation")
 	ErrDIDMethodNotAccepted  = errors.New("DID method not accepted by federation")
 	ErrHolderBinding         = errors.New("holder binding failed")
@@ -65,6 +66,7 @@ var reasonCodes = []struct {
 	{ErrStatusListInvalid, "status_list_invalid"},
 	{ErrUntrustedIssuer, "untrusted_issuer"},
 	{ErrIssuerNotTrustedType, "issuer_not_trusted_for_type"},
+	{ErrHomeserverNotCovered, "homeserver_not_in_federation"},
 	{ErrFormatNotAccepted, "format_not_accepted"},
 	{ErrDIDMethodNotAccepted, "did_method_not_accepted"},
 	{ErrHolderBinding, "holder_binding"},

@@ -386,7 +386,7 @@ func (v *Verifier) verifyResponse(ctx context.Context, sr *storedRequest, vpToke
 	if vpToken == "" {
 		return nil, fmt.Errorf("%w: vp_token missing", ErrMalformed)
 	}
-	params := PresentationParams{Nonce: sr.Nonce, Audience: v.clientID, Level: sr.Level}
+	params := PresentationParams{Nonce: sr.Nonce, Audience: v.clientID, Level: sr.Level, Homeserver: serverOf(sr.UserID)}
 	var (
 		vp  *VerifiedPresentation
 		err error

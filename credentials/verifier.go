@@ -214,13 +214,26 @@ func (v *Verifier) AttestationsFor(ctx context.Context, userID string, level Lev
 	}
 	now := v.now()
 	ttl := v.cfg.level(level).AttestationTTL
+	server := serverOf(userID)
 	out := all[:0]
 	for _, a := range all {
-		if now.Before(a.VerifiedAt.Add(ttl)) {
+		if now.Before(a.VerifiedAt.Add(ttl)) && v.federationCovers(a.Federation, server) {
 			out = append(out, a)
 		}
 	}
 	return out, nil
+}
+
+// federationCovers tells whether the configured federation id speaks for
+// users of server; an attestation stored while its federation covered the
+// user's homeserver counts only as long as it still does.
+func (v *Verifier) federationCovers(id, server string) bool {
+	for _, f := range v.cfg.Federations {
+		if f.ID == id {
+			return f.covers(server)
+		}
+	}
+	return true
 }
 
 // AttestationsForRoom is AttestationsFor at the level of the room's policy
