@@ -45,11 +45,14 @@ type clusterNode struct {
 // newClusterNode joins the cluster when cluster.redis.address is set; alone
 // (the default) it returns nil and the focus keeps handing out this node's
 // own SFU. The load it publishes is the embedded SFU's plus the host's CPU.
-func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.Registerer, log zerolog.Logger) (*clusterNode, error) {
+// root is the process logger: the cluster and the bridge log as their own
+// components.
+func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.Registerer, root zerolog.Logger) (*clusterNode, error) {
 	cfg := full.Cluster
 	if !cfg.Multi() {
 		return nil, nil
 	}
+	log := root.With().Str("component", "cluster").Logger()
 	if cfg.SignalURL == "" {
 		cfg.SignalURL = sfuSrv.URL()
 	}
@@ -87,7 +90,7 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.
 	if full.BridgeEnabled() {
 		bcfg := full.Bridge
 		bcfg.NodeID = string(reg.Self().ID)
-		node.bridge, err = bridge.New(bcfg, sfuSrv, log.With().Str("component", "bridge").Logger())
+		node.bridge, err = bridge.New(bcfg, sfuSrv, root.With().Str("component", "bridge").Logger())
 		if err != nil {
 			return nil, fmt.Errorf("bridge: %w", err)
 		}

@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 	var node *clusterNode
 	if sfuSrv != nil {
-		node, err = newClusterNode(cfg, sfuSrv, registry, log.With().Str("component", "cluster").Logger())
+		node, err = newClusterNode(cfg, sfuSrv, registry, log)
 		if err != nil {
 			return err
 		}
