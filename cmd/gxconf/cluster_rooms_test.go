@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -64,6 +66,14 @@ func (r *memReg) Participant(_ context.Context, room cluster.RoomName, id cluste
 		return cluster.ParticipantEntry{}, cluster.ErrNotFound
 	}
 	return cluster.ParticipantEntry{Room: room, Identity: id, Node: n}, nil
+}
+
+func (r *memReg) Rooms(context.Context) ([]cluster.RoomName, error) {
+	var out []cluster.RoomName
+	for room := range r.rooms {
+		out = append(out, cluster.RoomName(room))
+	}
+	return out, nil
 }
 
 func (r *memReg) RoomNodes(_ context.Context, room cluster.RoomName) ([]cluster.RoomEntry, error) {
@@ -130,6 +140,20 @@ func (n *bobsNode) MutePublishedTrack(_ context.Context, req *livekit.MuteRoomTr
 	return &livekit.MuteRoomTrackResponse{Track: &livekit.TrackInfo{Sid: req.GetTrackSid(), Muted: true}}, nil
 }
 
+func (n *bobsNode) UpdateSubscriptions(_ context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
+	n.note("subscribe " + req.GetIdentity() + " " + strings.Join(req.GetTrackSids(), ","))
+	return &livekit.UpdateSubscriptionsResponse{}, nil
+}
+
+// DeleteRoom: n2 has closed "gone" already (the directory lags).
+func (n *bobsNode) DeleteRoom(_ context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
+	if req.GetRoom() == "gone" {
+		return nil, twirp.NotFoundError("requested room does not exist")
+	}
+	n.note("delete " + req.GetRoom())
+	return &livekit.DeleteRoomResponse{}, nil
+}
+
 func (n *bobsNode) SendData(_ context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
 	n.note("data " + string(req.GetData()))
 	return &livekit.SendDataResponse{}, nil
@@ -143,11 +167,31 @@ func TestRoomForwarderOverTheNodeBus(t *testing.T) {
 	dir := func(self cluster.NodeID) *memReg {
 		return &memReg{self: self, bus: bus, nodes: []cluster.NodeID{"n1", "n2", "n3"},
 			parts: map[string]cluster.NodeID{"bob": "n2", "ghost": "n2", "amy": "n1", "lost": "n4"},
-			rooms: map[string][]cluster.NodeID{"r": {"n1", "n2", "n3"}, "r2": {"n2"}}}
+			rooms: map[string][]cluster.NodeID{"r": {"n1", "n2", "n3"}, "r2": {"n2"}, "gone": {"n2"}}}
+	}
+	// n1 hosts "r" (amy; bob relayed from n2 is not counted); n2's copy of
+	// "r" is the older one.
+	rooms1 := func(names []string) []*livekit.Room {
+		if len(names) > 0 && !slices.Contains(names, "r") {
+			return nil
+		}
+		return []*livekit.Room{{Name: "r", Sid: "RM_n1", CreationTimeMs: 2000, Metadata: "md", NumParticipants: 1, NumPublishers: 1}}
+	}
+	rooms2 := func(names []string) []*livekit.Room {
+		var out []*livekit.Room
+		for _, r := range []*livekit.Room{
+			{Name: "r", Sid: "RM_n2", CreationTimeMs: 1000, Metadata: "md", NumParticipants: 2, NumPublishers: 1},
+			{Name: "r2", Sid: "RM_r2", CreationTimeMs: 1500, NumParticipants: 1},
+		} {
+			if slices.Contains(names, r.Name) {
+				out = append(out, r)
+			}
+		}
+		return out
 	}
 	n2 := &bobsNode{}
-	f1 := &roomForwarder{reg: dir("n1"), log: zerolog.Nop(), pending: map[uint64]pendingCall{}}
-	f2 := &roomForwarder{reg: dir("n2"), local: n2, log: zerolog.Nop(), pending: map[uint64]pendingCall{},
+	f1 := &roomForwarder{reg: dir("n1"), localRooms: rooms1, log: zerolog.Nop(), pending: map[uint64]pendingCall{}}
+	f2 := &roomForwarder{reg: dir("n2"), local: n2, localRooms: rooms2, log: zerolog.Nop(), pending: map[uint64]pendingCall{},
 		localParticipants: func(room string) ([]*livekit.ParticipantInfo, error) {
 			if room != "r" {
 				return nil, errors.New("requested room does not exist")
@@ -193,10 +237,32 @@ func TestRoomForwarderOverTheNodeBus(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f1.SendData(ctx, &livekit.SendDataRequest{Room: "r3", Data: []byte("hi")})
 	require.Equal(t, twirp.NotFound, code(err), "no node hosts the room")
+	_, err = f1.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "r", Identity: "bob", TrackSids: []string{"TR_2"}, Subscribe: true})
+	require.NoError(t, err)
+	_, err = f1.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "r", Identity: "nobody", TrackSids: []string{"TR_2"}})
+	require.Equal(t, twirp.NotFound, code(err))
 	_, err = f1.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "r", Identity: "bob"})
 	require.NoError(t, err)
+
+	// Rooms: a filtered list asks only the hosting node; CreateRoom of a
+	// room hosted elsewhere returns it; DeleteRoom reaches the hosts.
+	rl, err := f1.ListRooms(ctx, &livekit.ListRoomsRequest{Names: []string{"r2", "r9"}})
+	require.NoError(t, err)
+	require.Len(t, rl.GetRooms(), 1)
+	require.Equal(t, "RM_r2", rl.GetRooms()[0].GetSid())
+	cr, err := f1.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "r2", Metadata: "other settings"})
+	require.NoError(t, err)
+	require.Equal(t, "RM_r2", cr.GetSid(), "the room n2 hosts, not a second copy")
+	_, err = f1.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "r9"})
+	require.Equal(t, twirp.NotFound, code(err), "nobody hosts it: the SFU creates it here")
+	_, err = f1.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "r2"})
+	require.NoError(t, err)
+	_, err = f1.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "gone"})
+	require.Equal(t, twirp.NotFound, code(err), "the directory's host closed it already")
+	_, err = f1.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "r9"})
+	require.Equal(t, twirp.NotFound, code(err))
 	n2.mu.Lock()
-	require.Equal(t, []string{"mute TR_1", "data hi", "remove bob"}, n2.done)
+	require.Equal(t, []string{"mute TR_1", "data hi", "subscribe bob TR_2", "remove bob", "delete r2"}, n2.done)
 	n2.mu.Unlock()
 	require.Equal(t, []string{"bob"}, bus.removalsOf("n3"), "the other nodes refuse bob's older tokens too")
 	require.Empty(t, bus.removalsOf("n2"), "the owner removes once")
@@ -207,6 +273,17 @@ func TestRoomForwarderOverTheNodeBus(t *testing.T) {
 	require.ElementsMatch(t, []string{"bob", "ghost"}, identitiesOf(l.GetParticipants()))
 	_, err = f1.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "r9"})
 	require.Equal(t, twirp.NotFound, code(err))
+	// Every room once (n3 does not answer): r's counts are n1's and n2's
+	// own participants, the rest is from n2's older copy.
+	rl, err = f1.ListRooms(ctx, &livekit.ListRoomsRequest{})
+	require.NoError(t, err)
+	require.Len(t, rl.GetRooms(), 2)
+	r := rl.GetRooms()[0]
+	require.Equal(t, "r", r.GetName())
+	require.Equal(t, "RM_n2", r.GetSid())
+	require.EqualValues(t, 3, r.GetNumParticipants())
+	require.EqualValues(t, 2, r.GetNumPublishers())
+	require.Equal(t, "r2", rl.GetRooms()[1].GetName())
 
 	// A late or foreign answer is dropped.
 	f1.complete(cluster.Message{From: "n2", Payload: []byte(`{"id":12345}`)})
