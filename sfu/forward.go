@@ -15,8 +15,8 @@ import (
 // that is not in the room here (participants relayed from another node are
 // here: calls on them go to their origin through the relay's RemoteHooks).
 // Methods return *twirp.Error values; not_found when no node has it.
-// Rooms are listed, found and deleted through the Forwarder alone: it
-// knows every node's copy of a room, this node's included.
+// ListRooms is the Forwarder's alone: it merges every node's copy of a
+// room, this node's included.
 //
 // The SFU knows nothing of the cluster: cmd implements Forwarder with the
 // registry's directory and node bus.
@@ -237,8 +237,9 @@ func (f *forwardingRoomService) CreateRoom(ctx context.Context, req *livekit.Cre
 
 // DeleteRoom closes the room here and on every other node hosting it;
 // not_found when no node does. The other nodes close their copies while
-// this one closes its own: a copy left open while another closes could
-// be relayed back to its node.
+// this one closes its own, so the relay between two copies ends on both
+// sides at about the same moment (RelayRoom does not re-open a deleted
+// room for a peer that is later).
 func (f *forwardingRoomService) DeleteRoom(ctx context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
 	if req.GetRoom() == "" {
 		return nil, twirp.RequiredArgumentError("room")

@@ -333,3 +333,26 @@ func TestTwirpForwardsWhatIsNotHere(t *testing.T) {
 	}, fwd.log())
 
 }
+
+// A room DeleteRoom closed is not re-created for the relay (a peer node
+// that has not closed its copy yet would link it back); a join may
+// re-create it, and the relay then links it.
+func TestDeletedRoomIsNotRelayedBack(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	_, err := ts.srv.RelayRoom("gone", true)
+	require.NoError(t, err, "the relay creates a room")
+	_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "gone"})
+	require.NoError(t, err)
+	_, err = ts.srv.RelayRoom("gone", true)
+	require.ErrorIs(t, err, sfu.ErrRoomNotFound)
+	require.Empty(t, ts.srv.LocalRooms(nil))
+
+	ws, first := rawJoin(t, ts, "gone", "alice", "")
+	require.NotNil(t, first.GetJoin(), "a join re-creates the deleted room")
+	defer ws.CloseNow()
+	_, err = ts.srv.RelayRoom("gone", true)
+	require.NoError(t, err)
+}

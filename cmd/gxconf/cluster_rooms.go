@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -44,6 +45,10 @@ const (
 	rsTopic      = "sfu.room_service"
 	rsReplyTopic = "sfu.room_service.reply"
 	rsTimeout    = 3 * time.Second
+	// rsRoomsBatch rooms are asked of a node per ListRooms call, so that
+	// the answer fits a bus message (cluster.MaxPayload) unless the rooms'
+	// metadata is large.
+	rsRoomsBatch = 50
 )
 
 // Methods carried by rsRequest.
@@ -437,16 +442,31 @@ func (f *roomForwarder) gatherRooms(ctx context.Context, names []string) ([]*liv
 		return nil, nil
 	}
 	self := f.reg.Self().ID
-	byNode := map[cluster.NodeID][]string{}
+	// asked[node][room]: the directory places room on node.
+	asked := map[cluster.NodeID]map[string]bool{}
 	for _, name := range names {
 		entries, err := f.reg.RoomNodes(ctx, cluster.RoomName(name))
 		if err != nil {
 			return nil, twirp.NewError(twirp.Unavailable, err.Error())
 		}
 		for _, e := range entries {
-			if e.Node != self && !slices.Contains(byNode[e.Node], name) {
-				byNode[e.Node] = append(byNode[e.Node], name)
+			if e.Node == self {
+				continue
 			}
+			if asked[e.Node] == nil {
+				asked[e.Node] = map[string]bool{}
+			}
+			asked[e.Node][name] = true
+		}
+	}
+	type batch struct {
+		node  cluster.NodeID
+		rooms []string
+	}
+	var batches []batch
+	for n, rooms := range asked {
+		for b := range slices.Chunk(slices.Sorted(maps.Keys(rooms)), rsRoomsBatch) {
+			batches = append(batches, batch{n, b})
 		}
 	}
 	type answer struct {
@@ -454,12 +474,12 @@ func (f *roomForwarder) gatherRooms(ctx context.Context, names []string) ([]*liv
 		rooms []*livekit.Room
 		err   error
 	}
-	answers := make(chan answer, len(byNode))
-	for n, rooms := range byNode {
+	answers := make(chan answer, len(batches))
+	for _, b := range batches {
 		go func() {
 			res := &livekit.ListRoomsResponse{}
-			err := f.call(ctx, n, rsRooms, &livekit.ListRoomsRequest{Names: rooms}, res)
-			answers <- answer{n, res.GetRooms(), err}
+			err := f.call(ctx, b.node, rsRooms, &livekit.ListRoomsRequest{Names: b.rooms}, res)
+			answers <- answer{b.node, res.GetRooms(), err}
 		}()
 	}
 	type merged struct {
@@ -484,7 +504,7 @@ func (f *roomForwarder) gatherRooms(ctx context.Context, names []string) ([]*liv
 	}
 	var firstErr error
 	answered := false
-	for range byNode {
+	for range batches {
 		a := <-answers
 		if a.err != nil {
 			if firstErr == nil {
@@ -495,7 +515,7 @@ func (f *roomForwarder) gatherRooms(ctx context.Context, names []string) ([]*liv
 		}
 		answered = true
 		for _, r := range a.rooms {
-			if slices.Contains(byNode[a.node], r.GetName()) {
+			if asked[a.node][r.GetName()] {
 				add(a.node, r)
 			}
 		}
