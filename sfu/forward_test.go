@@ -169,6 +169,37 @@ func (f *fakeForwarder) UpdateRoomMetadata(_ context.Context, req *livekit.Updat
 	return &livekit.Room{Name: req.GetRoom(), Metadata: req.GetMetadata()}, nil
 }
 
+func (f *fakeForwarder) UpdateSubscriptions(_ context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
+	f.called("subscriptions " + req.GetRoom() + "/" + req.GetIdentity())
+	if !f.has(req.GetRoom(), req.GetIdentity()) && req.GetIdentity() != "remote" {
+		return nil, twirp.NotFoundError("participant")
+	}
+	return &livekit.UpdateSubscriptionsResponse{}, nil
+}
+
+// ListRooms answers for the whole cluster (the forwarder adds this node's
+// rooms itself).
+func (f *fakeForwarder) ListRooms(_ context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error) {
+	f.called("rooms")
+	return &livekit.ListRoomsResponse{Rooms: []*livekit.Room{{Name: "far", NumParticipants: 1}, {Name: "near", NumParticipants: 3}}}, nil
+}
+
+func (f *fakeForwarder) CreateRoom(_ context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error) {
+	f.called("find " + req.GetName())
+	if req.GetName() != "far" {
+		return nil, twirp.NotFoundError("room")
+	}
+	return &livekit.Room{Name: "far", Sid: "RM_far", Metadata: "from afar"}, nil
+}
+
+func (f *fakeForwarder) DeleteRoom(_ context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
+	f.called("delete " + req.GetRoom())
+	if req.GetRoom() != "far" && req.GetRoom() != "near" {
+		return nil, twirp.NotFoundError("room")
+	}
+	return &livekit.DeleteRoomResponse{}, nil
+}
+
 func identities(ps []*livekit.ParticipantInfo) map[string]string {
 	out := map[string]string{}
 	for _, p := range ps {
@@ -240,10 +271,88 @@ func TestTwirpForwardsWhatIsNotHere(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "m", room.GetMetadata())
 	})
+	t.Run("subscriptions of a relayed or absent participant go to its node", func(t *testing.T) {
+		_, err := rs.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "near", Identity: "alice", TrackSids: []string{"TR_y"}, Subscribe: true})
+		require.NoError(t, err)
+		_, err = rs.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "near", Identity: "remote", TrackSids: []string{"TR_y"}, Subscribe: true})
+		require.NoError(t, err)
+		_, err = rs.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "far", Identity: "bob", TrackSids: []string{"TR_y"}, Subscribe: true})
+		require.NoError(t, err)
+		_, err = rs.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "far", Identity: "nobody"})
+		requireTwirpCode(t, err, twirp.NotFound)
+	})
+	t.Run("rooms are listed by the forwarder; a node's own counts leave relayed copies out", func(t *testing.T) {
+		res, err := rs.ListRooms(ctx, &livekit.ListRoomsRequest{})
+		require.NoError(t, err)
+		require.Len(t, res.GetRooms(), 2)
+		local := ts.srv.LocalRooms([]string{"near", "far"})
+		require.Len(t, local, 1)
+		require.Equal(t, "near", local[0].GetName())
+		require.EqualValues(t, 1, local[0].GetNumParticipants(), "alice, not the relayed copy")
+		require.Len(t, ts.srv.LocalRooms(nil), 1)
+	})
+	t.Run("CreateRoom returns a room hosted elsewhere, creates one nobody hosts", func(t *testing.T) {
+		r, err := rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "far", Metadata: "other settings"})
+		require.NoError(t, err)
+		require.Equal(t, "from afar", r.GetMetadata())
+		require.Empty(t, ts.srv.LocalRooms([]string{"far"}), "no second copy here")
+		near, err := rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "near"})
+		require.NoError(t, err)
+		require.EqualValues(t, 2, near.GetNumParticipants(), "the room here, unchanged")
+		r, err = rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "new", Metadata: "mine"})
+		require.NoError(t, err)
+		require.Equal(t, "mine", r.GetMetadata())
+		require.Len(t, ts.srv.LocalRooms([]string{"new"}), 1)
+	})
+	t.Run("DeleteRoom closes the room here and elsewhere", func(t *testing.T) {
+		_, err := rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "near"})
+		require.NoError(t, err)
+		for {
+			m := readSignal(t, ws)
+			if l := m.GetLeave(); l != nil {
+				require.Equal(t, livekit.DisconnectReason_ROOM_DELETED, l.GetReason())
+				break
+			}
+		}
+		_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "new"})
+		require.NoError(t, err, "hosted here only")
+		_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "far"})
+		require.NoError(t, err, "hosted elsewhere only")
+		_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "new"})
+		requireTwirpCode(t, err, twirp.NotFound)
+		require.Empty(t, ts.srv.LocalRooms(nil))
+	})
 	require.Equal(t, []string{
 		"list near", "list far", "list nowhere",
 		"get near/carol", "remove far/bob", "remove far/nobody", "mute near/carol/TR_x", "update far/bob",
 		"data far", "metadata far",
+		"subscriptions near/remote", "subscriptions far/bob", "subscriptions far/nobody",
+		"rooms",
+		"find far", "find new",
+		"delete near", "delete new", "delete far", "delete new",
 	}, fwd.log())
 
+}
+
+// A room DeleteRoom closed is not re-created for the relay (a peer node
+// that has not closed its copy yet would link it back); a join may
+// re-create it, and the relay then links it.
+func TestDeletedRoomIsNotRelayedBack(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	_, err := ts.srv.RelayRoom("gone", true)
+	require.NoError(t, err, "the relay creates a room")
+	_, err = rs.DeleteRoom(ctx, &livekit.DeleteRoomRequest{Room: "gone"})
+	require.NoError(t, err)
+	_, err = ts.srv.RelayRoom("gone", true)
+	require.ErrorIs(t, err, sfu.ErrRoomNotFound)
+	require.Empty(t, ts.srv.LocalRooms(nil))
+
+	ws, first := rawJoin(t, ts, "gone", "alice", "")
+	require.NotNil(t, first.GetJoin(), "a join re-creates the deleted room")
+	defer ws.CloseNow()
+	_, err = ts.srv.RelayRoom("gone", true)
+	require.NoError(t, err)
 }

@@ -135,8 +135,11 @@ func (rr *RelayRoom) SetMetadata(md string) {
 }
 
 // RelayRoom returns the relay handle of a room, creating the room with
-// the default options when create is set.
+// the default options when create is set, except shortly after DeleteRoom
+// closed it (ErrRoomNotFound then): a peer that has not closed its copy
+// yet must not link it here again.
 func (s *Server) RelayRoom(name string, create bool) (*RelayRoom, error) {
+	create = create && !s.svc.deletedRecently(name)
 	r, _, err := s.getOrCreateRoom(name, s.defaultRoomOptions(), create)
 	if err != nil {
 		return nil, err

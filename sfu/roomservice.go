@@ -20,6 +20,7 @@ type roomService struct {
 
 	mu      sync.Mutex
 	removed map[removedKey]time.Time // when RemoveParticipant removed an identity
+	deleted map[string]time.Time     // when DeleteRoom closed a room
 }
 
 type removedKey struct{ room, identity string }
@@ -62,6 +63,36 @@ func (rs *roomService) revoked(room, identity string, token *verifiedToken) bool
 		return !token.grantIssued.After(at)
 	}
 	return token.issuedAt.Unix() <= at.Unix()
+}
+
+// deletedRoomGuard is how long a room closed by DeleteRoom is not re-created
+// for the relay: longer than the other nodes take to learn that this node
+// no longer hosts it (a Redis write and its notification). A node of a
+// cluster-wide DeleteRoom that has not closed its copy yet would otherwise
+// link it here again, re-opening an empty room nobody deletes.
+const deletedRoomGuard = 10 * time.Second
+
+// markDeleted remembers that DeleteRoom closed room at t.
+func (rs *roomService) markDeleted(room string, t time.Time) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.deleted == nil {
+		rs.deleted = map[string]time.Time{}
+	}
+	for k, at := range rs.deleted {
+		if t.Sub(at) > deletedRoomGuard {
+			delete(rs.deleted, k)
+		}
+	}
+	rs.deleted[room] = t
+}
+
+// deletedRecently tells whether DeleteRoom closed room within deletedRoomGuard.
+func (rs *roomService) deletedRecently(room string) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	at, ok := rs.deleted[room]
+	return ok && time.Since(at) <= deletedRoomGuard
 }
 
 var _ livekit.RoomService = (*roomService)(nil)
@@ -139,6 +170,7 @@ func (rs *roomService) DeleteRoom(_ context.Context, req *livekit.DeleteRoomRequ
 	if err != nil {
 		return nil, err
 	}
+	rs.markDeleted(r.name, time.Now())
 	r.close(livekit.DisconnectReason_ROOM_DELETED)
 	return &livekit.DeleteRoomResponse{}, nil
 }

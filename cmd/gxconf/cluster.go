@@ -226,10 +226,22 @@ func cmdCluster(args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "status" && args[0] != "drain") {
 		return &usageError{use}
 	}
-	fs := flag.NewFlagSet("cluster "+args[0], flag.ContinueOnError)
+	return clusterCommand("cluster "+args[0], args[0], args[1:], stdout)
+}
+
+// cmdDrain runs `gxconf drain`, the name operators look for, as `gxconf
+// cluster drain`.
+func cmdDrain(args []string, stdout io.Writer) error {
+	return clusterCommand("drain", "drain", args, stdout)
+}
+
+// clusterCommand runs action ("status" or "drain") of the command called
+// name against a running node.
+func clusterCommand(name, action string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgPath := fs.String("c", "", "config file (its metrics.listen is asked)")
 	url := fs.String("url", "", "metrics listener of a running node")
-	if err := parseArgs(fs, args[1:]); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	base := *url
@@ -249,7 +261,7 @@ func cmdCluster(args []string, stdout io.Writer) error {
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	base = strings.TrimSuffix(base, "/")
-	if args[0] == "drain" {
+	if action == "drain" {
 		resp, err := client.Post(base+"/cluster/drain", "application/json", nil)
 		if err != nil {
 			return fmt.Errorf("failed to ask the node: %w", err)

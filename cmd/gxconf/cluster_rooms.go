@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +33,22 @@ import (
 // body the protobuf of the livekit response. id correlates the answer; the
 // caller gives up after rsTimeout (the bus is at most once). ListParticipants
 // asks every node of the room at once and each answers with its local
-// participants only (never relayed copies), so the merge has no duplicates.
+// participants only (never relayed copies), so the merge has no duplicates;
+// ListRooms likewise asks each node for its copies of the rooms the
+// directory places there, counting local participants only.
+//
+// The bus carries only requests the Twirp edge of the sending node has
+// authorized (sfu's guardedRoomService checks the caller's grant against
+// the request's room before the forwarder sees it, and the request crosses
+// unchanged); the receiving node runs them on its trusted RoomService.
 const (
 	rsTopic      = "sfu.room_service"
 	rsReplyTopic = "sfu.room_service.reply"
 	rsTimeout    = 3 * time.Second
+	// rsRoomsBatch rooms are asked of a node per ListRooms call, so that
+	// the answer fits a bus message (cluster.MaxPayload) unless the rooms'
+	// metadata is large.
+	rsRoomsBatch = 50
 )
 
 // Methods carried by rsRequest.
@@ -46,6 +60,9 @@ const (
 	rsUpdate   = "UpdateParticipant"
 	rsData     = "SendData"
 	rsMetadata = "UpdateRoomMetadata"
+	rsSubs     = "UpdateSubscriptions"
+	rsRooms    = "ListRooms"
+	rsDelete   = "DeleteRoom"
 )
 
 type rsRequest struct {
@@ -71,7 +88,10 @@ type roomForwarder struct {
 	local livekit.RoomService
 	// localParticipants lists a room's own participants (no relayed ones).
 	localParticipants func(room string) ([]*livekit.ParticipantInfo, error)
-	log               zerolog.Logger
+	// localRooms are this node's copies of the named rooms (all when
+	// names is empty), counting its own participants.
+	localRooms func(names []string) []*livekit.Room
+	log        zerolog.Logger
 
 	next    atomic.Uint64
 	mu      sync.Mutex
@@ -92,8 +112,8 @@ type pendingCall struct {
 }
 
 func newRoomForwarder(reg forwarderRegistry, srv *sfu.Server, log zerolog.Logger) *roomForwarder {
-	f := &roomForwarder{reg: reg, local: srv.RoomService(), localParticipants: srv.LocalParticipants, log: log,
-		pending: map[uint64]pendingCall{}}
+	f := &roomForwarder{reg: reg, local: srv.RoomService(), localParticipants: srv.LocalParticipants,
+		localRooms: srv.LocalRooms, log: log, pending: map[uint64]pendingCall{}}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	// Ids of a restarted node with the same node id do not collide with
@@ -322,6 +342,204 @@ func (f *roomForwarder) UpdateRoomMetadata(ctx context.Context, req *livekit.Upd
 	return res, f.call(ctx, nodes[0], rsMetadata, req, res)
 }
 
+func (f *roomForwarder) UpdateSubscriptions(ctx context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.UpdateSubscriptionsResponse{}
+	return res, f.call(ctx, node, rsSubs, req, res)
+}
+
+// ListRooms lists the rooms the directory knows (or the named ones), each
+// once, from the nodes hosting them. A node that does not answer in time
+// is left out (its rooms' counts lack its participants; a room only it
+// hosts is not listed); the directory being unreachable is an error, not
+// a shorter list.
+func (f *roomForwarder) ListRooms(ctx context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error) {
+	names := req.GetNames()
+	if len(names) == 0 {
+		rooms, err := f.reg.Rooms(ctx)
+		if err != nil {
+			return nil, twirp.NewError(twirp.Unavailable, err.Error())
+		}
+		for _, r := range rooms {
+			names = append(names, string(r))
+		}
+	}
+	rooms, err := f.gatherRooms(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	return &livekit.ListRoomsResponse{Rooms: rooms}, nil
+}
+
+// CreateRoom returns the room when another node hosts it (the SFU asks
+// only when it is not here). Two nodes creating the same room at the same
+// moment both miss the other's and create it: the room then spans both,
+// each copy with its own request's settings, linked by the bridge like
+// any room placed on two nodes.
+func (f *roomForwarder) CreateRoom(ctx context.Context, req *livekit.CreateRoomRequest) (*livekit.Room, error) {
+	if req.GetName() == "" {
+		return nil, twirp.RequiredArgumentError("name")
+	}
+	rooms, err := f.gatherRooms(ctx, []string{req.GetName()})
+	if err != nil {
+		return nil, err
+	}
+	if len(rooms) == 0 {
+		return nil, twirp.NotFoundError(sfu.ErrRoomNotFound.Error())
+	}
+	return rooms[0], nil
+}
+
+// DeleteRoom closes the room on every other node hosting it, all at once.
+// A node's not_found (its copy closed meanwhile) counts as done; any other
+// failure is returned, as the room may still live there.
+func (f *roomForwarder) DeleteRoom(ctx context.Context, req *livekit.DeleteRoomRequest) (*livekit.DeleteRoomResponse, error) {
+	nodes, err := f.roomNodes(ctx, req.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- f.call(ctx, n, rsDelete, req, &livekit.DeleteRoomResponse{}) }()
+	}
+	var failed error
+	deleted := false
+	for range nodes {
+		err := <-errs
+		switch {
+		case err == nil:
+			deleted = true
+		case isTwirpNotFound(err):
+		case failed == nil:
+			failed = err
+		}
+	}
+	switch {
+	case failed != nil:
+		return nil, failed
+	case !deleted:
+		return nil, twirp.NotFoundError(sfu.ErrRoomNotFound.Error())
+	}
+	return &livekit.DeleteRoomResponse{}, nil
+}
+
+func isTwirpNotFound(err error) bool {
+	var te twirp.Error
+	return errors.As(err, &te) && te.Code() == twirp.NotFound
+}
+
+// gatherRooms returns the named rooms as the cluster has them, sorted by
+// name: each node hosting one (per the directory, and this node from its
+// own state) reports its copy with its own participants; the counts are
+// summed and the rest (sid, metadata, creation time, settings) comes from
+// the oldest copy, the one of the room's first node (copies share their
+// metadata: the bridge relays its changes).
+func (f *roomForwarder) gatherRooms(ctx context.Context, names []string) ([]*livekit.Room, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	self := f.reg.Self().ID
+	// asked[node][room]: the directory places room on node.
+	asked := map[cluster.NodeID]map[string]bool{}
+	for _, name := range names {
+		entries, err := f.reg.RoomNodes(ctx, cluster.RoomName(name))
+		if err != nil {
+			return nil, twirp.NewError(twirp.Unavailable, err.Error())
+		}
+		for _, e := range entries {
+			if e.Node == self {
+				continue
+			}
+			if asked[e.Node] == nil {
+				asked[e.Node] = map[string]bool{}
+			}
+			asked[e.Node][name] = true
+		}
+	}
+	type batch struct {
+		node  cluster.NodeID
+		rooms []string
+	}
+	var batches []batch
+	for n, rooms := range asked {
+		for b := range slices.Chunk(slices.Sorted(maps.Keys(rooms)), rsRoomsBatch) {
+			batches = append(batches, batch{n, b})
+		}
+	}
+	type answer struct {
+		node  cluster.NodeID
+		rooms []*livekit.Room
+		err   error
+	}
+	answers := make(chan answer, len(batches))
+	for _, b := range batches {
+		go func() {
+			res := &livekit.ListRoomsResponse{}
+			err := f.call(ctx, b.node, rsRooms, &livekit.ListRoomsRequest{Names: b.rooms}, res)
+			answers <- answer{b.node, res.GetRooms(), err}
+		}()
+	}
+	type merged struct {
+		info *livekit.Room
+		node cluster.NodeID
+	}
+	out := map[string]*merged{}
+	add := func(node cluster.NodeID, r *livekit.Room) {
+		m := out[r.GetName()]
+		if m == nil {
+			out[r.GetName()] = &merged{info: proto.Clone(r).(*livekit.Room), node: node}
+			return
+		}
+		n, pubs := m.info.GetNumParticipants()+r.GetNumParticipants(), m.info.GetNumPublishers()+r.GetNumPublishers()
+		if older(r, node, m.info, m.node) {
+			m.info, m.node = proto.Clone(r).(*livekit.Room), node
+		}
+		m.info.NumParticipants, m.info.NumPublishers = n, pubs
+	}
+	for _, r := range f.localRooms(names) {
+		add(self, r)
+	}
+	var firstErr error
+	answered := false
+	for range batches {
+		a := <-answers
+		if a.err != nil {
+			if firstErr == nil {
+				firstErr = a.err
+			}
+			f.log.Debug().Err(a.err).Str("node_id", string(a.node)).Msg("A node did not list its rooms")
+			continue
+		}
+		answered = true
+		for _, r := range a.rooms {
+			if asked[a.node][r.GetName()] {
+				add(a.node, r)
+			}
+		}
+	}
+	if !answered && firstErr != nil && len(out) == 0 {
+		return nil, firstErr
+	}
+	rooms := make([]*livekit.Room, 0, len(out))
+	for _, m := range out {
+		rooms = append(rooms, m.info)
+	}
+	slices.SortFunc(rooms, func(a, b *livekit.Room) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return rooms, nil
+}
+
+// older tells whether copy a (on node na) was created before copy b (on
+// nb); the lower node id wins a tie.
+func older(a *livekit.Room, na cluster.NodeID, b *livekit.Room, nb cluster.NodeID) bool {
+	if ta, tb := a.GetCreationTimeMs(), b.GetCreationTimeMs(); ta != tb {
+		return ta < tb
+	}
+	return na < nb
+}
+
 // run answers other nodes' calls and completes this node's calls until ctx
 // ends. Calls are run one at a time: each is an in-memory operation of the
 // local SFU.
@@ -451,6 +669,27 @@ func (f *roomForwarder) dispatch(ctx context.Context, req rsRequest) (proto.Mess
 			return nil, bad(err)
 		}
 		return f.local.UpdateRoomMetadata(ctx, &r)
+	case rsSubs:
+		var r livekit.UpdateSubscriptionsRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.UpdateSubscriptions(ctx, &r)
+	case rsRooms:
+		var r livekit.ListRoomsRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		if len(r.GetNames()) == 0 {
+			return nil, twirp.RequiredArgumentError("names")
+		}
+		return &livekit.ListRoomsResponse{Rooms: f.localRooms(r.GetNames())}, nil
+	case rsDelete:
+		var r livekit.DeleteRoomRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.DeleteRoom(ctx, &r)
 	}
 	return nil, twirp.NewError(twirp.Unimplemented, "unknown method "+req.Method)
 }

@@ -7,6 +7,7 @@
 //	gxconf generate-registration -c config.yaml -r registration.yaml
 //	gxconf audit verify -c config.yaml
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
+//	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
 //	gxconf version
 //
@@ -41,6 +42,9 @@ Usage:
       status: print the cluster as a running node sees it (nodes by site with their
       load, rooms and where their participants are); drain: the node moves its
       participants to other nodes, then stops. Both ask the node's metrics listener.
+  gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
+      The same as gxconf cluster drain: the node leaves placement, answers /healthz
+      with 503, moves its participants to other nodes in batches, then stops.
   gxconf loadtest -url ws://127.0.0.1:7880 -api-key K -api-secret S [-rooms N -publishers M -subscribers K ...]
       Load an SFU (gxconf's or any LiveKit server) with synthetic participants; prints
       join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory.
@@ -67,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdAudit(args[1:], stdout)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout)
+	case "drain":
+		err = cmdDrain(args[1:], stdout)
 	case "loadtest":
 		err = cmdLoadtest(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
