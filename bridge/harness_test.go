@@ -269,11 +269,17 @@ func (c *client) publication(key string) *lksdk.RemoteTrackPublication {
 	return c.pubs[key]
 }
 
-func (c *client) flag(m map[string]bool, key string) bool {
+// flag reads key of one of c's flag maps, chosen under the lock (the
+// speakers callback replaces its map).
+func (c *client) flag(which func(*client) map[string]bool, key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return m[key]
+	return which(c)[key]
 }
+
+func speakers(c *client) map[string]bool { return c.speaker }
+func mutes(c *client) map[string]bool    { return c.muted }
+func lefts(c *client) map[string]bool    { return c.left }
 
 func (c *client) hasData(from, payload string) bool {
 	c.mu.Lock()

@@ -42,7 +42,7 @@ func TestRelayBothWays(t *testing.T) {
 
 	// Speakers: node B derives alice's speaking from the relayed audio
 	// levels (the header extension crosses untouched).
-	require.Eventually(t, func() bool { return bob.flag(bob.speaker, "alice") }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return bob.flag(speakers, "alice") }, 10*time.Second, 20*time.Millisecond)
 
 	// Mute crosses.
 	alice.pub.AudioPub.SetMuted(true)
@@ -181,7 +181,7 @@ func TestRelayRoomService(t *testing.T) {
 	sid := alice.pub.AudioPub.SID()
 	_, err := b.srv.RoomService().MutePublishedTrack(ctx, &livekit.MuteRoomTrackRequest{Room: "room", Identity: "alice", TrackSid: sid, Muted: true})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return alice.pub.AudioPub.IsMuted() && bob.flag(bob.muted, "alice/"+sid) },
+	require.Eventually(t, func() bool { return alice.pub.AudioPub.IsMuted() && bob.flag(mutes, "alice/"+sid) },
 		10*time.Second, 20*time.Millisecond, "mute on B did not reach the publisher on A")
 	ps, err := a.srv.RoomService().ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "room"})
 	require.NoError(t, err)
@@ -243,7 +243,7 @@ func TestRelayPeerGone(t *testing.T) {
 		10*time.Second, 20*time.Millisecond)
 	start := time.Now()
 	a.stop()
-	require.Eventually(t, func() bool { return bob.flag(bob.left, "alice") }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return bob.flag(lefts, "alice") }, 10*time.Second, 20*time.Millisecond)
 	t.Logf("alice gone on node B %v after node A stopped", time.Since(start).Round(time.Millisecond))
 	require.Eventually(t, func() bool { return !b.br.Linked("room", a.id) }, 10*time.Second, 20*time.Millisecond, "B kept the association to a stopped node")
 	t.Logf("association closed on node B %v after node A stopped", time.Since(start).Round(time.Millisecond))
@@ -321,7 +321,7 @@ func TestRelayPeerVanishes(t *testing.T) {
 	require.Eventually(t, func() bool { return bob.stream("alice/audio") != nil }, 10*time.Second, 20*time.Millisecond)
 	start := time.Now()
 	a.br.assocFor(t, "room", b.id).vanish()
-	require.Eventually(t, func() bool { return bob.flag(bob.left, "alice") }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return bob.flag(lefts, "alice") }, 10*time.Second, 20*time.Millisecond)
 	t.Logf("alice gone on node B %v after node A's relay went silent", time.Since(start).Round(time.Millisecond))
 }
 
