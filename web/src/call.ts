@@ -386,11 +386,10 @@ export class Call {
     this.log(`closing the connection to ${conn.serviceUrl}: no member publishes there`);
     conn.closed = true;
     this.connections.delete(conn.serviceUrl);
-    await conn.room.disconnect(true);
     // Room.disconnect forgets its participants without events.
-    for (const [identity, on] of this.participants) {
-      if (on.delete(conn.serviceUrl)) this.participantGone(identity);
-    }
+    const present = [...conn.room.remoteParticipants.values()];
+    await conn.room.disconnect(true);
+    for (const p of present) this.forget(conn, p);
     this.store.update((s) => {
       s.connections = s.connections.filter((i) => i !== conn.info);
       conn.info.state = conn.room.state;
@@ -453,9 +452,7 @@ export class Call {
         });
       })
       .on(RoomEvent.ParticipantConnected, (p) => this.participantSeen(conn, p))
-      .on(RoomEvent.ParticipantDisconnected, (p) => {
-        if (this.participants.get(p.identity)?.delete(conn.serviceUrl)) this.participantGone(p.identity);
-      })
+      .on(RoomEvent.ParticipantDisconnected, (p) => this.forget(conn, p))
       .on(RoomEvent.TrackPublished, (_pub, p) => this.participantSeen(conn, p))
       .on(RoomEvent.TrackUnpublished, (_pub, p) => this.syncRemote(p.identity))
       .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant) => {
@@ -513,9 +510,17 @@ export class Call {
     this.syncRemote(p.identity);
   }
 
-  /** The identity left one connection: gone from the call if it is on none any more. */
-  private participantGone(identity: string): void {
-    if (this.participants.get(identity)?.size) {
+  /**
+   * p left conn (a connection to the same service opened since may have its
+   * own participant of that identity); gone from the call if it is on no
+   * connection any more.
+   */
+  private forget(conn: Connection, p: RemoteParticipant): void {
+    const on = this.participants.get(p.identity);
+    if (on?.get(conn.serviceUrl) !== p) return;
+    on.delete(conn.serviceUrl);
+    const identity = p.identity;
+    if (on.size) {
       this.syncRemote(identity);
       return;
     }
