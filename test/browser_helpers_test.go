@@ -180,7 +180,12 @@ type callOptions struct {
 	E2EE      bool
 	JWT       string // auto | legacy
 	Discovery string // auto | well-known
+	Mode      string // compatibility (multi-SFU, the page's default) | legacy
 	Probe     bool
+	// Homeserver is the homeserver URL the page uses, and with it the focus
+	// its discovery finds (default: the env's proxy, i.e. its stack's focus);
+	// Page serves the call page (default: the env's gxconf).
+	Homeserver, Page string
 }
 
 // participant is one person in a browser tab running gxconf's call page.
@@ -201,8 +206,15 @@ func (e *browserEnv) join(name string, u *harness.User, room id.RoomID, o callOp
 	e.t.Helper()
 	page, err := e.browser.NewPage(name)
 	require.NoError(e.t, err)
+	hs, pageBase := e.proxy.URL, e.stack.FocusURL
+	if o.Homeserver != "" {
+		hs = o.Homeserver
+	}
+	if o.Page != "" {
+		pageBase = o.Page
+	}
 	q := url.Values{
-		"hs": {e.proxy.URL}, "user": {u.ID.String()}, "password": {u.Password}, "room": {room.String()},
+		"hs": {hs}, "user": {u.ID.String()}, "password": {u.Password}, "room": {room.String()},
 		"video": {fmt.Sprint(captureHeight)},
 	}
 	if o.E2EE {
@@ -214,12 +226,15 @@ func (e *browserEnv) join(name string, u *harness.User, room id.RoomID, o callOp
 	if o.Discovery != "" {
 		q.Set("discovery", o.Discovery)
 	}
+	if o.Mode != "" {
+		q.Set("mode", o.Mode)
+	}
 	if o.Probe {
 		q.Set("probe", "1")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(e.t, page.Navigate(ctx, e.stack.FocusURL+"/selftest/?"+q.Encode()))
+	require.NoError(e.t, page.Navigate(ctx, pageBase+"/selftest/?"+q.Encode()))
 	p := &participant{name: name, user: u, page: page, env: e}
 	e.mu.Lock()
 	e.joined = append(e.joined, p)
@@ -270,6 +285,10 @@ type pageState struct {
 	} `json:"sfu"`
 	SFUConnectAttempts int                                  `json:"sfuConnectAttempts"`
 	ConnectionState    string                               `json:"connectionState"`
+	Mode               string                               `json:"mode"`
+	Connections        []connectionInfo                     `json:"connections"`
+	ClosedConnections  []connectionInfo                     `json:"closedConnections"`
+	RTCTransports      map[string]string                    `json:"rtcTransports"`
 	E2EE               bool                                 `json:"e2ee"`
 	E2EEActive         bool                                 `json:"e2eeActive"`
 	Local              map[string]bool                      `json:"local"`
@@ -288,10 +307,24 @@ type tokenAttempt struct {
 	Errcode  string `json:"errcode"`
 }
 
+// connectionInfo mirrors ConnectionInfo (web/src/state.ts): one LiveKit connection.
+type connectionInfo struct {
+	ServiceURL    string         `json:"serviceUrl"`
+	Own           bool           `json:"own"`
+	URL           string         `json:"url"`
+	LKRoom        string         `json:"lkRoom"`
+	Identity      string         `json:"identity"`
+	Endpoint      string         `json:"endpoint"`
+	State         string         `json:"state"`
+	TokenAttempts []tokenAttempt `json:"tokenAttempts"`
+	Published     int            `json:"published"`
+}
+
 type remoteSideState struct {
-	Identity  string `json:"identity"`
-	Encrypted bool   `json:"encrypted"`
-	Tracks    map[string]struct {
+	Identity   string `json:"identity"`
+	ServiceURL string `json:"serviceUrl"`
+	Encrypted  bool   `json:"encrypted"`
+	Tracks     map[string]struct {
 		Kind       string `json:"kind"`
 		Source     string `json:"source"`
 		Muted      bool   `json:"muted"`
@@ -303,6 +336,7 @@ type remoteSideState struct {
 // inbound mirrors InboundStats (web/src/call.ts).
 type inbound struct {
 	Identity        string  `json:"identity"`
+	ServiceURL      string  `json:"serviceUrl"`
 	Kind            string  `json:"kind"`
 	Source          string  `json:"source"`
 	FramesDecoded   int64   `json:"framesDecoded"`

@@ -1,7 +1,9 @@
 // One call, start to end, in the order Element Call goes through it:
 // password login → /sync → join the Matrix room → discover the focus →
 // OpenID token → LiveKit token → announce the MatrixRTC membership →
-// Room.connect → publish camera and microphone.
+// Room.connect → publish camera and microphone; meanwhile one more LiveKit
+// connection, subscribe-only, per other focus the call's members publish on
+// (multi-SFU, Element Call's default "compatibility" mode).
 
 import {
   ClientEvent,
@@ -11,7 +13,7 @@ import {
   SyncState,
 } from "matrix-js-sdk";
 import {
-  type CallMembership,
+  isLivekitTransportConfig,
   type LivekitTransport,
   type MatrixRTCSession,
   MatrixRTCSessionEvent,
@@ -19,7 +21,7 @@ import {
 import type { CallMembershipIdentityParts } from "matrix-js-sdk/lib/matrixrtc/EncryptionManager";
 import {
   AudioPresets,
-  ConnectionState,
+  type ConnectionState,
   DisconnectReason,
   type Participant,
   RemoteParticipant,
@@ -35,8 +37,16 @@ import {
 
 import { discoverFocus, type DiscoveryMode, getSFUConfig, type JwtMode, type SFUConfig } from "./focus.ts";
 import { MatrixKeyProvider } from "./keyprovider.ts";
-import { describe, type Phase, type RemoteParticipantState, type Store } from "./state.ts";
+import {
+  type ConnectionInfo,
+  describe,
+  type Phase,
+  type RemoteParticipantState,
+  type RtcMode,
+  type Store,
+} from "./state.ts";
 import type { Tiles } from "./tiles.ts";
+import { planConnections, subscribeServiceUrls } from "./transports.ts";
 
 export interface CallParams {
   homeserver: string;
@@ -45,8 +55,10 @@ export interface CallParams {
   /** Room ID or alias. */
   room: string;
   e2ee: boolean;
+  /** The token endpoint of our own connection (the others always try /get_token first). */
   jwt: JwtMode;
   discovery: DiscoveryMode;
+  mode: RtcMode;
   /** Capture height of the camera (Element Call: 720). */
   videoHeight: number;
   /**
@@ -59,6 +71,8 @@ export interface CallParams {
 /** What one inbound media stream looks like right now (inbound-rtp). */
 export interface InboundStats {
   identity: string;
+  /** The service of the connection the stream arrives on. */
+  serviceUrl: string;
   trackSid: string;
   kind: string;
   source: string;
@@ -90,11 +104,38 @@ export interface OutboundStats {
 
 const SYNC_TIMEOUT_MS = 30_000;
 
+/** One LiveKit Room of the call, keyed by the focus its token came from. */
+interface Connection {
+  serviceUrl: string;
+  /** We publish here; on the others we only subscribe. */
+  own: boolean;
+  room: Room;
+  /** The entry in state.connections (then closedConnections) this connection updates. */
+  info: ConnectionInfo;
+  /** Closed by us: late results of a pending token request or connect are dropped. */
+  closed: boolean;
+}
+
 export class Call {
   private client?: MatrixClient;
   private session?: MatrixRTCSession;
   private keyProvider?: MatrixKeyProvider;
-  public room?: Room;
+  private member?: CallMembershipIdentityParts;
+  private roomId = "";
+  /** The service of the connection we publish on. */
+  private publishServiceUrl = "";
+  private own?: Connection;
+  /** Open (or opening) connections by service URL, ours included. */
+  private readonly connections = new Map<string, Connection>();
+  /** Remote participants by identity, then by the service of the connection they are on. */
+  private readonly participants = new Map<string, Map<string, RemoteParticipant>>();
+  /** The LiveKit identities the call's memberships imply (CallMembership.rtcBackendIdentity). */
+  private attested = new Set<string>();
+  /** Identities shown as participants: they stay until they leave every connection. */
+  private readonly shown = new Set<string>();
+  /** Our membership is announced: from then on we follow the others' transports. */
+  private joined = false;
+  private leaving = false;
 
   public constructor(
     private readonly p: CallParams,
@@ -123,7 +164,10 @@ export class Call {
 
   private async run(): Promise<void> {
     const p = this.p;
-    this.store.update((s) => (s.e2ee = p.e2ee));
+    this.store.update((s) => {
+      s.e2ee = p.e2ee;
+      s.mode = p.mode;
+    });
 
     this.phase("login");
     const anon = createClient({ baseUrl: p.homeserver });
@@ -163,10 +207,22 @@ export class Call {
       this.store.error("joining-room", e);
     }
     const roomId = matrixRoom?.roomId ?? (p.room.startsWith("!") ? p.room : (await client.getRoomIdForAlias(p.room)).room_id);
+    this.roomId = roomId;
+    if (matrixRoom) this.watchSession(client.matrixRTC.getRoomSession(matrixRoom));
 
     this.phase("discovering");
     const focus = await discoverFocus(client, p.homeserver, p.discovery, (m) => this.log(m));
-    this.store.update((s) => (s.focus = { serviceUrl: focus.transport.livekit_service_url, via: focus.via }));
+    const ownServiceUrl = focus.transport.livekit_service_url;
+    this.store.update((s) => (s.focus = { serviceUrl: ownServiceUrl, via: focus.via }));
+    this.publishServiceUrl = ownServiceUrl;
+    if (p.mode === "legacy" && this.session) {
+      // Element Call's legacy mode (LocalTransport.ts): publish where the
+      // oldest member does, if there is one.
+      await this.session.ensureRecalculateSessionMembers();
+      const oldest = this.session.getOldestMembership();
+      const t = oldest?.getTransport(oldest);
+      if (isLivekitTransportConfig(t)) this.publishServiceUrl = t.livekit_service_url;
+    }
 
     this.phase("token");
     const member: CallMembershipIdentityParts = {
@@ -175,39 +231,49 @@ export class Call {
       // Element Call: a fresh UUID per call, only used by /get_token's identity.
       memberId: crypto.randomUUID(),
     };
+    this.member = member;
     this.store.update((s) => (s.memberId = member.memberId));
+    const own = this.addConnection(this.publishServiceUrl, true);
+    this.own = own;
     const sfu = await getSFUConfig(
       client,
       member,
-      focus.transport.livekit_service_url,
+      this.publishServiceUrl,
       roomId,
       p.jwt,
-      (a) => this.store.update((s) => s.tokenAttempts.push(a)),
+      (a) =>
+        this.store.update((s) => {
+          s.tokenAttempts.push(a);
+          own.info.tokenAttempts.push(a);
+        }),
       (m) => this.log(m),
     );
-    this.store.update((s) => (s.sfu = { url: sfu.url, lkRoom: sfu.lkRoom, identity: sfu.identity, endpoint: sfu.endpoint }));
+    this.store.update((s) => {
+      s.sfu = { url: sfu.url, lkRoom: sfu.lkRoom, identity: sfu.identity, endpoint: sfu.endpoint };
+      Object.assign(own.info, s.sfu);
+    });
     if (!matrixRoom) throw new Error("the focus handed a token to a user who is not in the room");
 
-    this.joinSession(matrixRoom, member, focus.transport.livekit_service_url);
+    this.joinSession(matrixRoom, member, ownServiceUrl);
+    this.joined = true;
+    this.onMemberships();
     this.phase("connecting");
-    await this.connect(sfu);
+    await this.connect(own, sfu);
+    if (this.keyProvider) await own.room.setE2EEEnabled(true);
+    this.tiles.local(own.room.localParticipant);
+    await own.room.localParticipant.enableCameraAndMicrophone();
+    this.syncLocal();
     this.phase("in-call");
   }
 
   /**
-   * Announces our membership as Element Call does in its default ("legacy")
-   * MatrixRTC mode: an org.matrix.msc3401.call.member state event naming the
-   * focus and the Matrix room as LiveKit alias (a homeserver without MSC4354
-   * sticky events, such as Dendrite, supports nothing newer).
+   * Follows the call's memberships (identities, transports) and, with E2EE,
+   * their media keys, before we join: the key provider must exist when our
+   * first LiveKit room is made.
    */
-  private joinSession(room: MatrixRoom, member: CallMembershipIdentityParts, serviceUrl: string): void {
-    const session = this.client!.matrixRTC.getRoomSession(room);
+  private watchSession(session: MatrixRTCSession): void {
     this.session = session;
-    const onMemberships = (_old: CallMembership[], memberships: CallMembership[]): void => {
-      this.store.update((s) => (s.rtcMembers = memberships.map((m) => `${m.userId}|${m.deviceId}`)));
-    };
-    session.on(MatrixRTCSessionEvent.MembershipsChanged, onMemberships);
-    onMemberships([], session.memberships);
+    session.on(MatrixRTCSessionEvent.MembershipsChanged, () => this.onMemberships());
     session.on(MatrixRTCSessionEvent.MembershipManagerError, (e) => this.store.error("membership", e));
     if (this.p.e2ee) {
       this.keyProvider = new MatrixKeyProvider(
@@ -221,17 +287,113 @@ export class Call {
         (e) => this.store.error("e2ee key", e),
       );
     }
+  }
+
+  private onMemberships(): void {
+    const session = this.session!;
+    const memberships = session.memberships;
+    const oldest = session.getOldestMembership();
+    const transports: Record<string, string> = {};
+    for (const m of memberships) {
+      const t = oldest ? m.getTransport(oldest) : undefined;
+      if (isLivekitTransportConfig(t)) transports[`${m.userId}|${m.deviceId}`] = t.livekit_service_url;
+    }
+    this.attested = new Set(memberships.map((m) => m.rtcBackendIdentity));
+    this.store.update((s) => {
+      s.rtcMembers = memberships.map((m) => `${m.userId}|${m.deviceId}`);
+      s.rtcTransports = transports;
+    });
+    for (const identity of this.participants.keys()) this.syncRemote(identity);
+    this.reconcile(Object.values(transports));
+  }
+
+  /**
+   * Announces our membership as Element Call does with state events (a
+   * homeserver without MSC4354 sticky events, such as Dendrite, supports
+   * nothing newer): an org.matrix.msc3401.call.member state event with the
+   * Matrix room as LiveKit alias. In compatibility mode it names our focus as
+   * the one we publish on (focus_selection "multi_sfu"), in legacy mode as
+   * our preference, the oldest member's focus being the one used.
+   */
+  private joinSession(room: MatrixRoom, member: CallMembershipIdentityParts, serviceUrl: string): void {
+    const session = this.session!;
     const transport: LivekitTransport = {
       type: "livekit",
       livekit_service_url: serviceUrl,
       livekit_alias: room.roomId,
     };
-    session.joinRTCSession(member, [transport], undefined, {
+    const multiSfu = this.p.mode === "compatibility";
+    session.joinRTCSession(member, multiSfu ? [] : [transport], multiSfu ? transport : undefined, {
       manageMediaKeys: this.p.e2ee,
       callIntent: "video",
       // Element Call's matrix_rtc_session defaults.
       delayedLeaveEventDelayMs: 10_000,
       networkErrorRetryMs: 1_000,
+    });
+  }
+
+  /**
+   * Opens a connection to every other service the members publish on and
+   * closes those no member uses any more (Element Call's ConnectionManager).
+   */
+  private reconcile(memberServiceUrls: string[]): void {
+    if (!this.joined || this.leaving) return;
+    const wanted = subscribeServiceUrls(memberServiceUrls, this.publishServiceUrl);
+    const open = [...this.connections.values()].filter((c) => !c.own).map((c) => c.serviceUrl);
+    const plan = planConnections(open, wanted);
+    for (const url of plan.close) void this.close(this.connections.get(url)!);
+    for (const url of plan.open) void this.subscribeOn(url);
+  }
+
+  private addConnection(serviceUrl: string, own: boolean): Connection {
+    const info: ConnectionInfo = { serviceUrl, own, state: "token", tokenAttempts: [], published: 0 };
+    const conn: Connection = { serviceUrl, own, room: new Room(this.roomOptions()), info, closed: false };
+    this.connections.set(serviceUrl, conn);
+    this.store.update((s) => (own ? s.connections.unshift(info) : s.connections.push(info)));
+    this.watch(conn);
+    return conn;
+  }
+
+  /**
+   * A subscribe-only connection to another member's service: its token as
+   * Element Call gets one for a service it does not publish on (/get_token,
+   * then /sfu/get), the same key provider as ours.
+   */
+  private async subscribeOn(serviceUrl: string): Promise<void> {
+    this.log(`subscribing on ${serviceUrl}`);
+    const conn = this.addConnection(serviceUrl, false);
+    try {
+      const sfu = await getSFUConfig(
+        this.client!,
+        this.member!,
+        serviceUrl,
+        this.roomId,
+        "auto",
+        (a) => this.store.update(() => conn.info.tokenAttempts.push(a)),
+        (m) => this.log(m),
+      );
+      if (conn.closed) return;
+      this.store.update(() => Object.assign(conn.info, { url: sfu.url, lkRoom: sfu.lkRoom, identity: sfu.identity, endpoint: sfu.endpoint }));
+      await this.connect(conn, sfu);
+    } catch (e) {
+      if (conn.closed) return;
+      this.store.error(`connection to ${serviceUrl}`, e);
+      this.store.update(() => (conn.info.state = "failed"));
+    }
+  }
+
+  private async close(conn: Connection): Promise<void> {
+    this.log(`closing the connection to ${conn.serviceUrl}: no member publishes there`);
+    conn.closed = true;
+    this.connections.delete(conn.serviceUrl);
+    // Room.disconnect forgets its participants without events.
+    const present = [...conn.room.remoteParticipants.values()];
+    await conn.room.disconnect(true);
+    for (const p of present) this.forget(conn, p);
+    this.store.update((s) => {
+      s.connections = s.connections.filter((i) => i !== conn.info);
+      conn.info.state = conn.room.state;
+      s.closedConnections.push(conn.info);
     });
   }
 
@@ -261,7 +423,9 @@ export class Call {
       webAudioMix: false,
     };
     if (this.keyProvider) {
-      // One worker per LiveKit room, as Element Call does.
+      // One key provider (keys by LiveKit identity) for every room, one
+      // worker per room, as Element Call does (ECConnectionFactory.ts): a
+      // worker given streams of two rooms confuses them.
       options.e2ee = {
         keyProvider: this.keyProvider,
         worker: new Worker(new URL("./e2ee-worker.js", import.meta.url), { type: "module" }),
@@ -270,48 +434,43 @@ export class Call {
     return options;
   }
 
-  private async connect(sfu: SFUConfig): Promise<void> {
-    const room = new Room(this.roomOptions());
-    this.room = room;
-    this.watch(room);
+  private async connect(conn: Connection, sfu: SFUConfig): Promise<void> {
     this.store.update((s) => s.sfuConnectAttempts++);
-    await room.connect(sfu.url, sfu.jwt);
-    if (this.keyProvider) await room.setE2EEEnabled(true);
-    this.tiles.local(room.localParticipant);
-    await room.localParticipant.enableCameraAndMicrophone();
-    this.syncLocal();
-    for (const p of room.remoteParticipants.values()) this.syncRemote(p);
+    await conn.room.connect(sfu.url, sfu.jwt);
+    for (const p of conn.room.remoteParticipants.values()) this.participantSeen(conn, p);
   }
 
-  private watch(room: Room): void {
+  private watch(conn: Connection): void {
     const s = this.store;
+    const room = conn.room;
     room
-      .on(RoomEvent.ConnectionStateChanged, (cs: ConnectionState) => s.update((st) => (st.connectionState = cs)))
-      .on(RoomEvent.ParticipantConnected, (p) => this.syncRemote(p))
-      .on(RoomEvent.ParticipantDisconnected, (p) => {
-        this.tiles.remove(p.identity);
+      .on(RoomEvent.ConnectionStateChanged, (cs: ConnectionState) => {
+        if (conn.closed) return;
         s.update((st) => {
-          delete st.remote[p.identity];
-          st.departed.push(p.identity);
+          conn.info.state = cs;
+          if (conn.own) st.connectionState = cs;
         });
       })
-      .on(RoomEvent.TrackPublished, (_pub, p) => this.syncRemote(p))
-      .on(RoomEvent.TrackUnpublished, (_pub, p) => this.syncRemote(p))
+      .on(RoomEvent.ParticipantConnected, (p) => this.participantSeen(conn, p))
+      .on(RoomEvent.ParticipantDisconnected, (p) => this.forget(conn, p))
+      .on(RoomEvent.TrackPublished, (_pub, p) => this.participantSeen(conn, p))
+      .on(RoomEvent.TrackUnpublished, (_pub, p) => this.syncRemote(p.identity))
       .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant) => {
         this.tiles.attach(p, track, pub);
-        this.syncRemote(p);
+        this.participantSeen(conn, p);
       })
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
         this.tiles.detach(p, track);
-        this.syncRemote(p);
+        this.syncRemote(p.identity);
       })
       .on(RoomEvent.TrackMuted, (_pub: TrackPublication, p: Participant) => this.syncAny(p))
       .on(RoomEvent.TrackUnmuted, (_pub: TrackPublication, p: Participant) => this.syncAny(p))
       .on(RoomEvent.LocalTrackPublished, () => this.syncLocal())
       .on(RoomEvent.LocalTrackUnpublished, () => this.syncLocal())
       .on(RoomEvent.ParticipantEncryptionStatusChanged, (_enc: boolean, p?: Participant) => {
-        // The worker reports our own encryption asynchronously, after setE2EEEnabled.
-        s.update((st) => (st.e2eeActive = room.isE2EEEnabled));
+        // The worker reports our own encryption asynchronously, after
+        // setE2EEEnabled, which only our publishing room calls.
+        if (conn.own) s.update((st) => (st.e2eeActive = room.isE2EEEnabled));
         if (p) this.syncAny(p);
       })
       .on(RoomEvent.EncryptionError, (e: Error) => {
@@ -323,26 +482,70 @@ export class Call {
         s.update((st) => st.dataMessages.push({ from: p?.identity ?? "", topic, text }));
       })
       .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
-        this.log(`disconnected from the SFU (reason ${reason})`);
+        this.log(`disconnected from ${conn.serviceUrl}'s SFU (reason ${reason})`);
       });
   }
 
   private syncAny(p: Participant): void {
-    if (p instanceof RemoteParticipant) this.syncRemote(p);
+    if (p instanceof RemoteParticipant) this.syncRemote(p.identity);
     else this.syncLocal();
   }
 
   private syncLocal(): void {
-    const lp = this.room?.localParticipant;
+    const lp = this.own?.room.localParticipant;
     if (!lp) return;
     const local: Record<string, boolean> = {};
     for (const pub of lp.trackPublications.values()) local[pub.source] = !pub.isMuted;
-    this.store.update((s) => (s.local = local));
+    this.store.update((s) => {
+      s.local = local;
+      for (const c of this.connections.values()) c.info.published = c.room.localParticipant.trackPublications.size;
+    });
   }
 
-  private syncRemote(p: RemoteParticipant): void {
-    if (!this.room?.remoteParticipants.has(p.identity)) return;
-    const st: RemoteParticipantState = { identity: p.identity, sid: p.sid, encrypted: p.isEncrypted, tracks: {} };
+  private participantSeen(conn: Connection, p: RemoteParticipant): void {
+    if (conn.closed) return;
+    let on = this.participants.get(p.identity);
+    if (!on) this.participants.set(p.identity, (on = new Map()));
+    on.set(conn.serviceUrl, p);
+    this.syncRemote(p.identity);
+  }
+
+  /**
+   * p left conn (a connection to the same service opened since may have its
+   * own participant of that identity); gone from the call if it is on no
+   * connection any more.
+   */
+  private forget(conn: Connection, p: RemoteParticipant): void {
+    const on = this.participants.get(p.identity);
+    if (on?.get(conn.serviceUrl) !== p) return;
+    on.delete(conn.serviceUrl);
+    const identity = p.identity;
+    if (on.size) {
+      this.syncRemote(identity);
+      return;
+    }
+    this.participants.delete(identity);
+    if (!this.shown.delete(identity)) return;
+    this.tiles.remove(identity);
+    this.store.update((st) => {
+      delete st.remote[identity];
+      st.departed.push(identity);
+    });
+  }
+
+  /**
+   * Shows the identity from the connection where it publishes. An identity
+   * that has published nothing yet and that no membership names is another
+   * member's subscribe-only presence, not a participant (Element Call shows
+   * members, matched to participants by rtcBackendIdentity).
+   */
+  private syncRemote(identity: string): void {
+    const on = [...(this.participants.get(identity)?.entries() ?? [])];
+    const [serviceUrl, p] = on.find(([, p]) => p.trackPublications.size > 0) ?? on[0] ?? [];
+    if (!p || !serviceUrl) return;
+    if (p.trackPublications.size === 0 && !this.attested.has(identity) && !this.shown.has(identity)) return;
+    this.shown.add(identity);
+    const st: RemoteParticipantState = { identity, sid: p.sid, serviceUrl, encrypted: p.isEncrypted, tracks: {} };
     for (const pub of p.trackPublications.values()) {
       st.tracks[pub.trackSid] = {
         sid: pub.trackSid,
@@ -354,43 +557,46 @@ export class Call {
       };
     }
     this.tiles.ensure(p);
-    this.store.update((s) => (s.remote[p.identity] = st));
+    this.store.update((s) => (s.remote[identity] = st));
   }
 
-  /** inbound-rtp of every subscribed remote track. */
+  /** inbound-rtp of every subscribed remote track, on every connection. */
   public async stats(): Promise<InboundStats[]> {
     const out: InboundStats[] = [];
-    for (const p of this.room?.remoteParticipants.values() ?? []) {
-      for (const pub of p.trackPublications.values()) {
-        const track = pub.track;
-        if (!track) continue;
-        const entry: InboundStats = {
-          identity: p.identity,
-          trackSid: pub.trackSid,
-          kind: pub.kind,
-          source: pub.source,
-          enabled: pub.isEnabled,
-        };
-        const report = await track.getRTCStatsReport();
-        report?.forEach((r) => {
-          if (r.type !== "inbound-rtp") return;
-          entry.framesDecoded = r.framesDecoded;
-          entry.frameWidth = r.frameWidth;
-          entry.frameHeight = r.frameHeight;
-          entry.bytesReceived = r.bytesReceived;
-          entry.packetsReceived = r.packetsReceived;
-        });
-        const el = this.tiles.element(p.identity, track.kind);
-        if (el) {
-          const rect = el.getBoundingClientRect();
-          entry.elementWidth = rect.width;
-          entry.elementHeight = rect.height;
-          if (el instanceof HTMLVideoElement) {
-            entry.videoWidth = el.videoWidth;
-            entry.videoHeight = el.videoHeight;
+    for (const conn of this.connections.values()) {
+      for (const p of conn.room.remoteParticipants.values()) {
+        for (const pub of p.trackPublications.values()) {
+          const track = pub.track;
+          if (!track) continue;
+          const entry: InboundStats = {
+            identity: p.identity,
+            serviceUrl: conn.serviceUrl,
+            trackSid: pub.trackSid,
+            kind: pub.kind,
+            source: pub.source,
+            enabled: pub.isEnabled,
+          };
+          const report = await track.getRTCStatsReport();
+          report?.forEach((r) => {
+            if (r.type !== "inbound-rtp") return;
+            entry.framesDecoded = r.framesDecoded;
+            entry.frameWidth = r.frameWidth;
+            entry.frameHeight = r.frameHeight;
+            entry.bytesReceived = r.bytesReceived;
+            entry.packetsReceived = r.packetsReceived;
+          });
+          const el = this.tiles.element(p.identity, track.kind);
+          if (el) {
+            const rect = el.getBoundingClientRect();
+            entry.elementWidth = rect.width;
+            entry.elementHeight = rect.height;
+            if (el instanceof HTMLVideoElement) {
+              entry.videoWidth = el.videoWidth;
+              entry.videoHeight = el.videoHeight;
+            }
           }
+          out.push(entry);
         }
-        out.push(entry);
       }
     }
     return out;
@@ -399,7 +605,7 @@ export class Call {
   /** outbound-rtp of every published local track, one entry per layer. */
   public async outboundStats(): Promise<OutboundStats[]> {
     const out: OutboundStats[] = [];
-    for (const pub of this.room?.localParticipant.trackPublications.values() ?? []) {
+    for (const pub of this.own?.room.localParticipant.trackPublications.values() ?? []) {
       const report = await pub.track?.getRTCStatsReport();
       report?.forEach((r) => {
         if (r.type !== "outbound-rtp") return;
@@ -418,17 +624,22 @@ export class Call {
     return out;
   }
 
+  private ownRoom(): Room {
+    if (!this.own) throw new Error("not connected");
+    return this.own.room;
+  }
+
   public async sendData(text: string, topic = "gxconf-test"): Promise<void> {
-    await this.room!.localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
+    await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
   }
 
   public async setCamera(enabled: boolean): Promise<void> {
-    await this.room!.localParticipant.setCameraEnabled(enabled);
+    await this.ownRoom().localParticipant.setCameraEnabled(enabled);
     this.syncLocal();
   }
 
   public async setMicrophone(enabled: boolean): Promise<void> {
-    await this.room!.localParticipant.setMicrophoneEnabled(enabled);
+    await this.ownRoom().localParticipant.setMicrophoneEnabled(enabled);
     this.syncLocal();
   }
 
@@ -441,9 +652,10 @@ export class Call {
     this.tiles.resize(identity, width, height);
   }
 
-  /** Leaves as Element Call's hang-up does: the SFU room, then the MatrixRTC session. */
+  /** Leaves as Element Call's hang-up does: the SFU rooms, then the MatrixRTC session. */
   public async leave(): Promise<void> {
-    await this.room?.disconnect(true);
+    this.leaving = true;
+    await Promise.all([...this.connections.values()].map((c) => c.room.disconnect(true)));
     await this.session?.leaveRoomSession(5_000);
     this.keyProvider?.stop();
     this.store.update((s) => (s.phase = "left"));

@@ -9,6 +9,9 @@
 //   jwt       auto (/get_token, then /sfu/get) | legacy (/sfu/get only);
 //             default auto, legacy with e2ee
 //   discovery auto (rtc/transports, then .well-known) | well-known
+//   mode      compatibility (multi-SFU: publish on our focus, subscribe on
+//             every other member's; Element Call's default) | legacy (all on
+//             the oldest member's focus); default compatibility
 //   video     camera capture height (default 720)
 //   probe=1   ask the focus for a token even when joining the room failed
 //
@@ -16,8 +19,9 @@
 
 import { Call, type CallParams, type InboundStats, type OutboundStats } from "./call.ts";
 import type { DiscoveryMode, JwtMode } from "./focus.ts";
-import { type CallState, Store } from "./state.ts";
+import { type CallState, type RtcMode, Store } from "./state.ts";
 import { Tiles } from "./tiles.ts";
+import { planConnections, subscribeServiceUrls } from "./transports.ts";
 
 const store = new Store();
 let call: Call | undefined;
@@ -54,6 +58,8 @@ const api = {
   setMicrophone: (on: boolean) => requireCall().setMicrophone(on),
   requestVideoSize: (identity: string, w: number, h: number) => requireCall().requestVideoSize(identity, w, h),
   leave: () => requireCall().leave(),
+  /** The pure transport selection, for a driver to check with its own inputs. */
+  transports: { subscribeServiceUrls, planConnections },
 };
 declare global {
   interface Window {
@@ -71,8 +77,10 @@ function paramsFrom(q: URLSearchParams): CallParams {
   // Element Call's legacy mode.
   const jwt = (q.get("jwt") || (e2ee ? "legacy" : "auto")) as JwtMode;
   const discovery = (q.get("discovery") ?? "auto") as DiscoveryMode;
+  const mode = (q.get("mode") || "compatibility") as RtcMode;
   if (!["auto", "legacy"].includes(jwt)) throw new Error(`jwt=${jwt}: want auto or legacy`);
   if (!["auto", "well-known"].includes(discovery)) throw new Error(`discovery=${discovery}: want auto or well-known`);
+  if (!["compatibility", "legacy"].includes(mode)) throw new Error(`mode=${mode}: want compatibility or legacy`);
   const need = (k: string): string => {
     const v = q.get(k);
     if (!v) throw new Error(`parameter ${k} is missing`);
@@ -86,6 +94,7 @@ function paramsFrom(q: URLSearchParams): CallParams {
     e2ee,
     jwt,
     discovery,
+    mode,
     videoHeight: Number(q.get("video") ?? 720),
     probe: q.get("probe") === "1",
   };
@@ -99,8 +108,11 @@ function render(s: CallState): void {
     s.roomId ? `room: ${s.roomId}` : "",
     s.focus ? `focus: ${s.focus.serviceUrl} (found via ${s.focus.via})` : "",
     ...s.tokenAttempts.map((a) => `token: ${a.endpoint} → ${a.status}${a.errcode ? " " + a.errcode : ""}`),
-    s.sfu ? `SFU: ${s.sfu.url}, LiveKit room ${s.sfu.lkRoom}, identity ${s.sfu.identity}` : "",
-    s.sfu ? `connection: ${s.connectionState}` : "",
+    `MatrixRTC mode: ${s.mode}`,
+    ...s.connections.map((c) =>
+      `${c.own ? "publishing on" : "subscribed on"} ${c.serviceUrl}: ${c.state}` +
+      (c.url ? `, SFU ${c.url}, LiveKit room ${c.lkRoom}, identity ${c.identity}` : ""),
+    ),
     s.rtcMembers.length ? `MatrixRTC members: ${s.rtcMembers.join(", ")}` : "",
     Object.keys(s.remote).length ? `in the call with: ${Object.keys(s.remote).join(", ")}` : "",
     ...s.errors.map((e) => `error: ${e}`),

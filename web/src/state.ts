@@ -27,6 +27,8 @@ export interface RemoteTrackState {
 export interface RemoteParticipantState {
   identity: string;
   sid: string;
+  /** The service of the connection the participant is shown from (where it publishes). */
+  serviceUrl: string;
   encrypted: boolean;
   tracks: Record<string, RemoteTrackState>;
 }
@@ -37,6 +39,31 @@ export interface TokenAttempt {
   errcode?: string;
 }
 
+/** Element Call's MatrixRTC modes that work with state-event memberships. */
+export type RtcMode =
+  /** Multi-SFU: publish on our own focus, subscribe on every other member's (Element Call's default). */
+  | "compatibility"
+  /** Everyone on the oldest member's focus (Element Call before v0.17). */
+  | "legacy";
+
+/** One LiveKit Room connection of the call. */
+export interface ConnectionInfo {
+  /** The focus (livekit_service_url) the token came from; connections are keyed by it. */
+  serviceUrl: string;
+  /** We publish on this connection; the others only subscribe. */
+  own: boolean;
+  /** From the token: SFU URL, LiveKit room, our identity there, and the endpoint that gave it. */
+  url?: string;
+  lkRoom?: string;
+  identity?: string;
+  endpoint?: string;
+  /** "token" while asking the focus, then livekit-client's ConnectionState, "failed" on error. */
+  state: string;
+  tokenAttempts: TokenAttempt[];
+  /** Local tracks published on this connection. */
+  published: number;
+}
+
 export interface DataMessage {
   from: string;
   topic?: string;
@@ -45,6 +72,7 @@ export interface DataMessage {
 
 export interface CallState {
   phase: Phase;
+  mode: RtcMode;
   userId?: string;
   deviceId?: string;
   roomId?: string;
@@ -52,24 +80,35 @@ export interface CallState {
   memberId?: string;
   /** The focus and how it was found. */
   focus?: { serviceUrl: string; via: "rtc/transports" | "well-known" };
-  /** Every token request made, in order. */
+  /** Every token request for our own (publishing) connection, in order. */
   tokenAttempts: TokenAttempt[];
-  /** What the focus handed out: SFU URL, LiveKit room and our identity. */
+  /** What the focus of our own connection handed out: SFU URL, LiveKit room and our identity. */
   sfu?: { url: string; lkRoom: string; identity: string; endpoint: string };
-  /** How often Room.connect was called: 0 proves we never reached the SFU. */
+  /** How often Room.connect was called, on all connections: 0 proves we never reached an SFU. */
   sfuConnectAttempts: number;
+  /** livekit-client's state of our own connection. */
   connectionState: string;
+  /** The LiveKit connections now open or opening, ours first. */
+  connections: ConnectionInfo[];
+  /** Connections closed because no member used their service any more, in order. */
+  closedConnections: ConnectionInfo[];
   e2ee: boolean;
   /** livekit-client's E2EE is on for the room (worker running, keys applied). */
   e2eeActive: boolean;
   /** Published local tracks by source, true when not muted. */
   local: Record<string, boolean>;
-  /** Remote participants currently in the LiveKit room, by identity. */
+  /**
+   * Remote participants on any connection, by identity: those that publish
+   * or that a membership names (a member's subscribe-only presence on another
+   * service is not a participant of its own).
+   */
   remote: Record<string, RemoteParticipantState>;
-  /** Identities that were in the room and left. */
+  /** Identities that were in the call and left. */
   departed: string[];
   /** MatrixRTC memberships of the room's call as "@user:server|DEVICE". */
   rtcMembers: string[];
+  /** The service each membership publishes on (getTransport), by "@user:server|DEVICE". */
+  rtcTransports: Record<string, string>;
   dataMessages: DataMessage[];
   /** Identities whose media key (from the MatrixRTC session) reached the E2EE worker. */
   mediaKeys: string[];
@@ -84,15 +123,19 @@ type Waiter = { check: () => boolean; resolve: () => void };
 export class Store {
   public readonly state: CallState = {
     phase: "idle",
+    mode: "compatibility",
     tokenAttempts: [],
     sfuConnectAttempts: 0,
     connectionState: "disconnected",
+    connections: [],
+    closedConnections: [],
     e2ee: false,
     e2eeActive: false,
     local: {},
     remote: {},
     departed: [],
     rtcMembers: [],
+    rtcTransports: {},
     dataMessages: [],
     mediaKeys: [],
     encryptionErrors: [],
