@@ -117,18 +117,24 @@ func (b *Bridge) Bitrate() uint64 {
 	for _, p := range b.Peers() {
 		total += p.SentBytes + p.RecvBytes
 	}
-	m := &b.rate
+	now := time.Now()
+	return b.rate.sample(now, total, now)
+}
+
+// sample returns the bits per second between the previous sample and now,
+// given the byte total; the first sample measures from since (with zero
+// bytes then). Samples less than half a second apart repeat the last value.
+func (m *rateMeter) sample(now time.Time, total uint64, since time.Time) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
-	if !m.at.IsZero() {
-		dt := now.Sub(m.at).Seconds()
-		if dt < 0.5 {
-			return m.last
-		}
-		if total >= m.bytes {
-			m.last = uint64(float64(total-m.bytes) * 8 / dt)
-		}
+	from, base := m.at, m.bytes
+	if from.IsZero() {
+		from, base = since, 0
+	} else if now.Sub(from) < 500*time.Millisecond {
+		return m.last
+	}
+	if dt := now.Sub(from).Seconds(); dt > 0 && total >= base {
+		m.last = uint64(float64(total-base) * 8 / dt)
 	}
 	m.at, m.bytes = now, total
 	return m.last

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
@@ -183,6 +184,28 @@ func TestPeerRelay(t *testing.T) {
 		return len(pa) == 1 && pa[0] == PeerDeployment{Peer: "fed-b", Authority: 1, TracksOut: 2} &&
 			len(pb) == 1 && pb[0] == PeerDeployment{Peer: "fed-a", Relay: 1, TracksIn: 2}
 	}, 10*time.Second, 50*time.Millisecond, "%+v %+v", a.br.PeerDeployments(), b.br.PeerDeployments())
+	// Both sides' status shows the link and the other side's participants.
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		la, pa := a.br.PeeringStatus(ctx)
+		lb, pb := b.br.PeeringStatus(ctx)
+		return len(la) == 1 && len(pa) == 2 && len(lb) == 1 && len(pb) == 1
+	}, 10*time.Second, 50*time.Millisecond)
+	la, pa := a.br.PeeringStatus(ctx)
+	lb, pb := b.br.PeeringStatus(ctx)
+	require.Equal(t, []string{"X", "fed-b", "b1", cluster.PeerOut}, []string{la[0].Room, la[0].Peer, la[0].PeerNode, la[0].Direction})
+	require.Equal(t, 2, la[0].TracksOut)
+	require.NotZero(t, la[0].BitrateOut)
+	require.NotZero(t, la[0].PacketsOut)
+	require.Equal(t, []string{peerRoomX, "fed-a", "a1", cluster.PeerIn}, []string{lb[0].Room, lb[0].Peer, lb[0].PeerNode, lb[0].Direction})
+	require.Equal(t, 2, lb[0].TracksIn)
+	require.NotZero(t, lb[0].BitrateIn)
+	require.Equal(t, []cluster.PeerParticipant{
+		{Room: "X", Identity: "rita", Deployment: "fed-b", Node: "b1"},
+		{Room: "X", Identity: "rob", Deployment: "fed-b", Node: "b1"},
+	}, pa)
+	require.Equal(t, []cluster.PeerParticipant{{Room: peerRoomX, Identity: "alice", Deployment: "fed-a", Node: "a1"}}, pb)
+
 	st, ok := a.br.Stats("X", peerKey("fed-b", "b1"))
 	require.True(t, ok)
 	t.Logf("fed-a -> fed-b: video packets per layer %v, audio %d, for 2 subscribers", st.SentPackets, st.SentAudio)
