@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,7 @@ const (
 	fedSFUPort        = 7880
 	fedUDPPort        = 7882
 	fedMetricsPort    = 9464
+	fedRelayPort      = 7890 // bridge relay (peering), on the IX address
 	fedUplinkHost     = 10
 )
 
@@ -249,6 +251,89 @@ func (fed *Federation) RestartGxconf(ctx context.Context, overrides map[string]a
 		return errors.Join(stopErr, err)
 	}
 	return errors.Join(stopErr, fed.startGxconf(ctx))
+}
+
+// PeeringOptions make the rig's two deployments peers of each other
+// (issue 10 item 2).
+type PeeringOptions struct {
+	// Secret is the peer secret both deployments share (>= 32 bytes).
+	Secret string
+	// Levels[name] are the confidentiality levels of name's rooms its peer
+	// may relay; default public and kritis.
+	Levels map[string][]string
+}
+
+// PeeringConfig is fed's gxconf config for peering with the other
+// federation of the rig: its bridge relay listens on its IX address, the
+// peer's relay on the peer's IX address, and the peer's users are sent to
+// the peer's SFU URL (on its uplink, where the peer's users connect).
+// Merge it with RestartGxconf (or FederationOptions.PerFederation).
+func (f *Federations) PeeringConfig(fed *Federation, opts PeeringOptions) map[string]any {
+	other := f.A
+	if fed == f.A {
+		other = f.B
+	}
+	levels := opts.Levels[fed.Name]
+	if levels == nil {
+		levels = []string{"public", "kritis"}
+	}
+	return map[string]any{
+		"bridge": map[string]any{"listen": net.JoinHostPort(fed.IXAddr, strconv.Itoa(fedRelayPort))},
+		"peering": map[string]any{
+			"name": fed.Name,
+			"peers": map[string]any{other.Name: map[string]any{
+				"relay_address": net.JoinHostPort(other.IXAddr, strconv.Itoa(fedRelayPort)),
+				"url":           other.SFUURL,
+				"homeservers":   []string{other.ServerName},
+				"levels":        levels,
+				"secret":        opts.Secret,
+			}},
+		},
+	}
+}
+
+// IXInterface is the federation's end of the IX link (in its namespace).
+func (fed *Federation) IXInterface() string { return fed.Site.ix }
+
+// IXBytes returns the bytes the federation's IX interface received and
+// sent so far (the kernel's counters: every frame on the link, headers
+// included).
+func (fed *Federation) IXBytes() (rx, tx uint64, err error) {
+	out, err := exec.Command("ip", "-n", fed.Site.Name, "-s", "-j", "link", "show", "dev", fed.Site.ix).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("ip -s link show %s: %w", fed.Site.ix, err)
+	}
+	var links []struct {
+		Stats64 struct {
+			RX, TX struct {
+				Bytes uint64 `json:"bytes"`
+			}
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return 0, 0, fmt.Errorf("cannot read the counters of %s: %v: %s", fed.Site.ix, err, out)
+	}
+	return links[0].Stats64.RX.Bytes, links[0].Stats64.TX.Bytes, nil
+}
+
+// SetIX takes the IX link down or up (on the federation's end, which takes
+// the carrier of the other end with it). Routes through the link go with
+// it: add them again after it is up.
+func (fed *Federation) SetIX(up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return ipCmd("-n", fed.Site.Name, "link", "set", fed.Site.ix, state)
+}
+
+// RouteOverIX lets processes in fed's namespace reach to's uplink address
+// (its SFU, focus, homeserver client API) across the IX instead of through
+// the root namespace, as a federation's own users would reach the other
+// federation. to accepts the packets as its own address; its answers go
+// back over the IX, where fed's source address lives.
+func (fed *Federation) RouteOverIX(to *Federation) error {
+	return ipCmd("-n", fed.Site.Name, "route", "replace", to.UplinkAddr+"/32", "via", to.IXAddr)
 }
 
 // BotClient is a client of the federation's homeserver acting as gxconf's
