@@ -60,6 +60,9 @@ type association struct {
 	unobserve func()
 
 	stats linkCounters
+	// outSIDs are the track sids in out (copied by the worker on every
+	// change), for counting copies per track across associations.
+	outSIDs atomic.Pointer[[]string]
 	// started is when the association was set up; rateOut and rateIn
 	// turn its byte counters into the bitrates of the peering status.
 	started         time.Time
@@ -467,7 +470,7 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			if a.canStop.Load() {
 				ot.stop()
 				delete(a.out, sid)
-				a.stats.outTracks.Store(int64(len(a.out)))
+				a.outChanged()
 			} else if ot.sub != nil {
 				ot.sub.SetWanted(0)
 			}

@@ -94,10 +94,21 @@ func (a *association) onWant(sid string, mask uint8) {
 			return
 		}
 		a.out[sid] = ot
-		a.stats.outTracks.Store(int64(len(a.out)))
+		a.outChanged()
 	}
 	ot.wanted = mask
 	a.allocate()
+}
+
+// outChanged publishes the number and sids of the tracks relayed out
+// (worker only).
+func (a *association) outChanged() {
+	sids := make([]string, 0, len(a.out))
+	for sid := range a.out {
+		sids = append(sids, sid)
+	}
+	a.outSIDs.Store(&sids)
+	a.stats.outTracks.Store(int64(len(a.out)))
 }
 
 // WriteRTP implements sfu.RelaySink; it runs on the publisher's read loop.
