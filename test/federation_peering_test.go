@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -180,14 +182,25 @@ func TestFederatedPeering(t *testing.T) {
 		return ref, fbs
 	}
 
-	// ixBytes counts what crossed the IX towards fed-b over the window.
+	// ixBytes counts what crossed the IX towards fed-b over the window, and
+	// logs both gxconfs' CPU use in it.
 	ixBytes := func(t *testing.T) uint64 {
 		t.Helper()
 		rx0, _, err := fb.IXBytes()
 		require.NoError(t, err)
+		ca0, err := fa.GxconfCPU()
+		require.NoError(t, err)
+		cb0, err := fb.GxconfCPU()
+		require.NoError(t, err)
 		time.Sleep(ixWindow) // a measurement window, not a wait for an event
 		rx1, _, err := fb.IXBytes()
 		require.NoError(t, err)
+		ca1, err := fa.GxconfCPU()
+		require.NoError(t, err)
+		cb1, err := fb.GxconfCPU()
+		require.NoError(t, err)
+		t.Logf("CPU over the window (race build: %v): fed-a's gxconf %.0f%%, fed-b's %.0f%% of one core",
+			raceEnabled, 100*(ca1-ca0).Seconds()/ixWindow.Seconds(), 100*(cb1-cb0).Seconds()/ixWindow.Seconds())
 		return rx1 - rx0
 	}
 	var withoutPeering uint64
@@ -201,6 +214,7 @@ func TestFederatedPeering(t *testing.T) {
 		require.NoError(t, fb.RouteOverIX(fa))
 		ref, fbs := watch(t, ss)
 		withoutPeering = ixBytes(t)
+		t.Logf("alice publishes audio (80 B per 20 ms) and simulcast video; subscribers get the 720p layer, nominally 1.7 Mbit/s (frame payloads, before RTP, SRTP, UDP and IP headers)")
 		t.Logf("without peering: %d B crossed the IX to fed-b in %s = %.0f kbit/s for %d subscribers x 2 tracks: %.0f kbit/s per subscriber",
 			withoutPeering, ixWindow, kbps(withoutPeering, ixWindow), len(ss), kbps(withoutPeering, ixWindow)/float64(len(ss)))
 		t.Logf("latency: fed-a -> IX -> fed-b user vs fed-a -> local user: %s", latencyDelta(ref, fbs))
@@ -283,6 +297,7 @@ func TestFederatedPeering(t *testing.T) {
 		t.Logf("link fed-a -> fed-b: %d tracks, %.0f kbit/s, RTT %s, %d lost, %d resent", la.TracksOut, float64(la.BitrateOut)/1000, la.RTT, la.LostPackets, la.Retransmits)
 		require.Equal(t, 2.0, scrapeMetric(t, fa.MetricsURL, "gxconf_bridge_peer_tracks", `peer="fed-b"`, `direction="out"`))
 		require.Equal(t, 2.0, scrapeMetric(t, fb.MetricsURL, "gxconf_bridge_peer_tracks", `peer="fed-a"`, `direction="in"`))
+		require.Equal(t, 1.0, scrapeMetric(t, fa.MetricsURL, "gxconf_bridge_peer_track_copies", `peer="fed-b"`), "one copy per track for 20 users")
 	})
 
 	t.Run("a kick on fed-a ends the user's session on fed-b's relay", func(t *testing.T) {
@@ -376,6 +391,57 @@ func TestFederatedPeering(t *testing.T) {
 			}
 		}
 	})
+
+	// The scale figure of issue 10 (a manual measurement: several hundred
+	// listeners are more than a test run should cost): GXTEST_PEER_SCALE
+	// more fed-b users listen to alice's audio through fed-b's relay, their
+	// clients in the root namespace.
+	n, _ := strconv.Atoi(os.Getenv("GXTEST_PEER_SCALE"))
+	if n <= 0 {
+		return
+	}
+	t.Run("scale: listeners of fed-b through the peer relay", func(t *testing.T) {
+		start := time.Now()
+		listeners := make([]*harness.User, n)
+		for i := range listeners {
+			listeners[i] = register(t, fb.Stack, fmt.Sprintf("lis%03d", i))
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		sem := make(chan struct{}, 8)
+		for i, u := range listeners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				_, errs[i] = u.Client.JoinRoomByID(ctx, room)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			require.NoError(t, err, "%s cannot join", listeners[i].ID)
+		}
+		require.Eventually(t, func() bool {
+			m, err := faBot.JoinedMembers(ctx, room)
+			return err == nil && len(m.Joined) == 3+len(subs)-1+n
+		}, 5*time.Minute, 500*time.Millisecond, "fed-a does not see every listener joined")
+		t.Logf("%d listeners registered and joined in %s", n, time.Since(start))
+		start = time.Now()
+		ls := make([]peerSession, n)
+		for i, u := range listeners {
+			ls[i].URL, ls[i].JWT = token(t, fa, u, fmt.Sprintf("lis-%d", i))
+			require.Equal(t, fb.SFUURL, ls[i].URL)
+		}
+		t.Logf("%d peer tokens from fed-a's focus in %s", n, time.Since(start))
+		start = time.Now()
+		p := startPeerSubs(t, peersub, nil, ls, "-audio")
+		p.requireMedia(t, aliceID, 25, 10*time.Minute)
+		t.Logf("%d listeners receive alice's audio %s after their clients started", n, time.Since(start))
+		b := ixBytes(t)
+		t.Logf("scale: 1 speaker on fed-a, %d listeners (+%d watchers) on fed-b: %.0f kbit/s crossed the IX to fed-b",
+			n, len(subs)-1, kbps(b, ixWindow))
+	})
 }
 
 func kbps(b uint64, d time.Duration) float64 { return float64(b) * 8 / d.Seconds() / 1000 }
@@ -420,10 +486,12 @@ type peerSubStatus struct {
 
 // peerSubs is a running peersub.
 type peerSubs struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{}
-	log   strings.Builder
+	// audioOnly: the sessions subscribe to audio only (-audio).
+	audioOnly bool
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	done      chan struct{}
+	log       strings.Builder
 
 	mu       sync.Mutex
 	last     peerSubStatus
@@ -431,14 +499,14 @@ type peerSubs struct {
 }
 
 // startPeerSubs runs peersub in site's namespace (nil: the test's) with
-// the sessions; it stops when t ends.
-func startPeerSubs(t *testing.T, bin string, site *harness.Site, ss []peerSession) *peerSubs {
+// the sessions and args; it stops when t ends.
+func startPeerSubs(t *testing.T, bin string, site *harness.Site, ss []peerSession, args ...string) *peerSubs {
 	t.Helper()
-	p := &peerSubs{done: make(chan struct{}), arrivals: map[uint32]int64{}}
+	p := &peerSubs{done: make(chan struct{}), arrivals: map[uint32]int64{}, audioOnly: slices.Contains(args, "-audio")}
 	if site != nil {
-		p.cmd = site.Command(bin)
+		p.cmd = site.Command(bin, args...)
 	} else {
-		p.cmd = exec.Command(bin)
+		p.cmd = exec.Command(bin, args...)
 	}
 	var err error
 	p.stdin, err = p.cmd.StdinPipe()
@@ -506,7 +574,8 @@ func (p *peerSubs) stop(t *testing.T) {
 }
 
 // requireMedia waits until every session joined and received more than n
-// intact audio and video frames of identity, none corrupt.
+// intact audio and video (unless audio only) frames of identity, none
+// corrupt.
 func (p *peerSubs) requireMedia(t *testing.T, identity string, n uint64, within time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -515,7 +584,7 @@ func (p *peerSubs) requireMedia(t *testing.T, identity string, n uint64, within 
 			return st.Joined
 		}
 		for _, s := range st.Sessions {
-			if s.Streams[identity+"/audio"].Frames <= n || s.Streams[identity+"/video"].Frames <= n {
+			if s.Streams[identity+"/audio"].Frames <= n || (!p.audioOnly && s.Streams[identity+"/video"].Frames <= n) {
 				return false
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -334,6 +335,30 @@ func (fed *Federation) SetIX(up bool) error {
 // back over the IX, where fed's source address lives.
 func (fed *Federation) RouteOverIX(to *Federation) error {
 	return ipCmd("-n", fed.Site.Name, "route", "replace", to.UplinkAddr+"/32", "via", to.IXAddr)
+}
+
+// GxconfCPU returns the CPU time (user and system) the federation's
+// gxconf has used so far, from /proc (`ip netns exec` execs gxconf, so the
+// process is gxconf itself).
+func (fed *Federation) GxconfCPU() (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", fed.Gxconf.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which may contain spaces): state
+	// is field 3 of proc(5), utime and stime fields 14 and 15.
+	i := strings.LastIndexByte(string(raw), ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("cannot parse /proc/%d/stat", fed.Gxconf.Pid())
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	// USER_HZ is 100 on every Linux ABI this runs on.
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // BotClient is a client of the federation's homeserver acting as gxconf's

@@ -4,6 +4,8 @@
 // IX when they subscribe to the other federation's SFU, the local network
 // when they subscribe to their own deployment's relay.
 //
+// With -audio it subscribes to audio tracks only (listeners of a speaker).
+//
 // It reads a JSON array of {"url","jwt"} on stdin (one line), joins every
 // session (auto-subscribe) and then writes one JSON status line to stdout
 // every 200 ms until stdin closes: per session its state, disconnects and
@@ -16,6 +18,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -100,13 +103,15 @@ func (a *arrivals) take() map[uint32]int64 {
 }
 
 func main() {
-	if err := run(os.Stdin, os.Stdout); err != nil {
+	audioOnly := flag.Bool("audio", false, "subscribe to audio tracks only")
+	flag.Parse()
+	if err := run(os.Stdin, os.Stdout, *audioOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "peersub:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in io.Reader, out io.Writer) error {
+func run(in io.Reader, out io.Writer, audioOnly bool) error {
 	sdkLog, err := protoLogger.NewZapLogger(&protoLogger.Config{Level: "error"})
 	if err != nil {
 		return err
@@ -139,7 +144,7 @@ func run(in io.Reader, out io.Writer) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := s.join(w, i == 0, arr); err != nil {
+			if err := s.join(w, i == 0, audioOnly, arr); err != nil {
 				mu.Lock()
 				joinErrs[i] = err.Error()
 				mu.Unlock()
@@ -191,8 +196,15 @@ func run(in io.Reader, out io.Writer) error {
 	return nil
 }
 
-func (s *session) join(w Session, timed bool, arr *arrivals) error {
+func (s *session) join(w Session, timed, audioOnly bool, arr *arrivals) error {
 	cb := lksdk.NewRoomCallback()
+	if audioOnly {
+		cb.OnTrackPublished = func(pub *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
+			if pub.Kind() == lksdk.TrackKindAudio {
+				_ = pub.SetSubscribed(true)
+			}
+		}
+	}
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		key := rp.Identity() + "/" + pub.Kind().String()
 		s.mu.Lock()
@@ -219,7 +231,7 @@ func (s *session) join(w Session, timed bool, arr *arrivals) error {
 	}
 	cb.OnReconnecting = func() { s.reconnecting.Add(1) }
 	cb.OnReconnected = func() { s.reconnected.Add(1) }
-	room, err := lksdk.ConnectToRoomWithToken(w.URL, w.JWT, cb, lksdk.WithAutoSubscribe(true))
+	room, err := lksdk.ConnectToRoomWithToken(w.URL, w.JWT, cb, lksdk.WithAutoSubscribe(!audioOnly))
 	if err != nil {
 		return err
 	}
