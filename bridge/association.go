@@ -314,6 +314,17 @@ func (a *association) wait(ctx context.Context) error {
 	}
 }
 
+// isOpen tells whether the association is connected (its control channel
+// opened).
+func (a *association) isOpen() bool {
+	select {
+	case <-a.open:
+		return true
+	default:
+		return false
+	}
+}
+
 // post queues f for the worker.
 func (a *association) post(f func()) {
 	a.qmu.Lock()

@@ -174,12 +174,13 @@ type PeerDeployment struct {
 }
 
 // PeerDeployments returns the live relays per peered deployment, in name
-// order.
+// order: connected associations only (not those still connecting, as
+// re-linking attempts while the IX is down).
 func (b *Bridge) PeerDeployments() []PeerDeployment {
 	b.mu.Lock()
 	var assocs []*association
 	for _, a := range b.assocs {
-		if a.pr != nil {
+		if a.pr != nil && a.isOpen() {
 			assocs = append(assocs, a)
 		}
 	}

@@ -38,7 +38,7 @@ func (b *Bridge) PeeringStatus(ctx context.Context) ([]cluster.PeerLinkStatus, [
 	for _, e := range entries {
 		a, s := e.a, e.a.linkStats()
 		l := cluster.PeerLinkStatus{
-			Room: a.room, Peer: a.pr.deployment, PeerNode: e.node, Direction: cluster.PeerIn,
+			Room: a.room, Peer: a.pr.deployment, PeerNode: e.node, Direction: cluster.PeerIn, Connected: a.isOpen(),
 			TracksOut: s.TracksOut, TracksIn: s.TracksIn, RTT: s.RTT,
 			PacketsOut: s.SentAudio, PacketsIn: s.RecvAudio, LostPackets: s.NACKsOut, Retransmits: s.Retransmits,
 		}

@@ -201,6 +201,8 @@ func TestPeerRelay(t *testing.T) {
 	la, pa := a.br.PeeringStatus(ctx)
 	lb, pb := b.br.PeeringStatus(ctx)
 	require.Equal(t, []string{"X", "fed-b", "b1", cluster.PeerOut}, []string{la[0].Room, la[0].Peer, la[0].PeerNode, la[0].Direction})
+	require.True(t, la[0].Connected)
+	require.True(t, lb[0].Connected)
 	require.Equal(t, 2, la[0].TracksOut)
 	require.NotZero(t, la[0].BitrateOut)
 	require.NotZero(t, la[0].PacketsOut)

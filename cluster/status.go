@@ -62,6 +62,9 @@ type PeerLinkStatus struct {
 	// PeerNode is the peer's node at the other end (empty until known).
 	PeerNode  string
 	Direction string
+	// Connected is false while the link is being set up (or re-linked
+	// after the IX failed).
+	Connected bool
 	// TracksOut, TracksIn are the tracks crossing the link now.
 	TracksOut, TracksIn int
 	// BitrateOut, BitrateIn are RTP bit/s since the previous status (the

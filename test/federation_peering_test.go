@@ -262,8 +262,11 @@ func TestFederatedPeering(t *testing.T) {
 		if !assert.Eventually(t, func() bool {
 			sa, sb = clusterStatus(t, fa.MetricsURL), clusterStatus(t, fb.MetricsURL)
 			return sa.Peering != nil && sb.Peering != nil && len(sa.Peering.Links) == 1 && len(sb.Peering.Links) == 1 &&
+				sa.Peering.Links[0].Connected && sb.Peering.Links[0].Connected &&
 				sa.Peering.Links[0].TracksOut == 2 && sb.Peering.Links[0].TracksIn == 2 &&
-				len(sa.Peering.Participants) == len(subs) && len(sb.Peering.Participants) == 2
+				len(sa.Peering.Participants) == len(subs) && len(sb.Peering.Participants) == 2 &&
+				// A lone node samples its load as a cluster node does.
+				len(sa.Sites) == 1 && sa.Sites[0].Nodes[0].Load.BitrateIn > 0 && sb.Sites[0].Nodes[0].Load.BitrateOut > 0
 		}, 20*time.Second, 200*time.Millisecond) {
 			ja, _ := json.Marshal(sa.Peering)
 			jb, _ := json.Marshal(sb.Peering)

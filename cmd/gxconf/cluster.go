@@ -319,9 +319,13 @@ func printPeering(tw io.Writer, p *cluster.PeeringStatus) {
 	for _, pr := range p.Peers {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pr.Name, pr.RelayAddress, pr.URL, strings.Join(pr.Homeservers, ","), strings.Join(pr.Levels, ","))
 	}
-	fmt.Fprintln(tw, "\nPEER ROOM\tPEER\tPEER NODE\tDIRECTION\tTRACKS OUT\tTRACKS IN\tOUT kbit/s\tIN kbit/s\tRTT\tLOST\tRESENT")
+	fmt.Fprintln(tw, "\nPEER ROOM\tPEER\tPEER NODE\tDIRECTION\tSTATE\tTRACKS OUT\tTRACKS IN\tOUT kbit/s\tIN kbit/s\tRTT\tLOST\tRESENT")
 	for _, l := range p.Links {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\n", l.Room, l.Peer, l.PeerNode, l.Direction,
+		state := "connecting"
+		if l.Connected {
+			state = "connected"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\n", l.Room, l.Peer, l.PeerNode, l.Direction, state,
 			l.TracksOut, l.TracksIn, l.BitrateOut/1000, l.BitrateIn/1000, l.RTT.Round(100*time.Microsecond), l.LostPackets, l.Retransmits)
 	}
 	fmt.Fprintln(tw, "\nPEER PARTICIPANT\tROOM\tDEPLOYMENT\tNODE")

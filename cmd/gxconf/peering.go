@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -103,16 +105,68 @@ func loneRegistry(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, log
 		ccfg.RelayAddress = br.Addr()
 	}
 	cpu := cluster.NewCPUSampler()
-	reg, err := cluster.NewEmbedded(ccfg, log, cluster.WithLoadSource(cluster.LoadFunc(func() cluster.Load {
+	load := &loadSampler{read: func() cluster.Load {
 		l := sfuSrv.Load()
 		return cluster.Load{CPU: cpu.Busy(), Participants: uint32(l.Participants), Tracks: uint32(l.Tracks),
 			BitrateIn: l.BitrateIn, BitrateOut: l.BitrateOut, RelayBitrate: br.Bitrate()}
-	})))
+	}}
+	reg, err := cluster.NewEmbedded(ccfg, log, cluster.WithLoadSource(load))
 	if err != nil {
 		return nil, fmt.Errorf("peering: %w", err)
 	}
 	sfuSrv.SetRoomHooks(newDirectoryHooks(reg).roomHooks())
-	return reg, nil
+	return &loneNode{Registry: reg, load: load}, nil
+}
+
+// loneNode is a lone node's registry with the sampler of its load.
+type loneNode struct {
+	cluster.Registry
+	load *loadSampler
+}
+
+// Run samples the load while the registry runs, until ctx ends.
+func (n *loneNode) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.load.run(ctx)
+	}()
+	err := n.Registry.Run(ctx)
+	<-done
+	return err
+}
+
+// loadSampler reads the load every second, as a cluster node's heartbeat
+// does: the bitrates are rates between readings, so reading them only when
+// someone asks for the status would measure the time between two requests
+// (and give zero on the first).
+type loadSampler struct {
+	read func() cluster.Load
+	mu   sync.Mutex
+	last cluster.Load
+}
+
+func (s *loadSampler) run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		l := s.read()
+		s.mu.Lock()
+		s.last = l
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Load is the last reading.
+func (s *loadSampler) Load() cluster.Load {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // status is the peering part of /cluster/status.
