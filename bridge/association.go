@@ -60,6 +60,13 @@ type association struct {
 	unobserve func()
 
 	stats linkCounters
+	// outSIDs are the track sids in out (copied by the worker on every
+	// change), for counting copies per track across associations.
+	outSIDs atomic.Pointer[[]string]
+	// started is when the association was set up; rateOut and rateIn
+	// turn its byte counters into the bitrates of the peering status.
+	started         time.Time
+	rateOut, rateIn rateMeter
 
 	// lossEvery > 0 drops every lossEvery-th video packet sent (not
 	// retransmissions): a lossy IX link for tests (this kernel has no netem).
@@ -110,7 +117,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.settingEngine()))
 	a := &association{
-		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api, pr: pr,
+		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api, pr: pr, started: time.Now(),
 		log:      b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
 		open:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -304,6 +311,17 @@ func (a *association) wait(ctx context.Context) error {
 		return ErrClosed
 	case <-ctx.Done():
 		return ErrTimeout
+	}
+}
+
+// isOpen tells whether the association is connected (its control channel
+// opened).
+func (a *association) isOpen() bool {
+	select {
+	case <-a.open:
+		return true
+	default:
+		return false
 	}
 }
 

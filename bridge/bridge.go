@@ -193,15 +193,7 @@ func (b *Bridge) Linked(room, peer string) bool {
 	b.mu.Lock()
 	a := b.assocs[assocKey{room, peer}]
 	b.mu.Unlock()
-	if a == nil {
-		return false
-	}
-	select {
-	case <-a.open:
-		return true
-	default:
-		return false
-	}
+	return a != nil && a.isOpen()
 }
 
 // Stats returns the counters of room's association with peer.

@@ -101,14 +101,17 @@ func (a *association) onWant(sid string, mask uint8) {
 }
 
 // countTracks publishes how many tracks cross the link now in each
-// direction. A track stays known (its streams, its publication on the
+// direction, and the sids of those sent (for the copies per track of a
+// peer). A track stays known (its streams, its publication on the
 // receiving node) after its last subscriber there went, but while no layer
-// of it is wanted nothing of it crosses, and the gauges say so.
+// of it is wanted nothing of it crosses, and the gauges say so (worker
+// only).
 func (a *association) countTracks() {
-	var out, in int64
-	for _, ot := range a.out {
+	var in int64
+	sids := make([]string, 0, len(a.out))
+	for sid, ot := range a.out {
 		if ot.wanted != 0 {
-			out++
+			sids = append(sids, sid)
 		}
 	}
 	for _, it := range a.inTracks {
@@ -116,7 +119,8 @@ func (a *association) countTracks() {
 			in++
 		}
 	}
-	a.stats.outTracks.Store(out)
+	a.outSIDs.Store(&sids)
+	a.stats.outTracks.Store(int64(len(sids)))
 	a.stats.inTracks.Store(in)
 }
 

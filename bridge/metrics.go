@@ -117,18 +117,24 @@ func (b *Bridge) Bitrate() uint64 {
 	for _, p := range b.Peers() {
 		total += p.SentBytes + p.RecvBytes
 	}
-	m := &b.rate
+	now := time.Now()
+	return b.rate.sample(now, total, now)
+}
+
+// sample returns the bits per second between the previous sample and now,
+// given the byte total; the first sample measures from since (with zero
+// bytes then). Samples less than half a second apart repeat the last value.
+func (m *rateMeter) sample(now time.Time, total uint64, since time.Time) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
-	if !m.at.IsZero() {
-		dt := now.Sub(m.at).Seconds()
-		if dt < 0.5 {
-			return m.last
-		}
-		if total >= m.bytes {
-			m.last = uint64(float64(total-m.bytes) * 8 / dt)
-		}
+	from, base := m.at, m.bytes
+	if from.IsZero() {
+		from, base = since, 0
+	} else if now.Sub(from) < 500*time.Millisecond {
+		return m.last
+	}
+	if dt := now.Sub(from).Seconds(); dt > 0 && total >= base {
+		m.last = uint64(float64(total-base) * 8 / dt)
 	}
 	m.at, m.bytes = now, total
 	return m.last
@@ -152,6 +158,7 @@ var (
 
 	descPeerRooms   = prometheus.NewDesc("gxconf_bridge_peer_rooms", "Rooms relayed now with a peered deployment: ours it relays (role=authority) or its that we relay (role=relay).", []string{"peer", "role"}, nil)
 	descPeerTracks  = prometheus.NewDesc("gxconf_bridge_peer_tracks", "Tracks relayed now to (out) or from (in) a peered deployment.", dirLabels, nil)
+	descPeerCopies  = prometheus.NewDesc("gxconf_bridge_peer_track_copies", "Copies of each track sent to a peered deployment over the IX now: tracks sent per distinct track (1: one copy, however many of its users subscribe; more when several of its nodes relay a room; 0: none sent).", peerLabel, nil)
 	descPeerRefused = prometheus.NewDesc("gxconf_bridge_peer_refused_total", "Requests of a peered deployment on our rooms that were refused, by kind (track, data, control, participant).", []string{"peer", "kind"}, nil)
 )
 
@@ -161,30 +168,41 @@ type PeerDeployment struct {
 	// Authority counts our rooms the peer relays; Relay its rooms we relay.
 	Authority, Relay    int
 	TracksOut, TracksIn int
+	// DistinctOut counts the different tracks among TracksOut: more than
+	// one of the peer's nodes relaying a room each get their copy.
+	DistinctOut int
 }
 
 // PeerDeployments returns the live relays per peered deployment, in name
-// order.
+// order: connected associations only (not those still connecting, as
+// re-linking attempts while the IX is down).
 func (b *Bridge) PeerDeployments() []PeerDeployment {
 	b.mu.Lock()
 	var assocs []*association
 	for _, a := range b.assocs {
-		if a.pr != nil {
+		if a.pr != nil && a.isOpen() {
 			assocs = append(assocs, a)
 		}
 	}
 	b.mu.Unlock()
 	by := map[string]*PeerDeployment{}
+	distinct := map[string]map[string]bool{} // by peer: track sids sent
 	for _, a := range assocs {
 		d := by[a.pr.deployment]
 		if d == nil {
 			d = &PeerDeployment{Peer: a.pr.deployment}
 			by[a.pr.deployment] = d
+			distinct[a.pr.deployment] = map[string]bool{}
 		}
 		if a.pr.authority {
 			d.Authority++
 		} else {
 			d.Relay++
+		}
+		if sids := a.outSIDs.Load(); sids != nil {
+			for _, sid := range *sids {
+				distinct[a.pr.deployment][sid] = true
+			}
 		}
 		st := a.stats.snapshot()
 		d.TracksOut += st.TracksOut
@@ -192,6 +210,7 @@ func (b *Bridge) PeerDeployments() []PeerDeployment {
 	}
 	out := make([]PeerDeployment, 0, len(by))
 	for _, d := range by {
+		d.DistinctOut = len(distinct[d.Peer])
 		out = append(out, *d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
@@ -202,7 +221,7 @@ type collector struct{ b *Bridge }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes,
-		descPeerRooms, descPeerTracks, descPeerRefused} {
+		descPeerRooms, descPeerTracks, descPeerCopies, descPeerRefused} {
 		ch <- d
 	}
 }
@@ -233,6 +252,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPeerRooms, prometheus.GaugeValue, float64(d.Relay), d.Peer, "relay")
 		ch <- prometheus.MustNewConstMetric(descPeerTracks, prometheus.GaugeValue, float64(d.TracksOut), d.Peer, "out")
 		ch <- prometheus.MustNewConstMetric(descPeerTracks, prometheus.GaugeValue, float64(d.TracksIn), d.Peer, "in")
+		copies := 0.0
+		if d.DistinctOut > 0 {
+			copies = float64(d.TracksOut) / float64(d.DistinctOut)
+		}
+		ch <- prometheus.MustNewConstMetric(descPeerCopies, prometheus.GaugeValue, copies, d.Peer)
 	}
 	c.b.mu.Lock()
 	refused := make(map[[2]string]uint64, len(c.b.refused))

@@ -113,6 +113,9 @@ type peerRole struct {
 	deployment string
 	// authority: the room is ours and the peer only subscribes.
 	authority bool
+	// node is the peer's node at the other end, once known (under the
+	// bridge's mu).
+	node string
 }
 
 // label names the association's peer in metrics: the node, or the peer
@@ -247,6 +250,9 @@ func (b *Bridge) linkPeer(ctx context.Context, local string) error {
 		b.drop(a)
 		return err
 	}
+	b.mu.Lock()
+	a.pr.node = ans.Node
+	b.mu.Unlock()
 	a.startAsync(ans)
 	if err := a.wait(ctx); err != nil {
 		b.drop(a)
@@ -386,7 +392,7 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no grant for this peer in the room", http.StatusForbidden)
 		return
 	}
-	a, ans, err := b.accept(offer.Room, peerKey(peer, offer.Node), offer.Nonce, &peerRole{deployment: peer, authority: true})
+	a, ans, err := b.accept(offer.Room, peerKey(peer, offer.Node), offer.Nonce, &peerRole{deployment: peer, authority: true, node: offer.Node})
 	if err != nil {
 		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("peer", peer).Msg("failed to accept a peer's relay association")
 		http.Error(w, "cannot associate", http.StatusServiceUnavailable)

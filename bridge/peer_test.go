@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -114,7 +116,13 @@ func startFedA(t *testing.T, auth *fakeAuthority) *node {
 // following its peer rooms until the test ends.
 func startFedB(t *testing.T, a *node, key []byte) *node {
 	t.Helper()
-	b := startNodeFull(t, "b1", nil, func(n *node) {
+	return startFedBNode(t, a, key, "b1")
+}
+
+// startFedBNode is startFedB for fed-b's node id.
+func startFedBNode(t *testing.T, a *node, key []byte, id string) *node {
+	t.Helper()
+	b := startNodeFull(t, id, nil, func(n *node) {
 		n.br.SetPeering(Peering{Self: "fed-b", Peers: map[string]PeerLink{"fed-a": {RelayAddress: a.br.Addr(), SignalKey: key}}})
 		n.srv.SetPeering(sfu.Peering{Keys: map[string]string{"fed-a": peerTokenSecret}, Joined: n.br.PeerJoined})
 		n.srv.SetGrantChecker(n.br.PeerGrants(nil))
@@ -180,9 +188,33 @@ func TestPeerRelay(t *testing.T) {
 	// One association, each track once.
 	require.Eventually(t, func() bool {
 		pa, pb := a.br.PeerDeployments(), b.br.PeerDeployments()
-		return len(pa) == 1 && pa[0] == PeerDeployment{Peer: "fed-b", Authority: 1, TracksOut: 2} &&
+		return len(pa) == 1 && pa[0] == PeerDeployment{Peer: "fed-b", Authority: 1, TracksOut: 2, DistinctOut: 2} &&
 			len(pb) == 1 && pb[0] == PeerDeployment{Peer: "fed-a", Relay: 1, TracksIn: 2}
 	}, 10*time.Second, 50*time.Millisecond, "%+v %+v", a.br.PeerDeployments(), b.br.PeerDeployments())
+	// Both sides' status shows the link and the other side's participants.
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		la, pa := a.br.PeeringStatus(ctx)
+		lb, pb := b.br.PeeringStatus(ctx)
+		return len(la) == 1 && len(pa) == 2 && len(lb) == 1 && len(pb) == 1
+	}, 10*time.Second, 50*time.Millisecond)
+	la, pa := a.br.PeeringStatus(ctx)
+	lb, pb := b.br.PeeringStatus(ctx)
+	require.Equal(t, []string{"X", "fed-b", "b1", cluster.PeerOut}, []string{la[0].Room, la[0].Peer, la[0].PeerNode, la[0].Direction})
+	require.True(t, la[0].Connected)
+	require.True(t, lb[0].Connected)
+	require.Equal(t, 2, la[0].TracksOut)
+	require.NotZero(t, la[0].BitrateOut)
+	require.NotZero(t, la[0].PacketsOut)
+	require.Equal(t, []string{peerRoomX, "fed-a", "a1", cluster.PeerIn}, []string{lb[0].Room, lb[0].Peer, lb[0].PeerNode, lb[0].Direction})
+	require.Equal(t, 2, lb[0].TracksIn)
+	require.NotZero(t, lb[0].BitrateIn)
+	require.Equal(t, []cluster.PeerParticipant{
+		{Room: "X", Identity: "rita", Deployment: "fed-b", Node: "b1"},
+		{Room: "X", Identity: "rob", Deployment: "fed-b", Node: "b1"},
+	}, pa)
+	require.Equal(t, []cluster.PeerParticipant{{Room: peerRoomX, Identity: "alice", Deployment: "fed-a", Node: "a1"}}, pb)
+
 	st, ok := a.br.Stats("X", peerKey("fed-b", "b1"))
 	require.True(t, ok)
 	t.Logf("fed-a -> fed-b: video packets per layer %v, audio %d, for 2 subscribers", st.SentPackets, st.SentAudio)
@@ -209,6 +241,40 @@ func TestPeerRelay(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, validate(t, b, peerToken(t, "rita", "tok-rita", "X")), "a revoked grant at fed-a refuses the rejoin")
 	require.Equal(t, http.StatusOK, validate(t, b, peerToken(t, "rob", "tok-rob", "X")))
 	rob.waitMedia(t, []string{"alice"}, 60, 100, 20*time.Second)
+}
+
+// TestPeerTrackCopies: every node of the peer deployment that relays a
+// room gets its own copy of each track over the IX, however many users
+// watch there; the copies-per-track gauge tells.
+func TestPeerTrackCopies(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	for _, id := range []string{"rita", "rob", "ruth"} {
+		auth.grant("tok-"+id, "fed-b", "X", id)
+	}
+	a := startFedA(t, auth)
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(a.br.Collector()))
+	b1 := startFedBNode(t, a, peerSignalKey, "b1")
+	b2 := startFedBNode(t, a, peerSignalKey, "b2")
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	copies := func(authority, tracks int, want float64) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			pa := a.br.PeerDeployments()
+			return len(pa) == 1 && pa[0] == PeerDeployment{Peer: "fed-b", Authority: authority, TracksOut: tracks, DistinctOut: 2} &&
+				metricValue(t, reg, "gxconf_bridge_peer_track_copies", "peer=fed-b") == want
+		}, 20*time.Second, 50*time.Millisecond, "%+v", a.br.PeerDeployments())
+	}
+	// Two users on one node: one copy.
+	for _, id := range []string{"rita", "rob"} {
+		b1.joinToken(t, id, peerToken(t, id, "tok-"+id, "X")).waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	}
+	copies(1, 2, 1)
+	// A user on another node of fed-b: that node relays the room too.
+	b2.joinToken(t, "ruth", peerToken(t, "ruth", "tok-ruth", "X")).waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	copies(2, 4, 2)
 }
 
 // TestPeerRelaySecurity: fed-a accepts no association without a grant for

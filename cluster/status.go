@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Status is what `gxconf cluster status` prints: the live nodes by site and
@@ -15,6 +16,76 @@ type Status struct {
 	// Partial is set when the registry was unreachable: Rooms then holds
 	// this node's own rooms only.
 	Partial bool
+	// Peering is this node's relay with peered deployments (issue 10);
+	// nil without peering.
+	Peering *PeeringStatus `json:",omitempty"`
+}
+
+// PeeringStatus is one node's view of its deployment's peerings: the peer
+// deployments, the rooms it relays with them now and the participants that
+// reach those rooms through them.
+type PeeringStatus struct {
+	// Self is this deployment's peer name.
+	Self         string
+	Peers        []PeerStatus
+	Links        []PeerLinkStatus
+	Participants []PeerParticipant
+}
+
+// PeerStatus is a configured peer deployment.
+type PeerStatus struct {
+	Name         string
+	RelayAddress string
+	// URL is where our rooms' subscribers among the peer's users go.
+	URL         string
+	Homeservers []string
+	// Levels are the levels of our rooms the peer may relay.
+	Levels []string
+}
+
+// Directions of a peer link.
+const (
+	// PeerOut: our room, relayed to the peer for its users.
+	PeerOut = "out"
+	// PeerIn: the peer's room, relayed here for our users.
+	PeerIn = "in"
+)
+
+// PeerLinkStatus is one room relayed with a peer deployment (one relay
+// association over the IX): every track crosses it once, whatever the
+// number of subscribers behind it.
+type PeerLinkStatus struct {
+	// Room is the room's name on this node (PeerIn: in the peer's
+	// namespace, gxpeer.<peer>.<room>).
+	Room string
+	Peer string
+	// PeerNode is the peer's node at the other end (empty until known).
+	PeerNode  string
+	Direction string
+	// Connected is false while the link is being set up (or re-linked
+	// after the IX failed).
+	Connected bool
+	// TracksOut, TracksIn are the tracks crossing the link now.
+	TracksOut, TracksIn int
+	// BitrateOut, BitrateIn are RTP bit/s since the previous status (the
+	// first: since the link came up).
+	BitrateOut, BitrateIn uint64
+	// RTT is the link's round trip time (ICE consent checks; 0 unknown).
+	RTT time.Duration
+	// PacketsOut, PacketsIn count RTP packets; LostPackets those from the
+	// peer found missing (each NACKed), Retransmits those resent on the
+	// peer's NACKs.
+	PacketsOut, PacketsIn    uint64
+	LostPackets, Retransmits uint64
+}
+
+// PeerParticipant is a participant of a peer deployment in a relayed room:
+// connected to node of deployment, present here through the relay.
+type PeerParticipant struct {
+	Room       string
+	Identity   string
+	Deployment string
+	Node       string
 }
 
 // SiteStatus lists a site's live nodes.

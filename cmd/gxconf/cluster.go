@@ -170,9 +170,10 @@ func (c *clusterNode) runners() []func(context.Context) error {
 	return out
 }
 
-// statusHandler serves this node's view of the cluster as JSON, on the
-// internal metrics listener (`gxconf cluster status` reads it).
-func (c *clusterNode) statusHandler() http.Handler {
+// statusHandler serves this node's view of the cluster (and, with peering,
+// of its peer links) as JSON, on the internal metrics listener (`gxconf
+// cluster status` reads it). peering is nil without peering.
+func statusHandler(src cluster.StatusSource, peering func(context.Context) *cluster.PeeringStatus) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			w.WriteHeader(http.StatusMethodNotAllowed)
@@ -180,12 +181,15 @@ func (c *clusterNode) statusHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		st, err := cluster.Snapshot(ctx, c.reg)
+		st, err := cluster.Snapshot(ctx, src)
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
+		}
+		if peering != nil {
+			st.Peering = peering(ctx)
 		}
 		_ = json.NewEncoder(w).Encode(st)
 	})
@@ -315,5 +319,32 @@ func printStatus(out io.Writer, st cluster.Status) {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Room, n.Node, n.Participants, n.Tracks)
 		}
 	}
+	if p := st.Peering; p != nil {
+		printPeering(tw, p)
+	}
 	_ = tw.Flush()
+}
+
+// printPeering prints the peer deployments, the rooms relayed with them
+// (one copy of each track crosses a link, whatever the subscribers behind
+// it) and their participants present here through the relay.
+func printPeering(tw io.Writer, p *cluster.PeeringStatus) {
+	fmt.Fprintf(tw, "\nPeering as %s\n", p.Self)
+	fmt.Fprintln(tw, "PEER\tRELAY\tURL\tHOMESERVERS\tLEVELS")
+	for _, pr := range p.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pr.Name, pr.RelayAddress, pr.URL, strings.Join(pr.Homeservers, ","), strings.Join(pr.Levels, ","))
+	}
+	fmt.Fprintln(tw, "\nPEER ROOM\tPEER\tPEER NODE\tDIRECTION\tSTATE\tTRACKS OUT\tTRACKS IN\tOUT kbit/s\tIN kbit/s\tRTT\tLOST\tRESENT")
+	for _, l := range p.Links {
+		state := "connecting"
+		if l.Connected {
+			state = "connected"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\n", l.Room, l.Peer, l.PeerNode, l.Direction, state,
+			l.TracksOut, l.TracksIn, l.BitrateOut/1000, l.BitrateIn/1000, l.RTT.Round(100*time.Microsecond), l.LostPackets, l.Retransmits)
+	}
+	fmt.Fprintln(tw, "\nPEER PARTICIPANT\tROOM\tDEPLOYMENT\tNODE")
+	for _, pp := range p.Participants {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", pp.Identity, pp.Room, pp.Deployment, pp.Node)
+	}
 }

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/gxfs-conf/gxconf/bridge"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/focus"
 	"github.com/gxfs-conf/gxconf/sfu"
@@ -32,19 +35,30 @@ func focusPeering(p config.Peering) *focus.Peering {
 	return out
 }
 
+// peering is a node's part in peered deployments (startPeering).
+type peering struct {
+	cfg config.Peering
+	br  *bridge.Bridge
+	// lone is the registry a lone node keeps of itself for `gxconf cluster
+	// status` (nil in a cluster, which has its own).
+	lone    cluster.Registry
+	runners []func(context.Context) error
+}
+
 // startPeering wires peered deployments once the focus exists: the SFU
 // accepts the peers' tokens and asks them about their grants (our own
 // tokens still go to the focus), and the bridge relays the peers' rooms
 // and answers them about ours from the focus. br is the cluster's bridge,
-// or nil on a lone node, which then gets a bridge of its own. It returns
-// the runners to add.
+// or nil on a lone node, which then gets a bridge of its own and an
+// embedded registry of itself, so its peer links can be inspected like a
+// cluster's (`gxconf cluster status`). nil without peering.
 func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, focusSvc *focus.Service,
-	metrics prometheus.Registerer, log zerolog.Logger) ([]func(context.Context) error, error) {
+	metrics prometheus.Registerer, log zerolog.Logger) (*peering, error) {
 	p := cfg.Peering
 	if !p.Enabled() {
 		return nil, nil
 	}
-	var runners []func(context.Context) error
+	out := &peering{cfg: p}
 	if br == nil {
 		bcfg := cfg.Bridge
 		id, err := cfg.Cluster.ResolveNodeID()
@@ -58,8 +72,13 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 		if err := metrics.Register(br.Collector()); err != nil {
 			return nil, fmt.Errorf("bridge metrics: %w", err)
 		}
-		runners = append(runners, br.Run)
+		out.runners = append(out.runners, br.Run)
+		if out.lone, err = loneRegistry(cfg, sfuSrv, br, log); err != nil {
+			return nil, err
+		}
+		out.runners = append(out.runners, out.lone.Run)
 	}
+	out.br = br
 	keys := map[string]string{}
 	links := map[string]bridge.PeerLink{}
 	for name, pc := range p.Peers {
@@ -71,5 +90,96 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 	sfuSrv.SetGrantChecker(br.PeerGrants(focusSvc))
 	br.SetPeering(bridge.Peering{Self: p.Name, Peers: links, Authority: focusSvc})
 	log.Info().Str("peer", p.Name).Strs("peers", slices.Sorted(maps.Keys(p.Peers))).Str("address", br.Addr()).Msg("Peering with other deployments")
-	return append(runners, br.FollowPeers), nil
+	out.runners = append(out.runners, br.FollowPeers)
+	return out, nil
+}
+
+// loneRegistry is a lone node's embedded registry of itself, kept by the
+// SFU's directory hooks as a cluster node's is.
+func loneRegistry(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, log zerolog.Logger) (cluster.Registry, error) {
+	ccfg := cfg.Cluster
+	if ccfg.SignalURL == "" {
+		ccfg.SignalURL = sfuSrv.URL()
+	}
+	if ccfg.RelayAddress == "" {
+		ccfg.RelayAddress = br.Addr()
+	}
+	cpu := cluster.NewCPUSampler()
+	load := &loadSampler{read: func() cluster.Load {
+		l := sfuSrv.Load()
+		return cluster.Load{CPU: cpu.Busy(), Participants: uint32(l.Participants), Tracks: uint32(l.Tracks),
+			BitrateIn: l.BitrateIn, BitrateOut: l.BitrateOut, RelayBitrate: br.Bitrate()}
+	}}
+	reg, err := cluster.NewEmbedded(ccfg, log, cluster.WithLoadSource(load))
+	if err != nil {
+		return nil, fmt.Errorf("peering: %w", err)
+	}
+	sfuSrv.SetRoomHooks(newDirectoryHooks(reg).roomHooks())
+	return &loneNode{Registry: reg, load: load}, nil
+}
+
+// loneNode is a lone node's registry with the sampler of its load.
+type loneNode struct {
+	cluster.Registry
+	load *loadSampler
+}
+
+// Run samples the load while the registry runs, until ctx ends.
+func (n *loneNode) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.load.run(ctx)
+	}()
+	err := n.Registry.Run(ctx)
+	<-done
+	return err
+}
+
+// loadSampler reads the load every second, as a cluster node's heartbeat
+// does: the bitrates are rates between readings, so reading them only when
+// someone asks for the status would measure the time between two requests
+// (and give zero on the first).
+type loadSampler struct {
+	read func() cluster.Load
+	mu   sync.Mutex
+	last cluster.Load
+}
+
+func (s *loadSampler) run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		l := s.read()
+		s.mu.Lock()
+		s.last = l
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Load is the last reading.
+func (s *loadSampler) Load() cluster.Load {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// status is the peering part of /cluster/status.
+func (p *peering) status(ctx context.Context) *cluster.PeeringStatus {
+	st := &cluster.PeeringStatus{Self: p.cfg.Name}
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Peers)) {
+		pc := p.cfg.Peers[name]
+		ps := cluster.PeerStatus{Name: name, RelayAddress: pc.RelayAddress, URL: pc.URL, Homeservers: pc.Homeservers}
+		for _, l := range pc.Levels {
+			ps.Levels = append(ps.Levels, string(l))
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	st.Links, st.Participants = p.br.PeeringStatus(ctx)
+	return st
 }

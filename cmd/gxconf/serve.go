@@ -27,6 +27,7 @@ import (
 
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/bridge"
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
@@ -163,6 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if err != nil {
 		return err
 	}
+	var peers *peering
 	if sfuSrv != nil {
 		// The embedded SFU asks the focus whether each token's grant still holds.
 		sfuSrv.SetGrantChecker(focusSvc)
@@ -170,11 +172,13 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		if node != nil {
 			br = node.bridge
 		}
-		peerRunners, err := startPeering(cfg, sfuSrv, br, focusSvc, registry, log.With().Str("component", "bridge").Logger())
+		peers, err = startPeering(cfg, sfuSrv, br, focusSvc, registry, log.With().Str("component", "bridge").Logger())
 		if err != nil {
 			return err
 		}
-		runners = append(runners, peerRunners...)
+		if peers != nil {
+			runners = append(runners, peers.runners...)
+		}
 	}
 	focusSvc.Handle(credentials.MountPath, verifier.Handler())
 	as, err := appservice.New(ctx, appservice.Options{
@@ -201,12 +205,21 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 
 	var metricsHandler http.Handler = promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
-	if node != nil && cfg.Metrics.Listen != "" {
-		// The cluster's state is internal too: on the metrics listener.
+	if (node != nil || peers != nil) && cfg.Metrics.Listen != "" {
+		// The cluster's state and the peer links are internal too: on the
+		// metrics listener.
+		var peerStatus func(context.Context) *cluster.PeeringStatus
+		if peers != nil {
+			peerStatus = peers.status
+		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler)
-		mux.Handle("/cluster/status", node.statusHandler())
-		mux.Handle("/cluster/drain", node.drainHandler())
+		if node != nil {
+			mux.Handle("/cluster/status", statusHandler(node.reg, peerStatus))
+			mux.Handle("/cluster/drain", node.drainHandler())
+		} else {
+			mux.Handle("/cluster/status", statusHandler(peers.lone, peerStatus))
+		}
 		metricsHandler = mux
 	}
 	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)

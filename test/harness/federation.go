@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -26,6 +28,7 @@ const (
 	fedSFUPort        = 7880
 	fedUDPPort        = 7882
 	fedMetricsPort    = 9464
+	fedRelayPort      = 7890 // bridge relay (peering), on the IX address
 	fedUplinkHost     = 10
 )
 
@@ -249,6 +252,113 @@ func (fed *Federation) RestartGxconf(ctx context.Context, overrides map[string]a
 		return errors.Join(stopErr, err)
 	}
 	return errors.Join(stopErr, fed.startGxconf(ctx))
+}
+
+// PeeringOptions make the rig's two deployments peers of each other
+// (issue 10 item 2).
+type PeeringOptions struct {
+	// Secret is the peer secret both deployments share (>= 32 bytes).
+	Secret string
+	// Levels[name] are the confidentiality levels of name's rooms its peer
+	// may relay; default public and kritis.
+	Levels map[string][]string
+}
+
+// PeeringConfig is fed's gxconf config for peering with the other
+// federation of the rig: its bridge relay listens on its IX address, the
+// peer's relay on the peer's IX address, and the peer's users are sent to
+// the peer's SFU URL (on its uplink, where the peer's users connect).
+// Merge it with RestartGxconf (or FederationOptions.PerFederation).
+func (f *Federations) PeeringConfig(fed *Federation, opts PeeringOptions) map[string]any {
+	other := f.A
+	if fed == f.A {
+		other = f.B
+	}
+	levels := opts.Levels[fed.Name]
+	if levels == nil {
+		levels = []string{"public", "kritis"}
+	}
+	return map[string]any{
+		"bridge": map[string]any{"listen": net.JoinHostPort(fed.IXAddr, strconv.Itoa(fedRelayPort))},
+		"peering": map[string]any{
+			"name": fed.Name,
+			"peers": map[string]any{other.Name: map[string]any{
+				"relay_address": net.JoinHostPort(other.IXAddr, strconv.Itoa(fedRelayPort)),
+				"url":           other.SFUURL,
+				"homeservers":   []string{other.ServerName},
+				"levels":        levels,
+				"secret":        opts.Secret,
+			}},
+		},
+	}
+}
+
+// IXInterface is the federation's end of the IX link (in its namespace).
+func (fed *Federation) IXInterface() string { return fed.Site.ix }
+
+// IXBytes returns the bytes the federation's IX interface received and
+// sent so far (the kernel's counters: every frame on the link, headers
+// included).
+func (fed *Federation) IXBytes() (rx, tx uint64, err error) {
+	out, err := exec.Command("ip", "-n", fed.Site.Name, "-s", "-j", "link", "show", "dev", fed.Site.ix).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("ip -s link show %s: %w", fed.Site.ix, err)
+	}
+	var links []struct {
+		Stats64 struct {
+			RX, TX struct {
+				Bytes uint64 `json:"bytes"`
+			}
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return 0, 0, fmt.Errorf("cannot read the counters of %s: %v: %s", fed.Site.ix, err, out)
+	}
+	return links[0].Stats64.RX.Bytes, links[0].Stats64.TX.Bytes, nil
+}
+
+// SetIX takes the IX link down or up (on the federation's end, which takes
+// the carrier of the other end with it). Routes through the link go with
+// it: add them again after it is up.
+func (fed *Federation) SetIX(up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return ipCmd("-n", fed.Site.Name, "link", "set", fed.Site.ix, state)
+}
+
+// RouteOverIX lets processes in fed's namespace reach to's uplink address
+// (its SFU, focus, homeserver client API) across the IX instead of through
+// the root namespace, as a federation's own users would reach the other
+// federation. to accepts the packets as its own address; its answers go
+// back over the IX, where fed's source address lives.
+func (fed *Federation) RouteOverIX(to *Federation) error {
+	return ipCmd("-n", fed.Site.Name, "route", "replace", to.UplinkAddr+"/32", "via", to.IXAddr)
+}
+
+// GxconfCPU returns the CPU time (user and system) the federation's
+// gxconf has used so far, from /proc (`ip netns exec` execs gxconf, so the
+// process is gxconf itself).
+func (fed *Federation) GxconfCPU() (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", fed.Gxconf.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which may contain spaces): state
+	// is field 3 of proc(5), utime and stime fields 14 and 15.
+	i := strings.LastIndexByte(string(raw), ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("cannot parse /proc/%d/stat", fed.Gxconf.Pid())
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	// USER_HZ is 100 on every Linux ABI this runs on.
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // BotClient is a client of the federation's homeserver acting as gxconf's

@@ -1,0 +1,84 @@
+package bridge
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/gxfs-conf/gxconf/cluster"
+)
+
+// PeeringStatus returns the rooms this node relays with peered deployments
+// now, in room order, and the peers' participants in them (for `gxconf
+// cluster status`). A link's bitrates cover the time since the previous
+// call (the first: since the link was set up).
+func (b *Bridge) PeeringStatus(ctx context.Context) ([]cluster.PeerLinkStatus, []cluster.PeerParticipant) {
+	type entry struct {
+		a    *association
+		node string
+	}
+	b.mu.Lock()
+	var entries []entry
+	for _, a := range b.assocs {
+		if a.pr != nil {
+			entries = append(entries, entry{a, a.pr.node})
+		}
+	}
+	b.mu.Unlock()
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].a.room != entries[j].a.room {
+			return entries[i].a.room < entries[j].a.room
+		}
+		return entries[i].a.peer < entries[j].a.peer
+	})
+	links := make([]cluster.PeerLinkStatus, 0, len(entries))
+	var parts []cluster.PeerParticipant
+	now := time.Now()
+	for _, e := range entries {
+		a, s := e.a, e.a.linkStats()
+		l := cluster.PeerLinkStatus{
+			Room: a.room, Peer: a.pr.deployment, PeerNode: e.node, Direction: cluster.PeerIn, Connected: a.isOpen(),
+			TracksOut: s.TracksOut, TracksIn: s.TracksIn, RTT: s.RTT,
+			PacketsOut: s.SentAudio, PacketsIn: s.RecvAudio, LostPackets: s.NACKsOut, Retransmits: s.Retransmits,
+		}
+		if a.pr.authority {
+			l.Direction = cluster.PeerOut
+		}
+		sent, recv := s.SentAudioBytes, s.RecvAudioBytes
+		for i := range 3 {
+			l.PacketsOut += s.SentPackets[i]
+			l.PacketsIn += s.RecvPackets[i]
+			sent += s.SentBytes[i]
+			recv += s.RecvBytes[i]
+		}
+		l.BitrateOut = a.rateOut.sample(now, sent, a.started)
+		l.BitrateIn = a.rateIn.sample(now, recv, a.started)
+		links = append(links, l)
+		for _, id := range a.remoteIdentities(ctx) {
+			parts = append(parts, cluster.PeerParticipant{Room: a.room, Identity: id, Deployment: a.pr.deployment, Node: e.node})
+		}
+	}
+	return links, parts
+}
+
+// remoteIdentities lists the peer's participants injected here, sorted
+// (asked of the worker, which owns them; nil if it does not answer).
+func (a *association) remoteIdentities(ctx context.Context) []string {
+	ch := make(chan []string, 1)
+	a.post(func() {
+		ids := make([]string, 0, len(a.remotes))
+		for id := range a.remotes {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		ch <- ids
+	})
+	select {
+	case ids := <-ch:
+		return ids
+	case <-a.done:
+	case <-ctx.Done():
+	}
+	return nil
+}
