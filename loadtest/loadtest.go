@@ -30,12 +30,19 @@ type Options struct {
 	URL              string
 	URLs             []string
 	SpreadPublishers bool // publishers round-robin over the URLs too
+	// SubscriberOffset is the URL index the first subscriber joins (the
+	// round-robin starts there): with one subscriber and two nodes, 1
+	// puts it on the node the publishers are not on.
+	SubscriberOffset int
 	APIKey           string
 	APISecret        string
 
 	Rooms       int // default 1
 	Publishers  int // per room: publish audio + simulcast video, subscribe to the others
 	Subscribers int // per room: subscribe only
+	// PublishersOnly: publishers subscribe to nothing (a stage: only the
+	// subscribers receive).
+	PublishersOnly bool
 
 	Duration time.Duration // measurement window, default 30 s
 	Warmup   time.Duration // from the last join to the window, default 10 s
@@ -91,6 +98,9 @@ func (o *Options) defaults() error {
 	if len(o.SFUPids) > 0 && len(o.SFUPids) != len(o.URLs) {
 		return fmt.Errorf("sfu pids: need one per url (%d), got %d", len(o.URLs), len(o.SFUPids))
 	}
+	if o.SubscriberOffset < 0 {
+		return fmt.Errorf("subscriber offset: must not be negative, got %d", o.SubscriberOffset)
+	}
 	if len(o.MetricsURLs) > 0 && len(o.MetricsURLs) != len(o.URLs) {
 		return fmt.Errorf("metrics urls: need one per url (%d), got %d", len(o.URLs), len(o.MetricsURLs))
 	}
@@ -138,7 +148,7 @@ func (o *Options) nodeOf(i int) int {
 		}
 		return 0
 	}
-	return (i - o.Publishers) % n
+	return (i - o.Publishers + o.SubscriberOffset) % n
 }
 
 type participant struct {
@@ -279,7 +289,8 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 			return
 		}
 		start := time.Now()
-		room, err := lksdk.ConnectToRoomWithToken(opts.URLs[pl.node], tok, cb, lksdk.WithAutoSubscribe(true), lksdk.WithLogger(sdkLog))
+		subscribe := !pl.publish || !opts.PublishersOnly
+		room, err := lksdk.ConnectToRoomWithToken(opts.URLs[pl.node], tok, cb, lksdk.WithAutoSubscribe(subscribe), lksdk.WithLogger(sdkLog))
 		lat := time.Since(start)
 		if err != nil {
 			mu.Lock()
@@ -344,7 +355,11 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		perAV++
 	}
 	rep.Participants = len(parts)
-	rep.TracksExpected = opts.Rooms * (opts.Publishers*(opts.Publishers-1) + opts.Subscribers*opts.Publishers) * perAV
+	subscribers := opts.Subscribers
+	if !opts.PublishersOnly {
+		subscribers += opts.Publishers - 1 // each publisher receives the others
+	}
+	rep.TracksExpected = opts.Rooms * subscribers * opts.Publishers * perAV
 	slices.Sort(allLatencies)
 	rep.JoinP50, rep.JoinP99 = percentile(allLatencies, 0.50), percentile(allLatencies, 0.99)
 

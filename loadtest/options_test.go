@@ -31,6 +31,16 @@ func TestOptionsNodes(t *testing.T) {
 		}
 		require.Equal(t, []int{0, 0, 0, 1, 0, 1, 0}, got)
 	})
+	t.Run("subscriber offset", func(t *testing.T) {
+		o := base()
+		o.URLs, o.SubscriberOffset = []string{"ws://a", "ws://b"}, 1
+		require.NoError(t, o.defaults())
+		var got []int
+		for i := range 7 {
+			got = append(got, o.nodeOf(i))
+		}
+		require.Equal(t, []int{0, 0, 1, 0, 1, 0, 1}, got)
+	})
 	t.Run("spread publishers", func(t *testing.T) {
 		o := base()
 		o.URLs, o.SpreadPublishers = []string{"ws://a", "ws://b", "ws://c"}, true
@@ -50,6 +60,7 @@ func TestOptionsNodes(t *testing.T) {
 		{"empty url", "urls[1]: empty", func(o *Options) { o.URLs = []string{"ws://a", ""} }},
 		{"pid and pids", "sfu pid and sfu pids", func(o *Options) { o.URL, o.SFUPid, o.SFUPids = "ws://a", 1, []int{2} }},
 		{"pids per url", "sfu pids: need one per url (2), got 1", func(o *Options) { o.URLs, o.SFUPids = []string{"ws://a", "ws://b"}, []int{2} }},
+		{"negative offset", "subscriber offset: must not be negative, got -1", func(o *Options) { o.URL, o.SubscriberOffset = "ws://a", -1 }},
 		{"metrics per url", "metrics urls: need one per url (1), got 2", func(o *Options) { o.URL, o.MetricsURLs = "ws://a", []string{"a", "b"} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

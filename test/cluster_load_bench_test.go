@@ -34,6 +34,8 @@ import (
 // Parameters (GXTEST_LOAD_*, defaults in brackets): PUBLISHERS [1],
 // SUBSCRIBERS [20], NODES [2] (1: only node A is given to the load tool,
 // node B idles: the baseline without a hop), SPREAD_PUBLISHERS [false],
+// SUBSCRIBER_OFFSET [0] (1: the first subscriber joins node B),
+// PUBLISHERS_ONLY [false] (publishers subscribe to nothing),
 // JOIN_RATE [20], WARMUP [10s], DURATION [30s], FPS [15], QUALITY [low],
 // NO_AUDIO, NO_VIDEO [false], LOG_LEVEL [warn] (the nodes' logging.level).
 func BenchmarkClusterLoad(b *testing.B) {
@@ -45,6 +47,8 @@ func BenchmarkClusterLoad(b *testing.B) {
 		Publishers:       env.int("PUBLISHERS", 1),
 		Subscribers:      env.int("SUBSCRIBERS", 20),
 		SpreadPublishers: env.bool("SPREAD_PUBLISHERS"),
+		SubscriberOffset: env.int("SUBSCRIBER_OFFSET", 0),
+		PublishersOnly:   env.bool("PUBLISHERS_ONLY"),
 		JoinRate:         float64(env.int("JOIN_RATE", 20)),
 		Warmup:           env.duration("WARMUP", 10*time.Second),
 		Duration:         env.duration("DURATION", 30*time.Second),

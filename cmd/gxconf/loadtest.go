@@ -25,14 +25,15 @@ a stock LiveKit server).
 
 Cluster load: give -url a comma-separated list of nodes of one cluster (the
 same sfu.keys on each). Every room then spans them: subscribers are spread
-round-robin starting at the first URL, publishers all join the first one
-(-spread-publishers: round-robin too), so each subscriber gets its media
-either from its own node or over the bridge. -sfu-pid and -metrics-url take
-one entry per URL (a node's PID for CPU and RSS from /proc; its metrics
-listener, e.g. http://127.0.0.1:9464, for gxconf_bridge_relay_* over the
-window). The report adds per-node joins, tracks, loss, CPU, RSS and relay
-traffic, and frame delivery latency for subscribers on the publisher's node
-and on another node; their difference is what the hop adds.
+round-robin starting at the first URL (-subscriber-offset: another one),
+publishers all join the first URL (-spread-publishers: round-robin too), so
+each subscriber gets its media either from its own node or over the bridge.
+-sfu-pid and -metrics-url take one entry per URL (a node's PID for CPU and
+RSS from /proc; its metrics listener, e.g. http://127.0.0.1:9464, for
+gxconf_bridge_relay_* over the window). The report adds per-node joins,
+tracks, loss, CPU, RSS and relay traffic, and frame delivery latency for
+subscribers on the publisher's node and on another node; their difference is
+what the hop adds.
 
 Flags:
 `
@@ -51,11 +52,13 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	var urls, pids, metrics string
 	fs.StringVar(&urls, "url", "ws://127.0.0.1:7880", "ws(s):// URL of the SFU; comma-separated for the nodes of a cluster")
 	fs.BoolVar(&o.SpreadPublishers, "spread-publishers", false, "with several URLs: publishers round-robin too (default: all on the first URL)")
+	fs.IntVar(&o.SubscriberOffset, "subscriber-offset", 0, "with several URLs: the URL index (0-based) the subscribers' round-robin starts at")
 	fs.StringVar(&o.APIKey, "api-key", "", "API key the SFU accepts (or env LIVEKIT_API_KEY)")
 	fs.StringVar(&o.APISecret, "api-secret", "", "API secret (or env LIVEKIT_API_SECRET)")
 	fs.IntVar(&o.Rooms, "rooms", 1, "number of rooms")
 	fs.IntVar(&o.Publishers, "publishers", 1, "publishers per room (audio + simulcast video; they also subscribe)")
 	fs.IntVar(&o.Subscribers, "subscribers", 10, "subscribe-only participants per room")
+	fs.BoolVar(&o.PublishersOnly, "publishers-only", false, "publishers subscribe to nothing (only the subscribers receive)")
 	fs.DurationVar(&o.Duration, "duration", 30*time.Second, "measurement window")
 	fs.DurationVar(&o.Warmup, "warmup", 10*time.Second, "wait between the last join and the window")
 	fs.Float64Var(&o.JoinRate, "join-rate", 10, "joins per second")
