@@ -157,6 +157,10 @@ type participant struct {
 	room     *lksdk.Room
 	pub      *Publisher
 	tracks   atomic.Int64 // subscribed
+	// unsubscribed and reconnects flag a disturbed run: a track that
+	// ended or a client that reconnected (a republish is counted again
+	// in tracks).
+	unsubscribed, reconnects atomic.Int64
 
 	mu      sync.Mutex
 	streams []*StreamStats
@@ -259,6 +263,10 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		defer wg.Done()
 		p := &participant{identity: pl.identity, node: pl.node}
 		cb := lksdk.NewRoomCallback()
+		cb.OnReconnecting = func() { p.reconnects.Add(1) }
+		cb.OnTrackUnsubscribed = func(*webrtc.TrackRemote, *lksdk.RemoteTrackPublication, *lksdk.RemoteParticipant) {
+			p.unsubscribed.Add(1)
+		}
 		cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 			p.tracks.Add(1)
 			st := &StreamStats{}
@@ -316,6 +324,8 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		mu.Unlock()
 	}
 
+	joinCPU0, _ := readProc(0)
+	joinStart := time.Now()
 	interval := time.Duration(float64(time.Second) / opts.JoinRate)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -330,11 +340,13 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		go join(pl)
 	}
 	wg.Wait()
+	joinCPU1, _ := readProc(0)
 	sockets := 0
 	if opts.ClientSocketBuffer > 0 {
 		sockets = raiseUDPBuffers(opts.ClientSocketBuffer)
 	}
-	rep := &Report{Nodes: make([]NodeReport, nodes)}
+	rep := &Report{Nodes: make([]NodeReport, nodes), JoinPhase: time.Since(joinStart)}
+	rep.GeneratorJoinCPUPercent = (joinCPU1.cpu - joinCPU0.cpu) / rep.JoinPhase.Seconds() * 100
 	var allLatencies []time.Duration
 	for i := range rep.Nodes {
 		n := &rep.Nodes[i]
@@ -466,6 +478,8 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	mu.Lock()
 	for _, p := range parts {
 		rep.Nodes[p.node].TracksSubscribed += int(p.tracks.Load())
+		rep.TracksUnsubscribed += int(p.unsubscribed.Load())
+		rep.Reconnects += int(p.reconnects.Load())
 		p.mu.Lock()
 		for _, st := range p.streams {
 			rep.CorruptFrames += st.Corrupt.Load()

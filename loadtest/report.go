@@ -15,6 +15,11 @@ type Report struct {
 	JoinP50, JoinP99 time.Duration
 	TracksSubscribed int
 	TracksExpected   int
+	// TracksUnsubscribed and Reconnects (clients that started to
+	// reconnect) count during the whole run; both are 0 in an undisturbed
+	// one.
+	TracksUnsubscribed int
+	Reconnects         int
 
 	Window          time.Duration
 	PacketsReceived uint64
@@ -31,6 +36,11 @@ type Report struct {
 	Latency [2][2]LatencyStats
 
 	GeneratorCPUPercent float64 // this process, % of one core over the window
+	// JoinPhase is from the first join to the last one's end, and
+	// GeneratorJoinCPUPercent this process's CPU meanwhile (joins cost the
+	// clients more than media does).
+	JoinPhase               time.Duration
+	GeneratorJoinCPUPercent float64
 	// HostUDPDrops counts datagrams the host dropped for full socket
 	// receive buffers during the window (any process); LoadAverage is the
 	// host's 1-minute load at the end. Both flag runs disturbed by other
@@ -100,6 +110,9 @@ func (r *Report) print(w io.Writer, o Options) {
 	p("load: %d room(s) x (%d publishers + %d subscribers) against %s", o.Rooms, o.Publishers, o.Subscribers, strings.Join(o.URLs, ", "))
 	p("joined:            %d (failed %d), join latency p50 %s p99 %s", r.Participants, r.JoinFailures, r.JoinP50.Round(time.Millisecond), r.JoinP99.Round(time.Millisecond))
 	p("tracks subscribed: %d / %d expected", r.TracksSubscribed, r.TracksExpected)
+	if r.TracksUnsubscribed > 0 || r.Reconnects > 0 {
+		p("disturbed:         %d tracks ended, %d client reconnects", r.TracksUnsubscribed, r.Reconnects)
+	}
 	p("window:            %s", r.Window.Round(time.Millisecond))
 	p("received:          %d packets (%.0f/s), %.2f Mbit/s", r.PacketsReceived, float64(r.PacketsReceived)/r.Window.Seconds(), r.BitrateMbps)
 	p("packet loss:       %.3f %% (corrupt frames %d)", r.LossPercent, r.CorruptFrames)
@@ -125,7 +138,7 @@ func (r *Report) print(w io.Writer, o Options) {
 			}
 		}
 	}
-	p("generator cpu:     %.1f %% of one core", r.GeneratorCPUPercent)
+	p("generator cpu:     %.1f %% of one core (joins: %.1f %% over %s)", r.GeneratorCPUPercent, r.GeneratorJoinCPUPercent, r.JoinPhase.Round(time.Second))
 	p("host:              %d udp receive-buffer drops in the window, load average %.2f", r.HostUDPDrops, r.LoadAverage)
 	if r.SFUMeasured {
 		p("sfu cpu:           %.2f s over the window (%.1f %% of one core)", r.SFUCPUSeconds, r.SFUCPUPercent)

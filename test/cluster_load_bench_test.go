@@ -37,7 +37,8 @@ import (
 // SUBSCRIBER_OFFSET [0] (1: the first subscriber joins node B),
 // PUBLISHERS_ONLY [false] (publishers subscribe to nothing),
 // JOIN_RATE [20], WARMUP [10s], DURATION [30s], FPS [15], QUALITY [low],
-// NO_AUDIO, NO_VIDEO [false], LOG_LEVEL [warn] (the nodes' logging.level).
+// NO_AUDIO, NO_VIDEO [false], LOG_LEVEL [warn] (the nodes' logging.level),
+// LOG_DIR [the benchmark's temporary directory] (where the nodes' logs stay).
 func BenchmarkClusterLoad(b *testing.B) {
 	if raceEnabled {
 		b.Skip("a measurement: run without -race")
@@ -60,6 +61,7 @@ func BenchmarkClusterLoad(b *testing.B) {
 	useNodes := env.int("NODES", 2)
 	require.Contains(b, []int{1, 2}, useNodes, "GXTEST_LOAD_NODES")
 	logLevel := env.str("LOG_LEVEL", "warn")
+	logDir := env.str("LOG_DIR", "")
 
 	ctx := context.Background()
 	dir := b.TempDir()
@@ -124,7 +126,11 @@ func BenchmarkClusterLoad(b *testing.B) {
 			out, err := exec.Command(gxconfBin, "generate-registration", "-c", cfgPath, "-r", regPath).CombinedOutput()
 			require.NoError(b, err, "%s", out)
 		}
-		n.proc, err = harness.StartGxconf(ctx, gxconfBin, cfgPath, regPath, filepath.Join(dir, id+".log"), n.focusURL+"/healthz")
+		logPath := filepath.Join(dir, id+".log")
+		if logDir != "" {
+			logPath = filepath.Join(logDir, id+".log")
+		}
+		n.proc, err = harness.StartGxconf(ctx, gxconfBin, cfgPath, regPath, logPath, n.focusURL+"/healthz")
 		require.NoError(b, err)
 		b.Cleanup(func() {
 			if err := n.proc.Stop(); err != nil {
