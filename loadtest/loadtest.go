@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,13 +21,28 @@ import (
 
 // Options configure a load run against any LiveKit-compatible server.
 type Options struct {
-	URL       string // ws(s):// URL as given to clients
-	APIKey    string
-	APISecret string
+	// URL is the ws(s):// URL of one server; URLs the nodes of a cluster
+	// (set one of them). Participants of a room are spread over the URLs:
+	// subscribers round-robin starting at the first, publishers all on the
+	// first (their "home" node) unless SpreadPublishers is set, so a
+	// subscriber's media comes either from its own node or across the
+	// bridge from another one.
+	URL              string
+	URLs             []string
+	SpreadPublishers bool // publishers round-robin over the URLs too
+	// SubscriberOffset is the URL index the first subscriber joins (the
+	// round-robin starts there): with one subscriber and two nodes, 1
+	// puts it on the node the publishers are not on.
+	SubscriberOffset int
+	APIKey           string
+	APISecret        string
 
 	Rooms       int // default 1
 	Publishers  int // per room: publish audio + simulcast video, subscribe to the others
 	Subscribers int // per room: subscribe only
+	// PublishersOnly: publishers subscribe to nothing (a stage: only the
+	// subscribers receive).
+	PublishersOnly bool
 
 	Duration time.Duration // measurement window, default 30 s
 	Warmup   time.Duration // from the last join to the window, default 10 s
@@ -49,13 +64,45 @@ type Options struct {
 	ClientSocketBuffer int
 
 	// SFUPid, when set, is the server process whose CPU time (utime+stime
-	// over the window) and RSS (/proc/<pid>) are reported.
-	SFUPid int
+	// over the window) and RSS (/proc/<pid>) are reported; SFUPids is one
+	// per URL (0 skips a node) for a cluster on this host. Set one of them.
+	SFUPid  int
+	SFUPids []int
+	// MetricsURLs, one per URL ("" skips a node), are the http:// bases of
+	// gxconf nodes' metrics listeners: the bridge's relay packets and bytes
+	// (gxconf_bridge_relay_*_total) over the window are reported per node.
+	MetricsURLs []string
 }
 
 func (o *Options) defaults() error {
-	if o.URL == "" || o.APIKey == "" || o.APISecret == "" {
+	switch {
+	case o.URL != "" && len(o.URLs) > 0:
+		return errors.New("url and urls: set one of them")
+	case o.URL != "":
+		o.URLs = []string{o.URL}
+	}
+	if len(o.URLs) == 0 || o.APIKey == "" || o.APISecret == "" {
 		return errors.New("url, api key and api secret are required")
+	}
+	for i, u := range o.URLs {
+		if u == "" {
+			return fmt.Errorf("urls[%d]: empty", i)
+		}
+	}
+	switch {
+	case o.SFUPid != 0 && len(o.SFUPids) > 0:
+		return errors.New("sfu pid and sfu pids: set one of them")
+	case o.SFUPid != 0:
+		o.SFUPids = []int{o.SFUPid}
+	}
+	if len(o.SFUPids) > 0 && len(o.SFUPids) != len(o.URLs) {
+		return fmt.Errorf("sfu pids: need one per url (%d), got %d", len(o.URLs), len(o.SFUPids))
+	}
+	if o.SubscriberOffset < 0 {
+		return fmt.Errorf("subscriber offset: must not be negative, got %d", o.SubscriberOffset)
+	}
+	if len(o.MetricsURLs) > 0 && len(o.MetricsURLs) != len(o.URLs) {
+		return fmt.Errorf("metrics urls: need one per url (%d), got %d", len(o.URLs), len(o.MetricsURLs))
 	}
 	if o.Rooms <= 0 {
 		o.Rooms = 1
@@ -91,49 +138,46 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// Report is the outcome of a run. Counters of received media cover the
-// measurement window only.
-type Report struct {
-	Participants     int
-	JoinFailures     int
-	JoinP50, JoinP99 time.Duration
-	TracksSubscribed int
-	TracksExpected   int
-
-	Window          time.Duration
-	PacketsReceived uint64
-	BytesReceived   uint64
-	BitrateMbps     float64 // aggregate received
-	LossPercent     float64 // RTP sequence gaps within the window (streams past their grace period)
-	CorruptFrames   uint64
-
-	GeneratorCPUPercent float64 // this process, % of one core over the window
-	// HostUDPDrops counts datagrams the host dropped for full socket
-	// receive buffers during the window (any process); LoadAverage is the
-	// host's 1-minute load at the end. Both flag runs disturbed by other
-	// work on the machine.
-	HostUDPDrops uint64
-	LoadAverage  float64
-
-	SFUMeasured     bool
-	SFUCPUSeconds   float64 // over the window
-	SFUCPUPercent   float64
-	SFURSSStart     uint64  // bytes, before the first join
-	SFURSSEnd       uint64  // bytes, at the end of the window
-	SFUPeakRSS      uint64  // bytes, VmHWM
-	MicrosPerPacket float64 // SFU CPU µs per packet received by the generator
-	RSSPerSubscribe float64 // (end - start RSS) / participants that subscribe, bytes
+// nodeOf returns the index of the URL that participant i of a room (the
+// publishers first) joins.
+func (o *Options) nodeOf(i int) int {
+	n := len(o.URLs)
+	if i < o.Publishers {
+		if o.SpreadPublishers {
+			return i % n
+		}
+		return 0
+	}
+	return (i - o.Publishers + o.SubscriberOffset) % n
 }
 
 type participant struct {
 	identity string
+	node     int // index into Options.URLs
 	room     *lksdk.Room
 	pub      *Publisher
+	tracks   atomic.Int64 // subscribed
+	// unsubscribed and reconnects flag a disturbed run: a track that
+	// ended or a client that reconnected (a republish is counted again
+	// in tracks).
+	unsubscribed, reconnects atomic.Int64
 
 	mu      sync.Mutex
 	streams []*StreamStats
 	readers sync.WaitGroup
 }
+
+// Latency classes: a subscriber on its publisher's node, or on another one
+// (media crossed the bridge); audio and video frames apart.
+const (
+	sameNode = iota
+	crossNode
+)
+
+const (
+	kindAudio = iota
+	kindVideo
+)
 
 // Run joins Rooms × (Publishers + Subscribers) participants, lets them run
 // for Warmup + Duration, writes a report to out and returns it.
@@ -150,23 +194,52 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		return nil, err
 	}
 	lksdk.SetLogger(sdkLog)
-	rep := &Report{}
-	var rssStart uint64
-	if opts.SFUPid > 0 {
-		if st, err := readProc(opts.SFUPid); err == nil {
-			rssStart = st.rss
+	nodes := len(opts.URLs)
+	rssStart := make([]uint64, nodes)
+	for i, pid := range opts.SFUPids {
+		if pid <= 0 {
+			continue
+		}
+		if st, err := readProc(pid); err == nil {
+			rssStart[i] = st.rss
 		} else {
-			log.Warn().Err(err).Int("pid", opts.SFUPid).Msg("cannot read sfu process stats")
+			log.Warn().Err(err).Int("pid", pid).Msg("cannot read sfu process stats")
 		}
 	}
 
+	// The plan: every participant's identity and node, fixed before the
+	// joins so a subscriber can tell the node of any publisher.
+	type planned struct {
+		room, identity string
+		publish        bool
+		node           int
+	}
+	var plan []planned
+	homeOf := map[string]int{} // publisher identity → node
+	for r := 0; r < opts.Rooms; r++ {
+		roomName := fmt.Sprintf("%s-%d", opts.RoomPrefix, r)
+		for i := 0; i < opts.Publishers+opts.Subscribers; i++ {
+			publish := i < opts.Publishers
+			kind := "sub"
+			if publish {
+				kind = "pub"
+			}
+			p := planned{room: roomName, identity: fmt.Sprintf("%s-%d-%d", kind, r, i), publish: publish, node: opts.nodeOf(i)}
+			if publish {
+				homeOf[p.identity] = p.node
+			}
+			plan = append(plan, p)
+		}
+	}
+	var latency [2][2]Histogram // [sameNode|crossNode][kindAudio|kindVideo]
+
 	var (
-		mu         sync.Mutex
-		parts      []*participant
-		latencies  []time.Duration
-		failures   int
-		subscribed atomic.Int64
-		wg         sync.WaitGroup
+		mu          sync.Mutex
+		parts       []*participant
+		latencies   = make([][]time.Duration, nodes)
+		failures    = make([]int, nodes)
+		serverNodes = make([]string, nodes) // server_info.node_id seen
+		wg          sync.WaitGroup
 	)
 	defer func() {
 		var dwg sync.WaitGroup
@@ -186,13 +259,25 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 
 	quality := map[string]livekit.VideoQuality{"low": livekit.VideoQuality_LOW, "medium": livekit.VideoQuality_MEDIUM, "high": livekit.VideoQuality_HIGH}
 	wantQuality, setQuality := quality[strings.ToLower(opts.Quality)]
-	join := func(roomName, identity string, publish bool) {
+	join := func(pl planned) {
 		defer wg.Done()
-		p := &participant{identity: identity}
+		p := &participant{identity: pl.identity, node: pl.node}
 		cb := lksdk.NewRoomCallback()
+		cb.OnReconnecting = func() { p.reconnects.Add(1) }
+		cb.OnTrackUnsubscribed = func(*webrtc.TrackRemote, *lksdk.RemoteTrackPublication, *lksdk.RemoteParticipant) {
+			p.unsubscribed.Add(1)
+		}
 		cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
-			subscribed.Add(1)
+			p.tracks.Add(1)
 			st := &StreamStats{}
+			class, kind := sameNode, kindAudio
+			if home, ok := homeOf[rp.Identity()]; ok && home != p.node {
+				class = crossNode
+			}
+			if pub.Kind() == lksdk.TrackKindVideo {
+				kind = kindVideo
+			}
+			st.Latency = &latency[class][kind]
 			p.mu.Lock()
 			p.streams = append(p.streams, st)
 			p.mu.Unlock()
@@ -205,66 +290,74 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 				ReadTrack(track, st, opts.Grace)
 			}()
 		}
-		tok, err := auth.NewAccessToken(opts.APIKey, opts.APISecret).SetIdentity(identity).SetName(identity).
-			SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: roomName}).SetValidFor(2 * time.Hour).ToJWT()
+		tok, err := auth.NewAccessToken(opts.APIKey, opts.APISecret).SetIdentity(pl.identity).SetName(pl.identity).
+			SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: pl.room}).SetValidFor(2 * time.Hour).ToJWT()
 		if err != nil {
 			log.Error().Err(err).Msg("failed to mint token")
 			return
 		}
 		start := time.Now()
-		room, err := lksdk.ConnectToRoomWithToken(opts.URL, tok, cb, lksdk.WithAutoSubscribe(true), lksdk.WithLogger(sdkLog))
+		subscribe := !pl.publish || !opts.PublishersOnly
+		room, err := lksdk.ConnectToRoomWithToken(opts.URLs[pl.node], tok, cb, lksdk.WithAutoSubscribe(subscribe), lksdk.WithLogger(sdkLog))
 		lat := time.Since(start)
 		if err != nil {
 			mu.Lock()
-			failures++
+			failures[pl.node]++
 			mu.Unlock()
-			log.Warn().Err(err).Str("lk_identity", identity).Msg("join failed")
+			log.Warn().Err(err).Str("lk_identity", pl.identity).Str("url", opts.URLs[pl.node]).Msg("join failed")
 			return
 		}
 		p.room = room
-		if publish {
+		if pl.publish {
 			pub, err := StartPublisher(room, PublishOptions{Audio: !opts.NoAudio, Video: !opts.NoVideo, Layers: opts.Layers, FPS: opts.FPS})
 			if err != nil {
-				log.Warn().Err(err).Str("lk_identity", identity).Msg("publish failed")
+				log.Warn().Err(err).Str("lk_identity", pl.identity).Msg("publish failed")
 			}
 			p.pub = pub
 		}
 		mu.Lock()
 		parts = append(parts, p)
-		latencies = append(latencies, lat)
+		latencies[pl.node] = append(latencies[pl.node], lat)
+		if si := room.ServerInfo(); si != nil && serverNodes[pl.node] == "" {
+			serverNodes[pl.node] = si.GetNodeId()
+		}
 		mu.Unlock()
 	}
 
+	joinCPU0, _ := readProc(0)
+	joinStart := time.Now()
 	interval := time.Duration(float64(time.Second) / opts.JoinRate)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	total := 0
-	for r := 0; r < opts.Rooms; r++ {
-		roomName := fmt.Sprintf("%s-%d", opts.RoomPrefix, r)
-		for i := 0; i < opts.Publishers+opts.Subscribers; i++ {
-			publish := i < opts.Publishers
-			kind := "sub"
-			if publish {
-				kind = "pub"
-			}
-			identity := fmt.Sprintf("%s-%d-%d", kind, r, i)
-			select {
-			case <-ctx.Done():
-				wg.Wait()
-				return nil, ctx.Err()
-			case <-tick.C:
-			}
-			wg.Add(1)
-			total++
-			go join(roomName, identity, publish)
+	for _, pl := range plan {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil, ctx.Err()
+		case <-tick.C:
 		}
+		wg.Add(1)
+		go join(pl)
 	}
 	wg.Wait()
+	joinCPU1, _ := readProc(0)
 	sockets := 0
 	if opts.ClientSocketBuffer > 0 {
 		sockets = raiseUDPBuffers(opts.ClientSocketBuffer)
 	}
-	log.Info().Int("participants", len(parts)).Int("failed", failures).Int("udp_sockets_tuned", sockets).Msg("all joined")
+	rep := &Report{Nodes: make([]NodeReport, nodes), JoinPhase: time.Since(joinStart)}
+	rep.GeneratorJoinCPUPercent = (joinCPU1.cpu - joinCPU0.cpu) / rep.JoinPhase.Seconds() * 100
+	var allLatencies []time.Duration
+	for i := range rep.Nodes {
+		n := &rep.Nodes[i]
+		n.URL, n.ServerNodeID, n.JoinFailures = opts.URLs[i], serverNodes[i], failures[i]
+		n.Participants = len(latencies[i])
+		slices.Sort(latencies[i])
+		n.JoinP50, n.JoinP99 = percentile(latencies[i], 0.50), percentile(latencies[i], 0.99)
+		allLatencies = append(allLatencies, latencies[i]...)
+		rep.JoinFailures += failures[i]
+	}
+	log.Info().Int("participants", len(parts)).Int("failed", rep.JoinFailures).Int("udp_sockets_tuned", sockets).Msg("all joined")
 
 	perAV := 0
 	if !opts.NoAudio {
@@ -274,10 +367,13 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		perAV++
 	}
 	rep.Participants = len(parts)
-	rep.JoinFailures = failures
-	rep.TracksExpected = opts.Rooms * (opts.Publishers*(opts.Publishers-1) + opts.Subscribers*opts.Publishers) * perAV
-	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
-	rep.JoinP50, rep.JoinP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+	subscribers := opts.Subscribers
+	if !opts.PublishersOnly {
+		subscribers += opts.Publishers - 1 // each publisher receives the others
+	}
+	rep.TracksExpected = opts.Rooms * subscribers * opts.Publishers * perAV
+	slices.Sort(allLatencies)
+	rep.JoinP50, rep.JoinP99 = percentile(allLatencies, 0.50), percentile(allLatencies, 0.99)
 
 	sleep := func(d time.Duration) error {
 		t := time.NewTimer(d)
@@ -292,97 +388,161 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	if err := sleep(opts.Warmup); err != nil {
 		return nil, err
 	}
-	sum := func() (pk, by uint64) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range parts {
-			p.mu.Lock()
-			for _, s := range p.streams {
-				pk += s.Packets.Load()
-				by += s.Bytes.Load()
-			}
-			p.mu.Unlock()
-		}
-		return
-	}
+	// A snapshot of what every participant received so far, per node.
 	type mark struct{ highest, received uint64 }
-	marks := func() map[*StreamStats]mark {
-		m := map[*StreamStats]mark{}
+	type snapshot struct {
+		packets, bytes []uint64 // per node
+		marks          map[*StreamStats]mark
+		streamNode     map[*StreamStats]int
+		latency        [2][2]HistSnapshot
+	}
+	snap := func() snapshot {
+		s := snapshot{packets: make([]uint64, nodes), bytes: make([]uint64, nodes),
+			marks: map[*StreamStats]mark{}, streamNode: map[*StreamStats]int{}}
 		mu.Lock()
 		defer mu.Unlock()
 		for _, p := range parts {
 			p.mu.Lock()
-			for _, s := range p.streams {
-				if h, r, ok := s.counts(); ok {
-					m[s] = mark{h, r}
+			for _, st := range p.streams {
+				s.packets[p.node] += st.Packets.Load()
+				s.bytes[p.node] += st.Bytes.Load()
+				s.streamNode[st] = p.node
+				if h, r, ok := st.counts(); ok {
+					s.marks[st] = mark{h, r}
 				}
 			}
 			p.mu.Unlock()
 		}
-		return m
+		for c := range latency {
+			for k := range latency[c] {
+				s.latency[c][k] = latency[c][k].Snapshot()
+			}
+		}
+		return s
 	}
-	pk0, by0 := sum()
-	marks0 := marks()
+	procs := func() []procStats {
+		out := make([]procStats, nodes)
+		for i, pid := range opts.SFUPids {
+			if pid > 0 {
+				out[i], _ = readProc(pid)
+			}
+		}
+		return out
+	}
+	relays := func() []*relayCounters {
+		out := make([]*relayCounters, nodes)
+		for i, u := range opts.MetricsURLs {
+			if u == "" {
+				continue
+			}
+			c, err := scrapeRelay(ctx, u)
+			if err != nil {
+				log.Warn().Err(err).Str("url", u).Msg("cannot read relay metrics")
+				continue
+			}
+			out[i] = &c
+		}
+		return out
+	}
+	s0 := snap()
 	self0, _ := readProc(0)
 	drops0, _ := udpRcvbufErrors()
-	var sfu0 procStats
-	if opts.SFUPid > 0 {
-		sfu0, _ = readProc(opts.SFUPid)
-	}
+	sfu0, relay0 := procs(), relays()
 	t0 := time.Now()
 	if err := sleep(opts.Duration); err != nil {
 		return nil, err
 	}
 	window := time.Since(t0)
-	pk1, by1 := sum()
-	marks1 := marks()
+	s1 := snap()
 	self1, _ := readProc(0)
 	drops1, _ := udpRcvbufErrors()
+	sfu1, relay1 := procs(), relays()
 	rep.HostUDPDrops = drops1 - drops0
 	rep.LoadAverage = loadAverage()
 	rep.Window = window
-	rep.PacketsReceived = pk1 - pk0
-	rep.BytesReceived = by1 - by0
-	rep.BitrateMbps = float64(rep.BytesReceived) * 8 / window.Seconds() / 1e6
 	rep.GeneratorCPUPercent = (self1.cpu - self0.cpu) / window.Seconds() * 100
-	rep.TracksSubscribed = int(subscribed.Load())
-	if opts.SFUPid > 0 {
-		if sfu1, err := readProc(opts.SFUPid); err == nil && sfu0.cpu > 0 {
-			rep.SFUMeasured = true
-			rep.SFUCPUSeconds = sfu1.cpu - sfu0.cpu
-			rep.SFUCPUPercent = rep.SFUCPUSeconds / window.Seconds() * 100
-			rep.SFURSSStart, rep.SFURSSEnd, rep.SFUPeakRSS = rssStart, sfu1.rss, sfu1.hwm
-			if rep.PacketsReceived > 0 {
-				rep.MicrosPerPacket = rep.SFUCPUSeconds * 1e6 / float64(rep.PacketsReceived)
-			}
-			if rep.Participants > 0 && sfu1.rss > rssStart {
-				rep.RSSPerSubscribe = float64(sfu1.rss-rssStart) / float64(rep.Participants)
-			}
-		}
-	}
+
 	// Loss over the window only: sequence numbers the streams advanced by
 	// against packets that arrived (streams counted at both ends).
-	var expected, received uint64
-	for s, m1 := range marks1 {
-		m0, ok := marks0[s]
+	expected, received := make([]uint64, nodes), make([]uint64, nodes)
+	for st, m1 := range s1.marks {
+		m0, ok := s0.marks[st]
 		if !ok {
 			continue
 		}
+		node := s1.streamNode[st]
 		e, r := m1.highest-m0.highest, m1.received-m0.received
-		expected += e
-		received += min(r, e)
+		expected[node] += e
+		received[node] += min(r, e)
 	}
 	mu.Lock()
 	for _, p := range parts {
+		rep.Nodes[p.node].TracksSubscribed += int(p.tracks.Load())
+		rep.TracksUnsubscribed += int(p.unsubscribed.Load())
+		rep.Reconnects += int(p.reconnects.Load())
 		p.mu.Lock()
-		for _, s := range p.streams {
-			rep.CorruptFrames += s.Corrupt.Load()
+		for _, st := range p.streams {
+			rep.CorruptFrames += st.Corrupt.Load()
 		}
 		p.mu.Unlock()
 	}
 	mu.Unlock()
-	if expected > 0 {
-		rep.LossPercent = float64(expected-received) / float64(expected) * 100
+	var allExpected, allReceived uint64
+	for i := range rep.Nodes {
+		n := &rep.Nodes[i]
+		n.PacketsReceived = s1.packets[i] - s0.packets[i]
+		rep.TracksSubscribed += n.TracksSubscribed
+		rep.PacketsReceived += n.PacketsReceived
+		rep.BytesReceived += s1.bytes[i] - s0.bytes[i]
+		if expected[i] > 0 {
+			n.LossPercent = float64(expected[i]-received[i]) / float64(expected[i]) * 100
+		}
+		allExpected += expected[i]
+		allReceived += received[i]
+		if sfu0[i].cpu > 0 && sfu1[i].cpu > 0 {
+			n.SFUMeasured = true
+			n.SFUCPUSeconds = sfu1[i].cpu - sfu0[i].cpu
+			n.SFUCPUPercent = n.SFUCPUSeconds / window.Seconds() * 100
+			n.SFURSSStart, n.SFURSSEnd, n.SFUPeakRSS = rssStart[i], sfu1[i].rss, sfu1[i].hwm
+			if n.PacketsReceived > 0 {
+				n.MicrosPerPacket = n.SFUCPUSeconds * 1e6 / float64(n.PacketsReceived)
+			}
+		}
+		if relay0[i] != nil && relay1[i] != nil {
+			d := relay1[i].sub(*relay0[i])
+			n.RelayMeasured = true
+			n.RelayPacketsOut, n.RelayPacketsIn = uint64(d.packetsOut), uint64(d.packetsIn)
+			n.RelayBytesOut, n.RelayBytesIn = uint64(d.bytesOut), uint64(d.bytesIn)
+		}
+	}
+	rep.BitrateMbps = float64(rep.BytesReceived) * 8 / window.Seconds() / 1e6
+	if allExpected > 0 {
+		rep.LossPercent = float64(allExpected-allReceived) / float64(allExpected) * 100
+	}
+	// The SFU totals add up the measured nodes (one node: that node).
+	for _, n := range rep.Nodes {
+		if !n.SFUMeasured {
+			continue
+		}
+		rep.SFUMeasured = true
+		rep.SFUCPUSeconds += n.SFUCPUSeconds
+		rep.SFURSSStart += n.SFURSSStart
+		rep.SFURSSEnd += n.SFURSSEnd
+		rep.SFUPeakRSS += n.SFUPeakRSS
+	}
+	if rep.SFUMeasured {
+		rep.SFUCPUPercent = rep.SFUCPUSeconds / window.Seconds() * 100
+		if rep.PacketsReceived > 0 {
+			rep.MicrosPerPacket = rep.SFUCPUSeconds * 1e6 / float64(rep.PacketsReceived)
+		}
+		if rep.Participants > 0 && rep.SFURSSEnd > rep.SFURSSStart {
+			rep.RSSPerSubscribe = float64(rep.SFURSSEnd-rep.SFURSSStart) / float64(rep.Participants)
+		}
+	}
+	for c := range latency {
+		for k := range latency[c] {
+			rep.Latency[c][k] = latencyOf(s1.latency[c][k].Sub(s0.latency[c][k]))
+		}
 	}
 	rep.print(out, opts)
 	return rep, nil
@@ -395,22 +555,3 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	i := int(q*float64(len(sorted)-1) + 0.5)
 	return sorted[min(i, len(sorted)-1)]
 }
-
-func (r *Report) print(w io.Writer, o Options) {
-	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
-	p("load: %d room(s) x (%d publishers + %d subscribers) against %s", o.Rooms, o.Publishers, o.Subscribers, o.URL)
-	p("joined:            %d (failed %d), join latency p50 %s p99 %s", r.Participants, r.JoinFailures, r.JoinP50.Round(time.Millisecond), r.JoinP99.Round(time.Millisecond))
-	p("tracks subscribed: %d / %d expected", r.TracksSubscribed, r.TracksExpected)
-	p("window:            %s", r.Window.Round(time.Millisecond))
-	p("received:          %d packets (%.0f/s), %.2f Mbit/s", r.PacketsReceived, float64(r.PacketsReceived)/r.Window.Seconds(), r.BitrateMbps)
-	p("packet loss:       %.3f %% (corrupt frames %d)", r.LossPercent, r.CorruptFrames)
-	p("generator cpu:     %.1f %% of one core", r.GeneratorCPUPercent)
-	p("host:              %d udp receive-buffer drops in the window, load average %.2f", r.HostUDPDrops, r.LoadAverage)
-	if r.SFUMeasured {
-		p("sfu cpu:           %.2f s over the window (%.1f %% of one core)", r.SFUCPUSeconds, r.SFUCPUPercent)
-		p("sfu cpu / packet:  %.2f us per forwarded packet", r.MicrosPerPacket)
-		p("sfu rss:           start %.1f MB, end %.1f MB, peak %.1f MB, %.0f KB per participant", mb(r.SFURSSStart), mb(r.SFURSSEnd), mb(r.SFUPeakRSS), r.RSSPerSubscribe/1024)
-	}
-}
-
-func mb(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -2,31 +2,49 @@ package loadtest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
 func TestVP8FrameRoundTrip(t *testing.T) {
+	sent := time.Unix(1700000000, 123456789)
 	for _, key := range []bool{true, false} {
-		f := VP8Frame(key, 640, 360, "alice/h", 7, 1500)
+		f := VP8Frame(key, 640, 360, "alice/h", 7, sent, 1500)
 		require.Len(t, f, 1500)
 		require.Equal(t, !key, f[0]&1 == 1, "P bit")
-		m, seq, k, err := CheckVP8Frame(f)
+		got, err := CheckVP8Frame(f)
 		require.NoError(t, err)
-		require.Equal(t, "alice/h", m)
-		require.EqualValues(t, 7, seq)
-		require.Equal(t, key, k)
+		require.Equal(t, Frame{Marker: "alice/h", Seq: 7, Sent: sent, Key: key}, got)
 		f[len(f)-1]++
-		_, _, _, err = CheckVP8Frame(f)
+		_, err = CheckVP8Frame(f)
 		require.ErrorIs(t, err, errPattern)
 	}
-	a := AudioFrame("bob/audio", 3, 80)
-	m, seq, err := CheckAudioFrame(a)
+	a := AudioFrame("bob/audio", 3, sent, 80)
+	got, err := CheckAudioFrame(a)
 	require.NoError(t, err)
-	require.Equal(t, "bob/audio", m)
-	require.EqualValues(t, 3, seq)
-	_, _, err = CheckAudioFrame(a[:5])
+	require.Equal(t, Frame{Marker: "bob/audio", Seq: 3, Sent: sent}, got)
+	_, err = CheckAudioFrame(a[:5])
 	require.Error(t, err)
+}
+
+// The send stamp is covered: a frame too short for it is refused, and the
+// smallest frame still carries it.
+func TestFrameStamp(t *testing.T) {
+	sent := time.Unix(0, 42)
+	a := AudioFrame("x", 1, sent, 0)
+	require.Len(t, a, bodyLen("x"))
+	got, err := CheckAudioFrame(a)
+	require.NoError(t, err)
+	require.True(t, got.Sent.Equal(sent))
+	_, err = CheckAudioFrame(a[:len(a)-1])
+	require.ErrorIs(t, err, errShort)
+
+	v := VP8Frame(false, 320, 180, "pub/q", 9, sent, 0)
+	require.Len(t, v, 3+bodyLen("pub/q"))
+	got, err = CheckVP8Frame(v)
+	require.NoError(t, err)
+	require.True(t, got.Sent.Equal(sent))
 }
 
 func TestStreamStatsLoss(t *testing.T) {

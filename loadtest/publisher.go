@@ -192,7 +192,9 @@ func (a *audioProvider) NextSample(context.Context) (media.Sample, error) {
 	default:
 	}
 	a.seq++
-	return media.Sample{Data: AudioFrame(a.marker, a.seq, a.p.opts.AudioBytes), Duration: 20 * time.Millisecond}, nil
+	// lksdk writes the sample right after NextSample returns (it paces
+	// afterwards), so now is the send time.
+	return media.Sample{Data: AudioFrame(a.marker, a.seq, time.Now(), a.p.opts.AudioBytes), Duration: 20 * time.Millisecond}, nil
 }
 
 // CurrentAudioLevel is sent in the ssrc-audio-level extension (-dBov,
@@ -226,7 +228,7 @@ func (v *videoProvider) NextSample(context.Context) (media.Sample, error) {
 		size *= 3
 	}
 	dur := time.Second / time.Duration(v.p.opts.FPS)
-	return media.Sample{Data: VP8Frame(key, v.layer.Width, v.layer.Height, v.marker, v.seq, size), Duration: dur}, nil
+	return media.Sample{Data: VP8Frame(key, v.layer.Width, v.layer.Height, v.marker, v.seq, now, size), Duration: dur}, nil
 }
 
 // VideoLayer returns the local track of a simulcast layer, or nil.

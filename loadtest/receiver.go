@@ -18,6 +18,11 @@ type StreamStats struct {
 	Frames  atomic.Uint64 // intact frames (video) or payloads (audio)
 	Corrupt atomic.Uint64 // frames or payloads failing the pattern check
 
+	// Latency, when set before ReadTrack starts, receives the delivery time
+	// of every intact frame: the arrival of its first packet at the reader
+	// minus the send time the publisher stamped into it.
+	Latency *Histogram
+
 	mu         sync.Mutex
 	lastMarker string
 	markers    map[string]uint64
@@ -114,6 +119,7 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 	video := strings.EqualFold(track.Codec().MimeType, webrtc.MimeTypeVP8)
 	var frame []byte
 	var lastSeq uint16
+	var frameStart time.Time
 	intact := false
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
@@ -122,6 +128,7 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 		if err != nil {
 			return
 		}
+		arrived := time.Now()
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
@@ -129,8 +136,11 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 		st.Bytes.Add(uint64(n))
 		st.packet(pkt.SequenceNumber, grace)
 		if !video {
-			if marker, _, err := CheckAudioFrame(pkt.Payload); err == nil {
-				st.frame(marker)
+			if f, err := CheckAudioFrame(pkt.Payload); err == nil {
+				st.frame(f.Marker)
+				if st.Latency != nil {
+					st.Latency.Add(arrived.Sub(f.Sent))
+				}
 			} else {
 				st.Corrupt.Add(1)
 			}
@@ -143,7 +153,7 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 			continue
 		}
 		if vp8.S == 1 && vp8.PID == 0 {
-			frame, intact = frame[:0], true
+			frame, intact, frameStart = frame[:0], true, arrived
 		} else if pkt.SequenceNumber != lastSeq+1 {
 			intact = false
 		}
@@ -151,8 +161,11 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 		frame = append(frame, part...)
 		if pkt.Marker && intact {
 			intact = false
-			if marker, _, _, err := CheckVP8Frame(frame); err == nil {
-				st.frame(marker)
+			if f, err := CheckVP8Frame(frame); err == nil {
+				st.frame(f.Marker)
+				if st.Latency != nil {
+					st.Latency.Add(frameStart.Sub(f.Sent))
+				}
 			} else {
 				st.Corrupt.Add(1)
 			}
