@@ -258,10 +258,10 @@ func readAudioTimed(track *webrtc.TrackRemote, st *loadtest.StreamStats, arr *ar
 		}
 		st.Packets.Add(1)
 		st.Bytes.Add(uint64(n))
-		if _, seq, err := loadtest.CheckAudioFrame(pkt.Payload); err == nil {
+		if f, err := loadtest.CheckAudioFrame(pkt.Payload); err == nil {
 			st.Frames.Add(1)
-			if seq%10 == 0 {
-				arr.add(seq, now)
+			if f.Seq%10 == 0 {
+				arr.add(f.Seq, now)
 			}
 		} else {
 			st.Corrupt.Add(1)
