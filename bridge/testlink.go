@@ -78,6 +78,12 @@ func (c *delayConn) run() {
 // WriteTo implements net.PacketConn; the only write ICE uses. A full
 // queue drops the datagram, as a congested link would.
 func (c *delayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	// Closed first: a select with both ready picks at random.
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	default:
+	}
 	select {
 	case <-c.done:
 		return 0, net.ErrClosed
