@@ -329,11 +329,16 @@ func TestElementCallEmbedded(t *testing.T) {
 	room := createCallRoom(t, s, alice, true, bob)
 	lkRoom := focus.LiveKitRoomAlias(room.String(), "m.call#ROOM")
 
-	// Alice starts the call; Bob joins once she is in it.
+	// Alice starts the call; Bob joins once she is in it: her call.member
+	// state event is in the room, so that his host asks Element Call to join
+	// an existing call, as Element Web does.
+	inCall := func(u *harness.User) string {
+		return fmt.Sprintf(`s.joined && s.callMembers.some(m => m.startsWith(%s))`, js(u.ID.String()+"|"))
+	}
 	a := openECHost(t, browser, "alice", srv.URL, proxy.URL, alice, room)
-	as := a.await(t, `s.joined`, joinTimeout)
+	as := a.await(t, inCall(alice), joinTimeout)
 	b := openECHost(t, browser, "bob", srv.URL, proxy.URL, bob, room)
-	bs := b.await(t, `s.joined`, joinTimeout)
+	bs := b.await(t, inCall(bob), joinTimeout)
 	t.Logf("both joined %s after the test started", time.Since(start).Round(time.Millisecond))
 	t.Logf("widget URL (alice): %s", as.WidgetURL)
 	t.Logf("capabilities Element Call asked for: %v", as.Capabilities)

@@ -202,7 +202,11 @@ export class HostDriver extends WidgetDriver {
     );
   }
 
-  /** The homeserver's TURN servers, if it has any (Dendrite without TURN config: none). */
+  /**
+   * The homeserver's TURN servers, if it has any (Dendrite without TURN
+   * config: none). Element Call 0.26 does not ask for them (its widget client
+   * is made with turnServers: false): LiveKit's ICE servers come from the SFU.
+   */
   public async *getTurnServers(): AsyncGenerator<ITurnServer> {
     for (const s of this.client.getTurnServers()) {
       yield { uris: s.urls, username: s.username ?? "", password: s.credential ?? "" };

@@ -320,17 +320,23 @@ async function run(): Promise<void> {
   };
   const hs = need("hs");
   const roomId = need("room");
+  const user = need("user");
+  const password = need("password");
+  const ecUrl = q.get("ec") ?? "./ec/index.html";
+  // Off the address bar, as a login page would: the widget gets the host's
+  // URL as parentUrl.
+  history.replaceState(null, "", location.pathname);
   store.update((s) => {
     s.phase = "login";
     s.roomId = roomId;
   });
-  const client = await login(hs, need("user"), need("password"));
+  const client = await login(hs, user, password);
   // Element Call's per-participant media keys travel as Olm-encrypted
   // to-device messages, which the host encrypts and decrypts.
   await client.initRustCrypto({ useIndexedDB: false });
   store.update((s) => (s.phase = "syncing"));
   await sync(client, roomId);
-  startWidget(client, roomId, q.get("ec") ?? "./ec/index.html");
+  startWidget(client, roomId, ecUrl);
 }
 
 /** Per-connection receiver statistics inside Element Call (see probe.js). */
