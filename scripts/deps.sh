@@ -9,6 +9,8 @@
 #  - HAProxy (Debian's haproxy), each site's entry in the sites test
 #  - openssl (deploy/check.sh; its helm, kubeconform, etcd and kube-apiserver are built
 #    from source by deploy/tools/build.sh, which check.sh runs)
+#  - npm packages of test/ecembed: Element Call embedded (@element-hq/element-call-embedded)
+#    and the widget host the Element Call browser test puts it in (npm ci from the lockfile)
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
 # `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
@@ -70,10 +72,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Outside the module, so that go install takes exactly the pinned versions.
   (cd /tmp && GOBIN="$BIN" go install "${missing[@]}")
 fi
-# npm packages of the Node credential issuer/wallet (test/credharness) and of
-# the browser call client (web/).
+# npm packages of the Node credential issuer/wallet (test/credharness), of
+# the browser call client (web/) and of the Element Call embedded test
+# (test/ecembed).
 need_node
 npm_ci test/credharness
 npm_ci web
+npm_ci test/ecembed
 
 echo "deps: ok"
