@@ -1,11 +1,13 @@
 package sfu
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,21 +73,33 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 	if mut != nil {
 		mut(&cfg)
 	}
-	// A free UDP port for the listener.
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	require.NoError(t, err)
-	cfg.TURN.UDPPort = c.LocalAddr().(*net.UDPAddr).Port
-	require.NotEqual(t, cfg.TURN.UDPPort, cfg.RTC.UDPPort)
-	require.NoError(t, c.Close())
-	require.NoError(t, cfg.Validate())
-
-	srv, err := newTURNServer(&cfg, "", zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), f.reg, func(id string) bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.present[id]
-	})
-	require.NoError(t, err)
-	require.NoError(t, srv.start(nil))
+	// A free UDP port for the listener, which binds all addresses: probed
+	// on all addresses, and probed again if another process took it
+	// between the probe and the bind.
+	var srv *turnServer
+	for attempt := 0; ; attempt++ {
+		c, err := net.ListenPacket("udp4", ":0")
+		require.NoError(t, err)
+		cfg.TURN.UDPPort = c.LocalAddr().(*net.UDPAddr).Port
+		require.NoError(t, c.Close())
+		if cfg.TURN.UDPPort == cfg.RTC.UDPPort {
+			continue
+		}
+		require.NoError(t, cfg.Validate())
+		srv, err = newTURNServer(&cfg, "", zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), f.reg, func(id string) bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.present[id]
+		})
+		require.NoError(t, err)
+		err = srv.start(nil)
+		if err != nil && errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
+			_ = srv.close()
+			continue
+		}
+		require.NoError(t, err)
+		break
+	}
 	t.Cleanup(func() { _ = srv.close() })
 	f.srv = srv
 	f.addr = net.JoinHostPort("127.0.0.1", itoa(cfg.TURN.UDPPort))
