@@ -290,8 +290,16 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 				ReadTrack(track, st, opts.Grace)
 			}()
 		}
+		grant := &auth.VideoGrant{RoomJoin: true, Room: pl.room}
+		if !pl.publish {
+			// Subscribe-only: the server then does not have the client set
+			// up a publisher peer connection (fast_publish), which halves
+			// the peer connections of a big run on both sides.
+			grant.SetCanPublish(false)
+			grant.SetCanPublishData(false)
+		}
 		tok, err := auth.NewAccessToken(opts.APIKey, opts.APISecret).SetIdentity(pl.identity).SetName(pl.identity).
-			SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: pl.room}).SetValidFor(2 * time.Hour).ToJWT()
+			SetVideoGrant(grant).SetValidFor(2 * time.Hour).ToJWT()
 		if err != nil {
 			log.Error().Err(err).Msg("failed to mint token")
 			return
