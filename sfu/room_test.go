@@ -3,11 +3,14 @@ package sfu_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -112,4 +115,32 @@ func TestParticipantUpdatesCoalesced(t *testing.T) {
 	t.Logf("%d participant infos in %d ParticipantUpdates (largest %d)", infos, messages, largest)
 	require.Greater(t, largest, 1, "no two updates were coalesced")
 	require.Less(t, messages, infos)
+}
+
+// TestFastPublishOnlyForPublishers: a client is told to set up its
+// publisher connection at once (fast_publish) only if its grant lets it
+// publish media or data; a subscribe-only client of a big room then costs
+// one peer connection.
+func TestFastPublishOnlyForPublishers(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	for _, c := range []struct {
+		name       string
+		media, dat bool
+	}{{"media and data", true, true}, {"data only", false, true}, {"subscribe only", false, false}} {
+		grant := func(g *auth.VideoGrant) {
+			g.SetCanPublish(c.media)
+			g.SetCanPublishData(c.dat)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+ts.token(t, "fp", "p-"+strings.ReplaceAll(c.name, " ", "-"), grant))
+		ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go", &websocket.DialOptions{HTTPHeader: h})
+		cancel()
+		require.NoError(t, err)
+		j := readSignal(t, ws).GetJoin()
+		require.NotNil(t, j, "first message must be join")
+		require.Equal(t, c.media || c.dat, j.GetFastPublish(), c.name)
+		ws.CloseNow()
+	}
 }
