@@ -82,6 +82,10 @@ type Metrics struct {
 	// focus listener. Empty serves it on the focus listener, where anyone who
 	// reaches the focus can read it.
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's /debug/pprof/ profiles on the metrics
+	// listener (for load measurements; it needs metrics.listen, never the
+	// public focus listener).
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultMetricsListen keeps /metrics off the public focus listener: loopback
@@ -196,6 +200,9 @@ func (c *Config) Validate() error {
 		} else if c.Metrics.Listen == c.Focus.Listen {
 			errs = append(errs, errors.New("metrics.listen: must differ from focus.listen (leave it empty to serve /metrics on the focus listener)"))
 		}
+	}
+	if c.Metrics.Pprof && (!c.Metrics.Enabled || c.Metrics.Listen == "") {
+		errs = append(errs, errors.New("metrics.pprof: needs metrics.enabled and metrics.listen (profiles are never served on the public focus listener)"))
 	}
 	add("tls", c.TLS.Validate())
 	if t := c.SFU.TURN; c.SFU.Enabled && t.Enabled && !c.TLS.Enabled() {

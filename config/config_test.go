@@ -181,6 +181,19 @@ func TestMetricsListenerIsSeparateByDefault(t *testing.T) {
 	require.Contains(t, strings.Join(problems, "\n"), "metrics.listen:")
 }
 
+// Profiles are served on the separate metrics listener only, never on the
+// public focus listener.
+func TestPprofNeedsMetricsListener(t *testing.T) {
+	_, err := Parse([]byte("homeserver: {domain: bund.test, address: http://hs.test}\nmetrics: {listen: \"\", pprof: true}\n"), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	require.Contains(t, strings.Join(problems, "\n"), "metrics.pprof: needs metrics.enabled and metrics.listen")
+
+	cfg, err := Parse([]byte("homeserver: {domain: bund.test, address: http://hs.test}\nmetrics: {pprof: true}\n"), nil)
+	require.NoError(t, err)
+	require.True(t, cfg.Metrics.Pprof)
+}
+
 // A cluster node needs what every node shares: the SFU keys and the database;
 // its own signalling URL is derived from the SFU's.
 func TestClusterNeedsSharedKeysAndDatabase(t *testing.T) {

@@ -2,7 +2,8 @@
 // (the embedded one or a stock livekit-server). It joins rooms with
 // github.com/livekit/server-sdk-go/v2, publishes synthetic audio and
 // simulcast VP8 (real VP8 key/inter frame headers, a send time stamp and a
-// checkable payload), subscribes, and reports join latency, subscribed
+// checkable payload), subscribes (subscribers with subscribe-only tokens, so
+// their clients set up no publisher peer connection), and reports join latency, subscribed
 // tracks, bitrate, packet loss, frame delivery latency and, given the
 // server's pid, its CPU time per forwarded packet and its RSS from /proc.
 //

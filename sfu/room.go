@@ -49,6 +49,12 @@ type Room struct {
 	dirty        bool   // room_update due
 	relay        roomRelay
 
+	// updMu guards the participant updates waiting to be coalesced (see
+	// broadcastUpdate); it is taken without r.mu.
+	updMu      sync.Mutex
+	pending    []*livekit.ParticipantInfo // in arrival order, at most one per session
+	flushTimer *time.Timer                // armed while pending is not empty
+
 	done chan struct{}
 }
 
@@ -181,7 +187,10 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 			Region:   r.s.cfg.Region,
 			NodeId:   r.s.nodeID,
 		},
-		FastPublish: true,
+		// The client sets up its publisher connection at once only if it
+		// may publish (as livekit-server): a subscribe-only client of a
+		// big room costs one peer connection, not two.
+		FastPublish: p.mayPublish(),
 	}}})
 	r.mu.Unlock()
 	r.s.metrics.participants.Inc()
@@ -203,6 +212,13 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 	}
 	p.negotiate()
 	return p, nil
+}
+
+// mayPublish tells whether the grant lets p publish media or data.
+func (p *Participant) mayPublish() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.video.GetCanPublish() || p.video.GetCanPublishData()
 }
 
 // liveTracks returns every published track that receives media.
@@ -252,19 +268,121 @@ func (r *Room) removeParticipant(p *Participant) bool {
 	return true
 }
 
+// Participant updates in a large room are coalesced: every join, state
+// change and leave otherwise costs one ParticipantUpdate per participant,
+// N² messages for N joins, which swamps the signalling of a big room (and
+// its clients) while it fills. Like livekit-server, updates of participants
+// that publish nothing wait and go out together in one ParticipantUpdate
+// per recipient; a publisher's update goes out at once (subscriptions to
+// its tracks follow it) and takes the waiting ones with it, in order.
+const (
+	// batchFrom is the room size from which updates are coalesced.
+	batchFrom = 50
+	// batchPerParticipant scales the wait with the room size, between
+	// batchMin and batchMax: 1,000 participants wait 500 ms.
+	batchPerParticipant = 500 * time.Microsecond
+	batchMin            = 100 * time.Millisecond
+	batchMax            = 500 * time.Millisecond
+)
+
+// updateDelay is how long a non-publisher's update may wait in a room of n
+// participants (0: sent at once).
+func updateDelay(n int) time.Duration {
+	if n < batchFrom {
+		return 0
+	}
+	return min(max(time.Duration(n)*batchPerParticipant, batchMin), batchMax)
+}
+
 // broadcastUpdate sends a participant's info to everyone but itself
-// (hidden participants are never announced).
+// (hidden participants are never announced), at once or coalesced with
+// others (see updateDelay).
 func (r *Room) broadcastUpdate(from *Participant, info *livekit.ParticipantInfo) {
 	r.relay.participantChanged(from, info)
 	if h := r.s.hooks.Participant; h != nil && from.remote == nil && !from.hidden {
 		h(r.name, proto.Clone(info).(*livekit.ParticipantInfo))
 	}
-	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{
-		Participants: []*livekit.ParticipantInfo{info},
-	}}}
+	r.mu.Lock()
+	delay := updateDelay(len(r.participants))
+	r.mu.Unlock()
+
+	r.updMu.Lock()
+	r.queueUpdateLocked(info)
+	if delay > 0 && !info.IsPublisher {
+		if r.flushTimer == nil {
+			r.flushTimer = time.AfterFunc(delay, r.flushUpdates)
+		}
+		r.updMu.Unlock()
+		return
+	}
+	r.sendUpdatesLocked(r.takeUpdatesLocked())
+	r.updMu.Unlock()
+}
+
+// queueUpdateLocked adds info to the pending updates: it replaces the
+// pending update of the same session unless that one is newer (snapshots
+// taken concurrently can arrive out of order), so each session's last
+// state wins and keeps its place. Another session of the same identity
+// (a leave and a rejoin) is queued after it: clients see both, in order.
+// Callers hold r.updMu.
+func (r *Room) queueUpdateLocked(info *livekit.ParticipantInfo) {
+	for i, q := range r.pending {
+		if q.Sid == info.Sid {
+			if info.Version >= q.Version {
+				r.pending[i] = info
+			}
+			return
+		}
+	}
+	r.pending = append(r.pending, info)
+}
+
+// takeUpdatesLocked empties the pending updates; callers hold r.updMu.
+func (r *Room) takeUpdatesLocked() []*livekit.ParticipantInfo {
+	batch := r.pending
+	r.pending = nil
+	if r.flushTimer != nil {
+		r.flushTimer.Stop()
+		r.flushTimer = nil
+	}
+	return batch
+}
+
+// flushUpdates sends the pending updates (the batch timer's end).
+func (r *Room) flushUpdates() {
+	r.updMu.Lock()
+	defer r.updMu.Unlock()
+	r.sendUpdatesLocked(r.takeUpdatesLocked())
+}
+
+// sendUpdatesLocked sends a batch of updates as one ParticipantUpdate to
+// every participant, leaving out a recipient's own identity (a session
+// learns of itself through publishUpdate; a rejoined one must not see its
+// predecessor leave). Callers hold r.updMu, so batches are queued to each
+// recipient in the order they were taken (r.updMu, then r.mu, then a
+// signalConn's lock).
+func (r *Room) sendUpdatesLocked(batch []*livekit.ParticipantInfo) {
+	if len(batch) == 0 {
+		return
+	}
+	inBatch := make(map[string]bool, len(batch))
+	for _, info := range batch {
+		inBatch[info.Identity] = true
+	}
+	all := &livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{Participants: batch}}}
 	for _, p := range r.participantList() {
-		if p != from {
-			p.sc.send(msg)
+		if !inBatch[p.identity] {
+			p.sc.send(all)
+			continue
+		}
+		others := make([]*livekit.ParticipantInfo, 0, len(batch)-1)
+		for _, info := range batch {
+			if info.Identity != p.identity {
+				others = append(others, info)
+			}
+		}
+		if len(others) > 0 {
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Update{Update: &livekit.ParticipantUpdate{Participants: others}}})
 		}
 	}
 }
@@ -392,24 +510,30 @@ func (r *Room) setMetadata(md string) *livekit.Room {
 	return info
 }
 
-// sendConnectionQuality sends every participant the quality of everyone.
-// It is derived from loss of the participant's published streams and its
-// subscribers' receiver reports; LOST is never reported (livekit-client
-// reconnects after 10 s of LOST).
+// sendConnectionQuality sends every participant its own quality and that
+// of the room's publishers (whose media it may receive), as livekit-server
+// does: everyone's quality to everyone is N² entries every 5 s, which a big
+// room's clients spend their time decoding. It is derived from loss of the
+// participant's published streams and its subscribers' receiver reports;
+// LOST is never reported (livekit-client reconnects after 10 s of LOST).
 func (r *Room) sendConnectionQuality(ps []*Participant) {
-	if len(ps) == 0 {
-		return
+	var pubs []*livekit.ConnectionQualityInfo
+	publishing := make([]bool, len(ps))
+	for i, p := range ps {
+		if !p.hidden && p.isPublisher() {
+			publishing[i] = true
+			pubs = append(pubs, p.connectionQuality())
+		}
 	}
-	updates := make([]*livekit.ConnectionQualityInfo, 0, len(ps))
-	for _, p := range ps {
-		if p.hidden {
+	for i, p := range ps {
+		updates := pubs
+		if !p.hidden && !publishing[i] {
+			updates = append([]*livekit.ConnectionQualityInfo{p.connectionQuality()}, pubs...)
+		}
+		if len(updates) == 0 {
 			continue
 		}
-		updates = append(updates, p.connectionQuality())
-	}
-	msg := &livekit.SignalResponse{Message: &livekit.SignalResponse_ConnectionQuality{ConnectionQuality: &livekit.ConnectionQualityUpdate{Updates: updates}}}
-	for _, p := range ps {
-		p.sc.send(msg)
+		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_ConnectionQuality{ConnectionQuality: &livekit.ConnectionQualityUpdate{Updates: updates}}})
 	}
 }
 

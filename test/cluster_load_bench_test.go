@@ -3,7 +3,9 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,7 +40,11 @@ import (
 // PUBLISHERS_ONLY [false] (publishers subscribe to nothing),
 // JOIN_RATE [20], WARMUP [10s], DURATION [30s], FPS [15], QUALITY [low],
 // NO_AUDIO, NO_VIDEO [false], LOG_LEVEL [warn] (the nodes' logging.level),
-// LOG_DIR [the benchmark's temporary directory] (where the nodes' logs stay).
+// LOG_DIR [the benchmark's temporary directory] (where the nodes' logs stay),
+// PROFILE_DIR [none] (the nodes serve /debug/pprof/ on their metrics
+// listeners and their CPU profiles of the run, in consecutive 30 s pieces,
+// are written there as node-a-01.pprof, …; profile the load tool itself
+// with -test.cpuprofile).
 func BenchmarkClusterLoad(b *testing.B) {
 	if raceEnabled {
 		b.Skip("a measurement: run without -race")
@@ -62,6 +68,7 @@ func BenchmarkClusterLoad(b *testing.B) {
 	require.Contains(b, []int{1, 2}, useNodes, "GXTEST_LOAD_NODES")
 	logLevel := env.str("LOG_LEVEL", "warn")
 	logDir := env.str("LOG_DIR", "")
+	profileDir := env.str("PROFILE_DIR", "")
 
 	ctx := context.Background()
 	dir := b.TempDir()
@@ -114,7 +121,7 @@ func BenchmarkClusterLoad(b *testing.B) {
 				"limits": map[string]any{"max_cpu": 0, "max_participants": 100000, "max_tracks": 100000},
 			},
 			"bridge":  map[string]any{"secret": relaySecret},
-			"metrics": map[string]any{"listen": strings.TrimPrefix(n.metricsURL, "http://")},
+			"metrics": map[string]any{"listen": strings.TrimPrefix(n.metricsURL, "http://"), "pprof": profileDir != ""},
 			"logging": map[string]any{"level": logLevel},
 		}
 		raw, err := yaml.Marshal(cfg)
@@ -162,7 +169,16 @@ func BenchmarkClusterLoad(b *testing.B) {
 	for i := range b.N {
 		opts.RoomPrefix = fmt.Sprintf("cluster-load-%d", i)
 		var out strings.Builder
+		stopProfiles := func() {}
+		if profileDir != "" {
+			var urls []string
+			for _, n := range nodes {
+				urls = append(urls, n.metricsURL)
+			}
+			stopProfiles = profileNodes(b, urls, filepath.Join(profileDir, opts.RoomPrefix))
+		}
 		rep, err := loadtest.Run(ctx, opts, &out, log)
+		stopProfiles()
 		require.NoError(b, err)
 		b.Logf("\n%s", out.String())
 		b.ReportMetric(float64(rep.JoinP99)/1e6, "join-p99-ms")
@@ -186,6 +202,55 @@ func BenchmarkClusterLoad(b *testing.B) {
 	for _, n := range nodes {
 		b.Logf("%s: %d bytes of log, last lines:\n%s", n.id, len(n.proc.Log()), tail(n.proc.Log(), 1500))
 	}
+}
+
+// profileNodes writes consecutive 30 s CPU profiles of each node (metrics
+// listener URLs, node-a first) to prefix-node-a-01.pprof, … until the
+// returned function is called (the piece then running is dropped).
+func profileNodes(b *testing.B, metricsURLs []string, prefix string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, len(metricsURLs))
+	for i, u := range metricsURLs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for piece := 1; ctx.Err() == nil; piece++ {
+				path := fmt.Sprintf("%s-node-%c-%02d.pprof", prefix, 'a'+i, piece)
+				if err := fetchProfile(ctx, u, path); err != nil && ctx.Err() == nil {
+					b.Logf("profile %s: %v", path, err)
+					return
+				}
+			}
+		}()
+	}
+	return func() {
+		cancel()
+		for range metricsURLs {
+			<-done
+		}
+	}
+}
+
+// fetchProfile saves one 30 s CPU profile (nothing when ctx is cancelled
+// first).
+func fetchProfile(ctx context.Context, metricsURL, path string) error {
+	req, err := http.NewRequest(http.MethodGet, metricsURL+"/debug/pprof/profile?seconds=30", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }
 
 // nodesIn counts the live nodes a node's /cluster/status lists (0 when it

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"slices"
@@ -205,7 +206,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 
 	var metricsHandler http.Handler = promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry})
-	if (node != nil || peers != nil) && cfg.Metrics.Listen != "" {
+	if (node != nil || peers != nil || cfg.Metrics.Pprof) && cfg.Metrics.Listen != "" {
 		// The cluster's state and the peer links are internal too: on the
 		// metrics listener.
 		var peerStatus func(context.Context) *cluster.PeeringStatus
@@ -217,8 +218,15 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		if node != nil {
 			mux.Handle("/cluster/status", statusHandler(node.reg, peerStatus))
 			mux.Handle("/cluster/drain", node.drainHandler())
-		} else {
+		} else if peers != nil {
 			mux.Handle("/cluster/status", statusHandler(peers.lone, peerStatus))
+		}
+		if cfg.Metrics.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
 		metricsHandler = mux
 	}

@@ -1,0 +1,146 @@
+package sfu_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestParticipantUpdatesCoalesced: in a room of 50 and more, updates of
+// participants that publish nothing reach the others coalesced, several in
+// one ParticipantUpdate, and still in order: a participant that leaves and
+// rejoins at once is seen to leave (its old session DISCONNECTED) before
+// its new session appears, and no session's version goes backwards.
+func TestParticipantUpdatesCoalesced(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	const room = "big"
+	watcher, _ := rawJoin(t, ts, room, "watcher", "")
+	defer watcher.CloseNow()
+
+	// The watcher's ParticipantUpdates, as they arrive.
+	updates := make(chan *livekit.ParticipantUpdate, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		defer close(updates)
+		for {
+			_, data, err := watcher.Read(ctx)
+			if err != nil {
+				return
+			}
+			res := &livekit.SignalResponse{}
+			if proto.Unmarshal(data, res) == nil && res.GetUpdate() != nil {
+				updates <- res.GetUpdate()
+			}
+		}
+	}()
+
+	// 49 more: the room reaches the size from which updates are coalesced.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var others []*websocket.Conn
+	for i := range 49 {
+		wg.Go(func() {
+			ws, first := rawJoin(t, ts, room, fmt.Sprintf("p%02d", i), "")
+			require.NotNil(t, first.GetJoin())
+			mu.Lock()
+			others = append(others, ws)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, ws := range others {
+			ws.CloseNow()
+		}
+	}()
+
+	// x joins, leaves and rejoins, quicker than the batching interval.
+	x1, first := rawJoin(t, ts, room, "x", "")
+	sid1 := first.GetJoin().GetParticipant().GetSid()
+	b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{Reason: livekit.DisconnectReason_CLIENT_INITIATED}}})
+	require.NoError(t, err)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	require.NoError(t, x1.Write(wctx, websocket.MessageBinary, b))
+	x1.CloseNow()
+	x2, first := rawJoin(t, ts, room, "x", "")
+	defer x2.CloseNow()
+	sid2 := first.GetJoin().GetParticipant().GetSid()
+	require.NotEqual(t, sid1, sid2)
+
+	// Read until x's old session has left and its new one is there.
+	version := map[string]uint32{} // sid → last version seen
+	var messages, infos, largest int
+	var leftAt, rejoinedAt int // infos seen when x's sessions showed up
+	deadline := time.After(15 * time.Second)
+	for leftAt == 0 || rejoinedAt == 0 {
+		var u *livekit.ParticipantUpdate
+		select {
+		case u = <-updates:
+			require.NotNil(t, u, "the watcher's signal connection ended")
+		case <-deadline:
+			t.Fatalf("x's leave and rejoin not both seen: left at %d, rejoined at %d", leftAt, rejoinedAt)
+		}
+		messages++
+		largest = max(largest, len(u.GetParticipants()))
+		for _, info := range u.GetParticipants() {
+			infos++
+			require.NotEqual(t, "watcher", info.GetIdentity(), "a participant is sent its own update")
+			v, seen := version[info.GetSid()]
+			require.False(t, seen && info.GetVersion() < v, "%s (%s): version %d after %d", info.GetIdentity(), info.GetSid(), info.GetVersion(), v)
+			version[info.GetSid()] = info.GetVersion()
+			switch {
+			case info.GetSid() == sid1 && info.GetState() == livekit.ParticipantInfo_DISCONNECTED:
+				leftAt = infos
+			case info.GetSid() == sid2:
+				require.NotZero(t, leftAt, "x's new session announced before its old one left")
+				if rejoinedAt == 0 {
+					rejoinedAt = infos
+				}
+			}
+		}
+	}
+	t.Logf("%d participant infos in %d ParticipantUpdates (largest %d)", infos, messages, largest)
+	require.Greater(t, largest, 1, "no two updates were coalesced")
+	require.Less(t, messages, infos)
+}
+
+// TestFastPublishOnlyForPublishers: a client is told to set up its
+// publisher connection at once (fast_publish) only if its grant lets it
+// publish media or data; a subscribe-only client of a big room then costs
+// one peer connection.
+func TestFastPublishOnlyForPublishers(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	for _, c := range []struct {
+		name       string
+		media, dat bool
+	}{{"media and data", true, true}, {"data only", false, true}, {"subscribe only", false, false}} {
+		grant := func(g *auth.VideoGrant) {
+			g.SetCanPublish(c.media)
+			g.SetCanPublishData(c.dat)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+ts.token(t, "fp", "p-"+strings.ReplaceAll(c.name, " ", "-"), grant))
+		ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go", &websocket.DialOptions{HTTPHeader: h})
+		cancel()
+		require.NoError(t, err)
+		j := readSignal(t, ws).GetJoin()
+		require.NotNil(t, j, "first message must be join")
+		require.Equal(t, c.media || c.dat, j.GetFastPublish(), c.name)
+		ws.CloseNow()
+	}
+}
