@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -120,4 +122,38 @@ func TestSinglePC(t *testing.T) {
 	require.Equal(t, aliceSID, alice.room.LocalParticipant.SID())
 	require.Equal(t, tracks, trackSIDs(alice))
 	bob.waitMedia(t, []string{"carol", "eve"}, 10, 10, 15*time.Second)
+}
+
+// TestJoinTime measures token to first remote frame for a subscriber in
+// single peer connection mode (join_request) and with two peer
+// connections (v0), over GXTEST_RUNS runs (default 5).
+func TestJoinTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	ts := startServer(t, nil)
+	alice := ts.join(t, "jt", "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	measure := func(opts ...lksdk.ConnectOption) []time.Duration {
+		var out []time.Duration
+		for i := range runs {
+			start := time.Now()
+			c := ts.join(t, "jt", "sub"+strconv.Itoa(i), nil, opts...)
+			require.Eventually(t, func() bool {
+				st := c.stream("alice/video")
+				return st != nil && st.Frames.Load() > 0
+			}, 15*time.Second, time.Millisecond)
+			out = append(out, time.Since(start))
+			c.close()
+		}
+		return out
+	}
+	v0 := measure()
+	v1 := measure(lksdk.WithSinglePeerConnection())
+	t.Logf("join to first video frame over %d runs (p50 / p95): single peer connection %s / %s, two peer connections %s / %s",
+		runs, pct(v1, 50), pct(v1, 95), pct(v0, 50), pct(v0, 95))
 }
