@@ -41,6 +41,12 @@ type Config struct {
 	// TokenRefreshInterval is how often connected clients get a fresh access
 	// token (refresh_token) to reconnect with; 0 turns it off.
 	TokenRefreshInterval time.Duration `yaml:"token_refresh_interval"`
+
+	// ResumeWindow is how long a session whose signal connection was lost
+	// stays in the room, media flowing, waiting for the client to resume
+	// it (reconnect=1 with its participant sid). 0 turns resume off:
+	// clients then rejoin, and a lost connection ends the session at once.
+	ResumeWindow time.Duration `yaml:"resume_window"`
 }
 
 // RTCConfig configures the media transport.
@@ -178,6 +184,7 @@ func DefaultConfig() Config {
 		PingInterval:         5 * time.Second,
 		PingTimeout:          15 * time.Second,
 		TokenRefreshInterval: 5 * time.Minute,
+		ResumeWindow:         15 * time.Second,
 	}
 }
 
@@ -299,6 +306,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PingInterval < time.Second {
 		add("ping_interval", "must be at least 1s, got %s", c.PingInterval)
+	}
+	if c.ResumeWindow < 0 {
+		add("resume_window", "must not be negative, got %s", c.ResumeWindow)
 	}
 	if c.TokenRefreshInterval < 0 {
 		add("token_refresh_interval", "must not be negative, got %s", c.TokenRefreshInterval)

@@ -112,20 +112,21 @@ func (r *Room) routeDataLocal(from *Participant, label string, data []byte, dest
 // whose data channel is not open yet.
 const maxPendingData = 256
 
-// sendData writes to the subscriber connection's data channel. Reliable
-// messages sent before the channel opened are queued and flushed on open;
-// lossy ones are dropped like on a lossy link.
+// sendData writes to the data channel the SFU sends on (the subscriber
+// connection's, or in single mode the client's own). Reliable messages
+// sent before the channel opened are queued and flushed on open; lossy
+// ones are dropped like on a lossy link.
 func (p *Participant) sendData(label string, data []byte) {
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
 	if label == dataLossy {
-		if p.subLossy.ReadyState() == webrtc.DataChannelStateOpen {
+		if p.subLossy != nil && p.subLossy.ReadyState() == webrtc.DataChannelStateOpen {
 			if err := p.subLossy.Send(data); err != nil {
 				p.log.Trace().Err(err).Msg("failed to send data packet")
 			}
 		}
 		return
 	}
-	p.dcMu.Lock()
-	defer p.dcMu.Unlock()
 	if !p.dcOpen {
 		if len(p.dcPending) < maxPendingData {
 			p.dcPending = append(p.dcPending, data)
@@ -148,4 +149,21 @@ func (p *Participant) onReliableOpen() {
 		}
 	}
 	p.dcPending = nil
+}
+
+// adoptDataChannel makes an open channel the client created the one the
+// SFU sends on (single peer connection mode); a channel the client
+// recreates (Safari after a resume) replaces the old one.
+func (p *Participant) adoptDataChannel(label string, dc *webrtc.DataChannel) {
+	switch label {
+	case dataReliable:
+		p.dcMu.Lock()
+		p.subReliable = dc
+		p.dcMu.Unlock()
+		p.onReliableOpen()
+	case dataLossy:
+		p.dcMu.Lock()
+		p.subLossy = dc
+		p.dcMu.Unlock()
+	}
 }

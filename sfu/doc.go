@@ -1,6 +1,6 @@
 // Package sfu is gxconf's embedded, LiveKit-compatible selective forwarding unit.
 //
-// It owns LiveKit signalling (/rtc, /rtc/validate), pion/webrtc peer connections,
+// It owns LiveKit signalling (/rtc, /rtc/v1 and their /validate), pion/webrtc peer connections,
 // RTP/RTCP forwarding, simulcast layer selection, data channels and the Twirp
 // livekit.RoomService API. All state is in memory.
 //
@@ -8,17 +8,33 @@
 //
 // # Signalling
 //
-// Clients use the v0 protocol on /rtc with two peer connections (publisher:
-// the client offers; subscriber: the SFU offers, with _reliable and _lossy
-// data channels, right after the JoinResponse). /rtc/v1 (single peer
-// connection) is NOT implemented: /rtc/v1 and /rtc/v1/validate answer 404
-// with "Access-Control-Allow-Origin: *", which makes livekit-client 2.x
-// fall back to /rtc in dual peer connection mode; /rtc/validate never
-// answers 404 except for a missing room. A "join_request" on /rtc (the Go
-// SDK's single peer connection mode) is refused with 400. Resume is not
-// implemented either: JoinResponse disables it and a reconnect=1 request
-// gets Leave{RECONNECT}, so clients do a full rejoin (a join with an
-// identity already present replaces that session, DUPLICATE_IDENTITY).
+// /rtc (v0) runs two peer connections (publisher: the client offers;
+// subscriber: the SFU offers, with _reliable and _lossy data channels,
+// right after the JoinResponse). /rtc/v1 (livekit-client 2.x's default) and
+// /rtc with a join_request (server-sdk-go's WithSinglePeerConnection) run
+// one peer connection on which the client always offers: the JoinRequest
+// (base64url, gzip) carries its first offer, answered after the
+// JoinResponse; subscribed tracks go out on free recvonly sections of the
+// client's latest offer, answers carry mid_to_track_id, and
+// media_sections_requirement asks for an offer with more sections or to
+// renegotiate a removed track (singlepc.go). Both modes share the
+// forwarding core; only the connection a downtrack is attached to differs.
+// /rtc/validate and /rtc/v1/validate answer alike and never 404 except for
+// a missing room. joins_total{outcome,path} labels the path.
+//
+// Resume (resume.go): a lost signal socket leaves the session in the room
+// with its media for sfu.resume_window (default 15 s; 0 turns resume off
+// and JoinResponse says so). reconnect=1 with the participant sid, and a
+// token admitted as for a join (signature, expiry, grant check, not
+// removed), for that identity in that room and the same connection mode,
+// attaches the new socket: ReconnectResponse first, then the messages
+// queued meanwhile (subscriber offers excepted: one still unanswered is
+// re-sent), a full ParticipantUpdate and RoomUpdate. The client restarts
+// ICE on what it offers; the SFU restarts the subscriber connection's ICE
+// only when it is not connected (pion drops the selected pair on a
+// restart). A resume of a live session replaces its socket. Anything else
+// gets Leave{RECONNECT} and the client rejoins (DUPLICATE_IDENTITY
+// replaces a session still waiting).
 //
 // # Forwarding
 //
@@ -51,7 +67,8 @@
 // # Concurrency
 //
 // Server.mu guards the room map; Room.mu the participants; Participant.mu
-// its tracks and subscriptions; downTrack.mu its munging state. Locks are
+// its tracks and subscriptions; downTrack.mu its munging state;
+// signalConn.mu the signal queue and current socket. Locks are
 // taken in that order and never held while calling into pion. Every
 // goroutine is counted in Server.wg, which Run waits for.
 package sfu

@@ -54,6 +54,7 @@ type downTrack struct {
 	kind     webrtc.RTPCodecType
 	codec    webrtc.RTPCodecParameters // the publisher's codec
 	sender   *webrtc.RTPSender
+	attached bool // has a sender on the connection; guarded by sub.mu
 
 	current  atomic.Int32 // layer being forwarded, -1 none
 	target   atomic.Int32 // layer to switch to at its next keyframe, -1 none
@@ -205,12 +206,15 @@ func matchCodec(negotiated []webrtc.RTPCodecParameters, want webrtc.RTPCodecPara
 // attach adds the downtrack to the subscriber connection, restricted to
 // the publisher's codec.
 func (dt *downTrack) attach() error {
-	pc := dt.sub.sub
+	pc := dt.sub.sendPC()
 	sender, err := pc.AddTrack(dt)
 	if err != nil {
 		return err
 	}
+	dt.sub.mu.Lock()
 	dt.sender = sender
+	dt.attached = true
+	dt.sub.mu.Unlock()
 	var prefs []webrtc.RTPCodecParameters
 	for _, c := range subscriberCodecs(dt.kind) {
 		if strings.EqualFold(c.MimeType, dt.codec.MimeType) {
@@ -239,8 +243,14 @@ func (dt *downTrack) detach(removeSender bool) {
 	dt.mu.Lock()
 	dt.bound = false
 	dt.mu.Unlock()
-	if removeSender && dt.sender != nil {
-		if err := dt.sub.sub.RemoveTrack(dt.sender); err != nil {
+	dt.sub.mu.Lock()
+	sender := dt.sender
+	dt.sub.mu.Unlock()
+	if removeSender && sender != nil {
+		if dt.sub.single {
+			dt.sub.retire(sender)
+		}
+		if err := dt.sub.sendPC().RemoveTrack(sender); err != nil {
 			dt.sub.log.Trace().Err(err).Msg("failed to remove track")
 		}
 	}

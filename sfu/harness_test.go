@@ -162,6 +162,7 @@ type client struct {
 	left         map[string]bool
 	disconnected chan lksdk.DisconnectionReason
 	readers      sync.WaitGroup
+	closeOnce    sync.Once
 }
 
 type dataMsg struct {
@@ -266,11 +267,13 @@ func (c *client) publish(t *testing.T, opts loadtest.PublishOptions) {
 }
 
 func (c *client) close() {
-	if c.pub != nil {
-		c.pub.Stop()
-	}
-	c.room.Disconnect()
-	c.readers.Wait()
+	c.closeOnce.Do(func() {
+		if c.pub != nil {
+			c.pub.Stop()
+		}
+		c.room.Disconnect()
+		c.readers.Wait()
+	})
 }
 
 func (c *client) stream(key string) *loadtest.StreamStats {

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nacks:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "nacks_total", Help: "Sequence numbers NACKed by subscribers."}),
 		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
 		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
-		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome."}, []string{"outcome"}),
+		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
 	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins} {
 		if err := reg.Register(c); err != nil {

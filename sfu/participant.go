@@ -18,7 +18,9 @@ import (
 )
 
 // Participant is one signal session with its two peer connections: pub
-// (the client offers, the SFU receives) and sub (the SFU offers and sends).
+// (the client offers, the SFU receives) and sub (the SFU offers and sends);
+// or, in single peer connection mode (/rtc/v1), pub alone, where the
+// client offers and the SFU both receives and sends (singlepc.go).
 //
 // p.mu guards info, grants, the track maps and queued candidates; it is
 // never held while calling pion or another participant. negMu serialises
@@ -31,6 +33,7 @@ type Participant struct {
 	hidden        bool
 	autoSubscribe bool
 	protocol      int
+	single        bool
 	log           zerolog.Logger
 	sc            *signalConn
 
@@ -42,11 +45,12 @@ type Participant struct {
 	mu              sync.Mutex
 	info            *livekit.ParticipantInfo // without Tracks; snapshot adds them
 	video           *auth.VideoGrant
-	pending         map[string]*pendingTrack     // by cid
-	published       map[string]*publishedTrack   // by track sid
-	subscriptions   map[string]*downTrack        // by track sid
-	midCid          map[string]string            // publisher offer: mid -> msid track id
-	candQueue       [2][]webrtc.ICECandidateInit // by SignalTarget, until a remote description exists
+	pending         map[string]*pendingTrack        // by cid
+	published       map[string]*publishedTrack      // by track sid
+	subscriptions   map[string]*downTrack           // by track sid
+	midCid          map[string]string               // publisher offer: mid -> msid track id
+	retired         map[*webrtc.RTPTransceiver]bool // single mode: sections a track left, until the next answer
+	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
 	closed          bool
 	lastReliableSeq uint32
 
@@ -54,9 +58,14 @@ type Participant struct {
 	negMu         sync.Mutex
 	offerInFlight bool
 	negAgain      bool
+	iceRestart    bool // the next subscriber offer restarts ICE (resume)
 	offerID       uint32
+	// single peer connection: a media_sections_requirement is outstanding
+	// (cleared by the client's next offer), with the sections it asked for
+	offerAsked     bool
+	askedA, askedV int
 
-	dcMu      sync.Mutex
+	dcMu      sync.Mutex // also guards subReliable/subLossy in single mode
 	dcOpen    bool
 	dcPending [][]byte
 
@@ -93,6 +102,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		hidden:        video.Hidden,
 		autoSubscribe: params.autoSubscribe,
 		protocol:      params.protocol,
+		single:        params.single,
 		log:           r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
 		sc:            sc,
 		video:         video,
@@ -114,36 +124,22 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		published:     map[string]*publishedTrack{},
 		subscriptions: map[string]*downTrack{},
 		midCid:        map[string]string{},
+		retired:       map[*webrtc.RTPTransceiver]bool{},
 		token:         token,
 		nextRefresh:   now.Add(r.s.cfg.TokenRefreshInterval),
 	}
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(math.Float32bits(5))
 	var err error
-	if p.pub, err = r.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.single {
+		if p.pub, err = r.s.single.NewPeerConnection(webrtc.Configuration{}); err != nil {
+			return nil, err
+		}
+	} else if err = p.newDualPeerConnections(); err != nil {
 		return nil, err
 	}
-	if p.sub, err = r.s.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		_ = p.pub.Close()
-		return nil, err
-	}
-	ordered := false
-	var zero uint16
-	if p.subReliable, err = p.sub.CreateDataChannel(dataReliable, &webrtc.DataChannelInit{}); err == nil {
-		p.subLossy, err = p.sub.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
-	}
-	if err != nil {
-		p.closePeerConnections()
-		return nil, err
-	}
-	p.subReliable.OnOpen(func() {
-		// Detached (see newSettingEngine); the SFU only writes here.
-		_, _ = p.subReliable.Detach()
-		p.onReliableOpen()
-	})
-	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
 	if r.s.batchConn != nil {
-		dtlsT := p.sub.SCTP().Transport()
+		dtlsT := p.sendPC().SCTP().Transport()
 		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
 		dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
 			// Runs under the transport's lock: touch only its connection.
@@ -160,6 +156,43 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 	}
 	p.wirePeerConnections()
 	return p, nil
+}
+
+// newDualPeerConnections creates the publisher and subscriber connections
+// of v0, the subscriber with the SFU's _reliable and _lossy channels.
+func (p *Participant) newDualPeerConnections() error {
+	var err error
+	if p.pub, err = p.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return err
+	}
+	if p.sub, err = p.s.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = p.pub.Close()
+		return err
+	}
+	ordered := false
+	var zero uint16
+	if p.subReliable, err = p.sub.CreateDataChannel(dataReliable, &webrtc.DataChannelInit{}); err == nil {
+		p.subLossy, err = p.sub.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+	}
+	if err != nil {
+		p.closePeerConnections()
+		return err
+	}
+	p.subReliable.OnOpen(func() {
+		// Detached (see newSettingEngine); the SFU only writes here.
+		_, _ = p.subReliable.Detach()
+		p.onReliableOpen()
+	})
+	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
+	return nil
+}
+
+// sendPC is the connection the SFU sends media on.
+func (p *Participant) sendPC() *webrtc.PeerConnection {
+	if p.single {
+		return p.pub
+	}
+	return p.sub
 }
 
 func (p *Participant) wirePeerConnections() {
@@ -189,7 +222,9 @@ func (p *Participant) wirePeerConnections() {
 		}
 	}
 	p.pub.OnICECandidate(trickle(livekit.SignalTarget_PUBLISHER))
-	p.sub.OnICECandidate(trickle(livekit.SignalTarget_SUBSCRIBER))
+	if p.sub != nil {
+		p.sub.OnICECandidate(trickle(livekit.SignalTarget_SUBSCRIBER))
+	}
 	state := func(pc string) func(webrtc.PeerConnectionState) {
 		return func(st webrtc.PeerConnectionState) {
 			p.log.Debug().Str("pc", pc).Str("state", st.String()).Msg("peer connection state")
@@ -202,7 +237,9 @@ func (p *Participant) wirePeerConnections() {
 		}
 	}
 	p.pub.OnConnectionStateChange(state("publisher"))
-	p.sub.OnConnectionStateChange(state("subscriber"))
+	if p.sub != nil {
+		p.sub.OnConnectionStateChange(state("subscriber"))
+	}
 	p.pub.OnTrack(p.onTrack)
 	p.pub.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnOpen(func() {
@@ -212,14 +249,19 @@ func (p *Participant) wirePeerConnections() {
 				return
 			}
 			label := dc.Label()
+			if p.single {
+				// One connection: the SFU sends on the client's channels.
+				p.adoptDataChannel(label, dc)
+			}
 			p.s.goAdd(func() { p.readData(label, raw) })
 		})
 	})
 }
 
-// subscriberPrimary follows livekit-server: protocol > 2 and may subscribe.
+// subscriberPrimary follows livekit-server: protocol > 2, may subscribe,
+// and two peer connections.
 func (p *Participant) subscriberPrimary() bool {
-	return p.protocol > 2 && p.canSubscribe()
+	return p.protocol > 2 && p.canSubscribe() && !p.single
 }
 
 func (p *Participant) canSubscribe() bool {
@@ -309,6 +351,13 @@ func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
 	dt := newDownTrack(p, t)
 	p.subscriptions[t.sid] = dt
 	p.mu.Unlock()
+	if p.single {
+		// Attached to a free receive section of the client's next offer.
+		if negotiate {
+			p.negotiate()
+		}
+		return true
+	}
 	if err := dt.attach(); err != nil {
 		p.mu.Lock()
 		delete(p.subscriptions, t.sid)
@@ -524,7 +573,7 @@ func (p *Participant) periodic() {
 		}
 	}
 	if len(reports) > 0 {
-		if err := p.sub.WriteRTCP(reports); err != nil {
+		if err := p.sendPC().WriteRTCP(reports); err != nil {
 			p.log.Trace().Err(err).Msg("failed to send sender reports")
 		}
 	}

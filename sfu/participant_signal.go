@@ -16,22 +16,23 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// readLoop reads signal requests until the connection ends and returns the
-// disconnect reason.
-func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
+// readLoop reads signal requests from ws until it ends. end tells whether
+// the session ends with reason: a leave, a malformed request, or a lost
+// socket when it cannot be resumed (signalLost).
+func (p *Participant) readLoop(ctx context.Context, ws *websocket.Conn) (reason livekit.DisconnectReason, end bool) {
 	for {
 		rctx, cancel := ctx, context.CancelFunc(func() {})
 		if p.pingSeen.Load() {
 			// Clients that ping must keep doing so.
 			rctx, cancel = context.WithTimeout(ctx, p.s.cfg.PingTimeout)
 		}
-		typ, data, err := p.sc.ws.Read(rctx)
+		typ, data, err := ws.Read(rctx)
 		cancel()
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				p.log.Info().Msg("signal ping timeout")
 			}
-			return livekit.DisconnectReason_SIGNAL_CLOSE
+			return livekit.DisconnectReason_SIGNAL_CLOSE, p.signalLost(ws)
 		}
 		if typ == websocket.MessageText {
 			p.sc.json.Store(true)
@@ -40,10 +41,10 @@ func (p *Participant) readLoop(ctx context.Context) livekit.DisconnectReason {
 		if err != nil {
 			p.log.Warn().Err(err).Int("len", len(data)).Msg("closing signal connection")
 			p.sc.close(websocket.StatusInvalidFramePayloadData, errMalformed.Error())
-			return livekit.DisconnectReason_STATE_MISMATCH
+			return livekit.DisconnectReason_STATE_MISMATCH, true
 		}
 		if leave := p.handleSignal(req); leave {
-			return livekit.DisconnectReason_CLIENT_INITIATED
+			return livekit.DisconnectReason_CLIENT_INITIATED, true
 		}
 	}
 }
@@ -100,6 +101,9 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 }
 
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
+	if p.single {
+		return p.handleSingleOffer(sd)
+	}
 	p.ansMu.Lock()
 	defer p.ansMu.Unlock()
 	p.recordOfferMids(sd.GetSdp())
@@ -121,6 +125,17 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 }
 
 func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
+	if p.single {
+		return errors.New("unexpected answer: in single peer connection mode the client offers")
+	}
+	p.negMu.Lock()
+	stale := sd.GetId() != 0 && sd.GetId() != p.offerID
+	p.negMu.Unlock()
+	if stale {
+		// An answer to an offer a resume superseded (the client echoes
+		// offer ids; server-sdk-go sends 0).
+		return nil
+	}
 	if p.sub.RemoteDescription() == nil {
 		p.dtlsClient.Store(localIsDTLSClient(sd.GetSdp()))
 	}
@@ -140,8 +155,12 @@ func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
 }
 
 // negotiate sends a subscriber offer, or marks one due after the answer
-// to the offer in flight.
+// to the offer in flight. In single mode it asks the client for an offer.
 func (p *Participant) negotiate() {
+	if p.single {
+		p.requestOffer()
+		return
+	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
 	if p.isClosed() {
@@ -151,7 +170,16 @@ func (p *Participant) negotiate() {
 		p.negAgain = true
 		return
 	}
-	offer, err := p.sub.CreateOffer(nil)
+	p.offerLocked()
+}
+
+// offerLocked creates and sends a subscriber offer; negMu is held.
+func (p *Participant) offerLocked() {
+	var opts *webrtc.OfferOptions
+	if p.iceRestart {
+		opts = &webrtc.OfferOptions{ICERestart: true}
+	}
+	offer, err := p.sub.CreateOffer(opts)
 	if err == nil {
 		err = p.sub.SetLocalDescription(offer)
 	}
@@ -161,6 +189,7 @@ func (p *Participant) negotiate() {
 		}
 		return
 	}
+	p.iceRestart = false
 	p.offerID++
 	p.offerInFlight = true
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
@@ -169,7 +198,7 @@ func (p *Participant) negotiate() {
 }
 
 func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
-	if target == livekit.SignalTarget_SUBSCRIBER {
+	if target == livekit.SignalTarget_SUBSCRIBER && !p.single {
 		return p.sub
 	}
 	return p.pub
@@ -185,7 +214,7 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 		return
 	}
 	target := t.GetTarget()
-	if target != livekit.SignalTarget_SUBSCRIBER {
+	if target != livekit.SignalTarget_SUBSCRIBER || p.single {
 		target = livekit.SignalTarget_PUBLISHER
 	}
 	pc := p.pc(target)

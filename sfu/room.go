@@ -168,25 +168,17 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 	// Queued under r.mu: every broadcast that can reach p (it is in the
 	// map now) is queued after its JoinResponse, which must come first.
 	sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Join{Join: &livekit.JoinResponse{
-		Room:              r.roomInfoLocked(),
-		Participant:       self,
-		OtherParticipants: others,
-		ServerVersion:     serverVersion,
-		ServerRegion:      r.s.cfg.Region,
-		IceServers:        r.s.iceServers(p.identity),
-		SubscriberPrimary: p.subscriberPrimary(),
-		ClientConfiguration: &livekit.ClientConfiguration{
-			ResumeConnection: livekit.ClientConfigSetting_DISABLED,
-		},
-		PingTimeout:  int32(r.s.cfg.PingTimeout / time.Second),
-		PingInterval: int32(r.s.cfg.PingInterval / time.Second),
-		ServerInfo: &livekit.ServerInfo{
-			Edition:  livekit.ServerInfo_Standard,
-			Version:  serverVersion,
-			Protocol: serverProtocol,
-			Region:   r.s.cfg.Region,
-			NodeId:   r.s.nodeID,
-		},
+		Room:                r.roomInfoLocked(),
+		Participant:         self,
+		OtherParticipants:   others,
+		ServerVersion:       serverVersion,
+		ServerRegion:        r.s.cfg.Region,
+		IceServers:          r.s.iceServers(p.identity),
+		SubscriberPrimary:   p.subscriberPrimary(),
+		ClientConfiguration: r.s.clientConfiguration(),
+		PingTimeout:         int32(r.s.cfg.PingTimeout / time.Second),
+		PingInterval:        int32(r.s.cfg.PingInterval / time.Second),
+		ServerInfo:          r.s.serverInfo(),
 		// The client sets up its publisher connection at once only if it
 		// may publish (as livekit-server): a subscribe-only client of a
 		// big room costs one peer connection, not two.
@@ -199,18 +191,23 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 		// Raced with another join of the same identity.
 		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
 	}
-	p.log.Info().Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
+	p.log.Info().Str("path", params.path).Bool("single_pc", p.single).Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
 	if !p.hidden {
 		r.broadcastUpdate(p, self)
 	}
-	// Subscribe to what is already published; the subscriber offer carries
-	// these tracks and the data channels.
+	// Subscribe to what is already published; the subscriber offer (in
+	// single mode the answer to the client's first offer) carries these
+	// tracks and the data channels.
 	if p.autoSubscribe {
 		for _, t := range r.liveTracks() {
 			p.subscribe(t, false)
 		}
 	}
-	p.negotiate()
+	if p.single {
+		p.startSingle(params)
+	} else {
+		p.negotiate()
+	}
 	return p, nil
 }
 
@@ -219,6 +216,17 @@ func (p *Participant) mayPublish() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.video.GetCanPublish() || p.video.GetCanPublishData()
+}
+
+// visibleInfos returns the info of every participant others may see.
+func (r *Room) visibleInfos() []*livekit.ParticipantInfo {
+	var out []*livekit.ParticipantInfo
+	for _, p := range r.participantList() {
+		if !p.hidden {
+			out = append(out, p.snapshot())
+		}
+	}
+	return out
 }
 
 // liveTracks returns every published track that receives media.
@@ -449,6 +457,10 @@ func (r *Room) worker() {
 		}
 		n++
 		ps := r.participantList()
+		now := time.Now()
+		for _, p := range ps {
+			p.checkResumeWindow(now)
+		}
 		sp.update(r, ps)
 		if n%3 == 0 { // ~1.2 s
 			for _, p := range ps {

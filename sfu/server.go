@@ -42,6 +42,7 @@ type Server struct {
 
 	pubAPI *webrtc.API
 	subAPI *webrtc.API
+	single *webrtc.API // single peer connections (/rtc/v1)
 	socks  *mediaSockets
 	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
 	batchConn *ipv4.PacketConn
@@ -107,6 +108,11 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build subscriber api: %w", err)
 	}
+	singleAPI, err := newSinglePCAPI(se, lf)
+	if err != nil {
+		_ = socks.close()
+		return nil, fmt.Errorf("failed to build single peer connection api: %w", err)
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
@@ -114,6 +120,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		nodeID:  nodeID,
 		pubAPI:  pubAPI,
 		subAPI:  subAPI,
+		single:  singleAPI,
 		socks:   socks,
 		rooms:   map[string]*Room{},
 		done:    make(chan struct{}),
@@ -184,6 +191,27 @@ func (s *Server) URL() string {
 		scheme = "wss://"
 	}
 	return scheme + net.JoinHostPort(host, port) + s.cfg.PathPrefix
+}
+
+// clientConfiguration is the ClientConfiguration of JoinResponse and
+// ReconnectResponse: resume is on unless sfu.resume_window is 0 (then
+// clients always rejoin).
+func (s *Server) clientConfiguration() *livekit.ClientConfiguration {
+	resume := livekit.ClientConfigSetting_ENABLED
+	if s.cfg.ResumeWindow <= 0 {
+		resume = livekit.ClientConfigSetting_DISABLED
+	}
+	return &livekit.ClientConfiguration{ResumeConnection: resume}
+}
+
+func (s *Server) serverInfo() *livekit.ServerInfo {
+	return &livekit.ServerInfo{
+		Edition:  livekit.ServerInfo_Standard,
+		Version:  serverVersion,
+		Protocol: serverProtocol,
+		Region:   s.cfg.Region,
+		NodeId:   s.nodeID,
+	}
 }
 
 // SetTLSConfig makes Run serve signalling and Twirp over TLS; call it before Run.
@@ -331,22 +359,11 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.HandleFunc(p+"/rtc", s.handleRTC)
 	mux.HandleFunc(p+"/rtc/validate", s.handleValidate)
-	// Single peer connection (/rtc/v1) is not implemented: a 404 with CORS
-	// makes livekit-client fall back to /rtc in dual peer connection mode.
 	mux.HandleFunc(p+"/rtc/v1", s.handleV1)
-	mux.HandleFunc(p+"/rtc/v1/validate", s.handleV1)
+	mux.HandleFunc(p+"/rtc/v1/validate", s.handleValidate)
 	tw := s.twirpHandler()
 	mux.Handle(p+"/twirp/", tw)
 	return mux
-}
-
-func (s *Server) handleV1(w http.ResponseWriter, r *http.Request) {
-	setCORS(w)
-	if r.Method == http.MethodOptions {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	http.Error(w, "single peer connection signalling (/rtc/v1) is not supported, use /rtc", http.StatusNotFound)
 }
 
 func setCORS(w http.ResponseWriter) {

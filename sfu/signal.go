@@ -1,11 +1,16 @@
 package sfu
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,13 +21,21 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// joinParams are the query parameters of a v0 /rtc request.
+// joinParams are what a join or resume request asks for: the query
+// parameters of v0 /rtc, or the JoinRequest of /rtc/v1 (and of /rtc with
+// join_request, server-sdk-go's single peer connection mode).
 type joinParams struct {
 	autoSubscribe bool
 	reconnect     bool
+	sid           string // participant to resume
 	protocol      int
 	sdk           string
 	version       string
+	path          string // pathV0 or pathV1
+	// single: one peer connection, the client always offers (v1).
+	single         bool
+	publisherOffer *livekit.SessionDescription
+	addTracks      []*livekit.AddTrackRequest
 }
 
 func parseJoinParams(r *http.Request) joinParams {
@@ -34,10 +47,69 @@ func parseJoinParams(r *http.Request) joinParams {
 	if v := q.Get("reconnect"); v == "1" || v == "true" {
 		p.reconnect = true
 	}
+	p.sid = q.Get("sid")
 	p.protocol, _ = strconv.Atoi(q.Get("protocol"))
 	p.sdk = q.Get("sdk")
 	p.version = q.Get("version")
 	return p
+}
+
+// maxJoinRequest bounds a decoded JoinRequest (it carries an SDP offer and
+// add_track requests; a few KiB in practice).
+const maxJoinRequest = 1 << 20
+
+// parseJoinRequest decodes the join_request parameter: base64url (with or
+// without padding) of a WrappedJoinRequest whose join_request is a
+// JoinRequest, gzipped or not.
+func parseJoinRequest(raw string) (joinParams, error) {
+	b, err := base64.URLEncoding.DecodeString(raw)
+	if err != nil {
+		b, err = base64.RawURLEncoding.DecodeString(raw)
+	}
+	if err != nil {
+		return joinParams{}, fmt.Errorf("join_request: not base64url: %w", err)
+	}
+	wrapped := &livekit.WrappedJoinRequest{}
+	if err := proto.Unmarshal(b, wrapped); err != nil {
+		return joinParams{}, fmt.Errorf("join_request: %w", err)
+	}
+	inner := wrapped.GetJoinRequest()
+	switch wrapped.GetCompression() {
+	case livekit.WrappedJoinRequest_NONE:
+	case livekit.WrappedJoinRequest_GZIP:
+		zr, err := gzip.NewReader(bytes.NewReader(inner))
+		if err != nil {
+			return joinParams{}, fmt.Errorf("join_request: gzip: %w", err)
+		}
+		inner, err = io.ReadAll(io.LimitReader(zr, maxJoinRequest+1))
+		if err != nil {
+			return joinParams{}, fmt.Errorf("join_request: gzip: %w", err)
+		}
+		if len(inner) > maxJoinRequest {
+			return joinParams{}, errors.New("join_request: too large")
+		}
+	default:
+		return joinParams{}, fmt.Errorf("join_request: unknown compression %d", wrapped.GetCompression())
+	}
+	jr := &livekit.JoinRequest{}
+	if err := proto.Unmarshal(inner, jr); err != nil {
+		return joinParams{}, fmt.Errorf("join_request: %w", err)
+	}
+	ci := jr.GetClientInfo()
+	p := joinParams{
+		autoSubscribe: jr.GetConnectionSettings().GetAutoSubscribe(),
+		reconnect:     jr.GetReconnect(),
+		sid:           jr.GetParticipantSid(),
+		protocol:      int(ci.GetProtocol()),
+		sdk:           strings.ToLower(ci.GetSdk().String()),
+		version:       ci.GetVersion(),
+		single:        true,
+		addTracks:     jr.GetAddTrackRequests(),
+	}
+	if o := jr.GetPublisherOffer(); o.GetSdp() != "" {
+		p.publisherOffer = o
+	}
+	return p, nil
 }
 
 // admission is the outcome of checking a join or validate request before
@@ -47,9 +119,10 @@ type admission struct {
 	room  *Room
 }
 
-// admit runs the checks shared by /rtc and /rtc/validate and returns an
-// HTTP status and message on refusal.
-func (s *Server) admit(r *http.Request) (*admission, int, string) {
+// admit runs the checks shared by /rtc, /rtc/v1 and their validate paths
+// and returns an HTTP status and message on refusal. A resume (reconnect)
+// never creates the room: a session in a room that is gone cannot resume.
+func (s *Server) admit(r *http.Request, resume bool) (*admission, int, string) {
 	token, err := s.verifyTokenDetails(tokenFromRequest(r))
 	if err != nil {
 		return nil, http.StatusUnauthorized, err.Error()
@@ -66,9 +139,6 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	}
 	if s.draining.Load() {
 		return nil, http.StatusServiceUnavailable, "this node is draining; connect again to reach another node"
-	}
-	if r.URL.Query().Get("join_request") != "" {
-		return nil, http.StatusBadRequest, "single peer connection mode is not supported"
 	}
 	if token.peer != "" && s.grants == nil {
 		// Only the peer can tell whether its grant holds: fail closed.
@@ -87,6 +157,11 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	if s.svc.revoked(grants.Video.Room, grants.Identity, token) {
 		return nil, http.StatusForbidden, ErrTokenRevoked.Error()
 	}
+	if resume {
+		// The room is looked up by the resume itself; a missing room is
+		// answered on the socket with Leave{RECONNECT}.
+		return &admission{token: token, room: s.getRoom(grants.Video.Room)}, 0, ""
+	}
 	// A peer room is created by its first subscriber: the peer's focus
 	// cannot create rooms here.
 	room, _, err := s.getOrCreateRoom(grants.Video.Room, s.defaultRoomOptions(), s.cfg.Room.AutoCreate || token.peer != "")
@@ -102,15 +177,16 @@ func (s *Server) admit(r *http.Request) (*admission, int, string) {
 	return &admission{token: token, room: room}, 0, ""
 }
 
-// handleValidate answers GET /rtc/validate: 200 "success", 401/403 with a
-// reason, 404 only for a missing room; CORS open so browsers can read it.
+// handleValidate answers GET /rtc/validate and /rtc/v1/validate: 200
+// "success", 401/403 with a reason, 404 only for a missing room; CORS open
+// so browsers can read it.
 func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 	setCORS(w)
 	if r.Method == http.MethodOptions {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	_, code, msg := s.admit(r)
+	_, code, msg := s.admit(r, false)
 	if code != 0 {
 		http.Error(w, msg, code)
 		return
@@ -118,9 +194,25 @@ func (s *Server) handleValidate(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("success"))
 }
 
-// handleRTC upgrades /rtc to a signal WebSocket and runs the participant's
-// signal loop in the handler goroutine.
-func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) {
+// Signal paths, as labelled in metrics and logs.
+const (
+	pathV0 = "rtc"
+	pathV1 = "rtc_v1"
+)
+
+// handleRTC serves /rtc: v0 with two peer connections, or one peer
+// connection when the request carries a join_request (server-sdk-go's
+// WithSinglePeerConnection).
+func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) { s.serveSignal(w, r, pathV0) }
+
+// handleV1 serves /rtc/v1: livekit-client 2.x's single peer connection
+// signalling, parameters in join_request.
+func (s *Server) handleV1(w http.ResponseWriter, r *http.Request) { s.serveSignal(w, r, pathV1) }
+
+// serveSignal upgrades a signal request to a WebSocket and runs the
+// participant's signal loop in the handler goroutine: a new session for a
+// join, the existing one for a resume.
+func (s *Server) serveSignal(w http.ResponseWriter, r *http.Request, path string) {
 	done, ok := s.enter()
 	if !ok {
 		http.Error(w, ErrServerClosed.Error(), http.StatusServiceUnavailable)
@@ -131,14 +223,26 @@ func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "expected a websocket upgrade", http.StatusNotFound)
 		return
 	}
-	adm, code, msg := s.admit(r)
+	params := parseJoinParams(r)
+	if raw := r.URL.Query().Get("join_request"); raw != "" {
+		jp, err := parseJoinRequest(raw)
+		if err != nil {
+			s.metrics.joins.WithLabelValues("refused", path).Inc()
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		params = jp
+	} else if path == pathV1 {
+		params.single = true
+	}
+	params.path = path
+	adm, code, msg := s.admit(r, params.reconnect)
 	if code != 0 {
-		s.metrics.joins.WithLabelValues("refused").Inc()
-		s.log.Debug().Int("status", code).Str("reason", msg).Msg("join refused")
+		s.metrics.joins.WithLabelValues("refused", path).Inc()
+		s.log.Debug().Int("status", code).Str("reason", msg).Str("path", path).Msg("join refused")
 		http.Error(w, msg, code)
 		return
 	}
-	params := parseJoinParams(r)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // browsers connect from the web app's origin; the token authorises
 		CompressionMode:    websocket.CompressionDisabled,
@@ -148,49 +252,76 @@ func (s *Server) handleRTC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(1 << 20)
+
+	if params.reconnect {
+		p := s.resume(adm, params, ws)
+		if p == nil {
+			// The session is really gone (left, removed, expired, or
+			// never here): the client must join again.
+			s.metrics.joins.WithLabelValues("reconnect_refused", path).Inc()
+			sc := newSignalConn(s, ws)
+			if !s.goAdd(sc.writeLoop) {
+				_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+				return
+			}
+			sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
+				Reason: livekit.DisconnectReason_STATE_MISMATCH,
+				Action: livekit.LeaveRequest_RECONNECT,
+			}}})
+			sc.close(websocket.StatusNormalClosure, "session gone, join again")
+			sc.drainUntilClosed(r.Context(), ws)
+			return
+		}
+		s.metrics.joins.WithLabelValues("resumed", path).Inc()
+		s.runSignal(r.Context(), p, ws)
+		return
+	}
+
 	sc := newSignalConn(s, ws)
 	if !s.goAdd(sc.writeLoop) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-
-	if params.reconnect {
-		// Resume is not implemented (JoinResponse disables it); a client
-		// that resumes anyway is told to do a full reconnect.
-		s.metrics.joins.WithLabelValues("reconnect_refused").Inc()
-		sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
-			Reason: livekit.DisconnectReason_STATE_MISMATCH,
-			Action: livekit.LeaveRequest_RECONNECT,
-		}}})
-		sc.close(websocket.StatusNormalClosure, "resume not supported, reconnect")
-		sc.drainUntilClosed(r.Context())
-		return
-	}
-
 	p, err := adm.room.join(adm.token, params, sc)
 	if err != nil {
-		s.metrics.joins.WithLabelValues("refused").Inc()
+		s.metrics.joins.WithLabelValues("refused", path).Inc()
 		sc.close(websocket.StatusPolicyViolation, err.Error())
-		sc.drainUntilClosed(r.Context())
+		sc.drainUntilClosed(r.Context(), ws)
 		return
 	}
-	s.metrics.joins.WithLabelValues("joined").Inc()
+	s.metrics.joins.WithLabelValues("joined", path).Inc()
 	if adm.token.peer != "" && s.peering.Joined != nil {
 		s.peering.Joined(adm.room.name)
 	}
-	reason := p.readLoop(r.Context())
-	p.close(reason, false)
+	s.runSignal(r.Context(), p, ws)
 }
 
-// signalConn is one signal WebSocket. Writes go through a queue drained by
-// writeLoop, so a slow client never blocks room broadcasts. The reader is
-// the participant's readLoop.
+// runSignal reads p's requests from ws until it ends. A leave or a
+// malformed request ends the session; a lost socket leaves it waiting for
+// a resume (Participant.signalLost), and a socket replaced by a resume
+// ends nothing.
+func (s *Server) runSignal(ctx context.Context, p *Participant, ws *websocket.Conn) {
+	reason, end := p.readLoop(ctx, ws)
+	if end {
+		p.close(reason, false)
+	}
+}
+
+// signalConn is a participant's signal channel. It outlives a WebSocket:
+// when the socket is lost the session waits for a resume, messages queue
+// meanwhile and are replayed on the socket the resume attaches. Writes go
+// through the queue, drained by writeLoop, so a slow client never blocks
+// room broadcasts. The reader is the participant's readLoop of the
+// current socket.
 type signalConn struct {
 	s    *Server
-	ws   *websocket.Conn
 	json atomic.Bool // reply in protojson once the client spoke text
 
 	mu          sync.Mutex
+	ws          *websocket.Conn                    // nil while detached
+	lostAt      time.Time                          // when the socket was lost (detached)
+	overflow    bool                               // messages were dropped while detached: no resume
+	keep        func(*livekit.SignalResponse) bool // replay filter of the last resume
 	queue       []*livekit.SignalResponse
 	closing     bool
 	closeCode   websocket.StatusCode
@@ -199,8 +330,19 @@ type signalConn struct {
 	closed      chan struct{}
 }
 
+// maxDetachedQueue bounds the messages kept for a session whose socket is
+// lost; beyond it the session cannot be resumed faithfully and ends.
+const maxDetachedQueue = 4096
+
 func newSignalConn(s *Server, ws *websocket.Conn) *signalConn {
 	return &signalConn{s: s, ws: ws, notify: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+func (c *signalConn) wake() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
 }
 
 // send queues a message; it is dropped once the connection is closing.
@@ -210,12 +352,14 @@ func (c *signalConn) send(m *livekit.SignalResponse) {
 		c.mu.Unlock()
 		return
 	}
+	if c.ws == nil && len(c.queue) >= maxDetachedQueue {
+		c.overflow = true
+		c.mu.Unlock()
+		return
+	}
 	c.queue = append(c.queue, m)
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
+	c.wake()
 }
 
 // close flushes queued messages and then closes with code and reason.
@@ -227,10 +371,71 @@ func (c *signalConn) close(code websocket.StatusCode, reason string) {
 		c.closeReason = reason
 	}
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
+	c.wake()
+}
+
+// detach forgets ws after it failed, if it is still the current socket,
+// and starts the resume window. It reports whether it was current.
+func (c *signalConn) detach(ws *websocket.Conn) bool {
+	c.mu.Lock()
+	current := c.ws == ws && ws != nil
+	if current {
+		c.ws = nil
+		c.lostAt = time.Now()
 	}
+	c.mu.Unlock()
+	if ws != nil {
+		_ = ws.CloseNow()
+	}
+	c.wake()
+	return current
+}
+
+// attach makes ws the current socket for a resume: first goes out first,
+// then the queued messages that keep says are still valid. A socket still
+// attached (the client saw it die, the server did not yet) is closed. It
+// fails when the session is closing or lost messages.
+func (c *signalConn) attach(ws *websocket.Conn, first *livekit.SignalResponse, keep func(*livekit.SignalResponse) bool) bool {
+	c.mu.Lock()
+	if c.closing || c.overflow {
+		c.mu.Unlock()
+		return false
+	}
+	old := c.ws
+	c.ws = ws
+	c.lostAt = time.Time{}
+	c.keep = keep
+	c.json.Store(false)
+	q := make([]*livekit.SignalResponse, 0, len(c.queue)+1)
+	q = append(q, first)
+	for _, m := range c.queue {
+		if keep(m) {
+			q = append(q, m)
+		}
+	}
+	c.queue = q
+	c.mu.Unlock()
+	if old != nil {
+		_ = old.CloseNow()
+	}
+	c.wake()
+	return true
+}
+
+// resumeExpired tells whether the socket has been lost for longer than
+// window (or messages were lost meanwhile); it then marks the connection
+// closing, so no resume can attach after this answer.
+func (c *signalConn) resumeExpired(now time.Time, window time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.ws != nil || c.lostAt.IsZero() {
+		return false
+	}
+	if !c.overflow && now.Sub(c.lostAt) < window {
+		return false
+	}
+	c.closing = true
+	return true
 }
 
 func (c *signalConn) writeLoop() {
@@ -245,32 +450,73 @@ func (c *signalConn) writeLoop() {
 			c.close(websocket.StatusGoingAway, "server shutting down")
 		}
 		c.mu.Lock()
+		ws := c.ws
+		if ws == nil && !c.closing {
+			c.mu.Unlock() // detached: keep the queue for a resume
+			continue
+		}
 		batch, c.queue = c.queue, batch[:0]
 		closing, code, reason := c.closing, c.closeCode, c.closeReason
 		c.mu.Unlock()
-		for _, m := range batch {
-			if err := c.write(m); err != nil {
-				_ = c.ws.CloseNow()
-				return
+		if ws == nil {
+			clear(batch)
+			return // closing while detached: nobody to tell
+		}
+		failed := false
+		for i, m := range batch {
+			if err := c.write(ws, m); err != nil {
+				_ = ws.CloseNow()
+				if closing {
+					return
+				}
+				// Keep what was not sent for a resume; the reader of ws
+				// fails too and detaches it (or the session ends).
+				c.requeue(ws, batch[i:])
+				failed = true
+				break
 			}
 		}
 		clear(batch)
+		if failed {
+			continue
+		}
 		if closing {
 			c.mu.Lock()
-			rest := len(c.queue)
+			rest, cur := len(c.queue), c.ws
 			c.mu.Unlock()
-			if rest > 0 {
+			if rest > 0 && cur == ws {
 				continue
 			}
 			// Close waits up to 5 s for the peer's close frame; the reader
 			// is still running and will see it.
-			_ = c.ws.Close(code, reason)
+			_ = ws.Close(code, reason)
 			return
 		}
 	}
 }
 
-func (c *signalConn) write(m *livekit.SignalResponse) error {
+// requeue puts messages that could not be written to ws back in front of
+// the queue; if a resume replaced ws meanwhile, behind its first message
+// (the ReconnectResponse, still unsent: only this loop writes) and
+// filtered like the rest of the replay.
+func (c *signalConn) requeue(ws *websocket.Conn, ms []*livekit.SignalResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ws == nil || c.ws == ws || len(c.queue) == 0 {
+		c.queue = append(append(make([]*livekit.SignalResponse, 0, len(ms)+len(c.queue)), ms...), c.queue...)
+		return
+	}
+	q := make([]*livekit.SignalResponse, 0, len(ms)+len(c.queue))
+	q = append(q, c.queue[0])
+	for _, m := range ms {
+		if c.keep == nil || c.keep(m) {
+			q = append(q, m)
+		}
+	}
+	c.queue = append(q, c.queue[1:]...)
+}
+
+func (c *signalConn) write(ws *websocket.Conn, m *livekit.SignalResponse) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if c.json.Load() {
@@ -278,20 +524,20 @@ func (c *signalConn) write(m *livekit.SignalResponse) error {
 		if err != nil {
 			return err
 		}
-		return c.ws.Write(ctx, websocket.MessageText, b)
+		return ws.Write(ctx, websocket.MessageText, b)
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {
 		return err
 	}
-	return c.ws.Write(ctx, websocket.MessageBinary, b)
+	return ws.Write(ctx, websocket.MessageBinary, b)
 }
 
-// drainUntilClosed reads (and discards) until the connection is closed, so
-// close handshakes complete.
-func (c *signalConn) drainUntilClosed(ctx context.Context) {
+// drainUntilClosed reads (and discards) until ws is closed, so close
+// handshakes complete.
+func (c *signalConn) drainUntilClosed(ctx context.Context, ws *websocket.Conn) {
 	for {
-		if _, _, err := c.ws.Read(ctx); err != nil {
+		if _, _, err := ws.Read(ctx); err != nil {
 			return
 		}
 	}

@@ -76,7 +76,7 @@ func TestJoinResponse(t *testing.T) {
 	require.True(t, j.GetFastPublish())
 	require.EqualValues(t, 5, j.GetPingInterval())
 	require.EqualValues(t, 15, j.GetPingTimeout())
-	require.Equal(t, livekit.ClientConfigSetting_DISABLED, j.GetClientConfiguration().GetResumeConnection())
+	require.Equal(t, livekit.ClientConfigSetting_ENABLED, j.GetClientConfiguration().GetResumeConnection())
 	require.Len(t, j.GetIceServers(), 2)
 	require.Equal(t, []string{"stun:127.0.0.1:3478"}, j.GetIceServers()[0].GetUrls())
 	require.Equal(t, "u", j.GetIceServers()[1].GetUsername())
@@ -202,26 +202,6 @@ func TestBadToken(t *testing.T) {
 	require.Equal(t, http.StatusOK, v.StatusCode)
 	require.Equal(t, "success", string(body))
 	require.Equal(t, lksdk.ConnectionStateConnected, bob.room.ConnectionState())
-}
-
-// TestV1FallsBack: /rtc/v1 answers 404 with CORS so livekit-client falls
-// back to /rtc.
-func TestV1FallsBack(t *testing.T) {
-	verifyNoLeaks(t)
-	ts := startServer(t, func(c *sfuConfig) { c.PathPrefix = "/livekit/sfu" })
-	require.True(t, strings.HasSuffix(ts.url, "/livekit/sfu"))
-	for _, p := range []string{"/rtc/v1", "/rtc/v1/validate"} {
-		res, err := http.Get(httpURL(ts) + p + "?access_token=" + ts.token(t, "v1", "a", nil))
-		require.NoError(t, err)
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		require.Equal(t, http.StatusNotFound, res.StatusCode, p)
-		require.Equal(t, "*", res.Header.Get("Access-Control-Allow-Origin"))
-		require.NotContains(t, string(body), "requested room does not exist")
-	}
-	// The prefix applies to the v0 path, which the SDK uses.
-	c := ts.join(t, "v1", "a", nil)
-	require.Equal(t, lksdk.ConnectionStateConnected, c.room.ConnectionState())
 }
 
 // TestReconnectUnknown: a resume attempt is answered with Leave{RECONNECT}.

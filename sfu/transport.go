@@ -88,8 +88,20 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 // factory, which writes plain text to stderr (twcc_sender_interceptor's
 // "io: read/write on closed pipe" at every teardown).
 func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
+	return newReceivingAPI(se, lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
+}
+
+// newSinglePCAPI builds the API for single peer connections (/rtc/v1),
+// which receive and send: the publisher API's interceptors act on the
+// incoming streams only (none binds local streams, so forwarding pays
+// nothing for them), and goog-remb is offered as on subscriber connections
+// so the client's receive estimate caps the forwarded layers.
+func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
+	return newReceivingAPI(se, lf, subscriberVideoFB)
+}
+
+func newReceivingAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	videoFB := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
 		return nil, err
 	}

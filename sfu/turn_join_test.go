@@ -21,6 +21,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestTURNJoinResponse: the JoinResponse carries the embedded TURN server's
@@ -107,7 +108,12 @@ func TestTURNJoinResponse(t *testing.T) {
 	require.NoError(t, allocate(turn.NewSTUNConn(tc), "127.0.0.1:"+p(tlsPort)), "turn over tls")
 	_ = tc.Close()
 
-	// Alice leaves: her credential, though unexpired, no longer allocates.
+	// Alice leaves (as clients do: a leave request, then the close; a bare
+	// close would keep the session for a resume): her credential, though
+	// unexpired, no longer allocates.
+	leave, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{Reason: livekit.DisconnectReason_CLIENT_INITIATED}}})
+	require.NoError(t, err)
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, leave))
 	require.NoError(t, ws.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 20*time.Millisecond)
 	require.Error(t, viaUDP())

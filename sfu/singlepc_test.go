@@ -1,0 +1,159 @@
+package sfu_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+// encodeJoinRequest wraps jr as livekit-client does: gzip, WrappedJoinRequest,
+// base64url.
+func encodeJoinRequest(t *testing.T, jr *livekit.JoinRequest) string {
+	t.Helper()
+	b, err := proto.Marshal(jr)
+	require.NoError(t, err)
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	_, err = w.Write(b)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	wb, err := proto.Marshal(&livekit.WrappedJoinRequest{Compression: livekit.WrappedJoinRequest_GZIP, JoinRequest: z.Bytes()})
+	require.NoError(t, err)
+	return base64.URLEncoding.EncodeToString(wb)
+}
+
+// rawV1 opens /rtc/v1 as livekit-client does (token and join_request in the
+// query) and returns the socket.
+func rawV1(t *testing.T, ts *testServer, token string, jr *livekit.JoinRequest) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q := url.Values{"access_token": {token}, "join_request": {encodeJoinRequest(t, jr)}}
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc/v1?"+q.Encode(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	return ws
+}
+
+// TestV1Join: /rtc/v1 accepts livekit-client's join_request; the join
+// response announces a single peer connection (no subscriber primary) and
+// resume; a malformed join_request is refused before the upgrade;
+// /rtc/v1/validate answers like /rtc/validate.
+func TestV1Join(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, func(c *sfuConfig) { c.PathPrefix = "/livekit/sfu" })
+	ws := rawV1(t, ts, ts.token(t, "v1", "a", nil), &livekit.JoinRequest{
+		ClientInfo:         &livekit.ClientInfo{Sdk: livekit.ClientInfo_JS, Protocol: 17, Version: "2.23.0"},
+		ConnectionSettings: &livekit.ConnectionSettings{AutoSubscribe: true},
+	})
+	j := readSignal(t, ws).GetJoin()
+	require.NotNil(t, j)
+	require.False(t, j.GetSubscriberPrimary())
+	require.Equal(t, livekit.ClientConfigSetting_ENABLED, j.GetClientConfiguration().GetResumeConnection())
+	require.EqualValues(t, 1, ts.metricWith(t, "gxconf_sfu_joins_total", "path", "rtc_v1"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, res, err := websocket.Dial(ctx, ts.url+"/rtc/v1?join_request=%21%21&access_token="+ts.token(t, "v1", "b", nil), nil)
+	require.Error(t, err)
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+
+	for _, p := range []string{"/rtc/v1/validate", "/rtc/validate"} {
+		res, err := http.Get(httpURL(ts) + p + "?access_token=" + ts.token(t, "v1", "a", nil))
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode, p)
+		require.Equal(t, "*", res.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestSinglePC: server-sdk-go clients in single peer connection mode
+// (join_request with the publisher offer) publish, subscribe (several
+// tracks, more than one section of a kind) and exchange data with each
+// other and with a dual peer connection client; a single mode session
+// resumes after its socket is cut.
+func TestSinglePC(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	proxy := startProxy(t, ts)
+	pts := ts.via(proxy)
+	alice := pts.join(t, "spc", "alice", nil, lksdk.WithSinglePeerConnection())
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	carol := ts.join(t, "spc", "carol", nil) // two peer connections
+	carol.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	bob := pts.join(t, "spc", "bob", nil, lksdk.WithSinglePeerConnection())
+	dave := ts.join(t, "spc", "dave", nil)
+	dave.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+
+	bob.waitMedia(t, []string{"alice", "carol", "dave"}, 10, 10, 15*time.Second)
+	alice.waitMedia(t, []string{"carol", "dave"}, 10, 10, 15*time.Second)
+	carol.waitMedia(t, []string{"alice"}, 10, 10, 15*time.Second)
+	require.Zero(t, ts.metricWith(t, "gxconf_sfu_joins_total", "outcome", "refused"))
+
+	require.NoError(t, carol.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("to-bob")), lksdk.WithDataPublishReliable(true)))
+	require.NoError(t, bob.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("from-bob")), lksdk.WithDataPublishReliable(true)))
+	require.Eventually(t, func() bool { return len(bob.dataFrom("carol")) == 1 && len(carol.dataFrom("bob")) == 1 },
+		10*time.Second, 10*time.Millisecond)
+
+	// A departure frees bob's sections; a new publisher reuses them.
+	dave.close()
+	eve := ts.join(t, "spc", "eve", nil)
+	eve.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	bob.waitMedia(t, []string{"eve"}, 10, 10, 15*time.Second)
+
+	// Resume in single mode: same sids, no republish, media flows.
+	aliceSID, tracks := alice.room.LocalParticipant.SID(), trackSIDs(alice)
+	ga, gv := cutAndRecover(t, ts, proxy, bob, "resumed", 2)
+	t.Logf("single mode media gap at the subscriber on resume: audio %s, video %s", ga, gv)
+	require.Equal(t, aliceSID, alice.room.LocalParticipant.SID())
+	require.Equal(t, tracks, trackSIDs(alice))
+	bob.waitMedia(t, []string{"carol", "eve"}, 10, 10, 15*time.Second)
+}
+
+// TestJoinTime measures token to first remote frame for a subscriber in
+// single peer connection mode (join_request) and with two peer
+// connections (v0), over GXTEST_RUNS runs (default 5).
+func TestJoinTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	ts := startServer(t, nil)
+	alice := ts.join(t, "jt", "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	measure := func(opts ...lksdk.ConnectOption) []time.Duration {
+		var out []time.Duration
+		for i := range runs {
+			start := time.Now()
+			c := ts.join(t, "jt", "sub"+strconv.Itoa(i), nil, opts...)
+			require.Eventually(t, func() bool {
+				st := c.stream("alice/video")
+				return st != nil && st.Frames.Load() > 0
+			}, 15*time.Second, time.Millisecond)
+			out = append(out, time.Since(start))
+			c.close()
+		}
+		return out
+	}
+	v0 := measure()
+	v1 := measure(lksdk.WithSinglePeerConnection())
+	t.Logf("join to first video frame over %d runs (p50 / p95): single peer connection %s / %s, two peer connections %s / %s",
+		runs, pct(v1, 50), pct(v1, 95), pct(v0, 50), pct(v0, 95))
+}
