@@ -430,8 +430,7 @@ func createFederatedCallRoom(t *testing.T, rig *harness.Federations, alice *harn
 	})
 	require.NoError(t, err)
 	for _, u := range others {
-		_, err := u.Client.JoinRoomByID(ctx, created.RoomID)
-		require.NoError(t, err, "%s cannot join over federation", u.ID)
+		require.NoError(t, joinRetrying(ctx, u.Client, created.RoomID), "%s cannot join over federation", u.ID)
 	}
 	members := append(bots, alice.ID)
 	for _, u := range others {

@@ -119,7 +119,7 @@ func TestFederatedPeering(t *testing.T) {
 	_, err = dave.Client.JoinRoomByID(ctx, room)
 	require.NoError(t, err)
 	start := time.Now()
-	_, err = subs[0].Client.JoinRoomByID(ctx, room)
+	err = joinRetrying(ctx, subs[0].Client, room)
 	require.NoError(t, err, "the first fed-b user cannot join over federation")
 	var wg sync.WaitGroup
 	errs := make([]error, len(subs))
@@ -127,7 +127,7 @@ func TestFederatedPeering(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = subs[i].Client.JoinRoomByID(ctx, room)
+			errs[i] = joinRetrying(ctx, subs[i].Client, room)
 		}()
 	}
 	wg.Wait()
@@ -418,7 +418,7 @@ func TestFederatedPeering(t *testing.T) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				_, errs[i] = u.Client.JoinRoomByID(ctx, room)
+				errs[i] = joinRetrying(ctx, u.Client, room)
 			}()
 		}
 		wg.Wait()
