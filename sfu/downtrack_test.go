@@ -173,3 +173,46 @@ func TestBandwidthProbe(t *testing.T) {
 	require.EqualValues(t, 1, allocate(450_000, 35*time.Second), "the backoff doubled")
 	require.EqualValues(t, 2, allocate(450_000, 40*time.Second))
 }
+
+// TestThrottledKeyframeRequestIsDeferred: a keyframe request inside the
+// throttle window is not dropped but sent once when the window ends, unless
+// a keyframe arrived meanwhile; several requests in one window make one.
+func TestThrottledKeyframeRequestIsDeferred(t *testing.T) {
+	sent := make(chan time.Time, 8)
+	l := &layerRecv{idx: 0, onKeyframe: func(int) { sent <- time.Now() }}
+	first := time.Now()
+	l.requestKeyframe()
+	require.Len(t, sent, 1, "the first request goes out at once")
+	<-sent
+	l.requestKeyframe()
+	l.requestKeyframe()
+	l.requestKeyframe()
+	select {
+	case at := <-sent:
+		require.GreaterOrEqual(t, at.Sub(first), 500*time.Millisecond, "the deferred request respects the window")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the throttled request was dropped")
+	}
+	require.Eventually(t, func() bool { return !l.deferred.Load() }, 10*time.Second, time.Millisecond)
+	require.Empty(t, sent, "three requests in one window make one deferred request")
+
+	// A keyframe inside the window answers the deferred request.
+	done := make(chan struct{})
+	l2 := &layerRecv{idx: 0, onKeyframe: func(int) { sent <- time.Now() }}
+	l2.requestKeyframe()
+	<-sent
+	l2.requestKeyframe() // deferred
+	l2.lastKey.Store(monoNow() + 1)
+	go func() {
+		for l2.deferred.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deferred request never settled")
+	}
+	require.Empty(t, sent, "a keyframe arrived: no second request")
+}

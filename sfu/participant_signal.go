@@ -93,6 +93,8 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 		p.updateTrackInfo(m.UpdateVideoTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
 			ti.Width, ti.Height = m.UpdateVideoTrack.GetWidth(), m.UpdateVideoTrack.GetHeight()
 		})
+	case nil:
+		p.log.Debug().Msg("signal request without a known message ignored")
 	default:
 		// update_layers, subscription_permission, sync_state, simulate and
 		// data tracks are accepted and ignored.

@@ -354,10 +354,12 @@ type layerRecv struct {
 	isKey        func([]byte) bool
 	audioLevelID uint8
 
-	lastPLI atomic.Int64
-	live    atomic.Bool
-	lastPkt atomic.Int64 // monoNow of the last packet
-	ended   atomic.Bool  // the stream ended (publisher removed it)
+	lastPLI  atomic.Int64
+	deferred atomic.Bool  // a throttled keyframe request waits for the window's end
+	lastKey  atomic.Int64 // monoNow of the last keyframe packet (read loop)
+	live     atomic.Bool
+	lastPkt  atomic.Int64 // monoNow of the last packet
+	ended    atomic.Bool  // the stream ended (publisher removed it)
 
 	// read loop only
 	highest uint16
@@ -384,7 +386,22 @@ func (l *layerRecv) requestKeyframe() {
 		interval = int64(500 * time.Millisecond)
 	}
 	last := l.lastPLI.Load()
-	if now-last < interval || !l.lastPLI.CompareAndSwap(last, now) {
+	if now-last < interval {
+		// Throttled: ask once more when the window ends unless a keyframe
+		// came meanwhile, so a subscriber arriving just after another one
+		// waits at most the window, not the publisher's keyframe interval.
+		if l.deferred.CompareAndSwap(false, true) {
+			asked := monoNow()
+			time.AfterFunc(time.Duration(interval-(now-last)), func() {
+				if l.lastKey.Load() < asked && !l.ended.Load() {
+					l.requestKeyframe()
+				}
+				l.deferred.Store(false)
+			})
+		}
+		return
+	}
+	if !l.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
 	l.plis.Add(1)
@@ -459,6 +476,9 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	keyframe := t.kind == webrtc.RTPCodecTypeAudio // audio may start anywhere
 	if l.cache != nil {
 		keyframe = l.isKey(payload)
+		if keyframe {
+			l.lastKey.Store(now)
+		}
 		l.cache.put(h.SequenceNumber, pkt[:end])
 	} else if l.audioLevelID != 0 {
 		if ext := h.GetExtension(l.audioLevelID); len(ext) > 0 {

@@ -547,7 +547,8 @@ func (c *signalConn) drainUntilClosed(ctx context.Context, ws *websocket.Conn) {
 var errMalformed = errors.New("malformed signal request")
 
 // decodeSignalRequest parses one frame: binary protobuf, or protojson for
-// text frames. Unknown JSON fields are accepted like unknown proto fields.
+// text frames. Unknown JSON fields are accepted like unknown proto fields;
+// req.Message may be nil.
 func decodeSignalRequest(typ websocket.MessageType, data []byte) (*livekit.SignalRequest, error) {
 	req := &livekit.SignalRequest{}
 	var err error
@@ -559,8 +560,9 @@ func decodeSignalRequest(typ websocket.MessageType, data []byte) (*livekit.Signa
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
-	if req.Message == nil {
-		return nil, fmt.Errorf("%w: no message", errMalformed)
-	}
+	// A request without a known message (an empty frame, or a message type
+	// newer than this server) is returned as is and ignored by the handler,
+	// as livekit-server does: closing the session for it would break newer
+	// clients and a client that sends an empty frame while reconnecting.
 	return req, nil
 }

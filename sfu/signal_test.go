@@ -21,6 +21,7 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -127,8 +128,9 @@ func TestJoinResponse(t *testing.T) {
 	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("alice") == nil }, 5*time.Second, 20*time.Millisecond)
 }
 
-// TestMalformedFrame: garbage closes that one connection with a clear
-// reason; the room and its other participants carry on.
+// TestMalformedFrame: an empty frame or an unknown message is ignored;
+// garbage closes that one connection with a clear reason; the room and its
+// other participants carry on.
 func TestMalformedFrame(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
@@ -139,8 +141,22 @@ func TestMalformedFrame(t *testing.T) {
 	require.NotNil(t, first.GetJoin())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// An empty frame and a message type this server does not know (field
+	// 999) are ignored, as livekit-server does: the session stays and
+	// answers the next ping.
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, nil))
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), 1)))
+	ping, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Ping{Ping: 9}})
+	require.NoError(t, err)
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, ping))
+	for {
+		m := readSignal(t, ws)
+		if m.GetPong() != 0 {
+			break
+		}
+	}
+
 	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, []byte{0xff, 0xff, 0xff, 0x01, 0x02}))
-	var err error
 	for err == nil {
 		_, _, err = ws.Read(ctx)
 	}
