@@ -143,7 +143,15 @@ func (b *Bridge) Link(ctx context.Context, room, peer, addr string) error {
 	if b.cfg.NodeID > peer {
 		return nil
 	}
-	key := assocKey{room, peer}
+	return b.dial(ctx, assocKey{room, peer}, nil, func(ctx context.Context, _ *association, offer *signal) (*signal, error) {
+		return b.dialSignal(ctx, addr, offer)
+	})
+}
+
+// dial brings up the association key as the dialling side: it waits for
+// one already under way, or creates it, sends its offer through send and
+// returns once media can flow. A failed association is dropped.
+func (b *Bridge) dial(ctx context.Context, key assocKey, pr *peerRole, send func(context.Context, *association, *signal) (*signal, error)) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -154,7 +162,7 @@ func (b *Bridge) Link(ctx context.Context, room, peer, addr string) error {
 		return a.wait(ctx)
 	}
 	b.mu.Unlock()
-	a, offer, err := b.newAssociation(room, peer, true, "", nil)
+	a, offer, err := b.newAssociation(key.room, key.peer, true, "", pr)
 	if err != nil {
 		return err
 	}
@@ -164,7 +172,7 @@ func (b *Bridge) Link(ctx context.Context, room, peer, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
-	ans, err := b.dialSignal(ctx, addr, offer)
+	ans, err := send(ctx, a, offer)
 	if err != nil {
 		b.drop(a)
 		return err

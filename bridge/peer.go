@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"encoding/base64"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -223,42 +221,17 @@ func (b *Bridge) linkPeer(ctx context.Context, local string) error {
 	if !ok {
 		return fmt.Errorf("%s is not a configured peer", dep)
 	}
-	key := assocKey{local, peerKey(dep, "")}
-	b.mu.Lock()
-	if b.closed {
+	return b.dial(ctx, assocKey{local, peerKey(dep, "")}, &peerRole{deployment: dep}, func(ctx context.Context, a *association, offer *signal) (*signal, error) {
+		offer.From, offer.To, offer.Room, offer.Node = b.peering.Self, dep, room, b.cfg.NodeID
+		ans, err := b.dialPeerSignal(ctx, pl, offer)
+		if err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		a.pr.node = ans.Node
 		b.mu.Unlock()
-		return ErrClosed
-	}
-	if a := b.assocs[key]; a != nil {
-		b.mu.Unlock()
-		return a.wait(ctx)
-	}
-	b.mu.Unlock()
-	a, offer, err := b.newAssociation(local, key.peer, true, "", &peerRole{deployment: dep})
-	if err != nil {
-		return err
-	}
-	if err := b.register(a); err != nil {
-		a.close()
-		return err
-	}
-	offer.From, offer.To, offer.Room, offer.Node = b.peering.Self, dep, room, b.cfg.NodeID
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
-	defer cancel()
-	ans, err := b.dialPeerSignal(ctx, pl, offer)
-	if err != nil {
-		b.drop(a)
-		return err
-	}
-	b.mu.Lock()
-	a.pr.node = ans.Node
-	b.mu.Unlock()
-	a.startAsync(ans)
-	if err := a.wait(ctx); err != nil {
-		b.drop(a)
-		return err
-	}
-	return nil
+		return ans, nil
+	})
 }
 
 // dialPeerSignal sends our offer to a peer deployment's relay and returns
@@ -273,41 +246,17 @@ func (b *Bridge) dialPeerSignal(ctx context.Context, pl PeerLink, offer *signal)
 	if err != nil {
 		return nil, err
 	}
-	ans := &signal{}
-	if err := json.Unmarshal(rb, ans); err != nil {
-		return nil, fmt.Errorf("failed to decode relay answer: %w", err)
-	}
-	if ans.From != offer.To || ans.To != offer.From || ans.Room != offer.Room || ans.Nonce != offer.Nonce {
-		return nil, errUnauthenticated
-	}
-	return ans, nil
+	return decodeAnswer(rb, offer)
 }
 
 // postPeer POSTs an authenticated body to a peer's relay address and
 // returns the answer's body once its MAC (label, bound to ours) verifies.
 func (b *Bridge) postPeer(ctx context.Context, addr, path string, body, sum, key []byte, label string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	rb, err := b.postSigned(ctx, addr, path, body, sum, b.peering.Self, func(got, rb []byte) bool {
+		return hmac.Equal(got, peerMAC(key, label, sum, rb))
+	})
 	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(peerHeader, b.peering.Self)
-	req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(sum))
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("failed to reach peer relay %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxSignalBody))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("peer relay %s refused: %s: %s", addr, resp.Status, strings.TrimSpace(string(rb)))
-	}
-	got, err := base64.StdEncoding.DecodeString(resp.Header.Get(macHeader))
-	if err != nil || !hmac.Equal(got, peerMAC(key, label, sum, rb)) {
-		return nil, errUnauthenticated
+		return nil, fmt.Errorf("peer relay: %w", err)
 	}
 	return rb, nil
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -75,11 +76,27 @@ func (b *Bridge) dialSignal(ctx context.Context, addr string, offer *signal) (*s
 		return nil, err
 	}
 	sum := mac(b.cfg.Secret, "offer", nil, body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+associatePath, bytes.NewReader(body))
+	rb, err := b.postSigned(ctx, addr, associatePath, body, sum, "", func(got, rb []byte) bool {
+		return hmac.Equal(got, mac(b.cfg.Secret, "answer", sum, rb))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswer(rb, offer)
+}
+
+// postSigned POSTs body with its MAC sum (and, for a peer deployment, our
+// deployment's name) to a relay address and returns the answer's body
+// once verify accepts the answer's MAC.
+func (b *Bridge) postSigned(ctx context.Context, addr, path string, body, sum []byte, self string, verify func(got, body []byte) bool) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if self != "" {
+		req.Header.Set(peerHeader, self)
+	}
 	req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(sum))
 	resp, err := b.client.Do(req)
 	if err != nil {
@@ -91,12 +108,17 @@ func (b *Bridge) dialSignal(ctx context.Context, addr string, offer *signal) (*s
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("relay %s refused the association: %s", addr, resp.Status)
+		return nil, fmt.Errorf("relay %s refused: %s: %s", addr, resp.Status, strings.TrimSpace(string(rb)))
 	}
 	got, err := base64.StdEncoding.DecodeString(resp.Header.Get(macHeader))
-	if err != nil || !hmac.Equal(got, mac(b.cfg.Secret, "answer", sum, rb)) {
+	if err != nil || !verify(got, rb) {
 		return nil, errUnauthenticated
 	}
+	return rb, nil
+}
+
+// decodeAnswer decodes a verified answer and checks it answers offer.
+func decodeAnswer(rb []byte, offer *signal) (*signal, error) {
 	ans := &signal{}
 	if err := json.Unmarshal(rb, ans); err != nil {
 		return nil, fmt.Errorf("failed to decode relay answer: %w", err)
