@@ -22,6 +22,9 @@ type StreamStats struct {
 	// of every intact frame: the arrival of its first packet at the reader
 	// minus the send time the publisher stamped into it.
 	Latency *Histogram
+	// OnAudio, when set before ReadTrack starts, is called with every
+	// intact audio frame and the time its packet arrived.
+	OnAudio func(f Frame, arrived time.Time)
 
 	mu         sync.Mutex
 	lastMarker string
@@ -140,6 +143,9 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 				st.frame(f.Marker)
 				if st.Latency != nil {
 					st.Latency.Add(arrived.Sub(f.Sent))
+				}
+				if st.OnAudio != nil {
+					st.OnAudio(f, arrived)
 				}
 			} else {
 				st.Corrupt.Add(1)

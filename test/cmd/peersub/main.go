@@ -28,7 +28,6 @@ import (
 
 	protoLogger "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/gxfs-conf/gxconf/loadtest"
@@ -211,16 +210,20 @@ func (s *session) join(w Session, timed, audioOnly bool, arr *arrivals) error {
 		st := s.streams[key]
 		if st == nil {
 			st = &loadtest.StreamStats{}
+			if timed && pub.Kind() == lksdk.TrackKindAudio {
+				// Note when every tenth audio frame arrived.
+				st.OnAudio = func(f loadtest.Frame, at time.Time) {
+					if f.Seq%10 == 0 {
+						arr.add(f.Seq, at)
+					}
+				}
+			}
 			s.streams[key] = st
 		}
 		s.mu.Unlock()
 		s.readers.Add(1)
 		go func() {
 			defer s.readers.Done()
-			if timed && pub.Kind() == lksdk.TrackKindAudio {
-				readAudioTimed(track, st, arr)
-				return
-			}
 			loadtest.ReadTrack(track, st, time.Second)
 		}()
 	}
@@ -240,33 +243,6 @@ func (s *session) join(w Session, timed, audioOnly bool, arr *arrivals) error {
 	s.mu.Unlock()
 	s.connected.Store(true)
 	return nil
-}
-
-// readAudioTimed is loadtest.ReadTrack for audio that also notes when every
-// tenth frame arrived.
-func readAudioTimed(track *webrtc.TrackRemote, st *loadtest.StreamStats, arr *arrivals) {
-	buf := make([]byte, 1500)
-	var pkt rtp.Packet
-	for {
-		n, _, err := track.Read(buf)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			continue
-		}
-		st.Packets.Add(1)
-		st.Bytes.Add(uint64(n))
-		if f, err := loadtest.CheckAudioFrame(pkt.Payload); err == nil {
-			st.Frames.Add(1)
-			if f.Seq%10 == 0 {
-				arr.add(f.Seq, now)
-			}
-		} else {
-			st.Corrupt.Add(1)
-		}
-	}
 }
 
 func (s *session) status() SessionStatus {
