@@ -1,13 +1,18 @@
 package sfu
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
 	"errors"
 	"net"
-	"reflect"
 	"strings"
-	"unsafe"
+	"sync"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,10 +32,15 @@ import (
 // with pion; each SSRC is encrypted by exactly one context, so pion's
 // SRTP state and ours never overlap.
 //
-// pion does not expose the DTLS connection of a DTLSTransport, so
-// dtlsConnOf reads the unexported field by reflection. When that fails
-// (a pion upgrade renamed it) or the connection does not run over the mux
-// socket (ICE-TCP, port range), forwarding falls back to pion's path.
+// The keys come from pion's public DTLS hooks (keyCapture): the Server
+// Hello hook shows our server random, the cipher suite and the SRTP
+// profile, the key log writer the client random and the master secret;
+// from these the RFC 5705 exporter is computed as DTLS does. Only the
+// DTLS server side sees both randoms, so the SFU takes the server role
+// where it can (answering /rtc/v1 offers; clients answer its subscriber
+// offers as DTLS clients). As client, or when the selected pair does not
+// run over the mux socket (ICE-TCP, port range), forwarding uses pion's
+// path; gxconf_sfu_direct_path_connections_total tells how often.
 
 // fastKeys are the local SRTP keys of a subscriber connection.
 type fastKeys struct {
@@ -39,36 +49,82 @@ type fastKeys struct {
 	salt    []byte
 }
 
-// dtlsConnOf returns the DTLS connection inside a pion DTLSTransport.
-func dtlsConnOf(t *webrtc.DTLSTransport) *dtls.Conn {
-	if t == nil {
-		return nil
-	}
-	f := reflect.ValueOf(t).Elem().FieldByName("conn")
-	if !f.IsValid() || f.Type() != reflect.TypeOf((*dtls.Conn)(nil)) {
-		return nil
-	}
-	c, _ := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Interface().(*dtls.Conn)
-	return c
-}
-
 var errNoFastPath = errors.New("direct send path not available")
 
-// extractFastKeys derives the local SRTP master key and salt of a
-// connected DTLS transport. isClient is the local DTLS role.
-func extractFastKeys(t *webrtc.DTLSTransport, isClient bool) (*fastKeys, error) {
-	conn := dtlsConnOf(t)
-	if conn == nil {
+// keyCapture collects what the DTLS-SRTP exporter needs of one
+// connection through pion's public hooks. The master secret is kept only
+// until the keys are derived.
+type keyCapture struct {
+	mu           sync.Mutex
+	serverRandom []byte
+	suite        dtls.CipherSuiteID
+	profile      dtls.SRTPProtectionProfile
+	clientRandom []byte
+	master       []byte
+}
+
+// serverHello is the Server Hello hook: it records and returns the message.
+func (k *keyCapture) serverHello(m handshake.MessageServerHello) handshake.Message {
+	r := m.Random.MarshalFixed()
+	k.mu.Lock()
+	k.serverRandom = append([]byte(nil), r[:]...)
+	if m.CipherSuiteID != nil {
+		k.suite = dtls.CipherSuiteID(*m.CipherSuiteID)
+	}
+	for _, e := range m.Extensions {
+		if u, ok := e.(*extension.UseSRTP); ok && len(u.ProtectionProfiles) == 1 {
+			k.profile = dtls.SRTPProtectionProfile(u.ProtectionProfiles[0])
+		}
+	}
+	k.mu.Unlock()
+	return &m
+}
+
+// Write takes the key log line "CLIENT_RANDOM <client random> <master
+// secret>" (NSS key log format, hex).
+func (k *keyCapture) Write(p []byte) (int, error) {
+	f := strings.Fields(string(p))
+	if len(f) != 3 || f[0] != "CLIENT_RANDOM" {
+		return len(p), nil
+	}
+	cr, err1 := hex.DecodeString(f[1])
+	ms, err2 := hex.DecodeString(f[2])
+	if err1 != nil || err2 != nil || len(cr) != handshake.RandomLength {
+		return len(p), nil
+	}
+	k.mu.Lock()
+	k.clientRandom, k.master = cr, ms
+	k.mu.Unlock()
+	return len(p), nil
+}
+
+// ExportKeyingMaterial is RFC 5705's exporter without context, as DTLS
+// 1.2 computes it: PRF(master secret, label + client random + server
+// random) with the cipher suite's PRF hash.
+func (k *keyCapture) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	if len(context) != 0 {
 		return nil, errNoFastPath
 	}
-	state, ok := conn.ConnectionState()
-	if !ok {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.master) == 0 || len(k.serverRandom) != handshake.RandomLength || k.suite == 0 {
 		return nil, errNoFastPath
 	}
-	dp, ok := conn.SelectedSRTPProtectionProfile()
-	if !ok {
-		return nil, errNoFastPath
+	h := sha256.New
+	if strings.HasSuffix(dtls.CipherSuiteName(k.suite), "SHA384") {
+		h = sha512.New384
 	}
+	seed := make([]byte, 0, len(label)+2*handshake.RandomLength)
+	seed = append(append(append(seed, label...), k.clientRandom...), k.serverRandom...)
+	return prf.PHash(k.master, seed, length, h)
+}
+
+// keys derives the local (server side) SRTP master key and salt and
+// forgets the master secret.
+func (k *keyCapture) keys() (*fastKeys, error) {
+	k.mu.Lock()
+	dp := k.profile
+	k.mu.Unlock()
 	var profile srtp.ProtectionProfile
 	switch dp {
 	case dtls.SRTP_AEAD_AES_128_GCM:
@@ -81,16 +137,15 @@ func extractFastKeys(t *webrtc.DTLSTransport, isClient bool) (*fastKeys, error) 
 		return nil, errNoFastPath
 	}
 	cfg := srtp.Config{Profile: profile}
-	if err := cfg.ExtractSessionKeysFromDTLS(&state, isClient); err != nil {
+	err := cfg.ExtractSessionKeysFromDTLS(k, false)
+	k.mu.Lock()
+	clear(k.master)
+	k.master = nil
+	k.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	return &fastKeys{profile: profile, key: cfg.Keys.LocalMasterKey, salt: cfg.Keys.LocalMasterSalt}, nil
-}
-
-// localIsDTLSClient tells the local DTLS role from the remote description
-// (RFC 5763 §5): a remote "passive" makes us the client.
-func localIsDTLSClient(remoteSDP string) bool {
-	return strings.Contains(remoteSDP, "a=setup:passive")
 }
 
 // directDest is where a subscriber connection's media goes on the mux

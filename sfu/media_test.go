@@ -47,6 +47,9 @@ func TestTwoParticipants(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return ts.metric(t, "gxconf_sfu_rtp_packets_direct_out_total") > 100 && ts.metric(t, "gxconf_sfu_rtp_packets_in_total") > 100
 	}, 10*time.Second, 50*time.Millisecond)
+	// Both sending connections got their DTLS keys through pion's public
+	// hooks (server-sdk-go answers the subscriber offer as DTLS client).
+	require.EqualValues(t, 2, ts.metricWith(t, "gxconf_sfu_direct_path_connections_total", "outcome", "keyed"))
 	require.EqualValues(t, 1, ts.metric(t, "gxconf_sfu_rooms"))
 	require.EqualValues(t, 2, ts.metric(t, "gxconf_sfu_participants"))
 	require.EqualValues(t, 4, ts.metric(t, "gxconf_sfu_published_tracks"))

@@ -71,7 +71,6 @@ type Participant struct {
 
 	fastKeys   atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
 	direct     atomic.Pointer[directDest] // subscriber address on the mux socket
-	dtlsClient atomic.Bool                // local DTLS role on the subscriber connection
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
@@ -131,14 +130,16 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(math.Float32bits(5))
 	var err error
+	direct := r.s.batchConn != nil
+	var capture *keyCapture
 	if p.single {
-		if p.pub, err = r.s.single.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		if p.pub, capture, err = r.s.single.newPeerConnection(direct); err != nil {
 			return nil, err
 		}
-	} else if err = p.newDualPeerConnections(); err != nil {
+	} else if capture, err = p.newDualPeerConnections(direct); err != nil {
 		return nil, err
 	}
-	if r.s.batchConn != nil {
+	if direct {
 		dtlsT := p.sendPC().SCTP().Transport()
 		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
 		dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
@@ -146,11 +147,13 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 			if st != webrtc.DTLSTransportStateConnected {
 				return
 			}
-			keys, err := extractFastKeys(dtlsT, p.dtlsClient.Load())
+			keys, err := capture.keys()
 			if err != nil {
-				p.log.Debug().Err(err).Msg("direct send path unavailable")
+				p.s.metrics.directConns.WithLabelValues("unavailable").Inc()
+				p.log.Debug().Err(err).Msg("direct send path unavailable (the SFU is the DTLS client)")
 				return
 			}
+			p.s.metrics.directConns.WithLabelValues("keyed").Inc()
 			p.fastKeys.Store(keys)
 		})
 	}
@@ -159,15 +162,17 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 }
 
 // newDualPeerConnections creates the publisher and subscriber connections
-// of v0, the subscriber with the SFU's _reliable and _lossy channels.
-func (p *Participant) newDualPeerConnections() error {
+// of v0, the subscriber with the SFU's _reliable and _lossy channels (and,
+// with capture, its DTLS keys reported for the direct send path).
+func (p *Participant) newDualPeerConnections(capture bool) (*keyCapture, error) {
 	var err error
 	if p.pub, err = p.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		return err
+		return nil, err
 	}
-	if p.sub, err = p.s.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	var k *keyCapture
+	if p.sub, k, err = p.s.subAPI.newPeerConnection(capture); err != nil {
 		_ = p.pub.Close()
-		return err
+		return nil, err
 	}
 	ordered := false
 	var zero uint16
@@ -176,7 +181,7 @@ func (p *Participant) newDualPeerConnections() error {
 	}
 	if err != nil {
 		p.closePeerConnections()
-		return err
+		return nil, err
 	}
 	p.subReliable.OnOpen(func() {
 		// Detached (see newSettingEngine); the SFU only writes here.
@@ -184,7 +189,7 @@ func (p *Participant) newDualPeerConnections() error {
 		p.onReliableOpen()
 	})
 	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
-	return nil
+	return k, nil
 }
 
 // sendPC is the connection the SFU sends media on.

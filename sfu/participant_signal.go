@@ -138,9 +138,6 @@ func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
 		// offer ids; server-sdk-go sends 0).
 		return nil
 	}
-	if p.sub.RemoteDescription() == nil {
-		p.dtlsClient.Store(localIsDTLSClient(sd.GetSdp()))
-	}
 	err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
 	if err == nil {
 		p.flushCandidates(livekit.SignalTarget_SUBSCRIBER)

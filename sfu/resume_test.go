@@ -177,13 +177,14 @@ func trackSIDs(c *client) []string {
 
 // cutAndRecover cuts both clients' signal sockets and waits until media
 // from alice flows again at bob; it returns the longest audio and video
-// gaps bob saw.
+// gaps bob saw. The waits are generous: a server-sdk-go client whose
+// first recovery attempt fails backs off (0.3 s × attempt²) before the next.
 func cutAndRecover(t *testing.T, ts *testServer, proxy *sigProxy, bob *client, sessions string, want float64) (audio, video time.Duration) {
 	t.Helper()
 	ga, gv := meterGap(bob, "alice/audio"), meterGap(bob, "alice/video")
 	proxy.cut()
 	require.Eventually(t, func() bool { return ts.metricWith(t, "gxconf_sfu_joins_total", "outcome", sessions) >= want },
-		20*time.Second, 10*time.Millisecond, "sessions not %s", sessions)
+		60*time.Second, 10*time.Millisecond, "sessions not %s", sessions)
 	// Media is back once both streams advanced well past the cut.
 	base := func(key string) uint64 {
 		if st := bob.stream(key); st != nil {
@@ -195,7 +196,7 @@ func cutAndRecover(t *testing.T, ts *testServer, proxy *sigProxy, bob *client, s
 	require.Eventually(t, func() bool {
 		a, v := bob.stream("alice/audio"), bob.stream("alice/video")
 		return a != nil && v != nil && a.Frames.Load() > a0+25 && v.Frames.Load() > v0+15
-	}, 20*time.Second, 10*time.Millisecond, "media did not come back")
+	}, 60*time.Second, 10*time.Millisecond, "media did not come back")
 	return ga.result(), gv.result()
 }
 

@@ -41,8 +41,8 @@ type Server struct {
 	nodeID  string
 
 	pubAPI *webrtc.API
-	subAPI *webrtc.API
-	single *webrtc.API // single peer connections (/rtc/v1)
+	subAPI *apiRecipe
+	single *apiRecipe // single peer connections (/rtc/v1)
 	socks  *mediaSockets
 	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
 	batchConn *ipv4.PacketConn

@@ -12,7 +12,6 @@ package sfu
 // (livekit-server pkg/rtc/transport.go, livekit-client RTCEngine.ts).
 
 import (
-	"strings"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
@@ -41,7 +40,6 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 
 	p.ansMu.Lock()
 	p.recordOfferMids(sd.GetSdp())
-	first := p.pub.RemoteDescription() == nil
 	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		p.ansMu.Unlock()
 		return err
@@ -50,11 +48,6 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 	waiting := p.attachWaiting()
 	answer, err := p.pub.CreateAnswer(nil)
 	if err == nil {
-		if first {
-			// The direct send path needs the local DTLS role (RFC 5763 §5):
-			// "active" in our answer makes the SFU the client.
-			p.dtlsClient.Store(strings.Contains(answer.SDP, "a=setup:active"))
-		}
 		err = p.pub.SetLocalDescription(answer)
 	}
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,19 +89,33 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 // factory, which writes plain text to stderr (twcc_sender_interceptor's
 // "io: read/write on closed pipe" at every teardown).
 func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
-	return newReceivingAPI(se, lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
+	opts, err := receivingOptions(lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
+	if err != nil {
+		return nil, err
+	}
+	return newRecipe(se, opts).api, nil
 }
 
 // newSinglePCAPI builds the API for single peer connections (/rtc/v1),
 // which receive and send: the publisher API's interceptors act on the
 // incoming streams only (none binds local streams, so forwarding pays
 // nothing for them), and goog-remb is offered as on subscriber connections
-// so the client's receive estimate caps the forwarded layers.
-func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
-	return newReceivingAPI(se, lf, subscriberVideoFB)
+// so the client's receive estimate caps the forwarded layers. The SFU
+// answers as the DTLS server, which the direct send path needs.
+func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
+	opts, err := receivingOptions(lf, subscriberVideoFB)
+	if err != nil {
+		return nil, err
+	}
+	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
+		return nil, err
+	}
+	return newRecipe(se, opts), nil
 }
 
-func newReceivingAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (*webrtc.API, error) {
+// receivingOptions are the media engine and interceptors of connections
+// that receive media.
+func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) ([]func(*webrtc.API), error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
 		return nil, err
@@ -133,14 +148,14 @@ func newReceivingAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, videoFB 
 	if err := webrtc.ConfigureTWCCSenderWithOptions(m, reg, twcc.WithLoggerFactory(lf)); err != nil {
 		return nil, err
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(reg)), nil
+	return []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg)}, nil
 }
 
 // newSubscriberAPI builds the API for subscriber peer connections with no
 // interceptors at all: pion's sender-side interceptors cost a lock and a
 // copy per packet per subscriber. Sender reports, NACK replies and REMB
 // handling are done by the downtracks themselves.
-func newSubscriberAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+func newSubscriberAPI(se webrtc.SettingEngine) (*apiRecipe, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m, subscriberVideoFB, nil); err != nil {
 		return nil, err
@@ -157,7 +172,37 @@ func newSubscriberAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
 			return nil, err
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&interceptor.Registry{})), nil
+	return newRecipe(se, []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{})}), nil
+}
+
+// apiRecipe makes peer connections of one kind: through one shared API,
+// or, for the direct send path, each through its own API whose DTLS hooks
+// report to that connection's keyCapture (pion's hooks are per API). The
+// media engine and interceptor registry are shared; pion copies the one
+// and builds the other's interceptors per connection anyway.
+type apiRecipe struct {
+	se   webrtc.SettingEngine
+	opts []func(*webrtc.API)
+	api  *webrtc.API
+}
+
+func newRecipe(se webrtc.SettingEngine, opts []func(*webrtc.API)) *apiRecipe {
+	return &apiRecipe{se: se, opts: opts, api: webrtc.NewAPI(slices.Concat(opts, []func(*webrtc.API){webrtc.WithSettingEngine(se)})...)}
+}
+
+// newPeerConnection returns a new connection and, with capture, the
+// keyCapture its DTLS handshake reports to.
+func (r *apiRecipe) newPeerConnection(capture bool) (*webrtc.PeerConnection, *keyCapture, error) {
+	if !capture {
+		pc, err := r.api.NewPeerConnection(webrtc.Configuration{})
+		return pc, nil, err
+	}
+	k := &keyCapture{}
+	se := r.se
+	se.SetDTLSServerHelloMessageHook(k.serverHello)
+	se.SetDTLSKeyLogWriter(k)
+	pc, err := webrtc.NewAPI(slices.Concat(r.opts, []func(*webrtc.API){webrtc.WithSettingEngine(se)})...).NewPeerConnection(webrtc.Configuration{})
+	return pc, k, err
 }
 
 // mediaSockets holds the sockets shared by all peer connections.
