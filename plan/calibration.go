@@ -103,7 +103,7 @@ func ParseCalibration(b []byte) (Calibration, error) {
 		Version *json.RawMessage `json:"version"`
 	}
 	if err := json.Unmarshal(b, &head); err != nil {
-		return Calibration{}, fmt.Errorf("%w: not a JSON object: %v", ErrCalibration, err)
+		return Calibration{}, fmt.Errorf("%w: not one JSON object: %v", ErrCalibration, err)
 	}
 	var errs fieldErrors
 	errs.kind = ErrCalibration

@@ -30,7 +30,8 @@ const (
 	RedundancyPerSite Redundancy = "per-site"
 )
 
-// Layer is one simulcast layer a video publisher sends.
+// Layer is one simulcast layer a video publisher sends; Input.Layers go
+// from the lowest to the highest.
 type Layer struct {
 	Name string  `json:"name"`
 	Kbps float64 `json:"kbps"` // media bitrate, without packet headers

@@ -107,7 +107,8 @@ func ceil(x float64) int { return int(math.Ceil(x - 1e-9)) }
 // docs/concept for its limits):
 //
 //   - every participant receives every speaker's audio and every video in
-//     ReceiveLayer (publishers receive themselves too: a slight
+//     ReceiveLayer; publishers send the layers up to it (Layers are listed
+//     from low to high; dynacast pauses the others) (publishers receive themselves too: a slight
 //     overestimate); each holds a subscription to every audio and video
 //     track (memory);
 //   - CPU = forwarded packets × ForwardMicros + relayed packets ×
@@ -146,18 +147,21 @@ func Compute(in Input, cal Calibration) (*Plan, error) {
 	recvBps := float64(in.Speakers) * audioBps
 	pubBps := recvBps
 	if in.VideoPublishers > 0 {
+		// Dynacast: nobody receives the layers above ReceiveLayer, so
+		// the SFU pauses them at the publisher.
 		var lay Layer
-		var allBps float64
+		var sentBps float64
 		for _, l := range in.Layers {
+			sentBps += l.Kbps*1000 + l.PPS*oh
 			if l.Name == in.ReceiveLayer {
 				lay = l
+				break
 			}
-			allBps += l.Kbps*1000 + l.PPS*oh
 		}
 		v := float64(in.VideoPublishers)
 		recvPPS += v * lay.PPS
 		recvBps += v * (lay.Kbps*1000 + lay.PPS*oh)
-		pubBps += v * allBps
+		pubBps += v * sentBps
 	}
 	tracks := in.AudioPublishers + in.VideoPublishers
 	p.Stream = Stream{ReceivePPS: recvPPS, ReceiveMbps: recvBps / 1e6, PublishMbps: pubBps / 1e6, SubscribedTracks: tracks}
