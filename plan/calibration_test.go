@@ -106,6 +106,11 @@ func TestCalibrationErrors(t *testing.T) {
 		{"trailing data", func(t *testing.T) []byte { return append(variant(t, func(map[string]any) {}), []byte(`{}`)...) },
 			[]string{"not one JSON object", "after top-level value"}},
 		{"not an object", func(*testing.T) []byte { return []byte(`[1,2]`) }, []string{"not one JSON object"}},
+		{"nested too deeply", func(t *testing.T) []byte {
+			b := variant(t, func(map[string]any) {})
+			deep := strings.Repeat("[", 20) + strings.Repeat("]", 20)
+			return []byte(strings.Replace(string(b), `{`, `{"x":`+deep+`,`, 1))
+		}, []string{"nested too deeply"}},
 		{"too large", func(*testing.T) []byte { return []byte(`{"kind":"` + strings.Repeat("a", MaxCalibrationSize) + `"}`) },
 			[]string{"larger than"}},
 		{"several problems", func(t *testing.T) []byte {
