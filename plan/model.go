@@ -318,7 +318,7 @@ func boolf(b bool) float64 {
 
 // notes are what the level asks of the operator beyond the numbers.
 func notes(in Input) []string {
-	var n []string
+	n := []string{} // JSON: [] rather than null
 	switch in.Level {
 	case LevelKRITIS:
 		n = append(n, "kritis: E2EE is required (frames pass the SFU untouched: no CPU change, a few bytes per frame more); allowed homeservers only; attestations re-checked hourly")
