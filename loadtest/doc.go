@@ -20,5 +20,10 @@
 // run (the generator's CPU is in the report). test/cluster_load_bench_test.go
 // (BenchmarkClusterLoad) starts Redis, PostgreSQL and two nodes and runs it.
 //
+// The report also has the SFU's CPU time during the join phase and the
+// packets forwarded meanwhile, from which `gxconf loadtest -calibration-out`
+// derives the cost of a join for `gxconf plan` (cmd/gxconf maps the report
+// into the planner's calibration).
+//
 // It imports no other gxconf package.
 package loadtest

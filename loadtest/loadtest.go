@@ -341,7 +341,17 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		mu.Unlock()
 	}
 
+	procs := func() []procStats {
+		out := make([]procStats, nodes)
+		for i, pid := range opts.SFUPids {
+			if pid > 0 {
+				out[i], _ = readProc(pid)
+			}
+		}
+		return out
+	}
 	joinCPU0, _ := readProc(0)
+	sfuJoin0 := procs()
 	joinStart := time.Now()
 	interval := time.Duration(float64(time.Second) / opts.JoinRate)
 	tick := time.NewTicker(interval)
@@ -358,12 +368,31 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	}
 	wg.Wait()
 	joinCPU1, _ := readProc(0)
+	sfuJoin1 := procs()
+	// Packets received from the first join to the end of the join phase:
+	// the SFU's CPU meanwhile paid for forwarding them too.
+	var joinPackets uint64
+	mu.Lock()
+	for _, p := range parts {
+		p.mu.Lock()
+		for _, st := range p.streams {
+			joinPackets += st.Packets.Load()
+		}
+		p.mu.Unlock()
+	}
+	mu.Unlock()
 	sockets := 0
 	if opts.ClientSocketBuffer > 0 {
 		sockets = raiseUDPBuffers(opts.ClientSocketBuffer)
 	}
 	rep := &Report{Nodes: make([]NodeReport, nodes), JoinPhase: time.Since(joinStart)}
 	rep.GeneratorJoinCPUPercent = (joinCPU1.cpu - joinCPU0.cpu) / rep.JoinPhase.Seconds() * 100
+	rep.JoinPhasePackets = joinPackets
+	for i := range sfuJoin0 {
+		if sfuJoin0[i].cpu > 0 && sfuJoin1[i].cpu > 0 {
+			rep.SFUJoinCPUSeconds += sfuJoin1[i].cpu - sfuJoin0[i].cpu
+		}
+	}
 	var allLatencies []time.Duration
 	for i := range rep.Nodes {
 		n := &rep.Nodes[i]
@@ -436,15 +465,6 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 			}
 		}
 		return s
-	}
-	procs := func() []procStats {
-		out := make([]procStats, nodes)
-		for i, pid := range opts.SFUPids {
-			if pid > 0 {
-				out[i], _ = readProc(pid)
-			}
-		}
-		return out
 	}
 	relays := func() []*relayCounters {
 		out := make([]*relayCounters, nodes)

@@ -41,6 +41,12 @@ type Report struct {
 	// clients more than media does).
 	JoinPhase               time.Duration
 	GeneratorJoinCPUPercent float64
+	// SFUJoinCPUSeconds is the measured SFUs' CPU time during the join
+	// phase, and JoinPhasePackets the packets the participants received
+	// meanwhile: what the joins cost the SFU is the CPU time less the
+	// forwarding of those packets (gxconf plan's join cost).
+	SFUJoinCPUSeconds float64
+	JoinPhasePackets  uint64
 	// HostUDPDrops counts datagrams the host dropped for full socket
 	// receive buffers during the window (any process); LoadAverage is the
 	// host's 1-minute load at the end. Both flag runs disturbed by other
@@ -143,6 +149,7 @@ func (r *Report) print(w io.Writer, o Options) {
 	if r.SFUMeasured {
 		p("sfu cpu:           %.2f s over the window (%.1f %% of one core)", r.SFUCPUSeconds, r.SFUCPUPercent)
 		p("sfu cpu / packet:  %.2f us per forwarded packet", r.MicrosPerPacket)
+		p("sfu cpu in joins:  %.2f s over %s (%d packets forwarded meanwhile)", r.SFUJoinCPUSeconds, r.JoinPhase.Round(time.Millisecond), r.JoinPhasePackets)
 		p("sfu rss:           start %.1f MB, end %.1f MB, peak %.1f MB, %.0f KB per participant", mb(r.SFURSSStart), mb(r.SFURSSEnd), mb(r.SFUPeakRSS), r.RSSPerSubscribe/1024)
 	}
 	if len(r.Nodes) < 2 {

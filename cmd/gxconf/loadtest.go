@@ -69,6 +69,8 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&pids, "sfu-pid", "", "PID of the SFU process, to report its CPU time and RSS from /proc; comma-separated, one per -url (0 skips one)")
 	fs.StringVar(&metrics, "metrics-url", "", "gxconf metrics listener (http://host:port) per -url, comma-separated (empty skips one): relay packets and bytes")
 	fs.StringVar(&o.RoomPrefix, "room-prefix", "loadtest", "room name prefix")
+	var calibrationOut string
+	fs.StringVar(&calibrationOut, "calibration-out", "", "write a calibration file for gxconf plan from this run (one -url, with -sfu-pid of a fresh SFU process)")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
@@ -94,11 +96,17 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	if o.APIKey == "" || o.APISecret == "" {
 		return &usageError{"-api-key and -api-secret (or LIVEKIT_API_KEY/LIVEKIT_API_SECRET) are required"}
 	}
+	if calibrationOut != "" && (len(o.URLs) != 1 || len(o.SFUPids) != 1 || o.SFUPids[0] <= 0) {
+		return &usageError{"-calibration-out needs exactly one -url and its -sfu-pid"}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(zerolog.InfoLevel).With().Timestamp().Logger()
-	_, err := loadtest.Run(ctx, o, stdout, log)
-	return err
+	rep, err := loadtest.Run(ctx, o, stdout, log)
+	if err != nil || calibrationOut == "" {
+		return err
+	}
+	return writeCalibration(calibrationOut, rep, args, stdout)
 }
 
 // splitList splits a comma-separated flag value, trimming spaces.

@@ -9,6 +9,7 @@
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
+//	gxconf plan [-calibration FILE] [-json] [-sessions -participants …]
 //	gxconf version
 //
 // This is the only package that exits or reads flags.
@@ -47,7 +48,11 @@ Usage:
       with 503, moves its participants to other nodes in batches, then stops.
   gxconf loadtest -url ws://127.0.0.1:7880 -api-key K -api-secret S [-rooms N -publishers M -subscribers K ...]
       Load an SFU (gxconf's or any LiveKit server) with synthetic participants; prints
-      join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory.
+      join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory;
+      -calibration-out FILE writes its figures for gxconf plan.
+  gxconf plan [-calibration FILE] [-json] [-sessions N -participants M ...]
+      Capacity and cost planner: nodes, cores, memory and bandwidth per site and on the
+      IX, and the monthly cost, from measured figures (see gxconf plan -h).
   gxconf version
       Print the version.
 
@@ -75,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDrain(args[1:], stdout)
 	case "loadtest":
 		err = cmdLoadtest(args[1:], stdout, stderr)
+	case "plan":
+		err = cmdPlan(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "gxconf", versionString())
 		return 0
