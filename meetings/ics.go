@@ -96,6 +96,14 @@ func encode(cal *ical.Calendar) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// setRaw sets a property of its default value type (INTEGER, UTC-OFFSET),
+// which SetText would mark VALUE=TEXT.
+func setRaw(props ical.Props, name, value string) {
+	p := ical.NewProp(name)
+	p.Value = value
+	props.Set(p)
+}
+
 func setDateTime(props ical.Props, name string, t time.Time) {
 	p := ical.NewProp(name)
 	p.SetDateTime(t)
@@ -111,7 +119,7 @@ func meetingEvent(m *Meeting, callLink string, now time.Time, zones map[string]b
 	ev := ical.NewEvent()
 	ev.Props.SetText(ical.PropUID, m.UID)
 	setDateTime(ev.Props, ical.PropDateTimeStamp, now.UTC())
-	ev.Props.SetText(ical.PropSequence, fmt.Sprint(m.Sequence))
+	setRaw(ev.Props, ical.PropSequence, fmt.Sprint(m.Sequence))
 	setDateTime(ev.Props, ical.PropDateTimeStart, start)
 	setDateTime(ev.Props, ical.PropDateTimeEnd, start.Add(m.Schedule.Duration))
 	zones[start.Location().String()] = true
@@ -258,8 +266,8 @@ func observance(at time.Time, fromOff, toOff int, name string, dst bool) *ical.C
 	p.SetValueType(ical.ValueDateTime)
 	p.Value = at.UTC().Add(time.Duration(fromOff) * time.Second).Format(localLayout)
 	c.Props.Set(p)
-	c.Props.SetText(ical.PropTimezoneOffsetFrom, utcOffset(fromOff))
-	c.Props.SetText(ical.PropTimezoneOffsetTo, utcOffset(toOff))
+	setRaw(c.Props, ical.PropTimezoneOffsetFrom, utcOffset(fromOff))
+	setRaw(c.Props, ical.PropTimezoneOffsetTo, utcOffset(toOff))
 	if name != "" && !strings.HasPrefix(name, "+") && !strings.HasPrefix(name, "-") {
 		c.Props.SetText(ical.PropTimezoneName, name)
 	}
