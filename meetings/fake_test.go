@@ -153,6 +153,15 @@ type fakeClock struct {
 	waiters []waiter
 	// waiting is signalled whenever someone starts waiting.
 	waiting chan struct{}
+	// gen counts Set calls; afterGen is gen at the last After.
+	gen, afterGen int
+}
+
+// idle reports whether someone called After since the last Set.
+func (c *fakeClock) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.afterGen == c.gen
 }
 
 type waiter struct {
@@ -174,6 +183,7 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch := make(chan time.Time, 1)
+	c.afterGen = c.gen
 	if d <= 0 {
 		ch <- c.now
 	} else {
@@ -191,6 +201,7 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = t
+	c.gen++
 	sort.Slice(c.waiters, func(i, j int) bool { return c.waiters[i].at.Before(c.waiters[j].at) })
 	keep := c.waiters[:0]
 	for _, w := range c.waiters {

@@ -171,6 +171,18 @@ func (s *Spec) apply(m *Meeting, tzDefault string, cfg *Config, localServer stri
 	if dur <= 0 {
 		return nil, false, invalid("duration", "must be positive")
 	}
+	if sch.Start != "" && len(sch.ExDates) > 0 {
+		// Moving the series moves its exceptions by the same wall-clock shift.
+		oldF, _ := time.Parse(localLayout, sch.Start)
+		newF, _ := time.Parse(localLayout, start.Format(localLayout))
+		if d := newF.Sub(oldF); d != 0 {
+			for i, e := range sch.ExDates {
+				if f, err := time.Parse(localLayout, e); err == nil {
+					sch.ExDates[i] = f.Add(d).Format(localLayout)
+				}
+			}
+		}
+	}
 	sch.TimeZone, sch.Start, sch.Duration = tz, start.Format(localLayout), dur
 	rule, err := s.rule(sch.RRule, start)
 	if err != nil {
