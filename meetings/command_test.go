@@ -41,11 +41,11 @@ func TestParseCommand(t *testing.T) {
 		`create x start="2026-03-23 10:00`:            "a quote is not closed",
 		`create x count=ten`:                          `count: "ten" is not a number`,
 		`create x start=2026-03-23T10:00 start=10:00`: "start: given twice",
-		`frobnicate`:                                  "frobnicate: unknown meeting command",
-		`update title=x`:                              "",
-		`update notanid title=x`:                      `"notanid": not a meeting ID`,
-		`cancel abcdefgh next-week`:                   `"next-week": cancel takes a meeting ID`,
-		`create x time=10:00`:                         "time: give the date too",
+		`frobnicate`:                "frobnicate: unknown meeting command",
+		`update title=x`:            "",
+		`update notanid title=x`:    `"notanid": not a meeting ID`,
+		`cancel abcdefgh next-week`: `"next-week": cancel takes a meeting ID`,
+		`create x time=10:00`:       "time: give the date too",
 	} {
 		_, err := ParseCommand(text)
 		if want == "" {
