@@ -59,6 +59,9 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	if len(meet.Levels) == 0 {
 		meet.Levels = nil
 	}
+	if len(meet.OrganiserHomeservers) == 0 {
+		meet.OrganiserHomeservers = nil
+	}
 	require.Equal(t, def.Meetings, meet)
 	// The embedded SFU: every default, keys aside (derived per process when empty).
 	sfuCfg, defSFU := cfg.SFU, def.SFU

@@ -133,7 +133,7 @@ func (s *Service) sendPrivately(ctx context.Context, user, _ string, text string
 	if err != nil {
 		return err
 	}
-	return s.mx.SendMessage(ctx, room, noticeContent(text, ""))
+	return s.mx.SendSecretMessage(ctx, room, noticeContent(text, ""))
 }
 
 func (b *Bot) confirm(head string, res *Result, zone *time.Location) string {

@@ -30,6 +30,10 @@ type Config struct {
 	// (…/meetings/v1, …/meetings/cal/<token>.ics); empty uses the focus's
 	// public URL.
 	PublicURL string `yaml:"public_url"`
+	// OrganiserHomeservers are the homeservers whose users may schedule
+	// meetings (the bot invites and messages people on their behalf); empty
+	// means the local homeserver only, "*" everyone.
+	OrganiserHomeservers []string `yaml:"organiser_homeservers"`
 	// MaxInvitees caps the invitees of one meeting.
 	MaxInvitees int `yaml:"max_invitees"`
 	// MaxOccurrences caps a series.

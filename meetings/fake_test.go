@@ -94,6 +94,10 @@ func (f *fakeMatrix) SendMessage(_ context.Context, roomID string, content map[s
 	return nil
 }
 
+func (f *fakeMatrix) SendSecretMessage(ctx context.Context, roomID string, content map[string]any) error {
+	return f.SendMessage(ctx, roomID, content)
+}
+
 func (f *fakeMatrix) Upload(_ context.Context, data []byte, _, _ string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -19,6 +19,9 @@ type Matrix interface {
 	SendState(ctx context.Context, roomID, eventType, stateKey string, content any) error
 	// SendMessage sends an m.room.message as the bot.
 	SendMessage(ctx context.Context, roomID string, content map[string]any) error
+	// SendSecretMessage is SendMessage for content that must not reach the
+	// logs (the feed address): the client omits its body when logging.
+	SendSecretMessage(ctx context.Context, roomID string, content map[string]any) error
 	// Upload stores a file in the media repository and returns its mxc:// URI.
 	Upload(ctx context.Context, data []byte, contentType, fileName string) (string, error)
 	// DirectRoom is the bot's direct chat with userID, created when needed.

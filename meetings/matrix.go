@@ -66,6 +66,16 @@ func (m *mautrixMatrix) SendMessage(ctx context.Context, roomID string, content 
 	return err
 }
 
+func (m *mautrixMatrix) SendSecretMessage(ctx context.Context, roomID string, content map[string]any) error {
+	_, err := m.cli.MakeFullRequest(ctx, mautrix.FullRequest{
+		Method:           http.MethodPut,
+		URL:              m.cli.BuildClientURL("v3", "rooms", roomID, "send", event.EventMessage.Type, m.cli.TxnID()),
+		RequestJSON:      content,
+		SensitiveContent: true,
+	})
+	return err
+}
+
 func (m *mautrixMatrix) Upload(ctx context.Context, data []byte, contentType, fileName string) (string, error) {
 	resp, err := m.cli.UploadBytesWithName(ctx, data, contentType, fileName)
 	if err != nil {

@@ -130,6 +130,9 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	if organiser == s.botID {
 		return nil, fmt.Errorf("%w: the bot does not organise meetings", ErrForbidden)
 	}
+	if !s.mayOrganise(organiser) {
+		return nil, fmt.Errorf("%w: only users of %s may schedule meetings here", ErrForbidden, strings.Join(s.organiserServers(), ", "))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
@@ -172,6 +175,24 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	s.log.Info().Str("room_id", roomID).Str("meeting_id", m.ID).Str("user_id", organiser).Int("participants", len(m.Participants)).Msg("Meeting created")
 	s.poke()
 	return res, nil
+}
+
+func (s *Service) organiserServers() []string {
+	if len(s.cfg.OrganiserHomeservers) == 0 {
+		return []string{s.server}
+	}
+	return s.cfg.OrganiserHomeservers
+}
+
+// mayOrganise: users of other homeservers could otherwise make the bot
+// invite and message people in its name.
+func (s *Service) mayOrganise(user string) bool {
+	for _, srv := range s.organiserServers() {
+		if srv == "*" || srv == serverOf(user) {
+			return true
+		}
+	}
+	return false
 }
 
 // rollback undoes a half-created room: the bot leaves it, so nobody is left

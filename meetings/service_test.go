@@ -299,3 +299,16 @@ func TestFeed(t *testing.T) {
 	_, err = ical.NewDecoder(bytes.NewReader(body)).Decode()
 	require.NoError(t, err)
 }
+
+// A user of another homeserver cannot make the bot invite people in its
+// name unless the operator allows that homeserver.
+func TestOrganisersFromOtherHomeservers(t *testing.T) {
+	env := newTestService(t)
+	_, err := env.svc.Create(context.Background(), carol, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
+	require.ErrorIs(t, err, ErrForbidden)
+	require.ErrorContains(t, err, "only users of hs.test may schedule meetings here")
+	require.Zero(t, env.mx.roomCount())
+	env = newTestService(t, func(o *Options) { o.Config.OrganiserHomeservers = []string{"hs.test", "other.test"} })
+	_, err = env.svc.Create(context.Background(), carol, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
+	require.NoError(t, err)
+}
