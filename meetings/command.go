@@ -248,6 +248,8 @@ func parseSpec(s *Spec, toks []token, creating bool) error {
 			s.Until = str(v)
 		case "except":
 			s.Except = append(s.Except, splitList(v)...)
+		case "occurrence":
+			s.Occurrence = str(v)
 		case "invite":
 			s.Invite = append(s.Invite, splitList(v)...)
 		case "uninvite":
@@ -267,7 +269,7 @@ func parseSpec(s *Spec, toks []token, creating bool) error {
 			}
 			s.MaxParticipants = &n
 		default:
-			return invalid(t.key, "unknown option; known: title, description, start, date, time, end, duration, tz, repeat, count, until, rrule, except, invite, uninvite, level, servers, max")
+			return invalid(t.key, "unknown option; known: title, description, start, date, time, end, duration, tz, repeat, count, until, rrule, except, occurrence, invite, uninvite, level, servers, max")
 		}
 	}
 	return nil

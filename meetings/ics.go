@@ -45,11 +45,46 @@ func CalendarFile(m *Meeting, method string, cancelled time.Time, callLink strin
 			setDateTime(ev.Props, ical.PropDateTimeEnd, cancelled.Add(m.Schedule.Duration))
 		}
 	}
+	cal.Children = append(cal.Children, ev.Component)
+	if method == MethodRequest {
+		cal.Children = append(cal.Children, overrideEvents(m, ev)...)
+	}
 	if err := addZones(cal, m, zones); err != nil {
 		return nil, err
 	}
-	cal.Children = append(cal.Children, ev.Component)
 	return encode(cal)
+}
+
+// overrideEvents are the moved occurrences: copies of the series' VEVENT
+// with RECURRENCE-ID and their own DTSTART/DTEND (RFC 5545 §3.8.4.4).
+func overrideEvents(m *Meeting, master *ical.Event) []*ical.Component {
+	loc, err := m.Schedule.location()
+	if err != nil {
+		return nil
+	}
+	var out []*ical.Component
+	for _, ov := range m.Schedule.Overrides {
+		rid, err1 := time.ParseInLocation(localLayout, ov.RecurrenceID, loc)
+		st, err2 := time.ParseInLocation(localLayout, ov.Start, loc)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		c := ical.NewComponent(ical.CompEvent)
+		for name, props := range master.Props {
+			switch name {
+			case ical.PropRecurrenceRule, ical.PropExceptionDates, ical.PropDateTimeStart, ical.PropDateTimeEnd:
+				continue
+			}
+			c.Props[name] = append([]ical.Prop(nil), props...)
+		}
+		r := ical.NewProp(ical.PropRecurrenceID)
+		r.SetDateTime(rid)
+		c.Props.Set(r)
+		setDateTime(c.Props, ical.PropDateTimeStart, st)
+		setDateTime(c.Props, ical.PropDateTimeEnd, st.Add(ov.Duration))
+		out = append(out, c)
+	}
+	return out
 }
 
 // FeedFile renders a user's meetings as one calendar (METHOD:PUBLISH).
@@ -70,6 +105,7 @@ func FeedFile(ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]b
 			return nil, err
 		}
 		events = append(events, ev.Component)
+		events = append(events, overrideEvents(m, ev)...)
 	}
 	cal.Children = append(cal.Children, events...)
 	if len(events) == 0 {

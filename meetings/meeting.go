@@ -38,6 +38,9 @@ func (m *Meeting) calendarFingerprint() string {
 	for _, e := range s.ExDates {
 		fp += "\x00" + e
 	}
+	for _, o := range s.Overrides {
+		fp += "\x00" + o.RecurrenceID + ">" + o.Start + "/" + o.Duration.String()
+	}
 	return fp
 }
 

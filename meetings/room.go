@@ -98,7 +98,20 @@ func (s *Service) metadata(m *Meeting) map[string]any {
 	if m.BookingRef != "" {
 		ext["de.gxconf.booking"] = m.BookingRef
 	}
-	out := map[string]any{"creator": m.Organiser, "calendar": []any{entry}, "external_data": ext}
+	calendar := []any{entry}
+	for _, ov := range m.Schedule.Overrides {
+		st, err := time.ParseInLocation(localLayout, ov.Start, start.Location())
+		if err != nil {
+			continue
+		}
+		calendar = append(calendar, map[string]any{
+			"uid":          m.UID,
+			"dtstart":      dateTimeValue{tz, ov.Start},
+			"dtend":        dateTimeValue{tz, st.Add(ov.Duration).Format(localLayout)},
+			"recurrenceId": dateTimeValue{tz, ov.RecurrenceID},
+		})
+	}
+	out := map[string]any{"creator": m.Organiser, "calendar": calendar, "external_data": ext}
 	if end := m.lastEnd(s.cfg.MaxOccurrences); !end.IsZero() {
 		out["force_deletion_at"] = end.Add(time.Hour).UnixMilli()
 	}

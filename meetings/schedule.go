@@ -28,11 +28,24 @@ type Schedule struct {
 	RRule string `json:"rrule,omitempty"`
 	// ExDates are the local starts (localLayout) of cancelled occurrences.
 	ExDates []string `json:"exdates,omitempty"`
+	// Overrides move single occurrences (RFC 5545 RECURRENCE-ID).
+	Overrides []Override `json:"overrides,omitempty"`
+}
+
+// Override moves one occurrence of a series.
+type Override struct {
+	// RecurrenceID is the occurrence's original local start (localLayout).
+	RecurrenceID string `json:"recurrence_id"`
+	// Start is its new local start (localLayout), Duration its length.
+	Start    string        `json:"start"`
+	Duration time.Duration `json:"duration"`
 }
 
 // Occurrence is one instance of a meeting.
 type Occurrence struct {
 	Start, End time.Time
+	// RecurrenceID is the original start of a moved occurrence (zero if not moved).
+	RecurrenceID time.Time
 }
 
 // Limits bound what a schedule may produce.
@@ -222,11 +235,38 @@ func (s *Schedule) Occurrences(max int) ([]Occurrence, error) {
 		}
 		out = append(out, Occurrence{Start: t, End: t.Add(s.Duration)})
 	}
+	if len(s.Overrides) > 0 {
+		loc, _ := s.location()
+		for i, o := range out {
+			for _, ov := range s.Overrides {
+				rid, err1 := time.ParseInLocation(localLayout, ov.RecurrenceID, loc)
+				st, err2 := time.ParseInLocation(localLayout, ov.Start, loc)
+				if err1 == nil && err2 == nil && rid.Equal(o.Start) {
+					out[i] = Occurrence{Start: st, End: st.Add(ov.Duration), RecurrenceID: rid}
+				}
+			}
+		}
+		slices.SortStableFunc(out, func(a, b Occurrence) int { return a.Start.Compare(b.Start) })
+	}
 	return out, nil
 }
 
 // Between lists the occurrences that overlap [from, to).
 func (s *Schedule) Between(from, to time.Time) ([]Occurrence, error) {
+	if len(s.Overrides) > 0 {
+		// Moved occurrences may enter or leave any window: filter them all.
+		all, err := s.Occurrences(100000)
+		if err != nil {
+			return nil, err
+		}
+		var out []Occurrence
+		for _, o := range all {
+			if o.End.After(from) && o.Start.Before(to) {
+				out = append(out, o)
+			}
+		}
+		return out, nil
+	}
 	set, _, err := s.set()
 	if err != nil {
 		return nil, err
@@ -267,12 +307,24 @@ func (s *Schedule) Validate(lim Limits) ([]Occurrence, error) {
 	if s.RRule != "" {
 		// Each excluded date must be an occurrence of the rule.
 		bare := *s
-		bare.ExDates = nil
+		bare.ExDates, bare.Overrides = nil, nil
 		all, err := bare.Occurrences(lim.MaxOccurrences)
 		if err != nil {
 			return nil, err
 		}
 		loc, _ := s.location()
+		for _, ov := range s.Overrides {
+			t, _ := time.ParseInLocation(localLayout, ov.RecurrenceID, loc)
+			if !slices.ContainsFunc(all, func(o Occurrence) bool { return o.Start.Equal(t) }) {
+				return nil, invalid("occurrence", "%s is not an occurrence of the series", t.Format("2006-01-02 15:04"))
+			}
+			if slices.Contains(s.ExDates, ov.RecurrenceID) {
+				return nil, invalid("occurrence", "%s is cancelled", t.Format("2006-01-02 15:04"))
+			}
+			if ov.Duration <= 0 || ov.Duration > lim.MaxDuration {
+				return nil, invalid("duration", "must be positive and at most %s", lim.MaxDuration)
+			}
+		}
 		for _, ex := range s.ExDates {
 			t, _ := time.ParseInLocation(localLayout, ex, loc)
 			if !slices.ContainsFunc(all, func(o Occurrence) bool { return o.Start.Equal(t) }) {
@@ -308,7 +360,7 @@ func (s *Schedule) resolveExDate(field, value string, lim Limits) (string, error
 	}
 	t := time.Date(day.Year(), day.Month(), day.Day(), start.Hour(), start.Minute(), start.Second(), 0, loc)
 	bare := *s
-	bare.ExDates = nil
+	bare.ExDates, bare.Overrides = nil, nil
 	all, err := bare.Occurrences(lim.MaxOccurrences)
 	if err != nil {
 		return "", err
@@ -344,6 +396,13 @@ func (s *Schedule) Describe(loc *time.Location) string {
 			}
 		}
 		text += "; except " + strings.Join(ex, ", ")
+	}
+	for _, ov := range s.Overrides {
+		rid, err1 := time.ParseInLocation(localLayout, ov.RecurrenceID, start.Location())
+		st, err2 := time.ParseInLocation(localLayout, ov.Start, start.Location())
+		if err1 == nil && err2 == nil {
+			text += fmt.Sprintf("; %s moved to %s", rid.In(loc).Format("2 Jan"), st.In(loc).Format("Mon 2 Jan 15:04"))
+		}
 	}
 	return text
 }

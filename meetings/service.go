@@ -364,6 +364,7 @@ func (s *Service) Cancel(ctx context.Context, user, idOrRoom, occurrence string)
 		}
 		m.Schedule.ExDates = append(m.Schedule.ExDates, ex)
 		slices.Sort(m.Schedule.ExDates)
+		m.Schedule.Overrides = slices.DeleteFunc(slices.Clone(m.Schedule.Overrides), func(o Override) bool { return o.RecurrenceID == ex })
 		occ, err := m.Schedule.Occurrences(s.cfg.MaxOccurrences)
 		if err != nil {
 			return nil, err

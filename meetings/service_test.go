@@ -312,3 +312,50 @@ func TestOrganisersFromOtherHomeservers(t *testing.T) {
 	_, err = env.svc.Create(context.Background(), carol, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
 	require.NoError(t, err)
 }
+
+// Moving one occurrence is an override: SEQUENCE rises, the metadata gets a
+// recurrenceId entry, the .ics a second VEVENT with RECURRENCE-ID, and the
+// reminder follows the new time.
+func TestMoveOneOccurrence(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	bot := env.svc.Bot("!conf")
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("Lage"), Start: ptr("2026-03-23 10:00"), RRule: ptr("FREQ=WEEKLY;COUNT=4"), Invite: []string{bob}})
+	require.NoError(t, err)
+	id := res.Meeting.ID
+	reply, _ := bot.HandleCommand(ctx, "!dm", alice, `update `+id+` occurrence=2026-03-30 start="2026-03-31 15:00" duration=30m`)
+	require.Contains(t, reply, "✅ Updated")
+	require.Contains(t, reply, "30 Mar moved to Tue 31 Mar 15:00")
+	m, err := env.svc.Get(ctx, alice, id)
+	require.NoError(t, err)
+	require.Equal(t, 1, m.Sequence)
+	require.Equal(t, []Override{{RecurrenceID: "20260330T100000", Start: "20260331T150000", Duration: 30 * time.Minute}}, m.Schedule.Overrides)
+	md := env.mx.state[m.RoomID][MetadataEventType].(map[string]any)
+	cal := md["calendar"].([]any)
+	require.Len(t, cal, 2)
+	require.Equal(t, dateTimeValue{"Europe/Berlin", "20260330T100000"}, cal[1].(map[string]any)["recurrenceId"])
+	files := env.mx.files(bob)
+	require.Len(t, files, 2)
+	c, err := ical.NewDecoder(strings.NewReader(files[1])).Decode()
+	require.NoError(t, err)
+	require.Len(t, c.Events(), 2)
+	require.Equal(t, "20260330T100000", prop(t, c.Events()[1].Component, ical.PropRecurrenceID))
+	require.Equal(t, "20260331T150000", prop(t, c.Events()[1].Component, ical.PropDateTimeStart))
+	occ, err := m.Schedule.Occurrences(10)
+	require.NoError(t, err)
+	require.Equal(t, utc("2026-03-31 13:00"), occ[1].Start.UTC())
+	require.Equal(t, utc("2026-03-31 13:30"), occ[1].End.UTC())
+
+	_, err = env.svc.Update(ctx, alice, id, &Spec{Occurrence: ptr("2026-03-31"), Start: ptr("2026-03-31 16:00")})
+	require.ErrorContains(t, err, "occurrence: the series has no occurrence on Tue 2026-03-31", "occurrences are named by their original date")
+	_, err = env.svc.Update(ctx, alice, id, &Spec{Occurrence: ptr("2026-03-30"), Title: ptr("x"), RRule: ptr("FREQ=DAILY")})
+	require.ErrorContains(t, err, "with occurrence= give only the new start")
+
+	// Cancelling the moved occurrence drops the override.
+	_, err = env.svc.Cancel(ctx, alice, id, "2026-03-30")
+	require.NoError(t, err)
+	m, _ = env.svc.Get(ctx, alice, id)
+	require.Empty(t, m.Schedule.Overrides)
+	occ, _ = m.Schedule.Occurrences(10)
+	require.Len(t, occ, 3)
+}

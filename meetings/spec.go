@@ -31,6 +31,9 @@ type Spec struct {
 	Repeat *string `json:"repeat,omitempty"`
 	Count  *int    `json:"count,omitempty"`
 	Until  *string `json:"until,omitempty"`
+	// Occurrence names one occurrence of a series (its date) that Start,
+	// End or Duration move (an override, RFC 5545 RECURRENCE-ID).
+	Occurrence *string `json:"occurrence,omitempty"`
 	// Except are occurrences to leave out (dates, or local date-times).
 	Except []string `json:"except,omitempty"`
 	// Participants replaces the invitee list; Invite and Uninvite change it.
@@ -67,7 +70,7 @@ func DecodeSpec(body []byte) (*Spec, error) {
 func (s *Spec) empty() bool {
 	return s.Title == nil && s.Description == nil && s.Start == nil && s.End == nil && s.Duration == nil &&
 		s.TimeZone == nil && s.RRule == nil && s.Repeat == nil && s.Count == nil && s.Until == nil && len(s.Except) == 0 && s.Participants == nil && len(s.Invite) == 0 &&
-		len(s.Uninvite) == 0 && s.Level == nil && s.AllowedHomeservers == nil && s.MaxParticipants == nil
+		len(s.Uninvite) == 0 && s.Occurrence == nil && s.Level == nil && s.AllowedHomeservers == nil && s.MaxParticipants == nil
 }
 
 // validUserID is a cheap check of a Matrix user ID's shape.
@@ -109,110 +112,13 @@ func (s *Spec) apply(m *Meeting, tzDefault string, cfg *Config, localServer stri
 		}
 	}
 
-	// Schedule. The zone: given, or the meeting's, or the organiser's.
-	sch := m.Schedule
-	sch.ExDates = slices.Clone(sch.ExDates)
-	tz := sch.TimeZone
-	if tz == "" {
-		tz = tzDefault
-	}
-	if s.TimeZone != nil {
-		tz = strings.TrimSpace(*s.TimeZone)
-	}
-	loc, err := loadZone(tz)
-	if err != nil {
+	if s.Occurrence != nil {
+		if occ, err = s.moveOccurrence(m, creating, lim); err != nil {
+			return nil, false, err
+		}
+	} else if occ, capped, err = s.applySchedule(m, creating, tzDefault, lim); err != nil {
 		return nil, false, err
 	}
-	var start time.Time
-	switch {
-	case s.Start != nil:
-		if start, err = parseLocal("start", *s.Start, loc); err != nil {
-			return nil, false, err
-		}
-	case creating:
-		return nil, false, invalid("start", "a meeting needs a start, like start=\"2026-03-23 10:00\"")
-	default:
-		// Same wall-clock start in the (maybe new) zone.
-		old, err := sch.StartTime()
-		if err != nil {
-			return nil, false, err
-		}
-		if start, err = parseLocal("start", old.Format("2006-01-02T15:04:05"), loc); err != nil {
-			return nil, false, err
-		}
-	}
-	if tz != sch.TimeZone && sch.TimeZone != "" {
-		sch.ExDates = nil // they named wall-clock times of the old zone
-	}
-	dur := sch.Duration
-	switch {
-	case s.Duration != nil && s.End != nil:
-		return nil, false, invalid("end", "give either end or duration, not both")
-	case s.Duration != nil:
-		if dur, err = time.ParseDuration(strings.TrimSpace(*s.Duration)); err != nil {
-			return nil, false, invalid("duration", "%q is not a duration like 1h or 90m", *s.Duration)
-		}
-	case s.End != nil:
-		e := strings.TrimSpace(*s.End)
-		var end time.Time
-		if len(e) <= 5 { // a time of day on the start's date
-			e = start.Format("2006-01-02") + " " + e
-		}
-		if end, err = parseLocal("end", e, loc); err != nil {
-			return nil, false, err
-		}
-		if !end.After(start) {
-			return nil, false, invalid("end", "%s is not after the start %s", end.Format("2006-01-02 15:04"), start.Format("2006-01-02 15:04"))
-		}
-		dur = end.Sub(start)
-	case creating:
-		dur = time.Hour
-	}
-	if dur <= 0 {
-		return nil, false, invalid("duration", "must be positive")
-	}
-	if sch.Start != "" && len(sch.ExDates) > 0 {
-		// Moving the series moves its exceptions by the same wall-clock shift.
-		oldF, _ := time.Parse(localLayout, sch.Start)
-		newF, _ := time.Parse(localLayout, start.Format(localLayout))
-		if d := newF.Sub(oldF); d != 0 {
-			for i, e := range sch.ExDates {
-				if f, err := time.Parse(localLayout, e); err == nil {
-					sch.ExDates[i] = f.Add(d).Format(localLayout)
-				}
-			}
-		}
-	}
-	sch.TimeZone, sch.Start, sch.Duration = tz, start.Format(localLayout), dur
-	rule, err := s.rule(sch.RRule, start)
-	if err != nil {
-		return nil, false, err
-	}
-	if rule != nil {
-		if sch.RRule, capped, err = normalizeRRule(*rule, start, lim); err != nil {
-			return nil, false, err
-		}
-		if sch.RRule == "" {
-			sch.ExDates = nil
-		}
-	}
-	for _, ex := range s.Except {
-		if sch.RRule == "" {
-			return nil, false, invalid("except", "only a repeating meeting has occurrences to leave out")
-		}
-		v, err := sch.resolveExDate("except", ex, lim)
-		if err != nil {
-			return nil, false, err
-		}
-		if !slices.Contains(sch.ExDates, v) {
-			sch.ExDates = append(sch.ExDates, v)
-		}
-	}
-	slices.Sort(sch.ExDates)
-	if occ, err = sch.Validate(lim); err != nil {
-		return nil, false, err
-	}
-	m.Schedule = sch
 
 	// Participants.
 	people := slices.Clone(m.Participants)
@@ -370,4 +276,193 @@ func (s *Spec) rule(current string, start time.Time) (*string, error) {
 	}
 	r := strings.Join(parts, ";")
 	return &r, nil
+}
+
+// applySchedule writes the spec's schedule fields over m's schedule.
+func (s *Spec) applySchedule(m *Meeting, creating bool, tzDefault string, lim Limits) (occ []Occurrence, capped bool, err error) {
+	// Schedule. The zone: given, or the meeting's, or the organiser's.
+	sch := m.Schedule
+	sch.ExDates = slices.Clone(sch.ExDates)
+	tz := sch.TimeZone
+	if tz == "" {
+		tz = tzDefault
+	}
+	if s.TimeZone != nil {
+		tz = strings.TrimSpace(*s.TimeZone)
+	}
+	loc, err := loadZone(tz)
+	if err != nil {
+		return nil, false, err
+	}
+	var start time.Time
+	switch {
+	case s.Start != nil:
+		if start, err = parseLocal("start", *s.Start, loc); err != nil {
+			return nil, false, err
+		}
+	case creating:
+		return nil, false, invalid("start", "a meeting needs a start, like start=\"2026-03-23 10:00\"")
+	default:
+		// Same wall-clock start in the (maybe new) zone.
+		old, err := sch.StartTime()
+		if err != nil {
+			return nil, false, err
+		}
+		if start, err = parseLocal("start", old.Format("2006-01-02T15:04:05"), loc); err != nil {
+			return nil, false, err
+		}
+	}
+	if tz != sch.TimeZone && sch.TimeZone != "" {
+		// They named wall-clock times of the old zone.
+		sch.ExDates, sch.Overrides = nil, nil
+	}
+	dur := sch.Duration
+	switch {
+	case s.Duration != nil && s.End != nil:
+		return nil, false, invalid("end", "give either end or duration, not both")
+	case s.Duration != nil:
+		if dur, err = time.ParseDuration(strings.TrimSpace(*s.Duration)); err != nil {
+			return nil, false, invalid("duration", "%q is not a duration like 1h or 90m", *s.Duration)
+		}
+	case s.End != nil:
+		e := strings.TrimSpace(*s.End)
+		var end time.Time
+		if len(e) <= 5 { // a time of day on the start's date
+			e = start.Format("2006-01-02") + " " + e
+		}
+		if end, err = parseLocal("end", e, loc); err != nil {
+			return nil, false, err
+		}
+		if !end.After(start) {
+			return nil, false, invalid("end", "%s is not after the start %s", end.Format("2006-01-02 15:04"), start.Format("2006-01-02 15:04"))
+		}
+		dur = end.Sub(start)
+	case creating:
+		dur = time.Hour
+	}
+	if dur <= 0 {
+		return nil, false, invalid("duration", "must be positive")
+	}
+	if sch.Start != "" && len(sch.ExDates) > 0 {
+		// Moving the series moves its exceptions by the same wall-clock shift.
+		oldF, _ := time.Parse(localLayout, sch.Start)
+		newF, _ := time.Parse(localLayout, start.Format(localLayout))
+		if d := newF.Sub(oldF); d != 0 {
+			for i, e := range sch.ExDates {
+				if f, err := time.Parse(localLayout, e); err == nil {
+					sch.ExDates[i] = f.Add(d).Format(localLayout)
+				}
+			}
+			for i, ov := range sch.Overrides {
+				if f, err := time.Parse(localLayout, ov.RecurrenceID); err == nil {
+					sch.Overrides[i].RecurrenceID = f.Add(d).Format(localLayout)
+				}
+			}
+		}
+	}
+	sch.TimeZone, sch.Start, sch.Duration = tz, start.Format(localLayout), dur
+	rule, err := s.rule(sch.RRule, start)
+	if err != nil {
+		return nil, false, err
+	}
+	if rule != nil {
+		if sch.RRule, capped, err = normalizeRRule(*rule, start, lim); err != nil {
+			return nil, false, err
+		}
+		if sch.RRule == "" {
+			sch.ExDates = nil
+		}
+		// Moved occurrences belonged to the old rule.
+		sch.Overrides = nil
+	}
+	for _, ex := range s.Except {
+		if sch.RRule == "" {
+			return nil, false, invalid("except", "only a repeating meeting has occurrences to leave out")
+		}
+		v, err := sch.resolveExDate("except", ex, lim)
+		if err != nil {
+			return nil, false, err
+		}
+		if !slices.Contains(sch.ExDates, v) {
+			sch.ExDates = append(sch.ExDates, v)
+		}
+	}
+	slices.Sort(sch.ExDates)
+	if occ, err = sch.Validate(lim); err != nil {
+		return nil, false, err
+	}
+	m.Schedule = sch
+	return occ, capped, nil
+}
+
+// moveOccurrence moves one occurrence of m's series (start, end or duration).
+func (s *Spec) moveOccurrence(m *Meeting, creating bool, lim Limits) ([]Occurrence, error) {
+	sch := m.Schedule
+	if creating || sch.RRule == "" {
+		return nil, invalid("occurrence", "only a repeating meeting has occurrences to move")
+	}
+	if s.TimeZone != nil || s.RRule != nil || s.Repeat != nil || s.Count != nil || s.Until != nil || len(s.Except) > 0 {
+		return nil, invalid("occurrence", "with occurrence= give only the new start, end or duration of that occurrence")
+	}
+	if s.Start == nil && s.End == nil && s.Duration == nil {
+		return nil, invalid("occurrence", "say where it moves: start=, end= or duration=")
+	}
+	loc, err := sch.location()
+	if err != nil {
+		return nil, err
+	}
+	rid, err := sch.resolveExDate("occurrence", *s.Occurrence, lim)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(sch.ExDates, rid) {
+		return nil, invalid("occurrence", "%s is cancelled", *s.Occurrence)
+	}
+	start, _ := time.ParseInLocation(localLayout, rid, loc)
+	dur := sch.Duration
+	idx := slices.IndexFunc(sch.Overrides, func(o Override) bool { return o.RecurrenceID == rid })
+	if idx >= 0 {
+		start, _ = time.ParseInLocation(localLayout, sch.Overrides[idx].Start, loc)
+		dur = sch.Overrides[idx].Duration
+	}
+	if s.Start != nil {
+		if start, err = parseLocal("start", *s.Start, loc); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case s.Duration != nil && s.End != nil:
+		return nil, invalid("end", "give either end or duration, not both")
+	case s.Duration != nil:
+		if dur, err = time.ParseDuration(strings.TrimSpace(*s.Duration)); err != nil {
+			return nil, invalid("duration", "%q is not a duration like 1h or 90m", *s.Duration)
+		}
+	case s.End != nil:
+		e := strings.TrimSpace(*s.End)
+		if len(e) <= 5 {
+			e = start.Format("2006-01-02") + " " + e
+		}
+		end, err := parseLocal("end", e, loc)
+		if err != nil {
+			return nil, err
+		}
+		if !end.After(start) {
+			return nil, invalid("end", "%s is not after the start %s", end.Format("2006-01-02 15:04"), start.Format("2006-01-02 15:04"))
+		}
+		dur = end.Sub(start)
+	}
+	sch.Overrides = slices.Clone(sch.Overrides)
+	if idx >= 0 {
+		sch.Overrides = slices.Delete(sch.Overrides, idx, idx+1)
+	}
+	if start.Format(localLayout) != rid || dur != sch.Duration {
+		sch.Overrides = append(sch.Overrides, Override{RecurrenceID: rid, Start: start.Format(localLayout), Duration: dur})
+		slices.SortFunc(sch.Overrides, func(a, b Override) int { return strings.Compare(a.RecurrenceID, b.RecurrenceID) })
+	}
+	occ, err := sch.Validate(lim)
+	if err != nil {
+		return nil, err
+	}
+	m.Schedule = sch
+	return occ, nil
 }

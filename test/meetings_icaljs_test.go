@@ -20,6 +20,8 @@ type icalResult struct {
 	Method     string   `json:"method"`
 	VTimezones []string `json:"vtimezones"`
 	TZIDs      []string `json:"tzids"`
+	// Overrides counts the moved occurrences ical.js related to their series.
+	Overrides int `json:"overrides"`
 	Events     []struct {
 		UID          string `json:"uid"`
 		Sequence     int    `json:"sequence"`
@@ -148,6 +150,21 @@ func TestMeetingICSReadByICalJS(t *testing.T) {
 			t.Logf("%d occurrences agree", len(want))
 		})
 	}
+
+	t.Run("one occurrence moved (RECURRENCE-ID)", func(t *testing.T) {
+		sched := meetings.Schedule{TimeZone: "Europe/Berlin", Start: "20270315T100000", Duration: time.Hour, RRule: "FREQ=WEEKLY;COUNT=4",
+			Overrides: []meetings.Override{{RecurrenceID: "20270329T100000", Start: "20270330T150000", Duration: 30 * time.Minute}}}
+		m := &meetings.Meeting{ID: "abcdefgh", RoomID: "!r:localhost", Organiser: "@alice:localhost", Title: "Lage",
+			Schedule: sched, UID: "u@x", Sequence: 1, UpdatedAt: now}
+		ics, err := meetings.CalendarFile(m, meetings.MethodRequest, time.Time{}, "https://x/", now)
+		require.NoError(t, err)
+		got := readICS(t, ics)
+		require.Equal(t, 1, got.Overrides)
+		require.Len(t, got.Events, 1)
+		require.Equal(t, []string{"2027-03-15T09:00:00.000Z", "2027-03-22T09:00:00.000Z", "2027-03-30T13:00:00.000Z", "2027-04-05T08:00:00.000Z"}, got.starts())
+		require.Equal(t, "2027-03-30T13:30:00.000Z", got.Events[0].Occurrences[2].End)
+		require.Equal(t, expected(t, sched), got.starts())
+	})
 
 	t.Run("cancelling one occurrence", func(t *testing.T) {
 		sched := meetings.Schedule{TimeZone: "Europe/Berlin", Start: "20270315T100000", Duration: time.Hour, RRule: "FREQ=WEEKLY;COUNT=6"}

@@ -303,6 +303,21 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		require.Equal(t, "", got.Events[0].RecurrenceID)
 		require.Equal(t, 1, got.Events[0].Sequence)
 		require.Equal(t, httpMeeting, files[4].ID)
+
+		// One occurrence moved: a REQUEST with a RECURRENCE-ID override.
+		say(`!conf meeting update ` + meetingID + ` occurrence=2027-04-12 start="2027-04-13 15:00"`)
+		waitForMessage(t, alice, cmdRoom, s.BotID, "12 Apr moved to Tue 13 Apr 15:00")
+		files = awaitFiles(t, s, bob, bobDM, s.BotID, 6)
+		got = readICS(t, files[5].Data)
+		require.Equal(t, "REQUEST", got.Method)
+		require.Equal(t, 3, got.Events[0].Sequence)
+		require.Equal(t, 1, got.Overrides)
+		require.Contains(t, got.starts(), "2027-04-13T13:00:00.000Z")
+		require.NotContains(t, got.starts(), "2027-04-12T09:00:00.000Z")
+		var md map[string]any
+		require.NoError(t, bob.Client.StateEvent(ctx, room, event.Type{Type: "net.nordeck.meetings.metadata", Class: event.StateEventType}, "", &md))
+		require.Len(t, md["calendar"], 2)
+		require.Equal(t, map[string]any{"tzid": "Europe/Berlin", "value": "20270412T110000"}, md["calendar"].([]any)[1].(map[string]any)["recurrenceId"])
 	})
 
 	t.Run("the webcal feed lists exactly the user's meetings and refuses a wrong token", func(t *testing.T) {

@@ -29,8 +29,20 @@ const collect = (comp) => {
 cal.getAllSubcomponents("vevent").forEach(collect);
 
 const iso = (t) => t.toJSDate().toISOString();
-const events = cal.getAllSubcomponents("vevent").map((v) => {
-  const ev = new ICAL.Event(v);
+// Moved occurrences (VEVENTs with RECURRENCE-ID) belong to their series.
+const all = cal.getAllSubcomponents("vevent").map((v) => ({ v, ev: new ICAL.Event(v) }));
+const masters = new Map();
+for (const e of all) if (!e.ev.isRecurrenceException()) masters.set(e.ev.uid, e);
+let overrides = 0;
+const shown = all.filter((e) => {
+  if (e.ev.isRecurrenceException() && masters.has(e.ev.uid)) {
+    masters.get(e.ev.uid).ev.relateException(e.ev);
+    overrides++;
+    return false;
+  }
+  return true;
+});
+const events = shown.map(({ v, ev }) => {
   const out = {
     uid: ev.uid,
     sequence: ev.sequence,
@@ -49,6 +61,7 @@ const events = cal.getAllSubcomponents("vevent").map((v) => {
       const d = ev.getOccurrenceDetails(next);
       out.occurrences.push({ start: iso(d.startDate), end: iso(d.endDate), local: d.startDate.toString() });
     }
+    out.occurrences.sort((a, b) => a.start.localeCompare(b.start));
   } else {
     out.occurrences.push({ start: iso(ev.startDate), end: iso(ev.endDate), local: ev.startDate.toString() });
   }
@@ -59,5 +72,6 @@ process.stdout.write(JSON.stringify({
   method: cal.getFirstPropertyValue("method"),
   vtimezones: zones,
   tzids: [...tzids].sort(),
+  overrides,
   events,
 }) + "\n");
