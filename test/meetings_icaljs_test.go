@@ -22,7 +22,7 @@ type icalResult struct {
 	TZIDs      []string `json:"tzids"`
 	// Overrides counts the moved occurrences ical.js related to their series.
 	Overrides int `json:"overrides"`
-	Events     []struct {
+	Events    []struct {
 		UID          string `json:"uid"`
 		Sequence     int    `json:"sequence"`
 		Summary      string `json:"summary"`
