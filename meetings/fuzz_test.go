@@ -3,6 +3,7 @@ package meetings
 import (
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 // FuzzParseCommand: no panic on any command text; what parses, applies
@@ -23,7 +24,9 @@ func FuzzParseCommand(f *testing.F) {
 			return
 		}
 		m := &Meeting{Organiser: "@alice:hs.test"}
-		_, _, _ = c.Spec.apply(m, "Europe/Berlin", &cfg, "hs.test")
+		if _, _, err := c.Spec.apply(m, "Europe/Berlin", &cfg, "hs.test"); err == nil {
+			mustEncode(t, m)
+		}
 	})
 }
 
@@ -57,7 +60,18 @@ func FuzzDecodeSpec(f *testing.F) {
 			t.Fatalf("spec changed on round trip: %s vs %s", again, b2)
 		}
 		m := &Meeting{Organiser: "@alice:hs.test"}
-		_, _, _ = s.apply(m, "Europe/Berlin", &cfg, "hs.test")
+		if _, _, err := s.apply(m, "Europe/Berlin", &cfg, "hs.test"); err == nil {
+			mustEncode(t, m)
+		}
 		_, _ = DecodeUpdate(body)
 	})
+}
+
+// mustEncode: whatever was accepted becomes a valid calendar file.
+func mustEncode(t *testing.T, m *Meeting) {
+	t.Helper()
+	m.UID, m.ID = "u@x", "abcdefgh"
+	if _, err := CalendarFile(m, MethodRequest, time.Time{}, "https://x/", time.Unix(0, 0)); err != nil {
+		t.Fatalf("an accepted meeting does not encode: %v", err)
+	}
 }

@@ -84,6 +84,13 @@ func (s *Schedule) StartTime() (time.Time, error) {
 	return time.ParseInLocation(localLayout, s.Start, loc)
 }
 
+// Meetings take place in these years (the recurrence library also fails
+// on years far outside them).
+const (
+	minYear = 2000
+	maxYear = 2199
+)
+
 // parseLocal reads a local date-time a person typed: "2026-03-23 10:00",
 // "2026-03-23T10:00", "2026-03-23T10:00:00" or localLayout. A time that does
 // not exist in loc (the hour skipped when clocks go forward) is refused, as is
@@ -102,6 +109,9 @@ func parseLocal(field, value string, loc *time.Location) (time.Time, error) {
 			return time.Time{}, invalid(field, "%q is not a date: %s", firstWord(v), dateProblem(firstWord(v)))
 		}
 		return time.Time{}, invalid(field, "%q is not a date and time like 2026-03-23 10:00", value)
+	}
+	if t.Year() < minYear || t.Year() > maxYear {
+		return time.Time{}, invalid(field, "%s is not between the years %d and %d", v, minYear, maxYear)
 	}
 	local := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), 0, loc)
 	if local.Hour() != t.Hour() || local.Minute() != t.Minute() || local.Day() != t.Day() {
@@ -221,13 +231,13 @@ func (s *Schedule) set() (*rrule.Set, time.Time, error) {
 
 // Occurrences lists every occurrence, at most max+1 (so a caller can tell
 // "too many").
-func (s *Schedule) Occurrences(max int) ([]Occurrence, error) {
+func (s *Schedule) Occurrences(max int) (out []Occurrence, err error) {
+	defer recoverRule(&err)
 	set, _, err := s.set()
 	if err != nil {
 		return nil, err
 	}
 	next := set.Iterator()
-	var out []Occurrence
 	for len(out) <= max {
 		t, ok := next()
 		if !ok {
@@ -252,7 +262,8 @@ func (s *Schedule) Occurrences(max int) ([]Occurrence, error) {
 }
 
 // Between lists the occurrences that overlap [from, to).
-func (s *Schedule) Between(from, to time.Time) ([]Occurrence, error) {
+func (s *Schedule) Between(from, to time.Time) (_ []Occurrence, err error) {
+	defer recoverRule(&err)
 	if len(s.Overrides) > 0 {
 		// Moved occurrences may enter or leave any window: filter them all.
 		all, err := s.Occurrences(100000)
@@ -432,4 +443,12 @@ func describeRule(rule string, loc *time.Location) string {
 		text += ", until " + opt.Until.In(loc).Format("2 Jan 2006")
 	}
 	return text
+}
+
+// recoverRule turns a panic of the recurrence library (it has failed on
+// odd input) into an error naming the rule.
+func recoverRule(err *error) {
+	if r := recover(); r != nil {
+		*err = invalid("rrule", "the rule cannot be expanded (%v)", r)
+	}
 }

@@ -359,3 +359,20 @@ func TestMoveOneOccurrence(t *testing.T) {
 	occ, _ = m.Schedule.Occurrences(10)
 	require.Len(t, occ, 3)
 }
+
+// Text from organisers cannot break out of the calendar file or the
+// reminder's HTML.
+func TestInjectionIsEscaped(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	_, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("x\r\nBEGIN:VEVENT"), Start: ptr("2026-03-23 10:00")})
+	require.ErrorContains(t, err, "title: must be one line")
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr(`<img src=x onerror=alert(1)>`), Description: ptr("a\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:evil"),
+		Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
+	require.NoError(t, err)
+	_, ev := decodeICS(t, env.mx.files(bob)[0]) // exactly one VEVENT
+	require.Equal(t, res.Meeting.UID, prop(t, ev.Component, ical.PropUID))
+	c := env.svc.reminderContent(res.Meeting, Occurrence{Start: utc("2026-03-23 09:00")}, utc("2026-03-23 08:50"))
+	require.NotContains(t, c["formatted_body"], "<img")
+	require.Contains(t, c["formatted_body"], "&lt;img src=x onerror=alert(1)&gt;")
+}

@@ -106,7 +106,8 @@ func (s *Spec) apply(m *Meeting, tzDefault string, cfg *Config, localServer stri
 		return nil, false, invalid("title", "must be one line of at most 255 characters")
 	}
 	if s.Description != nil {
-		m.Description = strings.TrimSpace(*s.Description)
+		// Line ends become \n (an iCalendar TEXT escapes only that).
+		m.Description = strings.TrimSpace(strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(*s.Description))
 		if len(m.Description) > 4000 {
 			return nil, false, invalid("description", "longer than 4000 characters")
 		}
