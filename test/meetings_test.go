@@ -347,6 +347,24 @@ func TestMeetingsWithDendrite(t *testing.T) {
 			resp.Body.Close()
 			require.Equal(t, 404, resp.StatusCode, bad)
 		}
+
+		// Asked in the shared meeting room, the bot sends the address to the
+		// direct chat only; the new address replaces the old one.
+		_, err = bob.Client.SendText(ctx, room, "!conf meeting feed")
+		require.NoError(t, err)
+		answer := waitForMessage(t, bob, room, s.BotID, "I sent your calendar address to you in our direct chat")
+		require.NotContains(t, answer, "/meetings/cal/")
+		dmText := waitForMessage(t, bob, bobDM, s.BotID, "Your private calendar address")
+		newFeed := regexp.MustCompile(`https?://\S+\.ics`).FindString(dmText)
+		require.NotEmpty(t, newFeed, dmText)
+		resp, err = http.Get(newFeed)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		resp, err = http.Get(feed)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, 404, resp.StatusCode, "the old address stopped working")
 	})
 
 	t.Run("bad input is refused with a clear message and creates nothing", func(t *testing.T) {
