@@ -222,7 +222,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			return err
 		}
 		as.AddCommand("meeting", meet.Bot(cfg.Appservice.CommandPrefix))
-		focusSvc.Handle("/meetings/", meet.Handler())
+		// The API asks the homeserver about every token: rate limited per IP.
+		focusSvc.Handle("/meetings/", focusSvc.LimitPerIP(meet.Handler()))
 		runners = append(runners, meet.Run)
 	}
 
