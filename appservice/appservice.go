@@ -56,8 +56,12 @@ type Appservice struct {
 	metrics   *metrics
 	jobs      chan job
 	now       func() time.Time
+	// commands are the verbs other packages answer (AddCommand).
+	commands map[string]CommandHandler
 
 	// memberChanged is closed and replaced at every membership change.
+	dmMu sync.Mutex
+
 	memberMu      sync.Mutex
 	memberChanged chan struct{}
 }

@@ -3,6 +3,8 @@ package appservice
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -10,8 +12,30 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// command answers one bot command. Unknown commands get the help text.
-func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.UserID, args []string) *event.MessageEventContent {
+// CommandHandler answers the bot commands of one verb that another package
+// owns ("!conf meeting …" by package meetings).
+type CommandHandler interface {
+	// HandleCommand gets the text after the verb, unsplit (it may quote);
+	// it returns the reply as plain text and optionally HTML.
+	HandleCommand(ctx context.Context, roomID, sender, text string) (string, string)
+	// HelpSummary is its line in "!conf help".
+	HelpSummary() string
+	// Help is "!conf help <verb>".
+	Help() string
+}
+
+// AddCommand registers the handler of verb. Call it before Run.
+func (a *Appservice) AddCommand(verb string, h CommandHandler) {
+	if a.commands == nil {
+		a.commands = map[string]CommandHandler{}
+	}
+	a.commands[strings.ToLower(verb)] = h
+}
+
+// command answers one bot command; text is what followed the prefix.
+// Unknown commands get the help text.
+func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.UserID, text string) *event.MessageEventContent {
+	args := strings.Fields(text)
 	verb := "help"
 	if len(args) > 0 {
 		verb = strings.ToLower(args[0])
@@ -23,21 +47,43 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 	case "policy":
 		return a.policyCommand(ctx, roomID, sender, args[1:])
 	case "help":
+		if len(args) > 1 {
+			if h, ok := a.commands[strings.ToLower(args[1])]; ok {
+				return notice(h.Help())
+			}
+		}
 		return notice(a.helpText())
+	}
+	if h, ok := a.commands[verb]; ok {
+		rest := strings.TrimSpace(text)
+		rest = strings.TrimSpace(rest[len(args[0]):])
+		body, html := h.HandleCommand(ctx, roomID.String(), sender.String(), rest)
+		if body == "" {
+			return nil
+		}
+		c := notice(body)
+		if html != "" {
+			c.Format, c.FormattedBody = event.FormatHTML, html
+		}
+		return c
 	}
 	return notice(fmt.Sprintf("Unknown command %q.\n\n%s", verb, a.helpText()))
 }
 
 func (a *Appservice) helpText() string {
 	p := a.cfg.CommandPrefix
-	return strings.Join([]string{
+	lines := []string{
 		"gxconf bot commands:",
 		"• " + p + " help — this text",
 		"• " + p + " status — who is in this room's call and how calls are set up",
 		"• " + p + " policy — show this room's access policy (state event " + accessEventType.Type + ")",
 		"• " + p + " policy set <json> — set it, e.g. {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"" + a.botID.Homeserver() + "\"]}",
 		"• " + p + " policy clear — remove it (needs the room's highest power level)",
-	}, "\n")
+	}
+	for _, verb := range slices.Sorted(maps.Keys(a.commands)) {
+		lines = append(lines, "• "+a.commands[verb].HelpSummary())
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {

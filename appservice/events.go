@@ -142,7 +142,7 @@ func (a *Appservice) onMessage(ctx context.Context, evt *event.Event) {
 		if !a.state.IsInRoom(ctx, roomID, a.botID) {
 			return nil // commands are answered only where the bot is a member
 		}
-		reply := a.command(ctx, roomID, sender, fields[1:])
+		reply := a.command(ctx, roomID, sender, strings.TrimPrefix(body, fields[0]))
 		if reply == nil {
 			return nil
 		}

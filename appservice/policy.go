@@ -249,9 +249,27 @@ func (a *Appservice) Notice(ctx context.Context, roomID, text string) error {
 // DirectMessage sends text to a user in the bot's direct chat with them,
 // creating the chat (and inviting the user) the first time.
 func (a *Appservice) DirectMessage(ctx context.Context, userID, text, html string) error {
-	roomID, err := a.store.dmRoom(ctx, userID)
+	roomID, err := a.DirectRoom(ctx, userID)
 	if err != nil {
 		return err
+	}
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	if html != "" {
+		content.Format, content.FormattedBody = event.FormatHTML, html
+	}
+	_, err = a.mx.BotIntent().SendMessageEvent(ctx, id.RoomID(roomID), event.EventMessage, content)
+	return err
+}
+
+// DirectRoom returns the bot's direct chat with a user, creating it (and
+// inviting the user) the first time. Concurrent first calls for one user
+// are serialised so only one chat is made.
+func (a *Appservice) DirectRoom(ctx context.Context, userID string) (string, error) {
+	a.dmMu.Lock()
+	defer a.dmMu.Unlock()
+	roomID, err := a.store.dmRoom(ctx, userID)
+	if err != nil {
+		return "", err
 	}
 	bot := a.mx.BotIntent()
 	if roomID == "" {
@@ -263,19 +281,14 @@ func (a *Appservice) DirectMessage(ctx context.Context, userID, text, html strin
 			Topic:    "Messages about your calls from " + a.botID.String(),
 		})
 		if err != nil {
-			return fmt.Errorf("failed to create direct chat with %s: %w", userID, err)
+			return "", fmt.Errorf("failed to create direct chat with %s: %w", userID, err)
 		}
 		roomID = resp.RoomID.String()
 		if err := a.store.putDMRoom(ctx, userID, roomID); err != nil {
-			return err
+			return "", err
 		}
 	}
-	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
-	if html != "" {
-		content.Format, content.FormattedBody = event.FormatHTML, html
-	}
-	_, err = bot.SendMessageEvent(ctx, id.RoomID(roomID), event.EventMessage, content)
-	return err
+	return roomID, nil
 }
 
 // policyCommand handles "!conf policy [show|set <json>|clear]".

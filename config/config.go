@@ -20,6 +20,7 @@ import (
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/meetings"
 	"github.com/gxfs-conf/gxconf/servertls"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
@@ -53,6 +54,9 @@ type Config struct {
 	Logging Logging `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
+	// Meetings schedules calls: bot commands, HTTP API, calendar files,
+	// feeds and reminders.
+	Meetings meetings.Config `yaml:"meetings"`
 
 	// derivedKeys tells that the SFU key was made up for this process.
 	derivedKeys bool
@@ -112,6 +116,7 @@ func Default() Config {
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
+		Meetings:    meetings.DefaultConfig(),
 	}
 }
 
@@ -205,6 +210,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("metrics.pprof: needs metrics.enabled and metrics.listen (profiles are never served on the public focus listener)"))
 	}
 	add("tls", c.TLS.Validate())
+	if c.Meetings.Enabled {
+		add("meetings", c.Meetings.Validate())
+	}
 	if t := c.SFU.TURN; c.SFU.Enabled && t.Enabled && !c.TLS.Enabled() {
 		// The embedded TURN server's TLS uses the tls section's certificate.
 		if t.TLSOnSignalPort {

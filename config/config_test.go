@@ -55,6 +55,14 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	require.Equal(t, def.Logging, cfg.Logging)
 	require.Equal(t, def.Cluster, cfg.Cluster)
 	require.Equal(t, def.Bridge, cfg.Bridge)
+	meet := cfg.Meetings
+	if len(meet.Levels) == 0 {
+		meet.Levels = nil
+	}
+	if len(meet.OrganiserHomeservers) == 0 {
+		meet.OrganiserHomeservers = nil
+	}
+	require.Equal(t, def.Meetings, meet)
 	// The embedded SFU: every default, keys aside (derived per process when empty).
 	sfuCfg, defSFU := cfg.SFU, def.SFU
 	sfuCfg.Keys, defSFU.Keys = nil, nil

@@ -234,3 +234,17 @@ func writeDiscovery(w http.ResponseWriter, r *http.Request, doc any) {
 		_ = json.NewEncoder(w).Encode(doc)
 	}
 }
+
+// LimitPerIP applies the focus's per-IP rate limit (focus.rate_limit.per_ip,
+// trusting the same proxies) to another API mounted on the focus listener,
+// such as the meetings API: 429 with Retry-After when a client sends too much.
+func (s *Service) LimitPerIP(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, wait := s.ipLimit.allow(clientIP(r, s.trusted), s.now()); !ok {
+			w.Header().Set("Content-Type", "application/json")
+			writeError(w, &Error{Status: http.StatusTooManyRequests, Code: codeLimit, Message: "Too many requests", RetryAfter: wait})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -516,3 +516,11 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 }
+
+// VerifyOpenID checks a Matrix OpenID token with the user's homeserver (the
+// same check, cache and overrides as /get_token) and returns whose it is;
+// other HTTP APIs (meetings) authenticate callers with it.
+func (s *Service) VerifyOpenID(ctx context.Context, tok OpenIDToken) (string, error) {
+	user, err := s.verifyOpenID(ctx, tok)
+	return user.String(), err
+}

@@ -438,6 +438,32 @@ func TestRateLimits(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, out)
 }
 
+// Another API mounted on the focus listener (meetings) shares the per-IP limit.
+func TestLimitPerIPWrapsOtherAPIs(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.RateLimit.PerIP = RateConfig{Rate: 0.001, Burst: 2} })
+	calls := 0
+	wrapped := httptest.NewServer(h.svc.LimitPerIP(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls++
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	defer wrapped.Close()
+	for i := 0; i < 2; i++ {
+		resp, err := http.Get(wrapped.URL + "/meetings/v1/meetings")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	}
+	resp, err := http.Get(wrapped.URL + "/meetings/v1/meetings")
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, 2, calls)
+}
+
 func TestBodyLimit(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxBodyBytes = 1024 })
 	resp, out := h.post(t, "/get_token", `{"room_id":"`+strings.Repeat("a", 2000)+`"}`)

@@ -11,6 +11,7 @@
 #    from source by deploy/tools/build.sh, which check.sh runs)
 #  - npm packages of test/ecembed: Element Call embedded (@element-hq/element-call-embedded)
 #    and the widget host the Element Call browser test puts it in (npm ci from the lockfile)
+#  - npm packages of test/icaljs: Mozilla's ical.js, the independent reader of the meetings' .ics files
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
 # `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
@@ -79,5 +80,6 @@ need_node
 npm_ci test/credharness
 npm_ci web
 npm_ci test/ecembed
+npm_ci test/icaljs
 
 echo "deps: ok"

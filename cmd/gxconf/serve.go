@@ -32,6 +32,7 @@ import (
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/meetings"
 	"github.com/gxfs-conf/gxconf/servertls"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/gxfs-conf/gxconf/store"
@@ -198,6 +199,33 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		return err
 	}
 	late.as = as
+
+	if cfg.Meetings.Enabled {
+		meet, err := meetings.New(ctx, meetings.Options{
+			Config:      cfg.Meetings,
+			DB:          db,
+			Matrix:      meetings.NewMatrix(as.Bot(), as),
+			BotID:       as.BotID().String(),
+			LocalServer: cfg.Homeserver.Domain,
+			PublicURL:   focusCfg.ServiceURL(),
+			Policies:    verifier,
+			Auth: &meetings.HomeserverAuth{
+				HomeserverURL: cfg.Homeserver.Address,
+				OpenIDCheck: func(ctx context.Context, tok meetings.OpenIDToken) (string, error) {
+					return focusSvc.VerifyOpenID(ctx, focus.OpenIDToken(tok))
+				},
+			},
+			Log:        log,
+			Registerer: registry,
+		})
+		if err != nil {
+			return err
+		}
+		as.AddCommand("meeting", meet.Bot(cfg.Appservice.CommandPrefix))
+		// The API asks the homeserver about every token: rate limited per IP.
+		focusSvc.Handle("/meetings/", focusSvc.LimitPerIP(meet.Handler()))
+		runners = append(runners, meet.Run)
+	}
 
 	// The operator self-test page: the browser call client the end-to-end tests use.
 	focusSvc.Handle("/selftest/", http.StripPrefix("/selftest", web.Handler()))

@@ -1,0 +1,30 @@
+package meetings
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/credentials"
+)
+
+func TestConfigValidateNamesEveryKey(t *testing.T) {
+	c := DefaultConfig()
+	require.NoError(t, c.Validate())
+	c.DefaultTimezone = "Mars/Base"
+	c.ReminderBefore = -time.Minute
+	c.CallLink = "https://element.example/#/room/"
+	c.PublicURL = "ftp://x"
+	c.MaxInvitees = 10000
+	c.MaxOccurrences = 0
+	c.MaxSeriesSpan = time.Hour
+	c.MaxDuration = 0
+	c.MaxMeetingsPerOrganiser = 0
+	c.Levels = map[credentials.Level]LevelDefaults{"secret": {}}
+	err := c.Validate()
+	for _, key := range []string{"default_timezone:", "reminder_before:", "call_link: must contain {room_id}", "public_url:",
+		"max_invitees: must be between 1 and 5000, got 10000", "max_occurrences:", "max_series_span:", "max_duration:", "max_meetings_per_organiser:", `levels: unknown level "secret"`} {
+		require.ErrorContains(t, err, key)
+	}
+}

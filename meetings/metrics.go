@@ -1,0 +1,27 @@
+package meetings
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	ops       *prometheus.CounterVec
+	files     *prometheus.CounterVec
+	reminders *prometheus.CounterVec
+	api       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_operations_total",
+			Help: "Meeting operations (create, update, cancel) by result."}, []string{"op", "result"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_calendar_files_total",
+			Help: "iCalendar files posted in direct chats, by iTIP method and result."}, []string{"method", "result"}),
+		reminders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_reminders_total",
+			Help: "Reminders posted in meeting rooms, by result (sent, late, error)."}, []string{"result"}),
+		api: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_api_requests_total",
+			Help: "Meetings HTTP API requests by endpoint and status class."}, []string{"endpoint", "status"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.ops, m.files, m.reminders, m.api)
+	}
+	return m
+}

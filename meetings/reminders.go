@@ -1,0 +1,127 @@
+package meetings
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// maxSleep bounds one wait of the reminder loop, so a clock that jumps (a
+// suspended VM) is noticed within it.
+const maxSleep = 5 * time.Minute
+
+// Run posts reminders until ctx ends. At each wake-up it sends every
+// reminder that is due and whose occurrence has not ended yet, exactly
+// once: the claim is written to the database before the message is sent (a
+// crash between the two loses that reminder rather than doubling it; a
+// failed send removes the claim so the next round retries). After a
+// restart the same rule sends a reminder missed during downtime once,
+// if its occurrence is still running or ahead.
+func (s *Service) Run(ctx context.Context) error {
+	for {
+		next, err := s.remind(ctx)
+		if err != nil {
+			s.log.Warn().Err(err).Msg("Failed to send reminders")
+			next = s.clock.Now().Add(time.Minute)
+		}
+		wait := next.Sub(s.clock.Now())
+		if wait > maxSleep {
+			wait = maxSleep
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.clock.After(wait):
+		case <-s.wake:
+		}
+	}
+}
+
+// remind sends the due reminders and returns when the next one is due.
+func (s *Service) remind(ctx context.Context) (time.Time, error) {
+	now := s.clock.Now()
+	next := now.Add(maxSleep)
+	ms, err := s.store.active(ctx, now)
+	if err != nil {
+		return next, err
+	}
+	before := s.cfg.ReminderBefore
+	for _, m := range ms {
+		// The occurrences running now or starting within the next wait.
+		occ, err := m.Schedule.Between(now, now.Add(before+maxSleep))
+		if err != nil {
+			continue
+		}
+		for _, o := range occ {
+			due := o.Start.Add(-before)
+			if due.After(now) {
+				if due.Before(next) {
+					next = due
+				}
+				continue
+			}
+			if err := s.sendReminder(ctx, m, o, now); err != nil {
+				return next, err
+			}
+		}
+	}
+	return next, nil
+}
+
+func (s *Service) sendReminder(ctx context.Context, m *Meeting, o Occurrence, now time.Time) error {
+	claimed, err := s.store.claimReminder(ctx, m.ID, o.Start, now)
+	if err != nil || !claimed {
+		return err
+	}
+	late := now.Sub(o.Start.Add(-s.cfg.ReminderBefore)) > time.Minute
+	content := s.reminderContent(m, o, now)
+	if err := s.mx.SendMessage(ctx, m.RoomID, content); err != nil {
+		s.metrics.reminders.WithLabelValues("error").Inc()
+		if uerr := s.store.unclaimReminder(context.WithoutCancel(ctx), m.ID, o.Start); uerr != nil {
+			s.log.Error().Err(uerr).Str("meeting_id", m.ID).Msg("Failed to release a reminder claim; that reminder is lost")
+		}
+		return fmt.Errorf("failed to post reminder in %s: %w", m.RoomID, err)
+	}
+	result := "sent"
+	if late {
+		result = "late"
+	}
+	s.metrics.reminders.WithLabelValues(result).Inc()
+	s.log.Info().Str("room_id", m.RoomID).Str("meeting_id", m.ID).Time("occurrence", o.Start).Bool("late", late).Msg("Reminder sent")
+	return nil
+}
+
+// reminderContent mentions every participant (m.mentions and HTML pills)
+// and gives the join link. The bot rings nobody: the first client to join
+// the call rings, as Element Call does.
+func (s *Service) reminderContent(m *Meeting, o Occurrence, now time.Time) map[string]any {
+	people := append([]string{m.Organiser}, m.Participants...)
+	loc, _ := m.Schedule.location()
+	when := "now"
+	if d := o.Start.Sub(now); d > 30*time.Second {
+		when = "in " + roundMinutes(d)
+	} else if d < -30*time.Second {
+		when = "since " + o.Start.In(loc).Format("15:04")
+	}
+	link := s.CallLink(m)
+	text := fmt.Sprintf("⏰ %s starts %s (%s %s). Join the call: %s\n%s",
+		m.Title, when, o.Start.In(loc).Format("15:04"), loc, link, strings.Join(people, " "))
+	htmlText := fmt.Sprintf("⏰ <b>%s</b> starts %s (%s %s). <a href=\"%s\">Join the call</a><br>%s",
+		escape(m.Title), when, o.Start.In(loc).Format("15:04"), loc, escape(link), joinPills(people))
+	c := noticeContent(text, htmlText)
+	c["m.mentions"] = map[string]any{"user_ids": people}
+	c["de.gxconf.reminder"] = map[string]any{"meeting_id": m.ID, "occurrence": o.Start.UnixMilli()}
+	return c
+}
+
+func roundMinutes(d time.Duration) string {
+	min := int((d + 30*time.Second) / time.Minute)
+	if min == 1 {
+		return "in 1 minute"[3:]
+	}
+	return fmt.Sprintf("%d minutes", min)
+}
