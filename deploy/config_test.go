@@ -30,6 +30,7 @@ var secretFor = map[string]string{
 	"credentials.at_rest_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 	"sfu.keys.gxconf":         "0123456789abcdef0123456789abcdef-sfu-secret",
 	"bridge.secret":           "0123456789abcdef0123456789abcdef-relay-secret",
+	"sfu.turn.secret":         "0123456789abcdef0123456789abcdef-turn-secret",
 	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?sslmode=verify-full",
 }
 
