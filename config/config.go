@@ -86,6 +86,11 @@ type Metrics struct {
 	// listener (for load measurements; it needs metrics.listen, never the
 	// public focus listener).
 	Pprof bool `yaml:"pprof"`
+	// TLS serves the metrics listener (metrics, pprof, cluster status and
+	// drain) with native TLS: the tls section's certificate, versions and
+	// TR-02102-2 suites, reloaded like the other listeners'. It needs
+	// tls.cert_file and metrics.listen.
+	TLS bool `yaml:"tls"`
 }
 
 // DefaultMetricsListen keeps /metrics off the public focus listener: loopback
@@ -205,6 +210,14 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("metrics.pprof: needs metrics.enabled and metrics.listen (profiles are never served on the public focus listener)"))
 	}
 	add("tls", c.TLS.Validate())
+	if c.Metrics.TLS {
+		if !c.TLS.Enabled() {
+			errs = append(errs, errors.New("metrics.tls: needs tls.cert_file (the metrics listener serves the tls section's certificate)"))
+		}
+		if !c.Metrics.Enabled || c.Metrics.Listen == "" {
+			errs = append(errs, errors.New("metrics.tls: needs metrics.enabled and metrics.listen (on the focus listener, metrics follow the focus's TLS)"))
+		}
+	}
 	if t := c.SFU.TURN; c.SFU.Enabled && t.Enabled && !c.TLS.Enabled() {
 		// The embedded TURN server's TLS uses the tls section's certificate.
 		if t.TLSOnSignalPort {

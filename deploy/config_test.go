@@ -140,6 +140,13 @@ func TestChartConfigDecodes(t *testing.T) {
 				if cfg.Metrics.Enabled {
 					require.Equal(t, "0.0.0.0:9464", cfg.Metrics.Listen, "metrics on their own listener")
 				}
+				if sm := find(objs, "ServiceMonitor", "gx-gxconf"); sm != nil {
+					want := ""
+					if cfg.Metrics.TLS {
+						want = "https"
+					}
+					require.Equal(t, want, str(sm, "spec", "endpoints", 0, "scheme"), "Prometheus speaks the metrics listener's protocol")
+				}
 			}
 		})
 	}

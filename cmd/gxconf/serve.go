@@ -230,7 +230,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		}
 		metricsHandler = mux
 	}
-	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
+	focusRun, asRun, certs, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,15 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			focusSvc.Handle("/metrics", metricsHandler)
 		} else {
 			runners = append(runners, func(ctx context.Context) error {
-				return serveHTTP(ctx, cfg.Metrics.Listen, metricsHandler)
+				tlsCfg := servertls.Config{} // plain HTTP
+				if cfg.Metrics.TLS {
+					tlsCfg = cfg.TLS
+				}
+				ln, err := servertls.Listen(cfg.Metrics.Listen, tlsCfg, certs)
+				if err != nil {
+					return fmt.Errorf("metrics server: failed to listen on %s: %w", cfg.Metrics.Listen, err)
+				}
+				return serveHTTP(ctx, ln, metricsHandler)
 			})
 		}
 	}
@@ -331,11 +339,11 @@ func runAll(ctx context.Context, runners ...func(context.Context) error) error {
 	return errors.Join(errs...)
 }
 
-// serveHTTP runs a small HTTP server (metrics) until ctx ends.
-func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+// serveHTTP runs a small HTTP server (metrics) on ln until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
@@ -349,14 +357,15 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 }
 
 // tlsRunners serves the focus, appservice and embedded SFU listeners with
-// native TLS when the tls section names a certificate, and plain HTTP otherwise.
-func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, err error) {
+// native TLS when the tls section names a certificate, and plain HTTP
+// otherwise. certs (nil without TLS) is shared with the metrics listener.
+func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, certs *servertls.Certs, err error) {
 	if !cfg.TLS.Enabled() {
-		return focusSvc.Run, as.Run, nil
+		return focusSvc.Run, as.Run, nil, nil
 	}
-	certs, err := servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
+	certs, err = servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls: %w", err)
+		return nil, nil, nil, fmt.Errorf("tls: %w", err)
 	}
 	if sfuSrv != nil {
 		sfuSrv.SetTLSConfig(servertls.ServerConfig(cfg.TLS, certs))
@@ -370,5 +379,5 @@ func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service,
 			return serve(ctx, ln)
 		}
 	}
-	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), nil
+	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), certs, nil
 }

@@ -41,7 +41,7 @@ strict parser for every value set.
   "appservice" (dict "listen" (printf "0.0.0.0:%d" (int $v.appservice.port)) "address" (include "gxconf.appserviceAddress" $root))
   "focus" (dict "listen" "0.0.0.0:8080" "public_url" (include "gxconf.focusURL" $root))
   "sfu" (dict "enabled" true "listen" "0.0.0.0:7880" "path_prefix" $prefix "public_url" $signal "node_id" $node "region" $v.cluster.site "rtc" $rtc "turn" $turn)
-  "metrics" (dict "enabled" $v.metrics.enabled "listen" (printf "0.0.0.0:%d" (int $v.metrics.port)))
+  "metrics" (dict "enabled" $v.metrics.enabled "listen" (printf "0.0.0.0:%d" (int $v.metrics.port)) "tls" (and $v.metrics.enabled $v.metrics.tls))
 -}}
 {{- if $v.tls.existingSecret -}}
 {{- $tdir := printf "%s/tls" (include "gxconf.secretDir" $root) -}}

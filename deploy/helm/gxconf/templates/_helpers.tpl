@@ -146,6 +146,7 @@ Checks the combinations the schema cannot express.
 {{- if not $np.mediaCIDRs -}}{{ fail "networkPolicy.mediaCIDRs must name where clients send media from (0.0.0.0/0 and ::/0 for everyone)" }}{{- end -}}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.cidrs) -}}{{ fail "redis.external.cidrs must name Redis's addresses for the NetworkPolicy" }}{{- end -}}
 {{- end -}}
+{{- if and $v.metrics.enabled $v.metrics.tls (not $v.tls.existingSecret) -}}{{ fail "metrics.tls needs tls.existingSecret (the metrics listener serves its certificate)" }}{{- end -}}
 {{- if $v.turn.enabled -}}
 {{- $t := $v.turn -}}
 {{- if not (or $t.udpPortBase $t.tlsPortBase) -}}{{ fail "turn.enabled needs turn.udpPortBase or turn.tlsPortBase" }}{{- end -}}
