@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
@@ -53,9 +54,27 @@ type Config struct {
 	Logging Logging `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
+	// AtRest holds the keys that encrypt columns at rest (key ids, rotation).
+	AtRest atrest.Config `yaml:"at_rest"`
 
 	// derivedKeys tells that the SFU key was made up for this process.
 	derivedKeys bool
+	// atRestKeyDerived tells that credentials.at_rest_key was set from
+	// at_rest's primary key (it then opens no values of its own).
+	atRestKeyDerived bool
+}
+
+// LegacyAtRestKey is credentials.at_rest_key as the key of values sealed
+// without key id, or nil when there is none of its own.
+func (c *Config) LegacyAtRestKey() []byte {
+	if c.atRestKeyDerived || c.Credentials.AtRestKey == "" {
+		return nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.Credentials.AtRestKey)
+	if err != nil || len(k) != 32 {
+		return nil
+	}
+	return k
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -117,6 +136,7 @@ func Default() Config {
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
+		AtRest:      atrest.DefaultConfig(),
 	}
 }
 
@@ -210,6 +230,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("metrics.pprof: needs metrics.enabled and metrics.listen (profiles are never served on the public focus listener)"))
 	}
 	add("tls", c.TLS.Validate())
+	add("at_rest", c.AtRest.Validate())
 	if c.Metrics.TLS {
 		if !c.TLS.Enabled() {
 			errs = append(errs, errors.New("metrics.tls: needs tls.cert_file (the metrics listener serves the tls section's certificate)"))
@@ -241,6 +262,16 @@ func (c *Config) BridgeEnabled() bool {
 // embedded SFU a key pair for this process when none is configured (only the
 // focus in the same process mints tokens for it).
 func (c *Config) derive() {
+	if c.AtRest.Enabled() && c.Credentials.AtRestKey == "" {
+		// The credentials section needs a key; at_rest's primary is it
+		// (unreadable keys are reported by Validate).
+		if keys, err := atrest.ReadKeys(c.AtRest.KeysDir); err == nil {
+			if k, ok := keys[c.AtRest.PrimaryID(keys)]; ok {
+				c.Credentials.AtRestKey = base64.StdEncoding.EncodeToString(k)
+				c.atRestKeyDerived = true
+			}
+		}
+	}
 	if c.SFU.Enabled && len(c.SFU.Keys) == 0 {
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)

@@ -11,7 +11,7 @@ import (
 func newAuditStore(t *testing.T) (*auditLog, *store) {
 	t.Helper()
 	db := newTestDB(t)
-	st, err := newStore(db, make([]byte, 32))
+	st, err := newStore(db, make([]byte, 32), nil)
 	require.NoError(t, err)
 	require.NoError(t, st.upgrade(context.Background()))
 	return &auditLog{db: st.db}, st

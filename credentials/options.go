@@ -16,6 +16,19 @@ type options struct {
 	onAttestation func(context.Context, Attestation)
 	onInvalidated func(context.Context, Attestation, error)
 	roomPolicy    func(context.Context, string) (*AccessPolicy, error)
+	sealer        Sealer
+}
+
+// WithSealer encrypts attestation claims with s (key ids, rotation: package
+// atrest) instead of at_rest_key alone.
+func WithSealer(s Sealer) Option {
+	return func(o *options) error {
+		if s == nil {
+			return errors.New("WithSealer: nil sealer")
+		}
+		o.sealer = s
+		return nil
+	}
 }
 
 // WithRootCAs replaces the system trust roots for did:web and status-list

@@ -59,6 +59,17 @@ func nodeEnv(t *testing.T, sts obj, withCluster bool) (env []string, files map[s
 		if !strings.HasPrefix(name, config.EnvPrefix) {
 			continue
 		}
+		if name == "GXCONF_AT_REST__KEYS_DIR" {
+			// The mounted Secret: one file per key, named by its id.
+			require.True(t, strings.HasPrefix(value, "/run/secrets/gxconf/"), "env %s: secrets are mounted below /run/secrets/gxconf", name)
+			kdir := filepath.Join(dir, "at-rest-keys")
+			require.NoError(t, os.MkdirAll(kdir, 0o700))
+			for _, id := range []string{"2026-11", "2026-12"} {
+				require.NoError(t, os.WriteFile(filepath.Join(kdir, id), []byte(secretFor["credentials.at_rest_key"]), 0o600))
+			}
+			files["at_rest.keys_dir"] = kdir
+			value = kdir
+		}
 		require.NotContains(t, value, "$(", "env %s references an undefined variable", name)
 		if !withCluster && strings.HasPrefix(name, "GXCONF_CLUSTER__") {
 			continue
@@ -120,6 +131,10 @@ func TestChartConfigDecodes(t *testing.T) {
 				}
 				if s, ok := secrets["credentials.at_rest_key"]; ok {
 					require.Equal(t, s, cfg.Credentials.AtRestKey)
+				}
+				if d, ok := secrets["at_rest.keys_dir"]; ok {
+					require.Equal(t, d, cfg.AtRest.KeysDir)
+					require.NotEmpty(t, cfg.AtRest.Primary, "two keys need a primary")
 				}
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)

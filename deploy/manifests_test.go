@@ -71,7 +71,8 @@ func TestManifests(t *testing.T) {
 					for _, e := range list(c, "env") {
 						n := str(e, "name")
 						if strings.Contains(n, "SECRET") || strings.Contains(n, "PASSWORD") || strings.Contains(n, "KEY") {
-							require.True(t, strings.HasSuffix(n, "_FILE") || get(e, "valueFrom", "secretKeyRef") != nil,
+							mountedDir := strings.HasSuffix(n, "_DIR") && strings.HasPrefix(str(e, "value"), "/run/secrets/gxconf/")
+							require.True(t, strings.HasSuffix(n, "_FILE") || mountedDir || get(e, "valueFrom", "secretKeyRef") != nil,
 								"%s: secret %s must come from a Secret, not a literal", cid, n)
 						}
 					}

@@ -27,6 +27,7 @@ import (
 	mxas "maunium.net/go/mautrix/appservice"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
@@ -299,8 +300,16 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 		log.Info().Msg("No credential federations configured: rooms that require credentials cannot be joined")
 	}
 	credLog := log.With().Str("component", "credentials").Logger()
-	return credentials.New(ctx, credCfg, db, credLog,
-		credentials.WithRoomPolicy(bot.RoomPolicy),
+	opts := []credentials.Option{credentials.WithRoomPolicy(bot.RoomPolicy)}
+	var keyring *atrest.Keyring
+	if cfg.AtRest.Enabled() || cfg.Credentials.AtRestKey != "" {
+		var err error
+		if keyring, err = atrest.FromConfig(cfg.AtRest, cfg.LegacyAtRestKey()); err != nil {
+			return nil, fmt.Errorf("at_rest: %w", err)
+		}
+		opts = append(opts, credentials.WithSealer(keyring))
+	}
+	v, err := credentials.New(ctx, credCfg, db, credLog, append(opts,
 		credentials.WithOnAttestation(func(ctx context.Context, a credentials.Attestation) {
 			text := fmt.Sprintf("Thank you — your %s from %s is verified until %s. You can join the call now.",
 				a.Type, a.Issuer, a.ExpiresAt.UTC().Format(time.RFC3339))
@@ -317,7 +326,29 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 			credLog.Info().Str("user_id", a.UserID).Strs("rooms", rooms).Str("reason", credentials.ReasonCode(reason)).
 				Msg("Credential invalidated")
 		}),
-	)
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	if keyring != nil {
+		// Refuse to start with a missing or wrong key rather than fail on
+		// every read of the rows it sealed.
+		for _, col := range encryptedColumns() {
+			if err := atrest.Check(ctx, db, keyring, col); err != nil {
+				return nil, fmt.Errorf("at_rest: %w (restore the key to at_rest.keys_dir, or credentials.at_rest_key for values without key id)", err)
+			}
+		}
+	}
+	return v, nil
+}
+
+// encryptedColumns are the columns sealed with the at-rest keys.
+func encryptedColumns() []atrest.Column {
+	var cols []atrest.Column
+	for _, c := range credentials.EncryptedColumns {
+		cols = append(cols, atrest.Column{Table: c[0], ID: c[1], Value: c[2]})
+	}
+	return cols
 }
 
 // runAll runs every component until ctx ends or one returns; then it cancels
