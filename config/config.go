@@ -56,6 +56,8 @@ type Config struct {
 	TLS servertls.Config `yaml:"tls"`
 	// AtRest holds the keys that encrypt columns at rest (key ids, rotation).
 	AtRest atrest.Config `yaml:"at_rest"`
+	// Audit ships the audit log (access decisions, removals, admin actions).
+	Audit credentials.AuditConfig `yaml:"audit"`
 
 	// derivedKeys tells that the SFU key was made up for this process.
 	derivedKeys bool
@@ -231,6 +233,7 @@ func (c *Config) Validate() error {
 	}
 	add("tls", c.TLS.Validate())
 	add("at_rest", c.AtRest.Validate())
+	add("audit", c.Audit.Validate())
 	if c.Metrics.TLS {
 		if !c.TLS.Enabled() {
 			errs = append(errs, errors.New("metrics.tls: needs tls.cert_file (the metrics listener serves the tls section's certificate)"))

@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, log zerolog.Logge
 		log:      log,
 		opts:     o,
 		store:    st,
-		audit:    &auditLog{db: st.db},
+		audit:    &auditLog{db: st.db, ship: o.auditShip, log: log},
 		engine:   engine,
 		key:      key,
 		clientID: clientID,

@@ -51,6 +51,15 @@ func cmdKeys(args []string, stdout io.Writer) error {
 	if err := db.Child(credentials.VersionTable, credentials.UpgradeTable, nil).Upgrade(ctx); err != nil {
 		return fmt.Errorf("failed to upgrade credentials tables: %w", err)
 	}
+	ship, closeShip, err := cfg.Audit.OpenShip(stdout)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = closeShip() }()
+	if args[0] == "status" {
+		ship = nil // status changes nothing
+	}
+	audit := credentials.OpenAuditLog(db, ship, zerolog.Nop())
 	for _, col := range encryptedColumns() {
 		if args[0] == "status" {
 			use, err := atrest.KeyUse(ctx, db, col)
@@ -76,6 +85,14 @@ func cmdKeys(args []string, stdout io.Writer) error {
 			continue
 		}
 		n, err := atrest.Rotate(ctx, db, keyring, col, nil)
+		// An admin action: audited whether it finished or not.
+		why := fmt.Sprintf("keys rotate: %s: %d row(s) re-encrypted with key %s", col, n, keyring.Primary())
+		if err != nil {
+			why += "; stopped: " + err.Error()
+		}
+		if aerr := audit.Append(context.WithoutCancel(ctx), credentials.AuditEntry{Decision: credentials.AuditAdmin, UserID: "operator", Reason: why}); aerr != nil {
+			return fmt.Errorf("failed to audit the rotation: %w", aerr)
+		}
 		if err != nil {
 			return fmt.Errorf("rotation stopped after %d row(s) (every row is still readable; run it again): %w", n, err)
 		}

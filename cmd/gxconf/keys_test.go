@@ -98,7 +98,7 @@ func attestationClaims(t *testing.T, path string) ([]string, error) {
 	db, err := store.Open(ctx, cfg.Database, zerolog.Nop())
 	require.NoError(t, err)
 	defer db.Close()
-	v, err := newVerifier(ctx, cfg, db, zerolog.Nop(), &asLate{}, nil)
+	v, err := newVerifier(ctx, cfg, db, zerolog.Nop(), &asLate{}, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -144,7 +144,12 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 	late := &asLate{}
 	var focusSvc *focus.Service
-	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc })
+	ship, closeShip, err := cfg.Audit.OpenShip(os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = closeShip() }()
+	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc }, ship)
 	if err != nil {
 		return err
 	}
@@ -189,7 +194,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		HomeserverDomain: cfg.Homeserver.Domain,
 		HomeserverURL:    cfg.Homeserver.Address,
 		DB:               db,
-		Remover:          focusSvc,
+		Remover:          auditedRemover{focus: focusSvc, audit: verifier, log: log},
+		Audit:            verifier,
 		Policies:         verifier,
 		FocusURL:         focusCfg.ServiceURL(),
 		Log:              log,
@@ -273,6 +279,14 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			return
 		}
 		if node != nil {
+			how := "SIGTERM/SIGINT (e.g. a rolling restart)"
+			if ctx.Err() == nil {
+				how = "requested on the metrics listener (gxconf drain)"
+			}
+			if err := verifier.Audit(runCtx, credentials.AuditEntry{Decision: credentials.AuditAdmin, UserID: "operator",
+				Reason: "drain of node " + nodeID + ": " + how}); err != nil {
+				log.Error().Err(err).Msg("Failed to audit the drain")
+			}
 			node.drain(runCtx, sfuSrv, cfg.Cluster.Drain, log)
 		}
 		stopRun()
@@ -287,7 +301,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 // newVerifier builds the credentials verifier. Its callbacks reach the bot
 // (direct messages) and the focus (re-checking a user whose credential was
 // revoked or expired), which exist by the time they fire.
-func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, log zerolog.Logger, bot *asLate, focusSvc func() *focus.Service) (*credentials.Verifier, error) {
+func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, log zerolog.Logger, bot *asLate, focusSvc func() *focus.Service, ship io.Writer) (*credentials.Verifier, error) {
 	credCfg := cfg.Credentials
 	if credCfg.AtRestKey == "" && len(credCfg.Federations) == 0 {
 		// No federation, no attestation to encrypt: rooms can still have
@@ -301,6 +315,9 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 	}
 	credLog := log.With().Str("component", "credentials").Logger()
 	opts := []credentials.Option{credentials.WithRoomPolicy(bot.RoomPolicy)}
+	if ship != nil {
+		opts = append(opts, credentials.WithAuditShipping(ship))
+	}
 	var keyring *atrest.Keyring
 	if cfg.AtRest.Enabled() || cfg.Credentials.AtRestKey != "" {
 		var err error
@@ -309,6 +326,7 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 		}
 		opts = append(opts, credentials.WithSealer(keyring))
 	}
+	var v *credentials.Verifier
 	v, err := credentials.New(ctx, credCfg, db, credLog, append(opts,
 		credentials.WithOnAttestation(func(ctx context.Context, a credentials.Attestation) {
 			text := fmt.Sprintf("Thank you — your %s from %s is verified until %s. You can join the call now.",
@@ -322,6 +340,12 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 			rooms, err := focusSvc().RecheckUser(ctx, a.UserID, why)
 			if err != nil {
 				credLog.Warn().Err(err).Str("user_id", a.UserID).Msg("Failed to re-check a user after their credential became invalid")
+			}
+			for _, room := range rooms {
+				if err := v.Audit(ctx, credentials.AuditEntry{Decision: credentials.AuditRemove, UserID: a.UserID, RoomID: room,
+					Level: a.Level, CredentialHash: a.CredentialHash, Reason: why}); err != nil {
+					credLog.Error().Err(err).Msg("Failed to audit a removal")
+				}
 			}
 			credLog.Info().Str("user_id", a.UserID).Strs("rooms", rooms).Str("reason", credentials.ReasonCode(reason)).
 				Msg("Credential invalidated")
@@ -340,6 +364,26 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 		}
 	}
 	return v, nil
+}
+
+// auditedRemover removes users' participants through the focus and writes
+// each removal to the audit log.
+type auditedRemover struct {
+	focus *focus.Service
+	audit *credentials.Verifier
+	log   zerolog.Logger
+}
+
+func (r auditedRemover) RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error) {
+	n, err := r.focus.RemoveUser(ctx, roomID, userID, reason)
+	why := fmt.Sprintf("%s; %d participant(s) removed", reason, n)
+	if err != nil {
+		why += "; incomplete: " + err.Error()
+	}
+	if aerr := r.audit.Audit(ctx, credentials.AuditEntry{Decision: credentials.AuditRemove, UserID: userID, RoomID: roomID, Reason: why}); aerr != nil {
+		r.log.Error().Err(aerr).Str("user_id", userID).Str("room_id", roomID).Msg("Failed to audit a removal")
+	}
+	return n, err
 }
 
 // encryptedColumns are the columns sealed with the at-rest keys.
