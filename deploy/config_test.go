@@ -31,7 +31,7 @@ var secretFor = map[string]string{
 	"sfu.keys.gxconf":         "0123456789abcdef0123456789abcdef-sfu-secret",
 	"bridge.secret":           "0123456789abcdef0123456789abcdef-relay-secret",
 	"sfu.turn.secret":         "0123456789abcdef0123456789abcdef-turn-secret",
-	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?sslmode=verify-full",
+	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?connect_timeout=10",
 }
 
 // nodeEnv turns the StatefulSet's environment into what the process would
@@ -72,6 +72,16 @@ func nodeEnv(t *testing.T, sts obj, withCluster bool) (env []string, files map[s
 		}
 		require.NotContains(t, value, "$(", "env %s references an undefined variable", name)
 		if !withCluster && strings.HasPrefix(name, "GXCONF_CLUSTER__") {
+			continue
+		}
+		if strings.HasPrefix(name, "GXCONF_DATABASE__TLS__") && strings.HasSuffix(name, "_FILE") {
+			// A database.tls key naming a file of the mounted Secret: the
+			// path itself is the value (gxconf checks the file exists).
+			require.True(t, strings.HasPrefix(value, "/run/secrets/gxconf/database-tls/"), "env %s", name)
+			f := filepath.Join(dir, "database-tls-"+filepath.Base(value))
+			require.NoError(t, os.WriteFile(f, []byte("PEM"), 0o600))
+			files["database.tls."+filepath.Base(value)] = f
+			env = append(env, name+"="+f)
 			continue
 		}
 		if strings.HasSuffix(name, "_FILE") {
@@ -135,6 +145,13 @@ func TestChartConfigDecodes(t *testing.T) {
 				if d, ok := secrets["at_rest.keys_dir"]; ok {
 					require.Equal(t, d, cfg.AtRest.KeysDir)
 					require.NotEmpty(t, cfg.AtRest.Primary, "two keys need a primary")
+				}
+				if f, ok := secrets["database.tls.ca.crt"]; ok {
+					require.Equal(t, "verify-full", cfg.Database.TLS.Mode, "the server's name is checked")
+					require.Equal(t, f, cfg.Database.TLS.RootCertFile)
+					dsn, err := cfg.Database.DSN()
+					require.NoError(t, err)
+					require.Contains(t, dsn, "sslmode=verify-full")
 				}
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)
