@@ -165,6 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Placer:      placer,
 		NodeID:      nodeID,
 		Peering:     focusPeering(cfg.Peering),
+		Audit:       verifier,
 		Log:         focusLog,
 		Registerer:  registry,
 	})
