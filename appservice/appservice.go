@@ -35,6 +35,9 @@ type Options struct {
 	// Policies validates access policy changes; nil applies only the rules
 	// that need no deployment knowledge (credentials.ValidateChange).
 	Policies PolicyValidator
+	// Audit, when set, records access policy changes (admin actions) in the
+	// audit log.
+	Audit Auditor
 	// FocusURL is the livekit_service_url shown by "!conf status".
 	FocusURL   string
 	Log        zerolog.Logger
@@ -50,6 +53,7 @@ type Appservice struct {
 	store     *store
 	remover   ParticipantRemover
 	validator PolicyValidator
+	audit     Auditor
 	focus     string
 	botID     id.UserID
 	log       zerolog.Logger
@@ -112,6 +116,7 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 	}
 	a := &Appservice{
 		validator: validator,
+		audit:     opts.Audit,
 		cfg:       opts.Config,
 		reg:       opts.Registration,
 		mx:        mx,

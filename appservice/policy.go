@@ -89,6 +89,7 @@ func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error
 		}
 	}
 	if verr != nil {
+		a.auditPolicy(ctx, credentials.AuditPolicyRefused, roomID.String(), evt.Sender.String(), levelOf(next), evt.ID.String()+": "+verr.Error())
 		log.Warn().Err(verr).Str("user_id", evt.Sender.String()).Msg("Refused access policy change")
 		a.metrics.policyChanges.WithLabelValues("refused").Inc()
 		a.enqueue(ctx, job{name: "policy_refused", run: func(ctx context.Context) error {
@@ -107,6 +108,7 @@ func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error
 	if err := a.store.putRoomPolicy(ctx, roomID.String(), content, evt.ID.String(), evt.Sender.String(), a.now()); err != nil {
 		return err
 	}
+	a.auditPolicy(ctx, credentials.AuditPolicyChanged, roomID.String(), evt.Sender.String(), levelOf(next), evt.ID.String()+": "+describePolicy(next))
 	a.metrics.policyChanges.WithLabelValues("accepted").Inc()
 	log.Info().Str("user_id", evt.Sender.String()).Str("level", string(levelOf(next))).Msg("Access policy changed")
 	a.enqueue(ctx, job{name: "policy_notice", run: func(ctx context.Context) error {
@@ -342,6 +344,16 @@ func (a *Appservice) policyCommand(ctx context.Context, roomID id.RoomID, sender
 		return nil // the state event's own notice confirms it
 	}
 	return notice(fmt.Sprintf("Unknown policy command %q. Use: %s policy [show | set <json> | clear]", verb, a.cfg.CommandPrefix))
+}
+
+// auditPolicy records a policy change decision (an admin action by sender).
+func (a *Appservice) auditPolicy(ctx context.Context, decision, roomID, sender string, level credentials.Level, reason string) {
+	if a.audit == nil {
+		return
+	}
+	if err := a.audit.Audit(ctx, credentials.AuditEntry{Decision: decision, UserID: sender, RoomID: roomID, Level: level, Reason: reason}); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to audit an access policy change")
+	}
 }
 
 func levelOf(p *credentials.AccessPolicy) credentials.Level {

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
@@ -57,9 +58,29 @@ type Config struct {
 	// Meetings schedules calls: bot commands, HTTP API, calendar files,
 	// feeds and reminders.
 	Meetings meetings.Config `yaml:"meetings"`
+	// AtRest holds the keys that encrypt columns at rest (key ids, rotation).
+	AtRest atrest.Config `yaml:"at_rest"`
+	// Audit ships the audit log (access decisions, removals, admin actions).
+	Audit credentials.AuditConfig `yaml:"audit"`
 
 	// derivedKeys tells that the SFU key was made up for this process.
 	derivedKeys bool
+	// atRestKeyDerived tells that credentials.at_rest_key was set from
+	// at_rest's primary key (it then opens no values of its own).
+	atRestKeyDerived bool
+}
+
+// LegacyAtRestKey is credentials.at_rest_key as the key of values sealed
+// without key id, or nil when there is none of its own.
+func (c *Config) LegacyAtRestKey() []byte {
+	if c.atRestKeyDerived || c.Credentials.AtRestKey == "" {
+		return nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.Credentials.AtRestKey)
+	if err != nil || len(k) != 32 {
+		return nil
+	}
+	return k
 }
 
 // Homeserver says which Matrix homeserver gxconf is registered with.
@@ -90,6 +111,11 @@ type Metrics struct {
 	// listener (for load measurements; it needs metrics.listen, never the
 	// public focus listener).
 	Pprof bool `yaml:"pprof"`
+	// TLS serves the metrics listener (metrics, pprof, cluster status and
+	// drain) with native TLS: the tls section's certificate, versions and
+	// TR-02102-2 suites, reloaded like the other listeners'. It needs
+	// tls.cert_file and metrics.listen.
+	TLS bool `yaml:"tls"`
 }
 
 // DefaultMetricsListen keeps /metrics off the public focus listener: loopback
@@ -117,6 +143,7 @@ func Default() Config {
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
 		Meetings:    meetings.DefaultConfig(),
+		AtRest:      atrest.DefaultConfig(),
 	}
 }
 
@@ -213,6 +240,16 @@ func (c *Config) Validate() error {
 	if c.Meetings.Enabled {
 		add("meetings", c.Meetings.Validate())
 	}
+	add("at_rest", c.AtRest.Validate())
+	add("audit", c.Audit.Validate())
+	if c.Metrics.TLS {
+		if !c.TLS.Enabled() {
+			errs = append(errs, errors.New("metrics.tls: needs tls.cert_file (the metrics listener serves the tls section's certificate)"))
+		}
+		if !c.Metrics.Enabled || c.Metrics.Listen == "" {
+			errs = append(errs, errors.New("metrics.tls: needs metrics.enabled and metrics.listen (on the focus listener, metrics follow the focus's TLS)"))
+		}
+	}
 	if t := c.SFU.TURN; c.SFU.Enabled && t.Enabled && !c.TLS.Enabled() {
 		// The embedded TURN server's TLS uses the tls section's certificate.
 		if t.TLSOnSignalPort {
@@ -236,6 +273,16 @@ func (c *Config) BridgeEnabled() bool {
 // embedded SFU a key pair for this process when none is configured (only the
 // focus in the same process mints tokens for it).
 func (c *Config) derive() {
+	if c.AtRest.Enabled() && c.Credentials.AtRestKey == "" {
+		// The credentials section needs a key; at_rest's primary is it
+		// (unreadable keys are reported by Validate).
+		if keys, err := atrest.ReadKeys(c.AtRest.KeysDir); err == nil {
+			if k, ok := keys[c.AtRest.PrimaryID(keys)]; ok {
+				c.Credentials.AtRestKey = base64.StdEncoding.EncodeToString(k)
+				c.atRestKeyDerived = true
+			}
+		}
+	}
 	if c.SFU.Enabled && len(c.SFU.Keys) == 0 {
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)

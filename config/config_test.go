@@ -202,6 +202,35 @@ func TestPprofNeedsMetricsListener(t *testing.T) {
 	require.True(t, cfg.Metrics.Pprof)
 }
 
+func TestMetricsTLSNeedsCertificateAndListener(t *testing.T) {
+	_, err := Parse([]byte("homeserver: {domain: bund.test, address: http://hs.test}\nmetrics: {listen: \"\", tls: true}\n"), nil)
+	var problems Problems
+	require.ErrorAs(t, err, &problems)
+	all := strings.Join(problems, "\n")
+	require.Contains(t, all, "metrics.tls: needs tls.cert_file")
+	require.Contains(t, all, "metrics.tls: needs metrics.enabled and metrics.listen")
+}
+
+func TestDatabaseTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	require.NoError(t, os.WriteFile(ca, []byte("x"), 0o600))
+	base := "homeserver: {domain: bund.test, address: http://hs.test}\n"
+	_, err := Parse([]byte(base+"database: {tls: {mode: verify-full}}\n"), nil)
+	require.ErrorContains(t, err, "database.tls: applies to PostgreSQL only")
+	_, err = Parse([]byte(base+"database: {type: postgres, uri: \"postgres://db/gx?sslmode=require\", tls: {mode: verify-full, root_cert_file: /nope}}\n"), nil)
+	require.ErrorContains(t, err, "database.tls.mode: the uri sets sslmode too")
+	require.ErrorContains(t, err, "database.tls.root_cert_file:")
+	// The files may come from the environment (mounted Secrets).
+	cfg, err := Parse([]byte(base+"database: {type: postgres, uri: \"postgres://db/gx\"}\n"),
+		[]string{"GXCONF_DATABASE__TLS__MODE=verify-full", "GXCONF_DATABASE__TLS__ROOT_CERT_FILE=" + ca})
+	require.NoError(t, err)
+	dsn, err := cfg.Database.DSN()
+	require.NoError(t, err)
+	require.Contains(t, dsn, "sslmode=verify-full")
+	require.Contains(t, dsn, "sslrootcert=")
+}
+
 // A cluster node needs what every node shares: the SFU keys and the database;
 // its own signalling URL is derived from the SFU's.
 func TestClusterNeedsSharedKeysAndDatabase(t *testing.T) {

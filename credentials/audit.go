@@ -1,24 +1,48 @@
 package credentials
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 )
 
-// AuditEntry is one access decision in the audit log.
+// Decisions of the audit log besides the access decisions "allow" and
+// "deny", the presentation results "verified" and "refused", and the
+// re-check results "revoke" and "expire".
+const (
+	// AuditRemove: a user's call participants were removed (they left or
+	// were banned, or their credential became invalid); UserID is the user.
+	AuditRemove = "remove"
+	// AuditPolicyChanged and AuditPolicyRefused: a room admin's change of
+	// the room's access policy (admin action); UserID is who changed it.
+	AuditPolicyChanged = "policy_changed"
+	AuditPolicyRefused = "policy_refused"
+	// AuditAdmin: an operator's action on the deployment (drain, key
+	// rotation); UserID names the operator or the interface used.
+	AuditAdmin = "admin"
+)
+
+// AuditEntry is one entry of the audit log: an access decision, a removal
+// or an admin action.
 type AuditEntry struct {
 	Seq            int64
 	Time           time.Time
-	Decision       string // "allow" or "deny" (or "revoke"/"expire" from re-checks)
+	Decision       string // "allow" or "deny" (or "revoke"/"expire" from re-checks, or an Audit… constant)
 	UserID         string
 	RoomID         string
 	Level          Level
@@ -49,16 +73,21 @@ func auditHash(e *AuditEntry) string {
 }
 
 // auditLog appends rows; the mutex serialises appends within a process and
-// the seq primary key catches concurrent writers in other processes.
+// the seq primary key catches concurrent writers in other processes. Each
+// committed row is also written to ship (when set) as one JSON line, in seq
+// order within this process.
 type auditLog struct {
-	db *dbutil.Database
-	mu sync.Mutex
+	db   *dbutil.Database
+	ship io.Writer
+	log  zerolog.Logger
+	mu   sync.Mutex
 }
 
 func (l *auditLog) append(ctx context.Context, e AuditEntry) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	var committed AuditEntry
+	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		var (
 			lastSeq  int64
 			lastHash string
@@ -73,12 +102,229 @@ func (l *auditLog) append(ctx context.Context, e AuditEntry) error {
 		e.PrevHash = lastHash
 		e.Time = time.UnixMilli(e.Time.UnixMilli())
 		e.Hash = auditHash(&e)
+		committed = e
 		_, err = l.db.Exec(ctx, `INSERT INTO credentials_audit
 			(seq, ts, decision, user_id, room_id, level, credential_hash, reason, prev_hash, hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 			e.Seq, e.Time.UnixMilli(), e.Decision, e.UserID, e.RoomID, string(e.Level), e.CredentialHash, e.Reason, e.PrevHash, e.Hash)
 		return err
 	})
+	if err != nil || l.ship == nil {
+		return err
+	}
+	// The database is the record; a line that fails to ship is a gap that
+	// `gxconf audit verify -file` reports, not a reason to undo the entry.
+	line, _ := json.Marshal(auditLineOf(committed))
+	if _, werr := l.ship.Write(append(line, '\n')); werr != nil {
+		l.log.Error().Err(werr).Int64("seq", committed.Seq).Msg("Failed to ship an audit entry")
+	}
+	return nil
+}
+
+// Audit appends e to the audit log (and ships it); the log sets e's Seq,
+// PrevHash and Hash. Time defaults to now.
+func (v *Verifier) Audit(ctx context.Context, e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = v.now()
+	}
+	return v.audit.append(ctx, e)
+}
+
+// AuditLog appends to the audit log of a database whose credentials tables
+// exist, outside a running Verifier (the command line's admin actions).
+type AuditLog struct{ l *auditLog }
+
+// OpenAuditLog returns the audit log of db; ship, when not nil, receives
+// every appended entry as a JSON line.
+func OpenAuditLog(db *dbutil.Database, ship io.Writer, log zerolog.Logger) *AuditLog {
+	return &AuditLog{l: &auditLog{db: db.Child(VersionTable, UpgradeTable, nil), ship: ship, log: log}}
+}
+
+// Append appends e (Time defaults to now).
+func (a *AuditLog) Append(ctx context.Context, e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	return a.l.append(ctx, e)
+}
+
+// AuditConfig is the `audit:` section: shipping the audit log.
+type AuditConfig struct {
+	// Ship writes every audit entry as one JSON line: "" (the database
+	// only), "stdout" (apart from the logs, which go to stderr) or "file".
+	Ship string `yaml:"ship"`
+	// File is the file lines are appended to (ship: file); created 0600.
+	File string `yaml:"file"`
+}
+
+// Validate reports every problem, each named by its key within the section.
+func (c *AuditConfig) Validate() error {
+	var errs []error
+	switch c.Ship {
+	case "", "stdout":
+		if c.File != "" {
+			errs = append(errs, errors.New("file: needs ship: file"))
+		}
+	case "file":
+		if c.File == "" {
+			errs = append(errs, errors.New("file: must be set with ship: file"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("ship: must be empty, stdout or file, got %q", c.Ship))
+	}
+	return errors.Join(errs...)
+}
+
+// OpenShip opens the configured destination: nil for none; the caller
+// closes what it opened (not stdout).
+func (c *AuditConfig) OpenShip(stdout io.Writer) (io.Writer, func() error, error) {
+	switch c.Ship {
+	case "stdout":
+		return stdout, func() error { return nil }, nil
+	case "file":
+		f, err := os.OpenFile(c.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("audit.file: %w", err)
+		}
+		return f, f.Close, nil
+	}
+	return nil, func() error { return nil }, nil
+}
+
+// auditLine is an entry as shipped: one JSON object per line. Time is UTC
+// with milliseconds, as hashed.
+type auditLine struct {
+	Audit          string `json:"audit"`
+	Seq            int64  `json:"seq"`
+	Time           string `json:"time"`
+	Decision       string `json:"decision"`
+	UserID         string `json:"user_id"`
+	RoomID         string `json:"room_id"`
+	Level          string `json:"level"`
+	CredentialHash string `json:"credential_hash"`
+	Reason         string `json:"reason"`
+	PrevHash       string `json:"prev_hash"`
+	Hash           string `json:"hash"`
+}
+
+// auditLineMarker tells gxconf's audit lines from other JSON lines.
+const auditLineMarker = "gxconf"
+
+const auditTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func auditLineOf(e AuditEntry) auditLine {
+	return auditLine{Audit: auditLineMarker, Seq: e.Seq, Time: e.Time.UTC().Format(auditTimeLayout), Decision: e.Decision,
+		UserID: e.UserID, RoomID: e.RoomID, Level: string(e.Level), CredentialHash: e.CredentialHash, Reason: e.Reason,
+		PrevHash: e.PrevHash, Hash: e.Hash}
+}
+
+// AuditSource is a shipped audit log to verify: its name (for messages)
+// and content.
+type AuditSource struct {
+	Name string
+	R    io.Reader
+}
+
+// located is an entry with where it was read.
+type located struct {
+	e     AuditEntry
+	where string // "file:line"
+}
+
+// ParseAuditLine decodes one shipped line strictly (unknown fields, a
+// missing marker or a malformed time are errors).
+func ParseAuditLine(line []byte) (AuditEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var l auditLine
+	if err := dec.Decode(&l); err != nil {
+		return AuditEntry{}, fmt.Errorf("not an audit line: %w", err)
+	}
+	if dec.More() {
+		return AuditEntry{}, errors.New("not an audit line: trailing data")
+	}
+	if l.Audit != auditLineMarker {
+		return AuditEntry{}, errors.New("not an audit line: no \"audit\":\"gxconf\" marker")
+	}
+	t, err := time.Parse(auditTimeLayout, l.Time)
+	if err != nil {
+		return AuditEntry{}, fmt.Errorf("not an audit line: time: %w", err)
+	}
+	return AuditEntry{Seq: l.Seq, Time: t, Decision: l.Decision, UserID: l.UserID, RoomID: l.RoomID, Level: Level(l.Level),
+		CredentialHash: l.CredentialHash, Reason: l.Reason, PrevHash: l.PrevHash, Hash: l.Hash}, nil
+}
+
+// VerifyAuditFiles checks shipped audit logs: in each source every line is
+// an audit entry whose hash is its own, with seq increasing line by line;
+// together (a cluster's nodes each ship their own entries) the entries form
+// one chain without gaps from the first seq found, each linking to its
+// predecessor (and to the genesis hash at seq 1). Errors wrap
+// ErrAuditTampered and name the file and line. It returns the entries by
+// seq.
+func VerifyAuditFiles(sources ...AuditSource) ([]AuditEntry, error) {
+	bySeq := map[int64]located{}
+	for _, src := range sources {
+		sc := bufio.NewScanner(src.R)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		line, last := 0, int64(0)
+		for sc.Scan() {
+			line++
+			where := fmt.Sprintf("%s:%d", src.Name, line)
+			raw := bytes.TrimSpace(sc.Bytes())
+			if len(raw) == 0 {
+				continue
+			}
+			e, err := ParseAuditLine(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrAuditTampered, where, err)
+			}
+			if auditHash(&e) != e.Hash {
+				return nil, fmt.Errorf("%w: %s: seq %d was modified", ErrAuditTampered, where, e.Seq)
+			}
+			if e.Seq <= last {
+				return nil, fmt.Errorf("%w: %s: seq %d comes after seq %d (lines reordered or repeated)", ErrAuditTampered, where, e.Seq, last)
+			}
+			last = e.Seq
+			if prev, ok := bySeq[e.Seq]; ok && prev.e.Hash != e.Hash {
+				return nil, fmt.Errorf("%w: %s: seq %d differs from %s", ErrAuditTampered, where, e.Seq, prev.where)
+			}
+			bySeq[e.Seq] = located{e: e, where: where}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("failed to read %s: %w", src.Name, err)
+		}
+	}
+	seqs := make([]int64, 0, len(bySeq))
+	for s := range bySeq {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	out := make([]AuditEntry, 0, len(seqs))
+	for i, s := range seqs {
+		cur := bySeq[s]
+		switch {
+		case i == 0 && s == 1 && cur.e.PrevHash != genesisHash:
+			return nil, fmt.Errorf("%w: %s: seq 1 does not start the chain", ErrAuditTampered, cur.where)
+		case i > 0 && s != seqs[i-1]+1:
+			return nil, fmt.Errorf("%w: %s: seq %d follows seq %d (%s): seq %d to %d missing", ErrAuditTampered,
+				cur.where, s, seqs[i-1], bySeq[seqs[i-1]].where, seqs[i-1]+1, s-1)
+		case i > 0 && cur.e.PrevHash != bySeq[seqs[i-1]].e.Hash:
+			return nil, fmt.Errorf("%w: %s: seq %d does not link to seq %d (%s)", ErrAuditTampered, cur.where, s, s-1, bySeq[seqs[i-1]].where)
+		}
+		out = append(out, cur.e)
+	}
+	return out, nil
+}
+
+// AuditHashAt returns the hash of row seq of the database's audit log, ""
+// if there is none.
+func AuditHashAt(ctx context.Context, db *dbutil.Database, seq int64) (string, error) {
+	var h string
+	err := db.QueryRow(ctx, `SELECT hash FROM credentials_audit WHERE seq = $1`, seq).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return h, err
 }
 
 // VerifyAuditChain walks the audit log in order and checks the sequence,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -16,6 +17,32 @@ type options struct {
 	onAttestation func(context.Context, Attestation)
 	onInvalidated func(context.Context, Attestation, error)
 	roomPolicy    func(context.Context, string) (*AccessPolicy, error)
+	sealer        Sealer
+	auditShip     io.Writer
+}
+
+// WithAuditShipping writes every audit entry, once committed, to w as one
+// JSON line (AuditConfig.OpenShip opens the configured destination).
+func WithAuditShipping(w io.Writer) Option {
+	return func(o *options) error {
+		if w == nil {
+			return errors.New("WithAuditShipping: nil writer")
+		}
+		o.auditShip = w
+		return nil
+	}
+}
+
+// WithSealer encrypts attestation claims with s (key ids, rotation: package
+// atrest) instead of at_rest_key alone.
+func WithSealer(s Sealer) Option {
+	return func(o *options) error {
+		if s == nil {
+			return errors.New("WithSealer: nil sealer")
+		}
+		o.sealer = s
+		return nil
+	}
 }
 
 // WithRootCAs replaces the system trust roots for did:web and status-list

@@ -26,15 +26,28 @@ var UpgradeTable = dbutil.BuildUpgradeTable().WithFSPath(rawUpgrades, "sql").Fin
 // VersionTable is the dbutil version table of the credentials tables.
 const VersionTable = "credentials_version"
 
-// store owns the credentials tables.
-type store struct {
-	db   *dbutil.Database
-	aead cipher.AEAD
+// Sealer encrypts column values at rest, bound to associated data (the
+// row's id); package atrest's Keyring implements it with key ids and
+// rotation. Without one, claims are sealed with at_rest_key alone.
+type Sealer interface {
+	Seal(plain, ad []byte) ([]byte, error)
+	Open(sealed, ad []byte) ([]byte, error)
 }
 
-func newStore(db *dbutil.Database, key []byte) (*store, error) {
-	s := &store{db: db.Child(VersionTable, UpgradeTable, nil)}
-	if len(key) > 0 {
+// EncryptedColumns are the encrypted columns of this package's tables, as
+// table, id column (the associated data) and value column, for key rotation.
+var EncryptedColumns = [][3]string{{"credentials_attestation", "id", "claims"}}
+
+// store owns the credentials tables.
+type store struct {
+	db     *dbutil.Database
+	aead   cipher.AEAD
+	sealer Sealer
+}
+
+func newStore(db *dbutil.Database, key []byte, sealer Sealer) (*store, error) {
+	s := &store{db: db.Child(VersionTable, UpgradeTable, nil), sealer: sealer}
+	if sealer == nil && len(key) > 0 {
 		block, err := aes.NewCipher(key)
 		if err != nil {
 			return nil, err
@@ -53,6 +66,9 @@ func (s *store) upgrade(ctx context.Context) error {
 // seal encrypts claims with AES-256-GCM; the attestation id is the
 // associated data so rows cannot be swapped.
 func (s *store) seal(id string, plain []byte) ([]byte, error) {
+	if s.sealer != nil {
+		return s.sealer.Seal(plain, []byte(id))
+	}
 	if s.aead == nil {
 		return nil, errors.New("no at-rest key configured")
 	}
@@ -64,6 +80,9 @@ func (s *store) seal(id string, plain []byte) ([]byte, error) {
 }
 
 func (s *store) open(id string, sealed []byte) ([]byte, error) {
+	if s.sealer != nil {
+		return s.sealer.Open(sealed, []byte(id))
+	}
 	if s.aead == nil {
 		return nil, errors.New("no at-rest key configured")
 	}

@@ -74,10 +74,10 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, log zerolog.Logge
 		if atRest, err = base64.StdEncoding.DecodeString(cfg.AtRestKey); err != nil || len(atRest) != 32 {
 			return nil, errors.New("at_rest_key must be base64 of 32 bytes")
 		}
-	} else {
+	} else if o.sealer == nil {
 		return nil, errors.New("at_rest_key is required")
 	}
-	st, err := newStore(db, atRest)
+	st, err := newStore(db, atRest, o.sealer)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, log zerolog.Logge
 		log:      log,
 		opts:     o,
 		store:    st,
-		audit:    &auditLog{db: st.db},
+		audit:    &auditLog{db: st.db, ship: o.auditShip, log: log},
 		engine:   engine,
 		key:      key,
 		clientID: clientID,

@@ -30,7 +30,8 @@ var secretFor = map[string]string{
 	"credentials.at_rest_key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 	"sfu.keys.gxconf":         "0123456789abcdef0123456789abcdef-sfu-secret",
 	"bridge.secret":           "0123456789abcdef0123456789abcdef-relay-secret",
-	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?sslmode=verify-full",
+	"sfu.turn.secret":         "0123456789abcdef0123456789abcdef-turn-secret",
+	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?connect_timeout=10",
 }
 
 // nodeEnv turns the StatefulSet's environment into what the process would
@@ -58,8 +59,29 @@ func nodeEnv(t *testing.T, sts obj, withCluster bool) (env []string, files map[s
 		if !strings.HasPrefix(name, config.EnvPrefix) {
 			continue
 		}
+		if name == "GXCONF_AT_REST__KEYS_DIR" {
+			// The mounted Secret: one file per key, named by its id.
+			require.True(t, strings.HasPrefix(value, "/run/secrets/gxconf/"), "env %s: secrets are mounted below /run/secrets/gxconf", name)
+			kdir := filepath.Join(dir, "at-rest-keys")
+			require.NoError(t, os.MkdirAll(kdir, 0o700))
+			for _, id := range []string{"2026-11", "2026-12"} {
+				require.NoError(t, os.WriteFile(filepath.Join(kdir, id), []byte(secretFor["credentials.at_rest_key"]), 0o600))
+			}
+			files["at_rest.keys_dir"] = kdir
+			value = kdir
+		}
 		require.NotContains(t, value, "$(", "env %s references an undefined variable", name)
 		if !withCluster && strings.HasPrefix(name, "GXCONF_CLUSTER__") {
+			continue
+		}
+		if strings.HasPrefix(name, "GXCONF_DATABASE__TLS__") && strings.HasSuffix(name, "_FILE") {
+			// A database.tls key naming a file of the mounted Secret: the
+			// path itself is the value (gxconf checks the file exists).
+			require.True(t, strings.HasPrefix(value, "/run/secrets/gxconf/database-tls/"), "env %s", name)
+			f := filepath.Join(dir, "database-tls-"+filepath.Base(value))
+			require.NoError(t, os.WriteFile(f, []byte("PEM"), 0o600))
+			files["database.tls."+filepath.Base(value)] = f
+			env = append(env, name+"="+f)
 			continue
 		}
 		if strings.HasSuffix(name, "_FILE") {
@@ -120,6 +142,17 @@ func TestChartConfigDecodes(t *testing.T) {
 				if s, ok := secrets["credentials.at_rest_key"]; ok {
 					require.Equal(t, s, cfg.Credentials.AtRestKey)
 				}
+				if d, ok := secrets["at_rest.keys_dir"]; ok {
+					require.Equal(t, d, cfg.AtRest.KeysDir)
+					require.NotEmpty(t, cfg.AtRest.Primary, "two keys need a primary")
+				}
+				if f, ok := secrets["database.tls.ca.crt"]; ok {
+					require.Equal(t, "verify-full", cfg.Database.TLS.Mode, "the server's name is checked")
+					require.Equal(t, f, cfg.Database.TLS.RootCertFile)
+					dsn, err := cfg.Database.DSN()
+					require.NoError(t, err)
+					require.Contains(t, dsn, "sslmode=verify-full")
+				}
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)
 				}
@@ -138,6 +171,13 @@ func TestChartConfigDecodes(t *testing.T) {
 				}
 				if cfg.Metrics.Enabled {
 					require.Equal(t, "0.0.0.0:9464", cfg.Metrics.Listen, "metrics on their own listener")
+				}
+				if sm := find(objs, "ServiceMonitor", "gx-gxconf"); sm != nil {
+					want := ""
+					if cfg.Metrics.TLS {
+						want = "https"
+					}
+					require.Equal(t, want, str(sm, "spec", "endpoints", 0, "scheme"), "Prometheus speaks the metrics listener's protocol")
 				}
 			}
 		})

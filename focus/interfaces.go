@@ -85,3 +85,8 @@ type MembershipOnly struct{}
 func (MembershipOnly) Decide(context.Context, AccessRequest) (AccessDecision, error) {
 	return AccessDecision{}, nil
 }
+
+// Auditor appends to the audit log; the credentials verifier implements it.
+type Auditor interface {
+	Audit(ctx context.Context, e credentials.AuditEntry) error
+}

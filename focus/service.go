@@ -16,6 +16,8 @@ import (
 	"github.com/twitchtv/twirp"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/gxfs-conf/gxconf/credentials"
 )
 
 // Options are the dependencies of a Service.
@@ -38,7 +40,11 @@ type Options struct {
 	NodeID string
 	// Peering routes users of peered deployments to their deployment's
 	// relay of our rooms; nil: none.
-	Peering    *Peering
+	Peering *Peering
+	// Audit, when set, records the token requests refused before the
+	// access policy is asked (not a member of the room); the policy's own
+	// decisions are audited by the credentials verifier.
+	Audit      Auditor
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -56,6 +62,7 @@ type Service struct {
 	placer      Placer
 	nodeID      string
 	peering     *Peering
+	audit       Auditor
 	grants      *grantStore
 	cs          *csAPI
 	delegations *delegator
@@ -107,6 +114,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		rooms:       opts.Rooms,
 		members:     opts.Members,
 		access:      access,
+		audit:       opts.Audit,
 		msg:         opts.Messenger,
 		placer:      opts.Placer,
 		nodeID:      opts.NodeID,
@@ -204,6 +212,13 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 		return nil, fmt.Errorf("%w: %v", ErrMembershipUnknown, err)
 	}
 	if !joined {
+		if s.audit != nil {
+			if err := s.audit.Audit(ctx, credentials.AuditEntry{Decision: "deny", UserID: user.String(), RoomID: in.roomID,
+				Reason: "not a member of the room"}); err != nil {
+				// An unaudited refusal still refuses.
+				log.Error().Err(err).Msg("Failed to audit a refused token request")
+			}
+		}
 		return nil, ErrNotMember
 	}
 	if s.afterMembershipCheck != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"slices"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -28,6 +31,89 @@ type Config struct {
 	MaxOpenConns int `yaml:"max_open_conns"`
 	// MaxIdleConns keeps connections around between requests.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+	// TLS protects the connection to PostgreSQL (added to the URI).
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig is `database.tls`: TLS to PostgreSQL with files from mounted
+// Secrets, added to the URI as lib/pq's (libpq's) sslmode, sslrootcert,
+// sslcert and sslkey parameters. Empty keys leave the URI as it is.
+type TLSConfig struct {
+	// Mode is the sslmode: verify-full (the server's chain and host name are
+	// checked; the only mode that stops a man in the middle), verify-ca,
+	// require (encrypted, unauthenticated) or disable.
+	Mode string `yaml:"mode"`
+	// RootCertFile is the PEM CA bundle the server's chain is checked
+	// against (sslrootcert); empty: the system's roots.
+	RootCertFile string `yaml:"root_cert_file"`
+	// CertFile and KeyFile are the client certificate and key (sslcert,
+	// sslkey) for PostgreSQL's cert authentication. The key file must not
+	// be readable by others (0600, or 0640 owned by root, as libpq checks).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// sslModes are the modes gxconf accepts; allow and prefer fall back to
+// plain text without telling, so they are refused.
+var sslModes = []string{"disable", "require", "verify-ca", "verify-full"}
+
+// tlsParams maps the section's keys to the URI parameters they set.
+func (t TLSConfig) params() [][2]string {
+	return [][2]string{{"mode", "sslmode"}, {"root_cert_file", "sslrootcert"}, {"cert_file", "sslcert"}, {"key_file", "sslkey"}}
+}
+
+func (t TLSConfig) value(key string) string {
+	switch key {
+	case "mode":
+		return t.Mode
+	case "root_cert_file":
+		return t.RootCertFile
+	case "cert_file":
+		return t.CertFile
+	case "key_file":
+		return t.KeyFile
+	}
+	return ""
+}
+
+func (t TLSConfig) set() bool { return t != TLSConfig{} }
+
+// DSN is the connection string handed to the driver: URI, plus the tls
+// section's parameters for PostgreSQL.
+func (c *Config) DSN() (string, error) {
+	if c.Type != "postgres" || !c.TLS.set() {
+		return c.URI, nil
+	}
+	u, err := url.Parse(c.URI)
+	if err != nil {
+		// Not echoed: the URI holds the password.
+		return "", errors.New("uri: not a valid URL")
+	}
+	q := u.Query()
+	for _, p := range c.TLS.params() {
+		if v := c.TLS.value(p[0]); v != "" {
+			q.Set(p[1], v)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// SSLMode is the sslmode the connection will use ("" for SQLite); lib/pq
+// defaults to require.
+func (c *Config) SSLMode() string {
+	if c.Type != "postgres" {
+		return ""
+	}
+	if c.TLS.Mode != "" {
+		return c.TLS.Mode
+	}
+	if u, err := url.Parse(c.URI); err == nil {
+		if m := u.Query().Get("sslmode"); m != "" {
+			return m
+		}
+	}
+	return "require"
 }
 
 // DefaultConfig is a SQLite file next to the working directory.
@@ -61,15 +147,65 @@ func (c *Config) Validate() error {
 	if c.MaxIdleConns < 0 {
 		errs = append(errs, fmt.Errorf("max_idle_conns: must not be negative, got %d", c.MaxIdleConns))
 	}
+	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateTLS() []error {
+	t := c.TLS
+	if !t.set() {
+		if c.Type == "postgres" && c.URI != "" {
+			if m := c.SSLMode(); m == "allow" || m == "prefer" {
+				return []error{fmt.Errorf("uri: sslmode=%s falls back to plain text unnoticed; use verify-full (or disable on a trusted local socket)", m)}
+			}
+		}
+		return nil
+	}
+	if c.Type != "postgres" {
+		return []error{errors.New("tls: applies to PostgreSQL only (database.type postgres)")}
+	}
+	var errs []error
+	if t.Mode != "" && !slices.Contains(sslModes, t.Mode) {
+		errs = append(errs, fmt.Errorf("tls.mode: must be one of %s, got %q", strings.Join(sslModes, ", "), t.Mode))
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, errors.New("tls.cert_file: must be set together with tls.key_file"))
+	}
+	if t.Mode == "disable" && (t.RootCertFile != "" || t.CertFile != "") {
+		errs = append(errs, errors.New("tls.mode: disable contradicts the certificate files set"))
+	}
+	if u, err := url.Parse(c.URI); err == nil {
+		q := u.Query()
+		for _, p := range t.params() {
+			if t.value(p[0]) != "" && q.Has(p[1]) {
+				errs = append(errs, fmt.Errorf("tls.%s: the uri sets %s too; set it in one place", p[0], p[1]))
+			}
+		}
+	}
+	for _, f := range [][2]string{{"root_cert_file", t.RootCertFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		if f[1] == "" {
+			continue
+		}
+		if _, err := os.Stat(f[1]); err != nil {
+			errs = append(errs, fmt.Errorf("tls.%s: %w", f[0], err))
+		}
+	}
+	return errs
 }
 
 // Open connects to the database and claims it for gxconf. Callers build their
 // own children with Database.Child and run their upgrades.
 func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*dbutil.Database, error) {
+	dsn, err := cfg.DSN()
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database: %w", err)
+	}
+	if m := cfg.SSLMode(); m != "" && m != "verify-full" {
+		log.Warn().Str("sslmode", m).Msg("The database connection does not verify the server's name (database.tls.mode verify-full does)")
+	}
 	db, err := dbutil.NewFromConfig(Owner, dbutil.Config{PoolConfig: dbutil.PoolConfig{
 		Type:         cfg.Type,
-		URI:          cfg.URI,
+		URI:          dsn,
 		MaxOpenConns: cfg.MaxOpenConns,
 		MaxIdleConns: cfg.MaxIdleConns,
 	}}, dbutil.ZeroLogger(log.With().Str("component", "database").Logger()))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -40,6 +41,7 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
 	s := startStack(t, harness.StackOptions{
 		// gxconf trusts the harness's self-signed loopback certificate.
 		Env: []string{"SSL_CERT_FILE=" + tlsc.CertFile},
@@ -55,6 +57,7 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 				"recheck_interval": "10s",
 				"levels":           map[string]any{"kritis": map[string]any{"status_max_age": "1s"}},
 			},
+			"audit": map[string]any{"ship": "file", "file": auditFile},
 		},
 	})
 	alice, bob, carol := register(t, s, "alice"), register(t, s, "bob"), register(t, s, "carol")
@@ -176,10 +179,21 @@ func TestCredentialGateWithDendrite(t *testing.T) {
 	})
 
 	t.Run("the audit log is intact and complete", func(t *testing.T) {
-		out, err := exec.Command(gxconfBin, "audit", "verify", "-c", s.ConfigPath).CombinedOutput()
+		out, err := exec.Command(gxconfBin, "audit", "verify", "-c", s.ConfigPath, "-file", auditFile).CombinedOutput()
 		require.NoError(t, err, string(out))
 		require.Contains(t, string(out), "audit log intact")
-		require.NotContains(t, string(out), ": 0 decision")
+		require.Contains(t, string(out), "every shipped entry is the database's row")
+		// Admin actions: alice's policy change accepted, bob's refused;
+		// access decisions with and without the credential.
+		raw, err := os.ReadFile(auditFile)
+		require.NoError(t, err)
+		for _, want := range []string{
+			`"decision":"policy_changed","user_id":"` + alice.ID.String(),
+			`"decision":"policy_refused","user_id":"` + bob.ID.String(),
+			`"decision":"deny"`, `"decision":"allow"`, `"decision":"verified"`,
+		} {
+			require.Contains(t, string(raw), want)
+		}
 	})
 	require.NotContains(t, s.Gxconf.Log(), base64.StdEncoding.EncodeToString(key), "the at-rest key is never logged")
 }

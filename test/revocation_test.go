@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -74,8 +75,10 @@ func requireRefused(t *testing.T, s *harness.Stack, url, jwt string) {
 // second, refreshed by the SFU, or presented after a restart of gxconf.
 func TestRemovalIsFinal(t *testing.T) {
 	ctx := context.Background()
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
 	s := startStack(t, harness.StackOptions{Config: map[string]any{
-		"sfu": map[string]any{"token_refresh_interval": "1s"},
+		"sfu":   map[string]any{"token_refresh_interval": "1s"},
+		"audit": map[string]any{"ship": "file", "file": auditFile},
 	}})
 	alice := register(t, s, "alice")
 	names := []string{"bob", "carol", "dave", "erin", "frank", "gina"}
@@ -238,6 +241,30 @@ func TestRemovalIsFinal(t *testing.T) {
 		aURL, aJWT := token(t, alice, "alice-1")
 		require.Equal(t, http.StatusOK, sfuStatus(t, s, aJWT))
 		joinWithToken(t, aURL, aJWT)
+	})
+
+	t.Run("the audit log records the decisions and removals, shipped and verifiable", func(t *testing.T) {
+		// Removals are appended by the appservice's job after the SFU
+		// removal; wait for gina's (the last) to be shipped.
+		var raw []byte
+		require.Eventually(t, func() bool {
+			raw, _ = os.ReadFile(auditFile)
+			return bytes.Contains(raw, []byte(`"decision":"remove","user_id":"`+users["gina"].ID.String()))
+		}, 60*time.Second, 100*time.Millisecond, "gina's removal is not in the shipped audit log")
+		text := string(raw)
+		for _, want := range []string{
+			`"decision":"allow","user_id":"` + alice.ID.String(),
+			`"decision":"remove","user_id":"` + users["bob"].ID.String() + `","room_id":"` + room.String(),
+			"left the room",
+			`"decision":"remove","user_id":"` + users["carol"].ID.String(),
+			"removed from the room; 1 participant(s) removed",
+			"banned from the room",
+		} {
+			require.Contains(t, text, want)
+		}
+		out, err := exec.Command(gxconfBin, "audit", "verify", "-c", s.ConfigPath, "-file", auditFile).CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), "every shipped entry is the database's row")
 	})
 }
 

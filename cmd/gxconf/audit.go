@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -18,16 +19,65 @@ import (
 // errAuditTampered makes `gxconf audit verify` exit non-zero.
 var errAuditTampered = errors.New("the audit log was tampered with")
 
+// fileList is a repeatable -file flag.
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ",") }
+func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
+
 // cmdAudit runs `gxconf audit verify`: it re-computes the hash chain of the
-// access-decision audit log and reports the first row that does not fit.
+// audit log in the database (-c) and/or of shipped JSON-line files (-file,
+// repeatable: a cluster's nodes each ship their own entries of the one
+// chain), and, given both, checks that every shipped entry is the
+// database's row. It names the first row or line that does not fit.
 func cmdAudit(args []string, stdout io.Writer) error {
+	const use = "usage: gxconf audit verify [-c config.yaml] [-file audit.jsonl ...]"
 	if len(args) == 0 || args[0] != "verify" {
-		return &usageError{"usage: gxconf audit verify -c config.yaml"}
+		return &usageError{use}
 	}
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	cfgPath := fs.String("c", "config.yaml", "config file")
+	cfgPath := fs.String("c", "", "config file: verify the database's audit log")
+	var files fileList
+	fs.Var(&files, "file", "shipped audit log (JSON lines); repeat for every node's file")
 	if err := parseArgs(fs, args[1:]); err != nil {
 		return err
+	}
+	if *cfgPath == "" && len(files) == 0 {
+		if _, err := os.Stat("config.yaml"); err != nil {
+			return &usageError{use}
+		}
+		*cfgPath = "config.yaml"
+	}
+	tampered := func(err error) error {
+		if errors.Is(err, credentials.ErrAuditTampered) {
+			return fmt.Errorf("%w: %v", errAuditTampered, err)
+		}
+		return err
+	}
+	var shipped []credentials.AuditEntry
+	if len(files) > 0 {
+		var srcs []credentials.AuditSource
+		for _, name := range files {
+			f, err := os.Open(name)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			srcs = append(srcs, credentials.AuditSource{Name: name, R: f})
+		}
+		var err error
+		if shipped, err = credentials.VerifyAuditFiles(srcs...); err != nil {
+			return tampered(err)
+		}
+		if len(shipped) == 0 {
+			fmt.Fprintln(stdout, "shipped audit log: no entries")
+		} else {
+			fmt.Fprintf(stdout, "shipped audit log intact: %d entries, seq %d to %d, hash chain verified\n",
+				len(shipped), shipped[0].Seq, shipped[len(shipped)-1].Seq)
+		}
+	}
+	if *cfgPath == "" {
+		return nil
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())
 	if err != nil {
@@ -41,11 +91,20 @@ func cmdAudit(args []string, stdout io.Writer) error {
 	defer db.Close()
 	rows, err := credentials.VerifyAuditChain(ctx, db)
 	if err != nil {
-		if errors.Is(err, credentials.ErrAuditTampered) {
-			return fmt.Errorf("%w: %v", errAuditTampered, err)
-		}
-		return err
+		return tampered(err)
 	}
-	fmt.Fprintf(stdout, "audit log intact: %d decision(s), hash chain verified\n", rows)
+	fmt.Fprintf(stdout, "audit log intact: %d entries, hash chain verified\n", rows)
+	for _, e := range shipped {
+		h, err := credentials.AuditHashAt(ctx, db, e.Seq)
+		if err != nil {
+			return err
+		}
+		if h != e.Hash {
+			return tampered(fmt.Errorf("%w: shipped seq %d is not the database's row %d", credentials.ErrAuditTampered, e.Seq, e.Seq))
+		}
+	}
+	if len(shipped) > 0 {
+		fmt.Fprintln(stdout, "every shipped entry is the database's row")
+	}
 	return nil
 }

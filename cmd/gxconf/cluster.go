@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -226,7 +228,7 @@ func (c *clusterNode) drainHandler() http.Handler {
 // its participants to other nodes, then stops). Both talk to the node's
 // internal metrics listener.
 func cmdCluster(args []string, stdout io.Writer) error {
-	const use = "usage: gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]"
+	const use = "usage: gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464] [-ca ca.pem] [-server-name name]"
 	if len(args) == 0 || (args[0] != "status" && args[0] != "drain") {
 		return &usageError{use}
 	}
@@ -245,10 +247,13 @@ func clusterCommand(name, action string, args []string, stdout io.Writer) error 
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgPath := fs.String("c", "", "config file (its metrics.listen is asked)")
 	url := fs.String("url", "", "metrics listener of a running node")
+	caFile := fs.String("ca", "", "PEM CA certificates trusted for an https metrics listener (metrics.tls); default: the system's")
+	serverName := fs.String("server-name", "", "name the metrics listener's certificate must carry (default: the URL's host)")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	base := *url
+	scheme := "http://"
 	if base == "" {
 		listen := config.DefaultMetricsListen
 		if *cfgPath != "" {
@@ -260,10 +265,16 @@ func clusterCommand(name, action string, args []string, stdout io.Writer) error 
 				return errors.New("metrics.listen is empty: the cluster status is only served on the metrics listener")
 			}
 			listen = cfg.Metrics.Listen
+			if cfg.Metrics.TLS {
+				scheme = "https://"
+			}
 		}
-		base = "http://" + strings.Replace(listen, "0.0.0.0:", "127.0.0.1:", 1)
+		base = scheme + strings.Replace(listen, "0.0.0.0:", "127.0.0.1:", 1)
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	client, err := metricsClient(*caFile, *serverName)
+	if err != nil {
+		return err
+	}
 	base = strings.TrimSuffix(base, "/")
 	if action == "drain" {
 		resp, err := client.Post(base+"/cluster/drain", "application/json", nil)
@@ -296,6 +307,24 @@ func clusterCommand(name, action string, args []string, stdout io.Writer) error 
 	}
 	printStatus(stdout, st)
 	return nil
+}
+
+// metricsClient is the HTTP client for a node's metrics listener: it checks
+// an https listener's chain against caFile (else the system's roots) and,
+// when set, serverName instead of the URL's host; TLS 1.2 at least.
+func metricsClient(caFile, serverName string) (*http.Client, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read -ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}, nil
 }
 
 func printStatus(out io.Writer, st cluster.Status) {

@@ -5,7 +5,8 @@
 //
 //	gxconf serve -c config.yaml -r registration.yaml
 //	gxconf generate-registration -c config.yaml -r registration.yaml
-//	gxconf audit verify -c config.yaml
+//	gxconf audit verify [-c config.yaml] [-file audit.jsonl ...]
+//	gxconf keys status|rotate -c config.yaml
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
@@ -37,8 +38,13 @@ Usage:
       Run the appservice, the MatrixRTC focus and the SFU until SIGINT/SIGTERM.
   gxconf generate-registration -c config.yaml -r registration.yaml [-force]
       Write the appservice registration for the homeserver, with fresh tokens.
-  gxconf audit verify -c config.yaml
-      Check the hash chain of the access-decision audit log; exits 1 if tampered.
+  gxconf audit verify [-c config.yaml] [-file audit.jsonl ...]
+      Check the hash chain of the audit log (access decisions, removals, admin actions)
+      in the database and/or in shipped JSON-line files (every node's file of a
+      cluster together); exits 1 if tampered, naming the row or file:line.
+  gxconf keys status|rotate -c config.yaml
+      status: count the encrypted rows by the at-rest key that sealed them; rotate:
+      re-encrypt them with at_rest.primary (row by row; safe to interrupt and rerun).
   gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
       status: print the cluster as a running node sees it (nodes by site with their
       load, rooms and where their participants are); drain: the node moves its
@@ -74,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGenerateRegistration(args[1:], stdout)
 	case "audit":
 		err = cmdAudit(args[1:], stdout)
+	case "keys":
+		err = cmdKeys(args[1:], stdout)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout)
 	case "drain":

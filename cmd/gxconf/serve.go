@@ -27,6 +27,7 @@ import (
 	mxas "maunium.net/go/mautrix/appservice"
 
 	"github.com/gxfs-conf/gxconf/appservice"
+	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
@@ -144,7 +145,12 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	}
 	late := &asLate{}
 	var focusSvc *focus.Service
-	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc })
+	ship, closeShip, err := cfg.Audit.OpenShip(os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = closeShip() }()
+	verifier, err := newVerifier(ctx, cfg, db, log, late, func() *focus.Service { return focusSvc }, ship)
 	if err != nil {
 		return err
 	}
@@ -160,6 +166,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Placer:      placer,
 		NodeID:      nodeID,
 		Peering:     focusPeering(cfg.Peering),
+		Audit:       verifier,
 		Log:         focusLog,
 		Registerer:  registry,
 	})
@@ -189,7 +196,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		HomeserverDomain: cfg.Homeserver.Domain,
 		HomeserverURL:    cfg.Homeserver.Address,
 		DB:               db,
-		Remover:          focusSvc,
+		Remover:          auditedRemover{focus: focusSvc, audit: verifier, log: log},
+		Audit:            verifier,
 		Policies:         verifier,
 		FocusURL:         focusCfg.ServiceURL(),
 		Log:              log,
@@ -258,7 +266,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		}
 		metricsHandler = mux
 	}
-	focusRun, asRun, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
+	focusRun, asRun, certs, err := tlsRunners(cfg, log, focusSvc, as, sfuSrv)
 	if err != nil {
 		return err
 	}
@@ -269,7 +277,15 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			focusSvc.Handle("/metrics", metricsHandler)
 		} else {
 			runners = append(runners, func(ctx context.Context) error {
-				return serveHTTP(ctx, cfg.Metrics.Listen, metricsHandler)
+				tlsCfg := servertls.Config{} // plain HTTP
+				if cfg.Metrics.TLS {
+					tlsCfg = cfg.TLS
+				}
+				ln, err := servertls.Listen(cfg.Metrics.Listen, tlsCfg, certs)
+				if err != nil {
+					return fmt.Errorf("metrics server: failed to listen on %s: %w", cfg.Metrics.Listen, err)
+				}
+				return serveHTTP(ctx, ln, metricsHandler)
 			})
 		}
 	}
@@ -292,6 +308,14 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			return
 		}
 		if node != nil {
+			how := "SIGTERM/SIGINT (e.g. a rolling restart)"
+			if ctx.Err() == nil {
+				how = "requested on the metrics listener (gxconf drain)"
+			}
+			if err := verifier.Audit(runCtx, credentials.AuditEntry{Decision: credentials.AuditAdmin, UserID: "operator",
+				Reason: "drain of node " + nodeID + ": " + how}); err != nil {
+				log.Error().Err(err).Msg("Failed to audit the drain")
+			}
 			node.drain(runCtx, sfuSrv, cfg.Cluster.Drain, log)
 		}
 		stopRun()
@@ -306,7 +330,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 // newVerifier builds the credentials verifier. Its callbacks reach the bot
 // (direct messages) and the focus (re-checking a user whose credential was
 // revoked or expired), which exist by the time they fire.
-func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, log zerolog.Logger, bot *asLate, focusSvc func() *focus.Service) (*credentials.Verifier, error) {
+func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, log zerolog.Logger, bot *asLate, focusSvc func() *focus.Service, ship io.Writer) (*credentials.Verifier, error) {
 	credCfg := cfg.Credentials
 	if credCfg.AtRestKey == "" && len(credCfg.Federations) == 0 {
 		// No federation, no attestation to encrypt: rooms can still have
@@ -319,8 +343,20 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 		log.Info().Msg("No credential federations configured: rooms that require credentials cannot be joined")
 	}
 	credLog := log.With().Str("component", "credentials").Logger()
-	return credentials.New(ctx, credCfg, db, credLog,
-		credentials.WithRoomPolicy(bot.RoomPolicy),
+	opts := []credentials.Option{credentials.WithRoomPolicy(bot.RoomPolicy)}
+	if ship != nil {
+		opts = append(opts, credentials.WithAuditShipping(ship))
+	}
+	var keyring *atrest.Keyring
+	if cfg.AtRest.Enabled() || cfg.Credentials.AtRestKey != "" {
+		var err error
+		if keyring, err = atrest.FromConfig(cfg.AtRest, cfg.LegacyAtRestKey()); err != nil {
+			return nil, fmt.Errorf("at_rest: %w", err)
+		}
+		opts = append(opts, credentials.WithSealer(keyring))
+	}
+	var v *credentials.Verifier
+	v, err := credentials.New(ctx, credCfg, db, credLog, append(opts,
 		credentials.WithOnAttestation(func(ctx context.Context, a credentials.Attestation) {
 			text := fmt.Sprintf("Thank you — your %s from %s is verified until %s. You can join the call now.",
 				a.Type, a.Issuer, a.ExpiresAt.UTC().Format(time.RFC3339))
@@ -334,10 +370,58 @@ func newVerifier(ctx context.Context, cfg *config.Config, db *dbutil.Database, l
 			if err != nil {
 				credLog.Warn().Err(err).Str("user_id", a.UserID).Msg("Failed to re-check a user after their credential became invalid")
 			}
+			for _, room := range rooms {
+				if err := v.Audit(ctx, credentials.AuditEntry{Decision: credentials.AuditRemove, UserID: a.UserID, RoomID: room,
+					Level: a.Level, CredentialHash: a.CredentialHash, Reason: why}); err != nil {
+					credLog.Error().Err(err).Msg("Failed to audit a removal")
+				}
+			}
 			credLog.Info().Str("user_id", a.UserID).Strs("rooms", rooms).Str("reason", credentials.ReasonCode(reason)).
 				Msg("Credential invalidated")
 		}),
-	)
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	if keyring != nil {
+		// Refuse to start with a missing or wrong key rather than fail on
+		// every read of the rows it sealed.
+		for _, col := range encryptedColumns() {
+			if err := atrest.Check(ctx, db, keyring, col); err != nil {
+				return nil, fmt.Errorf("at_rest: %w (restore the key to at_rest.keys_dir, or credentials.at_rest_key for values without key id)", err)
+			}
+		}
+	}
+	return v, nil
+}
+
+// auditedRemover removes users' participants through the focus and writes
+// each removal to the audit log.
+type auditedRemover struct {
+	focus *focus.Service
+	audit *credentials.Verifier
+	log   zerolog.Logger
+}
+
+func (r auditedRemover) RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error) {
+	n, err := r.focus.RemoveUser(ctx, roomID, userID, reason)
+	why := fmt.Sprintf("%s; %d participant(s) removed", reason, n)
+	if err != nil {
+		why += "; incomplete: " + err.Error()
+	}
+	if aerr := r.audit.Audit(ctx, credentials.AuditEntry{Decision: credentials.AuditRemove, UserID: userID, RoomID: roomID, Reason: why}); aerr != nil {
+		r.log.Error().Err(aerr).Str("user_id", userID).Str("room_id", roomID).Msg("Failed to audit a removal")
+	}
+	return n, err
+}
+
+// encryptedColumns are the columns sealed with the at-rest keys.
+func encryptedColumns() []atrest.Column {
+	var cols []atrest.Column
+	for _, c := range credentials.EncryptedColumns {
+		cols = append(cols, atrest.Column{Table: c[0], ID: c[1], Value: c[2]})
+	}
+	return cols
 }
 
 // runAll runs every component until ctx ends or one returns; then it cancels
@@ -359,11 +443,11 @@ func runAll(ctx context.Context, runners ...func(context.Context) error) error {
 	return errors.Join(errs...)
 }
 
-// serveHTTP runs a small HTTP server (metrics) until ctx ends.
-func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+// serveHTTP runs a small HTTP server (metrics) on ln until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
@@ -377,14 +461,15 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 }
 
 // tlsRunners serves the focus, appservice and embedded SFU listeners with
-// native TLS when the tls section names a certificate, and plain HTTP otherwise.
-func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, err error) {
+// native TLS when the tls section names a certificate, and plain HTTP
+// otherwise. certs (nil without TLS) is shared with the metrics listener.
+func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service, as *appservice.Appservice, sfuSrv *sfu.Server) (focusRun, asRun func(context.Context) error, certs *servertls.Certs, err error) {
 	if !cfg.TLS.Enabled() {
-		return focusSvc.Run, as.Run, nil
+		return focusSvc.Run, as.Run, nil, nil
 	}
-	certs, err := servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
+	certs, err = servertls.NewCerts(cfg.TLS, log.With().Str("component", "tls").Logger())
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls: %w", err)
+		return nil, nil, nil, fmt.Errorf("tls: %w", err)
 	}
 	if sfuSrv != nil {
 		sfuSrv.SetTLSConfig(servertls.ServerConfig(cfg.TLS, certs))
@@ -398,5 +483,5 @@ func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service,
 			return serve(ctx, ln)
 		}
 	}
-	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), nil
+	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), certs, nil
 }

@@ -134,3 +134,117 @@ tls: {cert_file: %q, key_file: %q}
 		}
 	}
 }
+
+// TestMetricsListenerTLS runs serve with metrics.tls: the metrics listener
+// (metrics and pprof) answers only over TLS 1.2+ with the TR-02102-2 suites
+// and the tls section's certificate, checked by the client against its CA,
+// and serves a renewed certificate without a restart.
+func TestMetricsListenerTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := testCertificate(t, dir)
+	metricsPort := freePort(t, "tcp")
+	raw := fmt.Sprintf(`
+homeserver: {domain: bund.test, address: "http://127.0.0.1:1"}
+database: {uri: "file:%s?_txlock=immediate"}
+appservice: {listen: "127.0.0.1:%d"}
+focus: {listen: "127.0.0.1:%d"}
+sfu: {listen: "127.0.0.1:%d", rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.1}}
+metrics: {enabled: true, listen: "127.0.0.1:%d", tls: true, pprof: true}
+tls: {cert_file: %q, key_file: %q, reload_interval: 1s}
+`, filepath.Join(dir, "gxconf.db"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp"), metricsPort, certFile, keyFile)
+	cfg, err := config.Parse([]byte(raw), nil)
+	require.NoError(t, err)
+	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+
+	addr := fmt.Sprintf("127.0.0.1:%d", metricsPort)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	get := func(path string) (int, error) {
+		resp, err := client.Get("https://" + addr + path)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	require.Eventually(t, func() bool {
+		code, err := get("/metrics")
+		return err == nil && code == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond, "/metrics over TLS")
+	code, err := get("/debug/pprof/")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code, "pprof over TLS")
+
+	// The chain is checked: a client that does not trust the CA fails.
+	_, err = (&http.Client{Timeout: 5 * time.Second}).Get("https://" + addr + "/metrics")
+	require.ErrorContains(t, err, "certificate")
+
+	// Old versions, CBC and ChaCha20 suites are refused by the server.
+	for name, c := range map[string]*tls.Config{
+		"TLS 1.0":  {MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10},
+		"TLS 1.1":  {MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11},
+		"CBC":      {MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}},
+		"ChaCha20": {MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}},
+	} {
+		c.RootCAs = pool
+		conn, err := tls.Dial("tcp", addr, c)
+		if err == nil {
+			conn.Close()
+		}
+		require.Error(t, err, name)
+		require.ErrorContains(t, err, "remote error", "%s: refused by the server", name)
+	}
+	st, err := tlsState(addr, &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12})
+	require.NoError(t, err)
+	require.Equal(t, uint16(tls.VersionTLS12), st.Version)
+
+	// Plain HTTP gets no metrics.
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
+	if err == nil {
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	}
+
+	// A renewed certificate (a new key, as cert-manager writes it) is served
+	// without a restart.
+	before, err := tlsState(addr, &tls.Config{RootCAs: pool})
+	require.NoError(t, err)
+	newDir := t.TempDir()
+	newCert, newKey, _ := testCertificate(t, newDir)
+	both := pool.Clone()
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		b, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1]+".new", b, 0o600))
+		require.NoError(t, os.Rename(f[1]+".new", f[1]))
+	}
+	pemBytes, err := os.ReadFile(newCert)
+	require.NoError(t, err)
+	require.True(t, both.AppendCertsFromPEM(pemBytes))
+	require.Eventually(t, func() bool {
+		st, err := tlsState(addr, &tls.Config{RootCAs: both})
+		return err == nil && !st.PeerCertificates[0].Equal(before.PeerCertificates[0])
+	}, 30*time.Second, 100*time.Millisecond, "the renewed certificate is served")
+}
+
+// tlsState completes a handshake with addr and returns its state.
+func tlsState(addr string, c *tls.Config) (tls.ConnectionState, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, c)
+	if err != nil {
+		return tls.ConnectionState{}, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState(), nil
+}

@@ -17,6 +17,20 @@ strict parser for every value set.
 {{- $_ := set $rtc "tcp_port" $tcp -}}
 {{- $addr := include "gxconf.staticAddress" (dict "root" $root "i" $i) -}}
 {{- if $addr -}}{{- $_ := set $rtc "node_ip" $addr -}}{{- end -}}
+{{- $turn := dict "enabled" false -}}
+{{- if $v.turn.enabled -}}
+{{- $a := dict "root" $root "i" $i -}}
+{{- $tlsPort := int (include "gxconf.turnTLSPort" $a) -}}
+{{- $turn = dict "enabled" true "udp_port" (int (include "gxconf.turnUDPPort" $a)) "tls_port" $tlsPort "tcp_port" 0
+  "relay_port_range_start" (int $v.turn.relayPortRangeStart) "relay_port_range_end" (int $v.turn.relayPortRangeEnd) "user_quota" (int $v.turn.userQuota) -}}
+{{- $ext := int (include "gxconf.turnTLSServicePort" $a) -}}
+{{- if and $tlsPort (ne $ext $tlsPort) -}}{{- $_ := set $turn "external_tls_port" $ext -}}{{- end -}}
+{{- if $v.turn.hosts -}}
+{{- $_ := set $turn "domain" (index $v.turn.hosts $i) -}}
+{{- else if $addr -}}
+{{- $_ := set $turn "domain" $addr -}}
+{{- end -}}
+{{- end -}}
 {{- $db := dict "type" $v.database.type "max_open_conns" (int $v.database.maxOpenConns) "max_idle_conns" (int $v.database.maxIdleConns) -}}
 {{- if ne $v.database.type "postgres" -}}
 {{- $_ := set $db "uri" "file:/var/lib/gxconf/gxconf.db?_txlock=immediate" -}}
@@ -26,8 +40,8 @@ strict parser for every value set.
   "database" $db
   "appservice" (dict "listen" (printf "0.0.0.0:%d" (int $v.appservice.port)) "address" (include "gxconf.appserviceAddress" $root))
   "focus" (dict "listen" "0.0.0.0:8080" "public_url" (include "gxconf.focusURL" $root))
-  "sfu" (dict "enabled" true "listen" "0.0.0.0:7880" "path_prefix" $prefix "public_url" $signal "node_id" $node "region" $v.cluster.site "rtc" $rtc)
-  "metrics" (dict "enabled" $v.metrics.enabled "listen" (printf "0.0.0.0:%d" (int $v.metrics.port)))
+  "sfu" (dict "enabled" true "listen" "0.0.0.0:7880" "path_prefix" $prefix "public_url" $signal "node_id" $node "region" $v.cluster.site "rtc" $rtc "turn" $turn)
+  "metrics" (dict "enabled" $v.metrics.enabled "listen" (printf "0.0.0.0:%d" (int $v.metrics.port)) "tls" (and $v.metrics.enabled $v.metrics.tls))
 -}}
 {{- if $v.tls.existingSecret -}}
 {{- $tdir := printf "%s/tls" (include "gxconf.secretDir" $root) -}}

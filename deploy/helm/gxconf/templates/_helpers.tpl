@@ -67,6 +67,22 @@ app.kubernetes.io/component: redis
 {{- else -}}0{{- end -}}
 {{- end -}}
 
+{{/* TURN ports of node $i (0: off): container ports, and the TURNS port its Service offers. */}}
+{{- define "gxconf.turnUDPPort" -}}
+{{- $t := .root.Values.turn -}}
+{{- if and $t.enabled $t.udpPortBase -}}{{- add $t.udpPortBase .i -}}{{- else -}}0{{- end -}}
+{{- end -}}
+{{- define "gxconf.turnTLSPort" -}}
+{{- $t := .root.Values.turn -}}
+{{- if and $t.enabled $t.tlsPortBase -}}{{- add $t.tlsPortBase .i -}}{{- else -}}0{{- end -}}
+{{- end -}}
+{{- define "gxconf.turnTLSServicePort" -}}
+{{- $p := int (include "gxconf.turnTLSPort" .) -}}
+{{- if and $p (eq .root.Values.nodes.exposure.type "LoadBalancer") .root.Values.turn.tlsServicePort -}}
+{{- .root.Values.turn.tlsServicePort -}}
+{{- else -}}{{- $p -}}{{- end -}}
+{{- end -}}
+
 {{/* Whether node i's advertised address comes from the config file (a static address). */}}
 {{- define "gxconf.staticAddress" -}}
 {{- $x := .root.Values.nodes.exposure -}}
@@ -129,6 +145,28 @@ Checks the combinations the schema cannot express.
 {{- if and (eq $v.database.type "postgres") (not (or $np.database.cidrs $np.database.namespaceSelector $np.database.podSelector)) -}}{{ fail "networkPolicy.database needs cidrs or selectors for PostgreSQL (an empty peer list would allow every destination)" }}{{- end -}}
 {{- if not $np.mediaCIDRs -}}{{ fail "networkPolicy.mediaCIDRs must name where clients send media from (0.0.0.0/0 and ::/0 for everyone)" }}{{- end -}}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.cidrs) -}}{{ fail "redis.external.cidrs must name Redis's addresses for the NetworkPolicy" }}{{- end -}}
+{{- end -}}
+{{- if and $v.metrics.enabled $v.metrics.tls (not $v.tls.existingSecret) -}}{{ fail "metrics.tls needs tls.existingSecret (the metrics listener serves its certificate)" }}{{- end -}}
+{{- if $v.turn.enabled -}}
+{{- $t := $v.turn -}}
+{{- if not (or $t.udpPortBase $t.tlsPortBase) -}}{{ fail "turn.enabled needs turn.udpPortBase or turn.tlsPortBase" }}{{- end -}}
+{{- if and $t.tlsPortBase (not $v.tls.existingSecret) -}}{{ fail "turn.tlsPortBase needs tls.existingSecret (TURNS uses the listeners' certificate, which must name the TURN hosts), or 0" }}{{- end -}}
+{{- if and $t.tlsServicePort (ne $x.type "LoadBalancer") -}}{{ fail "turn.tlsServicePort needs nodes.exposure.type LoadBalancer (a nodePort or host port is the container port)" }}{{- end -}}
+{{- if gt (int $t.relayPortRangeStart) (int $t.relayPortRangeEnd) -}}{{ fail "turn.relayPortRangeEnd must be >= turn.relayPortRangeStart" }}{{- end -}}
+{{- $ports := dict -}}
+{{- range $i, $_ := until (int $v.nodes.replicas) -}}
+{{- $a := dict "root" $ "i" $i -}}
+{{- range $p := list (include "gxconf.udpPort" $a) (include "gxconf.tcpPort" $a) (include "gxconf.turnUDPPort" $a) (include "gxconf.turnTLSPort" $a) -}}
+{{- if and (ne $p "0") (hasKey $ports $p) -}}{{ fail (printf "turn: port %s of node %d collides with another media or TURN port (choose turn.udpPortBase/tlsPortBase apart from nodes.exposure.*PortBase by more than nodes.replicas)" $p $i) }}{{- end -}}
+{{- $_ := set $ports $p true -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $x.type "NodePort" -}}
+{{- range $b := list $t.udpPortBase $t.tlsPortBase -}}
+{{- if and $b (or (lt (int $b) 30000) (gt (add $b $v.nodes.replicas) 32768)) -}}{{ fail "NodePort: turn.udpPortBase+i and turn.tlsPortBase+i must lie in 30000-32767" }}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $t.hosts (lt (len $t.hosts) (int $v.nodes.replicas)) -}}{{ fail (printf "turn.hosts must name the TURN host of each of the %d nodes (or be empty)" (int $v.nodes.replicas)) }}{{- end -}}
 {{- end -}}
 {{- if and $v.appservice.ingress.enabled (not $v.appservice.ingress.host) -}}{{ fail "appservice.ingress.enabled needs appservice.ingress.host" }}{{- end -}}
 {{- end -}}
