@@ -69,8 +69,8 @@ type Participant struct {
 	dcOpen    bool
 	dcPending [][]byte
 
-	fastKeys   atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
-	direct     atomic.Pointer[directDest] // subscriber address on the mux socket
+	fastKeys atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
+	direct   atomic.Pointer[directDest] // subscriber address on the mux socket
 
 	pingSeen atomic.Bool
 	active   atomic.Bool

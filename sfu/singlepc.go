@@ -12,7 +12,6 @@ package sfu
 // (livekit-server pkg/rtc/transport.go, livekit-client RTCEngine.ts).
 
 import (
-
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 )
