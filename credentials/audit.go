@@ -120,3 +120,31 @@ func VerifyAuditChain(ctx context.Context, db *dbutil.Database) (int, error) {
 	}
 	return n, rows.Err()
 }
+
+// AuditLog appends to the hash-chained audit log; other packages (the
+// catalogue's admin actions) write their entries through it so that one
+// chain covers them all. Use the verifier's (Verifier.AuditLog) when there
+// is one: appends are serialised per AuditLog.
+type AuditLog struct{ l *auditLog }
+
+// OpenAuditLog upgrades the credentials tables of db (the audit log lives
+// there) and returns an AuditLog on it, for processes without a verifier.
+func OpenAuditLog(ctx context.Context, db *dbutil.Database) (*AuditLog, error) {
+	st, err := newStore(db, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade credentials tables: %w", err)
+	}
+	return &AuditLog{l: &auditLog{db: st.db}}, nil
+}
+
+// Append chains e to the log; Seq, PrevHash and Hash are set here, a zero
+// Time is now.
+func (a *AuditLog) Append(ctx context.Context, e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	return a.l.append(ctx, e)
+}

@@ -90,3 +90,16 @@ func TestClaimsEncryptedAtRest(t *testing.T) {
 	_, err = st.validAttestations(ctx, "@a:b", time.Now())
 	require.ErrorContains(t, err, "failed to decrypt")
 }
+
+// TestOpenAuditLog: another component's entries join the same chain.
+func TestOpenAuditLog(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	a, err := OpenAuditLog(ctx, db)
+	require.NoError(t, err)
+	require.NoError(t, a.Append(ctx, AuditEntry{Decision: "admin:book", UserID: "admin-sub", RoomID: "bk_1", Reason: `{"tier":"public-20-gold"}`}))
+	require.NoError(t, a.Append(ctx, AuditEntry{Decision: "admin:cancel", UserID: "admin-sub", RoomID: "bk_1"}))
+	n, err := VerifyAuditChain(ctx, db)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+}
