@@ -66,10 +66,13 @@ type Catalog struct {
 	// mu serialises booking transitions and admissions, so that counts and
 	// session openings are consistent within this node.
 	mu       sync.Mutex
-	sessions map[string]*session                // lk room → open session
-	pending  map[string]map[string]time.Time    // lk room → identity → admitted at
-	meetings map[string]map[string]struct{}     // booking|meeting → lk rooms seen
-	status   struct{ jwt string; at time.Time } // cached status list credential
+	sessions map[string]*session             // lk room → open session
+	pending  map[string]map[string]time.Time // lk room → identity → admitted at
+	meetings map[string]map[string]struct{}  // booking|meeting → lk rooms seen
+	status   struct {
+		jwt string
+		at  time.Time
+	} // cached status list credential
 }
 
 // New issues the catalogue and upgrades the catalog tables. The admin API's
@@ -440,7 +443,9 @@ func (c *Catalog) BindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 }
 
 // UnbindRoom removes a room's binding.
-func (c *Catalog) UnbindRoom(ctx context.Context, roomID string) error { return c.st.unbind(ctx, roomID) }
+func (c *Catalog) UnbindRoom(ctx context.Context, roomID string) error {
+	return c.st.unbind(ctx, roomID)
+}
 
 // Bindings lists the rooms bound to a booking.
 func (c *Catalog) Bindings(ctx context.Context, bookingID string) ([]Binding, error) {

@@ -125,7 +125,9 @@ func buildCatalogue(cfg Config, key *providerKey, now time.Time) (*Catalogue, er
 	for name := range cfg.ServiceLevels {
 		sls = append(sls, name)
 	}
-	sort.Slice(sls, func(i, j int) bool { return cfg.ServiceLevels[sls[i]].Availability < cfg.ServiceLevels[sls[j]].Availability })
+	sort.Slice(sls, func(i, j int) bool {
+		return cfg.ServiceLevels[sls[i]].Availability < cfg.ServiceLevels[sls[j]].Availability
+	})
 	tiers := slices.Clone(cfg.Tiers)
 	slices.Sort(tiers)
 	for _, lv := range levels {
