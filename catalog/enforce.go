@@ -74,8 +74,8 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	}
 	name := fmt.Sprintf("The booking %s (%s, up to %d participants)", b.ID, levelLabel(b.Snapshot.Level), b.Snapshot.MaxParticipants)
 	if req.Level.Rank() > b.Snapshot.Level.Rank() {
-		return refuse(c.metrics, "level", fmt.Sprintf("This room is classified %s, but %s covers %s rooms only.",
-			levelLabel(req.Level), name, levelLabel(b.Snapshot.Level)))
+		return refuse(c.metrics, "level", fmt.Sprintf("This room is classified %s, but the%s covers %s rooms only.",
+			levelLabel(req.Level), strings.TrimPrefix(name, "The"), levelLabel(b.Snapshot.Level)))
 	}
 	if c.localSite != "" && !slices.Contains(b.Sites, c.localSite) {
 		return refuse(c.metrics, "site", fmt.Sprintf("%s is for the sites %s only; this deployment runs at %s.",
