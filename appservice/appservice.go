@@ -36,7 +36,9 @@ type Options struct {
 	// that need no deployment knowledge (credentials.ValidateChange).
 	Policies PolicyValidator
 	// FocusURL is the livekit_service_url shown by "!conf status".
-	FocusURL   string
+	FocusURL string
+	// Bookings answers "!conf bookings"; nil: no catalogue.
+	Bookings   BookingInfo
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -50,6 +52,7 @@ type Appservice struct {
 	store     *store
 	remover   ParticipantRemover
 	validator PolicyValidator
+	bookings  BookingInfo
 	focus     string
 	botID     id.UserID
 	log       zerolog.Logger
@@ -114,6 +117,7 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 		state:     state,
 		store:     st,
 		remover:   opts.Remover,
+		bookings:  opts.Bookings,
 		focus:     opts.FocusURL,
 		botID:     id.NewUserID(opts.Registration.SenderLocalpart, opts.HomeserverDomain),
 		log:       log,

@@ -22,6 +22,8 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 		return a.statusText(ctx, roomID)
 	case "policy":
 		return a.policyCommand(ctx, roomID, sender, args[1:])
+	case "bookings":
+		return a.bookingsText(ctx, roomID)
 	case "help":
 		return notice(a.helpText())
 	}
@@ -37,7 +39,20 @@ func (a *Appservice) helpText() string {
 		"• " + p + " policy — show this room's access policy (state event " + accessEventType.Type + ")",
 		"• " + p + " policy set <json> — set it, e.g. {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"" + a.botID.Homeserver() + "\"]}",
 		"• " + p + " policy clear — remove it (needs the room's highest power level)",
+		"• " + p + " bookings — the service booking this room is bound to and its usage",
 	}, "\n")
+}
+
+func (a *Appservice) bookingsText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {
+	if a.bookings == nil {
+		return notice("This deployment has no service catalogue; calls are not bound to bookings.")
+	}
+	text, err := a.bookings.RoomBookings(ctx, roomID.String())
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to read the room's booking")
+		return notice("Sorry, I could not read this room's booking.")
+	}
+	return notice(text)
 }
 
 func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {

@@ -7,3 +7,10 @@ import "context"
 type ParticipantRemover interface {
 	RemoveUser(ctx context.Context, roomID, userID, reason string) (int, error)
 }
+
+// BookingInfo describes a room's service booking for "!conf bookings" (the
+// catalog implements it, wired in cmd).
+type BookingInfo interface {
+	// RoomBookings is a plain-text summary of the room's booking and usage.
+	RoomBookings(ctx context.Context, roomID string) (string, error)
+}

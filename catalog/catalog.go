@@ -491,3 +491,31 @@ func (c *Catalog) CheckWindow(ctx context.Context, bookingID string, start, end 
 	}
 	return nil
 }
+
+// RoomBookings summarises the room's booking for the bot ("!conf bookings").
+func (c *Catalog) RoomBookings(ctx context.Context, roomID string) (string, error) {
+	b, bd, ok, err := c.RoomBooking(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		if c.cfg.RequireBooking {
+			return "This room is bound to no service booking, so calls cannot start here. An organisation admin can book a tier at " + c.baseURL() + "/catalog/admin/ and bind this room.", nil
+		}
+		return "This room is bound to no service booking; calls here are not limited by one.", nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "Booking %s of %s: tier %s (%s, up to %d participants, service level %s), %s.\n",
+		b.ID, b.OrgName, b.Snapshot.Tier, levelLabel(b.Snapshot.Level), b.Snapshot.MaxParticipants, b.Snapshot.ServiceLevel, b.State)
+	fmt.Fprintf(&sb, "• valid %s – %s (%s)", b.ValidFrom.Format(time.RFC3339), b.ValidUntil.Format(time.RFC3339), b.TZ)
+	if b.Unit == UnitSessions {
+		fmt.Fprintf(&sb, ", %d of %d sessions used", b.Usage.Sessions, b.SessionsQuota)
+	}
+	fmt.Fprintf(&sb, "\n• up to %d concurrent session(s) on %s\n", b.MaxConcurrent, strings.Join(b.Sites, ", "))
+	if bd.Meeting != roomID {
+		fmt.Fprintf(&sb, "• counted with meeting %s\n", bd.Meeting)
+	}
+	fmt.Fprintf(&sb, "• usage: %d session(s), %.1f participant-minutes, peak %d participants, peak %d concurrent session(s)",
+		b.Usage.Sessions, b.Usage.ParticipantMinutes, b.Usage.PeakParticipants, b.Usage.PeakSessions)
+	return sb.String(), nil
+}

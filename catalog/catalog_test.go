@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +272,24 @@ func TestAdminPolicy(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.want, ok, "%+v %s", tc.ad, tc.action)
 		require.True(t, strings.Contains(reason, tc.reason), "reason %q", reason)
+	}
+}
+
+func TestExport(t *testing.T) {
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	files, err := Export(cfg, dir, time.Now())
+	require.NoError(t, err)
+	require.Len(t, files, 1+64)
+	require.Equal(t, ExportFile{File: "conference-tier-shape.ttl", Method: "POST", Path: "/schemas", ContentType: "text/turtle", Kind: "shape"}, files[0])
+	for _, f := range files[1:] {
+		require.Equal(t, "/assets", f.Path)
+		require.Equal(t, "application/vc+jwt", f.ContentType)
+		raw, err := os.ReadFile(filepath.Join(dir, f.File))
+		require.NoError(t, err)
+		require.Len(t, strings.Split(string(raw), "."), 3, "a compact JWS")
+	}
+	for _, name := range []string{"did.json", "manifest.json", "upload.sh"} {
+		require.FileExists(t, filepath.Join(dir, name))
 	}
 }

@@ -6,6 +6,7 @@
 //	gxconf serve -c config.yaml -r registration.yaml
 //	gxconf generate-registration -c config.yaml -r registration.yaml
 //	gxconf audit verify -c config.yaml
+//	gxconf catalog export -c config.yaml -o dir
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
@@ -38,6 +39,9 @@ Usage:
       Write the appservice registration for the homeserver, with fresh tokens.
   gxconf audit verify -c config.yaml
       Check the hash chain of the access-decision audit log; exits 1 if tampered.
+  gxconf catalog export -c config.yaml -o dir
+      Issue the service catalogue (Gaia-X offerings, tier credentials, SHACL shape,
+      DID document) and write it as files for the XFSC catalogue's POST /assets.
   gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
       status: print the cluster as a running node sees it (nodes by site with their
       load, rooms and where their participants are); drain: the node moves its
@@ -69,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGenerateRegistration(args[1:], stdout)
 	case "audit":
 		err = cmdAudit(args[1:], stdout)
+	case "catalog":
+		err = cmdCatalog(args[1:], stdout)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout)
 	case "drain":
