@@ -187,6 +187,11 @@ func (c *Catalog) Book(ctx context.Context, p Principal, org string, req Booking
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, r := range b.Rooms {
+		if err := c.mayBindLocked(ctx, r, org); err != nil {
+			return nil, err
+		}
+	}
 	if b.StatusIndex, err = c.freeIndex(ctx); err != nil {
 		return nil, err
 	}
@@ -432,14 +437,38 @@ func (c *Catalog) BindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	if len(meeting) > 255 {
 		return fmt.Errorf("%w: meeting key too long", ErrInvalid)
 	}
-	b, err := c.Get(ctx, bookingID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := c.st.get(ctx, bookingID)
 	if err != nil {
 		return err
 	}
+	c.expireLocked(ctx, b)
 	if b.State.Terminal() {
 		return fmt.Errorf("%w: the booking is %s", ErrState, b.State)
 	}
+	if err := c.mayBindLocked(ctx, roomID, b.Org); err != nil {
+		return err
+	}
 	return c.st.bind(ctx, Binding{RoomID: roomID, Booking: bookingID, Meeting: meeting, BoundAt: c.now(), BoundBy: p.Subject})
+}
+
+// mayBindLocked refuses to take a room away from another organisation's
+// booking that is still in force.
+func (c *Catalog) mayBindLocked(ctx context.Context, roomID, org string) error {
+	cur, ok, err := c.st.binding(ctx, roomID)
+	if err != nil || !ok {
+		return err
+	}
+	other, err := c.st.get(ctx, cur.Booking)
+	if err != nil {
+		return err
+	}
+	c.expireLocked(ctx, other)
+	if other.Org != org && !other.State.Terminal() {
+		return fmt.Errorf("%w: the room %s is bound to another organisation's booking", ErrState, roomID)
+	}
+	return nil
 }
 
 // UnbindRoom removes a room's binding.

@@ -384,18 +384,6 @@ func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body 
 		err = c.UnbindRoom(ctx, req.RoomID)
 		return c.view(ctx, b), b, err
 	}
-	// A room bound to another organisation's booking stays theirs.
-	if cur, ok, err := c.st.binding(ctx, req.RoomID); err != nil {
-		return nil, b, err
-	} else if ok && cur.Booking != b.ID {
-		other, err := c.Get(ctx, cur.Booking)
-		if err != nil {
-			return nil, b, err
-		}
-		if other.Org != b.Org && !other.State.Terminal() {
-			return nil, b, fmt.Errorf("%w: the room is bound to another organisation's booking", ErrState)
-		}
-	}
 	if err := c.BindRoom(ctx, ad.Principal, b.ID, req.RoomID, req.Meeting); err != nil {
 		return nil, b, err
 	}
