@@ -548,3 +548,11 @@ func (c *Catalog) RoomBookings(ctx context.Context, roomID string) (string, erro
 		b.Usage.Sessions, b.Usage.ParticipantMinutes, b.Usage.PeakParticipants, b.Usage.PeakSessions)
 	return sb.String(), nil
 }
+
+// BindMeetingRoom is BindRoom for the meetings scheduler, with basic types
+// only so that it can declare the interface without importing catalog: by
+// names the scheduler (e.g. the organiser's Matrix ID), meeting the key its
+// breakouts share.
+func (c *Catalog) BindMeetingRoom(ctx context.Context, bookingID, roomID, meeting, by string) error {
+	return c.BindRoom(ctx, Principal{Subject: "meetings:" + by}, bookingID, roomID, meeting)
+}

@@ -293,3 +293,21 @@ func TestExport(t *testing.T) {
 		require.FileExists(t, filepath.Join(dir, name))
 	}
 }
+
+func TestBindMeetingRoom(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	b := e.book(t, "public-20-gold", nil)
+	require.NoError(t, e.c.BindMeetingRoom(ctx, b.ID, "!m:x", "", "@org:x"))
+	require.NoError(t, e.c.BindMeetingRoom(ctx, b.ID, "!breakout:x", "!m:x", "@org:x"))
+	bs, err := e.c.Bindings(ctx, b.ID)
+	require.NoError(t, err)
+	require.Len(t, bs, 2)
+	require.Equal(t, "meetings:@org:x", bs[0].BoundBy)
+	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, b.ID, "not-a-room", "", "@org:x"), ErrInvalid)
+	// Another organisation's booking cannot take the room.
+	other, err := e.c.Book(ctx, Principal{Subject: "m"}, "stadt-x", BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange,
+		ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms})
+	require.NoError(t, err)
+	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, other.ID, "!m:x", "", "@mallory:x"), ErrState)
+}
