@@ -20,8 +20,8 @@ import (
 )
 
 // TestCatalogClusterParticipantCap: a 20-tier meeting spread over two
-// nodes. Twenty participants connect through node A's focus (ten on each
-// node, node A takes ten); the 21st asks node B's focus, which admitted
+// nodes in two sites. Twenty participants connect through node A's focus
+// (node A takes ten, the rest fall back to node B); the 21st asks node B's focus, which admitted
 // nobody itself: it refuses from the cluster directory's count alone.
 func TestCatalogClusterParticipantCap(t *testing.T) {
 	ctx := context.Background()
@@ -38,18 +38,22 @@ func TestCatalogClusterParticipantCap(t *testing.T) {
 	focusA := fmt.Sprintf("http://127.0.0.1:%d", focusPortA)
 	idp := startCatalogIdP(t, focusA)
 	catCfg := idp.catalogConfig(t, focusA)
-	catCfg["levels"].(map[string]any)["public"].(map[string]any)["sites"] = []string{"a"}
+	catCfg["levels"].(map[string]any)["public"].(map[string]any)["sites"] = []string{"a", "b"}
 
 	portA, err := harness.FreePort()
 	require.NoError(t, err)
 	portB, err := harness.FreePort()
 	require.NoError(t, err)
-	clusterCfg := func(node, relay string, maxParticipants int) map[string]any {
+	urlA, urlB := fmt.Sprintf("ws://127.0.0.1:%d", portA), fmt.Sprintf("ws://127.0.0.1:%d", portB)
+	clusterCfg := func(node, site, relay string, maxParticipants int) map[string]any {
 		return map[string]any{
-			"node_id": node, "site": "a", "relay_address": relay,
+			"node_id": node, "site": site, "relay_address": relay,
 			"heartbeat_interval": "200ms", "liveness_ttl": "2s",
-			"redis":       map[string]any{"address": rds.Addr, "op_timeout": "500ms"},
-			"sites":       map[string]any{"a": map[string]any{}},
+			"redis": map[string]any{"address": rds.Addr, "op_timeout": "500ms"},
+			"sites": map[string]any{
+				"a": map[string]any{"url": urlA, "fallback": []string{"b"}},
+				"b": map[string]any{"url": urlB, "fallback": []string{"a"}},
+			},
 			"homeservers": map[string]any{"localhost": "a"},
 			"limits":      map[string]any{"max_cpu": 0, "max_participants": maxParticipants},
 		}
@@ -57,7 +61,7 @@ func TestCatalogClusterParticipantCap(t *testing.T) {
 	relaySecret := "relay-secret-of-this-test-run-0123456789abcdef"
 	s := startStack(t, harness.StackOptions{SFUPort: portA, FocusPort: focusPortA, Config: map[string]any{
 		"database": map[string]any{"type": "postgres", "uri": pg.URI},
-		"cluster":  clusterCfg("node-a", freeAddr(t), 10),
+		"cluster":  clusterCfg("node-a", "a", freeAddr(t), 10),
 		"bridge":   map[string]any{"secret": relaySecret},
 		"catalog":  catCfg,
 	}})
@@ -85,7 +89,7 @@ func TestCatalogClusterParticipantCap(t *testing.T) {
 			"keys":   map[string]any{s.SFUKey: s.SFUSecret},
 			"rtc":    map[string]any{"udp_port": udp, "tcp_port": 0, "node_ip": "127.0.0.1"},
 		},
-		"cluster": clusterCfg("node-b", freeAddr(t), 100),
+		"cluster": clusterCfg("node-b", "b", freeAddr(t), 100),
 		"bridge":  map[string]any{"secret": relaySecret},
 		"catalog": catCfg,
 		"metrics": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", ports[2])},
@@ -103,7 +107,7 @@ func TestCatalogClusterParticipantCap(t *testing.T) {
 		}
 		require.NoError(t, nodeB.Stop())
 	})
-	require.Eventually(t, func() bool { return len(clusterStatus(t, metricsB).Sites[0].Nodes) == 2 },
+	require.Eventually(t, func() bool { return len(clusterStatus(t, metricsB).Sites) == 2 },
 		30*time.Second, 100*time.Millisecond, "node-b does not see node-a")
 
 	host := register(t, s, "host")
