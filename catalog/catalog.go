@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
-	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/credentials/statuslist"
 )
@@ -23,12 +22,6 @@ import (
 // StatusListLength is the number of entries of the revocation list: the
 // W3C minimum of 16 KiB (131,072 entries) for herd privacy.
 const StatusListLength = 131072
-
-// Directory tells who is connected to a LiveKit room across the cluster
-// (cluster.Directory implements it; a single node adapts its SFU).
-type Directory interface {
-	Participants(ctx context.Context, room cluster.RoomName) ([]cluster.ParticipantEntry, error)
-}
 
 // Options are the dependencies of a Catalog.
 type Options struct {
