@@ -23,6 +23,9 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 	case "policy":
 		return a.policyCommand(ctx, roomID, sender, args[1:])
 	case "bookings":
+		if len(args) == 3 && strings.ToLower(args[1]) == "accept" {
+			return a.acceptBooking(ctx, roomID, sender, args[2])
+		}
 		return a.bookingsText(ctx, roomID)
 	case "help":
 		return notice(a.helpText())
@@ -40,7 +43,25 @@ func (a *Appservice) helpText() string {
 		"• " + p + " policy set <json> — set it, e.g. {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"" + a.botID.Homeserver() + "\"]}",
 		"• " + p + " policy clear — remove it (needs the room's highest power level)",
 		"• " + p + " bookings — the service booking this room is bound to and its usage",
+		"• " + p + " bookings accept <booking> — let the booking an organisation bound this room to count here (needs the room's highest power level)",
 	}, "\n")
+}
+
+// acceptBooking lets a room admin accept the room's binding to a booking:
+// until then an organisation's admin cannot restrict a room they do not control.
+func (a *Appservice) acceptBooking(ctx context.Context, roomID id.RoomID, sender id.UserID, bookingID string) *event.MessageEventContent {
+	if a.bookings == nil {
+		return notice("This deployment has no service catalogue.")
+	}
+	senderPower, topPower := a.powers(ctx, roomID, sender)
+	if senderPower < topPower {
+		return notice(fmt.Sprintf("Only a member with the room's highest power level (%d) may accept a booking for it; you have %d.", topPower, senderPower))
+	}
+	if err := a.bookings.ConfirmRoom(ctx, roomID.String(), bookingID, sender.String()); err != nil {
+		zerolog.Ctx(ctx).Info().Err(err).Msg("Refused to accept a booking")
+		return notice(fmt.Sprintf("I could not accept booking %s for this room: %v.", bookingID, err))
+	}
+	return notice(fmt.Sprintf("Accepted: calls in this room now count against booking %s.", bookingID))
 }
 
 func (a *Appservice) bookingsText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {

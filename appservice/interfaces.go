@@ -13,4 +13,7 @@ type ParticipantRemover interface {
 type BookingInfo interface {
 	// RoomBookings is a plain-text summary of the room's booking and usage.
 	RoomBookings(ctx context.Context, roomID string) (string, error)
+	// ConfirmRoom records that a room admin accepted the room's binding to
+	// a booking (made by an organisation's admin in the catalogue).
+	ConfirmRoom(ctx context.Context, roomID, bookingID, userID string) error
 }

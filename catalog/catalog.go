@@ -420,7 +420,15 @@ func (c *Catalog) List(ctx context.Context, org string) ([]*Booking, error) {
 // BindRoom binds a Matrix room to a booking; rooms with the same meeting
 // key (e.g. a meeting and its breakouts) count their participants together.
 // An empty meeting key is the room itself.
+//
+// A binding made here counts only once the room accepts it (ConfirmRoom,
+// the bot's "!conf bookings accept"): an organisation's admin must not
+// restrict or take over rooms they do not control.
 func (c *Catalog) BindRoom(ctx context.Context, p Principal, bookingID, roomID, meeting string) error {
+	return c.bindRoom(ctx, p, bookingID, roomID, meeting, "")
+}
+
+func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, meeting, confirmedBy string) error {
 	if !validRoomID(roomID) {
 		return fmt.Errorf("%w: %q is not a Matrix room ID", ErrInvalid, roomID)
 	}
@@ -443,7 +451,23 @@ func (c *Catalog) BindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	if err := c.mayBindLocked(ctx, roomID, b.Org); err != nil {
 		return err
 	}
-	return c.st.bind(ctx, Binding{RoomID: roomID, Booking: bookingID, Meeting: meeting, BoundAt: c.now(), BoundBy: p.Subject})
+	return c.st.bind(ctx, Binding{RoomID: roomID, Booking: bookingID, Meeting: meeting, BoundAt: c.now(), BoundBy: p.Subject, ConfirmedBy: confirmedBy})
+}
+
+// ConfirmRoom records that the room accepts its binding to bookingID; by is
+// the room admin's Matrix ID (the caller checked their power level).
+func (c *Catalog) ConfirmRoom(ctx context.Context, roomID, bookingID, by string) error {
+	ok, err := c.st.confirm(ctx, roomID, bookingID, by)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: this room is not bound to booking %s", ErrNotFound, bookingID)
+	}
+	if err := c.audit.Append(ctx, credentials.AuditEntry{Decision: "room:accept-booking", UserID: by, RoomID: roomID, Reason: bookingID}); err != nil {
+		c.log.Error().Err(err).Str("room_id", roomID).Msg("Failed to audit a room's acceptance of a booking")
+	}
+	return nil
 }
 
 // mayBindLocked refuses to take a room away from another organisation's
@@ -458,7 +482,8 @@ func (c *Catalog) mayBindLocked(ctx context.Context, roomID, org string) error {
 		return err
 	}
 	c.expireLocked(ctx, other)
-	if other.Org != org && !other.State.Terminal() {
+	// An unconfirmed binding is only a claim: it blocks nobody.
+	if other.Org != org && !other.State.Terminal() && cur.ConfirmedBy != "" {
 		return fmt.Errorf("%w: the room %s is bound to another organisation's booking", ErrState, roomID)
 	}
 	return nil
@@ -527,6 +552,9 @@ func (c *Catalog) RoomBookings(ctx context.Context, roomID string) (string, erro
 		return "This room is bound to no service booking; calls here are not limited by one.", nil
 	}
 	var sb strings.Builder
+	if bd.ConfirmedBy == "" {
+		fmt.Fprintf(&sb, "This room was bound to booking %s of %s by its admin; it does not count until a room admin sends \"!conf bookings accept %s\".\n", b.ID, b.OrgName, b.ID)
+	}
 	fmt.Fprintf(&sb, "Booking %s of %s: tier %s (%s, up to %d participants, service level %s), %s.\n",
 		b.ID, b.OrgName, b.Snapshot.Tier, levelLabel(b.Snapshot.Level), b.Snapshot.MaxParticipants, b.Snapshot.ServiceLevel, b.State)
 	fmt.Fprintf(&sb, "• valid %s – %s (%s)", b.ValidFrom.Format(time.RFC3339), b.ValidUntil.Format(time.RFC3339), b.TZ)
@@ -546,6 +574,7 @@ func (c *Catalog) RoomBookings(ctx context.Context, roomID string) (string, erro
 // only so that it can declare the interface without importing catalog: by
 // names the scheduler (e.g. the organiser's Matrix ID), meeting the key its
 // breakouts share.
+// The scheduler created the room, so the binding counts at once.
 func (c *Catalog) BindMeetingRoom(ctx context.Context, bookingID, roomID, meeting, by string) error {
-	return c.BindRoom(ctx, Principal{Subject: "meetings:" + by}, bookingID, roomID, meeting)
+	return c.bindRoom(ctx, Principal{Subject: "meetings:" + by}, bookingID, roomID, meeting, "meetings:"+by)
 }

@@ -55,6 +55,13 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	if err != nil {
 		return Admission{}, err
 	}
+	if ok && bd.ConfirmedBy == "" {
+		// Bound by an organisation's admin but not accepted by the room.
+		if c.cfg.RequireBooking {
+			return refuse(c.metrics, "unconfirmed", fmt.Sprintf("This room's binding to the booking %s awaits a room admin's acceptance: send \"!conf bookings accept %s\" in the room.", bd.Booking, bd.Booking))
+		}
+		return Admission{}, nil
+	}
 	if !ok {
 		if c.cfg.RequireBooking {
 			return refuse(c.metrics, "unbound", "This room is not bound to a service booking, so calls cannot start here; an organisation admin must book a tier and bind the room.")

@@ -28,6 +28,7 @@ func TestAdmitParticipantCap(t *testing.T) {
 	e := newEnv(t, nil)
 	b := e.book(t, "public-20-gold", func(r *BookingRequest) { r.Rooms = []string{"!main:x"} })
 	require.NoError(t, e.c.BindRoom(ctx, orgAdmin, b.ID, "!breakout:x", "!main:x"))
+	require.NoError(t, e.c.ConfirmRoom(ctx, "!breakout:x", b.ID, "@roomadmin:x"))
 
 	// 12 connected in the main room (some of them federated), 5 admitted
 	// but not connected yet, 2 in a breakout room.
@@ -145,4 +146,32 @@ func TestAdmitStateLevelSite(t *testing.T) {
 	k := e2.book(t, "kritis-20-gold", func(r *BookingRequest) { r.Rooms = []string{"!k:x"} })
 	require.Equal(t, "The booking "+k.ID+" (KRITIS, up to 20 participants) is for the sites de-ber-1 only; this deployment runs at de-bon-1.",
 		e2.admit(t, "!k:x", "lk-k", "u", credentials.LevelKritis).Refused)
+}
+
+// TestUnconfirmedBinding: an organisation's admin binding a room does not
+// restrict it until the room accepts; another organisation's unconfirmed
+// claim does not block the room's own organisation.
+func TestUnconfirmedBinding(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	mallory := Principal{Subject: "idp|mallory", Org: "stadt-x"}
+	now := e.clock.now()
+	// Mallory claims a room she does not control with a tiny, ended-soon booking.
+	mb, err := e.c.Book(ctx, mallory, "stadt-x", BookingRequest{Tier: "public-20-bronze", Unit: UnitDateRange,
+		ValidFrom: now, ValidUntil: now.Add(time.Hour), Rooms: []string{"!victim:x"}, AcceptTerms: testTerms})
+	require.NoError(t, err)
+	require.Empty(t, e.admit(t, "!victim:x", "lk-v", "u", credentials.LevelPublic).Refused, "the claim does not count")
+	e.c.cfg.RequireBooking = true
+	require.Equal(t, "This room's binding to the booking "+mb.ID+" awaits a room admin's acceptance: send \"!conf bookings accept "+mb.ID+"\" in the room.",
+		e.admit(t, "!victim:x", "lk-v", "u", credentials.LevelPublic).Refused)
+	text, err := e.c.RoomBookings(ctx, "!victim:x")
+	require.NoError(t, err)
+	require.Contains(t, text, "does not count until a room admin sends")
+	// The room's own organisation binds it anyway, and the room accepts.
+	own := e.book(t, "public-20-gold", func(r *BookingRequest) { r.Rooms = []string{"!victim:x"} })
+	a := e.admit(t, "!victim:x", "lk-v", "u", credentials.LevelPublic)
+	require.Empty(t, a.Refused)
+	require.Equal(t, own.ID, a.Booking)
+	// Confirming another booking than the bound one fails.
+	require.ErrorIs(t, e.c.ConfirmRoom(ctx, "!victim:x", mb.ID, "@roomadmin:x"), ErrNotFound)
 }

@@ -134,5 +134,8 @@ func (e *env) book(t testing.TB, tier string, mutate func(*BookingRequest)) *Boo
 	}
 	b, err := e.c.Book(context.Background(), orgAdmin, "land-nrw", req)
 	require.NoError(t, err)
+	for _, r := range req.Rooms {
+		require.NoError(t, e.c.ConfirmRoom(context.Background(), r, b.ID, "@roomadmin:x"))
+	}
 	return b
 }

@@ -74,6 +74,8 @@ func TestAdminHTTP(t *testing.T) {
 	require.Equal(t, StateActive, b.State)
 	require.Empty(t, b.Entitlement, "the list view carries no JWT")
 	require.Equal(t, "!r:x", b.BoundRooms[0].RoomID)
+	require.Empty(t, b.BoundRooms[0].ConfirmedBy)
+	require.NoError(t, e.c.ConfirmRoom(context.Background(), "!r:x", b.ID, "@roomadmin:x"))
 
 	// Mallory can neither read, bind nor cancel it, nor take the room.
 	code, _ = call(t, srv, mallory, false, http.MethodGet, "/catalog/admin/api/bookings/"+b.ID, "")

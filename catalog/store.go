@@ -129,14 +129,27 @@ type Binding struct {
 	Meeting string    `json:"meeting"`
 	BoundAt time.Time `json:"bound_at"`
 	BoundBy string    `json:"bound_by"`
+	// ConfirmedBy is the room admin (Matrix ID) or scheduler that accepted
+	// the binding for the room; empty: it does not count yet.
+	ConfirmedBy string `json:"confirmed_by"`
 }
 
 func (s *store) bind(ctx context.Context, b Binding) error {
-	_, err := s.db.Exec(ctx, `INSERT INTO catalog_binding (room_id, booking_id, meeting, bound_at, bound_by) VALUES ($1, $2, $3, $4, $5)
+	_, err := s.db.Exec(ctx, `INSERT INTO catalog_binding (room_id, booking_id, meeting, bound_at, bound_by, confirmed_by) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (room_id) DO UPDATE SET booking_id = excluded.booking_id, meeting = excluded.meeting,
-			bound_at = excluded.bound_at, bound_by = excluded.bound_by`,
-		b.RoomID, b.Booking, b.Meeting, b.BoundAt.UnixMilli(), b.BoundBy)
+			bound_at = excluded.bound_at, bound_by = excluded.bound_by, confirmed_by = excluded.confirmed_by`,
+		b.RoomID, b.Booking, b.Meeting, b.BoundAt.UnixMilli(), b.BoundBy, b.ConfirmedBy)
 	return err
+}
+
+// confirm marks the room's binding to bookingID as accepted by the room.
+func (s *store) confirm(ctx context.Context, roomID, bookingID, by string) (bool, error) {
+	res, err := s.db.Exec(ctx, `UPDATE catalog_binding SET confirmed_by = $3 WHERE room_id = $1 AND booking_id = $2`, roomID, bookingID, by)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 func (s *store) unbind(ctx context.Context, roomID string) error {
@@ -148,8 +161,8 @@ func (s *store) unbind(ctx context.Context, roomID string) error {
 func (s *store) binding(ctx context.Context, roomID string) (Binding, bool, error) {
 	b := Binding{RoomID: roomID}
 	var at int64
-	err := s.db.QueryRow(ctx, `SELECT booking_id, meeting, bound_at, bound_by FROM catalog_binding WHERE room_id = $1`, roomID).
-		Scan(&b.Booking, &b.Meeting, &at, &b.BoundBy)
+	err := s.db.QueryRow(ctx, `SELECT booking_id, meeting, bound_at, bound_by, confirmed_by FROM catalog_binding WHERE room_id = $1`, roomID).
+		Scan(&b.Booking, &b.Meeting, &at, &b.BoundBy, &b.ConfirmedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Binding{}, false, nil
 	} else if err != nil {
@@ -161,7 +174,7 @@ func (s *store) binding(ctx context.Context, roomID string) (Binding, bool, erro
 
 // bindings lists the rooms bound to a booking.
 func (s *store) bindings(ctx context.Context, bookingID string) ([]Binding, error) {
-	rows, err := s.db.Query(ctx, `SELECT room_id, meeting, bound_at, bound_by FROM catalog_binding WHERE booking_id = $1 ORDER BY room_id`, bookingID)
+	rows, err := s.db.Query(ctx, `SELECT room_id, meeting, bound_at, bound_by, confirmed_by FROM catalog_binding WHERE booking_id = $1 ORDER BY room_id`, bookingID)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +183,7 @@ func (s *store) bindings(ctx context.Context, bookingID string) ([]Binding, erro
 	for rows.Next() {
 		b := Binding{Booking: bookingID}
 		var at int64
-		if err := rows.Scan(&b.RoomID, &b.Meeting, &at, &b.BoundBy); err != nil {
+		if err := rows.Scan(&b.RoomID, &b.Meeting, &at, &b.BoundBy, &b.ConfirmedBy); err != nil {
 			return nil, err
 		}
 		b.BoundAt = time.UnixMilli(at)

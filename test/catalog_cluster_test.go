@@ -119,6 +119,7 @@ func TestCatalogClusterParticipantCap(t *testing.T) {
 		focusA+"/catalog/admin/api/bookings", bookingRequest("public-20-gold", room))
 	require.Equal(t, http.StatusOK, code, booked)
 	bookingID := booked["id"].(string)
+	acceptBooking(t, s, host, room, bookingID)
 
 	oid := openID(t, host)
 	for i := range 20 {

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/gxfs-conf/gxconf/test/harness"
 )
@@ -415,4 +416,14 @@ func auditCounts(t *testing.T, s *harness.Stack) map[string]int {
 	}
 	require.NoError(t, rows.Err())
 	return out
+}
+
+// acceptBooking has the room's creator accept the room's binding to a
+// booking with the bot ("!conf bookings accept"), as a room admin does.
+func acceptBooking(t *testing.T, s *harness.Stack, admin *harness.User, room id.RoomID, bookingID string) {
+	t.Helper()
+	waitForMessage(t, admin, room, s.BotID, "!conf help")
+	_, err := admin.Client.SendText(context.Background(), room, "!conf bookings accept "+bookingID)
+	require.NoError(t, err)
+	waitForMessage(t, admin, room, s.BotID, "Accepted: calls in this room now count against booking "+bookingID)
 }

@@ -105,10 +105,15 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, booked)
 	require.Equal(t, "active", booked["state"], "public bookings are fixed offers")
 	bookingR := booked["id"].(string)
+	// Until the room accepts the binding, the booking does not limit it.
+	code, out = token(roomR, "before-accept")
+	require.Equal(t, http.StatusOK, code, out)
+	acceptBooking(t, s, host, roomR, bookingR)
 	for i := range 20 {
 		code, out := token(roomR, fmt.Sprintf("m%02d", i))
 		require.Equal(t, http.StatusOK, code, "participant %d: %v", i+1, out)
 	}
+	// (The pending "before-accept" token was not counted by the booking.)
 	code, out = token(roomR, "m20")
 	require.Equal(t, http.StatusForbidden, code, out)
 	require.Equal(t, "M_FORBIDDEN", out["errcode"])
@@ -128,6 +133,8 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	// --- Concurrency: bronze allows one session at a time.
 	code, booked = adminCall(t, alice, "", http.MethodPost, api+"bookings", bookingRequest("public-50-bronze", roomA, roomB))
 	require.Equal(t, http.StatusOK, code, booked)
+	acceptBooking(t, s, host, roomA, booked["id"].(string))
+	acceptBooking(t, s, host, roomB, booked["id"].(string))
 	code, out = token(roomA, "a1")
 	require.Equal(t, http.StatusOK, code, out)
 	code, out = token(roomB, "b1")
@@ -139,6 +146,7 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	req2["sites"] = []string{"de-ber-1"}
 	code, booked = adminCall(t, alice, "", http.MethodPost, api+"bookings", req2)
 	require.Equal(t, http.StatusOK, code, booked)
+	acceptBooking(t, s, host, roomS, booked["id"].(string))
 	code, out = token(roomS, "s1")
 	require.Equal(t, http.StatusForbidden, code, out)
 	require.Contains(t, out["error"], "is for the sites de-ber-1 only; this deployment runs at default")
@@ -152,6 +160,7 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, booked)
 	require.Equal(t, "requested", booked["state"])
 	bookingV := booked["id"].(string)
+	acceptBooking(t, s, host, roomV, bookingV)
 	code, out = token(roomV, "v1")
 	require.Equal(t, http.StatusForbidden, code, out)
 	require.Contains(t, out["error"], "awaits the provider's confirmation")
@@ -178,6 +187,7 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	reqE["valid_until"] = time.Now().Add(10 * time.Second).UTC().Format(time.RFC3339Nano)
 	code, out = adminCall(t, alice, "", http.MethodPost, api+"bookings", reqE)
 	require.Equal(t, http.StatusOK, code, out)
+	acceptBooking(t, s, host, roomE, out["id"].(string))
 	code, out = token(roomE, "e1")
 	require.Equal(t, http.StatusOK, code, out)
 	require.Eventually(t, func() bool {
@@ -238,8 +248,15 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{bookingR: true, bookingV: false}, revoked, "revocation is the status bit")
 
-	// --- The bot tells the room about its booking.
-	waitForMessage(t, host, roomA, s.BotID, "!conf help")
+	// --- The bot tells the room about its booking; only a room admin accepts one.
+	guest := register(t, s, "guest")
+	_, err = host.Client.InviteUser(ctx, roomA, &mautrix.ReqInviteUser{UserID: guest.ID})
+	require.NoError(t, err)
+	_, err = guest.Client.JoinRoomByID(ctx, roomA)
+	require.NoError(t, err)
+	_, err = guest.Client.SendText(ctx, roomA, "!conf bookings accept "+bookingR)
+	require.NoError(t, err)
+	waitForMessage(t, host, roomA, s.BotID, "Only a member with the room's highest power level (100) may accept a booking for it; you have 0.")
 	_, err = host.Client.SendText(ctx, roomA, "!conf bookings")
 	require.NoError(t, err)
 	waitForMessage(t, host, roomA, s.BotID, "tier public-50-bronze")
@@ -256,4 +273,5 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	require.GreaterOrEqual(t, counts["admin-denied:cancel"], 1, "mallory")
 	require.GreaterOrEqual(t, counts["admin-denied:login"], 1, "charlie's login")
 	require.GreaterOrEqual(t, counts["admin:login"], 3)
+	require.Equal(t, 6, counts["room:accept-booking"])
 }
