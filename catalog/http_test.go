@@ -115,6 +115,20 @@ func TestAdminHTTP(t *testing.T) {
 	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'sha256-")
 	require.NotContains(t, resp.Header.Get("Content-Security-Policy"), "unsafe-inline'; style", "no inline scripts but the page's own")
 
+	// A callback without a login this gxconf started (login CSRF, replay) is refused
+	// before the identity provider is asked anything.
+	code, out = call(t, srv, nil, false, http.MethodGet, "/catalog/admin/callback?state=forged&code=stolen", "")
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, out, "unknown or expired login state")
+	// A bearer header that is no ID token.
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/catalog/admin/api/me", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Basic YWxpY2U6cHc=")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
 	n, err := credentials.VerifyAuditChain(context.Background(), e.db)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 8, "refusals and actions are audited")

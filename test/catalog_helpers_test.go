@@ -272,11 +272,28 @@ func (idp *catalogIdP) adminSession(t *testing.T, focusURL, user, password strin
 // itself: an ID token for the admin API's bearer path.
 func (idp *catalogIdP) idToken(t *testing.T, user, password string, withTOTP bool) string {
 	t.Helper()
+	return idp.idTokenFor(t, idp.client, idp.secret, user, password, withTOTP)
+}
+
+// addClient registers another relying party at Hydra (redirecting to /cb).
+func (idp *catalogIdP) addClient(t *testing.T, id, secret string) {
+	t.Helper()
+	require.NoError(t, idp.hydra.Admin(context.Background(), http.MethodPost, "/admin/clients", map[string]any{
+		"client_id": id, "client_secret": secret,
+		"grant_types": []string{"authorization_code"}, "response_types": []string{"code"},
+		"scope": "openid profile", "token_endpoint_auth_method": "client_secret_basic",
+		"redirect_uris": []string{idp.app.srv.URL + "/cb"},
+	}, nil))
+}
+
+// idTokenFor is idToken for any client of the IdP.
+func (idp *catalogIdP) idTokenFor(t *testing.T, client, secret, user, password string, withTOTP bool) string {
+	t.Helper()
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	q := url.Values{
-		"client_id": {idp.client}, "response_type": {"code"}, "scope": {"openid profile"},
+		"client_id": {client}, "response_type": {"code"}, "scope": {"openid profile"},
 		"redirect_uri": {idp.app.srv.URL + "/cb"}, "state": {"state-0123456789"}, "nonce": {"nonce-0123456789"},
 	}
 	resp, err := c.Get(idp.hydra.PublicURL + "/oauth2/auth?" + q.Encode())
@@ -297,7 +314,7 @@ func (idp *catalogIdP) idToken(t *testing.T, user, password string, withTOTP boo
 		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {idp.app.srv.URL + "/cb"},
 	}.Encode()))
 	require.NoError(t, err)
-	tr.SetBasicAuth(idp.client, idp.secret)
+	tr.SetBasicAuth(client, secret)
 	tr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err = http.DefaultClient.Do(tr)
 	require.NoError(t, err)

@@ -80,6 +80,12 @@ func TestCatalogBookingAndEnforcement(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	code, out = adminCall(t, nil, aliceToken+"x", http.MethodGet, api+"bookings", nil)
 	require.Equal(t, http.StatusUnauthorized, code, out)
+	// An ID token the same provider issued to another application is not for gxconf.
+	idp.addClient(t, "other-app", "other-app-secret-0123456789abcdef")
+	otherToken := idp.idTokenFor(t, "other-app", "other-app-secret-0123456789abcdef", "alice", "alice-pw", true)
+	code, out = adminCall(t, nil, otherToken, http.MethodGet, api+"bookings", nil)
+	require.Equal(t, http.StatusUnauthorized, code, out)
+	require.Contains(t, out["error"], "audience")
 	// A session cookie alone does not change state (CSRF).
 	req, _ := http.NewRequest(http.MethodPost, api+"bookings", strings.NewReader(`{}`))
 	resp, err := alice.Do(req)
