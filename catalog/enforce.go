@@ -113,9 +113,23 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 			name, b.Snapshot.MaxParticipants, len(present)))
 	}
 
-	// Sessions: joining a room without an open session opens one.
+	// Sessions: joining a room without an open session opens one. A room
+	// with participants this node did not admit (another node's, or from
+	// before a restart) is a session already open: joining it opens none.
 	changed := false
 	s := c.sessions[req.LiveKitRoom]
+	running := false
+	for k := range present {
+		if strings.HasPrefix(k, req.LiveKitRoom+"\x00") {
+			running = true
+			break
+		}
+	}
+	if (s == nil || s.booking != b.ID) && running {
+		s = &session{booking: b.ID, meeting: bd.Meeting, opened: now}
+		c.sessions[req.LiveKitRoom] = s
+		c.metrics.sessions.Inc()
+	}
 	if s == nil || s.booking != b.ID {
 		open := 0
 		for _, o := range c.sessions {

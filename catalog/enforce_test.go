@@ -62,7 +62,7 @@ func TestAdmitParticipantCap(t *testing.T) {
 	got, err := e.c.Get(ctx, b.ID)
 	require.NoError(t, err)
 	require.Equal(t, 20, got.Usage.PeakParticipants)
-	require.Equal(t, 2, got.Usage.Sessions, "main room and breakout")
+	require.Equal(t, 1, got.Usage.Sessions, "the breakout; the main room's 12 were admitted elsewhere, its session was running")
 }
 
 func TestAdmitSessions(t *testing.T) {
@@ -174,4 +174,22 @@ func TestUnconfirmedBinding(t *testing.T) {
 	require.Equal(t, own.ID, a.Booking)
 	// Confirming another booking than the bound one fails.
 	require.ErrorIs(t, e.c.ConfirmRoom(ctx, "!victim:x", mb.ID, "@roomadmin:x"), ErrNotFound)
+}
+
+// TestAdmitJoinsRunningSession: a room whose participants another node
+// admitted is a running session; joining it here opens none (no quota, no
+// concurrency refusal).
+func TestAdmitJoinsRunningSession(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	b := e.book(t, "public-50-bronze", func(r *BookingRequest) {
+		r.Rooms = []string{"!a:x"}
+		r.Unit, r.Sessions = UnitSessions, 1
+	})
+	e.dir.set("lk-a", "elsewhere1", "elsewhere2")
+	require.Empty(t, e.admit(t, "!a:x", "lk-a", "u1", credentials.LevelPublic).Refused)
+	got, err := e.c.Get(ctx, b.ID)
+	require.NoError(t, err)
+	require.Zero(t, got.Usage.Sessions, "the other node opened it")
+	require.Equal(t, 3, got.Usage.PeakParticipants)
 }
