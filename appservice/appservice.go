@@ -39,7 +39,9 @@ type Options struct {
 	// audit log.
 	Audit Auditor
 	// FocusURL is the livekit_service_url shown by "!conf status".
-	FocusURL   string
+	FocusURL string
+	// Bookings answers "!conf bookings"; nil: no catalogue.
+	Bookings   BookingInfo
 	Log        zerolog.Logger
 	Registerer prometheus.Registerer
 }
@@ -54,6 +56,7 @@ type Appservice struct {
 	remover   ParticipantRemover
 	validator PolicyValidator
 	audit     Auditor
+	bookings  BookingInfo
 	focus     string
 	botID     id.UserID
 	log       zerolog.Logger
@@ -123,6 +126,7 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 		state:     state,
 		store:     st,
 		remover:   opts.Remover,
+		bookings:  opts.Bookings,
 		focus:     opts.FocusURL,
 		botID:     id.NewUserID(opts.Registration.SenderLocalpart, opts.HomeserverDomain),
 		log:       log,

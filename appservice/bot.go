@@ -46,6 +46,11 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 		return a.statusText(ctx, roomID)
 	case "policy":
 		return a.policyCommand(ctx, roomID, sender, args[1:])
+	case "bookings":
+		if len(args) == 3 && strings.ToLower(args[1]) == "accept" {
+			return a.acceptBooking(ctx, roomID, sender, args[2])
+		}
+		return a.bookingsText(ctx, roomID)
 	case "help":
 		if len(args) > 1 {
 			if h, ok := a.commands[strings.ToLower(args[1])]; ok {
@@ -79,11 +84,42 @@ func (a *Appservice) helpText() string {
 		"• " + p + " policy — show this room's access policy (state event " + accessEventType.Type + ")",
 		"• " + p + " policy set <json> — set it, e.g. {\"level\":\"kritis\",\"required_credentials\":[{\"type\":\"EmployeeCredential\"}],\"allowed_homeservers\":[\"" + a.botID.Homeserver() + "\"]}",
 		"• " + p + " policy clear — remove it (needs the room's highest power level)",
+		"• " + p + " bookings — the service booking this room is bound to and its usage",
+		"• " + p + " bookings accept <booking> — let the booking an organisation bound this room to count here (needs the room's highest power level)",
 	}
 	for _, verb := range slices.Sorted(maps.Keys(a.commands)) {
 		lines = append(lines, "• "+a.commands[verb].HelpSummary())
 	}
 	return strings.Join(lines, "\n")
+}
+
+// acceptBooking lets a room admin accept the room's binding to a booking:
+// until then an organisation's admin cannot restrict a room they do not control.
+func (a *Appservice) acceptBooking(ctx context.Context, roomID id.RoomID, sender id.UserID, bookingID string) *event.MessageEventContent {
+	if a.bookings == nil {
+		return notice("This deployment has no service catalogue.")
+	}
+	senderPower, topPower := a.powers(ctx, roomID, sender)
+	if senderPower < topPower {
+		return notice(fmt.Sprintf("Only a member with the room's highest power level (%d) may accept a booking for it; you have %d.", topPower, senderPower))
+	}
+	if err := a.bookings.ConfirmRoom(ctx, roomID.String(), bookingID, sender.String()); err != nil {
+		zerolog.Ctx(ctx).Info().Err(err).Msg("Refused to accept a booking")
+		return notice(fmt.Sprintf("I could not accept booking %s for this room: %v.", bookingID, err))
+	}
+	return notice(fmt.Sprintf("Accepted: calls in this room now count against booking %s.", bookingID))
+}
+
+func (a *Appservice) bookingsText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {
+	if a.bookings == nil {
+		return notice("This deployment has no service catalogue; calls are not bound to bookings.")
+	}
+	text, err := a.bookings.RoomBookings(ctx, roomID.String())
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to read the room's booking")
+		return notice("Sorry, I could not read this room's booking.")
+	}
+	return notice(text)
 }
 
 func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.MessageEventContent {

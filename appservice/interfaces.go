@@ -16,3 +16,13 @@ type ParticipantRemover interface {
 type Auditor interface {
 	Audit(ctx context.Context, e credentials.AuditEntry) error
 }
+
+// BookingInfo describes a room's service booking for "!conf bookings" (the
+// catalog implements it, wired in cmd).
+type BookingInfo interface {
+	// RoomBookings is a plain-text summary of the room's booking and usage.
+	RoomBookings(ctx context.Context, roomID string) (string, error)
+	// ConfirmRoom records that a room admin accepted the room's binding to
+	// a booking (made by an organisation's admin in the catalogue).
+	ConfirmRoom(ctx context.Context, roomID, bookingID, userID string) error
+}

@@ -22,6 +22,10 @@ type PlacementRequest struct {
 	ServerName string
 	// ClientIP is the requester's address if known (zero otherwise).
 	ClientIP netip.Addr
+	// Sites, when set, are the only sites the room may be placed on (a
+	// service booking's sites); the requester's site and its fallbacks are
+	// tried first, then the remaining allowed sites in the given order.
+	Sites []SiteID
 }
 
 // SiteRule says how the requester's site was found.
@@ -136,6 +140,27 @@ func (t *Topology) order(site SiteID) []SiteID {
 	return append([]SiteID{site}, t.sites[site].Fallback...)
 }
 
+// allowedOrder is order(site) restricted to allowed (when set), followed by
+// the allowed sites not in it.
+func (t *Topology) allowedOrder(site SiteID, allowed []SiteID) []SiteID {
+	all := t.order(site)
+	if len(allowed) == 0 {
+		return all
+	}
+	out := make([]SiteID, 0, len(allowed))
+	for _, s := range all {
+		if slices.Contains(allowed, s) {
+			out = append(out, s)
+		}
+	}
+	for _, s := range allowed {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // url is the site's entry URL, or the node's own.
 func (t *Topology) url(site SiteID, n Node) string {
 	if u := t.sites[site].URL; u != "" {
@@ -158,7 +183,7 @@ func Place(t *Topology, nodes []Node, hosting []RoomEntry, req PlacementRequest,
 		hosts[e.Node] = true
 	}
 	full := false
-	for i, site := range t.order(home) {
+	for _, site := range t.allowedOrder(home, req.Sites) {
 		var best *Node
 		var bestScore float64
 		bestHosting := false
@@ -180,7 +205,7 @@ func Place(t *Topology, nodes []Node, hosting []RoomEntry, req PlacementRequest,
 		if best != nil {
 			return Placement{
 				Site: site, URL: t.url(site, *best), Node: *best,
-				HomeSite: home, Fallback: i > 0, Rule: rule, Hosting: bestHosting,
+				HomeSite: home, Fallback: site != home, Rule: rule, Hosting: bestHosting,
 			}, nil
 		}
 	}

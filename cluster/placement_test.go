@@ -324,3 +324,35 @@ func TestPlacerOverEmbedded(t *testing.T) {
 }
 
 func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestPlaceBookedSites: a booking's sites restrict placement, keeping the
+// requester's own fallback order among them, and never fall back to a site
+// outside them.
+func TestPlaceBookedSites(t *testing.T) {
+	topo := testTopology(t)
+	nodes := []Node{node("a1", "A", 0), node("b1", "B", 0), node("c1", "C", 0)}
+	req := PlacementRequest{Room: "r", ServerName: "a.example"}
+
+	req.Sites = []SiteID{"C", "B"}
+	p, err := Place(topo, nodes, nil, req, nil)
+	require.NoError(t, err)
+	require.Equal(t, SiteID("B"), p.Site, "B comes before C in A's fallback order")
+	require.True(t, p.Fallback)
+
+	req.Sites = []SiteID{"A"}
+	p, err = Place(topo, nodes, nil, req, nil)
+	require.NoError(t, err)
+	require.Equal(t, SiteID("A"), p.Site)
+	require.False(t, p.Fallback)
+
+	// The only booked site is full: no fallback to an unbooked one.
+	full := []Node{node("a1", "A", 0), node("b1", "B", 10)}
+	req.Sites = []SiteID{"B"}
+	_, err = Place(topo, full, nil, req, nil)
+	require.ErrorIs(t, err, ErrNoCapacity)
+
+	// A booked site without nodes: no placement at all.
+	req.Sites = []SiteID{"Z"}
+	_, err = Place(topo, nodes, nil, req, nil)
+	require.ErrorIs(t, err, ErrNoNodes)
+}

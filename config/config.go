@@ -18,6 +18,7 @@ import (
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
+	"github.com/gxfs-conf/gxconf/catalog"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/focus"
@@ -51,8 +52,11 @@ type Config struct {
 	// Peering relays rooms with gxconf deployments of other federations
 	// over the IX.
 	Peering Peering `yaml:"peering"`
-	Metrics Metrics `yaml:"metrics"`
-	Logging Logging `yaml:"logging"`
+	// Catalog is the service catalogue (Gaia-X offerings), bookings and
+	// their enforcement, and the admin API.
+	Catalog catalog.Config `yaml:"catalog"`
+	Metrics Metrics        `yaml:"metrics"`
+	Logging Logging        `yaml:"logging"`
 	// TLS is native TLS on the focus, appservice and SFU signalling listeners.
 	TLS servertls.Config `yaml:"tls"`
 	// Meetings schedules calls: bot commands, HTTP API, calendar files,
@@ -139,6 +143,7 @@ func Default() Config {
 		Credentials: credentials.DefaultConfig(),
 		Cluster:     cluster.DefaultConfig(),
 		Bridge:      bridge.DefaultConfig(),
+		Catalog:     catalog.DefaultConfig(),
 		Metrics:     Metrics{Enabled: true, Listen: DefaultMetricsListen},
 		Logging:     Logging{Level: "info", Format: "json"},
 		TLS:         servertls.DefaultConfig(),
@@ -197,6 +202,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("database.type: a cluster needs one database for every node (postgres): grants, revocations and delayed leaves are checked by whichever node a client reaches"))
 	}
 	add("peering", c.Peering.Validate())
+	add("catalog", c.Catalog.Validate())
 	if c.Peering.Enabled() {
 		if !c.SFU.Enabled || c.Focus.SFU.URL != "" {
 			errs = append(errs, errors.New("peering: needs the embedded SFU (sfu.enabled: true, focus.sfu.url empty): it checks the peers' tokens"))

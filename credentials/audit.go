@@ -130,24 +130,6 @@ func (v *Verifier) Audit(ctx context.Context, e AuditEntry) error {
 	return v.audit.append(ctx, e)
 }
 
-// AuditLog appends to the audit log of a database whose credentials tables
-// exist, outside a running Verifier (the command line's admin actions).
-type AuditLog struct{ l *auditLog }
-
-// OpenAuditLog returns the audit log of db; ship, when not nil, receives
-// every appended entry as a JSON line.
-func OpenAuditLog(db *dbutil.Database, ship io.Writer, log zerolog.Logger) *AuditLog {
-	return &AuditLog{l: &auditLog{db: db.Child(VersionTable, UpgradeTable, nil), ship: ship, log: log}}
-}
-
-// Append appends e (Time defaults to now).
-func (a *AuditLog) Append(ctx context.Context, e AuditEntry) error {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	return a.l.append(ctx, e)
-}
-
 // AuditConfig is the `audit:` section: shipping the audit log.
 type AuditConfig struct {
 	// Ship writes every audit entry as one JSON line: "" (the database
@@ -365,4 +347,34 @@ func VerifyAuditChain(ctx context.Context, db *dbutil.Database) (int, error) {
 		prev = e.Hash
 	}
 	return n, rows.Err()
+}
+
+// AuditLog appends to the hash-chained audit log; other packages (the
+// catalogue's admin actions) write their entries through it so that one
+// chain covers them all. Use the verifier's (Verifier.AuditLog) when there
+// is one: appends are serialised per AuditLog.
+type AuditLog struct{ l *auditLog }
+
+// OpenAuditLog upgrades the credentials tables of db (the audit log lives
+// there) and returns an AuditLog on it, for processes without a verifier
+// (the command line's admin actions); ship, when not nil, receives every
+// appended entry as a JSON line.
+func OpenAuditLog(ctx context.Context, db *dbutil.Database, ship io.Writer, log zerolog.Logger) (*AuditLog, error) {
+	st, err := newStore(db, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade credentials tables: %w", err)
+	}
+	return &AuditLog{l: &auditLog{db: st.db, ship: ship, log: log}}, nil
+}
+
+// Append chains e to the log; Seq, PrevHash and Hash are set here, a zero
+// Time is now.
+func (a *AuditLog) Append(ctx context.Context, e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	return a.l.append(ctx, e)
 }

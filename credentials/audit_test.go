@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -250,4 +251,17 @@ func FuzzParseAuditLine(f *testing.F) {
 			t.Fatalf("re-marshalled line differs: %v", err)
 		}
 	})
+}
+
+// TestOpenAuditLog: another component's entries join the same chain.
+func TestOpenAuditLog(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	a, err := OpenAuditLog(ctx, db, nil, zerolog.Nop())
+	require.NoError(t, err)
+	require.NoError(t, a.Append(ctx, AuditEntry{Decision: "admin:book", UserID: "admin-sub", RoomID: "bk_1", Reason: `{"tier":"public-20-gold"}`}))
+	require.NoError(t, a.Append(ctx, AuditEntry{Decision: "admin:cancel", UserID: "admin-sub", RoomID: "bk_1"}))
+	n, err := VerifyAuditChain(ctx, db)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
 }

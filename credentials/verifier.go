@@ -313,3 +313,6 @@ func (v *Verifier) Authorize(ctx context.Context, r AccessRequest) (Decision, er
 	}
 	return d, nil
 }
+
+// AuditLog is the verifier's audit log, for entries of other components.
+func (v *Verifier) AuditLog() *AuditLog { return &AuditLog{l: v.audit} }

@@ -16,11 +16,16 @@
 // all their grants for the room, durably, and removes their participants. The
 // embedded SFU asks CheckGrant and RenewGrant about every token it is shown.
 //
+// After the access decision, an Entitlements implementation (the catalog's
+// service bookings, wired in cmd) may refuse the request with a reason, cap
+// the SFU room, end the token with the booking and restrict placement to the
+// booked sites.
+//
 // Clients may delegate their MSC4140 delayed leave event (delay fields on the
 // token endpoints, /delegate_delayed_leave), as with lk-jwt-service: a
 // persisted job per LiveKit participant restarts it on the user's homeserver
 // while the SFU has the participant and sends it once they are gone or
 // removed (delayed.go).
 //
-// It must not import appservice, sfu or cmd.
+// It must not import appservice, sfu, catalog, meetings or cmd.
 package focus

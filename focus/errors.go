@@ -23,6 +23,9 @@ var (
 	// ErrNoCapacity: no SFU node can take the call now (all full, draining
 	// or gone); the client may ask again.
 	ErrNoCapacity = errors.New("no SFU node can take the call")
+	// ErrEntitlementUnknown: the room's service booking could not be
+	// checked now (database unreachable); the client may ask again.
+	ErrEntitlementUnknown = errors.New("unable to check the room's service booking")
 	// ErrRoomCreate: the SFU refused or failed to create the room.
 	ErrRoomCreate = errors.New("unable to create room on SFU")
 	// ErrGrantRevoked: the token's grant was revoked (the user left, was
@@ -102,6 +105,8 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to verify room membership, try again later.", Err: err}
 	case errors.Is(err, ErrRoomStateUnknown):
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to read the room's access policy, try again later.", Err: err}
+	case errors.Is(err, ErrEntitlementUnknown):
+		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "Unable to check the room's service booking, try again later.", Err: err}
 	case errors.Is(err, ErrNoCapacity):
 		return &Error{Status: http.StatusServiceUnavailable, Code: codeUnknown, Message: "No media server can take the call now, try again later.", Err: err}
 	case errors.Is(err, ErrRoomCreate):

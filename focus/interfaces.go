@@ -90,3 +90,38 @@ func (MembershipOnly) Decide(context.Context, AccessRequest) (AccessDecision, er
 type Auditor interface {
 	Audit(ctx context.Context, e credentials.AuditEntry) error
 }
+
+// EntitlementRequest is a token request the access policy admitted, as the
+// service booking check sees it.
+type EntitlementRequest struct {
+	RoomID     string
+	UserID     string
+	ServerName string
+	// LiveKitRoom and Identity are what the token will grant.
+	LiveKitRoom string
+	Identity    string
+	// Level is the room's confidentiality level from its access policy.
+	Level credentials.Level
+}
+
+// Entitlement is the booking's answer. A non-empty Refused refuses the
+// token with that reason (shown to the user as is).
+type Entitlement struct {
+	Refused string
+	// Booking names the booking the room is bound to (empty: none).
+	Booking string
+	// MaxParticipants caps the SFU room (second line behind the count the
+	// booking check made); 0: no cap.
+	MaxParticipants uint32
+	// Sites restricts placement to the booked sites; empty: any.
+	Sites []cluster.SiteID
+	// NotAfter caps the token's validity (the booking's end); zero: none.
+	NotAfter time.Time
+}
+
+// Entitlements enforces service bookings at token time (the catalog
+// implements it, wired in cmd). Admit is called after the access policy
+// allowed the request; an error (not a refusal) fails the request with 503.
+type Entitlements interface {
+	Admit(ctx context.Context, req EntitlementRequest) (Entitlement, error)
+}

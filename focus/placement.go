@@ -30,12 +30,13 @@ func clientIPFrom(ctx context.Context) netip.Addr {
 // place chooses the SFU for a token request: the URL for the response and
 // whether the room lives on this node (then the focus creates it here).
 // Without a placer, it is the configured SFU, always local.
-func (s *Service) place(ctx context.Context, lkRoom, serverName string) (url string, local bool, err error) {
+// sites, when set, are the only sites allowed (a service booking's).
+func (s *Service) place(ctx context.Context, lkRoom, serverName string, sites []cluster.SiteID) (url string, local bool, err error) {
 	if s.placer == nil {
 		return s.cfg.SFU.URL, true, nil
 	}
 	p, err := s.placer.Place(ctx, cluster.PlacementRequest{
-		Room: cluster.RoomName(lkRoom), ServerName: serverName, ClientIP: clientIPFrom(ctx),
+		Room: cluster.RoomName(lkRoom), ServerName: serverName, ClientIP: clientIPFrom(ctx), Sites: sites,
 	})
 	if err != nil {
 		// cluster.ErrNoCapacity, cluster.ErrNoNodes, or no registry data.

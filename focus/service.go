@@ -17,6 +17,7 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/credentials"
 )
 
@@ -30,6 +31,8 @@ type Options struct {
 	Members     MembershipChecker
 	// Access is the room access policy; nil admits every member.
 	Access AccessDecider
+	// Entitlements enforces service bookings after Access; nil: none.
+	Entitlements Entitlements
 	// Messenger tells rooms and users when participants are removed; optional.
 	Messenger Messenger
 	// Placer chooses the SFU node and URL per request (the cluster); nil
@@ -58,6 +61,7 @@ type Service struct {
 	rooms       RoomService
 	members     MembershipChecker
 	access      AccessDecider
+	entitle     Entitlements
 	msg         Messenger
 	placer      Placer
 	nodeID      string
@@ -115,6 +119,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		members:     opts.Members,
 		access:      access,
 		audit:       opts.Audit,
+		entitle:     opts.Entitlements,
 		msg:         opts.Messenger,
 		placer:      opts.Placer,
 		nodeID:      opts.NodeID,
@@ -232,16 +237,35 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	if err != nil {
 		return nil, err
 	}
+	var sites []cluster.SiteID
+	if s.entitle != nil {
+		ent, err := s.entitle.Admit(ctx, EntitlementRequest{
+			RoomID: in.roomID, UserID: user.String(), ServerName: in.openID.MatrixServerName,
+			LiveKitRoom: lkRoom, Identity: identity, Level: decision.Level,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrEntitlementUnknown, err)
+		}
+		if ent.Refused != "" {
+			return nil, &DeniedError{Reason: ent.Refused}
+		}
+		decision = applyEntitlement(decision, ent)
+		sites = ent.Sites
+	}
 	canPublish := s.isFullAccess(in.openID.MatrixServerName) && !decision.DenyPublish
 
 	// A user of a peered deployment that may relay this room subscribes on
 	// that deployment's relay; everyone else on our SFU.
-	peer := s.peerRoute(in.openID.MatrixServerName, decision.Level, canPublish)
+	// A booking restricted to sites keeps the room on them: no peered relay.
+	var peer *PeerRoute
+	if len(sites) == 0 {
+		peer = s.peerRoute(in.openID.MatrixServerName, decision.Level, canPublish)
+	}
 	var url string
 	local := false
 	if peer != nil {
 		url = peer.URL
-	} else if url, local, err = s.place(ctx, lkRoom, in.openID.MatrixServerName); err != nil {
+	} else if url, local, err = s.place(ctx, lkRoom, in.openID.MatrixServerName, sites); err != nil {
 		return nil, err
 	}
 	if local {
@@ -296,6 +320,17 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	s.metrics.tokens.WithLabelValues(fmt.Sprint(canPublish)).Inc()
 	log.Info().Bool("can_publish", canPublish).Dur("ttl", ttl).Bool("delayed_leave", in.delayID != "").Str("peer", peerName).Msg("Issued LiveKit token")
 	return &TokenResponse{URL: url, JWT: jwt}, nil
+}
+
+// applyEntitlement tightens the access decision by the booking's terms.
+func applyEntitlement(d AccessDecision, e Entitlement) AccessDecision {
+	if e.MaxParticipants > 0 && (d.MaxParticipants == 0 || e.MaxParticipants < d.MaxParticipants) {
+		d.MaxParticipants = e.MaxParticipants
+	}
+	if !e.NotAfter.IsZero() && (d.NotAfter.IsZero() || e.NotAfter.Before(d.NotAfter)) {
+		d.NotAfter = e.NotAfter
+	}
+	return d
 }
 
 func (s *Service) verifyOpenID(ctx context.Context, tok OpenIDToken) (id.UserID, error) {

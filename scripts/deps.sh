@@ -13,6 +13,9 @@
 #    and the widget host the Element Call browser test puts it in (npm ci from the lockfile)
 #  - npm packages of test/icaljs: Mozilla's ical.js, the independent reader of the meetings' .ics files
 #  - npm packages of web/, the browser call client (npm ci from the committed lockfile)
+#  - ORY Hydra (scripts/build-hydra.sh, cached in .cache/bin), the OpenID provider of the
+#    catalogue admin tests, and the npm packages of test/catalogcheck (jose, jsonld,
+#    rdf-validate-shacl), which check the catalogue's credentials independently
 # `scripts/deps.sh web` installs only the latter (what `make web` needs).
 # Later additions (browser, Redis, npm packages) are installed here too, so that
 # `make test` works on a fresh machine and in CI alike.
@@ -73,6 +76,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Outside the module, so that go install takes exactly the pinned versions.
   (cd /tmp && GOBIN="$BIN" go install "${missing[@]}")
 fi
+# ORY Hydra for the catalogue admin tests (go install cannot build it; see the script).
+if [ ! -x "$BIN/hydra" ]; then
+  echo "deps: building ORY Hydra into $BIN (takes a few minutes once)"
+  scripts/build-hydra.sh "$BIN/hydra"
+fi
 # npm packages of the Node credential issuer/wallet (test/credharness), of
 # the browser call client (web/) and of the Element Call embedded test
 # (test/ecembed).
@@ -81,5 +89,6 @@ npm_ci test/credharness
 npm_ci web
 npm_ci test/ecembed
 npm_ci test/icaljs
+npm_ci test/catalogcheck
 
 echo "deps: ok"

@@ -59,7 +59,10 @@ func cmdKeys(args []string, stdout io.Writer) error {
 	if args[0] == "status" {
 		ship = nil // status changes nothing
 	}
-	audit := credentials.OpenAuditLog(db, ship, zerolog.Nop())
+	audit, err := credentials.OpenAuditLog(ctx, db, ship, zerolog.Nop())
+	if err != nil {
+		return err
+	}
 	for _, col := range encryptedColumns() {
 		if args[0] == "status" {
 			use, err := atrest.KeyUse(ctx, db, col)

@@ -7,6 +7,7 @@
 //	gxconf generate-registration -c config.yaml -r registration.yaml
 //	gxconf audit verify [-c config.yaml] [-file audit.jsonl ...]
 //	gxconf keys status|rotate -c config.yaml
+//	gxconf catalog export -c config.yaml -o dir
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
@@ -45,6 +46,9 @@ Usage:
   gxconf keys status|rotate -c config.yaml
       status: count the encrypted rows by the at-rest key that sealed them; rotate:
       re-encrypt them with at_rest.primary (row by row; safe to interrupt and rerun).
+  gxconf catalog export -c config.yaml -o dir
+      Issue the service catalogue (Gaia-X offerings, tier credentials, SHACL shape,
+      DID document) and write it as files for the XFSC catalogue's POST /assets.
   gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
       status: print the cluster as a running node sees it (nodes by site with their
       load, rooms and where their participants are); drain: the node moves its
@@ -82,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdAudit(args[1:], stdout)
 	case "keys":
 		err = cmdKeys(args[1:], stdout)
+	case "catalog":
+		err = cmdCatalog(args[1:], stdout)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout)
 	case "drain":

@@ -29,6 +29,7 @@ import (
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/atrest"
 	"github.com/gxfs-conf/gxconf/bridge"
+	"github.com/gxfs-conf/gxconf/catalog"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/config"
 	"github.com/gxfs-conf/gxconf/credentials"
@@ -154,21 +155,42 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if err != nil {
 		return err
 	}
+	var cat *catalog.Catalog
+	var ent focus.Entitlements
+	if cfg.Catalog.Enabled {
+		var dir catalog.Directory = roomDirectory{rooms: rooms}
+		localSite := string(cfg.Cluster.Site)
+		if node != nil {
+			// The cluster's directory sees every node; placement keeps
+			// calls on the booked sites.
+			dir, localSite = node.reg, ""
+		}
+		cat, err = catalog.New(ctx, catalog.Options{
+			Config: cfg.Catalog, DB: db, Audit: verifier.AuditLog(), Directory: dir, LocalSite: localSite,
+			Log: log.With().Str("component", "catalog").Logger(), Registerer: registry,
+		})
+		if err != nil {
+			return err
+		}
+		ent = entitlements{c: cat}
+		runners = append(runners, cat.Run)
+	}
 	focusLog := log.With().Str("component", "focus").Logger()
 	focusSvc, err = focus.New(ctx, focus.Options{
-		Config:      focusCfg,
-		LocalDomain: cfg.Homeserver.Domain,
-		DB:          db,
-		Rooms:       rooms,
-		Members:     late,
-		Access:      focus.NewCredentialAccess(verifier, late, late, focusCfg.SFU.ApprovedSite, focusLog),
-		Messenger:   late,
-		Placer:      placer,
-		NodeID:      nodeID,
-		Peering:     focusPeering(cfg.Peering),
-		Audit:       verifier,
-		Log:         focusLog,
-		Registerer:  registry,
+		Config:       focusCfg,
+		LocalDomain:  cfg.Homeserver.Domain,
+		DB:           db,
+		Rooms:        rooms,
+		Members:      late,
+		Access:       focus.NewCredentialAccess(verifier, late, late, focusCfg.SFU.ApprovedSite, focusLog),
+		Entitlements: ent,
+		Messenger:    late,
+		Placer:       placer,
+		NodeID:       nodeID,
+		Peering:      focusPeering(cfg.Peering),
+		Audit:        verifier,
+		Log:          focusLog,
+		Registerer:   registry,
 	})
 	if err != nil {
 		return err
@@ -190,6 +212,13 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		}
 	}
 	focusSvc.Handle(credentials.MountPath, verifier.Handler())
+	var bookings appservice.BookingInfo
+	if cat != nil {
+		h := cat.Handler()
+		focusSvc.Handle("/catalog/", h)
+		focusSvc.Handle("/.well-known/did.json", h)
+		bookings = cat
+	}
 	as, err := appservice.New(ctx, appservice.Options{
 		Config:           cfg.Appservice,
 		Registration:     reg,
@@ -200,6 +229,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		Audit:            verifier,
 		Policies:         verifier,
 		FocusURL:         focusCfg.ServiceURL(),
+		Bookings:         bookings,
 		Log:              log,
 		Registerer:       registry,
 	})

@@ -27,6 +27,9 @@ type StackOptions struct {
 	// SFUPort is the embedded SFU's HTTP port; 0 picks a free one (tests
 	// that must name the URL in the config beforehand pick it themselves).
 	SFUPort int
+	// FocusPort is the focus API's port; 0 picks a free one (tests that
+	// register the focus URL elsewhere beforehand pick it themselves).
+	FocusPort int
 }
 
 // Stack is a running homeserver with gxconf registered as its appservice.
@@ -62,9 +65,11 @@ func StartStack(ctx context.Context, opts StackOptions) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	focusPort, err := FreePort()
-	if err != nil {
-		return nil, err
+	focusPort := opts.FocusPort
+	if focusPort == 0 {
+		if focusPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	sfuPort := opts.SFUPort
 	if sfuPort == 0 {

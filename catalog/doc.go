@@ -1,0 +1,13 @@
+// Package catalog is gxconf's service catalogue and booking system: it issues
+// the Gaia-X 2511 gx:ServiceOffering credentials of the configured tiers ×
+// confidentiality levels with their vk:ConferenceTier companions, serves the
+// provider's did:web document and the catalogue, keeps bookings (state
+// machine, entitlement credentials with a status list), decides at token
+// time whether a room's booking admits another participant, records usage,
+// and serves the admin API (OpenID Connect with MFA, Rego ABAC, audit log)
+// and its page.
+//
+// It depends on credentials (audit log, status lists, levels) and cluster
+// (where participants are) only; focus, appservice and meetings reach it
+// through small interfaces they declare, wired in cmd/gxconf.
+package catalog

@@ -1,0 +1,410 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gxfs-conf/gxconf/credentials"
+)
+
+// Handler serves the catalogue (public), the provider's DID document, the
+// status list, and the admin API and page. Mount it at "/catalog/" and
+// "/.well-known/did.json".
+func (c *Catalog) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/did.json", c.serveDID)
+	mux.HandleFunc("GET /catalog/{$}", c.serveCatalogue)
+	mux.HandleFunc("GET /catalog/credentials/{name}", c.serveCredential)
+	mux.HandleFunc("GET "+ShapePath, c.serveShape)
+	mux.HandleFunc("GET /catalog/status/revocation", c.serveStatus)
+	mux.HandleFunc("GET /catalog/admin/{$}", servePage)
+	mux.HandleFunc("GET /catalog/admin/login", func(w http.ResponseWriter, r *http.Request) { c.admin.login(w, r, c.now()) })
+	mux.HandleFunc("GET /catalog/admin/callback", c.serveCallback)
+	mux.HandleFunc("POST /catalog/admin/logout", func(w http.ResponseWriter, r *http.Request) {
+		c.admin.logout(w, r)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	api := "/catalog/admin/api/"
+	mux.Handle("GET "+api+"me", c.adminAPI("me", c.apiMe))
+	mux.Handle("GET "+api+"bookings", c.adminAPI("list", c.apiList))
+	mux.Handle("POST "+api+"bookings", c.adminAPI("book", c.apiBook))
+	mux.Handle("GET "+api+"bookings/{id}", c.adminAPI("get", c.apiGet))
+	mux.Handle("GET "+api+"bookings/{id}/entitlement", c.adminAPI("entitlement", c.apiGet))
+	mux.Handle("POST "+api+"bookings/{id}/rooms", c.adminAPI("bind", c.apiBind))
+	mux.Handle("POST "+api+"bookings/{id}/unbind", c.adminAPI("unbind", c.apiBind))
+	for _, action := range []string{"confirm", "suspend", "resume", "cancel", "revoke"} {
+		mux.Handle("POST "+api+"bookings/{id}/"+action, c.adminAPI(action, c.apiAct))
+	}
+	return mux
+}
+
+func (c *Catalog) serveDID(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/did+json")
+	_, _ = w.Write(c.didDoc)
+}
+
+// catalogueView is the public catalogue document.
+type catalogueView struct {
+	Provider    string            `json:"provider"`
+	DID         string            `json:"did"`
+	Shape       string            `json:"shape"`
+	StatusList  string            `json:"status_list"`
+	Levels      map[string]string `json:"terms"`
+	Tiers       []Tier            `json:"tiers"`
+	Credentials []credentialView  `json:"credentials"`
+}
+
+type credentialView struct {
+	Credential
+	URL string `json:"url"`
+}
+
+func (c *Catalog) serveCatalogue(w http.ResponseWriter, _ *http.Request) {
+	v := catalogueView{
+		Provider: c.cat.Provider, DID: c.cat.DID, Shape: c.baseURL() + ShapePath, StatusList: c.StatusListURL(),
+		Levels: map[string]string{}, Tiers: c.cat.Tiers,
+	}
+	for lv, o := range c.cfg.Levels {
+		v.Levels[string(lv)] = o.TermsHash
+	}
+	for _, cr := range c.cat.Creds {
+		v.Credentials = append(v.Credentials, credentialView{Credential: cr, URL: c.baseURL() + "/catalog/credentials/" + cr.Name})
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Catalog) serveCredential(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimSuffix(r.PathValue("name"), ".jwt")
+	cr, ok := c.cat.Credential(name)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/vc+jwt")
+	_, _ = io.WriteString(w, cr.JWT)
+}
+
+func (c *Catalog) serveShape(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/turtle")
+	_, _ = io.WriteString(w, c.cat.Shape)
+}
+
+func (c *Catalog) serveStatus(w http.ResponseWriter, r *http.Request) {
+	jwt, err := c.StatusList(r.Context())
+	if err != nil {
+		c.log.Error().Err(err).Msg("Failed to build the status list")
+		http.Error(w, "status list unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/vc+jwt")
+	w.Header().Set("Cache-Control", "max-age=60")
+	_, _ = io.WriteString(w, jwt)
+}
+
+func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
+	ad, err := c.admin.callback(w, r, c.now())
+	if err != nil {
+		subject := "unknown"
+		if ad != nil {
+			subject = ad.Subject
+		}
+		c.auditAdmin(r.Context(), subject, "login", "", "", err.Error(), false)
+		c.metrics.admin.WithLabelValues("login", "refused").Inc()
+		http.Error(w, "Login refused: "+publicReason(err), http.StatusForbidden)
+		return
+	}
+	c.auditAdmin(r.Context(), ad.Subject, "login", ad.Org, "", "amr="+strings.Join(ad.AMR, ","), true)
+	c.metrics.admin.WithLabelValues("login", "ok").Inc()
+	http.Redirect(w, r, "/catalog/admin/", http.StatusFound)
+}
+
+// publicReason is an error's text without wrapped causes from libraries.
+func publicReason(err error) string {
+	for _, s := range []error{ErrUnauthenticated, ErrForbidden, ErrInvalid, ErrState, ErrNotFound, ErrWindow} {
+		if errors.Is(err, s) {
+			return err.Error()
+		}
+	}
+	return "internal error"
+}
+
+// apiFunc handles one admin request for an authenticated admin; it returns
+// the response, the booking it concerned (for the audit log) and an error.
+type apiFunc func(ctx context.Context, ad *Admin, r *http.Request, body []byte) (any, *Booking, error)
+
+// adminAPI authenticates, decodes and renders; every state-changing
+// request and every refusal is written to the audit log. The Rego policy is
+// asked inside each handler, once the resource's organisation is known.
+func (c *Catalog) adminAPI(action string, fn apiFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		ad, err := c.admin.authenticate(r, c.now())
+		if err != nil {
+			c.renderAdmin(w, r, action, nil, nil, nil, err)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+		if err != nil {
+			c.renderAdmin(w, r, action, ad, nil, nil, fmt.Errorf("%w: body too large", ErrInvalid))
+			return
+		}
+		out, b, err := fn(ctx, ad, r, body)
+		c.renderAdmin(w, r, action, ad, b, out, err)
+	})
+}
+
+func (c *Catalog) renderAdmin(w http.ResponseWriter, r *http.Request, action string, ad *Admin, b *Booking, out any, err error) {
+	subject, org, bookingID := "anonymous", "", ""
+	if ad != nil {
+		subject, org = ad.Subject, ad.Org
+	}
+	if b != nil {
+		bookingID, org = b.ID, b.Org
+	}
+	mutates := r.Method != http.MethodGet
+	if err != nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrUnauthenticated):
+			status = http.StatusUnauthorized
+		case errors.Is(err, ErrForbidden):
+			status = http.StatusForbidden
+		case errors.Is(err, ErrNotFound):
+			status = http.StatusNotFound
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrWindow):
+			status = http.StatusBadRequest
+		case errors.Is(err, ErrState):
+			status = http.StatusConflict
+		}
+		if status == http.StatusInternalServerError {
+			c.log.Error().Err(err).Str("action", action).Msg("Admin request failed")
+		}
+		c.metrics.admin.WithLabelValues(action, fmt.Sprint(status)).Inc()
+		if status == http.StatusUnauthorized || status == http.StatusForbidden || mutates {
+			c.auditAdmin(r.Context(), subject, action, org, bookingID, publicReason(err), false)
+		}
+		writeJSON(w, status, map[string]string{"error": publicReason(err)})
+		return
+	}
+	c.metrics.admin.WithLabelValues(action, "ok").Inc()
+	if mutates {
+		c.auditAdmin(r.Context(), subject, action, org, bookingID, "", true)
+	}
+	if s, ok := out.(rawJWT); ok {
+		w.Header().Set("Content-Type", "application/vc+jwt")
+		_, _ = io.WriteString(w, string(s))
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type rawJWT string
+
+// auditAdmin writes one admin action to the hash-chained audit log:
+// decision admin:<action> or admin-denied:<action>, the admin as user, the
+// booking (or organisation) as room.
+func (c *Catalog) auditAdmin(ctx context.Context, subject, action, org, bookingID, reason string, ok bool) {
+	decision := "admin:" + action
+	if !ok {
+		decision = "admin-denied:" + action
+	}
+	target := bookingID
+	if target == "" {
+		target = "org:" + org
+	}
+	if err := c.audit.Append(context.WithoutCancel(ctx), credentials.AuditEntry{
+		Decision: decision, UserID: subject, RoomID: target, Reason: reason,
+	}); err != nil {
+		c.log.Error().Err(err).Str("action", action).Msg("Failed to audit an admin action")
+	}
+}
+
+// authorize asks the Rego policy for an action on org's resource.
+func (c *Catalog) authorize(ctx context.Context, ad *Admin, action, org string, b *Booking) error {
+	ok, reason, err := c.admin.decide(ctx, ad, action, org, b)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrForbidden, reason)
+	}
+	return nil
+}
+
+func (c *Catalog) apiMe(ctx context.Context, ad *Admin, _ *http.Request, _ []byte) (any, *Booking, error) {
+	return map[string]any{
+		"subject": ad.Subject, "name": ad.Name, "org": ad.Org, "roles": ad.Roles, "amr": ad.AMR, "acr": ad.ACR, "mfa": ad.MFA,
+		"provider": c.authorize(ctx, ad, "confirm", ad.Org, nil) == nil,
+	}, nil, nil
+}
+
+func (c *Catalog) apiList(ctx context.Context, ad *Admin, r *http.Request, _ []byte) (any, *Booking, error) {
+	org := r.URL.Query().Get("org")
+	provider := c.authorize(ctx, ad, "confirm", ad.Org, nil) == nil
+	if org == "" && !provider {
+		org = ad.Org
+	}
+	if err := c.authorize(ctx, ad, "list", org, nil); err != nil && !(provider && org == "") {
+		return nil, nil, err
+	}
+	bs, err := c.List(ctx, org)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]bookingView, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, c.view(ctx, b))
+	}
+	return map[string]any{"bookings": out}, nil, nil
+}
+
+// bookingView is a booking with its bound rooms, without the JWT.
+type bookingView struct {
+	*Booking
+	Entitlement string    `json:"entitlement,omitempty"`
+	BoundRooms  []Binding `json:"bound_rooms"`
+}
+
+func (c *Catalog) view(ctx context.Context, b *Booking) bookingView {
+	rooms, err := c.Bindings(ctx, b.ID)
+	if err != nil {
+		c.log.Warn().Err(err).Str("booking", b.ID).Msg("Failed to list a booking's rooms")
+	}
+	if rooms == nil {
+		rooms = []Binding{}
+	}
+	return bookingView{Booking: b, BoundRooms: rooms}
+}
+
+type bookBody struct {
+	BookingRequest
+	Org string `json:"org"`
+}
+
+func (c *Catalog) apiBook(ctx context.Context, ad *Admin, _ *http.Request, body []byte) (any, *Booking, error) {
+	var req bookBody
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, nil, err
+	}
+	if req.Org == "" {
+		req.Org = ad.Org
+	}
+	if err := c.authorize(ctx, ad, "book", req.Org, nil); err != nil {
+		return nil, &Booking{Org: req.Org}, err
+	}
+	b, err := c.Book(ctx, ad.Principal, req.Org, req.BookingRequest)
+	if err != nil {
+		return nil, &Booking{Org: req.Org}, err
+	}
+	return c.view(ctx, b), b, nil
+}
+
+func (c *Catalog) apiGet(ctx context.Context, ad *Admin, r *http.Request, _ []byte) (any, *Booking, error) {
+	b, err := c.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		return nil, nil, err
+	}
+	entitlement := strings.HasSuffix(r.URL.Path, "/entitlement")
+	action := "get"
+	if entitlement {
+		action = "entitlement"
+	}
+	if err := c.authorize(ctx, ad, action, b.Org, b); err != nil {
+		return nil, b, err
+	}
+	if entitlement {
+		if b.Entitlement == "" {
+			return nil, b, fmt.Errorf("%w: the booking has no entitlement yet (it is %s)", ErrState, b.State)
+		}
+		return rawJWT(b.Entitlement), b, nil
+	}
+	return c.view(ctx, b), b, nil
+}
+
+func (c *Catalog) apiAct(ctx context.Context, ad *Admin, r *http.Request, body []byte) (any, *Booking, error) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if len(body) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(req.Reason) > 500 {
+		return nil, nil, fmt.Errorf("%w: reason too long", ErrInvalid)
+	}
+	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+	b, err := c.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.authorize(ctx, ad, action, b.Org, b); err != nil {
+		return nil, b, err
+	}
+	b, err = c.Act(ctx, ad.Principal, b.ID, action, req.Reason)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.view(ctx, b), b, nil
+}
+
+func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body []byte) (any, *Booking, error) {
+	var req struct {
+		RoomID  string `json:"room_id"`
+		Meeting string `json:"meeting"`
+	}
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, nil, err
+	}
+	b, err := c.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		return nil, nil, err
+	}
+	unbind := strings.HasSuffix(r.URL.Path, "/unbind")
+	action := "bind"
+	if unbind {
+		action = "unbind"
+	}
+	if err := c.authorize(ctx, ad, action, b.Org, b); err != nil {
+		return nil, b, err
+	}
+	if unbind {
+		cur, ok, err := c.st.binding(ctx, req.RoomID)
+		if err != nil {
+			return nil, b, err
+		}
+		if !ok || cur.Booking != b.ID {
+			return nil, b, fmt.Errorf("%w: %s is not bound to %s", ErrNotFound, req.RoomID, b.ID)
+		}
+		err = c.UnbindRoom(ctx, req.RoomID)
+		return c.view(ctx, b), b, err
+	}
+	if err := c.BindRoom(ctx, ad.Principal, b.ID, req.RoomID, req.Meeting); err != nil {
+		return nil, b, err
+	}
+	return c.view(ctx, b), b, nil
+}
+
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data", ErrInvalid)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,135 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/credentials"
+)
+
+// session logs an admin in without an OpenID provider (the end-to-end test
+// uses a real one) and returns the cookie.
+func (e *env) session(ad *Admin) *http.Cookie {
+	sid := randomToken()
+	ad.Expiry = e.clock.now().Add(time.Hour)
+	e.c.admin.mu.Lock()
+	e.c.admin.sessions[hashID(sid)] = ad
+	e.c.admin.mu.Unlock()
+	return &http.Cookie{Name: sessionCookie, Value: sid}
+}
+
+func call(t *testing.T, srv *httptest.Server, cookie *http.Cookie, csrf bool, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	if csrf {
+		req.Header.Set("X-GXConf-CSRF", "1")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+func TestAdminHTTP(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true, AMR: []string{"pwd", "otp"}})
+	mallory := e.session(&Admin{Principal: Principal{Subject: "idp|mallory", Org: "stadt-x", Roles: []string{"booking-admin"}}, MFA: true})
+	weak := e.session(&Admin{Principal: Principal{Subject: "idp|weak", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: false})
+	now := e.clock.now()
+	body, _ := json.Marshal(map[string]any{
+		"tier": "public-20-gold", "unit": "dateRange", "valid_from": now, "valid_until": now.Add(time.Hour),
+		"rooms": []string{"!r:x"}, "accept_terms": testTerms,
+	})
+
+	code, out := call(t, srv, nil, true, http.MethodPost, "/catalog/admin/api/bookings", string(body))
+	require.Equal(t, http.StatusUnauthorized, code, out)
+	code, out = call(t, srv, alice, false, http.MethodPost, "/catalog/admin/api/bookings", string(body))
+	require.Equal(t, http.StatusForbidden, code, out)
+	require.Contains(t, out, "X-GXConf-CSRF")
+	code, out = call(t, srv, weak, true, http.MethodPost, "/catalog/admin/api/bookings", string(body))
+	require.Equal(t, http.StatusForbidden, code, out)
+	require.Contains(t, out, "multi-factor")
+	code, out = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings", `{"tier":"public-20-gold","evil":1}`)
+	require.Equal(t, http.StatusBadRequest, code, out)
+
+	code, out = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings", string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	var b bookingView
+	require.NoError(t, json.Unmarshal([]byte(out), &b))
+	require.Equal(t, StateActive, b.State)
+	require.Empty(t, b.Entitlement, "the list view carries no JWT")
+	require.Equal(t, "!r:x", b.BoundRooms[0].RoomID)
+	require.Empty(t, b.BoundRooms[0].ConfirmedBy)
+	require.NoError(t, e.c.ConfirmRoom(context.Background(), "!r:x", b.ID, "@roomadmin:x"))
+
+	// Mallory can neither read, bind nor cancel it, nor take the room.
+	code, _ = call(t, srv, mallory, false, http.MethodGet, "/catalog/admin/api/bookings/"+b.ID, "")
+	require.Equal(t, http.StatusForbidden, code)
+	code, _ = call(t, srv, mallory, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/cancel", "{}")
+	require.Equal(t, http.StatusForbidden, code)
+	code, out = call(t, srv, mallory, true, http.MethodPost, "/catalog/admin/api/bookings", strings.Replace(string(body), `"rooms"`, `"org":"land-nrw","rooms"`, 1))
+	require.Equal(t, http.StatusForbidden, code, "mallory books for stadt-x only: %s", out)
+	code, out = call(t, srv, mallory, true, http.MethodPost, "/catalog/admin/api/bookings", string(body))
+	require.Equal(t, http.StatusConflict, code, "alice's room cannot be taken: %s", out)
+	require.Contains(t, out, "bound to another organisation's booking")
+	code, out = call(t, srv, mallory, false, http.MethodGet, "/catalog/admin/api/bookings", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, out, `"bookings":[]`)
+
+	code, out = call(t, srv, alice, false, http.MethodGet, "/catalog/admin/api/bookings/"+b.ID+"/entitlement", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, strings.Split(out, "."), 3)
+	code, _ = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/confirm", "{}")
+	require.Equal(t, http.StatusForbidden, code)
+	code, _ = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/cancel", "{}")
+	require.Equal(t, http.StatusOK, code)
+	code, out = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/cancel", "{}")
+	require.Equal(t, http.StatusConflict, code, out)
+
+	// Public documents.
+	code, out = call(t, srv, nil, false, http.MethodGet, "/.well-known/did.json", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, out, `"did:web:vc.bund.example"`)
+	code, _ = call(t, srv, nil, false, http.MethodGet, "/catalog/credentials/offering-public-20", "")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = call(t, srv, nil, false, http.MethodGet, "/catalog/credentials/..%2fsecret", "")
+	require.Equal(t, http.StatusNotFound, code)
+	resp, err := http.Get(srv.URL + "/catalog/admin/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'sha256-")
+	require.NotContains(t, resp.Header.Get("Content-Security-Policy"), "unsafe-inline'; style", "no inline scripts but the page's own")
+
+	// A callback without a login this gxconf started (login CSRF, replay) is refused
+	// before the identity provider is asked anything.
+	code, out = call(t, srv, nil, false, http.MethodGet, "/catalog/admin/callback?state=forged&code=stolen", "")
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, out, "unknown or expired login state")
+	// A bearer header that is no ID token.
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/catalog/admin/api/me", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Basic YWxpY2U6cHc=")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	n, err := credentials.VerifyAuditChain(context.Background(), e.db)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, n, 8, "refusals and actions are audited")
+}

@@ -1,0 +1,31 @@
+package catalog
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	bookings   *prometheus.CounterVec
+	admissions *prometheus.CounterVec
+	sessions   prometheus.Gauge
+	admin      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		bookings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gxconf_catalog_booking_transitions_total", Help: "Bookings entering a state.",
+		}, []string{"state"}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gxconf_catalog_admissions_total", Help: "Token requests in bound rooms, by outcome (admitted or the refusal's kind).",
+		}, []string{"outcome"}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gxconf_catalog_open_sessions", Help: "Sessions of bookings open on this node.",
+		}),
+		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gxconf_catalog_admin_requests_total", Help: "Admin API requests by action and outcome.",
+		}, []string{"action", "outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin)
+	}
+	return m
+}
