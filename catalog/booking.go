@@ -90,6 +90,9 @@ type Booking struct {
 	Sites         []string  `json:"sites"`
 	// Rooms lists the Matrix rooms the booking was ordered for (bound at once).
 	Rooms []string `json:"rooms,omitempty"`
+	// Organisers are the Matrix users who may schedule meetings under the
+	// booking (package meetings); nobody else can bind a meeting to it.
+	Organisers []string `json:"organisers,omitempty"`
 	// Terms: what the consumer accepted (T&C hash of the level).
 	TermsHash string `json:"terms_hash"`
 
@@ -120,6 +123,8 @@ type BookingRequest struct {
 	MaxConcurrent int       `json:"max_concurrent_sessions"`
 	Sites         []string  `json:"sites"`
 	Rooms         []string  `json:"rooms"`
+	// Organisers: Matrix user IDs who may schedule meetings under it.
+	Organisers []string `json:"organisers"`
 	// AcceptTerms must be the level's terms hash: the consumer accepted them.
 	AcceptTerms string `json:"accept_terms"`
 }
@@ -180,10 +185,24 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 			return bad("%q is not a Matrix room ID", r)
 		}
 	}
+	if len(req.Organisers) > 1000 {
+		return bad("at most 1000 organisers per booking")
+	}
+	for _, u := range req.Organisers {
+		if !validUserID(u) {
+			return bad("organisers: %q is not a Matrix user ID", u)
+		}
+	}
 	if req.AcceptTerms != termsHash {
 		return bad("accept_terms must be the hash of the level's terms and conditions (%s)", termsHash)
 	}
 	return nil
+}
+
+// validUserID accepts @localpart:server without spaces or control characters.
+func validUserID(u string) bool {
+	return len(u) >= 4 && len(u) <= 255 && u[0] == '@' && strings.Contains(u, ":") &&
+		!strings.ContainsFunc(u, func(c rune) bool { return c <= ' ' || c == 0x7f })
 }
 
 // validRoomID accepts !opaque:server without spaces or control characters.

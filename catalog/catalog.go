@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -175,7 +176,7 @@ func (c *Catalog) Book(ctx context.Context, p Principal, org string, req Booking
 			Availability: t.Availability, MaxConcurrent: t.MaxConcurrent, Sites: t.Sites,
 		},
 		Unit: req.Unit, ValidFrom: req.ValidFrom.UTC(), ValidUntil: req.ValidUntil.UTC(), TZ: req.TZ,
-		SessionsQuota: req.Sessions, MaxConcurrent: req.MaxConcurrent, Sites: req.Sites, Rooms: req.Rooms,
+		SessionsQuota: req.Sessions, MaxConcurrent: req.MaxConcurrent, Sites: req.Sites, Rooms: req.Rooms, Organisers: req.Organisers,
 		TermsHash: terms, CreatedAt: now.UTC(),
 	}
 	c.mu.Lock()
@@ -572,9 +573,44 @@ func (c *Catalog) RoomBookings(ctx context.Context, roomID string) (string, erro
 
 // BindMeetingRoom is BindRoom for the meetings scheduler, with basic types
 // only so that it can declare the interface without importing catalog: by
-// names the scheduler (e.g. the organiser's Matrix ID), meeting the key its
-// breakouts share.
+// is the organiser's Matrix ID, which the booking must list, meeting the
+// key its breakouts share.
 // The scheduler created the room, so the binding counts at once.
 func (c *Catalog) BindMeetingRoom(ctx context.Context, bookingID, roomID, meeting, by string) error {
+	b, err := c.Get(ctx, bookingID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(b.Organisers, by) {
+		return fmt.Errorf("%w: booking %s does not list %s as an organiser", ErrForbidden, b.ID, by)
+	}
 	return c.bindRoom(ctx, Principal{Subject: "meetings:" + by}, bookingID, roomID, meeting, "meetings:"+by)
 }
+
+// CheckMeeting tells the meetings scheduler whether organiser may schedule
+// a meeting of level with participants (organiser included) and the given
+// occurrences under bookingID: the booking lists the organiser, is not
+// ended, is booked for at least the level, and every occurrence fits its
+// window and tier (CheckWindow). Errors name the reason.
+func (c *Catalog) CheckMeeting(ctx context.Context, bookingID, organiser string, level credentials.Level, participants int, occurrences [][2]time.Time) error {
+	b, err := c.Get(ctx, bookingID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(b.Organisers, organiser) {
+		return fmt.Errorf("%w: booking %s does not list %s as an organiser", ErrForbidden, b.ID, organiser)
+	}
+	if level.Rank() > b.Snapshot.Level.Rank() {
+		return fmt.Errorf("%w: booking %s is for level %s, the meeting is %s", ErrInvalid, b.ID, b.Snapshot.Level, level)
+	}
+	for _, o := range occurrences {
+		if err := c.CheckWindow(ctx, bookingID, o[0], o[1], participants); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RequiresBooking tells whether calls run only in rooms bound to a booking
+// (catalog.require_booking).
+func (c *Catalog) RequiresBooking() bool { return c.cfg.RequireBooking }

@@ -221,6 +221,33 @@ func TestCheckWindow(t *testing.T) {
 	require.ErrorIs(t, e.c.CheckWindow(ctx, b.ID, in, in.Add(time.Hour), 1), ErrState)
 }
 
+// TestCheckMeeting: a meeting may run under a booking only if the booking
+// lists its organiser, covers its level and participants, and every
+// occurrence lies in its window; a booking request's organisers must be
+// Matrix user IDs.
+func TestCheckMeeting(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	b := e.book(t, "public-20-gold", func(r *BookingRequest) { r.Organisers = []string{"@org:x"} })
+	in := b.ValidFrom.Add(2 * time.Hour)
+	occ := [][2]time.Time{{in, in.Add(time.Hour)}, {in.Add(24 * time.Hour), in.Add(25 * time.Hour)}}
+	require.NoError(t, e.c.CheckMeeting(ctx, b.ID, "@org:x", credentials.LevelPublic, 20, occ))
+	err := e.c.CheckMeeting(ctx, b.ID, "@mallory:x", credentials.LevelPublic, 2, occ)
+	require.ErrorIs(t, err, ErrForbidden)
+	require.ErrorContains(t, err, "does not list @mallory:x as an organiser")
+	err = e.c.CheckMeeting(ctx, b.ID, "@org:x", credentials.LevelKritis, 2, occ)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "is for level public, the meeting is kritis")
+	require.ErrorIs(t, e.c.CheckMeeting(ctx, b.ID, "@org:x", credentials.LevelPublic, 21, occ), ErrInvalid)
+	late := append(occ, [2]time.Time{b.ValidUntil, b.ValidUntil.Add(time.Hour)})
+	require.ErrorIs(t, e.c.CheckMeeting(ctx, b.ID, "@org:x", credentials.LevelPublic, 2, late), ErrWindow)
+
+	_, err = e.c.Book(ctx, Principal{Subject: "m"}, "stadt-x", BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange,
+		ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms, Organisers: []string{"org"}})
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, `organisers: "org" is not a Matrix user ID`)
+}
+
 func TestMFAProven(t *testing.T) {
 	for _, tc := range []struct {
 		amr      []string
@@ -297,7 +324,9 @@ func TestExport(t *testing.T) {
 func TestBindMeetingRoom(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, nil)
-	b := e.book(t, "public-20-gold", nil)
+	b := e.book(t, "public-20-gold", func(r *BookingRequest) { r.Organisers = []string{"@org:x"} })
+	// Only an organiser the booking lists may bind a meeting to it.
+	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, b.ID, "!m:x", "", "@mallory:x"), ErrForbidden)
 	require.NoError(t, e.c.BindMeetingRoom(ctx, b.ID, "!m:x", "", "@org:x"))
 	require.NoError(t, e.c.BindMeetingRoom(ctx, b.ID, "!breakout:x", "!m:x", "@org:x"))
 	bs, err := e.c.Bindings(ctx, b.ID)
@@ -307,7 +336,7 @@ func TestBindMeetingRoom(t *testing.T) {
 	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, b.ID, "not-a-room", "", "@org:x"), ErrInvalid)
 	// Another organisation's booking cannot take the room.
 	other, err := e.c.Book(ctx, Principal{Subject: "m"}, "stadt-x", BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange,
-		ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms})
+		ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms, Organisers: []string{"@mallory:x"}})
 	require.NoError(t, err)
 	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, other.ID, "!m:x", "", "@mallory:x"), ErrState)
 }

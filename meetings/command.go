@@ -268,8 +268,10 @@ func parseSpec(s *Spec, toks []token, creating bool) error {
 				return invalid("max", "%q is not a number", v)
 			}
 			s.MaxParticipants = &n
+		case "booking":
+			s.Booking = str(v)
 		default:
-			return invalid(t.key, "unknown option; known: title, description, start, date, time, end, duration, tz, repeat, count, until, rrule, except, occurrence, invite, uninvite, level, servers, max")
+			return invalid(t.key, "unknown option; known: title, description, start, date, time, end, duration, tz, repeat, count, until, rrule, except, occurrence, invite, uninvite, level, servers, max, booking")
 		}
 	}
 	return nil

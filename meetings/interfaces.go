@@ -58,6 +58,9 @@ type PolicyValidator interface {
 // means there are no bookings: only the room policy limits a meeting.
 type BookingChecker interface {
 	CheckMeeting(ctx context.Context, req BookingRequest) (bookingRef string, err error)
+	// BindRoom binds the meeting's new room to the booking, so the focus
+	// counts its calls against it; called once the room exists.
+	BindRoom(ctx context.Context, bookingRef, roomID, meetingID, organiser string) error
 }
 
 // BookingRequest is what a booking must cover.
@@ -66,7 +69,8 @@ type BookingRequest struct {
 	Level        credentials.Level
 	Participants int // invitees + organiser
 	Occurrences  []Occurrence
-	// BookingRef is the meeting's current booking on an update ("" at create).
+	// BookingRef is the booking the organiser named (or the meeting's
+	// current one on an update); "" for none.
 	BookingRef string
 }
 

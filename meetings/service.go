@@ -160,6 +160,12 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 		return nil, fmt.Errorf("failed to create the meeting room: %w", err)
 	}
 	m.RoomID = roomID
+	if s.bookings != nil && m.BookingRef != "" {
+		if err := s.bookings.BindRoom(ctx, m.BookingRef, roomID, m.ID, organiser); err != nil {
+			s.rollback(ctx, m)
+			return nil, refused("booking", "%v", err)
+		}
+	}
 	if err := s.store.put(ctx, m, m.lastEnd(s.cfg.MaxOccurrences)); err != nil {
 		s.rollback(ctx, m)
 		return nil, err
@@ -271,6 +277,11 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	occ, capped, err := spec.apply(&m, s.userZone(ctx, user), &s.cfg, s.server)
 	if err != nil {
 		return nil, err
+	}
+	if m.BookingRef != old.BookingRef && spec.Booking != nil {
+		// The room's binding is the catalogue's record; moving it to
+		// another booking is a new meeting.
+		return nil, invalid("booking", "a meeting's booking is set when it is created (cancel it and create it again under the other booking)")
 	}
 	if err := s.checkPolicy(ctx, old, &m, occ); err != nil {
 		return nil, err

@@ -237,24 +237,53 @@ func TestOnlyTheOrganiserChanges(t *testing.T) {
 	require.Contains(t, reply, "❌ I did not cancel anything — forbidden: only the organiser")
 }
 
-type refuseBookings struct{ got BookingRequest }
+type refuseBookings struct {
+	got   BookingRequest
+	bound []string // booking ref, room, meeting, organiser
+}
 
 func (r *refuseBookings) CheckMeeting(_ context.Context, req BookingRequest) (string, error) {
 	r.got = req
+	if req.BookingRef == "" {
+		return "", nil
+	}
+	if req.BookingRef != "b-1" {
+		return "", errors.New("booking " + req.BookingRef + " does not list you as an organiser")
+	}
 	if req.Participants > 2 {
 		return "", errors.New("booking b-1 covers at most 2 participants")
 	}
 	return "b-1", nil
 }
 
+func (r *refuseBookings) BindRoom(_ context.Context, ref, room, meeting, organiser string) error {
+	r.bound = []string{ref, room, meeting, organiser}
+	return nil
+}
+
 func TestBookingHook(t *testing.T) {
 	b := &refuseBookings{}
 	env := newTestService(t, func(o *Options) { o.Bookings = b })
 	ctx := context.Background()
-	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), RRule: ptr("FREQ=DAILY;COUNT=3"), Invite: []string{bob}})
+	// Without a booking named, the hook is asked and the meeting is unbound.
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("free"), Start: ptr("2026-03-23 10:00")})
+	require.NoError(t, err)
+	require.Empty(t, res.Meeting.BookingRef)
+	require.Nil(t, b.bound)
+	// Someone else's booking is refused and nothing is created.
+	rooms := len(env.mx.state)
+	_, err = env.svc.Create(ctx, alice, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), Booking: ptr("b-2")})
+	require.ErrorIs(t, err, ErrPolicy)
+	require.ErrorContains(t, err, "booking: booking b-2 does not list you as an organiser")
+	require.Len(t, env.mx.state, rooms)
+
+	res, err = env.svc.Create(ctx, alice, &Spec{Title: ptr("x"), Start: ptr("2026-03-23 10:00"), RRule: ptr("FREQ=DAILY;COUNT=3"), Invite: []string{bob}, Booking: ptr("b-1")})
 	require.NoError(t, err)
 	require.Equal(t, "b-1", res.Meeting.BookingRef)
 	require.Len(t, b.got.Occurrences, 3)
+	require.Equal(t, []string{"b-1", res.Meeting.RoomID, res.Meeting.ID, alice}, b.bound, "the new room is bound to the booking")
+	_, err = env.svc.Update(ctx, alice, res.Meeting.ID, &Spec{Booking: ptr("b-3")})
+	require.ErrorIs(t, err, ErrInvalid)
 	md := env.mx.state[res.Meeting.RoomID][MetadataEventType].(map[string]any)
 	require.Equal(t, "b-1", md["external_data"].(map[string]any)["de.gxconf.booking"])
 	_, err = env.svc.Update(ctx, alice, res.Meeting.ID, &Spec{Invite: []string{"@dave:hs.test"}})

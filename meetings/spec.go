@@ -44,6 +44,9 @@ type Spec struct {
 	Level              *string   `json:"level,omitempty"`
 	AllowedHomeservers *[]string `json:"allowed_homeservers,omitempty"`
 	MaxParticipants    *int      `json:"max_participants,omitempty"`
+	// Booking names the service booking (package catalog) the meeting runs
+	// under; the booking must list the organiser. "" unbinds it.
+	Booking *string `json:"booking,omitempty"`
 }
 
 // MaxBodyBytes caps an HTTP API request body (10,000 invitees still fit, so
@@ -70,7 +73,7 @@ func DecodeSpec(body []byte) (*Spec, error) {
 func (s *Spec) empty() bool {
 	return s.Title == nil && s.Description == nil && s.Start == nil && s.End == nil && s.Duration == nil &&
 		s.TimeZone == nil && s.RRule == nil && s.Repeat == nil && s.Count == nil && s.Until == nil && len(s.Except) == 0 && s.Participants == nil && len(s.Invite) == 0 &&
-		len(s.Uninvite) == 0 && s.Occurrence == nil && s.Level == nil && s.AllowedHomeservers == nil && s.MaxParticipants == nil
+		len(s.Uninvite) == 0 && s.Occurrence == nil && s.Level == nil && s.AllowedHomeservers == nil && s.MaxParticipants == nil && s.Booking == nil
 }
 
 // validUserID is a cheap check of a Matrix user ID's shape.
@@ -179,6 +182,13 @@ func (s *Spec) apply(m *Meeting, tzDefault string, cfg *Config, localServer stri
 			return nil, false, invalid("max_participants", "must not be negative")
 		}
 		pol.MaxParticipants = *s.MaxParticipants
+	}
+	if s.Booking != nil {
+		b := strings.TrimSpace(*s.Booking)
+		if len(b) > 128 || strings.ContainsFunc(b, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return nil, false, invalid("booking", "%q is not a booking id", *s.Booking)
+		}
+		m.BookingRef = b
 	}
 	if pol.Level == credentials.LevelVSNfD {
 		// The need-to-know list of a VS-NfD meeting is its participants.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/twitchtv/twirp"
@@ -10,6 +11,7 @@ import (
 	"github.com/gxfs-conf/gxconf/catalog"
 	"github.com/gxfs-conf/gxconf/cluster"
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/meetings"
 )
 
 // entitlements lets the focus call the catalog without importing it.
@@ -47,4 +49,29 @@ func (d roomDirectory) Participants(ctx context.Context, room cluster.RoomName) 
 		out = append(out, cluster.ParticipantEntry{Room: room, Identity: cluster.ParticipantIdentity(p.Identity), SID: p.Sid})
 	}
 	return out, nil
+}
+
+// meetingBookings lets the meetings scheduler check and bind meetings
+// against the catalogue's bookings (meetings.BookingChecker).
+type meetingBookings struct{ c *catalog.Catalog }
+
+func (m meetingBookings) CheckMeeting(ctx context.Context, req meetings.BookingRequest) (string, error) {
+	if req.BookingRef == "" {
+		if m.c.RequiresBooking() {
+			return "", errors.New("this deployment runs calls only under a service booking: name one with booking=<id> (\"!conf bookings\" in a bound room shows its id)")
+		}
+		return "", nil
+	}
+	occ := make([][2]time.Time, len(req.Occurrences))
+	for i, o := range req.Occurrences {
+		occ[i] = [2]time.Time{o.Start, o.End}
+	}
+	if err := m.c.CheckMeeting(ctx, req.BookingRef, req.Organiser, req.Level, req.Participants, occ); err != nil {
+		return "", err
+	}
+	return req.BookingRef, nil
+}
+
+func (m meetingBookings) BindRoom(ctx context.Context, ref, roomID, meetingID, organiser string) error {
+	return m.c.BindMeetingRoom(ctx, ref, roomID, meetingID, organiser)
 }

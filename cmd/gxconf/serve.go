@@ -239,7 +239,12 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	late.as = as
 
 	if cfg.Meetings.Enabled {
+		var bookings meetings.BookingChecker
+		if cat != nil {
+			bookings = meetingBookings{cat}
+		}
 		meet, err := meetings.New(ctx, meetings.Options{
+			Bookings:    bookings,
 			Config:      cfg.Meetings,
 			DB:          db,
 			Matrix:      meetings.NewMatrix(as.Bot(), as),
