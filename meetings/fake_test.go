@@ -18,16 +18,20 @@ import (
 
 // fakeMatrix records what the service asks of the homeserver.
 type fakeMatrix struct {
-	mu       sync.Mutex
-	rooms    map[string]RoomRequest
-	state    map[string]map[string]any // room → type → content
-	invites  map[string]map[string]string
-	kicks    []string
-	messages map[string][]map[string]any
-	uploads  map[string][]byte
-	dms      map[string]string
-	left     []string
-	n        int
+	mu      sync.Mutex
+	rooms   map[string]RoomRequest
+	state   map[string]map[string]any // room → type → content
+	invites map[string]map[string]string
+	// members overrides the membership Memberships reports (join, leave);
+	// everyone else in invites is "invite".
+	members   map[string]map[string]string
+	refreshed []string
+	kicks     []string
+	messages  map[string][]map[string]any
+	uploads   map[string][]byte
+	dms       map[string]string
+	left      []string
+	n         int
 	// failCreate / failInvite / failSend make those calls fail.
 	failCreate, failSend bool
 	sent                 chan sentMessage
@@ -39,7 +43,7 @@ type sentMessage struct {
 }
 
 func newFakeMatrix() *fakeMatrix {
-	return &fakeMatrix{rooms: map[string]RoomRequest{}, state: map[string]map[string]any{}, invites: map[string]map[string]string{},
+	return &fakeMatrix{rooms: map[string]RoomRequest{}, state: map[string]map[string]any{}, invites: map[string]map[string]string{}, members: map[string]map[string]string{},
 		messages: map[string][]map[string]any{}, uploads: map[string][]byte{}, dms: map[string]string{}, sent: make(chan sentMessage, 1000)}
 }
 
@@ -65,6 +69,40 @@ func (f *fakeMatrix) Invite(_ context.Context, roomID, userID, reason string) er
 	defer f.mu.Unlock()
 	f.invites[roomID][userID] = reason
 	return nil
+}
+
+func (f *fakeMatrix) RefreshInvite(_ context.Context, roomID, userID, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.invites[roomID][userID]; !ok || f.members[roomID][userID] != "" {
+		return fmt.Errorf("%s is not invited to %s", userID, roomID)
+	}
+	f.invites[roomID][userID] = reason
+	f.refreshed = append(f.refreshed, roomID+" "+userID)
+	return nil
+}
+
+func (f *fakeMatrix) Memberships(_ context.Context, roomID string) (map[string]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]string{}
+	for u := range f.invites[roomID] {
+		out[u] = "invite"
+	}
+	for u, ms := range f.members[roomID] {
+		out[u] = ms
+	}
+	return out, nil
+}
+
+// setMembership makes user's membership ms (join, leave) in room.
+func (f *fakeMatrix) setMembership(room, user, ms string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.members[room] == nil {
+		f.members[room] = map[string]string{}
+	}
+	f.members[room][user] = ms
 }
 
 func (f *fakeMatrix) Kick(_ context.Context, roomID, userID, _ string) error {

@@ -13,6 +13,15 @@ type Matrix interface {
 	CreateRoom(ctx context.Context, req RoomRequest) (roomID string, err error)
 	// Invite invites userID with a reason (the text Element shows).
 	Invite(ctx context.Context, roomID, userID, reason string) error
+	// RefreshInvite sends a new invite membership event with a new reason
+	// for userID, who is invited and has not joined: Matrix has no way to
+	// edit an invite, so this is how Nordeck's bot updates what Element shows
+	// when a meeting changes (invite → invite is allowed by the
+	// m.room.member authorisation rules).
+	RefreshInvite(ctx context.Context, roomID, userID, reason string) error
+	// Memberships returns the membership (invite, join, leave, ban) of each
+	// user in the room's state.
+	Memberships(ctx context.Context, roomID string) (map[string]string, error)
 	// Kick removes userID (an uninvited participant, or everyone at cancel).
 	Kick(ctx context.Context, roomID, userID, reason string) error
 	// SendState sends a state event as the bot.

@@ -51,6 +51,28 @@ func (m *mautrixMatrix) Invite(ctx context.Context, roomID, userID, reason strin
 	return err
 }
 
+func (m *mautrixMatrix) RefreshInvite(ctx context.Context, roomID, userID, reason string) error {
+	_, err := m.cli.SendStateEvent(ctx, id.RoomID(roomID), event.StateMember, userID,
+		map[string]any{"membership": string(event.MembershipInvite), "reason": reason})
+	return err
+}
+
+func (m *mautrixMatrix) Memberships(ctx context.Context, roomID string) (map[string]string, error) {
+	resp, err := m.cli.Members(ctx, id.RoomID(roomID))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(resp.Chunk))
+	for _, evt := range resp.Chunk {
+		if evt.StateKey == nil {
+			continue
+		}
+		ms, _ := evt.Content.Raw["membership"].(string)
+		out[*evt.StateKey] = ms
+	}
+	return out, nil
+}
+
 func (m *mautrixMatrix) Kick(ctx context.Context, roomID, userID, reason string) error {
 	_, err := m.cli.KickUser(ctx, id.RoomID(roomID), &mautrix.ReqKickUser{UserID: id.UserID(userID), Reason: reason})
 	return err

@@ -120,7 +120,19 @@ func (s *Service) metadata(m *Meeting) map[string]any {
 
 // inviteReason is what Element shows on the invite: when, how often, who.
 func (s *Service) inviteReason(m *Meeting) string {
-	return fmt.Sprintf("📅 %s — %s · invited by %s", m.Title, m.Schedule.Describe(nil), m.Organiser)
+	return fmt.Sprintf("%s%s — %s · invited by %s", reasonPrefix(m), m.Title, m.Schedule.Describe(nil), m.Organiser)
+}
+
+// organiserReason is inviteReason for the organiser's own invite.
+func (s *Service) organiserReason(m *Meeting) string {
+	return fmt.Sprintf("%s%s — %s · your meeting", reasonPrefix(m), m.Title, m.Schedule.Describe(nil))
+}
+
+func reasonPrefix(m *Meeting) string {
+	if m.Cancelled {
+		return "❌ Cancelled: "
+	}
+	return "📅 "
 }
 
 // sendFiles uploads the calendar file once and posts it in each user's

@@ -171,6 +171,12 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 		return nil, err
 	}
 	res := &Result{Meeting: m, Occurrences: first(occ, 5), Capped: capped, Changed: true}
+	// The organiser is invited too (as Nordeck's bot does): the room is
+	// invite-only, and they need it for the call, "!conf bookings" and
+	// updates in place.
+	if err := s.mx.Invite(ctx, roomID, organiser, s.organiserReason(m)); err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("could not invite you (%s): %v", organiser, err))
+	}
 	for _, p := range m.Participants {
 		if err := s.mx.Invite(ctx, roomID, p, s.inviteReason(m)); err != nil {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("could not invite %s: %v", p, err))
@@ -327,6 +333,7 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 			res.Warnings = append(res.Warnings, fmt.Sprintf("could not remove %s: %v", p, err))
 		}
 	}
+	res.Warnings = append(res.Warnings, s.refreshInvites(ctx, old, &m, added)...)
 	// Files: everyone gets the new version after a real change, new
 	// invitees always, removed ones a CANCEL.
 	to := added
@@ -401,11 +408,45 @@ func (s *Service) Cancel(ctx context.Context, user, idOrRoom, occurrence string)
 	if err := s.store.put(ctx, &m, m.lastEnd(s.cfg.MaxOccurrences)); err != nil {
 		return nil, err
 	}
-	res.Warnings = s.sendFiles(ctx, &m, m.Participants, MethodCancel, which)
+	res.Warnings = s.refreshInvites(ctx, old, &m, nil)
+	res.Warnings = append(res.Warnings, s.sendFiles(ctx, &m, m.Participants, MethodCancel, which)...)
 	s.metrics.ops.WithLabelValues("cancel", "ok").Inc()
 	s.log.Info().Str("room_id", m.RoomID).Str("meeting_id", m.ID).Bool("series", which.IsZero()).Msg("Meeting cancelled")
 	s.poke()
 	return res, nil
+}
+
+// refreshInvites rewrites the invite reason of everyone still invited (not
+// joined, not declined) when the reason changed, as Nordeck's bot does: an
+// invite cannot be edited, but a new invite event for an invited user
+// replaces it, and Element shows its reason. Those in skip were just
+// invited with the new reason. People who declined or left are not invited
+// again. It returns what could not be updated.
+func (s *Service) refreshInvites(ctx context.Context, old, m *Meeting, skip []string) []string {
+	if s.inviteReason(old) == s.inviteReason(m) {
+		return nil
+	}
+	members, err := s.mx.Memberships(ctx, m.RoomID)
+	if err != nil {
+		return []string{fmt.Sprintf("could not update the pending invitations: %v", err)}
+	}
+	var failed []string
+	for _, p := range append([]string{m.Organiser}, m.Participants...) {
+		if members[p] != "invite" || slices.Contains(skip, p) {
+			continue
+		}
+		reason := s.inviteReason(m)
+		if p == m.Organiser {
+			reason = s.organiserReason(m)
+		}
+		if err := s.mx.RefreshInvite(ctx, m.RoomID, p, reason); err != nil {
+			failed = append(failed, fmt.Sprintf("could not update the invitation of %s: %v", p, err))
+			s.metrics.ops.WithLabelValues("refresh_invite", "error").Inc()
+			continue
+		}
+		s.metrics.ops.WithLabelValues("refresh_invite", "ok").Inc()
+	}
+	return failed
 }
 
 // SetTimezone sets the zone a user's meetings and confirmations use.

@@ -405,3 +405,48 @@ func TestInjectionIsEscaped(t *testing.T) {
 	require.NotContains(t, c["formatted_body"], "<img")
 	require.Contains(t, c["formatted_body"], "&lt;img src=x onerror=alert(1)&gt;")
 }
+
+// TestChangesRewritePendingInvites: a change of time or title rewrites the
+// reason of every invite still pending (a new invite event, as Nordeck's
+// bot sends), for the organiser too; people who joined, declined or left
+// are not invited again; a change the reason does not show (the level) and
+// a new invitee's fresh invite send no second event.
+func TestChangesRewritePendingInvites(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	dave, erin := "@dave:hs.test", "@erin:hs.test"
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("Lage"), Start: ptr("2026-03-23 10:00"), RRule: ptr("FREQ=WEEKLY;COUNT=5"), Invite: []string{bob, carol, dave}})
+	require.NoError(t, err)
+	m := res.Meeting
+	room := m.RoomID
+	require.Equal(t, "📅 Lage — Mon 23 Mar 2026, 10:00–11:00 (Europe/Berlin); repeats every week, 5 times · your meeting", env.mx.invites[room][alice],
+		"the organiser is invited to the invite-only room")
+	env.mx.setMembership(room, alice, "join")
+	env.mx.setMembership(room, carol, "join")
+	env.mx.setMembership(room, dave, "leave") // declined
+
+	_, err = env.svc.Update(ctx, alice, m.ID, &Spec{Start: ptr("2026-03-23 11:00"), Title: ptr("Lagebesprechung"), Invite: []string{erin}})
+	require.NoError(t, err)
+	want := "📅 Lagebesprechung — Mon 23 Mar 2026, 11:00–12:00 (Europe/Berlin); repeats every week, 5 times · invited by @alice:hs.test"
+	require.Equal(t, want, env.mx.invites[room][bob], "bob has not joined: his invite shows the new time and title")
+	require.Equal(t, want, env.mx.invites[room][erin])
+	require.Equal(t, []string{room + " " + bob}, env.mx.refreshed, "joined (alice, carol), declined (dave) and new (erin) get no second invite")
+	require.Contains(t, env.mx.invites[room][dave], "10:00–11:00", "a declined invite stays as it was")
+
+	// Only the level changes: the reason is the same, nothing is resent.
+	_, err = env.svc.Update(ctx, alice, m.ID, &Spec{MaxParticipants: ptr(10)})
+	require.NoError(t, err)
+	require.Len(t, env.mx.refreshed, 1)
+
+	// One occurrence cancelled: the exception shows in the reason.
+	_, err = env.svc.Cancel(ctx, alice, m.ID, "2026-03-30")
+	require.NoError(t, err)
+	require.Contains(t, env.mx.invites[room][bob], "except 30 Mar 2026")
+	require.Len(t, env.mx.refreshed, 3, "bob and erin")
+
+	// The whole meeting cancelled: pending invites say so.
+	_, err = env.svc.Cancel(ctx, alice, m.ID, "")
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(env.mx.invites[room][bob], "❌ Cancelled: Lagebesprechung — "), env.mx.invites[room][bob])
+	require.Len(t, env.mx.refreshed, 5)
+}
