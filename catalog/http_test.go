@@ -133,3 +133,34 @@ func TestAdminHTTP(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 8, "refusals and actions are audited")
 }
+
+// TestBookingOrganisersHTTP: the booking API takes the organisers who may
+// schedule meetings under a booking, refuses what is no Matrix user ID
+// (naming the field) and shows them in the booking.
+func TestBookingOrganisersHTTP(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true, AMR: []string{"pwd", "otp"}})
+	now := e.clock.now()
+	req := func(organisers ...string) string {
+		body, _ := json.Marshal(map[string]any{
+			"tier": "public-20-gold", "unit": "dateRange", "valid_from": now, "valid_until": now.Add(time.Hour),
+			"organisers": organisers, "accept_terms": testTerms,
+		})
+		return string(body)
+	}
+	for _, bad := range []string{"alice", "@alice", "@al ice:x", "#room:x", strings.Repeat("@a", 200) + ":x"} {
+		code, out := call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings", req("@ok:x", bad))
+		require.Equal(t, http.StatusBadRequest, code, "%q: %s", bad, out)
+		require.Contains(t, out, "organisers: ", bad)
+	}
+	code, out := call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings", req("@alice:land-nrw.example", "@bob:land-nrw.example"))
+	require.Equal(t, http.StatusOK, code, out)
+	var b bookingView
+	require.NoError(t, json.Unmarshal([]byte(out), &b))
+	code, out = call(t, srv, alice, false, http.MethodGet, "/catalog/admin/api/bookings/"+b.ID, "")
+	require.Equal(t, http.StatusOK, code, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &b))
+	require.Equal(t, []string{"@alice:land-nrw.example", "@bob:land-nrw.example"}, b.Organisers)
+}

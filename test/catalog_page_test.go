@@ -62,11 +62,19 @@ func TestCatalogAdminPage(t *testing.T) {
 	await("the admin view", "location.pathname === '/catalog/admin/' && !document.getElementById('admin').hidden")
 	require.Contains(t, eval("document.getElementById('who').innerText"), "Alice Admin (land-nrw; booking-admin; authentication: pwd+otp)")
 
-	// Book a KRITIS tier for a room.
+	// Book a KRITIS tier for a room, naming who may schedule meetings under
+	// it; a wrong organiser is caught in the page, before any request.
 	require.NoError(t, p.Eval(ctx, `(() => {
 		document.getElementById('tier').value = 'kritis-100-silver';
 		document.getElementById('rooms').value = '!meeting:localhost';
+		document.getElementById('organisers').value = '@alice:localhost, carol';
 		document.getElementById('terms').checked = true;
+		document.getElementById('submit').click();
+	})()`, nil))
+	await("the organisers' check", "document.getElementById('error').innerText.includes('carol is not a Matrix user ID')")
+	require.Equal(t, "0", eval("String(document.querySelectorAll('#bookings tbody tr').length)"))
+	require.NoError(t, p.Eval(ctx, `(() => {
+		document.getElementById('organisers').value = '@alice:localhost, @carol:localhost,@alice:localhost';
 		document.getElementById('submit').click();
 	})()`, nil))
 	await("the booking", "document.querySelectorAll('#bookings tbody tr').length === 1")
@@ -74,6 +82,8 @@ func TestCatalogAdminPage(t *testing.T) {
 	require.Contains(t, row, "kritis-100-silver")
 	require.Contains(t, row, "active")
 	require.Contains(t, row, "!meeting:localhost")
+	require.Equal(t, "@alice:localhost, @carol:localhost", eval("document.querySelector('#bookings tbody tr .organisers').innerText"))
+	require.Empty(t, eval("document.getElementById('error').innerText"))
 	bookingID := eval("document.querySelector('#bookings tbody tr').dataset.booking")
 	require.True(t, strings.HasPrefix(bookingID, "bk_"), bookingID)
 
@@ -96,4 +106,22 @@ func TestCatalogAdminPage(t *testing.T) {
 	require.Equal(t, 1, counts["admin:cancel"])
 	require.Equal(t, 1, counts["admin:login"])
 	require.Empty(t, eval("document.getElementById('error').innerText"))
+
+	// The booking as the server stored it lists the organisers.
+	stored := eval(`(async () => JSON.stringify((await call('GET', 'bookings/` + bookingID + `')).organisers))()`)
+	require.Equal(t, `["@alice:localhost","@carol:localhost"]`, stored)
+
+	// Organisers are shown as text: markup in an ID another admin entered
+	// through the API (the server's check is light) does not run.
+	require.NoError(t, p.Eval(ctx, `(async () => {
+		const t = catalogue.tiers.find((x) => x.id === 'public-20-gold');
+		await call('POST', 'bookings', {tier: t.id, unit: 'dateRange', valid_from: new Date().toISOString(),
+			valid_until: new Date(Date.now() + 3600e3).toISOString(), accept_terms: catalogue.terms[t.level],
+			organisers: ['@<img/src=x/onerror=window.pwned=1>:localhost']});
+		await loadBookings();
+	})()`, nil))
+	await("the second booking", "document.querySelectorAll('#bookings tbody tr').length === 2")
+	require.Contains(t, eval("document.getElementById('bookings').innerText"), "@<img/src=x/onerror=window.pwned=1>:localhost")
+	require.Equal(t, "0", eval("String(document.querySelectorAll('#bookings img').length)"))
+	require.Equal(t, "undefined", eval("typeof window.pwned"))
 }
