@@ -112,6 +112,29 @@ func inviteReason(t *testing.T, u *harness.User, room id.RoomID) string {
 	return reason
 }
 
+// awaitInviteReason waits until u's pending invite to room carries want as
+// its reason (what Element shows on the invite).
+func awaitInviteReason(t *testing.T, u *harness.User, room id.RoomID, want string) {
+	t.Helper()
+	var last string
+	require.Eventually(t, func() bool {
+		resp, err := u.Client.SyncRequest(context.Background(), 0, "", "", false, "")
+		if err != nil {
+			return false
+		}
+		inv, ok := resp.Rooms.Invite[room]
+		if !ok {
+			return false
+		}
+		for _, evt := range inv.State.Events {
+			if evt.Type == event.StateMember && evt.GetStateKey() == u.ID.String() {
+				last, _ = evt.Content.Raw["reason"].(string)
+			}
+		}
+		return last == want
+	}, 60*time.Second, 200*time.Millisecond, "%s's invite to %s did not become %q (last: %q)", u.ID, room, want, last)
+}
+
 func meetingCount(t *testing.T, s *harness.Stack) int {
 	t.Helper()
 	db, err := sql.Open(s.DBDriver, s.DBURI)
@@ -281,6 +304,13 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		require.Equal(t, 1, got.Events[0].Sequence)
 		require.Equal(t, "2027-03-15T10:00:00.000Z", got.starts()[0])
 		require.NotContains(t, got.starts(), "2027-04-05T09:00:00.000Z", "the exception moved with the series")
+
+		// Carol has not joined yet: her invite now shows the new time (a new
+		// invite event, as Nordeck's bot sends); Bob, who joined, stays joined.
+		awaitInviteReason(t, carol, room, "📅 Weekly coordination — Mon 15 Mar 2027, 11:00–12:00 (Europe/Berlin); repeats every week, until 15 Nov 2027; except 5 Apr 2027 · invited by @alice:localhost")
+		var bobMember map[string]any
+		require.NoError(t, bob.Client.StateEvent(ctx, room, event.StateMember, bob.ID.String(), &bobMember))
+		require.Equal(t, "join", bobMember["membership"])
 
 		// The same again: nothing changes, no file, no SEQUENCE.
 		say(`!conf meeting update ` + meetingID + ` start="2027-03-15 11:00"`)
