@@ -90,7 +90,21 @@ func TestMeetingsUnderBooking(t *testing.T) {
 	t.Run("the organiser schedules under the booking; the room is bound at once", func(t *testing.T) {
 		// Alice and 19 invitees: the tier's 20.
 		aliceSay(create("count=3", guests[:19]))
-		reply := waitForMessage(t, alice, aliceDM, s.BotID, "✅ Scheduled")
+		// The answer comes once 19 invites and calendar files are out.
+		var reply string
+		require.Eventually(t, func() bool {
+			resp, err := alice.Client.Messages(ctx, aliceDM, "", "", mautrix.DirectionBackward, nil, 50)
+			if err != nil {
+				return false
+			}
+			for _, evt := range resp.Chunk {
+				if body, _ := evt.Content.Raw["body"].(string); evt.Sender == s.BotID && strings.Contains(body, "✅ Scheduled") {
+					reply = body
+					return true
+				}
+			}
+			return false
+		}, 3*time.Minute, 200*time.Millisecond, "alice's meeting was not scheduled")
 		meetingID = meetingIDRe.FindStringSubmatch(reply)[1]
 		status, out := api(t, s, "GET", "meeting/"+meetingID, "Bearer "+alice.Client.AccessToken, nil)
 		require.Equal(t, http.StatusOK, status, out)
