@@ -264,6 +264,7 @@ func TestMeetingsWithDendrite(t *testing.T) {
 	})
 
 	var httpMeeting string
+	var httpRoom id.RoomID
 	t.Run("the same by HTTP with the organiser's access token", func(t *testing.T) {
 		status, out := api(t, s, "POST", "meeting/create", "Bearer "+alice.Client.AccessToken, map[string]any{
 			"title": "Weekly by API", "start": "2027-03-16T14:00", "duration": "30m", "rrule": "FREQ=WEEKLY;COUNT=8",
@@ -274,7 +275,7 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		require.Equal(t, "2027-03-16T14:00:00+01:00", out["occurrences"].([]any)[0])
 		require.Equal(t, "2027-03-23T14:00:00+01:00", out["occurrences"].([]any)[1])
 		require.Equal(t, "2027-04-06T14:00:00+02:00", out["occurrences"].([]any)[2])
-		httpRoom := id.RoomID(out["room_id"].(string))
+		httpRoom = id.RoomID(out["room_id"].(string))
 		require.Contains(t, inviteReason(t, bob, httpRoom), "📅 Weekly by API — Tue 16 Mar 2027, 14:00–14:30 (Europe/Berlin); repeats every week, 8 times; except 30 Mar 2027")
 		files := awaitFiles(t, s, bob, bobDM, s.BotID, 2)
 		got := readICS(t, files[1].Data)
@@ -333,6 +334,8 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		require.Equal(t, "", got.Events[0].RecurrenceID)
 		require.Equal(t, 1, got.Events[0].Sequence)
 		require.Equal(t, httpMeeting, files[4].ID)
+		// Bob never joined it: his pending invite now says it is cancelled.
+		awaitInviteReason(t, bob, httpRoom, "❌ Cancelled: Weekly by API — Tue 16 Mar 2027, 14:00–14:30 (Europe/Berlin); repeats every week, 8 times; except 30 Mar 2027 · invited by @alice:localhost")
 
 		// One occurrence moved: a REQUEST with a RECURRENCE-ID override.
 		say(`!conf meeting update ` + meetingID + ` occurrence=2027-04-12 start="2027-04-13 15:00"`)
