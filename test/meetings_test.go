@@ -317,8 +317,15 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		say(`!conf meeting update ` + meetingID + ` start="2027-03-15 11:00"`)
 		waitForMessage(t, alice, cmdRoom, s.BotID, "Nothing changed")
 
+		// Carol declines; the next change must not invite her again.
+		_, err := carol.Client.LeaveRoom(ctx, room)
+		require.NoError(t, err)
+
 		say(`!conf meeting cancel ` + meetingID + ` 2027-03-22`)
 		waitForMessage(t, alice, cmdRoom, s.BotID, "✅ Cancelled the occurrence on 2027-03-22")
+		var carolMember map[string]any
+		require.NoError(t, bob.Client.StateEvent(ctx, room, event.StateMember, carol.ID.String(), &carolMember))
+		require.Equal(t, "leave", carolMember["membership"], "who declined is not invited again")
 		files = awaitFiles(t, s, bob, bobDM, s.BotID, 4)
 		require.Len(t, files, 4, "the unchanged update sent nothing")
 		got = readICS(t, files[3].Data)
