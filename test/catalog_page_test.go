@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gxfs-conf/gxconf/test/harness"
@@ -37,10 +38,16 @@ func TestCatalogAdminPage(t *testing.T) {
 	}
 	await := func(what, cond string) {
 		t.Helper()
-		require.Eventually(t, func() bool {
+		if !assert.Eventually(t, func() bool {
 			var ok bool
 			return p.Eval(ctx, "(() => { try { return !!("+cond+"); } catch (e) { return false; } })()", &ok) == nil && ok
-		}, 60*time.Second, 100*time.Millisecond, "waiting for %s; page: %s", what, eval("document.body.innerText"))
+		}, 60*time.Second, 100*time.Millisecond) {
+			// The page text only now: evaluated up front it ran while the
+			// page was navigating (no body yet) and failed the test.
+			var text string
+			_ = p.Eval(ctx, "document.body ? document.body.innerText : '(no body)'", &text)
+			t.Fatalf("waiting for %s; page: %s", what, text)
+		}
 	}
 
 	require.NoError(t, p.Navigate(ctx, s.FocusURL+"/catalog/admin/"))
