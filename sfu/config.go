@@ -80,6 +80,10 @@ type RTCConfig struct {
 	// each packet with one sendmmsg on the UDP mux socket, bypassing pion's
 	// per-packet write path (see fastpath.go). Only with udp_port set.
 	DirectSend bool `yaml:"direct_send"`
+	// GSO sends each subscriber's copies of a video frame as one segmented
+	// message (UDP_SEGMENT) on the direct path, where the kernel supports
+	// it (checked at start; gxconf_sfu_segmentation_offload says which).
+	GSO bool `yaml:"gso"`
 	// PacketCacheSize is the number of video packets kept per simulcast
 	// layer to answer NACKs; the low layers keep a quarter.
 	PacketCacheSize int `yaml:"packet_cache_size"`
@@ -165,6 +169,7 @@ func DefaultConfig() Config {
 			TCPPort:          7881,
 			SocketBufferSize: 4 << 20,
 			DirectSend:       true,
+			GSO:              true,
 			PacketCacheSize:  256,
 		},
 		TURN: TURNConfig{

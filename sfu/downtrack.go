@@ -100,6 +100,7 @@ type downTrack struct {
 	srtpKeys *fastKeys
 	encHdr   rtp.Header
 	encBuf   []byte
+	gso      gsoSlot
 	direct   uint64
 
 	packets, bytes, nacks, retrans                            uint64
@@ -319,7 +320,7 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 					writeVP8Pic(buf[n-len(payload):n], &pic)
 				}
 				if enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr); err == nil && len(enc) <= len(buf) {
-					b.add(enc, dest.addr)
+					b.add(enc, dest.addr, &dt.gso)
 					dt.direct++
 					dt.mu.Unlock()
 					return

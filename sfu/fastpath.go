@@ -3,11 +3,14 @@ package sfu
 import (
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
@@ -17,6 +20,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Direct send path.
@@ -173,45 +177,181 @@ func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
 	p.direct.Store(&directDest{addr: &net.UDPAddr{IP: ip, Port: int(r.Port)}})
 }
 
-// sendBatch collects the encrypted copies of one incoming packet and sends
+// sendBatch collects the encrypted copies of incoming packets and sends
 // them with one sendmmsg. It belongs to one read loop.
+//
+// With segmentation offload (gso), the copies for one destination are
+// gathered across the packets of one video frame into one message whose
+// buffers the kernel sends as separate datagrams (UDP_SEGMENT): one
+// sendmmsg entry per subscriber and frame instead of per packet. The
+// kernel needs every segment but the last to be exactly the segment size,
+// so a copy that does not fit starts a new message. The read loop flushes
+// at the frame's last packet (marker bit), when the timestamp moves on
+// (a lost marker), when many packets are held, and when no packet came for
+// gsoHoldMax.
 type sendBatch struct {
-	pc     *ipv4.PacketConn
-	bufs   [][]byte
-	msgs   []ipv4.Message
-	n      int
+	pc    *ipv4.PacketConn
+	gso   bool
+	bufs  [][]byte // packet buffers; nbuf in use until the flush
+	nbuf  int
+	msgs  []ipv4.Message
+	segs  []int // per message: its segment size
+	n     int
+	epoch uint32 // counts flushes: a gsoSlot of an older epoch is stale
+	// segmented counts messages sent with more than one segment.
+	segmented uint64
+	ts        uint32 // RTP timestamp of the held packets
+	// off is shared by the batches of a server: set when the kernel
+	// refused a segmented send, so every batch stops segmenting.
+	off    *gsoSwitch
 	errors prometheus.Counter
 }
 
-// next returns a 1500-byte buffer for the next message.
-func (b *sendBatch) next() []byte {
-	if b.n == len(b.bufs) {
-		b.bufs = append(b.bufs, make([]byte, 1500))
-		b.msgs = append(b.msgs, ipv4.Message{Buffers: make([][]byte, 1)})
-	}
-	return b.bufs[b.n]
+// gsoSwitch turns segmentation off for all batches of a server.
+type gsoSwitch struct {
+	off   atomic.Bool
+	gauge prometheus.Gauge
 }
 
-// add queues pkt (which must be the buffer from next) for addr.
-func (b *sendBatch) add(pkt []byte, addr *net.UDPAddr) {
+func (g *gsoSwitch) Load() bool { return g.off.Load() }
+
+func (g *gsoSwitch) Store(bool) {
+	if !g.off.Swap(true) && g.gauge != nil {
+		g.gauge.Set(0)
+	}
+}
+
+// gsoSlot remembers, per downtrack, which message of which batch holds its
+// copies of the current frame.
+type gsoSlot struct {
+	b     *sendBatch
+	epoch uint32
+	msg   int32
+}
+
+const (
+	gsoMaxSegments = 32    // the kernel allows 64 (UDP_MAX_SEGMENTS)
+	gsoMaxBytes    = 60000 // below the 64 KiB datagram limit
+	gsoMaxHeld     = 1024  // packets held per batch before a flush
+	gsoHoldMax     = 2 * time.Millisecond
+)
+
+// next returns a 1500-byte buffer for the next packet.
+func (b *sendBatch) next() []byte {
+	if b.nbuf == len(b.bufs) {
+		b.bufs = append(b.bufs, make([]byte, 1500))
+	}
+	return b.bufs[b.nbuf]
+}
+
+// add queues pkt (which must be the buffer from next) for addr; slot is the
+// downtrack's, so its copies of one frame share a message.
+func (b *sendBatch) add(pkt []byte, addr *net.UDPAddr, slot *gsoSlot) {
+	b.nbuf++
+	if b.gso && slot.b == b && slot.epoch == b.epoch {
+		m, seg := &b.msgs[slot.msg], b.segs[slot.msg]
+		last := m.Buffers[len(m.Buffers)-1]
+		if len(last) == seg && len(pkt) <= seg && len(m.Buffers) < gsoMaxSegments && (len(m.Buffers)+1)*seg <= gsoMaxBytes {
+			m.Buffers = append(m.Buffers, pkt)
+			return
+		}
+	}
+	if b.n == len(b.msgs) {
+		b.msgs = append(b.msgs, ipv4.Message{Buffers: make([][]byte, 0, 1)})
+		b.segs = append(b.segs, 0)
+	}
 	m := &b.msgs[b.n]
-	m.Buffers[0] = pkt
-	m.Addr = addr
+	m.Buffers = append(m.Buffers[:0], pkt)
+	m.Addr, m.OOB = addr, nil
+	b.segs[b.n] = len(pkt)
+	slot.b, slot.epoch, slot.msg = b, b.epoch, int32(b.n)
 	b.n++
 }
 
+// held tells whether packets wait for a flush.
+func (b *sendBatch) held() bool { return b.n > 0 }
+
 // flush sends the queued messages. sendmmsg stops at the first message
 // that fails (and reports the error on the next call): that one is
-// skipped, the rest is sent.
+// skipped, the rest is sent. A segmented message the kernel refuses is
+// sent again packet by packet, and segmentation is switched off.
 func (b *sendBatch) flush() {
 	msgs := b.msgs[:b.n]
+	for i := range msgs {
+		if len(msgs[i].Buffers) > 1 {
+			msgs[i].OOB = gsoControl(b.segs[i])
+			b.segmented++
+		}
+	}
 	for len(msgs) > 0 {
 		n, err := b.pc.WriteBatch(msgs, 0)
 		if err != nil || n == 0 {
-			b.errors.Inc()
+			if len(msgs[0].Buffers) > 1 {
+				b.unsegmented(&msgs[0])
+			} else {
+				b.errors.Inc()
+			}
 			n = 1
 		}
 		msgs = msgs[n:]
 	}
-	b.n = 0
+	b.n, b.nbuf = 0, 0
+	b.epoch++
+	if b.gso && b.off != nil && b.off.Load() {
+		b.gso = false
+	}
+}
+
+// unsegmented sends a refused segmented message as single datagrams and
+// switches segmentation off for every batch of the server.
+func (b *sendBatch) unsegmented(m *ipv4.Message) {
+	if b.off != nil {
+		b.off.Store(true)
+	}
+	for _, pkt := range m.Buffers {
+		single := [1]ipv4.Message{{Buffers: [][]byte{pkt}, Addr: m.Addr}}
+		if n, err := b.pc.WriteBatch(single[:], 0); err != nil || n == 0 {
+			b.errors.Inc()
+		}
+	}
+}
+
+// gsoControls caches the UDP_SEGMENT control message per segment size.
+var gsoControls sync.Map // int -> []byte
+
+// gsoControl is the control message asking the kernel to split a
+// message's data into datagrams of size bytes.
+func gsoControl(size int) []byte {
+	if c, ok := gsoControls.Load(size); ok {
+		return c.([]byte)
+	}
+	// struct cmsghdr { size_t len; int level; int type; } then the data.
+	c := make([]byte, unix.CmsgSpace(2))
+	lenSize := unix.SizeofCmsghdr - 8
+	if lenSize == 8 {
+		binary.NativeEndian.PutUint64(c, uint64(unix.CmsgLen(2)))
+	} else {
+		binary.NativeEndian.PutUint32(c, uint32(unix.CmsgLen(2)))
+	}
+	binary.NativeEndian.PutUint32(c[lenSize:], uint32(unix.SOL_UDP))
+	binary.NativeEndian.PutUint32(c[lenSize+4:], uint32(unix.UDP_SEGMENT))
+	binary.NativeEndian.PutUint16(c[unix.CmsgLen(0):], uint16(size))
+	c2, _ := gsoControls.LoadOrStore(size, c)
+	return c2.([]byte)
+}
+
+// gsoSupported tells whether the kernel segments UDP sends on conn
+// (Linux ≥ 4.18): setting UDP_SEGMENT to 0 is accepted only there.
+func gsoSupported(conn *net.UDPConn) bool {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
 }

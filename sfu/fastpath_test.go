@@ -121,3 +121,33 @@ func dtlsPair(t *testing.T, suite dtls.CipherSuiteID, ems dtls.ExtendedMasterSec
 	t.Cleanup(func() { _ = r.c.Close(); _ = client.Close() })
 	return r.c, client
 }
+
+// BenchmarkSubscriberConnection compares making a sending connection
+// through the shared API (no direct path keys) with one through its own
+// API with the key capture hooks (what every join pays since the direct
+// path stopped reading pion's internals).
+func BenchmarkSubscriberConnection(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.RTC.UDPPort, cfg.RTC.TCPPort = 0, 0
+	se, socks, err := newSettingEngine(&cfg, pionLoggerFactory{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer socks.close()
+	r, err := newSubscriberAPI(se)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, capture := range []bool{false, true} {
+		b.Run(map[bool]string{false: "shared-api", true: "own-api-with-hooks"}[capture], func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				pc, _, err := r.newPeerConnection(capture)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = pc.Close()
+			}
+		})
+	}
+}

@@ -2,13 +2,17 @@ package sfu
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+	"golang.org/x/net/ipv4"
 )
 
 func TestMain(m *testing.M) {
@@ -87,6 +91,60 @@ func BenchmarkForward(b *testing.B) {
 			b.ReportMetric(float64(el.Nanoseconds())/float64(b.N*n), "ns/fwd")
 			if ws[0].packets < b.N {
 				b.Fatalf("forwarded %d of %d", ws[0].packets, b.N)
+			}
+		})
+	}
+}
+
+// BenchmarkForwardDirect is BenchmarkForward on the direct send path:
+// SRTP (AES-128-GCM, as browsers negotiate) by the SFU and one sendmmsg
+// per incoming packet to a loopback UDP sink, so ns/fwd is the whole
+// per-packet cost of a forwarded copy on this machine, kernel included.
+func BenchmarkForwardDirect(b *testing.B) {
+	for _, n := range []int{1, 10, 150} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			l, ws := benchTrack(n)
+			src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer src.Close()
+			sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sink.Close()
+			l.batch.pc = ipv4.NewPacketConn(src)
+			l.batch.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "bench_errors"})
+			key, salt := make([]byte, 16), make([]byte, 12)
+			keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
+			dest := &directDest{addr: sink.LocalAddr().(*net.UDPAddr)}
+			for _, dt := range *l.t.dts.Load() {
+				dt.sub.fastKeys.Store(keys)
+				dt.sub.direct.Store(dest)
+			}
+			pkts := make([][]byte, 1024)
+			for i := range pkts {
+				pkts[i] = vp8Packet(uint16(i), i == 0, 1100)
+			}
+			buf := make([]byte, 1500)
+			var h rtp.Header
+			l.handle(append(buf[:0], pkts[0]...), &h)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				p := pkts[1+i%1023]
+				l.handle(append(buf[:0], p...), &h)
+			}
+			el := time.Since(start)
+			b.ReportMetric(float64(el.Nanoseconds())/float64(b.N*n), "ns/fwd")
+			var direct uint64
+			for _, dt := range *l.t.dts.Load() {
+				direct += dt.direct
+			}
+			if direct < uint64(b.N*n) || ws[0].packets != 0 {
+				b.Fatalf("direct %d of %d, pion path %d", direct, b.N*n, ws[0].packets)
 			}
 		})
 	}

@@ -176,7 +176,11 @@ func init() {
 	// behaviour instead. A zap logger (errors only) makes its pion adapter
 	// check the level before formatting: the generic adapter formats every
 	// debug line, reading pion structs that pion writes concurrently.
-	zl, err := protoLogger.NewZapLogger(&protoLogger.Config{Level: "error"})
+	level := "error"
+	if l := os.Getenv("GXTEST_LKSDK_LOG"); l != "" {
+		level = l // e.g. info, to see a client's reconnect decisions
+	}
+	zl, err := protoLogger.NewZapLogger(&protoLogger.Config{Level: level})
 	if err != nil {
 		panic(err)
 	}

@@ -24,6 +24,7 @@ type metrics struct {
 	plis         prometheus.Counter
 	joins        *prometheus.CounterVec
 	directConns  *prometheus.CounterVec
+	gso          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,10 +43,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nacks:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "nacks_total", Help: "Sequence numbers NACKed by subscribers."}),
 		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
 		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
+		gso:          prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "segmentation_offload", Help: "1 when the direct send path sends each subscriber's packets of a video frame as one segmented message (UDP GSO), 0 when one message per packet."}),
 		directConns:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_path_connections_total", Help: "Sending connections whose DTLS keys the direct send path got (keyed) or not (unavailable: the SFU is the DTLS client)."}, []string{"outcome"}),
 		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.gso} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

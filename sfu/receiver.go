@@ -1,7 +1,9 @@
 package sfu
 
 import (
+	"errors"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,12 +148,12 @@ func (t *publishedTrack) addLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPRe
 		t:      t,
 		idx:    idx,
 		remote: remote,
+		hold:   true,
 		pc:     t.owner.pub,
 		ssrc:   uint32(remote.SSRC()),
 		isKey:  keyframeDetector(remote.Codec().MimeType),
 	}
-	l.batch.pc = t.owner.s.batchConn
-	l.batch.errors = t.owner.s.metrics.sendErrors
+	t.owner.s.initBatch(&l.batch)
 	if cacheSize > 0 {
 		l.cache = newPacketCache(cacheSize)
 	}
@@ -346,6 +348,7 @@ type layerRecv struct {
 	t            *publishedTrack
 	idx          int
 	remote       *webrtc.TrackRemote // nil for a relayed layer
+	hold         bool                // its read loop may hold a frame's copies (readLoop)
 	rid          string              // of a relayed layer
 	onKeyframe   func(layer int)     // relayed layer: keyframe requests go to the relay
 	pc           *webrtc.PeerConnection
@@ -415,18 +418,39 @@ func (l *layerRecv) requestKeyframe() {
 	_ = l.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
 }
 
-// readLoop reads the stream and forwards every packet inline.
+// readLoop reads the stream and forwards every packet inline. While the
+// batch holds a frame's copies (segmentation offload), a read deadline
+// bounds the wait for the frame's next packet.
 func (l *layerRecv) readLoop() {
 	buf := make([]byte, 1500)
 	var h rtp.Header
 	l.live.Store(true)
+	deadline := false
 	for {
 		n, _, err := l.remote.Read(buf)
 		if err != nil {
+			var ne net.Error
+			if deadline && errors.As(err, &ne) && ne.Timeout() {
+				l.batch.flush()
+				_ = l.remote.SetReadDeadline(time.Time{})
+				deadline = false
+				continue
+			}
+			if l.batch.held() {
+				l.batch.flush()
+			}
 			l.t.owner.layerEnded(l)
 			return
 		}
 		l.handle(buf[:n], &h)
+		switch held := l.batch.held(); {
+		case held && !deadline:
+			_ = l.remote.SetReadDeadline(time.Now().Add(gsoHoldMax))
+			deadline = true
+		case !held && deadline:
+			_ = l.remote.SetReadDeadline(time.Time{})
+			deadline = false
+		}
 	}
 }
 
@@ -493,12 +517,20 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	b := &l.batch
 	if b.pc == nil {
 		b = nil
+	} else if b.held() && b.ts != h.Timestamp {
+		b.flush() // the previous frame's last packet was lost
 	}
 	for _, dt := range *t.dts.Load() {
 		dt.writeRTP(l.idx, h, payload, keyframe, now, b)
 	}
-	if b != nil && b.n > 0 {
-		b.flush()
+	if b != nil && b.held() {
+		// Video from a publisher is held until the frame's last packet
+		// (readLoop's deadline bounds the wait); anything else goes now.
+		if !b.gso || !l.hold || l.cache == nil || h.Marker || b.nbuf >= gsoMaxHeld {
+			b.flush()
+		} else {
+			b.ts = h.Timestamp
+		}
 	}
 	t.relayForward(l.idx, h, payload)
 }

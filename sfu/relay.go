@@ -634,8 +634,7 @@ func (rp *RemoteParticipant) PublishTrack(info *livekit.TrackInfo, codec RelayCo
 			}
 			l.cache = newPacketCache(max(size, 16))
 		}
-		l.batch.pc = p.s.batchConn
-		l.batch.errors = p.s.metrics.sendErrors
+		p.s.initBatch(&l.batch)
 		t.layers[i] = l
 		rt.layers[i] = l
 	}

@@ -50,7 +50,9 @@ func (p *Participant) checkResumeWindow(now time.Time) {
 // identity, with the requested sid, in the same connection mode and not
 // closed. It returns nil when there is no such session.
 func (s *Server) resume(adm *admission, params joinParams, ws *websocket.Conn) *Participant {
-	if adm.room == nil || params.sid == "" {
+	if adm.room == nil || params.sid == "" || s.cfg.ResumeWindow <= 0 {
+		// With resume off a reconnect is always refused, also one that
+		// arrives before the old socket's loss was noticed.
 		return nil
 	}
 	p := adm.room.participant(adm.token.grants.Identity)

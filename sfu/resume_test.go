@@ -258,6 +258,14 @@ func TestResumeWindowOff(t *testing.T) {
 	bob := pts.join(t, "rw", "bob", nil)
 	bob.waitMedia(t, []string{"alice"}, 10, 10, 10*time.Second)
 	aliceSID := alice.room.LocalParticipant.SID()
+	// A reconnect that arrives while the session is still live (before
+	// the old socket's loss was noticed) is refused as well.
+	ws, code := rawResume(t, ts, ts.token(t, "rw", "alice", nil), alice.room.LocalParticipant.SID())
+	require.Equal(t, http.StatusSwitchingProtocols, code)
+	requireLeaveReconnect(t, ws)
+	require.Zero(t, ts.metricWith(t, "gxconf_sfu_joins_total", "outcome", "resumed"))
+	require.Equal(t, lksdk.ConnectionStateConnected, alice.room.ConnectionState(), "the live session is untouched")
+
 	ga, gv := cutAndRecover(t, ts, proxy, bob, "joined", 4)
 	t.Logf("media gap at the subscriber on full rejoin: audio %s, video %s", ga, gv)
 	require.NotEqual(t, aliceSID, alice.room.LocalParticipant.SID())

@@ -46,6 +46,10 @@ type Server struct {
 	socks  *mediaSockets
 	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
 	batchConn *ipv4.PacketConn
+	// gso: the kernel segments UDP sends (UDP_SEGMENT); gsoOff is set when
+	// it refused one at run time.
+	gso    bool
+	gsoOff gsoSwitch
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -128,6 +132,12 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 	}
 	if socks.udp != nil && cfg.RTC.DirectSend {
 		s.batchConn = ipv4.NewPacketConn(socks.udp)
+		s.gso = cfg.RTC.GSO && gsoSupported(socks.udp)
+		s.gsoOff.gauge = m.gso
+		if s.gso {
+			m.gso.Set(1)
+		}
+		log.Info().Bool("segmentation_offload", s.gso).Msg("Direct send path on the UDP mux socket")
 	}
 	s.svc = &roomService{s: s}
 	if cfg.TURN.Enabled {
@@ -476,4 +486,10 @@ func (s *Server) signalPort() int {
 	default:
 	}
 	return 0
+}
+
+// initBatch readies a read loop's send batch for the direct path.
+func (s *Server) initBatch(b *sendBatch) {
+	b.pc, b.errors = s.batchConn, s.metrics.sendErrors
+	b.gso, b.off = s.gso, &s.gsoOff
 }

@@ -42,11 +42,11 @@ func TestCatalogAdminPage(t *testing.T) {
 			var ok bool
 			return p.Eval(ctx, "(() => { try { return !!("+cond+"); } catch (e) { return false; } })()", &ok) == nil && ok
 		}, 60*time.Second, 100*time.Millisecond) {
-			// The page text only now: evaluated up front, it fails while a
-			// navigation (the login's redirects) has no document yet.
-			var body string
-			_ = p.Eval(ctx, "document.body ? document.body.innerText : ''", &body)
-			t.Fatalf("waiting for %s; page: %s", what, body)
+			// The page text only now: evaluated up front it ran while the
+			// page was navigating (no body yet) and failed the test.
+			var text string
+			_ = p.Eval(ctx, "document.body ? document.body.innerText : '(no body)'", &text)
+			t.Fatalf("waiting for %s; page: %s", what, text)
 		}
 	}
 
