@@ -200,9 +200,28 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 }
 
 // validUserID accepts @localpart:server without spaces or control characters.
+// validUserID accepts @localpart:server with the Matrix grammar: the
+// localpart of lower-case letters, digits and ._=-/+, the server a host
+// name or IP literal with an optional port.
 func validUserID(u string) bool {
-	return len(u) >= 4 && len(u) <= 255 && u[0] == '@' && strings.Contains(u, ":") &&
-		!strings.ContainsFunc(u, func(c rune) bool { return c <= ' ' || c == 0x7f })
+	if len(u) < 4 || len(u) > 255 || u[0] != '@' {
+		return false
+	}
+	local, server, ok := strings.Cut(u[1:], ":")
+	if !ok || local == "" || server == "" {
+		return false
+	}
+	for _, c := range local {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("._=-/+", c)) {
+			return false
+		}
+	}
+	for _, c := range server {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // validRoomID accepts !opaque:server without spaces or control characters.

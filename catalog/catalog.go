@@ -523,6 +523,11 @@ func (c *Catalog) CheckWindow(ctx context.Context, bookingID string, start, end 
 	if err != nil {
 		return err
 	}
+	return checkWindow(b, start, end, invitees)
+}
+
+// checkWindow is CheckWindow on a booking already read.
+func checkWindow(b *Booking, start, end time.Time, invitees int) error {
 	if b.State.Terminal() {
 		return fmt.Errorf("%w: booking %s is %s", ErrState, b.ID, b.State)
 	}
@@ -535,7 +540,7 @@ func (c *Catalog) CheckWindow(ctx context.Context, bookingID string, start, end 
 			b.ValidFrom.Format(time.RFC3339), b.ValidUntil.Format(time.RFC3339))
 	}
 	if invitees > b.Snapshot.MaxParticipants {
-		return fmt.Errorf("%w: %d invitees exceed booking %s's %d participants", ErrInvalid, invitees, b.ID, b.Snapshot.MaxParticipants)
+		return fmt.Errorf("%w: %d participants exceed booking %s's %d", ErrInvalid, invitees, b.ID, b.Snapshot.MaxParticipants)
 	}
 	return nil
 }
@@ -604,7 +609,7 @@ func (c *Catalog) CheckMeeting(ctx context.Context, bookingID, organiser string,
 		return fmt.Errorf("%w: booking %s is for level %s, the meeting is %s", ErrInvalid, b.ID, b.Snapshot.Level, level)
 	}
 	for _, o := range occurrences {
-		if err := c.CheckWindow(ctx, bookingID, o[0], o[1], participants); err != nil {
+		if err := checkWindow(b, o[0], o[1], participants); err != nil {
 			return err
 		}
 	}

@@ -246,6 +246,11 @@ func TestCheckMeeting(t *testing.T) {
 		ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms, Organisers: []string{"org"}})
 	require.ErrorIs(t, err, ErrInvalid)
 	require.ErrorContains(t, err, `organisers: "org" is not a Matrix user ID`)
+	for _, bad := range []string{"@a<img src=x>:x", "@Alice:x", "@a:x y", "@:x", "@a:"} {
+		_, err = e.c.Book(ctx, Principal{Subject: "m"}, "stadt-x", BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange,
+			ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour), AcceptTerms: testTerms, Organisers: []string{bad}})
+		require.ErrorIs(t, err, ErrInvalid, bad)
+	}
 }
 
 func TestMFAProven(t *testing.T) {

@@ -72,7 +72,7 @@ func TestMeetingsUnderBooking(t *testing.T) {
 		before := meetingCount(t, s)
 		aliceSay(create("count=3", guests))
 		reply := waitForMessage(t, alice, aliceDM, s.BotID, "❌ I did not schedule the meeting")
-		require.Contains(t, reply, "booking: invalid request: 21 invitees exceed booking "+booking+"'s 20 participants")
+		require.Contains(t, reply, "booking: invalid request: 21 participants exceed booking "+booking+"'s 20")
 		require.Equal(t, before, meetingCount(t, s))
 	})
 
