@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,22 +90,39 @@ func DendriteBin(ctx context.Context) (string, error) {
 
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return freePort(func(addr string) (io.Closer, error) { return net.Listen("tcp", addr) })
 }
 
 // FreeUDPPort returns a loopback UDP port that was free a moment ago.
 func FreeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	return freePort(func(addr string) (io.Closer, error) { return net.ListenPacket("udp4", addr) })
+}
+
+// Ports are handed out from below the kernel's ephemeral range (32768 and
+// up on Linux): a port from that range, free when probed, can be taken as
+// the local port of any outgoing connection (Chromium's, an HTTP client's)
+// before the process it is meant for binds it ("address already in use").
+// A per-process random start and a rising counter keep handed-out ports
+// apart.
+const portLow, portHigh = 20000, 32000
+
+var portNext atomic.Uint32
+
+func init() {
+	portNext.Store(uint32(mrand.IntN(portHigh - portLow)))
+}
+
+func freePort(listen func(addr string) (io.Closer, error)) (int, error) {
+	for range portHigh - portLow {
+		p := portLow + int(portNext.Add(1)%(portHigh-portLow))
+		c, err := listen(fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		_ = c.Close()
+		return p, nil
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	return 0, fmt.Errorf("no free port in %d–%d", portLow, portHigh)
 }
 
 // DendriteOptions configure a test homeserver.
