@@ -82,21 +82,7 @@ sfu: {listen: "127.0.0.1:%d", rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.
 metrics: {enabled: false}
 tls: {cert_file: %q, key_file: %q}
 `, filepath.Join(dir, "gxconf.db"), asPort, focusPort, sfuPort, freePort(t, "udp"), certFile, keyFile)
-	cfg, err := config.Parse([]byte(raw), nil)
-	require.NoError(t, err)
-	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
+	serveConfig(t, raw, false)
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer client.CloseIdleConnections()
@@ -152,21 +138,7 @@ sfu: {listen: "127.0.0.1:%d", rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.
 metrics: {enabled: true, listen: "127.0.0.1:%d", tls: true, pprof: true}
 tls: {cert_file: %q, key_file: %q, reload_interval: 1s}
 `, filepath.Join(dir, "gxconf.db"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp"), metricsPort, certFile, keyFile)
-	cfg, err := config.Parse([]byte(raw), nil)
-	require.NoError(t, err)
-	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
+	serveConfig(t, raw, false)
 
 	addr := fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -247,4 +219,27 @@ func tlsState(addr string, c *tls.Config) (tls.ConnectionState, error) {
 	}
 	defer conn.Close()
 	return conn.ConnectionState(), nil
+}
+
+// serveConfig runs `gxconf serve` on the config raw until the test ends;
+// with cleanStop the test fails if serve returns an error on shutdown.
+func serveConfig(t *testing.T, raw string, cleanStop bool) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(raw), nil)
+	require.NoError(t, err)
+	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if cleanStop {
+				require.NoError(t, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -12,11 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-
-	"github.com/gxfs-conf/gxconf/appservice"
-	"github.com/gxfs-conf/gxconf/config"
 )
 
 // TestServeTURNTLS runs serve with the embedded TURN server on its own TLS
@@ -40,22 +34,7 @@ sfu:
 metrics: {enabled: false}
 tls: {cert_file: %q, key_file: %q}
 `, filepath.Join(dir, "gxconf.db"), asPort, focusPort, sfuPort, freePort(t, "udp"), turnsPort, certFile, keyFile)
-	cfg, err := config.Parse([]byte(raw), nil)
-	require.NoError(t, err)
-	reg := appservice.NewRegistration(cfg.Appservice, cfg.Homeserver.Domain)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, reg, zerolog.New(io.Discard)) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
+	serveConfig(t, raw, true)
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer client.CloseIdleConnections()
