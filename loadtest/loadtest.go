@@ -539,6 +539,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		if sfu0[i].cpu > 0 && sfu1[i].cpu > 0 {
 			n.SFUMeasured = true
 			n.SFUCPUSeconds = sfu1[i].cpu - sfu0[i].cpu
+			n.SFUKernelSeconds = sfu1[i].sys - sfu0[i].sys
 			n.SFUCPUPercent = n.SFUCPUSeconds / window.Seconds() * 100
 			n.SFURSSStart, n.SFURSSEnd, n.SFUPeakRSS = rssStart[i], sfu1[i].rss, sfu1[i].hwm
 			if n.PacketsReceived > 0 {
@@ -563,6 +564,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		}
 		rep.SFUMeasured = true
 		rep.SFUCPUSeconds += n.SFUCPUSeconds
+		rep.SFUKernelSeconds += n.SFUKernelSeconds
 		rep.SFURSSStart += n.SFURSSStart
 		rep.SFURSSEnd += n.SFURSSEnd
 		rep.SFUPeakRSS += n.SFUPeakRSS

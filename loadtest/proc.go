@@ -14,6 +14,7 @@ const clockTicks = 100
 
 type procStats struct {
 	cpu float64 // utime + stime, seconds
+	sys float64 // stime (in the kernel, for the process), seconds
 	rss uint64  // VmRSS, bytes
 	hwm uint64  // VmHWM (peak RSS), bytes
 }
@@ -45,6 +46,7 @@ func readProc(pid int) (procStats, error) {
 		return st, fmt.Errorf("unexpected %s/stat", dir)
 	}
 	st.cpu = float64(ut+stt) / clockTicks
+	st.sys = float64(stt) / clockTicks
 	fh, err := os.Open(dir + "/status")
 	if err != nil {
 		return st, err

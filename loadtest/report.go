@@ -55,14 +55,18 @@ type Report struct {
 	LoadAverage  float64
 
 	// The SFU figures add up the nodes measured (one URL: that server).
-	SFUMeasured     bool
-	SFUCPUSeconds   float64 // over the window
-	SFUCPUPercent   float64
-	SFURSSStart     uint64  // bytes, before the first join
-	SFURSSEnd       uint64  // bytes, at the end of the window
-	SFUPeakRSS      uint64  // bytes, VmHWM
-	MicrosPerPacket float64 // SFU CPU µs per packet received by the generator
-	RSSPerSubscribe float64 // (end - start RSS) / participants that subscribe, bytes
+	SFUMeasured   bool
+	SFUCPUSeconds float64 // over the window
+	// SFUKernelSeconds is the part of SFUCPUSeconds spent in the kernel
+	// (stime: system calls; on loopback also the delivery of what the SFU
+	// sends into the generator's sockets).
+	SFUKernelSeconds float64
+	SFUCPUPercent    float64
+	SFURSSStart      uint64  // bytes, before the first join
+	SFURSSEnd        uint64  // bytes, at the end of the window
+	SFUPeakRSS       uint64  // bytes, VmHWM
+	MicrosPerPacket  float64 // SFU CPU µs per packet received by the generator
+	RSSPerSubscribe  float64 // (end - start RSS) / participants that subscribe, bytes
 
 	// Nodes has one entry per URL.
 	Nodes []NodeReport
@@ -83,12 +87,13 @@ type NodeReport struct {
 	PacketsReceived  uint64
 	LossPercent      float64
 
-	SFUMeasured   bool
-	SFUCPUSeconds float64
-	SFUCPUPercent float64
-	SFURSSStart   uint64
-	SFURSSEnd     uint64
-	SFUPeakRSS    uint64
+	SFUMeasured      bool
+	SFUCPUSeconds    float64
+	SFUKernelSeconds float64
+	SFUCPUPercent    float64
+	SFURSSStart      uint64
+	SFURSSEnd        uint64
+	SFUPeakRSS       uint64
 	// MicrosPerPacket is the node's CPU per packet its own participants
 	// received: it includes the node's relay work (sending to, and
 	// receiving from, other nodes).
@@ -147,7 +152,7 @@ func (r *Report) print(w io.Writer, o Options) {
 	p("generator cpu:     %.1f %% of one core (joins: %.1f %% over %s)", r.GeneratorCPUPercent, r.GeneratorJoinCPUPercent, r.JoinPhase.Round(time.Second))
 	p("host:              %d udp receive-buffer drops in the window, load average %.2f", r.HostUDPDrops, r.LoadAverage)
 	if r.SFUMeasured {
-		p("sfu cpu:           %.2f s over the window (%.1f %% of one core)", r.SFUCPUSeconds, r.SFUCPUPercent)
+		p("sfu cpu:           %.2f s over the window (%.1f %% of one core; %.2f s of it in the kernel)", r.SFUCPUSeconds, r.SFUCPUPercent, r.SFUKernelSeconds)
 		p("sfu cpu / packet:  %.2f us per forwarded packet", r.MicrosPerPacket)
 		p("sfu cpu in joins:  %.2f s over %s (%d packets forwarded meanwhile)", r.SFUJoinCPUSeconds, r.JoinPhase.Round(time.Millisecond), r.JoinPhasePackets)
 		p("sfu rss:           start %.1f MB, end %.1f MB, peak %.1f MB, %.0f KB per participant", mb(r.SFURSSStart), mb(r.SFURSSEnd), mb(r.SFUPeakRSS), r.RSSPerSubscribe/1024)
