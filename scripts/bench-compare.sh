@@ -55,6 +55,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-2}
+FIRST_RUN=${FIRST_RUN:-1} # number of the first run (to add runs to an earlier series)
 SETTINGS=${SETTINGS:-gxconf gxconf-nogso lk-cc lk-nocc}
 SCENARIOS=${SCENARIOS:-1to150 meeting20}
 WARMUP=${WARMUP:-10s}
@@ -193,7 +194,7 @@ field() { sed -nE "s#$2#\\1#p" "$1" | head -1; }
 
 printf '%-7s %-12s %-9s %3s %8s %8s %7s %8s %8s %8s %7s %5s %5s\n' \
   server setting scenario run 'us/pkt' 'pkt/s' 'loss%' 'KB/sub' 'join50' 'join99' tracks 'gen%' load
-for run in $(seq 1 "$RUNS"); do
+for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
   for scenario in $SCENARIOS; do
     case $scenario in
     1to150) args=(-publishers 1 -subscribers 150 -quality high) ;;
