@@ -93,7 +93,14 @@ fi
 mkdir -p "$OUT"
 
 sfu_pid=
+gen_pid=
+# cleanup stops this script's load tool and server (both run in sessions of
+# their own, so a Ctrl-C on the terminal does not reach them).
 cleanup() {
+  if [ -n "$gen_pid" ]; then
+    kill -INT "$gen_pid" 2>/dev/null || true
+    gen_pid=
+  fi
   if [ -n "$sfu_pid" ]; then
     kill "$sfu_pid" 2>/dev/null || true
     local i
@@ -106,6 +113,7 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # prio PIDFILE CMD...: runs CMD in a session of its own whose autogroup (and
 # CMD itself) has nice NICE, writing CMD's pid to PIDFILE ("-": nowhere).
@@ -205,13 +213,22 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
       mkdir -p "$dir"
       secret=$(openssl rand -hex 32)
       start_sfu "$setting" "$dir" || exit 1
-      LIVEKIT_API_KEY=bench LIVEKIT_API_SECRET=$secret prio - taskset -c "$GEN_CPU" \
+      # In the background and waited for, so that a signal to this script
+      # interrupts the wait (and cleanup stops the load tool).
+      LIVEKIT_API_KEY=bench LIVEKIT_API_SECRET=$secret prio "$dir/loadtest.pid" taskset -c "$GEN_CPU" \
         "$GXCONF" loadtest -url "ws://127.0.0.1:$SIGNAL_PORT" "${args[@]}" \
         -room-prefix "bench-$run" -warmup "$WARMUP" -duration "$DURATION" -sfu-pid "$sfu_pid" \
-        >"$dir/loadtest.txt" 2>"$dir/loadtest.log" || echo "bench-compare.sh: loadtest failed, see $dir" >&2
+        >"$dir/loadtest.txt" 2>"$dir/loadtest.log" &
+      wrapper=$!
+      for i in $(seq 1 50); do
+        [ -s "$dir/loadtest.pid" ] && gen_pid=$(cat "$dir/loadtest.pid") && break
+        sleep 0.1
+      done
+      wait "$wrapper" || echo "bench-compare.sh: loadtest failed, see $dir" >&2
+      gen_pid=
       cleanup
       sfu_pid=
-      rm -f "$dir/gxconf.yaml" "$dir/livekit.yaml" "$dir/registration.yaml"
+      rm -f "$dir/gxconf.yaml" "$dir/livekit.yaml" "$dir/registration.yaml" "$dir/sfu.pid" "$dir/loadtest.pid"
       r=$dir/loadtest.txt
       server=${setting%%-*}
       [ "$server" = lk ] && server=livekit
