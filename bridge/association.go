@@ -349,6 +349,16 @@ func (a *association) wait(ctx context.Context) error {
 	}
 }
 
+// closed tells whether the association is closing or closed.
+func (a *association) closed() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // isOpen tells whether the association is connected (its control channel
 // opened).
 func (a *association) isOpen() bool {

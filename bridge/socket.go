@@ -76,7 +76,8 @@ func (s *relaySocket) close() {
 }
 
 // route makes addr's RTP/RTCP a's (zero addr: none); it drops a's previous
-// route.
+// route. A closed association gets none (the selected pair may change while
+// it closes: close routes it last).
 func (s *relaySocket) route(a *association, addr netip.AddrPort) {
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
@@ -87,7 +88,7 @@ func (s *relaySocket) route(a *association, addr netip.AddrPort) {
 			m[k] = v
 		}
 	}
-	if addr.IsValid() {
+	if addr.IsValid() && !a.closed() {
 		m[addr] = a
 	}
 	s.routes.Store(&m)
