@@ -118,10 +118,23 @@ func (a *association) sendRTP(h *rtp.Header, payload, plain, out []byte) error {
 	if err != nil {
 		return err
 	}
-	if n+len(payload) > len(plain) {
+	pad := 0
+	if h.Padding {
+		pad = int(h.PaddingSize)
+		if pad == 0 {
+			return errBadPadding
+		}
+	}
+	if n+len(payload)+pad > len(plain) {
 		return errTooLarge
 	}
 	n += copy(plain[n:], payload)
+	if pad > 0 {
+		// RFC 3550 §5.1: the last octet counts the padding.
+		clear(plain[n : n+pad-1])
+		plain[n+pad-1] = byte(pad)
+		n += pad
+	}
 	c.mu.Lock()
 	enc, err := c.local.EncryptRTP(out[:0], plain[:n], &c.encHdr)
 	c.mu.Unlock()
@@ -131,7 +144,10 @@ func (a *association) sendRTP(h *rtp.Header, payload, plain, out []byte) error {
 	return a.sock.send(enc, *dst)
 }
 
-var errTooLarge = errors.New("relay packet too large")
+var (
+	errTooLarge   = errors.New("relay packet too large")
+	errBadPadding = errors.New("relay packet: padding flag without padding size")
+)
 
 // sendRTCP sends RTCP of ours (keyframe requests, NACKs).
 func (a *association) sendRTCP(pkts ...rtcp.Packet) error {

@@ -221,3 +221,55 @@ func FuzzRelayReceive(f *testing.F) {
 		require.Equal(t, len(pkt) > 0 && pkt[0] >= 128 && pkt[0] <= 191, kept)
 	})
 }
+
+// TestSendRTPWire: what a sender puts on the wire decrypts, with the
+// peer's keys, to the packet pion would have marshalled from the same
+// header and payload (header extensions, padding).
+func TestSendRTPWire(t *testing.T) {
+	var drops dropCounters
+	sock, err := newRelaySocket(net.IPv4(127, 0, 0, 1), 0, 0, &drops)
+	require.NoError(t, err)
+	defer sock.close()
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer rx.Close()
+	keys := sfu.SRTPKeys{Profile: srtp.ProtectionProfileAeadAes128Gcm,
+		LocalKey: bytes.Repeat([]byte{1}, 16), LocalSalt: bytes.Repeat([]byte{2}, 12),
+		RemoteKey: bytes.Repeat([]byte{3}, 16), RemoteSalt: bytes.Repeat([]byte{4}, 12)}
+	c, err := newRelayCrypto(keys)
+	require.NoError(t, err)
+	a := &association{sock: sock, done: make(chan struct{})}
+	a.crypto.Store(c)
+	dst := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	a.dst.Store(&dst)
+	peer, err := srtp.CreateContext(keys.LocalKey, keys.LocalSalt, keys.Profile)
+	require.NoError(t, err)
+
+	var plain, out [1500 + srtpOverhead]byte
+	buf := make([]byte, 2000)
+	for i, tc := range []struct {
+		ext bool
+		pad byte
+	}{{false, 0}, {true, 0}, {false, 4}, {true, 1}} {
+		h := rtp.Header{Version: 2, PayloadType: 96, SSRC: 42, SequenceNumber: uint16(i), Timestamp: 3000}
+		if tc.ext {
+			require.NoError(t, h.SetExtension(3, []byte{1, 2, 3}))
+		}
+		h.Padding, h.PaddingSize = tc.pad > 0, tc.pad
+		payload := []byte{0x10, 0x01, byte(i), 9, 9}
+		want, err := (&rtp.Packet{Header: h, Payload: payload}).Marshal()
+		require.NoError(t, err)
+		hc := h
+		require.NoError(t, a.sendRTP(&hc, payload, plain[:1500], out[:]))
+		require.NoError(t, rx.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, _, err := rx.ReadFromUDPAddrPort(buf)
+		require.NoError(t, err)
+		got, err := peer.DecryptRTP(nil, buf[:n], nil)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "case %d", i)
+	}
+	h := rtp.Header{Version: 2, SSRC: 42, Padding: true}
+	require.ErrorIs(t, a.sendRTP(&h, nil, plain[:1500], out[:]), errBadPadding)
+	h = rtp.Header{Version: 2, SSRC: 42}
+	require.ErrorIs(t, a.sendRTP(&h, make([]byte, 1500), plain[:1500], out[:]), errTooLarge)
+}
