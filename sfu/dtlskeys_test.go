@@ -22,7 +22,7 @@ func TestDTLSKeysBothSides(t *testing.T) {
 	// The client's key log says what the server's did (same client random
 	// and master secret).
 	cli := &DTLSKeys{}
-	_, ok = cli.ServerHello()
+	_, _, _, ok = cli.ServerHello()
 	require.False(t, ok, "a client has no Server Hello of its own")
 	srv.k.mu.Lock()
 	cli.k.clientRandom, cli.k.master = srv.k.clientRandom, append([]byte(nil), srv.k.master...)
