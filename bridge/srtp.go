@@ -261,6 +261,10 @@ func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 			if err != nil {
 				return true
 			}
+			// The cache keeps the packet without its padding octets (its
+			// header still says padding): as WriteRTP sent it, for the
+			// same sequence number under the same key must be the same
+			// plaintext (GCM nonce reuse).
 			x.hdr.Padding, x.hdr.PaddingSize = false, 0
 			x.hdr.SSRC, x.hdr.PayloadType = s.ssrc, s.pt
 			if a.sendRTP(&x.hdr, b[hn:], x.plain[:], x.out[:]) == nil {
