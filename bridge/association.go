@@ -229,7 +229,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	case <-time.After(b.cfg.ConnectTimeout):
 		return fail(ErrTimeout)
 	}
-	sig := &signal{Version: 1, From: b.cfg.NodeID, To: peer, Room: room, TimeMs: time.Now().UnixMilli(), Nonce: nonce}
+	sig := &signal{Version: signalVersion, From: b.cfg.NodeID, To: peer, Room: room, TimeMs: time.Now().UnixMilli(), Nonce: nonce}
 	if sig.Nonce == "" {
 		sig.Nonce = newNonce()
 	}

@@ -114,27 +114,21 @@ func (a *association) sendRTP(h *rtp.Header, payload, plain, out []byte) error {
 	if c == nil || dst == nil {
 		return errNotReady
 	}
+	// Never padding: a retransmission (built from the packet cache, which
+	// keeps no padding) must encrypt to the same plaintext as the first
+	// send under the same sequence number, or AES-GCM's nonce is reused
+	// for two messages. The SFU strips padding before its sinks anyway.
+	padding, paddingSize := h.Padding, h.PaddingSize
+	h.Padding, h.PaddingSize = false, 0
 	n, err := h.MarshalTo(plain)
+	h.Padding, h.PaddingSize = padding, paddingSize
 	if err != nil {
 		return err
 	}
-	pad := 0
-	if h.Padding {
-		pad = int(h.PaddingSize)
-		if pad == 0 {
-			return errBadPadding
-		}
-	}
-	if n+len(payload)+pad > len(plain) {
+	if n+len(payload) > len(plain) {
 		return errTooLarge
 	}
 	n += copy(plain[n:], payload)
-	if pad > 0 {
-		// RFC 3550 §5.1: the last octet counts the padding.
-		clear(plain[n : n+pad-1])
-		plain[n+pad-1] = byte(pad)
-		n += pad
-	}
 	c.mu.Lock()
 	enc, err := c.local.EncryptRTP(out[:0], plain[:n], &c.encHdr)
 	c.mu.Unlock()
@@ -144,10 +138,7 @@ func (a *association) sendRTP(h *rtp.Header, payload, plain, out []byte) error {
 	return a.sock.send(enc, *dst)
 }
 
-var (
-	errTooLarge   = errors.New("relay packet too large")
-	errBadPadding = errors.New("relay packet: padding flag without padding size")
-)
+var errTooLarge = errors.New("relay packet too large")
 
 // sendRTCP sends RTCP of ours (keyframe requests, NACKs).
 func (a *association) sendRTCP(pkts ...rtcp.Packet) error {
@@ -261,11 +252,9 @@ func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 			if err != nil {
 				return true
 			}
-			// The cache keeps the packet without its padding octets (its
-			// header still says padding): as WriteRTP sent it, for the
-			// same sequence number under the same key must be the same
-			// plaintext (GCM nonce reuse).
-			x.hdr.Padding, x.hdr.PaddingSize = false, 0
+			// sendRTP sends no padding, as for the first send: the same
+			// sequence number under the same key is the same plaintext
+			// (GCM nonce reuse otherwise).
 			x.hdr.SSRC, x.hdr.PayloadType = s.ssrc, s.pt
 			if a.sendRTP(&x.hdr, b[hn:], x.plain[:], x.out[:]) == nil {
 				a.stats.rtx.Add(1)
