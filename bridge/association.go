@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +33,26 @@ type association struct {
 	// pr is set for the association of a peered deployment (peer.go).
 	pr *peerRole
 
-	api      *webrtc.API
+	api *webrtc.API
+	// keys captures the DTLS keying material for the relay's SRTP
+	// (srtp.go); isServer: this side was the DTLS server.
+	keys     sfu.DTLSKeys
+	isServer atomic.Bool
+	srtpOnce sync.Once
+	// sock carries the association's ICE, DTLS, SCTP and media: the
+	// node's relay socket, or its own when it dialled (ownSock).
+	sock    *relaySocket
+	ownSock bool
+	// dst is the selected pair's remote address (nil: none yet).
+	dst atomic.Pointer[netip.AddrPort]
+	// crypto is set once the SRTP keys are derived.
+	crypto atomic.Pointer[relayCrypto]
+	// streams (receivers) and senders by SSRC, for the socket's read
+	// loop; copies published by the worker.
+	streams atomic.Pointer[map[uint32]*recvStream]
+	senders atomic.Pointer[map[uint32]*relaySender]
+	// rtx are the read loop's buffers for retransmissions.
+	rtx      rtxBuffers
 	gatherer *webrtc.ICEGatherer
 	ice      *webrtc.ICETransport
 	dtls     *webrtc.DTLSTransport
@@ -56,7 +76,8 @@ type association struct {
 	remotes   map[string]*remotePart // by identity
 	inTracks  map[string]*inTrack    // by track sid
 	receivers []*recvStream
-	out       map[string]*outTrack // by track sid
+	out       map[string]*outTrack    // by track sid
+	bySSRC    map[uint32]*relaySender // our streams' SSRCs
 	unobserve func()
 
 	stats linkCounters
@@ -72,9 +93,6 @@ type association struct {
 	// retransmissions): a lossy IX link for tests (this kernel has no netem).
 	lossEvery atomic.Uint32
 	lossN     atomic.Uint32
-	// canStop: unknown SSRCs are drained, so streams of gone tracks can be
-	// stopped (drain.go).
-	canStop atomic.Bool
 	// recvHook, when set, sees every relayed packet received (benchmarks).
 	recvHook atomic.Pointer[func(layer int, pkt []byte)]
 }
@@ -86,9 +104,11 @@ type remotePart struct {
 	tracks  map[string]bool // live track sids
 }
 
-func (b *Bridge) settingEngine() webrtc.SettingEngine {
+func (b *Bridge) settingEngine(a *association) webrtc.SettingEngine {
 	var se webrtc.SettingEngine
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEUDPMux(a.sock.mux)
+	a.keys.Hook(&se)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
 	if ip := b.ip; ip != nil {
@@ -98,9 +118,6 @@ func (b *Bridge) settingEngine() webrtc.SettingEngine {
 	// its participants within ~3 s).
 	se.SetICETimeouts(time.Second, 2*time.Second, 250*time.Millisecond)
 	se.SetSCTPMaxMessageSize(maxControlMessage)
-	if b.testNet != nil {
-		se.SetNet(b.testNet)
-	}
 	return se
 }
 
@@ -111,13 +128,8 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := relayMediaEngine()
-	if err != nil {
-		return nil, nil, err
-	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.settingEngine()))
 	a := &association{
-		b: b, room: room, peer: peer, dialer: dialer, rr: rr, api: api, pr: pr, started: time.Now(),
+		b: b, room: room, peer: peer, dialer: dialer, rr: rr, pr: pr, started: time.Now(), sock: b.sock,
 		log:      b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
 		open:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -125,18 +137,34 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 		remotes:  map[string]*remotePart{},
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
+		bySSRC:   map[uint32]*relaySender{},
 	}
+	a.publishStreams()
+	a.publishSenders()
+	if dialer {
+		// All associations between two nodes would share one 5-tuple on
+		// the node's socket (socket.go).
+		if a.sock, err = newRelaySocket(b.ip, 0, b.cfg.TestLinkDelay, &b.drops); err != nil {
+			return nil, nil, err
+		}
+		a.ownSock = true
+	}
+	a.api = webrtc.NewAPI(webrtc.WithSettingEngine(b.settingEngine(a)))
+	api := a.api
 	if loss := b.cfg.TestLinkLoss; loss > 0 {
 		a.lossEvery.Store(uint32(math.Round(1 / loss)))
 	}
 	if a.gatherer, err = api.NewICEGatherer(webrtc.ICEGatherOptions{}); err != nil {
+		a.closeSocket()
 		return nil, nil, err
 	}
 	a.ice = api.NewICETransport(a.gatherer)
 	if a.dtls, err = api.NewDTLSTransport(a.ice, nil); err != nil {
 		_ = a.gatherer.Close()
+		a.closeSocket()
 		return nil, nil, err
 	}
+	a.ice.OnSelectedCandidatePairChange(a.onSelectedPair)
 	a.sctp = api.NewSCTPTransport(a.dtls)
 	a.ice.OnConnectionStateChange(func(s webrtc.ICETransportState) {
 		if s == webrtc.ICETransportStateFailed {
@@ -201,7 +229,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	case <-time.After(b.cfg.ConnectTimeout):
 		return fail(ErrTimeout)
 	}
-	sig := &signal{Version: 1, From: b.cfg.NodeID, To: peer, Room: room, TimeMs: time.Now().UnixMilli(), Nonce: nonce}
+	sig := &signal{Version: signalVersion, From: b.cfg.NodeID, To: peer, Room: room, TimeMs: time.Now().UnixMilli(), Nonce: nonce}
 	if sig.Nonce == "" {
 		sig.Nonce = newNonce()
 	}
@@ -260,7 +288,14 @@ func (a *association) start(remote *signal) error {
 	if err := a.dtls.Start(remote.DTLS); err != nil {
 		return err
 	}
-	a.canStop.Store(a.drainUnknownSSRCs())
+	if _, _, _, ok := a.keys.ServerHello(); ok {
+		// The DTLS server knows all now; the client once told (msgSRTP,
+		// sent first on the control channel: send).
+		a.isServer.Store(true)
+		if err := a.deriveKeys(false); err != nil {
+			return err
+		}
+	}
 	if err := a.sctp.Start(remote.SCTP); err != nil {
 		return err
 	}
@@ -311,6 +346,16 @@ func (a *association) wait(ctx context.Context) error {
 		return ErrClosed
 	case <-ctx.Done():
 		return ErrTimeout
+	}
+}
+
+// closed tells whether the association is closing or closed.
+func (a *association) closed() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -385,6 +430,7 @@ func (a *association) close() {
 		_ = a.dtls.Stop()
 		_ = a.ice.Stop()
 		_ = a.gatherer.Close()
+		a.closeSocket()
 		a.wg.Wait()
 		st := a.stats.snapshot()
 		a.log.Info().Uint64("video_sent", st.SentPackets[0]+st.SentPackets[1]+st.SentPackets[2]).
@@ -392,6 +438,15 @@ func (a *association) close() {
 			Uint64("nacks_out", st.NACKsOut).Uint64("retransmits", st.Retransmits).
 			Uint64("plis_in", st.PLIsIn).Uint64("plis_out", st.PLIsOut).Msg("relay association closed")
 	})
+}
+
+// closeSocket stops routing media to the association and closes its own
+// socket, if it has one.
+func (a *association) closeSocket() {
+	a.sock.route(a, netip.AddrPort{})
+	if a.ownSock {
+		a.sock.close()
+	}
 }
 
 // cleanup runs on the worker when the association ends: the peer's
@@ -404,9 +459,8 @@ func (a *association) cleanup() {
 	for _, ot := range a.out {
 		ot.stop()
 	}
-	for _, rs := range a.receivers {
-		_ = rs.recv.Stop()
-	}
+	a.receivers = nil
+	a.publishStreams()
 	for id, r := range a.remotes {
 		r.rp.Close(livekit.DisconnectReason_CONNECTION_TIMEOUT)
 		delete(a.remotes, id)
@@ -424,6 +478,19 @@ func (a *association) send(m *message) {
 	a.dcMu.Unlock()
 	if dc == nil {
 		return
+	}
+	if a.isServer.Load() {
+		// The client needs the server's Hello before anything else.
+		a.srtpOnce.Do(func() {
+			random, suite, profile, _ := a.keys.ServerHello()
+			sm, err := (&message{Type: msgSRTP, Data: random, Suite: suite, Profile: profile}).marshal()
+			if err == nil {
+				err = dc.Send(sm)
+			}
+			if err != nil {
+				a.log.Debug().Err(err).Msg("failed to send control message")
+			}
+		})
 	}
 	if err := dc.Send(b); err != nil {
 		a.log.Debug().Err(err).Msg("failed to send control message")
@@ -477,14 +544,10 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 	}
 	for sid, ot := range a.out {
 		if ot.identity == info.GetIdentity() && !live[sid] {
-			// The track is gone here: stop relaying it.
-			if a.canStop.Load() {
-				ot.stop()
-				delete(a.out, sid)
-			} else if ot.sub != nil {
-				ot.wanted = 0
-				ot.sub.SetWanted(0)
-			}
+			// The track is gone here: stop relaying it (later packets
+			// of its SSRCs are dropped as unknown there).
+			ot.stop()
+			delete(a.out, sid)
 		}
 	}
 	a.countTracks()
@@ -516,6 +579,8 @@ func (a *association) handle(m *message) {
 		a.rr.MuteTrack(m.Identity, m.SID)
 	case msgBye:
 		a.b.fail(a)
+	case msgSRTP:
+		a.onSRTP(m)
 	case msgRoomMeta:
 		a.rr.SetMetadata(string(m.Data))
 	case msgUpdate:

@@ -29,12 +29,14 @@ type Bridge struct {
 	log zerolog.Logger
 	ln  net.Listener
 	ip  net.IP // relay IP for media; nil: any
-	// testNet delays what the relay sends (Config.TestLinkDelay); nil:
-	// pion's own network.
-	testNet *delayNet
-	client  *http.Client
-	srv     *http.Server
-	mux     *http.ServeMux
+	// sock is the node's relay socket: UDP on the listener's port, for
+	// every association accepted (socket.go).
+	sock *relaySocket
+	// drops counts relay datagrams dropped on arrival, on all sockets.
+	drops  dropCounters
+	client *http.Client
+	srv    *http.Server
+	mux    *http.ServeMux
 	// peering is set before Run (SetPeering); zero: no peers.
 	peering Peering
 	// peerPoke wakes FollowPeers (a participant joined a peer room).
@@ -78,16 +80,16 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 		refused:  map[[2]string]uint64{},
 	}
 	if cfg.TestLinkDelay > 0 {
-		if b.testNet, err = newDelayNet(cfg.TestLinkDelay); err != nil {
-			ln.Close()
-			return nil, err
-		}
 		b.log.Warn().Dur("delay", cfg.TestLinkDelay).Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")
 	} else if cfg.TestLinkLoss > 0 {
 		b.log.Warn().Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")
 	}
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() {
 		b.ip = ip
+	}
+	if b.sock, err = newRelaySocket(b.ip, ln.Addr().(*net.TCPAddr).Port, cfg.TestLinkDelay, &b.drops); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	b.mux = http.NewServeMux()
 	b.mux.HandleFunc(associatePath, b.handleAssociate)
@@ -125,6 +127,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.drop(a)
 	}
 	b.wg.Wait()
+	b.sock.close()
 	b.client.CloseIdleConnections()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -22,6 +22,10 @@ const (
 	msgBye         = "bye"           // the sender closes the association
 	msgRoomMeta    = "room_metadata" // Data: RoomService.UpdateRoomMetadata on the sender's node
 	msgUpdate      = "update"        // P (identity, name, metadata, attributes, permission): RoomService.UpdateParticipant on the sender's node
+	// msgSRTP is the DTLS server's first message: Data is its Server
+	// Hello random, Suite and Profile what it chose (public, sent in clear
+	// in the handshake); the DTLS client needs them to derive the SRTP keys.
+	msgSRTP = "srtp"
 )
 
 // Bounds of untrusted control input.
@@ -57,6 +61,8 @@ type message struct {
 	Dests    []string     `json:"dests,omitempty"`
 	Identity string       `json:"identity,omitempty"`
 	Reason   int32        `json:"reason,omitempty"`
+	Suite    uint16       `json:"suite,omitempty"`
+	Profile  uint16       `json:"profile,omitempty"`
 
 	info *livekit.ParticipantInfo // decoded P
 }
@@ -128,6 +134,10 @@ func parseMessage(b []byte) (*message, error) {
 	case msgMute:
 		if m.Identity == "" || m.SID == "" {
 			return nil, bad("mute without identity or sid")
+		}
+	case msgSRTP:
+		if len(m.Data) != 32 || m.Suite == 0 || m.Profile == 0 {
+			return nil, bad("srtp without random, suite or profile")
 		}
 	case msgBye, msgRoomMeta:
 	default:

@@ -20,6 +20,7 @@ func TestParseMessage(t *testing.T) {
 		{Type: msgRemove, Identity: "bob", Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)},
 		{Type: msgMute, Identity: "bob", SID: "TR_1"},
 		{Type: msgBye},
+		{Type: msgSRTP, Data: bytes.Repeat([]byte{7}, 32), Suite: 0xc02b, Profile: 7},
 		{Type: msgRoomMeta, Data: []byte("md")},
 		{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "bob", Metadata: "md", Permission: &livekit.ParticipantPermission{CanPublish: true}}},
 	}
@@ -47,6 +48,7 @@ func TestParseMessage(t *testing.T) {
 		"participant junk": `{"t":"participant","p":"AAAA"}`,
 		"participant none": `{"t":"participant"}`,
 		"not json":         `]`,
+		"srtp short":       `{"t":"srtp","data":"AAAA","suite":1,"profile":1}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parseMessage([]byte(in))

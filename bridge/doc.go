@@ -11,15 +11,34 @@
 //
 // One association per (room, node pair), as Jitsi's relays and mediasoup's
 // pipe transports: SSRCs stay unique per association without rewriting and
-// a room's relay goes away with the room. Transport: pion's ORTC API —
+// a room's relay goes away with the room. Transport: pion's ORTC API for
 // ICE (host candidates on the relay address only, udp4, no mDNS) + DTLS
-// 1.2 (ECDSA P-256, fresh certificate per association) + SRTP for media +
-// SCTP with one reliable, ordered data channel for control. Why ORTC and
-// not a PeerConnection: tracks appear and disappear all the time, and ORTC
-// adds a sender/receiver per (track, layer) with a control message instead
-// of an SDP renegotiation (pion/ion-sfu's relay does the same). Why
-// DTLS-SRTP and not plain RTP: the IX link is not trusted, and it is the
-// same encryption clients get.
+// 1.2 (ECDSA P-256, fresh certificate per association) + SCTP with one
+// reliable, ordered data channel for control; SRTP for media is the
+// bridge's own (srtp.go). Why ORTC and not a PeerConnection: no SDP, and
+// a stream per (track, layer) is added with a control message instead of
+// a renegotiation (pion/ion-sfu's relay does the same). Why DTLS-SRTP and
+// not plain RTP: the IX link is not trusted, and it is the same encryption
+// clients get.
+//
+// # Socket and SRTP
+//
+// The bridge owns the relay's UDP sockets (socket.go) and runs pion's ICE
+// mux on them: the node's socket on the relay address's port (the same
+// number as the signalling listener: one port for the NetworkPolicy) for
+// the associations it accepts, and one ephemeral socket per association it
+// dials (all associations between two nodes would otherwise share one
+// 5-tuple). RTP/RTCP from a live association's selected pair is handled by
+// the bridge on the socket's read loop and never reaches pion; what comes
+// from elsewhere is dropped and counted. Keys are derived from the DTLS
+// handshake through pion's public hooks (sfu.DTLSKeys, as the SFU's direct
+// path): the DTLS server tells the client its Server Hello (public data)
+// as the first control message. One SRTP context per direction, used by
+// nobody else: pion never starts SRTP on the association. Received packets
+// are authenticated, replay-checked, decrypted in place and dispatched by
+// SSRC; an SSRC nobody announced (a late packet of a stopped stream) is
+// simply dropped. Sent packets are encrypted by the sending goroutine (the
+// publisher's read loop) and written straight to the socket.
 //
 // Signalling is one HTTP request on the relay address (POST
 // /gxconf/relay/v1/associate) carrying ICE parameters and candidates, the
@@ -53,7 +72,7 @@
 // room rather than per node pair (many rooms on one node pair would need
 // SSRC rewriting on a shared association). A (track, layer) stream stays
 // while its track lives, even when nobody wants it; streams of gone tracks
-// are stopped (drain.go explains why that is safe with ORTC).
+// are stopped.
 //
 // # Peered deployments
 //
@@ -79,7 +98,7 @@
 // the publisher encodes what either node needs (Jitsi's AddReceiver). The
 // origin's sfu.RelaySubscription hands the packets of those layers to the
 // association inline from the publisher's read loop; each (track, layer)
-// gets its own SRTP stream. Sequence numbers, timestamps, payloads and
+// gets its own SSRC. Sequence numbers, timestamps, payloads and
 // header extensions cross unchanged (only SSRC and payload type are the
 // association's), so E2EE frames pass.
 //

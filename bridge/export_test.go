@@ -54,8 +54,8 @@ func (b *Bridge) remoteIdentities(t *testing.T, room, peer string) []string {
 }
 
 // relayed lists the track sids room's association with peer sends (out)
-// and receives (receivers), and whether streams can be stopped.
-func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string, canStop bool) {
+// and receives (receivers).
+func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string) {
 	t.Helper()
 	a := b.assocFor(t, room, peer)
 	done := make(chan struct{})
@@ -69,7 +69,7 @@ func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string, can
 		close(done)
 	})
 	<-done
-	return out, in, a.canStop.Load()
+	return out, in
 }
 
 // sendOn makes room's association with peer send m, as a misbehaving peer

@@ -1,8 +1,8 @@
 package bridge
 
 import (
-	"encoding/binary"
 	"math/bits"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -15,32 +15,14 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// relayMediaEngine registers one payload type per codec: the relay only
-// needs pion to accept the packets; the track's real codec (with its fmtp)
-// travels in the participant message.
-func relayMediaEngine() (*webrtc.MediaEngine, error) {
-	m := &webrtc.MediaEngine{}
-	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
-	audio := []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111},
-	}
-	video := []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}, PayloadType: 96},
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, RTCPFeedback: fb}, PayloadType: 98},
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: fb}, PayloadType: 102},
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeAV1, ClockRate: 90000, RTCPFeedback: fb}, PayloadType: 45},
-	}
-	for _, c := range audio {
-		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, err
-		}
-	}
-	for _, c := range video {
-		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+// Payload types of the relay, by codec: the track's real codec (with its
+// fmtp) travels in the participant message; these only label packets.
+var relayPayloadTypes = map[string]uint8{
+	strings.ToLower(webrtc.MimeTypeOpus): 111,
+	strings.ToLower(webrtc.MimeTypeVP8):  96,
+	strings.ToLower(webrtc.MimeTypeVP9):  98,
+	strings.ToLower(webrtc.MimeTypeH264): 102,
+	strings.ToLower(webrtc.MimeTypeAV1):  45,
 }
 
 func kindOf(k webrtc.RTPCodecType) string {
@@ -137,8 +119,8 @@ func (ot *outTrack) WriteRTP(layer int, h *rtp.Header, payload []byte) {
 		return
 	}
 	s.hdr = *h
-	s.hdr.SSRC, s.hdr.PayloadType = s.track.ssrc, s.track.pt
-	if _, err := s.track.ws.WriteRTP(&s.hdr, payload); err == nil {
+	s.hdr.SSRC, s.hdr.PayloadType = s.ssrc, s.pt
+	if err := ot.a.sendRTP(&s.hdr, payload, s.plain[:], s.out[:]); err == nil {
 		if ot.kind == webrtc.RTPCodecTypeAudio {
 			ot.a.stats.sentAudio.Add(1)
 			ot.a.stats.sentAudioBy.Add(uint64(len(payload) + h.MarshalSize()))
@@ -161,124 +143,71 @@ func (ot *outTrack) ready(layer int) {
 	}
 }
 
+// stop detaches the track's sink and forgets its SSRCs (worker).
 func (ot *outTrack) stop() {
 	if ot.sub != nil {
 		ot.sub.Close()
 	}
-	for i := range ot.pending {
-		if s := ot.pending[i]; s != nil {
-			_ = s.sender.Stop()
+	for i, s := range ot.pending {
+		if s != nil {
+			delete(ot.a.bySSRC, s.ssrc)
+			ot.pending[i] = nil
+			ot.senders[i].Store(nil)
 		}
 	}
-}
-
-// senderTrack is the TrackLocal of one relayed layer.
-type senderTrack struct {
-	id   string
-	kind webrtc.RTPCodecType
-	mime string
-
-	// set by Bind, before the sender is published to the packet path
-	ws   webrtc.TrackLocalWriter
-	ssrc uint32
-	pt   uint8
-}
-
-func (t *senderTrack) ID() string                { return t.id }
-func (t *senderTrack) RID() string               { return "" }
-func (t *senderTrack) StreamID() string          { return "gxconf-relay" }
-func (t *senderTrack) Kind() webrtc.RTPCodecType { return t.kind }
-func (t *senderTrack) Unbind(webrtc.TrackLocalContext) error {
-	return nil
-}
-
-func (t *senderTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	for _, c := range ctx.CodecParameters() {
-		if strings.EqualFold(c.MimeType, t.mime) {
-			t.ws, t.ssrc, t.pt = ctx.WriteStream(), uint32(ctx.SSRC()), uint8(c.PayloadType)
-			return c, nil
-		}
-	}
-	return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+	ot.a.publishSenders()
 }
 
 // relaySender sends one layer of a track to the peer.
 type relaySender struct {
-	ot     *outTrack
-	layer  int
-	track  *senderTrack
-	sender *webrtc.RTPSender
-	hdr    rtp.Header // the publisher's read loop only
+	ot    *outTrack
+	layer int
+	ssrc  uint32
+	pt    uint8
+
+	// the publisher's read loop only
+	hdr   rtp.Header
+	plain [1500]byte
+	out   [1500 + srtpOverhead]byte
 }
 
-// newSender creates the SRTP sender of a layer and announces its SSRC.
+// newSender creates the stream of a layer and announces its SSRC (worker).
 func (a *association) newSender(ot *outTrack, layer int) {
 	if ot.pending[layer] != nil {
 		return
 	}
-	st := &senderTrack{id: ot.sid, kind: ot.kind, mime: ot.mime}
-	sender, err := a.api.NewRTPSender(st, a.dtls)
-	if err != nil {
-		a.log.Warn().Err(err).Str("track_sid", ot.sid).Msg("failed to create relay sender")
+	pt, ok := relayPayloadTypes[strings.ToLower(ot.mime)]
+	if !ok {
+		a.log.Warn().Str("track_sid", ot.sid).Str("mime", ot.mime).Msg("cannot relay this codec")
 		return
 	}
-	if err := sender.Send(sender.GetParameters()); err != nil {
-		a.log.Warn().Err(err).Str("track_sid", ot.sid).Msg("failed to start relay sender")
-		return
+	ssrc := rand.Uint32()
+	for ssrc == 0 || a.bySSRC[ssrc] != nil {
+		ssrc = rand.Uint32()
 	}
-	s := &relaySender{ot: ot, layer: layer, track: st, sender: sender}
+	s := &relaySender{ot: ot, layer: layer, ssrc: ssrc, pt: pt}
 	ot.pending[layer] = s
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		s.rtcpLoop()
-	}()
-	a.send(&message{Type: msgStream, SID: ot.sid, Layer: layer, SSRC: st.ssrc, Kind: kindOf(ot.kind)})
+	a.bySSRC[ssrc] = s
+	a.publishSenders()
+	a.send(&message{Type: msgStream, SID: ot.sid, Layer: layer, SSRC: ssrc, Kind: kindOf(ot.kind)})
 }
 
-// rtcpLoop handles the peer's RTCP for this layer: keyframe requests go
-// to the origin's throttle, NACKs are answered from its packet cache.
-func (s *relaySender) rtcpLoop() {
-	buf := make([]byte, 1500)
-	pkt := make([]byte, 1500)
-	var h rtp.Header
-	a := s.ot.a
-	for {
-		n, _, err := s.sender.Read(buf)
-		if err != nil {
-			return
-		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil || s.ot.sub == nil {
-			continue
-		}
-		for _, p := range pkts {
-			switch p := p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				a.stats.plisIn.Add(1)
-				s.ot.sub.RequestKeyframe(s.layer)
-			case *rtcp.TransportLayerNack:
-				for _, pair := range p.Nacks {
-					pair.Range(func(seq uint16) bool {
-						b := s.ot.sub.Packet(s.layer, seq, pkt)
-						if b == nil {
-							return true
-						}
-						hn, err := h.Unmarshal(b)
-						if err != nil {
-							return true
-						}
-						h.Padding, h.PaddingSize = false, 0
-						h.SSRC, h.PayloadType = s.track.ssrc, s.track.pt
-						if _, err := s.track.ws.WriteRTP(&h, b[hn:]); err == nil {
-							a.stats.rtx.Add(1)
-						}
-						return true
-					})
-				}
-			}
-		}
+// publishSenders hands the read loop a copy of bySSRC (worker).
+func (a *association) publishSenders() {
+	m := make(map[uint32]*relaySender, len(a.bySSRC))
+	for k, v := range a.bySSRC {
+		m[k] = v
 	}
+	a.senders.Store(&m)
+}
+
+// publishStreams hands the read loop the receivers by SSRC (worker).
+func (a *association) publishStreams() {
+	m := make(map[uint32]*recvStream, len(a.receivers))
+	for _, rs := range a.receivers {
+		m[rs.ssrc] = rs
+	}
+	a.streams.Store(&m)
 }
 
 // Receiving side.
@@ -339,14 +268,10 @@ func (a *association) dropInTrack(sid string) {
 			continue
 		}
 		rs.target.Store(nil)
-		if a.canStop.Load() {
-			_ = rs.recv.Stop()
-		} else {
-			keep = append(keep, rs)
-		}
 	}
 	clear(a.receivers[len(keep):])
 	a.receivers = keep
+	a.publishStreams()
 }
 
 // requestKeyframe sends a PLI for layer to the origin (already throttled
@@ -359,58 +284,41 @@ func (it *inTrack) requestKeyframe(layer int) {
 	if ssrc == 0 {
 		return
 	}
-	if _, err := it.a.dtls.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err == nil {
+	if it.a.sendRTCP(&rtcp.PictureLossIndication{MediaSSRC: ssrc}) == nil {
 		it.a.stats.plisOut.Add(1)
 	}
 }
 
-// recvStream receives one announced SSRC, until its track is gone (see
-// drain.go for why stopping it is safe).
+// recvStream is one announced SSRC, received until its track is gone;
+// later packets of it are dropped as unknown.
 type recvStream struct {
 	sid    string
 	layer  int
 	video  bool
 	ssrc   uint32
-	recv   *webrtc.RTPReceiver
 	target atomic.Pointer[inTrack]
+
+	// the socket's read loop only
+	highest uint16
+	started bool
 }
 
 var nackPool = sync.Pool{New: func() any { s := make([]uint16, 0, 64); return &s }}
 
 func (a *association) onStream(m *message) {
-	kind := webrtc.RTPCodecTypeVideo
-	if m.Kind == "audio" {
-		kind = webrtc.RTPCodecTypeAudio
-	}
 	for _, rs := range a.receivers {
 		if rs.ssrc == m.SSRC {
 			a.send(&message{Type: msgStreamReady, SID: m.SID, Layer: m.Layer})
 			return
 		}
 	}
-	recv, err := a.api.NewRTPReceiver(kind, a.dtls)
-	if err != nil {
-		a.log.Warn().Err(err).Msg("failed to create relay receiver")
-		return
-	}
-	if err := recv.Receive(webrtc.RTPReceiveParameters{Encodings: []webrtc.RTPDecodingParameters{{
-		RTPCodingParameters: webrtc.RTPCodingParameters{SSRC: webrtc.SSRC(m.SSRC)},
-	}}}); err != nil {
-		a.log.Warn().Err(err).Msg("failed to start relay receiver")
-		_ = recv.Stop()
-		return
-	}
-	rs := &recvStream{sid: m.SID, layer: m.Layer, video: kind == webrtc.RTPCodecTypeVideo, ssrc: m.SSRC, recv: recv}
+	rs := &recvStream{sid: m.SID, layer: m.Layer, video: m.Kind != "audio", ssrc: m.SSRC}
 	if it := a.inTracks[m.SID]; it != nil {
 		rs.target.Store(it)
 		it.ssrc[m.Layer].Store(m.SSRC)
 	}
 	a.receivers = append(a.receivers, rs)
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.readLoop(rs)
-	}()
+	a.publishStreams()
 	a.send(&message{Type: msgStreamReady, SID: m.SID, Layer: m.Layer})
 }
 
@@ -418,43 +326,31 @@ func (a *association) onStream(m *message) {
 // (a paused layer, a restart) are not losses worth repairing.
 const maxNackGap = 64
 
-// readLoop feeds one relayed layer into the local receive path and NACKs
-// relay losses once (answered from the origin's packet cache).
-func (a *association) readLoop(rs *recvStream) {
-	tr := rs.recv.Track()
-	buf := make([]byte, 1500)
-	var highest uint16
-	started := false
-	for {
-		n, _, err := tr.Read(buf)
-		if err != nil {
-			return
+// onMedia feeds one authentic packet of a relayed layer into the local
+// receive path and NACKs relay losses once (answered from the origin's
+// packet cache). It runs on the socket's read loop.
+func (a *association) onMedia(rs *recvStream, pkt []byte, seq uint16) {
+	n := len(pkt)
+	if rs.video {
+		a.stats.recvPk[rs.layer].Add(1)
+		a.stats.recvBy[rs.layer].Add(uint64(n))
+	} else {
+		a.stats.recvAudio.Add(1)
+		a.stats.recvAudioBy.Add(uint64(n))
+	}
+	if !rs.started {
+		rs.highest, rs.started = seq, true
+	} else if d := seq - rs.highest; d != 0 && d < 0x8000 {
+		if d > 1 && d <= maxNackGap && rs.video {
+			a.nack(rs, rs.highest+1, seq)
 		}
-		if n < 12 {
-			continue
-		}
-		if rs.video {
-			a.stats.recvPk[rs.layer].Add(1)
-			a.stats.recvBy[rs.layer].Add(uint64(n))
-		} else {
-			a.stats.recvAudio.Add(1)
-			a.stats.recvAudioBy.Add(uint64(n))
-		}
-		seq := binary.BigEndian.Uint16(buf[2:4])
-		if !started {
-			highest, started = seq, true
-		} else if d := seq - highest; d != 0 && d < 0x8000 {
-			if d > 1 && d <= maxNackGap && rs.video {
-				a.nack(rs, highest+1, seq)
-			}
-			highest = seq
-		}
-		if it := rs.target.Load(); it != nil {
-			it.rt.WriteRTP(rs.layer, buf[:n])
-		}
-		if f := a.recvHook.Load(); f != nil {
-			(*f)(rs.layer, buf[:n])
-		}
+		rs.highest = seq
+	}
+	if it := rs.target.Load(); it != nil {
+		it.rt.WriteRTP(rs.layer, pkt)
+	}
+	if f := a.recvHook.Load(); f != nil {
+		(*f)(rs.layer, pkt)
 	}
 }
 
@@ -466,7 +362,7 @@ func (a *association) nack(rs *recvStream, from, to uint16) {
 		seqs = append(seqs, s)
 	}
 	a.stats.nacksOut.Add(uint64(len(seqs)))
-	_, _ = a.dtls.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: rs.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)}})
+	_ = a.sendRTCP(&rtcp.TransportLayerNack{MediaSSRC: rs.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)})
 	*sp = seqs
 	nackPool.Put(sp)
 }

@@ -140,6 +140,17 @@ func (m *rateMeter) sample(now time.Time, total uint64, since time.Time) uint64 
 	return m.last
 }
 
+// Dropped returns how many relay RTP/RTCP datagrams were dropped on
+// arrival, by reason ("address", "auth", "ssrc"), over all the node's
+// relay sockets.
+func (b *Bridge) Dropped() map[string]uint64 {
+	return map[string]uint64{
+		"address": b.drops.address.Load(),
+		"auth":    b.drops.auth.Load(),
+		"ssrc":    b.drops.ssrc.Load(),
+	}
+}
+
 // Collector exports the relay's per-peer metrics; register it on the
 // registry the binary serves. Names are documented in README.md.
 func (b *Bridge) Collector() prometheus.Collector { return &collector{b: b} }
@@ -155,6 +166,7 @@ var (
 	descNacked    = prometheus.NewDesc("gxconf_bridge_relay_lost_packets_total", "Packets from a peer node found missing on the relay link (each NACKed).", peerLabel, nil)
 	descRetrans   = prometheus.NewDesc("gxconf_bridge_relay_retransmitted_packets_total", "Packets resent to a peer node on its NACKs.", peerLabel, nil)
 	descKeyframes = prometheus.NewDesc("gxconf_bridge_relay_keyframe_requests_total", "Keyframe requests received from (in) or sent to (out) a peer node.", dirLabels, nil)
+	descDropped   = prometheus.NewDesc("gxconf_bridge_relay_dropped_packets_total", "Relay RTP/RTCP datagrams dropped on arrival, by reason: address (not from a live association's selected pair), auth (failed SRTP authentication, replayed, malformed or before the keys), ssrc (authentic peer, SSRC not announced or gone).", []string{"reason"}, nil)
 
 	descPeerRooms   = prometheus.NewDesc("gxconf_bridge_peer_rooms", "Rooms relayed now with a peered deployment: ours it relays (role=authority) or its that we relay (role=relay).", []string{"peer", "role"}, nil)
 	descPeerTracks  = prometheus.NewDesc("gxconf_bridge_peer_tracks", "Tracks relayed now to (out) or from (in) a peered deployment.", dirLabels, nil)
@@ -220,7 +232,7 @@ func (b *Bridge) PeerDeployments() []PeerDeployment {
 type collector struct{ b *Bridge }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes,
+	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes, descDropped,
 		descPeerRooms, descPeerTracks, descPeerCopies, descPeerRefused} {
 		ch <- d
 	}
@@ -246,6 +258,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descTracks, float64(p.TracksIn), p.Peer, "in")
 		gauge(descLinks, float64(p.Links), p.Peer)
 		gauge(descRTT, p.RTT.Seconds(), p.Peer)
+	}
+	for reason, v := range c.b.Dropped() {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(v), reason)
 	}
 	for _, d := range c.b.PeerDeployments() {
 		ch <- prometheus.MustNewConstMetric(descPeerRooms, prometheus.GaugeValue, float64(d.Authority), d.Peer, "authority")

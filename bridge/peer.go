@@ -153,7 +153,7 @@ func (b *Bridge) PeerRefused(peer, kind string) uint64 {
 func (a *association) peerMayAsk(m *message) bool {
 	var kind string
 	switch m.Type {
-	case msgParticipant, msgWant, msgStreamReady, msgBye:
+	case msgParticipant, msgWant, msgStreamReady, msgBye, msgSRTP:
 		return true
 	case msgStream:
 		kind = refusedTrack
@@ -312,7 +312,7 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offer := &signal{}
-	if err := json.Unmarshal(body, offer); err != nil || offer.Version != 1 || offer.Room == "" || offer.Node == "" ||
+	if err := json.Unmarshal(body, offer); err != nil || offer.Version != signalVersion || offer.Room == "" || offer.Node == "" ||
 		len(offer.Node) > 64 || offer.From != peer || sfu.IsPeerRoom(offer.Room) {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return

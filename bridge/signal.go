@@ -28,6 +28,13 @@ const (
 	maxSignalBody = 64 << 10
 )
 
+// signalVersion is the relay protocol's version. 2: the relay's media is
+// the bridge's own SRTP, keyed from DTLS (the DTLS server sends its Server
+// Hello on the control channel). Version 1 nodes (pion's SRTP) cannot relay
+// to version 2 nodes: offers of another version are refused with 400, so a
+// mixed cluster says so instead of linking without media.
+const signalVersion = 2
+
 // signal is one side's half of an association: who, which room, and its
 // ICE, DTLS and SCTP parameters.
 type signal struct {
@@ -123,6 +130,9 @@ func decodeAnswer(rb []byte, offer *signal) (*signal, error) {
 	if err := json.Unmarshal(rb, ans); err != nil {
 		return nil, fmt.Errorf("failed to decode relay answer: %w", err)
 	}
+	if ans.Version != signalVersion {
+		return nil, fmt.Errorf("relay answer of protocol version %d, want %d (a node of another gxconf version)", ans.Version, signalVersion)
+	}
 	if ans.From != offer.To || ans.To != offer.From || ans.Room != offer.Room || ans.Nonce != offer.Nonce {
 		return nil, errUnauthenticated
 	}
@@ -147,7 +157,7 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offer := &signal{}
-	if err := json.Unmarshal(body, offer); err != nil || offer.Version != 1 || offer.Room == "" || offer.From == "" || offer.From == b.cfg.NodeID {
+	if err := json.Unmarshal(body, offer); err != nil || offer.Version != signalVersion || offer.Room == "" || offer.From == "" || offer.From == b.cfg.NodeID {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
 	}

@@ -26,7 +26,7 @@ func TestSignalAuth(t *testing.T) {
 		return w.Code
 	}
 	offer := func(mut func(*signal)) []byte {
-		s := &signal{Version: 1, From: "node-a", To: "node-b", Room: "r", TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}
+		s := &signal{Version: signalVersion, From: "node-a", To: "node-b", Room: "r", TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}
 		if mut != nil {
 			mut(s)
 		}
@@ -38,6 +38,9 @@ func TestSignalAuth(t *testing.T) {
 	require.Equal(t, http.StatusMisdirectedRequest, post(offer(func(s *signal) { s.To = "node-c" }), testSecret))
 	require.Equal(t, http.StatusUnauthorized, post(offer(func(s *signal) { s.TimeMs -= time.Minute.Milliseconds() }), testSecret))
 	require.Equal(t, http.StatusBadRequest, post(offer(func(s *signal) { s.From = "node-b" }), testSecret))
+	// A node of the previous relay protocol (pion's SRTP) is refused
+	// plainly rather than linked without media.
+	require.Equal(t, http.StatusBadRequest, post(offer(func(s *signal) { s.Version = 1 }), testSecret))
 	// A replayed offer is refused even with a valid MAC.
 	replay := offer(func(s *signal) { s.Nonce = "fixed" })
 	n.br.mu.Lock()

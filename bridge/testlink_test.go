@@ -11,13 +11,13 @@ import (
 // TestDelayConnKeepsOrder: datagrams arrive after the delay, in the order
 // they were sent.
 func TestDelayConnKeepsOrder(t *testing.T) {
-	n, err := newDelayNet(30 * time.Millisecond)
-	require.NoError(t, err)
 	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer rx.Close()
-	tx, err := n.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
+	defer sock.Close()
+	tx := newDelayConn(sock, 30*time.Millisecond)
 	start := time.Now()
 	for i := range 100 {
 		_, err := tx.WriteTo([]byte{byte(i)}, rx.LocalAddr())
