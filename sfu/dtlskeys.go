@@ -70,32 +70,13 @@ func (k SRTPKeys) GoString() string { return k.String() }
 // SRTPKeys derives both directions' keys (isClient: this side was the DTLS
 // client) and forgets the master secret.
 func (d *DTLSKeys) SRTPKeys(isClient bool) (SRTPKeys, error) {
-	d.k.mu.Lock()
-	dp := d.k.profile
-	d.k.mu.Unlock()
-	var profile srtp.ProtectionProfile
-	switch dp {
-	case dtls.SRTP_AEAD_AES_128_GCM:
-		profile = srtp.ProtectionProfileAeadAes128Gcm
-	case dtls.SRTP_AEAD_AES_256_GCM:
-		profile = srtp.ProtectionProfileAeadAes256Gcm
-	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
-		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
-	default:
-		return SRTPKeys{}, errNoFastPath
-	}
-	cfg := srtp.Config{Profile: profile}
-	err := cfg.ExtractSessionKeysFromDTLS(&d.k, isClient)
-	d.k.mu.Lock()
-	clear(d.k.master)
-	d.k.master = nil
-	d.k.mu.Unlock()
+	profile, sk, err := d.k.sessionKeys(isClient)
 	if err != nil {
 		return SRTPKeys{}, err
 	}
 	return SRTPKeys{
 		Profile:  profile,
-		LocalKey: cfg.Keys.LocalMasterKey, LocalSalt: cfg.Keys.LocalMasterSalt,
-		RemoteKey: cfg.Keys.RemoteMasterKey, RemoteSalt: cfg.Keys.RemoteMasterSalt,
+		LocalKey: sk.LocalMasterKey, LocalSalt: sk.LocalMasterSalt,
+		RemoteKey: sk.RemoteMasterKey, RemoteSalt: sk.RemoteMasterSalt,
 	}, nil
 }

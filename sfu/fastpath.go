@@ -123,9 +123,9 @@ func (k *keyCapture) ExportKeyingMaterial(label string, context []byte, length i
 	return prf.PHash(k.master, seed, length, h)
 }
 
-// keys derives the local (server side) SRTP master key and salt and
-// forgets the master secret.
-func (k *keyCapture) keys() (*fastKeys, error) {
+// sessionKeys derives both directions' SRTP master keys and salts (isClient:
+// this side was the DTLS client) and forgets the master secret.
+func (k *keyCapture) sessionKeys(isClient bool) (srtp.ProtectionProfile, srtp.SessionKeys, error) {
 	k.mu.Lock()
 	dp := k.profile
 	k.mu.Unlock()
@@ -138,18 +138,28 @@ func (k *keyCapture) keys() (*fastKeys, error) {
 	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
 		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
 	default:
-		return nil, errNoFastPath
+		return 0, srtp.SessionKeys{}, errNoFastPath
 	}
 	cfg := srtp.Config{Profile: profile}
-	err := cfg.ExtractSessionKeysFromDTLS(k, false)
+	err := cfg.ExtractSessionKeysFromDTLS(k, isClient)
 	k.mu.Lock()
 	clear(k.master)
 	k.master = nil
 	k.mu.Unlock()
 	if err != nil {
+		return 0, srtp.SessionKeys{}, err
+	}
+	return profile, cfg.Keys, nil
+}
+
+// keys derives the local (server side) SRTP master key and salt and
+// forgets the master secret.
+func (k *keyCapture) keys() (*fastKeys, error) {
+	profile, sk, err := k.sessionKeys(false)
+	if err != nil {
 		return nil, err
 	}
-	return &fastKeys{profile: profile, key: cfg.Keys.LocalMasterKey, salt: cfg.Keys.LocalMasterSalt}, nil
+	return &fastKeys{profile: profile, key: sk.LocalMasterKey, salt: sk.LocalMasterSalt}, nil
 }
 
 // directDest is where a subscriber connection's media goes on the mux
