@@ -12,10 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
-	"github.com/stretchr/testify/require"
 )
 
 func cpuTime() time.Duration {
@@ -36,19 +33,7 @@ func cpuTime() time.Duration {
 func BenchmarkRelayPath(b *testing.B) {
 	na, nb := startNode(b, "node-a"), startNode(b, "node-b")
 	link(b, "bench", na, nb)
-	a := na.br.assocFor(b, "bench", nb.id)
-	bAssoc := nb.br.assocFor(b, "bench", na.id)
-
-	const sid = "TR_VCbench"
-	info := &livekit.ParticipantInfo{Sid: "PA_bench", Identity: "bench", State: livekit.ParticipantInfo_ACTIVE, Version: 1,
-		Tracks: []*livekit.TrackInfo{{Sid: sid, Type: livekit.TrackType_VIDEO, Width: 1280, Height: 720}}}
-	ot := &outTrack{a: a, sid: sid, kind: webrtc.RTPCodecTypeVideo, mime: webrtc.MimeTypeVP8}
-	a.post(func() {
-		a.send(&message{Type: msgParticipant, info: info, Codecs: []trackCodec{{SID: sid, MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}})
-		a.out[sid] = ot
-		a.newSender(ot, 2)
-	})
-	require.Eventually(b, func() bool { return ot.senders[2].Load() != nil }, 10*time.Second, 5*time.Millisecond)
+	ot, bAssoc := relayedVideo(b, na, nb, "bench")
 
 	payload := make([]byte, 1000)
 	payload[0] = 0x10 // VP8 descriptor: S=1, partition 0
