@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -19,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/test/harness"
 	"go.uber.org/goleak"
 )
 
@@ -37,11 +38,11 @@ func randHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
+// freeUDPPort hands out a loopback port from below the kernel's ephemeral
+// range (see harness.FreeUDPPort for why).
 func freeUDPPort(t testing.TB) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	port, err := harness.FreeUDPPort()
 	require.NoError(t, err)
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	require.NoError(t, c.Close())
 	return port
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os/exec"
 	"sync"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/test/harness"
 )
 
 // redisServer is a real redis-server process (Debian's package) on a random
@@ -42,10 +45,9 @@ func startRedisWith(tb testing.TB, tls bool, extra ...string) *redisServer {
 	}
 	path, err := exec.LookPath("redis-server")
 	require.NoError(tb, err, "redis-server is needed (Debian package redis-server, see scripts/deps.sh)")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	require.NoError(tb, err)
-	addr := l.Addr().String()
-	require.NoError(tb, l.Close())
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &redisServer{tb: tb, path: path, addr: addr, dir: tb.TempDir(), extra: extra, tls: tls}
 	s.start()
 	tb.Cleanup(func() { s.kill(syscall.SIGTERM) })

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -20,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/test/harness"
 	"go.uber.org/goleak"
 )
 
@@ -40,19 +41,17 @@ func randHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
+// freeTCPPort and freeUDPPort hand out loopback ports from below the
+// kernel's ephemeral range (see harness.FreePort for why).
 func freeTCPPort(t testing.TB) int {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
 	return port
 }
 
 func freeUDPPort(t testing.TB) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	port, err := harness.FreeUDPPort()
 	require.NoError(t, err)
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	require.NoError(t, c.Close())
 	return port
 }
 

@@ -22,6 +22,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/test/harness"
 )
 
 func TestDSN(t *testing.T) {
@@ -201,10 +203,8 @@ func startTLSPostgres(t *testing.T) (port int, ca *pki) {
 	if asUser != "" {
 		require.NoError(t, os.Chown(filepath.Join(data, "pg_hba.conf"), uid, gid))
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	port, err = harness.FreePort()
 	require.NoError(t, err)
-	port = l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file=%s -c ssl_key_file=%s -c ssl_ca_file=%s -c ssl_min_protocol_version=TLSv1.2",
 		port, dir, filepath.Join(srvDir, "server.crt"), filepath.Join(srvDir, "server.key"), filepath.Join(srvDir, "ca.crt"))
 	run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-o", opts, "-w", "-t", "60", "start")

@@ -24,20 +24,25 @@ import (
 
 	"github.com/gxfs-conf/gxconf/appservice"
 	"github.com/gxfs-conf/gxconf/config"
+	"github.com/gxfs-conf/gxconf/test/harness"
 )
 
+// freePort returns a loopback port for network ("tcp" or "udp") from
+// below the kernel's ephemeral range (harness.FreePort says why: a probed
+// ephemeral port can become some client's local port before serve binds it).
 func freePort(t *testing.T, network string) int {
 	t.Helper()
+	var (
+		p   int
+		err error
+	)
 	if network == "udp" {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		require.NoError(t, err)
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
+		p, err = harness.FreeUDPPort()
+	} else {
+		p, err = harness.FreePort()
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // testCertificate writes a self-signed ECDSA certificate for 127.0.0.1 and
