@@ -46,7 +46,7 @@ type outTrack struct {
 
 	wanted   uint8     // worker: layers the peer wants
 	capLayer int       // worker: highest layer the budget allows
-	rates    [3]uint64 // worker: last measured bitrate per layer
+	rates    [3]uint64 // worker: smoothed bitrate per layer (sample)
 
 	senders [3]atomic.Pointer[relaySender] // ready: the peer receives the SSRC
 	asked   [3]atomic.Bool                 // a sender was requested
@@ -370,12 +370,26 @@ func (a *association) nack(rs *recvStream, from, to uint16) {
 // defaultLayerRate estimates a layer's bitrate before it was measured.
 var defaultLayerRate = [3]uint64{150_000, 500_000, 1_700_000}
 
-// rate is the layer's current bitrate, else the last measured, else an
-// estimate (a layer dynacast paused measures 0).
-func (ot *outTrack) rate(layer int) float64 {
-	if br := ot.sub.Bitrate(layer); br > 0 {
-		ot.rates[layer] = br
+// sample folds the layers' bitrates measured now into ot.rates, once per
+// allocation: half the old value and half the new, so that one window
+// with a key frame or a burst of late frames does not move the budget's
+// layer choice by itself. A layer that measures 0 (paused by dynacast)
+// keeps its last rate.
+func (ot *outTrack) sample() {
+	for l := range ot.rates {
+		br := ot.sub.Bitrate(l)
+		switch {
+		case br == 0:
+		case ot.rates[l] == 0:
+			ot.rates[l] = br
+		default:
+			ot.rates[l] = (ot.rates[l] + br) / 2
+		}
 	}
+}
+
+// rate is the layer's smoothed bitrate, else an estimate.
+func (ot *outTrack) rate(layer int) float64 {
 	if ot.rates[layer] > 0 {
 		return float64(ot.rates[layer])
 	}
@@ -384,6 +398,12 @@ func (ot *outTrack) rate(layer int) float64 {
 	}
 	return float64(defaultLayerRate[layer])
 }
+
+// upgradeHeadroom: a video layer above the one relayed now is added only
+// if its extra bitrate, times this, fits the budget; keeping a layer needs
+// only that it fits. Without the margin a layer whose rate sits at the
+// budget's edge would be added and dropped every second.
+const upgradeHeadroom = 1.25
 
 // allocate fits the peer's wanted layers into the association's budget:
 // audio first, then every wanted video track at its lowest layer, then
@@ -398,41 +418,63 @@ func (a *association) allocate() {
 		}
 		if !limited || ot.kind == webrtc.RTPCodecTypeAudio || ot.wanted == 0 {
 			if limited && ot.wanted != 0 {
+				ot.sample()
 				budget -= ot.rate(0)
 			}
 			ot.sub.SetWanted(ot.wanted)
 			continue
 		}
+		ot.sample()
 		video = append(video, ot)
 	}
 	if !limited {
 		return
 	}
-	sort.Slice(video, func(i, j int) bool { return video[i].sid < video[j].sid })
+	fitLayers(budget, video)
 	for _, ot := range video {
+		ot.sub.SetWanted(ot.capMask())
+	}
+}
+
+// fitLayers sets each video track's capLayer: every track at its lowest
+// layer first, then one layer up at a time, round robin in sid order,
+// while the budget allows (a layer above the previous cap needs
+// upgradeHeadroom).
+func fitLayers(budget float64, video []*outTrack) {
+	sort.Slice(video, func(i, j int) bool { return video[i].sid < video[j].sid })
+	prev := make([]int, len(video))
+	for i, ot := range video {
+		prev[i] = ot.capLayer
 		ot.capLayer = 0
 		budget -= ot.rate(0)
 	}
 	for up := true; up; {
 		up = false
-		for _, ot := range video {
+		for i, ot := range video {
 			top := bits.Len8(ot.wanted) - 1
 			if ot.capLayer >= top {
 				continue
 			}
 			extra := ot.rate(ot.capLayer+1) - ot.rate(ot.capLayer)
-			if extra <= budget {
+			need := extra
+			if ot.capLayer+1 > prev[i] {
+				need *= upgradeHeadroom
+			}
+			if need <= budget {
 				budget -= extra
 				ot.capLayer++
 				up = true
 			}
 		}
 	}
-	for _, ot := range video {
-		m := ot.wanted & uint8(1<<(ot.capLayer+1)-1)
-		if m == 0 {
-			m = 1 << ot.capLayer
-		}
-		ot.sub.SetWanted(m)
+}
+
+// capMask is the wanted layers up to capLayer, or capLayer alone if none
+// of them is wanted.
+func (ot *outTrack) capMask() uint8 {
+	m := ot.wanted & uint8(1<<(ot.capLayer+1)-1)
+	if m == 0 {
+		m = 1 << ot.capLayer
 	}
+	return m
 }
