@@ -594,7 +594,7 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 		}
 		if n, err := rtp.MarshalPacketTo(dt.encBuf, &h, pkt[hn:]); err == nil { //nolint:staticcheck
 			if enc, err := dt.srtpCtx.EncryptRTP(dt.encBuf, dt.encBuf[:n], &dt.encHdr); err == nil {
-				_, _ = dt.sub.s.socks.udp.WriteToUDP(enc, dest.addr)
+				_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.addr.AddrPort())
 				return
 			}
 		}

@@ -200,7 +200,7 @@ func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
 // (a lost marker), when many packets are held, and when no packet came for
 // gsoHoldMax.
 type sendBatch struct {
-	pc    *ipv4.PacketConn
+	out   *mmsgWriter
 	gso   bool
 	bufs  [][]byte // packet buffers; nbuf in use until the flush
 	nbuf  int
@@ -294,7 +294,7 @@ func (b *sendBatch) flush() {
 		}
 	}
 	for len(msgs) > 0 {
-		n, err := b.pc.WriteBatch(msgs, 0)
+		n, err := b.out.WriteBatch(msgs)
 		if err != nil || n == 0 {
 			if len(msgs[0].Buffers) > 1 {
 				b.unsegmented(&msgs[0])
@@ -320,7 +320,7 @@ func (b *sendBatch) unsegmented(m *ipv4.Message) {
 	}
 	for _, pkt := range m.Buffers {
 		single := [1]ipv4.Message{{Buffers: [][]byte{pkt}, Addr: m.Addr}}
-		if n, err := b.pc.WriteBatch(single[:], 0); err != nil || n == 0 {
+		if n, err := b.out.WriteBatch(single[:]); err != nil || n == 0 {
 			b.errors.Inc()
 		}
 	}

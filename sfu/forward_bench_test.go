@@ -12,7 +12,6 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
-	"golang.org/x/net/ipv4"
 )
 
 func TestMain(m *testing.M) {
@@ -114,7 +113,7 @@ func BenchmarkForwardDirect(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sink.Close()
-			l.batch.pc = ipv4.NewPacketConn(src)
+			l.batch.out = rawWriter(b, src)
 			l.batch.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "bench_errors"})
 			key, salt := make([]byte, 16), make([]byte, 12)
 			keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}

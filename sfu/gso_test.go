@@ -11,7 +11,6 @@ import (
 	"github.com/pion/srtp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/net/ipv4"
 )
 
 // gsoRig is a publisher layer fanned out to n direct-path subscribers
@@ -38,7 +37,7 @@ func newGSORigB(t testing.TB, n int, gso bool) *gsoRig {
 	t.Cleanup(func() { _ = sink.Close() })
 	require.NoError(t, sink.SetReadBuffer(4<<20))
 	l.hold = true
-	l.batch.pc = ipv4.NewPacketConn(src)
+	l.batch.out = rawWriter(t, src)
 	l.batch.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "test_errors"})
 	l.batch.gso = gso
 	l.batch.off = &gsoSwitch{}

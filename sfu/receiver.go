@@ -515,7 +515,7 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 		}
 	}
 	b := &l.batch
-	if b.pc == nil {
+	if b.out == nil {
 		b = nil
 	} else if b.held() && b.ts != h.Timestamp {
 		b.flush() // the previous frame's last packet was lost

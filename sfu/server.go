@@ -19,7 +19,6 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"golang.org/x/net/ipv4"
 )
 
 // serverVersion is what JoinResponse reports. livekit-client turns on
@@ -44,8 +43,8 @@ type Server struct {
 	subAPI *apiRecipe
 	single *apiRecipe // single peer connections (/rtc/v1)
 	socks  *mediaSockets
-	// batchConn wraps the UDP mux socket for sendmmsg (nil without it).
-	batchConn *ipv4.PacketConn
+	// batchConn is the UDP mux socket for the direct path's sendmmsg (nil without it).
+	batchConn *rawSocket
 	// gso: the kernel segments UDP sends (UDP_SEGMENT); gsoOff is set when
 	// it refused one at run time.
 	gso    bool
@@ -131,7 +130,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		ready:   make(chan struct{}),
 	}
 	if socks.udp != nil && cfg.RTC.DirectSend {
-		s.batchConn = ipv4.NewPacketConn(socks.udp)
+		s.batchConn = socks.raw
 		s.gso = cfg.RTC.GSO && gsoSupported(socks.udp)
 		s.gsoOff.gauge = m.gso
 		if s.gso {
@@ -490,6 +489,6 @@ func (s *Server) signalPort() int {
 
 // initBatch readies a read loop's send batch for the direct path.
 func (s *Server) initBatch(b *sendBatch) {
-	b.pc, b.errors = s.batchConn, s.metrics.sendErrors
+	b.out, b.errors = newMmsgWriter(s.batchConn), s.metrics.sendErrors
 	b.gso, b.off = s.gso, &s.gsoOff
 }

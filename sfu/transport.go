@@ -208,6 +208,7 @@ func (r *apiRecipe) newPeerConnection(capture bool) (*webrtc.PeerConnection, *ke
 // mediaSockets holds the sockets shared by all peer connections.
 type mediaSockets struct {
 	udp    *net.UDPConn
+	raw    *rawSocket // udp, read and written by pion and the direct path (rawsock.go)
 	udpMux ice.UDPMux
 	tcp    net.Listener
 	tcpMux ice.TCPMux
@@ -277,7 +278,11 @@ func newSettingEngine(cfg *Config, lf pionLoggerFactory) (webrtc.SettingEngine, 
 			_ = conn.SetWriteBuffer(r.SocketBufferSize)
 		}
 		socks.udp = conn
-		socks.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
+		if socks.raw, err = newRawSocket(conn); err != nil {
+			_ = conn.Close()
+			return se, nil, fmt.Errorf("rtc.udp_port %d: %w", r.UDPPort, err)
+		}
+		socks.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), socks.raw)
 		se.SetICEUDPMux(socks.udpMux)
 	} else {
 		if err := se.SetEphemeralUDPPortRange(uint16(r.PortRangeStart), uint16(r.PortRangeEnd)); err != nil {

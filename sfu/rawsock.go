@@ -1,0 +1,354 @@
+package sfu
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Quiet system calls on the shared UDP media socket.
+//
+// Every system call a goroutine makes through the syscall package tells
+// the Go runtime it entered a system call; if the runtime's monitor thread
+// (sysmon) was asleep because the process had gone idle, that call wakes
+// it, and it then polls every 20 µs for as long as the process stays busy.
+// An SFU goes idle between packets hundreds of times a second and is woken
+// by a packet whose handling starts with a read and ends with a send, so
+// the monitor polled through every fan-out: 18 % of the SFU's CPU for
+// 1 → 150 on one core, each poll a context switch on that core.
+//
+// rawSocket therefore drives the socket the ICE UDP mux and the direct
+// send path share with the same system calls (recvfrom, sendto, sendmmsg)
+// issued through syscall.RawSyscall6, which the runtime does not track,
+// inside the socket's syscall.RawConn, which keeps the runtime poller's
+// readiness waits, deadlines and close handling. The socket is
+// non-blocking, so each call returns at once; a send of a whole batch
+// holds its thread for as long as the kernel takes to queue it (a few
+// hundred µs for 150 copies), which is what the tracked call did too. pion
+// gets it as a net.PacketConn with its AddrPortReaderWriter extension
+// (allocation-free reads and writes). unsafe is used only to hand our own
+// buffers and headers to the kernel.
+type rawSocket struct {
+	conn  *net.UDPConn
+	rc    syscall.RawConn
+	inet6 bool // AF_INET6 socket: IPv4 peers as IPv4-mapped addresses
+
+	rmu  sync.Mutex // one reader at a time (pion has one)
+	rd   rawIO
+	rdFn func(uintptr) bool
+
+	wmu  sync.Mutex // writers take turns on the write scratch
+	wr   rawIO
+	wrFn func(uintptr) bool
+}
+
+// rawIO is the scratch of one read or write: inputs, the peer's address
+// and the outcome, kept in the socket so that the callbacks handed to the
+// RawConn are built once and nothing escapes per packet.
+type rawIO struct {
+	buf   []byte
+	sa    unix.RawSockaddrInet6 // large enough for either family
+	salen uint32
+	n     int
+	errno syscall.Errno
+}
+
+func newRawSocket(c *net.UDPConn) (*rawSocket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	s := &rawSocket{conn: c, rc: rc}
+	var domain int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) }); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	s.inet6 = domain == unix.AF_INET6
+	s.rdFn, s.wrFn = s.recvfrom, s.sendto
+	return s, nil
+}
+
+// recvfrom is the read callback: false asks the poller to wait.
+func (s *rawSocket) recvfrom(fd uintptr) bool {
+	r := &s.rd
+	for {
+		r.salen = uint32(unsafe.Sizeof(r.sa))
+		n, _, e := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0,
+			uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen)))
+		switch e {
+		case 0:
+			r.n, r.errno = int(n), 0
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			r.n, r.errno = 0, e
+			return true
+		}
+	}
+}
+
+// sendto is the write callback.
+func (s *rawSocket) sendto(fd uintptr) bool {
+	w := &s.wr
+	for {
+		n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))), uintptr(len(w.buf)), 0,
+			uintptr(unsafe.Pointer(&w.sa)), uintptr(w.salen))
+		switch e {
+		case 0:
+			w.n, w.errno = int(n), 0
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.n, w.errno = 0, e
+			return true
+		}
+	}
+}
+
+// ReadFromAddrPort reads one datagram (pion's AddrPortReaderWriter).
+func (s *rawSocket) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.rd.buf = p
+	err := s.rc.Read(s.rdFn)
+	s.rd.buf = nil
+	if err == nil && s.rd.errno != 0 {
+		err = os.NewSyscallError("recvfrom", s.rd.errno)
+	}
+	if err != nil {
+		return 0, netip.AddrPort{}, s.opError("read", nil, err)
+	}
+	ap, ok := sockaddrAddrPort(&s.rd.sa, s.rd.salen)
+	if !ok {
+		return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
+	}
+	return s.rd.n, ap, nil
+}
+
+// WriteToAddrPort sends one datagram (pion's AddrPortReaderWriter).
+func (s *rawSocket) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var ok bool
+	if s.wr.salen, ok = putSockaddr(&s.wr.sa, to, s.inet6); !ok {
+		return 0, s.opError("write", net.UDPAddrFromAddrPort(to), errors.New("address family not supported by the socket"))
+	}
+	s.wr.buf = p
+	err := s.rc.Write(s.wrFn)
+	s.wr.buf = nil
+	if err == nil && s.wr.errno != 0 {
+		err = os.NewSyscallError("sendto", s.wr.errno)
+	}
+	if err != nil {
+		return 0, s.opError("write", net.UDPAddrFromAddrPort(to), err)
+	}
+	return s.wr.n, nil
+}
+
+// ReadFrom implements net.PacketConn.
+func (s *rawSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, ap, err := s.ReadFromAddrPort(p)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(ap), nil
+}
+
+// WriteTo implements net.PacketConn.
+func (s *rawSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, s.opError("write", addr, syscall.EINVAL)
+	}
+	return s.WriteToAddrPort(p, ua.AddrPort())
+}
+
+func (s *rawSocket) Close() error                       { return s.conn.Close() }
+func (s *rawSocket) LocalAddr() net.Addr                { return s.conn.LocalAddr() }
+func (s *rawSocket) SetDeadline(t time.Time) error      { return s.conn.SetDeadline(t) }
+func (s *rawSocket) SetReadDeadline(t time.Time) error  { return s.conn.SetReadDeadline(t) }
+func (s *rawSocket) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
+
+func (s *rawSocket) opError(op string, addr net.Addr, err error) error {
+	return &net.OpError{Op: op, Net: "udp", Source: s.conn.LocalAddr(), Addr: addr, Err: err}
+}
+
+// sockaddrAddrPort decodes an AF_INET or AF_INET6 address from the kernel.
+func sockaddrAddrPort(sa *unix.RawSockaddrInet6, salen uint32) (netip.AddrPort, bool) {
+	switch sa.Family {
+	case unix.AF_INET:
+		if salen < unix.SizeofSockaddrInet4 {
+			return netip.AddrPort{}, false
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), getPort(&sa4.Port)), true
+	case unix.AF_INET6:
+		if salen < unix.SizeofSockaddrInet6 {
+			return netip.AddrPort{}, false
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), getPort(&sa.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// putSockaddr encodes to for a socket of the given family (an IPv4 peer
+// of an AF_INET6 socket as an IPv4-mapped address, as package net does)
+// and returns the address length.
+func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, inet6 bool) (uint32, bool) {
+	ip := to.Addr()
+	if !inet6 {
+		ip = ip.Unmap()
+		if !ip.Is4() {
+			return 0, false
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.As4()}
+		putPort(&sa4.Port, to.Port())
+		return unix.SizeofSockaddrInet4, true
+	}
+	if !ip.IsValid() {
+		return 0, false
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}
+	putPort(&sa.Port, to.Port())
+	return unix.SizeofSockaddrInet6, true
+}
+
+// getPort and putPort read and write a sockaddr's port, which is in
+// network byte order whatever the host's.
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// mmsghdr is the kernel's struct mmsghdr.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
+}
+
+// mmsgWriter sends batches of messages with one sendmmsg on a rawSocket.
+// It belongs to one goroutine (a read loop's sendBatch); its arrays grow
+// to the largest batch and are reused.
+type mmsgWriter struct {
+	s     *rawSocket
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	count int // messages in hdrs for the call in progress
+	sent  int
+	errno syscall.Errno
+	fn    func(uintptr) bool
+}
+
+func newMmsgWriter(s *rawSocket) *mmsgWriter {
+	w := &mmsgWriter{s: s}
+	w.fn = w.sendmmsg
+	return w
+}
+
+// WriteBatch sends msgs (Buffers, Addr a *net.UDPAddr, OOB) and returns
+// how many the kernel took; like sendmmsg, it stops at the first message
+// that fails and reports that failure only if it is the first.
+func (w *mmsgWriter) WriteBatch(msgs []ipv4.Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	niov := 0
+	for i := range msgs {
+		niov += len(msgs[i].Buffers)
+	}
+	if cap(w.hdrs) < len(msgs) {
+		w.hdrs = make([]mmsghdr, len(msgs))
+		w.names = make([]unix.RawSockaddrInet6, len(msgs))
+	}
+	if cap(w.iovs) < niov {
+		w.iovs = make([]unix.Iovec, niov)
+	}
+	w.hdrs, w.names, w.iovs = w.hdrs[:len(msgs)], w.names[:len(msgs)], w.iovs[:niov]
+	iov := 0
+	for i := range msgs {
+		m, h := &msgs[i], &w.hdrs[i]
+		*h = mmsghdr{}
+		ua, ok := m.Addr.(*net.UDPAddr)
+		if !ok {
+			return 0, w.s.opError("write", m.Addr, syscall.EINVAL)
+		}
+		ap := ua.AddrPort()
+		salen, ok := putSockaddr(&w.names[i], ap, w.s.inet6)
+		if !ok {
+			return 0, w.s.opError("write", m.Addr, errors.New("address family not supported by the socket"))
+		}
+		h.hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+		h.hdr.Namelen = salen
+		first := iov
+		for _, b := range m.Buffers {
+			w.iovs[iov] = unix.Iovec{Base: unsafe.SliceData(b)}
+			w.iovs[iov].SetLen(len(b))
+			iov++
+		}
+		if iov > first {
+			h.hdr.Iov = &w.iovs[first]
+			h.hdr.SetIovlen(iov - first)
+		}
+		if len(m.OOB) > 0 {
+			h.hdr.Control = unsafe.SliceData(m.OOB)
+			h.hdr.SetControllen(len(m.OOB))
+		}
+	}
+	w.count = len(msgs)
+	err := w.s.rc.Write(w.fn)
+	if err == nil && w.errno != 0 {
+		err = os.NewSyscallError("sendmmsg", w.errno)
+	}
+	if err != nil {
+		return 0, w.s.opError("write", nil, err)
+	}
+	for i := 0; i < w.sent; i++ {
+		msgs[i].N = int(w.hdrs[i].len)
+	}
+	return w.sent, nil
+}
+
+// sendmmsg is the write callback.
+func (w *mmsgWriter) sendmmsg(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.hdrs))), uintptr(w.count), 0, 0, 0)
+		switch e {
+		case 0:
+			w.sent, w.errno = int(n), 0
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.sent, w.errno = 0, e
+			return true
+		}
+	}
+}
