@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+
+	"github.com/gxfs-conf/gxconf/sfu"
 )
 
 // relaySocket is a UDP socket of the relay and the ICE mux pion runs on
@@ -27,7 +29,8 @@ import (
 // come back as replies, which a stateful NetworkPolicy allows.
 type relaySocket struct {
 	conn  *net.UDPConn
-	delay *delayConn // Config.TestLinkDelay: what is sent is held back; nil otherwise
+	raw   *sfu.RawUDP // conn, read and written without waking the runtime monitor (sfu.RawUDP)
+	delay *delayConn  // Config.TestLinkDelay: what is sent is held back; nil otherwise
 	mux   *ice.UDPMuxDefault
 	drops *dropCounters
 
@@ -53,7 +56,12 @@ func newRelaySocket(ip net.IP, port int, delay time.Duration, drops *dropCounter
 	}
 	_ = conn.SetReadBuffer(4 << 20)
 	_ = conn.SetWriteBuffer(4 << 20)
-	s := &relaySocket{conn: conn, drops: drops}
+	raw, err := sfu.NewRawUDP(conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("relay socket: %w", err)
+	}
+	s := &relaySocket{conn: conn, raw: raw, drops: drops}
 	if delay > 0 {
 		s.delay = newDelayConn(conn, delay)
 	}
@@ -100,7 +108,7 @@ func (s *relaySocket) send(b []byte, addr netip.AddrPort) error {
 		_, err := s.delay.WriteTo(b, net.UDPAddrFromAddrPort(addr))
 		return err
 	}
-	_, err := s.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
+	_, err := s.raw.WriteToAddrPort(b, addr)
 	return err
 }
 
@@ -130,7 +138,7 @@ type demuxConn relaySocket
 func (c *demuxConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	s := (*relaySocket)(c)
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(b)
+		n, from, err := s.raw.ReadFromAddrPort(b)
 		if err != nil {
 			return n, from, err
 		}

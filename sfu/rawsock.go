@@ -25,7 +25,7 @@ import (
 // the monitor polled through every fan-out: 18 % of the SFU's CPU for
 // 1 → 150 on one core, each poll a context switch on that core.
 //
-// rawSocket therefore drives the socket the ICE UDP mux and the direct
+// RawUDP therefore drives the socket the ICE UDP mux and the direct
 // send path share with the same system calls (recvfrom, sendto, sendmmsg)
 // issued through syscall.RawSyscall6, which the runtime does not track,
 // inside the socket's syscall.RawConn, which keeps the runtime poller's
@@ -36,7 +36,7 @@ import (
 // gets it as a net.PacketConn with its AddrPortReaderWriter extension
 // (allocation-free reads and writes). unsafe is used only to hand our own
 // buffers and headers to the kernel.
-type rawSocket struct {
+type RawUDP struct {
 	conn  *net.UDPConn
 	rc    syscall.RawConn
 	inet6 bool // AF_INET6 socket: IPv4 peers as IPv4-mapped addresses
@@ -61,12 +61,12 @@ type rawIO struct {
 	errno syscall.Errno
 }
 
-func newRawSocket(c *net.UDPConn) (*rawSocket, error) {
+func NewRawUDP(c *net.UDPConn) (*RawUDP, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	s := &rawSocket{conn: c, rc: rc}
+	s := &RawUDP{conn: c, rc: rc}
 	var domain int
 	var serr error
 	if err := rc.Control(func(fd uintptr) { domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) }); err != nil {
@@ -81,7 +81,7 @@ func newRawSocket(c *net.UDPConn) (*rawSocket, error) {
 }
 
 // recvfrom is the read callback: false asks the poller to wait.
-func (s *rawSocket) recvfrom(fd uintptr) bool {
+func (s *RawUDP) recvfrom(fd uintptr) bool {
 	r := &s.rd
 	for {
 		r.salen = uint32(unsafe.Sizeof(r.sa))
@@ -103,7 +103,7 @@ func (s *rawSocket) recvfrom(fd uintptr) bool {
 }
 
 // sendto is the write callback.
-func (s *rawSocket) sendto(fd uintptr) bool {
+func (s *RawUDP) sendto(fd uintptr) bool {
 	w := &s.wr
 	for {
 		n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))), uintptr(len(w.buf)), 0,
@@ -124,7 +124,7 @@ func (s *rawSocket) sendto(fd uintptr) bool {
 }
 
 // ReadFromAddrPort reads one datagram (pion's AddrPortReaderWriter).
-func (s *rawSocket) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+func (s *RawUDP) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.rd.buf = p
@@ -144,7 +144,7 @@ func (s *rawSocket) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 }
 
 // WriteToAddrPort sends one datagram (pion's AddrPortReaderWriter).
-func (s *rawSocket) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
+func (s *RawUDP) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var ok bool
@@ -164,7 +164,7 @@ func (s *rawSocket) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 }
 
 // ReadFrom implements net.PacketConn.
-func (s *rawSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+func (s *RawUDP) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, ap, err := s.ReadFromAddrPort(p)
 	if err != nil {
 		return 0, nil, err
@@ -173,7 +173,7 @@ func (s *rawSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 // WriteTo implements net.PacketConn.
-func (s *rawSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+func (s *RawUDP) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, s.opError("write", addr, syscall.EINVAL)
@@ -181,13 +181,13 @@ func (s *rawSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return s.WriteToAddrPort(p, ua.AddrPort())
 }
 
-func (s *rawSocket) Close() error                       { return s.conn.Close() }
-func (s *rawSocket) LocalAddr() net.Addr                { return s.conn.LocalAddr() }
-func (s *rawSocket) SetDeadline(t time.Time) error      { return s.conn.SetDeadline(t) }
-func (s *rawSocket) SetReadDeadline(t time.Time) error  { return s.conn.SetReadDeadline(t) }
-func (s *rawSocket) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
+func (s *RawUDP) Close() error                       { return s.conn.Close() }
+func (s *RawUDP) LocalAddr() net.Addr                { return s.conn.LocalAddr() }
+func (s *RawUDP) SetDeadline(t time.Time) error      { return s.conn.SetDeadline(t) }
+func (s *RawUDP) SetReadDeadline(t time.Time) error  { return s.conn.SetReadDeadline(t) }
+func (s *RawUDP) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
 
-func (s *rawSocket) opError(op string, addr net.Addr, err error) error {
+func (s *RawUDP) opError(op string, addr net.Addr, err error) error {
 	return &net.OpError{Op: op, Net: "udp", Source: s.conn.LocalAddr(), Addr: addr, Err: err}
 }
 
@@ -251,11 +251,11 @@ type mmsghdr struct {
 	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
 }
 
-// mmsgWriter sends batches of messages with one sendmmsg on a rawSocket.
+// mmsgWriter sends batches of messages with one sendmmsg on a RawUDP.
 // It belongs to one goroutine (a read loop's sendBatch); its arrays grow
 // to the largest batch and are reused.
 type mmsgWriter struct {
-	s     *rawSocket
+	s     *RawUDP
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
@@ -265,7 +265,7 @@ type mmsgWriter struct {
 	fn    func(uintptr) bool
 }
 
-func newMmsgWriter(s *rawSocket) *mmsgWriter {
+func newMmsgWriter(s *RawUDP) *mmsgWriter {
 	w := &mmsgWriter{s: s}
 	w.fn = w.sendmmsg
 	return w

@@ -15,17 +15,17 @@ import (
 // rawWriter is a sendmmsg writer on c for tests and benchmarks.
 func rawWriter(tb testing.TB, c *net.UDPConn) *mmsgWriter {
 	tb.Helper()
-	s, err := newRawSocket(c)
+	s, err := NewRawUDP(c)
 	require.NoError(tb, err)
 	return newMmsgWriter(s)
 }
 
-func listenRaw(t *testing.T, network string, ip net.IP) (*rawSocket, *net.UDPConn) {
+func listenRaw(t *testing.T, network string, ip net.IP) (*RawUDP, *net.UDPConn) {
 	t.Helper()
 	c, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	s, err := newRawSocket(c)
+	s, err := NewRawUDP(c)
 	require.NoError(t, err)
 	return s, c
 }
@@ -150,7 +150,7 @@ func TestRawSocketFamilies(t *testing.T) {
 		return
 	}
 	defer c6.Close()
-	s6, err := newRawSocket(c6)
+	s6, err := NewRawUDP(c6)
 	require.NoError(t, err)
 	peer, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	require.NoError(t, err)

@@ -44,7 +44,7 @@ type Server struct {
 	single *apiRecipe // single peer connections (/rtc/v1)
 	socks  *mediaSockets
 	// batchConn is the UDP mux socket for the direct path's sendmmsg (nil without it).
-	batchConn *rawSocket
+	batchConn *RawUDP
 	// gso: the kernel segments UDP sends (UDP_SEGMENT); gsoOff is set when
 	// it refused one at run time.
 	gso    bool

@@ -208,7 +208,7 @@ func (r *apiRecipe) newPeerConnection(capture bool) (*webrtc.PeerConnection, *ke
 // mediaSockets holds the sockets shared by all peer connections.
 type mediaSockets struct {
 	udp    *net.UDPConn
-	raw    *rawSocket // udp, read and written by pion and the direct path (rawsock.go)
+	raw    *RawUDP // udp, read and written by pion and the direct path (rawsock.go)
 	udpMux ice.UDPMux
 	tcp    net.Listener
 	tcpMux ice.TCPMux
@@ -278,7 +278,7 @@ func newSettingEngine(cfg *Config, lf pionLoggerFactory) (webrtc.SettingEngine, 
 			_ = conn.SetWriteBuffer(r.SocketBufferSize)
 		}
 		socks.udp = conn
-		if socks.raw, err = newRawSocket(conn); err != nil {
+		if socks.raw, err = NewRawUDP(conn); err != nil {
 			_ = conn.Close()
 			return se, nil, fmt.Errorf("rtc.udp_port %d: %w", r.UDPPort, err)
 		}
