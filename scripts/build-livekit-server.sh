@@ -15,7 +15,7 @@
 set -euo pipefail
 version=v1.13.11
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/.cache/bin/livekit-server}
+out=$(realpath -m "${1:-$root/.cache/bin/livekit-server}") # absolute: the build runs in a temporary copy
 if [ -x "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$version" ]; then
   exit 0
 fi
