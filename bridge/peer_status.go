@@ -36,30 +36,65 @@ func (b *Bridge) PeeringStatus(ctx context.Context) ([]cluster.PeerLinkStatus, [
 	var parts []cluster.PeerParticipant
 	now := time.Now()
 	for _, e := range entries {
-		a, s := e.a, e.a.linkStats()
-		l := cluster.PeerLinkStatus{
-			Room: a.room, Peer: a.pr.deployment, PeerNode: e.node, Direction: cluster.PeerIn, Connected: a.isOpen(),
-			TracksOut: s.TracksOut, TracksIn: s.TracksIn, RTT: s.RTT,
-			PacketsOut: s.SentAudio, PacketsIn: s.RecvAudio, LostPackets: s.NACKsOut, Retransmits: s.Retransmits,
-		}
+		a := e.a
+		l := cluster.PeerLinkStatus{LinkStatus: a.status(now, e.node), Peer: a.pr.deployment, Direction: cluster.PeerIn}
 		if a.pr.authority {
 			l.Direction = cluster.PeerOut
 		}
-		sent, recv := s.SentAudioBytes, s.RecvAudioBytes
-		for i := range 3 {
-			l.PacketsOut += s.SentPackets[i]
-			l.PacketsIn += s.RecvPackets[i]
-			sent += s.SentBytes[i]
-			recv += s.RecvBytes[i]
-		}
-		l.BitrateOut = a.rateOut.sample(now, sent, a.started)
-		l.BitrateIn = a.rateIn.sample(now, recv, a.started)
 		links = append(links, l)
 		for _, id := range a.remoteIdentities(ctx) {
 			parts = append(parts, cluster.PeerParticipant{Room: a.room, Identity: id, Deployment: a.pr.deployment, Node: e.node})
 		}
 	}
 	return links, parts
+}
+
+// LinkStatus returns this node's relay links with the other nodes of its
+// cluster (not those with peered deployments), in room and node order, for
+// `gxconf cluster status`. A link's bitrates cover the time since the
+// previous call (the first: since the link was set up).
+func (b *Bridge) LinkStatus() []cluster.LinkStatus {
+	b.mu.Lock()
+	var assocs []*association
+	for _, a := range b.assocs {
+		if a.pr == nil {
+			assocs = append(assocs, a)
+		}
+	}
+	b.mu.Unlock()
+	sort.Slice(assocs, func(i, j int) bool {
+		if assocs[i].room != assocs[j].room {
+			return assocs[i].room < assocs[j].room
+		}
+		return assocs[i].peer < assocs[j].peer
+	})
+	links := make([]cluster.LinkStatus, 0, len(assocs))
+	now := time.Now()
+	for _, a := range assocs {
+		links = append(links, a.status(now, a.peer))
+	}
+	return links
+}
+
+// status is the association's counters as a status line; peerNode names
+// the node at the other end.
+func (a *association) status(now time.Time, peerNode string) cluster.LinkStatus {
+	s := a.linkStats()
+	l := cluster.LinkStatus{
+		Room: a.room, PeerNode: peerNode, Connected: a.isOpen(),
+		TracksOut: s.TracksOut, TracksIn: s.TracksIn, RTT: s.RTT,
+		PacketsOut: s.SentAudio, PacketsIn: s.RecvAudio, LostPackets: s.NACKsOut, Retransmits: s.Retransmits,
+	}
+	sent, recv := s.SentAudioBytes, s.RecvAudioBytes
+	for i := range 3 {
+		l.PacketsOut += s.SentPackets[i]
+		l.PacketsIn += s.RecvPackets[i]
+		sent += s.SentBytes[i]
+		recv += s.RecvBytes[i]
+	}
+	l.BitrateOut = a.rateOut.sample(now, sent, a.started)
+	l.BitrateIn = a.rateIn.sample(now, recv, a.started)
+	return l
 }
 
 // remoteIdentities lists the peer's participants injected here, sorted

@@ -16,6 +16,10 @@ type Status struct {
 	// Partial is set when the registry was unreachable: Rooms then holds
 	// this node's own rooms only.
 	Partial bool
+	// Links are the asked node's relay links with the other nodes of its
+	// cluster (one per room and node pair; the bridge's view, not the
+	// registry's: ask each node for its own).
+	Links []LinkStatus `json:",omitempty"`
 	// Peering is this node's relay with peered deployments (issue 10);
 	// nil without peering.
 	Peering *PeeringStatus `json:",omitempty"`
@@ -53,17 +57,22 @@ const (
 
 // PeerLinkStatus is one room relayed with a peer deployment (one relay
 // association over the IX): every track crosses it once, whatever the
-// number of subscribers behind it.
+// number of subscribers behind it. Room is the room's name on this node
+// (PeerIn: in the peer's namespace, gxpeer.<peer>.<room>); PeerNode is the
+// peer's node at the other end (empty until known).
 type PeerLinkStatus struct {
-	// Room is the room's name on this node (PeerIn: in the peer's
-	// namespace, gxpeer.<peer>.<room>).
-	Room string
-	Peer string
-	// PeerNode is the peer's node at the other end (empty until known).
-	PeerNode  string
+	LinkStatus
+	Peer      string
 	Direction string
+}
+
+// LinkStatus is one relay association of a room with another node: every
+// track wanted there crosses it once.
+type LinkStatus struct {
+	Room     string
+	PeerNode string
 	// Connected is false while the link is being set up (or re-linked
-	// after the IX failed).
+	// after the link failed).
 	Connected bool
 	// TracksOut, TracksIn are the tracks crossing the link now.
 	TracksOut, TracksIn int

@@ -229,6 +229,11 @@ func TestClusterPlacement(t *testing.T) {
 		require.Regexp(t, regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(lkRoom)+`\s+`+line+`\s*$`), string(out),
 			"cluster status counts the room's participants and tracks per node")
 	}
+	// node-b's relay link for the room: bob's two tracks out to node-a,
+	// alice's one in, media flowing both ways.
+	require.Contains(t, string(out), "Relay links of node-b")
+	require.Regexp(t, regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(lkRoom)+`\s+node-a\s+connected\s+2\s+1\s+[1-9]\d*\s+[1-9]\d*\s`), string(out),
+		"cluster status shows node-b's relay link with its tracks and bitrates")
 
 	// `gxconf cluster drain`: node-b leaves placement at once, tells its
 	// participants to reconnect elsewhere (MIGRATION) and exits cleanly.

@@ -172,10 +172,11 @@ func (c *clusterNode) runners() []func(context.Context) error {
 	return out
 }
 
-// statusHandler serves this node's view of the cluster (and, with peering,
-// of its peer links) as JSON, on the internal metrics listener (`gxconf
-// cluster status` reads it). peering is nil without peering.
-func statusHandler(src cluster.StatusSource, peering func(context.Context) *cluster.PeeringStatus) http.Handler {
+// statusHandler serves this node's view of the cluster, its relay links
+// and, with peering, its peer links as JSON, on the internal metrics
+// listener (`gxconf cluster status` reads it). links is nil without a
+// bridge, peering nil without peering.
+func statusHandler(src cluster.StatusSource, links func() []cluster.LinkStatus, peering func(context.Context) *cluster.PeeringStatus) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			w.WriteHeader(http.StatusMethodNotAllowed)
@@ -189,6 +190,9 @@ func statusHandler(src cluster.StatusSource, peering func(context.Context) *clus
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
+		}
+		if links != nil {
+			st.Links = links()
 		}
 		if peering != nil {
 			st.Peering = peering(ctx)
@@ -348,10 +352,28 @@ func printStatus(out io.Writer, st cluster.Status) {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Room, n.Node, n.Participants, n.Tracks)
 		}
 	}
+	if len(st.Links) > 0 {
+		fmt.Fprintf(tw, "\nRelay links of %s\n", st.Self)
+		fmt.Fprintln(tw, "ROOM\tPEER NODE\tSTATE\tTRACKS OUT\tTRACKS IN\tOUT kbit/s\tIN kbit/s\tRTT\tLOST\tRESENT")
+		for _, l := range st.Links {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Room, l.PeerNode, linkColumns(l))
+		}
+	}
 	if p := st.Peering; p != nil {
 		printPeering(tw, p)
 	}
 	_ = tw.Flush()
+}
+
+// linkColumns are a link's columns from STATE on, as both link tables
+// print them.
+func linkColumns(l cluster.LinkStatus) string {
+	state := "connecting"
+	if l.Connected {
+		state = "connected"
+	}
+	return fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d", state, l.TracksOut, l.TracksIn, l.BitrateOut/1000, l.BitrateIn/1000,
+		l.RTT.Round(100*time.Microsecond), l.LostPackets, l.Retransmits)
 }
 
 // printPeering prints the peer deployments, the rooms relayed with them
@@ -365,12 +387,7 @@ func printPeering(tw io.Writer, p *cluster.PeeringStatus) {
 	}
 	fmt.Fprintln(tw, "\nPEER ROOM\tPEER\tPEER NODE\tDIRECTION\tSTATE\tTRACKS OUT\tTRACKS IN\tOUT kbit/s\tIN kbit/s\tRTT\tLOST\tRESENT")
 	for _, l := range p.Links {
-		state := "connecting"
-		if l.Connected {
-			state = "connected"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\n", l.Room, l.Peer, l.PeerNode, l.Direction, state,
-			l.TracksOut, l.TracksIn, l.BitrateOut/1000, l.BitrateIn/1000, l.RTT.Round(100*time.Microsecond), l.LostPackets, l.Retransmits)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Room, l.Peer, l.PeerNode, l.Direction, linkColumns(l.LinkStatus))
 	}
 	fmt.Fprintln(tw, "\nPEER PARTICIPANT\tROOM\tDEPLOYMENT\tNODE")
 	for _, pp := range p.Participants {

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/cluster"
 )
 
 // `gxconf drain` is `gxconf cluster drain`: both ask the node's metrics
@@ -41,4 +46,44 @@ func TestDrainCommand(t *testing.T) {
 	require.Equal(t, 0, run([]string{"help"}, &out, &errOut))
 	require.Contains(t, out.String(), "gxconf drain [-c config.yaml")
 	require.EqualValues(t, 2, drains.Load())
+}
+
+// `gxconf cluster status` prints the asked node's relay links with the other
+// nodes (and its peer links) as the node's status endpoint serves them.
+func TestClusterStatusPrintsLinks(t *testing.T) {
+	cfg := cluster.DefaultConfig()
+	cfg.NodeID = "node-b"
+	cfg.SignalURL = "ws://127.0.0.1:7880"
+	reg, err := cluster.NewEmbedded(cfg, zerolog.Nop())
+	require.NoError(t, err)
+	links := func() []cluster.LinkStatus {
+		return []cluster.LinkStatus{{
+			Room: "standup", PeerNode: "node-a", Connected: true, TracksOut: 2, TracksIn: 1,
+			BitrateOut: 1_700_000, BitrateIn: 650_000, RTT: 1234 * time.Microsecond, LostPackets: 3, Retransmits: 5,
+		}, {Room: "standup", PeerNode: "node-c"}}
+	}
+	peering := func(context.Context) *cluster.PeeringStatus {
+		return &cluster.PeeringStatus{Self: "fed-b", Links: []cluster.PeerLinkStatus{{
+			LinkStatus: cluster.LinkStatus{Room: "gxpeer.fed-a.town", PeerNode: "a1", Connected: true, TracksIn: 2, BitrateIn: 96_000},
+			Peer:       "fed-a", Direction: cluster.PeerIn,
+		}}}
+	}
+	node := httptest.NewServer(http.StripPrefix("/cluster/status", statusHandler(reg, links, peering)))
+	defer node.Close()
+
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"cluster", "status", "-url", node.URL}, &out, &errOut), errOut.String())
+	text := out.String()
+	require.Contains(t, text, "Relay links of node-b")
+	require.Regexp(t, `(?m)^standup\s+node-a\s+connected\s+2\s+1\s+1700\s+650\s+1\.2ms\s+3\s+5\s*$`, text)
+	require.Regexp(t, `(?m)^standup\s+node-c\s+connecting\s+0\s+0\s+0\s+0\s+0s\s+0\s+0\s*$`, text)
+	require.Regexp(t, `(?m)^gxpeer\.fed-a\.town\s+fed-a\s+a1\s+in\s+connected\s+0\s+2\s+0\s+96\s+0s\s+0\s+0\s*$`, text)
+
+	// Without a bridge there is no links table.
+	bare := httptest.NewServer(http.StripPrefix("/cluster/status", statusHandler(reg, nil, nil)))
+	defer bare.Close()
+	out.Reset()
+	require.Equal(t, 0, run([]string{"cluster", "status", "-url", bare.URL}, &out, &errOut), errOut.String())
+	require.NotContains(t, out.String(), "Relay links")
+	require.Contains(t, out.String(), "node-b")
 }

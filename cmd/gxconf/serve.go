@@ -287,10 +287,14 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler)
 		if node != nil {
-			mux.Handle("/cluster/status", statusHandler(node.reg, peerStatus))
+			var links func() []cluster.LinkStatus
+			if node.bridge != nil {
+				links = node.bridge.LinkStatus
+			}
+			mux.Handle("/cluster/status", statusHandler(node.reg, links, peerStatus))
 			mux.Handle("/cluster/drain", node.drainHandler())
 		} else if peers != nil {
-			mux.Handle("/cluster/status", statusHandler(peers.lone, peerStatus))
+			mux.Handle("/cluster/status", statusHandler(peers.lone, nil, peerStatus))
 		}
 		if cfg.Metrics.Pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
