@@ -365,6 +365,20 @@ func TestFederatedPeering(t *testing.T) {
 
 	t.Run("the IX goes down and comes back: media returns without a rejoin", func(t *testing.T) {
 		require.NotNil(t, fbs)
+		// fed-b's side of the call: a fed-b user publishes on fed-b's own SFU
+		// (with a token from fed-b's focus, as Element Call's members do)
+		// and another watches there, in fed-b's namespace.
+		purl, pjwt := token(t, fb, subs[1], "sub-1-own")
+		require.Equal(t, fb.SFUURL, purl, "fed-b's focus places its own user on its own SFU")
+		own := joinWithTokenUntil(t, t, purl, pjwt)
+		ownPub, err := loadtest.StartPublisher(own.room, loadtest.PublishOptions{Audio: true, Video: true})
+		require.NoError(t, err)
+		t.Cleanup(ownPub.Stop)
+		ownID := focus.LiveKitIdentity(subs[1].ID.String(), subs[1].Client.DeviceID.String(), "sub-1-own")
+		wurl, wjwt := token(t, fb, subs[2], "sub-2-own")
+		local := startPeerSubs(t, peersub, fb.Site, []peerSession{{wurl, wjwt}})
+		local.requireMedia(t, ownID, 25, 60*time.Second)
+
 		require.NoError(t, fb.SetIX(false))
 		down := time.Now()
 		// fed-b's relay notices (ICE consent fails within ~3 s): alice
@@ -375,9 +389,12 @@ func TestFederatedPeering(t *testing.T) {
 		t.Logf("IX down: fed-b's relay dropped the link after %s", time.Since(down))
 		before := fbs.status()
 		refBefore := ref.status().Sessions[0].Streams[aliceID+"/audio"].Frames
-		// Both sides carry on locally: dave still receives alice on fed-a;
+		localBefore := local.status().Sessions[0].Streams[ownID+"/audio"].Frames
+		// Both sides carry on locally: dave still receives alice on fed-a,
+		// fed-b's watcher still receives the fed-b publisher on fed-b's SFU;
 		// fed-b's users stay connected to fed-b's SFU.
 		ref.requireFramesAfter(t, aliceID, refBefore, 25, 10*time.Second)
+		local.requireFramesAfter(t, ownID, localBefore, 25, 10*time.Second)
 		require.NoError(t, fb.SetIX(true))
 		up := time.Now()
 		for i := 1; i < len(ss); i++ {
@@ -393,6 +410,10 @@ func TestFederatedPeering(t *testing.T) {
 				require.Zero(t, st.Corrupt, "session %d: %s", i+1, k)
 			}
 		}
+		ls := local.status().Sessions[0]
+		require.True(t, ls.Connected, "fed-b's local watcher")
+		require.Zero(t, ls.Disconnects+ls.Reconnecting, "fed-b's local call was interrupted by the IX")
+		require.Zero(t, ls.Streams[ownID+"/video"].Corrupt)
 	})
 
 	// The scale figure of issue 10 (a manual measurement: several hundred
