@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,8 +181,8 @@ func (c *callClient) close() {
 }
 
 // TestClusterRollingRestart restarts one SFU node of a two-node cluster the
-// way a rolling restart does (`gxconf drain`, then the process starts
-// again) while a call runs: alice and bob are on node-b, carol on node-a,
+// way a rolling restart does (SIGTERM, as Kubernetes sends it: the node
+// drains and exits; then the process starts again) while a call runs: alice and bob are on node-b, carol on node-a,
 // media crosses the bridge. The drain moves alice and bob — they ask the
 // focus again, as Element Call does, and land on node-a — while carol's
 // session is never interrupted and she receives their media again; the
@@ -276,11 +276,11 @@ func TestClusterRollingRestart(t *testing.T) {
 		lastFrames[k], lastAdvance[k] = st.Frames.Load(), now
 	}
 
-	// The rolling restart of node-b: drain (what SIGTERM does in a pod),
-	// the process exits, then starts again.
+	// The rolling restart of node-b: SIGTERM, as a pod gets it (`gxconf
+	// drain` takes the same path: TestClusterPlacement, TestSites); the
+	// node drains, the process exits, then starts again.
 	t0 := time.Now()
-	out, err := exec.Command(gxconfBin, "drain", "-url", nodeB.metricsURL).CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	require.NoError(t, syscall.Kill(nodeB.proc.Pid(), syscall.SIGTERM))
 
 	// Poll carol's streams (other processes' media: no event to await):
 	// the gap is from the last frame of the old stream to the third of the
