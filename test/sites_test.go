@@ -85,7 +85,21 @@ type siteClient struct {
 	mu       sync.Mutex
 	streams  map[string]*loadtest.StreamStats // publisher identity/kind
 	data     map[string]int                   // sender identity → packets
-	readers  sync.WaitGroup
+	// left is when each remote participant was last seen leaving
+	// (ParticipantDisconnected), by identity.
+	left    map[string]time.Time
+	readers sync.WaitGroup
+}
+
+// leftAfter returns when identity was seen leaving after t0.
+func (c *siteClient) leftAfter(identity string, t0 time.Time) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.left[identity]
+	if !ok || at.Before(t0) {
+		return 0, false
+	}
+	return at.Sub(t0), true
 }
 
 func (c *siteClient) stream(key string) *loadtest.StreamStats {
@@ -321,7 +335,7 @@ func TestSites(t *testing.T) {
 		require.Equal(t, http.StatusOK, status, resp)
 		require.Equal(t, "ws://"+lbAddr[site], resp["url"], "the token carries the site's entry URL")
 		c := &siteClient{name: member, identity: focus.LiveKitIdentity(u.ID.String(), u.Client.DeviceID.String(), member), site: site,
-			streams: map[string]*loadtest.StreamStats{}, data: map[string]int{}}
+			streams: map[string]*loadtest.StreamStats{}, data: map[string]int{}, left: map[string]time.Time{}}
 		cb := lksdk.NewRoomCallback()
 		cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 			st := &loadtest.StreamStats{}
@@ -337,6 +351,11 @@ func TestSites(t *testing.T) {
 		cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 			c.mu.Lock()
 			c.data[params.SenderIdentity]++
+			c.mu.Unlock()
+		}
+		cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+			c.mu.Lock()
+			c.left[rp.Identity()] = time.Now()
 			c.mu.Unlock()
 		}
 		c.room, err = lksdk.ConnectToRoomWithToken(resp["url"].(string), resp["jwt"].(string), cb, lksdk.WithAutoSubscribe(true))
@@ -516,7 +535,8 @@ func TestSites(t *testing.T) {
 	}
 
 	// (2) kill -9 of a site-a node hosting participants, 3 runs.
-	var killTimes []time.Duration
+	var killTimes, dropTimes []time.Duration
+	dropsMissed := 0
 	for run := 1; run <= 3; run++ {
 		for _, n := range nodes {
 			if !n.alive() {
@@ -532,8 +552,30 @@ func TestSites(t *testing.T) {
 		d := back(cs, victim.id, t0, "kill -9 of "+victim.id)
 		t.Logf("kill %d: %s killed; its participants back with media after %v", run, victim.id, d)
 		killTimes = append(killTimes, d...)
+		// When the others saw the dead node's participants leave (a
+		// measurement: a participant that rejoins elsewhere first may be
+		// replaced without a leave, counted as missed).
+		for _, o := range cs {
+			if o.node == victim.id {
+				continue
+			}
+			for _, c := range cs {
+				if c.node != victim.id {
+					continue
+				}
+				if dt, ok := o.leftAfter(c.identity, t0); ok {
+					dropTimes = append(dropTimes, dt)
+				} else {
+					dropsMissed++
+				}
+			}
+		}
 	}
 	logDistribution(t, "kill -9 → media again", killTimes)
+	if len(dropTimes) > 0 {
+		logDistribution(t, "kill -9 → the others see the dead node's participants leave", dropTimes)
+	}
+	t.Logf("kill -9: %d of %d departures seen as a leave", len(dropTimes), len(dropTimes)+dropsMissed)
 	// The lossy IX was repaired by NACKs: b1's associations with the killed
 	// nodes (closed when ICE consent failed) resent what site a asked for.
 	var sent, rtx uint64
