@@ -115,13 +115,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# prio PIDFILE CMD...: runs CMD in a session of its own whose autogroup (and
-# CMD itself) has nice NICE, writing CMD's pid to PIDFILE ("-": nowhere).
-# Writing /proc/self/autogroup needs root for negative values; without it,
-# only CMD's own nice is set.
-prio() {
-  setsid -w sh -c '[ "$1" = - ] || echo $$ >"$1"; echo "$0" >/proc/self/autogroup 2>/dev/null; shift; exec nice -n "$0" "$@"' "$NICE" "$@"
-}
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config
 
 # start_sfu SETTING DIR: starts the server pinned to SFU_CPU, sets sfu_pid.
 start_sfu() {
@@ -130,22 +125,7 @@ start_sfu() {
   gxconf | gxconf-nogso)
     local gso=true
     [ "$setting" = gxconf-nogso ] && gso=false
-    (
-      umask 077
-      cat >"$dir/gxconf.yaml" <<EOF
-homeserver: {domain: bench.invalid, address: "http://127.0.0.1:1"}
-database: {uri: "file:$dir/gxconf.db?_txlock=immediate"}
-appservice: {listen: "127.0.0.1:0"}
-focus: {listen: "127.0.0.1:0"}
-meetings: {enabled: false}
-metrics: {enabled: false}
-logging: {level: warn}
-sfu:
-  listen: "127.0.0.1:$SIGNAL_PORT"
-  keys: {bench: "$secret"}
-  rtc: {udp_port: $UDP_PORT, tcp_port: 0, node_ip: 127.0.0.1, gso: $gso}
-EOF
-    )
+    gxconf_bench_config "$dir/gxconf.yaml" "$dir" "$secret" "$gso"
     "$GXCONF" generate-registration -c "$dir/gxconf.yaml" -r "$dir/registration.yaml" >/dev/null
     prio "$dir/sfu.pid" taskset -c "$SFU_CPU" "$GXCONF" serve -c "$dir/gxconf.yaml" -r "$dir/registration.yaml" \
       >"$dir/sfu.log" 2>&1 &

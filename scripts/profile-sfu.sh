@@ -6,6 +6,7 @@
 #
 #   scripts/profile-sfu.sh             # 1 publisher → 150 subscribers, top layer
 #   SCENARIO=meeting20 scripts/profile-sfu.sh
+#   GSO=false scripts/profile-sfu.sh   # without segmentation offload (sfu.rtc.gso)
 #
 # gxconf runs as in scripts/bench-compare.sh (pinned to core SFU_CPU, the load
 # tool to GEN_CPU, each at nice NICE in a session of its own); `perf record
@@ -41,27 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# prio PIDFILE CMD...: as in bench-compare.sh.
-prio() {
-  setsid -w sh -c '[ "$1" = - ] || echo $$ >"$1"; echo "$0" >/proc/self/autogroup 2>/dev/null; shift; exec nice -n "$0" "$@"' "$NICE" "$@"
-}
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config
 
-(
-  umask 077
-  cat >"$OUT/gxconf.yaml" <<EOF
-homeserver: {domain: bench.invalid, address: "http://127.0.0.1:1"}
-database: {uri: "file:$OUT/gxconf.db?_txlock=immediate"}
-appservice: {listen: "127.0.0.1:0"}
-focus: {listen: "127.0.0.1:0"}
-meetings: {enabled: false}
-metrics: {enabled: false}
-logging: {level: warn}
-sfu:
-  listen: "127.0.0.1:$SIGNAL_PORT"
-  keys: {bench: "$secret"}
-  rtc: {udp_port: $UDP_PORT, tcp_port: 0, node_ip: 127.0.0.1}
-EOF
-)
+gxconf_bench_config "$OUT/gxconf.yaml" "$OUT" "$secret" "${GSO:-true}"
 "$GXCONF" generate-registration -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" >/dev/null
 prio "$OUT/sfu.pid" taskset -c "$SFU_CPU" "$GXCONF" serve -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" \
   >"$OUT/sfu.log" 2>&1 &
