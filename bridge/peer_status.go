@@ -14,24 +14,7 @@ import (
 // cluster status`). A link's bitrates cover the time since the previous
 // call (the first: since the link was set up).
 func (b *Bridge) PeeringStatus(ctx context.Context) ([]cluster.PeerLinkStatus, []cluster.PeerParticipant) {
-	type entry struct {
-		a    *association
-		node string
-	}
-	b.mu.Lock()
-	var entries []entry
-	for _, a := range b.assocs {
-		if a.pr != nil {
-			entries = append(entries, entry{a, a.pr.node})
-		}
-	}
-	b.mu.Unlock()
-	sort.Slice(entries, func(i, j int) bool {
-		if entries[i].a.room != entries[j].a.room {
-			return entries[i].a.room < entries[j].a.room
-		}
-		return entries[i].a.peer < entries[j].a.peer
-	})
+	entries := b.linkEntries(true)
 	links := make([]cluster.PeerLinkStatus, 0, len(entries))
 	var parts []cluster.PeerParticipant
 	now := time.Now()
@@ -54,26 +37,43 @@ func (b *Bridge) PeeringStatus(ctx context.Context) ([]cluster.PeerLinkStatus, [
 // `gxconf cluster status`. A link's bitrates cover the time since the
 // previous call (the first: since the link was set up).
 func (b *Bridge) LinkStatus() []cluster.LinkStatus {
+	entries := b.linkEntries(false)
+	links := make([]cluster.LinkStatus, 0, len(entries))
+	now := time.Now()
+	for _, e := range entries {
+		links = append(links, e.a.status(now, e.node))
+	}
+	return links
+}
+
+// linkEntry is an association with the node at its other end.
+type linkEntry struct {
+	a    *association
+	node string
+}
+
+// linkEntries returns the associations with peered deployments (peered)
+// or with the cluster's other nodes, in room and peer order, each with the
+// node at the other end (read under b.mu).
+func (b *Bridge) linkEntries(peered bool) []linkEntry {
 	b.mu.Lock()
-	var assocs []*association
+	var entries []linkEntry
 	for _, a := range b.assocs {
-		if a.pr == nil {
-			assocs = append(assocs, a)
+		switch {
+		case peered && a.pr != nil:
+			entries = append(entries, linkEntry{a, a.pr.node})
+		case !peered && a.pr == nil:
+			entries = append(entries, linkEntry{a, a.peer})
 		}
 	}
 	b.mu.Unlock()
-	sort.Slice(assocs, func(i, j int) bool {
-		if assocs[i].room != assocs[j].room {
-			return assocs[i].room < assocs[j].room
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].a.room != entries[j].a.room {
+			return entries[i].a.room < entries[j].a.room
 		}
-		return assocs[i].peer < assocs[j].peer
+		return entries[i].a.peer < entries[j].a.peer
 	})
-	links := make([]cluster.LinkStatus, 0, len(assocs))
-	now := time.Now()
-	for _, a := range assocs {
-		links = append(links, a.status(now, a.peer))
-	}
-	return links
+	return entries
 }
 
 // status is the association's counters as a status line; peerNode names

@@ -116,7 +116,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # shellcheck source=scripts/bench-lib.sh
-. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config
+. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config, wait_ready
 
 # start_sfu SETTING DIR: starts the server pinned to SFU_CPU, sets sfu_pid.
 start_sfu() {
@@ -154,27 +154,7 @@ EOF
     prio "$dir/sfu.pid" taskset -c "$SFU_CPU" "$LIVEKIT" --config "$dir/livekit.yaml" >"$dir/sfu.log" 2>&1 &
     ;;
   esac
-  # Ready when the signalling listener answers /rtc/validate (401 without a token).
-  local i
-  sfu_pid=
-  for i in $(seq 1 50); do
-    [ -s "$dir/sfu.pid" ] && sfu_pid=$(cat "$dir/sfu.pid") && break
-    sleep 0.1
-  done
-  [ -n "$sfu_pid" ] || { echo "bench-compare.sh: $setting did not start" >&2; return 1; }
-  for i in $(seq 1 200); do
-    if ! kill -0 "$sfu_pid" 2>/dev/null; then
-      echo "bench-compare.sh: $setting exited at start, see $dir/sfu.log" >&2
-      sfu_pid=
-      return 1
-    fi
-    if curl -s -o /dev/null "http://127.0.0.1:$SIGNAL_PORT/rtc/validate"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "bench-compare.sh: $setting not listening on $SIGNAL_PORT, see $dir/sfu.log" >&2
-  return 1
+  wait_ready "$setting" "$dir"
 }
 
 # field FILE REGEX: the first capture group of the first matching line.

@@ -1,5 +1,6 @@
 # Shared by scripts/bench-compare.sh and scripts/profile-sfu.sh (sourced;
-# they set NICE, SIGNAL_PORT and UDP_PORT first).
+# they set NICE, SIGNAL_PORT and UDP_PORT first): prio, gxconf_bench_config,
+# wait_ready.
 
 # prio PIDFILE CMD...: runs CMD in a session of its own whose autogroup (and
 # CMD itself) has nice NICE, writing CMD's pid to PIDFILE ("-": nowhere).
@@ -32,4 +33,31 @@ sfu:
   rtc: {udp_port: $UDP_PORT, tcp_port: 0, node_ip: 127.0.0.1, gso: $4}
 EOC
   )
+}
+
+# wait_ready NAME DIR: waits until the server started with `prio
+# DIR/sfu.pid …` (log in DIR/sfu.log) answers /rtc/validate on SIGNAL_PORT
+# (401 without a token); sets sfu_pid. Fails, naming NAME, if it does not
+# start, exits or does not listen within 20 s.
+wait_ready() {
+  local name=$1 dir=$2 i
+  sfu_pid=
+  for i in $(seq 1 50); do
+    [ -s "$dir/sfu.pid" ] && sfu_pid=$(cat "$dir/sfu.pid") && break
+    sleep 0.1
+  done
+  [ -n "$sfu_pid" ] || { echo "$(basename "$0"): $name did not start" >&2; return 1; }
+  for i in $(seq 1 200); do
+    if ! kill -0 "$sfu_pid" 2>/dev/null; then
+      echo "$(basename "$0"): $name exited at start, see $dir/sfu.log" >&2
+      sfu_pid=
+      return 1
+    fi
+    if curl -s -o /dev/null "http://127.0.0.1:$SIGNAL_PORT/rtc/validate"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$(basename "$0"): $name not listening on $SIGNAL_PORT, see $dir/sfu.log" >&2
+  return 1
 }

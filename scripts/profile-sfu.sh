@@ -43,21 +43,13 @@ cleanup() {
 trap cleanup EXIT
 
 # shellcheck source=scripts/bench-lib.sh
-. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config
+. "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config, wait_ready
 
 gxconf_bench_config "$OUT/gxconf.yaml" "$OUT" "$secret" "${GSO:-true}"
 "$GXCONF" generate-registration -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" >/dev/null
 prio "$OUT/sfu.pid" taskset -c "$SFU_CPU" "$GXCONF" serve -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" \
   >"$OUT/sfu.log" 2>&1 &
-for _ in $(seq 1 50); do
-  [ -s "$OUT/sfu.pid" ] && sfu_pid=$(cat "$OUT/sfu.pid") && break
-  sleep 0.1
-done
-[ -n "$sfu_pid" ] || { echo "profile-sfu.sh: gxconf did not start, see $OUT/sfu.log" >&2; exit 1; }
-for _ in $(seq 1 200); do
-  curl -s -o /dev/null "http://127.0.0.1:$SIGNAL_PORT/rtc/validate" && break
-  sleep 0.1
-done
+wait_ready gxconf "$OUT"
 
 # The window starts 10 s after the last join (joins at 10/s); perf starts 5 s
 # into it.

@@ -182,11 +182,12 @@ func (c *callClient) close() {
 
 // TestClusterRollingRestart restarts one SFU node of a two-node cluster the
 // way a rolling restart does (SIGTERM, as Kubernetes sends it: the node
-// drains and exits; then the process starts again) while a call runs: alice and bob are on node-b, carol on node-a,
-// media crosses the bridge. The drain moves alice and bob — they ask the
-// focus again, as Element Call does, and land on node-a — while carol's
-// session is never interrupted and she receives their media again; the
-// gap is measured and logged. node-b comes back, takes dave, and the call
+// drains and exits; then the process starts again) while a call runs:
+// alice and bob are on node-b, carol on node-a, media crosses the bridge.
+// The drain moves alice and bob — they ask the focus again, as Element
+// Call does, and land on node-a — while carol's session is never
+// interrupted and she receives their media again; the gap is measured and
+// logged. node-b comes back, takes dave, and the call
 // spans both nodes again.
 func TestClusterRollingRestart(t *testing.T) {
 	ctx := context.Background()
