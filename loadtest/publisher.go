@@ -44,6 +44,10 @@ type PublishOptions struct {
 	// AudioLevel is sent as ssrc-audio-level (-dBov: 0 loudest, 127
 	// silence); 0 means 127. Speech is about 20-40.
 	AudioLevel uint8
+	// OnRTCP, if set, sees the RTCP the SFU sends for each video layer
+	// (index into Layers; -1 for audio), from the track's RTCP read
+	// goroutine.
+	OnRTCP func(layer int, pk rtcp.Packet)
 }
 
 func (o *PublishOptions) defaults() {
@@ -103,7 +107,11 @@ func StartPublisher(room *lksdk.Room, opts PublishOptions) (*Publisher, error) {
 	opts.defaults()
 	p := &Publisher{identity: room.LocalParticipant.Identity(), opts: opts, stop: make(chan struct{})}
 	if opts.Audio {
-		t, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2})
+		var topts []lksdk.LocalTrackOptions
+		if opts.OnRTCP != nil {
+			topts = append(topts, lksdk.WithRTCPHandler(func(pk rtcp.Packet) { opts.OnRTCP(-1, pk) }))
+		}
+		t, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, topts...)
 		if err != nil {
 			return nil, fmt.Errorf("failed to create audio track: %w", err)
 		}
@@ -122,6 +130,9 @@ func StartPublisher(room *lksdk.Room, opts PublishOptions) (*Publisher, error) {
 				webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
 				lksdk.WithSimulcast(simID, &livekit.VideoLayer{Quality: l.Quality, Width: uint32(l.Width), Height: uint32(l.Height)}),
 				lksdk.WithRTCPHandler(func(pk rtcp.Packet) {
+					if opts.OnRTCP != nil {
+						opts.OnRTCP(i, pk)
+					}
 					switch pk.(type) {
 					case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 						p.wantKey[i].Store(true)
