@@ -80,6 +80,11 @@ type RTCConfig struct {
 	// each packet with one sendmmsg on the UDP mux socket, bypassing pion's
 	// per-packet write path (see fastpath.go). Only with udp_port set.
 	DirectSend bool `yaml:"direct_send"`
+	// DirectReceive, with DirectSend, decrypts and forwards publishers' RTP
+	// where the mux socket is read, skipping pion's receive goroutines
+	// (fastrecv.go). All such forwarding then runs in the socket's one
+	// reader goroutine: turn it off where media needs more than one core.
+	DirectReceive bool `yaml:"direct_receive"`
 	// GSO sends each subscriber's copies of a video frame as one segmented
 	// message (UDP_SEGMENT) on the direct path, where the kernel supports
 	// it (checked at start; gxconf_sfu_segmentation_offload says which).
@@ -169,6 +174,7 @@ func DefaultConfig() Config {
 			TCPPort:          7881,
 			SocketBufferSize: 4 << 20,
 			DirectSend:       true,
+			DirectReceive:    true,
 			GSO:              true,
 			PacketCacheSize:  256,
 		},

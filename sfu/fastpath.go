@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,14 +153,15 @@ func (k *keyCapture) sessionKeys(isClient bool) (srtp.ProtectionProfile, srtp.Se
 	return profile, cfg.Keys, nil
 }
 
-// keys derives the local (server side) SRTP master key and salt and
-// forgets the master secret.
-func (k *keyCapture) keys() (*fastKeys, error) {
+// keys derives the local (server side) and remote SRTP master keys and
+// salts and forgets the master secret.
+func (k *keyCapture) keys() (local, remote *fastKeys, err error) {
 	profile, sk, err := k.sessionKeys(false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &fastKeys{profile: profile, key: sk.LocalMasterKey, salt: sk.LocalMasterSalt}, nil
+	return &fastKeys{profile: profile, key: sk.LocalMasterKey, salt: sk.LocalMasterSalt},
+		&fastKeys{profile: profile, key: sk.RemoteMasterKey, salt: sk.RemoteMasterSalt}, nil
 }
 
 // directDest is where a subscriber connection's media goes on the mux
@@ -171,20 +173,62 @@ type directDest struct {
 // onSelectedPair records the remote address when the selected candidate
 // pair runs over the shared UDP mux socket.
 func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
-	if pair == nil || pair.Local == nil || pair.Remote == nil || p.s.socks.udp == nil {
+	ap, ok := p.muxAddr(pair)
+	if !ok {
 		p.direct.Store(nil)
 		return
+	}
+	p.direct.Store(&directDest{addr: net.UDPAddrFromAddrPort(ap)})
+}
+
+// muxAddr is the remote address of a selected pair that runs over the
+// shared UDP mux socket; ok is false for any other pair.
+func (p *Participant) muxAddr(pair *webrtc.ICECandidatePair) (netip.AddrPort, bool) {
+	if pair == nil || pair.Local == nil || pair.Remote == nil || p.s.socks.udp == nil {
+		return netip.AddrPort{}, false
 	}
 	l, r := pair.Local, pair.Remote
-	ip := net.ParseIP(r.Address)
-	if l.Protocol != webrtc.ICEProtocolUDP || int(l.Port) != p.s.cfg.RTC.UDPPort || ip == nil {
-		p.direct.Store(nil)
-		return
+	ip, err := netip.ParseAddr(r.Address)
+	if l.Protocol != webrtc.ICEProtocolUDP || int(l.Port) != p.s.cfg.RTC.UDPPort || err != nil || ip.Zone() != "" {
+		return netip.AddrPort{}, false
 	}
-	if ip4 := ip.To4(); ip4 != nil {
-		ip = ip4
-	}
-	p.direct.Store(&directDest{addr: &net.UDPAddr{IP: ip, Port: int(r.Port)}})
+	return netip.AddrPortFrom(ip.Unmap(), r.Port), true
+}
+
+// wireDirect hooks a connection's DTLS transport for the direct paths:
+// with send, its local keys and selected pair feed the send path; with pr,
+// its remote keys and selected pair feed the receive path.
+func (p *Participant) wireDirect(pc *webrtc.PeerConnection, k *keyCapture, send bool, pr *pubRecv) {
+	dtlsT := pc.SCTP().Transport()
+	dtlsT.ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
+		if send {
+			p.onSelectedPair(pair)
+		}
+		if pr != nil {
+			pr.setAddr(p.muxAddr(pair))
+		}
+	})
+	dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
+		// Runs under the transport's lock: touch only its connection.
+		if st != webrtc.DTLSTransportStateConnected {
+			return
+		}
+		local, remote, err := k.keys()
+		if err != nil {
+			p.s.metrics.directConns.WithLabelValues("unavailable").Inc()
+			p.log.Debug().Err(err).Msg("direct paths unavailable (the SFU is the DTLS client)")
+			return
+		}
+		if send {
+			p.s.metrics.directConns.WithLabelValues("keyed").Inc()
+			p.fastKeys.Store(local)
+		}
+		if pr != nil {
+			if err := pr.setKeys(remote); err != nil {
+				p.log.Warn().Err(err).Msg("direct receive path unavailable")
+			}
+		}
+	})
 }
 
 // sendBatch collects the encrypted copies of incoming packets and sends

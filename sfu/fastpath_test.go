@@ -50,11 +50,14 @@ func TestKeyCaptureMatchesDTLSExporter(t *testing.T) {
 			}[c.profile]
 			cfg := srtp.Config{Profile: prof}
 			require.NoError(t, cfg.ExtractSessionKeysFromDTLS(&state, false))
-			keys, err := k.keys()
+			keys, remote, err := k.keys()
 			require.NoError(t, err)
 			require.Equal(t, prof, keys.profile)
 			require.Equal(t, cfg.Keys.LocalMasterKey, keys.key)
 			require.Equal(t, cfg.Keys.LocalMasterSalt, keys.salt)
+			require.Equal(t, prof, remote.profile)
+			require.Equal(t, cfg.Keys.RemoteMasterKey, remote.key)
+			require.Equal(t, cfg.Keys.RemoteMasterSalt, remote.salt)
 			require.Nil(t, k.master, "the master secret is forgotten")
 			_, err = k.ExportKeyingMaterial("EXTRACTOR-dtls_srtp", nil, 60)
 			require.ErrorIs(t, err, errNoFastPath)
@@ -67,7 +70,7 @@ func TestKeyCaptureMatchesDTLSExporter(t *testing.T) {
 // line is ignored.
 func TestKeyCaptureIncomplete(t *testing.T) {
 	k := &keyCapture{}
-	_, err := k.keys()
+	_, _, err := k.keys()
 	require.ErrorIs(t, err, errNoFastPath)
 	for _, line := range []string{"", "CLIENT_RANDOM zz 00\n", "CLIENT_RANDOM 00 00\n", "SERVER_HANDSHAKE a b\n", "CLIENT_RANDOM a\n"} {
 		n, err := k.Write([]byte(line))
@@ -76,7 +79,7 @@ func TestKeyCaptureIncomplete(t *testing.T) {
 	}
 	require.Nil(t, k.master)
 	k.profile = dtls.SRTP_AEAD_AES_128_GCM
-	_, err = k.keys()
+	_, _, err = k.keys()
 	require.ErrorIs(t, err, errNoFastPath)
 	_, err = k.ExportKeyingMaterial("x", []byte{1}, 16)
 	require.ErrorIs(t, err, errNoFastPath)
@@ -142,7 +145,7 @@ func BenchmarkSubscriberConnection(b *testing.B) {
 		b.Run(map[bool]string{false: "shared-api", true: "own-api-with-hooks"}[capture], func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				pc, _, err := r.newPeerConnection(capture)
+				pc, _, err := r.newPeerConnection(capture, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -46,7 +46,7 @@ func TestPublisherInterceptorsUseTheSFULogger(t *testing.T) {
 	se.LoggerFactory = rec
 	api, err := newPublisherAPI(se, rec)
 	require.NoError(t, err)
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, _, err := api.newPeerConnection(false, nil)
 	require.NoError(t, err)
 	require.NoError(t, pc.Close())
 	rec.mu.Lock()

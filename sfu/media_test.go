@@ -2,15 +2,21 @@ package sfu_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/rtcp"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -50,9 +56,72 @@ func TestTwoParticipants(t *testing.T) {
 	// Both sending connections got their DTLS keys through pion's public
 	// hooks (server-sdk-go answers the subscriber offer as DTLS client).
 	require.EqualValues(t, 2, ts.metricWith(t, "gxconf_sfu_direct_path_connections_total", "outcome", "keyed"))
+	// Both publishing connections were taken over by the direct receive path.
+	require.EqualValues(t, 2, ts.metricWith(t, "gxconf_sfu_direct_path_connections_total", "outcome", "receive"))
 	require.EqualValues(t, 1, ts.metric(t, "gxconf_sfu_rooms"))
 	require.EqualValues(t, 2, ts.metric(t, "gxconf_sfu_participants"))
 	require.EqualValues(t, 4, ts.metric(t, "gxconf_sfu_published_tracks"))
+}
+
+// TestDirectReceiveFeedback: once the direct receive path has taken a
+// publisher's streams, every packet comes that way, and the publisher still
+// gets what pion's receive interceptors send — receiver reports that
+// follow its sequence numbers and transport-wide congestion feedback.
+func TestDirectReceiveFeedback(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	// server-sdk-go numbers its packets transport-wide only with pion's
+	// header extension interceptor, as browsers do.
+	twccExt, err := twcc.NewHeaderExtensionInterceptor()
+	require.NoError(t, err)
+	alice := ts.join(t, "dr", "alice", nil, lksdk.WithInterceptors([]interceptor.Factory{twccExt}), lksdk.WithIncludeDefaultInterceptors(true))
+	bob := ts.join(t, "dr", "bob", nil)
+	var mu sync.Mutex
+	highest := map[uint32][]uint32{} // per SSRC, the extended highest sequence numbers reported
+	twcc := 0
+	opts := avOpts()
+	opts.OnRTCP = func(_ int, pk rtcp.Packet) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch p := pk.(type) {
+		case *rtcp.ReceiverReport:
+			for _, r := range p.Reports {
+				highest[r.SSRC] = append(highest[r.SSRC], r.LastSequenceNumber)
+			}
+		case *rtcp.TransportLayerCC:
+			twcc++
+		}
+	}
+	alice.publish(t, opts)
+	bob.waitMedia(t, []string{"alice"}, 30, 50, 15*time.Second)
+
+	in := func() (float64, float64) {
+		return ts.metric(t, "gxconf_sfu_rtp_packets_in_total"), ts.metric(t, "gxconf_sfu_rtp_packets_direct_in_total")
+	}
+	// The counters are flushed periodically: take the baseline at a flush
+	// after the streams were taken over.
+	require.Eventually(t, func() bool { _, d := in(); return d > 0 }, 15*time.Second, 50*time.Millisecond)
+	in0, direct0 := in()
+	require.Eventually(t, func() bool { i, _ := in(); return i > in0+500 }, 15*time.Second, 50*time.Millisecond)
+	in1, direct1 := in()
+	t.Logf("packets in %v, by the direct receive path %v (since warm-up %v of %v)", in1, direct1, direct1-direct0, in1-in0)
+	require.GreaterOrEqual(t, direct1-direct0, 0.99*(in1-in0), "all packets came by the direct receive path")
+
+	var last string
+	ok := assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		advancing := 0
+		for _, seqs := range highest {
+			if n := len(seqs); n >= 2 && seqs[n-1] > seqs[0] {
+				advancing++
+			}
+		}
+		last = fmt.Sprintf("receiver reports %v, twcc feedback %d", highest, twcc)
+		return advancing >= 3 && twcc >= 10 // the three video layers; feedback every 100 ms
+	}, 15*time.Second, 50*time.Millisecond)
+	require.True(t, ok, last)
+	require.Zero(t, ts.metric(t, "gxconf_sfu_direct_receive_drops_total"))
 }
 
 // TestLowQualityLayer: a subscriber asking for LOW gets the q layer, and

@@ -18,12 +18,14 @@ type metrics struct {
 	bytesOut     prometheus.Counter
 	packetsLost  prometheus.Counter
 	directOut    prometheus.Counter
+	directIn     prometheus.Counter
 	sendErrors   prometheus.Counter
 	nacks        prometheus.Counter
 	retransmits  prometheus.Counter
 	plis         prometheus.Counter
 	joins        *prometheus.CounterVec
 	directConns  *prometheus.CounterVec
+	recvDrops    prometheus.Counter
 	gso          prometheus.Gauge
 }
 
@@ -38,16 +40,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		packetsOut:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_out_total", Help: "RTP packets forwarded to subscribers."}),
 		bytesOut:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_bytes_out_total", Help: "RTP bytes forwarded to subscribers."}),
 		directOut:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_direct_out_total", Help: "Forwarded RTP packets sent on the direct path (SFU-side SRTP, sendmmsg)."}),
+		directIn:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_direct_in_total", Help: "RTP packets from publishers taken by the direct receive path (SFU-side SRTP where the mux socket is read)."}),
 		sendErrors:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_send_errors_total", Help: "Packets the direct path failed to send."}),
 		packetsLost:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_lost_total", Help: "RTP packets missing in publisher streams (sequence gaps)."}),
 		nacks:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "nacks_total", Help: "Sequence numbers NACKed by subscribers."}),
 		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
 		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
 		gso:          prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "segmentation_offload", Help: "1 when the direct send path sends each subscriber's packets of a video frame as one segmented message (UDP GSO), 0 when one message per packet."}),
-		directConns:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_path_connections_total", Help: "Sending connections whose DTLS keys the direct send path got (keyed) or not (unavailable: the SFU is the DTLS client)."}, []string{"outcome"}),
+		directConns:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_path_connections_total", Help: "Connections whose DTLS keys the direct send path got (keyed) or not (unavailable: the SFU is the DTLS client), and publishing connections the direct receive path took over (receive; again after a change of the selected pair)."}, []string{"outcome"}),
+		recvDrops:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_receive_drops_total", Help: "RTP packets the direct receive path dropped: SRTP authentication failed or a replayed packet."}),
 		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.gso} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.gso} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -71,6 +71,7 @@ type Participant struct {
 
 	fastKeys atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
 	direct   atomic.Pointer[directDest] // subscriber address on the mux socket
+	recv     *pubRecv                   // direct receive path (fastrecv.go); nil without it
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
@@ -131,31 +132,30 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 	p.score.Store(math.Float32bits(5))
 	var err error
 	direct := r.s.batchConn != nil
-	var capture *keyCapture
+	var pr *pubRecv
+	if direct && r.s.directRecv {
+		pr = newPubRecv(r.s)
+		p.recv = pr
+	}
 	if p.single {
-		if p.pub, capture, err = r.s.single.newPeerConnection(direct); err != nil {
+		var k *keyCapture
+		if p.pub, k, err = r.s.single.newPeerConnection(direct, pr); err != nil {
 			return nil, err
 		}
-	} else if capture, err = p.newDualPeerConnections(direct); err != nil {
-		return nil, err
-	}
-	if direct {
-		dtlsT := p.sendPC().SCTP().Transport()
-		dtlsT.ICETransport().OnSelectedCandidatePairChange(p.onSelectedPair)
-		dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
-			// Runs under the transport's lock: touch only its connection.
-			if st != webrtc.DTLSTransportStateConnected {
-				return
+		if direct {
+			p.wireDirect(p.pub, k, true, pr)
+		}
+	} else {
+		send, recv, err := p.newDualPeerConnections(direct, pr)
+		if err != nil {
+			return nil, err
+		}
+		if direct {
+			p.wireDirect(p.sub, send, true, nil)
+			if pr != nil {
+				p.wireDirect(p.pub, recv, false, pr)
 			}
-			keys, err := capture.keys()
-			if err != nil {
-				p.s.metrics.directConns.WithLabelValues("unavailable").Inc()
-				p.log.Debug().Err(err).Msg("direct send path unavailable (the SFU is the DTLS client)")
-				return
-			}
-			p.s.metrics.directConns.WithLabelValues("keyed").Inc()
-			p.fastKeys.Store(keys)
-		})
+		}
 	}
 	p.wirePeerConnections()
 	return p, nil
@@ -164,15 +164,13 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 // newDualPeerConnections creates the publisher and subscriber connections
 // of v0, the subscriber with the SFU's _reliable and _lossy channels (and,
 // with capture, its DTLS keys reported for the direct send path).
-func (p *Participant) newDualPeerConnections(capture bool) (*keyCapture, error) {
-	var err error
-	if p.pub, err = p.s.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		return nil, err
+func (p *Participant) newDualPeerConnections(capture bool, pr *pubRecv) (send, recv *keyCapture, err error) {
+	if p.pub, recv, err = p.s.pubAPI.newPeerConnection(capture && pr != nil, pr); err != nil {
+		return nil, nil, err
 	}
-	var k *keyCapture
-	if p.sub, k, err = p.s.subAPI.newPeerConnection(capture); err != nil {
+	if p.sub, send, err = p.s.subAPI.newPeerConnection(capture, nil); err != nil {
 		_ = p.pub.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	ordered := false
 	var zero uint16
@@ -181,7 +179,7 @@ func (p *Participant) newDualPeerConnections(capture bool) (*keyCapture, error) 
 	}
 	if err != nil {
 		p.closePeerConnections()
-		return nil, err
+		return nil, nil, err
 	}
 	p.subReliable.OnOpen(func() {
 		// Detached (see newSettingEngine); the SFU only writes here.
@@ -189,7 +187,7 @@ func (p *Participant) newDualPeerConnections(capture bool) (*keyCapture, error) 
 		p.onReliableOpen()
 	})
 	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
-	return k, nil
+	return send, recv, nil
 }
 
 // sendPC is the connection the SFU sends media on.
@@ -455,6 +453,9 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 }
 
 func (p *Participant) closePeerConnections() {
+	if p.recv != nil {
+		p.recv.close()
+	}
 	if p.pub != nil {
 		if err := p.pub.Close(); err != nil {
 			p.log.Debug().Err(err).Msg("failed to close publisher peer connection")
@@ -734,7 +735,8 @@ func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) 
 		m.retransmits.Add(float64(rt))
 	}
 	for _, t := range pubs {
-		pk, by, lost, plis := t.takeCounters()
+		pk, by, lost, plis, direct := t.takeCounters()
+		m.directIn.Add(float64(direct))
 		for i, n := range pk {
 			if n > 0 {
 				m.packetsIn.WithLabelValues(t.layerLabel(i)).Add(float64(n))

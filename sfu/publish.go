@@ -226,6 +226,9 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 		return
 	}
 	p.log.Debug().Str("track_sid", t.sid).Str("rid", remote.RID()).Str("codec", remote.Codec().MimeType).Msg("media arrived")
+	if p.recv != nil {
+		p.recv.addLayer(l)
+	}
 	if !p.s.goAdd(l.readLoop) {
 		return
 	}
@@ -245,6 +248,9 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 // track by renegotiation), the track is unpublished.
 func (p *Participant) layerEnded(l *layerRecv) {
 	l.ended.Store(true)
+	if p.recv != nil {
+		p.recv.removeLayer(l)
+	}
 	if p.isClosed() {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -44,6 +45,7 @@ type RawUDP struct {
 	rmu  sync.Mutex // one reader at a time (pion has one)
 	rd   rawIO
 	rdFn func(uintptr) bool
+	hook atomic.Pointer[func([]byte, netip.AddrPort) bool]
 
 	wmu  sync.Mutex // writers take turns on the write scratch
 	wr   rawIO
@@ -123,24 +125,36 @@ func (s *RawUDP) sendto(fd uintptr) bool {
 	}
 }
 
+// SetReadHook installs f, called in the reader's goroutine with each
+// datagram read; a datagram f returns true for is consumed and the read
+// goes on to the next one. f may change the datagram.
+func (s *RawUDP) SetReadHook(f func(pkt []byte, from netip.AddrPort) bool) {
+	s.hook.Store(&f)
+}
+
 // ReadFromAddrPort reads one datagram (pion's AddrPortReaderWriter).
 func (s *RawUDP) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	s.rd.buf = p
-	err := s.rc.Read(s.rdFn)
-	s.rd.buf = nil
-	if err == nil && s.rd.errno != 0 {
-		err = os.NewSyscallError("recvfrom", s.rd.errno)
+	for {
+		s.rd.buf = p
+		err := s.rc.Read(s.rdFn)
+		s.rd.buf = nil
+		if err == nil && s.rd.errno != 0 {
+			err = os.NewSyscallError("recvfrom", s.rd.errno)
+		}
+		if err != nil {
+			return 0, netip.AddrPort{}, s.opError("read", nil, err)
+		}
+		ap, ok := sockaddrAddrPort(&s.rd.sa, s.rd.salen)
+		if !ok {
+			return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
+		}
+		if h := s.hook.Load(); h != nil && (*h)(p[:s.rd.n], ap) {
+			continue
+		}
+		return s.rd.n, ap, nil
 	}
-	if err != nil {
-		return 0, netip.AddrPort{}, s.opError("read", nil, err)
-	}
-	ap, ok := sockaddrAddrPort(&s.rd.sa, s.rd.salen)
-	if !ok {
-		return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
-	}
-	return s.rd.n, ap, nil
 }
 
 // WriteToAddrPort sends one datagram (pion's AddrPortReaderWriter).

@@ -313,14 +313,16 @@ func (t *publishedTrack) periodic(now time.Time) (float64, bool) {
 
 // takeCounters returns the counters since the last call (for metrics);
 // packets are per layer.
-func (t *publishedTrack) takeCounters() (packets [maxLayers]uint64, bytes, lost, plis uint64) {
+func (t *publishedTrack) takeCounters() (packets [maxLayers]uint64, bytes, lost, plis, direct uint64) {
 	for i := 0; i < maxLayers; i++ {
 		l := t.layer(i)
 		if l == nil {
 			continue
 		}
 		l.statMu.Lock()
-		pk, by, lo, pl := l.packets.Load(), l.bytes.Load(), l.lost.Load(), l.plis.Load()
+		pk, by, lo, pl, di := l.packets.Load(), l.bytes.Load(), l.lost.Load(), l.plis.Load(), l.direct.Load()
+		direct += di - l.flushedDirect
+		l.flushedDirect = di
 		packets[i] += pk - l.flushedPackets
 		bytes += by - l.flushedBytes
 		lost += lo - l.flushedLost
@@ -364,10 +366,14 @@ type layerRecv struct {
 	lastPkt  atomic.Int64 // monoNow of the last packet
 	ended    atomic.Bool  // the stream ended (publisher removed it)
 
-	// read loop only
-	highest uint16
-	started bool
-	batch   sendBatch
+	// mu serialises handle: the read loop and, for a stream the direct
+	// receive path took over, the socket reader. The fields below are
+	// under it.
+	mu       sync.Mutex
+	highest  uint16
+	started  bool
+	batch    sendBatch
+	deadline bool // a read deadline bounds a held frame
 
 	// written by the read loop only
 	packets atomic.Uint64
@@ -375,11 +381,13 @@ type layerRecv struct {
 	lost    atomic.Uint64
 	plis    atomic.Uint64
 	bitrate atomic.Uint64
+	direct  atomic.Uint64 // packets that came by the direct receive path
 
 	statMu                                                 sync.Mutex // guards the fields below
 	lastAt                                                 time.Time
 	lastBytes, lastPackets, lastLost                       uint64
 	flushedPackets, flushedBytes, flushedLost, flushedPLIs uint64
+	flushedDirect                                          uint64
 }
 
 func (l *layerRecv) requestKeyframe() {
@@ -420,44 +428,66 @@ func (l *layerRecv) requestKeyframe() {
 
 // readLoop reads the stream and forwards every packet inline. While the
 // batch holds a frame's copies (segmentation offload), a read deadline
-// bounds the wait for the frame's next packet.
+// bounds the wait for the frame's next packet. Once the direct receive
+// path took the stream over (fastrecv.go), pion delivers nothing more and
+// the loop only flushes at that deadline and notices the stream's end.
 func (l *layerRecv) readLoop() {
 	buf := make([]byte, 1500)
 	var h rtp.Header
 	l.live.Store(true)
-	deadline := false
 	for {
 		n, _, err := l.remote.Read(buf)
+		l.mu.Lock()
 		if err != nil {
 			var ne net.Error
-			if deadline && errors.As(err, &ne) && ne.Timeout() {
-				l.batch.flush()
-				_ = l.remote.SetReadDeadline(time.Time{})
-				deadline = false
-				continue
-			}
+			timeout := errors.As(err, &ne) && ne.Timeout()
 			if l.batch.held() {
 				l.batch.flush()
 			}
+			if timeout {
+				_ = l.remote.SetReadDeadline(time.Time{})
+				l.deadline = false
+				l.mu.Unlock()
+				continue
+			}
+			l.mu.Unlock()
 			l.t.owner.layerEnded(l)
 			return
 		}
 		l.handle(buf[:n], &h)
-		switch held := l.batch.held(); {
-		case held && !deadline:
-			_ = l.remote.SetReadDeadline(time.Now().Add(gsoHoldMax))
-			deadline = true
-		case !held && deadline:
-			_ = l.remote.SetReadDeadline(time.Time{})
-			deadline = false
-		}
+		l.holdLocked()
+		l.mu.Unlock()
+	}
+}
+
+// deliver handles a packet of the direct receive path.
+func (l *layerRecv) deliver(pkt []byte, h *rtp.Header) {
+	l.direct.Add(1)
+	l.mu.Lock()
+	l.handle(pkt, h)
+	l.holdLocked()
+	l.mu.Unlock()
+}
+
+// holdLocked bounds the wait for a held frame's next packet by the read
+// loop's deadline.
+func (l *layerRecv) holdLocked() {
+	if l.remote == nil {
+		return // unit tests
+	}
+	switch held := l.batch.held(); {
+	case held && !l.deadline:
+		_ = l.remote.SetReadDeadline(time.Now().Add(gsoHoldMax))
+		l.deadline = true
+	case !held && l.deadline:
+		_ = l.remote.SetReadDeadline(time.Time{})
+		l.deadline = false
 	}
 }
 
 // handle processes one received RTP packet: sequence accounting, packet
 // cache, keyframe and audio level detection, then inline fan-out to the
-// downtracks. h is scratch space reused across calls. Only the read loop
-// calls it, so the unsynchronised fields need no lock.
+// downtracks. h is scratch space reused across calls. The caller holds mu.
 func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 	hn, err := h.Unmarshal(pkt)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/livekit/protocol/utils/guid"
-	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -39,7 +39,7 @@ type Server struct {
 	metrics *metrics
 	nodeID  string
 
-	pubAPI *webrtc.API
+	pubAPI *apiRecipe
 	subAPI *apiRecipe
 	single *apiRecipe // single peer connections (/rtc/v1)
 	socks  *mediaSockets
@@ -49,6 +49,11 @@ type Server struct {
 	// it refused one at run time.
 	gso    bool
 	gsoOff gsoSwitch
+	// directRecv: publishers' RTP on the mux socket is taken where the
+	// socket is read (fastrecv.go); recvAddrs maps their source addresses.
+	directRecv bool
+	recvMu     sync.Mutex
+	recvAddrs  atomic.Pointer[map[netip.AddrPort]*pubRecv]
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -136,8 +141,14 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		if s.gso {
 			m.gso.Set(1)
 		}
-		log.Info().Bool("segmentation_offload", s.gso).Msg("Direct send path on the UDP mux socket")
+		if cfg.RTC.DirectReceive {
+			s.directRecv = true
+			socks.raw.SetReadHook(s.readHook)
+		}
+		log.Info().Bool("segmentation_offload", s.gso).Bool("direct_receive", s.directRecv).Msg("Direct send path on the UDP mux socket")
 	}
+	noAddrs := map[netip.AddrPort]*pubRecv{}
+	s.recvAddrs.Store(&noAddrs)
 	s.svc = &roomService{s: s}
 	if cfg.TURN.Enabled {
 		ext := ""

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,45 +79,49 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 	return audio, video
 }
 
-// newPublisherAPI builds the API for publisher peer connections: the SFU
-// receives here, so the interceptors that act on incoming streams are
+// newPublisherAPI builds the recipe for publisher peer connections: the
+// SFU receives here, so the interceptors that act on incoming streams are
 // registered (NACK generation, receiver reports, TWCC feedback so the
 // publisher's bandwidth estimate ramps up to its top simulcast layer).
 // Their cost is per received packet, which is 1/N of the sent ones.
 // The interceptors get lf: without it each one logs through pion's default
 // factory, which writes plain text to stderr (twcc_sender_interceptor's
-// "io: read/write on closed pipe" at every teardown).
-func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*webrtc.API, error) {
-	opts, err := receivingOptions(lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
-	if err != nil {
-		return nil, err
-	}
-	return newRecipe(se, opts).api, nil
-}
-
-// newSinglePCAPI builds the API for single peer connections (/rtc/v1),
-// which receive and send: the publisher API's interceptors act on the
-// incoming streams only (none binds local streams, so forwarding pays
-// nothing for them), and goog-remb is offered as on subscriber connections
-// so the client's receive estimate caps the forwarded layers. The SFU
-// answers as the DTLS server, which the direct send path needs.
-func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
-	opts, err := receivingOptions(lf, subscriberVideoFB)
+// "io: read/write on closed pipe" at every teardown). The SFU answers as
+// the DTLS server, which the direct receive path needs (fastrecv.go).
+func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
 	if err != nil {
 		return nil, err
 	}
 	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
 		return nil, err
 	}
-	return newRecipe(se, opts), nil
+	return newRecipe(se, m, recv), nil
+}
+
+// newSinglePCAPI builds the recipe for single peer connections (/rtc/v1),
+// which receive and send: the publisher API's interceptors act on the
+// incoming streams only (none binds local streams, so forwarding pays
+// nothing for them), and goog-remb is offered as on subscriber connections
+// so the client's receive estimate caps the forwarded layers. The SFU
+// answers as the DTLS server, which the direct paths need.
+func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(lf, subscriberVideoFB)
+	if err != nil {
+		return nil, err
+	}
+	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
+		return nil, err
+	}
+	return newRecipe(se, m, recv), nil
 }
 
 // receivingOptions are the media engine and interceptors of connections
 // that receive media.
-func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) ([]func(*webrtc.API), error) {
+func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (*webrtc.MediaEngine, []interceptor.Factory, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, e := range []struct {
 		uri  string
@@ -129,31 +132,34 @@ func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (
 		{sdp.SDESRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{sdp.SDESRepairRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{uriAudioLevel, webrtc.RTPCodecTypeAudio},
+		// TWCC feedback, as webrtc.ConfigureTWCCSender registers it.
+		{sdp.TransportCCURI, webrtc.RTPCodecTypeVideo},
+		{sdp.TransportCCURI, webrtc.RTPCodecTypeAudio},
 	} {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: e.uri}, e.kind); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	reg := &interceptor.Registry{}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeAudio)
 	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	reg.Add(gen)
 	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(lf))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	reg.Add(rr)
-	if err := webrtc.ConfigureTWCCSenderWithOptions(m, reg, twcc.WithLoggerFactory(lf)); err != nil {
-		return nil, err
+	tw, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(lf))
+	if err != nil {
+		return nil, nil, err
 	}
-	return []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg)}, nil
+	return m, []interceptor.Factory{gen, rr, tw}, nil
 }
 
-// newSubscriberAPI builds the API for subscriber peer connections with no
-// interceptors at all: pion's sender-side interceptors cost a lock and a
-// copy per packet per subscriber. Sender reports, NACK replies and REMB
+// newSubscriberAPI builds the recipe for subscriber peer connections with
+// no interceptors at all: pion's sender-side interceptors cost a lock and
+// a copy per packet per subscriber. Sender reports, NACK replies and REMB
 // handling are done by the downtracks themselves.
 func newSubscriberAPI(se webrtc.SettingEngine) (*apiRecipe, error) {
 	m := &webrtc.MediaEngine{}
@@ -172,27 +178,36 @@ func newSubscriberAPI(se webrtc.SettingEngine) (*apiRecipe, error) {
 			return nil, err
 		}
 	}
-	return newRecipe(se, []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{})}), nil
+	return newRecipe(se, m, nil), nil
 }
 
 // apiRecipe makes peer connections of one kind: through one shared API,
-// or, for the direct send path, each through its own API whose DTLS hooks
-// report to that connection's keyCapture (pion's hooks are per API). The
-// media engine and interceptor registry are shared; pion copies the one
-// and builds the other's interceptors per connection anyway.
+// or, for the direct paths, each through its own API whose DTLS hooks
+// report to that connection's keyCapture (pion's hooks are per API) and
+// whose receive interceptors sit between the direct receive path's taps.
+// The media engine and interceptor factories are shared; pion copies the
+// one and builds the other's interceptors per connection anyway.
 type apiRecipe struct {
-	se   webrtc.SettingEngine
-	opts []func(*webrtc.API)
-	api  *webrtc.API
+	se    webrtc.SettingEngine
+	media *webrtc.MediaEngine
+	recv  []interceptor.Factory // receive interceptors, innermost first
+	api   *webrtc.API
 }
 
-func newRecipe(se webrtc.SettingEngine, opts []func(*webrtc.API)) *apiRecipe {
-	return &apiRecipe{se: se, opts: opts, api: webrtc.NewAPI(slices.Concat(opts, []func(*webrtc.API){webrtc.WithSettingEngine(se)})...)}
+func newRecipe(se webrtc.SettingEngine, m *webrtc.MediaEngine, recv []interceptor.Factory) *apiRecipe {
+	r := &apiRecipe{se: se, media: m, recv: recv}
+	reg := &interceptor.Registry{}
+	for _, f := range recv {
+		reg.Add(f)
+	}
+	r.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return r
 }
 
 // newPeerConnection returns a new connection and, with capture, the
-// keyCapture its DTLS handshake reports to.
-func (r *apiRecipe) newPeerConnection(capture bool) (*webrtc.PeerConnection, *keyCapture, error) {
+// keyCapture its DTLS handshake reports to; with pr as well, its receive
+// interceptors are wrapped by pr's taps.
+func (r *apiRecipe) newPeerConnection(capture bool, pr *pubRecv) (*webrtc.PeerConnection, *keyCapture, error) {
 	if !capture {
 		pc, err := r.api.NewPeerConnection(webrtc.Configuration{})
 		return pc, nil, err
@@ -201,7 +216,20 @@ func (r *apiRecipe) newPeerConnection(capture bool) (*webrtc.PeerConnection, *ke
 	se := r.se
 	se.SetDTLSServerHelloMessageHook(k.serverHello)
 	se.SetDTLSKeyLogWriter(k)
-	pc, err := webrtc.NewAPI(slices.Concat(r.opts, []func(*webrtc.API){webrtc.WithSettingEngine(se)})...).NewPeerConnection(webrtc.Configuration{})
+	reg := &interceptor.Registry{}
+	var outer interceptor.Factory
+	if pr != nil && len(r.recv) > 0 {
+		var inner interceptor.Factory
+		inner, outer = pr.interceptors()
+		reg.Add(inner)
+	}
+	for _, f := range r.recv {
+		reg.Add(f)
+	}
+	if outer != nil {
+		reg.Add(outer)
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(r.media), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
 	return pc, k, err
 }
 
