@@ -14,6 +14,7 @@
 # Settings (SETTINGS, space-separated; runs alternate between them):
 #   gxconf        gxconf serve with its defaults (direct send, UDP GSO on)
 #   gxconf-nogso  the same with sfu.rtc.gso: false
+#   gxconf-norecv the same with sfu.rtc.direct_receive: false (pion's receive path)
 #   lk-cc         livekit-server, rtc.congestion_control.enabled: true (its default)
 #   lk-nocc       livekit-server, rtc.congestion_control.enabled: false
 # Scenarios (SCENARIOS):
@@ -73,7 +74,7 @@ need_gxconf=1
 need_lk=0
 for s in $SETTINGS; do
   case $s in
-  gxconf | gxconf-nogso) ;;
+  gxconf | gxconf-nogso | gxconf-norecv) ;;
   lk-cc | lk-nocc) need_lk=1 ;;
   *) echo "bench-compare.sh: unknown setting $s" >&2; exit 2 ;;
   esac
@@ -122,10 +123,11 @@ trap 'exit 130' INT TERM
 start_sfu() {
   local setting=$1 dir=$2 cc
   case $setting in
-  gxconf | gxconf-nogso)
-    local gso=true
+  gxconf | gxconf-nogso | gxconf-norecv)
+    local gso=true recv=true
     [ "$setting" = gxconf-nogso ] && gso=false
-    gxconf_bench_config "$dir/gxconf.yaml" "$dir" "$secret" "$gso"
+    [ "$setting" = gxconf-norecv ] && recv=false
+    gxconf_bench_config "$dir/gxconf.yaml" "$dir" "$secret" "$gso" "$recv"
     "$GXCONF" generate-registration -c "$dir/gxconf.yaml" -r "$dir/registration.yaml" >/dev/null
     prio "$dir/sfu.pid" taskset -c "$SFU_CPU" "$GXCONF" serve -c "$dir/gxconf.yaml" -r "$dir/registration.yaml" \
       >"$dir/sfu.log" 2>&1 &

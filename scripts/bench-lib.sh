@@ -12,7 +12,7 @@ prio() {
   setsid -w sh -c '[ "$1" = - ] || echo $$ >"$1"; echo "$0" >/proc/self/autogroup 2>/dev/null; shift; exec nice -n "$0" "$@"' "$NICE" "$@"
 }
 
-# gxconf_bench_config FILE DIR SECRET GSO: writes the benchmark's gxconf
+# gxconf_bench_config FILE DIR SECRET GSO RECV: writes the benchmark's gxconf
 # config (SFU only: no homeserver, meetings or metrics; log level warn; one
 # UDP port on 127.0.0.1, no ICE-TCP), readable only by its owner (it holds
 # the API secret), with its database in DIR.
@@ -30,7 +30,7 @@ logging: {level: warn}
 sfu:
   listen: "127.0.0.1:$SIGNAL_PORT"
   keys: {bench: "$3"}
-  rtc: {udp_port: $UDP_PORT, tcp_port: 0, node_ip: 127.0.0.1, gso: $4}
+  rtc: {udp_port: $UDP_PORT, tcp_port: 0, node_ip: 127.0.0.1, gso: $4, direct_receive: $5}
 EOC
   )
 }

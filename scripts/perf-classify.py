@@ -5,7 +5,8 @@ Reads `perf script` output (samples with call chains, `perf record -g`) on
 stdin; the optional argument is the run's µs of SFU CPU per forwarded packet,
 to turn shares into µs per packet. A sample belongs to the first area whose
 markers appear anywhere in its call chain, in the order below (so a STUN
-send counts as ICE, not as the forwarding path's sendmmsg).
+send counts as ICE, not as the forwarding path's sendmmsg); a marker that is
+a tuple needs all its parts in the chain.
 """
 import collections
 import sys
@@ -14,6 +15,8 @@ AREAS = [
     ("Go runtime monitor (sysmon)", ["runtime.sysmon"]),
     ("garbage collection", ["runtime.gcBgMarkWorker", "runtime.gcDrain", "runtime.bgsweep", "runtime.bgscavenge"]),
     ("ICE (STUN consent, keepalives, checks)", ["pion/ice/v4.(*Agent)", "pion/stun"]),
+    ("receive: interceptors on the direct path (NACK generator, TWCC, RR stats)",
+     [("gxconf/sfu.(*Server).readHook", "interceptor")]),
     ("RTCP (SRTCP, interceptors, RTCP loops)", ["srtcp", "rtcp.", "interceptor/pkg", "rtcpLoop", "ReadRTCP", "handleRTCP", "WriteRTCP"]),
     ("forward: sendmmsg in the kernel (UDP/IP, GSO, loopback delivery)", ["____sys_sendmsg", "__sys_sendmmsg", "__sys_sendto"]),
     ("forward: SRTP AES-GCM encryption", ["EncryptRTP", "encryptRTP"]),
@@ -22,6 +25,7 @@ AREAS = [
     ("forward: SFU work (rewrite, VP8 munging, marshal, batching)", [
         "gxconf/sfu.(*downTrack)", "gxconf/sfu.(*forwarder)", "gxconf/sfu.(*mmsgWriter)",
         "gxconf/sfu.(*directSender)", "gxconf/sfu.(*upTrack)", "gxconf/sfu.(*receiver)"]),
+    ("receive: the direct path's own work (readHook: lookups, header parse)", ["gxconf/sfu.(*Server).readHook"]),
     ("receive: pion's read path (UDP mux, ICE conn, demux, SRTP session, track read)", [
         "pion/webrtc", "pion/srtp", "pion/ice", "pion/transport"]),
     ("Go scheduler (idle, wake, netpoll)", [
@@ -44,7 +48,7 @@ def main():
         total += 1
         chain = "\n".join(stack)
         for name, markers in AREAS:
-            if any(m in chain for m in markers):
+            if any(all(p in chain for p in m) if isinstance(m, tuple) else m in chain for m in markers):
                 counts[name] += 1
                 return
         counts["other"] += 1

@@ -7,6 +7,7 @@
 #   scripts/profile-sfu.sh             # 1 publisher → 150 subscribers, top layer
 #   SCENARIO=meeting20 scripts/profile-sfu.sh
 #   GSO=false scripts/profile-sfu.sh   # without segmentation offload (sfu.rtc.gso)
+#   DIRECT_RECEIVE=false scripts/profile-sfu.sh   # pion's receive path (sfu.rtc.direct_receive)
 #
 # gxconf runs as in scripts/bench-compare.sh (pinned to core SFU_CPU, the load
 # tool to GEN_CPU, each at nice NICE in a session of its own); `perf record
@@ -45,7 +46,7 @@ trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . "$root/scripts/bench-lib.sh" # prio, gxconf_bench_config, wait_ready
 
-gxconf_bench_config "$OUT/gxconf.yaml" "$OUT" "$secret" "${GSO:-true}"
+gxconf_bench_config "$OUT/gxconf.yaml" "$OUT" "$secret" "${GSO:-true}" "${DIRECT_RECEIVE:-true}"
 "$GXCONF" generate-registration -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" >/dev/null
 prio "$OUT/sfu.pid" taskset -c "$SFU_CPU" "$GXCONF" serve -c "$OUT/gxconf.yaml" -r "$OUT/registration.yaml" \
   >"$OUT/sfu.log" 2>&1 &
