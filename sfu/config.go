@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -82,9 +83,15 @@ type RTCConfig struct {
 	DirectSend bool `yaml:"direct_send"`
 	// DirectReceive, with DirectSend, decrypts and forwards publishers' RTP
 	// where the mux socket is read, skipping pion's receive goroutines
-	// (fastrecv.go). All such forwarding then runs in the socket's one
-	// reader goroutine: turn it off where media needs more than one core.
+	// (fastrecv.go). Each media socket's reader goroutine then forwards
+	// what it reads (see ReceiveSockets).
 	DirectReceive bool `yaml:"direct_receive"`
+	// ReceiveSockets is the number of sockets bound to udp_port with
+	// SO_REUSEPORT, each read (and, with DirectReceive, forwarded) by a
+	// goroutine of its own; the kernel spreads peers over them by address.
+	// 0: one per CPU the process may use (GOMAXPROCS) with DirectReceive,
+	// else 1.
+	ReceiveSockets int `yaml:"receive_sockets"`
 	// GSO sends each subscriber's copies of a video frame as one segmented
 	// message (UDP_SEGMENT) on the direct path, where the kernel supports
 	// it (checked at start; gxconf_sfu_segmentation_offload says which).
@@ -300,6 +307,9 @@ func (c *Config) Validate() error {
 	if r.SocketBufferSize < 0 {
 		add("rtc.socket_buffer_size", "must not be negative, got %d", r.SocketBufferSize)
 	}
+	if r.ReceiveSockets < 0 || r.ReceiveSockets > 256 {
+		add("rtc.receive_sockets", "must be 0 (one per CPU) to 256, got %d", r.ReceiveSockets)
+	}
 	if r.PacketCacheSize < 16 || r.PacketCacheSize > 4096 {
 		add("rtc.packet_cache_size", "must be 16-4096, got %d", r.PacketCacheSize)
 	}
@@ -377,4 +387,15 @@ func (t *TURNConfig) validate(c *Config, add func(key, format string, args ...an
 	if t.Domain != "" && strings.ContainsAny(t.Domain, ":/ ") {
 		add("turn.domain", "must be a host name or IPv4 address, got %q", t.Domain)
 	}
+}
+
+// receiveSockets is the number of media sockets to bind (ReceiveSockets).
+func (r *RTCConfig) receiveSockets() int {
+	switch {
+	case r.ReceiveSockets > 0:
+		return r.ReceiveSockets
+	case r.DirectSend && r.DirectReceive:
+		return runtime.GOMAXPROCS(0)
+	}
+	return 1
 }

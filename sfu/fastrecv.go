@@ -30,11 +30,11 @@ import (
 // socket stay on pion's path; each SSRC is decrypted by exactly one
 // context once it is taken over.
 //
-// The price is parallelism: every publisher on the mux socket is then
-// forwarded by the socket's one reader goroutine, so a node uses one core
-// for forwarding (≈ 250,000 forwarded packets a second on this machine
-// class). rtc.direct_receive: false keeps pion's path with a goroutine per
-// stream for nodes that need more than one core for media.
+// A socket's reader goroutine forwards everything it takes over, so one
+// socket forwards on one core. The media port is therefore served by one
+// socket per CPU (rtc.receive_sockets, rawgroup.go), SO_REUSEPORT
+// spreading peers over them; rtc.direct_receive: false keeps pion's path
+// with a goroutine per stream.
 
 // fastPacket marks a packet the direct receive path pushes through a
 // connection's interceptor chain; its value is the packet's length.
@@ -54,7 +54,10 @@ type pubRecv struct {
 
 	streams atomic.Pointer[map[uint32]*fastStream] // read by the socket reader
 
-	// socket reader only
+	// The socket reader's scratch. A connection's packets come to one
+	// socket of a group (the kernel picks it by address); rmu covers the
+	// moment its address changes and two readers may hold it.
+	rmu   sync.Mutex
 	h     rtp.Header
 	attrs interceptor.Attributes
 }
@@ -259,8 +262,9 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort) bool {
 	if fs == nil {
 		return false
 	}
-	// Only this goroutine reads and decrypts; ctx is set before the
-	// connection is registered and never replaced.
+	// ctx is set before the connection is registered and never replaced.
+	pr.rmu.Lock()
+	defer pr.rmu.Unlock()
 	out, err := pr.ctx.DecryptRTP(pkt, pkt, &pr.h)
 	if err != nil {
 		s.metrics.recvDrops.Inc()

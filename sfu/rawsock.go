@@ -50,6 +50,8 @@ type RawUDP struct {
 	wmu  sync.Mutex // writers take turns on the write scratch
 	wr   rawIO
 	wrFn func(uintptr) bool
+
+	group *rawGroup // more sockets on the same port (rawgroup.go); nil: this one
 }
 
 // rawIO is the scratch of one read or write: inputs, the peer's address
@@ -128,12 +130,24 @@ func (s *RawUDP) sendto(fd uintptr) bool {
 // SetReadHook installs f, called in the reader's goroutine with each
 // datagram read; a datagram f returns true for is consumed and the read
 // goes on to the next one. f may change the datagram.
+// In a group, f runs in each socket's reader, concurrently.
 func (s *RawUDP) SetReadHook(f func(pkt []byte, from netip.AddrPort) bool) {
 	s.hook.Store(&f)
+	if s.group != nil {
+		s.group.setHook(f)
+	}
 }
 
 // ReadFromAddrPort reads one datagram (pion's AddrPortReaderWriter).
 func (s *RawUDP) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	if s.group != nil {
+		return s.group.next(s, p)
+	}
+	return s.readOne(p)
+}
+
+// readOne reads the socket until a datagram the read hook does not consume.
+func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	for {
@@ -195,10 +209,33 @@ func (s *RawUDP) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return s.WriteToAddrPort(p, ua.AddrPort())
 }
 
-func (s *RawUDP) Close() error                       { return s.conn.Close() }
-func (s *RawUDP) LocalAddr() net.Addr                { return s.conn.LocalAddr() }
-func (s *RawUDP) SetDeadline(t time.Time) error      { return s.conn.SetDeadline(t) }
-func (s *RawUDP) SetReadDeadline(t time.Time) error  { return s.conn.SetReadDeadline(t) }
+// Close closes the socket (in a group, all of them).
+func (s *RawUDP) Close() error {
+	if s.group != nil {
+		return s.group.close()
+	}
+	return s.conn.Close()
+}
+
+func (s *RawUDP) LocalAddr() net.Addr { return s.conn.LocalAddr() }
+
+// SetDeadline sets both deadlines; a group has no read deadline.
+func (s *RawUDP) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.conn.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline; a group, whose reads come from
+// a queue, has none (pion's UDP mux sets none).
+func (s *RawUDP) SetReadDeadline(t time.Time) error {
+	if s.group != nil {
+		return s.opError("set read deadline", nil, errors.ErrUnsupported)
+	}
+	return s.conn.SetReadDeadline(t)
+}
+
 func (s *RawUDP) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
 
 func (s *RawUDP) opError(op string, addr net.Addr, err error) error {

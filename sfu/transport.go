@@ -247,7 +247,11 @@ func (m *mediaSockets) close() error {
 	if m.udpMux != nil {
 		errs = append(errs, m.udpMux.Close())
 	}
-	if m.udp != nil {
+	if m.raw != nil {
+		if err := m.raw.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	} else if m.udp != nil {
 		if err := m.udp.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
@@ -297,17 +301,15 @@ func newSettingEngine(cfg *Config, lf pionLoggerFactory) (webrtc.SettingEngine, 
 		if loopbackNode {
 			bind.IP = net.ParseIP(r.NodeIP)
 		}
-		conn, err := net.ListenUDP("udp", bind)
+		conns, err := listenGroup(bind, r.receiveSockets(), r.SocketBufferSize)
 		if err != nil {
 			return se, nil, fmt.Errorf("failed to listen on rtc.udp_port %d: %w", r.UDPPort, err)
 		}
-		if r.SocketBufferSize > 0 {
-			_ = conn.SetReadBuffer(r.SocketBufferSize)
-			_ = conn.SetWriteBuffer(r.SocketBufferSize)
-		}
-		socks.udp = conn
-		if socks.raw, err = NewRawUDP(conn); err != nil {
-			_ = conn.Close()
+		socks.udp = conns[0]
+		if socks.raw, err = NewRawUDPGroup(conns); err != nil {
+			for _, c := range conns {
+				_ = c.Close()
+			}
 			return se, nil, fmt.Errorf("rtc.udp_port %d: %w", r.UDPPort, err)
 		}
 		socks.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), socks.raw)
