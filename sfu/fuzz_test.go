@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -71,7 +72,8 @@ func FuzzDecodeSignalRequest(f *testing.F) {
 	})
 }
 
-// FuzzPayloadParsers: the keyframe detectors read untrusted RTP payloads.
+// FuzzPayloadParsers: the keyframe detectors and the VP8 picture id parser
+// read untrusted RTP payloads.
 func FuzzPayloadParsers(f *testing.F) {
 	f.Add([]byte{0x90, 0xe0, 0x80, 0x01, 0x00, 0x9d, 0x01, 0x2a})
 	f.Add([]byte{0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x65, 0x88})
@@ -83,6 +85,22 @@ func FuzzPayloadParsers(f *testing.F) {
 		_ = isVP9Keyframe(p)
 		_ = isAV1Keyframe(p)
 		_, _ = vp8DescriptorLen(p)
+		// The offsets parseVP8Pic reports are inside the payload, and
+		// writing the values back reproduces it.
+		if v, ok := parseVP8Pic(p); ok {
+			end := max(v.pidAt, v.tl0At)
+			if v.pid15 {
+				end = max(end, v.pidAt+1)
+			}
+			if end >= len(p) {
+				t.Fatalf("offsets %+v beyond a %d-byte payload", v, len(p))
+			}
+			q := append([]byte(nil), p...)
+			writeVP8Pic(q, &v)
+			if !bytes.Equal(p, q) {
+				t.Fatalf("writing %+v back changed the payload: % x -> % x", v, p, q)
+			}
+		}
 	})
 }
 
