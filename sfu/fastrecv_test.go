@@ -167,3 +167,70 @@ func TestRawSocketReadHook(t *testing.T) {
 		require.Equal(t, peer.LocalAddr().(*net.UDPAddr).AddrPort(), from)
 	}
 }
+
+// FuzzDirectReceive: any datagram from a publisher's registered address —
+// what an attacker who spoofs that address can send — goes through the
+// read hook. Properties: no panic; the hook takes exactly the datagrams
+// that look like RTP of a taken-over SSRC (everything else is pion's);
+// it forwards exactly those that an independent pion SRTP context with
+// the same keys and replay window accepts, so forgeries and replays never
+// reach a subscriber.
+func FuzzDirectReceive(f *testing.F) {
+	r := newGSORigB(f, 1, false)
+	r.l.ssrc = 1234
+	m, err := newMetrics(prometheus.NewRegistry())
+	require.NoError(f, err)
+	s := &Server{metrics: m}
+	none := map[netip.AddrPort]*pubRecv{}
+	s.recvAddrs.Store(&none)
+	pr := newPubRecv(s)
+	inner, outer := pr.interceptors()
+	ii, _ := inner.NewInterceptor("")
+	oi, _ := outer.NewInterceptor("")
+	chain := interceptor.NewChain([]interceptor.Interceptor{ii, oi})
+	chain.BindRemoteStream(&interceptor.StreamInfo{SSRC: 1234}, interceptor.RTPReaderFunc(func([]byte, interceptor.Attributes) (int, interceptor.Attributes, error) {
+		return 0, nil, errors.New("pion's stream read")
+	}))
+	key, salt := make([]byte, 16), make([]byte, 12)
+	_, _ = rand.Read(key)
+	_, _ = rand.Read(salt)
+	pub := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
+	enc, err := srtp.CreateContext(key, salt, pub.profile)
+	require.NoError(f, err)
+	check, err := srtp.CreateContext(key, salt, pub.profile, srtp.SRTPReplayProtection(srtpReplayWindow), srtp.Cryptex(srtp.CryptexModeEnabled))
+	require.NoError(f, err)
+	from := netip.MustParseAddrPort("192.0.2.7:5004")
+	pr.addLayer(r.l)
+	require.NoError(f, pr.setKeys(pub))
+	pr.setAddr(from, true)
+
+	for seq := uint16(1); seq <= 4; seq++ {
+		p := vp8Packet(seq, seq == 1, 40+int(seq))
+		p[8], p[9], p[10], p[11] = 0, 0, 0x04, 0xd2 // SSRC 1234
+		out, err := enc.EncryptRTP(nil, p, nil)
+		require.NoError(f, err)
+		f.Add(out)
+	}
+	f.Add([]byte{0x80, 0xc8, 0, 6, 0, 0, 4, 0xd2, 1, 2, 3, 4})          // RTCP SR
+	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42})       // STUN
+	f.Add([]byte{0x80, 0x60, 0, 9, 0, 0, 0, 1, 0, 0, 0x04, 0xd2, 0xff}) // forged
+	f.Add([]byte{0x80})
+
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		pre := len(pkt) >= 12 && pkt[0]&0xc0 == 0x80 && (pkt[1]&0x7f < 64 || pkt[1]&0x7f > 95) &&
+			pkt[8] == 0 && pkt[9] == 0 && pkt[10] == 0x04 && pkt[11] == 0xd2
+		want := false
+		if pre {
+			_, err := check.DecryptRTP(nil, append([]byte(nil), pkt...), nil)
+			want = err == nil
+		}
+		before := r.l.direct.Load()
+		took := s.readHook(append([]byte(nil), pkt...), from)
+		if took != pre {
+			t.Fatalf("hook took=%v for a datagram that is RTP of the taken-over SSRC: %v", took, pre)
+		}
+		if got := r.l.direct.Load() - before; got != map[bool]uint64{true: 1, false: 0}[want] {
+			t.Fatalf("forwarded %d, pion's context accepts the packet: %v", got, want)
+		}
+	})
+}
