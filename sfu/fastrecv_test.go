@@ -44,34 +44,12 @@ func (c *seenCounter) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.
 // forwards it; everything else is left to pion, and replayed or forged
 // packets are consumed and dropped, never forwarded.
 func TestDirectReceive(t *testing.T) {
-	r := newGSORig(t, 2, false)
-	r.l.ssrc = 1234
-	m, err := newMetrics(prometheus.NewRegistry())
-	require.NoError(t, err)
-	s := &Server{metrics: m}
-	none := map[netip.AddrPort]*pubRecv{}
-	s.recvAddrs.Store(&none)
-	pr := newPubRecv(s)
-
 	// The connection's chain: inner tap, a counting interceptor, outer tap;
 	// pion's own stream must never be read for taken-over packets.
 	var pionReads atomic.Int32
-	inner, outer := pr.interceptors()
-	ii, _ := inner.NewInterceptor("")
-	oi, _ := outer.NewInterceptor("")
 	seen := &seenCounter{}
-	chain := interceptor.NewChain([]interceptor.Interceptor{ii, seen, oi})
-	chain.BindRemoteStream(&interceptor.StreamInfo{SSRC: 1234}, interceptor.RTPReaderFunc(func([]byte, interceptor.Attributes) (int, interceptor.Attributes, error) {
-		pionReads.Add(1)
-		return 0, nil, errors.New("pion's stream read")
-	}))
-
-	key, salt := make([]byte, 16), make([]byte, 12)
-	_, _ = rand.Read(key)
-	_, _ = rand.Read(salt)
-	pub := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
-	enc, err := srtp.CreateContext(key, salt, pub.profile)
-	require.NoError(t, err)
+	d := newDirectRecvRig(t, 2, func() { pionReads.Add(1) }, seen)
+	r, m, s, pr, chain, pub, enc := d.r, d.m, d.s, d.pr, d.chain, d.pub, d.enc
 	from := netip.MustParseAddrPort("192.0.2.7:5004")
 	packet := func(seq uint16, ssrc uint32, tag byte) []byte {
 		p := vp8Packet(seq, seq == 100, 300)
@@ -176,28 +154,9 @@ func TestRawSocketReadHook(t *testing.T) {
 // the same keys and replay window accepts, so forgeries and replays never
 // reach a subscriber.
 func FuzzDirectReceive(f *testing.F) {
-	r := newGSORigB(f, 1, false)
-	r.l.ssrc = 1234
-	m, err := newMetrics(prometheus.NewRegistry())
-	require.NoError(f, err)
-	s := &Server{metrics: m}
-	none := map[netip.AddrPort]*pubRecv{}
-	s.recvAddrs.Store(&none)
-	pr := newPubRecv(s)
-	inner, outer := pr.interceptors()
-	ii, _ := inner.NewInterceptor("")
-	oi, _ := outer.NewInterceptor("")
-	chain := interceptor.NewChain([]interceptor.Interceptor{ii, oi})
-	chain.BindRemoteStream(&interceptor.StreamInfo{SSRC: 1234}, interceptor.RTPReaderFunc(func([]byte, interceptor.Attributes) (int, interceptor.Attributes, error) {
-		return 0, nil, errors.New("pion's stream read")
-	}))
-	key, salt := make([]byte, 16), make([]byte, 12)
-	_, _ = rand.Read(key)
-	_, _ = rand.Read(salt)
-	pub := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
-	enc, err := srtp.CreateContext(key, salt, pub.profile)
-	require.NoError(f, err)
-	check, err := srtp.CreateContext(key, salt, pub.profile, srtp.SRTPReplayProtection(srtpReplayWindow), srtp.Cryptex(srtp.CryptexModeEnabled))
+	d := newDirectRecvRig(f, 1, func() {})
+	r, s, pr, pub, enc := d.r, d.s, d.pr, d.pub, d.enc
+	check, err := srtp.CreateContext(pub.key, pub.salt, pub.profile, srtp.SRTPReplayProtection(srtpReplayWindow), srtp.Cryptex(srtp.CryptexModeEnabled))
 	require.NoError(f, err)
 	from := netip.MustParseAddrPort("192.0.2.7:5004")
 	pr.addLayer(r.l)
@@ -233,4 +192,48 @@ func FuzzDirectReceive(f *testing.F) {
 			t.Fatalf("forwarded %d, pion's context accepts the packet: %v", got, want)
 		}
 	})
+}
+
+// directRecvRig is a publisher connection on the direct receive path
+// before it is keyed: a forwarding rig (gso_test.go) whose layer is SSRC
+// 1234, a server with metrics, the connection's interceptor chain for
+// that SSRC (inner tap, mid, outer tap; a read of pion's own stream calls
+// pionRead and fails) and the publisher's fresh SRTP keys with a context
+// that encrypts as the publisher does.
+type directRecvRig struct {
+	r     *gsoRig
+	m     *metrics
+	s     *Server
+	pr    *pubRecv
+	chain *interceptor.Chain
+	pub   *fastKeys
+	enc   *srtp.Context
+}
+
+func newDirectRecvRig(tb testing.TB, subs int, pionRead func(), mid ...interceptor.Interceptor) *directRecvRig {
+	tb.Helper()
+	d := &directRecvRig{r: newGSORigB(tb, subs, false)}
+	d.r.l.ssrc = 1234
+	var err error
+	d.m, err = newMetrics(prometheus.NewRegistry())
+	require.NoError(tb, err)
+	d.s = &Server{metrics: d.m}
+	none := map[netip.AddrPort]*pubRecv{}
+	d.s.recvAddrs.Store(&none)
+	d.pr = newPubRecv(d.s)
+	inner, outer := d.pr.interceptors()
+	ii, _ := inner.NewInterceptor("")
+	oi, _ := outer.NewInterceptor("")
+	d.chain = interceptor.NewChain(append(append([]interceptor.Interceptor{ii}, mid...), oi))
+	d.chain.BindRemoteStream(&interceptor.StreamInfo{SSRC: 1234}, interceptor.RTPReaderFunc(func([]byte, interceptor.Attributes) (int, interceptor.Attributes, error) {
+		pionRead()
+		return 0, nil, errors.New("pion's stream read")
+	}))
+	key, salt := make([]byte, 16), make([]byte, 12)
+	_, _ = rand.Read(key)
+	_, _ = rand.Read(salt)
+	d.pub = &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
+	d.enc, err = srtp.CreateContext(key, salt, d.pub.profile)
+	require.NoError(tb, err)
+	return d
 }

@@ -51,15 +51,15 @@ func FuzzForwardRTP(f *testing.F) {
 			}
 			pkt := append([]byte(nil), in[:n]...)
 			in = in[n:]
-			for _, f := range []*fuzzTrack{video, sound} {
-				before := make([]int, len(f.ws))
-				for i, w := range f.ws {
+			for _, ft := range []*fuzzTrack{video, sound} {
+				before := make([]int, len(ft.ws))
+				for i, w := range ft.ws {
 					before[i] = len(w.payloads)
 				}
 				orig := append([]byte(nil), pkt...)
-				f.l.mu.Lock()
-				f.l.handle(pkt, &h)
-				f.l.mu.Unlock()
+				ft.l.mu.Lock()
+				ft.l.handle(pkt, &h)
+				ft.l.mu.Unlock()
 				if !bytes.Equal(orig, pkt) {
 					t.Fatal("the received packet was modified")
 				}
@@ -68,9 +68,9 @@ func FuzzForwardRTP(f *testing.F) {
 				if p.Unmarshal(orig) == nil {
 					want = p.Payload
 				}
-				for i, w := range f.ws {
+				for i, w := range ft.ws {
 					for k := before[i]; k < len(w.payloads); k++ {
-						if w.hdrs[k].SSRC != f.dts[i].ssrc || w.hdrs[k].PayloadType != f.dts[i].pt {
+						if w.hdrs[k].SSRC != ft.dts[i].ssrc || w.hdrs[k].PayloadType != ft.dts[i].pt {
 							t.Fatalf("copy %d to subscriber %d: SSRC %d PT %d", k, i, w.hdrs[k].SSRC, w.hdrs[k].PayloadType)
 						}
 						if !samePayload(want, w.payloads[k]) {
@@ -78,8 +78,8 @@ func FuzzForwardRTP(f *testing.F) {
 						}
 					}
 					if k := len(w.hdrs); k > 0 {
-						f.dts[i].rtxTokens = rtxBurst
-						f.dts[i].retransmit(w.hdrs[k-1].SequenceNumber)
+						ft.dts[i].rtxTokens = rtxBurst
+						ft.dts[i].retransmit(w.hdrs[k-1].SequenceNumber)
 					}
 				}
 			}
