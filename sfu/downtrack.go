@@ -77,7 +77,7 @@ type downTrack struct {
 	haveOut    bool
 	seqOffset  uint16
 	tsOffset   uint32
-	segStart   uint16
+	segStart   uint16 // oldest input sequence number still forwarded
 	lastOutSeq uint16
 	lastOutTs  uint32
 	lastAt     int64
@@ -257,6 +257,10 @@ func (dt *downTrack) detach(removeSender bool) {
 	}
 }
 
+// segWindow is how far behind the newest forwarded packet a late one
+// may be and still be forwarded (seconds of video, a minute of audio).
+const segWindow = 4096
+
 // writeRTP forwards one packet of layer. h and payload belong to the
 // caller and are not modified.
 func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe bool, now int64, b *sendBatch) {
@@ -275,9 +279,13 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 			return
 		}
 		dt.switchLocked(l, h, now)
-	} else if int16(h.SequenceNumber-dt.segStart) < 0 {
-		dt.mu.Unlock() // from before the switch to this layer
+	} else if d := int16(h.SequenceNumber - dt.segStart); d < 0 {
+		dt.mu.Unlock() // from before the switch to this layer, or far too late
 		return
+	} else if d > segWindow {
+		// Trail the newest packet, or after 32768 packets every packet
+		// would compare as older than the switch.
+		dt.segStart = h.SequenceNumber - segWindow
 	}
 	out := &dt.out
 	*out = *h

@@ -216,3 +216,38 @@ func TestThrottledKeyframeRequestIsDeferred(t *testing.T) {
 	}
 	require.Empty(t, sent, "a keyframe arrived: no second request")
 }
+
+// TestLongStreamKeepsForwarding: a downtrack forwards every packet of a
+// stream that runs through the whole sequence number space several times
+// (an hour of audio, minutes of top-layer video). Late packets are
+// forwarded while they are within segWindow of the newest; a packet from
+// before the switch to the layer, or one further behind, is not.
+func TestLongStreamKeepsForwarding(t *testing.T) {
+	tr := newPublishedTrack(&Participant{s: &Server{cfg: DefaultConfig()}}, &livekit.TrackInfo{Sid: "TR_a"}, "c", webrtc.RTPCodecTypeAudio)
+	tr.codec = webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000}}
+	dt := newDownTrack(&Participant{s: tr.owner.s}, tr)
+	w := &nullWriter{buf: make([]byte, 1500)}
+	dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, 77, 111, 48000
+	dt.target.Store(0)
+
+	payload := make([]byte, 40)
+	h := &rtp.Header{Version: 2, PayloadType: 111, SSRC: 5}
+	send := func(seq uint16) int {
+		before := w.packets
+		h.SequenceNumber, h.Timestamp = seq, uint32(seq)*960
+		dt.writeRTP(0, h, payload, true, 0, nil)
+		return w.packets - before
+	}
+	const first = 60000
+	require.Equal(t, 1, send(first), "the first packet starts forwarding")
+	require.Zero(t, send(first-1), "a packet from before the switch")
+	const total = 3*65536 + 1000
+	for i := 1; i < total; i++ {
+		if send(uint16(first+i)) != 1 {
+			t.Fatalf("packet %d (sequence number %d) was not forwarded", i, uint16(first+i))
+		}
+	}
+	newest := uint16((first + total - 1) % 65536)
+	require.Equal(t, 1, send(newest-100), "a late packet within the window")
+	require.Zero(t, send(newest-segWindow-1), "a packet further behind than the window")
+}
