@@ -4,7 +4,10 @@
 // simulcast VP8 (real VP8 key/inter frame headers, a send time stamp and a
 // checkable payload), subscribes (subscribers with subscribe-only tokens, so
 // their clients set up no publisher peer connection), and reports join latency, subscribed
-// tracks, bitrate, packet loss, frame delivery latency and, given the
+// tracks, bitrate, packet loss, freezes (gaps over 500 ms between a
+// stream's intact frames, as the benchmark protocol counts them; a stream
+// that stops is frozen until it resumes, so a forwarder that goes silent
+// without sequence gaps still shows), frame delivery latency and, given the
 // server's pid, its CPU time per forwarded packet and its RSS from /proc.
 //
 // Cluster load: with several URLs (Options.URLs, `gxconf loadtest -url

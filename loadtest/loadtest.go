@@ -440,11 +440,13 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		packets, bytes []uint64 // per node
 		marks          map[*StreamStats]mark
 		streamNode     map[*StreamStats]int
+		freezes        map[*StreamStats]freezeMark
 		latency        [2][2]HistSnapshot
 	}
 	snap := func() snapshot {
 		s := snapshot{packets: make([]uint64, nodes), bytes: make([]uint64, nodes),
-			marks: map[*StreamStats]mark{}, streamNode: map[*StreamStats]int{}}
+			marks: map[*StreamStats]mark{}, streamNode: map[*StreamStats]int{}, freezes: map[*StreamStats]freezeMark{}}
+		now := time.Now()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, p := range parts {
@@ -456,6 +458,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 				if h, r, ok := st.counts(); ok {
 					s.marks[st] = mark{h, r}
 				}
+				s.freezes[st] = st.freezeState(now)
 			}
 			p.mu.Unlock()
 		}
@@ -511,6 +514,25 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		e, r := m1.highest-m0.highest, m1.received-m0.received
 		expected[node] += e
 		received[node] += min(r, e)
+	}
+	// Freezes in the window: gaps over FreezeGap between a stream's intact
+	// frames, one still open at the end included.
+	var frozen time.Duration
+	streams := 0
+	for st, f1 := range s1.freezes {
+		if !f1.ok {
+			continue
+		}
+		streams++
+		f0 := s0.freezes[st]
+		if f1.freezes > f0.freezes || f1.frozen > f0.frozen {
+			rep.Freezes += f1.freezes - f0.freezes
+			frozen += f1.frozen - f0.frozen
+			rep.LongestFreeze = max(rep.LongestFreeze, f1.longest)
+		}
+	}
+	if streams > 0 {
+		rep.FrozenPercent = float64(frozen) / float64(time.Duration(streams)*window) * 100
 	}
 	mu.Lock()
 	for _, p := range parts {

@@ -66,3 +66,35 @@ func TestReadProc(t *testing.T) {
 	require.Greater(t, st.rss, uint64(0))
 	require.GreaterOrEqual(t, st.hwm, st.rss)
 }
+
+// TestStreamStatsFreezes: a gap over FreezeGap between intact frames is a
+// freeze, shorter ones are not; a stream that stopped counts as frozen
+// up to now, and the open gap is not counted twice once it closes.
+func TestStreamStatsFreezes(t *testing.T) {
+	var s StreamStats
+	t0 := time.Unix(1000, 0)
+	require.False(t, s.freezeState(t0).ok, "no frame yet: nothing to say")
+	at := t0
+	for range 10 {
+		s.frame("x", at)
+		at = at.Add(FreezeGap) // exactly the limit: not a freeze
+	}
+	m := s.freezeState(at.Add(-FreezeGap))
+	require.True(t, m.ok)
+	require.Zero(t, m.freezes)
+
+	last := at.Add(-FreezeGap)
+	open := s.freezeState(last.Add(3 * time.Second))
+	require.EqualValues(t, 1, open.freezes, "stopped for 3 s")
+	require.Equal(t, 3*time.Second, open.frozen)
+
+	s.frame("x", last.Add(4*time.Second))
+	closed := s.freezeState(last.Add(4 * time.Second))
+	require.EqualValues(t, 1, closed.freezes, "the same gap, now closed")
+	require.Equal(t, 4*time.Second, closed.frozen)
+	require.Equal(t, 4*time.Second, closed.longest)
+
+	s.frame("x", last.Add(2*time.Second)) // reordered: no gap, no step back
+	s.frame("x", last.Add(4*time.Second+time.Second))
+	require.EqualValues(t, 2, s.freezeState(last.Add(5*time.Second)).freezes)
+}

@@ -29,6 +29,11 @@ type StreamStats struct {
 	mu         sync.Mutex
 	lastMarker string
 	markers    map[string]uint64
+	// freezes: gaps longer than FreezeGap between intact frames
+	lastFrame time.Time
+	freezes   uint64
+	frozen    time.Duration // total length of those gaps
+	longest   time.Duration
 	// loss accounting after the grace period
 	start     time.Time
 	counting  bool
@@ -105,8 +110,42 @@ func (s *StreamStats) packet(seq uint16, grace time.Duration) {
 	s.received++
 }
 
-func (s *StreamStats) frame(marker string) {
+// FreezeGap is the longest gap between two intact frames of a stream that
+// is not a freeze (the benchmark protocol's "> 500 ms between frames").
+const FreezeGap = 500 * time.Millisecond
+
+// freezeMark is a stream's freeze accounting at one moment.
+type freezeMark struct {
+	freezes uint64
+	frozen  time.Duration
+	longest time.Duration
+	ok      bool // the stream has had a frame
+}
+
+// freezeState returns the freezes so far, a gap still open at now
+// included (a stream that stopped is frozen until it resumes).
+func (s *StreamStats) freezeState(now time.Time) freezeMark {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := freezeMark{freezes: s.freezes, frozen: s.frozen, longest: s.longest, ok: !s.lastFrame.IsZero()}
+	if gap := now.Sub(s.lastFrame); m.ok && gap > FreezeGap {
+		m.freezes++
+		m.frozen += gap
+		m.longest = max(m.longest, gap)
+	}
+	return m
+}
+
+func (s *StreamStats) frame(marker string, at time.Time) {
+	s.mu.Lock()
+	if gap := at.Sub(s.lastFrame); !s.lastFrame.IsZero() && gap > FreezeGap {
+		s.freezes++
+		s.frozen += gap
+		s.longest = max(s.longest, gap)
+	}
+	if at.After(s.lastFrame) {
+		s.lastFrame = at
+	}
 	s.lastMarker = marker
 	if s.markers == nil {
 		s.markers = map[string]uint64{}
@@ -140,7 +179,7 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 		st.packet(pkt.SequenceNumber, grace)
 		if !video {
 			if f, err := CheckAudioFrame(pkt.Payload); err == nil {
-				st.frame(f.Marker)
+				st.frame(f.Marker, arrived)
 				if st.Latency != nil {
 					st.Latency.Add(arrived.Sub(f.Sent))
 				}
@@ -168,7 +207,7 @@ func ReadTrack(track *webrtc.TrackRemote, st *StreamStats, grace time.Duration) 
 		if pkt.Marker && intact {
 			intact = false
 			if f, err := CheckVP8Frame(frame); err == nil {
-				st.frame(f.Marker)
+				st.frame(f.Marker, arrived)
 				if st.Latency != nil {
 					st.Latency.Add(frameStart.Sub(f.Sent))
 				}

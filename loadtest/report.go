@@ -27,6 +27,13 @@ type Report struct {
 	BitrateMbps     float64 // aggregate received
 	LossPercent     float64 // RTP sequence gaps within the window (streams past their grace period)
 	CorruptFrames   uint64
+	// Freezes counts gaps longer than FreezeGap between the intact frames
+	// of a received stream in the window (a stream stopped at the end
+	// counts too); FrozenPercent is their time against all streams' time,
+	// LongestFreeze the longest of them.
+	Freezes       uint64
+	FrozenPercent float64
+	LongestFreeze time.Duration
 
 	// Latency is the delivery time of frames in the window (publisher's
 	// send stamp to the first packet at the subscriber's track reader), for
@@ -127,6 +134,7 @@ func (r *Report) print(w io.Writer, o Options) {
 	p("window:            %s", r.Window.Round(time.Millisecond))
 	p("received:          %d packets (%.0f/s), %.2f Mbit/s", r.PacketsReceived, float64(r.PacketsReceived)/r.Window.Seconds(), r.BitrateMbps)
 	p("packet loss:       %.3f %% (corrupt frames %d)", r.LossPercent, r.CorruptFrames)
+	p("freezes:           %d (over %s between frames), %.3f %% of stream time, longest %s", r.Freezes, FreezeGap, r.FrozenPercent, r.LongestFreeze.Round(time.Millisecond))
 	classes := []string{"same node", "cross node"}
 	for c, name := range classes {
 		for k, kind := range []string{"audio", "video"} {

@@ -8,7 +8,8 @@
 #
 # Prints one line per run (and keeps each run's output in $OUT):
 #   server setting scenario run  µs CPU per forwarded packet, delivered
-#   packets/s, loss %, SFU RSS growth per subscribing participant (KB), join
+#   packets/s, loss %, freezes (gaps over 500 ms between a stream's frames),
+#   SFU RSS growth per subscribing participant (KB), join
 #   p50/p99, tracks subscribed/expected, generator CPU %, host load average.
 #
 # Settings (SETTINGS, space-separated; runs alternate between them):
@@ -162,8 +163,8 @@ EOF
 # field FILE REGEX: the first capture group of the first matching line.
 field() { sed -nE "s#$2#\\1#p" "$1" | head -1; }
 
-printf '%-7s %-12s %-9s %3s %8s %8s %7s %8s %8s %8s %7s %5s %5s\n' \
-  server setting scenario run 'us/pkt' 'pkt/s' 'loss%' 'KB/sub' 'join50' 'join99' tracks 'gen%' load
+printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s\n' \
+  server setting scenario run 'us/pkt' 'pkt/s' 'loss%' freezes 'KB/sub' 'join50' 'join99' tracks 'gen%' load
 for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
   for scenario in $SCENARIOS; do
     case $scenario in
@@ -194,10 +195,11 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
       r=$dir/loadtest.txt
       server=${setting%%-*}
       [ "$server" = lk ] && server=livekit
-      printf '%-7s %-12s %-9s %3s %8s %8s %7s %8s %8s %8s %7s %5s %5s\n' "$server" "$setting" "$scenario" "$run" \
+      printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s\n' "$server" "$setting" "$scenario" "$run" \
         "$(field "$r" '^sfu cpu / packet: +([0-9.]+) us.*')" \
         "$(field "$r" '^received: +[0-9]+ packets \(([0-9]+)\/s\).*')" \
         "$(field "$r" '^packet loss: +([0-9.]+) %.*')" \
+        "$(field "$r" '^freezes: +([0-9]+) .*')" \
         "$(field "$r" '^sfu rss: .*, ([0-9]+) KB per participant$')" \
         "$(field "$r" '^joined: .*p50 ([^ ]+) p99.*')" \
         "$(field "$r" '^joined: .*p99 ([^ ]+)$')" \
