@@ -96,7 +96,8 @@ type downTrack struct {
 	payBuf     []byte
 
 	// direct send path (fastpath.go)
-	srtpCtx  *srtp.Context
+	seal     *rtpSealer    // AEAD profiles
+	srtpCtx  *srtp.Context // other profiles
 	srtpKeys *fastKeys
 	encHdr   rtp.Header
 	encBuf   []byte
@@ -295,11 +296,9 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	out.Timestamp = h.Timestamp - dt.tsOffset
 	out.Extension = false
 	out.Extensions = nil
+	var level []byte // the audio level element, the only extension forwarded
 	if dt.levelOut != 0 && dt.levelIn != 0 {
-		if lvl := h.GetExtension(dt.levelIn); lvl != nil {
-			out.Extensions = dt.extBuf[:0]
-			_ = out.SetExtension(dt.levelOut, lvl)
-		}
+		level = h.GetExtension(dt.levelIn)
 	}
 	if !dt.haveOut || int16(out.SequenceNumber-dt.lastOutSeq) > 0 {
 		dt.lastOutSeq, dt.lastOutTs, dt.lastAt, dt.haveOut = out.SequenceNumber, out.Timestamp, now, true
@@ -322,20 +321,15 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	}
 	if b != nil {
 		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
-			buf := b.next()
-			if n, err := rtp.MarshalPacketTo(buf, out, payload); err == nil { //nolint:staticcheck
-				if munge {
-					writeVP8Pic(buf[n-len(payload):n], &pic)
-				}
-				if enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr); err == nil && len(enc) <= len(buf) {
-					b.add(enc, dest.addr, &dt.gso)
-					dt.direct++
-					dt.mu.Unlock()
-					return
-				}
+			if enc := dt.sealLocked(b.next(), out, level, payload, munge, &pic); enc != nil {
+				b.add(enc, dest.addr, &dt.gso)
+				dt.direct++
+				dt.mu.Unlock()
+				return
 			}
 		}
 	}
+	dt.setLevelLocked(out, level)
 	if munge && (dt.pidOffset != 0 || dt.tl0Offset != 0) {
 		// The payload is shared with the other downtracks: rewrite a copy.
 		if dt.payBuf == nil {
@@ -348,21 +342,66 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	dt.mu.Unlock()
 }
 
-// directContextLocked makes sure the downtrack has an SRTP context for
-// the subscriber's current keys; false when the direct path is not usable.
+// directContextLocked makes sure the downtrack can protect its packets
+// with the subscriber's current keys — its own sealer for AEAD profiles
+// (seal.go), else a pion SRTP context; false when the direct path is not
+// usable.
 func (dt *downTrack) directContextLocked() bool {
 	keys := dt.sub.fastKeys.Load()
 	if keys == nil {
 		return false
 	}
 	if dt.srtpKeys != keys {
-		ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
-		if err != nil {
-			return false
+		if sl, err := newRTPSealer(keys); err == nil {
+			dt.seal, dt.srtpCtx = sl, nil
+		} else {
+			ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+			if err != nil {
+				return false
+			}
+			dt.seal, dt.srtpCtx = nil, ctx
 		}
-		dt.srtpCtx, dt.srtpKeys = ctx, keys
+		dt.srtpKeys = keys
 	}
 	return true
+}
+
+// setLevelLocked gives out the audio level element (level nil: none).
+func (dt *downTrack) setLevelLocked(out *rtp.Header, level []byte) {
+	if level != nil {
+		out.Extensions = dt.extBuf[:0]
+		_ = out.SetExtension(dt.levelOut, level)
+	}
+}
+
+// sealLocked writes the SRTP packet of out (with the audio level element
+// level) and payload into buf, the VP8 picture ids of pic rewritten when
+// munge; nil if it cannot (the caller sends on pion's path).
+func (dt *downTrack) sealLocked(buf []byte, out *rtp.Header, level, payload []byte, munge bool, pic *vp8Pic) []byte {
+	var n, hdrLen int
+	ok := false
+	if dt.seal != nil {
+		n, hdrLen, ok = putRTP(buf, out, dt.pt, out.SequenceNumber, out.Timestamp, dt.ssrc, dt.levelOut, level, payload)
+	}
+	if !ok {
+		dt.setLevelLocked(out, level)
+		m, err := rtp.MarshalPacketTo(buf, out, payload) //nolint:staticcheck
+		if err != nil {
+			return nil
+		}
+		n, hdrLen = m, m-len(payload)
+	}
+	if munge {
+		writeVP8Pic(buf[hdrLen:n], pic)
+	}
+	if dt.seal != nil {
+		return dt.seal.seal(buf, n, hdrLen)
+	}
+	enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr)
+	if err != nil || len(enc) > len(buf) {
+		return nil
+	}
+	return enc
 }
 
 // switchLocked starts forwarding layer l at its keyframe h: sequence
@@ -600,11 +639,9 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 		if dt.encBuf == nil {
 			dt.encBuf = make([]byte, 1500)
 		}
-		if n, err := rtp.MarshalPacketTo(dt.encBuf, &h, pkt[hn:]); err == nil { //nolint:staticcheck
-			if enc, err := dt.srtpCtx.EncryptRTP(dt.encBuf, dt.encBuf[:n], &dt.encHdr); err == nil {
-				_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.addr.AddrPort())
-				return
-			}
+		if enc := dt.sealLocked(dt.encBuf, &h, nil, pkt[hn:], false, nil); enc != nil {
+			_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.addr.AddrPort())
+			return
 		}
 	}
 	_, _ = dt.ws.WriteRTP(&h, pkt[hn:])

@@ -31,8 +31,9 @@ import (
 // endpoint, ICE conn, candidate pair bookkeeping, a channel receive per
 // packet) and half in one sendto per packet. For subscriber connections
 // that run over the shared UDP mux socket, the SFU therefore encrypts
-// forwarded RTP itself, with an SRTP context per downtrack keyed from the
-// connection's DTLS keying material (RFC 5764 §4.2), and sends the copies
+// forwarded RTP itself, per downtrack keyed from the connection's DTLS
+// keying material (RFC 5764 §4.2) — its own AES-GCM sealer for the AEAD
+// profiles (seal.go), a pion SRTP context for the others — and sends the copies
 // of one incoming packet with a single sendmmsg. RTCP, ICE and DTLS stay
 // with pion; each SSRC is encrypted by exactly one context, so pion's
 // SRTP state and ours never overlap.
