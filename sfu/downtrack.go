@@ -381,7 +381,7 @@ func (dt *downTrack) sealLocked(buf []byte, out *rtp.Header, level, payload []by
 	var n, hdrLen int
 	ok := false
 	if dt.seal != nil {
-		n, hdrLen, ok = putRTP(buf, out, dt.pt, out.SequenceNumber, out.Timestamp, dt.ssrc, dt.levelOut, level, payload)
+		n, hdrLen, ok = putRTP(buf, out, dt.levelOut, level, payload)
 	}
 	if !ok {
 		dt.setLevelLocked(out, level)

@@ -137,14 +137,14 @@ func (s *rtpSealer) seal(buf []byte, n, hdrLen int) []byte {
 	return buf[:n+16]
 }
 
-// putRTP writes an RTP packet with h's marker and CSRCs, the given payload
-// type, sequence number, timestamp and SSRC, and as its only header
-// extension the audio level element levelID (RFC 8285 one-byte form) when
+// putRTP writes the RTP packet of h (version 2, its marker, payload type,
+// sequence number, timestamp, SSRC and CSRCs) with, as its only header
+// extension, the audio level element levelID (RFC 8285 one-byte form) when
 // level is not nil, followed by payload — the bytes rtp.MarshalPacketTo
 // writes for the header writeRTP builds. It returns the packet's and the
 // header's length; ok is false when it does not fit buf or the extension
 // needs the two-byte form (the caller then marshals with pion).
-func putRTP(buf []byte, h *rtp.Header, pt uint8, seq uint16, ts, ssrc uint32, levelID uint8, level, payload []byte) (n, hdrLen int, ok bool) {
+func putRTP(buf []byte, h *rtp.Header, levelID uint8, level, payload []byte) (n, hdrLen int, ok bool) {
 	if len(h.CSRC) > 15 {
 		return 0, 0, false
 	}
@@ -166,13 +166,13 @@ func putRTP(buf []byte, h *rtp.Header, pt uint8, seq uint16, ts, ssrc uint32, le
 		b0 |= 0x10
 	}
 	buf[0] = b0
-	buf[1] = pt & 0x7f
+	buf[1] = h.PayloadType & 0x7f
 	if h.Marker {
 		buf[1] |= 0x80
 	}
-	binary.BigEndian.PutUint16(buf[2:], seq)
-	binary.BigEndian.PutUint32(buf[4:], ts)
-	binary.BigEndian.PutUint32(buf[8:], ssrc)
+	binary.BigEndian.PutUint16(buf[2:], h.SequenceNumber)
+	binary.BigEndian.PutUint32(buf[4:], h.Timestamp)
+	binary.BigEndian.PutUint32(buf[8:], h.SSRC)
 	o := 12
 	for _, c := range h.CSRC {
 		binary.BigEndian.PutUint32(buf[o:], c)

@@ -17,8 +17,7 @@ import (
 // audio level element.
 func pionMarshal(t testing.TB, h *rtp.Header, pt uint8, seq uint16, ts, ssrc uint32, levelID uint8, level, payload []byte) []byte {
 	t.Helper()
-	out := *h
-	out.PayloadType, out.SequenceNumber, out.Timestamp, out.SSRC = pt, seq, ts, ssrc
+	out := *withFields(h, pt, seq, ts, ssrc)
 	out.Extension, out.Extensions, out.Padding, out.PaddingSize = false, nil, false, 0
 	if level != nil {
 		require.NoError(t, out.SetExtension(levelID, level))
@@ -26,6 +25,14 @@ func pionMarshal(t testing.TB, h *rtp.Header, pt uint8, seq uint16, ts, ssrc uin
 	b, err := (&rtp.Packet{Header: out, Payload: payload}).Marshal()
 	require.NoError(t, err)
 	return b
+}
+
+// withFields is h with the subscriber's payload type, sequence number,
+// timestamp and SSRC, as writeRTP builds it.
+func withFields(h *rtp.Header, pt uint8, seq uint16, ts, ssrc uint32) *rtp.Header {
+	out := *h
+	out.PayloadType, out.SequenceNumber, out.Timestamp, out.SSRC = pt, seq, ts, ssrc
+	return &out
 }
 
 func randomHeader(r *mrand.Rand) *rtp.Header {
@@ -54,20 +61,20 @@ func TestPutRTPMatchesPion(t *testing.T) {
 		}
 		payload := make([]byte, r.IntN(1200))
 		_, _ = rand.Read(payload)
-		n, hdrLen, ok := putRTP(buf, h, pt, seq, ts, ssrc, id, level, payload)
+		n, hdrLen, ok := putRTP(buf, withFields(h, pt, seq, ts, ssrc), id, level, payload)
 		require.True(t, ok)
 		want := pionMarshal(t, h, pt, seq, ts, ssrc, id, level, payload)
 		require.Equal(t, want, buf[:n], "packet %d", i)
 		require.Equal(t, len(want)-len(payload), hdrLen)
 	}
 	h := &rtp.Header{}
-	_, _, ok := putRTP(buf, h, 96, 1, 1, 1, 15, []byte{1}, nil)
+	_, _, ok := putRTP(buf, withFields(h, 96, 1, 1, 1), 15, []byte{1}, nil)
 	require.False(t, ok, "id 15 needs the two-byte form")
-	_, _, ok = putRTP(buf, h, 96, 1, 1, 1, 3, make([]byte, 17), nil)
+	_, _, ok = putRTP(buf, withFields(h, 96, 1, 1, 1), 3, make([]byte, 17), nil)
 	require.False(t, ok, "17 bytes need the two-byte form")
-	_, _, ok = putRTP(buf[:40], h, 96, 1, 1, 1, 0, nil, make([]byte, 29))
+	_, _, ok = putRTP(buf[:40], withFields(h, 96, 1, 1, 1), 0, nil, make([]byte, 29))
 	require.False(t, ok, "does not fit")
-	n, _, ok := putRTP(buf[:40], h, 96, 1, 1, 1, 0, nil, make([]byte, 28))
+	n, _, ok := putRTP(buf[:40], withFields(h, 96, 1, 1, 1), 0, nil, make([]byte, 28))
 	require.True(t, ok)
 	require.Equal(t, 40, n)
 }
@@ -121,7 +128,7 @@ func TestRTPSealerMatchesPion(t *testing.T) {
 				payload := make([]byte, 20+r.IntN(1100))
 				binary.BigEndian.PutUint16(payload, seq)
 				h := &rtp.Header{Marker: seq%3 == 0}
-				n, hdrLen, ok := putRTP(buf, h, 111, seq, uint32(seq)*960, 4242, 1, []byte{0x30}, payload)
+				n, hdrLen, ok := putRTP(buf, withFields(h, 111, seq, uint32(seq)*960, 4242), 1, []byte{0x30}, payload)
 				require.True(t, ok)
 				plain := append([]byte(nil), buf[:n]...)
 				got := sl.seal(buf, n, hdrLen)
@@ -172,7 +179,7 @@ func FuzzPutRTP(f *testing.F) {
 			level = nil
 		}
 		buf := make([]byte, size)
-		n, hdrLen, ok := putRTP(buf, h, pt, seq, ts, ssrc, id, level, payload)
+		n, hdrLen, ok := putRTP(buf, withFields(h, pt, seq, ts, ssrc), id, level, payload)
 		oneByte := level == nil || (id >= 1 && id <= 14 && len(level) <= 16)
 		if !ok {
 			if oneByte {
