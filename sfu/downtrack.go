@@ -47,7 +47,45 @@ const (
 // the publisher's read loops; only the layer being forwarded takes mu, so
 // the lock is uncontended except against RTCP handling.
 type downTrack struct {
-	sub      *Participant
+	// What writeRTP reads and writes for every copy comes first, packed
+	// into as few cache lines as it fits (two, with out a third): in a
+	// meeting each copy of a packet is another downtrack's, reached with
+	// cold caches, and each line is a miss (sfu/README.md).
+	current atomic.Int32 // layer being forwarded, -1 none
+	target  atomic.Int32 // layer to switch to at its next keyframe, -1 none
+	mu      sync.Mutex   // guards the fields below but those marked otherwise
+
+	bound      bool
+	haveOut    bool
+	vp8        bool // VP8 picture id / tl0picidx continuity across layer switches
+	havePid    bool
+	pidPending bool
+	levelIn    uint8 // publisher's audio level extension id
+	levelOut   uint8 // subscriber's audio level extension id
+	pt         uint8
+	tl0Offset  uint8
+	lastTl0    uint8
+	cur        int32
+	ssrc       uint32
+	seqOffset  uint16
+	segStart   uint16 // oldest input sequence number still forwarded
+	tsOffset   uint32
+	lastOutSeq uint16
+	pidOffset  uint16
+	lastPid    uint16
+	lastOutTs  uint32
+	lastAt     int64
+	rtxTokens  int
+	seqMap     []seqEntry
+	sub        *Participant
+	seal       rtpSealer // direct send path (fastpath.go), AEAD profiles (seal.keys set)
+	srtpKeys   *fastKeys
+	gso        gsoSlot
+	direct     uint64
+	packets    uint64
+	bytes      uint64
+	out        rtp.Header // reused per packet: a local would escape to the heap
+
 	track    *publishedTrack
 	id       string
 	streamID string
@@ -56,55 +94,21 @@ type downTrack struct {
 	sender   *webrtc.RTPSender
 	attached bool // has a sender on the connection; guarded by sub.mu
 
-	current  atomic.Int32 // layer being forwarded, -1 none
-	target   atomic.Int32 // layer to switch to at its next keyframe, -1 none
 	pref     atomic.Int32 // highest layer wanted by track_setting
 	bweCap   atomic.Int32 // highest layer the subscriber's bandwidth allows
 	disabled atomic.Bool
 	probe    probeState // owned by the subscriber's tick (allocateBandwidth)
 
-	mu         sync.Mutex
-	bound      bool
-	ssrc       uint32
-	pt         uint8
-	ws         webrtc.TrackLocalWriter
-	levelIn    uint8 // publisher's audio level extension id
-	levelOut   uint8 // subscriber's audio level extension id
-	clockRate  uint32
-	extBuf     []rtp.Extension
-	out        rtp.Header // reused per packet: a local would escape to the heap
-	cur        int32
-	haveOut    bool
-	seqOffset  uint16
-	tsOffset   uint32
-	segStart   uint16 // oldest input sequence number still forwarded
-	lastOutSeq uint16
-	lastOutTs  uint32
-	lastAt     int64
-	seqMap     []seqEntry
-	rtxTokens  int
-	scratch    []byte
+	ws        webrtc.TrackLocalWriter
+	clockRate uint32
+	extBuf    []rtp.Extension
+	scratch   []byte
+	payBuf    []byte
+	srtpCtx   *srtp.Context // direct send path, other profiles
+	encHdr    rtp.Header
+	encBuf    []byte
 
-	// VP8 picture id / tl0picidx continuity across layer switches
-	vp8        bool
-	pidOffset  uint16
-	tl0Offset  uint8
-	lastPid    uint16
-	lastTl0    uint8
-	havePid    bool
-	pidPending bool
-	payBuf     []byte
-
-	// direct send path (fastpath.go)
-	seal     *rtpSealer    // AEAD profiles
-	srtpCtx  *srtp.Context // other profiles
-	srtpKeys *fastKeys
-	encHdr   rtp.Header
-	encBuf   []byte
-	gso      gsoSlot
-	direct   uint64
-
-	packets, bytes, nacks, retrans                            uint64
+	nacks, retrans                                            uint64
 	flushedPk, flushedBy, flushedNk, flushedRt, flushedDirect uint64
 	fracLost                                                  float64
 	rrAt                                                      time.Time
@@ -352,14 +356,14 @@ func (dt *downTrack) directContextLocked() bool {
 		return false
 	}
 	if dt.srtpKeys != keys {
-		if sl, err := newRTPSealer(keys); err == nil {
-			dt.seal, dt.srtpCtx = sl, nil
+		if sk, err := keys.sealer(); err == nil {
+			dt.seal, dt.srtpCtx = rtpSealer{keys: sk}, nil
 		} else {
 			ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
 			if err != nil {
 				return false
 			}
-			dt.seal, dt.srtpCtx = nil, ctx
+			dt.seal, dt.srtpCtx = rtpSealer{}, ctx
 		}
 		dt.srtpKeys = keys
 	}
@@ -380,7 +384,7 @@ func (dt *downTrack) setLevelLocked(out *rtp.Header, level []byte) {
 func (dt *downTrack) sealLocked(buf []byte, out *rtp.Header, level, payload []byte, munge bool, pic *vp8Pic) []byte {
 	var n, hdrLen int
 	ok := false
-	if dt.seal != nil {
+	if dt.seal.keys != nil {
 		n, hdrLen, ok = putRTP(buf, out, dt.levelOut, level, payload)
 	}
 	if !ok {
@@ -394,7 +398,7 @@ func (dt *downTrack) sealLocked(buf []byte, out *rtp.Header, level, payload []by
 	if munge {
 		writeVP8Pic(buf[hdrLen:n], pic)
 	}
-	if dt.seal != nil {
+	if dt.seal.keys != nil {
 		return dt.seal.seal(buf, n, hdrLen)
 	}
 	enc, err := dt.srtpCtx.EncryptRTP(buf, buf[:n], &dt.encHdr)

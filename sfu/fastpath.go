@@ -53,6 +53,17 @@ type fastKeys struct {
 	profile srtp.ProtectionProfile
 	key     []byte
 	salt    []byte
+
+	sealOnce sync.Once
+	seal     *sealKeys // AEAD profiles: the derived RTP keys (seal.go)
+	sealErr  error
+}
+
+// sealer returns the RTP session keys of an AEAD profile, derived on
+// first use and shared by every downtrack of the connection.
+func (k *fastKeys) sealer() (*sealKeys, error) {
+	k.sealOnce.Do(func() { k.seal, k.sealErr = newSealKeys(k) })
+	return k.seal, k.sealErr
 }
 
 var errNoFastPath = errors.New("direct send path not available")

@@ -34,17 +34,22 @@ const (
 	labelRTPSalt = 0x02
 )
 
-// rtpSealer protects the RTP packets of one SSRC.
-type rtpSealer struct {
-	aead    cipher.AEAD
-	salt    [12]byte
-	roc     uint32 // rollover counter of highest
-	highest uint16 // highest sequence number sent
-	started bool
+// sealKeys is the RTP session key (as an AES-GCM) and salt of one
+// subscriber's connection. Every downtrack of the subscriber seals with
+// the same keys, so they are derived once per connection (fastKeys.sealer)
+// and shared: in a meeting each copy of a packet goes to another
+// subscriber, and one AES key schedule and GCM table per subscriber stays
+// in the cache where one per downtrack did not. The GCM is not changed
+// after it is made (crypto/cipher's NewGCM), so downtracks served by
+// different socket readers seal with it concurrently
+// (TestSealKeysConcurrent).
+type sealKeys struct {
+	aead cipher.AEAD
+	salt [12]byte
 }
 
-// newRTPSealer derives the SRTP session key and salt for RTP from k.
-func newRTPSealer(k *fastKeys) (*rtpSealer, error) {
+// newSealKeys derives the SRTP session key and salt for RTP from k.
+func newSealKeys(k *fastKeys) (*sealKeys, error) {
 	switch k.profile {
 	case srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAeadAes256Gcm:
 	default:
@@ -70,9 +75,19 @@ func newRTPSealer(k *fastKeys) (*rtpSealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &rtpSealer{aead: aead}
-	copy(s.salt[:], salt)
-	return s, nil
+	sk := &sealKeys{aead: aead}
+	copy(sk.salt[:], salt)
+	return sk, nil
+}
+
+// rtpSealer protects the RTP packets of one SSRC: the subscriber's keys
+// and the SSRC's own rollover counter. The zero value seals nothing
+// (keys nil).
+type rtpSealer struct {
+	keys    *sealKeys
+	roc     uint32 // rollover counter of highest
+	highest uint16 // highest sequence number sent
+	started bool
 }
 
 // srtpKDF is SRTP's key derivation with a key derivation rate of 0: AES
@@ -130,10 +145,11 @@ func (s *rtpSealer) seal(buf []byte, n, hdrLen int) []byte {
 	binary.BigEndian.PutUint32(iv[2:], ssrc)
 	binary.BigEndian.PutUint32(iv[6:], s.index(seq))
 	binary.BigEndian.PutUint16(iv[10:], seq)
+	k := s.keys
 	for i := range iv {
-		iv[i] ^= s.salt[i]
+		iv[i] ^= k.salt[i]
 	}
-	s.aead.Seal(buf[hdrLen:hdrLen], iv[:], buf[hdrLen:n], buf[:hdrLen])
+	k.aead.Seal(buf[hdrLen:hdrLen], iv[:], buf[hdrLen:n], buf[:hdrLen])
 	return buf[:n+16]
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	mrand "math/rand/v2"
 	"testing"
 
@@ -201,4 +202,66 @@ func FuzzPutRTP(f *testing.F) {
 			t.Fatalf("differs from pion:\n got %x\nwant %x", buf[:n], want)
 		}
 	})
+}
+
+// newRTPSealer returns a sealer for a new SSRC under k's keys.
+func newRTPSealer(k *fastKeys) (*rtpSealer, error) {
+	sk, err := k.sealer()
+	if err != nil {
+		return nil, err
+	}
+	return &rtpSealer{keys: sk}, nil
+}
+
+// TestSealKeysConcurrent: the downtracks of one subscriber share its keys
+// — derived once — and seal concurrently from several goroutines (the
+// readers of a socket group), each SSRC byte for byte what a pion context
+// of its own produces.
+func TestSealKeysConcurrent(t *testing.T) {
+	keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: make([]byte, 16), salt: make([]byte, 12)}
+	_, _ = rand.Read(keys.key)
+	_, _ = rand.Read(keys.salt)
+	first, err := keys.sealer()
+	require.NoError(t, err)
+	const streams = 8
+	errs := make(chan error, streams)
+	for g := range streams {
+		go func() {
+			errs <- func() error {
+				sk, err := keys.sealer()
+				if err != nil {
+					return err
+				}
+				if sk != first {
+					return fmt.Errorf("stream %d: keys derived again", g)
+				}
+				sl := rtpSealer{keys: sk}
+				pc, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+				if err != nil {
+					return err
+				}
+				buf, pbuf := make([]byte, 1500), make([]byte, 1500)
+				payload := make([]byte, 300)
+				for i := range 2000 {
+					seq := uint16(65000 + i*(g+1)) // wraps at different points
+					h := &rtp.Header{}
+					n, hdrLen, ok := putRTP(buf, withFields(h, 96, seq, uint32(i)*3000, uint32(1000+g)), 0, nil, payload)
+					if !ok {
+						return fmt.Errorf("stream %d: putRTP refused", g)
+					}
+					want, err := pc.EncryptRTP(pbuf, buf[:n], nil)
+					if err != nil {
+						return err
+					}
+					if got := sl.seal(buf, n, hdrLen); !bytes.Equal(got, want) {
+						return fmt.Errorf("stream %d seq %d: sealer and pion differ", g, seq)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range streams {
+		require.NoError(t, <-errs)
+	}
 }
