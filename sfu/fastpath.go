@@ -300,6 +300,13 @@ const (
 	gsoMaxBytes    = 60000 // below the 64 KiB datagram limit
 	gsoMaxHeld     = 1024  // packets held per batch before a flush
 	gsoHoldMax     = 2 * time.Millisecond
+	// gsoKeepMin is the number of subscribers from which the direct
+	// receive path keeps a frame's copies held when its socket is drained
+	// (heldLayers), bounded by a read deadline: a frame whose packets
+	// arrive spread out is then still one message per subscriber, which
+	// for many subscribers saves more than the timer costs. For fewer, the
+	// timer is the larger cost (meeting20 against 1 → 150, sfu/README.md).
+	gsoKeepMin = 32
 )
 
 // next returns a 1500-byte buffer for the next packet.

@@ -247,7 +247,7 @@ func (s *Server) unregisterRecv(pr *pubRecv) {
 
 // readHook is RawUDP's read hook on the mux socket: it consumes the RTP of
 // taken-over streams and tells pion's mux to go on reading.
-func (s *Server) readHook(pkt []byte, from netip.AddrPort) bool {
+func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool {
 	if len(pkt) < 12 || pkt[0]&0xc0 != 0x80 {
 		return false // not RTP (STUN, DTLS, TURN channel data)
 	}
@@ -276,6 +276,49 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort) bool {
 	if err != nil || n != len(out) {
 		return true
 	}
-	fs.l.deliver(out, &pr.h)
+	fs.l.deliver(out, &pr.h, hl)
 	return true
+}
+
+// readHooks makes the hooks of one socket of the media port: its reader's
+// direct receive (readHook) and, when the socket is drained, the flush of
+// the frames that reader left held (heldLayers).
+func (s *Server) readHooks() (func([]byte, netip.AddrPort) bool, func()) {
+	hl := &heldLayers{}
+	return func(pkt []byte, from netip.AddrPort) bool { return s.readHook(pkt, from, hl) }, hl.flush
+}
+
+// heldLayers are the layers whose copies of a frame one socket reader left
+// held for segmentation offload (sendBatch), waiting for the frame's next
+// packet. The reader flushes them when it has read everything queued on
+// its socket: a frame's packets that arrived together go out together, and
+// nothing waits for a packet that has not arrived yet. That bound needs no
+// timer — a read deadline per held frame, as pion's path has, woke the SFU
+// ~400 times a second in a meeting of 20 for deadlines long cancelled
+// (Go's runtime sleeps until a stopped timer's time before it drops it).
+// Owned by the reader's goroutine.
+type heldLayers struct{ ls []*layerRecv }
+
+// add notes that l, whose mu is held, holds copies.
+func (hl *heldLayers) add(l *layerRecv) {
+	if l.heldBy != hl {
+		l.heldBy = hl
+		hl.ls = append(hl.ls, l)
+	}
+}
+
+// flush sends what the layers noted since the last flush still hold.
+func (hl *heldLayers) flush() {
+	for i, l := range hl.ls {
+		l.mu.Lock()
+		if l.heldBy == hl {
+			l.heldBy = nil
+			if l.batch.held() {
+				l.batch.flush()
+			}
+		}
+		l.mu.Unlock()
+		hl.ls[i] = nil
+	}
+	hl.ls = hl.ls[:0]
 }

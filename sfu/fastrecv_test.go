@@ -59,7 +59,12 @@ func TestDirectReceive(t *testing.T) {
 		require.NoError(t, err)
 		return out
 	}
-	hook := func(p []byte, from netip.AddrPort) bool { return s.readHook(append([]byte(nil), p...), from) }
+	read, idle := s.readHooks()
+	hook := func(p []byte, from netip.AddrPort) bool {
+		took := read(append([]byte(nil), p...), from)
+		idle() // the socket is drained after each datagram
+		return took
+	}
 	drops := func() float64 { return testutil.ToFloat64(m.recvDrops) }
 	// expect reads the subscribers' two copies and checks their payload tag.
 	expect := func(tag byte) {
@@ -175,6 +180,7 @@ func FuzzDirectReceive(f *testing.F) {
 	f.Add([]byte{0x80, 0x60, 0, 9, 0, 0, 0, 1, 0, 0, 0x04, 0xd2, 0xff}) // forged
 	f.Add([]byte{0x80})
 
+	hl := &heldLayers{}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		pre := len(pkt) >= 12 && pkt[0]&0xc0 == 0x80 && (pkt[1]&0x7f < 64 || pkt[1]&0x7f > 95) &&
 			pkt[8] == 0 && pkt[9] == 0 && pkt[10] == 0x04 && pkt[11] == 0xd2
@@ -184,7 +190,8 @@ func FuzzDirectReceive(f *testing.F) {
 			want = err == nil
 		}
 		before := r.l.direct.Load()
-		took := s.readHook(append([]byte(nil), pkt...), from)
+		took := s.readHook(append([]byte(nil), pkt...), from, hl)
+		hl.flush()
 		if took != pre {
 			t.Fatalf("hook took=%v for a datagram that is RTP of the taken-over SSRC: %v", took, pre)
 		}

@@ -22,6 +22,7 @@ type gsoRig struct {
 	tpl  map[[2]int][]byte
 	buf  []byte
 	h    rtp.Header
+	hl   *heldLayers // set: packets come by the direct receive path
 }
 
 func newGSORig(t *testing.T, n int, gso bool) *gsoRig { return newGSORigB(t, n, gso) }
@@ -74,7 +75,11 @@ func (r *gsoRig) frame(seq *uint16, ts uint32, key, noMarker bool, sizes ...int)
 		if i == len(sizes)-1 && !noMarker {
 			p[1] |= 0x80
 		}
-		r.l.handle(p, &r.h)
+		if r.hl != nil {
+			r.l.deliver(p, &r.h, r.hl)
+		} else {
+			r.l.handle(p, &r.h)
+		}
 		*seq++
 	}
 }
@@ -155,6 +160,54 @@ func TestGSOSendsFramesSegmented(t *testing.T) {
 			require.False(t, r.l.batch.held())
 		})
 	}
+}
+
+// TestHeldFramesFlushedWhenDrained: on the direct receive path a frame's
+// copies held for its next packet are sent when the socket reader has read
+// everything queued (heldLayers.flush), not at a timer; a frame that ends
+// in the packets read leaves nothing held. From gsoKeepMin subscribers the
+// frame is kept held until it ends.
+func TestHeldFramesFlushedWhenDrained(t *testing.T) {
+	r := newGSORig(t, 3, true)
+	r.hl = &heldLayers{}
+	seq := uint16(100)
+	r.frame(&seq, 3000, true, false, 1100)
+	r.receive(t, 3)
+	require.Empty(t, r.hl.ls, "a whole frame is sent at its marker")
+
+	r.frame(&seq, 6000, false, true, 1100, 1100) // the rest is not read yet
+	require.True(t, r.l.batch.held())
+	require.Equal(t, []*layerRecv{r.l}, r.hl.ls)
+	r.frame(&seq, 6000, false, true, 1100) // more of it, still held, noted once
+	require.Len(t, r.hl.ls, 1)
+	r.hl.flush()
+	require.False(t, r.l.batch.held())
+	require.Empty(t, r.hl.ls)
+	require.Nil(t, r.l.heldBy)
+	seqs, _ := r.receive(t, 3*3)
+	for _, s := range seqs {
+		require.Equal(t, []uint16{s[0], s[0] + 1, s[0] + 2}, s)
+	}
+	require.EqualValues(t, 3, r.l.batch.segmented, "the held packets went as one message per subscriber")
+	r.hl.flush() // nothing noted: nothing sent
+	require.False(t, r.l.batch.held())
+
+	// With many subscribers the frame stays held over a drained socket
+	// (the read deadline bounds it) and leaves at its marker.
+	big := newGSORig(t, gsoKeepMin, true)
+	big.hl = &heldLayers{}
+	seq = 100
+	big.frame(&seq, 3000, true, false, 1100)
+	big.receive(t, gsoKeepMin)
+	big.frame(&seq, 6000, false, true, 1100, 1100)
+	require.Empty(t, big.hl.ls)
+	big.hl.flush()
+	require.True(t, big.l.batch.held(), "not flushed at the drain")
+	big.frame(&seq, 6000, false, false, 1100)
+	require.False(t, big.l.batch.held())
+	seqs, _ = big.receive(t, gsoKeepMin*3)
+	require.Len(t, seqs, gsoKeepMin)
+	require.EqualValues(t, gsoKeepMin, big.l.batch.segmented, "one message per subscriber for the whole frame")
 }
 
 func mustUDP(t *testing.T) *net.UDPConn {

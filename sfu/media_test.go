@@ -15,6 +15,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -65,8 +66,9 @@ func TestTwoParticipants(t *testing.T) {
 
 // TestDirectReceiveFeedback: once the direct receive path has taken a
 // publisher's streams, every packet comes that way, and the publisher still
-// gets what pion's receive interceptors send — receiver reports that
-// follow its sequence numbers and transport-wide congestion feedback.
+// gets its receive feedback — receiver reports that follow its sequence
+// numbers, transport-wide congestion feedback, and a NACK for a packet it
+// sent that never arrived.
 func TestDirectReceiveFeedback(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
@@ -74,11 +76,13 @@ func TestDirectReceiveFeedback(t *testing.T) {
 	// header extension interceptor, as browsers do.
 	twccExt, err := twcc.NewHeaderExtensionInterceptor()
 	require.NoError(t, err)
-	alice := ts.join(t, "dr", "alice", nil, lksdk.WithInterceptors([]interceptor.Factory{twccExt}), lksdk.WithIncludeDefaultInterceptors(true))
+	drop := &dropOne{nth: 300}
+	alice := ts.join(t, "dr", "alice", nil, lksdk.WithInterceptors([]interceptor.Factory{twccExt, drop}), lksdk.WithIncludeDefaultInterceptors(true))
 	bob := ts.join(t, "dr", "bob", nil)
 	var mu sync.Mutex
 	highest := map[uint32][]uint32{} // per SSRC, the extended highest sequence numbers reported
 	twcc := 0
+	nacked := map[[2]uint32]bool{} // SSRC, sequence number
 	opts := avOpts()
 	opts.OnRTCP = func(_ int, pk rtcp.Packet) {
 		mu.Lock()
@@ -90,6 +94,12 @@ func TestDirectReceiveFeedback(t *testing.T) {
 			}
 		case *rtcp.TransportLayerCC:
 			twcc++
+		case *rtcp.TransportLayerNack:
+			for _, pair := range p.Nacks {
+				for _, seq := range pair.PacketList() {
+					nacked[[2]uint32{p.MediaSSRC, uint32(seq)}] = true
+				}
+			}
 		}
 	}
 	alice.publish(t, opts)
@@ -117,8 +127,10 @@ func TestDirectReceiveFeedback(t *testing.T) {
 				advancing++
 			}
 		}
-		last = fmt.Sprintf("receiver reports %v, twcc feedback %d", highest, twcc)
-		return advancing >= 3 && twcc >= 10 // the three video layers; feedback every 100 ms
+		dropped, ok := drop.dropped()
+		last = fmt.Sprintf("receiver reports %v, twcc feedback %d, dropped %v, NACKed %v", highest, twcc, dropped, nacked)
+		// the three video layers; feedback every 100 ms
+		return advancing >= 3 && twcc >= 10 && ok && nacked[dropped]
 	}, 15*time.Second, 50*time.Millisecond)
 	require.True(t, ok, last)
 	require.Zero(t, ts.metric(t, "gxconf_sfu_direct_receive_drops_total"))
@@ -330,4 +342,53 @@ func TestUnpublish(t *testing.T) {
 		t.Fatal("bob did not see the track unpublished")
 	}
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_published_tracks") == 1 }, 10*time.Second, 50*time.Millisecond)
+}
+
+// dropOne is a publisher-side interceptor that does not send the nth RTP
+// packet of the first video stream to reach it, as if the network lost it.
+type dropOne struct {
+	nth int
+
+	mu   sync.Mutex
+	ssrc uint32
+	n    int
+	seq  uint16
+	done bool
+}
+
+func (d *dropOne) NewInterceptor(string) (interceptor.Interceptor, error) { return d, nil }
+
+func (d *dropOne) dropped() ([2]uint32, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return [2]uint32{d.ssrc, uint32(d.seq)}, d.done
+}
+
+func (d *dropOne) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPReader { return r }
+func (d *dropOne) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter { return w }
+func (d *dropOne) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	return r
+}
+func (d *dropOne) UnbindRemoteStream(*interceptor.StreamInfo) {}
+func (d *dropOne) UnbindLocalStream(*interceptor.StreamInfo)  {}
+func (d *dropOne) Close() error                               { return nil }
+
+func (d *dropOne) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.HasPrefix(info.MimeType, "video/") {
+		return w
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		d.mu.Lock()
+		if !d.done && (d.ssrc == 0 || d.ssrc == h.SSRC) {
+			d.ssrc = h.SSRC
+			d.n++
+			if d.n == d.nth {
+				d.seq, d.done = h.SequenceNumber, true
+				d.mu.Unlock()
+				return len(payload), nil
+			}
+		}
+		d.mu.Unlock()
+		return w.Write(h, payload, a)
+	})
 }

@@ -166,10 +166,3 @@ func (g *rawGroup) close() error {
 	})
 	return errors.Join(errs...)
 }
-
-// setHook installs the read hook on every socket.
-func (g *rawGroup) setHook(f func([]byte, netip.AddrPort) bool) {
-	for _, m := range g.members[1:] {
-		m.hook.Store(&f)
-	}
-}

@@ -45,7 +45,7 @@ type RawUDP struct {
 	rmu  sync.Mutex // one reader at a time (pion has one)
 	rd   rawIO
 	rdFn func(uintptr) bool
-	hook atomic.Pointer[func([]byte, netip.AddrPort) bool]
+	hook atomic.Pointer[readHooks]
 
 	wmu  sync.Mutex // writers take turns on the write scratch
 	wr   rawIO
@@ -63,6 +63,15 @@ type rawIO struct {
 	salen uint32
 	n     int
 	errno syscall.Errno
+	// reads only: pending is set when the read hook consumed a datagram
+	// and the idle hook has not run since; idle asks readOne to run it.
+	pending, idle bool
+}
+
+// readHooks are what a socket's reader runs besides reading for pion.
+type readHooks struct {
+	read func(pkt []byte, from netip.AddrPort) bool
+	idle func()
 }
 
 func NewRawUDP(c *net.UDPConn) (*RawUDP, error) {
@@ -98,6 +107,10 @@ func (s *RawUDP) recvfrom(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if r.pending {
+				r.pending, r.idle = false, true
+				return true
+			}
 			return false
 		default:
 			r.n, r.errno = 0, e
@@ -127,15 +140,31 @@ func (s *RawUDP) sendto(fd uintptr) bool {
 	}
 }
 
-// SetReadHook installs f, called in the reader's goroutine with each
-// datagram read; a datagram f returns true for is consumed and the read
-// goes on to the next one. f may change the datagram.
-// In a group, f runs in each socket's reader, concurrently.
+// SetReadHook installs f as the read hook of every socket, with no idle
+// hook (SetReadHooks).
 func (s *RawUDP) SetReadHook(f func(pkt []byte, from netip.AddrPort) bool) {
-	s.hook.Store(&f)
+	s.SetReadHooks(func() (func([]byte, netip.AddrPort) bool, func()) { return f, nil })
+}
+
+// SetReadHooks installs on each socket the hooks mk makes for it. read is
+// called in the socket's reader goroutine with each datagram read; a
+// datagram it returns true for is consumed and the read goes on to the
+// next one; it may change the datagram. idle, if not nil, is called in the
+// same goroutine when a read finds the socket drained after read consumed
+// a datagram, before the reader waits for more. In a group the sockets'
+// hooks run concurrently, each socket's in its own reader.
+func (s *RawUDP) SetReadHooks(mk func() (read func(pkt []byte, from netip.AddrPort) bool, idle func())) {
+	s.setHooks(mk)
 	if s.group != nil {
-		s.group.setHook(f)
+		for _, m := range s.group.members[1:] {
+			m.setHooks(mk)
+		}
 	}
+}
+
+func (s *RawUDP) setHooks(mk func() (func([]byte, netip.AddrPort) bool, func())) {
+	read, idle := mk()
+	s.hook.Store(&readHooks{read: read, idle: idle})
 }
 
 // ReadFromAddrPort reads one datagram (pion's AddrPortReaderWriter).
@@ -154,6 +183,13 @@ func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 		s.rd.buf = p
 		err := s.rc.Read(s.rdFn)
 		s.rd.buf = nil
+		if s.rd.idle {
+			s.rd.idle = false
+			if h := s.hook.Load(); h != nil && h.idle != nil {
+				h.idle()
+			}
+			continue
+		}
 		if err == nil && s.rd.errno != 0 {
 			err = os.NewSyscallError("recvfrom", s.rd.errno)
 		}
@@ -164,7 +200,8 @@ func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 		if !ok {
 			return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
 		}
-		if h := s.hook.Load(); h != nil && (*h)(p[:s.rd.n], ap) {
+		if h := s.hook.Load(); h != nil && h.read != nil && h.read(p[:s.rd.n], ap) {
+			s.rd.pending = h.idle != nil
 			continue
 		}
 		return s.rd.n, ap, nil

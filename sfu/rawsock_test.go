@@ -30,6 +30,57 @@ func listenRaw(t *testing.T, network string, ip net.IP) (*RawUDP, *net.UDPConn) 
 	return s, c
 }
 
+// TestRawSocketIdleHook: the idle hook runs once the reader has consumed
+// everything queued — after the datagrams that arrived together, before it
+// waits — and not for datagrams the read hook left to pion.
+func TestRawSocketIdleHook(t *testing.T) {
+	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
+	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer peer.Close()
+	var taken int
+	idles := make(chan int, 8)
+	s.SetReadHooks(func() (func([]byte, netip.AddrPort) bool, func()) {
+		return func(p []byte, _ netip.AddrPort) bool {
+				if string(p) != "take" {
+					return false
+				}
+				taken++
+				return true
+			}, func() {
+				idles <- taken
+			}
+	})
+	for range 3 {
+		_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
+		require.NoError(t, err)
+	}
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := s.ReadFromAddrPort(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	require.Equal(t, 3, <-idles, "one idle call after the three queued datagrams")
+	_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
+	require.NoError(t, err)
+	require.Equal(t, 4, <-idles)
+	_, err = peer.WriteToUDPAddrPort([]byte("pion"), self)
+	require.NoError(t, err)
+	require.Equal(t, "pion", <-got)
+	require.NoError(t, c.Close())
+	for range got {
+	}
+	require.Empty(t, idles, "no idle call for a datagram left to pion")
+}
+
 // TestRawSocket: the media socket read and written with untracked system
 // calls behaves as package net's: addresses (an IPv4 peer of a dual-stack
 // socket as IPv4-mapped, as net reports it), deadlines, close, errors

@@ -373,7 +373,8 @@ type layerRecv struct {
 	highest  uint16
 	started  bool
 	batch    sendBatch
-	deadline bool // a read deadline bounds a held frame
+	deadline bool        // a read deadline bounds a held frame (pion's path)
+	heldBy   *heldLayers // the socket reader that will flush a held frame (direct path)
 
 	// written by the read loop only
 	packets atomic.Uint64
@@ -429,8 +430,9 @@ func (l *layerRecv) requestKeyframe() {
 // readLoop reads the stream and forwards every packet inline. While the
 // batch holds a frame's copies (segmentation offload), a read deadline
 // bounds the wait for the frame's next packet. Once the direct receive
-// path took the stream over (fastrecv.go), pion delivers nothing more and
-// the loop only flushes at that deadline and notices the stream's end.
+// path took the stream over (fastrecv.go), pion delivers nothing more: the
+// socket reader flushes held frames (heldLayers), and the loop flushes at
+// a deadline it had set before and notices the stream's end.
 func (l *layerRecv) readLoop() {
 	buf := make([]byte, 1500)
 	var h rtp.Header
@@ -460,12 +462,19 @@ func (l *layerRecv) readLoop() {
 	}
 }
 
-// deliver handles a packet of the direct receive path.
-func (l *layerRecv) deliver(pkt []byte, h *rtp.Header) {
+// deliver handles a packet of the direct receive path. Copies left held
+// are flushed by the socket reader (hl) once its socket is drained, or,
+// for a frame of gsoKeepMin subscribers or more, when the frame ends or
+// the read deadline (gsoHoldMax) passes.
+func (l *layerRecv) deliver(pkt []byte, h *rtp.Header, hl *heldLayers) {
 	l.direct.Add(1)
 	l.mu.Lock()
 	l.handle(pkt, h)
-	l.holdLocked()
+	if l.batch.held() && l.batch.n < gsoKeepMin {
+		hl.add(l)
+	} else {
+		l.holdLocked()
+	}
 	l.mu.Unlock()
 }
 

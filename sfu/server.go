@@ -106,7 +106,8 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	pubAPI, err := newPublisherAPI(se, lf)
+	fb := newFeedbackClock(feedbackInterval)
+	pubAPI, err := newPublisherAPI(se, lf, fb)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build publisher api: %w", err)
@@ -116,7 +117,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build subscriber api: %w", err)
 	}
-	singleAPI, err := newSinglePCAPI(se, lf)
+	singleAPI, err := newSinglePCAPI(se, lf, fb)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build single peer connection api: %w", err)
@@ -143,7 +144,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		}
 		if cfg.RTC.DirectReceive {
 			s.directRecv = true
-			socks.raw.SetReadHook(s.readHook)
+			socks.raw.SetReadHooks(s.readHooks)
 		}
 		log.Info().Bool("segmentation_offload", s.gso).Bool("direct_receive", s.directRecv).Msg("Direct send path on the UDP mux socket")
 	}

@@ -13,9 +13,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
-	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/stun/v4"
@@ -81,15 +79,15 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 
 // newPublisherAPI builds the recipe for publisher peer connections: the
 // SFU receives here, so the interceptors that act on incoming streams are
-// registered (NACK generation, receiver reports, TWCC feedback so the
-// publisher's bandwidth estimate ramps up to its top simulcast layer).
-// Their cost is per received packet, which is 1/N of the sent ones.
-// The interceptors get lf: without it each one logs through pion's default
-// factory, which writes plain text to stderr (twcc_sender_interceptor's
-// "io: read/write on closed pipe" at every teardown). The SFU answers as
+// registered (NACK generation and TWCC feedback, so the publisher's
+// bandwidth estimate ramps up to its top simulcast layer, on the server's
+// feedback clock fb (feedback.go); pion's receiver reports). Their cost is
+// per received packet, which is 1/N of the sent ones. pion's interceptor
+// gets lf: without it it logs through pion's default factory, which
+// writes plain text to stderr. The SFU answers as
 // the DTLS server, which the direct receive path needs (fastrecv.go).
-func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
-	m, recv, err := receivingOptions(lf, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
+func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feedbackClock) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(lf, fb, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +103,8 @@ func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRec
 // nothing for them), and goog-remb is offered as on subscriber connections
 // so the client's receive estimate caps the forwarded layers. The SFU
 // answers as the DTLS server, which the direct paths need.
-func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiRecipe, error) {
-	m, recv, err := receivingOptions(lf, subscriberVideoFB)
+func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feedbackClock) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(lf, fb, subscriberVideoFB)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +116,7 @@ func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory) (*apiReci
 
 // receivingOptions are the media engine and interceptors of connections
 // that receive media.
-func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (*webrtc.MediaEngine, []interceptor.Factory, error) {
+func receivingOptions(lf logging.LoggerFactory, fb *feedbackClock, videoFB []webrtc.RTCPFeedback) (*webrtc.MediaEngine, []interceptor.Factory, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
 		return nil, nil, err
@@ -142,19 +140,11 @@ func receivingOptions(lf logging.LoggerFactory, videoFB []webrtc.RTCPFeedback) (
 	}
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeAudio)
-	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
-	if err != nil {
-		return nil, nil, err
-	}
 	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(lf))
 	if err != nil {
 		return nil, nil, err
 	}
-	tw, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(lf))
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, []interceptor.Factory{gen, rr, tw}, nil
+	return m, []interceptor.Factory{feedbackFactory{fb}, rr}, nil
 }
 
 // newSubscriberAPI builds the recipe for subscriber peer connections with
