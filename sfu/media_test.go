@@ -76,7 +76,7 @@ func TestDirectReceiveFeedback(t *testing.T) {
 	// header extension interceptor, as browsers do.
 	twccExt, err := twcc.NewHeaderExtensionInterceptor()
 	require.NoError(t, err)
-	drop := &dropOne{nth: 300}
+	drop := &dropOne{nth: 100}
 	alice := ts.join(t, "dr", "alice", nil, lksdk.WithInterceptors([]interceptor.Factory{twccExt, drop}), lksdk.WithIncludeDefaultInterceptors(true))
 	bob := ts.join(t, "dr", "bob", nil)
 	var mu sync.Mutex
@@ -127,10 +127,16 @@ func TestDirectReceiveFeedback(t *testing.T) {
 				advancing++
 			}
 		}
-		dropped, ok := drop.dropped()
+		dropped := drop.dropped()
 		last = fmt.Sprintf("receiver reports %v, twcc feedback %d, dropped %v, NACKed %v", highest, twcc, dropped, nacked)
-		// the three video layers; feedback every 100 ms
-		return advancing >= 3 && twcc >= 10 && ok && nacked[dropped]
+		asked := 0
+		for _, d := range dropped {
+			if nacked[d] {
+				asked++
+			}
+		}
+		// the three video layers; feedback every 100 ms; each layer's lost packet asked for
+		return advancing >= 3 && twcc >= 10 && len(dropped) == 3 && asked == 3
 	}, 15*time.Second, 50*time.Millisecond)
 	require.True(t, ok, last)
 	require.Zero(t, ts.metric(t, "gxconf_sfu_direct_receive_drops_total"))
@@ -345,23 +351,27 @@ func TestUnpublish(t *testing.T) {
 }
 
 // dropOne is a publisher-side interceptor that does not send the nth RTP
-// packet of the first video stream to reach it, as if the network lost it.
+// packet of each video stream (each simulcast layer), as if the network
+// lost it.
 type dropOne struct {
 	nth int
 
-	mu   sync.Mutex
-	ssrc uint32
-	n    int
-	seq  uint16
-	done bool
+	mu    sync.Mutex
+	count map[uint32]int
+	seqs  map[uint32]uint16 // per SSRC, the sequence number not sent
 }
 
 func (d *dropOne) NewInterceptor(string) (interceptor.Interceptor, error) { return d, nil }
 
-func (d *dropOne) dropped() ([2]uint32, bool) {
+// dropped returns the (SSRC, sequence number) pairs not sent.
+func (d *dropOne) dropped() [][2]uint32 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return [2]uint32{d.ssrc, uint32(d.seq)}, d.done
+	var out [][2]uint32
+	for ssrc, seq := range d.seqs {
+		out = append(out, [2]uint32{ssrc, uint32(seq)})
+	}
+	return out
 }
 
 func (d *dropOne) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPReader { return r }
@@ -379,14 +389,14 @@ func (d *dropOne) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RT
 	}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		d.mu.Lock()
-		if !d.done && (d.ssrc == 0 || d.ssrc == h.SSRC) {
-			d.ssrc = h.SSRC
-			d.n++
-			if d.n == d.nth {
-				d.seq, d.done = h.SequenceNumber, true
-				d.mu.Unlock()
-				return len(payload), nil
-			}
+		if d.count == nil {
+			d.count, d.seqs = map[uint32]int{}, map[uint32]uint16{}
+		}
+		d.count[h.SSRC]++
+		if d.count[h.SSRC] == d.nth {
+			d.seqs[h.SSRC] = h.SequenceNumber
+			d.mu.Unlock()
+			return len(payload), nil
 		}
 		d.mu.Unlock()
 		return w.Write(h, payload, a)
