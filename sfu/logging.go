@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/pion/logging"
 	"github.com/rs/zerolog"
@@ -17,13 +18,47 @@ type pionLoggerFactory struct {
 	// client that drops its connection, or fails to authenticate (with the
 	// username), as an error; the TURN metrics count what matters.
 	quiet bool
+	// scopes, when set (newPionLoggerFactory), shares one logger per scope:
+	// pion asks for a dozen per peer connection, each a zerolog context of
+	// its own (~13 KB per participant), and they would all be the same.
+	scopes *pionScopes
+}
+
+// pionScopes is the loggers a factory made, by scope. Pion's scopes are a
+// fixed set of names in its code; past maxPionScopes a logger is made
+// afresh rather than kept.
+type pionScopes struct {
+	mu  sync.Mutex
+	log map[string]logging.LeveledLogger
+}
+
+const maxPionScopes = 64
+
+func newPionLoggerFactory(log zerolog.Logger, quiet bool) pionLoggerFactory {
+	return pionLoggerFactory{log: log, quiet: quiet, scopes: &pionScopes{log: map[string]logging.LeveledLogger{}}}
 }
 
 // NewLogger names pion's scope under its own key: the logger it extends
 // already carries "component" (the SFU's), and zerolog would write a second
 // "component" key instead of replacing the first.
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With().Str("pion_scope", scope).Logger(), quiet: f.quiet}
+	if f.scopes == nil {
+		return f.newLogger(scope)
+	}
+	f.scopes.mu.Lock()
+	defer f.scopes.mu.Unlock()
+	if l, ok := f.scopes.log[scope]; ok {
+		return l
+	}
+	l := f.newLogger(scope)
+	if len(f.scopes.log) < maxPionScopes {
+		f.scopes.log[scope] = l
+	}
+	return l
+}
+
+func (f pionLoggerFactory) newLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: f.log.With().Str("pion_scope", scope).Logger(), quiet: f.quiet}
 }
 
 type pionLogger struct {

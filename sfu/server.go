@@ -101,7 +101,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		nodeID = guid.New("ND_")
 	}
 	log = log.With().Str("node_id", nodeID).Logger()
-	lf := pionLoggerFactory{log: log}
+	lf := newPionLoggerFactory(log, false)
 	se, socks, err := newSettingEngine(&cfg, lf)
 	if err != nil {
 		return nil, err

@@ -89,7 +89,7 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	t := &turnServer{
 		cfg:        tc,
 		log:        log,
-		lf:         pionLoggerFactory{log: log, quiet: true},
+		lf:         newPionLoggerFactory(log, true),
 		present:    present,
 		now:        time.Now,
 		allowed:    map[netip.Addr]struct{}{},
