@@ -25,9 +25,10 @@ import (
 // with connections, not with traffic. feedbackInterceptor does both jobs:
 // it records each received packet inline, in the reader that delivers it,
 // and one feedbackClock per server builds and sends the feedback of all
-// connections on one ticker. The NACKs are pion's (every packet missing
-// after the last one received in order, within the last 512, every tick);
-// the TWCC feedback is pion's twcc.Recorder. (In a meeting of 20 on one
+// connections on one ticker. The NACKs ask for what pion's would (every
+// packet missing after the last one received in order, within the last
+// 512), but each packet at most nackMaxTries times, once a tick; the TWCC
+// feedback is pion's twcc.Recorder. (In a meeting of 20 on one
 // core the change is not measurable in CPU per forwarded packet: the
 // tickers mostly fire while the SFU is awake anyway, sfu/README.md.)
 
@@ -38,6 +39,12 @@ const feedbackInterval = 100 * time.Millisecond
 // nackLogSize is how many sequence numbers back a missing packet is asked
 // for (pion's default).
 const nackLogSize = 512
+
+// nackMaxTries is how often one missing packet is asked for, once a tick:
+// libwebrtc's receiver gives up after 10 tries as well. pion's generator
+// asks until the packet leaves the window, ~100 times for an audio packet
+// (512 packets at 50/s), long after a retransmission could still help.
+const nackMaxTries = 10
 
 // feedbackClock sends the receive feedback of a server's connections. Its
 // goroutine runs while at least one connection is registered.
@@ -242,7 +249,7 @@ func (f *feedbackInterceptor) tick() {
 	}
 	var out []rtcp.Packet
 	for ssrc, log := range f.nacks {
-		f.missing = log.missingSeqs(f.missing[:0])
+		f.missing = log.nackSeqs(f.missing[:0])
 		if len(f.missing) > 0 {
 			out = append(out, &rtcp.TransportLayerNack{SenderSSRC: f.senderSSRC, MediaSSRC: ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(f.missing)})
 		}
@@ -266,6 +273,7 @@ func (f *feedbackInterceptor) tick() {
 // one before it arrived or fell out of the window) up to the newest.
 type nackLog struct {
 	bits            [nackLogSize / 64]uint64
+	tries           [nackLogSize]uint8 // NACKs sent for the slot's missing packet
 	newest          uint16
 	lastConsecutive uint16
 	started         bool
@@ -289,9 +297,11 @@ func (l *nackLog) add(seq uint16) {
 	case d < 0x8000: // newer
 		if d >= nackLogSize {
 			clear(l.bits[:]) // everything in the window is older than the new window
+			clear(l.tries[:])
 		} else {
 			for s := l.newest + 1; s != seq; s++ {
 				l.unset(s) // a slot last used a window ago
+				l.tries[s%nackLogSize] = 0
 			}
 		}
 		l.newest = seq
@@ -333,6 +343,21 @@ func (l *nackLog) missingSeqs(dst []uint16) []uint16 {
 	}
 	for s := l.lastConsecutive + 1; s != l.newest+1; s++ {
 		if !l.has(s) {
+			dst = append(dst, s)
+		}
+	}
+	return dst
+}
+
+// nackSeqs appends the missing sequence numbers not yet asked for
+// nackMaxTries times to dst, and counts this request.
+func (l *nackLog) nackSeqs(dst []uint16) []uint16 {
+	if !l.started {
+		return dst
+	}
+	for s := l.lastConsecutive + 1; s != l.newest+1; s++ {
+		if !l.has(s) && l.tries[s%nackLogSize] < nackMaxTries {
+			l.tries[s%nackLogSize]++
 			dst = append(dst, s)
 		}
 	}

@@ -57,8 +57,44 @@ func TestNackLog(t *testing.T) {
 	require.Equal(t, uint16(30000-nackLogSize+1), m[0])
 }
 
+// A missing packet is asked for on nackMaxTries ticks and then no more;
+// one that goes missing later is asked for as often, and a slot reused by
+// a newer packet starts its count afresh.
+func TestNackLogTries(t *testing.T) {
+	var l nackLog
+	for _, s := range []uint16{1, 2, 4} {
+		l.add(s)
+	}
+	for i := 0; i < nackMaxTries; i++ {
+		require.Equal(t, []uint16{3}, l.nackSeqs(nil), "tick %d", i)
+	}
+	require.Empty(t, l.nackSeqs(nil), "given up on 3")
+	require.Equal(t, []uint16{3}, l.missingSeqs(nil), "still missing")
+	l.add(6)
+	require.Equal(t, []uint16{5}, l.nackSeqs(nil), "a new gap is asked for")
+	for i := 1; i < nackMaxTries; i++ {
+		require.Equal(t, []uint16{5}, l.nackSeqs(nil))
+	}
+	require.Empty(t, l.nackSeqs(nil))
+	// 3 + 512 takes 3's slot: when it goes missing, it is asked for anew.
+	for s := uint16(7); s != 3+nackLogSize; s++ {
+		l.add(s)
+	}
+	l.add(3 + nackLogSize + 1)
+	require.Equal(t, []uint16{3 + nackLogSize}, l.nackSeqs(nil))
+	// A jump past the window forgets every count.
+	l.add(3 + 3*nackLogSize)
+	m := l.nackSeqs(nil)
+	require.Len(t, m, nackLogSize-1)
+	for i := 1; i < nackMaxTries; i++ {
+		require.Len(t, l.nackSeqs(nil), nackLogSize-1)
+	}
+	require.Empty(t, l.nackSeqs(nil))
+}
+
 // FuzzNackLog: whatever order sequence numbers arrive in, no received
-// packet of the window is asked for, nor anything outside the window.
+// packet of the window is asked for, nor anything outside the window, and
+// a tick asks for no more than is missing, each at most nackMaxTries times.
 func FuzzNackLog(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 2, 0, 5, 0, 3})
 	f.Add([]byte{0xff, 0xfe, 0, 1, 0x02, 0x00, 0x80, 0x00})
@@ -96,7 +132,15 @@ func FuzzNackLog(f *testing.F) {
 				require.Less(t, newest-s, uint16(nackLogSize), "%d outside the window of %d", s, newest)
 				require.NotEqual(t, newest, s)
 			}
+			if data[i+1]&1 != 0 { // a tick: asks for some of what is missing
+				require.Subset(t, m, l.nackSeqs(nil))
+			}
 		}
+		// Without new packets, every missing packet is given up on.
+		for i := 0; i < nackMaxTries; i++ {
+			l.nackSeqs(nil)
+		}
+		require.Empty(t, l.nackSeqs(nil))
 	})
 }
 
