@@ -44,7 +44,9 @@
 // Subscriber connections over the UDP mux socket use the direct send path
 // (fastpath.go): SRTP is applied by the SFU and the copies of one packet
 // go out with one sendmmsg. Everything else (RTCP, ICE, DTLS, SCTP, other
-// transports) is pion's.
+// transports) is pion's, but a peer's RTCP on the mux socket first passes
+// a guard that bounds the SSRCs it may make pion keep streams for
+// (rtcpguard.go).
 //
 // # Relay
 //

@@ -212,12 +212,20 @@ func (p *Participant) muxAddr(pair *webrtc.ICECandidatePair) (netip.AddrPort, bo
 // its remote keys and selected pair feed the receive path.
 func (p *Participant) wireDirect(pc *webrtc.PeerConnection, k *keyCapture, send bool, pr *pubRecv) {
 	dtlsT := pc.SCTP().Transport()
+	var g *rtcpGuard
+	if p.s.directRecv {
+		g = newRTCPGuard(p)
+		p.guards = append(p.guards, g)
+	}
 	dtlsT.ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
 		if send {
 			p.onSelectedPair(pair)
 		}
 		if pr != nil {
 			pr.setAddr(p.muxAddr(pair))
+		}
+		if g != nil {
+			g.setAddr(p.muxAddr(pair))
 		}
 	})
 	dtlsT.OnStateChange(func(st webrtc.DTLSTransportState) {
@@ -238,6 +246,11 @@ func (p *Participant) wireDirect(pc *webrtc.PeerConnection, k *keyCapture, send 
 		if pr != nil {
 			if err := pr.setKeys(remote); err != nil {
 				p.log.Warn().Err(err).Msg("direct receive path unavailable")
+			}
+		}
+		if g != nil {
+			if err := g.setKeys(remote); err != nil {
+				p.log.Warn().Err(err).Msg("RTCP guard unavailable")
 			}
 		}
 	})

@@ -251,10 +251,16 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool 
 	if len(pkt) < 12 || pkt[0]&0xc0 != 0x80 {
 		return false // not RTP (STUN, DTLS, TURN channel data)
 	}
-	if pt := pkt[1] & 0x7f; pt >= 64 && pt <= 95 {
-		return false // RTCP (RFC 5761 §4)
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if pt := pkt[1] & 0x7f; pt >= 64 && pt <= 95 { // RTCP (RFC 5761 §4)
+		if gs := s.rtcpAddrs.Load(); gs != nil {
+			if g := (*gs)[from]; g != nil {
+				return g.check(pkt)
+			}
+		}
+		return false
 	}
-	pr := (*s.recvAddrs.Load())[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]
+	pr := (*s.recvAddrs.Load())[from]
 	if pr == nil {
 		return false
 	}

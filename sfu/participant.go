@@ -72,6 +72,11 @@ type Participant struct {
 	fastKeys atomic.Pointer[fastKeys]   // subscriber SRTP keys for the direct path
 	direct   atomic.Pointer[directDest] // subscriber address on the mux socket
 	recv     *pubRecv                   // direct receive path (fastrecv.go); nil without it
+	guards   []*rtcpGuard               // RTCP guards of its connections (rtcpguard.go); none without the direct receive path
+	// rtcpStreams counts the streams the SFU gave the participant to
+	// receive (subscriptions) or took from it (published layers): the
+	// RTCP guards' budget.
+	rtcpStreams atomic.Int64
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
@@ -353,6 +358,7 @@ func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
 	}
 	dt := newDownTrack(p, t)
 	p.subscriptions[t.sid] = dt
+	p.rtcpStreams.Add(1)
 	p.mu.Unlock()
 	if p.single {
 		// Attached to a free receive section of the client's next offer.
@@ -455,6 +461,9 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 func (p *Participant) closePeerConnections() {
 	if p.recv != nil {
 		p.recv.close()
+	}
+	for _, g := range p.guards {
+		g.close()
 	}
 	if p.pub != nil {
 		if err := p.pub.Close(); err != nil {

@@ -229,6 +229,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	if p.recv != nil {
 		p.recv.addLayer(l)
 	}
+	p.rtcpStreams.Add(1)
 	if !p.s.goAdd(l.readLoop) {
 		return
 	}

@@ -54,6 +54,10 @@ type Server struct {
 	directRecv bool
 	recvMu     sync.Mutex
 	recvAddrs  atomic.Pointer[map[netip.AddrPort]*pubRecv]
+	// rtcpAddrs maps connections' source addresses to the guards that
+	// bound what their RTCP makes pion keep (rtcpguard.go).
+	rtcpMu    sync.Mutex
+	rtcpAddrs atomic.Pointer[map[netip.AddrPort]*rtcpGuard]
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -150,6 +154,8 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 	}
 	noAddrs := map[netip.AddrPort]*pubRecv{}
 	s.recvAddrs.Store(&noAddrs)
+	noGuards := map[netip.AddrPort]*rtcpGuard{}
+	s.rtcpAddrs.Store(&noGuards)
 	s.svc = &roomService{s: s}
 	if cfg.TURN.Enabled {
 		ext := ""

@@ -1,0 +1,189 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/srtp/v3"
+)
+
+// Bounding what a peer's RTCP makes pion keep.
+//
+// pion's SRTCP session keeps a read stream, with a buffer of up to 100 KB,
+// for every SSRC an authentic RTCP packet names, and a stream nobody opened
+// is kept, unread, for as long as the connection lives. A joined client
+// that sends RTCP naming new SSRCs (a PLI each, ~30 bytes) thus grows the
+// SFU by ~2.9 KB per packet without bound: 50,000 such PLIs from one
+// subscriber added 138 MB of heap. The guard sees each connection's RTCP
+// on the mux socket before pion does (Server.readHook), decrypts a copy
+// with its own SRTCP context (the connection's remote keys, its own replay
+// window; pion's is untouched), and drops a datagram that would make the
+// connection's distinct SSRCs (destinations and senders) outnumber its
+// budget: a few for the peer's own SSRCs (SDES, BYE) plus two for every
+// stream the SFU gave it to receive or took from it (its SSRC and the
+// peer's own SSRC for it). Connections off the mux socket (TURN, ICE-TCP)
+// and servers without the direct receive path are not guarded.
+
+// rtcpSSRCBase is the budget of a connection with no streams; each
+// subscription and each published layer adds rtcpSSRCPerStream.
+const (
+	rtcpSSRCBase      = 16
+	rtcpSSRCPerStream = 2
+)
+
+// rtcpGuard is one connection's RTCP check. The socket reader that gets
+// its address runs check; mu covers the moment the address moves and two
+// readers may hold it.
+type rtcpGuard struct {
+	s *Server
+	p *Participant
+
+	mu      sync.Mutex
+	ctx     *srtp.Context // remote keys; nil until DTLS connected
+	addr    netip.AddrPort
+	hasAddr bool
+	closed  bool
+	seen    map[uint32]struct{} // destination SSRCs let through
+	buf     []byte
+	raws    []rtcp.RawPacket
+	dsts    []uint32
+	added   []uint32
+	hdr     rtcp.Header
+}
+
+func newRTCPGuard(p *Participant) *rtcpGuard {
+	return &rtcpGuard{s: p.s, p: p, seen: map[uint32]struct{}{}}
+}
+
+// budget is how many distinct SSRCs (destinations and senders) the
+// connection's RTCP may name.
+func (g *rtcpGuard) budget() int {
+	return rtcpSSRCBase + rtcpSSRCPerStream*int(g.p.rtcpStreams.Load())
+}
+
+// setKeys makes the guard's SRTCP context from the connection's remote
+// keys and registers it if its address is known.
+func (g *rtcpGuard) setKeys(k *fastKeys) error {
+	ctx, err := srtp.CreateContext(k.key, k.salt, k.profile, srtp.SRTCPReplayProtection(srtpReplayWindow))
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ctx = ctx
+	g.registerLocked()
+	return nil
+}
+
+// setAddr records the connection's address on the mux socket (ok false:
+// the selected pair is elsewhere) and registers the guard there.
+func (g *rtcpGuard) setAddr(addr netip.AddrPort, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.s.unregisterRTCP(g)
+	g.addr, g.hasAddr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), ok
+	g.registerLocked()
+}
+
+func (g *rtcpGuard) registerLocked() {
+	if g.hasAddr && g.ctx != nil && !g.closed {
+		g.s.registerRTCP(g.addr, g)
+	}
+}
+
+// close takes the guard off the socket.
+func (g *rtcpGuard) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	g.s.unregisterRTCP(g)
+}
+
+// check reports whether pkt, an SRTCP datagram from the guard's address,
+// is to be dropped: it fails authentication (a forgery or a replay, which
+// pion would drop as well), or it names destination SSRCs beyond the
+// connection's budget. Otherwise pion gets it unchanged.
+func (g *rtcpGuard) check(pkt []byte) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ctx == nil || len(pkt) < 8 {
+		return false
+	}
+	// The sender's SSRC is in the clear: SRTCP state is kept per sender
+	// (in pion's context and this one), so a new one over budget is
+	// dropped before it is decrypted.
+	sender := binary.BigEndian.Uint32(pkt[4:8])
+	if _, ok := g.seen[sender]; !ok && len(g.seen) >= g.budget() {
+		g.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
+		return true
+	}
+	if cap(g.buf) < len(pkt) {
+		g.buf = make([]byte, len(pkt))
+	}
+	plain, err := g.ctx.DecryptRTCP(g.buf[:0], pkt, &g.hdr)
+	if err != nil {
+		g.s.metrics.rtcpDrops.WithLabelValues("authentication").Inc()
+		return true
+	}
+	if g.raws, err = rtcp.AppendRawPackets(g.raws[:0], plain); err != nil {
+		return false // pion decides what to do with what it cannot parse
+	}
+	g.dsts = append(g.dsts[:0], sender)
+	for _, r := range g.raws {
+		if g.dsts, err = r.ParseDestinationSSRC(g.dsts); err != nil {
+			return false
+		}
+	}
+	g.added = g.added[:0]
+	for _, ssrc := range g.dsts {
+		if _, ok := g.seen[ssrc]; !ok {
+			g.seen[ssrc] = struct{}{}
+			g.added = append(g.added, ssrc)
+		}
+	}
+	if len(g.added) > 0 && len(g.seen) > g.budget() {
+		for _, ssrc := range g.added {
+			delete(g.seen, ssrc) // pion never sees them
+		}
+		g.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
+		return true
+	}
+	return false
+}
+
+// registerRTCP maps a source address to a connection's guard; a newer
+// registration of the same address replaces the older one.
+func (s *Server) registerRTCP(addr netip.AddrPort, g *rtcpGuard) {
+	s.rtcpMu.Lock()
+	defer s.rtcpMu.Unlock()
+	var old map[netip.AddrPort]*rtcpGuard
+	if m := s.rtcpAddrs.Load(); m != nil {
+		old = *m
+	}
+	next := make(map[netip.AddrPort]*rtcpGuard, len(old)+1)
+	for a, o := range old {
+		next[a] = o
+	}
+	next[addr] = g
+	s.rtcpAddrs.Store(&next)
+}
+
+// unregisterRTCP removes every address mapped to g.
+func (s *Server) unregisterRTCP(g *rtcpGuard) {
+	s.rtcpMu.Lock()
+	defer s.rtcpMu.Unlock()
+	m := s.rtcpAddrs.Load()
+	if m == nil || len(*m) == 0 {
+		return
+	}
+	old := *m
+	next := make(map[netip.AddrPort]*rtcpGuard, len(old))
+	for a, o := range old {
+		if o != g {
+			next[a] = o
+		}
+	}
+	s.rtcpAddrs.Store(&next)
+}

@@ -1,0 +1,65 @@
+package sfu_test
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/pion/rtcp"
+	"github.com/stretchr/testify/require"
+)
+
+// A subscriber whose RTCP names thousands of SSRCs it was never given
+// (each would make pion keep a read stream for the rest of the connection)
+// has everything past its budget dropped where the socket is read, while
+// its RTCP about what it does receive still works: a PLI for the video it
+// gets reaches the publisher, and media keeps flowing.
+func TestRTCPSSRCBudget(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.join(t, "guard", "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	bob := ts.join(t, "guard", "bob", nil)
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+
+	pc := bob.room.LocalParticipant.GetSubscriberPeerConnection()
+	require.NotNil(t, pc)
+	var video uint32
+	for _, r := range pc.GetReceivers() {
+		if tr := r.Track(); tr != nil && tr.Kind().String() == "video" {
+			video = uint32(tr.SSRC())
+		}
+	}
+	require.NotZero(t, video)
+
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	const flood = 3000
+	for i := range flood {
+		require.NoError(t, pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: rand.Uint32()}}))
+		if i%200 == 199 {
+			time.Sleep(10 * time.Millisecond) // within the socket's buffer
+		}
+	}
+	// Two subscriptions: a budget of 16 + 2 × 2 SSRCs, some of which the
+	// PLIs' sender and earlier RTCP took.
+	require.Eventually(t, func() bool {
+		return ts.metric(t, "gxconf_sfu_rtcp_drops_total") >= flood-20
+	}, 10*time.Second, 20*time.Millisecond, "dropped %v of %d", ts.metric(t, "gxconf_sfu_rtcp_drops_total"), flood)
+	require.LessOrEqual(t, ts.metric(t, "gxconf_sfu_rtcp_drops_total"), float64(flood))
+	t.Logf("heap %d -> %d KB after %d PLIs for unknown SSRCs", before>>10, heap()>>10, flood)
+
+	plis := ts.metric(t, "gxconf_sfu_plis_total")
+	require.Eventually(t, func() bool {
+		_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: video}})
+		return ts.metric(t, "gxconf_sfu_plis_total") > plis
+	}, 10*time.Second, 100*time.Millisecond, "a PLI for the video bob receives reaches alice")
+	frames := bob.stream("alice/video").Frames.Load()
+	bob.waitMedia(t, []string{"alice"}, frames+10, 0, 10*time.Second)
+}
