@@ -15,7 +15,7 @@ import (
 // for every SSRC an authentic RTCP packet names, and a stream nobody opened
 // is kept, unread, for as long as the connection lives. A joined client
 // that sends RTCP naming new SSRCs (a PLI each, ~30 bytes) thus grows the
-// SFU by ~2.9 KB per packet without bound: 50,000 such PLIs from one
+// SFU by ~3 KB per packet without bound: 50,000 such PLIs from one
 // subscriber added 138 MB of heap. The guard sees each connection's RTCP
 // on the mux socket before pion does (Server.readHook), decrypts a copy
 // with its own SRTCP context (the connection's remote keys, its own replay
