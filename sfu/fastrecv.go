@@ -196,14 +196,15 @@ const srtpReplayWindow = 64
 func (pr *pubRecv) setAddr(addr netip.AddrPort, ok bool) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	pr.s.unregisterRecv(pr)
+	pr.s.recvAddrs.remove(pr)
 	pr.addr, pr.hasAddr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), ok
 	pr.registerLocked()
 }
 
 func (pr *pubRecv) registerLocked() {
 	if pr.hasAddr && pr.ctx != nil && !pr.closed {
-		pr.s.registerRecv(pr.addr, pr)
+		pr.s.recvAddrs.put(pr.addr, pr)
+		pr.s.metrics.directConns.WithLabelValues("receive").Inc()
 	}
 }
 
@@ -212,37 +213,8 @@ func (pr *pubRecv) close() {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	pr.closed = true
-	pr.s.unregisterRecv(pr)
+	pr.s.recvAddrs.remove(pr)
 	pr.publishLocked()
-}
-
-// registerRecv maps a source address to a publishing connection; a newer
-// registration of the same address replaces the older one.
-func (s *Server) registerRecv(addr netip.AddrPort, pr *pubRecv) {
-	s.recvMu.Lock()
-	defer s.recvMu.Unlock()
-	old := *s.recvAddrs.Load()
-	next := make(map[netip.AddrPort]*pubRecv, len(old)+1)
-	for a, p := range old {
-		next[a] = p
-	}
-	next[addr] = pr
-	s.recvAddrs.Store(&next)
-	s.metrics.directConns.WithLabelValues("receive").Inc()
-}
-
-// unregisterRecv removes every address mapped to pr.
-func (s *Server) unregisterRecv(pr *pubRecv) {
-	s.recvMu.Lock()
-	defer s.recvMu.Unlock()
-	old := *s.recvAddrs.Load()
-	next := make(map[netip.AddrPort]*pubRecv, len(old))
-	for a, p := range old {
-		if p != pr {
-			next[a] = p
-		}
-	}
-	s.recvAddrs.Store(&next)
 }
 
 // readHook is RawUDP's read hook on the mux socket: it consumes the RTP of
@@ -253,14 +225,12 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool 
 	}
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if pt := pkt[1] & 0x7f; pt >= 64 && pt <= 95 { // RTCP (RFC 5761 §4)
-		if gs := s.rtcpAddrs.Load(); gs != nil {
-			if g := (*gs)[from]; g != nil {
-				return g.check(pkt)
-			}
+		if g := s.rtcpAddrs.get(from); g != nil {
+			return g.check(pkt)
 		}
 		return false
 	}
-	pr := (*s.recvAddrs.Load())[from]
+	pr := s.recvAddrs.get(from)
 	if pr == nil {
 		return false
 	}

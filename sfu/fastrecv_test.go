@@ -126,7 +126,7 @@ func TestDirectReceive(t *testing.T) {
 	expect(6)
 	pr.close()
 	require.False(t, hook(packet(107, 1234, 7), from), "closed: pion's")
-	require.Empty(t, *s.recvAddrs.Load())
+	require.Zero(t, s.recvAddrs.len())
 }
 
 // TestRawSocketReadHook: datagrams the hook consumes are not returned;
@@ -225,8 +225,6 @@ func newDirectRecvRig(tb testing.TB, subs int, pionRead func(), mid ...intercept
 	d.m, err = newMetrics(prometheus.NewRegistry())
 	require.NoError(tb, err)
 	d.s = &Server{metrics: d.m}
-	none := map[netip.AddrPort]*pubRecv{}
-	d.s.recvAddrs.Store(&none)
 	d.pr = newPubRecv(d.s)
 	inner, outer := d.pr.interceptors()
 	ii, _ := inner.NewInterceptor("")

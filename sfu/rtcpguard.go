@@ -37,7 +37,6 @@ const (
 // its address runs check; mu covers the moment the address moves and two
 // readers may hold it.
 type rtcpGuard struct {
-	s *Server
 	p *Participant
 
 	mu      sync.Mutex
@@ -45,7 +44,7 @@ type rtcpGuard struct {
 	addr    netip.AddrPort
 	hasAddr bool
 	closed  bool
-	seen    map[uint32]struct{} // destination SSRCs let through
+	seen    map[uint32]struct{} // SSRCs (destinations and senders) let through
 	buf     []byte
 	raws    []rtcp.RawPacket
 	dsts    []uint32
@@ -54,7 +53,7 @@ type rtcpGuard struct {
 }
 
 func newRTCPGuard(p *Participant) *rtcpGuard {
-	return &rtcpGuard{s: p.s, p: p, seen: map[uint32]struct{}{}}
+	return &rtcpGuard{p: p, seen: map[uint32]struct{}{}}
 }
 
 // budget is how many distinct SSRCs (destinations and senders) the
@@ -82,14 +81,14 @@ func (g *rtcpGuard) setKeys(k *fastKeys) error {
 func (g *rtcpGuard) setAddr(addr netip.AddrPort, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.s.unregisterRTCP(g)
+	g.p.s.rtcpAddrs.remove(g)
 	g.addr, g.hasAddr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), ok
 	g.registerLocked()
 }
 
 func (g *rtcpGuard) registerLocked() {
 	if g.hasAddr && g.ctx != nil && !g.closed {
-		g.s.registerRTCP(g.addr, g)
+		g.p.s.rtcpAddrs.put(g.addr, g)
 	}
 }
 
@@ -98,13 +97,13 @@ func (g *rtcpGuard) close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
-	g.s.unregisterRTCP(g)
+	g.p.s.rtcpAddrs.remove(g)
 }
 
 // check reports whether pkt, an SRTCP datagram from the guard's address,
 // is to be dropped: it fails authentication (a forgery or a replay, which
-// pion would drop as well), or it names destination SSRCs beyond the
-// connection's budget. Otherwise pion gets it unchanged.
+// pion would drop as well), or it names SSRCs beyond the connection's
+// budget. Otherwise pion gets it unchanged.
 func (g *rtcpGuard) check(pkt []byte) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -116,7 +115,7 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 	// dropped before it is decrypted.
 	sender := binary.BigEndian.Uint32(pkt[4:8])
 	if _, ok := g.seen[sender]; !ok && len(g.seen) >= g.budget() {
-		g.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
+		g.p.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
 		return true
 	}
 	if cap(g.buf) < len(pkt) {
@@ -124,7 +123,7 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 	}
 	plain, err := g.ctx.DecryptRTCP(g.buf[:0], pkt, &g.hdr)
 	if err != nil {
-		g.s.metrics.rtcpDrops.WithLabelValues("authentication").Inc()
+		g.p.s.metrics.rtcpDrops.WithLabelValues("authentication").Inc()
 		return true
 	}
 	if g.raws, err = rtcp.AppendRawPackets(g.raws[:0], plain); err != nil {
@@ -147,43 +146,8 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 		for _, ssrc := range g.added {
 			delete(g.seen, ssrc) // pion never sees them
 		}
-		g.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
+		g.p.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
 		return true
 	}
 	return false
-}
-
-// registerRTCP maps a source address to a connection's guard; a newer
-// registration of the same address replaces the older one.
-func (s *Server) registerRTCP(addr netip.AddrPort, g *rtcpGuard) {
-	s.rtcpMu.Lock()
-	defer s.rtcpMu.Unlock()
-	var old map[netip.AddrPort]*rtcpGuard
-	if m := s.rtcpAddrs.Load(); m != nil {
-		old = *m
-	}
-	next := make(map[netip.AddrPort]*rtcpGuard, len(old)+1)
-	for a, o := range old {
-		next[a] = o
-	}
-	next[addr] = g
-	s.rtcpAddrs.Store(&next)
-}
-
-// unregisterRTCP removes every address mapped to g.
-func (s *Server) unregisterRTCP(g *rtcpGuard) {
-	s.rtcpMu.Lock()
-	defer s.rtcpMu.Unlock()
-	m := s.rtcpAddrs.Load()
-	if m == nil || len(*m) == 0 {
-		return
-	}
-	old := *m
-	next := make(map[netip.AddrPort]*rtcpGuard, len(old))
-	for a, o := range old {
-		if o != g {
-			next[a] = o
-		}
-	}
-	s.rtcpAddrs.Store(&next)
 }

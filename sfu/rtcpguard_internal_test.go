@@ -42,7 +42,9 @@ func sealRTCP(t testing.TB, peer *srtp.Context, pkts ...rtcp.Packet) []byte {
 // SSRC over budget before decrypting it, and drops forgeries and replays.
 func TestRTCPGuard(t *testing.T) {
 	g, peer := guardPeer(t)
-	drops := func(reason string) float64 { return testutil.ToFloat64(g.s.metrics.rtcpDrops.WithLabelValues(reason)) }
+	drops := func(reason string) float64 {
+		return testutil.ToFloat64(g.p.s.metrics.rtcpDrops.WithLabelValues(reason))
+	}
 	require.Equal(t, rtcpSSRCBase, g.budget())
 
 	// Within budget: sender 1 and 14 media SSRCs = 15 of 16.

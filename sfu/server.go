@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -52,12 +51,10 @@ type Server struct {
 	// directRecv: publishers' RTP on the mux socket is taken where the
 	// socket is read (fastrecv.go); recvAddrs maps their source addresses.
 	directRecv bool
-	recvMu     sync.Mutex
-	recvAddrs  atomic.Pointer[map[netip.AddrPort]*pubRecv]
+	recvAddrs  addrTable[*pubRecv]
 	// rtcpAddrs maps connections' source addresses to the guards that
 	// bound what their RTCP makes pion keep (rtcpguard.go).
-	rtcpMu    sync.Mutex
-	rtcpAddrs atomic.Pointer[map[netip.AddrPort]*rtcpGuard]
+	rtcpAddrs addrTable[*rtcpGuard]
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -152,10 +149,6 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		}
 		log.Info().Bool("segmentation_offload", s.gso).Bool("direct_receive", s.directRecv).Msg("Direct send path on the UDP mux socket")
 	}
-	noAddrs := map[netip.AddrPort]*pubRecv{}
-	s.recvAddrs.Store(&noAddrs)
-	noGuards := map[netip.AddrPort]*rtcpGuard{}
-	s.rtcpAddrs.Store(&noGuards)
 	s.svc = &roomService{s: s}
 	if cfg.TURN.Enabled {
 		ext := ""
