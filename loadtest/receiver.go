@@ -70,6 +70,14 @@ func (s *StreamStats) Loss() (expected, received uint64) {
 	return s.highest - s.baseSeq + 1, s.received
 }
 
+// LastSeq returns the highest sequence number received so far; ok is
+// false before the first packet.
+func (s *StreamStats) LastSeq() (seq uint16, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastRaw, s.haveFirst
+}
+
 // counts returns the highest extended sequence number and the packets
 // counted so far (zero before the grace period ended).
 func (s *StreamStats) counts() (highest, received uint64, ok bool) {

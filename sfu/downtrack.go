@@ -169,6 +169,7 @@ func (dt *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamete
 	dt.clockRate = chosen.ClockRate
 	dt.bound = true
 	dt.mu.Unlock()
+	dt.sub.setSendTrack(uint32(ctx.SSRC()), dt)
 	reader := ctx.RTCPReader()
 	dt.sub.s.goAdd(func() { dt.rtcpLoop(reader) })
 	if dt.track.addDownTrack(dt) {
@@ -183,7 +184,9 @@ func (dt *downTrack) Unbind(webrtc.TrackLocalContext) error {
 	dt.track.removeDownTrack(dt)
 	dt.mu.Lock()
 	dt.bound = false
+	ssrc := dt.ssrc
 	dt.mu.Unlock()
+	dt.sub.removeSendTrack(ssrc, dt)
 	return nil
 }
 
@@ -541,8 +544,9 @@ func (dt *downTrack) setBandwidthCap(l int32) {
 	}
 }
 
-// rtcpLoop handles the subscriber's RTCP for this downtrack: keyframe
-// requests, NACKs, REMB and receiver reports.
+// rtcpLoop reads the subscriber's RTCP about this downtrack from pion:
+// the path of connections whose RTCP the guard does not take (rtcpguard.go).
+// pion hands it each packet that names the downtrack's SSRC.
 func (dt *downTrack) rtcpLoop(r interceptor.RTCPReader) {
 	buf := make([]byte, 1500)
 	for {
@@ -555,33 +559,71 @@ func (dt *downTrack) rtcpLoop(r interceptor.RTCPReader) {
 			continue
 		}
 		for _, pk := range pkts {
-			switch p := pk.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				if l := dt.current.Load(); l >= 0 {
-					dt.track.requestKeyframe(int(l))
-				}
-			case *rtcp.TransportLayerNack:
-				for _, pair := range p.Nacks {
-					pair.Range(func(seq uint16) bool {
-						dt.retransmit(seq)
-						return true
-					})
-				}
-			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				dt.sub.remb.Store(uint64(p.Bitrate))
-				dt.sub.rembAt.Store(time.Now().UnixNano())
-			case *rtcp.ReceiverReport:
-				for _, rr := range p.Reports {
-					if rr.SSRC == dt.ssrcValue() {
-						dt.mu.Lock()
-						dt.fracLost = float64(rr.FractionLost) / 256
-						dt.rrAt = time.Now()
-						dt.mu.Unlock()
-					}
-				}
+			dt.sub.onSubscriberRTCP(pk, dt)
+		}
+	}
+}
+
+// onSubscriberRTCP acts on one RTCP packet from the subscriber: keyframe
+// requests, NACKs, REMB and receiver reports, each for the downtracks whose
+// SSRCs it names. With only, the packet came from only's RTCP reader and
+// acts on only alone.
+func (p *Participant) onSubscriberRTCP(pk rtcp.Packet, only *downTrack) {
+	find := func(ssrc uint32) *downTrack {
+		if only != nil {
+			if only.ssrcValue() == ssrc {
+				return only
+			}
+			return nil
+		}
+		return p.sendTrack(ssrc)
+	}
+	switch v := pk.(type) {
+	case *rtcp.PictureLossIndication:
+		if dt := find(v.MediaSSRC); dt != nil {
+			dt.keyframeRequested()
+		}
+	case *rtcp.FullIntraRequest:
+		for _, e := range v.FIR {
+			if dt := find(e.SSRC); dt != nil {
+				dt.keyframeRequested()
+			}
+		}
+	case *rtcp.TransportLayerNack:
+		if dt := find(v.MediaSSRC); dt != nil {
+			for _, pair := range v.Nacks {
+				pair.Range(func(seq uint16) bool {
+					dt.retransmit(seq)
+					return true
+				})
+			}
+		}
+	case *rtcp.ReceiverEstimatedMaximumBitrate:
+		p.remb.Store(uint64(v.Bitrate))
+		p.rembAt.Store(time.Now().UnixNano())
+	case *rtcp.ReceiverReport:
+		for i := range v.Reports {
+			if dt := find(v.Reports[i].SSRC); dt != nil {
+				dt.onReport(&v.Reports[i])
 			}
 		}
 	}
+}
+
+// keyframeRequested passes the subscriber's keyframe request on to the
+// publisher of the layer being forwarded.
+func (dt *downTrack) keyframeRequested() {
+	if l := dt.current.Load(); l >= 0 {
+		dt.track.requestKeyframe(int(l))
+	}
+}
+
+// onReport takes the subscriber's reception report for the downtrack.
+func (dt *downTrack) onReport(rr *rtcp.ReceptionReport) {
+	dt.mu.Lock()
+	dt.fracLost = float64(rr.FractionLost) / 256
+	dt.rrAt = time.Now()
+	dt.mu.Unlock()
 }
 
 func (dt *downTrack) ssrcValue() uint32 {

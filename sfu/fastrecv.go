@@ -218,7 +218,8 @@ func (pr *pubRecv) close() {
 }
 
 // readHook is RawUDP's read hook on the mux socket: it consumes the RTP of
-// taken-over streams and tells pion's mux to go on reading.
+// taken-over streams and the RTCP the guards drop or handle, and tells
+// pion's mux to go on reading.
 func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool {
 	if len(pkt) < 12 || pkt[0]&0xc0 != 0x80 {
 		return false // not RTP (STUN, DTLS, TURN channel data)

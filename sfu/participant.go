@@ -77,6 +77,10 @@ type Participant struct {
 	// receive (subscriptions) or took from it (published layers): the
 	// RTCP guards' budget.
 	rtcpStreams atomic.Int64
+	// sendSSRCs maps the SSRCs of the participant's bound downtracks to
+	// them, for its RTCP (onSubscriberRTCP).
+	sendMu    sync.Mutex
+	sendSSRCs map[uint32]*downTrack
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
@@ -755,4 +759,30 @@ func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) 
 		m.packetsLost.Add(float64(lost))
 		m.plis.Add(float64(plis))
 	}
+}
+
+// setSendTrack records that the subscriber gets dt with ssrc.
+func (p *Participant) setSendTrack(ssrc uint32, dt *downTrack) {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	if p.sendSSRCs == nil {
+		p.sendSSRCs = map[uint32]*downTrack{}
+	}
+	p.sendSSRCs[ssrc] = dt
+}
+
+// removeSendTrack forgets ssrc if it is still dt's.
+func (p *Participant) removeSendTrack(ssrc uint32, dt *downTrack) {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	if p.sendSSRCs[ssrc] == dt {
+		delete(p.sendSSRCs, ssrc)
+	}
+}
+
+// sendTrack returns the bound downtrack with ssrc, or nil.
+func (p *Participant) sendTrack(ssrc uint32) *downTrack {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	return p.sendSSRCs[ssrc]
 }

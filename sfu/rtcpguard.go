@@ -25,6 +25,12 @@ import (
 // stream the SFU gave it to receive or took from it (its SSRC and the
 // peer's own SSRC for it). Connections off the mux socket (TURN, ICE-TCP)
 // and servers without the direct receive path are not guarded.
+//
+// A subscriber connection's guard also handles what passes: it acts on
+// each packet for the downtracks it names (onSubscriberRTCP) and pion never
+// gets the datagram. pion would decrypt it again, wake a goroutine for
+// every SSRC it names and hand each the packets naming it, so that a
+// receiver report about 38 tracks was parsed 38 times more.
 
 // rtcpSSRCBase is the budget of a connection with no streams; each
 // subscription and each published layer adds rtcpSSRCPerStream.
@@ -38,6 +44,9 @@ const (
 // readers may hold it.
 type rtcpGuard struct {
 	p *Participant
+	// handle: the connection only sends media (a subscriber connection),
+	// and the guard acts on its RTCP instead of pion.
+	handle bool
 
 	mu      sync.Mutex
 	ctx     *srtp.Context // remote keys; nil until DTLS connected
@@ -52,8 +61,8 @@ type rtcpGuard struct {
 	hdr     rtcp.Header
 }
 
-func newRTCPGuard(p *Participant) *rtcpGuard {
-	return &rtcpGuard{p: p, seen: map[uint32]struct{}{}}
+func newRTCPGuard(p *Participant, handle bool) *rtcpGuard {
+	return &rtcpGuard{p: p, handle: handle, seen: map[uint32]struct{}{}}
 }
 
 // budget is how many distinct SSRCs (destinations and senders) the
@@ -101,9 +110,10 @@ func (g *rtcpGuard) close() {
 }
 
 // check reports whether pkt, an SRTCP datagram from the guard's address,
-// is to be dropped: it fails authentication (a forgery or a replay, which
-// pion would drop as well), or it names SSRCs beyond the connection's
-// budget. Otherwise pion gets it unchanged.
+// is done with: dropped because it fails authentication (a forgery or a
+// replay, which pion would drop as well) or names SSRCs beyond the
+// connection's budget, or handled here (handle). Otherwise pion gets it
+// unchanged.
 func (g *rtcpGuard) check(pkt []byte) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -149,5 +159,17 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 		g.p.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
 		return true
 	}
-	return false
+	if !g.handle {
+		return false
+	}
+	for _, r := range g.raws {
+		pkts, err := rtcp.Unmarshal(r)
+		if err != nil {
+			continue // as pion's reader would
+		}
+		for _, pk := range pkts {
+			g.p.onSubscriberRTCP(pk, nil)
+		}
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -13,6 +14,11 @@ import (
 
 // guardPeer is a keyed guard and the peer side's SRTCP context.
 func guardPeer(t testing.TB) (*rtcpGuard, *srtp.Context) {
+	return keyedGuard(t, false)
+}
+
+// keyedGuard is guardPeer with the guard's handle flag.
+func keyedGuard(t testing.TB, handle bool) (*rtcpGuard, *srtp.Context) {
 	t.Helper()
 	m, err := newMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
@@ -20,7 +26,7 @@ func guardPeer(t testing.TB) (*rtcpGuard, *srtp.Context) {
 	k := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: make([]byte, 16), salt: make([]byte, 12)}
 	_, _ = rand.Read(k.key)
 	_, _ = rand.Read(k.salt)
-	g := newRTCPGuard(p)
+	g := newRTCPGuard(p, handle)
 	require.NoError(t, g.setKeys(k))
 	peer, err := srtp.CreateContext(k.key, k.salt, k.profile)
 	require.NoError(t, err)
@@ -83,16 +89,101 @@ func TestRTCPGuard(t *testing.T) {
 	require.False(t, g2.check(pkt))
 }
 
+// subscriberTracks binds two video downtracks of the guard's participant
+// (SSRCs 7 and 8, of two publishers' tracks) and forwards 20 packets on
+// each, so both can retransmit and have a layer to ask keyframes for.
+func subscriberTracks(t testing.TB, g *rtcpGuard) (dts [2]*downTrack, ws [2]*captureWriter, ls [2]*layerRecv) {
+	t.Helper()
+	for i := range dts {
+		l, _ := benchTrack(0)
+		l.onKeyframe = func(int) {}
+		dt := newDownTrack(g.p, l.t)
+		w := &captureWriter{}
+		dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, uint32(7+i), 96, 90000
+		dt.target.Store(0)
+		l.t.addDownTrack(dt)
+		g.p.setSendTrack(dt.ssrc, dt)
+		var h rtp.Header
+		for seq := 0; seq < 20; seq++ {
+			l.handle(vp8Packet(uint16(500+seq), seq == 0, 300), &h)
+		}
+		require.Len(t, w.hdrs, 20)
+		dts[i], ws[i], ls[i] = dt, w, l
+	}
+	return dts, ws, ls
+}
+
+// A subscriber connection's guard acts on the RTCP it lets through, for
+// the downtracks each packet names, and keeps the datagram from pion: one
+// compound of a receiver report about both tracks, a NACK for the first,
+// a PLI for the second and a REMB retransmits only the first's packet,
+// asks only the second's publisher for a keyframe, records each track's
+// own loss and the estimate. The per-downtrack reader (pion's path) acts
+// only on what names its own SSRC.
+func TestRTCPGuardHandlesSubscriberRTCP(t *testing.T) {
+	g, peer := keyedGuard(t, true)
+	dts, ws, ls := subscriberTracks(t, g)
+	lost := ws[0].hdrs[7].SequenceNumber
+	plis := [2]uint64{ls[0].plis.Load(), ls[1].plis.Load()}
+	pkt := sealRTCP(t, peer,
+		&rtcp.ReceiverReport{SSRC: 99, Reports: []rtcp.ReceptionReport{{SSRC: 7, FractionLost: 64}, {SSRC: 8, FractionLost: 128}}},
+		&rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: lost}}},
+		&rtcp.PictureLossIndication{SenderSSRC: 99, MediaSSRC: 8},
+		&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 99, Bitrate: 300_000, SSRCs: []uint32{7, 8}},
+	)
+	require.True(t, g.check(pkt), "handled, not for pion")
+
+	require.Len(t, ws[0].hdrs, 21)
+	require.Equal(t, lost, ws[0].hdrs[20].SequenceNumber)
+	require.Len(t, ws[1].hdrs, 20, "the NACK named the other track")
+	require.Equal(t, plis[0], ls[0].plis.Load(), "the PLI named the other track")
+	require.Equal(t, plis[1]+1, ls[1].plis.Load())
+	for i, want := range []float64{0.25, 0.5} {
+		frac, ok := dts[i].lossFraction()
+		require.True(t, ok)
+		require.InDelta(t, want, frac, 1e-9)
+	}
+	require.EqualValues(t, 300_000, g.p.remb.Load())
+	require.NotZero(t, g.p.rembAt.Load())
+
+	// pion's path: the second track's reader ignores the first's NACK.
+	g.p.onSubscriberRTCP(&rtcp.TransportLayerNack{MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[9].SequenceNumber}}}, dts[1])
+	require.Len(t, ws[0].hdrs, 21)
+	require.Len(t, ws[1].hdrs, 20)
+	g.p.onSubscriberRTCP(&rtcp.TransportLayerNack{MediaSSRC: 8, Nacks: []rtcp.NackPair{{PacketID: ws[1].hdrs[9].SequenceNumber}}}, dts[1])
+	require.Len(t, ws[1].hdrs, 21)
+
+	// An unbound downtrack is no longer found; a rebind of its SSRC by
+	// another downtrack is not undone by the old one's removal.
+	g.p.removeSendTrack(7, dts[0])
+	require.True(t, g.check(sealRTCP(t, peer, &rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[11].SequenceNumber}}})))
+	require.Len(t, ws[0].hdrs, 21)
+	g.p.setSendTrack(7, dts[1])
+	g.p.removeSendTrack(7, dts[0])
+	require.Same(t, dts[1], g.p.sendTrack(7))
+
+	// A publisher connection's guard leaves the same compound to pion.
+	g2, peer2 := keyedGuard(t, false)
+	_, ws2, _ := subscriberTracks(t, g2)
+	require.False(t, g2.check(sealRTCP(t, peer2, &rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws2[0].hdrs[7].SequenceNumber}}})))
+	require.Len(t, ws2[0].hdrs, 20)
+}
+
 // FuzzRTCPGuard: whatever authentic RTCP a peer sends, the guard does not
-// panic, never lets the connection's SSRCs exceed its budget, and hands
-// pion the datagram unchanged.
+// panic, never lets the connection's SSRCs exceed its budget, and leaves
+// the datagram unchanged; a subscriber connection's guard acts on it
+// (retransmissions, keyframe requests, estimates) without panicking.
 func FuzzRTCPGuard(f *testing.F) {
-	f.Add([]byte{0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	f.Add([]byte{0x81, 0xce, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 9})
-	f.Fuzz(func(t *testing.T, plain []byte) {
-		g, peer := guardPeer(t)
+	f.Add([]byte{0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false)
+	f.Add([]byte{0x81, 0xce, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 9}, true)
+	f.Add([]byte{0x81, 0xcd, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0, 7, 0x01, 0xf4, 0xff, 0xff}, true)
+	f.Fuzz(func(t *testing.T, plain []byte, handle bool) {
+		g, peer := keyedGuard(t, handle)
 		if len(plain) < 8 {
 			return
+		}
+		if handle {
+			subscriberTracks(t, g)
 		}
 		for i := 0; i < 3; i++ {
 			pkt, err := peer.EncryptRTCP(nil, plain, nil)

@@ -63,3 +63,44 @@ func TestRTCPSSRCBudget(t *testing.T) {
 	frames := bob.stream("alice/video").Frames.Load()
 	bob.waitMedia(t, []string{"alice"}, frames+10, 0, 10*time.Second)
 }
+
+// A subscriber's RTCP, which the guard handles without pion on the mux
+// socket, still works end to end: a NACK in a compound with a receiver
+// report and a REMB gets the named packet retransmitted.
+func TestSubscriberNACKRetransmits(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.join(t, "nack", "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	bob := ts.join(t, "nack", "bob", nil)
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+
+	pc := bob.room.LocalParticipant.GetSubscriberPeerConnection()
+	require.NotNil(t, pc)
+	var video, audio uint32
+	for _, r := range pc.GetReceivers() {
+		if tr := r.Track(); tr != nil {
+			if tr.Kind().String() == "video" {
+				video = uint32(tr.SSRC())
+			} else {
+				audio = uint32(tr.SSRC())
+			}
+		}
+	}
+	require.NotZero(t, video)
+	require.NotZero(t, audio)
+	stream := bob.stream("alice/video")
+	before := ts.metric(t, "gxconf_sfu_retransmits_total")
+	require.Eventually(t, func() bool {
+		last, ok := stream.LastSeq()
+		if !ok {
+			return false
+		}
+		_ = pc.WriteRTCP([]rtcp.Packet{
+			&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: audio}, {SSRC: video, FractionLost: 10}}},
+			&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: video, Nacks: []rtcp.NackPair{{PacketID: last - 3}}},
+			&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: 5_000_000, SSRCs: []uint32{video, audio}},
+		})
+		return ts.metric(t, "gxconf_sfu_retransmits_total") > before
+	}, 10*time.Second, 100*time.Millisecond, "a NACK from bob is answered")
+	require.Zero(t, ts.metric(t, "gxconf_sfu_rtcp_drops_total"))
+}
