@@ -559,16 +559,16 @@ func (dt *downTrack) rtcpLoop(r interceptor.RTCPReader) {
 			continue
 		}
 		for _, pk := range pkts {
-			dt.sub.onSubscriberRTCP(pk, dt)
+			dt.sub.onRTCP(pk, dt)
 		}
 	}
 }
 
-// onSubscriberRTCP acts on one RTCP packet from the subscriber: keyframe
-// requests, NACKs, REMB and receiver reports, each for the downtracks whose
-// SSRCs it names. With only, the packet came from only's RTCP reader and
-// acts on only alone.
-func (p *Participant) onSubscriberRTCP(pk rtcp.Packet, only *downTrack) {
+// onRTCP acts on one RTCP packet from the participant: as a subscriber's,
+// keyframe requests, NACKs, REMB and reception reports, each for the
+// downtracks whose SSRCs it names; as a publisher's, sender reports. With
+// only, the packet came from only's RTCP reader and acts on only alone.
+func (p *Participant) onRTCP(pk rtcp.Packet, only *downTrack) {
 	find := func(ssrc uint32) *downTrack {
 		if only != nil {
 			if only.ssrcValue() == ssrc {
@@ -605,6 +605,19 @@ func (p *Participant) onSubscriberRTCP(pk rtcp.Packet, only *downTrack) {
 		for i := range v.Reports {
 			if dt := find(v.Reports[i].SSRC); dt != nil {
 				dt.onReport(&v.Reports[i])
+			}
+		}
+	case *rtcp.SenderReport:
+		// A client that sends and receives on one connection reports on
+		// what it receives in its sender reports.
+		for i := range v.Reports {
+			if dt := find(v.Reports[i].SSRC); dt != nil {
+				dt.onReport(&v.Reports[i])
+			}
+		}
+		if p.recv != nil {
+			if fb := p.recv.fb.Load(); fb != nil {
+				fb.senderReport(v.SSRC, v.NTPTime)
 			}
 		}
 	}

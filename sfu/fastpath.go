@@ -214,7 +214,7 @@ func (p *Participant) wireDirect(pc *webrtc.PeerConnection, k *keyCapture, send 
 	dtlsT := pc.SCTP().Transport()
 	var g *rtcpGuard
 	if p.s.directRecv {
-		g = newRTCPGuard(p, send && pr == nil)
+		g = newRTCPGuard(p)
 		p.guards = append(p.guards, g)
 	}
 	dtlsT.ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {

@@ -37,8 +37,15 @@ import (
 // with a goroutine per stream.
 
 // fastPacket marks a packet the direct receive path pushes through a
-// connection's interceptor chain; its value is the packet's length.
+// connection's interceptor chain; its value is the packet's *fastIn.
 type fastPacket struct{}
+
+// fastIn is a packet the direct receive path pushes through a chain: its
+// length and the header the path parsed.
+type fastIn struct {
+	n int
+	h *rtp.Header
+}
 
 // pubRecv is the direct receive state of one publishing connection.
 type pubRecv struct {
@@ -59,7 +66,12 @@ type pubRecv struct {
 	// moment its address changes and two readers may hold it.
 	rmu   sync.Mutex
 	h     rtp.Header
+	in    fastIn
 	attrs interceptor.Attributes
+
+	// fb is the connection's feedback interceptor, which takes the
+	// publisher's sender reports (rtcpguard.go).
+	fb atomic.Pointer[feedbackInterceptor]
 }
 
 // fastStream is one taken-over SSRC.
@@ -105,10 +117,8 @@ func (t *recvTap) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.R
 		return r
 	}
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
-		if a != nil {
-			if n, ok := a[fastPacket{}].(int); ok {
-				return n, a, nil
-			}
+		if fp, ok := a[fastPacket{}].(*fastIn); ok {
+			return fp.n, a, nil
 		}
 		return r.Read(b, a)
 	})
@@ -227,7 +237,7 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool 
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if pt := pkt[1] & 0x7f; pt >= 64 && pt <= 95 { // RTCP (RFC 5761 §4)
 		if g := s.rtcpAddrs.get(from); g != nil {
-			return g.check(pkt)
+			return g.check(pkt) != rtcpPass
 		}
 		return false
 	}
@@ -248,7 +258,8 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool 
 		return true // a replay or a forgery: pion would drop it too
 	}
 	clear(pr.attrs)
-	pr.attrs[fastPacket{}] = len(out)
+	pr.in = fastIn{n: len(out), h: &pr.h}
+	pr.attrs[fastPacket{}] = &pr.in
 	n, _, err := fs.chain.Read(out, pr.attrs)
 	if err != nil || n != len(out) {
 		return true

@@ -12,7 +12,7 @@ import (
 	"github.com/pion/sdp/v3"
 )
 
-// Receive feedback on one clock.
+// Receive feedback on one clock (receiver reports: rr.go).
 //
 // A publisher expects two kinds of periodic feedback on what the SFU
 // received: NACKs for missing packets (RFC 4585) and transport-wide
@@ -112,20 +112,29 @@ func (c *feedbackClock) run(stop chan struct{}) {
 	}
 }
 
-// feedbackFactory makes a feedbackInterceptor per connection.
-type feedbackFactory struct{ clock *feedbackClock }
+// feedbackFactory makes a feedbackInterceptor per connection; with
+// onNew, it tells it each one it made.
+type feedbackFactory struct {
+	clock *feedbackClock
+	onNew func(*feedbackInterceptor)
+}
 
 func (ff feedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &feedbackInterceptor{
+	f := &feedbackInterceptor{
 		clock:      ff.clock,
 		start:      time.Now(),
 		senderSSRC: rand.Uint32(),
-		nacks:      map[uint32]*nackLog{},
-	}, nil
+		streams:    map[uint32]*recvStream{},
+		rrPhase:    rand.IntN(rrTicks), // spreads the connections' reports over the second
+	}
+	if ff.onNew != nil {
+		ff.onNew(f)
+	}
+	return f, nil
 }
 
 // feedbackInterceptor records what one connection receives and, on its
-// clock's tick, sends the NACKs and TWCC feedback for it.
+// clock's tick, sends the NACKs, TWCC feedback and receiver reports for it.
 type feedbackInterceptor struct {
 	interceptor.NoOp
 	clock      *feedbackClock
@@ -134,10 +143,18 @@ type feedbackInterceptor struct {
 
 	mu      sync.Mutex // guards the fields below
 	writer  interceptor.RTCPWriter
-	nacks   map[uint32]*nackLog
+	streams map[uint32]*recvStream
 	twcc    *twcc.Recorder // nil until a stream carries the extension
 	closed  bool
 	missing []uint16
+	rrPhase int // ticks until the next receiver report
+	blocks  []rtcp.ReceptionReport
+}
+
+// recvStream is what the connection records of one received stream.
+type recvStream struct {
+	nack  *nackLog // nil if the stream did not negotiate NACKs
+	stats recvStats
 }
 
 // BindRTCPWriter registers the connection with the clock.
@@ -153,14 +170,14 @@ func (f *feedbackInterceptor) BindRTCPWriter(w interceptor.RTCPWriter) intercept
 	return w
 }
 
-// BindRemoteStream records the stream's packets: sequence numbers for
-// NACKs if the stream negotiated them, transport-wide sequence numbers if
-// it carries the extension.
+// BindRemoteStream records the stream's packets: reception statistics,
+// sequence numbers for NACKs if the stream negotiated them, transport-wide
+// sequence numbers if it carries the extension.
 func (f *feedbackInterceptor) BindRemoteStream(info *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
-	nack := false
+	st := &recvStream{stats: recvStats{clockRate: info.ClockRate}}
 	for _, fb := range info.RTCPFeedback {
 		if fb.Type == "nack" && fb.Parameter == "" {
-			nack = true
+			st.nack = &nackLog{}
 		}
 	}
 	var twccID uint8
@@ -169,16 +186,9 @@ func (f *feedbackInterceptor) BindRemoteStream(info *interceptor.StreamInfo, rea
 			twccID = uint8(e.ID)
 		}
 	}
-	if !nack && twccID == 0 {
-		return reader
-	}
 	ssrc := info.SSRC
-	var log *nackLog
 	f.mu.Lock()
-	if nack {
-		log = &nackLog{}
-		f.nacks[ssrc] = log
-	}
+	f.streams[ssrc] = st
 	if twccID != 0 && f.twcc == nil {
 		f.twcc = twcc.NewRecorder(f.senderSSRC)
 	}
@@ -189,12 +199,18 @@ func (f *feedbackInterceptor) BindRemoteStream(info *interceptor.StreamInfo, rea
 		if err != nil {
 			return 0, nil, err
 		}
-		if attr == nil {
-			attr = interceptor.Attributes{}
-		}
-		h, err := attr.GetRTPHeader(b[:n])
-		if err != nil {
-			return 0, nil, err
+		// The direct receive path passes the header it parsed; pion's
+		// path has it parsed here.
+		var h *rtp.Header
+		if fp, ok := attr[fastPacket{}].(*fastIn); ok {
+			h = fp.h
+		} else {
+			if attr == nil {
+				attr = interceptor.Attributes{}
+			}
+			if h, err = attr.GetRTPHeader(b[:n]); err != nil {
+				return 0, nil, err
+			}
 		}
 		var tseq uint16
 		var haveT bool
@@ -208,8 +224,9 @@ func (f *feedbackInterceptor) BindRemoteStream(info *interceptor.StreamInfo, rea
 		}
 		at := time.Since(f.start).Microseconds()
 		f.mu.Lock()
-		if log != nil {
-			log.add(h.SequenceNumber)
+		st.stats.add(h.SequenceNumber, h.Timestamp, at)
+		if st.nack != nil {
+			st.nack.add(h.SequenceNumber)
 		}
 		if haveT {
 			rec.Record(ssrc, tseq, at)
@@ -219,11 +236,21 @@ func (f *feedbackInterceptor) BindRemoteStream(info *interceptor.StreamInfo, rea
 	})
 }
 
-// UnbindRemoteStream forgets the stream's NACK state.
+// UnbindRemoteStream forgets the stream.
 func (f *feedbackInterceptor) UnbindRemoteStream(info *interceptor.StreamInfo) {
 	f.mu.Lock()
-	delete(f.nacks, info.SSRC)
+	delete(f.streams, info.SSRC)
 	f.mu.Unlock()
+}
+
+// senderReport records a sender report of the publisher's for the next
+// receiver report's round-trip fields.
+func (f *feedbackInterceptor) senderReport(ssrc uint32, ntp uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st := f.streams[ssrc]; st != nil {
+		st.stats.senderReport(ntp, monoNow())
+	}
 }
 
 // Close unregisters the connection from the clock.
@@ -239,8 +266,9 @@ func (f *feedbackInterceptor) Close() error {
 }
 
 // tick sends the connection's NACKs, one packet per stream as pion's
-// generator does, and its TWCC feedback. Write errors are the closing
-// connection's and are dropped.
+// generator does, its TWCC feedback and, every rrTicks ticks, a receiver
+// report about its streams. Write errors are the closing connection's and
+// are dropped.
 func (f *feedbackInterceptor) tick() {
 	f.mu.Lock()
 	if f.closed || f.writer == nil {
@@ -248,8 +276,11 @@ func (f *feedbackInterceptor) tick() {
 		return
 	}
 	var out []rtcp.Packet
-	for ssrc, log := range f.nacks {
-		f.missing = log.nackSeqs(f.missing[:0])
+	for ssrc, st := range f.streams {
+		if st.nack == nil {
+			continue
+		}
+		f.missing = st.nack.nackSeqs(f.missing[:0])
 		if len(f.missing) > 0 {
 			out = append(out, &rtcp.TransportLayerNack{SenderSSRC: f.senderSSRC, MediaSSRC: ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(f.missing)})
 		}
@@ -257,6 +288,11 @@ func (f *feedbackInterceptor) tick() {
 	var tw []rtcp.Packet
 	if f.twcc != nil {
 		tw = f.twcc.BuildFeedbackPacket()
+	}
+	var rrs []rtcp.Packet
+	if f.rrPhase--; f.rrPhase < 0 {
+		f.rrPhase = rrTicks - 1
+		rrs = f.receiverReports(monoNow())
 	}
 	w := f.writer
 	f.mu.Unlock()
@@ -266,6 +302,27 @@ func (f *feedbackInterceptor) tick() {
 	if len(tw) > 0 {
 		_, _ = w.Write(tw, nil)
 	}
+	if len(rrs) > 0 {
+		_, _ = w.Write(rrs, nil)
+	}
+}
+
+// receiverReports returns the connection's receiver reports at nowNs
+// (monotonic), rrMaxBlocks streams per report; f.mu is held.
+func (f *feedbackInterceptor) receiverReports(nowNs int64) []rtcp.Packet {
+	f.blocks = f.blocks[:0]
+	for ssrc, st := range f.streams {
+		if b, ok := st.stats.report(ssrc, nowNs); ok {
+			f.blocks = append(f.blocks, b)
+		}
+	}
+	var rrs []rtcp.Packet
+	for blocks := f.blocks; len(blocks) > 0; {
+		n := min(len(blocks), rrMaxBlocks)
+		rrs = append(rrs, &rtcp.ReceiverReport{SSRC: f.senderSSRC, Reports: append([]rtcp.ReceptionReport(nil), blocks[:n]...)})
+		blocks = blocks[n:]
+	}
+	return rrs
 }
 
 // nackLog remembers which of a stream's last nackLogSize sequence numbers

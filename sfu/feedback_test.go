@@ -164,13 +164,13 @@ func tccPacket(t *testing.T, seq, tseq uint16, extID uint8) []byte {
 	return b
 }
 
-// TestFeedbackInterceptor: a connection's gaps are NACKed and its
-// transport-wide sequence numbers acknowledged on the shared clock, only
-// for what the stream negotiated; the clock runs while connections are
-// registered.
+// TestFeedbackInterceptor: a connection's gaps are NACKed, its
+// transport-wide sequence numbers acknowledged and its streams reported on
+// on the shared clock, NACKs and TWCC only for what the stream negotiated;
+// the clock runs while connections are registered.
 func TestFeedbackInterceptor(t *testing.T) {
 	clock := newFeedbackClock(5 * time.Millisecond)
-	ff := feedbackFactory{clock}
+	ff := feedbackFactory{clock: clock}
 	i, err := ff.NewInterceptor("")
 	require.NoError(t, err)
 	out := make(rtcpCapture, 64)
@@ -205,8 +205,9 @@ func TestFeedbackInterceptor(t *testing.T) {
 
 	var nacked []uint16
 	var acked uint16
+	var report *rtcp.ReceptionReport
 	deadline := time.After(10 * time.Second)
-	for nacked == nil || acked == 0 {
+	for nacked == nil || acked == 0 || report == nil {
 		select {
 		case pkts := <-out:
 			for _, p := range pkts {
@@ -220,6 +221,9 @@ func TestFeedbackInterceptor(t *testing.T) {
 				case *rtcp.TransportLayerCC:
 					require.Equal(t, uint16(100), p.BaseSequenceNumber)
 					acked = p.PacketStatusCount
+				case *rtcp.ReceiverReport:
+					require.Len(t, p.Reports, 1)
+					report = &p.Reports[0]
 				}
 			}
 		case <-deadline:
@@ -228,6 +232,10 @@ func TestFeedbackInterceptor(t *testing.T) {
 	}
 	require.Equal(t, []uint16{12, 14, 15}, nacked)
 	require.Equal(t, uint16(4), acked)
+	// The receiver report: 10 … 17 with 12, 14 and 15 missing.
+	require.EqualValues(t, 1234, report.SSRC)
+	require.EqualValues(t, 17, report.LastSequenceNumber)
+	require.EqualValues(t, 3, report.TotalLost)
 
 	// A stream without NACK feedback is not NACKed, whatever its gaps.
 	i2, err := ff.NewInterceptor("")

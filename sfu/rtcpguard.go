@@ -26,11 +26,14 @@ import (
 // peer's own SSRC for it). Connections off the mux socket (TURN, ICE-TCP)
 // and servers without the direct receive path are not guarded.
 //
-// A subscriber connection's guard also handles what passes: it acts on
-// each packet for the downtracks it names (onSubscriberRTCP) and pion never
-// gets the datagram. pion would decrypt it again, wake a goroutine for
-// every SSRC it names and hand each the packets naming it, so that a
-// receiver report about 38 tracks was parsed 38 times more.
+// The guard also handles what passes, and pion never gets the datagram
+// (onRTCP): a subscriber's feedback goes to the downtracks each packet
+// names, a publisher's sender reports to the connection's receiver
+// reports (rr.go). pion would decrypt it again and wake a goroutine for
+// every SSRC it names, handing each the packets naming it: a receiver
+// report about 38 tracks was parsed 38 times more. And nothing reads a
+// publisher connection's RTCP from pion, so pion kept each of its streams'
+// sender reports until the stream's 100 KB buffer was full.
 
 // rtcpSSRCBase is the budget of a connection with no streams; each
 // subscription and each published layer adds rtcpSSRCPerStream.
@@ -44,9 +47,6 @@ const (
 // readers may hold it.
 type rtcpGuard struct {
 	p *Participant
-	// handle: the connection only sends media (a subscriber connection),
-	// and the guard acts on its RTCP instead of pion.
-	handle bool
 
 	mu      sync.Mutex
 	ctx     *srtp.Context // remote keys; nil until DTLS connected
@@ -61,8 +61,8 @@ type rtcpGuard struct {
 	hdr     rtcp.Header
 }
 
-func newRTCPGuard(p *Participant, handle bool) *rtcpGuard {
-	return &rtcpGuard{p: p, handle: handle, seen: map[uint32]struct{}{}}
+func newRTCPGuard(p *Participant) *rtcpGuard {
+	return &rtcpGuard{p: p, seen: map[uint32]struct{}{}}
 }
 
 // budget is how many distinct SSRCs (destinations and senders) the
@@ -109,16 +109,25 @@ func (g *rtcpGuard) close() {
 	g.p.s.rtcpAddrs.remove(g)
 }
 
-// check reports whether pkt, an SRTCP datagram from the guard's address,
-// is done with: dropped because it fails authentication (a forgery or a
-// replay, which pion would drop as well) or names SSRCs beyond the
-// connection's budget, or handled here (handle). Otherwise pion gets it
-// unchanged.
-func (g *rtcpGuard) check(pkt []byte) bool {
+// rtcpVerdict is what the guard did with a datagram.
+type rtcpVerdict int
+
+const (
+	rtcpPass    rtcpVerdict = iota // pion gets it unchanged
+	rtcpDropped                    // a forgery, a replay, or over budget
+	rtcpHandled                    // acted on here (onRTCP)
+)
+
+// check decides on pkt, an SRTCP datagram from the guard's address: it is
+// dropped if it fails authentication (a forgery or a replay, which pion
+// would drop as well) or names SSRCs beyond the connection's budget, and
+// handled here otherwise. Before the connection's keys are known, and when
+// it does not parse, pion gets it.
+func (g *rtcpGuard) check(pkt []byte) rtcpVerdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.ctx == nil || len(pkt) < 8 {
-		return false
+		return rtcpPass
 	}
 	// The sender's SSRC is in the clear: SRTCP state is kept per sender
 	// (in pion's context and this one), so a new one over budget is
@@ -126,7 +135,7 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 	sender := binary.BigEndian.Uint32(pkt[4:8])
 	if _, ok := g.seen[sender]; !ok && len(g.seen) >= g.budget() {
 		g.p.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
-		return true
+		return rtcpDropped
 	}
 	if cap(g.buf) < len(pkt) {
 		g.buf = make([]byte, len(pkt))
@@ -134,15 +143,15 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 	plain, err := g.ctx.DecryptRTCP(g.buf[:0], pkt, &g.hdr)
 	if err != nil {
 		g.p.s.metrics.rtcpDrops.WithLabelValues("authentication").Inc()
-		return true
+		return rtcpDropped
 	}
 	if g.raws, err = rtcp.AppendRawPackets(g.raws[:0], plain); err != nil {
-		return false // pion decides what to do with what it cannot parse
+		return rtcpPass // pion decides what to do with what it cannot parse
 	}
 	g.dsts = append(g.dsts[:0], sender)
 	for _, r := range g.raws {
 		if g.dsts, err = r.ParseDestinationSSRC(g.dsts); err != nil {
-			return false
+			return rtcpPass
 		}
 	}
 	g.added = g.added[:0]
@@ -157,10 +166,7 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 			delete(g.seen, ssrc) // pion never sees them
 		}
 		g.p.s.metrics.rtcpDrops.WithLabelValues("ssrc_budget").Inc()
-		return true
-	}
-	if !g.handle {
-		return false
+		return rtcpDropped
 	}
 	for _, r := range g.raws {
 		pkts, err := rtcp.Unmarshal(r)
@@ -168,8 +174,8 @@ func (g *rtcpGuard) check(pkt []byte) bool {
 			continue // as pion's reader would
 		}
 		for _, pk := range pkts {
-			g.p.onSubscriberRTCP(pk, nil)
+			g.p.onRTCP(pk, nil)
 		}
 	}
-	return true
+	return rtcpHandled
 }

@@ -14,11 +14,6 @@ import (
 
 // guardPeer is a keyed guard and the peer side's SRTCP context.
 func guardPeer(t testing.TB) (*rtcpGuard, *srtp.Context) {
-	return keyedGuard(t, false)
-}
-
-// keyedGuard is guardPeer with the guard's handle flag.
-func keyedGuard(t testing.TB, handle bool) (*rtcpGuard, *srtp.Context) {
 	t.Helper()
 	m, err := newMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
@@ -26,7 +21,7 @@ func keyedGuard(t testing.TB, handle bool) (*rtcpGuard, *srtp.Context) {
 	k := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: make([]byte, 16), salt: make([]byte, 12)}
 	_, _ = rand.Read(k.key)
 	_, _ = rand.Read(k.salt)
-	g := newRTCPGuard(p, handle)
+	g := newRTCPGuard(p)
 	require.NoError(t, g.setKeys(k))
 	peer, err := srtp.CreateContext(k.key, k.salt, k.profile)
 	require.NoError(t, err)
@@ -42,7 +37,7 @@ func sealRTCP(t testing.TB, peer *srtp.Context, pkts ...rtcp.Packet) []byte {
 	return out
 }
 
-// The guard lets a connection's RTCP through while its distinct SSRCs
+// The guard takes a connection's RTCP while its distinct SSRCs
 // stay within budget, drops a datagram that would exceed it (forgetting
 // what that datagram named, so known SSRCs still pass), drops a new sender
 // SSRC over budget before decrypting it, and drops forgeries and replays.
@@ -55,38 +50,38 @@ func TestRTCPGuard(t *testing.T) {
 
 	// Within budget: sender 1 and 14 media SSRCs = 15 of 16.
 	for i := uint32(0); i < 14; i++ {
-		require.False(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100 + i})))
+		require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100 + i})))
 	}
 	require.Len(t, g.seen, 15)
 	// One datagram naming two new SSRCs would make 17: dropped, both forgotten.
-	require.True(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 500},
+	require.Equal(t, rtcpDropped, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 500},
 		&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 501})))
 	require.Len(t, g.seen, 15)
 	require.EqualValues(t, 1, drops("ssrc_budget"))
 	// One more fits; known ones keep passing.
-	require.False(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 500})))
-	require.False(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100})))
+	require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 500})))
+	require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100})))
 	// A new sender over budget: dropped without decrypting.
-	require.True(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 2, MediaSSRC: 100})))
+	require.Equal(t, rtcpDropped, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 2, MediaSSRC: 100})))
 	require.EqualValues(t, 2, drops("ssrc_budget"))
 	// Streams raise the budget.
 	g.p.rtcpStreams.Add(1)
-	require.False(t, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 2, MediaSSRC: 100})))
+	require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 2, MediaSSRC: 100})))
 
 	// A forgery (another key) and a replay are dropped as authentication failures.
 	_, other := guardPeer(t)
-	require.True(t, g.check(sealRTCP(t, other, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100})))
+	require.Equal(t, rtcpDropped, g.check(sealRTCP(t, other, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100})))
 	pkt := sealRTCP(t, peer, &rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 100})
 	orig := append([]byte(nil), pkt...)
-	require.False(t, g.check(pkt))
-	require.Equal(t, orig, pkt, "pion gets the datagram unchanged")
-	require.True(t, g.check(pkt), "replay")
+	require.Equal(t, rtcpHandled, g.check(pkt))
+	require.Equal(t, orig, pkt, "the datagram is not changed")
+	require.Equal(t, rtcpDropped, g.check(pkt), "replay")
 	require.EqualValues(t, 2, drops("authentication"))
 
 	// Without keys (DTLS not connected yet) pion decides.
 	g2, _ := guardPeer(t)
 	g2.ctx = nil
-	require.False(t, g2.check(pkt))
+	require.Equal(t, rtcpPass, g2.check(pkt))
 }
 
 // subscriberTracks binds two video downtracks of the guard's participant
@@ -113,15 +108,15 @@ func subscriberTracks(t testing.TB, g *rtcpGuard) (dts [2]*downTrack, ws [2]*cap
 	return dts, ws, ls
 }
 
-// A subscriber connection's guard acts on the RTCP it lets through, for
-// the downtracks each packet names, and keeps the datagram from pion: one
+// The guard acts on the RTCP it lets through, for the downtracks each
+// packet names, and keeps the datagram from pion: one
 // compound of a receiver report about both tracks, a NACK for the first,
 // a PLI for the second and a REMB retransmits only the first's packet,
 // asks only the second's publisher for a keyframe, records each track's
 // own loss and the estimate. The per-downtrack reader (pion's path) acts
 // only on what names its own SSRC.
 func TestRTCPGuardHandlesSubscriberRTCP(t *testing.T) {
-	g, peer := keyedGuard(t, true)
+	g, peer := guardPeer(t)
 	dts, ws, ls := subscriberTracks(t, g)
 	lost := ws[0].hdrs[7].SequenceNumber
 	plis := [2]uint64{ls[0].plis.Load(), ls[1].plis.Load()}
@@ -131,7 +126,7 @@ func TestRTCPGuardHandlesSubscriberRTCP(t *testing.T) {
 		&rtcp.PictureLossIndication{SenderSSRC: 99, MediaSSRC: 8},
 		&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 99, Bitrate: 300_000, SSRCs: []uint32{7, 8}},
 	)
-	require.True(t, g.check(pkt), "handled, not for pion")
+	require.Equal(t, rtcpHandled, g.check(pkt))
 
 	require.Len(t, ws[0].hdrs, 21)
 	require.Equal(t, lost, ws[0].hdrs[20].SequenceNumber)
@@ -147,43 +142,52 @@ func TestRTCPGuardHandlesSubscriberRTCP(t *testing.T) {
 	require.NotZero(t, g.p.rembAt.Load())
 
 	// pion's path: the second track's reader ignores the first's NACK.
-	g.p.onSubscriberRTCP(&rtcp.TransportLayerNack{MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[9].SequenceNumber}}}, dts[1])
+	g.p.onRTCP(&rtcp.TransportLayerNack{MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[9].SequenceNumber}}}, dts[1])
 	require.Len(t, ws[0].hdrs, 21)
 	require.Len(t, ws[1].hdrs, 20)
-	g.p.onSubscriberRTCP(&rtcp.TransportLayerNack{MediaSSRC: 8, Nacks: []rtcp.NackPair{{PacketID: ws[1].hdrs[9].SequenceNumber}}}, dts[1])
+	g.p.onRTCP(&rtcp.TransportLayerNack{MediaSSRC: 8, Nacks: []rtcp.NackPair{{PacketID: ws[1].hdrs[9].SequenceNumber}}}, dts[1])
 	require.Len(t, ws[1].hdrs, 21)
 
 	// An unbound downtrack is no longer found; a rebind of its SSRC by
 	// another downtrack is not undone by the old one's removal.
 	g.p.removeSendTrack(7, dts[0])
-	require.True(t, g.check(sealRTCP(t, peer, &rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[11].SequenceNumber}}})))
+	require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws[0].hdrs[11].SequenceNumber}}})))
 	require.Len(t, ws[0].hdrs, 21)
 	g.p.setSendTrack(7, dts[1])
 	g.p.removeSendTrack(7, dts[0])
 	require.Same(t, dts[1], g.p.sendTrack(7))
 
-	// A publisher connection's guard leaves the same compound to pion.
-	g2, peer2 := keyedGuard(t, false)
-	_, ws2, _ := subscriberTracks(t, g2)
-	require.False(t, g2.check(sealRTCP(t, peer2, &rtcp.TransportLayerNack{SenderSSRC: 99, MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: ws2[0].hdrs[7].SequenceNumber}}})))
-	require.Len(t, ws2[0].hdrs, 20)
+	// A sender report (a client sending and receiving on one connection)
+	// carries reception reports like a receiver report, and its sender
+	// info goes to the connection's receiver reports.
+	fb := &feedbackInterceptor{streams: map[uint32]*recvStream{55: {}}}
+	g.p.recv = &pubRecv{}
+	g.p.recv.fb.Store(fb)
+	require.Equal(t, rtcpHandled, g.check(sealRTCP(t, peer, &rtcp.SenderReport{SSRC: 55, NTPTime: 0x1122334455667788, Reports: []rtcp.ReceptionReport{{SSRC: 8, FractionLost: 32}}})))
+	frac, _ := dts[1].lossFraction()
+	require.InDelta(t, 0.125, frac, 1e-9)
+	require.True(t, fb.streams[55].stats.haveSR)
+	require.EqualValues(t, 0x33445566, fb.streams[55].stats.lastSR)
 }
 
 // FuzzRTCPGuard: whatever authentic RTCP a peer sends, the guard does not
 // panic, never lets the connection's SSRCs exceed its budget, and leaves
-// the datagram unchanged; a subscriber connection's guard acts on it
-// (retransmissions, keyframe requests, estimates) without panicking.
+// the datagram unchanged; with downtracks and a publisher's receive
+// statistics, it acts on it (retransmissions, keyframe requests,
+// estimates, sender reports) without panicking.
 func FuzzRTCPGuard(f *testing.F) {
 	f.Add([]byte{0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false)
 	f.Add([]byte{0x81, 0xce, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 9}, true)
 	f.Add([]byte{0x81, 0xcd, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0, 7, 0x01, 0xf4, 0xff, 0xff}, true)
 	f.Fuzz(func(t *testing.T, plain []byte, handle bool) {
-		g, peer := keyedGuard(t, handle)
+		g, peer := guardPeer(t)
 		if len(plain) < 8 {
 			return
 		}
 		if handle {
 			subscriberTracks(t, g)
+			g.p.recv = &pubRecv{}
+			g.p.recv.fb.Store(&feedbackInterceptor{streams: map[uint32]*recvStream{1: {}, 7: {}}})
 		}
 		for i := 0; i < 3; i++ {
 			pkt, err := peer.EncryptRTCP(nil, plain, nil)

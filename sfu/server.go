@@ -108,7 +108,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		return nil, err
 	}
 	fb := newFeedbackClock(feedbackInterval)
-	pubAPI, err := newPublisherAPI(se, lf, fb)
+	pubAPI, err := newPublisherAPI(se, fb)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build publisher api: %w", err)
@@ -118,7 +118,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build subscriber api: %w", err)
 	}
-	singleAPI, err := newSinglePCAPI(se, lf, fb)
+	singleAPI, err := newSinglePCAPI(se, fb)
 	if err != nil {
 		_ = socks.close()
 		return nil, fmt.Errorf("failed to build single peer connection api: %w", err)

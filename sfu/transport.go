@@ -13,8 +13,6 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
-	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
@@ -78,16 +76,14 @@ func codecList(videoFB, audioFB []webrtc.RTCPFeedback) (audio, video []webrtc.RT
 }
 
 // newPublisherAPI builds the recipe for publisher peer connections: the
-// SFU receives here, so the interceptors that act on incoming streams are
-// registered (NACK generation and TWCC feedback, so the publisher's
-// bandwidth estimate ramps up to its top simulcast layer, on the server's
-// feedback clock fb (feedback.go); pion's receiver reports). Their cost is
-// per received packet, which is 1/N of the sent ones. pion's interceptor
-// gets lf: without it it logs through pion's default factory, which
-// writes plain text to stderr. The SFU answers as
-// the DTLS server, which the direct receive path needs (fastrecv.go).
-func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feedbackClock) (*apiRecipe, error) {
-	m, recv, err := receivingOptions(lf, fb, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
+// SFU receives here, so the interceptor that acts on incoming streams is
+// registered: NACK generation, TWCC feedback (so the publisher's bandwidth
+// estimate ramps up to its top simulcast layer) and receiver reports, on
+// the server's feedback clock fb (feedback.go, rr.go). Its cost is per
+// received packet, which is 1/N of the sent ones. The SFU answers as the
+// DTLS server, which the direct receive path needs (fastrecv.go).
+func newPublisherAPI(se webrtc.SettingEngine, fb *feedbackClock) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(fb, []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}})
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +99,8 @@ func newPublisherAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feed
 // nothing for them), and goog-remb is offered as on subscriber connections
 // so the client's receive estimate caps the forwarded layers. The SFU
 // answers as the DTLS server, which the direct paths need.
-func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feedbackClock) (*apiRecipe, error) {
-	m, recv, err := receivingOptions(lf, fb, subscriberVideoFB)
+func newSinglePCAPI(se webrtc.SettingEngine, fb *feedbackClock) (*apiRecipe, error) {
+	m, recv, err := receivingOptions(fb, subscriberVideoFB)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +112,7 @@ func newSinglePCAPI(se webrtc.SettingEngine, lf logging.LoggerFactory, fb *feedb
 
 // receivingOptions are the media engine and interceptors of connections
 // that receive media.
-func receivingOptions(lf logging.LoggerFactory, fb *feedbackClock, videoFB []webrtc.RTCPFeedback) (*webrtc.MediaEngine, []interceptor.Factory, error) {
+func receivingOptions(fb *feedbackClock, videoFB []webrtc.RTCPFeedback) (*webrtc.MediaEngine, []interceptor.Factory, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m, videoFB, nil); err != nil {
 		return nil, nil, err
@@ -140,11 +136,7 @@ func receivingOptions(lf logging.LoggerFactory, fb *feedbackClock, videoFB []web
 	}
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeAudio)
-	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(lf))
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, []interceptor.Factory{feedbackFactory{fb}, rr}, nil
+	return m, []interceptor.Factory{feedbackFactory{clock: fb}}, nil
 }
 
 // newSubscriberAPI builds the recipe for subscriber peer connections with
@@ -214,6 +206,10 @@ func (r *apiRecipe) newPeerConnection(capture bool, pr *pubRecv) (*webrtc.PeerCo
 		reg.Add(inner)
 	}
 	for _, f := range r.recv {
+		if ff, ok := f.(feedbackFactory); ok && pr != nil {
+			ff.onNew = pr.fb.Store
+			f = ff
+		}
 		reg.Add(f)
 	}
 	if outer != nil {
