@@ -21,7 +21,7 @@ AREAS = [
     ("forward: sendmmsg in the kernel (UDP/IP, GSO, loopback delivery)", ["____sys_sendmsg", "__sys_sendmmsg", "__sys_sendto"]),
     ("forward: SRTP AES-GCM encryption", ["EncryptRTP", "encryptRTP"]),
     ("receive: SRTP decryption", ["DecryptRTP", "decryptRTP"]),
-    ("receive: read system call", ["__sys_recvfrom", "__x64_sys_recvfrom", "recvmsg"]),
+    ("receive: read system call", ["__sys_recvfrom", "__x64_sys_recvfrom", "recvmsg", "sfu.(*RawUDP).recvfrom"]),
     ("forward: SFU work (rewrite, VP8 munging, marshal, batching)", [
         "gxconf/sfu.(*downTrack)", "gxconf/sfu.(*forwarder)", "gxconf/sfu.(*mmsgWriter)",
         "gxconf/sfu.(*directSender)", "gxconf/sfu.(*upTrack)", "gxconf/sfu.(*receiver)"]),
