@@ -100,7 +100,8 @@ func (s *recvStats) report(ssrc uint32, nowNs int64) (rtcp.ReceptionReport, bool
 	}
 	var dlsr uint32
 	if s.haveSR && nowNs > s.lastSRAtNs {
-		dlsr = uint32((nowNs - s.lastSRAtNs) * 65536 / int64(time.Second))
+		// via microseconds, so the product cannot overflow
+		dlsr = uint32((nowNs - s.lastSRAtNs) / 1000 * 65536 / 1e6)
 	}
 	return rtcp.ReceptionReport{
 		SSRC:               ssrc,
