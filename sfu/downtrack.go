@@ -590,12 +590,21 @@ func (p *Participant) onRTCP(pk rtcp.Packet, only *downTrack) {
 			}
 		}
 	case *rtcp.TransportLayerNack:
+		// At most as many sequence numbers as the downtrack remembers,
+		// and none once it cannot retransmit: a 1,500-byte datagram of
+		// NACKs names up to ~1,500 of them.
 		if dt := find(v.MediaSSRC); dt != nil {
+			n := 0
 			for _, pair := range v.Nacks {
+				more := true
 				pair.Range(func(seq uint16) bool {
-					dt.retransmit(seq)
-					return true
+					n++
+					more = dt.retransmit(seq) && n < seqMapSize
+					return more
 				})
+				if !more {
+					break
+				}
 			}
 		}
 	case *rtcp.ReceiverEstimatedMaximumBitrate:
@@ -646,38 +655,43 @@ func (dt *downTrack) ssrcValue() uint32 {
 }
 
 // retransmit answers a NACK for outSeq from the publisher's packet cache.
-func (dt *downTrack) retransmit(outSeq uint16) {
+// It reports whether a NACK for another packet could be answered now: not
+// when the downtrack cannot retransmit or has used up its budget.
+func (dt *downTrack) retransmit(outSeq uint16) (more bool) {
 	dt.mu.Lock()
 	defer dt.mu.Unlock()
 	dt.nacks++
 	if !dt.bound || dt.seqMap == nil {
-		return
+		return false
+	}
+	if dt.rtxTokens < rtxCost {
+		return false
 	}
 	e := &dt.seqMap[outSeq&(seqMapSize-1)]
 	if !e.valid || e.out != outSeq {
-		return
+		return true
 	}
 	nowMs := uint32(monoNow() / int64(time.Millisecond))
-	if (e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval) || dt.rtxTokens < rtxCost {
-		return
+	if e.rtxAt != 0 && nowMs-e.rtxAt < rtxInterval {
+		return true
 	}
 	dt.rtxTokens -= rtxCost
 	e.rtxAt = max(nowMs, 1)
 	l := dt.track.layer(int(e.layer))
 	if l == nil || l.cache == nil {
-		return
+		return true
 	}
 	if dt.scratch == nil {
 		dt.scratch = make([]byte, 1500)
 	}
 	pkt := l.cache.get(e.in, dt.scratch)
 	if pkt == nil {
-		return
+		return true
 	}
 	var h rtp.Header
 	hn, err := h.Unmarshal(pkt)
 	if err != nil {
-		return
+		return true
 	}
 	if dt.vp8 && int32(e.layer) == dt.cur {
 		if v, ok := parseVP8Pic(pkt[hn:]); ok && (v.pidAt >= 0 || v.tl0At >= 0) {
@@ -700,10 +714,11 @@ func (dt *downTrack) retransmit(outSeq uint16) {
 		}
 		if enc := dt.sealLocked(dt.encBuf, &h, nil, pkt[hn:], false, nil); enc != nil {
 			_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.addr.AddrPort())
-			return
+			return true
 		}
 	}
 	_, _ = dt.ws.WriteRTP(&h, pkt[hn:])
+	return true
 }
 
 // senderReport returns an RTCP SR for the downtrack, or nil before the

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
@@ -250,4 +251,36 @@ func TestLongStreamKeepsForwarding(t *testing.T) {
 	newest := uint16((first + total - 1) % 65536)
 	require.Equal(t, 1, send(newest-100), "a late packet within the window")
 	require.Zero(t, send(newest-segWindow-1), "a packet further behind than the window")
+}
+
+// A NACK is acted on for at most as many sequence numbers as a downtrack
+// remembers, and not further once it cannot retransmit: one datagram of
+// NACK pairs names up to ~1,500 packets, each a lock and a lookup.
+func TestNACKBounded(t *testing.T) {
+	l, _ := benchTrack(0)
+	dt := newDownTrack(&Participant{s: l.t.owner.s}, l.t)
+	w := &captureWriter{}
+	dt.ws, dt.bound, dt.ssrc, dt.pt, dt.clockRate = w, true, 7, 97, 90000
+	dt.target.Store(0)
+	l.t.addDownTrack(dt)
+	var h rtp.Header
+	for i := 0; i < 20; i++ {
+		l.handle(vp8Packet(uint16(500+i), i == 0, 300), &h)
+	}
+	sub := dt.sub
+	sub.setSendTrack(7, dt)
+	pairs := make([]rtcp.NackPair, 100) // 1,700 sequence numbers, none sent
+	for i := range pairs {
+		pairs[i] = rtcp.NackPair{PacketID: uint16(30000 + 17*i), LostPackets: 0xffff}
+	}
+	sub.onRTCP(&rtcp.TransportLayerNack{MediaSSRC: 7, Nacks: pairs}, nil)
+	require.EqualValues(t, seqMapSize, dt.nacks)
+
+	// Out of retransmission budget: the first sequence number ends it.
+	dt.mu.Lock()
+	dt.rtxTokens, dt.nacks = 0, 0
+	dt.mu.Unlock()
+	sub.onRTCP(&rtcp.TransportLayerNack{MediaSSRC: 7, Nacks: []rtcp.NackPair{{PacketID: w.hdrs[3].SequenceNumber, LostPackets: 0xffff}}}, nil)
+	require.EqualValues(t, 1, dt.nacks)
+	require.Len(t, w.hdrs, 20, "nothing retransmitted without budget")
 }
