@@ -8,8 +8,34 @@ import (
 
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 )
+
+// bobReceivesAlice starts a server where bob receives alice's audio and
+// video, and returns bob's subscriber connection and the SSRCs it gets.
+func bobReceivesAlice(t *testing.T, room string) (ts *testServer, bob *client, pc *webrtc.PeerConnection, audio, video uint32) {
+	t.Helper()
+	ts = startServer(t, nil)
+	alice := ts.join(t, room, "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	bob = ts.join(t, room, "bob", nil)
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+	pc = bob.room.LocalParticipant.GetSubscriberPeerConnection()
+	require.NotNil(t, pc)
+	for _, r := range pc.GetReceivers() {
+		if tr := r.Track(); tr != nil {
+			if tr.Kind() == webrtc.RTPCodecTypeVideo {
+				video = uint32(tr.SSRC())
+			} else {
+				audio = uint32(tr.SSRC())
+			}
+		}
+	}
+	require.NotZero(t, video)
+	require.NotZero(t, audio)
+	return ts, bob, pc, audio, video
+}
 
 // A subscriber whose RTCP names thousands of SSRCs it was never given
 // (each would make pion keep a read stream for the rest of the connection)
@@ -17,21 +43,7 @@ import (
 // its RTCP about what it does receive still works: a PLI for the video it
 // gets reaches the publisher, and media keeps flowing.
 func TestRTCPSSRCBudget(t *testing.T) {
-	ts := startServer(t, nil)
-	alice := ts.join(t, "guard", "alice", nil)
-	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
-	bob := ts.join(t, "guard", "bob", nil)
-	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
-
-	pc := bob.room.LocalParticipant.GetSubscriberPeerConnection()
-	require.NotNil(t, pc)
-	var video uint32
-	for _, r := range pc.GetReceivers() {
-		if tr := r.Track(); tr != nil && tr.Kind().String() == "video" {
-			video = uint32(tr.SSRC())
-		}
-	}
-	require.NotZero(t, video)
+	ts, bob, pc, _, video := bobReceivesAlice(t, "guard")
 
 	heap := func() uint64 {
 		runtime.GC()
@@ -68,26 +80,7 @@ func TestRTCPSSRCBudget(t *testing.T) {
 // socket, still works end to end: a NACK in a compound with a receiver
 // report and a REMB gets the named packet retransmitted.
 func TestSubscriberNACKRetransmits(t *testing.T) {
-	ts := startServer(t, nil)
-	alice := ts.join(t, "nack", "alice", nil)
-	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
-	bob := ts.join(t, "nack", "bob", nil)
-	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
-
-	pc := bob.room.LocalParticipant.GetSubscriberPeerConnection()
-	require.NotNil(t, pc)
-	var video, audio uint32
-	for _, r := range pc.GetReceivers() {
-		if tr := r.Track(); tr != nil {
-			if tr.Kind().String() == "video" {
-				video = uint32(tr.SSRC())
-			} else {
-				audio = uint32(tr.SSRC())
-			}
-		}
-	}
-	require.NotZero(t, video)
-	require.NotZero(t, audio)
+	ts, bob, pc, audio, video := bobReceivesAlice(t, "nack")
 	stream := bob.stream("alice/video")
 	before := ts.metric(t, "gxconf_sfu_retransmits_total")
 	require.Eventually(t, func() bool {
