@@ -611,23 +611,24 @@ func (p *Participant) onRTCP(pk rtcp.Packet, only *downTrack) {
 		p.remb.Store(uint64(v.Bitrate))
 		p.rembAt.Store(time.Now().UnixNano())
 	case *rtcp.ReceiverReport:
-		for i := range v.Reports {
-			if dt := find(v.Reports[i].SSRC); dt != nil {
-				dt.onReport(&v.Reports[i])
-			}
-		}
+		p.onReports(v.Reports, find)
 	case *rtcp.SenderReport:
 		// A client that sends and receives on one connection reports on
 		// what it receives in its sender reports.
-		for i := range v.Reports {
-			if dt := find(v.Reports[i].SSRC); dt != nil {
-				dt.onReport(&v.Reports[i])
-			}
-		}
+		p.onReports(v.Reports, find)
 		if p.recv != nil {
 			if fb := p.recv.fb.Load(); fb != nil {
 				fb.senderReport(v.SSRC, v.NTPTime)
 			}
+		}
+	}
+}
+
+// onReports hands each reception report to the downtrack it is about.
+func (p *Participant) onReports(reports []rtcp.ReceptionReport, find func(uint32) *downTrack) {
+	for i := range reports {
+		if dt := find(reports[i].SSRC); dt != nil {
+			dt.onReport(&reports[i])
 		}
 	}
 }
