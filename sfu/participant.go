@@ -78,7 +78,7 @@ type Participant struct {
 	// RTCP guards' budget.
 	rtcpStreams atomic.Int64
 	// sendSSRCs maps the SSRCs of the participant's bound downtracks to
-	// them, for its RTCP (onSubscriberRTCP).
+	// them, for its RTCP (onRTCP).
 	sendMu    sync.Mutex
 	sendSSRCs map[uint32]*downTrack
 
