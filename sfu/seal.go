@@ -88,6 +88,9 @@ type rtpSealer struct {
 	roc     uint32 // rollover counter of highest
 	highest uint16 // highest sequence number sent
 	started bool
+	// iv is the nonce's scratch: a local array would escape to the heap
+	// through the cipher.AEAD interface, one allocation per copy.
+	iv [12]byte
 }
 
 // srtpKDF is SRTP's key derivation with a key derivation rate of 0: AES
@@ -141,7 +144,8 @@ func (s *rtpSealer) seal(buf []byte, n, hdrLen int) []byte {
 	}
 	ssrc := binary.BigEndian.Uint32(buf[8:12])
 	seq := binary.BigEndian.Uint16(buf[2:4])
-	var iv [12]byte
+	iv := &s.iv
+	iv[0], iv[1] = 0, 0
 	binary.BigEndian.PutUint32(iv[2:], ssrc)
 	binary.BigEndian.PutUint32(iv[6:], s.index(seq))
 	binary.BigEndian.PutUint16(iv[10:], seq)
