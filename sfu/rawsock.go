@@ -64,8 +64,8 @@ type rawIO struct {
 	n     int
 	errno syscall.Errno
 	// reads only: pending is set when the read hook consumed a datagram
-	// and the idle hook has not run since; idle asks readOne to run it.
-	pending, idle bool
+	// and the idle hook has not run since.
+	pending bool
 }
 
 // readHooks are what a socket's reader runs besides reading for pion.
@@ -108,8 +108,16 @@ func (s *RawUDP) recvfrom(fd uintptr) bool {
 			continue
 		case syscall.EAGAIN:
 			if r.pending {
-				r.pending, r.idle = false, true
-				return true
+				// Drained: the idle hook runs here, before the wait, so
+				// that the wait needs no second recvfrom to find the
+				// socket still empty. A datagram arriving while the hook
+				// runs still ends the wait: the runtime's poller is
+				// edge-triggered, and readiness it saw before the wait
+				// began is kept for it.
+				r.pending = false
+				if h := s.hook.Load(); h != nil && h.idle != nil {
+					h.idle()
+				}
 			}
 			return false
 		default:
@@ -183,13 +191,6 @@ func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 		s.rd.buf = p
 		err := s.rc.Read(s.rdFn)
 		s.rd.buf = nil
-		if s.rd.idle {
-			s.rd.idle = false
-			if h := s.hook.Load(); h != nil && h.idle != nil {
-				h.idle()
-			}
-			continue
-		}
 		if err == nil && s.rd.errno != 0 {
 			err = os.NewSyscallError("recvfrom", s.rd.errno)
 		}

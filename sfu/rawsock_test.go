@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,7 +33,9 @@ func listenRaw(t *testing.T, network string, ip net.IP) (*RawUDP, *net.UDPConn) 
 
 // TestRawSocketIdleHook: the idle hook runs once the reader has consumed
 // everything queued — after the datagrams that arrived together, before it
-// waits — and not for datagrams the read hook left to pion.
+// waits — and not for datagrams the read hook left to pion; a datagram that
+// arrives while the idle hook runs (after the read that found the socket
+// empty) still wakes the reader.
 func TestRawSocketIdleHook(t *testing.T) {
 	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
 	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -40,6 +43,7 @@ func TestRawSocketIdleHook(t *testing.T) {
 	require.NoError(t, err)
 	defer peer.Close()
 	var taken int
+	var inject atomic.Bool
 	idles := make(chan int, 8)
 	s.SetReadHooks(func() (func([]byte, netip.AddrPort) bool, func()) {
 		return func(p []byte, _ netip.AddrPort) bool {
@@ -49,6 +53,10 @@ func TestRawSocketIdleHook(t *testing.T) {
 				taken++
 				return true
 			}, func() {
+				if inject.CompareAndSwap(true, false) {
+					_, err := peer.WriteToUDPAddrPort([]byte("take"), self)
+					require.NoError(t, err)
+				}
 				idles <- taken
 			}
 	})
@@ -72,6 +80,11 @@ func TestRawSocketIdleHook(t *testing.T) {
 	_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
 	require.NoError(t, err)
 	require.Equal(t, 4, <-idles)
+	inject.Store(true)
+	_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
+	require.NoError(t, err)
+	require.Equal(t, 5, <-idles, "the hook sends the sixth datagram")
+	require.Equal(t, 6, <-idles, "the datagram sent during the idle hook is read")
 	_, err = peer.WriteToUDPAddrPort([]byte("pion"), self)
 	require.NoError(t, err)
 	require.Equal(t, "pion", <-got)
