@@ -329,7 +329,7 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	if b != nil {
 		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
 			if enc := dt.sealLocked(b.next(), out, level, payload, munge, &pic); enc != nil {
-				b.add(enc, dest.addr, &dt.gso)
+				b.add(enc, dest, &dt.gso)
 				dt.direct++
 				dt.mu.Unlock()
 				return
@@ -714,7 +714,7 @@ func (dt *downTrack) retransmit(outSeq uint16) (more bool) {
 			dt.encBuf = make([]byte, 1500)
 		}
 		if enc := dt.sealLocked(dt.encBuf, &h, nil, pkt[hn:], false, nil); enc != nil {
-			_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.addr.AddrPort())
+			_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.ap)
 			return true
 		}
 	}

@@ -177,10 +177,15 @@ func (k *keyCapture) keys() (local, remote *fastKeys, err error) {
 }
 
 // directDest is where a subscriber connection's media goes on the mux
-// socket; nil when the selected pair is not on it.
+// socket; nil when the selected pair is not on it. It is the net.Addr of
+// the connection's messages in a send batch, so that the batch's writer
+// takes the address as it is, not converted from a *net.UDPAddr per copy.
 type directDest struct {
-	addr *net.UDPAddr
+	ap netip.AddrPort
 }
+
+func (d *directDest) Network() string { return "udp" }
+func (d *directDest) String() string  { return d.ap.String() }
 
 // onSelectedPair records the remote address when the selected candidate
 // pair runs over the shared UDP mux socket.
@@ -190,7 +195,7 @@ func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
 		p.direct.Store(nil)
 		return
 	}
-	p.direct.Store(&directDest{addr: net.UDPAddrFromAddrPort(ap)})
+	p.direct.Store(&directDest{ap: ap})
 }
 
 // muxAddr is the remote address of a selected pair that runs over the
@@ -330,9 +335,9 @@ func (b *sendBatch) next() []byte {
 	return b.bufs[b.nbuf]
 }
 
-// add queues pkt (which must be the buffer from next) for addr; slot is the
+// add queues pkt (which must be the buffer from next) for dest; slot is the
 // downtrack's, so its copies of one frame share a message.
-func (b *sendBatch) add(pkt []byte, addr *net.UDPAddr, slot *gsoSlot) {
+func (b *sendBatch) add(pkt []byte, dest *directDest, slot *gsoSlot) {
 	b.nbuf++
 	if b.gso && slot.b == b && slot.epoch == b.epoch {
 		m, seg := &b.msgs[slot.msg], b.segs[slot.msg]
@@ -348,7 +353,7 @@ func (b *sendBatch) add(pkt []byte, addr *net.UDPAddr, slot *gsoSlot) {
 	}
 	m := &b.msgs[b.n]
 	m.Buffers = append(m.Buffers[:0], pkt)
-	m.Addr, m.OOB = addr, nil
+	m.Addr, m.OOB = dest, nil
 	b.segs[b.n] = len(pkt)
 	slot.b, slot.epoch, slot.msg = b, b.epoch, int32(b.n)
 	b.n++

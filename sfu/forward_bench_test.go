@@ -143,7 +143,7 @@ func directTrack(tb testing.TB, n int) (*layerRecv, []*nullWriter, [][]byte) {
 	l.batch.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "bench_errors"})
 	key, salt := make([]byte, 16), make([]byte, 12)
 	keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: key, salt: salt}
-	dest := &directDest{addr: sink.LocalAddr().(*net.UDPAddr)}
+	dest := &directDest{ap: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	for _, dt := range *l.t.dts.Load() {
 		dt.sub.fastKeys.Store(keys)
 		dt.sub.direct.Store(dest)

@@ -44,7 +44,7 @@ func newGSORigB(t testing.TB, n int, gso bool) *gsoRig {
 	l.batch.off = &gsoSwitch{}
 	keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: make([]byte, 16), salt: make([]byte, 12)}
 	keys.key[0] = 7
-	dest := &directDest{addr: sink.LocalAddr().(*net.UDPAddr)}
+	dest := &directDest{ap: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	for _, dt := range *l.t.dts.Load() {
 		dt.sub.fastKeys.Store(keys)
 		dt.sub.direct.Store(dest)

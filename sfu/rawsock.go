@@ -360,7 +360,7 @@ func newMmsgWriter(s *RawUDP) *mmsgWriter {
 	return w
 }
 
-// WriteBatch sends msgs (Buffers, Addr a *net.UDPAddr, OOB) and returns
+// WriteBatch sends msgs (Buffers, Addr a *net.UDPAddr or a *directDest, OOB) and returns
 // how many the kernel took; like sendmmsg, it stops at the first message
 // that fails and reports that failure only if it is the first.
 func (w *mmsgWriter) WriteBatch(msgs []ipv4.Message) (int, error) {
@@ -383,11 +383,15 @@ func (w *mmsgWriter) WriteBatch(msgs []ipv4.Message) (int, error) {
 	for i := range msgs {
 		m, h := &msgs[i], &w.hdrs[i]
 		*h = mmsghdr{}
-		ua, ok := m.Addr.(*net.UDPAddr)
-		if !ok {
+		var ap netip.AddrPort
+		switch a := m.Addr.(type) {
+		case *directDest:
+			ap = a.ap
+		case *net.UDPAddr:
+			ap = a.AddrPort()
+		default:
 			return 0, w.s.opError("write", m.Addr, syscall.EINVAL)
 		}
-		ap := ua.AddrPort()
 		salen, ok := putSockaddr(&w.names[i], ap, w.s.inet6)
 		if !ok {
 			return 0, w.s.opError("write", m.Addr, errors.New("address family not supported by the socket"))
