@@ -43,7 +43,7 @@ type RawUDP struct {
 	inet6 bool // AF_INET6 socket: IPv4 peers as IPv4-mapped addresses
 
 	rmu  sync.Mutex // one reader at a time (pion has one)
-	rd   rawIO
+	rd   rawReader
 	rdFn func(uintptr) bool
 	hook atomic.Pointer[readHooks]
 
@@ -54,19 +54,54 @@ type RawUDP struct {
 	group *rawGroup // more sockets on the same port (rawgroup.go); nil: this one
 }
 
-// rawIO is the scratch of one read or write: inputs, the peer's address
-// and the outcome, kept in the socket so that the callbacks handed to the
-// RawConn are built once and nothing escapes per packet.
+// rawIO is the scratch of one write: input, the peer's address and the
+// outcome, kept in the socket so that the callback handed to the RawConn
+// is built once and nothing escapes per packet.
 type rawIO struct {
 	buf   []byte
 	sa    unix.RawSockaddrInet6 // large enough for either family
 	salen uint32
 	n     int
 	errno syscall.Errno
-	// reads only: pending is set when the read hook consumed a datagram
-	// and the idle hook has not run since.
-	pending bool
 }
+
+// readBatch is how many datagrams one recvmmsg reads at most.
+const readBatch = 8
+
+// rawReader is the reader's state: one recvmmsg reads up to readBatch
+// datagrams into the reader's own buffers; the read hook runs on each
+// inside the read callback, and a datagram it leaves is copied into the
+// caller's buffer. A batch shorter than readBatch emptied the socket, so
+// the reader waits for more without another system call to find that out.
+type rawReader struct {
+	bufs  [readBatch][]byte
+	hdrs  [readBatch]mmsghdr
+	iovs  [readBatch]unix.Iovec
+	names [readBatch]unix.RawSockaddrInet6
+	count int // datagrams in the last batch
+	next  int // the next of them to look at
+	// drained is set when the last batch was short and no datagram has
+	// been handed to the caller since (whose next read resets the
+	// poller's readiness, so it must not wait without reading first).
+	drained bool
+	// pending is set when the read hook consumed a datagram and the idle
+	// hook has not run since.
+	pending bool
+	// The outcome for the caller: a datagram (out[:n] from from), an
+	// unsupported address family (badAddr) or an error (errno).
+	out     []byte
+	n       int
+	from    netip.AddrPort
+	badAddr bool
+	errno   syscall.Errno
+	// again is set when the callback returns after readBursts full
+	// batches without an outcome, so that the caller sees a close or a
+	// deadline while media keeps coming; it calls again.
+	again bool
+}
+
+// readBursts bounds the full batches one read callback consumes.
+const readBursts = 4
 
 // readHooks are what a socket's reader runs besides reading for pion.
 type readHooks struct {
@@ -89,40 +124,78 @@ func NewRawUDP(c *net.UDPConn) (*RawUDP, error) {
 		return nil, serr
 	}
 	s.inet6 = domain == unix.AF_INET6
-	s.rdFn, s.wrFn = s.recvfrom, s.sendto
+	s.rdFn, s.wrFn = s.recvmmsg, s.sendto
 	return s, nil
 }
 
-// recvfrom is the read callback: false asks the poller to wait.
-func (s *RawUDP) recvfrom(fd uintptr) bool {
+// recvmmsg is the read callback: it runs the read hook on each datagram
+// it reads and returns true with a datagram the hook left (or an error)
+// for the caller; false asks the poller to wait.
+func (s *RawUDP) recvmmsg(fd uintptr) bool {
 	r := &s.rd
-	for {
-		r.salen = uint32(unsafe.Sizeof(r.sa))
-		n, _, e := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0,
-			uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen)))
+	h := s.hook.Load()
+	for batches := 0; ; batches++ {
+		for r.next < r.count {
+			i := r.next
+			r.next++
+			ap, ok := sockaddrAddrPort(&r.names[i], r.hdrs[i].hdr.Namelen)
+			if !ok {
+				r.badAddr, r.drained = true, false
+				return true
+			}
+			pkt := r.bufs[i][:r.hdrs[i].len]
+			if h != nil && h.read != nil && h.read(pkt, ap) {
+				r.pending = h.idle != nil
+				continue
+			}
+			r.n, r.from, r.drained = copy(r.out, pkt), ap, false
+			return true
+		}
+		if r.drained {
+			r.drained = false
+			s.idle(h)
+			return false
+		}
+		if batches == readBursts {
+			r.again = true
+			return true
+		}
+		for i := range r.hdrs {
+			r.hdrs[i] = mmsghdr{}
+			r.iovs[i] = unix.Iovec{Base: unsafe.SliceData(r.bufs[i])}
+			r.iovs[i].SetLen(len(r.bufs[i]))
+			r.hdrs[i].hdr.Iov = &r.iovs[i]
+			r.hdrs[i].hdr.SetIovlen(1)
+			r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+			r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		}
+		n, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), readBatch, 0, 0, 0)
 		switch e {
 		case 0:
-			r.n, r.errno = int(n), 0
-			return true
+			r.count, r.next = int(n), 0
+			// Short: the socket was empty when the call returned (an
+			// unconnected UDP socket has no pending errors to stop at).
+			r.drained = int(n) < readBatch
 		case syscall.EINTR:
-			continue
 		case syscall.EAGAIN:
-			if r.pending {
-				// Drained: the idle hook runs here, before the wait, so
-				// that the wait needs no second recvfrom to find the
-				// socket still empty. A datagram arriving while the hook
-				// runs still ends the wait: the runtime's poller is
-				// edge-triggered, and readiness it saw before the wait
-				// began is kept for it.
-				r.pending = false
-				if h := s.hook.Load(); h != nil && h.idle != nil {
-					h.idle()
-				}
-			}
+			s.idle(h)
 			return false
 		default:
 			r.n, r.errno = 0, e
 			return true
+		}
+	}
+}
+
+// idle runs the idle hook when the read hook consumed a datagram since it
+// last ran. The reader is about to wait; a datagram arriving while the
+// hook runs still ends the wait: the runtime's poller is edge-triggered,
+// and readiness it saw before the wait began is kept for it.
+func (s *RawUDP) idle(h *readHooks) {
+	if s.rd.pending {
+		s.rd.pending = false
+		if h != nil && h.idle != nil {
+			h.idle()
 		}
 	}
 }
@@ -183,30 +256,38 @@ func (s *RawUDP) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	return s.readOne(p)
 }
 
-// readOne reads the socket until a datagram the read hook does not consume.
+// readOne reads the socket until a datagram the read hook does not consume
+// (the hook runs in the read callback, recvmmsg).
 func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	for {
-		s.rd.buf = p
-		err := s.rc.Read(s.rdFn)
-		s.rd.buf = nil
-		if err == nil && s.rd.errno != 0 {
-			err = os.NewSyscallError("recvfrom", s.rd.errno)
+	r := &s.rd
+	if len(r.bufs[0]) < len(p) && r.next >= r.count {
+		// Datagrams as large as the caller's buffer, as a direct read into
+		// it would take (pion's is the same for every read).
+		for i := range r.bufs {
+			r.bufs[i] = make([]byte, len(p))
 		}
-		if err != nil {
-			return 0, netip.AddrPort{}, s.opError("read", nil, err)
-		}
-		ap, ok := sockaddrAddrPort(&s.rd.sa, s.rd.salen)
-		if !ok {
-			return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
-		}
-		if h := s.hook.Load(); h != nil && h.read != nil && h.read(p[:s.rd.n], ap) {
-			s.rd.pending = h.idle != nil
-			continue
-		}
-		return s.rd.n, ap, nil
 	}
+	r.out = p
+	err := s.rc.Read(s.rdFn)
+	for err == nil && r.again {
+		r.again = false
+		err = s.rc.Read(s.rdFn)
+	}
+	r.out = nil
+	if err == nil && r.errno != 0 {
+		err = os.NewSyscallError("recvmmsg", r.errno)
+		r.errno = 0
+	}
+	if err != nil {
+		return 0, netip.AddrPort{}, s.opError("read", nil, err)
+	}
+	if r.badAddr {
+		r.badAddr = false
+		return 0, netip.AddrPort{}, s.opError("read", nil, errors.New("unsupported address family"))
+	}
+	return r.n, r.from, nil
 }
 
 // WriteToAddrPort sends one datagram (pion's AddrPortReaderWriter).

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,6 +93,64 @@ func TestRawSocketIdleHook(t *testing.T) {
 	for range got {
 	}
 	require.Empty(t, idles, "no idle call for a datagram left to pion")
+}
+
+// TestRawSocketBatchedReads: datagrams read in batches (recvmmsg) reach the
+// read hook in the order they arrived, across more batches than one read
+// callback consumes; one the hook leaves is returned in its place and the
+// rest are still handed to the hook; the idle hook runs once, when all are
+// consumed.
+func TestRawSocketBatchedReads(t *testing.T) {
+	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
+	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer peer.Close()
+	before := readBatch*readBursts + readBatch + 3
+	var seen []int
+	idles := make(chan []int, 4)
+	s.SetReadHooks(func() (func([]byte, netip.AddrPort) bool, func()) {
+		return func(p []byte, _ netip.AddrPort) bool {
+				i, err := strconv.Atoi(string(p))
+				if err != nil {
+					return false
+				}
+				seen = append(seen, i)
+				return true
+			}, func() {
+				idles <- append([]int(nil), seen...)
+			}
+	})
+	for i := range before + 5 {
+		if i == before {
+			_, err = peer.WriteToUDPAddrPort([]byte("pion"), self)
+			require.NoError(t, err)
+		}
+		_, err = peer.WriteToUDPAddrPort([]byte(strconv.Itoa(i)), self)
+		require.NoError(t, err)
+	}
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := s.ReadFromAddrPort(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	require.Equal(t, "pion", <-got)
+	all := <-idles
+	require.Len(t, all, before+5)
+	for i, v := range all {
+		require.Equal(t, i, v, "datagrams reach the hook in order")
+	}
+	require.NoError(t, c.Close())
+	for range got {
+	}
+	require.Empty(t, idles, "one idle call")
 }
 
 // TestRawSocket: the media socket read and written with untracked system
