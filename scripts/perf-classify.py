@@ -6,10 +6,15 @@ stdin; the optional argument is the run's µs of SFU CPU per forwarded packet,
 to turn shares into µs per packet. A sample belongs to the first area whose
 markers appear anywhere in its call chain, in the order below (so a STUN
 send counts as ICE, not as the forwarding path's sendmmsg); a marker that is
-a tuple needs all its parts in the chain.
+a tuple needs all its parts in the chain; one that starts with "near:" must
+be in the chain's first NEAR frames (the media socket's read callback is
+below all the forwarding its read hook does, so only a sample in or just
+under the callback itself is a read).
 """
 import collections
 import sys
+
+NEAR = 4
 
 AREAS = [
     ("Go runtime monitor (sysmon)", ["runtime.sysmon"]),
@@ -21,7 +26,8 @@ AREAS = [
     ("forward: sendmmsg in the kernel (UDP/IP, GSO, loopback delivery)", ["____sys_sendmsg", "__sys_sendmmsg", "__sys_sendto"]),
     ("forward: SRTP AES-GCM encryption", ["EncryptRTP", "encryptRTP"]),
     ("receive: SRTP decryption", ["DecryptRTP", "decryptRTP"]),
-    ("receive: read system call", ["__sys_recvfrom", "__x64_sys_recvfrom", "recvmsg", "sfu.(*RawUDP).recvfrom"]),
+    ("receive: read system call", ["__sys_recvfrom", "__x64_sys_recvfrom", "recvmsg", "__sys_recvmmsg",
+                                   "sfu.(*RawUDP).recvfrom", "near:sfu.(*RawUDP).recvmmsg"]),
     ("forward: SFU work (rewrite, VP8 munging, marshal, batching)", [
         "gxconf/sfu.(*downTrack)", "gxconf/sfu.(*forwarder)", "gxconf/sfu.(*mmsgWriter)",
         "gxconf/sfu.(*directSender)", "gxconf/sfu.(*upTrack)", "gxconf/sfu.(*receiver)"]),
@@ -47,8 +53,17 @@ def main():
             return
         total += 1
         chain = "\n".join(stack)
+        head = "\n".join(stack[:NEAR])
+
+        def found(m):
+            if isinstance(m, tuple):
+                return all(p in chain for p in m)
+            if m.startswith("near:"):
+                return m[5:] in head
+            return m in chain
+
         for name, markers in AREAS:
-            if any(all(p in chain for p in m) if isinstance(m, tuple) else m in chain for m in markers):
+            if any(found(m) for m in markers):
                 counts[name] += 1
                 return
         counts["other"] += 1

@@ -27,7 +27,7 @@ import (
 // 1 → 150 on one core, each poll a context switch on that core.
 //
 // RawUDP therefore drives the socket the ICE UDP mux and the direct
-// send path share with the same system calls (recvfrom, sendto, sendmmsg)
+// send path share with the same system calls (recvmmsg, sendto, sendmmsg)
 // issued through syscall.RawSyscall6, which the runtime does not track,
 // inside the socket's syscall.RawConn, which keeps the runtime poller's
 // readiness waits, deadlines and close handling. The socket is
