@@ -100,6 +100,20 @@ type rawReader struct {
 	again bool
 }
 
+// setBufs gives the reader buffers of size bytes and points the message
+// headers at them and at the address slots, once.
+func (r *rawReader) setBufs(size int) {
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, size)
+		r.iovs[i] = unix.Iovec{Base: unsafe.SliceData(r.bufs[i])}
+		r.iovs[i].SetLen(size)
+		r.hdrs[i] = mmsghdr{}
+		r.hdrs[i].hdr.Iov = &r.iovs[i]
+		r.hdrs[i].hdr.SetIovlen(1)
+		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+}
+
 // readBursts bounds the full batches one read callback consumes.
 const readBursts = 4
 
@@ -161,13 +175,7 @@ func (s *RawUDP) recvmmsg(fd uintptr) bool {
 			return true
 		}
 		for i := range r.hdrs {
-			r.hdrs[i] = mmsghdr{}
-			r.iovs[i] = unix.Iovec{Base: unsafe.SliceData(r.bufs[i])}
-			r.iovs[i].SetLen(len(r.bufs[i]))
-			r.hdrs[i].hdr.Iov = &r.iovs[i]
-			r.hdrs[i].hdr.SetIovlen(1)
-			r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-			r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+			r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i])) // the kernel's output of the last call
 		}
 		n, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), readBatch, 0, 0, 0)
 		switch e {
@@ -262,12 +270,10 @@ func (s *RawUDP) readOne(p []byte) (int, netip.AddrPort, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	r := &s.rd
-	if len(r.bufs[0]) < len(p) && r.next >= r.count {
+	if (r.bufs[0] == nil || len(r.bufs[0]) < len(p)) && r.next >= r.count {
 		// Datagrams as large as the caller's buffer, as a direct read into
 		// it would take (pion's is the same for every read).
-		for i := range r.bufs {
-			r.bufs[i] = make([]byte, len(p))
-		}
+		r.setBufs(len(p))
 	}
 	r.out = p
 	err := s.rc.Read(s.rdFn)

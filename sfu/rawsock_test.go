@@ -32,17 +32,43 @@ func listenRaw(t *testing.T, network string, ip net.IP) (*RawUDP, *net.UDPConn) 
 	return s, c
 }
 
+// rawWithPeer is a RawUDP on IPv4 loopback and a peer socket to send to it.
+func rawWithPeer(t *testing.T) (*RawUDP, *net.UDPConn, *net.UDPConn) {
+	t.Helper()
+	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = peer.Close() })
+	return s, c, peer
+}
+
+// readForPion reads s as pion's UDP mux does and passes on what the read
+// hook leaves; the channel closes when a read fails (the socket closed).
+func readForPion(s *RawUDP) <-chan string {
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := s.ReadFromAddrPort(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	return got
+}
+
 // TestRawSocketIdleHook: the idle hook runs once the reader has consumed
 // everything queued — after the datagrams that arrived together, before it
 // waits — and not for datagrams the read hook left to pion; a datagram that
 // arrives while the idle hook runs (after the read that found the socket
 // empty) still wakes the reader.
 func TestRawSocketIdleHook(t *testing.T) {
-	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
+	s, c, peer := rawWithPeer(t)
 	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	defer peer.Close()
+	var err error
 	var taken int
 	var inject atomic.Bool
 	idles := make(chan int, 8)
@@ -65,18 +91,7 @@ func TestRawSocketIdleHook(t *testing.T) {
 		_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
 		require.NoError(t, err)
 	}
-	got := make(chan string, 4)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := s.ReadFromAddrPort(buf)
-			if err != nil {
-				close(got)
-				return
-			}
-			got <- string(buf[:n])
-		}
-	}()
+	got := readForPion(s)
 	require.Equal(t, 3, <-idles, "one idle call after the three queued datagrams")
 	_, err = peer.WriteToUDPAddrPort([]byte("take"), self)
 	require.NoError(t, err)
@@ -101,11 +116,9 @@ func TestRawSocketIdleHook(t *testing.T) {
 // rest are still handed to the hook; the idle hook runs once, when all are
 // consumed.
 func TestRawSocketBatchedReads(t *testing.T) {
-	s, c := listenRaw(t, "udp4", net.IPv4(127, 0, 0, 1))
+	s, c, peer := rawWithPeer(t)
 	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	defer peer.Close()
+	var err error
 	before := readBatch*readBursts + readBatch + 3
 	var seen []int
 	idles := make(chan []int, 4)
@@ -129,18 +142,7 @@ func TestRawSocketBatchedReads(t *testing.T) {
 		_, err = peer.WriteToUDPAddrPort([]byte(strconv.Itoa(i)), self)
 		require.NoError(t, err)
 	}
-	got := make(chan string, 4)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := s.ReadFromAddrPort(buf)
-			if err != nil {
-				close(got)
-				return
-			}
-			got <- string(buf[:n])
-		}
-	}()
+	got := readForPion(s)
 	require.Equal(t, "pion", <-got)
 	all := <-idles
 	require.Len(t, all, before+5)
