@@ -381,8 +381,14 @@ func validServerName(s string) error {
 		}
 	}
 	if strings.HasPrefix(host, "[") {
-		if ip := net.ParseIP(strings.Trim(host, "[]")); !strings.HasSuffix(host, "]") || ip == nil || ip.To4() != nil {
+		// Exactly "[" IPv6 "]", then nothing or ":" port: splitServerName
+		// takes the last "]", so "[::1]]" or "[::]1" must be caught here.
+		inner, ok := strings.CutSuffix(host[1:], "]")
+		if ip := net.ParseIP(inner); !ok || ip == nil || ip.To4() != nil {
 			return fmt.Errorf("bad IPv6 literal %q", host)
+		}
+		if rest := s[len(host):]; rest != "" && rest[0] != ':' {
+			return fmt.Errorf("%q after the IPv6 literal", rest)
 		}
 		return nil
 	}

@@ -157,7 +157,7 @@ func TestValidServerName(t *testing.T) {
 	for _, ok := range []string{"example.com", "localhost", "localhost:8448", "1.2.3.4", "1.2.3.4:80", "[::1]", "[2001:db8::1]:8448", "a-b.c"} {
 		require.NoError(t, validServerName(ok), ok)
 	}
-	for _, bad := range []string{"", "exa mple.com", "example.com:", "example.com:99999", "[1.2.3.4]", "[::1", "a/b", "@x", strings.Repeat("a", 300), "example.com:+1"} {
+	for _, bad := range []string{"", "exa mple.com", "example.com:", "example.com:99999", "[1.2.3.4]", "[::1", "[::]1", "[::1]]", "[[::1]", "[::1]x:80", "a/b", "@x", strings.Repeat("a", 300), "example.com:+1"} {
 		require.Error(t, validServerName(bad), bad)
 	}
 }
