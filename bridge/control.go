@@ -1,13 +1,14 @@
 package bridge
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/livekit/protocol/livekit"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Control message types.
@@ -76,14 +77,9 @@ func parseMessage(b []byte) (*message, error) {
 	if len(b) > maxControlMessage {
 		return nil, bad("too large")
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
 	m := &message{}
-	if err := d.Decode(m); err != nil {
+	if err := strictjson.UnmarshalKnown(b, m); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadMessage, err)
-	}
-	if d.More() {
-		return nil, bad("trailing data")
 	}
 	if len(m.SID) > maxIDLen || len(m.Identity) > maxIDLen || len(m.Label) > maxIDLen || len(m.Dests) > maxDests || len(m.Codecs) > maxTracks {
 		return nil, bad("field too long")

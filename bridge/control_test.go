@@ -49,6 +49,9 @@ func TestParseMessage(t *testing.T) {
 		"participant none": `{"t":"participant"}`,
 		"not json":         `]`,
 		"srtp short":       `{"t":"srtp","data":"AAAA","suite":1,"profile":1}`,
+		"re-spelled field": `{"T":"remove","identity":"x"}`,
+		"two spellings":    `{"t":"remove","identity":"x","IDENTITY":"y"}`,
+		"same field twice": `{"t":"remove","identity":"x","identity":"y"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parseMessage([]byte(in))

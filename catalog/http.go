@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Handler serves the catalogue (public), the provider's DID document, the
@@ -390,14 +391,11 @@ func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body 
 	return c.view(ctx, b), b, nil
 }
 
+// decodeStrict decodes a request body: unknown, duplicate or re-spelled
+// members and trailing data are refused (strictjson).
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.UnmarshalKnown(body, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data", ErrInvalid)
 	}
 	return nil
 }

@@ -1,12 +1,13 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // The registry stores records as JSON. Epochs are decimal strings so that
@@ -89,13 +90,8 @@ func decodeStrict(data []byte, v any) error {
 	if len(data) > maxRecordBytes {
 		return fmt.Errorf("%w: %d bytes", ErrInvalidRecord, len(data))
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.UnmarshalKnown(data, v); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data", ErrInvalidRecord)
 	}
 	return nil
 }

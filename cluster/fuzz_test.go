@@ -105,6 +105,9 @@ func TestParseRejects(t *testing.T) {
 		"negative cpu":    `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","load":{"cpu":-0.5}}`,
 		"trailing data":   `{"id":"n","epoch":"1","media_addrs":[],"state":"serving"} {}`,
 		"no media_addrs":  `{"id":"n","epoch":"1","state":"serving"}`,
+		"re-spelled":      `{"ID":"n","epoch":"1","media_addrs":[],"state":"serving"}`,
+		"two spellings":   `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","State":"draining"}`,
+		"twice":           `{"id":"n","epoch":"1","media_addrs":[],"state":"serving","state":"draining"}`,
 	} {
 		_, err := ParseNode([]byte(data))
 		require.ErrorIs(t, err, ErrInvalidRecord, name)

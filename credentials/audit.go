@@ -19,6 +19,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Decisions of the audit log besides the access decisions "allow" and
@@ -216,14 +218,9 @@ type located struct {
 // ParseAuditLine decodes one shipped line strictly (unknown fields, a
 // missing marker or a malformed time are errors).
 func ParseAuditLine(line []byte) (AuditEntry, error) {
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
 	var l auditLine
-	if err := dec.Decode(&l); err != nil {
+	if err := strictjson.UnmarshalKnown(line, &l); err != nil {
 		return AuditEntry{}, fmt.Errorf("not an audit line: %w", err)
-	}
-	if dec.More() {
-		return AuditEntry{}, errors.New("not an audit line: trailing data")
 	}
 	if l.Audit != auditLineMarker {
 		return AuditEntry{}, errors.New("not an audit line: no \"audit\":\"gxconf\" marker")

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Credential formats (OID4VP format identifiers and JOSE typ values).

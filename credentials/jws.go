@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // jwsHeader is the protected header fields gxconf reads (RFC 7515 §4.1).

@@ -3,7 +3,6 @@ package credentials
 import (
 	"context"
 	"crypto"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gxfs-conf/gxconf/credentials/did"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // jwtKey resolves the signing key of a JWT issued by iss: the kid header
@@ -344,15 +344,8 @@ func audienceMatches(aud any, want string) bool {
 	return false
 }
 
-// unmarshalStrict is json.Unmarshal refusing unknown fields.
+// unmarshalStrict is json.Unmarshal refusing unknown, duplicate and
+// re-spelled members and trailing data.
 func unmarshalStrict(data []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return fmt.Errorf("trailing data")
-	}
-	return nil
+	return strictjson.UnmarshalKnown(data, v)
 }

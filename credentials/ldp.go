@@ -16,7 +16,7 @@ import (
 	"github.com/piprate/json-gold/ld"
 
 	"github.com/gxfs-conf/gxconf/credentials/did"
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Pinned JSON-LD contexts. They are never fetched at run time: a document

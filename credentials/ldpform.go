@@ -9,7 +9,7 @@ import (
 
 	"github.com/piprate/json-gold/ld"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // An ldp_vc / ldp_vp proof covers the canonical RDF of a document, not its

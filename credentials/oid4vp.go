@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // MountPath is the path prefix the OID4VP handler serves; mount

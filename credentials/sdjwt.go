@@ -12,7 +12,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/gxfs-conf/gxconf/credentials/did"
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // sdJWT is a parsed SD-JWT (RFC 9901 / draft-ietf-oauth-selective-disclosure-jwt §4):

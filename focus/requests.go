@@ -1,10 +1,12 @@
 package focus
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // OpenIDToken is the token a client got from its homeserver's
@@ -60,12 +62,28 @@ func delayFields(id string, timeout int64) (anySet, allSet bool) {
 	return id != "" || timeout > 0, id != "" && timeout > 0
 }
 
+// decodeBody decodes a request body as lk-jwt-service does (unknown members
+// are ignored), except that a member named twice, or spelled differently
+// from the field's name (encoding/json would take "Room_ID" for
+// "room_id"), is refused: a proxy or log reading the body by exact name
+// would otherwise see another room or user than the focus.
+func decodeBody(body []byte, v any) error {
+	err := strictjson.Unmarshal(body, v)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, strictjson.ErrDuplicateName), errors.Is(err, strictjson.ErrSpelling):
+		return badJSON("The request body is ambiguous: " + err.Error())
+	}
+	return errNotJSON
+}
+
 // DecodeTokenRequest parses and validates a /get_token body. The returned error
 // is an *Error ready for the wire.
 func DecodeTokenRequest(body []byte) (*TokenRequest, error) {
 	var req TokenRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, errNotJSON
+	if err := decodeBody(body, &req); err != nil {
+		return nil, err
 	}
 	return &req, req.Validate()
 }
@@ -89,8 +107,8 @@ func (r *TokenRequest) Validate() error {
 // DecodeLegacyTokenRequest parses and validates a /sfu/get body.
 func DecodeLegacyTokenRequest(body []byte) (*LegacyTokenRequest, error) {
 	var req LegacyTokenRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, errNotJSON
+	if err := decodeBody(body, &req); err != nil {
+		return nil, err
 	}
 	return &req, req.Validate()
 }
@@ -115,8 +133,8 @@ func (r *LegacyTokenRequest) Validate() error {
 // (with lk-jwt-service's wording of the errors).
 func DecodeDelayedLeaveRequest(body []byte) (*TokenRequest, error) {
 	var r TokenRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, errNotJSON
+	if err := decodeBody(body, &r); err != nil {
+		return nil, err
 	}
 	switch {
 	case r.RoomID == "" || r.SlotID == "":

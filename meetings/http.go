@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Paths of the HTTP API and the feeds (mounted on the focus listener).
@@ -166,13 +168,8 @@ func decodeStrict(body []byte, v any) error {
 	if len(body) > MaxBodyBytes {
 		return invalid("body", "larger than %d bytes", MaxBodyBytes)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.UnmarshalKnown(body, v); err != nil {
 		return invalid("body", "not a valid request: %v", err)
-	}
-	if dec.More() {
-		return invalid("body", "trailing data after the JSON object")
 	}
 	return nil
 }

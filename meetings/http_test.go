@@ -86,6 +86,14 @@ func TestHTTPAPI(t *testing.T) {
 	status, out = call(t, srv, "POST", "/meetings/v1/meeting/create", "Bearer token-alice", `{"title":"x","start":"2026-03-23T10:00","colour":"red"}`)
 	require.Equal(t, 400, status, out)
 	require.Contains(t, out["error"], `unknown field "colour"`)
+	// A member is read only under its exact name: a second spelling could
+	// carry a value another reader of the body would not see.
+	for _, body := range []string{`{"Title":"x","start":"2026-03-23T10:00"}`, `{"title":"x","TITLE":"y","start":"2026-03-23T10:00"}`,
+		`{"title":"x","title":"y","start":"2026-03-23T10:00"}`} {
+		status, out = call(t, srv, "POST", "/meetings/v1/meeting/create", "Bearer token-alice", body)
+		require.Equal(t, 400, status, body)
+		require.Contains(t, out["error"], "body:", body)
+	}
 	status, out = call(t, srv, "POST", "/meetings/v1/meeting/create", "Bearer token-alice", `{"title":"x","start":"2026-02-29T10:00"}`)
 	require.Equal(t, 400, status, out)
 	require.Equal(t, `start: "2026-02-29" is not a date: February 2026 has 28 days`, out["error"])

@@ -1,14 +1,13 @@
 package meetings
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Spec is what an organiser asks for, from a bot command or the HTTP API.
@@ -59,13 +58,8 @@ func DecodeSpec(body []byte) (*Spec, error) {
 		return nil, invalid("body", "larger than %d bytes", MaxBodyBytes)
 	}
 	var s Spec
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := strictjson.UnmarshalKnown(body, &s); err != nil {
 		return nil, invalid("body", "not a meeting request: %v", err)
-	}
-	if dec.More() {
-		return nil, invalid("body", "trailing data after the JSON object")
 	}
 	return &s, nil
 }

@@ -1,16 +1,16 @@
 package plan
 
 import (
-	"bytes"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"time"
 	"unicode"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // CalibrationKind and CalibrationVersion identify a calibration file.
@@ -96,49 +96,37 @@ func ParseCalibration(b []byte) (Calibration, error) {
 	if len(b) > MaxCalibrationSize {
 		return Calibration{}, fmt.Errorf("%w: larger than %d bytes", ErrCalibration, MaxCalibrationSize)
 	}
-	// kind and version first, so a file of another version is named as
-	// such instead of failing on a field this version does not know.
-	var head struct {
-		Kind    *string          `json:"kind"`
-		Version *json.RawMessage `json:"version"`
-	}
-	if err := json.Unmarshal(b, &head); err != nil {
+	// One JSON object, no member twice, nothing after it; kind and version
+	// first, so a file of another version is named as such instead of
+	// failing on a field this version does not know.
+	present, err := strictjson.DecodeObject(b)
+	if err != nil {
 		return Calibration{}, fmt.Errorf("%w: not one JSON object: %v", ErrCalibration, err)
 	}
 	var errs fieldErrors
 	errs.kind = ErrCalibration
-	switch {
-	case head.Kind == nil:
+	switch kind, ok := present["kind"]; {
+	case !ok:
 		errs.add("kind", fmt.Sprintf("missing (want %q)", CalibrationKind))
-	case *head.Kind != CalibrationKind:
-		errs.add("kind", fmt.Sprintf("unknown kind %q (want %q)", clip(*head.Kind), CalibrationKind))
+	case kind != CalibrationKind:
+		errs.add("kind", fmt.Sprintf("unknown kind %s (want %q)", clip(jsonText(kind)), CalibrationKind))
 	}
-	if head.Version == nil {
+	switch v, ok := present["version"]; {
+	case !ok:
 		errs.add("version", fmt.Sprintf("missing (want %d)", CalibrationVersion))
-	} else {
-		var v int
-		if err := json.Unmarshal(*head.Version, &v); err != nil || v != CalibrationVersion {
-			errs.add("version", fmt.Sprintf("unknown calibration version %s (this gxconf reads version %d)", clip(string(*head.Version)), CalibrationVersion))
-		}
+	case v != float64(CalibrationVersion):
+		errs.add("version", fmt.Sprintf("unknown calibration version %s (this gxconf reads version %d)", clip(jsonText(v)), CalibrationVersion))
 	}
 	if err := errs.err(); err != nil {
 		return Calibration{}, err
 	}
-	if err := checkDuplicateKeys(b); err != nil {
-		return Calibration{}, fmt.Errorf("%w: %v", ErrCalibration, err)
-	}
-	var present map[string]json.RawMessage
-	if err := json.Unmarshal(b, &present); err != nil {
-		return Calibration{}, fmt.Errorf("%w: %v", ErrCalibration, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
+	// Every member is one this version defines, spelled exactly so.
 	var c Calibration
-	if err := dec.Decode(&c); err != nil {
+	if err := strictjson.UnmarshalKnown(b, &c); err != nil {
 		return Calibration{}, fmt.Errorf("%w: %v", ErrCalibration, err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Calibration{}, fmt.Errorf("%w: trailing data after the JSON object", ErrCalibration)
+	if len(c.Sources) == 0 {
+		c.Sources = nil // "sources": {} is the same as none
 	}
 	for _, f := range requiredFields {
 		if _, ok := present[f]; !ok {
@@ -238,51 +226,13 @@ func clip(s string) string {
 	return s
 }
 
-// checkDuplicateKeys refuses an object with a key twice (encoding/json
-// would silently keep the last), at any depth.
-func checkDuplicateKeys(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var walk func(depth int) error
-	walk = func(depth int) error {
-		if depth > 8 {
-			return errors.New("nested too deeply")
-		}
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		d, ok := tok.(json.Delim)
-		if !ok {
-			return nil
-		}
-		switch d {
-		case '{':
-			seen := map[string]bool{}
-			for dec.More() {
-				k, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				key, _ := k.(string)
-				if seen[key] {
-					return fmt.Errorf("duplicate key %q", clip(key))
-				}
-				seen[key] = true
-				if err := walk(depth + 1); err != nil {
-					return err
-				}
-			}
-		case '[':
-			for dec.More() {
-				if err := walk(depth + 1); err != nil {
-					return err
-				}
-			}
-		}
-		_, err = dec.Token() // closing delimiter
-		return err
+// jsonText is a decoded JSON value as JSON, for an error message.
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
 	}
-	return walk(0)
+	return string(b)
 }
 
 // Marshal encodes the calibration as an indented JSON file.

@@ -79,6 +79,14 @@ func TestCalibrationErrors(t *testing.T) {
 			return variant(t, func(m map[string]any) { m["forward_ms_per_packet"] = 1 })
 		},
 			[]string{`unknown field "forward_ms_per_packet"`}},
+		{"re-spelled field", func(t *testing.T) []byte {
+			b := variant(t, func(map[string]any) {})
+			return []byte(strings.Replace(string(b), `"forward_us_per_packet"`, `"Forward_US_per_packet"`, 1))
+		}, []string{`"Forward_US_per_packet" for "forward_us_per_packet"`}},
+		{"second spelling of a field", func(t *testing.T) []byte {
+			b := variant(t, func(map[string]any) {})
+			return []byte(strings.Replace(string(b), `{`, `{"FORWARD_US_PER_PACKET":0.001,`, 1))
+		}, []string{"FORWARD_US_PER_PACKET"}},
 		{"negative figure", func(t *testing.T) []byte {
 			return variant(t, func(m map[string]any) { m["forward_us_per_packet"] = -3 })
 		},
@@ -102,15 +110,15 @@ func TestCalibrationErrors(t *testing.T) {
 		{"duplicate key", func(t *testing.T) []byte {
 			b := variant(t, func(map[string]any) {})
 			return []byte(strings.Replace(string(b), `{`, `{"forward_us_per_packet":0.001,`, 1))
-		}, []string{`duplicate key "forward_us_per_packet"`}},
+		}, []string{`duplicate member name: "forward_us_per_packet"`}},
 		{"trailing data", func(t *testing.T) []byte { return append(variant(t, func(map[string]any) {}), []byte(`{}`)...) },
-			[]string{"not one JSON object", "after top-level value"}},
+			[]string{"not one JSON object", "trailing data"}},
 		{"not an object", func(*testing.T) []byte { return []byte(`[1,2]`) }, []string{"not one JSON object"}},
 		{"nested too deeply", func(t *testing.T) []byte {
 			b := variant(t, func(map[string]any) {})
-			deep := strings.Repeat("[", 20) + strings.Repeat("]", 20)
+			deep := strings.Repeat("[", 40) + strings.Repeat("]", 40)
 			return []byte(strings.Replace(string(b), `{`, `{"x":`+deep+`,`, 1))
-		}, []string{"nested too deeply"}},
+		}, []string{"nesting too deep"}},
 		{"too large", func(*testing.T) []byte { return []byte(`{"kind":"` + strings.Repeat("a", MaxCalibrationSize) + `"}`) },
 			[]string{"larger than"}},
 		{"several problems", func(t *testing.T) []byte {

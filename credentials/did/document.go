@@ -20,7 +20,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Errors returned by resolution.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/gxfs-conf/gxconf/credentials/internal/strictjson"
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // Multicodec prefixes of the public key types gxconf accepts

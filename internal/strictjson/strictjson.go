@@ -1,10 +1,3 @@
-// Package strictjson decodes untrusted JSON for the credentials package and
-// its sub-packages with one set of rules: a member name may appear only once
-// per object (RFC 8259 §4 leaves duplicates to the implementation, and two
-// implementations reading different values of one signed claim is a
-// signature bypass), nesting is bounded by MaxDepth for every format, and
-// nothing may follow the value. Numbers decode as float64, as with
-// encoding/json into an interface.
 package strictjson
 
 import (
@@ -13,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 )
 
@@ -24,6 +18,8 @@ const MaxDepth = 32
 // Errors returned by Decode; callers wrap them in their own sentinels.
 var (
 	ErrDuplicateName = errors.New("duplicate member name")
+	ErrSpelling      = errors.New("member name spelled differently from the field's")
+	ErrUnknownName   = errors.New("unknown field")
 	ErrTooDeep       = errors.New("nesting too deep")
 	ErrSyntax        = errors.New("invalid JSON")
 )
@@ -58,7 +54,21 @@ func DecodeObject(data []byte) (map[string]any, error) {
 // v with encoding/json. Because encoding/json matches struct field names
 // case-insensitively, an object holding two spellings of one of v's field
 // names (for example "alg" and "ALG") is refused as a duplicate as well.
+// A member that encoding/json would match to a struct field only by
+// folding case is refused (ErrSpelling); members no field takes are
+// ignored, as with encoding/json.
 func Unmarshal(data []byte, v any) error {
+	return unmarshal(data, v, false)
+}
+
+// UnmarshalKnown is Unmarshal that also refuses members no field takes
+// (ErrUnknownName, with the member's path): for documents whose every
+// member this program defines.
+func UnmarshalKnown(data []byte, v any) error {
+	return unmarshal(data, v, true)
+}
+
+func unmarshal(data []byte, v any, known bool) error {
 	raw, err := Decode(data)
 	if err != nil {
 		return err
@@ -66,10 +76,109 @@ func Unmarshal(data []byte, v any) error {
 	if err := checkFoldedNames(raw, 0); err != nil {
 		return err
 	}
+	if err := checkSpelling(raw, reflect.TypeOf(v), known, ""); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrSyntax, err)
 	}
 	return nil
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// checkSpelling walks a value from Decode along the type it is decoded
+// into: every member of an object bound for a struct must be one of the
+// struct's JSON names exactly. Types that decode themselves
+// (json.Unmarshaler) and interfaces are not looked into.
+func checkSpelling(raw any, t reflect.Type, known bool, path string) error {
+	if t == nil {
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		if t.Implements(jsonUnmarshaler) {
+			return nil
+		}
+		t = t.Elem()
+	}
+	if t.Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return nil // a type mismatch: encoding/json reports it
+		}
+		fields := jsonFields(t)
+		for k, e := range m {
+			ft, ok := fields[k]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, k) {
+						return fmt.Errorf("%w: %q for %q", ErrSpelling, path+k, path+name)
+					}
+				}
+				if known {
+					return fmt.Errorf("%w %q", ErrUnknownName, path+k)
+				}
+				continue
+			}
+			if err := checkSpelling(e, ft, known, path+k+"."); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if m, ok := raw.(map[string]any); ok {
+			for k, e := range m {
+				if err := checkSpelling(e, t.Elem(), known, path+k+"."); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if l, ok := raw.([]any); ok {
+			for i, e := range l {
+				if err := checkSpelling(e, t.Elem(), known, fmt.Sprintf("%s%d.", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// jsonFields maps a struct's JSON member names to their types, with
+// encoding/json's rules: the tag's name or the field's, "-" skipped,
+// unexported fields skipped, an untagged embedded struct's fields promoted.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for _, f := range reflect.VisibleFields(t) {
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				continue // its fields are listed on their own
+			}
+		}
+		if !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if _, taken := fields[name]; !taken || len(f.Index) == 1 {
+			fields[name] = f.Type
+		}
+	}
+	return fields
 }
 
 func checkFoldedNames(v any, depth int) error {
