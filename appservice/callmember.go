@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
 // MatrixRTC event types.
@@ -60,6 +62,8 @@ type rtcMemberContent struct {
 // ParseCallMember turns a call membership event into a CallMember. leave is
 // true when the event ends the membership (empty content, membership "leave").
 // The user is always the event's sender; content cannot claim another user.
+// A member spelled differently from its field ("Device_ID") is refused: a
+// client's JSON reader would not see it, so gxconf must not either.
 func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS int64, content json.RawMessage) (m CallMember, leave bool, err error) {
 	m = CallMember{RoomID: roomID, UserID: sender, UpdatedAt: time.UnixMilli(originTS)}
 	if len(content) > 64<<10 {
@@ -72,7 +76,7 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		}
 		m.Kind, m.Key = "msc3401", *stateKey
 		var c legacyCallContent
-		if err := json.Unmarshal(content, &c); err != nil {
+		if err := strictjson.Unmarshal(content, &c); err != nil {
 			return m, false, fmt.Errorf("%w: %v", errBadCallMember, err)
 		}
 		if c.Application == "" && c.DeviceID == "" {
@@ -106,7 +110,7 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 	case TypeRTCMember:
 		m.Kind = "msc4143"
 		var c rtcMemberContent
-		if err := json.Unmarshal(content, &c); err != nil {
+		if err := strictjson.Unmarshal(content, &c); err != nil {
 			return m, false, fmt.Errorf("%w: %v", errBadCallMember, err)
 		}
 		switch {

@@ -81,6 +81,14 @@ func TestParseCallMember(t *testing.T) {
 
 	_, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000, []byte(`{"slot_id":"s"}`))
 	require.ErrorIs(t, err, errBadCallMember)
+
+	// Members are read under their exact names only, as a client's JSON
+	// reader does: "Device_ID" is no device_id for Element Call.
+	_, _, err = ParseCallMember(TypeCallMember, "@a:x", "!r", &sk, 1000, []byte(`{"application":"m.call","Device_ID":"DEV"}`))
+	require.ErrorIs(t, err, errBadCallMember)
+	_, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000,
+		[]byte(`{"slot_id":"m.call#ROOM","member":{"id":"mid","device_id":"DEV"},"Sticky_Key":"other"}`))
+	require.ErrorIs(t, err, errBadCallMember)
 }
 
 // A policy event stored by a transaction while a lookup was under way wins
