@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted in any
@@ -79,7 +80,14 @@ func unmarshal(data []byte, v any, known bool) error {
 	if err := checkSpelling(raw, reflect.TypeOf(v), known, ""); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if known {
+		dec.DisallowUnknownFields() // encoding/json's own view as well
+	}
+	if err := dec.Decode(v); err != nil {
+		if known && strings.HasPrefix(err.Error(), "json: unknown field ") {
+			return fmt.Errorf("%w: %v", ErrUnknownName, strings.TrimPrefix(err.Error(), "json: unknown field "))
+		}
 		return fmt.Errorf("%w: %v", ErrSyntax, err)
 	}
 	return nil
@@ -152,6 +160,9 @@ func checkSpelling(raw any, t reflect.Type, known bool, path string) error {
 // encoding/json's rules: the tag's name or the field's, "-" skipped,
 // unexported fields skipped, an untagged embedded struct's fields promoted.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]reflect.Type)
+	}
 	fields := map[string]reflect.Type{}
 	for _, f := range reflect.VisibleFields(t) {
 		tag := f.Tag.Get("json")
@@ -178,8 +189,12 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 			fields[name] = f.Type
 		}
 	}
+	fieldCache.Store(t, fields)
 	return fields
 }
+
+// fieldCache holds jsonFields per struct type (read-only once stored).
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
 
 func checkFoldedNames(v any, depth int) error {
 	switch t := v.(type) {

@@ -106,6 +106,13 @@ func TestUnmarshalKnownRefusesUnknownMembers(t *testing.T) {
 	require.ErrorIs(t, UnmarshalKnown([]byte(`{"status":"a"} {}`), &d), ErrSyntax)
 	require.NoError(t, UnmarshalKnown([]byte(`{"id":"i","status":"ok","self":[1]}`), &d))
 	require.Equal(t, "i", d.ID)
+	// A tagged embedded struct is one member; its fields are not promoted.
+	var tg struct {
+		Base `json:"base"`
+	}
+	require.ErrorIs(t, UnmarshalKnown([]byte(`{"id":"x"}`), &tg), ErrUnknownName)
+	require.NoError(t, UnmarshalKnown([]byte(`{"base":{"id":"x"}}`), &tg))
+	require.Equal(t, "x", tg.ID)
 }
 
 func FuzzDecode(f *testing.F) {
