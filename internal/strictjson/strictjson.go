@@ -85,9 +85,6 @@ func unmarshal(data []byte, v any, known bool) error {
 		dec.DisallowUnknownFields() // encoding/json's own view as well
 	}
 	if err := dec.Decode(v); err != nil {
-		if known && strings.HasPrefix(err.Error(), "json: unknown field ") {
-			return fmt.Errorf("%w: %v", ErrUnknownName, strings.TrimPrefix(err.Error(), "json: unknown field "))
-		}
 		return fmt.Errorf("%w: %v", ErrSyntax, err)
 	}
 	return nil
@@ -165,6 +162,9 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	}
 	fields := map[string]reflect.Type{}
 	for _, f := range reflect.VisibleFields(t) {
+		if underTaggedEmbedding(t, f.Index) {
+			continue // a tagged embedded struct is one member; nothing is promoted from it
+		}
 		tag := f.Tag.Get("json")
 		if tag == "-" {
 			continue
@@ -191,6 +191,17 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	}
 	fieldCache.Store(t, fields)
 	return fields
+}
+
+// underTaggedEmbedding tells whether the field at index is reached through
+// an embedded struct that has a JSON name of its own.
+func underTaggedEmbedding(t reflect.Type, index []int) bool {
+	for i := 1; i < len(index); i++ {
+		if name, _, _ := strings.Cut(t.FieldByIndex(index[:i]).Tag.Get("json"), ","); name != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // fieldCache holds jsonFields per struct type (read-only once stored).
