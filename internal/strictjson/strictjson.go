@@ -16,7 +16,9 @@ import (
 // DID document or status list (the top-level value counts as depth 1).
 const MaxDepth = 32
 
-// Errors returned by Decode; callers wrap them in their own sentinels.
+// Errors returned by Decode, Unmarshal (which adds ErrSpelling) and
+// UnmarshalKnown (which adds ErrUnknownName); callers wrap them in their own
+// sentinels.
 var (
 	ErrDuplicateName = errors.New("duplicate member name")
 	ErrSpelling      = errors.New("member name spelled differently from the field's")
