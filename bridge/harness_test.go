@@ -176,7 +176,7 @@ type client struct {
 	muted   map[string]bool
 	left    map[string]bool
 	speaker map[string]bool // identities in the last active speakers list
-	readers sync.WaitGroup
+	readers loadtest.Readers
 	once    sync.Once
 }
 
@@ -198,11 +198,7 @@ func (n *node) joinToken(t *testing.T, identity, token string) *client {
 		c.streams[key] = st
 		c.pubs[key] = pub
 		c.mu.Unlock()
-		c.readers.Add(1)
-		go func() {
-			defer c.readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 		if u, ok := data.(*lksdk.UserDataPacket); ok {

@@ -164,7 +164,7 @@ type participant struct {
 
 	mu      sync.Mutex
 	streams []*StreamStats
-	readers sync.WaitGroup
+	readers Readers
 }
 
 // Latency classes: a subscriber on its publisher's node, or on another one
@@ -286,11 +286,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 			if setQuality && pub.Kind() == lksdk.TrackKindVideo {
 				_ = pub.SetVideoQuality(wantQuality)
 			}
-			p.readers.Add(1)
-			go func() {
-				defer p.readers.Done()
-				ReadTrack(track, st, opts.Grace)
-			}()
+			p.readers.Go(func() { ReadTrack(track, st, opts.Grace) })
 		}
 		grant := &auth.VideoGrant{RoomJoin: true, Room: pl.room}
 		if !pl.publish {

@@ -160,7 +160,7 @@ type client struct {
 	muted        map[string]bool // by publisher identity + track sid
 	left         map[string]bool
 	disconnected chan lksdk.DisconnectionReason
-	readers      sync.WaitGroup
+	readers      loadtest.Readers
 	closeOnce    sync.Once
 }
 
@@ -217,11 +217,7 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 		c.streams[key] = st
 		c.pubs[key] = pub
 		c.mu.Unlock()
-		c.readers.Add(1)
-		go func() {
-			defer c.readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 		if u, ok := data.(*lksdk.UserDataPacket); ok {

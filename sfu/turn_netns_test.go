@@ -351,18 +351,14 @@ func TestTURNClientHelper(t *testing.T) {
 
 	var mu sync.Mutex
 	streams := map[string]*loadtest.StreamStats{}
-	var readers sync.WaitGroup
+	var readers loadtest.Readers
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		st := &loadtest.StreamStats{}
 		mu.Lock()
 		streams[rp.Identity()+"/"+pub.Kind().String()] = st
 		mu.Unlock()
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	opts := []lksdk.ConnectOption{lksdk.WithAutoSubscribe(true)}
 	if os.Getenv("GXCONF_TURN_CHILD_DISABLE_TURN") != "" {

@@ -43,7 +43,7 @@ type callClient struct {
 	moves    int
 	leftAt   time.Time // the server's leave of the last move
 	rejoined time.Time // connected again after it
-	readers  sync.WaitGroup
+	readers  loadtest.Readers
 	// moved receives nothing but wakes the test's mover loop.
 	moved chan struct{}
 	// interrupted counts leaves and disconnects of the current session.
@@ -99,11 +99,7 @@ func (c *callClient) join() error {
 		c.mu.Lock()
 		c.streams[rp.Identity()+"/"+pub.Kind().String()] = st
 		c.mu.Unlock()
-		c.readers.Add(1)
-		go func() {
-			defer c.readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	interrupted := func() {
 		c.mu.Lock()

@@ -28,6 +28,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/gxfs-conf/gxconf/focus"
+	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/gxfs-conf/gxconf/test/harness"
 )
 
@@ -451,14 +452,12 @@ func requireEncryptedFrames(t *testing.T, sfu testSFU, lkRoom string, publishers
 		SetValidFor(time.Minute).ToJWT()
 	require.NoError(t, err)
 	ends := &frameEnds{encrypted: map[string]int{}, clear: map[string]int{}, lastClearSample: map[string]string{}}
-	var readers sync.WaitGroup
+	var readers loadtest.Readers
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		key := rp.Identity() + "/" + pub.Kind().String()
 		video := track.Kind() == webrtc.RTPCodecTypeVideo
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
+		readers.Go(func() {
 			for {
 				pkt, _, err := track.ReadRTP()
 				if err != nil {
@@ -479,7 +478,7 @@ func requireEncryptedFrames(t *testing.T, sfu testSFU, lkRoom string, publishers
 				}
 				ends.mu.Unlock()
 			}
-		}()
+		})
 	}
 	room, err := lksdk.ConnectToRoomWithToken(sfu.URL, jwt, cb, lksdk.WithAutoSubscribe(true))
 	require.NoError(t, err)

@@ -33,7 +33,7 @@ type sdkClient struct {
 	room         *lksdk.Room
 	mu           sync.Mutex
 	streams      map[string]*loadtest.StreamStats // publisher identity/kind
-	readers      sync.WaitGroup
+	readers      loadtest.Readers
 	left         chan string
 	disconnected chan lksdk.DisconnectionReason
 	// data receives the payloads of user data packets (dropped when full).
@@ -69,11 +69,7 @@ func joinWithTokenUntil(t *testing.T, owner testing.TB, url, jwt string, extra .
 		c.mu.Lock()
 		c.streams[rp.Identity()+"/"+pub.Kind().String()] = st
 		c.mu.Unlock()
-		c.readers.Add(1)
-		go func() {
-			defer c.readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) { c.left <- rp.Identity() }
 	cb.OnDisconnectedWithReason = func(r lksdk.DisconnectionReason) {

@@ -88,7 +88,7 @@ type siteClient struct {
 	// left is when each remote participant was last seen leaving
 	// (ParticipantDisconnected), by identity.
 	left    map[string]time.Time
-	readers sync.WaitGroup
+	readers loadtest.Readers
 }
 
 // leftAfter returns when identity was seen leaving after t0.
@@ -342,11 +342,7 @@ func TestSites(t *testing.T) {
 			c.mu.Lock()
 			c.streams[rp.Identity()+"/"+pub.Kind().String()] = st
 			c.mu.Unlock()
-			c.readers.Add(1)
-			go func() {
-				defer c.readers.Done()
-				loadtest.ReadTrack(track, st, time.Second)
-			}()
+			c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 		}
 		cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 			c.mu.Lock()

@@ -76,7 +76,7 @@ type session struct {
 	reconnecting atomic.Int64
 	reconnected  atomic.Int64
 	reason       atomic.Value // string
-	readers      sync.WaitGroup
+	readers      loadtest.Readers
 }
 
 type arrivals struct {
@@ -221,11 +221,7 @@ func (s *session) join(w Session, timed, audioOnly bool, arr *arrivals) error {
 			s.streams[key] = st
 		}
 		s.mu.Unlock()
-		s.readers.Add(1)
-		go func() {
-			defer s.readers.Done()
-			loadtest.ReadTrack(track, st, time.Second)
-		}()
+		s.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
 	cb.OnDisconnectedWithReason = func(r lksdk.DisconnectionReason) {
 		s.connected.Store(false)
