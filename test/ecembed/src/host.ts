@@ -282,9 +282,21 @@ function startWidget(client: MatrixClient, roomId: string, ecUrl: string): void 
   // Feed the widget what the client receives from now on (WidgetMessaging in
   // Element Web): new timeline events once decrypted, state updates, and
   // to-device messages with whether they were encrypted.
+  // A feed still awaiting the widget's reply when the widget asked to be
+  // closed is rejected by the transport the host then stopped: expected, the
+  // widget is gone. Anything else is an error.
+  const failed =
+    (what: string) =>
+    (e: unknown): void => {
+      if (store.state.closed && e instanceof Error && e.message === "Transport stopped") {
+        console.info("[ecHost]", `${what}: dropped, the widget closed before it answered`);
+        return;
+      }
+      store.error(what, e);
+    };
   const feed = (ev: MatrixEvent): void => {
     if (ev.getRoomId() !== roomId || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return;
-    api?.feedEvent(ev.getEffectiveEvent() as IRoomEvent).catch((e) => store.error("feed event", e));
+    api?.feedEvent(ev.getEffectiveEvent() as IRoomEvent).catch(failed("feed event"));
   };
   client.on(RoomEvent.Timeline, (ev, _room, toStart, _removed, data) => {
     if (toStart || !data.liveEvent) return;
@@ -297,14 +309,14 @@ function startWidget(client: MatrixClient, roomId: string, ecUrl: string): void 
   client.on(RoomStateEvent.Events, (ev) => {
     if (ev.getRoomId() !== roomId) return;
     if (ev.getType() === CallMemberEventType) members();
-    api?.feedStateUpdate(ev.getEffectiveEvent() as IRoomEvent).catch((e) => store.error("feed state", e));
+    api?.feedStateUpdate(ev.getEffectiveEvent() as IRoomEvent).catch(failed("feed state"));
   });
   client.on(ClientEvent.ReceivedToDeviceMessage, ({ message, encryptionInfo }: ReceivedToDeviceMessage) => {
     store.update((s) => {
       s.toDeviceIn[message.type] = (s.toDeviceIn[message.type] ?? 0) + 1;
       if (encryptionInfo) s.toDeviceInEncrypted++;
     });
-    api?.feedToDevice(message as unknown as IRoomEvent, encryptionInfo !== null).catch((e) => store.error("feed to-device", e));
+    api?.feedToDevice(message as unknown as IRoomEvent, encryptionInfo !== null).catch(failed("feed to-device"));
   });
 
   frame.src = url;
