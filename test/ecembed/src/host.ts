@@ -279,9 +279,6 @@ function startWidget(client: MatrixClient, roomId: string, ecUrl: string): void 
     api!.transport.reply(ev.detail, {});
   });
 
-  // Feed the widget what the client receives from now on (WidgetMessaging in
-  // Element Web): new timeline events once decrypted, state updates, and
-  // to-device messages with whether they were encrypted.
   // A feed still awaiting the widget's reply when the widget asked to be
   // closed is rejected by the transport the host then stopped: expected, the
   // widget is gone. Anything else is an error.
@@ -294,6 +291,9 @@ function startWidget(client: MatrixClient, roomId: string, ecUrl: string): void 
       }
       store.error(what, e);
     };
+  // Feed the widget what the client receives from now on (WidgetMessaging in
+  // Element Web): new timeline events once decrypted, state updates, and
+  // to-device messages with whether they were encrypted.
   const feed = (ev: MatrixEvent): void => {
     if (ev.getRoomId() !== roomId || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return;
     api?.feedEvent(ev.getEffectiveEvent() as IRoomEvent).catch(failed("feed event"));
