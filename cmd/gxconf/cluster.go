@@ -163,11 +163,12 @@ func (c *clusterRooms) serveRemovals(ctx context.Context) error {
 
 // runners are the node's long-lived parts: the registry, and the bridge
 // with the loop that links rooms as the directory says.
-func (c *clusterNode) runners() []func(context.Context) error {
-	out := []func(context.Context) error{c.reg.Run, c.rooms.serveRemovals,
-		func(ctx context.Context) error { return c.fwd.run(ctx, c.reg) }}
+func (c *clusterNode) runners() []component {
+	out := []component{{"cluster registry", c.reg.Run}, {"cluster removals", c.rooms.serveRemovals},
+		{"cluster forwarding", func(ctx context.Context) error { return c.fwd.run(ctx, c.reg) }}}
 	if c.bridge != nil {
-		out = append(out, c.bridge.Run, func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) })
+		out = append(out, component{"bridge", c.bridge.Run},
+			component{"bridge follower", func(ctx context.Context) error { return c.bridge.Follow(ctx, c.reg) }})
 	}
 	return out
 }

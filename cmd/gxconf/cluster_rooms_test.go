@@ -381,11 +381,11 @@ func startTestNode(t *testing.T, redisAddr, id string) *testNode {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
-	for _, run := range append([]func(context.Context) error{srv.Run}, node.runners()...) {
+	for _, c := range append([]component{{"sfu", srv.Run}}, node.runners()...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run(ctx); err != nil {
+			if err := c.run(ctx); err != nil {
 				errs <- err
 			}
 		}()

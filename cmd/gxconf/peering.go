@@ -42,7 +42,7 @@ type peering struct {
 	// lone is the registry a lone node keeps of itself for `gxconf cluster
 	// status` (nil in a cluster, which has its own).
 	lone    cluster.Registry
-	runners []func(context.Context) error
+	runners []component
 }
 
 // startPeering wires peered deployments once the focus exists: the SFU
@@ -72,11 +72,11 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 		if err := metrics.Register(br.Collector()); err != nil {
 			return nil, fmt.Errorf("bridge metrics: %w", err)
 		}
-		out.runners = append(out.runners, br.Run)
+		out.runners = append(out.runners, component{"bridge", br.Run})
 		if out.lone, err = loneRegistry(cfg, sfuSrv, br, log); err != nil {
 			return nil, err
 		}
-		out.runners = append(out.runners, out.lone.Run)
+		out.runners = append(out.runners, component{"node registry", out.lone.Run})
 	}
 	out.br = br
 	keys := map[string]string{}
@@ -90,7 +90,7 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 	sfuSrv.SetGrantChecker(br.PeerGrants(focusSvc))
 	br.SetPeering(bridge.Peering{Self: p.Name, Peers: links, Authority: focusSvc})
 	log.Info().Str("peer", p.Name).Strs("peers", slices.Sorted(maps.Keys(p.Peers))).Str("address", br.Addr()).Msg("Peering with other deployments")
-	out.runners = append(out.runners, br.FollowPeers)
+	out.runners = append(out.runners, component{"peer follower", br.FollowPeers})
 	return out, nil
 }
 

@@ -104,7 +104,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 
 	focusCfg := cfg.Focus
 	var rooms focus.RoomService
-	var runners []func(context.Context) error
+	var runners []component
 	var sfuSrv *sfu.Server
 	if focusCfg.SFU.URL == "" {
 		// The embedded SFU, used in-process: the focus mints tokens with its first key.
@@ -116,7 +116,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		focusCfg.SFU.URL = sfuSrv.URL()
 		focusCfg.SFU.APIKey, focusCfg.SFU.APISecret = keys[0], cfg.SFU.Keys[keys[0]]
 		rooms = sfuSrv.RoomService()
-		runners = append(runners, sfuSrv.Run)
+		runners = append(runners, component{"sfu", sfuSrv.Run})
 	} else {
 		twirpURL := focusCfg.SFU.TwirpURL
 		if twirpURL == "" {
@@ -173,7 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 			return err
 		}
 		ent = entitlements{c: cat}
-		runners = append(runners, cat.Run)
+		runners = append(runners, component{"catalog", cat.Run})
 	}
 	focusLog := log.With().Str("component", "focus").Logger()
 	focusSvc, err = focus.New(ctx, focus.Options{
@@ -267,7 +267,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		as.AddCommand("meeting", meet.Bot(cfg.Appservice.CommandPrefix))
 		// The API asks the homeserver about every token: rate limited per IP.
 		focusSvc.Handle("/meetings/", focusSvc.LimitPerIP(meet.Handler()))
-		runners = append(runners, meet.Run)
+		runners = append(runners, component{"meetings", meet.Run})
 	}
 
 	// The operator self-test page: the browser call client the end-to-end tests use.
@@ -309,13 +309,13 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	if err != nil {
 		return err
 	}
-	runners = append(runners, focusRun, asRun, verifier.Run)
+	runners = append(runners, component{"focus", focusRun}, component{"appservice", asRun}, component{"credentials", verifier.Run})
 	if cfg.Metrics.Enabled {
 		if cfg.Metrics.Listen == "" {
 			log.Warn().Msg("/metrics is served on the public focus listener (metrics.listen is empty); block it in your reverse proxy")
 			focusSvc.Handle("/metrics", metricsHandler)
 		} else {
-			runners = append(runners, func(ctx context.Context) error {
+			runners = append(runners, component{"metrics listener", func(ctx context.Context) error {
 				tlsCfg := servertls.Config{} // plain HTTP
 				if cfg.Metrics.TLS {
 					tlsCfg = cfg.TLS
@@ -325,7 +325,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 					return fmt.Errorf("metrics server: failed to listen on %s: %w", cfg.Metrics.Listen, err)
 				}
 				return serveHTTP(ctx, ln, metricsHandler)
-			})
+			}})
 		}
 	}
 	// A cluster node drains before it stops (SIGTERM or `gxconf cluster
@@ -359,7 +359,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 		}
 		stopRun()
 	}()
-	err = runAll(runCtx, runners...)
+	err = runAll(runCtx, log, stopReport, runners...)
 	stopRun()
 	wg.Wait()
 	log.Info().Msg("gxconf stopped")
@@ -463,23 +463,70 @@ func encryptedColumns() []atrest.Column {
 	return cols
 }
 
+// component is one of gxconf's long-lived parts, named for the logs.
+type component struct {
+	name string
+	run  func(context.Context) error
+}
+
+// stopReport is how often runAll names the components still stopping.
+const stopReport = 5 * time.Second
+
 // runAll runs every component until ctx ends or one returns; then it cancels
-// the rest and waits for all of them.
-func runAll(ctx context.Context, runners ...func(context.Context) error) error {
+// the rest and waits for all of them, logging every report interval which are
+// still stopping (a shutdown that overruns Kubernetes' grace period is
+// killed; the log says what held it).
+func runAll(ctx context.Context, log zerolog.Logger, report time.Duration, runners ...component) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		running = map[string]int{}
+	)
 	errs := make([]error, len(runners))
+	for _, r := range runners {
+		running[r.name]++
+	}
 	for i, r := range runners {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = r(ctx)
+			errs[i] = r.run(ctx)
+			mu.Lock()
+			if running[r.name]--; running[r.name] == 0 {
+				delete(running, r.name)
+			}
+			mu.Unlock()
 			cancel()
 		}()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	all := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(all)
+	}()
+	select {
+	case <-all:
+		return errors.Join(errs...)
+	case <-ctx.Done():
+	}
+	log.Info().Msg("Stopping all components")
+	start := time.Now()
+	tick := time.NewTicker(report)
+	defer tick.Stop()
+	for {
+		select {
+		case <-all:
+			log.Info().Dur("duration", time.Since(start)).Msg("All components stopped")
+			return errors.Join(errs...)
+		case <-tick.C:
+			mu.Lock()
+			names := slices.Sorted(maps.Keys(running))
+			mu.Unlock()
+			log.Warn().Dur("duration", time.Since(start)).Strs("components", names).Msg("Still stopping")
+		}
+	}
 }
 
 // serveHTTP runs a small HTTP server (metrics) on ln until ctx ends.

@@ -57,7 +57,9 @@ func StartGxconfIn(ctx context.Context, netns, bin, cfgPath, regPath, logPath, h
 		cmd = exec.Command("ip", "netns", "exec", netns, bin, "serve", "-c", cfgPath, "-r", regPath)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), env...)
+	// GOTRACEBACK=all: the dump Stop asks for on a hung shutdown shows
+	// every goroutine.
+	cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -97,11 +99,29 @@ func (p *Process) Stop() error {
 	select {
 	case <-p.done:
 	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("gxconf did not stop within 20s of SIGTERM")
+		// SIGQUIT makes the Go runtime print every goroutine's stack
+		// and exit: the log then says what held the shutdown.
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		log := p.Log()
+		kept := filepath.Join(os.TempDir(), fmt.Sprintf("gxconf-hung-%d.log", p.cmd.Process.Pid))
+		_ = os.WriteFile(kept, []byte(log), 0o600)
+		return fmt.Errorf("gxconf did not stop within 20s of SIGTERM (whole log kept in %s); its log's end and goroutines at SIGQUIT:\n%s", kept, tail(log, 200000))
 	}
 	return p.err
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
 }
 
 // Pid is the process ID.
