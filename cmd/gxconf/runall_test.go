@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,36 +11,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// syncBuffer is a log sink the components' goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logEvents hands each log event zerolog writes to the test.
+type logEvents chan []byte
+
+func (c logEvents) Write(p []byte) (int, error) {
+	c <- append([]byte(nil), p...)
+	return len(p), nil
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// A shutdown that hangs names the component holding it; the others' exit
-// does not hide it, and every component's error is returned.
+// A shutdown that hangs names the component holding it (not the ones that
+// stopped), and every component's error is returned.
 func TestRunAllNamesComponentsStillStopping(t *testing.T) {
-	var logs syncBuffer
-	log := zerolog.New(&logs)
+	events := make(logEvents, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	release := make(chan struct{})
-	reported := make(chan []string, 1)
 	boom := errors.New("boom")
 	done := make(chan error, 1)
 	go func() {
-		done <- runAll(ctx, log, 10*time.Millisecond,
+		done <- runAll(ctx, zerolog.New(events), 10*time.Millisecond,
 			component{"quick", func(ctx context.Context) error { <-ctx.Done(); return nil }},
 			component{"stuck", func(ctx context.Context) error {
 				<-ctx.Done()
@@ -52,33 +38,35 @@ func TestRunAllNamesComponentsStillStopping(t *testing.T) {
 		)
 	}()
 	cancel()
-	go func() {
-		// Release the stuck component once the log has named it (or
-		// after a minute, to fail rather than hang).
-		defer close(release)
-		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-			for _, line := range bytes.Split([]byte(logs.String()), []byte("\n")) {
-				var e struct {
-					Message    string   `json:"message"`
-					Components []string `json:"components"`
-				}
-				if json.Unmarshal(line, &e) == nil && e.Message == "Still stopping" {
-					reported <- e.Components
-					return
-				}
-			}
-			time.Sleep(5 * time.Millisecond) // polling a log buffer
-		}
-	}()
-	err := <-done
-	require.ErrorIs(t, err, boom)
-	select {
-	case names := <-reported:
-		require.Equal(t, []string{"stuck"}, names, "only the component still running is named")
-	default:
-		t.Fatal("runAll returned before naming the stuck component")
+	type event struct {
+		Message    string   `json:"message"`
+		Components []string `json:"components"`
 	}
-	require.Contains(t, logs.String(), "All components stopped")
+	next := func() event {
+		select {
+		case b := <-events:
+			var e event
+			require.NoError(t, json.Unmarshal(b, &e))
+			return e
+		case err := <-done:
+			t.Fatalf("runAll returned (%v) while a component was still running", err)
+		case <-time.After(time.Minute):
+			t.Fatal("no log event within a minute")
+		}
+		return event{}
+	}
+	require.Equal(t, "Stopping all components", next().Message)
+	e := next()
+	require.Equal(t, "Still stopping", e.Message)
+	require.Equal(t, []string{"stuck"}, e.Components, "only the component still running is named")
+	close(release)
+	require.ErrorIs(t, <-done, boom)
+	// runAll has returned: the rest of its log is buffered.
+	var last event
+	for len(events) > 0 {
+		require.NoError(t, json.Unmarshal(<-events, &last))
+	}
+	require.Equal(t, "All components stopped", last.Message)
 }
 
 // One component ending stops the others; runAll then returns at once.
