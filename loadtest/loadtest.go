@@ -465,15 +465,15 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		}
 		return s
 	}
-	relays := func() []*relayCounters {
-		out := make([]*relayCounters, nodes)
+	counters := func() []*nodeCounters {
+		out := make([]*nodeCounters, nodes)
 		for i, u := range opts.MetricsURLs {
 			if u == "" {
 				continue
 			}
-			c, err := scrapeRelay(ctx, u)
+			c, err := scrapeNode(ctx, u)
 			if err != nil {
-				log.Warn().Err(err).Str("url", u).Msg("cannot read relay metrics")
+				log.Warn().Err(err).Str("url", u).Msg("cannot read the node's metrics")
 				continue
 			}
 			out[i] = &c
@@ -483,7 +483,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	s0 := snap()
 	self0, _ := readProc(0)
 	drops0, _ := udpRcvbufErrors()
-	sfu0, relay0 := procs(), relays()
+	sfu0, relay0 := procs(), counters()
 	t0 := time.Now()
 	if err := sleep(opts.Duration); err != nil {
 		return nil, err
@@ -492,7 +492,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	s1 := snap()
 	self1, _ := readProc(0)
 	drops1, _ := udpRcvbufErrors()
-	sfu1, relay1 := procs(), relays()
+	sfu1, relay1 := procs(), counters()
 	rep.HostUDPDrops = drops1 - drops0
 	rep.LoadAverage = loadAverage()
 	rep.Window = window
@@ -569,6 +569,10 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 			n.RelayMeasured = true
 			n.RelayPacketsOut, n.RelayPacketsIn = uint64(d.packetsOut), uint64(d.packetsIn)
 			n.RelayBytesOut, n.RelayBytesIn = uint64(d.bytesOut), uint64(d.bytesIn)
+			if d.messages > 0 && d.calls > 0 {
+				n.SendMeasured = true
+				n.DirectPackets, n.SendMessages, n.SendCalls = uint64(d.directOut), uint64(d.messages), uint64(d.calls)
+			}
 		}
 	}
 	rep.BitrateMbps = float64(rep.BytesReceived) * 8 / window.Seconds() / 1e6

@@ -11,40 +11,45 @@ import (
 	"time"
 )
 
-// relayCounters are a gxconf node's bridge relay counters, summed over its
-// peer nodes (gxconf_bridge_relay_{packets,bytes}_total{peer,direction}).
-type relayCounters struct {
+// nodeCounters are the counters read from a gxconf node's metrics
+// listener: its bridge relay counters, summed over its peer nodes
+// (gxconf_bridge_relay_{packets,bytes}_total{peer,direction}), and what its
+// direct send path handed the kernel (gxconf_sfu_rtp_packets_direct_out_total,
+// gxconf_sfu_direct_send_{messages,calls}_total).
+type nodeCounters struct {
 	packetsOut, packetsIn, bytesOut, bytesIn float64
+	directOut, messages, calls               float64
 }
 
-func (c relayCounters) sub(earlier relayCounters) relayCounters {
-	return relayCounters{c.packetsOut - earlier.packetsOut, c.packetsIn - earlier.packetsIn,
-		c.bytesOut - earlier.bytesOut, c.bytesIn - earlier.bytesIn}
+func (c nodeCounters) sub(earlier nodeCounters) nodeCounters {
+	return nodeCounters{c.packetsOut - earlier.packetsOut, c.packetsIn - earlier.packetsIn,
+		c.bytesOut - earlier.bytesOut, c.bytesIn - earlier.bytesIn,
+		c.directOut - earlier.directOut, c.messages - earlier.messages, c.calls - earlier.calls}
 }
 
-// scrapeRelay reads the relay counters from a node's metrics listener
-// (base URL, /metrics is appended).
-func scrapeRelay(ctx context.Context, base string) (relayCounters, error) {
+// scrapeNode reads the counters from a node's metrics listener (base URL,
+// /metrics is appended).
+func scrapeNode(ctx context.Context, base string) (nodeCounters, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
 	if err != nil {
-		return relayCounters{}, err
+		return nodeCounters{}, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return relayCounters{}, err
+		return nodeCounters{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return relayCounters{}, fmt.Errorf("%s/metrics: status %d", base, resp.StatusCode)
+		return nodeCounters{}, fmt.Errorf("%s/metrics: status %d", base, resp.StatusCode)
 	}
-	return parseRelay(resp.Body)
+	return parseNode(resp.Body)
 }
 
-// parseRelay sums the relay counters of a Prometheus text exposition.
-func parseRelay(r io.Reader) (relayCounters, error) {
-	var c relayCounters
+// parseNode sums the counters of a Prometheus text exposition.
+func parseNode(r io.Reader) (nodeCounters, error) {
+	var c nodeCounters
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -59,6 +64,12 @@ func parseRelay(r io.Reader) (relayCounters, error) {
 			dst = &c.bytesOut
 		case strings.HasPrefix(line, "gxconf_bridge_relay_bytes_total{") && strings.Contains(line, `direction="in"`):
 			dst = &c.bytesIn
+		case strings.HasPrefix(line, "gxconf_sfu_rtp_packets_direct_out_total "):
+			dst = &c.directOut
+		case strings.HasPrefix(line, "gxconf_sfu_direct_send_messages_total "):
+			dst = &c.messages
+		case strings.HasPrefix(line, "gxconf_sfu_direct_send_calls_total "):
+			dst = &c.calls
 		default:
 			continue
 		}

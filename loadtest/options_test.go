@@ -73,7 +73,7 @@ func TestOptionsNodes(t *testing.T) {
 	}
 }
 
-func TestParseRelay(t *testing.T) {
+func TestParseNodeMetrics(t *testing.T) {
 	const text = `# HELP gxconf_bridge_relay_packets_total RTP packets relayed.
 # TYPE gxconf_bridge_relay_packets_total counter
 gxconf_bridge_relay_packets_total{direction="in",peer="node-b"} 10
@@ -83,10 +83,15 @@ gxconf_bridge_relay_bytes_total{direction="in",peer="node-b"} 1200
 gxconf_bridge_relay_bytes_total{direction="out",peer="node-b"} 700000
 gxconf_bridge_relay_packets_totally_else{direction="out"} 3
 gxconf_sfu_rtp_packets_in_total{layer="q"} 99
+gxconf_sfu_rtp_packets_direct_out_total 4000
+gxconf_sfu_rtp_packets_direct_out_totalx 5
+gxconf_sfu_direct_send_messages_total 1500
+gxconf_sfu_direct_send_calls_total 300
 `
-	c, err := parseRelay(strings.NewReader(text))
+	c, err := parseNode(strings.NewReader(text))
 	require.NoError(t, err)
-	require.Equal(t, relayCounters{packetsOut: 1500, packetsIn: 10, bytesOut: 700000, bytesIn: 1200}, c)
-	_, err = parseRelay(strings.NewReader(`gxconf_bridge_relay_bytes_total{direction="in",peer="x"} NaNx` + "\n"))
+	require.Equal(t, nodeCounters{packetsOut: 1500, packetsIn: 10, bytesOut: 700000, bytesIn: 1200,
+		directOut: 4000, messages: 1500, calls: 300}, c)
+	_, err = parseNode(strings.NewReader(`gxconf_bridge_relay_bytes_total{direction="in",peer="x"} NaNx` + "\n"))
 	require.Error(t, err)
 }

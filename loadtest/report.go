@@ -109,6 +109,14 @@ type NodeReport struct {
 	RelayMeasured                   bool
 	RelayPacketsOut, RelayPacketsIn uint64
 	RelayBytesOut, RelayBytesIn     uint64
+
+	// SendMeasured: the node's metrics named what its direct send path
+	// handed the kernel over the window: packets, UDP messages (a
+	// segmented one counts once) and sendmmsg calls. Packets per message
+	// is what segmentation offload saved; messages per call what batching
+	// did.
+	SendMeasured                           bool
+	DirectPackets, SendMessages, SendCalls uint64
 }
 
 // LatencyStats summarise delivery times.
@@ -165,6 +173,9 @@ func (r *Report) print(w io.Writer, o Options) {
 		p("sfu cpu in joins:  %.2f s over %s (%d packets forwarded meanwhile)", r.SFUJoinCPUSeconds, r.JoinPhase.Round(time.Millisecond), r.JoinPhasePackets)
 		p("sfu rss:           start %.1f MB, end %.1f MB, peak %.1f MB, %.0f KB per participant", mb(r.SFURSSStart), mb(r.SFURSSEnd), mb(r.SFUPeakRSS), r.RSSPerSubscribe/1024)
 	}
+	if len(r.Nodes) == 1 && r.Nodes[0].SendMeasured {
+		p("sfu sends:         %s", r.Nodes[0].sends())
+	}
 	if len(r.Nodes) < 2 {
 		return
 	}
@@ -184,7 +195,16 @@ func (r *Report) print(w io.Writer, o Options) {
 		if n.RelayMeasured {
 			p("  relay out %d packets %.2f MB, in %d packets %.2f MB", n.RelayPacketsOut, mb(n.RelayBytesOut), n.RelayPacketsIn, mb(n.RelayBytesIn))
 		}
+		if n.SendMeasured {
+			p("  sends %s", n.sends())
+		}
 	}
+}
+
+// sends describes the direct send path's system call work.
+func (n NodeReport) sends() string {
+	return fmt.Sprintf("%d packets on the direct path in %d UDP messages (%.2f packets per message) in %d sendmmsg calls (%.1f messages per call)",
+		n.DirectPackets, n.SendMessages, float64(n.DirectPackets)/float64(n.SendMessages), n.SendCalls, float64(n.SendMessages)/float64(n.SendCalls))
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -10,7 +10,10 @@
 #   server setting scenario run  µs CPU per forwarded packet, delivered
 #   packets/s, loss %, freezes (gaps over 500 ms between a stream's frames),
 #   SFU RSS growth per subscribing participant (KB), join
-#   p50/p99, tracks subscribed/expected, generator CPU %, host load average.
+#   p50/p99, tracks subscribed/expected, generator CPU %, host load average,
+#   the share of the SFU's CPU spent in the kernel (kern%) and, for gxconf,
+#   forwarded packets per UDP message its direct send path handed the kernel
+#   (pkt/msg: what segmentation offload saved; from its metrics).
 #
 # Settings (SETTINGS, space-separated; runs alternate between them):
 #   gxconf        gxconf serve with its defaults (direct send, UDP GSO on)
@@ -35,7 +38,9 @@
 #   load tool through LIVEKIT_API_KEY/LIVEKIT_API_SECRET, not argv);
 # - the same codecs: livekit-server's room.enabled_codecs is cut to
 #   audio/opus and video/vp8 (gxconf negotiates those; no RED, no RTX);
-# - log level warn on both; no metrics listener, no Redis, no webhooks;
+# - log level warn on both; no Redis, no webhooks; livekit-server's
+#   Prometheus port off, gxconf's metrics listener on 127.0.0.1:METRICS_PORT
+#   (idle but for one scrape before and one after the window);
 # - pinning: the SFU on core SFU_CPU, the load tool on core GEN_CPU, both at
 #   nice NICE (-10; the machine is shared). Linux with sched_autogroup
 #   applies nice only within a session: each of the two is started in a
@@ -67,6 +72,7 @@ GEN_CPU=${GEN_CPU:-1}
 NICE=${NICE:--10}
 SIGNAL_PORT=${SIGNAL_PORT:-17880}
 UDP_PORT=${UDP_PORT:-17882}
+METRICS_PORT=${METRICS_PORT:-17890}
 GXCONF=${GXCONF:-$root/bin/gxconf}
 LIVEKIT=${LIVEKIT:-$root/.cache/bin/livekit-server}
 OUT=${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}
@@ -163,8 +169,8 @@ EOF
 # field FILE REGEX: the first capture group of the first matching line.
 field() { sed -nE "s#$2#\\1#p" "$1" | head -1; }
 
-printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s\n' \
-  server setting scenario run 'us/pkt' 'pkt/s' 'loss%' freezes 'KB/sub' 'join50' 'join99' tracks 'gen%' load
+printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s %5s %7s\n' \
+  server setting scenario run 'us/pkt' 'pkt/s' 'loss%' freezes 'KB/sub' 'join50' 'join99' tracks 'gen%' load 'kern%' 'pkt/msg'
 for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
   for scenario in $SCENARIOS; do
     case $scenario in
@@ -176,10 +182,12 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
       mkdir -p "$dir"
       secret=$(openssl rand -hex 32)
       start_sfu "$setting" "$dir" || exit 1
+      metrics=()
+      [ "${setting%%-*}" = gxconf ] && metrics=(-metrics-url "http://127.0.0.1:$METRICS_PORT")
       # In the background and waited for, so that a signal to this script
       # interrupts the wait (and cleanup stops the load tool).
       LIVEKIT_API_KEY=bench LIVEKIT_API_SECRET=$secret prio "$dir/loadtest.pid" taskset -c "$GEN_CPU" \
-        "$GXCONF" loadtest -url "ws://127.0.0.1:$SIGNAL_PORT" "${args[@]}" \
+        "$GXCONF" loadtest -url "ws://127.0.0.1:$SIGNAL_PORT" "${args[@]}" "${metrics[@]}" \
         -room-prefix "bench-$run" -warmup "$WARMUP" -duration "$DURATION" -sfu-pid "$sfu_pid" \
         >"$dir/loadtest.txt" 2>"$dir/loadtest.log" &
       wrapper=$!
@@ -195,7 +203,7 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
       r=$dir/loadtest.txt
       server=${setting%%-*}
       [ "$server" = lk ] && server=livekit
-      printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s\n' "$server" "$setting" "$scenario" "$run" \
+      printf '%-7s %-12s %-9s %3s %8s %8s %7s %7s %8s %8s %8s %7s %5s %5s %5s %7s\n' "$server" "$setting" "$scenario" "$run" \
         "$(field "$r" '^sfu cpu / packet: +([0-9.]+) us.*')" \
         "$(field "$r" '^received: +[0-9]+ packets \(([0-9]+)\/s\).*')" \
         "$(field "$r" '^packet loss: +([0-9.]+) %.*')" \
@@ -205,7 +213,9 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
         "$(field "$r" '^joined: .*p99 ([^ ]+)$')" \
         "$(field "$r" '^tracks subscribed: +([0-9]+ / [0-9]+) expected$' | tr -d ' ')" \
         "$(field "$r" '^generator cpu: +([0-9.]+) %.*')" \
-        "$(field "$r" '^host: .*load average ([0-9.]+)$')"
+        "$(field "$r" '^host: .*load average ([0-9.]+)$')" \
+        "$(sed -nE 's#^sfu cpu: +([0-9.]+) s over .*; ([0-9.]+) s of it in the kernel\)$#\1 \2#p' "$r" | awk '$1 > 0 { printf "%.0f", $2 / $1 * 100 }')" \
+        "$(field "$r" '^sfu sends: .*\(([0-9.]+) packets per message\).*')"
     done
   done
 done

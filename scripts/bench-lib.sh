@@ -1,6 +1,6 @@
 # Shared by scripts/bench-compare.sh and scripts/profile-sfu.sh (sourced;
-# they set NICE, SIGNAL_PORT and UDP_PORT first): prio, gxconf_bench_config,
-# wait_ready.
+# they set NICE, SIGNAL_PORT, UDP_PORT and METRICS_PORT first): prio,
+# gxconf_bench_config, wait_ready.
 
 # prio PIDFILE CMD...: runs CMD in a session of its own whose autogroup (and
 # CMD itself) has nice NICE, writing CMD's pid to PIDFILE ("-": nowhere).
@@ -13,9 +13,10 @@ prio() {
 }
 
 # gxconf_bench_config FILE DIR SECRET GSO RECV: writes the benchmark's gxconf
-# config (SFU only: no homeserver, meetings or metrics; log level warn; one
-# UDP port on 127.0.0.1, no ICE-TCP), readable only by its owner (it holds
-# the API secret), with its database in DIR.
+# config (SFU only: no homeserver or meetings; metrics on
+# 127.0.0.1:METRICS_PORT; log level warn; one UDP port on 127.0.0.1, no
+# ICE-TCP), readable only by its owner (it holds the API secret), with its
+# database in DIR.
 gxconf_bench_config() {
   (
     umask 077
@@ -25,7 +26,7 @@ database: {uri: "file:$2/gxconf.db?_txlock=immediate"}
 appservice: {listen: "127.0.0.1:0"}
 focus: {listen: "127.0.0.1:0"}
 meetings: {enabled: false}
-metrics: {enabled: false}
+metrics: {enabled: true, listen: "127.0.0.1:$METRICS_PORT"}
 logging: {level: warn}
 sfu:
   listen: "127.0.0.1:$SIGNAL_PORT"

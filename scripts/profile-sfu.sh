@@ -23,6 +23,7 @@ GEN_CPU=${GEN_CPU:-1}
 NICE=${NICE:--10}
 SIGNAL_PORT=${SIGNAL_PORT:-17880}
 UDP_PORT=${UDP_PORT:-17882}
+METRICS_PORT=${METRICS_PORT:-17890}
 PERF_SECONDS=${PERF_SECONDS:-20}
 GXCONF=${GXCONF:-$root/bin/gxconf}
 OUT=${OUT:-$(mktemp -d /tmp/profile-sfu.XXXXXX)}
@@ -61,6 +62,7 @@ wait_ready gxconf "$OUT"
 perf_job=$!
 LIVEKIT_API_KEY=bench LIVEKIT_API_SECRET=$secret prio - taskset -c "$GEN_CPU" "$GXCONF" loadtest \
   -url "ws://127.0.0.1:$SIGNAL_PORT" "${load[@]}" -warmup 10s -duration 30s -sfu-pid "$sfu_pid" \
+  -metrics-url "http://127.0.0.1:$METRICS_PORT" \
   >"$OUT/loadtest.txt" 2>&1
 wait "$perf_job"
 grep -vE '^\S*[0-9]{2}:[0-9]{2}:[0-9]{2}' "$OUT/loadtest.txt" || true

@@ -289,6 +289,9 @@ type sendBatch struct {
 	// refused a segmented send, so every batch stops segmenting.
 	off    *gsoSwitch
 	errors prometheus.Counter
+	// msgsOut and calls count the messages the kernel took and the
+	// sendmmsg calls, once per flush (nil in tests that do not look).
+	msgsOut, calls prometheus.Counter
 }
 
 // gsoSwitch turns segmentation off for all batches of a server.
@@ -374,8 +377,11 @@ func (b *sendBatch) flush() {
 			b.segmented++
 		}
 	}
+	calls, sent := 0, 0
 	for len(msgs) > 0 {
 		n, err := b.out.WriteBatch(msgs)
+		calls++
+		sent += n
 		if err != nil || n == 0 {
 			if len(msgs[0].Buffers) > 1 {
 				b.unsegmented(&msgs[0])
@@ -385,6 +391,10 @@ func (b *sendBatch) flush() {
 			n = 1
 		}
 		msgs = msgs[n:]
+	}
+	if b.calls != nil {
+		b.calls.Add(float64(calls))
+		b.msgsOut.Add(float64(sent))
 	}
 	b.n, b.nbuf = 0, 0
 	b.epoch++
@@ -401,7 +411,12 @@ func (b *sendBatch) unsegmented(m *ipv4.Message) {
 	}
 	for _, pkt := range m.Buffers {
 		single := [1]ipv4.Message{{Buffers: [][]byte{pkt}, Addr: m.Addr}}
-		if n, err := b.out.WriteBatch(single[:]); err != nil || n == 0 {
+		n, err := b.out.WriteBatch(single[:])
+		if b.calls != nil {
+			b.calls.Inc()
+			b.msgsOut.Add(float64(n))
+		}
+		if err != nil || n == 0 {
 			b.errors.Inc()
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,6 +41,8 @@ func newGSORigB(t testing.TB, n int, gso bool) *gsoRig {
 	l.hold = true
 	l.batch.out = rawWriter(t, src)
 	l.batch.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "test_errors"})
+	l.batch.msgsOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "test_messages"})
+	l.batch.calls = prometheus.NewCounter(prometheus.CounterOpts{Name: "test_calls"})
 	l.batch.gso = gso
 	l.batch.off = &gsoSwitch{}
 	keys := &fastKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: make([]byte, 16), salt: make([]byte, 12)}
@@ -141,6 +144,12 @@ func TestGSOSendsFramesSegmented(t *testing.T) {
 			} else {
 				require.Zero(t, r.l.batch.segmented)
 			}
+			// The metrics count what the kernel was handed: one call per
+			// frame (segmented) or per packet, and per subscriber one
+			// message for the keyframe and one (segmented) or five for the
+			// second frame.
+			require.Equal(t, map[bool]float64{true: 2, false: 6}[gso], testutil.ToFloat64(r.l.batch.calls))
+			require.Equal(t, map[bool]float64{true: 3 + 3, false: 3 + 15}[gso], testutil.ToFloat64(r.l.batch.msgsOut))
 
 			// The marker of this frame is lost: its copies wait for the next
 			// frame's first packet, then go out before it.

@@ -501,5 +501,6 @@ func (s *Server) signalPort() int {
 // initBatch readies a read loop's send batch for the direct path.
 func (s *Server) initBatch(b *sendBatch) {
 	b.out, b.errors = newMmsgWriter(s.batchConn), s.metrics.sendErrors
+	b.msgsOut, b.calls = s.metrics.sendMsgs, s.metrics.sendCalls
 	b.gso, b.off = s.gso, &s.gsoOff
 }

@@ -30,10 +30,11 @@ publishers all join the first URL (-spread-publishers: round-robin too), so
 each subscriber gets its media either from its own node or over the bridge.
 -sfu-pid and -metrics-url take one entry per URL (a node's PID for CPU and
 RSS from /proc; its metrics listener, e.g. http://127.0.0.1:9464, for
-gxconf_bridge_relay_* over the window). The report adds per-node joins,
-tracks, loss, CPU, RSS and relay traffic, and frame delivery latency for
+gxconf_bridge_relay_* and the direct send path's packets, UDP messages and
+sendmmsg calls over the window). The report adds per-node joins, tracks,
+loss, CPU, RSS, relay traffic and sends, and frame delivery latency for
 subscribers on the publisher's node and on another node; their difference is
-what the hop adds.
+what the hop adds. With one URL, -metrics-url adds the sends to the report.
 
 Flags:
 `
@@ -67,7 +68,7 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.FPS, "fps", 30, "video frames per second")
 	fs.StringVar(&o.Quality, "quality", "", "layer subscribers ask for: low, medium, high (empty: server default)")
 	fs.StringVar(&pids, "sfu-pid", "", "PID of the SFU process, to report its CPU time and RSS from /proc; comma-separated, one per -url (0 skips one)")
-	fs.StringVar(&metrics, "metrics-url", "", "gxconf metrics listener (http://host:port) per -url, comma-separated (empty skips one): relay packets and bytes")
+	fs.StringVar(&metrics, "metrics-url", "", "gxconf metrics listener (http://host:port) per -url, comma-separated (empty skips one): relay packets and bytes, and the direct send path's UDP messages and sendmmsg calls")
 	fs.StringVar(&o.RoomPrefix, "room-prefix", "loadtest", "room name prefix")
 	var calibrationOut string
 	fs.StringVar(&calibrationOut, "calibration-out", "", "write a calibration file for gxconf plan from this run (one -url, with -sfu-pid of a fresh SFU process)")
