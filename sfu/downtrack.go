@@ -259,7 +259,7 @@ func (dt *downTrack) detach(removeSender bool) {
 		if dt.sub.single {
 			dt.sub.retire(sender)
 		}
-		if err := dt.sub.sendPC().RemoveTrack(sender); err != nil {
+		if err := dt.sub.removeSender(dt.sub.sendPC(), sender); err != nil {
 			dt.sub.log.Trace().Err(err).Msg("failed to remove track")
 		}
 	}

@@ -54,8 +54,18 @@ type Participant struct {
 	closed          bool
 	lastReliableSeq uint32
 
-	ansMu         sync.Mutex // held while answering a publisher offer
-	negMu         sync.Mutex
+	ansMu sync.Mutex // held while answering a publisher offer
+	negMu sync.Mutex
+	// pcMu is held around every pion call that starts or stops senders
+	// (setting a description, RemoveTrack) and around closing the
+	// connections; taken last, never while calling back into the SFU.
+	// pion's RTPSender.Stop, when it runs before a concurrent Send has
+	// finished, returns without closing the sender's RTCP stream, and Send
+	// still binds the track: that downtrack's rtcpLoop then reads forever,
+	// leaking and holding up the server's shutdown (CI, 5 Dec 2026: fed-b's
+	// gxconf outlived SIGTERM; the goroutine dump showed the loop blocked in
+	// pion's SRTCP read stream of a closed connection).
+	pcMu          sync.Mutex
 	offerInFlight bool
 	negAgain      bool
 	iceRestart    bool // the next subscriber offer restarts ICE (resume)
@@ -469,6 +479,8 @@ func (p *Participant) closePeerConnections() {
 	for _, g := range p.guards {
 		g.close()
 	}
+	p.pcMu.Lock()
+	defer p.pcMu.Unlock()
 	if p.pub != nil {
 		if err := p.pub.Close(); err != nil {
 			p.log.Debug().Err(err).Msg("failed to close publisher peer connection")
@@ -479,6 +491,29 @@ func (p *Participant) closePeerConnections() {
 			p.log.Debug().Err(err).Msg("failed to close subscriber peer connection")
 		}
 	}
+}
+
+// setRemote sets pc's remote description under pcMu: with an answer pion
+// starts the negotiated senders (Send binds our downtracks).
+func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
+	p.pcMu.Lock()
+	defer p.pcMu.Unlock()
+	return pc.SetRemoteDescription(sd)
+}
+
+// setLocal sets pc's local description under pcMu: with an answer pion
+// starts the negotiated senders.
+func (p *Participant) setLocal(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
+	p.pcMu.Lock()
+	defer p.pcMu.Unlock()
+	return pc.SetLocalDescription(sd)
+}
+
+// removeSender removes sender from pc under pcMu (RemoveTrack stops it).
+func (p *Participant) removeSender(pc *webrtc.PeerConnection, sender *webrtc.RTPSender) error {
+	p.pcMu.Lock()
+	defer p.pcMu.Unlock()
+	return pc.RemoveTrack(sender)
 }
 
 // refreshTokenIfDue sends the client a fresh access token (refresh_token)

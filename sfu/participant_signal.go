@@ -109,7 +109,7 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	p.ansMu.Lock()
 	defer p.ansMu.Unlock()
 	p.recordOfferMids(sd.GetSdp())
-	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		return err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
@@ -117,7 +117,7 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if err != nil {
 		return err
 	}
-	if err := p.pub.SetLocalDescription(answer); err != nil {
+	if err := p.setLocal(p.pub, answer); err != nil {
 		return err
 	}
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
@@ -138,7 +138,7 @@ func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
 		// offer ids; server-sdk-go sends 0).
 		return nil
 	}
-	err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
+	err := p.setRemote(p.sub, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()})
 	if err == nil {
 		p.flushCandidates(livekit.SignalTarget_SUBSCRIBER)
 	}
@@ -180,7 +180,7 @@ func (p *Participant) offerLocked() {
 	}
 	offer, err := p.sub.CreateOffer(opts)
 	if err == nil {
-		err = p.sub.SetLocalDescription(offer)
+		err = p.setLocal(p.sub, offer)
 	}
 	if err != nil {
 		if !p.isClosed() && !errors.Is(err, webrtc.ErrConnectionClosed) {

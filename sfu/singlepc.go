@@ -39,7 +39,7 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 
 	p.ansMu.Lock()
 	p.recordOfferMids(sd.GetSdp())
-	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		p.ansMu.Unlock()
 		return err
 	}
@@ -47,7 +47,7 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 	waiting := p.attachWaiting()
 	answer, err := p.pub.CreateAnswer(nil)
 	if err == nil {
-		err = p.pub.SetLocalDescription(answer)
+		err = p.setLocal(p.pub, answer)
 	}
 	if err != nil {
 		p.ansMu.Unlock()
@@ -101,7 +101,7 @@ func (p *Participant) attachWaiting() bool {
 			p.mu.Lock()
 			dt.sender, dt.attached = nil, false
 			p.mu.Unlock()
-			_ = p.pub.RemoveTrack(sender)
+			_ = p.removeSender(p.pub, sender)
 			left = true
 			continue
 		}

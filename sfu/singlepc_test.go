@@ -162,3 +162,29 @@ func TestJoinTime(t *testing.T) {
 	t.Logf("join to first video frame over %d runs (p50 / p95): single peer connection %s / %s, two peer connections %s / %s",
 		runs, pct(v1, 50), pct(v1, 95), pct(v0, 50), pct(v0, 95))
 }
+
+// TestCloseDuringNegotiationLeavesNoReader: subscribers that leave while
+// their connection is still being negotiated — the answer that starts the
+// senders (and binds the downtracks) races the close that stops them —
+// leave no downtrack RTCP reader behind: the server stops within the
+// harness's bound and goleak finds nothing. pion's RTPSender.Stop, when it
+// ran before a concurrent Send, left the sender's SRTCP stream open and
+// its reader blocked forever (CI, 5 Dec 2026); pcMu orders the two. The
+// interleaving is pion's own and rare, so this churns rather than forces
+// it: a guard against the leak coming back, not a proof on every run.
+func TestCloseDuringNegotiationLeavesNoReader(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "churn", "alice", nil)
+	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
+	for i := range 12 {
+		opts := []lksdk.ConnectOption{lksdk.WithSinglePeerConnection()}
+		if i%2 == 1 {
+			opts = nil // two peer connections: the subscriber's answer starts the senders
+		}
+		bob := ts.join(t, "churn", "bob-"+strconv.Itoa(i), nil, opts...)
+		bob.close()
+	}
+	carol := ts.join(t, "churn", "carol", nil)
+	carol.waitMedia(t, []string{"alice"}, 10, 10, 15*time.Second)
+}
