@@ -16,8 +16,9 @@
 // SpreadPublishers). With one PID and one metrics listener per URL the
 // report has each node's CPU, RSS and bridge relay packets and bytes over
 // the window, and what its direct send path handed the kernel (packets per
-// UDP message, messages per sendmmsg call; with one URL too). Delivery latency (publisher's stamp to the first packet of the
-// frame at the subscriber's track reader; publisher and subscriber share
+// UDP message, messages per sendmmsg call; with one URL too). Delivery
+// latency (publisher's stamp to the first packet of the frame at the
+// subscriber's track reader; publisher and subscriber share
 // this process's clock) is reported for subscribers on their publisher's
 // node and on another node: the difference is what the bridge hop adds. A
 // saturated generator inflates both, so take the hop figure from a light

@@ -483,7 +483,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	s0 := snap()
 	self0, _ := readProc(0)
 	drops0, _ := udpRcvbufErrors()
-	sfu0, relay0 := procs(), counters()
+	sfu0, node0 := procs(), counters()
 	t0 := time.Now()
 	if err := sleep(opts.Duration); err != nil {
 		return nil, err
@@ -492,7 +492,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 	s1 := snap()
 	self1, _ := readProc(0)
 	drops1, _ := udpRcvbufErrors()
-	sfu1, relay1 := procs(), counters()
+	sfu1, node1 := procs(), counters()
 	rep.HostUDPDrops = drops1 - drops0
 	rep.LoadAverage = loadAverage()
 	rep.Window = window
@@ -564,8 +564,8 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 				n.MicrosPerPacket = n.SFUCPUSeconds * 1e6 / float64(n.PacketsReceived)
 			}
 		}
-		if relay0[i] != nil && relay1[i] != nil {
-			d := relay1[i].sub(*relay0[i])
+		if node0[i] != nil && node1[i] != nil {
+			d := node1[i].sub(*node0[i])
 			n.RelayMeasured = true
 			n.RelayPacketsOut, n.RelayPacketsIn = uint64(d.packetsOut), uint64(d.packetsIn)
 			n.RelayBytesOut, n.RelayBytesIn = uint64(d.bytesOut), uint64(d.bytesIn)

@@ -290,7 +290,7 @@ type sendBatch struct {
 	off    *gsoSwitch
 	errors prometheus.Counter
 	// msgsOut and calls count the messages the kernel took and the
-	// sendmmsg calls, once per flush (nil in tests that do not look).
+	// sendmmsg calls (write; nil in tests that do not look).
 	msgsOut, calls prometheus.Counter
 }
 
@@ -377,11 +377,8 @@ func (b *sendBatch) flush() {
 			b.segmented++
 		}
 	}
-	calls, sent := 0, 0
 	for len(msgs) > 0 {
-		n, err := b.out.WriteBatch(msgs)
-		calls++
-		sent += n
+		n, err := b.write(msgs)
 		if err != nil || n == 0 {
 			if len(msgs[0].Buffers) > 1 {
 				b.unsegmented(&msgs[0])
@@ -391,10 +388,6 @@ func (b *sendBatch) flush() {
 			n = 1
 		}
 		msgs = msgs[n:]
-	}
-	if b.calls != nil {
-		b.calls.Add(float64(calls))
-		b.msgsOut.Add(float64(sent))
 	}
 	b.n, b.nbuf = 0, 0
 	b.epoch++
@@ -411,15 +404,21 @@ func (b *sendBatch) unsegmented(m *ipv4.Message) {
 	}
 	for _, pkt := range m.Buffers {
 		single := [1]ipv4.Message{{Buffers: [][]byte{pkt}, Addr: m.Addr}}
-		n, err := b.out.WriteBatch(single[:])
-		if b.calls != nil {
-			b.calls.Inc()
-			b.msgsOut.Add(float64(n))
-		}
-		if err != nil || n == 0 {
+		if n, err := b.write(single[:]); err != nil || n == 0 {
 			b.errors.Inc()
 		}
 	}
+}
+
+// write hands msgs to the kernel in one sendmmsg and counts the call and
+// the messages it took.
+func (b *sendBatch) write(msgs []ipv4.Message) (int, error) {
+	n, err := b.out.WriteBatch(msgs)
+	if b.calls != nil {
+		b.calls.Inc()
+		b.msgsOut.Add(float64(n))
+	}
+	return n, err
 }
 
 // gsoControls caches the UDP_SEGMENT control message per segment size.

@@ -54,8 +54,13 @@ type Participant struct {
 	closed          bool
 	lastReliableSeq uint32
 
-	ansMu sync.Mutex // held while answering a publisher offer
-	negMu sync.Mutex
+	ansMu         sync.Mutex // held while answering a publisher offer
+	negMu         sync.Mutex
+	offerInFlight bool
+	negAgain      bool
+	iceRestart    bool // the next subscriber offer restarts ICE (resume)
+	offerID       uint32
+
 	// pcMu is held around every pion call that starts or stops senders
 	// (setting a description, RemoveTrack) and around closing the
 	// connections; taken last, never while calling back into the SFU.
@@ -65,11 +70,8 @@ type Participant struct {
 	// leaking and holding up the server's shutdown (CI, 5 Dec 2026: fed-b's
 	// gxconf outlived SIGTERM; the goroutine dump showed the loop blocked in
 	// pion's SRTCP read stream of a closed connection).
-	pcMu          sync.Mutex
-	offerInFlight bool
-	negAgain      bool
-	iceRestart    bool // the next subscriber offer restarts ICE (resume)
-	offerID       uint32
+	pcMu sync.Mutex
+
 	// single peer connection: a media_sections_requirement is outstanding
 	// (cleared by the client's next offer), with the sections it asked for
 	offerAsked     bool
