@@ -72,12 +72,7 @@ func TestBrowserFederatedCall(t *testing.T) {
 		Config: credentialTrust(wallet, harness.FederationServerName("fed-a"), harness.FederationServerName("fed-b")),
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("TEST_SHOW_LOGS") != "" {
-			t.Logf("%s\n%s", rig.A.Logs(), rig.B.Logs())
-		}
-		require.NoError(t, rig.Close(), "gxconfs exit cleanly, namespaces removed")
-	})
+	closeOnCleanup(t, rig)
 	fa, fb := rig.A, rig.B
 	t.Logf("federations up after %s", time.Since(start).Round(time.Millisecond))
 

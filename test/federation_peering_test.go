@@ -93,12 +93,7 @@ func TestFederatedPeering(t *testing.T) {
 		}},
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("TEST_SHOW_LOGS") != "" {
-			t.Logf("%s\n%s", rig.A.Logs(), rig.B.Logs())
-		}
-		require.NoError(t, rig.Close(), "gxconfs exit cleanly, namespaces removed")
-	})
+	closeOnCleanup(t, rig)
 	fa, fb := rig.A, rig.B
 	alice := register(t, fa.Stack, "alice")
 	dave := register(t, fa.Stack, "dave") // watches on fed-a itself: the reference path

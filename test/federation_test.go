@@ -69,12 +69,7 @@ func TestFederatedCall(t *testing.T) {
 		Config: credCfg(both...),
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("TEST_SHOW_LOGS") != "" {
-			t.Logf("%s\n%s", rig.A.Logs(), rig.B.Logs())
-		}
-		require.NoError(t, rig.Close(), "gxconfs exit cleanly, namespaces removed")
-	})
+	closeOnCleanup(t, rig)
 	fa, fb := rig.A, rig.B
 	alice := register(t, fa.Stack, "alice")
 	bob := register(t, fb.Stack, "bob")
@@ -339,4 +334,25 @@ func joinRetrying(ctx context.Context, c *mautrix.Client, room id.RoomID) error 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// closeOnCleanup closes the federation rig when the test ends. A failed
+// test (or TEST_SHOW_LOGS) prints the logs' tails; a failed test, a close
+// that failed (or TEST_KEEP_LOGS) keeps the whole logs in $TMPDIR and
+// names the place.
+func closeOnCleanup(t *testing.T, rig *harness.Federations) {
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("TEST_SHOW_LOGS") != "" {
+			t.Logf("%s\n%s", rig.A.Logs(), rig.B.Logs())
+		}
+		err := rig.Close()
+		if t.Failed() || err != nil || os.Getenv("TEST_KEEP_LOGS") != "" {
+			if dir, kerr := rig.KeepLogs(); kerr != nil {
+				t.Logf("keeping the logs: %v", kerr)
+			} else {
+				t.Logf("whole logs kept in %s", dir)
+			}
+		}
+		require.NoError(t, err, "gxconfs exit cleanly, namespaces removed")
+	})
 }

@@ -147,6 +147,10 @@ type DendriteOptions struct {
 	// the listeners' addresses must exist there and Host must be reachable
 	// from the test's namespace. Empty: the test's own namespace.
 	Netns string
+	// LogLevel of the log in Dir/log; empty: "info". Dendrite logs a
+	// failed outgoing federation transaction (which puts the destination
+	// in backoff) only at "debug".
+	LogLevel string
 	// FederationTLS, if set, is the host:port of a federation (HTTPS)
 	// listener with a self-signed certificate generated at start. Such a
 	// homeserver federates: it does not verify its peers' certificates
@@ -296,7 +300,11 @@ func editDendriteConfig(raw []byte, secret, dir string, opts DendriteOptions) ([
 	if opts.OpenIDTokenLifetime > 0 {
 		userAPI["openid_token_lifetime_ms"] = opts.OpenIDTokenLifetime.Milliseconds()
 	}
-	doc["logging"] = []any{map[string]any{"type": "file", "level": "info", "params": map[string]any{"path": filepath.Join(dir, "log")}}}
+	level := opts.LogLevel
+	if level == "" {
+		level = "info"
+	}
+	doc["logging"] = []any{map[string]any{"type": "file", "level": level, "params": map[string]any{"path": filepath.Join(dir, "log")}}}
 	return yaml.Marshal(doc)
 }
 
@@ -349,6 +357,40 @@ func (d *Dendrite) Log() string {
 		b.Write(data)
 	}
 	return b.String()
+}
+
+// FederationLog returns the last of the log lines that Dendrite's
+// federation API wrote (transactions sent and received, destinations in
+// backoff) and every warning and error, for failure messages: the plain
+// tail (Log) is mostly client API traffic.
+func (d *Dendrite) FederationLog() string {
+	data, _ := os.ReadFile(filepath.Join(d.Dir, "log", "dendrite.log"))
+	var b strings.Builder
+	for line := range strings.Lines(string(data)) {
+		if strings.Contains(line, "federationapi/") || strings.Contains(line, "level=warning") || strings.Contains(line, "level=error") {
+			b.WriteString(line)
+		}
+	}
+	out := b.String()
+	if len(out) > 12000 {
+		out = "…" + out[len(out)-12000:]
+	}
+	return out
+}
+
+// KeepLog copies Dendrite's log files into dir (which must exist), named
+// after prefix, so that they outlive the test's temporary directory.
+func (d *Dendrite) KeepLog(dir, prefix string) error {
+	matches, _ := filepath.Glob(filepath.Join(d.Dir, "log", "*"))
+	var errs []error
+	for _, m := range matches {
+		data, err := os.ReadFile(m)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, prefix+"-"+filepath.Base(m)), data, 0o600)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // User is a registered account with a logged-in client.

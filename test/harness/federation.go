@@ -213,6 +213,9 @@ func (fed *Federation) start(ctx context.Context, overrides map[string]any, open
 		FederationTLS:       net.JoinHostPort(fed.IXAddr, strconv.Itoa(fedFederationPort)),
 		Registrations:       []string{s.RegistrationPath},
 		OpenIDTokenLifetime: openIDLifetime,
+		// Federation is what these rigs test, and a transaction that
+		// failed (backing the destination off) is logged only at debug.
+		LogLevel: "debug",
 	})
 	if err != nil {
 		// The log is in the test's temporary directory, gone by the time
@@ -384,8 +387,33 @@ func (fed *Federation) Logs() string {
 	}
 	if fed.Dendrite != nil {
 		out += "== " + fed.Name + " dendrite\n" + fed.Dendrite.Log()
+		out += "== " + fed.Name + " dendrite: federation lines, warnings and errors\n" + fed.Dendrite.FederationLog()
 	}
 	return out
+}
+
+// KeepLogs copies both federations' whole gxconf and Dendrite logs into a
+// new directory under $TMPDIR (gxconf-federations-*) and returns its path:
+// the failure message carries tails, the rig's directory is the test's and
+// removed with it.
+func (f *Federations) KeepLogs() (string, error) {
+	dir, err := os.MkdirTemp("", "gxconf-federations-")
+	if err != nil {
+		return "", err
+	}
+	var errs []error
+	for _, fed := range []*Federation{f.A, f.B} {
+		if fed == nil || fed.Stack == nil {
+			continue
+		}
+		if fed.Gxconf != nil {
+			errs = append(errs, os.WriteFile(filepath.Join(dir, fed.Name+"-gxconf.log"), []byte(fed.Gxconf.Log()), 0o600))
+		}
+		if fed.Dendrite != nil {
+			errs = append(errs, fed.Dendrite.KeepLog(dir, fed.Name+"-dendrite"))
+		}
+	}
+	return dir, errors.Join(errs...)
 }
 
 // Close stops both gxconfs (gracefully; their exit errors are returned),
