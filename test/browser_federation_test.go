@@ -424,6 +424,11 @@ func createFederatedCallRoom(t *testing.T, rig *harness.Federations, alice *harn
 		},
 	})
 	require.NoError(t, err)
+	// fed-b's bot learns of its invite only with the first join of a fed-b
+	// user (Dendrite v0.13.8 does not pass a federated invite to a room it
+	// is not in to its appservices), so that join, fed-b's first, is bob's,
+	// into a quiet room.
+	beforeFirstRemoteJoin(t, alice, created.RoomID, rig.A.BotID)
 	for _, u := range others {
 		require.NoError(t, joinRetrying(ctx, u.Client, created.RoomID), "%s cannot join over federation", u.ID)
 	}

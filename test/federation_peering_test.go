@@ -113,6 +113,7 @@ func TestFederatedPeering(t *testing.T) {
 	lkRoom := focus.LiveKitRoomAlias(room.String(), focus.LegacySlotID)
 	_, err = dave.Client.JoinRoomByID(ctx, room)
 	require.NoError(t, err)
+	beforeFirstRemoteJoin(t, alice, room, fa.BotID)
 	start := time.Now()
 	err = joinRetrying(ctx, subs[0].Client, room)
 	require.NoError(t, err, "the first fed-b user cannot join over federation")

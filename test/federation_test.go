@@ -103,6 +103,7 @@ func TestFederatedCall(t *testing.T) {
 	}
 
 	t.Run("federation works", func(t *testing.T) {
+		beforeFirstRemoteJoin(t, alice, room, fa.BotID)
 		join(t, "fed-b not in the room yet")
 		_, err := alice.Client.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: fb.BotID})
 		require.NoError(t, err)
@@ -317,10 +318,14 @@ func TestFederatedCall(t *testing.T) {
 	})
 }
 
-// joinRetrying joins room, retrying for up to 30 s: Dendrite v0.13.8 now
-// and then answers a federated join with 500 ("cannot set latest events
-// with no latest event references", its roomserver racing the invite's
-// partial state), and a second attempt joins. It returns the last error.
+// joinRetrying joins room, retrying for up to 30 s, and returns the last
+// error. Dendrite v0.13.8 answers a federated join with 500 ("cannot set
+// latest events with no latest event references") when the room's server
+// sends it an event of the room while it is still storing the state that
+// send_join returned (beforeFirstRemoteJoin); a second attempt then joins,
+// but onto a copy of the room that can be broken. The tests therefore keep
+// the room quiet during a server's first join, and the retry is for what
+// else may fail once.
 func joinRetrying(ctx context.Context, c *mautrix.Client, room id.RoomID) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -355,4 +360,21 @@ func closeOnCleanup(t *testing.T, rig *harness.Federations) {
 		}
 		require.NoError(t, err, "gxconfs exit cleanly, namespaces removed")
 	})
+}
+
+// beforeFirstRemoteJoin waits until bot, invited when u created room, has
+// joined and greeted: the room must be quiet while another server joins it
+// for the first time. Dendrite v0.13.8 takes an event of the room that
+// arrives during that join (here the bot's greeting, sent to the joining
+// server as soon as its join is accepted) as one of a room it does not
+// know: it fetches the missing events, stores the room's history as
+// rejected (the creator "not in room"), and the join fails; the retried
+// join succeeds onto that copy, and every later event from the room's
+// server is rejected there. Seen as TestFederatedCall's messages never
+// reaching fed-b (the whole logs showed it: "Stored rejected event",
+// then "failed to join … cannot set latest events with no latest event
+// references"). A race between two homeservers of the peer, not gxconf's.
+func beforeFirstRemoteJoin(t *testing.T, u *harness.User, room id.RoomID, bot id.UserID) {
+	t.Helper()
+	waitForMessage(t, u, room, bot, "!conf help")
 }
