@@ -328,6 +328,7 @@ func TestFederatedPeering(t *testing.T) {
 		})
 		require.NoError(t, err)
 		secret := created.RoomID
+		beforeFirstRemoteJoin(t, alice, secret, fa.BotID)
 		_, err = u.Client.JoinRoomByID(ctx, secret)
 		require.NoError(t, err)
 		_, err = alice.Client.SendStateEvent(ctx, secret, event.Type{Type: "de.gxconf.access", Class: event.StateEventType}, "", map[string]any{
