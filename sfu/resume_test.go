@@ -2,7 +2,9 @@ package sfu_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -193,10 +196,13 @@ func cutAndRecover(t *testing.T, ts *testServer, proxy *sigProxy, bob *client, s
 		return 0
 	}
 	a0, v0 := base("alice/audio"), base("alice/video")
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		a, v := bob.stream("alice/audio"), bob.stream("alice/video")
 		return a != nil && v != nil && a.Frames.Load() > a0+25 && v.Frames.Load() > v0+15
-	}, 60*time.Second, 10*time.Millisecond, "media did not come back")
+	}, 60*time.Second, 10*time.Millisecond, "media did not come back") {
+		t.Logf("frames at bob before the cut: audio %d, video %d\n%s", a0, v0, describeCall(ts, bob))
+		t.FailNow()
+	}
 	return ga.result(), gv.result()
 }
 
@@ -314,6 +320,46 @@ func TestResumeGap(t *testing.T) {
 	fa, fv := measure(t, 0)
 	t.Logf("media gap over %d runs (p50 / p95): resume audio %s / %s, video %s / %s; full rejoin audio %s / %s, video %s / %s",
 		runs, pct(ra, 50), pct(ra, 95), pct(rv, 50), pct(rv, 95), pct(fa, 50), pct(fa, 95), pct(fv, 50), pct(fv, 95))
+}
+
+// describeCall says what the server and c see of c's room, for a failure
+// message: the server's participants and their tracks, c's connection, the
+// remote tracks c knows and whether it subscribed them, and the frames of
+// each stream c has read.
+func describeCall(ts *testServer, c *client) string {
+	var b strings.Builder
+	room := c.room.Name()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret).
+		ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: room})
+	if err != nil {
+		fmt.Fprintf(&b, "server: listing %s: %v\n", room, err)
+	} else {
+		for _, p := range ps.Participants {
+			fmt.Fprintf(&b, "server: %s %s %s", p.Identity, p.Sid, p.State)
+			for _, tr := range p.Tracks {
+				fmt.Fprintf(&b, " [%s %s muted=%v]", tr.Sid, tr.Type, tr.Muted)
+			}
+			b.WriteString("\n")
+		}
+	}
+	fmt.Fprintf(&b, "%s: connection %s, sid %s\n", c.identity, c.room.ConnectionState(), c.room.LocalParticipant.SID())
+	for _, rp := range c.room.GetRemoteParticipants() {
+		fmt.Fprintf(&b, "%s sees %s %s:", c.identity, rp.Identity(), rp.SID())
+		for _, pub := range rp.TrackPublications() {
+			rt, _ := pub.(*lksdk.RemoteTrackPublication)
+			fmt.Fprintf(&b, " [%s %s subscribed=%v track=%v]", pub.SID(), pub.Kind(), pub.IsSubscribed(), rt != nil && rt.TrackRemote() != nil)
+		}
+		b.WriteString("\n")
+	}
+	c.mu.Lock()
+	keys := slices.Sorted(maps.Keys(c.streams))
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s reads %s: %d frames\n", c.identity, k, c.streams[k].Frames.Load())
+	}
+	c.mu.Unlock()
+	return b.String()
 }
 
 // pct is the nearest-rank percentile.
