@@ -111,17 +111,9 @@ func (p *Process) Stop() error {
 		log := p.Log()
 		kept := filepath.Join(os.TempDir(), fmt.Sprintf("gxconf-hung-%d.log", p.cmd.Process.Pid))
 		_ = os.WriteFile(kept, []byte(log), 0o600)
-		return fmt.Errorf("gxconf did not stop within 20s of SIGTERM (whole log kept in %s); its log's end and goroutines at SIGQUIT:\n%s", kept, tail(log, 200000))
+		return fmt.Errorf("gxconf did not stop within 20s of SIGTERM (whole log kept in %s)\n%s", kept, hungReport(log))
 	}
 	return p.err
-}
-
-// tail is the last n bytes of s.
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
 
 // Pid is the process ID.
