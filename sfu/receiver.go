@@ -251,7 +251,13 @@ func (t *publishedTrack) close() bool {
 	t.mu.Lock()
 	wasLive := t.live && !t.closed
 	t.closed = true
+	layers := t.layers
 	t.mu.Unlock()
+	for _, l := range layers {
+		if l != nil {
+			l.stopReader()
+		}
+	}
 	t.dtMu.Lock()
 	empty := []*downTrack{}
 	t.dts.Store(&empty)
@@ -365,6 +371,7 @@ type layerRecv struct {
 	live     atomic.Bool
 	lastPkt  atomic.Int64 // monoNow of the last packet
 	ended    atomic.Bool  // the stream ended (publisher removed it)
+	stopping atomic.Bool  // the track closed: the read loop ends at its next deadline (stopReader)
 
 	// mu serialises handle: the read loop and, for a stream the direct
 	// receive path took over, the socket reader. The fields below are
@@ -446,8 +453,8 @@ func (l *layerRecv) readLoop() {
 			if l.batch.held() {
 				l.batch.flush()
 			}
-			if timeout {
-				_ = l.remote.SetReadDeadline(time.Time{})
+			if timeout && !l.stopping.Load() {
+				l.setDeadline(time.Time{})
 				l.deadline = false
 				l.mu.Unlock()
 				continue
@@ -486,12 +493,35 @@ func (l *layerRecv) holdLocked() {
 	}
 	switch held := l.batch.held(); {
 	case held && !l.deadline:
-		_ = l.remote.SetReadDeadline(time.Now().Add(gsoHoldMax))
+		l.setDeadline(time.Now().Add(gsoHoldMax))
 		l.deadline = true
 	case !held && l.deadline:
-		_ = l.remote.SetReadDeadline(time.Time{})
+		l.setDeadline(time.Time{})
 		l.deadline = false
 	}
+}
+
+// setDeadline sets the read loop's deadline, unless the reader is being
+// stopped: then the deadline stays in the past (stopReader sets its own
+// after raising the flag; whichever comes last leaves it there).
+func (l *layerRecv) setDeadline(t time.Time) {
+	_ = l.remote.SetReadDeadline(t)
+	if l.stopping.Load() {
+		_ = l.remote.SetReadDeadline(time.Now())
+	}
+}
+
+// stopReader ends the read loop even when pion never closes its stream.
+// pion can open a receiver's streams after the receiver was stopped (the
+// start a description queued runs after the connection closed it, or a
+// simulcast layer's first packet arrives as the section turns inactive);
+// nothing closes those, and a read loop on one would wait forever, which
+// holds up the server's shutdown (s.wg).
+func (l *layerRecv) stopReader() {
+	if l.remote == nil || l.stopping.Swap(true) {
+		return
+	}
+	_ = l.remote.SetReadDeadline(time.Now())
 }
 
 // handle processes one received RTP packet: sequence accounting, packet
