@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,7 +108,8 @@ func startServerWith(t *testing.T, mut func(*sfu.Config), prepare func(*sfu.Serv
 			case err := <-done:
 				require.NoError(t, err)
 			case <-time.After(30 * time.Second):
-				t.Error("sfu did not stop in time")
+				buf := make([]byte, 16<<20)
+				t.Errorf("sfu did not stop in time; %s", harness.CondenseGoroutines(string(buf[:runtime.Stack(buf, true)])))
 			}
 		})
 	}
@@ -159,6 +163,8 @@ type client struct {
 	data         []dataMsg
 	muted        map[string]bool // by publisher identity + track sid
 	left         map[string]bool
+	failed       []string // track sids server-sdk-go gave up subscribing to
+	tracks       []*webrtc.TrackRemote
 	disconnected chan lksdk.DisconnectionReason
 	readers      loadtest.Readers
 	closeOnce    sync.Once
@@ -216,6 +222,7 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 		c.mu.Lock()
 		c.streams[key] = st
 		c.pubs[key] = pub
+		c.tracks = append(c.tracks, track)
 		c.mu.Unlock()
 		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
 	}
@@ -234,6 +241,11 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 	cb.OnTrackUnmuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
 		c.mu.Lock()
 		c.muted[p.Identity()+"/"+pub.SID()] = false
+		c.mu.Unlock()
+	}
+	cb.OnTrackSubscriptionFailed = func(sid string, rp *lksdk.RemoteParticipant) {
+		c.mu.Lock()
+		c.failed = append(c.failed, rp.Identity()+"/"+sid)
 		c.mu.Unlock()
 	}
 	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
@@ -271,8 +283,33 @@ func (c *client) close() {
 			c.pub.Stop()
 		}
 		c.room.Disconnect()
+		// pion (client side) can start a receiver's streams after the
+		// connection stopped it, when a description's queued start runs
+		// late; nobody closes those, and their reader would wait forever.
+		c.mu.Lock()
+		for _, tr := range c.tracks {
+			_ = tr.SetReadDeadline(time.Now())
+		}
+		c.mu.Unlock()
 		c.readers.Wait()
 	})
+}
+
+// describeSubscriptions says what the client knows of others' tracks:
+// each publication with its subscription state, and the subscriptions
+// server-sdk-go gave up on (no publication 5 s after the track came).
+func (c *client) describeSubscriptions() string {
+	var b strings.Builder
+	for _, rp := range c.room.GetRemoteParticipants() {
+		for _, pub := range rp.TrackPublications() {
+			r, _ := pub.(*lksdk.RemoteTrackPublication)
+			fmt.Fprintf(&b, "%s/%s %s subscribed=%v track=%v; ", rp.Identity(), pub.Kind(), pub.SID(), r != nil && r.IsSubscribed(), r != nil && r.TrackRemote() != nil)
+		}
+	}
+	c.mu.Lock()
+	fmt.Fprintf(&b, "subscriptions failed: %v", c.failed)
+	c.mu.Unlock()
+	return b.String()
 }
 
 func (c *client) stream(key string) *loadtest.StreamStats {
@@ -303,18 +340,32 @@ func (c *client) dataFrom(from string) []dataMsg {
 // and audio payloads from each of from, with no corruption.
 func (c *client) waitMedia(t *testing.T, from []string, frames, audio uint64, timeout time.Duration) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	// short names the streams still short of the goal, with what came.
+	short := func() []string {
+		var out []string
 		for _, f := range from {
 			if f == c.identity {
 				continue
 			}
-			v, a := c.stream(f+"/video"), c.stream(f+"/audio")
-			if v == nil || a == nil || v.Frames.Load() < frames || a.Frames.Load() < audio {
-				return false
+			for kind, goal := range map[string]uint64{"video": frames, "audio": audio} {
+				st := c.stream(f + "/" + kind)
+				switch {
+				case st == nil:
+					out = append(out, f+"/"+kind+": not subscribed")
+				case st.Frames.Load() < goal:
+					out = append(out, fmt.Sprintf("%s/%s: %d of %d frames", f, kind, st.Frames.Load(), goal))
+				}
 			}
 		}
-		return true
-	}, timeout, 50*time.Millisecond, "%s did not receive media from %v", c.identity, from)
+		return out
+	}
+	deadline := time.Now().Add(timeout)
+	for len(short()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not receive media within %s: %v; %s", c.identity, timeout, short(), c.describeSubscriptions())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the client's counters
+	}
 	for _, f := range from {
 		if f == c.identity {
 			continue

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -616,4 +619,55 @@ func mintToken(t *testing.T, ts *testServer, room, identity string, iat time.Tim
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(ts.secret))
 	require.NoError(t, err)
 	return tok
+}
+
+// TestShutdownDuringLeaves: the server is told to stop while participants
+// leave and the others' connections renegotiate without their tracks —
+// what a deployment sees when browsers close their pages just before it
+// stops (CI, 5 Dec 2026: a gxconf outlived SIGTERM there). Three
+// publishers, one subscribe-only client on one peer connection (a foreign
+// user's session); two publishers leave as the server stops. Run returns
+// every time, over GXTEST_RUNS runs (default 4), and the staying
+// participants are told SERVER_SHUTDOWN.
+func TestShutdownDuringLeaves(t *testing.T) {
+	verifyNoLeaks(t)
+	runs := 4
+	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	// Light media, as in TestTenParticipants.
+	opts := loadtest.PublishOptions{Audio: true, Video: true, FPS: 10, Layers: []loadtest.Layer{
+		{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180, FrameBytes: 300},
+		{Quality: livekit.VideoQuality_HIGH, Width: 640, Height: 360, FrameBytes: 900},
+	}}
+	for i := range runs {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			ts := startServer(t, nil)
+			publishers := []string{"a", "b", "c"}
+			var cs []*client
+			for _, id := range publishers {
+				c := ts.join(t, "leaving", id, nil)
+				c.publish(t, opts)
+				cs = append(cs, c)
+			}
+			watcher := ts.join(t, "leaving", "watcher", func(g *auth.VideoGrant) { g.SetCanPublish(false) }, lksdk.WithSinglePeerConnection())
+			for _, c := range append(cs, watcher) {
+				c.waitMedia(t, publishers, 3, 10, 30*time.Second)
+			}
+			var leaving sync.WaitGroup
+			for _, c := range cs[:2] {
+				leaving.Go(c.close)
+			}
+			ts.stop() // fails the test if Run does not return
+			leaving.Wait()
+			for _, c := range []*client{cs[2], watcher} {
+				select {
+				case r := <-c.disconnected:
+					require.Equal(t, livekit.DisconnectReason_SERVER_SHUTDOWN, c.room.DisconnectReason(), "%s: %v", c.identity, r)
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s not told about the shutdown", c.identity)
+				}
+			}
+		})
+	}
 }

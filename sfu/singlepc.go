@@ -62,6 +62,9 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 		Type: "answer", Sdp: answer.SDP, Id: sd.GetId(), MidToTrackId: p.midToTrackID(),
 	}}})
 	p.ansMu.Unlock()
+	if e := p.log.Trace(); e.Enabled() {
+		e.Bool("waiting", waiting).Any("mids", p.midToTrackID()).Msg("answered offer")
+	}
 	if waiting {
 		p.requestOffer()
 	}
@@ -195,12 +198,14 @@ func (p *Participant) requestOffer() {
 	needV := max(0, want[webrtc.RTPCodecTypeVideo]-free[webrtc.RTPCodecTypeVideo]-p.askedV)
 	if p.offerAsked && needA == 0 && needV == 0 {
 		p.negMu.Unlock()
+		p.log.Trace().Any("want", want).Any("free", free).Msg("offer already asked for")
 		return
 	}
 	p.offerAsked = true
 	p.askedA += needA
 	p.askedV += needV
 	p.negMu.Unlock()
+	p.log.Trace().Any("want", want).Any("free", free).Int("audio", needA).Int("video", needV).Msg("asking for an offer")
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_MediaSectionsRequirement{MediaSectionsRequirement: &livekit.MediaSectionsRequirement{
 		NumAudios: uint32(needA), NumVideos: uint32(needV),
 	}}})

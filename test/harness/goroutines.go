@@ -27,7 +27,7 @@ func hungReport(log string) string {
 	if dump == "" {
 		b.WriteString("(no goroutine dump in the log)\n")
 	} else {
-		b.WriteString(condenseGoroutines(dump))
+		b.WriteString(CondenseGoroutines(dump))
 	}
 	lines := strings.Split(strings.TrimRight(before, "\n"), "\n")
 	if len(lines) > 30 {
@@ -43,12 +43,12 @@ func hungReport(log string) string {
 	return b.String()
 }
 
-// condenseGoroutines groups the goroutines of a Go traceback (as printed at
+// CondenseGoroutines groups the goroutines of a Go traceback (as printed at
 // SIGQUIT with GOTRACEBACK=all, or by runtime.Stack) by state and stack,
 // one line per group: how many, the state, each frame's function and
 // file:line (arguments, offsets and registers dropped), and where the
 // goroutine was started. Groups with a frame in this module come first.
-func condenseGoroutines(dump string) string {
+func CondenseGoroutines(dump string) string {
 	type group struct {
 		n     int
 		state string
