@@ -153,6 +153,7 @@ func (ts *testServer) adminToken(t testing.TB, g *auth.VideoGrant) string {
 // client is one server-sdk-go participant with receive bookkeeping.
 type client struct {
 	t        *testing.T
+	ts       *testServer
 	identity string
 	room     *lksdk.Room
 	pub      *loadtest.Publisher
@@ -208,6 +209,7 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 	t.Helper()
 	c := &client{
 		t:            t,
+		ts:           ts,
 		identity:     identity,
 		streams:      map[string]*loadtest.StreamStats{},
 		pubs:         map[string]*lksdk.RemoteTrackPublication{},
@@ -362,7 +364,8 @@ func (c *client) waitMedia(t *testing.T, from []string, frames, audio uint64, ti
 	deadline := time.Now().Add(timeout)
 	for len(short()) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not receive media within %s: %v; %s", c.identity, timeout, short(), c.describeSubscriptions())
+			t.Fatalf("%s did not receive media within %s: %v; the client knows: %s; the server has: %v", c.identity, timeout, short(),
+				c.describeSubscriptions(), c.ts.srv.DescribeSubscriptions(c.room.Name(), c.identity))
 		}
 		time.Sleep(50 * time.Millisecond) // polling the client's counters
 	}

@@ -1,0 +1,50 @@
+package sfu
+
+import (
+	"fmt"
+	"sort"
+)
+
+// DescribeSubscriptions is, for tests that fail, what the server knows of
+// identity's subscriptions in room: per downtrack whether it has a sender
+// and on which section, whether pion bound it, the layer it forwards and
+// the packets it sent.
+func (s *Server) DescribeSubscriptions(room, identity string) []string {
+	r := s.getRoom(room)
+	if r == nil {
+		return []string{"no room " + room}
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return []string{"no participant " + identity}
+	}
+	type sub struct {
+		dt       *downTrack
+		attached bool
+	}
+	p.mu.Lock()
+	var subs []sub
+	for _, dt := range p.subscriptions {
+		subs = append(subs, sub{dt, dt.attached})
+	}
+	p.mu.Unlock()
+	var out []string
+	for _, sb := range subs {
+		dt := sb.dt
+		mid := ""
+		if pc := p.sendPC(); pc != nil {
+			for _, tr := range pc.GetTransceivers() {
+				if s := tr.Sender(); s != nil && s.Track() == dt {
+					mid = tr.Mid()
+				}
+			}
+		}
+		dt.mu.Lock()
+		line := fmt.Sprintf("%s/%s %s attached=%v mid=%q bound=%v ssrc=%d current=%d target=%d packets=%d direct=%d",
+			dt.track.owner.identity, dt.kind, dt.id, sb.attached, mid, dt.bound, dt.ssrc, dt.current.Load(), dt.target.Load(), dt.packets, dt.direct)
+		dt.mu.Unlock()
+		out = append(out, line)
+	}
+	sort.Strings(out)
+	return out
+}
