@@ -50,10 +50,9 @@ func hungReport(log string) string {
 // goroutine was started. Groups with a frame in this module come first.
 func CondenseGoroutines(dump string) string {
 	type group struct {
-		n     int
-		state string
-		line  string
-		ours  bool
+		n    int
+		line string
+		ours bool
 	}
 	groups := map[string]*group{}
 	var order []string
@@ -84,8 +83,9 @@ func CondenseGoroutines(dump string) string {
 			}
 			where := ""
 			if i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t") {
-				where = strings.Fields(strings.TrimSpace(lines[i+1]))[0]
-				where = filepath.Base(where)
+				if f := strings.Fields(lines[i+1]); len(f) > 0 {
+					where = filepath.Base(f[0])
+				}
 			}
 			if strings.Contains(fn, "gxfs-conf/gxconf") {
 				ours = true
@@ -126,7 +126,7 @@ func CondenseGoroutines(dump string) string {
 			gr.n++
 			continue
 		}
-		groups[line] = &group{n: 1, state: state, line: line, ours: ours}
+		groups[line] = &group{n: 1, line: line, ours: ours}
 		order = append(order, line)
 	}
 	sort.SliceStable(order, func(i, j int) bool {

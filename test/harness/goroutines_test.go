@@ -98,3 +98,17 @@ func TestHungReportWithoutDump(t *testing.T) {
 		t.Errorf("report:\n%s", r)
 	}
 }
+
+// TestCondenseOddDump: a cut or odd dump (an empty file line, a header
+// without a state, nothing at all) still gives a report, never a panic.
+func TestCondenseOddDump(t *testing.T) {
+	for _, dump := range []string{"", "goroutine", "goroutine 7 [\n", "goroutine 1 [running]:\nmain.f()\n\t\nmain.g()\n"} {
+		r := CondenseGoroutines(dump)
+		if !strings.HasPrefix(r, "goroutines at SIGQUIT") {
+			t.Errorf("%q: %q", dump, r)
+		}
+	}
+	if r := CondenseGoroutines("goroutine 1 [running]:\nmain.f()\n\t\nmain.g()\n"); !strings.Contains(r, "1× [running] main.f  ← main.g ") {
+		t.Errorf("report: %q", r)
+	}
+}
