@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -270,6 +271,24 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 	c.room = room
 	t.Cleanup(c.close)
 	return c
+}
+
+// lightMedia is media light enough for ten publishers and ninety
+// subscriptions on a 2-core box under the race detector: 10 fps, two
+// small layers.
+func lightMedia() loadtest.PublishOptions {
+	return loadtest.PublishOptions{Audio: true, Video: true, FPS: 10, Layers: []loadtest.Layer{
+		{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180, FrameBytes: 300},
+		{Quality: livekit.VideoQuality_HIGH, Width: 640, Height: 360, FrameBytes: 900},
+	}}
+}
+
+// gxtestRuns is GXTEST_RUNS, for tests that repeat a race, or def.
+func gxtestRuns(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 func (c *client) publish(t *testing.T, opts loadtest.PublishOptions) {

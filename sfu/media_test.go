@@ -186,12 +186,7 @@ func TestTenParticipants(t *testing.T) {
 		ids = append(ids, id)
 		cs = append(cs, ts.join(t, "ten", id, nil))
 	}
-	// Light media so ten publishers and ninety subscriptions fit a 2-core
-	// box under the race detector: 10 fps, one small layer per quality.
-	opts := loadtest.PublishOptions{Audio: true, Video: true, FPS: 10, Layers: []loadtest.Layer{
-		{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180, FrameBytes: 300},
-		{Quality: livekit.VideoQuality_HIGH, Width: 640, Height: 360, FrameBytes: 900},
-	}}
+	opts := lightMedia()
 	for _, c := range cs {
 		c.publish(t, opts)
 	}

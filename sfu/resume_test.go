@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -284,10 +283,7 @@ func TestResumeGap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measurement")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := gxtestRuns(5)
 	measure := func(t *testing.T, window time.Duration) (audio, video []time.Duration) {
 		for i := range runs {
 			func() {

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -631,15 +629,8 @@ func mintToken(t *testing.T, ts *testServer, room, identity string, iat time.Tim
 // participants are told SERVER_SHUTDOWN.
 func TestShutdownDuringLeaves(t *testing.T) {
 	verifyNoLeaks(t)
-	runs := 4
-	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
-	// Light media, as in TestTenParticipants.
-	opts := loadtest.PublishOptions{Audio: true, Video: true, FPS: 10, Layers: []loadtest.Layer{
-		{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180, FrameBytes: 300},
-		{Quality: livekit.VideoQuality_HIGH, Width: 640, Height: 360, FrameBytes: 900},
-	}}
+	runs := gxtestRuns(4)
+	opts := lightMedia()
 	for i := range runs {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			ts := startServer(t, nil)

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -131,10 +130,7 @@ func TestJoinTime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measurement")
 	}
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("GXTEST_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := gxtestRuns(5)
 	ts := startServer(t, nil)
 	alice := ts.join(t, "jt", "alice", nil)
 	alice.publish(t, loadtest.PublishOptions{Audio: true, Video: true})
