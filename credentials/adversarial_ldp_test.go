@@ -350,3 +350,133 @@ func runRespelling(t *testing.T, e *testEnv, name, room string, issue map[string
 		require.Empty(t, atts)
 	})
 }
+
+// TestLDPProofSuitesRefused: Ed25519Signature2018 and DataIntegrityProof
+// proofs signed by the harness (@digitalbazaar's suites), then relabelled or
+// respelled here; each must be refused with the reason named, and the
+// undoctored ones accepted.
+func TestLDPProofSuitesRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the Node credential harness")
+	}
+	e := newTestEnv(t, nil, nil, nil)
+	e.rooms[kritisRoom] = kritisPolicy()
+	proofOf := func(m map[string]any) map[string]any { return m["proof"].(map[string]any) }
+	for _, tc := range []struct {
+		name    string
+		issue   map[string]any
+		present map[string]any
+		doctor  func(m map[string]any)
+		want    string // "" accepted
+	}{
+		{"Ed25519Signature2018 accepted", map[string]any{"issuer": "ed2018"}, nil, nil, ""},
+		{"eddsa-rdfc-2022 accepted", map[string]any{"issuer": "eddsa", "vc2": true}, nil, nil, ""},
+		{"ecdsa-rdfc-2019 P-384 accepted", map[string]any{"issuer": "p384"}, nil, nil, ""},
+		{"Ed25519Signature2018 claim changed", map[string]any{"issuer": "ed2018"}, nil,
+			func(m map[string]any) { subjectOf(m)["sector"] = "wasser" }, "bad_signature"},
+		{"eddsa-rdfc-2022 claim changed", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { subjectOf(m)["sector"] = "wasser" }, "bad_signature"},
+		{"ecdsa-rdfc-2019 P-256 claim changed", map[string]any{"issuer": "p256", "vc2": true}, nil,
+			func(m map[string]any) { subjectOf(m)["sector"] = "wasser" }, "bad_signature"},
+		{"ecdsa-rdfc-2019 P-384 validity changed", map[string]any{"issuer": "p384"}, nil,
+			func(m map[string]any) { m["issuanceDate"] = "2020-01-01T00:00:00Z" }, "bad_signature"},
+		{"eddsa proof relabelled ecdsa-rdfc-2019 (Ed25519 key)", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["cryptosuite"] = "ecdsa-rdfc-2019" }, "alg_not_allowed"},
+		{"ecdsa proof relabelled eddsa-rdfc-2022 (P-256 key)", map[string]any{"issuer": "p256", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["cryptosuite"] = "eddsa-rdfc-2022" }, "alg_not_allowed"},
+		{"a cryptosuite gxconf does not verify", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["cryptosuite"] = "eddsa-jcs-2022" }, "unsupported_format"},
+		{"DataIntegrityProof without cryptosuite", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { delete(proofOf(m), "cryptosuite") }, "malformed"},
+		{"DataIntegrityProof relabelled Ed25519Signature2020", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["type"] = "Ed25519Signature2020" }, "malformed"},
+		{"proof @context a prefix of the document's", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["@context"] = []any{ContextCredentialsV2} }, "malformed"},
+		{"proofValue not base58btc", map[string]any{"issuer": "p256", "vc2": true}, nil,
+			func(m map[string]any) {
+				p := proofOf(m)
+				p["proofValue"] = "u" + p["proofValue"].(string)[1:]
+			}, "bad_signature"},
+		{"Ed25519Signature2018 with an ES256 JWS header", map[string]any{"issuer": "ed2018"}, nil,
+			func(m map[string]any) {
+				p := proofOf(m)
+				parts := strings.Split(p["jws"].(string), ".")
+				parts[0] = "eyJhbGciOiJFUzI1NiIsImI2NCI6ZmFsc2UsImNyaXQiOlsiYjY0Il19" // {"alg":"ES256","b64":false,"crit":["b64"]}
+				p["jws"] = strings.Join(parts, ".")
+			}, "alg_not_allowed"},
+		{"presentation proof eddsa-rdfc-2022 with another challenge", map[string]any{"issuer": "eddsa", "vc2": true},
+			map[string]any{"vpSuite": "eddsa-rdfc-2022", "nonce": "not-the-nonce"}, nil, "wrong_nonce"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			issue := map[string]any{"format": "ldp_vc"}
+			for k, v := range tc.issue {
+				issue[k] = v
+			}
+			cred := e.h.issue(t, issue)
+			if tc.doctor != nil {
+				m := decodeCred(t, cred)
+				tc.doctor(m)
+				var err error
+				cred, err = json.Marshal(m)
+				require.NoError(t, err)
+			}
+			user := newUser()
+			r := e.h.present(t, e.request(t, user, kritisRoom).Link, cred, "ldp_vp", tc.present)
+			if tc.want == "" {
+				require.Equal(t, http.StatusOK, r.Status, r.Body)
+				require.True(t, e.authorize(t, user, kritisRoom).Allow)
+				return
+			}
+			require.NotEqual(t, http.StatusOK, r.Status, r.Body)
+			require.Equal(t, tc.want, errorCode(t, r.Body), r.Body)
+			require.False(t, e.authorize(t, user, kritisRoom).Allow)
+		})
+	}
+
+	t.Run("federation without EdDSA refuses eddsa-rdfc-2022", func(t *testing.T) {
+		es := newTestEnv(t, e.h, e.tls, func(c *Config) { c.Federations[0].Algs = []string{"ES256"} })
+		es.rooms[kritisRoom] = kritisPolicy()
+		r := es.h.present(t, es.request(t, newUser(), kritisRoom).Link,
+			es.h.issue(t, map[string]any{"format": "ldp_vc", "issuer": "eddsa", "vc2": true}), "ldp_vp",
+			map[string]any{"vpSuite": "eddsa-rdfc-2022"})
+		require.Equal(t, "alg_not_allowed", errorCode(t, r.Body), r.Body)
+	})
+}
+
+// TestCanonicalPresentationGraphs: in a VC 2.0 presentation each embedded
+// credential is a graph of its own, as in a VC 1.1 one (json-gold needs
+// presentationGraphs for the first).
+func TestCanonicalPresentationGraphs(t *testing.T) {
+	for _, ctx := range []string{ContextCredentialsV1, ContextCredentialsV2} {
+		t.Run(ctx, func(t *testing.T) {
+			vc := map[string]any{
+				"@context": []any{ctx, "https://www.w3.org/ns/credentials/undefined-terms/v2"},
+				"id":       "urn:uuid:c1", "type": []any{"VerifiableCredential", "EmployeeCredential"},
+				"issuer": otherDID, "credentialSubject": map[string]any{"id": otherDID, "sector": "energie"},
+			}
+			vp := map[string]any{
+				"@context": []any{ctx}, "type": []any{"VerifiablePresentation"}, "holder": otherDID,
+				"verifiableCredential": []any{vc},
+			}
+			nq, err := canonicalize(vp)
+			require.NoError(t, err)
+			var inGraph, vcTriples int
+			graph := ""
+			for _, line := range strings.Split(strings.TrimSpace(nq), "\n") {
+				if strings.HasPrefix(line, "<urn:uuid:c1> ") {
+					vcTriples++
+					f := strings.Fields(strings.TrimSuffix(line, " ."))
+					if g := f[len(f)-1]; strings.HasPrefix(g, "_:") {
+						inGraph++
+						graph = g
+					}
+				}
+			}
+			require.Equal(t, 4, vcTriples, nq)
+			require.Equal(t, vcTriples, inGraph, "the credential's statements are in a graph of their own:\n%s", nq)
+			require.Contains(t, nq, "<https://www.w3.org/2018/credentials#verifiableCredential> "+graph+" .", nq)
+			_, changed := vp["verifiableCredential"].([]any)[0].(map[string]any)["@graph"]
+			require.False(t, changed, "the document itself is not changed")
+		})
+	}
+}

@@ -52,6 +52,9 @@ func sharedEnv(t *testing.T) *testEnv {
 		{"name": "xfsc-r7", "issuer": "xfsc", "kind": "xfsc", "revoked": []int{7}},
 		{"name": "web-r0", "issuer": "web", "kind": "bitstring", "revoked": []int{0}},
 		{"name": "bomb", "issuer": "w3c", "kind": "bomb"},
+		// Lists signed with DataIntegrityProof (ecdsa-rdfc-2019, eddsa-rdfc-2022).
+		{"name": "p256-r0", "issuer": "p256", "kind": "bitstring", "revoked": []int{0}},
+		{"name": "eddsa-r0", "issuer": "eddsa", "kind": "bitstring", "revoked": []int{0}},
 	} {
 		e.h.call(t, "list", l, nil)
 	}
@@ -86,16 +89,28 @@ func TestHarnessEndToEnd(t *testing.T) {
 		for _, tc := range []struct {
 			name, format, issuer, present string
 			status                        map[string]any
+			issueExtra, presentExtra      map[string]any
 		}{
-			{"ldp_vc Ed25519Signature2020 + BitstringStatusList", "ldp_vc", "w3c", "ldp_vp", map[string]any{"list": "bsl-r0", "index": 1}},
-			{"ldp_vc JsonWebSignature2020 did:web", "ldp_vc", "web", "ldp_vp", nil},
-			{"ldp_vc StatusList2021", "ldp_vc", "w3c", "ldp_vp", map[string]any{"list": "sl-r0", "index": 2}},
-			{"ldp_vc xfsc-compat status", "ldp_vc", "xfsc", "ldp_vp", map[string]any{"list": "xfsc-r0", "index": 3}},
-			{"jwt_vc_json", "jwt_vc_json", "web", "jwt_vp_json", map[string]any{"list": "web-r0", "index": 4}},
-			{"vc+jwt", "vc+jwt", "web", "jwt_vp_json", nil},
-			{"vc+ld+json+jwt", "vc+ld+json+jwt", "web", "jwt_vp_json", nil},
-			{"vc+sd-jwt", "vc+sd-jwt", "web", "sd-jwt", nil},
-			{"dc+sd-jwt", "dc+sd-jwt", "web", "sd-jwt", nil},
+			{"ldp_vc Ed25519Signature2020 + BitstringStatusList", "ldp_vc", "w3c", "ldp_vp", map[string]any{"list": "bsl-r0", "index": 1}, nil, nil},
+			{"ldp_vc JsonWebSignature2020 did:web", "ldp_vc", "web", "ldp_vp", nil, nil, nil},
+			{"ldp_vc StatusList2021", "ldp_vc", "w3c", "ldp_vp", map[string]any{"list": "sl-r0", "index": 2}, nil, nil},
+			{"ldp_vc xfsc-compat status", "ldp_vc", "xfsc", "ldp_vp", map[string]any{"list": "xfsc-r0", "index": 3}, nil, nil},
+			{"jwt_vc_json", "jwt_vc_json", "web", "jwt_vp_json", map[string]any{"list": "web-r0", "index": 4}, nil, nil},
+			{"vc+jwt", "vc+jwt", "web", "jwt_vp_json", nil, nil, nil},
+			{"vc+ld+json+jwt", "vc+ld+json+jwt", "web", "jwt_vp_json", nil, nil, nil},
+			{"vc+sd-jwt", "vc+sd-jwt", "web", "sd-jwt", nil, nil, nil},
+			{"dc+sd-jwt", "dc+sd-jwt", "web", "sd-jwt", nil, nil, nil},
+			// Linked Data proofs of other wallets and issuers: XFSC's
+			// notarization service signs Ed25519Signature2018; VC Data
+			// Integrity 1.0 issuers sign DataIntegrityProof, on VC 2.0 and on
+			// VC 1.1 documents (with the data-integrity context), and so may
+			// the holder's wallet sign the presentation.
+			{"ldp_vc Ed25519Signature2018", "ldp_vc", "ed2018", "ldp_vp", nil, nil, nil},
+			{"ldp_vc VC 2.0 eddsa-rdfc-2022 + BitstringStatusList, ldp_vp eddsa-rdfc-2022", "ldp_vc", "eddsa", "ldp_vp",
+				map[string]any{"list": "eddsa-r0", "index": 1}, map[string]any{"vc2": true}, map[string]any{"vpSuite": "eddsa-rdfc-2022"}},
+			{"ldp_vc VC 2.0 ecdsa-rdfc-2019 P-256 + BitstringStatusList", "ldp_vc", "p256", "ldp_vp",
+				map[string]any{"list": "p256-r0", "index": 2}, map[string]any{"vc2": true}, nil},
+			{"ldp_vc VC 1.1 ecdsa-rdfc-2019 P-384", "ldp_vc", "p384", "ldp_vp", nil, nil, nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				user := newUser()
@@ -110,8 +125,11 @@ func TestHarnessEndToEnd(t *testing.T) {
 				if tc.status != nil {
 					args["status"] = tc.status
 				}
+				for k, v := range tc.issueExtra {
+					args[k] = v
+				}
 				cred := e.h.issue(t, args)
-				r := e.h.present(t, req.Link, cred, tc.present, nil)
+				r := e.h.present(t, req.Link, cred, tc.present, tc.presentExtra)
 				require.Equal(t, http.StatusOK, r.Status, r.Body)
 
 				atts, err := e.v.Attestations(ctx, user)
@@ -140,7 +158,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		e.mu.Lock()
 		n := len(e.attested)
 		e.mu.Unlock()
-		require.Equal(t, 9, n)
+		require.Equal(t, 13, n)
 	})
 
 	t.Run("negative", func(t *testing.T) {

@@ -49,6 +49,12 @@ func FuzzVerifyPresentation(f *testing.F) {
 		"vp": map[string]any{"type": []string{"VerifiablePresentation"}}}) + ".c2ln")
 	f.Add(`eyJhbGciOiJFZERTQSIsImFsZyI6Im5vbmUifQ.eyJhIjoxLCJhIjoyfQ.c2ln`) // {"alg":"EdDSA","alg":"none"}.{"a":1,"a":2}
 	f.Add(strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40))
+	// The other proof suites: VC 2.0 presentations (json-gold's graph
+	// container work-around, presentationGraphs) with DataIntegrityProof,
+	// a credential by reference, and Ed25519Signature2018.
+	f.Add(`{"@context":["https://www.w3.org/ns/credentials/v2"],"type":"VerifiablePresentation","holder":"` + holder + `","verifiableCredential":[{"@context":["https://www.w3.org/ns/credentials/v2","https://www.w3.org/ns/credentials/undefined-terms/v2"],"type":["VerifiableCredential","EmployeeCredential"],"issuer":"` + holder + `","validFrom":"2026-01-01T00:00:00Z","credentialSubject":{"id":"` + holder + `","sector":"energie"},"proof":{"type":"DataIntegrityProof","cryptosuite":"ecdsa-rdfc-2019","proofPurpose":"assertionMethod","verificationMethod":"` + holder + `#z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp","proofValue":"z3FXQ"}},"urn:uuid:1"],"proof":{"type":"DataIntegrityProof","cryptosuite":"eddsa-rdfc-2022","proofPurpose":"authentication","verificationMethod":"` + holder + `#z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp","challenge":"n","domain":"d","proofValue":"z1"}}`)
+	f.Add(`{"@context":["https://www.w3.org/ns/credentials/v2"],"type":"VerifiablePresentation","verifiableCredential":"urn:uuid:1","proof":{"type":"DataIntegrityProof","cryptosuite":"bbs-2023","@context":["https://www.w3.org/ns/credentials/v2"],"proofPurpose":"authentication","verificationMethod":"` + holder + `","proofValue":"u1"}}`)
+	f.Add(`{"@context":["https://www.w3.org/2018/credentials/v1"],"type":"VerifiablePresentation","proof":{"type":"Ed25519Signature2018","proofPurpose":"authentication","verificationMethod":"` + holder + `","challenge":"n","domain":"d","jws":"eyJhbGciOiJFUzI1NiIsImI2NCI6ZmFsc2UsImNyaXQiOlsiYjY0Il19..c2ln"}}`)
 	c := offlineChecker(f)
 	f.Fuzz(func(t *testing.T, token string) {
 		vp, err := c.VerifyPresentation(context.Background(), []byte(token), PresentationParams{Nonce: "n", Audience: "d", Level: LevelPublic})

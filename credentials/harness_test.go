@@ -124,6 +124,11 @@ func testConfig(info credharness.Info) Config {
 			{DID: info.Issuers["w3c"], Types: []string{"EmployeeCredential"}},
 			{DID: info.Issuers["xfsc"], Types: []string{"EmployeeCredential"}, StatusProfile: "xfsc-compat"},
 			{DID: info.Issuers["web"], Types: []string{"EmployeeCredential", "VSNfDVerpflichtung"}},
+			// The other Linked Data proof suites' issuers (did:key).
+			{DID: info.Issuers["ed2018"], Types: []string{"EmployeeCredential"}},
+			{DID: info.Issuers["eddsa"], Types: []string{"EmployeeCredential"}},
+			{DID: info.Issuers["p256"], Types: []string{"EmployeeCredential"}},
+			{DID: info.Issuers["p384"], Types: []string{"EmployeeCredential"}},
 		},
 		// The w3c issuer is also the federation's trust anchor: issuers it
 		// vouches for with a ParticipantCredential may issue EmployeeCredentials.

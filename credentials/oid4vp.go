@@ -128,8 +128,11 @@ func (v *Verifier) presentationDefinition(sr *storedRequest) map[string]any {
 	for _, f := range v.acceptedFormats() {
 		switch f {
 		case FormatLDPVC:
-			formats[FormatLDPVC] = map[string]any{"proof_type": []string{"Ed25519Signature2020", "JsonWebSignature2020"}}
-			formats[FormatLDPVP] = map[string]any{"proof_type": []string{"Ed25519Signature2020", "JsonWebSignature2020"}}
+			// DataIntegrityProof with the cryptosuites named (DIF claim
+			// format registry: proof_type, cryptosuite).
+			ldp := map[string]any{"proof_type": ldProofTypes, "cryptosuite": ldCryptosuites}
+			formats[FormatLDPVC] = ldp
+			formats[FormatLDPVP] = ldp
 		case FormatJWTVCJSON, FormatVCJWT, FormatVCLDJWT:
 			formats[f] = map[string]any{"alg": algs}
 			formats[FormatJWTVPJSON] = map[string]any{"alg": algs}

@@ -1,6 +1,7 @@
 // gxconf credential test harness: an independent issuer, status-list host,
-// did:web host and wallet built from npm packages (@digitalbazaar/vc,
-// @sd-jwt/sd-jwt-vc, jose, jsonld). gxconf's Go tests start it as a
+// did:web host and wallet built from npm packages (@digitalbazaar/vc with its
+// Ed25519Signature2018/2020 and Data Integrity suites, @sd-jwt/sd-jwt-vc,
+// jose, jsonld). gxconf's Go tests start it as a
 // subprocess and speak line-delimited JSON with it:
 //
 //   stdout, first line:  {"ready":true,"port":N,"base":"https://127.0.0.1:N",...identities}
@@ -24,6 +25,14 @@ import {fileURLToPath} from 'node:url';
 import * as vc from '@digitalbazaar/vc';
 import {Ed25519VerificationKey2020} from '@digitalbazaar/ed25519-verification-key-2020';
 import {Ed25519Signature2020} from '@digitalbazaar/ed25519-signature-2020';
+import {Ed25519VerificationKey2018} from '@digitalbazaar/ed25519-verification-key-2018';
+import {Ed25519Signature2018} from '@digitalbazaar/ed25519-signature-2018';
+import {DataIntegrityProof} from '@digitalbazaar/data-integrity';
+import {cryptosuite as eddsaRdfc2022} from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
+import {cryptosuite as ecdsaRdfc2019} from '@digitalbazaar/ecdsa-rdfc-2019-cryptosuite';
+import * as Ed25519Multikey from '@digitalbazaar/ed25519-multikey';
+import * as EcdsaMultikey from '@digitalbazaar/ecdsa-multikey';
+import * as diContext from '@digitalbazaar/data-integrity-context';
 import * as bsl from '@digitalbazaar/vc-bitstring-status-list';
 import * as sl2021 from '@digitalbazaar/vc-status-list';
 import {contexts as credContexts} from '@digitalbazaar/credentials-context';
@@ -42,6 +51,7 @@ const CRED_V1 = 'https://www.w3.org/2018/credentials/v1';
 const CRED_V2 = 'https://www.w3.org/ns/credentials/v2';
 const ED_CTX = edContext.constants.CONTEXT_URL;
 const JWS_CTX = 'https://w3id.org/security/suites/jws-2020/v1';
+const DI_CTX = diContext.DATA_INTEGRITY_CONTEXT_V2_URL;
 const SL_CTX = slContext.constants.CONTEXT_URL_V1;
 const BSL_CTX = bslContext.constants.CONTEXT_URL;
 // A context gxconf has not pinned; the harness knows it so that it can sign
@@ -57,6 +67,7 @@ const INLINE_VOCAB = {'@vocab': 'https://vocab.gxconf.test/#'};
 const contexts = new Map();
 for(const [url, doc] of credContexts) contexts.set(url, doc);
 contexts.set(ED_CTX, edContext.contexts.get(ED_CTX));
+contexts.set(DI_CTX, diContext.contexts.get(DI_CTX));
 contexts.set(SL_CTX, slContext.contexts.get(SL_CTX));
 contexts.set(BSL_CTX, bslContext.contexts.get(BSL_CTX));
 contexts.set(JWS_CTX, JSON.parse(fs.readFileSync(
@@ -116,6 +127,26 @@ function multibaseToRaw(mb) {
   return bytes.subarray(2);
 }
 
+// did:key issuers for the other Linked Data proof suites: an
+// Ed25519VerificationKey2018 key (Ed25519Signature2018) and Multikeys
+// (DataIntegrityProof: Ed25519 with eddsa-rdfc-2022, P-256 and P-384 with
+// ecdsa-rdfc-2019). suite says how ldpIssue signs for the issuer.
+async function ed2018DidKey() {
+  const key = await Ed25519VerificationKey2018.generate();
+  const did = `did:key:${key.fingerprint()}`;
+  key.controller = did;
+  key.id = `${did}#${key.fingerprint()}`;
+  return {did, key, kid: key.id, suite: 'Ed25519Signature2018'};
+}
+
+async function multikeyDidKey(lib, cryptosuite, opts) {
+  const key = await lib.generate(opts);
+  const did = `did:key:${key.publicKeyMultibase}`;
+  key.controller = did;
+  key.id = `${did}#${key.publicKeyMultibase}`;
+  return {did, key, kid: key.id, suite: 'DataIntegrityProof', cryptosuite};
+}
+
 function p256Key() {
   const {privateKey, publicKey} = crypto.generateKeyPairSync('ec', {namedCurve: 'P-256'});
   return {privateKey, publicJwk: publicKey.export({format: 'jwk'})};
@@ -139,6 +170,10 @@ const issuers = {
   w3c: await edDidKey(),        // ldp_vc, Bitstring/StatusList2021 (W3C bit order)
   xfsc: await edDidKey(),       // ldp_vc, XFSC-style StatusList2021 (LSB first, std base64)
   untrusted: await edDidKey(),  // not in gxconf's trust registry
+  ed2018: await ed2018DidKey(),                                            // Ed25519Signature2018
+  eddsa: await multikeyDidKey(Ed25519Multikey, eddsaRdfc2022),             // DataIntegrityProof eddsa-rdfc-2022
+  p256: await multikeyDidKey(EcdsaMultikey, ecdsaRdfc2019, {curve: 'P-256'}), // DataIntegrityProof ecdsa-rdfc-2019
+  p384: await multikeyDidKey(EcdsaMultikey, ecdsaRdfc2019, {curve: 'P-384'}),
 };
 // did:web issuer with a P-256 key for VC-JWT, SD-JWT VC and JsonWebSignature2020.
 const webKey = p256Key();
@@ -177,7 +212,24 @@ function serve(req, res) {
 // ---------------------------------------------------------------- issuing
 // proofExtra holds further proof options (e.g. {expires}); the suites sign them.
 function suiteFor(issuer, proofExtra) {
-  return new Ed25519Signature2020({key: issuer.key, ...(proofExtra ? {proof: {...proofExtra}} : {})});
+  if(issuer.suite === 'DataIntegrityProof') {
+    if(proofExtra) throw new Error('harness: no proof options for DataIntegrityProof');
+    return new DataIntegrityProof({signer: issuer.key.signer(), cryptosuite: issuer.cryptosuite});
+  }
+  const proof = proofExtra ? {proof: {...proofExtra}} : {};
+  if(issuer.suite === 'Ed25519Signature2018') return new Ed25519Signature2018({key: issuer.key, ...proof});
+  return new Ed25519Signature2020({key: issuer.key, ...proof});
+}
+
+// suiteContexts are the contexts a VC 1.1 document signed for issuer needs
+// for its proof's terms (the VC 1.1 context defines Ed25519Signature2018,
+// the VC 2.0 one DataIntegrityProof).
+function suiteContexts(issuer) {
+  switch(issuer.suite) {
+  case 'DataIntegrityProof': return [DI_CTX];
+  case 'Ed25519Signature2018': return [];
+  }
+  return [ED_CTX];
 }
 
 async function ldpIssue(credential, issuerName, proofExtra) {
@@ -238,7 +290,7 @@ async function makeList({name, issuer, kind, revoked = [], validUntil, validFrom
   credential.issuer = iss.did;
   credential.issuanceDate = iso(validFrom ?? Date.now() - 60_000);
   if(validUntil) credential.expirationDate = iso(validUntil);
-  if(issuer !== 'web') credential['@context'].push(ED_CTX);
+  if(issuer !== 'web') credential['@context'].push(...suiteContexts(iss));
   const signed = await ldpIssue(credential, issuer);
   lists.set(name, {issuer, kind, revoked: new Set(revoked), credential: signed});
   return {id, credential: signed};
@@ -264,7 +316,8 @@ function statusEntry(status) {
 }
 
 // issue: {format, issuer, type, claims, validFrom, validUntil (ms since epoch), status:{list,index}, subject, unknownContext,
-//         inlineVocab (ldp_vc: the claims vocabulary as an inline context), proofExpires (ldp_vc: ms since epoch)}
+//         inlineVocab (ldp_vc: the claims vocabulary as an inline context), proofExpires (ldp_vc: ms since epoch),
+//         vc2 (ldp_vc: a VC Data Model 2.0 document; bitstring status only)}
 async function issue(o) {
   const issuerName = o.issuer ?? 'w3c';
   const iss = issuers[issuerName];
@@ -276,11 +329,21 @@ async function issue(o) {
 
   switch(o.format) {
   case 'ldp_vc': {
+    if(o.vc2) {
+      const credential = {
+        '@context': [CRED_V2, UNDEF_CTX], id: `urn:uuid:${crypto.randomUUID()}`, type: ['VerifiableCredential', type],
+        issuer: iss.did, validFrom: iso(validFrom),
+        credentialSubject: {...(subject ? {id: subject} : {}), ...claims},
+      };
+      if(o.validUntil) credential.validUntil = iso(o.validUntil);
+      if(status) credential.credentialStatus = status;
+      return ldpIssue(credential, issuerName, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
+    }
     const ctx = [CRED_V1];
     if(status) ctx.push(lists.get(o.status.list).kind === 'bitstring' ? BSL_CTX : SL_CTX);
     if(o.unknownContext) ctx.push(UNKNOWN_CTX);
     ctx.push(o.inlineVocab ? INLINE_VOCAB : UNDEF_CTX);
-    if(issuerName !== 'web') ctx.push(ED_CTX);
+    if(issuerName !== 'web') ctx.push(...suiteContexts(iss));
     const credential = {
       '@context': ctx, id: `urn:uuid:${crypto.randomUUID()}`, type: ['VerifiableCredential', type],
       issuer: iss.did, issuanceDate: iso(validFrom),
@@ -337,6 +400,16 @@ function unsignedJWT(header, payload) {
 }
 
 // ---------------------------------------------------------------- wallet
+// holderDataIntegrity is the holder's Ed25519 key as a Multikey signing
+// DataIntegrityProof eddsa-rdfc-2022.
+async function holderDataIntegrity(name) {
+  if(name !== 'eddsa-rdfc-2022') throw new Error(`harness: vpSuite ${name}`);
+  const key = await Ed25519Multikey.from({
+    ...holder.key.export({publicKey: true, privateKey: true}), id: holder.kid, controller: holder.did,
+  });
+  return new DataIntegrityProof({signer: key.signer(), cryptosuite: eddsaRdfc2022});
+}
+
 async function fetchRequest(link) {
   const u = new URL(link.replace(/^openid4vp:\/\//, 'https://wallet.invalid/'));
   const requestURI = u.searchParams.get('request_uri');
@@ -360,6 +433,7 @@ function setPath(obj, dotted, value) {
 
 // present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?,
 //           proofExpires? (ldp_vp: ms since epoch),
+//           vpSuite? (ldp_vp: 'eddsa-rdfc-2022' signs a VC 2.0 presentation with a DataIntegrityProof by the holder's key),
 //           extraCredentials? (ldp_vp only, e.g. an issuer's participant credential)}
 async function present(o) {
   const req = await fetchRequest(o.link);
@@ -371,12 +445,17 @@ async function present(o) {
 
   if(o.format === 'ldp_vp') {
     if(o.tamper) setPath(cred, o.tamper.path, o.tamper.value);
+    // The presentation has the credential's data model version (a VC 2.0
+    // credential in a VC 1.1 presentation redefines protected terms).
+    const v2 = o.vpSuite || cred['@context']?.[0] === CRED_V2;
     const presentation = {
-      '@context': [CRED_V1, ED_CTX], type: ['VerifiablePresentation'], holder: holder.did,
+      '@context': v2 ? (o.vpSuite ? [CRED_V2] : [CRED_V2, ED_CTX]) : [CRED_V1, ED_CTX],
+      type: ['VerifiablePresentation'], holder: holder.did,
       verifiableCredential: [cred, ...(o.extraCredentials ?? [])],
     };
     if(o.pad) presentation.verifiableCredential.push({padding: 'x'.repeat(o.pad)});
-    const suite = suiteFor(holder, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
+    const suite = o.vpSuite ? await holderDataIntegrity(o.vpSuite)
+      : suiteFor(holder, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
     const signed = o.pad ? presentation : await vc.signPresentation({
       presentation, suite, challenge: nonce, domain: aud, documentLoader,
     });
