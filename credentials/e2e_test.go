@@ -111,6 +111,9 @@ func TestHarnessEndToEnd(t *testing.T) {
 			{"ldp_vc VC 2.0 ecdsa-rdfc-2019 P-256 + BitstringStatusList", "ldp_vc", "p256", "ldp_vp",
 				map[string]any{"list": "p256-r0", "index": 2}, map[string]any{"vc2": true}, nil},
 			{"ldp_vc VC 1.1 ecdsa-rdfc-2019 P-384", "ldp_vc", "p384", "ldp_vp", nil, nil, nil},
+			// did-jwt-vc (Veramo's JWT layer) on both sides: no kid header.
+			{"jwt_vc_json and jwt_vp_json by did-jwt-vc", "jwt_vc_json", "w3c", "jwt_vp_json",
+				map[string]any{"list": "bsl-r0", "index": 5}, map[string]any{"lib": "did-jwt-vc"}, map[string]any{"lib": "did-jwt-vc"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				user := newUser()
@@ -158,7 +161,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		e.mu.Lock()
 		n := len(e.attested)
 		e.mu.Unlock()
-		require.Equal(t, 13, n)
+		require.Equal(t, 14, n)
 	})
 
 	t.Run("negative", func(t *testing.T) {
@@ -187,6 +190,8 @@ func TestHarnessEndToEnd(t *testing.T) {
 			{"revoked index 7 w3c StatusList2021", map[string]any{"format": "ldp_vc", "status": map[string]any{"list": "sl-r7", "index": 7}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 0 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r0", "index": 0}}, "ldp_vp", nil, "revoked"},
 			{"revoked index 7 xfsc-compat", map[string]any{"format": "ldp_vc", "issuer": "xfsc", "status": map[string]any{"list": "xfsc-r7", "index": 7}}, "ldp_vp", nil, "revoked"},
+			{"revoked index 0 DataIntegrityProof list", map[string]any{"format": "ldp_vc", "issuer": "p256", "vc2": true, "status": map[string]any{"list": "p256-r0", "index": 0}}, "ldp_vp", nil, "revoked"},
+			{"revoked index 0 did-jwt-vc", map[string]any{"format": "jwt_vc_json", "issuer": "w3c", "lib": "did-jwt-vc", "status": map[string]any{"list": "bsl-r0", "index": 0}}, "jwt_vp_json", map[string]any{"lib": "did-jwt-vc"}, "revoked"},
 			{"revoked index 0 jwt_vc_json", map[string]any{"format": "jwt_vc_json", "issuer": "web", "status": map[string]any{"list": "web-r0", "index": 0}}, "jwt_vp_json", nil, "revoked"},
 			{"bearer credential at kritis", map[string]any{"format": "ldp_vc", "subject": "none"}, "ldp_vp", nil, "holder_binding"},
 			{"credential of someone else", map[string]any{"format": "ldp_vc", "subject": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}, "ldp_vp", nil, "holder_binding"},

@@ -41,6 +41,8 @@ import * as bslContext from '@digitalbazaar/vc-bitstring-status-list-context';
 import * as slContext from '@digitalbazaar/vc-status-list-context';
 import jsonld from 'jsonld';
 import * as jose from 'jose';
+import {createVerifiableCredentialJwt, createVerifiablePresentationJwt} from 'did-jwt-vc';
+import {EdDSASigner} from 'did-jwt';
 import {SDJwtVcInstance} from '@sd-jwt/sd-jwt-vc';
 import {digest, generateSalt} from '@sd-jwt/crypto-nodejs';
 
@@ -113,7 +115,7 @@ async function edDidKey() {
   const pub = multibaseToRaw(key.publicKeyMultibase);
   const priv = multibaseToRaw(key.privateKeyMultibase).subarray(0, 32);
   const privateKey = crypto.createPrivateKey({key: {kty: 'OKP', crv: 'Ed25519', d: b64u(priv), x: b64u(pub)}, format: 'jwk'});
-  return {did, key, kid: key.id, privateKey, publicJwk: {kty: 'OKP', crv: 'Ed25519', x: b64u(pub)}};
+  return {did, key, kid: key.id, privateKey, seed: priv, publicJwk: {kty: 'OKP', crv: 'Ed25519', x: b64u(pub)}};
 }
 
 // base58btc multibase (Ed25519 multikey: 0xed01 + 32 bytes; private 0x8026 + 64 bytes).
@@ -317,7 +319,8 @@ function statusEntry(status) {
 
 // issue: {format, issuer, type, claims, validFrom, validUntil (ms since epoch), status:{list,index}, subject, unknownContext,
 //         inlineVocab (ldp_vc: the claims vocabulary as an inline context), proofExpires (ldp_vc: ms since epoch),
-//         vc2 (ldp_vc: a VC Data Model 2.0 document; bitstring status only)}
+//         vc2 (ldp_vc: a VC Data Model 2.0 document; bitstring status only),
+//         lib (jwt_vc_json: 'did-jwt-vc' issues with did-jwt-vc, EdDSA, from an Ed25519 did:key issuer)}
 async function issue(o) {
   const issuerName = o.issuer ?? 'w3c';
   const iss = issuers[issuerName];
@@ -355,6 +358,15 @@ async function issue(o) {
     return ldpIssue(credential, issuerName, o.proofExpires ? {expires: iso(o.proofExpires)} : undefined);
   }
   case 'jwt_vc_json': {
+    if(o.lib === 'did-jwt-vc') {
+      // did-jwt-vc (Veramo's JWT layer): EdDSA, no kid header — the
+      // verifier finds the key from iss.
+      const payload = {...(subject ? {sub: subject} : {}), nbf: Math.floor(validFrom / 1000),
+        vc: {'@context': [CRED_V1], type: ['VerifiableCredential', type], credentialSubject: {...claims},
+          ...(status ? {credentialStatus: status} : {})}};
+      if(o.validUntil) payload.exp = Math.floor(o.validUntil / 1000);
+      return createVerifiableCredentialJwt(payload, {did: iss.did, signer: EdDSASigner(iss.seed), alg: 'EdDSA'});
+    }
     const vcClaim = {
       '@context': [CRED_V1], type: ['VerifiableCredential', type],
       credentialSubject: {...claims},
@@ -434,6 +446,7 @@ function setPath(obj, dotted, value) {
 // present: {link, credential, format, nonce?, aud?, tamper?:{path,value}, tamperDisclosure?, noKB?, pad?, dryRun?,
 //           proofExpires? (ldp_vp: ms since epoch),
 //           vpSuite? (ldp_vp: 'eddsa-rdfc-2022' signs a VC 2.0 presentation with a DataIntegrityProof by the holder's key),
+//           lib? (jwt_vp_json: 'did-jwt-vc' makes the presentation with did-jwt-vc),
 //           extraCredentials? (ldp_vp only, e.g. an issuer's participant credential)}
 async function present(o) {
   const req = await fetchRequest(o.link);
@@ -470,7 +483,12 @@ async function present(o) {
     }
     const payload = {iss: holder.did, aud, nonce, iat: nowSec(), exp: nowSec() + 300, jti: crypto.randomUUID(),
       vp: {'@context': [CRED_V1], type: ['VerifiablePresentation'], holder: holder.did, verifiableCredential: [cred]}};
-    vpToken = await signJWT({alg: 'EdDSA', typ: 'JWT', kid: holder.kid}, payload, holder.privateKey);
+    if(o.lib === 'did-jwt-vc') {
+      vpToken = await createVerifiablePresentationJwt({vp: payload.vp}, {did: holder.did, signer: EdDSASigner(holder.seed), alg: 'EdDSA'},
+        {challenge: nonce, domain: aud});
+    } else {
+      vpToken = await signJWT({alg: 'EdDSA', typ: 'JWT', kid: holder.kid}, payload, holder.privateKey);
+    }
     descriptorFormat = 'jwt_vp_json';
   } else if(o.format === 'sd-jwt') {
     const sd = new SDJwtVcInstance({
