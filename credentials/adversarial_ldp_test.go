@@ -392,6 +392,8 @@ func TestLDPProofSuitesRefused(t *testing.T) {
 			func(m map[string]any) { proofOf(m)["type"] = "Ed25519Signature2020" }, "malformed"},
 		{"proof @context a prefix of the document's", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
 			func(m map[string]any) { proofOf(m)["@context"] = []any{ContextCredentialsV2} }, "malformed"},
+		{"proof @context the document's, as a list", map[string]any{"issuer": "eddsa", "vc2": true}, nil,
+			func(m map[string]any) { proofOf(m)["@context"] = m["@context"] }, ""},
 		{"proofValue not base58btc", map[string]any{"issuer": "p256", "vc2": true}, nil,
 			func(m map[string]any) {
 				p := proofOf(m)
@@ -479,4 +481,14 @@ func TestCanonicalPresentationGraphs(t *testing.T) {
 			require.False(t, changed, "the document itself is not changed")
 		})
 	}
+}
+
+func TestSameContexts(t *testing.T) {
+	v1, v2 := ContextCredentialsV1, ContextCredentialsV2
+	require.True(t, sameContexts(v2, []any{v2}), "a string and a list of it")
+	require.True(t, sameContexts([]any{v2, v1}, []any{v2, v1}))
+	require.False(t, sameContexts([]any{v2, v1}, []any{v1, v2}), "order")
+	require.False(t, sameContexts([]any{v2}, []any{v2, v1}), "a prefix")
+	require.False(t, sameContexts(nil, []any{v2}))
+	require.False(t, sameContexts(42, 42), "not a context")
 }
