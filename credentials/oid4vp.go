@@ -128,9 +128,10 @@ func (v *Verifier) presentationDefinition(sr *storedRequest) map[string]any {
 	for _, f := range v.acceptedFormats() {
 		switch f {
 		case FormatLDPVC:
-			// DataIntegrityProof with the cryptosuites named (DIF claim
-			// format registry: proof_type, cryptosuite).
-			ldp := map[string]any{"proof_type": ldProofTypes, "cryptosuite": ldCryptosuites}
+			// proof_type only: Presentation Exchange v2's schema allows no
+			// other member in an ldp format object (the cryptosuites gxconf
+			// verifies are in ldpsuite.go and the README).
+			ldp := map[string]any{"proof_type": ldProofTypes}
 			formats[FormatLDPVC] = ldp
 			formats[FormatLDPVP] = ldp
 		case FormatJWTVCJSON, FormatVCJWT, FormatVCLDJWT:
