@@ -63,7 +63,10 @@ func TestV1Join(t *testing.T) {
 	require.NotNil(t, j)
 	require.False(t, j.GetSubscriberPrimary())
 	require.Equal(t, livekit.ClientConfigSetting_ENABLED, j.GetClientConfiguration().GetResumeConnection())
-	require.EqualValues(t, 1, ts.metricWith(t, "gxconf_sfu_joins_total", "path", "rtc_v1"))
+	// The join is counted once room.join returns, which is after the join
+	// response went out: await it.
+	require.Eventually(t, func() bool { return ts.metricWith(t, "gxconf_sfu_joins_total", "path", "rtc_v1") == 1 },
+		10*time.Second, 5*time.Millisecond)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
