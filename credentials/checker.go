@@ -32,6 +32,11 @@ type PresentationParams struct {
 	Nonce string
 	// Audience is the verifier's client_id (VP domain, JWT aud).
 	Audience string
+	// AltAudience, if not empty, is the same client identifier spelled as
+	// the other OID4VP generation spells it (1.0's
+	// "decentralized_identifier:did:…" and the drafts' bare DID); a
+	// presentation may name either.
+	AltAudience string
 	// Level selects holder-binding and status-freshness requirements.
 	Level Level
 	// Homeserver is the presenting user's server name: only federations
@@ -39,6 +44,11 @@ type PresentationParams struct {
 	// credentials. Empty: no federation is restricted (tests of the
 	// checker alone).
 	Homeserver string
+}
+
+// audience tells whether aud names this verifier (Audience or AltAudience).
+func (p PresentationParams) audience(aud string) bool {
+	return aud == p.Audience || (p.AltAudience != "" && aud == p.AltAudience)
 }
 
 // VerifiedPresentation is the outcome of a successful verification.

@@ -214,7 +214,7 @@ func (c *Checker) verifyJWTPresentation(ctx context.Context, token string, p Pre
 	if nonce, _ := payload["nonce"].(string); nonce != p.Nonce {
 		return nil, fmt.Errorf("%w: presentation nonce does not match", ErrWrongNonce)
 	}
-	if !audienceMatches(payload["aud"], p.Audience) {
+	if !audienceMatches(payload["aud"], p) {
 		return nil, fmt.Errorf("%w: presentation aud %v", ErrWrongAudience, payload["aud"])
 	}
 	now := c.now()
@@ -334,12 +334,16 @@ func (c *Checker) inTrustRegistry(d string) bool {
 	return false
 }
 
-func audienceMatches(aud any, want string) bool {
+func audienceMatches(aud any, p PresentationParams) bool {
 	switch a := aud.(type) {
 	case string:
-		return a == want
+		return p.audience(a)
 	case []any:
-		return len(a) == 1 && a[0] == want
+		if len(a) != 1 {
+			return false
+		}
+		s, ok := a[0].(string)
+		return ok && p.audience(s)
 	}
 	return false
 }

@@ -64,7 +64,7 @@ func (c *Checker) verifyLDPPresentation(ctx context.Context, raw []byte, p Prese
 	if proof.Challenge != p.Nonce {
 		return nil, fmt.Errorf("%w: presentation challenge does not match", ErrWrongNonce)
 	}
-	if proof.Domain != p.Audience {
+	if !p.audience(proof.Domain) {
 		return nil, fmt.Errorf("%w: presentation domain %q", ErrWrongAudience, proof.Domain)
 	}
 	if h, ok := m["holder"]; ok {

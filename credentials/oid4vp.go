@@ -81,13 +81,25 @@ func (v *Verifier) baseURL() string {
 	return strings.TrimRight(v.cfg.OID4VP.PublicBaseURL, "/") + strings.TrimRight(MountPath, "/")
 }
 
+// finalClientID is the verifier's client identifier as OID4VP 1.0 spells
+// it: a DID with the decentralized_identifier prefix. The Presentation
+// Exchange link keeps the drafts' form (client_id_scheme "did", the bare
+// DID); the DCQL link, DCQL being 1.0's, uses this one. A configured client
+// id that is not a DID is used as it is in both.
+func (v *Verifier) finalClientID() string {
+	if strings.HasPrefix(v.clientID, "did:") {
+		return "decentralized_identifier:" + v.clientID
+	}
+	return v.clientID
+}
+
 func (v *Verifier) publicRequest(sr *storedRequest) *Request {
 	reqURI := v.baseURL() + "/request/" + sr.ID
 	q := url.Values{}
 	q.Set("client_id", v.clientID)
 	q.Set("request_uri", reqURI)
 	dq := url.Values{}
-	dq.Set("client_id", v.clientID)
+	dq.Set("client_id", v.finalClientID())
 	dq.Set("request_uri", reqURI+"?query=dcql")
 	return &Request{
 		ID: sr.ID, UserID: sr.UserID, RoomID: sr.RoomID, Purpose: sr.Purpose, Level: sr.Level,
@@ -215,6 +227,23 @@ func (v *Verifier) dcqlQuery(sr *storedRequest) map[string]any {
 	return map[string]any{"credentials": creds, "credential_sets": credentialSets}
 }
 
+// vpFormatsSupported is the client metadata's vp_formats_supported of
+// OID4VP 1.0 (Appendix B: the parameters of each credential format).
+func (v *Verifier) vpFormatsSupported() map[string]any {
+	out := map[string]any{}
+	for _, f := range v.acceptedFormats() {
+		switch f {
+		case FormatLDPVC:
+			out[f] = map[string]any{"proof_type_values": ldProofTypes, "cryptosuite_values": ldCryptosuites}
+		case FormatJWTVCJSON, FormatVCJWT, FormatVCLDJWT:
+			out[f] = map[string]any{"alg_values": supportedAlgs}
+		case FormatVCSDJWT, FormatDCSDJWT:
+			out[f] = map[string]any{"sd-jwt_alg_values": supportedAlgs, "kb-jwt_alg_values": supportedAlgs}
+		}
+	}
+	return out
+}
+
 // requestObject signs the authorization request (OID4VP §5, JAR RFC 9101).
 func (v *Verifier) requestObject(sr *storedRequest, dcql bool) (string, error) {
 	claims := map[string]any{
@@ -236,7 +265,13 @@ func (v *Verifier) requestObject(sr *storedRequest, dcql bool) (string, error) {
 		"exp": sr.ExpiresAt.Unix(),
 	}
 	if dcql {
+		// OID4VP 1.0: the prefixed client identifier, no client_id_scheme,
+		// vp_formats_supported (§11.1, Appendix B) in the client metadata.
 		delete(claims, "presentation_definition")
+		delete(claims, "client_id_scheme")
+		// iss stays the DID that kid names (wallets compare the two).
+		claims["client_id"] = v.finalClientID()
+		claims["client_metadata"] = map[string]any{"client_name": "gxconf", "vp_formats_supported": v.vpFormatsSupported()}
 		claims["dcql_query"] = v.dcqlQuery(sr)
 	}
 	return signCompactJWS(v.key, map[string]any{"typ": "oauth-authz-req+jwt", "kid": v.keyID}, claims)
@@ -391,6 +426,14 @@ func (v *Verifier) verifyResponse(ctx context.Context, sr *storedRequest, vpToke
 		return nil, fmt.Errorf("%w: vp_token missing", ErrMalformed)
 	}
 	params := PresentationParams{Nonce: sr.Nonce, Audience: v.clientID, Level: sr.Level, Homeserver: serverOf(sr.UserID)}
+	if v.finalClientID() != v.clientID {
+		// Both spellings name this verifier: 1.0's prefixed one (the DCQL
+		// link) and the drafts' bare DID (the Presentation Exchange link).
+		params.AltAudience = v.finalClientID()
+		if submission == "" {
+			params.Audience, params.AltAudience = v.finalClientID(), v.clientID
+		}
+	}
 	var (
 		vp  *VerifiedPresentation
 		err error

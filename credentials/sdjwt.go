@@ -181,7 +181,7 @@ func (c *Checker) verifySDJWTPresentation(ctx context.Context, token string, p P
 	if nonce, _ := kbp["nonce"].(string); nonce != p.Nonce {
 		return nil, fmt.Errorf("%w: KB-JWT nonce does not match", ErrWrongNonce)
 	}
-	if aud, _ := kbp["aud"].(string); aud != p.Audience {
+	if aud, _ := kbp["aud"].(string); !p.audience(aud) {
 		return nil, fmt.Errorf("%w: KB-JWT aud %q", ErrWrongAudience, aud)
 	}
 	iat, ok, err := numericDate(kbp, "iat")

@@ -234,6 +234,19 @@ type PresentResult struct {
 	Body        string            `json:"body"`
 	ResponseURI string            `json:"response_uri"`
 	Form        map[string]string `json:"form"`
+	// Wallet is how @openid4vc/openid4vp read the request (present with
+	// wallet "openid4vp"): client id prefix, effective client id, OID4VP
+	// version (100: 1.0 final), and whether it found DCQL or PE.
+	Wallet *WalletView `json:"wallet,omitempty"`
+}
+
+// WalletView is what the OpenID Foundation's OID4VP library made of a request.
+type WalletView struct {
+	Prefix    string `json:"prefix"`
+	Effective string `json:"effective"`
+	Version   int    `json:"version"`
+	DCQL      bool   `json:"dcql"`
+	PEX       bool   `json:"pex"`
 }
 
 // Present answers an openid4vp:// request link with the credential, as a

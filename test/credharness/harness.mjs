@@ -43,6 +43,7 @@ import jsonld from 'jsonld';
 import * as jose from 'jose';
 import {createVerifiableCredentialJwt, createVerifiablePresentationJwt} from 'did-jwt-vc';
 import {EdDSASigner} from 'did-jwt';
+import {Openid4vpClient} from '@openid4vc/openid4vp';
 import {SDJwtVcInstance} from '@sd-jwt/sd-jwt-vc';
 import {digest, generateSalt} from '@sd-jwt/crypto-nodejs';
 
@@ -436,6 +437,34 @@ async function fetchRequest(link) {
   return payload;
 }
 
+// The OpenID Foundation's OID4VP library (@openid4vc/openid4vp, as in Credo
+// wallets) as a second wallet: it parses the link, fetches and verifies the
+// signed request (gxconf's client id is a did:jwk), says which client id
+// prefix and OID4VP version it took the request for, builds the response
+// and posts it.
+const owfCallbacks = {
+  fetch: (...args) => fetch(...args),
+  hash: (data, alg) => crypto.createHash(alg.replace('-', '')).update(data).digest(),
+  verifyJwt: async (signer, {compact}) => {
+    if(signer.method !== 'did' || !signer.didUrl.startsWith('did:jwk:')) return {verified: false};
+    const jwk = JSON.parse(Buffer.from(signer.didUrl.split('#')[0].slice('did:jwk:'.length), 'base64url'));
+    try {
+      await jose.compactVerify(compact, await jose.importJWK(jwk, signer.alg));
+      return {verified: true, signerJwk: jwk};
+    } catch {
+      return {verified: false};
+    }
+  },
+};
+const owfWallet = new Openid4vpClient({callbacks: owfCallbacks});
+
+async function owfResolve(link) {
+  const parsed = owfWallet.parseOpenid4vpAuthorizationRequest({authorizationRequest: link});
+  const r = await owfWallet.resolveOpenId4vpAuthorizationRequest({authorizationRequestPayload: parsed.params});
+  return {req: r.authorizationRequestPayload, aud: r.client.effective,
+    info: {prefix: r.client.prefix, effective: r.client.effective, version: r.version, dcql: !!r.dcql, pex: !!r.pex}};
+}
+
 function setPath(obj, dotted, value) {
   const segs = dotted.split('.');
   let cur = obj;
@@ -447,11 +476,19 @@ function setPath(obj, dotted, value) {
 //           proofExpires? (ldp_vp: ms since epoch),
 //           vpSuite? (ldp_vp: 'eddsa-rdfc-2022' signs a VC 2.0 presentation with a DataIntegrityProof by the holder's key),
 //           lib? (jwt_vp_json: 'did-jwt-vc' makes the presentation with did-jwt-vc),
+//           wallet? ('openid4vp': @openid4vc/openid4vp resolves the request and posts the response;
+//                    the result's wallet says how it read the request),
 //           extraCredentials? (ldp_vp only, e.g. an issuer's participant credential)}
 async function present(o) {
-  const req = await fetchRequest(o.link);
+  let req, aud0, walletInfo;
+  if(o.wallet === 'openid4vp') {
+    ({req, aud: aud0, info: walletInfo} = await owfResolve(o.link));
+  } else {
+    req = await fetchRequest(o.link);
+    aud0 = req.client_id;
+  }
   const nonce = o.nonce ?? req.nonce;
-  const aud = o.aud ?? req.client_id;
+  const aud = o.aud ?? aud0;
   let cred = structuredClone(o.credential);
   let vpToken;
   let descriptorFormat;
@@ -549,6 +586,15 @@ async function present(o) {
     form = {vp_token: vpToken, presentation_submission: JSON.stringify(submission), state: req.state};
   }
   if(o.dryRun) return {status: 0, body: '', response_uri: req.response_uri, form, request: req};
+  if(o.wallet === 'openid4vp') {
+    const ldp = o.format === 'ldp_vp';
+    const payload = req.dcql_query ? {vp_token: JSON.parse(form.vp_token)}
+      : {vp_token: ldp ? JSON.parse(vpToken) : vpToken, presentation_submission: JSON.parse(form.presentation_submission)};
+    const created = await owfWallet.createOpenid4vpAuthorizationResponse({authorizationRequestPayload: req, authorizationResponsePayload: payload});
+    const {response} = await owfWallet.submitOpenid4vpAuthorizationResponse({
+      authorizationRequestPayload: req, authorizationResponsePayload: created.authorizationResponsePayload});
+    return {status: response.status, body: await response.text(), response_uri: req.response_uri, form, request: req, wallet: walletInfo};
+  }
   const res = await fetch(req.response_uri, {
     method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'}, body: new URLSearchParams(form),
   });
