@@ -111,6 +111,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 			{"ldp_vc VC 2.0 ecdsa-rdfc-2019 P-256 + BitstringStatusList", "ldp_vc", "p256", "ldp_vp",
 				map[string]any{"list": "p256-r0", "index": 2}, map[string]any{"vc2": true}, nil},
 			{"ldp_vc VC 1.1 ecdsa-rdfc-2019 P-384", "ldp_vc", "p384", "ldp_vp", nil, nil, nil},
+			{"ldp_vc VC 2.0 Ed25519Signature2020 in a VC 2.0 ldp_vp", "ldp_vc", "w3c", "ldp_vp", nil, map[string]any{"vc2": true}, nil},
 			// did-jwt-vc (Veramo's JWT layer) on both sides: no kid header.
 			{"jwt_vc_json and jwt_vp_json by did-jwt-vc", "jwt_vc_json", "w3c", "jwt_vp_json",
 				map[string]any{"list": "bsl-r0", "index": 5}, map[string]any{"lib": "did-jwt-vc"}, map[string]any{"lib": "did-jwt-vc"}},
@@ -161,7 +162,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		e.mu.Lock()
 		n := len(e.attested)
 		e.mu.Unlock()
-		require.Equal(t, 14, n)
+		require.Equal(t, 15, n)
 	})
 
 	t.Run("negative", func(t *testing.T) {

@@ -335,7 +335,9 @@ async function issue(o) {
   case 'ldp_vc': {
     if(o.vc2) {
       const credential = {
-        '@context': [CRED_V2, UNDEF_CTX], id: `urn:uuid:${crypto.randomUUID()}`, type: ['VerifiableCredential', type],
+        // The VC 2.0 context defines DataIntegrityProof, not the 2020 suite.
+        '@context': [CRED_V2, UNDEF_CTX, ...(iss.suite === 'DataIntegrityProof' ? [] : suiteContexts(iss))],
+        id: `urn:uuid:${crypto.randomUUID()}`, type: ['VerifiableCredential', type],
         issuer: iss.did, validFrom: iso(validFrom),
         credentialSubject: {...(subject ? {id: subject} : {}), ...claims},
       };
