@@ -266,7 +266,7 @@ func (v *Verifier) requestObject(sr *storedRequest, dcql bool) (string, error) {
 	}
 	if dcql {
 		// OID4VP 1.0: the prefixed client identifier, no client_id_scheme,
-		// vp_formats_supported (§11.1, Appendix B) in the client metadata.
+		// vp_formats_supported (its Appendix B) in the client metadata.
 		delete(claims, "presentation_definition")
 		delete(claims, "client_id_scheme")
 		// iss stays the DID that kid names (wallets compare the two).
