@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -181,5 +182,32 @@ func FuzzParseAccessPolicy(f *testing.F) {
 		p2, err := ParseAccessPolicy(again)
 		require.NoError(t, err)
 		require.True(t, reflect.DeepEqual(p.asInput(), p2.asInput()))
+	})
+}
+
+// FuzzTokenStatusRef: an SD-JWT VC's status claim, as the issuer signed it
+// (any JSON), gives a reference with an https URL and a non-negative index
+// or an error, never a panic.
+func FuzzTokenStatusRef(f *testing.F) {
+	f.Add(`{"status_list":{"idx":3,"uri":"https://issuer.example/lists/1"}}`)
+	f.Add(`{"status_list":{"idx":-1,"uri":"https://issuer.example/lists/1"}}`)
+	f.Add(`{"status_list":{"idx":1e300,"uri":"https://x"}}`)
+	f.Add(`{"status_list":{"idx":0.5,"uri":"https://x"}}`)
+	f.Add(`{"status_list":{"idx":0,"uri":"http://x"},"identifiers_list":{}}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := decodeJSON([]byte(s))
+		if err != nil {
+			return
+		}
+		ref, err := tokenStatusRef(v)
+		if err != nil {
+			return
+		}
+		require.Equal(t, TokenStatusList, ref.Type)
+		require.GreaterOrEqual(t, ref.Index, 0)
+		u, err := url.Parse(ref.ListURL)
+		require.NoError(t, err)
+		require.Equal(t, "https", u.Scheme, ref.ListURL)
 	})
 }

@@ -216,10 +216,12 @@ func (c *Checker) verifySDJWTPresentation(ctx context.Context, token string, p P
 	} else if ok {
 		vc.ValidUntil = t
 	}
-	if _, ok := claims["status"]; ok {
-		// IETF Token Status List is not implemented; fail closed rather
-		// than accept a credential whose revocation cannot be checked.
-		return nil, fmt.Errorf("%w: SD-JWT VC token status lists are not supported", ErrStatusUnavailable)
+	if st, ok := claims["status"]; ok {
+		ref, err := tokenStatusRef(st)
+		if err != nil {
+			return nil, err
+		}
+		vc.Status = []StatusRef{ref}
 	}
 	for k, v := range claims {
 		switch k {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +37,11 @@ type statusEntry struct {
 	issuer    string
 	purpose   string
 	fetchedAt time.Time
+	// ttl, if not zero, is how long the list may be used (a Token Status
+	// List's ttl); the level's maximum age still applies.
+	ttl time.Duration
+	// expires, if not zero, is the list's own end of validity.
+	expires time.Time
 }
 
 func newStatusCache(c *Checker, client *http.Client) *statusCache {
@@ -62,6 +69,9 @@ func (s *statusCache) check(ctx context.Context, vc *VerifiedCredential, profile
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrStatusListInvalid, err)
 		}
+		if v != 0 && ref.Type == TokenStatusList {
+			return fmt.Errorf("%w: status %d (%s) at index %d of %s", ErrRevoked, v, tokenStatusName(v), ref.Index, ref.ListURL)
+		}
 		if v != 0 {
 			return fmt.Errorf("%w: %s at index %d of %s", ErrRevoked, ref.Purpose, ref.Index, ref.ListURL)
 		}
@@ -75,7 +85,8 @@ func (s *statusCache) get(ctx context.Context, ref StatusRef, issuer string, max
 	s.mu.Lock()
 	e, ok := s.entries[key]
 	s.mu.Unlock()
-	if ok && now.Sub(e.fetchedAt) <= maxAge {
+	if ok && now.Sub(e.fetchedAt) <= maxAge && (e.ttl == 0 || now.Sub(e.fetchedAt) <= e.ttl) &&
+		(e.expires.IsZero() || now.Before(e.expires)) {
 		return e, nil
 	}
 	e, err := s.fetch(ctx, ref, issuer)
@@ -107,6 +118,9 @@ func listErr(err error) error {
 // credential that refers to it, the only DID the list may be issued by (and
 // so the only one resolved while verifying it).
 func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
+	if ref.Type == TokenStatusList {
+		return s.fetchToken(ctx, ref, issuer)
+	}
 	cfg := s.c.cfg.StatusList
 	body, err := did.Fetch(ctx, s.client, ref.ListURL, cfg.MaxCredentialBytes,
 		"application/vc+ld+json, application/vc+jwt, application/vc, application/json")
@@ -158,4 +172,122 @@ func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (
 		return nil, listErr(err)
 	}
 	return &statusEntry{bits: bits, issuer: vc.Issuer, purpose: purpose}, nil
+}
+
+// TokenStatusList is the StatusRef type of an SD-JWT VC's status claim
+// (IETF Token Status List, draft-ietf-oauth-status-list).
+const TokenStatusList = "TokenStatusList"
+
+// tokenStatusRef reads an SD-JWT VC's status claim: {"status_list": {"idx":
+// N, "uri": "https://…"}}. Any other status mechanism, alone or beside it,
+// is refused: a revocation gxconf cannot check is not assumed absent.
+func tokenStatusRef(v any) (StatusRef, error) {
+	st, ok := v.(map[string]any)
+	sl, hasList := st["status_list"].(map[string]any)
+	if !ok || !hasList || len(st) != 1 {
+		return StatusRef{}, fmt.Errorf("%w: status must hold exactly one status_list (IETF Token Status List)", ErrStatusUnavailable)
+	}
+	idx, isNum := sl["idx"].(float64)
+	uri, _ := sl["uri"].(string)
+	if !isNum || idx < 0 || idx != float64(int64(idx)) || idx > 1<<40 {
+		return StatusRef{}, fmt.Errorf("%w: status_list.idx must be a non-negative integer", ErrMalformed)
+	}
+	if u, err := url.Parse(uri); err != nil || u.Scheme != "https" || u.Host == "" {
+		return StatusRef{}, fmt.Errorf("%w: status_list.uri %q is not an https URL", ErrMalformed, uri)
+	}
+	return StatusRef{Type: TokenStatusList, ListURL: uri, Index: int(idx), Profile: string(statuslist.ProfileToken)}, nil
+}
+
+// fetchToken gets and verifies a Status List Token (JWT, typ
+// statuslist+jwt): signed by the credential's issuer, sub the URI it was
+// fetched from, iat present, not past exp; its list decoded under the same
+// limits as W3C lists. Any value other than 0 (VALID) refuses the
+// credential: 1 is INVALID, 2 SUSPENDED, the rest application-specific.
+func (s *statusCache) fetchToken(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
+	cfg := s.c.cfg.StatusList
+	body, err := did.Fetch(ctx, s.client, ref.ListURL, cfg.MaxCredentialBytes, "application/statuslist+jwt")
+	if err != nil {
+		switch {
+		case errors.Is(err, did.ErrTooLarge):
+			return nil, fmt.Errorf("%w: %w: %v", ErrStatusListInvalid, statuslist.ErrTooLarge, err)
+		case errors.Is(err, did.ErrPrivateAddress):
+			return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+	}
+	j, err := parseCompactJWS(string(bytes.TrimSpace(body)))
+	if err != nil {
+		return nil, listErr(err)
+	}
+	if typ := strings.ToLower(j.Header.Typ); typ != "statuslist+jwt" && typ != "application/statuslist+jwt" {
+		return nil, listErr(fmt.Errorf("status list token typ %q, want statuslist+jwt", j.Header.Typ))
+	}
+	if err := checkAlgName(j.Header.Alg); err != nil {
+		return nil, listErr(err)
+	}
+	payload, err := decodeJSONObject(j.Payload)
+	if err != nil {
+		return nil, listErr(err)
+	}
+	if iss, has := payload["iss"]; has && iss != issuer {
+		return nil, listErr(fmt.Errorf("list issued by %v, credential by %s", iss, issuer))
+	}
+	signer, key, err := s.c.jwtKey(ctx, j.Header, issuer, did.AssertionMethod)
+	if err != nil {
+		return nil, listErr(err)
+	}
+	if err := verifyJWSSignature(j.Header.Alg, key, j.SigningInput, j.Signature); err != nil {
+		return nil, listErr(err)
+	}
+	if sub, _ := payload["sub"].(string); sub != ref.ListURL {
+		return nil, listErr(fmt.Errorf("status list token sub %q, fetched from %s", sub, ref.ListURL))
+	}
+	now := s.c.now()
+	iat, hasIat, err := numericDate(payload, "iat")
+	if err != nil || !hasIat {
+		return nil, listErr(fmt.Errorf("status list token without iat"))
+	}
+	exp, hasExp, err := numericDate(payload, "exp")
+	if err != nil {
+		return nil, listErr(err)
+	}
+	if err := checkValidity(iat, exp, now); err != nil {
+		return nil, listErr(fmt.Errorf("status list token: %w", err))
+	}
+	var ttl time.Duration
+	if v, has := payload["ttl"]; has {
+		f, isNum := v.(float64)
+		if !isNum || f <= 0 || f > 1e9 {
+			return nil, listErr(fmt.Errorf("status list token ttl %v", v))
+		}
+		ttl = time.Duration(f) * time.Second
+	}
+	sl, _ := payload["status_list"].(map[string]any)
+	bitsF, _ := sl["bits"].(float64)
+	lst, _ := sl["lst"].(string)
+	if bitsF != float64(int(bitsF)) {
+		return nil, listErr(fmt.Errorf("status_list.bits %v", bitsF))
+	}
+	bits, err := statuslist.DecodeToken(lst, int(bitsF), statuslist.Limits{
+		MaxEncoded: int(cfg.MaxCredentialBytes), MaxDecompressed: cfg.MaxDecompressedBytes,
+	})
+	if err != nil {
+		return nil, listErr(err)
+	}
+	e := &statusEntry{bits: bits, issuer: signer, ttl: ttl}
+	if hasExp {
+		e.expires = exp
+	}
+	return e, nil
+}
+
+// tokenStatusName names a Token Status List value.
+func tokenStatusName(v uint) string {
+	switch v {
+	case 1:
+		return "invalid"
+	case 2:
+		return "suspended"
+	}
+	return "application-specific"
 }

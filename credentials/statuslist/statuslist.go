@@ -1,12 +1,15 @@
 // Package statuslist decodes the bitstrings of W3C Bitstring Status List
 // (https://www.w3.org/TR/vc-bitstring-status-list/) and StatusList2021
 // credentials, including the non-conformant encoding of the Eclipse XFSC
-// status-list service. Decompression is size-capped against zip bombs.
+// status-list service, and the lists of IETF Token Status List tokens
+// (draft-ietf-oauth-status-list, used by SD-JWT VCs). Decompression is
+// size-capped against zip bombs.
 package statuslist
 
 import (
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,6 +27,10 @@ const (
 	// ProfileXFSCCompat reads bits least significant first, as XFSC's
 	// statuslist-service sets them (1<<bitIndex), with standard base64.
 	ProfileXFSCCompat Profile = "xfsc-compat"
+	// ProfileToken is an IETF Token Status List: entries of 1, 2, 4 or 8
+	// bits, the first in the least significant bits of the first byte, each
+	// value in its natural bit order; ZLIB; base64url (DecodeToken).
+	ProfileToken Profile = "token-status-list"
 )
 
 // Errors.
@@ -47,6 +54,11 @@ func (b *Bitstring) Len() int { return len(b.bits) * 8 / b.size }
 func (b *Bitstring) Status(i int) (uint, error) {
 	if i < 0 || i >= b.Len() {
 		return 0, fmt.Errorf("%w: %d of %d", ErrIndex, i, b.Len())
+	}
+	if b.profile == ProfileToken {
+		// size divides 8: an entry never spans two bytes.
+		bit := i * b.size
+		return uint(b.bits[bit/8]>>uint(bit%8)) & (1<<uint(b.size) - 1), nil
 	}
 	var v uint
 	for k := 0; k < b.size; k++ {
@@ -124,6 +136,69 @@ func Decode(encoded string, profile Profile, statusSize int, lim Limits) (*Bitst
 		return nil, fmt.Errorf("%w: empty list", ErrInvalid)
 	}
 	return &Bitstring{bits: bits, profile: profile, size: statusSize}, nil
+}
+
+// DecodeToken decodes the lst of a Token Status List with bits bits per
+// entry (1, 2, 4 or 8): base64url without padding of ZLIB (RFC 1950) data.
+func DecodeToken(lst string, bits int, lim Limits) (*Bitstring, error) {
+	if lim.MaxEncoded <= 0 || lim.MaxDecompressed <= 0 {
+		lim = DefaultLimits
+	}
+	switch bits {
+	case 1, 2, 4, 8:
+	default:
+		return nil, fmt.Errorf("%w: bits %d (1, 2, 4 or 8)", ErrInvalid, bits)
+	}
+	if len(lst) > lim.MaxEncoded {
+		return nil, fmt.Errorf("%w: lst has %d bytes", ErrTooLarge, len(lst))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(lst)
+	if err != nil {
+		return nil, fmt.Errorf("%w: lst is not base64url: %v", ErrInvalid, err)
+	}
+	zr, err := zlib.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: not ZLIB: %v", ErrInvalid, err)
+	}
+	defer zr.Close()
+	data, err := io.ReadAll(io.LimitReader(zr, lim.MaxDecompressed+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if int64(len(data)) > lim.MaxDecompressed {
+		return nil, fmt.Errorf("%w: inflates beyond %d bytes", ErrTooLarge, lim.MaxDecompressed)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty list", ErrInvalid)
+	}
+	return &Bitstring{bits: data, profile: ProfileToken, size: bits}, nil
+}
+
+// EncodeToken builds a Token Status List lst (for tests): values[i] at
+// entry i, bits bits each.
+func EncodeToken(values []uint, bits int) (string, error) {
+	switch bits {
+	case 1, 2, 4, 8:
+	default:
+		return "", fmt.Errorf("%w: bits %d", ErrInvalid, bits)
+	}
+	buf := make([]byte, (len(values)*bits+7)/8)
+	for i, v := range values {
+		if v >= 1<<uint(bits) {
+			return "", fmt.Errorf("%w: value %d in %d bits", ErrInvalid, v, bits)
+		}
+		bit := i * bits
+		buf[bit/8] |= byte(v) << uint(bit%8)
+	}
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	if _, err := zw.Write(buf); err != nil {
+		return "", err
+	}
+	if err := zw.Close(); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(z.Bytes()), nil
 }
 
 func decodeBase64Any(s string) ([]byte, error) {

@@ -88,6 +88,72 @@ func TestDecodeRejects(t *testing.T) {
 	require.ErrorIs(t, err, ErrIndex)
 }
 
+// TestTokenList: Token Status List entries of 1, 2, 4 and 8 bits sit in
+// the least significant bits first, each value in its natural bit order;
+// the draft's example (bits 1, bytes 0xB9 0xA3) and a 2-bit list made by
+// @sd-jwt/jwt-status-list 0.19 decode to the values those were made from.
+func TestTokenList(t *testing.T) {
+	for _, tc := range []struct {
+		lst  string
+		bits int
+		want []uint
+	}{
+		{"eNrbuRgAAhcBXQ", 1, []uint{1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1}},
+		{"eNqb8xAAAhsBfg", 2, []uint{0, 3, 1, 2, 1, 0, 2, 3}},
+	} {
+		b, err := DecodeToken(tc.lst, tc.bits, DefaultLimits)
+		require.NoError(t, err)
+		for i, w := range tc.want {
+			v, err := b.Status(i)
+			require.NoError(t, err)
+			require.Equal(t, w, v, "%s index %d", tc.lst, i)
+		}
+	}
+	for _, bits := range []int{1, 2, 4, 8} {
+		values := make([]uint, 37)
+		for i := range values {
+			values[i] = uint(i*7+3) % (1 << uint(bits))
+		}
+		lst, err := EncodeToken(values, bits)
+		require.NoError(t, err)
+		b, err := DecodeToken(lst, bits, DefaultLimits)
+		require.NoError(t, err)
+		for i, w := range values {
+			v, err := b.Status(i)
+			require.NoError(t, err)
+			require.Equal(t, w, v, "bits %d index %d", bits, i)
+		}
+		_, err = b.Status(b.Len())
+		require.ErrorIs(t, err, ErrIndex)
+	}
+	_, err := DecodeToken("eNrbuRgAAhcBXQ", 3, DefaultLimits)
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = DecodeToken("H4sIAAAAAAAA_wMAAAAAAAAAAAA", 1, DefaultLimits) // GZIP, not ZLIB
+	require.ErrorIs(t, err, ErrInvalid)
+	bomb, err := EncodeToken(make([]uint, 8<<20), 8)
+	require.NoError(t, err)
+	_, err = DecodeToken(bomb, 8, Limits{MaxEncoded: 1 << 20, MaxDecompressed: 1 << 20})
+	require.ErrorIs(t, err, ErrTooLarge)
+}
+
+func FuzzDecodeToken(f *testing.F) {
+	f.Add("eNrbuRgAAhcBXQ", 1, 3)
+	lst, _ := EncodeToken([]uint{0, 3, 1, 2}, 2)
+	f.Add(lst, 2, 1)
+	f.Add("eNoDAAAAAAE", 8, 0)
+	f.Fuzz(func(t *testing.T, s string, bits, idx int) {
+		b, err := DecodeToken(s, bits, Limits{MaxEncoded: 1 << 16, MaxDecompressed: 1 << 20})
+		if err != nil {
+			return
+		}
+		v, err := b.Status(idx)
+		if err == nil && v >= 1<<uint(bits) {
+			t.Fatalf("value %d does not fit in %d bits", v, bits)
+		}
+		_, _ = b.Status(b.Len() - 1)
+	})
+}
+
 func FuzzDecode(f *testing.F) {
 	enc, _ := Encode(64, []int{0, 7}, ProfileW3C)
 	f.Add(enc, 1, 3)

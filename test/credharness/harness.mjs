@@ -46,6 +46,7 @@ import {EdDSASigner} from 'did-jwt';
 import {Openid4vpClient} from '@openid4vc/openid4vp';
 import {SDJwtVcInstance} from '@sd-jwt/sd-jwt-vc';
 import {digest, generateSalt} from '@sd-jwt/crypto-nodejs';
+import {StatusList, createHeaderAndPayload} from '@sd-jwt/jwt-status-list';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -193,6 +194,8 @@ const holder = await edDidKey();
 
 // Status lists: name -> {issuer, kind, length, revoked:Set, credential}
 const lists = new Map();
+// IETF Token Status Lists (SD-JWT VC): name -> Status List Token (JWT)
+const tokenLists = new Map();
 
 // ---------------------------------------------------------------- HTTP
 function serve(req, res) {
@@ -200,6 +203,12 @@ function serve(req, res) {
   if(url.pathname === '/issuers/web/did.json') {
     res.writeHead(200, {'content-type': 'application/did+json'});
     res.end(JSON.stringify(webDoc));
+    return;
+  }
+  const t = url.pathname.match(/^\/tokenstatus\/([\w-]+)$/);
+  if(t && tokenLists.has(t[1])) {
+    res.writeHead(200, {'content-type': 'application/statuslist+jwt'});
+    res.end(tokenLists.get(t[1]));
     return;
   }
   const m = url.pathname.match(/^\/status\/([\w-]+)$/);
@@ -299,6 +308,31 @@ async function makeList({name, issuer, kind, revoked = [], validUntil, validFrom
   return {id, credential: signed};
 }
 
+// tokenList: {name, issuer ('web'), bits (1), size (1024), statuses: {index: value}, exp (ms since epoch),
+//             ttl (s), sub (default: its own URI), typ (default statuslist+jwt)} makes an IETF Token Status
+// List with @sd-jwt/jwt-status-list, signs it as the issuer and serves it at /tokenstatus/<name>.
+async function makeTokenList(o) {
+  const iss = issuers[o.issuer ?? 'web'];
+  const uri = `${base}/tokenstatus/${o.name}`;
+  const list = new StatusList(new Array(o.size ?? 1024).fill(0), o.bits ?? 1);
+  for(const [i, v] of Object.entries(o.statuses ?? {})) list.setStatus(Number(i), v);
+  const payload = {iss: iss.did, sub: o.sub ?? uri, iat: nowSec()};
+  if(o.exp) payload.exp = Math.floor(o.exp / 1000);
+  if(o.ttl) payload.ttl = o.ttl;
+  const alg = iss.publicJwk?.crv === 'Ed25519' ? 'EdDSA' : 'ES256';
+  const signed = createHeaderAndPayload(list, payload, {alg, typ: 'statuslist+jwt', kid: iss.kid});
+  if(o.typ) signed.header.typ = o.typ; // the library sets statuslist+jwt
+  const jwt = await signJWT(signed.header, signed.payload, iss.privateKey);
+  tokenLists.set(o.name, jwt);
+  return {uri, jwt};
+}
+
+// serveTokenList: {name, jwt} replaces what /tokenstatus/<name> serves.
+function serveTokenList({name, jwt}) {
+  tokenLists.set(name, jwt);
+  return {};
+}
+
 // serveList: {name, credential} replaces what /status/<name> serves (the Go
 // tests respell a signed list to check that gxconf refuses the respelling).
 function serveList({name, credential}) {
@@ -321,7 +355,8 @@ function statusEntry(status) {
 // issue: {format, issuer, type, claims, validFrom, validUntil (ms since epoch), status:{list,index}, subject, unknownContext,
 //         inlineVocab (ldp_vc: the claims vocabulary as an inline context), proofExpires (ldp_vc: ms since epoch),
 //         vc2 (ldp_vc: a VC Data Model 2.0 document; bitstring status only),
-//         lib (jwt_vc_json: 'did-jwt-vc' issues with did-jwt-vc, EdDSA, from an Ed25519 did:key issuer)}
+//         lib (jwt_vc_json: 'did-jwt-vc' issues with did-jwt-vc, EdDSA, from an Ed25519 did:key issuer),
+//         tokenStatus (SD-JWT: {list, index} of a tokenList), statusClaim (SD-JWT: the status claim as given)}
 async function issue(o) {
   const issuerName = o.issuer ?? 'w3c';
   const iss = issuers[issuerName];
@@ -403,6 +438,10 @@ async function issue(o) {
     });
     const payload = {iss: iss.did, iat: nowSec(), nbf: Math.floor(validFrom / 1000), vct: type,
       cnf: {jwk: holder.publicJwk}, ...claims};
+    if(o.tokenStatus) {
+      payload.status = {status_list: {idx: o.tokenStatus.index, uri: `${base}/tokenstatus/${o.tokenStatus.list}`}};
+    }
+    if(o.statusClaim) payload.status = o.statusClaim;
     if(o.validUntil) payload.exp = Math.floor(o.validUntil / 1000);
     return sd.issue(payload, {_sd: Object.keys(claims)}, {header: {typ: o.format, kid: iss.kid}});
   }
@@ -608,6 +647,8 @@ const handlers = {
   info: async () => identities(),
   list: makeList,
   serveList,
+  tokenList: makeTokenList,
+  serveTokenList,
   issue,
   present,
 };
