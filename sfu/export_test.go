@@ -48,3 +48,10 @@ func (s *Server) DescribeSubscriptions(room, identity string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// SetLeaveHooks sets the participant close test hooks (participant.go)
+// until the returned function restores them.
+func SetLeaveHooks(closing, awaiting func(identity string)) (restore func()) {
+	testHookClosing, testHookAwaitingLeave = closing, awaiting
+	return func() { testHookClosing, testHookAwaitingLeave = nil, nil }
+}

@@ -52,6 +52,7 @@ type Participant struct {
 	retired         map[*webrtc.RTPTransceiver]bool // single mode: sections a track left, until the next answer
 	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
 	closed          bool
+	left            chan struct{} // closed once the leave is announced (leftAnnounced)
 	lastReliableSeq uint32
 
 	ansMu         sync.Mutex // held while answering a publisher offer
@@ -450,12 +451,20 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		}}})
 	}
 	p.sc.close(closeCodeFor(reason), reason.String())
-	p.room.removeParticipant(p)
+	if h := testHookClosing; h != nil {
+		h(p.identity)
+	}
+	// Announced before the session leaves the room's map: a new session of
+	// the same identity that no longer finds this one there can rely on
+	// its DISCONNECTED being queued before its own JOINED (see
+	// closeAnnounced).
 	if !p.hidden {
 		info := p.snapshot()
 		info.Tracks = nil
 		p.room.broadcastUpdate(p, info)
 	}
+	p.room.removeParticipant(p)
+	close(p.leftAnnounced())
 	for _, t := range published {
 		if t.close() {
 			p.s.metrics.tracks.Dec()
@@ -473,6 +482,33 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		p.remote.closed(reason)
 	}
 }
+
+// leftAnnounced returns a channel closed once close has announced p's
+// leave (or found it hidden).
+func (p *Participant) leftAnnounced() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.left == nil {
+		p.left = make(chan struct{})
+	}
+	return p.left
+}
+
+// closeAnnounced closes p, or, when another goroutine is already closing
+// it (the client's own leave racing its rejoin), waits until that one has
+// announced the leave: the caller's announcements then follow it.
+func (p *Participant) closeAnnounced(reason livekit.DisconnectReason) {
+	p.close(reason, true)
+	if h := testHookAwaitingLeave; h != nil {
+		h(p.identity)
+	}
+	<-p.leftAnnounced()
+}
+
+// Test hooks (export_test.go): testHookClosing runs in close once the
+// participant is marked closed, before its leave is announced;
+// testHookAwaitingLeave in closeAnnounced before it waits for that.
+var testHookClosing, testHookAwaitingLeave func(identity string)
 
 func (p *Participant) closePeerConnections() {
 	if p.recv != nil {

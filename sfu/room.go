@@ -133,7 +133,7 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 	// remote participants by identity).
 	if old := r.participant(grants.Identity); old != nil {
 		old.log.Info().Msg("participant replaced by a new session")
-		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+		old.closeAnnounced(livekit.DisconnectReason_DUPLICATE_IDENTITY)
 	}
 	p, err := newParticipant(r, token, params, sc)
 	if err != nil {
@@ -189,7 +189,7 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 
 	if old != nil {
 		// Raced with another join of the same identity.
-		old.close(livekit.DisconnectReason_DUPLICATE_IDENTITY, true)
+		old.closeAnnounced(livekit.DisconnectReason_DUPLICATE_IDENTITY)
 	}
 	p.log.Info().Str("path", params.path).Bool("single_pc", p.single).Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
 	if !p.hidden {

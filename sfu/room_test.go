@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	"github.com/stretchr/testify/require"
@@ -143,4 +144,71 @@ func TestFastPublishOnlyForPublishers(t *testing.T) {
 		require.Equal(t, c.media || c.dat, j.GetFastPublish(), c.name)
 		ws.CloseNow()
 	}
+}
+
+// TestRejoinWhileLeaving: a client's leave and its rejoin race — the old
+// session's close has begun (its Leave was read) but not yet announced
+// when the new session joins. The others must still see the old session
+// DISCONNECTED before the new one (clients key participants by identity;
+// the other order would remove the new session). The old session's close
+// is held until the join waits for it (or, were the join not to wait,
+// until the others see the new session).
+func TestRejoinWhileLeaving(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	const room = "rejoin"
+	watcher, _ := rawJoin(t, ts, room, "watcher", "")
+	defer watcher.CloseNow()
+	x1, first := rawJoin(t, ts, room, "x", "")
+	defer x1.CloseNow()
+	sid1 := first.GetJoin().GetParticipant().GetSid()
+
+	closing, release := make(chan struct{}), make(chan struct{})
+	var once, releaseOnce sync.Once
+	restore := sfu.SetLeaveHooks(func(identity string) {
+		if identity == "x" {
+			once.Do(func() { close(closing); <-release })
+		}
+	}, func(identity string) {
+		if identity == "x" {
+			releaseOnce.Do(func() { close(release) })
+		}
+	})
+	defer restore()
+	defer releaseOnce.Do(func() { close(release) })
+
+	b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{Reason: livekit.DisconnectReason_CLIENT_INITIATED}}})
+	require.NoError(t, err)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	require.NoError(t, x1.Write(wctx, websocket.MessageBinary, b))
+	select {
+	case <-closing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("x's leave never reached its close")
+	}
+
+	joined := make(chan *websocket.Conn, 1)
+	go func() {
+		ws, _ := rawJoin(t, ts, room, "x", "")
+		joined <- ws
+	}()
+	var order []string
+	for len(order) < 2 {
+		_, data, err := watcher.Read(wctx)
+		require.NoError(t, err)
+		res := &livekit.SignalResponse{}
+		require.NoError(t, proto.Unmarshal(data, res))
+		for _, info := range res.GetUpdate().GetParticipants() {
+			switch {
+			case info.GetSid() == sid1 && info.GetState() == livekit.ParticipantInfo_DISCONNECTED:
+				order = append(order, "old left")
+			case info.GetIdentity() == "x" && info.GetSid() != sid1:
+				order = append(order, "new joined")
+				releaseOnce.Do(func() { close(release) }) // a join that did not wait
+			}
+		}
+	}
+	require.Equal(t, []string{"old left", "new joined"}, order)
+	(<-joined).CloseNow()
 }
