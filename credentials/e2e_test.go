@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -286,8 +288,22 @@ func TestHarnessEndToEnd(t *testing.T) {
 		require.True(t, strings.HasPrefix(req.Link, "openid4vp://?"))
 		status, body := e.get(t, req.PageURL)
 		require.Equal(t, http.StatusOK, status)
-		require.Contains(t, body, "<svg")
-		require.Contains(t, body, "openid4vp://")
+		require.Equal(t, 2, strings.Count(body, "<svg"), "a QR code for each link")
+		// Both links are on the page; a wallet of OID4VP 1.0 answers the
+		// DCQL one as the page gives it.
+		var hrefs []string
+		for _, m := range regexp.MustCompile(`href="(openid4vp://[^"]+)"`).FindAllStringSubmatch(body, -1) {
+			hrefs = append(hrefs, html.UnescapeString(m[1]))
+		}
+		require.Equal(t, []string{req.Link, req.DCQLLink}, hrefs)
+		user := newUser()
+		dreq := e.request(t, user, kritisRoom)
+		_, dbody := e.get(t, dreq.PageURL)
+		dcql := html.UnescapeString(regexp.MustCompile(`href="(openid4vp://[^"]+query%3Ddcql[^"]*)"`).FindStringSubmatch(dbody)[1])
+		r := e.h.present(t, dcql, e.h.issue(t, map[string]any{"format": "dc+sd-jwt", "issuer": "web"}), "sd-jwt", map[string]any{"wallet": "openid4vp"})
+		require.Equal(t, http.StatusOK, r.Status, r.Body)
+		require.Equal(t, 100, r.Wallet.Version)
+		require.True(t, e.authorize(t, user, kritisRoom).Allow)
 		status, body = e.get(t, req.RequestURI)
 		require.Equal(t, http.StatusOK, status)
 		require.Equal(t, 2, strings.Count(body, "."))

@@ -49,7 +49,12 @@ Scannen Sie den Code mit Ihrer Wallet oder öffnen Sie den Link auf diesem Gerä
 {{if eq .State "pending"}}
 <div class="qr">{{.QR}}</div>
 <p><a class="btn" href="{{.Link}}">In Wallet öffnen / open in wallet</a></p>
-<p>Gültig bis / valid until {{.Expires}}.</p>
+<h2>Wallet nach OID4VP 1.0 / OID4VP 1.0 wallet</h2>
+<p>Kennt Ihre Wallet nur OID4VP 1.0 (DCQL), nutzen Sie diesen Code. / If your wallet speaks OID4VP 1.0 (DCQL) only, use this code.</p>
+<div class="qr">{{.DCQLQR}}</div>
+<p><a class="btn" href="{{.DCQLLink}}">In Wallet öffnen (OID4VP 1.0) / open in wallet (OID4VP 1.0)</a></p>
+<p>Beide Codes gelten für dieselbe Anfrage, nur einmal. / Both codes are the same request, usable once.
+Gültig bis / valid until {{.Expires}}.</p>
 {{else if eq .State "verified"}}<p><strong>Nachweis geprüft. / Credential verified.</strong> Sie können dem Anruf jetzt beitreten.</p>
 {{else if eq .State "refused"}}<p><strong>Nachweis abgelehnt / refused:</strong> {{.Result}}</p>
 {{else}}<p>Diese Anfrage ist abgelaufen. / This request has expired.</p>{{end}}
@@ -63,9 +68,12 @@ func (v *Verifier) servePage(w http.ResponseWriter, r *http.Request) {
 	}
 	pr := v.publicRequest(sr)
 	state := requestState(sr, v.now())
-	var qr template.HTML
+	var qr, dcqlQR template.HTML
 	if state == "pending" {
-		if qr, err = qrSVG(pr.Link); err != nil {
+		if qr, err = qrSVG(pr.Link); err == nil {
+			dcqlQR, err = qrSVG(pr.DCQLLink)
+		}
+		if err != nil {
 			http.Error(w, "failed to render QR code", http.StatusInternalServerError)
 			return
 		}
@@ -76,6 +84,7 @@ func (v *Verifier) servePage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Frame-Options", "DENY")
 	_ = pageTemplate.Execute(w, map[string]any{
 		"RoomID": sr.RoomID, "Level": sr.Level, "State": state, "QR": qr, "Link": template.URL(pr.Link), //nolint:gosec // our own openid4vp URL
+		"DCQLQR": dcqlQR, "DCQLLink": template.URL(pr.DCQLLink), //nolint:gosec // our own openid4vp URL
 		"Expires": sr.ExpiresAt.UTC().Format("2006-01-02 15:04 UTC"), "Result": sr.Result,
 	})
 }
