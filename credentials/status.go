@@ -114,16 +114,11 @@ func listErr(err error) error {
 	return fmt.Errorf("%w: %v", ErrStatusListInvalid, err)
 }
 
-// fetch gets, verifies and decodes the list; issuer is the issuer of the
-// credential that refers to it, the only DID the list may be issued by (and
-// so the only one resolved while verifying it).
-func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
-	if ref.Type == TokenStatusList {
-		return s.fetchToken(ctx, ref, issuer)
-	}
-	cfg := s.c.cfg.StatusList
-	body, err := did.Fetch(ctx, s.client, ref.ListURL, cfg.MaxCredentialBytes,
-		"application/vc+ld+json, application/vc+jwt, application/vc, application/json")
+// fetchBody gets a status list's document: an oversized one is an invalid
+// list, one that cannot be fetched (or only from a private address) an
+// unavailable one.
+func (s *statusCache) fetchBody(ctx context.Context, u, accept string) ([]byte, error) {
+	body, err := did.Fetch(ctx, s.client, u, s.c.cfg.StatusList.MaxCredentialBytes, accept)
 	if err != nil {
 		switch {
 		case errors.Is(err, did.ErrTooLarge):
@@ -132,6 +127,21 @@ func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (
 			return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+	}
+	return body, nil
+}
+
+// fetch gets, verifies and decodes the list; issuer is the issuer of the
+// credential that refers to it, the only DID the list may be issued by (and
+// so the only one resolved while verifying it).
+func (s *statusCache) fetch(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
+	if ref.Type == TokenStatusList {
+		return s.fetchToken(ctx, ref, issuer)
+	}
+	cfg := s.c.cfg.StatusList
+	body, err := s.fetchBody(ctx, ref.ListURL, "application/vc+ld+json, application/vc+jwt, application/vc, application/json")
+	if err != nil {
+		return nil, err
 	}
 	sameIssuer := func(iss string) error {
 		if iss != issuer {
@@ -205,15 +215,9 @@ func tokenStatusRef(v any) (StatusRef, error) {
 // credential: 1 is INVALID, 2 SUSPENDED, the rest application-specific.
 func (s *statusCache) fetchToken(ctx context.Context, ref StatusRef, issuer string) (*statusEntry, error) {
 	cfg := s.c.cfg.StatusList
-	body, err := did.Fetch(ctx, s.client, ref.ListURL, cfg.MaxCredentialBytes, "application/statuslist+jwt")
+	body, err := s.fetchBody(ctx, ref.ListURL, "application/statuslist+jwt")
 	if err != nil {
-		switch {
-		case errors.Is(err, did.ErrTooLarge):
-			return nil, fmt.Errorf("%w: %w: %v", ErrStatusListInvalid, statuslist.ErrTooLarge, err)
-		case errors.Is(err, did.ErrPrivateAddress):
-			return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+		return nil, err
 	}
 	j, err := parseCompactJWS(string(bytes.TrimSpace(body)))
 	if err != nil {

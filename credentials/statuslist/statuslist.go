@@ -124,16 +124,9 @@ func Decode(encoded string, profile Profile, statusSize int, lim Limits) (*Bitst
 	if err != nil {
 		return nil, fmt.Errorf("%w: not GZIP: %v", ErrInvalid, err)
 	}
-	defer zr.Close()
-	bits, err := io.ReadAll(io.LimitReader(zr, lim.MaxDecompressed+1))
+	bits, err := inflate(zr, lim.MaxDecompressed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if int64(len(bits)) > lim.MaxDecompressed {
-		return nil, fmt.Errorf("%w: inflates beyond %d bytes", ErrTooLarge, lim.MaxDecompressed)
-	}
-	if len(bits) == 0 {
-		return nil, fmt.Errorf("%w: empty list", ErrInvalid)
+		return nil, err
 	}
 	return &Bitstring{bits: bits, profile: profile, size: statusSize}, nil
 }
@@ -160,18 +153,28 @@ func DecodeToken(lst string, bits int, lim Limits) (*Bitstring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: not ZLIB: %v", ErrInvalid, err)
 	}
+	data, err := inflate(zr, lim.MaxDecompressed)
+	if err != nil {
+		return nil, err
+	}
+	return &Bitstring{bits: data, profile: ProfileToken, size: bits}, nil
+}
+
+// inflate reads a decompressor to its end, at most max bytes, and closes
+// it; an empty list is invalid.
+func inflate(zr io.ReadCloser, max int64) ([]byte, error) {
 	defer zr.Close()
-	data, err := io.ReadAll(io.LimitReader(zr, lim.MaxDecompressed+1))
+	data, err := io.ReadAll(io.LimitReader(zr, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if int64(len(data)) > lim.MaxDecompressed {
-		return nil, fmt.Errorf("%w: inflates beyond %d bytes", ErrTooLarge, lim.MaxDecompressed)
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%w: inflates beyond %d bytes", ErrTooLarge, max)
 	}
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty list", ErrInvalid)
 	}
-	return &Bitstring{bits: data, profile: ProfileToken, size: bits}, nil
+	return data, nil
 }
 
 // EncodeToken builds a Token Status List lst (for tests): values[i] at
