@@ -95,6 +95,10 @@ type RTCConfig struct {
 	// GSO sends each subscriber's copies of a video frame as one segmented
 	// message (UDP_SEGMENT) on the direct path, where the kernel supports
 	// it (checked at start; gxconf_sfu_segmentation_offload says which).
+	// With DirectReceive, a socket reader's streams of fewer than
+	// gsoKeepMin subscribers share one batch, sent when the socket is
+	// drained, with a subscriber's copies of several streams in one message
+	// where their sizes allow.
 	GSO bool `yaml:"gso"`
 	// PacketCacheSize is the number of video packets kept per simulcast
 	// layer to answer NACKs; the low layers keep a quarter.

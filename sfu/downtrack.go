@@ -329,7 +329,7 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 	if b != nil {
 		if dest := dt.sub.direct.Load(); dest != nil && dt.directContextLocked() {
 			if enc := dt.sealLocked(b.next(), out, level, payload, munge, &pic); enc != nil {
-				b.add(enc, dest, &dt.gso)
+				b.add(enc, dest, b.slotFor(dest, &dt.gso))
 				dt.direct++
 				dt.mu.Unlock()
 				return

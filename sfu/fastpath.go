@@ -182,6 +182,10 @@ func (k *keyCapture) keys() (local, remote *fastKeys, err error) {
 // takes the address as it is, not converted from a *net.UDPAddr per copy.
 type directDest struct {
 	ap netip.AddrPort
+	// slots holds, per socket reader, which message of that reader's
+	// shared batch carries this destination's copies (sendBatch.shared);
+	// each reader touches only its own.
+	slots []gsoSlot
 }
 
 func (d *directDest) Network() string { return "udp" }
@@ -195,7 +199,7 @@ func (p *Participant) onSelectedPair(pair *webrtc.ICECandidatePair) {
 		p.direct.Store(nil)
 		return
 	}
-	p.direct.Store(&directDest{ap: ap})
+	p.direct.Store(&directDest{ap: ap, slots: make([]gsoSlot, p.s.readers)})
 }
 
 // muxAddr is the remote address of a selected pair that runs over the
@@ -273,6 +277,14 @@ func (p *Participant) wireDirect(pc *webrtc.PeerConnection, k *keyCapture, send 
 // at the frame's last packet (marker bit), when the timestamp moves on
 // (a lost marker), when many packets are held, and when no packet came for
 // gsoHoldMax.
+//
+// A socket reader's shared batch (heldLayers) takes the copies of every
+// stream that reader forwards to fewer than gsoKeepMin subscribers and is
+// sent when the socket is drained. Its copies are gathered per
+// destination rather than per downtrack: a subscriber's audio and video of
+// several publishers read in one go share a message where the sizes allow
+// (every segment but the last the same size): in the 20-person meeting
+// of scripts/bench-compare.sh 1.45 packets per message against 1.32.
 type sendBatch struct {
 	out   *mmsgWriter
 	gso   bool
@@ -292,6 +304,18 @@ type sendBatch struct {
 	// msgsOut and calls count the messages the kernel took and the
 	// sendmmsg calls (write; nil in tests that do not look).
 	msgsOut, calls prometheus.Counter
+	// shared is 1 + the index of the socket reader whose shared batch this
+	// is (its slot in directDest.slots); 0 for a layer's own batch.
+	shared int
+}
+
+// slotFor is the slot that tracks dest's message in the batch: the
+// destination's for a reader's shared batch, else own (the downtrack's).
+func (b *sendBatch) slotFor(dest *directDest, own *gsoSlot) *gsoSlot {
+	if i := b.shared - 1; i >= 0 && i < len(dest.slots) {
+		return &dest.slots[i]
+	}
+	return own
 }
 
 // gsoSwitch turns segmentation off for all batches of a server.
@@ -342,7 +366,9 @@ func (b *sendBatch) next() []byte {
 // downtrack's, so its copies of one frame share a message.
 func (b *sendBatch) add(pkt []byte, dest *directDest, slot *gsoSlot) {
 	b.nbuf++
-	if b.gso && slot.b == b && slot.epoch == b.epoch {
+	// The message must still be dest's: an epoch counter that wrapped
+	// around must not put a copy in another subscriber's message.
+	if b.gso && slot.b == b && slot.epoch == b.epoch && int(slot.msg) < b.n && b.msgs[slot.msg].Addr == dest {
 		m, seg := &b.msgs[slot.msg], b.segs[slot.msg]
 		last := m.Buffers[len(m.Buffers)-1]
 		if len(last) == seg && len(pkt) <= seg && len(m.Buffers) < gsoMaxSegments && (len(m.Buffers)+1)*seg <= gsoMaxBytes {

@@ -273,6 +273,11 @@ func (s *Server) readHook(pkt []byte, from netip.AddrPort, hl *heldLayers) bool 
 // the frames that reader left held (heldLayers).
 func (s *Server) readHooks() (func([]byte, netip.AddrPort) bool, func()) {
 	hl := &heldLayers{}
+	if s.batchConn != nil {
+		s.initBatch(&hl.batch)
+		s.readers++ // called for each socket before the server serves anyone
+		hl.batch.shared = s.readers
+	}
 	return func(pkt []byte, from netip.AddrPort) bool { return s.readHook(pkt, from, hl) }, hl.flush
 }
 
@@ -285,7 +290,14 @@ func (s *Server) readHooks() (func([]byte, netip.AddrPort) bool, func()) {
 // ~400 times a second in a meeting of 20 for deadlines long cancelled
 // (Go's runtime sleeps until a stopped timer's time before it drops it).
 // Owned by the reader's goroutine.
-type heldLayers struct{ ls []*layerRecv }
+//
+// The reader's shared batch takes the copies of the streams it forwards to
+// fewer than gsoKeepMin subscribers (deliver): per subscriber one message
+// for what the reader read in one go, and one sendmmsg at the drain.
+type heldLayers struct {
+	ls    []*layerRecv
+	batch sendBatch // shared (sendBatch.shared); out is nil in tests that use layers' own batches
+}
 
 // add notes that l, whose mu is held, holds copies.
 func (hl *heldLayers) add(l *layerRecv) {
@@ -309,4 +321,7 @@ func (hl *heldLayers) flush() {
 		hl.ls[i] = nil
 	}
 	hl.ls = hl.ls[:0]
+	if hl.batch.held() {
+		hl.batch.flush()
+	}
 }

@@ -382,6 +382,7 @@ type layerRecv struct {
 	batch    sendBatch
 	deadline bool        // a read deadline bounds a held frame (pion's path)
 	heldBy   *heldLayers // the socket reader that will flush a held frame (direct path)
+	shared   *heldLayers // the reader whose shared batch took the last packet (direct path)
 
 	// written by the read loop only
 	packets atomic.Uint64
@@ -476,6 +477,27 @@ func (l *layerRecv) readLoop() {
 func (l *layerRecv) deliver(pkt []byte, h *rtp.Header, hl *heldLayers) {
 	l.direct.Add(1)
 	l.mu.Lock()
+	if hl.batch.out != nil && len(*l.t.dts.Load()) < gsoKeepMin {
+		// Few subscribers: into the reader's shared batch, sent at the
+		// drain. What the layer's own batch still holds leaves first, so
+		// a stream's packets stay in order.
+		if l.batch.held() {
+			l.batch.flush()
+			l.holdLocked()
+		}
+		l.shared = hl
+		l.handleInto(pkt, h, &hl.batch)
+		l.mu.Unlock()
+		return
+	}
+	if l.shared != nil {
+		// The layer leaves the shared batch (more subscribers now, or
+		// another reader): what it left there goes first.
+		if l.shared == hl && hl.batch.held() {
+			hl.batch.flush()
+		}
+		l.shared = nil
+	}
 	l.handle(pkt, h)
 	if l.batch.held() && l.batch.n < gsoKeepMin {
 		hl.add(l)
@@ -527,7 +549,11 @@ func (l *layerRecv) stopReader() {
 // handle processes one received RTP packet: sequence accounting, packet
 // cache, keyframe and audio level detection, then inline fan-out to the
 // downtracks. h is scratch space reused across calls. The caller holds mu.
-func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
+func (l *layerRecv) handle(pkt []byte, h *rtp.Header) { l.handleInto(pkt, h, nil) }
+
+// handleInto is handle with the copies going to shared (a socket
+// reader's batch, flushed by the reader) instead of the layer's own batch.
+func (l *layerRecv) handleInto(pkt []byte, h *rtp.Header, shared *sendBatch) {
 	hn, err := h.Unmarshal(pkt)
 	if err != nil {
 		return
@@ -584,15 +610,22 @@ func (l *layerRecv) handle(pkt []byte, h *rtp.Header) {
 		}
 	}
 	b := &l.batch
-	if b.out == nil {
+	switch {
+	case shared != nil:
+		b = shared
+	case b.out == nil:
 		b = nil
-	} else if b.held() && b.ts != h.Timestamp {
+	case b.held() && b.ts != h.Timestamp:
 		b.flush() // the previous frame's last packet was lost
 	}
 	for _, dt := range *t.dts.Load() {
 		dt.writeRTP(l.idx, h, payload, keyframe, now, b)
 	}
-	if b != nil && b.held() {
+	if shared != nil {
+		if b.nbuf >= gsoMaxHeld {
+			b.flush()
+		}
+	} else if b != nil && b.held() {
 		// Video from a publisher is held until the frame's last packet
 		// (readLoop's deadline bounds the wait); anything else goes now.
 		if !b.gso || !l.hold || l.cache == nil || h.Marker || b.nbuf >= gsoMaxHeld {

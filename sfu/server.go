@@ -52,6 +52,9 @@ type Server struct {
 	// socket is read (fastrecv.go); recvAddrs maps their source addresses.
 	directRecv bool
 	recvAddrs  addrTable[*pubRecv]
+	// readers counts the media sockets' readers (each with a shared send
+	// batch, readHooks); set before the server starts.
+	readers int
 	// rtcpAddrs maps connections' source addresses to the guards that
 	// bound what their RTCP makes pion keep (rtcpguard.go).
 	rtcpAddrs addrTable[*rtcpGuard]
