@@ -370,9 +370,20 @@ func (b *sendBatch) add(pkt []byte, dest *directDest, slot *gsoSlot) {
 	// around must not put a copy in another subscriber's message.
 	if b.gso && slot.b == b && slot.epoch == b.epoch && int(slot.msg) < b.n && b.msgs[slot.msg].Addr == dest {
 		m, seg := &b.msgs[slot.msg], b.segs[slot.msg]
-		last := m.Buffers[len(m.Buffers)-1]
-		if len(last) == seg && len(pkt) <= seg && len(m.Buffers) < gsoMaxSegments && (len(m.Buffers)+1)*seg <= gsoMaxBytes {
+		k := len(m.Buffers)
+		last := m.Buffers[k-1]
+		switch {
+		case k >= gsoMaxSegments:
+		case len(last) == seg && len(pkt) <= seg && (k+1)*seg <= gsoMaxBytes:
 			m.Buffers = append(m.Buffers, pkt)
+			return
+		case !sameSSRC(last, pkt) && (len(pkt) == seg && len(last) < seg || k == 1 && len(pkt) > seg) && (k+1)*len(pkt) <= gsoMaxBytes:
+			// A shared batch's copies of two streams: pkt goes before the
+			// shorter last segment (a single one: pkt sets the size), which
+			// reorders packets of different streams only.
+			m.Buffers = append(m.Buffers, last)
+			m.Buffers[k-1] = pkt
+			b.segs[slot.msg] = len(pkt)
 			return
 		}
 	}
@@ -386,6 +397,12 @@ func (b *sendBatch) add(pkt []byte, dest *directDest, slot *gsoSlot) {
 	b.segs[b.n] = len(pkt)
 	slot.b, slot.epoch, slot.msg = b, b.epoch, int32(b.n)
 	b.n++
+}
+
+// sameSSRC tells whether two RTP or SRTP packets (headers in the clear)
+// belong to one stream.
+func sameSSRC(a, b []byte) bool {
+	return len(a) < 12 || len(b) < 12 || [4]byte(a[8:12]) == [4]byte(b[8:12])
 }
 
 // held tells whether packets wait for a flush.
@@ -415,11 +432,16 @@ func (b *sendBatch) flush() {
 		}
 		msgs = msgs[n:]
 	}
-	b.n, b.nbuf = 0, 0
-	b.epoch++
+	b.reset()
 	if b.gso && b.off != nil && b.off.Load() {
 		b.gso = false
 	}
+}
+
+// reset empties the batch; slots of the copies it held go stale.
+func (b *sendBatch) reset() {
+	b.n, b.nbuf = 0, 0
+	b.epoch++
 }
 
 // unsegmented sends a refused segmented message as single datagrams and

@@ -143,16 +143,16 @@ func TestSharedBatchPerDestination(t *testing.T) {
 		r.quiet(t, i)
 	}
 
-	// a's frame of two full packets with b's packets between them: b's
-	// smaller packet ends a message, a's next packet starts the next; per
-	// stream the order is kept.
+	// a's frame of two full packets with b's packets between them: a's
+	// second packet goes before b's shorter first, b's second starts the
+	// next message; per stream the order is kept.
 	r.feed(a, 101, false, 1100)
 	r.feed(b, 501, false, 300)
 	r.feed(a, 102, false, 1100)
 	r.feed(b, 502, false, 300)
 	r.hl.flush()
 	require.Equal(t, 2.0, calls())
-	require.Equal(t, 3.0+3*2, msgs(), "per subscriber [1100, 300] twice")
+	require.Equal(t, 3.0+3*2, msgs(), "per subscriber [1100, 1100, 300] and [300]")
 	for i := range 3 {
 		seqs := r.receive(t, i, 4)
 		require.Equal(t, []uint16{101, 102}, seqs[1000+uint32(i)])
@@ -219,4 +219,56 @@ func TestSendBatchStaleSlot(t *testing.T) {
 	b.add(p, one, &s1) // the real slot still works
 	require.Equal(t, 3, b.n)
 	require.Len(t, b.msgs[0].Buffers, 2)
+}
+
+// TestSendBatchTwoStreams: in a shared batch a larger copy of another
+// stream goes before a message's single shorter one, and a full-size copy
+// before its shorter last one, so both share the message; copies of one
+// stream are never reordered, and the segment limits hold.
+func TestSendBatchTwoStreams(t *testing.T) {
+	dest := &directDest{ap: netip.MustParseAddrPort("192.0.2.1:5000"), slots: make([]gsoSlot, 1)}
+	b := &sendBatch{gso: true, shared: 1}
+	pkt := func(ssrc byte, size int) []byte {
+		p := b.next()[:size]
+		clear(p[:12])
+		p[11] = ssrc
+		return p
+	}
+	add := func(ssrc byte, size int) { b.add(pkt(ssrc, size), dest, b.slotFor(dest, nil)) }
+	shape := func() (out [][]int) {
+		for _, m := range b.msgs[:b.n] {
+			var sizes []int
+			for _, p := range m.Buffers {
+				sizes = append(sizes, int(p[11])*10000+len(p))
+			}
+			out = append(out, sizes)
+		}
+		return out
+	}
+	add(1, 300)  // audio of stream 1
+	add(2, 1100) // video of stream 2: larger, another stream, goes first
+	require.Equal(t, [][]int{{21100, 10300}}, shape())
+	require.Equal(t, 1100, b.segs[0])
+	add(2, 1100) // full size: before the shorter last
+	require.Equal(t, [][]int{{21100, 21100, 10300}}, shape())
+	add(2, 700) // neither full nor first: a new message
+	require.Equal(t, [][]int{{21100, 21100, 10300}, {20700}}, shape())
+	add(2, 1100) // same stream as the last: never before it
+	require.Equal(t, [][]int{{21100, 21100, 10300}, {20700}, {21100}}, shape())
+	b.reset()
+
+	add(3, 300)
+	add(3, 1100) // same stream, larger: not reordered
+	require.Equal(t, [][]int{{30300}, {31100}}, shape())
+	b.reset()
+
+	// The segment count limit holds for the reordering too.
+	add(1, 1000)
+	for range gsoMaxSegments - 2 {
+		add(1, 1000)
+	}
+	add(2, 100)
+	add(1, 1000) // the message has gsoMaxSegments: a new one
+	require.Equal(t, 2, b.n)
+	require.Len(t, b.msgs[0].Buffers, gsoMaxSegments)
 }
