@@ -272,3 +272,54 @@ func TestSendBatchTwoStreams(t *testing.T) {
 	require.Equal(t, 2, b.n)
 	require.Len(t, b.msgs[0].Buffers, gsoMaxSegments)
 }
+
+// FuzzSendBatchGroups: whatever sizes and streams publishers send (both
+// are theirs to choose), a shared batch's messages are what the kernel
+// segments correctly — every segment but the last of the segment size,
+// the last no larger, within the segment and byte limits — every copy is
+// in a message to its own destination, and each stream's copies to a
+// destination leave in the order they were added. Each input triple is
+// (destination, stream, size).
+func FuzzSendBatchGroups(f *testing.F) {
+	f.Add([]byte{0, 1, 100, 0, 2, 200, 0, 2, 200, 1, 1, 50, 0, 1, 100})
+	f.Add([]byte{0, 1, 30, 0, 2, 255, 0, 2, 255, 0, 2, 90, 0, 1, 255})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		dests := make([]*directDest, 4)
+		for i := range dests {
+			dests[i] = &directDest{ap: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 5000), slots: make([]gsoSlot, 1)}
+		}
+		b := &sendBatch{gso: true, shared: 1}
+		type key struct {
+			dest *directDest
+			ssrc byte
+		}
+		want := map[key][]uint32{}
+		var seq uint32
+		for ; len(in) >= 3 && b.nbuf < gsoMaxHeld; in = in[3:] {
+			d, ssrc, size := dests[in[0]%4], in[1]%4, 12+int(in[2])*5
+			p := b.next()[:size]
+			clear(p[:12])
+			seq++
+			p[0], p[1], p[2], p[3] = byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq)
+			p[11] = ssrc
+			want[key{d, ssrc}] = append(want[key{d, ssrc}], seq)
+			b.add(p, d, b.slotFor(d, nil))
+		}
+		got := map[key][]uint32{}
+		for i, m := range b.msgs[:b.n] {
+			seg := b.segs[i]
+			if len(m.Buffers) > gsoMaxSegments || len(m.Buffers)*seg > gsoMaxBytes {
+				t.Fatalf("message %d: %d segments of %d bytes", i, len(m.Buffers), seg)
+			}
+			for j, p := range m.Buffers {
+				if j < len(m.Buffers)-1 && len(p) != seg || len(p) > seg {
+					t.Fatalf("message %d segment %d: %d bytes, segment size %d", i, j, len(p), seg)
+				}
+				d := m.Addr.(*directDest)
+				k := key{d, p[11]}
+				got[k] = append(got[k], uint32(p[0])<<24|uint32(p[1])<<16|uint32(p[2])<<8|uint32(p[3]))
+			}
+		}
+		require.Equal(t, want, got, "every copy once, at its destination, in order per stream")
+	})
+}
