@@ -51,6 +51,7 @@ type Options struct {
 
 	RoomPrefix string  // default "loadtest"
 	NoAudio    bool    // publishers send no audio
+	AudioVBR   bool    // audio frame sizes vary as with Opus VBR (PublishOptions.AudioVBR)
 	NoVideo    bool    // publishers send no video
 	Layers     []Layer // default DefaultLayers()
 	FPS        int     // default 30
@@ -322,7 +323,7 @@ func Run(ctx context.Context, opts Options, out io.Writer, log zerolog.Logger) (
 		}
 		p.room = room
 		if pl.publish {
-			pub, err := StartPublisher(room, PublishOptions{Audio: !opts.NoAudio, Video: !opts.NoVideo, Layers: opts.Layers, FPS: opts.FPS})
+			pub, err := StartPublisher(room, PublishOptions{Audio: !opts.NoAudio, AudioVBR: opts.AudioVBR, Video: !opts.NoVideo, Layers: opts.Layers, FPS: opts.FPS})
 			if err != nil {
 				log.Warn().Err(err).Str("lk_identity", pl.identity).Msg("publish failed")
 			}

@@ -98,3 +98,23 @@ func TestStreamStatsFreezes(t *testing.T) {
 	s.frame("x", last.Add(4*time.Second+time.Second))
 	require.EqualValues(t, 2, s.freezeState(last.Add(5*time.Second)).freezes)
 }
+
+// TestVBRSize: -audio-vbr frame sizes stay within half and one and a half
+// times the mean, average to it, and differ from frame to frame.
+func TestVBRSize(t *testing.T) {
+	sum, distinct := 0, map[int]bool{}
+	for seq := uint32(1); seq <= 5000; seq++ {
+		n := vbrSize(80, seq)
+		if n < 40 || n > 120 {
+			t.Fatalf("frame %d: %d bytes", seq, n)
+		}
+		sum += n
+		distinct[n] = true
+	}
+	if mean := float64(sum) / 5000; mean < 76 || mean > 84 {
+		t.Fatalf("mean %.1f bytes, want about 80", mean)
+	}
+	if len(distinct) < 60 {
+		t.Fatalf("%d distinct sizes of 81", len(distinct))
+	}
+}

@@ -41,6 +41,10 @@ type PublishOptions struct {
 	FPS        int           // default 30
 	KeyEvery   time.Duration // periodic key frame; default 2 s (plus one per PLI)
 	AudioBytes int           // bytes per 20 ms audio frame; default 80
+	// AudioVBR varies each audio frame's size between half and one and a
+	// half times AudioBytes, as Opus's variable bitrate does (a fixed size
+	// lets an SFU treat every publisher's audio packets as one size).
+	AudioVBR bool
 	// AudioLevel is sent as ssrc-audio-level (-dBov: 0 loudest, 127
 	// silence); 0 means 127. Speech is about 20-40.
 	AudioLevel uint8
@@ -205,7 +209,19 @@ func (a *audioProvider) NextSample(context.Context) (media.Sample, error) {
 	a.seq++
 	// lksdk writes the sample right after NextSample returns (it paces
 	// afterwards), so now is the send time.
-	return media.Sample{Data: AudioFrame(a.marker, a.seq, time.Now(), a.p.opts.AudioBytes), Duration: 20 * time.Millisecond}, nil
+	size := a.p.opts.AudioBytes
+	if a.p.opts.AudioVBR {
+		size = vbrSize(size, a.seq)
+	}
+	return media.Sample{Data: AudioFrame(a.marker, a.seq, time.Now(), size), Duration: 20 * time.Millisecond}, nil
+}
+
+// vbrSize is frame seq's size for a mean of size bytes: spread evenly over
+// [size/2, 3*size/2] by a hash of seq, so that publishers differ too.
+func vbrSize(size int, seq uint32) int {
+	x := seq * 0x9e3779b1 // Fibonacci hashing: consecutive frames far apart
+	x ^= x >> 15
+	return size/2 + int(x%uint32(size+1))
 }
 
 // CurrentAudioLevel is sent in the ssrc-audio-level extension (-dBov,

@@ -5,6 +5,9 @@
 #
 #   scripts/bench-compare.sh            # all settings and scenarios, 2 runs each
 #   RUNS=3 SCENARIOS=1to150 SETTINGS="gxconf lk-cc" scripts/bench-compare.sh
+#   GXCONF=/tmp/gx-a LOADTEST=bin/gxconf LOADTEST_ARGS=-audio-vbr scripts/bench-compare.sh
+#     (another gxconf build as the SFU; the load tool of this one, with
+#     audio frames of varying size as Opus sends them)
 #
 # Prints one line per run (and keeps each run's output in $OUT):
 #   server setting scenario run  µs CPU per forwarded packet, delivered
@@ -74,6 +77,8 @@ SIGNAL_PORT=${SIGNAL_PORT:-17880}
 UDP_PORT=${UDP_PORT:-17882}
 METRICS_PORT=${METRICS_PORT:-17890}
 GXCONF=${GXCONF:-$root/bin/gxconf}
+LOADTEST=${LOADTEST:-$GXCONF}  # the gxconf binary whose `loadtest` drives the runs
+LOADTEST_ARGS=${LOADTEST_ARGS:-} # more loadtest flags for every run, e.g. -audio-vbr
 LIVEKIT=${LIVEKIT:-$root/.cache/bin/livekit-server}
 OUT=${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}
 
@@ -187,7 +192,7 @@ for run in $(seq "$FIRST_RUN" $((FIRST_RUN + RUNS - 1))); do
       # In the background and waited for, so that a signal to this script
       # interrupts the wait (and cleanup stops the load tool).
       LIVEKIT_API_KEY=bench LIVEKIT_API_SECRET=$secret prio "$dir/loadtest.pid" taskset -c "$GEN_CPU" \
-        "$GXCONF" loadtest -url "ws://127.0.0.1:$SIGNAL_PORT" "${args[@]}" "${metrics[@]}" \
+        "$LOADTEST" loadtest -url "ws://127.0.0.1:$SIGNAL_PORT" "${args[@]}" $LOADTEST_ARGS "${metrics[@]}" \
         -room-prefix "bench-$run" -warmup "$WARMUP" -duration "$DURATION" -sfu-pid "$sfu_pid" \
         >"$dir/loadtest.txt" 2>"$dir/loadtest.log" &
       wrapper=$!

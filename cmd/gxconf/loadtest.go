@@ -64,6 +64,7 @@ func cmdLoadtest(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.Warmup, "warmup", 10*time.Second, "wait between the last join and the window")
 	fs.Float64Var(&o.JoinRate, "join-rate", 10, "joins per second")
 	fs.BoolVar(&o.NoAudio, "no-audio", false, "publishers send no audio")
+	fs.BoolVar(&o.AudioVBR, "audio-vbr", false, "audio frames of varying size (0.5-1.5 x 80 bytes, as Opus VBR) instead of 80 bytes each")
 	fs.BoolVar(&o.NoVideo, "no-video", false, "publishers send no video")
 	fs.IntVar(&o.FPS, "fps", 30, "video frames per second")
 	fs.StringVar(&o.Quality, "quality", "", "layer subscribers ask for: low, medium, high (empty: server default)")
