@@ -91,13 +91,21 @@ func (r *gsoRig) frame(seq *uint16, ts uint32, key, noMarker bool, sizes ...int)
 // the sequence numbers per SSRC and the datagram sizes.
 func (r *gsoRig) receive(t *testing.T, want int) (map[uint32][]uint16, []int) {
 	t.Helper()
+	return readSRTP(t, r.sink, r.keys, want)
+}
+
+// readSRTP reads want datagrams from sink, decrypts each as one SRTP
+// packet with keys (a context per SSRC) and returns the sequence numbers
+// per SSRC and the datagram sizes.
+func readSRTP(t *testing.T, sink *net.UDPConn, keys *fastKeys, want int) (map[uint32][]uint16, []int) {
+	t.Helper()
 	ctxs := map[uint32]*srtp.Context{}
 	seqs := map[uint32][]uint16{}
 	var sizes []int
 	buf := make([]byte, 1500)
-	require.NoError(t, r.sink.SetReadDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, sink.SetReadDeadline(time.Now().Add(10*time.Second)))
 	for range want {
-		n, err := r.sink.Read(buf)
+		n, err := sink.Read(buf)
 		require.NoError(t, err)
 		sizes = append(sizes, n)
 		var h rtp.Header
@@ -105,7 +113,7 @@ func (r *gsoRig) receive(t *testing.T, want int) (map[uint32][]uint16, []int) {
 		require.NoError(t, err)
 		c := ctxs[h.SSRC]
 		if c == nil {
-			c, err = srtp.CreateContext(r.keys.key, r.keys.salt, r.keys.profile)
+			c, err = srtp.CreateContext(keys.key, keys.salt, keys.profile)
 			require.NoError(t, err)
 			ctxs[h.SSRC] = c
 		}

@@ -82,27 +82,7 @@ func (r *sharedRig) feed(l *layerRecv, seq uint16, key bool, size int, open ...b
 // sequence numbers per SSRC, each datagram decrypted as one SRTP packet.
 func (r *sharedRig) receive(t *testing.T, i, want int) map[uint32][]uint16 {
 	t.Helper()
-	seqs := map[uint32][]uint16{}
-	ctxs := map[uint32]*srtp.Context{}
-	buf := make([]byte, 1500)
-	require.NoError(t, r.sinks[i].SetReadDeadline(time.Now().Add(10*time.Second)))
-	for range want {
-		n, err := r.sinks[i].Read(buf)
-		require.NoError(t, err)
-		var h rtp.Header
-		_, err = h.Unmarshal(buf[:n])
-		require.NoError(t, err)
-		c := ctxs[h.SSRC]
-		if c == nil {
-			c, err = srtp.CreateContext(r.keys.key, r.keys.salt, r.keys.profile)
-			require.NoError(t, err)
-			ctxs[h.SSRC] = c
-		}
-		var dh rtp.Header
-		_, err = c.DecryptRTP(nil, buf[:n], &dh)
-		require.NoError(t, err, "every datagram is one intact SRTP packet")
-		seqs[h.SSRC] = append(seqs[h.SSRC], dh.SequenceNumber)
-	}
+	seqs, _ := readSRTP(t, r.sinks[i], r.keys, want)
 	return seqs
 }
 
