@@ -217,7 +217,8 @@ func (a *audioProvider) NextSample(context.Context) (media.Sample, error) {
 }
 
 // vbrSize is frame seq's size for a mean of size bytes: spread evenly over
-// [size/2, 3*size/2] by a hash of seq, so that publishers differ too.
+// [size/2, 3*size/2] by a hash of seq (publishers, which join at different
+// times, send different sizes at any moment).
 func vbrSize(size int, seq uint32) int {
 	x := seq * 0x9e3779b1 // Fibonacci hashing: consecutive frames far apart
 	x ^= x >> 15

@@ -352,7 +352,8 @@ const (
 	// (heldLayers), bounded by a read deadline: a frame whose packets
 	// arrive spread out is then still one message per subscriber, which
 	// for many subscribers saves more than the timer costs. For fewer, the
-	// timer is the larger cost (meeting20 against 1 → 150, sfu/README.md).
+	// timer is the larger cost (meeting20 against 1 → 150, sfu/README.md):
+	// such a stream goes into its reader's shared batch instead.
 	gsoKeepMin = 32
 )
 

@@ -470,10 +470,11 @@ func (l *layerRecv) readLoop() {
 	}
 }
 
-// deliver handles a packet of the direct receive path. Copies left held
-// are flushed by the socket reader (hl) once its socket is drained, or,
-// for a frame of gsoKeepMin subscribers or more, when the frame ends or
-// the read deadline (gsoHoldMax) passes.
+// deliver handles a packet of the direct receive path. A stream of fewer
+// than gsoKeepMin subscribers puts its copies into the socket reader's
+// (hl's) shared batch, sent once the socket is drained; a frame of
+// gsoKeepMin subscribers or more stays in the layer's own batch until the
+// frame ends or the read deadline (gsoHoldMax) passes.
 func (l *layerRecv) deliver(pkt []byte, h *rtp.Header, hl *heldLayers) {
 	l.direct.Add(1)
 	l.mu.Lock()
