@@ -3,6 +3,7 @@ package sfu
 import (
 	"fmt"
 	"sort"
+	"time"
 )
 
 // DescribeSubscriptions is, for tests that fail, what the server knows of
@@ -54,4 +55,13 @@ func (s *Server) DescribeSubscriptions(room, identity string) []string {
 func SetLeaveHooks(closing, awaiting func(identity string)) (restore func()) {
 	testHookClosing, testHookAwaitingLeave = closing, awaiting
 	return func() { testHookClosing, testHookAwaitingLeave = nil, nil }
+}
+
+// SetJoinOfferHold sets how long the answer to a server-sdk-go client's
+// join request offer waits for its first candidate (singlepc.go) until
+// the returned function restores it.
+func SetJoinOfferHold(d time.Duration) (restore func()) {
+	old := joinOfferHold
+	joinOfferHold = d
+	return func() { joinOfferHold = old }
 }

@@ -77,6 +77,10 @@ type Participant struct {
 	// (cleared by the client's next offer), with the sections it asked for
 	offerAsked     bool
 	askedA, askedV int
+	// single peer connection: the join request's offer, not answered
+	// before the client's first candidate (holdOffer); negMu guards both
+	heldOffer *livekit.SessionDescription
+	heldTimer *time.Timer
 
 	dcMu      sync.Mutex // also guards subReliable/subLossy in single mode
 	dcOpen    bool
@@ -444,6 +448,12 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 	}
 	p.subscriptions = map[string]*downTrack{}
 	p.mu.Unlock()
+	p.negMu.Lock()
+	if p.heldTimer != nil {
+		p.heldTimer.Stop()
+		p.heldTimer, p.heldOffer = nil, nil
+	}
+	p.negMu.Unlock()
 
 	if sendLeave {
 		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{

@@ -104,6 +104,7 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if p.single {
+		p.releaseOffer() // answers in order
 		return p.handleSingleOffer(sd)
 	}
 	p.ansMu.Lock()
@@ -215,6 +216,9 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	target := t.GetTarget()
 	if target != livekit.SignalTarget_SUBSCRIBER || p.single {
 		target = livekit.SignalTarget_PUBLISHER
+	}
+	if p.single {
+		p.releaseOffer() // the client has set its offer (holdOffer)
 	}
 	pc := p.pc(target)
 	p.mu.Lock()

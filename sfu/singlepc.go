@@ -12,9 +12,15 @@ package sfu
 // (livekit-server pkg/rtc/transport.go, livekit-client RTCEngine.ts).
 
 import (
+	"time"
+
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 )
+
+// joinOfferHold bounds how long the answer to a server-sdk-go client's
+// join request offer waits for the client's first candidate (holdOffer).
+var joinOfferHold = 250 * time.Millisecond
 
 // startSingle finishes a single mode join after the JoinResponse: the
 // add_track requests and the publisher offer carried by the JoinRequest.
@@ -25,9 +31,56 @@ func (p *Participant) startSingle(params joinParams) {
 	if params.publisherOffer == nil {
 		return // Firefox: the offer follows on the socket
 	}
+	if params.sdk == "go" {
+		p.holdOffer(params.publisherOffer)
+		return
+	}
 	if err := p.handleSingleOffer(params.publisherOffer); err != nil {
 		p.log.Warn().Err(err).Msg("failed to answer the offer of the join request")
 	}
+}
+
+// holdOffer keeps the answer to the join request's offer until the client
+// has applied that offer itself. server-sdk-go (v2.19, v2.20) sends the
+// offer before setting it as its local description, starts reading the
+// socket on the JoinResponse and only then sets it: an answer already
+// waiting in the socket can reach pion first, which refuses it in state
+// stable, and the publisher connection never comes up (CI, 6 Dec 2026:
+// "invalid proposed signaling state transition: stable->SetRemote(answer)"
+// in TestJoinTime). The client's first candidate proves the offer is set
+// (pion gathers only once it is); without one the answer goes out after
+// joinOfferHold. livekit-client sets its first offer only when the answer
+// arrives, so it is answered at once.
+func (p *Participant) holdOffer(sd *livekit.SessionDescription) {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	p.heldOffer = sd
+	hold := joinOfferHold
+	p.heldTimer = time.AfterFunc(hold, func() {
+		if p.releaseOffer() {
+			p.log.Debug().Dur("after", hold).Msg("answered the join request's offer without a candidate from the client")
+		}
+	})
+}
+
+// releaseOffer answers a held join request offer, once; it reports
+// whether there was one.
+func (p *Participant) releaseOffer() bool {
+	p.negMu.Lock()
+	sd := p.heldOffer
+	p.heldOffer = nil
+	if p.heldTimer != nil {
+		p.heldTimer.Stop()
+		p.heldTimer = nil
+	}
+	p.negMu.Unlock()
+	if sd == nil || p.isClosed() {
+		return false
+	}
+	if err := p.handleSingleOffer(sd); err != nil {
+		p.log.Warn().Err(err).Msg("failed to answer the offer of the join request")
+	}
+	return true
 }
 
 // handleSingleOffer answers the client's offer: subscriptions waiting for

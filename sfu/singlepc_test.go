@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gxfs-conf/gxconf/loadtest"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )
@@ -186,4 +189,115 @@ func TestCloseDuringNegotiationLeavesNoReader(t *testing.T) {
 	}
 	carol := ts.join(t, "churn", "carol", nil)
 	carol.waitMedia(t, []string{"alice"}, 10, 10, 15*time.Second)
+}
+
+// TestJoinOfferAnsweredOnceSet: the answer to the offer of a server-sdk-go
+// join request waits until the client has set that offer — shown by its
+// first candidate — because server-sdk-go starts reading the socket
+// before it sets the offer, and pion refuses an answer that comes first
+// (CI, 6 Dec 2026). Without a candidate the answer goes out after the
+// hold; a livekit-client join request (which sets its offer only when the
+// answer arrives) is answered at once. Events, not timing: the server
+// answers a join request's offer before it reads the socket, so an answer
+// not seen before the pong to a ping sent after the join was held.
+func TestJoinOfferAnsweredOnceSet(t *testing.T) {
+	verifyNoLeaks(t)
+	restore := sfu.SetJoinOfferHold(time.Hour)
+	t.Cleanup(restore) // after the server stopped (cleanups run last in, first out)
+	ts := startServer(t, nil)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	offerPC := func() (*webrtc.PeerConnection, webrtc.SessionDescription) {
+		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = pc.Close() })
+		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+			_, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+			require.NoError(t, err)
+		}
+		offer, err := pc.CreateOffer(nil)
+		require.NoError(t, err)
+		return pc, offer
+	}
+	join := func(identity string, sdk livekit.ClientInfo_SDK, offer webrtc.SessionDescription) *websocket.Conn {
+		q := url.Values{"access_token": {ts.token(t, "hold", identity, nil)}, "join_request": {encodeJoinRequest(t, &livekit.JoinRequest{
+			ClientInfo:         &livekit.ClientInfo{Sdk: sdk, Protocol: 16, Version: "2.19.0"},
+			ConnectionSettings: &livekit.ConnectionSettings{AutoSubscribe: true},
+			PublisherOffer:     &livekit.SessionDescription{Type: "offer", Sdp: offer.SDP, Id: 1},
+		})}}
+		ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?"+q.Encode(), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ws.CloseNow() })
+		require.NotNil(t, readSignal(t, ws).GetJoin())
+		return ws
+	}
+	send := func(ws *websocket.Conn, req *livekit.SignalRequest) {
+		b, err := proto.Marshal(req)
+		require.NoError(t, err)
+		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+	}
+	// answeredBeforePong sends a ping and reads up to its pong.
+	answeredBeforePong := func(ws *websocket.Conn) *livekit.SessionDescription {
+		send(ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+		var answer *livekit.SessionDescription
+		for {
+			res := readSignal(t, ws)
+			if a := res.GetAnswer(); a != nil {
+				answer = a
+			}
+			if res.GetPongResp() != nil {
+				return answer
+			}
+		}
+	}
+	awaitAnswer := func(ws *websocket.Conn) *livekit.SessionDescription {
+		for {
+			if a := readSignal(t, ws).GetAnswer(); a != nil {
+				return a
+			}
+		}
+	}
+
+	// server-sdk-go: held until the first candidate, then pion takes it.
+	pc, offer := offerPC()
+	ws := join("go", livekit.ClientInfo_GO, offer)
+	require.True(t, answeredBeforePong(ws) == nil, "answer sent before the client set its offer")
+	first := make(chan webrtc.ICECandidateInit, 1)
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c != nil {
+			select {
+			case first <- c.ToJSON():
+			default:
+			}
+		}
+	})
+	require.NoError(t, pc.SetLocalDescription(offer))
+	var cand webrtc.ICECandidateInit
+	select {
+	case cand = <-first:
+	case <-ctx.Done():
+		t.Fatal("no candidate gathered")
+	}
+	ci, err := json.Marshal(cand)
+	require.NoError(t, err)
+	send(ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+		CandidateInit: string(ci), Target: livekit.SignalTarget_PUBLISHER,
+	}}})
+	answer := awaitAnswer(ws)
+	require.Equal(t, uint32(1), answer.GetId())
+	require.NoError(t, pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.GetSdp()}))
+
+	// livekit-client: answered at once.
+	_, offer = offerPC()
+	ws = join("js", livekit.ClientInfo_JS, offer)
+	require.True(t, answeredBeforePong(ws) != nil, "livekit-client's join request offer not answered at once")
+
+	// server-sdk-go without a candidate: answered once the hold ends (a
+	// server started after the hold was shortened).
+	sfu.SetJoinOfferHold(50 * time.Millisecond)
+	ts = startServer(t, nil)
+	_, offer = offerPC()
+	ws = join("quiet", livekit.ClientInfo_GO, offer)
+	require.Equal(t, uint32(1), awaitAnswer(ws).GetId())
 }
