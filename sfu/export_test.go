@@ -65,3 +65,19 @@ func SetJoinOfferHold(d time.Duration) (restore func()) {
 	joinOfferHold = d
 	return func() { joinOfferHold = old }
 }
+
+// QueuedCandidates is how many trickled candidates identity's publisher
+// and subscriber connections hold until their remote descriptions.
+func (s *Server) QueuedCandidates(room, identity string) (pub, sub int) {
+	r := s.getRoom(room)
+	if r == nil {
+		return -1, -1
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return -1, -1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.candQueue[0]), len(p.candQueue[1])
+}

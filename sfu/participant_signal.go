@@ -204,8 +204,19 @@ func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
 	return p.pub
 }
 
+// Bounds on a client's trickled candidates: a browser sends a few per
+// network interface and server, each one line of well under 300 bytes.
+const (
+	maxCandidateInit   = 2048 // bytes of one candidate's JSON
+	maxQueuedCandidate = 64   // per connection, before its remote description
+)
+
 func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	if t.GetCandidateInit() == "" {
+		return
+	}
+	if len(t.GetCandidateInit()) > maxCandidateInit {
+		p.log.Debug().Int("len", len(t.GetCandidateInit())).Msg("ignoring oversized ice candidate")
 		return
 	}
 	var c webrtc.ICECandidateInit
@@ -223,6 +234,11 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	pc := p.pc(target)
 	p.mu.Lock()
 	if pc.RemoteDescription() == nil {
+		if len(p.candQueue[target]) >= maxQueuedCandidate {
+			p.mu.Unlock()
+			p.log.Debug().Str("target", target.String()).Msg("ignoring ice candidate: too many before the session description")
+			return
+		}
 		p.candQueue[target] = append(p.candQueue[target], c)
 		p.mu.Unlock()
 		return

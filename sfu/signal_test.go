@@ -662,3 +662,39 @@ func TestShutdownDuringLeaves(t *testing.T) {
 		})
 	}
 }
+
+// TestTrickleFlood: candidates trickled before a connection's session
+// description are held for it, but only so many, and an oversized one
+// not at all: a client cannot grow the server's memory by trickling
+// without ever offering. The ping's pong, queued after the trickles were
+// handled, orders the check.
+func TestTrickleFlood(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws, first := rawJoin(t, ts, "flood", "mallory", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	send := func(req *livekit.SignalRequest) {
+		b, err := proto.Marshal(req)
+		require.NoError(t, err)
+		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+	}
+	trickle := func(port int, pad int) {
+		c := fmt.Sprintf(`{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 %d typ host%s","sdpMid":"0","sdpMLineIndex":0}`,
+			port, strings.Repeat(" ", pad))
+		send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+			CandidateInit: c, Target: livekit.SignalTarget_PUBLISHER,
+		}}})
+	}
+	trickle(9, 4096) // oversized: ignored
+	for i := range 200 {
+		trickle(10000+i, 0)
+	}
+	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+	for readSignal(t, ws).GetPongResp() == nil {
+	}
+	pub, _ := ts.srv.QueuedCandidates("flood", "mallory")
+	require.Equal(t, 64, pub)
+}
