@@ -81,6 +81,9 @@ type Participant struct {
 	// before the client's first candidate (holdOffer); negMu guards both
 	heldOffer *livekit.SessionDescription
 	heldTimer *time.Timer
+	// offerMu orders the answers to the client's offers in single mode: a
+	// held offer released by its timer is answered before a newer offer.
+	offerMu sync.Mutex
 
 	dcMu      sync.Mutex // also guards subReliable/subLossy in single mode
 	dcOpen    bool

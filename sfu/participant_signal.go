@@ -104,7 +104,9 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if p.single {
-		p.releaseOffer() // answers in order
+		p.offerMu.Lock()
+		defer p.offerMu.Unlock()
+		p.releaseOfferLocked() // answers in order
 		return p.handleSingleOffer(sd)
 	}
 	p.ansMu.Lock()

@@ -66,6 +66,13 @@ func (p *Participant) holdOffer(sd *livekit.SessionDescription) {
 // releaseOffer answers a held join request offer, once; it reports
 // whether there was one.
 func (p *Participant) releaseOffer() bool {
+	p.offerMu.Lock()
+	defer p.offerMu.Unlock()
+	return p.releaseOfferLocked()
+}
+
+// releaseOfferLocked is releaseOffer with offerMu held.
+func (p *Participant) releaseOfferLocked() bool {
 	p.negMu.Lock()
 	sd := p.heldOffer
 	p.heldOffer = nil
