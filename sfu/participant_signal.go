@@ -275,6 +275,17 @@ func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata)
 		}
 		return
 	}
+	if field, limit := p.metadataTooLargeLocked(m.GetName(), m.GetMetadata(), m.GetAttributes()); field != "" {
+		p.mu.Unlock()
+		p.log.Debug().Str("field", field).Msg("metadata update refused: too large")
+		if m.GetRequestId() != 0 {
+			p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
+				RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_LIMIT_EXCEEDED,
+				Message: fmt.Sprintf("%s exceeds %d bytes", field, limit),
+			}}})
+		}
+		return
+	}
 	p.applyMetadataLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
 	p.mu.Unlock()
 	p.publishUpdate(true)
@@ -283,6 +294,44 @@ func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata)
 			RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_OK,
 		}}})
 	}
+}
+
+// Limits on what a participant's info carries, as livekit-server's
+// defaults: every other participant is sent it on each change.
+const (
+	maxNameLength     = 256
+	maxMetadataSize   = 64000
+	maxAttributesSize = 64000 // keys and values, after the merge
+)
+
+// metadataTooLargeLocked names the field an update would take over its
+// limit (and the limit), or returns "": the update is applied whole or
+// not at all.
+func (p *Participant) metadataTooLargeLocked(name, metadata string, attrs map[string]string) (string, int) {
+	if len(name) > maxNameLength {
+		return "name", maxNameLength
+	}
+	if len(metadata) > maxMetadataSize {
+		return "metadata", maxMetadataSize
+	}
+	if len(attrs) == 0 {
+		return "", 0
+	}
+	size := 0
+	for k, v := range p.info.Attributes {
+		if _, replaced := attrs[k]; !replaced {
+			size += len(k) + len(v)
+		}
+	}
+	for k, v := range attrs {
+		if v == "" {
+			continue // a deletion never refuses an update
+		}
+		if size += len(k) + len(v); size > maxAttributesSize {
+			return "attributes", maxAttributesSize
+		}
+	}
+	return "", 0
 }
 
 // applyMetadataLocked sets non-empty name/metadata and merges attributes

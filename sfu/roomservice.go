@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -130,6 +131,9 @@ func (rs *roomService) CreateRoom(_ context.Context, req *livekit.CreateRoomRequ
 	if req.GetName() == "" {
 		return nil, twirp.RequiredArgumentError("name")
 	}
+	if len(req.GetMetadata()) > maxMetadataSize {
+		return nil, twirp.InvalidArgumentError("metadata", fmt.Sprintf("exceeds %d bytes", maxMetadataSize))
+	}
 	opts := rs.s.defaultRoomOptions()
 	if req.GetEmptyTimeout() > 0 {
 		opts.emptyTimeout = time.Duration(req.GetEmptyTimeout()) * time.Second
@@ -234,6 +238,10 @@ func (rs *roomService) UpdateParticipant(_ context.Context, req *livekit.UpdateP
 		return nil, err
 	}
 	p.mu.Lock()
+	if field, limit := p.metadataTooLargeLocked(req.GetName(), req.GetMetadata(), req.GetAttributes()); field != "" {
+		p.mu.Unlock()
+		return nil, twirp.InvalidArgumentError(field, fmt.Sprintf("exceeds %d bytes", limit))
+	}
 	p.applyMetadataLocked(req.GetName(), req.GetMetadata(), req.GetAttributes())
 	p.mu.Unlock()
 	if perm := req.GetPermission(); perm != nil {
@@ -284,6 +292,9 @@ func (rs *roomService) SendData(_ context.Context, req *livekit.SendDataRequest)
 }
 
 func (rs *roomService) UpdateRoomMetadata(_ context.Context, req *livekit.UpdateRoomMetadataRequest) (*livekit.Room, error) {
+	if len(req.GetMetadata()) > maxMetadataSize {
+		return nil, twirp.InvalidArgumentError("metadata", fmt.Sprintf("exceeds %d bytes", maxMetadataSize))
+	}
 	r, err := rs.room(req.GetRoom())
 	if err != nil {
 		return nil, err

@@ -698,3 +698,64 @@ func TestTrickleFlood(t *testing.T) {
 	pub, _ := ts.srv.QueuedCandidates("flood", "mallory")
 	require.Equal(t, 64, pub)
 }
+
+// TestMetadataLimits: a participant's own name, metadata and attributes
+// (sent to everyone in the room on each change) are bounded as
+// livekit-server bounds them. An update over a limit is refused whole,
+// with LIMIT_EXCEEDED naming the field; attributes count after the merge
+// (a replaced value no longer counts); the others never see a refused
+// update. RoomService refuses the same with invalid_argument.
+func TestMetadataLimits(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := ts.join(t, "md", "bob", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok := ts.token(t, "md", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+tok, nil)
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20) // updates of 40 kB attributes come back
+	require.NotNil(t, readSignal(t, ws).GetJoin())
+	id := uint32(0)
+	update := func(m *livekit.UpdateParticipantMetadata) *livekit.RequestResponse {
+		id++
+		m.RequestId = id
+		b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: m}})
+		require.NoError(t, err)
+		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+		for {
+			if r := readSignal(t, ws).GetRequestResponse(); r != nil && r.GetRequestId() == id {
+				return r
+			}
+		}
+	}
+	refused := func(r *livekit.RequestResponse, field string) {
+		t.Helper()
+		require.Equal(t, livekit.RequestResponse_LIMIT_EXCEEDED, r.GetReason())
+		require.True(t, strings.HasPrefix(r.GetMessage(), field+" "), r.GetMessage())
+	}
+	big := strings.Repeat("x", 40000)
+
+	refused(update(&livekit.UpdateParticipantMetadata{Metadata: strings.Repeat("m", 64001), Name: "fine"}), "metadata")
+	refused(update(&livekit.UpdateParticipantMetadata{Name: strings.Repeat("n", 257)}), "name")
+	require.Equal(t, livekit.RequestResponse_OK, update(&livekit.UpdateParticipantMetadata{Metadata: "m1", Attributes: map[string]string{"a": big}}).GetReason())
+	refused(update(&livekit.UpdateParticipantMetadata{Metadata: "m2", Attributes: map[string]string{"b": big}}), "attributes")
+	require.Equal(t, livekit.RequestResponse_OK, update(&livekit.UpdateParticipantMetadata{Attributes: map[string]string{"a": "small", "b": big}}).GetReason())
+	require.Equal(t, livekit.RequestResponse_OK, update(&livekit.UpdateParticipantMetadata{Attributes: map[string]string{"a": "", "b": ""}}).GetReason())
+
+	var seen *lksdk.RemoteParticipant
+	require.Eventually(t, func() bool {
+		seen = bob.room.GetParticipantByIdentity("mallory")
+		return seen != nil && seen.Metadata() == "m1" && len(seen.Attributes()) == 0
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "mallory", seen.Name(), "a refused update changed the name")
+
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "md", Identity: "mallory", Metadata: strings.Repeat("m", 64001)})
+	requireTwirpCode(t, err, twirp.InvalidArgument)
+	_, err = rs.UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: "md", Metadata: strings.Repeat("m", 64001)})
+	requireTwirpCode(t, err, twirp.InvalidArgument)
+	_, err = rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "md2", Metadata: strings.Repeat("m", 64001)})
+	requireTwirpCode(t, err, twirp.InvalidArgument)
+}
