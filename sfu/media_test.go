@@ -172,6 +172,30 @@ func TestLowQualityLayer(t *testing.T) {
 	require.GreaterOrEqual(t, got, exp, "sequence numbers must stay contiguous across layer switches")
 }
 
+// TestOutOfRangeQuality: a quality outside LOW..HIGH (enums take any
+// int32 on the wire) is clamped to a layer there is: -3 gets the lowest,
+// 99 the highest; the session and media carry on (an index of -2 into the
+// layers panicked before).
+func TestOutOfRangeQuality(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := ts.join(t, "oor", "alice", nil)
+	bob := ts.join(t, "oor", "bob", nil)
+	alice.publish(t, loadtest.PublishOptions{Video: true, Audio: true})
+	bob.waitMedia(t, []string{"alice"}, 10, 10, 15*time.Second)
+	pub := bob.publication("alice/video")
+	require.NotNil(t, pub)
+	st := bob.stream("alice/video")
+	for q, layer := range map[livekit.VideoQuality]livekit.VideoQuality{-3: livekit.VideoQuality_LOW, 99: livekit.VideoQuality_HIGH} {
+		require.NoError(t, pub.SetVideoQuality(q))
+		want := loadtest.VideoMarker("alice", layer)
+		before := st.MarkerCount(want)
+		require.Eventually(t, func() bool { return st.MarkerCount(want) >= before+10 && st.LastMarker() == want },
+			10*time.Second, 20*time.Millisecond, "quality %d: no %s frames", q, want)
+	}
+	require.NotNil(t, ts.srv.DescribeSubscriptions("oor", "bob"))
+}
+
 // TestTenParticipants: ten publishers, each receives everyone else.
 func TestTenParticipants(t *testing.T) {
 	if testing.Short() {

@@ -189,6 +189,9 @@ func (t *publishedTrack) layerAdded() {
 }
 
 func (t *publishedTrack) layer(i int) *layerRecv {
+	if i < 0 || i >= maxLayers {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.layers[i]
@@ -786,12 +789,16 @@ func isAV1Keyframe(p []byte) bool {
 	return len(p) > 0 && p[0]&0x08 != 0
 }
 
-// layerForQuality maps a requested quality to a layer index.
+// layerForQuality maps a requested quality to a layer index. Enums take
+// any int32 on the wire: a value outside LOW..HIGH must not become an index.
 func (t *publishedTrack) layerForQuality(q livekit.VideoQuality) int32 {
-	if q > livekit.VideoQuality_HIGH {
-		return maxLayers - 1
-	}
-	return int32(q)
+	return clampLayer(int32(q))
+}
+
+// clampLayer keeps a layer index taken from a client's request or
+// TrackInfo within the layers there are.
+func clampLayer(i int32) int32 {
+	return max(0, min(i, maxLayers-1))
 }
 
 // layerForDimensions picks the smallest published layer at least as large
@@ -810,6 +817,7 @@ func (t *publishedTrack) layerForDimensions(w, h uint32) int32 {
 		if l.GetQuality() <= livekit.VideoQuality_HIGH {
 			idx = int32(l.GetQuality())
 		}
+		idx = clampLayer(idx) // the publisher's TrackInfo may declare any quality or number of layers
 		if l.GetWidth() >= w && l.GetHeight() >= h && (best < 0 || l.GetWidth() < bestW) {
 			best, bestW = idx, l.GetWidth()
 		}
