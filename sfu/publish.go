@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/livekit/protocol/livekit"
@@ -46,6 +47,10 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 		} else {
 			source = livekit.TrackSource_CAMERA
 		}
+	}
+	if msg := addTrackTooLarge(req); msg != "" {
+		refuse(livekit.RequestResponse_LIMIT_EXCEEDED, msg)
+		return
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -121,6 +126,38 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 	p.mu.Unlock()
 	p.log.Debug().Str("track_sid", info.Sid).Str("kind", kind.String()).Msg("track published")
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_TrackPublished{TrackPublished: &livekit.TrackPublishedResponse{Cid: req.GetCid(), Track: out}}})
+}
+
+// Bounds on an add_track request: its TrackInfo goes to every participant
+// on each change of the publisher, and each simulcast codec carries the
+// track's layers (layers × codecs VideoLayers).
+const (
+	maxSimulcastCodecs = 4   // a primary and backup codecs (livekit-client sends up to 2)
+	maxTrackText       = 256 // bytes of a track's name, stream and cids
+	maxAudioFeatures   = 16
+)
+
+// addTrackTooLarge says which bound req exceeds, or "".
+func addTrackTooLarge(req *livekit.AddTrackRequest) string {
+	switch {
+	case len(req.GetLayers()) > maxLayers:
+		return fmt.Sprintf("layers: at most %d", maxLayers)
+	case len(req.GetSimulcastCodecs()) > maxSimulcastCodecs:
+		return fmt.Sprintf("simulcast_codecs: at most %d", maxSimulcastCodecs)
+	case len(req.GetName()) > maxTrackText, len(req.GetStream()) > maxTrackText, len(req.GetCid()) > maxTrackText:
+		return fmt.Sprintf("name, stream and cid: at most %d bytes each", maxTrackText)
+	case len(req.GetAudioFeatures()) > maxAudioFeatures:
+		return fmt.Sprintf("audio_features: at most %d", maxAudioFeatures)
+	}
+	for _, sc := range req.GetSimulcastCodecs() {
+		if len(sc.GetLayers()) > maxLayers {
+			return fmt.Sprintf("simulcast_codecs.layers: at most %d", maxLayers)
+		}
+		if len(sc.GetCid()) > maxTrackText || len(sc.GetCodec()) > maxTrackText {
+			return fmt.Sprintf("simulcast_codecs cid and codec: at most %d bytes each", maxTrackText)
+		}
+	}
+	return ""
 }
 
 // normalizeMime turns "vp8" or "video/vp8" into "video/VP8" style.

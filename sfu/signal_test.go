@@ -759,3 +759,49 @@ func TestMetadataLimits(t *testing.T) {
 	_, err = rs.CreateRoom(ctx, &livekit.CreateRoomRequest{Name: "md2", Metadata: strings.Repeat("m", 64001)})
 	requireTwirpCode(t, err, twirp.InvalidArgument)
 }
+
+// TestAddTrackBounds: an add_track whose TrackInfo would be outsized —
+// thousands of layers times thousands of simulcast codecs multiplied into
+// hundreds of MB on clone, a long name — is refused whole with
+// LIMIT_EXCEEDED naming the field; nothing is published; an ordinary
+// request after it is accepted.
+func TestAddTrackBounds(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws, first := rawJoin(t, ts, "addtrack", "mallory", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addTrack := func(req *livekit.AddTrackRequest) *livekit.SignalResponse {
+		b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: req}})
+		require.NoError(t, err)
+		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+		for {
+			res := readSignal(t, ws)
+			if res.GetRequestResponse() != nil || res.GetTrackPublished() != nil {
+				return res
+			}
+		}
+	}
+	layers := make([]*livekit.VideoLayer, 2000)
+	codecs := make([]*livekit.SimulcastCodec, 2000)
+	for i := range layers {
+		layers[i], codecs[i] = &livekit.VideoLayer{}, &livekit.SimulcastCodec{}
+	}
+	for field, req := range map[string]*livekit.AddTrackRequest{
+		"layers":           {Cid: "a", Type: livekit.TrackType_VIDEO, Layers: layers, SimulcastCodecs: codecs},
+		"simulcast_codecs": {Cid: "b", Type: livekit.TrackType_VIDEO, SimulcastCodecs: codecs},
+		"name":             {Cid: "c", Type: livekit.TrackType_AUDIO, Name: strings.Repeat("n", 257)},
+	} {
+		res := addTrack(req)
+		rr := res.GetRequestResponse()
+		require.NotNil(t, rr, "%s: %v", field, res)
+		require.Equal(t, livekit.RequestResponse_LIMIT_EXCEEDED, rr.GetReason(), field)
+		require.True(t, strings.HasPrefix(rr.GetMessage(), field), rr.GetMessage())
+	}
+	ok := addTrack(&livekit.AddTrackRequest{Cid: "d", Type: livekit.TrackType_VIDEO, Name: "camera", Width: 1280, Height: 720,
+		Layers: []*livekit.VideoLayer{{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180}, {Quality: livekit.VideoQuality_HIGH, Width: 1280, Height: 720}}})
+	require.NotNil(t, ok.GetTrackPublished(), "%v", ok)
+	require.Len(t, ok.GetTrackPublished().GetTrack().GetLayers(), 2)
+}
