@@ -437,6 +437,10 @@ func (g *guardedRoomService) PerformRpc(ctx context.Context, req *livekit.Perfor
 	return g.inner.PerformRpc(ctx, req)
 }
 
+// maxTwirpBody bounds a RoomService request, as the signal socket's
+// read limit bounds a signal request.
+const maxTwirpBody = 1 << 20
+
 // twirpHandler serves /twirp/livekit.RoomService/* (protobuf and JSON).
 // The bearer token is verified here; the grant checks happen per method.
 func (s *Server) twirpHandler() http.Handler {
@@ -447,6 +451,9 @@ func (s *Server) twirpHandler() http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
+		// twirp reads the whole body before a method checks the grants:
+		// bound it for callers without any (SendData's payload included).
+		r.Body = http.MaxBytesReader(w, r.Body, maxTwirpBody)
 		ctx := r.Context()
 		if h := r.Header.Get("Authorization"); h != "" {
 			if grants, err := s.verifyToken(tokenFromRequest(r)); err == nil {

@@ -284,7 +284,10 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		// No ReadTimeout: signal sockets are long-lived hijacked requests.
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       nil,
 	}
 	s.log.Info().Str("addr", l.Addr().String()).Int("udp_port", s.cfg.RTC.UDPPort).Msg("sfu listening")
 	errc := make(chan error, 1)

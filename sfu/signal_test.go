@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -804,4 +805,42 @@ func TestAddTrackBounds(t *testing.T) {
 		Layers: []*livekit.VideoLayer{{Quality: livekit.VideoQuality_LOW, Width: 320, Height: 180}, {Quality: livekit.VideoQuality_HIGH, Width: 1280, Height: 720}}})
 	require.NotNil(t, ok.GetTrackPublished(), "%v", ok)
 	require.Len(t, ok.GetTrackPublished().GetTrack().GetLayers(), 2)
+}
+
+// countingReader counts what the HTTP client took from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestTwirpBodyBounded: RoomService reads at most 1 MiB of a request,
+// whoever sends it: a caller without a token who streams 64 MiB is
+// refused and the server stops reading (twirp read the whole body before a
+// method could check the grants).
+func TestTwirpBodyBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	body := &countingReader{r: io.LimitReader(zeroReader{}, 64<<20)}
+	req, err := http.NewRequest(http.MethodPost, httpURL(ts)+"/twirp/livekit.RoomService/ListRooms", body)
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/protobuf")
+	res, err := http.DefaultClient.Do(req)
+	if err == nil {
+		defer res.Body.Close()
+		require.GreaterOrEqual(t, res.StatusCode, 400)
+	} // else: the server closed the connection while the client was still sending
+	require.Less(t, body.n.Load(), int64(16<<20), "the server read on past its limit")
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
