@@ -373,10 +373,22 @@ func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 	}
 }
 
+// maxSubscriptionSids bounds the track sids of one subscription request:
+// each is looked up in the room and may be answered on its own.
+const maxSubscriptionSids = 512
+
 func (p *Participant) handleSubscription(u *livekit.UpdateSubscription) {
+	if u.GetSubscribe() && !p.canSubscribe() {
+		p.log.Debug().Msg("subscription request ignored: no subscribe permission")
+		return
+	}
 	sids := append([]string(nil), u.GetTrackSids()...)
 	for _, pt := range u.GetParticipantTracks() {
 		sids = append(sids, pt.GetTrackSids()...)
+	}
+	if len(sids) > maxSubscriptionSids {
+		p.log.Debug().Int("sids", len(sids)).Msg("subscription request cut to its first track sids")
+		sids = sids[:maxSubscriptionSids]
 	}
 	changed := false
 	for _, sid := range sids {

@@ -334,6 +334,12 @@ type signalConn struct {
 // lost; beyond it the session cannot be resumed faithfully and ends.
 const maxDetachedQueue = 4096
 
+// maxAttachedQueue bounds the messages waiting for a socket the client
+// does not read (a healthy client's queue is near empty; ParticipantUpdates
+// are coalesced): beyond it the socket is closed and, as the session lost
+// messages, it cannot resume.
+const maxAttachedQueue = 16384
+
 func newSignalConn(s *Server, ws *websocket.Conn) *signalConn {
 	return &signalConn{s: s, ws: ws, notify: make(chan struct{}, 1), closed: make(chan struct{})}
 }
@@ -355,6 +361,17 @@ func (c *signalConn) send(m *livekit.SignalResponse) {
 	if c.ws == nil && len(c.queue) >= maxDetachedQueue {
 		c.overflow = true
 		c.mu.Unlock()
+		return
+	}
+	if ws := c.ws; ws != nil && len(c.queue) >= maxAttachedQueue {
+		first := !c.overflow
+		c.overflow = true
+		c.mu.Unlock()
+		if first {
+			c.s.log.Warn().Int("queued", maxAttachedQueue).Msg("closing a signal socket whose client does not read")
+			c.s.metrics.unread.Inc()
+			_ = ws.CloseNow()
+		}
 		return
 	}
 	c.queue = append(c.queue, m)

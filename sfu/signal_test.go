@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -843,4 +845,89 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestUnreadSocketClosed: a client that sends requests but never reads
+// the answers cannot grow the server's signal queue without bound: once
+// 16,384 messages wait beyond what the kernel's buffers took, the server
+// closes the socket and, as the session lost
+// messages, ends it — the room sees the participant leave.
+func TestUnreadSocketClosed(t *testing.T) {
+	verifyNoLeaks(t)
+	// A resume window longer than the wait below: a socket closed only by
+	// the writer's timeout would leave the session waiting for a resume.
+	ts := startServer(t, func(c *sfuConfig) { c.ResumeWindow = 2 * time.Minute })
+	bob := ts.join(t, "unread", "bob", nil)
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+ts.token(t, "unread", "mallory", nil),
+		&websocket.DialOptions{HTTPClient: hc})
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	require.NotNil(t, readSignal(t, ws).GetJoin())
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("mallory") != nil }, 10*time.Second, 10*time.Millisecond)
+
+	// Each request names 512 unknown tracks: 512 answers of ~80 bytes.
+	sids := make([]string, 512)
+	for i := range sids {
+		sids[i] = fmt.Sprintf("TR_%060d", i)
+	}
+	req, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{
+		TrackSids: sids, Subscribe: true,
+	}}})
+	require.NoError(t, err)
+	for range 400 {
+		if ws.Write(ctx, websocket.MessageBinary, req) != nil {
+			break // closed already
+		}
+	}
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("mallory") == nil }, 30*time.Second, 20*time.Millisecond,
+		"the session of a client that does not read lives on")
+	require.Equal(t, 1.0, ts.metric(t, "gxconf_sfu_signal_unread_closed_total"))
+}
+
+// TestSubscriptionSidsBounded: one subscription request is acted on for
+// at most 512 track sids (each is looked up and may be answered); a
+// client without subscribe permission gets no answers at all.
+func TestSubscriptionSidsBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sids := make([]string, 600)
+	for i := range sids {
+		sids[i] = fmt.Sprintf("TR_unknown%d", i)
+	}
+	answers := func(identity string, mut func(*auth.VideoGrant)) int {
+		ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+ts.token(t, "subs", identity, mut), nil)
+		require.NoError(t, err)
+		defer ws.CloseNow()
+		require.NotNil(t, readSignal(t, ws).GetJoin())
+		for _, m := range []*livekit.SignalRequest{
+			{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: sids, Subscribe: true}}},
+			{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}},
+		} {
+			b, err := proto.Marshal(m)
+			require.NoError(t, err)
+			require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+		}
+		n := 0
+		for {
+			res := readSignal(t, ws)
+			if res.GetSubscriptionResponse() != nil {
+				n++
+			}
+			if res.GetPongResp() != nil {
+				return n
+			}
+		}
+	}
+	require.Equal(t, 512, answers("alice", nil))
+	require.Zero(t, answers("bob", func(g *auth.VideoGrant) { g.SetCanSubscribe(false) }))
 }
