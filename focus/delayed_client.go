@@ -35,13 +35,9 @@ type csAPI struct {
 	client *http.Client
 	now    func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]csAPIEntry
-}
-
-type csAPIEntry struct {
-	base    string
-	expires time.Time
+	mu sync.Mutex
+	// cache maps a server name to its Client-Server API base URL.
+	cache *ttlCache[string, string]
 }
 
 func newCSAPI(cfg DelayedEventsConfig, v *openIDVerifier) *csAPI {
@@ -55,7 +51,7 @@ func newCSAPI(cfg DelayedEventsConfig, v *openIDVerifier) *csAPI {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		now:   time.Now,
-		cache: make(map[string]csAPIEntry),
+		cache: newTTLCache[string, string](maxDiscoveryCache),
 	}
 }
 
@@ -70,10 +66,10 @@ func (c *csAPI) resolve(ctx context.Context, server string) (string, error) {
 	}
 	now := c.now()
 	c.mu.Lock()
-	e, ok := c.cache[server]
+	base, ok := c.cache.get(server, now)
 	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.base, nil
+	if ok {
+		return base, nil
 	}
 	if err := validServerName(server); err != nil {
 		return "", fmt.Errorf("bad server name %q: %w", server, err)
@@ -86,7 +82,7 @@ func (c *csAPI) resolve(ctx context.Context, server string) (string, error) {
 	}
 	if c.cfg.DiscoveryCacheTTL > 0 {
 		c.mu.Lock()
-		c.cache[server] = csAPIEntry{base: base, expires: now.Add(c.cfg.DiscoveryCacheTTL)}
+		c.cache.put(server, base, now.Add(c.cfg.DiscoveryCacheTTL), now)
 		c.mu.Unlock()
 	}
 	return base, nil

@@ -3,6 +3,7 @@ package focus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -256,4 +257,14 @@ func TestResolveCSAPI(t *testing.T) {
 	_, err = c.resolve(context.Background(), "hs.test")
 	require.NoError(t, err)
 	require.Equal(t, 2, fetches, "refetched after the cache TTL")
+
+	// A user of any new server name adds an entry; a full cache stays full
+	// (a smaller cap than maxDiscoveryCache keeps the test fast).
+	c.cache = newTTLCache[string, string](3)
+	for i := range 10 {
+		got, err = c.resolve(context.Background(), fmt.Sprintf("hs%d.test", i))
+		require.NoError(t, err, "resolving works whether or not the answer fits")
+		require.Equal(t, "https://matrix.hs.test", got)
+	}
+	require.Equal(t, 3, c.cache.len())
 }

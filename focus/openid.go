@@ -40,18 +40,14 @@ type openIDVerifier struct {
 	wellKnownPort string
 	now           func() time.Time
 
-	mu        sync.Mutex
-	tokens    map[[32]byte]tokenEntry
-	wellKnown map[string]wellKnownEntry
+	mu     sync.Mutex
+	tokens map[[32]byte]tokenEntry
+	// wellKnown maps a host to its m.server delegation, "" if none.
+	wellKnown *ttlCache[string, string]
 }
 
 type tokenEntry struct {
 	user    id.UserID
-	expires time.Time
-}
-
-type wellKnownEntry struct {
-	server  string // delegated server name, "" if none
 	expires time.Time
 }
 
@@ -71,6 +67,9 @@ const (
 	maxUserinfoBytes  = 16 << 10
 	maxWellKnownBytes = 64 << 10
 	maxTokenCache     = 10000
+	// maxDiscoveryCache bounds the well-known and Client-Server API caches,
+	// which are keyed by client-chosen server names.
+	maxDiscoveryCache = 10000
 	wellKnownTTL      = time.Hour
 )
 
@@ -82,7 +81,7 @@ func newOpenIDVerifier(cfg OpenIDConfig) *openIDVerifier {
 		wellKnownPort: "443",
 		now:           time.Now,
 		tokens:        make(map[[32]byte]tokenEntry),
-		wellKnown:     make(map[string]wellKnownEntry),
+		wellKnown:     newTTLCache[string, string](maxDiscoveryCache),
 	}
 	dialer := &net.Dialer{Timeout: cfg.Timeout}
 	v.dial = dialer.DialContext
@@ -293,14 +292,14 @@ func (v *openIDVerifier) resolveSRV(ctx context.Context, host string) *destinati
 func (v *openIDVerifier) fetchWellKnown(ctx context.Context, host string) string {
 	now := v.now()
 	v.mu.Lock()
-	if e, ok := v.wellKnown[host]; ok && now.Before(e.expires) {
+	if server, ok := v.wellKnown.get(host, now); ok {
 		v.mu.Unlock()
-		return e.server
+		return server
 	}
 	v.mu.Unlock()
 	delegated := v.fetchWellKnownUncached(ctx, host)
 	v.mu.Lock()
-	v.wellKnown[host] = wellKnownEntry{server: delegated, expires: now.Add(wellKnownTTL)}
+	v.wellKnown.put(host, delegated, now.Add(wellKnownTTL), now)
 	v.mu.Unlock()
 	return delegated
 }
