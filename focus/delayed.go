@@ -16,6 +16,13 @@ import (
 // after which the membership is gone anyway (as lk-jwt-service).
 const maxWait = time.Hour
 
+// maxDelegationsPerUser caps a Matrix user's live delegations. Each one is a
+// goroutine, a database row and an SFU lookup every poll_interval for up to
+// maxWait, and the participant it watches is named by client-chosen fields
+// (member.id), so without a cap one user could keep thousands running. A
+// user in calls on a few devices needs a handful.
+const maxDelegationsPerUser = 16
+
 // delegator runs the delayed-leave jobs (MSC4140 delegation, as
 // lk-jwt-service's delayedEventManager):
 //
@@ -150,6 +157,7 @@ func (g *delegator) Run(ctx context.Context) {
 	}()
 
 	jobs := map[delegationKey]*job{}
+	perUser := map[string]int{} // live jobs by Matrix user ID
 	var wg sync.WaitGroup
 	start := func(d *delegation) {
 		k := d.key()
@@ -157,10 +165,12 @@ func (g *delegator) Run(ctx context.Context) {
 			// Replaced: the old delay ID is neither restarted nor sent;
 			// the client scheduled a new one for the same participant.
 			old.cancel()
+			untrack(perUser, old.d.UserID)
 		}
 		jctx, cancel := context.WithCancel(ctx)
 		j := &job{d: d, cancel: cancel, sendNow: make(chan struct{}, 1)}
 		jobs[k] = j
+		perUser[d.UserID]++
 		g.metrics.delegations.Set(float64(len(jobs)))
 		wg.Add(1)
 		go func() {
@@ -198,6 +208,10 @@ func (g *delegator) Run(ctx context.Context) {
 			wg.Wait()
 			return
 		case req := <-g.addCh:
+			if overCap(jobs, perUser, req.d) {
+				req.errc <- tooManyDelegations()
+				continue
+			}
 			if err := g.store.save(ctx, req.d); err != nil {
 				req.errc <- err
 				continue
@@ -222,6 +236,7 @@ func (g *delegator) Run(ctx context.Context) {
 				continue // replaced meanwhile
 			}
 			delete(jobs, k)
+			untrack(perUser, done.j.d.UserID)
 			g.metrics.delegations.Set(float64(len(jobs)))
 			done.j.cancel()
 			if done.outcome == jobFinished {
@@ -230,6 +245,25 @@ func (g *delegator) Run(ctx context.Context) {
 				}
 			}
 		}
+	}
+}
+
+// overCap reports whether d would take its user past maxDelegationsPerUser.
+// Replacing the user's own delegation of the same participant takes no new
+// slot. Only the loop checks: one added while it is stopped (a moment at
+// start and shutdown) is stored and resumed without the check.
+func overCap(jobs map[delegationKey]*job, perUser map[string]int, d *delegation) bool {
+	if old := jobs[d.key()]; old != nil && old.d.UserID == d.UserID {
+		return false
+	}
+	return perUser[d.UserID] >= maxDelegationsPerUser
+}
+
+// untrack frees one of user's slots, forgetting users with none left so the
+// map does not keep every user ever seen.
+func untrack(perUser map[string]int, user string) {
+	if perUser[user]--; perUser[user] <= 0 {
+		delete(perUser, user)
 	}
 }
 

@@ -3,6 +3,7 @@ package focus
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -55,12 +56,14 @@ func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fake
 		Config: cfg, LocalDomain: "local.test", DB: db, Rooms: rooms,
 		Members: fakeMembers{
 			"!room:local.test|@alice:local.test": true,
+			"!room:local.test|@bob:local.test":   true,
 			"!room:local.test|@rita:remote.test": true,
 		},
 		Log: zerolog.New(zerolog.NewTestWriter(t)), Registerer: prometheus.NewRegistry(),
 	})
 	require.NoError(t, err)
 	hs.issue("tok-alice", "@alice:local.test")
+	hs.issue("tok-bob", "@bob:local.test")
 	hs.issue("tok-rita", "@rita:remote.test")
 	hs.issue("tok-mallory", "@mallory:local.test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -229,6 +232,59 @@ func TestDelayedLeaveReplaced(t *testing.T) {
 	require.Equal(t, old.Restarts, after.Restarts, "the replaced delay ID is left alone")
 	require.Equal(t, msc4140.Scheduled, after.Outcome)
 	require.Eventually(t, func() bool { return delegationRows(t, s) == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// One user cannot hold more than maxDelegationsPerUser jobs by varying
+// member.id: the next is refused with 429 M_LIMIT_EXCEEDED and the running
+// ones are kept; another user is unaffected, replacing one's own delegation
+// takes no new slot, and a delegation that ends frees its slot.
+func TestDelegationsCappedPerUser(t *testing.T) {
+	mhs := msc4140.New(nil)
+	s := newDelayStack(t, mhs, "", nil)
+	delegate := func(token, user, member, delayID string) (*http.Response, map[string]any) {
+		mhs.Schedule(delayID, time.Hour)
+		b := delayedBody(token, "local.test", user, delayID, time.Hour)
+		b["member"].(map[string]any)["id"] = member
+		return s.post(t, "/delegate_delayed_leave", b)
+	}
+	for i := range 20 {
+		resp, out := delegate("tok-alice", "@alice:local.test", fmt.Sprintf("m%d", i), fmt.Sprintf("syd_%d", i))
+		if i < maxDelegationsPerUser {
+			require.Equal(t, http.StatusOK, resp.StatusCode, "delegation %d: %v", i, out)
+			continue
+		}
+		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "delegation %d", i)
+		require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+		require.Contains(t, out["error"], fmt.Sprint(maxDelegationsPerUser))
+	}
+	require.Equal(t, maxDelegationsPerUser, delegationRows(t, s))
+	b := delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_token", time.Hour)
+	b["member"].(map[string]any)["id"] = "m-token"
+	resp, out := s.post(t, "/get_token", b)
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "a token endpoint's delegation counts too: %v", out)
+
+	resp, out = delegate("tok-bob", "@bob:local.test", "m0", "syd_bob")
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	resp, out = delegate("tok-alice", "@alice:local.test", "m1", "syd_1b")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a replacement takes no new slot: %v", out)
+
+	// m0's participant comes and goes: its job sends the leave and ends.
+	identity := LiveKitIdentity("@alice:local.test", "DEV1", "m0")
+	s.rooms.setPresent(aliceLKRoom, identity, true)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 1 }, 5*time.Second, 10*time.Millisecond)
+	s.rooms.setPresent(aliceLKRoom, identity, false)
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_0"); return e.Outcome == msc4140.Sent }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		resp, _ := delegate("tok-alice", "@alice:local.test", "m16", "syd_16")
+		return resp.StatusCode == http.StatusOK
+	}, 5*time.Second, 50*time.Millisecond, "the ended delegation's slot is free")
+	for i := 2; i < maxDelegationsPerUser; i++ {
+		e, _ := mhs.Event(fmt.Sprintf("syd_%d", i))
+		require.Equal(t, msc4140.Scheduled, e.Outcome, "refusals dropped no running delegation")
+	}
+	resp, _ = delegate("tok-alice", "@alice:local.test", "m17", "syd_17")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "at the cap again")
+	require.Equal(t, maxDelegationsPerUser+1, delegationRows(t, s), "alice's 16 and bob's")
 }
 
 // A restart of gxconf: the job is in the database; the next focus on the

@@ -83,6 +83,13 @@ func badJSON(msg string) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: msg}
 }
 
+// tooManyDelegations refuses a delegation that would take its user past
+// maxDelegationsPerUser; one of theirs must end first.
+func tooManyDelegations() *Error {
+	return &Error{Status: http.StatusTooManyRequests, Code: codeLimit,
+		Message: fmt.Sprintf("Too many delayed leave events delegated by this user (at most %d at a time)", maxDelegationsPerUser)}
+}
+
 // toError maps any error of the processing functions to its wire form.
 // Unknown errors become 500 without leaking their text.
 func toError(err error) *Error {
