@@ -5,7 +5,9 @@
 // machine, entitlement credentials with a status list), decides at token
 // time whether a room's booking admits another participant, records usage,
 // and serves the admin API (OpenID Connect with MFA, Rego ABAC, audit log)
-// and its page.
+// and its page. Admin API requests without any credentials are refused and
+// only counted (gxconf_catalog_admin_anonymous_refusals_total), not audited;
+// cmd/gxconf mounts /catalog/ behind the focus's per-IP rate limit.
 //
 // It depends on credentials (audit log, status lists, levels) and cluster
 // (where participants are) only; focus, appservice and meetings reach it

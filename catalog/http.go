@@ -138,14 +138,34 @@ func publicReason(err error) string {
 // the response, the booking it concerned (for the audit log) and an error.
 type apiFunc func(ctx context.Context, ad *Admin, r *http.Request, body []byte) (any, *Booking, error)
 
+// presentsCredentials: the request carries an Authorization header or the
+// page's session cookie, valid or not.
+func presentsCredentials(r *http.Request) bool {
+	if r.Header.Get("Authorization") != "" {
+		return true
+	}
+	_, err := r.Cookie(sessionCookie)
+	return err == nil
+}
+
 // adminAPI authenticates, decodes and renders; every state-changing
-// request and every refusal is written to the audit log. The Rego policy is
+// request and every refusal of presented credentials is written to the
+// audit log. Requests without any credentials are only counted
+// (gxconf_catalog_admin_anonymous_refusals_total). The Rego policy is
 // asked inside each handler, once the resource's organisation is known.
 func (c *Catalog) adminAPI(action string, fn apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		ad, err := c.admin.authenticate(r, c.now())
 		if err != nil {
+			if !presentsCredentials(r) {
+				// Nobody to hold to account: counted and logged at debug,
+				// not appended to the (never pruned) audit log.
+				c.metrics.anonymous.Inc()
+				c.log.Debug().Str("action", action).Str("remote", r.RemoteAddr).Msg("Refused an admin request without credentials")
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": publicReason(err)})
+				return
+			}
 			c.renderAdmin(w, r, action, nil, nil, nil, err)
 			return
 		}

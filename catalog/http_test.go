@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gxfs-conf/gxconf/credentials"
@@ -163,4 +164,42 @@ func TestBookingOrganisersHTTP(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	require.NoError(t, json.Unmarshal([]byte(out), &b))
 	require.Equal(t, []string{"@alice:land-nrw.example", "@bob:land-nrw.example"}, b.Organisers)
+}
+
+func auditRows(t *testing.T, e *env) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT COUNT(*) FROM credentials_audit`).Scan(&n))
+	return n
+}
+
+// TestAnonymousAdminRefusalsNotAudited: admin API requests without any
+// credentials are refused, counted and not written to the audit log (which
+// is never pruned); presented-but-invalid credentials stay audited.
+func TestAnonymousAdminRefusalsNotAudited(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	before := auditRows(t, e)
+	for range 50 {
+		code, out := call(t, srv, nil, false, http.MethodGet, "/catalog/admin/api/me", "")
+		require.Equal(t, http.StatusUnauthorized, code, out)
+		require.Contains(t, out, "log in first")
+	}
+	require.Equal(t, before, auditRows(t, e), "anonymous refusals are not audited")
+	require.Equal(t, 50.0, testutil.ToFloat64(e.c.metrics.anonymous))
+
+	// A session cookie that is no session, and a bearer header that is no ID
+	// token: presented credentials, refused and audited.
+	code, _ := call(t, srv, &http.Cookie{Name: sessionCookie, Value: "forged"}, false, http.MethodGet, "/catalog/admin/api/me", "")
+	require.Equal(t, http.StatusUnauthorized, code)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/catalog/admin/api/me", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Basic YWxpY2U6cHc=")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Equal(t, before+2, auditRows(t, e))
+	require.Equal(t, 50.0, testutil.ToFloat64(e.c.metrics.anonymous))
 }

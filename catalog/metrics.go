@@ -7,6 +7,7 @@ type metrics struct {
 	admissions *prometheus.CounterVec
 	sessions   prometheus.Gauge
 	admin      *prometheus.CounterVec
+	anonymous  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,9 +24,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gxconf_catalog_admin_requests_total", Help: "Admin API requests by action and outcome.",
 		}, []string{"action", "outcome"}),
+		anonymous: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gxconf_catalog_admin_anonymous_refusals_total", Help: "Admin API requests refused for carrying no credentials at all (not audited).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin)
+		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin, m.anonymous)
 	}
 	return m
 }

@@ -215,7 +215,9 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 	var bookings appservice.BookingInfo
 	if cat != nil {
 		h := cat.Handler()
-		focusSvc.Handle("/catalog/", h)
+		// The same per-IP limit as the meetings API: the catalogue's admin
+		// API and login are reachable without credentials.
+		focusSvc.Handle("/catalog/", focusSvc.LimitPerIP(h))
 		focusSvc.Handle("/.well-known/did.json", h)
 		bookings = cat
 	}
