@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -50,13 +52,22 @@ type adminAuth struct {
 	mu       sync.Mutex
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
-	sessions map[string]*Admin     // session ID hash → admin
-	logins   map[string]loginState // state → PKCE verifier, nonce
+	sessions map[string]*Admin // session ID hash → admin
+	// loginKey seals the pending login's state cookie (AES-256-GCM, the
+	// state as additional data); generated at start, so a restart ends
+	// pending logins.
+	loginKey cipher.AEAD
+	// usedLogins: hashes of states whose login completed, until they expire
+	// (a state cookie is single use). Only logins the identity provider
+	// vouched for are recorded, so anonymous clients cannot grow it.
+	usedLogins map[string]time.Time
 }
 
+// loginState is what a pending login keeps in its cookie.
 type loginState struct {
-	verifier, nonce string
-	expires         time.Time
+	Verifier string    `json:"v"`
+	Nonce    string    `json:"n"`
+	Expires  time.Time `json:"e"`
 }
 
 func newAdminAuth(ctx context.Context, cfg AdminConfig, c *Catalog) (*adminAuth, error) {
@@ -80,7 +91,19 @@ func newAdminAuth(ctx context.Context, cfg AdminConfig, c *Catalog) (*adminAuth,
 		}
 		secret = strings.TrimSpace(string(b))
 	}
-	a := &adminAuth{cfg: cfg, secret: secret, query: q, sessions: map[string]*Admin{}, logins: map[string]loginState{}}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("catalog: failed to generate the login key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	a := &adminAuth{cfg: cfg, secret: secret, query: q, sessions: map[string]*Admin{}, loginKey: aead, usedLogins: map[string]time.Time{}}
 	for k := range cfg.Organisations {
 		a.orgs = append(a.orgs, k)
 	}
@@ -223,8 +246,52 @@ func toAny(s []string) []any {
 
 const (
 	sessionCookie = "gxconf_catalog_session"
-	loginTTL      = 10 * time.Minute
+	// loginCookie + "_" + a digest of the state holds a pending login, so
+	// logins in several tabs do not overwrite each other.
+	loginCookie = "gxconf_catalog_login"
+	loginTTL    = 10 * time.Minute
 )
+
+func loginCookieName(state string) string {
+	return loginCookie + "_" + hashID(state)[:16]
+}
+
+// sealLogin encrypts a pending login, bound to its state.
+func (a *adminAuth) sealLogin(state string, l loginState) string {
+	plain, _ := json.Marshal(l)
+	nonce := make([]byte, a.loginKey.NonceSize())
+	_, _ = rand.Read(nonce)
+	return base64.RawURLEncoding.EncodeToString(a.loginKey.Seal(nonce, nonce, plain, []byte(state)))
+}
+
+// openLogin reads the pending login of state from its cookie.
+func (a *adminAuth) openLogin(r *http.Request, state string, now time.Time) (loginState, bool) {
+	var l loginState
+	if state == "" {
+		return l, false
+	}
+	c, err := r.Cookie(loginCookieName(state))
+	if err != nil {
+		return l, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
+	ns := a.loginKey.NonceSize()
+	if err != nil || len(raw) < ns {
+		return l, false
+	}
+	plain, err := a.loginKey.Open(nil, raw[:ns], raw[ns:], []byte(state))
+	if err != nil || json.Unmarshal(plain, &l) != nil || now.After(l.Expires) {
+		return l, false
+	}
+	a.mu.Lock()
+	_, used := a.usedLogins[hashID(state)]
+	a.mu.Unlock()
+	return l, !used
+}
+
+func (a *adminAuth) secureCookie(r *http.Request) bool {
+	return r.TLS != nil || strings.HasPrefix(a.cfg.RedirectURL, "https:")
+}
 
 func randomToken() string {
 	b := make([]byte, 32)
@@ -254,31 +321,28 @@ func (a *adminAuth) login(w http.ResponseWriter, r *http.Request, now time.Time)
 		http.Error(w, "The identity provider is unreachable; try again later.", http.StatusServiceUnavailable)
 		return
 	}
+	// The pending login lives in the browser (sealed, bound to the state),
+	// not in a server-side table others' logins could fill.
 	state, nonce, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
-	a.mu.Lock()
-	for k, l := range a.logins {
-		if now.After(l.expires) {
-			delete(a.logins, k)
-		}
-	}
-	if len(a.logins) > 10000 {
-		a.mu.Unlock()
-		http.Error(w, "Too many pending logins; try again later.", http.StatusTooManyRequests)
-		return
-	}
-	a.logins[state] = loginState{verifier: verifier, nonce: nonce, expires: now.Add(loginTTL)}
-	a.mu.Unlock()
+	exp := now.Add(loginTTL)
+	http.SetCookie(w, &http.Cookie{
+		Name: loginCookieName(state), Value: a.sealLogin(state, loginState{Verifier: verifier, Nonce: nonce, Expires: exp}),
+		Path: "/catalog/admin/callback", HttpOnly: true, Secure: a.secureCookie(r),
+		// Lax: the callback is a top-level navigation from the identity provider.
+		SameSite: http.SameSiteLaxMode, MaxAge: int(loginTTL / time.Second),
+	})
 	http.Redirect(w, r, a.oauth(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusFound)
 }
 
 // callback finishes the login; it returns the admin for the audit log.
 func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Time) (*Admin, error) {
 	q := r.URL.Query()
-	a.mu.Lock()
-	l, ok := a.logins[q.Get("state")]
-	delete(a.logins, q.Get("state"))
-	a.mu.Unlock()
-	if !ok || now.After(l.expires) {
+	state := q.Get("state")
+	l, ok := a.openLogin(r, state, now)
+	if state != "" {
+		http.SetCookie(w, &http.Cookie{Name: loginCookieName(state), Value: "", Path: "/catalog/admin/callback", MaxAge: -1, HttpOnly: true, Secure: a.secureCookie(r), SameSite: http.SameSiteLaxMode})
+	}
+	if !ok {
 		return nil, fmt.Errorf("%w: unknown or expired login state", ErrUnauthenticated)
 	}
 	if e := q.Get("error"); e != "" {
@@ -288,7 +352,7 @@ func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	tok, err := a.oauth(p).Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(l.verifier))
+	tok, err := a.oauth(p).Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(l.Verifier))
 	if err != nil {
 		return nil, fmt.Errorf("%w: code exchange failed: %v", ErrUnauthenticated, err)
 	}
@@ -296,9 +360,22 @@ func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Ti
 	if raw == "" {
 		return nil, fmt.Errorf("%w: no ID token", ErrUnauthenticated)
 	}
-	ad, err := a.verify(r.Context(), raw, l.nonce, now)
+	ad, err := a.verify(r.Context(), raw, l.Nonce, now)
 	if err != nil {
 		return nil, err
+	}
+	// The identity provider vouched for this login: its state is spent.
+	a.mu.Lock()
+	for k, exp := range a.usedLogins {
+		if now.After(exp) {
+			delete(a.usedLogins, k)
+		}
+	}
+	_, replay := a.usedLogins[hashID(state)]
+	a.usedLogins[hashID(state)] = l.Expires
+	a.mu.Unlock()
+	if replay {
+		return nil, fmt.Errorf("%w: unknown or expired login state", ErrUnauthenticated)
 	}
 	if !ad.MFA {
 		return ad, fmt.Errorf("%w: the login did not use multi-factor authentication", ErrForbidden)
@@ -319,7 +396,7 @@ func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Ti
 	a.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: sid, Path: "/catalog/", HttpOnly: true,
-		Secure: r.TLS != nil || strings.HasPrefix(a.cfg.RedirectURL, "https:"), SameSite: http.SameSiteStrictMode, Expires: exp,
+		Secure: a.secureCookie(r), SameSite: http.SameSiteStrictMode, Expires: exp,
 	})
 	return ad, nil
 }

@@ -7,7 +7,9 @@
 // and serves the admin API (OpenID Connect with MFA, Rego ABAC, audit log)
 // and its page. Admin API requests without any credentials are refused and
 // only counted (gxconf_catalog_admin_anonymous_refusals_total), not audited;
-// cmd/gxconf mounts /catalog/ behind the focus's per-IP rate limit.
+// cmd/gxconf mounts /catalog/ behind the focus's per-IP rate limit. A page
+// login's pending state (PKCE verifier, nonce) is kept in a short-lived
+// AES-GCM-sealed cookie bound to the state parameter, not on the server.
 //
 // It depends on credentials (audit log, status lists, levels) and cluster
 // (where participants are) only; focus, appservice and meetings reach it

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +205,72 @@ func TestAnonymousAdminRefusalsNotAudited(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Equal(t, before+2, auditRows(t, e))
 	require.Equal(t, 50.0, testutil.ToFloat64(e.c.metrics.anonymous))
+}
+
+// TestAdminLoginNotLockedOut: pending logins are no server-side table
+// others can fill; after 10,001 anonymous logins a fresh one still gets its
+// redirect and completes. The login state is single use and bound to its
+// cookie.
+func TestAdminLoginNotLockedOut(t *testing.T) {
+	idp := newTestIdP(t, map[string]any{"org": "land-nrw", "roles": []string{"booking-admin"}, "amr": []string{"pwd", "otp"}})
+	e := newEnv(t, func(c *Config) { c.Admin.Issuer = idp.srv.URL; c.Admin.ClientSecret = "s" })
+	h := e.c.Handler()
+	for range 10001 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(idp.ctx(), http.MethodGet, "/catalog/admin/login", nil))
+		require.Equal(t, http.StatusFound, rec.Code, rec.Body.String())
+	}
+
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.BaseContext = func(net.Listener) context.Context { return idp.ctx() }
+	srv.Start()
+	defer srv.Close()
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(srv.URL + "/catalog/admin/login")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusFound, resp.StatusCode)
+	code, state := idp.authorize(resp.Header.Get("Location"))
+	code2 := idp.again(code)
+	loginCookies := resp.Cookies()
+	callback := srv.URL + "/catalog/admin/callback?" + url.Values{"state": {state}, "code": {code}}.Encode()
+
+	// Without the login's cookie (another browser), the state is unknown.
+	resp, err = (&http.Client{CheckRedirect: c.CheckRedirect}).Get(callback)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	resp, err = c.Get(callback)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusFound, resp.StatusCode, string(raw))
+	require.Equal(t, "/catalog/admin/", resp.Header.Get("Location"))
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == sessionCookie {
+			session = ck
+		}
+	}
+	require.NotNil(t, session)
+	st, out := call(t, srv, &http.Cookie{Name: sessionCookie, Value: session.Value}, false, http.MethodGet, "/catalog/admin/api/me", "")
+	require.Equal(t, http.StatusOK, st, out)
+	require.Contains(t, out, `"org":"land-nrw"`)
+
+	// A replayed callback (the login cookie as it was, a fresh code for the
+	// same authorization request) is refused.
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/catalog/admin/callback?"+url.Values{"state": {state}, "code": {code2}}.Encode(), nil)
+	require.NoError(t, err)
+	for _, ck := range loginCookies {
+		req.AddCookie(ck)
+	}
+	resp, err = (&http.Client{CheckRedirect: c.CheckRedirect}).Do(req)
+	require.NoError(t, err)
+	raw, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, string(raw), "unknown or expired login state")
 }
