@@ -181,6 +181,15 @@ func (c *Catalog) Book(ctx context.Context, p Principal, org string, req Booking
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Under c.mu, so concurrent bookings cannot both pass the count.
+	open, err := c.st.countOpen(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	if open >= c.cfg.MaxOpenBookingsPerOrg {
+		return nil, fmt.Errorf("%w: organisation %q has %d open bookings, the limit (catalog.max_open_bookings_per_org) is %d; cancel one first",
+			ErrInvalid, org, open, c.cfg.MaxOpenBookingsPerOrg)
+	}
 	for _, r := range b.Rooms {
 		if err := c.mayBindLocked(ctx, r, org); err != nil {
 			return nil, err

@@ -345,3 +345,34 @@ func TestBindMeetingRoom(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorIs(t, e.c.BindMeetingRoom(ctx, other.ID, "!m:x", "", "@mallory:x"), ErrState)
 }
+
+// TestMaxOpenBookingsPerOrg: an organisation's bookings that are not
+// expired, cancelled or revoked are capped; the refusal names the limit, a
+// cancelled booking frees its place, and other organisations are not
+// affected. The limit is validated.
+func TestMaxOpenBookingsPerOrg(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, func(c *Config) { c.MaxOpenBookingsPerOrg = 2 })
+	now := e.clock.now()
+	req := BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange, ValidFrom: now, ValidUntil: now.Add(time.Hour), AcceptTerms: testTerms}
+	first := e.book(t, "public-20-gold", nil)
+	e.book(t, "vs-nfd-50-silver", nil) // requested counts, too
+	_, err := e.c.Book(ctx, orgAdmin, "land-nrw", req)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "max_open_bookings_per_org")
+	require.ErrorContains(t, err, "2")
+
+	other := Principal{Subject: "https://idp|x", Org: "stadt-x", Roles: []string{"booking-admin"}}
+	_, err = e.c.Book(ctx, other, "stadt-x", req)
+	require.NoError(t, err, "the cap is per organisation")
+
+	_, err = e.c.Act(ctx, orgAdmin, first.ID, "cancel", "")
+	require.NoError(t, err)
+	_, err = e.c.Book(ctx, orgAdmin, "land-nrw", req)
+	require.NoError(t, err, "a cancelled booking no longer counts")
+
+	cfg := testConfig(t)
+	require.Equal(t, 1000, DefaultConfig().MaxOpenBookingsPerOrg)
+	cfg.MaxOpenBookingsPerOrg = 0
+	require.ErrorContains(t, cfg.Validate(), "max_open_bookings_per_org")
+}

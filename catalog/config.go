@@ -48,6 +48,9 @@ type Config struct {
 	// SessionIdle closes a session that has had no participant this long
 	// (LiveKit's empty_timeout).
 	SessionIdle time.Duration `yaml:"session_idle"`
+	// MaxOpenBookingsPerOrg caps an organisation's bookings that are not
+	// yet expired, cancelled or revoked; Book refuses more.
+	MaxOpenBookingsPerOrg int `yaml:"max_open_bookings_per_org"`
 	// Admin configures who may use the admin and booking API.
 	Admin AdminConfig `yaml:"admin"`
 }
@@ -137,6 +140,8 @@ func DefaultConfig() Config {
 		PendingWindow: 30 * time.Second,
 		UsageInterval: 15 * time.Second,
 		SessionIdle:   5 * time.Minute,
+
+		MaxOpenBookingsPerOrg: 1000,
 		Admin: AdminConfig{
 			OrgClaim: "org", RolesClaim: "roles", SessionTTL: 8 * time.Hour,
 		},
@@ -242,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionIdle < time.Second {
 		bad("session_idle", "must be at least 1s, got %s", c.SessionIdle)
+	}
+	if c.MaxOpenBookingsPerOrg < 1 || c.MaxOpenBookingsPerOrg > 1_000_000 {
+		bad("max_open_bookings_per_org", "must be between 1 and 1000000, got %d", c.MaxOpenBookingsPerOrg)
 	}
 	a := c.Admin
 	if u, err := url.Parse(a.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && a.DangerouslyAllowHTTPIssuer)) {

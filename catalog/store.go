@@ -70,6 +70,14 @@ func (s *store) get(ctx context.Context, id string) (*Booking, error) {
 	return &b, nil
 }
 
+// countOpen counts org's bookings in no terminal state.
+func (s *store) countOpen(ctx context.Context, org string) (int, error) {
+	var n int
+	err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM catalog_booking WHERE org = $1 AND state NOT IN ($2, $3, $4)`,
+		org, string(StateExpired), string(StateCancelled), string(StateRevoked)).Scan(&n)
+	return n, err
+}
+
 // list returns the bookings of org (all when org is empty), newest first.
 func (s *store) list(ctx context.Context, org string) ([]*Booking, error) {
 	q := `SELECT data FROM catalog_booking ORDER BY created_at DESC, id`
