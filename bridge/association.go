@@ -616,6 +616,12 @@ func (a *association) onParticipant(m *message) {
 		r = nil
 	}
 	if r == nil {
+		if len(a.remotes) >= maxRemoteParticipants {
+			a.b.countRefused(a.label(), refusedParticipant)
+			a.log.Warn().Str("peer", a.label()).Str("lk_identity", id).Int("limit", maxRemoteParticipants).
+				Msg("Ignored a participant the peer announced: the association has as many remote participants as allowed")
+			return
+		}
 		rp, err := a.rr.AddRemoteParticipant(info, sfu.RemoteHooks{
 			OnRemoved: func(reason livekit.DisconnectReason) {
 				a.post(func() {
@@ -656,6 +662,7 @@ func (a *association) onParticipant(m *message) {
 		codecs[c.SID] = c
 	}
 	live := map[string]bool{}
+	refused := 0
 	for _, ti := range info.GetTracks() {
 		sid := ti.GetSid()
 		live[sid] = true
@@ -668,9 +675,19 @@ func (a *association) onParticipant(m *message) {
 			live[sid] = false
 			continue
 		}
+		if len(a.inTracks) >= maxInTracks {
+			live[sid] = false
+			refused++
+			continue
+		}
 		if a.addInTrack(r, ti, c) {
 			r.tracks[sid] = true
 		}
+	}
+	if refused > 0 {
+		a.b.countRefused(a.label(), refusedTrack)
+		a.log.Warn().Str("peer", a.label()).Str("lk_identity", id).Int("tracks", refused).Int("limit", maxInTracks).
+			Msg("Ignored tracks the peer announced: the association receives as many tracks as allowed")
 	}
 	for sid := range r.tracks {
 		if !live[sid] {

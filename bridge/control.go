@@ -37,6 +37,19 @@ const (
 	maxIDLen          = 512
 )
 
+// Bounds of what one peer may make this node hold for an association.
+// Every relayed track costs about 1 MB of packet caches here (sfu's
+// RemoteTrack), and a peer may announce maxTracks per message and any
+// number of participants, so without these a few small messages take
+// gigabytes. A 1000-person call (the largest room size offered) fits
+// maxRemoteParticipants; 2048 tracks fit 500 participants each with
+// audio, camera and a screen share, or 1000 with audio and camera.
+// Variables only so that tests can lower them.
+var (
+	maxRemoteParticipants = 1000
+	maxInTracks           = 2048
+)
+
 // trackCodec is the codec of a live track in a participant message.
 type trackCodec struct {
 	SID        string `json:"sid"`

@@ -84,3 +84,13 @@ func (b *Bridge) sendOn(t *testing.T, room, peer string, m *message) {
 	})
 	<-done
 }
+
+// inTrackCount is the number of tracks room's association with peer
+// receives from it, read on the association's worker.
+func (b *Bridge) inTrackCount(t *testing.T, room, peer string) int {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	ch := make(chan int, 1)
+	a.post(func() { ch <- len(a.inTracks) })
+	return <-ch
+}

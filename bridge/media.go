@@ -305,7 +305,17 @@ type recvStream struct {
 
 var nackPool = sync.Pool{New: func() any { s := make([]uint16, 0, 64); return &s }}
 
+// onStream receives an SSRC the peer announced for a layer of one of its
+// tracks published here. Streams of tracks that are not (or no longer)
+// published here and layers outside 0..2 are dropped, leaving nothing
+// behind; a new SSRC for a layer replaces the layer's previous one, so a
+// track has at most three receivers.
 func (a *association) onStream(m *message) {
+	it := a.inTracks[m.SID]
+	if it == nil || m.Layer < 0 || m.Layer > 2 {
+		a.log.Debug().Str("track_sid", m.SID).Int("layer", m.Layer).Msg("Ignored a stream of an unknown track or layer")
+		return
+	}
 	for _, rs := range a.receivers {
 		if rs.ssrc == m.SSRC {
 			a.send(&message{Type: msgStreamReady, SID: m.SID, Layer: m.Layer})
@@ -313,11 +323,20 @@ func (a *association) onStream(m *message) {
 		}
 	}
 	rs := &recvStream{sid: m.SID, layer: m.Layer, video: m.Kind != "audio", ssrc: m.SSRC}
-	if it := a.inTracks[m.SID]; it != nil {
-		rs.target.Store(it)
-		it.ssrc[m.Layer].Store(m.SSRC)
+	rs.target.Store(it)
+	it.ssrc[m.Layer].Store(m.SSRC)
+	replaced := false
+	for i, old := range a.receivers {
+		if old.sid == m.SID && old.layer == m.Layer {
+			old.target.Store(nil)
+			a.receivers[i] = rs
+			replaced = true
+			break
+		}
 	}
-	a.receivers = append(a.receivers, rs)
+	if !replaced {
+		a.receivers = append(a.receivers, rs)
+	}
 	a.publishStreams()
 	a.send(&message{Type: msgStreamReady, SID: m.SID, Layer: m.Layer})
 }
