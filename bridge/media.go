@@ -169,6 +169,9 @@ type relaySender struct {
 	hdr   rtp.Header
 	plain [1500]byte
 	out   [1500 + srtpOverhead]byte
+
+	// the socket's read loop only
+	rtxAt rtxSlots
 }
 
 // newSender creates the stream of a layer and announces its SSRC (worker).

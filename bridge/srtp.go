@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/pion/rtcp"
@@ -235,23 +236,77 @@ func (s *relaySender) keyframe() {
 	}
 }
 
-// retransmit answers a NACK from the origin's packet cache (read loop:
-// the buffers are the association's).
+// Retransmission budget of an association, as the sfu's for its
+// subscribers: a NACK names up to ~1,500 sequence numbers per datagram and
+// a peer may repeat it at will, and retransmissions are sent inline on
+// the relay socket's read loop that every association shares.
+const (
+	// rtxPerNack bounds the sequence numbers looked at per NACK packet:
+	// one packet cache's worth (sfu's default packet_cache_size).
+	rtxPerNack = 256
+	// rtxInterval is the least time between two retransmissions of one
+	// packet of a stream: a copy may still be in flight.
+	rtxInterval = 10 * time.Millisecond
+	// Every video packet sent to the peer earns 1/rtxEarn token, a
+	// retransmission costs one, at most rtxBurst are kept: resends stay
+	// under a quarter of the relayed packet rate.
+	rtxEarn  = 4
+	rtxBurst = 256
+)
+
+// rtxSlot remembers when a sequence number of a stream was last resent.
+type rtxSlot struct {
+	at  int64 // ns since the association started; 0 never
+	seq uint16
+}
+
+// rtxSlots is per relaySender, indexed by seq mod rtxPerNack (the
+// socket's read loop only).
+type rtxSlots [rtxPerNack]rtxSlot
+
+// refillRtx adds the tokens earned by the video sent since the last
+// call (read loop).
+func (a *association) refillRtx() {
+	x := &a.rtx
+	var sent uint64
+	for i := range a.stats.sentPk {
+		sent += a.stats.sentPk[i].Load()
+	}
+	if earned := (sent - x.earnedAt) / rtxEarn; earned > 0 {
+		x.tokens = int(min(uint64(x.tokens)+earned, rtxBurst))
+		x.earnedAt += earned * rtxEarn
+	}
+}
+
+// retransmit answers a NACK from the origin's packet cache, within the
+// association's budget (read loop: the buffers are the association's).
 func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 	if s.ot.sub == nil {
 		return
 	}
 	x := &a.rtx
+	a.refillRtx()
+	now := max(int64(time.Since(a.started)), 1)
+	n := 0
 	for _, pair := range nacks {
+		more := true
 		pair.Range(func(seq uint16) bool {
+			n++
+			more = n < rtxPerNack && x.tokens > 0
+			slot := &s.rtxAt[seq%rtxPerNack]
+			if slot.at != 0 && slot.seq == seq && now-slot.at < int64(rtxInterval) {
+				return more
+			}
 			b := s.ot.sub.Packet(s.layer, seq, x.pkt[:])
 			if b == nil {
-				return true
+				return more
 			}
 			hn, err := x.hdr.Unmarshal(b)
 			if err != nil {
-				return true
+				return more
 			}
+			slot.at, slot.seq = now, seq
+			x.tokens--
 			// sendRTP sends no padding, as for the first send: the same
 			// sequence number under the same key is the same plaintext
 			// (GCM nonce reuse otherwise).
@@ -259,17 +314,24 @@ func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 			if a.sendRTP(&x.hdr, b[hn:], x.plain[:], x.out[:]) == nil {
 				a.stats.rtx.Add(1)
 			}
-			return true
+			return n < rtxPerNack && x.tokens > 0
 		})
+		if !more {
+			break
+		}
 	}
 }
 
-// rtxBuffers are the read loop's buffers for retransmissions.
+// rtxBuffers are the read loop's buffers and budget for retransmissions.
 type rtxBuffers struct {
 	hdr   rtp.Header
 	pkt   [1500]byte
 	plain [1500]byte
 	out   [1500 + srtpOverhead]byte
+	// tokens is the retransmission budget; earnedAt the video packets
+	// sent that it accounts for.
+	tokens   int
+	earnedAt uint64
 }
 
 // srtpOverhead bounds what SRTP adds to a packet (auth tag, MKI, ROC).
