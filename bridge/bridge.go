@@ -93,7 +93,16 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 	}
 	b.mux = http.NewServeMux()
 	b.mux.HandleFunc(associatePath, b.handleAssociate)
-	b.srv = &http.Server{Handler: b.mux, ReadHeaderTimeout: 5 * time.Second}
+	// The MAC is checked once the body is read: the timeouts keep a
+	// client that stops sending from holding a goroutine and a socket,
+	// and no handler reads more than maxSignalBody.
+	b.srv = &http.Server{
+		Handler:           http.MaxBytesHandler(b.mux, maxSignalBody),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       signalReadTimeout,
+		IdleTimeout:       signalIdleTimeout,
+		MaxHeaderBytes:    maxSignalHeader,
+	}
 	return b, nil
 }
 

@@ -268,7 +268,7 @@ func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, 
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return "", PeerLink{}, nil, nil, false
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignalBody))
+	body, err := io.ReadAll(r.Body) // at most maxSignalBody (the server's MaxBytesHandler)
 	if err != nil {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return "", PeerLink{}, nil, nil, false

@@ -19,6 +19,15 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
+// signalReadTimeout bounds reading a signalling request, body included
+// (a body of at most maxSignalBody from a peer on the IX); idle
+// keep-alive connections are closed after signalIdleTimeout. Variables
+// only so that tests can shorten them.
+var (
+	signalReadTimeout = 10 * time.Second
+	signalIdleTimeout = 60 * time.Second
+)
+
 // associatePath is the signalling endpoint on the relay address.
 const associatePath = "/gxconf/relay/v1/associate"
 
@@ -26,6 +35,9 @@ const (
 	macHeader     = "X-Gxconf-Relay-Mac"
 	maxClockSkew  = 30 * time.Second
 	maxSignalBody = 64 << 10
+	// maxSignalHeader bounds a signalling request's header: ours are a
+	// MAC and a peer name.
+	maxSignalHeader = 16 << 10
 )
 
 // signalVersion is the relay protocol's version. 2: the relay's media is
@@ -146,7 +158,7 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignalBody))
+	body, err := io.ReadAll(r.Body) // at most maxSignalBody (the server's MaxBytesHandler)
 	if err != nil {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
