@@ -136,13 +136,25 @@ func (a *Appservice) refusePolicyChange(ctx context.Context, roomID id.RoomID, s
 
 // powers returns the sender's power level and the room's highest one.
 func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.UserID) (senderPower, topPower int64) {
+	return powersIn(a.powerLevels(ctx, roomID), sender)
+}
+
+// powerLevels returns the room's m.room.power_levels content, from the state
+// store or else from the homeserver; nil when neither knows it.
+func (a *Appservice) powerLevels(ctx context.Context, roomID id.RoomID) *event.PowerLevelsEventContent {
 	pl, err := a.state.GetPowerLevels(ctx, roomID)
-	if err != nil || pl == nil {
-		var fetched event.PowerLevelsEventContent
-		if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err == nil {
-			pl = &fetched
-		}
+	if err == nil && pl != nil {
+		return pl
 	}
+	var fetched event.PowerLevelsEventContent
+	if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err != nil {
+		return nil
+	}
+	return &fetched
+}
+
+// powersIn returns the sender's power level and the highest one in pl.
+func powersIn(pl *event.PowerLevelsEventContent, sender id.UserID) (senderPower, topPower int64) {
 	if pl == nil {
 		// No power levels known: only the room's highest level (100) may lower.
 		return 0, 100
@@ -152,6 +164,16 @@ func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.Use
 		top = max(top, lvl)
 	}
 	return int64(pl.GetUserLevel(sender)), int64(top)
+}
+
+// accessEventLevel is the power level the room demands for sending the
+// de.gxconf.access state event (events[type], else state_default). Without
+// known power levels it is the spec's state_default, 50.
+func accessEventLevel(pl *event.PowerLevelsEventContent) int64 {
+	if pl == nil {
+		return 50
+	}
+	return int64(pl.GetEventLevel(accessEventType))
 }
 
 // RoomPolicy returns the access policy in force in a room; nil means none
@@ -323,7 +345,13 @@ func (a *Appservice) policyCommand(ctx context.Context, roomID id.RoomID, sender
 				return notice("That policy is not valid: " + err.Error())
 			}
 		}
-		senderPower, topPower := a.powers(ctx, roomID, sender)
+		pl := a.powerLevels(ctx, roomID)
+		senderPower, topPower := powersIn(pl, sender)
+		// The bot sends the state event with its own power, so the sender
+		// must hold the power the room demands for sending it themselves.
+		if needed := accessEventLevel(pl); senderPower < needed {
+			return notice(fmt.Sprintf("I cannot make that change: setting or clearing %s needs power level %d in this room; you have %d.", credentials.AccessEventType, needed, senderPower))
+		}
 		if next == nil {
 			if current != nil && senderPower < topPower {
 				err = fmt.Errorf("%w (%d); you have %d", ErrPolicyRemovalForbidden, topPower, senderPower)
