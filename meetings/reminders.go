@@ -41,7 +41,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// remind sends the due reminders and returns when the next one is due.
+// maxNamed caps the people a reminder names (m.mentions and pills): a
+// homeserver refuses events over 64 KiB, and naming every one of a
+// thousand invitees makes one of about 260 KB. Beyond it the reminder also
+// mentions the room (@room), which reaches the people it does not name.
+const maxNamed = 50
+
+// remind sends the due reminders and returns when the next one is due. A
+// reminder that fails is logged and the others are still sent (meetings are
+// read in id order, so returning early would starve every later one); the
+// error returned then only makes Run retry the failed ones a minute later.
 func (s *Service) remind(ctx context.Context) (time.Time, error) {
 	now := s.clock.Now()
 	next := now.Add(maxSleep)
@@ -50,7 +59,11 @@ func (s *Service) remind(ctx context.Context) (time.Time, error) {
 		return next, err
 	}
 	before := s.cfg.ReminderBefore
+	failed := 0
 	for _, m := range ms {
+		if err := ctx.Err(); err != nil {
+			return next, err
+		}
 		// The occurrences running now or starting within the next wait.
 		occ, err := m.Schedule.Between(now, now.Add(before+maxSleep))
 		if err != nil {
@@ -65,9 +78,13 @@ func (s *Service) remind(ctx context.Context) (time.Time, error) {
 				continue
 			}
 			if err := s.sendReminder(ctx, m, o, now); err != nil {
-				return next, err
+				failed++
+				s.log.Warn().Err(err).Str("meeting_id", m.ID).Time("occurrence", o.Start).Msg("Failed to send a reminder")
 			}
 		}
+	}
+	if failed > 0 {
+		return next, fmt.Errorf("%d reminder(s) failed", failed)
 	}
 	return next, nil
 }
@@ -95,11 +112,11 @@ func (s *Service) sendReminder(ctx context.Context, m *Meeting, o Occurrence, no
 	return nil
 }
 
-// reminderContent mentions every participant (m.mentions and HTML pills)
+// reminderContent mentions the participants (m.mentions and HTML pills)
 // and gives the join link. The bot rings nobody: the first client to join
 // the call rings, as Element Call does.
 func (s *Service) reminderContent(m *Meeting, o Occurrence, now time.Time) map[string]any {
-	people := append([]string{m.Organiser}, m.Participants...)
+	named, more := reminderPeople(m)
 	loc, _ := m.Schedule.location()
 	when := "now"
 	if d := o.Start.Sub(now); d > 30*time.Second {
@@ -107,15 +124,34 @@ func (s *Service) reminderContent(m *Meeting, o Occurrence, now time.Time) map[s
 	} else if d < -30*time.Second {
 		when = "since " + o.Start.In(loc).Format("15:04")
 	}
+	names, pills := strings.Join(named, " "), joinPills(named)
+	if more > 0 {
+		rest := fmt.Sprintf(" and %d more: @room", more)
+		names, pills = names+rest, pills+rest
+	}
 	link := s.CallLink(m)
 	text := fmt.Sprintf("⏰ %s starts %s (%s %s). Join the call: %s\n%s",
-		m.Title, when, o.Start.In(loc).Format("15:04"), loc, link, strings.Join(people, " "))
+		m.Title, when, o.Start.In(loc).Format("15:04"), loc, link, names)
 	htmlText := fmt.Sprintf("⏰ <b>%s</b> starts %s (%s %s). <a href=\"%s\">Join the call</a><br>%s",
-		escape(m.Title), when, o.Start.In(loc).Format("15:04"), loc, escape(link), joinPills(people))
+		escape(m.Title), when, o.Start.In(loc).Format("15:04"), loc, escape(link), pills)
 	c := noticeContent(text, htmlText)
-	c["m.mentions"] = map[string]any{"user_ids": people}
+	mentions := map[string]any{"user_ids": named}
+	if more > 0 {
+		mentions["room"] = true // reaches those not named
+	}
+	c["m.mentions"] = mentions
 	c["de.gxconf.reminder"] = map[string]any{"meeting_id": m.ID, "occurrence": o.Start.UnixMilli()}
 	return c
+}
+
+// reminderPeople returns the people a reminder names — the organiser first,
+// at most maxNamed — and how many more there are.
+func reminderPeople(m *Meeting) (named []string, more int) {
+	people := append([]string{m.Organiser}, m.Participants...)
+	if len(people) <= maxNamed {
+		return people, 0
+	}
+	return people[:maxNamed], len(people) - maxNamed
 }
 
 func roundMinutes(d time.Duration) string {

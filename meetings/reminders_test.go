@@ -2,6 +2,9 @@ package meetings
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -214,4 +217,110 @@ func TestFailedReminderIsRetried(t *testing.T) {
 	env.mx.mu.Unlock()
 	env.clock.Set(utc("2026-03-23 08:51"))
 	env.expectReminder(t, a.Meeting.RoomID)
+}
+
+// refusingMatrix is a homeserver that refuses some messages: those refuse
+// returns an error for.
+type refusingMatrix struct {
+	*fakeMatrix
+	refuse func(roomID string, content map[string]any) error
+}
+
+func (r refusingMatrix) SendMessage(ctx context.Context, roomID string, content map[string]any) error {
+	if err := r.refuse(roomID, content); err != nil {
+		return err
+	}
+	return r.fakeMatrix.SendMessage(ctx, roomID, content)
+}
+
+// maxEventSize is the limit the Matrix spec puts on an event (65536 bytes);
+// a homeserver answers a larger one with M_TOO_LARGE.
+const maxEventSize = 65536
+
+func refuseTooLarge(_ string, content map[string]any) error {
+	if b, _ := json.Marshal(content); len(b) > maxEventSize {
+		return errors.New("M_TOO_LARGE: event too large")
+	}
+	return nil
+}
+
+// createOrdered creates two meetings at the same time and returns them
+// ordered by id, the order the reminder loop reads them in.
+func createOrdered(t *testing.T, env *testEnv, invite []string) (first, second *Meeting) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("A"), Start: ptr("2026-03-23 10:00"), Duration: ptr("1h"), Invite: invite})
+	require.NoError(t, err)
+	b, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("B"), Start: ptr("2026-03-23 10:00"), Duration: ptr("1h")})
+	require.NoError(t, err)
+	if a.Meeting.ID > b.Meeting.ID {
+		return b.Meeting, a.Meeting
+	}
+	return a.Meeting, b.Meeting
+}
+
+func reminderClaimed(t *testing.T, env *testEnv, m *Meeting) bool {
+	t.Helper()
+	start, err := m.Schedule.StartTime()
+	require.NoError(t, err)
+	sent, err := env.svc.store.reminderSent(context.Background(), m.ID, start)
+	require.NoError(t, err)
+	return sent
+}
+
+// A reminder the homeserver refuses does not hold back the meetings read
+// after it, and stays unclaimed so a later round retries it.
+func TestRefusedReminderDoesNotStarveOthers(t *testing.T) {
+	fm := newFakeMatrix()
+	var refused string
+	env := newTestService(t, func(o *Options) {
+		o.Matrix = refusingMatrix{fm, func(roomID string, _ map[string]any) error {
+			if roomID == refused {
+				return errors.New("M_FORBIDDEN")
+			}
+			return nil
+		}}
+	})
+	first, second := createOrdered(t, env, nil)
+	refused = first.RoomID
+	env.clock.Set(utc("2026-03-23 08:55"))
+	_, err := env.svc.remind(context.Background())
+	require.Error(t, err, "the failure is still reported, so Run retries in a minute")
+	require.True(t, reminderClaimed(t, env, second), "the later meeting's reminder was sent")
+	require.Len(t, fm.roomMessages(second.RoomID), 1)
+	require.False(t, reminderClaimed(t, env, first), "the refused reminder stays unclaimed for a retry")
+}
+
+// A meeting with a thousand invitees gets a reminder a homeserver accepts:
+// it names the first 50 people and mentions the room for the rest, and
+// the meeting after it is reminded too.
+func TestLargeMeetingReminderStaysSmall(t *testing.T) {
+	fm := newFakeMatrix()
+	fm.sent = make(chan sentMessage, 5000) // room for the messages about 1000 invitations
+	env := newTestService(t, func(o *Options) { o.Matrix = refusingMatrix{fm, refuseTooLarge} })
+	var people []string
+	for i := range 1000 {
+		people = append(people, fmt.Sprintf("@participant.number.%04d:ministerium.bund.example", i))
+	}
+	first, second := createOrdered(t, env, people)
+	big := first
+	if len(second.Participants) > len(first.Participants) {
+		big = second
+	}
+	env.clock.Set(utc("2026-03-23 08:55"))
+	_, err := env.svc.remind(context.Background())
+	require.NoError(t, err)
+	require.True(t, reminderClaimed(t, env, first))
+	require.True(t, reminderClaimed(t, env, second))
+
+	msgs := fm.roomMessages(big.RoomID)
+	require.Len(t, msgs, 1)
+	b, err := json.Marshal(msgs[0])
+	require.NoError(t, err)
+	require.Less(t, len(b), maxEventSize, "the reminder event stays under 64 KiB")
+	mentions := msgs[0]["m.mentions"].(map[string]any)
+	require.Len(t, mentions["user_ids"], 50)
+	require.Equal(t, alice, mentions["user_ids"].([]string)[0], "the organiser is named first")
+	require.Equal(t, true, mentions["room"])
+	require.Contains(t, msgs[0]["body"], "and 951 more: @room")
 }
