@@ -80,3 +80,25 @@ func TestBotAnswers(t *testing.T) {
 	msgs := env.mx.roomMessages("!dm-" + bob)
 	require.Contains(t, msgs[len(msgs)-1]["body"], "https://conf.hs.test/meetings/cal/")
 }
+
+// Users who may not organise (here: of another homeserver) cannot make the
+// bot open direct chats or store settings for them with "feed" and "tz";
+// the bot says why. A local user still can.
+func TestFeedAndTimezoneNeedOrganiser(t *testing.T) {
+	env := newTestService(t)
+	bot := env.svc.Bot("!conf")
+	ctx := context.Background()
+	for _, cmd := range []string{"feed", "tz Europe/Berlin"} {
+		body, _ := bot.HandleCommand(ctx, "!attackerroom:evil.example", "@puppet:evil.example", cmd)
+		require.Contains(t, body, "only users of hs.test may", cmd)
+	}
+	env.mx.mu.Lock()
+	require.Empty(t, env.mx.dms, "no direct chat for the remote user")
+	env.mx.mu.Unlock()
+	tz, feed, err := env.svc.store.user(ctx, "@puppet:evil.example")
+	require.NoError(t, err)
+	require.Empty(t, tz+feed, "no settings row for the remote user")
+
+	body, _ := bot.HandleCommand(ctx, "!dm", alice, "feed")
+	require.Contains(t, body, "I sent your calendar address")
+}

@@ -449,8 +449,22 @@ func (s *Service) refreshInvites(ctx context.Context, old, m *Meeting, skip []st
 	return failed
 }
 
+// mayKeepSettings refuses per-user settings (time zone, feed) to users who
+// may not organise: each makes a meet_user row, and the feed a direct chat,
+// which anyone the bot shares a room with — on any homeserver — could
+// otherwise have it make in bulk.
+func (s *Service) mayKeepSettings(user string) error {
+	if !s.mayOrganise(user) {
+		return fmt.Errorf("%w: only users of %s may set a time zone or get a calendar feed here", ErrForbidden, strings.Join(s.organiserServers(), ", "))
+	}
+	return nil
+}
+
 // SetTimezone sets the zone a user's meetings and confirmations use.
 func (s *Service) SetTimezone(ctx context.Context, user, tz string) error {
+	if err := s.mayKeepSettings(user); err != nil {
+		return err
+	}
 	if _, err := loadZone(tz); err != nil {
 		return err
 	}
@@ -461,6 +475,9 @@ func (s *Service) SetTimezone(ctx context.Context, user, tz string) error {
 // time (or a new one when reset, which makes the old URL stop working).
 // Only the token's hash is stored, so the URL is shown when it is made.
 func (s *Service) FeedURL(ctx context.Context, user string) (string, error) {
+	if err := s.mayKeepSettings(user); err != nil {
+		return "", err
+	}
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
 		return "", err
