@@ -57,6 +57,16 @@ func readSignal(t *testing.T, ws *websocket.Conn) *livekit.SignalResponse {
 	return res
 }
 
+// writeSignal sends req on a raw signal socket.
+func writeSignal(t *testing.T, ws *websocket.Conn, req *livekit.SignalRequest) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := proto.Marshal(req)
+	require.NoError(t, err)
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+}
+
 // TestJoinResponse checks the first message and ping/pong over a raw socket.
 func TestJoinResponse(t *testing.T) {
 	verifyNoLeaks(t)
@@ -101,11 +111,7 @@ func TestJoinResponse(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	send := func(req *livekit.SignalRequest) {
-		b, err := proto.Marshal(req)
-		require.NoError(t, err)
-		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
-	}
+	send := func(req *livekit.SignalRequest) { writeSignal(t, ws, req) }
 	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Ping{Ping: 42}})
 	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 4242}}})
 	var pong, pongResp bool
@@ -677,17 +683,10 @@ func TestTrickleFlood(t *testing.T) {
 	ws, first := rawJoin(t, ts, "flood", "mallory", "")
 	defer ws.CloseNow()
 	require.NotNil(t, first.GetJoin())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	send := func(req *livekit.SignalRequest) {
-		b, err := proto.Marshal(req)
-		require.NoError(t, err)
-		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
-	}
 	trickle := func(port int, pad int) {
 		c := fmt.Sprintf(`{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 %d typ host%s","sdpMid":"0","sdpMLineIndex":0}`,
 			port, strings.Repeat(" ", pad))
-		send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
 			CandidateInit: c, Target: livekit.SignalTarget_PUBLISHER,
 		}}})
 	}
@@ -695,7 +694,7 @@ func TestTrickleFlood(t *testing.T) {
 	for i := range 200 {
 		trickle(10000+i, 0)
 	}
-	send(&livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
 	for readSignal(t, ws).GetPongResp() == nil {
 	}
 	pub, _ := ts.srv.QueuedCandidates("flood", "mallory")
@@ -724,9 +723,7 @@ func TestMetadataLimits(t *testing.T) {
 	update := func(m *livekit.UpdateParticipantMetadata) *livekit.RequestResponse {
 		id++
 		m.RequestId = id
-		b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: m}})
-		require.NoError(t, err)
-		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: m}})
 		for {
 			if r := readSignal(t, ws).GetRequestResponse(); r != nil && r.GetRequestId() == id {
 				return r
@@ -774,12 +771,8 @@ func TestAddTrackBounds(t *testing.T) {
 	ws, first := rawJoin(t, ts, "addtrack", "mallory", "")
 	defer ws.CloseNow()
 	require.NotNil(t, first.GetJoin())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	addTrack := func(req *livekit.AddTrackRequest) *livekit.SignalResponse {
-		b, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: req}})
-		require.NoError(t, err)
-		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: req}})
 		for {
 			res := readSignal(t, ws)
 			if res.GetRequestResponse() != nil || res.GetTrackPublished() != nil {
@@ -913,9 +906,7 @@ func TestSubscriptionSidsBounded(t *testing.T) {
 			{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: sids, Subscribe: true}}},
 			{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}},
 		} {
-			b, err := proto.Marshal(m)
-			require.NoError(t, err)
-			require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
+			writeSignal(t, ws, m)
 		}
 		n := 0
 		for {

@@ -232,14 +232,9 @@ func TestJoinOfferAnsweredOnceSet(t *testing.T) {
 		require.NotNil(t, readSignal(t, ws).GetJoin())
 		return ws
 	}
-	send := func(ws *websocket.Conn, req *livekit.SignalRequest) {
-		b, err := proto.Marshal(req)
-		require.NoError(t, err)
-		require.NoError(t, ws.Write(ctx, websocket.MessageBinary, b))
-	}
 	// answeredBeforePong sends a ping and reads up to its pong.
 	answeredBeforePong := func(ws *websocket.Conn) *livekit.SessionDescription {
-		send(ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
 		var answer *livekit.SessionDescription
 		for {
 			res := readSignal(t, ws)
@@ -281,7 +276,7 @@ func TestJoinOfferAnsweredOnceSet(t *testing.T) {
 	}
 	ci, err := json.Marshal(cand)
 	require.NoError(t, err)
-	send(ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
 		CandidateInit: string(ci), Target: livekit.SignalTarget_PUBLISHER,
 	}}})
 	answer := awaitAnswer(ws)
