@@ -20,14 +20,7 @@ func TestPeerAnnouncementsBounded(t *testing.T) {
 	maxRemoteParticipants, maxInTracks = 3, 64 // alice and two ghosts; alice's 2 tracks and 62
 	t.Cleanup(func() { maxRemoteParticipants, maxInTracks = oldP, oldT })
 
-	auth := newFakeAuthority()
-	auth.grant("tok-rita", "fed-b", "X", "rita")
-	a := startFedA(t, auth)
-	b := startFedB(t, a, peerSignalKey)
-	alice := a.join(t, "X", "alice")
-	alice.publish(t, avOpts())
-	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
-	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	a, b, alice, _ := ritaWatchesAlice(t)
 	refusedP := b.br.PeerRefused("fed-a", refusedParticipant)
 	refusedT := b.br.PeerRefused("fed-a", refusedTrack)
 

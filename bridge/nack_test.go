@@ -13,14 +13,7 @@ import (
 // times. The node resends each packet once for the first datagram, and
 // in all no more than a quarter of the video it relayed to the peer.
 func TestNackBudget(t *testing.T) {
-	auth := newFakeAuthority()
-	auth.grant("tok-rita", "fed-b", "X", "rita")
-	a := startFedA(t, auth)
-	b := startFedB(t, a, peerSignalKey)
-	alice := a.join(t, "X", "alice")
-	alice.publish(t, avOpts())
-	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
-	rita.waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	a, b, _, _ := ritaWatchesAlice(t)
 	ba := b.br.assocFor(t, peerRoomX, peerKey("fed-a", ""))
 	aa := a.br.assocFor(t, "X", peerKey("fed-b", "b1"))
 	// A video stream fed-a relays to fed-b and its newest 17 packets in

@@ -104,6 +104,21 @@ func (f *fakeAuthority) PeerParticipantGranted(_ context.Context, peer, room, id
 }
 
 // startFedA is fed-a's node: the authority of its rooms, peered with fed-b.
+// ritaWatchesAlice starts fed-a and fed-b, alice publishing in fed-a's X
+// and rita (granted X) watching her through fed-b's relay.
+func ritaWatchesAlice(t *testing.T) (a, b *node, alice, rita *client) {
+	t.Helper()
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a = startFedA(t, auth)
+	b = startFedB(t, a, peerSignalKey)
+	alice = a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	rita = b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	rita.waitMedia(t, []string{"alice"}, 30, 50, 20*time.Second)
+	return a, b, alice, rita
+}
+
 func startFedA(t *testing.T, auth *fakeAuthority) *node {
 	t.Helper()
 	return startNodeFull(t, "a1", nil, func(n *node) {
@@ -375,14 +390,7 @@ func TestPeerRelaySecurity(t *testing.T) {
 // without anyone rejoining.
 func TestPeerRelayRelinks(t *testing.T) {
 	verifyNoLeaks(t)
-	auth := newFakeAuthority()
-	auth.grant("tok-rita", "fed-b", "X", "rita")
-	a := startFedA(t, auth)
-	b := startFedB(t, a, peerSignalKey)
-	alice := a.join(t, "X", "alice")
-	alice.publish(t, avOpts())
-	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
-	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	a, _, _, rita := ritaWatchesAlice(t)
 	before := rita.stream("alice/video")
 
 	// fed-a's end goes silent, as when the IX link is cut.
