@@ -112,6 +112,18 @@ func (r *Room) routeDataLocal(from *Participant, label string, data []byte, dest
 // whose data channel is not open yet.
 const maxPendingData = 256
 
+// Bounds on what a participant's data channel may hold unsent. pion queues
+// whatever is sent, however slowly (or not at all: a client that never
+// acknowledges) the receiver takes it; beyond these a packet is dropped
+// and counted (data_dropped_total). Lossy data is worthless once it waits;
+// reliable data gets room for bursts, and is dropped only where the
+// alternative is a sender filling the server's memory.
+// Variables only so that a test can lower them.
+var (
+	maxLossyBuffered    uint64 = 1 << 20
+	maxReliableBuffered uint64 = 16 << 20
+)
+
 // sendData writes to the data channel the SFU sends on (the subscriber
 // connection's, or in single mode the client's own). Reliable messages
 // sent before the channel opened are queued and flushed on open; lossy
@@ -121,6 +133,10 @@ func (p *Participant) sendData(label string, data []byte) {
 	defer p.dcMu.Unlock()
 	if label == dataLossy {
 		if p.subLossy != nil && p.subLossy.ReadyState() == webrtc.DataChannelStateOpen {
+			if p.subLossy.BufferedAmount() > maxLossyBuffered {
+				p.s.metrics.dataDropped.WithLabelValues(label).Inc()
+				return
+			}
 			if err := p.subLossy.Send(data); err != nil {
 				p.log.Trace().Err(err).Msg("failed to send data packet")
 			}
@@ -131,6 +147,11 @@ func (p *Participant) sendData(label string, data []byte) {
 		if len(p.dcPending) < maxPendingData {
 			p.dcPending = append(p.dcPending, data)
 		}
+		return
+	}
+	if p.subReliable.BufferedAmount() > maxReliableBuffered {
+		p.s.metrics.dataDropped.WithLabelValues(label).Inc()
+		p.log.Debug().Msg("reliable data packet dropped: 16 MiB wait for the client already")
 		return
 	}
 	if err := p.subReliable.Send(data); err != nil {

@@ -81,3 +81,30 @@ func (s *Server) QueuedCandidates(room, identity string) (pub, sub int) {
 	defer p.mu.Unlock()
 	return len(p.candQueue[0]), len(p.candQueue[1])
 }
+
+// DataBuffered is what identity's reliable data channel holds unsent.
+func (s *Server) DataBuffered(room, identity string) uint64 {
+	r := s.getRoom(room)
+	if r == nil {
+		return 0
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return 0
+	}
+	p.dcMu.Lock()
+	defer p.dcMu.Unlock()
+	if p.subReliable == nil {
+		return 0
+	}
+	return p.subReliable.BufferedAmount()
+}
+
+// SetDataBacklogLimits sets the unsent data a participant's lossy and
+// reliable channels may hold (data.go) until the returned function
+// restores them.
+func SetDataBacklogLimits(lossy, reliable uint64) (restore func()) {
+	ol, or := maxLossyBuffered, maxReliableBuffered
+	maxLossyBuffered, maxReliableBuffered = lossy, reliable
+	return func() { maxLossyBuffered, maxReliableBuffered = ol, or }
+}

@@ -294,6 +294,33 @@ func TestDataPackets(t *testing.T) {
 	require.False(t, has(bob, "", "from-server"))
 }
 
+// TestDataBacklogBounded: data waiting in the server for a participant's
+// client is bounded (1 MiB lossy, 16 MiB reliable in production); beyond
+// the bound a packet is dropped and counted, and the sender is not held
+// up. The bound is lowered to 16 KiB here, so that alice's burst of 60 kB
+// messages exceeds it whenever one has not left yet; a client that never
+// acknowledges would hold the backlog for good.
+func TestDataBacklogBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	t.Cleanup(sfu.SetDataBacklogLimits(16<<10, 16<<10))
+	ts := startServer(t, nil)
+	alice := ts.join(t, "backlog", "alice", nil)
+	bob := ts.join(t, "backlog", "bob", nil)
+	payload := bytes.Repeat([]byte{'x'}, 60000)
+	var peak uint64
+	for range 100 {
+		require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData(payload),
+			lksdk.WithDataPublishReliable(true), lksdk.WithDataPublishDestination([]string{"bob"})))
+		peak = max(peak, ts.srv.DataBuffered("backlog", "bob"))
+	}
+	require.Eventually(t, func() bool {
+		peak = max(peak, ts.srv.DataBuffered("backlog", "bob"))
+		return ts.metricWith(t, "gxconf_sfu_data_dropped_total", "channel", "_reliable") > 0
+	}, 20*time.Second, 5*time.Millisecond, "nothing dropped; peak backlog %d", peak)
+	require.LessOrEqual(t, peak, uint64(16<<10+len(payload)+1024))
+	require.Eventually(t, func() bool { return len(bob.dataFrom("alice")) > 0 }, 10*time.Second, 10*time.Millisecond)
+}
+
 // TestMuteAndLeave: mute (client and server side) and leave show up for others.
 func TestMuteAndLeave(t *testing.T) {
 	verifyNoLeaks(t)
