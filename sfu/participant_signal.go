@@ -86,6 +86,10 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 	case *livekit.SignalRequest_UpdateMetadata:
 		p.handleUpdateMetadata(m.UpdateMetadata)
 	case *livekit.SignalRequest_UpdateAudioTrack:
+		if len(m.UpdateAudioTrack.GetFeatures()) > maxAudioFeatures {
+			p.log.Debug().Int("features", len(m.UpdateAudioTrack.GetFeatures())).Msg("update_audio_track with too many features ignored")
+			break
+		}
 		p.updateTrackInfo(m.UpdateAudioTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
 			ti.AudioFeatures = m.UpdateAudioTrack.GetFeatures()
 		})
@@ -286,9 +290,14 @@ func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata)
 		}
 		return
 	}
-	p.applyMetadataLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
+	changed := p.metadataChangesLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
+	if changed {
+		p.applyMetadataLocked(m.GetName(), m.GetMetadata(), m.GetAttributes())
+	}
 	p.mu.Unlock()
-	p.publishUpdate(true)
+	if changed {
+		p.publishUpdate(true) // a repeated update is sent to nobody
+	}
 	if m.GetRequestId() != 0 {
 		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{
 			RequestId: m.GetRequestId(), Reason: livekit.RequestResponse_OK,
@@ -332,6 +341,20 @@ func (p *Participant) metadataTooLargeLocked(name, metadata string, attrs map[st
 		}
 	}
 	return "", 0
+}
+
+// metadataChangesLocked tells whether applying the update would change
+// the participant's info.
+func (p *Participant) metadataChangesLocked(name, metadata string, attrs map[string]string) bool {
+	if (name != "" && name != p.info.Name) || (metadata != "" && metadata != p.info.Metadata) {
+		return true
+	}
+	for k, v := range attrs {
+		if old, ok := p.info.Attributes[k]; (v == "" && ok) || (v != "" && old != v) {
+			return true
+		}
+	}
+	return false
 }
 
 // applyMetadataLocked sets non-empty name/metadata and merges attributes

@@ -373,8 +373,16 @@ func (p *Participant) updateTrackInfo(sid string, f func(*livekit.TrackInfo)) {
 		return
 	}
 	t.mu.Lock()
+	before := proto.Clone(t.info)
 	f(t.info)
+	same := proto.Equal(before, t.info)
 	t.mu.Unlock()
+	if same {
+		// A repeated update changes nothing and is sent to nobody: each
+		// broadcast goes to every participant.
+		p.mu.Unlock()
+		return
+	}
 	p.changedLocked()
 	p.mu.Unlock()
 	if t.isLive() {

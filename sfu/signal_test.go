@@ -949,3 +949,43 @@ func TestSubscriptionSidsBounded(t *testing.T) {
 	require.Equal(t, 512, answers("alice", nil))
 	require.Zero(t, answers("bob", func(g *auth.VideoGrant) { g.SetCanSubscribe(false) }))
 }
+
+// TestRepeatedUpdatesNotBroadcast: an update that changes nothing (the
+// same metadata again) is acknowledged but sent to nobody — every
+// broadcast costs one message per participant. bob, watching on a raw
+// socket, sees mallory's first and last updates and none of the 100
+// repeats between them.
+func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob, first := rawJoin(t, ts, "repeat", "bob", "")
+	defer bob.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok := ts.token(t, "repeat", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
+	mallory, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+tok, nil)
+	require.NoError(t, err)
+	defer mallory.CloseNow()
+	require.NotNil(t, readSignal(t, mallory).GetJoin())
+	update := func(md string) {
+		writeSignal(t, mallory, &livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: &livekit.UpdateParticipantMetadata{Metadata: md}}})
+	}
+	for range 101 {
+		update("same")
+	}
+	update("last")
+	var seen []string
+	for {
+		u := readSignal(t, bob).GetUpdate()
+		for _, p := range u.GetParticipants() {
+			if p.GetIdentity() == "mallory" && p.GetMetadata() != "" {
+				seen = append(seen, p.GetMetadata())
+			}
+		}
+		if len(seen) > 0 && seen[len(seen)-1] == "last" {
+			break
+		}
+	}
+	require.Equal(t, []string{"same", "last"}, seen)
+}
