@@ -108,3 +108,19 @@ func SetDataBacklogLimits(lossy, reliable uint64) (restore func()) {
 	maxLossyBuffered, maxReliableBuffered = lossy, reliable
 	return func() { maxLossyBuffered, maxReliableBuffered = ol, or }
 }
+
+// OfferMids is how many sections of identity's publisher offers the
+// server keeps a track id for.
+func (s *Server) OfferMids(room, identity string) int {
+	r := s.getRoom(room)
+	if r == nil {
+		return -1
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return -1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.midCid)
+}

@@ -181,8 +181,9 @@ func (p *Participant) recordOfferMids(raw string) {
 	if err := d.UnmarshalString(raw); err != nil {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	// Every offer lists all sections, so each replaces the last one's map:
+	// mids of sections gone (or of offers a client made up) do not pile up.
+	next := make(map[string]string, len(d.MediaDescriptions))
 	for _, m := range d.MediaDescriptions {
 		mid, _ := m.Attribute("mid")
 		msid, ok := m.Attribute("msid")
@@ -190,9 +191,12 @@ func (p *Participant) recordOfferMids(raw string) {
 			continue
 		}
 		if f := strings.Fields(msid); len(f) == 2 {
-			p.midCid[mid] = f[1]
+			next[mid] = f[1]
 		}
 	}
+	p.mu.Lock()
+	p.midCid = next
+	p.mu.Unlock()
 }
 
 // matchTrackLocked finds the published track an incoming RTP stream

@@ -989,3 +989,27 @@ func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 	}
 	require.Equal(t, []string{"same", "last"}, seen)
 }
+
+// TestOfferMidsReplaced: what the server remembers of a client's offers
+// (each section's track id) is the last offer's, not every offer's: ten
+// made-up offers of 100 sections each leave at most 100 entries, also when
+// pion refuses the offers.
+func TestOfferMidsReplaced(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws, first := rawJoin(t, ts, "mids", "mallory", "")
+	defer ws.CloseNow()
+	require.NotNil(t, first.GetJoin())
+	for o := range 10 {
+		var b strings.Builder
+		b.WriteString("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
+		for i := range 100 {
+			fmt.Fprintf(&b, "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:%d-%d\r\na=msid:s track-%d-%d\r\n", o, i, o, i)
+		}
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: b.String(), Id: uint32(o + 1)}}})
+	}
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+	for readSignal(t, ws).GetPongResp() == nil {
+	}
+	require.Equal(t, 100, ts.srv.OfferMids("mids", "mallory"))
+}
