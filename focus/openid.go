@@ -141,9 +141,16 @@ func (v *openIDVerifier) dialTLS(ctx context.Context, network, addr, certName st
 	return conn, nil
 }
 
-func limitRedirects(_ *http.Request, via []*http.Request) error {
+// limitRedirects follows at most 3 redirects, and to https only: these
+// fetches run for unauthenticated token requests, and a server named by
+// the requester could otherwise redirect the focus to a plain-http URL on
+// any address (a cloud metadata service, an internal admin page).
+func limitRedirects(req *http.Request, via []*http.Request) error {
 	if len(via) >= 3 {
 		return errors.New("too many redirects")
+	}
+	if req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect to %s refused: https only", req.URL.Scheme)
 	}
 	return nil
 }
