@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
@@ -121,11 +122,33 @@ func (r *LegacyTokenRequest) Validate() error {
 		return badJSON("Missing room parameter")
 	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
 		return badJSON("Missing OpenID token parameters")
+	case !printable(r.DeviceID, maxDeviceID):
+		// It becomes part of the LiveKit identity, which the cluster
+		// directory (names ≤ 256 bytes, no control characters) must hold.
+		return badJSON(fmt.Sprintf("`device_id` must be at most %d bytes of printable text", maxDeviceID))
 	}
 	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
 		return badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
 	return nil
+}
+
+// maxDeviceID bounds a legacy request's device_id (Matrix device IDs are
+// short; homeservers generate ten letters).
+const maxDeviceID = 128
+
+// printable tells whether s is valid UTF-8 of at most max bytes without
+// control characters (the empty string included).
+func printable(s string, max int) bool {
+	if len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // DecodeDelayedLeaveRequest parses and validates a /delegate_delayed_leave

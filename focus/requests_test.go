@@ -38,6 +38,16 @@ func TestDecodeRefusesAmbiguousBodies(t *testing.T) {
 	var e *Error
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, codeBadJSON, e.Code)
+	// device_id becomes part of the identity the cluster directory holds:
+	// bounded and printable.
+	for _, dev := range []string{strings.Repeat("D", 129), `D\u0001`, `D\u007f`} {
+		_, err = DecodeLegacyTokenRequest([]byte(strings.Replace(legacy, `"device_id":"D"`, `"device_id":"`+dev+`"`, 1)))
+		require.ErrorAs(t, err, &e, dev)
+		require.Equal(t, codeBadJSON, e.Code)
+		require.Contains(t, e.Message, "`device_id`")
+	}
+	_, err = DecodeLegacyTokenRequest([]byte(strings.Replace(legacy, `"device_id":"D"`, `"device_id":"`+strings.Repeat("D", 128)+`"`, 1)))
+	require.NoError(t, err)
 	_, err = DecodeTokenRequest([]byte(`{"room_id":`))
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, codeNotJSON, e.Code)
