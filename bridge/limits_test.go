@@ -69,3 +69,28 @@ func TestPeerAnnouncementsBounded(t *testing.T) {
 	require.LessOrEqual(t, perSID[videoSID], 3, "receivers of one track")
 	require.LessOrEqual(t, len(in), 3*maxInTracks)
 }
+
+// TestPeerNodesPerRoomBounded: a peer deployment holds at most
+// maxPeerNodesPerRoom associations for one of our rooms (lowered to 1
+// here): a second node of fed-b asking to relay X is refused and counted,
+// the first keeps relaying.
+func TestPeerNodesPerRoomBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	old := maxPeerNodesPerRoom
+	maxPeerNodesPerRoom = 1
+	t.Cleanup(func() { maxPeerNodesPerRoom = old })
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	auth.grant("tok-ruth", "fed-b", "X", "ruth")
+	a := startFedA(t, auth)
+	b1 := startFedBNode(t, a, peerSignalKey, "b1")
+	b2 := startFedBNode(t, a, peerSignalKey, "b2")
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	b1.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X")).waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	b2.joinToken(t, "ruth", peerToken(t, "ruth", "tok-ruth", "X"))
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedAssociation) > 0 }, 20*time.Second, 20*time.Millisecond)
+	pa := a.br.PeerDeployments()
+	require.Len(t, pa, 1)
+	require.Equal(t, 1, pa[0].Authority, "%+v", pa)
+}

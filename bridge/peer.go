@@ -131,7 +131,29 @@ const (
 	refusedData        = "data"
 	refusedControl     = "control"
 	refusedParticipant = "participant"
+	refusedAssociation = "association"
 )
+
+// maxPeerNodesPerRoom bounds the associations one peer deployment holds
+// for one of our rooms: one per node of its that serves users of the room,
+// each with its own copy of every track it wants over the IX. A peer that
+// made up node names could otherwise multiply our egress and setup work.
+// A variable only so that a test can lower it.
+var maxPeerNodesPerRoom = 16
+
+// peerAssociations counts the associations peer holds for room, leaving
+// out key (an offer for an existing key replaces that association).
+func (b *Bridge) peerAssociations(room, peer, key string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k, a := range b.assocs {
+		if k.room == room && k.peer != key && a.pr != nil && a.pr.deployment == peer {
+			n++
+		}
+	}
+	return n
+}
 
 func (b *Bridge) countRefused(peer, kind string) {
 	b.mu.Lock()
@@ -339,6 +361,12 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		b.countRefused(peer, refusedParticipant)
 		b.log.Warn().Str("lk_room", offer.Room).Str("peer", peer).Msg("Refused a peer's relay: none of its users holds a grant for the room")
 		http.Error(w, "no grant for this peer in the room", http.StatusForbidden)
+		return
+	}
+	if n := b.peerAssociations(offer.Room, peer, peerKey(peer, offer.Node)); n >= maxPeerNodesPerRoom {
+		b.countRefused(peer, refusedAssociation)
+		b.log.Warn().Str("lk_room", offer.Room).Str("peer", peer).Int("limit", maxPeerNodesPerRoom).Msg("Refused a peer's relay: it holds as many associations for the room as its nodes may")
+		http.Error(w, fmt.Sprintf("at most %d associations per peer and room", maxPeerNodesPerRoom), http.StatusTooManyRequests)
 		return
 	}
 	a, ans, err := b.accept(offer.Room, peerKey(peer, offer.Node), offer.Nonce, &peerRole{deployment: peer, authority: true, node: offer.Node})
