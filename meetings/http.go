@@ -97,7 +97,14 @@ func (s *Service) Handler() http.Handler {
 		}
 		return http.StatusOK, map[string]any{"meetings": out}, nil
 	}))
-	mux.Handle("POST "+APIPath+"feed", s.api("feed", func(ctx context.Context, user string, _ *http.Request, _ []byte) (int, any, error) {
+	mux.Handle("POST "+APIPath+"feed", s.api("feed", func(ctx context.Context, user string, r *http.Request, _ []byte) (int, any, error) {
+		// The feed address is a lasting secret that outlives the token:
+		// it is issued for a Matrix access token only. An OpenID token
+		// is handed to whatever call focus a room names, which could
+		// replay it here for an hour.
+		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); !strings.EqualFold(scheme, "bearer") {
+			return 0, nil, fmt.Errorf("%w: the feed address is issued for a Matrix access token (Authorization: Bearer) only", ErrUnauthorized)
+		}
 		u, err := s.FeedURL(ctx, user)
 		if err != nil {
 			return 0, nil, err

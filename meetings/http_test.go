@@ -112,6 +112,11 @@ func TestHTTPAPI(t *testing.T) {
 	require.Equal(t, 200, status, out)
 	require.Len(t, out["meetings"], 1)
 
+	// The feed address outlives the token it was issued for: an OpenID
+	// token (which any call focus a room names gets) does not obtain it.
+	status, out = call(t, srv, "POST", "/meetings/v1/feed", "MX-Identity "+oid, "")
+	require.Equal(t, 401, status, out)
+	require.Contains(t, out["error"], "Bearer")
 	status, out = call(t, srv, "POST", "/meetings/v1/feed", "Bearer token-bob", "")
 	require.Equal(t, 200, status, out)
 	feed := strings.TrimPrefix(out["url"].(string), "https://conf.hs.test")

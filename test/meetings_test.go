@@ -364,7 +364,11 @@ func TestMeetingsWithDendrite(t *testing.T) {
 		// Carol's own meeting, which must not show in Bob's feed.
 		status, out := api(t, s, "POST", "meeting/create", "Bearer "+carol.Client.AccessToken, map[string]any{"title": "Carol alone", "start": "2027-05-01T09:00"})
 		require.Equal(t, 201, status, out)
+		// The feed address is issued for an access token only, not for an
+		// OpenID token (which any call focus a room names gets).
 		status, out = api(t, s, "POST", "feed", mxIdentity(t, bob), nil)
+		require.Equal(t, 401, status, out)
+		status, out = api(t, s, "POST", "feed", "Bearer "+bob.Client.AccessToken, nil)
 		require.Equal(t, 200, status, out)
 		feed := out["url"].(string)
 		require.True(t, strings.HasPrefix(feed, s.FocusURL+"/meetings/cal/"), feed)
