@@ -57,6 +57,16 @@ func readSignal(t *testing.T, ws *websocket.Conn) *livekit.SignalResponse {
 	return res
 }
 
+// joinedRaw is rawJoin for tests that need only the socket: the join
+// response checked, the socket closed at the end.
+func joinedRaw(t *testing.T, ts *testServer, room, identity string) *websocket.Conn {
+	t.Helper()
+	ws, first := rawJoin(t, ts, room, identity, "")
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	require.NotNil(t, first.GetJoin())
+	return ws
+}
+
 // writeSignal sends req on a raw signal socket.
 func writeSignal(t *testing.T, ws *websocket.Conn, req *livekit.SignalRequest) {
 	t.Helper()
@@ -146,9 +156,7 @@ func TestMalformedFrame(t *testing.T) {
 	ts := startServer(t, nil)
 	bob := ts.join(t, "mal", "bob", nil)
 	bob.publish(t, loadtest.PublishOptions{Audio: true})
-	ws, first := rawJoin(t, ts, "mal", "mallory", "")
-	defer ws.CloseNow()
-	require.NotNil(t, first.GetJoin())
+	ws := joinedRaw(t, ts, "mal", "mallory")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// An empty frame and a message type this server does not know (field
@@ -707,9 +715,7 @@ func TestShutdownDuringLeaves(t *testing.T) {
 func TestTrickleFlood(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws, first := rawJoin(t, ts, "flood", "mallory", "")
-	defer ws.CloseNow()
-	require.NotNil(t, first.GetJoin())
+	ws := joinedRaw(t, ts, "flood", "mallory")
 	trickle := func(port int, pad int) {
 		c := fmt.Sprintf(`{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 %d typ host%s","sdpMid":"0","sdpMLineIndex":0}`,
 			port, strings.Repeat(" ", pad))
@@ -795,9 +801,7 @@ func TestMetadataLimits(t *testing.T) {
 func TestAddTrackBounds(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws, first := rawJoin(t, ts, "addtrack", "mallory", "")
-	defer ws.CloseNow()
-	require.NotNil(t, first.GetJoin())
+	ws := joinedRaw(t, ts, "addtrack", "mallory")
 	addTrack := func(req *livekit.AddTrackRequest) *livekit.SignalResponse {
 		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: req}})
 		for {
@@ -958,9 +962,7 @@ func TestSubscriptionSidsBounded(t *testing.T) {
 func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	bob, first := rawJoin(t, ts, "repeat", "bob", "")
-	defer bob.CloseNow()
-	require.NotNil(t, first.GetJoin())
+	bob := joinedRaw(t, ts, "repeat", "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok := ts.token(t, "repeat", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
@@ -997,9 +999,7 @@ func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 func TestOfferMidsReplaced(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws, first := rawJoin(t, ts, "mids", "mallory", "")
-	defer ws.CloseNow()
-	require.NotNil(t, first.GetJoin())
+	ws := joinedRaw(t, ts, "mids", "mallory")
 	for o := range 10 {
 		var b strings.Builder
 		b.WriteString("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
