@@ -331,6 +331,20 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// turnIdleTimeout closes a TURN stream connection on which the client has
+// sent nothing for this long. A client in a call sends media or ICE
+// consent checks every few seconds and refreshes its allocation well
+// within it; otherwise a connection that sent one byte (or completed a
+// TLS handshake) and then nothing held a socket and goroutines for good.
+// A variable only so that a test can shorten it.
+var turnIdleTimeout = 2 * time.Minute
+
+// Read gives every read the idle deadline.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(turnIdleTimeout))
+	return c.Conn.Read(p)
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.t.mu.Lock()

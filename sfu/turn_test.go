@@ -340,3 +340,28 @@ func TestTURNLeaveThenDeallocate(t *testing.T) {
 	require.NoError(t, relay.Close())
 	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 0 }, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestTURNIdleConnectionClosed: a TURN-over-TCP connection on which the
+// client sent one byte and then nothing is closed once it has been idle
+// for turnIdleTimeout (shortened here); it held a socket and goroutines
+// for good before.
+func TestTURNIdleConnectionClosed(t *testing.T) {
+	old := turnIdleTimeout
+	turnIdleTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { turnIdleTimeout = old })
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a free port
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	startTURN(t, func(c *Config) { c.TURN.TCPPort = port })
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte{0})
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 16))
+	require.Error(t, err)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server kept the idle connection: %v", err)
+}
