@@ -529,7 +529,7 @@ func (dt *downTrack) applySettings(s *livekit.UpdateTrackSettings) {
 		} else if q := s.GetQuality(); q <= livekit.VideoQuality_HIGH {
 			pref = dt.track.layerForQuality(q)
 		}
-		dt.pref.Store(clampLayer(pref))
+		dt.pref.Store(pref) // both mappings clamp to a layer there is
 	}
 	dt.selectLayer()
 	dt.track.dynacast(time.Now())

@@ -57,13 +57,17 @@ func readSignal(t *testing.T, ws *websocket.Conn) *livekit.SignalResponse {
 	return res
 }
 
-// joinedRaw is rawJoin for tests that need only the socket: the join
-// response checked, the socket closed at the end.
-func joinedRaw(t *testing.T, ts *testServer, room, identity string) *websocket.Conn {
+// joinedRaw opens /rtc with a bare WebSocket for identity, with the grant
+// mut makes (nil: join only), checks the join response and closes the
+// socket at the end.
+func joinedRaw(t *testing.T, ts *testServer, room, identity string, mut func(*auth.VideoGrant)) *websocket.Conn {
 	t.Helper()
-	ws, first := rawJoin(t, ts, room, identity, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+ts.token(t, room, identity, mut), nil)
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = ws.CloseNow() })
-	require.NotNil(t, first.GetJoin())
+	require.NotNil(t, readSignal(t, ws).GetJoin())
 	return ws
 }
 
@@ -156,7 +160,7 @@ func TestMalformedFrame(t *testing.T) {
 	ts := startServer(t, nil)
 	bob := ts.join(t, "mal", "bob", nil)
 	bob.publish(t, loadtest.PublishOptions{Audio: true})
-	ws := joinedRaw(t, ts, "mal", "mallory")
+	ws := joinedRaw(t, ts, "mal", "mallory", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// An empty frame and a message type this server does not know (field
@@ -715,7 +719,7 @@ func TestShutdownDuringLeaves(t *testing.T) {
 func TestTrickleFlood(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "flood", "mallory")
+	ws := joinedRaw(t, ts, "flood", "mallory", nil)
 	trickle := func(port int, pad int) {
 		c := fmt.Sprintf(`{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 %d typ host%s","sdpMid":"0","sdpMLineIndex":0}`,
 			port, strings.Repeat(" ", pad))
@@ -746,12 +750,8 @@ func TestMetadataLimits(t *testing.T) {
 	bob := ts.join(t, "md", "bob", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok := ts.token(t, "md", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
-	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+tok, nil)
-	require.NoError(t, err)
-	defer ws.CloseNow()
+	ws := joinedRaw(t, ts, "md", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
 	ws.SetReadLimit(1 << 20) // updates of 40 kB attributes come back
-	require.NotNil(t, readSignal(t, ws).GetJoin())
 	id := uint32(0)
 	update := func(m *livekit.UpdateParticipantMetadata) *livekit.RequestResponse {
 		id++
@@ -785,7 +785,7 @@ func TestMetadataLimits(t *testing.T) {
 	require.Equal(t, "mallory", seen.Name(), "a refused update changed the name")
 
 	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
-	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "md", Identity: "mallory", Metadata: strings.Repeat("m", 64001)})
+	_, err := rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: "md", Identity: "mallory", Metadata: strings.Repeat("m", 64001)})
 	requireTwirpCode(t, err, twirp.InvalidArgument)
 	_, err = rs.UpdateRoomMetadata(ctx, &livekit.UpdateRoomMetadataRequest{Room: "md", Metadata: strings.Repeat("m", 64001)})
 	requireTwirpCode(t, err, twirp.InvalidArgument)
@@ -801,7 +801,7 @@ func TestMetadataLimits(t *testing.T) {
 func TestAddTrackBounds(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "addtrack", "mallory")
+	ws := joinedRaw(t, ts, "addtrack", "mallory", nil)
 	addTrack := func(req *livekit.AddTrackRequest) *livekit.SignalResponse {
 		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_AddTrack{AddTrack: req}})
 		for {
@@ -922,17 +922,12 @@ func TestUnreadSocketClosed(t *testing.T) {
 func TestSubscriptionSidsBounded(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	sids := make([]string, 600)
 	for i := range sids {
 		sids[i] = fmt.Sprintf("TR_unknown%d", i)
 	}
 	answers := func(identity string, mut func(*auth.VideoGrant)) int {
-		ws, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+ts.token(t, "subs", identity, mut), nil)
-		require.NoError(t, err)
-		defer ws.CloseNow()
-		require.NotNil(t, readSignal(t, ws).GetJoin())
+		ws := joinedRaw(t, ts, "subs", identity, mut)
 		for _, m := range []*livekit.SignalRequest{
 			{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: sids, Subscribe: true}}},
 			{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}},
@@ -962,14 +957,8 @@ func TestSubscriptionSidsBounded(t *testing.T) {
 func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	bob := joinedRaw(t, ts, "repeat", "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tok := ts.token(t, "repeat", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
-	mallory, _, err := websocket.Dial(ctx, ts.url+"/rtc?protocol=16&sdk=go&access_token="+tok, nil)
-	require.NoError(t, err)
-	defer mallory.CloseNow()
-	require.NotNil(t, readSignal(t, mallory).GetJoin())
+	bob := joinedRaw(t, ts, "repeat", "bob", nil)
+	mallory := joinedRaw(t, ts, "repeat", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
 	update := func(md string) {
 		writeSignal(t, mallory, &livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: &livekit.UpdateParticipantMetadata{Metadata: md}}})
 	}
@@ -999,7 +988,7 @@ func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 func TestOfferMidsReplaced(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "mids", "mallory")
+	ws := joinedRaw(t, ts, "mids", "mallory", nil)
 	for o := range 10 {
 		var b strings.Builder
 		b.WriteString("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")

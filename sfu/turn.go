@@ -329,6 +329,9 @@ type trackedConn struct {
 	net.Conn
 	t    *turnServer
 	once sync.Once
+	// deadline is the read deadline last set (reads are sequential: pion's
+	// read loop of the connection)
+	deadline time.Time
 }
 
 // turnIdleTimeout closes a TURN stream connection on which the client has
@@ -339,9 +342,14 @@ type trackedConn struct {
 // A variable only so that a test can shorten it.
 var turnIdleTimeout = 2 * time.Minute
 
-// Read gives every read the idle deadline.
+// Read keeps the idle deadline at least half of turnIdleTimeout ahead,
+// moving it only when it has come that close: media over TURN-TCP reads
+// once per packet, and setting a deadline re-arms a runtime timer.
 func (c *trackedConn) Read(p []byte) (int, error) {
-	_ = c.Conn.SetReadDeadline(time.Now().Add(turnIdleTimeout))
+	if now := time.Now(); c.deadline.Sub(now) < turnIdleTimeout/2 {
+		c.deadline = now.Add(turnIdleTimeout)
+		_ = c.Conn.SetReadDeadline(c.deadline)
+	}
 	return c.Conn.Read(p)
 }
 
