@@ -335,7 +335,7 @@ type trackedConn struct {
 }
 
 // turnIdleTimeout closes a TURN stream connection on which the client has
-// sent nothing for this long. A client in a call sends media or ICE
+// sent nothing for this long (at least half of it: see Read). A client in a call sends media or ICE
 // consent checks every few seconds and refreshes its allocation well
 // within it; otherwise a connection that sent one byte (or completed a
 // TLS handshake) and then nothing held a socket and goroutines for good.
