@@ -166,7 +166,10 @@ func (a *Appservice) joinAndGreet(ctx context.Context, roomID id.RoomID) error {
 // joinGrace is how long IsJoined waits for a join that the homeserver has
 // not yet delivered to us, when it cannot tell us itself (the bot is not in
 // the room). Element Call asks for a token right after joining by link.
-const joinGrace = 3 * time.Second
+// Three seconds proved too short: a loaded Dendrite with PostgreSQL was seen
+// delivering such a join to the appservice after more than 3 s (official CI,
+// 6 Dec); a caller who is not a member waits this long for the 403.
+const joinGrace = 10 * time.Second
 
 // IsJoined reports whether userID is joined to roomID: from the store when it
 // says so, otherwise by asking the homeserver as the bot (a join may not have
