@@ -113,13 +113,18 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		if err := strictjson.Unmarshal(content, &c); err != nil {
 			return m, false, fmt.Errorf("%w: %v", errBadCallMember, err)
 		}
+		// A state event replaces whatever has its state key in the room, as
+		// room state does. A sticky event replaces only its own sender's
+		// event with that key (MSC4354 keys sticky events by sender), so its
+		// key is scoped by the sender: another member sending alice's key
+		// must not overwrite or end alice's membership.
 		switch {
+		case stateKey != nil && *stateKey != "":
+			m.Key = *stateKey
 		case c.StickyKey != "":
 			m.Key = c.StickyKey
 		case c.MSCStickyKey != "":
 			m.Key = c.MSCStickyKey
-		case stateKey != nil && *stateKey != "":
-			m.Key = *stateKey
 		case c.Member != nil && c.Member.ID != "":
 			m.Key = c.Member.ID
 		default:
@@ -127,6 +132,9 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		}
 		if len(m.Key) > maxIDLength {
 			return m, false, fmt.Errorf("%w: key too long", errBadCallMember)
+		}
+		if stateKey == nil || *stateKey == "" {
+			m.Key = stickyKey(sender, m.Key)
 		}
 		if c.SlotID == "" || c.Member == nil || c.Member.Membership == "leave" {
 			return m, true, nil
@@ -150,3 +158,7 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 	}
 	return m, false, fmt.Errorf("%w: unknown type %s", errBadCallMember, evtType)
 }
+
+// stickyKey scopes a sticky event's key by its sender. User IDs contain no
+// space, so no other sender's key can spell the same.
+func stickyKey(sender, key string) string { return sender + " " + key }

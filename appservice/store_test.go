@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 func TestStoreMigrationsAndRecords(t *testing.T) {
@@ -113,4 +115,71 @@ func TestInitRoomPolicyKeepsARacingEvent(t *testing.T) {
 	content, _, err := s.roomPolicy(ctx, "!raced")
 	require.NoError(t, err)
 	require.Equal(t, `{"level":"kritis"}`, content)
+}
+
+// A sticky rtc.member is keyed by its sender: another member sending the same
+// sticky key, joining or leaving, neither replaces nor ends the first
+// member's membership; the sender's own leave does.
+func TestStickyKeyScopedBySender(t *testing.T) {
+	ctx := context.Background()
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	send := func(sender, content string) {
+		t.Helper()
+		evt := &event.Event{Type: event.Type{Type: TypeRTCMember, Class: event.MessageEventType}, Sender: id.UserID(sender),
+			RoomID: "!r:hs.test", ID: id.EventID("$" + sender + content), Timestamp: time.Now().UnixMilli(),
+			Content: event.Content{VeryRaw: []byte(content)}}
+		require.NoError(t, a.processEvent(ctx, evt))
+	}
+	members := func() []string {
+		t.Helper()
+		list, err := a.store.callMembers(ctx, "!r:hs.test", time.Now())
+		require.NoError(t, err)
+		var out []string
+		for _, m := range list {
+			out = append(out, m.UserID+"/"+m.DeviceID)
+		}
+		return out
+	}
+	join := func(dev string) string {
+		return `{"slot_id":"m.call#ROOM","member":{"id":"mid","device_id":"` + dev + `"},"sticky_key":"alice-key"}`
+	}
+	send("@alice:hs.test", join("ALICEDEV"))
+	require.Equal(t, []string{"@alice:hs.test/ALICEDEV"}, members())
+
+	send("@mallory:hs.test", join("MDEV"))
+	require.Equal(t, []string{"@alice:hs.test/ALICEDEV", "@mallory:hs.test/MDEV"}, members(),
+		"another sender's event with alice's key is a membership of its own")
+	send("@mallory:hs.test", `{"sticky_key":"alice-key"}`)
+	require.Equal(t, []string{"@alice:hs.test/ALICEDEV"}, members(), "mallory's leave ends only mallory's membership")
+
+	send("@alice:hs.test", `{"sticky_key":"alice-key"}`)
+	require.Empty(t, members(), "alice's own leave ends hers")
+}
+
+// Rows stored before version 3 take their sender into the key, so a leave
+// parsed now still finds them.
+func TestStickyKeyMigration(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "as.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	require.NoError(t, err)
+	defer db.Close()
+	child := db.Child(VersionTable, upgradeTable[:2], nil)
+	require.NoError(t, child.Upgrade(ctx))
+	old := &store{db: child}
+	now := time.Now()
+	require.NoError(t, old.putCallMember(ctx, CallMember{RoomID: "!r", Kind: "msc4143", Key: "k", UserID: "@a:x", DeviceID: "D",
+		MemberID: "k", SlotID: "m.call#ROOM", ExpiresAt: now.Add(time.Hour), UpdatedAt: now}))
+	require.NoError(t, old.putCallMember(ctx, CallMember{RoomID: "!r", Kind: "msc3401", Key: "_@a:x_D_m.call", UserID: "@a:x", DeviceID: "D",
+		SlotID: "m.call#ROOM", UpdatedAt: now}))
+
+	s, err := newStore(ctx, db)
+	require.NoError(t, err)
+	m, leave, err := ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, now.UnixMilli(), []byte(`{"sticky_key":"k"}`))
+	require.NoError(t, err)
+	require.True(t, leave)
+	require.NoError(t, s.deleteCallMember(ctx, m.RoomID, m.Kind, m.Key))
+	list, err := s.callMembers(ctx, "!r", now)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "msc3401", list[0].Kind, "state-keyed rows keep their key")
 }
