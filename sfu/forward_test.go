@@ -2,12 +2,15 @@ package sfu_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
 
@@ -355,4 +358,35 @@ func TestDeletedRoomIsNotRelayedBack(t *testing.T) {
 	defer ws.CloseNow()
 	_, err = ts.srv.RelayRoom("gone", true)
 	require.NoError(t, err)
+}
+
+// A relay announcing many video tracks that never carry a packet costs no
+// packet-cache slots (a peer may announce 2048 tracks per association; with
+// slots allocated up front, 256 simulcast tracks took ~147 MB).
+func TestRelayTracksCacheOnFirstPacket(t *testing.T) {
+	ts := startServer(t, nil)
+	rr, err := ts.srv.RelayRoom("announced", true)
+	require.NoError(t, err)
+	remote, err := rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote"}, sfu.RemoteHooks{})
+	require.NoError(t, err)
+	defer remote.Close(livekit.DisconnectReason_CLIENT_INITIATED)
+	codec := sfu.RelayCodec{RTPCodecParameters: webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	const tracks = 256
+	before := heap()
+	for i := 0; i < tracks; i++ {
+		_, err := remote.PublishTrack(&livekit.TrackInfo{Sid: fmt.Sprintf("TR_%d", i), Type: livekit.TrackType_VIDEO, Simulcast: true,
+			Layers: []*livekit.VideoLayer{{Quality: livekit.VideoQuality_LOW}, {Quality: livekit.VideoQuality_MEDIUM}, {Quality: livekit.VideoQuality_HIGH}}},
+			codec, func(uint8) {}, func(int) {})
+		require.NoError(t, err)
+	}
+	grown := int64(heap()) - int64(before)
+	t.Logf("%d announced tracks: heap grew %d KB", tracks, grown>>10)
+	require.Less(t, grown, int64(32<<20), "announced tracks allocated packet caches")
 }

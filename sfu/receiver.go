@@ -647,10 +647,12 @@ var monoStart = time.Now()
 func monoNow() int64 { return int64(time.Since(monoStart)) }
 
 // packetCache keeps the last packets of a stream for NACK replies. Slots
-// are fixed-size, preallocated once; a packet larger than a slot is not
-// cached.
+// are fixed-size, allocated together with the first packet (a track
+// announced but never sent, as a relay may announce thousands, costs no
+// slots); a packet larger than a slot is not cached.
 type packetCache struct {
 	mu   sync.Mutex
+	n    int
 	buf  []byte
 	seqs []uint16
 	lens []uint16
@@ -658,16 +660,17 @@ type packetCache struct {
 
 const cacheSlot = 1280
 
-func newPacketCache(n int) *packetCache {
-	return &packetCache{buf: make([]byte, n*cacheSlot), seqs: make([]uint16, n), lens: make([]uint16, n)}
-}
+func newPacketCache(n int) *packetCache { return &packetCache{n: n} }
 
 func (c *packetCache) put(seq uint16, pkt []byte) {
 	if len(pkt) > cacheSlot {
 		return
 	}
-	i := int(seq) % len(c.seqs)
 	c.mu.Lock()
+	if c.seqs == nil {
+		c.buf, c.seqs, c.lens = make([]byte, c.n*cacheSlot), make([]uint16, c.n), make([]uint16, c.n)
+	}
+	i := int(seq) % c.n
 	copy(c.buf[i*cacheSlot:], pkt)
 	c.seqs[i] = seq
 	c.lens[i] = uint16(len(pkt))
@@ -676,9 +679,12 @@ func (c *packetCache) put(seq uint16, pkt []byte) {
 
 // get copies packet seq into dst and returns it, or nil if gone.
 func (c *packetCache) get(seq uint16, dst []byte) []byte {
-	i := int(seq) % len(c.seqs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.seqs == nil {
+		return nil
+	}
+	i := int(seq) % c.n
 	if c.lens[i] == 0 || c.seqs[i] != seq {
 		return nil
 	}
