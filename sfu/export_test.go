@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // DescribeSubscriptions is, for tests that fail, what the server knows of
@@ -123,4 +125,24 @@ func (s *Server) OfferMids(room, identity string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.midCid)
+}
+
+// RemoteCandidates is how many remote candidates at ip identity's publisher
+// connection's ICE agent holds.
+func (s *Server) RemoteCandidates(room, identity, ip string) int {
+	r := s.getRoom(room)
+	if r == nil {
+		return -1
+	}
+	p := r.participant(identity)
+	if p == nil {
+		return -1
+	}
+	n := 0
+	for _, st := range p.pub.GetStats() {
+		if c, ok := st.(webrtc.ICECandidateStats); ok && c.Type == webrtc.StatsTypeRemoteCandidate && c.IP == ip {
+			n++
+		}
+	}
+	return n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type Participant struct {
 	midCid          map[string]string               // publisher offer: mid -> msid track id
 	retired         map[*webrtc.RTPTransceiver]bool // single mode: sections a track left, until the next answer
 	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
+	candCount       [2]int                          // by SignalTarget, candidates taken in this ICE generation
+	remoteUfrag     [2]string                       // by SignalTarget, the remote description's ice-ufrag
 	closed          bool
 	left            chan struct{} // closed once the leave is announced (leftAnnounced)
 	lastReliableSeq uint32
@@ -546,10 +549,40 @@ func (p *Participant) closePeerConnections() {
 
 // setRemote sets pc's remote description under pcMu: with an answer pion
 // starts the negotiated senders (Send binds our downtracks).
+// A new ice-ufrag is an ICE restart: the remote candidates start anew, and
+// so does their count (handleTrickle).
 func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
 	p.pcMu.Lock()
-	defer p.pcMu.Unlock()
-	return pc.SetRemoteDescription(sd)
+	err := pc.SetRemoteDescription(sd)
+	p.pcMu.Unlock()
+	if err != nil {
+		return err
+	}
+	target := livekit.SignalTarget_PUBLISHER
+	if pc == p.sub && !p.single {
+		target = livekit.SignalTarget_SUBSCRIBER
+	}
+	ufrag := iceUfrag(sd.SDP)
+	p.mu.Lock()
+	if ufrag != p.remoteUfrag[target] {
+		p.remoteUfrag[target], p.candCount[target] = ufrag, 0
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// iceUfrag is the first a=ice-ufrag of an SDP (bundled: the one in force).
+func iceUfrag(sdp string) string {
+	const attr = "a=ice-ufrag:"
+	i := strings.Index(sdp, attr)
+	if i < 0 {
+		return ""
+	}
+	v := sdp[i+len(attr):]
+	if j := strings.IndexAny(v, "\r\n"); j >= 0 {
+		v = v[:j]
+	}
+	return v
 }
 
 // setLocal sets pc's local description under pcMu: with an answer pion

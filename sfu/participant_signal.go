@@ -211,10 +211,14 @@ func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
 }
 
 // Bounds on a client's trickled candidates: a browser sends a few per
-// network interface and server, each one line of well under 300 bytes.
+// network interface and server, each one line of well under 300 bytes. Each
+// remote candidate makes the ICE agent send connectivity checks to the
+// address it names, so without a bound one signal connection could make the
+// SFU probe any number of addresses.
 const (
 	maxCandidateInit   = 2048 // bytes of one candidate's JSON
 	maxQueuedCandidate = 64   // per connection, before its remote description
+	maxCandidates      = 128  // per connection and ICE generation (ufrag)
 )
 
 func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
@@ -223,11 +227,13 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	}
 	if len(t.GetCandidateInit()) > maxCandidateInit {
 		p.log.Debug().Int("len", len(t.GetCandidateInit())).Msg("ignoring oversized ice candidate")
+		p.s.metrics.candIgnored.WithLabelValues("oversized").Inc()
 		return
 	}
 	var c webrtc.ICECandidateInit
 	if err := json.Unmarshal([]byte(t.GetCandidateInit()), &c); err != nil {
 		p.log.Debug().Err(err).Msg("ignoring malformed ice candidate")
+		p.s.metrics.candIgnored.WithLabelValues("malformed").Inc()
 		return
 	}
 	target := t.GetTarget()
@@ -243,12 +249,20 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 		if len(p.candQueue[target]) >= maxQueuedCandidate {
 			p.mu.Unlock()
 			p.log.Debug().Str("target", target.String()).Msg("ignoring ice candidate: too many before the session description")
+			p.s.metrics.candIgnored.WithLabelValues("limit").Inc()
 			return
 		}
 		p.candQueue[target] = append(p.candQueue[target], c)
 		p.mu.Unlock()
 		return
 	}
+	if p.candCount[target] >= maxCandidates {
+		p.mu.Unlock()
+		p.log.Debug().Str("target", target.String()).Msg("ignoring ice candidate: too many in this ICE generation")
+		p.s.metrics.candIgnored.WithLabelValues("limit").Inc()
+		return
+	}
+	p.candCount[target]++
 	p.mu.Unlock()
 	if err := pc.AddICECandidate(c); err != nil {
 		p.log.Debug().Err(err).Msg("failed to add ice candidate")

@@ -23,6 +23,7 @@ import (
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -1001,4 +1002,62 @@ func TestOfferMidsReplaced(t *testing.T) {
 	for readSignal(t, ws).GetPongResp() == nil {
 	}
 	require.Equal(t, 100, ts.srv.OfferMids("mids", "mallory"))
+}
+
+// TestTrickleBoundedPerICEGeneration: every remote candidate makes the ICE
+// agent probe the address it names, so a connection takes at most 128 per
+// ICE generation after its session description too; an ICE restart (a new
+// ufrag) starts the count anew.
+func TestTrickleBoundedPerICEGeneration(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws := joinedRaw(t, ts, "probe", "mallory", nil)
+	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	require.NoError(t, err)
+	offerID := uint32(0)
+	negotiate := func(restart bool) {
+		t.Helper()
+		offer, err := client.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
+		require.NoError(t, err)
+		require.NoError(t, client.SetLocalDescription(offer))
+		var sdp strings.Builder
+		for _, line := range strings.SplitAfter(offer.SDP, "\r\n") {
+			if !strings.HasPrefix(line, "a=candidate:") { // only trickled candidates count below
+				sdp.WriteString(line)
+			}
+		}
+		offerID++
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: offerID}}})
+		for {
+			if a := readSignal(t, ws).GetAnswer(); a != nil {
+				require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
+				return
+			}
+		}
+	}
+	port := 10000
+	flood := func(n int) int {
+		t.Helper()
+		for range n {
+			port++
+			c := fmt.Sprintf(`{"candidate":"candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host","sdpMid":"0","sdpMLineIndex":0}`, port, port)
+			writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+				CandidateInit: c, Target: livekit.SignalTarget_PUBLISHER,
+			}}})
+		}
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+		for readSignal(t, ws).GetPongResp() == nil {
+		}
+		return ts.srv.RemoteCandidates("probe", "mallory", "192.0.2.1") // not the client's own (prflx) one
+	}
+	negotiate(false)
+	require.Equal(t, 128, flood(300))
+	negotiate(false) // a renegotiation without restart does not reset the count
+	require.Equal(t, 128, flood(10))
+	negotiate(true)
+	require.Equal(t, 20, flood(20), "an ICE restart drops the old candidates and takes new ones")
+	require.Equal(t, 128, flood(300))
 }
