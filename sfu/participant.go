@@ -52,6 +52,8 @@ type Participant struct {
 	midCid          map[string]string               // publisher offer: mid -> msid track id
 	retired         map[*webrtc.RTPTransceiver]bool // single mode: sections a track left, until the next answer
 	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
+	selfUpdAt       time.Time                       // last broadcast of the participant's own metadata change
+	selfUpdTimer    *time.Timer                     // a coalesced broadcast of such changes is due
 	candCount       [2]int                          // by SignalTarget, candidates taken in this ICE generation
 	remoteUfrag     [2]string                       // by SignalTarget, the remote description's ice-ufrag
 	closed          bool
@@ -351,6 +353,40 @@ func (p *Participant) publishUpdate(self bool) {
 	}
 }
 
+// selfUpdateInterval spaces the broadcasts of a participant's own metadata,
+// name and attribute changes: each goes to every other participant, so a
+// client changing its metadata in a loop would have the server send a
+// message to everyone per change. Changes within the interval go out
+// together after it, the last state winning.
+const selfUpdateInterval = 100 * time.Millisecond
+
+// publishSelfUpdate publishes a change the participant made to its own info
+// (publishUpdate with self), at most once per selfUpdateInterval.
+func (p *Participant) publishSelfUpdate() {
+	p.mu.Lock()
+	if p.closed || p.selfUpdTimer != nil { // the due broadcast will carry this change
+		p.mu.Unlock()
+		return
+	}
+	if wait := selfUpdateInterval - time.Since(p.selfUpdAt); wait > 0 {
+		p.selfUpdTimer = time.AfterFunc(wait, func() {
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				return
+			}
+			p.selfUpdTimer, p.selfUpdAt = nil, time.Now()
+			p.mu.Unlock()
+			p.publishUpdate(true)
+		})
+		p.mu.Unlock()
+		return
+	}
+	p.selfUpdAt = time.Now()
+	p.mu.Unlock()
+	p.publishUpdate(true)
+}
+
 func (p *Participant) setActive() {
 	if p.active.Swap(true) {
 		return
@@ -441,6 +477,10 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		return
 	}
 	p.closed = true
+	if p.selfUpdTimer != nil {
+		p.selfUpdTimer.Stop()
+		p.selfUpdTimer = nil
+	}
 	p.info.State = livekit.ParticipantInfo_DISCONNECTED
 	p.info.DisconnectReason = reason
 	p.changedLocked()

@@ -310,7 +310,7 @@ func (p *Participant) handleUpdateMetadata(m *livekit.UpdateParticipantMetadata)
 	}
 	p.mu.Unlock()
 	if changed {
-		p.publishUpdate(true) // a repeated update is sent to nobody
+		p.publishSelfUpdate() // a repeated update is sent to nobody
 	}
 	if m.GetRequestId() != 0 {
 		p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_RequestResponse{RequestResponse: &livekit.RequestResponse{

@@ -1061,3 +1061,32 @@ func TestTrickleBoundedPerICEGeneration(t *testing.T) {
 	require.Equal(t, 20, flood(20), "an ICE restart drops the old candidates and takes new ones")
 	require.Equal(t, 128, flood(300))
 }
+
+// TestChangingUpdatesCoalesced: a participant's own metadata changes reach
+// the others at most once per 100 ms, the last state winning, so a client
+// changing its metadata in a loop cannot make the server send every other
+// participant a message per change. bob sees mallory's first and last of
+// 300 changes and at most one update per started 100 ms between them.
+func TestChangingUpdatesCoalesced(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := joinedRaw(t, ts, "loop", "bob", nil)
+	mallory := joinedRaw(t, ts, "loop", "mallory", func(g *auth.VideoGrant) { g.SetCanUpdateOwnMetadata(true) })
+	start := time.Now()
+	for i := range 300 {
+		writeSignal(t, mallory, &livekit.SignalRequest{Message: &livekit.SignalRequest_UpdateMetadata{UpdateMetadata: &livekit.UpdateParticipantMetadata{
+			Metadata: fmt.Sprintf("md-%d", i)}}})
+	}
+	var seen []string
+	for len(seen) == 0 || seen[len(seen)-1] != "md-299" {
+		for _, p := range readSignal(t, bob).GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "mallory" && p.GetMetadata() != "" {
+				seen = append(seen, p.GetMetadata())
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("300 changes in %v reached bob as %d updates: %v", elapsed, len(seen), seen)
+	require.Equal(t, "md-0", seen[0], "the first change goes out at once")
+	require.LessOrEqual(t, len(seen), 2+int(elapsed/(100*time.Millisecond)))
+}
