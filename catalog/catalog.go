@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"math/big"
 	"slices"
 	"strings"
@@ -56,6 +57,9 @@ type Catalog struct {
 	now       func() time.Time
 	metrics   *metrics
 	admin     *adminAuth
+	// authAudit budgets the audit rows of refusals before an identity is
+	// established (see auditUnauthenticated).
+	authAudit *rate.Limiter
 
 	// mu serialises booking transitions and admissions, so that counts and
 	// session openings are consistent within this node.
@@ -107,7 +111,8 @@ func New(ctx context.Context, opts Options) (*Catalog, error) {
 	c := &Catalog{
 		cfg: cfg, key: key, cat: cat, didDoc: doc, st: st, audit: opts.Audit, dir: opts.Directory,
 		localSite: opts.LocalSite, log: opts.Log, now: now, metrics: newMetrics(opts.Registerer),
-		sessions: map[string]*session{}, pending: map[string]map[string]time.Time{}, meetings: map[string]map[string]struct{}{},
+		authAudit: rate.NewLimiter(unauthenticatedAuditRate, unauthenticatedAuditBurst),
+		sessions:  map[string]*session{}, pending: map[string]map[string]time.Time{}, meetings: map[string]map[string]struct{}{},
 	}
 	c.admin, err = newAdminAuth(ctx, cfg.Admin, c)
 	if err != nil {

@@ -7,6 +7,9 @@
 // and serves the admin API (OpenID Connect with MFA, Rego ABAC, audit log)
 // and its page. Admin API requests without any credentials are refused and
 // only counted (gxconf_catalog_admin_anonymous_refusals_total), not audited;
+// refusals of credentials or logins that established no identity are
+// audited with a fixed reason within a budget (60, then 1/s), the rest
+// counted (gxconf_catalog_admin_unaudited_refusals_total);
 // cmd/gxconf mounts /catalog/ behind the focus's per-IP rate limit. A page
 // login's pending state (PKCE verifier, nonce) is kept in a short-lived
 // AES-GCM-sealed cookie bound to the state parameter, not on the server.

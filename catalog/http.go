@@ -114,7 +114,11 @@ func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
 		if ad != nil {
 			subject = ad.Subject
 		}
-		c.auditAdmin(r.Context(), subject, "login", "", "", err.Error(), false)
+		if ad == nil {
+			c.auditUnauthenticated(r, "login", err)
+		} else {
+			c.auditAdmin(r.Context(), subject, "login", "", "", err.Error(), false)
+		}
 		c.metrics.admin.WithLabelValues("login", "refused").Inc()
 		http.Error(w, "Login refused: "+publicReason(err), http.StatusForbidden)
 		return
@@ -206,7 +210,10 @@ func (c *Catalog) renderAdmin(w http.ResponseWriter, r *http.Request, action str
 			c.log.Error().Err(err).Str("action", action).Msg("Admin request failed")
 		}
 		c.metrics.admin.WithLabelValues(action, fmt.Sprint(status)).Inc()
-		if status == http.StatusUnauthorized || status == http.StatusForbidden || mutates {
+		switch {
+		case ad == nil && status == http.StatusUnauthorized:
+			c.auditUnauthenticated(r, action, err)
+		case status == http.StatusUnauthorized || status == http.StatusForbidden || mutates:
 			c.auditAdmin(r.Context(), subject, action, org, bookingID, publicReason(err), false)
 		}
 		writeJSON(w, status, map[string]string{"error": publicReason(err)})
@@ -225,6 +232,34 @@ func (c *Catalog) renderAdmin(w http.ResponseWriter, r *http.Request, action str
 }
 
 type rawJWT string
+
+// The audit budget of refusals that established no identity.
+const (
+	unauthenticatedAuditRate  = 1 // rows per second
+	unauthenticatedAuditBurst = 60
+)
+
+// auditUnauthenticated records a refusal before any identity was
+// established: a bearer token or session cookie that is not valid, a login
+// whose state, code or ID token failed. Anyone can cause these, and the
+// audit log is never pruned, so they are written with a fixed reason (the
+// error, which carries text from the request and the OIDC library, goes to
+// the operator log) and at most unauthenticatedAuditBurst at once, then
+// unauthenticatedAuditRate per second; the rest are counted
+// (gxconf_catalog_admin_unaudited_refusals_total) and logged at debug.
+func (c *Catalog) auditUnauthenticated(r *http.Request, action string, err error) {
+	if !c.authAudit.Allow() {
+		c.metrics.unaudited.Inc()
+		c.log.Debug().Err(err).Str("action", action).Str("remote", r.RemoteAddr).Msg("Refused credentials that established no identity (over the audit budget)")
+		return
+	}
+	c.log.Info().Err(err).Str("action", action).Str("remote", r.RemoteAddr).Msg("Refused credentials that established no identity")
+	reason := "presented credentials not valid"
+	if action == "login" {
+		reason = "login failed before an identity was established"
+	}
+	c.auditAdmin(r.Context(), "unauthenticated", action, "", "", reason, false)
+}
 
 // auditAdmin writes one admin action to the hash-chained audit log:
 // decision admin:<action> or admin-denied:<action>, the admin as user, the

@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,53 @@ func TestAnonymousAdminRefusalsNotAudited(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Equal(t, before+2, auditRows(t, e))
 	require.Equal(t, 50.0, testutil.ToFloat64(e.c.metrics.anonymous))
+}
+
+// TestUnauthenticatedRefusalsBudgeted: refusals before any identity is
+// established (a bearer token that is no ID token, a forged login callback)
+// are audited with a fixed reason, never the request's or the OIDC
+// library's text, and at most 60 at once, then one per second; the rest are
+// counted. Anyone can cause them, and the audit log is never pruned.
+func TestUnauthenticatedRefusalsBudgeted(t *testing.T) {
+	idp := newTestIdP(t, map[string]any{"org": "land-nrw", "roles": []string{"booking-admin"}, "amr": []string{"pwd", "otp"}})
+	e := newEnv(t, func(c *Config) { c.Admin.Issuer = idp.srv.URL; c.Admin.ClientSecret = "s" })
+	h := e.c.Handler()
+	serve := func(path, bearer string) int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequestWithContext(idp.ctx(), http.MethodGet, path, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	before := auditRows(t, e)
+	start := time.Now()
+	require.Equal(t, http.StatusForbidden, serve("/catalog/admin/callback?state=forged&error=INJECTED-TEXT", ""))
+	const n = 200
+	for i := range n {
+		// A token whose issuer is text of the attacker's choosing.
+		require.Equal(t, http.StatusUnauthorized, serve("/catalog/admin/api/me",
+			"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJJTkpFQ1RFRC1URVhUIn0.x"+strconv.Itoa(i)))
+	}
+	elapsed := time.Since(start)
+
+	added := auditRows(t, e) - before
+	unaudited := int(testutil.ToFloat64(e.c.metrics.unaudited))
+	require.Equal(t, n+1, added+unaudited, "every refusal is audited or counted")
+	require.GreaterOrEqual(t, added, 60)
+	require.LessOrEqual(t, added, 61+int(elapsed/time.Second))
+	rows, err := e.db.Query(context.Background(), `SELECT user_id, reason FROM credentials_audit ORDER BY seq DESC LIMIT $1`, added)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var user, reason string
+		require.NoError(t, rows.Scan(&user, &reason))
+		require.Equal(t, "unauthenticated", user)
+		require.NotContains(t, reason, "INJECTED")
+		require.NotContains(t, reason, "oidc")
+	}
+	require.NoError(t, rows.Err())
 }
 
 // TestAdminLoginNotLockedOut: pending logins are no server-side table

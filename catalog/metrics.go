@@ -8,6 +8,7 @@ type metrics struct {
 	sessions   prometheus.Gauge
 	admin      *prometheus.CounterVec
 	anonymous  prometheus.Counter
+	unaudited  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +28,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		anonymous: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gxconf_catalog_admin_anonymous_refusals_total", Help: "Admin API requests refused for carrying no credentials at all (not audited).",
 		}),
+		unaudited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gxconf_catalog_admin_unaudited_refusals_total", Help: "Refusals of credentials or logins that established no identity, beyond the audit budget (60 at once, then 1 per second): logged, not audited.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin, m.anonymous)
+		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin, m.anonymous, m.unaudited)
 	}
 	return m
 }
