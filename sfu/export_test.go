@@ -52,6 +52,14 @@ func (s *Server) DescribeSubscriptions(room, identity string) []string {
 	return out
 }
 
+// SetAnnounceHooks sets the announcement test hooks (participant.go) until
+// the returned function restores them.
+func SetAnnounceHooks(announce, announcingLeave func(identity string)) (restore func()) {
+	testHookAnnounce.Store(&announce)
+	testHookAnnouncingLeave.Store(&announcingLeave)
+	return func() { testHookAnnounce.Store(nil); testHookAnnouncingLeave.Store(nil) }
+}
+
 // SetLeaveHooks sets the participant close test hooks (participant.go)
 // until the returned function restores them.
 func SetLeaveHooks(closing, awaiting func(identity string)) (restore func()) {

@@ -44,6 +44,7 @@ type Participant struct {
 	subLossy    *webrtc.DataChannel
 
 	mu              sync.Mutex
+	annMu           sync.Mutex               // held from a snapshot of info to its broadcast (publishUpdate)
 	info            *livekit.ParticipantInfo // without Tracks; snapshot adds them
 	video           *auth.VideoGrant
 	pending         map[string]*pendingTrack        // by cid
@@ -340,9 +341,24 @@ func (p *Participant) snapshotLocked() *livekit.ParticipantInfo {
 func (p *Participant) changedLocked() { p.info.Version++ }
 
 // publishUpdate tells the others (and with self, the participant itself)
-// about a change.
+// about a change. The snapshot and its broadcast happen under annMu, as
+// does close's announcement of the leave: a participant's infos go out in
+// the order of their versions, and none after its DISCONNECTED (a snapshot
+// taken before a leave and sent after it would bring the participant back
+// to every client, and to the cluster directory).
 func (p *Participant) publishUpdate(self bool) {
-	info := p.snapshot()
+	p.annMu.Lock()
+	defer p.annMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return // close announces the leave
+	}
+	info := p.snapshotLocked()
+	p.mu.Unlock()
+	if h := testHookAnnounce.Load(); h != nil {
+		(*h)(p.identity)
+	}
 	if !p.hidden {
 		p.room.broadcastUpdate(p, info)
 	}
@@ -514,11 +530,16 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 	// the same identity that no longer finds this one there can rely on
 	// its DISCONNECTED being queued before its own JOINED (see
 	// closeAnnounced).
+	if h := testHookAnnouncingLeave.Load(); h != nil {
+		(*h)(p.identity)
+	}
+	p.annMu.Lock()
 	if !p.hidden {
 		info := p.snapshot()
 		info.Tracks = nil
 		p.room.broadcastUpdate(p, info)
 	}
+	p.annMu.Unlock()
 	p.room.removeParticipant(p)
 	close(p.leftAnnounced())
 	for _, t := range published {
@@ -565,6 +586,12 @@ func (p *Participant) closeAnnounced(reason livekit.DisconnectReason) {
 // participant is marked closed, before its leave is announced;
 // testHookAwaitingLeave in closeAnnounced before it waits for that.
 var testHookClosing, testHookAwaitingLeave func(identity string)
+
+// Test hooks (export_test.go): testHookAnnounce runs in publishUpdate
+// between the snapshot and its broadcast; testHookAnnouncingLeave in close
+// before it waits for announcements under way. Atomic: joins in progress
+// read them while a test sets them.
+var testHookAnnounce, testHookAnnouncingLeave atomic.Pointer[func(identity string)]
 
 func (p *Participant) closePeerConnections() {
 	if p.recv != nil {

@@ -575,7 +575,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	r.mu.Unlock()
 	s.metrics.participants.Inc()
 	p.log.Debug().Msg("remote participant joined")
-	r.broadcastUpdate(p, p.snapshot())
+	p.publishUpdate(false)
 	return &RemoteParticipant{p: p}, nil
 }
 

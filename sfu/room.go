@@ -192,9 +192,7 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 		old.closeAnnounced(livekit.DisconnectReason_DUPLICATE_IDENTITY)
 	}
 	p.log.Info().Str("path", params.path).Bool("single_pc", p.single).Str("sdk", params.sdk).Int("protocol", params.protocol).Msg("participant joined")
-	if !p.hidden {
-		r.broadcastUpdate(p, self)
-	}
+	p.publishUpdate(false) // a fresh snapshot: RoomService may have changed it since self
 	// Subscribe to what is already published; the subscriber offer (in
 	// single mode the answer to the client's first offer) carries these
 	// tracks and the data channels.
@@ -405,9 +403,7 @@ func (r *Room) broadcast(msg *livekit.SignalResponse) {
 // trackLive is called once a published track receives media: others are
 // told and auto-subscribers subscribed.
 func (r *Room) trackLive(owner *Participant, t *publishedTrack) {
-	if !owner.hidden {
-		r.broadcastUpdate(owner, owner.snapshot())
-	}
+	owner.publishUpdate(false)
 	for _, p := range r.participantList() {
 		if p != owner && p.autoSubscribe {
 			p.subscribe(t, true)

@@ -13,6 +13,7 @@ import (
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )
@@ -211,4 +212,68 @@ func TestRejoinWhileLeaving(t *testing.T) {
 	}
 	require.Equal(t, []string{"old left", "new joined"}, order)
 	(<-joined).CloseNow()
+}
+
+// TestNoUpdateAfterLeave: an info snapshot taken just before a participant
+// leaves must not reach the others after its DISCONNECTED — clients would
+// add the participant back (they key participants by identity and create
+// one for any update of an unknown identity that is not DISCONNECTED). The
+// leave is made to happen while a RoomService update of mallory sits
+// between its snapshot and its broadcast; bob then sees mallory leave last.
+func TestNoUpdateAfterLeave(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	const room = "ghost"
+	bob, _ := rawJoin(t, ts, room, "bob", "")
+	defer bob.CloseNow()
+	mallory, _ := rawJoin(t, ts, room, "mallory", "")
+	defer mallory.CloseNow()
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// The leave either completes (its announcement did not wait for the
+	// update) or reaches the point where it waits; then the update goes on.
+	left, waiting := make(chan struct{}), make(chan struct{})
+	var once, waitOnce sync.Once
+	restore := sfu.SetAnnounceHooks(func(identity string) {
+		if identity != "mallory" {
+			return
+		}
+		once.Do(func() {
+			go func() {
+				_, _ = rs.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: room, Identity: "mallory"})
+				close(left)
+			}()
+			select {
+			case <-left:
+			case <-waiting:
+			case <-ctx.Done():
+			}
+		})
+	}, func(identity string) {
+		if identity == "mallory" {
+			waitOnce.Do(func() { close(waiting) })
+		}
+	})
+	defer restore()
+	_, _ = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "mallory", Metadata: "stale"})
+	<-left
+	restore()
+	carol, _ := rawJoin(t, ts, room, "carol", "") // everything before is queued to bob before carol's join
+	defer carol.CloseNow()
+
+	var last *livekit.ParticipantInfo
+	for seenCarol := false; !seenCarol; {
+		for _, info := range readSignal(t, bob).GetUpdate().GetParticipants() {
+			switch info.GetIdentity() {
+			case "mallory":
+				last = info
+			case "carol":
+				seenCarol = true
+			}
+		}
+	}
+	require.NotNil(t, last)
+	require.Equal(t, livekit.ParticipantInfo_DISCONNECTED, last.GetState(), "mallory's last update bob saw: %v", last)
 }
