@@ -3,10 +3,12 @@ package sfu
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -122,6 +124,14 @@ func FuzzHandleSignal(f *testing.F) {
 		{Message: &livekit.SignalRequest_UpdateVideoTrack{UpdateVideoTrack: &livekit.UpdateLocalVideoTrack{TrackSid: "TR_x", Width: 1}}},
 		{Message: &livekit.SignalRequest_SyncState{SyncState: &livekit.SyncState{}}},
 		{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}},
+		// The fuzzer's subscription to a relayed simulcast track (below).
+		{Message: &livekit.SignalRequest_TrackSetting{TrackSetting: &livekit.UpdateTrackSettings{TrackSids: []string{"TR_fuzz"}, Quality: livekit.VideoQuality_MEDIUM}}},
+		{Message: &livekit.SignalRequest_TrackSetting{TrackSetting: &livekit.UpdateTrackSettings{TrackSids: []string{"TR_fuzz"}, Quality: -3}}}, // panicked before 9653b98
+		{Message: &livekit.SignalRequest_TrackSetting{TrackSetting: &livekit.UpdateTrackSettings{TrackSids: []string{"TR_fuzz"}, Width: 1 << 30, Height: 7, Fps: 1 << 31}}},
+		{Message: &livekit.SignalRequest_TrackSetting{TrackSetting: &livekit.UpdateTrackSettings{TrackSids: []string{"TR_fuzz"}, Disabled: true}}},
+		{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: []string{"TR_fuzz"}, Subscribe: false}}},
+		{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: []string{"TR_fuzz"}, Subscribe: true}}},
+		{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{AllParticipants: false}}},
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)
@@ -149,7 +159,29 @@ func FuzzHandleSignal(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// A relayed simulcast video track the fuzzer is subscribed to, so that
+	// subscription and track settings reach a real downtrack.
+	rr, err := s.RelayRoom("fuzz", false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	remote, err := rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote"}, RemoteHooks{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	codec := RelayCodec{RTPCodecParameters: webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}}
+	rt, err := remote.PublishTrack(&livekit.TrackInfo{Sid: "TR_fuzz", Type: livekit.TrackType_VIDEO, Simulcast: true,
+		Layers: []*livekit.VideoLayer{{Quality: livekit.VideoQuality_LOW}, {Quality: livekit.VideoQuality_MEDIUM}, {Quality: livekit.VideoQuality_HIGH}}},
+		codec, func(uint8) {}, func(int) {})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if !p.subscribe(rt.t, false) {
+		f.Fatal("the fuzzer could not subscribe to the relayed track")
+	}
 	f.Cleanup(func() {
+		remote.Close(livekit.DisconnectReason_CLIENT_INITIATED)
 		p.closePeerConnections()
 		_ = s.shutdown()
 		s.wg.Wait()
@@ -161,6 +193,11 @@ func FuzzHandleSignal(f *testing.F) {
 			return
 		}
 		p.handleSignal(req)
+		// The periodic work with a fresh REMB: bandwidth allocation over
+		// the downtrack's layers, sender reports, metrics.
+		p.remb.Store(400_000)
+		p.rembAt.Store(time.Now().UnixNano())
+		p.periodic()
 		sc.mu.Lock()
 		sc.queue = nil
 		sc.mu.Unlock()
