@@ -66,11 +66,16 @@ type Appservice struct {
 	// commands are the verbs other packages answer (AddCommand).
 	commands map[string]CommandHandler
 
-	// memberChanged is closed and replaced at every membership change.
 	dmMu sync.Mutex
 
+	// memberChanged is closed and replaced at every membership change.
 	memberMu      sync.Mutex
 	memberChanged chan struct{}
+
+	// txnBusy holds the transactions being processed, each with a channel
+	// closed when it is done (handleTransaction).
+	txnMu   sync.Mutex
+	txnBusy map[string]chan struct{}
 }
 
 // job is a side effect of a transaction, run in order by the worker.
@@ -135,6 +140,7 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 		now:       time.Now,
 
 		memberChanged: make(chan struct{}),
+		txnBusy:       map[string]chan struct{}{},
 	}
 	return a, nil
 }
@@ -232,6 +238,15 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	txnID := r.PathValue("txnID")
 	log := a.log.With().Str("txn_id", txnID).Logger()
+	// A homeserver that gave up waiting sends the transaction again while
+	// the first delivery may still be processed: the second waits for the
+	// first and then finds it done, so no command runs twice.
+	done, ok := a.claimTxn(ctx, txnID)
+	if !ok {
+		writeMatrixError(w, http.StatusServiceUnavailable, "M_UNKNOWN", "Transaction is being processed")
+		return
+	}
+	defer done()
 	seen, err := a.store.seenTxn(ctx, txnID)
 	if err != nil {
 		log.Error().Err(err).Msg("Failed to check transaction")
@@ -243,6 +258,9 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		log.Debug().Msg("Ignoring duplicate transaction")
 		writeJSON(w, http.StatusOK, struct{}{})
 		return
+	}
+	if h := testHookTxnNew; h != nil {
+		h(txnID)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxTransactionBytes))
 	if err != nil {
@@ -276,6 +294,39 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	log.Debug().Int("events", len(txn.Events)).Msg("Processed transaction")
 	writeJSON(w, http.StatusOK, struct{}{})
 }
+
+// claimTxn waits until no other request processes txnID and claims it;
+// done releases it. ok is false when ctx ended first.
+func (a *Appservice) claimTxn(ctx context.Context, txnID string) (done func(), ok bool) {
+	for {
+		a.txnMu.Lock()
+		busy, taken := a.txnBusy[txnID]
+		if !taken {
+			ch := make(chan struct{})
+			a.txnBusy[txnID] = ch
+			a.txnMu.Unlock()
+			return func() {
+				a.txnMu.Lock()
+				delete(a.txnBusy, txnID)
+				a.txnMu.Unlock()
+				close(ch)
+			}, true
+		}
+		a.txnMu.Unlock()
+		if h := testHookTxnWaiting; h != nil {
+			h(txnID)
+		}
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// Test hooks: testHookTxnNew runs once a request found its transaction not
+// yet processed; testHookTxnWaiting when a request waits for another.
+var testHookTxnNew, testHookTxnWaiting func(txnID string)
 
 // handleUserQuery says the bot exists (registering it if needed); other users
 // in the namespace do not.

@@ -1,6 +1,7 @@
 // Package appservice is gxconf's Matrix application service: it receives the
 // homeserver's transactions (hs_token checked in constant time, transaction
-// IDs remembered in the database so a redelivery is ignored), keeps room
+// IDs remembered in the database so a redelivery is ignored; a redelivery
+// arriving while the first delivery is still processed waits for it), keeps room
 // membership, power levels and MatrixRTC call memberships
 // (org.matrix.msc3401.call.member, org.matrix.msc4143.rtc.member) in the
 // store, answers user and alias queries, runs the bot user (auto-join on

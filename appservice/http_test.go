@@ -5,9 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -42,4 +45,47 @@ func TestUnrecognizedRequests(t *testing.T) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/t1", strings.NewReader("{}")))
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
+}
+
+// TestRedeliveredTransactionProcessedOnce: a homeserver that gave up waiting
+// sends a transaction again while the first delivery is still processed. The
+// second waits for the first and finds it done: the events (a bot command
+// among them would run twice) are processed once, and both are answered 200.
+func TestRedeliveredTransactionProcessedOnce(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	h := a.Handler()
+	body := `{"events":[{"type":"m.room.message","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$m1",` +
+		`"origin_server_ts":1,"content":{"msgtype":"m.text","body":"hello"}}]}`
+	put := func() int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/t1", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+a.reg.ServerToken)
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	// The first delivery is held once it found the transaction new, until
+	// the second waits for it (or, were it not to wait, is done).
+	held, release := make(chan struct{}), make(chan struct{})
+	var holding atomic.Bool
+	var releaseOnce sync.Once
+	testHookTxnNew = func(string) {
+		if holding.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}
+	testHookTxnWaiting = func(string) { releaseOnce.Do(func() { close(release) }) }
+	defer func() { testHookTxnNew, testHookTxnWaiting = nil, nil }()
+
+	first, second := make(chan int, 1), make(chan int, 1)
+	go func() { first <- put() }()
+	<-held
+	go func() {
+		second <- put()
+		releaseOnce.Do(func() { close(release) })
+	}()
+	require.Equal(t, http.StatusOK, <-first)
+	require.Equal(t, http.StatusOK, <-second)
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.events.WithLabelValues("m.room.message")), "the transaction's events were processed twice")
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("duplicate")))
 }
