@@ -42,16 +42,33 @@ func (p *Participant) onData(label string, data []byte) {
 		}
 		p.lastReliableSeq = dp.GetSequence()
 	}
+	agent := p.info.GetKind() == livekit.ParticipantInfo_AGENT
 	p.mu.Unlock()
-	dp.ParticipantIdentity = p.identity
-	dp.ParticipantSid = p.sid
-	if u := dp.GetUser(); u != nil {
-		u.ParticipantIdentity = p.identity
-		u.ParticipantSid = p.sid
+	switch {
+	case dp.GetTranscription() != nil && !agent:
+		// A transcription names the participant whose speech it is, and
+		// clients show it as theirs: only an agent may send one (as
+		// livekit-server), or anyone could put words in another's mouth.
+		p.log.Debug().Msg("dropping a transcription from a participant that is no agent")
+		return
+	case dp.GetMetrics() != nil:
+		return // client metrics are for a server that collects them, not for the others
+	}
+	// The sender is who the server says (hidden participants: nobody), on
+	// the channel it came in on.
+	identity, sid := p.identity, p.sid
+	if p.hidden {
+		identity, sid = "", ""
+	}
+	dp.ParticipantIdentity, dp.ParticipantSid = identity, sid
+	dp.Kind = livekit.DataPacket_RELIABLE
+	if label == dataLossy {
+		dp.Kind = livekit.DataPacket_LOSSY
 	}
 	dests := dp.GetDestinationIdentities()
-	if len(dests) == 0 {
-		if u := dp.GetUser(); u != nil {
+	if u := dp.GetUser(); u != nil {
+		u.ParticipantIdentity, u.ParticipantSid = identity, sid
+		if len(dests) == 0 {
 			dests = u.GetDestinationIdentities()
 		}
 	}

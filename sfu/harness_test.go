@@ -163,6 +163,7 @@ type client struct {
 	streams      map[string]*loadtest.StreamStats // by publisher identity + "/audio" or "/video"
 	pubs         map[string]*lksdk.RemoteTrackPublication
 	data         []dataMsg
+	transcripts  []string        // "speaker: text" of the transcription segments received
 	muted        map[string]bool // by publisher identity + track sid
 	left         map[string]bool
 	failed       []string // track sids server-sdk-go gave up subscribing to
@@ -235,6 +236,13 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 			c.data = append(c.data, dataMsg{from: params.SenderIdentity, payload: string(u.Payload), topic: u.Topic})
 			c.mu.Unlock()
 		}
+	}
+	cb.OnTranscriptionReceived = func(segs []*lksdk.TranscriptionSegment, p lksdk.Participant, _ lksdk.TrackPublication) {
+		c.mu.Lock()
+		for _, s := range segs {
+			c.transcripts = append(c.transcripts, p.Identity()+": "+s.Text)
+		}
+		c.mu.Unlock()
 	}
 	cb.OnTrackMuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
 		c.mu.Lock()

@@ -1090,3 +1090,61 @@ func TestChangingUpdatesCoalesced(t *testing.T) {
 	require.Equal(t, "md-0", seen[0], "the first change goes out at once")
 	require.LessOrEqual(t, len(seen), 2+int(elapsed/(100*time.Millisecond)))
 }
+
+// transcription is a data packet a client may send (lksdk.DataPacket).
+type transcription struct{ of, text string }
+
+func (tr transcription) ToProto() *livekit.DataPacket {
+	return &livekit.DataPacket{Value: &livekit.DataPacket_Transcription{Transcription: &livekit.Transcription{
+		TranscribedParticipantIdentity: tr.of,
+		Segments:                       []*livekit.TranscriptionSegment{{Id: tr.text, Text: tr.text, Final: true}},
+	}}}
+}
+
+// TestDataSenderAsserted: clients show a transcription as the speech of the
+// participant it names, so only an agent's are forwarded (as
+// livekit-server): mallory cannot caption alice with words of her choosing.
+// A hidden participant's data names no sender.
+func TestDataSenderAsserted(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	const room = "captions"
+	ts.join(t, room, "alice", nil) // whose speech is transcribed
+	bob := ts.join(t, room, "bob", nil)
+	mallory := ts.join(t, room, "mallory", nil)
+	ghost := ts.join(t, room, "ghost", func(g *auth.VideoGrant) { g.Hidden = true })
+	tok, err := auth.NewAccessToken(ts.key, ts.secret).SetIdentity("scribe").SetKind(livekit.ParticipantInfo_AGENT).
+		SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: room}).SetValidFor(time.Hour).ToJWT()
+	require.NoError(t, err)
+	scribe, err := lksdk.ConnectToRoomWithToken(ts.url, tok, lksdk.NewRoomCallback(), lksdk.WithAutoSubscribe(false))
+	require.NoError(t, err)
+	defer scribe.Disconnect()
+	require.Eventually(t, func() bool { return bob.room.GetParticipantByIdentity("scribe") != nil }, 10*time.Second, 20*time.Millisecond)
+
+	reliable := lksdk.WithDataPublishReliable(true)
+	require.NoError(t, mallory.room.LocalParticipant.PublishDataPacket(transcription{of: "alice", text: "forged"}, reliable))
+	require.NoError(t, mallory.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("mallory-marker")), reliable))
+	require.NoError(t, scribe.LocalParticipant.PublishDataPacket(transcription{of: "alice", text: "said"}, reliable))
+	require.NoError(t, ghost.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("from-ghost")), reliable))
+
+	has := func(from, payload string) bool {
+		for _, d := range bob.dataFrom(from) {
+			if d.payload == payload {
+				return true
+			}
+		}
+		return false
+	}
+	transcripts := func() []string {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		return append([]string(nil), bob.transcripts...)
+	}
+	// Each sender's reliable channel is ordered: mallory's marker arrives
+	// after her transcription would have.
+	require.Eventually(t, func() bool {
+		return has("mallory", "mallory-marker") && has("", "from-ghost") && len(transcripts()) > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, []string{"alice: said"}, transcripts(), "only the agent's transcription reaches bob")
+	require.False(t, has("ghost", "from-ghost"), "a hidden participant's data named it")
+}
