@@ -110,14 +110,10 @@ func (c *Catalog) serveStatus(w http.ResponseWriter, r *http.Request) {
 func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
 	ad, err := c.admin.callback(w, r, c.now())
 	if err != nil {
-		subject := "unknown"
-		if ad != nil {
-			subject = ad.Subject
-		}
 		if ad == nil {
 			c.auditUnauthenticated(r, "login", err)
-		} else {
-			c.auditAdmin(r.Context(), subject, "login", "", "", err.Error(), false)
+		} else { // the identity provider vouched for ad: the refusal is its
+			c.auditAdmin(r.Context(), ad.Subject, "login", "", "", err.Error(), false)
 		}
 		c.metrics.admin.WithLabelValues("login", "refused").Inc()
 		http.Error(w, "Login refused: "+publicReason(err), http.StatusForbidden)
