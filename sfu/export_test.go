@@ -79,11 +79,7 @@ func SetJoinOfferHold(d time.Duration) (restore func()) {
 // QueuedCandidates is how many trickled candidates identity's publisher
 // and subscriber connections hold until their remote descriptions.
 func (s *Server) QueuedCandidates(room, identity string) (pub, sub int) {
-	r := s.getRoom(room)
-	if r == nil {
-		return -1, -1
-	}
-	p := r.participant(identity)
+	p := s.participantIn(room, identity)
 	if p == nil {
 		return -1, -1
 	}
@@ -94,11 +90,7 @@ func (s *Server) QueuedCandidates(room, identity string) (pub, sub int) {
 
 // DataBuffered is what identity's reliable data channel holds unsent.
 func (s *Server) DataBuffered(room, identity string) uint64 {
-	r := s.getRoom(room)
-	if r == nil {
-		return 0
-	}
-	p := r.participant(identity)
+	p := s.participantIn(room, identity)
 	if p == nil {
 		return 0
 	}
@@ -122,11 +114,7 @@ func SetDataBacklogLimits(lossy, reliable uint64) (restore func()) {
 // OfferMids is how many sections of identity's publisher offers the
 // server keeps a track id for.
 func (s *Server) OfferMids(room, identity string) int {
-	r := s.getRoom(room)
-	if r == nil {
-		return -1
-	}
-	p := r.participant(identity)
+	p := s.participantIn(room, identity)
 	if p == nil {
 		return -1
 	}
@@ -138,11 +126,7 @@ func (s *Server) OfferMids(room, identity string) int {
 // RemoteCandidates is how many remote candidates at ip identity's publisher
 // connection's ICE agent holds.
 func (s *Server) RemoteCandidates(room, identity, ip string) int {
-	r := s.getRoom(room)
-	if r == nil {
-		return -1
-	}
-	p := r.participant(identity)
+	p := s.participantIn(room, identity)
 	if p == nil {
 		return -1
 	}
@@ -153,4 +137,13 @@ func (s *Server) RemoteCandidates(room, identity, ip string) int {
 		}
 	}
 	return n
+}
+
+// participantIn is identity's session in room, or nil.
+func (s *Server) participantIn(room, identity string) *Participant {
+	r := s.getRoom(room)
+	if r == nil {
+		return nil
+	}
+	return r.participant(identity)
 }
