@@ -345,7 +345,7 @@ func (p *Participant) changedLocked() { p.info.Version++ }
 // does close's announcement of the leave: a participant's infos go out in
 // the order of their versions, and none after its DISCONNECTED (a snapshot
 // taken before a leave and sent after it would bring the participant back
-// to every client, and to the cluster directory).
+// to every client; the cluster directory's hook drops stale versions itself).
 func (p *Participant) publishUpdate(self bool) {
 	p.annMu.Lock()
 	defer p.annMu.Unlock()
