@@ -288,22 +288,24 @@ func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 	a.refillRtx()
 	now := max(int64(time.Since(a.started)), 1)
 	n := 0
+	spent := func() bool { return n >= rtxPerNack || x.tokens <= 0 }
 	for _, pair := range nacks {
-		more := true
 		pair.Range(func(seq uint16) bool {
+			if spent() {
+				return false
+			}
 			n++
-			more = n < rtxPerNack && x.tokens > 0
 			slot := &s.rtxAt[seq%rtxPerNack]
 			if slot.at != 0 && slot.seq == seq && now-slot.at < int64(rtxInterval) {
-				return more
+				return true
 			}
 			b := s.ot.sub.Packet(s.layer, seq, x.pkt[:])
 			if b == nil {
-				return more
+				return true
 			}
 			hn, err := x.hdr.Unmarshal(b)
 			if err != nil {
-				return more
+				return true
 			}
 			slot.at, slot.seq = now, seq
 			x.tokens--
@@ -314,9 +316,9 @@ func (a *association) retransmit(s *relaySender, nacks []rtcp.NackPair) {
 			if a.sendRTP(&x.hdr, b[hn:], x.plain[:], x.out[:]) == nil {
 				a.stats.rtx.Add(1)
 			}
-			return n < rtxPerNack && x.tokens > 0
+			return true
 		})
-		if !more {
+		if spent() {
 			break
 		}
 	}
