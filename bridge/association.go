@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"math"
 	"net"
 	"net/netip"
@@ -101,6 +102,7 @@ type association struct {
 type remotePart struct {
 	rp      *sfu.RemoteParticipant
 	version uint32
+	perm    string          // the subscription permission applied, as carried (JSON; "" everyone)
 	tracks  map[string]bool // live track sids
 }
 
@@ -525,6 +527,11 @@ func (a *association) DataPacket(label string, data []byte, dests []string) {
 
 func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 	m := &message{Type: msgParticipant, info: info}
+	if info.GetState() != livekit.ParticipantInfo_DISCONNECTED {
+		// Read now, not when the change was seen: messages leave in order,
+		// so the peer never applies an older permission after a newer.
+		m.Perm = permToWire(a.rr.SubscriptionPermission(info.GetIdentity()))
+	}
 	for _, t := range info.GetTracks() {
 		lt := a.rr.LocalTrack(t.GetSid())
 		if lt == nil {
@@ -657,6 +664,9 @@ func (a *association) onParticipant(m *message) {
 		r.version = info.GetVersion()
 		r.rp.Update(info)
 	}
+	// The permission before the tracks: a track published here is
+	// subscribed by this node's auto-subscribers at once.
+	a.applyPermission(r, m.Perm)
 	codecs := map[string]trackCodec{}
 	for _, c := range m.Codecs {
 		codecs[c.SID] = c
@@ -696,6 +706,24 @@ func (a *association) onParticipant(m *message) {
 			r.rp.UnpublishTrack(sid)
 		}
 	}
+}
+
+// applyPermission gives the remote participant the subscription
+// permission its origin carried, when it changed.
+func (a *association) applyPermission(r *remotePart, w *[]permGrant) {
+	key := ""
+	if w != nil {
+		b, err := json.Marshal(w)
+		if err != nil {
+			return
+		}
+		key = string(b)
+	}
+	if key == r.perm {
+		return
+	}
+	r.perm = key
+	r.rp.SetSubscriptionPermission(permFromWire(w))
 }
 
 // LinkStats are an association's counters.

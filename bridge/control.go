@@ -13,7 +13,7 @@ import (
 
 // Control message types.
 const (
-	msgParticipant = "participant" // P (+ Codecs): a participant of the sender's node changed
+	msgParticipant = "participant" // P (+ Codecs, Perm): a participant of the sender's node changed
 	msgWant        = "want"        // SID, Mask: layers the sender's subscribers want
 	msgStream      = "stream"      // SID, Layer, SSRC: an SSRC will carry a layer
 	msgStreamReady = "stream_ready"
@@ -60,6 +60,50 @@ type trackCodec struct {
 	AudioLevel uint8  `json:"alevel,omitempty"`
 }
 
+// permGrant is one subscriber's entry of a subscription permission: all
+// tracks, or those listed.
+type permGrant struct {
+	Identity string   `json:"id"`
+	All      bool     `json:"all,omitempty"`
+	Tracks   []string `json:"tracks,omitempty"`
+}
+
+// Bounds of a relayed subscription permission (as sfu's).
+const (
+	maxPermGrants = 1024
+	maxPermTracks = 512
+)
+
+// permToWire is a permission by identity (sfu.RelayRoom's) as carried.
+func permToWire(perm *livekit.SubscriptionPermission) *[]permGrant {
+	if perm == nil || perm.GetAllParticipants() {
+		return nil
+	}
+	gs := []permGrant{}
+	for _, tp := range perm.GetTrackPermissions() {
+		g := permGrant{Identity: tp.GetParticipantIdentity(), All: tp.GetAllTracks()}
+		if !g.All && len(tp.GetTrackSids()) > 0 {
+			g.Tracks = append([]string(nil), tp.GetTrackSids()...)
+		}
+		gs = append(gs, g)
+	}
+	return &gs
+}
+
+// permFromWire is the carried permission for sfu (nil: everyone).
+func permFromWire(w *[]permGrant) *livekit.SubscriptionPermission {
+	if w == nil {
+		return nil
+	}
+	perm := &livekit.SubscriptionPermission{}
+	for _, g := range *w {
+		perm.TrackPermissions = append(perm.TrackPermissions, &livekit.TrackPermission{
+			ParticipantIdentity: g.Identity, AllTracks: g.All, TrackSids: g.Tracks,
+		})
+	}
+	return perm
+}
+
 // message is one control message.
 type message struct {
 	Type     string       `json:"t"`
@@ -77,6 +121,10 @@ type message struct {
 	Reason   int32        `json:"reason,omitempty"`
 	Suite    uint16       `json:"suite,omitempty"`
 	Profile  uint16       `json:"profile,omitempty"`
+	// Perm is, in a participant message, who may subscribe to the
+	// participant's tracks (sfu's subscription permission by identity);
+	// absent: everyone.
+	Perm *[]permGrant `json:"perm,omitempty"`
 
 	info *livekit.ParticipantInfo // decoded P
 }
@@ -123,6 +171,9 @@ func parseMessage(b []byte) (*message, error) {
 				return nil, bad("track without sid")
 			}
 		}
+		if err := checkPerm(m.Perm); err != nil {
+			return nil, err
+		}
 		m.info = info
 	case msgWant:
 		if m.SID == "" {
@@ -157,6 +208,9 @@ func parseMessage(b []byte) (*message, error) {
 			return nil, bad("bad codec")
 		}
 	}
+	if m.Perm != nil && m.Type != msgParticipant {
+		return nil, bad("permission outside a participant message")
+	}
 	// Canonical form: empty slices are absent.
 	if len(m.P) == 0 {
 		m.P = nil
@@ -171,6 +225,30 @@ func parseMessage(b []byte) (*message, error) {
 		m.Dests = nil
 	}
 	return m, nil
+}
+
+// checkPerm validates a carried subscription permission.
+func checkPerm(w *[]permGrant) error {
+	if w == nil {
+		return nil
+	}
+	if len(*w) > maxPermGrants {
+		return bad("permission names too many participants")
+	}
+	for i, g := range *w {
+		if g.Identity == "" || len(g.Identity) > maxIDLen || len(g.Tracks) > maxPermTracks || (g.All && len(g.Tracks) > 0) {
+			return bad("bad permission entry")
+		}
+		for _, sid := range g.Tracks {
+			if sid == "" || len(sid) > maxIDLen {
+				return bad("bad permission track")
+			}
+		}
+		if len(g.Tracks) == 0 {
+			(*w)[i].Tracks = nil
+		}
+	}
+	return nil
 }
 
 // marshal encodes a message; participant messages carry info.

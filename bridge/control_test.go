@@ -13,6 +13,8 @@ func TestParseMessage(t *testing.T) {
 		Tracks: []*livekit.TrackInfo{{Sid: "TR_1", Type: livekit.TrackType_AUDIO}}}
 	good := []*message{
 		{Type: msgParticipant, info: info, Codecs: []trackCodec{{SID: "TR_1", MimeType: "audio/opus", ClockRate: 48000, Channels: 2, AudioLevel: 1}}},
+		{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", All: true}, {Identity: "carol", Tracks: []string{"TR_1"}}}},
+		{Type: msgParticipant, info: info, Perm: &[]permGrant{}}, // nobody
 		{Type: msgWant, SID: "TR_1", Mask: 5},
 		{Type: msgStream, SID: "TR_1", Layer: 2, SSRC: 7, Kind: "video"},
 		{Type: msgStreamReady, SID: "TR_1", Layer: 1},
@@ -52,6 +54,11 @@ func TestParseMessage(t *testing.T) {
 		"re-spelled field": `{"T":"remove","identity":"x"}`,
 		"two spellings":    `{"t":"remove","identity":"x","IDENTITY":"y"}`,
 		"same field twice": `{"t":"remove","identity":"x","identity":"y"}`,
+		"perm no id":       `{"t":"participant","p":"CgRQQV94EgVhbGljZQ==","perm":[{"all":true}]}`,
+		"perm all+tracks":  `{"t":"participant","p":"CgRQQV94EgVhbGljZQ==","perm":[{"id":"b","all":true,"tracks":["T"]}]}`,
+		"perm empty track": `{"t":"participant","p":"CgRQQV94EgVhbGljZQ==","perm":[{"id":"b","tracks":[""]}]}`,
+		"perm unknown key": `{"t":"participant","p":"CgRQQV94EgVhbGljZQ==","perm":[{"id":"b","sid":"PA_b"}]}`,
+		"perm elsewhere":   `{"t":"want","sid":"s","perm":[]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parseMessage([]byte(in))
@@ -70,6 +77,7 @@ func FuzzParseMessage(f *testing.F) {
 		{Type: msgStream, SID: "TR_1", SSRC: 99, Kind: "audio"},
 		{Type: msgData, Label: "_reliable", Data: []byte("x")},
 		{Type: msgRemove, Identity: "bob"},
+		{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", Tracks: []string{"TR_1"}}}},
 	} {
 		b, err := m.marshal()
 		if err != nil {

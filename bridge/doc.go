@@ -55,7 +55,9 @@
 // # Control protocol
 //
 // JSON messages on the data channel (control.go): participant (the
-// origin's ParticipantInfo with codec details of its live tracks; state
+// origin's ParticipantInfo with codec details of its live tracks and its
+// subscription permission by identity, which the receiving node applies to
+// its own subscribers before it publishes the tracks there; state
 // DISCONNECTED = left), want (layers the receiving node needs of a track),
 // stream / stream_ready (an SSRC carrying one layer of a track, announced
 // before its first packet), data (an encoded DataPacket with label and

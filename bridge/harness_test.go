@@ -70,6 +70,7 @@ func verifyNoLeaks(t *testing.T) {
 type node struct {
 	id     string
 	srv    *sfu.Server
+	sfuReg *prometheus.Registry // the SFU's metrics
 	br     *Bridge
 	key    string
 	secret string
@@ -101,7 +102,8 @@ func startNodeFull(t testing.TB, id string, mut func(*Config), prepare func(*nod
 	cfg.RTC.TCPPort = 0
 	cfg.RTC.NodeIP = "127.0.0.1"
 	cfg.NodeID = id
-	srv, err := sfu.New(cfg, testLogger(t).With().Str("node", id).Logger(), prometheus.NewRegistry())
+	n.sfuReg = prometheus.NewRegistry()
+	srv, err := sfu.New(cfg, testLogger(t).With().Str("node", id).Logger(), n.sfuReg)
 	require.NoError(t, err)
 	n.srv = srv
 	bcfg := DefaultConfig()
@@ -176,6 +178,7 @@ type client struct {
 	muted   map[string]bool
 	left    map[string]bool
 	speaker map[string]bool // identities in the last active speakers list
+	ended   map[string]int  // by stream key: subscribed tracks whose reading ended (the track left the connection)
 	readers loadtest.Readers
 	once    sync.Once
 }
@@ -189,7 +192,7 @@ func (n *node) join(t *testing.T, room, identity string) *client {
 func (n *node) joinToken(t *testing.T, identity, token string) *client {
 	t.Helper()
 	c := &client{identity: identity, streams: map[string]*loadtest.StreamStats{}, pubs: map[string]*lksdk.RemoteTrackPublication{},
-		muted: map[string]bool{}, left: map[string]bool{}, speaker: map[string]bool{}}
+		muted: map[string]bool{}, left: map[string]bool{}, speaker: map[string]bool{}, ended: map[string]int{}}
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		key := rp.Identity() + "/" + pub.Kind().String()
@@ -198,7 +201,12 @@ func (n *node) joinToken(t *testing.T, identity, token string) *client {
 		c.streams[key] = st
 		c.pubs[key] = pub
 		c.mu.Unlock()
-		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
+		c.readers.Go(func() {
+			loadtest.ReadTrack(track, st, time.Second)
+			c.mu.Lock()
+			c.ended[key]++
+			c.mu.Unlock()
+		})
 	}
 	cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 		if u, ok := data.(*lksdk.UserDataPacket); ok {

@@ -201,6 +201,7 @@ func (a *association) admitPeerParticipant(m *message, isNew bool) bool {
 		info.Tracks, m.Codecs = nil, nil
 	}
 	info.Permission = &livekit.ParticipantPermission{CanSubscribe: true}
+	m.Perm = nil // nothing of theirs to subscribe to
 	if !isNew || info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
 		return true
 	}

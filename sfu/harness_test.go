@@ -161,6 +161,7 @@ type client struct {
 
 	mu           sync.Mutex
 	streams      map[string]*loadtest.StreamStats // by publisher identity + "/audio" or "/video"
+	ended        map[string]int                   // by the same key: subscribed tracks whose reading ended (the track left the connection)
 	pubs         map[string]*lksdk.RemoteTrackPublication
 	data         []dataMsg
 	transcripts  []string        // "speaker: text" of the transcription segments received
@@ -214,6 +215,7 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 		ts:           ts,
 		identity:     identity,
 		streams:      map[string]*loadtest.StreamStats{},
+		ended:        map[string]int{},
 		pubs:         map[string]*lksdk.RemoteTrackPublication{},
 		muted:        map[string]bool{},
 		left:         map[string]bool{},
@@ -228,7 +230,12 @@ func (ts *testServer) connect(t *testing.T, roomName, identity string, mut func(
 		c.pubs[key] = pub
 		c.tracks = append(c.tracks, track)
 		c.mu.Unlock()
-		c.readers.Go(func() { loadtest.ReadTrack(track, st, time.Second) })
+		c.readers.Go(func() {
+			loadtest.ReadTrack(track, st, time.Second)
+			c.mu.Lock()
+			c.ended[key]++
+			c.mu.Unlock()
+		})
 	}
 	cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
 		if u, ok := data.(*lksdk.UserDataPacket); ok {

@@ -50,6 +50,8 @@ type Participant struct {
 	pending         map[string]*pendingTrack        // by cid
 	published       map[string]*publishedTrack      // by track sid
 	subscriptions   map[string]*downTrack           // by track sid
+	denied          map[string]bool                 // track sids wanted and not permitted by their publisher, told so (permission.go)
+	subPerm         *subPolicy                      // who may subscribe to its tracks (nil: everyone); guarded by room.permMu
 	midCid          map[string]string               // publisher offer: mid -> msid track id
 	retired         map[*webrtc.RTPTransceiver]bool // single mode: sections a track left, until the next answer
 	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
@@ -158,6 +160,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		pending:       map[string]*pendingTrack{},
 		published:     map[string]*publishedTrack{},
 		subscriptions: map[string]*downTrack{},
+		denied:        map[string]bool{},
 		midCid:        map[string]string{},
 		retired:       map[*webrtc.RTPTransceiver]bool{},
 		token:         token,
@@ -424,21 +427,55 @@ func (p *Participant) isClosed() bool {
 	return p.closed
 }
 
-// subscribe adds a downtrack for t; it reports whether a new subscription
-// was made. With negotiate the subscriber offer follows.
+// subscribe adds a downtrack for t if t's publisher permits it (else p is
+// told it may not, once, and remembered as wanting it); it reports whether
+// a new subscription was made. With negotiate the subscriber offer follows.
 func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
+	return p.subscribeTo(t, negotiate, false)
+}
+
+// subscribeIf is subscribe for a permission just granted: only if p still
+// wants t (was denied it and has not unsubscribed since).
+func (p *Participant) subscribeIf(t *publishedTrack, negotiate bool) bool {
+	return p.subscribeTo(t, negotiate, true)
+}
+
+func (p *Participant) subscribeTo(t *publishedTrack, negotiate, onlyDenied bool) bool {
 	if t.owner == p || p.remote != nil || !p.canSubscribe() {
 		return false
 	}
-	p.mu.Lock()
-	if p.closed || p.subscriptions[t.sid] != nil {
+	r := p.room
+	r.permMu.Lock()
+	if !t.owner.permits(p, t.sid) {
+		p.mu.Lock()
+		newly := !p.closed && !p.denied[t.sid]
+		if newly {
+			p.denied[t.sid] = true
+		}
 		p.mu.Unlock()
+		r.permMu.Unlock()
+		if newly {
+			p.sendPermission(t, false)
+			p.s.metrics.permDenied.Inc()
+		}
 		return false
 	}
+	p.mu.Lock()
+	wasDenied := p.denied[t.sid]
+	if p.closed || p.subscriptions[t.sid] != nil || (onlyDenied && !wasDenied) {
+		p.mu.Unlock()
+		r.permMu.Unlock()
+		return false
+	}
+	delete(p.denied, t.sid)
 	dt := newDownTrack(p, t)
 	p.subscriptions[t.sid] = dt
 	p.rtcpStreams.Add(1)
 	p.mu.Unlock()
+	r.permMu.Unlock()
+	if wasDenied {
+		p.sendPermission(t, true)
+	}
 	if p.single {
 		// Attached to a free receive section of the client's next offer.
 		if negotiate {
@@ -466,12 +503,25 @@ func (p *Participant) subscribe(t *publishedTrack, negotiate bool) bool {
 	return true
 }
 
-// unsubscribe removes the downtrack for a track sid; it reports whether
-// one existed.
+// unsubscribe removes the downtrack for a track sid and forgets that p
+// wanted it; it reports whether a downtrack existed.
 func (p *Participant) unsubscribe(sid string, negotiate bool) bool {
+	return p.endSubscription(sid, negotiate, true)
+}
+
+// dropSubscription removes the downtrack for a track sid; a denial
+// recorded for it stays (a revoked permission).
+func (p *Participant) dropSubscription(sid string, negotiate bool) bool {
+	return p.endSubscription(sid, negotiate, false)
+}
+
+func (p *Participant) endSubscription(sid string, negotiate, forget bool) bool {
 	p.mu.Lock()
 	dt := p.subscriptions[sid]
 	delete(p.subscriptions, sid)
+	if forget {
+		delete(p.denied, sid)
+	}
 	closed := p.closed
 	p.mu.Unlock()
 	if dt == nil {

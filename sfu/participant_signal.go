@@ -71,6 +71,8 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 		p.setTrackMuted(m.Mute.Sid, m.Mute.Muted, false)
 	case *livekit.SignalRequest_Subscription:
 		p.handleSubscription(m.Subscription)
+	case *livekit.SignalRequest_SubscriptionPermission:
+		p.setSubscriptionPermission(m.SubscriptionPermission)
 	case *livekit.SignalRequest_TrackSetting:
 		p.handleTrackSetting(m.TrackSetting)
 	case *livekit.SignalRequest_Leave:

@@ -189,6 +189,19 @@ func (rr *RelayRoom) LocalParticipants() []*livekit.ParticipantInfo {
 	return out
 }
 
+// SubscriptionPermission is a local participant's subscription permission
+// resolved to identities (nil: everyone may subscribe, or no such local
+// participant), for the relay to carry to the other nodes with its info.
+func (rr *RelayRoom) SubscriptionPermission(identity string) *livekit.SubscriptionPermission {
+	p := rr.r.participant(identity)
+	if p == nil || p.remote != nil {
+		return nil
+	}
+	rr.r.permMu.Lock()
+	defer rr.r.permMu.Unlock()
+	return p.subPerm.toProto()
+}
+
 // LocalTrack returns a live track published by a local participant, or nil.
 func (rr *RelayRoom) LocalTrack(sid string) *LocalTrack {
 	t := rr.r.findTrack(sid)
@@ -544,6 +557,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 		pending:       map[string]*pendingTrack{},
 		published:     map[string]*publishedTrack{},
 		subscriptions: map[string]*downTrack{},
+		denied:        map[string]bool{},
 		midCid:        map[string]string{},
 		token:         &verifiedToken{},
 		remote:        &remotePeer{hooks: hooks},
@@ -599,6 +613,13 @@ func (rp *RemoteParticipant) Update(info *livekit.ParticipantInfo) {
 	i.Version = max(i.Version+1, info.GetVersion())
 	p.mu.Unlock()
 	p.publishUpdate(false)
+}
+
+// SetSubscriptionPermission applies the origin's subscription permission
+// (nil: everyone) to this node's subscribers, as a local publisher's: set
+// it before the tracks it covers are published here.
+func (rp *RemoteParticipant) SetSubscriptionPermission(perm *livekit.SubscriptionPermission) {
+	rp.p.setSubscriptionPermission(perm)
 }
 
 // PublishTrack adds a live track fed by the relay, with the origin's

@@ -49,6 +49,14 @@ type Room struct {
 	dirty        bool   // room_update due
 	relay        roomRelay
 
+	// permChange serialises subscription permission changes (each decides
+	// and carries out its revocations and grants); permMu is held from a
+	// permission check to the subscription or denial it decides, and over
+	// a permission change's decisions. Order: permChange, permMu, a
+	// participant's mu.
+	permChange sync.Mutex
+	permMu     sync.Mutex
+
 	// updMu guards the participant updates waiting to be coalesced (see
 	// broadcastUpdate); it is taken without r.mu.
 	updMu      sync.Mutex

@@ -1,0 +1,178 @@
+package sfu_test
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+// permissionUpdates reads a raw signal socket until n
+// subscription_permission_update messages came, and returns them as
+// "<participant sid> <track sid> <allowed>", sorted.
+func permissionUpdates(t *testing.T, ws *websocket.Conn, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var out []string
+	for len(out) < n {
+		_, data, err := ws.Read(ctx)
+		require.NoError(t, err, "waiting for %d permission updates, got %v", n, out)
+		res := &livekit.SignalResponse{}
+		require.NoError(t, proto.Unmarshal(data, res))
+		if u := res.GetSubscriptionPermissionUpdate(); u != nil {
+			out = append(out, u.GetParticipantSid()+" "+u.GetTrackSid()+" "+map[bool]string{true: "allowed", false: "denied"}[u.GetAllowed()])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// trackSids are the sids of identity's tracks as c sees them, sorted.
+func (c *client) trackSids(t *testing.T, identity string) (string, []string) {
+	t.Helper()
+	for _, rp := range c.room.GetRemoteParticipants() {
+		if rp.Identity() == identity {
+			var sids []string
+			for _, pub := range rp.TrackPublications() {
+				sids = append(sids, pub.SID())
+			}
+			sort.Strings(sids)
+			return rp.SID(), sids
+		}
+	}
+	t.Fatalf("%s does not see %s", c.identity, identity)
+	return "", nil
+}
+
+func expectUpdates(sid string, tracks []string, verdict string) []string {
+	var out []string
+	for _, tr := range tracks {
+		out = append(out, sid+" "+tr+" "+verdict)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestSubscriptionPermission: a publisher's subscription permission decides
+// who receives its tracks, by identity and by sid, is told to those left
+// out (and when they are let in), takes tracks away at once and gives them
+// back.
+func TestSubscriptionPermission(t *testing.T) {
+	ts := startServer(t, nil)
+	const room = "perm"
+	alice := ts.join(t, room, "alice", nil)
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: "bob", AllTracks: true}},
+	})
+	bob := ts.join(t, room, "bob", nil)
+	carol := joinedRaw(t, ts, room, "carol", nil) // reads the permission updates
+	dave := ts.join(t, room, "dave", nil)
+	alice.publish(t, lightMedia())
+
+	bob.waitMedia(t, []string{"alice"}, 10, 20, 20*time.Second)
+	aliceSid, tracks := bob.trackSids(t, "alice")
+	require.Len(t, tracks, 2)
+	require.Equal(t, expectUpdates(aliceSid, tracks, "denied"), permissionUpdates(t, carol, 2), "carol is told she may not subscribe")
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_subscriptions_denied_total") == 4 }, 10*time.Second, 20*time.Millisecond,
+		"carol and dave are each refused both tracks once")
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "dave"), "dave is not subscribed")
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "carol"))
+
+	// Dave let in by his sid: he is subscribed and receives media.
+	daveSid := dave.room.LocalParticipant.SID()
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{
+			{ParticipantIdentity: "bob", AllTracks: true},
+			{ParticipantSid: daveSid, AllTracks: true},
+		},
+	})
+	dave.waitMedia(t, []string{"alice"}, 10, 20, 20*time.Second)
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "carol"), "carol is still out")
+
+	// Bob's permission taken away: his subscriptions end.
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: "dave", AllTracks: true}},
+	})
+	require.Eventually(t, func() bool {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		return bob.ended["alice/audio"] == 1 && bob.ended["alice/video"] == 1
+	}, 15*time.Second, 20*time.Millisecond, "alice's tracks leave bob's connection")
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "bob"))
+
+	// Everyone again: carol is told and subscribed, bob gets the tracks back.
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{AllParticipants: true})
+	require.Equal(t, expectUpdates(aliceSid, tracks, "allowed"), permissionUpdates(t, carol, 2))
+	require.Eventually(t, func() bool { return len(ts.srv.DescribeSubscriptions(room, "carol")) == 2 }, 10*time.Second, 20*time.Millisecond)
+	bob.mu.Lock()
+	delete(bob.streams, "alice/audio")
+	delete(bob.streams, "alice/video")
+	bob.mu.Unlock()
+	bob.waitMedia(t, []string{"alice"}, 10, 20, 20*time.Second)
+}
+
+// TestSubscriptionPermissionPerTrack: a grant of some track sids lets the
+// subscriber have those only; an entry naming nobody (no sid, no identity)
+// grants nothing and does not undo the rest.
+func TestSubscriptionPermissionPerTrack(t *testing.T) {
+	ts := startServer(t, nil)
+	const room = "perm-track"
+	alice := ts.join(t, room, "alice", nil)
+	bob := ts.join(t, room, "bob", nil)
+	alice.publish(t, lightMedia())
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+	var audioSid string
+	for _, pub := range alice.room.LocalParticipant.TrackPublications() {
+		if pub.Kind() == lksdk.TrackKindAudio {
+			audioSid = pub.SID()
+		}
+	}
+	require.NotEmpty(t, audioSid)
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{
+			{ParticipantIdentity: "bob", TrackSids: []string{audioSid}},
+			{AllTracks: true}, // names nobody
+		},
+	})
+	require.Eventually(t, func() bool {
+		subs := ts.srv.DescribeSubscriptions(room, "bob")
+		return len(subs) == 1 && subs[0][:len("alice/audio")] == "alice/audio"
+	}, 15*time.Second, 20*time.Millisecond, "bob keeps the audio only: %v", ts.srv.DescribeSubscriptions(room, "bob"))
+	// Bob's own subscription request for the video is refused as well.
+	_, tracks := bob.trackSids(t, "alice")
+	for _, sid := range tracks {
+		if sid != audioSid {
+			pub := bob.publicationBySid(t, "alice", sid)
+			require.NoError(t, pub.SetSubscribed(true))
+		}
+	}
+	carol := ts.join(t, room, "carol", nil)
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_subscriptions_denied_total") == 3 }, 10*time.Second, 20*time.Millisecond,
+		"bob's video taken away, carol refused both")
+	require.Len(t, ts.srv.DescribeSubscriptions(room, "bob"), 1)
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "carol"))
+	_ = carol
+}
+
+// publicationBySid is identity's publication sid as c sees it.
+func (c *client) publicationBySid(t *testing.T, identity, sid string) *lksdk.RemoteTrackPublication {
+	t.Helper()
+	for _, rp := range c.room.GetRemoteParticipants() {
+		if rp.Identity() == identity {
+			for _, pub := range rp.TrackPublications() {
+				if pub.SID() == sid {
+					return pub.(*lksdk.RemoteTrackPublication)
+				}
+			}
+		}
+	}
+	t.Fatalf("%s does not see %s's track %s", c.identity, identity, sid)
+	return nil
+}
