@@ -224,6 +224,20 @@ func TestBrowserCall(t *testing.T) {
 		}
 	})
 
+	t.Run("alice's subscription permission: bob is told he may not, loses her tracks, and gets them back", func(t *testing.T) {
+		tracksOf := func(cond string) string {
+			return fmt.Sprintf(`(() => { const r = s.remote[%s]; if (!r) return false; const ts = Object.values(r.tracks);
+				return ts.length >= 2 && ts.every(t => %s); })()`, js(aliceID), cond)
+		}
+		a.do(t, "setSubscribers([])")
+		b.await(t, tracksOf("!t.allowed && !t.subscribed"), mediaTimeout)
+		a.do(t, fmt.Sprintf("setSubscribers([%s])", js(bobID)))
+		b.await(t, tracksOf("t.allowed && t.subscribed"), mediaTimeout)
+		requireMediaFlows(t, b, aliceID)
+		a.do(t, "setSubscribers(null)")
+		require.Empty(t, a.state(t).Errors)
+	})
+
 	t.Run("bob mutes his camera and alice sees it", func(t *testing.T) {
 		b.do(t, "setCamera(false)")
 		a.await(t, fmt.Sprintf(`Object.values(s.remote[%s].tracks).some(t => t.source === "camera" && t.muted)`, js(bobID)), mediaTimeout)

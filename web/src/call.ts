@@ -461,8 +461,11 @@ export class Call {
       })
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
         this.tiles.detach(p, track);
-        this.syncRemote(p.identity);
+        // livekit-client emits this before the publication lets go of the
+        // track (isSubscribed is still true now): read it afterwards.
+        queueMicrotask(() => this.syncRemote(p.identity));
       })
+      .on(RoomEvent.TrackSubscriptionPermissionChanged, (_pub, _status, p: RemoteParticipant) => this.syncRemote(p.identity))
       .on(RoomEvent.TrackMuted, (_pub: TrackPublication, p: Participant) => this.syncAny(p))
       .on(RoomEvent.TrackUnmuted, (_pub: TrackPublication, p: Participant) => this.syncAny(p))
       .on(RoomEvent.LocalTrackPublished, () => this.syncLocal())
@@ -553,6 +556,7 @@ export class Call {
         source: pub.source,
         muted: pub.isMuted,
         subscribed: pub.isSubscribed,
+        allowed: pub.permissionStatus === "allowed",
         encrypted: pub.isEncrypted,
       };
     }
@@ -631,6 +635,17 @@ export class Call {
 
   public async sendData(text: string, topic = "gxconf-test"): Promise<void> {
     await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
+  }
+
+  /**
+   * Who may subscribe to our tracks: everyone (null) or the listed LiveKit
+   * identities (livekit-client's setTrackSubscriptionPermissions).
+   */
+  public setSubscribers(identities: string[] | null): void {
+    this.ownRoom().localParticipant.setTrackSubscriptionPermissions(
+      identities === null,
+      (identities ?? []).map((participantIdentity) => ({ participantIdentity, allowAll: true })),
+    );
   }
 
   public async setCamera(enabled: boolean): Promise<void> {

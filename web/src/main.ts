@@ -54,6 +54,7 @@ const api = {
     }
   },
   sendData: (text: string, topic?: string) => requireCall().sendData(text, topic),
+  setSubscribers: (identities: string[] | null) => requireCall().setSubscribers(identities),
   setCamera: (on: boolean) => requireCall().setCamera(on),
   setMicrophone: (on: boolean) => requireCall().setMicrophone(on),
   requestVideoSize: (identity: string, w: number, h: number) => requireCall().requestVideoSize(identity, w, h),

@@ -21,6 +21,8 @@ export interface RemoteTrackState {
   source: string;
   muted: boolean;
   subscribed: boolean;
+  /** The publisher's subscription permission lets us have it (subscription_permission_update). */
+  allowed: boolean;
   encrypted: boolean;
 }
 
