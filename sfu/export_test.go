@@ -147,3 +147,23 @@ func (s *Server) participantIn(room, identity string) *Participant {
 	}
 	return r.participant(identity)
 }
+
+// SendingTracks is how many senders of identity's subscriber connection
+// (the single connection in single mode) carry a track.
+func (s *Server) SendingTracks(room, identity string) int {
+	p := s.participantIn(room, identity)
+	if p == nil {
+		return -1
+	}
+	pc := p.sendPC()
+	if pc == nil {
+		return 0
+	}
+	n := 0
+	for _, tr := range pc.GetTransceivers() {
+		if sd := tr.Sender(); sd != nil && sd.Track() != nil {
+			n++
+		}
+	}
+	return n
+}

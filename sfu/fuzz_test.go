@@ -132,6 +132,8 @@ func FuzzHandleSignal(f *testing.F) {
 		{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: []string{"TR_fuzz"}, Subscribe: false}}},
 		{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: []string{"TR_fuzz"}, Subscribe: true}}},
 		{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{AllParticipants: false}}},
+		{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{TrackPermissions: []*livekit.TrackPermission{
+			{ParticipantIdentity: "remote", TrackSids: []string{"TR_fuzz"}}, {ParticipantSid: "PA_remote", AllTracks: true}, {}}}}},
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)

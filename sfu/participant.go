@@ -493,6 +493,12 @@ func (p *Participant) subscribeTo(t *publishedTrack, negotiate, onlyDenied bool)
 		}}})
 		return false
 	}
+	if !p.stillSubscribed(dt) {
+		// A revoked permission ended it while it was attached: the
+		// sender attach added goes too.
+		dt.detach(!p.isClosed())
+		return false
+	}
 	if t.isClosed() {
 		p.unsubscribe(t.sid, false)
 		return false
@@ -501,6 +507,14 @@ func (p *Participant) subscribeTo(t *publishedTrack, negotiate, onlyDenied bool)
 		p.negotiate()
 	}
 	return true
+}
+
+// stillSubscribed tells whether dt is still p's subscription to its track:
+// a revocation (another goroutine) may end it while it is being attached.
+func (p *Participant) stillSubscribed(dt *downTrack) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.subscriptions[dt.id] == dt
 }
 
 // unsubscribe removes the downtrack for a track sid and forgets that p

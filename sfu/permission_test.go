@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )
@@ -175,4 +177,69 @@ func (c *client) publicationBySid(t *testing.T, identity, sid string) *lksdk.Rem
 	}
 	t.Fatalf("%s does not see %s's track %s", c.identity, identity, sid)
 	return nil
+}
+
+// TestSubscriptionPermissionRace: a subscriber asking for a track over and
+// over while its publisher's permission flips between everyone and nobody
+// ends in the state the last permission and the last request decide: no
+// subscription slips past a denial, and no denial outlives a grant.
+func TestSubscriptionPermissionRace(t *testing.T) {
+	ts := startServer(t, nil)
+	const room = "perm-race"
+	carol := joinedRaw(t, ts, room, "carol", nil)
+	rr, err := ts.srv.RelayRoom(room, false)
+	require.NoError(t, err)
+	remote, err := rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote"}, sfu.RemoteHooks{})
+	require.NoError(t, err)
+	defer remote.Close(livekit.DisconnectReason_CLIENT_INITIATED)
+	codec := sfu.RelayCodec{RTPCodecParameters: webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111}}
+	_, err = remote.PublishTrack(&livekit.TrackInfo{Sid: "TR_race", Type: livekit.TrackType_AUDIO}, codec, func(uint8) {}, func(int) {})
+	require.NoError(t, err)
+	nobody := &livekit.SubscriptionPermission{}
+
+	// pingPong returns once the server has handled everything carol sent.
+	pingPong := func() {
+		writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 4711}}})
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for {
+			_, data, err := carol.Read(ctx)
+			require.NoError(t, err)
+			res := &livekit.SignalResponse{}
+			require.NoError(t, proto.Unmarshal(data, res))
+			if res.GetPongResp().GetLastPingTimestamp() == 4711 {
+				return
+			}
+		}
+	}
+	for round := 0; round < gxtestRuns(3); round++ {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < 100; i++ {
+				if i%2 == 0 {
+					remote.SetSubscriptionPermission(nobody)
+				} else {
+					remote.SetSubscriptionPermission(nil)
+				}
+			}
+		}()
+		for i := 0; i < 100; i++ {
+			writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{
+				TrackSids: []string{"TR_race"}, Subscribe: i%3 != 2,
+			}}})
+		}
+		writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{
+			TrackSids: []string{"TR_race"}, Subscribe: true,
+		}}})
+		<-done
+		remote.SetSubscriptionPermission(nobody)
+		pingPong()
+		require.Empty(t, ts.srv.DescribeSubscriptions(room, "carol"), "round %d: a subscription slipped past the denial", round)
+		require.Zero(t, ts.srv.SendingTracks(room, "carol"), "round %d: a revoked subscription left its sender on carol's connection", round)
+		remote.SetSubscriptionPermission(nil)
+		require.Len(t, ts.srv.DescribeSubscriptions(room, "carol"), 1, "round %d: the grant did not give carol the track she wants", round)
+		require.Equal(t, 1, ts.srv.SendingTracks(room, "carol"))
+	}
 }

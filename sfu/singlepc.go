@@ -169,6 +169,10 @@ func (p *Participant) attachWaiting() bool {
 			continue
 		}
 		free[dt.kind]--
+		if !p.stillSubscribed(dt) {
+			dt.detach(true) // revoked while it was attached
+			continue
+		}
 		if dt.track.isClosed() {
 			p.unsubscribe(dt.id, false)
 		}
