@@ -146,7 +146,7 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 	r := p.room
 	r.permChange.Lock()
 	defer r.permChange.Unlock()
-	sp, ignored := newSubPolicy(perm, r.identityOfSid)
+	sp, ignored := newSubPolicy(perm, r.identityBySid())
 	if ignored > 0 {
 		p.log.Debug().Int("entries", ignored).Msg("subscription permission entries that name nobody grant nothing")
 	}
@@ -223,15 +223,19 @@ func (p *Participant) sendPermission(t *publishedTrack, allowed bool) {
 	}})
 }
 
-// identityOfSid is the identity of the participant with sid in the room,
-// or "".
-func (r *Room) identityOfSid(sid string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id, p := range r.participants {
-		if p.sid == sid {
-			return id
+// identityBySid returns a lookup of the identity of a participant sid in
+// the room ("" if none), from the participants present when first used.
+func (r *Room) identityBySid() func(sid string) string {
+	var m map[string]string
+	return func(sid string) string {
+		if m == nil {
+			r.mu.Lock()
+			m = make(map[string]string, len(r.participants))
+			for id, p := range r.participants {
+				m[p.sid] = id
+			}
+			r.mu.Unlock()
 		}
+		return m[sid]
 	}
-	return ""
 }
