@@ -175,6 +175,9 @@ func (dt *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParamete
 	if dt.track.addDownTrack(dt) {
 		dt.selectLayer()
 		dt.track.dynacast(time.Now())
+		if !dt.sub.hidden {
+			dt.track.markSubscribed()
+		}
 	}
 	return chosen, nil
 }

@@ -35,8 +35,11 @@ type Participant struct {
 	autoSubscribe bool
 	protocol      int
 	single        bool
-	log           zerolog.Logger
-	sc            *signalConn
+	// trackSubscribedEvent: the client understands track_subscribed
+	// (the Rust SDK before protocol 10 cannot decode it, livekit-server).
+	trackSubscribedEvent bool
+	log                  zerolog.Logger
+	sc                   *signalConn
 
 	pub         *webrtc.PeerConnection
 	sub         *webrtc.PeerConnection
@@ -132,17 +135,18 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 	sid := guid.New("PA_")
 	video := grants.Video.Clone()
 	p := &Participant{
-		room:          r,
-		s:             r.s,
-		sid:           sid,
-		identity:      grants.Identity,
-		hidden:        video.Hidden,
-		autoSubscribe: params.autoSubscribe,
-		protocol:      params.protocol,
-		single:        params.single,
-		log:           r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
-		sc:            sc,
-		video:         video,
+		room:                 r,
+		s:                    r.s,
+		sid:                  sid,
+		identity:             grants.Identity,
+		hidden:               video.Hidden,
+		autoSubscribe:        params.autoSubscribe,
+		protocol:             params.protocol,
+		single:               params.single,
+		trackSubscribedEvent: !strings.EqualFold(params.sdk, "rust") || params.protocol >= 10,
+		log:                  r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
+		sc:                   sc,
+		video:                video,
 		info: &livekit.ParticipantInfo{
 			Sid:        sid,
 			Identity:   grants.Identity,

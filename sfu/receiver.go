@@ -54,10 +54,27 @@ type publishedTrack struct {
 
 	relay trackRelay // relay sinks and hooks (relay.go)
 
+	everSubscribed atomic.Bool // the owner was told track_subscribed
+
 	// Audio level accounting for speaker detection, reset every interval.
 	audioActive   atomic.Uint32
 	audioTotal    atomic.Uint32
 	audioLevelSum atomic.Uint64
+}
+
+// markSubscribed tells the owner, once, that a subscriber receives the
+// track (track_subscribed; livekit-client then ends an audio track's
+// pre-connect buffer). A subscriber on another node counts when its node
+// first wants a layer; hidden subscribers do not count (livekit-server).
+func (t *publishedTrack) markSubscribed() {
+	if t.everSubscribed.Swap(true) {
+		return
+	}
+	p := t.owner
+	if p.remote != nil || !p.trackSubscribedEvent {
+		return
+	}
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_TrackSubscribed{TrackSubscribed: &livekit.TrackSubscribed{TrackSid: t.sid}}})
 }
 
 func newPublishedTrack(owner *Participant, info *livekit.TrackInfo, cid string, kind webrtc.RTPCodecType) *publishedTrack {

@@ -315,6 +315,9 @@ type RelaySubscription struct {
 // dynacast.
 func (s *RelaySubscription) SetWanted(mask uint8) {
 	s.wanted.Store(uint32(mask & (1<<maxLayers - 1)))
+	if mask != 0 {
+		s.t.markSubscribed()
+	}
 	s.reselect()
 	s.t.dynacast(time.Now())
 }

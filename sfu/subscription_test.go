@@ -3,11 +3,13 @@ package sfu_test
 import (
 	"context"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/gxfs-conf/gxconf/sfu"
+	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
@@ -241,5 +243,42 @@ func TestSubscriptionPermissionRace(t *testing.T) {
 		remote.SetSubscriptionPermission(nil)
 		require.Len(t, ts.srv.DescribeSubscriptions(room, "carol"), 1, "round %d: the grant did not give carol the track she wants", round)
 		require.Equal(t, 1, ts.srv.SendingTracks(room, "carol"))
+	}
+}
+
+// TestTrackSubscribedEvent: a publisher is told track_subscribed once per
+// track, when its first visible subscriber receives it; a hidden
+// subscriber does not count.
+func TestTrackSubscribedEvent(t *testing.T) {
+	ts := startServer(t, nil)
+	const room = "track-subscribed"
+	var mu sync.Mutex
+	told := map[string]int{}
+	alice := ts.connect(t, room, "alice", nil, func(cb *lksdk.RoomCallback) {
+		cb.OnLocalTrackSubscribed = func(pub *lksdk.LocalTrackPublication, _ *lksdk.LocalParticipant) {
+			mu.Lock()
+			told[pub.SID()]++
+			mu.Unlock()
+		}
+	})
+	alice.publish(t, lightMedia())
+	rec := ts.join(t, room, "rec", func(g *auth.VideoGrant) { g.Hidden = true })
+	rec.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+	mu.Lock()
+	require.Empty(t, told, "a hidden subscriber counted")
+	mu.Unlock()
+	bob := ts.join(t, room, "bob", nil)
+	bob.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(told) == 2
+	}, 10*time.Second, 20*time.Millisecond, "alice is told both tracks are subscribed")
+	carol := ts.join(t, room, "carol", nil)
+	carol.waitMedia(t, []string{"alice"}, 5, 10, 20*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for sid, n := range told {
+		require.Equal(t, 1, n, "track_subscribed for %s more than once", sid)
 	}
 }
