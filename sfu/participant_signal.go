@@ -400,15 +400,61 @@ func (p *Participant) applyMetadataLocked(name, metadata string, attrs map[strin
 	}
 }
 
-// setPermission replaces the participant's permission (UpdateParticipant).
+// setPermission replaces the participant's permission (UpdateParticipant)
+// and enforces it at once, as livekit-server: tracks it may no longer
+// publish (canPublish, canPublishSources) are unpublished, its
+// subscriptions end when it may no longer subscribe, and when it may again
+// an auto-subscriber gets the room's tracks back. canPublishData is checked
+// per packet. A participant of another node is changed at its origin,
+// whose update comes back through the relay.
 func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 	p.mu.Lock()
+	couldSubscribe := p.video.GetCanSubscribe()
 	p.video.UpdateFromPermission(perm)
 	p.info.Permission = p.video.ToPermission()
 	p.changedLocked()
+	canSubscribe := p.video.GetCanSubscribe()
+	var revoked []*publishedTrack
+	var subs []string
+	if p.remote == nil {
+		for _, t := range p.published {
+			t.mu.Lock()
+			source := t.info.GetSource()
+			t.mu.Unlock()
+			if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) {
+				revoked = append(revoked, t)
+			}
+		}
+		if !canSubscribe {
+			for sid := range p.subscriptions {
+				subs = append(subs, sid)
+			}
+		}
+	}
 	p.mu.Unlock()
 	if p.remote != nil {
 		p.remote.updatedByServer("", "", nil, perm)
+		return
+	}
+	for _, t := range revoked {
+		p.log.Info().Str("track_sid", t.sid).Msg("track unpublished: the participant may no longer publish it")
+		p.unpublish(t)
+	}
+	changed := false
+	for _, sid := range subs {
+		if p.unsubscribe(sid, false) {
+			changed = true
+		}
+	}
+	if canSubscribe && !couldSubscribe && p.autoSubscribe {
+		for _, t := range p.room.liveTracks() {
+			if p.subscribe(t, false) {
+				changed = true
+			}
+		}
+	}
+	if changed {
+		p.negotiate()
 	}
 }
 

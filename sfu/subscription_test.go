@@ -3,6 +3,7 @@ package sfu_test
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -281,4 +282,70 @@ func TestTrackSubscribedEvent(t *testing.T) {
 	for sid, n := range told {
 		require.Equal(t, 1, n, "track_subscribed for %s more than once", sid)
 	}
+}
+
+// TestPermissionChangeEnforced: RoomService.UpdateParticipant taking away
+// canPublish unpublishes the participant's tracks (its subscribers lose
+// them, it is told track_unpublished); taking away canSubscribe ends its
+// subscriptions, and giving it back brings them back.
+func TestPermissionChangeEnforced(t *testing.T) {
+	ts := startServer(t, nil)
+	const room = "perm-change"
+	ctx := context.Background()
+	rs := ts.srv.RoomService()
+	alice := ts.join(t, room, "alice", nil)
+	carol := ts.join(t, room, "carol", nil)
+	alice.publish(t, lightMedia())
+	carol.publish(t, lightMedia())
+	bob := ts.join(t, room, "bob", nil)
+	bob.waitMedia(t, []string{"alice", "carol"}, 5, 10, 20*time.Second)
+
+	// canSubscribe taken from bob: his subscriptions end.
+	_, err := rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "bob",
+		Permission: &livekit.ParticipantPermission{CanSubscribe: false, CanPublish: true, CanPublishData: true}})
+	require.NoError(t, err)
+	require.Empty(t, ts.srv.DescribeSubscriptions(room, "bob"))
+	require.Eventually(t, func() bool {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		return bob.ended["alice/video"] == 1 && bob.ended["carol/audio"] == 1
+	}, 15*time.Second, 20*time.Millisecond, "the tracks leave bob's connection")
+
+	// canPublish taken from alice: her tracks are unpublished.
+	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "alice",
+		Permission: &livekit.ParticipantPermission{CanSubscribe: true, CanPublish: false, CanPublishData: true}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(alice.room.LocalParticipant.TrackPublications()) == 0 }, 15*time.Second, 20*time.Millisecond,
+		"alice is told her tracks are unpublished")
+	require.Eventually(t, func() bool {
+		for _, rp := range carol.room.GetRemoteParticipants() {
+			if rp.Identity() == "alice" {
+				return len(rp.TrackPublications()) == 0
+			}
+		}
+		return false
+	}, 15*time.Second, 20*time.Millisecond, "carol sees alice's tracks gone")
+	for _, line := range ts.srv.DescribeSubscriptions(room, "carol") {
+		require.NotContains(t, line, "alice/")
+	}
+
+	// canSubscribe given back: bob auto-subscribes to carol again.
+	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "bob",
+		Permission: &livekit.ParticipantPermission{CanSubscribe: true, CanPublish: true, CanPublishData: true}})
+	require.NoError(t, err)
+	bob.mu.Lock()
+	delete(bob.streams, "carol/audio")
+	delete(bob.streams, "carol/video")
+	bob.mu.Unlock()
+	bob.waitMedia(t, []string{"carol"}, 5, 10, 20*time.Second)
+
+	// canPublishSources narrowed for carol: her camera goes, her microphone stays.
+	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "carol",
+		Permission: &livekit.ParticipantPermission{CanSubscribe: true, CanPublish: true, CanPublishData: true,
+			CanPublishSources: []livekit.TrackSource{livekit.TrackSource_MICROPHONE}}})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		subs := ts.srv.DescribeSubscriptions(room, "bob")
+		return len(subs) == 1 && strings.HasPrefix(subs[0], "carol/audio ")
+	}, 15*time.Second, 20*time.Millisecond, "bob keeps carol's audio only: %v", ts.srv.DescribeSubscriptions(room, "bob"))
 }
