@@ -44,6 +44,9 @@ func (p *Participant) onData(label string, data []byte) {
 	}
 	agent := p.info.GetKind() == livekit.ParticipantInfo_AGENT
 	p.mu.Unlock()
+	if p.onRPCReply(dp) {
+		return // the answer to a server call (RoomService.PerformRpc)
+	}
 	switch {
 	case dp.GetTranscription() != nil && !agent:
 		// A transcription names the participant whose speech it is, and

@@ -167,3 +167,14 @@ func (s *Server) SendingTracks(room, identity string) int {
 	}
 	return n
 }
+
+// PendingRPCs is how many server calls to identity's client wait.
+func (s *Server) PendingRPCs(room, identity string) int {
+	p := s.participantIn(room, identity)
+	if p == nil {
+		return -1
+	}
+	p.rpc.mu.Lock()
+	defer p.rpc.mu.Unlock()
+	return len(p.rpc.pending)
+}

@@ -36,6 +36,9 @@ type Forwarder interface {
 	// UpdateSubscriptions goes to the participant's node (a relayed copy
 	// here subscribes to nothing).
 	UpdateSubscriptions(ctx context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error)
+	// PerformRpc goes to the participant's node and waits for its client
+	// (up to the request's response timeout and the client's ack).
+	PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error)
 	// ListRooms lists every room of the cluster once, this node's included
 	// (LocalRooms), counting each node's own participants.
 	ListRooms(ctx context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error)
@@ -217,6 +220,18 @@ func (f *forwardingRoomService) UpdateSubscriptions(ctx context.Context, req *li
 		return f.fwd.UpdateSubscriptions(ctx, req)
 	}
 	return f.roomService.UpdateSubscriptions(ctx, req)
+}
+
+// PerformRpc to a participant connected elsewhere goes to its node.
+func (f *forwardingRoomService) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	if req.GetDestinationIdentity() == "" {
+		return nil, twirp.RequiredArgumentError("destination_identity")
+	}
+	_, p, err := f.participant(req.GetRoom(), req.GetDestinationIdentity())
+	if isNotFound(err) || (err == nil && p.remote != nil) {
+		return f.fwd.PerformRpc(ctx, req)
+	}
+	return f.roomService.PerformRpc(ctx, req)
 }
 
 func (f *forwardingRoomService) ListRooms(ctx context.Context, req *livekit.ListRoomsRequest) (*livekit.ListRoomsResponse, error) {

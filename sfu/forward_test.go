@@ -172,6 +172,14 @@ func (f *fakeForwarder) UpdateRoomMetadata(_ context.Context, req *livekit.Updat
 	return &livekit.Room{Name: req.GetRoom(), Metadata: req.GetMetadata()}, nil
 }
 
+func (f *fakeForwarder) PerformRpc(_ context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	f.called("rpc " + req.GetRoom() + "/" + req.GetDestinationIdentity())
+	if !f.has(req.GetRoom(), req.GetDestinationIdentity()) && req.GetDestinationIdentity() != "remote" {
+		return nil, twirp.NotFoundError("participant")
+	}
+	return &livekit.PerformRpcResponse{Payload: "from " + req.GetDestinationIdentity() + "'s node"}, nil
+}
+
 func (f *fakeForwarder) UpdateSubscriptions(_ context.Context, req *livekit.UpdateSubscriptionsRequest) (*livekit.UpdateSubscriptionsResponse, error) {
 	f.called("subscriptions " + req.GetRoom() + "/" + req.GetIdentity())
 	if !f.has(req.GetRoom(), req.GetIdentity()) && req.GetIdentity() != "remote" {

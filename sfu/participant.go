@@ -127,6 +127,8 @@ type Participant struct {
 	refreshing  atomic.Bool
 
 	remote *remotePeer // non-nil: lives on another node (relay.go)
+
+	rpc rpcState // server calls in flight (rpc.go)
 }
 
 func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signalConn) (*Participant, error) {
@@ -591,6 +593,7 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		}}})
 	}
 	p.sc.close(closeCodeFor(reason), reason.String())
+	p.rpc.failAll(rpcErrDisconnected, "Recipient disconnected")
 	if h := testHookClosing; h != nil {
 		h(p.identity)
 	}

@@ -310,8 +310,24 @@ func (rs *roomService) MoveParticipant(context.Context, *livekit.MoveParticipant
 	return nil, twirp.NewError(twirp.Unimplemented, "MoveParticipant is not supported")
 }
 
-func (rs *roomService) PerformRpc(context.Context, *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
-	return nil, twirp.NewError(twirp.Unimplemented, "PerformRpc is not supported")
+// PerformRpc calls a method of a participant's client and returns its
+// answer (rpc.go).
+func (rs *roomService) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	if req.GetDestinationIdentity() == "" {
+		return nil, twirp.RequiredArgumentError("destination_identity")
+	}
+	_, p, err := rs.participant(req.GetRoom(), req.GetDestinationIdentity())
+	if err != nil {
+		return nil, err
+	}
+	if p.remote != nil {
+		return nil, notFound("the participant is connected to another node")
+	}
+	payload, err := p.performRPC(ctx, req.GetMethod(), req.GetPayload(), time.Duration(req.GetResponseTimeoutMs())*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	return &livekit.PerformRpcResponse{Payload: payload}, nil
 }
 
 // guardedRoomService is the Twirp-facing RoomService: it checks the
@@ -434,6 +450,9 @@ func (g *guardedRoomService) MoveParticipant(ctx context.Context, req *livekit.M
 }
 
 func (g *guardedRoomService) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	if err := requireGrant(ctx, roomAdmin(req.GetRoom())); err != nil {
+		return nil, err
+	}
 	return g.inner.PerformRpc(ctx, req)
 }
 

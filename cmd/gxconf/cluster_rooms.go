@@ -63,7 +63,29 @@ const (
 	rsSubs     = "UpdateSubscriptions"
 	rsRooms    = "ListRooms"
 	rsDelete   = "DeleteRoom"
+	rsRPC      = "PerformRpc"
 )
+
+// PerformRpc waits for a participant's client: its call lasts up to the
+// response timeout the request names (default 15 s, at most 5 min) plus
+// the 7 s the client has to acknowledge, and runs on its own goroutine on
+// the serving node (at most rsRPCInFlight at once) so that it does not
+// hold up the node's other RoomService calls.
+const (
+	rsRPCInFlight      = 64
+	rsRPCDefaultWait   = 15 * time.Second
+	rsRPCMaxWait       = 5 * time.Minute
+	rsRPCAckAndMargins = 10 * time.Second
+)
+
+// rpcWait is how long a node waits for another's PerformRpc answer.
+func rpcWait(req *livekit.PerformRpcRequest) time.Duration {
+	d := time.Duration(req.GetResponseTimeoutMs()) * time.Millisecond
+	if d <= 0 {
+		d = rsRPCDefaultWait
+	}
+	return min(d, rsRPCMaxWait) + rsRPCAckAndMargins
+}
 
 type rsRequest struct {
 	ID     uint64 `json:"id"`
@@ -96,6 +118,7 @@ type roomForwarder struct {
 	next    atomic.Uint64
 	mu      sync.Mutex
 	pending map[uint64]pendingCall
+	rpcs    chan struct{} // PerformRpc calls served at once (rsRPCInFlight)
 }
 
 // forwarderRegistry is what the forwarder needs of the registry: the live
@@ -113,7 +136,7 @@ type pendingCall struct {
 
 func newRoomForwarder(reg forwarderRegistry, srv *sfu.Server, log zerolog.Logger) *roomForwarder {
 	f := &roomForwarder{reg: reg, local: srv.RoomService(), localParticipants: srv.LocalParticipants,
-		localRooms: srv.LocalRooms, log: log, pending: map[uint64]pendingCall{}}
+		localRooms: srv.LocalRooms, log: log, pending: map[uint64]pendingCall{}, rpcs: make(chan struct{}, rsRPCInFlight)}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	// Ids of a restarted node with the same node id do not collide with
@@ -126,6 +149,11 @@ var _ sfu.Forwarder = (*roomForwarder)(nil)
 
 // call runs method on node and decodes the answer into resp.
 func (f *roomForwarder) call(ctx context.Context, node cluster.NodeID, method string, req, resp proto.Message) error {
+	return f.callWithin(ctx, rsTimeout, node, method, req, resp)
+}
+
+// callWithin is call, waiting up to wait for the answer.
+func (f *roomForwarder) callWithin(ctx context.Context, wait time.Duration, node cluster.NodeID, method string, req, resp proto.Message) error {
 	body, err := proto.Marshal(req)
 	if err != nil {
 		return twirp.InternalErrorWith(err)
@@ -147,7 +175,7 @@ func (f *roomForwarder) call(ctx context.Context, node cluster.NodeID, method st
 		delete(f.pending, id)
 		f.mu.Unlock()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, rsTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if err := f.reg.Send(ctx, node, rsTopic, payload); err != nil {
 		return twirp.NewError(twirp.Unavailable, fmt.Sprintf("node %s: %v", node, err))
@@ -349,6 +377,16 @@ func (f *roomForwarder) UpdateSubscriptions(ctx context.Context, req *livekit.Up
 	}
 	res := &livekit.UpdateSubscriptionsResponse{}
 	return res, f.call(ctx, node, rsSubs, req, res)
+}
+
+// PerformRpc goes to the participant's node and waits for its client.
+func (f *roomForwarder) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	node, err := f.owner(ctx, req.GetRoom(), req.GetDestinationIdentity())
+	if err != nil {
+		return nil, err
+	}
+	res := &livekit.PerformRpcResponse{}
+	return res, f.callWithin(ctx, rpcWait(req), node, rsRPC, req, res)
 }
 
 // ListRooms lists the rooms the directory knows (or the named ones), each
@@ -595,6 +633,24 @@ func (f *roomForwarder) serve(ctx context.Context, m cluster.Message) {
 		f.log.Warn().Str("node_id", string(m.From)).Msg("Ignored a malformed RoomService call from a node")
 		return
 	}
+	if req.Method == rsRPC {
+		// Waits for a client: on its own goroutine, bounded.
+		select {
+		case f.rpcs <- struct{}{}:
+			go func() {
+				defer func() { <-f.rpcs }()
+				f.answer(ctx, m.From, req)
+			}()
+		default:
+			f.reply(ctx, m.From, rsResponse{ID: req.ID, Code: string(twirp.ResourceExhausted), Msg: "too many calls to clients in flight on this node"})
+		}
+		return
+	}
+	f.answer(ctx, m.From, req)
+}
+
+// answer runs a call of another node and sends the answer.
+func (f *roomForwarder) answer(ctx context.Context, from cluster.NodeID, req rsRequest) {
 	res, err := f.dispatch(ctx, req)
 	out := rsResponse{ID: req.ID}
 	if err != nil {
@@ -607,15 +663,20 @@ func (f *roomForwarder) serve(ctx context.Context, m cluster.Message) {
 	} else if out.Body, err = proto.Marshal(res); err != nil {
 		out.Code, out.Msg, out.Body = string(twirp.Internal), err.Error(), nil
 	}
+	f.reply(ctx, from, out)
+}
+
+// reply sends an answer to the node that asked.
+func (f *roomForwarder) reply(ctx context.Context, to cluster.NodeID, out rsResponse) {
 	payload, err := json.Marshal(out)
 	if err == nil && len(payload) > cluster.MaxPayload {
-		payload, err = json.Marshal(rsResponse{ID: req.ID, Code: string(twirp.ResourceExhausted), Msg: "answer too large for the node bus"})
+		payload, err = json.Marshal(rsResponse{ID: out.ID, Code: string(twirp.ResourceExhausted), Msg: "answer too large for the node bus"})
 	}
 	if err != nil {
 		return
 	}
-	if err := f.reg.Send(ctx, m.From, rsReplyTopic, payload); err != nil {
-		f.log.Debug().Err(err).Str("node_id", string(m.From)).Msg("Failed to answer a node's RoomService call")
+	if err := f.reg.Send(ctx, to, rsReplyTopic, payload); err != nil {
+		f.log.Debug().Err(err).Str("node_id", string(to)).Msg("Failed to answer a node's RoomService call")
 	}
 }
 
@@ -684,6 +745,12 @@ func (f *roomForwarder) dispatch(ctx context.Context, req rsRequest) (proto.Mess
 			return nil, twirp.RequiredArgumentError("names")
 		}
 		return &livekit.ListRoomsResponse{Rooms: f.localRooms(r.GetNames())}, nil
+	case rsRPC:
+		var r livekit.PerformRpcRequest
+		if err := proto.Unmarshal(req.Body, &r); err != nil {
+			return nil, bad(err)
+		}
+		return f.local.PerformRpc(ctx, &r)
 	case rsDelete:
 		var r livekit.DeleteRoomRequest
 		if err := proto.Unmarshal(req.Body, &r); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/proto"
@@ -129,6 +130,19 @@ type bobsNode struct {
 	livekit.RoomService // only the methods below are used
 	mu                  sync.Mutex
 	done                []string
+	rpcIn               chan string // PerformRpc: the method, when called
+	rpcOut              chan string // and the payload it then answers
+}
+
+// PerformRpc waits for the test, as a client's call does.
+func (n *bobsNode) PerformRpc(ctx context.Context, req *livekit.PerformRpcRequest) (*livekit.PerformRpcResponse, error) {
+	n.rpcIn <- req.GetMethod()
+	select {
+	case out := <-n.rpcOut:
+		return &livekit.PerformRpcResponse{Payload: out}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (n *bobsNode) note(s string) {
@@ -220,9 +234,9 @@ func TestRoomForwarderOverTheNodeBus(t *testing.T) {
 		}
 		return out
 	}
-	n2 := &bobsNode{}
+	n2 := &bobsNode{rpcIn: make(chan string), rpcOut: make(chan string)}
 	f1 := &roomForwarder{reg: dir("n1"), localRooms: rooms1, log: zerolog.Nop(), pending: map[uint64]pendingCall{}}
-	f2 := &roomForwarder{reg: dir("n2"), local: n2, localRooms: rooms2, log: zerolog.Nop(), pending: map[uint64]pendingCall{},
+	f2 := &roomForwarder{reg: dir("n2"), local: n2, localRooms: rooms2, log: zerolog.Nop(), pending: map[uint64]pendingCall{}, rpcs: make(chan struct{}, rsRPCInFlight),
 		localParticipants: func(room string) ([]*livekit.ParticipantInfo, error) {
 			if room != "r" {
 				return nil, errors.New("requested room does not exist")
@@ -272,6 +286,25 @@ func TestRoomForwarderOverTheNodeBus(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f1.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "r", Identity: "nobody", TrackSids: []string{"TR_2"}})
 	require.Equal(t, twirp.NotFound, code(err))
+	// PerformRpc reaches bob's node and waits for his client there
+	// without holding up that node's other calls.
+	rpc := make(chan *livekit.PerformRpcResponse, 1)
+	go func() {
+		res, err := f1.PerformRpc(ctx, &livekit.PerformRpcRequest{Room: "r", DestinationIdentity: "bob", Method: "ping", ResponseTimeoutMs: 60000})
+		assert.NoError(t, err)
+		rpc <- res
+	}()
+	require.Equal(t, "ping", <-n2.rpcIn)
+	p, err = f1.GetParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "r", Identity: "bob"})
+	require.NoError(t, err, "n2 answers while bob's client is being called")
+	require.Equal(t, "on n2", p.GetMetadata())
+	n2.rpcOut <- "pong"
+	require.Equal(t, "pong", (<-rpc).GetPayload())
+	require.Equal(t, 70*time.Second, rpcWait(&livekit.PerformRpcRequest{ResponseTimeoutMs: 60000}))
+	require.Equal(t, 25*time.Second, rpcWait(&livekit.PerformRpcRequest{}), "15 s by default")
+	_, err = f1.PerformRpc(ctx, &livekit.PerformRpcRequest{Room: "r", DestinationIdentity: "nobody", Method: "ping"})
+	require.Equal(t, twirp.NotFound, code(err))
+
 	_, err = f1.RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: "r", Identity: "bob"})
 	require.NoError(t, err)
 
