@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/livekit/protocol/utils/guid"
 	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils/guid"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/proto"
 )
