@@ -80,6 +80,23 @@ func (s testSFU) participants(t *testing.T, lkRoom string) []string {
 	return ids
 }
 
+// performRpc calls method of identity's client through the SFU's Twirp
+// RoomService, as an operator's backend would.
+func (s testSFU) performRpc(t *testing.T, lkRoom, identity, method, payload string) (string, error) {
+	t.Helper()
+	base := strings.Replace(strings.Replace(s.URL, "ws://", "http://", 1), "wss://", "https://", 1)
+	jwt, err := auth.NewAccessToken(s.Key, s.Secret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: lkRoom}).SetValidFor(time.Minute).ToJWT()
+	require.NoError(t, err)
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+jwt)
+	ctx, err := twirp.WithHTTPRequestHeaders(context.Background(), h)
+	require.NoError(t, err)
+	resp, err := livekit.NewRoomServiceProtobufClient(base, http.DefaultClient).PerformRpc(ctx, &livekit.PerformRpcRequest{
+		Room: lkRoom, DestinationIdentity: identity, Method: method, Payload: payload, ResponseTimeoutMs: 10000,
+	})
+	return resp.GetPayload(), err
+}
+
 // browserEnv is Dendrite + gxconf + the operator's reverse proxy + one
 // headless Chromium, for one test.
 type browserEnv struct {

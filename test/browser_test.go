@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twitchtv/twirp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -236,6 +237,17 @@ func TestBrowserCall(t *testing.T) {
 		requireMediaFlows(t, b, aliceID)
 		a.do(t, "setSubscribers(null)")
 		require.Empty(t, a.state(t).Errors)
+	})
+
+	t.Run("the operator calls alice's client (RoomService.PerformRpc)", func(t *testing.T) {
+		got, err := e.sfu.performRpc(t, lkRoom, aliceID, "gxconf.echo", "Guten Tag")
+		require.NoError(t, err)
+		require.Equal(t, "echo from "+alice.ID.String()+": Guten Tag", got)
+		_, err = e.sfu.performRpc(t, lkRoom, aliceID, "no.such.method", "")
+		var te twirp.Error
+		require.ErrorAs(t, err, &te)
+		require.Equal(t, twirp.InvalidArgument, te.Code(), "livekit-client answers an unknown method with UNSUPPORTED_METHOD: %v", err)
+		require.Contains(t, te.Msg(), "RpcError 1400")
 	})
 
 	t.Run("bob mutes his camera and alice sees it", func(t *testing.T) {

@@ -235,6 +235,9 @@ export class Call {
     this.store.update((s) => (s.memberId = member.memberId));
     const own = this.addConnection(this.publishServiceUrl, true);
     this.own = own;
+    // A method the operator's backend may call (RoomService.PerformRpc),
+    // as an agent or moderation tool calls a client.
+    own.room.registerRpcMethod("gxconf.echo", async (d) => `echo from ${login.user_id}: ${d.payload}`);
     const sfu = await getSFUConfig(
       client,
       member,
