@@ -64,14 +64,8 @@ func (s testSFU) config() map[string]any {
 func (s testSFU) participants(t *testing.T, lkRoom string) []string {
 	t.Helper()
 	require.NotEmpty(t, s.Key, "the SFU's API key is needed to list participants")
-	base := strings.Replace(strings.Replace(s.URL, "ws://", "http://", 1), "wss://", "https://", 1)
-	jwt, err := auth.NewAccessToken(s.Key, s.Secret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: lkRoom}).SetValidFor(time.Minute).ToJWT()
-	require.NoError(t, err)
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+jwt)
-	ctx, err := twirp.WithHTTPRequestHeaders(context.Background(), h)
-	require.NoError(t, err)
-	resp, err := livekit.NewRoomServiceProtobufClient(base, http.DefaultClient).ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: lkRoom})
+	rs, ctx := s.roomService(t, lkRoom)
+	resp, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: lkRoom})
 	require.NoError(t, err)
 	var ids []string
 	for _, p := range resp.Participants {
@@ -80,9 +74,9 @@ func (s testSFU) participants(t *testing.T, lkRoom string) []string {
 	return ids
 }
 
-// performRpc calls method of identity's client through the SFU's Twirp
-// RoomService, as an operator's backend would.
-func (s testSFU) performRpc(t *testing.T, lkRoom, identity, method, payload string) (string, error) {
+// roomService is a Twirp RoomService client of the SFU with a roomAdmin
+// token for lkRoom in the returned context.
+func (s testSFU) roomService(t *testing.T, lkRoom string) (livekit.RoomService, context.Context) {
 	t.Helper()
 	base := strings.Replace(strings.Replace(s.URL, "ws://", "http://", 1), "wss://", "https://", 1)
 	jwt, err := auth.NewAccessToken(s.Key, s.Secret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: lkRoom}).SetValidFor(time.Minute).ToJWT()
@@ -91,7 +85,15 @@ func (s testSFU) performRpc(t *testing.T, lkRoom, identity, method, payload stri
 	h.Set("Authorization", "Bearer "+jwt)
 	ctx, err := twirp.WithHTTPRequestHeaders(context.Background(), h)
 	require.NoError(t, err)
-	resp, err := livekit.NewRoomServiceProtobufClient(base, http.DefaultClient).PerformRpc(ctx, &livekit.PerformRpcRequest{
+	return livekit.NewRoomServiceProtobufClient(base, http.DefaultClient), ctx
+}
+
+// performRpc calls method of identity's client through the SFU's Twirp
+// RoomService, as an operator's backend would.
+func (s testSFU) performRpc(t *testing.T, lkRoom, identity, method, payload string) (string, error) {
+	t.Helper()
+	rs, ctx := s.roomService(t, lkRoom)
+	resp, err := rs.PerformRpc(ctx, &livekit.PerformRpcRequest{
 		Room: lkRoom, DestinationIdentity: identity, Method: method, Payload: payload, ResponseTimeoutMs: 10000,
 	})
 	return resp.GetPayload(), err
