@@ -558,6 +558,10 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 		}
 	}
 	a.countTracks()
+	if fitPerm(m) {
+		a.log.Warn().Str("lk_identity", info.GetIdentity()).
+			Msg("A participant's subscription permission is too large for the relay: the other node lets nobody subscribe to its tracks")
+	}
 	a.send(m)
 }
 

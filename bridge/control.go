@@ -227,6 +227,22 @@ func parseMessage(b []byte) (*message, error) {
 	return m, nil
 }
 
+// fitPerm makes a participant message fit the control channel: a
+// subscription permission too large to cross (a thousand long identities)
+// becomes "nobody", so the other node fails closed instead of keeping an
+// older, wider permission. It reports whether it had to.
+func fitPerm(m *message) bool {
+	if m.Perm == nil || len(*m.Perm) == 0 {
+		return false
+	}
+	b, err := m.marshal()
+	if err == nil && len(b) <= maxControlMessage {
+		return false
+	}
+	m.Perm = &[]permGrant{}
+	return true
+}
+
 // checkPerm validates a carried subscription permission.
 func checkPerm(w *[]permGrant) error {
 	if w == nil {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/livekit/protocol/livekit"
@@ -104,4 +105,31 @@ func FuzzParseMessage(f *testing.F) {
 			t.Fatalf("not canonical:\n%s\n%s", b, b2)
 		}
 	})
+}
+
+// TestFitPerm: a permission too large for the control channel crosses as
+// "nobody" (fail closed), one that fits crosses unchanged.
+func TestFitPerm(t *testing.T) {
+	info := &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice"}
+	small := &message{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", All: true}}}
+	require.False(t, fitPerm(small))
+	require.Equal(t, []permGrant{{Identity: "bob", All: true}}, *small.Perm)
+
+	var many []permGrant
+	for i := 0; i < maxPermGrants; i++ {
+		many = append(many, permGrant{Identity: fmt.Sprintf("%0250d", i), Tracks: []string{"TR_1"}})
+	}
+	big := &message{Type: msgParticipant, info: info, Perm: &many}
+	b, err := big.marshal()
+	require.NoError(t, err)
+	require.Greater(t, len(b), maxControlMessage)
+	require.True(t, fitPerm(big))
+	require.NotNil(t, big.Perm)
+	require.Empty(t, *big.Perm)
+	b, err = big.marshal()
+	require.NoError(t, err)
+	m, err := parseMessage(b)
+	require.NoError(t, err)
+	require.NotNil(t, permFromWire(m.Perm), "nobody, not everyone")
+	require.Empty(t, permFromWire(m.Perm).GetTrackPermissions())
 }

@@ -29,7 +29,7 @@ import (
 // identity makes it keep the previous permission; here such an entry grants
 // nothing and the rest applies (fail closed). Oversized lists are cut
 // (maxPermissionEntries, maxSubscriptionSids per entry), the cut part
-// granting nothing.
+// granting nothing, and only sids of the publisher's own tracks are kept.
 //
 // Across nodes the permission travels with the participant in the relay
 // (RelayRoom.SubscriptionPermission, RemoteParticipant.SetSubscriptionPermission),
@@ -84,9 +84,13 @@ func (sp *subPolicy) toProto() *livekit.SubscriptionPermission {
 }
 
 // newSubPolicy resolves a permission; bySid finds the identity of a
-// participant sid in the room ("" if none). It also returns how many
-// entries granted nothing (no id, unknown sid, beyond the limits).
-func newSubPolicy(perm *livekit.SubscriptionPermission, bySid func(sid string) string) (*subPolicy, int) {
+// participant sid in the room ("" if none); own, when not nil, tells the
+// publisher's track sids: others can never match (a track gets a new sid
+// when published again) and are not kept, so a permission costs memory by
+// the publisher's tracks, not by what its client sent. It also returns how
+// many entries granted nothing or were cut (no id, unknown sid, beyond the
+// limits).
+func newSubPolicy(perm *livekit.SubscriptionPermission, bySid func(sid string) string, own func(trackSid string) bool) (*subPolicy, int) {
 	if perm == nil || perm.GetAllParticipants() {
 		return nil, 0
 	}
@@ -118,7 +122,9 @@ func newSubPolicy(perm *livekit.SubscriptionPermission, bySid func(sid string) s
 				g.tracks = map[string]bool{}
 			}
 			for _, sid := range sids {
-				g.tracks[sid] = true
+				if own == nil || own(sid) {
+					g.tracks[sid] = true
+				}
 			}
 		}
 		sp.grants[id] = g
@@ -146,7 +152,19 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 	r := p.room
 	r.permChange.Lock()
 	defer r.permChange.Unlock()
-	sp, ignored := newSubPolicy(perm, r.identityBySid())
+	var own func(string) bool
+	if p.remote == nil {
+		// A relayed permission is the origin's, already cut to its
+		// tracks, and arrives before them.
+		p.mu.Lock()
+		sids := make(map[string]bool, len(p.published))
+		for sid := range p.published {
+			sids[sid] = true
+		}
+		p.mu.Unlock()
+		own = func(sid string) bool { return sids[sid] }
+	}
+	sp, ignored := newSubPolicy(perm, r.identityBySid(), own)
 	if ignored > 0 {
 		p.log.Debug().Int("entries", ignored).Msg("subscription permission entries that name nobody grant nothing")
 	}
