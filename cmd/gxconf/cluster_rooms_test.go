@@ -608,6 +608,16 @@ func TestClusterRoomServiceAcrossNodes(t *testing.T) {
 	_, err = rsA.UpdateSubscriptions(ctx, &livekit.UpdateSubscriptionsRequest{Room: "spanned", Identity: "nobody", TrackSids: []string{audio}})
 	requireCode(t, err, twirp.NotFound)
 
+	// PerformRpc through node-a, where bob is a relayed copy, reaches
+	// bob's client on node-b and brings its answer back.
+	require.NoError(t, bob.room.RegisterRpcMethod("where", func(d lksdk.RpcInvocationData) (string, error) {
+		return "bob on node-b: " + d.Payload, nil
+	}))
+	admin, actx := a.twirp(testToken(t, "admin", &auth.VideoGrant{RoomAdmin: true, Room: "spanned"}))
+	rpc, err := admin.PerformRpc(actx, &livekit.PerformRpcRequest{Room: "spanned", DestinationIdentity: "bob", Method: "where", Payload: "asked on node-a"})
+	require.NoError(t, err)
+	require.Equal(t, "bob on node-b: asked on node-a", rpc.GetPayload())
+
 	// A token that administers "spanned" acts on carol in "only-b" through
 	// no node: node-a refuses before forwarding, and carol stays.
 	scoped, sctx := a.twirp(testToken(t, "admin", &auth.VideoGrant{RoomAdmin: true, Room: "spanned"}))
@@ -627,6 +637,8 @@ func TestClusterRoomServiceAcrossNodes(t *testing.T) {
 	_, err = scoped.UpdateRoomMetadata(sctx, &livekit.UpdateRoomMetadataRequest{Room: "only-b", Metadata: "x"})
 	requireCode(t, err, twirp.PermissionDenied)
 	_, err = scoped.ListParticipants(sctx, &livekit.ListParticipantsRequest{Room: "only-b"})
+	requireCode(t, err, twirp.PermissionDenied)
+	_, err = scoped.PerformRpc(sctx, &livekit.PerformRpcRequest{Room: "only-b", DestinationIdentity: "carol", Method: "where"})
 	requireCode(t, err, twirp.PermissionDenied)
 	_, err = scoped.DeleteRoom(sctx, &livekit.DeleteRoomRequest{Room: "only-b"})
 	requireCode(t, err, twirp.PermissionDenied, "room_admin is not room_create")
