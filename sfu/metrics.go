@@ -34,6 +34,7 @@ type metrics struct {
 	dataDropped  *prometheus.CounterVec
 	candIgnored  *prometheus.CounterVec
 	permDenied   prometheus.Counter
+	rpcCalls     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,13 +60,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dataDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_dropped_total", Help: "Data packets not sent to a participant because its data channel already held more unsent than allowed (1 MiB lossy, 16 MiB reliable: its client takes data slower than it is sent, or not at all), by channel (_reliable, _lossy)."}, []string{"channel"}),
 		candIgnored:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ice_candidates_ignored_total", Help: "Trickled ICE candidates ignored, by reason: oversized (over 2 KiB), malformed, limit (over 64 before a connection's session description, or over 128 in one ICE generation of a connection)."}, []string{"reason"}),
 		permDenied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions_denied_total", Help: "Subscriptions refused or ended because the publisher's subscription permission leaves the subscriber out (each counted once until the permission lets it in)."}),
+		rpcCalls:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rpc_calls_total", Help: "RoomService.PerformRpc calls to participants' clients on this node, by outcome: answered, error (the client answered with an RPC error), timeout (no ack, or no answer in time), gone (the participant left), canceled (the caller gave up), refused (payload too large, too many calls in flight)."}, []string{"outcome"}),
 		gso:          prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "segmentation_offload", Help: "1 when the direct send path sends a subscriber's packets of a video frame (with direct receive: of whatever one read brought) as one segmented message (UDP GSO), 0 when one message per packet."}),
 		directConns:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_path_connections_total", Help: "Connections whose DTLS keys the direct send path got (keyed) or not (unavailable: the SFU is the DTLS client), and publishing connections the direct receive path took over (receive; again after a change of the selected pair)."}, []string{"outcome"}),
 		recvDrops:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_receive_drops_total", Help: "RTP packets the direct receive path dropped: SRTP authentication failed or a replayed packet."}),
 		rtcpDrops:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtcp_drops_total", Help: "RTCP packets from peers dropped where the mux socket is read: SRTCP authentication failed or a replay (authentication), or they named more distinct SSRCs than the connection has streams for (ssrc_budget)."}, []string{"reason"}),
 		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -87,11 +87,22 @@ func (st *rpcState) failAll(code uint32, msg string) {
 // performRPC calls method on p's client and waits for its answer, ctx's
 // end or the timeouts.
 func (p *Participant) performRPC(ctx context.Context, method, payload string, timeout time.Duration) (string, error) {
+	res, outcome, err := p.callClient(ctx, method, payload, timeout)
+	if outcome != "" {
+		p.s.metrics.rpcCalls.WithLabelValues(outcome).Inc()
+		p.log.Debug().Str("method", method).Str("outcome", outcome).Msg("server call to the client")
+	}
+	return res, err
+}
+
+// callClient is performRPC; it also returns the outcome for the metric
+// ("" for a request refused before it was a call).
+func (p *Participant) callClient(ctx context.Context, method, payload string, timeout time.Duration) (string, string, error) {
 	if method == "" {
-		return "", twirp.RequiredArgumentError("method")
+		return "", "", twirp.RequiredArgumentError("method")
 	}
 	if len(payload) > rpcMaxPayload {
-		return "", rpcTwirpError(&livekit.RpcError{Code: rpcErrReqTooLarge, Message: "Request payload too large"})
+		return "", "refused", rpcTwirpError(&livekit.RpcError{Code: rpcErrReqTooLarge, Message: "Request payload too large"})
 	}
 	if timeout <= 0 {
 		timeout = rpcDefaultTimeout
@@ -103,11 +114,11 @@ func (p *Participant) performRPC(ctx context.Context, method, payload string, ti
 	st.mu.Lock()
 	if p.isClosed() {
 		st.mu.Unlock()
-		return "", rpcTwirpError(&livekit.RpcError{Code: rpcErrDisconnected, Message: "Recipient disconnected"})
+		return "", "gone", rpcTwirpError(&livekit.RpcError{Code: rpcErrDisconnected, Message: "Recipient disconnected"})
 	}
 	if len(st.pending) >= rpcMaxPending {
 		st.mu.Unlock()
-		return "", twirp.NewError(twirp.ResourceExhausted, fmt.Sprintf("%d calls to the participant are in flight already", rpcMaxPending))
+		return "", "refused", twirp.NewError(twirp.ResourceExhausted, fmt.Sprintf("%d calls to the participant are in flight already", rpcMaxPending))
 	}
 	if st.pending == nil {
 		st.pending = map[string]*pendingRPC{}
@@ -128,7 +139,7 @@ func (p *Participant) performRPC(ctx context.Context, method, payload string, ti
 		}},
 	})
 	if err != nil {
-		return "", twirp.InternalErrorWith(err)
+		return "", "", twirp.InternalErrorWith(err)
 	}
 	p.sendData(dataReliable, b)
 
@@ -139,21 +150,24 @@ func (p *Participant) performRPC(ctx context.Context, method, payload string, ti
 	for {
 		select {
 		case r := <-call.done:
-			if r.err != nil {
-				return "", rpcTwirpError(r.err)
+			switch {
+			case r.err == nil:
+				return r.payload, "answered", nil
+			case r.err.GetCode() == rpcErrDisconnected:
+				return "", "gone", rpcTwirpError(r.err)
 			}
-			return r.payload, nil
+			return "", "error", rpcTwirpError(r.err)
 		case <-ack.C:
 			st.mu.Lock()
 			acked := call.acked
 			st.mu.Unlock()
 			if !acked {
-				return "", rpcTwirpError(&livekit.RpcError{Code: rpcErrConnTimeout, Message: "Connection timeout"})
+				return "", "timeout", rpcTwirpError(&livekit.RpcError{Code: rpcErrConnTimeout, Message: "Connection timeout"})
 			}
 		case <-resp.C:
-			return "", rpcTwirpError(&livekit.RpcError{Code: rpcErrRespTimeout, Message: "Response timeout"})
+			return "", "timeout", rpcTwirpError(&livekit.RpcError{Code: rpcErrRespTimeout, Message: "Response timeout"})
 		case <-ctx.Done():
-			return "", twirp.NewError(twirp.Canceled, ctx.Err().Error())
+			return "", "canceled", twirp.NewError(twirp.Canceled, ctx.Err().Error())
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
@@ -90,4 +91,21 @@ func TestPerformRpc(t *testing.T) {
 	require.Equal(t, "hello again", res.GetPayload())
 	require.Zero(t, ts.srv.PendingRPCs(room, "alice"))
 	require.Zero(t, ts.srv.PendingRPCs(room, "mute"))
+	// A participant that leaves while called: the call ends at once.
+	joinedRaw(t, ts, room, "leaver", nil)
+	gone := make(chan error, 1)
+	go func() {
+		_, err := rs.PerformRpc(ctx, &livekit.PerformRpcRequest{Room: room, DestinationIdentity: "leaver", Method: "greet", ResponseTimeoutMs: 60000})
+		gone <- err
+	}()
+	require.Eventually(t, func() bool { return ts.srv.PendingRPCs(room, "leaver") == 1 }, 10*time.Second, 10*time.Millisecond)
+	_, err = ts.srv.RoomService().RemoveParticipant(ctx, &livekit.RoomParticipantIdentity{Room: room, Identity: "leaver"})
+	require.NoError(t, err)
+	c, msg = code(<-gone)
+	require.Equal(t, twirp.Unavailable, c)
+	require.True(t, strings.HasPrefix(msg, "RpcError 1503"), msg)
+
+	for outcome, n := range map[string]float64{"answered": 2, "error": 2, "refused": 1, "timeout": 1, "gone": 1, "canceled": 0} {
+		require.Equal(t, n, ts.metricWith(t, "gxconf_sfu_rpc_calls_total", "outcome", outcome), outcome)
+	}
 }
