@@ -112,14 +112,15 @@ func TestSubscriptionPermission(t *testing.T) {
 	}, 15*time.Second, 20*time.Millisecond, "alice's tracks leave bob's connection")
 	require.Empty(t, ts.srv.DescribeSubscriptions(room, "bob"))
 
-	// Everyone again: carol is told and subscribed, bob gets the tracks back.
-	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{AllParticipants: true})
-	require.Equal(t, expectUpdates(aliceSid, tracks, "allowed"), permissionUpdates(t, carol, 2))
-	require.Eventually(t, func() bool { return len(ts.srv.DescribeSubscriptions(room, "carol")) == 2 }, 10*time.Second, 20*time.Millisecond)
+	// Everyone again: carol is told and subscribed, bob gets the tracks back
+	// (his old streams forgotten first: the new ones may arrive at once).
 	bob.mu.Lock()
 	delete(bob.streams, "alice/audio")
 	delete(bob.streams, "alice/video")
 	bob.mu.Unlock()
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{AllParticipants: true})
+	require.Equal(t, expectUpdates(aliceSid, tracks, "allowed"), permissionUpdates(t, carol, 2))
+	require.Eventually(t, func() bool { return len(ts.srv.DescribeSubscriptions(room, "carol")) == 2 }, 10*time.Second, 20*time.Millisecond)
 	bob.waitMedia(t, []string{"alice"}, 10, 20, 20*time.Second)
 }
 
@@ -329,14 +330,15 @@ func TestPermissionChangeEnforced(t *testing.T) {
 		require.NotContains(t, line, "alice/")
 	}
 
-	// canSubscribe given back: bob auto-subscribes to carol again.
-	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "bob",
-		Permission: &livekit.ParticipantPermission{CanSubscribe: true, CanPublish: true, CanPublishData: true}})
-	require.NoError(t, err)
+	// canSubscribe given back: bob auto-subscribes to carol again (his old
+	// streams forgotten first: the new ones may arrive at once).
 	bob.mu.Lock()
 	delete(bob.streams, "carol/audio")
 	delete(bob.streams, "carol/video")
 	bob.mu.Unlock()
+	_, err = rs.UpdateParticipant(ctx, &livekit.UpdateParticipantRequest{Room: room, Identity: "bob",
+		Permission: &livekit.ParticipantPermission{CanSubscribe: true, CanPublish: true, CanPublishData: true}})
+	require.NoError(t, err)
 	bob.waitMedia(t, []string{"carol"}, 5, 10, 20*time.Second)
 
 	// canPublishSources narrowed for carol: her camera goes, her microphone stays.
