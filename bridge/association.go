@@ -3,7 +3,6 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"math"
 	"net"
 	"net/netip"
@@ -102,7 +101,6 @@ type association struct {
 type remotePart struct {
 	rp      *sfu.RemoteParticipant
 	version uint32
-	perm    string          // the subscription permission applied, as carried (JSON; "" everyone)
 	tracks  map[string]bool // live track sids
 }
 
@@ -669,8 +667,9 @@ func (a *association) onParticipant(m *message) {
 		r.rp.Update(info)
 	}
 	// The permission before the tracks: a track published here is
-	// subscribed by this node's auto-subscribers at once.
-	a.applyPermission(r, m.Perm)
+	// subscribed by this node's auto-subscribers at once. (An unchanged
+	// one changes nothing there.)
+	r.rp.SetSubscriptionPermission(permFromWire(m.Perm))
 	codecs := map[string]trackCodec{}
 	for _, c := range m.Codecs {
 		codecs[c.SID] = c
@@ -710,24 +709,6 @@ func (a *association) onParticipant(m *message) {
 			r.rp.UnpublishTrack(sid)
 		}
 	}
-}
-
-// applyPermission gives the remote participant the subscription
-// permission its origin carried, when it changed.
-func (a *association) applyPermission(r *remotePart, w *[]permGrant) {
-	key := ""
-	if w != nil {
-		b, err := json.Marshal(w)
-		if err != nil {
-			return
-		}
-		key = string(b)
-	}
-	if key == r.perm {
-		return
-	}
-	r.perm = key
-	r.rp.SetSubscriptionPermission(permFromWire(w))
 }
 
 // LinkStats are an association's counters.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils"
 	"github.com/livekit/protocol/utils/guid"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -462,7 +463,6 @@ func (p *Participant) subscribeTo(t *publishedTrack, negotiate, onlyDenied bool)
 		r.permMu.Unlock()
 		if newly {
 			p.sendPermission(t, false)
-			p.s.metrics.permDenied.Inc()
 		}
 		return false
 	}
@@ -593,7 +593,7 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		}}})
 	}
 	p.sc.close(closeCodeFor(reason), reason.String())
-	p.rpc.failAll(rpcErrDisconnected, "Recipient disconnected")
+	p.rpc.failAll(rpcError(utils.DataChannelRpcRecipientDisconnected))
 	if h := testHookClosing; h != nil {
 		h(p.identity)
 	}

@@ -206,7 +206,6 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 			negotiate[c.sub] = true
 		}
 		c.sub.sendPermission(c.t, false)
-		r.s.metrics.permDenied.Inc()
 	}
 	for _, c := range grant {
 		if c.sub.subscribeIf(c.t, true) {
@@ -232,8 +231,12 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 	}
 }
 
-// sendPermission tells p whether it may subscribe to t.
+// sendPermission tells p whether it may subscribe to t; a denial is
+// counted.
 func (p *Participant) sendPermission(t *publishedTrack, allowed bool) {
+	if !allowed {
+		p.s.metrics.permDenied.Inc()
+	}
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_SubscriptionPermissionUpdate{
 		SubscriptionPermissionUpdate: &livekit.SubscriptionPermissionUpdate{
 			ParticipantSid: t.owner.sid, TrackSid: t.sid, Allowed: allowed,

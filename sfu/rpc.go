@@ -2,11 +2,13 @@ package sfu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils"
 	"github.com/livekit/protocol/utils/guid"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/proto"
@@ -24,29 +26,30 @@ import (
 // (default 15 s) as a response timeout; an answer from any other
 // participant resolves nothing.
 
-// Limits and timeouts of server calls (livekit/protocol utils).
+// Limits of server calls beyond livekit/protocol's (utils.DataChannelRpc*:
+// payload size, default response timeout, ack latency, error codes).
 const (
-	rpcMaxPayload       = 15360
-	rpcDefaultTimeout   = 15 * time.Second
-	rpcMaxTimeout       = 5 * time.Minute
-	rpcMaxPending       = 64 // per participant
-	rpcVersion          = 1
-	rpcErrConnTimeout   = 1501
-	rpcErrRespTimeout   = 1502
-	rpcErrDisconnected  = 1503
-	rpcErrRespTooLarge  = 1504
-	rpcErrUnsupportedFn = 1400
-	rpcErrReqTooLarge   = 1402
+	rpcMaxPending = 64 // per participant
+	rpcVersion    = 1
 )
+
+// MaxRPCResponseTimeout bounds the response timeout a PerformRpc request
+// may ask for (a longer one is cut to it).
+const MaxRPCResponseTimeout = 5 * time.Minute
 
 // rpcAckTimeout is how long the client has to acknowledge (variable for
 // tests).
-var rpcAckTimeout = 7 * time.Second
+var rpcAckTimeout = utils.DataChannelRpcMaxRoundTripLatency
 
 // rpcResult is a call's outcome: the payload, or an RPC error.
 type rpcResult struct {
 	payload string
-	err     *livekit.RpcError
+	err     *utils.DataChannelRpcError
+}
+
+// rpcError is a built-in RPC error.
+func rpcError(code utils.DataChannelRpcErrorCode) *utils.DataChannelRpcError {
+	return utils.DataChannelRpcErrorFromBuiltInCodes(code, "")
 }
 
 // pendingRPC is a server call waiting for its client.
@@ -73,14 +76,14 @@ func (st *rpcState) finish(id string, res rpcResult) bool {
 	return true
 }
 
-// failAll ends every call in flight (the participant left).
-func (st *rpcState) failAll(code uint32, msg string) {
+// failAll ends every call in flight with err (the participant left).
+func (st *rpcState) failAll(err *utils.DataChannelRpcError) {
 	st.mu.Lock()
 	calls := st.pending
 	st.pending = nil
 	st.mu.Unlock()
 	for _, c := range calls {
-		c.done <- rpcResult{err: &livekit.RpcError{Code: code, Message: msg}}
+		c.done <- rpcResult{err: err}
 	}
 }
 
@@ -101,20 +104,20 @@ func (p *Participant) callClient(ctx context.Context, method, payload string, ti
 	if method == "" {
 		return "", "", twirp.RequiredArgumentError("method")
 	}
-	if len(payload) > rpcMaxPayload {
-		return "", "refused", rpcTwirpError(&livekit.RpcError{Code: rpcErrReqTooLarge, Message: "Request payload too large"})
+	if len(payload) > utils.DataChannelRpcMaxPayloadBytes {
+		return "", "refused", rpcTwirpError(rpcError(utils.DataChannelRpcRequestPayloadTooLarge))
 	}
 	if timeout <= 0 {
-		timeout = rpcDefaultTimeout
+		timeout = utils.DataChannelRpcDefaultResponseTimeout
 	}
-	timeout = min(timeout, rpcMaxTimeout)
+	timeout = min(timeout, MaxRPCResponseTimeout)
 	id := guid.New("RPC_")
 	call := &pendingRPC{done: make(chan rpcResult, 1)}
 	st := &p.rpc
 	st.mu.Lock()
 	if p.isClosed() {
 		st.mu.Unlock()
-		return "", "gone", rpcTwirpError(&livekit.RpcError{Code: rpcErrDisconnected, Message: "Recipient disconnected"})
+		return "", "gone", rpcTwirpError(rpcError(utils.DataChannelRpcRecipientDisconnected))
 	}
 	if len(st.pending) >= rpcMaxPending {
 		st.mu.Unlock()
@@ -153,7 +156,7 @@ func (p *Participant) callClient(ctx context.Context, method, payload string, ti
 			switch {
 			case r.err == nil:
 				return r.payload, "answered", nil
-			case r.err.GetCode() == rpcErrDisconnected:
+			case r.err.Code == utils.DataChannelRpcRecipientDisconnected:
 				return "", "gone", rpcTwirpError(r.err)
 			}
 			return "", "error", rpcTwirpError(r.err)
@@ -162,10 +165,10 @@ func (p *Participant) callClient(ctx context.Context, method, payload string, ti
 			acked := call.acked
 			st.mu.Unlock()
 			if !acked {
-				return "", "timeout", rpcTwirpError(&livekit.RpcError{Code: rpcErrConnTimeout, Message: "Connection timeout"})
+				return "", "timeout", rpcTwirpError(rpcError(utils.DataChannelRpcConnectionTimeout))
 			}
 		case <-resp.C:
-			return "", "timeout", rpcTwirpError(&livekit.RpcError{Code: rpcErrRespTimeout, Message: "Response timeout"})
+			return "", "timeout", rpcTwirpError(rpcError(utils.DataChannelRpcResponseTimeout))
 		case <-ctx.Done():
 			return "", "canceled", twirp.NewError(twirp.Canceled, ctx.Err().Error())
 		}
@@ -190,9 +193,10 @@ func (p *Participant) onRPCReply(dp *livekit.DataPacket) bool {
 		res := rpcResult{}
 		switch {
 		case r.GetError() != nil:
-			res.err = r.GetError()
-		case len(r.GetPayload()) > rpcMaxPayload:
-			res.err = &livekit.RpcError{Code: rpcErrRespTooLarge, Message: "Response payload too large"}
+			e := r.GetError()
+			res.err = &utils.DataChannelRpcError{Code: utils.DataChannelRpcErrorCode(e.GetCode()), Message: e.GetMessage(), Data: e.GetData()}
+		case len(r.GetPayload()) > utils.DataChannelRpcMaxPayloadBytes:
+			res.err = rpcError(utils.DataChannelRpcResponsePayloadTooLarge)
 		default:
 			res.payload = r.GetPayload()
 		}
@@ -201,27 +205,13 @@ func (p *Participant) onRPCReply(dp *livekit.DataPacket) bool {
 	return false
 }
 
-// rpcTwirpError is an RPC error as livekit-server's Twirp answers it (the
-// psrpc code of the RPC error code, the message "RpcError <code>: …").
-func rpcTwirpError(e *livekit.RpcError) error {
-	code := twirp.Internal
-	switch e.GetCode() {
-	case rpcErrConnTimeout, rpcErrRespTimeout:
-		code = twirp.Canceled
-	case rpcErrDisconnected:
-		code = twirp.Unavailable
-	case rpcErrRespTooLarge, rpcErrReqTooLarge:
-		code = twirp.Malformed
-	case rpcErrUnsupportedFn:
-		code = twirp.InvalidArgument
-	case 1401: // recipient not found
-		code = twirp.NotFound
-	case 1403, 1404: // unsupported server, version
-		code = twirp.Unimplemented
+// rpcTwirpError is an RPC error as livekit-server's Twirp answers it: the
+// psrpc code protocol gives the RPC error code, the message "RpcError
+// <code>: …".
+func rpcTwirpError(e *utils.DataChannelRpcError) error {
+	var te twirp.Error
+	if errors.As(e.PsrpcError(), &te) {
+		return te
 	}
-	msg := fmt.Sprintf("RpcError %d: %s", e.GetCode(), e.GetMessage())
-	if e.GetData() != "" {
-		msg += ": " + e.GetData()
-	}
-	return twirp.NewError(code, msg)
+	return twirp.InternalErrorWith(e)
 }

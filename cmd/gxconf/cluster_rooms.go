@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/livekit"
+	"github.com/livekit/protocol/utils"
 	"github.com/rs/zerolog"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/proto"
@@ -67,24 +68,20 @@ const (
 )
 
 // PerformRpc waits for a participant's client: its call lasts up to the
-// response timeout the request names (default 15 s, at most 5 min) plus
-// the 7 s the client has to acknowledge, and runs on its own goroutine on
-// the serving node (at most rsRPCInFlight at once) so that it does not
-// hold up the node's other RoomService calls.
-const (
-	rsRPCInFlight      = 64
-	rsRPCDefaultWait   = 15 * time.Second
-	rsRPCMaxWait       = 5 * time.Minute
-	rsRPCAckAndMargins = 10 * time.Second
-)
+// response timeout the request names (livekit's default 15 s, at most
+// sfu.MaxRPCResponseTimeout) plus the 7 s the client has to acknowledge,
+// and runs on its own goroutine on the serving node (at most rsRPCInFlight
+// at once) so that it does not hold up the node's other RoomService calls.
+const rsRPCInFlight = 64
 
-// rpcWait is how long a node waits for another's PerformRpc answer.
+// rpcWait is how long a node waits for another's PerformRpc answer: the
+// call's own bounds and the bus's usual wait.
 func rpcWait(req *livekit.PerformRpcRequest) time.Duration {
 	d := time.Duration(req.GetResponseTimeoutMs()) * time.Millisecond
 	if d <= 0 {
-		d = rsRPCDefaultWait
+		d = utils.DataChannelRpcDefaultResponseTimeout
 	}
-	return min(d, rsRPCMaxWait) + rsRPCAckAndMargins
+	return min(d, sfu.MaxRPCResponseTimeout) + utils.DataChannelRpcMaxRoundTripLatency + rsTimeout
 }
 
 type rsRequest struct {
