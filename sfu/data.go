@@ -22,6 +22,15 @@ const (
 // destination identities or everyone else, on the channel with the same
 // label.
 func (p *Participant) onData(label string, data []byte) {
+	if label == dataTrackLabel {
+		p.mu.Lock()
+		may := p.video.GetCanPublishData() && !p.closed
+		p.mu.Unlock()
+		if may {
+			p.onDataTrackPacket(data)
+		}
+		return
+	}
 	if label != dataReliable && label != dataLossy {
 		return
 	}
@@ -205,6 +214,10 @@ func (p *Participant) adoptDataChannel(label string, dc *webrtc.DataChannel) {
 	case dataLossy:
 		p.dcMu.Lock()
 		p.subLossy = dc
+		p.dcMu.Unlock()
+	case dataTrackLabel:
+		p.dcMu.Lock()
+		p.subDataTrack = dc
 		p.dcMu.Unlock()
 	}
 }

@@ -134,6 +134,12 @@ func FuzzHandleSignal(f *testing.F) {
 		{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{AllParticipants: false}}},
 		{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{TrackPermissions: []*livekit.TrackPermission{
 			{ParticipantIdentity: "remote", TrackSids: []string{"TR_fuzz"}}, {ParticipantSid: "PA_remote", AllTracks: true}, {}}}}},
+		{Message: &livekit.SignalRequest_PublishDataTrackRequest{PublishDataTrackRequest: &livekit.PublishDataTrackRequest{PubHandle: 1, Name: "a"}}},
+		{Message: &livekit.SignalRequest_PublishDataTrackRequest{PublishDataTrackRequest: &livekit.PublishDataTrackRequest{PubHandle: 2, Name: "b",
+			FrameEncoding: &livekit.DataTrackFrameEncoding{Value: &livekit.DataTrackFrameEncoding_Custom{Custom: "x"}}}}},
+		{Message: &livekit.SignalRequest_UnpublishDataTrackRequest{UnpublishDataTrackRequest: &livekit.UnpublishDataTrackRequest{PubHandle: 1}}},
+		{Message: &livekit.SignalRequest_UpdateDataSubscription{UpdateDataSubscription: &livekit.UpdateDataSubscription{Updates: []*livekit.UpdateDataSubscription_Update{
+			{TrackSid: "DTR_x", Subscribe: true}, {TrackSid: "DTR_x"}}}}},
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)

@@ -35,6 +35,10 @@ type metrics struct {
 	candIgnored  *prometheus.CounterVec
 	permDenied   prometheus.Counter
 	rpcCalls     *prometheus.CounterVec
+	dataTracks   prometheus.Gauge
+	dataTrackPkt *prometheus.CounterVec
+	// pre-resolved children of dataTrackPkt (per packet)
+	dtReceived, dtSent, dtMalformed, dtUnknown prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,8 +61,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retransmits:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retransmits_total", Help: "Packets retransmitted from the packet cache."}),
 		plis:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plis_total", Help: "Keyframe requests (PLI) sent to publishers."}),
 		unread:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signal_unread_closed_total", Help: "Signal sockets closed because their client did not read: more messages waited for it than the server keeps (the session then ends)."}),
-		dataDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_dropped_total", Help: "Data packets not sent to a participant because its data channel already held more unsent than allowed (1 MiB lossy, 16 MiB reliable: its client takes data slower than it is sent, or not at all), by channel (_reliable, _lossy)."}, []string{"channel"}),
+		dataDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_dropped_total", Help: "Data packets not sent to a participant because its data channel already held more unsent than allowed (1 MiB lossy, 16 MiB reliable: its client takes data slower than it is sent, or not at all), by channel (_reliable, _lossy, _data_track)."}, []string{"channel"}),
 		candIgnored:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ice_candidates_ignored_total", Help: "Trickled ICE candidates ignored, by reason: oversized (over 2 KiB), malformed, limit (over 64 before a connection's session description, or over 128 in one ICE generation of a connection)."}, []string{"reason"}),
+		dataTracks:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "published_data_tracks", Help: "Data tracks published on this node."}),
+		dataTrackPkt: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_track_packets_total", Help: "Data track packets: received from publishers, sent to subscribers (one per copy), dropped as malformed or naming no data track of their publisher."}, []string{"outcome"}),
 		permDenied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions_denied_total", Help: "Subscriptions refused or ended because the publisher's subscription permission leaves the subscriber out (each counted once until the permission lets it in)."}),
 		rpcCalls:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rpc_calls_total", Help: "RoomService.PerformRpc calls to participants' clients on this node, by outcome: answered, error (the client answered with an RPC error), timeout (no ack, or no answer in time), gone (the participant left), canceled (the caller gave up), refused (payload too large, too many calls in flight)."}, []string{"outcome"}),
 		gso:          prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "segmentation_offload", Help: "1 when the direct send path sends a subscriber's packets of a video frame (with direct receive: of whatever one read brought) as one segmented message (UDP GSO), 0 when one message per packet."}),
@@ -67,10 +73,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rtcpDrops:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtcp_drops_total", Help: "RTCP packets from peers dropped where the mux socket is read: SRTCP authentication failed or a replay (authentication), or they named more distinct SSRCs than the connection has streams for (ssrc_budget)."}, []string{"reason"}),
 		joins:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	m.dtReceived = m.dataTrackPkt.WithLabelValues("received")
+	m.dtSent = m.dataTrackPkt.WithLabelValues("sent")
+	m.dtMalformed = m.dataTrackPkt.WithLabelValues("malformed")
+	m.dtUnknown = m.dataTrackPkt.WithLabelValues("unknown_handle")
 	return m, nil
 }

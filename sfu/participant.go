@@ -46,6 +46,16 @@ type Participant struct {
 	sub         *webrtc.PeerConnection
 	subReliable *webrtc.DataChannel
 	subLossy    *webrtc.DataChannel
+	// subDataTrack: the channel data track packets go out on (guarded by dcMu)
+	subDataTrack *webrtc.DataChannel
+
+	// Data tracks (datatrack.go): its published ones by publisher handle,
+	// replaced whole under room.permMu; the ones it wants, by track sid, and
+	// its last subscriber handle, guarded by room.permMu.
+	dataTracks        atomic.Pointer[map[uint16]*dataTrack]
+	dataWant          map[string]*dataWant
+	nextDataHandle    uint16
+	autoSubscribeData bool
 
 	mu              sync.Mutex
 	annMu           sync.Mutex               // held from a snapshot of info to its broadcast (publishUpdate)
@@ -144,6 +154,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		identity:             grants.Identity,
 		hidden:               video.Hidden,
 		autoSubscribe:        params.autoSubscribe,
+		autoSubscribeData:    params.autoSubscribeData,
 		protocol:             params.protocol,
 		single:               params.single,
 		trackSubscribedEvent: !strings.EqualFold(params.sdk, "rust") || params.protocol >= 10,
@@ -168,6 +179,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		published:     map[string]*publishedTrack{},
 		subscriptions: map[string]*downTrack{},
 		denied:        map[string]bool{},
+		dataWant:      map[string]*dataWant{},
 		midCid:        map[string]string{},
 		retired:       map[*webrtc.RTPTransceiver]bool{},
 		token:         token,
@@ -207,7 +219,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 }
 
 // newDualPeerConnections creates the publisher and subscriber connections
-// of v0, the subscriber with the SFU's _reliable and _lossy channels (and,
+// of v0, the subscriber with the SFU's _reliable, _lossy and _data_track channels (and,
 // with capture, its DTLS keys reported for the direct send path).
 func (p *Participant) newDualPeerConnections(capture bool, pr *pubRecv) (send, recv *keyCapture, err error) {
 	if p.pub, recv, err = p.s.pubAPI.newPeerConnection(capture && pr != nil, pr); err != nil {
@@ -222,6 +234,9 @@ func (p *Participant) newDualPeerConnections(capture bool, pr *pubRecv) (send, r
 	if p.subReliable, err = p.sub.CreateDataChannel(dataReliable, &webrtc.DataChannelInit{}); err == nil {
 		p.subLossy, err = p.sub.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
 	}
+	if err == nil {
+		p.subDataTrack, err = p.sub.CreateDataChannel(dataTrackLabel, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+	}
 	if err != nil {
 		p.closePeerConnections()
 		return nil, nil, err
@@ -232,6 +247,7 @@ func (p *Participant) newDualPeerConnections(capture bool, pr *pubRecv) (send, r
 		p.onReliableOpen()
 	})
 	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
+	p.subDataTrack.OnOpen(func() { _, _ = p.subDataTrack.Detach() })
 	return send, recv, nil
 }
 
@@ -343,6 +359,9 @@ func (p *Participant) snapshotLocked() *livekit.ParticipantInfo {
 			info.Tracks = append(info.Tracks, ti)
 			info.IsPublisher = true
 		}
+	}
+	if info.DataTracks = p.dataTrackInfos(); len(info.DataTracks) > 0 {
+		info.IsPublisher = true
 	}
 	return info
 }
@@ -607,11 +626,12 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 	p.annMu.Lock()
 	if !p.hidden {
 		info := p.snapshot()
-		info.Tracks = nil
+		info.Tracks, info.DataTracks = nil, nil
 		p.room.broadcastUpdate(p, info)
 	}
 	p.annMu.Unlock()
 	p.room.removeParticipant(p)
+	p.leaveDataTracks()
 	close(p.leftAnnounced())
 	for _, t := range published {
 		if t.close() {

@@ -99,11 +99,16 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 		p.updateTrackInfo(m.UpdateVideoTrack.GetTrackSid(), func(ti *livekit.TrackInfo) {
 			ti.Width, ti.Height = m.UpdateVideoTrack.GetWidth(), m.UpdateVideoTrack.GetHeight()
 		})
+	case *livekit.SignalRequest_PublishDataTrackRequest:
+		p.handlePublishDataTrack(m.PublishDataTrackRequest)
+	case *livekit.SignalRequest_UnpublishDataTrackRequest:
+		p.handleUnpublishDataTrack(m.UnpublishDataTrackRequest)
+	case *livekit.SignalRequest_UpdateDataSubscription:
+		p.handleDataSubscription(m.UpdateDataSubscription)
 	case nil:
 		p.log.Debug().Msg("signal request without a known message ignored")
 	default:
-		// update_layers, subscription_permission, sync_state, simulate and
-		// data tracks are accepted and ignored.
+		// update_layers, sync_state and simulate are accepted and ignored.
 	}
 	return false
 }
@@ -455,6 +460,9 @@ func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 	}
 	if changed {
 		p.negotiate()
+	}
+	if canSubscribe != couldSubscribe {
+		p.reconcileDataAll()
 	}
 }
 

@@ -162,6 +162,9 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 			sids[sid] = true
 		}
 		p.mu.Unlock()
+		for _, t := range p.dataTracksOf() {
+			sids[t.info.Sid] = true
+		}
 		own = func(sid string) bool { return sids[sid] }
 	}
 	sp, ignored := newSubPolicy(perm, r.identityBySid(), own)
@@ -215,6 +218,7 @@ func (p *Participant) setSubscriptionPermission(perm *livekit.SubscriptionPermis
 	for sub := range negotiate {
 		sub.negotiate()
 	}
+	r.reconcileDataOwner(p)
 	if p.remote == nil {
 		// The other nodes learn it now, not with the next update clients
 		// see (a revocation must not wait).

@@ -543,7 +543,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	video.SetCanPublish(true)
 	video.SetCanPublishData(true)
 	pi := proto.Clone(info).(*livekit.ParticipantInfo)
-	pi.Tracks = nil
+	pi.Tracks, pi.DataTracks = nil, nil // data tracks are not relayed
 	pi.IsPublisher = false
 	if pi.Version == 0 {
 		pi.Version = 1

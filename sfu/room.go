@@ -209,6 +209,11 @@ func (r *Room) join(token *verifiedToken, params joinParams, sc *signalConn) (*P
 			p.subscribe(t, false)
 		}
 	}
+	if p.autoSubscribeData {
+		r.permMu.Lock()
+		p.autoSubscribeDataLocked()
+		r.permMu.Unlock()
+	}
 	if p.single {
 		p.startSingle(params)
 	} else {

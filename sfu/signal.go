@@ -26,12 +26,16 @@ import (
 // join_request, server-sdk-go's single peer connection mode).
 type joinParams struct {
 	autoSubscribe bool
-	reconnect     bool
-	sid           string // participant to resume
-	protocol      int
-	sdk           string
-	version       string
-	path          string // pathV0 or pathV1
+	// autoSubscribeData: subscribe to every data track without asking
+	// (auto_subscribe_data_track; off unless the client asks, as
+	// livekit-server)
+	autoSubscribeData bool
+	reconnect         bool
+	sid               string // participant to resume
+	protocol          int
+	sdk               string
+	version           string
+	path              string // pathV0 or pathV1
 	// single: one peer connection, the client always offers (v1).
 	single         bool
 	publisherOffer *livekit.SessionDescription
@@ -43,6 +47,9 @@ func parseJoinParams(r *http.Request) joinParams {
 	p := joinParams{autoSubscribe: true}
 	if v := q.Get("auto_subscribe"); v == "0" || v == "false" {
 		p.autoSubscribe = false
+	}
+	if v := q.Get("auto_subscribe_data_track"); v == "1" || v == "true" {
+		p.autoSubscribeData = true
 	}
 	if v := q.Get("reconnect"); v == "1" || v == "true" {
 		p.reconnect = true
@@ -97,14 +104,15 @@ func parseJoinRequest(raw string) (joinParams, error) {
 	}
 	ci := jr.GetClientInfo()
 	p := joinParams{
-		autoSubscribe: jr.GetConnectionSettings().GetAutoSubscribe(),
-		reconnect:     jr.GetReconnect(),
-		sid:           jr.GetParticipantSid(),
-		protocol:      int(ci.GetProtocol()),
-		sdk:           strings.ToLower(ci.GetSdk().String()),
-		version:       ci.GetVersion(),
-		single:        true,
-		addTracks:     jr.GetAddTrackRequests(),
+		autoSubscribe:     jr.GetConnectionSettings().GetAutoSubscribe(),
+		autoSubscribeData: jr.GetConnectionSettings().GetAutoSubscribeDataTrack(),
+		reconnect:         jr.GetReconnect(),
+		sid:               jr.GetParticipantSid(),
+		protocol:          int(ci.GetProtocol()),
+		sdk:               strings.ToLower(ci.GetSdk().String()),
+		version:           ci.GetVersion(),
+		single:            true,
+		addTracks:         jr.GetAddTrackRequests(),
 	}
 	if o := jr.GetPublisherOffer(); o.GetSdp() != "" {
 		p.publisherOffer = o

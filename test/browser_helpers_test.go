@@ -315,6 +315,7 @@ type pageState struct {
 	Departed           []string                             `json:"departed"`
 	RTCMembers         []string                             `json:"rtcMembers"`
 	DataMessages       []struct{ From, Topic, Text string } `json:"dataMessages"`
+	DataTrackFrames    []struct{ From, Track, Text string } `json:"dataTrackFrames"`
 	MediaKeys          []string                             `json:"mediaKeys"`
 	EncryptionErrors   []string                             `json:"encryptionErrors"`
 	Errors             []string                             `json:"errors"`
@@ -411,6 +412,16 @@ func (p *participant) do(t *testing.T, call string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, p.page.Eval(ctx, "window.gxconf."+call, nil), "%s: %s", p.name, call)
+}
+
+// doString runs a window.gxconf action that resolves to a string.
+func (p *participant) doString(t *testing.T, call string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out string
+	require.NoError(t, p.page.Eval(ctx, "window.gxconf."+call, &out), "%s: %s", p.name, call)
+	return out
 }
 
 // screenshot writes a PNG of the page to test/output/<file>.

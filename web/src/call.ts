@@ -23,6 +23,7 @@ import {
   AudioPresets,
   type ConnectionState,
   DisconnectReason,
+  type LocalDataTrack,
   type Participant,
   RemoteParticipant,
   type RemoteTrack,
@@ -125,6 +126,8 @@ export class Call {
   /** The service of the connection we publish on. */
   private publishServiceUrl = "";
   private own?: Connection;
+  private readonly dataTracks = new Map<string, LocalDataTrack>();
+  private readonly dataTrackTimers = new Map<string, ReturnType<typeof setInterval>>();
   /** Open (or opening) connections by service URL, ours included. */
   private readonly connections = new Map<string, Connection>();
   /** Remote participants by identity, then by the service of the connection they are on. */
@@ -638,6 +641,56 @@ export class Call {
 
   public async sendData(text: string, topic = "gxconf-test"): Promise<void> {
     await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
+  }
+
+  /** Publishes a data track (livekit-client's publishDataTrack) and returns its sid. */
+  public async publishDataTrack(name: string): Promise<string> {
+    const track = await this.ownRoom().localParticipant.publishDataTrack({ name });
+    this.dataTracks.set(name, track);
+    return track.info?.sid ?? "";
+  }
+
+  /** Pushes text as a frame every intervalMs on our data track name until stopDataTrackPush. */
+  public pushDataTrackEvery(name: string, text: string, intervalMs = 100): void {
+    const track = this.dataTracks.get(name);
+    if (!track) throw new Error(`no data track ${name}`);
+    this.stopDataTrackPush(name);
+    const push = (): void => {
+      track.tryPush({ payload: new TextEncoder().encode(text) }).catch((e: unknown) => this.log(`data track push: ${describe(e)}`));
+    };
+    push();
+    this.dataTrackTimers.set(name, setInterval(push, intervalMs));
+  }
+
+  public stopDataTrackPush(name: string): void {
+    clearInterval(this.dataTrackTimers.get(name));
+    this.dataTrackTimers.delete(name);
+  }
+
+  public async unpublishDataTrack(name: string): Promise<void> {
+    this.stopDataTrackPush(name);
+    await this.dataTracks.get(name)?.unpublish();
+    this.dataTracks.delete(name);
+  }
+
+  /**
+   * Subscribes to identity's data track name (waiting for it to be
+   * published) and records every frame in state.dataTrackFrames; resolves
+   * once the SFU has assigned the subscription its handle.
+   */
+  public async subscribeDataTrack(identity: string, name: string): Promise<void> {
+    const p = this.ownRoom().remoteParticipants.get(identity);
+    if (!p) throw new Error(`no participant ${identity}`);
+    const track = await p.dataTracks.getDeferred(name);
+    const reader = track.subscribe().getReader();
+    void (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        const text = new TextDecoder().decode(value.payload);
+        this.store.update((st) => st.dataTrackFrames.push({ from: identity, track: name, text }));
+      }
+    })().catch((e: unknown) => this.log(`data track ${name} of ${identity}: ${describe(e)}`));
   }
 
   /**

@@ -72,6 +72,13 @@ export interface DataMessage {
   text: string;
 }
 
+/** A frame received on a remote data track. */
+export interface DataTrackFrameSeen {
+  from: string;
+  track: string;
+  text: string;
+}
+
 export interface CallState {
   phase: Phase;
   mode: RtcMode;
@@ -112,6 +119,8 @@ export interface CallState {
   /** The service each membership publishes on (getTransport), by "@user:server|DEVICE". */
   rtcTransports: Record<string, string>;
   dataMessages: DataMessage[];
+  /** Frames received on the data tracks subscribed to (subscribeDataTrack). */
+  dataTrackFrames: DataTrackFrameSeen[];
   /** Identities whose media key (from the MatrixRTC session) reached the E2EE worker. */
   mediaKeys: string[];
   encryptionErrors: string[];
@@ -139,6 +148,7 @@ export class Store {
     rtcMembers: [],
     rtcTransports: {},
     dataMessages: [],
+    dataTrackFrames: [],
     mediaKeys: [],
     encryptionErrors: [],
     errors: [],
