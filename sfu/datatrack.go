@@ -202,7 +202,9 @@ func (p *Participant) handlePublishDataTrack(req *livekit.PublishDataTrackReques
 		if sub != p && sub.remote == nil && sub.autoSubscribeData {
 			if _, ok := sub.dataWant[t.info.Sid]; !ok && len(sub.dataWant) < maxDataWants {
 				sub.dataWant[t.info.Sid] = &dataWant{}
-				sub.reconcileDataLocked(t.info.Sid, t)
+				if sub.reconcileDataLocked(t.info.Sid, t) {
+					sub.sendDataHandlesLocked()
+				}
 			}
 		}
 	}
@@ -250,16 +252,20 @@ func (p *Participant) removeDataTracksLocked(tracks []*dataTrack) {
 		}
 	}
 	p.dataTracks.Store(&next)
+	tell := map[*Participant]bool{}
 	for _, t := range tracks {
 		t.dests.Store(nil)
 		p.s.metrics.dataTracks.Dec()
 		for _, sub := range p.room.participantList() {
 			if w, ok := sub.dataWant[t.info.Sid]; ok {
 				delete(sub.dataWant, t.info.Sid)
-				if w.track != nil {
-					sub.sendDataHandlesLocked()
-				}
+				tell[sub] = tell[sub] || w.track != nil
 			}
+		}
+	}
+	for sub, changed := range tell {
+		if changed {
+			sub.sendDataHandlesLocked()
 		}
 	}
 }
@@ -274,6 +280,12 @@ func (p *Participant) handleDataSubscription(u *livekit.UpdateDataSubscription) 
 	r := p.room
 	r.permMu.Lock()
 	defer r.permMu.Unlock()
+	tell := false // the handles go out once, after all updates
+	defer func() {
+		if tell {
+			p.sendDataHandlesLocked()
+		}
+	}()
 	for _, up := range updates {
 		sid := up.GetTrackSid()
 		w, ok := p.dataWant[sid]
@@ -282,7 +294,7 @@ func (p *Participant) handleDataSubscription(u *livekit.UpdateDataSubscription) 
 				delete(p.dataWant, sid)
 				if w.track != nil {
 					w.track.removeDest(p)
-					p.sendDataHandlesLocked()
+					tell = true
 				}
 			}
 			continue
@@ -299,10 +311,10 @@ func (p *Participant) handleDataSubscription(u *livekit.UpdateDataSubscription) 
 			}
 			p.dataWant[sid] = &dataWant{}
 		}
-		if !p.reconcileDataLocked(sid, t) && ok && p.dataWant[sid].track != nil {
-			// Already subscribed: a client asking again (after a resume, or
-			// a second reader) is told its handles again.
-			p.sendDataHandlesLocked()
+		// Already subscribed, a client asking again (after a resume) is
+		// told its handles again.
+		if p.reconcileDataLocked(sid, t) || p.dataWant[sid].track != nil {
+			tell = true
 		}
 	}
 }
@@ -321,8 +333,9 @@ func (r *Room) findDataTrack(sid string) *dataTrack {
 
 // reconcileDataLocked makes p's subscription to the data track sid (which
 // is t, or nil when it is gone) what its wish, its permissions and the
-// publisher's permission say; it tells p what changed and reports whether
-// the subscription changed. Callers hold room.permMu.
+// publisher's permission say, and tells p of a permission change; it
+// reports whether the subscription changed (the caller then sends p its
+// handles, once for all its changes). Callers hold room.permMu.
 func (p *Participant) reconcileDataLocked(sid string, t *dataTrack) bool {
 	w := p.dataWant[sid]
 	if w == nil {
@@ -332,7 +345,6 @@ func (p *Participant) reconcileDataLocked(sid string, t *dataTrack) bool {
 		delete(p.dataWant, sid)
 		if w.track != nil {
 			w.track.removeDest(p)
-			p.sendDataHandlesLocked()
 			return true
 		}
 		return false
@@ -349,7 +361,6 @@ func (p *Participant) reconcileDataLocked(sid string, t *dataTrack) bool {
 			w.denied = false
 			p.sendDataPermission(t, true)
 		}
-		p.sendDataHandlesLocked()
 		return true
 	case !(mayAtAll && permitted) && w.track != nil:
 		w.track.removeDest(p)
@@ -358,7 +369,6 @@ func (p *Participant) reconcileDataLocked(sid string, t *dataTrack) bool {
 			w.denied = true
 			p.sendDataPermission(t, false)
 		}
-		p.sendDataHandlesLocked()
 		return true
 	case !permitted && !w.denied:
 		w.denied = true
@@ -373,8 +383,14 @@ func (p *Participant) reconcileDataAll() {
 	r := p.room
 	r.permMu.Lock()
 	defer r.permMu.Unlock()
+	changed := false
 	for sid := range p.dataWant {
-		p.reconcileDataLocked(sid, r.findDataTrack(sid))
+		if p.reconcileDataLocked(sid, r.findDataTrack(sid)) {
+			changed = true
+		}
+	}
+	if changed {
+		p.sendDataHandlesLocked()
 	}
 }
 
@@ -383,11 +399,19 @@ func (p *Participant) reconcileDataAll() {
 func (r *Room) reconcileDataOwner(owner *Participant) {
 	r.permMu.Lock()
 	defer r.permMu.Unlock()
-	for _, t := range owner.dataTracksOf() {
-		for _, sub := range r.participantList() {
-			if sub != owner {
-				sub.reconcileDataLocked(t.info.Sid, t)
+	tracks := owner.dataTracksOf()
+	if len(tracks) == 0 {
+		return
+	}
+	for _, sub := range r.participantList() {
+		changed := false
+		for _, t := range tracks {
+			if sub != owner && sub.reconcileDataLocked(t.info.Sid, t) {
+				changed = true
 			}
+		}
+		if changed {
+			sub.sendDataHandlesLocked()
 		}
 	}
 }
@@ -395,6 +419,7 @@ func (r *Room) reconcileDataOwner(owner *Participant) {
 // autoSubscribeDataLocked makes p want every data track in the room;
 // callers hold room.permMu.
 func (p *Participant) autoSubscribeDataLocked() {
+	changed := false
 	for _, o := range p.room.participantList() {
 		if o == p {
 			continue
@@ -402,9 +427,14 @@ func (p *Participant) autoSubscribeDataLocked() {
 		for _, t := range o.dataTracksOf() {
 			if _, ok := p.dataWant[t.info.Sid]; !ok && len(p.dataWant) < maxDataWants {
 				p.dataWant[t.info.Sid] = &dataWant{}
-				p.reconcileDataLocked(t.info.Sid, t)
+				if p.reconcileDataLocked(t.info.Sid, t) {
+					changed = true
+				}
 			}
 		}
+	}
+	if changed {
+		p.sendDataHandlesLocked()
 	}
 }
 
