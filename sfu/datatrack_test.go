@@ -25,6 +25,7 @@ type dtClient struct {
 	t        *testing.T
 	identity string
 	sid      string
+	v0       bool // two peer connections (/rtc): receives on the subscriber connection
 	ws       *websocket.Conn
 	pc       *webrtc.PeerConnection
 	dc       *webrtc.DataChannel
@@ -71,7 +72,61 @@ func joinDT(t *testing.T, ts *testServer, room, identity string, mut func(*auth.
 	return c
 }
 
-// read applies the answer and the server's candidates and queues the rest.
+// joinDTv0 joins over /rtc with two peer connections as an older client
+// does, with auto_subscribe_data_track=1, and receives on the _data_track
+// channel the SFU opens on the subscriber connection (it publishes nothing).
+func joinDTv0(t *testing.T, ts *testServer, room, identity string) *dtClient {
+	t.Helper()
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	c := &dtClient{t: t, identity: identity, pc: pc, v0: true, msgs: make(chan *livekit.SignalResponse, 1024), pkts: make(chan []byte, 1024)}
+	opened := make(chan struct{})
+	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		if dc.Label() != "_data_track" {
+			return
+		}
+		dc.OnOpen(func() { close(opened) })
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { c.pkts <- m.Data })
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.ws, _, err = websocket.Dial(ctx, ts.url+"/rtc?protocol=15&sdk=js&auto_subscribe_data_track=1&access_token="+ts.token(t, room, identity, nil), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.ws.CloseNow() })
+	join := readSignal(t, c.ws).GetJoin()
+	require.NotNil(t, join)
+	c.sid = join.GetParticipant().GetSid()
+	go c.read()
+	select {
+	case <-opened:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: the subscriber connection's _data_track channel not open", identity)
+	}
+	return c
+}
+
+// answer answers the SFU's subscriber offer (v0), candidates included.
+func (c *dtClient) answer(o *livekit.SessionDescription) {
+	if c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: o.GetSdp()}) != nil {
+		return
+	}
+	a, err := c.pc.CreateAnswer(nil)
+	if err != nil {
+		return
+	}
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if c.pc.SetLocalDescription(a) != nil {
+		return
+	}
+	<-gathered
+	b, _ := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Answer{Answer: &livekit.SessionDescription{
+		Type: "answer", Sdp: c.pc.LocalDescription().SDP, Id: o.GetId()}}})
+	_ = c.ws.Write(context.Background(), websocket.MessageBinary, b)
+}
+
+// read applies the answer (v0: answers the offer) and the server's
+// candidates, and queues the rest.
 func (c *dtClient) read() {
 	for {
 		_, data, err := c.ws.Read(context.Background())
@@ -84,6 +139,8 @@ func (c *dtClient) read() {
 			continue
 		}
 		switch {
+		case c.v0 && res.GetOffer() != nil:
+			c.answer(res.GetOffer())
 		case res.GetAnswer() != nil:
 			_ = c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.GetAnswer().GetSdp()})
 		case res.GetTrickle() != nil:
@@ -212,6 +269,7 @@ func TestDataTracks(t *testing.T) {
 	bob := joinDT(t, ts, "dt", "bob", nil, false)
 	carol := joinDT(t, ts, "dt", "carol", nil, true)
 	dave := joinDT(t, ts, "dt", "dave", nil, false) // never subscribes
+	erin := joinDTv0(t, ts, "dt", "erin")           // two peer connections, auto_subscribe_data_track=1 on /rtc
 	viewer := joinDT(t, ts, "dt", "viewer", func(g *auth.VideoGrant) { g.SetCanPublishData(false) }, false)
 
 	// Refused, as livekit-server refuses them.
@@ -254,6 +312,7 @@ func TestDataTracks(t *testing.T) {
 	}
 	aliceInfo(bob, true)
 	carolHandle := carol.awaitHandles(sid, true) // auto_subscribe_data_track
+	erinHandle := erin.awaitHandles(sid, true)
 	bob.subscribeData(sid, true)
 	bobHandle := bob.awaitHandles(sid, true)
 	dave.subscribeData("DTR_nothing", true) // an unknown track: nothing
@@ -265,7 +324,7 @@ func TestDataTracks(t *testing.T) {
 	for _, c := range []struct {
 		c      *dtClient
 		handle uint16
-	}{{bob, bobHandle}, {carol, carolHandle}} {
+	}{{bob, bobHandle}, {carol, carolHandle}, {erin, erinHandle}} {
 		for i := range n {
 			got := c.c.awaitPacket()
 			want := dataTrackPacket(c.handle, uint16(i), "frame-"+string(rune('a'+i)))
@@ -278,10 +337,10 @@ func TestDataTracks(t *testing.T) {
 		return metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "unknown_handle") == 1 &&
 			metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "malformed") == 1
 	}, 10*time.Second, 10*time.Millisecond)
-	require.EqualValues(t, 2*n, metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent"), "dave, who did not subscribe, got copies")
+	require.EqualValues(t, 3*n, metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent"), "dave, who did not subscribe, got copies")
 	require.Empty(t, dave.pkts)
 
-	// alice lets only carol subscribe: bob is told and loses the track.
+	// alice lets only carol subscribe: bob and erin are told and lose the track.
 	alice.send(&livekit.SignalRequest{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{
 		TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: "carol", AllTracks: true}}}}})
 	bob.await("permission denied", func(res *livekit.SignalResponse) bool {
@@ -289,9 +348,10 @@ func TestDataTracks(t *testing.T) {
 		return u.GetTrackSid() == sid && u.GetParticipantSid() == alice.sid && !u.GetAllowed()
 	})
 	bob.awaitHandles(sid, false)
+	erin.awaitHandles(sid, false)
 	require.NoError(t, alice.dc.Send(dataTrackPacket(7, 10, "for carol")))
 	require.Equal(t, dataTrackPacket(carolHandle, 10, "for carol"), carol.awaitPacket())
-	require.EqualValues(t, 2*n+1, metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent"), "bob got a copy after the revocation")
+	require.EqualValues(t, 3*n+1, metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent"), "bob or erin got a copy after the revocation")
 	// A grant gives it back (his wish was kept).
 	alice.send(&livekit.SignalRequest{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{AllParticipants: true}}})
 	bob.await("permission granted", func(res *livekit.SignalResponse) bool {
@@ -299,9 +359,11 @@ func TestDataTracks(t *testing.T) {
 		return u.GetTrackSid() == sid && u.GetAllowed()
 	})
 	bobHandle = bob.awaitHandles(sid, true)
-	require.NoError(t, alice.dc.Send(dataTrackPacket(7, 11, "for both")))
-	require.Equal(t, dataTrackPacket(bobHandle, 11, "for both"), bob.awaitPacket())
-	require.Equal(t, dataTrackPacket(carolHandle, 11, "for both"), carol.awaitPacket())
+	erinHandle = erin.awaitHandles(sid, true)
+	require.NoError(t, alice.dc.Send(dataTrackPacket(7, 11, "for all")))
+	require.Equal(t, dataTrackPacket(bobHandle, 11, "for all"), bob.awaitPacket())
+	require.Equal(t, dataTrackPacket(carolHandle, 11, "for all"), carol.awaitPacket())
+	require.Equal(t, dataTrackPacket(erinHandle, 11, "for all"), erin.awaitPacket())
 
 	// bob unsubscribes; alice unpublishes, and carol's subscription ends.
 	bob.subscribeData(sid, false)
