@@ -516,11 +516,43 @@ func (a *association) RoomMetadata(md string) {
 	a.post(func() { a.send(&message{Type: msgRoomMeta, Data: []byte(md)}) })
 }
 
+// maxLossyBacklog bounds what the control channel may hold unsent when
+// lossy data is to be relayed: beyond it (the peer node reads slower than
+// a publisher sends), _lossy DataPackets and data track packets are dropped
+// and counted, as a subscriber's own lossy channel drops them, instead of
+// queuing without bound. Reliable data and control always go. A variable
+// only so that a test can lower it.
+var maxLossyBacklog uint64 = 1 << 20
+
+// lossyBackedUp reports whether lossy data must be dropped now (and counts it).
+func (a *association) lossyBackedUp() bool {
+	a.dcMu.Lock()
+	dc := a.dc
+	a.dcMu.Unlock()
+	if dc == nil || dc.BufferedAmount() <= maxLossyBacklog {
+		return false
+	}
+	a.b.lossyDropped.Add(1)
+	return true
+}
+
 // DataPacket implements sfu.RelayObserver.
 func (a *association) DataPacket(label string, data []byte, dests []string) {
+	if label == "_lossy" && a.lossyBackedUp() {
+		return
+	}
 	d := bytes.Clone(data)
 	ds := append([]string(nil), dests...)
 	a.post(func() { a.send(&message{Type: msgData, Label: label, Data: d, Dests: ds}) })
+}
+
+// DataTrackPacket implements sfu.RelayObserver.
+func (a *association) DataTrackPacket(identity string, packet []byte) {
+	if a.lossyBackedUp() {
+		return
+	}
+	d := bytes.Clone(packet)
+	a.post(func() { a.send(&message{Type: msgData, Label: labelDataTrack, Identity: identity, Data: d}) })
 }
 
 func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
@@ -581,7 +613,13 @@ func (a *association) handle(m *message) {
 		}
 	case msgData:
 		a.stats.dataIn.Add(1)
-		a.rr.DeliverData(m.Label, m.Data, m.Dests)
+		if m.Label != labelDataTrack {
+			a.rr.DeliverData(m.Label, m.Data, m.Dests)
+		} else if a.remotes[m.Identity] != nil {
+			// Only for a participant this association relays: a node
+			// cannot speak for participants another relays here.
+			a.rr.DeliverDataTrack(m.Identity, m.Data)
+		}
 	case msgRemove:
 		a.rr.RemoveParticipant(m.Identity, livekit.DisconnectReason(m.Reason))
 	case msgMute:

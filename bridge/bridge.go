@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,10 +34,13 @@ type Bridge struct {
 	// every association accepted (socket.go).
 	sock *relaySocket
 	// drops counts relay datagrams dropped on arrival, on all sockets.
-	drops  dropCounters
-	client *http.Client
-	srv    *http.Server
-	mux    *http.ServeMux
+	drops dropCounters
+	// lossyDropped counts lossy data (_lossy DataPackets, data track
+	// packets) not relayed because a control channel was backed up.
+	lossyDropped atomic.Uint64
+	client       *http.Client
+	srv          *http.Server
+	mux          *http.ServeMux
 	// peering is set before Run (SetPeering); zero: no peers.
 	peering Peering
 	// peerPoke wakes FollowPeers (a participant joined a peer room).

@@ -17,7 +17,7 @@ const (
 	msgWant        = "want"        // SID, Mask: layers the sender's subscribers want
 	msgStream      = "stream"      // SID, Layer, SSRC: an SSRC will carry a layer
 	msgStreamReady = "stream_ready"
-	msgData        = "data"          // Label, Data, Dests
+	msgData        = "data"          // Label, Data, Dests; on _data_track: Identity (the publisher), Data (a data track packet)
 	msgRemove      = "remove"        // Identity, Reason
 	msgMute        = "mute"          // Identity, SID: RoomService.MutePublishedTrack on the sender's node
 	msgBye         = "bye"           // the sender closes the association
@@ -29,12 +29,16 @@ const (
 	msgSRTP = "srtp"
 )
 
+// labelDataTrack marks a data message carrying a data track packet.
+const labelDataTrack = "_data_track"
+
 // Bounds of untrusted control input.
 const (
 	maxControlMessage = 256 << 10
 	maxDests          = 4096
 	maxTracks         = 256
 	maxIDLen          = 512
+	maxDataTracks     = 64 // of one participant (sfu's limit)
 )
 
 // Bounds of what one peer may make this node hold for an association.
@@ -166,6 +170,14 @@ func parseMessage(b []byte) (*message, error) {
 		if info.GetIdentity() == "" || info.GetSid() == "" || len(info.GetIdentity()) > maxIDLen || len(info.GetTracks()) > maxTracks {
 			return nil, bad("participant without identity or sid")
 		}
+		if len(info.GetDataTracks()) > maxDataTracks {
+			return nil, bad("too many data tracks")
+		}
+		for _, t := range info.GetDataTracks() {
+			if t.GetSid() == "" || len(t.GetSid()) > maxIDLen || t.GetPubHandle() == 0 || t.GetPubHandle() > 65535 || len(t.GetName()) > maxIDLen {
+				return nil, bad("bad data track")
+			}
+		}
 		for _, t := range info.GetTracks() {
 			if t.GetSid() == "" {
 				return nil, bad("track without sid")
@@ -184,7 +196,13 @@ func parseMessage(b []byte) (*message, error) {
 			return nil, bad("stream without sid, ssrc or kind")
 		}
 	case msgData:
-		if m.Label != "_reliable" && m.Label != "_lossy" {
+		switch m.Label {
+		case "_reliable", "_lossy":
+		case labelDataTrack:
+			if m.Identity == "" || len(m.Dests) > 0 || len(m.Data) < 12 {
+				return nil, bad("data track packet without publisher or header")
+			}
+		default:
 			return nil, bad("unknown data label")
 		}
 	case msgRemove:

@@ -26,6 +26,9 @@ func TestParseMessage(t *testing.T) {
 		{Type: msgSRTP, Data: bytes.Repeat([]byte{7}, 32), Suite: 0xc02b, Profile: 7},
 		{Type: msgRoomMeta, Data: []byte("md")},
 		{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "bob", Metadata: "md", Permission: &livekit.ParticipantPermission{CanPublish: true}}},
+		{Type: msgData, Label: labelDataTrack, Identity: "alice", Data: bytes.Repeat([]byte{1}, 12)},
+		{Type: msgParticipant, info: &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice",
+			DataTracks: []*livekit.DataTrackInfo{{Sid: "DTR_1", PubHandle: 7, Name: "geo"}, {Sid: "DTR_2", PubHandle: 65535, Name: "b"}}}},
 	}
 	for _, m := range good {
 		t.Run(m.Type, func(t *testing.T) {
@@ -66,6 +69,36 @@ func TestParseMessage(t *testing.T) {
 			require.ErrorIs(t, err, errBadMessage)
 		})
 	}
+	dataTracks := func(n int, mut func(*livekit.DataTrackInfo)) *message {
+		info := &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice"}
+		for i := range n {
+			dt := &livekit.DataTrackInfo{Sid: fmt.Sprintf("DTR_%d", i), PubHandle: uint32(i + 1), Name: "n"}
+			mut(dt)
+			info.DataTracks = append(info.DataTracks, dt)
+		}
+		return &message{Type: msgParticipant, info: info}
+	}
+	keep := func(*livekit.DataTrackInfo) {}
+	for name, m := range map[string]*message{
+		"data track packet without publisher": {Type: msgData, Label: labelDataTrack, Data: bytes.Repeat([]byte{1}, 12)},
+		"data track packet with destinations": {Type: msgData, Label: labelDataTrack, Identity: "alice", Data: bytes.Repeat([]byte{1}, 12), Dests: []string{"bob"}},
+		"data track packet without header":    {Type: msgData, Label: labelDataTrack, Identity: "alice", Data: []byte{1}},
+		"too many data tracks":                dataTracks(65, keep),
+		"data track handle 0":                 dataTracks(1, func(d *livekit.DataTrackInfo) { d.PubHandle = 0 }),
+		"data track handle over 16 bits":      dataTracks(1, func(d *livekit.DataTrackInfo) { d.PubHandle = 65536 }),
+		"data track without sid":              dataTracks(1, func(d *livekit.DataTrackInfo) { d.Sid = "" }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := m.marshal()
+			require.NoError(t, err)
+			_, err = parseMessage(b)
+			require.ErrorIs(t, err, errBadMessage)
+		})
+	}
+	b, err := dataTracks(64, keep).marshal()
+	require.NoError(t, err)
+	_, err = parseMessage(b)
+	require.NoError(t, err, "64 data tracks, sfu's limit, cross")
 }
 
 // FuzzParseMessage: no panic; an accepted message re-marshals to a
@@ -77,6 +110,7 @@ func FuzzParseMessage(f *testing.F) {
 		{Type: msgWant, SID: "TR_1", Mask: 3},
 		{Type: msgStream, SID: "TR_1", SSRC: 99, Kind: "audio"},
 		{Type: msgData, Label: "_reliable", Data: []byte("x")},
+		{Type: msgData, Label: labelDataTrack, Identity: "alice", Data: bytes.Repeat([]byte{9}, 14)},
 		{Type: msgRemove, Identity: "bob"},
 		{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", Tracks: []string{"TR_1"}}}},
 	} {

@@ -195,10 +195,10 @@ func (a *association) peerMayAsk(m *message) bool {
 // reports whether the message is to be applied.
 func (a *association) admitPeerParticipant(m *message, isNew bool) bool {
 	info := m.info
-	if len(info.GetTracks()) > 0 || len(m.Codecs) > 0 {
+	if len(info.GetTracks()) > 0 || len(m.Codecs) > 0 || len(info.GetDataTracks()) > 0 {
 		a.b.countRefused(a.pr.deployment, refusedTrack)
 		a.log.Warn().Str("lk_identity", info.GetIdentity()).Msg("Ignored tracks a peer announced in our room")
-		info.Tracks, m.Codecs = nil, nil
+		info.Tracks, m.Codecs, info.DataTracks = nil, nil, nil
 	}
 	info.Permission = &livekit.ParticipantPermission{CanSubscribe: true}
 	m.Perm = nil // nothing of theirs to subscribe to

@@ -33,8 +33,13 @@ import (
 // (permission.go) and the subscriber's canSubscribe: a subscriber not
 // permitted is told with subscription_permission_update and keeps its
 // wish, fulfilled when the permission lets it in, as livekit-server. An
-// unpublished track ends its subscriptions. Data tracks are not carried by
-// the relay (another node's participants show none).
+// unpublished track ends its subscriptions.
+//
+// Across nodes and sites the relay carries a participant's data tracks in
+// its info and their packets with the publisher's identity
+// (RelayObserver.DataTrackPacket, RelayRoom.DeliverDataTrack); the
+// receiving node publishes them for the relayed participant under the
+// origin's sids and handles and serves its own subscribers.
 //
 // State: a publisher's tracks (an immutable map replaced on change, read per
 // packet without a lock), each track's destinations (likewise) and the
@@ -255,7 +260,9 @@ func (p *Participant) removeDataTracksLocked(tracks []*dataTrack) {
 	tell := map[*Participant]bool{}
 	for _, t := range tracks {
 		t.dests.Store(nil)
-		p.s.metrics.dataTracks.Dec()
+		if p.remote == nil {
+			p.s.metrics.dataTracks.Dec()
+		}
 		for _, sub := range p.room.participantList() {
 			if w, ok := sub.dataWant[t.info.Sid]; ok {
 				delete(sub.dataWant, t.info.Sid)
@@ -584,6 +591,9 @@ func (p *Participant) onDataTrackPacket(data []byte) {
 		return
 	}
 	p.s.metrics.dtReceived.Inc()
+	if p.remote == nil {
+		p.room.relay.dataTrackPacket(p, data)
+	}
 	dests := t.destList()
 	if len(dests) == 0 {
 		return
@@ -594,6 +604,65 @@ func (p *Participant) onDataTrackPacket(data []byte) {
 	for _, d := range dests {
 		binary.BigEndian.PutUint16(buf[2:4], d.handle)
 		d.p.sendDataTrack(buf)
+	}
+}
+
+// syncRemoteDataTracks makes a relayed participant's data tracks those of
+// its origin's info: new ones are published here (auto-subscribers get
+// them), gone ones end, kept ones keep their subscriptions. Entries that
+// could not come from an origin (no sid, a handle out of range or taken, a
+// name over the limit, more than the limit) are ignored.
+func (p *Participant) syncRemoteDataTracks(infos []*livekit.DataTrackInfo) {
+	r := p.room
+	r.permMu.Lock()
+	defer r.permMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return
+	}
+	old := p.dataTracksOf()
+	bySid := make(map[string]*dataTrack, len(old))
+	for _, t := range old {
+		bySid[t.info.Sid] = t
+	}
+	next := map[uint16]*dataTrack{}
+	var added []*dataTrack
+	for _, in := range infos {
+		h := in.GetPubHandle()
+		if len(next) >= maxDataTracks || in.GetSid() == "" || len(in.GetSid()) > maxDataTrackName || h == 0 || h > 65535 ||
+			len(in.GetName()) > maxDataTrackName || next[uint16(h)] != nil {
+			continue
+		}
+		t := bySid[in.GetSid()]
+		if t == nil || t.info.PubHandle != h {
+			t = &dataTrack{owner: p, info: utils.CloneProto(in)}
+			added = append(added, t)
+		}
+		next[uint16(h)] = t
+	}
+	var gone []*dataTrack
+	for _, t := range old {
+		if next[uint16(t.info.PubHandle)] != t {
+			gone = append(gone, t)
+		}
+	}
+	if len(gone) > 0 {
+		p.removeDataTracksLocked(gone) // stores what is left; next replaces it
+	}
+	p.dataTracks.Store(&next)
+	for _, t := range added {
+		for _, sub := range r.participantList() {
+			if sub.remote == nil && sub.autoSubscribeData {
+				if _, ok := sub.dataWant[t.info.Sid]; !ok && len(sub.dataWant) < maxDataWants {
+					sub.dataWant[t.info.Sid] = &dataWant{}
+					if sub.reconcileDataLocked(t.info.Sid, t) {
+						sub.sendDataHandlesLocked()
+					}
+				}
+			}
+		}
 	}
 }
 

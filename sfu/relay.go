@@ -61,6 +61,10 @@ type RelayObserver interface {
 	DataPacket(label string, data []byte, dests []string)
 	// RoomMetadata reports RoomService.UpdateRoomMetadata on this node.
 	RoomMetadata(metadata string)
+	// DataTrackPacket reports a packet a local participant sent on one of
+	// its data tracks (its info lists them), as it came in: the handle in
+	// it is the publisher's.
+	DataTrackPacket(identity string, packet []byte)
 }
 
 // RelaySink receives the RTP of a subscribed local track. WriteRTP is
@@ -107,6 +111,14 @@ func (rr *roomRelay) dataPacket(from *Participant, label string, data []byte, de
 	if os := rr.obs.Load(); os != nil {
 		for _, o := range *os {
 			o.DataPacket(label, data, dests)
+		}
+	}
+}
+
+func (rr *roomRelay) dataTrackPacket(from *Participant, packet []byte) {
+	if os := rr.obs.Load(); os != nil {
+		for _, o := range *os {
+			o.DataTrackPacket(from.identity, packet)
 		}
 	}
 }
@@ -215,6 +227,16 @@ func (rr *RelayRoom) LocalTrack(sid string) *LocalTrack {
 // the local participants (dests empty: all). Observers do not see it.
 func (rr *RelayRoom) DeliverData(label string, data []byte, dests []string) {
 	rr.r.routeDataLocal(nil, label, data, dests)
+}
+
+// DeliverDataTrack forwards a packet of a data track of identity, a
+// participant relayed here, to this node's subscribers of that track (the
+// handle in the packet is the publisher's, as its info lists it). Packets
+// naming no such participant or track are dropped.
+func (rr *RelayRoom) DeliverDataTrack(identity string, packet []byte) {
+	if p := rr.r.participant(identity); p != nil && p.remote != nil {
+		p.onDataTrackPacket(packet)
+	}
 }
 
 // RemoveParticipant ends a local participant's session for a removal
@@ -543,7 +565,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	video.SetCanPublish(true)
 	video.SetCanPublishData(true)
 	pi := proto.Clone(info).(*livekit.ParticipantInfo)
-	pi.Tracks, pi.DataTracks = nil, nil // data tracks are not relayed
+	pi.Tracks, pi.DataTracks = nil, nil // tracks come with PublishTrack, data tracks below
 	pi.IsPublisher = false
 	if pi.Version == 0 {
 		pi.Version = 1
@@ -592,6 +614,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	r.mu.Unlock()
 	s.metrics.participants.Inc()
 	p.log.Debug().Msg("remote participant joined")
+	p.syncRemoteDataTracks(info.GetDataTracks())
 	p.publishUpdate(false)
 	return &RemoteParticipant{p: p}, nil
 }
@@ -600,7 +623,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 func (rp *RemoteParticipant) Identity() string { return rp.p.identity }
 
 // Update applies the origin's new info: name, metadata, attributes,
-// state, permission and kind (tracks are handled by PublishTrack,
+// state, permission, kind and data tracks (tracks are handled by PublishTrack,
 // UnpublishTrack and SetTrackMuted). The version sent to clients keeps
 // increasing.
 func (rp *RemoteParticipant) Update(info *livekit.ParticipantInfo) {
@@ -615,6 +638,7 @@ func (rp *RemoteParticipant) Update(info *livekit.ParticipantInfo) {
 	i.State, i.Permission, i.Kind, i.Region = info.GetState(), info.GetPermission(), info.GetKind(), info.GetRegion()
 	i.Version = max(i.Version+1, info.GetVersion())
 	p.mu.Unlock()
+	p.syncRemoteDataTracks(info.GetDataTracks())
 	p.publishUpdate(false)
 }
 
