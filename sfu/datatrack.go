@@ -199,6 +199,7 @@ func (p *Participant) handlePublishDataTrack(req *livekit.PublishDataTrackReques
 	}
 	next[uint16(t.info.PubHandle)] = t
 	p.dataTracks.Store(&next)
+	p.s.metrics.dataTracks.Inc() // under permMu, as the leave's decrement
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_PublishDataTrackResponse{
 		PublishDataTrackResponse: &livekit.PublishDataTrackResponse{Info: utils.CloneProto(t.info)},
 	}})
@@ -214,7 +215,6 @@ func (p *Participant) handlePublishDataTrack(req *livekit.PublishDataTrackReques
 		}
 	}
 	r.permMu.Unlock()
-	p.s.metrics.dataTracks.Inc()
 	p.log.Info().Str("track_sid", t.info.Sid).Uint32("handle", t.info.PubHandle).Msg("data track published")
 	p.mu.Lock()
 	p.changedLocked()
