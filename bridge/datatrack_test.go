@@ -12,21 +12,14 @@ import (
 	"github.com/gxfs-conf/gxconf/internal/dtclient"
 )
 
-// TestRelayDataTracks: alice's data track on node A shows in her info on
-// node B, bob there subscribes and receives her packets with his handle
-// (carol there, not subscribed, nothing); her subscription permission set on
-// A ends bob's subscription on B and a grant gives it back; her
-// unpublication on A ends it on B, and a packet after it reaches nobody.
-func TestRelayDataTracks(t *testing.T) {
-	verifyNoLeaks(t)
-	a, b := startNode(t, "node-a"), startNode(t, "node-b")
-	link(t, "room", a, b)
-	alice := dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
-	bob := dtclient.Join(t, b.url, "bob", b.token(t, "room", "bob"), false)
-	carol := dtclient.Join(t, b.url, "carol", b.token(t, "room", "carol"), false)
-
-	info := alice.Published(7, "geo")
-	sid := info.GetSid()
+// relayedDataTrack has alice on node a publish data track handle 7 and bob
+// on node b, once he sees it in her info, subscribe to it; it returns both,
+// the track's sid and bob's handle.
+func relayedDataTrack(t *testing.T, a, b *node, name string) (alice, bob *dtclient.Client, sid string, handle uint16) {
+	t.Helper()
+	alice = dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
+	bob = dtclient.Join(t, b.url, "bob", b.token(t, "room", "bob"), false)
+	sid = alice.Published(7, name).GetSid()
 	bob.Await("alice's data track on node B", func(res *livekit.SignalResponse) bool {
 		for _, p := range res.GetUpdate().GetParticipants() {
 			if p.GetIdentity() == "alice" && len(p.GetDataTracks()) == 1 && p.GetDataTracks()[0].GetSid() == sid {
@@ -36,7 +29,20 @@ func TestRelayDataTracks(t *testing.T) {
 		return false
 	})
 	bob.Subscribe(sid, true)
-	h := bob.AwaitHandles(sid, true)
+	return alice, bob, sid, bob.AwaitHandles(sid, true)
+}
+
+// TestRelayDataTracks: alice's data track on node A shows in her info on
+// node B, bob there subscribes and receives her packets with his handle
+// (carol there, not subscribed, nothing); her subscription permission set on
+// A ends bob's subscription on B and a grant gives it back; her
+// unpublication on A ends it on B, and a packet after it reaches nobody.
+func TestRelayDataTracks(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	carol := dtclient.Join(t, b.url, "carol", b.token(t, "room", "carol"), false)
+	alice, bob, sid, h := relayedDataTrack(t, a, b, "geo")
 	for i := range 3 {
 		require.NoError(t, alice.DC.Send(dtclient.Packet(7, uint16(i), "over the bridge")))
 		require.Equal(t, dtclient.Packet(h, uint16(i), "over the bridge"), bob.AwaitPacket())
@@ -72,19 +78,7 @@ func TestRelayDataTrackPacketScoped(t *testing.T) {
 	a, b, c := startNode(t, "node-a"), startNode(t, "node-b"), startNode(t, "node-c")
 	link(t, "room", a, b)
 	link(t, "room", b, c)
-	alice := dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
-	bob := dtclient.Join(t, b.url, "bob", b.token(t, "room", "bob"), false)
-	sid := alice.Published(7, "geo").GetSid()
-	bob.Await("alice's data track on node B", func(res *livekit.SignalResponse) bool {
-		for _, p := range res.GetUpdate().GetParticipants() {
-			if p.GetIdentity() == "alice" && len(p.GetDataTracks()) == 1 {
-				return true
-			}
-		}
-		return false
-	})
-	bob.Subscribe(sid, true)
-	h := bob.AwaitHandles(sid, true)
+	alice, bob, _, h := relayedDataTrack(t, a, b, "geo")
 	require.NoError(t, alice.DC.Send(dtclient.Packet(7, 1, "genuine")))
 	require.Equal(t, dtclient.Packet(h, 1, "genuine"), bob.AwaitPacket())
 
@@ -111,19 +105,7 @@ func TestRelayLossyDataBounded(t *testing.T) {
 	a := startNodeWith(t, "node-a", func(c *Config) { c.Testing, c.TestLinkDelay = true, 300*time.Millisecond })
 	b := startNode(t, "node-b")
 	link(t, "room", a, b)
-	alice := dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
-	bob := dtclient.Join(t, b.url, "bob", b.token(t, "room", "bob"), false)
-	sid := alice.Published(7, "burst").GetSid()
-	bob.Await("alice's data track on node B", func(res *livekit.SignalResponse) bool {
-		for _, p := range res.GetUpdate().GetParticipants() {
-			if p.GetIdentity() == "alice" && len(p.GetDataTracks()) == 1 {
-				return true
-			}
-		}
-		return false
-	})
-	bob.Subscribe(sid, true)
-	h := bob.AwaitHandles(sid, true)
+	alice, bob, _, h := relayedDataTrack(t, a, b, "burst")
 	payload := strings.Repeat("x", 8<<10)
 	for i := range 64 {
 		require.NoError(t, alice.DC.Send(dtclient.Packet(7, uint16(i), payload)))

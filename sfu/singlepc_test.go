@@ -1,10 +1,7 @@
 package sfu_test
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -13,30 +10,14 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gxfs-conf/gxconf/internal/dtclient"
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 )
-
-// encodeJoinRequest wraps jr as livekit-client does: gzip, WrappedJoinRequest,
-// base64url.
-func encodeJoinRequest(t *testing.T, jr *livekit.JoinRequest) string {
-	t.Helper()
-	b, err := proto.Marshal(jr)
-	require.NoError(t, err)
-	var z bytes.Buffer
-	w := gzip.NewWriter(&z)
-	_, err = w.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	wb, err := proto.Marshal(&livekit.WrappedJoinRequest{Compression: livekit.WrappedJoinRequest_GZIP, JoinRequest: z.Bytes()})
-	require.NoError(t, err)
-	return base64.URLEncoding.EncodeToString(wb)
-}
 
 // rawV1 opens /rtc/v1 as livekit-client does (token and join_request in the
 // query) and returns the socket.
@@ -44,7 +25,7 @@ func rawV1(t *testing.T, ts *testServer, token string, jr *livekit.JoinRequest) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	q := url.Values{"access_token": {token}, "join_request": {encodeJoinRequest(t, jr)}}
+	q := url.Values{"access_token": {token}, "join_request": {dtclient.EncodeJoinRequest(t, jr)}}
 	ws, _, err := websocket.Dial(ctx, ts.url+"/rtc/v1?"+q.Encode(), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ws.CloseNow() })
@@ -221,7 +202,7 @@ func TestJoinOfferAnsweredOnceSet(t *testing.T) {
 		return pc, offer
 	}
 	join := func(identity string, sdk livekit.ClientInfo_SDK, offer webrtc.SessionDescription) *websocket.Conn {
-		q := url.Values{"access_token": {ts.token(t, "hold", identity, nil)}, "join_request": {encodeJoinRequest(t, &livekit.JoinRequest{
+		q := url.Values{"access_token": {ts.token(t, "hold", identity, nil)}, "join_request": {dtclient.EncodeJoinRequest(t, &livekit.JoinRequest{
 			ClientInfo:         &livekit.ClientInfo{Sdk: sdk, Protocol: 16, Version: "2.19.0"},
 			ConnectionSettings: &livekit.ConnectionSettings{AutoSubscribe: true},
 			PublisherOffer:     &livekit.SessionDescription{Type: "offer", Sdp: offer.SDP, Id: 1},

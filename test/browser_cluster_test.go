@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -124,15 +123,8 @@ func TestBrowserAcrossNodes(t *testing.T) {
 	})
 
 	t.Run("alice's data track crosses the bridge to bob's subscription on the other node", func(t *testing.T) {
-		const name = "gxconf.cursor"
-		sid := a.doString(t, fmt.Sprintf("publishDataTrack(%s)", js(name)))
-		require.True(t, strings.HasPrefix(sid, "DTR_"), "data track sid %q", sid)
 		// node-b shows it in alice's info; bob's livekit-client subscribes there.
-		b.do(t, fmt.Sprintf("subscribeDataTrack(%s, %s)", js(aliceID), js(name)))
-		msg := "cursor 120,80 " + time.Now().Format(time.RFC3339Nano)
-		a.do(t, fmt.Sprintf("pushDataTrackEvery(%s, %s)", js(name), js(msg)))
-		b.await(t, fmt.Sprintf(`s.dataTrackFrames.some(f => f.from === %s && f.track === %s && f.text === %s)`, js(aliceID), js(name), js(msg)), mediaTimeout)
-		a.do(t, fmt.Sprintf("unpublishDataTrack(%s)", js(name)))
+		requireDataTrackFlows(t, a, b, aliceID, "gxconf.cursor")
 	})
 
 	t.Run("simulcast: bob asks for a small video and node-b relays a lower layer", func(t *testing.T) {

@@ -424,6 +424,21 @@ func (p *participant) doString(t *testing.T, call string) string {
 	return out
 }
 
+// requireDataTrackFlows has from publish a data track named name, to
+// (which sees from as fromID) subscribe to it and decode a frame from sent
+// after that, and from unpublish it again.
+func requireDataTrackFlows(t *testing.T, from, to *participant, fromID, name string) {
+	t.Helper()
+	sid := from.doString(t, fmt.Sprintf("publishDataTrack(%s)", js(name)))
+	require.True(t, strings.HasPrefix(sid, "DTR_"), "data track sid %q", sid)
+	to.do(t, fmt.Sprintf("subscribeDataTrack(%s, %s)", js(fromID), js(name)))
+	msg := name + " " + time.Now().Format(time.RFC3339Nano)
+	from.do(t, fmt.Sprintf("pushDataTrackEvery(%s, %s)", js(name), js(msg)))
+	to.await(t, fmt.Sprintf(`s.dataTrackFrames.some(f => f.from === %s && f.track === %s && f.text === %s)`, js(fromID), js(name), js(msg)), mediaTimeout)
+	from.do(t, fmt.Sprintf("unpublishDataTrack(%s)", js(name)))
+	require.Empty(t, from.state(t).Errors)
+}
+
 // screenshot writes a PNG of the page to test/output/<file>.
 func (p *participant) screenshot(t *testing.T, file string) string {
 	t.Helper()

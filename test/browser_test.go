@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -252,15 +251,7 @@ func TestBrowserCall(t *testing.T) {
 	})
 
 	t.Run("alice publishes a data track, bob subscribes to it and receives its frames", func(t *testing.T) {
-		const name = "gxconf.position"
-		sid := a.doString(t, fmt.Sprintf("publishDataTrack(%s)", js(name)))
-		require.True(t, strings.HasPrefix(sid, "DTR_"), "data track sid %q", sid)
-		b.do(t, fmt.Sprintf("subscribeDataTrack(%s, %s)", js(aliceID), js(name)))
-		msg := "52.5163,13.3777 " + time.Now().Format(time.RFC3339Nano)
-		a.do(t, fmt.Sprintf("pushDataTrackEvery(%s, %s)", js(name), js(msg)))
-		b.await(t, fmt.Sprintf(`s.dataTrackFrames.some(f => f.from === %s && f.track === %s && f.text === %s)`, js(aliceID), js(name), js(msg)), mediaTimeout)
-		a.do(t, fmt.Sprintf("unpublishDataTrack(%s)", js(name)))
-		require.Empty(t, a.state(t).Errors)
+		requireDataTrackFlows(t, a, b, aliceID, "gxconf.position")
 	})
 
 	t.Run("bob mutes his camera and alice sees it", func(t *testing.T) {

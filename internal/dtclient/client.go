@@ -65,7 +65,7 @@ func Join(t testing.TB, wsURL, identity, token string, autoData bool) *Client {
 	gathered := webrtc.GatheringCompletePromise(c.pc)
 	require.NoError(t, c.pc.SetLocalDescription(offer))
 	<-gathered
-	q := url.Values{"access_token": {token}, "join_request": {encodeJoinRequest(t, &livekit.JoinRequest{
+	q := url.Values{"access_token": {token}, "join_request": {EncodeJoinRequest(t, &livekit.JoinRequest{
 		ClientInfo:         &livekit.ClientInfo{Sdk: livekit.ClientInfo_JS, Protocol: 16, Version: "2.23.0"},
 		ConnectionSettings: &livekit.ConnectionSettings{AutoSubscribe: true, AutoSubscribeDataTrack: proto.Bool(autoData)},
 		PublisherOffer:     &livekit.SessionDescription{Type: "offer", Sdp: c.pc.LocalDescription().SDP, Id: 1},
@@ -271,9 +271,10 @@ func Packet(handle, seq uint16, payload string) []byte {
 	return append(b, payload...)
 }
 
-// encodeJoinRequest is the join_request parameter: a gzipped JoinRequest
-// in a WrappedJoinRequest, base64url.
-func encodeJoinRequest(t testing.TB, jr *livekit.JoinRequest) string {
+// EncodeJoinRequest is the join_request parameter as livekit-client
+// writes it: a gzipped JoinRequest in a WrappedJoinRequest, base64url.
+func EncodeJoinRequest(t testing.TB, jr *livekit.JoinRequest) string {
+	t.Helper()
 	b, err := proto.Marshal(jr)
 	require.NoError(t, err)
 	var z bytes.Buffer
