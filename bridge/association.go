@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"math"
 	"net"
 	"net/netip"
@@ -72,6 +73,15 @@ type association struct {
 	queue   []func()
 	qnotify chan struct{}
 
+	// Data tracks of our participants the peer wants (by sid), and each
+	// participant's handles' sids from the infos sent: a packet crosses
+	// only when its track is wanted. Read per packet on the publisher's
+	// goroutine, so under dtMu, not the worker's.
+	dtMu     sync.Mutex
+	dtWanted map[string]bool
+	dtSids   map[string]map[uint16]string // by identity
+	dtKnown  map[string]bool              // the sids in dtSids: only these can be wanted
+
 	// owned by worker
 	remotes   map[string]*remotePart // by identity
 	inTracks  map[string]*inTrack    // by track sid
@@ -135,6 +145,9 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 		done:     make(chan struct{}),
 		qnotify:  make(chan struct{}, 1),
 		remotes:  map[string]*remotePart{},
+		dtWanted: map[string]bool{},
+		dtSids:   map[string]map[uint16]string{},
+		dtKnown:  map[string]bool{},
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
 		bySSRC:   map[uint32]*relaySender{},
@@ -548,8 +561,14 @@ func (a *association) DataPacket(label string, data []byte, dests []string) {
 
 // DataTrackPacket implements sfu.RelayObserver.
 func (a *association) DataTrackPacket(identity string, packet []byte) {
-	if a.lossyBackedUp() {
+	if len(packet) < 4 {
 		return
+	}
+	a.dtMu.Lock()
+	wanted := a.dtWanted[a.dtSids[identity][binary.BigEndian.Uint16(packet[2:4])]]
+	a.dtMu.Unlock()
+	if !wanted || a.lossyBackedUp() {
+		return // nobody there subscribes
 	}
 	d := bytes.Clone(packet)
 	a.post(func() { a.send(&message{Type: msgData, Label: labelDataTrack, Identity: identity, Data: d}) })
@@ -579,6 +598,30 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			live[t.GetSid()] = true
 		}
 	}
+	a.dtMu.Lock()
+	id := info.GetIdentity()
+	handles, live := map[uint16]string{}, map[string]bool{}
+	if info.GetState() != livekit.ParticipantInfo_DISCONNECTED {
+		for _, dt := range info.GetDataTracks() {
+			handles[uint16(dt.GetPubHandle())] = dt.GetSid()
+			live[dt.GetSid()] = true
+		}
+	}
+	for _, sid := range a.dtSids[id] {
+		if !live[sid] { // the track ended: wanted no more
+			delete(a.dtKnown, sid)
+			delete(a.dtWanted, sid)
+		}
+	}
+	for sid := range live {
+		a.dtKnown[sid] = true
+	}
+	if len(handles) > 0 {
+		a.dtSids[id] = handles
+	} else {
+		delete(a.dtSids, id)
+	}
+	a.dtMu.Unlock()
 	for sid, ot := range a.out {
 		if ot.identity == info.GetIdentity() && !live[sid] {
 			// The track is gone here: stop relaying it (later packets
@@ -605,6 +648,14 @@ func (a *association) handle(m *message) {
 		a.onParticipant(m)
 	case msgWant:
 		a.onWant(m.SID, m.Mask)
+	case msgDataWant:
+		a.dtMu.Lock()
+		if m.Mask == 1 && a.dtKnown[m.SID] {
+			a.dtWanted[m.SID] = true
+		} else {
+			delete(a.dtWanted, m.SID)
+		}
+		a.dtMu.Unlock()
 	case msgStream:
 		a.onStream(m)
 	case msgStreamReady:
@@ -689,6 +740,13 @@ func (a *association) onParticipant(m *message) {
 				if muted {
 					a.post(func() { a.send(&message{Type: msgMute, Identity: id, SID: sid}) })
 				}
+			},
+			OnDataWant: func(sid string, wanted bool) {
+				m := &message{Type: msgDataWant, SID: sid}
+				if wanted {
+					m.Mask = 1
+				}
+				a.post(func() { a.send(m) })
 			},
 		})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 const (
 	msgParticipant = "participant" // P (+ Codecs, Perm): a participant of the sender's node changed
 	msgWant        = "want"        // SID, Mask: layers the sender's subscribers want
+	msgDataWant    = "data_want"   // SID, Mask 1/0: the sender's subscribers want a data track's packets, or no longer
 	msgStream      = "stream"      // SID, Layer, SSRC: an SSRC will carry a layer
 	msgStreamReady = "stream_ready"
 	msgData        = "data"          // Label, Data, Dests; on _data_track: Identity (the publisher), Data (a data track packet)
@@ -190,6 +191,10 @@ func parseMessage(b []byte) (*message, error) {
 	case msgWant:
 		if m.SID == "" {
 			return nil, bad("want without sid")
+		}
+	case msgDataWant:
+		if m.SID == "" || m.Mask > 1 {
+			return nil, bad("data want without sid, or not 0/1")
 		}
 	case msgStream, msgStreamReady:
 		if m.SID == "" || (m.Type == msgStream && (m.SSRC == 0 || (m.Kind != "audio" && m.Kind != "video"))) {

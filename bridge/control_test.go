@@ -27,6 +27,8 @@ func TestParseMessage(t *testing.T) {
 		{Type: msgRoomMeta, Data: []byte("md")},
 		{Type: msgUpdate, info: &livekit.ParticipantInfo{Identity: "bob", Metadata: "md", Permission: &livekit.ParticipantPermission{CanPublish: true}}},
 		{Type: msgData, Label: labelDataTrack, Identity: "alice", Data: bytes.Repeat([]byte{1}, 12)},
+		{Type: msgDataWant, SID: "DTR_1", Mask: 1},
+		{Type: msgDataWant, SID: "DTR_1"},
 		{Type: msgParticipant, info: &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice",
 			DataTracks: []*livekit.DataTrackInfo{{Sid: "DTR_1", PubHandle: 7, Name: "geo"}, {Sid: "DTR_2", PubHandle: 65535, Name: "b"}}}},
 	}
@@ -87,6 +89,8 @@ func TestParseMessage(t *testing.T) {
 		"data track handle 0":                 dataTracks(1, func(d *livekit.DataTrackInfo) { d.PubHandle = 0 }),
 		"data track handle over 16 bits":      dataTracks(1, func(d *livekit.DataTrackInfo) { d.PubHandle = 65536 }),
 		"data track without sid":              dataTracks(1, func(d *livekit.DataTrackInfo) { d.Sid = "" }),
+		"data want without sid":               {Type: msgDataWant, Mask: 1},
+		"data want mask 2":                    {Type: msgDataWant, SID: "DTR_1", Mask: 2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b, err := m.marshal()
@@ -111,6 +115,7 @@ func FuzzParseMessage(f *testing.F) {
 		{Type: msgStream, SID: "TR_1", SSRC: 99, Kind: "audio"},
 		{Type: msgData, Label: "_reliable", Data: []byte("x")},
 		{Type: msgData, Label: labelDataTrack, Identity: "alice", Data: bytes.Repeat([]byte{9}, 14)},
+		{Type: msgDataWant, SID: "DTR_1", Mask: 1},
 		{Type: msgRemove, Identity: "bob"},
 		{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", Tracks: []string{"TR_1"}}}},
 	} {

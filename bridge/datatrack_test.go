@@ -14,7 +14,7 @@ import (
 
 // relayedDataTrack has alice on node a publish data track handle 7 and bob
 // on node b, once he sees it in her info, subscribe to it; it returns both,
-// the track's sid and bob's handle.
+// the track's sid and bob's handle once node a relays the track.
 func relayedDataTrack(t *testing.T, a, b *node, name string) (alice, bob *dtclient.Client, sid string, handle uint16) {
 	t.Helper()
 	alice = dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
@@ -29,7 +29,18 @@ func relayedDataTrack(t *testing.T, a, b *node, name string) (alice, bob *dtclie
 		return false
 	})
 	bob.Subscribe(sid, true)
-	return alice, bob, sid, bob.AwaitHandles(sid, true)
+	handle = bob.AwaitHandles(sid, true)
+	awaitDataWanted(t, a, b, sid, true)
+	return alice, bob, sid, handle
+}
+
+// awaitDataWanted waits until a relays (wanted) or no longer relays the
+// data track sid to b: b's subscription reaches a one message later than
+// bob is told his handle, and packets sent before are not relayed.
+func awaitDataWanted(t *testing.T, a, b *node, sid string, wanted bool) {
+	t.Helper()
+	require.Eventually(t, func() bool { return a.br.dataWanted(t, "room", b.id, sid) == wanted }, 10*time.Second, 5*time.Millisecond,
+		"node A relays data track %s to node B: want %v", sid, wanted)
 }
 
 // TestRelayDataTracks: alice's data track on node A shows in her info on
@@ -55,8 +66,10 @@ func TestRelayDataTracks(t *testing.T) {
 		return u.GetTrackSid() == sid && !u.GetAllowed()
 	})
 	bob.AwaitHandles(sid, false)
+	awaitDataWanted(t, a, b, sid, false) // nobody on B may have it
 	alice.Send(&livekit.SignalRequest{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{AllParticipants: true}}})
 	h = bob.AwaitHandles(sid, true)
+	awaitDataWanted(t, a, b, sid, true)
 	require.NoError(t, alice.DC.Send(dtclient.Packet(7, 10, "again")))
 	require.Equal(t, dtclient.Packet(h, 10, "again"), bob.AwaitPacket())
 
@@ -116,4 +129,71 @@ func TestRelayLossyDataBounded(t *testing.T) {
 	require.Equal(t, h, binary.BigEndian.Uint16(first[2:4]))
 	require.Zero(t, b.br.lossyDropped.Load())
 	t.Logf("node A dropped %d of 64 packets for the backed-up link", a.br.lossyDropped.Load())
+}
+
+// TestRelayDataTrackOnDemand: a data track's packets cross only while the
+// other node has a subscriber: alice's packet before bob subscribes, and
+// after he unsubscribed, stay on node A (node B receives only those sent
+// while he is subscribed; each later packet crosses on the same ordered
+// channel, so an earlier one would have been counted first). Node A takes
+// wants for its own participants' data tracks only, and forgets them when
+// the track ends.
+func TestRelayDataTrackOnDemand(t *testing.T) {
+	verifyNoLeaks(t)
+	a, b := startNode(t, "node-a"), startNode(t, "node-b")
+	link(t, "room", a, b)
+	alice := dtclient.Join(t, a.url, "alice", a.token(t, "room", "alice"), false)
+	bob := dtclient.Join(t, b.url, "bob", b.token(t, "room", "bob"), false)
+	sid := alice.Published(7, "geo").GetSid()
+	bob.Await("alice's data track on node B", func(res *livekit.SignalResponse) bool {
+		for _, p := range res.GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "alice" && len(p.GetDataTracks()) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	received := func(n *node) float64 {
+		return metricValue(t, n.sfuReg, "gxconf_sfu_data_track_packets_total", "outcome=received")
+	}
+	sendSeen := func(seq uint16, onA float64) {
+		t.Helper()
+		require.NoError(t, alice.DC.Send(dtclient.Packet(7, seq, "p")))
+		require.Eventually(t, func() bool { return received(a) == onA }, 10*time.Second, 5*time.Millisecond)
+	}
+	subscribe := func() uint16 {
+		t.Helper()
+		bob.Subscribe(sid, true)
+		h := bob.AwaitHandles(sid, true)
+		awaitDataWanted(t, a, b, sid, true)
+		return h
+	}
+
+	sendSeen(1, 1) // nobody on B wants it
+	h := subscribe()
+	sendSeen(2, 2)
+	require.Equal(t, dtclient.Packet(h, 2, "p"), bob.AwaitPacket())
+	require.EqualValues(t, 1, received(b), "a packet crossed before anyone on node B subscribed")
+
+	bob.Subscribe(sid, false)
+	bob.AwaitHandles(sid, false)
+	awaitDataWanted(t, a, b, sid, false)
+	sendSeen(3, 3)
+	h = subscribe()
+	sendSeen(4, 4)
+	require.Equal(t, dtclient.Packet(h, 4, "p"), bob.AwaitPacket())
+	require.EqualValues(t, 2, received(b), "a packet crossed while nobody on node B subscribed")
+
+	// Node A takes wants only for its participants' data tracks: a want for
+	// any other sid is ignored (B's next message, handled after it, shows
+	// when it was).
+	b.br.sendOn(t, "room", "node-a", &message{Type: msgDataWant, SID: "DTR_none", Mask: 1})
+	b.br.sendOn(t, "room", "node-a", &message{Type: msgDataWant, SID: sid})
+	awaitDataWanted(t, a, b, sid, false)
+	require.False(t, a.br.dataWanted(t, "room", "node-b", "DTR_none"))
+	// And its wants end with the track.
+	b.br.sendOn(t, "room", "node-a", &message{Type: msgDataWant, SID: sid, Mask: 1})
+	awaitDataWanted(t, a, b, sid, true)
+	alice.Send(&livekit.SignalRequest{Message: &livekit.SignalRequest_UnpublishDataTrackRequest{UnpublishDataTrackRequest: &livekit.UnpublishDataTrackRequest{PubHandle: 7}}})
+	awaitDataWanted(t, a, b, sid, false)
 }

@@ -62,7 +62,9 @@
 // stream / stream_ready (an SSRC carrying one layer of a track, announced
 // before its first packet), data (an encoded DataPacket with label and
 // destinations, or on _data_track a data track packet with its publisher's
-// identity; the info lists the data tracks), remove / mute / update (RoomService.RemoveParticipant,
+// identity; the info lists the data tracks), data_want (the receiving node
+// has, or no longer has, a subscriber of a data track: only wanted data
+// tracks cross), remove / mute / update (RoomService.RemoveParticipant,
 // MutePublishedTrack, UpdateParticipant asked on the other node for one of
 // ours: the origin applies them and its update flows back) and bye (the
 // sender closes; the peer drops the relay at once instead of waiting for

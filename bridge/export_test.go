@@ -94,3 +94,13 @@ func (b *Bridge) inTrackCount(t *testing.T, room, peer string) int {
 	a.post(func() { ch <- len(a.inTracks) })
 	return <-ch
 }
+
+// dataWanted reports whether room's association with peer relays the data
+// track sid (the peer said it wants it).
+func (b *Bridge) dataWanted(t testing.TB, room, peer, sid string) bool {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	a.dtMu.Lock()
+	defer a.dtMu.Unlock()
+	return a.dtWanted[sid]
+}

@@ -175,7 +175,7 @@ func (b *Bridge) PeerRefused(peer, kind string) uint64 {
 func (a *association) peerMayAsk(m *message) bool {
 	var kind string
 	switch m.Type {
-	case msgParticipant, msgWant, msgStreamReady, msgBye, msgSRTP:
+	case msgParticipant, msgWant, msgDataWant, msgStreamReady, msgBye, msgSRTP:
 		return true
 	case msgStream:
 		kind = refusedTrack

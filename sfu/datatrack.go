@@ -39,7 +39,9 @@ import (
 // its info and their packets with the publisher's identity
 // (RelayObserver.DataTrackPacket, RelayRoom.DeliverDataTrack); the
 // receiving node publishes them for the relayed participant under the
-// origin's sids and handles and serves its own subscribers.
+// origin's sids and handles, serves its own subscribers and tells the
+// origin which tracks it wants (RemoteHooks.OnDataWant), so only those
+// cross.
 //
 // State: a publisher's tracks (an immutable map replaced on change, read per
 // packet without a lock), each track's destinations (likewise) and the
@@ -529,6 +531,7 @@ func (t *dataTrack) addDest(d dataDest) {
 	next := make([]dataDest, 0, len(old)+1)
 	next = append(append(next, old...), d)
 	t.dests.Store(&next)
+	t.wantChanged(len(old), len(next))
 }
 
 func (t *dataTrack) removeDest(p *Participant) {
@@ -540,6 +543,17 @@ func (t *dataTrack) removeDest(p *Participant) {
 		}
 	}
 	t.dests.Store(&next)
+	t.wantChanged(len(old), len(next))
+}
+
+// wantChanged tells a relayed track's origin that this node now wants its
+// packets (a first subscriber) or no longer does (the last left).
+func (t *dataTrack) wantChanged(before, after int) {
+	rp := t.owner.remote
+	if rp == nil || rp.hooks.OnDataWant == nil || (before == 0) == (after == 0) {
+		return
+	}
+	rp.hooks.OnDataWant(t.info.Sid, after > 0)
 }
 
 var errDataTrackPacket = errors.New("malformed data track packet")

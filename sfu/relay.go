@@ -505,6 +505,11 @@ type RemoteHooks struct {
 	// OnUpdate: RoomService.UpdateParticipant changed it here (empty
 	// strings, nil attributes or permission: unchanged). attrs is a copy.
 	OnUpdate func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission)
+	// OnDataWant: this node's first subscriber to one of its data tracks
+	// came (wanted) or its last went; the origin need relay the track's
+	// packets only while it is wanted. Called under the room's permMu: it
+	// must not call back into the SFU.
+	OnDataWant func(sid string, wanted bool)
 }
 
 // remotePeer marks a participant that lives on another node.
