@@ -598,6 +598,27 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			live[t.GetSid()] = true
 		}
 	}
+	a.noteDataTracks(info)
+	for sid, ot := range a.out {
+		if ot.identity == info.GetIdentity() && !live[sid] {
+			// The track is gone here: stop relaying it (later packets
+			// of its SSRCs are dropped as unknown there).
+			ot.stop()
+			delete(a.out, sid)
+		}
+	}
+	a.countTracks()
+	if fitPerm(m) {
+		a.log.Warn().Str("lk_identity", info.GetIdentity()).
+			Msg("A participant's subscription permission is too large for the relay: the other node lets nobody subscribe to its tracks")
+	}
+	a.send(m)
+}
+
+// noteDataTracks records the data tracks of one of our participants as
+// sent to the peer: their handles' sids (a packet names its handle), and
+// which sids the peer may want; a track that ended is wanted no more.
+func (a *association) noteDataTracks(info *livekit.ParticipantInfo) {
 	a.dtMu.Lock()
 	id := info.GetIdentity()
 	handles, live := map[uint16]string{}, map[string]bool{}
@@ -622,20 +643,6 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 		delete(a.dtSids, id)
 	}
 	a.dtMu.Unlock()
-	for sid, ot := range a.out {
-		if ot.identity == info.GetIdentity() && !live[sid] {
-			// The track is gone here: stop relaying it (later packets
-			// of its SSRCs are dropped as unknown there).
-			ot.stop()
-			delete(a.out, sid)
-		}
-	}
-	a.countTracks()
-	if fitPerm(m) {
-		a.log.Warn().Str("lk_identity", info.GetIdentity()).
-			Msg("A participant's subscription permission is too large for the relay: the other node lets nobody subscribe to its tracks")
-	}
-	a.send(m)
 }
 
 // handle runs one control message from the peer.

@@ -62,6 +62,18 @@ func TestEntitlements(t *testing.T) {
 	claims := jwtClaims(t, out["jwt"].(string))
 	require.LessOrEqual(t, int64(claims["exp"].(float64)), end.Unix(), "the token ends with the booking")
 
+	// The moment between the request's clock reading and the signature
+	// must not carry the token past the booking: a request clock 700 ms
+	// behind the signer's and a booking ending 300 ms into a second put
+	// a token cut by duration alone a second past the end (seen once in CI).
+	end = time.Now().Add(time.Minute).Truncate(time.Second).Add(300 * time.Millisecond)
+	h.svc.now = func() time.Time { return time.Now().Add(-700 * time.Millisecond) }
+	resp, out = h.post(t, "/get_token", tokenBody("tok-alice", "local.test", "@alice:local.test"))
+	h.svc.now = time.Now
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	claims = jwtClaims(t, out["jwt"].(string))
+	require.Equal(t, end.Unix(), int64(claims["exp"].(float64)), "the token ends with the booking, not after it")
+
 	h.svc.entitle = entitleFunc(func(context.Context, EntitlementRequest) (Entitlement, error) {
 		return Entitlement{}, errors.New("database is locked")
 	})

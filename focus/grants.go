@@ -226,11 +226,17 @@ func (s *grantStore) purge(ctx context.Context, cutoff time.Time) (int64, error)
 // github.com/livekit/protocol/auth.AccessToken.ToJWT does, plus the JWT ID
 // (jti), which AccessToken cannot set. livekit-server and the SDKs ignore it;
 // the embedded SFU checks it with CheckGrant.
-func signAccessToken(apiKey, secret, tokenID, identity string, video *auth.VideoGrant, ttl time.Duration) (string, error) {
+func signAccessToken(apiKey, secret, tokenID, identity string, video *auth.VideoGrant, ttl time.Duration, notAfter time.Time) (string, error) {
 	if apiKey == "" || secret == "" {
 		return "", auth.ErrKeysMissing
 	}
 	now := time.Now()
+	expires := now.Add(ttl)
+	if !notAfter.IsZero() && expires.After(notAfter) {
+		// ttl was cut to notAfter a moment ago: the moment since must not
+		// carry the token past it (exp counts whole seconds, truncated).
+		expires = notAfter
+	}
 	claims := struct {
 		jwt.RegisteredClaims
 		auth.ClaimGrants
@@ -241,7 +247,7 @@ func signAccessToken(apiKey, secret, tokenID, identity string, video *auth.Video
 			ID:        tokenID,
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ExpiresAt: jwt.NewNumericDate(expires),
 		},
 		ClaimGrants: auth.ClaimGrants{Identity: identity, Video: video},
 	}

@@ -117,7 +117,7 @@ func (s *Service) PeerParticipantGranted(ctx context.Context, peer, lkRoom, iden
 // mintPeer signs the subscribe-only token for our room lkRoom on peer's
 // relay: the room in our namespace there, publishing of media and data
 // explicitly denied (the peer's SFU refuses anything more).
-func mintPeer(peer *PeerRoute, tokenID, lkRoom, identity string, ttl time.Duration) (string, error) {
+func mintPeer(peer *PeerRoute, tokenID, lkRoom, identity string, ttl time.Duration, notAfter time.Time) (string, error) {
 	yes, no := true, false
 	grant := &auth.VideoGrant{
 		RoomJoin:       true,
@@ -126,5 +126,5 @@ func mintPeer(peer *PeerRoute, tokenID, lkRoom, identity string, ttl time.Durati
 		CanPublishData: &no,
 		CanSubscribe:   &yes,
 	}
-	return signAccessToken(peer.APIKey, peer.TokenSecret, tokenID, identity, grant, ttl)
+	return signAccessToken(peer.APIKey, peer.TokenSecret, tokenID, identity, grant, ttl, notAfter)
 }

@@ -292,9 +292,9 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 	var jwt, peerName string
 	if peer != nil {
 		peerName = peer.Name
-		jwt, err = mintPeer(peer, tokenID, lkRoom, identity, ttl)
+		jwt, err = mintPeer(peer, tokenID, lkRoom, identity, ttl, decision.NotAfter)
 	} else {
-		jwt, err = s.mint(tokenID, lkRoom, identity, canPublish, ttl)
+		jwt, err = s.mint(tokenID, lkRoom, identity, canPublish, ttl, decision.NotAfter)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign token: %w", err)
@@ -361,7 +361,7 @@ func (s *Service) isFullAccess(server string) bool {
 
 // mint signs a LiveKit access token with the grants lk-jwt-service gives and
 // the grant's ID as JWT ID.
-func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl time.Duration) (string, error) {
+func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl time.Duration, notAfter time.Time) (string, error) {
 	yes := true
 	// canPublishData is explicit: LiveKit versions disagree on what a missing
 	// one means. Subscribe-only (remote) users send no data either.
@@ -375,7 +375,7 @@ func (s *Service) mint(tokenID, lkRoom, identity string, canPublish bool, ttl ti
 	if s.cfg.CanUpdateOwnMetadata {
 		grant.CanUpdateOwnMetadata = &yes
 	}
-	return signAccessToken(s.cfg.SFU.APIKey, s.cfg.SFU.APISecret, tokenID, identity, grant, ttl)
+	return signAccessToken(s.cfg.SFU.APIKey, s.cfg.SFU.APISecret, tokenID, identity, grant, ttl, notAfter)
 }
 
 // countOthers counts the participants of a LiveKit room other than identity
