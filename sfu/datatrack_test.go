@@ -1,6 +1,7 @@
 package sfu_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gxfs-conf/gxconf/internal/dtclient"
+	"github.com/gxfs-conf/gxconf/sfu"
 )
 
 // joinDT joins room as identity with one peer connection (livekit-client's
@@ -167,4 +169,52 @@ func TestDataTracks(t *testing.T) {
 	alice.Send(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
 	carol.AwaitHandles(sid2, false)
 	require.Zero(t, ts.metric(t, "gxconf_sfu_published_data_tracks"))
+}
+
+// TestRelayedDataTracks: sfu's side of the relay. A relayed participant's
+// data tracks (RelayRoom.AddRemoteParticipant) are published under the
+// origin's sids — except one naming a sid a local participant's track
+// has, which is ignored —; the first local subscriber and the last one's
+// leaving are reported (RemoteHooks.OnDataWant); DeliverDataTrack forwards
+// its packets, and only for a relayed participant.
+func TestRelayedDataTracks(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice := joinDT(t, ts, "rdt", "alice", nil, false)
+	bob := joinDT(t, ts, "rdt", "bob", nil, false)
+	aliceSid := alice.Published(1, "geo").GetSid()
+
+	wants := make(chan string, 8)
+	rr, err := ts.srv.RelayRoom("rdt", false)
+	require.NoError(t, err)
+	_, err = rr.AddRemoteParticipant(&livekit.ParticipantInfo{Sid: "PA_remote", Identity: "remote", State: livekit.ParticipantInfo_ACTIVE,
+		DataTracks: []*livekit.DataTrackInfo{{Sid: aliceSid, PubHandle: 1, Name: "stolen"}, {Sid: "DTR_remote", PubHandle: 2, Name: "cursor"}}},
+		sfu.RemoteHooks{OnDataWant: func(sid string, wanted bool) { wants <- fmt.Sprintf("%s %v", sid, wanted) }})
+	require.NoError(t, err)
+	bob.Await("the relayed participant's data tracks", func(res *livekit.SignalResponse) bool {
+		for _, p := range res.GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "remote" {
+				require.Len(t, p.GetDataTracks(), 1, "a relayed participant took over alice's sid")
+				require.Equal(t, "DTR_remote", p.GetDataTracks()[0].GetSid())
+				return true
+			}
+		}
+		return false
+	})
+
+	bob.Subscribe("DTR_remote", true)
+	h := bob.AwaitHandles("DTR_remote", true)
+	require.Equal(t, "DTR_remote true", <-wants)
+	rr.DeliverDataTrack("remote", dtclient.Packet(2, 1, "relayed"))
+	require.Equal(t, dtclient.Packet(h, 1, "relayed"), bob.AwaitPacket())
+	bob.Subscribe(aliceSid, true)
+	hAlice := bob.AwaitHandles(aliceSid, true)
+	sent := metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent")
+	rr.DeliverDataTrack("alice", dtclient.Packet(1, 2, "forged")) // alice is local: the relay cannot speak for her
+	require.Equal(t, sent, metricWith(t, ts, "gxconf_sfu_data_track_packets_total", "outcome", "sent"), "a relayed packet claimed to be alice's was sent")
+	require.NoError(t, alice.DC.Send(dtclient.Packet(1, 3, "alice's own")))
+	require.Equal(t, dtclient.Packet(hAlice, 3, "alice's own"), bob.AwaitPacket())
+	bob.Subscribe("DTR_remote", false)
+	bob.AwaitHandles("DTR_remote", false)
+	require.Equal(t, "DTR_remote false", <-wants)
 }

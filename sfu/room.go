@@ -56,6 +56,9 @@ type Room struct {
 	// participant's mu.
 	permChange sync.Mutex
 	permMu     sync.Mutex
+	// dataTracks indexes the room's data tracks (local and relayed) by
+	// sid, guarded by permMu (datatrack.go).
+	dataTracks map[string]*dataTrack
 
 	// updMu guards the participant updates waiting to be coalesced (see
 	// broadcastUpdate); it is taken without r.mu.
@@ -86,6 +89,7 @@ func newRoom(s *Server, name string, opts roomOptions) *Room {
 		},
 		opts:         opts,
 		participants: map[string]*Participant{},
+		dataTracks:   map[string]*dataTrack{},
 		created:      now,
 		done:         make(chan struct{}),
 	}
