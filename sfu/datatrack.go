@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -201,22 +202,11 @@ func (p *Participant) handlePublishDataTrack(req *livekit.PublishDataTrackReques
 	}
 	next[uint16(t.info.PubHandle)] = t
 	p.dataTracks.Store(&next)
-	r.dataTracks[t.info.Sid] = t
 	p.s.metrics.dataTracks.Inc() // under permMu, as the leave's decrement
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_PublishDataTrackResponse{
 		PublishDataTrackResponse: &livekit.PublishDataTrackResponse{Info: utils.CloneProto(t.info)},
 	}})
-	// Those who take every data track get this one.
-	for _, sub := range r.participantList() {
-		if sub != p && sub.remote == nil && sub.autoSubscribeData {
-			if _, ok := sub.dataWant[t.info.Sid]; !ok && len(sub.dataWant) < maxDataWants {
-				sub.dataWant[t.info.Sid] = &dataWant{}
-				if sub.reconcileDataLocked(t.info.Sid, t) {
-					sub.sendDataHandlesLocked()
-				}
-			}
-		}
-	}
+	r.addDataTrackLocked(t)
 	r.permMu.Unlock()
 	p.log.Info().Str("track_sid", t.info.Sid).Uint32("handle", t.info.PubHandle).Msg("data track published")
 	p.mu.Lock()
@@ -312,7 +302,7 @@ func (p *Participant) handleDataSubscription(u *livekit.UpdateDataSubscription) 
 			}
 			continue
 		}
-		t := r.findDataTrack(sid)
+		t := r.dataTracks[sid]
 		if t == nil || t.owner == p {
 			p.log.Debug().Str("track_sid", sid).Msg("data subscription to an unknown data track ignored")
 			continue
@@ -332,12 +322,26 @@ func (p *Participant) handleDataSubscription(u *livekit.UpdateDataSubscription) 
 	}
 }
 
-// findDataTrack returns the data track with sid in the room, or nil;
-// callers hold permMu. (An index: a subscription request of 256 unknown
-// sids in a room of 1,000 publishers of 64 data tracks each would
-// otherwise walk 16 million entries under the room's lock.)
-func (r *Room) findDataTrack(sid string) *dataTrack {
-	return r.dataTracks[sid]
+// addDataTrackLocked enters a newly published data track (local or
+// relayed) in the room's index and gives it to the participants that take
+// every data track; callers hold permMu.
+func (r *Room) addDataTrackLocked(t *dataTrack) {
+	r.dataTracks[t.info.Sid] = t
+	for _, sub := range r.participantList() {
+		if sub != t.owner && sub.remote == nil && sub.autoSubscribeData && sub.wantDataLocked(t) {
+			sub.sendDataHandlesLocked()
+		}
+	}
+}
+
+// wantDataLocked makes p want t if it did not yet and may want more; it
+// reports whether p's subscriptions changed. Callers hold room.permMu.
+func (p *Participant) wantDataLocked(t *dataTrack) bool {
+	if _, ok := p.dataWant[t.info.Sid]; ok || len(p.dataWant) >= maxDataWants {
+		return false
+	}
+	p.dataWant[t.info.Sid] = &dataWant{}
+	return p.reconcileDataLocked(t.info.Sid, t)
 }
 
 // reconcileDataLocked makes p's subscription to the data track sid (which
@@ -394,7 +398,7 @@ func (p *Participant) reconcileDataAll() {
 	defer r.permMu.Unlock()
 	changed := false
 	for sid := range p.dataWant {
-		if p.reconcileDataLocked(sid, r.findDataTrack(sid)) {
+		if p.reconcileDataLocked(sid, r.dataTracks[sid]) {
 			changed = true
 		}
 	}
@@ -434,11 +438,8 @@ func (p *Participant) autoSubscribeDataLocked() {
 			continue
 		}
 		for _, t := range o.dataTracksOf() {
-			if _, ok := p.dataWant[t.info.Sid]; !ok && len(p.dataWant) < maxDataWants {
-				p.dataWant[t.info.Sid] = &dataWant{}
-				if p.reconcileDataLocked(t.info.Sid, t) {
-					changed = true
-				}
+			if p.wantDataLocked(t) {
+				changed = true
 			}
 		}
 	}
@@ -613,8 +614,7 @@ func (p *Participant) onDataTrackPacket(data []byte) {
 		return
 	}
 	// The data channel copies what it is given, so one buffer serves all.
-	buf := make([]byte, len(data))
-	copy(buf, data)
+	buf := bytes.Clone(data)
 	for _, d := range dests {
 		binary.BigEndian.PutUint16(buf[2:4], d.handle)
 		d.p.sendDataTrack(buf)
@@ -638,10 +638,6 @@ func (p *Participant) syncRemoteDataTracks(infos []*livekit.DataTrackInfo) {
 		return
 	}
 	old := p.dataTracksOf()
-	bySid := make(map[string]*dataTrack, len(old))
-	for _, t := range old {
-		bySid[t.info.Sid] = t
-	}
 	next := map[uint16]*dataTrack{}
 	var added []*dataTrack
 	for _, in := range infos {
@@ -650,10 +646,10 @@ func (p *Participant) syncRemoteDataTracks(infos []*livekit.DataTrackInfo) {
 			len(in.GetName()) > maxDataTrackName || next[uint16(h)] != nil {
 			continue
 		}
-		if o := r.dataTracks[in.GetSid()]; o != nil && o.owner != p {
+		t := r.dataTracks[in.GetSid()]
+		if t != nil && t.owner != p {
 			continue // another participant's sid: never taken over
 		}
-		t := bySid[in.GetSid()]
 		if t == nil || t.info.PubHandle != h {
 			t = &dataTrack{owner: p, info: utils.CloneProto(in)}
 			added = append(added, t)
@@ -671,19 +667,7 @@ func (p *Participant) syncRemoteDataTracks(infos []*livekit.DataTrackInfo) {
 	}
 	p.dataTracks.Store(&next)
 	for _, t := range added {
-		r.dataTracks[t.info.Sid] = t
-	}
-	for _, t := range added {
-		for _, sub := range r.participantList() {
-			if sub.remote == nil && sub.autoSubscribeData {
-				if _, ok := sub.dataWant[t.info.Sid]; !ok && len(sub.dataWant) < maxDataWants {
-					sub.dataWant[t.info.Sid] = &dataWant{}
-					if sub.reconcileDataLocked(t.info.Sid, t) {
-						sub.sendDataHandlesLocked()
-					}
-				}
-			}
-		}
+		r.addDataTrackLocked(t)
 	}
 }
 

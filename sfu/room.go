@@ -57,7 +57,9 @@ type Room struct {
 	permChange sync.Mutex
 	permMu     sync.Mutex
 	// dataTracks indexes the room's data tracks (local and relayed) by
-	// sid, guarded by permMu (datatrack.go).
+	// sid, guarded by permMu (datatrack.go): a subscription request of 256
+	// unknown sids in a room of 1,000 publishers of 64 data tracks each
+	// would otherwise walk 16 million entries under that lock.
 	dataTracks map[string]*dataTrack
 
 	// updMu guards the participant updates waiting to be coalesced (see
