@@ -178,3 +178,6 @@ func (s *Server) PendingRPCs(room, identity string) int {
 	defer p.rpc.mu.Unlock()
 	return len(p.rpc.pending)
 }
+
+// KnownCapabilities is knownCapabilities, for its test.
+var KnownCapabilities = knownCapabilities

@@ -174,6 +174,10 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 			Permission: video.ToPermission(),
 			Region:     r.s.cfg.Region,
 			Kind:       grants.GetParticipantKind(),
+			// what the client handles, for the others' livekit-client (RPC
+			// payloads over 15 KiB need client_protocol ≥ 1 on both sides)
+			ClientProtocol: params.clientProtocol,
+			Capabilities:   params.capabilities,
 		},
 		pending:       map[string]*pendingTrack{},
 		published:     map[string]*publishedTrack{},

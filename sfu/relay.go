@@ -572,6 +572,7 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	pi := proto.Clone(info).(*livekit.ParticipantInfo)
 	pi.Tracks, pi.DataTracks = nil, nil // tracks come with PublishTrack, data tracks below
 	pi.IsPublisher = false
+	pi.Capabilities = knownCapabilities(pi.Capabilities) // a peer deployment's too
 	if pi.Version == 0 {
 		pi.Version = 1
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,7 +36,13 @@ type joinParams struct {
 	protocol          int
 	sdk               string
 	version           string
-	path              string // pathV0 or pathV1
+	// clientProtocol and capabilities are what the client says it handles
+	// beyond the signalling protocol (client_protocol: RPC and data streams
+	// over data streams; capabilities: e.g. packet trailers); they go to the
+	// others in its ParticipantInfo, as livekit-server sends them.
+	clientProtocol int32
+	capabilities   []livekit.ClientInfo_Capability
+	path           string // pathV0 or pathV1
 	// single: one peer connection, the client always offers (v1).
 	single         bool
 	publisherOffer *livekit.SessionDescription
@@ -58,7 +65,39 @@ func parseJoinParams(r *http.Request) joinParams {
 	p.protocol, _ = strconv.Atoi(q.Get("protocol"))
 	p.sdk = q.Get("sdk")
 	p.version = q.Get("version")
+	if cp, err := strconv.ParseInt(q.Get("client_protocol"), 10, 32); err == nil {
+		p.clientProtocol = int32(cp)
+	}
+	if raw := q.Get("capabilities"); raw != "" {
+		var caps []livekit.ClientInfo_Capability
+		for name := range strings.SplitSeq(raw, ",") {
+			if v, ok := livekit.ClientInfo_Capability_value[strings.TrimSpace(name)]; ok {
+				caps = append(caps, livekit.ClientInfo_Capability(v))
+			}
+		}
+		p.capabilities = knownCapabilities(caps)
+	}
 	return p
+}
+
+// maxCapabilities bounds the capabilities a participant's info carries
+// (livekit-client 2.23 knows two).
+const maxCapabilities = 16
+
+// knownCapabilities returns caps without unknown values and repeats, at
+// most maxCapabilities of them: they are sent to every participant with
+// each change of this one's info, so a client may not make that list long.
+func knownCapabilities(caps []livekit.ClientInfo_Capability) []livekit.ClientInfo_Capability {
+	var out []livekit.ClientInfo_Capability
+	for _, c := range caps {
+		if _, known := livekit.ClientInfo_Capability_name[int32(c)]; !known || c == livekit.ClientInfo_CAP_UNUSED || slices.Contains(out, c) {
+			continue
+		}
+		if out = append(out, c); len(out) == maxCapabilities {
+			break
+		}
+	}
+	return out
 }
 
 // maxJoinRequest bounds a decoded JoinRequest (it carries an SDP offer and
@@ -111,6 +150,8 @@ func parseJoinRequest(raw string) (joinParams, error) {
 		protocol:          int(ci.GetProtocol()),
 		sdk:               strings.ToLower(ci.GetSdk().String()),
 		version:           ci.GetVersion(),
+		clientProtocol:    ci.GetClientProtocol(),
+		capabilities:      knownCapabilities(ci.GetCapabilities()),
 		single:            true,
 		addTracks:         jr.GetAddTrackRequests(),
 	}

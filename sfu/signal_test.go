@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gxfs-conf/gxconf/internal/dtclient"
 	"github.com/gxfs-conf/gxconf/loadtest"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/auth"
@@ -1147,4 +1148,51 @@ func TestDataSenderAsserted(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, []string{"alice: said"}, transcripts(), "only the agent's transcription reaches bob")
 	require.False(t, has("ghost", "from-ghost"), "a hidden participant's data named it")
+}
+
+// TestClientInfoToOthers: what a client says it handles beyond the
+// signalling protocol (client_protocol, capabilities) reaches the others in
+// its ParticipantInfo, from v0's query and from a v1 join request, without
+// unknown values or repeats. livekit-client refuses an RPC payload over 15
+// KiB to a participant whose client_protocol it does not see.
+func TestClientInfoToOthers(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	alice, _ := rawJoin(t, ts, "ci", "alice", "&client_protocol=2&capabilities=CAP_PACKET_TRAILER,CAP_BOGUS,CAP_PACKET_TRAILER,CAP_UNUSED,+CAP_COMPRESSION_DEFLATE_RAW")
+	defer alice.CloseNow()
+
+	jr := &livekit.JoinRequest{ClientInfo: &livekit.ClientInfo{
+		Sdk: livekit.ClientInfo_JS, Protocol: 17, ClientProtocol: 1,
+		Capabilities: []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW, 77, livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bob, _, err := websocket.Dial(ctx, ts.url+"/rtc/v1?join_request="+dtclient.EncodeJoinRequest(t, jr)+"&access_token="+ts.token(t, "ci", "bob", nil), nil)
+	require.NoError(t, err)
+	defer bob.CloseNow()
+	join := readSignal(t, bob).GetJoin()
+	require.NotNil(t, join)
+	require.Len(t, join.GetOtherParticipants(), 1)
+	a := join.GetOtherParticipants()[0]
+	require.EqualValues(t, 2, a.GetClientProtocol())
+	require.Equal(t, []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_PACKET_TRAILER, livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, a.GetCapabilities())
+
+	for {
+		for _, p := range readSignal(t, alice).GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "bob" {
+				require.EqualValues(t, 1, p.GetClientProtocol())
+				require.Equal(t, []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, p.GetCapabilities())
+				return
+			}
+		}
+	}
+}
+
+func TestKnownCapabilities(t *testing.T) {
+	many := make([]livekit.ClientInfo_Capability, 0, 1000)
+	for i := range 1000 {
+		many = append(many, livekit.ClientInfo_Capability(i%3))
+	}
+	require.Equal(t, []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_PACKET_TRAILER, livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, sfu.KnownCapabilities(many))
+	require.Empty(t, sfu.KnownCapabilities([]livekit.ClientInfo_Capability{0, -1, 1 << 20}))
 }

@@ -122,6 +122,11 @@ func TestBrowserAcrossNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("alice calls bob's client on the other node with a 20 kB payload", func(t *testing.T) {
+		// node-a shows bob's client_protocol in the info node-b relayed.
+		requireLargeRpc(t, a, bobID, bob.ID.String())
+	})
+
 	t.Run("alice's data track crosses the bridge to bob's subscription on the other node", func(t *testing.T) {
 		// node-b shows it in alice's info; bob's livekit-client subscribes there.
 		requireDataTrackFlows(t, a, b, aliceID, "gxconf.cursor")

@@ -424,6 +424,18 @@ func (p *participant) doString(t *testing.T, call string) string {
 	return out
 }
 
+// requireLargeRpc has from call to's gxconf.echo (to is toID in the call,
+// toUser its Matrix user) with a payload over livekit-client's 15 KiB limit
+// for a callee that does not take RPC over data streams: livekit-client
+// checks the callee's client_protocol in the info the SFU sends, and the
+// callee the caller's to answer as large.
+func requireLargeRpc(t *testing.T, from *participant, toID, toUser string) {
+	t.Helper()
+	payload := strings.Repeat("Guten Tag ", 2_000)
+	got := from.doString(t, fmt.Sprintf("performRpc(%s, %s, %s)", js(toID), js("gxconf.echo"), js(payload)))
+	require.Equal(t, "echo from "+toUser+": "+payload, got)
+}
+
 // requireDataTrackFlows has from publish a data track named name, to
 // (which sees from as fromID) subscribe to it and decode a frame from sent
 // after that, and from unpublish it again.

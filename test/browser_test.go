@@ -250,6 +250,10 @@ func TestBrowserCall(t *testing.T) {
 		require.Contains(t, te.Msg(), "RpcError 1400")
 	})
 
+	t.Run("bob calls alice's client with a 20 kB payload (RPC over data streams)", func(t *testing.T) {
+		requireLargeRpc(t, b, aliceID, alice.ID.String())
+	})
+
 	t.Run("alice publishes a data track, bob subscribes to it and receives its frames", func(t *testing.T) {
 		requireDataTrackFlows(t, a, b, aliceID, "gxconf.position")
 	})

@@ -643,6 +643,11 @@ export class Call {
     await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
   }
 
+  /** Calls method on identity's client (livekit-client's performRpc) and returns its answer. */
+  public async performRpc(identity: string, method: string, payload: string): Promise<string> {
+    return this.ownRoom().localParticipant.performRpc({ destinationIdentity: identity, method, payload });
+  }
+
   /** Publishes a data track (livekit-client's publishDataTrack) and returns its sid. */
   public async publishDataTrack(name: string): Promise<string> {
     const track = await this.ownRoom().localParticipant.publishDataTrack({ name });
