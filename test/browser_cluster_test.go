@@ -122,6 +122,10 @@ func TestBrowserAcrossNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("bob's text streams cross the bridge to alice", func(t *testing.T) {
+		requireTextStreams(t, b, a, bobID)
+	})
+
 	t.Run("alice calls bob's client on the other node with a 20 kB payload", func(t *testing.T) {
 		// node-a shows bob's client_protocol in the info node-b relayed.
 		requireLargeRpc(t, a, bobID, bob.ID.String())

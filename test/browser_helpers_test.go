@@ -436,6 +436,21 @@ func requireLargeRpc(t *testing.T, from *participant, toID, toUser string) {
 	require.Equal(t, "echo from "+toUser+": "+payload, got)
 }
 
+// requireTextStreams has from send a short and a 20 kB text stream
+// (livekit-client's sendText) and to (which sees from as fromID) read both:
+// with every recipient's client_protocol 2 in the infos the SFU sends,
+// livekit-client sends the short one inline in one packet and, where the
+// recipients advertise deflate-raw, compresses the long one.
+func requireTextStreams(t *testing.T, from, to *participant, fromID string) {
+	t.Helper()
+	short := "Guten Tag " + time.Now().Format(time.RFC3339Nano)
+	long := strings.Repeat(short+" ", 20_000/(len(short)+1))
+	for _, text := range []string{short, long} {
+		from.do(t, fmt.Sprintf("sendText(%s)", js(text)))
+		to.await(t, fmt.Sprintf(`s.dataMessages.some(m => m.topic === "gxconf-text" && m.from === %s && m.text === %s)`, js(fromID), js(text)), mediaTimeout)
+	}
+}
+
 // requireDataTrackFlows has from publish a data track named name, to
 // (which sees from as fromID) subscribe to it and decode a frame from sent
 // after that, and from unpublish it again.

@@ -250,6 +250,10 @@ func TestBrowserCall(t *testing.T) {
 		require.Contains(t, te.Msg(), "RpcError 1400")
 	})
 
+	t.Run("alice's text streams reach bob (data streams v2)", func(t *testing.T) {
+		requireTextStreams(t, a, b, aliceID)
+	})
+
 	t.Run("bob calls alice's client with a 20 kB payload (RPC over data streams)", func(t *testing.T) {
 		requireLargeRpc(t, b, aliceID, alice.ID.String())
 	})

@@ -104,6 +104,8 @@ export interface OutboundStats {
 }
 
 const SYNC_TIMEOUT_MS = 30_000;
+/** The topic of the text streams the test client sends and records (sendText). */
+const textTopic = "gxconf-text";
 
 /** One LiveKit Room of the call, keyed by the focus its token came from. */
 interface Connection {
@@ -241,6 +243,12 @@ export class Call {
     // A method the operator's backend may call (RoomService.PerformRpc),
     // as an agent or moderation tool calls a client.
     own.room.registerRpcMethod("gxconf.echo", async (d) => `echo from ${login.user_id}: ${d.payload}`);
+    // Text streams (livekit-client's sendText) on our test topic, recorded
+    // with the data messages.
+    own.room.registerTextStreamHandler(textTopic, async (reader, from) => {
+      const text = await reader.readAll();
+      this.store.update((st) => st.dataMessages.push({ from: from.identity, topic: textTopic, text }));
+    });
     const sfu = await getSFUConfig(
       client,
       member,
@@ -641,6 +649,11 @@ export class Call {
 
   public async sendData(text: string, topic = "gxconf-test"): Promise<void> {
     await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
+  }
+
+  /** Sends text as a text stream on the test topic (livekit-client's sendText), to everyone. */
+  public async sendText(text: string): Promise<void> {
+    await this.ownRoom().localParticipant.sendText(text, { topic: textTopic });
   }
 
   /** Calls method on identity's client (livekit-client's performRpc) and returns its answer. */

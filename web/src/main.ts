@@ -55,6 +55,7 @@ const api = {
   },
   sendData: (text: string, topic?: string) => requireCall().sendData(text, topic),
   setSubscribers: (identities: string[] | null) => requireCall().setSubscribers(identities),
+  sendText: (text: string) => requireCall().sendText(text),
   performRpc: (identity: string, method: string, payload: string) => requireCall().performRpc(identity, method, payload),
   publishDataTrack: (name: string) => requireCall().publishDataTrack(name),
   pushDataTrackEvery: (name: string, text: string, intervalMs?: number) => requireCall().pushDataTrackEvery(name, text, intervalMs),
