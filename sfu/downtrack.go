@@ -93,6 +93,9 @@ type downTrack struct {
 	codec    webrtc.RTPCodecParameters // the publisher's codec
 	sender   *webrtc.RTPSender
 	attached bool // has a sender on the connection; guarded by sub.mu
+	// stripTrailer: the track's frames end in packet trailers and the
+	// subscriber cannot read them (trailer.go)
+	stripTrailer bool
 
 	pref     atomic.Int32 // highest layer wanted by track_setting
 	bweCap   atomic.Int32 // highest layer the subscriber's bandwidth allows
@@ -108,8 +111,9 @@ type downTrack struct {
 	encHdr    rtp.Header
 	encBuf    []byte
 
-	nacks, retrans                                            uint64
+	nacks, retrans, stripped                                  uint64
 	flushedPk, flushedBy, flushedNk, flushedRt, flushedDirect uint64
+	flushedStripped                                           uint64
 	fracLost                                                  float64
 	rrAt                                                      time.Time
 }
@@ -126,6 +130,7 @@ func newDownTrack(sub *Participant, t *publishedTrack) *downTrack {
 		cur:      -1,
 	}
 	dt.vp8 = strings.EqualFold(dt.codec.MimeType, webrtc.MimeTypeVP8)
+	dt.stripTrailer = t.trailer && !sub.readsTrailers
 	dt.current.Store(-1)
 	dt.target.Store(-1)
 	dt.pref.Store(maxLayers - 1)
@@ -274,7 +279,9 @@ const segWindow = 4096
 
 // writeRTP forwards one packet of layer. h and payload belong to the
 // caller and are not modified.
-func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe bool, now int64, b *sendBatch) {
+// payload ends with a packet trailer of trailer bytes (0: none), which a
+// subscriber that cannot read it does not get.
+func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, trailer int, keyframe bool, now int64, b *sendBatch) {
 	l := int32(layer)
 	if l != dt.current.Load() && (!keyframe || l != dt.target.Load()) {
 		return
@@ -297,6 +304,10 @@ func (dt *downTrack) writeRTP(layer int, h *rtp.Header, payload []byte, keyframe
 		// Trail the newest packet, or after 32768 packets every packet
 		// would compare as older than the switch.
 		dt.segStart = h.SequenceNumber - segWindow
+	}
+	if trailer > 0 && dt.stripTrailer {
+		payload = payload[:len(payload)-trailer]
+		dt.stripped++
 	}
 	out := &dt.out
 	*out = *h
@@ -708,6 +719,10 @@ func (dt *downTrack) retransmit(outSeq uint16) (more bool) {
 			writeVP8Pic(pkt[hn:], &v) // pkt is the downtrack's own copy
 		}
 	}
+	payload := pkt[hn:]
+	if dt.stripTrailer && h.Marker {
+		payload = payload[:len(payload)-packetTrailerLen(payload)]
+	}
 	h.SSRC, h.PayloadType, h.SequenceNumber, h.Timestamp = dt.ssrc, dt.pt, outSeq, e.ts
 	h.Padding, h.PaddingSize = false, 0
 	h.Extension, h.Extensions = false, nil
@@ -716,12 +731,12 @@ func (dt *downTrack) retransmit(outSeq uint16) (more bool) {
 		if dt.encBuf == nil {
 			dt.encBuf = make([]byte, 1500)
 		}
-		if enc := dt.sealLocked(dt.encBuf, &h, nil, pkt[hn:], false, nil); enc != nil {
+		if enc := dt.sealLocked(dt.encBuf, &h, nil, payload, false, nil); enc != nil {
 			_, _ = dt.sub.s.socks.raw.WriteToAddrPort(enc, dest.ap)
 			return true
 		}
 	}
-	_, _ = dt.ws.WriteRTP(&h, pkt[hn:])
+	_, _ = dt.ws.WriteRTP(&h, payload)
 	return true
 }
 
@@ -763,12 +778,13 @@ func (dt *downTrack) lossFraction() (float64, bool) {
 	return dt.fracLost, true
 }
 
-func (dt *downTrack) takeCounters() (packets, bytes, nacks, retrans, direct uint64) {
+func (dt *downTrack) takeCounters() (packets, bytes, nacks, retrans, direct, stripped uint64) {
 	dt.mu.Lock()
 	defer dt.mu.Unlock()
 	packets, bytes, nacks, retrans = dt.packets-dt.flushedPk, dt.bytes-dt.flushedBy, dt.nacks-dt.flushedNk, dt.retrans-dt.flushedRt
-	direct = dt.direct - dt.flushedDirect
+	direct, stripped = dt.direct-dt.flushedDirect, dt.stripped-dt.flushedStripped
 	dt.flushedPk, dt.flushedBy, dt.flushedNk, dt.flushedRt, dt.flushedDirect = dt.packets, dt.bytes, dt.nacks, dt.retrans, dt.direct
+	dt.flushedStripped = dt.stripped
 	return
 }
 

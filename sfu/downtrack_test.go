@@ -50,7 +50,7 @@ func TestLayerSwitchRewrites(t *testing.T) {
 		p := vp8Payload(pid, tl0, key)
 		orig := append([]byte(nil), p...)
 		h := &rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, SSRC: uint32(100 + layer), PayloadType: 96}
-		dt.writeRTP(layer, h, p, isVP8Keyframe(p), now, nil)
+		dt.writeRTP(layer, h, p, 0, isVP8Keyframe(p), now, nil)
 		require.Equal(t, orig, p, "shared payload modified")
 		return p
 	}
@@ -236,7 +236,7 @@ func TestLongStreamKeepsForwarding(t *testing.T) {
 	send := func(seq uint16) int {
 		before := w.packets
 		h.SequenceNumber, h.Timestamp = seq, uint32(seq)*960
-		dt.writeRTP(0, h, payload, true, 0, nil)
+		dt.writeRTP(0, h, payload, 0, true, 0, nil)
 		return w.packets - before
 	}
 	const first = 60000

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,9 @@ type Participant struct {
 	hidden        bool
 	autoSubscribe bool
 	protocol      int
+	// readsTrailers: the client reads packet trailers (CAP_PACKET_TRAILER;
+	// trailer.go), so they are not cut from what it receives
+	readsTrailers bool
 	single        bool
 	// trackSubscribedEvent: the client understands track_subscribed
 	// (the Rust SDK before protocol 10 cannot decode it, livekit-server).
@@ -156,6 +160,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		autoSubscribe:        params.autoSubscribe,
 		autoSubscribeData:    params.autoSubscribeData,
 		protocol:             params.protocol,
+		readsTrailers:        slices.Contains(params.capabilities, livekit.ClientInfo_CAP_PACKET_TRAILER),
 		single:               params.single,
 		trackSubscribedEvent: !strings.EqualFold(params.sdk, "rust") || params.protocol >= 10,
 		log:                  r.log.With().Str("lk_identity", grants.Identity).Str("participant_sid", sid).Logger(),
@@ -1021,8 +1026,9 @@ func (dt *downTrack) probeUp(fits, want int32, remb float64, now time.Time, prob
 func (p *Participant) flushMetricsOf(subs []*downTrack, pubs []*publishedTrack) {
 	m := p.s.metrics
 	for _, dt := range subs {
-		pk, by, nk, rt, direct := dt.takeCounters()
+		pk, by, nk, rt, direct, stripped := dt.takeCounters()
 		m.directOut.Add(float64(direct))
+		m.trailersStripped.Add(float64(stripped))
 		m.packetsOut.Add(float64(pk))
 		m.bytesOut.Add(float64(by))
 		m.nacks.Add(float64(nk))

@@ -93,6 +93,8 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 		Stream:            req.GetStream(),
 		AudioFeatures:     req.GetAudioFeatures(),
 		BackupCodecPolicy: req.GetBackupCodecPolicy(),
+		// frame metadata the publisher appends (trailer.go)
+		PacketTrailerFeatures: knownTrailerFeatures(req.GetPacketTrailerFeatures()),
 	}
 	if kind == webrtc.RTPCodecTypeVideo && len(info.Layers) == 0 {
 		info.Layers = []*livekit.VideoLayer{{Quality: livekit.VideoQuality_HIGH, Width: req.GetWidth(), Height: req.GetHeight()}}

@@ -45,6 +45,9 @@ type publishedTrack struct {
 	live   bool
 	closed bool
 	codec  webrtc.RTPCodecParameters
+	// trailer: the publisher appends packet trailers to its frames
+	// (packet_trailer_features in its TrackInfo; trailer.go)
+	trailer bool
 
 	dynMax        int32     // highest layer the publisher was told to send
 	dynLowerSince time.Time // when fewer layers became enough
@@ -78,7 +81,9 @@ func (t *publishedTrack) markSubscribed() {
 }
 
 func newPublishedTrack(owner *Participant, info *livekit.TrackInfo, cid string, kind webrtc.RTPCodecType) *publishedTrack {
-	t := &publishedTrack{owner: owner, sid: info.Sid, cid: cid, kind: kind, created: time.Now(), info: info, dynMax: maxLayers - 1}
+	info.PacketTrailerFeatures = knownTrailerFeatures(info.GetPacketTrailerFeatures()) // a relayed info's too
+	t := &publishedTrack{owner: owner, sid: info.Sid, cid: cid, kind: kind, created: time.Now(), info: info, dynMax: maxLayers - 1,
+		trailer: len(info.GetPacketTrailerFeatures()) > 0}
 	empty := []*downTrack{}
 	t.dts.Store(&empty)
 	return t
@@ -639,8 +644,12 @@ func (l *layerRecv) handleInto(pkt []byte, h *rtp.Header, shared *sendBatch) {
 	case b.held() && b.ts != h.Timestamp:
 		b.flush() // the previous frame's last packet was lost
 	}
+	trailer := 0 // length of the frame's packet trailer, for the subscribers that cannot read it
+	if t.trailer && h.Marker {
+		trailer = packetTrailerLen(payload)
+	}
 	for _, dt := range *t.dts.Load() {
-		dt.writeRTP(l.idx, h, payload, keyframe, now, b)
+		dt.writeRTP(l.idx, h, payload, trailer, keyframe, now, b)
 	}
 	if shared != nil {
 		if b.nbuf >= gsoMaxHeld {

@@ -201,6 +201,9 @@ type callOptions struct {
 	Discovery string // auto | well-known
 	Mode      string // compatibility (multi-SFU, the page's default) | legacy
 	Probe     bool
+	// FrameMetadata: the page appends frame metadata to its video as
+	// packet trailers and reads the others' (livekit-client's frameMetadata).
+	FrameMetadata bool
 	// Homeserver is the homeserver URL the page uses, and with it the focus
 	// its discovery finds (default: the env's proxy, i.e. its stack's focus);
 	// Page serves the call page (default: the env's gxconf).
@@ -250,6 +253,9 @@ func (e *browserEnv) join(name string, u *harness.User, room id.RoomID, o callOp
 	}
 	if o.Probe {
 		q.Set("probe", "1")
+	}
+	if o.FrameMetadata {
+		q.Set("fm", "1")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -449,6 +455,17 @@ func requireTextStreams(t *testing.T, from, to *participant, fromID string) {
 		from.do(t, fmt.Sprintf("sendText(%s)", js(text)))
 		to.await(t, fmt.Sprintf(`s.dataMessages.some(m => m.topic === "gxconf-text" && m.from === %s && m.text === %s)`, js(fromID), js(text)), mediaTimeout)
 	}
+}
+
+// requireFrameMetadata proves that viewer's livekit-client reads the frame
+// metadata identity's livekit-client appends to its video (packet trailers,
+// callOptions.FrameMetadata): the SFU announced the trailers in the
+// TrackInfo and forwarded them to a client that says it reads them. The
+// user timestamp is the publisher's clock when it sent the frame: the same
+// machine's, so within a minute of the viewer's.
+func requireFrameMetadata(t *testing.T, viewer *participant, identity string) {
+	t.Helper()
+	viewer.await(t, fmt.Sprintf(`(m => m && m.frames >= 10 && m.frameId > 0 && Math.abs(m.userTimestampMs - Date.now()) < 60000)(s.frameMetadata[%s])`, js(identity)), mediaTimeout)
 }
 
 // requireDataTrackFlows has from publish a data track named name, to

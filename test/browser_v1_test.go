@@ -131,8 +131,9 @@ func TestBrowserV1(t *testing.T) {
 	lkRoom := focus.LiveKitRoomAlias(room.String(), "m.call#ROOM")
 
 	start := time.Now()
-	a := e.join("alice", alice, room, callOptions{})
-	b := e.join("bob", bob, room, callOptions{})
+	// Both append frame metadata to their video and read the other's.
+	a := e.join("alice", alice, room, callOptions{FrameMetadata: true})
+	b := e.join("bob", bob, room, callOptions{FrameMetadata: true})
 	as := a.await(t, `s.phase === "in-call"`, joinTimeout)
 	bs := b.await(t, `s.phase === "in-call"`, joinTimeout)
 	aliceID, bobID := as.SFU.Identity, bs.SFU.Identity
@@ -142,6 +143,11 @@ func TestBrowserV1(t *testing.T) {
 	requireMediaFlows(t, b, aliceID)
 	requireMediaFlows(t, a, bobID)
 	t.Logf("both pages joined and receive media %s after opening them", time.Since(start).Round(time.Millisecond))
+
+	t.Run("frame metadata in packet trailers reaches the other's livekit-client", func(t *testing.T) {
+		requireFrameMetadata(t, b, aliceID)
+		requireFrameMetadata(t, a, bobID)
+	})
 
 	t.Run("joined over /rtc/v1 without a fallback", func(t *testing.T) {
 		j := sfuJoins(t, s)

@@ -4,6 +4,7 @@
 //   app.js            the page: matrix-js-sdk + livekit-client, one ES module
 //   e2ee-worker.js    livekit-client's E2EE worker (a separate file: Chromium
 //                     runs it as a module worker from the same origin)
+//   fm-worker.js      livekit-client's frame metadata worker (packet trailers)
 //   pkg/…wasm         matrix-sdk-crypto-wasm, fetched next to app.js by the
 //                     Rust crypto (new URL("./pkg/…", import.meta.url))
 import { build } from "esbuild";
@@ -28,6 +29,7 @@ const common = {
 };
 await build({ ...common, entryPoints: ["src/main.ts"], format: "esm", outfile: `${dist}/app.js` });
 await build({ ...common, entryPoints: ["livekit-client/e2ee-worker"], format: "esm", outfile: `${dist}/e2ee-worker.js` });
+await build({ ...common, entryPoints: ["livekit-client/frame-metadata-worker"], format: "esm", outfile: `${dist}/fm-worker.js` });
 
 const wasm = "node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm";
 await mkdir(`${dist}/pkg`, { recursive: true });

@@ -28,10 +28,12 @@ import {
   RemoteParticipant,
   type RemoteTrack,
   type RemoteTrackPublication,
+  RemoteVideoTrack,
   Room,
   RoomEvent,
   type RoomOptions,
   Track,
+  TrackEvent,
   type TrackPublication,
   VideoPresets,
 } from "livekit-client";
@@ -67,6 +69,11 @@ export interface CallParams {
    * failed: proves that the focus itself refuses non-members.
    */
   probe: boolean;
+  /**
+   * Append frame metadata (user timestamp, frame id) to our video as packet
+   * trailers and read it from others' (livekit-client's frameMetadata).
+   */
+  frameMetadata?: boolean;
 }
 
 /** What one inbound media stream looks like right now (inbound-rtp). */
@@ -436,6 +443,13 @@ export class Call {
       disconnectOnPageLeave: true,
       webAudioMix: false,
     };
+    if (this.p.frameMetadata) {
+      options.publishDefaults = { ...options.publishDefaults, frameMetadata: { timestamp: true, frameId: true } };
+      // With E2EE its worker writes and reads the trailers.
+      if (!this.keyProvider) {
+        options.frameMetadata = { worker: new Worker(new URL("./fm-worker.js", import.meta.url), { type: "module" }) };
+      }
+    }
     if (this.keyProvider) {
       // One key provider (keys by LiveKit identity) for every room, one
       // worker per room, as Element Call does (ECConnectionFactory.ts): a
@@ -472,6 +486,7 @@ export class Call {
       .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant) => {
         this.tiles.attach(p, track, pub);
         this.participantSeen(conn, p);
+        if (this.p.frameMetadata && track instanceof RemoteVideoTrack) this.watchFrameMetadata(p.identity, track);
       })
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
         this.tiles.detach(p, track);
@@ -649,6 +664,22 @@ export class Call {
 
   public async sendData(text: string, topic = "gxconf-test"): Promise<void> {
     await this.ownRoom().localParticipant.publishData(new TextEncoder().encode(text), { reliable: true, topic });
+  }
+
+  /**
+   * Records the frame metadata of identity's displayed video frames
+   * (livekit-client's lookupFrameMetadata on each new frame) in
+   * state.frameMetadata.
+   */
+  private watchFrameMetadata(identity: string, track: RemoteVideoTrack): void {
+    track.on(TrackEvent.TimeSyncUpdate, ({ rtpTimestamp }: { rtpTimestamp: number }) => {
+      const m = track.lookupFrameMetadata({ rtpTimestamp });
+      if (!m || m.userTimestamp === 0n) return;
+      this.store.update((st) => {
+        const seen = st.frameMetadata[identity] ?? { frames: 0, userTimestampMs: 0, frameId: 0 };
+        st.frameMetadata[identity] = { frames: seen.frames + 1, userTimestampMs: Number(m.userTimestamp / 1000n), frameId: m.frameId };
+      });
+    });
   }
 
   /** Sends text as a text stream on the test topic (livekit-client's sendText), to everyone. */

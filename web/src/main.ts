@@ -105,6 +105,7 @@ function paramsFrom(q: URLSearchParams): CallParams {
     mode,
     videoHeight: Number(q.get("video") ?? 720),
     probe: q.get("probe") === "1",
+    frameMetadata: q.get("fm") === "1",
   };
 }
 

@@ -79,6 +79,15 @@ export interface DataTrackFrameSeen {
   text: string;
 }
 
+/** The frame metadata (packet trailers) of a participant's latest displayed video frame. */
+export interface FrameMetadataSeen {
+  /** Frames displayed with metadata so far. */
+  frames: number;
+  /** The publisher's user timestamp, ms since the epoch. */
+  userTimestampMs: number;
+  frameId: number;
+}
+
 export interface CallState {
   phase: Phase;
   mode: RtcMode;
@@ -121,6 +130,8 @@ export interface CallState {
   dataMessages: DataMessage[];
   /** Frames received on the data tracks subscribed to (subscribeDataTrack). */
   dataTrackFrames: DataTrackFrameSeen[];
+  /** Frame metadata of the video received, by identity (params.frameMetadata). */
+  frameMetadata: Record<string, FrameMetadataSeen>;
   /** Identities whose media key (from the MatrixRTC session) reached the E2EE worker. */
   mediaKeys: string[];
   encryptionErrors: string[];
@@ -149,6 +160,7 @@ export class Store {
     rtcTransports: {},
     dataMessages: [],
     dataTrackFrames: [],
+    frameMetadata: {},
     mediaKeys: [],
     encryptionErrors: [],
     errors: [],
