@@ -179,6 +179,8 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 			Permission: video.ToPermission(),
 			Region:     r.s.cfg.Region,
 			Kind:       grants.GetParticipantKind(),
+			// as the token says (livekit-server): e.g. an agent's CLOUD_AGENT
+			KindDetails: grants.GetKindDetails(),
 			// what the client handles, for the others' livekit-client (RPC
 			// payloads over 15 KiB need client_protocol ≥ 1 on both sides)
 			ClientProtocol: params.clientProtocol,

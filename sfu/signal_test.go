@@ -1163,7 +1163,7 @@ func TestDataSenderAsserted(t *testing.T) {
 // TestClientInfoToOthers: what a client says it handles beyond the
 // signalling protocol (client_protocol, capabilities) reaches the others in
 // its ParticipantInfo, from v0's query and from a v1 join request, without
-// unknown values or repeats. livekit-client refuses an RPC payload over 15
+// unknown values or repeats; so do the kind details of its token. livekit-client refuses an RPC payload over 15
 // KiB to a participant whose client_protocol it does not see.
 func TestClientInfoToOthers(t *testing.T) {
 	verifyNoLeaks(t)
@@ -1177,7 +1177,10 @@ func TestClientInfoToOthers(t *testing.T) {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	bob, _, err := websocket.Dial(ctx, ts.url+"/rtc/v1?join_request="+dtclient.EncodeJoinRequest(t, jr)+"&access_token="+ts.token(t, "ci", "bob", nil), nil)
+	bobToken, err := auth.NewAccessToken(ts.key, ts.secret).SetIdentity("bob").SetKind(livekit.ParticipantInfo_AGENT).
+		SetKindDetail(livekit.ParticipantInfo_CLOUD_AGENT).SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: "ci"}).SetValidFor(time.Hour).ToJWT()
+	require.NoError(t, err)
+	bob, _, err := websocket.Dial(ctx, ts.url+"/rtc/v1?join_request="+dtclient.EncodeJoinRequest(t, jr)+"&access_token="+bobToken, nil)
 	require.NoError(t, err)
 	defer bob.CloseNow()
 	join := readSignal(t, bob).GetJoin()
@@ -1192,6 +1195,8 @@ func TestClientInfoToOthers(t *testing.T) {
 			if p.GetIdentity() == "bob" {
 				require.EqualValues(t, 1, p.GetClientProtocol())
 				require.Equal(t, []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, p.GetCapabilities())
+				require.Equal(t, livekit.ParticipantInfo_AGENT, p.GetKind())
+				require.Equal(t, []livekit.ParticipantInfo_KindDetail{livekit.ParticipantInfo_CLOUD_AGENT}, p.GetKindDetails(), "as the token says")
 				return
 			}
 		}
