@@ -219,5 +219,6 @@ func (p *Participant) adoptDataChannel(label string, dc *webrtc.DataChannel) {
 		p.dcMu.Lock()
 		p.subDataTrack = dc
 		p.dcMu.Unlock()
+		p.dataTrackChannelOpen()
 	}
 }

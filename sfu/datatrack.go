@@ -490,7 +490,15 @@ func (p *Participant) nextDataHandleLocked() uint16 {
 }
 
 // sendDataHandlesLocked tells p the handles of all its data subscriptions.
+// Until p's data track channel is open they wait (dataTrackChannelOpen):
+// a client that knows a handle expects the packets that carry it, and
+// before the channel opens the SFU can send none — pion reports a channel
+// the client opened some time after the client sees it open.
 func (p *Participant) sendDataHandlesLocked() {
+	if !p.dtChanOpen {
+		p.dtHandlesHeld = true
+		return
+	}
 	m := map[uint32]*livekit.DataTrackSubscriberHandles_PublishedDataTrack{}
 	for sid, w := range p.dataWant {
 		if w.track == nil {
@@ -505,6 +513,20 @@ func (p *Participant) sendDataHandlesLocked() {
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_DataTrackSubscriberHandles{
 		DataTrackSubscriberHandles: &livekit.DataTrackSubscriberHandles{SubHandles: m},
 	}})
+}
+
+// dataTrackChannelOpen is called when the channel p's data track packets
+// go out on opened (the SFU's on the subscriber connection, or in single
+// peer connection mode the client's, adopted): handles held for it go out.
+func (p *Participant) dataTrackChannelOpen() {
+	r := p.room
+	r.permMu.Lock()
+	defer r.permMu.Unlock()
+	p.dtChanOpen = true
+	if p.dtHandlesHeld {
+		p.dtHandlesHeld = false
+		p.sendDataHandlesLocked()
+	}
 }
 
 // sendDataPermission tells p whether it may subscribe to t.

@@ -60,6 +60,9 @@ type Participant struct {
 	dataWant          map[string]*dataWant
 	nextDataHandle    uint16
 	autoSubscribeData bool
+	// dtChanOpen: the channel its data track packets go out on is open;
+	// until then its handles wait (dtHandlesHeld). Guarded by room.permMu.
+	dtChanOpen, dtHandlesHeld bool
 
 	mu              sync.Mutex
 	annMu           sync.Mutex               // held from a snapshot of info to its broadcast (publishUpdate)
@@ -258,7 +261,10 @@ func (p *Participant) newDualPeerConnections(capture bool, pr *pubRecv) (send, r
 		p.onReliableOpen()
 	})
 	p.subLossy.OnOpen(func() { _, _ = p.subLossy.Detach() })
-	p.subDataTrack.OnOpen(func() { _, _ = p.subDataTrack.Detach() })
+	p.subDataTrack.OnOpen(func() {
+		_, _ = p.subDataTrack.Detach()
+		p.dataTrackChannelOpen()
+	})
 	return send, recv, nil
 }
 
