@@ -86,7 +86,12 @@ type association struct {
 	remotes   map[string]*remotePart // by identity
 	inTracks  map[string]*inTrack    // by track sid
 	receivers []*recvStream
-	out       map[string]*outTrack    // by track sid
+	out       map[string]*outTrack // by track sid
+	// peerHeld: on the authority's side of a peer room, the layers the
+	// peer wants of tracks none of its participants may receive (the
+	// publisher's subscription permission), by sid; sent once a
+	// permission or a participant lets one of them in (peer_grants.go)
+	peerHeld  map[string]uint8
 	bySSRC    map[uint32]*relaySender // our streams' SSRCs
 	unobserve func()
 
@@ -150,6 +155,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 		dtKnown:  map[string]bool{},
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
+		peerHeld: map[string]uint8{},
 		bySSRC:   map[uint32]*relaySender{},
 	}
 	a.publishStreams()
@@ -613,6 +619,7 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 			Msg("A participant's subscription permission is too large for the relay: the other node lets nobody subscribe to its tracks")
 	}
 	a.send(m)
+	a.recheckPeerWants() // the permission may have changed
 }
 
 // noteDataTracks records the data tracks of one of our participants as
@@ -698,8 +705,11 @@ func (a *association) onParticipant(m *message) {
 	info := m.info
 	id := info.GetIdentity()
 	r := a.remotes[id]
-	if a.pr != nil && a.pr.authority && !a.admitPeerParticipant(m, r == nil) {
-		return
+	if a.pr != nil && a.pr.authority {
+		if !a.admitPeerParticipant(m, r == nil) {
+			return
+		}
+		defer a.recheckPeerWants() // who is there decides what may cross
 	}
 	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
 		if r != nil && info.GetSid() == r.rp.SID() {
@@ -737,6 +747,7 @@ func (a *association) onParticipant(m *message) {
 						}
 					}
 					a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
+					a.recheckPeerWants()
 				})
 			},
 			OnUpdate: func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) {

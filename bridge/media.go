@@ -53,8 +53,15 @@ type outTrack struct {
 	pending [3]*relaySender                // worker only
 }
 
-// onWant handles the peer's wanted layers for a local track.
+// onWant handles the peer's wanted layers for a local track. A peer
+// deployment gets nothing of a track none of its participants may receive
+// (holdPeerWant).
 func (a *association) onWant(sid string, mask uint8) {
+	a.setWant(sid, a.holdPeerWant(sid, mask, nil))
+}
+
+// setWant relays the layers mask of local track sid to the peer.
+func (a *association) setWant(sid string, mask uint8) {
 	ot := a.out[sid]
 	if ot == nil {
 		if mask == 0 {

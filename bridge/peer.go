@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,7 +33,9 @@ import (
 // active grant for X (PeerAuthority): no grant, no relay.
 //
 // A is the authority of its room: participants announced by B enter X
-// only with an active grant for B and never with tracks; B's data, track
+// only with an active grant for B and never with tracks; a track whose
+// publisher lets none of B's participants in X subscribe does not cross to
+// B, whatever B asks (holdPeerWant); B's data, track
 // streams, and remove / mute / update / metadata requests are ignored,
 // logged and counted (gxconf_bridge_peer_refused_total). A's removals
 // (RoomService.RemoveParticipant on A, the focus's leave and revocation
@@ -132,6 +135,8 @@ const (
 	refusedControl     = "control"
 	refusedParticipant = "participant"
 	refusedAssociation = "association"
+	// a want for a track none of the peer's participants may receive
+	refusedRestricted = "restricted_track"
 )
 
 // maxPeerNodesPerRoom bounds the associations one peer deployment holds
@@ -216,6 +221,97 @@ func (a *association) admitPeerParticipant(m *message, isNew bool) bool {
 	a.log.Warn().Err(err).Str("lk_identity", info.GetIdentity()).Msg("A peer announced a participant without a grant; removing it there")
 	a.send(&message{Type: msgRemove, Identity: info.GetIdentity(), Reason: int32(livekit.DisconnectReason_PARTICIPANT_REMOVED)})
 	return false
+}
+
+// holdPeerWant returns the layers of track sid that may cross to the
+// peer: on the authority's side of a peer room, none while the track's
+// publisher lets none of the participants the peer announced here
+// subscribe to it. The peer's SFU enforces the permission for its users
+// too, but it is another deployment: a restricted track crosses only to
+// one with a user who may see it. A held want is kept (peerHeld) and
+// sent once a permission or a participant lets it in (recheckPeerWants).
+// g is the gate to ask (nil: a new one). Worker only.
+func (a *association) holdPeerWant(sid string, mask uint8, g *peerGate) uint8 {
+	if a.pr == nil || !a.pr.authority {
+		return mask
+	}
+	if g == nil {
+		g = a.peerGate()
+	}
+	if mask == 0 || g.allows(sid) {
+		delete(a.peerHeld, sid)
+		return mask
+	}
+	if a.peerHeld[sid] != mask {
+		a.b.countRefused(a.pr.deployment, refusedRestricted)
+		a.log.Info().Str("track_sid", sid).Msg("Holding back a track from the peer: its publisher lets none of the peer's participants here subscribe to it")
+	}
+	a.peerHeld[sid] = mask
+	return 0
+}
+
+// peerGate answers, for one state of the room, whether the publisher of a
+// local track lets one of the participants the peer announced here
+// subscribe to it.
+type peerGate struct {
+	a      *association
+	owners map[string]string // track sid → publisher identity
+	perms  map[string]*livekit.SubscriptionPermission
+}
+
+func (a *association) peerGate() *peerGate {
+	g := &peerGate{a: a, owners: map[string]string{}, perms: map[string]*livekit.SubscriptionPermission{}}
+	for _, p := range a.rr.LocalParticipants() {
+		for _, t := range p.GetTracks() {
+			g.owners[t.GetSid()] = p.GetIdentity()
+		}
+	}
+	return g
+}
+
+// allows is true for a track that is not, or no longer, here: onWant
+// ignores those.
+func (g *peerGate) allows(sid string) bool {
+	owner, ok := g.owners[sid]
+	if !ok {
+		return true
+	}
+	perm, seen := g.perms[owner]
+	if !seen {
+		perm = g.a.rr.SubscriptionPermission(owner)
+		g.perms[owner] = perm
+	}
+	if perm == nil {
+		return true
+	}
+	for id := range g.a.remotes {
+		for _, tp := range perm.GetTrackPermissions() {
+			if tp.GetParticipantIdentity() == id && (tp.GetAllTracks() || slices.Contains(tp.GetTrackSids(), sid)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// recheckPeerWants applies holdPeerWant again after the permissions or the
+// peer's participants changed: tracks that may no longer cross stop, held
+// ones that may now cross start. Worker only.
+func (a *association) recheckPeerWants() {
+	if a.pr == nil || !a.pr.authority || (len(a.out) == 0 && len(a.peerHeld) == 0) {
+		return
+	}
+	g := a.peerGate()
+	for sid, ot := range a.out {
+		if ot.wanted != 0 && !g.allows(sid) {
+			a.setWant(sid, a.holdPeerWant(sid, ot.wanted, g))
+		}
+	}
+	for sid, mask := range a.peerHeld {
+		if g.allows(sid) {
+			a.setWant(sid, a.holdPeerWant(sid, mask, g))
+		}
+	}
 }
 
 // peerKey is the association key of a peer room: on the relaying side one

@@ -403,3 +403,63 @@ func TestPeerRelayRelinks(t *testing.T) {
 	t.Logf("media resumed %s after the link died", time.Since(start).Round(100*time.Millisecond))
 	require.Equal(t, lksdk.ConnectionStateConnected, rita.room.ConnectionState(), "rita did not reconnect by hand")
 }
+
+// TestPeerRestrictedTrack: a track whose publisher lets none of the peer
+// deployment's participants in the room subscribe does not cross to it,
+// whatever the peer asks (fed-b's SFU refuses rita too, but fed-b is
+// another deployment); a grant to rita lets it cross, a revocation stops
+// it, and asking again after that is refused again.
+func TestPeerRestrictedTrack(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+	alice := a.join(t, "X", "alice")
+	onlyBob := &livekit.SubscriptionPermission{TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: "bob", AllTracks: true}}}
+	alice.room.LocalParticipant.SetSubscriptionPermission(onlyBob)
+	alice.publish(t, avOpts())
+	rita := b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	require.Eventually(t, func() bool { return alice.room.GetParticipantByIdentity("rita") != nil }, 10*time.Second, 20*time.Millisecond)
+	// rita sees alice's tracks (fed-a announced them) and may not subscribe.
+	require.Eventually(t, func() bool {
+		p := rita.room.GetParticipantByIdentity("alice")
+		return p != nil && len(p.TrackPublications()) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	tracksOut := func() int {
+		pd := a.br.PeerDeployments()
+		if len(pd) != 1 {
+			return -1
+		}
+		return pd[0].TracksOut
+	}
+	// fed-b asks for alice's tracks all the same.
+	peerOnB := peerKey("fed-a", "")
+	ask := func() {
+		for _, sid := range []string{alice.pub.VideoPub.SID(), alice.pub.AudioPub.SID()} {
+			b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgWant, SID: sid, Mask: 1})
+		}
+	}
+	ask()
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) == 2 }, 10*time.Second, 20*time.Millisecond,
+		"refused %d", a.br.PeerRefused("fed-b", refusedRestricted))
+	require.Zero(t, tracksOut(), "nothing of alice crosses to fed-b")
+	rita.mu.Lock()
+	require.Empty(t, rita.streams)
+	rita.mu.Unlock()
+
+	// A grant to rita: fed-b's SFU lets her subscribe, fed-a relays.
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: "rita", AllTracks: true}},
+	})
+	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
+	require.Equal(t, 2, tracksOut())
+
+	// Revoked: nothing crosses, and asking again is refused again.
+	alice.room.LocalParticipant.SetSubscriptionPermission(onlyBob)
+	require.Eventually(t, func() bool { return tracksOut() == 0 }, 10*time.Second, 20*time.Millisecond)
+	before := a.br.PeerRefused("fed-b", refusedRestricted)
+	ask()
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) >= before+2 }, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, tracksOut())
+}
