@@ -235,7 +235,7 @@ func (a *association) holdPeerWant(sid string, mask uint8, g *peerGate) uint8 {
 	if a.pr == nil || !a.pr.authority {
 		return mask
 	}
-	if g == nil {
+	if mask != 0 && g == nil {
 		g = a.peerGate()
 	}
 	if mask == 0 || g.allows(sid) {
@@ -284,11 +284,9 @@ func (g *peerGate) allows(sid string) bool {
 	if perm == nil {
 		return true
 	}
-	for id := range g.a.remotes {
-		for _, tp := range perm.GetTrackPermissions() {
-			if tp.GetParticipantIdentity() == id && (tp.GetAllTracks() || slices.Contains(tp.GetTrackSids(), sid)) {
-				return true
-			}
+	for _, tp := range perm.GetTrackPermissions() {
+		if g.a.remotes[tp.GetParticipantIdentity()] != nil && (tp.GetAllTracks() || slices.Contains(tp.GetTrackSids(), sid)) {
+			return true
 		}
 	}
 	return false
@@ -309,7 +307,8 @@ func (a *association) recheckPeerWants() {
 	}
 	for sid, mask := range a.peerHeld {
 		if g.allows(sid) {
-			a.setWant(sid, a.holdPeerWant(sid, mask, g))
+			delete(a.peerHeld, sid)
+			a.setWant(sid, mask)
 		}
 	}
 }

@@ -93,8 +93,9 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 		Stream:            req.GetStream(),
 		AudioFeatures:     req.GetAudioFeatures(),
 		BackupCodecPolicy: req.GetBackupCodecPolicy(),
-		// frame metadata the publisher appends (trailer.go)
-		PacketTrailerFeatures: knownTrailerFeatures(req.GetPacketTrailerFeatures()),
+		// frame metadata the publisher appends (trailer.go; newPublishedTrack
+		// drops unknown values and repeats)
+		PacketTrailerFeatures: req.GetPacketTrailerFeatures(),
 	}
 	if kind == webrtc.RTPCodecTypeVideo && len(info.Layers) == 0 {
 		info.Layers = []*livekit.VideoLayer{{Quality: livekit.VideoQuality_HIGH, Width: req.GetWidth(), Height: req.GetHeight()}}
