@@ -78,6 +78,9 @@ func TestHTTPAPI(t *testing.T) {
 	require.Equal(t, "M_FORBIDDEN", out["errcode"])
 	status, out = call(t, srv, "GET", "/meetings/v1/meeting/"+id, "Bearer token-mallory", "")
 	require.Equal(t, 404, status, out)
+	status, out = call(t, srv, "PUT", "/meetings/v1/meeting/update", "Bearer token-mallory", fmt.Sprintf(`{"meeting_id":%q,"title":"Mine now"}`, id))
+	require.Equal(t, 404, status, out, "an outsider does not learn that the meeting exists")
+	require.NotContains(t, out["error"], "@alice")
 
 	status, out = call(t, srv, "PUT", "/meetings/v1/meeting/update", "Bearer token-alice", fmt.Sprintf(`{"meeting_id":%q,"start":"2026-03-23T11:00"}`, id))
 	require.Equal(t, 200, status, out)

@@ -244,11 +244,13 @@ func (s *Service) lookup(ctx context.Context, user, idOrRoom string, mustOrganis
 	if err != nil {
 		return nil, err
 	}
+	if m.Organiser != user && !slices.Contains(m.Participants, user) {
+		// Outsiders learn nothing, not even that it exists or who
+		// organises it: the same answer as for a meeting that does not.
+		return nil, ErrNotFound
+	}
 	if mustOrganise && m.Organiser != user {
 		return nil, fmt.Errorf("%w: only the organiser %s may change meeting %s", ErrForbidden, m.Organiser, m.ID)
-	}
-	if !mustOrganise && m.Organiser != user && !slices.Contains(m.Participants, user) {
-		return nil, ErrNotFound // do not tell outsiders that it exists
 	}
 	return m, nil
 }

@@ -232,6 +232,17 @@ func TestOnlyTheOrganiserChanges(t *testing.T) {
 	require.Equal(t, 0, m.Sequence)
 	_, err = env.svc.Get(ctx, "@mallory:hs.test", id)
 	require.ErrorIs(t, err, ErrNotFound)
+	// Changing it is answered as for a meeting that does not exist: an
+	// outsider learns neither that it exists nor who organises it.
+	for _, key := range []string{id, res.Meeting.RoomID} {
+		_, err = env.svc.Update(ctx, "@mallory:hs.test", key, &Spec{Title: ptr("Hijacked")})
+		require.ErrorIs(t, err, ErrNotFound, key)
+		require.NotContains(t, err.Error(), alice)
+		_, err = env.svc.Cancel(ctx, "@mallory:hs.test", key, "")
+		require.ErrorIs(t, err, ErrNotFound, key)
+	}
+	_, err = env.svc.Update(ctx, "@mallory:hs.test", "nosuchmeeting", &Spec{Title: ptr("x")})
+	require.ErrorIs(t, err, ErrNotFound)
 
 	reply, _ := env.svc.Bot("!conf").HandleCommand(ctx, m.RoomID, bob, "cancel")
 	require.Contains(t, reply, "❌ I did not cancel anything — forbidden: only the organiser")
