@@ -78,11 +78,21 @@ func (p *Participant) onData(label string, data []byte) {
 		dp.Kind = livekit.DataPacket_LOSSY
 	}
 	dests := dp.GetDestinationIdentities()
+	var sids []string
 	if u := dp.GetUser(); u != nil {
 		u.ParticipantIdentity, u.ParticipantSid = identity, sid
 		if len(dests) == 0 {
 			dests = u.GetDestinationIdentities()
 		}
+		sids = u.GetDestinationSids()
+	}
+	dests, ok := p.room.dataDestinations(dests, sids)
+	if !ok {
+		return // addressed, but to nobody in the room
+	}
+	dp.DestinationIdentities = dests
+	if u := dp.GetUser(); u != nil {
+		u.DestinationIdentities = dests
 	}
 	out, err := proto.Marshal(dp)
 	if err != nil {
@@ -112,6 +122,34 @@ func (p *Participant) readData(label string, r datachannel.ReadWriteCloser) {
 // maxDataMessage bounds a data channel message (pion's default SCTP max
 // message size).
 const maxDataMessage = 65536
+
+// dataDestinations returns the identities a data packet goes to that names
+// its recipients by identity and, as older SDKs do, by participant sid
+// (livekit-server honours both). ok is false when the packet names
+// recipients and none of them is in the room: it goes to nobody, not to
+// everyone. The identities are written into the packet, so a node it is
+// relayed to keeps the restriction.
+func (r *Room) dataDestinations(identities, sids []string) (dests []string, ok bool) {
+	if len(sids) == 0 {
+		return identities, true
+	}
+	seen := make(map[string]bool, len(identities)+len(sids))
+	dests = make([]string, 0, len(identities)+len(sids))
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			dests = append(dests, id)
+		}
+	}
+	for _, id := range identities {
+		add(id)
+	}
+	lookup := r.identityBySid()
+	for _, sid := range sids {
+		add(lookup(sid))
+	}
+	return dests, len(dests) > 0
+}
 
 // routeData sends an encoded DataPacket to dests (identities), or to
 // everyone but from when dests is empty. from may be nil (server data).

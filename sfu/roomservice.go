@@ -263,18 +263,23 @@ func (rs *roomService) UpdateSubscriptions(_ context.Context, req *livekit.Updat
 }
 
 // SendData sends a server DataPacket (no sender identity) to the
-// destination identities or everyone.
+// participants named by identity or sid, or to everyone.
 func (rs *roomService) SendData(_ context.Context, req *livekit.SendDataRequest) (*livekit.SendDataResponse, error) {
 	r, err := rs.room(req.GetRoom())
 	if err != nil {
 		return nil, err
 	}
+	dests, ok := r.dataDestinations(req.GetDestinationIdentities(), req.GetDestinationSids())
+	if !ok {
+		return &livekit.SendDataResponse{}, nil // addressed to participants no longer in the room
+	}
 	dp := &livekit.DataPacket{
 		Kind:                  req.GetKind(),
-		DestinationIdentities: req.GetDestinationIdentities(),
+		DestinationIdentities: dests,
 		Value: &livekit.DataPacket_User{User: &livekit.UserPacket{
 			Payload:               req.GetData(),
-			DestinationIdentities: req.GetDestinationIdentities(),
+			DestinationSids:       req.GetDestinationSids(),
+			DestinationIdentities: dests,
 			Topic:                 req.Topic,
 			Nonce:                 req.GetNonce(),
 		}},
@@ -287,7 +292,7 @@ func (rs *roomService) SendData(_ context.Context, req *livekit.SendDataRequest)
 	if req.GetKind() == livekit.DataPacket_LOSSY {
 		label = dataLossy
 	}
-	r.routeData(nil, label, b, req.GetDestinationIdentities())
+	r.routeData(nil, label, b, dests)
 	return &livekit.SendDataResponse{}, nil
 }
 

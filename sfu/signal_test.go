@@ -308,6 +308,68 @@ func TestDataPackets(t *testing.T) {
 	require.False(t, has(bob, "", "from-server"))
 }
 
+// userToSids is a user packet addressed by participant sid only, as older
+// SDKs (the FFI ones' publishData destination) still send it.
+type userToSids struct {
+	payload string
+	sids    []string
+}
+
+func (u userToSids) ToProto() *livekit.DataPacket {
+	return &livekit.DataPacket{Value: &livekit.DataPacket_User{User: &livekit.UserPacket{
+		Payload: []byte(u.payload), DestinationSids: u.sids,
+	}}}
+}
+
+// TestDataPacketsBySid: a packet addressed by participant sid (the
+// deprecated destination_sids livekit-server still honours) reaches only
+// those participants, from a client and from RoomService.SendData; one
+// addressed to sids of nobody in the room reaches nobody — not everyone.
+func TestDataPacketsBySid(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.join(t, "bysid", "alice", nil)
+	bob := ts.join(t, "bysid", "bob", nil)
+	carol := ts.join(t, "bysid", "carol", nil)
+	bobSid := bob.room.LocalParticipant.SID()
+	require.NotEmpty(t, bobSid)
+	has := func(c *client, from, payload string) bool {
+		for _, d := range c.dataFrom(from) {
+			if d.payload == payload {
+				return true
+			}
+		}
+		return false
+	}
+	reliable := lksdk.WithDataPublishReliable(true)
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(userToSids{"to-bob-by-sid", []string{bobSid}}, reliable))
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(userToSids{"to-nobody", []string{"PA_nobody"}}, reliable))
+	require.NoError(t, alice.room.LocalParticipant.PublishDataPacket(lksdk.UserData([]byte("marker")), reliable))
+	rs := lksdk.NewRoomServiceClient(httpURL(ts), ts.key, ts.secret)
+	for _, req := range []*livekit.SendDataRequest{
+		{Data: []byte("server-to-bob-by-sid"), DestinationSids: []string{bobSid}},
+		{Data: []byte("server-to-nobody"), DestinationSids: []string{"PA_nobody"}},
+		{Data: []byte("server-marker")},
+	} {
+		req.Room, req.Kind = "bysid", livekit.DataPacket_RELIABLE
+		_, err := rs.SendData(context.Background(), req)
+		require.NoError(t, err)
+	}
+	// Each sender's packets arrive in order on the reliable channel, so
+	// once the markers are there, what was not delivered before them is
+	// observably absent.
+	require.Eventually(t, func() bool {
+		return has(bob, "alice", "marker") && has(carol, "alice", "marker") && has(bob, "", "server-marker") && has(carol, "", "server-marker")
+	}, 10*time.Second, 20*time.Millisecond)
+	require.True(t, has(bob, "alice", "to-bob-by-sid"))
+	require.True(t, has(bob, "", "server-to-bob-by-sid"))
+	require.False(t, has(carol, "alice", "to-bob-by-sid"), "carol got a packet addressed to bob's sid")
+	require.False(t, has(carol, "", "server-to-bob-by-sid"), "carol got a server packet addressed to bob's sid")
+	for _, c := range []*client{bob, carol} {
+		require.False(t, has(c, "alice", "to-nobody"))
+		require.False(t, has(c, "", "server-to-nobody"))
+	}
+}
+
 // TestDataBacklogBounded: data waiting in the server for a participant's
 // client is bounded (1 MiB lossy, 16 MiB reliable in production); beyond
 // the bound a packet is dropped and counted, and the sender is not held
