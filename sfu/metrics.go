@@ -39,6 +39,7 @@ type metrics struct {
 	dataTrackPkt *prometheus.CounterVec
 	// frames whose packet trailer was cut for a subscriber (trailer.go)
 	trailersStripped prometheus.Counter
+	unmatchedMedia   prometheus.Counter
 	// pre-resolved children of dataTrackPkt (per packet)
 	dtReceived, dtSent, dtMalformed, dtUnknown prometheus.Counter
 }
@@ -57,6 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		directIn:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_direct_in_total", Help: "RTP packets from publishers taken by the direct receive path (SFU-side SRTP where the mux socket is read)."}),
 		sendErrors:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_send_errors_total", Help: "Packets the direct path failed to send."}),
 		sendMsgs:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_send_messages_total", Help: "UDP messages the direct path handed to the kernel; a segmented message (UDP GSO) counts once, however many packets it carries. rtp_packets_direct_out_total over this is the packets per message."}),
+		unmatchedMedia:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "unmatched_media_total", Help: "Incoming RTP streams that match no track the participant announced (add_track) of their kind; they are dropped."}),
 		trailersStripped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "packet_trailers_stripped_total", Help: "Copies of a video frame's last packet whose packet trailer (frame metadata) was cut for a subscriber that does not read it."}),
 		sendCalls:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "direct_send_calls_total", Help: "sendmmsg system calls of the direct path (each sends a batch of messages)."}),
 		packetsLost:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtp_packets_lost_total", Help: "RTP packets missing in publisher streams (sequence gaps)."}),
@@ -76,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rtcpDrops:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtcp_drops_total", Help: "RTCP packets from peers dropped where the mux socket is read: SRTCP authentication failed or a replay (authentication), or they named more distinct SSRCs than the connection has streams for (ssrc_budget)."}, []string{"reason"}),
 		joins:            prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped, m.unmatchedMedia} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -426,7 +426,8 @@ func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 			t.mu.Lock()
 			source := t.info.GetSource()
 			t.mu.Unlock()
-			if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) {
+			if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) ||
+				(len(p.video.CanPublishSources) > 0 && !sourceFitsKind(source, t.kind)) {
 				revoked = append(revoked, t)
 			}
 		}

@@ -62,6 +62,11 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 		refuse(livekit.RequestResponse_NOT_ALLOWED, "does not have permission to publish "+strings.ToLower(source.String()))
 		return
 	}
+	if len(p.video.CanPublishSources) > 0 && !sourceFitsKind(source, kind) {
+		p.mu.Unlock()
+		refuse(livekit.RequestResponse_NOT_ALLOWED, "a "+strings.ToLower(req.GetType().String())+" track cannot be the "+strings.ToLower(source.String()))
+		return
+	}
 	if len(p.published) >= maxTracksPerParticipant {
 		p.mu.Unlock()
 		refuse(livekit.RequestResponse_LIMIT_EXCEEDED, "too many tracks")
@@ -202,6 +207,20 @@ func (p *Participant) recordOfferMids(raw string) {
 	p.mu.Unlock()
 }
 
+// sourceFitsKind reports whether a track of kind may carry source. Where a
+// token limits the sources (say, microphone only), the source is what the
+// permission is about, so a video track calling itself the microphone is
+// refused; livekit-server checks only the source.
+func sourceFitsKind(source livekit.TrackSource, kind webrtc.RTPCodecType) bool {
+	switch source {
+	case livekit.TrackSource_MICROPHONE, livekit.TrackSource_SCREEN_SHARE_AUDIO:
+		return kind == webrtc.RTPCodecTypeAudio
+	case livekit.TrackSource_CAMERA, livekit.TrackSource_SCREEN_SHARE:
+		return kind == webrtc.RTPCodecTypeVideo
+	}
+	return true
+}
+
 // matchTrackLocked finds the published track an incoming RTP stream
 // belongs to, in livekit-server's order: msid track id == cid, == a
 // simulcast codec cid, the offer's msid for the mid, then the first
@@ -210,7 +229,7 @@ func (p *Participant) matchTrackLocked(remote *webrtc.TrackRemote, mid string) *
 	id := remote.ID()
 	sdpCid := p.midCid[mid]
 	for _, t := range p.published {
-		if t.mid != "" && t.mid == mid && !t.isClosed() {
+		if t.mid != "" && t.mid == mid && t.kind == remote.Kind() && !t.isClosed() {
 			return t
 		}
 	}
@@ -219,6 +238,9 @@ func (p *Participant) matchTrackLocked(remote *webrtc.TrackRemote, mid string) *
 			continue
 		}
 		for _, pt := range p.pending {
+			if pt.kind != remote.Kind() {
+				continue // video on a declared audio track is not that track
+			}
 			for _, c := range pt.cids {
 				if c == match {
 					return pt.t
@@ -256,6 +278,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	t := p.matchTrackLocked(remote, mid)
 	if t == nil {
 		p.mu.Unlock()
+		p.s.metrics.unmatchedMedia.Inc()
 		p.log.Warn().Str("kind", remote.Kind().String()).Str("rid", remote.RID()).Msg("no add_track for incoming media")
 		return
 	}
