@@ -278,7 +278,12 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	ctx = log.WithContext(context.WithoutCancel(ctx))
 	for _, evt := range txn.Events {
 		if err := a.processEvent(ctx, evt); err != nil {
-			// A store failure must not be acknowledged: the homeserver retries.
+			evtLog := log.With().Str("room_id", evt.RoomID.String()).Str("event_id", evt.ID.String()).Logger()
+			if a.ignoreUnstorable(evtLog, evt, err) {
+				continue
+			}
+			// An unavailable store must not be acknowledged: the
+			// homeserver retries.
 			a.metrics.transactions.WithLabelValues("error").Inc()
 			log.Error().Err(err).Str("event_id", evt.ID.String()).Msg("Failed to process event")
 			writeMatrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Failed to process transaction")

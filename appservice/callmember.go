@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
@@ -75,6 +77,9 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 			return m, false, fmt.Errorf("%w: %s must be a state event", errBadCallMember, evtType)
 		}
 		m.Kind, m.Key = "msc3401", *stateKey
+		if hasControl(m.Key) {
+			return m, false, fmt.Errorf("%w: control character in state key", errBadCallMember)
+		}
 		var c legacyCallContent
 		if err := strictjson.Unmarshal(content, &c); err != nil {
 			return m, false, fmt.Errorf("%w: %v", errBadCallMember, err)
@@ -82,19 +87,19 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		if c.Application == "" && c.DeviceID == "" {
 			return m, true, nil
 		}
-		if c.DeviceID == "" || len(c.DeviceID) > maxIDLength {
-			return m, false, fmt.Errorf("%w: device_id missing or too long", errBadCallMember)
+		if !plainID(c.DeviceID) {
+			return m, false, fmt.Errorf("%w: device_id missing, too long or with control characters", errBadCallMember)
 		}
 		m.DeviceID = c.DeviceID
 		m.SlotID = legacySlot
 		if c.CallID != nil && *c.CallID != "" {
-			if len(*c.CallID) > maxIDLength {
-				return m, false, fmt.Errorf("%w: call_id too long", errBadCallMember)
+			if !plainID(*c.CallID) {
+				return m, false, fmt.Errorf("%w: call_id too long or with control characters", errBadCallMember)
 			}
 			m.SlotID = "m.call#" + *c.CallID
 		}
 		for _, f := range c.FociPreferred {
-			if f.Type == "livekit" && f.LivekitServiceURL != "" {
+			if f.Type == "livekit" && f.LivekitServiceURL != "" && !hasControl(f.LivekitServiceURL) {
 				m.FocusURL = f.LivekitServiceURL
 				break
 			}
@@ -130,8 +135,8 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		default:
 			return m, false, fmt.Errorf("%w: no sticky key or member id", errBadCallMember)
 		}
-		if len(m.Key) > maxIDLength {
-			return m, false, fmt.Errorf("%w: key too long", errBadCallMember)
+		if !plainID(m.Key) {
+			return m, false, fmt.Errorf("%w: key too long or with control characters", errBadCallMember)
 		}
 		if stateKey == nil || *stateKey == "" {
 			m.Key = stickyKey(sender, m.Key)
@@ -144,11 +149,11 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 		if m.DeviceID == "" {
 			m.DeviceID = c.Member.ClaimedDeviceID
 		}
-		if m.MemberID == "" || m.DeviceID == "" || len(m.MemberID) > maxIDLength || len(m.DeviceID) > maxIDLength || len(m.SlotID) > maxIDLength {
-			return m, false, fmt.Errorf("%w: member id, device id or slot id missing or too long", errBadCallMember)
+		if !plainID(m.MemberID) || !plainID(m.DeviceID) || !plainID(m.SlotID) {
+			return m, false, fmt.Errorf("%w: member id, device id or slot id missing, too long or with control characters", errBadCallMember)
 		}
 		for _, f := range c.FociPreferred {
-			if f.LivekitServiceURL != "" {
+			if f.LivekitServiceURL != "" && !hasControl(f.LivekitServiceURL) {
 				m.FocusURL = f.LivekitServiceURL
 				break
 			}
@@ -162,3 +167,16 @@ func ParseCallMember(evtType, sender, roomID string, stateKey *string, originTS 
 // stickyKey scopes a sticky event's key by its sender. User IDs contain no
 // space, so no other sender's key can spell the same.
 func stickyKey(sender, key string) string { return sender + " " + key }
+
+// plainID reports whether s can identify something taken from event
+// content: not empty, at most maxIDLength bytes and free of control
+// characters. No client sends a control character in an ID, and PostgreSQL
+// text cannot hold a NUL at all, so storing one would fail the transaction.
+func plainID(s string) bool {
+	return s != "" && len(s) <= maxIDLength && !hasControl(s)
+}
+
+// hasControl reports whether s holds a control character (C0, DEL or C1).
+func hasControl(s string) bool {
+	return strings.IndexFunc(s, unicode.IsControl) >= 0
+}

@@ -14,17 +14,44 @@ import (
 )
 
 // processEvent applies one event to the store and queues its side effects.
-// It returns an error only when the store failed.
+// It returns an error only when the store failed; the caller tells an
+// unavailable database from one that refused this event's content
+// (contentRefused). Malformed events are ignored: a refused transaction is
+// retried by the homeserver for ever and holds up every later event.
 func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
 	a.metrics.events.WithLabelValues(metricEventType(evt.Type.Type)).Inc()
 	log := zerolog.Ctx(ctx).With().Str("room_id", evt.RoomID.String()).Str("event_id", evt.ID.String()).Logger()
+	if hasControl(evt.RoomID.String()) || hasControl(evt.Sender.String()) || (evt.StateKey != nil && hasControl(*evt.StateKey)) {
+		// No valid room ID, user ID or state key holds one; the values are
+		// not logged.
+		a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
+		log.Debug().Str("event_type", evt.Type.Type).Msg("Ignoring event with control characters in its room, sender or state key")
+		return nil
+	}
 	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
 		log.Debug().Err(err).Str("event_type", evt.Type.Type).Msg("Ignoring event with unparseable content")
 		return nil
 	}
+	if content, ok := evt.Content.Parsed.(*event.MemberEventContent); ok {
+		if !knownMembership(content.Membership) {
+			a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
+			log.Debug().Msg("Ignoring member event with an unknown membership")
+			return nil
+		}
+		// Free text is kept, but without NULs, which PostgreSQL text
+		// cannot hold.
+		content.Displayname = stripNUL(content.Displayname)
+		content.AvatarURL = id.ContentURIString(stripNUL(string(content.AvatarURL)))
+	}
 	if evt.Type.IsState() {
 		if err := a.updateState(ctx, evt); err != nil {
-			return err
+			// State the database refuses is skipped, but what the event
+			// means still happens: a leave still removes the user's
+			// participants.
+			if !a.ignoreUnstorable(log, evt, err) {
+				return err
+			}
 		}
 	}
 	switch evt.Type.Type {
@@ -41,6 +68,34 @@ func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
 	}
 	return nil
 }
+
+// ignoreUnstorable counts and logs err (log names the event) and reports true when the database
+// refused the event's content (contentRefused): retrying cannot store it, so
+// the event is skipped rather than its transaction refused. The log carries
+// the SQLSTATE, not the message, which may quote the content.
+func (a *Appservice) ignoreUnstorable(log zerolog.Logger, evt *event.Event, err error) bool {
+	code, ok := contentRefused(err)
+	if !ok {
+		return false
+	}
+	a.metrics.eventsIgnored.WithLabelValues("unstorable").Inc()
+	log.Warn().Str("event_type", evt.Type.Type).Str("sqlstate", code).
+		Msg("Skipping event whose content the database refused")
+	return true
+}
+
+// knownMembership reports whether m is a membership of the Matrix spec (and
+// of mautrix's membership enum in PostgreSQL).
+func knownMembership(m event.Membership) bool {
+	switch m {
+	case event.MembershipJoin, event.MembershipLeave, event.MembershipInvite, event.MembershipBan, event.MembershipKnock:
+		return true
+	}
+	return false
+}
+
+// stripNUL removes NUL characters from free text.
+func stripNUL(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
 // updateState writes member and power-level state into the state store,
 // reporting failures (mautrix.UpdateStateStore only logs them).
@@ -113,6 +168,7 @@ func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
 func (a *Appservice) onCallMember(ctx context.Context, evt *event.Event) error {
 	m, leave, err := ParseCallMember(evt.Type.Type, evt.Sender.String(), evt.RoomID.String(), evt.StateKey, evt.Timestamp, evt.Content.VeryRaw)
 	if err != nil {
+		a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
 		zerolog.Ctx(ctx).Debug().Err(err).Msg("Ignoring malformed call membership")
 		return nil
 	}

@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	transactions  *prometheus.CounterVec
 	events        *prometheus.CounterVec
+	eventsIgnored *prometheus.CounterVec
 	jobs          *prometheus.CounterVec
 	policyChanges *prometheus.CounterVec
 }
@@ -19,6 +20,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gxconf", Subsystem: "appservice", Name: "events_total",
 			Help: "Events received from the homeserver, by type.",
 		}, []string{"type"}),
+		eventsIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "events_ignored_total",
+			Help: "Events skipped without failing their transaction: malformed (control characters in IDs, unknown membership, unparseable call membership) or unstorable (the database refused the content).",
+		}, []string{"reason"}),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gxconf", Subsystem: "appservice", Name: "jobs_total",
 			Help: "Side effects run by the appservice worker (bot replies, joins, participant removal), by result.",
@@ -29,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.transactions, m.events, m.jobs, m.policyChanges)
+		reg.MustRegister(m.transactions, m.events, m.eventsIgnored, m.jobs, m.policyChanges)
 	}
 	return m
 }

@@ -53,10 +53,21 @@ func (h *recordingHomeserver) policyWrites() int {
 
 func newTestAppservice(t *testing.T, hsURL string) *Appservice {
 	t.Helper()
-	ctx := context.Background()
+	return newTestAppserviceOn(t, hsURL, testSQLite(t))
+}
+
+// testSQLite is an empty SQLite database in the test's temporary directory.
+func testSQLite(t *testing.T) *dbutil.Database {
+	t.Helper()
 	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "as.db")+"?_txlock=immediate", "sqlite3-fk-wal")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newTestAppserviceOn(t *testing.T, hsURL string, db *dbutil.Database) *Appservice {
+	t.Helper()
+	ctx := context.Background()
 	cfg := DefaultConfig()
 	a, err := New(ctx, Options{Config: cfg, Registration: NewRegistration(cfg, "hs.test"), HomeserverDomain: "hs.test",
 		HomeserverURL: hsURL, DB: db, Remover: nopRemover{}, Log: zerolog.Nop(), Registerer: prometheus.NewRegistry()})

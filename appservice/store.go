@@ -43,6 +43,29 @@ type store struct {
 	db *dbutil.Database
 }
 
+// contentRefused reports whether the database refused a statement for the
+// values it was given rather than for being unavailable, and returns the
+// SQLSTATE: class 22 (data exception, such as a NUL in text or jsonb), 23
+// (integrity constraint violation) or 54 (program limit, such as an index
+// row too large). Such a statement fails the same way on every retry.
+// Connection failures, deadlocks, serialization failures, shutdowns and
+// errors without a SQLSTATE (SQLite's) are not content refusals.
+func contentRefused(err error) (sqlstate string, ok bool) {
+	var se interface{ SQLState() string }
+	if !errors.As(err, &se) {
+		return "", false
+	}
+	code := se.SQLState()
+	if len(code) != 5 {
+		return "", false
+	}
+	switch code[:2] {
+	case "22", "23", "54":
+		return code, true
+	}
+	return "", false
+}
+
 func newStore(ctx context.Context, parent *dbutil.Database) (*store, error) {
 	db := parent.Child(VersionTable, upgradeTable, nil)
 	if err := db.Upgrade(ctx); err != nil {

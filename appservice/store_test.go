@@ -91,6 +91,27 @@ func TestParseCallMember(t *testing.T) {
 	_, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000,
 		[]byte(`{"slot_id":"m.call#ROOM","member":{"id":"mid","device_id":"DEV"},"Sticky_Key":"other"}`))
 	require.ErrorIs(t, err, errBadCallMember)
+
+	// Control characters (a NUL cannot even be stored in PostgreSQL) make
+	// an identifying field malformed; a focus URL with one is not used.
+	for _, c := range []struct{ typ, content string }{
+		{TypeCallMember, `{"application":"m.call","device_id":"DEV\u0000"}`},
+		{TypeCallMember, `{"application":"m.call","device_id":"DEV","call_id":"c\n"}`},
+		{TypeRTCMember, `{"slot_id":"m.call#ROOM","member":{"id":"mid","device_id":"D\u0000"},"sticky_key":"mid"}`},
+		{TypeRTCMember, `{"slot_id":"m.call#ROOM","member":{"id":"mid\u0085","device_id":"D"},"sticky_key":"mid"}`},
+		{TypeRTCMember, `{"slot_id":"m.call#\u007f","member":{"id":"mid","device_id":"D"},"sticky_key":"mid"}`},
+		{TypeRTCMember, `{"sticky_key":"k\u0000"}`},
+	} {
+		_, _, err = ParseCallMember(c.typ, "@a:x", "!r", &sk, 1000, []byte(c.content))
+		if c.typ == TypeRTCMember {
+			_, _, err = ParseCallMember(c.typ, "@a:x", "!r", nil, 1000, []byte(c.content))
+		}
+		require.ErrorIs(t, err, errBadCallMember, c.content)
+	}
+	m, _, err = ParseCallMember(TypeRTCMember, "@a:x", "!r", nil, 1000,
+		[]byte(`{"slot_id":"m.call#ROOM","member":{"id":"mid","device_id":"DEV"},"sticky_key":"mid","foci_preferred":[{"livekit_service_url":"https://f\u0000"},{"livekit_service_url":"https://g"}]}`))
+	require.NoError(t, err)
+	require.Equal(t, "https://g", m.FocusURL)
 }
 
 // A policy event stored by a transaction while a lookup was under way wins
