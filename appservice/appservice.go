@@ -86,6 +86,14 @@ type job struct {
 
 const jobQueueSize = 1024
 
+// effects are the side effects of one transaction's events. They are queued
+// only once the transaction is recorded as processed: a transaction answered
+// 500 is retried by the homeserver with the same events, which must not
+// answer a bot command or greet a room once per delivery.
+type effects []job
+
+func (fx *effects) add(j job) { *fx = append(*fx, j) }
+
 // New builds the appservice and upgrades its tables (its own and mautrix's
 // state store).
 func New(ctx context.Context, opts Options) (*Appservice, error) {
@@ -276,8 +284,9 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx = log.WithContext(context.WithoutCancel(ctx))
+	var fx effects
 	for _, evt := range txn.Events {
-		if err := a.processEvent(ctx, evt); err != nil {
+		if err := a.processEvent(ctx, evt, &fx); err != nil {
 			evtLog := log.With().Str("room_id", evt.RoomID.String()).Str("event_id", evt.ID.String()).Logger()
 			if a.ignoreUnstorable(evtLog, evt, err) {
 				continue
@@ -294,6 +303,9 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		log.Error().Err(err).Msg("Failed to record transaction")
 		writeMatrixError(w, http.StatusInternalServerError, "M_UNKNOWN", "Database error")
 		return
+	}
+	for _, j := range fx {
+		a.enqueue(ctx, j)
 	}
 	a.metrics.transactions.WithLabelValues("ok").Inc()
 	log.Debug().Int("events", len(txn.Events)).Msg("Processed transaction")

@@ -12,7 +12,8 @@
 // Concurrency: the transaction handler applies state changes synchronously
 // (before answering 200, so nothing is acknowledged that was not stored) and
 // hands side effects — bot replies, joins, participant removal — to one worker
-// goroutine owned by Run, in order.
+// goroutine owned by Run, in order, once the transaction is recorded as
+// processed (so a transaction answered 500 and retried does not repeat them).
 //
 // It must not import focus, sfu or cmd; it uses maunium.net/go/mautrix for
 // the Matrix client side.

@@ -13,12 +13,12 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// processEvent applies one event to the store and queues its side effects.
+// processEvent applies one event to the store and adds its side effects to fx.
 // It returns an error only when the store failed; the caller tells an
 // unavailable database from one that refused this event's content
 // (contentRefused). Malformed events are ignored: a refused transaction is
 // retried by the homeserver for ever and holds up every later event.
-func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
+func (a *Appservice) processEvent(ctx context.Context, evt *event.Event, fx *effects) error {
 	a.metrics.events.WithLabelValues(metricEventType(evt.Type.Type)).Inc()
 	log := zerolog.Ctx(ctx).With().Str("room_id", evt.RoomID.String()).Str("event_id", evt.ID.String()).Logger()
 	if hasControl(evt.RoomID.String()) || hasControl(evt.Sender.String()) || (evt.StateKey != nil && hasControl(*evt.StateKey)) {
@@ -56,15 +56,15 @@ func (a *Appservice) processEvent(ctx context.Context, evt *event.Event) error {
 	}
 	switch evt.Type.Type {
 	case event.StateMember.Type:
-		return a.onMember(log.WithContext(ctx), evt)
+		return a.onMember(log.WithContext(ctx), evt, fx)
 	case TypeCallMember, TypeRTCMember:
 		return a.onCallMember(log.WithContext(ctx), evt)
 	case accessEventType.Type:
 		if evt.Type.IsState() {
-			return a.onAccessPolicy(log.WithContext(ctx), evt)
+			return a.onAccessPolicy(log.WithContext(ctx), evt, fx)
 		}
 	case event.EventMessage.Type:
-		a.onMessage(log.WithContext(ctx), evt)
+		a.onMessage(log.WithContext(ctx), evt, fx)
 	}
 	return nil
 }
@@ -123,7 +123,7 @@ func (a *Appservice) updateState(ctx context.Context, evt *event.Event) error {
 
 // onMember auto-joins the bot on invite and removes the SFU participants of
 // users who left, were kicked or were banned.
-func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
+func (a *Appservice) onMember(ctx context.Context, evt *event.Event, fx *effects) error {
 	content, ok := evt.Content.Parsed.(*event.MemberEventContent)
 	if !ok {
 		return nil
@@ -135,7 +135,7 @@ func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
 	if target == a.botID {
 		if content.Membership == event.MembershipInvite {
 			roomID := evt.RoomID
-			a.enqueue(ctx, job{name: "bot_join", run: func(ctx context.Context) error { return a.joinAndGreet(ctx, roomID) }})
+			fx.add(job{name: "bot_join", run: func(ctx context.Context) error { return a.joinAndGreet(ctx, roomID) }})
 		}
 		return nil
 	}
@@ -152,7 +152,7 @@ func (a *Appservice) onMember(ctx context.Context, evt *event.Event) error {
 			reason = "removed from the room"
 		}
 		roomID := evt.RoomID.String()
-		a.enqueue(ctx, job{name: "remove_participants", run: func(ctx context.Context) error {
+		fx.add(job{name: "remove_participants", run: func(ctx context.Context) error {
 			n, err := a.remover.RemoveUser(ctx, roomID, target.String(), reason)
 			if n > 0 {
 				zerolog.Ctx(ctx).Info().Str("room_id", roomID).Str("user_id", target.String()).Int("participants", n).
@@ -180,7 +180,7 @@ func (a *Appservice) onCallMember(ctx context.Context, evt *event.Event) error {
 }
 
 // onMessage dispatches bot commands from other users.
-func (a *Appservice) onMessage(ctx context.Context, evt *event.Event) {
+func (a *Appservice) onMessage(ctx context.Context, evt *event.Event, fx *effects) {
 	if evt.Sender == a.botID {
 		return
 	}
@@ -194,7 +194,7 @@ func (a *Appservice) onMessage(ctx context.Context, evt *event.Event) {
 		return
 	}
 	roomID, sender := evt.RoomID, evt.Sender
-	a.enqueue(ctx, job{name: "bot_command", run: func(ctx context.Context) error {
+	fx.add(job{name: "bot_command", run: func(ctx context.Context) error {
 		if !a.state.IsInRoom(ctx, roomID, a.botID) {
 			return nil // commands are answered only where the bot is a member
 		}

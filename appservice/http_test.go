@@ -1,6 +1,7 @@
 package appservice
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -8,10 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/event"
 )
 
 // Unknown routes and unsupported methods are answered as the Application
@@ -88,4 +92,52 @@ func TestRedeliveredTransactionProcessedOnce(t *testing.T) {
 	require.Equal(t, http.StatusOK, <-second)
 	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.events.WithLabelValues("m.room.message")), "the transaction's events were processed twice")
 	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("duplicate")))
+}
+
+// TestRetriedTransactionRunsSideEffectsOnce: the database fails on an event
+// after a bot command in the same transaction, so the transaction is
+// answered 500 and the homeserver sends it again, here three times until the
+// database is back. The command is answered once — its reply used to be
+// queued at every delivery, before the transaction was known to succeed.
+func TestRetriedTransactionRunsSideEffectsOnce(t *testing.T) {
+	testDialects(t, func(t *testing.T, db *dbutil.Database) {
+		ctx := context.Background()
+		hs := &recordingHomeserver{}
+		srv := httptest.NewServer(hs)
+		defer srv.Close()
+		a := newTestAppserviceOn(t, srv.URL, db)
+		require.NoError(t, a.state.SetMembership(ctx, "!r:hs.test", a.botID, event.MembershipJoin))
+		command := `{"type":"m.room.message","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$cmd","origin_server_ts":1,` +
+			`"content":{"msgtype":"m.text","body":"!conf help"}}`
+		join := `{"type":"org.matrix.msc4143.rtc.member","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$join","origin_server_ts":1,` +
+			`"content":{"slot_id":"m.call#ROOM","sticky_key":"k","member":{"id":"m1","device_id":"ADEV"}}}`
+
+		// The call member table is gone for a while: the store is
+		// unavailable, which the homeserver must retry.
+		_, err := db.Exec(ctx, "ALTER TABLE as_call_member RENAME TO as_call_member_away")
+		require.NoError(t, err)
+		for range 3 {
+			require.Equal(t, http.StatusInternalServerError, putTransaction(t, a, "t1", command, join))
+		}
+		_, err = db.Exec(ctx, "ALTER TABLE as_call_member_away RENAME TO as_call_member")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", command, join))
+		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", command, join), "a redelivery after success is a duplicate")
+		require.Equal(t, 1, len(a.jobs), "the command's reply is queued once")
+
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a.work(wctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		require.Eventually(t, func() bool {
+			return testutil.ToFloat64(a.metrics.jobs.WithLabelValues("bot_command", "ok")) == 1
+		}, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, 1, hs.count(http.MethodPut, "/send/m.room.message/"), "replies sent")
+	})
 }

@@ -54,7 +54,7 @@ func isEmptyContent(raw json.RawMessage) bool {
 // force and the sender's power. A valid change is stored; an invalid one is
 // ignored — the previous policy stays in force — and the bot says why and,
 // where it may, puts the previous policy back.
-func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error {
+func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event, fx *effects) error {
 	if evt.GetStateKey() != "" {
 		return nil
 	}
@@ -92,7 +92,7 @@ func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error
 		a.auditPolicy(ctx, credentials.AuditPolicyRefused, roomID.String(), evt.Sender.String(), levelOf(next), evt.ID.String()+": "+verr.Error())
 		log.Warn().Err(verr).Str("user_id", evt.Sender.String()).Msg("Refused access policy change")
 		a.metrics.policyChanges.WithLabelValues("refused").Inc()
-		a.enqueue(ctx, job{name: "policy_refused", run: func(ctx context.Context) error {
+		fx.add(job{name: "policy_refused", run: func(ctx context.Context) error {
 			return a.refusePolicyChange(ctx, roomID, evt.Sender, old, verr)
 		}})
 		return nil
@@ -111,7 +111,7 @@ func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event) error
 	a.auditPolicy(ctx, credentials.AuditPolicyChanged, roomID.String(), evt.Sender.String(), levelOf(next), evt.ID.String()+": "+describePolicy(next))
 	a.metrics.policyChanges.WithLabelValues("accepted").Inc()
 	log.Info().Str("user_id", evt.Sender.String()).Str("level", string(levelOf(next))).Msg("Access policy changed")
-	a.enqueue(ctx, job{name: "policy_notice", run: func(ctx context.Context) error {
+	fx.add(job{name: "policy_notice", run: func(ctx context.Context) error {
 		return a.Notice(ctx, roomID.String(), "Access policy of this room: "+describePolicy(next))
 	}})
 	return nil

@@ -38,6 +38,19 @@ func (h *recordingHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) 
 	_, _ = w.Write([]byte(`{"event_id":"$x"}`))
 }
 
+// count counts the requests with method whose path contains part.
+func (h *recordingHomeserver) count(method, part string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.reqs {
+		if strings.HasPrefix(r, method+" ") && strings.Contains(r, part) {
+			n++
+		}
+	}
+	return n
+}
+
 // policyWrites counts the PUTs of the access policy state event.
 func (h *recordingHomeserver) policyWrites() int {
 	h.mu.Lock()

@@ -149,7 +149,7 @@ func TestStickyKeyScopedBySender(t *testing.T) {
 		evt := &event.Event{Type: event.Type{Type: TypeRTCMember, Class: event.MessageEventType}, Sender: id.UserID(sender),
 			RoomID: "!r:hs.test", ID: id.EventID("$" + sender + content), Timestamp: time.Now().UnixMilli(),
 			Content: event.Content{VeryRaw: []byte(content)}}
-		require.NoError(t, a.processEvent(ctx, evt))
+		require.NoError(t, a.processEvent(ctx, evt, new(effects)))
 	}
 	members := func() []string {
 		t.Helper()
