@@ -219,23 +219,49 @@ func (r *statusRecorder) WriteHeader(status int) {
 }
 
 // authorized checks the homeserver's hs_token in constant time. Homeservers
-// send it as a Bearer header; older ones as ?access_token=.
+// send it as "Authorization: Bearer" (Application Service API v1.4+,
+// MSC2832), older ones as ?access_token=, and Synapse with legacy
+// authorization both. The scheme is case-insensitive (RFC 9110 §11.1); an
+// empty bearer value counts as absent (old Conduit sent "Bearer " next to the
+// query token). When several tokens are given, every one must match:
+// "Application services should ensure both match if both are provided"
+// (https://spec.matrix.org/v1.14/application-service-api/#authorization).
 func (a *Appservice) authorized(w http.ResponseWriter, r *http.Request) bool {
-	token := ""
-	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-		token = strings.TrimPrefix(h, "Bearer ")
-	} else {
-		token = r.URL.Query().Get("access_token")
+	var tokens []string
+	for _, h := range r.Header.Values("Authorization") {
+		if token, ok := bearerToken(h); ok {
+			tokens = append(tokens, token)
+		}
 	}
-	if token == "" {
+	for _, token := range r.URL.Query()["access_token"] {
+		if token != "" {
+			tokens = append(tokens, token)
+		}
+	}
+	if len(tokens) == 0 {
 		writeMatrixError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing access token")
 		return false
 	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(a.reg.ServerToken)) != 1 {
+	match := 1
+	for _, token := range tokens {
+		match &= subtle.ConstantTimeCompare([]byte(token), []byte(a.reg.ServerToken))
+	}
+	if match != 1 {
 		writeMatrixError(w, http.StatusForbidden, "M_FORBIDDEN", "Invalid access token")
 		return false
 	}
 	return true
+}
+
+// bearerToken returns the token of an Authorization header value with the
+// Bearer scheme, in any case; ok is false for another scheme or no token.
+func bearerToken(h string) (token string, ok bool) {
+	scheme, token, found := strings.Cut(strings.TrimSpace(h), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {

@@ -141,3 +141,51 @@ func TestRetriedTransactionRunsSideEffectsOnce(t *testing.T) {
 		require.Equal(t, 1, hs.count(http.MethodPut, "/send/m.room.message/"), "replies sent")
 	})
 }
+
+// TestHomeserverTokenCheck: the hs_token comes as "Authorization: Bearer"
+// (scheme in any case, RFC 9110 §11.1) or as ?access_token=; an empty bearer
+// value counts as absent, so the query token counts (old Conduit sent both
+// so); when both are given both must match (Application Service API,
+// Authorization).
+func TestHomeserverTokenCheck(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	h := a.Handler()
+	good := a.reg.ServerToken
+	for name, tc := range map[string]struct {
+		header []string
+		query  string
+		status int
+		code   string
+	}{
+		"no token":                      {nil, "", http.StatusUnauthorized, "M_MISSING_TOKEN"},
+		"bearer":                        {[]string{"Bearer " + good}, "", http.StatusOK, ""},
+		"lower-case scheme":             {[]string{"bearer " + good}, "", http.StatusOK, ""},
+		"upper-case scheme":             {[]string{"BEARER " + good}, "", http.StatusOK, ""},
+		"wrong bearer":                  {[]string{"Bearer nope"}, "", http.StatusForbidden, "M_FORBIDDEN"},
+		"query":                         {nil, "access_token=" + good, http.StatusOK, ""},
+		"wrong query":                   {nil, "access_token=nope", http.StatusForbidden, "M_FORBIDDEN"},
+		"empty bearer alone":            {[]string{"Bearer "}, "", http.StatusUnauthorized, "M_MISSING_TOKEN"},
+		"empty bearer and query":        {[]string{"Bearer "}, "access_token=" + good, http.StatusOK, ""},
+		"other scheme and query":        {[]string{"Basic Zm9vOmJhcg=="}, "access_token=" + good, http.StatusOK, ""},
+		"both right":                    {[]string{"Bearer " + good}, "access_token=" + good, http.StatusOK, ""},
+		"right header, wrong query":     {[]string{"Bearer " + good}, "access_token=nope", http.StatusForbidden, "M_FORBIDDEN"},
+		"wrong header, right query":     {[]string{"Bearer nope"}, "access_token=" + good, http.StatusForbidden, "M_FORBIDDEN"},
+		"right and wrong query":         {nil, "access_token=" + good + "&access_token=nope", http.StatusForbidden, "M_FORBIDDEN"},
+		"right and wrong bearer header": {[]string{"Bearer " + good, "Bearer nope"}, "", http.StatusForbidden, "M_FORBIDDEN"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, "/_matrix/app/v1/ping?"+tc.query, strings.NewReader("{}"))
+			for _, v := range tc.header {
+				req.Header.Add("Authorization", v)
+			}
+			h.ServeHTTP(rec, req)
+			require.Equal(t, tc.status, rec.Code, rec.Body.String())
+			if tc.code != "" {
+				var body map[string]string
+				require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+				require.Equal(t, tc.code, body["errcode"])
+			}
+		})
+	}
+}
