@@ -111,8 +111,9 @@ type OpenIDConfig struct {
 type RateLimitConfig struct {
 	PerIP   RateConfig `yaml:"per_ip"`
 	PerUser RateConfig `yaml:"per_user"`
-	// TrustForwardedFor takes the client IP from X-Forwarded-For (last hop) when
-	// the request comes from a reverse proxy on one of these networks.
+	// TrustedProxies are the reverse proxies' networks. When a request comes
+	// from one of them, the client IP is the right-most X-Forwarded-For entry
+	// (all field lines taken as one list) that is not itself on one of them.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 

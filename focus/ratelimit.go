@@ -68,30 +68,44 @@ func (l *keyedLimiter) sweep(now time.Time) {
 	}
 }
 
-// clientIP is the peer address, or the last X-Forwarded-For hop when the peer
-// is a trusted proxy.
+// clientIP is the peer address or, when the peer is a trusted proxy, the
+// address that proxy saw: X-Forwarded-For is walked from its right-most entry
+// leftwards past every trusted proxy, and the first untrusted address is the
+// client (as nginx's real_ip_recursive does). All field lines of the header
+// are one comma-separated list (RFC 9110 §5.3): a proxy such as HAProxy
+// ("option forwardfor") appends its own line after the one the client sent,
+// so reading only the first line would let the client choose its address.
 func clientIP(r *http.Request, trusted []*net.IPNet) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	peer := net.ParseIP(host)
-	if peer == nil || len(trusted) == 0 {
+	addr := net.ParseIP(host)
+	if addr == nil || len(trusted) == 0 {
 		return host
 	}
-	isTrusted := false
-	for _, n := range trusted {
-		if n.Contains(peer) {
-			isTrusted = true
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0 && isTrustedProxy(addr, trusted); i-- {
+		hop := strings.TrimSpace(hops[i])
+		if hop == "" {
+			continue // no header, or an empty list element ("a,,b")
+		}
+		prev := net.ParseIP(hop)
+		if prev == nil {
+			// A trusted proxy reported something that is not an address: keep
+			// the last address we could vouch for.
 			break
 		}
+		addr = prev
 	}
-	if !isTrusted {
-		return host
+	return addr.String()
+}
+
+func isTrustedProxy(ip net.IP, trusted []*net.IPNet) bool {
+	for _, n := range trusted {
+		if n.Contains(ip) {
+			return true
+		}
 	}
-	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
-	if last := strings.TrimSpace(hops[len(hops)-1]); net.ParseIP(last) != nil {
-		return last
-	}
-	return host
+	return false
 }
