@@ -299,8 +299,11 @@ func (s *Service) CheckGrant(ctx context.Context, tokenID, lkRoom, identity stri
 
 // RenewGrant checks a grant like CheckGrant before the embedded SFU refreshes
 // a token with its ID, and returns the expiry the refreshed token may have:
-// until, or the grant's end if that is earlier. It remembers the expiry so
-// the grant is kept as long as that token can be presented.
+// until, capped at one token lifetime (token_ttl) from now and at the grant's
+// end. It remembers the expiry so the grant is kept as long as that token can
+// be presented. The cap matters because until may come from a peer
+// deployment (RenewPeerGrant): a renewal must never keep a grant alive longer
+// than a token the focus itself would mint now.
 func (s *Service) RenewGrant(ctx context.Context, tokenID, lkRoom, identity string, until time.Time) (time.Time, error) {
 	if tokenID == "" {
 		return time.Time{}, fmt.Errorf("%w: a token without ID", ErrGrantUnknown)
@@ -309,10 +312,14 @@ func (s *Service) RenewGrant(ctx context.Context, tokenID, lkRoom, identity stri
 	if err != nil {
 		return time.Time{}, err
 	}
+	now := s.now()
+	if limit := now.Add(s.cfg.TokenTTL); until.After(limit) {
+		until = limit
+	}
 	if !g.NotAfter.IsZero() && g.NotAfter.Before(until) {
 		until = g.NotAfter
 	}
-	if !until.After(s.now()) {
+	if !until.After(now) {
 		return time.Time{}, ErrGrantExpired
 	}
 	if err := s.grants.extend(ctx, tokenID, until); err != nil {

@@ -126,3 +126,38 @@ func TestPeerTokenLevelNotApproved(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 }
+
+// TestPeerRenewalCappedAtTokenLifetime: the peer deployment chooses the
+// "until" of a renewal (it arrives from the peer's control channel); the
+// grant's expiry never moves further than one token lifetime from now, so a
+// day without renewals ends the peer's right to relay the room. The same cap
+// holds for our own SFU's renewals.
+func TestPeerRenewalCappedAtTokenLifetime(t *testing.T) {
+	h := newPeerHarness(t, credentials.LevelKritis)
+	h.hs.issue("tok-rita", "@rita:remote.test")
+	resp, out := h.post(t, "/get_token", tokenBody("tok-rita", "remote.test", "@rita:remote.test"))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	jti := jwtClaims(t, out["jwt"].(string))["jti"].(string)
+	ctx := context.Background()
+	now := time.Now()
+	h.svc.now = func() time.Time { return now }
+	ttl := h.svc.cfg.TokenTTL
+
+	until, err := h.svc.RenewPeerGrant(ctx, "fed-b", jti, aliceRoom, ritaID, now.AddDate(100, 0, 0))
+	require.NoError(t, err)
+	require.Equal(t, now.Add(ttl), until, "capped at one token lifetime")
+	g, ok, err := h.svc.grants.get(ctx, jti)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, g.ExpiresAt.After(now.Add(ttl)), "stored expiry %s", g.ExpiresAt)
+
+	// A shorter until is kept as asked.
+	until, err = h.svc.RenewPeerGrant(ctx, "fed-b", jti, aliceRoom, ritaID, now.Add(time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, now.Add(time.Minute), until)
+
+	h.svc.now = func() time.Time { return now.Add(24 * time.Hour) }
+	granted, err := h.svc.PeerRoomGranted(ctx, "fed-b", aliceRoom)
+	require.NoError(t, err)
+	require.False(t, granted, "a day later the renewed grant has expired")
+}
