@@ -99,10 +99,24 @@ func (r *TokenRequest) Validate() error {
 	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
 		return badJSON("The request body `openid_token` is missing a `access_token` or `matrix_server_name`")
 	}
+	if err := r.checkText(); err != nil {
+		return err
+	}
 	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
 		return badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
 	return nil
+}
+
+// checkText refuses identifiers that are not bounded printable text, before
+// anything is stored: PostgreSQL text cannot hold NUL (a grant with it was a
+// 500), and logs and the audit trail should not carry control characters.
+func (r *TokenRequest) checkText() error {
+	return printableFields(
+		field{"room_id", r.RoomID}, field{"slot_id", r.SlotID}, field{"member.id", r.Member.ID},
+		field{"member.claimed_user_id", r.Member.ClaimedUserID},
+		field{"member.claimed_device_id", r.Member.ClaimedDeviceID},
+	)
 }
 
 // DecodeLegacyTokenRequest parses and validates a /sfu/get body.
@@ -122,6 +136,8 @@ func (r *LegacyTokenRequest) Validate() error {
 		return badJSON("Missing room parameter")
 	case r.OpenIDToken.AccessToken == "" || r.OpenIDToken.MatrixServerName == "":
 		return badJSON("Missing OpenID token parameters")
+	case !printable(r.Room, maxField):
+		return badJSON(fmt.Sprintf("`room` must be at most %d bytes of printable text", maxField))
 	case !printable(r.DeviceID, maxDeviceID):
 		// It becomes part of the LiveKit identity, which the cluster
 		// directory (names ≤ 256 bytes, no control characters) must hold.
@@ -136,6 +152,25 @@ func (r *LegacyTokenRequest) Validate() error {
 // maxDeviceID bounds a legacy request's device_id (Matrix device IDs are
 // short; homeservers generate ten letters).
 const maxDeviceID = 128
+
+// maxField bounds the other identifiers of a request: Matrix room and user
+// IDs are at most 255 bytes (Client-Server API, "Identifier Grammar"), and
+// slot and member IDs are short in practice.
+const maxField = 255
+
+// field is a request field by its name in the body, for error messages.
+type field struct{ name, value string }
+
+// printableFields refuses the first field that is not printable text of at
+// most maxField bytes, naming it.
+func printableFields(fields ...field) error {
+	for _, f := range fields {
+		if !printable(f.value, maxField) {
+			return badJSON(fmt.Sprintf("`%s` must be at most %d bytes of printable text", f.name, maxField))
+		}
+	}
+	return nil
+}
 
 // printable tells whether s is valid UTF-8 of at most max bytes without
 // control characters (the empty string included).
@@ -169,18 +204,19 @@ func DecodeDelayedLeaveRequest(body []byte) (*TokenRequest, error) {
 	case r.DelayID == "" || r.DelayTimeout <= 0:
 		return &r, badJSON("The request body is missing `delay_id` or `delay_timeout`")
 	}
-	return &r, nil
+	return &r, r.checkText()
 }
 
 // checkDelay applies the focus's bounds to a delegation's fields (beyond
 // lk-jwt-service, which takes any positive timeout and any delay ID): the
 // timeout within delayed_events.{min,max}_delay_timeout, the delay ID an
-// opaque identifier of at most 255 characters that is not a dot segment.
+// opaque identifier of at most 255 bytes of printable text that is not a dot
+// segment.
 func checkDelay(cfg DelayedEventsConfig, delayID string, timeoutMs int64) (time.Duration, error) {
 	if delayID == "" {
 		return 0, nil
 	}
-	if len(delayID) > 255 || delayID == "." || delayID == ".." {
+	if !printable(delayID, maxField) || delayID == "." || delayID == ".." {
 		return 0, badJSON("The request body has an invalid `delay_id`")
 	}
 	timeout := time.Duration(timeoutMs) * time.Millisecond

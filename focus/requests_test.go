@@ -52,3 +52,23 @@ func TestDecodeRefusesAmbiguousBodies(t *testing.T) {
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, codeNotJSON, e.Code)
 }
+
+// Identifiers are bounded printable text: 255 bytes and non-ASCII letters
+// pass, a control character or a 256th byte is refused naming the field.
+func TestDecodeBoundsIdentifiers(t *testing.T) {
+	body := func(room string) []byte {
+		return []byte(`{"room_id":"` + room + `","slot_id":"m.call#ROOM","openid_token":{"access_token":"a","matrix_server_name":"x"},` +
+			`"member":{"id":"m","claimed_user_id":"@u:x","claimed_device_id":"D"}}`)
+	}
+	for _, room := range []string{strings.Repeat("r", 255), "!räum:x"} {
+		_, err := DecodeTokenRequest(body(room))
+		require.NoError(t, err, room)
+	}
+	for _, room := range []string{strings.Repeat("r", 256), `!r\u0000:x`, `!r\t:x`} {
+		_, err := DecodeTokenRequest(body(room))
+		var e *Error
+		require.ErrorAs(t, err, &e, room)
+		require.Equal(t, codeBadJSON, e.Code)
+		require.Contains(t, e.Message, "`room_id`")
+	}
+}
