@@ -283,6 +283,80 @@ func TestHarnessEndToEnd(t *testing.T) {
 		require.Equal(t, "replayed", errorCode(t, body))
 	})
 
+	t.Run("a POST that is no response leaves the request answerable", func(t *testing.T) {
+		user := newUser()
+		req := e.request(t, user, kritisRoom)
+		r := e.h.present(t, req.Link, e.h.issue(t, map[string]any{"format": "ldp_vc"}), "ldp_vp", map[string]any{"dryRun": true})
+		good := url.Values{}
+		for k, v := range r.Form {
+			good.Set(k, v)
+		}
+		with := func(edit func(url.Values)) string {
+			f := url.Values{}
+			for k, v := range good {
+				f[k] = append([]string(nil), v...)
+			}
+			edit(f)
+			return f.Encode()
+		}
+		const form = "application/x-www-form-urlencoded"
+		for _, tc := range []struct{ name, contentType, body string }{
+			{"JSON body", "application/json", `{"vp_token":"x","state":"` + req.ID + `"}`},
+			{"form as text/plain", "text/plain", good.Encode()},
+			{"no content type", "", good.Encode()},
+			{"no vp_token", form, with(func(f url.Values) { f.Del("vp_token") })},
+			{"empty vp_token", form, with(func(f url.Values) { f.Set("vp_token", "") })},
+			{"a wallet's error response", form, url.Values{"error": {"access_denied"}, "state": {req.ID}}.Encode()},
+			{"vp_token twice", form, with(func(f url.Values) { f.Add("vp_token", "x") })},
+			{"state twice", form, with(func(f url.Values) { f.Add("state", "other") })},
+			{"presentation_submission twice", form, with(func(f url.Values) { f.Add("presentation_submission", "{}") })},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				hr, err := http.NewRequest(http.MethodPost, r.ResponseURI, strings.NewReader(tc.body))
+				require.NoError(t, err)
+				if tc.contentType != "" {
+					hr.Header.Set("Content-Type", tc.contentType)
+				}
+				resp, err := e.client().Do(hr)
+				require.NoError(t, err)
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(b))
+				require.Contains(t, string(b), `"error":"invalid_request"`)
+				require.Equal(t, "malformed", errorCode(t, string(b)))
+				unused, err := e.v.RequestUnused(ctx, req.ID)
+				require.NoError(t, err)
+				require.True(t, unused, "the request is not used up")
+			})
+		}
+		status, _ := e.get(t, req.RequestURI)
+		require.Equal(t, http.StatusOK, status)
+		// The wallet's genuine answer still counts, once.
+		status, body := e.post(t, r.ResponseURI, r.Form)
+		require.Equal(t, http.StatusOK, status, body)
+		require.True(t, e.authorize(t, user, kritisRoom).Allow)
+		unused, err := e.v.RequestUnused(ctx, req.ID)
+		require.NoError(t, err)
+		require.False(t, unused)
+		status, _ = e.post(t, r.ResponseURI, r.Form)
+		require.Equal(t, http.StatusGone, status)
+	})
+
+	t.Run("request unused until answered or expired", func(t *testing.T) {
+		unused, err := e.v.RequestUnused(ctx, "unknown")
+		require.NoError(t, err)
+		require.False(t, unused)
+		req := e.request(t, newUser(), kritisRoom)
+		unused, err = e.v.RequestUnused(ctx, req.ID)
+		require.NoError(t, err)
+		require.True(t, unused)
+		e.advance(6 * time.Minute)
+		defer e.advance(-6 * time.Minute)
+		unused, err = e.v.RequestUnused(ctx, req.ID)
+		require.NoError(t, err)
+		require.False(t, unused, "expired")
+	})
+
 	t.Run("page and request object", func(t *testing.T) {
 		req := e.request(t, newUser(), kritisRoom)
 		require.True(t, strings.HasPrefix(req.Link, "openid4vp://?"))

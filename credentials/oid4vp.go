@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -75,6 +76,19 @@ func (v *Verifier) CreateRequest(ctx context.Context, userID, roomID, purpose st
 		return nil, fmt.Errorf("failed to store presentation request: %w", err)
 	}
 	return v.publicRequest(sr), nil
+}
+
+// RequestUnused tells whether the presentation request id can still be
+// answered: no response has used its nonce and it has not expired. An
+// unknown (or already purged) request is not unused.
+func (v *Verifier) RequestUnused(ctx context.Context, id string) (bool, error) {
+	sr, err := v.store.getRequest(ctx, id)
+	if errors.Is(err, ErrUnknownRequest) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("failed to look up presentation request: %w", err)
+	}
+	return sr.State == "pending" && v.now().Before(sr.ExpiresAt), nil
 }
 
 func (v *Verifier) baseURL() string {
@@ -323,8 +337,19 @@ func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(jwt))
 }
 
+// serveResponse takes a wallet's direct_post response. What is not a
+// response at all is refused (400 invalid_request) before the request is
+// touched: anyone who sees the QR code could otherwise use up the request
+// with a bare POST. Only a well-formed response consumes the nonce, whatever
+// the outcome of its verification.
 func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	// OID4VP 1.0 §8.2: direct_post sends the response form-encoded.
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request",
+			fmt.Errorf("%w: the response must be application/x-www-form-urlencoded", ErrMalformed))
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, int64(v.cfg.MaxInputBytes)+32<<10)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
@@ -333,6 +358,10 @@ func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", fmt.Errorf("%w: %v", ErrMalformed, err))
+		return
+	}
+	if err := checkResponseForm(r.PostForm); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", err)
 		return
 	}
 	atts, err := v.processResponse(ctx, r.PathValue("id"), r.PostForm)
@@ -363,6 +392,21 @@ func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte("{}"))
+}
+
+// checkResponseForm refuses a response form with a parameter given more
+// than once (RFC 6749 §4.1.2.1 and §5.2: invalid_request; which value counts
+// would otherwise depend on the reader) or without a vp_token.
+func checkResponseForm(form url.Values) error {
+	for name, vals := range form {
+		if len(vals) > 1 {
+			return fmt.Errorf("%w: parameter %q repeated", ErrMalformed, name)
+		}
+	}
+	if form.Get("vp_token") == "" {
+		return fmt.Errorf("%w: vp_token missing", ErrMalformed)
+	}
+	return nil
 }
 
 // presentationSubmission is DIF PE v2 §6 (only what gxconf checks).

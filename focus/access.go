@@ -102,15 +102,24 @@ func (c *CredentialAccess) Decide(ctx context.Context, req AccessRequest) (Acces
 
 // presentationRequest returns the user's open request for the room, or
 // creates one and sends it by direct message. One request per user and room
-// is open at a time, so retries do not flood the user with messages.
+// is open at a time, so retries do not flood the user with messages. A
+// request that was answered (and refused: a wrong credential picked in the
+// wallet) is no longer open: the user gets a new one to try again with.
 func (c *CredentialAccess) presentationRequest(ctx context.Context, userID, roomID string, missing []credentials.CredentialRequirement) (*credentials.Request, error) {
 	key := userID + "|" + roomID
 	c.mu.Lock()
-	if pr, ok := c.pending[key]; ok && c.now().Add(30*time.Second).Before(pr.ExpiresAt) {
-		c.mu.Unlock()
-		return pr, nil
-	}
+	pr, ok := c.pending[key]
+	ok = ok && c.now().Add(30*time.Second).Before(pr.ExpiresAt)
 	c.mu.Unlock()
+	if ok {
+		unused, err := c.verifier.RequestUnused(ctx, pr.ID)
+		if err != nil {
+			return nil, err
+		}
+		if unused {
+			return pr, nil
+		}
+	}
 	pr, err := c.verifier.CreateRequest(ctx, userID, roomID, "call")
 	if err != nil {
 		return nil, err
