@@ -16,6 +16,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 )
 
 // association is the relay of one room between this node and one peer.
@@ -562,7 +563,46 @@ func (a *association) DataPacket(label string, data []byte, dests []string) {
 	}
 	d := bytes.Clone(data)
 	ds := append([]string(nil), dests...)
-	a.post(func() { a.send(&message{Type: msgData, Label: label, Data: d, Dests: ds}) })
+	a.post(func() {
+		if a.pr != nil && len(ds) > 0 {
+			// Another deployment gets only what is addressed to its
+			// participants here (the worker owns remotes).
+			if d, ds = a.peerData(d, ds); d == nil {
+				return
+			}
+		}
+		a.send(&message{Type: msgData, Label: label, Data: d, Dests: ds})
+	})
+}
+
+// peerData narrows an addressed data packet for a peer deployment: to the
+// destinations that are participants the peer announced here, written
+// into the packet too (the others' identities and sids are ours). It
+// returns nil when none is: private messages, RPC calls and keys sent to
+// our own participants never leave the deployment. Worker only.
+func (a *association) peerData(data []byte, dests []string) ([]byte, []string) {
+	theirs := make([]string, 0, len(dests))
+	for _, id := range dests {
+		if a.remotes[id] != nil {
+			theirs = append(theirs, id)
+		}
+	}
+	if len(theirs) == 0 {
+		return nil, nil
+	}
+	dp := &livekit.DataPacket{}
+	if err := proto.Unmarshal(data, dp); err != nil {
+		return nil, nil
+	}
+	dp.DestinationIdentities = theirs
+	if u := dp.GetUser(); u != nil {
+		u.DestinationIdentities, u.DestinationSids = theirs, nil
+	}
+	out, err := proto.Marshal(dp)
+	if err != nil {
+		return nil, nil
+	}
+	return out, theirs
 }
 
 // DataTrackPacket implements sfu.RelayObserver.
