@@ -92,7 +92,9 @@ type association struct {
 	// peer wants of tracks none of its participants may receive (the
 	// publisher's subscription permission), by sid; sent once a
 	// permission or a participant lets one of them in (peer_grants.go)
-	peerHeld  map[string]uint8
+	peerHeld map[string]uint8
+	// dtHeld: the same for data tracks the peer wants.
+	dtHeld    map[string]bool
 	bySSRC    map[uint32]*relaySender // our streams' SSRCs
 	unobserve func()
 
@@ -157,6 +159,7 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 		inTracks: map[string]*inTrack{},
 		out:      map[string]*outTrack{},
 		peerHeld: map[string]uint8{},
+		dtHeld:   map[string]bool{},
 		bySSRC:   map[uint32]*relaySender{},
 	}
 	a.publishStreams()
@@ -703,13 +706,7 @@ func (a *association) handle(m *message) {
 	case msgWant:
 		a.onWant(m.SID, m.Mask)
 	case msgDataWant:
-		a.dtMu.Lock()
-		if m.Mask == 1 && a.dtKnown[m.SID] {
-			a.dtWanted[m.SID] = true
-		} else {
-			delete(a.dtWanted, m.SID)
-		}
-		a.dtMu.Unlock()
+		a.onDataWant(m.SID, m.Mask == 1)
 	case msgStream:
 		a.onStream(m)
 	case msgStreamReady:

@@ -104,3 +104,17 @@ func (b *Bridge) dataWanted(t testing.TB, room, peer, sid string) bool {
 	defer a.dtMu.Unlock()
 	return a.dtWanted[sid]
 }
+
+// handleOn runs m on room's association with peer as if the peer had sent
+// it, and returns once it is handled (nothing else runs on the worker in
+// between).
+func (b *Bridge) handleOn(t *testing.T, room, peer string, m *message) {
+	t.Helper()
+	a := b.assocFor(t, room, peer)
+	done := make(chan struct{})
+	a.post(func() {
+		a.handle(m)
+		close(done)
+	})
+	<-done
+}

@@ -35,7 +35,7 @@ import (
 // A is the authority of its room: participants announced by B enter X
 // only with an active grant for B and never with tracks; a track whose
 // publisher lets none of B's participants in X subscribe does not cross to
-// B, whatever B asks (holdPeerWant); B's data, track
+// B, whatever B asks (holdPeerWant; data tracks: onDataWant); B's data, track
 // streams, and remove / mute / update / metadata requests are ignored,
 // logged and counted (gxconf_bridge_peer_refused_total). A's removals
 // (RoomService.RemoveParticipant on A, the focus's leave and revocation
@@ -250,6 +250,42 @@ func (a *association) holdPeerWant(sid string, mask uint8, g *peerGate) uint8 {
 	return 0
 }
 
+// onDataWant applies the peer's want of one of our data tracks (only of
+// those sent to it); on the authority's side of a peer room it is held as
+// a media want is (holdPeerWant). Worker only.
+func (a *association) onDataWant(sid string, want bool) {
+	a.dtMu.Lock()
+	want = want && a.dtKnown[sid]
+	a.dtMu.Unlock()
+	if want && a.pr != nil && a.pr.authority && !a.peerGate().allows(sid) {
+		a.holdDataWant(sid)
+		want = false
+	} else {
+		delete(a.dtHeld, sid)
+	}
+	a.setDataWanted(sid, want)
+}
+
+// holdDataWant keeps the peer's want of data track sid (dtHeld) and counts
+// it as refused. Worker only.
+func (a *association) holdDataWant(sid string) {
+	if !a.dtHeld[sid] {
+		a.b.countRefused(a.pr.deployment, refusedRestricted)
+		a.log.Info().Str("track_sid", sid).Msg("Holding back a data track from the peer: its publisher lets none of the peer's participants here subscribe to it")
+	}
+	a.dtHeld[sid] = true
+}
+
+func (a *association) setDataWanted(sid string, want bool) {
+	a.dtMu.Lock()
+	if want {
+		a.dtWanted[sid] = true
+	} else {
+		delete(a.dtWanted, sid)
+	}
+	a.dtMu.Unlock()
+}
+
 // peerGate answers, for one state of the room, whether the publisher of a
 // local track lets one of the participants the peer announced here
 // subscribe to it.
@@ -263,6 +299,9 @@ func (a *association) peerGate() *peerGate {
 	g := &peerGate{a: a, owners: map[string]string{}, perms: map[string]*livekit.SubscriptionPermission{}}
 	for _, p := range a.rr.LocalParticipants() {
 		for _, t := range p.GetTracks() {
+			g.owners[t.GetSid()] = p.GetIdentity()
+		}
+		for _, t := range p.GetDataTracks() {
 			g.owners[t.GetSid()] = p.GetIdentity()
 		}
 	}
@@ -296,7 +335,21 @@ func (g *peerGate) allows(sid string) bool {
 // peer's participants changed: tracks that may no longer cross stop, held
 // ones that may now cross start. Worker only.
 func (a *association) recheckPeerWants() {
-	if a.pr == nil || !a.pr.authority || (len(a.out) == 0 && len(a.peerHeld) == 0) {
+	if a.pr == nil || !a.pr.authority {
+		return
+	}
+	a.dtMu.Lock()
+	var dtWanted []string
+	for sid := range a.dtWanted {
+		dtWanted = append(dtWanted, sid)
+	}
+	for sid := range a.dtHeld {
+		if !a.dtKnown[sid] { // the track ended
+			delete(a.dtHeld, sid)
+		}
+	}
+	a.dtMu.Unlock()
+	if len(a.out) == 0 && len(a.peerHeld) == 0 && len(dtWanted) == 0 && len(a.dtHeld) == 0 {
 		return
 	}
 	g := a.peerGate()
@@ -309,6 +362,18 @@ func (a *association) recheckPeerWants() {
 		if g.allows(sid) {
 			delete(a.peerHeld, sid)
 			a.setWant(sid, mask)
+		}
+	}
+	for _, sid := range dtWanted {
+		if !g.allows(sid) {
+			a.holdDataWant(sid)
+			a.setDataWanted(sid, false)
+		}
+	}
+	for sid := range a.dtHeld {
+		if g.allows(sid) {
+			delete(a.dtHeld, sid)
+			a.setDataWanted(sid, true)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/gxfs-conf/gxconf/internal/dtclient"
 )
 
 // recordPeerData makes n's association (room, peer) record every data
@@ -104,4 +106,43 @@ func TestPeerPrivateDataStaysHome(t *testing.T) {
 	all := carrying(ms, "for everyone")
 	require.Len(t, all, 1)
 	require.Empty(t, all[0].Dests)
+}
+
+// TestPeerRestrictedDataTrack: a data track whose publisher lets none of
+// fed-b's participants in X subscribe is not relayed to fed-b, however
+// fed-b asks (as a media track: TestPeerRestrictedTrack), not even until
+// the next change of the room; a grant to rita
+// lets the held want through, and narrowing the permission again stops it.
+func TestPeerRestrictedDataTrack(t *testing.T) {
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+	alice := dtclient.Join(t, a.url, "alice", a.token(t, "X", "alice"), false)
+	permit := func(identity string) {
+		alice.Send(&livekit.SignalRequest{Message: &livekit.SignalRequest_SubscriptionPermission{SubscriptionPermission: &livekit.SubscriptionPermission{
+			TrackPermissions: []*livekit.TrackPermission{{ParticipantIdentity: identity, AllTracks: true}}}}})
+	}
+	permit("bob")
+	sid := alice.Published(7, "geo").GetSid()
+	b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	onA := peerKey("fed-b", "b1")
+	require.Eventually(t, func() bool {
+		x := a.br.assocFor(t, "X", onA)
+		x.dtMu.Lock()
+		defer x.dtMu.Unlock()
+		return x.dtKnown[sid]
+	}, 20*time.Second, 20*time.Millisecond, "fed-a sent alice's data track to fed-b")
+
+	before := a.br.PeerRefused("fed-b", refusedRestricted)
+	a.br.handleOn(t, "X", onA, &message{Type: msgDataWant, SID: sid, Mask: 1})
+	require.False(t, a.br.dataWanted(t, "X", onA, sid), "fed-a relays a data track none of fed-b's participants may receive")
+	require.Equal(t, before+1, a.br.PeerRefused("fed-b", refusedRestricted))
+
+	permit("rita")
+	require.Eventually(t, func() bool { return a.br.dataWanted(t, "X", onA, sid) }, 10*time.Second, 10*time.Millisecond,
+		"the held want goes through once rita may subscribe")
+	permit("bob")
+	require.Eventually(t, func() bool { return !a.br.dataWanted(t, "X", onA, sid) }, 10*time.Second, 10*time.Millisecond,
+		"the relay stops once rita may not subscribe any more")
 }
