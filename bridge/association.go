@@ -73,6 +73,8 @@ type association struct {
 	qmu     sync.Mutex
 	queue   []func()
 	qnotify chan struct{}
+	// grantPoke wakes watchPeerGrant (peer.go).
+	grantPoke chan struct{}
 
 	// Data tracks of our participants the peer wants (by sid), and each
 	// participant's handles' sids from the infos sent: a packet crosses
@@ -148,19 +150,20 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	}
 	a := &association{
 		b: b, room: room, peer: peer, dialer: dialer, rr: rr, pr: pr, started: time.Now(), sock: b.sock,
-		log:      b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
-		open:     make(chan struct{}),
-		done:     make(chan struct{}),
-		qnotify:  make(chan struct{}, 1),
-		remotes:  map[string]*remotePart{},
-		dtWanted: map[string]bool{},
-		dtSids:   map[string]map[uint16]string{},
-		dtKnown:  map[string]bool{},
-		inTracks: map[string]*inTrack{},
-		out:      map[string]*outTrack{},
-		peerHeld: map[string]uint8{},
-		dtHeld:   map[string]bool{},
-		bySSRC:   map[uint32]*relaySender{},
+		log:       b.log.With().Str("lk_room", room).Str("peer_node_id", peer).Logger(),
+		open:      make(chan struct{}),
+		done:      make(chan struct{}),
+		qnotify:   make(chan struct{}, 1),
+		grantPoke: make(chan struct{}, 1),
+		remotes:   map[string]*remotePart{},
+		dtWanted:  map[string]bool{},
+		dtSids:    map[string]map[uint16]string{},
+		dtKnown:   map[string]bool{},
+		inTracks:  map[string]*inTrack{},
+		out:       map[string]*outTrack{},
+		peerHeld:  map[string]uint8{},
+		dtHeld:    map[string]bool{},
+		bySSRC:    map[uint32]*relaySender{},
 	}
 	a.publishStreams()
 	a.publishSenders()
@@ -221,6 +224,10 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 				}
 			}
 		}()
+	}
+	if pr != nil && pr.authority {
+		a.wg.Add(1)
+		go a.watchPeerGrant()
 	}
 	// The room closing here (DeleteRoom, timeouts) ends its relay.
 	a.wg.Add(1)
@@ -749,6 +756,9 @@ func (a *association) onParticipant(m *message) {
 		defer a.recheckPeerWants() // who is there decides what may cross
 	}
 	if info.GetState() == livekit.ParticipantInfo_DISCONNECTED {
+		if a.pr != nil && a.pr.authority {
+			a.pokeGrant() // was it the last user with a grant?
+		}
 		if r != nil && info.GetSid() == r.rp.SID() {
 			delete(a.remotes, id)
 			for sid := range r.tracks {
@@ -785,6 +795,9 @@ func (a *association) onParticipant(m *message) {
 					}
 					a.send(&message{Type: msgRemove, Identity: id, Reason: int32(reason)})
 					a.recheckPeerWants()
+					if a.pr != nil && a.pr.authority {
+						a.pokeGrant() // a revocation removes the user
+					}
 				})
 			},
 			OnUpdate: func(name, metadata string, attrs map[string]string, perm *livekit.ParticipantPermission) {

@@ -463,3 +463,56 @@ func TestPeerRestrictedTrack(t *testing.T) {
 	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) >= before+2 }, 10*time.Second, 20*time.Millisecond)
 	require.Zero(t, tracksOut())
 }
+
+// TestPeerRelayNeedsParticipantAndGrant: a peer node that links fed-a's
+// room by hand and asks for alice's tracks without announcing any of its
+// participants gets nothing (nobody in X would see who watches); the wants
+// go through once it announces rita, who holds a grant, are held again
+// when she leaves, and once no user of fed-b holds a grant for X any more
+// fed-a ends the link, though fed-b removed nobody.
+func TestPeerRelayNeedsParticipantAndGrant(t *testing.T) {
+	old := peerGrantInterval
+	peerGrantInterval = 100 * time.Millisecond
+	t.Cleanup(func() { peerGrantInterval = old })
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startNodeFull(t, "b1", nil, func(n *node) {
+		n.br.SetPeering(Peering{Self: "fed-b", Peers: map[string]PeerLink{"fed-a": {RelayAddress: a.br.Addr(), SignalKey: peerSignalKey}}})
+	})
+	alice := a.join(t, "X", "alice")
+	alice.publish(t, avOpts())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	require.NoError(t, b.br.linkPeer(ctx, peerRoomX))
+	onA, onB := peerKey("fed-b", "b1"), peerKey("fed-a", "")
+	require.Eventually(t, func() bool { return a.br.Linked("X", onA) && b.br.inTrackCount(t, peerRoomX, onB) == 2 }, 10*time.Second, 10*time.Millisecond,
+		"fed-b knows alice's tracks")
+	tracksOut := func() int {
+		st, _ := a.br.Stats("X", onA)
+		return st.TracksOut
+	}
+	for _, sid := range []string{alice.pub.VideoPub.SID(), alice.pub.AudioPub.SID()} {
+		b.br.sendOn(t, peerRoomX, onB, &message{Type: msgWant, SID: sid, Mask: 1})
+	}
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) == 2 }, 10*time.Second, 10*time.Millisecond, "refused %d", a.br.PeerRefused("fed-b", refusedRestricted))
+	require.Zero(t, tracksOut(), "alice's tracks cross to a peer that announced nobody")
+
+	rita := func(state livekit.ParticipantInfo_State, version uint32) {
+		b.br.sendOn(t, peerRoomX, onB, &message{Type: msgParticipant,
+			info: &livekit.ParticipantInfo{Identity: "rita", Sid: "PA_rita", Version: version, State: state}})
+	}
+	rita(livekit.ParticipantInfo_ACTIVE, 1)
+	require.Eventually(t, func() bool { return tracksOut() == 2 }, 10*time.Second, 10*time.Millisecond, "the held wants go through with rita there")
+	rita(livekit.ParticipantInfo_DISCONNECTED, 2)
+	require.Eventually(t, func() bool { return tracksOut() == 0 }, 10*time.Second, 10*time.Millisecond, "alice's tracks stop when fed-b's last participant leaves")
+	require.True(t, a.br.Linked("X", onA), "the grant still holds: the link stays")
+	rita(livekit.ParticipantInfo_ACTIVE, 3)
+	require.Eventually(t, func() bool { return tracksOut() == 2 }, 10*time.Second, 10*time.Millisecond)
+
+	refused := a.br.PeerRefused("fed-b", refusedParticipant)
+	auth.revoke("tok-rita")
+	require.Eventually(t, func() bool { return !a.br.Linked("X", onA) && !b.br.Linked(peerRoomX, onB) }, 10*time.Second, 10*time.Millisecond,
+		"fed-a keeps relaying X to fed-b without any grant")
+	require.Equal(t, refused+1, a.br.PeerRefused("fed-b", refusedParticipant))
+}
