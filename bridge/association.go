@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net"
 	"net/netip"
@@ -750,7 +751,8 @@ func (a *association) onParticipant(m *message) {
 	id := info.GetIdentity()
 	r := a.remotes[id]
 	if a.pr != nil && a.pr.authority {
-		if !a.admitPeerParticipant(m, r == nil) {
+		// A new sid is a new session: it needs a grant as a new identity does.
+		if !a.admitPeerParticipant(m, r == nil || r.rp.SID() != info.GetSid()) {
 			return
 		}
 		defer a.recheckPeerWants() // who is there decides what may cross
@@ -818,6 +820,14 @@ func (a *association) onParticipant(m *message) {
 			},
 		})
 		if err != nil {
+			if a.pr != nil && (errors.Is(err, sfu.ErrSidTaken) || errors.Is(err, sfu.ErrIdentityTaken)) {
+				// Another deployment names one of ours: it must not
+				// receive what is meant for them.
+				a.b.countRefused(a.pr.deployment, refusedParticipant)
+				a.log.Warn().Err(err).Str("peer", a.label()).Str("lk_identity", id).Str("participant_sid", info.GetSid()).
+					Msg("Ignored a participant the peer announced: its identity or sid is another participant's here")
+				return
+			}
 			a.log.Info().Err(err).Str("lk_identity", id).Msg("cannot relay participant")
 			return
 		}

@@ -516,3 +516,43 @@ func TestPeerRelayNeedsParticipantAndGrant(t *testing.T) {
 		"fed-a keeps relaying X to fed-b without any grant")
 	require.Equal(t, refused+1, a.br.PeerRefused("fed-b", refusedParticipant))
 }
+
+// TestPeerParticipantSidCollision: fed-b announces its rita again with
+// the sid of bob, fed-a's own participant: fed-a refuses her (a
+// permission, speaker update or data packet naming bob's sid would
+// otherwise go to either), and a permission alice gives bob by sid goes
+// to bob.
+func TestPeerParticipantSidCollision(t *testing.T) {
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	b := startFedB(t, a, peerSignalKey)
+	alice := a.join(t, "X", "alice")
+	bob := a.join(t, "X", "bob")
+	b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
+	require.Eventually(t, func() bool { return alice.room.GetParticipantByIdentity("rita") != nil }, 20*time.Second, 20*time.Millisecond)
+	bobSID := bob.room.LocalParticipant.SID()
+	require.NotEmpty(t, bobSID)
+
+	refused := a.br.PeerRefused("fed-b", refusedParticipant)
+	b.br.sendOn(t, peerRoomX, peerKey("fed-a", ""), &message{Type: msgParticipant,
+		info: &livekit.ParticipantInfo{Identity: "rita", Sid: bobSID, Version: 1 << 30, State: livekit.ParticipantInfo_ACTIVE}})
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedParticipant) == refused+1 }, 10*time.Second, 10*time.Millisecond)
+	ctx := context.Background()
+	rs := a.srv.RoomService()
+	res, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: "X"})
+	require.NoError(t, err)
+	for _, p := range res.GetParticipants() {
+		if p.GetIdentity() != "bob" {
+			require.NotEqual(t, bobSID, p.GetSid(), "%s has bob's sid in fed-a's room", p.GetIdentity())
+		}
+	}
+
+	alice.room.LocalParticipant.SetSubscriptionPermission(&livekit.SubscriptionPermission{
+		TrackPermissions: []*livekit.TrackPermission{{ParticipantSid: bobSID, AllTracks: true}}})
+	onA := a.br.assocFor(t, "X", peerKey("fed-b", "b1"))
+	require.Eventually(t, func() bool {
+		tps := onA.rr.SubscriptionPermission("alice").GetTrackPermissions()
+		return len(tps) == 1 && tps[0].GetParticipantIdentity() == "bob"
+	}, 10*time.Second, 10*time.Millisecond, "alice's permission for bob's sid")
+}

@@ -41,6 +41,11 @@ import (
 // local session with the same identity (a relayed one it replaces).
 var ErrIdentityTaken = errors.New("identity is already in the room")
 
+// ErrSidTaken is returned when a remote participant's sid is another
+// participant's in the room: permissions, speakers and data addressed by
+// sid would go to either.
+var ErrSidTaken = errors.New("participant sid is already in the room")
+
 // Errors of the relay API.
 var (
 	ErrParticipantClosed = errors.New("participant has left")
@@ -613,6 +618,12 @@ func (rr *RelayRoom) AddRemoteParticipant(info *livekit.ParticipantInfo, hooks R
 	if _, ok := r.participants[p.identity]; ok {
 		r.mu.Unlock()
 		return nil, ErrIdentityTaken
+	}
+	for _, q := range r.participants {
+		if q.sid == p.sid {
+			r.mu.Unlock()
+			return nil, ErrSidTaken
+		}
 	}
 	r.participants[p.identity] = p
 	r.everJoined = true
