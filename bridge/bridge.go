@@ -51,9 +51,12 @@ type Bridge struct {
 
 	mu     sync.Mutex
 	assocs map[assocKey]*association
-	nonces map[string]time.Time
-	closed bool
-	wg     sync.WaitGroup // one per live association, until closed
+	// peerPending counts the peer associations being set up, by key
+	// (reservePeerAssociation).
+	peerPending map[assocKey]int
+	nonces      map[string]time.Time
+	closed      bool
+	wg          sync.WaitGroup // one per live association, until closed
 	// retired keeps the counters of ended associations per peer (Peers).
 	retired map[string]*PeerStats
 	// rate turns the relay's byte totals into Bitrate.
@@ -73,15 +76,16 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 		return nil, fmt.Errorf("failed to listen on the relay address: %w", err)
 	}
 	b := &Bridge{
-		cfg:      cfg,
-		sfu:      s,
-		log:      log.With().Str("node_id", cfg.NodeID).Logger(),
-		ln:       ln,
-		client:   &http.Client{Timeout: cfg.ConnectTimeout},
-		assocs:   map[assocKey]*association{},
-		nonces:   map[string]time.Time{},
-		peerPoke: make(chan struct{}, 1),
-		refused:  map[[2]string]uint64{},
+		cfg:         cfg,
+		sfu:         s,
+		log:         log.With().Str("node_id", cfg.NodeID).Logger(),
+		ln:          ln,
+		client:      &http.Client{Timeout: cfg.ConnectTimeout},
+		assocs:      map[assocKey]*association{},
+		peerPending: map[assocKey]int{},
+		nonces:      map[string]time.Time{},
+		peerPoke:    make(chan struct{}, 1),
+		refused:     map[[2]string]uint64{},
 	}
 	if cfg.TestLinkDelay > 0 {
 		b.log.Warn().Dur("delay", cfg.TestLinkDelay).Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,18 +147,40 @@ const (
 // A variable only so that a test can lower it.
 var maxPeerNodesPerRoom = 16
 
-// peerAssociations counts the associations peer holds for room, leaving
-// out key (an offer for an existing key replaces that association).
-func (b *Bridge) peerAssociations(room, peer, key string) int {
+// reservePeerAssociation takes one of the maxPeerNodesPerRoom slots of
+// peer in room for the association key (an offer for an existing key
+// replaces that association, so it keeps its slot), counting the
+// associations registered and those being set up (peerPending) in one
+// critical section: offers sent at once cannot all pass the count before
+// any registers. release ends the reservation once the association is
+// registered or failed.
+func (b *Bridge) reservePeerAssociation(room, peer, key string) (release func(), ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := 0
+	held := map[string]bool{}
 	for k, a := range b.assocs {
 		if k.room == room && k.peer != key && a.pr != nil && a.pr.deployment == peer {
-			n++
+			held[k.peer] = true
 		}
 	}
-	return n
+	prefix := peerKey(peer, "") + "/"
+	for k := range b.peerPending {
+		if k.room == room && k.peer != key && strings.HasPrefix(k.peer, prefix) {
+			held[k.peer] = true
+		}
+	}
+	if len(held) >= maxPeerNodesPerRoom {
+		return nil, false
+	}
+	k := assocKey{room, key}
+	b.peerPending[k]++
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.peerPending[k]--; b.peerPending[k] == 0 {
+			delete(b.peerPending, k)
+		}
+	}, true
 }
 
 func (b *Bridge) countRefused(peer, kind string) {
@@ -574,13 +597,15 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no grant for this peer in the room", http.StatusForbidden)
 		return
 	}
-	if n := b.peerAssociations(offer.Room, peer, peerKey(peer, offer.Node)); n >= maxPeerNodesPerRoom {
+	release, ok := b.reservePeerAssociation(offer.Room, peer, peerKey(peer, offer.Node))
+	if !ok {
 		b.countRefused(peer, refusedAssociation)
 		b.log.Warn().Str("lk_room", offer.Room).Str("peer", peer).Int("limit", maxPeerNodesPerRoom).Msg("Refused a peer's relay: it holds as many associations for the room as its nodes may")
 		http.Error(w, fmt.Sprintf("at most %d associations per peer and room", maxPeerNodesPerRoom), http.StatusTooManyRequests)
 		return
 	}
 	a, ans, err := b.accept(offer.Room, peerKey(peer, offer.Node), offer.Nonce, &peerRole{deployment: peer, authority: true, node: offer.Node})
+	release()
 	if err != nil {
 		b.log.Warn().Err(err).Str("lk_room", offer.Room).Str("peer", peer).Msg("failed to accept a peer's relay association")
 		http.Error(w, "cannot associate", http.StatusServiceUnavailable)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
@@ -555,4 +557,58 @@ func TestPeerParticipantSidCollision(t *testing.T) {
 		tps := onA.rr.SubscriptionPermission("alice").GetTrackPermissions()
 		return len(tps) == 1 && tps[0].GetParticipantIdentity() == "bob"
 	}, 10*time.Second, 10*time.Millisecond, "alice's permission for bob's sid")
+}
+
+// signedPeerOffer posts fed-b's signed offer to relay room from node to
+// a's peer signalling endpoint and returns the status. The offer's DTLS
+// fingerprint is made up: an accepted association never connects.
+func signedPeerOffer(t *testing.T, a *node, room, node string) int {
+	t.Helper()
+	offer := &signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: room, Node: node,
+		TimeMs: time.Now().UnixMilli(), Nonce: newNonce(),
+		ICE: webrtc.ICEParameters{UsernameFragment: "ufragAAAAAAA", Password: "passwordpasswordpassword"},
+		DTLS: webrtc.DTLSParameters{Role: webrtc.DTLSRoleClient, Fingerprints: []webrtc.DTLSFingerprint{{Algorithm: "sha-256",
+			Value: strings.TrimSuffix(strings.Repeat("AB:", 32), ":")}}},
+		SCTP: webrtc.SCTPCapabilities{MaxMessageSize: 65536}}
+	body, err := json.Marshal(offer)
+	require.NoError(t, err)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+peerAssociatePath, bytes.NewReader(body))
+	req.Header.Set(peerHeader, "fed-b")
+	req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(peerMAC(peerSignalKey, "offer", nil, body)))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestPeerNodesPerRoomConcurrentOffers: offers a peer sends at once, each
+// naming another node, get no more associations of one room than
+// maxPeerNodesPerRoom: the bound is not only checked, each slot is taken
+// before the (slow) set-up.
+func TestPeerNodesPerRoomConcurrentOffers(t *testing.T) {
+	old := maxPeerNodesPerRoom
+	maxPeerNodesPerRoom = 2
+	t.Cleanup(func() { maxPeerNodesPerRoom = old })
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	a := startFedA(t, auth)
+	const n = 12
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = signedPeerOffer(t, a, "X", fmt.Sprintf("node-%d", i))
+		}()
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	// (An accepted association that already failed frees its slot.)
+	require.LessOrEqual(t, count[http.StatusOK], maxPeerNodesPerRoom, "status codes %v", codes)
+	require.Equal(t, n, count[http.StatusOK]+count[http.StatusTooManyRequests], "status codes %v", codes)
+	require.Equal(t, uint64(count[http.StatusTooManyRequests]), a.br.PeerRefused("fed-b", refusedAssociation))
 }
