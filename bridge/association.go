@@ -273,7 +273,10 @@ func (b *Bridge) newAssociation(room, peer string, dialer bool, nonce string, pr
 	if sig.DTLS, err = a.dtls.GetLocalParameters(); err != nil {
 		return fail(err)
 	}
-	sig.SCTP = a.sctp.GetCapabilities()
+	// What we accept, said explicitly: before the association exists
+	// pion reports 0, which the peer reads as 64 KiB, and control
+	// messages between that and maxControlMessage would not cross.
+	sig.SCTP = webrtc.SCTPCapabilities{MaxMessageSize: maxControlMessage}
 	return a, sig, nil
 }
 
@@ -498,17 +501,37 @@ func (a *association) cleanup() {
 	}
 }
 
+// sendLimit is the largest control message the peer accepts: what it
+// advertised, at most maxControlMessage.
+func (a *association) sendLimit() int {
+	if n := a.sctp.GetCapabilities().MaxMessageSize; n > 0 {
+		return min(int(n), maxControlMessage)
+	}
+	return maxControlMessage
+}
+
+// mustSend sends a message the peer's state depends on (a participant
+// and its permission): if it cannot go, the association fails, and the
+// relink sends the whole state again, instead of the peer keeping an
+// older one (a wider permission) unnoticed.
+func (a *association) mustSend(m *message) {
+	if err := a.send(m); err != nil {
+		a.log.Warn().Err(err).Str("type", m.Type).Msg("Failed to send a relay control message the peer needs; relinking")
+		a.b.fail(a)
+	}
+}
+
 // send writes a control message to the peer.
-func (a *association) send(m *message) {
+func (a *association) send(m *message) error {
 	b, err := m.marshal()
 	if err != nil {
-		return
+		return err
 	}
 	a.dcMu.Lock()
 	dc := a.dc
 	a.dcMu.Unlock()
 	if dc == nil {
-		return
+		return nil // not open yet: onOpen sends the state
 	}
 	if a.isServer.Load() {
 		// The client needs the server's Hello before anything else.
@@ -525,7 +548,9 @@ func (a *association) send(m *message) {
 	}
 	if err := dc.Send(b); err != nil {
 		a.log.Debug().Err(err).Msg("failed to send control message")
+		return err
 	}
+	return nil
 }
 
 // onOpen starts observing the room and sends its local participants.
@@ -665,11 +690,11 @@ func (a *association) sendParticipant(info *livekit.ParticipantInfo) {
 		}
 	}
 	a.countTracks()
-	if fitPerm(m) {
+	if fitPerm(m, a.sendLimit()) {
 		a.log.Warn().Str("lk_identity", info.GetIdentity()).
 			Msg("A participant's subscription permission is too large for the relay: the other node lets nobody subscribe to its tracks")
 	}
-	a.send(m)
+	a.mustSend(m)
 	a.recheckPeerWants() // the permission may have changed
 }
 

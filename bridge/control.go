@@ -250,16 +250,17 @@ func parseMessage(b []byte) (*message, error) {
 	return m, nil
 }
 
-// fitPerm makes a participant message fit the control channel: a
-// subscription permission too large to cross (a thousand long identities)
-// becomes "nobody", so the other node fails closed instead of keeping an
-// older, wider permission. It reports whether it had to.
-func fitPerm(m *message) bool {
+// fitPerm makes a participant message fit the control channel (limit,
+// the largest message the peer accepts): a subscription permission too
+// large to cross (a thousand long identities) becomes "nobody", so the
+// other node fails closed instead of keeping an older, wider permission.
+// It reports whether it had to.
+func fitPerm(m *message, limit int) bool {
 	if m.Perm == nil || len(*m.Perm) == 0 {
 		return false
 	}
 	b, err := m.marshal()
-	if err == nil && len(b) <= maxControlMessage {
+	if err == nil && len(b) <= limit {
 		return false
 	}
 	m.Perm = &[]permGrant{}

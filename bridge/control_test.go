@@ -147,11 +147,12 @@ func FuzzParseMessage(f *testing.F) {
 }
 
 // TestFitPerm: a permission too large for the control channel crosses as
-// "nobody" (fail closed), one that fits crosses unchanged.
+// "nobody" (fail closed), one that fits crosses unchanged; the limit is
+// what the peer accepts.
 func TestFitPerm(t *testing.T) {
 	info := &livekit.ParticipantInfo{Sid: "PA_x", Identity: "alice"}
 	small := &message{Type: msgParticipant, info: info, Perm: &[]permGrant{{Identity: "bob", All: true}}}
-	require.False(t, fitPerm(small))
+	require.False(t, fitPerm(small, maxControlMessage))
 	require.Equal(t, []permGrant{{Identity: "bob", All: true}}, *small.Perm)
 
 	var many []permGrant
@@ -162,7 +163,7 @@ func TestFitPerm(t *testing.T) {
 	b, err := big.marshal()
 	require.NoError(t, err)
 	require.Greater(t, len(b), maxControlMessage)
-	require.True(t, fitPerm(big))
+	require.True(t, fitPerm(big, maxControlMessage))
 	require.NotNil(t, big.Perm)
 	require.Empty(t, *big.Perm)
 	b, err = big.marshal()
@@ -171,4 +172,11 @@ func TestFitPerm(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, permFromWire(m.Perm), "nobody, not everyone")
 	require.Empty(t, permFromWire(m.Perm).GetTrackPermissions())
+
+	mid := &message{Type: msgParticipant, info: info, Perm: &[]permGrant{}}
+	for i := 0; i < 400; i++ {
+		*mid.Perm = append(*mid.Perm, permGrant{Identity: fmt.Sprintf("%0180d", i), All: true})
+	}
+	require.False(t, fitPerm(mid, maxControlMessage))
+	require.True(t, fitPerm(mid, 65535), "a peer that accepts 64 KiB gets nobody")
 }
