@@ -41,6 +41,9 @@ type association struct {
 	// (srtp.go); isServer: this side was the DTLS server.
 	keys     sfu.DTLSKeys
 	isServer atomic.Bool
+	// backedUp is set once the peer left maxControlBacklog unread: the
+	// association is failing, and nothing more is queued on it.
+	backedUp atomic.Bool
 	srtpOnce sync.Once
 	// sock carries the association's ICE, DTLS, SCTP and media: the
 	// node's relay socket, or its own when it dialled (ownSock).
@@ -533,6 +536,20 @@ func (a *association) send(m *message) error {
 	if dc == nil {
 		return nil // not open yet: onOpen sends the state
 	}
+	if a.backedUp.Load() {
+		return errBackedUp
+	}
+	if n := dc.BufferedAmount(); n+uint64(len(b)) > maxControlBacklog {
+		// The peer node does not read (or far slower than we send): rather
+		// than hold its messages without bound, the association fails and
+		// the relink sends the whole state again.
+		if a.backedUp.CompareAndSwap(false, true) {
+			a.b.backlogFailed.Add(1)
+			a.log.Warn().Uint64("buffered_bytes", n).Msg("Peer node does not take its relay control messages; closing the link")
+			a.b.fail(a)
+		}
+		return errBackedUp
+	}
 	if a.isServer.Load() {
 		// The client needs the server's Hello before anything else.
 		a.srtpOnce.Do(func() {
@@ -579,6 +596,15 @@ func (a *association) RoomMetadata(md string) {
 // queuing without bound. Reliable data and control always go. A variable
 // only so that a test can lower it.
 var maxLossyBacklog uint64 = 1 << 20
+
+// maxControlBacklog bounds what a link's control channel may hold unsent
+// (control, reliable data, lossy data within maxLossyBacklog): a message
+// that would take it beyond fails the association, as the SFU bounds a
+// client's reliable backlog. A variable only so that a test can lower it.
+var maxControlBacklog uint64 = 16 << 20
+
+// errBackedUp: the peer node did not take what was sent before.
+var errBackedUp = errors.New("relay control channel backed up")
 
 // lossyBackedUp reports whether lossy data must be dropped now (and counts it).
 func (a *association) lossyBackedUp() bool {

@@ -38,9 +38,12 @@ type Bridge struct {
 	// lossyDropped counts lossy data (_lossy DataPackets, data track
 	// packets) not relayed because a control channel was backed up.
 	lossyDropped atomic.Uint64
-	client       *http.Client
-	srv          *http.Server
-	mux          *http.ServeMux
+	// backlogFailed counts associations failed because the peer node did
+	// not take its control messages (maxControlBacklog).
+	backlogFailed atomic.Uint64
+	client        *http.Client
+	srv           *http.Server
+	mux           *http.ServeMux
 	// peering is set before Run (SetPeering); zero: no peers.
 	peering Peering
 	// peerPoke wakes FollowPeers (a participant joined a peer room).

@@ -167,6 +167,7 @@ var (
 	descRetrans   = prometheus.NewDesc("gxconf_bridge_relay_retransmitted_packets_total", "Packets resent to a peer node on its NACKs.", peerLabel, nil)
 	descKeyframes = prometheus.NewDesc("gxconf_bridge_relay_keyframe_requests_total", "Keyframe requests received from (in) or sent to (out) a peer node.", dirLabels, nil)
 	descLossy     = prometheus.NewDesc("gxconf_bridge_relay_lossy_data_dropped_total", "Lossy data (_lossy data packets, data track packets) not relayed to a peer node because its control channel already held 1 MiB unsent.", nil, nil)
+	descBacklog   = prometheus.NewDesc("gxconf_bridge_relay_backlog_failures_total", "Relay associations failed (and relinked) because the peer node left 16 MiB of control messages and reliable data unread.", nil, nil)
 	descDropped   = prometheus.NewDesc("gxconf_bridge_relay_dropped_packets_total", "Relay RTP/RTCP datagrams dropped on arrival, by reason: address (not from a live association's selected pair), auth (failed SRTP authentication, replayed, malformed or before the keys), ssrc (authentic peer, SSRC not announced or gone).", []string{"reason"}, nil)
 
 	descPeerRooms   = prometheus.NewDesc("gxconf_bridge_peer_rooms", "Rooms relayed now with a peered deployment: ours it relays (role=authority) or its that we relay (role=relay).", []string{"peer", "role"}, nil)
@@ -233,7 +234,7 @@ func (b *Bridge) PeerDeployments() []PeerDeployment {
 type collector struct{ b *Bridge }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes, descDropped, descLossy,
+	for _, d := range []*prometheus.Desc{descBytes, descPackets, descTracks, descLinks, descRTT, descNacked, descRetrans, descKeyframes, descDropped, descLossy, descBacklog,
 		descPeerRooms, descPeerTracks, descPeerCopies, descPeerRefused} {
 		ch <- d
 	}
@@ -261,6 +262,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRTT, p.RTT.Seconds(), p.Peer)
 	}
 	ch <- prometheus.MustNewConstMetric(descLossy, prometheus.CounterValue, float64(c.b.lossyDropped.Load()))
+	ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.CounterValue, float64(c.b.backlogFailed.Load()))
 	for reason, v := range c.b.Dropped() {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(v), reason)
 	}
