@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -140,20 +141,63 @@ func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.Use
 }
 
 // powerLevels returns the room's m.room.power_levels content, from the state
-// store or else from the homeserver; nil when neither knows it.
+// store or else from the homeserver, with the room's create event (room
+// version 12 gives its creators unlimited power, outside the users map); nil
+// when neither knows the power levels.
 func (a *Appservice) powerLevels(ctx context.Context, roomID id.RoomID) *event.PowerLevelsEventContent {
 	pl, err := a.state.GetPowerLevels(ctx, roomID)
-	if err == nil && pl != nil {
-		return pl
+	if err != nil || pl == nil {
+		var fetched event.PowerLevelsEventContent
+		if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err != nil {
+			return nil
+		}
+		pl = &fetched
 	}
-	var fetched event.PowerLevelsEventContent
-	if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err != nil {
-		return nil
+	if pl.CreateEvent == nil {
+		pl.CreateEvent = a.createEvent(ctx, roomID)
 	}
-	return &fetched
+	return pl
 }
 
-// powersIn returns the sender's power level and the highest one in pl.
+// createEvent returns the room's m.room.create event from the state store or
+// the homeserver. If the homeserver gives only its content (no
+// ?format=event), the event has no sender: the room's version still counts,
+// but nobody is taken for its creator. nil when neither knows it.
+func (a *Appservice) createEvent(ctx context.Context, roomID id.RoomID) *event.Event {
+	if evt, err := a.state.GetCreate(ctx, roomID); err == nil && evt != nil {
+		return evt
+	}
+	// Homeservers that ignore ?format=event (Dendrite) answer the content:
+	// then the event has no type.
+	if evt, err := a.mx.BotClient().FullStateEvent(ctx, roomID, event.StateCreate, ""); err == nil && evt != nil && evt.Type.Type == event.StateCreate.Type {
+		return evt
+	}
+	var content event.CreateEventContent
+	if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StateCreate, "", &content); err != nil {
+		return nil
+	}
+	evt := &event.Event{Type: event.StateCreate, RoomID: roomID, StateKey: new(""), Content: event.Content{Parsed: &content}}
+	if raw, err := json.Marshal(&content); err == nil {
+		evt.Content.VeryRaw = raw
+		_ = a.state.SetCreate(ctx, evt) // a room's create event never changes
+	}
+	return evt
+}
+
+// creatorsPrivileged reports whether the room's version gives its creators
+// unlimited power (v12, MSC4289). A create event without room_version is
+// version 1.
+func creatorsPrivileged(create *event.Event) bool {
+	if create == nil {
+		return false
+	}
+	cc := create.Content.AsCreate()
+	return cc.RoomVersion != "" && cc.SupportsCreatorPower()
+}
+
+// powersIn returns the sender's power level and the highest one in pl. In a
+// room whose version gives creators power (v12, MSC4289), the highest is
+// theirs — unlimited, above any level in the users map.
 func powersIn(pl *event.PowerLevelsEventContent, sender id.UserID) (senderPower, topPower int64) {
 	if pl == nil {
 		// No power levels known: only the room's highest level (100) may lower.
@@ -162,6 +206,9 @@ func powersIn(pl *event.PowerLevelsEventContent, sender id.UserID) (senderPower,
 	top := pl.UsersDefault
 	for _, lvl := range pl.Users {
 		top = max(top, lvl)
+	}
+	if creatorsPrivileged(pl.CreateEvent) {
+		top = math.MaxInt
 	}
 	return int64(pl.GetUserLevel(sender)), int64(top)
 }
