@@ -72,6 +72,9 @@ func (a *Appservice) command(ctx context.Context, roomID id.RoomID, sender id.Us
 		}
 		return c
 	}
+	if len(verb) > 64 {
+		verb = verb[:64] + "…"
+	}
 	return notice(fmt.Sprintf("Unknown command %q.\n\n%s", verb, a.helpText()))
 }
 
@@ -145,6 +148,10 @@ func (a *Appservice) statusText(ctx context.Context, roomID id.RoomID) *event.Me
 	return notice(strings.TrimRight(b.String(), "\n"))
 }
 
+// notice is the bot's m.notice. It mentions nobody (an empty m.mentions):
+// without it, clients and homeservers fall back to reading "@room" in the
+// body as a room mention with the bot's power, so whoever got the bot to
+// repeat text (a command, a meeting title) could notify everyone.
 func notice(text string) *event.MessageEventContent {
-	return &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	return &event.MessageEventContent{MsgType: event.MsgNotice, Body: text, Mentions: &event.Mentions{}}
 }

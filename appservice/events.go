@@ -212,10 +212,8 @@ func (a *Appservice) joinAndGreet(ctx context.Context, roomID id.RoomID) error {
 	if _, err := a.mx.BotIntent().JoinRoomByID(ctx, roomID); err != nil {
 		return fmt.Errorf("failed to join %s: %w", roomID, err)
 	}
-	_, err := a.mx.BotIntent().SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
-		MsgType: event.MsgNotice,
-		Body:    fmt.Sprintf("gxconf is looking after this room's calls. Type `%s help` for commands.", a.cfg.CommandPrefix),
-	})
+	_, err := a.mx.BotIntent().SendMessageEvent(ctx, roomID, event.EventMessage,
+		notice(fmt.Sprintf("gxconf is looking after this room's calls. Type `%s help` for commands.", a.cfg.CommandPrefix)))
 	return err
 }
 

@@ -324,7 +324,7 @@ func (a *Appservice) DirectMessage(ctx context.Context, userID, text, html strin
 	if err != nil {
 		return err
 	}
-	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	content := notice(text)
 	if html != "" {
 		content.Format, content.FormattedBody = event.FormatHTML, html
 	}

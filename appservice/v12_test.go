@@ -2,6 +2,7 @@ package appservice
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -98,5 +99,26 @@ func TestRoomVersionFromTheHomeserver(t *testing.T) {
 		a.command(ctx, room, mod, " bookings accept bk_1")
 		require.Equal(t, tc.modConfirm, len(bookings.confirmed) == 1, "room version %s: %v", tc.version, bookings.confirmed)
 		srv.Close()
+	}
+}
+
+// The bot's notices mention nobody: an explicit, empty m.mentions, so that
+// "@room" in text the bot repeats (an unknown command, a policy, a meeting
+// title through the meetings bot) does not notify the room with the bot's
+// power. An unknown command is repeated only in part.
+func TestBotNoticesMentionNobody(t *testing.T) {
+	ctx := context.Background()
+	hs := &recordingHomeserver{}
+	srv := httptest.NewServer(hs)
+	defer srv.Close()
+	a := newTestAppservice(t, srv.URL)
+	room, mallory := id.RoomID("!r:hs.test"), id.UserID("@mallory:hs.test")
+	for _, cmd := range []string{" @room", " policy @room", " help", " " + strings.Repeat("@room", 10000)} {
+		reply := a.command(ctx, room, mallory, cmd)
+		require.NotNil(t, reply, cmd)
+		raw, err := json.Marshal(reply)
+		require.NoError(t, err)
+		require.Contains(t, string(raw), `"m.mentions":{}`, cmd)
+		require.Less(t, len(reply.Body), 8<<10, "the unknown command is repeated in full")
 	}
 }

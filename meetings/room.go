@@ -162,11 +162,12 @@ func (s *Service) sendFiles(ctx context.Context, m *Meeting, users []string, met
 		caption = fmt.Sprintf("📅 Invitation from %s: %s — %s. Join: %s", m.Organiser, m.Title, m.Schedule.Describe(nil), s.CallLink(m))
 	}
 	content := map[string]any{
-		"msgtype":  "m.file",
-		"body":     caption,
-		"filename": name,
-		"url":      mxc,
-		"info":     map[string]any{"mimetype": "text/calendar", "size": len(data)},
+		"msgtype":    "m.file",
+		"body":       caption,
+		"filename":   name,
+		"url":        mxc,
+		"info":       map[string]any{"mimetype": "text/calendar", "size": len(data)},
+		"m.mentions": map[string]any{},
 		"de.gxconf.meeting": map[string]any{
 			"id": m.ID, "uid": m.UID, "method": method, "sequence": m.Sequence,
 		},
@@ -187,9 +188,11 @@ func (s *Service) sendFiles(ctx context.Context, m *Meeting, users []string, met
 	return failed
 }
 
-// noticeContent is an m.notice, with HTML when given.
+// noticeContent is an m.notice, with HTML when given. It mentions nobody
+// (an empty m.mentions): a meeting title with "@room" in it must not notify
+// the whole room with the bot's power.
 func noticeContent(text, htmlText string) map[string]any {
-	c := map[string]any{"msgtype": "m.notice", "body": text}
+	c := map[string]any{"msgtype": "m.notice", "body": text, "m.mentions": map[string]any{}}
 	if htmlText != "" {
 		c["format"] = "org.matrix.custom.html"
 		c["formatted_body"] = htmlText

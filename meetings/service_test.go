@@ -461,3 +461,22 @@ func TestChangesRewritePendingInvites(t *testing.T) {
 	require.True(t, strings.HasPrefix(env.mx.invites[room][bob], "❌ Cancelled: Lagebesprechung — "), env.mx.invites[room][bob])
 	require.Len(t, env.mx.refreshed, 5)
 }
+
+// What the bot posts about a meeting mentions nobody unless it names people
+// (reminders): a title with "@room" must not notify the room with the bot's
+// power.
+func TestMeetingNoticesMentionNobody(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("@room urgent"), Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
+	require.NoError(t, err)
+	_, err = env.svc.Update(ctx, alice, res.Meeting.ID, &Spec{Title: ptr("@room still urgent")})
+	require.NoError(t, err)
+	_, err = env.svc.Cancel(ctx, alice, res.Meeting.ID, "")
+	require.NoError(t, err)
+	msgs := append(env.mx.roomMessages(res.Meeting.RoomID), env.mx.roomMessages("!dm-"+bob)...)
+	require.NotEmpty(t, msgs)
+	for _, m := range msgs {
+		require.Equal(t, map[string]any{}, m["m.mentions"], "%v", m)
+	}
+}
