@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -113,6 +114,39 @@ func (p *Participant) handleSignal(req *livekit.SignalRequest) bool {
 	return false
 }
 
+// maxMediaSections bounds the media sections of a client's connection: per
+// offer and over the connection's life (pion keeps a transceiver for every
+// mid it was ever offered, and matching a mid scans them all, so offers
+// with fresh mids would cost ever more memory and time). A subscriber in
+// single peer connection mode needs a section per track it receives at
+// once; 512 is far beyond any call a client can show.
+const maxMediaSections = 512
+
+// checkOfferSize refuses an offer that has more media sections than
+// maxMediaSections or would take the connection beyond it with mids it has
+// not seen. Caller holds ansMu.
+func (p *Participant) checkOfferSize(sdp string) error {
+	known := map[string]bool{}
+	for _, tr := range p.pub.GetTransceivers() {
+		known[tr.Mid()] = true
+	}
+	sections, fresh := 0, 0
+	for line := range strings.Lines(sdp) {
+		switch {
+		case strings.HasPrefix(line, "m="):
+			sections++
+		case strings.HasPrefix(line, "a=mid:"):
+			if !known[strings.TrimSpace(strings.TrimPrefix(line, "a=mid:"))] {
+				fresh++
+			}
+		}
+		if sections > maxMediaSections || len(known)+fresh > maxMediaSections {
+			return fmt.Errorf("offer refused: more than %d media sections on the connection", maxMediaSections)
+		}
+	}
+	return nil
+}
+
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if p.single {
 		p.offerMu.Lock()
@@ -122,6 +156,9 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	}
 	p.ansMu.Lock()
 	defer p.ansMu.Unlock()
+	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
+		return err
+	}
 	p.recordOfferMids(sd.GetSdp())
 	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		return err

@@ -3,6 +3,7 @@ package sfu_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,4 +134,59 @@ func TestPublishSourceFitsKind(t *testing.T) {
 		Cid: "odd", Name: "odd", Type: livekit.TrackType_VIDEO, Source: livekit.TrackSource_MICROPHONE,
 	}}})
 	awaitSignal(t, free, func(r *livekit.SignalResponse) bool { return r.GetTrackPublished().GetCid() == "odd" })
+}
+
+// TestOfferMediaSectionsBounded: a client's offers may bring a connection
+// at most maxMediaSections (512) media sections: an offer with more is not
+// answered, nor one whose fresh mids would take the connection beyond it
+// (pion keeps a transceiver per mid ever offered, so offers with new mids
+// each time grew memory and answer time without bound); offers within the
+// bound are answered as before.
+func TestOfferMediaSectionsBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws := joinedRaw(t, ts, "offers", "mallory", nil)
+	ws.SetReadLimit(4 << 20) // answers of hundreds of sections
+	offerOf := func(n int, midPrefix string) string {
+		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		for range n {
+			_, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+			require.NoError(t, err)
+		}
+		offer, err := pc.CreateOffer(nil)
+		require.NoError(t, err)
+		sdp := offer.SDP
+		if midPrefix != "" {
+			var b strings.Builder
+			for line := range strings.Lines(sdp) {
+				switch {
+				case strings.HasPrefix(line, "a=mid:"):
+					line = "a=mid:" + midPrefix + strings.TrimPrefix(line, "a=mid:")
+				case strings.HasPrefix(line, "a=group:BUNDLE "):
+					mids := strings.Fields(strings.TrimPrefix(line, "a=group:BUNDLE "))
+					for i := range mids {
+						mids[i] = midPrefix + mids[i]
+					}
+					line = "a=group:BUNDLE " + strings.Join(mids, " ") + "\r\n"
+				}
+				b.WriteString(line)
+			}
+			sdp = b.String()
+		}
+		return sdp
+	}
+	send := func(id uint32, sdp string) {
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp, Id: id}}})
+	}
+	answered := func() uint32 {
+		return awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer().GetId()
+	}
+	send(1, offerOf(600, "")) // too many sections at once
+	send(2, offerOf(300, "")) // within the bound
+	require.EqualValues(t, 2, answered(), "the offer of 600 sections was answered")
+	send(3, offerOf(300, "x")) // 300 fresh mids on top of 300
+	send(4, offerOf(300, ""))  // the same 300 again
+	require.EqualValues(t, 4, answered(), "the offer of 300 fresh mids was answered")
 }

@@ -98,6 +98,10 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 	p.negMu.Unlock()
 
 	p.ansMu.Lock()
+	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
+		p.ansMu.Unlock()
+		return err
+	}
 	p.recordOfferMids(sd.GetSdp())
 	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
 		p.ansMu.Unlock()
