@@ -60,6 +60,9 @@ type Catalog struct {
 	// authAudit budgets the audit rows of refusals before an identity is
 	// established (see auditUnauthenticated).
 	authAudit *rate.Limiter
+	// subjectAudit budgets the audit rows of each identified subject's
+	// refusals (see auditRefusal).
+	subjectAudit subjectBudget
 
 	// mu serialises booking transitions and admissions, so that counts and
 	// session openings are consistent within this node.

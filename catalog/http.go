@@ -8,6 +8,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
@@ -113,7 +117,7 @@ func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
 		if ad == nil {
 			c.auditUnauthenticated(r, "login", err)
 		} else { // the identity provider vouched for ad: the refusal is its
-			c.auditAdmin(r.Context(), ad.Subject, "login", "", "", err.Error(), false)
+			c.auditRefusal(r, ad.Subject, "login", "", "", err.Error())
 		}
 		c.metrics.admin.WithLabelValues("login", "refused").Inc()
 		http.Error(w, "Login refused: "+publicReason(err), http.StatusForbidden)
@@ -210,7 +214,7 @@ func (c *Catalog) renderAdmin(w http.ResponseWriter, r *http.Request, action str
 		case ad == nil && status == http.StatusUnauthorized:
 			c.auditUnauthenticated(r, action, err)
 		case status == http.StatusUnauthorized || status == http.StatusForbidden || mutates:
-			c.auditAdmin(r.Context(), subject, action, org, bookingID, publicReason(err), false)
+			c.auditRefusal(r, subject, action, org, bookingID, publicReason(err))
 		}
 		writeJSON(w, status, map[string]string{"error": publicReason(err)})
 		return
@@ -257,6 +261,49 @@ func (c *Catalog) auditUnauthenticated(r *http.Request, action string, err error
 	c.auditAdmin(r.Context(), "unauthenticated", action, "", "", reason, false)
 }
 
+// The audit budget of each identified subject's refusals.
+const (
+	subjectAuditRate    = rate.Limit(0.1) // rows per second
+	subjectAuditBurst   = 60
+	subjectAuditTracked = 4096 // subjects with a budget; then all start afresh
+)
+
+// subjectBudget is a rate limiter per subject.
+type subjectBudget struct {
+	mu sync.Mutex
+	m  map[string]*rate.Limiter
+}
+
+func (s *subjectBudget) allow(subject string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.m[subject]
+	if !ok {
+		if s.m == nil || len(s.m) >= subjectAuditTracked {
+			s.m = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(subjectAuditRate, subjectAuditBurst)
+		s.m[subject] = l
+	}
+	return l.Allow()
+}
+
+// auditRefusal records a refusal of an identified subject (an account of
+// the identity provider, possibly without any role). Any such account can
+// cause refusals, and the audit log is never pruned, so each subject has a
+// budget: subjectAuditBurst rows at once, then subjectAuditRate per
+// second; the rest are counted
+// (gxconf_catalog_admin_unaudited_subject_refusals_total) and logged.
+func (c *Catalog) auditRefusal(r *http.Request, subject, action, org, bookingID, reason string) {
+	if !c.subjectAudit.allow(subject) {
+		c.metrics.overBudget.Inc()
+		c.log.Info().Str("subject", subject).Str("action", action).Str("remote", r.RemoteAddr).Str("reason", auditText(reason)).
+			Msg("Refused an admin request (over the subject's audit budget, not audited)")
+		return
+	}
+	c.auditAdmin(r.Context(), subject, action, org, bookingID, reason, false)
+}
+
 // auditAdmin writes one admin action to the hash-chained audit log:
 // decision admin:<action> or admin-denied:<action>, the admin as user, the
 // booking (or organisation) as room.
@@ -270,10 +317,46 @@ func (c *Catalog) auditAdmin(ctx context.Context, subject, action, org, bookingI
 		target = "org:" + org
 	}
 	if err := c.audit.Append(context.WithoutCancel(ctx), credentials.AuditEntry{
-		Decision: decision, UserID: subject, RoomID: target, Reason: reason,
+		Decision: decision, UserID: subject, RoomID: auditText(target), Reason: auditText(reason),
 	}); err != nil {
 		c.log.Error().Err(err).Str("action", action).Msg("Failed to audit an admin action")
 	}
+}
+
+// maxAuditText bounds the target and reason of one admin audit entry. The
+// audit log is never pruned, and refusals quote request text (a booking ID
+// from the path, a room ID, a time zone, the Rego reason's organisation):
+// every field is validated where it is read, and this is the backstop.
+const maxAuditText = 512
+
+// auditText is s cut to maxAuditText bytes at a rune boundary, marked "…".
+func auditText(s string) string {
+	if len(s) <= maxAuditText {
+		return s
+	}
+	cut := maxAuditText - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// maxOrgLen bounds the org a request names (admin.organisations keys are
+// at most 32 bytes, config's simpleName).
+const maxOrgLen = 128
+
+// checkOrg refuses an org named in a request that cannot be a configured
+// organisation's key, before it reaches the policy's reason or the audit
+// log. A well-formed key that is not configured is left to the policy, so
+// the answer does not tell an account without a role which keys exist.
+func checkOrg(org string) error {
+	if len(org) > maxOrgLen {
+		return fmt.Errorf("%w: org is longer than %d bytes", ErrInvalid, maxOrgLen)
+	}
+	if org != "" && !simpleName.MatchString(org) {
+		return fmt.Errorf("%w: org must be lower-case letters, digits and '-', starting with a letter, at most 32", ErrInvalid)
+	}
+	return nil
 }
 
 // authorize asks the Rego policy for an action on org's resource.
@@ -297,6 +380,9 @@ func (c *Catalog) apiMe(ctx context.Context, ad *Admin, _ *http.Request, _ []byt
 
 func (c *Catalog) apiList(ctx context.Context, ad *Admin, r *http.Request, _ []byte) (any, *Booking, error) {
 	org := r.URL.Query().Get("org")
+	if err := checkOrg(org); err != nil {
+		return nil, nil, err
+	}
 	provider := c.authorize(ctx, ad, "confirm", ad.Org, nil) == nil
 	if org == "" && !provider {
 		org = ad.Org
@@ -343,6 +429,9 @@ func (c *Catalog) apiBook(ctx context.Context, ad *Admin, _ *http.Request, body 
 	if err := decodeStrict(body, &req); err != nil {
 		return nil, nil, err
 	}
+	if err := checkOrg(req.Org); err != nil {
+		return nil, nil, err
+	}
 	if req.Org == "" {
 		req.Org = ad.Org
 	}
@@ -356,8 +445,19 @@ func (c *Catalog) apiBook(ctx context.Context, ad *Admin, _ *http.Request, body 
 	return c.view(ctx, b), b, nil
 }
 
+// bookingInPath is the booking the path's {id} names. An ID that no
+// booking can have (newBookingID makes "bk_" and 16 base32 letters) is not
+// found without being quoted, so a long path does not reach the audit log.
+func (c *Catalog) bookingInPath(ctx context.Context, r *http.Request) (*Booking, error) {
+	id := r.PathValue("id")
+	if len(id) > 64 {
+		return nil, fmt.Errorf("%w: no such booking", ErrNotFound)
+	}
+	return c.Get(ctx, id)
+}
+
 func (c *Catalog) apiGet(ctx context.Context, ad *Admin, r *http.Request, _ []byte) (any, *Booking, error) {
-	b, err := c.Get(ctx, r.PathValue("id"))
+	b, err := c.bookingInPath(ctx, r)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -391,7 +491,7 @@ func (c *Catalog) apiAct(ctx context.Context, ad *Admin, r *http.Request, body [
 		return nil, nil, fmt.Errorf("%w: reason too long", ErrInvalid)
 	}
 	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-	b, err := c.Get(ctx, r.PathValue("id"))
+	b, err := c.bookingInPath(ctx, r)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -413,7 +513,7 @@ func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body 
 	if err := decodeStrict(body, &req); err != nil {
 		return nil, nil, err
 	}
-	b, err := c.Get(ctx, r.PathValue("id"))
+	b, err := c.bookingInPath(ctx, r)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -322,3 +322,88 @@ func TestAdminLoginNotLockedOut(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	require.Contains(t, string(raw), "unknown or expired login state")
 }
+
+// TestRefusedRequestTextBounded: request text that a refusal quotes (an
+// org, a booking ID in the path, a room ID, a time zone) does not reach the
+// never-pruned audit log unbounded. An org that cannot be an organisation's
+// key is refused (400, naming the field) before the policy quotes it, a
+// path ID no booking can have is not found without being quoted, and every
+// audit entry's target and reason are cut to maxAuditText.
+func TestRefusedRequestTextBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	nobody := e.session(&Admin{Principal: Principal{Subject: "idp|nobody"}, MFA: true})
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true})
+	huge := strings.Repeat("A", 60000)
+	orgBody, _ := json.Marshal(map[string]any{"org": huge})
+
+	code, out := call(t, srv, nobody, true, http.MethodPost, "/catalog/admin/api/bookings", string(orgBody))
+	require.Equal(t, http.StatusBadRequest, code, out[:min(200, len(out))])
+	require.Contains(t, out, "org is longer than 128 bytes")
+	code, out = call(t, srv, nobody, true, http.MethodPost, "/catalog/admin/api/bookings", `{"org":"Land NRW"}`)
+	require.Equal(t, http.StatusBadRequest, code, out)
+	require.Contains(t, out, "org must be")
+	code, out = call(t, srv, nobody, false, http.MethodGet, "/catalog/admin/api/bookings?org="+strings.ToLower(huge), "")
+	require.Equal(t, http.StatusBadRequest, code, out[:min(200, len(out))])
+	require.Contains(t, out, "org is longer")
+	// A well-formed key that is not configured is the policy's to refuse,
+	// like a configured one: the answer does not list the keys.
+	code, out = call(t, srv, nobody, true, http.MethodPost, "/catalog/admin/api/bookings", `{"org":"stadt-y"}`)
+	require.Equal(t, http.StatusForbidden, code, out)
+
+	code, out = call(t, srv, nobody, true, http.MethodPost, "/catalog/admin/api/bookings/bk_"+huge+"/cancel", "")
+	require.Equal(t, http.StatusNotFound, code, out[:min(200, len(out))])
+	require.False(t, strings.Contains(out, "AAAA"), "the path ID is not quoted: %.200s", out)
+
+	// Text the handlers quote in their own refusals is cut in the audit log.
+	b := e.book(t, "public-20-gold", nil)
+	bindBody, _ := json.Marshal(map[string]any{"room_id": "!" + huge})
+	code, _ = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/rooms", string(bindBody))
+	require.Equal(t, http.StatusBadRequest, code)
+	now := e.clock.now()
+	tzBody, _ := json.Marshal(map[string]any{
+		"tier": "public-20-gold", "unit": "dateRange", "valid_from": now, "valid_until": now.Add(time.Hour),
+		"tz": huge, "accept_terms": testTerms,
+	})
+	code, _ = call(t, srv, alice, true, http.MethodPost, "/catalog/admin/api/bookings", string(tzBody))
+	require.Equal(t, http.StatusBadRequest, code)
+
+	var rows, longest int
+	require.NoError(t, e.db.QueryRow(context.Background(),
+		`SELECT COUNT(*), COALESCE(MAX(MAX(LENGTH(room_id), LENGTH(reason))), 0) FROM credentials_audit WHERE decision LIKE 'admin-denied:%'`).Scan(&rows, &longest))
+	require.Equal(t, 6, rows, "every refusal but the GET's 400 is audited")
+	require.LessOrEqual(t, longest, maxAuditText)
+}
+
+// TestSubjectRefusalsBudgeted: an account of the identity provider without
+// any role can cause refusals at will; each subject's are audited at most
+// 60 at once, then one per 10 seconds, and the rest are counted. Another
+// subject's refusals keep their own budget.
+func TestSubjectRefusalsBudgeted(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	nobody := e.session(&Admin{Principal: Principal{Subject: "idp|nobody"}, MFA: true})
+	other := e.session(&Admin{Principal: Principal{Subject: "idp|other"}, MFA: true})
+	audited := func(subject string) int {
+		var n int
+		require.NoError(t, e.db.QueryRow(context.Background(), `SELECT COUNT(*) FROM credentials_audit WHERE user_id = $1`, subject).Scan(&n))
+		return n
+	}
+	start := time.Now()
+	const n = 100
+	for range n {
+		code, out := call(t, srv, nobody, true, http.MethodPost, "/catalog/admin/api/bookings", `{}`)
+		require.Equal(t, http.StatusForbidden, code, out)
+	}
+	elapsed := time.Since(start)
+	added := audited("idp|nobody")
+	require.Equal(t, n, added+int(testutil.ToFloat64(e.c.metrics.overBudget)), "every refusal is audited or counted")
+	require.GreaterOrEqual(t, added, subjectAuditBurst)
+	require.LessOrEqual(t, added, subjectAuditBurst+1+int(elapsed/(10*time.Second)))
+
+	code, out := call(t, srv, other, true, http.MethodPost, "/catalog/admin/api/bookings", `{}`)
+	require.Equal(t, http.StatusForbidden, code, out)
+	require.Equal(t, 1, audited("idp|other"))
+}

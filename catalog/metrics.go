@@ -9,6 +9,8 @@ type metrics struct {
 	admin      *prometheus.CounterVec
 	anonymous  prometheus.Counter
 	unaudited  prometheus.Counter
+	// overBudget: refusals of an identified subject beyond its audit budget.
+	overBudget prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,9 +33,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		unaudited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gxconf_catalog_admin_unaudited_refusals_total", Help: "Refusals of credentials or logins that established no identity, beyond the audit budget (60 at once, then 1 per second): logged, not audited.",
 		}),
+		overBudget: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gxconf_catalog_admin_unaudited_subject_refusals_total", Help: "Refusals of an identified admin subject beyond its audit budget (60 at once, then 1 per 10 seconds per subject): logged, not audited.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin, m.anonymous, m.unaudited)
+		reg.MustRegister(m.bookings, m.admissions, m.sessions, m.admin, m.anonymous, m.unaudited, m.overBudget)
 	}
 	return m
 }
