@@ -35,7 +35,7 @@ func (b *Bot) Help() string {
 		"• " + p + " cancel <id> [2026-03-30] — one occurrence, or the whole meeting",
 		"• " + p + " list — the meetings you organise or are invited to",
 		"• " + p + " tz Europe/Berlin — your time zone (default " + b.svc.cfg.DefaultTimezone + ")",
-		"• " + p + " feed — a private calendar (webcal) address with all your meetings; `feed reset` makes a new one",
+		"• " + p + " feed — a private calendar (webcal) address with all your meetings, sent to our direct chat once; `feed reset` makes a new one (the old one stops working)",
 		"In a meeting room the <id> may be left out. Times are in your time zone unless tz= says otherwise. repeat is daily, weekdays, weekly, biweekly, monthly or yearly; a series without count or until ends after " + fmt.Sprintf("%.0f days", b.svc.cfg.MaxSeriesSpan.Hours()/24) + ".",
 	}, "\n")
 }
@@ -110,6 +110,19 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 		loc, _ := loadZone(cmd.Arg)
 		return fmt.Sprintf("✅ Your time zone is %s (now %s there).", cmd.Arg, s.clock.Now().In(loc).Format("15:04")), ""
 	case "feed":
+		// Plain "feed" does not replace an address the user has: calendars
+		// subscribed to it would stop updating. It cannot be resent either
+		// (only its hash is kept), so the user is told to reset.
+		if cmd.Arg != "reset" {
+			has, err := s.HasFeed(ctx, sender)
+			if err != nil {
+				return "❌ " + describeError(err), ""
+			}
+			if has {
+				return "ℹ️ You already have a calendar address, and I cannot send it again (I keep only a fingerprint of it). " +
+					"If you lost it, say `" + b.prefix + " meeting feed reset`: I will send you a new one, and the old one stops working.", ""
+			}
+		}
 		u, err := s.FeedURL(ctx, sender)
 		if err != nil {
 			return "❌ " + describeError(err), ""

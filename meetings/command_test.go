@@ -2,6 +2,7 @@ package meetings
 
 import (
 	"context"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -101,4 +102,47 @@ func TestFeedAndTimezoneNeedOrganiser(t *testing.T) {
 
 	body, _ := bot.HandleCommand(ctx, "!dm", alice, "feed")
 	require.Contains(t, body, "I sent your calendar address")
+}
+
+// TestFeedKeepsAddressUntilReset: asking for the calendar address again
+// does not replace it (calendars subscribed to it keep working); the bot
+// says it cannot resend it and points to `feed reset`, which makes a new
+// address and ends the old one.
+func TestFeedKeepsAddressUntilReset(t *testing.T) {
+	env := newTestService(t)
+	bot := env.svc.Bot("!conf")
+	ctx := context.Background()
+	dm := "!dm-" + alice
+	re := regexp.MustCompile(`/meetings/cal/([a-z0-9]+)\.ics`)
+	lastToken := func() string {
+		msgs := env.mx.roomMessages(dm)
+		m := re.FindStringSubmatch(msgs[len(msgs)-1]["body"].(string))
+		require.NotNil(t, m, "the last direct message carries the address")
+		return m[1]
+	}
+	works := func(token string) bool {
+		_, ok, err := env.svc.Feed(ctx, token)
+		require.NoError(t, err)
+		return ok
+	}
+
+	reply, _ := bot.HandleCommand(ctx, "!dm", alice, "feed")
+	require.Equal(t, "✅ I sent your calendar address to you in our direct chat.", reply)
+	first := lastToken()
+	require.True(t, works(first))
+	sent := len(env.mx.roomMessages(dm))
+
+	reply, _ = bot.HandleCommand(ctx, "!dm", alice, "feed")
+	require.Contains(t, reply, "You already have a calendar address, and I cannot send it again")
+	require.Contains(t, reply, "`!conf meeting feed reset`")
+	require.Contains(t, reply, "the old one stops working")
+	require.Len(t, env.mx.roomMessages(dm), sent, "no new address was sent")
+	require.True(t, works(first), "plain feed keeps the address")
+
+	reply, _ = bot.HandleCommand(ctx, "!dm", alice, "feed reset")
+	require.Contains(t, reply, "Made a new calendar address; the old one no longer works")
+	second := lastToken()
+	require.NotEqual(t, first, second)
+	require.False(t, works(first), "reset ends the old address")
+	require.True(t, works(second))
 }

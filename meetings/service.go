@@ -473,9 +473,19 @@ func (s *Service) SetTimezone(ctx context.Context, user, tz string) error {
 	return s.store.setTimezone(ctx, user, tz)
 }
 
-// FeedURL returns the user's private webcal URL, making a token the first
-// time (or a new one when reset, which makes the old URL stop working).
-// Only the token's hash is stored, so the URL is shown when it is made.
+// HasFeed tells whether the user has a feed address. It cannot be shown
+// again: only its token's hash is stored.
+func (s *Service) HasFeed(ctx context.Context, user string) (bool, error) {
+	if err := s.mayKeepSettings(user); err != nil {
+		return false, err
+	}
+	_, hash, err := s.store.user(ctx, user)
+	return hash != "", err
+}
+
+// FeedURL makes a new token for the user's private webcal URL; a previous
+// URL stops working. Only the token's hash is stored, so the URL is shown
+// when it is made.
 func (s *Service) FeedURL(ctx context.Context, user string) (string, error) {
 	if err := s.mayKeepSettings(user); err != nil {
 		return "", err
