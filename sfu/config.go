@@ -379,6 +379,23 @@ func (t *TURNConfig) validate(c *Config, add func(key, format string, args ...an
 	if t.RelayPortRangeStart < 1024 || t.RelayPortRangeStart > 65535 || t.RelayPortRangeEnd > 65535 || t.RelayPortRangeEnd < t.RelayPortRangeStart {
 		add("turn.relay_port_range_end", "must be >= turn.relay_port_range_start, both 1024-65535, got %d-%d", t.RelayPortRangeStart, t.RelayPortRangeEnd)
 	}
+	// The relays' UDP ports stay clear of the SFU's UDP ports: an overlap
+	// lets a relay (which may send to the SFU's media ports) reach another
+	// user's relay, or makes the SFU and the relays compete for ports.
+	inRelay := func(p int) bool { return p != 0 && p >= t.RelayPortRangeStart && p <= t.RelayPortRangeEnd }
+	if c.RTC.UDPPort == 0 && c.RTC.PortRangeStart != 0 && c.RTC.PortRangeEnd != 0 &&
+		c.RTC.PortRangeStart <= t.RelayPortRangeEnd && t.RelayPortRangeStart <= c.RTC.PortRangeEnd {
+		add("turn.relay_port_range_start", "range %d-%d must not overlap rtc.port_range_start..end (%d-%d)",
+			t.RelayPortRangeStart, t.RelayPortRangeEnd, c.RTC.PortRangeStart, c.RTC.PortRangeEnd)
+	}
+	if inRelay(c.RTC.UDPPort) {
+		add("turn.relay_port_range_start", "range %d-%d must not contain rtc.udp_port (%d)",
+			t.RelayPortRangeStart, t.RelayPortRangeEnd, c.RTC.UDPPort)
+	}
+	if inRelay(t.UDPPort) {
+		add("turn.relay_port_range_start", "range %d-%d must not contain turn.udp_port (%d)",
+			t.RelayPortRangeStart, t.RelayPortRangeEnd, t.UDPPort)
+	}
 	if t.Realm == "" {
 		add("turn.realm", "must be set")
 	}

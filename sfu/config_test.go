@@ -46,6 +46,17 @@ func TestConfigValidate(t *testing.T) {
 		{"turn no listener", func(c *Config) {
 			c.TURN.Enabled, c.TURN.RelayIP, c.TURN.UDPPort, c.TURN.TLSPort = true, "203.0.113.7", 0, 0
 		}, []string{"turn.enabled: needs at least one"}},
+		{"turn relay range overlaps media range", func(c *Config) {
+			c.TURN.Enabled, c.RTC.NodeIP = true, "203.0.113.7"
+			c.RTC.UDPPort, c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 0, 39000, 45000
+		}, []string{"turn.relay_port_range_start: range 30000-40000 must not overlap rtc.port_range_start..end (39000-45000)"}},
+		{"turn relay range next to media range", func(c *Config) {
+			c.TURN.Enabled, c.RTC.NodeIP = true, "203.0.113.7"
+			c.RTC.UDPPort, c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 0, 40001, 45000
+		}, nil},
+		{"turn relay range holds udp ports", func(c *Config) {
+			c.TURN.Enabled, c.RTC.NodeIP, c.RTC.UDPPort, c.TURN.UDPPort = true, "203.0.113.7", 30000, 40000
+		}, []string{"turn.relay_port_range_start: range 30000-40000 must not contain rtc.udp_port (30000)", "turn.relay_port_range_start: range 30000-40000 must not contain turn.udp_port (40000)"}},
 		{"prefix", func(c *Config) { c.PathPrefix = "sfu/" }, []string{"path_prefix:"}},
 		{"ping", func(c *Config) { c.PingTimeout = time.Second }, []string{"ping_timeout:"}},
 		{"listen", func(c *Config) { c.Listen = "nope" }, []string{"listen: must be host:port"}},

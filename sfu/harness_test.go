@@ -82,6 +82,10 @@ func startServerWith(t *testing.T, mut func(*sfu.Config), prepare func(*sfu.Serv
 	cfg.RTC.UDPPort = freeUDPPort(t)
 	cfg.RTC.TCPPort = 0
 	cfg.RTC.NodeIP = "127.0.0.1"
+	// TURN relay ports above freeUDPPort's (20000-32000) and the kernel's
+	// ephemeral range (32768-60999): validation refuses an overlap with
+	// rtc.udp_port or turn.udp_port.
+	cfg.TURN.RelayPortRangeStart, cfg.TURN.RelayPortRangeEnd = 61000, 64999
 	if mut != nil {
 		mut(&cfg)
 	}

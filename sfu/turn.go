@@ -112,6 +112,9 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 
 	// The node's own media addresses: the relay address and the only
 	// peers a relay may reach (no open relay into the operator's network).
+	// The host's other interface addresses (loopback, docker bridges) are
+	// not among them unless configured here: services listening there are
+	// not the SFU's.
 	var own []string
 	own = append(own, tc.RelayIP, cfg.RTC.NodeIP, externalIP)
 	for _, m := range cfg.RTC.NAT1To1IPs {
@@ -135,7 +138,6 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	for _, a := range locals {
 		if n, ok := a.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				t.allowed[ip.Unmap()] = struct{}{}
 				local[ip.Unmap()] = true
 				relayLocal = relayLocal || n.IP.Equal(t.relayIP)
 			}
@@ -145,7 +147,6 @@ func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prome
 	if t.hairpinExt.IsValid() {
 		t.hairpinExtAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.hairpinExt, uint16(t.mediaPortMin)))
 		t.hairpinLocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.hairpinLocal, uint16(t.mediaPortMin)))
-		t.allowed[t.hairpinLocal] = struct{}{}
 	}
 	t.domain = tc.Domain
 	if t.domain == "" && cfg.PublicURL != "" {

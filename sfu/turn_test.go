@@ -70,6 +70,9 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 	cfg.TURN.UDPPort = 0
 	cfg.TURN.TLSPort = 0
 	cfg.TURN.Secret = strings.Repeat("k", 32)
+	// Relay ports above Linux's ephemeral range (32768-60999), where the
+	// test's own UDP ports come from: validation refuses an overlap.
+	cfg.TURN.RelayPortRangeStart, cfg.TURN.RelayPortRangeEnd = 61000, 64999
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -296,6 +299,46 @@ func TestTURNHairpin(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "answer", string(buf[:n]))
 	require.Equal(t, "203.0.113.7:"+strconv.Itoa(sfuPort), src.String(), "the client sees the advertised address")
+}
+
+// TestTURNRelayReachesOnlyNodeAddresses: a relay may reach the SFU's own
+// media addresses only, not the host's other interface addresses. With a
+// floating node ip, loopback is where the relay meets the SFU (hairpin),
+// yet a client may not address loopback itself: before, every local
+// interface address was a permitted peer, so a relay reached any UDP
+// socket on loopback or a docker bridge at a media port.
+func TestTURNRelayReachesOnlyNodeAddresses(t *testing.T) {
+	f := startTURN(t, func(c *Config) { c.RTC.NodeIP = "203.0.113.7" })
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+	sfuPort := f.peer.LocalAddr().(*net.UDPAddr).Port
+	_, err = relay.WriteTo([]byte("to loopback"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sfuPort})
+	require.Error(t, err, "no permission for loopback: not the node's address")
+	buf := make([]byte, 100)
+	_ = f.peer.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, _, err = f.peer.ReadFrom(buf)
+	require.Error(t, err, "nothing relayed to loopback")
+
+	// The node's address still works (through the hairpin).
+	_, err = relay.WriteTo([]byte("to the node"), &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: sfuPort})
+	require.NoError(t, err)
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, "to the node", string(buf[:n]))
+
+	// No other interface address of this host is a permitted peer.
+	addrs, err := net.InterfaceAddrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			require.False(t, f.srv.permit(nil, n.IP), "local address %s permitted", n.IP)
+		}
+	}
+	require.True(t, f.srv.permit(nil, net.ParseIP("203.0.113.7")))
 }
 
 func TestTURNHairpinChoice(t *testing.T) {
