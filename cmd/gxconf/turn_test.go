@@ -30,7 +30,7 @@ focus: {listen: "127.0.0.1:%d"}
 sfu:
   listen: "127.0.0.1:%d"
   rtc: {udp_port: %d, tcp_port: 0, node_ip: 127.0.0.1}
-  turn: {enabled: true, udp_port: 0, tls_port: %d, tls_on_signal_port: true}
+  turn: {enabled: true, udp_port: 0, tls_port: %d, tls_on_signal_port: true, relay_port_range_start: 61000, relay_port_range_end: 64999}
 metrics: {enabled: false}
 tls: {cert_file: %q, key_file: %q}
 `, filepath.Join(dir, "gxconf.db"), asPort, focusPort, sfuPort, freePort(t, "udp"), turnsPort, certFile, keyFile)
