@@ -392,11 +392,16 @@ func TestMeetingsWithDendrite(t *testing.T) {
 			require.Equal(t, 404, resp.StatusCode, bad)
 		}
 
-		// Asked in the shared meeting room, the bot sends the address to the
-		// direct chat only; the new address replaces the old one.
+		// Asked in the shared meeting room: bob has an address (the API's),
+		// which the bot cannot resend and does not replace unasked; on
+		// reset it sends a new one to the direct chat only, and the old one
+		// stops working.
 		_, err = bob.Client.SendText(ctx, room, "!conf meeting feed")
 		require.NoError(t, err)
-		answer := waitForMessage(t, bob, room, s.BotID, "I sent your calendar address to you in our direct chat")
+		waitForMessage(t, bob, room, s.BotID, "You already have a calendar address")
+		_, err = bob.Client.SendText(ctx, room, "!conf meeting feed reset")
+		require.NoError(t, err)
+		answer := waitForMessage(t, bob, room, s.BotID, "Made a new calendar address; the old one no longer works. I sent it to you in our direct chat")
 		require.NotContains(t, answer, "/meetings/cal/")
 		dmText := waitForMessage(t, bob, bobDM, s.BotID, "Your private calendar address")
 		newFeed := regexp.MustCompile(`https?://\S+\.ics`).FindString(dmText)
