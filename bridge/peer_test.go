@@ -457,13 +457,22 @@ func TestPeerRestrictedTrack(t *testing.T) {
 	rita.waitMedia(t, []string{"alice"}, 10, 10, 20*time.Second)
 	require.Equal(t, 2, tracksOut())
 
-	// Revoked: nothing crosses, and asking again is refused again.
+	// Revoked: both wants are held again (counted), nothing crosses, and
+	// asking again changes nothing (a want of a held track is counted again
+	// only when it asks for other layers than the held one). fed-b's room
+	// metadata after the asks, refused as control on arrival, shows when
+	// they were handled (one ordered channel).
+	before := a.br.PeerRefused("fed-b", refusedRestricted)
 	alice.room.LocalParticipant.SetSubscriptionPermission(onlyBob)
 	require.Eventually(t, func() bool { return tracksOut() == 0 }, 10*time.Second, 20*time.Millisecond)
-	before := a.br.PeerRefused("fed-b", refusedRestricted)
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) == before+2 }, 10*time.Second, 20*time.Millisecond,
+		"refused %d, before the revocation %d", a.br.PeerRefused("fed-b", refusedRestricted), before)
+	control := a.br.PeerRefused("fed-b", refusedControl)
 	ask()
-	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedRestricted) >= before+2 }, 10*time.Second, 20*time.Millisecond)
-	require.Zero(t, tracksOut())
+	b.br.sendOn(t, peerRoomX, peerOnB, &message{Type: msgRoomMeta, Data: []byte("marker")})
+	require.Eventually(t, func() bool { return a.br.PeerRefused("fed-b", refusedControl) == control+1 }, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, tracksOut(), "asked again after the revocation, alice's tracks crossed")
+	require.GreaterOrEqual(t, a.br.PeerRefused("fed-b", refusedRestricted), before+2)
 }
 
 // TestPeerRelayNeedsParticipantAndGrant: a peer node that links fed-a's
