@@ -463,8 +463,7 @@ func (p *Participant) setPermission(perm *livekit.ParticipantPermission) {
 			t.mu.Lock()
 			source := t.info.GetSource()
 			t.mu.Unlock()
-			if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) ||
-				(len(p.video.CanPublishSources) > 0 && !sourceFitsKind(source, t.kind)) {
+			if !p.video.GetCanPublish() || !p.video.GetCanPublishSource(source) || p.sourceMisfitLocked(source, t.kind) {
 				revoked = append(revoked, t)
 			}
 		}

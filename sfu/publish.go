@@ -62,7 +62,7 @@ func (p *Participant) handleAddTrack(req *livekit.AddTrackRequest) {
 		refuse(livekit.RequestResponse_NOT_ALLOWED, "does not have permission to publish "+strings.ToLower(source.String()))
 		return
 	}
-	if len(p.video.CanPublishSources) > 0 && !sourceFitsKind(source, kind) {
+	if p.sourceMisfitLocked(source, kind) {
 		p.mu.Unlock()
 		refuse(livekit.RequestResponse_NOT_ALLOWED, "a "+strings.ToLower(req.GetType().String())+" track cannot be the "+strings.ToLower(source.String()))
 		return
@@ -207,10 +207,16 @@ func (p *Participant) recordOfferMids(raw string) {
 	p.mu.Unlock()
 }
 
-// sourceFitsKind reports whether a track of kind may carry source. Where a
-// token limits the sources (say, microphone only), the source is what the
-// permission is about, so a video track calling itself the microphone is
-// refused; livekit-server checks only the source.
+// sourceMisfitLocked reports whether the participant's sources are limited
+// and source does not fit a track of kind. Where a token limits the sources
+// (say, microphone only), the source is what the permission is about, so a
+// video track calling itself the microphone is refused; livekit-server
+// checks only the source. Caller holds p.mu.
+func (p *Participant) sourceMisfitLocked(source livekit.TrackSource, kind webrtc.RTPCodecType) bool {
+	return len(p.video.CanPublishSources) > 0 && !sourceFitsKind(source, kind)
+}
+
+// sourceFitsKind reports whether a track of kind may carry source.
 func sourceFitsKind(source livekit.TrackSource, kind webrtc.RTPCodecType) bool {
 	switch source {
 	case livekit.TrackSource_MICROPHONE, livekit.TrackSource_SCREEN_SHARE_AUDIO:
