@@ -660,6 +660,9 @@ func (p *Participant) close(reason livekit.DisconnectReason, sendLeave bool) {
 		dt.detach(false)
 	}
 	p.closePeerConnections()
+	if p.remote == nil && p.s.turn != nil {
+		p.s.turn.identityLeft(p.identity)
+	}
 	p.s.metrics.participants.Dec()
 	p.flushMetricsOf(subs, published)
 	p.log.Info().Str("reason", reason.String()).Msg("participant left")

@@ -410,13 +410,37 @@ func (t *turnServer) iceServers(identity string, signalPort int) []*livekit.ICES
 func (t *turnServer) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	expiry, identity, ok := parseTURNUsername(ra.Username)
 	// A Refresh needs no present participant: it lets a client that left
-	// delete its allocation (lifetime 0) instead of leaving it to time
-	// out; the permissions it would need to relay cannot be renewed.
+	// delete its allocation (lifetime 0); an allocation it would keep is
+	// ended when it leaves anyway (identityLeft).
 	if !ok || !t.now().Before(expiry) || ra.Realm != t.cfg.Realm || (ra.Method != stun.MethodRefresh && !t.present(identity)) {
 		t.authFailures.Inc()
 		return "", nil, false
 	}
 	return identity, turn.GenerateAuthKey(ra.Username, ra.Realm, turnPassword(t.secret, ra.Username)), true
+}
+
+// identityLeft ends identity's allocations once it is no participant on
+// this node any more: a Refresh needs no presence (above), so without this
+// a client that left could keep its relay port and quota slot until its
+// credential expires. Closing the relay socket ends pion's allocation (its
+// read loop deletes it). The relays are taken before presence is asked, so
+// a new session's allocation made after a rejoin is never among them.
+func (t *turnServer) identityLeft(identity string) {
+	t.mu.Lock()
+	var gone []*relayConn
+	for r := range t.relays {
+		if r.identity == identity {
+			gone = append(gone, r)
+		}
+	}
+	t.mu.Unlock()
+	if len(gone) == 0 || t.present(identity) {
+		return
+	}
+	for _, r := range gone {
+		_ = r.Close()
+	}
+	t.log.Debug().Int("allocations", len(gone)).Msg("ended the allocations of an identity that left")
 }
 
 func (t *turnServer) onAuth(_, _ net.Addr, _, _, _, _ string, verdict bool) {
@@ -490,10 +514,17 @@ func (g *relayGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.
 	if err != nil {
 		return nil, nil, err
 	}
-	rc := &relayConn{PacketConn: pc, t: g.t}
+	rc := &relayConn{PacketConn: pc, t: g.t, identity: c.UserID}
 	g.t.mu.Lock()
 	g.t.relays[rc] = struct{}{}
 	g.t.mu.Unlock()
+	// The identity may have left since the request was authenticated:
+	// asked after the relay is listed, so identityLeft either finds the
+	// relay or the participant is already gone here.
+	if !g.t.present(c.UserID) {
+		_ = rc.Close()
+		return nil, nil, errTURNGone
+	}
 	return rc, addr, nil
 }
 
@@ -510,10 +541,15 @@ func (g *relayGenerator) AllocateConn(turn.AllocateConnConfig) (net.Conn, error)
 // no shared cache line; the collector sums them at scrape time.
 type relayConn struct {
 	net.PacketConn
-	t                *turnServer
+	t *turnServer
+	// identity is the allocation's user (the TURN username's identity).
+	identity         string
 	toPeer, fromPeer atomic.Uint64
 	once             sync.Once
 }
+
+// errTURNGone: the allocating identity left while its request was handled.
+var errTURNGone = errors.New("turn relay: participant left")
 
 // errTURNPeerPort: a relay sends only to the SFU's media ports, so it
 // cannot reach other UDP services of this host (DNS, metrics agents).

@@ -27,7 +27,8 @@ import (
 // TestTURNJoinResponse: the JoinResponse carries the embedded TURN server's
 // URLs with a credential for the joining identity (checked against the
 // TURN REST API formula computed here), the credential allocates over UDP,
-// plain TCP and TLS, and stops working once the participant has left.
+// plain TCP and TLS, and stops working once the participant has left; an
+// allocation the participant kept ends with its leave.
 func TestTURNJoinResponse(t *testing.T) {
 	verifyNoLeaks(t)
 	const secret = "turn-secret-0123456789abcdef-0123456789"
@@ -108,9 +109,26 @@ func TestTURNJoinResponse(t *testing.T) {
 	require.NoError(t, allocate(turn.NewSTUNConn(tc), "127.0.0.1:"+p(tlsPort)), "turn over tls")
 	_ = tc.Close()
 
+	// One allocation alice keeps (and would keep refreshing) through her
+	// leave.
+	heldConn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer heldConn.Close()
+	held, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: "127.0.0.1:" + p(udpPort), TURNServerAddr: "127.0.0.1:" + p(udpPort), Conn: heldConn,
+		Username: ice.GetUsername(), Password: ice.GetCredential(), Realm: "gxconf", RTO: 200 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	defer held.Close()
+	require.NoError(t, held.Listen())
+	heldRelay, err := held.Allocate()
+	require.NoError(t, err)
+	defer heldRelay.Close()
+	require.Equal(t, 1.0, ts.metric(t, "gxconf_sfu_turn_allocations"))
+
 	// Alice leaves (as clients do: a leave request, then the close; a bare
 	// close would keep the session for a resume): her credential, though
-	// unexpired, no longer allocates.
+	// unexpired, no longer allocates, and the allocation she kept ends.
 	leave, err := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{Reason: livekit.DisconnectReason_CLIENT_INITIATED}}})
 	require.NoError(t, err)
 	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, leave))
@@ -118,7 +136,7 @@ func TestTURNJoinResponse(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 20*time.Millisecond)
 	require.Error(t, viaUDP())
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_turn_allocations") == 0 }, 10*time.Second, 50*time.Millisecond)
-	require.Equal(t, 3.0, ts.metric(t, "gxconf_sfu_turn_allocations_total"))
+	require.Equal(t, 4.0, ts.metric(t, "gxconf_sfu_turn_allocations_total"))
 	require.GreaterOrEqual(t, ts.metric(t, "gxconf_sfu_turn_auth_failures_total"), 1.0)
 
 	// Shutdown also ends TURN connections that are still open.

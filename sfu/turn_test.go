@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,6 +54,8 @@ type turnFixture struct {
 
 	mu      sync.Mutex
 	present map[string]bool
+	// presentFn, when set, answers instead of present.
+	presentFn func(string) bool
 }
 
 func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
@@ -92,6 +95,9 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 		srv, err = newTURNServer(&cfg, "", zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), f.reg, func(id string) bool {
 			f.mu.Lock()
 			defer f.mu.Unlock()
+			if f.presentFn != nil {
+				return f.presentFn(id)
+			}
 			return f.present[id]
 		})
 		require.NoError(t, err)
@@ -407,4 +413,74 @@ func TestTURNIdleConnectionClosed(t *testing.T) {
 	require.Error(t, err)
 	var ne net.Error
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server kept the idle connection: %v", err)
+}
+
+// TestTURNAllocationsEndWithTheParticipant: a Refresh needs no presence
+// (so a client that left can release its allocation), so the allocations
+// of an identity that left its last room are ended by the server; a client
+// that kept refreshing held its relay port and quota slot until the
+// credential expired (8 h) before. Another identity's allocation, and the
+// allocations of an identity that is present again (a rejoin replacing its
+// session), stay.
+func TestTURNAllocationsEndWithTheParticipant(t *testing.T) {
+	f := startTURN(t, nil)
+	alice, bob := "@alice:example.org:DEV", "@bob:example.org:DEV"
+	f.setPresent(alice, true)
+	f.setPresent(bob, true)
+	exp := time.Now().Add(time.Hour)
+	au, ap := turnCredential(f.srv.secret, alice, exp)
+	bu, bp := turnCredential(f.srv.secret, bob, exp)
+	_, _, err := f.allocate(t, au, ap)
+	require.NoError(t, err)
+	_, _, err = f.allocate(t, au, ap)
+	require.NoError(t, err)
+	bc, brelay, err := f.allocate(t, bu, bp)
+	require.NoError(t, err)
+	require.Equal(t, 3.0, testutil.ToFloat64(f.srv.allocations))
+
+	// A session of alice's closes while another is present: nothing ends.
+	f.srv.identityLeft(alice)
+	require.Equal(t, 3.0, testutil.ToFloat64(f.srv.allocations))
+
+	// Alice has left: both her allocations end, bob's stays and relays.
+	f.setPresent(alice, false)
+	f.srv.identityLeft(alice)
+	require.Eventually(t, func() bool { return testutil.ToFloat64(f.srv.allocations) == 1 }, 5*time.Second, 10*time.Millisecond)
+	f.srv.mu.Lock()
+	require.Zero(t, f.srv.perUser[alice], "alice's quota slots are free")
+	require.Equal(t, 1, f.srv.perUser[bob])
+	f.srv.mu.Unlock()
+	require.NoError(t, bc.CreatePermission(f.peer.LocalAddr()))
+	_, err = brelay.WriteTo([]byte("still relaying"), f.peer.LocalAddr())
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, "still relaying", string(buf[:n]))
+}
+
+// TestTURNAllocationOfAParticipantLeaving: an Allocate authenticated while
+// its identity was present, whose relay is created after the identity left
+// (and after identityLeft looked for its relays), is refused, not kept.
+func TestTURNAllocationOfAParticipantLeaving(t *testing.T) {
+	f := startTURN(t, nil)
+	dave := "@dave:example.org:DEV"
+	var calls atomic.Int32
+	f.mu.Lock()
+	f.presentFn = func(id string) bool {
+		// The request's authentication sees dave present, the relay's
+		// creation no longer.
+		return id == dave && calls.Add(1) == 1
+	}
+	f.mu.Unlock()
+	u, p := turnCredential(f.srv.secret, dave, time.Now().Add(time.Hour))
+	_, _, err := f.allocate(t, u, p)
+	require.Error(t, err)
+	require.GreaterOrEqual(t, calls.Load(), int32(2), "the relay's creation asked again")
+	require.Zero(t, testutil.ToFloat64(f.srv.allocations))
+	f.srv.mu.Lock()
+	require.Empty(t, f.srv.relays)
+	require.Empty(t, f.srv.perUser)
+	f.srv.mu.Unlock()
 }
