@@ -2,7 +2,9 @@ package appservice
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -270,7 +273,7 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	txnID := r.PathValue("txnID")
+	txnID := txnKey(r.PathValue("txnID"))
 	log := a.log.With().Str("txn_id", txnID).Logger()
 	// A homeserver that gave up waiting sends the transaction again while
 	// the first delivery may still be processed: the second waits for the
@@ -337,6 +340,21 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	log.Debug().Int("events", len(txn.Events)).Msg("Processed transaction")
 	writeJSON(w, http.StatusOK, struct{}{})
 }
+
+// txnKey is the key a transaction ID is recorded under: the ID itself, or,
+// for one a database column cannot hold (a NUL, invalid UTF-8: a 500 on
+// PostgreSQL for every delivery) or longer than maxTxnIDBytes, a digest of
+// it. The spec leaves the ID's form to the homeserver; only one holding the
+// hs_token can send it.
+func txnKey(txnID string) string {
+	if len(txnID) <= maxTxnIDBytes && utf8.ValidString(txnID) && !strings.ContainsRune(txnID, 0) {
+		return txnID
+	}
+	sum := sha256.Sum256([]byte(txnID))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+const maxTxnIDBytes = 255
 
 // claimTxn waits until no other request processes txnID and claims it;
 // done releases it. ok is false when ctx ended first.

@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/gxfs-conf/gxconf/credentials"
 )
 
 // Unknown routes and unsupported methods are answered as the Application
@@ -188,4 +190,97 @@ func TestHomeserverTokenCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// auditLog records audit entries.
+type auditLog struct {
+	mu      sync.Mutex
+	entries []credentials.AuditEntry
+}
+
+func (l *auditLog) Audit(_ context.Context, e credentials.AuditEntry) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries = append(l.entries, e)
+	return nil
+}
+
+func (l *auditLog) count(decision string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.entries {
+		if e.Decision == decision {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRetriedTransactionAuditsOnce: a refused access policy change is
+// audited once, however often the homeserver delivers its transaction
+// before one succeeds (it was audited on every delivery that failed on a
+// later event), and only once the transaction is recorded.
+func TestRetriedTransactionAuditsOnce(t *testing.T) {
+	testDialects(t, func(t *testing.T, db *dbutil.Database) {
+		ctx := context.Background()
+		hs := &recordingHomeserver{}
+		srv := httptest.NewServer(hs)
+		defer srv.Close()
+		a := newTestAppserviceOn(t, srv.URL, db)
+		audit := &auditLog{}
+		a.audit = audit
+		require.NoError(t, a.state.SetMembership(ctx, "!r:hs.test", a.botID, event.MembershipJoin))
+		bad := `{"type":"de.gxconf.access","state_key":"","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$pol","origin_server_ts":1,` +
+			`"content":{"level":"top-secret"}}`
+		join := `{"type":"org.matrix.msc4143.rtc.member","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$join","origin_server_ts":1,` +
+			`"content":{"slot_id":"m.call#ROOM","sticky_key":"k","member":{"id":"m1","device_id":"ADEV"}}}`
+		_, err := db.Exec(ctx, "ALTER TABLE as_call_member RENAME TO as_call_member_away")
+		require.NoError(t, err)
+		for range 3 {
+			require.Equal(t, http.StatusInternalServerError, putTransaction(t, a, "t1", bad, join))
+		}
+		_, err = db.Exec(ctx, "ALTER TABLE as_call_member_away RENAME TO as_call_member")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", bad, join))
+		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", bad, join))
+
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a.work(wctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		require.Eventually(t, func() bool {
+			return testutil.ToFloat64(a.metrics.jobs.WithLabelValues("policy_refused", "ok"))+
+				testutil.ToFloat64(a.metrics.jobs.WithLabelValues("policy_refused", "error")) == 1
+		}, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, 1, audit.count(credentials.AuditPolicyRefused), "audited once")
+		require.Zero(t, audit.count(credentials.AuditPolicyChanged))
+	})
+}
+
+// TestTransactionIDsAnyDatabaseHolds: the transaction ID is the
+// homeserver's choice; one with a NUL or invalid UTF-8 (a 500 on PostgreSQL
+// for every delivery, so the homeserver retried it for ever) or a very long
+// one is recorded under a digest, and its redelivery is still a duplicate.
+func TestTransactionIDsAnyDatabaseHolds(t *testing.T) {
+	testDialects(t, func(t *testing.T, db *dbutil.Database) {
+		a := newTestAppserviceOn(t, "http://127.0.0.1:1", db)
+		ping := `{"type":"m.room.message","room_id":"!r:hs.test","sender":"@alice:hs.test","event_id":"$m","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}}`
+		ids := []string{"a%00b", "%ff%fe", strings.Repeat("x", 2000), "plain-1", "a%00c"}
+		for _, id := range ids {
+			require.Equal(t, http.StatusOK, putTransaction(t, a, id, ping), id)
+		}
+		for _, id := range ids {
+			require.Equal(t, http.StatusOK, putTransaction(t, a, id, ping), id)
+		}
+		require.Equal(t, float64(len(ids)), testutil.ToFloat64(a.metrics.transactions.WithLabelValues("ok")))
+		require.Equal(t, float64(len(ids)), testutil.ToFloat64(a.metrics.transactions.WithLabelValues("duplicate")))
+		require.Equal(t, "plain-1", txnKey("plain-1"), "an ordinary ID is kept as it is")
+	})
 }

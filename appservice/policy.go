@@ -90,10 +90,14 @@ func (a *Appservice) onAccessPolicy(ctx context.Context, evt *event.Event, fx *e
 		}
 	}
 	if verr != nil {
-		a.auditPolicy(ctx, credentials.AuditPolicyRefused, roomID.String(), evt.Sender.String(), levelOf(next), evt.ID.String()+": "+verr.Error())
 		log.Warn().Err(verr).Str("user_id", evt.Sender.String()).Msg("Refused access policy change")
 		a.metrics.policyChanges.WithLabelValues("refused").Inc()
+		// Audited with the refusal's other effects, once the transaction
+		// is recorded: a transaction the homeserver retries (a later event
+		// met an unavailable database) is not audited once per delivery.
+		level, reason := levelOf(next), evt.ID.String()+": "+verr.Error()
 		fx.add(job{name: "policy_refused", run: func(ctx context.Context) error {
+			a.auditPolicy(ctx, credentials.AuditPolicyRefused, roomID.String(), evt.Sender.String(), level, reason)
 			return a.refusePolicyChange(ctx, roomID, evt.Sender, old, verr)
 		}})
 		return nil
