@@ -161,7 +161,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Server, er
 				return nil, fmt.Errorf("failed to discover external ip for turn (rtc.use_external_ip): %w", err)
 			}
 		}
-		if s.turn, err = newTURNServer(&cfg, ext, log.With().Str("component", "turn").Logger(), reg, s.hasIdentity); err != nil {
+		if s.turn, err = newTURNServer(&cfg, ext, log.With().Str("component", "turn").Logger(), reg, s.hasIdentity, socks.ports); err != nil {
 			_ = socks.close()
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/turn/v5"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
@@ -634,14 +636,17 @@ func TestShutdown(t *testing.T) {
 }
 
 // TestPortRangeAndTCP: without the UDP mux (a port range) media still
-// flows, and an ICE-TCP port yields passive TCP candidates.
+// flows, an ICE-TCP port yields passive TCP candidates, and the embedded
+// TURN server's relays reach the UDP ports the peer connections hold.
 func TestPortRangeAndTCP(t *testing.T) {
 	verifyNoLeaks(t)
-	tcp := freeTCPPort(t)
+	tcp, turnPort := freeTCPPort(t), freeUDPPort(t)
 	ts := startServer(t, func(c *sfuConfig) {
 		c.RTC.UDPPort = 0
 		c.RTC.PortRangeStart, c.RTC.PortRangeEnd = 41000, 41999
 		c.RTC.TCPPort = tcp
+		c.TURN.Enabled = true
+		c.TURN.UDPPort, c.TURN.TLSPort = turnPort, 0
 	})
 	a := ts.join(t, "pr", "a", nil)
 	b := ts.join(t, "pr", "b", nil)
@@ -652,14 +657,58 @@ func TestPortRangeAndTCP(t *testing.T) {
 	ws, first := rawJoin(t, ts, "pr", "raw", "")
 	defer ws.CloseNow()
 	require.NotNil(t, first.GetJoin())
-	for {
+	var udpCand *net.UDPAddr
+	for sawTCP := false; !sawTCP || udpCand == nil; {
 		m := readSignal(t, ws)
-		if tr := m.GetTrickle(); tr != nil && strings.Contains(tr.GetCandidateInit(), " tcp ") {
-			require.Contains(t, tr.GetCandidateInit(), "tcptype passive")
-			require.Contains(t, tr.GetCandidateInit(), fmt.Sprint(tcp))
-			break
+		tr := m.GetTrickle()
+		if tr == nil {
+			continue
+		}
+		var init struct {
+			Candidate string `json:"candidate"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(tr.GetCandidateInit()), &init))
+		switch f := strings.Fields(init.Candidate); {
+		case strings.Contains(init.Candidate, " tcp "):
+			require.Contains(t, init.Candidate, "tcptype passive")
+			require.Contains(t, init.Candidate, fmt.Sprint(tcp))
+			sawTCP = true
+		case len(f) > 7 && strings.EqualFold(f[2], "udp") && f[4] == "127.0.0.1" && f[7] == "host":
+			port, err := strconv.Atoi(f[5])
+			require.NoError(t, err)
+			require.True(t, port >= 41000 && port <= 41999, init.Candidate)
+			udpCand = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
 		}
 	}
+
+	// A relay of this participant's reaches the port its connection holds
+	// (relayed and counted; a port of the range no connection holds is
+	// not reachable, TestTURNPortRangeReachesOnlyPeerConnectionPorts).
+	var ice *livekit.ICEServer
+	for _, s := range first.GetJoin().GetIceServers() {
+		if s.GetUsername() != "" {
+			ice = s
+		}
+	}
+	require.NotNil(t, ice)
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer conn.Close()
+	server := "127.0.0.1:" + strconv.Itoa(turnPort)
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: ice.GetUsername(), Password: ice.GetCredential(), Realm: "gxconf", RTO: 200 * time.Millisecond})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Listen())
+	relay, err := c.Allocate()
+	require.NoError(t, err)
+	defer relay.Close()
+	msg := []byte("relayed to a peer connection's port")
+	_, err = relay.WriteTo(msg, udpCand)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return ts.metricWith(t, "gxconf_sfu_turn_relayed_bytes_total", "direction", "to_peer") >= float64(len(msg))
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 // A connected client gets a fresh token (refresh_token) with its identity,

@@ -226,6 +226,9 @@ type mediaSockets struct {
 	udpMux ice.UDPMux
 	tcp    net.Listener
 	tcpMux ice.TCPMux
+	// ports are the UDP ports peer connections hold in rtc.port_range
+	// mode (nil with rtc.udp_port).
+	ports *boundPorts
 }
 
 func (m *mediaSockets) close() error {
@@ -304,6 +307,12 @@ func newSettingEngine(cfg *Config, lf pionLoggerFactory) (webrtc.SettingEngine, 
 		if err := se.SetEphemeralUDPPortRange(uint16(r.PortRangeStart), uint16(r.PortRangeEnd)); err != nil {
 			return se, nil, fmt.Errorf("failed to set rtc port range: %w", err)
 		}
+		socks.ports = newBoundPorts()
+		n, err := newPortRecordingNet(socks.ports)
+		if err != nil {
+			return se, nil, fmt.Errorf("rtc port range: %w", err)
+		}
+		se.SetNet(n)
 	}
 	if r.TCPPort != 0 {
 		host := ""

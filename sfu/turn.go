@@ -48,6 +48,9 @@ type turnServer struct {
 	// mediaPorts are the SFU's UDP media ports, the only ports a relay may
 	// send to: rtc.udp_port, or rtc.port_range_start..end.
 	mediaPortMin, mediaPortMax int
+	// ports, in rtc.port_range mode, are the ports of the range the peer
+	// connections hold: only those are reachable (nil: rtc.udp_port).
+	ports *boundPorts
 	// hairpinExt/hairpinLocal: when the SFU advertises one address that is
 	// not on this host (a NAT's public address, e.g. an OpenStack floating
 	// IP), relays send to hairpinLocal instead and report packets from it
@@ -84,13 +87,14 @@ type turnServer struct {
 // newTURNServer checks the addresses, opens the listening sockets and
 // registers the metrics. externalIP is the address rtc.use_external_ip
 // found ("" otherwise).
-func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prometheus.Registerer, present func(string) bool) (*turnServer, error) {
+func newTURNServer(cfg *Config, externalIP string, log zerolog.Logger, reg prometheus.Registerer, present func(string) bool, ports *boundPorts) (*turnServer, error) {
 	tc := cfg.TURN
 	t := &turnServer{
 		cfg:        tc,
 		log:        log,
 		lf:         newPionLoggerFactory(log, true),
 		present:    present,
+		ports:      ports,
 		now:        time.Now,
 		allowed:    map[netip.Addr]struct{}{},
 		transports: map[string]string{},
@@ -551,13 +555,14 @@ type relayConn struct {
 // errTURNGone: the allocating identity left while its request was handled.
 var errTURNGone = errors.New("turn relay: participant left")
 
-// errTURNPeerPort: a relay sends only to the SFU's media ports, so it
-// cannot reach other UDP services of this host (DNS, metrics agents).
+// errTURNPeerPort: a relay sends only to the SFU's media ports (in
+// rtc.port_range mode those its peer connections hold), so it cannot reach
+// other UDP services of this host (DNS, metrics agents).
 var errTURNPeerPort = errors.New("turn relay: peer port is not an sfu media port")
 
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	a, ok := addr.(*net.UDPAddr)
-	if !ok || a.Port < c.t.mediaPortMin || a.Port > c.t.mediaPortMax {
+	if !ok || a.Port < c.t.mediaPortMin || a.Port > c.t.mediaPortMax || (c.t.ports != nil && !c.t.ports.has(a.Port)) {
 		return 0, errTURNPeerPort
 	}
 	if c.t.hairpinExt.IsValid() {

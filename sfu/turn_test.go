@@ -56,6 +56,9 @@ type turnFixture struct {
 	present map[string]bool
 	// presentFn, when set, answers instead of present.
 	presentFn func(string) bool
+	// ports stand in for the peer connections' ports in rtc.port_range
+	// mode (nil with rtc.udp_port).
+	ports *boundPorts
 }
 
 func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
@@ -79,6 +82,9 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 	if mut != nil {
 		mut(&cfg)
 	}
+	if cfg.RTC.UDPPort == 0 {
+		f.ports = newBoundPorts()
+	}
 	// A free UDP port for the listener, which binds all addresses: probed
 	// on all addresses, and probed again if another process took it
 	// between the probe and the bind.
@@ -99,7 +105,7 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 				return f.presentFn(id)
 			}
 			return f.present[id]
-		})
+		}, f.ports)
 		require.NoError(t, err)
 		err = srv.start(nil)
 		if err != nil && errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
@@ -483,4 +489,58 @@ func TestTURNAllocationOfAParticipantLeaving(t *testing.T) {
 	require.Empty(t, f.srv.relays)
 	require.Empty(t, f.srv.perUser)
 	f.srv.mu.Unlock()
+}
+
+// TestTURNPortRangeReachesOnlyPeerConnectionPorts: in rtc.port_range mode
+// (one UDP port per peer connection) a relay reaches the ports the peer
+// connections hold, not any other port of the range at the node's address
+// (a service an operator bound there), and not a port once its connection
+// closed.
+func TestTURNPortRangeReachesOnlyPeerConnectionPorts(t *testing.T) {
+	other, err := net.ListenPacket("udp4", "127.0.0.1:0") // a local service in the range
+	require.NoError(t, err)
+	defer other.Close()
+	otherPort := other.LocalAddr().(*net.UDPAddr).Port
+	f := startTURN(t, func(c *Config) {
+		peerPort := c.RTC.UDPPort // the fixture's stand-in for the SFU
+		c.RTC.UDPPort = 0
+		c.RTC.PortRangeStart, c.RTC.PortRangeEnd = min(peerPort, otherPort), max(peerPort, otherPort)
+	})
+	require.NotNil(t, f.ports)
+	peerPort := f.peer.LocalAddr().(*net.UDPAddr).Port
+	f.ports.add(peerPort) // a peer connection holds it
+	alice := "@alice:example.org:DEV"
+	f.setPresent(alice, true)
+	u, p := turnCredential(f.srv.secret, alice, time.Now().Add(time.Hour))
+	_, relay, err := f.allocate(t, u, p)
+	require.NoError(t, err)
+
+	// Sent in this order over one allocation, handled in this order: once
+	// the second is relayed, the first was refused or delivered.
+	send := func(to net.Addr, msg string) {
+		_, err := relay.WriteTo([]byte(msg), to)
+		require.NoError(t, err)
+	}
+	buf := make([]byte, 100)
+	send(other.LocalAddr(), "to a local service in the range")
+	send(f.peer.LocalAddr(), "to the sfu")
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, "to the sfu", string(buf[:n]))
+	_ = other.SetReadDeadline(time.Now())
+	_, _, err = other.ReadFrom(buf)
+	require.Error(t, err, "nothing relayed to a port of the range no peer connection holds")
+
+	// The connection closed: its port is no longer reachable.
+	f.ports.remove(peerPort)
+	f.srv.mu.Lock()
+	var rcs []*relayConn
+	for rc := range f.srv.relays {
+		rcs = append(rcs, rc)
+	}
+	f.srv.mu.Unlock()
+	require.Len(t, rcs, 1)
+	_, err = rcs[0].WriteTo([]byte("after the close"), f.peer.LocalAddr())
+	require.ErrorIs(t, err, errTURNPeerPort)
 }
