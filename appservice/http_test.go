@@ -127,16 +127,7 @@ func TestRetriedTransactionRunsSideEffectsOnce(t *testing.T) {
 		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", command, join), "a redelivery after success is a duplicate")
 		require.Equal(t, 1, len(a.jobs), "the command's reply is queued once")
 
-		wctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			a.work(wctx)
-		}()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		runJobs(t, a)
 		require.Eventually(t, func() bool {
 			return testutil.ToFloat64(a.metrics.jobs.WithLabelValues("bot_command", "ok")) == 1
 		}, 10*time.Second, 10*time.Millisecond)
@@ -245,16 +236,7 @@ func TestRetriedTransactionAuditsOnce(t *testing.T) {
 		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", bad, join))
 		require.Equal(t, http.StatusOK, putTransaction(t, a, "t1", bad, join))
 
-		wctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			a.work(wctx)
-		}()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		runJobs(t, a)
 		require.Eventually(t, func() bool {
 			return testutil.ToFloat64(a.metrics.jobs.WithLabelValues("policy_refused", "ok"))+
 				testutil.ToFloat64(a.metrics.jobs.WithLabelValues("policy_refused", "error")) == 1
@@ -282,5 +264,19 @@ func TestTransactionIDsAnyDatabaseHolds(t *testing.T) {
 		require.Equal(t, float64(len(ids)), testutil.ToFloat64(a.metrics.transactions.WithLabelValues("ok")))
 		require.Equal(t, float64(len(ids)), testutil.ToFloat64(a.metrics.transactions.WithLabelValues("duplicate")))
 		require.Equal(t, "plain-1", txnKey("plain-1"), "an ordinary ID is kept as it is")
+	})
+}
+
+// runJobs runs a's job worker until the test ends.
+func runJobs(t *testing.T, a *Appservice) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.work(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
 	})
 }
