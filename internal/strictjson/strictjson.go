@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+
+	"github.com/gxfs-conf/gxconf/internal/clip"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted in any
@@ -123,11 +125,11 @@ func checkSpelling(raw any, t reflect.Type, known bool, path string) error {
 			if !ok {
 				for name := range fields {
 					if strings.EqualFold(name, k) {
-						return fmt.Errorf("%w: %q for %q", ErrSpelling, path+k, path+name)
+						return fmt.Errorf("%w: %s for %s", ErrSpelling, clip.Quote(path+k), clip.Quote(path+name))
 					}
 				}
 				if known {
-					return fmt.Errorf("%w %q", ErrUnknownName, path+k)
+					return fmt.Errorf("%w %s", ErrUnknownName, clip.Quote(path+k))
 				}
 				continue
 			}
@@ -216,7 +218,7 @@ func checkFoldedNames(v any, depth int) error {
 		for k, e := range t {
 			f := strings.ToLower(k)
 			if other, dup := seen[f]; dup {
-				return fmt.Errorf("%w: %q and %q", ErrDuplicateName, other, k)
+				return fmt.Errorf("%w: %s and %s", ErrDuplicateName, clip.Quote(other), clip.Quote(k))
 			}
 			seen[f] = k
 			if err := checkFoldedNames(e, depth+1); err != nil {
@@ -258,7 +260,7 @@ func decodeValue(dec *json.Decoder, depth int) (any, error) {
 				return nil, fmt.Errorf("%w: object key is not a string", ErrSyntax)
 			}
 			if _, dup := m[k]; dup {
-				return nil, fmt.Errorf("%w: %q", ErrDuplicateName, k)
+				return nil, fmt.Errorf("%w: %s", ErrDuplicateName, clip.Quote(k))
 			}
 			v, err := decodeValue(dec, depth+1)
 			if err != nil {

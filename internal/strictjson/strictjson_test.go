@@ -131,3 +131,27 @@ func FuzzDecode(f *testing.F) {
 		require.Equal(t, v, v2)
 	})
 }
+
+// TestErrorsQuoteNamesByPrefix: a refused member name is quoted by a short
+// prefix, whatever its length (the errors reach HTTP answers and logs).
+func TestErrorsQuoteNamesByPrefix(t *testing.T) {
+	long := strings.Repeat("n", 1<<20)
+	type known struct {
+		Room string `json:"room"`
+		Map  map[string]struct {
+			ID string `json:"id"`
+		} `json:"map"`
+	}
+	for name, body := range map[string]string{
+		"duplicate":         `{"` + long + `":1,"` + long + `":2}`,
+		"duplicate by case": `{"` + long + `":1,"` + strings.ToUpper(long) + `":2}`,
+		"unknown":           `{"` + long + `":1}`,
+		"respelled in map":  `{"map":{"` + long + `":{"ID":"x"}}}`,
+	} {
+		var v known
+		err := UnmarshalKnown([]byte(body), &v)
+		require.Error(t, err, name)
+		require.Less(t, len(err.Error()), 300, "%s: %.200s", name, err)
+		require.Contains(t, err.Error(), "nnnn", name)
+	}
+}
