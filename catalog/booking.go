@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/internal/clip"
 )
 
 // State is a booking's state.
@@ -161,7 +162,7 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 		req.TZ = "UTC"
 	}
 	if _, err := time.LoadLocation(req.TZ); err != nil || len(req.TZ) > 64 {
-		return bad("tz %q is not an IANA time zone", req.TZ)
+		return bad("tz %s is not an IANA time zone", clip.Quote(req.TZ))
 	}
 	if req.MaxConcurrent == 0 {
 		req.MaxConcurrent = t.MaxConcurrent
@@ -174,7 +175,7 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 	}
 	for _, s := range req.Sites {
 		if !slices.Contains(t.Sites, s) {
-			return bad("site %q is not offered for this tier (offered: %s)", s, strings.Join(t.Sites, ", "))
+			return bad("site %s is not offered for this tier (offered: %s)", clip.Quote(s), strings.Join(t.Sites, ", "))
 		}
 	}
 	if len(req.Rooms) > 100 {
@@ -182,7 +183,7 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 	}
 	for _, r := range req.Rooms {
 		if !validRoomID(r) {
-			return bad("%q is not a Matrix room ID", r)
+			return bad("rooms: %s is not a Matrix room ID", clip.Quote(r))
 		}
 	}
 	if len(req.Organisers) > 1000 {
@@ -190,7 +191,7 @@ func (req *BookingRequest) check(t *Tier, termsHash string, now time.Time) error
 	}
 	for _, u := range req.Organisers {
 		if !validUserID(u) {
-			return bad("organisers: %q is not a Matrix user ID", u)
+			return bad("organisers: %s is not a Matrix user ID", clip.Quote(u))
 		}
 	}
 	if req.AcceptTerms != termsHash {

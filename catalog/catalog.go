@@ -19,6 +19,7 @@ import (
 
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/credentials/statuslist"
+	"github.com/gxfs-conf/gxconf/internal/clip"
 )
 
 // StatusListLength is the number of entries of the revocation list: the
@@ -157,11 +158,11 @@ type Principal struct {
 func (c *Catalog) Book(ctx context.Context, p Principal, org string, req BookingRequest) (*Booking, error) {
 	o, ok := c.cfg.Admin.Organisations[org]
 	if !ok {
-		return nil, fmt.Errorf("%w: unknown organisation %q", ErrInvalid, org)
+		return nil, fmt.Errorf("%w: unknown organisation %s", ErrInvalid, clip.Quote(org))
 	}
 	t, ok := c.cat.Tier(req.Tier)
 	if !ok {
-		return nil, fmt.Errorf("%w: tier %q", ErrNotFound, req.Tier)
+		return nil, fmt.Errorf("%w: tier %s", ErrNotFound, clip.Quote(req.Tier))
 	}
 	now := c.now()
 	terms := c.cfg.Levels[t.Level].TermsHash
@@ -348,7 +349,7 @@ func (c *Catalog) StatusList(ctx context.Context) (string, error) {
 func (c *Catalog) Act(ctx context.Context, p Principal, id, action, reason string) (*Booking, error) {
 	tr, ok := transitions[action]
 	if !ok || action == "expire" {
-		return nil, fmt.Errorf("%w: unknown action %q", ErrInvalid, action)
+		return nil, fmt.Errorf("%w: unknown action %s", ErrInvalid, clip.Quote(action))
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -448,7 +449,7 @@ func (c *Catalog) BindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 
 func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, meeting, confirmedBy string) error {
 	if !validRoomID(roomID) {
-		return fmt.Errorf("%w: %q is not a Matrix room ID", ErrInvalid, roomID)
+		return fmt.Errorf("%w: room_id: %s is not a Matrix room ID", ErrInvalid, clip.Quote(roomID))
 	}
 	if meeting == "" {
 		meeting = roomID

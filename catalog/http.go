@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
@@ -129,14 +130,20 @@ func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
 }
 
 // publicReason is an error's text without wrapped causes from libraries.
+// It is at most maxPublicReason bytes of printable text: what a refusal
+// quotes from the request is a short prefix (clip.Quote), and this bounds
+// the rest.
 func publicReason(err error) string {
 	for _, s := range []error{ErrUnauthenticated, ErrForbidden, ErrInvalid, ErrState, ErrNotFound, ErrWindow} {
 		if errors.Is(err, s) {
-			return err.Error()
+			return clip.Text(err.Error(), maxPublicReason)
 		}
 	}
 	return "internal error"
 }
+
+// maxPublicReason bounds the text of a refusal's answer.
+const maxPublicReason = 512
 
 // apiFunc handles one admin request for an authenticated admin; it returns
 // the response, the booking it concerned (for the audit log) and an error.
@@ -531,7 +538,7 @@ func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body 
 			return nil, b, err
 		}
 		if !ok || cur.Booking != b.ID {
-			return nil, b, fmt.Errorf("%w: %s is not bound to %s", ErrNotFound, req.RoomID, b.ID)
+			return nil, b, fmt.Errorf("%w: room_id: %s is not bound to %s", ErrNotFound, clip.Quote(req.RoomID), b.ID)
 		}
 		err = c.UnbindRoom(ctx, req.RoomID)
 		return c.view(ctx, b), b, err
