@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
@@ -306,13 +307,19 @@ func (v *Verifier) Handler() http.Handler {
 	return mux
 }
 
+// maxErrorText bounds an error's text in an OAuth error answer and in the
+// audit log's reason.
+const maxErrorText = 512
+
 func writeOAuthError(w http.ResponseWriter, status int, code string, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	desc := ReasonCode(err)
 	if err != nil {
-		desc += ": " + err.Error()
+		// What the wallet sent is quoted by a short prefix where the
+		// error is made (clip.Quote); this bounds the rest.
+		desc += ": " + clip.Text(err.Error(), maxErrorText)
 	}
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
 }
@@ -400,7 +407,7 @@ func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 func checkResponseForm(form url.Values) error {
 	for name, vals := range form {
 		if len(vals) > 1 {
-			return fmt.Errorf("%w: parameter %q repeated", ErrMalformed, name)
+			return fmt.Errorf("%w: parameter %s repeated", ErrMalformed, clip.Quote(name))
 		}
 	}
 	if form.Get("vp_token") == "" {
@@ -453,7 +460,7 @@ func (v *Verifier) processResponse(ctx context.Context, id string, form url.Valu
 	}
 	reason := ""
 	if verr != nil {
-		decision, reason = "refused", result+": "+verr.Error()
+		decision, reason = "refused", result+": "+clip.Text(verr.Error(), maxErrorText)
 	}
 	if err := v.store.finishRequest(ctx, sr.ID, result, ids); err != nil {
 		return nil, err
@@ -501,12 +508,12 @@ func (v *Verifier) verifyPEResponse(ctx context.Context, sr *storedRequest, vpTo
 		return nil, fmt.Errorf("%w: presentation_submission: %v", ErrSubmissionMismatch, err)
 	}
 	if ps.DefinitionID != sr.ID || len(ps.DescriptorMap) == 0 {
-		return nil, fmt.Errorf("%w: definition_id %q", ErrSubmissionMismatch, ps.DefinitionID)
+		return nil, fmt.Errorf("%w: definition_id %s", ErrSubmissionMismatch, clip.Quote(ps.DefinitionID))
 	}
 	accepted := append(v.acceptedFormats(), FormatLDPVP, FormatJWTVPJSON)
 	for _, d := range ps.DescriptorMap {
 		if !slices.Contains(accepted, d.Format) {
-			return nil, fmt.Errorf("%w: submission format %q", ErrUnsupportedFormat, d.Format)
+			return nil, fmt.Errorf("%w: submission format %s", ErrUnsupportedFormat, clip.Quote(d.Format))
 		}
 	}
 	return v.VerifyPresentation(ctx, []byte(vpToken), params)
@@ -532,7 +539,7 @@ func (v *Verifier) verifyDCQLResponse(ctx context.Context, sr *storedRequest, vp
 	for id, raw := range resp {
 		e, ok := entries[id]
 		if !ok {
-			return nil, fmt.Errorf("%w: unknown credential query id %q", ErrSubmissionMismatch, id)
+			return nil, fmt.Errorf("%w: unknown credential query id %s", ErrSubmissionMismatch, clip.Quote(id))
 		}
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
