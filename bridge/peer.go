@@ -82,6 +82,11 @@ type Peering struct {
 	Peers map[string]PeerLink
 	// Authority answers for our rooms; nil: peers may not relay them.
 	Authority PeerAuthority
+	// Addresses are further addresses peers reach this node's relay by
+	// (its cluster.relay_address, when the bridge listens on another):
+	// a peer's request is accepted only when signed for one of them or
+	// for the listen address (ownRelay).
+	Addresses []string
 }
 
 // PeerLink is one peer deployment as the bridge sees it.
@@ -91,6 +96,19 @@ type PeerLink struct {
 	// SignalKey authenticates signalling and grant checks with the peer
 	// (derived from the peer secret).
 	SignalKey []byte
+}
+
+// errOtherRelay refuses a peer's request signed for another relay
+// address: another node of this deployment, or a peer whose
+// relay_address names this node otherwise than Peering.Addresses.
+const errOtherRelay = "the request names another relay address (peering.peers.<name>.relay_address must be this node's cluster.relay_address or bridge.listen)"
+
+// ownRelay tells whether addr, the relay address a peer's request is
+// signed for, is this node's: its listen address (as configured or bound)
+// or one of Peering.Addresses. Replay protection is per node, so a
+// request valid at one node of the deployment must not be at another.
+func (b *Bridge) ownRelay(addr string) bool {
+	return addr != "" && (addr == b.cfg.Listen || addr == b.Addr() || slices.Contains(b.peering.Addresses, addr))
 }
 
 // SetPeering enables peered deployments; call it before Run.
@@ -478,7 +496,7 @@ func (b *Bridge) linkPeer(ctx context.Context, local string) error {
 		return fmt.Errorf("%s is not a configured peer", dep)
 	}
 	return b.dial(ctx, assocKey{local, peerKey(dep, "")}, &peerRole{deployment: dep}, func(ctx context.Context, a *association, offer *signal) (*signal, error) {
-		offer.From, offer.To, offer.Room, offer.Node = b.peering.Self, dep, room, b.cfg.NodeID
+		offer.From, offer.To, offer.Room, offer.Node, offer.Relay = b.peering.Self, dep, room, b.cfg.NodeID, pl.RelayAddress
 		ans, err := b.dialPeerSignal(ctx, pl, offer)
 		if err != nil {
 			return nil, err
@@ -575,6 +593,11 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 	}
 	if offer.To != b.peering.Self {
 		http.Error(w, "wrong deployment", http.StatusMisdirectedRequest)
+		return
+	}
+	if !b.ownRelay(offer.Relay) {
+		b.log.Warn().Str("peer", peer).Str("relay", offer.Relay).Msg("Refused a peer's offer sent to another relay address")
+		http.Error(w, errOtherRelay, http.StatusMisdirectedRequest)
 		return
 	}
 	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {

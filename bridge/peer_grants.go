@@ -25,6 +25,8 @@ type grantRequest struct {
 	Identity string `json:"identity"`
 	TokenID  string `json:"token_id"`
 	UntilMs  int64  `json:"until_ms,omitempty"` // renew
+	// Relay is the relay address the request is sent to (as signal.Relay).
+	Relay string `json:"relay"`
 }
 
 // grantAnswer is the peer's verdict; TimeMs is the grant's issue time
@@ -35,6 +37,9 @@ type grantAnswer struct {
 	TimeMs int64  `json:"time_ms,omitempty"`
 	Error  string `json:"error,omitempty"`
 }
+
+// grantRefused is the only reason a grant answer gives the peer.
+const grantRefused = "refused"
 
 // errPeerRefused: the peer deployment refused the grant.
 var errPeerRefused = errors.New("the peer deployment refused the grant")
@@ -88,7 +93,7 @@ func (b *Bridge) askPeer(ctx context.Context, req *grantRequest) (int64, error) 
 		return 0, errNoPeer
 	}
 	req.Version, req.From, req.To, req.Room = 1, b.peering.Self, dep, room
-	req.TimeMs, req.Nonce = time.Now().UnixMilli(), newNonce()
+	req.TimeMs, req.Nonce, req.Relay = time.Now().UnixMilli(), newNonce(), pl.RelayAddress
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
@@ -125,6 +130,11 @@ func (b *Bridge) handlePeerGrant(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "wrong deployment", http.StatusMisdirectedRequest)
 		return
 	}
+	if !b.ownRelay(req.Relay) {
+		b.log.Warn().Str("peer", peer).Str("relay", req.Relay).Msg("Refused a peer's grant check sent to another relay address")
+		http.Error(w, errOtherRelay, http.StatusMisdirectedRequest)
+		return
+	}
 	if !b.freshNonce(req.Nonce, time.UnixMilli(req.TimeMs)) {
 		http.Error(w, errStale.Error(), http.StatusUnauthorized)
 		return
@@ -143,7 +153,10 @@ func (b *Bridge) handlePeerGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	ans := grantAnswer{Nonce: req.Nonce, OK: err == nil}
 	if err != nil {
-		ans.Error = err.Error()
+		// The authority's error is ours (it may name our database, its
+		// addresses or another internal cause): the peer learns only
+		// that the grant was refused, our log keeps the reason.
+		ans.Error = grantRefused
 		b.log.Info().Err(err).Str("lk_room", req.Room).Str("lk_identity", req.Identity).Str("peer", peer).Msg("Refused a peer's grant check")
 	} else {
 		ans.TimeMs = at.UnixMilli()

@@ -319,7 +319,7 @@ func TestPeerRelaySecurity(t *testing.T) {
 	})
 	t.Run("replayed", func(t *testing.T) {
 		body, err := json.Marshal(&grantRequest{Version: 1, From: "fed-b", To: "fed-a", TimeMs: time.Now().UnixMilli(),
-			Nonce: newNonce(), Op: "check", Room: "X", Identity: "rita", TokenID: "tok-rita"})
+			Relay: a.br.Addr(), Nonce: newNonce(), Op: "check", Room: "X", Identity: "rita", TokenID: "tok-rita"})
 		require.NoError(t, err)
 		post := func() int {
 			req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+peerGrantPath, bytes.NewReader(body))
@@ -573,7 +573,7 @@ func TestPeerParticipantSidCollision(t *testing.T) {
 // fingerprint is made up: an accepted association never connects.
 func signedPeerOffer(t *testing.T, a *node, room, node string) int {
 	t.Helper()
-	offer := &signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: room, Node: node,
+	offer := &signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: room, Node: node, Relay: a.br.Addr(),
 		TimeMs: time.Now().UnixMilli(), Nonce: newNonce(),
 		ICE: webrtc.ICEParameters{UsernameFragment: "ufragAAAAAAA", Password: "passwordpasswordpassword"},
 		DTLS: webrtc.DTLSParameters{Role: webrtc.DTLSRoleClient, Fingerprints: []webrtc.DTLSFingerprint{{Algorithm: "sha-256",

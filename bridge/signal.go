@@ -57,7 +57,13 @@ type signal struct {
 	TimeMs  int64  `json:"time_ms"`
 	// Node is the sending node's id in a peer association, whose From
 	// and To are deployment names.
-	Node       string                  `json:"node,omitempty"`
+	Node string `json:"node,omitempty"`
+	// Relay is the relay address a peer association's offer is sent to
+	// (PeerLink.RelayAddress): a deployment's nodes share the peer's key
+	// but not their replay windows, so an offer is bound to the node it
+	// was meant for (ownRelay) and a captured one cannot be replayed to
+	// another node.
+	Relay      string                  `json:"relay,omitempty"`
 	Nonce      string                  `json:"nonce"`
 	ICE        webrtc.ICEParameters    `json:"ice"`
 	Candidates []webrtc.ICECandidate   `json:"candidates"`

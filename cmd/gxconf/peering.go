@@ -88,7 +88,13 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 	}
 	sfuSrv.SetPeering(sfu.Peering{Keys: keys, Joined: br.PeerJoined})
 	sfuSrv.SetGrantChecker(br.PeerGrants(focusSvc))
-	br.SetPeering(bridge.Peering{Self: p.Name, Peers: links, Authority: focusSvc})
+	var addrs []string
+	if cfg.Cluster.RelayAddress != "" {
+		// Peers may name this node by its advertised relay address when
+		// the bridge listens on another (bridge.listen).
+		addrs = append(addrs, cfg.Cluster.RelayAddress)
+	}
+	br.SetPeering(bridge.Peering{Self: p.Name, Peers: links, Authority: focusSvc, Addresses: addrs})
 	log.Info().Str("peer", p.Name).Strs("peers", slices.Sorted(maps.Keys(p.Peers))).Str("address", br.Addr()).Msg("Peering with other deployments")
 	out.runners = append(out.runners, component{"peer follower", br.FollowPeers})
 	return out, nil
