@@ -465,6 +465,15 @@ func (g *guardedRoomService) PerformRpc(ctx context.Context, req *livekit.Perfor
 // read limit bounds a signal request.
 const maxTwirpBody = 1 << 20
 
+// maxTwirpPath bounds a RoomService request's path after the path prefix
+// ("/twirp/livekit.RoomService/" and a method name) and
+// maxTwirpContentType its Content-Type, so that twirp's refusals, which
+// quote them, stay short.
+const (
+	maxTwirpPath        = 128
+	maxTwirpContentType = 128
+)
+
 // twirpHandler serves /twirp/livekit.RoomService/* (protobuf and JSON).
 // The bearer token is verified here; the grant checks happen per method.
 func (s *Server) twirpHandler() http.Handler {
@@ -473,6 +482,13 @@ func (s *Server) twirpHandler() http.Handler {
 		setCORS(w)
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		// twirp quotes an unknown method's path (twice) and an unexpected
+		// Content-Type whole in its answer: a request whose are longer
+		// than any RoomService call's is refused here, without them.
+		if len(r.URL.Path) > len(s.cfg.PathPrefix)+maxTwirpPath || len(r.Header.Get("Content-Type")) > maxTwirpContentType {
+			_ = twirp.WriteError(w, twirp.NewError(twirp.BadRoute, "no such RoomService method"))
 			return
 		}
 		// twirp reads the whole body before a method checks the grants:

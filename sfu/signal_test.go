@@ -1322,3 +1322,42 @@ func TestKnownCapabilities(t *testing.T) {
 	require.Equal(t, []livekit.ClientInfo_Capability{livekit.ClientInfo_CAP_PACKET_TRAILER, livekit.ClientInfo_CAP_COMPRESSION_DEFLATE_RAW}, sfu.KnownCapabilities(many))
 	require.Empty(t, sfu.KnownCapabilities([]livekit.ClientInfo_Capability{0, -1, 1 << 20}))
 }
+
+// TestTwirpRefusalsQuoteAtMostAPrefix: twirp's answer to an unknown
+// method or Content-Type quoted the request's path (twice) or header
+// whole: a 6 KB path came back as a 12 KB answer (the server's header
+// limit allows 32 KB). Such requests are refused without the text; known
+// methods and content types are answered as before.
+func TestTwirpRefusalsQuoteAtMostAPrefix(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	long := strings.Repeat("p", 6<<10)
+	for _, tc := range []struct{ name, path, ctype string }{
+		{"method", "/twirp/livekit.RoomService/" + long, "application/json"},
+		{"service", "/twirp/" + long + "/ListRooms", "application/json"},
+		{"content type", "/twirp/livekit.RoomService/ListRooms", "text/" + long},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, httpURL(ts)+tc.path, strings.NewReader("{}"))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", tc.ctype)
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			raw, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			require.NoError(t, err)
+			require.Equal(t, http.StatusNotFound, res.StatusCode, "%.200s", raw)
+			require.Equal(t, "application/json", res.Header.Get("Content-Type"))
+			require.Contains(t, string(raw), `"code":"bad_route"`)
+			require.Less(t, len(raw), 512, "answer of %d bytes: %.200s", len(raw), raw)
+		})
+	}
+	// A known method still answers (401 without a token).
+	req, err := http.NewRequest(http.MethodPost, httpURL(ts)+"/twirp/livekit.RoomService/ListRooms", strings.NewReader("{}"))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+}
