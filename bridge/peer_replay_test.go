@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -176,4 +177,26 @@ func (f failingAuthority) PeerRoomGranted(context.Context, string, string) (bool
 
 func (f failingAuthority) PeerParticipantGranted(context.Context, string, string, string) (bool, error) {
 	return false, f.err
+}
+
+// TestRelayRefusalQuotedByPrefix: a relay's refusal (a peer's, or
+// whatever answers on the IX) is quoted in our error and log line by a
+// short printable prefix; its whole body (up to 64 KB) was.
+func TestRelayRefusalQuotedByPrefix(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "nope\x1b[31m"+strings.Repeat("z", 60<<10), http.StatusForbidden)
+	}))
+	defer srv.Close()
+	b := startNodeFull(t, "b1", nil, func(n *node) {
+		n.br.SetPeering(Peering{Self: "fed-b", Peers: map[string]PeerLink{"fed-a": {RelayAddress: srv.Listener.Addr().String(), SignalKey: peerSignalKey}}})
+	})
+	err := b.br.linkPeer(context.Background(), peerRoomX)
+	require.ErrorContains(t, err, "403")
+	require.ErrorContains(t, err, "zzzz")
+	require.Less(t, len(err.Error()), 512, "%.200s", err)
+	require.NotContains(t, err.Error(), "\x1b")
+	_, err = b.br.PeerGrants(nil).CheckGrant(context.Background(), "tok-rita", peerRoomX, "rita", time.Now())
+	require.Error(t, err)
+	require.Less(t, len(err.Error()), 512, "%.200s", err)
 }

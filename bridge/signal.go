@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -38,6 +39,9 @@ const (
 	// maxSignalHeader bounds a signalling request's header: ours are a
 	// MAC and a peer name.
 	maxSignalHeader = 16 << 10
+	// maxRefusalText bounds how much of a relay's refusal (its answer's
+	// body, up to maxSignalBody) our errors and logs quote.
+	maxRefusalText = 256
 )
 
 // signalVersion is the relay protocol's version. 2: the relay's media is
@@ -133,7 +137,9 @@ func (b *Bridge) postSigned(ctx context.Context, addr, path string, body, sum []
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("relay %s refused: %s: %s", addr, resp.Status, strings.TrimSpace(string(rb)))
+		// The refusal's text is the other side's (or whoever answers on
+		// the IX): our logs keep a short printable prefix of it.
+		return nil, fmt.Errorf("relay %s refused: %s: %s", addr, resp.Status, clip.Text(strings.TrimSpace(string(rb)), maxRefusalText))
 	}
 	got, err := base64.StdEncoding.DecodeString(resp.Header.Get(macHeader))
 	if err != nil || !verify(got, rb) {
