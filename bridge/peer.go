@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -104,11 +106,36 @@ type PeerLink struct {
 const errOtherRelay = "the request names another relay address (peering.peers.<name>.relay_address must be this node's cluster.relay_address or bridge.listen)"
 
 // ownRelay tells whether addr, the relay address a peer's request is
-// signed for, is this node's: its listen address (as configured or bound)
-// or one of Peering.Addresses. Replay protection is per node, so a
+// signed for, is this node's: its listen address (as configured or bound,
+// or one of the host's addresses when it listens on all of them) or one of
+// Peering.Addresses. Replay protection is per node, so a
 // request valid at one node of the deployment must not be at another.
 func (b *Bridge) ownRelay(addr string) bool {
-	return addr != "" && (addr == b.cfg.Listen || addr == b.Addr() || slices.Contains(b.peering.Addresses, addr))
+	if addr == "" {
+		return false
+	}
+	if addr == b.cfg.Listen || addr == b.Addr() || slices.Contains(b.peering.Addresses, addr) {
+		return true
+	}
+	// A listener on every address (":7890"): any of this host's interface
+	// addresses with the listener's port.
+	ap, err := netip.ParseAddrPort(addr)
+	bound, berr := netip.ParseAddrPort(b.Addr())
+	if err != nil || berr != nil || !bound.Addr().IsUnspecified() || ap.Port() != bound.Port() {
+		return false
+	}
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range ifs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == ap.Addr().Unmap() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // SetPeering enables peered deployments; call it before Run.

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,4 +201,33 @@ func TestRelayRefusalQuotedByPrefix(t *testing.T) {
 	_, err = b.br.PeerGrants(nil).CheckGrant(context.Background(), "tok-rita", peerRoomX, "rita", time.Now())
 	require.Error(t, err)
 	require.Less(t, len(err.Error()), 512, "%.200s", err)
+}
+
+// TestOwnRelayAddresses: a request is this node's when signed for its
+// listen address as configured or bound, for one of Peering.Addresses, or,
+// when it listens on every address, for one of the host's addresses with
+// its port; not for another port, a foreign address or none.
+func TestOwnRelayAddresses(t *testing.T) {
+	all, err := net.Listen("tcp", ":0")
+	require.NoError(t, err)
+	defer all.Close()
+	port := all.Addr().(*net.TCPAddr).Port
+	b := &Bridge{cfg: Config{Listen: ":0"}, ln: all, peering: Peering{Addresses: []string{"relay.ix.example:7890"}}}
+	for addr, want := range map[string]bool{
+		"127.0.0.1:" + strconv.Itoa(port):   true,
+		"127.0.0.1:" + strconv.Itoa(port+1): false,
+		"192.0.2.1:" + strconv.Itoa(port):   false,
+		"relay.ix.example:7890":             true,
+		"relay.ix.example:7891":             false,
+		"":                                  false,
+	} {
+		require.Equal(t, want, b.ownRelay(addr), addr)
+	}
+
+	one, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer one.Close()
+	b = &Bridge{cfg: Config{Listen: "127.0.0.1:0"}, ln: one}
+	require.True(t, b.ownRelay(one.Addr().String()))
+	require.False(t, b.ownRelay("[::1]:"+strconv.Itoa(one.Addr().(*net.TCPAddr).Port)), "a listener on one address is that address only")
 }

@@ -331,6 +331,9 @@ func TestPeering(t *testing.T) {
 	cfg, err = Parse([]byte(strings.Replace(peeringYAML, "secret: 0123456789abcdef0123456789abcdef-peer", "secret_file: "+file, 1)), nil)
 	require.NoError(t, err)
 	require.Equal(t, "0123456789abcdef0123456789abcdef-file", cfg.Peering.Peers["fed-b"].Secret)
+	cfg, err = Parse([]byte(strings.Replace(peeringYAML, "  name: fed-a\n", "  name: fed-a\n  relay_addresses: [\"203.0.113.9:7890\"]\n", 1)), nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"203.0.113.9:7890"}, cfg.Peering.RelayAddresses)
 
 	for _, c := range []struct{ from, to, want string }{
 		{"name: fed-a", "name: fed.a", "peering.name:"},
@@ -344,6 +347,7 @@ func TestPeering(t *testing.T) {
 		{"secret: 0123456789abcdef0123456789abcdef-peer", "secret: short", "peering.peers.fed-b.secret:"},
 		{"secret: 0123456789abcdef0123456789abcdef-peer", "secret: x\n      secret_file: /nonexistent", "peering.peers.fed-b.secret_file:"},
 		{`cluster: {relay_address: "10.99.0.1:7890"}`, "", "peering: needs the bridge"},
+		{"  name: fed-a\n", "  name: fed-a\n  relay_addresses: [\"203.0.113.9:7890\", \"nope\"]\n", "peering.relay_addresses[1]: must be host:port"},
 	} {
 		t.Run(c.want, func(t *testing.T) {
 			_, err := Parse([]byte(strings.Replace(peeringYAML, c.from, c.to, 1)), nil)

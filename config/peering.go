@@ -25,6 +25,11 @@ type Peering struct {
 	Name string `yaml:"name"`
 	// Peers are the peer deployments by their names.
 	Peers map[string]PeerConfig `yaml:"peers"`
+	// RelayAddresses are further addresses (host:port) peers reach this
+	// node's relay by, beyond cluster.relay_address and bridge.listen: a
+	// NAT's address on the IX, a host name. A peer's request is signed for
+	// the address it was sent to and refused when that is none of them.
+	RelayAddresses []string `yaml:"relay_addresses"`
 }
 
 // PeerConfig is one peer deployment.
@@ -89,6 +94,11 @@ func (p *Peering) Validate() error {
 	}
 	if len(p.Peers) == 0 {
 		bad("peers", "must name at least one peer deployment")
+	}
+	for i, a := range p.RelayAddresses {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			bad(fmt.Sprintf("relay_addresses[%d]", i), "must be host:port, an address peers reach this node's relay by, got %q", a)
+		}
 	}
 	served := map[string]string{}
 	for _, n := range slices.Sorted(maps.Keys(p.Peers)) {

@@ -88,10 +88,11 @@ func startPeering(cfg *config.Config, sfuSrv *sfu.Server, br *bridge.Bridge, foc
 	}
 	sfuSrv.SetPeering(sfu.Peering{Keys: keys, Joined: br.PeerJoined})
 	sfuSrv.SetGrantChecker(br.PeerGrants(focusSvc))
-	var addrs []string
+	// Peers may name this node by its advertised relay address when the
+	// bridge listens on another (bridge.listen), or by an address of the
+	// IX a NAT maps to it (peering.relay_addresses).
+	addrs := slices.Clone(p.RelayAddresses)
 	if cfg.Cluster.RelayAddress != "" {
-		// Peers may name this node by its advertised relay address when
-		// the bridge listens on another (bridge.listen).
 		addrs = append(addrs, cfg.Cluster.RelayAddress)
 	}
 	br.SetPeering(bridge.Peering{Self: p.Name, Peers: links, Authority: focusSvc, Addresses: addrs})
