@@ -33,6 +33,7 @@ type metrics struct {
 	unread       prometheus.Counter
 	dataDropped  *prometheus.CounterVec
 	candIgnored  *prometheus.CounterVec
+	sdpRefused   *prometheus.CounterVec
 	permDenied   prometheus.Counter
 	rpcCalls     *prometheus.CounterVec
 	dataTracks   prometheus.Gauge
@@ -68,6 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unread:           prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signal_unread_closed_total", Help: "Signal sockets closed because their client did not read: more messages waited for it than the server keeps (the session then ends)."}),
 		dataDropped:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_dropped_total", Help: "Data packets not sent to a participant because its data channel already held more unsent than allowed (1 MiB lossy, 16 MiB reliable: its client takes data slower than it is sent, or not at all), by channel (_reliable, _lossy, _data_track)."}, []string{"channel"}),
 		candIgnored:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ice_candidates_ignored_total", Help: "Trickled ICE candidates ignored, by reason: oversized (over 2 KiB), malformed, limit (over 64 before a connection's session description, or over 128 in one ICE generation of a connection)."}, []string{"reason"}),
+		sdpRefused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "session_descriptions_refused_total", Help: "Clients' offers and answers refused before they were applied, by reason: media_sections (over 512 on the connection), line_length (a line over 4 KiB), section_size (a media section or the session part over 32 KiB), ssrc (over 64 a=ssrc or 16 a=ssrc-group lines in a section), rid (over 16 a=rid lines in a section)."}, []string{"reason"}),
 		dataTracks:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "published_data_tracks", Help: "Data tracks published on this node."}),
 		dataTrackPkt:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_track_packets_total", Help: "Data track packets: received from publishers, sent to subscribers (one per copy), dropped as malformed or naming no data track of their publisher."}, []string{"outcome"}),
 		permDenied:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions_denied_total", Help: "Subscriptions refused or ended because the publisher's subscription permission leaves the subscriber out (each counted once until the permission lets it in)."}),
@@ -78,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rtcpDrops:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtcp_drops_total", Help: "RTCP packets from peers dropped where the mux socket is read: SRTCP authentication failed or a replay (authentication), or they named more distinct SSRCs than the connection has streams for (ssrc_budget)."}, []string{"reason"}),
 		joins:            prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped, m.unmatchedMedia} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.sdpRefused, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped, m.unmatchedMedia} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -726,10 +726,16 @@ func (p *Participant) closePeerConnections() {
 }
 
 // setRemote sets pc's remote description under pcMu: with an answer pion
-// starts the negotiated senders (Send binds our downtracks).
+// starts the negotiated senders (Send binds our downtracks). A description
+// over the bounds of checkSDPShape is refused.
 // A new ice-ufrag is an ICE restart: the remote candidates start anew, and
 // so does their count (handleTrickle).
 func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
+	if e := checkSDPShape(sd.SDP); e != nil {
+		// Refused whole, before pion parses it (sdplimits.go).
+		p.s.metrics.sdpRefused.WithLabelValues(e.reason).Inc()
+		return e
+	}
 	p.pcMu.Lock()
 	err := pc.SetRemoteDescription(sd)
 	p.pcMu.Unlock()

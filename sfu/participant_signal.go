@@ -141,6 +141,7 @@ func (p *Participant) checkOfferSize(sdp string) error {
 			}
 		}
 		if sections > maxMediaSections || len(known)+fresh > maxMediaSections {
+			p.s.metrics.sdpRefused.WithLabelValues("media_sections").Inc()
 			return fmt.Errorf("offer refused: more than %d media sections on the connection", maxMediaSections)
 		}
 	}
