@@ -78,7 +78,7 @@ type Participant struct {
 	candQueue       [2][]webrtc.ICECandidateInit    // by SignalTarget, until a remote description exists
 	selfUpdAt       time.Time                       // last broadcast of the participant's own metadata change
 	selfUpdTimer    *time.Timer                     // a coalesced broadcast of such changes is due
-	candCount       [2]int                          // by SignalTarget, candidates taken in this ICE generation
+	candSeen        [2]map[string]struct{}          // by SignalTarget, remote candidates (candKey) taken in this ICE generation
 	remoteUfrag     [2]string                       // by SignalTarget, the remote description's ice-ufrag
 	closed          bool
 	left            chan struct{} // closed once the leave is announced (leftAnnounced)
@@ -729,18 +729,13 @@ func (p *Participant) closePeerConnections() {
 // starts the negotiated senders (Send binds our downtracks). A description
 // over the bounds of checkSDPShape is refused.
 // A new ice-ufrag is an ICE restart: the remote candidates start anew, and
-// so does their count (handleTrickle).
+// so does their count (handleTrickle). The description's own candidates
+// count like trickled ones: those beyond the bound are left out of it.
 func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
 	if e := checkSDPShape(sd.SDP); e != nil {
 		// Refused whole, before pion parses it (sdplimits.go).
 		p.s.metrics.sdpRefused.WithLabelValues(e.reason).Inc()
 		return e
-	}
-	p.pcMu.Lock()
-	err := pc.SetRemoteDescription(sd)
-	p.pcMu.Unlock()
-	if err != nil {
-		return err
 	}
 	target := livekit.SignalTarget_PUBLISHER
 	if pc == p.sub && !p.single {
@@ -748,8 +743,30 @@ func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDesc
 	}
 	ufrag := iceUfrag(sd.SDP)
 	p.mu.Lock()
+	seen := p.candSeen[target]
 	if ufrag != p.remoteUfrag[target] {
-		p.remoteUfrag[target], p.candCount[target] = ufrag, 0
+		seen = nil
+	}
+	p.mu.Unlock()
+	var taken []string
+	var dropped int
+	sd.SDP, taken, dropped = budgetSDPCandidates(sd.SDP, seen)
+	if dropped > 0 {
+		p.log.Info().Int("ignored", dropped).Str("target", target.String()).Msg("ignoring ice candidates of a session description: too many in this ICE generation")
+		p.s.metrics.candIgnored.WithLabelValues("limit").Add(float64(dropped))
+	}
+	p.pcMu.Lock()
+	err := pc.SetRemoteDescription(sd)
+	p.pcMu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if ufrag != p.remoteUfrag[target] {
+		p.remoteUfrag[target], p.candSeen[target] = ufrag, nil
+	}
+	for _, k := range taken {
+		p.takeCandidateLocked(target, k)
 	}
 	p.mu.Unlock()
 	return nil

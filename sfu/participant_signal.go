@@ -259,12 +259,69 @@ func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
 // network interface and server, each one line of well under 300 bytes. Each
 // remote candidate makes the ICE agent send connectivity checks to the
 // address it names, so without a bound one signal connection could make the
-// SFU probe any number of addresses.
+// SFU probe any number of addresses. maxCandidates also bounds the
+// candidates an offer or answer brings (setRemote): pion adds all of a
+// description's a=candidate lines, each renegotiation's to the last's.
 const (
 	maxCandidateInit   = 2048 // bytes of one candidate's JSON
 	maxQueuedCandidate = 64   // per connection, before its remote description
 	maxCandidates      = 128  // per connection and ICE generation (ufrag)
 )
+
+// candKey is what tells a remote candidate from another for the bound, as
+// pion's ICE agent does: its transport, address, port and type (a
+// candidate repeated with another foundation or priority is the same
+// one). Something unparsable is its own key.
+func candKey(c string) string {
+	c = strings.TrimPrefix(strings.TrimSpace(c), "a=")
+	f := strings.Fields(strings.TrimPrefix(c, "candidate:"))
+	if len(f) < 8 {
+		return c
+	}
+	return strings.ToLower(f[2]) + " " + f[4] + " " + f[5] + " " + f[7]
+}
+
+// takeCandidateLocked counts key among target's remote candidates of this
+// ICE generation. Caller holds p.mu.
+func (p *Participant) takeCandidateLocked(target livekit.SignalTarget, key string) {
+	if p.candSeen[target] == nil {
+		p.candSeen[target] = map[string]struct{}{}
+	}
+	p.candSeen[target][key] = struct{}{}
+}
+
+// budgetSDPCandidates leaves out of sdp the a=candidate lines that would
+// take the remote candidates of the ICE generation (seen, read only) over
+// maxCandidates; it returns the description, the keys of the candidates
+// it brings and how many it left out.
+func budgetSDPCandidates(sdp string, seen map[string]struct{}) (string, []string, int) {
+	if !strings.Contains(sdp, "a=candidate:") {
+		return sdp, nil, 0
+	}
+	var b strings.Builder
+	b.Grow(len(sdp))
+	var taken []string
+	fresh := map[string]struct{}{}
+	dropped := 0
+	for line := range strings.Lines(sdp) {
+		if strings.HasPrefix(line, "a=candidate:") {
+			key := candKey(line)
+			_, old := seen[key]
+			_, dup := fresh[key]
+			switch {
+			case old || dup:
+			case len(seen)+len(fresh) >= maxCandidates:
+				dropped++
+				continue
+			default:
+				fresh[key] = struct{}{}
+				taken = append(taken, key)
+			}
+		}
+		b.WriteString(line)
+	}
+	return b.String(), taken, dropped
+}
 
 func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	if t.GetCandidateInit() == "" {
@@ -301,13 +358,14 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 		p.mu.Unlock()
 		return
 	}
-	if p.candCount[target] >= maxCandidates {
+	key := candKey(c.Candidate)
+	if _, seen := p.candSeen[target][key]; !seen && len(p.candSeen[target]) >= maxCandidates {
 		p.mu.Unlock()
 		p.log.Debug().Str("target", target.String()).Msg("ignoring ice candidate: too many in this ICE generation")
 		p.s.metrics.candIgnored.WithLabelValues("limit").Inc()
 		return
 	}
-	p.candCount[target]++
+	p.takeCandidateLocked(target, key)
 	p.mu.Unlock()
 	if err := pc.AddICECandidate(c); err != nil {
 		p.log.Debug().Err(err).Msg("failed to add ice candidate")
@@ -318,6 +376,9 @@ func (p *Participant) flushCandidates(target livekit.SignalTarget) {
 	p.mu.Lock()
 	q := p.candQueue[target]
 	p.candQueue[target] = nil
+	for _, c := range q { // at most maxQueuedCandidate
+		p.takeCandidateLocked(target, candKey(c.Candidate))
+	}
 	p.mu.Unlock()
 	pc := p.pc(target)
 	for _, c := range q {

@@ -198,3 +198,76 @@ func TestRemoteSDPBounded(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 10*time.Millisecond)
 }
+
+// TestSDPCandidatesBounded: the a=candidate lines of a client's offers
+// count against the 128 remote candidates a connection takes per ICE
+// generation, like trickled ones (TestTrickleBoundedPerICEGeneration): pion
+// adds every candidate of every description, each renegotiation's to the
+// last's, and probes each address, so offers carrying candidates made the
+// SFU probe any number of addresses. A candidate repeated in later offers
+// (clients that do not trickle send theirs every time) counts once; an ICE
+// restart starts anew.
+func TestSDPCandidatesBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	ws := joinedRaw(t, ts, "cands", "mallory", nil)
+	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	require.NoError(t, err)
+	offerID := uint32(0)
+	// negotiate offers with the candidates of ports [from, to) of
+	// 192.0.2.1 in place of the client's own.
+	negotiate := func(restart bool, from, to int) {
+		t.Helper()
+		offer, err := client.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
+		require.NoError(t, err)
+		require.NoError(t, client.SetLocalDescription(offer))
+		var sdp strings.Builder
+		for line := range strings.Lines(offer.SDP) {
+			if strings.HasPrefix(line, "a=candidate:") {
+				continue
+			}
+			sdp.WriteString(line)
+			if strings.HasPrefix(line, "a=mid:") {
+				for port := from; port < to; port++ {
+					fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host\r\n", port, port)
+				}
+			}
+		}
+		offerID++
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: offerID}}})
+		a := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer()
+		require.Equal(t, offerID, a.GetId())
+		require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
+	}
+	ignored := func() float64 {
+		return ts.metricWith(t, "gxconf_sfu_ice_candidates_ignored_total", "reason", "limit")
+	}
+	// pion's ICE agent adds a remote candidate in a goroutine of its own.
+	candidates := func(want int, msg string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return ts.srv.RemoteCandidates("cands", "mallory", "192.0.2.1") == want }, 5*time.Second, 5*time.Millisecond,
+			"%s: %d candidates, want %d", msg, ts.srv.RemoteCandidates("cands", "mallory", "192.0.2.1"), want)
+	}
+
+	negotiate(false, 10000, 10300)
+	candidates(128, "one offer's candidates")
+	require.EqualValues(t, 172, ignored())
+	negotiate(false, 20000, 20300)
+	candidates(128, "a renegotiation's candidates on top")
+	require.EqualValues(t, 472, ignored())
+	negotiate(false, 10000, 10100) // repeated ones count once
+	require.EqualValues(t, 472, ignored())
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+		CandidateInit: `{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 30000 typ host","sdpMid":"0","sdpMLineIndex":0}`, Target: livekit.SignalTarget_PUBLISHER,
+	}}})
+	require.Eventually(t, func() bool { return ignored() == 473 }, 5*time.Second, 5*time.Millisecond, "a trickled one over the bound")
+
+	negotiate(true, 40000, 40020)
+	candidates(20, "an ICE restart drops the old candidates and takes new ones")
+	negotiate(false, 40000, 40300)
+	candidates(128, "bounded again")
+	require.EqualValues(t, 473+300-128, ignored())
+}
