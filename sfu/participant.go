@@ -133,10 +133,15 @@ type Participant struct {
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
-	remb     atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
-	rembAt   atomic.Int64  // unix nanos of that estimate
-	quality  atomic.Int32  // livekit.ConnectionQuality
-	score    atomic.Uint32 // float32 bits
+	// pubConnected: the publisher connection (the single one in single
+	// mode) has been connected; until then earlyOffers counts the client's
+	// offers set on it, under ansMu (checkEarlyOffer).
+	pubConnected atomic.Bool
+	earlyOffers  int
+	remb         atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
+	rembAt       atomic.Int64  // unix nanos of that estimate
+	quality      atomic.Int32  // livekit.ConnectionQuality
+	score        atomic.Uint32 // float32 bits
 
 	// token refresh, owned by periodic (the room worker); refreshing is set
 	// while a GrantChecker is asked
@@ -311,6 +316,9 @@ func (p *Participant) wirePeerConnections() {
 			p.log.Debug().Str("pc", pc).Str("state", st.String()).Msg("peer connection state")
 			switch st {
 			case webrtc.PeerConnectionStateConnected:
+				if pc == "publisher" {
+					p.pubConnected.Store(true)
+				}
 				p.setActive()
 			case webrtc.PeerConnectionStateFailed:
 				p.s.goAdd(func() { p.close(livekit.DisconnectReason_CONNECTION_TIMEOUT, true) })

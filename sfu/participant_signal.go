@@ -148,6 +148,40 @@ func (p *Participant) checkOfferSize(sdp string) error {
 	return nil
 }
 
+// maxEarlyOffers bounds the client's offers on its publisher connection
+// before that connection first connects. Until then pion's operation
+// queue waits in the connection's start for ICE and DTLS, and every
+// description set meanwhile queues an operation holding it, parsed, for
+// when they are done: a client that did not connect kept every offer it
+// sent in the 30 s it is given to connect (40 offers of 900 kB, sent in
+// 5 s, kept 122 MB). A client negotiates a few times before connecting (a
+// track or two published at once); an offer beyond is not answered.
+const maxEarlyOffers = 8
+
+// checkEarlyOffer refuses an offer on the publisher connection when
+// maxEarlyOffers were set on it before it first connected. Caller holds
+// ansMu.
+func (p *Participant) checkEarlyOffer() error {
+	if p.earlyOffers < maxEarlyOffers || p.pubConnected.Load() {
+		return nil
+	}
+	p.s.metrics.sdpRefused.WithLabelValues("unconnected").Inc()
+	return fmt.Errorf("offer refused: %d offers already before the connection connected", maxEarlyOffers)
+}
+
+// setOffer sets the client's offer on the publisher connection, counting
+// it while the connection has not connected (checkEarlyOffer). Caller
+// holds ansMu.
+func (p *Participant) setOffer(sdp string) error {
+	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return err
+	}
+	if !p.pubConnected.Load() {
+		p.earlyOffers++
+	}
+	return nil
+}
+
 func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if p.single {
 		p.offerMu.Lock()
@@ -160,8 +194,11 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
 		return err
 	}
+	if err := p.checkEarlyOffer(); err != nil {
+		return err
+	}
 	p.recordOfferMids(sd.GetSdp())
-	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+	if err := p.setOffer(sd.GetSdp()); err != nil {
 		return err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)

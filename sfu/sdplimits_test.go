@@ -174,6 +174,7 @@ func TestRemoteSDPBounded(t *testing.T) {
 		require.False(t, answered, "offer %d was answered", k)
 	}
 	grown := liveHeapMB() - before
+	t.Logf("grown %.1f MB", grown)
 	require.Less(t, grown, 8.0, "offers of huge sections grew the heap by %.1f MB", grown)
 	require.EqualValues(t, 3, refused("line_length"))
 	require.EqualValues(t, 3, refused("rid"))
@@ -270,4 +271,86 @@ func TestSDPCandidatesBounded(t *testing.T) {
 	negotiate(false, 40000, 40300)
 	candidates(128, "bounded again")
 	require.EqualValues(t, 473+300-128, ignored())
+}
+
+// TestEarlyOffersBounded: a client's publisher connection takes at most 8
+// offers before it first connects. Until then pion's operation queue waits
+// for ICE and DTLS, and each description set meanwhile queues an operation
+// holding it: 30 offers of 470 kB from a client that did not connect kept
+// about 45 MB until its connection timed out. Once connected, renegotiation
+// is not bounded.
+func TestEarlyOffersBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	canPublish := func(g *auth.VideoGrant) { g.SetCanPublish(true) }
+	ws := joinedRaw(t, ts, "early", "mallory", canPublish)
+	ws.SetReadLimit(4 << 20)
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	for range 100 {
+		_, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		require.NoError(t, err)
+	}
+	big, err := pc.CreateOffer(nil)
+	require.NoError(t, err)
+	require.NoError(t, pc.Close())
+
+	before := liveHeapMB()
+	answered := 0
+	for i := 1; i <= 30; i++ {
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: big.SDP, Id: uint32(i)}}})
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: int64(i)}}})
+		for {
+			r := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool {
+				return r.GetAnswer() != nil || r.GetPongResp().GetLastPingTimestamp() == int64(i)
+			})
+			if r.GetAnswer() == nil {
+				break
+			}
+			answered++
+		}
+	}
+	grown := liveHeapMB() - before
+	t.Logf("grown %.1f MB", grown)
+	require.Equal(t, 8, answered)
+	require.EqualValues(t, 22, ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "unconnected"))
+	require.Less(t, grown, 25.0, "offers before the connection grew the heap by %.1f MB", grown)
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
+
+	// A client that connects renegotiates as often as it likes.
+	alice := joinedRaw(t, ts, "early", "alice", canPublish)
+	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer client.Close()
+	connected := make(chan struct{})
+	client.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	negotiate := func(id uint32) {
+		t.Helper()
+		_, err := client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		require.NoError(t, err)
+		offer, err := client.CreateOffer(nil)
+		require.NoError(t, err)
+		gathered := webrtc.GatheringCompletePromise(client)
+		require.NoError(t, client.SetLocalDescription(offer))
+		<-gathered
+		writeSignal(t, alice, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: client.LocalDescription().SDP, Id: id}}})
+		a := awaitSignal(t, alice, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer()
+		require.Equal(t, id, a.GetId())
+		require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
+	}
+	negotiate(1)
+	select {
+	case <-connected:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the publisher connection did not connect")
+	}
+	for id := uint32(2); id <= 12; id++ {
+		negotiate(id)
+	}
+	require.EqualValues(t, 22, ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "unconnected"))
+	writeSignal(t, alice, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
 }

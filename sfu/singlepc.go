@@ -102,8 +102,12 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 		p.ansMu.Unlock()
 		return err
 	}
+	if err := p.checkEarlyOffer(); err != nil {
+		p.ansMu.Unlock()
+		return err
+	}
 	p.recordOfferMids(sd.GetSdp())
-	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sd.GetSdp()}); err != nil {
+	if err := p.setOffer(sd.GetSdp()); err != nil {
 		p.ansMu.Unlock()
 		return err
 	}
