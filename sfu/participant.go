@@ -735,16 +735,18 @@ func (p *Participant) closePeerConnections() {
 
 // setRemote sets pc's remote description under pcMu: with an answer pion
 // starts the negotiated senders (Send binds our downtracks). A description
-// over the bounds of checkSDPShape is refused.
+// over the bounds of shapeSDP is refused.
 // A new ice-ufrag is an ICE restart: the remote candidates start anew, and
 // so does their count (handleTrickle). The description's own candidates
 // count like trickled ones: those beyond the bound are left out of it.
 func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
-	if e := checkSDPShape(sd.SDP); e != nil {
+	shaped, e := shapeSDP(sd.SDP)
+	if e != nil {
 		// Refused whole, before pion parses it (sdplimits.go).
 		p.s.metrics.sdpRefused.WithLabelValues(e.reason).Inc()
 		return e
 	}
+	sd.SDP = shaped
 	target := livekit.SignalTarget_PUBLISHER
 	if pc == p.sub && !p.single {
 		target = livekit.SignalTarget_SUBSCRIBER

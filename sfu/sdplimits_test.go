@@ -85,7 +85,8 @@ func liveHeapMB() float64 {
 // keeps each new section's fmtp lines and a track per a=rid for the
 // connection's life: offers adding a section of huge fmtp lines or
 // thousands of rids each grew the server by megabytes. Descriptions as
-// clients make them are answered as before.
+// clients make them are answered as before, also pion's (server-sdk-go),
+// whose sections repeat their rids once more with every offer.
 func TestRemoteSDPBounded(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
@@ -193,6 +194,11 @@ func TestRemoteSDPBounded(t *testing.T) {
 		bySSRC += fmt.Sprintf("a=ssrc:%d cname:mallory\r\na=ssrc:%d msid:stream track0\r\n", s, s)
 	}
 	answered, _ = hoarder.offer(10, base+simulcast+bySSRC)
+	require.True(t, answered)
+	// pion as a client repeats the rids in every offer it makes.
+	repeats := strings.Repeat("a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n", 1000) +
+		"a=simulcast:send " + strings.Repeat("q;h;f;", 999) + "q;h;f\r\n"
+	answered, _ = hoarder.offer(11, base+repeats)
 	require.True(t, answered)
 	for _, s := range []session{mallory, hoarder} {
 		writeSignal(t, s.ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
