@@ -89,6 +89,7 @@ type Participant struct {
 	offerInFlight bool
 	negAgain      bool
 	iceRestart    bool // the next subscriber offer restarts ICE (resume)
+	negDeferred   bool // a negotiation waits for the connection (negotiateDeferred)
 	offerID       uint32
 
 	// pcMu is held around every pion call that starts or stops senders
@@ -133,15 +134,18 @@ type Participant struct {
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
-	// pubConnected: the publisher connection (the single one in single
-	// mode) has been connected; until then earlyOffers counts the client's
-	// offers set on it, under ansMu (checkEarlyOffer).
-	pubConnected atomic.Bool
-	earlyOffers  int
-	remb         atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
-	rembAt       atomic.Int64  // unix nanos of that estimate
-	quality      atomic.Int32  // livekit.ConnectionQuality
-	score        atomic.Uint32 // float32 bits
+	// pubConnected, subConnected: the publisher connection (the single
+	// one in single mode), the subscriber connection have been connected;
+	// until then earlyOffers counts the client's offers set on the
+	// publisher connection and earlySubOffers (negMu) the subscriber
+	// offers (maxEarlyOffers).
+	pubConnected, subConnected atomic.Bool
+	earlyOffers                atomic.Int32
+	earlySubOffers             int
+	remb                       atomic.Uint64 // latest REMB estimate from the subscriber, bit/s
+	rembAt                     atomic.Int64  // unix nanos of that estimate
+	quality                    atomic.Int32  // livekit.ConnectionQuality
+	score                      atomic.Uint32 // float32 bits
 
 	// token refresh, owned by periodic (the room worker); refreshing is set
 	// while a GrantChecker is asked
@@ -316,8 +320,12 @@ func (p *Participant) wirePeerConnections() {
 			p.log.Debug().Str("pc", pc).Str("state", st.String()).Msg("peer connection state")
 			switch st {
 			case webrtc.PeerConnectionStateConnected:
+				connected := &p.subConnected
 				if pc == "publisher" {
-					p.pubConnected.Store(true)
+					connected = &p.pubConnected
+				}
+				if !connected.Swap(true) && (pc == "subscriber" || p.single) {
+					p.s.goAdd(p.negotiateDeferred)
 				}
 				p.setActive()
 			case webrtc.PeerConnectionStateFailed:

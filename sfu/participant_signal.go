@@ -148,21 +148,24 @@ func (p *Participant) checkOfferSize(sdp string) error {
 	return nil
 }
 
-// maxEarlyOffers bounds the client's offers on its publisher connection
-// before that connection first connects. Until then pion's operation
-// queue waits in the connection's start for ICE and DTLS, and every
-// description set meanwhile queues an operation holding it, parsed, for
-// when they are done: a client that did not connect kept every offer it
-// sent in the 30 s it is given to connect (40 offers of 900 kB, sent in
-// 5 s, kept 122 MB). A client negotiates a few times before connecting (a
-// track or two published at once); an offer beyond is not answered.
+// maxEarlyOffers bounds the negotiations of a connection before it first
+// connects. Until then pion's operation queue waits in the connection's
+// start for ICE and DTLS, and every description set meanwhile queues an
+// operation holding it, parsed, for when they are done: a client that did
+// not connect kept every description it sent in the 30 s it is given to
+// connect (40 offers of 900 kB, sent in 5 s, kept 122 MB; answers to the
+// subscriber offers its subscription changes brought, 267 MB in 8 s). A
+// client negotiates a few times before connecting. Beyond, the client's
+// own offer on its publisher connection is not answered, and the server's
+// negotiation (a subscriber offer, in single mode the request for the
+// client's offer) waits until the connection connects.
 const maxEarlyOffers = 8
 
 // checkEarlyOffer refuses an offer on the publisher connection when
 // maxEarlyOffers were set on it before it first connected. Caller holds
 // ansMu.
 func (p *Participant) checkEarlyOffer() error {
-	if p.earlyOffers < maxEarlyOffers || p.pubConnected.Load() {
+	if p.earlyOffers.Load() < maxEarlyOffers || p.pubConnected.Load() {
 		return nil
 	}
 	p.s.metrics.sdpRefused.WithLabelValues("unconnected").Inc()
@@ -177,7 +180,7 @@ func (p *Participant) setOffer(sdp string) error {
 		return err
 	}
 	if !p.pubConnected.Load() {
-		p.earlyOffers++
+		p.earlyOffers.Add(1)
 	}
 	return nil
 }
@@ -258,7 +261,27 @@ func (p *Participant) negotiate() {
 		p.negAgain = true
 		return
 	}
+	if p.earlySubOffers >= maxEarlyOffers && !p.subConnected.Load() {
+		if !p.negDeferred {
+			p.log.Info().Int("offers", p.earlySubOffers).Msg("subscriber offer deferred until the subscriber connection connects")
+		}
+		p.negDeferred = true // negotiateDeferred, once connected
+		return
+	}
 	p.offerLocked()
+}
+
+// negotiateDeferred negotiates if a negotiation was put off until the
+// connection that needs it connected: the subscriber offer in dual mode,
+// the request for the client's offer in single mode (maxEarlyOffers).
+func (p *Participant) negotiateDeferred() {
+	p.negMu.Lock()
+	deferred := p.negDeferred
+	p.negDeferred = false
+	p.negMu.Unlock()
+	if deferred {
+		p.negotiate()
+	}
 }
 
 // offerLocked creates and sends a subscriber offer; negMu is held.
@@ -280,6 +303,9 @@ func (p *Participant) offerLocked() {
 	p.iceRestart = false
 	p.offerID++
 	p.offerInFlight = true
+	if !p.subConnected.Load() {
+		p.earlySubOffers++
+	}
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Offer{Offer: &livekit.SessionDescription{
 		Type: "offer", Sdp: offer.SDP, Id: p.offerID,
 	}}})

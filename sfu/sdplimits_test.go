@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 )
@@ -359,4 +360,148 @@ func TestEarlyOffersBounded(t *testing.T) {
 	}
 	require.EqualValues(t, 22, ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "unconnected"))
 	writeSignal(t, alice, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
+}
+
+// TestEarlySubscriberOffersBounded: the server makes at most 8 subscriber
+// offers before the subscriber connection first connects; a negotiation
+// beyond waits for the connection. Each answer set meanwhile stayed queued
+// in pion with the connection's start, and a client that did not connect
+// could have as many as it liked by switching a subscription on and off:
+// 60 answers of 90 kB kept about 16 MB (1,000 in 8 s, 267 MB). A client that
+// connects then gets the offer that waited.
+func TestEarlySubscriberOffersBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	bob := ts.join(t, "subs", "bob", nil)
+	bob.publish(t, lightMedia())
+	var audio string
+	require.Eventually(t, func() bool {
+		for _, pub := range bob.room.LocalParticipant.TrackPublications() {
+			if pub.Kind() == lksdk.TrackKindAudio && pub.SID() != "" {
+				audio = pub.SID()
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_published_tracks") == 2 }, 10*time.Second, 10*time.Millisecond)
+
+	// toggle switches ws's subscription to bob's audio, answers every offer
+	// it brings with answer(offer) and returns how many came.
+	ping := int64(0)
+	onMessage := func(r *livekit.SignalResponse) bool { return r.GetOffer() != nil }
+	toggle := func(ws *websocket.Conn, on bool, answer func(*livekit.SessionDescription) string) int {
+		t.Helper()
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Subscription{Subscription: &livekit.UpdateSubscription{TrackSids: []string{audio}, Subscribe: on}}})
+		ping++
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: ping}}})
+		offers := 0
+		for {
+			r := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool {
+				return onMessage(r) || r.GetPongResp().GetLastPingTimestamp() == ping
+			})
+			if r.GetOffer() == nil {
+				return offers
+			}
+			offers++
+			writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Answer{Answer: &livekit.SessionDescription{
+				Type: "answer", Sdp: answer(r.GetOffer()), Id: r.GetOffer().GetId(),
+			}}})
+		}
+	}
+
+	// A client that never connects, its answers padded to 90 kB.
+	var pad strings.Builder
+	for i := 0; pad.Len() < 28_000; i++ {
+		fmt.Fprintf(&pad, "a=extmap:%d urn:example:%d\r\n", 1+i%14, i)
+	}
+	padded := func(offer *livekit.SessionDescription) string {
+		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		require.NoError(t, pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.GetSdp()}))
+		a, err := pc.CreateAnswer(nil)
+		require.NoError(t, err)
+		var b strings.Builder
+		for line := range strings.Lines(a.SDP) {
+			b.WriteString(line)
+			if strings.HasPrefix(line, "a=mid:") {
+				b.WriteString(pad.String())
+			}
+		}
+		return b.String()
+	}
+	mallory := joinedRaw(t, ts, "subs", "mallory", nil)
+	offers := toggle(mallory, true, padded) // the join's offer, and the subscription's
+	before := liveHeapMB()
+	for i := range 60 {
+		offers += toggle(mallory, i%2 == 1, padded)
+	}
+	grown := liveHeapMB() - before
+	t.Logf("grown %.1f MB", grown)
+	require.Equal(t, 8, offers)
+	require.Less(t, grown, 8.0, "answers before the connection grew the heap by %.1f MB", grown)
+	writeSignal(t, mallory, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
+
+	// A client that answers with its connection and connects only then (it
+	// learns the server's candidates last).
+	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer client.Close()
+	withoutCandidates := func(sdp string) string {
+		var b strings.Builder
+		for line := range strings.Lines(sdp) {
+			if !strings.HasPrefix(line, "a=candidate:") {
+				b.WriteString(line)
+			}
+		}
+		return b.String()
+	}
+	real := func(offer *livekit.SessionDescription) string {
+		require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: withoutCandidates(offer.GetSdp())}))
+		a, err := client.CreateAnswer(nil)
+		require.NoError(t, err)
+		require.NoError(t, client.SetLocalDescription(a))
+		return withoutCandidates(a.SDP) // the server does not learn the client's either
+	}
+	carol := joinedRaw(t, ts, "subs", "carol", nil)
+	var candidates []webrtc.ICECandidateInit // the server's, trickled
+	awaitOffer := func(r *livekit.SignalResponse) bool {
+		if tr := r.GetTrickle(); tr != nil && tr.GetTarget() == livekit.SignalTarget_SUBSCRIBER {
+			c, err := candidateInit(tr.GetCandidateInit())
+			require.NoError(t, err)
+			candidates = append(candidates, c)
+		}
+		return r.GetOffer() != nil
+	}
+	onMessage = awaitOffer
+	offers = toggle(carol, true, real)
+	subscribed := true
+	for offers < 8 {
+		subscribed = !subscribed
+		offers += toggle(carol, subscribed, real)
+	}
+	subscribed = !subscribed
+	require.Zero(t, toggle(carol, subscribed, real), "a ninth offer before the connection")
+	connected := make(chan struct{})
+	client.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	for _, c := range candidates {
+		_ = client.AddICECandidate(c)
+	}
+	select {
+	case <-connected:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the subscriber connection did not connect")
+	}
+	off := awaitSignal(t, carol, awaitOffer).GetOffer()
+	writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_Answer{Answer: &livekit.SessionDescription{Type: "answer", Sdp: real(off), Id: off.GetId()}}})
+	for range 10 {
+		subscribed = !subscribed
+		require.Equal(t, 1, toggle(carol, subscribed, real), "once connected, every change is negotiated")
+	}
+	writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
 }

@@ -273,6 +273,14 @@ func (p *Participant) requestOffer() {
 		p.log.Trace().Any("want", want).Any("free", free).Msg("offer already asked for")
 		return
 	}
+	if p.earlyOffers.Load() >= maxEarlyOffers && !p.pubConnected.Load() {
+		if !p.negDeferred {
+			p.log.Info().Msg("offer request deferred until the connection connects")
+		}
+		p.negDeferred = true // negotiateDeferred, once connected
+		p.negMu.Unlock()
+		return
+	}
 	p.offerAsked = true
 	p.askedA += needA
 	p.askedV += needV
