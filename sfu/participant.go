@@ -3,6 +3,7 @@ package sfu
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -760,10 +761,12 @@ func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDesc
 		target = livekit.SignalTarget_SUBSCRIBER
 	}
 	ufrag := iceUfrag(sd.SDP)
+	var seen map[string]struct{}
 	p.mu.Lock()
-	seen := p.candSeen[target]
-	if ufrag != p.remoteUfrag[target] {
-		seen = nil
+	if ufrag == p.remoteUfrag[target] {
+		// a copy: in single mode a held offer is set from its timer
+		// while the read loop takes trickled candidates
+		seen = maps.Clone(p.candSeen[target])
 	}
 	p.mu.Unlock()
 	var taken []string
