@@ -10,11 +10,17 @@ import (
 // assocFor returns room's association with peer.
 func (b *Bridge) assocFor(t testing.TB, room, peer string) *association {
 	t.Helper()
-	b.mu.Lock()
-	a := b.assocs[assocKey{room, peer}]
-	b.mu.Unlock()
+	a := b.assocOrNil(room, peer)
 	require.NotNil(t, a)
 	return a
+}
+
+// assocOrNil returns room's association with peer, nil while there is
+// none (for conditions awaited: they must not fail the test).
+func (b *Bridge) assocOrNil(room, peer string) *association {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.assocs[assocKey{room, peer}]
 }
 
 // inTrackFor returns the relayed track sid of room's association with

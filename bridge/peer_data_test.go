@@ -128,7 +128,10 @@ func TestPeerRestrictedDataTrack(t *testing.T) {
 	b.joinToken(t, "rita", peerToken(t, "rita", "tok-rita", "X"))
 	onA := peerKey("fed-b", "b1")
 	require.Eventually(t, func() bool {
-		x := a.br.assocFor(t, "X", onA)
+		x := a.br.assocOrNil("X", onA)
+		if x == nil {
+			return false // fed-b's link is still being set up
+		}
 		x.dtMu.Lock()
 		defer x.dtMu.Unlock()
 		return x.dtKnown[sid]
