@@ -91,6 +91,27 @@ func (b *Bridge) sendOn(t *testing.T, room, peer string, m *message) {
 	<-done
 }
 
+// sendAll sends ms on a's worker, in order, and tells whether they went:
+// the control channel was open and took each (false too when a ended).
+func (a *association) sendAll(ms []*message) bool {
+	done := make(chan bool, 1)
+	a.post(func() {
+		a.dcMu.Lock()
+		ok := a.dc != nil
+		a.dcMu.Unlock()
+		for _, m := range ms {
+			ok = ok && a.send(m) == nil
+		}
+		done <- ok
+	})
+	select {
+	case ok := <-done:
+		return ok
+	case <-a.done:
+		return false
+	}
+}
+
 // inTrackCount is the number of tracks room's association with peer
 // receives from it, read on the association's worker.
 func (b *Bridge) inTrackCount(t *testing.T, room, peer string) int {
