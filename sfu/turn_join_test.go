@@ -110,7 +110,9 @@ func TestTURNJoinResponse(t *testing.T) {
 	_ = tc.Close()
 
 	// One allocation alice keeps (and would keep refreshing) through her
-	// leave.
+	// leave; the three above are released (a Refresh with lifetime 0,
+	// handled after the client's Close returned).
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_turn_allocations") == 0 }, 10*time.Second, 20*time.Millisecond)
 	heldConn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer heldConn.Close()
