@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
 )
 
@@ -85,7 +86,14 @@ type auditLog struct {
 	mu   sync.Mutex
 }
 
+// maxAuditReason bounds an entry's reason: it may carry text from outside
+// (a status list's fetch error, a wallet's answer), and the log is never
+// pruned.
+const maxAuditReason = 2048
+
 func (l *auditLog) append(ctx context.Context, e AuditEntry) error {
+	// Control characters become U+FFFD (3 bytes): cut again after them.
+	e.Reason = clip.Text(clip.Text(e.Reason, maxAuditReason), maxAuditReason)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var committed AuditEntry

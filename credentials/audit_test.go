@@ -265,3 +265,22 @@ func TestOpenAuditLog(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 }
+
+// TestAuditReasonBounded: a reason carrying outside text (a status list's
+// fetch error, a wallet's answer) is kept to maxAuditReason bytes of
+// printable text in the never-pruned log, and the chain still verifies.
+func TestAuditReasonBounded(t *testing.T) {
+	ctx := context.Background()
+	log, st := newAuditStore(t)
+	long := "status list fetch failed: " + strings.Repeat("x\x00", 50_000)
+	require.NoError(t, log.append(ctx, AuditEntry{Time: time.Now(), Decision: "revoke", UserID: "@a:b", RoomID: "!r:b",
+		Level: LevelKritis, Reason: long}))
+	var reason string
+	require.NoError(t, st.db.QueryRow(ctx, `SELECT reason FROM credentials_audit WHERE seq = 1`).Scan(&reason))
+	require.LessOrEqual(t, len(reason), maxAuditReason+len("…"))
+	require.True(t, strings.HasPrefix(reason, "status list fetch failed: x"))
+	require.NotContains(t, reason, "\x00")
+	n, err := VerifyAuditChain(ctx, st.db)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}
