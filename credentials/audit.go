@@ -92,8 +92,7 @@ type auditLog struct {
 const maxAuditReason = 2048
 
 func (l *auditLog) append(ctx context.Context, e AuditEntry) error {
-	// Control characters become U+FFFD (3 bytes): cut again after them.
-	e.Reason = clip.Text(clip.Text(e.Reason, maxAuditReason), maxAuditReason)
+	e.Reason = clip.Text(e.Reason, maxAuditReason)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var committed AuditEntry

@@ -485,8 +485,9 @@ func (s *Server) twirpHandler() http.Handler {
 			return
 		}
 		// twirp quotes an unknown method's path (twice) and an unexpected
-		// Content-Type whole in its answer: a request whose are longer
-		// than any RoomService call's is refused here, without them.
+		// Content-Type whole in its answer: a request whose path or
+		// Content-Type is longer than any RoomService call's is refused
+		// here, without quoting them.
 		if len(r.URL.Path) > len(s.cfg.PathPrefix)+maxTwirpPath || len(r.Header.Get("Content-Type")) > maxTwirpContentType {
 			_ = twirp.WriteError(w, twirp.NewError(twirp.BadRoute, "no such RoomService method"))
 			return

@@ -123,6 +123,18 @@ func startTURN(t *testing.T, mut func(*Config)) *turnFixture {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
+// expectAtPeer reads the next datagram at the fixture's SFU stand-in,
+// requires it to be want and returns its sender.
+func (f *turnFixture) expectAtPeer(t *testing.T, want string, msgAndArgs ...any) net.Addr {
+	t.Helper()
+	buf := make([]byte, 100)
+	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := f.peer.ReadFrom(buf)
+	require.NoError(t, err, msgAndArgs...)
+	require.Equal(t, want, string(buf[:n]))
+	return from
+}
+
 func (f *turnFixture) setPresent(id string, v bool) {
 	f.mu.Lock()
 	f.present[id] = v
@@ -176,15 +188,12 @@ func TestTURNAuth(t *testing.T) {
 		peer := f.peer
 		_, err = relay.WriteTo([]byte("hello through turn"), peer.LocalAddr())
 		require.NoError(t, err)
+		from := f.expectAtPeer(t, "hello through turn")
 		buf := make([]byte, 100)
-		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, from, err := peer.ReadFrom(buf)
-		require.NoError(t, err)
-		require.Equal(t, "hello through turn", string(buf[:n]))
 		_, err = peer.WriteTo([]byte("back"), from)
 		require.NoError(t, err)
 		_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err = relay.ReadFrom(buf)
+		n, _, err := relay.ReadFrom(buf)
 		require.NoError(t, err)
 		require.Equal(t, "back", string(buf[:n]))
 		// The relay counts after its write returns: maybe after the peer read.
@@ -299,11 +308,8 @@ func TestTURNHairpin(t *testing.T) {
 	sfuPort := f.peer.LocalAddr().(*net.UDPAddr).Port
 	_, err = relay.WriteTo([]byte("to the floating ip"), &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: sfuPort})
 	require.NoError(t, err)
+	from := f.expectAtPeer(t, "to the floating ip", "arrived at the local media socket")
 	buf := make([]byte, 100)
-	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := f.peer.ReadFrom(buf)
-	require.NoError(t, err, "arrived at the local media socket")
-	require.Equal(t, "to the floating ip", string(buf[:n]))
 	_, err = f.peer.WriteTo([]byte("answer"), from)
 	require.NoError(t, err)
 	_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -337,10 +343,7 @@ func TestTURNRelayReachesOnlyNodeAddresses(t *testing.T) {
 	// The node's address still works (through the hairpin).
 	_, err = relay.WriteTo([]byte("to the node"), &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: sfuPort})
 	require.NoError(t, err)
-	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _, err := f.peer.ReadFrom(buf)
-	require.NoError(t, err)
-	require.Equal(t, "to the node", string(buf[:n]))
+	f.expectAtPeer(t, "to the node")
 
 	// No other interface address of this host is a permitted peer.
 	addrs, err := net.InterfaceAddrs()
@@ -459,11 +462,7 @@ func TestTURNAllocationsEndWithTheParticipant(t *testing.T) {
 	require.NoError(t, bc.CreatePermission(f.peer.LocalAddr()))
 	_, err = brelay.WriteTo([]byte("still relaying"), f.peer.LocalAddr())
 	require.NoError(t, err)
-	buf := make([]byte, 100)
-	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _, err := f.peer.ReadFrom(buf)
-	require.NoError(t, err)
-	require.Equal(t, "still relaying", string(buf[:n]))
+	f.expectAtPeer(t, "still relaying")
 }
 
 // TestTURNAllocationOfAParticipantLeaving: an Allocate authenticated while
@@ -524,10 +523,7 @@ func TestTURNPortRangeReachesOnlyPeerConnectionPorts(t *testing.T) {
 	buf := make([]byte, 100)
 	send(other.LocalAddr(), "to a local service in the range")
 	send(f.peer.LocalAddr(), "to the sfu")
-	_ = f.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _, err := f.peer.ReadFrom(buf)
-	require.NoError(t, err)
-	require.Equal(t, "to the sfu", string(buf[:n]))
+	f.expectAtPeer(t, "to the sfu")
 	_ = other.SetReadDeadline(time.Now())
 	_, _, err = other.ReadFrom(buf)
 	require.Error(t, err, "nothing relayed to a port of the range no peer connection holds")

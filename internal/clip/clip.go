@@ -36,6 +36,11 @@ func Text(s string, max int) string {
 		}
 		return r
 	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) > max {
+		// U+FFFD is 3 bytes, what it replaced may have been 1: the
+		// bound holds for the text returned, not only the text read.
+		s, cut = prefix(s, max), true
+	}
 	if cut {
 		s += "…"
 	}

@@ -26,4 +26,7 @@ func TestText(t *testing.T) {
 	require.Equal(t, "\uFFFD", Text("\xff", 10))
 	got := Text(strings.Repeat("€", 100), 10)
 	require.Equal(t, "€€€…", got)
+	// Replacements are 3 bytes each: the bound is the returned text's.
+	got = Text(strings.Repeat("\x00", 10), 10)
+	require.Equal(t, "\uFFFD\uFFFD\uFFFD…", got)
 }
