@@ -3,9 +3,10 @@ package sfu
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
-	"github.com/pion/webrtc/v4"
+	"github.com/livekit/protocol/livekit"
 )
 
 // DescribeSubscriptions is, for tests that fail, what the server knows of
@@ -124,15 +125,20 @@ func (s *Server) OfferMids(room, identity string) int {
 }
 
 // RemoteCandidates is how many remote candidates at ip identity's publisher
-// connection's ICE agent holds.
+// connection was handed in this ICE generation (trickled or in a
+// description). Counted from what the participant gave pion, not from
+// pion's GetStats, which races with pion closing the connection after a
+// failed DTLS handshake (it clears its stats getter unguarded).
 func (s *Server) RemoteCandidates(room, identity, ip string) int {
 	p := s.participantIn(room, identity)
 	if p == nil {
 		return -1
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	n := 0
-	for _, st := range p.pub.GetStats() {
-		if c, ok := st.(webrtc.ICECandidateStats); ok && c.Type == webrtc.StatsTypeRemoteCandidate && c.IP == ip {
+	for key := range p.candSeen[livekit.SignalTarget_PUBLISHER] {
+		if f := strings.Fields(key); len(f) == 4 && f[1] == ip {
 			n++
 		}
 	}
