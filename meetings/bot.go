@@ -40,6 +40,15 @@ func (b *Bot) Help() string {
 	}, "\n")
 }
 
+// explain is describeError for the bot's reply; an internal failure's
+// text goes to the log, with the command, room and sender to find it by.
+func (b *Bot) explain(verb, roomID, sender string, err error) string {
+	if !isRefusal(err) {
+		b.svc.log.Error().Err(err).Str("command", verb).Str("room_id", roomID).Str("user_id", sender).Msg("Meeting command failed")
+	}
+	return describeError(err)
+}
+
 // HandleCommand answers one command; text is what followed "meeting".
 func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (string, string) {
 	cmd, err := ParseCommand(text)
@@ -58,13 +67,13 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 	case "create":
 		res, err := s.Create(ctx, sender, &cmd.Spec)
 		if err != nil {
-			return "❌ I did not schedule the meeting — " + describeError(err), ""
+			return "❌ I did not schedule the meeting — " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		return b.confirm("✅ Scheduled", res, zone), ""
 	case "update":
 		res, err := s.Update(ctx, sender, target, &cmd.Spec)
 		if err != nil {
-			return "❌ I did not change the meeting — " + describeError(err), ""
+			return "❌ I did not change the meeting — " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		if res.Unchanged {
 			return "Nothing changed: meeting " + res.Meeting.ID + " already is like that.", ""
@@ -73,7 +82,7 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 	case "cancel":
 		res, err := s.Cancel(ctx, sender, target, cmd.Occurrence)
 		if err != nil {
-			return "❌ I did not cancel anything — " + describeError(err), ""
+			return "❌ I did not cancel anything — " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		if cmd.Occurrence != "" {
 			return fmt.Sprintf("✅ Cancelled the occurrence on %s of %q (%s). Everyone got a calendar cancellation.%s",
@@ -83,13 +92,13 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 	case "show":
 		m, err := s.Get(ctx, sender, target)
 		if err != nil {
-			return "❌ " + describeError(err), ""
+			return "❌ " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		return b.describe(m, zone), ""
 	case "list":
 		ms, err := s.List(ctx, sender)
 		if err != nil {
-			return "❌ " + describeError(err), ""
+			return "❌ " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		if len(ms) == 0 {
 			return "You have no meetings. " + b.prefix + " help meeting says how to schedule one.", ""
@@ -105,7 +114,7 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 		return "Your meetings:\n" + strings.Join(lines, "\n"), ""
 	case "tz":
 		if err := s.SetTimezone(ctx, sender, cmd.Arg); err != nil {
-			return "❌ " + describeError(err), ""
+			return "❌ " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		loc, _ := loadZone(cmd.Arg)
 		return fmt.Sprintf("✅ Your time zone is %s (now %s there).", cmd.Arg, s.clock.Now().In(loc).Format("15:04")), ""
@@ -116,7 +125,7 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 		if cmd.Arg != "reset" {
 			has, err := s.HasFeed(ctx, sender)
 			if err != nil {
-				return "❌ " + describeError(err), ""
+				return "❌ " + b.explain(cmd.Verb, roomID, sender, err), ""
 			}
 			if has {
 				return "ℹ️ You already have a calendar address, and I cannot send it again (I keep only a fingerprint of it). " +
@@ -125,11 +134,11 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 		}
 		u, err := s.FeedURL(ctx, sender)
 		if err != nil {
-			return "❌ " + describeError(err), ""
+			return "❌ " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		text := "Your private calendar address (subscribe to it in your calendar app; anyone with it can read your meetings, so keep it to yourself — `" + b.prefix + " meeting feed reset` replaces it):\n" + u
 		if err := s.sendPrivately(ctx, sender, roomID, text); err != nil {
-			return "❌ I could not send you the address in our direct chat: " + err.Error(), ""
+			return "❌ I could not send you the address in our direct chat — " + b.explain(cmd.Verb, roomID, sender, err), ""
 		}
 		if cmd.Arg == "reset" {
 			return "✅ Made a new calendar address; the old one no longer works. I sent it to you in our direct chat.", ""

@@ -323,7 +323,15 @@ func splitList(v string) []string {
 	return out
 }
 
-// describeError is a refusal as the bot says it.
+// internalFailure is what the bot says about a failure that is not the
+// user's (the database, the homeserver): its text can name internal
+// addresses, tables or another server's answer, and the room is no place
+// for it; the log has it (Bot.explain).
+const internalFailure = "something went wrong on my side; the operator's log has the details"
+
+// describeError is a refusal as the bot and the HTTP API say it: the
+// field and why, or the refusal's own text; internalFailure for anything
+// else.
 func describeError(err error) string {
 	var fe *fieldError
 	switch {
@@ -332,5 +340,12 @@ func describeError(err error) string {
 	case errors.Is(err, ErrForbidden), errors.Is(err, ErrNotFound):
 		return err.Error()
 	}
-	return "something went wrong on my side (" + err.Error() + ")"
+	return internalFailure
+}
+
+// isRefusal tells whether err is the user's (describeError says why)
+// rather than an internal failure.
+func isRefusal(err error) bool {
+	var fe *fieldError
+	return errors.As(err, &fe) || errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound)
 }

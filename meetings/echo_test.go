@@ -1,7 +1,9 @@
 package meetings
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix"
 )
 
 // TestAPIErrorsQuoteAtMostAPrefix: a refused request is answered naming
@@ -58,4 +61,40 @@ func TestAPIErrorsQuoteAtMostAPrefix(t *testing.T) {
 	// The bot answers with the same text.
 	require.Less(t, len(describeError(invalid("participants", "%q is not a Matrix user ID", long))), 256)
 	require.Less(t, len(describeError(fmt.Errorf("wrapped: %w", invalid("rrule", "%v", fmt.Errorf("bad %s", long))))), 512)
+}
+
+// TestBotKeepsInternalFailuresOutOfTheRoom: a failure that is not the
+// user's — the homeserver unreachable, another server's long answer — is
+// not repeated into the room: the bot's reply said "something went wrong
+// on my side (<error>)" with the error's whole text (internal addresses,
+// a proxy's page), and an invite's warning quoted the homeserver's
+// transport error. A homeserver's Matrix refusal is still named, clipped.
+func TestBotKeepsInternalFailuresOutOfTheRoom(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	bot := env.svc.Bot("!conf")
+	internal := `failed to POST /_matrix/client/v3/createRoom: Post "http://10.20.30.40:8008/_matrix/client/v3/createRoom": dial tcp 10.20.30.40:8008: connect: connection refused`
+	env.mx.createErr = mautrix.HTTPError{Message: "failed to POST /_matrix/client/v3/createRoom", WrappedError: errors.New(internal)}
+	reply, _ := bot.HandleCommand(ctx, "!dm", alice, `create Lage start="2026-03-23 10:00"`)
+	require.Contains(t, reply, "I did not schedule the meeting")
+	require.Contains(t, reply, internalFailure)
+	require.NotContains(t, reply, "10.20.30.40")
+
+	const carol = "@carol:other.test"
+	env.mx.createErr = nil
+	long := strings.Repeat("x", 4<<10)
+	env.mx.inviteErr = map[string]error{
+		bob: mautrix.HTTPError{
+			Request:   &http.Request{Method: http.MethodPost},
+			Response:  &http.Response{StatusCode: http.StatusForbidden},
+			RespError: &mautrix.RespError{ErrCode: "M_FORBIDDEN", Err: "remote server refused the invite: " + long},
+		},
+		carol: mautrix.HTTPError{Message: "failed to POST invite", WrappedError: errors.New(internal)},
+	}
+	reply, _ = bot.HandleCommand(ctx, "!dm", alice, `create Lage start="2026-03-23 10:00" `+bob+" "+carol)
+	require.Contains(t, reply, "Scheduled")
+	require.Contains(t, reply, "could not invite "+bob+": M_FORBIDDEN: remote server refused the invite: xxx")
+	require.Contains(t, reply, "could not invite "+carol+": the homeserver did not answer")
+	require.NotContains(t, reply, "10.20.30.40")
+	require.Less(t, len(reply), 2048, "the remote server's text is clipped")
 }

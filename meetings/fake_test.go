@@ -34,7 +34,11 @@ type fakeMatrix struct {
 	n         int
 	// failCreate / failInvite / failSend make those calls fail.
 	failCreate, failSend bool
-	sent                 chan sentMessage
+	// createErr and inviteErr, when set, are what CreateRoom and Invite
+	// (of that user) fail with.
+	createErr error
+	inviteErr map[string]error
+	sent      chan sentMessage
 }
 
 type sentMessage struct {
@@ -50,6 +54,9 @@ func newFakeMatrix() *fakeMatrix {
 func (f *fakeMatrix) CreateRoom(_ context.Context, req RoomRequest) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.createErr != nil {
+		return "", f.createErr
+	}
 	if f.failCreate {
 		return "", errors.New("M_LIMIT_EXCEEDED")
 	}
@@ -67,6 +74,9 @@ func (f *fakeMatrix) CreateRoom(_ context.Context, req RoomRequest) (string, err
 func (f *fakeMatrix) Invite(_ context.Context, roomID, userID, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.inviteErr[userID]; err != nil {
+		return err
+	}
 	f.invites[roomID][userID] = reason
 	return nil
 }

@@ -179,7 +179,7 @@ func (s *Service) sendFiles(ctx context.Context, m *Meeting, users []string, met
 			err = s.mx.SendMessage(ctx, room, content)
 		}
 		if err != nil {
-			failed = append(failed, fmt.Sprintf("could not send the calendar file to %s: %v", u, err))
+			failed = append(failed, s.warning(err, "could not send the calendar file to %s", u))
 			s.metrics.files.WithLabelValues(method, "error").Inc()
 			continue
 		}

@@ -175,11 +175,11 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	// invite-only, and they need it for the call, "!conf bookings" and
 	// updates in place.
 	if err := s.mx.Invite(ctx, roomID, organiser, s.organiserReason(m)); err != nil {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("could not invite you (%s): %v", organiser, err))
+		res.Warnings = append(res.Warnings, s.warning(err, "could not invite you (%s)", organiser))
 	}
 	for _, p := range m.Participants {
 		if err := s.mx.Invite(ctx, roomID, p, s.inviteReason(m)); err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("could not invite %s: %v", p, err))
+			res.Warnings = append(res.Warnings, s.warning(err, "could not invite %s", p))
 		}
 	}
 	res.Warnings = append(res.Warnings, s.sendFiles(ctx, m, m.Participants, MethodRequest, time.Time{})...)
@@ -327,12 +327,12 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	}
 	for _, p := range added {
 		if err := s.mx.Invite(ctx, m.RoomID, p, s.inviteReason(&m)); err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("could not invite %s: %v", p, err))
+			res.Warnings = append(res.Warnings, s.warning(err, "could not invite %s", p))
 		}
 	}
 	for _, p := range removed {
 		if err := s.mx.Kick(ctx, m.RoomID, p, "removed from the meeting by "+user); err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("could not remove %s: %v", p, err))
+			res.Warnings = append(res.Warnings, s.warning(err, "could not remove %s", p))
 		}
 	}
 	res.Warnings = append(res.Warnings, s.refreshInvites(ctx, old, &m, added)...)
@@ -430,7 +430,7 @@ func (s *Service) refreshInvites(ctx context.Context, old, m *Meeting, skip []st
 	}
 	members, err := s.mx.Memberships(ctx, m.RoomID)
 	if err != nil {
-		return []string{fmt.Sprintf("could not update the pending invitations: %v", err)}
+		return []string{s.warning(err, "could not update the pending invitations")}
 	}
 	var failed []string
 	for _, p := range append([]string{m.Organiser}, m.Participants...) {
@@ -442,7 +442,7 @@ func (s *Service) refreshInvites(ctx context.Context, old, m *Meeting, skip []st
 			reason = s.organiserReason(m)
 		}
 		if err := s.mx.RefreshInvite(ctx, m.RoomID, p, reason); err != nil {
-			failed = append(failed, fmt.Sprintf("could not update the invitation of %s: %v", p, err))
+			failed = append(failed, s.warning(err, "could not update the invitation of %s", p))
 			s.metrics.ops.WithLabelValues("refresh_invite", "error").Inc()
 			continue
 		}
