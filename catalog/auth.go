@@ -10,6 +10,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"golang.org/x/oauth2"
 )
@@ -346,7 +348,7 @@ func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Ti
 		return nil, fmt.Errorf("%w: unknown or expired login state", ErrUnauthenticated)
 	}
 	if e := q.Get("error"); e != "" {
-		return nil, fmt.Errorf("%w: the identity provider answered %s", ErrUnauthenticated, e)
+		return nil, fmt.Errorf("%w: the identity provider answered %s", ErrUnauthenticated, clip.Quote(e))
 	}
 	p, _, err := a.oidcProvider(r.Context())
 	if err != nil {
@@ -354,7 +356,11 @@ func (a *adminAuth) callback(w http.ResponseWriter, r *http.Request, now time.Ti
 	}
 	tok, err := a.oauth(p).Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(l.Verifier))
 	if err != nil {
-		return nil, fmt.Errorf("%w: code exchange failed: %v", ErrUnauthenticated, err)
+		why := fmt.Errorf("%w: code exchange failed", ErrUnauthenticated)
+		if re := (*oauth2.RetrieveError)(nil); errors.As(err, &re) && re.ErrorCode != "" {
+			why = fmt.Errorf("%w: code exchange failed: the identity provider answered %s", ErrUnauthenticated, clip.Quote(re.ErrorCode))
+		}
+		return nil, &hiddenCause{refusal: why, cause: err}
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {

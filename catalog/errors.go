@@ -17,3 +17,14 @@ var (
 	// ErrUnauthenticated: no valid ID token or session, or no MFA.
 	ErrUnauthenticated = errors.New("unauthenticated")
 )
+
+// hiddenCause is a refusal whose cause — a library's error, the identity
+// provider's answer — is for the log (the error's whole text), not for
+// the browser: publicReason says only the refusal.
+type hiddenCause struct {
+	refusal error // wraps one of the sentinels
+	cause   error
+}
+
+func (e *hiddenCause) Error() string   { return e.refusal.Error() + ": " + e.cause.Error() }
+func (e *hiddenCause) Unwrap() []error { return []error{e.refusal, e.cause} }

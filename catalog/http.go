@@ -129,11 +129,15 @@ func (c *Catalog) serveCallback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/catalog/admin/", http.StatusFound)
 }
 
-// publicReason is an error's text without wrapped causes from libraries.
+// publicReason is an error's text without wrapped causes from libraries
+// (hiddenCause).
 // It is at most maxPublicReason bytes of printable text: what a refusal
 // quotes from the request is a short prefix (clip.Quote), and this bounds
 // the rest.
 func publicReason(err error) string {
+	if hc := (*hiddenCause)(nil); errors.As(err, &hc) {
+		err = hc.refusal
+	}
 	for _, s := range []error{ErrUnauthenticated, ErrForbidden, ErrInvalid, ErrState, ErrNotFound, ErrWindow} {
 		if errors.Is(err, s) {
 			return clip.Text(err.Error(), maxPublicReason)

@@ -407,3 +407,45 @@ func TestSubjectRefusalsBudgeted(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, code, out)
 	require.Equal(t, 1, audited("idp|other"))
 }
+
+// TestLoginRefusalKeepsTheProvidersTextOut: a login refused at the
+// callback answers the browser with the refusal and the provider's error
+// code, quoted by a short prefix — not the token endpoint's whole answer
+// (its description can name the provider's internals) nor a long error
+// parameter; the log keeps the cause.
+func TestLoginRefusalKeepsTheProvidersTextOut(t *testing.T) {
+	idp := newTestIdP(t, map[string]any{"org": "land-nrw", "roles": []string{"booking-admin"}, "amr": []string{"pwd", "otp"}})
+	idp.refusal = "code not valid; session store at redis://10.20.30.40:6379 " + strings.Repeat("d", 400)
+	e := newEnv(t, func(c *Config) { c.Admin.Issuer = idp.srv.URL; c.Admin.ClientSecret = "s" })
+	srv := httptest.NewUnstartedServer(e.c.Handler())
+	srv.Config.BaseContext = func(net.Listener) context.Context { return idp.ctx() }
+	srv.Start()
+	defer srv.Close()
+	login := func(extra url.Values) (int, string) {
+		t.Helper()
+		jar, err := cookiejar.New(nil)
+		require.NoError(t, err)
+		c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Get(srv.URL + "/catalog/admin/login")
+		require.NoError(t, err)
+		resp.Body.Close()
+		_, state := idp.authorize(resp.Header.Get("Location"))
+		extra.Set("state", state)
+		resp, err = c.Get(srv.URL + "/catalog/admin/callback?" + extra.Encode())
+		require.NoError(t, err)
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(raw)
+	}
+
+	code, body := login(url.Values{"code": {"not-the-code"}})
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, body, `code exchange failed: the identity provider answered "invalid_grant"`)
+	require.NotContains(t, body, "10.20.30.40")
+	require.NotContains(t, body, "code not valid")
+
+	code, body = login(url.Values{"error": {"access_denied" + strings.Repeat("<x>", 1000)}})
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, body, `the identity provider answered "access_denied<x>`)
+	require.Less(t, len(body), 200, "%.300s", body)
+}

@@ -32,6 +32,9 @@ type testIdP struct {
 	mu     sync.Mutex
 	codes  map[string]idpGrant
 	claims map[string]any
+	// refusal, when set, is the error_description of the provider's
+	// answer to an unknown code.
+	refusal string
 }
 
 type idpGrant struct{ challenge, nonce string }
@@ -99,7 +102,7 @@ func (idp *testIdP) token(w http.ResponseWriter, r *http.Request) {
 	if !ok || base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"invalid_grant"}`))
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": idp.refusal})
 		return
 	}
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: idp.key}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
