@@ -77,7 +77,7 @@ type association struct {
 	qmu     sync.Mutex
 	queue   []func()
 	qnotify chan struct{}
-	// grantPoke wakes watchPeerGrant (peer.go).
+	// grantPoke wakes watchPeerGrant (peer_watch.go).
 	grantPoke chan struct{}
 
 	// Data tracks of our participants the peer wants (by sid), and each
@@ -97,7 +97,7 @@ type association struct {
 	// peerHeld: on the authority's side of a peer room, the layers the
 	// peer wants of tracks none of its participants may receive (the
 	// publisher's subscription permission), by sid; sent once a
-	// permission or a participant lets one of them in (peer_grants.go)
+	// permission or a participant lets one of them in (holdPeerWant, peer.go)
 	peerHeld map[string]uint8
 	// dtHeld: the same for data tracks the peer wants.
 	dtHeld    map[string]bool
