@@ -86,13 +86,13 @@
 // peer relays our room for its own users under sfu.PeerRoomName(us,
 // room), signalling and grant checks are authenticated with a key derived
 // from the per-peer secret and carry deployment names, and the deployment
-// that owns the room is the authority (its peer's users only subscribe;
-// what the peer sends beyond that is ignored and counted; its removals
-// reach the peer). PeeringStatus lists the links per room (direction,
-// tracks, bitrates, RTT, loss) and the peers' participants for `gxconf
-// cluster status`; one association per (room, relaying node) means one
-// copy of each track per node of the peer that relays the room
-// (gxconf_bridge_peer_track_copies).
+// that owns the room is the authority (its peer's users only subscribe,
+// and stay only while each holds a grant; what the peer sends beyond that
+// is ignored and counted; its removals reach the peer). PeeringStatus
+// lists the links per room (direction, tracks, bitrates, RTT, loss) and
+// the peers' participants for `gxconf cluster status`; one association
+// per (room, relaying node) means one copy of each track per node of the
+// peer that relays the room (gxconf_bridge_peer_track_copies).
 //
 // # Media
 //

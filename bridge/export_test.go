@@ -23,6 +23,40 @@ func (b *Bridge) assocOrNil(room, peer string) *association {
 	return b.assocs[assocKey{room, peer}]
 }
 
+// onWorker runs f on the worker of room's association with peer and
+// tells whether it ran: false while there is no such association or once
+// it ended (for conditions awaited: it never fails the test).
+func (b *Bridge) onWorker(room, peer string, f func(a *association)) bool {
+	a := b.assocOrNil(room, peer)
+	if a == nil {
+		return false
+	}
+	done := make(chan struct{})
+	a.post(func() {
+		f(a)
+		close(done)
+	})
+	select {
+	case <-done:
+		return true
+	case <-a.done:
+		return false
+	}
+}
+
+// peerIdentities lists the participants room's association with peer
+// injected here, sorted; ok is false while there is no such association
+// (for conditions awaited: it never fails the test).
+func (b *Bridge) peerIdentities(room, peer string) (ids []string, ok bool) {
+	ok = b.onWorker(room, peer, func(a *association) {
+		for id := range a.remotes {
+			ids = append(ids, id)
+		}
+	})
+	sort.Strings(ids)
+	return ids, ok
+}
+
 // inTrackFor returns the relayed track sid of room's association with
 // peer, read on the association's worker.
 func (b *Bridge) inTrackFor(t *testing.T, room, peer, sid string) *inTrack {

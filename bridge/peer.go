@@ -36,11 +36,13 @@ import (
 // active grant for X (PeerAuthority): no grant, no relay.
 //
 // A is the authority of its room: participants announced by B enter X
-// only with an active grant for B and never with tracks; a track whose
-// publisher lets none of B's participants in X subscribe does not cross to
-// B, whatever B asks (holdPeerWant; data tracks: onDataWant); B's data, track
-// streams, and remove / mute / update / metadata requests are ignored,
-// logged and counted (gxconf_bridge_peer_refused_total). A's removals
+// only with an active grant for B and never with tracks, and leave it
+// once that grant expires or is revoked (asked again with the room's
+// grant: watchPeerGrant); a track whose publisher lets none of B's
+// participants in X subscribe does not cross to B, whatever B asks
+// (holdPeerWant; data tracks: onDataWant); B's data, track streams, and
+// remove / mute / update / metadata requests are ignored, logged and
+// counted (gxconf_bridge_peer_refused_total). A's removals
 // (RoomService.RemoveParticipant on A, the focus's leave and revocation
 // path) reach B as the existing remove message and B applies them. B's SFU
 // asks A about every peer token at join and refresh (PeerGrants, POST
@@ -72,7 +74,8 @@ type PeerAuthority interface {
 	// grant for room.
 	PeerRoomGranted(ctx context.Context, peer, room string) (bool, error)
 	// PeerParticipantGranted tells whether identity holds an active grant
-	// for room issued for peer's relay.
+	// for room issued for peer's relay (asked when the peer announces it
+	// and again every peerGrantInterval while it is in the room).
 	PeerParticipantGranted(ctx context.Context, peer, room, identity string) (bool, error)
 }
 
@@ -264,8 +267,9 @@ func (a *association) peerMayAsk(m *message) bool {
 
 // admitPeerParticipant vets a participant a peer announces in our room:
 // a new one must hold an active grant for that peer (else the peer is told
-// to remove it); tracks are dropped (the peer's users only subscribe). It
-// reports whether the message is to be applied.
+// to remove it; recheckPeerGrants asks again while it is here); tracks are
+// dropped (the peer's users only subscribe). It reports whether the
+// message is to be applied.
 func (a *association) admitPeerParticipant(m *message, isNew bool) bool {
 	info := m.info
 	if len(info.GetTracks()) > 0 || len(m.Codecs) > 0 || len(info.GetDataTracks()) > 0 {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,12 @@ import (
 // the deployment at that end sees.
 func recordPeerData(t *testing.T, n *node, room, peer string) func() []*message {
 	t.Helper()
+	return recordPeer(t, n, room, peer, msgData)
+}
+
+// recordPeer is recordPeerData for the messages of the types given.
+func recordPeer(t *testing.T, n *node, room, peer string, types ...string) func() []*message {
+	t.Helper()
 	a := n.br.assocFor(t, room, peer)
 	require.Eventually(t, a.isOpen, 10*time.Second, 10*time.Millisecond)
 	a.dcMu.Lock()
@@ -33,7 +40,7 @@ func recordPeerData(t *testing.T, n *node, room, peer string) func() []*message 
 		if err != nil {
 			return
 		}
-		if m.Type == msgData {
+		if slices.Contains(types, m.Type) {
 			mu.Lock()
 			got = append(got, m)
 			mu.Unlock()

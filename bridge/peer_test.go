@@ -35,6 +35,10 @@ type fakeAuthority struct {
 	mu     sync.Mutex
 	grants map[string]*fakePeerGrant
 	checks int
+	// asked counts the PeerParticipantGranted questions by identity;
+	// failing fails those about an identity (the store unavailable).
+	asked   map[string]int
+	failing map[string]error
 }
 
 type fakePeerGrant struct {
@@ -43,7 +47,9 @@ type fakePeerGrant struct {
 	revoked              bool
 }
 
-func newFakeAuthority() *fakeAuthority { return &fakeAuthority{grants: map[string]*fakePeerGrant{}} }
+func newFakeAuthority() *fakeAuthority {
+	return &fakeAuthority{grants: map[string]*fakePeerGrant{}, asked: map[string]int{}, failing: map[string]error{}}
+}
 
 func (f *fakeAuthority) grant(id, peer, room, identity string) {
 	f.mu.Lock()
@@ -102,7 +108,33 @@ func (f *fakeAuthority) PeerRoomGranted(_ context.Context, peer, room string) (b
 }
 
 func (f *fakeAuthority) PeerParticipantGranted(_ context.Context, peer, room, identity string) (bool, error) {
+	f.mu.Lock()
+	f.asked[identity]++
+	err := f.failing[identity]
+	f.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
 	return f.granted(peer, room, identity), nil
+}
+
+// fail makes the questions about identity's grant fail with err (nil:
+// answer them again).
+func (f *fakeAuthority) fail(identity string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.failing, identity)
+		return
+	}
+	f.failing[identity] = err
+}
+
+// questions is how often PeerParticipantGranted was asked about identity.
+func (f *fakeAuthority) questions(identity string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked[identity]
 }
 
 // startFedA is fed-a's node: the authority of its rooms, peered with fed-b.
