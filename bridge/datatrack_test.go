@@ -39,7 +39,10 @@ func relayedDataTrack(t *testing.T, a, b *node, name string) (alice, bob *dtclie
 // bob is told his handle, and packets sent before are not relayed.
 func awaitDataWanted(t *testing.T, a, b *node, sid string, wanted bool) {
 	t.Helper()
-	require.Eventually(t, func() bool { return a.br.dataWanted(t, "room", b.id, sid) == wanted }, 10*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool {
+		w, ok := a.br.dataWantedNow("room", b.id, sid)
+		return ok && w == wanted
+	}, 10*time.Second, 5*time.Millisecond,
 		"node A relays data track %s to node B: want %v", sid, wanted)
 }
 

@@ -97,19 +97,23 @@ func (b *Bridge) remoteIdentities(t *testing.T, room, peer string) []string {
 // and receives (receivers).
 func (b *Bridge) relayed(t *testing.T, room, peer string) (out, in []string) {
 	t.Helper()
-	a := b.assocFor(t, room, peer)
-	done := make(chan struct{})
-	a.post(func() {
+	out, in, ok := b.relayedNow(room, peer)
+	require.True(t, ok, "no association of %s with %s", room, peer)
+	return out, in
+}
+
+// relayedNow is relayed for conditions awaited: ok is false while there
+// is no such association, and it never fails the test.
+func (b *Bridge) relayedNow(room, peer string) (out, in []string, ok bool) {
+	ok = b.onWorker(room, peer, func(a *association) {
 		for sid := range a.out {
 			out = append(out, sid)
 		}
 		for _, rs := range a.receivers {
 			in = append(in, rs.sid)
 		}
-		close(done)
 	})
-	<-done
-	return out, in
+	return out, in, ok
 }
 
 // sendOn makes room's association with peer send m, as a misbehaving peer
@@ -150,20 +154,37 @@ func (a *association) sendAll(ms []*message) bool {
 // receives from it, read on the association's worker.
 func (b *Bridge) inTrackCount(t *testing.T, room, peer string) int {
 	t.Helper()
-	a := b.assocFor(t, room, peer)
-	ch := make(chan int, 1)
-	a.post(func() { ch <- len(a.inTracks) })
-	return <-ch
+	n, ok := b.inTrackCountNow(room, peer)
+	require.True(t, ok, "no association of %s with %s", room, peer)
+	return n
+}
+
+// inTrackCountNow is inTrackCount for conditions awaited: ok is false
+// while there is no such association, and it never fails the test.
+func (b *Bridge) inTrackCountNow(room, peer string) (n int, ok bool) {
+	ok = b.onWorker(room, peer, func(a *association) { n = len(a.inTracks) })
+	return n, ok
 }
 
 // dataWanted reports whether room's association with peer relays the data
 // track sid (the peer said it wants it).
 func (b *Bridge) dataWanted(t testing.TB, room, peer, sid string) bool {
 	t.Helper()
-	a := b.assocFor(t, room, peer)
+	wanted, ok := b.dataWantedNow(room, peer, sid)
+	require.True(t, ok, "no association of %s with %s", room, peer)
+	return wanted
+}
+
+// dataWantedNow is dataWanted for conditions awaited: ok is false while
+// there is no such association (a relink), and it never fails the test.
+func (b *Bridge) dataWantedNow(room, peer, sid string) (wanted, ok bool) {
+	a := b.assocOrNil(room, peer)
+	if a == nil {
+		return false, false
+	}
 	a.dtMu.Lock()
 	defer a.dtMu.Unlock()
-	return a.dtWanted[sid]
+	return a.dtWanted[sid], true
 }
 
 // handleOn runs m on room's association with peer as if the peer had sent

@@ -73,7 +73,13 @@ func TestPeerAnnouncementsBounded(t *testing.T) {
 	a.br.sendOn(t, "X", peerKey("fed-b", "b1"), &message{Type: msgStream, SID: videoSID, Layer: 7, SSRC: 300000, Kind: "video"})
 	// The last message is handled once its predecessor's SSRC is the layer's.
 	require.Eventually(t, func() bool {
-		return b.br.inTrackFor(t, peerRoomX, peerKey("fed-a", ""), videoSID).ssrc[0].Load() == 200099
+		var ssrc uint32
+		ok := b.br.onWorker(peerRoomX, peerKey("fed-a", ""), func(a *association) {
+			if it := a.inTracks[videoSID]; it != nil {
+				ssrc = it.ssrc[0].Load()
+			}
+		})
+		return ok && ssrc == 200099
 	}, 20*time.Second, 50*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	_, in := b.br.relayed(t, peerRoomX, peerKey("fed-a", ""))

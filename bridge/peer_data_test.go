@@ -150,9 +150,9 @@ func TestPeerRestrictedDataTrack(t *testing.T) {
 	require.Equal(t, before+1, a.br.PeerRefused("fed-b", refusedRestricted))
 
 	permit("rita")
-	require.Eventually(t, func() bool { return a.br.dataWanted(t, "X", onA, sid) }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { w, ok := a.br.dataWantedNow("X", onA, sid); return ok && w }, 10*time.Second, 10*time.Millisecond,
 		"the held want goes through once rita may subscribe")
 	permit("bob")
-	require.Eventually(t, func() bool { return !a.br.dataWanted(t, "X", onA, sid) }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { w, ok := a.br.dataWantedNow("X", onA, sid); return ok && !w }, 10*time.Second, 10*time.Millisecond,
 		"the relay stops once rita may not subscribe any more")
 }

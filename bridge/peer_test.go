@@ -529,7 +529,10 @@ func TestPeerRelayNeedsParticipantAndGrant(t *testing.T) {
 	defer cancel()
 	require.NoError(t, b.br.linkPeer(ctx, peerRoomX))
 	onA, onB := peerKey("fed-b", "b1"), peerKey("fed-a", "")
-	require.Eventually(t, func() bool { return a.br.Linked("X", onA) && b.br.inTrackCount(t, peerRoomX, onB) == 2 }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool {
+		n, ok := b.br.inTrackCountNow(peerRoomX, onB)
+		return a.br.Linked("X", onA) && ok && n == 2
+	}, 10*time.Second, 10*time.Millisecond,
 		"fed-b knows alice's tracks")
 	tracksOut := func() int {
 		st, _ := a.br.Stats("X", onA)

@@ -381,9 +381,9 @@ func TestRelayUnpublishReleases(t *testing.T) {
 
 	require.NoError(t, alice.room.LocalParticipant.UnpublishTrack(vsid))
 	require.Eventually(t, func() bool {
-		out, _ := a.br.relayed(t, "room", b.id)
-		_, in := b.br.relayed(t, "room", a.id)
-		return !has(out, vsid) && !has(in, vsid)
+		out, _, okA := a.br.relayedNow("room", b.id)
+		_, in, okB := b.br.relayedNow("room", a.id)
+		return okA && okB && !has(out, vsid) && !has(in, vsid)
 	}, 10*time.Second, 20*time.Millisecond, "relay streams of the unpublished track were kept")
 
 	// A new video track from alice crosses.
