@@ -744,7 +744,8 @@ func (p *Participant) closePeerConnections() {
 
 // setRemote sets pc's remote description under pcMu: with an answer pion
 // starts the negotiated senders (Send binds our downtracks). A description
-// over the bounds of shapeSDP is refused.
+// over the bounds of shapeSDP is refused, and so is an offer pion would
+// take but could not answer (checkOfferTracks).
 // A new ice-ufrag is an ICE restart: the remote candidates start anew, and
 // so does their count (handleTrickle). The description's own candidates
 // count like trickled ones: those beyond the bound are left out of it.
@@ -756,6 +757,12 @@ func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDesc
 		return e
 	}
 	sd.SDP = shaped
+	if sd.Type == webrtc.SDPTypeOffer {
+		if e := checkOfferTracks(sd.SDP); e != nil {
+			p.s.metrics.sdpRefused.WithLabelValues(e.reason).Inc()
+			return e
+		}
+	}
 	target := livekit.SignalTarget_PUBLISHER
 	if pc == p.sub && !p.single {
 		target = livekit.SignalTarget_SUBSCRIBER

@@ -1,7 +1,9 @@
 package sfu
 
 import (
+	"cmp"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -116,4 +118,127 @@ func shapeSDP(sdp string) (string, *sdpShapeError) {
 		b.WriteString(line)
 	}
 	return b.String(), nil
+}
+
+// checkOfferTracks refuses an offer with a media section that pion takes
+// to describe more than one track. pion v4 answers only unified plan: it
+// sets such an offer (SetRemoteDescription succeeds) and then fails to
+// answer it ("RemoteDescription is PlanB"), and as it cannot roll a
+// remote offer back, the connection stays in have-remote-offer and every
+// later offer fails too. Refused before pion sees it, the offer is only
+// not answered and the session keeps its connection.
+//
+// Tracks are counted as pion does (trackDetailsFromSDP): in a section it
+// may receive on (not recvonly or inactive, by the section's direction or
+// else the session's) with a mid, each distinct a=ssrc is a track unless
+// an a=ssrc-group:FID or FEC-FR names it as the repair flow of another
+// (RTX, FlexFEC: browsers' and pion's one stream and its repair); a
+// section with a=rid lines and a known msid is one simulcast track
+// (Firefox lists an a=ssrc per layer there). Two tracks by a=ssrc in one
+// section is Plan B; simulcast by SSRC (a=ssrc-group:SIM, Chrome's only
+// with munged SDP) is the same to pion, which takes every layer for a
+// track and cannot answer it either. Sections sharing a mid, which pion
+// also counts together, are not looked for: no client makes them.
+func checkOfferTracks(sdp string) *sdpShapeError {
+	sessionDir := ""
+	section := -1
+	var (
+		kind, dir, mid, stream, track string
+		midSeen, rids                 bool
+		ssrcs, repairs                map[string]bool
+	)
+	// done judges the section that just ended.
+	done := func() *sdpShapeError {
+		if section < 0 || mid == "" || (kind != "audio" && kind != "video") {
+			return nil
+		}
+		if d := cmp.Or(dir, sessionDir); d == "recvonly" || d == "inactive" {
+			return nil
+		}
+		if rids && stream != "" && track != "" {
+			return nil // one simulcast track
+		}
+		n := 0
+		for s := range ssrcs {
+			if !repairs[s] {
+				n++
+			}
+		}
+		if n > 1 {
+			return &sdpShapeError{"tracks", fmt.Sprintf("media section %d describes %d tracks by a=ssrc (one per section: unified plan)", section, n)}
+		}
+		return nil
+	}
+	for line := range strings.Lines(sdp) {
+		line = strings.TrimRight(line, "\r\n")
+		if rest, ok := strings.CutPrefix(line, "m="); ok {
+			if e := done(); e != nil {
+				return e
+			}
+			section++
+			kind, _, _ = strings.Cut(rest, " ")
+			kind = strings.ToLower(kind)
+			dir, mid, stream, track, midSeen, rids = "", "", "", "", false, false
+			ssrcs, repairs = map[string]bool{}, map[string]bool{}
+			continue
+		}
+		key, value, _ := strings.Cut(strings.TrimPrefix(line, "a="), ":")
+		if !strings.HasPrefix(line, "a=") {
+			continue
+		}
+		switch key {
+		case "sendrecv", "sendonly", "recvonly", "inactive":
+			// pion takes the first direction attribute it finds
+			if section < 0 && sessionDir == "" {
+				sessionDir = key
+			} else if section >= 0 && dir == "" {
+				dir = key
+			}
+		}
+		if section < 0 {
+			continue
+		}
+		switch key {
+		case "mid":
+			if !midSeen { // pion reads the first
+				mid, midSeen = value, true
+			}
+		case "rid":
+			rids = true
+		case "msid":
+			if f := strings.Split(value, " "); len(f) == 2 {
+				stream, track = f[0], f[1]
+			}
+		case "ssrc-group":
+			if f := strings.Split(value, " "); len(f) == 3 && (f[0] == "FID" || f[0] == "FEC-FR") && isSSRC(f[1]) && isSSRC(f[2]) {
+				repairs[canonicalSSRC(f[2])] = true
+			}
+		case "ssrc":
+			f := strings.Split(value, " ")
+			if !isSSRC(f[0]) {
+				continue
+			}
+			s := canonicalSSRC(f[0])
+			if repairs[s] {
+				continue
+			}
+			if len(f) == 3 && strings.HasPrefix(f[1], "msid:") {
+				stream, track = strings.TrimPrefix(f[1], "msid:"), f[2]
+			}
+			ssrcs[s] = true
+		}
+	}
+	return done()
+}
+
+// isSSRC tells whether s parses as pion parses an SSRC (a uint32).
+func isSSRC(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
+}
+
+// canonicalSSRC is s without leading zeros, as pion compares SSRCs by value.
+func canonicalSSRC(s string) string {
+	v, _ := strconv.ParseUint(s, 10, 32)
+	return strconv.FormatUint(v, 10)
 }

@@ -1,9 +1,11 @@
 package sfu
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 )
 
@@ -49,4 +51,73 @@ func FuzzShapeSDP(f *testing.F) {
 		require.Nil(t, err)
 		require.Equal(t, out, again)
 	})
+}
+
+// FuzzOfferTracks: checkOfferTracks reads an untrusted offer as pion does.
+// No panic; and of the offers pion sets, it refuses exactly those pion
+// then cannot answer as Plan B, but for sections sharing a mid, which it
+// does not look for.
+func FuzzOfferTracks(f *testing.F) {
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(f, err)
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+		_, err = pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		require.NoError(f, err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	require.NoError(f, err)
+	require.NoError(f, pc.Close())
+	var base strings.Builder
+	for line := range strings.Lines(offer.SDP) {
+		if !strings.HasPrefix(line, "a=ssrc") && !strings.HasPrefix(line, "a=msid:") {
+			base.WriteString(line)
+		}
+	}
+	for _, extra := range []string{
+		"",
+		"a=msid:s t\r\na=ssrc-group:FID 1 2\r\na=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\n",
+		"a=ssrc:1 cname:x\r\na=ssrc:1 msid:s t1\r\na=ssrc:2 cname:x\r\na=ssrc:2 msid:s t2\r\n",
+		"a=msid:s t\r\na=ssrc-group:SIM 1 2\r\na=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\n",
+		"a=msid:s t\r\na=rid:q send\r\na=rid:h send\r\na=simulcast:send q;h\r\na=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\n",
+		"a=rid:q send\r\na=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\na=ssrc-group:FEC-FR 1 2\r\n",
+		"a=recvonly\r\na=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\n",
+	} {
+		f.Add(base.String() + extra)
+	}
+	f.Fuzz(func(t *testing.T, sdp string) {
+		refused := checkOfferTracks(sdp)
+		if refused != nil {
+			require.Equal(t, "tracks", refused.reason)
+		}
+		if _, e := shapeSDP(sdp); e != nil {
+			return // pion never sees it
+		}
+		answerer, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer answerer.Close()
+		if answerer.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}) != nil {
+			return
+		}
+		_, err = answerer.CreateAnswer(nil)
+		planB := errors.Is(err, webrtc.ErrIncorrectSDPSemantics)
+		if refused != nil {
+			require.True(t, planB, "refused an offer pion answers: %v", refused)
+		} else if planB {
+			require.True(t, sharesMid(sdp), "pion cannot answer an offer checkOfferTracks takes")
+		}
+	})
+}
+
+// sharesMid tells whether two media sections of sdp have the same a=mid.
+func sharesMid(sdp string) bool {
+	mids := map[string]bool{}
+	for line := range strings.Lines(sdp) {
+		if mid, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "a=mid:"); ok {
+			if mids[mid] {
+				return true
+			}
+			mids[mid] = true
+		}
+	}
+	return false
 }

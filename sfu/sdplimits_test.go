@@ -505,3 +505,114 @@ func TestEarlySubscriberOffersBounded(t *testing.T) {
 	}
 	writeSignal(t, carol, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
 }
+
+// offerAnswered sends an offer and a ping on ws and tells whether the
+// offer was answered before the pong.
+func offerAnswered(t *testing.T, ws *websocket.Conn, id uint32, sdp string) bool {
+	t.Helper()
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp, Id: id}}})
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: int64(id)}}})
+	answered := false
+	for {
+		r := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool {
+			return r.GetAnswer() != nil || r.GetPongResp().GetLastPingTimestamp() == int64(id)
+		})
+		if r.GetAnswer() == nil {
+			return answered
+		}
+		require.Equal(t, id, r.GetAnswer().GetId())
+		answered = true
+	}
+}
+
+// TestOfferTracksPerSection: an offer with a media section that pion
+// takes to describe more than one track (Plan B: two a=ssrc streams in a
+// section; simulcast by SSRC, a=ssrc-group:SIM, which pion reads alike) is
+// refused before pion sees it, in both connection modes. pion set such an
+// offer and then failed to answer it, and since it cannot roll a remote
+// offer back, the connection stayed in have-remote-offer: every later
+// offer of the client failed too, and the client was not told. Now the
+// next offer is answered. The shapes clients make are answered: a stream
+// with its RTX (FID) and FlexFEC (FEC-FR) repair streams, simulcast by rid
+// without a=ssrc lines (Chrome, Safari) or with one per layer and their
+// RTX (Firefox), recvonly sections listing SSRCs.
+func TestOfferTracksPerSection(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := startServer(t, nil)
+	var base strings.Builder // one sendonly video section, no a=ssrc or a=msid lines
+	for line := range strings.Lines(videoOffer(t)) {
+		if !strings.HasPrefix(line, "a=ssrc") && !strings.HasPrefix(line, "a=msid:") {
+			base.WriteString(line)
+		}
+	}
+	ssrc := func(msid string, ssrcs ...int) string {
+		var b strings.Builder
+		for _, s := range ssrcs {
+			fmt.Fprintf(&b, "a=ssrc:%d cname:alice\r\n", s)
+			if msid != "" {
+				fmt.Fprintf(&b, "a=ssrc:%d msid:%s\r\n", s, msid)
+			}
+		}
+		return b.String()
+	}
+	const msid = "a=msid:stream track0\r\n"
+	const rids = "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n"
+	sendonly := base.String()
+	recvonly := strings.Replace(sendonly, "a=sendonly", "a=recvonly", 1)
+	answered := map[string]string{
+		"a stream and its RTX":           sendonly + msid + "a=ssrc-group:FID 1 2\r\n" + ssrc("stream track0", 1, 2),
+		"RTX groups after the streams":   sendonly + msid + ssrc("stream track0", 1, 2) + "a=ssrc-group:FID 1 2\r\n",
+		"RTX and FlexFEC":                sendonly + msid + "a=ssrc-group:FID 1 2\r\na=ssrc-group:FEC-FR 1 3\r\n" + ssrc("stream track0", 1, 2, 3),
+		"simulcast by rid":               sendonly + msid + rids,
+		"simulcast by rid, SSRC per rid": sendonly + msid + rids + "a=ssrc-group:FID 1 4\r\na=ssrc-group:FID 2 5\r\na=ssrc-group:FID 3 6\r\n" + ssrc("", 1, 2, 3, 4, 5, 6),
+		"one stream without msid":        sendonly + ssrc("", 7),
+		"one stream, as 7 and 007":       sendonly + ssrc("", 7) + "a=ssrc:007 cname:alice\r\n",
+		"recvonly, several SSRCs":        recvonly + ssrc("", 8, 9),
+	}
+	refused := map[string]string{
+		"two streams (Plan B)":        sendonly + msid + ssrc("stream track0", 1) + ssrc("stream track1", 2),
+		"two streams without msid":    sendonly + ssrc("", 1, 2),
+		"simulcast by SSRC (SIM)":     sendonly + msid + "a=ssrc-group:SIM 1 2 3\r\na=ssrc-group:FID 1 4\r\na=ssrc-group:FID 2 5\r\na=ssrc-group:FID 3 6\r\n" + ssrc("stream track0", 1, 2, 3, 4, 5, 6),
+		"rids without a known msid":   sendonly + rids + ssrc("", 1, 2),
+		"an FID group of three SSRCs": sendonly + msid + "a=ssrc-group:FID 1 2 3\r\n" + ssrc("stream track0", 1, 2, 3),
+	}
+	// A session per offer: before its connection connects, a client's
+	// offers are answered at most 8 times (TestEarlyOffersBounded).
+	n := 0
+	join := func(t *testing.T, mode string) *websocket.Conn {
+		t.Helper()
+		n++
+		identity := fmt.Sprintf("alice-%d", n)
+		canPublish := func(g *auth.VideoGrant) { g.SetCanPublish(true) }
+		if mode == "dual" {
+			return joinedRaw(t, ts, "tracks", identity, canPublish)
+		}
+		ws := rawV1(t, ts, ts.token(t, "tracks", identity, canPublish), &livekit.JoinRequest{
+			ClientInfo: &livekit.ClientInfo{Sdk: livekit.ClientInfo_JS, Protocol: 16, Version: "2.19.0"},
+		})
+		require.NotNil(t, readSignal(t, ws).GetJoin())
+		return ws
+	}
+	leave := func(ws *websocket.Conn) {
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
+	}
+	for _, mode := range []string{"dual", "single"} {
+		t.Run(mode, func(t *testing.T) {
+			before := ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "tracks")
+			for name, sdp := range refused {
+				ws := join(t, mode)
+				require.False(t, offerAnswered(t, ws, 1, sdp), "%s answered", name)
+				// the connection is not stuck with it
+				require.True(t, offerAnswered(t, ws, 2, answered["a stream and its RTX"]), "the offer after %s not answered", name)
+				leave(ws)
+			}
+			require.EqualValues(t, len(refused), ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "tracks")-before)
+			for name, sdp := range answered {
+				ws := join(t, mode)
+				require.True(t, offerAnswered(t, ws, 1, sdp), "%s not answered", name)
+				leave(ws)
+			}
+		})
+	}
+	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 10*time.Millisecond)
+}
