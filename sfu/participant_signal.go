@@ -193,29 +193,53 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 		return p.handleSingleOffer(sd)
 	}
 	p.ansMu.Lock()
-	defer p.ansMu.Unlock()
 	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
+		p.ansMu.Unlock()
 		return err
 	}
 	if err := p.checkEarlyOffer(); err != nil {
+		p.ansMu.Unlock()
 		return err
 	}
 	p.recordOfferMids(sd.GetSdp())
 	if err := p.setOffer(sd.GetSdp()); err != nil {
+		p.ansMu.Unlock()
 		return err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
 	answer, err := p.pub.CreateAnswer(nil)
-	if err != nil {
-		return err
+	if err == nil {
+		err = p.setLocal(p.pub, answer)
 	}
-	if err := p.setLocal(p.pub, answer); err != nil {
-		return err
+	if err != nil {
+		p.ansMu.Unlock()
+		p.answerFailed(err)
+		return nil
 	}
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
 		Type: "answer", Sdp: answer.SDP, Id: sd.GetId(),
 	}}})
+	p.ansMu.Unlock()
 	return nil
+}
+
+// answerFailed ends the session when pion took the client's offer and
+// then could not answer it (an offer checkOfferTracks does not recognise
+// as Plan B, or any other cause). pion v4 cannot roll a remote offer back:
+// the connection would stay in have-remote-offer and refuse every later
+// offer, and the client would not know. It is told to join again (a leave
+// with the reconnect action, as livekit-server does on a failed
+// negotiation). Called without ansMu.
+func (p *Participant) answerFailed(err error) {
+	if p.isClosed() || errors.Is(err, webrtc.ErrConnectionClosed) {
+		return // closed meanwhile
+	}
+	p.s.metrics.sdpRefused.WithLabelValues("unanswerable").Inc()
+	p.log.Warn().Err(err).Msg("ending the session: its offer was set and could not be answered")
+	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Leave{Leave: &livekit.LeaveRequest{
+		Reason: livekit.DisconnectReason_STATE_MISMATCH, Action: livekit.LeaveRequest_RECONNECT,
+	}}})
+	p.close(livekit.DisconnectReason_STATE_MISMATCH, false)
 }
 
 func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {

@@ -138,7 +138,8 @@ func shapeSDP(sdp string) (string, *sdpShapeError) {
 // section is Plan B; simulcast by SSRC (a=ssrc-group:SIM, Chrome's only
 // with munged SDP) is the same to pion, which takes every layer for a
 // track and cannot answer it either. Sections sharing a mid, which pion
-// also counts together, are not looked for: no client makes them.
+// also counts together, are not looked for: no client makes them, and the
+// session of one that does ends when pion fails to answer (answerFailed).
 func checkOfferTracks(sdp string) *sdpShapeError {
 	sessionDir := ""
 	section := -1

@@ -56,7 +56,7 @@ func FuzzShapeSDP(f *testing.F) {
 // FuzzOfferTracks: checkOfferTracks reads an untrusted offer as pion does.
 // No panic; and of the offers pion sets, it refuses exactly those pion
 // then cannot answer as Plan B, but for sections sharing a mid, which it
-// does not look for.
+// leaves to the failed answer (answerFailed).
 func FuzzOfferTracks(f *testing.F) {
 	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
 	require.NoError(f, err)

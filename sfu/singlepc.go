@@ -119,7 +119,8 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 	}
 	if err != nil {
 		p.ansMu.Unlock()
-		return err
+		p.answerFailed(err)
+		return nil
 	}
 	// Sections left by a track are reusable once this answer set them
 	// inactive (pion reuses only sections not currently sending).
