@@ -34,6 +34,8 @@ type metrics struct {
 	dataDropped  *prometheus.CounterVec
 	candIgnored  *prometheus.CounterVec
 	sdpRefused   *prometheus.CounterVec
+	negThrottles prometheus.Counter
+	negThrottled prometheus.Counter
 	permDenied   prometheus.Counter
 	rpcCalls     *prometheus.CounterVec
 	dataTracks   prometheus.Gauge
@@ -70,6 +72,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dataDropped:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_dropped_total", Help: "Data packets not sent to a participant because its data channel already held more unsent than allowed (1 MiB lossy, 16 MiB reliable: its client takes data slower than it is sent, or not at all), by channel (_reliable, _lossy, _data_track)."}, []string{"channel"}),
 		candIgnored:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ice_candidates_ignored_total", Help: "Remote ICE candidates ignored (trickled, or a=candidate lines of an offer or answer), by reason: oversized (over 2 KiB), malformed, limit (over 64 trickled before a connection's session description, or over 128 distinct in one ICE generation of a connection)."}, []string{"reason"}),
 		sdpRefused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "session_descriptions_refused_total", Help: "Clients' offers and answers refused before they were applied, by reason: media_sections (over 512 on the connection), line_length (a line over 4 KiB), section_size (a media section or the session part over 32 KiB), ssrc (over 64 a=ssrc or 16 a=ssrc-group lines in a section), rid (over 16 distinct a=rid lines in a section), unconnected (over 8 offers before the publisher connection first connected), tracks (an offer with a media section describing more than one track by a=ssrc, which pion takes and cannot answer); and unanswerable: an offer pion took and then could not answer (the session is ended, its client told to join again)."}, []string{"reason"}),
+		negThrottles:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "negotiation_throttles_total", Help: "Episodes of a participant's signal messages read late because its session descriptions used up their handling time (a bucket of 1 s, refilled at 100 ms a second; each read then waits for the debt, at most 3 s): counted once until its bucket is full again."}),
+		negThrottled:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "negotiation_throttled_seconds_total", Help: "Time participants' signal reading waited for their negotiation debt to be repaid (negotiation_throttles_total)."}),
 		dataTracks:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "published_data_tracks", Help: "Data tracks published on this node."}),
 		dataTrackPkt:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "data_track_packets_total", Help: "Data track packets: received from publishers, sent to subscribers (one per copy), dropped as malformed or naming no data track of their publisher."}, []string{"outcome"}),
 		permDenied:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions_denied_total", Help: "Subscriptions refused or ended because the publisher's subscription permission leaves the subscriber out (each counted once until the permission lets it in)."}),
@@ -80,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rtcpDrops:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rtcp_drops_total", Help: "RTCP packets from peers dropped where the mux socket is read: SRTCP authentication failed or a replay (authentication), or they named more distinct SSRCs than the connection has streams for (ssrc_budget)."}, []string{"reason"}),
 		joins:            prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "joins_total", Help: "Signal connections by outcome (joined, resumed, refused, reconnect_refused) and path (rtc, rtc_v1)."}, []string{"outcome", "path"}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.sdpRefused, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped, m.unmatchedMedia} {
+	for _, c := range []prometheus.Collector{m.rooms, m.participants, m.tracks, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.directOut, m.directIn, m.sendErrors, m.sendMsgs, m.sendCalls, m.packetsLost, m.nacks, m.retransmits, m.plis, m.joins, m.directConns, m.recvDrops, m.rtcpDrops, m.gso, m.unread, m.dataDropped, m.candIgnored, m.sdpRefused, m.negThrottles, m.negThrottled, m.permDenied, m.rpcCalls, m.dataTracks, m.dataTrackPkt, m.trailersStripped, m.unmatchedMedia} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

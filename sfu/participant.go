@@ -135,6 +135,8 @@ type Participant struct {
 
 	pingSeen atomic.Bool
 	active   atomic.Bool
+	// negBudget: the time its session descriptions may take (negbudget.go)
+	negBudget *negotiationBudget
 	// pubConnected, subConnected: the publisher connection (the single
 	// one in single mode), the subscriber connection have been connected;
 	// until then earlyOffers counts the client's offers set on the
@@ -208,6 +210,7 @@ func newParticipant(r *Room, token *verifiedToken, params joinParams, sc *signal
 		retired:       map[*webrtc.RTPTransceiver]bool{},
 		token:         token,
 		nextRefresh:   now.Add(r.s.cfg.TokenRefreshInterval),
+		negBudget:     newNegotiationBudget(now, negotiationWait(r.s.cfg.PingInterval, r.s.cfg.PingTimeout)),
 	}
 	p.quality.Store(int32(livekit.ConnectionQuality_EXCELLENT))
 	p.score.Store(math.Float32bits(5))

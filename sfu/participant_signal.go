@@ -19,9 +19,12 @@ import (
 
 // readLoop reads signal requests from ws until it ends. end tells whether
 // the session ends with reason: a leave, a malformed request, or a lost
-// socket when it cannot be resumed (signalLost).
+// socket when it cannot be resumed (signalLost). While the participant's
+// session descriptions have used up their budget, it reads the next
+// request only once the debt is repaid (negbudget.go).
 func (p *Participant) readLoop(ctx context.Context, ws *websocket.Conn) (reason livekit.DisconnectReason, end bool) {
 	for {
+		p.throttleReads(ctx)
 		rctx, cancel := ctx, context.CancelFunc(func() {})
 		if p.pingSeen.Load() {
 			// Clients that ping must keep doing so.
@@ -192,6 +195,7 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 		p.releaseOfferLocked() // answers in order
 		return p.handleSingleOffer(sd)
 	}
+	defer p.chargeNegotiation(time.Now())
 	p.ansMu.Lock()
 	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
 		p.ansMu.Unlock()
@@ -246,6 +250,7 @@ func (p *Participant) handleAnswer(sd *livekit.SessionDescription) error {
 	if p.single {
 		return errors.New("unexpected answer: in single peer connection mode the client offers")
 	}
+	defer p.chargeNegotiation(time.Now())
 	p.negMu.Lock()
 	stale := sd.GetId() != 0 && sd.GetId() != p.offerID
 	p.negMu.Unlock()

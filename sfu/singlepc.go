@@ -93,6 +93,7 @@ func (p *Participant) releaseOfferLocked() bool {
 // handleSingleOffer answers the client's offer: subscriptions waiting for
 // a section are attached to free ones first, so the answer sends them.
 func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
+	defer p.chargeNegotiation(time.Now())
 	p.negMu.Lock()
 	p.offerAsked, p.askedA, p.askedV = false, 0, 0
 	p.negMu.Unlock()
