@@ -3,7 +3,6 @@ package sfu
 import (
 	"context"
 	"encoding/json"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -81,6 +80,9 @@ type Participant struct {
 	selfUpdTimer    *time.Timer                     // a coalesced broadcast of such changes is due
 	candSeen        [2]map[string]struct{}          // by SignalTarget, remote candidates (candKey) taken in this ICE generation
 	remoteUfrag     [2]string                       // by SignalTarget, the remote description's ice-ufrag
+	candCarry       [2]int                          // by SignalTarget, candidates of earlier ICE generations counted in this one (icerestarts.go)
+	candShared      [2]bool                         // by SignalTarget, this ICE generation shares the budget of earlier ones
+	iceRestarts     [2]restartBudget                // by SignalTarget, fresh candidate budgets left for ICE restarts
 	closed          bool
 	left            chan struct{} // closed once the leave is announced (leftAnnounced)
 	lastReliableSeq uint32
@@ -750,8 +752,9 @@ func (p *Participant) closePeerConnections() {
 // over the bounds of shapeSDP is refused, and so is an offer pion would
 // take but could not answer (checkOfferTracks).
 // A new ice-ufrag is an ICE restart: the remote candidates start anew, and
-// so does their count (handleTrickle). The description's own candidates
-// count like trickled ones: those beyond the bound are left out of it.
+// so does their count (handleTrickle), unless the connection restarted too
+// often (icerestarts.go). The description's own candidates count like
+// trickled ones: those beyond the bound are left out of it.
 func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDescription) error {
 	shaped, e := shapeSDP(sd.SDP)
 	if e != nil {
@@ -771,20 +774,15 @@ func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDesc
 		target = livekit.SignalTarget_SUBSCRIBER
 	}
 	ufrag := iceUfrag(sd.SDP)
-	var seen map[string]struct{}
 	p.mu.Lock()
-	if ufrag == p.remoteUfrag[target] {
-		// a copy: in single mode a held offer is set from its timer
-		// while the read loop takes trickled candidates
-		seen = maps.Clone(p.candSeen[target])
-	}
+	seen, room, shared := p.candidateRoomLocked(target, ufrag, time.Now())
 	p.mu.Unlock()
 	var taken []string
 	var dropped int
-	sd.SDP, taken, dropped = budgetSDPCandidates(sd.SDP, seen)
+	sd.SDP, taken, dropped = budgetSDPCandidates(sd.SDP, seen, room)
 	if dropped > 0 {
-		p.log.Info().Int("ignored", dropped).Str("target", target.String()).Msg("ignoring ice candidates of a session description: too many in this ICE generation")
-		p.s.metrics.candIgnored.WithLabelValues("limit").Add(float64(dropped))
+		p.log.Info().Int("ignored", dropped).Str("target", target.String()).Bool("shared", shared).Msg("ignoring ice candidates of a session description: too many in this ICE generation")
+		p.s.metrics.candIgnored.WithLabelValues(candidateLimitReason(shared)).Add(float64(dropped))
 	}
 	p.pcMu.Lock()
 	err := pc.SetRemoteDescription(sd)
@@ -794,7 +792,7 @@ func (p *Participant) setRemote(pc *webrtc.PeerConnection, sd webrtc.SessionDesc
 	}
 	p.mu.Lock()
 	if ufrag != p.remoteUfrag[target] {
-		p.remoteUfrag[target], p.candSeen[target] = ufrag, nil
+		p.newICEGenerationLocked(target, ufrag, time.Now())
 	}
 	for _, k := range taken {
 		p.takeCandidateLocked(target, k)

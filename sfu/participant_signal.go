@@ -357,7 +357,7 @@ func (p *Participant) pc(target livekit.SignalTarget) *webrtc.PeerConnection {
 const (
 	maxCandidateInit   = 2048 // bytes of one candidate's JSON
 	maxQueuedCandidate = 64   // per connection, before its remote description
-	maxCandidates      = 128  // per connection and ICE generation (ufrag)
+	maxCandidates      = 128  // per connection and ICE generation (ufrag); shared by restarts beyond a few (icerestarts.go)
 )
 
 // candKey is what tells a remote candidate from another for the bound, as
@@ -382,11 +382,12 @@ func (p *Participant) takeCandidateLocked(target livekit.SignalTarget, key strin
 	p.candSeen[target][key] = struct{}{}
 }
 
-// budgetSDPCandidates leaves out of sdp the a=candidate lines that would
-// take the remote candidates of the ICE generation (seen, read only) over
-// maxCandidates; it returns the description, the keys of the candidates
-// it brings and how many it left out.
-func budgetSDPCandidates(sdp string, seen map[string]struct{}) (string, []string, int) {
+// budgetSDPCandidates leaves out of sdp the a=candidate lines beyond the
+// room the ICE generation has for more remote candidates (those it took,
+// seen, read only, count once more for nothing); it returns the
+// description, the keys of the candidates it brings and how many it left
+// out.
+func budgetSDPCandidates(sdp string, seen map[string]struct{}, room int) (string, []string, int) {
 	if !strings.Contains(sdp, "a=candidate:") {
 		return sdp, nil, 0
 	}
@@ -402,7 +403,7 @@ func budgetSDPCandidates(sdp string, seen map[string]struct{}) (string, []string
 			_, dup := fresh[key]
 			switch {
 			case old || dup:
-			case len(seen)+len(fresh) >= maxCandidates:
+			case len(fresh) >= room:
 				dropped++
 				continue
 			default:
@@ -451,10 +452,11 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 		return
 	}
 	key := candKey(c.Candidate)
-	if _, seen := p.candSeen[target][key]; !seen && len(p.candSeen[target]) >= maxCandidates {
+	if _, seen := p.candSeen[target][key]; !seen && p.candidateRoomOfGenerationLocked(target) == 0 {
+		shared := p.candShared[target]
 		p.mu.Unlock()
-		p.log.Debug().Str("target", target.String()).Msg("ignoring ice candidate: too many in this ICE generation")
-		p.s.metrics.candIgnored.WithLabelValues("limit").Inc()
+		p.log.Debug().Str("target", target.String()).Bool("shared", shared).Msg("ignoring ice candidate: too many in this ICE generation")
+		p.s.metrics.candIgnored.WithLabelValues(candidateLimitReason(shared)).Inc()
 		return
 	}
 	p.takeCandidateLocked(target, key)
