@@ -466,16 +466,30 @@ func (p *Participant) handleTrickle(t *livekit.TrickleRequest) {
 	}
 }
 
+// flushCandidates adds the candidates trickled before target's remote
+// description, once it is set, within the room its ICE generation has
+// left: they come on top of the description's own.
 func (p *Participant) flushCandidates(target livekit.SignalTarget) {
 	p.mu.Lock()
 	q := p.candQueue[target]
 	p.candQueue[target] = nil
+	take := q[:0]
 	for _, c := range q { // at most maxQueuedCandidate
-		p.takeCandidateLocked(target, candKey(c.Candidate))
+		key := candKey(c.Candidate)
+		if _, seen := p.candSeen[target][key]; !seen && p.candidateRoomOfGenerationLocked(target) == 0 {
+			continue
+		}
+		p.takeCandidateLocked(target, key)
+		take = append(take, c)
 	}
+	shared := p.candShared[target]
 	p.mu.Unlock()
+	if dropped := len(q) - len(take); dropped > 0 {
+		p.log.Info().Int("ignored", dropped).Str("target", target.String()).Bool("shared", shared).Msg("ignoring ice candidates trickled before the session description: too many in this ICE generation")
+		p.s.metrics.candIgnored.WithLabelValues(candidateLimitReason(shared)).Add(float64(dropped))
+	}
 	pc := p.pc(target)
-	for _, c := range q {
+	for _, c := range take {
 		if err := pc.AddICECandidate(c); err != nil {
 			p.log.Debug().Err(err).Msg("failed to add ice candidate")
 		}

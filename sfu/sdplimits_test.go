@@ -281,6 +281,48 @@ func TestSDPCandidatesBounded(t *testing.T) {
 	require.EqualValues(t, 473+300-128, ignored())
 }
 
+// TestQueuedCandidatesWithinTheBound: candidates trickled before the
+// first offer wait for it and then count against the ICE generation's
+// bound with the offer's own: 64 queued ones came on top of an offer's
+// 128, 192 addresses to probe.
+func TestQueuedCandidatesWithinTheBound(t *testing.T) {
+	verifyNoLeaks(t)
+	const queued, bound = 64, 128 // queued before the description; per ICE generation
+	ts := startServer(t, nil)
+	ws := joinedRaw(t, ts, "queued", "mallory", nil)
+	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	require.NoError(t, err)
+	for port := 30000; port < 30000+queued; port++ {
+		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+			CandidateInit: fmt.Sprintf(`{"candidate":"candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host","sdpMid":"0","sdpMLineIndex":0}`, port, port),
+			Target:        livekit.SignalTarget_PUBLISHER,
+		}}})
+	}
+	offer, err := client.CreateOffer(nil)
+	require.NoError(t, err)
+	require.NoError(t, client.SetLocalDescription(offer))
+	var sdp strings.Builder
+	for line := range strings.Lines(offer.SDP) {
+		if strings.HasPrefix(line, "a=candidate:") {
+			continue
+		}
+		sdp.WriteString(line)
+		if strings.HasPrefix(line, "a=mid:") {
+			for port := 10000; port < 10000+bound; port++ {
+				fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host\r\n", port, port)
+			}
+		}
+	}
+	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: 1}}})
+	awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil })
+	require.EqualValues(t, queued, ts.metricWith(t, "gxconf_sfu_ice_candidates_ignored_total", "reason", "limit"))
+	require.Eventually(t, func() bool { return ts.srv.RemoteCandidates("queued", "mallory", "192.0.2.1") == bound }, 5*time.Second, 5*time.Millisecond,
+		"%d candidates, want %d", ts.srv.RemoteCandidates("queued", "mallory", "192.0.2.1"), bound)
+}
+
 // TestEarlyOffersBounded: a client's publisher connection takes at most 8
 // offers before it first connects. Until then pion's operation queue waits
 // for ICE and DTLS, and each description set meanwhile queues an operation
