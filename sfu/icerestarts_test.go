@@ -2,12 +2,9 @@ package sfu_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/livekit"
-	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 )
 
@@ -22,39 +19,15 @@ import (
 func TestICERestartsShareCandidates(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "restarts", "mallory", nil)
-	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	require.NoError(t, err)
-	defer client.Close()
-	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	require.NoError(t, err)
-	offerID := uint32(0)
+	client := newCandidateClient(t, ts, "restarts", "mallory")
 	// restart offers an ICE restart (or, the first time, the first offer)
 	// with n candidates at 192.0.2.gen in place of the client's own, and
 	// returns how many of them the connection took.
 	restart := func(gen, n int) int {
 		t.Helper()
-		offer, err := client.CreateOffer(&webrtc.OfferOptions{ICERestart: offerID > 0})
-		require.NoError(t, err)
-		require.NoError(t, client.SetLocalDescription(offer))
-		var sdp strings.Builder
-		for line := range strings.Lines(offer.SDP) {
-			if strings.HasPrefix(line, "a=candidate:") {
-				continue
-			}
-			sdp.WriteString(line)
-			if strings.HasPrefix(line, "a=mid:") {
-				for port := 10000; port < 10000+n; port++ {
-					fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 192.0.2.%d %d typ host\r\n", port, gen, port)
-				}
-			}
-		}
-		offerID++
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: offerID}}})
-		a := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer()
-		require.Equal(t, offerID, a.GetId())
-		require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
-		return ts.srv.RemoteCandidates("restarts", "mallory", fmt.Sprintf("192.0.2.%d", gen))
+		ip := fmt.Sprintf("192.0.2.%d", gen)
+		client.negotiate(client.offerID > 0, ip, 10000, 10000+n)
+		return ts.srv.RemoteCandidates("restarts", "mallory", ip)
 	}
 	ignored := func(reason string) float64 {
 		return ts.metricWith(t, "gxconf_sfu_ice_candidates_ignored_total", "reason", reason)
@@ -92,9 +65,7 @@ func TestICERestartsShareCandidates(t *testing.T) {
 	require.EqualValues(t, shared, ignored("ice_restarts"))
 
 	// Trickled ones count alike.
-	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
-		CandidateInit: `{"candidate":"candidate:1 1 udp 2130706431 192.0.2.7 30000 typ host","sdpMid":"0","sdpMLineIndex":0}`, Target: livekit.SignalTarget_PUBLISHER,
-	}}})
+	client.trickle("192.0.2.7", 30000)
 	if last == 128 {
 		limit++
 	} else {

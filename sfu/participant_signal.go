@@ -196,19 +196,29 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 		return p.handleSingleOffer(sd)
 	}
 	defer p.chargeNegotiation(time.Now())
+	unanswered, err := p.answerOffer(sd)
+	if unanswered != nil {
+		p.answerFailed(unanswered)
+	}
+	return err
+}
+
+// answerOffer sets the client's offer on the publisher connection and
+// sends the answer, under ansMu. err: the offer was refused, the
+// connection is as it was; unanswered: it was set and could not be
+// answered (answerFailed, which runs without ansMu).
+func (p *Participant) answerOffer(sd *livekit.SessionDescription) (unanswered, err error) {
 	p.ansMu.Lock()
+	defer p.ansMu.Unlock()
 	if err := p.checkOfferSize(sd.GetSdp()); err != nil {
-		p.ansMu.Unlock()
-		return err
+		return nil, err
 	}
 	if err := p.checkEarlyOffer(); err != nil {
-		p.ansMu.Unlock()
-		return err
+		return nil, err
 	}
 	p.recordOfferMids(sd.GetSdp())
 	if err := p.setOffer(sd.GetSdp()); err != nil {
-		p.ansMu.Unlock()
-		return err
+		return nil, err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
 	answer, err := p.pub.CreateAnswer(nil)
@@ -216,15 +226,12 @@ func (p *Participant) handleOffer(sd *livekit.SessionDescription) error {
 		err = p.setLocal(p.pub, answer)
 	}
 	if err != nil {
-		p.ansMu.Unlock()
-		p.answerFailed(err)
-		return nil
+		return err, nil
 	}
 	p.sc.send(&livekit.SignalResponse{Message: &livekit.SignalResponse_Answer{Answer: &livekit.SessionDescription{
 		Type: "answer", Sdp: answer.SDP, Id: sd.GetId(),
 	}}})
-	p.ansMu.Unlock()
-	return nil
+	return nil, nil
 }
 
 // answerFailed ends the session when pion took the client's offer and

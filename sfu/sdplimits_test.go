@@ -208,6 +208,62 @@ func TestRemoteSDPBounded(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 10*time.Millisecond)
 }
 
+// candidateClient is a pion client that sends audio, joined to a room
+// over a raw signal connection: the client of the remote candidate bound
+// tests, which offer and trickle made-up host candidates.
+type candidateClient struct {
+	t       *testing.T
+	ws      *websocket.Conn
+	pc      *webrtc.PeerConnection
+	offerID uint32
+}
+
+func newCandidateClient(t *testing.T, ts *testServer, room, identity string) *candidateClient {
+	ws := joinedRaw(t, ts, room, identity, nil)
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pc.Close() })
+	_, err = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	require.NoError(t, err)
+	return &candidateClient{t: t, ws: ws, pc: pc}
+}
+
+// negotiate offers (an ICE restart when restart) with the host candidates
+// of ip at ports [from, to) in place of the client's own, and sets the
+// answer.
+func (c *candidateClient) negotiate(restart bool, ip string, from, to int) {
+	c.t.Helper()
+	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
+	require.NoError(c.t, err)
+	require.NoError(c.t, c.pc.SetLocalDescription(offer))
+	var sdp strings.Builder
+	for line := range strings.Lines(offer.SDP) {
+		if strings.HasPrefix(line, "a=candidate:") {
+			continue
+		}
+		sdp.WriteString(line)
+		if strings.HasPrefix(line, "a=mid:") {
+			for port := from; port < to; port++ {
+				fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 %s %d typ host\r\n", port, ip, port)
+			}
+		}
+	}
+	c.offerID++
+	writeSignal(c.t, c.ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: c.offerID}}})
+	a := awaitSignal(c.t, c.ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer()
+	require.Equal(c.t, c.offerID, a.GetId())
+	require.NoError(c.t, c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
+}
+
+// trickle sends the host candidate of ip at port for the publisher
+// connection.
+func (c *candidateClient) trickle(ip string, port int) {
+	writeSignal(c.t, c.ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
+		CandidateInit: fmt.Sprintf(`{"candidate":"candidate:%d 1 udp 2130706431 %s %d typ host","sdpMid":"0","sdpMLineIndex":0}`, port, ip, port),
+		Target:        livekit.SignalTarget_PUBLISHER,
+	}}})
+}
+
 // TestSDPCandidatesBounded: the a=candidate lines of a client's offers
 // count against the 128 remote candidates a connection takes per ICE
 // generation, like trickled ones (TestTrickleBoundedPerICEGeneration): pion
@@ -219,37 +275,12 @@ func TestRemoteSDPBounded(t *testing.T) {
 func TestSDPCandidatesBounded(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "cands", "mallory", nil)
-	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	require.NoError(t, err)
-	defer client.Close()
-	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	require.NoError(t, err)
-	offerID := uint32(0)
+	client := newCandidateClient(t, ts, "cands", "mallory")
 	// negotiate offers with the candidates of ports [from, to) of
 	// 192.0.2.1 in place of the client's own.
 	negotiate := func(restart bool, from, to int) {
 		t.Helper()
-		offer, err := client.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
-		require.NoError(t, err)
-		require.NoError(t, client.SetLocalDescription(offer))
-		var sdp strings.Builder
-		for line := range strings.Lines(offer.SDP) {
-			if strings.HasPrefix(line, "a=candidate:") {
-				continue
-			}
-			sdp.WriteString(line)
-			if strings.HasPrefix(line, "a=mid:") {
-				for port := from; port < to; port++ {
-					fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host\r\n", port, port)
-				}
-			}
-		}
-		offerID++
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: offerID}}})
-		a := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil }).GetAnswer()
-		require.Equal(t, offerID, a.GetId())
-		require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
+		client.negotiate(restart, "192.0.2.1", from, to)
 	}
 	ignored := func() float64 {
 		return ts.metricWith(t, "gxconf_sfu_ice_candidates_ignored_total", "reason", "limit")
@@ -269,9 +300,7 @@ func TestSDPCandidatesBounded(t *testing.T) {
 	require.EqualValues(t, 472, ignored())
 	negotiate(false, 10000, 10100) // repeated ones count once
 	require.EqualValues(t, 472, ignored())
-	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
-		CandidateInit: `{"candidate":"candidate:1 1 udp 2130706431 192.0.2.1 30000 typ host","sdpMid":"0","sdpMLineIndex":0}`, Target: livekit.SignalTarget_PUBLISHER,
-	}}})
+	client.trickle("192.0.2.1", 30000)
 	require.Eventually(t, func() bool { return ignored() == 473 }, 5*time.Second, 5*time.Millisecond, "a trickled one over the bound")
 
 	negotiate(true, 40000, 40020)
@@ -289,35 +318,11 @@ func TestQueuedCandidatesWithinTheBound(t *testing.T) {
 	verifyNoLeaks(t)
 	const queued, bound = 64, 128 // queued before the description; per ICE generation
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "queued", "mallory", nil)
-	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	require.NoError(t, err)
-	defer client.Close()
-	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	require.NoError(t, err)
+	client := newCandidateClient(t, ts, "queued", "mallory")
 	for port := 30000; port < 30000+queued; port++ {
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
-			CandidateInit: fmt.Sprintf(`{"candidate":"candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host","sdpMid":"0","sdpMLineIndex":0}`, port, port),
-			Target:        livekit.SignalTarget_PUBLISHER,
-		}}})
+		client.trickle("192.0.2.1", port)
 	}
-	offer, err := client.CreateOffer(nil)
-	require.NoError(t, err)
-	require.NoError(t, client.SetLocalDescription(offer))
-	var sdp strings.Builder
-	for line := range strings.Lines(offer.SDP) {
-		if strings.HasPrefix(line, "a=candidate:") {
-			continue
-		}
-		sdp.WriteString(line)
-		if strings.HasPrefix(line, "a=mid:") {
-			for port := 10000; port < 10000+bound; port++ {
-				fmt.Fprintf(&sdp, "a=candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host\r\n", port, port)
-			}
-		}
-	}
-	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: 1}}})
-	awaitSignal(t, ws, func(r *livekit.SignalResponse) bool { return r.GetAnswer() != nil })
+	client.negotiate(false, "192.0.2.1", 10000, 10000+bound)
 	require.EqualValues(t, queued, ts.metricWith(t, "gxconf_sfu_ice_candidates_ignored_total", "reason", "limit"))
 	require.Eventually(t, func() bool { return ts.srv.RemoteCandidates("queued", "mallory", "192.0.2.1") == bound }, 5*time.Second, 5*time.Millisecond,
 		"%d candidates, want %d", ts.srv.RemoteCandidates("queued", "mallory", "192.0.2.1"), bound)

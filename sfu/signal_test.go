@@ -26,7 +26,6 @@ import (
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/turn/v5"
-	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twitchtv/twirp"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -1123,45 +1122,18 @@ func TestOfferMidsReplaced(t *testing.T) {
 func TestTrickleBoundedPerICEGeneration(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "probe", "mallory", nil)
-	client, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	require.NoError(t, err)
-	defer client.Close()
-	_, err = client.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	require.NoError(t, err)
-	offerID := uint32(0)
-	negotiate := func(restart bool) {
-		t.Helper()
-		offer, err := client.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
-		require.NoError(t, err)
-		require.NoError(t, client.SetLocalDescription(offer))
-		var sdp strings.Builder
-		for _, line := range strings.SplitAfter(offer.SDP, "\r\n") {
-			if !strings.HasPrefix(line, "a=candidate:") { // only trickled candidates count below
-				sdp.WriteString(line)
-			}
-		}
-		offerID++
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sdp.String(), Id: offerID}}})
-		for {
-			if a := readSignal(t, ws).GetAnswer(); a != nil {
-				require.NoError(t, client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.GetSdp()}))
-				return
-			}
-		}
-	}
+	client := newCandidateClient(t, ts, "probe", "mallory")
+	// only trickled candidates count below
+	negotiate := func(restart bool) { t.Helper(); client.negotiate(restart, "", 0, 0) }
 	port := 10000
 	flood := func(n int) int {
 		t.Helper()
 		for range n {
 			port++
-			c := fmt.Sprintf(`{"candidate":"candidate:%d 1 udp 2130706431 192.0.2.1 %d typ host","sdpMid":"0","sdpMLineIndex":0}`, port, port)
-			writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Trickle{Trickle: &livekit.TrickleRequest{
-				CandidateInit: c, Target: livekit.SignalTarget_PUBLISHER,
-			}}})
+			client.trickle("192.0.2.1", port)
 		}
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
-		for readSignal(t, ws).GetPongResp() == nil {
+		writeSignal(t, client.ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
+		for readSignal(t, client.ws).GetPongResp() == nil {
 		}
 		return ts.srv.RemoteCandidates("probe", "mallory", "192.0.2.1") // not the client's own (prflx) one
 	}
