@@ -176,12 +176,16 @@ func (p *Participant) checkEarlyOffer() error {
 }
 
 // setOffer sets the client's offer on the publisher connection, counting
-// it while the connection has not connected (checkEarlyOffer). Caller
-// holds ansMu.
+// it while the connection has not connected (checkEarlyOffer), and records
+// its sections' track ids (recordOfferMids) once the connection took it.
+// Caller holds ansMu.
 func (p *Participant) setOffer(sdp string) error {
 	if err := p.setRemote(p.pub, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return err
 	}
+	// Only an offer the connection took names its tracks; the client sends
+	// on a section once it has the answer, sent after this.
+	p.recordOfferMids(sdp)
 	if !p.pubConnected.Load() {
 		p.earlyOffers.Add(1)
 	}
@@ -216,8 +220,10 @@ func (p *Participant) answerOffer(sd *livekit.SessionDescription) (unanswered, e
 	if err := p.checkEarlyOffer(); err != nil {
 		return nil, err
 	}
-	p.recordOfferMids(sd.GetSdp())
 	if err := p.setOffer(sd.GetSdp()); err != nil {
+		if p.offerStuck() {
+			return err, nil
+		}
 		return nil, err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
@@ -234,9 +240,20 @@ func (p *Participant) answerOffer(sd *livekit.SessionDescription) (unanswered, e
 	return nil, nil
 }
 
+// offerStuck reports whether the publisher connection is left holding an
+// offer it could not take: pion commits a remote offer before it reads
+// its codecs, mids, ICE credentials and candidates, and returns their
+// errors (a payload type without its rtpmap, a section without a mid, no
+// ice-ufrag) with the offer set and no way back. The offer is then as
+// unanswerable as one CreateAnswer fails on. Caller holds ansMu.
+func (p *Participant) offerStuck() bool {
+	return p.pub.SignalingState() == webrtc.SignalingStateHaveRemoteOffer
+}
+
 // answerFailed ends the session when pion took the client's offer and
 // then could not answer it (an offer checkOfferTracks does not recognise
-// as Plan B, or any other cause). pion v4 cannot roll a remote offer back:
+// as Plan B, one pion failed on after taking it (offerStuck), or any
+// other cause). pion v4 cannot roll a remote offer back:
 // the connection would stay in have-remote-offer and refuse every later
 // offer, and the client would not know. It is told to join again (a leave
 // with the reconnect action, as livekit-server does on a failed

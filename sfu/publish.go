@@ -6,7 +6,6 @@ import (
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/livekit/protocol/utils/guid"
-	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
 )
@@ -183,28 +182,63 @@ func normalizeMime(kind webrtc.RTPCodecType, codec string) string {
 }
 
 // recordOfferMids remembers the msid track id of each m-section of a
-// publisher offer (the "sdp cid" of livekit-server).
-func (p *Participant) recordOfferMids(raw string) {
-	var d sdp.SessionDescription
-	if err := d.UnmarshalString(raw); err != nil {
-		return
-	}
-	// Every offer lists all sections, so each replaces the last one's map:
-	// mids of sections gone (or of offers a client made up) do not pile up.
-	next := make(map[string]string, len(d.MediaDescriptions))
-	for _, m := range d.MediaDescriptions {
-		mid, _ := m.Attribute("mid")
-		msid, ok := m.Attribute("msid")
-		if mid == "" || !ok {
-			continue
-		}
-		if f := strings.Fields(msid); len(f) == 2 {
-			next[mid] = f[1]
-		}
-	}
+// publisher offer the connection took (the "sdp cid" of livekit-server).
+// Every offer lists all sections, so each replaces the last one's map:
+// mids of sections gone do not pile up.
+func (p *Participant) recordOfferMids(sdp string) {
+	next := offerMids(sdp)
 	p.mu.Lock()
 	p.midCid = next
 	p.mu.Unlock()
+}
+
+// offerMids maps the mid of each media section of sdp to the track id of
+// the section's a=msid line ("a=msid:<stream> <track>"), the first of each
+// attribute as pion reads them. A scan of the lines, not a parse: it costs
+// nothing beyond the bounds the offer passed already.
+func offerMids(sdp string) map[string]string {
+	mids := map[string]string{}
+	var mid, msid string
+	var inMedia, haveMid, haveMsid bool
+	done := func() {
+		if !inMedia || mid == "" || !haveMsid {
+			return
+		}
+		if f := strings.Fields(msid); len(f) == 2 {
+			mids[mid] = f[1]
+		}
+	}
+	for line := range strings.Lines(sdp) {
+		line = strings.TrimRight(line, "\r\n")
+		if strings.HasPrefix(line, "m=") {
+			done()
+			inMedia, mid, msid, haveMid, haveMsid = true, "", "", false, false
+			continue
+		}
+		if !inMedia {
+			continue
+		}
+		if v, ok := sdpAttribute(line, "mid"); ok && !haveMid {
+			mid, haveMid = v, true
+		} else if v, ok := sdpAttribute(line, "msid"); ok && !haveMsid {
+			msid, haveMsid = v, true
+		}
+	}
+	done()
+	return mids
+}
+
+// sdpAttribute returns the value of line if it is the attribute name
+// ("a=name" or "a=name:value").
+func sdpAttribute(line, name string) (string, bool) {
+	rest, ok := strings.CutPrefix(line, "a="+name)
+	if !ok {
+		return "", false
+	}
+	if rest == "" {
+		return "", true
+	}
+	return strings.CutPrefix(rest, ":")
 }
 
 // sourceMisfitLocked reports whether the participant's sources are limited

@@ -670,9 +670,10 @@ func TestOfferTracksPerSection(t *testing.T) {
 // client to join again (STATE_MISMATCH, RECONNECT), in both connection
 // modes. pion cannot roll a remote offer back: the connection stayed in
 // have-remote-offer, refused every later offer, and the client was not
-// told. The offer here is one checkOfferTracks does not look for: two
+// told. The offers here: one checkOfferTracks does not look for (two
 // sections sharing a mid, each with a stream, which pion counts as one
-// section of two (Plan B).
+// section of two, Plan B), and offers pion's SetRemoteDescription commits
+// and then fails on (offerStuck).
 func TestUnanswerableOfferEndsSession(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
@@ -687,35 +688,55 @@ func TestUnanswerableOfferEndsSession(t *testing.T) {
 		return fmt.Sprintf("a=msid:s t%d\r\na=ssrc:%d cname:alice\r\na=ssrc:%d msid:s t%d\r\n", ssrc, ssrc, ssrc, ssrc)
 	}
 	sharedMid := offer[:strings.Index(offer, "m=video")] + section.String() + stream(1) + section.String() + stream(2)
+	// Offers pion sets and then fails on, with no way back: a payload type
+	// without its rtpmap, a section without a mid, no ICE credentials.
+	mline := offer[strings.Index(offer, "m=video"):]
+	mline = mline[:strings.Index(mline, "\r\n")]
+	unknownPT := strings.Replace(offer, mline, mline+" 77", 1)
+	var noMid, noUfrag strings.Builder
+	for line := range strings.Lines(offer) {
+		if !strings.HasPrefix(line, "a=mid:") {
+			noMid.WriteString(line)
+		}
+		if !strings.HasPrefix(line, "a=ice-ufrag:") {
+			noUfrag.WriteString(line)
+		}
+	}
 	canPublish := func(g *auth.VideoGrant) { g.SetCanPublish(true) }
-	for i, mode := range []string{"dual", "single"} {
-		t.Run(mode, func(t *testing.T) {
-			var ws *websocket.Conn
-			if mode == "dual" {
-				ws = joinedRaw(t, ts, "unanswerable", mode, canPublish)
-			} else {
-				ws = rawV1(t, ts, ts.token(t, "unanswerable", mode, canPublish), &livekit.JoinRequest{
-					ClientInfo: &livekit.ClientInfo{Sdk: livekit.ClientInfo_JS, Protocol: 16, Version: "2.19.0"},
-				})
-				require.NotNil(t, readSignal(t, ws).GetJoin())
-			}
-			writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: sharedMid, Id: 1}}})
-			leave := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool {
-				require.Nil(t, r.GetAnswer(), "answered")
-				return r.GetLeave() != nil
-			}).GetLeave()
-			require.Equal(t, livekit.LeaveRequest_RECONNECT, leave.GetAction())
-			require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, leave.GetReason())
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			for { // the server closes the socket
-				if _, _, err := ws.Read(ctx); err != nil {
-					require.NotErrorIs(t, err, context.DeadlineExceeded)
-					break
+	i := 0
+	for _, tc := range []struct{ name, sdp string }{
+		{"shared mid", sharedMid}, {"unknown payload type", unknownPT}, {"no mid", noMid.String()}, {"no ufrag", noUfrag.String()},
+	} {
+		for _, mode := range []string{"dual", "single"} {
+			i++
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				var ws *websocket.Conn
+				if mode == "dual" {
+					ws = joinedRaw(t, ts, "unanswerable", mode, canPublish)
+				} else {
+					ws = rawV1(t, ts, ts.token(t, "unanswerable", mode, canPublish), &livekit.JoinRequest{
+						ClientInfo: &livekit.ClientInfo{Sdk: livekit.ClientInfo_JS, Protocol: 16, Version: "2.19.0"},
+					})
+					require.NotNil(t, readSignal(t, ws).GetJoin())
 				}
-			}
-			require.EqualValues(t, i+1, ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "unanswerable"))
-			require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 10*time.Millisecond)
-		})
+				writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: tc.sdp, Id: 1}}})
+				leave := awaitSignal(t, ws, func(r *livekit.SignalResponse) bool {
+					require.Nil(t, r.GetAnswer(), "answered")
+					return r.GetLeave() != nil
+				}).GetLeave()
+				require.Equal(t, livekit.LeaveRequest_RECONNECT, leave.GetAction())
+				require.Equal(t, livekit.DisconnectReason_STATE_MISMATCH, leave.GetReason())
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for { // the server closes the socket
+					if _, _, err := ws.Read(ctx); err != nil {
+						require.NotErrorIs(t, err, context.DeadlineExceeded)
+						break
+					}
+				}
+				require.EqualValues(t, i, ts.metricWith(t, "gxconf_sfu_session_descriptions_refused_total", "reason", "unanswerable"))
+				require.Eventually(t, func() bool { return ts.metric(t, "gxconf_sfu_participants") == 0 }, 10*time.Second, 10*time.Millisecond)
+			})
+		}
 	}
 }

@@ -1094,25 +1094,33 @@ func TestRepeatedUpdatesNotBroadcast(t *testing.T) {
 }
 
 // TestOfferMidsReplaced: what the server remembers of a client's offers
-// (each section's track id) is the last offer's, not every offer's: ten
-// made-up offers of 100 sections each leave at most 100 entries, also when
-// pion refuses the offers.
+// (each section's track id) is the last answered offer's: not every
+// offer's, and nothing of an offer the connection refused.
 func TestOfferMidsReplaced(t *testing.T) {
 	verifyNoLeaks(t)
 	ts := startServer(t, nil)
-	ws := joinedRaw(t, ts, "mids", "mallory", nil)
-	for o := range 10 {
+	ws := joinedRaw(t, ts, "mids", "mallory", func(g *auth.VideoGrant) { g.SetCanPublish(true) })
+	ws.SetReadLimit(4 << 20) // answers of 100 sections
+	base := videoOffer(t)
+	named := func(n int, extra string) string { // n sections, each with a track id
 		var b strings.Builder
-		b.WriteString("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
-		for i := range 100 {
-			fmt.Fprintf(&b, "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:%d-%d\r\na=msid:s track-%d-%d\r\n", o, i, o, i)
+		for line := range strings.Lines(withSections(base, n, extra)) {
+			if strings.HasPrefix(line, "a=msid:") {
+				continue
+			}
+			b.WriteString(line)
+			if mid, ok := strings.CutPrefix(line, "a=mid:"); ok {
+				fmt.Fprintf(&b, "a=msid:s t-%s\r\n", strings.TrimSpace(mid))
+			}
 		}
-		writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Offer{Offer: &livekit.SessionDescription{Type: "offer", Sdp: b.String(), Id: uint32(o + 1)}}})
+		return b.String()
 	}
-	writeSignal(t, ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_PingReq{PingReq: &livekit.Ping{Timestamp: 1}}})
-	for readSignal(t, ws).GetPongResp() == nil {
-	}
+	require.True(t, offerAnswered(t, ws, 1, named(100, "")))
 	require.Equal(t, 100, ts.srv.OfferMids("mids", "mallory"))
+	require.True(t, offerAnswered(t, ws, 2, named(3, "")))
+	require.Equal(t, 3, ts.srv.OfferMids("mids", "mallory"), "the sections of the offer before stayed")
+	require.False(t, offerAnswered(t, ws, 3, named(50, "a=x:"+strings.Repeat("x", 5000)+"\r\n")))
+	require.Equal(t, 3, ts.srv.OfferMids("mids", "mallory"), "a refused offer's sections were taken")
 }
 
 // TestTrickleBoundedPerICEGeneration: every remote candidate makes the ICE

@@ -107,9 +107,13 @@ func (p *Participant) handleSingleOffer(sd *livekit.SessionDescription) error {
 		p.ansMu.Unlock()
 		return err
 	}
-	p.recordOfferMids(sd.GetSdp())
 	if err := p.setOffer(sd.GetSdp()); err != nil {
+		stuck := p.offerStuck()
 		p.ansMu.Unlock()
+		if stuck {
+			p.answerFailed(err)
+			return nil
+		}
 		return err
 	}
 	p.flushCandidates(livekit.SignalTarget_PUBLISHER)
