@@ -170,6 +170,34 @@ func TestEnvOverrides(t *testing.T) {
 	require.NotContains(t, joined, "s3cr3t")
 }
 
+// A secret map entry from the environment (sfu.keys, the Helm chart's
+// shared SFU key) is taken verbatim like any string: YAML would misread one
+// starting with '*', '!' or '&' and quote it in the configuration problem.
+func TestEnvMapSecretsAreVerbatim(t *testing.T) {
+	hs := []byte("homeserver: {domain: bund.test, address: 'http://127.0.0.1:8008'}\n")
+	for _, secret := range []string{
+		"*s3cr3t-anchor-0123456789abcdef0123",
+		"!!int s3cr3t-tagged-0123456789abcdef",
+		"&a s3cr3t-anchored-0123456789abcdef",
+	} {
+		t.Run(secret[:3], func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "key")
+			require.NoError(t, os.WriteFile(file, []byte(secret+"\n"), 0o600))
+			for _, env := range []string{"GXCONF_SFU__KEYS__GXCONF=" + secret, "GXCONF_SFU__KEYS__GXCONF_FILE=" + file} {
+				cfg, err := Parse(hs, []string{env})
+				if err != nil {
+					require.NotContains(t, err.Error(), "s3cr3t")
+				}
+				require.NoError(t, err)
+				require.Equal(t, map[string]string{"gxconf": secret}, cfg.SFU.Keys)
+			}
+		})
+	}
+	// Other map values are still YAML, and a problem still names the key.
+	_, err := Parse(hs, []string{"GXCONF_CLUSTER__HOMESERVERS__BUND.TEST=[not, a, site]"})
+	require.ErrorContains(t, err, "cluster.homeservers.bund.test: env GXCONF_CLUSTER__HOMESERVERS__BUND.TEST: cannot unmarshal")
+}
+
 func TestPlaceholderDomains(t *testing.T) {
 	require.True(t, IsPlaceholderDomain("example.org"))
 	require.True(t, IsPlaceholderDomain("matrix.EXAMPLE.com"))

@@ -179,7 +179,13 @@ func setByPath(root reflect.Value, path []string, value string) (found bool, err
 				v.Set(reflect.MakeMap(v.Type()))
 			}
 			elem := reflect.New(v.Type().Elem())
-			if err := yaml.Unmarshal([]byte(value), elem.Interface()); err != nil {
+			if v.Type().Elem() == reflect.TypeFor[string]() {
+				// Verbatim, as a string field below: a map's strings are
+				// secrets too (sfu.keys), and YAML would misread one
+				// starting with '*', '&', '!' or '#' and quote it in its
+				// error ("unknown anchor '…' referenced").
+				elem.Elem().SetString(value)
+			} else if err := yaml.Unmarshal([]byte(value), elem.Interface()); err != nil {
 				return true, fmt.Errorf("%s", leafError(err))
 			}
 			v.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem.Elem())
