@@ -78,16 +78,23 @@ func (t TLSConfig) value(key string) string {
 
 func (t TLSConfig) set() bool { return t != TLSConfig{} }
 
+// errInvalidURI names database.uri without quoting it: it holds the password.
+var errInvalidURI = errors.New("uri: not a valid URL (percent-encode '%', '@', ':', '/', '?' and '#' in the user name and password, e.g. '%' as %25)")
+
 // DSN is the connection string handed to the driver: URI, plus the tls
 // section's parameters for PostgreSQL.
 func (c *Config) DSN() (string, error) {
-	if c.Type != "postgres" || !c.TLS.set() {
+	if c.Type != "postgres" {
 		return c.URI, nil
 	}
 	u, err := url.Parse(c.URI)
 	if err != nil {
-		// Not echoed: the URI holds the password.
-		return "", errors.New("uri: not a valid URL")
+		// Not echoed, nor url.Parse's error: both quote the URI, password
+		// and all, and lib/pq would return the same when connecting.
+		return "", errInvalidURI
+	}
+	if !c.TLS.set() {
+		return c.URI, nil
 	}
 	q := u.Query()
 	for _, p := range c.TLS.params() {
@@ -140,6 +147,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("uri: must be set"))
 	} else if c.Type == "postgres" && !strings.HasPrefix(c.URI, "postgres://") && !strings.HasPrefix(c.URI, "postgresql://") {
 		errs = append(errs, errors.New("uri: a postgres uri starts with postgres:// or postgresql://"))
+	} else if _, err := c.DSN(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxOpenConns < 1 {
 		errs = append(errs, fmt.Errorf("max_open_conns: must be at least 1, got %d", c.MaxOpenConns))

@@ -41,3 +41,24 @@ func TestConfigValidate(t *testing.T) {
 	pg := Config{Type: "postgres", URI: "file:x", MaxOpenConns: 1}
 	require.ErrorContains(t, pg.Validate(), "uri: a postgres uri starts with postgres://")
 }
+
+// A PostgreSQL URI that is not a valid URL — typically a password with an
+// unencoded '%' — is refused by its key, never quoted: url.Parse's error
+// (and lib/pq's, when connecting) holds the whole URI with the password.
+func TestInvalidURIIsNotEchoed(t *testing.T) {
+	const password = "s3cr%et-pw"
+	cfg := DefaultConfig()
+	cfg.Type = "postgres"
+	cfg.URI = "postgres://gxconf:" + password + "@127.0.0.1:1/gxconf"
+	t.Run("validate", func(t *testing.T) {
+		err := cfg.Validate()
+		require.ErrorContains(t, err, "uri: not a valid URL")
+		require.NotContains(t, err.Error(), "s3cr")
+	})
+	t.Run("open", func(t *testing.T) {
+		_, err := Open(context.Background(), cfg, zerolog.Nop())
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "s3cr")
+		require.ErrorContains(t, err, "uri: not a valid URL")
+	})
+}
