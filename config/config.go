@@ -358,7 +358,7 @@ func Parse(raw []byte, environ []string) (*Config, error) {
 	var problems Problems
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, Problems{fmt.Sprintf("file: %s", strings.TrimPrefix(err.Error(), "yaml: "))}
+		return nil, Problems{"file: " + syntaxError(err)}
 	}
 	if len(root.Content) > 0 {
 		var found []string

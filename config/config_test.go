@@ -198,6 +198,28 @@ func TestEnvMapSecretsAreVerbatim(t *testing.T) {
 	require.ErrorContains(t, err, "cluster.homeservers.bund.test: env GXCONF_CLUSTER__HOMESERVERS__BUND.TEST: cannot unmarshal")
 }
 
+// A refused value of a string key (where the secrets are) is not quoted in
+// the configuration problem, nor is an unquoted secret starting with '*'
+// that YAML reads as an alias; the key is still named. Other values are.
+func TestFileProblemsDoNotQuoteSecrets(t *testing.T) {
+	hs := "homeserver: {domain: bund.test, address: 'http://127.0.0.1:8008'}\n"
+	cases := map[string]struct{ yaml, want string }{
+		"alias":      {"sfu:\n  keys:\n    gxconf: *s3cr3t-0123456789abcdef0123456789ab\n", "file: unknown anchor referenced"},
+		"tagged":     {"focus:\n  sfu:\n    api_secret: !!int s3cr3t-0123456789abcdef0123456789ab\n", "focus.sfu.api_secret: must be a string"},
+		"map tagged": {"sfu:\n  keys:\n    gxconf: !!float s3cr3t-0123456789abcdef0123456789ab\n", "sfu.keys.gxconf: must be a string"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(hs+c.yaml), nil)
+			require.ErrorContains(t, err, c.want)
+			require.NotContains(t, err.Error(), "s3cr3t")
+		})
+	}
+	_, err := Parse([]byte(hs+"focus: {token_ttl: later}\n"), nil)
+	require.ErrorContains(t, err, "focus.token_ttl:")
+	require.ErrorContains(t, err, "later", "a duration is no secret: the refused value helps")
+}
+
 func TestPlaceholderDomains(t *testing.T) {
 	require.True(t, IsPlaceholderDomain("example.org"))
 	require.True(t, IsPlaceholderDomain("matrix.EXAMPLE.com"))

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -102,6 +103,13 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 	if isLeaf(t) {
 		v := reflect.New(t)
 		if err := n.Decode(v.Interface()); err != nil {
+			if t.Kind() == reflect.String && !t.Implements(unmarshalerType) && !reflect.PointerTo(t).Implements(unmarshalerType) {
+				// Strings hold the secrets (api_secret, sfu.keys, …), and
+				// yaml.v3 quotes the refused value ("cannot decode !!str
+				// `…` as a !!int"): name the key only.
+				*problems = append(*problems, fmt.Sprintf("%s: must be a string; quote the value (line %d)", path, n.Line))
+				return
+			}
 			*problems = append(*problems, fmt.Sprintf("%s: %s (line %d)", path, leafError(err), n.Line))
 		}
 		return
@@ -138,6 +146,21 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 			checkNode(c, t.Elem(), path+"["+strconv.Itoa(i)+"]", problems)
 		}
 	}
+}
+
+// anchorName is the anchor yaml.v3 quotes in "unknown anchor '…'
+// referenced" and "anchor '…' value contains itself".
+var anchorName = regexp.MustCompile(`anchor '[^']*'`)
+
+// syntaxError is yaml.v3's error for a file that does not parse, without
+// the names of anchors: an unquoted secret starting with '*' is read as an
+// alias, and its "anchor" would be quoted.
+func syntaxError(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if anchorName.MatchString(msg) {
+		msg = anchorName.ReplaceAllLiteralString(msg, "anchor") + " (a value starting with '*' or '&' must be quoted)"
+	}
+	return msg
 }
 
 // leafError turns yaml.v3's "line N: cannot unmarshal ..." into a short phrase.
