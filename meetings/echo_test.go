@@ -97,4 +97,13 @@ func TestBotKeepsInternalFailuresOutOfTheRoom(t *testing.T) {
 	require.Contains(t, reply, "could not invite "+carol+": the homeserver did not answer")
 	require.NotContains(t, reply, "10.20.30.40")
 	require.Less(t, len(reply), 2048, "the remote server's text is clipped")
+
+	// The calendar file's upload likewise: its warning went to the room
+	// and the API answer with the transport error's whole text.
+	env.mx.inviteErr = nil
+	env.mx.uploadErr = mautrix.HTTPError{Message: "failed to upload media", WrappedError: errors.New(internal)}
+	reply, _ = bot.HandleCommand(ctx, "!dm", alice, `create Lage start="2026-03-23 10:00" `+bob)
+	require.Contains(t, reply, "Scheduled")
+	require.Contains(t, reply, "could not upload the calendar file: the homeserver did not answer")
+	require.NotContains(t, reply, "10.20.30.40")
 }

@@ -38,6 +38,8 @@ type fakeMatrix struct {
 	// (of that user) fail with.
 	createErr error
 	inviteErr map[string]error
+	// uploadErr, when set, is what Upload returns.
+	uploadErr error
 	sent      chan sentMessage
 }
 
@@ -149,6 +151,9 @@ func (f *fakeMatrix) SendSecretMessage(ctx context.Context, roomID string, conte
 func (f *fakeMatrix) Upload(_ context.Context, data []byte, _, _ string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.uploadErr != nil {
+		return "", f.uploadErr
+	}
 	f.n++
 	uri := fmt.Sprintf("mxc://hs.test/f%d", f.n)
 	f.uploads[uri] = data

@@ -143,12 +143,15 @@ func (s *Service) sendFiles(ctx context.Context, m *Meeting, users []string, met
 	}
 	data, err := CalendarFile(m, method, occurrence, s.CallLink(m), s.clock.Now())
 	if err != nil {
-		return []string{"could not build the calendar file: " + err.Error()}
+		s.log.Error().Err(err).Str("meeting_id", m.ID).Msg("Failed to build a calendar file")
+		return []string{"could not build the calendar file: " + internalFailure}
 	}
 	name := fmt.Sprintf("meeting-%s.ics", m.ID)
 	mxc, err := s.mx.Upload(ctx, data, "text/calendar; charset=utf-8; method="+method, name)
 	if err != nil {
-		return []string{"could not upload the calendar file: " + err.Error()}
+		// As every homeserver failure in a warning: its Matrix error,
+		// never the transport error's addresses (the log has it).
+		return []string{s.warning(err, "could not upload the calendar file")}
 	}
 	var caption string
 	switch {
