@@ -215,7 +215,12 @@ func TestFileProblemsDoNotQuoteSecrets(t *testing.T) {
 			require.NotContains(t, err.Error(), "s3cr3t")
 		})
 	}
-	_, err := Parse([]byte(hs+"focus: {token_ttl: later}\n"), nil)
+	// A list set from the environment is YAML; its aliases are not named either.
+	_, err := Parse([]byte(hs), []string{"GXCONF_SFU__RTC__TURN_SERVERS=[{urls: ['turn:t.test:3478'], username: u, credential: *s3cr3t-0123}]"})
+	require.ErrorContains(t, err, "sfu.rtc.turn_servers: env GXCONF_SFU__RTC__TURN_SERVERS: unknown anchor referenced")
+	require.NotContains(t, err.Error(), "s3cr3t")
+
+	_, err = Parse([]byte(hs+"focus: {token_ttl: later}\n"), nil)
 	require.ErrorContains(t, err, "focus.token_ttl:")
 	require.ErrorContains(t, err, "later", "a duration is no secret: the refused value helps")
 }

@@ -153,10 +153,15 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 var anchorName = regexp.MustCompile(`anchor '[^']*'`)
 
 // syntaxError is yaml.v3's error for a file that does not parse, without
-// the names of anchors: an unquoted secret starting with '*' is read as an
-// alias, and its "anchor" would be quoted.
+// the names of anchors.
 func syntaxError(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	return withoutAnchors(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// withoutAnchors leaves the names of anchors out of a yaml.v3 message: an
+// unquoted secret starting with '*' is read as an alias, and its "anchor"
+// would be quoted.
+func withoutAnchors(msg string) string {
 	if anchorName.MatchString(msg) {
 		msg = anchorName.ReplaceAllLiteralString(msg, "anchor") + " (a value starting with '*' or '&' must be quoted)"
 	}
@@ -173,7 +178,7 @@ func leafError(err error) string {
 	if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "line ") {
 		msg = msg[i+2:]
 	}
-	return msg
+	return withoutAnchors(msg)
 }
 
 // setByPath decodes value (a YAML scalar or flow collection) into the field of
