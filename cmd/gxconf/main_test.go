@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,37 @@ func TestGenerateRegistration(t *testing.T) {
 	r2, err := mxas.LoadRegistration(reg)
 	require.NoError(t, err)
 	require.NotEqual(t, r.AppToken, r2.AppToken)
+}
+
+// -force over an existing file that others may read (the committed
+// template is 0644) replaces it: the new tokens were written into that file
+// and only then made 0600, so a reader who had opened it got them.
+func TestGenerateRegistrationReplacesReadableFile(t *testing.T) {
+	cfg := writeConfig(t, "bund.test")
+	reg := filepath.Join(filepath.Dir(cfg), "registration.yaml")
+	template, err := os.ReadFile("../../registration.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(reg, template, 0o644))
+	reader, err := os.Open(reg) // another user, while the file was 0644
+	require.NoError(t, err)
+	defer reader.Close()
+
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"generate-registration", "-c", cfg, "-r", reg, "-force"}, &out, &errOut), errOut.String())
+	r, err := mxas.LoadRegistration(reg)
+	require.NoError(t, err)
+	info, err := os.Stat(reg)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+	seen, err := io.ReadAll(reader)
+	require.NoError(t, err)
+	require.NotContains(t, string(seen), r.AppToken)
+	require.NotContains(t, string(seen), r.ServerToken)
+	entries, err := os.ReadDir(filepath.Dir(reg))
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.False(t, strings.HasPrefix(e.Name(), ".registration.yaml."), "temporary file left: %s", e.Name())
+	}
 }
 
 func TestGenerateRegistrationRefusesPlaceholders(t *testing.T) {
