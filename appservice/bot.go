@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -106,9 +108,13 @@ func (a *Appservice) acceptBooking(ctx context.Context, roomID id.RoomID, sender
 	if senderPower < topPower {
 		return notice(fmt.Sprintf("Only a member with the room's highest power level (%d) may accept a booking for it; you have %d.", topPower, senderPower))
 	}
-	if err := a.bookings.ConfirmRoom(ctx, roomID.String(), bookingID, sender.String()); err != nil {
-		zerolog.Ctx(ctx).Info().Err(err).Msg("Refused to accept a booking")
-		return notice(fmt.Sprintf("I could not accept booking %s for this room: %v.", bookingID, err))
+	bound, err := a.bookings.ConfirmRoom(ctx, roomID.String(), bookingID, sender.String())
+	switch {
+	case err != nil:
+		zerolog.Ctx(ctx).Warn().Err(err).Str("booking", clip.Quote(bookingID)).Msg("Failed to accept a booking for a room")
+		return notice(fmt.Sprintf("Sorry, I could not accept booking %s for this room; %s.", clip.Quote(bookingID), seeTheLog))
+	case !bound:
+		return notice(fmt.Sprintf("I could not accept booking %s: this room is not bound to it.", clip.Quote(bookingID)))
 	}
 	return notice(fmt.Sprintf("Accepted: calls in this room now count against booking %s.", bookingID))
 }

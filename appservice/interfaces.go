@@ -23,6 +23,8 @@ type BookingInfo interface {
 	// RoomBookings is a plain-text summary of the room's booking and usage.
 	RoomBookings(ctx context.Context, roomID string) (string, error)
 	// ConfirmRoom records that a room admin accepted the room's binding to
-	// a booking (made by an organisation's admin in the catalogue).
-	ConfirmRoom(ctx context.Context, roomID, bookingID, userID string) error
+	// a booking (made by an organisation's admin in the catalogue); bound
+	// is false when the room is not bound to that booking. An error is
+	// the operator's (the store), not the user's.
+	ConfirmRoom(ctx context.Context, roomID, bookingID, userID string) (bound bool, err error)
 }

@@ -16,6 +16,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/gxfs-conf/gxconf/credentials"
+	"github.com/gxfs-conf/gxconf/internal/clip"
+	"github.com/gxfs-conf/gxconf/internal/mxerr"
 )
 
 // PolicyValidator checks a change of a room's access policy; the credentials
@@ -256,7 +258,7 @@ func (a *Appservice) RoomPolicy(ctx context.Context, roomID string) (*credential
 	if found && !isEmptyContent(raw) {
 		p, perr := credentials.ParseAccessPolicy(raw)
 		if perr != nil {
-			return nil, fmt.Errorf("room %s: %w", roomID, perr)
+			return nil, &invalidPolicyError{room: roomID, err: perr}
 		}
 		b, _ := json.Marshal(p)
 		content = string(b)
@@ -267,6 +269,35 @@ func (a *Appservice) RoomPolicy(ctx context.Context, roomID string) (*credential
 	}
 	return parseStoredPolicy(stored)
 }
+
+// invalidPolicyError is a room's access policy event that does not parse:
+// the room's own, which its members may be told about.
+type invalidPolicyError struct {
+	room string
+	err  error
+}
+
+func (e *invalidPolicyError) Error() string { return "room " + e.room + ": " + e.err.Error() }
+func (e *invalidPolicyError) Unwrap() error { return e.err }
+
+// seeTheLog ends a reply about a failure that is the operator's (the
+// store, the homeserver's transport), whose text stays in the log.
+const seeTheLog = "the operator's log has the details"
+
+// policyTrouble is what a room is told when its access policy cannot be
+// read: why its policy event is not valid, or else only that the
+// operator's log has the details (logged here).
+func policyTrouble(ctx context.Context, err error) string {
+	if ip, ok := errors.AsType[*invalidPolicyError](err); ok {
+		return "its event is not valid: " + clip.Text(ip.err.Error(), maxPolicyTrouble)
+	}
+	zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to read a room's access policy")
+	return seeTheLog
+}
+
+// maxPolicyTrouble bounds the parse error of a room's policy event in a
+// reply.
+const maxPolicyTrouble = 300
 
 // stateEvent is the part of a state event fetchPolicyState reads.
 type stateEvent struct {
@@ -374,7 +405,7 @@ func (a *Appservice) policyCommand(ctx context.Context, roomID id.RoomID, sender
 	}
 	current, err := a.RoomPolicy(ctx, roomID.String())
 	if err != nil {
-		return notice("Sorry, I could not read this room's access policy: " + err.Error())
+		return notice("Sorry, I could not read this room's access policy: " + policyTrouble(ctx, err) + ".")
 	}
 	switch verb {
 	case "show":
@@ -418,7 +449,8 @@ func (a *Appservice) policyCommand(ctx context.Context, roomID id.RoomID, sender
 			content = next
 		}
 		if _, err := a.mx.BotIntent().SendStateEvent(ctx, roomID, accessEventType, "", content); err != nil {
-			return notice(fmt.Sprintf("I could not set the policy (%v). Give me a power level that may send %s state events, or set it yourself.", err, credentials.AccessEventType))
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to send a room's access policy")
+			return notice(fmt.Sprintf("I could not set the policy (%s). Give me a power level that may send %s state events, or set it yourself.", mxerr.Says(err), credentials.AccessEventType))
 		}
 		return nil // the state event's own notice confirms it
 	}
@@ -471,7 +503,7 @@ func describePolicy(p *credentials.AccessPolicy) string {
 func (a *Appservice) policyStatus(ctx context.Context, roomID id.RoomID) string {
 	p, err := a.RoomPolicy(ctx, roomID.String())
 	if err != nil {
-		return "access policy: unreadable (" + err.Error() + ")"
+		return "access policy: unreadable (" + policyTrouble(ctx, err) + ")"
 	}
 	return "access policy: " + describePolicy(p)
 }

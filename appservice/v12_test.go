@@ -19,9 +19,9 @@ type confirmingBookings struct{ confirmed []string }
 func (b *confirmingBookings) RoomBookings(context.Context, string) (string, error) {
 	return "none", nil
 }
-func (b *confirmingBookings) ConfirmRoom(_ context.Context, _, bookingID, by string) error {
+func (b *confirmingBookings) ConfirmRoom(_ context.Context, _, bookingID, by string) (bool, error) {
 	b.confirmed = append(b.confirmed, by+" "+bookingID)
-	return nil
+	return true, nil
 }
 
 // createServingHomeserver is recordingHomeserver that answers the room's

@@ -474,19 +474,17 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 }
 
 // ConfirmRoom records that the room accepts its binding to bookingID; by is
-// the room admin's Matrix ID (the caller checked their power level).
-func (c *Catalog) ConfirmRoom(ctx context.Context, roomID, bookingID, by string) error {
+// the room admin's Matrix ID (the caller checked their power level). bound
+// is false when the room is not bound to bookingID.
+func (c *Catalog) ConfirmRoom(ctx context.Context, roomID, bookingID, by string) (bound bool, err error) {
 	ok, err := c.st.confirm(ctx, roomID, bookingID, by)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: this room is not bound to booking %s", ErrNotFound, bookingID)
+	if err != nil || !ok {
+		return false, err
 	}
 	if err := c.audit.Append(ctx, credentials.AuditEntry{Decision: "room:accept-booking", UserID: by, RoomID: roomID, Reason: bookingID}); err != nil {
 		c.log.Error().Err(err).Str("room_id", roomID).Msg("Failed to audit a room's acceptance of a booking")
 	}
-	return nil
+	return true, nil
 }
 
 // mayBindLocked refuses to take a room away from another organisation's

@@ -135,7 +135,9 @@ func (e *env) book(t testing.TB, tier string, mutate func(*BookingRequest)) *Boo
 	b, err := e.c.Book(context.Background(), orgAdmin, "land-nrw", req)
 	require.NoError(t, err)
 	for _, r := range req.Rooms {
-		require.NoError(t, e.c.ConfirmRoom(context.Background(), r, b.ID, "@roomadmin:x"))
+		bound, err := e.c.ConfirmRoom(context.Background(), r, b.ID, "@roomadmin:x")
+		require.NoError(t, err)
+		require.True(t, bound)
 	}
 	return b
 }

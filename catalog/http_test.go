@@ -80,7 +80,9 @@ func TestAdminHTTP(t *testing.T) {
 	require.Empty(t, b.Entitlement, "the list view carries no JWT")
 	require.Equal(t, "!r:x", b.BoundRooms[0].RoomID)
 	require.Empty(t, b.BoundRooms[0].ConfirmedBy)
-	require.NoError(t, e.c.ConfirmRoom(context.Background(), "!r:x", b.ID, "@roomadmin:x"))
+	bound, err := e.c.ConfirmRoom(context.Background(), "!r:x", b.ID, "@roomadmin:x")
+	require.NoError(t, err)
+	require.True(t, bound)
 
 	// Mallory can neither read, bind nor cancel it, nor take the room.
 	code, _ = call(t, srv, mallory, false, http.MethodGet, "/catalog/admin/api/bookings/"+b.ID, "")

@@ -2,11 +2,10 @@ package meetings
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
-	"github.com/gxfs-conf/gxconf/internal/clip"
+	"github.com/gxfs-conf/gxconf/internal/mxerr"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -19,33 +18,10 @@ type DirectRooms interface {
 	DirectRoom(ctx context.Context, userID string) (string, error)
 }
 
-// homeserverSays is what a warning tells the user of a homeserver's
-// failure: its Matrix error code and message, clipped (another server's
-// refusal of an invite comes back through ours). A transport error's
-// text — internal addresses, a proxy's page — is not the user's; the
-// caller logs the whole error.
-func homeserverSays(err error) string {
-	var he mautrix.HTTPError
-	if !errors.As(err, &he) {
-		var hp *mautrix.HTTPError
-		if !errors.As(err, &hp) || hp == nil {
-			return "the homeserver did not answer"
-		}
-		he = *hp
-	}
-	if he.RespError == nil || he.RespError.ErrCode == "" {
-		return "the homeserver did not answer"
-	}
-	return clip.Text(he.RespError.ErrCode+": "+he.RespError.Err, maxHomeserverSays)
-}
-
-// maxHomeserverSays bounds the homeserver's message in a warning.
-const maxHomeserverSays = 200
-
 // warning is a warning for the user about a failed homeserver request
-// (what, then homeserverSays), logged with the whole error.
+// (what, then mxerr.Says), logged with the whole error.
 func (s *Service) warning(err error, format string, args ...any) string {
-	w := fmt.Sprintf(format, args...) + ": " + homeserverSays(err)
+	w := fmt.Sprintf(format, args...) + ": " + mxerr.Says(err)
 	s.log.Warn().Err(err).Msg("Meeting: " + w)
 	return w
 }
