@@ -43,7 +43,7 @@
 // cmd/gxconf builds the registry with New (WithLoadSource: the SFU's counts
 // plus a CPUSampler), runs its Run beside the other components, installs
 // RedisLogger with redis.SetLogger, calls SetState(NodeDraining) before
-// draining, and hands the registry to its consumers, each of which declares
+// draining (started by SIGTERM or DrainHandler on the metrics listener), and hands the registry to its consumers, each of which declares
 // the small interface it needs: the focus a placer (NewPlacer over the
 // registry), the SFU nothing (it must not import cluster; cmd adapts its
 // room, participant and track hooks to Announcer), the bridge Directory,

@@ -213,18 +213,14 @@ func (c *clusterNode) drain(ctx context.Context, sfuSrv *sfu.Server, cfg cluster
 	log.Info().Dur("duration", time.Since(start)).Int("participants_left", sfuSrv.Load().Participants).Msg("Drain finished; stopping")
 }
 
-// drainHandler starts the drain on POST (then the node stops).
+// drainHandler starts the drain on the CLI's POST (then the node stops);
+// cluster.DrainHandler refuses requests from web browsers.
 func (c *clusterNode) drainHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
+	return cluster.DrainHandler(func() {
 		select {
 		case c.drainRequested <- struct{}{}:
 		default: // already draining
 		}
-		w.WriteHeader(http.StatusAccepted)
 	})
 }
 
