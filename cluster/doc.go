@@ -20,6 +20,9 @@
 //     serving, retries with backoff, and once Redis answers again (or has
 //     lost the node's record, e.g. after a Redis restart) re-publishes
 //     everything it owns and removes what it no longer owns (reconcile).
+//   - A node ID belongs to its newest run (epoch): a process that finds a
+//     newer run's record under its ID stops writing to Redis, and on
+//     shutdown deletes nothing, until that record is gone.
 //
 // See redis.go for the key and channel schema.
 //

@@ -22,6 +22,7 @@ import (
 // every value is JSON as written by codec.go):
 //
 //	P node:<id>            STRING  node record, SET PX liveness_ttl every heartbeat
+//	                               (never over a record of a newer epoch of the same id)
 //	P nodes                SET     ids of registered nodes (to find expired records)
 //	P node:<id>:rooms      SET     rooms where the node has entries (for reaping)
 //	P room:<room>:nodes    HASH    node id   -> room entry (node hosts the room)
@@ -85,6 +86,10 @@ type Redis struct {
 
 	// everRegistered is set after the first successful registration.
 	everRegistered atomic.Bool
+
+	// superseded is set while a newer run of this node ID owns the node's
+	// record: this process does not write to the registry.
+	superseded atomic.Bool
 
 	// Owned by the loop goroutine.
 	registered  bool
@@ -217,7 +222,7 @@ func (r *Redis) Run(ctx context.Context) error {
 	wg.Wait()
 	defer r.mail.closeAll()
 	defer r.bus.closeAll()
-	if !r.crashed.Load() && r.everRegistered.Load() {
+	if !r.crashed.Load() && !r.superseded.Load() && r.everRegistered.Load() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Redis.OpTimeout)
 		err := r.deregister(dctx)
 		cancel()
@@ -293,23 +298,25 @@ func (r *Redis) round(ctx context.Context) error {
 	defer cancel()
 	res, err := heartbeatScript.Run(rctx, r.client,
 		[]string{r.keys.node(self.ID), r.keys.nodes()},
-		rec, r.cfg.LivenessTTL.Milliseconds(), string(self.ID), r.keys.p+"node:").StringSlice()
+		rec, r.cfg.LivenessTTL.Milliseconds(), string(self.ID), r.keys.p+"node:", fmtEpoch(self.Epoch)).StringSlice()
 	if err != nil {
 		return fmt.Errorf("failed to heartbeat: %w", err)
 	}
-	if len(res)%2 != 1 {
+	if len(res) < 2 || len(res)%2 != 0 {
 		return fmt.Errorf("failed to heartbeat: %w: reply of %d items", ErrInvalidRecord, len(res))
 	}
+	superseded := res[0] == "superseded"
+	r.supersede(superseded, res[1])
 	now := r.opts.now()
 	// Our record was gone although we were registered: Redis restarted or
 	// was flushed, or we were cut off longer than the TTL and got reaped.
-	reconcile := !r.registered || res[0] == ""
+	reconcile := !superseded && (!r.registered || res[1] == "")
 	if reconcile {
 		r.settleUntil = now.Add(r.cfg.LivenessTTL + r.cfg.HeartbeatInterval)
 	}
 	var live []Node
 	var dead []NodeID
-	for i := 1; i+1 < len(res); i += 2 {
+	for i := 2; i+1 < len(res); i += 2 {
 		id := NodeID(res[i])
 		if id == self.ID {
 			continue
@@ -342,6 +349,9 @@ func (r *Redis) round(ctx context.Context) error {
 			return err
 		}
 	}
+	if superseded {
+		return nil
+	}
 	if reconcile {
 		if err := r.reconcile(ctx); err != nil {
 			return err
@@ -352,6 +362,33 @@ func (r *Redis) round(ctx context.Context) error {
 		return nil
 	}
 	return r.flush(ctx)
+}
+
+// supersede records whether the heartbeat found rec, the node's record, to
+// be of a newer run of this node ID (the node was started again while this
+// process still runs, or two nodes share a node_id); the heartbeat then
+// wrote nothing. The newer run pruned this run's entries when it
+// registered; writing on would make the node go down and up at every other
+// node at each heartbeat, and deregistering would delete the newer run's
+// record and entries. So this process stays out of the registry (keeping
+// its view of the others and serving its participants) until the newer
+// run's record is gone, and then registers again, reconciling.
+func (r *Redis) supersede(superseded bool, rec string) {
+	if !superseded {
+		if r.superseded.Swap(false) {
+			r.log.Info().Msg("the newer run of this node_id left the cluster registry; registering again")
+		}
+		return
+	}
+	r.registered = false
+	if r.superseded.Swap(true) {
+		return
+	}
+	ev := r.log.Error().Uint64("epoch", r.self.Epoch)
+	if n, err := ParseNode([]byte(rec)); err == nil {
+		ev = ev.Uint64("newer_epoch", n.Epoch).Str("signal_url", n.SignalURL)
+	}
+	ev.Msg("a newer run of this node_id is in the cluster registry; this process stays out of it and should be stopped")
 }
 
 // diff turns the new listing into node events (under viewMu). While settling after our own
@@ -424,8 +461,14 @@ func (r *Redis) forget(id NodeID, epoch uint64) {
 // deregister removes this node's record and entries and announces it.
 func (r *Redis) deregister(ctx context.Context) error {
 	id := r.self.ID
-	if err := r.client.Del(ctx, r.keys.node(id)).Err(); err != nil {
+	mine, err := deregisterScript.Run(ctx, r.client, []string{r.keys.node(id)}, string(id), fmtEpoch(r.self.Epoch)).Int()
+	if err != nil {
 		return fmt.Errorf("failed to delete node record: %w", err)
+	}
+	if mine == 0 {
+		// A newer run took over the node ID (see supersede) before this
+		// one noticed; its record and entries are not ours to delete.
+		return nil
 	}
 	if err := r.prune(ctx, id, 0, pruneDead); err != nil {
 		return err

@@ -9,20 +9,49 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// heartbeatScript writes the node record with its TTL, returns the previous
-// record ("" if there was none) and then every registered node's id and
-// record ("" once expired).
+// heartbeatScript writes the node record with its TTL unless the record
+// there is of a newer run of the same node ID (then this process is
+// superseded and writes nothing), and returns "set" or "superseded", the
+// previous record ("" if there was none) and then every registered node's id
+// and record ("" once expired). Epochs are decimal strings without leading
+// zeros: the longer is newer, else the greater.
 //
-// KEYS: node record, nodes set. ARGV: record, ttl ms, node id, record key prefix.
+// KEYS: node record, nodes set. ARGV: record, ttl ms, node id, record key
+// prefix, epoch.
 var heartbeatScript = redis.NewScript(`
-local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
-redis.call('SADD', KEYS[2], ARGV[3])
-local out = {old or ''}
+local old = redis.call('GET', KEYS[1])
+local status = 'set'
+if old then
+  local ok, e = pcall(cjson.decode, old)
+  if ok and type(e) == 'table' and e.id == ARGV[3] and type(e.epoch) == 'string' and
+     (#e.epoch > #ARGV[5] or (#e.epoch == #ARGV[5] and e.epoch > ARGV[5])) then
+    status = 'superseded'
+  end
+end
+if status == 'set' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+end
+local out = {status, old or ''}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   table.insert(out, id)
   table.insert(out, redis.call('GET', ARGV[4] .. id) or '')
 end
 return out
+`)
+
+// deregisterScript deletes the node record unless it is of another run of
+// the same node ID, and reports whether the record was this run's (or gone).
+//
+// KEYS: node record. ARGV: node id, epoch.
+var deregisterScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, e = pcall(cjson.decode, v)
+  if ok and type(e) == 'table' and e.id == ARGV[1] and e.epoch ~= ARGV[2] then return 0 end
+  redis.call('DEL', KEYS[1])
+end
+return 1
 `)
 
 // cdelScript deletes a hash field only if its entry belongs to the node, and

@@ -1,0 +1,114 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A node started again while its previous process still runs (a restart
+// that does not wait for the old process' drain, or two nodes configured
+// with the same node_id): the newer run owns the node ID. The older run
+// must neither keep overwriting the newer's record (every other node would
+// see the node go down and up at each heartbeat, and the directory entries
+// of one run or the other hidden in turn) nor, when it stops, delete the
+// newer's record and directory entries.
+func TestRedisSupersededRunYields(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	old := startNode(t, cfg, withEpoch(1))
+	require.Eventually(t, func() bool { return old.Connected() }, waitFor, tick)
+	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	evB := record(t, b)
+	waitBus(t, b, "dup")
+
+	newer := startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "bob")
+		return err == nil && p.Epoch == 2
+	}, waitFor, tick)
+	epochOf := func() uint64 {
+		v, err := raw.Get(ctx, "gxtest:node:dup").Bytes()
+		if err != nil {
+			return 0
+		}
+		n, err := ParseNode(v)
+		if err != nil {
+			return 0
+		}
+		return n.Epoch
+	}
+	// From the newer run's registration on the record stays the newer's:
+	// the older run notices at its next heartbeat and stops writing.
+	require.Never(t, func() bool { return epochOf() != 2 }, 10*testHeartbeat, tick/2,
+		"the older run overwrote the newer run's record")
+	require.True(t, old.superseded.Load())
+	// b saw the newer run replace the older one, and never the older back.
+	evB.wait(t, "newer run up", func(ev Event) bool { return ev.Type == EventNodeUp && ev.Node == "dup" && ev.Epoch == 2 })
+	backs := func() int {
+		evB.mu.Lock()
+		defer evB.mu.Unlock()
+		n, after := 0, false
+		for _, ev := range evB.events {
+			if ev.Type == EventNodeUp && ev.Node == "dup" {
+				after = after || ev.Epoch == 2
+				if after && ev.Epoch == 1 {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	require.Zero(t, backs(), "b saw the older run come back")
+
+	// The older run stops (deregistering as usual): the newer run's record
+	// and entries stay.
+	old.stop(t)
+	require.EqualValues(t, 2, epochOf())
+	v, err := raw.HGet(ctx, "gxtest:room:r:parts", "bob").Bytes()
+	require.NoError(t, err)
+	p, err := ParseParticipantEntry(v)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, p.Epoch)
+	require.Never(t, func() bool {
+		return evB.has(func(ev Event) bool { return ev.Type == EventNodeDown && ev.Node == "dup" && ev.Epoch == 2 })
+	}, 5*testHeartbeat, tick, "b saw the newer run go down")
+	_, err = b.Participant(ctx, "r", "bob")
+	require.NoError(t, err)
+}
+
+// A superseded run whose newer run stops (its record gone) registers again
+// and re-publishes what it still serves.
+func TestRedisSupersededRunReturnsAfterNewerLeaves(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	old := startNode(t, cfg, withEpoch(1))
+	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	require.Eventually(t, func() bool {
+		_, err := b.Participant(ctx, "r", "alice")
+		return err == nil
+	}, waitFor, tick)
+
+	newer := startNode(t, cfg, withEpoch(2))
+	require.Eventually(t, old.superseded.Load, waitFor, tick)
+	// The newer run pruned the older run's entries.
+	require.Eventually(t, func() bool {
+		_, err := b.Participant(ctx, "r", "alice")
+		return errors.Is(err, ErrNotFound)
+	}, waitFor, tick)
+
+	newer.stop(t)
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "alice")
+		return err == nil && p.Epoch == 1 && !old.superseded.Load()
+	}, waitFor, tick)
+}
