@@ -43,5 +43,5 @@ func TestNewPicksTheRegistry(t *testing.T) {
 	require.NoError(t, err)
 	require.IsType(t, &Redis{}, r)
 	require.Equal(t, uint32(3), r.Self().Load.Tracks)
-	require.NoError(t, r.(*Redis).client.Close())
+	require.NoError(t, r.(*Redis).closeClients())
 }

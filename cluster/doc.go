@@ -61,7 +61,9 @@
 // blocks. The Redis registry's Run owns two goroutines (the
 // heartbeat/flush loop and the Pub/Sub receiver, which has a helper that
 // closes the subscription on shutdown) and returns after all ended and the
-// node deregistered.
+// node deregistered. The loop has its own Redis client, apart from the one
+// lookups, Send and the receiver share, so that lookups waiting for a
+// connection never delay a heartbeat.
 //
 // It must not import any other gxconf package.
 package cluster

@@ -68,9 +68,14 @@ func (k keyspace) hash(e entryKey) string {
 // Redis is the multi-node registry. Create it with NewRedis and call Run.
 type Redis struct {
 	*core
-	cfg    Config
-	keys   keyspace
+	cfg  Config
+	keys keyspace
+	// client serves lookups, Send and the Pub/Sub receiver; beat is the
+	// loop's own (heartbeats, flushes, reaping, deregistration), so that
+	// lookups queued for a connection never hold up a heartbeat and let
+	// the node's record expire.
 	client *redis.Client
+	beat   *redis.Client
 
 	// dirty are owned entries changed since the last flush (under core.mu).
 	dirty map[entryKey]struct{}
@@ -133,6 +138,7 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 		cfg:    cfg,
 		keys:   keyspace{p: cfg.Redis.KeyPrefix},
 		client: redis.NewClient(ro),
+		beat:   redis.NewClient(beatOptions(ro)),
 		dirty:  map[entryKey]struct{}{},
 		wake:   make(chan struct{}, 1),
 		known:  map[NodeID]Node{},
@@ -152,6 +158,13 @@ func (r *Redis) poke() {
 	case r.wake <- struct{}{}:
 	default:
 	}
+}
+
+// beatOptions are the loop client's: one command at a time, and a spare.
+func beatOptions(ro *redis.Options) *redis.Options {
+	o := *ro
+	o.PoolSize = 2
+	return &o
 }
 
 func redisOptions(c RedisConfig) (*redis.Options, error) {
@@ -231,10 +244,14 @@ func (r *Redis) Run(ctx context.Context) error {
 		}
 	}
 	// Closing connections Redis already dropped fails; nothing to do about it.
-	if err := r.client.Close(); err != nil {
+	if err := r.closeClients(); err != nil {
 		r.log.Debug().Err(err).Msg("redis client closed with an error")
 	}
 	return nil
+}
+
+func (r *Redis) closeClients() error {
+	return errors.Join(r.client.Close(), r.beat.Close())
 }
 
 // loop runs heartbeat rounds every heartbeat_interval and flushes changes in
@@ -296,7 +313,7 @@ func (r *Redis) round(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
 	defer cancel()
-	res, err := heartbeatScript.Run(rctx, r.client,
+	res, err := heartbeatScript.Run(rctx, r.beat,
 		[]string{r.keys.node(self.ID), r.keys.nodes()},
 		rec, r.cfg.LivenessTTL.Milliseconds(), string(self.ID), r.keys.p+"node:", fmtEpoch(self.Epoch)).StringSlice()
 	if err != nil {
@@ -461,7 +478,7 @@ func (r *Redis) forget(id NodeID, epoch uint64) {
 // deregister removes this node's record and entries and announces it.
 func (r *Redis) deregister(ctx context.Context) error {
 	id := r.self.ID
-	mine, err := deregisterScript.Run(ctx, r.client, []string{r.keys.node(id)}, string(id), fmtEpoch(r.self.Epoch)).Int()
+	mine, err := deregisterScript.Run(ctx, r.beat, []string{r.keys.node(id)}, string(id), fmtEpoch(r.self.Epoch)).Int()
 	if err != nil {
 		return fmt.Errorf("failed to delete node record: %w", err)
 	}
@@ -507,7 +524,7 @@ func (r *Redis) publish(ctx context.Context, ev Event) error {
 	if err != nil {
 		return fmt.Errorf("failed to encode event: %w", err)
 	}
-	if err := r.client.Publish(ctx, r.keys.events(), b).Err(); err != nil {
+	if err := r.beat.Publish(ctx, r.keys.events(), b).Err(); err != nil {
 		return fmt.Errorf("failed to publish event: %w", err)
 	}
 	return nil

@@ -23,7 +23,7 @@ func benchNode(b *testing.B, addr string, id NodeID) *Redis {
 	cfg.Redis.OpTimeout = 5 * time.Second
 	r, err := NewRedis(cfg, zerolog.Nop())
 	require.NoError(b, err)
-	b.Cleanup(func() { _ = r.client.Close() })
+	b.Cleanup(func() { _ = r.closeClients() })
 	require.NoError(b, r.round(context.Background()))
 	return r
 }

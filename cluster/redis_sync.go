@@ -199,7 +199,7 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
 	defer cancel()
 	id := r.self.ID
-	pipe := r.client.Pipeline()
+	pipe := r.beat.Pipeline()
 	type cput struct {
 		key entryKey
 		cmd *redis.Cmd
@@ -307,7 +307,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
 	defer cancel()
-	members, err := r.client.SMembers(rctx, r.keys.nodeRooms(self.ID)).Result()
+	members, err := r.beat.SMembers(rctx, r.keys.nodeRooms(self.ID)).Result()
 	if err != nil {
 		return fmt.Errorf("failed to read own rooms: %w", err)
 	}
@@ -322,7 +322,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		}
 	}
 	if len(gone) > 0 {
-		if err := r.client.SRem(rctx, r.keys.nodeRooms(self.ID), gone...).Err(); err != nil {
+		if err := r.beat.SRem(rctx, r.keys.nodeRooms(self.ID), gone...).Err(); err != nil {
 			return fmt.Errorf("failed to trim own rooms: %w", err)
 		}
 	}
@@ -341,7 +341,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 func (r *Redis) prune(ctx context.Context, id NodeID, keep uint64, mode pruneMode) error {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
 	defer cancel()
-	res, err := pruneScript.Run(rctx, r.client,
+	res, err := pruneScript.Run(rctx, r.beat,
 		[]string{r.keys.node(id), r.keys.nodeRooms(id), r.keys.nodes()},
 		string(id), r.keys.p, string(mode), fmtEpoch(keep)).StringSlice()
 	if err != nil {
@@ -350,7 +350,7 @@ func (r *Redis) prune(ctx context.Context, id NodeID, keep uint64, mode pruneMod
 	if len(res) == 0 {
 		return nil
 	}
-	pipe := r.client.Pipeline()
+	pipe := r.beat.Pipeline()
 	for i := 0; i+1 < len(res); i += 2 {
 		ev, ok := removalEvent(res[i], []byte(res[i+1]))
 		if !ok {

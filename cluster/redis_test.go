@@ -488,3 +488,26 @@ func TestRedisDownAtStart(t *testing.T) {
 		return err == nil && p.Node == "a"
 	}, waitFor, tick)
 }
+
+// The heartbeat does not queue behind directory lookups: with every
+// connection lookups may use taken (here by blocking commands, standing in
+// for placements, status and bridge reads queued on a slow link to Redis)
+// for longer than liveness_ttl, the node stays alive for the others.
+func TestRedisLookupsDoNotStarveTheHeartbeat(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	require.Eventually(t, func() bool { return len(a.Nodes()) == 2 && len(b.Nodes()) == 2 }, waitFor, tick)
+
+	var wg sync.WaitGroup
+	for range 2 * a.client.Options().PoolSize {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = a.client.BLPop(ctx, 4*testTTL, "gxtest:nothing").Err()
+		}()
+	}
+	require.Never(t, func() bool { return len(b.Nodes()) != 2 }, 3*testTTL, tick, "b lost a while a's lookups were queued")
+	wg.Wait()
+}
