@@ -124,8 +124,13 @@ type TrackEntry struct {
 }
 
 const (
-	maxIDLen   = 64
-	maxNameLen = 256
+	maxIDLen = 64
+	// maxNameLen bounds room names, identities and track SIDs. It holds the
+	// longest identity the focus builds (the legacy "<user ID>:<device
+	// ID>", 255 + 1 + 128 bytes): the node ignores longer names, and a
+	// participant left out of the directory is missed by the catalog's
+	// participant limits and the cluster-wide RoomService.
+	maxNameLen = 512
 )
 
 // ValidNodeID reports whether id is a well-formed node ID.
