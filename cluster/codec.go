@@ -86,6 +86,9 @@ type wireEvent struct {
 
 const maxRecordBytes = 128 << 10
 
+// maxMediaAddrs bounds a node record's media addresses.
+const maxMediaAddrs = 32
+
 func decodeStrict(data []byte, v any) error {
 	if len(data) > maxRecordBytes {
 		return fmt.Errorf("%w: %d bytes", ErrInvalidRecord, len(data))
@@ -194,7 +197,7 @@ func ParseNode(data []byte) (Node, error) {
 			return Node{}, err
 		}
 	}
-	if w.MediaAddrs == nil || len(w.MediaAddrs) > 32 {
+	if w.MediaAddrs == nil || len(w.MediaAddrs) > maxMediaAddrs {
 		return Node{}, fmt.Errorf("%w: media_addrs", ErrInvalidRecord)
 	}
 	for _, a := range w.MediaAddrs {

@@ -160,12 +160,17 @@ func (c *Config) Validate() error {
 	if c.Federation != "" && !validToken(string(c.Federation), maxIDLen) {
 		bad("federation", "must be 1-64 letters, digits, '.', '_' or '-', got %q", c.Federation)
 	}
+	// Other nodes refuse a node record they could not have written (codec.go):
+	// the node would heartbeat and yet be invisible to them.
 	if c.SignalURL != "" {
-		if !isURL(c.SignalURL, "ws", "wss") {
-			bad("signal_url", "must be a ws(s):// URL, got %q", c.SignalURL)
+		if !isURL(c.SignalURL, "ws", "wss") || !validName(c.SignalURL, maxNameLen) {
+			bad("signal_url", "must be a ws(s):// URL of at most %d bytes, got %q", maxNameLen, c.SignalURL)
 		}
 	} else if c.Multi() {
 		bad("signal_url", "must be set when redis.address is set (this node's own ws(s):// URL)")
+	}
+	if len(c.MediaAddresses) > maxMediaAddrs {
+		bad("media_addresses", "must list at most %d addresses, got %d", maxMediaAddrs, len(c.MediaAddresses))
 	}
 	for i, a := range c.MediaAddresses {
 		if !isAddr(a, false) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -120,4 +121,50 @@ func TestExampleBlockIsTheDefaults(t *testing.T) {
 	require.NoError(t, ex.Cluster.Validate())
 	require.Len(t, ex.Cluster.Sites, 2)
 	require.Equal(t, []string{"matrix.land1.example.org", "matrix.land2.example.org"}, ex.Cluster.Federations["laender"].Homeservers)
+}
+
+// A configuration that passes Validate gives a node record the other nodes
+// accept: a record they refuse leaves the node heartbeating yet invisible
+// to placement and the directory.
+func TestValidConfigGivesARecordPeersAccept(t *testing.T) {
+	base := func() Config {
+		cfg := DefaultConfig()
+		cfg.NodeID = "n1"
+		cfg.SignalURL = "wss://n1.example:7880"
+		cfg.Redis.Address = "redis.example:6379"
+		return cfg
+	}
+	addrs := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("10.0.%d.%d", i/200, i%200+1)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		key  string // "" when valid
+	}{
+		{"32 media addresses", func(c *Config) { c.MediaAddresses = addrs(32) }, ""},
+		{"33 media addresses", func(c *Config) { c.MediaAddresses = addrs(33) }, "media_addresses:"},
+		{"long signal url", func(c *Config) { c.SignalURL = "wss://n1.example/" + strings.Repeat("p", 600) }, "signal_url:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base()
+			tc.edit(&cfg)
+			err := cfg.Validate()
+			if tc.key != "" {
+				require.ErrorContains(t, err, tc.key)
+				return
+			}
+			require.NoError(t, err)
+			c, err := newCore(cfg, nopLog(), nil)
+			require.NoError(t, err)
+			b, err := MarshalNode(c.Self())
+			require.NoError(t, err)
+			_, err = ParseNode(b)
+			require.NoError(t, err)
+		})
+	}
 }
