@@ -13,11 +13,18 @@ import (
 // Nodes returns the live nodes of the last heartbeat round and this node.
 // While Redis is unreachable the last known view is kept: media between
 // nodes does not depend on Redis, so peers are not declared down for it.
+// While a newer run of this node ID is in the registry (see supersede) this
+// node is listed as draining: whoever it took now would be missing from the
+// directory.
 func (r *Redis) Nodes() []Node {
 	v := r.view.Load()
 	out := make([]Node, 0, len(v.nodes)+1)
 	out = append(out, v.nodes...)
-	out = append(out, r.Self())
+	self := r.Self()
+	if r.superseded.Load() {
+		self.State = NodeDraining
+	}
+	out = append(out, self)
 	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
 }

@@ -25,6 +25,9 @@ func TestRedisSupersededRunYields(t *testing.T) {
 	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 
 	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	// b is busier than the older run: placement would prefer the latter.
+	b.AddParticipant(ParticipantEntry{Room: "rb", Identity: "carol"})
+	b.AddParticipant(ParticipantEntry{Room: "rb", Identity: "dave"})
 	evB := record(t, b)
 	waitBus(t, b, "dup")
 
@@ -50,6 +53,13 @@ func TestRedisSupersededRunYields(t *testing.T) {
 	require.Never(t, func() bool { return epochOf() != 2 }, 10*testHeartbeat, tick/2,
 		"the older run overwrote the newer run's record")
 	require.True(t, old.superseded.Load())
+	// Nor does the older run place anyone on itself: they would be missing
+	// from the directory.
+	placer, err := NewPlacer(cfg, old, nopLog())
+	require.NoError(t, err)
+	pl, err := placer.Place(ctx, PlacementRequest{Room: "r2", ServerName: "x.example"})
+	require.NoError(t, err)
+	require.Equal(t, NodeID("b"), pl.Node.ID)
 	// b saw the newer run replace the older one, and never the older back.
 	evB.wait(t, "newer run up", func(ev Event) bool { return ev.Type == EventNodeUp && ev.Node == "dup" && ev.Epoch == 2 })
 	backs := func() int {
