@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -327,7 +328,9 @@ func (r *Redis) round(ctx context.Context) error {
 	now := r.opts.now()
 	// Our record was gone although we were registered: Redis restarted or
 	// was flushed, or we were cut off longer than the TTL and got reaped.
-	reconcile := !superseded && (!r.registered || res[1] == "")
+	// Or it was another run's (an older run of this node ID registered
+	// after a Redis restart, re-publishing its entries and pruning ours).
+	reconcile := !superseded && (!r.registered || res[1] == "" || !r.ownRecord(res[1]))
 	if reconcile {
 		r.settleUntil = now.Add(r.cfg.LivenessTTL + r.cfg.HeartbeatInterval)
 	}
@@ -379,6 +382,17 @@ func (r *Redis) round(ctx context.Context) error {
 		return nil
 	}
 	return r.flush(ctx)
+}
+
+// ownRecord reports whether rec is this run's node record (by id and epoch
+// only: a record this node wrote is never reconciled away for a field the
+// strict parser would refuse).
+func (r *Redis) ownRecord(rec string) bool {
+	var w struct {
+		ID    string `json:"id"`
+		Epoch string `json:"epoch"`
+	}
+	return json.Unmarshal([]byte(rec), &w) == nil && w.ID == string(r.self.ID) && w.Epoch == fmtEpoch(r.self.Epoch)
 }
 
 // supersede records whether the heartbeat found rec, the node's record, to

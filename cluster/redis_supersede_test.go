@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,4 +122,39 @@ func TestRedisSupersededRunReturnsAfterNewerLeaves(t *testing.T) {
 		p, err := b.Participant(ctx, "r", "alice")
 		return err == nil && p.Epoch == 1 && !old.superseded.Load()
 	}, waitFor, tick)
+}
+
+// Redis restarts empty while an older run of a node ID still runs, and the
+// older run heartbeats first: it registers again (the record was absent)
+// and re-publishes its entries. The newer run, finding the older's record
+// where its own should be, re-publishes its own entries too (and takes the
+// node ID back), instead of going on as if its entries were still there.
+func TestRedisNewerRunReconcilesAfterAnOlderRunsRecord(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	old := startNode(t, cfg, withEpoch(1))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	newer := startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "bob")
+		return err == nil && p.Epoch == 2 && old.superseded.Load()
+	}, waitFor, tick)
+
+	// The restart and the older run's first heartbeat, at once.
+	rec, err := MarshalNode(old.Self())
+	require.NoError(t, err)
+	_, err = raw.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.FlushAll(ctx)
+		p.Set(ctx, "gxtest:node:dup", rec, testTTL)
+		p.SAdd(ctx, "gxtest:nodes", "dup")
+		return nil
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		p, err := b.Participant(ctx, "r", "bob")
+		return err == nil && p.Epoch == 2
+	}, waitFor, tick, "the newer run's entries were not re-published")
 }
