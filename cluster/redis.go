@@ -101,6 +101,9 @@ type Redis struct {
 	registered  bool
 	down        bool // a failure was logged and no success since
 	settleUntil time.Time
+	// foreignAt is when the heartbeat last reconciled for finding another
+	// run's record in place of this one's.
+	foreignAt time.Time
 
 	// viewMu serialises changes of view and known (the loop's heartbeat
 	// rounds and node_down events from the bus).
@@ -329,8 +332,14 @@ func (r *Redis) round(ctx context.Context) error {
 	// Our record was gone although we were registered: Redis restarted or
 	// was flushed, or we were cut off longer than the TTL and got reaped.
 	// Or it was another run's (an older run of this node ID registered
-	// after a Redis restart, re-publishing its entries and pruning ours).
-	reconcile := !superseded && (!r.registered || res[1] == "" || !r.ownRecord(res[1]))
+	// after a Redis restart, re-publishing its entries and pruning ours);
+	// at most once per liveness_ttl, as an older gxconf without this check
+	// overwrites the record at every heartbeat.
+	reconcile := !superseded && (!r.registered || res[1] == "")
+	if !superseded && !reconcile && !r.ownRecord(res[1]) && now.Sub(r.foreignAt) >= r.cfg.LivenessTTL {
+		reconcile = true
+		r.foreignAt = now
+	}
 	if reconcile {
 		r.settleUntil = now.Add(r.cfg.LivenessTTL + r.cfg.HeartbeatInterval)
 	}

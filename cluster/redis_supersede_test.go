@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -157,4 +158,41 @@ func TestRedisNewerRunReconcilesAfterAnOlderRunsRecord(t *testing.T) {
 		p, err := b.Participant(ctx, "r", "bob")
 		return err == nil && p.Epoch == 2
 	}, waitFor, tick, "the newer run's entries were not re-published")
+}
+
+// An older run that overwrites the record at every heartbeat (an older
+// gxconf, without the newer-epoch check) makes the newer run re-publish its
+// entries at most once per liveness_ttl, not at every heartbeat.
+func TestRedisForeignRecordReconcilesAtMostOncePerTTL(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	newer := startNode(t, cfg, withEpoch(2))
+	require.Eventually(t, newer.Connected, waitFor, tick)
+	ev := record(t, newer)
+	older := newer.Self()
+	older.Epoch = 1
+	rec, err := MarshalNode(older)
+	require.NoError(t, err)
+
+	start := time.Now()
+	for time.Since(start) < 3*testTTL {
+		require.NoError(t, raw.Set(ctx, "gxtest:node:dup", rec, testTTL).Err())
+		time.Sleep(tick) // the older run's heartbeat, far more often than a real one
+	}
+	elapsed := time.Since(start)
+	resyncs := func() int {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		n := 0
+		for _, e := range ev.events {
+			if e.Type == EventResync {
+				n++
+			}
+		}
+		return n
+	}
+	require.Positive(t, resyncs(), "the newer run never re-published")
+	require.LessOrEqual(t, resyncs(), int(elapsed/testTTL)+1)
 }
