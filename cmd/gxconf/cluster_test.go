@@ -87,3 +87,33 @@ func TestClusterStatusPrintsLinks(t *testing.T) {
 	require.NotContains(t, out.String(), "Relay links")
 	require.Contains(t, out.String(), "node-b")
 }
+
+// The metrics listener (cluster status, metrics, profiles; no
+// authentication) answers no web page: a page's request, cross-site or
+// after a DNS rebinding, is refused; Prometheus, the CLI and an address
+// typed into the browser are served.
+func TestMetricsListenerRefusesPages(t *testing.T) {
+	h := noPages(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("rooms")) }))
+	for _, c := range []struct {
+		header, value string
+		want          int
+	}{
+		{"", "", http.StatusOK},
+		{"Sec-Fetch-Site", "none", http.StatusOK},
+		{"Sec-Fetch-Site", "same-origin", http.StatusForbidden},
+		{"Sec-Fetch-Site", "cross-site", http.StatusForbidden},
+		{"Sec-Fetch-Site", "same-site", http.StatusForbidden},
+		{"Origin", "http://rebound.example", http.StatusForbidden},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/cluster/status", nil)
+		if c.header != "" {
+			r.Header.Set(c.header, c.value)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		require.Equal(t, c.want, w.Code, "%s: %s", c.header, c.value)
+		if c.want != http.StatusOK {
+			require.NotContains(t, w.Body.String(), "rooms")
+		}
+	}
+}

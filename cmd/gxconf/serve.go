@@ -326,7 +326,7 @@ func serve(ctx context.Context, cfg *config.Config, reg *mxas.Registration, log 
 				if err != nil {
 					return fmt.Errorf("metrics server: failed to listen on %s: %w", cfg.Metrics.Listen, err)
 				}
-				return serveHTTP(ctx, ln, metricsHandler)
+				return serveHTTP(ctx, ln, noPages(metricsHandler))
 			}})
 		}
 	}
@@ -572,4 +572,22 @@ func tlsRunners(cfg *config.Config, log zerolog.Logger, focusSvc *focus.Service,
 		}
 	}
 	return serveOn(cfg.Focus.Listen, focusSvc.Serve), serveOn(cfg.Appservice.Listen, as.Serve), certs, nil
+}
+
+// noPages guards the internal metrics listener, which has no
+// authentication, against web pages: a page an operator opens can make
+// the browser fetch any address it reaches, and after a DNS rebinding read
+// the answer — the cluster's rooms, the participants' identities, the
+// metrics, profiles. Requests a page made carry Origin or Sec-Fetch-Site
+// (same-origin after a rebinding, cross-site otherwise) and are refused
+// with 403; Prometheus, curl and the CLI send neither, and an address the
+// operator types into the browser is Sec-Fetch-Site: none.
+func noPages(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if site := r.Header.Get("Sec-Fetch-Site"); r.Header.Get("Origin") != "" || (site != "" && site != "none") {
+			http.Error(w, "not for web pages", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -163,6 +163,14 @@ tls: {cert_file: %q, key_file: %q, reload_interval: 1s}
 	code, err := get("/debug/pprof/")
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code, "pprof over TLS")
+	// A web page's request (here after a DNS rebinding) is refused (noPages).
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/debug/pprof/", nil)
+	require.NoError(t, err)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "a page read the metrics listener")
 
 	// The chain is checked: a client that does not trust the CA fails.
 	_, err = (&http.Client{Timeout: 5 * time.Second}).Get("https://" + addr + "/metrics")
@@ -188,7 +196,7 @@ tls: {cert_file: %q, key_file: %q, reload_interval: 1s}
 	require.Equal(t, uint16(tls.VersionTLS12), st.Version)
 
 	// Plain HTTP gets no metrics.
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
+	resp, err = (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
 	if err == nil {
 		resp.Body.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
