@@ -32,6 +32,35 @@ var secretFor = map[string]string{
 	"bridge.secret":           "0123456789abcdef0123456789abcdef-relay-secret",
 	"sfu.turn.secret":         "0123456789abcdef0123456789abcdef-turn-secret",
 	"database.uri":            "postgres://gxconf:pw@postgres.postgres.svc/gxconf?connect_timeout=10",
+	"focus.sfu.api_secret":    "0123456789abcdef0123456789abcdef-livekit-secret",
+	"sfu.rtc.turn_servers":    `[{urls: ["turn:turn.bund.test:3478"], username: gxconf, credential: "0123456789abcdef-turn-servers-credential"}]`,
+	// Keys whose value is itself a file (…_file): the file holds the secret.
+	"catalog.admin.client_secret":    "0123456789abcdef0123456789abcdef-client-secret",
+	"catalog.signing_key":            "-----BEGIN PRIVATE KEY-----\ncatalog\n-----END PRIVATE KEY-----",
+	"credentials.oid4vp.signing_key": "-----BEGIN PRIVATE KEY-----\noid4vp\n-----END PRIVATE KEY-----",
+	// Every peer's secret (peering.peers.<name>.secret_file in the config file).
+	"peering.peers.*.secret": "0123456789abcdef0123456789abcdef-peer-secret",
+}
+
+// mountPeerSecrets points every peering.peers.<name>.secret_file of a node's
+// config (a path below the mounted Secrets) at a file holding the test
+// secret, as the mounted Secret would. It reports whether it changed doc.
+func mountPeerSecrets(t *testing.T, doc map[string]any, secrets map[string]string) bool {
+	t.Helper()
+	changed := false
+	for name, p := range mapOf(doc, "peering", "peers") {
+		path := str(p, "secret_file")
+		if path == "" {
+			continue
+		}
+		require.True(t, strings.HasPrefix(path, "/run/secrets/gxconf/"), "peering.peers.%s.secret_file: secrets are mounted below /run/secrets/gxconf", name)
+		f := filepath.Join(t.TempDir(), "peer-"+name)
+		require.NoError(t, os.WriteFile(f, []byte(secretFor["peering.peers.*.secret"]+"\n"), 0o600))
+		p.(map[string]any)["secret_file"] = f
+		secrets["peering.peers."+name+".secret"] = secretFor["peering.peers.*.secret"]
+		changed = true
+	}
+	return changed
 }
 
 // nodeEnv turns the StatefulSet's environment into what the process would
@@ -124,8 +153,12 @@ func TestChartConfigDecodes(t *testing.T) {
 				require.NotEmpty(t, raw, file)
 				var doc map[string]any
 				require.NoError(t, yaml.Unmarshal([]byte(raw), &doc))
+				changed := mountPeerSecrets(t, doc, secrets)
 				if !withCluster {
 					delete(doc, "cluster")
+					changed = true
+				}
+				if changed {
 					b, err := yaml.Marshal(doc)
 					require.NoError(t, err)
 					raw = string(b)
@@ -155,6 +188,29 @@ func TestChartConfigDecodes(t *testing.T) {
 				}
 				if s, ok := secrets["database.uri"]; ok {
 					require.Equal(t, s, cfg.Database.URI)
+				}
+				if s, ok := secrets["focus.sfu.api_secret"]; ok {
+					require.Equal(t, s, cfg.Focus.SFU.APISecret)
+				}
+				if _, ok := secrets["sfu.rtc.turn_servers"]; ok {
+					require.Len(t, cfg.SFU.RTC.TURNServers, 1)
+					require.Equal(t, "0123456789abcdef-turn-servers-credential", cfg.SFU.RTC.TURNServers[0].Credential)
+				}
+				for key, got := range map[string]string{
+					"catalog.admin.client_secret":    cfg.Catalog.Admin.ClientSecretFile,
+					"catalog.signing_key":            cfg.Catalog.SigningKeyFile,
+					"credentials.oid4vp.signing_key": cfg.Credentials.OID4VP.SigningKeyFile,
+				} {
+					if s, ok := secrets[key]; ok {
+						b, err := os.ReadFile(got)
+						require.NoError(t, err, "%s_file names the mounted file", key)
+						require.Equal(t, s, strings.TrimRight(string(b), "\n"))
+					}
+				}
+				for name, pc := range cfg.Peering.Peers {
+					if s, ok := secrets["peering.peers."+name+".secret"]; ok {
+						require.Equal(t, s, pc.Secret, "peering.peers.%s.secret comes from its file", name)
+					}
 				}
 				if h := routedHost(objs, "/_matrix/app"); h != "" {
 					require.Equal(t, "https://"+h, cfg.Appservice.Address, "the registration URL is the appservice Ingress")

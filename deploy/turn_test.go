@@ -37,9 +37,10 @@ func TestTURNPorts(t *testing.T) {
 			objs := render(t, set)
 			sts := find(objs, "StatefulSet", "gx-gxconf")
 			hostNet := get(sts, "spec", "template", "spec", "hostNetwork") == true
-			env, _ := nodeEnv(t, sts, hasSection("cluster"))
+			env, secrets := nodeEnv(t, sts, hasSection("cluster"))
 			cm := find(objs, "ConfigMap", "gx-gxconf")
 			for i, raw := range nodeConfigs(t, objs) {
+				mountPeerSecrets(t, raw, secrets)
 				b, err := yaml.Marshal(raw)
 				require.NoError(t, err)
 				c, err := config.Parse(b, env)

@@ -80,6 +80,13 @@ strict parser for every value set.
 {{- end -}}
 {{- $_ := set $derived "cluster" $cl -}}
 {{- end -}}
+{{- $peers := dict -}}
+{{- range $e := fromYamlArray (include "gxconf.fileSecrets" $root) -}}
+{{- if $e.peer -}}
+{{- $_ := set $peers $e.peer (dict "secret_file" (printf "%s/%s/%s" (include "gxconf.secretDir" $root) $e.name $e.key)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $peers -}}{{- $_ := set $derived "peering" (dict "peers" $peers) -}}{{- end -}}
 {{- $cfg := mustMergeOverwrite (deepCopy $v.config) $derived -}}
 {{- toYaml $cfg -}}
 {{- end -}}

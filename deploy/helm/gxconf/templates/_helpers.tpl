@@ -118,10 +118,88 @@ https://{{ .Values.ingress.host }}
 {{- define "gxconf.secretDir" -}}/run/secrets/gxconf{{- end -}}
 
 {{/*
+The secrets.* options beyond the ones the StatefulSet spells out, as a YAML
+list: each is one key of an existing Secret, mounted read-only at
+<secretDir>/<name>/<key>. env is the variable that tells gxconf the file
+(GXCONF_<PATH>_FILE); a peer's secret has none, its path goes into the
+config file as peering.peers.<peer>.secret_file (gxconf reads no map of
+sections from the environment).
+*/}}
+{{- define "gxconf.fileSecrets" -}}
+{{- $s := .Values.secrets -}}
+{{- $out := list -}}
+{{- range $e := list
+  (list "focus-sfu-secret" $s.focusSFUSecret "GXCONF_FOCUS__SFU__API_SECRET_FILE")
+  (list "turn-servers" $s.turnServers "GXCONF_SFU__RTC__TURN_SERVERS_FILE")
+  (list "catalog-client-secret" $s.catalogClientSecret "GXCONF_CATALOG__ADMIN__CLIENT_SECRET_FILE")
+  (list "catalog-signing-key" $s.catalogSigningKey "GXCONF_CATALOG__SIGNING_KEY_FILE")
+  (list "oid4vp-signing-key" $s.oid4vpSigningKey "GXCONF_CREDENTIALS__OID4VP__SIGNING_KEY_FILE") -}}
+{{- $ref := index $e 1 | default dict -}}
+{{- if $ref.existingSecret -}}
+{{- $out = append $out (dict "name" (index $e 0) "secret" $ref.existingSecret "key" $ref.key "env" (index $e 2)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $peer, $ref := $s.peerSecrets -}}
+{{- $out = append $out (dict "name" (printf "peer-%s" $peer) "secret" $ref.existingSecret "key" $ref.key "peer" $peer) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+Refuses secrets in the config passthrough: it is rendered into a ConfigMap
+(readable by whoever may read ConfigMaps, shown by kubectl describe, kept in
+the release history as plain text). Each key names the secrets.* option
+that mounts it from a Secret instead. An empty value holds no secret.
+*/}}
+{{- define "gxconf.validateConfigSecrets" -}}
+{{- $c := .Values.config | default dict -}}
+{{- range $r := list
+  (list "sfu.keys" "secrets.sfuKey")
+  (list "sfu.turn.secret" "secrets.turnSecret")
+  (list "focus.sfu.api_secret" "secrets.focusSFUSecret")
+  (list "bridge.secret" "secrets.relaySecret")
+  (list "credentials.at_rest_key" "secrets.atRestKey (or secrets.atRestKeys)")
+  (list "catalog.admin.client_secret" "secrets.catalogClientSecret") -}}
+{{- $val := $c -}}
+{{- range $k := splitList "." (index $r 0) -}}
+{{- if kindIs "map" $val -}}{{- $val = get $val $k -}}{{- else -}}{{- $val = "" -}}{{- end -}}
+{{- end -}}
+{{- if not (empty $val) -}}
+{{- fail (printf "config.%s holds a secret, and config is rendered into a ConfigMap: remove it and give it from a Secret with %s" (index $r 0) (index $r 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- $rtc := get $c "sfu" -}}
+{{- if kindIs "map" $rtc -}}{{- $rtc = get $rtc "rtc" -}}{{- end -}}
+{{- if kindIs "map" $rtc -}}
+{{- range $i, $ts := (get $rtc "turn_servers" | default list) -}}
+{{- if and (kindIs "map" $ts) (not (empty (get $ts "credential"))) -}}
+{{- fail (printf "config.sfu.rtc.turn_servers[%d].credential holds a secret, and config is rendered into a ConfigMap: remove sfu.rtc.turn_servers from config and give the whole list from a Secret with secrets.turnServers" $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $peering := get $c "peering" -}}
+{{- $peers := dict -}}
+{{- if kindIs "map" $peering -}}{{- $peers = get $peering "peers" | default dict -}}{{- end -}}
+{{- if kindIs "map" $peers -}}
+{{- range $name, $p := $peers -}}
+{{- if and (kindIs "map" $p) (not (empty (get $p "secret"))) -}}
+{{- fail (printf "config.peering.peers.%s.secret holds a secret, and config is rendered into a ConfigMap: remove it and give it from a Secret with secrets.peerSecrets.%s" $name $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $_ := .Values.secrets.peerSecrets -}}
+{{- if not (and (kindIs "map" $peers) (hasKey $peers $name)) -}}
+{{- fail (printf "secrets.peerSecrets.%s names no peer in config.peering.peers" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Checks the combinations the schema cannot express.
 */}}
 {{- define "gxconf.validate" -}}
 {{- $v := .Values -}}
+{{- include "gxconf.validateConfigSecrets" . -}}
 {{- if gt (int $v.nodes.replicas) 1 -}}
 {{- if ne $v.database.type "postgres" -}}{{ fail "nodes.replicas > 1 needs database.type postgres (SQLite is one node's file)" }}{{- end -}}
 {{- if eq $v.redis.mode "none" -}}{{ fail "nodes.replicas > 1 needs redis.mode bundled or external (the nodes share a registry)" }}{{- end -}}
