@@ -11,9 +11,12 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/livekit/protocol/livekit"
 	"github.com/prometheus/client_golang/prometheus"
@@ -329,6 +332,7 @@ func metricsClient(caFile, serverName string) (*http.Client, error) {
 }
 
 func printStatus(out io.Writer, st cluster.Status) {
+	terminalSafe(reflect.ValueOf(&st).Elem())
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Asked node %s", st.Self)
 	if st.Partial {
@@ -389,5 +393,36 @@ func printPeering(tw io.Writer, p *cluster.PeeringStatus) {
 	fmt.Fprintln(tw, "\nPEER PARTICIPANT\tROOM\tDEPLOYMENT\tNODE")
 	for _, pp := range p.Participants {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", pp.Identity, pp.Room, pp.Deployment, pp.Node)
+	}
+}
+
+// terminalSafe replaces, in every string v holds, what would act on the
+// operator's terminal or the table rather than be printed: control
+// characters (escape sequences, tabs, new lines) and the bidirectional
+// formatting characters that reorder what follows them. Room names and
+// identities come from clients, peer deployments' from the peers.
+func terminalSafe(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		if v.CanSet() {
+			v.SetString(strings.Map(func(r rune) rune {
+				if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+					return utf8.RuneError
+				}
+				return r
+			}, strings.ToValidUTF8(v.String(), "\uFFFD")))
+		}
+	case reflect.Pointer:
+		if !v.IsNil() {
+			terminalSafe(v.Elem())
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			terminalSafe(v.Field(i))
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			terminalSafe(v.Index(i))
+		}
 	}
 }

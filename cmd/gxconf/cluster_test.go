@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +117,25 @@ func TestMetricsListenerRefusesPages(t *testing.T) {
 			require.NotContains(t, w.Body.String(), "rooms")
 		}
 	}
+}
+
+// What clients and peers named (rooms, identities, peer deployments) is
+// printed, not obeyed: a terminal escape, a tab that would shift the
+// columns or a bidirectional override reaches the operator's terminal as
+// U+FFFD.
+func TestClusterStatusPrintsNamesInert(t *testing.T) {
+	var out bytes.Buffer
+	hostile := "\x1b]0;owned\x07evil\tcolumn\u202eroom\x9b2J"
+	printStatus(&out, cluster.Status{
+		Self:  "node-a",
+		Rooms: []cluster.RoomStatus{{Room: cluster.RoomName(hostile), Nodes: []cluster.RoomNodeStatus{{Node: "node-a", Participants: 1}}}},
+		Peering: &cluster.PeeringStatus{Self: "fed-b", Participants: []cluster.PeerParticipant{
+			{Identity: hostile, Room: "r", Deployment: "fed-a", Node: "a1"},
+		}},
+	})
+	text := out.String()
+	for _, bad := range []string{"\x1b", "\x07", "\u202e", "\x9b", "evil\t"} {
+		require.NotContains(t, text, bad)
+	}
+	require.Equal(t, 2, strings.Count(text, "]0;owned\uFFFDevil\uFFFDcolumn\uFFFDroom\uFFFD2J"), text)
 }
