@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/gxfs-conf/gxconf/internal/clip"
 )
 
 // openIDVerifier resolves a Matrix OpenID token to its user ID by asking the
@@ -252,8 +254,11 @@ func (v *openIDVerifier) lookup(ctx context.Context, server, accessToken string)
 	}
 	user := id.UserID(info.Sub)
 	_, userServer, err := user.Parse()
-	if err != nil {
-		return "", fmt.Errorf("userinfo sub %q is not a user ID", info.Sub)
+	if err != nil || !printable(info.Sub, maxField) {
+		// Matrix user IDs are at most 255 bytes: a longer one (only a
+		// hostile homeserver sends it) would make an identity the cluster
+		// directory cannot hold, a participant no booking counts.
+		return "", fmt.Errorf("userinfo sub %s is not a user ID of at most %d bytes of printable text", clip.Quote(info.Sub), maxField)
 	}
 	if userServer != server {
 		return "", fmt.Errorf("userinfo sub %s does not belong to %s", user, server)

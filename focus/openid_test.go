@@ -24,6 +24,7 @@ type tlsHomeserver struct {
 	mu        sync.Mutex
 	hosts     []string // Host headers seen by userinfo
 	wellKnown string   // m.server answer; "" → 404
+	localpart string   // of the user it answers for; "" → alice
 }
 
 func newTLSHomeserver(t *testing.T) *tlsHomeserver {
@@ -45,7 +46,11 @@ func newTLSHomeserver(t *testing.T) *tlsHomeserver {
 				return
 			}
 			// The user belongs to whatever server name the request was for.
-			_ = json.NewEncoder(w).Encode(map[string]string{"sub": "@alice:" + r.Host})
+			local := "alice"
+			if hs.localpart != "" {
+				local = hs.localpart
+			}
+			_ = json.NewEncoder(w).Encode(map[string]string{"sub": "@" + local + ":" + r.Host})
 		default:
 			http.NotFound(w, r)
 		}
@@ -86,6 +91,42 @@ func verifierFor(t *testing.T, hs *tlsHomeserver, srv func(service string) (stri
 		return "", nil, errors.New("no such record")
 	}
 	return v, &dialed
+}
+
+// A homeserver answers for its own users, within the grammar: a user ID
+// over 255 bytes or with control characters (made an identity, it would
+// not fit the cluster directory, and no booking would count it) is
+// refused, and not quoted whole.
+func TestOpenIDUserIDBounded(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range map[string]struct {
+		local string
+		ok    bool
+	}{
+		"longest":  {strings.Repeat("a", 255-len("@:example.com:00000")), true},
+		"too long": {strings.Repeat("a", 600), false},
+		"control":  {"ali\x1bce", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hs := newTLSHomeserver(t)
+			hs.localpart = c.local
+			v, _ := verifierFor(t, hs, nil)
+			server := "example.com:" + hs.port()
+			// the longest fits with a five-digit port only
+			if c.ok && len("@"+c.local+":"+server) > 255 {
+				hs.localpart = c.local[:255-len("@:"+server)]
+			}
+			user, _, err := v.Verify(ctx, OpenIDToken{AccessToken: "good", MatrixServerName: server})
+			if c.ok {
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(user), 255)
+				return
+			}
+			require.ErrorIs(t, err, ErrUnauthorized)
+			require.Contains(t, err.Error(), "is not a user ID of at most 255 bytes")
+			require.Less(t, len(err.Error()), 400)
+		})
+	}
 }
 
 func TestOpenIDResolution(t *testing.T) {

@@ -140,7 +140,8 @@ func (r *LegacyTokenRequest) Validate() error {
 		return badJSON(fmt.Sprintf("`room` must be at most %d bytes of printable text", maxField))
 	case !printable(r.DeviceID, maxDeviceID):
 		// It becomes part of the LiveKit identity, which the cluster
-		// directory (names ≤ 256 bytes, no control characters) must hold.
+		// directory (names ≤ 512 bytes, no control characters) must hold:
+		// with a user ID of at most maxField bytes, 255+1+128.
 		return badJSON(fmt.Sprintf("`device_id` must be at most %d bytes of printable text", maxDeviceID))
 	}
 	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
