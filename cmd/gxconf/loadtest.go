@@ -18,7 +18,10 @@ import (
 )
 
 // loadtestUsage explains the cluster mode, which the flag list alone does not.
-const loadtestUsage = `Usage: gxconf loadtest -url ws://… -api-key K -api-secret S [flags]
+const loadtestUsage = `Usage: LIVEKIT_API_KEY=K LIVEKIT_API_SECRET=S gxconf loadtest -url ws://… [flags]
+
+The key and secret may be given as -api-key and -api-secret too, but a
+secret on the command line is in the process list and the shell history.
 
 Synthetic participants against any LiveKit-compatible server (gxconf's SFU or
 a stock LiveKit server).

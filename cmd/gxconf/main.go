@@ -10,7 +10,7 @@
 //	gxconf catalog export -c config.yaml -o dir
 //	gxconf cluster status|drain [-c config.yaml | -url http://127.0.0.1:9464]
 //	gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
-//	gxconf loadtest -url ws://… -api-key … -api-secret … [-rooms -publishers -subscribers …]
+//	LIVEKIT_API_KEY=… LIVEKIT_API_SECRET=… gxconf loadtest -url ws://… [-rooms -publishers -subscribers …]
 //	gxconf plan [-calibration FILE] [-json] [-sessions -participants …]
 //	gxconf version
 //
@@ -56,7 +56,7 @@ Usage:
   gxconf drain [-c config.yaml | -url http://127.0.0.1:9464]
       The same as gxconf cluster drain: the node leaves placement, answers /healthz
       with 503, moves its participants to other nodes in batches, then stops.
-  gxconf loadtest -url ws://127.0.0.1:7880 -api-key K -api-secret S [-rooms N -publishers M -subscribers K ...]
+  LIVEKIT_API_KEY=K LIVEKIT_API_SECRET=S gxconf loadtest -url ws://127.0.0.1:7880 [-rooms N -publishers M -subscribers K ...]
       Load an SFU (gxconf's or any LiveKit server) with synthetic participants; prints
       join latency, tracks, bitrate, loss and, with -sfu-pid, the SFU's CPU and memory;
       -calibration-out FILE writes its figures for gxconf plan.
