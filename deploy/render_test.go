@@ -3,7 +3,6 @@ package deploy
 import (
 	"bytes"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"gopkg.in/yaml.v3"
 )
 
 const chartDir = "helm/gxconf"
@@ -135,19 +133,7 @@ func render(t *testing.T, set string, extra ...string) []obj {
 	t.Helper()
 	out, err := helmTemplate(t, set, extra...)
 	require.NoError(t, err, "helm template %s", set)
-	var objs []obj
-	dec := yaml.NewDecoder(bytes.NewReader(out))
-	for {
-		var o map[string]any
-		err := dec.Decode(&o)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		if o != nil {
-			objs = append(objs, obj(o))
-		}
-	}
+	objs := decode(t, out)
 	require.NotEmpty(t, objs)
 	return objs
 }
