@@ -31,7 +31,7 @@ import (
 // lines, and the rids of its a=simulcast line, once more in every offer
 // it makes: a repeated a=rid line is left out of the description (pion
 // would make a track of each), and a=simulcast lines, like a=group lines,
-// are not held to the line bound.
+// are not held to the line bound, their rids named once (simulcastOnce).
 const (
 	maxSDPLine    = 4096     // bytes of one line; a=group and a=simulcast lines excepted
 	maxSDPSection = 32 << 10 // bytes of one media section, or of the session part
@@ -62,6 +62,11 @@ func shapeSDP(sdp string) (string, *sdpShapeError) {
 		}
 		if strings.HasPrefix(line, "a=group:") {
 			continue
+		}
+		if strings.HasPrefix(line, "a=simulcast:") {
+			if d := simulcastOnce(line); len(d) < len(line) {
+				line, repeated = d, true
+			}
 		}
 		if len(line) > maxSDPLine && !strings.HasPrefix(line, "a=simulcast:") {
 			return "", &sdpShapeError{"line_length", fmt.Sprintf("a line of %d bytes (at most %d)", len(line), maxSDPLine)}
@@ -114,10 +119,42 @@ func shapeSDP(sdp string) (string, *sdpShapeError) {
 				rids = map[string]bool{}
 			}
 			rids[key] = true
+		case strings.HasPrefix(key, "a=simulcast:"):
+			line = simulcastOnce(key) + line[len(key):]
 		}
 		b.WriteString(line)
 	}
 	return b.String(), nil
+}
+
+// simulcastOnce is an a=simulcast line with each rid of a direction's list
+// once, in the order of first mention ("send q;h;f;q;h;f" → "send q;h;f").
+// pion as a client repeats the list in every offer it makes, as it
+// repeats the a=rid lines, so a long-lived server-sdk-go publisher's line
+// grew by its list at every renegotiation until the section outgrew
+// maxSDPSection and its offers were refused. pion reads the line only for
+// paused rids ("~q"), which a repeat does not change.
+func simulcastOnce(line string) string {
+	parts := strings.Split(strings.TrimPrefix(line, "a=simulcast:"), " ")
+	changed := false
+	for i := 1; i < len(parts); i += 2 { // direction, list, direction, list
+		list := strings.Split(parts[i], ";")
+		seen := make(map[string]bool, len(list))
+		once := list[:0]
+		for _, rid := range list {
+			if seen[rid] {
+				changed = true
+				continue
+			}
+			seen[rid] = true
+			once = append(once, rid)
+		}
+		parts[i] = strings.Join(once, ";")
+	}
+	if !changed {
+		return line
+	}
+	return "a=simulcast:" + strings.Join(parts, " ")
 }
 
 // checkOfferTracks refuses an offer with a media section that pion takes

@@ -12,11 +12,13 @@ import (
 
 // FuzzShapeSDP: a client's session description is untrusted text. No
 // panic; a description shapeSDP accepts comes back within the bounds, with
-// no a=rid line twice in a section, as a subsequence of the input's lines,
-// and unchanged when shaped again.
+// no a=rid line twice in a section and no rid twice in an a=simulcast
+// list, as a subsequence of the input's lines (a=simulcast lines with
+// their rids once), and unchanged when shaped again.
 func FuzzShapeSDP(f *testing.F) {
 	f.Add("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rid:f send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send f;h\r\na=ssrc:1 cname:x\r\na=ssrc-group:FID 1 2\r\n")
 	f.Add("m=audio\na=rid:a\nm=video\na=rid:a\na=rid:a\n")
+	f.Add("m=video\r\na=simulcast:send q;h;~f;q;h;~f recv a;a  b;b\r\na=simulcast:send q;q\n")
 	f.Add(strings.Repeat("a=ssrc:1 x\r\n", 70))
 	f.Add("a=" + strings.Repeat("x", maxSDPLine))
 	f.Fuzz(func(t *testing.T, sdp string) {
@@ -39,10 +41,23 @@ func FuzzShapeSDP(f *testing.F) {
 				require.False(t, rids[key], "a repeated a=rid line kept")
 				rids[key] = true
 			}
+			if list, ok := strings.CutPrefix(key, "a=simulcast:"); ok {
+				parts := strings.Split(list, " ")
+				for i := 1; i < len(parts); i += 2 {
+					seen := map[string]bool{}
+					for _, rid := range strings.Split(parts[i], ";") {
+						require.False(t, seen[rid], "a rid twice in %q", key)
+						seen[rid] = true
+					}
+				}
+			}
 			outLines = append(outLines, line)
 		}
 		i := 0
 		for line := range strings.Lines(sdp) {
+			if key := strings.TrimRight(line, "\r\n"); strings.HasPrefix(key, "a=simulcast:") {
+				line = simulcastOnce(key) + line[len(key):]
+			}
 			if i < len(outLines) && outLines[i] == line {
 				i++
 			}

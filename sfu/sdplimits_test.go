@@ -202,6 +202,10 @@ func TestRemoteSDPBounded(t *testing.T) {
 		"a=simulcast:send " + strings.Repeat("q;h;f;", 999) + "q;h;f\r\n"
 	answered, _ = hoarder.offer(11, base+repeats)
 	require.True(t, answered)
+	// After some 6,000 renegotiations its a=simulcast line alone is over
+	// the section bound; it is read with each rid once.
+	answered, _ = hoarder.offer(12, base+simulcast[:strings.Index(simulcast, "a=simulcast")]+"a=simulcast:send "+strings.Repeat("q;h;f;", 6000)+"q;h;f\r\n")
+	require.True(t, answered, "a repeated a=simulcast list outgrew the section")
 	for _, s := range []session{mallory, hoarder} {
 		writeSignal(t, s.ws, &livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
 	}
