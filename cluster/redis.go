@@ -104,6 +104,9 @@ type Redis struct {
 	// foreignAt is when the heartbeat last reconciled for finding another
 	// run's record in place of this one's.
 	foreignAt time.Time
+	// malformed holds the node records last logged as malformed, by id:
+	// each is logged once, not at every heartbeat.
+	malformed map[NodeID]string
 
 	// viewMu serialises changes of view and known (the loop's heartbeat
 	// rounds and node_down events from the bus).
@@ -345,6 +348,7 @@ func (r *Redis) round(ctx context.Context) error {
 	}
 	var live []Node
 	var dead []NodeID
+	bad := map[NodeID]string{}
 	for i := 2; i+1 < len(res); i += 2 {
 		id := NodeID(res[i])
 		if id == self.ID {
@@ -358,11 +362,15 @@ func (r *Redis) round(ctx context.Context) error {
 		}
 		n, err := ParseNode([]byte(res[i+1]))
 		if err != nil || n.ID != id {
-			r.log.Warn().Err(err).Str("peer_node_id", string(id)).Msg("ignoring malformed node record")
+			if r.malformed[id] != res[i+1] {
+				r.log.Warn().Err(err).Str("peer_node_id", string(id)).Msg("ignoring malformed node record (logged again when it changes)")
+			}
+			bad[id] = res[i+1]
 			continue
 		}
 		live = append(live, n)
 	}
+	r.malformed = bad
 	r.viewMu.Lock()
 	live = r.diff(live, now)
 	slices.SortFunc(live, func(a, b Node) int { return strings.Compare(string(a.ID), string(b.ID)) })

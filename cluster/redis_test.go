@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -510,4 +512,56 @@ func TestRedisLookupsDoNotStarveTheHeartbeat(t *testing.T) {
 	}
 	require.Never(t, func() bool { return len(b.Nodes()) != 2 }, 3*testTTL, tick, "b lost a while a's lookups were queued")
 	wg.Wait()
+}
+
+// A malformed node record in the registry is logged once, not at every
+// heartbeat (two lines a second per record by default), and again when it
+// changes.
+func TestRedisMalformedRecordLoggedOnce(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	var logged lockedBuffer
+	r, err := NewRedis(testRedisConfig(t, srv.addr, "a", "S"), zerolog.New(&logged).Level(zerolog.InfoLevel))
+	require.NoError(t, err)
+	n := &testNode{Redis: r, done: make(chan error, 1)}
+	runCtx, cancel := context.WithCancel(ctx)
+	n.cancel = cancel
+	go func() { n.done <- r.Run(runCtx) }()
+	t.Cleanup(func() { n.stop(t) })
+	require.Eventually(t, func() bool { return n.Connected() }, waitFor, tick)
+
+	lines := func() int { return strings.Count(logged.String(), "ignoring malformed node record") }
+	rounds := func(k int) { // k more heartbeats of a
+		t.Helper()
+		start := r.view.Load().at
+		require.Eventually(t, func() bool { return r.view.Load().at.Sub(start) >= time.Duration(k)*testHeartbeat }, waitFor, tick)
+	}
+	require.NoError(t, raw.SAdd(ctx, "gxtest:nodes", "bad").Err())
+	require.NoError(t, raw.Set(ctx, "gxtest:node:bad", `{"id":"bad","epoch":`, 0).Err())
+	require.Eventually(t, func() bool { return lines() == 1 }, waitFor, tick)
+	rounds(5)
+	require.Equal(t, 1, lines(), "the same record logged at every heartbeat")
+	require.NoError(t, raw.Set(ctx, "gxtest:node:bad", `{"id":"other"}`, 0).Err())
+	require.Eventually(t, func() bool { return lines() == 2 }, waitFor, tick)
+	rounds(3)
+	require.Equal(t, 2, lines())
+}
+
+// lockedBuffer is a log writer that tests read while the node writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
