@@ -1,7 +1,12 @@
 // Entry point of the gxconf call page.
 //
-// With query parameters it starts a call at once (the end-to-end tests drive
-// it that way); without, it shows a login form (the operator self-test):
+// Without query parameters it shows a login form (the operator self-test).
+// With them (a link) it shows the form filled in from them, and the call
+// starts when the person presses Join: a link alone must not send their
+// camera and microphone to the call service of a homeserver the link names
+// (a browser that remembers the page's camera permission asks nothing). Only
+// an automated browser (navigator.webdriver, as the end-to-end tests drive
+// the page) starts the call at once. The parameters:
 //
 //   hs        homeserver base URL (the client-server API, as a client sees it)
 //   user      user ID or localpart          password  the account's password
@@ -137,18 +142,39 @@ function start(p: CallParams): void {
   void call.start();
 }
 
-function setupForm(): void {
+/**
+ * Shows the login form. link holds a link's call parameters: they fill in
+ * the form, and those it has no field for (video, discovery, …) go with the
+ * call when the person presses Join.
+ */
+function setupForm(link?: URLSearchParams): void {
   const form = document.getElementById("login") as HTMLFormElement;
   form.hidden = false;
   const saved = JSON.parse(localStorage.getItem("gxconf-selftest") ?? "{}") as Record<string, string>;
+  const fill = (k: string, v: string): void => {
+    const input = form.elements.namedItem(k) as HTMLInputElement | HTMLSelectElement | null;
+    if (!input) return;
+    if (input instanceof HTMLInputElement && input.type === "checkbox") input.checked = v === "1" || v === "true";
+    else input.value = v;
+  };
   for (const [k, v] of Object.entries(saved)) {
     const input = form.elements.namedItem(k) as HTMLInputElement | null;
-    if (input && input.type !== "password") input.value = v;
+    if (input && input.type !== "password") fill(k, v);
+  }
+  if (link) {
+    for (const [k, v] of link.entries()) fill(k, v);
+    const notice = document.getElementById("link-notice")!;
+    notice.textContent =
+      `This link asks you to join a call as ${link.get("user") ?? "?"} on ${link.get("hs") ?? "?"}. ` +
+      "Joining sends your camera and microphone to that homeserver's call service: " +
+      "press Join only if you trust the homeserver and the room.";
+    notice.hidden = false;
   }
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const data = new FormData(form);
     const q = new URLSearchParams();
+    if (link) for (const [k, v] of link.entries()) if (!form.elements.namedItem(k)) q.set(k, v);
     for (const [k, v] of data.entries()) if (typeof v === "string" && v !== "") q.set(k, v);
     if (q.has("e2ee")) q.set("e2ee", "1");
     const remembered: Record<string, string> = {};
@@ -175,7 +201,7 @@ store.subscribe(render);
 render(store.state);
 setupControls();
 const query = new URLSearchParams(location.search);
-if (query.has("hs")) {
+if (query.has("hs") && navigator.webdriver) {
   try {
     start(paramsFrom(query));
   } catch (e) {
@@ -183,5 +209,5 @@ if (query.has("hs")) {
     store.update((s) => (s.phase = "failed"));
   }
 } else {
-  setupForm();
+  setupForm(query.has("hs") ? query : undefined);
 }
