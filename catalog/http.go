@@ -32,6 +32,13 @@ func (c *Catalog) Handler() http.Handler {
 	mux.HandleFunc("GET /catalog/admin/login", func(w http.ResponseWriter, r *http.Request) { c.admin.login(w, r, c.now()) })
 	mux.HandleFunc("GET /catalog/admin/callback", c.serveCallback)
 	mux.HandleFunc("POST /catalog/admin/logout", func(w http.ResponseWriter, r *http.Request) {
+		// Another site's form can POST here: the browser sends no session
+		// cookie with it (SameSite=Strict) but applies the answer's
+		// Set-Cookie. The page's header is required, as for the admin API.
+		if r.Header.Get("X-GXConf-CSRF") != "1" {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "missing X-GXConf-CSRF header"})
+			return
+		}
 		c.admin.logout(w, r)
 		w.WriteHeader(http.StatusNoContent)
 	})

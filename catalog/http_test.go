@@ -451,3 +451,45 @@ func TestLoginRefusalKeepsTheProvidersTextOut(t *testing.T) {
 	require.Contains(t, body, `the identity provider answered "access_denied<x>`)
 	require.Less(t, len(body), 200, "%.300s", body)
 }
+
+// TestLogoutNeedsThePagesHeader: another site's form can POST to the
+// logout; the browser sends no session cookie with it (SameSite=Strict) but
+// applies the answer's Set-Cookie, which ended the admin's session. A
+// logout without the page's X-GXConf-CSRF header is now refused and
+// changes nothing.
+func TestLogoutNeedsThePagesHeader(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true})
+	logout := func(cookie *http.Cookie, csrf bool) *http.Response {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/catalog/admin/logout", strings.NewReader(""))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		if csrf {
+			req.Header.Set("X-GXConf-CSRF", "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	for _, cookie := range []*http.Cookie{nil, alice} {
+		resp := logout(cookie, false)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		require.Empty(t, resp.Cookies(), "a cross-site form's logout clears no cookie")
+		code, out := call(t, srv, alice, false, http.MethodGet, "/catalog/admin/api/me", "")
+		require.Equal(t, http.StatusOK, code, out)
+	}
+
+	resp := logout(alice, true)
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	require.Len(t, resp.Cookies(), 1)
+	require.Equal(t, sessionCookie, resp.Cookies()[0].Name)
+	require.Negative(t, resp.Cookies()[0].MaxAge)
+	code, _ := call(t, srv, alice, false, http.MethodGet, "/catalog/admin/api/me", "")
+	require.Equal(t, http.StatusUnauthorized, code)
+}
