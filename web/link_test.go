@@ -17,14 +17,15 @@ import (
 )
 
 // chromium is the browser the end-to-end tests use (GXTEST_CHROMIUM
-// overrides the path); the test skips without it.
+// overrides the path). Like them, the test needs it and the built page
+// (make test installs and builds both); only -short skips it.
 func chromium(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
 	if !Built() {
-		t.Skip("the self-test page is not built (make web)")
+		t.Fatal("the self-test page is not built: make web")
 	}
 	path := os.Getenv("GXTEST_CHROMIUM")
 	if path == "" {
@@ -32,7 +33,7 @@ func chromium(t *testing.T) string {
 	}
 	path, err := exec.LookPath(path)
 	if err != nil {
-		t.Skipf("no Chromium: %v", err)
+		t.Fatalf("no Chromium (scripts/deps.sh installs it): %v", err)
 	}
 	return path
 }
