@@ -65,13 +65,17 @@ type Catalog struct {
 	// refusals (see auditRefusal).
 	subjectAudit subjectBudget
 
-	// mu serialises booking transitions and admissions, so that counts and
-	// session openings are consistent within this node.
-	mu       sync.Mutex
-	sessions map[string]*session             // lk room → open session
-	pending  map[string]map[string]time.Time // lk room → identity → admitted at
-	meetings map[string]map[string]struct{}  // booking|meeting → lk rooms seen
-	status   struct {
+	// pickIndex draws a status list index (tests); nil: crypto/rand.
+	pickIndex func() (int, error)
+
+	// mu serialises this node's booking transitions and admissions. Replicas
+	// sharing the database serialise through store.locked: every check that
+	// a write depends on (open bookings, a room's binding, a booking's
+	// state, sessions, participants admitted, usage) runs in a transaction
+	// holding the lock of what it checks; mu only saves those transactions
+	// from waiting for each other within a node.
+	mu     sync.Mutex
+	status struct {
 		jwt string
 		at  time.Time
 	} // cached status list credential
@@ -116,7 +120,6 @@ func New(ctx context.Context, opts Options) (*Catalog, error) {
 		cfg: cfg, key: key, cat: cat, didDoc: doc, st: st, audit: opts.Audit, dir: opts.Directory,
 		localSite: opts.LocalSite, log: opts.Log, now: now, metrics: newMetrics(opts.Registerer),
 		authAudit: rate.NewLimiter(unauthenticatedAuditRate, unauthenticatedAuditBurst),
-		sessions:  map[string]*session{}, pending: map[string]map[string]time.Time{}, meetings: map[string]map[string]struct{}{},
 	}
 	c.admin, err = newAdminAuth(ctx, cfg.Admin, c)
 	if err != nil {
@@ -190,62 +193,80 @@ func (c *Catalog) Book(ctx context.Context, p Principal, org string, req Booking
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Under c.mu, so concurrent bookings cannot both pass the count.
-	open, err := c.st.countOpen(ctx, org)
-	if err != nil {
-		return nil, err
-	}
-	if open >= c.cfg.MaxOpenBookingsPerOrg {
-		return nil, fmt.Errorf("%w: organisation %q has %d open bookings, the limit (catalog.max_open_bookings_per_org) is %d; cancel one first",
-			ErrInvalid, org, open, c.cfg.MaxOpenBookingsPerOrg)
-	}
+	// The organisation's lock makes the count hold across replicas, the
+	// rooms' locks the bindings, and the status list's lock the index.
+	keys := []string{"org:" + org, "status-index"}
 	for _, r := range b.Rooms {
-		if err := c.mayBindLocked(ctx, r, org); err != nil {
-			return nil, err
-		}
+		keys = append(keys, "room:"+r)
 	}
-	if b.StatusIndex, err = c.freeIndex(ctx); err != nil {
-		return nil, err
-	}
-	if t.Level != credentials.LevelVSNfD {
-		if err := c.activate(b, "gxconf (fixed offer)", now); err != nil {
-			return nil, err
-		}
-	}
-	err = c.st.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := c.st.insert(ctx, b); err != nil {
+	err = c.st.locked(ctx, func(ctx context.Context) error {
+		open, err := c.st.countOpen(ctx, org)
+		if err != nil {
 			return err
 		}
+		if open >= c.cfg.MaxOpenBookingsPerOrg {
+			return fmt.Errorf("%w: organisation %q has %d open bookings, the limit (catalog.max_open_bookings_per_org) is %d; cancel one first",
+				ErrInvalid, org, open, c.cfg.MaxOpenBookingsPerOrg)
+		}
 		for _, r := range b.Rooms {
-			if err := c.st.bind(ctx, Binding{RoomID: r, Booking: b.ID, Meeting: r, BoundAt: now, BoundBy: p.Subject}); err != nil {
+			if err := c.mayBind(ctx, r, org); err != nil {
 				return err
 			}
 		}
+		if b.StatusIndex, err = c.freeIndex(ctx); err != nil {
+			return err
+		}
+		if t.Level != credentials.LevelVSNfD {
+			if err := c.activate(b, "gxconf (fixed offer)", now); err != nil {
+				return err
+			}
+		}
+		if err := c.st.insert(ctx, b); err != nil {
+			return fmt.Errorf("failed to store booking: %w", err)
+		}
+		for _, r := range b.Rooms {
+			if err := c.st.bind(ctx, Binding{RoomID: r, Booking: b.ID, Meeting: r, BoundAt: now, BoundBy: p.Subject}); err != nil {
+				return fmt.Errorf("failed to store booking: %w", err)
+			}
+		}
 		return nil
-	})
+	}, keys...)
 	if err != nil {
-		return nil, fmt.Errorf("failed to store booking: %w", err)
+		return nil, err
 	}
 	c.metrics.bookings.WithLabelValues(string(b.State)).Inc()
 	return b, nil
 }
 
-// freeIndex picks a random unused status list index.
+// freeIndex picks a random unused status list index. The caller holds the
+// "status-index" lock until the booking is stored, so that no other replica
+// picks the same index meanwhile (the column is unique as well).
 func (c *Catalog) freeIndex(ctx context.Context) (int, error) {
 	for range 64 {
-		n, err := rand.Int(rand.Reader, big.NewInt(StatusListLength))
+		i, err := c.drawIndex()
 		if err != nil {
 			return 0, err
 		}
-		used, err := c.st.indexUsed(ctx, int(n.Int64()))
+		used, err := c.st.indexUsed(ctx, i)
 		if err != nil {
 			return 0, err
 		}
 		if !used {
-			return int(n.Int64()), nil
+			return i, nil
 		}
 	}
 	return 0, errors.New("the status list is full")
+}
+
+func (c *Catalog) drawIndex() (int, error) {
+	if c.pickIndex != nil {
+		return c.pickIndex()
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(StatusListLength))
+	if err != nil {
+		return 0, err
+	}
+	return int(n.Int64()), nil
 }
 
 // activate sets b active and issues its entitlement credential.
@@ -353,30 +374,49 @@ func (c *Catalog) Act(ctx context.Context, p Principal, id, action, reason strin
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b, err := c.st.get(ctx, id)
+	var (
+		b          *Booking
+		expiredNow bool
+		refused    error
+	)
+	// Under the booking's lock: another replica's transition, admission or
+	// usage sample cannot interleave between the check and the write.
+	err := c.st.locked(ctx, func(ctx context.Context) error {
+		var err error
+		if b, err = c.st.get(ctx, id); err != nil {
+			return err
+		}
+		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+			return err
+		}
+		if !contains(tr.from, b.State) {
+			refused = fmt.Errorf("%w: cannot %s a booking that is %s", ErrState, action, b.State)
+			return nil // the expiry stands
+		}
+		now := c.now().UTC()
+		switch tr.to {
+		case StateActive:
+			if action == "confirm" {
+				if err := c.activate(b, p.Subject, now); err != nil {
+					return err
+				}
+			}
+			b.State = StateActive
+		case StateSuspended:
+			b.State, b.SuspendedAt = StateSuspended, now
+		default:
+			b.State, b.EndedAt, b.EndedBy, b.EndReason = tr.to, now, p.Subject, reason
+		}
+		return c.st.update(ctx, b)
+	}, "booking:"+id)
 	if err != nil {
 		return nil, err
 	}
-	c.expireLocked(ctx, b)
-	if !contains(tr.from, b.State) {
-		return nil, fmt.Errorf("%w: cannot %s a booking that is %s", ErrState, action, b.State)
+	if expiredNow {
+		c.auditExpiry(ctx, b)
 	}
-	now := c.now().UTC()
-	switch tr.to {
-	case StateActive:
-		if action == "confirm" {
-			if err := c.activate(b, p.Subject, now); err != nil {
-				return nil, err
-			}
-		}
-		b.State = StateActive
-	case StateSuspended:
-		b.State, b.SuspendedAt = StateSuspended, now
-	default:
-		b.State, b.EndedAt, b.EndedBy, b.EndReason = tr.to, now, p.Subject, reason
-	}
-	if err := c.st.update(ctx, b); err != nil {
-		return nil, err
+	if refused != nil {
+		return nil, refused
 	}
 	if b.State == StateRevoked || b.State == StateCancelled {
 		c.status.jwt = "" // the list changed
@@ -394,20 +434,59 @@ func contains(states []State, s State) bool {
 	return false
 }
 
-// expireLocked moves a booking past its end (plus grace) to expired.
-func (c *Catalog) expireLocked(ctx context.Context, b *Booking) {
-	if b.State.Terminal() || !c.now().After(b.ValidUntil.Add(c.cfg.Grace)) {
-		return
+// expired tells whether b is past its end (plus grace) but not ended yet.
+func (c *Catalog) expired(b *Booking) bool {
+	return !b.State.Terminal() && c.now().After(b.ValidUntil.Add(c.cfg.Grace))
+}
+
+// markExpired moves b to expired when its window has passed, in the
+// caller's transaction, which holds b's lock; the caller audits it
+// (auditExpiry) once the transaction committed.
+func (c *Catalog) markExpired(ctx context.Context, b *Booking) (bool, error) {
+	if !c.expired(b) {
+		return false, nil
 	}
-	b.State, b.EndedAt, b.EndedBy, b.EndReason = StateExpired, c.now().UTC(), "gxconf", "the booking's window ended"
-	if err := c.st.update(ctx, b); err != nil {
-		c.log.Warn().Err(err).Str("booking", b.ID).Msg("Failed to mark a booking expired")
-		return
-	}
+	setExpired(b, c.now())
+	return true, c.st.update(ctx, b)
+}
+
+func setExpired(b *Booking, now time.Time) {
+	b.State, b.EndedAt, b.EndedBy, b.EndReason = StateExpired, now.UTC(), "gxconf", "the booking's window ended"
+}
+
+func (c *Catalog) auditExpiry(ctx context.Context, b *Booking) {
 	if err := c.audit.Append(ctx, credentials.AuditEntry{Decision: "catalog:expire", UserID: "gxconf", RoomID: b.ID,
 		Level: b.Snapshot.Level, Reason: "window ended " + b.ValidUntil.Format(time.RFC3339)}); err != nil {
 		c.log.Warn().Err(err).Str("booking", b.ID).Msg("Failed to audit an expiry")
 	}
+}
+
+// refresh returns b, expired when its window has passed. The expiry is
+// written under the booking's lock from a fresh read, so that it cannot
+// undo another replica's transition or usage written since b was read.
+func (c *Catalog) refresh(ctx context.Context, b *Booking) *Booking {
+	if !c.expired(b) {
+		return b
+	}
+	var cur *Booking
+	var did bool
+	err := c.st.locked(ctx, func(ctx context.Context) error {
+		var err error
+		if cur, err = c.st.get(ctx, b.ID); err != nil {
+			return err
+		}
+		did, err = c.markExpired(ctx, cur)
+		return err
+	}, "booking:"+b.ID)
+	if err != nil {
+		c.log.Warn().Err(err).Str("booking", b.ID).Msg("Failed to mark a booking expired")
+		setExpired(b, c.now())
+		return b
+	}
+	if did {
+		c.auditExpiry(ctx, cur)
+	}
+	return cur
 }
 
 // Get returns a booking (expired when its window has passed).
@@ -418,8 +497,7 @@ func (c *Catalog) Get(ctx context.Context, id string) (*Booking, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.expireLocked(ctx, b)
-	return b, nil
+	return c.refresh(ctx, b), nil
 }
 
 // List returns org's bookings, or all for org "".
@@ -430,8 +508,8 @@ func (c *Catalog) List(ctx context.Context, org string) ([]*Booking, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, b := range bs {
-		c.expireLocked(ctx, b)
+	for i, b := range bs {
+		bs[i] = c.refresh(ctx, b)
 	}
 	return bs, nil
 }
@@ -459,18 +537,37 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b, err := c.st.get(ctx, bookingID)
+	var (
+		b          *Booking
+		expiredNow bool
+		refused    error
+	)
+	// Under the room's lock, so that two replicas cannot both find the room
+	// free and bind it to bookings of two organisations.
+	err := c.st.locked(ctx, func(ctx context.Context) error {
+		var err error
+		if b, err = c.st.get(ctx, bookingID); err != nil {
+			return err
+		}
+		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+			return err
+		}
+		if b.State.Terminal() {
+			refused = fmt.Errorf("%w: the booking is %s", ErrState, b.State)
+			return nil // the expiry stands
+		}
+		if err := c.mayBind(ctx, roomID, b.Org); err != nil {
+			return err
+		}
+		return c.st.bind(ctx, Binding{RoomID: roomID, Booking: bookingID, Meeting: meeting, BoundAt: c.now(), BoundBy: p.Subject, ConfirmedBy: confirmedBy})
+	}, "booking:"+bookingID, "room:"+roomID)
 	if err != nil {
 		return err
 	}
-	c.expireLocked(ctx, b)
-	if b.State.Terminal() {
-		return fmt.Errorf("%w: the booking is %s", ErrState, b.State)
+	if expiredNow {
+		c.auditExpiry(ctx, b)
 	}
-	if err := c.mayBindLocked(ctx, roomID, b.Org); err != nil {
-		return err
-	}
-	return c.st.bind(ctx, Binding{RoomID: roomID, Booking: bookingID, Meeting: meeting, BoundAt: c.now(), BoundBy: p.Subject, ConfirmedBy: confirmedBy})
+	return refused
 }
 
 // ConfirmRoom records that the room accepts its binding to bookingID; by is
@@ -487,9 +584,9 @@ func (c *Catalog) ConfirmRoom(ctx context.Context, roomID, bookingID, by string)
 	return true, nil
 }
 
-// mayBindLocked refuses to take a room away from another organisation's
-// booking that is still in force.
-func (c *Catalog) mayBindLocked(ctx context.Context, roomID, org string) error {
+// mayBind refuses to take a room away from another organisation's booking
+// that is still in force. The caller holds the room's lock.
+func (c *Catalog) mayBind(ctx context.Context, roomID, org string) error {
 	cur, ok, err := c.st.binding(ctx, roomID)
 	if err != nil || !ok {
 		return err
@@ -498,9 +595,10 @@ func (c *Catalog) mayBindLocked(ctx context.Context, roomID, org string) error {
 	if err != nil {
 		return err
 	}
-	c.expireLocked(ctx, other)
+	// Not written here: that would need the other booking's lock as well.
+	ended := other.State.Terminal() || c.expired(other)
 	// An unconfirmed binding is only a claim: it blocks nobody.
-	if other.Org != org && !other.State.Terminal() && cur.ConfirmedBy != "" {
+	if other.Org != org && !ended && cur.ConfirmedBy != "" {
 		return fmt.Errorf("%w: the room %s is bound to another organisation's booking", ErrState, roomID)
 	}
 	return nil

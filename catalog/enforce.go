@@ -31,15 +31,6 @@ type Admission struct {
 	NotAfter        time.Time
 }
 
-// session is a booked LiveKit room in use: opened by the first admission,
-// closed after SessionIdle without participants.
-type session struct {
-	booking  string
-	meeting  string
-	opened   time.Time
-	lastSeen time.Time
-}
-
 func refuse(m *metrics, kind, reason string) (Admission, error) {
 	m.admissions.WithLabelValues(kind).Inc()
 	return Admission{Refused: reason}, nil
@@ -70,11 +61,36 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b, err := c.st.get(ctx, bd.Booking)
+	var (
+		b          *Booking
+		adm        Admission
+		expiredNow bool
+	)
+	// Under the booking's lock: the participants admitted, the sessions
+	// open and the quota used are in the database, so two replicas
+	// admitting to one booking see each other's admissions.
+	err = c.st.locked(ctx, func(ctx context.Context) error {
+		var err error
+		if b, err = c.st.get(ctx, bd.Booking); err != nil {
+			return err
+		}
+		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+			return err
+		}
+		adm, err = c.admitLocked(ctx, req, bd, b)
+		return err
+	}, "booking:"+bd.Booking)
 	if err != nil {
 		return Admission{}, err
 	}
-	c.expireLocked(ctx, b)
+	if expiredNow {
+		c.auditExpiry(ctx, b)
+	}
+	return adm, nil
+}
+
+// admitLocked is Admit in the transaction holding b's lock.
+func (c *Catalog) admitLocked(ctx context.Context, req AdmitRequest, bd Binding, b *Booking) (Admission, error) {
 	now := c.now()
 	if ok, why := b.activeAt(now, c.cfg.Grace); !ok {
 		return refuse(c.metrics, "inactive", why)
@@ -89,16 +105,24 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 			name, strings.Join(b.Sites, ", "), c.localSite))
 	}
 
-	// Participants over the meeting: every LiveKit room of it seen so far.
-	key := b.ID + "|" + bd.Meeting
-	rooms := c.meetings[key]
-	if rooms == nil {
-		rooms = map[string]struct{}{}
-		c.meetings[key] = rooms
+	// Participants over the meeting: this LiveKit room and every other one
+	// with a session of the meeting, whichever replica opened it.
+	open, err := c.st.sessionsOf(ctx, b.ID)
+	if err != nil {
+		return Admission{}, err
 	}
-	rooms[req.LiveKitRoom] = struct{}{}
+	var s *sessionRow
+	rooms := []string{req.LiveKitRoom}
+	for i, o := range open {
+		switch {
+		case o.LKRoom == req.LiveKitRoom:
+			s = &open[i]
+		case o.Meeting == bd.Meeting:
+			rooms = append(rooms, o.LKRoom)
+		}
+	}
 	present := map[string]struct{}{}
-	for lk := range rooms {
+	for _, lk := range rooms {
 		ids, err := c.participants(ctx, lk, now)
 		if err != nil {
 			return Admission{}, fmt.Errorf("failed to count participants: %w", err)
@@ -114,10 +138,10 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	}
 
 	// Sessions: joining a room without an open session opens one. A room
-	// with participants this node did not admit (another node's, or from
-	// before a restart) is a session already open: joining it opens none.
+	// with participants but no session (admitted by a node without the
+	// catalogue's tables, or before the session closed) is a session
+	// already open: joining it opens none.
 	changed := false
-	s := c.sessions[req.LiveKitRoom]
 	running := false
 	for k := range present {
 		if strings.HasPrefix(k, req.LiveKitRoom+"\x00") {
@@ -125,38 +149,27 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 			break
 		}
 	}
-	if (s == nil || s.booking != b.ID) && running {
-		s = &session{booking: b.ID, meeting: bd.Meeting, opened: now}
-		c.sessions[req.LiveKitRoom] = s
-		c.metrics.sessions.Inc()
-	}
-	if s == nil || s.booking != b.ID {
-		open := 0
-		for _, o := range c.sessions {
-			if o.booking == b.ID {
-				open++
-			}
-		}
-		if open >= b.MaxConcurrent {
-			return refuse(c.metrics, "sessions", fmt.Sprintf("%s allows %d concurrent session(s); %d are running now.", name, b.MaxConcurrent, open))
+	if s == nil && !running {
+		if len(open) >= b.MaxConcurrent {
+			return refuse(c.metrics, "sessions", fmt.Sprintf("%s allows %d concurrent session(s); %d are running now.", name, b.MaxConcurrent, len(open)))
 		}
 		if b.Unit == UnitSessions && b.Usage.Sessions >= b.SessionsQuota {
 			return refuse(c.metrics, "quota", fmt.Sprintf("%s has used all of its %d sessions.", name, b.SessionsQuota))
 		}
-		s = &session{booking: b.ID, meeting: bd.Meeting, opened: now}
-		c.sessions[req.LiveKitRoom] = s
-		c.metrics.sessions.Inc()
 		b.Usage.Sessions++
-		b.Usage.PeakSessions = max(b.Usage.PeakSessions, open+1)
+		b.Usage.PeakSessions = max(b.Usage.PeakSessions, len(open)+1)
 		changed = true
 	}
-	s.lastSeen = now
-	p := c.pending[req.LiveKitRoom]
-	if p == nil {
-		p = map[string]time.Time{}
-		c.pending[req.LiveKitRoom] = p
+	if s == nil {
+		s = &sessionRow{LKRoom: req.LiveKitRoom, Booking: b.ID, Meeting: bd.Meeting, OpenedAt: now, SampledAt: now}
 	}
-	p[req.Identity] = now
+	s.LastSeen = now
+	if err := c.st.putSession(ctx, *s); err != nil {
+		return Admission{}, err
+	}
+	if err := c.st.putPending(ctx, req.LiveKitRoom, req.Identity, now); err != nil {
+		return Admission{}, err
+	}
 	if n := len(present) + 1; n > b.Usage.PeakParticipants {
 		b.Usage.PeakParticipants = n
 		changed = true
@@ -178,7 +191,8 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 }
 
 // participants are the identities in a LiveKit room: connected on any node,
-// or admitted within the pending window and not connected yet. Caller holds mu.
+// or admitted (by any replica) within the pending window and not connected
+// yet. The caller is in a transaction.
 func (c *Catalog) participants(ctx context.Context, lkRoom string, now time.Time) ([]string, error) {
 	var ids []string
 	seen := map[string]bool{}
@@ -194,98 +208,79 @@ func (c *Catalog) participants(ctx context.Context, lkRoom string, now time.Time
 			}
 		}
 	}
-	for id, at := range c.pending[lkRoom] {
+	pending, err := c.st.pending(ctx, lkRoom)
+	if err != nil {
+		return nil, err
+	}
+	for id, at := range pending {
 		switch {
-		case seen[id]:
-			delete(c.pending[lkRoom], id) // connected: the directory counts them now
-		case now.Sub(at) >= c.cfg.PendingWindow:
-			delete(c.pending[lkRoom], id) // never connected
+		case seen[id], now.Sub(at) >= c.cfg.PendingWindow:
+			// Connected (the directory counts them now), or never connected.
+			if err := c.st.deletePending(ctx, lkRoom, id); err != nil {
+				return nil, err
+			}
 		default:
 			seen[id] = true
 			ids = append(ids, id)
 		}
 	}
-	if len(c.pending[lkRoom]) == 0 {
-		delete(c.pending, lkRoom)
-	}
 	return ids, nil
 }
 
 // Run samples usage every UsageInterval (participant-minutes, peaks),
-// closes idle sessions and expires ended bookings, until ctx ends.
+// closes idle sessions and expires ended bookings, until ctx ends. Every
+// replica runs it; each session's usage is accounted from the time the
+// last sample of any replica reached (sampled_at), so none is counted twice.
 func (c *Catalog) Run(ctx context.Context) error {
 	t := time.NewTicker(c.cfg.UsageInterval)
 	defer t.Stop()
-	last := c.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			now := c.now()
-			c.sample(ctx, now, now.Sub(last))
-			last = now
+			c.sample(ctx, c.now())
 		}
 	}
 }
 
-// sample accounts dt of usage for every open session.
-func (c *Catalog) sample(ctx context.Context, now time.Time, dt time.Duration) {
+// sample accounts the usage of every open session up to now.
+func (c *Catalog) sample(ctx context.Context, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	type acc struct {
-		minutes  float64
-		sessions int
-		meeting  map[string]int
+	if err := c.st.prunePending(ctx, now.Add(-c.cfg.PendingWindow)); err != nil {
+		c.log.Warn().Err(err).Msg("Failed to forget admitted participants who never connected")
 	}
-	per := map[string]*acc{}
-	for lk, s := range c.sessions {
-		ids, err := c.participants(ctx, lk, now)
-		if err != nil {
-			c.log.Warn().Err(err).Str("lk_room", lk).Msg("Failed to count a booked session's participants")
-			continue
-		}
-		if len(ids) > 0 {
-			s.lastSeen = now
-		} else if now.Sub(s.lastSeen) >= c.cfg.SessionIdle {
-			delete(c.sessions, lk)
-			c.metrics.sessions.Dec()
-			continue
-		}
-		a := per[s.booking]
-		if a == nil {
-			a = &acc{meeting: map[string]int{}}
-			per[s.booking] = a
-		}
-		a.minutes += float64(len(ids)) * dt.Minutes()
-		a.sessions++
-		a.meeting[s.meeting] += len(ids)
+	ids, err := c.st.sessionBookings(ctx)
+	if err != nil {
+		c.log.Warn().Err(err).Msg("Failed to list booked sessions")
 	}
-	// Forget meeting rooms without a session or a pending participant.
-	for key, rooms := range c.meetings {
-		for lk := range rooms {
-			if c.sessions[lk] == nil && c.pending[lk] == nil {
-				delete(rooms, lk)
+	for _, id := range ids {
+		var b *Booking
+		var expiredNow bool
+		err := c.st.locked(ctx, func(ctx context.Context) error {
+			var err error
+			if b, err = c.st.get(ctx, id); err != nil {
+				return err
 			}
-		}
-		if len(rooms) == 0 {
-			delete(c.meetings, key)
-		}
-	}
-	for id, a := range per {
-		b, err := c.st.get(ctx, id)
+			if err := c.sampleLocked(ctx, b, now); err != nil {
+				return err
+			}
+			if expiredNow, err = c.markExpired(ctx, b); err != nil || expiredNow {
+				return err
+			}
+			return c.st.update(ctx, b)
+		}, "booking:"+id)
 		if err != nil {
-			c.log.Warn().Err(err).Str("booking", id).Msg("Failed to read a booking for its usage")
+			c.log.Warn().Err(err).Str("booking", id).Msg("Failed to record a booking's usage")
 			continue
 		}
-		b.Usage.ParticipantMinutes += a.minutes
-		b.Usage.PeakSessions = max(b.Usage.PeakSessions, a.sessions)
-		for _, n := range a.meeting {
-			b.Usage.PeakParticipants = max(b.Usage.PeakParticipants, n)
+		if expiredNow {
+			c.auditExpiry(ctx, b)
 		}
-		if err := c.st.update(ctx, b); err != nil {
-			c.log.Warn().Err(err).Str("booking", id).Msg("Failed to record a booking's usage")
-		}
+	}
+	if open, err := c.st.sessionsWhere(ctx, ""); err == nil {
+		c.metrics.sessions.Set(float64(len(open)))
 	}
 	bs, err := c.st.list(ctx, "")
 	if err != nil {
@@ -293,6 +288,48 @@ func (c *Catalog) sample(ctx context.Context, now time.Time, dt time.Duration) {
 		return
 	}
 	for _, b := range bs {
-		c.expireLocked(ctx, b)
+		c.refresh(ctx, b)
 	}
+}
+
+// sampleLocked accounts b's sessions up to now and closes the idle ones;
+// the caller holds b's lock and writes b.
+func (c *Catalog) sampleLocked(ctx context.Context, b *Booking, now time.Time) error {
+	open, err := c.st.sessionsOf(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	sessions := 0
+	meeting := map[string]int{}
+	for _, s := range open {
+		ids, err := c.participants(ctx, s.LKRoom, now)
+		if err != nil {
+			c.log.Warn().Err(err).Str("lk_room", s.LKRoom).Msg("Failed to count a booked session's participants")
+			continue
+		}
+		if len(ids) > 0 {
+			s.LastSeen = now
+		} else if now.Sub(s.LastSeen) >= c.cfg.SessionIdle {
+			if err := c.st.closeSession(ctx, s.LKRoom); err != nil {
+				return err
+			}
+			continue
+		}
+		if now.After(s.SampledAt) {
+			// Another replica's sample may have accounted up to a later
+			// time already (clocks differ); then this one adds nothing.
+			b.Usage.ParticipantMinutes += float64(len(ids)) * now.Sub(s.SampledAt).Minutes()
+			s.SampledAt = now
+		}
+		if err := c.st.putSession(ctx, s); err != nil {
+			return err
+		}
+		sessions++
+		meeting[s.Meeting] += len(ids)
+	}
+	b.Usage.PeakSessions = max(b.Usage.PeakSessions, sessions)
+	for _, n := range meeting {
+		b.Usage.PeakParticipants = max(b.Usage.PeakParticipants, n)
+	}
+	return nil
 }

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gxconf_catalog_admissions_total", Help: "Token requests in bound rooms, by outcome (admitted or the refusal's kind).",
 		}, []string{"outcome"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gxconf_catalog_open_sessions", Help: "Sessions of bookings open on this node.",
+			Name: "gxconf_catalog_open_sessions", Help: "Open sessions of bookings in the database (all nodes), as of this node's last usage sample.",
 		}),
 		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gxconf_catalog_admin_requests_total", Help: "Admin API requests by action and outcome.",

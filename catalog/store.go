@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -31,6 +33,40 @@ func newStore(ctx context.Context, parent *dbutil.Database) (*store, error) {
 		return nil, fmt.Errorf("failed to upgrade catalog tables: %w", err)
 	}
 	return &store{db: db}, nil
+}
+
+// locked runs fn in a transaction that holds the locks named by keys until
+// it ends, so that replicas sharing one PostgreSQL database serialise what
+// they check and then write (an organisation's open bookings, a room's
+// binding, a booking's state, sessions and usage). On PostgreSQL these are
+// transaction-level advisory locks (pg_advisory_xact_lock), taken in sorted
+// order so that two transactions cannot wait for each other; on SQLite
+// (one node) the transaction itself serialises writers: it holds the
+// database's write lock from its start (_txlock=immediate) or fails rather
+// than overwrite a concurrent write. fn must use the ctx it is given.
+//
+// Keys are "org:…", "room:…", "booking:…" and "status-index"; two keys
+// whose hashes collide only serialise more than needed.
+func (s *store) locked(ctx context.Context, fn func(ctx context.Context) error, keys ...string) error {
+	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if s.db.Dialect == dbutil.Postgres {
+			keys = slices.Clone(keys)
+			slices.Sort(keys)
+			for _, k := range slices.Compact(keys) {
+				if _, err := s.db.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID(k)); err != nil {
+					return fmt.Errorf("failed to lock %s: %w", k, err)
+				}
+			}
+		}
+		return fn(ctx)
+	})
+}
+
+// lockID is the advisory lock of a key, in the catalog's own namespace.
+func lockID(key string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("gxconf/catalog\x00" + key))
+	return int64(h.Sum64())
 }
 
 func (s *store) insert(ctx context.Context, b *Booking) error {
@@ -198,4 +234,123 @@ func (s *store) bindings(ctx context.Context, bookingID string) ([]Binding, erro
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+// sessionRow is a booked LiveKit room in use: opened by the first
+// admission, closed after SessionIdle without participants.
+type sessionRow struct {
+	LKRoom    string
+	Booking   string
+	Meeting   string
+	OpenedAt  time.Time
+	LastSeen  time.Time
+	SampledAt time.Time
+}
+
+const sessionColumns = `lk_room, booking_id, meeting, opened_at, last_seen, sampled_at`
+
+func (s *store) sessionsWhere(ctx context.Context, where string, args ...any) ([]sessionRow, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+sessionColumns+` FROM catalog_session `+where+` ORDER BY lk_room`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sessionRow
+	for rows.Next() {
+		var r sessionRow
+		var opened, seen, sampled int64
+		if err := rows.Scan(&r.LKRoom, &r.Booking, &r.Meeting, &opened, &seen, &sampled); err != nil {
+			return nil, err
+		}
+		r.OpenedAt, r.LastSeen, r.SampledAt = time.UnixMilli(opened), time.UnixMilli(seen), time.UnixMilli(sampled)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// session returns the session in a LiveKit room; ok is false when none is open.
+func (s *store) session(ctx context.Context, lkRoom string) (sessionRow, bool, error) {
+	rs, err := s.sessionsWhere(ctx, `WHERE lk_room = $1`, lkRoom)
+	if err != nil || len(rs) == 0 {
+		return sessionRow{}, false, err
+	}
+	return rs[0], true, nil
+}
+
+// sessionsOf lists a booking's open sessions.
+func (s *store) sessionsOf(ctx context.Context, bookingID string) ([]sessionRow, error) {
+	return s.sessionsWhere(ctx, `WHERE booking_id = $1`, bookingID)
+}
+
+// sessionBookings lists the bookings with an open session.
+func (s *store) sessionBookings(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT booking_id FROM catalog_session ORDER BY booking_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// putSession opens (or replaces) the session in r.LKRoom, or records its
+// times.
+func (s *store) putSession(ctx context.Context, r sessionRow) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO catalog_session (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (lk_room) DO UPDATE SET booking_id = excluded.booking_id, meeting = excluded.meeting,
+			opened_at = excluded.opened_at, last_seen = excluded.last_seen, sampled_at = excluded.sampled_at`,
+		r.LKRoom, r.Booking, r.Meeting, r.OpenedAt.UnixMilli(), r.LastSeen.UnixMilli(), r.SampledAt.UnixMilli())
+	return err
+}
+
+// closeSession removes a session and its admitted participants.
+func (s *store) closeSession(ctx context.Context, lkRoom string) error {
+	if _, err := s.db.Exec(ctx, `DELETE FROM catalog_pending WHERE lk_room = $1`, lkRoom); err != nil {
+		return err
+	}
+	_, err := s.db.Exec(ctx, `DELETE FROM catalog_session WHERE lk_room = $1`, lkRoom)
+	return err
+}
+
+// pending returns the identities admitted to a LiveKit room, with when.
+func (s *store) pending(ctx context.Context, lkRoom string) (map[string]time.Time, error) {
+	rows, err := s.db.Query(ctx, `SELECT identity, admitted_at FROM catalog_pending WHERE lk_room = $1`, lkRoom)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		out[id] = time.UnixMilli(at)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) putPending(ctx context.Context, lkRoom, identity string, at time.Time) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO catalog_pending (lk_room, identity, admitted_at) VALUES ($1, $2, $3)
+		ON CONFLICT (lk_room, identity) DO UPDATE SET admitted_at = excluded.admitted_at`, lkRoom, identity, at.UnixMilli())
+	return err
+}
+
+func (s *store) deletePending(ctx context.Context, lkRoom, identity string) error {
+	_, err := s.db.Exec(ctx, `DELETE FROM catalog_pending WHERE lk_room = $1 AND identity = $2`, lkRoom, identity)
+	return err
+}
+
+// prunePending forgets admissions older than before (never connected).
+func (s *store) prunePending(ctx context.Context, before time.Time) error {
+	_, err := s.db.Exec(ctx, `DELETE FROM catalog_pending WHERE admitted_at <= $1`, before.UnixMilli())
+	return err
 }
