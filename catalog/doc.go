@@ -14,6 +14,12 @@
 // login's pending state (PKCE verifier, nonce) is kept in a short-lived
 // AES-GCM-sealed cookie bound to the state parameter, not on the server.
 //
+// Replicas share the database: open sessions and admitted participants are
+// stored there, and every check a write depends on runs in a transaction
+// holding a PostgreSQL advisory lock of the organisation, room, booking or
+// status list it checks (store.locked); the in-process mutex only spares a
+// node's own transactions from waiting for each other.
+//
 // It depends on credentials (audit log, status lists, levels) and cluster
 // (where participants are) only; focus, appservice and meetings reach it
 // through small interfaces they declare, wired in cmd/gxconf.
