@@ -332,3 +332,40 @@ func TestReplicasTransitions(t *testing.T) {
 		require.True(t, revoked, b.ID)
 	}
 }
+
+// TestReplicasUsageSampledOnce: every node samples usage; samples of two
+// replicas at once count a session's participant-minutes once, and a
+// sample does not undo a cancel made meanwhile on the other replica.
+func TestReplicasUsageSampledOnce(t *testing.T) {
+	ctx := context.Background()
+	r := newReplicas(t, nil)
+	b := r.book(t, "land-nrw", func(req *BookingRequest) { req.Rooms = []string{"!m:x"} })
+	for i := range 3 {
+		a, err := r.a.Admit(ctx, AdmitRequest{RoomID: "!m:x", UserID: "@u:x", LiveKitRoom: "lk-m", Identity: fmt.Sprintf("u%d", i), Level: credentials.LevelPublic})
+		require.NoError(t, err)
+		require.Empty(t, a.Refused)
+	}
+	r.dir.set("lk-m", "u0", "u1", "u2")
+	r.clock.add(2 * time.Minute)
+	now := r.clock.now()
+	r.hammer(8, func(_ int, c *Catalog) { c.sample(ctx, now) })
+	got, err := r.b.Get(ctx, b.ID)
+	require.NoError(t, err)
+	require.InDelta(t, 6.0, got.Usage.ParticipantMinutes, 0.001, "three participants for two minutes, however many samples")
+	require.Equal(t, 3, got.Usage.PeakParticipants)
+
+	r.clock.add(time.Minute)
+	now = r.clock.now()
+	var cancel error
+	r.hammer(8, func(i int, c *Catalog) {
+		if i == 1 {
+			_, cancel = c.Act(ctx, orgAdmin, b.ID, "cancel", "")
+			return
+		}
+		c.sample(ctx, now)
+	})
+	require.NoError(t, cancel)
+	got, err = r.a.Get(ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateCancelled, got.State, "a sample wrote the booking back")
+}
