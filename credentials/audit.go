@@ -75,10 +75,12 @@ func auditHash(e *AuditEntry) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// auditLog appends rows; the mutex serialises appends within a process and
-// the seq primary key catches concurrent writers in other processes. Each
-// committed row is also written to ship (when set) as one JSON line, in seq
-// order within this process.
+// auditLog appends rows; the mutex serialises appends within a process, a
+// lock on the table (PostgreSQL; SQLite's writers are serialised by
+// _txlock=immediate) serialises the replicas sharing the database, and the
+// seq primary key refuses a second entry after the same predecessor (a
+// fork) whatever happens. Each committed row is also written to ship (when
+// set) as one JSON line, in seq order within this process.
 type auditLog struct {
 	db   *dbutil.Database
 	ship io.Writer
@@ -101,6 +103,14 @@ func (l *auditLog) append(ctx context.Context, e AuditEntry) error {
 			lastSeq  int64
 			lastHash string
 		)
+		if l.db.Dialect == dbutil.Postgres {
+			// Without it two replicas read the same last row, and the
+			// second insert fails on the seq key: its decision would be
+			// refused as unaudited. EXCLUSIVE lets verify read meanwhile.
+			if _, err := l.db.Exec(ctx, `LOCK TABLE credentials_audit IN EXCLUSIVE MODE`); err != nil {
+				return fmt.Errorf("failed to lock the audit log: %w", err)
+			}
+		}
 		err := l.db.QueryRow(ctx, `SELECT seq, hash FROM credentials_audit ORDER BY seq DESC LIMIT 1`).Scan(&lastSeq, &lastHash)
 		if errors.Is(err, sql.ErrNoRows) {
 			lastSeq, lastHash = 0, genesisHash
