@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -326,18 +328,74 @@ func AuditHashAt(ctx context.Context, db *dbutil.Database, seq int64) (string, e
 // VerifyAuditChain walks the audit log in order and checks the sequence,
 // each row's link to its predecessor and each row's own hash. It returns the
 // number of rows checked and an error wrapping ErrAuditTampered naming the
-// first bad row. Truncation of the newest rows cannot be detected from the
-// table alone; compare the returned count and last hash with an external
-// record for that.
+// first bad row. The chain has no key: truncation of the newest rows, and a
+// chain recomputed from some row on, can only be told from an external
+// record (VerifyAuditChainAnchored, or shipped lines).
 func VerifyAuditChain(ctx context.Context, db *dbutil.Database) (int, error) {
+	head, err := VerifyAuditChainAnchored(ctx, db, nil)
+	return head.Rows, err
+}
+
+// AuditAnchor is an entry's seq and hash recorded outside the database
+// (`gxconf audit verify` prints the last one as SEQ:HASH). As the hash
+// covers every earlier entry through the chain, the database must still
+// hold that entry unchanged; and after the oldest rows were archived, the
+// last archived row is where the rows kept continue (an anchor as well).
+type AuditAnchor struct {
+	Seq  int64
+	Hash string
+}
+
+func (a AuditAnchor) String() string { return fmt.Sprintf("%d:%s", a.Seq, a.Hash) }
+
+// ParseAuditAnchor reads SEQ:HASH (a positive seq, 64 lowercase hex digits).
+func ParseAuditAnchor(s string) (AuditAnchor, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 || strconv.FormatInt(n, 10) != seq || len(hash) != 2*sha256.Size || strings.ToLower(hash) != hash {
+		return AuditAnchor{}, fmt.Errorf("anchor %s: must be SEQ:HASH as `gxconf audit verify` prints it", clip.Quote(s))
+	}
+	if _, err := hex.DecodeString(hash); err != nil {
+		return AuditAnchor{}, fmt.Errorf("anchor %s: must be SEQ:HASH as `gxconf audit verify` prints it", clip.Quote(s))
+	}
+	return AuditAnchor{Seq: n, Hash: hash}, nil
+}
+
+// AuditHead describes a verified chain: how many rows, the first and last
+// seq (Last < First: no rows), and the last entry's hash, the anchor to
+// record for later checks.
+type AuditHead struct {
+	Rows        int
+	First, Last int64
+	LastHash    string
+}
+
+// VerifyAuditChainAnchored is VerifyAuditChain that also checks anchors
+// recorded earlier: the row of each anchor's seq must be there with the
+// anchor's hash (a missing row means the newest entries were removed;
+// another hash that the chain was rewritten up to there). The chain starts
+// at seq 1 with the genesis hash or, when the oldest rows were archived
+// (archived is not nil: the last archived row), at the row after archived,
+// linking to its hash. Errors wrap ErrAuditTampered and name the row or the
+// anchor.
+func VerifyAuditChainAnchored(ctx context.Context, db *dbutil.Database, archived *AuditAnchor, anchors ...AuditAnchor) (AuditHead, error) {
 	rows, err := db.Query(ctx, `SELECT seq, ts, decision, user_id, room_id, level, credential_hash, reason, prev_hash, hash
 		FROM credentials_audit ORDER BY seq`)
 	if err != nil {
-		return 0, fmt.Errorf("failed to read audit log: %w", err)
+		return AuditHead{}, fmt.Errorf("failed to read audit log: %w", err)
 	}
 	defer rows.Close()
-	n := 0
-	prev := genesisHash
+	at := make(map[int64]string, len(anchors))
+	for _, a := range anchors {
+		if h, ok := at[a.Seq]; ok && h != a.Hash {
+			return AuditHead{}, fmt.Errorf("anchors %s and %s name one seq with two hashes", AuditAnchor{a.Seq, h}, a)
+		}
+		at[a.Seq] = a.Hash
+	}
+	head := AuditHead{First: 1, LastHash: genesisHash}
+	if archived != nil {
+		head.First, head.Last, head.LastHash = archived.Seq+1, archived.Seq, archived.Hash
+	}
 	for rows.Next() {
 		var (
 			e     AuditEntry
@@ -345,22 +403,43 @@ func VerifyAuditChain(ctx context.Context, db *dbutil.Database) (int, error) {
 			level string
 		)
 		if err := rows.Scan(&e.Seq, &ts, &e.Decision, &e.UserID, &e.RoomID, &level, &e.CredentialHash, &e.Reason, &e.PrevHash, &e.Hash); err != nil {
-			return n, fmt.Errorf("failed to read audit row: %w", err)
+			return head, fmt.Errorf("failed to read audit row: %w", err)
 		}
 		e.Time, e.Level = time.UnixMilli(ts), Level(level)
-		n++
-		if e.Seq != int64(n) {
-			return n, fmt.Errorf("%w: row %d has seq %d (rows missing or reordered)", ErrAuditTampered, n, e.Seq)
+		head.Rows++
+		if e.Seq != head.Last+1 {
+			return head, fmt.Errorf("%w: row %d has seq %d (rows missing or reordered)", ErrAuditTampered, head.Rows, e.Seq)
 		}
-		if e.PrevHash != prev {
-			return n, fmt.Errorf("%w: row %d does not link to row %d", ErrAuditTampered, e.Seq, e.Seq-1)
+		if e.PrevHash != head.LastHash {
+			if head.Rows == 1 && archived != nil {
+				return head, fmt.Errorf("%w: row %d does not link to the last archived row %s", ErrAuditTampered, e.Seq, archived)
+			}
+			return head, fmt.Errorf("%w: row %d does not link to row %d", ErrAuditTampered, e.Seq, e.Seq-1)
 		}
 		if auditHash(&e) != e.Hash {
-			return n, fmt.Errorf("%w: row %d was modified", ErrAuditTampered, e.Seq)
+			return head, fmt.Errorf("%w: row %d was modified", ErrAuditTampered, e.Seq)
 		}
-		prev = e.Hash
+		if h, ok := at[e.Seq]; ok && h != e.Hash {
+			return head, fmt.Errorf("%w: row %d is not anchor %s (the chain was rewritten up to there)", ErrAuditTampered, e.Seq, AuditAnchor{e.Seq, h})
+		}
+		head.Last, head.LastHash = e.Seq, e.Hash
 	}
-	return n, rows.Err()
+	if err := rows.Err(); err != nil {
+		return head, err
+	}
+	for _, a := range anchors {
+		switch {
+		case archived != nil && a.Seq == archived.Seq:
+			if a.Hash != archived.Hash {
+				return head, fmt.Errorf("anchor %s and the last archived row %s name one seq with two hashes", a, archived)
+			}
+		case a.Seq > head.Last:
+			return head, fmt.Errorf("%w: anchor %s: the log ends at seq %d (the newest entries were removed)", ErrAuditTampered, a, head.Last)
+		case a.Seq < head.First:
+			return head, fmt.Errorf("anchor %s: its row was archived (the log starts at seq %d); check it against the archive", a, head.First)
+		}
+	}
+	return head, nil
 }
 
 // AuditLog appends to the hash-chained audit log; other packages (the
