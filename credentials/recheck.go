@@ -35,7 +35,11 @@ func (v *Verifier) RecheckNow(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("failed to delete expired requests: %w", err))
 	}
 	atts, err := v.store.activeAttestations(ctx)
-	if err != nil {
+	if errors.Is(err, errUnreadableClaims) {
+		// One bad row must not stop the re-check (revocations, expiry,
+		// removals from calls) of everyone else's.
+		errs = append(errs, fmt.Errorf("failed to load attestations: %w", err))
+	} else if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("failed to load attestations: %w", err))...)
 	}
 	for _, a := range atts {

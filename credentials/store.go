@@ -202,10 +202,10 @@ func (s *store) scanAttestation(row dbutil.Scannable) (*Attestation, error) {
 	}
 	plain, err := s.open(a.ID, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("failed to decrypt claims of attestation %s: %w", a.ID, err)
+		return nil, fmt.Errorf("%w: failed to decrypt claims of attestation %s: %w", errUnreadableClaims, a.ID, err)
 	}
 	if err := json.Unmarshal(plain, &a.Claims); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: attestation %s: %w", errUnreadableClaims, a.ID, err)
 	}
 	_ = json.Unmarshal([]byte(status), &a.Status)
 	a.Level = Level(level)
@@ -216,31 +216,55 @@ func (s *store) scanAttestation(row dbutil.Scannable) (*Attestation, error) {
 	return &a, nil
 }
 
+// errUnreadableClaims marks a row whose claims do not decrypt or decode.
+var errUnreadableClaims = errors.New("unreadable attestation")
+
+// queryAttestations returns the rows that read; rows whose claims do not
+// (errUnreadableClaims, each naming its id) are left out and joined into
+// the error, which callers that decide on one user's rows must treat as a
+// failure.
 func (s *store) queryAttestations(ctx context.Context, where string, args ...any) ([]Attestation, error) {
 	rows, err := s.db.Query(ctx, `SELECT `+attestationColumns+` FROM credentials_attestation WHERE `+where, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Attestation
+	var (
+		out        []Attestation
+		unreadable []error
+	)
 	for rows.Next() {
 		a, err := s.scanAttestation(rows)
+		if errors.Is(err, errUnreadableClaims) {
+			unreadable = append(unreadable, err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, *a)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, errors.Join(unreadable...)
 }
 
 // validAttestations returns a user's attestations that are neither expired
-// nor invalidated at now.
+// nor invalidated at now; an unreadable one is an error (decisions must not
+// be taken on the rest).
 func (s *store) validAttestations(ctx context.Context, userID string, now time.Time) ([]Attestation, error) {
-	return s.queryAttestations(ctx, `user_id = $1 AND invalidated_at = 0 AND expires_at > $2 ORDER BY verified_at`,
+	atts, err := s.queryAttestations(ctx, `user_id = $1 AND invalidated_at = 0 AND expires_at > $2 ORDER BY verified_at`,
 		userID, now.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	return atts, nil
 }
 
-// activeAttestations returns every attestation not yet invalidated.
+// activeAttestations returns every attestation not yet invalidated that
+// reads, and an error naming each that does not: the re-check of the
+// others must go on (expiry and status need no claims).
 func (s *store) activeAttestations(ctx context.Context) ([]Attestation, error) {
 	return s.queryAttestations(ctx, `invalidated_at = 0 ORDER BY verified_at`)
 }
