@@ -383,10 +383,7 @@ func (c *Catalog) Act(ctx context.Context, p Principal, id, action, reason strin
 	// usage sample cannot interleave between the check and the write.
 	err := c.st.locked(ctx, func(ctx context.Context) error {
 		var err error
-		if b, err = c.st.get(ctx, id); err != nil {
-			return err
-		}
-		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+		if b, expiredNow, err = c.getFresh(ctx, id); err != nil {
 			return err
 		}
 		if !contains(tr.from, b.State) {
@@ -442,6 +439,16 @@ func (c *Catalog) expired(b *Booking) bool {
 // markExpired moves b to expired when its window has passed, in the
 // caller's transaction, which holds b's lock; the caller audits it
 // (auditExpiry) once the transaction committed.
+// getFresh reads booking id and marks it expired (markExpired) when its
+// window has passed. Caller holds the booking's lock (store.locked).
+func (c *Catalog) getFresh(ctx context.Context, id string) (b *Booking, expiredNow bool, err error) {
+	if b, err = c.st.get(ctx, id); err != nil {
+		return nil, false, err
+	}
+	expiredNow, err = c.markExpired(ctx, b)
+	return b, expiredNow, err
+}
+
 func (c *Catalog) markExpired(ctx context.Context, b *Booking) (bool, error) {
 	if !c.expired(b) {
 		return false, nil
@@ -546,10 +553,7 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	// free and bind it to bookings of two organisations.
 	err := c.st.locked(ctx, func(ctx context.Context) error {
 		var err error
-		if b, err = c.st.get(ctx, bookingID); err != nil {
-			return err
-		}
-		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+		if b, expiredNow, err = c.getFresh(ctx, bookingID); err != nil {
 			return err
 		}
 		if b.State.Terminal() {

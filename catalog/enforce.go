@@ -71,10 +71,7 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	// admitting to one booking see each other's admissions.
 	err = c.st.locked(ctx, func(ctx context.Context) error {
 		var err error
-		if b, err = c.st.get(ctx, bd.Booking); err != nil {
-			return err
-		}
-		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+		if b, expiredNow, err = c.getFresh(ctx, bd.Booking); err != nil {
 			return err
 		}
 		adm, err = c.admitLocked(ctx, req, bd, b)
