@@ -216,10 +216,14 @@ func realWait(ctx context.Context, d time.Duration) error {
 }
 
 // retry calls attempt until it succeeds, fails with errDelayedEventGone, or
-// the next try would start after deadline; between tries it waits the
-// homeserver's retry hint or an exponential backoff (×1.5 from
-// RetryInitialInterval up to RetryMaxInterval, ±50 % jitter), as
-// lk-jwt-service does. It returns the last error.
+// the next try would start after deadline; between tries it waits an
+// exponential backoff (×1.5 from RetryInitialInterval up to
+// RetryMaxInterval, ±50 % jitter), as lk-jwt-service does, or the
+// homeserver's retry hint (429) when that is longer than the backoff's
+// current interval. A hint never shortens the wait: the homeserver is the
+// user's, and one answering 429 with retry_after_ms 1 would otherwise have
+// the focus retry in a tight loop for as long as the delayed event lives (up
+// to max_delay_timeout). It returns the last error.
 func retry(ctx context.Context, cfg DelayedEventsConfig, now func() time.Time, wait waiter, deadline time.Time,
 	attempt func(ctx context.Context) (time.Duration, error)) error {
 	interval := cfg.RetryInitialInterval
@@ -231,11 +235,13 @@ func retry(ctx context.Context, cfg DelayedEventsConfig, now func() time.Time, w
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		d := hint
-		if d <= 0 {
+		var d time.Duration
+		if hint > 0 {
+			d = max(hint, interval)
+		} else {
 			d = time.Duration(float64(interval) * (0.5 + rand.Float64())) //nolint:gosec // jitter
-			interval = min(cfg.RetryMaxInterval, time.Duration(float64(interval)*1.5))
 		}
+		interval = min(cfg.RetryMaxInterval, time.Duration(float64(interval)*1.5))
 		if now().Add(d).After(deadline) {
 			return fmt.Errorf("gave up before the delayed event's deadline: %w", err)
 		}

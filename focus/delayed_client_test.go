@@ -155,7 +155,8 @@ func (w *recordingWaiter) wait(_ context.Context, d time.Duration) error {
 	return nil
 }
 
-// retry: the homeserver's hint is waited exactly; otherwise the backoff grows
+// retry: the homeserver's hint is waited when it is longer than the backoff's
+// interval (never shorter); otherwise the backoff grows
 // ×1.5 with ±50 % jitter up to its maximum; it gives up when the next try
 // would start after the deadline and stops at once when the event is gone.
 func TestRetry(t *testing.T) {
@@ -193,6 +194,24 @@ func TestRetry(t *testing.T) {
 			total += d
 		}
 		require.LessOrEqual(t, total, 30*time.Second, "no try starts after the deadline")
+	})
+	// A homeserver answering every request with 429 and retry_after_ms 1
+	// must not get a retry every millisecond until the deadline (tens of
+	// thousands here, one per millisecond of a delay_timeout of up to 24 h):
+	// the waits are the backoff's, as without a hint.
+	t.Run("tiny hint does not shorten the backoff", func(t *testing.T) {
+		w := &recordingWaiter{now: start}
+		calls := 0
+		err := retry(context.Background(), cfg, w.clock, w.wait, start.Add(30*time.Second), func(context.Context) (time.Duration, error) {
+			calls++
+			return time.Millisecond, errTransient
+		})
+		require.ErrorIs(t, err, errTransient)
+		require.Less(t, calls, 15)
+		want := []time.Duration{time.Second, 1500 * time.Millisecond, 2250 * time.Millisecond, 3375 * time.Millisecond, 4 * time.Second}
+		for i, d := range w.waits {
+			require.Equal(t, want[min(i, len(want)-1)], d, "wait %d", i)
+		}
 	})
 	t.Run("hint beyond the deadline", func(t *testing.T) {
 		w := &recordingWaiter{now: start}
