@@ -51,7 +51,8 @@ type Config struct {
 type DelayedEventsConfig struct {
 	// CSAPIURLOverrides maps a server name to the base URL of its
 	// Client-Server API, bypassing /.well-known/matrix/client discovery
-	// (lk-jwt-service's LIVEKIT_CS_API_URL_OVERRIDES).
+	// (lk-jwt-service's LIVEKIT_CS_API_URL_OVERRIDES). Discovery takes only
+	// an https base_url; a homeserver served over http needs an entry here.
 	CSAPIURLOverrides map[string]string `yaml:"cs_api_url_overrides"`
 	// DiscoveryCacheTTL is how long a discovered Client-Server API URL is
 	// remembered (lk-jwt-service: 4h).

@@ -117,9 +117,14 @@ func (v *openIDVerifier) clientWellKnown(ctx context.Context, server string) (st
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxWellKnownBytes)).Decode(&doc); err != nil {
 		return "", fmt.Errorf("client well-known document of %s is not JSON: %w", server, err)
 	}
+	// https only, as limitRedirects allows: the document is the requester's
+	// homeserver's, and an http base_url would let it aim the focus's POSTs
+	// at any plain-http address (a cloud metadata service, an internal admin
+	// port), with no certificate to check, for as long as the delegation
+	// runs. A homeserver served over plain http needs cs_api_url_overrides.
 	u, err := url.Parse(doc.Homeserver.BaseURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("client well-known document of %s has no usable m.homeserver.base_url", server)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("client well-known document of %s has no usable m.homeserver.base_url (an https URL)", server)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,4 +287,47 @@ func TestResolveCSAPI(t *testing.T) {
 		require.Equal(t, "https://matrix.hs.test", got)
 	}
 	require.Equal(t, 3, c.cache.len())
+}
+
+// A homeserver whose /.well-known/matrix/client names a plain-http
+// base_url (here an "internal" service on loopback) does not get the
+// focus's restart and send POSTs sent there: the delegation is refused as
+// unresolvable, as lk-jwt-service refuses one without a Client-Server API.
+func TestDelegationRefusesPlainHTTPBaseURL(t *testing.T) {
+	var hits atomic.Int32
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(internal.Close)
+	wk := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprintf(w, `{"m.homeserver":{"base_url":%q}}`, internal.URL)
+	}))
+	t.Cleanup(wk.Close)
+
+	h := newHarness(t, func(c *Config) { c.OpenID.DangerouslySkipTLSVerify = true })
+	_, port, _ := net.SplitHostPort(wk.Listener.Addr().String())
+	h.svc.openid.wellKnownPort = port
+	base := &net.Dialer{Timeout: time.Second}
+	h.svc.openid.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(addr)
+		return base.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+	}
+	h.hs.issue("tok-alice", "@alice:local.test")
+	h.rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.svc.delegations.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return h.svc.delegations.running() != nil }, 5*time.Second, 5*time.Millisecond)
+
+	resp, out := h.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_x", time.Minute))
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, out)
+	require.Equal(t, "M_BAD_JSON", out["errcode"])
+	require.Equal(t, msgUnresolvedCSAPI, out["error"])
+	require.Never(t, func() bool { return hits.Load() > 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"nothing is POSTed to the plain-http base_url")
 }
