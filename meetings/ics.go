@@ -49,9 +49,11 @@ func CalendarFile(m *Meeting, method string, cancelled time.Time, callLink strin
 	if method == MethodRequest {
 		cal.Children = append(cal.Children, overrideEvents(m, ev)...)
 	}
-	if err := addZones(cal, m, zones); err != nil {
+	spans := zoneSpans{}
+	if err := spans.add(m, zones); err != nil {
 		return nil, err
 	}
+	addZones(cal, spans)
 	return encode(cal)
 }
 
@@ -91,9 +93,11 @@ func overrideEvents(m *Meeting, master *ical.Event) []*ical.Component {
 func FeedFile(ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]byte, error) {
 	cal := newCalendar(MethodPublish)
 	cal.Props.SetText("X-WR-CALNAME", "gxconf meetings")
-	zones := map[string]bool{}
+	// One VTIMEZONE per zone, covering every meeting that uses it.
+	spans := zoneSpans{}
 	var events []*ical.Component
 	for _, m := range ms {
+		zones := map[string]bool{}
 		ev, err := meetingEvent(m, callLink(m), now, zones)
 		if err != nil {
 			return nil, err
@@ -101,13 +105,14 @@ func FeedFile(ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]b
 		if m.Cancelled {
 			ev.Props.SetText(ical.PropStatus, "CANCELLED")
 		}
-		if err := addZones(cal, m, zones); err != nil {
+		if err := spans.add(m, zones); err != nil {
 			return nil, err
 		}
 		events = append(events, ev.Component)
 		events = append(events, overrideEvents(m, ev)...)
 	}
 	cal.Children = append(cal.Children, events...)
+	addZones(cal, spans)
 	if len(events) == 0 {
 		// go-ical refuses an empty calendar; an empty feed is still valid.
 		return []byte("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" + prodID + "\r\nMETHOD:PUBLISH\r\nX-WR-CALNAME:gxconf meetings\r\nEND:VCALENDAR\r\n"), nil
@@ -211,17 +216,15 @@ func matrixURI(userID string) string {
 	return "matrix:u/" + url.PathEscape(strings.TrimPrefix(userID, "@"))
 }
 
-// addZones adds a VTIMEZONE for every zone used that the calendar lacks,
-// covering the meeting's occurrences.
-func addZones(cal *ical.Calendar, m *Meeting, zones map[string]bool) error {
-	have := map[string]bool{}
-	for _, c := range cal.Children {
-		if c.Name == ical.CompTimezone {
-			if id, err := c.Props.Text(ical.PropTimezoneID); err == nil {
-				have[id] = true
-			}
-		}
-	}
+// zoneSpans is, for each TZID a calendar uses, the period its VTIMEZONE
+// must cover: from the first to the last occurrence of every meeting in
+// that zone. A feed mixes meetings of different years; a VTIMEZONE made
+// for the first of them alone would give a later one the offset of its
+// last observance (winter time in July, an hour off).
+type zoneSpans map[string][2]time.Time
+
+// add widens the spans of zones to m's occurrences.
+func (z zoneSpans) add(m *Meeting, zones map[string]bool) error {
 	occ, err := m.Schedule.Occurrences(100000)
 	if err != nil {
 		return err
@@ -230,24 +233,41 @@ func addZones(cal *ical.Calendar, m *Meeting, zones map[string]bool) error {
 		start, _ := m.Schedule.StartTime()
 		occ = []Occurrence{{Start: start, End: start}}
 	}
-	from, to := occ[0].Start, occ[len(occ)-1].End
-	var add []*ical.Component
-	for _, name := range sortedKeys(zones) {
-		if have[name] {
-			continue
+	// Overrides keep occ sorted by start; the last to end may be earlier.
+	from, to := occ[0].Start, occ[0].End
+	for _, o := range occ {
+		if o.End.After(to) {
+			to = o.End
 		}
-		loc, err := loadZone(name)
-		if err != nil {
+	}
+	for name := range zones {
+		if _, err := loadZone(name); err != nil {
 			return err
 		}
-		add = append(add, vtimezone(loc, from, to))
+		sp, ok := z[name]
+		if !ok || from.Before(sp[0]) {
+			sp[0] = from
+		}
+		if !ok || to.After(sp[1]) {
+			sp[1] = to
+		}
+		z[name] = sp
 	}
-	// VTIMEZONEs go before the events that use them.
-	cal.Children = append(add, cal.Children...)
 	return nil
 }
 
-func sortedKeys(m map[string]bool) []string {
+// addZones adds a VTIMEZONE for every zone in spans, before the events
+// that use them.
+func addZones(cal *ical.Calendar, spans zoneSpans) {
+	var add []*ical.Component
+	for _, name := range sortedKeys(spans) {
+		loc, _ := loadZone(name) // checked by zoneSpans.add
+		add = append(add, vtimezone(loc, spans[name][0], spans[name][1]))
+	}
+	cal.Children = append(add, cal.Children...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
