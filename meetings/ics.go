@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-ical"
 )
@@ -134,7 +135,7 @@ func encode(cal *ical.Calendar) ([]byte, error) {
 	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
 		return nil, fmt.Errorf("failed to encode calendar: %w", err)
 	}
-	return buf.Bytes(), nil
+	return fold(buf.Bytes()), nil
 }
 
 // setRaw sets a property of its default value type (INTEGER, UTC-OFFSET),
@@ -340,4 +341,34 @@ func utcOffset(sec int) string {
 		s += fmt.Sprintf("%02d", sec%60)
 	}
 	return s
+}
+
+// maxLineOctets is the longest content line RFC 5545 §3.1 wants.
+const maxLineOctets = 75
+
+// fold breaks every content line longer than 75 octets (RFC 5545 §3.1):
+// a continuation line starts with a space, and a UTF-8 sequence is never
+// split between two lines. go-ical writes each property on one line, so a
+// 4000-character description was one 4000-octet line.
+func fold(b []byte) []byte {
+	var out bytes.Buffer
+	out.Grow(len(b) + len(b)/(maxLineOctets-1)*3)
+	for len(b) > 0 {
+		line, rest, _ := bytes.Cut(b, []byte("\r\n"))
+		b = rest
+		limit := maxLineOctets
+		for len(line) > limit {
+			cut := limit
+			for cut > 1 && !utf8.RuneStart(line[cut]) {
+				cut--
+			}
+			out.Write(line[:cut])
+			out.WriteString("\r\n ")
+			line = line[cut:]
+			limit = maxLineOctets - 1 // the leading space counts
+		}
+		out.Write(line)
+		out.WriteString("\r\n")
+	}
+	return out.Bytes()
 }

@@ -2,8 +2,10 @@ package meetings
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-ical"
 	"github.com/stretchr/testify/require"
@@ -53,4 +55,63 @@ func TestFeedTimezoneCoversEveryMeeting(t *testing.T) {
 		require.Contains(t, zones["Europe/Berlin"], "20270328T020000")
 		require.Contains(t, zones["Europe/Berlin"], "20300331T020000")
 	}
+}
+
+// unfold undoes RFC 5545 §3.1 folding.
+func unfold(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\r\n "), nil) }
+
+// requireFolded: every content line is at most 75 octets and valid UTF-8
+// on its own (a multi-octet character is never cut in two).
+func requireFolded(t *testing.T, b []byte) {
+	t.Helper()
+	require.True(t, bytes.HasSuffix(b, []byte("\r\n")))
+	for _, line := range bytes.Split(bytes.TrimSuffix(b, []byte("\r\n")), []byte("\r\n")) {
+		require.LessOrEqual(t, len(line), 75, "%q", line)
+		require.True(t, utf8.Valid(line), "%q", line)
+	}
+}
+
+// A long title or description (4000 characters are allowed) was written
+// as one content line of thousands of octets; RFC 5545 §3.1 wants lines of
+// at most 75 octets, folded, and multi-octet characters kept whole.
+func TestCalendarFileFoldsLongLines(t *testing.T) {
+	desc := strings.Repeat("Tagesordnung: Überprüfung der Maßnahmen 🗓️, ", 80)
+	m := &Meeting{ID: "abcdefgh", UID: "abcdefgh@hs.test.gxconf", RoomID: "!r:hs.test", Organiser: "@alice:hs.test",
+		Title: strings.Repeat("ä", 120), Description: strings.TrimSpace(desc),
+		Participants: []string{"@" + strings.Repeat("b", 200) + ":hs.test"},
+		Schedule:     Schedule{TimeZone: "Europe/Berlin", Start: "20270315T100000", Duration: time.Hour}}
+	ics, err := CalendarFile(m, MethodRequest, time.Time{}, "https://x/", time.Unix(0, 0))
+	require.NoError(t, err)
+	requireFolded(t, ics)
+	cal, err := ical.NewDecoder(bytes.NewReader(ics)).Decode()
+	require.NoError(t, err)
+	ev := cal.Events()[0]
+	title, err := ev.Props.Text(ical.PropSummary)
+	require.NoError(t, err)
+	require.Equal(t, m.Title, title)
+	d, err := ev.Props.Text(ical.PropDescription)
+	require.NoError(t, err)
+	require.Equal(t, m.Description+"\n\nJoin the call: https://x/", d)
+}
+
+// FuzzFold: folded output has short, whole-character lines and unfolds to
+// the input.
+func FuzzFold(f *testing.F) {
+	for _, s := range []string{"", "A:b\r\n", strings.Repeat("é", 100) + "\r\n", "X:" + strings.Repeat("🗓️", 40) + "\r\nY:z\r\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) || strings.Contains(s, "\r\n ") || strings.HasPrefix(s, " ") {
+			return
+		}
+		// Content lines as the encoder writes them: CRLF-terminated, no bare CR/LF.
+		if strings.ContainsAny(strings.ReplaceAll(s, "\r\n", ""), "\r\n") || (s != "" && !strings.HasSuffix(s, "\r\n")) {
+			return
+		}
+		out := fold([]byte(s))
+		if s != "" {
+			requireFolded(t, out)
+		}
+		require.Equal(t, s, string(unfold(out)))
+	})
 }
