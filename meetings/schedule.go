@@ -323,6 +323,9 @@ func (s *Schedule) Validate(lim Limits) ([]Occurrence, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := reachable(s.RRule, all); err != nil {
+			return nil, err
+		}
 		loc, _ := s.location()
 		for _, ov := range s.Overrides {
 			t, _ := time.ParseInLocation(localLayout, ov.RecurrenceID, loc)
@@ -344,6 +347,36 @@ func (s *Schedule) Validate(lim Limits) ([]Occurrence, error) {
 		}
 	}
 	return occ, nil
+}
+
+// reachable refuses a rule that runs past maxYear. The recurrence library
+// stops about 292 years after the start (where a time.Duration overflows)
+// without saying so, while calendar apps expand the RRULE in full:
+// FREQ=YEARLY;INTERVAL=1000;COUNT=8 was one occurrence for gxconf (its
+// reminders, the booking check) and eight, up to the year 9027, in every
+// invitee's calendar; INTERVAL=10;COUNT=800 made a VTIMEZONE of about 580
+// observances in each .ics. all is the rule's expansion without
+// exceptions.
+func reachable(rule string, all []Occurrence) error {
+	opt, err := rrule.StrToROption(rule)
+	if err != nil {
+		return invalid("rrule", "%v", err)
+	}
+	runsPast := func() error {
+		return invalid("rrule", "the series runs past the year %d", maxYear)
+	}
+	if !opt.Until.IsZero() && opt.Until.Year() > maxYear {
+		return runsPast()
+	}
+	if opt.Count > 0 && len(all) < opt.Count {
+		return runsPast()
+	}
+	for _, o := range all {
+		if o.End.Year() > maxYear {
+			return runsPast()
+		}
+	}
+	return nil
 }
 
 // resolveExDate turns what a person typed ("2026-03-30" or a date and time)
