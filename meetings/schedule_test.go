@@ -94,6 +94,8 @@ func TestScheduleRefusals(t *testing.T) {
 		{"not a rule", specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00", "rrule": "EVERY TUESDAY"}), "rrule: \"EVERY TUESDAY\" is not an RFC 5545 RRULE"},
 		{"end before start", specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00", "end": "09:00"}), "end: 2026-03-23 09:00 is not after the start"},
 		{"too long", specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00", "duration": "48h"}), "duration: 48h0m0s is longer than"},
+		{"control character in title", specOf(map[string]string{"title": "Lage\x00\x1b[2J", "start": "2026-03-23 10:00"}), "title: must be one line of at most 255 characters, without control characters"},
+		{"line break in title", specOf(map[string]string{"title": "Lage\r\nATTENDEE:mailto:eve@evil.example", "start": "2026-03-23 10:00"}), "title: must be one line"},
 		{"no title", specOf(map[string]string{"start": "2026-03-23 10:00"}), "title: a meeting needs a title"},
 		{"no start", specOf(map[string]string{"title": "x"}), "start: a meeting needs a start"},
 	} {
@@ -104,6 +106,22 @@ func TestScheduleRefusals(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+	t.Run("control characters in description and invitees", func(t *testing.T) {
+		s := specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00"})
+		s.Description = ptr("Agenda:\n\t1. Lage\x0b\x00")
+		_, _, _, err := applySpec(t, s)
+		require.ErrorContains(t, err, "description: contains control characters")
+		s.Description = ptr("Agenda:\r\n\t1. Lage")
+		m, _, _, err := applySpec(t, s)
+		require.NoError(t, err, "line ends and tabs are text")
+		require.Equal(t, "Agenda:\n\t1. Lage", m.Description)
+		for _, u := range []string{"@a\x00b:hs.test", "@a\x0bb:hs.test", "@a\x7fb:hs.test", "@a\u0085b:hs.test"} {
+			s := specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00"})
+			s.Invite = []string{u}
+			_, _, _, err := applySpec(t, s)
+			require.ErrorContains(t, err, "is not a Matrix user ID", "%q", u)
+		}
+	})
 	t.Run("except that is no occurrence", func(t *testing.T) {
 		s := specOf(map[string]string{"title": "x", "start": "2026-03-23 10:00", "rrule": "FREQ=WEEKLY;COUNT=3"})
 		s.Except = []string{"2026-03-31"}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gxfs-conf/gxconf/credentials"
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
@@ -76,7 +77,7 @@ func validUserID(u string) bool {
 		return false
 	}
 	i := strings.IndexByte(u, ':')
-	return i > 1 && i < len(u)-1 && !strings.ContainsAny(u, " \t\r\n\"<>")
+	return i > 1 && i < len(u)-1 && !strings.ContainsAny(u, " \"<>") && !strings.ContainsFunc(u, unicode.IsControl)
 }
 
 func serverOf(userID string) string {
@@ -99,14 +100,19 @@ func (s *Spec) apply(m *Meeting, tzDefault string, cfg *Config, localServer stri
 	if creating && m.Title == "" {
 		return nil, false, invalid("title", "a meeting needs a title")
 	}
-	if len(m.Title) > 255 || strings.ContainsAny(m.Title, "\r\n") {
-		return nil, false, invalid("title", "must be one line of at most 255 characters")
+	// Control characters are not iCalendar TEXT (RFC 5545 §3.3.11): they
+	// would reach every invitee's .ics and feed as they are.
+	if len(m.Title) > 255 || strings.ContainsFunc(m.Title, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
+		return nil, false, invalid("title", "must be one line of at most 255 characters, without control characters")
 	}
 	if s.Description != nil {
 		// Line ends become \n (an iCalendar TEXT escapes only that).
 		m.Description = strings.TrimSpace(strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(*s.Description))
 		if len(m.Description) > 4000 {
 			return nil, false, invalid("description", "longer than 4000 characters")
+		}
+		if strings.ContainsFunc(m.Description, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }) {
+			return nil, false, invalid("description", "contains control characters")
 		}
 	}
 
