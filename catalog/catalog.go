@@ -374,18 +374,10 @@ func (c *Catalog) Act(ctx context.Context, p Principal, id, action, reason strin
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var (
-		b          *Booking
-		expiredNow bool
-		refused    error
-	)
+	var refused error
 	// Under the booking's lock: another replica's transition, admission or
 	// usage sample cannot interleave between the check and the write.
-	err := c.st.locked(ctx, func(ctx context.Context) error {
-		var err error
-		if b, expiredNow, err = c.getFresh(ctx, id); err != nil {
-			return err
-		}
+	b, err := c.withFresh(ctx, id, func(ctx context.Context, b *Booking) error {
 		if !contains(tr.from, b.State) {
 			refused = fmt.Errorf("%w: cannot %s a booking that is %s", ErrState, action, b.State)
 			return nil // the expiry stands
@@ -408,9 +400,6 @@ func (c *Catalog) Act(ctx context.Context, p Principal, id, action, reason strin
 	}, "booking:"+id)
 	if err != nil {
 		return nil, err
-	}
-	if expiredNow {
-		c.auditExpiry(ctx, b)
 	}
 	if refused != nil {
 		return nil, refused
@@ -439,22 +428,40 @@ func (c *Catalog) expired(b *Booking) bool {
 // markExpired moves b to expired when its window has passed, in the
 // caller's transaction, which holds b's lock; the caller audits it
 // (auditExpiry) once the transaction committed.
-// getFresh reads booking id and marks it expired (markExpired) when its
-// window has passed. Caller holds the booking's lock (store.locked).
-func (c *Catalog) getFresh(ctx context.Context, id string) (b *Booking, expiredNow bool, err error) {
-	if b, err = c.st.get(ctx, id); err != nil {
-		return nil, false, err
-	}
-	expiredNow, err = c.markExpired(ctx, b)
-	return b, expiredNow, err
-}
-
 func (c *Catalog) markExpired(ctx context.Context, b *Booking) (bool, error) {
 	if !c.expired(b) {
 		return false, nil
 	}
 	setExpired(b, c.now())
 	return true, c.st.update(ctx, b)
+}
+
+// withFresh runs fn on booking id, read fresh and marked expired when its
+// window has passed (markExpired), in one transaction holding the locks of
+// keys (the booking's among them), and audits that expiry once the
+// transaction committed. Caller holds c.mu.
+func (c *Catalog) withFresh(ctx context.Context, id string, fn func(ctx context.Context, b *Booking) error, keys ...string) (*Booking, error) {
+	var (
+		b          *Booking
+		expiredNow bool
+	)
+	err := c.st.locked(ctx, func(ctx context.Context) error {
+		var err error
+		if b, err = c.st.get(ctx, id); err != nil {
+			return err
+		}
+		if expiredNow, err = c.markExpired(ctx, b); err != nil {
+			return err
+		}
+		return fn(ctx, b)
+	}, keys...)
+	if err != nil {
+		return nil, err
+	}
+	if expiredNow {
+		c.auditExpiry(ctx, b)
+	}
+	return b, nil
 }
 
 func setExpired(b *Booking, now time.Time) {
@@ -544,18 +551,10 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var (
-		b          *Booking
-		expiredNow bool
-		refused    error
-	)
+	var refused error
 	// Under the room's lock, so that two replicas cannot both find the room
 	// free and bind it to bookings of two organisations.
-	err := c.st.locked(ctx, func(ctx context.Context) error {
-		var err error
-		if b, expiredNow, err = c.getFresh(ctx, bookingID); err != nil {
-			return err
-		}
+	_, err := c.withFresh(ctx, bookingID, func(ctx context.Context, b *Booking) error {
 		if b.State.Terminal() {
 			refused = fmt.Errorf("%w: the booking is %s", ErrState, b.State)
 			return nil // the expiry stands
@@ -567,9 +566,6 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	}, "booking:"+bookingID, "room:"+roomID)
 	if err != nil {
 		return err
-	}
-	if expiredNow {
-		c.auditExpiry(ctx, b)
 	}
 	return refused
 }

@@ -61,27 +61,17 @@ func (c *Catalog) Admit(ctx context.Context, req AdmitRequest) (Admission, error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var (
-		b          *Booking
-		adm        Admission
-		expiredNow bool
-	)
+	var adm Admission
 	// Under the booking's lock: the participants admitted, the sessions
 	// open and the quota used are in the database, so two replicas
 	// admitting to one booking see each other's admissions.
-	err = c.st.locked(ctx, func(ctx context.Context) error {
+	_, err = c.withFresh(ctx, bd.Booking, func(ctx context.Context, b *Booking) error {
 		var err error
-		if b, expiredNow, err = c.getFresh(ctx, bd.Booking); err != nil {
-			return err
-		}
 		adm, err = c.admitLocked(ctx, req, bd, b)
 		return err
 	}, "booking:"+bd.Booking)
 	if err != nil {
 		return Admission{}, err
-	}
-	if expiredNow {
-		c.auditExpiry(ctx, b)
 	}
 	return adm, nil
 }
