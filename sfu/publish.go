@@ -215,30 +215,22 @@ func offerMids(sdp string) map[string]string {
 			inMedia, mid, msid, haveMid, haveMsid = true, "", "", false, false
 			continue
 		}
-		if !inMedia {
+		if !inMedia || !strings.HasPrefix(line, "a=") {
 			continue
 		}
-		if v, ok := sdpAttribute(line, "mid"); ok && !haveMid {
-			mid, haveMid = v, true
-		} else if v, ok := sdpAttribute(line, "msid"); ok && !haveMsid {
-			msid, haveMsid = v, true
+		switch key, value, _ := strings.Cut(line[len("a="):], ":"); key {
+		case "mid":
+			if !haveMid {
+				mid, haveMid = value, true
+			}
+		case "msid":
+			if !haveMsid {
+				msid, haveMsid = value, true
+			}
 		}
 	}
 	done()
 	return mids
-}
-
-// sdpAttribute returns the value of line if it is the attribute name
-// ("a=name" or "a=name:value").
-func sdpAttribute(line, name string) (string, bool) {
-	rest, ok := strings.CutPrefix(line, "a="+name)
-	if !ok {
-		return "", false
-	}
-	if rest == "" {
-		return "", true
-	}
-	return strings.CutPrefix(rest, ":")
 }
 
 // sourceMisfitLocked reports whether the participant's sources are limited
