@@ -24,7 +24,8 @@ deps:
 
 ## demo: a local Dendrite with gxconf registered; prints what to open and try
 demo: deps web
-	$(GO) run ./test/demo
+	$(GO) build -o bin/demo ./test/demo
+	bin/demo
 
 ## test: every test, with the race detector, real peers included. One package at a time
 ## (-p 1): the TURN and sites tests add veth interfaces to the host for a while, and a

@@ -136,12 +136,12 @@ Try:
       curl %s/.well-known/matrix/client
   • Talk to the bot: log in to the homeserver with any Matrix client as alice and write "!conf help" or "!conf status".
   • Metrics: curl %s/metrics | grep gxconf_
-  • Load the SFU: %s loadtest -url %s -api-key %s -api-secret %s -publishers 2 -subscribers 5 -duration 10s
+  • Load the SFU: LIVEKIT_API_KEY=%s LIVEKIT_API_SECRET=%s %s loadtest -url %s -publishers 2 -subscribers 5 -duration 10s
 
 Press Ctrl-C to stop.
 `, proxy.URL, harness.DendriteVersion, s.Dendrite.URL, room.RoomID, s.BotID, s.FocusURL, s.MetricsURL, s.SFUURL,
 		s.Gxconf.LogPath, claims, page("alice"), page("bob"), proxy.URL, proxy.URL, s.MetricsURL,
-		bin, s.SFUURL, s.SFUKey, s.SFUSecret)
+		s.SFUKey, s.SFUSecret, bin, s.SFUURL)
 
 	select {
 	case <-ctx.Done():
