@@ -38,7 +38,9 @@ func LiveKitIdentity(userID, deviceID, memberID string) string {
 }
 
 // LegacyLiveKitIdentity is the identity for the legacy /sfu/get endpoint and
-// MSC3401 memberships: "@user:server:DEVICE", not hashed.
+// MSC3401 memberships: "@user:server:DEVICE", not hashed. It is unambiguous
+// only for device IDs without a colon (the last colon then separates user
+// and device), which LegacyTokenRequest.Validate requires.
 func LegacyLiveKitIdentity(userID, deviceID string) string {
 	return userID + ":" + deviceID
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -143,6 +144,15 @@ func (r *LegacyTokenRequest) Validate() error {
 		// directory (names ≤ 512 bytes, no control characters) must hold:
 		// with a user ID of at most maxField bytes, 255+1+128.
 		return badJSON(fmt.Sprintf("`device_id` must be at most %d bytes of printable text", maxDeviceID))
+	case strings.Contains(r.DeviceID, ":"):
+		// The identity "<user_id>:<device_id>" must name one user and
+		// device: with a colon in the unverified device ID, @a:b.c with
+		// device 8448:X would get the identity of @a:b.c:8448 with device
+		// X and, as a duplicate identity, drop them from the call and
+		// take their place. Homeservers generate device IDs without colons
+		// (Synapse: ten capital letters, Dendrite: unpadded URL-safe
+		// base64); lk-jwt-service takes any.
+		return badJSON("`device_id` must not contain ':'")
 	}
 	if anySet, allSet := delayFields(r.DelayID, r.DelayTimeout); anySet && !allSet {
 		return badJSON("The request body is missing `delay_id` or `delay_timeout`")

@@ -39,8 +39,8 @@ func TestDecodeRefusesAmbiguousBodies(t *testing.T) {
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, codeBadJSON, e.Code)
 	// device_id becomes part of the identity the cluster directory holds:
-	// bounded and printable.
-	for _, dev := range []string{strings.Repeat("D", 129), `D\u0001`, `D\u007f`} {
+	// bounded and printable, and without the colon that ends the user ID.
+	for _, dev := range []string{strings.Repeat("D", 129), `D\u0001`, `D\u007f`, "8448:D", ":"} {
 		_, err = DecodeLegacyTokenRequest([]byte(strings.Replace(legacy, `"device_id":"D"`, `"device_id":"`+dev+`"`, 1)))
 		require.ErrorAs(t, err, &e, dev)
 		require.Equal(t, codeBadJSON, e.Code)

@@ -298,6 +298,39 @@ func TestSFUGetUsesLegacyIdentity(t *testing.T) {
 	require.Equal(t, LiveKitRoomAlias("!room:local.test", LegacySlotID), grants.Video.Room, "same room as /get_token with m.call#ROOM")
 }
 
+// The legacy identity "<user_id>:<device_id>" joins two strings that may
+// both hold colons: @alice:local.test with device 8448:DEV1 must not get the
+// identity of @alice:local.test:8448 with device DEV1 (a duplicate identity
+// drops the other participant from the LiveKit room and takes their place).
+func TestSFUGetLegacyIdentityCannotCollide(t *testing.T) {
+	h := newHarnessOpts(t, func(c *Config) {
+		c.FullAccessHomeservers = []string{"local.test:8448"}
+	}, func(o *Options) {
+		o.Config.OpenID.ServerOverrides["local.test:8448"] = o.Config.OpenID.ServerOverrides["local.test"]
+		o.Members = fakeMembers{
+			"!room:local.test|@alice:local.test":      true,
+			"!room:local.test|@alice:local.test:8448": true,
+		}
+	})
+	h.hs.issue("tok-alice", "@alice:local.test")
+	h.hs.issue("tok-victim", "@alice:local.test:8448")
+	legacy := func(token, server, device string) (*http.Response, map[string]any) {
+		return h.post(t, "/sfu/get", map[string]any{
+			"room": "!room:local.test", "device_id": device,
+			"openid_token": map[string]any{"access_token": token, "matrix_server_name": server},
+		})
+	}
+	resp, out := legacy("tok-victim", "local.test:8448", "DEV1")
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Equal(t, "@alice:local.test:8448:DEV1", decodeJWT(t, out["jwt"].(string)).Identity)
+
+	resp, out = legacy("tok-alice", "local.test", "8448:DEV1")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, out)
+	require.Equal(t, "M_BAD_JSON", out["errcode"])
+	require.Contains(t, out["error"], "`device_id`")
+	require.Nil(t, out["jwt"])
+}
+
 func TestRemoteUsersAreSubscribeOnly(t *testing.T) {
 	h := newHarness(t, nil)
 	h.hs.issue("tok-rita", "@rita:remote.test")
