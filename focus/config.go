@@ -71,6 +71,12 @@ type DelayedEventsConfig struct {
 	// (lk-jwt-service: 1s and 60s).
 	RetryInitialInterval time.Duration `yaml:"retry_initial_interval"`
 	RetryMaxInterval     time.Duration `yaml:"retry_max_interval"`
+	// MaxJobs caps the delegations this node runs at once, whoever they are
+	// from: each is a goroutine, a database row and an SFU lookup every
+	// poll_interval, and the per-user cap alone does not bound them (many
+	// users, or one homeserver minting users). Delegations over it are
+	// refused with 429 M_LIMIT_EXCEEDED, as over the per-user cap.
+	MaxJobs int `yaml:"max_jobs"`
 }
 
 // SFUConfig names the LiveKit server. An empty URL means the embedded SFU.
@@ -157,6 +163,7 @@ func DefaultConfig() Config {
 			RequestTimeout:       5 * time.Second,
 			RetryInitialInterval: time.Second,
 			RetryMaxInterval:     time.Minute,
+			MaxJobs:              10000,
 		},
 	}
 }
@@ -271,6 +278,9 @@ func (c *Config) Validate() error {
 	}
 	if d.RetryMaxInterval < d.RetryInitialInterval {
 		bad("delayed_events.retry_max_interval", "must be at least retry_initial_interval (%s), got %s", d.RetryInitialInterval, d.RetryMaxInterval)
+	}
+	if d.MaxJobs < 1 || d.MaxJobs > 1000000 {
+		bad("delayed_events.max_jobs", "must be between 1 and 1000000, got %d", d.MaxJobs)
 	}
 	return errors.Join(errs...)
 }

@@ -92,6 +92,7 @@ type jobDone struct {
 }
 
 func newDelegator(cfg DelayedEventsConfig, store *delegationStore, rooms RoomService, cs *csAPI, m *metrics, log zerolog.Logger) *delegator {
+	m.delegationsLimit.Set(float64(cfg.MaxJobs))
 	return &delegator{
 		cfg: cfg, store: store, rooms: rooms, cs: cs, metrics: m, log: log,
 		now: time.Now, wait: realWait,
@@ -158,6 +159,10 @@ func (g *delegator) Run(ctx context.Context) {
 
 	jobs := map[delegationKey]*job{}
 	perUser := map[string]int{} // live jobs by Matrix user ID
+	// atCap is set when a delegation was refused at max_jobs, so that this
+	// is logged once, not per request; it is cleared once the jobs are
+	// down to 90 % of the cap.
+	atCap := false
 	var wg sync.WaitGroup
 	start := func(d *delegation) {
 		k := d.key()
@@ -208,8 +213,17 @@ func (g *delegator) Run(ctx context.Context) {
 			wg.Wait()
 			return
 		case req := <-g.addCh:
-			if overCap(jobs, perUser, req.d) {
+			switch overCap(jobs, perUser, req.d, g.cfg.MaxJobs) {
+			case capUser:
 				req.errc <- tooManyDelegations()
+				continue
+			case capNode:
+				if !atCap {
+					atCap = true
+					g.log.Warn().Int("max_jobs", g.cfg.MaxJobs).
+						Msg("Refusing delayed leave delegations: this node runs focus.delayed_events.max_jobs of them")
+				}
+				req.errc <- delegationsFull()
 				continue
 			}
 			if err := g.store.save(ctx, req.d); err != nil {
@@ -238,6 +252,10 @@ func (g *delegator) Run(ctx context.Context) {
 			delete(jobs, k)
 			untrack(perUser, done.j.d.UserID)
 			g.metrics.delegations.Set(float64(len(jobs)))
+			if atCap && len(jobs) <= g.cfg.MaxJobs*9/10 {
+				atCap = false
+				g.log.Info().Int("max_jobs", g.cfg.MaxJobs).Msg("Taking delayed leave delegations again")
+			}
 			done.j.cancel()
 			if done.outcome == jobFinished {
 				if err := g.store.remove(ctx, k, done.j.d.DelayID); err != nil {
@@ -248,15 +266,33 @@ func (g *delegator) Run(ctx context.Context) {
 	}
 }
 
-// overCap reports whether d would take its user past maxDelegationsPerUser.
-// Replacing the user's own delegation of the same participant takes no new
-// slot. Only the loop checks: one added while it is stopped (a moment at
-// start and shutdown) is stored and resumed without the check.
-func overCap(jobs map[delegationKey]*job, perUser map[string]int, d *delegation) bool {
-	if old := jobs[d.key()]; old != nil && old.d.UserID == d.UserID {
-		return false
+// capHit is the cap a new delegation would exceed.
+type capHit int
+
+const (
+	capNone capHit = iota
+	// capUser: maxDelegationsPerUser of its user.
+	capUser
+	// capNode: delayed_events.max_jobs of this node.
+	capNode
+)
+
+// overCap tells which cap d would take past, if any. Replacing the user's
+// own delegation of the same participant takes no new slot. Only the loop
+// checks: one added while it is stopped (a moment at start and shutdown) is
+// stored and resumed without the check, and so are the stored ones resumed
+// at start, even past maxJobs (their users rely on them; new ones wait
+// until enough have ended).
+func overCap(jobs map[delegationKey]*job, perUser map[string]int, d *delegation, maxJobs int) capHit {
+	switch old := jobs[d.key()]; {
+	case old != nil && old.d.UserID == d.UserID:
+		return capNone
+	case perUser[d.UserID] >= maxDelegationsPerUser:
+		return capUser
+	case len(jobs) >= maxJobs:
+		return capNode
 	}
-	return perUser[d.UserID] >= maxDelegationsPerUser
+	return capNone
 }
 
 // untrack frees one of user's slots, forgetting users with none left so the

@@ -1,17 +1,22 @@
 package focus
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.mau.fi/util/dbutil"
@@ -29,8 +34,9 @@ type delayStack struct {
 }
 
 // newDelayStack opens the focus on the SQLite file at dbPath ("" for a new
-// one) with short intervals, and serves it until stop or the test ends.
-func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fakeRooms) *delayStack {
+// one) with short intervals, and serves it until stop or the test ends; opts
+// change its options.
+func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fakeRooms, opts ...func(*Options)) *delayStack {
 	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "focus.db")
@@ -52,7 +58,7 @@ func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fake
 	d.RetryInitialInterval, d.RetryMaxInterval = 10*time.Millisecond, 50*time.Millisecond
 	db, err := dbutil.NewWithDialect("file:"+dbPath+"?_txlock=immediate", "sqlite3-fk-wal")
 	require.NoError(t, err)
-	svc, err := New(context.Background(), Options{
+	o := Options{
 		Config: cfg, LocalDomain: "local.test", DB: db, Rooms: rooms,
 		Members: fakeMembers{
 			"!room:local.test|@alice:local.test": true,
@@ -60,7 +66,11 @@ func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fake
 			"!room:local.test|@rita:remote.test": true,
 		},
 		Log: zerolog.New(zerolog.NewTestWriter(t)), Registerer: prometheus.NewRegistry(),
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	svc, err := New(context.Background(), o)
 	require.NoError(t, err)
 	hs.issue("tok-alice", "@alice:local.test")
 	hs.issue("tok-bob", "@bob:local.test")
@@ -287,6 +297,91 @@ func TestDelegationsCappedPerUser(t *testing.T) {
 	require.Equal(t, maxDelegationsPerUser+1, delegationRows(t, s), "alice's 16 and bob's")
 }
 
+// syncBuffer is a log sink the service writes from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// The node runs at most delayed_events.max_jobs delegations, whoever they
+// are from: the next is refused as over the per-user cap (429
+// M_LIMIT_EXCEEDED) and logged once, not per refusal; a job that ends, sent
+// or cancelled on the homeserver, frees its slot; the gauges show the jobs
+// held and the cap.
+func TestDelegationsCappedPerNode(t *testing.T) {
+	mhs := msc4140.New(nil)
+	var logs syncBuffer
+	s := newDelayStack(t, mhs, "", nil, func(o *Options) {
+		o.Config.DelayedEvents.MaxJobs = 2
+		o.Log = zerolog.New(io.MultiWriter(&logs, zerolog.NewTestWriter(t)))
+	})
+	jobs := func() float64 { return testutil.ToFloat64(s.svc.metrics.delegations) }
+	require.Equal(t, 2.0, testutil.ToFloat64(s.svc.metrics.delegationsLimit))
+	delegate := func(token, user, member, delayID string) (*http.Response, map[string]any) {
+		b := delayedBody(token, "local.test", user, delayID, time.Hour)
+		b["member"].(map[string]any)["id"] = member
+		return s.post(t, "/delegate_delayed_leave", b)
+	}
+	mhs.Schedule("syd_a0", time.Hour)
+	resp, out := delegate("tok-alice", "@alice:local.test", "m0", "syd_a0")
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	// syd_b0 is not scheduled: cancelled on the homeserver.
+	resp, out = delegate("tok-bob", "@bob:local.test", "m0", "syd_b0")
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Equal(t, 2.0, jobs())
+
+	const full = "Refusing delayed leave delegations"
+	for _, path := range []string{"/delegate_delayed_leave", "/get_token"} {
+		b := delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a1", time.Hour)
+		b["member"].(map[string]any)["id"] = "m1"
+		resp, out = s.post(t, path, b)
+		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s: %v", path, out)
+		require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+	}
+	require.Equal(t, 1, logs.count(full), "logged once")
+	resp, out = delegate("tok-alice", "@alice:local.test", "m0", "syd_a0")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a replacement takes no new slot: %v", out)
+	require.Equal(t, 2, delegationRows(t, s))
+
+	// Bob's participant connects; the restart finds the event cancelled
+	// (404) and the job ends.
+	s.rooms.setPresent(aliceLKRoom, LiveKitIdentity("@bob:local.test", "DEV1", "m0"), true)
+	require.Eventually(t, func() bool { return jobs() == 1 }, 5*time.Second, 10*time.Millisecond)
+	mhs.Schedule("syd_a1", time.Hour)
+	resp, out = delegate("tok-alice", "@alice:local.test", "m1", "syd_a1")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the cancelled job's slot is free: %v", out)
+
+	// Alice's m0 comes and goes: its leave is sent and its slot is free.
+	identity := LiveKitIdentity("@alice:local.test", "DEV1", "m0")
+	s.rooms.setPresent(aliceLKRoom, identity, true)
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_a0"); return e.Restarts >= 1 }, 5*time.Second, 10*time.Millisecond)
+	s.rooms.setPresent(aliceLKRoom, identity, false)
+	require.Eventually(t, func() bool { return jobs() == 1 }, 5*time.Second, 10*time.Millisecond)
+	e, _ := mhs.Event("syd_a0")
+	require.Equal(t, msc4140.Sent, e.Outcome)
+	mhs.Schedule("syd_a2", time.Hour)
+	resp, out = delegate("tok-alice", "@alice:local.test", "m2", "syd_a2")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the sent job's slot is free: %v", out)
+	require.Equal(t, 2.0, jobs())
+
+	// Full again after having been below the cap: logged again.
+	resp, _ = delegate("tok-bob", "@bob:local.test", "m1", "syd_b1")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, 2, logs.count(full))
+}
+
 // A restart of gxconf: the job is in the database; the next focus on the
 // same file resumes it, restarting the event while the participant is there
 // and sending it when they are gone. A job whose event must have fired while
@@ -388,13 +483,14 @@ func TestDelayedEventsConfigValidation(t *testing.T) {
 	d.RequestTimeout = 0
 	d.RetryInitialInterval = 0
 	d.RetryMaxInterval = -1
+	d.MaxJobs = 0
 	err := cfg.Validate()
 	require.Error(t, err)
 	for _, key := range []string{
 		"delayed_events.cs_api_url_overrides.bad name/", "delayed_events.cs_api_url_overrides.hs.test",
 		"delayed_events.discovery_cache_ttl", "delayed_events.min_delay_timeout", "delayed_events.max_delay_timeout",
 		"delayed_events.poll_interval", "delayed_events.request_timeout", "delayed_events.retry_initial_interval",
-		"delayed_events.retry_max_interval",
+		"delayed_events.retry_max_interval", "delayed_events.max_jobs",
 	} {
 		require.Contains(t, err.Error(), key+":")
 	}

@@ -90,6 +90,13 @@ func tooManyDelegations() *Error {
 		Message: fmt.Sprintf("Too many delayed leave events delegated by this user (at most %d at a time)", maxDelegationsPerUser)}
 }
 
+// delegationsFull refuses a delegation while the node runs
+// delayed_events.max_jobs of them; one must end first.
+func delegationsFull() *Error {
+	return &Error{Status: http.StatusTooManyRequests, Code: codeLimit,
+		Message: "Too many delayed leave events delegated to this service; try again later"}
+}
+
 // toError maps any error of the processing functions to its wire form.
 // Unknown errors become 500 without leaking their text.
 func toError(err error) *Error {

@@ -11,8 +11,10 @@ type metrics struct {
 	tokens        *prometheus.CounterVec
 	removed       *prometheus.CounterVec
 	// delegations counts the running delayed-leave jobs.
-	delegations    prometheus.Gauge
-	delayedActions *prometheus.CounterVec
+	delegations prometheus.Gauge
+	// delegationsLimit is delayed_events.max_jobs.
+	delegationsLimit prometheus.Gauge
+	delayedActions   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -42,13 +44,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gxconf", Subsystem: "focus", Name: "delayed_leave_jobs",
 			Help: "Delegated delayed leave events (MSC4140) this node keeps alive or is sending.",
 		}),
+		delegationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gxconf", Subsystem: "focus", Name: "delayed_leave_jobs_limit",
+			Help: "The most delayed leave jobs this node runs at once (focus.delayed_events.max_jobs).",
+		}),
 		delayedActions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gxconf", Subsystem: "focus", Name: "delayed_event_requests_total",
 			Help: "Restart and send requests to users' homeservers (MSC4140), by result (ok, gone, error, unresolved).",
 		}, []string{"action", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.openIDLatency, m.openIDCached, m.tokens, m.removed, m.delegations, m.delayedActions)
+		reg.MustRegister(m.requests, m.openIDLatency, m.openIDCached, m.tokens, m.removed, m.delegations, m.delegationsLimit, m.delayedActions)
 	}
 	return m
 }
