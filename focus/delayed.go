@@ -40,6 +40,11 @@ const maxDelegationsPerUser = 16
 // reach it through channels. Each job is one goroutine (plus at most one
 // restart request in flight) that Run waits for. Jobs are persisted, so a job
 // interrupted by a shutdown resumes, waiting again, at the next start.
+//
+// Nodes sharing the database run each job once: a job's row names its node
+// (delegationStore), Run renews the node's liveness every heartbeat and
+// claims the rows of nodes that stopped (they release theirs) or died, and a
+// job whose row went to another node stops at its next restart.
 type delegator struct {
 	cfg     DelayedEventsConfig
 	store   *delegationStore
@@ -188,21 +193,31 @@ func (g *delegator) Run(ctx context.Context) {
 		}()
 	}
 
-	stored, err := g.store.all(ctx)
-	if err != nil {
-		g.log.Error().Err(err).Msg("Failed to load delayed leave events; they are not resumed")
-	}
-	for _, d := range stored {
-		if !g.now().Before(d.RestartedAt.Add(d.Timeout)) {
-			// It has fired on the homeserver by now.
-			if err := g.store.remove(ctx, d.key(), d.DelayID); err != nil {
-				g.log.Warn().Err(err).Msg("Failed to forget an expired delayed leave event")
-			}
-			continue
+	// resume starts the stored jobs this node holds and does not run yet.
+	resume := func() {
+		stored, err := g.store.all(ctx)
+		if err != nil {
+			g.log.Error().Err(err).Msg("Failed to load delayed leave events; they are not resumed")
 		}
-		g.log.Info().Str("lk_room", d.LiveKitRoom).Str("lk_identity", d.Identity).Msg("Resuming delayed leave delegation")
-		start(d)
+		for _, d := range stored {
+			if jobs[d.key()] != nil {
+				continue
+			}
+			if !g.now().Before(d.RestartedAt.Add(d.Timeout)) {
+				// It has fired on the homeserver by now.
+				if err := g.store.remove(ctx, d.key(), d.DelayID); err != nil {
+					g.log.Warn().Err(err).Msg("Failed to forget an expired delayed leave event")
+				}
+				continue
+			}
+			g.log.Info().Str("lk_room", d.LiveKitRoom).Str("lk_identity", d.Identity).Msg("Resuming delayed leave delegation")
+			start(d)
+		}
 	}
+	g.claim(ctx)
+	resume()
+	heartbeat := time.NewTicker(g.heartbeat())
+	defer heartbeat.Stop()
 
 	for {
 		select {
@@ -211,7 +226,17 @@ func (g *delegator) Run(ctx context.Context) {
 				j.cancel()
 			}
 			wg.Wait()
+			// Only now that none runs: a live node may take them at once.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.RequestTimeout)
+			if err := g.store.release(rctx); err != nil {
+				g.log.Warn().Err(err).Msg("Failed to hand over the delayed leave events")
+			}
+			cancel()
 			return
+		case <-heartbeat.C:
+			if g.claim(ctx) > 0 {
+				resume()
+			}
 		case req := <-g.addCh:
 			switch overCap(jobs, perUser, req.d, g.cfg.MaxJobs) {
 			case capUser:
@@ -266,6 +291,32 @@ func (g *delegator) Run(ctx context.Context) {
 	}
 }
 
+// heartbeat is how often a node renews its liveness and claims the jobs of
+// nodes that stopped or died; a node that has not renewed it for three
+// heartbeats (7.5 poll intervals, 15 s by default) is taken as gone.
+func (g *delegator) heartbeat() time.Duration { return g.cfg.PollInterval * 5 / 2 }
+
+// claim renews this node's liveness and takes over the jobs of nodes that
+// are not alive, returning how many it took (they still need starting).
+// Without a renewal nothing is claimed: the node could be the one taken as
+// gone.
+func (g *delegator) claim(ctx context.Context) int64 {
+	now := g.now()
+	if err := g.store.alive(ctx, now.Add(3*g.heartbeat())); err != nil {
+		g.log.Warn().Err(err).Msg("Failed to renew the delayed leave node")
+		return 0
+	}
+	n, err := g.store.claim(ctx, now)
+	if err != nil {
+		g.log.Warn().Err(err).Msg("Failed to take over delayed leave events of stopped nodes")
+		return 0
+	}
+	if n > 0 {
+		g.log.Info().Int64("count", n).Msg("Took over delayed leave events of stopped nodes")
+	}
+	return n
+}
+
 // capHit is the cap a new delegation would exceed.
 type capHit int
 
@@ -318,11 +369,12 @@ func (g *delegator) runJob(ctx context.Context, j *job) jobOutcome {
 	}
 	if ok {
 		log.Debug().Msg("Delegating participant connected")
-		reason, ok = g.whileConnected(ctx, j, &deadline, log)
-		if ctx.Err() != nil {
+		var end connectedEnd
+		reason, end = g.whileConnected(ctx, j, &deadline, log)
+		switch {
+		case ctx.Err() != nil, end == endLost:
 			return jobCancelled
-		}
-		if !ok {
+		case end == endStop:
 			return jobFinished
 		}
 	}
@@ -366,10 +418,23 @@ func (g *delegator) waitForParticipant(ctx context.Context, j *job, until time.T
 	}
 }
 
+// connectedEnd is how the connected state ends.
+type connectedEnd int
+
+const (
+	// endSend: the participant is gone; send the delayed event.
+	endSend connectedEnd = iota
+	// endStop: the job ends without sending.
+	endStop
+	// endLost: another node runs the job now (the row was claimed or
+	// replaced there); stop and leave the row alone.
+	endLost
+)
+
 // whileConnected restarts the delayed event while the participant stays. It
-// returns ok with the reason to send once the participant is gone, or !ok
-// when the job ends without sending.
-func (g *delegator) whileConnected(ctx context.Context, j *job, deadline *time.Time, log zerolog.Logger) (reason string, ok bool) {
+// returns endSend with the reason to send once the participant is gone, or
+// how else the job ends.
+func (g *delegator) whileConnected(ctx context.Context, j *job, deadline *time.Time, log zerolog.Logger) (reason string, end connectedEnd) {
 	d := j.d
 	// The true deadline is unknown (the client restarted the event at some
 	// point before handing it over): assume now, and restart at once.
@@ -406,12 +471,12 @@ func (g *delegator) whileConnected(ctx context.Context, j *job, deadline *time.T
 	for {
 		select {
 		case <-ctx.Done():
-			return "", false
+			return "", endStop
 		case <-j.sendNow:
-			return "removed", true
+			return "removed", endSend
 		case <-poll.C:
 			if present, err := g.present(ctx, d); err == nil && !present {
-				return "participant gone", true
+				return "participant gone", endSend
 			}
 		case <-next:
 			next = nil
@@ -424,12 +489,16 @@ func (g *delegator) whileConnected(ctx context.Context, j *job, deadline *time.T
 				} else {
 					log.Warn().Err(err).Msg("Failed to restart the delayed leave event; stopping")
 				}
-				return "", false
+				return "", endStop
 			}
 			at := g.now()
 			*deadline = at.Add(d.Timeout)
-			if err := g.store.restarted(ctx, d.key(), d.DelayID, at); err != nil {
+			owned, err := g.store.restarted(ctx, d.key(), d.DelayID, at)
+			if err != nil {
 				log.Warn().Err(err).Msg("Failed to record a restart")
+			} else if !owned {
+				log.Info().Msg("The delayed leave delegation is no longer this node's; stopping")
+				return "", endLost
 			}
 			// Restart at 80 % of the timeout, as lk-jwt-service.
 			nextTimer = time.NewTimer(d.Timeout * 8 / 10)

@@ -35,11 +35,16 @@ type delegationKey struct {
 	room, identity string
 }
 
-// delegationStore persists delegations so that they survive restarts.
+// delegationStore persists delegations so that they survive restarts, and
+// assigns each to one node: its row names the node (node_id) that runs it,
+// and a node that stopped (released) or has not renewed its liveness
+// (focus_delayed_leave_node) loses its rows to the first live node that
+// claims them. Claims are single UPDATE statements, atomic on SQLite and
+// PostgreSQL alike.
 type delegationStore struct {
 	db *dbutil.Database
-	// node owns the rows this process runs; "" in a single-node setup.
-	// TODO(cluster): the node ID, and adoption of a dead node's rows.
+	// node is this node's cluster ID; "" when it has none (no embedded SFU,
+	// tests), which is also the owner of rows stored before nodes were named.
 	node string
 }
 
@@ -61,14 +66,58 @@ func (s *delegationStore) save(ctx context.Context, d *delegation) error {
 	return nil
 }
 
-// restarted records a successful restart of the delegation's delay ID.
-func (s *delegationStore) restarted(ctx context.Context, k delegationKey, delayID string, at time.Time) error {
-	_, err := s.db.Exec(ctx, "UPDATE focus_delayed_leave SET restarted_at=$4 WHERE lk_room=$1 AND identity=$2 AND delay_id=$3",
-		k.room, k.identity, delayID, at.UnixMilli())
+// restarted records a successful restart of the delegation's delay ID. It
+// reports false when this node no longer holds the row: it was replaced,
+// finished or claimed by another node, which runs the job now.
+func (s *delegationStore) restarted(ctx context.Context, k delegationKey, delayID string, at time.Time) (bool, error) {
+	res, err := s.db.Exec(ctx, "UPDATE focus_delayed_leave SET restarted_at=$4 WHERE lk_room=$1 AND identity=$2 AND delay_id=$3 AND node_id=$5",
+		k.room, k.identity, delayID, at.UnixMilli(), s.node)
 	if err != nil {
-		return fmt.Errorf("failed to update delayed leave: %w", err)
+		return true, fmt.Errorf("failed to update delayed leave: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return true, fmt.Errorf("failed to update delayed leave: %w", err)
+	}
+	return n > 0, nil
+}
+
+// alive records that this node runs its jobs until at least until.
+func (s *delegationStore) alive(ctx context.Context, until time.Time) error {
+	_, err := s.db.Exec(ctx, `
+		INSERT INTO focus_delayed_leave_node (node_id, alive_until) VALUES ($1, $2)
+		ON CONFLICT (node_id) DO UPDATE SET alive_until=excluded.alive_until`, s.node, until.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to renew the delayed leave node: %w", err)
 	}
 	return nil
+}
+
+// release gives up this node's rows (it stops): the next claim of a live
+// node takes them, without waiting for the liveness to lapse.
+func (s *delegationStore) release(ctx context.Context) error {
+	if _, err := s.db.Exec(ctx, "DELETE FROM focus_delayed_leave_node WHERE node_id=$1", s.node); err != nil {
+		return fmt.Errorf("failed to release the delayed leave node: %w", err)
+	}
+	return nil
+}
+
+// claim takes over the rows of nodes not alive at now and reports how many.
+// A node whose row says it is alive keeps its rows, so a job that node runs
+// is not started twice.
+func (s *delegationStore) claim(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.db.Exec(ctx, `
+		UPDATE focus_delayed_leave SET node_id=$1
+		WHERE node_id<>$1 AND node_id NOT IN (SELECT node_id FROM focus_delayed_leave_node WHERE alive_until>$2)`,
+		s.node, now.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("failed to claim delayed leaves: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("failed to claim delayed leaves: %w", err)
+	}
+	return n, nil
 }
 
 // remove forgets the delegation of delayID, unless another one replaced it.

@@ -421,6 +421,88 @@ func TestDelayedLeaveSurvivesRestart(t *testing.T) {
 	}
 }
 
+// Nodes sharing a database run each job once: a node that starts leaves
+// the jobs of a live node alone, takes over those of a node that stopped
+// (it hands them over) or died (it stopped renewing its liveness), and the
+// job it took is restarted and sent from there.
+func TestDelayedLeaveResumedByOneNode(t *testing.T) {
+	mhs := msc4140.New(nil)
+	rooms := &fakeRooms{absent: map[string]bool{}}
+	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	// Liveness lapses after 7.5 poll intervals: long enough here that a
+	// busy test machine does not make a live node look dead.
+	node := func(id string) func(*Options) {
+		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
+	}
+	a := newDelayStack(t, mhs, "", rooms, node("a"))
+	mhs.Schedule("syd_a", time.Hour)
+	resp, out := a.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a", time.Hour))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Eventually(t, func() bool { return mhs.Count("restart", 200) >= 1 }, 5*time.Second, 10*time.Millisecond)
+
+	b := newDelayStack(t, mhs, a.dbPath, rooms, node("b"))
+	jobsOf := func(s *delayStack) float64 { return testutil.ToFloat64(s.svc.metrics.delegations) }
+	// b answers a delegation only after its start-up resume.
+	mhs.Schedule("syd_b", time.Hour)
+	resp, out = b.post(t, "/delegate_delayed_leave", delayedBody("tok-bob", "local.test", "@bob:local.test", "syd_b", time.Hour))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Equal(t, 1.0, jobsOf(b), "bob's, not a's")
+	require.Equal(t, 1.0, jobsOf(a))
+
+	// A job of a node that died, which never renews its liveness.
+	db, err := sql.Open("sqlite3", "file:"+a.dbPath+"?_txlock=immediate")
+	require.NoError(t, err)
+	deadIdentity := LiveKitIdentity("@bob:local.test", "DEV1", "dead")
+	mhs.Schedule("syd_dead", time.Hour)
+	rooms.setPresent(aliceLKRoom, deadIdentity, true)
+	_, err = db.Exec(`INSERT INTO focus_delayed_leave (lk_room, identity, delay_id, delay_timeout, server_name, room_id, user_id, created_at, restarted_at, node_id)
+		VALUES ($1, $2, 'syd_dead', 3600000, 'local.test', '!room:local.test', '@bob:local.test', $3, $3, 'dead')`,
+		aliceLKRoom, deadIdentity, time.Now().UnixMilli())
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_dead"); return e.Restarts >= 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, 3.0, jobsOf(a)+jobsOf(b), "taken by one node (either)")
+
+	before, _ := mhs.Event("syd_a")
+	a.stop()
+	require.Eventually(t, func() bool { return jobsOf(b) == 3 }, 5*time.Second, 10*time.Millisecond, "a's job handed over")
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_a"); return e.Restarts > before.Restarts }, 5*time.Second, 10*time.Millisecond)
+	rooms.setPresent(aliceLKRoom, aliceIdentity, false)
+	require.Eventually(t, func() bool {
+		e, _ := mhs.Event("syd_a")
+		return e.Outcome == msc4140.Sent && e.SentBy == "action"
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return jobsOf(b) == 2 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// A delegation replaced through another node moves its row there: the old
+// job stops at its next restart instead of keeping the old delay ID alive
+// beside the new job.
+func TestDelayedLeaveReplacedOnAnotherNode(t *testing.T) {
+	mhs := msc4140.New(nil)
+	rooms := &fakeRooms{absent: map[string]bool{}}
+	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
+	node := func(id string) func(*Options) {
+		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
+	}
+	a := newDelayStack(t, mhs, "", rooms, node("a"))
+	b := newDelayStack(t, mhs, a.dbPath, rooms, node("b"))
+	mhs.Schedule("syd_old", time.Hour)
+	mhs.Schedule("syd_new", time.Hour)
+	resp, out := a.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_old", 300*time.Millisecond))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_old"); return e.Restarts >= 1 }, 5*time.Second, 10*time.Millisecond)
+	resp, out = b.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_new", 300*time.Millisecond))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	require.Eventually(t, func() bool { return testutil.ToFloat64(a.svc.metrics.delegations) == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1.0, testutil.ToFloat64(b.svc.metrics.delegations))
+	require.Equal(t, 1, delegationRows(t, a), "the new row stays")
+	old, _ := mhs.Event("syd_old")
+	require.Eventually(t, func() bool { e, _ := mhs.Event("syd_new"); return e.Restarts >= old.Restarts+2 }, 5*time.Second, 10*time.Millisecond)
+	after, _ := mhs.Event("syd_old")
+	require.Equal(t, old.Restarts, after.Restarts, "the old delay ID is left alone")
+}
+
 // The answers to delegations the focus does not take, as lk-jwt-service's.
 func TestDelegationErrors(t *testing.T) {
 	mhs := msc4140.New(nil)

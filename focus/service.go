@@ -114,7 +114,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		log:         opts.Log,
 		openid:      openid,
 		cs:          cs,
-		delegations: newDelegator(opts.Config.DelayedEvents, &delegationStore{db: grants.db}, opts.Rooms, cs, m, opts.Log),
+		delegations: newDelegator(opts.Config.DelayedEvents, &delegationStore{db: grants.db, node: opts.NodeID}, opts.Rooms, cs, m, opts.Log),
 		rooms:       opts.Rooms,
 		members:     opts.Members,
 		access:      access,
