@@ -75,7 +75,7 @@ type DelayedEventsConfig struct {
 	// from: each is a goroutine, a database row and an SFU lookup every
 	// poll_interval, and the per-user cap alone does not bound them (many
 	// users, or one homeserver minting users). Delegations over it are
-	// refused with 429 M_LIMIT_EXCEEDED, as over the per-user cap.
+	// refused as over the per-user cap (delegationRefusedOnTokenEndpoint).
 	MaxJobs int `yaml:"max_jobs"`
 }
 

@@ -271,7 +271,15 @@ func TestDelegationsCappedPerUser(t *testing.T) {
 	b := delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_token", time.Hour)
 	b["member"].(map[string]any)["id"] = "m-token"
 	resp, out := s.post(t, "/get_token", b)
-	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "a token endpoint's delegation counts too: %v", out)
+	// On a token endpoint the refusal is 400 M_BAD_JSON, on which Element
+	// Call asks again without delay fields: the user still joins.
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "a token endpoint's delegation counts too: %v", out)
+	require.Equal(t, "M_BAD_JSON", out["errcode"])
+	require.Contains(t, out["error"], fmt.Sprint(maxDelegationsPerUser))
+	delete(b, "delay_id")
+	delete(b, "delay_timeout")
+	resp, out = s.post(t, "/get_token", b)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "without delay fields: %v", out)
 
 	resp, out = delegate("tok-bob", "@bob:local.test", "m0", "syd_bob")
 	require.Equal(t, http.StatusOK, resp.StatusCode, out)
@@ -317,7 +325,8 @@ func (b *syncBuffer) count(s string) int {
 
 // The node runs at most delayed_events.max_jobs delegations, whoever they
 // are from: the next is refused as over the per-user cap (429
-// M_LIMIT_EXCEEDED) and logged once, not per refusal; a job that ends, sent
+// M_LIMIT_EXCEEDED on /delegate_delayed_leave, 400 M_BAD_JSON on the token
+// endpoints, which a client retries without delay fields) and logged once, not per refusal; a job that ends, sent
 // or cancelled on the homeserver, frees its slot; the gauges show the jobs
 // held and the cap.
 func TestDelegationsCappedPerNode(t *testing.T) {
@@ -343,12 +352,23 @@ func TestDelegationsCappedPerNode(t *testing.T) {
 	require.Equal(t, 2.0, jobs())
 
 	const full = "Refusing delayed leave delegations"
-	for _, path := range []string{"/delegate_delayed_leave", "/get_token"} {
-		b := delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a1", time.Hour)
-		b["member"].(map[string]any)["id"] = "m1"
-		resp, out = s.post(t, path, b)
-		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s: %v", path, out)
-		require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+	b := delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a1", time.Hour)
+	b["member"].(map[string]any)["id"] = "m1"
+	resp, out = s.post(t, "/delegate_delayed_leave", b)
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, out)
+	require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+	// The token endpoints answer 400 M_BAD_JSON, on which Element Call asks
+	// again without delay fields, and the user joins.
+	legacy := map[string]any{"room": b["room_id"], "openid_token": b["openid_token"], "device_id": "DEV1",
+		"delay_id": "syd_a1", "delay_timeout": b["delay_timeout"]}
+	for path, body := range map[string]map[string]any{"/get_token": b, "/sfu/get": legacy} {
+		resp, out = s.post(t, path, body)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %v", path, out)
+		require.Equal(t, "M_BAD_JSON", out["errcode"], path)
+		delete(body, "delay_id")
+		delete(body, "delay_timeout")
+		resp, out = s.post(t, path, body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s without delay fields: %v", path, out)
 	}
 	require.Equal(t, 1, logs.count(full), "logged once")
 	resp, out = delegate("tok-alice", "@alice:local.test", "m0", "syd_a0")

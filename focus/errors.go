@@ -97,6 +97,21 @@ func delegationsFull() *Error {
 		Message: "Too many delayed leave events delegated to this service; try again later"}
 }
 
+// delegationRefusedOnTokenEndpoint answers a delegation over a cap on
+// /get_token or /sfu/get with 400 M_BAD_JSON instead of 429: Element Call
+// asks again without its delay fields after a 400 M_BAD_JSON (as after
+// lk-jwt-service's "Unable to resolve client-server API") and so joins the
+// call, keeping its own delayed leave on the homeserver, where a 429 would
+// fail /get_token, then /sfu/get, and keep the user out of the call.
+// /delegate_delayed_leave keeps the 429.
+func delegationRefusedOnTokenEndpoint(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusTooManyRequests && e.Code == codeLimit {
+		return &Error{Status: http.StatusBadRequest, Code: codeBadJSON, Message: e.Message + "; ask without delay_id and delay_timeout"}
+	}
+	return err
+}
+
 // toError maps any error of the processing functions to its wire form.
 // Unknown errors become 500 without leaking their text.
 func toError(err error) *Error {

@@ -305,7 +305,7 @@ func (s *Service) processToken(ctx context.Context, in tokenInput) (*TokenRespon
 			ServerName: in.openID.MatrixServerName, RoomID: in.roomID, UserID: user.String(),
 			CreatedAt: now, RestartedAt: now,
 		}); err != nil {
-			return nil, err
+			return nil, delegationRefusedOnTokenEndpoint(err)
 		}
 	}
 	if err := s.grants.activate(ctx, tokenID, now.Add(ttl), decision.NotAfter, s.now(), peerName); err != nil {
