@@ -104,7 +104,11 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 			return "You have no meetings. " + b.prefix + " help meeting says how to schedule one.", ""
 		}
 		var lines []string
-		for _, m := range ms {
+		for i, m := range ms {
+			if i == maxListed {
+				lines = append(lines, fmt.Sprintf("… and %d more (your calendar feed lists them: %s meeting feed)", len(ms)-i, b.prefix))
+				break
+			}
 			role := "invited"
 			if m.Organiser == sender {
 				role = "organiser"
@@ -147,6 +151,10 @@ func (b *Bot) HandleCommand(ctx context.Context, roomID, sender, text string) (s
 	}
 	return b.Help(), ""
 }
+
+// maxListed caps the lines of "list": a homeserver refuses events over
+// 64 KiB, and a line can take a few hundred bytes.
+const maxListed = 50
 
 // sendPrivately posts text in the user's direct chat with the bot (never in
 // a shared room: the feed address is a secret).

@@ -44,10 +44,28 @@ type Config struct {
 	MaxDuration time.Duration `yaml:"max_duration"`
 	// MaxMeetingsPerOrganiser caps the active meetings of one organiser.
 	MaxMeetingsPerOrganiser int `yaml:"max_meetings_per_organiser"`
+	// MaxFeedMeetings caps the meetings one user's feed and list show: the
+	// running and next ones first, then the recently ended, then the
+	// recently cancelled. Other people's invitations fill a feed, and
+	// organisers can be many, so the organiser cap cannot protect it.
+	MaxFeedMeetings int `yaml:"max_feed_meetings"`
+	// Retention is how long ended and cancelled meetings are kept.
+	Retention Retention `yaml:"retention"`
 	// Levels are the access policy defaults per confidentiality level that a
 	// meeting's policy starts from (kritis and vs-nfd need credentials and
 	// allowed homeservers, which an organiser rarely types).
 	Levels map[credentials.Level]LevelDefaults `yaml:"levels"`
+}
+
+// Retention is how long meetings are kept once they are over: until then
+// they stay in the feeds and lists, after it a periodic purge deletes them
+// with their participants and reminder records.
+type Retention struct {
+	// Ended counts from the end of the last occurrence.
+	Ended time.Duration `yaml:"ended"`
+	// Cancelled counts from the cancellation; meanwhile subscribed calendars
+	// see STATUS:CANCELLED rather than the meeting just vanishing.
+	Cancelled time.Duration `yaml:"cancelled"`
 }
 
 // LevelDefaults pre-fills a meeting's access policy at one level.
@@ -70,6 +88,8 @@ func DefaultConfig() Config {
 		MaxSeriesSpan:           2 * 365 * 24 * time.Hour,
 		MaxDuration:             24 * time.Hour,
 		MaxMeetingsPerOrganiser: 200,
+		MaxFeedMeetings:         500,
+		Retention:               Retention{Ended: 30 * 24 * time.Hour, Cancelled: 7 * 24 * time.Hour},
 	}
 }
 
@@ -110,6 +130,15 @@ func (c *Config) Validate() error {
 	if c.MaxMeetingsPerOrganiser < 1 {
 		bad("max_meetings_per_organiser", "must be at least 1, got %d", c.MaxMeetingsPerOrganiser)
 	}
+	if c.MaxFeedMeetings < 1 || c.MaxFeedMeetings > 5000 {
+		bad("max_feed_meetings", "must be between 1 and 5000, got %d", c.MaxFeedMeetings)
+	}
+	if c.Retention.Ended < 0 || c.Retention.Ended > maxRetention {
+		bad("retention.ended", "must be between 0s and 87600h, got %s", c.Retention.Ended)
+	}
+	if c.Retention.Cancelled < 0 || c.Retention.Cancelled > maxRetention {
+		bad("retention.cancelled", "must be between 0s and 87600h, got %s", c.Retention.Cancelled)
+	}
 	for lvl, d := range c.Levels {
 		if lvl.Rank() < 0 {
 			bad("levels", "unknown level %q (public, kritis, vs-nfd)", lvl)
@@ -120,6 +149,9 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxRetention bounds both retentions (ten years).
+const maxRetention = 10 * 365 * 24 * time.Hour
 
 func (c *Config) limits() Limits {
 	return Limits{MaxOccurrences: c.MaxOccurrences, MaxSeriesSpan: c.MaxSeriesSpan, MaxDuration: c.MaxDuration}

@@ -6,14 +6,18 @@
 // event. Each invitee gets an iCalendar file (RFC 5545/5546) in their direct
 // chat with the bot, updates and cancellations send new ones, every user has a
 // private read-only webcal feed, and the bot posts a reminder before each
-// occurrence (persisted, so a restart loses none and doubles none).
+// occurrence (persisted, so a restart loses none and doubles none). A feed
+// or list shows at most meetings.max_feed_meetings meetings, and a meeting
+// leaves them, and the database, once over for longer than its retention
+// (meetings.retention).
 //
 // Organisers use it through the bot ("!conf meeting …", see [Bot]) or the
 // HTTP API ([Service.Handler]); both call the same operations of [Service].
 //
 // Concurrency: Service methods may be called from any goroutine; one mutex
 // serialises changes to meetings (they are rare and involve the homeserver).
-// Run owns the reminder loop and returns after it stopped.
+// Run owns the reminder loop (which also purges old meetings) and returns
+// after it stopped.
 //
 // It must not import appservice, focus, catalog or cmd: the Matrix client,
 // the authenticators and the booking check are interfaces it declares

@@ -224,21 +224,14 @@ func matrixURI(userID string) string {
 // last observance (winter time in July, an hour off).
 type zoneSpans map[string][2]time.Time
 
-// add widens the spans of zones to m's occurrences.
+// add widens the spans of zones to m's occurrences: the stored span of a
+// meeting read from the store (a feed expands no schedule), else its own.
 func (z zoneSpans) add(m *Meeting, zones map[string]bool) error {
-	occ, err := m.Schedule.Occurrences(100000)
-	if err != nil {
-		return err
-	}
-	if len(occ) == 0 {
-		start, _ := m.Schedule.StartTime()
-		occ = []Occurrence{{Start: start, End: start}}
-	}
-	// Overrides keep occ sorted by start; the last to end may be earlier.
-	from, to := occ[0].Start, occ[0].End
-	for _, o := range occ {
-		if o.End.After(to) {
-			to = o.End
+	from, to := m.first, m.last
+	if from.IsZero() || to.Equal(neverEnds) {
+		var err error
+		if from, to, err = expandSpan(m); err != nil {
+			return err
 		}
 	}
 	for name := range zones {
@@ -255,6 +248,26 @@ func (z zoneSpans) add(m *Meeting, zones map[string]bool) error {
 		z[name] = sp
 	}
 	return nil
+}
+
+// expandSpan is the first start and the latest end of m's occurrences.
+func expandSpan(m *Meeting) (from, to time.Time, err error) {
+	occ, err := m.Schedule.Occurrences(maxStoredOccurrences)
+	if err != nil {
+		return from, to, err
+	}
+	if len(occ) == 0 {
+		start, _ := m.Schedule.StartTime()
+		occ = []Occurrence{{Start: start, End: start}}
+	}
+	// Overrides keep occ sorted by start; the last to end may be earlier.
+	from, to = occ[0].Start, occ[0].End
+	for _, o := range occ {
+		if o.End.After(to) {
+			to = o.End
+		}
+	}
+	return from, to, nil
 }
 
 // addZones adds a VTIMEZONE for every zone in spans, before the events

@@ -29,6 +29,10 @@ type Meeting struct {
 	BookingRef string    `json:"booking_ref,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+
+	// first and last are the stored span (see span), zero when the meeting
+	// was not read from the store.
+	first, last time.Time
 }
 
 // calendarFingerprint is what makes a change "real" for SEQUENCE.
@@ -44,11 +48,29 @@ func (m *Meeting) calendarFingerprint() string {
 	return fp
 }
 
-// lastEnd is when the last occurrence ends (for reminders and the reaper).
-func (m *Meeting) lastEnd(max int) time.Time {
-	occ, err := m.Schedule.Occurrences(max)
-	if err != nil || len(occ) == 0 {
-		return time.Time{}
+// maxStoredOccurrences is the most occurrences a stored series can have
+// (the upper bound of meetings.max_occurrences).
+const maxStoredOccurrences = 10000
+
+// neverEnds is the end of a meeting whose last occurrence is unknown: a
+// schedule that cannot be expanded in full is kept (and counts as active)
+// rather than taken for over and purged.
+var neverEnds = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+
+// span is when the first occurrence starts and when the last one ends (the
+// latest end: a moved occurrence may last longer). The store keeps both,
+// so feeds, lists, the organiser cap and the purge need no expansion.
+func (m *Meeting) span() (first, last time.Time) {
+	first, _ = m.Schedule.StartTime()
+	occ, err := m.Schedule.Occurrences(maxStoredOccurrences)
+	if err != nil || len(occ) == 0 || len(occ) > maxStoredOccurrences {
+		return first, neverEnds
 	}
-	return occ[len(occ)-1].End
+	first, last = occ[0].Start, occ[0].End
+	for _, o := range occ {
+		if o.End.After(last) {
+			last = o.End
+		}
+	}
+	return first, last
 }

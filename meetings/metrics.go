@@ -7,6 +7,7 @@ type metrics struct {
 	files     *prometheus.CounterVec
 	reminders *prometheus.CounterVec
 	api       *prometheus.CounterVec
+	purged    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -19,9 +20,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Reminders posted in meeting rooms, by result (sent, late, error)."}, []string{"result"}),
 		api: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_api_requests_total",
 			Help: "Meetings HTTP API requests by endpoint and status class."}, []string{"endpoint", "status"}),
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_purged_total",
+			Help: "Meetings deleted after their retention, by state (ended, cancelled)."}, []string{"state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ops, m.files, m.reminders, m.api)
+		reg.MustRegister(m.ops, m.files, m.reminders, m.api, m.purged)
 	}
 	return m
 }

@@ -11,6 +11,9 @@ import (
 // suspended VM) is noticed within it.
 const maxSleep = 5 * time.Minute
 
+// purgeEvery is how often Run deletes the meetings past their retention.
+const purgeEvery = time.Hour
+
 // Run posts reminders until ctx ends. At each wake-up it sends every
 // reminder that is due and whose occurrence has not ended yet, exactly
 // once: the claim is written to the database before the message is sent (a
@@ -18,8 +21,18 @@ const maxSleep = 5 * time.Minute
 // failed send removes the claim so the next round retries). After a
 // restart the same rule sends a reminder missed during downtime once,
 // if its occurrence is still running or ahead.
+//
+// It also deletes the meetings past their retention, at start and then
+// every purgeEvery.
 func (s *Service) Run(ctx context.Context) error {
+	var nextPurge time.Time
 	for {
+		if now := s.clock.Now(); !now.Before(nextPurge) {
+			if err := s.purge(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("Failed to delete old meetings")
+			}
+			nextPurge = now.Add(purgeEvery)
+		}
 		next, err := s.remind(ctx)
 		if err != nil {
 			s.log.Warn().Err(err).Msg("Failed to send reminders")

@@ -112,7 +112,7 @@ func (s *Service) metadata(m *Meeting) map[string]any {
 		})
 	}
 	out := map[string]any{"creator": m.Organiser, "calendar": calendar, "external_data": ext}
-	if end := m.lastEnd(s.cfg.MaxOccurrences); !end.IsZero() {
+	if _, end := m.span(); !end.Equal(neverEnds) {
 		out["force_deletion_at"] = end.Add(time.Hour).UnixMilli()
 	}
 	return out

@@ -141,7 +141,7 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 		return nil, err
 	}
 	if n >= s.cfg.MaxMeetingsPerOrganiser {
-		return nil, refused("organiser", "you have %d active meetings, the most one organiser may have (meetings.max_meetings_per_organiser)", n)
+		return nil, refused("organiser", "you have %d active meetings and an organiser may have at most %d (meetings.max_meetings_per_organiser); cancel one first", n, s.cfg.MaxMeetingsPerOrganiser)
 	}
 	m := &Meeting{Organiser: organiser}
 	occ, capped, err := spec.apply(m, s.userZone(ctx, organiser), &s.cfg, s.server)
@@ -166,7 +166,7 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 			return nil, refused("booking", "%v", err)
 		}
 	}
-	if err := s.store.put(ctx, m, m.lastEnd(s.cfg.MaxOccurrences)); err != nil {
+	if err := s.store.put(ctx, m); err != nil {
 		s.rollback(ctx, m)
 		return nil, err
 	}
@@ -260,9 +260,34 @@ func (s *Service) Get(ctx context.Context, user, idOrRoom string) (*Meeting, err
 	return s.lookup(ctx, user, idOrRoom, false)
 }
 
-// List returns the meetings user organises or is invited to.
+// List returns the meetings user organises or is invited to and that are
+// not cancelled, at most meetings.max_feed_meetings of them, running and
+// next ones first, then the recently ended (see Config.Retention).
 func (s *Service) List(ctx context.Context, user string) ([]*Meeting, error) {
-	return s.store.ofUser(ctx, user, false)
+	return s.store.ofUser(ctx, user, s.listing(false))
+}
+
+// listing is what feeds (withCancelled) and lists show now.
+func (s *Service) listing(withCancelled bool) listing {
+	now := s.clock.Now()
+	return listing{now: now, endedAfter: now.Add(-s.cfg.Retention.Ended), cancelledAfter: now.Add(-s.cfg.Retention.Cancelled),
+		withCancelled: withCancelled, limit: s.cfg.MaxFeedMeetings}
+}
+
+// purge deletes the meetings past their retention (data minimisation).
+func (s *Service) purge(ctx context.Context) error {
+	now := s.clock.Now()
+	ended, cancelled, err := s.store.purge(ctx, now.Add(-s.cfg.Retention.Ended), now.Add(-s.cfg.Retention.Cancelled))
+	if err != nil {
+		return err
+	}
+	s.metrics.purged.WithLabelValues("ended").Add(float64(ended))
+	s.metrics.purged.WithLabelValues("cancelled").Add(float64(cancelled))
+	if ended+cancelled > 0 {
+		s.log.Info().Int64("ended", ended).Int64("cancelled", cancelled).
+			Msg("Deleted meetings past their retention (meetings.retention)")
+	}
+	return nil
 }
 
 // Update changes a meeting; only its organiser may.
@@ -322,7 +347,7 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 		}
 		_ = s.mx.SendState(ctx, m.RoomID, "m.room.topic", "", map[string]any{"topic": s.topic(&m)})
 	}
-	if err := s.store.put(ctx, &m, m.lastEnd(s.cfg.MaxOccurrences)); err != nil {
+	if err := s.store.put(ctx, &m); err != nil {
 		return nil, err
 	}
 	for _, p := range added {
@@ -407,7 +432,7 @@ func (s *Service) Cancel(ctx context.Context, user, idOrRoom, occurrence string)
 		_ = s.mx.SendState(ctx, m.RoomID, "m.room.topic", "", map[string]any{"topic": "Cancelled: " + s.topic(&m)})
 		_ = s.mx.SendMessage(ctx, m.RoomID, noticeContent("This meeting is cancelled by "+user+".", ""))
 	}
-	if err := s.store.put(ctx, &m, m.lastEnd(s.cfg.MaxOccurrences)); err != nil {
+	if err := s.store.put(ctx, &m); err != nil {
 		return nil, err
 	}
 	res.Warnings = s.refreshInvites(ctx, old, &m, nil)
@@ -511,7 +536,7 @@ func (s *Service) Feed(ctx context.Context, token string) ([]byte, bool, error) 
 	if err != nil || user == "" {
 		return nil, false, err
 	}
-	ms, err := s.store.ofUser(ctx, user, true)
+	ms, err := s.store.ofUser(ctx, user, s.listing(true))
 	if err != nil {
 		return nil, false, err
 	}

@@ -29,22 +29,53 @@ func newStore(ctx context.Context, parent *dbutil.Database) (*store, error) {
 	if err := db.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade meetings tables: %w", err)
 	}
-	return &store{db: db}, nil
+	st := &store{db: db}
+	if err := st.fillSpans(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// fillSpans writes starts_at, and ends_at again, for the meetings stored
+// before v2 (once: every later put writes both). ends_at was the end of the
+// last occurrence in start order, or 0 when the schedule failed to expand,
+// which the purge would take for "ended in 1970".
+func (s *store) fillSpans(ctx context.Context) error {
+	ms, err := s.query(ctx, "SELECT "+meetingColumns+" FROM meet_meeting m WHERE starts_at=0")
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		first, last := m.span()
+		if _, err := s.db.Exec(ctx, "UPDATE meet_meeting SET starts_at=$2, ends_at=$3 WHERE id=$1", m.ID, spanMilli(first), last.UnixMilli()); err != nil {
+			return fmt.Errorf("failed to store a meeting's span: %w", err)
+		}
+	}
+	return nil
+}
+
+// spanMilli is a start as stored: never 0, which marks "not filled in".
+func spanMilli(t time.Time) int64 {
+	if ms := t.UnixMilli(); ms != 0 {
+		return ms
+	}
+	return 1
 }
 
 // put inserts or replaces a meeting and its participant rows in one transaction.
-func (s *store) put(ctx context.Context, m *Meeting, endsAt time.Time) error {
+func (s *store) put(ctx context.Context, m *Meeting) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
+	first, last := m.span()
 	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		_, err := s.db.Exec(ctx, `
-			INSERT INTO meet_meeting (id, room_id, organiser, data, cancelled, ends_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			INSERT INTO meet_meeting (id, room_id, organiser, data, cancelled, starts_at, ends_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 			ON CONFLICT (id) DO UPDATE SET data=excluded.data, cancelled=excluded.cancelled,
-			    ends_at=excluded.ends_at, updated_at=excluded.updated_at`,
-			m.ID, m.RoomID, m.Organiser, string(data), m.Cancelled, endsAt.UnixMilli(), m.UpdatedAt.UnixMilli())
+			    starts_at=excluded.starts_at, ends_at=excluded.ends_at, updated_at=excluded.updated_at`,
+			m.ID, m.RoomID, m.Organiser, string(data), m.Cancelled, spanMilli(first), last.UnixMilli(), m.UpdatedAt.UnixMilli())
 		if err != nil {
 			return fmt.Errorf("failed to store meeting: %w", err)
 		}
@@ -60,21 +91,28 @@ func (s *store) put(ctx context.Context, m *Meeting, endsAt time.Time) error {
 	})
 }
 
+// meetingColumns are what scanMeeting reads.
+const meetingColumns = "m.data, m.starts_at, m.ends_at"
+
 func scanMeeting(row dbutil.Scannable) (*Meeting, error) {
 	var data string
-	if err := row.Scan(&data); err != nil {
+	var first, last int64
+	if err := row.Scan(&data, &first, &last); err != nil {
 		return nil, err
 	}
 	var m Meeting
 	if err := json.Unmarshal([]byte(data), &m); err != nil {
 		return nil, fmt.Errorf("failed to decode stored meeting: %w", err)
 	}
+	if first != 0 {
+		m.first, m.last = time.UnixMilli(first), time.UnixMilli(last)
+	}
 	return &m, nil
 }
 
 // get finds a meeting by its ID or its room ID.
 func (s *store) get(ctx context.Context, idOrRoom string) (*Meeting, error) {
-	m, err := scanMeeting(s.db.QueryRow(ctx, "SELECT data FROM meet_meeting WHERE id=$1 OR room_id=$1", idOrRoom))
+	m, err := scanMeeting(s.db.QueryRow(ctx, "SELECT "+meetingColumns+" FROM meet_meeting m WHERE id=$1 OR room_id=$1", idOrRoom))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -101,11 +139,66 @@ func (s *store) query(ctx context.Context, q string, args ...any) ([]*Meeting, e
 	return out, rows.Err()
 }
 
-// ofUser lists the meetings userID organises or is invited to, by first start.
-func (s *store) ofUser(ctx context.Context, userID string, withCancelled bool) ([]*Meeting, error) {
+// listing says which of a user's meetings a feed or list shows.
+type listing struct {
+	now time.Time
+	// endedAfter and cancelledAfter drop the meetings that ended or were
+	// cancelled before them (retention); cancelled ones only with
+	// withCancelled.
+	endedAfter, cancelledAfter time.Time
+	withCancelled              bool
+	limit                      int
+}
+
+// ofUser lists at most l.limit of the meetings userID organises or is
+// invited to: those not over yet (running series first, then by first
+// start), then the ended ones (most recent first), then the cancelled ones
+// (most recently cancelled first).
+func (s *store) ofUser(ctx context.Context, userID string, l listing) ([]*Meeting, error) {
+	now := l.now.UnixMilli()
 	return s.query(ctx, `
-		SELECT m.data FROM meet_meeting m JOIN meet_participant p ON p.meeting_id=m.id
-		WHERE p.user_id=$1 AND (m.cancelled=false OR $2) ORDER BY m.id`, userID, withCancelled)
+		SELECT `+meetingColumns+` FROM meet_meeting m JOIN meet_participant p ON p.meeting_id=m.id
+		WHERE p.user_id=$1 AND ((m.cancelled=false AND m.ends_at>$2) OR (m.cancelled=true AND $3 AND m.updated_at>$4))
+		ORDER BY CASE WHEN m.cancelled THEN 2 WHEN m.ends_at>$5 THEN 0 ELSE 1 END,
+		    CASE WHEN m.cancelled THEN -m.updated_at WHEN m.ends_at>$5 THEN m.starts_at ELSE -m.ends_at END, m.id
+		LIMIT $6`,
+		userID, l.endedAfter.UnixMilli(), l.withCancelled, l.cancelledAfter.UnixMilli(), now, l.limit)
+}
+
+// purge deletes the meetings that ended before ended or were cancelled
+// before cancelled, with their participants and reminder records, and
+// returns how many of each it deleted.
+func (s *store) purge(ctx context.Context, ended, cancelled time.Time) (nEnded, nCancelled int64, err error) {
+	err = s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, c := range []struct {
+			where string
+			at    int64
+			n     *int64
+		}{
+			{"cancelled=false AND ends_at<=$1", ended.UnixMilli(), &nEnded},
+			{"cancelled=true AND updated_at<=$1", cancelled.UnixMilli(), &nCancelled},
+		} {
+			sel := "SELECT id FROM meet_meeting WHERE " + c.where
+			if _, err := s.db.Exec(ctx, "DELETE FROM meet_reminder WHERE meeting_id IN ("+sel+")", c.at); err != nil {
+				return err
+			}
+			if _, err := s.db.Exec(ctx, "DELETE FROM meet_participant WHERE meeting_id IN ("+sel+")", c.at); err != nil {
+				return err
+			}
+			res, err := s.db.Exec(ctx, "DELETE FROM meet_meeting WHERE "+c.where, c.at)
+			if err != nil {
+				return err
+			}
+			if *c.n, err = res.RowsAffected(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("failed to purge meetings: %w", err)
+	}
+	return nEnded, nCancelled, nil
 }
 
 // countActive counts an organiser's meetings that are not cancelled and not over.
@@ -118,7 +211,7 @@ func (s *store) countActive(ctx context.Context, organiser string, now time.Time
 
 // active lists the meetings that may still need reminders.
 func (s *store) active(ctx context.Context, now time.Time) ([]*Meeting, error) {
-	return s.query(ctx, "SELECT data FROM meet_meeting WHERE cancelled=false AND ends_at>$1 ORDER BY id", now.UnixMilli())
+	return s.query(ctx, "SELECT "+meetingColumns+" FROM meet_meeting m WHERE cancelled=false AND ends_at>$1 ORDER BY id", now.UnixMilli())
 }
 
 // claimReminder records that the reminder of one occurrence is being sent;
