@@ -2,7 +2,9 @@ package meetings
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -102,7 +104,27 @@ func (s *Service) remind(ctx context.Context) (time.Time, error) {
 	return next, nil
 }
 
+// sendReminder posts the reminder of occurrence o of m (as remind read it)
+// unless the meeting, read again under its lock, no longer has it: a
+// cancel or move that returned before is seen, one that comes after waits
+// for the post.
 func (s *Service) sendReminder(ctx context.Context, m *Meeting, o Occurrence, now time.Time) error {
+	unlock := s.meetings.lock(m.ID)
+	defer unlock()
+	m, err := s.store.get(ctx, m.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if m.Cancelled {
+		return nil
+	}
+	occ, err := m.Schedule.Between(o.Start, o.End)
+	if err != nil || !slices.ContainsFunc(occ, func(c Occurrence) bool { return c.Start.Equal(o.Start) }) {
+		return nil
+	}
 	claimed, err := s.store.claimReminder(ctx, m.ID, o.Start, now)
 	if err != nil || !claimed {
 		return err

@@ -60,6 +60,8 @@ type Service struct {
 
 	// mu serialises changes to meetings.
 	mu sync.Mutex
+	// meetings orders each meeting's changes and reminders (lock.go).
+	meetings meetingLocks
 	// wake tells the reminder loop that meetings changed.
 	wake chan struct{}
 }
@@ -301,6 +303,8 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	if err != nil {
 		return nil, err
 	}
+	unlock := s.meetings.lock(old.ID)
+	defer unlock()
 	if old.Cancelled {
 		return nil, invalid("meeting", "%s is cancelled", old.ID)
 	}
@@ -350,6 +354,7 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	if err := s.store.put(ctx, &m); err != nil {
 		return nil, err
 	}
+	unlock()
 	for _, p := range added {
 		if err := s.mx.Invite(ctx, m.RoomID, p, s.inviteReason(&m)); err != nil {
 			res.Warnings = append(res.Warnings, s.warning(err, "could not invite %s", p))
@@ -387,6 +392,8 @@ func (s *Service) Cancel(ctx context.Context, user, idOrRoom, occurrence string)
 	if err != nil {
 		return nil, err
 	}
+	unlock := s.meetings.lock(old.ID)
+	defer unlock()
 	if old.Cancelled {
 		return nil, invalid("meeting", "%s is already cancelled", old.ID)
 	}
@@ -435,6 +442,7 @@ func (s *Service) Cancel(ctx context.Context, user, idOrRoom, occurrence string)
 	if err := s.store.put(ctx, &m); err != nil {
 		return nil, err
 	}
+	unlock()
 	res.Warnings = s.refreshInvites(ctx, old, &m, nil)
 	res.Warnings = append(res.Warnings, s.sendFiles(ctx, &m, m.Participants, MethodCancel, which)...)
 	s.metrics.ops.WithLabelValues("cancel", "ok").Inc()
