@@ -15,7 +15,9 @@
 // HTTP API ([Service.Handler]); both call the same operations of [Service].
 //
 // Concurrency: Service methods may be called from any goroutine; one mutex
-// serialises changes to meetings (they are rare and involve the homeserver),
+// serialises changes to meetings (they are rare and involve the homeserver;
+// a request's schedule is checked before it is taken, since expanding a
+// rule can take long),
 // and a lock per meeting orders its changes and its reminders (lock.go).
 // Run owns the reminder loop (which also purges old meetings) and returns
 // after it stopped.

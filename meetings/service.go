@@ -135,6 +135,15 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	if !s.mayOrganise(organiser) {
 		return nil, fmt.Errorf("%w: only users of %s may schedule meetings here", ErrForbidden, strings.Join(s.organiserServers(), ", "))
 	}
+	// The request is checked before the lock: expanding a rule takes a
+	// while, ~100 ms for one that never matches (the recurrence library
+	// looks for an occurrence up to the year 9999), and must not stall
+	// everyone else's changes.
+	m := &Meeting{Organiser: organiser}
+	occ, capped, err := spec.apply(m, s.userZone(ctx, organiser), &s.cfg, s.server)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
@@ -144,11 +153,6 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	}
 	if n >= s.cfg.MaxMeetingsPerOrganiser {
 		return nil, refused("organiser", "you have %d active meetings and an organiser may have at most %d (meetings.max_meetings_per_organiser); cancel one first", n, s.cfg.MaxMeetingsPerOrganiser)
-	}
-	m := &Meeting{Organiser: organiser}
-	occ, capped, err := spec.apply(m, s.userZone(ctx, organiser), &s.cfg, s.server)
-	if err != nil {
-		return nil, err
 	}
 	if err := s.checkPolicy(ctx, nil, m, occ); err != nil {
 		return nil, err
@@ -297,6 +301,17 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	if spec.empty() {
 		return nil, invalid("update", "say what to change, e.g. start=\"2026-03-24 11:00\" or title=…")
 	}
+	// A first check before the lock, as in Create: a rule that never
+	// matches is refused without stalling everyone else. What passes is
+	// checked again under the lock, on the meeting as it is then (a valid
+	// rule expands quickly: it reaches its COUNT or UNTIL).
+	pre, err := s.lookup(ctx, user, idOrRoom, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, _, err := s.applyUpdate(ctx, user, pre, spec); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, err := s.lookup(ctx, user, idOrRoom, true)
@@ -305,13 +320,7 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	}
 	unlock := s.meetings.lock(old.ID)
 	defer unlock()
-	if old.Cancelled {
-		return nil, invalid("meeting", "%s is cancelled", old.ID)
-	}
-	m := *old
-	m.Participants = slices.Clone(old.Participants)
-	m.Schedule.ExDates = slices.Clone(old.Schedule.ExDates)
-	occ, capped, err := spec.apply(&m, s.userZone(ctx, user), &s.cfg, s.server)
+	m, occ, capped, err := s.applyUpdate(ctx, user, old, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +390,18 @@ func (s *Service) Update(ctx context.Context, user, idOrRoom string, spec *Spec)
 	s.log.Info().Str("room_id", m.RoomID).Str("meeting_id", m.ID).Int("sequence", m.Sequence).Msg("Meeting updated")
 	s.poke()
 	return res, nil
+}
+
+// applyUpdate is a copy of old with spec applied.
+func (s *Service) applyUpdate(ctx context.Context, user string, old *Meeting, spec *Spec) (m Meeting, occ []Occurrence, capped bool, err error) {
+	if old.Cancelled {
+		return m, nil, false, invalid("meeting", "%s is cancelled", old.ID)
+	}
+	m = *old
+	m.Participants = slices.Clone(old.Participants)
+	m.Schedule.ExDates = slices.Clone(old.Schedule.ExDates)
+	occ, capped, err = spec.apply(&m, s.userZone(ctx, user), &s.cfg, s.server)
+	return m, occ, capped, err
 }
 
 // Cancel cancels one occurrence (a date, or a local date-time) or, when
