@@ -156,12 +156,17 @@ type listing struct {
 // (most recently cancelled first).
 func (s *store) ofUser(ctx context.Context, userID string, l listing) ([]*Meeting, error) {
 	now := l.now.UnixMilli()
+	// The order and the limit are taken on the index columns alone, and
+	// only the meetings shown are read in full: a user can be invited to
+	// many more.
+	const order = `CASE WHEN m.cancelled THEN 2 WHEN m.ends_at>$5 THEN 0 ELSE 1 END,
+		    CASE WHEN m.cancelled THEN -m.updated_at WHEN m.ends_at>$5 THEN m.starts_at ELSE -m.ends_at END, m.id`
 	return s.query(ctx, `
-		SELECT `+meetingColumns+` FROM meet_meeting m JOIN meet_participant p ON p.meeting_id=m.id
-		WHERE p.user_id=$1 AND ((m.cancelled=false AND m.ends_at>$2) OR (m.cancelled=true AND $3 AND m.updated_at>$4))
-		ORDER BY CASE WHEN m.cancelled THEN 2 WHEN m.ends_at>$5 THEN 0 ELSE 1 END,
-		    CASE WHEN m.cancelled THEN -m.updated_at WHEN m.ends_at>$5 THEN m.starts_at ELSE -m.ends_at END, m.id
-		LIMIT $6`,
+		SELECT `+meetingColumns+` FROM meet_meeting m WHERE m.id IN (
+		    SELECT m.id FROM meet_meeting m JOIN meet_participant p ON p.meeting_id=m.id
+		    WHERE p.user_id=$1 AND ((m.cancelled=false AND m.ends_at>$2) OR (m.cancelled=true AND $3 AND m.updated_at>$4))
+		    ORDER BY `+order+` LIMIT $6)
+		ORDER BY `+order,
 		userID, l.endedAfter.UnixMilli(), l.withCancelled, l.cancelledAfter.UnixMilli(), now, l.limit)
 }
 
