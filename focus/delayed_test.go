@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mau.fi/util/dbutil"
 
+	testharness "github.com/gxfs-conf/gxconf/test/harness"
 	"github.com/gxfs-conf/gxconf/test/msc4140"
 )
 
@@ -34,7 +35,8 @@ type delayStack struct {
 }
 
 // newDelayStack opens the focus on the SQLite file at dbPath ("" for a new
-// one) with short intervals, and serves it until stop or the test ends; opts
+// one), or the PostgreSQL database at dbPath when it is a postgres:// URI,
+// with short intervals, and serves it until stop or the test ends; opts
 // change its options.
 func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fakeRooms, opts ...func(*Options)) *delayStack {
 	t.Helper()
@@ -56,7 +58,11 @@ func newDelayStack(t *testing.T, mhs *msc4140.Server, dbPath string, rooms *fake
 	d.MinDelayTimeout = 10 * time.Millisecond
 	d.PollInterval = 20 * time.Millisecond
 	d.RetryInitialInterval, d.RetryMaxInterval = 10*time.Millisecond, 50*time.Millisecond
-	db, err := dbutil.NewWithDialect("file:"+dbPath+"?_txlock=immediate", "sqlite3-fk-wal")
+	dsn, dialect := "file:"+dbPath+"?_txlock=immediate", "sqlite3-fk-wal"
+	if isPostgres(dbPath) {
+		dsn, dialect = dbPath, "postgres"
+	}
+	db, err := dbutil.NewWithDialect(dsn, dialect)
 	require.NoError(t, err)
 	o := Options{
 		Config: cfg, LocalDomain: "local.test", DB: db, Rooms: rooms,
@@ -109,10 +115,37 @@ var (
 	aliceIdentity = LiveKitIdentity("@alice:local.test", "DEV1", "member1")
 )
 
+func isPostgres(dbPath string) bool {
+	return strings.HasPrefix(dbPath, "postgres://") || strings.HasPrefix(dbPath, "postgresql://")
+}
+
+// rawDB opens the stack's database directly, as another program would.
+func rawDB(t *testing.T, s *delayStack) *sql.DB {
+	t.Helper()
+	driver, dsn := "sqlite3", "file:"+s.dbPath+"?_txlock=immediate"
+	if isPostgres(s.dbPath) {
+		driver, dsn = "postgres", s.dbPath
+	}
+	db, err := sql.Open(driver, dsn)
+	require.NoError(t, err)
+	return db
+}
+
+// postgresFor starts a PostgreSQL server for the test and returns its URI.
+func postgresFor(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	pg, err := testharness.StartPostgres(context.Background())
+	require.NoError(t, err, "PostgreSQL (scripts/deps.sh installs it)")
+	t.Cleanup(pg.Stop)
+	return pg.URI
+}
+
 func delegationRows(t *testing.T, s *delayStack) int {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+s.dbPath+"?mode=ro")
-	require.NoError(t, err)
+	db := rawDB(t, s)
 	defer db.Close()
 	var n int
 	require.NoError(t, db.QueryRow("SELECT COUNT(*) FROM focus_delayed_leave").Scan(&n))
@@ -446,6 +479,11 @@ func TestDelayedLeaveSurvivesRestart(t *testing.T) {
 // (it hands them over) or died (it stopped renewing its liveness), and the
 // job it took is restarted and sent from there.
 func TestDelayedLeaveResumedByOneNode(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testDelayedLeaveResumedByOneNode(t, "") })
+	t.Run("postgres", func(t *testing.T) { testDelayedLeaveResumedByOneNode(t, postgresFor(t)) })
+}
+
+func testDelayedLeaveResumedByOneNode(t *testing.T, dbPath string) {
 	mhs := msc4140.New(nil)
 	rooms := &fakeRooms{absent: map[string]bool{}}
 	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
@@ -454,7 +492,7 @@ func TestDelayedLeaveResumedByOneNode(t *testing.T) {
 	node := func(id string) func(*Options) {
 		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
 	}
-	a := newDelayStack(t, mhs, "", rooms, node("a"))
+	a := newDelayStack(t, mhs, dbPath, rooms, node("a"))
 	mhs.Schedule("syd_a", time.Hour)
 	resp, out := a.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a", time.Hour))
 	require.Equal(t, http.StatusOK, resp.StatusCode, out)
@@ -470,12 +508,11 @@ func TestDelayedLeaveResumedByOneNode(t *testing.T) {
 	require.Equal(t, 1.0, jobsOf(a))
 
 	// A job of a node that died, which never renews its liveness.
-	db, err := sql.Open("sqlite3", "file:"+a.dbPath+"?_txlock=immediate")
-	require.NoError(t, err)
+	db := rawDB(t, a)
 	deadIdentity := LiveKitIdentity("@bob:local.test", "DEV1", "dead")
 	mhs.Schedule("syd_dead", time.Hour)
 	rooms.setPresent(aliceLKRoom, deadIdentity, true)
-	_, err = db.Exec(`INSERT INTO focus_delayed_leave (lk_room, identity, delay_id, delay_timeout, server_name, room_id, user_id, created_at, restarted_at, node_id)
+	_, err := db.Exec(`INSERT INTO focus_delayed_leave (lk_room, identity, delay_id, delay_timeout, server_name, room_id, user_id, created_at, restarted_at, node_id)
 		VALUES ($1, $2, 'syd_dead', 3600000, 'local.test', '!room:local.test', '@bob:local.test', $3, $3, 'dead')`,
 		aliceLKRoom, deadIdentity, time.Now().UnixMilli())
 	require.NoError(t, err)
@@ -499,13 +536,18 @@ func TestDelayedLeaveResumedByOneNode(t *testing.T) {
 // job stops at its next restart instead of keeping the old delay ID alive
 // beside the new job.
 func TestDelayedLeaveReplacedOnAnotherNode(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testDelayedLeaveReplacedOnAnotherNode(t, "") })
+	t.Run("postgres", func(t *testing.T) { testDelayedLeaveReplacedOnAnotherNode(t, postgresFor(t)) })
+}
+
+func testDelayedLeaveReplacedOnAnotherNode(t *testing.T, dbPath string) {
 	mhs := msc4140.New(nil)
 	rooms := &fakeRooms{absent: map[string]bool{}}
 	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
 	node := func(id string) func(*Options) {
 		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
 	}
-	a := newDelayStack(t, mhs, "", rooms, node("a"))
+	a := newDelayStack(t, mhs, dbPath, rooms, node("a"))
 	b := newDelayStack(t, mhs, a.dbPath, rooms, node("b"))
 	mhs.Schedule("syd_old", time.Hour)
 	mhs.Schedule("syd_new", time.Hour)
