@@ -24,7 +24,8 @@ import (
 //
 //	P node:<id>            STRING  node record, SET PX liveness_ttl every heartbeat
 //	                               (never over a record of a newer epoch of the same id)
-//	P nodes                SET     ids of registered nodes (to find expired records)
+//	P nodes                SET     ids of registered nodes (to find expired records;
+//	                               members that are not node IDs are removed)
 //	P node:<id>:rooms      SET     rooms where the node has entries (for reaping)
 //	P room:<room>:nodes    HASH    node id   -> room entry (node hosts the room)
 //	P room:<room>:parts    HASH    identity  -> participant entry (owner node inside)
@@ -105,8 +106,9 @@ type Redis struct {
 	// run's record in place of this one's.
 	foreignAt time.Time
 	// malformed holds the node records last logged as malformed, by id:
-	// each is logged once, not at every heartbeat.
-	malformed map[NodeID]string
+	// each is logged once, not at every heartbeat, and removed once it has
+	// stayed the same for liveness_ttl (see dropStuck).
+	malformed map[NodeID]badRecord
 
 	// viewMu serialises changes of view and known (the loop's heartbeat
 	// rounds and node_down events from the bus).
@@ -115,6 +117,12 @@ type Redis struct {
 	// gone are nodes (by epoch) that announced their departure; a listing
 	// read just before it does not bring them back.
 	gone map[NodeID]uint64
+}
+
+// badRecord is a malformed node record and when it was first seen as it is.
+type badRecord struct {
+	rec   string
+	since time.Time
 }
 
 // liveView is the other nodes seen alive in one heartbeat round.
@@ -347,25 +355,40 @@ func (r *Redis) round(ctx context.Context) error {
 		r.settleUntil = now.Add(r.cfg.LivenessTTL + r.cfg.HeartbeatInterval)
 	}
 	var live []Node
-	var dead []NodeID
-	bad := map[NodeID]string{}
+	var dead, invalid []NodeID
+	var stuck []badRecord
+	var stuckIDs []NodeID
+	bad := map[NodeID]badRecord{}
 	for i := 2; i+1 < len(res); i += 2 {
 		id := NodeID(res[i])
 		if id == self.ID {
 			continue
 		}
+		if !ValidNodeID(id) {
+			invalid = append(invalid, id)
+			continue
+		}
 		if res[i+1] == "" {
-			if ValidNodeID(id) {
-				dead = append(dead, id)
-			}
+			dead = append(dead, id)
 			continue
 		}
 		n, err := ParseNode([]byte(res[i+1]))
 		if err != nil || n.ID != id {
-			if r.malformed[id] != res[i+1] {
+			b, seen := r.malformed[id]
+			if !seen || b.rec != res[i+1] {
 				r.log.Warn().Err(err).Str("peer_node_id", string(id)).Msg("ignoring malformed node record (logged again when it changes)")
+				b = badRecord{rec: res[i+1], since: now}
 			}
-			bad[id] = res[i+1]
+			bad[id] = b
+			// A heartbeating node rewrites its record (updated_at) every
+			// heartbeat_interval, and a record it stopped writing expires
+			// within liveness_ttl: one that stayed the same for longer
+			// was written without the TTL, and would keep its id listed
+			// (and its entries in the directory) for ever.
+			if now.Sub(b.since) >= r.cfg.LivenessTTL {
+				stuck = append(stuck, b)
+				stuckIDs = append(stuckIDs, id)
+			}
 			continue
 		}
 		live = append(live, n)
@@ -386,6 +409,14 @@ func (r *Redis) round(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := r.dropInvalid(ctx, invalid); err != nil {
+		return err
+	}
+	for i, id := range stuckIDs {
+		if err := r.dropStuck(ctx, id, stuck[i].rec); err != nil {
+			return err
+		}
+	}
 	if superseded {
 		return nil
 	}
@@ -399,6 +430,54 @@ func (r *Redis) round(ctx context.Context) error {
 		return nil
 	}
 	return r.flush(ctx)
+}
+
+// dropInvalid removes members of the nodes set that are not node IDs (no
+// node registers one; whoever added it has write access to Redis). Keys
+// derived from them are left alone: they may name other nodes' keys.
+func (r *Redis) dropInvalid(ctx context.Context, ids []NodeID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = string(id)
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
+	defer cancel()
+	if err := r.beat.SRem(rctx, r.keys.nodes(), members...).Err(); err != nil {
+		return fmt.Errorf("failed to remove invalid node ids: %w", err)
+	}
+	for _, id := range ids {
+		r.log.Warn().Str("peer_node_id", clip(string(id))).Msg("removed an invalid node id from the cluster registry")
+	}
+	return nil
+}
+
+// dropStuck deletes a malformed node record that outlived liveness_ttl
+// unchanged (if it still holds rec); the next heartbeat finds the node
+// absent and reaps its entries like those of any expired node.
+func (r *Redis) dropStuck(ctx context.Context, id NodeID, rec string) error {
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
+	defer cancel()
+	n, err := dropRecordScript.Run(rctx, r.beat, []string{r.keys.node(id)}, rec).Int()
+	if err != nil {
+		return fmt.Errorf("failed to remove malformed record of node %s: %w", id, err)
+	}
+	delete(r.malformed, id)
+	if n == 1 {
+		r.log.Warn().Str("peer_node_id", string(id)).Msg("removed a malformed node record that outlived liveness_ttl")
+	}
+	return nil
+}
+
+// clip bounds a string from Redis for a log line.
+func clip(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "…"
 }
 
 // ownRecord reports whether rec is this run's node record (by id and epoch

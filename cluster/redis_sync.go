@@ -13,8 +13,12 @@ import (
 // there is of a newer run of the same node ID (then this process is
 // superseded and writes nothing), and returns "set" or "superseded", the
 // previous record ("" if there was none) and then every registered node's id
-// and record ("" once expired). Epochs are decimal strings without leading
-// zeros: the longer is newer, else the greater.
+// and record ("" once expired). A member that is not a node ID (anyone
+// with write access may add one) is listed with "" and its key is not
+// read: "x:rooms" would name node x's room set, and reading a key that is
+// not a string fails the whole script, i.e. every node's heartbeat. A record
+// key that is not a string is listed as "!" (malformed). Epochs are decimal
+// strings without leading zeros: the longer is newer, else the greater.
 //
 // KEYS: node record, nodes set. ARGV: record, ttl ms, node id, record key
 // prefix, epoch.
@@ -34,10 +38,27 @@ if status == 'set' then
 end
 local out = {status, old or ''}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local v = ''
+  if #id <= 64 and string.find(id, '^[A-Za-z0-9_%.%-]+$') then
+    v = redis.pcall('GET', ARGV[4] .. id)
+    if v == false then v = '' elseif type(v) ~= 'string' then v = '!' end
+  end
   table.insert(out, id)
-  table.insert(out, redis.call('GET', ARGV[4] .. id) or '')
+  table.insert(out, v)
 end
 return out
+`)
+
+// dropRecordScript deletes a node record if it still holds the given value
+// ("!" stands for a key that is not a string, as heartbeatScript lists it).
+//
+// KEYS: node record. ARGV: value.
+var dropRecordScript = redis.NewScript(`
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' then v = '!' end
+if v ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 `)
 
 // deregisterScript deletes the node record unless it is of another run of

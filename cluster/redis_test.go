@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
@@ -542,7 +543,9 @@ func TestRedisMalformedRecordLoggedOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return lines() == 1 }, waitFor, tick)
 	rounds(5)
 	require.Equal(t, 1, lines(), "the same record logged at every heartbeat")
+	// (A record unchanged for liveness_ttl is removed with its id.)
 	require.NoError(t, raw.Set(ctx, "gxtest:node:bad", `{"id":"other"}`, 0).Err())
+	require.NoError(t, raw.SAdd(ctx, "gxtest:nodes", "bad").Err())
 	require.Eventually(t, func() bool { return lines() == 2 }, waitFor, tick)
 	rounds(3)
 	require.Equal(t, 2, lines())
@@ -564,4 +567,45 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Members of the nodes set that are not node IDs, and node records that
+// stay malformed (written without a TTL), are removed instead of being
+// looked at for ever; one that names another node's key ("a:rooms") must
+// not break the heartbeat meanwhile.
+func TestRedisReapsInvalidNodeIDsAndStuckRecords(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	require.Eventually(t, func() bool {
+		ok, err := raw.SIsMember(ctx, "gxtest:node:a:rooms", "r").Result()
+		return err == nil && ok
+	}, waitFor, tick)
+
+	ghost, err := MarshalParticipantEntry(ParticipantEntry{Room: "r", Identity: "eve", Node: "ghost", Epoch: 1})
+	require.NoError(t, err)
+	_, err = raw.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, "gxtest:nodes", "a:rooms", "bad id", "ghost")
+		p.Set(ctx, "gxtest:node:ghost", `{"id":"ghost"`, 0)
+		p.SAdd(ctx, "gxtest:node:ghost:rooms", "r")
+		p.HSet(ctx, "gxtest:room:r:parts", "eve", ghost)
+		return nil
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		m, err := raw.SMembers(ctx, "gxtest:nodes").Result()
+		return err == nil && len(m) == 1 && m[0] == "a"
+	}, waitFor, tick, "invalid ids or the stuck record's id still listed")
+	n, err := raw.Exists(ctx, "gxtest:node:ghost", "gxtest:node:ghost:rooms").Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the stuck record or its room set is left")
+	parts, err := raw.HKeys(ctx, "gxtest:room:r:parts").Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"alice"}, parts, "the stuck node's entries were not reaped")
+	ok, err := raw.SIsMember(ctx, "gxtest:node:a:rooms", "r").Result()
+	require.NoError(t, err)
+	require.True(t, ok, "a's room set was touched")
+	require.True(t, a.Connected())
 }
