@@ -21,8 +21,9 @@
 //     lost the node's record, e.g. after a Redis restart) re-publishes
 //     everything it owns and removes what it no longer owns (reconcile).
 //   - A node ID belongs to its newest run (epoch): a process that finds a
-//     newer run's record under its ID stops writing to Redis, and on
-//     shutdown deletes nothing, until that record is gone.
+//     newer run's record under its ID stops writing to Redis, leaves the
+//     node's message inbox to the newer run, and on shutdown deletes
+//     nothing, until that record is gone.
 //
 // See redis.go for the key and channel schema.
 //
@@ -55,8 +56,9 @@
 // # Concurrency
 //
 // core.mu guards the local view (self record, owned entries, dirty set);
-// Redis.viewMu the other nodes' view; broker.mu the subscribers and
-// mailboxes.mu the inboxes. core.mu and viewMu are never held together;
+// Redis.viewMu the other nodes' view; Redis.psMu the Pub/Sub
+// subscription's channels (the loop takes the inbox out while superseded);
+// broker.mu the subscribers and mailboxes.mu the inboxes. core.mu and viewMu are never held together;
 // broker.mu and mailboxes.mu are innermost, and delivery under them never
 // blocks. The Redis registry's Run owns two goroutines (the
 // heartbeat/flush loop and the Pub/Sub receiver, which has a helper that

@@ -95,8 +95,16 @@ type Redis struct {
 	everRegistered atomic.Bool
 
 	// superseded is set while a newer run of this node ID owns the node's
-	// record: this process does not write to the registry.
+	// record: this process does not write to the registry, nor take the
+	// node's messages.
 	superseded atomic.Bool
+
+	// ps is the Pub/Sub subscription (events and, unless superseded, the
+	// node's inbox); receive reads it. psMu orders the subscription's
+	// changes with inboxOn, whether the inbox is in it.
+	ps      *redis.PubSub
+	psMu    sync.Mutex
+	inboxOn bool
 
 	// Owned by the loop goroutine.
 	registered  bool
@@ -237,6 +245,7 @@ func (r *Redis) Connected() bool { return r.connected.Load() }
 // twice redis.op_timeout), closes every subscription, inbox and the client.
 // Redis failures never end it; it returns nil.
 func (r *Redis) Run(ctx context.Context) error {
+	r.ps = r.client.Subscribe(ctx) // no channel yet: no I/O
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -338,7 +347,7 @@ func (r *Redis) round(ctx context.Context) error {
 		return fmt.Errorf("failed to heartbeat: %w: reply of %d items", ErrInvalidRecord, len(res))
 	}
 	superseded := res[0] == "superseded"
-	r.supersede(superseded, res[1])
+	r.supersede(ctx, superseded, res[1])
 	now := r.opts.now()
 	// Our record was gone although we were registered: Redis restarted or
 	// was flushed, or we were cut off longer than the TTL and got reaped.
@@ -499,10 +508,13 @@ func (r *Redis) ownRecord(rec string) bool {
 // node at each heartbeat, and deregistering would delete the newer run's
 // record and entries. So this process stays out of the registry (keeping
 // its view of the others and serving its participants) until the newer
-// run's record is gone, and then registers again, reconciling.
-func (r *Redis) supersede(superseded bool, rec string) {
+// run's record is gone, and then registers again, reconciling. Meanwhile it
+// leaves the node's inbox: Pub/Sub would hand every message for the node to
+// both runs, and the older would act on what is meant for the newer.
+func (r *Redis) supersede(ctx context.Context, superseded bool, rec string) {
 	if !superseded {
 		if r.superseded.Swap(false) {
+			r.setInbox(ctx, true)
 			r.log.Info().Msg("the newer run of this node_id left the cluster registry; registering again")
 		}
 		return
@@ -511,6 +523,7 @@ func (r *Redis) supersede(superseded bool, rec string) {
 	if r.superseded.Swap(true) {
 		return
 	}
+	r.setInbox(ctx, false)
 	ev := r.log.Error().Uint64("epoch", r.self.Epoch)
 	if n, err := ParseNode([]byte(rec)); err == nil {
 		ev = ev.Uint64("newer_epoch", n.Epoch).Str("signal_url", n.SignalURL)

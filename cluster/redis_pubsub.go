@@ -15,7 +15,16 @@ import (
 // have been lost, so subscribers get EventResync.
 func (r *Redis) receive(ctx context.Context) {
 	inbox := r.keys.inbox(r.self.ID)
-	ps := r.client.Subscribe(ctx, r.keys.events(), inbox)
+	ps := r.ps
+	r.psMu.Lock()
+	channels := []string{r.keys.events()}
+	if !r.superseded.Load() {
+		channels = append(channels, inbox)
+		r.inboxOn = true
+	}
+	// On failure go-redis subscribes when it (re)connects.
+	_ = ps.Subscribe(ctx, channels...)
+	r.psMu.Unlock()
 	done := make(chan struct{})
 	closed := make(chan struct{})
 	go func() {
@@ -65,6 +74,9 @@ func (r *Redis) receive(ctx context.Context) {
 			}
 		case *redis.Message:
 			if m.Channel == inbox {
+				if r.superseded.Load() {
+					continue // sent before setInbox took effect; the newer run has it too
+				}
 				msg, err := ParseMessage([]byte(m.Payload))
 				if err != nil {
 					r.log.Warn().Err(err).Msg("ignoring malformed cluster message")
@@ -86,5 +98,28 @@ func (r *Redis) receive(ctx context.Context) {
 			}
 			r.bus.publish(ev)
 		}
+	}
+}
+
+// setInbox adds the node's inbox to the subscription or takes it out. A
+// failed command needs no retry: go-redis subscribes to the channels last
+// asked for whenever it (re)connects.
+func (r *Redis) setInbox(ctx context.Context, on bool) {
+	r.psMu.Lock()
+	defer r.psMu.Unlock()
+	if r.inboxOn == on {
+		return
+	}
+	r.inboxOn = on
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
+	defer cancel()
+	var err error
+	if on {
+		err = r.ps.Subscribe(ctx, r.keys.inbox(r.self.ID))
+	} else {
+		err = r.ps.Unsubscribe(ctx, r.keys.inbox(r.self.ID))
+	}
+	if err != nil {
+		r.log.Debug().Err(err).Bool("subscribe", on).Msg("inbox subscription change deferred to the reconnect")
 	}
 }

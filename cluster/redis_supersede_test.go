@@ -196,3 +196,45 @@ func TestRedisForeignRecordReconcilesAtMostOncePerTTL(t *testing.T) {
 	require.Positive(t, resyncs(), "the newer run never re-published")
 	require.LessOrEqual(t, resyncs(), int(elapsed/testTTL)+1)
 }
+
+// Messages to a node ID go to its newest run only: Pub/Sub would hand them
+// to every subscriber of the inbox, and the older run would act on what
+// the newer one answers. The older run takes them again once the newer
+// run has left.
+func TestRedisSupersededRunLeavesTheInbox(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	old := startNode(t, cfg, withEpoch(1))
+	oldIn := old.Listen("t", 8)
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	waitBus(t, b, "dup")
+	subscribers := func() int64 {
+		m, err := raw.PubSubNumSub(ctx, "gxtest:node:dup:msg").Result()
+		require.NoError(t, err)
+		return m["gxtest:node:dup:msg"]
+	}
+	receive := func(in *Inbox, want string) {
+		t.Helper()
+		select {
+		case m := <-in.C():
+			require.Equal(t, want, string(m.Payload))
+		case <-time.After(waitFor):
+			require.FailNow(t, "no message", want)
+		}
+	}
+
+	newer := startNode(t, cfg, withEpoch(2))
+	newIn := newer.Listen("t", 8)
+	require.Eventually(t, func() bool { return old.superseded.Load() && subscribers() == 1 }, waitFor, tick,
+		"the older run still subscribes to the inbox")
+	require.NoError(t, b.Send(ctx, "dup", "t", []byte("1")))
+	receive(newIn, "1")
+	require.Empty(t, oldIn.C(), "the older run got the newer run's message")
+
+	newer.stop(t)
+	require.Eventually(t, func() bool { return !old.superseded.Load() && subscribers() == 1 }, waitFor, tick)
+	require.NoError(t, b.Send(ctx, "dup", "t", []byte("2")))
+	receive(oldIn, "2")
+}
