@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gxfs-conf/gxconf/internal/strictjson"
@@ -187,10 +189,9 @@ func ParseNode(data []byte) (Node, error) {
 	if n.State != NodeServing && n.State != NodeDraining {
 		return Node{}, fmt.Errorf("%w: state %q", ErrInvalidRecord, n.State)
 	}
-	if n.SignalURL != "" {
-		if err := checkName("signal_url", n.SignalURL); err != nil {
-			return Node{}, err
-		}
+	if n.SignalURL != "" && !validSignalURL(n.SignalURL) {
+		// Not quoted: it may hold user info.
+		return Node{}, fmt.Errorf("%w: signal_url", ErrInvalidRecord)
 	}
 	if n.RelayAddr != "" {
 		if err := checkName("relay_addr", n.RelayAddr); err != nil {
@@ -215,6 +216,31 @@ func ParseNode(data []byte) (Node, error) {
 		return Node{}, err
 	}
 	return n, nil
+}
+
+// validSignalURL accepts what a node may publish as its signalling URL:
+// placement hands it to clients (livekit-client appends "/rtc?…" to it) and
+// the bridge dials it. So: an absolute ws:// or wss:// URL with a host and a
+// valid port, without user info (credentials do not belong in a record
+// every node reads and clients get), query or fragment, no spaces or
+// control characters, at most maxNameLen bytes.
+func validSignalURL(s string) bool {
+	if !validName(s, maxNameLen) || strings.ContainsAny(s, " ?#\\") {
+		return false
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Opaque != "" || u.User != nil || u.Hostname() == "" {
+		return false
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return false
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return false
+	}
+	return true
 }
 
 // MarshalRoomEntry encodes a room-hosting entry.

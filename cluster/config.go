@@ -163,8 +163,9 @@ func (c *Config) Validate() error {
 	// Other nodes refuse a node record they could not have written (codec.go):
 	// the node would heartbeat and yet be invisible to them.
 	if c.SignalURL != "" {
-		if !isURL(c.SignalURL, "ws", "wss") || !validName(c.SignalURL, maxNameLen) {
-			bad("signal_url", "must be a ws(s):// URL of at most %d bytes, got %q", maxNameLen, c.SignalURL)
+		if !validSignalURL(c.SignalURL) {
+			// The value is not shown: it may hold user info.
+			bad("signal_url", "must be a ws(s):// URL with a host, without user info, query or fragment, of at most %d bytes", maxNameLen)
 		}
 	} else if c.Multi() {
 		bad("signal_url", "must be set when redis.address is set (this node's own ws(s):// URL)")

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,7 @@ func FuzzParseNode(f *testing.F) {
 	seed(f, b, err)
 	f.Add([]byte(`{"id":"n","site":"","federation":"","epoch":"01","signal_url":"","media_addrs":[],"relay_addr":"","state":"serving","limits":{},"load":{"cpu":1e400},"updated_at":0}`))
 	f.Add([]byte(`{"id":"n","epoch":"1","media_addrs":null,"state":"serving"}`))
+	f.Add([]byte(`{"id":"n","epoch":"1","signal_url":"wss://u:p@h:99999/?q#f","media_addrs":[],"state":"serving"}`))
 	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseNode, MarshalNode) })
 }
 
@@ -124,4 +126,53 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":"!!"}`))
 	f.Add([]byte(`{"from":"n1","epoch":"1","topic":"t","payload":null}`))
 	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseMessage, MarshalMessage) })
+}
+
+// A peer's signal_url goes to clients and to the bridge's dialer: a record
+// with anything but a plain ws(s) URL is refused like any malformed one,
+// and configuration accepts exactly what the peers accept.
+func TestSignalURL(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"wss://n1.example/rtc", true},
+		{"ws://10.1.0.2:7880", true},
+		{"ws://[fd00::2]:7880/sfu", true},
+		{"WSS://n1.example", true},
+		{"https://n1.example", false},
+		{"javascript:alert(1)", false},
+		{"wss:n1.example", false},
+		{"wss:///rtc", false},
+		{"//n1.example", false},
+		{"wss://user:secret@n1.example", false},
+		{"wss://@n1.example", false},
+		{"wss://n1.example/rtc?token=x", false},
+		{"wss://n1.example/rtc#x", false},
+		{"wss://n1.example:0", false},
+		{"wss://n1.example:65536", false},
+		{"wss://n1.example:", false},
+		{"wss://n1.example/a b", false},
+		{"wss://n1.example\\@evil.example", false},
+		{"wss://n1.example/\u0007", false},
+		{"wss://n1.example/" + strings.Repeat("p", 500), false},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			n := sampleNode()
+			n.SignalURL = tc.url
+			b, err := MarshalNode(n)
+			require.NoError(t, err)
+			_, err = ParseNode(b)
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, ErrInvalidRecord)
+				require.NotContains(t, err.Error(), "secret")
+			}
+			cfg := DefaultConfig()
+			cfg.Site = "A"
+			cfg.SignalURL = tc.url
+			require.Equal(t, tc.ok, cfg.Validate() == nil, "config and records disagree")
+		})
+	}
 }

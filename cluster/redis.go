@@ -148,6 +148,11 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 	if cfg.SignalURL == "" {
 		return nil, errors.New("cluster.signal_url must be set for a multi-node cluster")
 	}
+	// Set after Validate when derived from the SFU; the other nodes would
+	// refuse the record.
+	if !validSignalURL(cfg.SignalURL) {
+		return nil, errors.New("cluster.signal_url is not a ws(s):// URL with a host, without user info, query or fragment")
+	}
 	c, err := newCore(cfg, log, opts)
 	if err != nil {
 		return nil, err
