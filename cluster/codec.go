@@ -445,5 +445,26 @@ func ParseEvent(data []byte) (Event, error) {
 		}
 		ev.TrackInfo = &t
 	}
+	if err := checkPayload(ev); err != nil {
+		return Event{}, err
+	}
 	return ev, nil
+}
+
+// checkPayload refuses an event whose entry is not the one the event names:
+// a participant or track of another room, identity, track, node or run.
+// Every node builds its events from the entry itself (core, opLocked,
+// removalEvent), so only a forged or corrupted event disagrees, and a
+// subscriber that trusted the header would file the entry under the wrong
+// room.
+func checkPayload(ev Event) error {
+	if p := ev.Participant; p != nil &&
+		(p.Room != ev.Room || p.Identity != ev.Identity || p.Node != ev.Node || p.Epoch != ev.Epoch) {
+		return fmt.Errorf("%w: participant entry does not match its %s event", ErrInvalidRecord, ev.Type)
+	}
+	if t := ev.TrackInfo; t != nil &&
+		(t.Room != ev.Room || t.SID != ev.Track || t.Participant != ev.Identity || t.Node != ev.Node || t.Epoch != ev.Epoch) {
+		return fmt.Errorf("%w: track entry does not match its %s event", ErrInvalidRecord, ev.Type)
+	}
+	return nil
 }

@@ -89,7 +89,64 @@ func FuzzParseEvent(f *testing.F) {
 	}
 	f.Add([]byte(`{"type":"resync","node":"n1","epoch":"1"}`))
 	f.Add([]byte(`{"type":"node_up","node":"n1","epoch":"1","room":"r"}`))
-	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, ParseEvent, MarshalEvent) })
+	for _, b := range mismatchedEvents(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		roundTrip(t, data, ParseEvent, MarshalEvent)
+		// An accepted event's entry is the one it names.
+		if ev, err := ParseEvent(data); err == nil {
+			if p := ev.Participant; p != nil {
+				require.Equal(t, []any{ev.Room, ev.Identity, ev.Node, ev.Epoch}, []any{p.Room, p.Identity, p.Node, p.Epoch})
+			}
+			if tr := ev.TrackInfo; tr != nil {
+				require.Equal(t, []any{ev.Room, ev.Identity, ev.Track, ev.Node, ev.Epoch}, []any{tr.Room, tr.Participant, tr.SID, tr.Node, tr.Epoch})
+			}
+		}
+	})
+}
+
+// mismatchedEvents are added events whose entry is not the one they name.
+func mismatchedEvents(tb testing.TB) map[string][]byte {
+	tb.Helper()
+	p := ParticipantEntry{Room: "r", Identity: "@a:x", SID: "PA", Node: "n1", Epoch: 3}
+	tr := TrackEntry{Room: "r", SID: "TR", Participant: "@a:x", Node: "n1", Epoch: 3, Kind: "audio", Layers: 1}
+	part := func(edit func(*ParticipantEntry)) Event {
+		q := p
+		edit(&q)
+		return Event{Type: EventParticipantAdded, Node: "n1", Epoch: 3, Room: "r", Identity: "@a:x", Participant: &q}
+	}
+	track := func(edit func(*TrackEntry)) Event {
+		q := tr
+		edit(&q)
+		return Event{Type: EventTrackAdded, Node: "n1", Epoch: 3, Room: "r", Identity: "@a:x", Track: "TR", TrackInfo: &q}
+	}
+	out := map[string][]byte{}
+	for name, ev := range map[string]Event{
+		"participant of another room":  part(func(q *ParticipantEntry) { q.Room = "s" }),
+		"another participant":          part(func(q *ParticipantEntry) { q.Identity = "@b:x" }),
+		"participant on another node":  part(func(q *ParticipantEntry) { q.Node = "n2" }),
+		"participant of another run":   part(func(q *ParticipantEntry) { q.Epoch = 2 }),
+		"track of another room":        track(func(q *TrackEntry) { q.Room = "s" }),
+		"track of another participant": track(func(q *TrackEntry) { q.Participant = "@b:x" }),
+		"another track":                track(func(q *TrackEntry) { q.SID = "TR2" }),
+		"track on another node":        track(func(q *TrackEntry) { q.Node = "n2" }),
+		"track of another run":         track(func(q *TrackEntry) { q.Epoch = 4 }),
+	} {
+		b, err := MarshalEvent(ev)
+		require.NoError(tb, err)
+		out[name] = b
+	}
+	return out
+}
+
+func TestParseEventRefusesAnotherEntry(t *testing.T) {
+	for name, b := range mismatchedEvents(t) {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseEvent(b)
+			require.ErrorIs(t, err, ErrInvalidRecord)
+		})
+	}
 }
 
 func TestParseRejects(t *testing.T) {

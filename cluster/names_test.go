@@ -40,7 +40,7 @@ func TestDirectoryHoldsLongestFocusIdentity(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ParseTrackEntry(b)
 	require.NoError(t, err)
-	b, err = MarshalEvent(Event{Type: EventParticipantAdded, Node: "solo", Room: "r", Identity: identity, Participant: &p})
+	b, err = MarshalEvent(Event{Type: EventParticipantAdded, Node: p.Node, Epoch: p.Epoch, Room: "r", Identity: identity, Participant: &p})
 	require.NoError(t, err)
 	ev, err := ParseEvent(b)
 	require.NoError(t, err)
