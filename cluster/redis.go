@@ -436,6 +436,10 @@ func (r *Redis) round(ctx context.Context) error {
 	}
 	if reconcile {
 		if err := r.reconcile(ctx); err != nil {
+			if errors.Is(err, errNotOwnRecord) {
+				// Written over since the heartbeat: the next one tells.
+				return nil
+			}
 			return err
 		}
 		r.registered = true

@@ -238,3 +238,30 @@ func TestRedisSupersededRunLeavesTheInbox(t *testing.T) {
 	require.NoError(t, b.Send(ctx, "dup", "t", []byte("2")))
 	receive(oldIn, "2")
 }
+
+// An older run that found its own record at its heartbeat (after a Redis
+// restart) may reconcile only after the newer run has written its record
+// and entries again: its reconcile must not delete the newer run's entries
+// as stale ones of its own.
+func TestRedisReconcileSparesANewerRunsEntries(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	newer := startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:parts", "bob").Val() }, waitFor, tick)
+
+	// The older run, between its heartbeat and its reconcile.
+	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.closeClients() })
+	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	require.ErrorIs(t, old.reconcile(ctx), errNotOwnRecord)
+	v, err := raw.HGet(ctx, "gxtest:room:r:parts", "bob").Bytes()
+	require.NoError(t, err, "the older run deleted the newer run's entry")
+	p, err := ParseParticipantEntry(v)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, p.Epoch)
+	require.False(t, raw.HExists(ctx, "gxtest:room:r:parts", "alice").Val(), "the older run wrote while superseded")
+}

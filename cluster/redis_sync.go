@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -118,12 +119,19 @@ return 1
 // pruneScript deletes a node's directory entries and returns them as
 // (kind, entry) pairs. Mode "dead" acts only while the node's record is
 // absent and then forgets the node; mode "stale" keeps entries of the given
-// epoch (the node's current run).
+// epoch (the node's current run), and acts only while the record is that
+// run's: else it returns {"superseded"}, as the entries it would delete are
+// the newer run's (which may have registered since this run's heartbeat).
 //
 // KEYS: node record, node rooms set, nodes set. ARGV: node id, key prefix,
 // mode, epoch to keep.
 var pruneScript = redis.NewScript(`
 if ARGV[3] == 'dead' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+if ARGV[3] == 'stale' then
+  local v = redis.pcall('GET', KEYS[1])
+  local ok, e = pcall(cjson.decode, type(v) == 'string' and v or '')
+  if not (ok and type(e) == 'table' and e.id == ARGV[1] and e.epoch == ARGV[4]) then return {'superseded'} end
+end
 local out = {}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   for _, kind in ipairs({'nodes', 'parts', 'tracks'}) do
@@ -304,9 +312,14 @@ func (r *Redis) opLocked(k entryKey) (flushOp, error) {
 	return op, err
 }
 
+// errNotOwnRecord: the node record is not this run's any more (a newer run
+// registered, or the record vanished) between the heartbeat and reconcile.
+var errNotOwnRecord = errors.New("node record is not this run's")
+
 // reconcile re-publishes everything this node owns after (re)registration:
 // entries of an earlier run are deleted, every owned entry is written again,
-// rooms the node no longer has leave its room set.
+// rooms the node no longer has leave its room set. It fails with
+// errNotOwnRecord, writing nothing, if the record is not this run's.
 func (r *Redis) reconcile(ctx context.Context) error {
 	self := Node{ID: r.self.ID, Epoch: r.self.Epoch} // immutable fields only; State is under mu
 	if err := r.prune(ctx, self.ID, self.Epoch, pruneStale); err != nil {
@@ -367,6 +380,9 @@ func (r *Redis) prune(ctx context.Context, id NodeID, keep uint64, mode pruneMod
 		string(id), r.keys.p, string(mode), fmtEpoch(keep)).StringSlice()
 	if err != nil {
 		return fmt.Errorf("failed to prune entries of node %s: %w", id, err)
+	}
+	if len(res) == 1 && res[0] == "superseded" {
+		return errNotOwnRecord
 	}
 	if len(res) == 0 {
 		return nil
