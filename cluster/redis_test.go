@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -608,4 +609,45 @@ func TestRedisReapsInvalidNodeIDsAndStuckRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok, "a's room set was touched")
 	require.True(t, a.Connected())
+}
+
+// aclCommands is what a node needs of Redis (README, "Redis access"): with
+// an ACL user limited to them, the key prefix and its channels, a cluster
+// registers, reads the directory, exchanges messages and reaps a dead node.
+const aclCommands = "+hello +auth +select +ping +get +set +del +exists +sadd +srem +smembers +sunion " +
+	"+hget +hset +hdel +hgetall +publish +subscribe +unsubscribe +eval +evalsha"
+
+func TestRedisACLUser(t *testing.T) {
+	user := strings.Fields("gxconf on >acl-pass ~gxtest:* resetchannels &gxtest:* -@all " + aclCommands)
+	srv := startRedis(t, append([]string{"--user", "default", "off", "--user"}, user...)...)
+	pw := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("acl-pass\n"), 0o600))
+	cfg := func(id NodeID) Config {
+		c := testRedisConfig(t, srv.addr, id, "S")
+		c.Redis.Username, c.Redis.PasswordFile = "gxconf", pw
+		return c
+	}
+	ctx := context.Background()
+	a := startNode(t, cfg("a"))
+	a.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
+	b := startNode(t, cfg("b"))
+	require.Eventually(t, func() bool {
+		parts, err := b.Participants(ctx, "r")
+		rooms, rerr := b.Rooms(ctx)
+		_, perr := b.Participant(ctx, "r", "alice")
+		return err == nil && rerr == nil && perr == nil && sameIDs(identities(parts), "alice") && slices.Equal(rooms, []RoomName{"r"})
+	}, waitFor, tick)
+	in := a.Listen("t", 1)
+	require.NoError(t, b.Send(ctx, "a", "t", []byte("x")))
+	select {
+	case m := <-in.C():
+		require.Equal(t, "x", string(m.Payload))
+	case <-time.After(waitFor):
+		require.FailNow(t, "no message")
+	}
+	a.crash(t)
+	require.Eventually(t, func() bool {
+		parts, err := b.Participants(ctx, "r")
+		return err == nil && len(parts) == 0 && b.Connected()
+	}, waitFor, tick)
 }
