@@ -123,8 +123,17 @@ type Redis struct {
 	viewMu sync.Mutex
 	known  map[NodeID]Node
 	// gone are nodes (by epoch) that announced their departure; a listing
-	// read just before it does not bring them back.
-	gone map[NodeID]uint64
+	// read just before it does not bring them back. Only for liveness_ttl:
+	// a departing node deletes its record before it announces, so a node
+	// still listed after that did not leave (the announcement was forged,
+	// e.g. by anyone with write access to Redis), and comes back.
+	gone map[NodeID]departure
+}
+
+// departure is a node_down announcement: the run and when it arrived.
+type departure struct {
+	epoch uint64
+	at    time.Time
 }
 
 // badRecord is a malformed node record and when it was first seen as it is.
@@ -170,7 +179,7 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 		dirty:  map[entryKey]struct{}{},
 		wake:   make(chan struct{}, 1),
 		known:  map[NodeID]Node{},
-		gone:   map[NodeID]uint64{},
+		gone:   map[NodeID]departure{},
 	}
 	r.view.Store(&liveView{})
 	c.changed = func(k entryKey) {
@@ -549,7 +558,7 @@ func (r *Redis) diff(live []Node, now time.Time) []Node {
 	listed := make(map[NodeID]uint64, len(live))
 	for _, n := range live {
 		listed[n.ID] = n.Epoch
-		if e, ok := r.gone[n.ID]; ok && e == n.Epoch {
+		if d, ok := r.gone[n.ID]; ok && d.epoch == n.Epoch && now.Sub(d.at) < r.cfg.LivenessTTL {
 			continue
 		}
 		kept = append(kept, n)
@@ -568,8 +577,8 @@ func (r *Redis) diff(live []Node, now time.Time) []Node {
 		r.known[n.ID] = n
 	}
 	live = kept
-	for id, e := range r.gone {
-		if le, ok := listed[id]; !ok || le != e {
+	for id, d := range r.gone {
+		if le, ok := listed[id]; !ok || le != d.epoch || now.Sub(d.at) >= r.cfg.LivenessTTL {
 			delete(r.gone, id)
 		}
 	}
@@ -596,7 +605,7 @@ func (r *Redis) forget(id NodeID, epoch uint64) {
 		return
 	}
 	delete(r.known, id)
-	r.gone[id] = epoch
+	r.gone[id] = departure{epoch: epoch, at: r.opts.now()}
 	v := r.view.Load()
 	nodes := make([]Node, 0, len(v.nodes))
 	for _, n := range v.nodes {

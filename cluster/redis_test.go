@@ -651,3 +651,25 @@ func TestRedisACLUser(t *testing.T) {
 		return err == nil && len(parts) == 0 && b.Connected()
 	}, waitFor, tick)
 }
+
+// A node_down announcement of a node that is still listed (not sent by it:
+// a departing node deletes its record first) hides the node for at most
+// liveness_ttl, not until it restarts.
+func TestRedisStrayNodeDownHidesANodeOnlyBriefly(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
+	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	listsB := func() bool { return slices.Contains(nodeIDs(a.Nodes()), "b") }
+	require.Eventually(t, listsB, waitFor, tick)
+	waitBus(t, b, "a")
+	ev := record(t, a)
+
+	down, err := MarshalEvent(Event{Type: EventNodeDown, Node: "b", Epoch: b.Self().Epoch})
+	require.NoError(t, err)
+	require.NoError(t, raw.Publish(ctx, "gxtest:events", down).Err())
+	ev.wait(t, "node_down b", ofType(EventNodeDown, "b"))
+	require.Eventually(t, listsB, waitFor, tick, "b stays hidden")
+	ev.wait(t, "node_up b", ofType(EventNodeUp, "b"))
+}
