@@ -136,10 +136,12 @@ type departure struct {
 	at    time.Time
 }
 
-// badRecord is a malformed node record and when it was first seen as it is.
+// badRecord is a malformed node record, when it was first seen as it is,
+// and what was logged about it.
 type badRecord struct {
 	rec   string
 	since time.Time
+	why   string
 }
 
 // liveView is the other nodes seen alive in one heartbeat round.
@@ -397,10 +399,18 @@ func (r *Redis) round(ctx context.Context) error {
 		}
 		n, err := ParseNode([]byte(res[i+1]))
 		if err != nil || n.ID != id {
+			if err == nil {
+				err = fmt.Errorf("%w: record of node %q", ErrInvalidRecord, clip(string(n.ID)))
+			}
 			b, seen := r.malformed[id]
+			// A live node rewrites its record every heartbeat: logged
+			// again only for another fault.
+			if !seen || b.why != err.Error() {
+				r.log.Warn().Err(err).Str("peer_node_id", string(id)).Msg("ignoring malformed node record (logged again when the fault changes)")
+				b.why = err.Error()
+			}
 			if !seen || b.rec != res[i+1] {
-				r.log.Warn().Err(err).Str("peer_node_id", string(id)).Msg("ignoring malformed node record (logged again when it changes)")
-				b = badRecord{rec: res[i+1], since: now}
+				b.rec, b.since = res[i+1], now
 			}
 			bad[id] = b
 			// A heartbeating node rewrites its record (updated_at) every

@@ -673,3 +673,39 @@ func TestRedisStrayNodeDownHidesANodeOnlyBriefly(t *testing.T) {
 	require.Eventually(t, listsB, waitFor, tick, "b stays hidden")
 	ev.wait(t, "node_up b", ofType(EventNodeUp, "b"))
 }
+
+// A live node whose record the others refuse (here: a signal_url with user
+// info, as a node of an older gxconf could publish) rewrites it at every
+// heartbeat; it is logged once, is not used, and its record is not removed.
+func TestRedisRefusedLiveRecordLoggedOnce(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	var logged lockedBuffer
+	r, err := NewRedis(testRedisConfig(t, srv.addr, "a", "S"), zerolog.New(&logged).Level(zerolog.InfoLevel))
+	require.NoError(t, err)
+	n := &testNode{Redis: r, done: make(chan error, 1)}
+	runCtx, cancel := context.WithCancel(ctx)
+	n.cancel = cancel
+	go func() { n.done <- r.Run(runCtx) }()
+	t.Cleanup(func() { n.stop(t) })
+	require.Eventually(t, n.Connected, waitFor, tick)
+
+	peer := sampleNode()
+	peer.ID, peer.State = "c", NodeServing
+	peer.SignalURL = "wss://admin:hunter2@c.example/rtc"
+	require.NoError(t, raw.SAdd(ctx, "gxtest:nodes", "c").Err())
+	for i := range 2 * int(testTTL/testHeartbeat) {
+		peer.UpdatedAt = peer.UpdatedAt.Add(testHeartbeat)
+		rec, err := MarshalNode(peer)
+		require.NoError(t, err)
+		require.NoError(t, raw.Set(ctx, "gxtest:node:c", rec, testTTL).Err())
+		start := r.view.Load().at
+		require.Eventually(t, func() bool { return r.view.Load().at.After(start) }, waitFor, tick, "round %d", i)
+	}
+	out := logged.String()
+	require.Equal(t, 1, strings.Count(out, "ignoring malformed node record"), out)
+	require.NotContains(t, out, "hunter2")
+	require.Equal(t, []NodeID{"a"}, nodeIDs(n.Nodes()))
+	require.EqualValues(t, 1, raw.Exists(ctx, "gxtest:node:c").Val(), "a live node's record was removed")
+}
