@@ -15,7 +15,10 @@
 //     2.5 s by default) and refreshed every heartbeat_interval (500 ms). A
 //     node that stops heartbeating disappears within the TTL and the others
 //     notice at their next heartbeat (within 3 s by default); the survivors
-//     reap its directory entries and publish their removal.
+//     reap its directory entries and publish their removal. A record that
+//     stays malformed and unchanged beyond the TTL is removed so that its
+//     node is reaped the same way; listed ids that are not node IDs are
+//     removed from the node list.
 //   - When Redis is unreachable the node keeps its local view and keeps
 //     serving, retries with backoff, and once Redis answers again (or has
 //     lost the node's record, e.g. after a Redis restart) re-publishes
