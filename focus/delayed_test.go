@@ -479,19 +479,27 @@ func TestDelayedLeaveSurvivesRestart(t *testing.T) {
 // (it hands them over) or died (it stopped renewing its liveness), and the
 // job it took is restarted and sent from there.
 func TestDelayedLeaveResumedByOneNode(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testDelayedLeaveResumedByOneNode(t, "") })
-	t.Run("postgres", func(t *testing.T) { testDelayedLeaveResumedByOneNode(t, postgresFor(t)) })
+	onBothDatabases(t, testDelayedLeaveResumedByOneNode)
+}
+
+// onBothDatabases runs test on a new SQLite file and on a new PostgreSQL
+// database.
+func onBothDatabases(t *testing.T, test func(t *testing.T, dbPath string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "") })
+	t.Run("postgres", func(t *testing.T) { test(t, postgresFor(t)) })
+}
+
+// node makes a stack cluster node id. Liveness lapses after 7.5 poll
+// intervals: long enough here that a busy test machine does not make a
+// live node look dead.
+func node(id string) func(*Options) {
+	return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
 }
 
 func testDelayedLeaveResumedByOneNode(t *testing.T, dbPath string) {
 	mhs := msc4140.New(nil)
 	rooms := &fakeRooms{absent: map[string]bool{}}
 	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
-	// Liveness lapses after 7.5 poll intervals: long enough here that a
-	// busy test machine does not make a live node look dead.
-	node := func(id string) func(*Options) {
-		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
-	}
 	a := newDelayStack(t, mhs, dbPath, rooms, node("a"))
 	mhs.Schedule("syd_a", time.Hour)
 	resp, out := a.post(t, "/delegate_delayed_leave", delayedBody("tok-alice", "local.test", "@alice:local.test", "syd_a", time.Hour))
@@ -536,17 +544,13 @@ func testDelayedLeaveResumedByOneNode(t *testing.T, dbPath string) {
 // job stops at its next restart instead of keeping the old delay ID alive
 // beside the new job.
 func TestDelayedLeaveReplacedOnAnotherNode(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testDelayedLeaveReplacedOnAnotherNode(t, "") })
-	t.Run("postgres", func(t *testing.T) { testDelayedLeaveReplacedOnAnotherNode(t, postgresFor(t)) })
+	onBothDatabases(t, testDelayedLeaveReplacedOnAnotherNode)
 }
 
 func testDelayedLeaveReplacedOnAnotherNode(t *testing.T, dbPath string) {
 	mhs := msc4140.New(nil)
 	rooms := &fakeRooms{absent: map[string]bool{}}
 	rooms.setPresent(aliceLKRoom, aliceIdentity, true)
-	node := func(id string) func(*Options) {
-		return func(o *Options) { o.NodeID, o.Config.DelayedEvents.PollInterval = id, 250*time.Millisecond }
-	}
 	a := newDelayStack(t, mhs, dbPath, rooms, node("a"))
 	b := newDelayStack(t, mhs, a.dbPath, rooms, node("b"))
 	mhs.Schedule("syd_old", time.Hour)
