@@ -28,8 +28,15 @@ const prodID = "-//gxconf//meetings//EN"
 // whole series.
 func CalendarFile(m *Meeting, method string, cancelled time.Time, callLink string, now time.Time) ([]byte, error) {
 	cal := newCalendar(method)
-	zones := map[string]bool{}
-	ev, err := meetingEvent(m, callLink, now, zones)
+	loc, from, to, err := meetingSpan(m)
+	if err != nil {
+		return nil, err
+	}
+	zones := newZoneSet(0)
+	if _, err := zones.cover(loc, from, to); err != nil {
+		return nil, err
+	}
+	ev, err := meetingEvent(m, callLink, now, false)
 	if err != nil {
 		return nil, err
 	}
@@ -46,21 +53,17 @@ func CalendarFile(m *Meeting, method string, cancelled time.Time, callLink strin
 			setDateTime(ev.Props, ical.PropDateTimeEnd, cancelled.Add(m.Schedule.Duration))
 		}
 	}
-	cal.Children = append(cal.Children, ev.Component)
+	cal.Children = append(zones.components(), ev.Component)
 	if method == MethodRequest {
-		cal.Children = append(cal.Children, overrideEvents(m, ev)...)
+		cal.Children = append(cal.Children, overrideEvents(m, ev, false)...)
 	}
-	spans := zoneSpans{}
-	if err := spans.add(m, zones); err != nil {
-		return nil, err
-	}
-	addZones(cal, spans)
 	return encode(cal)
 }
 
 // overrideEvents are the moved occurrences: copies of the series' VEVENT
 // with RECURRENCE-ID and their own DTSTART/DTEND (RFC 5545 §3.8.4.4).
-func overrideEvents(m *Meeting, master *ical.Event) []*ical.Component {
+// In UTC when utc is set.
+func overrideEvents(m *Meeting, master *ical.Event, utc bool) []*ical.Component {
 	loc, err := m.Schedule.location()
 	if err != nil {
 		return nil
@@ -71,6 +74,9 @@ func overrideEvents(m *Meeting, master *ical.Event) []*ical.Component {
 		st, err2 := time.ParseInLocation(localLayout, ov.Start, loc)
 		if err1 != nil || err2 != nil {
 			continue
+		}
+		if utc {
+			rid, st = rid.UTC(), st.UTC()
 		}
 		c := ical.NewComponent(ical.CompEvent)
 		for name, props := range master.Props {
@@ -90,30 +96,41 @@ func overrideEvents(m *Meeting, master *ical.Event) []*ical.Component {
 	return out
 }
 
-// FeedFile renders a user's meetings as one calendar (METHOD:PUBLISH).
+// maxFeedZones caps the VTIMEZONEs of a feed. Each covers the years of
+// its zone's meetings, up to two hundred; a feed of meetings in hundreds
+// of zones, each far in the future, had tens of MB of them. A meeting in a
+// further zone is written in UTC: a single occurrence is exact, a series
+// keeps its UTC time of day across daylight saving switches.
+const maxFeedZones = 20
+
+// FeedFile renders a user's meetings as one calendar (METHOD:PUBLISH). The
+// zones of the first meetings (the feed's order: running and next first)
+// get VTIMEZONEs, at most maxFeedZones of them.
 func FeedFile(ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]byte, error) {
 	cal := newCalendar(MethodPublish)
 	cal.Props.SetText("X-WR-CALNAME", "gxconf meetings")
-	// One VTIMEZONE per zone, covering every meeting that uses it.
-	spans := zoneSpans{}
+	zones := newZoneSet(maxFeedZones)
 	var events []*ical.Component
 	for _, m := range ms {
-		zones := map[string]bool{}
-		ev, err := meetingEvent(m, callLink(m), now, zones)
+		loc, from, to, err := meetingSpan(m)
+		if err != nil {
+			return nil, err
+		}
+		inZone, err := zones.cover(loc, from, to)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := meetingEvent(m, callLink(m), now, !inZone)
 		if err != nil {
 			return nil, err
 		}
 		if m.Cancelled {
 			ev.Props.SetText(ical.PropStatus, "CANCELLED")
 		}
-		if err := spans.add(m, zones); err != nil {
-			return nil, err
-		}
 		events = append(events, ev.Component)
-		events = append(events, overrideEvents(m, ev)...)
+		events = append(events, overrideEvents(m, ev, !inZone)...)
 	}
-	cal.Children = append(cal.Children, events...)
-	addZones(cal, spans)
+	cal.Children = append(zones.components(), events...)
 	if len(events) == 0 {
 		// go-ical refuses an empty calendar; an empty feed is still valid.
 		return []byte("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" + prodID + "\r\nMETHOD:PUBLISH\r\nX-WR-CALNAME:gxconf meetings\r\nEND:VCALENDAR\r\n"), nil
@@ -152,11 +169,16 @@ func setDateTime(props ical.Props, name string, t time.Time) {
 	props.Set(p)
 }
 
-// meetingEvent is the series' VEVENT; zones collects the TZIDs it uses.
-func meetingEvent(m *Meeting, callLink string, now time.Time, zones map[string]bool) (*ical.Event, error) {
+// meetingEvent is the series' VEVENT, in the schedule's zone or, with
+// utc, in UTC.
+func meetingEvent(m *Meeting, callLink string, now time.Time, utc bool) (*ical.Event, error) {
 	start, err := m.Schedule.StartTime()
 	if err != nil {
 		return nil, err
+	}
+	loc := start.Location()
+	if utc {
+		start = start.UTC()
 	}
 	ev := ical.NewEvent()
 	ev.Props.SetText(ical.PropUID, m.UID)
@@ -164,19 +186,18 @@ func meetingEvent(m *Meeting, callLink string, now time.Time, zones map[string]b
 	setRaw(ev.Props, ical.PropSequence, fmt.Sprint(m.Sequence))
 	setDateTime(ev.Props, ical.PropDateTimeStart, start)
 	setDateTime(ev.Props, ical.PropDateTimeEnd, start.Add(m.Schedule.Duration))
-	zones[start.Location().String()] = true
 	if m.Schedule.RRule != "" {
 		p := ical.NewProp(ical.PropRecurrenceRule)
 		p.SetValueType(ical.ValueRecurrence)
 		p.Value = m.Schedule.RRule
 		ev.Props.Set(p)
 		for _, ex := range m.Schedule.ExDates {
-			t, err := time.ParseInLocation(localLayout, ex, start.Location())
+			t, err := time.ParseInLocation(localLayout, ex, loc)
 			if err != nil {
 				return nil, err
 			}
 			p := ical.NewProp(ical.PropExceptionDates)
-			p.SetDateTime(t)
+			p.SetDateTime(t.In(start.Location()))
 			ev.Props.Add(p)
 		}
 	}
@@ -217,37 +238,20 @@ func matrixURI(userID string) string {
 	return "matrix:u/" + url.PathEscape(strings.TrimPrefix(userID, "@"))
 }
 
-// zoneSpans is, for each TZID a calendar uses, the period its VTIMEZONE
-// must cover: from the first to the last occurrence of every meeting in
-// that zone. A feed mixes meetings of different years; a VTIMEZONE made
-// for the first of them alone would give a later one the offset of its
-// last observance (winter time in July, an hour off).
-type zoneSpans map[string][2]time.Time
-
-// add widens the spans of zones to m's occurrences: the stored span of a
-// meeting read from the store (a feed expands no schedule), else its own.
-func (z zoneSpans) add(m *Meeting, zones map[string]bool) error {
-	from, to := m.first, m.last
+// meetingSpan is m's zone and the first start and latest end of its
+// occurrences: the stored span of a meeting read from the store (a feed
+// expands no schedule), else its own.
+func meetingSpan(m *Meeting) (loc *time.Location, from, to time.Time, err error) {
+	if loc, err = m.Schedule.location(); err != nil {
+		return nil, from, to, err
+	}
+	from, to = m.first, m.last
 	if from.IsZero() || to.Equal(neverEnds) {
-		var err error
 		if from, to, err = expandSpan(m); err != nil {
-			return err
+			return nil, from, to, err
 		}
 	}
-	for name := range zones {
-		if _, err := loadZone(name); err != nil {
-			return err
-		}
-		sp, ok := z[name]
-		if !ok || from.Before(sp[0]) {
-			sp[0] = from
-		}
-		if !ok || to.After(sp[1]) {
-			sp[1] = to
-		}
-		z[name] = sp
-	}
-	return nil
+	return loc, from, to, nil
 }
 
 // expandSpan is the first start and the latest end of m's occurrences.
@@ -270,17 +274,6 @@ func expandSpan(m *Meeting) (from, to time.Time, err error) {
 	return from, to, nil
 }
 
-// addZones adds a VTIMEZONE for every zone in spans, before the events
-// that use them.
-func addZones(cal *ical.Calendar, spans zoneSpans) {
-	var add []*ical.Component
-	for _, name := range sortedKeys(spans) {
-		loc, _ := loadZone(name) // checked by zoneSpans.add
-		add = append(add, vtimezone(loc, spans[name][0], spans[name][1]))
-	}
-	cal.Children = append(add, cal.Children...)
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -288,40 +281,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// vtimezone describes loc between from and to (RFC 5545 §3.6.5) with one
-// STANDARD or DAYLIGHT observance per offset period, each with its exact
-// onset, so a reader needs no time zone database of its own.
-func vtimezone(loc *time.Location, from, to time.Time) *ical.Component {
-	tz := ical.NewComponent(ical.CompTimezone)
-	tz.Props.SetText(ical.PropTimezoneID, loc.String())
-	// Start a year early: readers may look at dates before the first
-	// occurrence (alarms, the previous week in a view).
-	t := time.Date(from.In(loc).Year()-1, 1, 1, 0, 0, 0, 0, loc)
-	end := time.Date(to.In(loc).Year()+1, 12, 31, 23, 0, 0, 0, loc)
-	name, off := t.Zone()
-	tz.Children = append(tz.Children, observance(t, off, off, name, t.IsDST()))
-	for t.Before(end) {
-		next := t.Add(24 * time.Hour)
-		if _, o := next.Zone(); o != off {
-			// Binary search the second the offset changes.
-			lo, hi := t, next
-			for hi.Sub(lo) > time.Second {
-				mid := lo.Add(hi.Sub(lo) / 2)
-				if _, o := mid.Zone(); o == off {
-					lo = mid
-				} else {
-					hi = mid
-				}
-			}
-			n, o := hi.Zone()
-			tz.Children = append(tz.Children, observance(hi, off, o, n, hi.IsDST()))
-			off = o
-		}
-		t = next
-	}
-	return tz
 }
 
 // observance is one STANDARD/DAYLIGHT block; DTSTART is the onset in the

@@ -2,6 +2,8 @@ package meetings
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +116,92 @@ func FuzzFold(f *testing.F) {
 		}
 		require.Equal(t, s, string(unfold(out)))
 	})
+}
+
+// offsetAt is the UTC offset (seconds) a reader takes from the file's
+// VTIMEZONE of tzid for the instant at: that of the latest observance
+// whose onset is not after it.
+func offsetAt(t *testing.T, cal *ical.Calendar, tzid string, at time.Time) int {
+	t.Helper()
+	parseOff := func(v string) int {
+		sign := 1
+		if v[0] == '-' {
+			sign = -1
+		}
+		h, m := int(v[1]-'0')*10+int(v[2]-'0'), int(v[3]-'0')*10+int(v[4]-'0')
+		return sign * (h*3600 + m*60)
+	}
+	best, off := time.Time{}, 0
+	for _, c := range cal.Children {
+		if c.Name != ical.CompTimezone || prop(t, c, ical.PropTimezoneID) != tzid {
+			continue
+		}
+		for _, o := range c.Children {
+			local, err := time.Parse(localLayout, prop(t, o, ical.PropDateTimeStart))
+			require.NoError(t, err)
+			onset := local.Add(-time.Duration(parseOff(prop(t, o, ical.PropTimezoneOffsetFrom))) * time.Second)
+			if !onset.After(at) && (best.IsZero() || onset.After(best)) {
+				best, off = onset, parseOff(prop(t, o, ical.PropTimezoneOffsetTo))
+			}
+		}
+	}
+	require.False(t, best.IsZero(), "no observance of %s before %s", tzid, at)
+	return off
+}
+
+// A feed's VTIMEZONEs are bounded: one per zone for at most maxFeedZones
+// zones, each covering only the years of its meetings (a year either
+// side), not every year between them. 30 zones with a meeting in 2030 and
+// one in 2190 each made 30 blocks of ~325 observances; now 20 blocks of a
+// few, and the meetings of the other 10 zones are written in UTC. Every
+// start still gets its right offset.
+func TestFeedZonesAreBounded(t *testing.T) {
+	var names []string
+	for _, n := range []string{"Europe/Berlin", "Europe/London", "Europe/Paris", "Europe/Helsinki", "Europe/Lisbon",
+		"America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Halifax",
+		"America/St_Johns", "America/Santiago", "America/Sao_Paulo", "America/Mexico_City", "Australia/Sydney",
+		"Australia/Adelaide", "Australia/Perth", "Pacific/Auckland", "Pacific/Chatham", "Asia/Kolkata",
+		"Asia/Tokyo", "Asia/Tehran", "Asia/Jerusalem", "Africa/Cairo", "Africa/Casablanca",
+		"Atlantic/Azores", "Europe/Dublin", "Asia/Kathmandu", "America/Havana", "UTC"} {
+		names = append(names, n)
+	}
+	var ms []*Meeting
+	for i, n := range names {
+		for _, start := range []string{"20300715T100000", "21900115T100000"} {
+			id := fmt.Sprintf("m%02d%s", i, start[:4])
+			ms = append(ms, &Meeting{ID: id, UID: id + "@x", Organiser: "@alice:hs.test", Title: id, RoomID: "!" + id + ":hs.test",
+				Schedule: Schedule{TimeZone: n, Start: start, Duration: time.Hour}})
+		}
+	}
+	ics, err := FeedFile(ms, func(*Meeting) string { return "" }, time.Unix(0, 0))
+	require.NoError(t, err)
+	cal, err := ical.NewDecoder(bytes.NewReader(ics)).Decode()
+	require.NoError(t, err)
+	blocks := observanceStarts(t, ics)
+	require.Equal(t, maxFeedZones, len(blocks), "zones")
+	total := 0
+	for _, obs := range blocks {
+		total += len(obs)
+	}
+	// Six years a zone, at most two switches a year and one in force.
+	require.LessOrEqual(t, total, maxFeedZones*6*3, "observances")
+	require.Less(t, len(ics), 200_000, "octets")
+	inUTC := 0
+	for _, ev := range cal.Events() {
+		m := ms[slices.IndexFunc(ms, func(m *Meeting) bool { return m.UID == prop(t, ev.Component, ical.PropUID) })]
+		want, err := m.Schedule.StartTime()
+		require.NoError(t, err)
+		p := ev.Props.Get(ical.PropDateTimeStart)
+		tzid := p.Params.Get(ical.ParamTimezoneID)
+		if tzid == "" {
+			inUTC++
+			require.Equal(t, want.UTC().Format(localLayout)+"Z", p.Value, m.ID)
+			continue
+		}
+		require.Contains(t, blocks, tzid)
+		require.Equal(t, want.Format(localLayout), p.Value)
+		_, off := want.Zone()
+		require.Equal(t, off, offsetAt(t, cal, tzid, want), m.ID)
+	}
+	require.Equal(t, 2*(len(names)-maxFeedZones), inUTC)
 }
