@@ -36,7 +36,7 @@ func CalendarFile(m *Meeting, method string, cancelled time.Time, callLink strin
 	if _, err := zones.cover(loc, from, to); err != nil {
 		return nil, err
 	}
-	ev, err := meetingEvent(m, callLink, now, false)
+	ev, err := meetingEvent(m, callLink, now, false, m.Participants)
 	if err != nil {
 		return nil, err
 	}
@@ -103,39 +103,129 @@ func overrideEvents(m *Meeting, master *ical.Event, utc bool) []*ical.Component 
 // keeps its UTC time of day across daylight saving switches.
 const maxFeedZones = 20
 
-// FeedFile renders a user's meetings as one calendar (METHOD:PUBLISH). The
-// zones of the first meetings (the feed's order: running and next first)
-// get VTIMEZONEs, at most maxFeedZones of them.
-func FeedFile(ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]byte, error) {
-	cal := newCalendar(MethodPublish)
-	cal.Props.SetText("X-WR-CALNAME", "gxconf meetings")
+// feedLimits bound what one feed request renders.
+type feedLimits struct {
+	// bytes caps the whole file: the meetings that would not fit are left
+	// out, whole, from the first that does not (the feed's order puts the
+	// running and next ones first).
+	bytes int
+	// attendees caps the ATTENDEE lines of an event besides the feed's
+	// user: participants are stored even when their invite failed, so
+	// a thousand made-up ones cost an organiser nothing.
+	attendees int
+}
+
+// defaultFeedLimits: 4 MiB holds 500 meetings with 50 attendees and a
+// long description each; calendar apps fetch a feed every few minutes.
+var defaultFeedLimits = feedLimits{bytes: 4 << 20, attendees: 50}
+
+// feedHeader is what go-ical writes for newCalendar(MethodPublish) with
+// X-WR-CALNAME (properties in name order).
+const feedHeader = "BEGIN:VCALENDAR\r\nCALSCALE:GREGORIAN\r\nMETHOD:PUBLISH\r\nPRODID:" + prodID +
+	"\r\nVERSION:2.0\r\nX-WR-CALNAME:gxconf meetings\r\n"
+
+const feedFooter = "END:VCALENDAR\r\n"
+
+// feed is a rendered feed.
+type feed struct {
+	body []byte
+	// listed meetings are in it; cut were left out for the byte budget.
+	listed, cut int
+}
+
+// FeedFile renders user's meetings as one calendar (METHOD:PUBLISH), within
+// the default limits (see renderFeed).
+func FeedFile(user string, ms []*Meeting, callLink func(*Meeting) string, now time.Time) ([]byte, error) {
+	f, err := renderFeed(user, ms, callLink, now, defaultFeedLimits)
+	if err != nil {
+		return nil, err
+	}
+	return f.body, nil
+}
+
+// renderFeed renders user's meetings as one calendar (METHOD:PUBLISH) in
+// their order, each meeting whole (its VEVENT, its moved occurrences and
+// what its VTIMEZONE grows by) or not at all, within lim.bytes. The zones
+// of the first meetings get VTIMEZONEs, at most maxFeedZones of them. An
+// event lists the organiser, user, and at most lim.attendees others.
+func renderFeed(user string, ms []*Meeting, callLink func(*Meeting) string, now time.Time, lim feedLimits) (*feed, error) {
 	zones := newZoneSet(maxFeedZones)
-	var events []*ical.Component
-	for _, m := range ms {
+	size := len(feedHeader) + len(feedFooter)
+	var events bytes.Buffer
+	f := &feed{}
+	for i, m := range ms {
 		loc, from, to, err := meetingSpan(m)
 		if err != nil {
 			return nil, err
 		}
-		inZone, err := zones.cover(loc, from, to)
+		zone, inZone, err := zones.plan(loc, from, to)
 		if err != nil {
 			return nil, err
 		}
-		ev, err := meetingEvent(m, callLink(m), now, !inZone)
+		ev, err := meetingEvent(m, callLink(m), now, !inZone, feedAttendees(m, user, lim.attendees))
 		if err != nil {
 			return nil, err
 		}
 		if m.Cancelled {
 			ev.Props.SetText(ical.PropStatus, "CANCELLED")
 		}
-		events = append(events, ev.Component)
-		events = append(events, overrideEvents(m, ev, !inZone)...)
+		var chunk []byte
+		for _, c := range append([]*ical.Component{ev.Component}, overrideEvents(m, ev, !inZone)...) {
+			b, err := encodeComponent(c)
+			if err != nil {
+				return nil, err
+			}
+			chunk = append(chunk, b...)
+		}
+		add := len(chunk)
+		if inZone {
+			add += zone.size
+		}
+		if size+add > lim.bytes {
+			f.cut = len(ms) - i
+			break
+		}
+		size += add
+		if inZone {
+			zones.add(zone)
+		}
+		events.Write(chunk)
+		f.listed++
 	}
-	cal.Children = append(zones.components(), events...)
-	if len(events) == 0 {
-		// go-ical refuses an empty calendar; an empty feed is still valid.
-		return []byte("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" + prodID + "\r\nMETHOD:PUBLISH\r\nX-WR-CALNAME:gxconf meetings\r\nEND:VCALENDAR\r\n"), nil
+	out := make([]byte, 0, size)
+	out = append(out, feedHeader...)
+	for _, c := range zones.components() {
+		b, err := encodeComponent(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
 	}
-	return encode(cal)
+	out = append(out, events.Bytes()...)
+	f.body = append(out, feedFooter...)
+	return f, nil
+}
+
+// feedAttendees are the participants a feed's event lists: user first
+// when invited, then at most n others. A calendar shows the attendees of
+// an event; a thousand of them, in every event of a feed, made it tens
+// of MB, and the full list is in the meeting's .ics file and room.
+func feedAttendees(m *Meeting, user string, n int) []string {
+	var out []string
+	if slices.Contains(m.Participants, user) {
+		out = append(out, user)
+	}
+	others := 0
+	for _, p := range m.Participants {
+		if others == n {
+			break
+		}
+		if p != user {
+			out = append(out, p)
+			others++
+		}
+	}
+	return out
 }
 
 func newCalendar(method string) *ical.Calendar {
@@ -170,8 +260,9 @@ func setDateTime(props ical.Props, name string, t time.Time) {
 }
 
 // meetingEvent is the series' VEVENT, in the schedule's zone or, with
-// utc, in UTC.
-func meetingEvent(m *Meeting, callLink string, now time.Time, utc bool) (*ical.Event, error) {
+// utc, in UTC, with attendees as its ATTENDEEs (a note says how many of
+// the participants are left out).
+func meetingEvent(m *Meeting, callLink string, now time.Time, utc bool, attendees []string) (*ical.Event, error) {
 	start, err := m.Schedule.StartTime()
 	if err != nil {
 		return nil, err
@@ -220,7 +311,10 @@ func meetingEvent(m *Meeting, callLink string, now time.Time, utc bool) (*ical.E
 	org.Value = matrixURI(m.Organiser)
 	org.Params.Set(ical.ParamCommonName, m.Organiser)
 	ev.Props.Set(org)
-	for _, p := range m.Participants {
+	if left := len(m.Participants) - len(attendees); left > 0 {
+		ev.Props.SetText(ical.PropComment, fmt.Sprintf("%d more invitees are not listed here", left))
+	}
+	for _, p := range attendees {
 		att := ical.NewProp(ical.PropAttendee)
 		att.Value = matrixURI(p)
 		att.Params.Set(ical.ParamCommonName, p)

@@ -49,7 +49,7 @@ func TestFeedTimezoneCoversEveryMeeting(t *testing.T) {
 		{mk("aaaaaaaa", "20270115T100000"), mk("bbbbbbbb", "20300715T100000")},
 		{mk("bbbbbbbb", "20300715T100000"), mk("aaaaaaaa", "20270115T100000")},
 	} {
-		ics, err := FeedFile(order, link, time.Unix(0, 0))
+		ics, err := FeedFile("", order, link, time.Unix(0, 0))
 		require.NoError(t, err)
 		zones := observanceStarts(t, ics)
 		require.Len(t, zones, 1)
@@ -173,7 +173,7 @@ func TestFeedZonesAreBounded(t *testing.T) {
 				Schedule: Schedule{TimeZone: n, Start: start, Duration: time.Hour}})
 		}
 	}
-	ics, err := FeedFile(ms, func(*Meeting) string { return "" }, time.Unix(0, 0))
+	ics, err := FeedFile("", ms, func(*Meeting) string { return "" }, time.Unix(0, 0))
 	require.NoError(t, err)
 	cal, err := ical.NewDecoder(bytes.NewReader(ics)).Decode()
 	require.NoError(t, err)
@@ -204,4 +204,53 @@ func TestFeedZonesAreBounded(t *testing.T) {
 		require.Equal(t, off, offsetAt(t, cal, tzid, want), m.ID)
 	}
 	require.Equal(t, 2*(len(names)-maxFeedZones), inUTC)
+}
+
+// A feed of 500 meetings with 1000 invitees and a long description each
+// was ~50 MB (an ATTENDEE line per invitee, in every event). Now an event
+// lists the organiser, the feed's user and 50 others, and the file stays
+// within its byte budget by leaving out whole meetings from the end; what
+// it holds parses.
+func TestFeedIsBounded(t *testing.T) {
+	const user = "@bob:hs.test"
+	var ms []*Meeting
+	for i := range 500 {
+		id := fmt.Sprintf("m%07d", i)
+		m := &Meeting{ID: id, UID: id + "@x", Organiser: "@mallory:evil.test", Title: id, RoomID: "!" + id + ":hs.test",
+			Description: strings.Repeat("x", 4000),
+			Schedule:    Schedule{TimeZone: "Europe/Berlin", Start: fmt.Sprintf("2027%02d%02dT100000", i%12+1, i%28+1), Duration: time.Hour}}
+		for j := range 1000 {
+			m.Participants = append(m.Participants, fmt.Sprintf("@fake%04d:evil.test", j))
+		}
+		m.Participants[700] = user
+		ms = append(ms, m)
+	}
+	f, err := renderFeed(user, ms, func(*Meeting) string { return "https://x/" }, time.Unix(0, 0), defaultFeedLimits)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(f.body), defaultFeedLimits.bytes, "octets")
+	require.Positive(t, f.cut, "cut")
+	require.Equal(t, len(ms), f.listed+f.cut)
+	requireFolded(t, f.body)
+	cal, err := ical.NewDecoder(bytes.NewReader(f.body)).Decode()
+	require.NoError(t, err)
+	events := cal.Events()
+	require.Len(t, events, f.listed)
+	for i, ev := range events {
+		require.Equal(t, ms[i].UID, prop(t, ev.Component, ical.PropUID), "the first meetings, in order")
+		att := ev.Props.Values(ical.PropAttendee)
+		require.Len(t, att, 51)
+		require.Equal(t, matrixURI(user), att[0].Value)
+		require.Equal(t, matrixURI("@mallory:evil.test"), prop(t, ev.Component, ical.PropOrganizer))
+		require.Equal(t, "949 more invitees are not listed here", prop(t, ev.Component, ical.PropComment))
+	}
+
+	// A lower budget cuts earlier, and never inside a meeting.
+	f, err = renderFeed(user, ms[:3], func(*Meeting) string { return "" }, time.Unix(0, 0), feedLimits{bytes: 12000, attendees: 2})
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(f.body), 12000)
+	require.Equal(t, 3, f.listed+f.cut)
+	require.Positive(t, f.cut)
+	cal, err = ical.NewDecoder(bytes.NewReader(f.body)).Decode()
+	require.NoError(t, err)
+	require.Len(t, cal.Events(), f.listed)
 }

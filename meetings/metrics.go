@@ -8,6 +8,7 @@ type metrics struct {
 	reminders *prometheus.CounterVec
 	api       *prometheus.CounterVec
 	purged    *prometheus.CounterVec
+	feedsCut  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,9 +23,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Meetings HTTP API requests by endpoint and status class."}, []string{"endpoint", "status"}),
 		purged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gxconf_meetings_purged_total",
 			Help: "Meetings deleted after their retention, by state (ended, cancelled)."}, []string{"state"}),
+		feedsCut: prometheus.NewCounter(prometheus.CounterOpts{Name: "gxconf_meetings_feeds_cut_total",
+			Help: "Feed requests whose calendar left meetings out to stay within its size limit."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ops, m.files, m.reminders, m.api, m.purged)
+		reg.MustRegister(m.ops, m.files, m.reminders, m.api, m.purged, m.feedsCut)
 	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-ical"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -233,4 +234,21 @@ func TestBotListIsBounded(t *testing.T) {
 	reply, _ := env.svc.Bot("!conf").HandleCommand(ctx, "!dm", alice, "list")
 	require.Equal(t, maxListed+1, strings.Count(reply, "\n"), "a heading, 50 meetings and the rest counted")
 	require.True(t, strings.HasSuffix(reply, "… and 2 more (your calendar feed lists them: !conf meeting feed)"), reply[len(reply)-100:])
+}
+
+// A feed cut to its size limit is logged and counted; the meetings it
+// holds are the first of the feed's order.
+func TestFeedCutIsCounted(t *testing.T) {
+	env := newTestService(t)
+	env.svc.feedLimits.bytes = 2000
+	ctx := context.Background()
+	for _, day := range []string{"02", "03", "04"} {
+		_, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("on " + day), Start: ptr("2026-03-" + day + " 10:00"), Invite: []string{bob}})
+		require.NoError(t, err)
+	}
+	feed := feedOf(t, env, bob)
+	require.NotEmpty(t, feed)
+	require.Less(t, len(feed), 3)
+	require.Contains(t, feed, "on 02")
+	require.Equal(t, 1.0, testutil.ToFloat64(env.svc.metrics.feedsCut))
 }

@@ -64,6 +64,8 @@ type Service struct {
 	meetings meetingLocks
 	// wake tells the reminder loop that meetings changed.
 	wake chan struct{}
+	// feedLimits bound a feed (tests lower them).
+	feedLimits feedLimits
 }
 
 // New builds the service and upgrades its tables.
@@ -89,9 +91,10 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	return &Service{
 		cfg: opts.Config, store: st, mx: opts.Matrix, botID: opts.BotID, server: opts.LocalServer,
 		publicURL: pub, policies: opts.Policies, bookings: opts.Bookings, auth: opts.Auth, clock: clock,
-		log:     opts.Log.With().Str("component", "meetings").Logger(),
-		metrics: newMetrics(opts.Registerer),
-		wake:    make(chan struct{}, 1),
+		log:        opts.Log.With().Str("component", "meetings").Logger(),
+		metrics:    newMetrics(opts.Registerer),
+		wake:       make(chan struct{}, 1),
+		feedLimits: defaultFeedLimits,
 	}, nil
 }
 
@@ -569,8 +572,16 @@ func (s *Service) Feed(ctx context.Context, token string) ([]byte, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	body, err := FeedFile(ms, s.CallLink, s.clock.Now())
-	return body, err == nil, err
+	f, err := renderFeed(user, ms, s.CallLink, s.clock.Now(), s.feedLimits)
+	if err != nil {
+		return nil, false, err
+	}
+	if f.cut > 0 {
+		s.metrics.feedsCut.Inc()
+		s.log.Warn().Str("user_id", user).Int("listed", f.listed).Int("left_out", f.cut).Int("limit_bytes", s.feedLimits.bytes).
+			Msg("Feed cut to its size limit")
+	}
+	return f.body, true, nil
 }
 
 func hashToken(t string) string {
