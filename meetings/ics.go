@@ -2,6 +2,7 @@ package meetings
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -131,6 +132,9 @@ type feed struct {
 	body []byte
 	// listed meetings are in it; cut were left out for the byte budget.
 	listed, cut int
+	// unreadable are the meetings left out because their schedule cannot
+	// be rendered, by ID.
+	unreadable map[string]error
 }
 
 // FeedFile renders user's meetings as one calendar (METHOD:PUBLISH), within
@@ -152,19 +156,24 @@ func renderFeed(user string, ms []*Meeting, callLink func(*Meeting) string, now 
 	zones := newZoneSet(maxFeedZones)
 	size := len(feedHeader) + len(feedFooter)
 	var events bytes.Buffer
-	f := &feed{}
+	f := &feed{unreadable: map[string]error{}}
 	for i, m := range ms {
+		// A meeting whose schedule cannot be rendered (a stored row no
+		// longer valid) is left out, not the whole feed.
 		loc, from, to, err := meetingSpan(m)
 		if err != nil {
-			return nil, err
+			f.unreadable[m.ID] = err
+			continue
 		}
 		zone, inZone, err := zones.plan(loc, from, to)
 		if err != nil {
-			return nil, err
+			f.unreadable[m.ID] = err
+			continue
 		}
 		ev, err := meetingEvent(m, callLink(m), now, !inZone, feedAttendees(m, user, lim.attendees))
 		if err != nil {
-			return nil, err
+			f.unreadable[m.ID] = err
+			continue
 		}
 		if m.Cancelled {
 			ev.Props.SetText(ical.PropStatus, "CANCELLED")
@@ -176,6 +185,9 @@ func renderFeed(user string, ms []*Meeting, callLink func(*Meeting) string, now 
 				return nil, err
 			}
 			chunk = append(chunk, b...)
+		}
+		if len(chunk) == 0 {
+			continue // an unreadable one, noted above
 		}
 		add := len(chunk)
 		if inZone {
@@ -339,14 +351,25 @@ func meetingSpan(m *Meeting) (loc *time.Location, from, to time.Time, err error)
 	if loc, err = m.Schedule.location(); err != nil {
 		return nil, from, to, err
 	}
+	if _, err := m.Schedule.StartTime(); err != nil {
+		return nil, from, to, invalid("start", "%q: %v", m.Schedule.Start, err)
+	}
 	from, to = m.first, m.last
-	if from.IsZero() || to.Equal(neverEnds) {
+	if !from.IsZero() && to.Equal(neverEnds) {
+		return nil, from, to, errUnexpandable
+	}
+	if from.IsZero() {
 		if from, to, err = expandSpan(m); err != nil {
 			return nil, from, to, err
 		}
 	}
 	return loc, from, to, nil
 }
+
+// errUnexpandable: the stored schedule could not be expanded when it was
+// stored (neverEnds); expanding it again on every request would take
+// as long again.
+var errUnexpandable = errors.New("the stored schedule cannot be expanded")
 
 // expandSpan is the first start and the latest end of m's occurrences.
 func expandSpan(m *Meeting) (from, to time.Time, err error) {

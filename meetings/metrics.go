@@ -9,6 +9,8 @@ type metrics struct {
 	api       *prometheus.CounterVec
 	purged    *prometheus.CounterVec
 	feedsCut  prometheus.Counter
+	// unreadable counts stored meetings left out of feeds and lists, once each.
+	unreadable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,9 +27,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Meetings deleted after their retention, by state (ended, cancelled)."}, []string{"state"}),
 		feedsCut: prometheus.NewCounter(prometheus.CounterOpts{Name: "gxconf_meetings_feeds_cut_total",
 			Help: "Feed requests whose calendar left meetings out to stay within its size limit."}),
+		unreadable: prometheus.NewCounter(prometheus.CounterOpts{Name: "gxconf_meetings_unreadable_total",
+			Help: "Stored meetings that cannot be read or rendered, left out of feeds and lists (each counted once)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ops, m.files, m.reminders, m.api, m.purged, m.feedsCut)
+		reg.MustRegister(m.ops, m.files, m.reminders, m.api, m.purged, m.feedsCut, m.unreadable)
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-ical"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -251,4 +252,38 @@ func TestFeedCutIsCounted(t *testing.T) {
 	require.Less(t, len(feed), 3)
 	require.Contains(t, feed, "on 02")
 	require.Equal(t, 1.0, testutil.ToFloat64(env.svc.metrics.feedsCut))
+}
+
+// One stored meeting that cannot be read (its data is not JSON), whose
+// zone is unknown, or whose schedule could not be expanded made the
+// whole feed (and, for the first, the list) fail for every participant.
+// Now each is left out, logged once with its ID and counted once, and
+// the rest is served.
+func TestUnreadableMeetingIsLeftOut(t *testing.T) {
+	var logs bytes.Buffer
+	env := newTestService(t, func(o *Options) { o.Log = zerolog.New(&logs) })
+	ctx := context.Background()
+	ids := map[string]string{}
+	for _, title := range []string{"good", "not json", "no zone", "unexpandable"} {
+		res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr(title), Start: ptr("2026-03-02 10:00"), RRule: ptr("FREQ=WEEKLY;COUNT=3"), Invite: []string{bob}})
+		require.NoError(t, err)
+		ids[title] = res.Meeting.ID
+	}
+	for _, q := range []struct{ title, sql string }{
+		{"not json", "UPDATE meet_meeting SET data='{' WHERE id=$1"},
+		{"no zone", "UPDATE meet_meeting SET data=REPLACE(data, 'Europe/Berlin', 'Nowhere/Atlantis') WHERE id=$1"},
+		{"unexpandable", fmt.Sprintf("UPDATE meet_meeting SET data=REPLACE(data, 'FREQ=WEEKLY', 'FREQ=NEVER'), ends_at=%d WHERE id=$1", neverEnds.UnixMilli())},
+	} {
+		_, err := env.db.Exec(ctx, q.sql, ids[q.title])
+		require.NoError(t, err)
+	}
+	logs.Reset()
+	for range 2 {
+		require.Equal(t, map[string]string{"good": "CONFIRMED"}, feedOf(t, env, bob))
+		require.Equal(t, []string{"good"}, listed(t, env, bob))
+	}
+	require.Equal(t, 3.0, testutil.ToFloat64(env.svc.metrics.unreadable))
+	for _, title := range []string{"not json", "no zone", "unexpandable"} {
+		require.Equal(t, 1, strings.Count(logs.String(), `"meeting_id":"`+ids[title]+`"`), title)
+	}
 }

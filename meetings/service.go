@@ -66,6 +66,10 @@ type Service struct {
 	wake chan struct{}
 	// feedLimits bound a feed (tests lower them).
 	feedLimits feedLimits
+	// unreadable are the IDs of stored meetings left out of feeds and
+	// lists, each logged once (noteUnreadable).
+	unreadableMu sync.Mutex
+	unreadable   map[string]bool
 }
 
 // New builds the service and upgrades its tables.
@@ -88,14 +92,37 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if pub == "" {
 		pub = strings.TrimRight(opts.PublicURL, "/")
 	}
-	return &Service{
+	s := &Service{
 		cfg: opts.Config, store: st, mx: opts.Matrix, botID: opts.BotID, server: opts.LocalServer,
 		publicURL: pub, policies: opts.Policies, bookings: opts.Bookings, auth: opts.Auth, clock: clock,
 		log:        opts.Log.With().Str("component", "meetings").Logger(),
 		metrics:    newMetrics(opts.Registerer),
 		wake:       make(chan struct{}, 1),
 		feedLimits: defaultFeedLimits,
-	}, nil
+		unreadable: map[string]bool{},
+	}
+	st.unreadable = s.noteUnreadable
+	return s, nil
+}
+
+// maxNotedUnreadable bounds the IDs noteUnreadable remembers.
+const maxNotedUnreadable = 10000
+
+// noteUnreadable logs, once per meeting, that a stored meeting cannot be
+// read or rendered and is left out of the feeds and lists; the rest of
+// them is served.
+func (s *Service) noteUnreadable(id string, err error) {
+	s.unreadableMu.Lock()
+	seen := s.unreadable[id]
+	if !seen && len(s.unreadable) < maxNotedUnreadable {
+		s.unreadable[id] = true
+	}
+	s.unreadableMu.Unlock()
+	if seen {
+		return
+	}
+	s.metrics.unreadable.Inc()
+	s.log.Error().Err(err).Str("meeting_id", id).Msg("Stored meeting cannot be read; left out of feeds and lists")
 }
 
 // Result is the answer to a create or update.
@@ -273,7 +300,17 @@ func (s *Service) Get(ctx context.Context, user, idOrRoom string) (*Meeting, err
 // not cancelled, at most meetings.max_feed_meetings of them, running and
 // next ones first, then the recently ended (see Config.Retention).
 func (s *Service) List(ctx context.Context, user string) ([]*Meeting, error) {
-	return s.store.ofUser(ctx, user, s.listing(false))
+	ms, err := s.store.ofUser(ctx, user, s.listing(false))
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(ms, func(m *Meeting) bool {
+		if _, _, _, err := meetingSpan(m); err != nil {
+			s.noteUnreadable(m.ID, err)
+			return true
+		}
+		return false
+	}), nil
 }
 
 // listing is what feeds (withCancelled) and lists show now.
@@ -575,6 +612,9 @@ func (s *Service) Feed(ctx context.Context, token string) ([]byte, bool, error) 
 	f, err := renderFeed(user, ms, s.CallLink, s.clock.Now(), s.feedLimits)
 	if err != nil {
 		return nil, false, err
+	}
+	for _, id := range sortedKeys(f.unreadable) {
+		s.noteUnreadable(id, f.unreadable[id])
 	}
 	if f.cut > 0 {
 		s.metrics.feedsCut.Inc()

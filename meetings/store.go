@@ -22,6 +22,9 @@ const VersionTable = "meetings_version"
 
 type store struct {
 	db *dbutil.Database
+	// unreadable is told of a stored meeting that cannot be decoded; the
+	// lists leave it out rather than fail.
+	unreadable func(id string, err error)
 }
 
 func newStore(ctx context.Context, parent *dbutil.Database) (*store, error) {
@@ -92,17 +95,20 @@ func (s *store) put(ctx context.Context, m *Meeting) error {
 }
 
 // meetingColumns are what scanMeeting reads.
-const meetingColumns = "m.data, m.starts_at, m.ends_at"
+const meetingColumns = "m.id, m.data, m.starts_at, m.ends_at"
+
+// errUndecodable marks a stored meeting whose data is not a meeting.
+var errUndecodable = errors.New("failed to decode stored meeting")
 
 func scanMeeting(row dbutil.Scannable) (*Meeting, error) {
-	var data string
+	var id, data string
 	var first, last int64
-	if err := row.Scan(&data, &first, &last); err != nil {
+	if err := row.Scan(&id, &data, &first, &last); err != nil {
 		return nil, err
 	}
 	var m Meeting
 	if err := json.Unmarshal([]byte(data), &m); err != nil {
-		return nil, fmt.Errorf("failed to decode stored meeting: %w", err)
+		return &Meeting{ID: id}, fmt.Errorf("%w %s: %w", errUndecodable, id, err)
 	}
 	if first != 0 {
 		m.first, m.last = time.UnixMilli(first), time.UnixMilli(last)
@@ -131,6 +137,10 @@ func (s *store) query(ctx context.Context, q string, args ...any) ([]*Meeting, e
 	var out []*Meeting
 	for rows.Next() {
 		m, err := scanMeeting(rows)
+		if errors.Is(err, errUndecodable) && s.unreadable != nil {
+			s.unreadable(m.ID, err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
