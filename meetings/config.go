@@ -49,6 +49,8 @@ type Config struct {
 	// recently cancelled. Other people's invitations fill a feed, and
 	// organisers can be many, so the organiser cap cannot protect it.
 	MaxFeedMeetings int `yaml:"max_feed_meetings"`
+	// CreateRate limits how often one organiser creates meetings.
+	CreateRate CreateRate `yaml:"create_rate"`
 	// Retention is how long ended and cancelled meetings are kept.
 	Retention Retention `yaml:"retention"`
 	// Levels are the access policy defaults per confidentiality level that a
@@ -66,6 +68,15 @@ type Retention struct {
 	// Cancelled counts from the cancellation; meanwhile subscribed calendars
 	// see STATUS:CANCELLED rather than the meeting just vanishing.
 	Cancelled time.Duration `yaml:"cancelled"`
+}
+
+// CreateRate is a token bucket per organiser: Burst creates at once, then
+// one more every Every. Cancelled and ended meetings do not count toward
+// MaxMeetingsPerOrganiser, so this bounds creating and cancelling in a
+// loop.
+type CreateRate struct {
+	Burst int           `yaml:"burst"`
+	Every time.Duration `yaml:"every"`
 }
 
 // LevelDefaults pre-fills a meeting's access policy at one level.
@@ -89,6 +100,7 @@ func DefaultConfig() Config {
 		MaxDuration:             24 * time.Hour,
 		MaxMeetingsPerOrganiser: 200,
 		MaxFeedMeetings:         500,
+		CreateRate:              CreateRate{Burst: 20, Every: 5 * time.Minute},
 		Retention:               Retention{Ended: 30 * 24 * time.Hour, Cancelled: 7 * 24 * time.Hour},
 	}
 }
@@ -132,6 +144,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFeedMeetings < 1 || c.MaxFeedMeetings > 5000 {
 		bad("max_feed_meetings", "must be between 1 and 5000, got %d", c.MaxFeedMeetings)
+	}
+	if c.CreateRate.Burst < 1 || c.CreateRate.Burst > 10000 {
+		bad("create_rate.burst", "must be between 1 and 10000, got %d", c.CreateRate.Burst)
+	}
+	if c.CreateRate.Every < time.Second || c.CreateRate.Every > 24*time.Hour {
+		bad("create_rate.every", "must be between 1s and 24h, got %s", c.CreateRate.Every)
 	}
 	if c.Retention.Ended < 0 || c.Retention.Ended > maxRetention {
 		bad("retention.ended", "must be between 0s and 87600h, got %s", c.Retention.Ended)

@@ -20,6 +20,8 @@ var (
 	ErrPolicy = errors.New("refused by the room policy")
 	// ErrUnauthorized: the HTTP caller's token was missing or not accepted.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrRateLimited: the user did this too often; try again later.
+	ErrRateLimited = errors.New("rate limited")
 )
 
 // fieldError names the wrong part of a request.
@@ -34,6 +36,10 @@ func (e *fieldError) Unwrap() error { return e.kind }
 
 func invalid(field, format string, args ...any) error {
 	return &fieldError{kind: ErrInvalid, field: field, msg: fieldMsg(format, args)}
+}
+
+func rateLimited(field, format string, args ...any) error {
+	return &fieldError{kind: ErrRateLimited, field: field, msg: fieldMsg(format, args)}
 }
 
 func refused(field, format string, args ...any) error {

@@ -248,6 +248,8 @@ func (s *Service) writeError(w http.ResponseWriter, endpoint string, err error) 
 		status, code, msg = http.StatusUnauthorized, "M_UNKNOWN_TOKEN", err.Error()
 	case errors.Is(err, ErrInvalid):
 		status, code, msg = http.StatusBadRequest, "M_INVALID_PARAM", describeError(err)
+	case errors.Is(err, ErrRateLimited):
+		status, code, msg = http.StatusTooManyRequests, "M_LIMIT_EXCEEDED", describeError(err)
 	case errors.Is(err, ErrPolicy):
 		status, code, msg = http.StatusForbidden, "DE_GXCONF_POLICY", describeError(err)
 	case errors.Is(err, ErrForbidden):

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-ical"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -226,7 +227,7 @@ func TestSpansFilledForOlderRows(t *testing.T) {
 
 // "list" names at most maxListed meetings: one message holds them.
 func TestBotListIsBounded(t *testing.T) {
-	env := newTestService(t)
+	env := newTestService(t, func(o *Options) { o.Config.CreateRate.Burst = 100 })
 	ctx := context.Background()
 	for i := range maxListed + 2 {
 		_, err := env.svc.Create(ctx, alice, &Spec{Title: ptr(fmt.Sprint("m", i)), Start: ptr(fmt.Sprintf("2026-04-%02d 10:00", i%28+1))})
@@ -286,4 +287,47 @@ func TestUnreadableMeetingIsLeftOut(t *testing.T) {
 	for _, title := range []string{"not json", "no zone", "unexpandable"} {
 		require.Equal(t, 1, strings.Count(logs.String(), `"meeting_id":"`+ids[title]+`"`), title)
 	}
+}
+
+// Creating and cancelling in a loop is bounded: cancelled meetings do not
+// count toward the organiser cap, so creates are limited per organiser
+// (a burst, then one every create_rate.every), refused by the bot and the
+// HTTP API (429) naming the limit. A refused create gives its token back.
+func TestCreateRateLimit(t *testing.T) {
+	env := newTestService(t, func(o *Options) {
+		o.Config.CreateRate = CreateRate{Burst: 3, Every: 10 * time.Minute}
+		o.Auth = fakeAuth{}
+	})
+	ctx := context.Background()
+	create := func(user string) error {
+		res, err := env.svc.Create(ctx, user, &Spec{Title: ptr("churn"), Start: ptr("2026-03-23 10:00")})
+		if err == nil {
+			_, cerr := env.svc.Cancel(ctx, user, res.Meeting.ID, "")
+			require.NoError(t, cerr)
+		}
+		return err
+	}
+	_, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("bad"), Start: ptr("2026-13-23 10:00")})
+	require.ErrorIs(t, err, ErrInvalid)
+	for range 3 {
+		require.NoError(t, create(alice))
+	}
+	err = create(alice)
+	require.ErrorIs(t, err, ErrRateLimited)
+	const limit = "an organiser may create 3 meetings at once and then one every 10m0s (meetings.create_rate); try again in 10m0s"
+	require.ErrorContains(t, err, limit)
+	reply, _ := env.svc.Bot("!conf").HandleCommand(ctx, "!dm", alice, `create churn start="2026-03-23 10:00"`)
+	require.Contains(t, reply, limit)
+	srv := httptest.NewServer(env.svc.Handler())
+	defer srv.Close()
+	status, out := call(t, srv, "POST", "/meetings/v1/meeting/create", "Bearer token-alice", `{"title":"churn","start":"2026-03-23T10:00"}`)
+	require.Equal(t, 429, status)
+	require.Equal(t, "M_LIMIT_EXCEEDED", out["errcode"])
+	require.Contains(t, out["error"], limit)
+	require.NoError(t, create(bob), "per organiser")
+
+	env.clock.Set(env.clock.Now().Add(10 * time.Minute))
+	require.NoError(t, create(alice))
+	require.ErrorIs(t, create(alice), ErrRateLimited)
+	require.Equal(t, 5, env.mx.roomCount(), "no room for a refused create")
 }

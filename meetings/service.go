@@ -62,6 +62,8 @@ type Service struct {
 	mu sync.Mutex
 	// meetings orders each meeting's changes and reminders (lock.go).
 	meetings meetingLocks
+	// creates limits each organiser's creates (ratelimit.go).
+	creates createBuckets
 	// wake tells the reminder loop that meetings changed.
 	wake chan struct{}
 	// feedLimits bound a feed (tests lower them).
@@ -100,6 +102,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		wake:       make(chan struct{}, 1),
 		feedLimits: defaultFeedLimits,
 		unreadable: map[string]bool{},
+		creates:    createBuckets{rate: opts.Config.CreateRate},
 	}
 	st.unreadable = s.noteUnreadable
 	return s, nil
@@ -174,6 +177,19 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 	if err != nil {
 		return nil, err
 	}
+	// A refused or failed create gives its token back: only meetings
+	// made count.
+	if ok, wait := s.creates.take(organiser, s.clock.Now()); !ok {
+		r := s.cfg.CreateRate
+		return nil, rateLimited("organiser", "an organiser may create %d meetings at once and then one every %s (meetings.create_rate); try again in %s",
+			r.Burst, r.Every, wait.Round(time.Second))
+	}
+	made := false
+	defer func() {
+		if !made {
+			s.creates.give(organiser)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
@@ -206,6 +222,7 @@ func (s *Service) Create(ctx context.Context, organiser string, spec *Spec) (*Re
 		s.rollback(ctx, m)
 		return nil, err
 	}
+	made = true
 	res := &Result{Meeting: m, Occurrences: first(occ, 5), Capped: capped, Changed: true}
 	// The organiser is invited too (as Nordeck's bot does): the room is
 	// invite-only, and they need it for the call, "!conf bookings" and
