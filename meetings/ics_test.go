@@ -2,6 +2,7 @@ package meetings
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -253,4 +254,22 @@ func TestFeedIsBounded(t *testing.T) {
 	cal, err = ical.NewDecoder(bytes.NewReader(f.body)).Decode()
 	require.NoError(t, err)
 	require.Len(t, cal.Events(), f.listed)
+}
+
+// An update that moves a meeting to another year sends a file whose
+// VTIMEZONE covers the new date. The updated meeting was a copy of the
+// stored one with its stored span, so the file covered 2025–2027 only,
+// and a reader gave the July 2030 start the offset of the last observance
+// there (winter time, an hour off).
+func TestUpdateFileCoversTheNewDate(t *testing.T) {
+	env := newTestService(t)
+	ctx := context.Background()
+	res, err := env.svc.Create(ctx, alice, &Spec{Title: ptr("Lage"), Start: ptr("2026-03-23 10:00"), Invite: []string{bob}})
+	require.NoError(t, err)
+	_, err = env.svc.Update(ctx, alice, res.Meeting.ID, &Spec{Start: ptr("2030-07-15 10:00")})
+	require.NoError(t, err)
+	files := env.mx.files(bob)
+	require.Len(t, files, 2)
+	cal, _ := decodeICS(t, files[1])
+	require.Equal(t, 2*3600, offsetAt(t, cal, "Europe/Berlin", utc("2030-07-15 08:00")))
 }

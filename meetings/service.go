@@ -455,6 +455,9 @@ func (s *Service) applyUpdate(ctx context.Context, user string, old *Meeting, sp
 		return m, nil, false, invalid("meeting", "%s is cancelled", old.ID)
 	}
 	m = *old
+	// The stored span is old's: the files of the update take the new
+	// schedule's own (their VTIMEZONE covers its years).
+	m.first, m.last = time.Time{}, time.Time{}
 	m.Participants = slices.Clone(old.Participants)
 	m.Schedule.ExDates = slices.Clone(old.Schedule.ExDates)
 	occ, capped, err = spec.apply(&m, s.userZone(ctx, user), &s.cfg, s.server)
