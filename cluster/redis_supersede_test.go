@@ -265,3 +265,41 @@ func TestRedisReconcileSparesANewerRunsEntries(t *testing.T) {
 	require.EqualValues(t, 2, p.Epoch)
 	require.False(t, raw.HExists(ctx, "gxtest:room:r:parts", "alice").Val(), "the older run wrote while superseded")
 }
+
+// An older run that flushes a removal before its heartbeat finds it
+// superseded must not delete the newer run's entries for the same room,
+// identity or track, nor take the room out of the node's room set (which
+// reaping walks).
+func TestRedisOlderRunsRemovalSparesANewerRunsEntries(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	newer := startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	newer.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
+	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:tracks", "TR_1").Val() }, waitFor, tick)
+
+	// The older run, between the newer run's registration and its own
+	// next heartbeat: bob and his track leave it, and so does the room.
+	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.closeClients() })
+	old.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
+	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	old.ReleaseRoom("r")
+	require.NoError(t, old.flush(ctx))
+
+	for _, k := range []struct{ hash, field string }{
+		{"gxtest:room:r:nodes", "dup"}, {"gxtest:room:r:parts", "bob"}, {"gxtest:room:r:tracks", "TR_1"},
+	} {
+		require.True(t, raw.HExists(ctx, k.hash, k.field).Val(), "the older run deleted %s", k.hash)
+	}
+	require.True(t, raw.SIsMember(ctx, "gxtest:node:dup:rooms", "r").Val(), "the older run dropped the room from the room set")
+	// Its own removals still work while the record is its own.
+	newer.ReleaseRoom("r")
+	require.Eventually(t, func() bool {
+		return raw.Exists(ctx, "gxtest:room:r:nodes", "gxtest:room:r:parts", "gxtest:room:r:tracks").Val() == 0 &&
+			!raw.SIsMember(ctx, "gxtest:node:dup:rooms", "r").Val()
+	}, waitFor, tick)
+}

@@ -76,23 +76,36 @@ end
 return 1
 `)
 
-// cdelScript deletes a hash field only if its entry belongs to the node, and
-// then publishes the removal event.
+// cdelScript deletes a hash field only if its entry belongs to the node's
+// run (node id and epoch: two runs of one node ID may share it for a while,
+// see supersede, and the older must not delete the newer's entry for the
+// same room, identity or track), and then publishes the removal event. The
+// room leaves the node's room set (which reaping walks) only while the node
+// record is absent or this run's: the set is the node ID's, and a newer run
+// may have entries in the room.
 //
-// KEYS: hash, events channel, node rooms set. ARGV: field, node id, event,
-// room to drop from the node's room set ("" keeps it).
+// KEYS: hash, events channel, node rooms set, node record. ARGV: field, node
+// id, event, room to drop from the node's room set ("" keeps it), epoch.
 var cdelScript = redis.NewScript(`
 local n = 0
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then
   local ok, e = pcall(cjson.decode, v)
-  if ok and type(e) == 'table' and e.node == ARGV[2] then
+  if ok and type(e) == 'table' and e.node == ARGV[2] and e.epoch == ARGV[5] then
     redis.call('HDEL', KEYS[1], ARGV[1])
     redis.call('PUBLISH', KEYS[2], ARGV[3])
     n = 1
   end
 end
-if ARGV[4] ~= '' then redis.call('SREM', KEYS[3], ARGV[4]) end
+if ARGV[4] ~= '' then
+  local r = redis.pcall('GET', KEYS[4])
+  local mine = not r
+  if type(r) == 'string' then
+    local ok, e = pcall(cjson.decode, r)
+    mine = not (ok and type(e) == 'table' and e.id == ARGV[2] and e.epoch ~= ARGV[5])
+  end
+  if mine then redis.call('SREM', KEYS[3], ARGV[4]) end
+end
 return n
 `)
 
@@ -256,7 +269,8 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 		if op.key.kind == kindRoom {
 			drop = string(op.key.room)
 		}
-		cdelScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id)}, field, string(id), op.event, drop)
+		cdelScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id), r.keys.node(id)},
+			field, string(id), op.event, drop, fmtEpoch(r.self.Epoch))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("failed to write directory entries: %w", err)
