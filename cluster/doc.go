@@ -26,7 +26,14 @@
 //   - A node ID belongs to its newest run (epoch): a process that finds a
 //     newer run's record under its ID stops writing to Redis, leaves the
 //     node's message inbox to the newer run, and on shutdown deletes
-//     nothing, until that record is gone.
+//     nothing, until that record is gone. It does not see the newer run
+//     as another node either: the node ID is the address everywhere (the
+//     inbox channel, the bridge's links, the room entry's field, every
+//     consumer's "is this me?" check), so a newer run it listed would be
+//     one it cannot reach apart from itself (Send to its own ID is
+//     delivered locally) and that its consumers skip as itself. It lists
+//     itself as draining instead (no placements), keeps serving whom it
+//     has, and should be stopped; it is logged at error level.
 //
 // See redis.go for the key and channel schema.
 //

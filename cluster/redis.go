@@ -538,7 +538,11 @@ func (r *Redis) ownRecord(rec string) bool {
 // its view of the others and serving its participants) until the newer
 // run's record is gone, and then registers again, reconciling. Meanwhile it
 // leaves the node's inbox: Pub/Sub would hand every message for the node to
-// both runs, and the older would act on what is meant for the newer.
+// both runs, and the older would act on what is meant for the newer. Its
+// view and lookups keep leaving out what carries its node ID, the newer
+// run's record and entries included (see doc.go): it could not address the
+// newer run apart from itself, and its consumers would take those entries
+// for its own.
 func (r *Redis) supersede(ctx context.Context, superseded bool, rec string) {
 	if !superseded {
 		if r.superseded.Swap(false) {

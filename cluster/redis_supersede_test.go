@@ -62,6 +62,17 @@ func TestRedisSupersededRunYields(t *testing.T) {
 	pl, err := placer.Place(ctx, PlacementRequest{Room: "r2", ServerName: "x.example"})
 	require.NoError(t, err)
 	require.Equal(t, NodeID("b"), pl.Node.ID)
+	// Nor does it list the newer run as another node, or its entries: the
+	// node ID is the address, and a message to it would stay in this process.
+	var dups []NodeState
+	for _, n := range old.Nodes() {
+		if n.ID == "dup" {
+			dups = append(dups, n.State)
+		}
+	}
+	require.Equal(t, []NodeState{NodeDraining}, dups)
+	_, err = old.Participant(ctx, "r", "bob")
+	require.ErrorIs(t, err, ErrNotFound)
 	// b saw the newer run replace the older one, and never the older back.
 	evB.wait(t, "newer run up", func(ev Event) bool { return ev.Type == EventNodeUp && ev.Node == "dup" && ev.Epoch == 2 })
 	backs := func() int {
