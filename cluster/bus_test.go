@@ -30,10 +30,18 @@ func TestEmbeddedBus(t *testing.T) {
 }
 
 func TestRedisBus(t *testing.T) {
+	t.Run("unsigned", func(t *testing.T) { testRedisBus(t, "") })
+	// The largest payload fits a signed envelope.
+	t.Run("signed", func(t *testing.T) { testRedisBus(t, testMessageKey(t, testKey)) })
+}
+
+func testRedisBus(t *testing.T, keyFile string) {
 	srv := startRedis(t)
 	ctx := context.Background()
-	a := startNode(t, testRedisConfig(t, srv.addr, "a", "S"))
-	b := startNode(t, testRedisConfig(t, srv.addr, "b", "S"))
+	cfgA, cfgB := testRedisConfig(t, srv.addr, "a", "S"), testRedisConfig(t, srv.addr, "b", "S")
+	cfgA.MessageKeyFile, cfgB.MessageKeyFile = keyFile, keyFile
+	a := startNode(t, cfgA)
+	b := startNode(t, cfgB)
 	inB := b.Listen("bridge.offer", 8)
 	require.Eventually(t, func() bool { return a.Connected() && b.Connected() }, waitFor, tick)
 	big := make([]byte, MaxPayload)
@@ -59,4 +67,5 @@ func TestRedisBus(t *testing.T) {
 	require.ErrorIs(t, a.Send(ctx, "b", "bridge.offer", nil), ErrNotDelivered)
 	_, ok := <-inB.C()
 	require.False(t, ok, "Run closed the inbox")
+	require.Empty(t, b.SigningStats().Refused)
 }

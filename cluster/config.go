@@ -41,6 +41,15 @@ type Config struct {
 	Drain DrainConfig `yaml:"drain"`
 	// Redis is the shared registry; an empty address means a single node.
 	Redis RedisConfig `yaml:"redis"`
+	// MessageKeyFile holds a key shared by every node (at least 32 bytes,
+	// a trailing newline ignored): each message and event a node
+	// publishes is then signed with it, and unsigned or badly signed ones
+	// are refused (see sign.go). Empty: nothing is signed.
+	MessageKeyFile string `yaml:"message_key_file"`
+	// MessageKeyAcceptUnsigned accepts unsigned messages and events while
+	// signing is being turned on node by node (badly signed ones are still
+	// refused); set it back to false once every node has the key.
+	MessageKeyAcceptUnsigned bool `yaml:"message_key_accept_unsigned"`
 
 	// DefaultSite receives requesters no rule matches; empty means Site.
 	DefaultSite SiteID `yaml:"default_site"`
@@ -203,6 +212,7 @@ func (c *Config) Validate() error {
 		bad("drain.grace", "must not be negative, got %s", c.Drain.Grace)
 	}
 	c.validateRedis(bad)
+	c.validateMessageKey(bad)
 	c.validateTopology(bad)
 	return errors.Join(errs...)
 }
@@ -234,6 +244,23 @@ func (c *Config) validateRedis(bad func(key, format string, args ...any)) {
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		bad("redis.tls.cert_file", "must be set together with redis.tls.key_file")
+	}
+}
+
+func (c *Config) validateMessageKey(bad func(key, format string, args ...any)) {
+	if c.MessageKeyFile == "" {
+		if c.MessageKeyAcceptUnsigned {
+			bad("message_key_accept_unsigned", "must be false without message_key_file")
+		}
+		return
+	}
+	if !c.Multi() {
+		bad("message_key_file", "must be empty without redis.address (a single node sends no messages)")
+		return
+	}
+	// The key itself is never shown.
+	if _, err := loadMessageKey(c.MessageKeyFile); err != nil {
+		bad("message_key_file", "%v", err)
 	}
 }
 

@@ -45,7 +45,12 @@
 //
 // Nodes also exchange messages (NodeBus: Send to a node, Listen on a topic),
 // best effort and at most once, for the bridge's signalling and cluster-wide
-// RoomService calls.
+// RoomService calls. With a shared key (message_key_file) every message and
+// event is signed (HMAC-SHA256 over the channel, sender, epoch, send time,
+// a random id and the content), and receivers refuse what is unsigned,
+// badly signed, from another sender than the signed one, outside a ±30 s
+// window or seen before (sign.go). Node records and directory entries are
+// not signed.
 //
 // Placement (Place, Placer) picks the site of a requester (client address
 // prefix, homeserver, federation, default site) and a live, serving node

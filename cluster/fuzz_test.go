@@ -233,3 +233,33 @@ func TestSignalURL(t *testing.T) {
 		})
 	}
 }
+
+// open reads an envelope anyone with access to Redis may have written.
+// Property: no panic; an accepted envelope is signed by a valid node ID with
+// the key, for the channel, and its id is refused when it comes again.
+func FuzzOpenSigned(f *testing.F) {
+	key := []byte(strings.Repeat("k", MinMessageKeyLen))
+	at := time.UnixMilli(1733100000123)
+	clock := func() time.Time { return at }
+	body, err := MarshalMessage(Message{From: "n1", FromEpoch: 7, Topic: "t", Payload: []byte("x")})
+	require.NoError(f, err)
+	s := newSigner(key, false, "n1", 7, clock, nopLog())
+	b, err := s.sealAs("c", body, "n1", 7, at)
+	seed(f, b, err)
+	f.Add(body)
+	f.Add([]byte(`{"body":"","node":"n1","epoch":"7","at":0,"id":"","mac":""}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := newSigner(key, false, "n1", 7, clock, nopLog())
+		got, from, err := s.open(KindMessage, "c", data)
+		if err != nil {
+			return
+		}
+		require.True(t, from.signed)
+		require.NoError(t, checkNodeID(from.node))
+		var w wireSigned
+		require.NoError(t, decodeStrict(data, &w))
+		require.Equal(t, w.Body, got)
+		_, _, err = s.open(KindMessage, "c", data)
+		require.ErrorIs(t, err, errRefused, "accepted twice")
+	})
+}

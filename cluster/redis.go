@@ -33,6 +33,9 @@ import (
 //	P events               Pub/Sub event (node_up/down, room_*, participant_*, track_*)
 //	P node:<id>:msg        Pub/Sub messages to the node (NodeBus), JSON {from, epoch, topic, payload}
 //
+// With cluster.message_key_file every event and message is published inside
+// a signed envelope {body, node, epoch, at, id, mac} (sign.go).
+//
 // A node writes only entries it owns and deletes only entries whose "node"
 // is itself (scripts check it, so a participant that moved to another node
 // is not deleted by its old node, and a participant entry is not overwritten
@@ -122,6 +125,10 @@ type Redis struct {
 	// rounds and node_down events from the bus).
 	viewMu sync.Mutex
 	known  map[NodeID]Node
+	// sig signs what this node publishes and checks what it receives
+	// (cluster.message_key_file).
+	sig *signer
+
 	// gone are nodes (by epoch) that announced their departure; a listing
 	// read just before it does not bring them back. Only for liveness_ttl:
 	// a departing node deletes its record before it announces, so a node
@@ -172,6 +179,12 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	var key []byte
+	if cfg.MessageKeyFile != "" {
+		if key, err = loadMessageKey(cfg.MessageKeyFile); err != nil {
+			return nil, fmt.Errorf("cluster.message_key_file: %w", err)
+		}
+	}
 	r := &Redis{
 		core:   c,
 		cfg:    cfg,
@@ -182,6 +195,7 @@ func NewRedis(cfg Config, log zerolog.Logger, opts ...Option) (*Redis, error) {
 		wake:   make(chan struct{}, 1),
 		known:  map[NodeID]Node{},
 		gone:   map[NodeID]departure{},
+		sig:    newSigner(key, cfg.MessageKeyAcceptUnsigned, c.self.ID, c.self.Epoch, c.opts.now, c.log),
 	}
 	r.view.Store(&liveView{})
 	c.changed = func(k entryKey) {
@@ -252,6 +266,10 @@ func redisOptions(c RedisConfig) (*redis.Options, error) {
 	}
 	return o, nil
 }
+
+// SigningStats returns the counts of refused publications (and of unsigned
+// ones accepted while message_key_accept_unsigned is set).
+func (r *Redis) SigningStats() SigningStats { return r.sig.stats() }
 
 // Connected reports whether the last round trip to Redis worked.
 func (r *Redis) Connected() bool { return r.connected.Load() }
@@ -662,6 +680,9 @@ func (r *Redis) Send(ctx context.Context, to NodeID, topic string, payload []byt
 	if err != nil {
 		return fmt.Errorf("failed to encode message: %w", err)
 	}
+	if b, err = r.sig.seal(r.keys.inbox(to), b); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Redis.OpTimeout)
 	defer cancel()
 	n, err := r.client.Publish(ctx, r.keys.inbox(to), b).Result()
@@ -678,6 +699,9 @@ func (r *Redis) publish(ctx context.Context, ev Event) error {
 	b, err := MarshalEvent(ev)
 	if err != nil {
 		return fmt.Errorf("failed to encode event: %w", err)
+	}
+	if b, err = r.sig.seal(r.keys.events(), b); err != nil {
+		return err
 	}
 	if err := r.beat.Publish(ctx, r.keys.events(), b).Err(); err != nil {
 		return fmt.Errorf("failed to publish event: %w", err)

@@ -77,17 +77,31 @@ func (r *Redis) receive(ctx context.Context) {
 				if r.superseded.Load() {
 					continue // sent before setInbox took effect; the newer run has it too
 				}
-				msg, err := ParseMessage([]byte(m.Payload))
+				body, from, err := r.sig.open(KindMessage, m.Channel, []byte(m.Payload))
+				if err != nil {
+					continue // counted and logged
+				}
+				msg, err := ParseMessage(body)
 				if err != nil {
 					r.log.Warn().Err(err).Msg("ignoring malformed cluster message")
+					continue
+				}
+				if r.sig.checkSender(KindMessage, from, msg.From, msg.FromEpoch) != nil {
 					continue
 				}
 				r.mail.deliver(msg)
 				continue
 			}
-			ev, err := ParseEvent([]byte(m.Payload))
+			body, from, err := r.sig.open(KindEvent, m.Channel, []byte(m.Payload))
+			if err != nil {
+				continue
+			}
+			ev, err := ParseEvent(body)
 			if err != nil {
 				r.log.Warn().Err(err).Msg("ignoring malformed cluster event")
+				continue
+			}
+			if senderBound(ev.Type) && r.sig.checkSender(KindEvent, from, ev.Node, ev.Epoch) != nil {
 				continue
 			}
 			if ev.Node == r.self.ID && ev.Epoch == r.self.Epoch {

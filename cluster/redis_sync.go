@@ -248,6 +248,11 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 	}
 	var cputs []cput
 	for _, op := range ops {
+		// Signed when sent, so that a retried flush is not stale.
+		event, err := r.sig.seal(r.keys.events(), op.event)
+		if err != nil {
+			return err
+		}
 		field := op.key.id
 		if op.key.kind == kindRoom {
 			field = string(id)
@@ -255,14 +260,14 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 		hash := r.keys.hash(op.key)
 		if op.value != nil && op.key.kind == kindParticipant {
 			cmd := cputScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id)},
-				field, op.value, string(id), op.joinedAt, op.event, string(op.key.room))
+				field, op.value, string(id), op.joinedAt, event, string(op.key.room))
 			cputs = append(cputs, cput{key: op.key, cmd: cmd})
 			continue
 		}
 		if op.value != nil {
 			pipe.SAdd(ctx, r.keys.nodeRooms(id), string(op.key.room))
 			pipe.HSet(ctx, hash, field, op.value)
-			pipe.Publish(ctx, r.keys.events(), op.event)
+			pipe.Publish(ctx, r.keys.events(), event)
 			continue
 		}
 		drop := ""
@@ -270,7 +275,7 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 			drop = string(op.key.room)
 		}
 		cdelScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id), r.keys.node(id)},
-			field, string(id), op.event, drop, fmtEpoch(r.self.Epoch))
+			field, string(id), event, drop, fmtEpoch(r.self.Epoch))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("failed to write directory entries: %w", err)
@@ -410,6 +415,9 @@ func (r *Redis) prune(ctx context.Context, id NodeID, keep uint64, mode pruneMod
 		b, err := MarshalEvent(ev)
 		if err != nil {
 			continue
+		}
+		if b, err = r.sig.seal(r.keys.events(), b); err != nil {
+			return err
 		}
 		pipe.Publish(rctx, r.keys.events(), b)
 	}
