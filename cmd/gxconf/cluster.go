@@ -80,6 +80,11 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if s, ok := reg.(signingStatser); ok {
+		if err := metrics.Register(signingCollector{s}); err != nil {
+			return nil, fmt.Errorf("cluster metrics: %w", err)
+		}
+	}
 	placer, err := cluster.NewPlacer(cfg, reg, log)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -105,6 +110,45 @@ func newClusterNode(full *config.Config, sfuSrv *sfu.Server, metrics prometheus.
 		br = node.bridge
 	}
 	return node, nil
+}
+
+// signingStatser is a registry that checks message signatures (Redis).
+type signingStatser interface {
+	SigningStats() cluster.SigningStats
+}
+
+var (
+	descRefusedPublications = prometheus.NewDesc("gxconf_cluster_refused_publications_total",
+		"Node-to-node messages and bus events refused by message signing (cluster.message_key_file): unsigned, bad_signature, sender_mismatch, stale or replayed.",
+		[]string{"kind", "reason"}, nil)
+	descUnsignedAccepted = prometheus.NewDesc("gxconf_cluster_unsigned_publications_accepted_total",
+		"Unsigned node-to-node messages and bus events accepted while cluster.message_key_accept_unsigned is set; turn it off once this stops growing on every node.",
+		[]string{"kind"}, nil)
+)
+
+// signingCollector exports a registry's signing counts, every kind and
+// reason from zero.
+type signingCollector struct{ reg signingStatser }
+
+func (c signingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRefusedPublications
+	ch <- descUnsignedAccepted
+}
+
+func (c signingCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.reg.SigningStats()
+	for _, kind := range []string{cluster.KindMessage, cluster.KindEvent} {
+		for _, reason := range []string{cluster.RefusedUnsigned, cluster.RefusedBadSignature, cluster.RefusedSender, cluster.RefusedStale, cluster.RefusedReplayed} {
+			var n uint64
+			for _, r := range st.Refused {
+				if r.Kind == kind && r.Reason == reason {
+					n = r.Count
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(descRefusedPublications, prometheus.CounterValue, float64(n), kind, reason)
+		}
+		ch <- prometheus.MustNewConstMetric(descUnsignedAccepted, prometheus.CounterValue, float64(st.AcceptedUnsigned[kind]), kind)
+	}
 }
 
 // removeTopic carries RemoveParticipant to every node (node bus).

@@ -379,8 +379,9 @@ func init() {
 // cluster membership (Redis registry, node bus, RoomService forwarder,
 // bridge), composed by newClusterNode as serve does.
 type testNode struct {
-	node *clusterNode
-	srv  *sfu.Server
+	node    *clusterNode
+	srv     *sfu.Server
+	metrics *prometheus.Registry
 }
 
 const (
@@ -388,7 +389,7 @@ const (
 	testAPISecret = "secret-of-the-rooms-test-0123456789abcdef"
 )
 
-func startTestNode(t *testing.T, redisAddr, id string) *testNode {
+func startTestNode(t *testing.T, redisAddr, id string, edits ...func(*config.Config)) *testNode {
 	t.Helper()
 	cfg := config.Default()
 	cfg.SFU.NodeID = id
@@ -404,12 +405,16 @@ func startTestNode(t *testing.T, redisAddr, id string) *testNode {
 	cfg.Cluster.Redis.Address = redisAddr
 	cfg.Bridge.Listen = cfg.Cluster.RelayAddress
 	cfg.Bridge.Secret = "relay-secret-of-the-rooms-test-0123456789abcdef"
+	for _, edit := range edits {
+		edit(&cfg)
+	}
 	w := &testLogWriter{t: t}
 	t.Cleanup(w.close) // after the node's cleanup below
 	log := zerolog.New(w).Level(zerolog.InfoLevel)
 	srv, err := sfu.New(cfg.SFU.Config, log, prometheus.NewRegistry())
 	require.NoError(t, err)
-	node, err := newClusterNode(&cfg, srv, prometheus.NewRegistry(), log)
+	metrics := prometheus.NewRegistry()
+	node, err := newClusterNode(&cfg, srv, metrics, log)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -436,7 +441,7 @@ func startTestNode(t *testing.T, redisAddr, id string) *testNode {
 	case err := <-errs:
 		t.Fatalf("node %s did not start: %v", id, err)
 	}
-	return &testNode{node: node, srv: srv}
+	return &testNode{node: node, srv: srv, metrics: metrics}
 }
 
 // testLogWriter writes to the test's log until the test ends: pion's
