@@ -38,6 +38,7 @@ var secretFor = map[string]string{
 	"catalog.admin.client_secret":    "0123456789abcdef0123456789abcdef-client-secret",
 	"catalog.signing_key":            "-----BEGIN PRIVATE KEY-----\ncatalog\n-----END PRIVATE KEY-----",
 	"credentials.oid4vp.signing_key": "-----BEGIN PRIVATE KEY-----\noid4vp\n-----END PRIVATE KEY-----",
+	"cluster.message_key":            "0123456789abcdef0123456789abcdef-cluster-message-key",
 	// Every peer's secret (peering.peers.<name>.secret_file in the config file).
 	"peering.peers.*.secret": "0123456789abcdef0123456789abcdef-peer-secret",
 }

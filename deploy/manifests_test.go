@@ -283,6 +283,7 @@ func TestRefusedValues(t *testing.T) {
 		"postgres without NetworkPolicy peers": {[]string{"--set", "database.type=postgres", "--set", "secrets.databaseURI.existingSecret=db"}, "networkPolicy.database needs"},
 		"external redis without CIDRs":         {[]string{"--set", "cluster.enabled=true", "--set", "redis.mode=external", "--set", "redis.external.address=r:6379"}, "redis.external.cidrs"},
 		"no media CIDRs":                       {[]string{"--set", "networkPolicy.mediaCIDRs=null"}, "mediaCIDRs"},
+		"message key without redis":            {[]string{"--set", "secrets.clusterMessageKey.existingSecret=k"}, "secrets.clusterMessageKey needs redis.mode"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

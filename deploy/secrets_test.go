@@ -152,6 +152,7 @@ secrets:
 				{"GXCONF_CATALOG__ADMIN__CLIENT_SECRET_FILE", "gxconf-catalog", "client-secret"},
 				{"GXCONF_CATALOG__SIGNING_KEY_FILE", "gxconf-catalog", "signing-key.pem"},
 				{"GXCONF_CREDENTIALS__OID4VP__SIGNING_KEY_FILE", "gxconf-oid4vp", "signing-key.pem"},
+				{"GXCONF_CLUSTER__MESSAGE_KEY_FILE", "gxconf-keys", "message-key"},
 				{"GXCONF_SFU__KEYS__GXCONF_FILE", "gxconf-keys", "sfu-api-secret"},
 				{"GXCONF_BRIDGE__SECRET_FILE", "gxconf-keys", "relay-secret"},
 				{"GXCONF_CREDENTIALS__AT_REST_KEY_FILE", "gxconf-keys", "at-rest-key"},
@@ -189,6 +190,11 @@ secrets:
 				require.NoError(t, err, "node %d", i)
 				for peer := range c.peers {
 					require.Equal(t, secretFor["peering.peers.*.secret"], cfg.Peering.Peers[peer].Secret, "node %d: peer %s", i, peer)
+				}
+				if name == "secrets value set" && hasSection("cluster") {
+					b, err := os.ReadFile(cfg.Cluster.MessageKeyFile)
+					require.NoError(t, err, "node %d: cluster.message_key_file", i)
+					require.Equal(t, secretFor["cluster.message_key"]+"\n", string(b), "node %d", i)
 				}
 				if name == "stock LiveKit" {
 					require.Equal(t, "wss://livekit.bund.test", cfg.Focus.SFU.URL)

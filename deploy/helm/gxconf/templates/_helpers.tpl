@@ -133,7 +133,8 @@ sections from the environment).
   (list "turn-servers" $s.turnServers "GXCONF_SFU__RTC__TURN_SERVERS_FILE")
   (list "catalog-client-secret" $s.catalogClientSecret "GXCONF_CATALOG__ADMIN__CLIENT_SECRET_FILE")
   (list "catalog-signing-key" $s.catalogSigningKey "GXCONF_CATALOG__SIGNING_KEY_FILE")
-  (list "oid4vp-signing-key" $s.oid4vpSigningKey "GXCONF_CREDENTIALS__OID4VP__SIGNING_KEY_FILE") -}}
+  (list "oid4vp-signing-key" $s.oid4vpSigningKey "GXCONF_CREDENTIALS__OID4VP__SIGNING_KEY_FILE")
+  (list "cluster-message-key" $s.clusterMessageKey "GXCONF_CLUSTER__MESSAGE_KEY_FILE") -}}
 {{- $ref := index $e 1 | default dict -}}
 {{- if $ref.existingSecret -}}
 {{- $out = append $out (dict "name" (index $e 0) "secret" $ref.existingSecret "key" $ref.key "env" (index $e 2)) -}}
@@ -208,6 +209,7 @@ Checks the combinations the schema cannot express.
 {{- end -}}
 {{- if and $v.cluster.enabled $v.cluster.relay.enabled (not $v.secrets.relaySecret.existingSecret) -}}{{ fail "cluster.relay.enabled needs secrets.relaySecret.existingSecret (the relay's shared secret)" }}{{- end -}}
 {{- if and (ne $v.redis.mode "none") (not $v.cluster.enabled) -}}{{ fail "redis.mode bundled|external needs cluster.enabled" }}{{- end -}}
+{{- if and $v.secrets.clusterMessageKey.existingSecret (eq $v.redis.mode "none") -}}{{ fail "secrets.clusterMessageKey needs redis.mode bundled|external (a single node sends no messages)" }}{{- end -}}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.address) -}}{{ fail "redis.mode external needs redis.external.address" }}{{- end -}}
 {{- if and (eq $v.database.type "postgres") (not $v.secrets.databaseURI.existingSecret) -}}{{ fail "database.type postgres needs secrets.databaseURI.existingSecret" }}{{- end -}}
 {{- $x := $v.nodes.exposure -}}
