@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -313,4 +314,42 @@ func TestRedisOlderRunsRemovalSparesANewerRunsEntries(t *testing.T) {
 		return raw.Exists(ctx, "gxtest:room:r:nodes", "gxtest:room:r:parts", "gxtest:room:r:tracks").Val() == 0 &&
 			!raw.SIsMember(ctx, "gxtest:node:dup:rooms", "r").Val()
 	}, waitFor, tick)
+}
+
+// Nor may such an older run replace the newer run's entries for the same
+// room, identity or track with its own: the others would take them for
+// entries of a run that is not live, and the newer run would not write
+// them again.
+func TestRedisOlderRunsWritesSpareANewerRunsEntries(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw := srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	newer := startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	newer.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
+	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:tracks", "TR_1").Val() }, waitFor, tick)
+
+	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.closeClients() })
+	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob", JoinedAt: time.Now().Add(time.Hour)})
+	old.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
+	require.NoError(t, old.flush(ctx))
+
+	epochs := map[string]string{}
+	for _, k := range []struct{ hash, field string }{
+		{"gxtest:room:r:nodes", "dup"}, {"gxtest:room:r:parts", "bob"}, {"gxtest:room:r:tracks", "TR_1"},
+	} {
+		v, err := raw.HGet(ctx, k.hash, k.field).Result()
+		require.NoError(t, err)
+		var e struct {
+			Epoch string `json:"epoch"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(v), &e))
+		epochs[k.hash] = e.Epoch
+	}
+	require.Equal(t, map[string]string{
+		"gxtest:room:r:nodes": "2", "gxtest:room:r:parts": "2", "gxtest:room:r:tracks": "2",
+	}, epochs, "the older run replaced the newer run's entries")
 }

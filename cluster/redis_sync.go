@@ -109,18 +109,28 @@ end
 return n
 `)
 
-// cputScript writes a participant entry unless another node holds a newer
-// session of the same identity (the participant reconnected there; this
-// node's session is stale and will end), then publishes the addition.
+// cputScript writes a room, participant or track entry, then publishes the
+// addition; it writes nothing if the entry there is a newer run's of the
+// same node ID (an older run that has not yet found itself superseded
+// must not replace it, see supersede), or, for a participant, if another
+// node holds a newer session of the same identity (the participant
+// reconnected there; this node's session is stale and will end). Epochs
+// compare as in heartbeatScript.
 //
 // KEYS: hash, events channel, node rooms set. ARGV: field, entry, node id,
-// joined_at (Unix ms), event, room.
+// joined_at (Unix ms; 0 for rooms and tracks), event, room, epoch.
 var cputScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then
   local ok, e = pcall(cjson.decode, v)
-  if ok and type(e) == 'table' and e.node ~= ARGV[3] and type(e.joined_at) == 'number' and e.joined_at > tonumber(ARGV[4]) then
-    return 0
+  if ok and type(e) == 'table' then
+    if e.node ~= ARGV[3] and type(e.joined_at) == 'number' and e.joined_at > tonumber(ARGV[4]) then
+      return 0
+    end
+    if e.node == ARGV[3] and type(e.epoch) == 'string' and
+       (#e.epoch > #ARGV[7] or (#e.epoch == #ARGV[7] and e.epoch > ARGV[7])) then
+      return 0
+    end
   end
 end
 redis.call('SADD', KEYS[3], ARGV[6])
@@ -258,16 +268,10 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 			field = string(id)
 		}
 		hash := r.keys.hash(op.key)
-		if op.value != nil && op.key.kind == kindParticipant {
-			cmd := cputScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id)},
-				field, op.value, string(id), op.joinedAt, event, string(op.key.room))
-			cputs = append(cputs, cput{key: op.key, cmd: cmd})
-			continue
-		}
 		if op.value != nil {
-			pipe.SAdd(ctx, r.keys.nodeRooms(id), string(op.key.room))
-			pipe.HSet(ctx, hash, field, op.value)
-			pipe.Publish(ctx, r.keys.events(), event)
+			cmd := cputScript.Eval(ctx, pipe, []string{hash, r.keys.events(), r.keys.nodeRooms(id)},
+				field, op.value, string(id), op.joinedAt, event, string(op.key.room), fmtEpoch(r.self.Epoch))
+			cputs = append(cputs, cput{key: op.key, cmd: cmd})
 			continue
 		}
 		drop := ""
@@ -281,7 +285,10 @@ func (r *Redis) exec(ctx context.Context, ops []flushOp) error {
 		return fmt.Errorf("failed to write directory entries: %w", err)
 	}
 	// A participant held by a newer session elsewhere is retried every
-	// heartbeat until this node drops it (or the other session ends).
+	// heartbeat until this node drops it (or the other session ends); an
+	// entry of a newer run of this node ID until this run finds itself
+	// superseded (then it writes nothing until it registers again, and
+	// reconciles).
 	for _, c := range cputs {
 		if n, err := c.cmd.Int(); err == nil && n == 0 {
 			r.mu.Lock()
