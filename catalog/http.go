@@ -516,11 +516,13 @@ func (c *Catalog) apiAct(ctx context.Context, ad *Admin, r *http.Request, body [
 	if err := c.authorize(ctx, ad, action, b.Org, b); err != nil {
 		return nil, b, err
 	}
-	b, err = c.Act(ctx, ad.Principal, b.ID, action, req.Reason)
+	after, err := c.Act(ctx, ad.Principal, b.ID, action, req.Reason)
 	if err != nil {
-		return nil, nil, err
+		// The refusal concerns b: audited with its ID and organisation,
+		// not the admin's own.
+		return nil, b, err
 	}
-	return c.view(ctx, b), b, nil
+	return c.view(ctx, after), after, nil
 }
 
 func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body []byte) (any, *Booking, error) {

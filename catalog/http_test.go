@@ -493,3 +493,24 @@ func TestLogoutNeedsThePagesHeader(t *testing.T) {
 	code, _ := call(t, srv, alice, false, http.MethodGet, "/catalog/admin/api/me", "")
 	require.Equal(t, http.StatusUnauthorized, code)
 }
+
+// TestRefusedTransitionAuditedWithItsBooking: a transition the booking's
+// state refuses (409) is audited against that booking and its
+// organisation, not against the acting admin's own organisation.
+func TestRefusedTransitionAuditedWithItsBooking(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	provider := e.session(&Admin{Principal: Principal{Subject: "idp|provider", Org: "stadt-x", Roles: []string{"provider"}}, MFA: true})
+	b := e.book(t, "public-20-gold", nil) // land-nrw's, active at once
+
+	code, out := call(t, srv, provider, true, http.MethodPost, "/catalog/admin/api/bookings/"+b.ID+"/confirm", "{}")
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out, "cannot confirm a booking that is active")
+
+	var target, reason string
+	require.NoError(t, e.db.QueryRow(context.Background(),
+		`SELECT room_id, reason FROM credentials_audit WHERE decision = 'admin-denied:confirm'`).Scan(&target, &reason))
+	require.Equal(t, b.ID, target, "the refusal names the booking it concerned")
+	require.Contains(t, reason, "cannot confirm")
+}
