@@ -208,6 +208,16 @@ func (c *Catalog) Book(ctx context.Context, p Principal, org string, req Booking
 			return fmt.Errorf("%w: organisation %q has %d open bookings, the limit (catalog.max_open_bookings_per_org) is %d; cancel one first",
 				ErrInvalid, org, open, c.cfg.MaxOpenBookingsPerOrg)
 		}
+		// Cancelled bookings leave the open count but keep their row and
+		// status list index for good: the rate of new ones is capped too.
+		recent, err := c.st.countSince(ctx, org, now.Add(-24*time.Hour))
+		if err != nil {
+			return err
+		}
+		if recent >= c.cfg.MaxBookingsPerOrgPerDay {
+			return fmt.Errorf("%w: organisation %q made %d bookings in the last 24 hours, the limit (catalog.max_bookings_per_org_per_day) is %d; try again later",
+				ErrInvalid, org, recent, c.cfg.MaxBookingsPerOrgPerDay)
+		}
 		for _, r := range b.Rooms {
 			if err := c.mayBind(ctx, r, org); err != nil {
 				return err

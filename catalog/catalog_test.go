@@ -376,3 +376,45 @@ func TestMaxOpenBookingsPerOrg(t *testing.T) {
 	cfg.MaxOpenBookingsPerOrg = 0
 	require.ErrorContains(t, cfg.Validate(), "max_open_bookings_per_org")
 }
+
+// TestMaxBookingsPerOrgPerDay: booking and cancelling in a loop stays
+// within max_open_bookings_per_org, but every booking keeps its row and
+// its revocation status list index for good; an organisation's bookings
+// of the last 24 hours are capped, cancelled ones included, so that one
+// organisation cannot exhaust the list for all.
+func TestMaxBookingsPerOrgPerDay(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, func(c *Config) { c.MaxBookingsPerOrgPerDay = 3 })
+	req := func() BookingRequest {
+		now := e.clock.now()
+		return BookingRequest{Tier: "public-20-gold", Unit: UnitDateRange, ValidFrom: now, ValidUntil: now.Add(time.Hour), AcceptTerms: testTerms}
+	}
+	for range 3 {
+		b, err := e.c.Book(ctx, orgAdmin, "land-nrw", req())
+		require.NoError(t, err)
+		_, err = e.c.Act(ctx, orgAdmin, b.ID, "cancel", "")
+		require.NoError(t, err)
+		e.clock.add(time.Hour)
+	}
+	_, err := e.c.Book(ctx, orgAdmin, "land-nrw", req())
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "max_bookings_per_org_per_day")
+	all, err := e.c.List(ctx, "land-nrw")
+	require.NoError(t, err)
+	require.Len(t, all, 3, "the refused booking was not stored")
+
+	other := Principal{Subject: "https://idp|x", Org: "stadt-x", Roles: []string{"booking-admin"}}
+	_, err = e.c.Book(ctx, other, "stadt-x", req())
+	require.NoError(t, err, "the cap is per organisation")
+
+	e.clock.add(22 * time.Hour) // the first booking is now older than 24 hours
+	_, err = e.c.Book(ctx, orgAdmin, "land-nrw", req())
+	require.NoError(t, err, "the window is the last 24 hours")
+	_, err = e.c.Book(ctx, orgAdmin, "land-nrw", req())
+	require.ErrorContains(t, err, "max_bookings_per_org_per_day")
+
+	require.Equal(t, 100, DefaultConfig().MaxBookingsPerOrgPerDay)
+	cfg := testConfig(t)
+	cfg.MaxBookingsPerOrgPerDay = 0
+	require.ErrorContains(t, cfg.Validate(), "max_bookings_per_org_per_day")
+}

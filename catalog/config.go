@@ -51,6 +51,12 @@ type Config struct {
 	// MaxOpenBookingsPerOrg caps an organisation's bookings that are not
 	// yet expired, cancelled or revoked; Book refuses more.
 	MaxOpenBookingsPerOrg int `yaml:"max_open_bookings_per_org"`
+	// MaxBookingsPerOrgPerDay caps the bookings an organisation makes in
+	// any 24 hours, cancelled ones included: each takes a row that is
+	// never deleted and a revocation status list index that is never
+	// reused, so booking and cancelling in a loop must not exhaust the
+	// list for every organisation.
+	MaxBookingsPerOrgPerDay int `yaml:"max_bookings_per_org_per_day"`
 	// Admin configures who may use the admin and booking API.
 	Admin AdminConfig `yaml:"admin"`
 }
@@ -141,7 +147,8 @@ func DefaultConfig() Config {
 		UsageInterval: 15 * time.Second,
 		SessionIdle:   5 * time.Minute,
 
-		MaxOpenBookingsPerOrg: 1000,
+		MaxOpenBookingsPerOrg:   1000,
+		MaxBookingsPerOrgPerDay: 100,
 		Admin: AdminConfig{
 			OrgClaim: "org", RolesClaim: "roles", SessionTTL: 8 * time.Hour,
 		},
@@ -250,6 +257,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxOpenBookingsPerOrg < 1 || c.MaxOpenBookingsPerOrg > 1_000_000 {
 		bad("max_open_bookings_per_org", "must be between 1 and 1000000, got %d", c.MaxOpenBookingsPerOrg)
+	}
+	if c.MaxBookingsPerOrgPerDay < 1 || c.MaxBookingsPerOrgPerDay > 10_000 {
+		bad("max_bookings_per_org_per_day", "must be between 1 and 10000, got %d", c.MaxBookingsPerOrgPerDay)
 	}
 	a := c.Admin
 	if u, err := url.Parse(a.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && a.DangerouslyAllowHTTPIssuer)) {

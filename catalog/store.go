@@ -114,6 +114,15 @@ func (s *store) countOpen(ctx context.Context, org string) (int, error) {
 	return n, err
 }
 
+// countSince counts org's bookings created at or after since, whatever
+// their state.
+func (s *store) countSince(ctx context.Context, org string, since time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM catalog_booking WHERE org = $1 AND created_at >= $2`,
+		org, since.UnixMilli()).Scan(&n)
+	return n, err
+}
+
 // list returns the bookings of org (all when org is empty), newest first.
 func (s *store) list(ctx context.Context, org string) ([]*Booking, error) {
 	q := `SELECT data FROM catalog_booking ORDER BY created_at DESC, id`
