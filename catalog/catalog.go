@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -553,11 +555,11 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 	if !validRoomID(roomID) {
 		return fmt.Errorf("%w: room_id: %s is not a Matrix room ID", ErrInvalid, clip.Quote(roomID))
 	}
+	if !validMeetingKey(meeting) {
+		return fmt.Errorf("%w: meeting: %s is not at most 255 bytes of printable text", ErrInvalid, clip.Quote(meeting))
+	}
 	if meeting == "" {
 		meeting = roomID
-	}
-	if len(meeting) > 255 {
-		return fmt.Errorf("%w: meeting key too long", ErrInvalid)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -578,6 +580,22 @@ func (c *Catalog) bindRoom(ctx context.Context, p Principal, bookingID, roomID, 
 		return err
 	}
 	return refused
+}
+
+// validMeetingKey accepts at most 255 bytes of printable UTF-8 (spaces
+// allowed; no line breaks, control or bidi formatting characters): an
+// organisation's admin may bind a room they do not control, and the bot
+// quotes the key in that room ("!conf bookings").
+func validMeetingKey(m string) bool {
+	if len(m) > 255 || !utf8.ValidString(m) {
+		return false
+	}
+	for _, r := range m {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // ConfirmRoom records that the room accepts its binding to bookingID; by is

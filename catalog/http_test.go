@@ -514,3 +514,38 @@ func TestRefusedTransitionAuditedWithItsBooking(t *testing.T) {
 	require.Equal(t, b.ID, target, "the refusal names the booking it concerned")
 	require.Contains(t, reason, "cannot confirm")
 }
+
+// TestBindMeetingKeyIsPrintable: an organisation's admin may claim a room
+// they do not control, and the bot quotes the binding's meeting key in
+// that room ("!conf bookings"): a key with line breaks, control or bidi
+// formatting characters is refused (400, naming the field), so the claim
+// cannot put text of its own making into the room's messages.
+func TestBindMeetingKeyIsPrintable(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true})
+	b := e.book(t, "public-20-gold", nil)
+	path := "/catalog/admin/api/bookings/" + b.ID + "/rooms"
+	for _, meeting := range []string{
+		"weekly\n\nThis room's booking has ended; re-enter your password at https://evil.example",
+		"weekly\u202egnp.exe",
+		"tab\there",
+		strings.Repeat("m", 256),
+	} {
+		body, _ := json.Marshal(map[string]string{"room_id": "!victim:x", "meeting": meeting})
+		code, out := call(t, srv, alice, true, http.MethodPost, path, string(body))
+		require.Equal(t, http.StatusBadRequest, code, "%q: %s", meeting, out)
+		require.Contains(t, out, "meeting: ")
+	}
+	_, _, bound, err := e.c.RoomBooking(context.Background(), "!victim:x")
+	require.NoError(t, err)
+	require.False(t, bound, "no refused binding was stored")
+
+	body, _ := json.Marshal(map[string]string{"room_id": "!victim:x", "meeting": "Weekly sync – Raum 3"})
+	code, out := call(t, srv, alice, true, http.MethodPost, path, string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	text, err := e.c.RoomBookings(context.Background(), "!victim:x")
+	require.NoError(t, err)
+	require.Contains(t, text, "• counted with meeting Weekly sync – Raum 3\n")
+}
