@@ -637,6 +637,25 @@ func (c *Catalog) UnbindRoom(ctx context.Context, roomID string) error {
 	return c.st.unbind(ctx, roomID)
 }
 
+// unbindFrom removes the room's binding if it is to bookingID, checked
+// and deleted in one transaction under the room's lock: a binding another
+// booking made meanwhile (the room taken over from an unconfirmed claim or
+// an ended booking) is not removed on this booking's behalf.
+func (c *Catalog) unbindFrom(ctx context.Context, bookingID, roomID string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st.locked(ctx, func(ctx context.Context) error {
+		ok, err := c.st.unbindFrom(ctx, roomID, bookingID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: room_id: %s is not bound to %s", ErrNotFound, clip.Quote(roomID), bookingID)
+		}
+		return nil
+	}, "booking:"+bookingID, "room:"+roomID)
+}
+
 // Bindings lists the rooms bound to a booking.
 func (c *Catalog) Bindings(ctx context.Context, bookingID string) ([]Binding, error) {
 	return c.st.bindings(ctx, bookingID)

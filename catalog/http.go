@@ -546,15 +546,10 @@ func (c *Catalog) apiBind(ctx context.Context, ad *Admin, r *http.Request, body 
 		return nil, b, err
 	}
 	if unbind {
-		cur, ok, err := c.st.binding(ctx, req.RoomID)
-		if err != nil {
+		if err := c.unbindFrom(ctx, b.ID, req.RoomID); err != nil {
 			return nil, b, err
 		}
-		if !ok || cur.Booking != b.ID {
-			return nil, b, fmt.Errorf("%w: room_id: %s is not bound to %s", ErrNotFound, clip.Quote(req.RoomID), b.ID)
-		}
-		err = c.UnbindRoom(ctx, req.RoomID)
-		return c.view(ctx, b), b, err
+		return c.view(ctx, b), b, nil
 	}
 	if err := c.BindRoom(ctx, ad.Principal, b.ID, req.RoomID, req.Meeting); err != nil {
 		return nil, b, err

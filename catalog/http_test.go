@@ -549,3 +549,66 @@ func TestBindMeetingKeyIsPrintable(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, text, "• counted with meeting Weekly sync – Raum 3\n")
 }
+
+// TestUnbindKeepsABindingMadeMeanwhile: an unbind checks that the room is
+// bound to the booking in the path and deletes that binding in one
+// transaction. A binding another organisation's booking made in between
+// (here: committed while the unbind waits for the database's write lock,
+// as a concurrent bind on another request or replica would) stays: the
+// unbind answers 404 instead of deleting the other organisation's binding.
+func TestUnbindKeepsABindingMadeMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	alice := e.session(&Admin{Principal: Principal{Subject: "idp|alice", Org: "land-nrw", Roles: []string{"booking-admin"}}, MFA: true})
+	own := e.book(t, "public-20-gold", nil)
+	other, err := e.c.Book(ctx, Principal{Subject: "https://idp|x", Org: "stadt-x"}, "stadt-x", BookingRequest{
+		Tier: "public-20-gold", Unit: UnitDateRange, ValidFrom: e.clock.now(), ValidUntil: e.clock.now().Add(time.Hour),
+		Organisers: []string{"@org:x"}, AcceptTerms: testTerms,
+	})
+	require.NoError(t, err)
+	require.NoError(t, e.c.BindRoom(ctx, orgAdmin, own.ID, "!r:x", "")) // alice's unconfirmed claim
+
+	// The other organisation's scheduler takes the room over (allowed: an
+	// unconfirmed claim blocks nobody), in a transaction that holds the
+	// write lock until the unbind is waiting for it.
+	conn, err := e.db.RawDB.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, `BEGIN IMMEDIATE`)
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, `UPDATE catalog_binding SET booking_id = $1, confirmed_by = 'meetings:@org:x' WHERE room_id = '!r:x'`, other.ID)
+	require.NoError(t, err)
+
+	type answer struct {
+		code int
+		out  string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/catalog/admin/api/bookings/"+own.ID+"/unbind", strings.NewReader(`{"room_id":"!r:x"}`))
+		req.AddCookie(alice)
+		req.Header.Set("X-GXConf-CSRF", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{out: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, string(raw)}
+	}()
+	// The unbind holds a second connection while it waits for the lock.
+	require.Eventually(t, func() bool { return e.db.RawDB.Stats().InUse >= 2 }, 5*time.Second, 10*time.Millisecond)
+	_, err = conn.ExecContext(ctx, `COMMIT`)
+	require.NoError(t, err)
+
+	a := <-done
+	require.Equal(t, http.StatusNotFound, a.code, a.out)
+	require.Contains(t, a.out, "is not bound to "+own.ID)
+	bd, ok, err := e.c.st.binding(ctx, "!r:x")
+	require.NoError(t, err)
+	require.True(t, ok, "the other organisation's binding is kept")
+	require.Equal(t, other.ID, bd.Booking)
+}

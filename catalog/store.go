@@ -210,6 +210,17 @@ func (s *store) unbind(ctx context.Context, roomID string) error {
 	return err
 }
 
+// unbindFrom deletes the room's binding if it is to bookingID; ok is
+// false when the room is not bound to it.
+func (s *store) unbindFrom(ctx context.Context, roomID, bookingID string) (bool, error) {
+	res, err := s.db.Exec(ctx, `DELETE FROM catalog_binding WHERE room_id = $1 AND booking_id = $2`, roomID, bookingID)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // binding returns the room's binding; ok is false when it has none.
 func (s *store) binding(ctx context.Context, roomID string) (Binding, bool, error) {
 	b := Binding{RoomID: roomID}
