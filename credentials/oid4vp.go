@@ -393,7 +393,9 @@ func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, a := range atts {
 		if v.opts.onAttestation != nil {
-			v.opts.onAttestation(ctx, a)
+			// Recorded is recorded: the integrator hears of it even if
+			// the wallet has hung up meanwhile.
+			v.opts.onAttestation(context.WithoutCancel(ctx), a)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -450,6 +452,12 @@ func (v *Verifier) processResponse(ctx context.Context, id string, form url.Valu
 	if err := v.store.claimRequest(ctx, sr.ID); err != nil {
 		return nil, err
 	}
+	// The nonce is burnt: from here on the outcome is recorded whatever
+	// the wallet does. A wallet that hangs up (its request's context
+	// ends) must not leave the request "processing" without a result,
+	// its verification unaudited (the verification's own fetches are
+	// bounded by their timeouts).
+	ctx = context.WithoutCancel(ctx)
 	atts, verr := v.verifyResponse(ctx, sr, vpToken, form.Get("presentation_submission"), now)
 	result := ReasonCode(verr)
 	decision := "verified"

@@ -1,0 +1,232 @@
+package credentials
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.mau.fi/util/dbutil"
+)
+
+// flowFixture is a Verifier trusting one did:key issuer, that issuer's
+// holder and an HTTPS status-list host, driven through its HTTP handler as a
+// wallet would (no Node harness: everything is signed here).
+type flowFixture struct {
+	v      *Verifier
+	db     *dbutil.Database
+	issuer edIdentity
+	holder edIdentity
+	status *httptest.Server
+	rooms  map[string]*AccessPolicy
+	logs   syncBuffer
+
+	mu     sync.Mutex
+	offset time.Duration
+	lists  map[string]string
+	// onFetch, if set, runs when the status host is asked for a list.
+	onFetch func()
+}
+
+const (
+	flowUser       = "@alice:bund.example"
+	flowPublicRoom = "!pub:bund.example"
+	flowKritisRoom = "!kritis:bund.example"
+)
+
+func newFlowFixture(t *testing.T, opts ...Option) *flowFixture {
+	t.Helper()
+	f := &flowFixture{issuer: newEdIdentity(t), holder: newEdIdentity(t), db: newTestDB(t), lists: map[string]string{},
+		rooms: map[string]*AccessPolicy{
+			flowPublicRoom: {Level: LevelPublic, RequiredCredentials: []CredentialRequirement{{Type: "EmployeeCredential"}}},
+			flowKritisRoom: {Level: LevelKritis, RequiredCredentials: []CredentialRequirement{{Type: "EmployeeCredential"}},
+				AllowedHomeservers: []string{"bund.example"}},
+		}}
+	f.status = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		hook := f.onFetch
+		body, ok := f.lists[r.URL.Path]
+		f.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(f.status.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(f.status.Certificate())
+
+	cfg := DefaultConfig()
+	cfg.Federations = []FederationConfig{{ID: "f", TrustedIssuers: []TrustedIssuer{{DID: f.issuer.did, Types: []string{"EmployeeCredential"}}}}}
+	cfg.OID4VP.PublicBaseURL = "https://focus.bund.example"
+	cfg.AtRestKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	cfg.DIDResolution.AllowPrivateAddressesForTesting = true
+	cfg.RetainClaims = []string{"sector"}
+	require.NoError(t, cfg.Validate())
+	v, err := New(context.Background(), cfg, f.db, zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), &f.logs)), append([]Option{
+		WithRootCAs(pool), WithClock(f.clock),
+		WithRoomPolicy(func(_ context.Context, room string) (*AccessPolicy, error) { return f.rooms[room], nil }),
+	}, opts...)...)
+	require.NoError(t, err)
+	f.v = v
+	return f
+}
+
+func (f *flowFixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return time.Now().Add(f.offset)
+}
+
+func (f *flowFixture) advance(d time.Duration) {
+	f.mu.Lock()
+	f.offset += d
+	f.mu.Unlock()
+}
+
+// setList publishes a BitstringStatusList at path, signed by the issuer:
+// every entry revoked, or none.
+func (f *flowFixture) setList(t *testing.T, path string, revoked bool) {
+	t.Helper()
+	fill := byte(0)
+	if revoked {
+		fill = 0xff
+	}
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, err := zw.Write(bytes.Repeat([]byte{fill}, 16<<10))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	now := f.clock()
+	list := map[string]any{
+		"@context": []any{ContextCredentialsV2}, "type": []any{"VerifiableCredential", "BitstringStatusListCredential"},
+		"issuer": f.issuer.did, "validFrom": now.Add(-48 * time.Hour).UTC().Format(time.RFC3339),
+		"credentialSubject": map[string]any{"id": f.status.URL + path + "#list", "type": "BitstringStatusList",
+			"statusPurpose": "revocation", "encodedList": "u" + base64.RawURLEncoding.EncodeToString(b.Bytes())},
+	}
+	signed := f.issuer.sign(`{"alg":"EdDSA","typ":"vc+jwt","kid":"`+f.issuer.kid+`"}`, mustJSON(t, list))
+	f.mu.Lock()
+	f.lists[path] = signed
+	f.mu.Unlock()
+}
+
+// credential is a vc+jwt EmployeeCredential of the holder, with a status
+// entry in the list at statusPath unless that is empty.
+func (f *flowFixture) credential(t *testing.T, sector, statusPath string) string {
+	t.Helper()
+	now := f.clock()
+	cred := map[string]any{
+		"@context": []any{ContextCredentialsV2}, "type": []any{"VerifiableCredential", "EmployeeCredential"},
+		"issuer": f.issuer.did, "validFrom": now.Add(-24 * time.Hour).UTC().Format(time.RFC3339),
+		"validUntil":        now.Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+		"credentialSubject": map[string]any{"id": f.holder.did, "sector": sector},
+	}
+	if statusPath != "" {
+		cred["credentialStatus"] = map[string]any{"type": "BitstringStatusListEntry", "statusPurpose": "revocation",
+			"statusListIndex": "3", "statusListCredential": f.status.URL + statusPath}
+	}
+	return f.issuer.sign(`{"alg":"EdDSA","typ":"vc+jwt","kid":"`+f.issuer.kid+`"}`, mustJSON(t, cred))
+}
+
+func (f *flowFixture) request(t *testing.T, room string) *Request {
+	t.Helper()
+	req, err := f.v.CreateRequest(context.Background(), flowUser, room, "call")
+	require.NoError(t, err)
+	return req
+}
+
+// answer is a draft wallet's direct_post form for req: a jwt_vp_json with
+// the request's nonce and the verifier's client_id, and a Presentation
+// Exchange submission.
+func (f *flowFixture) answer(t *testing.T, req *Request, creds ...any) url.Values {
+	t.Helper()
+	sr, err := f.v.store.getRequest(context.Background(), req.ID)
+	require.NoError(t, err)
+	vp := f.holder.sign(`{"alg":"EdDSA","typ":"JWT","kid":"`+f.holder.kid+`"}`, mustJSON(t, map[string]any{
+		"iss": f.holder.did, "aud": f.v.ClientID(), "nonce": sr.Nonce,
+		"vp": map[string]any{"type": []any{"VerifiablePresentation"}, "verifiableCredential": creds}}))
+	return url.Values{"vp_token": {vp}, "state": {req.ID}, "presentation_submission": {mustJSON(t, map[string]any{
+		"id": "s", "definition_id": req.ID,
+		"descriptor_map": []any{map[string]any{"id": "credential-0", "format": "jwt_vp_json", "path": "$"}}})}}
+}
+
+func (f *flowFixture) post(ctx context.Context, id string, form url.Values) *httptest.ResponseRecorder {
+	hr := httptest.NewRequest(http.MethodPost, MountPath+"response/"+id, strings.NewReader(form.Encode())).WithContext(ctx)
+	hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	f.v.Handler().ServeHTTP(rec, hr)
+	return rec
+}
+
+// state is what the verification page's status endpoint says.
+func (f *flowFixture) state(t *testing.T, id string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	f.v.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, MountPath+"status/"+id, nil))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var st struct {
+		State string `json:"state"`
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &st))
+	return st.State
+}
+
+func (f *flowFixture) lastAudit(t *testing.T) (decision, reason string) {
+	t.Helper()
+	require.NoError(t, f.db.QueryRow(context.Background(),
+		`SELECT decision, reason FROM credentials_audit ORDER BY seq DESC LIMIT 1`).Scan(&decision, &reason))
+	return decision, reason
+}
+
+func (f *flowFixture) authorize(t *testing.T, room string) Decision {
+	t.Helper()
+	d, err := f.v.Authorize(context.Background(), AccessRequest{UserID: flowUser, Policy: f.rooms[room],
+		Room: RoomFacts{ID: room, E2EE: true, SiteApproved: true, Participants: 1}})
+	require.NoError(t, err)
+	return d
+}
+
+// A wallet that hangs up while gxconf verifies (here: while the status list
+// is fetched) has already used the nonce up; the outcome must still be
+// recorded, not left "processing" (the page showing a dead QR code) and
+// unaudited.
+func TestResponseRecordedWhenWalletHangsUp(t *testing.T) {
+	var heard []error
+	f := newFlowFixture(t, WithOnAttestation(func(ctx context.Context, _ Attestation) { heard = append(heard, ctx.Err()) }))
+	f.setList(t, "/l", false)
+	req := f.request(t, flowPublicRoom)
+	form := f.answer(t, req, f.credential(t, "energie", "/l"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.mu.Lock()
+	f.onFetch = cancel // the wallet's connection ends during verification
+	f.mu.Unlock()
+	f.post(ctx, req.ID, form)
+
+	require.Equal(t, "verified", f.state(t, req.ID))
+	decision, _ := f.lastAudit(t)
+	require.Equal(t, "verified", decision)
+	atts, err := f.v.Attestations(context.Background(), flowUser)
+	require.NoError(t, err)
+	require.Len(t, atts, 1)
+	unused, err := f.v.RequestUnused(context.Background(), req.ID)
+	require.NoError(t, err)
+	require.False(t, unused)
+	require.Equal(t, []error{nil}, heard, "the integrator hears of the attestation with a live context")
+}
