@@ -230,3 +230,36 @@ func TestResponseRecordedWhenWalletHangsUp(t *testing.T) {
 	require.False(t, unused)
 	require.Equal(t, []error{nil}, heard, "the integrator hears of the attestation with a live context")
 }
+
+// An attestation verified for a public room was checked against the public
+// level's status-list max age (24 h); it must not admit to a kritis room,
+// whose max age is 1 h.
+func TestLowerLevelAttestationDoesNotAdmitAtHigherLevel(t *testing.T) {
+	f := newFlowFixture(t)
+	f.setList(t, "/l", false)
+	cred := f.credential(t, "energie", "/l")
+	req := f.request(t, flowPublicRoom)
+	rec := f.post(context.Background(), req.ID, f.answer(t, req, cred))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+
+	// The credential is revoked; two hours later the public room still
+	// accepts it from the list fetched before (within its max age).
+	f.setList(t, "/l", true)
+	f.advance(2 * time.Hour)
+	req = f.request(t, flowPublicRoom)
+	rec = f.post(context.Background(), req.ID, f.answer(t, req, cred))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.True(t, f.authorize(t, flowPublicRoom).Allow)
+
+	d := f.authorize(t, flowKritisRoom)
+	require.False(t, d.Allow, "a public attestation admitted to a kritis room")
+	require.Len(t, d.Missing, 1)
+
+	// Asked at the kritis level, the wallet's answer meets a fresh list.
+	req = f.request(t, flowKritisRoom)
+	require.Equal(t, LevelKritis, req.Level)
+	rec = f.post(context.Background(), req.ID, f.answer(t, req, cred))
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Equal(t, "revoked", errorCode(t, rec.Body.String()))
+	require.False(t, f.authorize(t, flowKritisRoom).Allow)
+}

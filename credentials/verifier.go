@@ -206,7 +206,11 @@ func (v *Verifier) Attestations(ctx context.Context, userID string) ([]Attestati
 }
 
 // AttestationsFor returns the user's attestations usable in a room at the
-// given level now: valid, and verified within the level's attestation TTL.
+// given level now: valid, verified within the level's attestation TTL, and
+// verified at that level or a higher one. An attestation of a lower level
+// does not count: its credential's status was checked against that level's
+// (longer) status-list max age, and a public one outlives an unreachable
+// status list; the user is asked to present again at the room's level.
 func (v *Verifier) AttestationsFor(ctx context.Context, userID string, level Level) ([]Attestation, error) {
 	all, err := v.Attestations(ctx, userID)
 	if err != nil {
@@ -217,7 +221,7 @@ func (v *Verifier) AttestationsFor(ctx context.Context, userID string, level Lev
 	server := serverOf(userID)
 	out := all[:0]
 	for _, a := range all {
-		if now.Before(a.VerifiedAt.Add(ttl)) && v.federationCovers(a.Federation, server) {
+		if a.Level.Rank() >= level.Rank() && now.Before(a.VerifiedAt.Add(ttl)) && v.federationCovers(a.Federation, server) {
 			out = append(out, a)
 		}
 	}
