@@ -590,27 +590,35 @@ func (v *Verifier) storeAttestations(ctx context.Context, sr *storedRequest, vp 
 	}
 	ttl := v.cfg.level(sr.Level).AttestationTTL
 	var out []Attestation
-	for _, vc := range vp.Credentials {
-		claims := map[string]any{}
-		for _, p := range sr.ClaimPaths {
-			if val, ok := claimAt(vc.Claims, p); ok {
-				setClaimAt(claims, p, val)
+	// All or none: an attestation stored before a later one failed would
+	// admit the user although the presentation was refused.
+	err := v.store.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, vc := range vp.Credentials {
+			claims := map[string]any{}
+			for _, p := range sr.ClaimPaths {
+				if val, ok := claimAt(vc.Claims, p); ok {
+					setClaimAt(claims, p, val)
+				}
 			}
+			exp := now.Add(ttl)
+			if !vc.ValidUntil.IsZero() && vc.ValidUntil.Before(exp) {
+				exp = vc.ValidUntil
+			}
+			typ := primaryType(vc.Types)
+			a := Attestation{
+				ID: randomID(12), UserID: sr.UserID, RoomID: sr.RoomID, Federation: vc.Federation, Issuer: vc.Issuer,
+				Type: typ, Format: vc.Format, HolderBound: vc.HolderBound, Level: sr.Level, Claims: claims,
+				CredentialHash: vc.Hash, Status: vc.Status, VerifiedAt: now, ExpiresAt: exp,
+			}
+			if err := v.store.insertAttestation(ctx, &a); err != nil {
+				return fmt.Errorf("failed to store attestation: %w", err)
+			}
+			out = append(out, a)
 		}
-		exp := now.Add(ttl)
-		if !vc.ValidUntil.IsZero() && vc.ValidUntil.Before(exp) {
-			exp = vc.ValidUntil
-		}
-		typ := primaryType(vc.Types)
-		a := Attestation{
-			ID: randomID(12), UserID: sr.UserID, RoomID: sr.RoomID, Federation: vc.Federation, Issuer: vc.Issuer,
-			Type: typ, Format: vc.Format, HolderBound: vc.HolderBound, Level: sr.Level, Claims: claims,
-			CredentialHash: vc.Hash, Status: vc.Status, VerifiedAt: now, ExpiresAt: exp,
-		}
-		if err := v.store.insertAttestation(ctx, &a); err != nil {
-			return nil, fmt.Errorf("failed to store attestation: %w", err)
-		}
-		out = append(out, a)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -7,11 +7,13 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,4 +264,40 @@ func TestLowerLevelAttestationDoesNotAdmitAtHigherLevel(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
 	require.Equal(t, "revoked", errorCode(t, rec.Body.String()))
 	require.False(t, f.authorize(t, flowKritisRoom).Allow)
+}
+
+// failingSealer seals the first failAt-1 values and then fails with an error
+// whose text must stay in the log.
+type failingSealer struct {
+	n      atomic.Int32
+	failAt int32
+}
+
+const sealerSecret = "kms-token-s3cr3t"
+
+func (s *failingSealer) Seal(plain, _ []byte) ([]byte, error) {
+	if s.n.Add(1) >= s.failAt {
+		return nil, errors.New("key store refused " + sealerSecret)
+	}
+	return append([]byte("sealed:"), plain...), nil
+}
+
+func (s *failingSealer) Open(sealed, _ []byte) ([]byte, error) {
+	return bytes.TrimPrefix(sealed, []byte("sealed:")), nil
+}
+
+// A presentation refused because its second attestation could not be
+// stored leaves no attestation behind: the first must not admit the user.
+func TestRefusedPresentationStoresNoAttestation(t *testing.T) {
+	f := newFlowFixture(t, WithSealer(&failingSealer{failAt: 2}))
+	req := f.request(t, flowPublicRoom)
+	rec := f.post(context.Background(), req.ID, f.answer(t, req,
+		f.credential(t, "energie", ""), f.credential(t, "wasser", "")))
+	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
+	decision, _ := f.lastAudit(t)
+	require.Equal(t, "refused", decision)
+	atts, err := f.v.Attestations(context.Background(), flowUser)
+	require.NoError(t, err)
+	require.Empty(t, atts)
+	require.False(t, f.authorize(t, flowPublicRoom).Allow)
 }
