@@ -316,7 +316,9 @@ func writeOAuthError(w http.ResponseWriter, status int, code string, err error) 
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	desc := ReasonCode(err)
-	if err != nil {
+	// An internal error's text (a database's or a key store's) is for the
+	// log, not for whoever sent the request.
+	if err != nil && desc != "internal" {
 		// What the wallet sent is quoted by a short prefix where the
 		// error is made (clip.Quote); this bounds the rest.
 		desc += ": " + clip.Text(err.Error(), maxErrorText)
@@ -336,6 +338,7 @@ func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
 	}
 	jwt, err := v.requestObject(sr, r.URL.Query().Get("query") == "dcql")
 	if err != nil {
+		v.log.Error().Err(err).Str("request_id", sr.ID).Msg("Failed to sign request object")
 		writeOAuthError(w, http.StatusInternalServerError, "server_error", err)
 		return
 	}
@@ -387,7 +390,11 @@ func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 		default:
 			code = "access_denied"
 		}
-		v.log.Info().Str("reason", ReasonCode(err)).Err(err).Msg("Presentation refused")
+		ev := v.log.Info()
+		if status == http.StatusInternalServerError {
+			ev = v.log.Error()
+		}
+		ev.Str("reason", ReasonCode(err)).Err(err).Msg("Presentation refused")
 		writeOAuthError(w, status, code, err)
 		return
 	}

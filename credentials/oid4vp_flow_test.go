@@ -301,3 +301,21 @@ func TestRefusedPresentationStoresNoAttestation(t *testing.T) {
 	require.Empty(t, atts)
 	require.False(t, f.authorize(t, flowPublicRoom).Allow)
 }
+
+// An internal failure is answered 500 server_error without its text: that
+// is a database's or key store's, not the wallet's business.
+func TestInternalErrorNotEchoedToWallet(t *testing.T) {
+	f := newFlowFixture(t, WithSealer(&failingSealer{failAt: 1}))
+	req := f.request(t, flowPublicRoom)
+	rec := f.post(context.Background(), req.ID, f.answer(t, req, f.credential(t, "energie", "")))
+	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
+	var body struct {
+		Error string `json:"error"`
+		Desc  string `json:"error_description"`
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	require.Equal(t, "server_error", body.Error)
+	require.Equal(t, "internal", body.Desc)
+	require.NotContains(t, rec.Body.String(), sealerSecret)
+	require.Equal(t, "refused", f.state(t, req.ID))
+}
