@@ -556,9 +556,17 @@ func (v *Verifier) verifyDCQLResponse(ctx context.Context, sr *storedRequest, vp
 		if !ok {
 			return nil, fmt.Errorf("%w: unknown credential query id %s", ErrSubmissionMismatch, clip.Quote(id))
 		}
+		// OID4VP 1.0 §8.1: an array of presentations (drafts: one
+		// presentation). No query of this request sets "multiple", so it
+		// is exactly one: more would each become an attestation, none
+		// would mark the request verified with nothing verified.
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
 			items = []json.RawMessage{raw}
+		}
+		if len(items) != 1 {
+			return nil, fmt.Errorf("%w: vp_token: credential query %s has %d presentations, the request asks for one",
+				ErrSubmissionMismatch, clip.Quote(id), len(items))
 		}
 		for _, item := range items {
 			token := []byte(item)

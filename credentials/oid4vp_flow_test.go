@@ -319,3 +319,44 @@ func TestInternalErrorNotEchoedToWallet(t *testing.T) {
 	require.NotContains(t, rec.Body.String(), sealerSecret)
 	require.Equal(t, "refused", f.state(t, req.ID))
 }
+
+// An OID4VP 1.0 answer holds one presentation per credential query (none of
+// gxconf's queries sets "multiple"): a wallet repeating its presentation
+// must not get an attestation per copy, nor an empty answer count.
+func TestDCQLOnePresentationPerQuery(t *testing.T) {
+	f := newFlowFixture(t)
+	cred := f.credential(t, "energie", "")
+	dcql := func(req *Request, n int) url.Values {
+		form := f.answer(t, req, cred)
+		items := make([]string, n)
+		for i := range items {
+			items[i] = form.Get("vp_token")
+		}
+		return url.Values{"state": {req.ID}, "vp_token": {mustJSON(t, map[string]any{"c0_vc_jwt": items})}}
+	}
+
+	req := f.request(t, flowPublicRoom)
+	rec := f.post(context.Background(), req.ID, dcql(req, 40))
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Equal(t, "submission_mismatch", errorCode(t, rec.Body.String()))
+	require.Contains(t, rec.Body.String(), `credential query \"c0_vc_jwt\" has 40 presentations`)
+	atts, err := f.v.Attestations(context.Background(), flowUser)
+	require.NoError(t, err)
+	require.Empty(t, atts)
+
+	req = f.request(t, flowPublicRoom)
+	rec = f.post(context.Background(), req.ID, dcql(req, 0))
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Equal(t, "submission_mismatch", errorCode(t, rec.Body.String()))
+
+	// One presentation in the array of 1.0, or alone as the drafts had it.
+	req = f.request(t, flowPublicRoom)
+	rec = f.post(context.Background(), req.ID, dcql(req, 1))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	req = f.request(t, flowPublicRoom)
+	rec = f.post(context.Background(), req.ID, url.Values{"vp_token": {mustJSON(t, map[string]any{"c0_vc_jwt": f.answer(t, req, cred).Get("vp_token")})}})
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	atts, err = f.v.Attestations(context.Background(), flowUser)
+	require.NoError(t, err)
+	require.Len(t, atts, 2)
+}
