@@ -354,24 +354,30 @@ func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
 // the outcome of its verification.
 func (v *Verifier) serveResponse(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	// refuse answers what is not a response at all; logged like every
+	// other refusal (the request is not touched).
+	refuse := func(status int, err error) {
+		v.log.Info().Str("request_id", clip.Text(r.PathValue("id"), 64)).Str("reason", ReasonCode(err)).Err(err).
+			Msg("Presentation response refused before use")
+		writeOAuthError(w, status, "invalid_request", err)
+	}
 	// OID4VP 1.0 §8.2: direct_post sends the response form-encoded.
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request",
-			fmt.Errorf("%w: the response must be application/x-www-form-urlencoded", ErrMalformed))
+		refuse(http.StatusBadRequest, fmt.Errorf("%w: the response must be application/x-www-form-urlencoded", ErrMalformed))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, int64(v.cfg.MaxInputBytes)+32<<10)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeOAuthError(w, http.StatusRequestEntityTooLarge, "invalid_request", fmt.Errorf("%w: response body", ErrTooLarge))
+			refuse(http.StatusRequestEntityTooLarge, fmt.Errorf("%w: response body", ErrTooLarge))
 			return
 		}
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", fmt.Errorf("%w: %v", ErrMalformed, err))
+		refuse(http.StatusBadRequest, fmt.Errorf("%w: %v", ErrMalformed, err))
 		return
 	}
 	if err := checkResponseForm(r.PostForm); err != nil {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", err)
+		refuse(http.StatusBadRequest, err)
 		return
 	}
 	atts, err := v.processResponse(ctx, r.PathValue("id"), r.PostForm)

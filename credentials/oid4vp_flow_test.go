@@ -360,3 +360,34 @@ func TestDCQLOnePresentationPerQuery(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, atts, 2)
 }
+
+// A POST that is no response is refused without using the request up, and
+// logged like every other refusal.
+func TestEarlyRefusalLogged(t *testing.T) {
+	f := newFlowFixture(t)
+	req := f.request(t, flowPublicRoom)
+	hr := httptest.NewRequest(http.MethodPost, MountPath+"response/"+req.ID, strings.NewReader(`{"vp_token":"x"}`))
+	hr.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	f.v.Handler().ServeHTTP(rec, hr)
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	rec = f.post(context.Background(), req.ID, url.Values{"state": {req.ID}})
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+
+	var lines []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(f.logs.Bytes()), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(l, &m), string(l))
+		if m["request_id"] == req.ID {
+			lines = append(lines, m)
+		}
+	}
+	require.Len(t, lines, 2, string(f.logs.Bytes()))
+	require.Equal(t, "malformed", lines[0]["reason"])
+	require.Contains(t, lines[0]["error"], "application/x-www-form-urlencoded")
+	require.Contains(t, lines[1]["error"], "vp_token missing")
+	require.Equal(t, "pending", f.state(t, req.ID))
+}
