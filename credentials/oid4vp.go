@@ -326,10 +326,26 @@ func writeOAuthError(w http.ResponseWriter, status int, code string, err error) 
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
 }
 
-func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
+// lookupRequest finds the request the path names. An unknown one is 404
+// unknown_request; a failed lookup (the database) is 500 and logged, not an
+// unknown request, which a wallet would report to its user as a dead link.
+func (v *Verifier) lookupRequest(w http.ResponseWriter, r *http.Request) (*storedRequest, bool) {
 	sr, err := v.store.getRequest(r.Context(), r.PathValue("id"))
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrUnknownRequest):
 		writeOAuthError(w, http.StatusNotFound, "invalid_request", ErrUnknownRequest)
+		return nil, false
+	case err != nil:
+		v.log.Error().Err(err).Str("path", clip.Text(r.URL.Path, 128)).Msg("Failed to look up presentation request")
+		writeOAuthError(w, http.StatusInternalServerError, "server_error", err)
+		return nil, false
+	}
+	return sr, true
+}
+
+func (v *Verifier) serveRequestObject(w http.ResponseWriter, r *http.Request) {
+	sr, ok := v.lookupRequest(w, r)
+	if !ok {
 		return
 	}
 	if sr.State != "pending" || !v.now().Before(sr.ExpiresAt) {
@@ -655,9 +671,8 @@ func primaryType(types []string) string {
 }
 
 func (v *Verifier) serveStatus(w http.ResponseWriter, r *http.Request) {
-	sr, err := v.store.getRequest(r.Context(), r.PathValue("id"))
-	if err != nil {
-		writeOAuthError(w, http.StatusNotFound, "invalid_request", ErrUnknownRequest)
+	sr, ok := v.lookupRequest(w, r)
+	if !ok {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -391,3 +391,26 @@ func TestEarlyRefusalLogged(t *testing.T) {
 	require.Contains(t, lines[1]["error"], "vp_token missing")
 	require.Equal(t, "pending", f.state(t, req.ID))
 }
+
+// A request that cannot be looked up (the database is down) is a server
+// error, not an unknown request: a wallet shows its user a dead link for
+// 404 but may retry a 500.
+func TestRequestLookupFailureIsNotUnknown(t *testing.T) {
+	f := newFlowFixture(t)
+	req := f.request(t, flowPublicRoom)
+	get := func(u string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		f.v.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, u, nil))
+		return rec
+	}
+	for _, u := range []string{MountPath + "request/" + req.ID, MountPath + "status/" + req.ID, MountPath + "page/" + req.ID} {
+		require.Equal(t, http.StatusOK, get(u).Code, u)
+	}
+	require.Equal(t, http.StatusNotFound, get(MountPath+"status/unknown").Code)
+	require.NoError(t, f.db.Close())
+	for _, u := range []string{MountPath + "request/" + req.ID, MountPath + "status/" + req.ID, MountPath + "page/" + req.ID} {
+		rec := get(u)
+		require.Equal(t, http.StatusInternalServerError, rec.Code, "%s: %s", u, rec.Body.String())
+		require.NotContains(t, rec.Body.String(), "closed", u)
+	}
+}

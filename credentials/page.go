@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -62,8 +63,12 @@ Gültig bis / valid until {{.Expires}}.</p>
 
 func (v *Verifier) servePage(w http.ResponseWriter, r *http.Request) {
 	sr, err := v.store.getRequest(r.Context(), r.PathValue("id"))
-	if err != nil {
+	if errors.Is(err, ErrUnknownRequest) {
 		http.Error(w, "unknown request", http.StatusNotFound)
+		return
+	} else if err != nil {
+		v.log.Error().Err(err).Msg("Failed to look up presentation request")
+		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	pr := v.publicRequest(sr)
