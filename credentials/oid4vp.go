@@ -499,12 +499,22 @@ func (v *Verifier) processResponse(ctx context.Context, id string, form url.Valu
 	if verr != nil {
 		decision, reason = "refused", result+": "+clip.Text(verr.Error(), maxErrorText)
 	}
-	if err := v.store.finishRequest(ctx, sr.ID, result, ids); err != nil {
+	// A verification that is not recorded and audited must not admit
+	// anyone: its attestations are withdrawn again.
+	withdraw := func(err error) ([]Attestation, error) {
+		for _, a := range atts {
+			if _, ierr := v.store.invalidate(ctx, a.ID, now, "unaudited"); ierr != nil {
+				v.log.Error().Err(ierr).Str("attestation_id", a.ID).Msg("Failed to withdraw an unaudited attestation")
+			}
+		}
 		return nil, err
+	}
+	if err := v.store.finishRequest(ctx, sr.ID, result, ids); err != nil {
+		return withdraw(err)
 	}
 	if err := v.audit.append(ctx, AuditEntry{Time: now, Decision: decision, UserID: sr.UserID, RoomID: sr.RoomID,
 		Level: sr.Level, CredentialHash: strings.Join(hashes, ","), Reason: reason}); err != nil {
-		return nil, fmt.Errorf("failed to append audit entry: %w", err)
+		return withdraw(fmt.Errorf("failed to append audit entry: %w", err))
 	}
 	return atts, verr
 }

@@ -414,3 +414,22 @@ func TestRequestLookupFailureIsNotUnknown(t *testing.T) {
 		require.NotContains(t, rec.Body.String(), "closed", u)
 	}
 }
+
+// A verification whose audit entry cannot be written admits nobody: the
+// attestation it stored is withdrawn.
+func TestUnauditedVerificationAdmitsNobody(t *testing.T) {
+	f := newFlowFixture(t)
+	req := f.request(t, flowPublicRoom)
+	form := f.answer(t, req, f.credential(t, "energie", ""))
+	_, err := f.db.Exec(context.Background(), `ALTER TABLE credentials_audit RENAME TO credentials_audit_away`)
+	require.NoError(t, err)
+	rec := f.post(context.Background(), req.ID, form)
+	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
+	_, err = f.db.Exec(context.Background(), `ALTER TABLE credentials_audit_away RENAME TO credentials_audit`)
+	require.NoError(t, err)
+
+	atts, err := f.v.Attestations(context.Background(), flowUser)
+	require.NoError(t, err)
+	require.Empty(t, atts, "an unaudited verification left an attestation")
+	require.False(t, f.authorize(t, flowPublicRoom).Allow)
+}
