@@ -2,8 +2,10 @@ package appservice
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -28,7 +30,34 @@ func (a *Appservice) processEvent(ctx context.Context, evt *event.Event, fx *eff
 		log.Debug().Str("event_type", evt.Type.Type).Msg("Ignoring event with control characters in its room, sender or state key")
 		return nil
 	}
-	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+	err := evt.Content.ParseRaw(evt.Type)
+	if evt.Type == event.StateMember {
+		// The membership is what the homeserver's auth rules read: the
+		// member named exactly "membership". encoding/json would also take
+		// "Membership" (the last spelling wins), and it refuses the whole
+		// content for a mistyped free-text field ("displayname": 1) — a
+		// member could leave with such content and stay joined here, their
+		// call participants kept.
+		membership, ok := membershipOf(evt.Content.VeryRaw)
+		if !ok {
+			a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
+			log.Debug().Msg("Ignoring member event without a membership string")
+			return nil
+		}
+		if content, parsed := evt.Content.Parsed.(*event.MemberEventContent); err == nil && parsed {
+			content.Membership = membership
+		} else {
+			log.Debug().AnErr("parse_error", err).Msg("Member event with mistyped fields: keeping only its membership")
+			evt.Content.Parsed, err = &event.MemberEventContent{Membership: membership}, nil
+		}
+	}
+	if evt.Type == event.StatePowerLevels {
+		var pl *event.PowerLevelsEventContent
+		if pl, err = decodePowerLevels(evt.Content.VeryRaw); err == nil {
+			evt.Content.Parsed = pl
+		}
+	}
+	if err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
 		a.metrics.eventsIgnored.WithLabelValues("malformed").Inc()
 		log.Debug().Err(err).Str("event_type", evt.Type.Type).Msg("Ignoring event with unparseable content")
 		return nil
@@ -82,6 +111,21 @@ func (a *Appservice) ignoreUnstorable(log zerolog.Logger, evt *event.Event, err 
 	log.Warn().Str("event_type", evt.Type.Type).Str("sqlstate", code).
 		Msg("Skipping event whose content the database refused")
 	return true
+}
+
+// membershipOf reads a member event's membership as the homeserver does:
+// the string member named exactly "membership" (of duplicates, the last).
+func membershipOf(raw json.RawMessage) (event.Membership, bool) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return "", false
+	}
+	m, present := members["membership"]
+	var s string
+	if !present || json.Unmarshal(m, &s) != nil {
+		return "", false
+	}
+	return event.Membership(s), true
 }
 
 // knownMembership reports whether m is a membership of the Matrix spec (and
@@ -244,12 +288,23 @@ func (a *Appservice) IsJoined(ctx context.Context, roomID, userID string) (bool,
 		}
 		if !askedHomeserver {
 			askedHomeserver = true
-			var content event.MemberEventContent
-			err = a.mx.BotClient().StateEvent(ctx, id.RoomID(roomID), event.StateMember, userID, &content)
+			// Read raw, the membership as the homeserver reads it
+			// (membershipOf): the client's StateEvent would decode
+			// "Membership" too, and store what it decoded.
+			cli := a.mx.BotClient()
+			var raw json.RawMessage
+			_, err = cli.MakeRequest(ctx, http.MethodGet, cli.BuildClientURL("v3", "rooms", roomID, "state", event.StateMember.Type, userID), nil, &raw)
 			switch {
 			case err == nil:
-				// The homeserver knows; the client wrote its answer into the state store.
-				return content.Membership == event.MembershipJoin, nil
+				// The homeserver knows; its answer goes into the state store.
+				m, ok := membershipOf(raw)
+				if !ok || !knownMembership(m) {
+					return false, fmt.Errorf("the homeserver answered a membership event without a valid membership")
+				}
+				if err := a.state.SetMembership(ctx, id.RoomID(roomID), id.UserID(userID), m); err != nil {
+					zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to store a membership the homeserver reported")
+				}
+				return m == event.MembershipJoin, nil
 			case errors.Is(err, mautrix.MNotFound):
 				return false, nil
 			case !errors.Is(err, mautrix.MForbidden):

@@ -153,11 +153,20 @@ func (a *Appservice) powers(ctx context.Context, roomID id.RoomID, sender id.Use
 func (a *Appservice) powerLevels(ctx context.Context, roomID id.RoomID) *event.PowerLevelsEventContent {
 	pl, err := a.state.GetPowerLevels(ctx, roomID)
 	if err != nil || pl == nil {
-		var fetched event.PowerLevelsEventContent
-		if err := a.mx.BotClient().StateEvent(ctx, roomID, event.StatePowerLevels, "", &fetched); err != nil {
+		// Read raw and decoded as the homeserver reads it
+		// (decodePowerLevels), not by the client's StateEvent.
+		cli := a.mx.BotClient()
+		var raw json.RawMessage
+		if _, err := cli.MakeRequest(ctx, http.MethodGet, cli.BuildClientURL("v3", "rooms", roomID, "state", event.StatePowerLevels.Type, ""), nil, &raw); err != nil {
 			return nil
 		}
-		pl = &fetched
+		if pl, err = decodePowerLevels(raw); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("The room's power levels from the homeserver do not parse")
+			return nil
+		}
+		if err := a.state.SetPowerLevels(ctx, roomID, pl); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to store the room's power levels")
+		}
 	}
 	if pl.CreateEvent == nil {
 		pl.CreateEvent = a.createEvent(ctx, roomID)
