@@ -242,6 +242,7 @@ func (a *Appservice) authorized(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	if len(tokens) == 0 {
+		a.refuseUnauthorized(r, "missing")
 		writeMatrixError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing access token")
 		return false
 	}
@@ -250,10 +251,20 @@ func (a *Appservice) authorized(w http.ResponseWriter, r *http.Request) bool {
 		match &= subtle.ConstantTimeCompare([]byte(token), []byte(a.reg.ServerToken))
 	}
 	if match != 1 {
+		a.refuseUnauthorized(r, "invalid")
 		writeMatrixError(w, http.StatusForbidden, "M_FORBIDDEN", "Invalid access token")
 		return false
 	}
 	return true
+}
+
+// refuseUnauthorized counts and logs a request refused for its hs_token
+// (missing or invalid; the token itself is never logged): a homeserver
+// with an outdated registration, or someone else probing the listener.
+func (a *Appservice) refuseUnauthorized(r *http.Request, why string) {
+	a.metrics.unauthorized.WithLabelValues(why).Inc()
+	a.log.Warn().Str("reason", why).Str("method", r.Method).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).
+		Msg("Refused a request without a valid hs_token")
 }
 
 // bearerToken returns the token of an Authorization header value with the
@@ -300,9 +311,19 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		h(txnID)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxTransactionBytes))
-	if err != nil {
+	if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		a.metrics.transactions.WithLabelValues("too_large").Inc()
-		writeMatrixError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Transaction too large")
+		log.Warn().Int64("limit", tooLarge.Limit).Msg("Refused a transaction larger than appservice.max_transaction_bytes")
+		writeMatrixError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE",
+			fmt.Sprintf("Transaction larger than %d bytes (appservice.max_transaction_bytes)", tooLarge.Limit))
+		return
+	}
+	if err != nil {
+		// The body broke off (the homeserver gave up, a timeout): not a
+		// transaction too large; the homeserver sends it again.
+		a.metrics.transactions.WithLabelValues("read_error").Inc()
+		log.Warn().Err(err).Msg("Failed to read a transaction")
+		writeMatrixError(w, http.StatusBadRequest, "M_UNKNOWN", "Failed to read the transaction body")
 		return
 	}
 	txn, err := DecodeTransaction(body)

@@ -8,6 +8,7 @@ type metrics struct {
 	eventsIgnored *prometheus.CounterVec
 	jobs          *prometheus.CounterVec
 	policyChanges *prometheus.CounterVec
+	unauthorized  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +33,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gxconf", Subsystem: "appservice", Name: "policy_changes_total",
 			Help: "Changes of rooms' access policy (de.gxconf.access), accepted or refused.",
 		}, []string{"result"}),
+		unauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gxconf", Subsystem: "appservice", Name: "unauthorized_requests_total",
+			Help: "Requests to the appservice API (transactions, user and alias queries, ping) refused for their hs_token, by reason (missing, invalid).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.transactions, m.events, m.eventsIgnored, m.jobs, m.policyChanges)
+		reg.MustRegister(m.transactions, m.events, m.eventsIgnored, m.jobs, m.policyChanges, m.unauthorized)
 	}
 	return m
 }

@@ -1,0 +1,120 @@
+package appservice
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a log sink for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestUnauthorizedRequestsCountedAndLogged: a request without a valid
+// hs_token is refused as before, and now counted
+// (gxconf_appservice_unauthorized_requests_total{reason}) and logged
+// without the token, on every endpoint: user and alias queries and pings
+// were refused without a trace, transactions only counted.
+func TestUnauthorizedRequestsCountedAndLogged(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	logs := &syncBuffer{}
+	a.log = zerolog.New(logs)
+	h := a.Handler()
+	const wrong = "not-the-hs-token-0123456789abcdef"
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPut, "/_matrix/app/v1/transactions/t1"},
+		{http.MethodGet, "/_matrix/app/v1/users/@gxconf:hs.test"},
+		{http.MethodGet, "/_matrix/app/v1/rooms/%23a:hs.test"},
+		{http.MethodPost, "/_matrix/app/v1/ping"},
+	} {
+		for _, token := range []string{"", wrong} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(`{"events":[]}`))
+			want := http.StatusUnauthorized
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+				want = http.StatusForbidden
+			}
+			h.ServeHTTP(rec, req)
+			require.Equal(t, want, rec.Code, "%s %s", tc.method, tc.path)
+		}
+	}
+	require.Equal(t, 4.0, testutil.ToFloat64(a.metrics.unauthorized.WithLabelValues("missing")))
+	require.Equal(t, 4.0, testutil.ToFloat64(a.metrics.unauthorized.WithLabelValues("invalid")))
+	out := logs.String()
+	require.Equal(t, 8, strings.Count(out, "Refused a request without a valid hs_token"), out)
+	require.Contains(t, out, "/_matrix/app/v1/ping")
+	require.NotContains(t, out, wrong, "the token is never logged")
+}
+
+// brokenBody ends with an error, as a body that broke off.
+type brokenBody struct{ r io.Reader }
+
+func (b brokenBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		return n, errors.New("connection reset")
+	}
+	return n, err
+}
+
+// TestTransactionBodyRefusals: a body beyond max_transaction_bytes is
+// refused 413 M_TOO_LARGE naming the limit and its setting, and logged; a
+// body that broke off is not "too large" (it was answered and counted as
+// one): 400, result "read_error".
+func TestTransactionBodyRefusals(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	logs := &syncBuffer{}
+	a.log = zerolog.New(logs)
+	h := a.Handler()
+	put := func(body io.Reader) (int, map[string]string) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/t1", body)
+		req.Header.Set("Authorization", "Bearer "+a.reg.ServerToken)
+		h.ServeHTTP(rec, req)
+		var out map[string]string
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &out), rec.Body.String())
+		return rec.Code, out
+	}
+	huge := `{"events":[],"pad":"` + strings.Repeat("x", int(a.cfg.MaxTransactionBytes)) + `"}`
+	code, out := put(strings.NewReader(huge))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	require.Equal(t, "M_TOO_LARGE", out["errcode"])
+	require.Contains(t, out["error"], "max_transaction_bytes")
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("too_large")))
+	require.Contains(t, logs.String(), "Refused a transaction larger than appservice.max_transaction_bytes")
+
+	code, out = put(brokenBody{strings.NewReader(`{"events":[`)})
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Equal(t, "M_UNKNOWN", out["errcode"])
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("too_large")), "not too large")
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("read_error")))
+
+	// Neither was recorded as processed: the homeserver's retry is processed.
+	require.Equal(t, http.StatusOK, putTransaction(t, a, "t1"))
+	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("ok")))
+}
