@@ -173,7 +173,7 @@ var (
 	descPeerRooms   = prometheus.NewDesc("gxconf_bridge_peer_rooms", "Rooms relayed now with a peered deployment: ours it relays (role=authority) or its that we relay (role=relay).", []string{"peer", "role"}, nil)
 	descPeerTracks  = prometheus.NewDesc("gxconf_bridge_peer_tracks", "Tracks relayed now to (out) or from (in) a peered deployment.", dirLabels, nil)
 	descPeerCopies  = prometheus.NewDesc("gxconf_bridge_peer_track_copies", "Copies of each track sent to a peered deployment over the IX now: tracks sent per distinct track (1: one copy, however many of its users subscribe; more when several of its nodes relay a room; 0: none sent).", peerLabel, nil)
-	descPeerRefused = prometheus.NewDesc("gxconf_bridge_peer_refused_total", "Requests of a peered deployment on our rooms that were refused, by kind (track, data, control, participant: announced or staying without a grant, association, restricted_track: a want of a track none of its participants may receive).", []string{"peer", "kind"}, nil)
+	descPeerRefused = prometheus.NewDesc("gxconf_bridge_peer_refused_total", "Requests of a peered deployment on our rooms that were refused, by kind (track, data, control, participant: announced or staying without a grant, association, restricted_track: a want of a track none of its participants may receive; unauthenticated: a signalling request or grant check whose MAC does not verify, peer=\"(unknown)\" when it names no configured peer; replayed: one too old, from the future or replayed).", []string{"peer", "kind"}, nil)
 )
 
 // PeerDeployment is the live relay with one peered deployment.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 )
@@ -186,7 +187,18 @@ const (
 	refusedAssociation = "association"
 	// a want for a track none of the peer's participants may receive
 	refusedRestricted = "restricted_track"
+	// a signalling request or grant check whose MAC does not verify under
+	// the key of the peer it names (or that names no configured peer)
+	refusedUnauthenticated = "unauthenticated"
+	// a signalling request or grant check too old, from the future or
+	// with a nonce seen before (a replay)
+	refusedReplayed = "replayed"
 )
+
+// unknownPeer labels refusals of requests naming no configured peer: the
+// name is the sender's, not a bounded set (peer names cannot contain
+// parentheses).
+const unknownPeer = "(unknown)"
 
 // maxPeerNodesPerRoom bounds the associations one peer deployment holds
 // for one of our rooms: one per node of its that serves users of the room,
@@ -238,7 +250,8 @@ func (b *Bridge) countRefused(peer, kind string) {
 }
 
 // PeerRefused returns how many requests of kind ("track", "data",
-// "control", "participant") peer made of our rooms that were refused.
+// "control", "participant", "association", "restricted_track",
+// "unauthenticated", "replayed") peer made of our rooms that were refused.
 func (b *Bridge) PeerRefused(peer, kind string) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -536,12 +549,29 @@ func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, 
 	pl, known := b.peering.Peers[peer]
 	sum, err = base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
 	// An unknown peer is refused like a wrong MAC: nothing tells which
-	// peers exist.
+	// peers exist. Our log and metrics say which it was.
 	if !known || err != nil || !hmac.Equal(sum, peerMAC(pl.SignalKey, labelFor(r.URL.Path), nil, body)) {
+		label := peer
+		if !known {
+			label = unknownPeer
+		}
+		b.countRefused(label, refusedUnauthenticated)
+		b.log.Warn().Str("peer", clip.Text(peer, maxIDLen)).Bool("known_peer", known).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
+			Msg("Refused a peer request that is not authenticated (unknown peer, or a MAC that does not verify under its key)")
 		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
 		return "", PeerLink{}, nil, nil, false
 	}
 	return peer, pl, body, sum, true
+}
+
+// refuseStale answers a peer's authenticated request whose time is out
+// of the window or whose nonce was seen before (a replay), and counts
+// and logs it.
+func (b *Bridge) refuseStale(w http.ResponseWriter, r *http.Request, peer string, timeMs int64) {
+	b.countRefused(peer, refusedReplayed)
+	b.log.Warn().Str("peer", peer).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).Time("signed_at", time.UnixMilli(timeMs)).
+		Msg("Refused a peer request that is too old, from the future or replayed")
+	http.Error(w, errStale.Error(), http.StatusUnauthorized)
 }
 
 func labelFor(path string) string {
@@ -586,7 +616,7 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {
-		http.Error(w, errStale.Error(), http.StatusUnauthorized)
+		b.refuseStale(w, r, peer, offer.TimeMs)
 		return
 	}
 	if b.peering.Authority == nil {

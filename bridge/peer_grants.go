@@ -136,7 +136,7 @@ func (b *Bridge) handlePeerGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !b.freshNonce(req.Nonce, time.UnixMilli(req.TimeMs)) {
-		http.Error(w, errStale.Error(), http.StatusUnauthorized)
+		b.refuseStale(w, r, peer, req.TimeMs)
 		return
 	}
 	auth := b.peering.Authority

@@ -177,6 +177,8 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 	}
 	sum, err := base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
 	if err != nil || !hmac.Equal(sum, mac(b.cfg.Secret, "offer", nil, body)) {
+		b.log.Warn().Str("remote", r.RemoteAddr).
+			Msg("Refused a relay offer that is not authenticated (its MAC does not verify under the cluster secret)")
 		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
 		return
 	}
@@ -190,6 +192,8 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {
+		b.log.Warn().Str("remote", r.RemoteAddr).Str("peer_node_id", offer.From).Time("signed_at", time.UnixMilli(offer.TimeMs)).
+			Msg("Refused a relay offer that is too old, from the future or replayed")
 		http.Error(w, errStale.Error(), http.StatusUnauthorized)
 		return
 	}

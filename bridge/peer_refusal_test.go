@@ -1,0 +1,127 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// lockedBuffer is a log sink for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestPeerSignalRefusalsCounted: peer requests that are not authenticated
+// (a wrong key, a peer name nobody configured) and requests replayed or
+// too old are refused, as before, and now also counted in
+// gxconf_bridge_peer_refused_total (kind "unauthenticated", "replayed";
+// an unconfigured name under peer="(unknown)") and logged. They were
+// refused silently: a replayed capture or a peer with the wrong secret
+// left no trace on our side.
+func TestPeerSignalRefusalsCounted(t *testing.T) {
+	verifyNoLeaks(t)
+	auth := newFakeAuthority()
+	auth.grant("tok-rita", "fed-b", "X", "rita")
+	logs := &lockedBuffer{}
+	a := startNodeFull(t, "a1", nil, func(n *node) {
+		n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel)
+		n.br.SetPeering(Peering{Self: "fed-a", Authority: auth,
+			Peers: map[string]PeerLink{"fed-b": {RelayAddress: "127.0.0.1:9", SignalKey: peerSignalKey}}})
+	})
+	post := func(path, peer string, key []byte, v any) int {
+		t.Helper()
+		body, err := json.Marshal(v)
+		require.NoError(t, err)
+		label := "offer"
+		if path == peerGrantPath {
+			label = "grant"
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+path, bytes.NewReader(body))
+		req.Header.Set(peerHeader, peer)
+		req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(peerMAC(key, label, nil, body)))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	check := func(from string, at time.Time, nonce string) *grantRequest {
+		return &grantRequest{Version: 1, From: from, To: "fed-a", TimeMs: at.UnixMilli(), Relay: a.br.Addr(), Nonce: nonce,
+			Op: "check", Room: "X", Identity: "rita", TokenID: "tok-rita"}
+	}
+	wrongKey := []byte("another-signal-key-0123456789abcdef")
+
+	require.Equal(t, http.StatusUnauthorized, post(peerGrantPath, "fed-b", wrongKey, check("fed-b", time.Now(), newNonce())))
+	require.Equal(t, http.StatusUnauthorized, post(peerAssociatePath, "fed-b", wrongKey,
+		&signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: "X", Node: "b1", Relay: a.br.Addr(), TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}))
+	require.Equal(t, http.StatusUnauthorized, post(peerGrantPath, "fed-zz", peerSignalKey, check("fed-zz", time.Now(), newNonce())))
+	require.Equal(t, uint64(2), a.br.PeerRefused("fed-b", refusedUnauthenticated))
+	require.Equal(t, uint64(1), a.br.PeerRefused(unknownPeer, refusedUnauthenticated))
+	require.Zero(t, a.br.PeerRefused("fed-zz", refusedUnauthenticated), "the sender's name is no label")
+
+	nonce := newNonce()
+	require.Equal(t, http.StatusOK, post(peerGrantPath, "fed-b", peerSignalKey, check("fed-b", time.Now(), nonce)))
+	require.Zero(t, a.br.PeerRefused("fed-b", refusedReplayed))
+	require.Equal(t, http.StatusUnauthorized, post(peerGrantPath, "fed-b", peerSignalKey, check("fed-b", time.Now(), nonce)), "replayed")
+	require.Equal(t, http.StatusUnauthorized, post(peerGrantPath, "fed-b", peerSignalKey, check("fed-b", time.Now().Add(-time.Minute), newNonce())), "too old")
+	require.Equal(t, http.StatusUnauthorized, post(peerAssociatePath, "fed-b", peerSignalKey,
+		&signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: "X", Node: "b1", Relay: a.br.Addr(), TimeMs: time.Now().Add(time.Minute).UnixMilli(), Nonce: newNonce()}),
+		"from the future")
+	require.Equal(t, uint64(3), a.br.PeerRefused("fed-b", refusedReplayed))
+	require.False(t, a.br.Linked("X", peerKey("fed-b", "b1")))
+
+	out := logs.String()
+	require.Equal(t, 3, strings.Count(out, "Refused a peer request that is not authenticated"), out)
+	require.Equal(t, 3, strings.Count(out, "Refused a peer request that is too old, from the future or replayed"), out)
+}
+
+// TestClusterSignalRefusalsLogged: a cluster offer whose MAC does not
+// verify under the cluster secret, and a replayed one, are refused as
+// before and now logged (they were refused silently).
+func TestClusterSignalRefusalsLogged(t *testing.T) {
+	verifyNoLeaks(t)
+	logs := &lockedBuffer{}
+	n := startNodeFull(t, "node-b", nil, func(n *node) { n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel) })
+	post := func(secret string, s *signal) int {
+		t.Helper()
+		body, err := json.Marshal(s)
+		require.NoError(t, err)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.br.Addr()+associatePath, bytes.NewReader(body))
+		req.Header.Set(macHeader, base64.StdEncoding.EncodeToString(mac(secret, "offer", nil, body)))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	offer := &signal{Version: signalVersion, From: "node-a", To: "node-b", Room: "r", TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}
+	require.Equal(t, http.StatusUnauthorized, post("another secret of at least thirty-two bytes", offer))
+	offer.TimeMs = time.Now().Add(-time.Minute).UnixMilli()
+	require.Equal(t, http.StatusUnauthorized, post(testSecret, offer))
+	out := logs.String()
+	require.Contains(t, out, "Refused a relay offer that is not authenticated")
+	require.Contains(t, out, "Refused a relay offer that is too old, from the future or replayed")
+	require.Contains(t, out, `"peer_node_id":"node-a"`)
+}
