@@ -403,6 +403,10 @@ func TestPeering(t *testing.T) {
 		{"secret: 0123456789abcdef0123456789abcdef-peer", "secret: x\n      secret_file: /nonexistent", "peering.peers.fed-b.secret_file:"},
 		{`cluster: {relay_address: "10.99.0.1:7890"}`, "", "peering: needs the bridge"},
 		{"  name: fed-a\n", "  name: fed-a\n  relay_addresses: [\"203.0.113.9:7890\", \"nope\"]\n", "peering.relay_addresses[1]: must be host:port"},
+		// Two peers with one secret could sign as each other.
+		{"      secret: 0123456789abcdef0123456789abcdef-peer\n", "      secret: 0123456789abcdef0123456789abcdef-peer\n" +
+			"    fed-c:\n      relay_address: 10.99.0.3:7890\n      url: wss://sfu.fed-c.test\n      homeservers: [fed-c.test]\n" +
+			"      levels: [public]\n      secret: 0123456789abcdef0123456789abcdef-peer\n", "peering.peers.fed-c.secret: is the same as peers.fed-b's"},
 	} {
 		t.Run(c.want, func(t *testing.T) {
 			_, err := Parse([]byte(strings.Replace(peeringYAML, c.from, c.to, 1)), nil)

@@ -101,6 +101,10 @@ func (p *Peering) Validate() error {
 		}
 	}
 	served := map[string]string{}
+	// The signalling key is derived from the secret alone: two peers
+	// sharing one could each sign as the other (the name a request
+	// carries picks the key that checks it).
+	secrets := map[string]string{}
 	for _, n := range slices.Sorted(maps.Keys(p.Peers)) {
 		pc := p.Peers[n]
 		key := "peers." + n
@@ -137,6 +141,10 @@ func (p *Peering) Validate() error {
 		}
 		if len(pc.Secret) < 32 {
 			bad(key+".secret", "must be at least 32 bytes (the same on both deployments; or secret_file), got %d", len(pc.Secret))
+		} else if other, dup := secrets[pc.Secret]; dup {
+			bad(key+".secret", "is the same as peers.%s's; every peer needs its own secret, or either peer could sign requests as the other", other)
+		} else {
+			secrets[pc.Secret] = n
 		}
 	}
 	return errors.Join(errs...)
