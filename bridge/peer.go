@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -540,14 +539,13 @@ func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, 
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return "", PeerLink{}, nil, nil, false
 	}
-	body, err := io.ReadAll(r.Body) // at most maxSignalBody (the server's MaxBytesHandler)
-	if err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	body, ok = readSignalBody(w, r)
+	if !ok {
 		return "", PeerLink{}, nil, nil, false
 	}
 	peer = r.Header.Get(peerHeader)
 	pl, known := b.peering.Peers[peer]
-	sum, err = base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
+	sum, err := base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
 	// An unknown peer is refused like a wrong MAC: nothing tells which
 	// peers exist. Our log and metrics say which it was.
 	if !known || err != nil || !hmac.Equal(sum, peerMAC(pl.SignalKey, labelFor(r.URL.Path), nil, body)) {
@@ -562,6 +560,37 @@ func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, 
 		return "", PeerLink{}, nil, nil, false
 	}
 	return peer, pl, body, sum, true
+}
+
+// peerOfferProblem names what makes a peer's offer unusable ("": nothing).
+func peerOfferProblem(o *signal, peer string) string {
+	switch {
+	case o.Version != signalVersion:
+		return versionProblem(o.Version)
+	case o.From != peer:
+		return "from: not the deployment named in " + peerHeader
+	case o.Room == "":
+		return "room: missing"
+	case sfu.IsPeerRoom(o.Room):
+		return "room: a peer room; a deployment relays only the other's own rooms"
+	case o.Node == "" || len(o.Node) > 64:
+		return "node: missing or longer than 64 bytes"
+	}
+	return ""
+}
+
+// refuseMalformed answers a peer's authenticated request that is not
+// usable, naming the member at fault (problem), and logs it.
+func (b *Bridge) refuseMalformed(w http.ResponseWriter, r *http.Request, peer, problem string) {
+	b.log.Warn().Str("peer", peer).Str("path", r.URL.Path).Str("problem", problem).Msg("Refused a peer's malformed request")
+	http.Error(w, "bad request: "+problem, http.StatusBadRequest)
+}
+
+// refuseOtherDeployment answers a peer's request addressed to another
+// deployment than ours.
+func (b *Bridge) refuseOtherDeployment(w http.ResponseWriter, peer, to string) {
+	b.log.Warn().Str("peer", peer).Str("to", clip.Text(to, maxIDLen)).Msg("Refused a peer's request addressed to another deployment")
+	http.Error(w, fmt.Sprintf("to: %q is not this deployment (%s)", clip.Text(to, maxIDLen), b.peering.Self), http.StatusMisdirectedRequest)
 }
 
 // refuseStale answers a peer's authenticated request whose time is out
@@ -601,13 +630,18 @@ func (b *Bridge) handlePeerAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offer := &signal{}
-	if err := json.Unmarshal(body, offer); err != nil || offer.Version != signalVersion || offer.Room == "" || offer.Node == "" ||
-		len(offer.Node) > 64 || offer.From != peer || sfu.IsPeerRoom(offer.Room) {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	problem := ""
+	if err := json.Unmarshal(body, offer); err != nil {
+		problem = "body: not a relay offer: " + clip.Text(err.Error(), maxRefusalText)
+	} else {
+		problem = peerOfferProblem(offer, peer)
+	}
+	if problem != "" {
+		b.refuseMalformed(w, r, peer, problem)
 		return
 	}
 	if offer.To != b.peering.Self {
-		http.Error(w, "wrong deployment", http.StatusMisdirectedRequest)
+		b.refuseOtherDeployment(w, peer, offer.To)
 		return
 	}
 	if !b.ownRelay(offer.Relay) {

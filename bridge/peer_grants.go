@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gxfs-conf/gxconf/internal/clip"
 	"github.com/gxfs-conf/gxconf/sfu"
 )
 
@@ -113,6 +114,24 @@ func (b *Bridge) askPeer(ctx context.Context, req *grantRequest) (int64, error) 
 	return ans.TimeMs, nil
 }
 
+// grantProblem names what makes a peer's grant request unusable ("":
+// nothing).
+func grantProblem(req *grantRequest, peer string) string {
+	switch {
+	case req.Version != 1:
+		return fmt.Sprintf("v: grant request version %d, this node speaks 1", req.Version)
+	case req.From != peer:
+		return "from: not the deployment named in " + peerHeader
+	case req.Room == "":
+		return "room: missing"
+	case req.Identity == "":
+		return "identity: missing"
+	case req.Op != "check" && req.Op != "renew":
+		return fmt.Sprintf("op: %q is neither check nor renew", clip.Text(req.Op, 32))
+	}
+	return ""
+}
+
 // handlePeerGrant answers a peer's question about a token we issued for
 // its relay of our room, from our grants.
 func (b *Bridge) handlePeerGrant(w http.ResponseWriter, r *http.Request) {
@@ -121,13 +140,18 @@ func (b *Bridge) handlePeerGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req grantRequest
-	if err := json.Unmarshal(body, &req); err != nil || req.Version != 1 || req.From != peer || req.Room == "" ||
-		req.Identity == "" || (req.Op != "check" && req.Op != "renew") {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	problem := ""
+	if err := json.Unmarshal(body, &req); err != nil {
+		problem = "body: not a grant request: " + clip.Text(err.Error(), maxRefusalText)
+	} else {
+		problem = grantProblem(&req, peer)
+	}
+	if problem != "" {
+		b.refuseMalformed(w, r, peer, problem)
 		return
 	}
 	if req.To != b.peering.Self {
-		http.Error(w, "wrong deployment", http.StatusMisdirectedRequest)
+		b.refuseOtherDeployment(w, peer, req.To)
 		return
 	}
 	if !b.ownRelay(req.Relay) {

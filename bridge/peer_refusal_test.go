@@ -125,3 +125,76 @@ func TestClusterSignalRefusalsLogged(t *testing.T) {
 	require.Contains(t, out, "Refused a relay offer that is too old, from the future or replayed")
 	require.Contains(t, out, `"peer_node_id":"node-a"`)
 }
+
+// TestSignalRefusalsNameTheField: an authenticated offer or grant check
+// that cannot be used is refused with 400 naming the member at fault (it
+// said only "bad request": a peer or node of another gxconf version,
+// say, could not tell why it was refused), and one addressed elsewhere
+// with 421 naming "to".
+func TestSignalRefusalsNameTheField(t *testing.T) {
+	verifyNoLeaks(t)
+	a := startFedA(t, newFakeAuthority())
+	send := func(path string, body []byte, header http.Header) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+path, bytes.NewReader(body))
+		req.Header = header
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(raw)
+	}
+	cluster := func(mut func(*signal)) (int, string) {
+		s := &signal{Version: signalVersion, From: "a0", To: "a1", Room: "r", TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}
+		mut(s)
+		body, err := json.Marshal(s)
+		require.NoError(t, err)
+		return send(associatePath, body, http.Header{macHeader: {base64.StdEncoding.EncodeToString(mac(testSecret, "offer", nil, body))}})
+	}
+	peer := func(path string, v any) (int, string) {
+		body, err := json.Marshal(v)
+		require.NoError(t, err)
+		label := "offer"
+		if path == peerGrantPath {
+			label = "grant"
+		}
+		return send(path, body, http.Header{peerHeader: {"fed-b"}, macHeader: {base64.StdEncoding.EncodeToString(peerMAC(peerSignalKey, label, nil, body))}})
+	}
+	offer := func(mut func(*signal)) (int, string) {
+		s := &signal{Version: signalVersion, From: "fed-b", To: "fed-a", Room: "X", Node: "b1", Relay: a.br.Addr(), TimeMs: time.Now().UnixMilli(), Nonce: newNonce()}
+		mut(s)
+		return peer(peerAssociatePath, s)
+	}
+	grant := func(mut func(*grantRequest)) (int, string) {
+		g := &grantRequest{Version: 1, From: "fed-b", To: "fed-a", TimeMs: time.Now().UnixMilli(), Relay: a.br.Addr(), Nonce: newNonce(),
+			Op: "check", Room: "X", Identity: "rita", TokenID: "tok-rita"}
+		mut(g)
+		return peer(peerGrantPath, g)
+	}
+	for _, tc := range []struct {
+		name   string
+		do     func() (int, string)
+		status int
+		says   string
+	}{
+		{"cluster version", func() (int, string) { return cluster(func(s *signal) { s.Version = 1 }) }, 400, "v: relay protocol version 1, this node speaks 2"},
+		{"cluster from self", func() (int, string) { return cluster(func(s *signal) { s.From = "a1" }) }, 400, "from: this node's own id"},
+		{"cluster room", func() (int, string) { return cluster(func(s *signal) { s.Room = "" }) }, 400, "room: missing"},
+		{"cluster to", func() (int, string) { return cluster(func(s *signal) { s.To = "a9" }) }, 421, `to: "a9" is not this node`},
+		{"peer version", func() (int, string) { return offer(func(s *signal) { s.Version = 1 }) }, 400, "v: relay protocol version 1"},
+		{"peer from", func() (int, string) { return offer(func(s *signal) { s.From = "fed-c" }) }, 400, "from: not the deployment named in X-Gxconf-Peer"},
+		{"peer room", func() (int, string) { return offer(func(s *signal) { s.Room = peerRoomX }) }, 400, "room: a peer room"},
+		{"peer node", func() (int, string) { return offer(func(s *signal) { s.Node = "" }) }, 400, "node: missing"},
+		{"peer to", func() (int, string) { return offer(func(s *signal) { s.To = "fed-z" }) }, 421, `to: "fed-z" is not this deployment (fed-a)`},
+		{"grant op", func() (int, string) { return grant(func(g *grantRequest) { g.Op = "delete" }) }, 400, `op: "delete" is neither check nor renew`},
+		{"grant identity", func() (int, string) { return grant(func(g *grantRequest) { g.Identity = "" }) }, 400, "identity: missing"},
+		{"grant body", func() (int, string) { return peer(peerGrantPath, []string{"x"}) }, 400, "body: not a grant request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := tc.do()
+			require.Equal(t, tc.status, status, body)
+			require.Contains(t, body, tc.says)
+		})
+	}
+	require.False(t, a.br.Linked("X", peerKey("fed-b", "b1")))
+}

@@ -170,9 +170,8 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(r.Body) // at most maxSignalBody (the server's MaxBytesHandler)
-	if err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	body, ok := readSignalBody(w, r)
+	if !ok {
 		return
 	}
 	sum, err := base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
@@ -183,12 +182,19 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offer := &signal{}
-	if err := json.Unmarshal(body, offer); err != nil || offer.Version != signalVersion || offer.Room == "" || offer.From == "" || offer.From == b.cfg.NodeID {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	problem := ""
+	if err := json.Unmarshal(body, offer); err != nil {
+		problem = "body: not a relay offer: " + clip.Text(err.Error(), maxRefusalText)
+	} else {
+		problem = b.offerProblem(offer)
+	}
+	if problem != "" {
+		b.log.Warn().Str("remote", r.RemoteAddr).Str("problem", problem).Msg("Refused a malformed relay offer")
+		http.Error(w, "bad request: "+problem, http.StatusBadRequest)
 		return
 	}
 	if offer.To != b.cfg.NodeID {
-		http.Error(w, "wrong node", http.StatusMisdirectedRequest)
+		http.Error(w, fmt.Sprintf("to: %q is not this node (%s)", clip.Text(offer.To, maxIDLen), b.cfg.NodeID), http.StatusMisdirectedRequest)
 		return
 	}
 	if !b.freshNonce(offer.Nonce, time.UnixMilli(offer.TimeMs)) {
@@ -213,6 +219,42 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(macHeader, base64.StdEncoding.EncodeToString(mac(b.cfg.Secret, "answer", sum, rb)))
 	_, _ = w.Write(rb)
 	a.startAsync(offer)
+}
+
+// readSignalBody reads a signalling request's body, at most
+// maxSignalBody (the server's MaxBytesHandler), and writes the refusal
+// itself: 413 for a larger body, 400 for one that broke off.
+func readSignalBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(r.Body)
+	if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+		http.Error(w, fmt.Sprintf("body larger than %d bytes", maxSignalBody), http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	if err != nil {
+		http.Error(w, "cannot read the request body", http.StatusBadRequest)
+		return nil, false
+	}
+	return body, true
+}
+
+// versionProblem names a relay protocol version other than ours.
+func versionProblem(v int) string {
+	return fmt.Sprintf("v: relay protocol version %d, this node speaks %d (a node of another gxconf version)", v, signalVersion)
+}
+
+// offerProblem names what makes a cluster offer unusable ("": nothing).
+func (b *Bridge) offerProblem(o *signal) string {
+	switch {
+	case o.Version != signalVersion:
+		return versionProblem(o.Version)
+	case o.Room == "":
+		return "room: missing"
+	case o.From == "":
+		return "from: missing"
+	case o.From == b.cfg.NodeID:
+		return "from: this node's own id"
+	}
+	return ""
 }
 
 // freshNonce accepts an offer time within the allowed skew and a nonce

@@ -34,16 +34,18 @@ func TestSignalStalledBody(t *testing.T) {
 	require.Less(t, time.Since(start), 3*time.Second)
 }
 
-// TestSignalOversized: a request body beyond maxSignalBody and a header
-// beyond maxSignalHeader are refused.
+// TestSignalOversized: a request body beyond maxSignalBody (413; it was
+// a 400 "bad request") and a header beyond maxSignalHeader are refused.
 func TestSignalOversized(t *testing.T) {
 	n := startNode(t, "node-a")
 	url := "http://" + n.br.Addr() + associatePath
 
 	resp, err := http.Post(url, "application/json", bytes.NewReader(make([]byte, maxSignalBody+1)))
 	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	require.Contains(t, string(raw), fmt.Sprintf("body larger than %d bytes", maxSignalBody))
 
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
 	require.NoError(t, err)
