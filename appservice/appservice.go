@@ -79,7 +79,16 @@ type Appservice struct {
 	// closed when it is done (handleTransaction).
 	txnMu   sync.Mutex
 	txnBusy map[string]chan struct{}
+
+	// unauthLogs bounds the log lines of requests refused for their
+	// hs_token (each is still counted): anyone reaching the listener can
+	// send them.
+	unauthLogs *zerolog.BurstSampler
 }
+
+// unauthLogBurst is how many requests refused for their hs_token are
+// logged a minute.
+const unauthLogBurst = 20
 
 // job is a side effect of a transaction, run in order by the worker.
 type job struct {
@@ -152,6 +161,7 @@ func New(ctx context.Context, opts Options) (*Appservice, error) {
 
 		memberChanged: make(chan struct{}),
 		txnBusy:       map[string]chan struct{}{},
+		unauthLogs:    &zerolog.BurstSampler{Burst: unauthLogBurst, Period: time.Minute},
 	}
 	return a, nil
 }
@@ -259,11 +269,13 @@ func (a *Appservice) authorized(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // refuseUnauthorized counts and logs a request refused for its hs_token
-// (missing or invalid; the token itself is never logged): a homeserver
-// with an outdated registration, or someone else probing the listener.
+// (missing or invalid; the token itself is never logged; at most
+// unauthLogBurst lines a minute): a homeserver with an outdated
+// registration, or someone else probing the listener.
 func (a *Appservice) refuseUnauthorized(r *http.Request, why string) {
 	a.metrics.unauthorized.WithLabelValues(why).Inc()
-	a.log.Warn().Str("reason", why).Str("method", r.Method).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).
+	log := a.log.Sample(a.unauthLogs)
+	log.Warn().Str("reason", why).Str("method", r.Method).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).
 		Msg("Refused a request without a valid hs_token")
 }
 

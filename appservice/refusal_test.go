@@ -71,6 +71,26 @@ func TestUnauthorizedRequestsCountedAndLogged(t *testing.T) {
 	require.NotContains(t, out, wrong, "the token is never logged")
 }
 
+// TestUnauthorizedRefusalLogsBounded: each request refused for its
+// hs_token is counted, but at most unauthLogBurst a minute are logged,
+// so whoever reaches the listener cannot flood the log.
+func TestUnauthorizedRefusalLogsBounded(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	logs := &syncBuffer{}
+	a.log = zerolog.New(logs)
+	h := a.Handler()
+	const n = 2*unauthLogBurst + 5
+	for range n {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/_matrix/app/v1/ping", strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer nope")
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusForbidden, rec.Code)
+	}
+	require.Equal(t, float64(n), testutil.ToFloat64(a.metrics.unauthorized.WithLabelValues("invalid")))
+	require.Equal(t, unauthLogBurst, strings.Count(logs.String(), "Refused a request without a valid hs_token"))
+}
+
 // brokenBody ends with an error, as a body that broke off.
 type brokenBody struct{ r io.Reader }
 

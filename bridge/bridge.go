@@ -51,6 +51,9 @@ type Bridge struct {
 	// refused counts what peers asked of our rooms and were refused, by
 	// peer deployment and kind (under mu).
 	refused map[[2]string]uint64
+	// unauthLogs bounds the log lines of unauthenticated signalling
+	// requests, which anyone on the IX can send (each is still counted).
+	unauthLogs *zerolog.BurstSampler
 
 	mu     sync.Mutex
 	assocs map[assocKey]*association
@@ -67,6 +70,10 @@ type Bridge struct {
 }
 
 type assocKey struct{ room, peer string }
+
+// unauthLogBurst is how many unauthenticated signalling requests a minute
+// are logged.
+const unauthLogBurst = 20
 
 // New validates cfg and opens the relay listener (so Addr is known before
 // Run).
@@ -89,6 +96,7 @@ func New(cfg Config, s SFU, log zerolog.Logger) (*Bridge, error) {
 		nonces:      map[string]time.Time{},
 		peerPoke:    make(chan struct{}, 1),
 		refused:     map[[2]string]uint64{},
+		unauthLogs:  &zerolog.BurstSampler{Burst: unauthLogBurst, Period: time.Minute},
 	}
 	if cfg.TestLinkDelay > 0 {
 		b.log.Warn().Dur("delay", cfg.TestLinkDelay).Float64("loss", cfg.TestLinkLoss).Msg("Relay link impaired for tests")
@@ -308,4 +316,11 @@ func (b *Bridge) fail(a *association) {
 		defer b.wg.Done()
 		b.drop(a)
 	}()
+}
+
+// unauthLog is the log for unauthenticated signalling requests (at most
+// unauthLogBurst lines a minute).
+func (b *Bridge) unauthLog() *zerolog.Logger {
+	l := b.log.Sample(b.unauthLogs)
+	return &l
 }

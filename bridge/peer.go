@@ -554,7 +554,7 @@ func (b *Bridge) readPeer(w http.ResponseWriter, r *http.Request) (peer string, 
 			label = unknownPeer
 		}
 		b.countRefused(label, refusedUnauthenticated)
-		b.log.Warn().Str("peer", clip.Text(peer, maxIDLen)).Bool("known_peer", known).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
+		b.unauthLog().Warn().Str("peer", clip.Text(peer, maxIDLen)).Bool("known_peer", known).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
 			Msg("Refused a peer request that is not authenticated (unknown peer, or a MAC that does not verify under its key)")
 		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
 		return "", PeerLink{}, nil, nil, false

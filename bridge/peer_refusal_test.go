@@ -198,3 +198,34 @@ func TestSignalRefusalsNameTheField(t *testing.T) {
 	}
 	require.False(t, a.br.Linked("X", peerKey("fed-b", "b1")))
 }
+
+// TestUnauthenticatedRefusalLogsBounded: anyone on the IX can send
+// unauthenticated signalling requests; each is counted, but at most
+// unauthLogBurst a minute are logged, so they cannot flood the log.
+func TestUnauthenticatedRefusalLogsBounded(t *testing.T) {
+	verifyNoLeaks(t)
+	logs := &lockedBuffer{}
+	a := startNodeFull(t, "a1", nil, func(n *node) {
+		n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel)
+		n.br.SetPeering(Peering{Self: "fed-a", Authority: newFakeAuthority(),
+			Peers: map[string]PeerLink{"fed-b": {RelayAddress: "127.0.0.1:9", SignalKey: peerSignalKey}}})
+	})
+	const n = 2*unauthLogBurst + 5
+	for i := range n {
+		path := peerGrantPath
+		if i%2 == 1 {
+			path = associatePath
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.br.Addr()+path, strings.NewReader("{}"))
+		req.Header.Set(peerHeader, "fed-b")
+		req.Header.Set(macHeader, base64.StdEncoding.EncodeToString([]byte("not a mac")))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}
+	require.Equal(t, uint64((n+1)/2), a.br.PeerRefused("fed-b", refusedUnauthenticated))
+	out := logs.String()
+	lines := strings.Count(out, "Refused a peer request that is not authenticated") + strings.Count(out, "Refused a relay offer that is not authenticated")
+	require.Equal(t, unauthLogBurst, lines, out)
+}

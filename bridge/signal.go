@@ -176,7 +176,7 @@ func (b *Bridge) handleAssociate(w http.ResponseWriter, r *http.Request) {
 	}
 	sum, err := base64.StdEncoding.DecodeString(r.Header.Get(macHeader))
 	if err != nil || !hmac.Equal(sum, mac(b.cfg.Secret, "offer", nil, body)) {
-		b.log.Warn().Str("remote", r.RemoteAddr).
+		b.unauthLog().Warn().Str("remote", r.RemoteAddr).
 			Msg("Refused a relay offer that is not authenticated (its MAC does not verify under the cluster secret)")
 		http.Error(w, errUnauthenticated.Error(), http.StatusUnauthorized)
 		return
