@@ -23,6 +23,8 @@ import (
 	mxas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/gxfs-conf/gxconf/internal/clip"
 )
 
 // Options are the dependencies of an Appservice.
@@ -342,7 +344,7 @@ func (a *Appservice) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.metrics.transactions.WithLabelValues("bad_json").Inc()
 		log.Warn().Err(err).Msg("Refused malformed transaction")
-		writeMatrixError(w, http.StatusBadRequest, "M_NOT_JSON", "Malformed transaction")
+		writeMatrixError(w, http.StatusBadRequest, "M_NOT_JSON", "Malformed transaction: "+clip.Text(err.Error(), maxTxnErrorText))
 		return
 	}
 	ctx = log.WithContext(context.WithoutCancel(ctx))
@@ -388,6 +390,10 @@ func txnKey(txnID string) string {
 }
 
 const maxTxnIDBytes = 255
+
+// maxTxnErrorText bounds the decoding error quoted in a malformed
+// transaction's refusal.
+const maxTxnErrorText = 200
 
 // claimTxn waits until no other request processes txnID and claims it;
 // done releases it. ok is false when ctx ended first.

@@ -138,3 +138,26 @@ func TestTransactionBodyRefusals(t *testing.T) {
 	require.Equal(t, http.StatusOK, putTransaction(t, a, "t1"))
 	require.Equal(t, 1.0, testutil.ToFloat64(a.metrics.transactions.WithLabelValues("ok")))
 }
+
+// TestMalformedTransactionRefusalNamesTheProblem: a transaction body that
+// is not one is refused 400 M_NOT_JSON as before, the error now saying
+// what is wrong (it said only "Malformed transaction").
+func TestMalformedTransactionRefusalNamesTheProblem(t *testing.T) {
+	a := newTestAppservice(t, "http://127.0.0.1:1")
+	h := a.Handler()
+	for body, says := range map[string]string{
+		`{"events":{}}`:    "events",
+		`{"events":[`:      "unexpected end of JSON input",
+		`{"pdus":[1,2,3]}`: "events: missing",
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/t1", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+a.reg.ServerToken)
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusBadRequest, rec.Code, body)
+		var out map[string]string
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &out))
+		require.Equal(t, "M_NOT_JSON", out["errcode"])
+		require.Contains(t, out["error"], says, body)
+	}
+}

@@ -29,10 +29,10 @@ func DecodeTransaction(body []byte) (*Transaction, error) {
 		return nil, fmt.Errorf("transaction is not JSON: %w", err)
 	}
 	if raw.Events == nil {
-		return nil, errors.New("transaction has no events list")
+		return nil, errors.New(`events: missing (a transaction is {"events":[...]})`)
 	}
 	if len(raw.Events) > maxEventsPerTxn {
-		return nil, fmt.Errorf("transaction has %d events, more than %d", len(raw.Events), maxEventsPerTxn)
+		return nil, fmt.Errorf("events: %d, more than %d", len(raw.Events), maxEventsPerTxn)
 	}
 	txn := &Transaction{Events: make([]*event.Event, 0, len(raw.Events))}
 	for _, r := range raw.Events {
