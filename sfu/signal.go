@@ -504,6 +504,10 @@ func (c *signalConn) resumeExpired(now time.Time, window time.Duration) bool {
 	return true
 }
 
+// closeAfterWriteError is how long a socket whose write failed stays open
+// for its reader to read what the client sent before it went.
+const closeAfterWriteError = time.Second
+
 func (c *signalConn) writeLoop() {
 	defer close(c.closed)
 	var batch []*livekit.SignalResponse
@@ -531,10 +535,19 @@ func (c *signalConn) writeLoop() {
 		failed := false
 		for i, m := range batch {
 			if err := c.write(ws, m); err != nil {
-				_ = ws.CloseNow()
 				if closing {
+					_ = ws.CloseNow()
 					return
 				}
+				// The reader may not have read all the client sent before
+				// its socket broke: server-sdk-go writes its leave and
+				// closes at once, and a reply written meanwhile fails.
+				// Closing ws now would drop that leave and keep the
+				// session for the resume window. A broken connection ends
+				// the reader by itself once it has read what arrived; the
+				// timer bounds one that is not broken. (A write timeout
+				// has closed ws already.)
+				time.AfterFunc(closeAfterWriteError, func() { _ = ws.CloseNow() })
 				// Keep what was not sent for a resume; the reader of ws
 				// fails too and detaches it (or the session ends).
 				c.requeue(ws, batch[i:])
