@@ -1,38 +1,20 @@
 package appservice
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/internal/logbuf"
 )
-
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestUnauthorizedRequestsCountedAndLogged: a request without a valid
 // hs_token is refused as before, and now counted
@@ -41,7 +23,7 @@ func (b *syncBuffer) String() string {
 // were refused without a trace, transactions only counted.
 func TestUnauthorizedRequestsCountedAndLogged(t *testing.T) {
 	a := newTestAppservice(t, "http://127.0.0.1:1")
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	a.log = zerolog.New(logs)
 	h := a.Handler()
 	const wrong = "not-the-hs-token-0123456789abcdef"
@@ -76,7 +58,7 @@ func TestUnauthorizedRequestsCountedAndLogged(t *testing.T) {
 // so whoever reaches the listener cannot flood the log.
 func TestUnauthorizedRefusalLogsBounded(t *testing.T) {
 	a := newTestAppservice(t, "http://127.0.0.1:1")
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	a.log = zerolog.New(logs)
 	h := a.Handler()
 	const n = 2*unauthLogBurst + 5
@@ -108,7 +90,7 @@ func (b brokenBody) Read(p []byte) (int, error) {
 // one): 400, result "read_error".
 func TestTransactionBodyRefusals(t *testing.T) {
 	a := newTestAppservice(t, "http://127.0.0.1:1")
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	a.log = zerolog.New(logs)
 	h := a.Handler()
 	put := func(body io.Reader) (int, map[string]string) {

@@ -7,31 +7,14 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/internal/logbuf"
 )
-
-// lockedBuffer is a log sink for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestPeerSignalRefusalsCounted: peer requests that are not authenticated
 // (a wrong key, a peer name nobody configured) and requests replayed or
@@ -44,7 +27,7 @@ func TestPeerSignalRefusalsCounted(t *testing.T) {
 	verifyNoLeaks(t)
 	auth := newFakeAuthority()
 	auth.grant("tok-rita", "fed-b", "X", "rita")
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	a := startNodeFull(t, "a1", nil, func(n *node) {
 		n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel)
 		n.br.SetPeering(Peering{Self: "fed-a", Authority: auth,
@@ -102,7 +85,7 @@ func TestPeerSignalRefusalsCounted(t *testing.T) {
 // before and now logged (they were refused silently).
 func TestClusterSignalRefusalsLogged(t *testing.T) {
 	verifyNoLeaks(t)
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	n := startNodeFull(t, "node-b", nil, func(n *node) { n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel) })
 	post := func(secret string, s *signal) int {
 		t.Helper()
@@ -204,7 +187,7 @@ func TestSignalRefusalsNameTheField(t *testing.T) {
 // unauthLogBurst a minute are logged, so they cannot flood the log.
 func TestUnauthenticatedRefusalLogsBounded(t *testing.T) {
 	verifyNoLeaks(t)
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	a := startNodeFull(t, "a1", nil, func(n *node) {
 		n.br.log = zerolog.New(logs).Level(zerolog.WarnLevel)
 		n.br.SetPeering(Peering{Self: "fed-a", Authority: newFakeAuthority(),

@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gxfs-conf/gxconf/internal/logbuf"
 	"github.com/gxfs-conf/gxconf/sfu"
 	"github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
@@ -19,24 +19,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // relayedVideo sets up one relayed video layer from a to b outside any
 // SFU track (as BenchmarkRelayPath does) and returns its sink and b's
@@ -88,7 +70,7 @@ func fromAssoc(t testing.TB, a *association, pkt []byte) {
 // fails authentication; and neither node logs handshake secrets.
 func TestRelayMediaSecurity(t *testing.T) {
 	verifyNoLeaks(t)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	capture := func(n *node) { n.br.log = zerolog.New(&logs).Level(zerolog.TraceLevel) }
 	a, b := startNodeFull(t, "node-a", nil, capture), startNodeFull(t, "node-b", nil, capture)
 	link(t, "sec", a, b)

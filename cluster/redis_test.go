@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gxfs-conf/gxconf/internal/logbuf"
 )
 
 const (
@@ -523,7 +524,7 @@ func TestRedisMalformedRecordLoggedOnce(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
 	raw := srv.client(t, "")
-	var logged lockedBuffer
+	var logged logbuf.Buffer
 	r, err := NewRedis(testRedisConfig(t, srv.addr, "a", "S"), zerolog.New(&logged).Level(zerolog.InfoLevel))
 	require.NoError(t, err)
 	n := &testNode{Redis: r, done: make(chan error, 1)}
@@ -550,24 +551,6 @@ func TestRedisMalformedRecordLoggedOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return lines() == 2 }, waitFor, tick)
 	rounds(3)
 	require.Equal(t, 2, lines())
-}
-
-// lockedBuffer is a log writer that tests read while the node writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Members of the nodes set that are not node IDs, and node records that
@@ -681,7 +664,7 @@ func TestRedisRefusedLiveRecordLoggedOnce(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
 	raw := srv.client(t, "")
-	var logged lockedBuffer
+	var logged logbuf.Buffer
 	r, err := NewRedis(testRedisConfig(t, srv.addr, "a", "S"), zerolog.New(&logged).Level(zerolog.InfoLevel))
 	require.NoError(t, err)
 	n := &testNode{Redis: r, done: make(chan error, 1)}

@@ -1,7 +1,6 @@
 package focus
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mau.fi/util/dbutil"
 
+	"github.com/gxfs-conf/gxconf/internal/logbuf"
 	testharness "github.com/gxfs-conf/gxconf/test/harness"
 	"github.com/gxfs-conf/gxconf/test/msc4140"
 )
@@ -338,24 +337,6 @@ func TestDelegationsCappedPerUser(t *testing.T) {
 	require.Equal(t, maxDelegationsPerUser+1, delegationRows(t, s), "alice's 16 and bob's")
 }
 
-// syncBuffer is a log sink the service writes from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
-
 // The node runs at most delayed_events.max_jobs delegations, whoever they
 // are from: the next is refused as over the per-user cap (429
 // M_LIMIT_EXCEEDED on /delegate_delayed_leave, 400 M_BAD_JSON on the token
@@ -364,7 +345,7 @@ func (b *syncBuffer) count(s string) int {
 // held and the cap.
 func TestDelegationsCappedPerNode(t *testing.T) {
 	mhs := msc4140.New(nil)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	s := newDelayStack(t, mhs, "", nil, func(o *Options) {
 		o.Config.DelayedEvents.MaxJobs = 2
 		o.Log = zerolog.New(io.MultiWriter(&logs, zerolog.NewTestWriter(t)))
@@ -403,7 +384,7 @@ func TestDelegationsCappedPerNode(t *testing.T) {
 		resp, out = s.post(t, path, body)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s without delay fields: %v", path, out)
 	}
-	require.Equal(t, 1, logs.count(full), "logged once")
+	require.Equal(t, 1, strings.Count(logs.String(), full), "logged once")
 	resp, out = delegate("tok-alice", "@alice:local.test", "m0", "syd_a0")
 	require.Equal(t, http.StatusOK, resp.StatusCode, "a replacement takes no new slot: %v", out)
 	require.Equal(t, 2, delegationRows(t, s))
@@ -432,7 +413,7 @@ func TestDelegationsCappedPerNode(t *testing.T) {
 	// Full again after having been below the cap: logged again.
 	resp, _ = delegate("tok-bob", "@bob:local.test", "m1", "syd_b1")
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
-	require.Equal(t, 2, logs.count(full))
+	require.Equal(t, 2, strings.Count(logs.String(), full))
 }
 
 // A restart of gxconf: the job is in the database; the next focus on the
