@@ -256,18 +256,9 @@ func TestRedisSupersededRunLeavesTheInbox(t *testing.T) {
 // and entries again: its reconcile must not delete the newer run's entries
 // as stale ones of its own.
 func TestRedisReconcileSparesANewerRunsEntries(t *testing.T) {
-	srv := startRedis(t)
 	ctx := context.Background()
-	raw := srv.client(t, "")
-	cfg := testRedisConfig(t, srv.addr, "dup", "S")
-	newer := startNode(t, cfg, withEpoch(2))
-	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
-	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:parts", "bob").Val() }, waitFor, tick)
-
 	// The older run, between its heartbeat and its reconcile.
-	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = old.closeClients() })
+	raw, _, old := olderAndNewerRun(t, false)
 	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "alice"})
 	require.ErrorIs(t, old.reconcile(ctx), errNotOwnRecord)
 	v, err := raw.HGet(ctx, "gxtest:room:r:parts", "bob").Bytes()
@@ -283,20 +274,10 @@ func TestRedisReconcileSparesANewerRunsEntries(t *testing.T) {
 // identity or track, nor take the room out of the node's room set (which
 // reaping walks).
 func TestRedisOlderRunsRemovalSparesANewerRunsEntries(t *testing.T) {
-	srv := startRedis(t)
 	ctx := context.Background()
-	raw := srv.client(t, "")
-	cfg := testRedisConfig(t, srv.addr, "dup", "S")
-	newer := startNode(t, cfg, withEpoch(2))
-	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
-	newer.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
-	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:tracks", "TR_1").Val() }, waitFor, tick)
-
 	// The older run, between the newer run's registration and its own
 	// next heartbeat: bob and his track leave it, and so does the room.
-	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = old.closeClients() })
+	raw, newer, old := olderAndNewerRun(t, true)
 	old.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
 	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
 	old.ReleaseRoom("r")
@@ -321,18 +302,8 @@ func TestRedisOlderRunsRemovalSparesANewerRunsEntries(t *testing.T) {
 // entries of a run that is not live, and the newer run would not write
 // them again.
 func TestRedisOlderRunsWritesSpareANewerRunsEntries(t *testing.T) {
-	srv := startRedis(t)
 	ctx := context.Background()
-	raw := srv.client(t, "")
-	cfg := testRedisConfig(t, srv.addr, "dup", "S")
-	newer := startNode(t, cfg, withEpoch(2))
-	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
-	newer.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
-	require.Eventually(t, func() bool { return raw.HExists(ctx, "gxtest:room:r:tracks", "TR_1").Val() }, waitFor, tick)
-
-	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = old.closeClients() })
+	raw, _, old := olderAndNewerRun(t, true)
 	old.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob", JoinedAt: time.Now().Add(time.Hour)})
 	old.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
 	require.NoError(t, old.flush(ctx))
@@ -352,4 +323,29 @@ func TestRedisOlderRunsWritesSpareANewerRunsEntries(t *testing.T) {
 	require.Equal(t, map[string]string{
 		"gxtest:room:r:nodes": "2", "gxtest:room:r:parts": "2", "gxtest:room:r:tracks": "2",
 	}, epochs, "the older run replaced the newer run's entries")
+}
+
+// olderAndNewerRun starts a node's newer run (epoch 2) with bob in room r,
+// and his track TR_1 with track, waits until Redis holds them, and returns
+// Redis, that run and an older run of the same node (epoch 1) that was
+// made but not started: it acts as a run that has not yet seen, at its
+// heartbeat, that it is superseded.
+func olderAndNewerRun(t *testing.T, track bool) (raw *redis.Client, newer *testNode, old *Redis) {
+	t.Helper()
+	srv := startRedis(t)
+	ctx := context.Background()
+	raw = srv.client(t, "")
+	cfg := testRedisConfig(t, srv.addr, "dup", "S")
+	newer = startNode(t, cfg, withEpoch(2))
+	newer.AddParticipant(ParticipantEntry{Room: "r", Identity: "bob"})
+	hash, field := "gxtest:room:r:parts", "bob"
+	if track {
+		newer.AddTrack(TrackEntry{Room: "r", SID: "TR_1", Participant: "bob"})
+		hash, field = "gxtest:room:r:tracks", "TR_1"
+	}
+	require.Eventually(t, func() bool { return raw.HExists(ctx, hash, field).Val() }, waitFor, tick)
+	old, err := NewRedis(cfg, nopLog(), withEpoch(1))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.closeClients() })
+	return raw, newer, old
 }
